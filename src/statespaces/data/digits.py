@@ -1,0 +1,55 @@
+r"""Sequential digits: scikit-learn's bundled 8x8 handwritten digits read pixel by pixel (L = 64).
+
+Real handwriting (UCI optdigits, 1797 images, 10 classes) shipped inside scikit-learn, so it
+needs no download. This is the default task of ``statespaces train`` and the small stand-in for
+the thesis' sequential MNIST (§7.3.1). ``permute=True`` applies one fixed random permutation of
+the 64 pixels (the pMNIST protocol).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+
+@dataclass
+class SequenceData:
+    """A train/test split of sequences ``x`` (n, L, d_input) float32 and labels ``y`` (n,) int64."""
+
+    train: TensorDataset
+    test: TensorDataset
+    d_input: int
+    n_classes: int
+    length: int
+    name: str
+
+
+def load_digits_sequences(permute: bool = False, test_fraction: float = 0.2, seed: int = 0) -> SequenceData:
+    """Load sklearn's digits as (n, 64, 1) sequences in [0, 1], stratified split.
+
+    Args:
+        permute: apply a fixed pixel permutation (seeded by ``seed``).
+        test_fraction: fraction of the 1797 images held out for testing.
+        seed: seed of the split (and permutation).
+    """
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as e:  # pragma: no cover - sklearn is a dependency
+        raise ImportError("the digits task needs scikit-learn: pip install scikit-learn") from e
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    bunch = load_digits()
+    x = bunch.data.astype(np.float32) / 16.0            # (1797, 64), pixel order row-major
+    y = bunch.target.astype(np.int64)
+    if permute:
+        x = x[:, np.random.default_rng(seed).permutation(64)]
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    mean, std = xtr.mean(), xtr.std()
+    to_ds = lambda a, b: TensorDataset(torch.from_numpy((a - mean) / std)[..., None], torch.from_numpy(b))
+    return SequenceData(
+        train=to_ds(xtr, ytr), test=to_ds(xte, yte), d_input=1, n_classes=10, length=64,
+        name="psdigits" if permute else "sdigits",
+    )

@@ -1,0 +1,124 @@
+r"""Discretization of continuous SSMs (thesis §2.3.1, eq. 2.3-2.4; app. A.1.4).
+
+A rule maps the continuous system ``x' = A x + B u`` and a step size ``dt`` to the discrete
+recurrence ``x_k = dA x_{k-1} + dB u_k``. Every rule depends on ``(dt, A, B)`` only through
+``(dt*A, dt*B)`` (Lemma 2.13), which the tests check.
+
+Rules (alpha is the GBT parameter; app. A.1.4):
+
+=================  ======================================================  ==========
+name               dA                                                      alpha
+=================  ======================================================  ==========
+``forward_euler``  I + dt A                                                0
+``backward_euler`` (I - dt A)^{-1}                                         1
+``bilinear``       (I - dt A/2)^{-1} (I + dt A/2)                          1/2
+``gbt``            (I - alpha dt A)^{-1} (I + (1 - alpha) dt A)            alpha
+``zoh``            exp(dt A),  dB = A^{-1} (exp(dt A) - I) B               --
+=================  ======================================================  ==========
+
+For the GBT family ``dB = (I - alpha dt A)^{-1} dt B``. Two entry points:
+:func:`discretize_diagonal` for diagonal (complex) ``A`` given as a vector of eigenvalues, and
+:func:`discretize_dense` for a full matrix ``A``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from ._checks import check_choice
+
+Tensor = torch.Tensor
+
+#: Names accepted by ``discretize_*``.
+DISCRETIZATIONS = ("zoh", "bilinear", "forward_euler", "backward_euler", "gbt")
+
+_GBT_ALPHA = {"forward_euler": 0.0, "backward_euler": 1.0, "bilinear": 0.5}
+
+
+def _gbt_alpha(method: str, alpha: Optional[float]) -> Optional[float]:
+    method = check_choice("discretization", method, DISCRETIZATIONS)
+    if method == "zoh":
+        if alpha is not None:
+            raise ValueError("alpha is only used by the 'gbt' discretization, not 'zoh'")
+        return None
+    if method == "gbt":
+        if alpha is None or not (0.0 <= float(alpha) <= 1.0):
+            raise ValueError(f"the 'gbt' discretization needs alpha in [0, 1], got {alpha!r}")
+        return float(alpha)
+    if alpha is not None and float(alpha) != _GBT_ALPHA[method]:
+        raise ValueError(f"{method!r} fixes alpha={_GBT_ALPHA[method]}; use method='gbt' for alpha={alpha}")
+    return _GBT_ALPHA[method]
+
+
+def discretize_diagonal(
+    A: Tensor, B: Tensor, dt: Tensor, method: str = "bilinear", alpha: Optional[float] = None
+) -> Tuple[Tensor, Tensor]:
+    r"""Discretize a diagonal SSM elementwise.
+
+    Args:
+        A: eigenvalues, shape (..., N), complex or real.
+        B: input vector, shape broadcastable to (..., N).
+        dt: step sizes, shape broadcastable to ``A.shape[:-1]`` (one per system, e.g. (H,)).
+        method: one of :data:`DISCRETIZATIONS`.
+        alpha: GBT parameter, only with ``method='gbt'``.
+
+    Returns:
+        ``(dA, dB)`` of shape (..., N). For ZOH, ``dB = (exp(dt A) - 1)/A * B`` with the limit
+        ``dt B`` where ``A = 0``.
+    """
+    a = _gbt_alpha(method, alpha)
+    dt = torch.as_tensor(dt, dtype=A.real.dtype, device=A.device)
+    dtA = dt.unsqueeze(-1) * A if dt.dim() > 0 else dt * A
+    dtB = (dt.unsqueeze(-1) if dt.dim() > 0 else dt) * B
+    if a is None:
+        dA = torch.exp(dtA)
+        small = dtA.abs() < 1e-6
+        safe = torch.where(small, torch.ones_like(dtA), dtA)
+        phi = torch.where(small, 1 + dtA / 2, (dA - 1) / safe)  # (e^x - 1)/x
+        return dA, phi * dtB
+    denom = 1 - a * dtA
+    return (1 + (1 - a) * dtA) / denom, dtB / denom
+
+
+def discretize_dense(
+    A: Tensor, B: Tensor, dt: Tensor, method: str = "bilinear", alpha: Optional[float] = None
+) -> Tuple[Tensor, Tensor]:
+    r"""Discretize a dense SSM.
+
+    Args:
+        A: state matrix, shape (..., N, N).
+        B: input matrix, shape (..., N) (single input) or (..., N, M).
+        dt: step sizes, shape broadcastable to ``A.shape[:-2]``.
+        method, alpha: as in :func:`discretize_diagonal`.
+
+    Returns:
+        ``(dA, dB)`` with the shapes of ``(A, B)``. ZOH uses the block exponential
+        ``exp(dt [[A, B], [0, 0]]) = [[dA, dB], [0, I]]``, which stays valid for singular ``A``.
+    """
+    a = _gbt_alpha(method, alpha)
+    if A.dim() < 2 or A.shape[-1] != A.shape[-2]:
+        raise ValueError(f"A must be a (..., N, N) matrix, got shape {tuple(A.shape)}")
+    vector = B.dim() == A.dim() - 1
+    Bm = B.unsqueeze(-1) if vector else B
+    N, M = Bm.shape[-2], Bm.shape[-1]
+    if Bm.shape[-2] != A.shape[-1]:
+        raise ValueError(f"B has {Bm.shape[-2]} rows, A is {N}x{N}")
+    dtype = torch.promote_types(A.dtype, Bm.dtype)
+    A, Bm = A.to(dtype), Bm.to(dtype)
+    dt = torch.as_tensor(dt, dtype=A.real.dtype, device=A.device)
+    dt = dt[..., None, None]
+    dtA, dtB = dt * A, dt * Bm
+    if a is None:
+        batch = torch.broadcast_shapes(dtA.shape[:-2], dtB.shape[:-2])
+        block = torch.zeros(*batch, N + M, N + M, dtype=dtype, device=A.device)
+        block[..., :N, :N] = dtA
+        block[..., :N, N:] = dtB
+        E = torch.linalg.matrix_exp(block)
+        dA, dB = E[..., :N, :N], E[..., :N, N:]
+    else:
+        eye = torch.eye(N, dtype=A.dtype, device=A.device)
+        lhs = eye - a * dtA
+        dA = torch.linalg.solve(lhs, eye + (1 - a) * dtA)
+        dB = torch.linalg.solve(lhs, dtB)
+    return dA, (dB.squeeze(-1) if vector else dB)

@@ -1,0 +1,273 @@
+"""Online function approximation with HiPPO (thesis ch. 4, §4.2.4, App. A.1.5, D.1-D.2).
+
+:class:`HiPPO` runs the HiPPO memory update over a sampled signal and returns the
+coefficient history; :meth:`HiPPO.reconstruct` turns coefficients back into the
+signal over the memory window (Prop. 5.3 / eq. D.6).
+
+Two modes
+---------
+``"lsi"`` (scale-invariant, default for ``legs``; also ``jacobi``/``chebyshev`` by
+Cor. E.7): ``x' = (A x + B u)/t``. Sample ``k`` (0-based) is the input on
+``[t_{k-1}, t_k]`` with timestamps ``t_k = k + 1`` by default (the recurrence
+depends only on the ratios ``delta/t``, so any uniform step gives the same
+coefficients; pass ``timestamps`` for irregular sampling). The state starts at
+``t_0`` as the projection of a constant: ``x(t_0) = u_0 e_0`` (the thesis leaves
+the start open because ``1/t`` is singular at 0; this is the exact solution for
+an input constant on ``[0, t_0]``). Then GBT steps (App. A.1.5), see
+:mod:`.legs_fast`; LegS uses the O(N) update by default.
+The memory window is the whole history ``[0, t_k]``.
+
+``"lti"`` (time-invariant, all measures): ``x' = A x + B u`` with
+``(A, B) = transition(measure, N, theta)`` discretized once with step ``dt``
+(GBT or ZOH, §2.3.1 / App. A.1.4), ``x_k = Abar x_{k-1} + Bbar u_k``, ``x_{-1} = 0``.
+For windowed measures the window is the last ``theta`` time units (``theta/dt``
+samples).
+
+Sign convention: SSM sign ``x' = A x + B u`` (see :mod:`.measures`).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import nn
+
+from ._checks import check_finite_tensor, check_measure, check_positive, check_state_size
+from .basis import basis
+from .legs_fast import INPUT_GAINS, legs_gbt_coefficients, legs_step_dense, legs_step_fast
+from .measures import MEASURES, measure_params, transition
+from .polys import jacobi_01, jacobi_01_weight, legendre_01
+
+__all__ = ["HiPPO", "MODES", "DISCRETIZATIONS", "LSI_MEASURES", "discretize"]
+
+MODES = ("lsi", "lti")
+LSI_MEASURES = ("legs", "jacobi", "chebyshev")
+DISCRETIZATIONS = ("forward_euler", "backward_euler", "bilinear", "zoh")
+_ALPHA = {"forward_euler": 0.0, "backward_euler": 1.0, "bilinear": 0.5}
+_F64 = torch.float64
+
+
+def _check_discretization(disc) -> tuple[str, float | None]:
+    """Return ``(name, alpha)``; ``alpha`` is None for ZOH."""
+    if isinstance(disc, numbers.Real) and not isinstance(disc, bool):
+        alpha = float(disc)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"GBT discretization alpha must be in [0, 1], got {alpha}")
+        return "gbt", alpha
+    name = check_measure(disc, DISCRETIZATIONS, what="discretization (or a GBT alpha in [0, 1])")
+    return name, _ALPHA.get(name)
+
+
+def discretize(A: torch.Tensor, B: torch.Tensor, dt: float, discretization="bilinear"):
+    """Discretize an LTI system ``(A, B)`` with step ``dt`` (thesis §2.3.1, App. A.1.4).
+
+    ``discretization``: ``"forward_euler"`` / ``"backward_euler"`` / ``"bilinear"``
+    (GBT with alpha = 0, 1, 1/2), a GBT ``alpha`` in [0, 1], or ``"zoh"``.
+    Returns ``(Abar (N, N), Bbar (N,))``.
+    """
+    dt = check_positive(dt, "dt")
+    name, alpha = _check_discretization(discretization)
+    N = A.shape[0]
+    eye = torch.eye(N, dtype=A.dtype)
+    if name == "zoh":
+        # exp of the augmented matrix [[A, B], [0, 0]] gives (e^{dt A}, int_0^dt e^{sA} ds B)
+        M = torch.zeros(N + 1, N + 1, dtype=A.dtype)
+        M[:N, :N] = A * dt
+        M[:N, N] = B * dt
+        E = torch.linalg.matrix_exp(M)
+        return E[:N, :N], E[:N, N]
+    lhs = eye - alpha * dt * A
+    Abar = torch.linalg.solve(lhs, eye + (1.0 - alpha) * dt * A)
+    Bbar = torch.linalg.solve(lhs, dt * B.unsqueeze(-1)).squeeze(-1)
+    return Abar, Bbar
+
+
+def _lsi_reconstruction_basis(measure: str, N: int, y: torch.Tensor, params: dict) -> torch.Tensor:
+    """``q_n(y)`` on the history fraction ``y = s/t`` in [0, 1] (Cor. E.7): ``L_n(y)`` for
+    LegS, ``w(y) p_n(y)`` for Jacobi/Chebyshev. Shape ``(N, *y.shape)``."""
+    if measure == "legs":
+        return legendre_01(N, y)
+    a, b = (-0.5, -0.5) if measure == "chebyshev" else (params["alpha"], params["beta"])
+    return jacobi_01(N, y, a, b) * jacobi_01_weight(y, a, b)
+
+
+class HiPPO(nn.Module):
+    """Online HiPPO projection of a signal onto ``N`` basis functions.
+
+    Args:
+        N: state size (number of coefficients).
+        measure: one of :data:`MEASURES` (default ``"legs"``).
+        mode: ``"lsi"`` (default for legs) or ``"lti"`` (default otherwise;
+            ``"lsi"`` only for :data:`LSI_MEASURES`).
+        discretization: ``"bilinear"`` (default), ``"forward_euler"``,
+            ``"backward_euler"``, a GBT alpha in [0, 1], or ``"zoh"`` (LTI only).
+        dt: sampling step of the LTI mode (required there; ignored by ``lsi``,
+            which is step-size free).
+        theta: timescale / window of the LTI system (default 1.0).
+        fast: use the O(N) LegS update (default True for LSI-LegS).
+        input_gain: ``"gbt"`` (default) or ``"thesis"`` input weighting of the LSI
+            step (see :mod:`.legs_fast`).
+        **params: measure parameters (``alpha`` for lagt; ``alpha, beta`` for jacobi).
+
+    Shapes: ``forward(u)`` takes ``u`` of shape ``(B, L)`` or ``(B, L, H)`` and returns
+    the coefficient history ``(B, L, N)`` / ``(B, L, H, N)`` (entry ``k`` = state after
+    reading sample ``k``), or only the final state ``(B, [H,] N)`` with
+    ``return_history=False``. Computation is float64; the result has ``u``'s dtype.
+    """
+
+    def __init__(self, N: int, measure: str = "legs", mode: str | None = None,
+                 discretization="bilinear", dt: float | None = None, theta: float = 1.0,
+                 fast: bool | None = None, input_gain: str = "gbt", **params):
+        super().__init__()
+        self.N = check_state_size(N)
+        self.measure = check_measure(measure, MEASURES)
+        self.params = measure_params(self.measure, params)
+        if mode is None:
+            mode = "lsi" if self.measure == "legs" else "lti"
+        self.mode = check_measure(mode, MODES, what="mode")
+        if self.mode == "lsi" and self.measure not in LSI_MEASURES:
+            raise ValueError(
+                f"mode 'lsi' is only defined for measures {', '.join(LSI_MEASURES)}; "
+                f"got {self.measure!r} (use mode='lti')"
+            )
+        self.disc_name, self.alpha = _check_discretization(discretization)
+        self.theta = check_positive(theta, "theta")
+        self.input_gain = check_measure(input_gain, INPUT_GAINS, what="input_gain")
+        A, B = transition(self.measure, self.N, theta=self.theta if self.mode == "lti" else 1.0,
+                          **self.params)
+        self.register_buffer("A", A)
+        self.register_buffer("B", B)
+        if self.mode == "lsi":
+            if self.disc_name == "zoh":
+                raise ValueError("discretization 'zoh' is not available for mode 'lsi'; "
+                                 "use 'bilinear', 'forward_euler', 'backward_euler' or a GBT alpha")
+            self.dt = None if dt is None else check_positive(dt, "dt")
+            self.fast = (self.measure == "legs") if fast is None else bool(fast)
+            if self.fast and self.measure != "legs":
+                raise ValueError("the O(N) fast update exists only for measure 'legs'")
+        else:
+            if dt is None:
+                raise ValueError(f"dt (sampling step > 0) is required for mode 'lti' "
+                                 f"(measure {self.measure!r}, theta={self.theta})")
+            self.dt = check_positive(dt, "dt")
+            if fast:
+                raise ValueError("fast=True is only available for measure 'legs' in mode 'lsi'")
+            self.fast = False
+            Abar, Bbar = discretize(A, B, self.dt, discretization)
+            self.register_buffer("Abar", Abar)
+            self.register_buffer("Bbar", Bbar)
+
+    def extra_repr(self) -> str:
+        return (f"N={self.N}, measure={self.measure!r}, mode={self.mode!r}, "
+                f"discretization={self.disc_name if self.alpha is None or self.disc_name != 'gbt' else self.alpha}, "
+                f"dt={self.dt}, theta={self.theta}, fast={self.fast}")
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, u: torch.Tensor, timestamps: torch.Tensor | None = None,
+                return_history: bool = True) -> torch.Tensor:
+        u = check_finite_tensor(u, "u")
+        if u.dim() not in (2, 3):
+            raise ValueError(f"u must have shape (B, L) or (B, L, H), got {tuple(u.shape)}")
+        if u.shape[1] < 1:
+            raise ValueError("u must contain at least one time step (L >= 1)")
+        out_dtype = u.dtype
+        x_in = u.to(_F64)
+        squeeze_h = x_in.dim() == 2
+        if squeeze_h:
+            x_in = x_in.unsqueeze(-1)
+        Bsz, L, H = x_in.shape
+        seq = x_in.permute(1, 0, 2)  # (L, B, H)
+        if self.mode == "lsi":
+            ts = self._timestamps(timestamps, L)
+            hist = self._run_lsi(seq, ts, return_history)
+        else:
+            if timestamps is not None:
+                raise ValueError("timestamps are only supported in mode 'lsi'")
+            hist = self._run_lti(seq, return_history)
+        if return_history:
+            out = hist.permute(1, 0, 2, 3)  # (B, L, H, N)
+            if squeeze_h:
+                out = out.squeeze(2)
+        else:
+            out = hist.squeeze(1) if squeeze_h else hist
+        return out.to(out_dtype)
+
+    def _timestamps(self, timestamps, L: int) -> torch.Tensor:
+        if timestamps is None:
+            return torch.arange(1, L + 1, dtype=_F64)
+        ts = check_finite_tensor(timestamps, "timestamps").to(_F64)
+        if ts.dim() != 1 or ts.shape[0] != L:
+            raise ValueError(f"timestamps must have shape (L,) = ({L},), got {tuple(ts.shape)}")
+        if ts[0] <= 0 or (L > 1 and bool((ts[1:] <= ts[:-1]).any())):
+            raise ValueError("timestamps must be positive and strictly increasing "
+                             "(t_k = end time of sample k; the LSI measure starts at 0)")
+        return ts
+
+    def _run_lsi(self, seq: torch.Tensor, ts: torch.Tensor, return_history: bool) -> torch.Tensor:
+        L, Bsz, H = seq.shape
+        x = torch.zeros(Bsz, H, self.N, dtype=_F64)
+        x[..., 0] = seq[0]
+        hist = [x] if return_history else None
+        tl = ts.tolist()
+        for k in range(1, L):
+            a, b, g = legs_gbt_coefficients(tl[k - 1], tl[k], self.alpha, self.input_gain)
+            if self.fast:
+                x = legs_step_fast(x, seq[k], a, b, g)
+            elif self.measure == "legs":
+                x = legs_step_dense(x, seq[k], a, b, g, self.A, self.B)
+            else:
+                x = self._dense_gbt(x, seq[k], a, b, g)
+            if return_history:
+                hist.append(x)
+        return torch.stack(hist) if return_history else x
+
+    def _dense_gbt(self, x, u, a, b, g):
+        N = self.N
+        eye = torch.eye(N, dtype=_F64)
+        y = x @ (eye + a * self.A).T + g * u.unsqueeze(-1) * self.B
+        sol = torch.linalg.solve_triangular(eye - b * self.A, y.reshape(-1, N).T, upper=False)
+        return sol.T.reshape(y.shape)
+
+    def _run_lti(self, seq: torch.Tensor, return_history: bool) -> torch.Tensor:
+        L, Bsz, H = seq.shape
+        AT = self.Abar.T.contiguous()
+        Bb = self.Bbar
+        x = torch.zeros(Bsz, H, self.N, dtype=_F64)
+        hist = torch.empty(L, Bsz, H, self.N, dtype=_F64) if return_history else None
+        for k in range(L):
+            x = x @ AT + seq[k].unsqueeze(-1) * Bb
+            if return_history:
+                hist[k] = x
+        return hist if return_history else x
+
+    # ------------------------------------------------------------ reconstruct
+    def reconstruct(self, coeffs: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """Rebuild the signal over the memory window from coefficients ``(..., N)``.
+
+        * ``lsi``: the whole history ``[0, t]``, evaluated at the ``length`` cell
+          midpoints ``y_j = (j + 1/2)/length`` of ``s = y t`` (with the default
+          ``t_k = k + 1`` and ``length = k + 1`` these are the samples ``0..k``).
+          ``length`` is required.
+        * ``lti``: the last ``length`` samples before "now" at lags
+          ``tau_j = (j + 1/2) dt`` (sample midpoints); default ``length =
+          round(theta/dt)`` for windowed measures (required otherwise).
+
+        Returns ``(..., length)``, ordered oldest -> newest.
+        """
+        if not isinstance(coeffs, torch.Tensor) or coeffs.shape[-1:] != (self.N,):
+            raise ValueError(f"coeffs must be a tensor of shape (..., {self.N})")
+        if length is None:
+            if self.mode == "lti" and self.measure in ("legt", "lmu", "fout"):
+                length = max(1, int(round(self.theta / self.dt)))
+            else:
+                raise ValueError(f"length is required to reconstruct measure {self.measure!r} "
+                                 f"in mode {self.mode!r} (its memory is not a finite window)")
+        length = check_state_size(length, "length")
+        if self.mode == "lsi":
+            y = (torch.arange(length, dtype=_F64) + 0.5) / length
+            Q = _lsi_reconstruction_basis(self.measure, self.N, y, self.params)  # (N, length)
+        else:
+            tau = (torch.arange(length - 1, -1, -1, dtype=_F64) + 0.5) * self.dt
+            Q = basis(self.measure, self.N, tau, theta=self.theta, kind="reconstruction", **self.params)
+        return (coeffs.to(_F64) @ Q).to(coeffs.dtype)

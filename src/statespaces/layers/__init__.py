@@ -1,0 +1,5 @@
+"""Linear SSM layers sharing one contract (see :mod:`statespaces.layers.base`)."""
+from .base import DiagonalSSM, DiagonalSystem, SSMLayer
+from .s4d import S4D
+
+__all__ = ["SSMLayer", "DiagonalSSM", "DiagonalSystem", "S4D"]

@@ -1,0 +1,182 @@
+r"""The contract every SSM layer shares (see DESIGN.md), and its implementation for diagonal SSMs.
+
+Three views of one linear time-invariant layer, per channel ``y = K * u + D u``:
+
+* convolution: ``layer(x)`` with x (B, L, H) -> y (B, L, H) via FFT (thesis §2.3.3);
+* recurrence: ``state = layer.initial_state(B)``; ``y_t, state = layer.step(x_t, state)`` with
+  x_t (B, H) (thesis §2.3.2), and the stateful chunked forward
+  ``y, state = layer(x, state=state, return_state=True)``;
+* continuous time: ``rate`` multiplies the step size dt, so a signal sampled ``rate`` times more
+  coarsely is processed by the same continuous system (thesis §2.4.1, §7.4.1).
+
+A layer is only the linear SSM: activation, mixing, normalization and residual belong to
+:class:`statespaces.blocks.ResidualBlock`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from .._checks import check_dtype_compatible, check_finite, check_real_float, check_sequence
+from ..kernels.vandermonde import vandermonde, vandermonde_transpose
+from ..ops.fftconv import fftconv
+
+Tensor = torch.Tensor
+
+
+def check_rate(rate: float) -> float:
+    if isinstance(rate, torch.Tensor) or not isinstance(rate, (int, float)) or not (rate > 0) or rate == float("inf"):
+        raise ValueError(f"rate must be a positive finite number (step-size multiplier), got {rate!r}")
+    return float(rate)
+
+
+class SSMLayer(nn.Module):
+    """Base class of the linear SSM layers. Subclasses implement :meth:`kernel`, :meth:`initial_state`,
+    :meth:`step`, and the two state maps used by the chunked forward."""
+
+    d_model: int
+    bidirectional: bool
+
+    # ---- to implement -------------------------------------------------------------------
+    def kernel(self, L: int, rate: float = 1.0) -> Tensor:  # pragma: no cover - abstract
+        """Convolution kernel (H, L), or (2, H, L) if bidirectional."""
+        raise NotImplementedError
+
+    def initial_state(self, batch_size: int) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:  # pragma: no cover
+        """Output (B, L, H) produced by ``state`` alone over the next L steps."""
+        raise NotImplementedError
+
+    def _advance_state(self, state: Optional[Tensor], x: Tensor, rate: float) -> Tensor:  # pragma: no cover
+        """State after consuming x (B, L, H) starting from ``state`` (zeros if None)."""
+        raise NotImplementedError
+
+    def ssm_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the state equation (A, B, dt) that get their own optimizer settings (§7.1)."""
+        return iter(())
+
+    # ---- shared -------------------------------------------------------------------------
+    @property
+    def param_dtype(self) -> torch.dtype:
+        return self.D.dtype
+
+    def forward(
+        self, x: Tensor, state: Optional[Tensor] = None, return_state: bool = False, rate: float = 1.0
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """Apply the layer to x (B, L, H).
+
+        Args:
+            x: input sequence, batch first (B, L, H).
+            state: state before the first step, from :meth:`initial_state` or a previous call
+                with ``return_state=True``; None means zeros. Not allowed when bidirectional.
+            return_state: also return the state after the last step (for chunked processing).
+            rate: step-size multiplier (continuous-time view); 2 means x is sampled half as often.
+
+        Returns:
+            y (B, L, H) in the dtype of x, and the new state if ``return_state``.
+        """
+        check_sequence(x, self.d_model, self.param_dtype)
+        rate = check_rate(rate)
+        if self.bidirectional and (state is not None or return_state):
+            raise ValueError("a bidirectional layer is not causal: it has no recurrent state")
+        in_dtype = x.dtype
+        u = x.to(self.param_dtype)
+        L = u.shape[1]
+        y = fftconv(u, self.kernel(L, rate), self.bidirectional) + u * self.D
+        if state is not None:
+            self._check_state(state, u.shape[0])
+            y = y + self._zero_input_response(state, L, rate)
+        y = y.to(in_dtype)
+        if return_state:
+            return y, self._advance_state(state, u, rate)
+        return y
+
+    def _check_state(self, state: Tensor, batch: int) -> None:
+        ref = self.initial_state(batch)
+        if not isinstance(state, torch.Tensor) or state.shape != ref.shape:
+            got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
+            raise ValueError(f"state must have shape {tuple(ref.shape)} (from initial_state({batch})), got {got}")
+
+    def _check_step_input(self, x: Tensor, state: Tensor) -> None:
+        if self.bidirectional:
+            raise ValueError("a bidirectional layer is not causal and cannot be stepped")
+        check_real_float("x", x)
+        if x.dim() != 2 or x.shape[-1] != self.d_model:
+            raise ValueError(f"step input must have shape (batch, d_model={self.d_model}), got {tuple(x.shape)}")
+        check_dtype_compatible("x", x, self.param_dtype)
+        check_finite("x", x)
+        self._check_state(state, x.shape[0])
+
+
+@dataclass
+class DiagonalSystem:
+    """A discretized diagonal SSM with M complex modes per channel.
+
+    ``log_dA`` (H, M): logarithms of the discrete eigenvalues; ``dB`` (H, M); ``C`` (K, H, M) with
+    K = 1, or 2 for the two directions of a bidirectional layer; ``scale``: 2 when each mode
+    stands for a conjugate pair (output ``2 Re``, §3.4.5), else 1.
+    """
+
+    log_dA: Tensor
+    dB: Tensor
+    C: Tensor
+    scale: float
+
+
+class DiagonalSSM(SSMLayer):
+    """Convolution, recurrence and chunked views for any diagonal SSM. Subclasses provide
+    :meth:`diagonal_system`; the state is complex, shape (B, H, M)."""
+
+    def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def kernel(self, L: int, rate: float = 1.0) -> Tensor:
+        """Kernel ``K_l = scale * Re sum_n C_n dB_n dA_n^l`` (eq. 3.2): (H, L) or (2, H, L) if bidirectional."""
+        if isinstance(L, bool) or not isinstance(L, int) or L < 1:
+            raise ValueError(f"kernel length L must be a positive integer, got {L!r}")
+        sys = self.diagonal_system(check_rate(rate))
+        K = sys.scale * vandermonde(sys.C * sys.dB, sys.log_dA, L)
+        return K if self.bidirectional else K[0]
+
+    def initial_state(self, batch_size: int) -> Tensor:
+        """Zero state (B, H, M), complex."""
+        M = self.n_modes
+        cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
+        return torch.zeros(batch_size, self.d_model, M, dtype=cdtype, device=self.D.device)
+
+    def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
+        """One recurrent step: ``state' = dA state + dB x``, ``y = scale Re(C state') + D x``.
+
+        Args:
+            x: (B, H). state: (B, H, M) complex.
+
+        Returns:
+            ``(y, state')`` with y (B, H).
+        """
+        self._check_step_input(x, state)
+        sys = self.diagonal_system(check_rate(rate))
+        u = x.to(self.param_dtype)
+        state = torch.exp(sys.log_dA) * state + sys.dB * u.unsqueeze(-1)
+        y = sys.scale * (sys.C[0] * state).sum(-1).real + self.D * u
+        return y.to(x.dtype), state
+
+    def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:
+        sys = self.diagonal_system(rate)
+        coef = sys.C[0] * torch.exp(sys.log_dA) * state                 # (B, H, M)
+        return (sys.scale * vandermonde(coef, sys.log_dA, L)).transpose(1, 2)
+
+    def _advance_state(self, state: Optional[Tensor], x: Tensor, rate: float) -> Tensor:
+        sys = self.diagonal_system(rate)
+        L = x.shape[1]
+        new = sys.dB * vandermonde_transpose(x.transpose(1, 2).flip(-1), sys.log_dA)
+        if state is not None:
+            new = new + torch.exp(L * sys.log_dA) * state
+        return new

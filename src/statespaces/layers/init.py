@@ -1,0 +1,114 @@
+r"""Initializations of diagonal SSMs and of the step size (thesis §6.3.2, Table 6.1, §7.5.4; §5.4).
+
+All diagonal inits return continuous-time eigenvalues ``A`` and input vectors ``B`` of shape
+(H, M). With conjugate symmetry (every init but ``real``) the M = N/2 modes stand for N/2
+conjugate pairs, i.e. a real state of size N.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+
+from .._checks import check_choice
+
+Tensor = torch.Tensor
+
+#: Diagonal (S4D) initializations: thesis names (6.5)-(6.6), (7.1)-(7.4), Table 6.1.
+S4D_INITS = ("legs", "inv", "lin", "real", "rand", "inv2", "quad")
+
+
+def s4d_init(name: str, N: int, H: int, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor, bool]:
+    r"""Diagonal state matrix and input vector of an S4D layer.
+
+    ============  ==================================================  ====================
+    name          A_n (n = 0 .. N/2-1 unless stated)                   source
+    ============  ==================================================  ====================
+    ``legs``      eigenvalues of the normal part of HiPPO-LegS,         (6.4), Thm 6.9
+                  with ``B = V^* (B_LegS / 2)``
+    ``inv``       -1/2 + i (N/pi) (N/(2n+1) - 1)                        (6.5)
+    ``lin``       -1/2 + i pi n                                         (6.6)
+    ``inv2``      -1/2 + i (N/pi) (N/(n+1) - 1)                         (7.3)
+    ``quad``      -1/2 + i (1+2n)^2 / pi                                (7.4), read as Im
+    ``real``      -(n+1), n = 0 .. N-1, real modes (no conjugate pairs) §7.5.4
+    ``rand``      -1/2 + i pi (N/2) u, u ~ U[0,1] per channel, sorted   our choice (*)
+    ============  ==================================================  ====================
+
+    (*) The thesis names S4D-Rand without a formula. We keep the decay -1/2 that §6.3.2 argues
+    for and draw the frequencies uniformly over the range S4D-Lin spans.
+    ``B`` is 1 except for ``legs``.
+
+    Returns:
+        ``(A, B, conjugate)``: complex128 tensors (H, M) and whether modes are conjugate pairs.
+    """
+    name = check_choice("S4D init", name, S4D_INITS)
+    if name == "real":
+        A = -(torch.arange(N, dtype=torch.float64) + 1).to(torch.complex128)
+        return A.expand(H, N).clone(), torch.ones(H, N, dtype=torch.complex128), False
+    M = N // 2
+    n = torch.arange(M, dtype=torch.float64)
+    if name == "legs":
+        from ..hippo.forms import diagonal_init
+
+        A, B = diagonal_init("legs", N)
+        return A.expand(H, M).clone(), B.expand(H, M).clone(), True
+    if name == "rand":
+        u = torch.rand(H, M, dtype=torch.float64, generator=generator).sort(-1).values
+        imag = math.pi * (N / 2) * u
+    else:
+        imag = {
+            "inv": (N / math.pi) * (N / (2 * n + 1) - 1),
+            "lin": math.pi * n,
+            "inv2": (N / math.pi) * (N / (n + 1) - 1),
+            "quad": (1 + 2 * n) ** 2 / math.pi,
+        }[name].expand(H, M)
+    A = torch.complex(torch.full_like(imag, -0.5), imag)
+    return A, torch.ones(H, M, dtype=torch.complex128), True
+
+
+def log_dt_init(H: int, dt_min: float, dt_max: float, generator: Optional[torch.Generator] = None) -> Tensor:
+    r"""``log dt ~ U[log dt_min, log dt_max]``, one per channel (Remark 5.6; default (1e-3, 1e-1)).
+
+    Returns float64 (H,).
+    """
+    if not (0 < dt_min <= dt_max) or not math.isfinite(dt_max):
+        raise ValueError(f"need 0 < dt_min <= dt_max < inf, got dt_min={dt_min}, dt_max={dt_max}")
+    u = torch.rand(H, dtype=torch.float64, generator=generator)
+    return u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+
+
+def c_init(shape: Tuple[int, ...], generator: Optional[torch.Generator] = None) -> Tensor:
+    r"""Output vector: i.i.d. complex normal with variance 1 per entry, ``(x + i y)/sqrt(2)``.
+
+    The thesis asks for unit variance without the Xavier ``N^{-1/2}`` factor (Remark 5.5, Cor 5.16);
+    Listing 1's ``randn + i randn`` has variance 2, so we halve it (notes on Cor 5.16).
+    """
+    re = torch.randn(*shape, dtype=torch.float64, generator=generator)
+    im = torch.randn(*shape, dtype=torch.float64, generator=generator)
+    return torch.complex(re, im) / math.sqrt(2)
+
+
+# --- transforms that keep Re(A) < 0 (§3.4.2, Table 7.11) -----------------------------------
+REAL_TRANSFORMS = ("exp", "softplus", "relu", "none")
+_RELU_FLOOR = 1e-4
+
+
+def real_forward(p: Tensor, transform: str) -> Tensor:
+    """Map the unconstrained parameter to the decay rate ``-Re(A) >= 0``."""
+    if transform == "exp":
+        return torch.exp(p)
+    if transform == "softplus":
+        return torch.nn.functional.softplus(p)
+    if transform == "relu":
+        return torch.clamp(p, min=_RELU_FLOOR)
+    return p
+
+
+def real_inverse(x: Tensor, transform: str) -> Tensor:
+    """Inverse of :func:`real_forward` for ``x = -Re(A) > 0``."""
+    if transform == "exp":
+        return torch.log(x)
+    if transform == "softplus":
+        return x + torch.log(-torch.expm1(-x))
+    return x.clone()

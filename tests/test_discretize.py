@@ -1,0 +1,110 @@
+"""Discretization rules (thesis §2.3.1, app. A.1.4) against scipy/matrix-exponential references."""
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from statespaces import DISCRETIZATIONS, discretize_dense, discretize_diagonal
+
+RULES = [("forward_euler", None), ("backward_euler", None), ("bilinear", None), ("gbt", 0.3), ("zoh", None)]
+
+
+def _random_system(N=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(N, N, dtype=torch.float64, generator=g) - 2 * torch.eye(N, dtype=torch.float64)
+    B = torch.randn(N, dtype=torch.float64, generator=g)
+    return A, B
+
+
+def _scipy_reference(A, B, dt, method, alpha):
+    A, B = A.numpy(), B.numpy()
+    N = A.shape[0]
+    if method == "zoh":
+        M = np.zeros((N + 1, N + 1))
+        M[:N, :N], M[:N, N] = A * dt, B * dt
+        E = scipy.linalg.expm(M)
+        return E[:N, :N], E[:N, N]
+    a = {"forward_euler": 0.0, "backward_euler": 1.0, "bilinear": 0.5}.get(method, alpha)
+    I = np.eye(N)
+    lhs = I - a * dt * A
+    return np.linalg.solve(lhs, I + (1 - a) * dt * A), np.linalg.solve(lhs, dt * B)
+
+
+@pytest.mark.parametrize("method,alpha", RULES)
+def test_dense_matches_scipy(method, alpha):
+    A, B = _random_system()
+    dA, dB = discretize_dense(A, B, torch.tensor(0.07, dtype=torch.float64), method, alpha)
+    rA, rB = _scipy_reference(A, B, 0.07, method, alpha)
+    np.testing.assert_allclose(dA.numpy(), rA, atol=1e-12)
+    np.testing.assert_allclose(dB.numpy(), rB, atol=1e-12)
+
+
+def test_zoh_dB_solves_A_dB_equals_dA_minus_I_B():
+    A, B = _random_system()
+    dA, dB = discretize_dense(A, B, torch.tensor(0.2, dtype=torch.float64), "zoh")
+    torch.testing.assert_close(A @ dB, (dA - torch.eye(5, dtype=torch.float64)) @ B, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("method,alpha", RULES)
+def test_diagonal_path_equals_dense_path(method, alpha):
+    g = torch.Generator().manual_seed(1)
+    lam = torch.complex(-torch.rand(3, 6, dtype=torch.float64, generator=g), 5 * torch.randn(3, 6, dtype=torch.float64, generator=g))
+    B = torch.randn(3, 6, dtype=torch.complex128, generator=g)
+    dt = torch.tensor([0.01, 0.1, 0.3], dtype=torch.float64)
+    dA, dB = discretize_diagonal(lam, B, dt, method, alpha)
+    dAd, dBd = discretize_dense(torch.diag_embed(lam), B, dt, method, alpha)
+    torch.testing.assert_close(torch.diag_embed(dA), dAd, atol=1e-12, rtol=0)
+    torch.testing.assert_close(dB, dBd, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("method,alpha", RULES)
+def test_rules_depend_only_on_dtA_dtB(method, alpha):
+    """Lemma 2.13: SSM(dt, A, B) == SSM(1, dt A, dt B)."""
+    A, B = _random_system()
+    dt = torch.tensor(0.05, dtype=torch.float64)
+    one = torch.tensor(1.0, dtype=torch.float64)
+    for x, y in zip(discretize_dense(A, B, dt, method, alpha), discretize_dense(dt * A, dt * B, one, method, alpha)):
+        torch.testing.assert_close(x, y, atol=1e-12, rtol=0)
+
+
+def test_gbt_special_cases():
+    A, B = _random_system()
+    dt = torch.tensor(0.1, dtype=torch.float64)
+    for name, a in (("forward_euler", 0.0), ("backward_euler", 1.0), ("bilinear", 0.5)):
+        for x, y in zip(discretize_dense(A, B, dt, "gbt", a), discretize_dense(A, B, dt, name)):
+            torch.testing.assert_close(x, y, atol=1e-14, rtol=0)
+
+
+def test_zoh_limit_at_zero_eigenvalue():
+    lam = torch.tensor([0.0 + 0j, -1e-9 + 0j], dtype=torch.complex128)
+    dA, dB = discretize_diagonal(lam, torch.ones(2, dtype=torch.complex128), torch.tensor(0.5, dtype=torch.float64), "zoh")
+    torch.testing.assert_close(dB, torch.full((2,), 0.5, dtype=torch.complex128), atol=1e-9, rtol=0)
+
+
+def test_gating_lemma_2_16():
+    """Backward Euler of x' = -x + u with dt = exp(z) is the gate x_t = (1-s(z)) x_{t-1} + s(z) u_t."""
+    z = torch.linspace(-3, 3, 7, dtype=torch.float64)
+    ones = torch.ones(7, 1, dtype=torch.float64)
+    dA, dB = discretize_diagonal(-ones, ones, torch.exp(z), "backward_euler")  # 7 systems of size 1
+    torch.testing.assert_close(dA[:, 0], 1 - torch.sigmoid(z))
+    torch.testing.assert_close(dB[:, 0], torch.sigmoid(z))
+
+
+def test_stable_rules_keep_stability():
+    lam = torch.complex(-torch.rand(200, dtype=torch.float64) - 1e-3, 100 * torch.randn(200, dtype=torch.float64))
+    for method in ("zoh", "bilinear", "backward_euler"):
+        dA, _ = discretize_diagonal(lam, torch.ones_like(lam), torch.tensor(0.5, dtype=torch.float64), method)
+        assert bool((dA.abs() < 1).all()), method
+
+
+def test_bad_input():
+    A, B = _random_system()
+    with pytest.raises(ValueError, match="valid choices are: zoh"):
+        discretize_dense(A, B, 0.1, "rk4")
+    with pytest.raises(ValueError, match="alpha"):
+        discretize_dense(A, B, 0.1, "gbt")
+    with pytest.raises(ValueError, match="alpha"):
+        discretize_dense(A, B, 0.1, "bilinear", alpha=0.3)
+    with pytest.raises(ValueError, match=r"\(\.\.\., N, N\)"):
+        discretize_dense(B, B, 0.1)
+    assert set(DISCRETIZATIONS) == {m for m, _ in RULES}

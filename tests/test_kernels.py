@@ -1,0 +1,72 @@
+"""Fast kernel paths against their reference twins (fp64 where exactness is the point)."""
+import pytest
+import torch
+
+from statespaces.kernels import direct_causal_conv, vandermonde, vandermonde_naive, vandermonde_transpose
+from statespaces.ops import fftconv
+
+
+def _modes(H=3, N=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    log_a = torch.complex(-0.3 * torch.rand(H, N, dtype=torch.float64, generator=g), 3 * torch.randn(H, N, dtype=torch.float64, generator=g))
+    coef = torch.randn(H, N, dtype=torch.complex128, generator=g)
+    return coef, log_a
+
+
+@pytest.mark.parametrize("L", [1, 2, 7, 64, 100, 1001])
+def test_vandermonde_equals_naive(L):
+    coef, log_a = _modes()
+    torch.testing.assert_close(vandermonde(coef, log_a, L), vandermonde_naive(coef, log_a, L), atol=1e-11, rtol=1e-11)
+
+
+def test_vandermonde_batched_coefficients():
+    coef, log_a = _modes()
+    batch = torch.randn(4, *coef.shape, dtype=torch.complex128)
+    torch.testing.assert_close(vandermonde(batch, log_a, 33), vandermonde_naive(batch, log_a, 33), atol=1e-11, rtol=1e-11)
+
+
+@pytest.mark.parametrize("L", [1, 5, 64, 333])
+def test_vandermonde_transpose_equals_sum(L):
+    _, log_a = _modes()
+    u = torch.randn(2, 3, L, dtype=torch.float64)
+    powers = torch.exp(log_a.unsqueeze(-1) * torch.arange(L, dtype=torch.float64))  # (H, N, L)
+    ref = torch.einsum("bhl,hnl->bhn", u.to(torch.complex128), powers)
+    torch.testing.assert_close(vandermonde_transpose(u, log_a), ref, atol=1e-11, rtol=1e-11)
+
+
+def test_vandermonde_gradcheck():
+    coef, log_a = _modes(H=2, N=3)
+    coef.requires_grad_(True)
+    log_a.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda c, w: vandermonde(c, w, 11), (coef, log_a))
+    u = torch.randn(2, 2, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: torch.view_as_real(vandermonde_transpose(x, w)), (u, log_a))
+
+
+@pytest.mark.parametrize("L", [1, 2, 17, 64])
+def test_fftconv_equals_direct_convolution(L):
+    u = torch.randn(2, L, 3, dtype=torch.float64)
+    k = torch.randn(3, L, dtype=torch.float64)
+    torch.testing.assert_close(fftconv(u, k), direct_causal_conv(u, k), atol=1e-11, rtol=1e-11)
+
+
+def test_fftconv_is_causal():
+    u = torch.randn(1, 40, 2, dtype=torch.float64)
+    k = torch.randn(2, 40, dtype=torch.float64)
+    v = u.clone()
+    v[:, 25:] += 1.0
+    torch.testing.assert_close(fftconv(u, k)[:, :25], fftconv(v, k)[:, :25])
+
+
+def _anticausal_reference(u, k1):
+    """sum_{s>t} k1[s-t-1] u_s, via the causal convolution of the flipped input."""
+    w = direct_causal_conv(u.flip(1), k1)
+    return torch.cat([w.flip(1)[:, 1:], torch.zeros_like(w[:, :1])], 1)
+
+
+@pytest.mark.parametrize("L", [1, 6, 31])
+def test_bidirectional_fftconv_matches_flipped_reference(L):
+    u = torch.randn(2, L, 3, dtype=torch.float64)
+    k = torch.randn(2, 3, L, dtype=torch.float64)
+    ref = direct_causal_conv(u, k[0]) + _anticausal_reference(u, k[1])
+    torch.testing.assert_close(fftconv(u, k, bidirectional=True), ref, atol=1e-11, rtol=1e-11)
