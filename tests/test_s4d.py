@@ -154,7 +154,7 @@ def test_init_formulas(float64_default):
 
 def test_log_dt_init_range():
     layer = S4D(2000, 2, init="lin", dt_min=1e-3, dt_max=1e-1, seed=9).double()
-    log_dt = layer.log_dt
+    log_dt = layer.log_dt.detach()
     assert float(log_dt.min()) >= math.log(1e-3) and float(log_dt.max()) <= math.log(1e-1)
     # log-uniform: the mean of log dt is the midpoint, its spread that of a uniform
     assert abs(float(log_dt.mean()) - (math.log(1e-3) + math.log(1e-1)) / 2) < 0.1

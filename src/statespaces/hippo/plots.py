@@ -78,7 +78,7 @@ def plot_basis(measure: str, N: int = 6, t_max: float | None = None, theta: floa
         ax.plot(tn, K[n], lw=1.0, label=f"$K_{{{n}}}$")
     ax.plot(tn, w, color="k", lw=2.0, ls=":", label=r"measure $\omega$")
     ax.set_xlabel("lag t")
-    ax.set_title(f"HiPPO-{measure} kernel basis $e^{{tA}}B$ (theta={theta:g})")
+    ax.set_title(f"HiPPO-{measure} kernel basis $K_n = e^{{tA}}B$ (closed form, N -> inf; theta={theta:g})")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     _save(fig, path)

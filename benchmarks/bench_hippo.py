@@ -1,0 +1,56 @@
+"""O(N) HiPPO-LegS update vs dense updates (thesis Lemma 4.6, App. D.3.2, Table 4.1; notes A2).
+
+Per-step time of one bilinear LSI-LegS step ``x <- (I - bA)^{-1}((I + aA)x + g B u)``:
+
+* ``fast``        -- O(N): cumsum + odd/even scan triangular solve (:func:`legs_step_fast`);
+* ``dense LSI``   -- the same step with an explicit matvec and a dense triangular solve, O(N^2);
+* ``dense matvec`` -- a single precomputed N x N matrix-vector product (what an LTI
+  HiPPO step costs; a lower bound for any dense update).
+
+Single thread (as in the thesis), batch 1, float64. Run:
+
+    .venv/bin/python benchmarks/bench_hippo.py            # N = 64 .. 4096, < 1 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from statespaces.hippo import legs_step_dense, legs_step_fast, transition
+from statespaces.hippo.legs_fast import legs_gbt_coefficients
+
+
+def per_step(fn, min_time: float = 0.3, max_reps: int = 2000) -> float:
+    fn()  # warm-up
+    reps, t0 = 0, time.perf_counter()
+    while reps < max_reps and (time.perf_counter() - t0) < min_time:
+        fn()
+        reps += 1
+    return (time.perf_counter() - t0) / reps
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--Ns", type=int, nargs="+", default=[64, 256, 1024, 2048, 4096])
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    print("| N | fast O(N) [us/step] | dense LSI [us/step] | dense matvec [us/step] | dense LSI / fast | matvec / fast |")
+    print("|---|---|---|---|---|---|")
+    for N in args.Ns:
+        A, B = transition("legs", N)
+        x = torch.randn(1, N, dtype=torch.float64)
+        u = torch.randn(1, dtype=torch.float64)
+        a, b, g = legs_gbt_coefficients(100.0, 101.0, 0.5)
+        M = torch.randn(N, N, dtype=torch.float64)
+        t_fast = per_step(lambda: legs_step_fast(x, u, a, b, g))
+        t_dense = per_step(lambda: legs_step_dense(x, u, a, b, g, A, B))
+        t_mv = per_step(lambda: x @ M.T)
+        print(f"| {N} | {t_fast * 1e6:.1f} | {t_dense * 1e6:.1f} | {t_mv * 1e6:.1f} | "
+              f"{t_dense / t_fast:.1f}x | {t_mv / t_fast:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
