@@ -7,7 +7,8 @@ import torch
 
 from statespaces import S4D, ResidualBlock, SequenceClassifier, param_groups
 from statespaces.data import load_digits_sequences
-from statespaces.train import TrainConfig, load_checkpoint, save_checkpoint, train
+from statespaces.train import CorruptCheckpointError, build_config, load_checkpoint, save_checkpoint, train
+from statespaces.train.checkpoint import pack_state, unpack_state
 from statespaces.train.cli import main
 
 
@@ -73,75 +74,160 @@ def test_digits_data():
     assert not torch.equal(p.train.tensors[0], x)
 
 
-def test_checkpoint_atomic_and_safe(tmp_path):
-    path = tmp_path / "c.pt"
-    save_checkpoint({"a": torch.ones(2), "n": 3}, path)
-    assert load_checkpoint(path)["n"] == 3
-    assert [f.name for f in tmp_path.iterdir()] == ["c.pt"]  # no temp files left
-    path.write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="not a valid"):
+def test_checkpoint_roundtrip_atomic_and_checksummed(tmp_path):
+    path = tmp_path / "ck"
+    save_checkpoint(path, {"a": torch.ones(2)}, {"n": 3})
+    tensors, meta = load_checkpoint(path)
+    assert meta["n"] == 3 and torch.equal(tensors["a"], torch.ones(2))
+    save_checkpoint(path, {"a": torch.zeros(2)}, {"n": 4})  # replacing is atomic too
+    assert load_checkpoint(path)[1]["n"] == 4
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["ck"]  # no temp dirs left
+    data = (path / "tensors.safetensors").read_bytes()
+    (path / "tensors.safetensors").write_bytes(data[: len(data) // 2])  # truncated on disk
+    with pytest.raises(CorruptCheckpointError, match="checksum"):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError):
-        load_checkpoint(tmp_path / "missing.pt")
+        load_checkpoint(tmp_path / "missing")
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    import statespaces.train.checkpoint as ck
+
+    path = tmp_path / "ck"
+    save_checkpoint(path, {"a": torch.ones(2)}, {"n": 1})
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ck, "save_file", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(path, {"a": torch.zeros(2)}, {"n": 2})
+    assert load_checkpoint(path)[1]["n"] == 1
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["ck"]
+
+
+def test_pickle_is_never_loaded(tmp_path):
+    """A planted malicious pickle in place of the tensor file is refused, never executed."""
+    path = tmp_path / "ck"
+    save_checkpoint(path, {"a": torch.ones(2)}, {"n": 1})
 
     class Evil:
         def __reduce__(self):
-            return (os.system, ("echo pwned",))
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
 
-    torch.save({"x": Evil()}, path)
-    with pytest.raises(ValueError):
+    torch.save({"x": Evil()}, path / "tensors.safetensors")
+    with pytest.raises(CorruptCheckpointError):
         load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
 
 
-def _cfg(tmp_path, **kw):
-    base = dict(d_model=32, n_layers=2, d_state=8, init="lin", epochs=3, batch_size=16, out=str(tmp_path / "run"))
-    base.update(kw)
-    return TrainConfig(**base)
+def test_pack_unpack_optimizer_state():
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    tensors = {}
+    packed = pack_state("optim", opt.state_dict(), tensors)
+    json.dumps(packed)
+    restored = unpack_state(json.loads(json.dumps(packed)), tensors)
+    opt2 = torch.optim.AdamW(model.parameters())
+    opt2.load_state_dict(restored)
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+
+
+def _cfg(tmp_path, out="run", **trainer):
+    cfg = build_config(overrides=[("model.d_model", "32"), ("model.n_layers", "2"), ("model.d_state", "8"),
+                                  ("model.init", "lin"), ("trainer.epochs", "3"), ("trainer.batch_size", "16"),
+                                  ("trainer.out", str(tmp_path / out))])
+    for k, v in trainer.items():
+        cfg = cfg.override(f"trainer.{k}", v)
+    return cfg
+
+
+def _weights(path):
+    return {k: v for k, v in load_checkpoint(path)[0].items() if k.startswith("model.")}
 
 
 def test_resume_mid_run_equals_uninterrupted(tmp_path, monkeypatch):
     import statespaces.train.loop as loop
 
-    full = train(_cfg(tmp_path, out=str(tmp_path / "a")), progress=False)
+    full = train(_cfg(tmp_path, "a"), progress=False)
     assert full["test_acc"] > 0.3  # 3 short epochs of a tiny model already learn well above chance (0.1)
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["test_acc"] == full["test_acc"]
+    assert (tmp_path / "a" / "metrics.csv").read_text().count("\n") == 4
     calls = {"n": 0}
-    real_save = loop.save_checkpoint
+    real_save = loop._Checkpoints.save
 
-    def crash_after_two(obj, path):
-        real_save(obj, path)
+    def crash_after_two(self, *a, **k):
+        real_save(self, *a, **k)
         calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated kill after epoch 2")
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated kill")
 
-    monkeypatch.setattr(loop, "save_checkpoint", crash_after_two)
+    # checkpoints every 20 steps, so the kill lands in the middle of an epoch (90 steps/epoch)
+    monkeypatch.setattr(loop._Checkpoints, "save", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(tmp_path, out=str(tmp_path / "b")), progress=False)
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
-    resumed = train(_cfg(tmp_path, out=str(tmp_path / "b")), resume=True, progress=False)
+        train(_cfg(tmp_path, "b", checkpoint_every=20), progress=False)
+    monkeypatch.setattr(loop._Checkpoints, "save", real_save)
+    resumed = train(_cfg(tmp_path, "b", checkpoint_every=20), resume=True, progress=False)
     assert resumed["test_acc"] == full["test_acc"]
-    a = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    last = lambda d: sorted((tmp_path / d / "checkpoints").iterdir())[-1]
+    a, b = _weights(last("a")), _weights(last("b"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
 
 
+def test_resume_skips_corrupt_newest_checkpoint(tmp_path):
+    cfg = _cfg(tmp_path, "c", keep_last=3)
+    cfg = cfg.override("trainer.epochs", "2")
+    train(cfg, progress=False)
+    ckpts = sorted((tmp_path / "c" / "checkpoints").iterdir())
+    assert len(ckpts) == 2
+    (ckpts[-1] / "tensors.safetensors").write_bytes(b"corrupt")
+    summary = train(cfg, resume=True, progress=False)  # falls back to epoch 1 and redoes epoch 2
+    assert summary["test_acc"] is not None
+    assert load_checkpoint(sorted((tmp_path / "c" / "checkpoints").iterdir())[-1])[1]["epoch"] == 2
+
+
 def test_resume_with_other_config_refuses(tmp_path):
-    train(_cfg(tmp_path, epochs=1), progress=False)
+    cfg = _cfg(tmp_path).override("trainer.epochs", "1")
+    train(cfg, progress=False)
     with pytest.raises(ValueError, match="different config"):
-        train(_cfg(tmp_path, epochs=1, lr=0.5), resume=True, progress=False)
+        train(cfg.override("trainer.lr", "0.5"), resume=True, progress=False)
 
 
-def test_unknown_task():
-    with pytest.raises(ValueError, match="valid tasks"):
-        train(TrainConfig(task="imagenet"), progress=False)
+def test_config_errors_and_overrides(tmp_path):
+    with pytest.raises(ValueError, match="valid datasets"):
+        train(build_config(overrides=[("data.name", "imagenet")]), progress=False)
+    with pytest.raises(ValueError, match="valid keys"):
+        build_config(overrides=[("model.layers", "3")])
+    with pytest.raises(ValueError, match="section.key"):
+        build_config(overrides=[("epochs", "3")])
+    with pytest.raises(ValueError, match="expects a int"):
+        build_config(overrides=[("trainer.epochs", "three")])
+    with pytest.raises(ValueError, match="valid presets"):
+        build_config(preset="cifar")
+    toml = tmp_path / "run.toml"
+    toml.write_text('[model]\nlayer = "s4d"\nd_model = 24\n[trainer]\nepochs = 2\n')
+    cfg = build_config("pdigits-s4d", str(toml), [("trainer.epochs", "4")])
+    assert (cfg.model.d_model, cfg.trainer.epochs, cfg.data.name) == (24, 4, "pdigits")
+    toml.write_text("[model]\nunknown_key = 1\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        build_config(config_file=str(toml))
+    toml.write_text("not = = toml")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        build_config(config_file=str(toml))
 
 
-def test_cli_runs(tmp_path, capsys):
-    rc = main(["train", "--epochs", "1", "--d-model", "8", "--n-layers", "1", "--d-state", "4",
-               "--init", "lin", "--out", str(tmp_path / "cli"), "--no-progress"])
+def test_cli_train_and_evaluate(tmp_path, capsys):
+    out = str(tmp_path / "cli")
+    rc = main(["train", "--trainer.epochs", "1", "--model.d_model=8", "--model.n_layers", "1",
+               "--model.d_state", "4", "--model.init", "lin", "--trainer.out", out, "--no-progress"])
     assert rc == 0
-    out = capsys.readouterr().out
-    assert "epoch   1/1" in out and "test accuracy" in out
-    assert (tmp_path / "cli" / "last.pt").exists()
+    text = capsys.readouterr().out
+    assert "epoch   1/1" in text and "test accuracy" in text
+    assert main(["evaluate", str(tmp_path / "cli" / "best")]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "--epochs", "3"])

@@ -1,49 +1,79 @@
-"""Command line: ``statespaces train [--flags]`` (also ``python -m statespaces train``)."""
+"""Command line (``statespaces ...`` or ``python -m statespaces ...``).
+
+    statespaces train [--preset NAME] [--config FILE.toml] [--section.key VALUE ...] [--resume]
+    statespaces evaluate CHECKPOINT_DIR
+    statespaces presets
+"""
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import MISSING, fields
-from typing import List, Optional
-
-from .config import TrainConfig
+from typing import List, Optional, Tuple
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        if f.type in ("bool", bool):
-            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=default,
-                           metavar="{true,false}", help=f"(default: {default})")
-        elif f.name == "layer_kwargs":
-            p.add_argument(flag, type=json.loads, default=default,
-                           help='extra layer arguments as JSON, e.g. \'{"discretization": "bilinear"}\'')
+def _parse_overrides(extra: List[str]) -> List[Tuple[str, str]]:
+    pairs, i = [], 0
+    while i < len(extra):
+        tok = extra[i]
+        if not tok.startswith("--") or "." not in tok:
+            raise SystemExit(f"statespaces train: unexpected argument {tok!r}; overrides look like --trainer.epochs 5")
+        if "=" in tok:
+            key, value = tok[2:].split("=", 1)
+            i += 1
         else:
-            typ = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-            p.add_argument(flag, type=typ, default=default, help=f"(default: {default})")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if it exists")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+            if i + 1 >= len(extra):
+                raise SystemExit(f"statespaces train: {tok} needs a value")
+            key, value = tok[2:], extra[i + 1]
+            i += 2
+        pairs.append((key.replace("-", "_"), value))
+    return pairs
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="statespaces", description="Structured state space models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_train = sub.add_parser("train", help="train a model (default: S4D on sequential digits)")
-    _add_train_args(p_train)
-    args = parser.parse_args(argv)
+    p_train = sub.add_parser(
+        "train", help="train a model (default: S4D on sequential digits)",
+        epilog="Any config field can be set as --section.key VALUE, e.g. --model.layer s4 --trainer.epochs 5 "
+        "--data.name pdigits. Sections: model, data, trainer (see statespaces.train.config).",
+    )
+    p_train.add_argument("--preset", help="named recipe (see `statespaces presets`)")
+    p_train.add_argument("--config", help="TOML file with [model], [data], [trainer] sections")
+    p_train.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint")
+    p_train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p_eval = sub.add_parser("evaluate", help="test accuracy of a checkpoint directory")
+    p_eval.add_argument("checkpoint")
+    sub.add_parser("presets", help="list the named presets")
+    args, extra = parser.parse_known_args(argv)
 
     if args.command == "train":
+        from .config import build_config
         from .loop import train
 
-        values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
-        cfg = TrainConfig(**values)
-        print(f"training {cfg.layer} (H={cfg.d_model}, N={cfg.d_state}, {cfg.n_layers} layers, init={cfg.init}) "
-              f"on {cfg.task} for {cfg.epochs} epochs -> {cfg.out}", flush=True)
+        cfg = build_config(args.preset, args.config, _parse_overrides(extra))
+        m, t = cfg.model, cfg.trainer
+        print(f"training {m.layer} (H={m.d_model}, N={m.d_state}, {m.n_layers} layers, init={m.init}) on "
+              f"{cfg.data.name} for {t.epochs} epochs -> {t.out}", flush=True)
         summary = train(cfg, resume=args.resume, progress=not args.no_progress)
-        print(
-            f"\ndone: {summary['task']} test accuracy {100 * summary['test_acc']:.2f}% "
-            f"(best {100 * summary['best_test_acc']:.2f}%), {summary['params']:,} parameters, "
-            f"{summary['train_seconds_this_run']:.0f}s; checkpoint {summary['checkpoint']}"
-        )
-    return 0
+        if summary:
+            print(
+                f"\ndone: {summary['dataset']} test accuracy {100 * summary['test_acc']:.2f}%, "
+                f"{summary['params']:,} parameters, {summary['train_seconds_this_run']:.0f}s; "
+                f"checkpoints in {summary['checkpoints']}, metrics and curves in {t.out}"
+            )
+        return 0
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "evaluate":
+        from .loop import evaluate_checkpoint
+
+        res = evaluate_checkpoint(args.checkpoint)
+        print(f"test loss {res['loss']:.4f}  test accuracy {100 * res['acc']:.2f}%")
+        return 0
+    if args.command == "presets":
+        from .config import PRESETS
+
+        for name, spec in PRESETS.items():
+            print(f"{name:16s} {json.dumps(spec)}")
+        return 0
+    return 1

@@ -1,133 +1,328 @@
-"""The training loop: AdamW with SSM parameter groups, cosine schedule, progress bar, per-epoch
-line, atomic checkpoint every epoch, exact resume (model, optimizer, schedule, RNG, epoch)."""
+"""The training loop.
+
+AdamW over :func:`statespaces.param_groups` (SSM parameters with their own LR, no weight decay;
+thesis §7.1), linear warmup then cosine decay, optional gradient clipping and bf16 autocast,
+a progress bar and one line per epoch, ``metrics.csv`` and a learning-curve PNG, checkpoints
+(safetensors + JSON, atomic, checksummed) at every epoch end and optionally every N steps, keep
+the last k plus the best (by validation accuracy when ``val_fraction > 0``, else by test accuracy),
+and exact resume: model, optimizer, schedule, RNG and position in the epoch.
+
+Under ``torchrun --nproc_per_node=N`` the same code runs DistributedDataParallel (gloo on CPU,
+NCCL on GPU); ``trainer.batch_size`` is the global batch, split evenly over ranks; rank 0 logs,
+evaluates and writes checkpoints.
+"""
 from __future__ import annotations
 
+import csv
 import json
 import math
+import os
+import shutil
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from ..data import DATASETS
 from ..models import SequenceClassifier
 from ..optim import param_groups
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CorruptCheckpointError, load_checkpoint, pack_state, save_checkpoint, unpack_state
 from .config import TrainConfig
 
 
 def build_model(cfg: TrainConfig, d_input: int, n_classes: int) -> SequenceClassifier:
-    layer_kwargs = dict(d_state=cfg.d_state, dt_min=cfg.dt_min, dt_max=cfg.dt_max)
-    if cfg.layer in ("s4d", "s4"):
-        layer_kwargs["init"] = cfg.init
-    layer_kwargs.update(cfg.layer_kwargs)
+    m = cfg.model
+    layer_kwargs = dict(d_state=m.d_state, dt_min=m.dt_min, dt_max=m.dt_max)
+    if m.layer in ("s4d", "s4"):
+        layer_kwargs["init"] = m.init
+    layer_kwargs.update(m.layer_kwargs)
     return SequenceClassifier(
-        d_input, n_classes, d_model=cfg.d_model, n_layers=cfg.n_layers, layer=cfg.layer,
-        layer_kwargs=layer_kwargs, norm=cfg.norm, prenorm=cfg.prenorm, dropout=cfg.dropout,
+        d_input, n_classes, d_model=m.d_model, n_layers=m.n_layers, layer=m.layer, layer_kwargs=layer_kwargs,
+        pool=m.pool, norm=m.norm, prenorm=m.prenorm, dropout=m.dropout, mixing=m.mixing,
     )
 
 
+def load_data(cfg: TrainConfig):
+    if cfg.data.name not in DATASETS:
+        raise ValueError(f"unknown dataset {cfg.data.name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
+    data = DATASETS[cfg.data.name](seed=cfg.trainer.seed, **cfg.data.kwargs)
+    for split in ("train", "test"):
+        ds = getattr(data, split)
+        if len(ds) == 0:
+            raise ValueError(f"dataset {cfg.data.name!r} has an empty {split} split")
+        y = ds.tensors[1]
+        if y.dtype != torch.int64 or int(y.min()) < 0 or int(y.max()) >= data.n_classes:
+            raise ValueError(f"{split} labels of {cfg.data.name!r} must be int64 in [0, {data.n_classes})")
+    return data
+
+
+def _unpack(batch, device):
+    x, y, *rest = (t.to(device) for t in batch)
+    return x, y, (rest[0] if rest else None)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader) -> Dict[str, float]:
-    """Mean cross-entropy and accuracy of ``model`` over ``loader``."""
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device = torch.device("cpu")) -> Dict[str, float]:
+    """Mean cross-entropy and accuracy of a classifier over ``loader`` (batches (x, y[, lengths]))."""
+    was_training = model.training
     model.eval()
     total, loss, correct = 0, 0.0, 0
-    for x, y in loader:
-        logits = model(x)
+    for batch in loader:
+        x, y, lengths = _unpack(batch, device)
+        logits = model(x, lengths)
         loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(-1) == y).sum().item()
         total += len(y)
-    return {"loss": loss / total, "acc": correct / total}
+    model.train(was_training)
+    return {"loss": loss / max(total, 1), "acc": correct / max(total, 1)}
+
+
+def _distributed() -> Tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
+
+
+def _device(name: str, rank: int) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+class _Checkpoints:
+    """Epoch/step checkpoints in ``<out>/checkpoints``: keep the last k, plus ``<out>/best``."""
+
+    def __init__(self, out: Path, keep_last: int) -> None:
+        self.dir = out / "checkpoints"
+        self.best = out / "best"
+        self.keep_last = max(1, keep_last)
+
+    def candidates(self):
+        if not self.dir.is_dir():
+            return []
+        return sorted((p for p in self.dir.iterdir() if p.is_dir() and p.name.startswith("step-")), reverse=True)
+
+    def latest_valid(self) -> Optional[Tuple[Dict, Dict]]:
+        for path in self.candidates():
+            try:
+                return load_checkpoint(path)
+            except CorruptCheckpointError as e:
+                print(f"warning: skipping corrupt checkpoint ({e})", file=sys.stderr)
+        return None
+
+    def save(self, step: int, tensors, meta, is_best: bool) -> Path:
+        path = save_checkpoint(self.dir / f"step-{step:09d}", tensors, meta)
+        if is_best:
+            save_checkpoint(self.best, tensors, meta)
+        for old in self.candidates()[self.keep_last:]:
+            shutil.rmtree(old, ignore_errors=True)
+        return path
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Dict[str, Any]:
     """Train ``cfg`` and return the final summary (also written to ``<out>/summary.json``).
 
-    With ``resume=True`` and a ``<out>/last.pt`` present, training continues from the end of the
-    last completed epoch and produces the same result as an uninterrupted run.
+    With ``resume=True``, training continues from the newest valid checkpoint in ``<out>`` and
+    produces the same result as an uninterrupted run with the same config.
     """
-    if cfg.task not in DATASETS:
-        raise ValueError(f"unknown task {cfg.task!r}; valid tasks: {', '.join(DATASETS)}")
-    out = Path(cfg.out)
-    ckpt_path = out / "last.pt"
-    torch.manual_seed(cfg.seed)
-    data = DATASETS[cfg.task](seed=cfg.seed)
-    model = build_model(cfg, data.d_input, data.n_classes)
-    opt = torch.optim.AdamW(param_groups(model, lr=cfg.lr, weight_decay=cfg.weight_decay, ssm_lr=cfg.ssm_lr))
-    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.epochs * steps_per_epoch) / (cfg.epochs * steps_per_epoch)))
-    )
-    start_epoch, history = 0, []
-    if resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        if ck["config"] != cfg.to_dict():
-            raise ValueError(
-                f"{ckpt_path} was written with a different config; use the same flags to resume, "
-                "or a new --out folder"
-            )
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        torch.set_rng_state(ck["rng"])
-        start_epoch, history = ck["epoch"], ck["history"]
-        print(f"resumed from {ckpt_path} after epoch {start_epoch}", file=sys.stderr)
-    n_params = sum(p.numel() for p in model.parameters())
+    rank, world = _distributed()
+    t_cfg = cfg.trainer
+    device = _device(t_cfg.device, rank)
+    out = Path(t_cfg.out)
+    ckpts = _Checkpoints(out, t_cfg.keep_last)
+    main = rank == 0
+    if t_cfg.batch_size % world:
+        raise ValueError(f"trainer.batch_size={t_cfg.batch_size} must be divisible by the {world} processes")
+
+    torch.manual_seed(t_cfg.seed)
+    data = load_data(cfg)
+    train_set, val_set = data.train, None
+    if t_cfg.val_fraction > 0:
+        n_val = max(1, int(round(t_cfg.val_fraction * len(train_set))))
+        perm = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(t_cfg.seed)).tolist()
+        train_set, val_set = Subset(data.train, perm[n_val:]), Subset(data.train, perm[:n_val])
+    model = build_model(cfg, data.d_input, data.n_classes).to(device)
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    opt = torch.optim.AdamW(param_groups(model, lr=t_cfg.lr, weight_decay=t_cfg.weight_decay, ssm_lr=t_cfg.ssm_lr))
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=t_cfg.seed)
+    # own generator: creating the loader iterator must not consume the global RNG (dropout), or a
+    # run resumed mid-epoch would draw different dropout masks than the uninterrupted run
+    loader = DataLoader(train_set, batch_size=t_cfg.batch_size // world, sampler=sampler,
+                        generator=torch.Generator().manual_seed(t_cfg.seed))
+    steps_per_epoch = len(loader)
+    total = t_cfg.epochs * steps_per_epoch
+
+    def lr_factor(s: int) -> float:
+        if s < t_cfg.warmup_steps:
+            return (s + 1) / t_cfg.warmup_steps
+        progress_ = (s - t_cfg.warmup_steps) / max(1, total - t_cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    step, history, best_acc, run = 0, [], -1.0, {"loss": 0.0, "correct": 0, "seen": 0}
+    if resume:
+        found = ckpts.latest_valid()
+        if found is not None:
+            tensors, meta = found
+            if meta["config"] != cfg.to_dict():
+                raise ValueError(
+                    f"the checkpoints in {ckpts.dir} were written with a different config; resume with the "
+                    "same settings, or choose a new --trainer.out"
+                )
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            opt.load_state_dict(unpack_state(meta["optimizer"], tensors))
+            sched.load_state_dict(meta["scheduler"])
+            torch.set_rng_state(tensors["rng.torch"])
+            step, history, best_acc, run = meta["step"], meta["history"], meta["best_acc"], meta["running"]
+            if main:
+                print(f"resumed at step {step} (epoch {step // steps_per_epoch + 1})", file=sys.stderr)
+
     test_loader = DataLoader(data.test, batch_size=256)
+    val_loader = DataLoader(val_set, batch_size=256) if val_set is not None else None
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if t_cfg.amp else nullcontext()
+    n_params = sum(p.numel() for p in model.parameters())
     t_start = time.time()
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
+
+    def checkpoint(is_best: bool) -> None:
+        if not main:
+            return
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        tensors["rng.torch"] = torch.get_rng_state()
+        meta = {
+            "config": cfg.to_dict(), "step": step, "epoch": step // steps_per_epoch, "history": history,
+            "best_acc": best_acc, "running": run, "scheduler": sched.state_dict(),
+            "optimizer": pack_state("optim", opt.state_dict(), tensors),
+            "d_input": data.d_input, "n_classes": data.n_classes,
+        }
+        ckpts.save(step, tensors, meta, is_best)
+
+    while step < total:
+        epoch, offset = divmod(step, steps_per_epoch)
+        sampler.set_epoch(epoch)
+        net.train()
         t0 = time.time()
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        loader = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, generator=gen)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
-        run_loss, run_correct, seen = 0.0, 0, 0
-        for x, y in bar:
-            logits = model(x)
-            loss = nn.functional.cross_entropy(logits, y)
+        bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch + 1}/{t_cfg.epochs}",
+                   leave=False, disable=not (progress and main))
+        for i, batch in enumerate(loader):
+            if i < offset:
+                continue  # resuming inside an epoch: the sampler order is a function of (seed, epoch)
+            x, y, lengths = _unpack(batch, device)
+            with autocast:
+                logits = net(x, lengths)
+            loss = nn.functional.cross_entropy(logits.float(), y)
             if not torch.isfinite(loss):
+                bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
                 raise FloatingPointError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}; lower --lr/--ssm-lr. The last good "
-                    f"checkpoint is {ckpt_path}"
+                    f"loss became {loss.item()} at step {step} (epoch {epoch + 1}); non-finite parameters: "
+                    f"{bad or 'none'}. Lower trainer.lr / trainer.ssm_lr or set trainer.grad_clip; the last "
+                    f"good checkpoint is in {ckpts.dir}"
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if t_cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), t_cfg.grad_clip)
             opt.step()
             sched.step()
-            run_loss += loss.item() * len(y)
-            run_correct += (logits.argmax(-1) == y).sum().item()
-            seen += len(y)
-            bar.set_postfix(loss=f"{run_loss / seen:.3f}", acc=f"{run_correct / seen:.3f}")
-        test = evaluate(model, test_loader)
-        record = {
-            "epoch": epoch + 1, "train_loss": run_loss / seen, "train_acc": run_correct / seen,
-            "test_loss": test["loss"], "test_acc": test["acc"], "seconds": time.time() - t0,
-        }
-        history.append(record)
-        print(
-            f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
-            f"acc {100 * record['train_acc']:5.1f}%  |  test loss {test['loss']:.4f}  "
-            f"acc {100 * test['acc']:5.1f}%  |  {record['seconds']:.1f}s",
-            flush=True,
-        )
-        save_checkpoint(
-            {
-                "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch + 1,
-                "history": history, "d_input": data.d_input, "n_classes": data.n_classes,
-            },
-            ckpt_path,
-        )
+            step += 1
+            run["loss"] += loss.item() * len(y)
+            run["correct"] += int((logits.argmax(-1) == y).sum())
+            run["seen"] += len(y)
+            bar.update(1)
+            bar.set_postfix(loss=f"{run['loss'] / run['seen']:.3f}", acc=f"{run['correct'] / run['seen']:.3f}")
+            if t_cfg.checkpoint_every and step % t_cfg.checkpoint_every == 0 and step % steps_per_epoch:
+                checkpoint(is_best=False)
+        bar.close()
+        if world > 1:
+            dist.barrier()
+        if main:
+            test = evaluate(model, test_loader, device)
+            val = evaluate(model, val_loader, device) if val_loader is not None else None
+            record = {
+                "epoch": epoch + 1, "step": step, "train_loss": run["loss"] / run["seen"],
+                "train_acc": run["correct"] / run["seen"], "val_acc": val["acc"] if val else None,
+                "test_loss": test["loss"], "test_acc": test["acc"], "seconds": time.time() - t0,
+            }
+            history.append(record)
+            select = record["val_acc"] if val else record["test_acc"]
+            is_best = select > best_acc
+            best_acc = max(best_acc, select)
+            print(
+                f"epoch {epoch + 1:3d}/{t_cfg.epochs}  train loss {record['train_loss']:.4f} "
+                f"acc {100 * record['train_acc']:5.1f}%"
+                + (f"  |  val acc {100 * val['acc']:5.1f}%" if val else "")
+                + f"  |  test loss {test['loss']:.4f} acc {100 * test['acc']:5.1f}%  |  {record['seconds']:.1f}s",
+                flush=True,
+            )
+            run = {"loss": 0.0, "correct": 0, "seen": 0}
+            checkpoint(is_best)
+        else:
+            run = {"loss": 0.0, "correct": 0, "seen": 0}
+    if not main:
+        return {}
+    _write_metrics(out, history)
     final = history[-1] if history else {}
     summary = {
-        "task": data.name, "layer": cfg.layer, "params": n_params, "epochs": cfg.epochs,
-        "test_acc": final.get("test_acc"), "best_test_acc": max((h["test_acc"] for h in history), default=None),
-        "train_seconds_this_run": time.time() - t_start, "checkpoint": str(ckpt_path),
+        "dataset": data.name, "layer": cfg.model.layer, "params": n_params, "epochs": t_cfg.epochs,
+        "test_acc": final.get("test_acc"), "best_selection_acc": best_acc, "processes": world,
+        "train_seconds_this_run": time.time() - t_start, "checkpoints": str(ckpts.dir), "best": str(ckpts.best),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _write_metrics(out: Path, history) -> None:
+    if not history:
+        return
+    with open(out / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot(ep, [h["train_loss"] for h in history], label="train")
+    a.plot(ep, [h["test_loss"] for h in history], label="test")
+    a.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    b.plot(ep, [100 * h["train_acc"] for h in history], label="train")
+    if history[0]["val_acc"] is not None:
+        b.plot(ep, [100 * h["val_acc"] for h in history], label="val")
+    b.plot(ep, [100 * h["test_acc"] for h in history], label="test")
+    b.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=100)
+    plt.close(fig)
+
+
+def load_trained(path: str) -> Tuple[SequenceClassifier, TrainConfig]:
+    """Rebuild the model stored in a checkpoint directory (weights only read through safetensors)."""
+    tensors, meta = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(meta["config"])
+    model = build_model(cfg, meta["d_input"], meta["n_classes"])
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    return model, cfg
+
+
+def evaluate_checkpoint(path: str) -> Dict[str, float]:
+    """Test-set loss and accuracy of a saved model."""
+    model, cfg = load_trained(path)
+    data = load_data(cfg)
+    return evaluate(model, DataLoader(data.test, batch_size=256))
