@@ -1,5 +1,6 @@
 """Linear SSM layers sharing one contract (see :mod:`statespaces.layers.base`)."""
 from .base import DiagonalSSM, DiagonalSystem, SSMLayer
+from .linoss import LinOSS
 from .s4d import S4D
 
-__all__ = ["SSMLayer", "DiagonalSSM", "DiagonalSystem", "S4D"]
+__all__ = ["SSMLayer", "DiagonalSSM", "DiagonalSystem", "S4D", "LinOSS"]

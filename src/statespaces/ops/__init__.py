@@ -1,4 +1,7 @@
 """Sequence operators shared by the layers (FFT convolution, scans)."""
 from .fftconv import fftconv, two_sided_kernel
+from .scan import combine_block2, combine_diagonal, scan_block2, scan_diagonal, scan_loop
 
-__all__ = ["fftconv", "two_sided_kernel"]
+__all__ = [
+    "fftconv", "two_sided_kernel", "scan_diagonal", "scan_block2", "scan_loop", "combine_diagonal", "combine_block2",
+]

@@ -44,6 +44,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_eval = sub.add_parser("evaluate", help="test accuracy of a checkpoint directory")
     p_eval.add_argument("checkpoint")
     sub.add_parser("presets", help="list the named presets")
+    p_an = sub.add_parser("analyze", help="oscillator view of every SSM layer in a checkpoint: PNG plots + CSV/JSON tables")
+    p_an.add_argument("checkpoint")
+    p_an.add_argument("out_dir", nargs="?", default=None, help="(default: <checkpoint>/analysis)")
     args, extra = parser.parse_known_args(argv)
 
     if args.command == "train":
@@ -69,6 +72,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         res = evaluate_checkpoint(args.checkpoint)
         print(f"test loss {res['loss']:.4f}  test accuracy {100 * res['acc']:.2f}%")
+        return 0
+    if args.command == "analyze":
+        from pathlib import Path
+
+        from ..analysis import analyze_checkpoint
+
+        out = args.out_dir or str(Path(args.checkpoint) / "analysis")
+        analyze_checkpoint(args.checkpoint, out)
+        print(f"wrote the oscillator analysis to {out}")
         return 0
     if args.command == "presets":
         from .config import PRESETS

@@ -39,9 +39,9 @@ from .config import TrainConfig
 
 def build_model(cfg: TrainConfig, d_input: int, n_classes: int) -> SequenceClassifier:
     m = cfg.model
-    layer_kwargs = dict(d_state=m.d_state, dt_min=m.dt_min, dt_max=m.dt_max)
-    if m.layer in ("s4d", "s4"):
-        layer_kwargs["init"] = m.init
+    layer_kwargs = dict(d_state=m.d_state)
+    if m.layer in ("s4d", "s4"):  # LinOSS keeps the paper's own dt init (sigmoid-parameterized)
+        layer_kwargs.update(init=m.init, dt_min=m.dt_min, dt_max=m.dt_max)
     layer_kwargs.update(m.layer_kwargs)
     return SequenceClassifier(
         d_input, n_classes, d_model=m.d_model, n_layers=m.n_layers, layer=m.layer, layer_kwargs=layer_kwargs,

@@ -1,0 +1,512 @@
+r"""The explicit operator of a trained SSM layer: its oscillators and closed-form Green's function.
+
+Seed 000 (with the corrections of notes Part 6.2) and seed 001 (LinOSS, notes Part 6.1). A linear
+time-invariant layer's convolution kernel is a sum of damped discrete oscillators:
+
+    K[l] = sum_n 2 Re(c_n lambda_n^l)                      (l = 0, 1, ..., L-1)
+
+with discrete eigenvalues ``lambda_n`` (one representative per conjugate pair, ``Im >= 0``) and
+complex residues ``c_n`` (amplitude ``2|c_n|``, phase ``arg c_n``). The layer's output is
+``y = K * u + D u``. This module extracts ``(lambda_n, c_n)`` from a layer and reports, per
+oscillator:
+
+* ``eig``: discrete eigenvalue ``lambda = exp(log_eig)``; ``angle`` = arg(lambda) (rad per step),
+  ``decay_steps`` = -1/log|lambda| (steps for the envelope to fall by e);
+* ``eig_continuous`` ``s = log(lambda)/dt`` (principal log): the continuous eigenvalue whose samples
+  at ``t = l dt`` reproduce the discrete kernel exactly, ``K[l] = sum 2 Re(c e^{s t_l})``;
+  from it ``natural_frequency`` ``w0 = |s|``, ``damping_ratio`` ``zeta = -Re s/|s|``,
+  ``damped_frequency`` ``Im s`` (rad per unit time; time unit = the one dt is measured in) and
+  ``decay_time`` ``-1/Re s``. The pair (s, conj s) is the first-order form of
+  ``q'' + 2 zeta w0 q' + w0^2 q = input`` (notes 6.2).
+* ``eig_nominal``: the continuous eigenvalue of the layer's own ODE before discretization.
+
+What frequency and damping mean depends on the discretization (notes 6.2):
+
+* S4D **ZOH**: ``lambda = exp(dt A)``, so ``s = A`` exactly (up to aliasing of Im A by 2 pi/dt).
+* S4D **bilinear** (and the other GBT rules): ``lambda = (1 + dt A/2)/(1 - dt A/2)``, so
+  ``s != A``: the frequency is tan-warped (for Re A = 0: ``Im s = (2/dt) arctan(dt Im A / 2)``) and
+  the damping changes. We report ``s`` (what the discrete kernel does) and ``A`` as ``eig_nominal``.
+* **LinOSS**: the ODE ``y'' = -A y`` is undamped (``eig_nominal = i sqrt(A)``, zeta = 0); IM adds
+  numerical damping ``|lambda| = (1 + dt^2 A)^{-1/2}``; IMEX keeps ``|lambda| = 1``.
+  LinOSS is MIMO: its residues are ``c_{h,k,p} = Re(C_hp B_pk) c_p`` (H_out, H_in, P) where
+  ``c_p`` is the residue of oscillator p's position Green's function (unit forcing).
+  An oscillator with ``dt sqrt(A) < 1e-6`` (A ~ 0: a double eigenvalue, Jordan block) is not a sum
+  of exponentials; it is kept as a ramp ``K[l] += ramp * (l + 1) r^l`` (:attr:`ramp`).
+
+Supported layers: :class:`~statespaces.layers.s4d.S4D` (and any causal
+:class:`~statespaces.layers.base.DiagonalSSM`), :class:`~statespaces.layers.linoss.LinOSS`, and
+S4 (DPLR) if ``statespaces.layers.s4`` is installed and exposes its dense state matrix (see
+:func:`oscillators`). All numbers are computed in float64/complex128.
+
+:func:`s4d_from_oscillators` maps a list of :class:`Oscillator` records back to an S4D layer with
+the same kernel (round trip).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+Tensor = torch.Tensor
+
+__all__ = ["Oscillator", "OscillatorAnalysis", "oscillators", "s4d_from_oscillators", "supported_layer", "green_kernel"]
+
+#: LinOSS oscillators with dt sqrt(A) below this are treated as degenerate (ramp, Jordan block).
+DEGENERATE_THETA = 1e-6
+
+
+@dataclass(frozen=True)
+class Oscillator:
+    """One damped oscillator of a SISO channel: ``K[l] += amplitude * exp(-zeta w0 t) cos(w_d t + phase)``
+    with ``t = l dt``, ``w_d = w0 sqrt(1 - zeta^2)`` (i.e. ``2 Re(c lambda^l)``, ``c = amplitude/2 e^{i phase}``).
+
+    Fields: ``channel`` (int), ``frequency`` natural angular frequency ``w0 >= 0`` (rad per unit time),
+    ``damping`` ratio ``zeta`` in [0, 1], ``amplitude >= 0``, ``phase`` (rad), ``dt > 0`` (the
+    channel's step size).
+    """
+
+    channel: int
+    frequency: float
+    damping: float
+    amplitude: float
+    phase: float
+    dt: float
+
+    def continuous_eigenvalue(self) -> complex:
+        w0, z = self.frequency, self.damping
+        return complex(-z * w0, w0 * math.sqrt(max(0.0, 1.0 - z * z)))
+
+
+def _inv_decay(rate: Tensor) -> Tensor:
+    neg = rate < 0
+    return torch.where(neg, -1.0 / torch.where(neg, rate, -torch.ones_like(rate)), torch.full_like(rate, math.inf))
+
+
+def green_kernel(log_eig: Tensor, residue: Tensor, L: int) -> Tensor:
+    r"""``K[..., l] = sum_n 2 Re(residue_n exp(l log_eig_n))``: residue (..., N), log_eig broadcastable; (..., L)."""
+    l = torch.arange(L, dtype=torch.float64, device=residue.device)
+    powers = torch.exp(log_eig.unsqueeze(-1) * l)                   # (..., N, L)
+    return 2 * torch.einsum("...n,...nl->...l", residue, powers).real
+
+
+@dataclass
+class OscillatorAnalysis:
+    r"""Oscillators of one layer (see the module docstring for the meaning of every field).
+
+    Shapes (complex128 / float64): S4D-like (``kind in {'s4d', 's4'}``): ``log_eig``, ``dt``,
+    ``eig_nominal``, ``residue`` (H, M); LinOSS: ``log_eig``, ``dt``, ``eig_nominal`` (P,),
+    ``residue`` and ``ramp`` (H_out, H_in, P), ``gf_residue`` (P,); ``D`` (H,).
+    """
+
+    kind: str
+    discretization: str
+    log_eig: Tensor
+    dt: Tensor
+    residue: Tensor
+    D: Tensor
+    eig_nominal: Tensor
+    name: str = ""
+    ramp: Optional[Tensor] = None
+    gf_residue: Optional[Tensor] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    # ---- derived quantities ---------------------------------------------------------------------
+    @property
+    def mimo(self) -> bool:
+        return self.kind == "linoss"
+
+    @property
+    def eig(self) -> Tensor:
+        """Discrete eigenvalues lambda (Im >= 0 representatives)."""
+        return torch.exp(self.log_eig)
+
+    @property
+    def angle(self) -> Tensor:
+        """arg(lambda) in [0, pi], rad per step."""
+        return torch.angle(self.eig).abs()
+
+    @property
+    def decay_steps(self) -> Tensor:
+        """-1/log|lambda| (inf for |lambda| >= 1)."""
+        return _inv_decay(self.log_eig.real)
+
+    @property
+    def eig_continuous(self) -> Tensor:
+        """``s = (log|lambda| + i arg lambda)/dt``: exact continuous equivalent of the discrete kernel."""
+        return torch.complex(self.log_eig.real, self.angle) / self.dt
+
+    @property
+    def natural_frequency(self) -> Tensor:
+        return self.eig_continuous.abs()
+
+    @property
+    def damping_ratio(self) -> Tensor:
+        s = self.eig_continuous
+        mag = s.abs()
+        return torch.where(mag > 0, -s.real / torch.where(mag > 0, mag, torch.ones_like(mag)), torch.ones_like(mag)) + 0.0
+
+    @property
+    def damped_frequency(self) -> Tensor:
+        return self.eig_continuous.imag
+
+    @property
+    def decay_time(self) -> Tensor:
+        """-1/Re s in units of time (inf when undamped)."""
+        return _inv_decay(self.eig_continuous.real)
+
+    @property
+    def amplitude(self) -> Tensor:
+        """``2 |c|`` per residue (S4D (H, M); LinOSS (H_out, H_in, P))."""
+        return 2 * self.residue.abs()
+
+    @property
+    def phase(self) -> Tensor:
+        return torch.angle(self.residue)
+
+    @property
+    def d_model(self) -> int:
+        return self.D.shape[0]
+
+    # ---- the operator -----------------------------------------------------------------------------
+    def kernel(self, L: int) -> Tensor:
+        r"""Closed-form Green's function ``K[l] = sum_n 2 Re(c_n lambda_n^l)`` (+ LinOSS ramps):
+        (H, L) for SISO layers, (H_out, H_in, L) for LinOSS. float64."""
+        if isinstance(L, bool) or not isinstance(L, int) or L < 1:
+            raise ValueError(f"kernel length L must be a positive integer, got {L!r}")
+        K = green_kernel(self.log_eig, self.residue, L)
+        if self.ramp is not None and bool((self.ramp != 0).any()):
+            l = torch.arange(L, dtype=torch.float64)
+            r = torch.exp(self.log_eig.real)                          # (P,)
+            basis = (l + 1) * r.unsqueeze(-1) ** l                    # (P, L)
+            K = K + torch.einsum("hkp,pl->hkl", self.ramp, basis)
+        return K
+
+    def apply(self, u: Tensor) -> Tensor:
+        r"""The explicit operator on an input (B, L, H): ``y = K * u + D u`` by direct causal sums (float64)."""
+        u = u.to(torch.float64)
+        Bsz, L, H = u.shape
+        K = self.kernel(L)
+        y = torch.zeros_like(u)
+        for lag in range(L):                                          # O(L^2 H): a readable reference
+            if self.mimo:
+                y[:, lag:] += torch.einsum("blk,hk->blh", u[:, : L - lag], K[:, :, lag])
+            else:
+                y[:, lag:] += u[:, : L - lag] * K[:, lag]
+        return y + u * self.D
+
+    def frequency_response(self, L: int = 2048, n_freq: int = 512) -> Tuple[Tensor, Tensor]:
+        r"""``H(e^{i w}) = D + sum_{l<L} K[l] e^{-i w l}`` on ``n_freq`` points of [0, pi].
+
+        Returns ``(w, H)`` with H (H, n_freq) (SISO) or (H_out, H_in, n_freq) (LinOSS), complex.
+        """
+        K = self.kernel(L)
+        w = torch.linspace(0, math.pi, n_freq, dtype=torch.float64)
+        E = torch.exp(-1j * w.unsqueeze(0) * torch.arange(L, dtype=torch.float64).unsqueeze(1))  # (L, F)
+        Hf = K.to(torch.complex128) @ E
+        if self.mimo:
+            Hf = Hf + torch.diag(self.D).to(torch.complex128).unsqueeze(-1)
+        else:
+            Hf = Hf + self.D.to(torch.complex128).unsqueeze(-1)
+        return w, Hf
+
+    # ---- tables -------------------------------------------------------------------------------------
+    def table(self) -> List[Dict[str, Any]]:
+        """One row per oscillator: per (channel, mode) for SISO layers, per oscillator for LinOSS
+        (with ``gain`` = Frobenius norm of its channel-mixing matrix ``Re(C_:p B_p:)``)."""
+        cols = {
+            "eig_re": self.eig.real, "eig_im": self.eig.imag, "eig_abs": self.eig.abs(),
+            "angle_per_step": self.angle, "decay_steps": self.decay_steps,
+            "s_re": self.eig_continuous.real, "s_im": self.eig_continuous.imag,
+            "nominal_re": self.eig_nominal.real, "nominal_im": self.eig_nominal.imag,
+            "natural_frequency": self.natural_frequency, "damping_ratio": self.damping_ratio,
+            "damped_frequency": self.damped_frequency, "decay_time": self.decay_time, "dt": self.dt,
+        }
+        rows: List[Dict[str, Any]] = []
+        if self.mimo:
+            W = self.extra["mixing"]                                   # (H, H, P)
+            gain = W.flatten(0, 1).norm(dim=0)
+            amp = 2 * self.gf_residue.abs()
+            ph = torch.angle(self.gf_residue)
+            for p in range(self.log_eig.shape[0]):
+                row = {"layer": self.name, "oscillator": p, "A": float(self.extra["A"][p])}
+                row.update({k: float(v[p]) for k, v in cols.items()})
+                row.update({"amplitude": float(amp[p]), "phase": float(ph[p]), "gain": float(gain[p]),
+                            "degenerate": bool(self.extra["degenerate"][p])})
+                rows.append(row)
+            return rows
+        amp, ph = self.amplitude, self.phase
+        H, M = self.log_eig.shape
+        for h in range(H):
+            for m in range(M):
+                row = {"layer": self.name, "channel": h, "mode": m}
+                row.update({k: float(v[h, m]) for k, v in cols.items()})
+                row.update({"amplitude": float(amp[h, m]), "phase": float(ph[h, m])})
+                rows.append(row)
+        return rows
+
+    def to_oscillators(self) -> List[Oscillator]:
+        """SISO layers only: the :class:`Oscillator` records (input of :func:`s4d_from_oscillators`)."""
+        if self.mimo:
+            raise TypeError("LinOSS mixes channels (MIMO); its oscillators cannot be listed per channel for S4D")
+        w0, z, amp, ph = self.natural_frequency, self.damping_ratio, self.amplitude, self.phase
+        H, M = self.log_eig.shape
+        return [
+            Oscillator(h, float(w0[h, m]), float(z[h, m]), float(amp[h, m]), float(ph[h, m]), float(self.dt[h, m]))
+            for h in range(H) for m in range(M)
+        ]
+
+    def summary(self) -> Dict[str, Any]:
+        """Small JSON-able summary."""
+        mag = self.eig.abs()
+        return {
+            "layer": self.name, "kind": self.kind, "discretization": self.discretization,
+            "d_model": self.d_model, "n_oscillators": int(self.log_eig.numel()),
+            "max_abs_eig": float(mag.max()), "min_abs_eig": float(mag.min()),
+            "natural_frequency_range": [float(self.natural_frequency.min()), float(self.natural_frequency.max())],
+            "damping_ratio_range": [float(self.damping_ratio.min()), float(self.damping_ratio.max())],
+        }
+
+
+# ---- extraction ---------------------------------------------------------------------------------------
+def _canonical(log_eig: Tensor, residue: Tensor, nominal: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Use the representative with Im(lambda) >= 0: 2 Re(c lambda^l) = 2 Re(conj(c) conj(lambda)^l).
+
+    The nominal eigenvalue is canonicalized on its own (Im >= 0): with ZOH aliasing (dt Im A > pi)
+    the discrete representative and the nominal one can lie in opposite half-planes.
+    """
+    flip = torch.sin(log_eig.imag) < 0
+    return (torch.where(flip, log_eig.conj(), log_eig), torch.where(flip, residue.conj(), residue),
+            torch.where(nominal.imag < 0, nominal.conj(), nominal))
+
+
+def _s4_class():
+    try:
+        from ..layers import s4 as _s4  # noqa: F401  (written concurrently; optional)
+    except Exception:
+        return None
+    return getattr(_s4, "S4", None)
+
+
+def supported_layer(module: nn.Module) -> bool:
+    """Whether :func:`oscillators` can analyze ``module``."""
+    from ..layers.base import DiagonalSSM
+    from ..layers.linoss import LinOSS
+
+    S4 = _s4_class()
+    if isinstance(module, (DiagonalSSM, LinOSS)):
+        return not getattr(module, "bidirectional", False)
+    return S4 is not None and isinstance(module, S4) and hasattr(module, "dense_system")
+
+
+@torch.no_grad()
+def oscillators(layer: nn.Module, rate: float = 1.0, name: str = "") -> OscillatorAnalysis:
+    r"""Oscillators, residues and closed-form kernel of a trained layer (S4D, LinOSS, S4).
+
+    Args:
+        layer: an S4D (any init, any discretization) or other causal ``DiagonalSSM``; a LinOSS layer;
+            or an S4 layer exposing ``dense_system(rate) -> (dA (H,N,N), dB (H,N), C (H,N), dt (H,))``.
+        rate: step-size multiplier, as in the layer's forward.
+        name: label stored in the tables.
+
+    Raises:
+        TypeError: for any other module type (or a non-module).
+        ValueError: for a bidirectional layer (no causal kernel of this form).
+    """
+    from ..layers.base import DiagonalSSM, check_rate
+    from ..layers.linoss import LinOSS
+
+    if not isinstance(layer, nn.Module):
+        raise TypeError(f"oscillators() needs an SSM layer (nn.Module), got {type(layer).__name__}")
+    rate = check_rate(rate)
+    S4 = _s4_class()
+    if getattr(layer, "bidirectional", False):
+        raise ValueError("oscillators(): bidirectional layers are not causal; analyze a causal layer")
+    if isinstance(layer, LinOSS):
+        return _linoss_oscillators(layer, rate, name)
+    if isinstance(layer, DiagonalSSM):
+        return _diagonal_oscillators(layer, rate, name)
+    if S4 is not None and isinstance(layer, S4) and hasattr(layer, "dense_system"):
+        return _dense_oscillators(layer, rate, name)
+    raise TypeError(
+        f"oscillators(): unsupported layer type {type(layer).__name__}; supported: S4D (DiagonalSSM), LinOSS"
+        + (", S4 (with dense_system)" if S4 is not None else "")
+    )
+
+
+def _diagonal_oscillators(layer, rate: float, name: str) -> OscillatorAnalysis:
+    sys = layer.diagonal_system(rate)
+    log_eig = sys.log_dA.to(torch.complex128)
+    residue = (sys.C[0] * sys.dB).to(torch.complex128) * (sys.scale / 2.0)
+    H, M = log_eig.shape
+    if hasattr(layer, "log_dt"):
+        dt = (torch.exp(layer.log_dt.double()) * rate).unsqueeze(-1).expand(H, M)
+    else:
+        dt = torch.ones(H, M, dtype=torch.float64)
+    nominal = layer.continuous_A().to(torch.complex128) if hasattr(layer, "continuous_A") else log_eig / dt
+    log_eig, residue, nominal = _canonical(log_eig, residue, nominal)
+    kind = "s4d"
+    return OscillatorAnalysis(
+        kind=kind, discretization=str(getattr(layer, "discretization", "")), log_eig=log_eig, dt=dt.clone(),
+        residue=residue, D=layer.D.double().clone(), eig_nominal=nominal, name=name,
+        extra={"scale": sys.scale},
+    )
+
+
+def _linoss_oscillators(layer, rate: float, name: str) -> OscillatorAnalysis:
+    from ..kernels.oscillator import oscillator_polar
+
+    A = layer.stiffness(rate).double()
+    dt = layer.dt(rate).double()
+    M, f = layer.transition(rate)
+    M, f = M.double(), f.double()
+    log_r, theta = oscillator_polar(A, dt, layer.discretization)          # Prop. 3.1
+    lam = torch.polar(torch.exp(log_r), theta)
+    # partial fractions of e_2^T M^l f for the pair (lam, conj lam):
+    #   M^l = (lam^l (M - conj(lam)) - conj(lam)^l (M - lam)) / (lam - conj(lam))
+    g = M[1, 0] * f[0] + M[1, 1] * f[1]                                  # (M f)_2
+    degenerate = (dt * torch.sqrt(A)) < DEGENERATE_THETA
+    denom = torch.where(degenerate, torch.ones_like(lam), lam - lam.conj())
+    gf_res = torch.where(degenerate, torch.zeros_like(lam), (g - lam.conj() * f[1]) / denom)
+    Bc, Cc = layer.B_complex.detach().to(torch.complex128), layer.C_complex.detach().to(torch.complex128)
+    W = torch.einsum("hp,pk->hkp", Cc.real, Bc.real) - torch.einsum("hp,pk->hkp", Cc.imag, Bc.imag)
+    residue = W.to(torch.complex128) * gf_res
+    # degenerate (A ~ 0): kappa_l = dt M_21 (l + 1) r^l  (Jordan block)
+    ramp = W * torch.where(degenerate, dt * M[1, 0], torch.zeros_like(dt))
+    log_eig = torch.complex(log_r, theta)
+    nominal = torch.complex(torch.zeros_like(A), torch.sqrt(A))
+    return OscillatorAnalysis(
+        kind="linoss", discretization=layer.discretization.upper(), log_eig=log_eig, dt=dt.clone(),
+        residue=residue, D=layer.D.double().clone(), eig_nominal=nominal, name=name, ramp=ramp,
+        gf_residue=gf_res, extra={"A": A.clone(), "mixing": W, "degenerate": degenerate},
+    )
+
+
+def _dense_oscillators(layer, rate: float, name: str) -> OscillatorAnalysis:
+    """S4 (DPLR): eigendecomposition of its dense discrete state matrix (Lemma 3.3 conjugation).
+
+    Expects ``layer.dense_system(rate) -> (dA (H, N, N), dB (H, N), C (H, N), dt (H,))`` with
+    output ``Re(C x)`` per channel... The modes come in conjugate pairs (real system) or not; here
+    every eigenvalue is kept and the kernel written as ``sum Re(r_n lambda_n^l)`` = ``2 Re((r_n/2) lambda^l)``.
+    For HiPPO-LegS the eigenvector basis is exponentially ill-conditioned (Lemma 6.6): residues are
+    then inaccurate (the tables record ``cond(V)``).
+    """
+    dA, dB, C, dt = layer.dense_system(rate)
+    dA, dB, C = dA.to(torch.complex128), dB.to(torch.complex128), C.to(torch.complex128)
+    lam, V = torch.linalg.eig(dA)                                       # (H, N), (H, N, N)
+    Vb = torch.linalg.solve(V, dB.unsqueeze(-1)).squeeze(-1)
+    CV = torch.einsum("hn,hnm->hm", C, V)
+    residue = CV * Vb / 2.0
+    log_eig = torch.log(lam)
+    dt = dt.double().unsqueeze(-1).expand_as(lam.real).clone() * 1.0
+    nominal = log_eig / dt
+    log_eig, residue, nominal = _canonical(log_eig, residue, nominal)
+    return OscillatorAnalysis(
+        kind="s4", discretization=str(getattr(layer, "discretization", "")), log_eig=log_eig, dt=dt,
+        residue=residue, D=layer.D.double().clone(), eig_nominal=nominal, name=name,
+        extra={"cond_V": torch.linalg.cond(V).real},
+    )
+
+
+# ---- the inverse map ----------------------------------------------------------------------------------
+def s4d_from_oscillators(
+    oscillators: Sequence[Oscillator],
+    d_model: Optional[int] = None,
+    discretization: str = "zoh",
+    alpha: Optional[float] = None,
+    D: Optional[Tensor] = None,
+    real_transform: str = "exp",
+    dtype: Optional[torch.dtype] = None,
+):
+    r"""Build an S4D layer whose kernel is ``K_h[l] = sum 2 Re(c lambda^l)`` over the given oscillators.
+
+    Each :class:`Oscillator` (channel h, natural frequency w0, damping ratio zeta in (0, 1],
+    amplitude, phase, dt) fixes the discrete eigenvalue ``lambda = exp(s dt)`` with
+    ``s = w0 (-zeta + i sqrt(1 - zeta^2))`` (the *effective* continuous eigenvalue, as reported by
+    :func:`oscillators`), and the residue ``c = amplitude/2 e^{i phase}``. The S4D parameters are
+    then ``A = x/dt`` with ``x`` the inverse of the discretization rule at lambda (ZOH: ``log lambda``;
+    GBT(alpha): ``(lambda - 1)/(1 - alpha + alpha lambda)``), ``B = 1``, ``C = c/dB``.
+
+    Args:
+        oscillators: records; all records of a channel must share ``dt``. Channels may have different
+            numbers of oscillators (padded with zero-amplitude modes).
+        d_model: H (default: 1 + largest channel index).
+        discretization, alpha, real_transform: of the new S4D layer.
+        D: skip (H,); zeros if None.
+
+        dtype: parameter dtype of the new layer (default: torch's default dtype).
+
+    Returns:
+        an :class:`~statespaces.layers.s4d.S4D` with conjugate-pair modes,
+        ``d_state = 2 * max oscillators per channel``.
+
+    Raises:
+        ValueError: undamped (zeta = 0) or invalid oscillators, mixed dt within a channel, or an
+        eigenvalue the chosen rule cannot produce with Re(A) < 0.
+    """
+    from ..layers.s4d import S4D
+
+    if len(oscillators) == 0:
+        raise ValueError("s4d_from_oscillators needs at least one oscillator")
+    for o in oscillators:
+        if not isinstance(o, Oscillator):
+            raise TypeError(f"expected Oscillator records, got {type(o).__name__}")
+        if not (o.frequency > 0 and 0 < o.damping <= 1 and o.amplitude >= 0 and o.dt > 0 and math.isfinite(o.phase)):
+            raise ValueError(
+                f"invalid oscillator {o}: need frequency > 0, 0 < damping <= 1 (S4D modes decay: an undamped "
+                "oscillator has Re A = 0), amplitude >= 0, dt > 0"
+            )
+    H = d_model if d_model is not None else 1 + max(o.channel for o in oscillators)
+    per: List[List[Oscillator]] = [[] for _ in range(H)]
+    for o in oscillators:
+        if not 0 <= o.channel < H:
+            raise ValueError(f"oscillator channel {o.channel} outside [0, {H})")
+        per[o.channel].append(o)
+    Mmax = max(len(p) for p in per)
+    log_lam = torch.full((H, Mmax), -1.0, dtype=torch.complex128)     # padding: lambda = e^{-dt}, c = 0
+    res = torch.zeros(H, Mmax, dtype=torch.complex128)
+    dts = torch.ones(H, dtype=torch.float64)
+    for h, os_ in enumerate(per):
+        if os_:
+            if any(abs(o.dt - os_[0].dt) > 1e-12 * os_[0].dt for o in os_):
+                raise ValueError(f"channel {h}: all oscillators of one channel must share dt")
+            dts[h] = os_[0].dt
+        for m, o in enumerate(os_):
+            log_lam[h, m] = o.continuous_eigenvalue() * o.dt
+            res[h, m] = complex(o.amplitude / 2 * math.cos(o.phase), o.amplitude / 2 * math.sin(o.phase))
+    for h, os_ in enumerate(per):
+        log_lam[h, len(os_):] = -dts[h]
+    layer = S4D(H, 2 * Mmax, init="lin", discretization=discretization, alpha=alpha, real_transform=real_transform)
+    if dtype is not None:
+        layer = layer.to(dtype)
+    method = layer.discretization
+    lam = torch.exp(log_lam)
+    dt = dts.unsqueeze(-1)
+    if method == "zoh":
+        x = log_lam
+    else:
+        a = {"forward_euler": 0.0, "backward_euler": 1.0, "bilinear": 0.5, "gbt": alpha}[method]
+        x = (lam - 1) / (1 - a + a * lam)
+    A = x / dt
+    if bool((A.real >= 0).any()):
+        raise ValueError(
+            f"the {method} rule cannot produce some of these discrete eigenvalues with Re(A) < 0; use 'zoh' or 'bilinear'"
+        )
+    from ..discretize import discretize_diagonal
+
+    ones = torch.ones_like(A)
+    _, dB = discretize_diagonal(A, ones, dts, method, alpha)
+    C = res / dB
+    from ..layers.init import real_inverse
+
+    dtype = layer.D.dtype
+    with torch.no_grad():
+        layer.log_dt.copy_(torch.log(dts).to(dtype))
+        layer.A_real.copy_(real_inverse(-A.real, layer.real_transform).to(dtype))
+        layer.A_imag.copy_(A.imag.to(dtype))
+        layer.B.copy_(torch.view_as_real(ones).to(dtype))
+        layer.C.copy_(torch.view_as_real(C).unsqueeze(0).to(dtype))
+        layer.D.copy_(torch.zeros(H, dtype=dtype) if D is None else torch.as_tensor(D, dtype=dtype))
+    return layer

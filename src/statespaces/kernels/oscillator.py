@@ -1,0 +1,205 @@
+r"""Closed forms for discretized harmonic oscillators (LinOSS, seed 001; notes Part 6.1).
+
+One LinOSS oscillator ``y'' = -a y + (B u)`` (``a = A_kk >= 0``, state ``x = [z; y]`` with
+``z = y'``) discretized with step ``dt`` gives the 2x2 recurrence ``x_n = M x_{n-1} + f (B u)_n``:
+
+==========  =======================================================  ==========================
+scheme      M                                                         f (corrected forcing)
+==========  =======================================================  ==========================
+``im``      [[S, -dt a S], [dt S, S]],  S = 1/(1 + dt^2 a)             [dt S, dt^2 S]
+``imex``    [[1, -dt a], [dt, 1 - dt^2 a]]                             [dt, dt^2]
+==========  =======================================================  ==========================
+
+(the seed's ``F^IM = [dt B u; 0]`` is wrong, notes Part 6.1; in both schemes ``f = M [dt; 0]``).
+
+Eigenvalues (seed Proposition 3.1, corrected for IMEX): ``lambda = r exp(+-i theta)`` with
+
+* IM:   ``r = (1 + dt^2 a)^{-1/2} = sqrt(S) <= 1``, ``theta = arctan(dt sqrt(a))``;
+* IMEX: ``r = 1``, ``cos theta = 1 - dt^2 a / 2``, i.e. ``theta = 2 arcsin(dt sqrt(a) / 2)``,
+  valid (|lambda| = 1) only while ``dt^2 a <= 4``; beyond, the eigenvalues are real with product 1
+  and one has modulus > 1.
+
+Powers of a 2x2 matrix with eigenvalues ``r e^{+-i theta}`` (Cayley-Hamilton):
+``M^l = s_l M - r^2 s_{l-1} I`` with ``s_l = r^{l-1} sin(l theta) / sin(theta)``
+(``s_l -> l r^{l-1}`` as theta -> 0). Hence the impulse response of the position:
+
+    kappa_l = e_2^T M^l f = dt M_21 s_{l+1} = dt M_21 r^l sin((l+1) theta) / sin(theta),
+
+which is the notes' ``C dt B r^{k+1} sin((k+1) theta)/sqrt(a)`` (IM) and
+``C dt^2 B sin((k+1) phi)/sin(phi)`` (IMEX). The trigonometric evaluation is done in float64.
+
+Shapes: P oscillators, H channels, L length; ``a``, ``dt``: (P,); kernels (P, L) or (H, H, L).
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+from .._checks import check_choice
+
+Tensor = torch.Tensor
+
+#: Schemes (seed 001): implicit (``im``) and implicit-explicit / symplectic Euler (``imex``).
+OSCILLATOR_SCHEMES = ("im", "imex")
+
+#: Largest ``dt^2 A`` allowed for IMEX. At 4 the two eigenvalues merge at -1 (Jordan block, linear
+#: growth); just below it ``1/sin(theta)`` (the kernel's gain) is ~10. See :class:`LinOSS`.
+IMEX_MAX_DT2A = 3.99
+
+_TINY_A = 1e-30  # keeps d sqrt(a)/da finite at a = 0 (the value change is O(1e-15) in theta)
+
+
+def check_scheme(discretization: str) -> str:
+    return check_choice("LinOSS discretization", discretization, OSCILLATOR_SCHEMES)
+
+
+def check_oscillator_params(A: Tensor, dt: Tensor, discretization: str) -> str:
+    """Validate ``A >= 0``, ``dt > 0`` (finite) and, for IMEX, ``dt^2 A <= IMEX_MAX_DT2A``."""
+    scheme = check_scheme(discretization)
+    if not bool(torch.isfinite(A).all()) or bool((A < 0).any()):
+        raise ValueError(
+            f"oscillator stiffness A must be finite and >= 0 (squared frequencies), found min {float(A.min()):.4g}; "
+            "use A_param='relu' or 'square' to keep it nonnegative by construction"
+        )
+    if not bool(torch.isfinite(dt).all()) or bool((dt <= 0).any()):
+        raise ValueError(f"step size dt must be finite and > 0, found min {float(dt.min()):.4g}")
+    if scheme == "imex":
+        worst = float((dt * dt * A).max())
+        if worst > IMEX_MAX_DT2A:
+            raise ValueError(
+                f"LinOSS-IMEX is unstable for dt^2 A > 4 (real eigenvalues, one with |lambda| > 1); found "
+                f"max dt^2 A = {worst:.4g} > {IMEX_MAX_DT2A}. Lower dt/rate or A, or use discretization='IM'"
+            )
+    return scheme
+
+
+def oscillator_transition(A: Tensor, dt: Tensor, discretization: str, validate: bool = True) -> Tuple[Tensor, Tensor]:
+    r"""Transition and forcing coefficients of P oscillators (seed 001; corrected F, notes 6.1).
+
+    Args:
+        A: stiffness (squared frequency) per oscillator, (P,), ``>= 0``.
+        dt: step size, (P,) or scalar, ``> 0``.
+        discretization: ``"IM"`` or ``"IMEX"`` (case-insensitive).
+        validate: check the arguments (raises ``ValueError``).
+
+    Returns:
+        ``(M, f)``: M (2, 2, P) real with ``M[i, j]`` the diagonal of block (i, j) acting on
+        ``[z; y]``, and f (2, P) such that ``F_n = f * (B u_n)``.
+    """
+    dt = torch.as_tensor(dt, dtype=A.dtype, device=A.device).expand_as(A)
+    scheme = check_oscillator_params(A, dt, discretization) if validate else check_scheme(discretization)
+    one = torch.ones_like(A)
+    if scheme == "im":
+        S = 1.0 / (1.0 + dt * dt * A)
+        M = torch.stack([torch.stack([S, -dt * A * S]), torch.stack([dt * S, S])])
+        f = torch.stack([dt * S, dt * dt * S])
+    else:
+        M = torch.stack([torch.stack([one, -dt * A]), torch.stack([dt * one, 1.0 - dt * dt * A])])
+        f = torch.stack([dt * one, dt * dt * one])
+    return M, f
+
+
+def oscillator_polar(A: Tensor, dt: Tensor, discretization: str) -> Tuple[Tensor, Tensor]:
+    r"""Modulus (as ``log r``) and angle ``theta`` of the eigenvalues ``r e^{+-i theta}`` (Prop. 3.1).
+
+    IM: ``log r = -log(1 + dt^2 A)/2``, ``theta = arctan(dt sqrt(A))``. IMEX: ``log r = 0``,
+    ``theta = 2 arcsin(dt sqrt(A)/2)`` (argument clamped to 1: callers keep ``dt^2 A <= 4``).
+    Returns two real tensors of the broadcast shape of ``A`` and ``dt``.
+    """
+    scheme = check_scheme(discretization)
+    w = dt * torch.sqrt(torch.clamp(A, min=_TINY_A))           # dt sqrt(A)
+    if scheme == "im":
+        return -0.5 * torch.log1p(w * w), torch.atan(w)
+    return torch.zeros_like(w), 2.0 * torch.asin(torch.clamp(0.5 * w, max=1.0))
+
+
+def oscillator_eigenvalues(A: Tensor, dt: Tensor, discretization: str) -> Tensor:
+    r"""Discrete eigenvalue ``r e^{+i theta}`` of each oscillator (the other one is its conjugate). (P,) complex."""
+    log_r, theta = oscillator_polar(A, dt, discretization)
+    return torch.polar(torch.exp(log_r), theta)
+
+
+def _sin_ratio(l: Tensor, theta: Tensor) -> Tensor:
+    """``sin(l theta)/sin(theta)``, equal to ``l`` in the limit theta -> 0."""
+    s = torch.sin(theta)
+    tiny = s.abs() < 1e-300
+    safe = torch.where(tiny, torch.ones_like(s), s)
+    return torch.where(tiny, l * torch.ones_like(s), torch.sin(l * theta) / safe)
+
+
+def power_coefficients(log_r: Tensor, theta: Tensor, l: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""``(s_l, r^2 s_{l-1})`` such that ``M^l = s_l M - r^2 s_{l-1} I`` (Cayley-Hamilton).
+
+    Args:
+        log_r, theta: (P,) from :func:`oscillator_polar`.
+        l: integer powers, (L,) (any real dtype).
+
+    Returns:
+        two tensors (P, L) in the dtype of ``log_r``.
+    """
+    lr, th = log_r.unsqueeze(-1), theta.unsqueeze(-1)
+    l = l.to(log_r.dtype)
+    s_l = torch.exp((l - 1) * lr) * _sin_ratio(l, th)
+    s_prev = torch.exp(l * lr) * _sin_ratio(l - 1, th)        # = r^2 s_{l-1}
+    return s_l, s_prev
+
+
+def matrix_powers(M: Tensor, A: Tensor, dt: Tensor, discretization: str, l: Tensor) -> Tensor:
+    r"""``M^l`` for each oscillator and each power in ``l``, in closed form: (2, 2, P, L).
+
+    Computed in float64 and returned in the dtype of ``M``.
+    """
+    dt = torch.as_tensor(dt, dtype=A.dtype, device=A.device).expand_as(A)
+    log_r, theta = oscillator_polar(A.double(), dt.double(), discretization)
+    s_l, s_prev = power_coefficients(log_r, theta, l)
+    Md = M.double().unsqueeze(-1)                               # (2, 2, P, 1)
+    eye = torch.eye(2, dtype=torch.float64, device=M.device)[:, :, None, None]
+    return (s_l * Md - s_prev * eye).to(M.dtype)
+
+
+def oscillator_responses(A: Tensor, dt: Tensor, discretization: str, L: int) -> Tensor:
+    r"""Impulse responses of velocity and position to a unit forcing ``(B u)_0 = 1``.
+
+    ``[zeta_l; kappa_l] = M^l f`` for ``l < L``; by ``f = M [dt; 0]`` this is
+    ``dt (M^{l+1})_{:, 0}`` = ``dt [s_{l+1} M_11 - r^2 s_l ; s_{l+1} M_21]``.
+
+    Args:
+        A, dt: (P,) (dt may be a scalar); no validation here (see :func:`oscillator_transition`).
+        L: number of lags.
+
+    Returns:
+        (2, P, L) real in the dtype of ``A``: index 0 velocity ``z``, index 1 position ``y``.
+    """
+    dt = torch.as_tensor(dt, dtype=A.dtype, device=A.device).expand_as(A)
+    M, _ = oscillator_transition(A, dt, discretization, validate=False)
+    Ad, dtd = A.double(), dt.double()
+    log_r, theta = oscillator_polar(Ad, dtd, discretization)
+    l = torch.arange(1, L + 1, device=A.device, dtype=torch.float64)
+    s_next, s_cur = power_coefficients(log_r, theta, l)         # s_{l+1}, r^2 s_l
+    Md = M.double()
+    dtc = dtd.unsqueeze(-1)
+    vel = dtc * (s_next * Md[0, 0].unsqueeze(-1) - s_cur)
+    pos = dtc * s_next * Md[1, 0].unsqueeze(-1)
+    return torch.stack([vel, pos]).to(A.dtype)
+
+
+def oscillator_kernel(A: Tensor, dt: Tensor, discretization: str, L: int) -> Tensor:
+    r"""Position impulse response ``kappa_l`` of each oscillator (its Green's function), (P, L)."""
+    return oscillator_responses(A, dt, discretization, L)[1]
+
+
+def mimo_kernel(kappa: Tensor, B: Tensor, C: Tensor) -> Tensor:
+    r"""LinOSS MIMO convolution kernel ``K[h, k, l] = Re(sum_p C_hp kappa_pl B_pk)``.
+
+    Since ``kappa`` is real, ``K = sum_p Re(C_hp B_pk) kappa_pl``: each oscillator contributes a
+    real rank-<=2 channel-mixing matrix ``Re(C_:p B_p:)`` times its scalar Green's function.
+
+    Args:
+        kappa: (P, L) real. B: (P, H_in) complex. C: (H_out, P) complex.
+
+    Returns:
+        (H_out, H_in, L) real.
+    """
+    W = torch.einsum("hp,pk->phk", C.real, B.real) - torch.einsum("hp,pk->phk", C.imag, B.imag)
+    return torch.einsum("phk,pl->hkl", W, kappa)

@@ -1,0 +1,306 @@
+r"""LinOSS: oscillatory state space layer (Rusch & Rus, ICLR 2025, arXiv:2410.03943; seed 001, notes Part 6.1).
+
+P forced harmonic oscillators shared by all H channels (MIMO, like the paper):
+
+    y''(t) = -A y(t) + B u(t),        out(t) = Re(C y(t)) + D u(t)
+
+with ``A = diag(A_1..A_P) >= 0`` (``A = relu(A_hat)`` or ``A_hat^2``), complex ``B`` (P, H) and
+``C`` (H, P), real skip ``D`` (H,), and one step size per oscillator ``dt = sigmoid(dt_raw)`` in
+(0, 1). With velocity ``z = y'`` and state ``x = [z; y]`` in C^{2P}, the two schemes of the seed give
+``x_n = M x_{n-1} + F_n`` (see :mod:`statespaces.kernels.oscillator` for M):
+
+* ``IM`` (implicit Euler): ``F_n = [dt S B u_n; dt^2 S B u_n]``, ``S = (1 + dt^2 A)^{-1}`` (the
+  corrected forcing: the seed's ``[dt B u_n; 0]`` does not solve the implicit equations);
+  eigenvalues ``S(1 +- i dt sqrt(A))``, ``|lambda| = sqrt(S) <= 1`` (Prop. 3.1).
+* ``IMEX`` (symplectic Euler): ``F_n = [dt B u_n; dt^2 B u_n]``; ``|lambda| = 1`` only while
+  ``dt^2 A <= 4`` -- which the seed omits. Here the effective stiffness is bounded by construction:
+  ``A_eff = min(A, IMEX_MAX_DT2A / (rate dt)^2)`` with ``IMEX_MAX_DT2A = 3.99``. This is the identity
+  in the paper's regime (A ~ U[0, 1], dt < 1, rate 1 give dt^2 A < 1) and has zero gradient in A
+  beyond the bound (like relu below 0). With ``A_param='none'`` nothing is clamped and an
+  out-of-range A raises ``ValueError`` instead.
+
+The layer output is ``Re(C y_n) + D u_n`` (paper: ``x = Re(C y) + D u``, seed 001 "x(t) = C y(t) + D u(t)").
+
+Views (all equal, tested): parallel associative scan (default ``mode='scan'``, :mod:`statespaces.ops.scan`),
+sequential loop (``'loop'``), FFT convolution with each oscillator's closed-form Green's function
+(``'conv'``), single steps (:meth:`LinOSS.step`) and chunked stateful forward. ``kernel(L)`` returns
+the MIMO convolution kernel (H_out, H_in, L) -- LinOSS mixes channels, so it is not depthwise.
+
+D-LinOSS (learned damping, arXiv:2505.12171) is not implemented (see docs/linoss.md).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from .._checks import check_choice, check_positive_int, check_sequence
+from ..kernels.oscillator import (
+    IMEX_MAX_DT2A,
+    check_oscillator_params,
+    matrix_powers,
+    mimo_kernel,
+    oscillator_eigenvalues,
+    oscillator_responses,
+    oscillator_transition,
+)
+from ..ops.fftconv import fftconv
+from ..ops.scan import scan_block2, scan_loop
+from .base import SSMLayer, check_rate
+
+Tensor = torch.Tensor
+
+#: Parameterizations of the stiffness A >= 0 (paper: relu or square); ``none`` = raw, checked at use.
+A_PARAMS = ("relu", "square", "none")
+#: Forward paths.
+LINOSS_MODES = ("scan", "conv", "loop")
+#: Discretizations (seed 001).
+LINOSS_DISCRETIZATIONS = ("im", "imex")
+
+
+class LinOSS(SSMLayer):
+    r"""Linear oscillatory state space layer (LinOSS-IM / LinOSS-IMEX).
+
+    Args:
+        d_model: channels H.
+        d_state: number of oscillators P (the real state has 2P complex entries: velocity, position).
+        discretization: ``"IM"`` (default, dissipative) or ``"IMEX"`` (symplectic, |lambda| = 1).
+        A_param: ``"relu"`` (default, ``A = relu(A_hat)``), ``"square"`` (``A = A_hat^2``), or ``"none"``
+            (``A = A_hat`` unconstrained; negative A, or IMEX with dt^2 A > 3.99, raises ``ValueError``).
+        dt_min, dt_max: if given, the initial ``dt`` is log-uniform in [dt_min, dt_max] with
+            ``0 < dt_min <= dt_max < 1``; default: ``dt_raw ~ U[0, 1]``, i.e. dt in [0.5, 0.73]
+            (the seed says dt = 1 at init, which sigmoid cannot reach; our choice).
+        mode: default forward path, ``"scan"`` (parallel scan, as the paper), ``"conv"`` or ``"loop"``.
+        seed: seed of this layer's random init.
+
+    Init (seed 001 / paper): ``A ~ U[0, 1]``; B, C complex with real and imaginary parts
+    ``U[-1, 1]/sqrt(H)`` and ``U[-1, 1]/sqrt(P)``; ``D ~ N(0, 1)``.
+
+    Shapes:
+        forward: (B, L, H) -> (B, L, H); kernel(L): (H_out, H_in, L); state: (B, 2, P) complex
+        (``state[:, 0]`` velocity z, ``state[:, 1]`` position y).
+    """
+
+    bidirectional = False
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        discretization: str = "IM",
+        A_param: str = "relu",
+        dt_min: Optional[float] = None,
+        dt_max: Optional[float] = None,
+        mode: str = "scan",
+        seed: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.d_model = check_positive_int("d_model", d_model)
+        self.d_state = check_positive_int("d_state", d_state)
+        self.discretization = check_choice("discretization", discretization, LINOSS_DISCRETIZATIONS)
+        self.A_param = check_choice("A_param", A_param, A_PARAMS)
+        self.mode = check_choice("mode", mode, LINOSS_MODES)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        H, P = d_model, d_state
+        dtype = torch.get_default_dtype()
+
+        a0 = torch.rand(P, dtype=torch.float64, generator=gen)          # A ~ U[0, 1]
+        self.A_hat = nn.Parameter((a0.sqrt() if self.A_param == "square" else a0).to(dtype))
+        if (dt_min is None) != (dt_max is None):
+            raise ValueError("give both dt_min and dt_max, or neither")
+        if dt_min is None:
+            raw = torch.rand(P, dtype=torch.float64, generator=gen)
+        else:
+            if not (0 < dt_min <= dt_max < 1):
+                raise ValueError(
+                    f"LinOSS needs 0 < dt_min <= dt_max < 1 (dt = sigmoid(dt_raw) lies in (0, 1)), "
+                    f"got dt_min={dt_min}, dt_max={dt_max}"
+                )
+            u = torch.rand(P, dtype=torch.float64, generator=gen)
+            dt0 = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            raw = torch.log(dt0) - torch.log1p(-dt0)                  # logit
+        self.dt_raw = nn.Parameter(raw.to(dtype))
+
+        def uni(*shape: int, scale: float) -> Tensor:
+            return (2 * torch.rand(*shape, 2, dtype=torch.float64, generator=gen) - 1) * scale
+
+        self.B = nn.Parameter(uni(P, H, scale=1 / math.sqrt(H)).to(dtype))      # view_as_real of (P, H)
+        self.C = nn.Parameter(uni(H, P, scale=1 / math.sqrt(P)).to(dtype))      # view_as_real of (H, P)
+        self.D = nn.Parameter(torch.randn(H, dtype=torch.float64, generator=gen).to(dtype))
+
+    # ---- parameters -----------------------------------------------------------------------------
+    def ssm_parameters(self) -> Iterator[nn.Parameter]:
+        yield from (self.A_hat, self.dt_raw, self.B)
+
+    @property
+    def B_complex(self) -> Tensor:
+        """Input matrix (P, H) complex."""
+        return torch.view_as_complex(self.B)
+
+    @property
+    def C_complex(self) -> Tensor:
+        """Output matrix (H, P) complex."""
+        return torch.view_as_complex(self.C)
+
+    def dt(self, rate: float = 1.0) -> Tensor:
+        """Step sizes ``rate * sigmoid(dt_raw)``, (P,)."""
+        return rate * torch.sigmoid(self.dt_raw)
+
+    def stiffness(self, rate: float = 1.0) -> Tensor:
+        r"""Effective ``A >= 0`` (P,) used by the recurrence at this rate (IMEX bound applied).
+
+        Raises ``ValueError`` for ``A_param='none'`` with negative A (or, for IMEX, dt^2 A > 3.99).
+        """
+        if self.A_param == "relu":
+            A = torch.relu(self.A_hat)
+        elif self.A_param == "square":
+            A = self.A_hat * self.A_hat
+        else:
+            A = self.A_hat
+            check_oscillator_params(A.detach(), self.dt(rate).detach(), self.discretization)
+            return A
+        if self.discretization == "imex":
+            dt = self.dt(rate)
+            A = torch.minimum(A, IMEX_MAX_DT2A / (dt * dt))
+        return A
+
+    def transition(self, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
+        """``(M, f)``: M (2, 2, P) and forcing coefficients f (2, P), ``F_n = f * (B u_n)``."""
+        return oscillator_transition(self.stiffness(rate), self.dt(rate), self.discretization, validate=False)
+
+    def eigenvalues(self, rate: float = 1.0) -> Tensor:
+        """Discrete eigenvalues, (2P,) complex: ``lambda_p`` and their conjugates (Prop. 3.1)."""
+        lam = oscillator_eigenvalues(self.stiffness(rate), self.dt(rate), self.discretization)
+        return torch.cat([lam, lam.conj()])
+
+    # ---- views ----------------------------------------------------------------------------------
+    def oscillator_kernels(self, L: int, rate: float = 1.0) -> Tensor:
+        """Impulse responses (2, P, L) of velocity and position to a unit ``B u`` (closed form)."""
+        return oscillator_responses(self.stiffness(rate), self.dt(rate), self.discretization, L)
+
+    def kernel(self, L: int, rate: float = 1.0) -> Tensor:
+        r"""MIMO convolution kernel ``K[h, k, l] = Re(C diag(kappa_l) B)_{hk}``, (H_out, H_in, L).
+
+        ``out_n = sum_{l<=n} K[:, :, l] u_{n-l} + D u_n`` (the D skip is not in K).
+        """
+        if isinstance(L, bool) or not isinstance(L, int) or L < 1:
+            raise ValueError(f"kernel length L must be a positive integer, got {L!r}")
+        rate = check_rate(rate)
+        kappa = self.oscillator_kernels(L, rate)[1]
+        return mimo_kernel(kappa, self.B_complex, self.C_complex)
+
+    def initial_state(self, batch_size: int) -> Tensor:
+        """Zero state (B, 2, P) complex: ``[:, 0]`` velocity, ``[:, 1]`` position."""
+        cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
+        return torch.zeros(batch_size, 2, self.d_state, dtype=cdtype, device=self.D.device)
+
+    def _input_proj(self, u: Tensor) -> Tensor:
+        """``B u`` as a real tensor (..., 2P) = [Re; Im] for real u (..., H)."""
+        Bc = self.B_complex
+        return u @ torch.cat([Bc.real, Bc.imag], 0).T
+
+    def _output_proj(self, y: Tensor) -> Tensor:
+        """``Re(C y)`` for y given as real (..., 2P) = [Re; Im]: (..., H)."""
+        Cc = self.C_complex
+        return y @ torch.cat([Cc.real, -Cc.imag], 1).T
+
+    @staticmethod
+    def _to_real(state: Tensor) -> Tensor:
+        return torch.cat([state.real, state.imag], -1)          # (B, 2, 2P)
+
+    @staticmethod
+    def _to_complex(x: Tensor) -> Tensor:
+        P = x.shape[-1] // 2
+        return torch.complex(x[..., :P], x[..., P:])
+
+    def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
+        """One recurrent step: ``state' = M state + f B x``; ``y = Re(C state'_pos) + D x``.
+
+        Args:
+            x: (B, H). state: (B, 2, P) complex.
+
+        Returns:
+            ``(y, state')`` with y (B, H).
+        """
+        self._check_step_input(x, state)
+        rate = check_rate(rate)
+        M, f = self.transition(rate)
+        u = x.to(self.param_dtype)
+        v = u.to(state.dtype) @ self.B_complex.T                   # (B, P)
+        z, y = state[:, 0], state[:, 1]
+        z2 = M[0, 0] * z + M[0, 1] * y + f[0] * v
+        y2 = M[1, 0] * z + M[1, 1] * y + f[1] * v
+        out = (y2 @ self.C_complex.T).real + self.D * u
+        return out.to(x.dtype), torch.stack([z2, y2], 1)
+
+    def forward(
+        self,
+        x: Tensor,
+        state: Optional[Tensor] = None,
+        return_state: bool = False,
+        rate: float = 1.0,
+        mode: Optional[str] = None,
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """Apply the layer to x (B, L, H) -> (B, L, H).
+
+        Args:
+            x: input (B, L, H), real.
+            state: (B, 2, P) complex state before the first step (None: zeros).
+            return_state: also return the state after the last step.
+            rate: multiplies dt (a signal sampled ``rate`` times more coarsely).
+            mode: ``"scan"`` / ``"conv"`` / ``"loop"``; default the layer's ``mode``.
+        """
+        check_sequence(x, self.d_model, self.param_dtype)
+        rate = check_rate(rate)
+        mode = self.mode if mode is None else check_choice("mode", mode, LINOSS_MODES)
+        if state is not None:
+            self._check_state(state, x.shape[0])
+        u = x.to(self.param_dtype)
+        Bsz, L, _ = u.shape
+        P = self.d_state
+        M, f = self.transition(rate)
+        v = self._input_proj(u)                                     # (B, L, 2P) real [Re; Im]
+        x0 = None if state is None else self._to_real(state.to(self.initial_state(1).dtype))
+        if mode == "conv":
+            y_pos, last = self._conv_path(v, M, x0, L, rate)
+        else:
+            M2 = torch.cat([M, M], -1)                              # same real transition for Re and Im
+            F = torch.stack([f[0].repeat(2) * v, f[1].repeat(2) * v], -2)   # (B, L, 2, 2P)
+            Ms = M2.unsqueeze(0).expand(L, 2, 2, 2 * P)
+            X = scan_block2(Ms, F, x0) if mode == "scan" else scan_loop(Ms, F, x0, block=True)
+            y_pos, last = X[:, :, 1], X[:, -1]
+        out = (self._output_proj(y_pos) + self.D * u).to(x.dtype)
+        if return_state:
+            return out, self._to_complex(last)
+        return out
+
+    def _conv_path(self, v: Tensor, M: Tensor, x0: Optional[Tensor], L: int, rate: float) -> Tuple[Tensor, Tensor]:
+        """Position trajectory (B, L, 2P) and final state (B, 2, 2P) from the closed-form Green's functions."""
+        A, dt = self.stiffness(rate), self.dt(rate)
+        resp = oscillator_responses(A, dt, self.discretization, L)  # (2, P, L)
+        kap2 = resp.repeat(1, 2, 1)                                 # (2, 2P, L)
+        y_pos = fftconv(v, kap2[1])
+        # final state: sum_k resp_{L-1-k} v_k
+        last = torch.einsum("blp,cpl->bcp", v, kap2.flip(-1))
+        if x0 is not None:
+            l = torch.arange(1, L + 1, device=v.device)
+            Mp = matrix_powers(M, A, dt, self.discretization, l).repeat(1, 1, 2, 1)  # (2, 2, 2P, L): M^{n+1}
+            zir = Mp[1, 0].T * x0[:, None, 0] + Mp[1, 1].T * x0[:, None, 1]         # (B, L, 2P)
+            y_pos = y_pos + zir
+            last = last + torch.einsum("ijp,bjp->bip", Mp[..., -1], x0)
+        return y_pos, last
+
+    def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:
+        zeros = torch.zeros(state.shape[0], L, self.d_model, dtype=self.param_dtype, device=self.D.device)
+        return self.forward(zeros, state=state, rate=rate, mode="conv")
+
+    def _advance_state(self, state: Optional[Tensor], x: Tensor, rate: float) -> Tensor:
+        return self.forward(x, state=state, return_state=True, rate=rate, mode="conv")[1]
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, discretization={self.discretization.upper()!r}, "
+            f"A_param={self.A_param!r}, mode={self.mode!r}"
+        )

@@ -1,0 +1,286 @@
+r"""Parallel associative scans for linear recurrences ``x_n = M_n x_{n-1} + F_n`` (pure PyTorch).
+
+Two kinds of transition are supported:
+
+* **diagonal**: ``M_n = diag(a_n)``, real or complex, tensors of shape (..., L, N);
+* **2x2 block of diagonals** (LinOSS, notes Part 6.1 / seed 001): ``M_n = [[m11, m12], [m21, m22]]``
+  where each ``m_ij`` is a diagonal (N,) matrix, so the state is ``x_n = [x1_n; x2_n]`` with
+  ``x1_n, x2_n`` in C^N. Here ``M`` is given as a tensor (..., L, 2, 2, N) (the four diagonal
+  vectors) and ``F`` as (..., L, 2, N).
+
+A pair ``(a, b)`` stands for the affine map ``x -> a x + b``. The combine rule composes two steps,
+with an explicit order (the seed writes ``(a1, b1) • (a2, b2) = (a1 a2, a1 b2 + b1)``, where element
+1 is the *later* step; here the arguments are named to make that unambiguous)::
+
+    combine(earlier=(a_i, b_i), later=(a_j, b_j)) = (a_j a_i, a_j b_i + b_j)      # later ∘ earlier
+
+It is associative, so the prefix compositions ``(M_n ... M_0, x_n)`` can be computed by a parallel
+scan. :func:`scan_diagonal` / :func:`scan_block2` use the odd/even recursive-doubling scheme
+(Blelloch-style, work-efficient): pair neighbours, scan the half-length sequence recursively,
+then fix up the even positions. Depth O(log L) (two tensor ops per level, Python recursion over
+the ``ceil(log2 L)`` levels only, never a loop over L); work and memory O(L N) per batch row, so
+autograd stores O(B L N) in total (the half, quarter, ... levels sum to one extra copy).
+
+``scan_loop`` is the sequential reference twin (a Python loop over L) used in tests and benchmarks.
+
+Broadcasting: the transitions may have fewer leading (batch) dims than ``F``, and for a
+time-invariant (LTI) system they may have length 1 along L, or be expanded along L (stride 0, e.g.
+``m.expand(L, 2, 2, N)``): the level-k transition is then the single matrix ``M^(2^k)`` and only
+O(N log L) work is spent on transitions.
+
+When the transitions are real and the forcing complex (LinOSS: real M, complex B u), the forcing is
+processed as a real tensor with interleaved (re, im) so that every product is real x real.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Tuple
+
+import torch
+
+Tensor = torch.Tensor
+_List = List[Tensor]
+
+__all__ = [
+    "combine_diagonal",
+    "combine_block2",
+    "scan_diagonal",
+    "scan_block2",
+    "scan_loop",
+]
+
+
+# ---- combine rules (explicit order: later ∘ earlier) ------------------------------------------
+def combine_diagonal(earlier: Tuple[Tensor, Tensor], later: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
+    """Compose two diagonal affine steps: apply ``earlier`` first, then ``later``.
+
+    ``(a_i, b_i), (a_j, b_j) -> (a_j a_i, a_j b_i + b_j)``. Shapes broadcast elementwise.
+    """
+    (ai, bi), (aj, bj) = earlier, later
+    return aj * ai, aj * bi + bj
+
+
+def combine_block2(earlier: Tuple[Tensor, Tensor], later: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
+    """Compose two 2x2-block-diagonal affine steps: apply ``earlier`` first, then ``later``.
+
+    Each step is ``(M, F)`` with M (..., 2, 2, N) and F (..., 2, N); returns
+    ``(M_j M_i, M_j F_i + F_j)`` in the same layout (O(N) work: 2x2 products of diagonals).
+    """
+    (Mi, Fi), (Mj, Fj) = earlier, later
+    a = _block_a(_unbind_block(Mi), _unbind_block(Mj))
+    b = _block_b(_unbind_block(Mj), list(Fi.unbind(-2)), list(Fj.unbind(-2)))
+    return _stack_block(a), torch.stack(b, -2)
+
+
+# ---- internal representation: lists of tensors with the length axis at dim -2 ---------------
+def _diag_a(ae: _List, al: _List) -> _List:
+    return [al[0] * ae[0]]
+
+
+def _diag_b(al: _List, be: _List, bl: _List) -> _List:
+    return [al[0] * be[0] + bl[0]]
+
+
+def _block_a(e: _List, l: _List) -> _List:
+    e11, e12, e21, e22 = e
+    l11, l12, l21, l22 = l
+    return [l11 * e11 + l12 * e21, l11 * e12 + l12 * e22, l21 * e11 + l22 * e21, l21 * e12 + l22 * e22]
+
+
+def _block_b(l: _List, be: _List, bl: _List) -> _List:
+    l11, l12, l21, l22 = l
+    return [l11 * be[0] + l12 * be[1] + bl[0], l21 * be[0] + l22 * be[1] + bl[1]]
+
+
+def _unbind_block(M: Tensor) -> _List:
+    r0, r1 = M.unbind(-3)
+    return [*r0.unbind(-2), *r1.unbind(-2)]
+
+
+def _stack_block(a: _List) -> Tensor:
+    return torch.stack([torch.stack(a[:2], -2), torch.stack(a[2:], -2)], -3)
+
+
+def _sl(ts: _List, s: slice) -> _List:
+    return [t[..., s, :] for t in ts]
+
+
+def _interleave(first: Tensor, rest_even: Tensor, odd: Tensor, L: int) -> Tensor:
+    """Tensor of length L with position 0 = first, positions 2, 4, ... = rest_even, 1, 3, ... = odd."""
+    shape = torch.broadcast_shapes(first.shape[:-2], rest_even.shape[:-2], odd.shape[:-2])
+    dtype = torch.promote_types(torch.promote_types(first.dtype, rest_even.dtype), odd.dtype)
+    out = torch.empty(*shape, L, first.shape[-1], dtype=dtype, device=first.device)
+    out[..., 0:1, :] = first
+    out[..., 2::2, :] = rest_even
+    out[..., 1::2, :] = odd
+    return out
+
+
+_CombineA = Callable[[_List, _List], _List]
+_CombineB = Callable[[_List, _List, _List], _List]
+
+
+def _assoc_scan(a: _List, b: _List, comb_a: _CombineA, comb_b: _CombineB, invariant: bool) -> _List:
+    """Inclusive scan of (a, b) pairs along dim -2 by odd/even recursive doubling; returns the
+    forcing part of the prefix compositions (= the states started from zero).
+
+    The b-part of a composition needs only the later step's transition, so prefix transitions are
+    never formed. With ``invariant`` (time-invariant transitions, a of length 1 along dim -2) every
+    element of a level has the same transition ``M^(2^k)``, so the a-work is O(N log L).
+    """
+    L = b[0].shape[-2]
+    if L == 1:
+        return b
+    m = L // 2
+
+    def part(ts: _List, s: slice) -> _List:
+        return ts if invariant else _sl(ts, s)
+
+    ae, al = part(a, slice(0, 2 * m, 2)), part(a, slice(1, 2 * m, 2))
+    be, bl = _sl(b, slice(0, 2 * m, 2)), _sl(b, slice(1, 2 * m, 2))
+    # the level below scans the m pair-compositions; its outputs are the prefixes at odd positions
+    odd_b = _assoc_scan(comb_a(ae, al), comb_b(al, be, bl), comb_a, comb_b, invariant)
+    e = (L - 1) // 2                                            # even positions 2, 4, ... < L
+    ev_b = comb_b(part(a, slice(2, None, 2)), _sl(odd_b, slice(0, e)), _sl(b, slice(2, None, 2)))
+    return [_interleave(b0[..., 0:1, :], x, o, L) for b0, x, o in zip(b, ev_b, odd_b)]
+
+
+def _fold_initial(a: _List, b: _List, x0: Optional[_List], comb_b: _CombineB) -> _List:
+    """Replace F_0 by M_0 x0 + F_0 so the zero-start scan yields the states from x0."""
+    if x0 is None:
+        return b
+    first = comb_b(_sl(a, slice(0, 1)), [x.unsqueeze(-2) for x in x0], _sl(b, slice(0, 1)))
+    out = []
+    for f, t in zip(first, b):
+        shape = torch.broadcast_shapes(f.shape[:-2], t.shape[:-2])
+        out.append(torch.cat([f.expand(*shape, 1, t.shape[-1]), t[..., 1:, :].expand(*shape, -1, -1)], -2))
+    return out
+
+
+def _realify(a: _List, b: _List, x0: Optional[_List]):
+    """Real transitions with complex forcing: view the forcing as real with (re, im) interleaved."""
+    if any(t.is_complex() for t in a) or not any(t.is_complex() for t in b):
+        return a, b, x0, False
+    rdt = a[0].dtype if a[0].is_floating_point() else torch.get_default_dtype()
+    cdt = torch.promote_types(b[0].dtype, torch.complex64 if rdt == torch.float32 else torch.complex128)
+
+    def rv(t: Tensor) -> Tensor:
+        return torch.view_as_real(t.to(cdt).contiguous()).flatten(-2)
+
+    def dup(t: Tensor) -> Tensor:
+        return t.unsqueeze(-1).expand(*t.shape, 2).flatten(-2)
+
+    a = [dup(t) for t in a]
+    b = [rv(t) for t in b]
+    x0 = None if x0 is None else [rv(t) for t in x0]
+    return a, b, x0, True
+
+
+def _unrealify(t: Tensor) -> Tensor:
+    return torch.view_as_complex(t.unflatten(-1, (t.shape[-1] // 2, 2)).contiguous())
+
+
+def _check_lengths(a_shape: torch.Size, b_shape: torch.Size, what: str) -> int:
+    if len(b_shape) < 2 or b_shape[-2] < 1:
+        raise ValueError(f"{what}: forcing must have shape (..., L, N) with L >= 1, got {tuple(b_shape)}")
+    if len(a_shape) < 2 or a_shape[-2] not in (1, b_shape[-2]) or a_shape[-1] != b_shape[-1]:
+        raise ValueError(
+            f"{what}: transitions must have shape (..., L={b_shape[-2]}, N={b_shape[-1]}) matching the "
+            f"forcing (or length 1 for a time-invariant system), got {tuple(a_shape)}"
+        )
+    return b_shape[-2]
+
+
+def _time_invariant(a: _List) -> Tuple[_List, bool]:
+    """Transitions given with length 1, or expanded along L (stride 0), are time-invariant."""
+    if all(t.shape[-2] == 1 or t.stride(-2) == 0 for t in a):
+        return [t[..., :1, :] for t in a], True
+    L = max(t.shape[-2] for t in a)
+    return [t.expand(*t.shape[:-2], L, t.shape[-1]) for t in a], False
+
+
+def _run(a: _List, b: _List, x0: Optional[_List], comb_a: _CombineA, comb_b: _CombineB) -> _List:
+    a, invariant = _time_invariant(a)
+    a, b, x0, real_view = _realify(a, b, x0)
+    b = _fold_initial(a, b, x0, comb_b)
+    out = _assoc_scan(a, b, comb_a, comb_b, invariant)
+    return [_unrealify(t) for t in out] if real_view else out
+
+
+# ---- public scans ------------------------------------------------------------------------------
+def scan_diagonal(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> Tensor:
+    r"""All states of ``x_n = a_n * x_{n-1} + b_n`` (n = 0..L-1, ``x_{-1} = x0`` or 0) by a parallel scan.
+
+    Args:
+        a: diagonal transitions (..., L, N), real or complex; leading dims broadcast against ``b``.
+        b: forcing (..., L, N), real or complex.
+        x0: state before the first step (..., N), or None for zeros.
+
+    Returns:
+        x: (..., L, N) with the broadcast batch shape.
+    """
+    _check_lengths(a.shape, b.shape, "scan_diagonal")
+    out = _run([a], [b], None if x0 is None else [x0], _diag_a, _diag_b)
+    return out[0]
+
+
+def scan_block2(M: Tensor, F: Tensor, x0: Optional[Tensor] = None) -> Tensor:
+    r"""All states of ``x_n = M_n x_{n-1} + F_n`` for 2x2 blocks of diagonals, by a parallel scan.
+
+    This is the LinOSS recurrence (seed 001, ``x_n = M x_{n-1} + F_n`` with ``x = [z; y]``).
+
+    Args:
+        M: transitions (..., L, 2, 2, N): ``M[..., i, j, :]`` is the diagonal of block (i, j).
+        F: forcing (..., L, 2, N).
+        x0: state before the first step (..., 2, N), or None for zeros.
+
+    Returns:
+        x: (..., L, 2, N).
+    """
+    if M.dim() < 4 or M.shape[-3:-1] != (2, 2):
+        raise ValueError(f"scan_block2: M must have shape (..., L, 2, 2, N), got {tuple(M.shape)}")
+    if F.dim() < 3 or F.shape[-2] != 2:
+        raise ValueError(f"scan_block2: F must have shape (..., L, 2, N), got {tuple(F.shape)}")
+    _check_lengths(M.shape[:-3] + M.shape[-1:], F.shape[:-2] + F.shape[-1:], "scan_block2")
+    a = _unbind_block(M)
+    b = list(F.unbind(-2))
+    x = None if x0 is None else list(x0.unbind(-2))
+    out = _run(a, b, x, _block_a, _block_b)
+    return torch.stack(out, -2)
+
+
+def scan_loop(M: Tensor, F: Tensor, x0: Optional[Tensor] = None, block: bool = False) -> Tensor:
+    r"""Sequential reference twin of :func:`scan_diagonal` (``block=False``) and
+    :func:`scan_block2` (``block=True``): a Python loop over L applying ``x = M_n x + F_n``.
+
+    Same shapes and conventions as the parallel scans.
+    """
+    if block:
+        L = F.shape[-3]
+        a = _unbind_block(M.expand(*M.shape[:-4], L, 2, 2, M.shape[-1]))
+        dtype = torch.promote_types(M.dtype, F.dtype)
+        shape = torch.broadcast_shapes(M.shape[:-4], F.shape[:-3])
+        x1 = torch.zeros(*shape, F.shape[-1], dtype=dtype, device=F.device)
+        x2 = torch.zeros_like(x1)
+        if x0 is not None:
+            x1, x2 = x1 + x0[..., 0, :], x2 + x0[..., 1, :]
+        # unbind once (not t[..., n, :] per step: its backward would allocate a full-size gradient per step)
+        steps = list(zip(*(t.unbind(-2) for t in a)))
+        f1s, f2s = F[..., 0, :].unbind(-2), F[..., 1, :].unbind(-2)
+        out1, out2 = [], []
+        for n in range(L):
+            m11, m12, m21, m22 = steps[n]
+            x1, x2 = m11 * x1 + m12 * x2 + f1s[n], m21 * x1 + m22 * x2 + f2s[n]
+            out1.append(x1)
+            out2.append(x2)
+        return torch.stack([torch.stack(out1, -2), torch.stack(out2, -2)], -2)
+    L = F.shape[-2]
+    M = M.expand(*M.shape[:-2], L, M.shape[-1])
+    shape = torch.broadcast_shapes(M.shape[:-2], F.shape[:-2])
+    x = torch.zeros(*shape, F.shape[-1], dtype=torch.promote_types(M.dtype, F.dtype), device=F.device)
+    if x0 is not None:
+        x = x + x0
+    out = []
+    for m, f in zip(M.unbind(-2), F.unbind(-2)):
+        x = m * x + f
+        out.append(x)
+    return torch.stack(out, -2)

@@ -1,0 +1,217 @@
+"""Explicit operator (statespaces.analysis): oscillators, Green's function, round trip, plots."""
+import csv
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from statespaces.analysis.oscillators import Oscillator, oscillators, s4d_from_oscillators
+from statespaces.layers import S4D
+from statespaces.layers.init import S4D_INITS
+from statespaces.layers.linoss import LinOSS
+
+f64 = torch.float64
+L = 160
+
+
+def _s4d(init, disc, H=3, N=12, seed=0):
+    return S4D(H, N, init=init, discretization=disc, seed=seed, dt_min=1e-2, dt_max=0.5).double()
+
+
+def _impulse_kernel(layer, L):
+    """Impulse response of the forward pass, minus the D skip: (H, L) for SISO, (H_out, H_in, L) for MIMO."""
+    H = layer.d_model
+    imp = torch.zeros(H, L, H, dtype=f64)
+    imp[torch.arange(H), 0, torch.arange(H)] = 1.0
+    with torch.no_grad():
+        r = layer(imp).permute(2, 0, 1).clone()                         # (h_out, k_in, l)
+    r[torch.arange(H), torch.arange(H), 0] -= layer.D.detach()
+    return r
+
+
+@pytest.mark.parametrize("init", S4D_INITS)
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+def test_s4d_operator_kernel(init, disc):
+    layer = _s4d(init, disc)
+    an = oscillators(layer)
+    K = an.kernel(L)
+    with torch.no_grad():
+        assert torch.allclose(K, layer.kernel(L), atol=1e-10, rtol=0)
+    imp = _impulse_kernel(layer, L)
+    assert torch.allclose(torch.diagonal(imp, dim1=0, dim2=1).T, K, atol=1e-10)      # own channel
+    off = ~torch.eye(3, dtype=torch.bool)
+    assert float(imp[off].abs().max()) < 1e-12                                        # SISO: no mixing
+    u = torch.randn(2, 40, 3, dtype=f64)
+    with torch.no_grad():
+        assert torch.allclose(an.apply(u), layer(u), atol=1e-10)
+    assert bool((an.eig.imag >= 0).all())
+    assert bool((an.eig.abs() < 1).all())
+    assert bool(((an.damping_ratio >= 0) & (an.damping_ratio <= 1 + 1e-12)).all())
+
+
+def test_s4d_frequency_meaning_zoh_vs_bilinear():
+    for disc in ("zoh", "bilinear"):
+        layer = S4D(3, 8, init="lin", discretization=disc, seed=0, dt_min=1e-2, dt_max=0.1).double()  # dt Im A < pi
+        an = oscillators(layer)
+        A = layer.continuous_A().detach()
+        dt = torch.exp(layer.log_dt.detach()).unsqueeze(-1)
+        s = an.eig_continuous
+        assert torch.allclose(an.eig_nominal, A.to(torch.complex128))
+        if disc == "zoh":                      # exact: s = A (no aliasing here: dt Im A < pi)
+            assert torch.allclose(s, A, atol=1e-10)
+        else:                                  # warped: s = log((1 + dt A/2)/(1 - dt A/2))/dt != A
+            assert torch.allclose(s, torch.log((1 + dt * A / 2) / (1 - dt * A / 2)) / dt, atol=1e-10)
+            assert float((s - A).abs().max()) > 1e-3
+        # per-oscillator continuous form: 2 Re(c lambda^l) = amp e^{-zeta w0 t} cos(w_d t + phase)
+        t = torch.arange(30, dtype=f64) * dt[0, 0]
+        w0, z = an.natural_frequency[0, 3], an.damping_ratio[0, 3]
+        amp, ph = an.amplitude[0, 3], an.phase[0, 3]
+        cont = amp * torch.exp(-z * w0 * t) * torch.cos(w0 * torch.sqrt(1 - z * z) * t + ph)
+        disc_k = 2 * (an.residue[0, 3] * an.eig[0, 3] ** torch.arange(30)).real
+        assert torch.allclose(cont, disc_k, atol=1e-10)
+
+
+@pytest.mark.parametrize("disc", ["IM", "IMEX"])
+def test_linoss_operator_kernel(disc):
+    layer = LinOSS(4, 6, discretization=disc, seed=1).double()
+    an = oscillators(layer)
+    K = an.kernel(L)
+    with torch.no_grad():
+        assert torch.allclose(K, layer.kernel(L), atol=1e-10, rtol=0)
+    assert torch.allclose(_impulse_kernel(layer, L), K, atol=1e-10)
+    u = torch.randn(2, 30, 4, dtype=f64)
+    with torch.no_grad():
+        assert torch.allclose(an.apply(u), layer(u), atol=1e-10)
+    # Prop. 3.1 and the undamped nominal oscillator i sqrt(A)
+    A, dt = layer.stiffness().detach(), layer.dt().detach()
+    if disc == "IM":
+        S = 1 / (1 + dt**2 * A)
+        assert torch.allclose(an.eig, S * torch.complex(torch.ones_like(A), dt * A.sqrt()), atol=1e-12)
+        assert bool((an.damping_ratio > 0).all())
+    else:
+        assert torch.allclose(an.eig.abs(), torch.ones_like(A), atol=1e-12)
+        assert torch.allclose(an.damping_ratio, torch.zeros_like(A), atol=1e-12)
+        assert bool(torch.isinf(an.decay_time).all())
+    assert torch.allclose(an.eig_nominal.imag, A.sqrt())
+    rows = an.table()
+    assert len(rows) == 6 and {"natural_frequency", "damping_ratio", "amplitude", "phase", "gain"} <= set(rows[0])
+
+
+def test_linoss_degenerate_oscillator_ramp():
+    layer = LinOSS(3, 5, seed=2).double()
+    with torch.no_grad():
+        layer.A_hat[2] = -1.0                      # relu -> A = 0: Jordan block, not a sum of exponentials
+    an = oscillators(layer)
+    assert bool(an.extra["degenerate"][2]) and float(an.ramp[..., 2].abs().max()) > 0
+    with torch.no_grad():
+        assert torch.allclose(an.kernel(L), layer.kernel(L), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+def test_round_trip_s4d_from_oscillators(disc):
+    for init in ("inv", "rand", "real"):
+        layer = _s4d(init, disc)
+        an = oscillators(layer)
+        rebuilt = s4d_from_oscillators(an.to_oscillators(), discretization=disc, D=layer.D.detach(), dtype=f64)
+        with torch.no_grad():
+            assert torch.allclose(rebuilt.kernel(L), layer.kernel(L), atol=1e-10, rtol=0)
+            u = torch.randn(1, 50, 3, dtype=f64)
+            assert torch.allclose(rebuilt(u), layer(u), atol=1e-10)
+        an2 = oscillators(rebuilt)
+        key = lambda r: (r["channel"], round(r["natural_frequency"], 6), round(r["amplitude"], 9))  # noqa: E731
+        for r1, r2 in zip(sorted(an.table(), key=key), sorted(an2.table(), key=key)):
+            for k in ("natural_frequency", "damping_ratio", "amplitude", "eig_abs"):
+                assert math.isclose(r1[k], r2[k], rel_tol=1e-8, abs_tol=1e-10), (k, r1[k], r2[k])
+
+
+def test_s4d_from_handmade_oscillators():
+    oscs = [Oscillator(0, 2.0, 0.1, 1.5, 0.3, 0.05), Oscillator(0, 7.0, 0.05, 0.5, -1.0, 0.05),
+            Oscillator(1, 1.0, 1.0, 2.0, 0.0, 0.1)]
+    layer = s4d_from_oscillators(oscs, d_model=3).double()
+    K = layer.kernel(100)
+    t = torch.arange(100, dtype=f64)
+    for h, group in ((0, oscs[:2]), (1, oscs[2:])):
+        expect = sum(o.amplitude * torch.exp(-o.damping * o.frequency * t * o.dt)
+                     * torch.cos(o.frequency * math.sqrt(1 - o.damping**2) * t * o.dt + o.phase) for o in group)
+        assert torch.allclose(K[h], expect, atol=1e-6)      # layer is built in the default dtype (float32)
+    assert float(K[2].detach().abs().max()) == 0.0                   # empty channel
+    with pytest.raises(ValueError, match="damping"):
+        s4d_from_oscillators([Oscillator(0, 1.0, 0.0, 1.0, 0.0, 0.1)])          # undamped
+    with pytest.raises(ValueError, match="dt"):
+        s4d_from_oscillators([Oscillator(0, 1.0, 0.5, 1.0, 0.0, 0.1), Oscillator(0, 2.0, 0.5, 1.0, 0.0, 0.2)])
+    with pytest.raises(ValueError):
+        s4d_from_oscillators([])
+
+
+def test_unsupported_inputs():
+    with pytest.raises(TypeError, match="unsupported"):
+        oscillators(nn.Linear(3, 3))
+    with pytest.raises(TypeError):
+        oscillators("s4d")
+    with pytest.raises(ValueError, match="bidirectional"):
+        oscillators(S4D(2, 4, bidirectional=True))
+    with pytest.raises(TypeError):
+        oscillators(LinOSS(2, 3)).to_oscillators()
+    from statespaces.analysis.plots import analyze_module
+
+    with pytest.raises(TypeError, match="no supported"):
+        analyze_module(nn.Sequential(nn.Linear(2, 2)), "/tmp/unused")
+
+
+def test_s4_if_available():
+    s4 = pytest.importorskip("statespaces.layers.s4")
+    layer = s4.S4(3, 8).double()
+    if not hasattr(layer, "dense_system"):
+        pytest.skip("S4 has no dense_system(rate) accessor yet")
+    an = oscillators(layer)
+    with torch.no_grad():
+        assert torch.allclose(an.kernel(64), layer.kernel(64), atol=1e-8)
+
+
+def test_analyze_checkpoint_and_module(tmp_path):
+    from statespaces.analysis.plots import analyze_checkpoint
+    from statespaces.models import SequenceClassifier
+    from statespaces.train import build_config, build_model, save_checkpoint
+
+    cfg = build_config(overrides=[("model.d_model", "4"), ("model.n_layers", "1"), ("model.d_state", "6"),
+                                  ("model.init", "inv")])
+    model = build_model(cfg, 1, 3)
+    save_checkpoint(tmp_path / "ck", {f"model.{k}": v for k, v in model.state_dict().items()},
+                    {"config": cfg.to_dict(), "d_input": 1, "n_classes": 3})
+    summary = analyze_checkpoint(tmp_path / "ck", tmp_path / "out", L=128)
+    files = summary["layers"][0]["files"]
+    assert len(files) == 6 and all((tmp_path / "out" / f.split("/")[-1]).exists() for f in files)
+    with open(tmp_path / "out" / "blocks.0.layer_oscillators.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4 * 3
+    assert json.load(open(tmp_path / "out" / "analysis.json"))["layers"][0]["kind"] == "s4d"
+    # a plain module with a LinOSS layer, tables only
+    m = SequenceClassifier(2, 3, d_model=4, n_layers=2, layer="linoss", layer_kwargs=dict(d_state=5, discretization="IMEX"))
+    summary = analyze_checkpoint(m, tmp_path / "lin", plots=False)
+    assert [e["kind"] for e in summary["layers"]] == ["linoss", "linoss"]
+    assert abs(summary["layers"][0]["max_abs_eig"] - 1) < 1e-6
+    with pytest.raises(FileNotFoundError, match="checkpoint directory"):
+        analyze_checkpoint(tmp_path / "bad.pt", tmp_path / "bad")
+
+
+def test_analyze_trainer_checkpoint_directory(tmp_path):
+    """The trainer's directory checkpoints (safetensors + meta.json), if this version writes them."""
+    from statespaces.analysis.plots import analyze_checkpoint
+
+    ckmod = pytest.importorskip("statespaces.train.checkpoint")
+    loop = pytest.importorskip("statespaces.train.loop")
+    from statespaces.train.config import TrainConfig
+
+    if not hasattr(loop, "load_trained"):
+        pytest.skip("trainer has no directory checkpoints")
+    cfg = TrainConfig.from_dict({"model": {"layer": "linoss", "d_model": 4, "n_layers": 1, "d_state": 3,
+                                           "layer_kwargs": {"dt_min": 0.3, "dt_max": 0.9}}})
+    model = loop.build_model(cfg, 2, 3)
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    try:
+        ckmod.save_checkpoint(tmp_path / "ck", tensors, {"config": cfg.to_dict(), "d_input": 2, "n_classes": 3})
+    except TypeError:
+        pytest.skip("different save_checkpoint API")
+    summary = analyze_checkpoint(tmp_path / "ck", tmp_path / "out", plots=False)
+    assert summary["layers"][0]["kind"] == "linoss"
