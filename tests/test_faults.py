@@ -58,3 +58,45 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
         assert step == ref_step
         for k in ref:
             torch.testing.assert_close(got[k], ref[k], atol=0, rtol=0)
+
+
+def _tiny(tmp_path, *extra):
+    from statespaces.train import build_config
+
+    base = [("model.d_model", "16"), ("model.n_layers", "2"), ("model.d_state", "8"), ("model.init", "lin"),
+            ("trainer.batch_size", "16"), ("trainer.out", str(tmp_path / "run"))]
+    return build_config(overrides=base + list(extra))
+
+
+def test_training_at_ten_times_the_learning_rate_never_goes_nan_silently(tmp_path):
+    """~300 steps at 10x the default LRs: either every parameter stays finite, or training stops
+    with FloatingPointError naming the parameters (local profile: FAULT_TRIALS steps x 1000)."""
+    from statespaces.train import load_checkpoint, train
+
+    epochs = max(1, 3 * TRIALS if TRIALS > 1 else 3)
+    cfg = _tiny(tmp_path, ("trainer.lr", "0.1"), ("trainer.ssm_lr", "0.01"), ("trainer.epochs", str(epochs)))
+    try:
+        train(cfg, progress=False)
+    except FloatingPointError as e:
+        assert "non-finite parameters" in str(e)
+        return
+    last = sorted((tmp_path / "run" / "checkpoints").glob("step-*"))[-1]
+    for k, v in load_checkpoint(last)[0].items():
+        assert torch.isfinite(v).all(), k
+
+
+def test_nan_parameter_stops_training_with_its_name(tmp_path, monkeypatch):
+    import statespaces.train.loop as loop
+    from statespaces.train import train
+
+    real_build = loop.build_model
+
+    def poisoned(*a, **k):
+        model = real_build(*a, **k)
+        with torch.no_grad():
+            model.blocks[1].layer.log_dt[0] = float("nan")
+        return model
+
+    monkeypatch.setattr(loop, "build_model", poisoned)
+    with pytest.raises(FloatingPointError, match=r"blocks\.1\.layer\.log_dt"):
+        train(_tiny(tmp_path, ("trainer.epochs", "1")), progress=False)
