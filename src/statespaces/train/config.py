@@ -47,7 +47,7 @@ class DataConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 15
+    epochs: int = 25
     batch_size: int = 64
     lr: float = 1e-2
     ssm_lr: float = 1e-3
