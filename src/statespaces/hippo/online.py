@@ -31,6 +31,8 @@ from __future__ import annotations
 import numbers
 
 import torch
+
+from ..discretize import discretize_dense
 from torch import nn
 
 from ._checks import check_finite_tensor, check_measure, check_positive, check_state_size
@@ -68,19 +70,9 @@ def discretize(A: torch.Tensor, B: torch.Tensor, dt: float, discretization="bili
     """
     dt = check_positive(dt, "dt")
     name, alpha = _check_discretization(discretization)
-    N = A.shape[0]
-    eye = torch.eye(N, dtype=A.dtype)
     if name == "zoh":
-        # exp of the augmented matrix [[A, B], [0, 0]] gives (e^{dt A}, int_0^dt e^{sA} ds B)
-        M = torch.zeros(N + 1, N + 1, dtype=A.dtype)
-        M[:N, :N] = A * dt
-        M[:N, N] = B * dt
-        E = torch.linalg.matrix_exp(M)
-        return E[:N, :N], E[:N, N]
-    lhs = eye - alpha * dt * A
-    Abar = torch.linalg.solve(lhs, eye + (1.0 - alpha) * dt * A)
-    Bbar = torch.linalg.solve(lhs, dt * B.unsqueeze(-1)).squeeze(-1)
-    return Abar, Bbar
+        return discretize_dense(A, B, dt, "zoh")
+    return discretize_dense(A, B, dt, "gbt", alpha)
 
 
 def _lsi_reconstruction_basis(measure: str, N: int, y: torch.Tensor, params: dict) -> torch.Tensor:
