@@ -31,10 +31,9 @@ from __future__ import annotations
 import numbers
 
 import torch
-
-from ..discretize import discretize_dense
 from torch import nn
 
+from ..discretize import discretize_dense
 from ._checks import check_finite_tensor, check_measure, check_positive, check_state_size
 from .basis import basis
 from .legs_fast import INPUT_GAINS, legs_gbt_coefficients, legs_step_dense, legs_step_fast
