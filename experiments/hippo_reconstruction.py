@@ -28,24 +28,9 @@ import torch
 
 from statespaces.hippo import HiPPO
 from statespaces.hippo.plots import plot_basis, plot_reconstruction
+from statespaces.reproduce.signals import bandlimited_noise, benchmark_function
 
 F64 = torch.float64
-
-
-def benchmark_function(x: torch.Tensor) -> torch.Tensor:
-    return 0.25 * torch.sin(x) + 0.5 * torch.sin(x / 3) + torch.sin(x / 7)
-
-
-def bandlimited_noise(L: int, dt: float, band_hz: float = 1.0, rms: float = 0.5, seed: int = 0) -> torch.Tensor:
-    """White noise low-passed at ``band_hz`` (random Fourier coefficients on the band),
-    periodic over the ``L * dt`` window, scaled to the given rms."""
-    g = torch.Generator().manual_seed(seed)
-    freqs = torch.fft.rfftfreq(L, d=dt)
-    mask = (freqs > 0) & (freqs <= band_hz)
-    coef = torch.complex(torch.randn(freqs.shape[0], generator=g, dtype=F64),
-                         torch.randn(freqs.shape[0], generator=g, dtype=F64)) * mask
-    sig = torch.fft.irfft(coef, n=L)
-    return sig * (rms / sig.pow(2).mean().sqrt())
 
 
 def mse(a, b) -> float:
@@ -112,7 +97,7 @@ def function_table(Ns, out_lines):
 def noise_table(noise_dt: float, N: int, out_lines):
     T = 100.0
     L = int(round(T / noise_dt))
-    u = bandlimited_noise(L, noise_dt)[None]
+    u = bandlimited_noise(L, noise_dt)
     res = {}
     t0 = time.perf_counter()
     res["legs (LSI, bilinear)"] = mse(run_memory("legs", N, u, noise_dt), u)

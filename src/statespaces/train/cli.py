@@ -44,6 +44,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_eval = sub.add_parser("evaluate", help="test accuracy of a checkpoint directory")
     p_eval.add_argument("checkpoint")
     sub.add_parser("presets", help="list the named presets")
+    p_rep = sub.add_parser("reproduce", help="re-run the thesis' claims and write REPRODUCTION.md")
+    p_rep.add_argument("ids", nargs="*", help="claim ids (default: all; with --quick: the tier-A claims)")
+    p_rep.add_argument("--quick", action="store_true", help="fast profile: smaller sizes, exact claims only by default")
+    p_rep.add_argument("--out", default="runs/reproduce", help="folder for figures and run outputs")
+    p_rep.add_argument("--table", default="REPRODUCTION.md", help="markdown table to (re)write")
     p_an = sub.add_parser("analyze", help="oscillator view of every SSM layer in a checkpoint: PNG plots + CSV/JSON tables")
     p_an.add_argument("checkpoint")
     p_an.add_argument("out_dir", nargs="?", default=None, help="(default: <checkpoint>/analysis)")
@@ -82,6 +87,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         analyze_checkpoint(args.checkpoint, out)
         print(f"wrote the oscillator analysis to {out}")
         return 0
+    if args.command == "reproduce":
+        from pathlib import Path
+
+        from ..reproduce import CLAIMS, run_claims
+
+        ids = args.ids or sorted(c.id for c in CLAIMS.values() if (c.tier == "A" or not args.quick))
+        rows = run_claims(ids, args.quick, Path(args.out), Path(args.table))
+        print(f"wrote {args.table}: {sum(r['passed'] for r in rows)}/{len(rows)} claims pass")
+        return 0 if all(r["passed"] for r in rows) else 1
     if args.command == "presets":
         from .config import PRESETS
 

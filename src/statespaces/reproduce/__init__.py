@@ -1,0 +1,9 @@
+"""Re-run the thesis' claims: ``statespaces reproduce [IDS] [--quick]`` writes ``REPRODUCTION.md``.
+
+Tier A (exact algorithms and theory, seconds) runs in the quick profile and in CI; tiers B/C
+(training) run in the full profile. See :mod:`statespaces.reproduce.registry`.
+"""
+from . import claims_hippo, claims_speed, claims_theory, claims_training  # noqa: F401  (register the claims)
+from .registry import CLAIMS, Result, run_claims
+
+__all__ = ["CLAIMS", "Result", "run_claims"]
