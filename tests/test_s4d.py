@@ -226,3 +226,19 @@ def test_bad_input_errors():
 
 def test_extra_repr():
     assert "init='inv'" in repr(S4D(3, 8, init="inv", bidirectional=True))
+
+
+def test_step_cache_follows_parameter_updates():
+    """Without autograd the discretization is cached for stepping; an in-place update (optimizer
+    step, load_state_dict) must invalidate it."""
+    layer = S4D(3, 8, init="lin", seed=11)
+    x = torch.randn(2, 3)
+    with torch.no_grad():
+        y1, _ = layer.step(x, layer.initial_state(2))
+        layer.log_dt.add_(0.5)
+        y2, _ = layer.step(x, layer.initial_state(2))
+        layer.C.mul_(2)
+        y3, _ = layer.step(x, layer.initial_state(2))
+    fresh, _ = layer.step(x, layer.initial_state(2))  # grad mode: no cache
+    assert not torch.allclose(y1, y2) and not torch.allclose(y2, y3)
+    torch.testing.assert_close(y3, fresh.detach())
