@@ -5,7 +5,7 @@ The public API is re-exported here; see the README for a quickstart.
 from .blocks import ResidualBlock
 from .discretize import DISCRETIZATIONS, discretize_dense, discretize_diagonal
 from .layers import S4D, LinOSS, SSMLayer
-from .models import SequenceClassifier
+from .models import SaShiMi, SequenceClassifier, SSMLanguageModel
 from .optim import param_groups
 
 __version__ = "0.1.0"
@@ -16,6 +16,8 @@ __all__ = [
     "SSMLayer",
     "ResidualBlock",
     "SequenceClassifier",
+    "SSMLanguageModel",
+    "SaShiMi",
     "param_groups",
     "discretize_diagonal",
     "discretize_dense",

@@ -1,0 +1,103 @@
+"""Autoregressive generation speed: recurrent steps vs re-running convolution mode (thesis §7.4.2).
+
+For each layer type (S4D, LinOSS, S4 when it imports; plus SaShiMi with S4D) a flat causal LM
+(H=64, 4 blocks, N=64, 256-token vocabulary) generates L tokens after a one-token prompt:
+
+* **recurrent**: :meth:`SSMLanguageModel.generate` (prompt in convolution mode, then one O(1)
+  recurrent step per token);
+* **conv re-run**: the naive way, re-running the full convolution on the growing prefix for every
+  new token (O(t log t) per token). By default its total time is estimated from ``--samples``
+  evenly spaced prefix lengths (midpoint sums over t = 1..L); ``--exact`` runs the whole loop.
+
+Prints tokens/s (batch x tokens / seconds) for both and their ratio, one table per run:
+
+    .venv/bin/python benchmarks/bench_generation.py                    # L in (256, 1024), B in (1, 64)
+    .venv/bin/python benchmarks/bench_generation.py --lengths 128 --batches 1 --exact
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from statespaces.layers.registry import available_layers
+from statespaces.models.lm import SSMLanguageModel
+
+try:
+    from common import machine  # when run as benchmarks/bench_generation.py
+except ImportError:  # pragma: no cover
+    def machine() -> str:
+        return f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def build(kind: str, d_model: int, n_layers: int, d_state: int) -> SSMLanguageModel:
+    torch.manual_seed(0)
+    if kind == "sashimi-s4d":
+        return SSMLanguageModel(256, d_model=d_model // 2, n_layers=1, backbone="sashimi",
+                                layer_kwargs=dict(d_state=d_state)).eval()
+    return SSMLanguageModel(256, d_model=d_model, n_layers=n_layers, layer=kind,
+                            layer_kwargs=dict(d_state=d_state)).eval()
+
+
+def time_recurrent(model: SSMLanguageModel, B: int, L: int) -> float:
+    prompt = torch.randint(0, 256, (B, 1))
+    gen = torch.Generator().manual_seed(0)
+    model.generate(prompt, 8, generator=gen)                                 # warm-up
+    t0 = time.perf_counter()
+    model.generate(prompt, L, generator=gen)
+    return time.perf_counter() - t0
+
+
+@torch.no_grad()
+def time_conv_rerun(model: SSMLanguageModel, B: int, L: int, samples: int, exact: bool) -> float:
+    seq = torch.randint(0, 256, (B, L))
+    model(seq[:, :8])                                                        # warm-up
+    if exact:
+        t0 = time.perf_counter()
+        for t in range(1, L + 1):
+            logits = model(seq[:, :t])[:, -1]
+            torch.multinomial(torch.softmax(logits, -1), 1)
+        return time.perf_counter() - t0
+    # midpoint rule over prefix lengths 1..L with `samples` bins
+    width = L / samples
+    total = 0.0
+    for k in range(samples):
+        t = max(1, min(L, int((k + 0.5) * width)))
+        t0 = time.perf_counter()
+        logits = model(seq[:, :t])[:, -1]
+        torch.multinomial(torch.softmax(logits, -1), 1)
+        total += (time.perf_counter() - t0) * width
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lengths", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    ap.add_argument("--layers", nargs="+", default=None, help="default: every available layer + sashimi-s4d")
+    ap.add_argument("--d-model", type=int, default=64)
+    ap.add_argument("--n-layers", type=int, default=4)
+    ap.add_argument("--d-state", type=int, default=64)
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--exact", action="store_true", help="run the full conv re-run loop instead of estimating")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    kinds = args.layers or [k for k in ("s4d", "s4", "linoss") if k in available_layers()] + ["sashimi-s4d"]
+    print(f"# generation speed ({machine()}); H={args.d_model}, {args.n_layers} blocks, N={args.d_state}, "
+          f"conv re-run {'exact' if args.exact else f'estimated from {args.samples} prefix lengths'}")
+    print("| model | batch | L | recurrent tok/s | conv re-run tok/s | speed-up |")
+    print("|---|---|---|---|---|---|")
+    for kind in kinds:
+        model = build(kind, args.d_model, args.n_layers, args.d_state)
+        for B in args.batches:
+            for L in args.lengths:
+                rec = time_recurrent(model, B, L)
+                conv = time_conv_rerun(model, B, L, args.samples, args.exact)
+                print(f"| {kind} | {B} | {L} | {B * L / rec:,.0f} | {B * L / conv:,.0f} | {conv / rec:.1f}x |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

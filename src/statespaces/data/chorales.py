@@ -1,0 +1,219 @@
+r"""Bach chorales from music21's bundled corpus as a 4-voice 16th-note grid (for autoregressive models).
+
+The corpus ships with ``pip install music21`` (no download at run time): ``corpus.chorales.Iterator``
+lists 371 chorales, of which about 351 have exactly four parts (soprano, alto, tenor, bass). Each
+is parsed once to an integer grid ``(L, 4)``: one row per 16th note, one column per voice, holding
+the sounding MIDI pitch (0..127) or ``REST = 128``. Held notes and repeated notes look the same on
+the grid (as in the usual JSB chorales piano roll); ties, grace notes (zero length), lyrics,
+fermatas and repeat signs are dropped; a chord within one part keeps its highest pitch.
+
+The parsed grids are cached as one ``.npz`` under ``$STATESPACES_DATA`` or ``~/.cache/statespaces``
+(never in the repository). The split into train/valid/test is by piece (80/10/10 by default) with
+a fixed seed. :func:`write_midi` turns a grid back into a MIDI file to listen to.
+
+Used by ``experiments/chorales.py`` (NLL per 16th-note step, SaShiMi vs flat stacks; thesis ch. 8
+reports the same kind of likelihood on audio, Tables 8.2-8.5).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+#: Token of a silent voice; pitches use their MIDI numbers 0..127.
+REST = 128
+#: Token values per voice (MIDI pitches + rest).
+VOCAB_SIZE = 129
+#: Voices per step (soprano, alto, tenor, bass).
+N_VOICES = 4
+#: Grid steps per quarter note (16th notes).
+STEPS_PER_QUARTER = 4
+_CACHE_NAME = "bach_chorales_16th_v1.npz"
+
+
+def _music21():
+    try:
+        import music21  # noqa: F401
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the Bach chorales come from music21's bundled corpus: install it with `pip install music21`"
+        ) from e
+    return music21
+
+
+def data_dir(path: Optional[Union[str, Path]] = None) -> Path:
+    """Cache folder: ``path``, else ``$STATESPACES_DATA``, else ``~/.cache/statespaces``."""
+    if path is None:
+        path = os.environ.get("STATESPACES_DATA") or Path.home() / ".cache" / "statespaces"
+    return Path(path).expanduser()
+
+
+def score_to_grid(score, steps_per_quarter: int = STEPS_PER_QUARTER) -> np.ndarray:
+    """A 4-part music21 score -> int64 grid (L, 4) of MIDI pitches / ``REST``.
+
+    Raises ``ValueError`` if the score does not have exactly four parts.
+    """
+    m21 = _music21()
+    parts = list(score.parts)
+    if len(parts) != N_VOICES:
+        raise ValueError(f"expected a score with {N_VOICES} parts (S, A, T, B), got {len(parts)}")
+    L = int(np.ceil(float(score.highestTime) * steps_per_quarter - 1e-6))
+    grid = np.full((max(L, 1), N_VOICES), REST, dtype=np.int64)
+    for v, part in enumerate(parts):
+        for n in part.flatten().notes:
+            if isinstance(n, m21.harmony.ChordSymbol) or n.quarterLength <= 0:
+                continue
+            start = int(round(float(n.offset) * steps_per_quarter))
+            end = int(round(float(n.offset + n.quarterLength) * steps_per_quarter))
+            pitch = max(p.midi for p in n.pitches) if n.isChord else n.pitch.midi
+            grid[start:max(end, start + 1), v] = pitch
+    return grid
+
+
+def grid_to_score(grid: np.ndarray, steps_per_quarter: int = STEPS_PER_QUARTER, tempo: Optional[float] = 80.0):
+    """Grid (L, 4) of MIDI pitches / ``REST`` -> music21 ``Score`` with four parts.
+
+    Runs of the same value in a voice become one note (or rest) of that length.
+    """
+    m21 = _music21()
+    grid = np.asarray(grid)
+    if grid.ndim != 2 or grid.shape[1] != N_VOICES:
+        raise ValueError(f"grid must have shape (length, {N_VOICES}), got {grid.shape}")
+    if grid.size and (grid.min() < 0 or grid.max() > REST):
+        raise ValueError(f"grid values must be MIDI pitches 0..127 or REST={REST}")
+    score = m21.stream.Score()
+    names = ("Soprano", "Alto", "Tenor", "Bass")
+    for v in range(N_VOICES):
+        part = m21.stream.Part()
+        part.partName = names[v]
+        if v == 0 and tempo:
+            part.append(m21.tempo.MetronomeMark(number=tempo))
+        col = grid[:, v]
+        t = 0
+        while t < len(col):
+            u = t
+            while u < len(col) and col[u] == col[t]:
+                u += 1
+            ql = (u - t) / steps_per_quarter
+            if col[t] == REST:
+                el = m21.note.Rest(quarterLength=ql)
+            else:
+                el = m21.note.Note(int(col[t]), quarterLength=ql)
+            part.append(el)
+            t = u
+        score.insert(0, part)
+    return score
+
+
+def write_midi(grid: np.ndarray, path: Union[str, Path], tempo: float = 80.0) -> Path:
+    """Write a grid (L, 4) (MIDI pitches / ``REST``) as a MIDI file; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid_to_score(np.asarray(grid), tempo=tempo).write("midi", fp=str(path))
+    return path
+
+
+def chorale_names() -> List[str]:
+    """Corpus names of the chorales music21 ships (e.g. ``'bach/bwv269'``)."""
+    return list(_music21().corpus.chorales.Iterator(returnType="filename"))
+
+
+def parse_chorale(name: str) -> np.ndarray:
+    """Parse one corpus chorale to its grid (L, 4); ``ValueError`` if it does not have four parts."""
+    return score_to_grid(_music21().corpus.parse(name))
+
+
+def _build_cache(path: Path, verbose: bool = True) -> None:
+    grids, names = [], []
+    for name in chorale_names():
+        try:
+            g = parse_chorale(name)
+        except ValueError:
+            continue
+        grids.append(g.astype(np.int16))
+        names.append(name)
+    if verbose:
+        print(f"parsed {len(grids)} four-part chorales -> {path}")
+    offsets = np.cumsum([0] + [len(g) for g in grids])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, grid=np.concatenate(grids), offsets=offsets, names=np.array(names))
+    os.replace(tmp, path)
+
+
+@dataclass
+class Chorales:
+    """Chorale grids split by piece. Each split is a list of int64 arrays (L_i, 4) with values
+    MIDI pitch / ``REST``; ``names`` holds the corpus names per split."""
+
+    train: List[np.ndarray]
+    valid: List[np.ndarray]
+    test: List[np.ndarray]
+    names: Dict[str, List[str]] = field(default_factory=dict)
+    vocab_size: int = VOCAB_SIZE
+    n_voices: int = N_VOICES
+
+    def split(self, name: str) -> List[np.ndarray]:
+        if name not in ("train", "valid", "test"):
+            raise ValueError(f"unknown split {name!r}; valid: train, valid, test")
+        return getattr(self, name)
+
+
+def load_chorales(
+    path: Optional[Union[str, Path]] = None,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    refresh: bool = False,
+    verbose: bool = True,
+) -> Chorales:
+    """Load (parsing and caching on first use, ~1 min) the four-part Bach chorales.
+
+    Args:
+        path: cache folder (default :func:`data_dir`).
+        fractions: train/valid/test fractions of the pieces (must sum to 1).
+        seed: seed of the piece shuffle that defines the split.
+        refresh: re-parse even if the cache exists.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {tuple(fractions)}")
+    cache = data_dir(path) / _CACHE_NAME
+    if refresh or not cache.exists():
+        _build_cache(cache, verbose)
+    with np.load(cache) as z:
+        grid, offsets, names = z["grid"].astype(np.int64), z["offsets"], [str(n) for n in z["names"]]
+    pieces = [grid[offsets[i]:offsets[i + 1]] for i in range(len(names))]
+    order = np.random.default_rng(seed).permutation(len(pieces))
+    n_train = int(round(fractions[0] * len(pieces)))
+    n_valid = int(round(fractions[1] * len(pieces)))
+    parts = {"train": order[:n_train], "valid": order[n_train:n_train + n_valid], "test": order[n_train + n_valid:]}
+    return Chorales(
+        **{k: [pieces[i] for i in idx] for k, idx in parts.items()},
+        names={k: [names[i] for i in idx] for k, idx in parts.items()},
+    )
+
+
+def random_crops(
+    pieces: Sequence[np.ndarray], length: int, batch_size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """A batch (batch_size, length, 4) of random windows; shorter pieces are right-padded with ``REST``."""
+    out = np.full((batch_size, length, N_VOICES), REST, dtype=np.int64)
+    for b in range(batch_size):
+        g = pieces[int(rng.integers(len(pieces)))]
+        start = int(rng.integers(max(len(g) - length, 0) + 1))
+        w = g[start:start + length]
+        out[b, : len(w)] = w
+    return out
+
+
+def pad_batch(pieces: Sequence[np.ndarray], multiple: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+    """Right-pad pieces with ``REST`` to one array (B, L_max, 4) (L_max rounded up to ``multiple``);
+    returns it and the lengths (B,)."""
+    lengths = np.array([len(g) for g in pieces])
+    L = int(-(-lengths.max() // multiple) * multiple)
+    out = np.full((len(pieces), L, N_VOICES), REST, dtype=np.int64)
+    for b, g in enumerate(pieces):
+        out[b, : len(g)] = g
+    return out, lengths

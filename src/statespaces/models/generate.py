@@ -1,0 +1,73 @@
+r"""Sampling from next-token logits, for autoregressive generation (thesis §7.4.2, §8.3).
+
+Generation itself lives on the models (:meth:`statespaces.models.lm.SSMLanguageModel.generate`):
+the prompt is ingested once in convolution mode, then every new token costs one recurrent step
+(O(1) time and memory per step in the sequence length, thesis §2.3.2 / §7.4.2). This module only
+turns logits into samples.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
+    """Raise ``ValueError`` for temperature <= 0 (or not finite), top_k < 1, or top_p outside (0, 1]."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+        temperature > 0 and math.isfinite(temperature)
+    ):
+        raise ValueError(
+            f"temperature must be a finite number > 0, got {temperature!r} (use a small value such as 1e-3 "
+            "for near-greedy decoding)"
+        )
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}")
+    if top_p is not None and (
+        isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not (0.0 < top_p <= 1.0)
+    ):
+        raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
+
+
+def filter_logits(
+    logits: Tensor, temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None
+) -> Tensor:
+    """Temperature-scaled logits (..., V) with the tokens outside the top-k / nucleus set to -inf.
+
+    ``top_k`` keeps the k largest logits (k is clipped to V). ``top_p`` keeps the smallest set of most
+    likely tokens whose total probability reaches ``top_p`` (at least one token is always kept).
+    Both may be combined (top-k first).
+    """
+    check_sampling(temperature, top_k, top_p)
+    logits = logits.float() / temperature if logits.dtype in (torch.float16, torch.bfloat16) else logits / temperature
+    V = logits.shape[-1]
+    neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
+    if top_k is not None and top_k < V:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = torch.where(logits < kth, neg_inf, logits)
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        before = torch.cumsum(probs, dim=-1) - probs         # mass strictly before each token
+        drop_sorted = before >= top_p                        # the first token has before = 0: always kept
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = torch.where(drop, neg_inf, logits)
+    return logits
+
+
+def sample_logits(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
+    """Draw one token per row from logits (..., V): returns int64 (...)."""
+    logits = filter_logits(logits, temperature, top_k, top_p)
+    V = logits.shape[-1]
+    probs = torch.softmax(logits.reshape(-1, V).to(torch.float64), dim=-1)
+    idx = torch.multinomial(probs, 1, generator=generator)
+    return idx.reshape(logits.shape[:-1])

@@ -1,0 +1,324 @@
+r"""Autoregressive SSM models: a causal backbone between an input encoder and an LM head.
+
+    tokens (B, L[, S]) -> embedding (sum over the S streams) -> backbone -> head -> logits (B, L[, S], V)
+
+``logits[:, t]`` is the distribution of the token at position ``t + 1`` given positions ``<= t``.
+
+Two backbones share one interface (``forward(x, state=None, return_state=False)``,
+``initial_state(B)``, ``step(x_t, state)``):
+
+* :class:`SSMStack`: the flat ("isotropic") stack of residual SSM blocks of thesis §7.2 (optionally
+  interleaved with FF blocks, the "isotropic S4" of Table 8.5), final LayerNorm;
+* :class:`~statespaces.models.sashimi.SaShiMi`: the multi-scale U-Net of thesis ch. 8.
+
+Generation (thesis §7.4.2, §2.3): :meth:`SSMLanguageModel.generate` runs the prompt through the
+backbone **once** in convolution mode with ``return_state=True`` (every layer returns its state
+after the prompt), then produces each new token with one recurrent step: O(1) time and memory per
+token in the sequence length, instead of the O(L log L) of re-running the convolution.
+
+Several tokens per step (``n_streams = S``, e.g. the 4 voices of a chorale): the S token embeddings
+are summed into one input vector and S independent heads predict the S tokens of the next step.
+At generation the S tokens of one step are sampled **independently** given the past (the joint
+distribution of one step factorizes over voices); this is a modelling simplification, not the
+voice-by-voice ordering of a fully autoregressive model.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .._checks import check_choice, check_positive_int, check_sequence
+from ..blocks import ResidualBlock
+from ..layers.registry import make_layer
+from .generate import check_sampling, sample_logits
+from .sashimi import FFBlock, SaShiMi, _blocks_forward, _blocks_initial, _blocks_step
+
+Tensor = torch.Tensor
+
+__all__ = ["SSMStack", "SSMLanguageModel"]
+
+
+class SSMStack(nn.Module):
+    """Flat causal stack of residual SSM blocks (thesis §7.2), then a final LayerNorm.
+
+    Args:
+        d_model: width H.
+        n_layers: number of residual SSM blocks.
+        layer, layer_kwargs: SSM layer (``"s4d"``, ``"s4"``, ``"linoss"``) and its options.
+        ff_expand: if > 0, a residual FF block (expansion ``ff_expand``) follows every SSM block, as
+            in SaShiMi's stages (§8.3) -- the "isotropic" model of Table 8.5.
+        norm, dropout, mixing: passed to every :class:`~statespaces.blocks.ResidualBlock`.
+
+    Shapes: (B, L, H) -> (B, L, H); ``step``: (B, H) -> (B, H); state: list of per-block states.
+    """
+
+    length_multiple = 1
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int = 4,
+        layer: str = "s4d",
+        layer_kwargs: Optional[Dict[str, Any]] = None,
+        ff_expand: int = 0,
+        norm: str = "layer",
+        dropout: float = 0.0,
+        mixing: str = "glu",
+    ) -> None:
+        super().__init__()
+        self.d_model = check_positive_int("d_model", d_model)
+        check_positive_int("n_layers", n_layers)
+        kw = dict(layer_kwargs or {})
+        mods: List[nn.Module] = []
+        for _ in range(n_layers):
+            mods.append(ResidualBlock(make_layer(layer, d_model, **kw), norm=norm, dropout=dropout, mixing=mixing))
+            if ff_expand:
+                mods.append(FFBlock(d_model, ff_expand, dropout))
+        self.blocks = nn.ModuleList(mods)
+        self.final_norm = nn.LayerNorm(d_model)
+
+    def initial_state(self, batch_size: int) -> List[Any]:
+        return _blocks_initial(self.blocks, batch_size)
+
+    def forward(self, x: Tensor, state: Optional[List[Any]] = None, return_state: bool = False):
+        """x (B, L, H) -> y (B, L, H) [, state after the last step]."""
+        check_sequence(x, self.d_model, self.final_norm.weight.dtype)
+        if state is not None and (not isinstance(state, list) or len(state) != len(self.blocks)):
+            raise ValueError("state must come from SSMStack.initial_state() or a call with return_state=True")
+        y, st = _blocks_forward(self.blocks, x, state, return_state)
+        y = self.final_norm(y)
+        return (y, st) if return_state else y
+
+    def step(self, x: Tensor, state: List[Any]) -> Tuple[Tensor, List[Any]]:
+        """x (B, H) -> y (B, H), new state."""
+        y, st = _blocks_step(self.blocks, x, state)
+        return self.final_norm(y), st
+
+
+class SSMLanguageModel(nn.Module):
+    r"""Causal sequence model over discrete tokens (thesis §7.3.6 / Tables 7.6-7.7, ch. 8).
+
+    Args:
+        vocab_size: V, the number of token values (per stream).
+        d_model: backbone width H.
+        n_layers: blocks of the flat stack, or (SSM, FF) pairs per tier for SaShiMi.
+        layer, layer_kwargs: SSM layer name and options (see :func:`statespaces.layers.registry.make_layer`).
+        backbone: ``"flat"`` (:class:`SSMStack`), ``"sashimi"`` (:class:`~statespaces.models.sashimi.SaShiMi`),
+            or a module following the backbone interface (``d_model``, ``forward(x, state, return_state)``,
+            ``initial_state``, ``step``).
+        backbone_kwargs: extra arguments of the backbone (e.g. ``pool``, ``expand``, ``ff_expand``).
+        n_streams: S tokens per time step (e.g. 4 chorale voices); 1 gives plain (B, L) token sequences.
+        d_input: if given, the encoder is ``Linear(d_input, H)`` on continuous inputs (B, L, d_input)
+            instead of an embedding; targets stay discrete.
+        max_len: optional fixed maximum length of a convolution-mode pass (e.g. a layer with a fixed
+            kernel length); longer inputs / prompts raise ``ValueError``. ``None``: unlimited.
+        dropout, mixing, norm: residual-block options.
+
+    Shapes:
+        forward(tokens (B, L) or (B, L, S) int64 | inputs (B, L, d_input) float)
+        -> logits (B, L, V) or (B, L, S, V).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 64,
+        n_layers: int = 4,
+        layer: str = "s4d",
+        layer_kwargs: Optional[Dict[str, Any]] = None,
+        backbone: Union[str, nn.Module] = "flat",
+        backbone_kwargs: Optional[Dict[str, Any]] = None,
+        n_streams: int = 1,
+        d_input: Optional[int] = None,
+        max_len: Optional[int] = None,
+        dropout: float = 0.0,
+        mixing: Optional[str] = None,
+        norm: str = "layer",
+    ) -> None:
+        super().__init__()
+        self.vocab_size = check_positive_int("vocab_size", vocab_size, 2)
+        self.n_streams = check_positive_int("n_streams", n_streams)
+        self.d_model = check_positive_int("d_model", d_model)
+        self.max_len = None if max_len is None else check_positive_int("max_len", max_len)
+        self.d_input = None if d_input is None else check_positive_int("d_input", d_input)
+        bkw = dict(backbone_kwargs or {})
+        if isinstance(backbone, nn.Module):
+            if getattr(backbone, "d_model", None) != d_model:
+                raise ValueError(f"backbone.d_model must equal d_model={d_model}")
+            self.backbone = backbone
+        else:
+            kind = check_choice("backbone", backbone, ("flat", "sashimi"))
+            common = dict(layer=layer, layer_kwargs=layer_kwargs, dropout=dropout, norm=norm)
+            if kind == "flat":
+                self.backbone = SSMStack(d_model, n_layers, mixing=mixing or "glu", **common, **bkw)
+            else:
+                self.backbone = SaShiMi(d_model, n_layers, mixing=mixing or "linear", **common, **bkw)
+        if self.d_input is None:
+            # one table for all streams; stream s uses rows s*V .. s*V + V - 1 (= S separate tables)
+            self.embedding = nn.Embedding(self.n_streams * vocab_size, d_model)
+            self.register_buffer("stream_offset", torch.arange(self.n_streams) * vocab_size, persistent=False)
+        else:
+            self.encoder = nn.Linear(self.d_input, d_model)
+        self.head = nn.Linear(d_model, self.n_streams * vocab_size)
+
+    # ---- pieces --------------------------------------------------------------------------------
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.head.weight.dtype
+
+    def _check_tokens(self, tokens: Tensor, name: str = "tokens") -> Tensor:
+        """Validate (B, L) / (B, L, S) integer tokens in [0, V); return them as (B, L, S)."""
+        if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"{name} must be an integer tensor of token ids, got {getattr(tokens, 'dtype', type(tokens))}")
+        want = "(batch, length)" if self.n_streams == 1 else f"(batch, length, n_streams={self.n_streams})"
+        if self.n_streams == 1 and tokens.dim() == 2:
+            tokens = tokens.unsqueeze(-1)
+        if tokens.dim() != 3 or tokens.shape[-1] != self.n_streams:
+            raise ValueError(f"{name} must have shape {want}, got {tuple(tokens.shape)}")
+        if tokens.shape[1] == 0:
+            raise ValueError(f"{name} has length 0")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
+            raise ValueError(f"{name} must lie in [0, vocab_size={self.vocab_size}), got range "
+                             f"[{int(tokens.min())}, {int(tokens.max())}]")
+        return tokens.long()
+
+    def encode(self, inputs: Tensor) -> Tensor:
+        """Inputs (B, L[, S]) tokens or (B, L, d_input) floats -> (B, L, H)."""
+        if self.d_input is None:
+            tok = self._check_tokens(inputs)
+            return self.embedding(tok + self.stream_offset).sum(-2)
+        check_sequence(inputs, self.d_input, self._dtype, "inputs")
+        return self.encoder(inputs.to(self._dtype))
+
+    def decode(self, h: Tensor) -> Tensor:
+        """Backbone output (..., H) -> logits (..., V) or (..., S, V)."""
+        logits = self.head(h).unflatten(-1, (self.n_streams, self.vocab_size))
+        return logits.squeeze(-2) if self.n_streams == 1 else logits
+
+    def _check_len(self, L: int, what: str) -> None:
+        if self.max_len is not None and L > self.max_len:
+            raise ValueError(f"{what} has length {L}, more than the model's max_len={self.max_len}")
+
+    # ---- training / scoring ------------------------------------------------------------------
+    def forward(self, inputs: Tensor, state: Any = None, return_state: bool = False):
+        """Logits (B, L, V) or (B, L, S, V); ``logits[:, t]`` predicts the token at t + 1."""
+        self._check_len(inputs.shape[1] if isinstance(inputs, torch.Tensor) and inputs.dim() > 1 else 0, "input")
+        h = self.encode(inputs)
+        out = self.backbone(h, state=state, return_state=return_state)
+        if return_state:
+            return self.decode(out[0]), out[1]
+        return self.decode(out)
+
+    def nll(self, inputs: Tensor, targets: Optional[Tensor] = None, lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Summed next-step negative log-likelihood (nats) and the number of predicted steps.
+
+        Args:
+            inputs: tokens (B, L[, S]) (or continuous inputs with ``d_input``).
+            targets: tokens (B, L[, S]) aligned with ``inputs``; default ``inputs``. Position t + 1 is
+                predicted from inputs <= t, so L - 1 steps per sequence are scored.
+            lengths: (B,) valid lengths for right-padded batches (steps >= length are ignored).
+
+        Returns:
+            ``(total, count)``: NLL summed over scored steps and streams, and the number of scored
+            steps; ``total / count`` is the NLL per time step (per S-token step).
+        """
+        if targets is None:
+            if self.d_input is not None:
+                raise ValueError("targets are required with continuous inputs (d_input)")
+            targets = inputs
+        tgt = self._check_tokens(targets, "targets")
+        logits = self.forward(inputs)
+        if logits.dim() == 3:
+            logits = logits.unsqueeze(-2)
+        B, L = tgt.shape[:2]
+        nll = F.cross_entropy(logits[:, :-1].flatten(0, 2).float(), tgt[:, 1:].flatten(), reduction="none")
+        nll = nll.view(B, L - 1, self.n_streams).sum(-1)
+        if lengths is None:
+            return nll.sum(), torch.tensor(B * (L - 1), device=nll.device)
+        lengths = torch.as_tensor(lengths, device=nll.device)
+        mask = torch.arange(1, L, device=nll.device)[None, :] < lengths[:, None]
+        return (nll * mask).sum(), mask.sum()
+
+    def loss(self, inputs: Tensor, targets: Optional[Tensor] = None, lengths: Optional[Tensor] = None) -> Tensor:
+        """Mean next-step NLL per time step (nats, summed over streams); see :meth:`nll`."""
+        total, count = self.nll(inputs, targets, lengths)
+        return total / count.clamp_min(1)
+
+    # ---- generation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: Tensor,
+        steps: int,
+        temperature: float = 1.0,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        generator: Optional[torch.Generator] = None,
+        return_logits: bool = False,
+        token_to_input: Optional[Callable[[Tensor], Tensor]] = None,
+    ):
+        r"""Sample ``steps`` new tokens after ``prompt`` (thesis §7.4.2: recurrent generation).
+
+        The prompt goes through the backbone once in convolution mode with ``return_state=True``
+        (one parallel pass yielding every layer's state); each new token then costs one recurrent
+        :meth:`step` of the backbone, O(1) time and memory per token. The model is put in eval mode
+        for the call (and restored afterwards).
+
+        Args:
+            prompt: tokens (B, Lp) or (B, Lp, S) with Lp >= 1 (or (B, Lp, d_input) floats with
+                ``d_input``, then ``token_to_input`` maps sampled tokens (B[, S]) to inputs (B, d_input)).
+            steps: number of tokens to generate (>= 1).
+            temperature: > 0; logits are divided by it.
+            top_k: keep only the k most likely tokens (>= 1), or None.
+            top_p: nucleus sampling mass in (0, 1], or None.
+            generator: a ``torch.Generator`` for reproducible sampling.
+            return_logits: also return the logits each new token was drawn from.
+
+        Returns:
+            new tokens (B, steps[, S]) int64 (the prompt is not included), and, if ``return_logits``,
+            logits (B, steps[, S], V): ``logits[:, i]`` is the (unfiltered) next-token distribution
+            the i-th new token was sampled from.
+        """
+        check_sampling(temperature, top_k, top_p)
+        check_positive_int("steps", steps)
+        if self.d_input is not None and token_to_input is None:
+            raise ValueError("a model with continuous inputs (d_input) needs token_to_input to feed samples back")
+        if not isinstance(prompt, torch.Tensor) or prompt.dim() < 2:
+            raise ValueError("prompt must be a (batch, length[, ...]) tensor with at least one step")
+        self._check_len(prompt.shape[1], "prompt")
+        was_training = self.training
+        self.eval()
+        try:
+            h = self.encode(prompt)
+            y, state = self.backbone(h, return_state=True)
+            logits = self.decode(y[:, -1])
+            tokens, all_logits = [], []
+            for i in range(steps):
+                if return_logits:
+                    all_logits.append(logits)
+                tok = sample_logits(logits, temperature, top_k, top_p, generator)     # (B[, S])
+                tokens.append(tok)
+                if i == steps - 1:
+                    break
+                x = self._encode_step(tok, token_to_input)
+                y, state = self.backbone.step(x, state)
+                logits = self.decode(y)
+        finally:
+            self.train(was_training)
+        out = torch.stack(tokens, 1)
+        if return_logits:
+            return out, torch.stack(all_logits, 1)
+        return out
+
+    def _encode_step(self, tok: Tensor, token_to_input: Optional[Callable[[Tensor], Tensor]]) -> Tensor:
+        """Sampled tokens (B[, S]) -> backbone input (B, H)."""
+        if self.d_input is None:
+            t = tok.view(tok.shape[0], self.n_streams)
+            return self.embedding(t + self.stream_offset).sum(-2)
+        x = token_to_input(tok).to(self._dtype)
+        if x.shape != (tok.shape[0], self.d_input):
+            raise ValueError(f"token_to_input must return (batch, d_input={self.d_input}), got {tuple(x.shape)}")
+        return self.encoder(x)

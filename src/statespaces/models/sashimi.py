@@ -1,0 +1,354 @@
+r"""SaShiMi: a multi-scale causal U-Net of residual SSM blocks (thesis ch. 8, §8.3, Fig. 8.1).
+
+Tiers ``i = 0..n`` run at rates ``T, T/p_1, T/(p_1 p_2), ...`` with widths ``H, qH, q^2 H, ...``:
+
+* **DownPool** (§8.3.2): ``(T, H) -> reshape (T/p, p H) -> linear -> (T/p, q H)``.
+* **UpPool**: ``(T, qH) -> linear -> (T, p H) -> shift right by one coarse step -> reshape (pT, H)``.
+  The shift (zeros in the first group) keeps the model causal: fine output ``j p + r`` only sees
+  coarse outputs ``< j``, i.e. fine inputs ``< j p``.
+* **Stages**: each tier is a stack of ``n_layers`` pairs (residual SSM block, residual FF block);
+  the SSM block is :class:`statespaces.blocks.ResidualBlock` (§7.2), the FF block is
+  ``x + Linear(eH -> H)(GELU(Linear(H -> eH)(LayerNorm(x))))`` with expansion e = 2.
+
+Wiring of the autoregressive model (tier ``i`` input x, the "long" residuals of Fig. 8.1)::
+
+    tier(i, x):  [x = down_blocks_i(x) if unet]
+                 y = tier(i + 1, DownPool_i(x))               (center: y = c + blocks(c))
+                 z = UpPool_i(y) + x
+                 return z + up_blocks_i(z)
+
+followed by a final LayerNorm on tier 0. The thesis uses p = 4, q = 2, two pools, 8 blocks per tier,
+H = 64 and S4 with the Hurwitz (``Lambda - P P^*``) parameterization for stable generation
+(§8.4.2): pass ``layer="s4"`` once available; any registry layer name works.
+
+**Recurrent mode** (§8.3, "generation"): :meth:`SaShiMi.step` consumes one fine step. DownPool_i
+buffers p inputs and emits one coarse input every p steps, which advances tier i+1 by one step;
+UpPool_i holds the p outputs computed from the previous coarse output and releases one per step.
+Every tier therefore steps at its own rate and the cost per fine step is O(1) amortized. The step
+outputs equal the convolution-mode outputs exactly (tested to 1e-4).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .._checks import check_positive_int, check_sequence
+from ..blocks import DropoutNd, ResidualBlock
+from ..layers.registry import make_layer
+
+Tensor = torch.Tensor
+State = Dict[str, Any]
+
+
+class FFBlock(nn.Module):
+    """Residual position-wise feed-forward block ``x + drop(W2 drop(GELU(W1 LN(x))))`` (§8.3, Fig. 8.1).
+
+    Shapes: (B, L, H) -> (B, L, H); ``step``: (B, H) -> (B, H). Stateless (its state is ``None``)."""
+
+    def __init__(self, d_model: int, expand: int = 2, dropout: float = 0.0) -> None:
+        super().__init__()
+        check_positive_int("expand", expand)
+        self.norm = nn.LayerNorm(d_model)
+        self.fc1 = nn.Linear(d_model, expand * d_model)
+        self.fc2 = nn.Linear(expand * d_model, d_model)
+        self.activation = nn.GELU()
+        self.dropout = DropoutNd(dropout)
+
+    def forward(self, x: Tensor, state: None = None, return_state: bool = False):
+        y = self.dropout(self.fc2(self.dropout(self.activation(self.fc1(self.norm(x))))))
+        return (x + y, None) if return_state else x + y
+
+    def initial_state(self, batch_size: int) -> None:
+        return None
+
+    def step(self, x: Tensor, state: None = None) -> Tuple[Tensor, None]:
+        return self.forward(x.unsqueeze(1)).squeeze(1), None
+
+
+class DownPool(nn.Module):
+    """``(B, T, H) -> (B, T/p, qH)``: group p consecutive steps, then a linear map (§8.3.2).
+
+    In recurrent mode the caller buffers p inputs (B, p, H) and calls :meth:`pool_group`."""
+
+    def __init__(self, d_in: int, pool: int, expand: int) -> None:
+        super().__init__()
+        self.d_in, self.pool, self.d_out = d_in, pool, d_in * expand
+        self.linear = nn.Linear(pool * d_in, self.d_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, H = x.shape
+        if T % self.pool:
+            raise ValueError(f"DownPool needs a length divisible by pool={self.pool}, got {T}")
+        return self.linear(x.reshape(B, T // self.pool, self.pool * H))
+
+    def pool_group(self, group: Tensor) -> Tensor:
+        """One coarse output (B, qH) from the p buffered inputs (B, p, H)."""
+        return self.linear(group.reshape(group.shape[0], -1))
+
+
+class UpPool(nn.Module):
+    """``(B, T, qH) -> (B, pT, H)``: linear to p H, shift right by one coarse step, reshape (§8.3.2).
+
+    ``first`` (B, p, H) fills the first group (zeros at the start of a sequence, or the group left
+    over from the previous chunk); :meth:`expand_group` gives the group one coarse output produces."""
+
+    def __init__(self, d_out: int, pool: int, expand: int) -> None:
+        super().__init__()
+        self.d_out, self.pool, self.d_in = d_out, pool, d_out * expand
+        self.linear = nn.Linear(self.d_in, pool * d_out)
+
+    def expand_group(self, y: Tensor) -> Tensor:
+        """(B, ..., qH) -> (B, ..., p, H) before the shift."""
+        return self.linear(y).unflatten(-1, (self.pool, self.d_out))
+
+    def forward(self, y: Tensor, first: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Returns the shifted fine sequence (B, pT, H) and the last group (B, p, H) (for the next chunk)."""
+        groups = self.expand_group(y)                                    # (B, T, p, H)
+        if first is None:
+            first = torch.zeros_like(groups[:, 0])
+        shifted = torch.cat([first.unsqueeze(1), groups[:, :-1]], 1)
+        B, T = y.shape[:2]
+        return shifted.reshape(B, T * self.pool, self.d_out), groups[:, -1]
+
+
+def _blocks_initial(blocks: nn.ModuleList, batch: int) -> List[Any]:
+    return [b.layer.initial_state(batch) if isinstance(b, ResidualBlock) else None for b in blocks]
+
+
+def _blocks_forward(blocks: nn.ModuleList, x: Tensor, states: Optional[List[Any]], return_state: bool):
+    new_states = []
+    for k, b in enumerate(blocks):
+        s = None if states is None else states[k]
+        if return_state or s is not None:
+            x, s = b(x, state=s, return_state=True)
+            new_states.append(s)
+        else:
+            x = b(x)
+    return x, (new_states if return_state else None)
+
+
+def _blocks_step(blocks: nn.ModuleList, x: Tensor, states: List[Any]) -> Tuple[Tensor, List[Any]]:
+    new_states = []
+    for b, s in zip(blocks, states):
+        x, s = b.step(x, s)
+        new_states.append(s)
+    return x, new_states
+
+
+class SaShiMi(nn.Module):
+    r"""Causal multi-scale SSM backbone (thesis ch. 8). Maps (B, T, H) -> (B, T, H).
+
+    Args:
+        d_model: width H of the top (full-rate) tier.
+        n_layers: (SSM block, FF block) pairs per tier (thesis: 8; 2-8 in Table 8.5).
+        pool: pooling factor of each DownPool/UpPool pair, top to bottom; an int p means
+            ``n_pools`` pools of factor p (thesis: p = 4, two pools, 3 tiers).
+        expand: width expansion q per pool (thesis: 2).
+        n_pools: number of pools when ``pool`` is an int.
+        ff_expand: FF-block expansion (thesis: 2); 0 disables the FF blocks.
+        layer, layer_kwargs: SSM layer name for :func:`~statespaces.layers.registry.make_layer`
+            (``"s4"`` with its Hurwitz form is the thesis's choice, §8.4.2) and its options.
+        unet: also put ``n_layers`` pairs on the down path before each pool (the "symmetric U-Net"
+            of the footnote to Table 8.6; still causal here).
+        dropout, mixing, norm: passed to the residual blocks (thesis: no dropout, linear mixing,
+            GLU only on SC09).
+
+    Shapes:
+        forward: (B, T, H) -> (B, T, H) for any T (internally padded on the right to a multiple of
+        ``prod(pool)``, which causality makes harmless); with ``return_state=True`` the aligned
+        prefix runs in convolution mode and the remainder in recurrent mode. ``step``: (B, H) ->
+        (B, H). The state is a dict of tensors and lists (see :meth:`initial_state`).
+    """
+
+    def __init__(
+        self,
+        d_model: int = 64,
+        n_layers: int = 2,
+        pool: Union[int, Sequence[int]] = 4,
+        expand: int = 2,
+        n_pools: int = 2,
+        ff_expand: int = 2,
+        layer: str = "s4d",
+        layer_kwargs: Optional[Dict[str, Any]] = None,
+        unet: bool = False,
+        dropout: float = 0.0,
+        mixing: str = "linear",
+        norm: str = "layer",
+    ) -> None:
+        super().__init__()
+        self.d_model = check_positive_int("d_model", d_model)
+        check_positive_int("n_layers", n_layers)
+        check_positive_int("expand", expand)
+        if isinstance(pool, int) and not isinstance(pool, bool):
+            check_positive_int("n_pools", n_pools, 0)
+            pools = [pool] * n_pools
+        else:
+            pools = list(pool)
+        for p in pools:
+            check_positive_int("pool factor", p, 2)
+        if ff_expand != 0:
+            check_positive_int("ff_expand", ff_expand)
+        self.pools = tuple(pools)
+        self.expand = expand
+        self.unet = bool(unet)
+        self.length_multiple = math.prod(self.pools) if self.pools else 1
+        widths = [d_model * expand**i for i in range(len(pools) + 1)]
+        self.widths = tuple(widths)
+        kw = dict(layer_kwargs or {})
+
+        def stage(H: int) -> nn.ModuleList:
+            mods: List[nn.Module] = []
+            for _ in range(n_layers):
+                mods.append(ResidualBlock(make_layer(layer, H, **kw), norm=norm, dropout=dropout, mixing=mixing))
+                if ff_expand:
+                    mods.append(FFBlock(H, ff_expand, dropout))
+            return nn.ModuleList(mods)
+
+        n = len(pools)
+        self.down_pools = nn.ModuleList(DownPool(widths[i], pools[i], expand) for i in range(n))
+        self.up_pools = nn.ModuleList(UpPool(widths[i], pools[i], expand) for i in range(n))
+        self.down_blocks = nn.ModuleList(stage(widths[i]) if unet else nn.ModuleList() for i in range(n))
+        self.up_blocks = nn.ModuleList(stage(widths[i]) for i in range(n))
+        self.center = stage(widths[n])
+        self.final_norm = nn.LayerNorm(d_model)
+
+    # ---- state ---------------------------------------------------------------------------------
+    def _zeros(self, *shape: int) -> Tensor:
+        w = self.final_norm.weight
+        return torch.zeros(*shape, dtype=w.dtype, device=w.device)
+
+    def initial_state(self, batch_size: int) -> State:
+        """State before the first step: ``t`` (steps consumed), per tier the DownPool input buffer
+        ``down_buf[i]`` and UpPool output buffer ``up_buf[i]`` (B, p_i, H_i), and the SSM states of
+        ``down_blocks`` / ``up_blocks`` / ``center``."""
+        n = len(self.pools)
+        return {
+            "t": 0,
+            "down_buf": [self._zeros(batch_size, self.pools[i], self.widths[i]) for i in range(n)],
+            "up_buf": [self._zeros(batch_size, self.pools[i], self.widths[i]) for i in range(n)],
+            "down_blocks": [_blocks_initial(self.down_blocks[i], batch_size) for i in range(n)],
+            "up_blocks": [_blocks_initial(self.up_blocks[i], batch_size) for i in range(n)],
+            "center": _blocks_initial(self.center, batch_size),
+        }
+
+    @staticmethod
+    def _copy_state(state: State) -> State:
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in state.items()}
+
+    def _check_state(self, state: State, batch: int) -> None:
+        keys = {"t", "down_buf", "up_buf", "down_blocks", "up_blocks", "center"}
+        if not isinstance(state, dict) or set(state) != keys:
+            raise ValueError("state must come from SaShiMi.initial_state() or a call with return_state=True")
+        for i, buf in enumerate(state["up_buf"]):
+            if buf.shape != (batch, self.pools[i], self.widths[i]):
+                raise ValueError(
+                    f"state is for another batch size or model: up_buf[{i}] has shape {tuple(buf.shape)}, "
+                    f"expected {(batch, self.pools[i], self.widths[i])}"
+                )
+
+    # ---- convolution mode ------------------------------------------------------------------------
+    def _tier_conv(self, i: int, x: Tensor, st: Optional[State], out: Optional[State]) -> Tensor:
+        """Tier i on an aligned chunk x (B, T_i, H_i); fills ``out`` with the state after it."""
+        want = out is not None
+        if i == len(self.pools):
+            y, s = _blocks_forward(self.center, x, None if st is None else st["center"], want)
+            if want:
+                out["center"] = s
+            return x + y
+        x, s = _blocks_forward(self.down_blocks[i], x, None if st is None else st["down_blocks"][i], want)
+        if want:
+            out["down_blocks"][i] = s
+            out["down_buf"][i] = x[:, -self.pools[i]:]
+        yc = self._tier_conv(i + 1, self.down_pools[i](x), st, out)
+        u, last = self.up_pools[i](yc, None if st is None else st["up_buf"][i])
+        if want:
+            out["up_buf"][i] = last
+        z = u + x
+        y, s = _blocks_forward(self.up_blocks[i], z, None if st is None else st["up_blocks"][i], want)
+        if want:
+            out["up_blocks"][i] = s
+        return z + y
+
+    def _conv(self, x: Tensor, state: Optional[State], return_state: bool) -> Tuple[Tensor, Optional[State]]:
+        out = None
+        if return_state:
+            out = self.initial_state(x.shape[0]) if state is None else self._copy_state(state)
+            out["t"] = (0 if state is None else state["t"]) + x.shape[1]
+        y = self._tier_conv(0, x, state, out)
+        return y, out
+
+    def forward(self, x: Tensor, state: Optional[State] = None, return_state: bool = False):
+        """Apply the backbone to x (B, T, H); see the class docstring for the modes used.
+
+        Returns y (B, T, H) (after the final LayerNorm), and the state after the last step if
+        ``return_state``.
+        """
+        check_sequence(x, self.d_model, self.final_norm.weight.dtype)
+        B, T, _ = x.shape
+        m = self.length_multiple
+        if state is not None:
+            self._check_state(state, B)
+        if state is None and not return_state:
+            pad = (-T) % m
+            if pad:
+                x = torch.cat([x, x.new_zeros(B, pad, x.shape[2])], 1)
+            y, _ = self._conv(x, None, False)
+            return self.final_norm(y[:, :T])
+        t0 = 0 if state is None else state["t"]
+        head = min((-t0) % m, T)                      # steps until the pools are aligned
+        mid = (T - head) // m * m
+        ys: List[Tensor] = []
+        st = state
+        for t in range(head):
+            st = self.initial_state(B) if st is None else st
+            y_t, st = self._step_raw(x[:, t], st)
+            ys.append(y_t.unsqueeze(1))
+        if mid:
+            y_mid, st = self._conv(x[:, head:head + mid], st, True)
+            ys.append(y_mid)
+        for t in range(head + mid, T):
+            st = self.initial_state(B) if st is None else st
+            y_t, st = self._step_raw(x[:, t], st)
+            ys.append(y_t.unsqueeze(1))
+        y = self.final_norm(torch.cat(ys, 1))
+        return (y, st) if return_state else y
+
+    # ---- recurrent mode --------------------------------------------------------------------------
+    def _tier_step(self, i: int, x: Tensor, t_i: int, st: State) -> Tensor:
+        if i == len(self.pools):
+            y, st["center"] = _blocks_step(self.center, x, st["center"])
+            return x + y
+        x, st["down_blocks"][i] = _blocks_step(self.down_blocks[i], x, st["down_blocks"][i])
+        p = self.pools[i]
+        r = t_i % p
+        buf = st["down_buf"][i].clone()
+        buf[:, r] = x
+        st["down_buf"][i] = buf
+        u = st["up_buf"][i][:, r]                     # released before the buffer is refilled
+        if r == p - 1:
+            yc = self._tier_step(i + 1, self.down_pools[i].pool_group(buf), t_i // p, st)
+            st["up_buf"][i] = self.up_pools[i].expand_group(yc)
+        z = u + x
+        y, st["up_blocks"][i] = _blocks_step(self.up_blocks[i], z, st["up_blocks"][i])
+        return z + y
+
+    def _step_raw(self, x: Tensor, state: State) -> Tuple[Tensor, State]:
+        st = self._copy_state(state)
+        y = self._tier_step(0, x, state["t"], st)
+        st["t"] = state["t"] + 1
+        return y, st
+
+    def step(self, x: Tensor, state: State) -> Tuple[Tensor, State]:
+        """One fine step: x (B, H) -> y (B, H) and the new state (the input state is not modified)."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.d_model:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"step input must have shape (batch, d_model={self.d_model}), got {got}")
+        self._check_state(state, x.shape[0])
+        y, st = self._step_raw(x, state)
+        return self.final_norm(y), st
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, pools={self.pools}, expand={self.expand}, widths={self.widths}, unet={self.unet}"
