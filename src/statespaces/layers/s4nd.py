@@ -1,0 +1,309 @@
+r"""S4ND: S4 on multidimensional signals (thesis ch. 9, §9.3; app. I.1).
+
+**Model.** The N-D SSM (Def. 9.1) runs one 1-D SSM along each axis τ = 1..D of a signal
+u(t^(1), ..., t^(D)). With a rank-1 output tensor ``C = C^(1) ⊗ ... ⊗ C^(D)`` (Cor. 9.3, the
+setting of every thesis experiment) its convolution kernel (Thm 9.2) factorizes into one
+standard 1-D SSM kernel per axis::
+
+    K(t^(1), ..., t^(D)) = K^(1)(t^(1)) K^(2)(t^(2)) ... K^(D)(t^(D)),
+    y = K * u + D u       (per channel, depthwise, a global kernel spanning the whole input)
+
+**Implementation** (§9.3.1): each axis is an :class:`~statespaces.layers.s4d.S4D` module (its own
+A, B, C, Δ per channel; its D skip is removed, the N-D layer has one D). The per-axis 1-D
+kernels come from the S4D machinery (``diagonal_system`` + the blocked Vandermonde sum), so
+nothing of the S4D math is repeated here; the N-D convolution multiplies their 1-D spectra into
+the input's N-D FFT (:func:`statespaces.ops.fftconv_nd.fftconv_nd`; ``conv="toeplitz"`` gives the
+same result by per-axis dense matmuls, faster on CPU for small images). Memory for the kernel is
+O(H Σ_τ L_τ) (plus the O(H N sqrt(L)) Vandermonde blocks): the (H, L_1, ..., L_D) kernel is
+never materialized in the forward pass, and never anything of size H Π L_τ N.
+
+**Directions.** Every axis is bidirectional by default (the thesis uses non-causal kernels on
+images, §2.2 per axis): the axis S4D has two C's and the two-sided kernel follows the
+:func:`statespaces.ops.fftconv.two_sided_kernel` convention (causal half on lags 0..L-1,
+anti-causal half on lags -1..-L). ``bidirectional=(False, True, True)`` makes the first axis
+(e.g. time in video) causal.
+
+**Resolution change** (§9.3.2, §7.4.1). The input is a sampling of a continuous signal on a
+fixed domain; ``rate`` multiplies each axis' Δ. A grid 2x finer along an axis needs Δ/2 there:
+``rate = L_train / L_new`` per axis (see :func:`resolution_rate`).
+
+**Bandlimiting** (§9.3.2). Each diagonal mode n is a damped sinusoid ``exp(t A_n)`` with
+frequency ``|Im A_n| / 2π`` per unit time, i.e. ``f_n = |Im A_n| Δ / 2π`` cycles per sample.
+With ``bandlimit=α`` the coefficient ``C_n`` is zeroed (for both directions) unless
+``f_n < α/2``; α = 1 is the Nyquist cutoff for pure sinusoids. The printed inequality in the
+thesis (``A_n Δ < α/2`` ⇒ mask) would mask the *low* frequencies, contradicting its own
+low-pass goal; like the reference implementation we keep the low ones (notes §10 item 4).
+``bandlimit_rule`` picks Δ in that formula:
+
+* ``"train"`` (reference implementation): Δ is the training step ``exp(log_dt)``; the mask does
+  not move with ``rate``.
+* ``"nyquist"`` (default): Δ · max(1, rate_τ). Identical to ``"train"`` at the training
+  resolution and on finer grids (rate <= 1, the only direction the thesis evaluates); on a
+  coarser grid (rate > 1) it also zeroes the modes that would exceed α/2 cycles per sample of
+  the *new* grid, i.e. it removes exactly the frequencies the coarser grid cannot represent.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .._checks import check_choice, check_dtype_compatible, check_finite, check_positive_int, check_real_float
+from ..kernels.vandermonde import vandermonde
+from ..ops.fftconv import two_sided_kernel
+from ..ops.fftconv_nd import CONV_METHODS, conv_nd, outer_kernel
+from .s4d import S4D
+
+Tensor = torch.Tensor
+RateLike = Union[float, Sequence[float]]
+
+#: Which step size the bandlimit mask uses (module docstring).
+BANDLIMIT_RULES = ("nyquist", "train")
+
+
+def _per_axis(name: str, value, dims: int) -> tuple:
+    """Broadcast a scalar to ``dims`` entries, or check a sequence has exactly ``dims`` entries."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != dims:
+            raise ValueError(f"{name} must be a scalar or have one entry per axis (dims={dims}), got {value!r}")
+        return tuple(value)
+    return (value,) * dims
+
+
+def check_rates(rate: RateLike, dims: int) -> Tuple[float, ...]:
+    """Validate a step-size multiplier (one number, or one per axis) and return ``dims`` floats."""
+    rates = _per_axis("rate", rate, dims)
+    out = []
+    for r in rates:
+        if (
+            isinstance(r, bool)
+            or isinstance(r, torch.Tensor)
+            or not isinstance(r, (int, float))
+            or not r > 0
+            or math.isinf(r)
+        ):
+            raise ValueError(
+                f"rate must be a positive finite number per axis (step-size multiplier; a grid 2x finer "
+                f"needs rate 0.5), got {rate!r}"
+            )
+        out.append(float(r))
+    return tuple(out)
+
+
+def resolution_rate(train_shape: Sequence[int], new_shape: Sequence[int]) -> Tuple[float, ...]:
+    """Per-axis ``rate`` to run a layer trained on ``train_shape`` grids on ``new_shape`` grids.
+
+    Both grids sample the same continuous domain, so the step scales as ``L_train / L_new``:
+    ``resolution_rate((28, 28), (56, 56)) == (0.5, 0.5)`` (2x finer grid, Δ/2).
+    """
+    if len(train_shape) != len(new_shape):
+        raise ValueError(f"train_shape {tuple(train_shape)} and new_shape {tuple(new_shape)} differ in rank")
+    for s in tuple(train_shape) + tuple(new_shape):
+        check_positive_int("grid size", s)
+    return tuple(a / b for a, b in zip(train_shape, new_shape))
+
+
+class S4ND(nn.Module):
+    r"""Multidimensional S4 layer with a rank-1 (outer-product) kernel (thesis §9.3.1, Cor. 9.3).
+
+    Args:
+        d_model: channels H (depthwise: one N-D kernel per channel).
+        dims: number of spatial axes D (1, 2 or 3; any D >= 1 works).
+        d_state: real state size N of each per-axis S4D (N/2 complex modes); the thesis uses 64.
+        init: S4D init of (A, B) for every axis (``legs``, ``inv``, ``lin``, ...).
+        bidirectional: one bool for all axes or one per axis; True = two-sided (non-causal)
+            kernel on that axis, False = causal.
+        discretization: per-axis S4D discretization (default ``zoh``).
+        dt_min, dt_max: log-uniform Δ init range, a scalar or one per axis (e.g. a longer
+            initial temporal kernel for video; 1/Δ is the kernel's effective length, §9.4.2).
+        real_transform, trainable_B: passed to every S4D.
+        bandlimit: α of the bandlimit mask, or None (off, the α = ∞ of the thesis).
+        bandlimit_rule: ``"nyquist"`` (default) or ``"train"``, see the module docstring.
+        conv: how the separable N-D convolution is computed, all exact: ``"fft"`` (default, the
+            thesis' N-D FFT with 2L zero padding per axis), ``"toeplitz"`` (one dense L x L matmul
+            per axis; faster on CPU for small grids) or ``"auto"`` (Toeplitz if every L <= 64).
+        seed: seeds axis τ's S4D with ``seed + τ`` and the D skip with ``seed + dims``.
+
+    Shapes:
+        forward: x (B, L_1, ..., L_D, H) -> y (B, L_1, ..., L_D, H), channels last like the 1-D layers.
+        kernel_factors(shape): list of D tensors, (H, 2L_τ) two-sided / (H, L_τ) causal.
+        kernel(shape): (H, n_1, ..., n_D), their outer product.
+
+    Example::
+
+        >>> layer = S4ND(d_model=8, dims=2, d_state=16)
+        >>> y = layer(torch.randn(4, 28, 28, 8))              # trained at 28x28
+        >>> y56 = layer(torch.randn(4, 56, 56, 8), rate=0.5)  # same continuous layer, 2x finer grid
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        dims: int = 2,
+        d_state: int = 64,
+        init: str = "legs",
+        bidirectional: Union[bool, Sequence[bool]] = True,
+        discretization: str = "zoh",
+        dt_min: Union[float, Sequence[float]] = 1e-3,
+        dt_max: Union[float, Sequence[float]] = 1e-1,
+        real_transform: str = "exp",
+        trainable_B: bool = True,
+        bandlimit: Optional[float] = None,
+        bandlimit_rule: str = "nyquist",
+        conv: str = "fft",
+        seed: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.d_model = check_positive_int("d_model", d_model)
+        self.dims = check_positive_int("dims", dims)
+        self.d_state = check_positive_int("d_state", d_state)
+        bidir = _per_axis("bidirectional", bidirectional, dims)
+        if not all(isinstance(b, bool) for b in bidir):
+            raise TypeError(f"bidirectional must be a bool or a sequence of {dims} bools, got {bidirectional!r}")
+        self.two_sided: Tuple[bool, ...] = tuple(bidir)
+        dt_mins = _per_axis("dt_min", dt_min, dims)
+        dt_maxs = _per_axis("dt_max", dt_max, dims)
+        self.bandlimit_rule = check_choice("bandlimit_rule", bandlimit_rule, BANDLIMIT_RULES)
+        self.conv = check_choice("conv", conv, CONV_METHODS)
+        self.bandlimit = bandlimit  # validated by the property setter
+        axes = []
+        for ax in range(dims):
+            layer = S4D(
+                d_model, d_state, init=init, discretization=discretization, dt_min=dt_mins[ax], dt_max=dt_maxs[ax],
+                real_transform=real_transform, bidirectional=self.two_sided[ax], trainable_B=trainable_B,
+                seed=None if seed is None else seed + ax,
+            )
+            # The N-D layer has a single skip term; the axis layers are only kernel generators.
+            del layer.D
+            layer.register_buffer("D", torch.zeros(d_model), persistent=False)
+            axes.append(layer)
+        self.axes = nn.ModuleList(axes)
+        gen = torch.Generator().manual_seed(seed + dims) if seed is not None else None
+        self.D = nn.Parameter(torch.randn(d_model, generator=gen, dtype=torch.float64).to(torch.get_default_dtype()))
+
+    # ---- configuration ---------------------------------------------------------------------
+    @property
+    def bandlimit(self) -> Optional[float]:
+        """α of the bandlimit mask (None = off). Settable, e.g. to compare a trained layer with/without it."""
+        return self._bandlimit
+
+    @bandlimit.setter
+    def bandlimit(self, alpha: Optional[float]) -> None:
+        if alpha is not None and (
+            isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0 or math.isinf(alpha)
+        ):
+            raise ValueError(f"bandlimit must be None (off) or a positive finite cutoff alpha, got {alpha!r}")
+        self._bandlimit = None if alpha is None else float(alpha)
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        return self.D.dtype
+
+    def ssm_parameters(self) -> Iterator[nn.Parameter]:
+        """A, B, Δ of every axis (their own optimizer group, §7.1)."""
+        for layer in self.axes:
+            yield from layer.ssm_parameters()
+
+    # ---- kernels ---------------------------------------------------------------------------
+    def bandlimit_mask(self, axis: int, rate: float = 1.0) -> Tensor:
+        r"""Boolean (H, M) mask of the modes of ``axis`` kept at step multiplier ``rate`` (all True if off).
+
+        Mode n of channel h is kept iff ``|Im A_n| Δ_h r / 2π < α/2`` with r = max(1, rate)
+        (rule ``"nyquist"``) or r = 1 (rule ``"train"``); Δ_h is the trained step of that axis.
+        """
+        layer = self.axes[axis]
+        A = layer.continuous_A()
+        if self._bandlimit is None:
+            return torch.ones(A.shape, dtype=torch.bool, device=A.device)
+        r = max(1.0, rate) if self.bandlimit_rule == "nyquist" else 1.0
+        freq = A.imag.abs() * torch.exp(layer.log_dt).unsqueeze(-1) * r / (2 * math.pi)
+        return freq < self._bandlimit / 2
+
+    def axis_kernel(self, axis: int, L: int, rate: float = 1.0) -> Tensor:
+        r"""The 1-D kernel of ``axis`` for length L: (2, H, L) (causal, anti-causal) if two-sided, else (H, L).
+
+        Same as ``self.axes[axis].kernel(L, rate)`` (eq. 3.2) but with the bandlimit mask on C.
+        """
+        layer = self.axes[axis]
+        sys = layer.diagonal_system(rate)
+        C = sys.C
+        if self._bandlimit is not None:
+            C = C * self.bandlimit_mask(axis, rate).to(C.real.dtype)
+        k = sys.scale * vandermonde(C * sys.dB, sys.log_dA, L)          # (K, H, L)
+        return k if self.two_sided[axis] else k[0]
+
+    def kernel_factors(self, shape: Sequence[int], rate: RateLike = 1.0) -> List[Tensor]:
+        r"""Per-axis factors of the N-D kernel for a grid ``shape`` = (L_1, ..., L_D).
+
+        Factor τ is (H, L_τ) on a causal axis (lag j at index j) or (H, 2L_τ) on a two-sided axis
+        (index j < L: lag j; index 2L - m: lag -m), the layout of
+        :func:`statespaces.ops.fftconv_nd.fftconv_nd`. Memory O(H Σ L_τ).
+        """
+        shape = self._check_shape(shape)
+        rates = check_rates(rate, self.dims)
+        out = []
+        for ax, (L, r) in enumerate(zip(shape, rates)):
+            k = self.axis_kernel(ax, L, r)
+            out.append(two_sided_kernel(k, L) if self.two_sided[ax] else k)
+        return out
+
+    def kernel(self, shape: Sequence[int], rate: RateLike = 1.0) -> Tensor:
+        r"""Full N-D kernel (H, n_1, ..., n_D), the outer product of :meth:`kernel_factors` (Cor. 9.3).
+
+        O(H Π n_τ) memory: for inspection (plots, tests); the forward pass never builds it.
+        """
+        return outer_kernel(self.kernel_factors(shape, rate))
+
+    # ---- forward ---------------------------------------------------------------------------
+    def forward(self, x: Tensor, rate: RateLike = 1.0) -> Tensor:
+        r"""Apply the layer to x (B, L_1, ..., L_D, H).
+
+        Args:
+            x: real input, batch first, channels last, exactly ``dims`` spatial axes.
+            rate: step multiplier, one number or one per axis; ``rate = L_train / L_new`` runs a
+                layer trained on L_train-point grids on L_new-point grids (:func:`resolution_rate`).
+
+        Returns:
+            y with the shape and dtype of x.
+        """
+        self._check_input(x)
+        in_dtype = x.dtype
+        u = x.to(self.param_dtype)
+        spatial = tuple(u.shape[1:-1])
+        factors = self.kernel_factors(spatial, rate)
+        y = conv_nd(u.movedim(-1, 1), factors, self.two_sided, self.conv).movedim(1, -1)
+        return (y + u * self.D).to(in_dtype)
+
+    # ---- validation ------------------------------------------------------------------------
+    def _check_shape(self, shape: Sequence[int]) -> Tuple[int, ...]:
+        if isinstance(shape, int) or not isinstance(shape, (tuple, list, torch.Size)):
+            raise TypeError(f"shape must be a sequence of {self.dims} grid sizes, got {shape!r}")
+        if len(shape) != self.dims:
+            raise ValueError(f"shape {tuple(shape)} has {len(shape)} axes, the layer has dims={self.dims}")
+        return tuple(check_positive_int("grid size", int(s) if not isinstance(s, bool) else s) for s in shape)
+
+    def _check_input(self, x: Tensor) -> None:
+        check_real_float("input", x)
+        want = f"(batch, {', '.join(f'L{i + 1}' for i in range(self.dims))}, d_model={self.d_model})"
+        if x.dim() != self.dims + 2:
+            raise ValueError(
+                f"input must have shape {want} for dims={self.dims}, got {tuple(x.shape)} "
+                f"({x.dim() - 2} spatial axes); channels go last"
+            )
+        if x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"input has {x.shape[-1]} channels in its last dim, the layer expects d_model={self.d_model} "
+                "(channels last: (batch, *spatial, channels))"
+            )
+        if any(s == 0 for s in x.shape[:-1]):
+            raise ValueError(f"input of shape {tuple(x.shape)} has an empty axis")
+        check_dtype_compatible("input", x, self.param_dtype)
+        check_finite("input", x)
+
+    def extra_repr(self) -> str:
+        s = f"d_model={self.d_model}, dims={self.dims}, d_state={self.d_state}, two_sided={self.two_sided}"
+        if self._bandlimit is not None:
+            s += f", bandlimit={self._bandlimit}, bandlimit_rule={self.bandlimit_rule!r}"
+        return s

@@ -1,0 +1,149 @@
+r"""Isotropic image (and video) classifiers with S4ND or convolution mixers (thesis §9.4.3, app. I.2.3).
+
+Backbone choice: the **isotropic** deep SSM backbone of §7.2 (the one the thesis uses for its
+CIFAR-10 continuous-capability experiments, Table 9.3), not ConvNeXt. Every layer keeps the input
+grid: a pointwise encoder, ``n_layers`` residual blocks, global mean pooling, a linear head. With
+the S4ND mixer every operation is either pointwise or a continuous-kernel convolution, so the
+whole network is resolution-agnostic: running it on another grid only needs the per-axis
+step multiplier ``rate = L_train / L_new`` (:func:`statespaces.layers.s4nd.resolution_rate`). A
+strided/patchified stem (ConvNeXt, ViT) would bake the training resolution into its weights.
+
+The Conv baseline is the same network with the S4ND layer replaced by a ``kernel_size``^D
+convolution (``groups=1`` by default, so its parameter count 9H^2 per layer at k = 3 roughly
+matches S4ND's ~4NH + 2H per layer for N = 64 at H = 64; ``depthwise=True`` gives the depthwise
+variant). It ignores ``rate``: a discrete kernel has no notion of the sampling step, which is
+exactly the contrast of Table 9.4.
+
+Block (pre-norm, as :class:`statespaces.blocks.ResidualBlock` but for (B, *spatial, H) tensors)::
+
+    x -> LayerNorm -> mixer (S4ND / Conv) -> GELU -> dropout -> Linear(H, 2H) -> GLU -> dropout -> + x
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from .._checks import check_choice, check_dtype_compatible, check_finite, check_positive_int, check_real_float
+from ..layers.s4nd import S4ND, check_rates
+
+Tensor = torch.Tensor
+
+
+class ConvND(nn.Module):
+    r"""Channels-last ``kernel_size``^D convolution with 'same' zero padding; (B, *spatial, H) -> same.
+
+    ``rate`` is accepted for interface parity with :class:`S4ND` and ignored.
+    """
+
+    def __init__(self, d_model: int, dims: int = 2, kernel_size: int = 3, depthwise: bool = False) -> None:
+        super().__init__()
+        if dims not in (1, 2, 3):
+            raise ValueError(f"ConvND supports dims 1, 2, 3, got {dims}")
+        check_positive_int("kernel_size", kernel_size)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
+        self.d_model, self.dims = d_model, dims
+        conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1]
+        self.conv = conv(d_model, d_model, kernel_size, padding=kernel_size // 2, groups=d_model if depthwise else 1)
+
+    def forward(self, x: Tensor, rate: Union[float, Sequence[float]] = 1.0) -> Tensor:
+        return self.conv(x.movedim(-1, 1)).movedim(1, -1)
+
+
+class ImageBlock(nn.Module):
+    """Pre-norm residual block around a channels-last spatial mixer (module docstring)."""
+
+    def __init__(self, mixer: nn.Module, d_model: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {dropout}")
+        self.norm = nn.LayerNorm(d_model)
+        self.mixer = mixer
+        self.activation = nn.GELU()
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(d_model, 2 * d_model)
+
+    def forward(self, x: Tensor, rate: Union[float, Sequence[float]] = 1.0) -> Tensor:
+        y = self.mixer(self.norm(x), rate=rate)
+        y = nn.functional.glu(self.output(self.dropout(self.activation(y))), dim=-1)
+        return x + self.dropout(y)
+
+
+class ImageClassifier(nn.Module):
+    r"""Classify images (B, L_1, ..., L_D, d_input), D = ``dims`` (2 for images, 3 for video).
+
+    Args:
+        d_input: input channels (1 for Fashion-MNIST).
+        n_classes: number of classes.
+        dims: spatial axes D.
+        d_model: width H.
+        n_layers: residual blocks.
+        layer: ``"s4nd"`` (default) or ``"conv"`` (the Conv2D/Conv3D baseline).
+        d_state, bandlimit, layer_kwargs: passed to every :class:`S4ND` (``layer_kwargs`` may hold
+            ``init``, ``bidirectional``, ``dt_min``, ``dt_max``, ``conv``, ``bandlimit_rule``, ...).
+            ``conv`` defaults to ``"auto"`` here (exact Toeplitz matmuls on small grids).
+        kernel_size, depthwise: of the Conv baseline.
+        dropout: in every block.
+
+    Shapes: forward(x (B, *spatial, d_input), rate) -> logits (B, n_classes). ``rate`` is one number
+    or one per axis (``L_train / L_new``), used by S4ND and ignored by the Conv baseline.
+    """
+
+    def __init__(
+        self,
+        d_input: int = 1,
+        n_classes: int = 10,
+        dims: int = 2,
+        d_model: int = 64,
+        n_layers: int = 4,
+        layer: str = "s4nd",
+        d_state: int = 64,
+        bandlimit: Optional[float] = None,
+        layer_kwargs: Optional[Dict[str, Any]] = None,
+        kernel_size: int = 3,
+        depthwise: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.d_input = check_positive_int("d_input", d_input)
+        check_positive_int("n_classes", n_classes, 2)
+        self.dims = check_positive_int("dims", dims)
+        check_positive_int("n_layers", n_layers)
+        self.layer = check_choice("layer", layer, ("s4nd", "conv"))
+        kwargs = {"conv": "auto", **(layer_kwargs or {})}
+        seed = kwargs.pop("seed", None)        # layer i (dims axes each) is seeded with seed + 16 i
+
+        def mixer(i: int) -> nn.Module:
+            if self.layer == "conv":
+                return ConvND(d_model, dims, kernel_size, depthwise)
+            s = None if seed is None else seed + 16 * i
+            return S4ND(d_model, dims=dims, d_state=d_state, bandlimit=bandlimit, seed=s, **kwargs)
+
+        self.encoder = nn.Linear(d_input, d_model)
+        self.blocks = nn.ModuleList(ImageBlock(mixer(i), d_model, dropout) for i in range(n_layers))
+        self.final_norm = nn.LayerNorm(d_model)
+        self.decoder = nn.Linear(d_model, n_classes)
+
+    def set_bandlimit(self, alpha: Optional[float]) -> None:
+        """Set (or with None remove) the bandlimit α of every S4ND layer, e.g. for evaluation only."""
+        for m in self.modules():
+            if isinstance(m, S4ND):
+                m.bandlimit = alpha
+
+    def forward(self, x: Tensor, rate: Union[float, Sequence[float]] = 1.0) -> Tensor:
+        check_real_float("input", x)
+        if x.dim() != self.dims + 2 or x.shape[-1] != self.d_input:
+            raise ValueError(
+                f"input must have shape (batch, {self.dims} spatial axes, d_input={self.d_input}) (channels last), "
+                f"got {tuple(x.shape)}"
+            )
+        check_dtype_compatible("input", x, self.encoder.weight.dtype)
+        check_finite("input", x)
+        check_rates(rate, self.dims)
+        h = self.encoder(x)
+        for block in self.blocks:
+            h = block(h, rate=rate)
+        h = self.final_norm(h)
+        return self.decoder(h.flatten(1, -2).mean(1))
