@@ -1,4 +1,4 @@
-r"""The contract every SSM layer shares (see DESIGN.md), and its implementation for diagonal SSMs.
+r"""The contract every SSM layer shares, and its implementation for diagonal SSMs.
 
 Three views of one linear time-invariant layer, per channel ``y = K * u + D u``:
 

@@ -1,8 +1,12 @@
 """Command line (``statespaces ...`` or ``python -m statespaces ...``).
 
-    statespaces train [--preset NAME] [--config FILE.toml] [--section.key VALUE ...] [--resume]
-    statespaces evaluate CHECKPOINT_DIR
-    statespaces presets
+```
+statespaces train [--preset NAME] [--config FILE.toml] [--section.key VALUE ...] [--resume]
+statespaces evaluate CHECKPOINT_DIR
+statespaces analyze CHECKPOINT_DIR [OUT_DIR]
+statespaces reproduce [IDS ...] [--quick]
+statespaces presets
+```
 """
 from __future__ import annotations
 
