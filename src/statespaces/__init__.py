@@ -4,7 +4,7 @@ The public API is re-exported here; see the README for a quickstart.
 """
 from .blocks import ResidualBlock
 from .discretize import DISCRETIZATIONS, discretize_dense, discretize_diagonal
-from .layers import S4D, S4ND, LinOSS, SSMLayer
+from .layers import S4, S4D, S4ND, LinOSS, SSMLayer
 from .models import SaShiMi, SequenceClassifier, SSMLanguageModel
 from .optim import param_groups
 
@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "S4D",
+    "S4",
     "LinOSS",
     "S4ND",
     "SSMLayer",

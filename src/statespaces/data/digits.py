@@ -7,23 +7,11 @@ the 64 pixels (the pMNIST protocol).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-
-@dataclass
-class SequenceData:
-    """A train/test split of sequences ``x`` (n, L, d_input) float32 and labels ``y`` (n,) int64."""
-
-    train: TensorDataset
-    test: TensorDataset
-    d_input: int
-    n_classes: int
-    length: int
-    name: str
+from .base import SequenceData  # re-exported here for backward compatibility
 
 
 def load_digits_sequences(permute: bool = False, test_fraction: float = 0.2, seed: int = 0) -> SequenceData:
@@ -51,5 +39,6 @@ def load_digits_sequences(permute: bool = False, test_fraction: float = 0.2, see
     to_ds = lambda a, b: TensorDataset(torch.from_numpy((a - mean) / std)[..., None], torch.from_numpy(b))
     return SequenceData(
         train=to_ds(xtr, ytr), test=to_ds(xte, yte), d_input=1, n_classes=10, length=64,
-        name="psdigits" if permute else "sdigits",
+        name="psdigits" if permute else "sdigits", classes=[str(k) for k in range(10)],
+        info={"source": "sklearn.datasets.load_digits (UCI optdigits)", "permute": permute, "seed": seed},
     )

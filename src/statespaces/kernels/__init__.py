@@ -1,5 +1,7 @@
 """Convolution kernels of structured SSMs: fast paths and their reference twins."""
 from .reference import direct_causal_conv, power_kernel, recurrence, vandermonde_naive
+from .cauchy import CHUNK_ELEMS, cauchy, cauchy_naive
+from .dplr import CAUCHY_BACKENDS, DPLRStep, dplr_advance, dplr_kernel, dplr_real_system, dplr_zero_input
 from .oscillator import (
     IMEX_MAX_DT2A,
     OSCILLATOR_SCHEMES,
@@ -27,4 +29,13 @@ __all__ = [
     "matrix_powers",
     "IMEX_MAX_DT2A",
     "OSCILLATOR_SCHEMES",
+    "cauchy",
+    "cauchy_naive",
+    "CHUNK_ELEMS",
+    "dplr_kernel",
+    "dplr_zero_input",
+    "dplr_advance",
+    "DPLRStep",
+    "dplr_real_system",
+    "CAUCHY_BACKENDS",
 ]

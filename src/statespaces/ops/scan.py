@@ -217,8 +217,19 @@ def scan_diagonal(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> Tensor:
 
     Returns:
         x: (..., L, N) with the broadcast batch shape.
+
+    CUDA tensors go to the Triton kernel when available (:mod:`statespaces.kernels.dispatch`).
     """
     _check_lengths(a.shape, b.shape, "scan_diagonal")
+    from ..kernels import dispatch
+
+    if b.device.type != "cpu" or dispatch.FORCE_TRITON:
+        return dispatch.scan_diagonal(a, b, x0)
+    return _scan_diagonal_torch(a, b, x0)
+
+
+def _scan_diagonal_torch(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> Tensor:
+    """PyTorch body of :func:`scan_diagonal` (the reference path of the dispatcher)."""
     out = _run([a], [b], None if x0 is None else [x0], _diag_a, _diag_b)
     return out[0]
 

@@ -1,0 +1,86 @@
+"""S4 (DPLR) layer: forward+backward time and peak memory, chunked Cauchy vs a naive reference.
+
+Each configuration runs in its own subprocess so that its peak resident memory (ru_maxrss) is its own.
+The naive reference is the same layer with ``cauchy_backend="naive"``: Algorithm 1 with the
+(H, (1+r)^2, L/2+1, N) Cauchy products materialized and kept by autograd (the "materialized Cauchy
+matrix" baseline). Both are checked to give the same output.
+
+    python benchmarks/bench_s4.py            # all: B=8,H=128,N=64, L=1024 and 8192; B=1,H=256,L=65536
+    python benchmarks/bench_s4.py --quick    # L=1024 only
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def run_case(B: int, H: int, N: int, L: int, backend: str, repeat: int) -> dict:
+    import torch
+
+    from statespaces.layers.s4 import S4
+
+    torch.manual_seed(0)
+    layer = S4(H, N, init="legs", cauchy_backend=backend, seed=0)
+    x = torch.randn(B, L, H)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    times = []
+    for _ in range(repeat + 1):
+        layer.zero_grad()
+        t0 = time.perf_counter()
+        y = layer(x)
+        y.square().mean().backward()
+        times.append(time.perf_counter() - t0)
+    times = sorted(times[1:]) if repeat > 0 else times
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    with torch.no_grad():
+        check = float(layer(x[:1, : min(L, 2048)]).double().abs().sum())
+    return {"B": B, "H": H, "N": N, "L": L, "backend": backend, "time_s": times[len(times) // 2],
+            "peak_rss_gib": peak, "baseline_rss_gib": base, "check": check}
+
+
+def spawn(B, H, N, L, backend, repeat) -> dict:
+    cmd = [sys.executable, __file__, "--case", f"{B},{H},{N},{L},{backend},{repeat}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+    if out.returncode != 0:
+        return {"B": B, "H": H, "N": N, "L": L, "backend": backend, "error": out.stderr.strip().splitlines()[-1:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--case")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    if args.case:
+        B, H, N, L, backend, repeat = args.case.split(",")
+        print(json.dumps(run_case(int(B), int(H), int(N), int(L), backend, int(repeat))))
+        return
+    import torch
+
+    print(f"# S4 fwd+bwd, torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, init=legs, rank 1")
+    configs = [(8, 128, 64, 1024, 3)] if args.quick else [(8, 128, 64, 1024, 3), (8, 128, 64, 8192, 1)]
+    print(f"{'B':>3} {'H':>4} {'N':>3} {'L':>6} {'ours s':>8} {'naive s':>8} {'ratio':>6} "
+          f"{'ours GiB':>9} {'naive GiB':>9}  (peak RSS of the process)")
+    for B, H, N, L, rep in configs:
+        a = spawn(B, H, N, L, "chunked", rep)
+        b = spawn(B, H, N, L, "naive", rep)
+        if "error" in a or "error" in b:
+            print("error", a, b)
+            continue
+        assert abs(a["check"] - b["check"]) <= 1e-4 * abs(b["check"]), (a, b)
+        print(f"{B:>3} {H:>4} {N:>3} {L:>6} {a['time_s']:>8.2f} {b['time_s']:>8.2f} {b['time_s'] / a['time_s']:>6.2f} "
+              f"{a['peak_rss_gib']:>9.2f} {b['peak_rss_gib']:>9.2f}")
+    if not args.quick:
+        m = spawn(1, 256, 64, 65536, "chunked", 0)
+        print(f"memory run B=1 H=256 N=64 L=65536 fwd+bwd: peak RSS {m.get('peak_rss_gib', float('nan')):.2f} GiB "
+              f"(baseline after setup {m.get('baseline_rss_gib', float('nan')):.2f} GiB), "
+              f"time {m.get('time_s', float('nan')):.1f} s  {m.get('error', '')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+r"""Containers shared by every dataset module.
+
+* :class:`SequenceData` -- a train/test split of sequences. Each split is a ``TensorDataset`` whose
+  items are ``(x, y)`` or ``(x, y, length)``:
+
+  - ``x``: (L, d_input) float32 (the batch is (B, L, d_input)),
+  - ``y``: int64 class index in ``[0, n_classes)`` for ``task="classification"``; other tasks
+    (``"regression"``, ``"seq2seq"``) document their target shape where they are made,
+  - ``length`` (optional third tensor, int64): number of valid steps of a right-padded example,
+    ready for ``SequenceClassifier.forward(x, lengths)`` (padding-aware pooling). The trainer
+    unpacks it automatically (batches ``(x, y[, lengths])``).
+
+* :class:`TokenDataset` -- a ``TensorDataset`` that stores integer token ids (compact, uint8/int16)
+  and hands out one-hot float vectors per item, so long token tasks (ListOps at L = 2000) do not
+  hold a dense (n, L, vocab) float tensor in memory. Token id 0 is the blank / padding symbol and
+  is encoded as the all-zero vector; ids ``1..vocab_size-1`` map to channels ``0..vocab_size-2``,
+  so ``d_input = vocab_size - 1``. ``dataset.tensors[0]`` holds the ids (n, L).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+Tensor = torch.Tensor
+
+TASKS = ("classification", "regression", "seq2seq")
+
+
+class TokenDataset(TensorDataset):
+    """``TensorDataset`` of ``(ids (n, L), y, [lengths])`` whose items come one-hot encoded.
+
+    ``dataset[i]`` returns ``(x (L, vocab_size - 1) float32, y[i], [lengths[i]])``; id 0 (blank /
+    padding) is the zero vector. ``tensors`` keeps the raw ids for models with an embedding.
+    """
+
+    def __init__(self, ids: Tensor, *tensors: Tensor, vocab_size: int) -> None:
+        if ids.dim() != 2:
+            raise ValueError(f"token ids must have shape (n, L), got {tuple(ids.shape)}")
+        if ids.is_floating_point() or ids.is_complex():
+            raise TypeError(f"token ids must be an integer tensor, got {ids.dtype}")
+        if vocab_size < 2:
+            raise ValueError(f"vocab_size must be >= 2 (blank + one symbol), got {vocab_size}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+            raise ValueError(f"token ids must lie in [0, {vocab_size}), found [{int(ids.min())}, {int(ids.max())}]")
+        super().__init__(ids, *tensors)
+        self.vocab_size = int(vocab_size)
+
+    @property
+    def d_input(self) -> int:
+        return self.vocab_size - 1
+
+    def one_hot(self, ids: Tensor) -> Tensor:
+        """ids (..., L) -> float32 (..., L, vocab_size - 1), blank/padding (id 0) -> zeros."""
+        x = torch.nn.functional.one_hot(ids.long(), self.vocab_size)[..., 1:]
+        return x.to(torch.float32)
+
+    def __getitem__(self, index):
+        first, *rest = (t[index] for t in self.tensors)
+        return (self.one_hot(first), *rest)
+
+
+def compact_ids(ids: np.ndarray, vocab_size: int) -> Tensor:
+    """Store token ids in the smallest integer dtype that holds ``vocab_size`` symbols."""
+    dtype = np.uint8 if vocab_size <= 256 else np.int16 if vocab_size <= 32768 else np.int64
+    return torch.from_numpy(np.ascontiguousarray(ids, dtype=dtype))
+
+
+@dataclass
+class SequenceData:
+    """A train/test split of sequences ``x`` (n, L, d_input) float32 and labels ``y`` (n,) int64.
+
+    Optional fields (defaults keep the original five-field constructor working):
+
+    * ``classes``: names of the classes, index ``k`` <-> label ``k`` (e.g. the UCR label strings).
+    * ``task``: ``"classification"`` (default; ``y`` int64 in ``[0, n_classes)``), ``"regression"``
+      or ``"seq2seq"`` (see the generating function for the target shape).
+    * ``info``: free-form facts about the source (file paths, generator parameters, ...).
+
+    Per-example lengths of right-padded data, when present, are the third tensor of each split;
+    :attr:`lengths_train` / :attr:`lengths_test` return them (or ``None``).
+
+    Construction validates the splits: non-empty, same number of examples in every tensor,
+    classification labels int64 in range, lengths in ``[1, L]``.
+    """
+
+    train: TensorDataset
+    test: TensorDataset
+    d_input: int
+    n_classes: int
+    length: int
+    name: str
+    classes: Optional[List[str]] = None
+    task: str = "classification"
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; valid tasks: {', '.join(TASKS)}")
+        if self.classes is not None and len(self.classes) != self.n_classes:
+            raise ValueError(f"{self.name}: {len(self.classes)} class names for n_classes={self.n_classes}")
+        for split in ("train", "test"):
+            _validate_split(self, split, getattr(self, split))
+
+    @property
+    def lengths_train(self) -> Optional[Tensor]:
+        return self.train.tensors[2] if len(self.train.tensors) > 2 else None
+
+    @property
+    def lengths_test(self) -> Optional[Tensor]:
+        return self.test.tensors[2] if len(self.test.tensors) > 2 else None
+
+    @property
+    def has_lengths(self) -> bool:
+        return self.lengths_train is not None
+
+
+def _validate_split(data: SequenceData, split: str, ds: TensorDataset) -> None:
+    where = f"dataset {data.name!r}, {split} split"
+    tensors = getattr(ds, "tensors", None)
+    if tensors is None or len(tensors) < 2:
+        raise TypeError(f"{where}: expected a TensorDataset with (x, y[, lengths]), got {type(ds).__name__}")
+    n = len(tensors[0])
+    if n == 0:
+        raise ValueError(f"{where} is empty; ask for at least one example (check n_train / n_test / the source files)")
+    if any(len(t) != n for t in tensors):
+        raise ValueError(f"{where}: tensors have different numbers of examples {[len(t) for t in tensors]}")
+    x, y = tensors[0], tensors[1]
+    if not isinstance(ds, TokenDataset):
+        if x.dim() != 3 or x.shape[1] != data.length or x.shape[2] != data.d_input:
+            raise ValueError(
+                f"{where}: x must have shape (n, length={data.length}, d_input={data.d_input}), got {tuple(x.shape)}"
+            )
+    elif x.shape[1] != data.length or ds.d_input != data.d_input:
+        raise ValueError(f"{where}: token ids {tuple(x.shape)} / d_input {ds.d_input} do not match the declared "
+                         f"length={data.length}, d_input={data.d_input}")
+    if data.task == "classification":
+        if y.dtype != torch.int64 or y.dim() != 1:
+            raise ValueError(f"{where}: classification labels must be an int64 vector (n,), got {y.dtype} {tuple(y.shape)}")
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= data.n_classes:
+            raise ValueError(f"{where}: labels must lie in [0, {data.n_classes}), found [{lo}, {hi}]")
+    if len(tensors) > 2:
+        lengths = tensors[2]
+        if lengths.dtype != torch.int64 or lengths.dim() != 1:
+            raise ValueError(f"{where}: lengths must be an int64 vector (n,), got {lengths.dtype} {tuple(lengths.shape)}")
+        if int(lengths.min()) < 1 or int(lengths.max()) > data.length:
+            raise ValueError(f"{where}: lengths must lie in [1, {data.length}], found "
+                             f"[{int(lengths.min())}, {int(lengths.max())}]")
+
+
+def split_rngs(seed: int, n: int = 2) -> Sequence[np.random.Generator]:
+    """Independent generators (train, test, ...) derived from one seed."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+def check_count(name: str, value: int, minimum: int = 1) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)

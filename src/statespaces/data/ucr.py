@@ -1,0 +1,482 @@
+r"""UCR / UEA time-series classification problems from ``.ts`` files (the sktime/aeon format).
+
+Where the files come from
+-------------------------
+``pip install --no-deps aeon`` ships a few problems as ``aeon/datasets/data/<Name>/<Name>_{TRAIN,TEST}.ts``
+(ArrowHead, BasicMotions, GunPoint, ItalyPowerDemand, JapaneseVowels, OSULeaf, ACSF1,
+PickupGestureWiimoteZ, UnitTest, ...). The folder is located **without importing aeon**
+(``importlib.util.find_spec("aeon").submodule_search_locations``), so its dependencies (numba, a
+pinned numpy, ...) are not needed. Search order: a ``root=`` folder, ``$STATESPACES_UCR``
+(``os.pathsep``-separated), aeon's folder, then sktime's ``sktime/datasets/data`` (same layout,
+adds PLAID and Tecator; also found without importing sktime). Any
+other problem can be loaded by path (a folder holding ``*_TRAIN.ts`` and ``*_TEST.ts``, or one of
+the two files).
+
+The ``.ts`` format (parsed here by :func:`parse_ts`, written by :func:`format_ts`)
+-----------------------------------------------------------------------------------
+Comment lines start with ``#`` or ``%``. Header lines (keys are case-insensitive):
+``@problemName``, ``@timeStamps``, ``@missing``, ``@univariate``, ``@dimensions``,
+``@equalLength``, ``@seriesLength``, ``@classLabel true <labels...>`` (or ``false``),
+``@targetLabel true`` (regression), then ``@data``. Each data line is one case: the channels
+separated by ``:``, the values of a channel by ``,``, and the class label (or regression target)
+as the last ``:`` field. ``?`` (or ``NaN``) marks a missing value and becomes NaN. Series may
+have different lengths (``@equalLength false``); within a case, channels shorter than the
+longest are NaN-padded at the end. With ``@timeStamps true`` the values are written as
+``(timestamp,value)`` pairs; the timestamps are dropped (only the values are kept).
+
+What :func:`load_ucr` does with the parsed series
+-------------------------------------------------
+1. **Labels** are mapped to ``0..C-1``: in numeric order when every class label is a number,
+   otherwise in the order of the ``@classLabel`` header (or sorted, without a header).
+   ``SequenceData.classes[k]`` is the original label string of class ``k``.
+2. **Missing values** (NaN inside a series' valid length): ``missing="interpolate"`` (default)
+   fills them linearly in time from the nearest valid values of the same channel (constant
+   extrapolation at the ends); a channel with no valid value becomes the training mean (0 after
+   normalization). ``missing="mean"`` replaces every missing value by the training mean of its
+   channel (0 after normalization).
+3. **Per-channel z-normalization** with the mean and std of the *training* split over all valid
+   time steps (``normalize=False`` keeps raw values).
+4. **Padding**: variable-length problems (e.g. JapaneseVowels, 7-29 steps) are right-padded
+   with ``pad_value`` (0.0 = the channel mean) to the longest series of train and test, and each
+   split gets a third tensor ``lengths`` (int64, valid steps per case), so batches are
+   ``(x, y, lengths)`` and ``SequenceClassifier(x, lengths)`` pools over valid steps only.
+   Equal-length problems have no lengths tensor unless ``return_lengths=True``.
+
+Data: the UCR/UEA archives (Dau et al. 2019, "The UCR time series archive"; Bagnall et al. 2018,
+"The UEA multivariate time series classification archive"); cite the archive and the problem's
+source given in each file's comment header.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from .base import SequenceData
+
+INSTALL_HINT = "pip install --no-deps aeon"
+#: (package, folder inside it) searched for bundled .ts files, in this order.
+PACKAGES = (("aeon", ("datasets", "data")), ("sktime", ("datasets", "data")))
+#: Problems registered by name in ``statespaces.data.DATASETS`` (as ``ucr:<Name>``).
+FEATURED = ("ArrowHead", "BasicMotions", "GunPoint", "ItalyPowerDemand", "JapaneseVowels", "OSULeaf", "ACSF1",
+            "PickupGestureWiimoteZ")
+
+_BOOL = {"true": True, "false": False}
+
+
+# --------------------------------------------------------------------------------------------- parse
+
+
+@dataclass
+class TSFile:
+    """Contents of one ``.ts`` file.
+
+    ``series[i]`` is a float64 array (channels, length_i) with NaN for missing values;
+    ``labels[i]`` is the class label string (classification), a float (regression), or the list is
+    empty when the file has no labels. ``header`` holds every ``@key value`` line (lower-cased
+    keys, raw values).
+    """
+
+    series: List[np.ndarray]
+    labels: list
+    problem_name: Optional[str] = None
+    class_labels: Optional[List[str]] = None
+    is_regression: bool = False
+    timestamps: bool = False
+    header: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def n_channels(self) -> int:
+        return self.series[0].shape[0] if self.series else 0
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([s.shape[1] for s in self.series], dtype=np.int64)
+
+
+def _split_fields(line: str) -> List[str]:
+    """Split a data line on ':' outside parentheses (timestamps contain ':')."""
+    if "(" not in line:
+        return line.split(":")
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(line):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == ":" and depth == 0:
+            out.append(line[start:i])
+            start = i + 1
+    out.append(line[start:])
+    return out
+
+
+_PAIR = re.compile(r"\(([^()]*)\)")
+
+
+def _parse_values(text: str, timestamps: bool, where: str) -> np.ndarray:
+    text = text.strip()
+    if timestamps:
+        pairs = _PAIR.findall(text)
+        if not pairs and text:
+            raise ValueError(f"{where}: expected (timestamp,value) pairs, got {text[:40]!r}")
+        tokens = [p.rsplit(",", 1)[-1] for p in pairs]
+    else:
+        if not text:
+            raise ValueError(f"{where}: empty channel")
+        tokens = text.split(",")
+    if "?" in text:
+        tokens = ["nan" if t.strip() == "?" else t for t in tokens]
+    try:
+        return np.array(tokens, dtype=np.float64)
+    except ValueError:
+        bad = next(t for t in tokens if not _is_float(t))
+        raise ValueError(f"{where}: cannot read {bad!r} as a number (missing values are written '?')") from None
+
+
+def _is_float(t: str) -> bool:
+    try:
+        float(t)
+        return True
+    except ValueError:
+        return False
+
+
+def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFile:
+    """Parse the text of a ``.ts`` file (a string or an iterable of lines). See the module docstring."""
+    lines = text.splitlines() if isinstance(text, str) else text
+    header: Dict[str, str] = {}
+    series, labels = [], []
+    in_data = False
+    n_dims: Optional[int] = None
+    class_labels: Optional[List[str]] = None
+    has_class = has_target = timestamps = False
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.strip().lstrip("\ufeff")
+        if not line or line[0] in "#%":
+            continue
+        where = f"{source}, line {lineno}"
+        if not in_data:
+            if line[0] != "@":
+                raise ValueError(f"{where}: expected a '@key value' header line or '@data' before the data, got {line[:40]!r}")
+            key, _, value = line[1:].partition(" ")
+            key, value = key.lower(), value.strip()
+            if key == "data":
+                in_data = True
+                n_dims = int(header["dimensions"]) if "dimensions" in header else None
+                if _BOOL.get(header.get("univariate", "").lower()) and n_dims not in (None, 1):
+                    raise ValueError(f"{where}: @univariate true but @dimensions {n_dims}")
+                if _BOOL.get(header.get("univariate", "").lower()):
+                    n_dims = 1
+                continue
+            header[key] = value
+            if key == "classlabel":
+                flag, *names = value.split()
+                if flag.lower() not in _BOOL:
+                    raise ValueError(f"{where}: @classLabel must be followed by true/false, got {value!r}")
+                has_class = _BOOL[flag.lower()]
+                class_labels = names if has_class else None
+                if has_class and len(set(names)) != len(names):
+                    raise ValueError(f"{where}: repeated class labels in {names}")
+            elif key == "targetlabel":
+                has_target = _BOOL.get(value.split()[0].lower(), False) if value else False
+            elif key == "timestamps":
+                timestamps = _BOOL.get(value.lower(), False)
+            elif key in ("dimensions", "serieslength"):
+                if not value.isdigit() or int(value) < 1:
+                    raise ValueError(f"{where}: @{key} must be a positive integer, got {value!r}")
+            continue
+        parts = _split_fields(line)
+        label = None
+        if has_class or has_target:
+            if len(parts) < 2:
+                raise ValueError(f"{where}: expected channels followed by ':<label>', found no ':'")
+            label = parts.pop().strip()
+        if n_dims is None:
+            n_dims = len(parts)
+        if len(parts) != n_dims:
+            raise ValueError(f"{where}: found {len(parts)} channels, expected {n_dims}")
+        chans = [_parse_values(p, timestamps, f"{where}, channel {c}") for c, p in enumerate(parts)]
+        length = max(len(c) for c in chans)
+        case = np.full((n_dims, length), np.nan)
+        for c, v in enumerate(chans):
+            case[c, : len(v)] = v
+        series.append(case)
+        if has_class:
+            if class_labels and label not in class_labels:
+                raise ValueError(f"{where}: class label {label!r} is not declared in @classLabel {class_labels}")
+            labels.append(label)
+        elif has_target:
+            try:
+                labels.append(float(label))
+            except ValueError:
+                raise ValueError(f"{where}: regression target {label!r} is not a number") from None
+    if not in_data:
+        raise ValueError(f"{source}: no @data line found; is this a .ts file?")
+    if _BOOL.get(header.get("equallength", "").lower()) and series:
+        lens = {s.shape[1] for s in series}
+        declared = int(header["serieslength"]) if "serieslength" in header else None
+        if len(lens) > 1 or (declared is not None and lens != {declared}):
+            raise ValueError(f"{source}: @equalLength true but the series have lengths {sorted(lens)[:10]}"
+                             + (f" (declared @seriesLength {declared})" if declared else ""))
+    return TSFile(series=series, labels=labels, problem_name=header.get("problemname"), class_labels=class_labels,
+                  is_regression=has_target and not has_class, timestamps=timestamps, header=header)
+
+
+def read_ts(path: Union[str, Path]) -> TSFile:
+    """Read and parse one ``.ts`` file."""
+    path = Path(path)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return parse_ts(f, source=str(path))
+
+
+def _fmt(v: float) -> str:
+    return "?" if np.isnan(v) else repr(float(v))
+
+
+def format_ts(
+    series: Sequence[np.ndarray],
+    labels: Sequence = (),
+    problem_name: str = "problem",
+    class_labels: Optional[Sequence[str]] = None,
+    regression: bool = False,
+) -> str:
+    """Write series (each (channels, length) or (length,), NaN = missing) and labels as ``.ts`` text.
+
+    Channels of one case are written with the case's full length (trailing NaNs included, as '?').
+    """
+    arrs = [np.atleast_2d(np.asarray(s, dtype=np.float64)) for s in series]
+    if not arrs:
+        raise ValueError("format_ts needs at least one series")
+    dims = {a.shape[0] for a in arrs}
+    if len(dims) != 1:
+        raise ValueError(f"all series must have the same number of channels, got {sorted(dims)}")
+    lens = {a.shape[1] for a in arrs}
+    labels = list(labels)
+    if labels and len(labels) != len(arrs):
+        raise ValueError(f"{len(labels)} labels for {len(arrs)} series")
+    lines = [f"@problemName {problem_name}", "@timeStamps false",
+             f"@missing {'true' if any(np.isnan(a).any() for a in arrs) else 'false'}",
+             f"@univariate {'true' if dims == {1} else 'false'}", f"@dimensions {dims.pop()}",
+             f"@equalLength {'true' if len(lens) == 1 else 'false'}"]
+    if len(lens) == 1:
+        lines.append(f"@seriesLength {lens.pop()}")
+    if regression:
+        lines.append("@targetLabel true")
+    elif labels:
+        names = list(class_labels) if class_labels is not None else sorted({str(lab) for lab in labels})
+        lines.append("@classLabel true " + " ".join(names))
+    else:
+        lines.append("@classLabel false")
+    lines.append("@data")
+    for i, a in enumerate(arrs):
+        chans = [",".join(_fmt(v) for v in row) for row in a]
+        tail = [repr(float(labels[i])) if regression else str(labels[i])] if labels else []
+        lines.append(":".join(chans + tail))
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------- locate
+
+
+def package_data_dirs() -> List[Path]:
+    """Bundled data folders of aeon / sktime installs (found without importing the packages)."""
+    out = []
+    for pkg, sub in PACKAGES:
+        try:
+            spec = importlib.util.find_spec(pkg)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for loc in spec.submodule_search_locations:
+            d = Path(loc).joinpath(*sub)
+            if d.is_dir():
+                out.append(d)
+    return out
+
+
+def search_dirs(root: Optional[Union[str, Path]] = None) -> List[Path]:
+    dirs = [Path(root)] if root is not None else []
+    env = os.environ.get("STATESPACES_UCR")
+    if env:
+        dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    return dirs + package_data_dirs()
+
+
+def available_problems(root: Optional[Union[str, Path]] = None) -> Dict[str, Tuple[Path, Path]]:
+    """``{name: (train_file, test_file)}`` for every ``<name>_TRAIN.ts`` with a ``_TEST.ts`` sibling
+    found in the search folders (earlier folders win)."""
+    found: Dict[str, Tuple[Path, Path]] = {}
+    for d in search_dirs(root):
+        for train in sorted(list(d.glob("*_TRAIN.ts")) + list(d.glob("*/*_TRAIN.ts"))):
+            name = train.name[: -len("_TRAIN.ts")]
+            test = train.with_name(name + "_TEST.ts")
+            if test.is_file() and name not in found:
+                found[name] = (train, test)
+    return found
+
+
+def _pair_from_path(p: Path) -> Tuple[str, Path, Path]:
+    if p.is_dir():
+        trains = sorted(p.glob("*_TRAIN.ts"))
+        if p.joinpath(p.name + "_TRAIN.ts").is_file():
+            trains = [p / (p.name + "_TRAIN.ts")]
+        if len(trains) != 1:
+            raise FileNotFoundError(f"{p}: expected one *_TRAIN.ts file (with its *_TEST.ts), found "
+                                    f"{[t.name for t in trains] or 'none'}; pass the file path instead")
+        p = trains[0]
+    stem = p.name
+    for suffix in ("_TRAIN.ts", "_TEST.ts"):
+        if stem.upper().endswith(suffix.upper()):
+            name = stem[: -len(suffix)]
+            train, test = p.with_name(name + "_TRAIN.ts"), p.with_name(name + "_TEST.ts")
+            for f in (train, test):
+                if not f.is_file():
+                    raise FileNotFoundError(f"{f} not found (a problem needs both <name>_TRAIN.ts and <name>_TEST.ts)")
+            return name, train, test
+    raise ValueError(f"{p}: a .ts problem file must be named <name>_TRAIN.ts or <name>_TEST.ts")
+
+
+def resolve(name_or_path: Union[str, Path], root: Optional[Union[str, Path]] = None) -> Tuple[str, Path, Path]:
+    """``(name, train_file, test_file)`` for a problem name or a path."""
+    s = str(name_or_path)
+    p = Path(s).expanduser()
+    if isinstance(name_or_path, Path) or os.sep in s or s.endswith(".ts") or p.exists():
+        if not p.exists():
+            raise FileNotFoundError(f"{p} does not exist")
+        return _pair_from_path(p)
+    problems = available_problems(root)
+    if s in problems:
+        return (s, *problems[s])
+    folded = {k.lower(): k for k in problems}
+    if s.lower() in folded:
+        k = folded[s.lower()]
+        return (k, *problems[k])
+    if not problems:
+        raise FileNotFoundError(
+            f"UCR/UEA problem {s!r}: no .ts files found. Install the bundled problems with `{INSTALL_HINT}` "
+            "(or sktime), set STATESPACES_UCR to a folder of <Name>/<Name>_TRAIN.ts files, or pass a path."
+        )
+    raise ValueError(f"unknown UCR/UEA problem {s!r}; available: {', '.join(sorted(problems))} "
+                     f"(searched {', '.join(str(d) for d in search_dirs(root))}); or pass a path to a .ts file")
+
+
+# --------------------------------------------------------------------------------------------- load
+
+
+def _class_order(declared: Optional[List[str]], seen: Iterable[str]) -> List[str]:
+    names = list(declared) if declared else sorted(set(seen))
+    try:
+        return sorted(names, key=float)
+    except ValueError:
+        return names
+
+
+def _fill_missing(case: np.ndarray, length: int, means: np.ndarray, how: str) -> np.ndarray:
+    out = case[:, :length].copy()
+    bad = np.isnan(out)
+    if not bad.any():
+        return out
+    t = np.arange(length)
+    for c in range(out.shape[0]):
+        m = bad[c]
+        if not m.any():
+            continue
+        if how == "mean" or m.all():
+            out[c, m] = means[c]
+        else:
+            out[c, m] = np.interp(t[m], t[~m], out[c, ~m])
+    return out
+
+
+def load_ucr(
+    name_or_path: Union[str, Path],
+    normalize: bool = True,
+    missing: str = "interpolate",
+    pad_value: float = 0.0,
+    return_lengths: Optional[bool] = None,
+    root: Optional[Union[str, Path]] = None,
+    seed: int = 0,
+) -> SequenceData:
+    """Load a UCR/UEA classification problem as right-padded sequences (n, L, channels).
+
+    Args:
+        name_or_path: problem name (``"JapaneseVowels"``, case-insensitive) or a path to a folder /
+            ``*_TRAIN.ts`` / ``*_TEST.ts`` file.
+        normalize: per-channel z-normalization with training statistics.
+        missing: ``"interpolate"`` or ``"mean"`` (see the module docstring).
+        pad_value: value of the padded steps (after normalization).
+        return_lengths: add the lengths tensor to each split; default: only when lengths vary.
+        root: an extra folder to search first.
+        seed: unused (the archive's train/test split is fixed); accepted for the ``DATASETS`` interface.
+
+    Returns ``SequenceData`` with ``name = "ucr:<Name>"``, ``classes`` = the original label strings,
+    ``info`` holding the files, per-channel mean/std and the number of filled missing values.
+    """
+    if missing not in ("interpolate", "mean"):
+        raise ValueError(f"missing must be 'interpolate' or 'mean', got {missing!r}")
+    name, ftrain, ftest = resolve(name_or_path, root)
+    tr, te = read_ts(ftrain), read_ts(ftest)
+    for part, f in ((tr, ftrain), (te, ftest)):
+        if part.is_regression:
+            raise ValueError(f"{f} is a regression problem (@targetLabel); load_ucr handles classification, "
+                             "use read_ts for the raw series and targets")
+        if not part.labels:
+            raise ValueError(f"{f} has no class labels (@classLabel false)")
+        if not part.series:
+            raise ValueError(f"{f} has no cases")
+    if tr.n_channels != te.n_channels:
+        raise ValueError(f"{name}: train has {tr.n_channels} channels, test {te.n_channels}")
+    classes = _class_order(tr.class_labels or te.class_labels, list(tr.labels) + list(te.labels))
+    index = {c: k for k, c in enumerate(classes)}
+    for part, f in ((tr, ftrain), (te, ftest)):
+        unknown = sorted(set(part.labels) - set(index))
+        if unknown:
+            raise ValueError(f"{f}: labels {unknown} are not among the classes {classes}")
+
+    # length of a case = its longest channel; shorter channels were NaN-padded by the parser and
+    # are filled like missing values
+    len_tr, len_te = tr.lengths, te.lengths
+    C = tr.n_channels
+    flat = np.concatenate([s[:, :n] for s, n in zip(tr.series, len_tr)], axis=1)  # (C, total steps)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a channel with no valid value
+        mean = np.nanmean(flat, axis=1)
+        std = np.nanstd(flat, axis=1)
+    mean = np.where(np.isfinite(mean), mean, 0.0)                  # training mean: fills missing values
+    std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
+    shift, scale = (mean, std) if normalize else (np.zeros(C), np.ones(C))
+    n_missing = int(sum(np.isnan(s[:, :n]).sum() for s, n in zip(tr.series + te.series, np.r_[len_tr, len_te])))
+    L = int(max(len_tr.max(), len_te.max()))
+
+    def build(part: TSFile, lens: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
+        x = np.full((len(part.series), L, C), pad_value, dtype=np.float32)
+        for i, (s, n) in enumerate(zip(part.series, lens)):
+            filled = _fill_missing(s, int(n), mean, missing)
+            x[i, :n] = ((filled - shift[:, None]) / scale[:, None]).T
+        y = np.array([index[lab] for lab in part.labels], dtype=np.int64)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+    if return_lengths is None:
+        return_lengths = bool((len_tr != L).any() or (len_te != L).any())
+    splits = []
+    for part, lens in ((tr, len_tr), (te, len_te)):
+        x, y = build(part, lens)
+        tensors = (x, y, torch.from_numpy(lens)) if return_lengths else (x, y)
+        splits.append(TensorDataset(*tensors))
+    return SequenceData(
+        train=splits[0], test=splits[1], d_input=C, n_classes=len(classes), length=L, name=f"ucr:{name}",
+        classes=classes,
+        info={"train_file": str(ftrain), "test_file": str(ftest), "mean": mean, "std": std,  # train stats
+              "missing_filled": n_missing, "missing": missing, "normalize": normalize,
+              "min_length": int(min(len_tr.min(), len_te.min())), "max_length": L},
+    )

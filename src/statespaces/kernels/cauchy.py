@@ -1,0 +1,228 @@
+r"""Cauchy kernel ``out_k = sum_n v_n / (z_k - w_n)`` (thesis Def. C.5, Prop. C.6; app. C.1.2).
+
+The DPLR (S4) kernel evaluates its generating function at K frequencies by four (in general
+``(1 + r)^2``) Cauchy matrix-vector products with the N state eigenvalues as poles (Lemma C.3).
+
+Two implementations behind one signature, so that a compiled / GPU path can be dispatched later:
+
+* :func:`cauchy_naive` -- the reference twin: materializes the (..., K, N) Cauchy matrix
+  (O(KN) time and memory per channel) and lets autograd store it. Ground truth for tests.
+* :func:`cauchy` -- the same sum computed in chunks of nodes, inside a custom autograd Function
+  that saves only its inputs and recomputes the Cauchy matrix chunk by chunk in the backward.
+
+Cost of :func:`cauchy`, with R independent (z, w) pairs ("channels", e.g. R = H), J vectors ``v``
+sharing each pair, K nodes and N poles:
+
+* time: O(R K N) complex reciprocals + O(R J K N) multiply-adds (batched ``matmul``) forward,
+  twice that backward (the reciprocals are recomputed once);
+* memory: inputs and output, O(R (J N + K + J K)), plus one work block of at most
+  :data:`CHUNK_ELEMS` complex entries (R x poles x nodes). The (R, K, N) Cauchy matrix never exists. The thesis' quasi-linear
+  algorithms (O((K+N) log^2(K+N)), Prop. C.6) are not used: they are not competitive in practice.
+
+``conj=True`` adds the mirrored poles, ``sum_n v_n/(z_k - w_n) + conj(v_n)/(z_k - conj(w_n))``:
+the sum over a conjugate-symmetric set of 2N modes given by its N-mode half (thesis §3.4.5).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+Tensor = torch.Tensor
+
+#: Default work-chunk size, in complex entries of the (R, chunk, N) Cauchy block (about 32 MiB in
+#: complex64). Tune with the ``chunk_elems`` argument.
+CHUNK_ELEMS = 1 << 22
+
+
+def _complex_dtype(*ts: Tensor) -> torch.dtype:
+    dt = torch.float32
+    for t in ts:
+        real = t.real.dtype if t.is_complex() else t.dtype
+        dt = torch.promote_types(dt, real)
+    return torch.complex128 if dt == torch.float64 else torch.complex64
+
+
+def _check(v: Tensor, z: Tensor, w: Tensor) -> None:
+    for name, t in (("v", v), ("z", z), ("w", w)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"cauchy: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() < 1:
+            raise ValueError(f"cauchy: {name} must have at least one dimension, got a scalar")
+        if not (t.is_complex() or t.is_floating_point()):
+            raise TypeError(f"cauchy: {name} must be a floating or complex tensor, got {t.dtype}")
+    if v.shape[-1] != w.shape[-1]:
+        raise ValueError(f"cauchy: v (..., N) and w (..., N) disagree on N: {v.shape[-1]} vs {w.shape[-1]}")
+
+
+def _grouped(v: Tensor, z: Tensor, w: Tensor):
+    """Reshape broadcastable (v, z, w) into v (R, J, N), z (R, K), w (R, N).
+
+    Batch dims along which z and w are both constant (size 1) but v is not become the J axis,
+    so every reciprocal 1/(z_k - w_n) is computed once and shared by J vectors (one matmul).
+    Returns the reshaped tensors and a function mapping the (R, J, K) output back to (..., K).
+    """
+    N, K = v.shape[-1], z.shape[-1]
+    batch = torch.broadcast_shapes(v.shape[:-1], z.shape[:-1], w.shape[:-1])
+    nb = len(batch)
+
+    def pad(t: Tensor) -> Tensor:
+        return t.reshape((1,) * (nb - (t.dim() - 1)) + tuple(t.shape))
+
+    v, z, w = pad(v), pad(z), pad(w)
+    group = [i for i in range(nb) if z.shape[i] == 1 and w.shape[i] == 1 and batch[i] > 1]
+    rest = [i for i in range(nb) if i not in group]
+    perm = rest + group
+    rest_shape = [batch[i] for i in rest]
+    group_shape = [batch[i] for i in group]
+    Rn = 1
+    for s in rest_shape:
+        Rn *= s
+    Jn = 1
+    for s in group_shape:
+        Jn *= s
+    v = v.expand(*batch, N).permute(*perm, nb).reshape(Rn, Jn, N)
+    zb = z.expand(*[batch[i] if i in rest else 1 for i in range(nb)], K)
+    wb = w.expand(*[batch[i] if i in rest else 1 for i in range(nb)], N)
+    z = zb.permute(*perm, nb).reshape(Rn, K)
+    w = wb.permute(*perm, nb).reshape(Rn, N)
+    inv = [0] * nb
+    for pos, i in enumerate(perm):
+        inv[i] = pos
+
+    def unshape(out: Tensor) -> Tensor:
+        return out.reshape(*rest_shape, *group_shape, K).permute(*inv, nb)
+
+    return v, z, w, unshape
+
+
+def _chunks(R: int, N: int, K: int, chunk_elems: int) -> Tuple[int, int]:
+    """Block sizes (nodes, poles) with R * ck * cn <= chunk_elems (at least 1 each)."""
+    cn = max(1, min(N, chunk_elems // max(1, R)))
+    ck = max(1, min(K, chunk_elems // max(1, R * cn)))
+    return ck, cn
+
+
+class _CauchyFn(torch.autograd.Function):
+    """``out[r, j, k] = sum_n v[r, j, n] / (z[r, k] - w[r, n])``, recomputing in backward.
+
+    The (R, N, K) Cauchy matrix is visited in (R, cn, ck) blocks written into one preallocated
+    buffer (fresh large allocations cost page faults on CPU), never stored whole.
+    """
+
+    @staticmethod
+    def forward(ctx, v: Tensor, z: Tensor, w: Tensor, chunk_elems: int) -> Tensor:
+        R, J, N = v.shape
+        K = z.shape[-1]
+        ck, cn = _chunks(R, N, K, chunk_elems)
+        out = torch.zeros(R, J, K, dtype=v.dtype, device=v.device)
+        buf = torch.empty(R, cn, ck, dtype=v.dtype, device=v.device)
+        zT = z[:, None, :]
+        for n0 in range(0, N, cn):
+            n1 = min(N, n0 + cn)
+            wn = w[:, n0:n1, None]                                   # (R, cn, 1)
+            vn = v[:, :, n0:n1]
+            for k0 in range(0, K, ck):
+                k1 = min(K, k0 + ck)
+                a = buf[:, :n1 - n0, :k1 - k0]
+                torch.sub(zT[:, :, k0:k1], wn, out=a)
+                a.reciprocal_()                                      # (R, cn, ck)
+                out[:, :, k0:k1] += vn @ a
+        ctx.save_for_backward(v, z, w)
+        ctx.chunk_elems = chunk_elems
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor):
+        # holomorphic in (v, z, w): grad_x = sum g * conj(d out / d x)  (PyTorch's convention)
+        v, z, w = ctx.saved_tensors
+        R, J, N = v.shape
+        K = z.shape[-1]
+        ck, cn = _chunks(R, N, K, ctx.chunk_elems)
+        need_v, need_z, need_w = ctx.needs_input_grad[:3]
+        gv = torch.zeros_like(v) if need_v else None
+        gz = torch.zeros_like(z) if need_z else None
+        gw = torch.zeros_like(w) if need_w else None
+        vc = v.conj().resolve_conj()
+        zc = z.conj().resolve_conj()[:, None, :]
+        wc = w.conj().resolve_conj()
+        buf = torch.empty(R, cn, ck, dtype=v.dtype, device=v.device)
+        for n0 in range(0, N, cn):
+            n1 = min(N, n0 + cn)
+            wn = wc[:, n0:n1, None]
+            vcn = vc[:, :, n0:n1]
+            gw_acc = torch.zeros_like(vcn) if need_w else None
+            for k0 in range(0, K, ck):
+                k1 = min(K, k0 + ck)
+                gc = g[:, :, k0:k1]                                  # (R, J, ck)
+                ac = buf[:, :n1 - n0, :k1 - k0]
+                torch.sub(zc[:, :, k0:k1], wn, out=ac)
+                ac.reciprocal_()                                     # conj(a), (R, cn, ck)
+                if need_v:
+                    gv[:, :, n0:n1] += gc @ ac.transpose(-1, -2)     # sum_k g conj(a)
+                if need_z or need_w:
+                    ac.square_()                                     # conj(a)^2
+                    if need_w:
+                        gw_acc += gc @ ac.transpose(-1, -2)          # sum_k g conj(a)^2
+                    if need_z:
+                        gz[:, k0:k1] -= (gc * (vcn @ ac)).sum(-2)    # sum_n conj(v a^2)
+            if need_w:
+                gw[:, n0:n1] = (vcn * gw_acc).sum(-2)
+        return gv, gz, gw, None
+
+
+def _prepare(v: Tensor, z: Tensor, w: Tensor, conj: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    _check(v, z, w)
+    cd = _complex_dtype(v, z, w)
+    v, z, w = v.to(cd), z.to(cd), w.to(cd)
+    if conj:
+        v = torch.cat([v, v.conj()], -1)
+        w = torch.cat([w, w.conj()], -1)
+    return v, z, w
+
+
+def cauchy(v: Tensor, z: Tensor, w: Tensor, conj: bool = False, chunk_elems: Optional[int] = None) -> Tensor:
+    r"""Memory-efficient Cauchy matrix-vector product ``out_k = sum_n v_n / (z_k - w_n)``.
+
+    Args:
+        v: weights, shape (..., N), complex (real is promoted).
+        z: nodes, shape (..., K).
+        w: poles, shape (..., N).
+        conj: also add the conjugate poles, ``+ conj(v_n) / (z_k - conj(w_n))``.
+        chunk_elems: size of the work chunk in complex entries (default :data:`CHUNK_ELEMS`).
+
+    The leading (batch) dims broadcast. Dims along which z and w are constant but v is not
+    (e.g. v (H, J, N) with w (H, 1, N)) share their reciprocals: the J sums cost one matmul.
+
+    Returns:
+        complex tensor (..., K) (complex128 if any input is float64/complex128).
+
+    Complexity (R = number of distinct (z, w) rows): O(R K N) time for the reciprocals plus
+    O(R J K N) multiply-adds; memory O(R (J N + K + J K)) + one chunk O(R N chunk). The backward
+    recomputes the Cauchy matrix instead of saving it. CUDA tensors go to the Triton kernel when
+    available (:mod:`statespaces.kernels.dispatch`).
+    """
+    from . import dispatch
+
+    if isinstance(v, Tensor) and (v.device.type != "cpu" or dispatch.FORCE_TRITON):
+        return dispatch.cauchy(v, z, w, conj, chunk_elems)
+    return _cauchy_torch(v, z, w, conj, chunk_elems)
+
+
+def _cauchy_torch(v: Tensor, z: Tensor, w: Tensor, conj: bool = False, chunk_elems: Optional[int] = None) -> Tensor:
+    """PyTorch body of :func:`cauchy` (the reference path of the dispatcher)."""
+    v, z, w = _prepare(v, z, w, conj)
+    vg, zg, wg, unshape = _grouped(v, z, w)
+    out = _CauchyFn.apply(vg, zg, wg, int(chunk_elems or CHUNK_ELEMS))
+    return unshape(out)
+
+
+def cauchy_naive(v: Tensor, z: Tensor, w: Tensor, conj: bool = False) -> Tensor:
+    r"""Reference twin of :func:`cauchy`: materializes the (..., K, N) Cauchy matrix.
+
+    Same arguments and result; O(KN) memory per channel, and autograd keeps the matrix.
+    """
+    v, z, w = _prepare(v, z, w, conj)
+    M = 1.0 / (z.unsqueeze(-1) - w.unsqueeze(-2))               # (..., K, N)
+    return (M * v.unsqueeze(-2)).sum(-1)

@@ -1,0 +1,416 @@
+r"""Diagonal plus low-rank (DPLR) SSMs: kernel, state maps and step (thesis §3.3, Alg. 1, app. C.1).
+
+Conventions (one per-channel SISO system; H channels, M = N/2 conjugate-pair modes, rank r):
+
+* Hurwitz DPLR (§3.3.3, Lemma 3.8): ``A = diag(Lambda) - sum_r p_r p_r^*`` over the *full*
+  conjugate-symmetric set of N modes, given by its half: ``Lambda`` (H, M), ``P`` (r, H, M), with
+  the full vectors ``[Lambda, conj Lambda]``, ``[P_r, conj P_r]``, ``[B, conj B]``, ``[C, conj C]``.
+  The low-rank term couples the two halves, so the output is *not* ``2 Re`` of an M-mode system:
+  every sum over modes below runs over all N (the Cauchy op's ``conj=True``).
+* Output ``y = sum_n C_n x_n`` over the full set (transpose convention, as S4D: ``2 Re(C . x)`` on
+  the half state). The thesis writes ``C^* x`` (Remark C.1); our C is the conjugate of its C.
+* Real form: with ``xi = [Re x; Im x]`` (the half state), the system is the real N-dim SSM
+  ``A_R = [[Re L, -Im L], [Im L, Re L]] - 2 sum_r q_r q_r^T``, ``q_r = [Re P_r; Im P_r]``,
+  ``b_R = [Re B; Im B]``, ``c_R = 2 [Re C; -Im C]`` (:func:`dplr_real_system`).
+* Bilinear discretization only (§3.4.1: the inverse of a DPLR matrix is DPLR; its exponential is
+  not). ``dA = (I - dt/2 A)^{-1} (I + dt/2 A)``, ``dB = (I - dt/2 A)^{-1} dt B``.
+
+Kernel algorithm (app. C.1.2, Thm 3.6, Algorithm 1 with the notes' sign resolutions):
+
+1. truncation correction ``C~^T = C^T (I - dA^L)`` (eq. C.4), ``dA^L`` by repeated squaring of
+   the real (H, N, N) form, O(H N^3 log L) time, O(H N^2) memory, independent of batch;
+2. nodes ``omega_k = exp(-2 pi i k / L)``, ``k = 0 .. L//2`` (the spectrum of a real kernel is
+   Hermitian, so half the nodes suffice and ``irfft`` inverts it, Lemma C.2);
+3. ``K^(omega) = 2/(1+omega) [k00 - k01 (I + k11)^{-1} k10]`` (Lemmas C.3-C.4, Woodbury), where
+   ``k_ab = a^T R(g) b`` over the full set, ``R(g) = (g - Lambda)^{-1}``,
+   ``g(omega) = (2/dt)(1-omega)/(1+omega) = (2/dt) i tan(pi k/L)``: (1+r)^2 Cauchy sums sharing
+   one Cauchy matrix (:func:`statespaces.kernels.cauchy.cauchy`);
+4. the removable singularity at ``omega = -1`` (k = L/2, L even): there
+   ``(I - dA omega)^{-1} dB = (dt/2) B`` exactly, so ``K^(-1) = (dt/2) C~^T B`` (full set);
+5. ``K = irfft(K^, n=L)``.
+
+Total: O(H (N + L) log L + H N^3 log L) time in exact arithmetic terms; the Cauchy sums are
+O(H N L) multiply-adds done in chunks; memory O(H (r^2 L + N^2)), never O(H N L).
+Alternative considered: evaluating at the 2L-th roots of unity would give the FFT convolution's
+spectrum directly, but doubles the Cauchy work to save two O(H L log L) FFTs; not worth it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
+
+import torch
+
+from .cauchy import cauchy, cauchy_naive
+
+Tensor = torch.Tensor
+
+#: Cauchy backends selectable by name (``"chunked"`` is the memory-efficient default).
+CAUCHY_BACKENDS = {"chunked": cauchy, "naive": cauchy_naive}
+
+
+def _backend(name: str) -> Callable:
+    if name not in CAUCHY_BACKENDS:
+        raise ValueError(f"unknown Cauchy backend {name!r}; valid: {', '.join(CAUCHY_BACKENDS)}")
+    return CAUCHY_BACKENDS[name]
+
+
+# ---- dense forms (reference, O(N^2) per channel) ------------------------------------------------
+def dplr_full(Lambda: Tensor, P: Tensor) -> Tensor:
+    r"""Full complex state matrix ``diag([L, conj L]) - sum_r [p; conj p][p; conj p]^*``.
+
+    Args: Lambda (..., M), P (r, ..., M). Returns (..., 2M, 2M) complex.
+    """
+    Lf = torch.cat([Lambda, Lambda.conj()], -1)
+    Pf = torch.cat([P, P.conj()], -1)                                   # (r, ..., N)
+    return torch.diag_embed(Lf) - torch.einsum("r...n,r...m->...nm", Pf, Pf.conj())
+
+
+def dplr_real_system(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""Real N-dim form ``(A_R, b_R, c_R)`` of the conjugate-symmetric DPLR system (see module doc).
+
+    Args: Lambda (H, M), P (r, H, M), B (H, M), C (..., H, M).
+    Returns: A_R (H, N, N), b_R (H, N), c_R (..., H, N), real, N = 2M.
+    """
+    A = real_A(Lambda, P)
+    b = torch.cat([B.real, B.imag], -1)
+    c = 2 * torch.cat([C.real, -C.imag], -1)
+    return A, b, c
+
+
+def real_A(Lambda: Tensor, P: Tensor) -> Tensor:
+    """Real (H, N, N) state matrix of the half parameterization (see :func:`dplr_real_system`)."""
+    lr, li = Lambda.real, Lambda.imag
+    top = torch.cat([torch.diag_embed(lr), -torch.diag_embed(li)], -1)
+    bot = torch.cat([torch.diag_embed(li), torch.diag_embed(lr)], -1)
+    q = torch.cat([P.real, P.imag], -1)                                 # (r, H, N)
+    return torch.cat([top, bot], -2) - 2 * torch.einsum("rhn,rhm->hnm", q, q)
+
+
+def bilinear_real(A: Tensor, dt: Tensor) -> Tensor:
+    r"""``dA = (I - dt/2 A)^{-1} (I + dt/2 A)`` for real A (H, N, N), dt (H,)."""
+    s = (dt / 2)[:, None, None]
+    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    return torch.linalg.solve(eye - s * A, eye + s * A)
+
+
+def matrix_power(X: Tensor, L: int) -> Tensor:
+    r"""``X^L`` by repeated squaring: ``floor(log2 L)`` squarings + ``popcount(L) - 1`` products."""
+    result: Optional[Tensor] = None
+    base = X
+    while True:
+        if L & 1:
+            result = base if result is None else result @ base
+        L >>= 1
+        if not L:
+            return result
+        base = base @ base
+
+
+def bilinear_dplr_real(Lambda: Tensor, P: Tensor, dt: Tensor) -> Tensor:
+    r"""Real (H, N, N) bilinear ``dA = 2 (I - sA)^{-1} - I`` without a dense solve (Woodbury).
+
+    ``I - sA_R = D + 2s q q^T`` with D the real form of ``diag(1 - s Lambda)``, so
+    ``(I - sA_R)^{-1} = D^{-1} - D^{-1} q (I/(2s) + q^T D^{-1} q)^{-1} q^T D^{-1}``: O(H N^2 r).
+    """
+    s = (dt / 2)[:, None]
+    d = 1 / (1 - s * Lambda)                                            # (H, M)
+    Dinv = real_A(d, torch.zeros_like(P[:1]))                           # real form of diag(d)
+    q = torch.cat([P.real, P.imag], -1).permute(1, 2, 0)                # (H, N, r)
+    Dq = Dinv @ q                                                       # (H, N, r)
+    DqT = Dinv.transpose(-1, -2) @ q                                    # (q^T D^{-1})^T
+    r = q.shape[-1]
+    eye = torch.eye(r, dtype=q.dtype, device=q.device)
+    core = eye / (2 * s[..., None]) + q.transpose(-1, -2) @ Dq          # (H, r, r)
+    Minv = Dinv - Dq @ torch.linalg.solve(core, DqT.transpose(-1, -2))
+    return 2 * Minv - torch.eye(Minv.shape[-1], dtype=Minv.dtype, device=Minv.device)
+
+
+def discrete_power(Lambda: Tensor, P: Tensor, dt: Tensor, L: int) -> Tensor:
+    """``dA^L`` in real form, (H, N, N)."""
+    return matrix_power(bilinear_dplr_real(Lambda, P, dt), L)
+
+
+def _to_real(x: Tensor) -> Tensor:
+    return torch.cat([x.real, x.imag], -1)
+
+
+def _from_real(x: Tensor) -> Tensor:
+    M = x.shape[-1] // 2
+    return torch.complex(x[..., :M], x[..., M:])
+
+
+def truncated_C(C: Tensor, dA_L: Tensor) -> Tensor:
+    r"""``C~`` with ``C~^T = C^T (I - dA^L)`` (eq. C.4), on the half: C (..., H, M), dA_L (H, N, N)."""
+    cR = 2 * torch.cat([C.real, -C.imag], -1)                           # (..., H, N)
+    w = torch.einsum("...hn,hnm->...hm", cR, dA_L)                      # c_R^T dA^L
+    M = C.shape[-1]
+    return C - torch.complex(w[..., :M], -w[..., M:]) / 2
+
+
+# ---- frequency-domain core ----------------------------------------------------------------------
+def _nodes(L: int, count: int, sign: float, dtype: torch.dtype, device) -> Tuple[Tensor, Optional[int]]:
+    """``tan(pi k / L)`` for k < count (float64 math), and the index of omega = -1 if present."""
+    k = torch.arange(count, dtype=torch.float64)
+    nyq = L // 2 if (L % 2 == 0 and L // 2 < count) else None
+    t = torch.tan(math.pi * k / L)
+    if nyq is not None:
+        t[nyq] = 0.0                                                    # dummy, overwritten later
+    return (sign * t).to(dtype=dtype, device=device), nyq
+
+
+def resolvent_sums(left: Tensor, right: Tensor, Lambda: Tensor, P: Tensor, g: Tensor,
+                   backend: str = "chunked") -> Tensor:
+    r"""``left_f^T (g_k - A_f)^{-1} right_f`` for conjugate-symmetric full vectors (Lemma C.3).
+
+    Woodbury: ``(g - L + P P^*)^{-1} = R - R P (I + P^* R P)^{-1} P^* R`` with ``R = (g - L)^{-1}``;
+    all ``(Jl + r) (Jr + r)`` inner products are Cauchy sums sharing one Cauchy matrix.
+
+    Args:
+        left: (Jl, H, M). right: (Jr, H, M). Lambda: (H, M). P: (r, H, M). g: (H, K) nodes.
+
+    Returns:
+        (Jl, Jr, H, K) complex.
+    """
+    Jl, Jr, r = left.shape[0], right.shape[0], P.shape[0]
+    lft = torch.cat([left, P.conj()], 0)                                # (Jl + r, H, M)
+    rgt = torch.cat([right, P], 0)                                      # (Jr + r, H, M)
+    v = (lft[:, None] * rgt[None]).flatten(0, 1).transpose(0, 1)         # (H, J, M)
+    S = _backend(backend)(v, g[:, None, :], Lambda[:, None, :], conj=True)   # (H, J, K)
+    S = S.unflatten(1, (Jl + r, Jr + r))
+    k00, k01, k10, k11 = S[:, :Jl, :Jr], S[:, :Jl, Jr:], S[:, Jl:, :Jr], S[:, Jl:, Jr:]
+    if r == 1:
+        out = k00 - k01 * k10 / (1 + k11)
+    else:
+        eye = torch.eye(r, dtype=S.dtype, device=S.device)
+        X = torch.linalg.solve(eye + k11.permute(0, 3, 1, 2), k10.permute(0, 3, 1, 2))   # (H, K, r, Jr)
+        out = k00 - (k01.permute(0, 3, 1, 2) @ X).permute(0, 2, 3, 1)
+    return out.permute(1, 2, 0, 3)
+
+
+def _risky_nodes(Lambda: Tensor, dt: Tensor, L: int, count: int, mirrored: bool) -> Tensor:
+    """Boolean (H, count): node 0 and, for every pole +-i Im(lambda_n), the two nearest nodes.
+
+    Nodes are ``g_k = -/+ (2/dt) i tan(pi k / L)`` on the imaginary axis; a pole with small
+    ``Re(lambda)`` next to a node makes Woodbury cancel ~log10(|lambda| / dist) digits (e.g. the
+    LegT/FouT inits, ``Re Lambda = -1e-4``). Those few nodes are recomputed in complex128.
+    """
+    H = Lambda.shape[0]
+    kstar = (L / math.pi) * torch.atan(dt.detach().double()[:, None] * Lambda.imag.detach().double().abs() / 2)
+    cands = [kstar.floor(), kstar.ceil()]
+    if mirrored:
+        cands += [L - c for c in cands]
+    idx = torch.cat(cands, -1).long().clamp(0, count - 1)                # (H, 2M or 4M)
+    mask = torch.zeros(H, count, dtype=torch.bool, device=Lambda.device)
+    mask[:, 0] = True
+    mask.scatter_(1, idx.to(Lambda.device), True)
+    return mask
+
+
+def _refine_fp64(left: Tensor, right: Tensor, Lambda: Tensor, P: Tensor, g: Tensor, W: Tensor,
+                 mask: Tensor) -> Tensor:
+    """Replace W[..., h, k] (Jl, Jr, H, K) at the masked nodes by a complex128 evaluation."""
+    c = torch.complex128
+    hs, ks = mask.nonzero(as_tuple=True)
+    vals = resolvent_sums(left[:, hs].to(c), right[:, hs].to(c), Lambda[hs].to(c), P[:, hs].to(c),
+                          g[hs, ks][:, None].to(c), "naive")[..., 0]       # (Jl, Jr, Q)
+    Wp = W.permute(2, 3, 0, 1).index_put((hs, ks), vals.permute(2, 0, 1).to(W.dtype))
+    return Wp.permute(2, 3, 0, 1)
+
+
+def _resolvent_vector(Lambda: Tensor, P: Tensor, B: Tensor, g: Tensor) -> Tensor:
+    """Half of ``(g_k - A_f)^{-1} B_f`` by Woodbury, (H, K, M); reference-sized K only."""
+    r = P.shape[0]
+    v = (P.conj()[:, None] * torch.cat([B[None], P], 0)[None]).flatten(0, 1).transpose(0, 1)
+    S = cauchy_naive(v, g[:, None, :], Lambda[:, None, :], conj=True).unflatten(1, (r, 1 + r))
+    k10, k11 = S[:, :, 0], S[:, :, 1:]                                  # (H, r, K), (H, r, r, K)
+    eye = torch.eye(r, dtype=S.dtype, device=S.device)
+    alpha = torch.linalg.solve(eye + k11.permute(0, 3, 1, 2), k10.permute(0, 2, 1).unsqueeze(-1)).squeeze(-1)
+    Rm = 1.0 / (g[:, :, None] - Lambda[:, None, :])                       # (H, K, M)
+    return Rm * (B[:, None, :] - torch.einsum("hkr,rhm->hkm", alpha, P))
+
+
+def _check_L(L: int) -> int:
+    if isinstance(L, bool) or not isinstance(L, int) or L < 1:
+        raise ValueError(f"kernel length L must be a positive integer, got {L!r}")
+    return L
+
+
+def dplr_kernel(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor, dt: Tensor, L: int,
+                truncation_correction: bool = True, backend: str = "chunked") -> Tensor:
+    r"""Convolution kernel of the bilinear-discretized DPLR SSM by Algorithm 1 (app. C.1.2).
+
+    Args:
+        Lambda: (H, M) complex diagonal (half). P: (r, H, M) complex low-rank factors.
+        B: (H, M). C: (K, H, M) output vectors (K = 1, or 2 for two directions). dt: (H,) > 0.
+        L: kernel length.
+        truncation_correction: use ``C~ = (I - dA^L)^T C`` (eq. C.4). Without it the result is the
+            infinite kernel aliased onto length L, ``sum_m K_{l + mL}`` (kept for the tests).
+        backend: ``"chunked"`` (default, O(H(N+L)) memory) or ``"naive"`` (materialized Cauchy).
+
+    Returns:
+        Real kernel (K, H, L), equal to ``(c^T dA^l dB)_{l<L}`` of the dense system.
+    """
+    L = _check_L(L)
+    Ct = truncated_C(C, discrete_power(Lambda, P, dt, L)) if truncation_correction else C
+    nk = L // 2 + 1
+    t, nyq = _nodes(L, nk, 1.0, Lambda.real.dtype, Lambda.device)      # omega_k = exp(-2 pi i k/L)
+    g = torch.complex(torch.zeros_like(t), t)[None] * (2 / dt)[:, None]     # (H, nk) = (2/dt) i tan
+    if nyq is not None:
+        g = g.clone()
+        g[:, nyq] = 1.0                                                  # finite dummy
+    W = resolvent_sums(Ct, B[None], Lambda, P, g, backend)              # (K, 1, H, nk)
+    W = _refine_fp64(Ct, B[None], Lambda, P, g, W, _risky_nodes(Lambda, dt, L, nk, False))[:, 0]
+    Kf = W * torch.complex(torch.ones_like(t), t)                       # 2/(1+omega) = 1 + i tan
+    if nyq is not None:
+        lim = dt * (Ct * B).sum(-1).real                                # (dt/2) * full sum
+        Kf = torch.cat([Kf[..., :nyq], lim.to(Kf.dtype)[..., None], Kf[..., nyq + 1:]], -1)
+    return torch.fft.irfft(Kf, n=L)
+
+
+def apply_A_half(x: Tensor, Lambda: Tensor, P: Tensor) -> Tensor:
+    r"""First half of ``A_f x_f`` for a conjugate-symmetric x: ``L x - sum_r p_r 2 Re(p_r^* x)``.
+
+    x: (..., H, M). Returns (..., H, M).
+    """
+    w = 2 * torch.einsum("rhm,...hm->...rh", P.conj(), x).real
+    return Lambda * x - torch.einsum("...rh,rhm->...hm", w.to(x.dtype), P)
+
+
+def dplr_zero_input(Lambda: Tensor, P: Tensor, C: Tensor, dt: Tensor, x0: Tensor, L: int,
+                    dA_L: Optional[Tensor] = None, backend: str = "chunked") -> Tensor:
+    r"""Free response ``y_l = c^T dA^{l+1} x0`` for l < L (no input), by the same Cauchy route.
+
+    ``sum_{l<L} y_l z^l = C~^T (I - dA z)^{-1} dA x0 = (2/(dt(1+z))) C~^T (g - A)^{-1} (I + dt/2 A) x0``;
+    at z = -1 it is ``C~^T (I + dt/2 A) x0 / 2``.
+
+    Args: Lambda (H, M), P (r, H, M), C (H, M), dt (H,), x0 (B, H, M) half state, L.
+    Returns: y (B, H, L) real.
+    """
+    if dA_L is None:
+        dA_L = discrete_power(Lambda, P, dt, L)
+    Ct = truncated_C(C, dA_L)
+    s = (dt / 2)[:, None]
+    x1 = x0 + s * apply_A_half(x0, Lambda, P)                           # (I + dt/2 A) x0
+    nk = L // 2 + 1
+    t, nyq = _nodes(L, nk, 1.0, Lambda.real.dtype, Lambda.device)
+    g = torch.complex(torch.zeros_like(t), t)[None] * (2 / dt)[:, None]
+    if nyq is not None:
+        g = g.clone()
+        g[:, nyq] = 1.0
+    W = resolvent_sums(Ct[None], x1, Lambda, P, g, backend)            # (1, B, H, nk)
+    W = _refine_fp64(Ct[None], x1, Lambda, P, g, W, _risky_nodes(Lambda, dt, L, nk, False))[0]
+    Yf = W * (torch.complex(torch.ones_like(t), t)[None] / dt[:, None])
+    if nyq is not None:
+        lim = (Ct * x1).sum(-1).real                                    # (1/2) * full sum
+        Yf = torch.cat([Yf[..., :nyq], lim.to(Yf.dtype)[..., None], Yf[..., nyq + 1:]], -1)
+    return torch.fft.irfft(Yf, n=L)
+
+
+def dplr_advance(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor, u: Tensor, x0: Optional[Tensor] = None,
+                 dA_L: Optional[Tensor] = None, backend: str = "chunked") -> Tensor:
+    r"""State after consuming ``u`` (B, H, L) from ``x0`` (B, H, M) (zeros if None), O(B H N L).
+
+    ``x_L = dA^L x0 + S``, ``S = sum_j dA^j dB v_j`` with ``v_j = u_{L-1-j}``. With the DFT
+    ``V_k = sum_j v_j omega_k^j`` and ``zeta_k = conj(omega_k)``:
+    ``S = (I - dA^L) (1/L) sum_k V_k (I - zeta_k dA)^{-1} dB``, and
+    ``(I - zeta dA)^{-1} dB = (2/(1+zeta)) (g(zeta) - A)^{-1} B`` (``= dt B / 2`` at zeta = -1).
+    The resolvent is Woodbury: per node one r-vector ``alpha_k = (I + P^*RP)^{-1} P^*RB`` (full
+    sums), then a transposed Cauchy sum over the L nodes for each mode.
+
+    Returns the new half state (B, H, M).
+    """
+    Bsz, H, L = u.shape
+    r = P.shape[0]
+    if dA_L is None:
+        dA_L = discrete_power(Lambda, P, dt, L)
+    cd = Lambda.dtype
+    V = torch.fft.fft(u.flip(-1).to(Lambda.real.dtype), dim=-1)         # (B, H, L)
+    t, nyq = _nodes(L, L, -1.0, Lambda.real.dtype, Lambda.device)        # zeta_k = exp(+2 pi i k/L)
+    g = torch.complex(torch.zeros_like(t), t)[None] * (2 / dt)[:, None]    # (H, L)
+    fac = torch.complex(torch.ones_like(t), t)                           # 2/(1+zeta) = 1 - i tan
+    risky = _risky_nodes(Lambda, dt, L, L, True)
+    if nyq is not None:
+        risky[:, nyq] = False
+        g = g.clone()
+        g[:, nyq] = 1.0
+        fac = fac.clone()
+        fac[nyq] = 0.0
+    # alpha_k = (I + k11)^{-1} k10 with k11 = P^* R P, k10 = P^* R B (full sums)
+    lft = P.conj()
+    rgt = torch.cat([B[None], P], 0)
+    v = (lft[:, None] * rgt[None]).flatten(0, 1).transpose(0, 1)        # (H, r(1+r), M)
+    S = _backend(backend)(v, g[:, None, :], Lambda[:, None, :], conj=True).unflatten(1, (r, 1 + r))
+    k10, k11 = S[:, :, 0], S[:, :, 1:]                                  # (H, r, L), (H, r, r, L)
+    if r == 1:
+        alpha = k10 / (1 + k11[:, :, 0])                                # (H, 1, L)
+    else:
+        eye = torch.eye(r, dtype=cd, device=Lambda.device)
+        alpha = torch.linalg.solve(eye + k11.permute(0, 3, 1, 2), k10.permute(0, 2, 1).unsqueeze(-1))
+        alpha = alpha.squeeze(-1).permute(0, 2, 1)                      # (H, r, L)
+    c = (V.to(cd) * (fac / L)).masked_fill(risky, 0.0)                 # (B, H, L); risky nodes below
+    coef = torch.cat([c[:, :, None], c[:, :, None] * alpha[None]], 2)    # (B, H, 1 + r, L)
+    coef = coef.permute(1, 0, 2, 3).flatten(1, 2)                       # (H, B(1+r), L)
+    # sum_k coef_k / (g_k - lambda_n) = -cauchy(coef, z=lambda, w=g)
+    T = -_backend(backend)(coef, Lambda[:, None, :], g[:, None, :])     # (H, B(1+r), M)
+    T = T.unflatten(1, (Bsz, 1 + r)).transpose(0, 1)                    # (B, H, 1+r, M)
+    Sv = B * T[:, :, 0] - torch.einsum("bhrm,rhm->bhm", T[:, :, 1:], P)
+    if nyq is not None:
+        Sv = Sv + (V[..., nyq].to(cd) / L)[..., None] * (dt / 2)[:, None] * B
+    c128 = torch.complex128
+    hs, ks = risky.nonzero(as_tuple=True)
+    res = _resolvent_vector(Lambda[hs].to(c128), P[:, hs].to(c128), B[hs].to(c128),
+                            g[hs, ks][:, None].to(c128))[:, 0]          # (Q, M): (g - A)^{-1} B
+    terms = (V[:, hs, ks].to(c128) * (fac[ks].to(c128) / L))[..., None] * res     # (B, Q, M)
+    Sv = Sv.index_add(1, hs, terms.to(cd))
+    SR = _to_real(Sv)                                                   # S' (before I - dA^L)
+    x = SR - torch.einsum("hnm,bhm->bhn", dA_L, SR)
+    if x0 is not None:
+        x = x + torch.einsum("hnm,bhm->bhn", dA_L, _to_real(x0))
+    return _from_real(x)
+
+
+# ---- recurrent step (Thm 3.5, app. C.1.1) --------------------------------------------------------
+@dataclass
+class DPLRStep:
+    r"""Precomputed bilinear step ``x' = (I - sA)^{-1} ((I + sA) x + dt B u)``, s = dt/2, in O(N r).
+
+    ``(I - sA)^{-1} = D - s D P (I + s P^* D P)^{-1} P^* D`` with ``D = diag(1/(1 - s Lambda))``
+    (Woodbury, Thm 3.5 / app. C.1.1; full-set sums make ``P^* D P = 2 Re(sum_half conj(p_a) d p_b)``
+    a real r x r matrix). With ``z = D((I + sA) x + dt B u)``:
+    ``z = da x + db u - dsP w(x)``, ``x' = z - E (s G) w(z)``, ``w(x) = P_f^* x_f = 2 Re(P^* x)``.
+    Shapes: da, db (H, M); Pc (H, M, r); dsP, E (H, r, M); sG (H, r, r); all complex.
+    """
+
+    da: Tensor
+    db: Tensor
+    Pc: Tensor
+    dsP: Tensor
+    E: Tensor
+    sG: Tensor
+
+    @staticmethod
+    def build(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> "DPLRStep":
+        s = (dt / 2)[:, None]
+        d = 1 / (1 - s * Lambda)                                          # (H, M)
+        E = d * P                                                         # (r, H, M)
+        core = 2 * torch.einsum("ahm,bhm->hab", P.conj(), E).real       # P_f^* D_f P_f (H, r, r)
+        r = P.shape[0]
+        eye = torch.eye(r, dtype=core.dtype, device=core.device)
+        sG = s[..., None] * torch.linalg.inv(eye + s[..., None] * core)
+        # q = (P_f^* z_f) row vector; x' = z - q (sG)^T E   (sG acts on the r-vector)
+        return DPLRStep(
+            da=d * (1 + s * Lambda), db=d * dt[:, None] * B, Pc=P.conj().permute(1, 2, 0),
+            dsP=(s * d * P).transpose(0, 1), E=E.transpose(0, 1), sG=sG.transpose(-1, -2).to(Lambda.dtype),
+        )
+
+    def __call__(self, x: Tensor, u: Tensor) -> Tensor:
+        """x (B, H, M) complex, u (B, H) real -> new half state (B, H, M)."""
+        xr = x.unsqueeze(-2)                                             # (B, H, 1, M)
+        w = xr @ self.Pc                                                 # (B, H, 1, r)
+        w = w + w.conj()
+        z = self.da[:, None] * xr + self.db[:, None] * u[..., None, None].to(x.dtype) - w @ self.dsP
+        q = z @ self.Pc
+        q = (q + q.conj()) @ self.sG
+        return (z - q @ self.E).squeeze(-2)

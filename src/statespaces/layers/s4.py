@@ -1,0 +1,364 @@
+r"""S4: the diagonal-plus-low-rank (DPLR) structured state space layer (thesis ch. 3.3, Alg. 1, app. C.1).
+
+Per channel h (H channels, real state size N = 2M, M conjugate-pair modes, rank r):
+
+    x'(t) = A_h x(t) + B_h u(t),   y(t) = Re-part output C_h x(t) + D_h u(t),
+    A_h = diag(Lambda_h) - P_h P_h^*          (Hurwitz DPLR, §3.3.3, Lemma 3.8; Thm 6.7 / Cor 6.8)
+
+over the full conjugate-symmetric set of N modes (Lambda, P, B, C store the half; see
+:mod:`statespaces.kernels.dplr` for the exact conventions). Discretization is bilinear (the only
+rule with a DPLR structure, §3.4.1). The kernel is computed by Algorithm 1 (truncated generating
+function at the roots of unity, Woodbury, Cauchy, inverse FFT) in O(H (N + L)) memory.
+
+Design decisions (thesis app. C.1 leaves them open):
+
+* **C, not C~, is the parameter.** ``C~ = (I - dA^L)^T C`` (eq. C.4) is recomputed at every call
+  from ``dA^L`` (repeated squaring of the real (H, N, N) form, O(H N^3 log L), independent of
+  the batch). So the convolution, the recurrence, any length L and any ``rate`` all use the same
+  C, nothing has to be inverted for stepping, and there is no ``l_max``.
+* The state (B, H, M) is the complex half of the conjugate-symmetric full state; the low-rank term
+  couples it with its conjugate, so the recurrence is real-linear, not complex-linear.
+* ``Re(Lambda) < 0`` is kept by ``real_transform`` (``exp`` default, ``softplus``, ``relu``, or
+  ``none``: then a violating value raises). LegT/FouT have ``Re(Lambda) = 0``; their init is
+  floored at ``-1e-4`` (a shift of at most ``dt * 1e-4`` in the discrete eigenvalues).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .._checks import check_choice, check_positive_int
+from ..kernels.dplr import (
+    CAUCHY_BACKENDS,
+    DPLRStep,
+    bilinear_real,
+    discrete_power,
+    dplr_advance,
+    dplr_kernel,
+    dplr_real_system,
+    dplr_zero_input,
+)
+from .base import DiagonalSSM, DiagonalSystem, SSMLayer, check_rate
+from .init import REAL_TRANSFORMS, c_init, log_dt_init, real_forward, real_inverse, s4d_init
+
+Tensor = torch.Tensor
+
+#: Initializations of (Lambda, P, B): HiPPO measures through :func:`statespaces.hippo.dplr`, or random.
+S4_INITS = ("legs", "legt", "fout", "lagt", "rand")
+#: Minimal low-rank for each init (LegT is rank 2, Cor 6.8).
+S4_MIN_RANK = {"legs": 1, "legt": 2, "fout": 1, "lagt": 1, "rand": 1}
+_REAL_FLOOR = 1e-4
+
+
+def s4_init(name: str, N: int, H: int, rank: Optional[int] = None,
+            generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""``(Lambda (H, M), P (r, H, M), B (H, M))`` complex128 of a Hurwitz DPLR init, M = N/2.
+
+    ========  ==============================================================================
+    ``legs``  HiPPO-LegS (5.1): ``A = V (Lambda - P P^*) V^*``, ``Re Lambda = -1/2`` (Cor 6.8)
+    ``legt``  HiPPO-LegT (5.2), rank 2, ``Re Lambda = 0``
+    ``fout``  HiPPO-FouT (5.3, frequency-based, see hippo notes), ``Re Lambda = 0``
+    ``lagt``  HiPPO-LagT (not in the thesis; from :mod:`statespaces.hippo`)
+    ``rand``  our choice (the thesis names S4-Rand without a formula): Lambda as S4D-Rand,
+              ``-1/2 + i pi (N/2) u`` (u ~ U[0,1], sorted), P i.i.d. complex normal of variance 1
+              per entry, B = 1
+    ========  ==============================================================================
+
+    HiPPO inits use :func:`statespaces.hippo.dplr` (conjugate-symmetric half, ``B = V^* B_hippo``);
+    a rank above the measure's minimum pads P with zero columns (which then get zero gradient,
+    since ``d(p p^*)/dp = 0`` at p = 0; use ``rand`` for a random rank-r start).
+    """
+    name = check_choice("S4 init", name, S4_INITS)
+    r = S4_MIN_RANK[name] if rank is None else rank
+    M = N // 2
+    if name == "rand":
+        Lam, B, _ = s4d_init("rand", N, H, generator)
+        re = torch.randn(r, H, M, dtype=torch.float64, generator=generator)
+        im = torch.randn(r, H, M, dtype=torch.float64, generator=generator)
+        return Lam, torch.complex(re, im) / math.sqrt(2), B
+    from ..hippo import dplr
+
+    Lam, P, B, _ = dplr(name, N, rank=r)
+    return Lam.expand(H, M).clone(), P[:, None, :].expand(r, H, M).clone(), B.expand(H, M).clone()
+
+
+class S4(SSMLayer):
+    r"""S4 layer with a Hurwitz DPLR state matrix, ``y = K * u + D u`` per channel.
+
+    Args:
+        d_model: number of channels H.
+        d_state: real state size N (even; N/2 conjugate-pair modes are stored).
+        init: ``legs`` (default), ``legt``, ``fout``, ``lagt`` or ``rand`` (see :func:`s4_init`).
+        rank: rank r >= 1 of the low-rank term; None = the init's minimum (2 for ``legt``, else 1).
+        dt_min, dt_max: range of the log-uniform step-size init (Remark 5.6).
+        real_transform: keeps ``Re Lambda < 0``: ``exp`` (default), ``softplus``, ``relu``, ``none``.
+        bidirectional: causal and anti-causal kernels (two C's); no recurrent state then.
+        trainable_B: train B (default) or freeze it.
+        cauchy_backend: ``chunked`` (default, O(H(N+L)) memory) or ``naive`` (reference).
+        seed: seed for this layer's random init.
+
+    Shapes:
+        forward: (B, L, H) -> (B, L, H); kernel(L): (H, L) or (2, H, L); state: (B, H, N/2) complex.
+
+    Parameters per channel: Lambda, B, C in C^{N/2}, P in C^{r x N/2}, log dt, D:
+    (3 + r) N + 2 reals (4N + 2 for r = 1, cf. §7.1's 4N + 1 without D).
+
+    Cost of ``kernel(L)`` (H channels, M = N/2, r): time O(H M L (1+r)^2) multiply-adds in the
+    Cauchy sums + O(H L log L) FFT + O(H N^3 log L) for ``dA^L``; memory
+    ``~ 16 (1+r)^2 H (L/2+1) + 8 H N^2 log2(L)`` bytes (fp32, autograd included) plus one Cauchy
+    work chunk, i.e. O(H (r^2 L + N^2 log L)), never O(H N L). The layer's forward adds the FFT
+    convolution, O(B H L) memory. Measured: B=1, H=256, N=64, L=65536 fwd+bwd peaks at 1.67 GiB
+    process RSS (0.30 GiB of it before the run; ``benchmarks/bench_s4.py``).
+
+    Example::
+
+        >>> layer = S4(d_model=4, d_state=8)
+        >>> y = layer(torch.randn(2, 16, 4))
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        init: str = "legs",
+        rank: Optional[int] = None,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        real_transform: str = "exp",
+        bidirectional: bool = False,
+        trainable_B: bool = True,
+        cauchy_backend: str = "chunked",
+        seed: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.d_model = check_positive_int("d_model", d_model)
+        self.d_state = check_positive_int("d_state", d_state)
+        self.init = check_choice("init", init, S4_INITS)
+        self.real_transform = check_choice("real_transform", real_transform, REAL_TRANSFORMS)
+        self.cauchy_backend = check_choice("cauchy_backend", cauchy_backend, tuple(CAUCHY_BACKENDS))
+        if d_state % 2:
+            raise ValueError(
+                f"d_state={d_state} is odd: S4 stores d_state/2 conjugate pairs of modes, so use an even "
+                "d_state (HiPPO DPLR forms are conjugate-symmetric only for even N)"
+            )
+        if rank is not None:
+            rank = check_positive_int("rank", rank)
+            if rank < S4_MIN_RANK[self.init]:
+                raise ValueError(
+                    f"init={self.init!r} needs rank >= {S4_MIN_RANK[self.init]} (its low-rank term, Cor 6.8), "
+                    f"got rank={rank}"
+                )
+        self.rank = S4_MIN_RANK[self.init] if rank is None else rank
+        self.bidirectional = bool(bidirectional)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+
+        H, M = d_model, d_state // 2
+        self.n_modes = M
+        Lam, P, B = s4_init(self.init, d_state, H, self.rank, gen)
+        dtype = torch.get_default_dtype()
+        self.log_dt = nn.Parameter(log_dt_init(H, dt_min, dt_max, gen).to(dtype))
+        decay = (-Lam.real).clamp(min=_REAL_FLOOR)
+        self.Lambda_real = nn.Parameter(real_inverse(decay, self.real_transform).to(dtype))
+        self.Lambda_imag = nn.Parameter(Lam.imag.to(dtype))
+        self.P = nn.Parameter(torch.view_as_real(P).to(dtype))
+        Bv = torch.view_as_real(B).to(dtype)
+        if trainable_B:
+            self.B = nn.Parameter(Bv)
+        else:
+            self.register_buffer("B", Bv)
+        K = 2 if self.bidirectional else 1
+        self.C = nn.Parameter(torch.view_as_real(c_init((K, H, M), gen)).to(dtype))
+        self.D = nn.Parameter(torch.randn(H, generator=gen, dtype=torch.float64).to(dtype))
+
+    # ---- parameterization ---------------------------------------------------------------------
+    def ssm_parameters(self) -> Iterator[nn.Parameter]:
+        for p in (self.log_dt, self.Lambda_real, self.Lambda_imag, self.P, self.B):
+            if isinstance(p, nn.Parameter):
+                yield p
+
+    def continuous_system(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        r"""``(Lambda (H, M), P (r, H, M), B (H, M), C (K, H, M))`` complex; A = Lambda - P P^*.
+
+        Raises ValueError if some ``Re(Lambda) >= 0`` (possible only with ``real_transform='none'``
+        or an underflowing transform): Lemma 3.8 then no longer guarantees a Hurwitz A.
+        """
+        re = -real_forward(self.Lambda_real, self.real_transform)
+        if bool((re >= 0).any()):
+            bad = int((re >= 0).sum())
+            raise ValueError(
+                f"{bad} entries of Re(Lambda) are >= 0, so A = Lambda - P P^* is not guaranteed Hurwitz "
+                "(Lemma 3.8); use real_transform='exp' or 'softplus' to keep Lambda stable by construction"
+            )
+        Lam = torch.complex(re, self.Lambda_imag)
+        return (Lam, torch.view_as_complex(self.P), torch.view_as_complex(self.B), torch.view_as_complex(self.C))
+
+    def _dt(self, rate: float) -> Tensor:
+        return torch.exp(self.log_dt) * rate
+
+    def _no_autocast(self):
+        dev = self.D.device.type
+        try:
+            return torch.autocast(device_type=dev, enabled=False)
+        except RuntimeError:  # pragma: no cover - device without autocast support
+            return contextlib.nullcontext()
+
+    # ---- convolution view ---------------------------------------------------------------------
+    def kernel(self, L: int, rate: float = 1.0) -> Tensor:
+        """Kernel (H, L), or (2, H, L) if bidirectional, by Algorithm 1 (app. C.1.2, Thm 3.6).
+
+        Equals the power kernel ``(c^T dA^l dB)_{l<L}`` of :meth:`dense_system` (tests: 1e-9 in fp64).
+        """
+        if isinstance(L, bool) or not isinstance(L, int) or L < 1:
+            raise ValueError(f"kernel length L must be a positive integer, got {L!r}")
+        rate = check_rate(rate)
+        with self._no_autocast():
+            Lam, P, B, C = self.continuous_system()
+            K = dplr_kernel(Lam, P, B, C, self._dt(rate), L, backend=self.cauchy_backend)
+        return K if self.bidirectional else K[0]
+
+    def dense_system(self, rate: float = 1.0) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        r"""The equivalent real dense discrete SSM (reference; O(H N^2) memory, O(H N^3) time).
+
+        Returns ``(dA (H, N, N), dB (H, N), C (H, N), dt (H,))``, real, with the kernel
+        ``K_l = C dA^l dB`` and state ``xi = [Re x; Im x]`` (x the layer's half state). For a
+        bidirectional layer C is the causal direction's.
+        """
+        rate = check_rate(rate)
+        Lam, P, B, C = self.continuous_system()
+        dt = self._dt(rate)
+        A, b, c = dplr_real_system(Lam, P, B, C[0])
+        dA = bilinear_real(A, dt)
+        s = (dt / 2)[:, None, None]
+        eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+        dB = torch.linalg.solve(eye - s * A, (dt[:, None] * b).unsqueeze(-1)).squeeze(-1)
+        return dA, dB, c, dt
+
+    # ---- recurrent view -----------------------------------------------------------------------
+    def initial_state(self, batch_size: int) -> Tensor:
+        """Zero state (B, H, N/2), complex (the half of the conjugate-symmetric state)."""
+        cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
+        return torch.zeros(batch_size, self.d_model, self.n_modes, dtype=cdtype, device=self.D.device)
+
+    def _step_system(self, rate: float) -> Tuple[DPLRStep, Tensor]:
+        """Discretized step (cached without autograd until a parameter changes), and C (H, M)."""
+        key = (rate, tuple((id(t), t._version) for t in self.parameters()), tuple(id(b) for b in self.buffers()))
+        cached = getattr(self, "_step_cache", None)
+        if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
+            return cached[1]
+        with self._no_autocast():
+            Lam, P, B, C = self.continuous_system()
+            value = (DPLRStep.build(Lam, P, B, self._dt(rate)), C[0])
+        if not torch.is_grad_enabled():
+            self._step_cache = (key, value)
+        return value
+
+    def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
+        r"""One bilinear recurrent step in O(N r) per channel (Thm 3.5, app. C.1.1, via Woodbury).
+
+        ``state' = dA state + dB x``, ``y = 2 Re(C . state') + D x``.
+
+        Args:
+            x: (B, H). state: (B, H, N/2) complex.
+
+        Returns:
+            ``(y (B, H), state')``.
+        """
+        self._check_step_input(x, state)
+        st, C = self._step_system(check_rate(rate))
+        u = x.to(self.param_dtype)
+        state = st(state, u)
+        y = 2 * (C * state).sum(-1).real + self.D * u
+        return y.to(x.dtype), state
+
+    def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:
+        with self._no_autocast():
+            Lam, P, _, C = self.continuous_system()
+            y = dplr_zero_input(Lam, P, C[0], self._dt(rate), state, L, backend=self.cauchy_backend)
+        return y.transpose(1, 2)
+
+    def _advance_state(self, state: Optional[Tensor], x: Tensor, rate: float) -> Tensor:
+        with self._no_autocast():
+            Lam, P, B, _ = self.continuous_system()
+            return dplr_advance(Lam, P, B, self._dt(rate), x.transpose(1, 2), state, backend=self.cauchy_backend)
+
+    # ---- inference fast path ------------------------------------------------------------------
+    @torch.no_grad()
+    def diagonalize(self, rate: float = 1.0, check_length: int = 256, tol: float = 1e-4) -> "DiagonalizedS4":
+        r"""Diagonalize ``dA`` once for inference: an O(N) complex-diagonal step, no Woodbury.
+
+        Eigendecomposition of the real (H, N, N) discrete state matrix (Lemma 3.3 conjugation),
+        in float64. It is only as accurate as the eigenbasis is well conditioned; HiPPO-LegS has an
+        exponentially ill-conditioned one (Lemma 6.6). Measured for the default LegS init (fp64,
+        256 steps): kernel rel. error 1.5e-9 (N=32), 7e-9 (64), 2e-8 (128), 1.1e-7 (256) -- usable,
+        but growing with N. The kernels of both forms are compared over ``check_length`` steps and
+        ValueError is raised if the relative error exceeds ``tol``.
+
+        Returns:
+            a :class:`DiagonalizedS4` (a causal ``DiagonalSSM``) for this ``rate``; convert a
+            state of this layer with :meth:`DiagonalizedS4.from_dplr_state`.
+        """
+        if self.bidirectional:
+            raise ValueError("a bidirectional layer is not causal and has no recurrent form to diagonalize")
+        rate = check_rate(rate)
+        dA, dB, c, _ = (t.double() for t in self.dense_system(rate))
+        lam, V = torch.linalg.eig(dA)                                   # (H, N), (H, N, N)
+        dBd = torch.linalg.solve(V, dB.to(V.dtype).unsqueeze(-1)).squeeze(-1)
+        Cd = torch.einsum("hn,hnm->hm", c.to(V.dtype), V)
+        exact = DiagonalizedS4(lam, dBd, Cd, V, self.D.detach().double(), rate)
+        ref = self.kernel(check_length, rate).double()
+        err = float((exact.kernel(check_length) - ref).norm() / ref.norm().clamp(min=1e-300))
+        if not err <= tol:
+            raise ValueError(
+                f"diagonalizing this S4 layer is numerically inaccurate (kernel rel. error {err:.1e} > tol={tol:g} "
+                f"over {check_length} steps; eigenbasis condition number up to {float(torch.linalg.cond(V).max()):.1e}). "
+                "HiPPO-LegS-like matrices cannot be diagonalized stably (Lemma 6.6): use S4.step (DPLR, O(N))"
+            )
+        if self.param_dtype == torch.float64:
+            layer = exact
+        else:
+            cd = torch.complex64
+            layer = DiagonalizedS4(lam.to(cd), dBd.to(cd), Cd.to(cd), V.to(cd), self.D.detach().clone(), rate)
+        layer.kernel_error = err
+        return layer
+
+    def extra_repr(self) -> str:
+        s = f"d_model={self.d_model}, d_state={self.d_state}, init={self.init!r}, rank={self.rank}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        return s
+
+
+class DiagonalizedS4(DiagonalSSM):
+    r"""A fixed diagonal form of an S4 layer (from :meth:`S4.diagonalize`), for fast inference.
+
+    ``N`` complex modes (all eigenvalues of the real N x N ``dA``, conjugate pairs included), output
+    ``Re(C . x)``; buffers only, for one ``rate``. State (B, H, N) complex, in the eigenbasis.
+    Built in the dtype of the S4 layer; do not cast it with ``.float()``/``.double()`` (the
+    complex buffers would not follow): call :meth:`S4.diagonalize` on a cast layer instead.
+    """
+
+    def __init__(self, eig: Tensor, dB: Tensor, C: Tensor, V: Tensor, D: Tensor, rate: float) -> None:
+        super().__init__()
+        self.d_model, self.n_modes = eig.shape
+        self.bidirectional = False
+        self.rate = rate
+        self.kernel_error = float("nan")
+        self.register_buffer("log_dA", torch.log(eig))
+        self.register_buffer("dB", dB)
+        self.register_buffer("Cd", C)
+        self.register_buffer("V", V)
+        self.register_buffer("D", D)
+
+    def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:
+        if check_rate(rate) != self.rate:
+            raise ValueError(f"this diagonal form was computed for rate={self.rate}; call S4.diagonalize(rate={rate})")
+        return DiagonalSystem(log_dA=self.log_dA, dB=self.dB, C=self.Cd[None], scale=1.0)
+
+    def from_dplr_state(self, state: Tensor) -> Tensor:
+        """S4 half state (B, H, N/2) -> eigen-coordinates (B, H, N): ``V^{-1} [Re x; Im x]``."""
+        xi = torch.cat([state.real, state.imag], -1).to(self.V.dtype)
+        return torch.linalg.solve(self.V, xi.unsqueeze(-1)).squeeze(-1)

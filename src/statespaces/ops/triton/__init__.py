@@ -1,0 +1,13 @@
+r"""Triton kernels for the hot loops of the SSM layers (issue #12).
+
+Each kernel computes the same function as a PyTorch implementation and its reference twin, and
+is reached through :mod:`statespaces.kernels.dispatch` (CUDA tensors, ``triton`` importable); it is
+never required. Importing this package does not import ``triton``; the submodules do:
+
+* :mod:`.vandermonde`: fused S4D kernel generation ``Re sum_n c_n exp(l w_n)`` with backward;
+* :mod:`.scan`: chunked diagonal linear-recurrence scan ``x_l = a_l x_{l-1} + b_l`` with backward;
+* :mod:`.cauchy`: DPLR Cauchy sums ``sum_n v_n / (z_k - w_n)`` with backward.
+
+Complex tensors are handled as (re, im) pairs of fp32 and accumulated in fp32.
+"""
+__all__ = ["vandermonde", "scan", "cauchy"]

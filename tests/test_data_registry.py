@@ -1,0 +1,89 @@
+"""statespaces.data.DATASETS: every registered name loads (small sizes) and feeds the classifier."""
+import importlib.util
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from statespaces.data import DATASETS, SequenceData, get_dataset
+from statespaces.data.base import TokenDataset
+from statespaces.data.fashion_mnist import find_root
+from statespaces.data.ucr import available_problems
+
+SMALL = {
+    "fashion_mnist": dict(n_train=40, n_test=20), "pfashion_mnist": dict(n_train=40, n_test=20),
+    "fashion_mnist14": dict(n_train=40, n_test=20), "pfashion_mnist14": dict(n_train=40, n_test=20),
+    "mnist1d": dict(num_samples=200),
+    "listops": dict(n_train=8, n_test=4, min_length=20, max_length=60),
+    "pathfinder": dict(n_train=8, n_test=4),
+    "copying": dict(n_train=8, n_test=4, delay=20),
+    "adding": dict(n_train=8, n_test=4, length=30),
+    "selective_copying": dict(n_train=8, n_test=4, length=30),
+    "associative_recall": dict(n_train=8, n_test=4),
+}
+
+
+def _available(name):
+    if "fashion" in name:
+        try:
+            find_root()
+        except FileNotFoundError as e:
+            return str(e)
+    if name.startswith("ucr:") and name[4:] not in available_problems():
+        return f"{name[4:]} not installed: pip install --no-deps aeon"
+    if name == "mnist1d":
+        if importlib.util.find_spec("mnist1d") is None:
+            return "mnist1d not installed: pip install mnist1d"
+    return None
+
+
+def test_expected_names_registered():
+    for name in ("digits", "pdigits", "fashion_mnist", "pfashion_mnist", "fashion_mnist14", "mnist1d", "listops",
+                 "pathfinder", "copying", "adding", "selective_copying", "associative_recall", "ucr:JapaneseVowels",
+                 "ucr:BasicMotions", "ucr:GunPoint", "ucr:ArrowHead", "ucr:ItalyPowerDemand", "ucr:ACSF1"):
+        assert name in DATASETS
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_every_name_loads_and_batches(name):
+    reason = _available(name)
+    if reason:
+        pytest.skip(reason)
+    data = DATASETS[name](seed=0, **SMALL.get(name, {}))
+    assert isinstance(data, SequenceData) and data.task == "classification"
+    for split in (data.train, data.test):   # what statespaces.train.loop checks
+        y = split.tensors[1]
+        assert len(split) > 0 and y.dtype == torch.int64 and 0 <= int(y.min()) and int(y.max()) < data.n_classes
+    batch = next(iter(DataLoader(data.train, batch_size=4)))
+    x = batch[0]
+    assert x.dtype == torch.float32 and x.shape[1:] == (data.length, data.d_input)
+    assert isinstance(data.train, TokenDataset) == (name in ("listops", "copying", "selective_copying",
+                                                              "associative_recall"))
+
+
+def test_dynamic_ucr_names_and_unknown_names():
+    assert "ucr:AnyProblem" in DATASETS and "ucr:" not in DATASETS and "nope" not in DATASETS
+    if "UnitTest" in available_problems():
+        assert get_dataset("ucr:UnitTest").name == "ucr:UnitTest"  # not in the listed keys
+    with pytest.raises(ValueError, match="unknown UCR/UEA problem"):
+        DATASETS["ucr:NoSuchProblem"](seed=0)
+    with pytest.raises(ValueError, match=r"unknown dataset 'nope'; valid datasets: .*digits.*listops"):
+        get_dataset("nope")
+    with pytest.raises(KeyError, match="valid datasets"):
+        DATASETS["nope"]
+
+
+def test_dataset_validation_errors():
+    from torch.utils.data import TensorDataset
+
+    ok = TensorDataset(torch.zeros(3, 5, 1), torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), found \[2, 2\]"):
+        SequenceData(ok, TensorDataset(torch.zeros(1, 5, 1), torch.tensor([2])), 1, 2, 5, "bad")
+    with pytest.raises(ValueError, match="test split is empty"):
+        SequenceData(ok, TensorDataset(torch.zeros(0, 5, 1), torch.zeros(0, dtype=torch.long)), 1, 2, 5, "bad")
+    with pytest.raises(ValueError, match="int64"):
+        SequenceData(ok, TensorDataset(torch.zeros(1, 5, 1), torch.tensor([0.0])), 1, 2, 5, "bad")
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, 5\]"):
+        SequenceData(ok, TensorDataset(torch.zeros(1, 5, 1), torch.tensor([0]), torch.tensor([6])), 1, 2, 5, "bad")
+    with pytest.raises(ValueError, match="shape"):
+        SequenceData(ok, TensorDataset(torch.zeros(1, 4, 1), torch.tensor([0])), 1, 2, 5, "bad")
