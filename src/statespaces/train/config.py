@@ -144,11 +144,37 @@ def load_config_file(path: str) -> Dict[str, Any]:
 
 #: Named recipes; each is a partial config merged over the defaults.
 PRESETS: Dict[str, Dict[str, Any]] = {
+    # sequential digits (sklearn 8x8, L=64): the default main job and its layer/ordering variants
     "digits-s4d": {},
     "pdigits-s4d": {"data": {"name": "pdigits"}},
     "digits-s4": {"model": {"layer": "s4"}},
     "digits-linoss": {"model": {"layer": "linoss", "layer_kwargs": {}}, "trainer": {"lr": 3e-3}},
+    # UCR/UEA (aeon's .ts files): variable-length multichannel speech features, and motion sensors
+    "japanese-vowels-s4d": {"data": {"name": "ucr:JapaneseVowels"},
+                            "model": {"d_model": 32, "n_layers": 2}, "trainer": {"epochs": 20, "batch_size": 32}},
+    "japanese-vowels-s4": {"data": {"name": "ucr:JapaneseVowels"}, "model": {"layer": "s4", "d_model": 32, "n_layers": 2},
+                           "trainer": {"epochs": 20, "batch_size": 32}},
+    "japanese-vowels-linoss": {"data": {"name": "ucr:JapaneseVowels"},
+                               "model": {"layer": "linoss", "d_model": 32, "n_layers": 2},
+                               "trainer": {"epochs": 20, "batch_size": 32, "lr": 3e-3}},
+    "basicmotions-s4d": {"data": {"name": "ucr:BasicMotions"}, "model": {"d_model": 32, "n_layers": 2},
+                         "trainer": {"epochs": 40, "batch_size": 8}},
+    # long-range synthetic tasks generated here (LRA-style), CPU-sized
+    "listops-s4d": {"data": {"name": "listops"}, "model": {"d_model": 64, "n_layers": 4, "pool": "mean"},
+                    "trainer": {"epochs": 5, "batch_size": 32}},
+    "pathfinder-s4d": {"data": {"name": "pathfinder"}, "model": {"d_model": 64, "n_layers": 4},
+                       "trainer": {"epochs": 10, "batch_size": 32}},
+    # sequential / permuted Fashion-MNIST, L = 784 (GPU-sized; Debian's dataset-fashion-mnist)
+    "sfmnist-s4d": {"data": {"name": "fashion_mnist"}, "model": {"d_model": 128, "n_layers": 4},
+                    "trainer": {"epochs": 20, "batch_size": 64, "lr": 4e-3, "weight_decay": 0.01, "device": "auto"}},
+    "psfmnist-s4d": {"data": {"name": "pfashion_mnist"}, "model": {"d_model": 128, "n_layers": 4},
+                     "trainer": {"epochs": 20, "batch_size": 64, "lr": 4e-3, "weight_decay": 0.01}},
+    "fmnist14-s4d": {"data": {"name": "fashion_mnist14", "kwargs": {"n_train": 10000}}, "trainer": {"epochs": 3}},
 }
+
+#: Presets that finish in minutes on a 2-core CPU (the others are meant for a GPU).
+CPU_PRESETS = ("digits-s4d", "pdigits-s4d", "digits-s4", "digits-linoss", "japanese-vowels-s4d", "japanese-vowels-s4",
+               "japanese-vowels-linoss", "basicmotions-s4d", "listops-s4d", "pathfinder-s4d", "fmnist14-s4d")
 
 
 def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
