@@ -30,6 +30,7 @@ def _worker(rank, world, init_file, out_file):
     torch.nn.functional.cross_entropy(model(x[shard]), y[shard]).backward()
     if rank == 0:
         torch.save({n: p.grad for n, p in model.module.named_parameters()}, out_file)
+    dist.barrier()  # both ranks finished before the gloo context is torn down
     dist.destroy_process_group()
 
 

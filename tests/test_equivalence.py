@@ -100,7 +100,8 @@ def test_bf16_autocast_close_to_fp32(name):
     assert float((y.float() - ref).abs().max()) < 0.05 * float(ref.abs().max())
 
 
-BAD_INPUTS = st.sampled_from(["rank2", "rank4", "channels", "int", "complex", "nan", "inf", "empty", "float64"])
+BAD_INPUTS = st.sampled_from(["rank2", "rank4", "channels", "int", "complex", "nan", "inf", "empty", "float64",
+                               "device", "huge"])
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
@@ -113,7 +114,16 @@ def test_fuzz_bad_input_raises_documented_errors(name, kind, L):
         "int": torch.ones(2, L, 3, dtype=torch.int32), "complex": torch.randn(2, L, 3, dtype=torch.complex64),
         "nan": torch.full((2, L, 3), float("nan")), "inf": torch.full((2, L, 3), float("inf")),
         "empty": torch.randn(2, 0, 3), "float64": torch.randn(2, L, 3, dtype=torch.float64),
+        "device": torch.randn(2, L, 3, device="meta"), "huge": torch.full((2, L, 3), 1e38),
     }[kind]
+    if kind == "huge":  # finite but huge input: a finite answer or FloatingPointError, never inf/NaN silently
+        try:
+            y = layer(x)
+        except FloatingPointError as e:
+            assert "overflowed" in str(e)
+            return
+        assert torch.isfinite(y).all()
+        return
     with pytest.raises((ValueError, TypeError)):
         layer(x)
     if x.dim() == 3 and x.shape[1] > 0:

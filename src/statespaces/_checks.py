@@ -44,9 +44,19 @@ def check_finite(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name} contains NaN or inf values; clean the input before calling the layer")
 
 
-def check_sequence(x: torch.Tensor, d_model: int, param_dtype: torch.dtype, name: str = "input") -> None:
-    """Validate a batch-first sequence ``x`` of shape (B, L, H) for a layer of width ``d_model``."""
+def check_device(name: str, x: torch.Tensor, device: torch.device) -> None:
+    if x.device != device:
+        raise ValueError(f"{name} is on {x.device} but the layer is on {device}; move one with .to(device)")
+
+
+def check_sequence(
+    x: torch.Tensor, d_model: int, param_dtype: torch.dtype, name: str = "input", device: torch.device = None
+) -> None:
+    """Validate a batch-first sequence ``x`` of shape (B, L, H) for a layer of width ``d_model``
+    (and, when ``device`` is given, living on that device)."""
     check_real_float(name, x)
+    if device is not None:
+        check_device(name, x, device)
     if x.dim() != 3:
         raise ValueError(
             f"{name} must have shape (batch, length, d_model={d_model}), got {tuple(x.shape)} "
@@ -58,6 +68,20 @@ def check_sequence(x: torch.Tensor, d_model: int, param_dtype: torch.dtype, name
         raise ValueError(f"{name} has length 0; sequences must have at least one step")
     check_dtype_compatible(name, x, param_dtype)
     check_finite(name, x)
+
+
+def check_output(y: torch.Tensor, x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
+    """Refuse to return a non-finite output for a finite input: name the non-finite parameters of
+    ``module`` if there are any, otherwise report a float overflow of a too-large input."""
+    if CHECK_FINITE and not bool(torch.isfinite(y).all()):
+        bad = [n for n, p in module.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise FloatingPointError(f"the layer output is not finite because these parameters are not: {bad}")
+        raise FloatingPointError(
+            f"the layer output overflowed {y.dtype} (input magnitude up to {float(x.abs().max()):.3g}); "
+            "rescale the input or run the layer in float64"
+        )
+    return y
 
 
 def check_dtype_compatible(name: str, x: torch.Tensor, param_dtype: torch.dtype) -> None:

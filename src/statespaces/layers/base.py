@@ -20,7 +20,14 @@ from typing import Iterator, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .._checks import check_dtype_compatible, check_finite, check_real_float, check_sequence
+from .._checks import (
+    check_device,
+    check_dtype_compatible,
+    check_finite,
+    check_output,
+    check_real_float,
+    check_sequence,
+)
 from ..kernels.vandermonde import vandermonde, vandermonde_transpose
 from ..ops.fftconv import fftconv
 
@@ -83,7 +90,7 @@ class SSMLayer(nn.Module):
         Returns:
             y (B, L, H) in the dtype of x, and the new state if ``return_state``.
         """
-        check_sequence(x, self.d_model, self.param_dtype)
+        check_sequence(x, self.d_model, self.param_dtype, device=self.D.device)
         rate = check_rate(rate)
         if self.bidirectional and (state is not None or return_state):
             raise ValueError("a bidirectional layer is not causal: it has no recurrent state")
@@ -94,7 +101,7 @@ class SSMLayer(nn.Module):
         if state is not None:
             self._check_state(state, u.shape[0])
             y = y + self._zero_input_response(state, L, rate)
-        y = y.to(in_dtype)
+        y = check_output(y, u, self).to(in_dtype)
         if return_state:
             return y, self._advance_state(state, u, rate)
         return y
@@ -109,6 +116,7 @@ class SSMLayer(nn.Module):
         if self.bidirectional:
             raise ValueError("a bidirectional layer is not causal and cannot be stepped")
         check_real_float("x", x)
+        check_device("x", x, self.D.device)
         if x.dim() != 2 or x.shape[-1] != self.d_model:
             raise ValueError(f"step input must have shape (batch, d_model={self.d_model}), got {tuple(x.shape)}")
         check_dtype_compatible("x", x, self.param_dtype)

@@ -36,7 +36,7 @@ from typing import Iterator, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_positive_int, check_sequence
+from .._checks import check_choice, check_output, check_positive_int, check_sequence
 from ..kernels.oscillator import (
     IMEX_MAX_DT2A,
     check_oscillator_params,
@@ -252,7 +252,7 @@ class LinOSS(SSMLayer):
             rate: multiplies dt (a signal sampled ``rate`` times more coarsely).
             mode: ``"scan"`` / ``"conv"`` / ``"loop"``; default the layer's ``mode``.
         """
-        check_sequence(x, self.d_model, self.param_dtype)
+        check_sequence(x, self.d_model, self.param_dtype, device=self.D.device)
         rate = check_rate(rate)
         mode = self.mode if mode is None else check_choice("mode", mode, LINOSS_MODES)
         if state is not None:
@@ -271,7 +271,7 @@ class LinOSS(SSMLayer):
             Ms = M2.unsqueeze(0).expand(L, 2, 2, 2 * P)
             X = scan_block2(Ms, F, x0) if mode == "scan" else scan_loop(Ms, F, x0, block=True)
             y_pos, last = X[:, :, 1], X[:, -1]
-        out = (self._output_proj(y_pos) + self.D * u).to(x.dtype)
+        out = check_output(self._output_proj(y_pos) + self.D * u, x, self).to(x.dtype)
         if return_state:
             return out, self._to_complex(last)
         return out

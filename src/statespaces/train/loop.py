@@ -217,16 +217,22 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Dict
             if i < offset:
                 continue  # resuming inside an epoch: the sampler order is a function of (seed, epoch)
             x, y, lengths = _unpack(batch, device)
-            with autocast:
-                logits = net(x, lengths)
+
+            def diverged(what: str) -> FloatingPointError:
+                bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+                return FloatingPointError(
+                    f"{what} at step {step} (epoch {epoch + 1}); non-finite parameters: {bad or 'none'}. Lower "
+                    f"trainer.lr / trainer.ssm_lr or set trainer.grad_clip; the last good checkpoint is in {ckpts.dir}"
+                )
+
+            try:
+                with autocast:
+                    logits = net(x, lengths)
+            except FloatingPointError as e:
+                raise diverged(f"the forward pass failed ({e})") from e
             loss = nn.functional.cross_entropy(logits.float(), y)
             if not torch.isfinite(loss):
-                bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-                raise FloatingPointError(
-                    f"loss became {loss.item()} at step {step} (epoch {epoch + 1}); non-finite parameters: "
-                    f"{bad or 'none'}. Lower trainer.lr / trainer.ssm_lr or set trainer.grad_clip; the last "
-                    f"good checkpoint is in {ckpts.dir}"
-                )
+                raise diverged(f"loss became {loss.item()}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if t_cfg.grad_clip > 0:
@@ -267,16 +273,19 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Dict
             checkpoint(is_best)
         else:
             run = {"loss": 0.0, "correct": 0, "seen": 0}
-    if not main:
-        return {}
-    _write_metrics(out, history)
-    final = history[-1] if history else {}
-    summary = {
-        "dataset": data.name, "layer": cfg.model.layer, "params": n_params, "epochs": t_cfg.epochs,
-        "test_acc": final.get("test_acc"), "best_selection_acc": best_acc, "processes": world,
-        "train_seconds_this_run": time.time() - t_start, "checkpoints": str(ckpts.dir), "best": str(ckpts.best),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary: Dict[str, Any] = {}
+    if main:
+        _write_metrics(out, history)
+        final = history[-1] if history else {}
+        summary = {
+            "dataset": data.name, "layer": cfg.model.layer, "params": n_params, "epochs": t_cfg.epochs,
+            "test_acc": final.get("test_acc"), "best_selection_acc": best_acc, "processes": world,
+            "train_seconds_this_run": time.time() - t_start, "checkpoints": str(ckpts.dir), "best": str(ckpts.best),
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if world > 1:  # every rank done before the process group is torn down
+        dist.barrier()
+        dist.destroy_process_group()
     return summary
 
 
