@@ -150,7 +150,8 @@ class SaShiMi(nn.Module):
         n_pools: number of pools when ``pool`` is an int.
         ff_expand: FF-block expansion (thesis: 2); 0 disables the FF blocks.
         layer, layer_kwargs: SSM layer name for :func:`~statespaces.layers.registry.make_layer`
-            (``"s4"`` with its Hurwitz form is the thesis's choice, §8.4.2) and its options.
+            (default ``"s4"``: DPLR with the Hurwitz form Lambda - P P^*, the thesis's choice for
+            stable generation, §8.4.2) and its options.
         unet: also put ``n_layers`` pairs on the down path before each pool (the "symmetric U-Net"
             of the footnote to Table 8.6; still causal here).
         dropout, mixing, norm: passed to the residual blocks (thesis: no dropout, linear mixing,
@@ -171,7 +172,7 @@ class SaShiMi(nn.Module):
         expand: int = 2,
         n_pools: int = 2,
         ff_expand: int = 2,
-        layer: str = "s4d",
+        layer: str = "s4",
         layer_kwargs: Optional[Dict[str, Any]] = None,
         unet: bool = False,
         dropout: float = 0.0,
