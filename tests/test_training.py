@@ -231,3 +231,24 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
     assert "test accuracy" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["train", "--epochs", "3"])
+
+
+def test_regression_and_seq2seq_tasks_train_and_evaluate(tmp_path):
+    """The trainer also fits scalar regression (adding problem, MSE, R^2) and sequence-to-sequence
+    targets (copying: per-step outputs, cross-entropy on the last k steps, token accuracy)."""
+    from statespaces.train.loop import evaluate_checkpoint
+
+    small = [("model.d_model", "16"), ("model.n_layers", "1"), ("model.d_state", "8"), ("trainer.epochs", "2"),
+             ("trainer.batch_size", "16")]
+    reg = build_config(overrides=small + [
+        ("data.name", "adding"), ("data.kwargs", '{"target": "regression", "n_train": 200, "n_test": 50, "length": 30}'),
+        ("trainer.out", str(tmp_path / "reg"))])
+    s = train(reg, progress=False)
+    assert s["task"] == "regression" and s["test_acc"] <= 1.0
+    seq = build_config(overrides=small + [
+        ("data.name", "copying"), ("data.kwargs", '{"target": "sequence", "n_train": 200, "n_test": 50}'),
+        ("trainer.out", str(tmp_path / "seq"))])
+    s = train(seq, progress=False)
+    assert s["task"] == "seq2seq" and 0.0 <= s["test_acc"] <= 1.0
+    res = evaluate_checkpoint(str(tmp_path / "seq" / "best"))
+    assert abs(res["acc"] - s["test_acc"]) < 1e-9

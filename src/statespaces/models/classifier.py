@@ -26,10 +26,12 @@ class SequenceClassifier(nn.Module):
         d_model: width H of the SSM blocks.
         n_layers: number of residual blocks.
         layer: SSM layer name (``"s4d"``, ``"s4"``, ``"linoss"``) and ``layer_kwargs`` for it.
-        pool: ``"mean"`` over time (padding-aware with ``lengths``) or ``"last"`` step.
+        pool: ``"mean"`` over time (padding-aware with ``lengths``), ``"last"`` step, or ``"none"``
+            for per-step outputs (B, L, n_classes): per-step regression or sequence-to-sequence heads.
         norm, prenorm, dropout, mixing: passed to every :class:`ResidualBlock`.
 
-    Shapes: forward(x (B, L, d_input), lengths (B,) optional) -> logits (B, n_classes).
+    Shapes: forward(x (B, L, d_input), lengths (B,) optional) -> logits (B, n_classes), or
+    (B, L, n_classes) with ``pool="none"``. ``n_classes=1`` gives a scalar regression head.
     """
 
     def __init__(
@@ -48,9 +50,9 @@ class SequenceClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.d_input = check_positive_int("d_input", d_input)
-        check_positive_int("n_classes", n_classes, 2)
+        check_positive_int("n_classes", n_classes, 1)
         check_positive_int("n_layers", n_layers)
-        self.pool = check_choice("pool", pool, ("mean", "last"))
+        self.pool = check_choice("pool", pool, ("mean", "last", "none"))
         self.encoder = nn.Linear(d_input, d_model)
         kwargs = dict(layer_kwargs or {})
         self.blocks = nn.ModuleList(
@@ -66,6 +68,8 @@ class SequenceClassifier(nn.Module):
         for block in self.blocks:
             h = block(h, rate=rate)
         h = self.final_norm(h)
+        if self.pool == "none":
+            return self.decoder(h)
         if lengths is None:
             pooled = h.mean(1) if self.pool == "mean" else h[:, -1]
         else:

@@ -68,8 +68,9 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"{cfg.data.name} for {t.epochs} epochs -> {t.out}", flush=True)
         summary = train(cfg, resume=args.resume, progress=not args.no_progress)
         if summary:
+            score = "R^2" if summary["task"] == "regression" else "accuracy"
             print(
-                f"\ndone: {summary['dataset']} test accuracy {100 * summary['test_acc']:.2f}%, "
+                f"\ndone: {summary['dataset']} test {score} {100 * summary['test_acc']:.2f}%, "
                 f"{summary['params']:,} parameters, {summary['train_seconds_this_run']:.0f}s; "
                 f"checkpoints in {summary['checkpoints']}, metrics and curves in {t.out}"
             )

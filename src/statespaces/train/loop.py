@@ -37,15 +37,17 @@ from .checkpoint import CorruptCheckpointError, load_checkpoint, pack_state, sav
 from .config import TrainConfig
 
 
-def build_model(cfg: TrainConfig, d_input: int, n_classes: int) -> SequenceClassifier:
+def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: str = "classification") -> SequenceClassifier:
+    """The model of ``cfg``: a pooled classifier/regressor, or per-step outputs for ``task="seq2seq"``."""
     m = cfg.model
+    pool = "none" if task == "seq2seq" else m.pool
     layer_kwargs = dict(d_state=m.d_state)
     if m.layer in ("s4d", "s4"):  # LinOSS keeps the paper's own dt init (sigmoid-parameterized)
         layer_kwargs.update(init=m.init, dt_min=m.dt_min, dt_max=m.dt_max)
     layer_kwargs.update(m.layer_kwargs)
     return SequenceClassifier(
         d_input, n_classes, d_model=m.d_model, n_layers=m.n_layers, layer=m.layer, layer_kwargs=layer_kwargs,
-        pool=m.pool, norm=m.norm, prenorm=m.prenorm, dropout=m.dropout, mixing=m.mixing,
+        pool=pool, norm=m.norm, prenorm=m.prenorm, dropout=m.dropout, mixing=m.mixing,
     )
 
 
@@ -58,9 +60,33 @@ def load_data(cfg: TrainConfig):
         if len(ds) == 0:
             raise ValueError(f"dataset {cfg.data.name!r} has an empty {split} split")
         y = ds.tensors[1]
-        if y.dtype != torch.int64 or int(y.min()) < 0 or int(y.max()) >= data.n_classes:
+        if data.task == "regression":
+            if not y.is_floating_point():
+                raise ValueError(f"{split} targets of the regression task {cfg.data.name!r} must be floats")
+        elif y.dtype != torch.int64 or int(y.min()) < 0 or int(y.max()) >= data.n_classes:
             raise ValueError(f"{split} labels of {cfg.data.name!r} must be int64 in [0, {data.n_classes})")
     return data
+
+
+def task_loss(task: str, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Loss of one batch: cross-entropy (classification), MSE (scalar regression), or cross-entropy
+    over the last ``y.shape[1]`` steps of per-step outputs (seq2seq: emit the answer at the end)."""
+    if task == "regression":
+        return nn.functional.mse_loss(out[:, 0].float(), y.float(), reduction=reduction)
+    if task == "seq2seq":
+        k = y.shape[1]
+        return nn.functional.cross_entropy(out[:, -k:].float().flatten(0, 1), y.flatten(), reduction=reduction)
+    return nn.functional.cross_entropy(out.float(), y, reduction=reduction)
+
+
+def task_hits(task: str, out: torch.Tensor, y: torch.Tensor) -> float:
+    """Correct predictions in a batch (classification: examples; seq2seq: tokens / k per example);
+    for regression the sum of squared errors, turned into R^2 by :func:`_score`."""
+    if task == "regression":
+        return float(((out[:, 0].float() - y.float()) ** 2).sum())
+    if task == "seq2seq":
+        return float((out[:, -y.shape[1]:].argmax(-1) == y).float().mean(-1).sum())
+    return float((out.argmax(-1) == y).sum())
 
 
 def _unpack(batch, device):
@@ -69,19 +95,31 @@ def _unpack(batch, device):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device = torch.device("cpu")) -> Dict[str, float]:
-    """Mean cross-entropy and accuracy of a classifier over ``loader`` (batches (x, y[, lengths]))."""
+def evaluate(
+    model: nn.Module, loader: DataLoader, device: torch.device = torch.device("cpu"), task: str = "classification"
+) -> Dict[str, float]:
+    """Mean loss and score over ``loader`` (batches (x, y[, lengths])). The score ``acc`` is the
+    accuracy (classification: per example; seq2seq: per token) or R^2 (regression)."""
     was_training = model.training
     model.eval()
-    total, loss, correct = 0, 0.0, 0
+    total, loss, hits, ys = 0, 0.0, 0.0, []
     for batch in loader:
         x, y, lengths = _unpack(batch, device)
-        logits = model(x, lengths)
-        loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(-1) == y).sum().item()
+        out = model(x, lengths)
+        loss += task_loss(task, out, y, reduction="sum").item() / (y.shape[1] if task == "seq2seq" else 1)
+        hits += task_hits(task, out, y)
         total += len(y)
+        if task == "regression":
+            ys.append(y.float())
     model.train(was_training)
-    return {"loss": loss / max(total, 1), "acc": correct / max(total, 1)}
+    return {"loss": loss / max(total, 1), "acc": _score(task, hits, total, ys)}
+
+
+def _score(task: str, hits: float, total: int, ys) -> float:
+    if task != "regression":
+        return hits / max(total, 1)
+    y = torch.cat(ys)
+    return 1.0 - hits / max(float(((y - y.mean()) ** 2).sum()), 1e-12)
 
 
 def _distributed() -> Tuple[int, int]:
@@ -151,7 +189,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Dict
         n_val = max(1, int(round(t_cfg.val_fraction * len(train_set))))
         perm = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(t_cfg.seed)).tolist()
         train_set, val_set = Subset(data.train, perm[n_val:]), Subset(data.train, perm[:n_val])
-    model = build_model(cfg, data.d_input, data.n_classes).to(device)
+    task = data.task
+    model = build_model(cfg, data.d_input, data.n_classes, task).to(device)
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.AdamW(param_groups(model, lr=t_cfg.lr, weight_decay=t_cfg.weight_decay, ssm_lr=t_cfg.ssm_lr))
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=t_cfg.seed)
@@ -202,7 +241,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Dict
             "config": cfg.to_dict(), "step": step, "epoch": step // steps_per_epoch, "history": history,
             "best_acc": best_acc, "running": run, "scheduler": sched.state_dict(),
             "optimizer": pack_state("optim", opt.state_dict(), tensors),
-            "d_input": data.d_input, "n_classes": data.n_classes,
+            "d_input": data.d_input, "n_classes": data.n_classes, "task": task,
         }
         ckpts.save(step, tensors, meta, is_best)
 
@@ -230,7 +269,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Dict
                     logits = net(x, lengths)
             except FloatingPointError as e:
                 raise diverged(f"the forward pass failed ({e})") from e
-            loss = nn.functional.cross_entropy(logits.float(), y)
+            loss = task_loss(task, logits, y)
             if not torch.isfinite(loss):
                 raise diverged(f"loss became {loss.item()}")
             opt.zero_grad(set_to_none=True)
@@ -241,32 +280,35 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Dict
             sched.step()
             step += 1
             run["loss"] += loss.item() * len(y)
-            run["correct"] += int((logits.argmax(-1) == y).sum())
+            run["correct"] += task_hits(task, logits.detach(), y)
             run["seen"] += len(y)
             bar.update(1)
-            bar.set_postfix(loss=f"{run['loss'] / run['seen']:.3f}", acc=f"{run['correct'] / run['seen']:.3f}")
+            bar.set_postfix(loss=f"{run['loss'] / run['seen']:.3f}")
             if t_cfg.checkpoint_every and step % t_cfg.checkpoint_every == 0 and step % steps_per_epoch:
                 checkpoint(is_best=False)
         bar.close()
         if world > 1:
             dist.barrier()
         if main:
-            test = evaluate(model, test_loader, device)
-            val = evaluate(model, val_loader, device) if val_loader is not None else None
+            test = evaluate(model, test_loader, device, task)
+            val = evaluate(model, val_loader, device, task) if val_loader is not None else None
+            train_score = (1.0 - run["correct"] / run["seen"] / float(_target_var(train_set))
+                           if task == "regression" else run["correct"] / run["seen"])
             record = {
                 "epoch": epoch + 1, "step": step, "train_loss": run["loss"] / run["seen"],
-                "train_acc": run["correct"] / run["seen"], "val_acc": val["acc"] if val else None,
+                "train_acc": train_score, "val_acc": val["acc"] if val else None,
                 "test_loss": test["loss"], "test_acc": test["acc"], "seconds": time.time() - t0,
             }
             history.append(record)
             select = record["val_acc"] if val else record["test_acc"]
             is_best = select > best_acc
             best_acc = max(best_acc, select)
+            name = "R2" if task == "regression" else "acc"
             print(
                 f"epoch {epoch + 1:3d}/{t_cfg.epochs}  train loss {record['train_loss']:.4f} "
-                f"acc {100 * record['train_acc']:5.1f}%"
-                + (f"  |  val acc {100 * val['acc']:5.1f}%" if val else "")
-                + f"  |  test loss {test['loss']:.4f} acc {100 * test['acc']:5.1f}%  |  {record['seconds']:.1f}s",
+                f"{name} {100 * record['train_acc']:5.1f}%"
+                + (f"  |  val {name} {100 * val['acc']:5.1f}%" if val else "")
+                + f"  |  test loss {test['loss']:.4f} {name} {100 * test['acc']:5.1f}%  |  {record['seconds']:.1f}s",
                 flush=True,
             )
             run = {"loss": 0.0, "correct": 0, "seen": 0}
@@ -278,7 +320,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Dict
         _write_metrics(out, history)
         final = history[-1] if history else {}
         summary = {
-            "dataset": data.name, "layer": cfg.model.layer, "params": n_params, "epochs": t_cfg.epochs,
+            "dataset": data.name, "task": task, "layer": cfg.model.layer, "params": n_params, "epochs": t_cfg.epochs,
             "test_acc": final.get("test_acc"), "best_selection_acc": best_acc, "processes": world,
             "train_seconds_this_run": time.time() - t_start, "checkpoints": str(ckpts.dir), "best": str(ckpts.best),
         }
@@ -287,6 +329,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Dict
         dist.barrier()
         dist.destroy_process_group()
     return summary
+
+
+def _target_var(ds) -> float:
+    """Mean squared deviation of the regression targets of a (sub)dataset (the R^2 denominator)."""
+    base = ds.dataset if isinstance(ds, Subset) else ds
+    y = base.tensors[1].float()
+    if isinstance(ds, Subset):
+        y = y[torch.as_tensor(ds.indices)]
+    return float(((y - y.mean()) ** 2).mean())
 
 
 def _write_metrics(out: Path, history) -> None:
@@ -325,7 +376,7 @@ def load_trained(path: str) -> Tuple[SequenceClassifier, TrainConfig]:
     """Rebuild the model stored in a checkpoint directory (weights only read through safetensors)."""
     tensors, meta = load_checkpoint(path)
     cfg = TrainConfig.from_dict(meta["config"])
-    model = build_model(cfg, meta["d_input"], meta["n_classes"])
+    model = build_model(cfg, meta["d_input"], meta["n_classes"], meta.get("task", "classification"))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     return model, cfg
 
@@ -334,4 +385,4 @@ def evaluate_checkpoint(path: str) -> Dict[str, float]:
     """Test-set loss and accuracy of a saved model."""
     model, cfg = load_trained(path)
     data = load_data(cfg)
-    return evaluate(model, DataLoader(data.test, batch_size=256))
+    return evaluate(model, DataLoader(data.test, batch_size=256), task=data.task)
