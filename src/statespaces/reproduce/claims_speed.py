@@ -21,7 +21,7 @@ def _per_call(fn, reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-@claim("A7", "Recurrent generation is fast and flat in context length (§7.4.2)", "A")
+@claim("A7", "Recurrent generation is fast and flat in context length (§7.4.2)", "A", timed=True)
 def a7(quick: bool, out: Path) -> Result:
     torch.manual_seed(0)
     H = 64

@@ -32,14 +32,15 @@ class Claim:
     title: str
     fn: Callable[[bool, Path], Result]
     tier: str  # "A" exact/theory (quick profile), "B"/"C" training (full profile)
+    timed: bool = False  # the verdict rests on wall-clock timings (reported, never asserted in tests)
 
 
 CLAIMS: Dict[str, Claim] = {}
 
 
-def claim(id: str, title: str, tier: str):
+def claim(id: str, title: str, tier: str, timed: bool = False):
     def wrap(fn):
-        CLAIMS[id] = Claim(id, title, fn, tier)
+        CLAIMS[id] = Claim(id, title, fn, tier, timed)
         return fn
     return wrap
 
