@@ -19,3 +19,17 @@ except ImportError:  # pragma: no cover
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matmuls: 2 OpenMP threads on a busy 2-core machine are ~100x slower than one.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+#: Small causal layers every model-level test runs over: (registry name, layer kwargs).
+SMALL_LAYERS = [("s4d", dict(d_state=8)), ("linoss", dict(d_state=8)), ("s4", dict(d_state=8))]

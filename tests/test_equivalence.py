@@ -5,7 +5,6 @@ each measure once it exists) and random shapes drawn by hypothesis: convolution 
 chunked with random cut points, outputs and input/parameter gradients; bf16 autocast close to fp32;
 fuzzed bad input always raises a documented ValueError/TypeError. HYPOTHESIS_PROFILE=long for more cases.
 """
-import importlib.util
 import math
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from statespaces import S4D, LinOSS
+from statespaces import S4, S4D, LinOSS
 
 FACTORIES = {
     **{f"s4d-{init}": (lambda init=init: lambda H, N, seed: S4D(H, N, init=init, seed=seed))()
@@ -22,11 +21,8 @@ FACTORIES = {
     **{f"linoss-{d}-{m}": (lambda d=d, m=m: lambda H, N, seed: LinOSS(H, N // 2, discretization=d, mode=m, seed=seed))()
        for d in ("IM", "IMEX") for m in ("scan", "conv")},
 }
-if importlib.util.find_spec("statespaces.layers.s4") is not None:
-    from statespaces.layers.s4 import S4
-
-    for measure in ("legs", "legt", "fout"):
-        FACTORIES[f"s4-{measure}"] = (lambda m=measure: lambda H, N, seed: S4(H, N, init=m, seed=seed))()
+for measure in ("legs", "legt", "fout"):
+    FACTORIES[f"s4-{measure}"] = (lambda m=measure: lambda H, N, seed: S4(H, N, init=m, seed=seed))()
 
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 40), st.integers(1, 4), st.sampled_from([2, 4, 8]))
 
@@ -88,7 +84,7 @@ def test_chunked_gradients_equal_full_gradients(name):
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["s4d-legs", "linoss-IM-scan"] + (["s4-legs"] if "s4-legs" in FACTORIES else []))
+@pytest.mark.parametrize("name", ["s4d-legs", "linoss-IM-scan", "s4-legs"])
 def test_bf16_autocast_close_to_fp32(name):
     layer = FACTORIES[name](4, 8, 2)
     x = torch.randn(2, 64, 4)
@@ -131,8 +127,7 @@ def test_fuzz_bad_input_raises_documented_errors(name, kind, L):
             layer.step(x[:, 0], layer.initial_state(x.shape[0]))
 
 
-@pytest.mark.parametrize("name", ["s4d-legs", "s4d-inv", "linoss-IM-scan", "linoss-IMEX-scan"]
-                         + (["s4-legs"] if "s4-legs" in FACTORIES else []))
+@pytest.mark.parametrize("name", ["s4d-legs", "s4d-inv", "linoss-IM-scan", "linoss-IMEX-scan", "s4-legs"])
 def test_million_step_sequence_stays_bounded(name):
     """L = 10^6 processed in chunks of 10^5 with default inits: finite outputs, state bounded by
     sum_l |K-ish| <= (max|u|) * sum over modes |dB| / (1 - |dA|) (|dA| <= 1 results)."""

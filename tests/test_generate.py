@@ -2,32 +2,14 @@
 convolution on the growing sequence (thesis §7.4.2), causality, sampling and input validation."""
 import pytest
 import torch
+from conftest import SMALL_LAYERS
 
 from statespaces.models.generate import check_sampling, filter_logits, sample_logits
 from statespaces.models.lm import SSMLanguageModel, SSMStack
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: 2 OpenMP threads on a busy 2-core machine are ~100x slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _layers():
-    out = [("s4d", dict(d_state=8)), ("linoss", dict(d_state=8))]
-    try:
-        import statespaces.layers.s4  # noqa: F401
-
-        out.append(("s4", dict(d_state=8)))
-    except Exception:  # S4 (DPLR) is written concurrently; test it once it imports
-        pass
-    return out
-
-
-LAYERS = _layers()
+pytestmark = pytest.mark.usefixtures("one_thread")
+LAYERS = SMALL_LAYERS
 BACKBONES = [("flat", {}), ("sashimi", dict(pool=(2, 2))), ("sashimi", dict(pool=(4,), unet=True))]
 
 

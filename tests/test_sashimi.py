@@ -2,31 +2,12 @@
 chunked processing, and causality, for every supported pooling configuration."""
 import pytest
 import torch
+from conftest import SMALL_LAYERS
 
 from statespaces.models.sashimi import DownPool, FFBlock, SaShiMi, UpPool
 
-
-def _layers():
-    out = [("s4d", dict(d_state=8)), ("linoss", dict(d_state=8))]
-    try:
-        import statespaces.layers.s4  # noqa: F401
-
-        out.append(("s4", dict(d_state=8)))
-    except Exception:  # S4 (DPLR) is written concurrently; test it once it imports
-        pass
-    return out
-
-
-LAYERS = _layers()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: 2 OpenMP threads on a busy 2-core machine are ~100x slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
+LAYERS = SMALL_LAYERS
 
 CONFIGS = {
     "p4x2-q2": dict(pool=4, n_pools=2, expand=2),                 # the thesis's default (3 tiers)

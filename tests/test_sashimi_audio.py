@@ -9,13 +9,7 @@ from statespaces.data.audio import (
 from statespaces.models.lm import SSMLanguageModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: 2 OpenMP threads on a busy 2-core machine are ~100x slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mulaw_codes_round_trip_exactly():

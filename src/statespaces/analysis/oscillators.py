@@ -282,23 +282,15 @@ def _canonical(log_eig: Tensor, residue: Tensor, nominal: Tensor) -> Tuple[Tenso
             torch.where(nominal.imag < 0, nominal.conj(), nominal))
 
 
-def _s4_class():
-    try:
-        from ..layers import s4 as _s4  # noqa: F401  (written concurrently; optional)
-    except Exception:
-        return None
-    return getattr(_s4, "S4", None)
-
-
 def supported_layer(module: nn.Module) -> bool:
     """Whether :func:`oscillators` can analyze ``module``."""
     from ..layers.base import DiagonalSSM
     from ..layers.linoss import LinOSS
+    from ..layers.s4 import S4
 
-    S4 = _s4_class()
-    if isinstance(module, (DiagonalSSM, LinOSS)):
+    if isinstance(module, (DiagonalSSM, LinOSS, S4)):
         return not getattr(module, "bidirectional", False)
-    return S4 is not None and isinstance(module, S4) and hasattr(module, "dense_system")
+    return False
 
 
 @torch.no_grad()
@@ -317,22 +309,21 @@ def oscillators(layer: nn.Module, rate: float = 1.0, name: str = "") -> Oscillat
     """
     from ..layers.base import DiagonalSSM, check_rate
     from ..layers.linoss import LinOSS
+    from ..layers.s4 import S4
 
     if not isinstance(layer, nn.Module):
         raise TypeError(f"oscillators() needs an SSM layer (nn.Module), got {type(layer).__name__}")
     rate = check_rate(rate)
-    S4 = _s4_class()
     if getattr(layer, "bidirectional", False):
         raise ValueError("oscillators(): bidirectional layers are not causal; analyze a causal layer")
     if isinstance(layer, LinOSS):
         return _linoss_oscillators(layer, rate, name)
     if isinstance(layer, DiagonalSSM):
         return _diagonal_oscillators(layer, rate, name)
-    if S4 is not None and isinstance(layer, S4) and hasattr(layer, "dense_system"):
+    if isinstance(layer, S4):
         return _dense_oscillators(layer, rate, name)
     raise TypeError(
-        f"oscillators(): unsupported layer type {type(layer).__name__}; supported: S4D (DiagonalSSM), LinOSS"
-        + (", S4 (with dense_system)" if S4 is not None else "")
+        f"oscillators(): unsupported layer type {type(layer).__name__}; supported: S4D (DiagonalSSM), LinOSS, S4"
     )
 
 
