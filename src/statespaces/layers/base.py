@@ -97,7 +97,7 @@ class SSMLayer(nn.Module):
         in_dtype = x.dtype
         u = x.to(self.param_dtype)
         L = u.shape[1]
-        y = fftconv(u, self.kernel(L, rate), self.bidirectional) + u * self.D
+        y = fftconv(u, self._with_skip(self.kernel(L, rate)), self.bidirectional)
         if state is not None:
             self._check_state(state, u.shape[0])
             y = y + self._zero_input_response(state, L, rate)
@@ -105,6 +105,17 @@ class SSMLayer(nn.Module):
         if return_state:
             return y, self._advance_state(state, u, rate)
         return y
+
+    def _with_skip(self, k: Tensor) -> Tensor:
+        """The kernel with the skip term folded into lag 0: ``y = k * u + D u = (k + D delta) * u``.
+
+        One (H, L) addition instead of two (B, L, H) passes forward and three backward; the
+        gradient of D comes out of the convolution's kernel gradient at lag 0. k: (H, L) or (2, H, L)
+        (the causal direction, ``k[0]``, holds lag 0).
+        """
+        if k.dim() == 3:
+            return torch.stack([self._with_skip(k[0]), k[1]])
+        return torch.cat([k[:, :1] + self.D[:, None], k[:, 1:]], -1)
 
     def _check_state(self, state: Tensor, batch: int) -> None:
         ref = self.initial_state(batch)

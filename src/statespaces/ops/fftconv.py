@@ -56,24 +56,26 @@ class _FFTConv(torch.autograd.Function):
         X = torch.fft.rfft(x, n=n)
         K = torch.fft.rfft(k, n=n)
         y = torch.fft.irfft(X * K, n=n)[..., :L]
-        ctx.n, ctx.L, ctx.m = n, L, m
-        ctx.save_for_backward(X if ctx.needs_input_grad[1] else None, K if ctx.needs_input_grad[0] else None)
+        ctx.n, ctx.L, ctx.m, ctx.kdim = n, L, m, k.dim()
+        if ctx.needs_input_grad[1]:
+            X.imag.neg_()                                      # keep conj(X), conjugated in place
+        ctx.save_for_backward(X if ctx.needs_input_grad[1] else None, K.conj() if ctx.needs_input_grad[0] else None)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy: Tensor):
-        X, K = ctx.saved_tensors
+        Xc, Kc = ctx.saved_tensors
         G = torch.fft.rfft(dy, n=ctx.n)
         dx = dk = None
-        if ctx.needs_input_grad[0]:
-            dx = torch.fft.irfft(G * K.conj(), n=ctx.n)[..., : ctx.L]
         if ctx.needs_input_grad[1]:
-            P = G * X.conj()
-            lead = P.dim() - (K.dim() if K is not None else 2)
+            P = G * Xc
+            lead = P.dim() - ctx.kdim
             if lead > 0:
                 P = P.sum(tuple(range(lead)))
             dk = torch.fft.irfft(P, n=ctx.n)[..., : ctx.m]
+        if ctx.needs_input_grad[0]:
+            dx = torch.fft.irfft(G.mul_(Kc.resolve_conj()), n=ctx.n)[..., : ctx.L]   # G is not needed after
         return dx, dk, None
 
 

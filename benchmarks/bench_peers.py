@@ -1,0 +1,159 @@
+"""Ours against the official state-spaces/s4 layers, in one run, on whatever device is present.
+
+The official ``models/s4/s4.py`` is never part of this repository: point ``--s4`` at a copy of it
+(for example ``.peers/official_s4.py``, a git-ignored folder) taken from a checkout of
+https://github.com/state-spaces/s4. Its only non-PyTorch import, ``pytorch_lightning``'s
+``rank_zero_only``, is provided by a stand-in module here, so Lightning need not be installed.
+
+    python benchmarks/bench_peers.py --s4 .peers/official_s4.py
+    python benchmarks/bench_peers.py --s4 .peers/official_s4.py --shapes 8,1024 8,8192 --d-model 128
+    OMP_NUM_THREADS=1 python benchmarks/bench_peers.py --s4 .peers/official_s4.py --clock cpu   # shared CPU
+
+For each (B, L) it prints forward+backward time of our S4D and S4 layers and of the official
+``FFTConv(mode="diag")`` (S4D) and ``FFTConv(mode="dplr")`` (S4), both without activation or
+dropout (the same computation: kernel, FFT convolution, D skip), the ratio official/ours, and the
+fp32 copy floor (streaming x->y and dy->dx once). Then one recurrent step at B=1: steps per second.
+The official layer runs on its pure-PyTorch path unless its CUDA extension is importable.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+
+from common import machine
+
+from statespaces import S4, S4D
+
+
+def load_official(path: str):
+    """Import the official ``s4.py`` from ``path`` with a stand-in for Lightning's ``rank_zero_only``."""
+    file = Path(path)
+    if not file.is_file():
+        raise SystemExit(f"--s4 {path}: no such file; copy models/s4/s4.py from a state-spaces/s4 checkout there")
+    if "pytorch_lightning" not in sys.modules:
+        pl = types.ModuleType("pytorch_lightning")
+        utilities = types.ModuleType("pytorch_lightning.utilities")
+        utilities.rank_zero_only = lambda f: f
+        pl.utilities = utilities
+        sys.modules["pytorch_lightning"] = pl
+        sys.modules["pytorch_lightning.utilities"] = utilities
+    spec = importlib.util.spec_from_file_location("official_s4", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+CLOCK = time.perf_counter
+
+
+def median_time(fn, device: torch.device, repeat: int) -> float:
+    fn()
+    sync(device)
+    times = []
+    for _ in range(repeat):
+        t0 = CLOCK()
+        fn()
+        sync(device)
+        times.append(CLOCK() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def fwd_bwd_ours(layer, x):
+    def run():
+        layer.zero_grad(set_to_none=True)
+        layer(x).sum().backward()
+    return run
+
+
+def fwd_bwd_official(layer, xt):
+    def run():
+        layer.zero_grad(set_to_none=True)
+        y, _ = layer(xt)
+        y.sum().backward()
+    return run
+
+
+def copy_floor(numel: int, device: torch.device, repeat: int) -> float:
+    x = torch.randn(numel, device=device)
+    return 2 * median_time(lambda: x.clone(), device, repeat)
+
+
+def step_rate(step, x, state, device: torch.device, steps: int) -> float:
+    with torch.no_grad():
+        for _ in range(10):
+            _, state = step(x, state)
+        sync(device)
+        t0 = CLOCK()
+        for _ in range(steps):
+            _, state = step(x, state)
+        sync(device)
+    return steps / (CLOCK() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--s4", required=True, help="path to the official models/s4/s4.py")
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--d-state", type=int, default=64)
+    p.add_argument("--shapes", nargs="+", default=["8,1024", "8,8192"], help="B,L pairs")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--steps", type=int, default=2000, help="recurrent steps timed at B=1")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: process CPU time (robust on a shared CPU machine; use with OMP_NUM_THREADS=1)")
+    args = p.parse_args()
+    global CLOCK
+    if args.clock == "cpu":
+        if torch.cuda.is_available():
+            raise SystemExit("--clock cpu measures CPU work; on a GPU use the default wall clock")
+        CLOCK = time.process_time
+    official = load_official(args.s4)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    H, N = args.d_model, args.d_state
+    print(f"fwd+bwd, H={H} N={N}, fp32; {machine()}; device {device}; {args.clock} clock")
+    print(f"{'layer':>5} {'B':>3} {'L':>6} {'ours ms':>9} {'official ms':>12} {'official/ours':>14} "
+          f"{'floor ms':>9} {'ours/floor':>11}")
+    pairs = {"S4D": (lambda: S4D(H, N, init="legs"), "diag"), "S4": (lambda: S4(H, N, init="legs"), "dplr")}
+    for shape in args.shapes:
+        B, L = (int(v) for v in shape.split(","))
+        floor = copy_floor(B * L * H, device, args.repeat)
+        for name, (make_ours, mode) in pairs.items():
+            torch.manual_seed(0)
+            ours = make_ours().to(device)
+            peer = official.FFTConv(H, mode=mode, d_state=N, transposed=True, activation=None).to(device)
+            x = torch.randn(B, L, H, device=device, requires_grad=True)
+            xt = x.detach().transpose(1, 2).contiguous().requires_grad_(True)
+            t_ours = median_time(fwd_bwd_ours(ours, x), device, args.repeat)
+            try:
+                t_peer = median_time(fwd_bwd_official(peer, xt), device, args.repeat)
+            except (RuntimeError, MemoryError) as e:  # e.g. out of memory: report and go on
+                print(f"{name:>5} {B:>3} {L:>6} {1e3 * t_ours:9.1f}  official failed: {str(e)[:80]}")
+                continue
+            print(f"{name:>5} {B:>3} {L:>6} {1e3 * t_ours:9.1f} {1e3 * t_peer:12.1f} {t_peer / t_ours:13.2f}x "
+                  f"{1e3 * floor:9.2f} {t_ours / floor:10.1f}x")
+            del ours, peer, x, xt
+    print(f"recurrent step, B=1, H={H}, N={N} (steps/s)")
+    for name, (make_ours, mode) in pairs.items():
+        torch.manual_seed(0)
+        ours = make_ours().to(device).eval()
+        x = torch.randn(1, H, device=device)
+        r_ours = step_rate(ours.step, x, ours.initial_state(1), device, args.steps)
+        peer = official.FFTConv(H, mode=mode, d_state=N, transposed=True, activation=None).to(device).eval()
+        peer.setup_step()
+        r_peer = step_rate(peer.step, x, peer.default_state(1, device=device), device, args.steps)
+        print(f"{name:>5} ours {r_ours:10.0f}  official {r_peer:10.0f}  ours/official {r_ours / r_peer:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
