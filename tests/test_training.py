@@ -1,6 +1,8 @@
 """Parameter groups, blocks, classifier, training loop, checkpoints and resume, CLI."""
+import csv
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -252,3 +254,28 @@ def test_regression_and_seq2seq_tasks_train_and_evaluate(tmp_path):
     assert s["task"] == "seq2seq" and 0.0 <= s["test_acc"] <= 1.0
     res = evaluate_checkpoint(str(tmp_path / "seq" / "best"))
     assert abs(res["acc"] - s["test_acc"]) < 1e-9
+
+
+def test_tensorboard_events_match_metrics_csv(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = _cfg(tmp_path, "tb").override("trainer.epochs", "2").override("trainer.tensorboard", "on")
+    train(cfg, progress=False)
+    acc = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    acc.Reload()
+    rows = list(csv.DictReader(open(tmp_path / "tb" / "metrics.csv")))
+    logged = [e.value for e in acc.Scalars("test/acc")]
+    assert logged == pytest.approx([float(r["test_acc"]) for r in rows])
+    steps = [e.step for e in acc.Scalars("train/loss_step")]
+    assert steps == list(range(1, int(rows[-1]["step"]) + 1))
+
+
+def test_tensorboard_mode_errors(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="valid: auto, on, off"):
+        train(_cfg(tmp_path, "x").override("trainer.tensorboard", "maybe"), progress=False)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)   # as if the package were missing
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        train(_cfg(tmp_path, "y").override("trainer.tensorboard", "on"), progress=False)
+    summary = train(_cfg(tmp_path, "z").override("trainer.epochs", "1"), progress=False)   # auto: runs without
+    assert summary["test_acc"] is not None and not (tmp_path / "z" / "tensorboard").exists()

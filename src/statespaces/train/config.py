@@ -61,6 +61,7 @@ class TrainerConfig:
     checkpoint_every: int = 0
     amp: bool = False
     device: str = "auto"
+    tensorboard: str = "auto"   # "auto": event files in <out>/tensorboard when the package is installed; "on"; "off"
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "trainer": TrainerConfig}
@@ -137,8 +138,8 @@ def load_config_file(path: str) -> Dict[str, Any]:
     if not p.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     try:
-        return tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid TOML: {e}") from e
 
 

@@ -2,7 +2,8 @@
 
 AdamW over :func:`statespaces.param_groups` (SSM parameters with their own LR, no weight decay;
 thesis §7.1), linear warmup then cosine decay, optional gradient clipping and bf16 autocast,
-a progress bar and one line per epoch, ``metrics.csv`` and a learning-curve PNG, checkpoints
+a progress bar and one line per epoch, ``metrics.csv``, TensorBoard event files (when the
+``tensorboard`` package is installed; ``trainer.tensorboard``) and a learning-curve PNG, checkpoints
 (safetensors + JSON, atomic, checksummed) at every epoch end and optionally every N steps, keep
 the last k plus the best (by validation accuracy when ``val_fraction > 0``, else by test accuracy),
 and exact resume: model, optimizer, schedule, RNG and position in the epoch.
@@ -167,6 +168,29 @@ class _Checkpoints:
         return path
 
 
+TENSORBOARD_MODES = ("auto", "on", "off")
+
+
+def _tensorboard(mode: str, out: Path, step: int):
+    """A ``SummaryWriter`` for ``<out>/tensorboard``, or None (mode "off", or "auto" without the package).
+
+    On resume, ``purge_step`` drops events a killed run wrote after its last checkpoint, so the
+    curves show each step once.
+    """
+    if mode not in TENSORBOARD_MODES:
+        raise ValueError(f"trainer.tensorboard={mode!r}; valid: {', '.join(TENSORBOARD_MODES)}")
+    if mode == "off":
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        if mode == "on":
+            raise ImportError("trainer.tensorboard='on' needs the tensorboard package: pip install tensorboard "
+                              "(or pip install 'statespaces[tensorboard]'), or set --trainer.tensorboard off") from None
+        return None
+    return SummaryWriter(str(out / "tensorboard"), purge_step=step if step else None)
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Dict[str, Any]:
     """Train ``cfg`` and return the final summary (also written to ``<out>/summary.json``).
 
@@ -231,6 +255,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Dict
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if t_cfg.amp else nullcontext()
     n_params = sum(p.numel() for p in model.parameters())
     t_start = time.time()
+    tb = _tensorboard(t_cfg.tensorboard, out, step) if main else None
 
     def checkpoint(is_best: bool) -> None:
         if not main:
@@ -284,6 +309,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Dict
             run["seen"] += len(y)
             bar.update(1)
             bar.set_postfix(loss=f"{run['loss'] / run['seen']:.3f}")
+            if tb is not None:
+                tb.add_scalar("train/loss_step", loss.item(), step)
+                tb.add_scalar("train/lr", sched.get_last_lr()[0], step)
             if t_cfg.checkpoint_every and step % t_cfg.checkpoint_every == 0 and step % steps_per_epoch:
                 checkpoint(is_best=False)
         bar.close()
@@ -312,10 +340,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Dict
                 flush=True,
             )
             run = {"loss": 0.0, "correct": 0, "seen": 0}
+            if tb is not None:
+                for key in ("train_loss", "train_acc", "val_acc", "test_loss", "test_acc"):
+                    if record[key] is not None:
+                        tb.add_scalar(key.replace("_", "/", 1), record[key], step)
+                tb.flush()
             checkpoint(is_best)
         else:
             run = {"loss": 0.0, "correct": 0, "seen": 0}
     summary: Dict[str, Any] = {}
+    if tb is not None:
+        tb.close()
     if main:
         _write_metrics(out, history)
         final = history[-1] if history else {}
