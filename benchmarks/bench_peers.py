@@ -1,4 +1,4 @@
-"""Ours against the official state-spaces/s4 layers, in one run, on whatever device is present.
+"""Ours against the official state-spaces/s4 layers (and the official JAX LinOSS), in one run.
 
 The official ``models/s4/s4.py`` is never part of this repository: point ``--s4`` at a copy of it
 (for example ``.peers/official_s4.py``, a git-ignored folder) taken from a checkout of
@@ -14,11 +14,21 @@ For each (B, L) it prints forward+backward time of our S4D and S4 layers and of 
 dropout (the same computation: kernel, FFT convolution, D skip), the ratio official/ours, and the
 fp32 copy floor (streaming x->y and dy->dx once). Then one recurrent step at B=1: steps per second.
 The official layer runs on its pure-PyTorch path unless its CUDA extension is importable.
+
+With ``--linoss PATH --jax-python PY`` (a copy of tk-rusch/linoss ``models/LinOSS.py`` and a
+Python that has jax and equinox, e.g. a separate venv in ``.peers/``), it also times the official
+JAX LinOSS layer (IM and IMEX, P = ``--d-state`` oscillators) beside ours, each (B, L) pair.
+
+    python benchmarks/bench_peers.py --s4 .peers/official_s4.py \
+        --linoss .peers/official_linoss.py --jax-python .peers/jaxenv/bin/python
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import os
+import subprocess
 import sys
 import time
 import types
@@ -28,7 +38,9 @@ import torch
 
 from common import machine
 
-from statespaces import S4, S4D
+from statespaces import S4, S4D, LinOSS
+
+RUNNER = Path(__file__).with_name("_jax_linoss_runner.py")
 
 
 def load_official(path: str):
@@ -102,9 +114,42 @@ def step_rate(step, x, state, device: torch.device, steps: int) -> float:
     return steps / (CLOCK() - t0)
 
 
+def official_linoss(args, disc: str, B: int, L: int) -> float:
+    """Seconds per forward+backward of the official JAX LinOSS, measured in a subprocess."""
+    cmd = [args.jax_python, str(RUNNER), args.linoss, disc, str(B), str(L), str(args.d_model), str(args.d_state),
+           str(args.repeat), args.clock]
+    env = dict(os.environ)
+    if args.clock == "cpu":  # one XLA thread, as torch runs with OMP_NUM_THREADS=1: CPU work compared 1:1
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "JAX runner failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def compare_linoss(args, device: torch.device) -> None:
+    print(f"LinOSS fwd+bwd, H={args.d_model} P={args.d_state}: ours (PyTorch) vs official (JAX, jit)")
+    print(f"{'disc':>5} {'B':>3} {'L':>6} {'ours ms':>9} {'official ms':>12} {'official/ours':>14}")
+    for shape in args.shapes:
+        B, L = (int(v) for v in shape.split(","))
+        for disc in ("im", "imex"):
+            torch.manual_seed(0)
+            ours = LinOSS(args.d_model, args.d_state, discretization=disc).to(device)
+            x = torch.randn(B, L, args.d_model, device=device, requires_grad=True)
+            t_ours = median_time(fwd_bwd_ours(ours, x), device, args.repeat)
+            try:
+                t_peer = official_linoss(args, disc, B, L)
+            except RuntimeError as e:
+                print(f"{disc:>5} {B:>3} {L:>6} {1e3 * t_ours:9.1f}  official failed: {str(e)[:80]}")
+                continue
+            print(f"{disc:>5} {B:>3} {L:>6} {1e3 * t_ours:9.1f} {1e3 * t_peer:12.1f} {t_peer / t_ours:13.2f}x")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--s4", required=True, help="path to the official models/s4/s4.py")
+    p.add_argument("--s4", help="path to the official models/s4/s4.py")
+    p.add_argument("--linoss", help="path to the official tk-rusch/linoss models/LinOSS.py (JAX)")
+    p.add_argument("--jax-python", help="a Python with jax and equinox, to run --linoss")
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--d-state", type=int, default=64)
     p.add_argument("--shapes", nargs="+", default=["8,1024", "8,8192"], help="B,L pairs")
@@ -118,8 +163,16 @@ def main() -> None:
         if torch.cuda.is_available():
             raise SystemExit("--clock cpu measures CPU work; on a GPU use the default wall clock")
         CLOCK = time.process_time
-    official = load_official(args.s4)
+    if not args.s4 and not args.linoss:
+        raise SystemExit("give --s4 PATH and/or --linoss PATH --jax-python PY (see the module docstring)")
+    if args.linoss and not args.jax_python:
+        raise SystemExit("--linoss needs --jax-python: a Python interpreter with jax and equinox installed")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.linoss:
+        compare_linoss(args, device)
+    if not args.s4:
+        return
+    official = load_official(args.s4)
     H, N = args.d_model, args.d_state
     print(f"fwd+bwd, H={H} N={N}, fp32; {machine()}; device {device}; {args.clock} clock")
     print(f"{'layer':>5} {'B':>3} {'L':>6} {'ours ms':>9} {'official ms':>12} {'official/ours':>14} "

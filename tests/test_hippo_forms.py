@@ -13,13 +13,7 @@ C128 = torch.complex128
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny sequential ops are dominated by OpenMP sync on a loaded 2-core box."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny sequential ops (conftest.py)
 RE = {"legs": -0.5, "legt": 0.0, "fout": 0.0, "lagt": -0.5}
 RANK = {"legs": 1, "legt": 2, "fout": 1, "lagt": 1}
 

@@ -12,13 +12,7 @@ from statespaces.hippo.legs_fast import legs_gbt_coefficients
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny sequential ops are dominated by OpenMP sync on a loaded 2-core box."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny sequential ops (conftest.py)
 G = torch.Generator().manual_seed(0)
 
 

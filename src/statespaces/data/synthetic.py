@@ -69,6 +69,14 @@ def make_copying(n: int, n_tokens: int = 10, delay: int = 100, n_symbols: int = 
 def load_copying(n_train: int = 2000, n_test: int = 500, n_tokens: int = 10, delay: int = 100, n_symbols: int = 8,
                  target: str = "token", recall_index: int = 0, seed: int = 0) -> SequenceData:
     """:func:`make_copying` as ``SequenceData`` (see the module docstring for ``target``)."""
+    return _copy_task("copying", lambda n, rng: make_copying(n, n_tokens, delay, n_symbols, rng), n_train, n_test,
+                      n_tokens, n_symbols, 2 * n_tokens + delay, target, recall_index, seed, {"delay": delay})
+
+
+def _copy_task(name: str, make, n_train: int, n_test: int, n_tokens: int, n_symbols: int, length: int, target: str,
+               recall_index: int, seed: int, info: dict) -> SequenceData:
+    """Train/test splits of a copying-style task from ``make(n, rng)``; the target is one recalled
+    token (classification) or all of them (seq2seq)."""
     if target not in ("token", "sequence"):
         raise ValueError(f"target must be 'token' or 'sequence', got {target!r}")
     if not 0 <= recall_index < n_tokens:
@@ -76,15 +84,15 @@ def load_copying(n_train: int = 2000, n_test: int = 500, n_tokens: int = 10, del
     n_train, n_test = check_count("n_train", n_train), check_count("n_test", n_test)
     parts = []
     for n, rng in zip((n_train, n_test), split_rngs(seed)):
-        d = make_copying(n, n_tokens, delay, n_symbols, rng)
+        d = make(n, rng)
         y = d["targets"] if target == "sequence" else d["targets"][:, recall_index]
         parts.append(TokenDataset(compact_ids(d["ids"], d["vocab_size"]), torch.from_numpy(np.ascontiguousarray(y)),
                                   vocab_size=d["vocab_size"]))
     return SequenceData(
-        train=parts[0], test=parts[1], d_input=n_symbols + 1, n_classes=n_symbols, length=2 * n_tokens + delay,
-        name="copying", classes=[str(k + 1) for k in range(n_symbols)],
+        train=parts[0], test=parts[1], d_input=n_symbols + 1, n_classes=n_symbols, length=length,
+        name=name, classes=[str(k + 1) for k in range(n_symbols)],
         task="seq2seq" if target == "sequence" else "classification",
-        info={"n_tokens": n_tokens, "delay": delay, "target": target, "recall_index": recall_index, "seed": seed},
+        info={"n_tokens": n_tokens, **info, "target": target, "recall_index": recall_index, "seed": seed},
     )
 
 
@@ -158,23 +166,9 @@ def load_selective_copying(n_train: int = 2000, n_test: int = 500, length: int =
                            n_symbols: int = 8, target: str = "token", recall_index: int = 0,
                            seed: int = 0) -> SequenceData:
     """:func:`make_selective_copying` as ``SequenceData`` (see the module docstring for ``target``)."""
-    if target not in ("token", "sequence"):
-        raise ValueError(f"target must be 'token' or 'sequence', got {target!r}")
-    if not 0 <= recall_index < n_tokens:
-        raise ValueError(f"recall_index must be in [0, n_tokens={n_tokens}), got {recall_index}")
-    n_train, n_test = check_count("n_train", n_train), check_count("n_test", n_test)
-    parts = []
-    for n, rng in zip((n_train, n_test), split_rngs(seed)):
-        d = make_selective_copying(n, length, n_tokens, n_symbols, rng)
-        y = d["targets"] if target == "sequence" else d["targets"][:, recall_index]
-        parts.append(TokenDataset(compact_ids(d["ids"], d["vocab_size"]), torch.from_numpy(np.ascontiguousarray(y)),
-                                  vocab_size=d["vocab_size"]))
-    return SequenceData(
-        train=parts[0], test=parts[1], d_input=n_symbols + 1, n_classes=n_symbols, length=length + n_tokens,
-        name="selective_copying", classes=[str(k + 1) for k in range(n_symbols)],
-        task="seq2seq" if target == "sequence" else "classification",
-        info={"length": length, "n_tokens": n_tokens, "target": target, "recall_index": recall_index, "seed": seed},
-    )
+    return _copy_task("selective_copying", lambda n, rng: make_selective_copying(n, length, n_tokens, n_symbols, rng),
+                      n_train, n_test, n_tokens, n_symbols, length + n_tokens, target, recall_index, seed,
+                      {"length": length})
 
 
 # ------------------------------------------------------------------------------- associative recall
