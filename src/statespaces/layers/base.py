@@ -118,10 +118,25 @@ class SSMLayer(nn.Module):
         return torch.cat([k[:, :1] + self.D[:, None], k[:, 1:]], -1)
 
     def _check_state(self, state: Tensor, batch: int) -> None:
-        ref = self.initial_state(batch)
-        if not isinstance(state, torch.Tensor) or state.shape != ref.shape:
+        shapes = self.__dict__.setdefault("_state_shapes", {})     # batch -> shape, learned once
+        shape = shapes.get(batch)
+        if shape is None:
+            shape = shapes[batch] = tuple(self.initial_state(batch).shape)
+        if not isinstance(state, torch.Tensor) or tuple(state.shape) != shape:
             got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
-            raise ValueError(f"state must have shape {tuple(ref.shape)} (from initial_state({batch})), got {got}")
+            raise ValueError(f"state must have shape {shape} (from initial_state({batch})), got {got}")
+
+    def _step_cache_key(self, rate: float) -> tuple:
+        """Identity of everything a cached step system depends on: the rate, dtype/device, and every
+        parameter's identity and in-place version counter (so an optimizer step invalidates it)."""
+        if self._modules:   # a layer with sub-modules: walk them all
+            params, buffers = tuple(self.parameters()), tuple(self.buffers())
+        else:
+            params, buffers = tuple(self._parameters.values()), tuple(self._buffers.values())
+        return (rate, self.D.dtype, self.D.device, tuple((id(t), t._version) for t in params if t is not None),
+                tuple(id(b) for b in buffers))
+        if not state.is_complex():
+            raise TypeError(f"state must be a complex tensor like initial_state({batch}) ({ref.dtype}), got {state.dtype}")
 
     def _check_step_input(self, x: Tensor, state: Tensor) -> None:
         if self.bidirectional:
@@ -161,12 +176,12 @@ class DiagonalSSM(SSMLayer):
         """``(dA, dB, C, scale)`` for stepping. Without autograd (generation), the discretization is
         cached until a parameter changes (tracked by tensor version counters), so a step is O(HN)
         multiply-adds with no transcendental functions."""
-        key = (rate, tuple((id(t), t._version) for t in self.parameters()), tuple(id(b) for b in self.buffers()))
+        key = self._step_cache_key(rate)
         cached = getattr(self, "_step_cache", None)
         if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
             return cached[1]
         sys = self.diagonal_system(rate)
-        value = (torch.exp(sys.log_dA), sys.dB, sys.C[0], sys.scale)
+        value = (torch.exp(sys.log_dA), sys.dB, (sys.scale * sys.C[0]).conj().resolve_conj(), sys.scale)
         if not torch.is_grad_enabled():
             self._step_cache = (key, value)
         return value
@@ -195,10 +210,10 @@ class DiagonalSSM(SSMLayer):
             ``(y, state')`` with y (B, H).
         """
         self._check_step_input(x, state)
-        dA, dB, C, scale = self._step_system(check_rate(rate))
+        dA, dB, Cc, _ = self._step_system(check_rate(rate))      # Cc = conj(scale C), for vecdot
         u = x.to(self.param_dtype)
-        state = dA * state + dB * u.unsqueeze(-1)
-        y = scale * (C * state).sum(-1).real + self.D * u
+        state = torch.addcmul(dB * u.unsqueeze(-1), dA, state)
+        y = torch.addcmul(torch.linalg.vecdot(Cc, state).real, self.D, u)   # scale Re(C . state) + D u
         return y.to(x.dtype), state
 
     def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:

@@ -245,7 +245,7 @@ class S4(SSMLayer):
 
     def _step_system(self, rate: float) -> Tuple[DPLRStep, Tensor]:
         """Discretized step (cached without autograd until a parameter changes), and C (H, M)."""
-        key = (rate, tuple((id(t), t._version) for t in self.parameters()), tuple(id(b) for b in self.buffers()))
+        key = self._step_cache_key(rate)
         cached = getattr(self, "_step_cache", None)
         if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
             return cached[1]
