@@ -9,7 +9,8 @@ https://github.com/state-spaces/s4. Its only non-PyTorch import, ``pytorch_light
     python benchmarks/bench_peers.py --s4 .peers/official_s4.py --shapes 8,1024 8,8192 --d-model 128
     OMP_NUM_THREADS=1 python benchmarks/bench_peers.py --s4 .peers/official_s4.py --clock cpu   # shared CPU
 
-For each (B, L) it prints forward+backward time of our S4D and S4 layers and of the official
+For each (B, L) it prints forward+backward time of our S4D and S4 layers (S4 learning C, the
+default, and S4~ learning C~ for length L as the official layer does) and of the official
 ``FFTConv(mode="diag")`` (S4D) and ``FFTConv(mode="dplr")`` (S4), both without activation or
 dropout (the same computation: kernel, FFT convolution, D skip), the ratio official/ours, and the
 fp32 copy floor (streaming x->y and dy->dx once). Then one recurrent step at B=1: steps per second.
@@ -177,9 +178,11 @@ def main() -> None:
     print(f"fwd+bwd, H={H} N={N}, fp32; {machine()}; device {device}; {args.clock} clock")
     print(f"{'layer':>5} {'B':>3} {'L':>6} {'ours ms':>9} {'official ms':>12} {'official/ours':>14} "
           f"{'floor ms':>9} {'ours/floor':>11}")
-    pairs = {"S4D": (lambda: S4D(H, N, init="legs"), "diag"), "S4": (lambda: S4(H, N, init="legs"), "dplr")}
     for shape in args.shapes:
         B, L = (int(v) for v in shape.split(","))
+        # S4~: C~ learned for this length (l_max = L), the official layer's parameterization
+        pairs = {"S4D": (lambda: S4D(H, N, init="legs"), "diag"), "S4": (lambda: S4(H, N, init="legs"), "dplr"),
+                 "S4~": (lambda: S4(H, N, init="legs", l_max=L), "dplr")}
         floor = copy_floor(B * L * H, device, args.repeat)
         for name, (make_ours, mode) in pairs.items():
             torch.manual_seed(0)
@@ -197,6 +200,7 @@ def main() -> None:
                   f"{1e3 * floor:9.2f} {t_ours / floor:10.1f}x")
             del ours, peer, x, xt
     print(f"recurrent step, B=1, H={H}, N={N} (steps/s)")
+    pairs = {"S4D": (lambda: S4D(H, N, init="legs"), "diag"), "S4": (lambda: S4(H, N, init="legs"), "dplr")}
     for name, (make_ours, mode) in pairs.items():
         torch.manual_seed(0)
         ours = make_ours().to(device).eval()

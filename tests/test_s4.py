@@ -243,3 +243,29 @@ def test_bad_input():
     for L in (0, 2.5, True):
         with pytest.raises(ValueError, match="positive integer"):
             S4(2, 8).kernel(L)
+
+
+@pytest.mark.parametrize("init", ["legs", "lagt", "rand"])
+def test_learned_c_tilde_is_the_same_system(init):
+    """l_max: the parameter is C~ (app. C.1.2); at init the layer is the default layer's system, and every
+    view (fast kernel, shorter and longer kernels, other rates, steps) agrees with the dense powers."""
+    from statespaces.kernels.reference import power_kernel
+
+    plain = S4(3, 8, init=init, seed=0).double()
+    tilde = S4(3, 8, init=init, seed=0, l_max=64).double()
+    assert "l_max=64" in repr(tilde)
+    # the same system up to the float32 rounding of the stored C~ (layers are built in float32)
+    torch.testing.assert_close(tilde.kernel(64), plain.kernel(64), atol=1e-6, rtol=1e-5)
+    for L, rate in ((40, 1.0), (64, 1.0), (100, 1.0), (64, 2.0)):
+        dA, dB, c, _ = tilde.dense_system(rate)
+        ref = power_kernel(dA, dB, c, L)
+        torch.testing.assert_close(tilde.kernel(L, rate), ref, atol=1e-9, rtol=1e-8)
+    x = torch.randn(2, 30, 3, dtype=torch.float64)
+    state, ys = tilde.initial_state(2), []
+    with torch.no_grad():
+        for t in range(30):
+            y, state = tilde.step(x[:, t], state)
+            ys.append(y)
+        torch.testing.assert_close(torch.stack(ys, 1), tilde(x), atol=1e-9, rtol=1e-8)
+    tilde(x).sum().backward()
+    assert tilde.C.grad is not None and tilde.C.grad.abs().sum() > 0

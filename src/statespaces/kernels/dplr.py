@@ -149,6 +149,20 @@ def truncated_C(C: Tensor, dA_L: Tensor) -> Tensor:
     return C - torch.complex(w[..., :M], -w[..., M:]) / 2
 
 
+def untruncated_C(Ct: Tensor, dA_L: Tensor) -> Tensor:
+    r"""Inverse of :func:`truncated_C`: C from ``C~^T = C^T (I - dA^L)`` by one (H, N, N) solve.
+
+    Ill-conditioned when ``dA`` has an eigenvalue with ``|lambda|^L`` close to 1 (an undamped mode
+    whose kernel has not decayed within L steps): the kernel then does not determine C well.
+    Ct (..., H, M), dA_L (H, N, N). Returns C (..., H, M).
+    """
+    M = Ct.shape[-1]
+    ct = 2 * torch.cat([Ct.real, -Ct.imag], -1)                        # (..., H, N) real form
+    eye = torch.eye(dA_L.shape[-1], dtype=dA_L.dtype, device=dA_L.device)
+    c = torch.linalg.solve((eye - dA_L).transpose(-1, -2), ct.unsqueeze(-1)).squeeze(-1)
+    return torch.complex(c[..., :M], -c[..., M:]) / 2
+
+
 # ---- frequency-domain core ----------------------------------------------------------------------
 def _nodes(L: int, count: int, sign: float, dtype: torch.dtype, device) -> Tuple[Tensor, Optional[int]]:
     """``tan(pi k / L)`` for k < count (float64 math), and the index of omega = -1 if present."""

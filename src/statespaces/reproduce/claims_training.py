@@ -15,8 +15,8 @@ from ..train import build_config, train
 from .registry import Result, claim
 
 
-def _digits_run(name: str, overrides) -> float:
-    cfg = build_config(None, None, list(overrides) + [("trainer.out", f"runs/reproduce/C1/{name}")])
+def _digits_run(name: str, overrides, out: Path) -> float:
+    cfg = build_config(None, None, list(overrides) + [("trainer.out", str(out / "C1" / name))])
     return train(cfg, progress=False)["test_acc"]
 
 
@@ -25,8 +25,8 @@ def c1(quick: bool, out: Path) -> Result:
     epochs = "5" if quick else "25"
     acc: Dict[str, float] = {}
     for init in ("legs", "inv", "lin", "rand"):
-        acc[f"s4d-{init}"] = _digits_run(f"s4d-{init}", [("model.init", init), ("trainer.epochs", epochs)])
-    acc["s4d-legs-permuted"] = _digits_run("perm", [("data.name", "pdigits"), ("trainer.epochs", epochs)])
+        acc[f"s4d-{init}"] = _digits_run(f"s4d-{init}", [("model.init", init), ("trainer.epochs", epochs)], out)
+    acc["s4d-legs-permuted"] = _digits_run("perm", [("data.name", "pdigits"), ("trainer.epochs", epochs)], out)
     hippo_inits = [acc[f"s4d-{i}"] for i in ("legs", "inv", "lin")]
     ok = acc["s4d-legs"] >= 0.97 and acc["s4d-legs-permuted"] >= 0.95 and min(hippo_inits) >= acc["s4d-rand"]
     return Result(
