@@ -1,0 +1,71 @@
+r"""Time-series forecasting with mask tokens (thesis §7.3.5).
+
+The thesis forecasts F future steps from C context steps without a decoder or any
+forecasting-specific machinery: the input is the C context steps followed by F *mask tokens*
+(length C + F), the same deep S4 model maps it to a sequence of length C + F, and its last F outputs
+are the forecast. Since the whole window is given at once, the SSM layers may be bidirectional.
+
+Here a mask token is an input step whose values are zero and whose extra "mask" channel is 1, so
+the encoder ``Linear(d_input + 1, H)`` learns one mask embedding.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+from .._checks import check_positive_int, check_sequence
+from .lm import SSMStack
+
+Tensor = torch.Tensor
+
+__all__ = ["SSMForecaster"]
+
+
+class SSMForecaster(nn.Module):
+    """Forecast ``horizon`` steps of a (B, C, d_input) context (thesis §7.3.5).
+
+    Args:
+        d_input: channels of the series.
+        horizon: F, the number of forecast steps (mask tokens appended to the context).
+        d_model, n_layers: width and depth of the SSM stack.
+        layer, layer_kwargs: SSM layer name and options; ``bidirectional`` defaults to True.
+        mixing, norm, dropout: residual-block options of :class:`~statespaces.models.lm.SSMStack`.
+
+    Shapes: forward(context (B, C, d_input)) -> forecast (B, horizon, d_input).
+    """
+
+    def __init__(
+        self,
+        d_input: int,
+        horizon: int,
+        d_model: int = 64,
+        n_layers: int = 4,
+        layer: str = "s4d",
+        layer_kwargs: Optional[Dict[str, Any]] = None,
+        mixing: str = "glu",
+        norm: str = "layer",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.d_input = check_positive_int("d_input", d_input)
+        self.horizon = check_positive_int("horizon", horizon)
+        kw = dict(bidirectional=True)
+        kw.update(layer_kwargs or {})
+        self.encoder = nn.Linear(d_input + 1, d_model)
+        self.backbone = SSMStack(d_model, n_layers, layer=layer, layer_kwargs=kw, mixing=mixing, norm=norm,
+                                 dropout=dropout)
+        self.decoder = nn.Linear(d_model, d_input)
+
+    def masked_input(self, context: Tensor) -> Tensor:
+        """Context followed by F mask tokens, with the mask channel: (B, C + F, d_input + 1)."""
+        B, C, _ = context.shape
+        values = torch.cat([context, context.new_zeros(B, self.horizon, self.d_input)], 1)
+        mask = torch.cat([context.new_zeros(B, C, 1), context.new_ones(B, self.horizon, 1)], 1)
+        return torch.cat([values, mask], -1)
+
+    def forward(self, context: Tensor) -> Tensor:
+        check_sequence(context, self.d_input, self.decoder.weight.dtype, "context")
+        y = self.decoder(self.backbone(self.encoder(self.masked_input(context))))
+        return y[:, -self.horizon:]

@@ -1,0 +1,104 @@
+"""Quick profile of the capability claims C2, C3, C5, C6, L1, L2 (smoke runs: no pass asserted, except
+L2's eigenvalue bound, which holds by construction), plus the exact pieces they are built on."""
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from statespaces.hippo.measures import transition
+from statespaces.layers.linoss import LinOSS
+from statespaces.reproduce import CLAIMS, run_claims
+from statespaces.reproduce.claims_linoss import block_eigenvalues, random_parameter_checks
+from statespaces.reproduce.claims_robustness import LegSRNN, legs_lsi_steps, resample
+
+IDS = ["C2", "C3", "C5", "C6", "L1", "L2"]
+
+
+def _has_fashion_mnist() -> bool:
+    try:
+        from statespaces.data.fashion_mnist import find_root
+
+        find_root()
+        return True
+    except (FileNotFoundError, ImportError):
+        return False
+
+
+def test_quick_profile_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)
+    ids = IDS if _has_fashion_mnist() else ["C5", "L1", "L2"]
+    table = tmp_path / "REPRODUCTION.md"
+    rows = run_claims(ids, True, tmp_path / "runs", table)
+    text = table.read_text()
+    assert [r["id"] for r in rows] == ids
+    for row in rows:
+        assert not row["ours"].startswith("error"), row
+        assert row["thesis"] and row["criterion"] and isinstance(row["passed"], bool)
+        for key in ("title", "thesis", "ours", "criterion"):
+            assert "|" not in row[key], (key, row[key])  # a pipe would break the markdown table
+        assert f"| {row['id']}: " in text
+        if row["figure"]:
+            assert Path(row["figure"]).is_file(), row["figure"]
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["L2"]["passed"], by_id["L2"]  # the bound holds by construction, even in the quick run
+
+
+def test_claims_registered():
+    for cid in IDS:
+        assert cid in CLAIMS and CLAIMS[cid].tier == "C"
+
+
+def test_legs_lsi_steps_match_continuous_dynamics():
+    # bilinear LSI step from t=k to k+1: (I - A/(2(k+1))) c' = (I + A/(2k)) c + g B f, g = 1/(2k) + 1/(2(k+1))
+    N, k = 6, 3
+    T, b = legs_lsi_steps(N, 5)
+    A, B = transition("legs", N)
+    eye = torch.eye(N, dtype=torch.float64)
+    lhs = eye - A / (2 * (k + 1))
+    torch.testing.assert_close(lhs @ T[k - 1], eye + A / (2 * k))
+    torch.testing.assert_close(lhs @ b[k - 1], (1 / (2 * k) + 1 / (2 * (k + 1))) * B)
+
+
+def test_legs_memory_of_constant_is_rate_independent():
+    # the LSI memory of a constant input keeps exactly the constant's projection at every length
+    T, b = legs_lsi_steps(8, 60)
+    c = torch.zeros(8, dtype=torch.float64)
+    c[0] = 1.0
+    for k in range(59):
+        c = T[k] @ c + b[k]
+    assert abs(c[0].item() - 1.0) < 1e-9 and c[1:].abs().max().item() < 1e-9
+
+
+def test_resample_doubles_and_halves_the_rate():
+    x = torch.arange(5.0).view(1, 5, 1).repeat(2, 1, 1)
+    lens = torch.tensor([5, 3])
+    up, lu = resample(x, lens, 2.0)
+    assert lu.tolist() == [9, 5]
+    torch.testing.assert_close(up[0, :, 0], torch.arange(9.0) / 2)
+    down, ld = resample(x, lens, 0.5)
+    assert ld.tolist() == [3, 2]
+    torch.testing.assert_close(down[0, :, 0], torch.tensor([0.0, 2.0, 4.0]))
+    torch.testing.assert_close(down[1, :2, 0], torch.tensor([0.0, 2.0]))
+
+
+def test_legs_rnn_ignores_padding():
+    torch.manual_seed(0)
+    m = LegSRNN(3, 4, hidden=8, order=4, max_len=16).eval()
+    x = torch.randn(1, 5, 3)
+    padded = torch.cat([x, torch.randn(1, 4, 3)], 1)
+    torch.testing.assert_close(m(x), m(padded, torch.tensor([5])))
+
+
+@pytest.mark.parametrize("disc", ["IM", "IMEX"])
+def test_linoss_bound_numeric(disc):
+    bad, worst = random_parameter_checks(disc, draws=20, P=64)
+    assert bad == 0 and worst <= 1 + 1e-6
+    layer = LinOSS(4, 16, discretization=disc).double()
+    mods = block_eigenvalues(layer)
+    if disc == "IM":
+        S = 1 / (1 + layer.dt() ** 2 * layer.stiffness())
+        torch.testing.assert_close(mods.view(16, 2), S.sqrt().detach().unsqueeze(-1).expand(16, 2))
+    else:
+        assert math.isclose(float(mods.min()), 1.0, abs_tol=1e-9)

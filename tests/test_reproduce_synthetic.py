@@ -1,0 +1,76 @@
+"""Quick profiles of the reproduction claims A6, B1, B2, C7, C8 run without error; their
+deterministic parts (A6 memory ratio, C7 step == conv and causality) hold. Training verdicts of
+the quick profiles are not asserted (they are far too short to reach the thesis' numbers)."""
+import pytest
+import torch
+
+from statespaces.models import SSMForecaster
+from statespaces.reproduce import CLAIMS
+from statespaces.reproduce.claims_models import causality_leak, step_logits, tiny_sashimi
+from statespaces.reproduce.claims_synthetic import WINDOW_THETA, make_method
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _run(cid, tmp_path):
+    r = CLAIMS[cid].fn(True, tmp_path)
+    assert isinstance(r.passed, bool) and r.ours and not r.ours.startswith("error")
+    return r
+
+
+def test_a6_memory_ratio(tmp_path):
+    r = _run("A6", tmp_path)
+    assert CLAIMS["A6"].tier == "A" and CLAIMS["A6"].timed
+    mem = r.details["memory_ratio"]["s4d"]
+    assert mem[512] >= 10 and mem[128] < mem[256] < mem[512]
+
+
+@pytest.mark.parametrize("cid", ["B1", "B2", "C8"])
+def test_training_claims_quick_profile_runs(cid, tmp_path):
+    r = _run(cid, tmp_path)
+    assert CLAIMS[cid].tier == cid[0]
+    assert r.details
+
+
+def test_c7_step_equals_conv_and_causal(tmp_path):
+    r = _run("C7", tmp_path)
+    d = r.details
+    assert d["step_conv_max_abs"] < 1e-3
+    assert d["max_abs_eig"] < 1
+    for past, future in d["causality"].values():
+        assert past <= 1e-9 and future > 1e-6
+    assert r.figure is None or (tmp_path / "C7_sashimi_nll.png").exists()
+
+
+def test_sashimi_causality_checker_detects_a_leak():
+    """The causality probe is sensitive: a model that peeks one step ahead is caught."""
+    m = tiny_sashimi(8)
+    x = torch.randint(0, 256, (1, 32))
+
+    class Peek(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, tokens):
+            return self.inner(torch.roll(tokens, -1, 1))
+
+    leak = causality_leak(Peek(m), x, [5])
+    assert leak[5][0] > 1e-6
+    assert torch.allclose(step_logits(m, x[:, :16]), m(x[:, :16]), atol=1e-3)
+
+
+def test_fout_window_normalization_halves_A_and_B():
+    base = make_method("s4-fout", 2, 16, (1e-2, 1e-2))
+    from statespaces.layers import S4
+
+    plain = S4(2, 16, init="fout", dt_min=1e-2, dt_max=1e-2, seed=0)
+    assert WINDOW_THETA == 2.0
+    torch.testing.assert_close(base.Lambda_imag, plain.Lambda_imag / 2)
+    torch.testing.assert_close(base.B, plain.B / 2)
+
+
+def test_forecaster_shape():
+    m = SSMForecaster(2, 7, d_model=8, n_layers=1, layer_kwargs=dict(d_state=8))
+    assert m(torch.randn(3, 20, 2)).shape == (3, 7, 2)
+    assert m.masked_input(torch.randn(3, 20, 2)).shape == (3, 27, 3)
