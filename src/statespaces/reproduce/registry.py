@@ -6,7 +6,9 @@ a PNG into ``out``. Nothing in the generated table is typed by hand.
 """
 from __future__ import annotations
 
+import os
 import platform
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -71,8 +73,22 @@ def hardware() -> str:
     return f"{platform.machine()} CPU x{torch.get_num_threads()}, torch {torch.__version__}"
 
 
-def run_claims(ids: List[str], quick: bool, out: Path, table: Path) -> List[dict]:
-    """Run claims, print each result, and (re)write ``table`` with every row measured so far."""
+def _publish(figure: Optional[str], figures: Optional[Path], table: Path) -> Optional[str]:
+    """Copy a claim's PNG into ``figures`` and return its path relative to the table (for the link)."""
+    if not figure or figures is None or not Path(figure).is_file():
+        return figure
+    figures.mkdir(parents=True, exist_ok=True)
+    dest = figures / Path(figure).name
+    shutil.copyfile(figure, dest)
+    return os.path.relpath(dest, table.parent if str(table.parent) else ".")
+
+
+def run_claims(ids: List[str], quick: bool, out: Path, table: Path, figures: Optional[Path] = None) -> List[dict]:
+    """Run claims, print each result, and (re)write ``table`` with every row measured so far.
+
+    Run outputs (checkpoints, logs, PNGs) go to ``out``; with ``figures``, each claim's PNG is also
+    copied there and linked from the table (so a committed table can link committed plots).
+    """
     unknown = [i for i in ids if i not in CLAIMS]
     if unknown:
         raise ValueError(f"unknown claim ids {unknown}; valid ids: {', '.join(sorted(CLAIMS))}")
@@ -87,12 +103,12 @@ def run_claims(ids: List[str], quick: bool, out: Path, table: Path) -> List[dict
             r = Result(thesis="-", ours=f"error: {type(e).__name__}: {e}", passed=False, criterion="runs",
                        details={"traceback": traceback.format_exc()[-2000:]})
         row = dict(id=cid, title=c.title, thesis=r.thesis, ours=r.ours, passed=r.passed, criterion=r.criterion,
-                   seconds=time.time() - t0, figure=r.figure,
+                   seconds=time.time() - t0, figure=_publish(r.figure, figures, table),
                    command=f"statespaces reproduce {cid}" + (" --quick" if quick else ""))
         rows.append(row)
         print(f"{'PASS' if r.passed else 'FAIL'} {cid} {c.title}: ours {r.ours} (thesis {r.thesis}; "
               f"criterion: {r.criterion}) [{row['seconds']:.1f}s]", flush=True)
-    _write_table(rows, table, quick)
+        _write_table(rows, table, quick)   # after every claim: a long run killed midway keeps its rows
     return rows
 
 

@@ -53,6 +53,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_rep.add_argument("--quick", action="store_true", help="fast profile: smaller sizes, exact claims only by default")
     p_rep.add_argument("--out", default="runs/reproduce", help="folder for figures and run outputs")
     p_rep.add_argument("--table", default="REPRODUCTION.md", help="markdown table to (re)write")
+    p_rep.add_argument("--figures", default=None,
+                       help="folder the table's PNG plots are copied to and linked from (default: "
+                            "docs/reproduction beside the table; run outputs stay in --out)")
     p_an = sub.add_parser("analyze", help="oscillator view of every SSM layer in a checkpoint: PNG plots + CSV/JSON tables")
     p_an.add_argument("checkpoint")
     p_an.add_argument("out_dir", nargs="?", default=None, help="(default: <checkpoint>/analysis)")
@@ -98,7 +101,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         from ..reproduce import CLAIMS, run_claims
 
         ids = args.ids or sorted(c.id for c in CLAIMS.values() if (c.tier == "A" or not args.quick))
-        rows = run_claims(ids, args.quick, Path(args.out), Path(args.table))
+        table = Path(args.table)
+        figures = Path(args.figures) if args.figures else table.parent / "docs" / "reproduction"
+        rows = run_claims(ids, args.quick, Path(args.out), table, figures)
         print(f"wrote {args.table}: {sum(r['passed'] for r in rows)}/{len(rows)} claims pass")
         return 0 if all(r["passed"] for r in rows) else 1
     if args.command == "presets":
