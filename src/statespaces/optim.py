@@ -32,8 +32,8 @@ def param_groups(
     Usage: ``torch.optim.AdamW(param_groups(model, lr=1e-2, weight_decay=0.05))``.
     """
     for name, value in (("lr", lr), ("ssm_lr", ssm_lr)):
-        if not value > 0:
-            raise ValueError(f"{name} must be positive, got {value}")
+        if not (value > 0 and value != float("inf")):
+            raise ValueError(f"{name} must be positive and finite, got {value}")
     ssm_ids = set()
     for module in model.modules():
         if isinstance(module, SSMLayer):

@@ -35,7 +35,7 @@ import math
 
 import torch
 
-from ._checks import check_measure, check_positive, check_state_size
+from ._checks import check_finite_tensor, check_measure, check_positive, check_state_size
 from .measures import MEASURES, fourier_frequencies, measure_params
 from .polys import jacobi_01, jacobi_01_weight, laguerre, legendre_01
 
@@ -78,7 +78,7 @@ def basis(measure: str, N: int, t, theta: float = 1.0, kind: str = "kernel", **p
     theta = check_positive(theta, "theta")
     kind = check_measure(kind, BASIS_KINDS, what="kind")
     p = measure_params(name, params)
-    tau = torch.as_tensor(t, dtype=_F64)
+    tau = check_finite_tensor(torch.as_tensor(t, dtype=_F64), "t")
     y = tau / theta
     causal = (y >= 0).to(_F64)
     window = ((y >= 0) & (y <= 1)).to(_F64)
@@ -123,7 +123,7 @@ def weight(measure: str, t, theta: float = 1.0, **params) -> torch.Tensor:
     name = check_measure(measure, MEASURES)
     theta = check_positive(theta, "theta")
     p = measure_params(name, params)
-    y = torch.as_tensor(t, dtype=_F64) / theta
+    y = check_finite_tensor(torch.as_tensor(t, dtype=_F64), "t") / theta
     causal = (y >= 0).to(_F64)
     yc = y.clamp(min=0.0)
     if name == "legs":

@@ -132,6 +132,11 @@ def vandermonde(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
     Returns:
         Real tensor (..., H, L).
     """
+    if isinstance(L, bool) or not isinstance(L, int) or L < 1:
+        raise ValueError(f"vandermonde: L must be a positive integer, got {L!r}")
+    if coef.shape[-1] != log_a.shape[-1]:
+        raise ValueError(f"vandermonde: coef (..., H, N) and log_a (H, N) disagree on N: "
+                         f"{tuple(coef.shape)} vs {tuple(log_a.shape)}")
     if coef.device.type != "cpu" or _dispatch.FORCE_TRITON:
         return _dispatch.vandermonde(coef, log_a, L)
     return _vandermonde_torch(coef, log_a, L)
@@ -147,6 +152,9 @@ def vandermonde_transpose(u: Tensor, log_a: Tensor) -> Tensor:
     Returns:
         complex tensor (..., H, N).
     """
+    if u.dim() < 2 or u.shape[-2] != log_a.shape[0] or u.shape[-1] < 1:
+        raise ValueError(f"vandermonde_transpose: u must be (..., H, L>=1) with H={log_a.shape[0]} "
+                         f"(log_a {tuple(log_a.shape)}), got {tuple(u.shape)}")
     L = u.shape[-1]
     J = _block(L)
     Q = -(-L // J)

@@ -125,6 +125,8 @@ class SSMLayer(nn.Module):
         if not isinstance(state, torch.Tensor) or tuple(state.shape) != shape:
             got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
             raise ValueError(f"state must have shape {shape} (from initial_state({batch})), got {got}")
+        if not state.is_complex():
+            raise TypeError(f"state must be a complex tensor like initial_state({batch}), got {state.dtype}")
 
     def _step_cache_key(self, rate: float) -> tuple:
         """Identity of everything a cached step system depends on: the rate, dtype/device, and every
@@ -135,8 +137,6 @@ class SSMLayer(nn.Module):
             params, buffers = tuple(self._parameters.values()), tuple(self._buffers.values())
         return (rate, self.D.dtype, self.D.device, tuple((id(t), t._version) for t in params if t is not None),
                 tuple(id(b) for b in buffers))
-        if not state.is_complex():
-            raise TypeError(f"state must be a complex tensor like initial_state({batch}) ({ref.dtype}), got {state.dtype}")
 
     def _check_step_input(self, x: Tensor, state: Tensor) -> None:
         if self.bidirectional:

@@ -50,7 +50,14 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_dtype_compatible, check_finite, check_positive_int, check_real_float
+from .._checks import (
+    check_choice,
+    check_device,
+    check_dtype_compatible,
+    check_finite,
+    check_positive_int,
+    check_real_float,
+)
 from ..kernels.vandermonde import vandermonde
 from ..ops.fftconv import two_sided_kernel
 from ..ops.fftconv_nd import CONV_METHODS, conv_nd, outer_kernel
@@ -286,6 +293,7 @@ class S4ND(nn.Module):
 
     def _check_input(self, x: Tensor) -> None:
         check_real_float("input", x)
+        check_device("input", x, self.D.device)
         want = f"(batch, {', '.join(f'L{i + 1}' for i in range(self.dims))}, d_model={self.d_model})"
         if x.dim() != self.dims + 2:
             raise ValueError(

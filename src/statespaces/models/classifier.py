@@ -73,6 +73,10 @@ class SequenceClassifier(nn.Module):
         if lengths is None:
             pooled = h.mean(1) if self.pool == "mean" else h[:, -1]
         else:
+            if not isinstance(lengths, torch.Tensor) or lengths.is_floating_point() or lengths.is_complex() \
+                    or lengths.dtype == torch.bool:
+                got = lengths.dtype if isinstance(lengths, torch.Tensor) else type(lengths).__name__
+                raise TypeError(f"lengths must be an integer tensor (B,), got {got}")
             lengths = lengths.to(h.device)
             if lengths.shape != (x.shape[0],) or bool((lengths < 1).any()) or bool((lengths > x.shape[1]).any()):
                 raise ValueError(f"lengths must be (B,) integers in [1, L={x.shape[1]}], got {lengths.tolist()}")

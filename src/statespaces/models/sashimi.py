@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .._checks import check_positive_int, check_sequence
+from .._checks import check_dtype_compatible, check_finite, check_positive_int, check_real_float, check_sequence
 from ..blocks import DropoutNd, ResidualBlock
 from ..layers.registry import make_layer
 
@@ -347,6 +347,9 @@ class SaShiMi(nn.Module):
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.d_model:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"step input must have shape (batch, d_model={self.d_model}), got {got}")
+        check_real_float("x", x)
+        check_dtype_compatible("x", x, self.final_norm.weight.dtype)
+        check_finite("x", x)
         self._check_state(state, x.shape[0])
         y, st = self._step_raw(x, state)
         return self.final_norm(y), st

@@ -91,7 +91,11 @@ def fftconv(u: Tensor, k: Tensor, bidirectional: bool = False) -> Tensor:
     Returns:
         y: (B, L, H), same dtype as ``u``.
     """
-    L = u.shape[1]
+    L, H = u.shape[1], u.shape[-1]
+    want = (2, H) if bidirectional else (H,)
+    if u.dim() != 3 or k.dim() != len(want) + 1 or tuple(k.shape[:-1]) != want or k.shape[-1] < 1:
+        raise ValueError(f"fftconv: u must be (B, L, H) and k {'(2, H, L)' if bidirectional else '(H, Lk)'}; "
+                         f"got u {tuple(u.shape)}, k {tuple(k.shape)}")
     x = u.transpose(1, 2)                                      # (B, H, L)
     if bidirectional:
         n = 2 * L

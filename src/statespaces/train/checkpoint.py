@@ -79,10 +79,15 @@ def load_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
         meta = json.loads((path / META).read_text())
     except (OSError, ValueError) as e:
         raise CorruptCheckpointError(f"{path}: unreadable {META} ({e})") from e
+    if not isinstance(meta, dict):
+        raise CorruptCheckpointError(f"{path}: {META} does not hold a JSON object")
     tfile = path / TENSORS
     if not tfile.is_file() or _sha256(tfile) != meta.get("sha256"):
         raise CorruptCheckpointError(f"{path}: {TENSORS} is missing or does not match its checksum")
-    return load_file(str(tfile)), meta
+    try:  # safetensors parses a header and raw buffers only; anything else (e.g. a pickle) is refused
+        return load_file(str(tfile)), meta
+    except Exception as e:
+        raise CorruptCheckpointError(f"{path}: {TENSORS} is not a valid safetensors file ({e})") from e
 
 
 # --- flattening of training state into (tensors, json) ---------------------------------------
