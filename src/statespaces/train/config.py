@@ -165,6 +165,18 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                     "trainer": {"epochs": 5, "batch_size": 32}},
     "pathfinder-s4d": {"data": {"name": "pathfinder"}, "model": {"d_model": 64, "n_layers": 4},
                        "trainer": {"epochs": 10, "batch_size": 32}},
+    # smaller versions that learn within CPU minutes: ListOps of 100..300 tokens (depth <= 6) and
+    # Pathfinder 16x16 (L = 256) with solid curves and no distractors; both bidirectional
+    "listops-short-s4d": {"data": {"name": "listops", "kwargs": {"n_train": 10000, "n_test": 1000, "min_length": 100,
+                                                                 "max_length": 300, "max_depth": 6}},
+                          "model": {"d_model": 64, "n_layers": 4, "pool": "mean",
+                                    "layer_kwargs": {"bidirectional": True}},
+                          "trainer": {"epochs": 20, "batch_size": 32}},
+    "pathfinder16-s4d": {"data": {"name": "pathfinder", "kwargs": {"n_train": 10000, "n_test": 1000, "size": 16,
+                                                                   "n_distractors": 0, "dash_off": 0}},
+                         "model": {"d_model": 64, "n_layers": 4, "dropout": 0.0,
+                                   "layer_kwargs": {"bidirectional": True}},
+                         "trainer": {"epochs": 10, "batch_size": 64}},
     # sequential / permuted Fashion-MNIST, L = 784 (GPU-sized; Debian's dataset-fashion-mnist)
     "sfmnist-s4d": {"data": {"name": "fashion_mnist"}, "model": {"d_model": 128, "n_layers": 4},
                     "trainer": {"epochs": 20, "batch_size": 64, "lr": 4e-3, "weight_decay": 0.01, "device": "auto"}},
@@ -175,7 +187,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 #: Presets that finish in minutes on a 2-core CPU (the others are meant for a GPU).
 CPU_PRESETS = ("digits-s4d", "pdigits-s4d", "digits-s4", "digits-linoss", "japanese-vowels-s4d", "japanese-vowels-s4",
-               "japanese-vowels-linoss", "basicmotions-s4d", "listops-s4d", "pathfinder-s4d", "fmnist14-s4d")
+               "japanese-vowels-linoss", "basicmotions-s4d", "listops-s4d", "pathfinder-s4d", "listops-short-s4d", "pathfinder16-s4d",
+               "fmnist14-s4d")
 
 
 def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
