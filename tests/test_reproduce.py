@@ -21,3 +21,15 @@ def test_quick_profile_runs_and_exact_claims_pass(tmp_path):
 def test_unknown_claim_lists_valid_ids(tmp_path):
     with pytest.raises(ValueError, match="valid ids"):
         main(["reproduce", "Z9", "--out", str(tmp_path), "--table", str(tmp_path / "t.md")])
+
+
+def test_rerunning_one_claim_keeps_the_other_rows(tmp_path):
+    table = tmp_path / "R.md"
+    run_claims(["A3", "A4"], True, tmp_path / "runs", table)
+    first = table.read_text()
+    run_claims(["A3"], True, tmp_path / "runs", table)
+    text = table.read_text()
+    assert text.count("| A4: ") == 1 and text.count("| A3: ") == 1
+    a4 = [line for line in first.splitlines() if line.startswith("| A4: ")]
+    assert a4 and a4[0] in text                  # untouched row kept verbatim
+    assert text.index("| A3: ") < text.index("| A4: ")

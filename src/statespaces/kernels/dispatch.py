@@ -16,7 +16,9 @@ so importing :mod:`statespaces` stays cheap and warning-free.
 Entry points with the signatures of the PyTorch functions they stand for:
 :func:`vandermonde` (:func:`statespaces.kernels.vandermonde.vandermonde`), :func:`scan_diagonal`
 (:func:`statespaces.ops.scan.scan_diagonal`) and :func:`cauchy`
-(``statespaces.kernels.cauchy.cauchy``, when that module exists).
+(``statespaces.kernels.cauchy.cauchy``, when that module exists); and :func:`diagonal_step`, the
+body of :meth:`statespaces.layers.base.DiagonalSSM.step` (its Triton kernel is inference-only and
+also takes fp64).
 """
 from __future__ import annotations
 
@@ -115,3 +117,46 @@ def cauchy(v: Tensor, z: Tensor, w: Tensor, conj: bool = False, chunk_elems: Opt
 
         return cauchy_triton(v, z, w, conj, chunk_elems)
     return _cauchy_torch()(v, z, w, conj, chunk_elems)
+
+
+_STEP_REAL = (torch.float32, torch.float64)
+_STEP_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def _diagonal_step_torch(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tensor, state: Tensor):
+    """The PyTorch step (broadcasting, autograd): the expression of ``DiagonalSSM.step``."""
+    state = torch.addcmul(dB * u.unsqueeze(-1), dA, state)
+    y = torch.addcmul(torch.linalg.vecdot(Cc, state).real, D, u)   # scale Re(C . state) + D u
+    return y, state
+
+
+def _step_fits_kernel(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tensor, state: Tensor) -> bool:
+    """Exact shapes and one precision throughout (the PyTorch path handles everything else)."""
+    if u.dim() != 2 or state.dim() != 3 or u.dtype not in _STEP_REAL or D.dtype != u.dtype:
+        return False
+    (B, H), M = u.shape, state.shape[-1]
+    cdt = _STEP_COMPLEX[u.dtype]
+    return (
+        all(t.dtype == cdt and tuple(t.shape) == (H, M) for t in (dA, dB, Cc))
+        and state.dtype == cdt and tuple(state.shape) == (B, H, M) and tuple(D.shape) == (H,)
+    )
+
+
+def diagonal_step(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tensor, state: Tensor):
+    r"""One step of a diagonal SSM: ``state' = dA state + dB u``, ``y = Re(vecdot(Cc, state')) + D u``.
+
+    Shapes: dA, dB, Cc (H, M) complex (``Cc = conj(scale C)``), D (H,) and u (B, H) real, state
+    (B, H, M) complex; returns ``(y, state')``. The fused Triton kernel
+    (:func:`statespaces.ops.triton.step.diagonal_step_triton`, fp32 or fp64) runs for CUDA tensors
+    (or under :func:`force_triton`) when no gradient is needed; otherwise the PyTorch expression.
+    """
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (dA, dB, Cc, D, u, state))
+    if (
+        not needs_grad
+        and use_triton(dA, dB, Cc, D, u, state, dtypes=_STEP_REAL + tuple(_STEP_COMPLEX.values()))
+        and _step_fits_kernel(dA, dB, Cc, D, u, state)
+    ):
+        from ..ops.triton.step import diagonal_step_triton
+
+        return diagonal_step_triton(dA, dB, Cc, D, u, state)
+    return _diagonal_step_torch(dA, dB, Cc, D, u, state)

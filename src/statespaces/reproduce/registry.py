@@ -123,10 +123,29 @@ def _write_table(rows: List[dict], table: Path, quick: bool) -> None:
         "| claim | thesis | ours | pass | criterion | command | time |",
         "|---|---|---|---|---|---|---|",
     ]
+    body = _existing_rows(table)     # rows of claims not re-run this time are kept
     for r in rows:
         fig = f" ([plot]({r['figure']}))" if r["figure"] else ""
-        lines.append(
+        body[r["id"]] = (
             f"| {r['id']}: {r['title']}{fig} | {r['thesis']} | {r['ours']} | {'yes' if r['passed'] else '**no**'} | "
             f"{r['criterion']} | `{r['command']}` | {r['seconds']:.0f} s |"
         )
+    lines += [body[k] for k in sorted(body, key=_claim_order)]
     table.write_text("\n".join(lines) + "\n")
+
+
+def _claim_order(cid: str):
+    return (cid[:1], int(cid[1:]) if cid[1:].isdigit() else 0, cid)
+
+
+def _existing_rows(table: Path) -> Dict[str, str]:
+    """Rows of an existing table, by claim id (``| A1: title ... |``); claims no longer registered are dropped."""
+    if not table.is_file():
+        return {}
+    rows = {}
+    for line in table.read_text().splitlines():
+        if line.startswith("| ") and ": " in line.split(" | ")[0]:
+            cid = line[2:].split(":", 1)[0]
+            if cid in CLAIMS:
+                rows[cid] = line
+    return rows

@@ -6,8 +6,9 @@ never required. Importing this package does not import ``triton``; the submodule
 
 * :mod:`.vandermonde`: fused S4D kernel generation ``Re sum_n c_n exp(l w_n)`` with backward;
 * :mod:`.scan`: chunked diagonal linear-recurrence scan ``x_l = a_l x_{l-1} + b_l`` with backward;
-* :mod:`.cauchy`: DPLR Cauchy sums ``sum_n v_n / (z_k - w_n)`` with backward.
+* :mod:`.cauchy`: DPLR Cauchy sums ``sum_n v_n / (z_k - w_n)`` with backward;
+* :mod:`.step`: one fused recurrent step of a diagonal SSM (state update and output), inference only.
 
-Complex tensors are handled as (re, im) pairs of fp32 and accumulated in fp32.
+Complex tensors are handled as (re, im) pairs, accumulated in fp32 (``step`` also runs in fp64).
 """
-__all__ = ["vandermonde", "scan", "cauchy"]
+__all__ = ["vandermonde", "scan", "cauchy", "step"]
