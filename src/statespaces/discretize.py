@@ -90,7 +90,8 @@ def discretize_dense(
         A: state matrix, shape (..., N, N).
         B: input matrix, shape (..., N) (single input) or (..., N, M).
         dt: step sizes, shape broadcastable to ``A.shape[:-2]``.
-        method, alpha: as in :func:`discretize_diagonal`.
+        method: one of :data:`DISCRETIZATIONS`, as in :func:`discretize_diagonal`.
+        alpha: GBT parameter, only with ``method='gbt'``, as in :func:`discretize_diagonal`.
 
     Returns:
         ``(dA, dB)`` with the shapes of ``(A, B)``. ZOH uses the block exponential

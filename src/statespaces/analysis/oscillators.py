@@ -424,18 +424,19 @@ def s4d_from_oscillators(
         oscillators: records; all records of a channel must share ``dt``. Channels may have different
             numbers of oscillators (padded with zero-amplitude modes).
         d_model: H (default: 1 + largest channel index).
-        discretization, alpha, real_transform: of the new S4D layer.
+        discretization: discretization rule of the new S4D layer.
+        alpha: GBT parameter of the new S4D layer (with ``discretization='gbt'``).
+        real_transform: how the new S4D layer keeps Re(A) < 0 (its ``real_transform``).
         D: skip (H,); zeros if None.
-
         dtype: parameter dtype of the new layer (default: torch's default dtype).
 
     Returns:
-        an :class:`~statespaces.layers.s4d.S4D` with conjugate-pair modes,
-        ``d_state = 2 * max oscillators per channel``.
+        (statespaces.layers.s4d.S4D): an :class:`~statespaces.layers.s4d.S4D` with conjugate-pair modes,
+            ``d_state = 2 * max oscillators per channel``.
 
     Raises:
         ValueError: undamped (zeta = 0) or invalid oscillators, mixed dt within a channel, or an
-        eigenvalue the chosen rule cannot produce with Re(A) < 0.
+            eigenvalue the chosen rule cannot produce with Re(A) < 0.
     """
     from ..layers.s4d import S4D
 

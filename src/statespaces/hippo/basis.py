@@ -64,11 +64,11 @@ def basis(measure: str, N: int, t, theta: float = 1.0, kind: str = "kernel", **p
     Args:
         measure: one of :data:`MEASURES`.
         N: number of basis functions.
-        t: lags ``tau`` (any shape, converted to float64).
+        t (torch.Tensor | float | array-like): lags ``tau`` (any shape, converted to float64).
         theta: timescale / window, as in :func:`transition`.
         kind: ``"kernel"`` for ``K_n = e^{tau A} B`` (the SSM basis), or
             ``"reconstruction"`` for ``q_n`` with ``u(t - tau) ~ sum_n x_n q_n(tau)``.
-        **params: measure parameters (``alpha`` for lagt, ``alpha, beta`` for jacobi).
+        **params (float): measure parameters (``alpha`` for lagt, ``alpha, beta`` for jacobi).
 
     Returns:
         float64 tensor of shape ``(N, *t.shape)``.

@@ -72,11 +72,12 @@ def nplr(measure: str, N: int, rank: int | None = None, theta: float = 1.0):
         theta: timescale, as in :func:`transition`.
 
     Returns:
-        ``(Lambda, P, B, V)`` complex128 with shapes ``(N,)``, ``(rank, N)``,
-        ``(N,)``, ``(N, N)`` (eigenvector phases fixed so that ``B`` is real >= 0) such that, with ``A, B0 = transition(measure, N, theta)``,
-        ``A = V (diag(Lambda) - P^T conj(P)) V^*`` (i.e. ``V(Lambda - sum_r p_r p_r^*)V^*``
-        with ``p_r = P[r]``), ``B = V^* B0``, ``V`` unitary. ``Lambda`` is sorted by
-        imaginary part (descending).
+        (tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]): ``(Lambda, P, B, V)``
+            complex128 with shapes ``(N,)``, ``(rank, N)``, ``(N,)``, ``(N, N)`` (eigenvector phases
+            fixed so that ``B`` is real >= 0) such that, with ``A, B0 = transition(measure, N, theta)``,
+            ``A = V (diag(Lambda) - P^T conj(P)) V^*`` (i.e. ``V(Lambda - sum_r p_r p_r^*)V^*``
+            with ``p_r = P[r]``), ``B = V^* B0``, ``V`` unitary. ``Lambda`` is sorted by
+            imaginary part (descending).
     """
     name = check_measure(measure, NPLR_MEASURES, what="NPLR measure")
     N = check_state_size(N)
@@ -130,8 +131,8 @@ def dplr(measure: str, N: int, rank: int | None = None, theta: float = 1.0, tol:
     ``B0 = Vf [B; conj B]``.
 
     Returns:
-        ``(Lambda, P, B, V)`` complex128, shapes ``(N//2,)``, ``(rank, N//2)``,
-        ``(N//2,)``, ``(N, N//2)``.
+        (tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]): ``(Lambda, P, B, V)``
+            complex128, shapes ``(N//2,)``, ``(rank, N//2)``, ``(N//2,)``, ``(N, N//2)``.
 
     Raises ValueError for odd ``N`` (a real mode cannot be paired) or when the
     spectrum is not conjugate-symmetric within ``tol``.

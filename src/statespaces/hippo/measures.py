@@ -162,7 +162,7 @@ def transition(measure: str, N: int, theta: float = 1.0, **params) -> tuple[torc
         measure: one of :data:`MEASURES` (case-insensitive).
         N: state size (>= 1).
         theta: timescale / window length (> 0); the result is ``(A/theta, B/theta)``.
-        **params: ``alpha`` for ``lagt`` (Laguerre parameter, > -1, default 0);
+        **params (float): ``alpha`` for ``lagt`` (Laguerre parameter, > -1, default 0);
             ``alpha, beta`` for ``jacobi`` (weight ``(1-y)^alpha y^beta``, default 0).
 
     Returns:

@@ -91,7 +91,7 @@ class HiPPO(nn.Module):
         measure: one of :data:`MEASURES` (default ``"legs"``).
         mode: ``"lsi"`` (default for legs) or ``"lti"`` (default otherwise;
             ``"lsi"`` only for :data:`LSI_MEASURES`).
-        discretization: ``"bilinear"`` (default), ``"forward_euler"``,
+        discretization (str | float): ``"bilinear"`` (default), ``"forward_euler"``,
             ``"backward_euler"``, a GBT alpha in [0, 1], or ``"zoh"`` (LTI only).
         dt: sampling step of the LTI mode (required there; ignored by ``lsi``,
             which is step-size free).
@@ -99,7 +99,7 @@ class HiPPO(nn.Module):
         fast: use the O(N) LegS update (default True for LSI-LegS).
         input_gain: ``"gbt"`` (default) or ``"thesis"`` input weighting of the LSI
             step (see :mod:`.legs_fast`).
-        **params: measure parameters (``alpha`` for lagt; ``alpha, beta`` for jacobi).
+        **params (float): measure parameters (``alpha`` for lagt; ``alpha, beta`` for jacobi).
 
     Shapes: ``forward(u)`` takes ``u`` of shape ``(B, L)`` or ``(B, L, H)`` and returns
     the coefficient history ``(B, L, N)`` / ``(B, L, H, N)`` (entry ``k`` = state after

@@ -132,7 +132,8 @@ def power_coefficients(log_r: Tensor, theta: Tensor, l: Tensor) -> Tuple[Tensor,
     r"""``(s_l, r^2 s_{l-1})`` such that ``M^l = s_l M - r^2 s_{l-1} I`` (Cayley-Hamilton).
 
     Args:
-        log_r, theta: (P,) from :func:`oscillator_polar`.
+        log_r: (P,) log-modulus, from :func:`oscillator_polar`.
+        theta: (P,) argument (angle), from :func:`oscillator_polar`.
         l: integer powers, (L,) (any real dtype).
 
     Returns:
@@ -165,7 +166,8 @@ def oscillator_responses(A: Tensor, dt: Tensor, discretization: str, L: int) -> 
     ``dt (M^{l+1})_{:, 0}`` = ``dt [s_{l+1} M_11 - r^2 s_l ; s_{l+1} M_21]``.
 
     Args:
-        A, dt: (P,) (dt may be a scalar); no validation here (see :func:`oscillator_transition`).
+        A: (P,); no validation here (see :func:`oscillator_transition`).
+        dt: (P,) or a scalar; no validation here (see :func:`oscillator_transition`).
         L: number of lags.
 
     Returns:

@@ -69,9 +69,11 @@ class LinOSS(SSMLayer):
         discretization: ``"IM"`` (default, dissipative) or ``"IMEX"`` (symplectic, |lambda| = 1).
         A_param: ``"relu"`` (default, ``A = relu(A_hat)``), ``"square"`` (``A = A_hat^2``), or ``"none"``
             (``A = A_hat`` unconstrained; negative A, or IMEX with dt^2 A > 3.99, raises ``ValueError``).
-        dt_min, dt_max: if given, the initial ``dt`` is log-uniform in [dt_min, dt_max] with
-            ``0 < dt_min <= dt_max < 1``; default: ``dt_raw ~ U[0, 1]``, i.e. dt in [0.5, 0.73]
-            (the seed says dt = 1 at init, which sigmoid cannot reach; our choice).
+        dt_min: lower end of the initial ``dt`` range: if given (with ``dt_max``), the initial ``dt``
+            is log-uniform in [dt_min, dt_max] with ``0 < dt_min <= dt_max < 1``; default:
+            ``dt_raw ~ U[0, 1]``, i.e. dt in [0.5, 0.73] (the seed says dt = 1 at init, which
+            sigmoid cannot reach; our choice).
+        dt_max: upper end of the initial ``dt`` range (see ``dt_min``).
         mode: default forward path, ``"scan"`` (parallel scan, as the paper), ``"conv"`` or ``"loop"``.
         seed: seed of this layer's random init.
 

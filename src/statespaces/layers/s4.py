@@ -103,7 +103,8 @@ class S4(SSMLayer):
         d_state: real state size N (even; N/2 conjugate-pair modes are stored).
         init: ``legs`` (default), ``legt``, ``fout``, ``lagt`` or ``rand`` (see :func:`s4_init`).
         rank: rank r >= 1 of the low-rank term; None = the init's minimum (2 for ``legt``, else 1).
-        dt_min, dt_max: range of the log-uniform step-size init (Remark 5.6).
+        dt_min: lower end of the log-uniform step-size init (Remark 5.6).
+        dt_max: upper end of the log-uniform step-size init (Remark 5.6).
         real_transform: keeps ``Re Lambda < 0``: ``exp`` (default), ``softplus``, ``relu``, ``none``.
         bidirectional: causal and anti-causal kernels (two C's); no recurrent state then.
         trainable_B: train B (default) or freeze it.

@@ -37,7 +37,8 @@ class S4D(DiagonalSSM):
             (see :func:`statespaces.layers.init.s4d_init`).
         discretization: ``zoh`` (default) or ``bilinear``, ``forward_euler``, ``backward_euler``,
             ``gbt`` (with ``alpha``).
-        dt_min, dt_max: range of the log-uniform step-size init (Remark 5.6).
+        dt_min: lower end of the log-uniform step-size init (Remark 5.6).
+        dt_max: upper end of the log-uniform step-size init (Remark 5.6).
         real_transform: how Re(A) < 0 is kept: ``exp`` (default), ``softplus``, ``relu``, or ``none``
             (unconstrained; an unstable A then raises at kernel time).
         bidirectional: two kernels, causal and anti-causal (§7.2.6); no recurrent state then.

@@ -123,9 +123,11 @@ class S4ND(nn.Module):
         bidirectional: one bool for all axes or one per axis; True = two-sided (non-causal)
             kernel on that axis, False = causal.
         discretization: per-axis S4D discretization (default ``zoh``).
-        dt_min, dt_max: log-uniform Δ init range, a scalar or one per axis (e.g. a longer
+        dt_min: lower end of the log-uniform Δ init range, a scalar or one per axis (e.g. a longer
             initial temporal kernel for video; 1/Δ is the kernel's effective length, §9.4.2).
-        real_transform, trainable_B: passed to every S4D.
+        dt_max: upper end of the log-uniform Δ init range, a scalar or one per axis (see ``dt_min``).
+        real_transform: passed to every S4D.
+        trainable_B: passed to every S4D.
         bandlimit: α of the bandlimit mask, or None (off, the α = ∞ of the thesis).
         bandlimit_rule: ``"nyquist"`` (default) or ``"train"``, see the module docstring.
         conv: how the separable N-D convolution is computed, all exact: ``"fft"`` (default, the

@@ -28,7 +28,11 @@ class SequenceClassifier(nn.Module):
         layer: SSM layer name (``"s4d"``, ``"s4"``, ``"linoss"``) and ``layer_kwargs`` for it.
         pool: ``"mean"`` over time (padding-aware with ``lengths``), ``"last"`` step, or ``"none"``
             for per-step outputs (B, L, n_classes): per-step regression or sequence-to-sequence heads.
-        norm, prenorm, dropout, mixing: passed to every :class:`ResidualBlock`.
+        norm: ``"layer"`` or ``"batch"``, passed to every :class:`ResidualBlock`.
+        prenorm: normalize before the layer (default) or after the residual, passed to every
+            :class:`ResidualBlock`.
+        dropout: dropout probability, passed to every :class:`ResidualBlock`.
+        mixing: ``"glu"`` (default) or ``"linear"``, passed to every :class:`ResidualBlock`.
 
     Shapes: forward(x (B, L, d_input), lengths (B,) optional) -> logits (B, n_classes), or
     (B, L, n_classes) with ``pool="none"``. ``n_classes=1`` gives a scalar regression head.

@@ -29,9 +29,13 @@ class SSMForecaster(nn.Module):
     Args:
         d_input: channels of the series.
         horizon: F, the number of forecast steps (mask tokens appended to the context).
-        d_model, n_layers: width and depth of the SSM stack.
-        layer, layer_kwargs: SSM layer name and options; ``bidirectional`` defaults to True.
-        mixing, norm, dropout: residual-block options of :class:`~statespaces.models.lm.SSMStack`.
+        d_model: width of the SSM stack.
+        n_layers: depth of the SSM stack.
+        layer: SSM layer name.
+        layer_kwargs: SSM layer options; ``bidirectional`` defaults to True.
+        mixing: residual-block option of :class:`~statespaces.models.lm.SSMStack`.
+        norm: residual-block option of :class:`~statespaces.models.lm.SSMStack`.
+        dropout: residual-block option of :class:`~statespaces.models.lm.SSMStack`.
 
     Shapes: forward(context (B, C, d_input)) -> forecast (B, horizon, d_input).
     """

@@ -81,10 +81,13 @@ class ImageClassifier(nn.Module):
         d_model: width H.
         n_layers: residual blocks.
         layer: ``"s4nd"`` (default) or ``"conv"`` (the Conv2D/Conv3D baseline).
-        d_state, bandlimit, layer_kwargs: passed to every :class:`S4ND` (``layer_kwargs`` may hold
-            ``init``, ``bidirectional``, ``dt_min``, ``dt_max``, ``conv``, ``bandlimit_rule``, ...).
+        d_state: passed to every :class:`S4ND`.
+        bandlimit: passed to every :class:`S4ND`.
+        layer_kwargs: passed to every :class:`S4ND` (may hold ``init``, ``bidirectional``,
+            ``dt_min``, ``dt_max``, ``conv``, ``bandlimit_rule``, ...).
             ``conv`` defaults to ``"auto"`` here (exact Toeplitz matmuls on small grids).
-        kernel_size, depthwise: of the Conv baseline.
+        kernel_size: kernel size of the Conv baseline.
+        depthwise: depthwise convolutions in the Conv baseline.
         dropout: in every block.
 
     Shapes: forward(x (B, *spatial, d_input), rate) -> logits (B, n_classes). ``rate`` is one number

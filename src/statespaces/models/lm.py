@@ -47,10 +47,13 @@ class SSMStack(nn.Module):
     Args:
         d_model: width H.
         n_layers: number of residual SSM blocks.
-        layer, layer_kwargs: SSM layer (``"s4d"``, ``"s4"``, ``"linoss"``) and its options.
+        layer: SSM layer (``"s4d"``, ``"s4"``, ``"linoss"``).
+        layer_kwargs: options of the SSM layer.
         ff_expand: if > 0, a residual FF block (expansion ``ff_expand``) follows every SSM block, as
             in SaShiMi's stages (§8.3) -- the "isotropic" model of Table 8.5.
-        norm, dropout, mixing: passed to every :class:`~statespaces.blocks.ResidualBlock`.
+        norm: passed to every :class:`~statespaces.blocks.ResidualBlock`.
+        dropout: passed to every :class:`~statespaces.blocks.ResidualBlock`.
+        mixing: passed to every :class:`~statespaces.blocks.ResidualBlock`.
 
     Shapes: (B, L, H) -> (B, L, H); ``step``: (B, H) -> (B, H); state: list of per-block states.
     """
@@ -105,7 +108,8 @@ class SSMLanguageModel(nn.Module):
         vocab_size: V, the number of token values (per stream).
         d_model: backbone width H.
         n_layers: blocks of the flat stack, or (SSM, FF) pairs per tier for SaShiMi.
-        layer, layer_kwargs: SSM layer name and options (see :func:`statespaces.layers.registry.make_layer`).
+        layer: SSM layer name (see :func:`statespaces.layers.registry.make_layer`).
+        layer_kwargs: SSM layer options (see :func:`statespaces.layers.registry.make_layer`).
         backbone: ``"flat"`` (:class:`SSMStack`), ``"sashimi"`` (:class:`~statespaces.models.sashimi.SaShiMi`),
             or a module following the backbone interface (``d_model``, ``forward(x, state, return_state)``,
             ``initial_state``, ``step``).
@@ -115,7 +119,9 @@ class SSMLanguageModel(nn.Module):
             instead of an embedding; targets stay discrete.
         max_len: optional fixed maximum length of a convolution-mode pass (e.g. a layer with a fixed
             kernel length); longer inputs / prompts raise ``ValueError``. ``None``: unlimited.
-        dropout, mixing, norm: residual-block options.
+        dropout: residual-block option.
+        mixing: residual-block option.
+        norm: residual-block option.
 
     Shapes:
         forward(tokens (B, L) or (B, L, S) int64 | inputs (B, L, d_input) float)
@@ -278,9 +284,9 @@ class SSMLanguageModel(nn.Module):
             return_logits: also return the logits each new token was drawn from.
 
         Returns:
-            new tokens (B, steps[, S]) int64 (the prompt is not included), and, if ``return_logits``,
-            logits (B, steps[, S], V): ``logits[:, i]`` is the (unfiltered) next-token distribution
-            the i-th new token was sampled from.
+            (Tensor | tuple[Tensor, Tensor]): new tokens (B, steps[, S]) int64 (the prompt is not
+                included), and, if ``return_logits``, logits (B, steps[, S], V): ``logits[:, i]`` is
+                the (unfiltered) next-token distribution the i-th new token was sampled from.
         """
         check_sampling(temperature, top_k, top_p)
         check_positive_int("steps", steps)

@@ -149,13 +149,15 @@ class SaShiMi(nn.Module):
         expand: width expansion q per pool (thesis: 2).
         n_pools: number of pools when ``pool`` is an int.
         ff_expand: FF-block expansion (thesis: 2); 0 disables the FF blocks.
-        layer, layer_kwargs: SSM layer name for :func:`~statespaces.layers.registry.make_layer`
+        layer: SSM layer name for :func:`~statespaces.layers.registry.make_layer`
             (default ``"s4"``: DPLR with the Hurwitz form Lambda - P P^*, the thesis's choice for
-            stable generation, §8.4.2) and its options.
+            stable generation, §8.4.2).
+        layer_kwargs: options of the SSM layer (for :func:`~statespaces.layers.registry.make_layer`).
         unet: also put ``n_layers`` pairs on the down path before each pool (the "symmetric U-Net"
             of the footnote to Table 8.6; still causal here).
-        dropout, mixing, norm: passed to the residual blocks (thesis: no dropout, linear mixing,
-            GLU only on SC09).
+        dropout: passed to the residual blocks (thesis: no dropout).
+        mixing: passed to the residual blocks (thesis: linear mixing, GLU only on SC09).
+        norm: passed to the residual blocks.
 
     Shapes:
         forward: (B, T, H) -> (B, T, H) for any T (internally padded on the right to a multiple of

@@ -67,7 +67,11 @@ class LegSRNN(nn.Module):
     The logits read ``[h_K, vec(c_K)]`` at each sequence's last valid step K.
 
     Args:
-        d_input, n_classes: data sizes. hidden: width of h. order: LegS order N. memory: channels m.
+        d_input: data size: input channels per step.
+        n_classes: data size: number of classes.
+        hidden: width of h.
+        order: LegS order N.
+        memory: channels m.
         max_len: longest sequence (the transitions are precomputed up to it).
     """
 

@@ -111,9 +111,11 @@ def diagonal_step_triton(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tenso
     :meth:`statespaces.layers.base.DiagonalSSM.step`.
 
     Args:
-        dA, dB, Cc: (H, M) complex64 or complex128: discrete eigenvalues, input vector and
-            ``conj(scale * C)``.
-        D: (H,) real skip term. u: (B, H) real input, same real dtype as D.
+        dA: (H, M) complex64 or complex128, discrete eigenvalues.
+        dB: (H, M) discrete input vector, same dtype as dA.
+        Cc: (H, M) ``conj(scale * C)``, same dtype as dA.
+        D: (H,) real skip term.
+        u: (B, H) real input, same real dtype as D.
         state: (B, H, M) complex state, same dtype as dA.
 
     B is the batch, H the channels, M the (complex) modes per channel.
