@@ -7,7 +7,7 @@ import torch
 from statespaces.models import SSMForecaster
 from statespaces.reproduce import CLAIMS
 from statespaces.reproduce.claims_models import causality_leak, step_logits, tiny_sashimi
-from statespaces.reproduce.claims_synthetic import WINDOW_THETA, make_method
+from statespaces.reproduce.claims_synthetic import WINDOW_THETA, delay_readout_lstsq, make_method
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,6 +68,15 @@ def test_fout_window_normalization_halves_A_and_B():
     assert WINDOW_THETA == 2.0
     torch.testing.assert_close(base.Lambda_imag, plain.Lambda_imag / 2)
     torch.testing.assert_close(base.B, plain.B / 2)
+
+
+def test_delay_lstsq_floor_frozen_fout():
+    """Independent B1 check: a least-squares readout from the frozen FouT state reproduces a delay of
+    the window length 2/dt (here 50 samples at dt x rate = 0.04), but not at 4x that dt (window 12)."""
+    cfg = dict(L=200, lag=50, N=64, band=50.0, rate=20.0)
+    good = delay_readout_lstsq("s4-fout", (2e-3, 2e-3), cfg, n_fit=16, n_test=8)
+    bad = delay_readout_lstsq("s4-fout", (8e-3, 8e-3), cfg, n_fit=16, n_test=8)
+    assert good < 0.15 < 0.35 < bad
 
 
 def test_forecaster_shape():

@@ -45,13 +45,15 @@ def _set_window_theta(layer: S4, theta: float) -> None:
         layer.B.copy_(torch.view_as_real(B.expand(H, M)).to(dtype))
 
 
-def make_method(method: str, H: int, N: int, dt: Tuple[float, float], seed: int = 0) -> nn.Module:
+def make_method(method: str, H: int, N: int, dt: Tuple[float, float], seed: int = 0,
+                l_max: Optional[int] = None) -> nn.Module:
     """One linear SSM layer of the §7.5.8 comparisons: ``s4-fout``, ``s4-legt``, ``s4-legs``,
-    ``s4d-inv``, ``s4d-legs`` or ``s4d-lin``; FouT/LegT with the 2/dt window."""
+    ``s4d-inv``, ``s4d-legs`` or ``s4d-lin``; FouT/LegT with the 2/dt window. ``l_max`` (S4 only):
+    learn ``C~`` for kernels of that length, as the reference S4 kernel does (no ``dA^L`` per step)."""
     family, init = method.split("-")
     if family == "s4d":
         return S4D(H, N, init=init, dt_min=dt[0], dt_max=dt[1], seed=seed)
-    layer = S4(H, N, init=init, dt_min=dt[0], dt_max=dt[1], seed=seed)
+    layer = S4(H, N, init=init, dt_min=dt[0], dt_max=dt[1], seed=seed, l_max=l_max)
     if init in ("fout", "legt"):
         _set_window_theta(layer, WINDOW_THETA)
     return layer
@@ -103,33 +105,78 @@ def delay_data(n: int, L: int, lag: int, band: float, seed: int) -> Tuple[Tensor
     return u, y
 
 
-def train_delay(method: str, dt: Tuple[float, float], trainable: bool, data, cfg: dict) -> float:
-    """Adam (LR 1e-3) on the MSE for ``cfg['epochs']`` epochs; returns the test RMSE."""
+def train_delay(method: str, dt: Tuple[float, float], trainable: bool, test, cfg: dict) -> float:
+    """Adam (LR 1e-3) on the MSE over all positions for ``cfg['epochs']`` epochs of
+    ``cfg['n_train']`` fresh sequences each (like the reference ``DelayTrainDataset``, which draws
+    new white noise for every item); returns the RMSE on the fixed test set ``test = (u, y)``.
+
+    The thesis' dt values are kept by time rescaling: the layer is built with ``dt * rate`` and run at
+    rate 1 with ``l_max = L`` (it learns ``C~``, like the reference kernel), which is the same model
+    as ``dt`` at ``rate`` and ~3x faster on CPU (no ``dA^L`` per step).
+    """
     torch.manual_seed(0)
-    layer = make_method(method, cfg["H"], cfg["N"], dt)
+    r = cfg["rate"]
+    layer = make_method(method, cfg["H"], cfg["N"], (dt[0] * r, dt[1] * r), l_max=cfg["L"])
     if not trainable:
         _freeze_ssm(layer)
-    model = LinearSSM(layer, cfg["rate"])
+    model = LinearSSM(layer, 1.0)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    (u_tr, y_tr), (u_te, y_te) = data
-    g = torch.Generator().manual_seed(0)
-    for _ in range(cfg["epochs"]):
-        for idx in torch.randperm(len(u_tr), generator=g).split(cfg["batch"]):
-            loss = (model(u_tr[idx]) - y_tr[idx]).pow(2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    steps = cfg["epochs"] * (cfg["n_train"] // cfg["batch"])
+    for step in range(steps):
+        u, y = delay_data(cfg["batch"], cfg["L"], cfg["lag"], cfg["band"], seed=1000 + step)
+        loss = (model(u) - y).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     with torch.no_grad():
+        u_te, y_te = test
         return float((model(u_te) - y_te).pow(2).mean().sqrt())
 
 
+@torch.no_grad()
+def delay_readout_lstsq(method: str, dt: Tuple[float, float], cfg: dict, n_fit: int = 32, n_test: int = 16,
+                        seed: int = 0) -> float:
+    """Best test RMSE of a linear readout ``y_t ~ w . x_t + d u_t + b`` from the frozen state ``x_t`` of
+    one channel (float64 least squares over all positions; independent of any training).
+
+    Any trained linear model of B1 with the same frozen ``(A, B, dt)`` on every channel has its
+    kernel in the span of the state's impulse responses, so this is the floor for the frozen runs.
+    The state's impulse responses ``dA^l dB`` (the real dense system, ``l < L``) are orthonormalized
+    and convolved with the input by FFT."""
+    L, N = cfg["L"], cfg["N"]
+    r = cfg.get("rate", 1.0)
+    layer = make_method(method, 1, N, (dt[0] * r, dt[1] * r))
+    if not isinstance(layer, S4):
+        raise ValueError(f"delay_readout_lstsq needs an S4 method (dense system), got {method!r}")
+    dA, dB, _, _ = layer.dense_system(1.0)
+    dA, x = dA[0].double(), dB[0].double()
+    basis = torch.empty(L, x.shape[0], dtype=torch.float64)
+    for l in range(L):
+        basis[l] = x
+        x = dA @ x
+    Q = torch.linalg.qr(basis)[0]
+    KQ = torch.fft.rfft(Q.T, 2 * L)
+
+    def feats(u: Tensor) -> Tensor:
+        X = torch.fft.irfft(torch.fft.rfft(u, 2 * L)[:, None] * KQ[None], 2 * L)[..., :L].transpose(1, 2)
+        return torch.cat([X, u[..., None], torch.ones_like(u[..., None])], -1).reshape(-1, X.shape[-1] + 2)
+
+    u, y = (t.double() for t in delay_data(n_fit, L, cfg["lag"], cfg["band"], seed=seed + 500))
+    w = torch.linalg.lstsq(feats(u), y.reshape(-1, 1), driver="gelsd").solution
+    u, y = (t.double() for t in delay_data(n_test, L, cfg["lag"], cfg["band"], seed=seed + 501))
+    return float((feats(u) @ w - y.reshape(-1, 1)).pow(2).mean().sqrt())
+
+
 def _b1_config(quick: bool) -> dict:
-    # Thesis: L = 4000, lag 1000, N = 1024, H = 4, 20 epochs, ~1000 sequences (§11 suggestion).
-    # Full: every length / 4 and N / 4 (the N^3 log L kernel term makes N = 1024 ~9 s per step on one
-    # core); the layer runs with rate = 4000 / L, so its dt values stay the thesis' (time rescaling).
+    # Thesis: L = 4000, lag 1000, N = 1024, H = 4, 20 epochs (dataset size not given; the reference
+    # Delay dataset draws n_train = 10000 fresh sequences per epoch). Full: every length / 4 and N / 4
+    # (N = 1024 costs seconds per step on one core); the layer's dt values are the thesis' times
+    # 4000 / L (time rescaling, window 2/dt = L/4 samples). 20 epochs of 512 fresh sequences in
+    # batches of 8: 1280 Adam steps (the first version took 280 steps on 448 fixed sequences, which
+    # left even the frozen FouT far above its least-squares floor: 0.36 vs 0.07).
     if quick:
-        return dict(L=200, lag=50, N=64, H=4, epochs=2, batch=16, n_train=32, n_test=16)
-    return dict(L=1000, lag=250, N=256, H=4, epochs=20, batch=32, n_train=448, n_test=128)
+        return dict(L=200, lag=50, N=64, H=4, epochs=2, batch=8, n_train=16, n_test=16)
+    return dict(L=1000, lag=250, N=256, H=4, epochs=20, batch=8, n_train=512, n_test=128)
 
 
 B1_RUNS = [  # (method, dt range, trainable) -- fixed before any result was seen (§11 row B1)
@@ -156,15 +203,17 @@ def b1(quick: bool, out: Path) -> Result:
     the input delayed by 1000 samples; RMSE over all positions (chance: predicting 0, 0.5 sqrt(3/4))."""
     cfg = _b1_config(quick)
     cfg["rate"] = 4000.0 / cfg["L"]
-    band = cfg["L"] / 4  # 1000 Hz at 4000 samples/s: a quarter of the sampling rate
-    data = (delay_data(cfg["n_train"], cfg["L"], cfg["lag"], band, seed=0),
-            delay_data(cfg["n_test"], cfg["L"], cfg["lag"], band, seed=1))
-    chance = float(data[1][1].pow(2).mean().sqrt())
+    band = cfg["band"] = cfg["L"] / 4  # 1000 Hz at 4000 samples/s: a quarter of the sampling rate
+    test = delay_data(cfg["n_test"], cfg["L"], cfg["lag"], band, seed=1)
+    chance = float(test[1].pow(2).mean().sqrt())
     rmse, secs = {}, {}
     for method, dt, trainable in (B1_QUICK_RUNS if quick else B1_RUNS):
         t0 = time.time()
-        rmse[_label(method, dt, trainable)] = train_delay(method, dt, trainable, data, cfg)
+        rmse[_label(method, dt, trainable)] = train_delay(method, dt, trainable, test, cfg)
         secs[_label(method, dt, trainable)] = round(time.time() - t0, 1)
+    # independent floor of the frozen runs: least-squares readout from the frozen FouT state
+    floor = {f"s4-fout ({a:g},{b:g}) frozen": delay_readout_lstsq("s4-fout", (a, b), cfg)
+             for a, b in ((2e-3, 2e-3), (8e-3, 8e-3))}
     best = rmse[_label("s4-fout", (2e-3, 2e-3), True)]
     wide = rmse[_label("s4-fout", (1e-3, 1e-1), True)]
     slow = rmse[_label("s4-fout", (8e-3, 8e-3), False)]
@@ -180,19 +229,28 @@ def b1(quick: bool, out: Path) -> Result:
            _label("s4d-lin", (2e-3, 2e-3), True): 0.0144}
     fig = _bar_plot(rmse, out / "B1_delay_rmse.png", "test RMSE", f"B1: delay task (chance {chance:.2f})", ref)
     scale = (f"L={cfg['L']}, lag {cfg['lag']}, N={cfg['N']}, H={cfg['H']}, band {band:g} Hz at {cfg['L']} samples/s, "
-             f"rms 0.5, {cfg['n_train']} train seqs, batch {cfg['batch']}, {cfg['epochs']} epochs, Adam 1e-3, "
-             f"layer rate {cfg['rate']:g}")
+             f"rms 0.5, {cfg['epochs']} epochs x {cfg['n_train']} fresh seqs, batch {cfg['batch']}, Adam 1e-3, "
+             f"layer dt x {cfg['rate']:g}")
     return Result(
         thesis="FouT trainable 0.0078 (frozen 0.0584/0.0304) at (2e-3,2e-3); (1e-3,1e-1) trainable 0.1474; "
                "(8e-3,8e-3) frozen 0.4330; LegT 0.0129, LegS 0.0130, S4D-Inv 0.0186; chance 0.43",
-        ours="; ".join(f"{k} {v:.4f}" for k, v in rmse.items()) + f"; chance {chance:.3f} ({scale}; "
+        ours="; ".join(f"{k} {v:.4f}" for k, v in rmse.items()) + f"; chance {chance:.3f}; least-squares floor "
+             + ", ".join(f"{k} {v:.4f}" for k, v in floor.items()) + f" ({scale}; "
              + ("thesis: L=4000, lag 1000, N=1024" if not quick else "quick profile") + ")",
         passed=not failed,
         criterion="FouT (2e-3,2e-3) trainable RMSE < 0.03 and <= 1/3 of (1e-3,1e-1); (8e-3,8e-3) frozen > 0.35; "
                   "FouT or LegT best at (2e-3,2e-3)" + (f" -- failed: {', '.join(failed)}" if failed else ""),
         details=dict(config=cfg, band_hz=band, rmse=rmse, seconds=secs, chance=chance, best_at_2e3=winner,
-                     window_theta=WINDOW_THETA,
-                     frozen="log_dt, Lambda, P, B fixed; C, D, encoder, decoder trained",
+                     window_theta=WINDOW_THETA, lstsq_floor_frozen=floor,
+                     lstsq_floor="test RMSE of the float64 least-squares readout (w . x_t + d u_t + b) from the "
+                                 "frozen FouT state, 32 fit / 16 test sequences: the best any frozen run can reach",
+                     steps=cfg["epochs"] * (cfg["n_train"] // cfg["batch"]),
+                     data="fresh band-limited noise every step (seeds 1000+step), fixed test set (seed 1)",
+                     loss="MSE over all L positions (targets before the lag are 0), as the thesis' RMSE",
+                     time_rescaling=f"layers built with dt x {cfg['rate']:g} and run at rate 1 with l_max = L "
+                                    "(C~ learned, as in the reference kernel); same model as the thesis dt at "
+                                    f"rate {cfg['rate']:g}",
+                     frozen="log_dt, Lambda, P, B fixed; C~, D, encoder, decoder trained",
                      normalization="FouT/LegT: hippo theta=2, i.e. (A/2, B/2), window 2/dt; theta=1 would be 1/dt"),
         figure=fig,
     )
@@ -212,18 +270,26 @@ def _probe(Y: Tensor, T: Tensor, ridge: float = 1e-6) -> Tensor:
     return torch.linalg.solve(G, Y.T @ T)
 
 
+def window_noise(L: int, band: float, seed: int, n: int) -> Tensor:
+    """(n, L) band-limited noise that is *not* periodic over L: drawn over 2L samples (a 2 s period at
+    dt = 1/L) and cropped to the second half. Periodic noise would let a long memory rebuild the
+    last window from the start of the sequence, which is not the task."""
+    return bandlimited_noise(2 * L, 1.0 / L, band_hz=band, rms=0.5, seed=seed, batch=n)[:, L:].float()
+
+
 def train_reconstruction(method: str, dt: Tuple[float, float], cfg: dict) -> float:
     """Trains the layer (Adam: 1e-3 on dt/A/B, 1e-2 on C, D) with the probe solved in closed form on
-    each batch; then fits W on fresh sequences and returns the natural-log test MSE."""
+    each batch; then fits W on fresh sequences and returns the natural-log test MSE. S4 layers learn
+    C~ for length L (``l_max``, as in B1). ``cfg["steps"] = 0`` gives the frozen-init result."""
     torch.manual_seed(0)
-    layer = make_method(method, cfg["H"], cfg["N"], dt)
+    layer = make_method(method, cfg["H"], cfg["N"], dt, l_max=cfg["L"] if method.startswith("s4-") else None)
     ssm = list(layer.ssm_parameters())
     other = [p for p in layer.parameters() if all(p is not q for q in ssm)]
     opt = torch.optim.Adam([{"params": ssm, "lr": 1e-3}, {"params": other, "lr": 1e-2}])
     L, M = cfg["L"], cfg["window"]
 
     def batch(seed: int, n: int) -> Tuple[Tensor, Tensor]:
-        u = bandlimited_noise(L, 1.0 / L, band_hz=cfg["band"], rms=0.5, seed=seed, batch=n).float()
+        u = window_noise(L, cfg["band"], seed, n)
         return u, u[:, L - M:]
 
     for step in range(cfg["steps"]):
@@ -241,12 +307,14 @@ def train_reconstruction(method: str, dt: Tuple[float, float], cfg: dict) -> flo
 
 
 def _b2_config(quick: bool) -> dict:
-    # Thesis: N = 256, H = 256, L = 4000, probe over the last 1000 inputs. Full: H = 16 (the S4 kernel's
-    # H N^3 log L term costs ~8 s per step at H = 64 on one core). The signal is band-limited to 20 Hz
-    # (period 1 s = L samples), so the 1000-sample window holds ~10 degrees of freedom <= H.
+    # Thesis: N = 256, H = 256, L = 4000, probe over the last 1000 inputs, white noise (band not given).
+    # Full here: H = N = 64 (the probe sees as many outputs as there are states, as with H = N = 256),
+    # noise band-limited to 100 Hz at dt = 1/L, i.e. 2 * 100 * 0.25 = 50 degrees of freedom in the
+    # 1000-sample window: fewer than N, so an ideal N-dim memory of the window can hold it, but too many
+    # for a smooth long memory. Narrower bands (4, 20 Hz: 2-10 dof) are reported as a sensitivity check.
     if quick:
-        return dict(L=400, window=100, N=32, H=8, band=20.0, steps=3, batch=64, n_fit=128, n_test=128)
-    return dict(L=4000, window=1000, N=256, H=16, band=20.0, steps=80, batch=256, n_fit=1024, n_test=1024)
+        return dict(L=400, window=100, N=16, H=16, band=25.0, steps=3, batch=32, n_fit=64, n_test=64)
+    return dict(L=4000, window=1000, N=64, H=64, band=100.0, steps=200, batch=64, n_fit=512, n_test=512)
 
 
 B2_RUNS = [("s4-fout", (2e-3, 2e-3)), ("s4d-inv", (2e-3, 2e-3)), ("s4-fout", (1e-3, 1e-1)), ("s4d-inv", (1e-3, 1e-1))]
@@ -265,6 +333,12 @@ def b2(quick: bool, out: Path) -> Result:
         t0 = time.time()
         logmse[f"{method} ({dt[0]:g},{dt[1]:g})"] = train_reconstruction(method, dts, cfg)
         secs[f"{method} ({dt[0]:g},{dt[1]:g})"] = round(time.time() - t0, 1)
+    sensitivity = {}
+    if not quick:  # frozen inits at (2e-3, 2e-3) for narrower bands: how the ordering depends on the signal
+        for band in (4.0, 20.0):
+            frozen = dict(cfg, band=band, steps=0)
+            sensitivity[f"{band:g} Hz"] = {m: round(train_reconstruction(m, dt, frozen), 2)
+                                           for m, dt in B2_RUNS[:2]}
     f_good, i_good = logmse["s4-fout (0.002,0.002)"], logmse["s4d-inv (0.002,0.002)"]
     f_bad, i_bad = logmse["s4-fout (0.001,0.1)"], logmse["s4d-inv (0.001,0.1)"]
     checks = {"fout beats inv by >= 1 nat at (2e-3,2e-3)": f_good <= i_good - 1.0, "flip at (1e-3,1e-1)": i_bad < f_bad}
@@ -276,11 +350,15 @@ def b2(quick: bool, out: Path) -> Result:
         thesis="(2e-3,2e-3): FouT -8.33, S4D-Inv -6.10; (1e-3,1e-1): FouT -3.01, S4D-Inv -4.14",
         ours="; ".join(f"{k} {v:.2f}" for k, v in logmse.items())
              + f" (natural log; L={cfg['L']}, window {cfg['window']}, N={cfg['N']}, H={cfg['H']} vs thesis 256, "
-               f"{cfg['band']:g} Hz band-limited noise, {cfg['steps']} steps, closed-form probe)",
+               f"{cfg['band']:g} Hz band-limited non-periodic noise, {cfg['steps']} steps, closed-form probe)"
+             + ("; frozen at (2e-3,2e-3) with narrower bands, FouT / S4D-Inv: "
+                + ", ".join(f"{b}: {v['s4-fout']:.2f} / {v['s4d-inv']:.2f}" for b, v in sensitivity.items())
+                if sensitivity else ""),
         passed=not failed,
         criterion="FouT beats S4D-Inv by >= 1 nat at (2e-3,2e-3) and the order flips at (1e-3,1e-1)"
                   + (f" -- failed: {', '.join(failed)}" if failed else ""),
         details=dict(config=cfg, log_mse=logmse, seconds=secs, log_base="e", window_theta=WINDOW_THETA,
+                     frozen_band_sensitivity=sensitivity, noise="band-limited, drawn over 2L and cropped (non-periodic)",
                      probe="W solved by ridge least squares (1e-6 relative) on each batch while training, "
                            "then on n_fit fresh sequences for the test",
                      optimizer="Adam, lr 1e-3 on (dt, Lambda, P, B), 1e-2 on (C, D)"),
