@@ -10,7 +10,8 @@ from statespaces.hippo.measures import transition
 from statespaces.layers.linoss import LinOSS
 from statespaces.reproduce import CLAIMS, run_claims
 from statespaces.reproduce.claims_linoss import block_eigenvalues, random_parameter_checks
-from statespaces.reproduce.claims_robustness import LegSRNN, legs_lsi_steps, resample
+from statespaces.reproduce.claims_robustness import (TRAJ_DESIGN, LegSRNN, legs_lsi_steps, resample,
+                                                     synthetic_trajectories, trajectory_positions)
 
 IDS = ["C2", "C3", "C5", "C6", "L1", "L2"]
 
@@ -81,6 +82,39 @@ def test_resample_doubles_and_halves_the_rate():
     assert ld.tolist() == [3, 2]
     torch.testing.assert_close(down[0, :, 0], torch.tensor([0.0, 2.0, 4.0]))
     torch.testing.assert_close(down[1, :2, 0], torch.tensor([0.0, 2.0]))
+
+
+def test_synthetic_trajectories_deterministic_balanced():
+    a, b = synthetic_trajectories(2, seed=3), synthetic_trajectories(2, seed=3)
+    for ta, tb in zip(a.tensors, b.tensors):
+        assert torch.equal(ta, tb)
+    x, y, lens = a.tensors
+    C = TRAJ_DESIGN["classes"]
+    assert x.shape == (2 * C, int(lens.max()), 3) and x.dtype == torch.float32
+    assert torch.bincount(y, minlength=C).tolist() == [2] * C
+    lo, hi = TRAJ_DESIGN["length"]
+    assert lens.min() >= 0.8 * lo and lens.max() <= 1.2 * hi
+    for i, n in enumerate(lens.tolist()):
+        assert x[i, n:].abs().sum() == 0  # right-padded
+    assert not torch.equal(x, synthetic_trajectories(2, seed=4).tensors[0])  # the seed matters
+
+
+def test_synthetic_trajectories_2x_traces_the_same_curve():
+    native = synthetic_trajectories(1, seed=5, noise=0.0)
+    dense = synthetic_trajectories(1, seed=5, rate=2.0, noise=0.0)
+    x1, _, l1 = native.tensors
+    x2, _, l2 = dense.tensors
+    assert (l2 == 2 * l1 - 1).all()
+    torch.testing.assert_close(x2[:, ::2][:, : int(l1.max())], x1)  # every other 2x sample is a native one
+    up, lu = resample(x1, l1, 2.0)  # the test-time 2x protocol: linear interpolation
+    assert torch.equal(lu, l2)
+    assert (up - x2[:, : up.shape[1]]).abs().max() < 0.1 * x1[..., :2].abs().max()
+    for i in range(len(l1)):
+        p1 = trajectory_positions(x1[i], int(l1[i]))
+        p2 = trajectory_positions(x2[i], int(l2[i]), rate=2.0)
+        pu = trajectory_positions(up[i], int(lu[i]), rate=2.0)
+        extent = p1.abs().max()
+        assert (p2[::2] - p1).abs().max() < 0.01 * extent and (pu[::2] - p1).abs().max() < 0.01 * extent
 
 
 def test_legs_rnn_ignores_padding():

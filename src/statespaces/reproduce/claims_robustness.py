@@ -9,7 +9,10 @@ discretized with the bilinear GBT step from ``t = k`` to ``k + 1`` (App. A.1.5, 
 ``c`` whatever the number of samples, so a sequence sampled twice as densely gives (nearly) the same
 final memory. Resampled sequences are fed exactly like native ones, step k at time ``k + 1``: the
 model is not told the rate (Table 4.2's setting: variable lengths hide the rate). Baselines: LSTM and
-GRU of the same hidden size, reading the final hidden state.
+GRU of the same hidden size, reading the final hidden state. Data: a seeded synthetic
+CharacterTrajectories stand-in (:func:`synthetic_trajectories`: pen velocity + force of 12 classes of
+random strokes, 87-172 samples at the base rate) decides the verdict; JapaneseVowels (7-29 steps,
+barely rate-sensitive) is reported alongside.
 
 **C6.** Isotropic S4ND vs a Conv2D baseline of the same depth/width
 (:class:`statespaces.models.image.ImageClassifier`), trained on Fashion-MNIST resized to 14x14
@@ -144,10 +147,101 @@ def resample(x: Tensor, lengths: Tensor, factor: float) -> Tuple[Tensor, Tensor]
     return padded, torch.tensor(new_len)
 
 
+# ---- C5: the synthetic pen-trajectory set ------------------------------------------------------
+#: Design of :func:`synthetic_trajectories` (fixed before any model was trained on it).
+TRAJ_DESIGN = dict(classes=12, harmonics=3, length=(90, 150), speed_jitter=0.15, coef_jitter=0.10,
+                   scale_jitter=0.15, rotation_deg=10.0, warp=0.3, noise=0.05, time_unit=24)
+
+
+def _traj_prototypes(classes: int, harmonics: int, seed: int) -> Tuple[Tensor, Tensor]:
+    """Class strokes (coefficients (classes, 2, 2, harmonics): x/y, cos/sin, j) and nominal lengths."""
+    g = torch.Generator().manual_seed(seed)
+    coef = torch.randn(classes, 2, 2, harmonics, generator=g, dtype=torch.float64)
+    lo, hi = TRAJ_DESIGN["length"]
+    nominal = lo + (hi - lo) * torch.rand(classes, generator=g, dtype=torch.float64)
+    return coef, nominal
+
+
+def synthetic_trajectories(n_per_class: int, seed: int = 0, rate: float = 1.0, noise: Optional[float] = None,
+                           proto_seed: int = 1234) -> TensorDataset:
+    r"""A CharacterTrajectories-like set of single-stroke "letters" (C5 stand-in, deterministic).
+
+    Class c is an open planar stroke ``p_c(s) = sum_{j<=3} (a_cj cos(pi j s) + b_cj sin(pi j s)) / j``,
+    ``s in [0, 1]``, with N(0, 1) coefficients drawn once from ``proto_seed``, and a nominal length
+    (samples at the base rate) uniform in [90, 150]. Each example (generator ``seed``) jitters the
+    coefficients (x(1 + 0.1 e) + 0.1 e / j), scales by U(0.85, 1.15), rotates by U(-10, 10) degrees,
+    writes at a speed giving ``n = round(nominal * U(0.85, 1.15))`` base-rate samples, and warps time
+    by a smooth monotone map ``s = w(tau)``, ``w' ∝ exp(u_1 sin(pi tau + phi_1) + u_2 sin(2 pi tau + phi_2))``,
+    ``u_k ~ U(-0.3, 0.3)``. As in CharacterTrajectories the channels are the pen-tip *velocity* (vx, vy),
+    in units of curve length per 24 base samples (std about 1), and the pen force ``U(0.8, 1.2) sqrt(sin(pi tau))``,
+    plus N(0, ``noise``^2) noise per sample (default 0.05).
+
+    ``rate`` samples the same continuous trajectories ``rate`` times as densely: sample i is at base
+    time ``i / rate``, ``floor((n - 1) rate) + 1`` samples (the length convention of :func:`resample`),
+    so ``rate = 2`` is the 2x set without interpolation error. Returns ``TensorDataset(x, y, lengths)``,
+    ``x`` right-padded (examples, L, 3) float32, classes balanced and interleaved (y = i mod classes).
+    """
+    d = TRAJ_DESIGN
+    C, J = d["classes"], d["harmonics"]
+    noise = d["noise"] if noise is None else noise
+    coef, nominal = _traj_prototypes(C, J, proto_seed)
+    g = torch.Generator().manual_seed(seed)
+    f64 = dict(dtype=torch.float64)
+    j = torch.arange(1, J + 1, **f64)
+    grid = torch.linspace(0, 1, 2001, **f64)
+    xs, ys, lens = [], [], []
+    for i in range(n_per_class * C):
+        c = i % C
+        u = lambda *shape: torch.rand(*shape, generator=g, **f64)  # noqa: E731
+        e = lambda *shape: torch.randn(*shape, generator=g, **f64)  # noqa: E731
+        a = coef[c] * (1 + d["coef_jitter"] * e(2, 2, J)) + d["coef_jitter"] * e(2, 2, J) / j
+        scale = 1 + d["scale_jitter"] * (2 * u(()) - 1)
+        ang = math.radians(d["rotation_deg"]) * (2 * u(()) - 1)
+        rot = torch.tensor([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]], **f64)
+        n = int(round(float(nominal[c] * (1 + d["speed_jitter"] * (2 * u(()) - 1)))))
+        amp, phase = d["warp"] * (2 * u(2) - 1), 2 * math.pi * u(2)
+        force_gain = 0.8 + 0.4 * u(())
+        m = int(math.floor((n - 1) * rate + 1e-9)) + 1
+        tau = torch.arange(m, **f64) / rate / (n - 1)                                  # in [0, 1]
+        dens = lambda t: torch.exp(amp[0] * torch.sin(math.pi * t + phase[0])  # noqa: E731
+                                   + amp[1] * torch.sin(2 * math.pi * t + phase[1]))
+        dg = dens(grid)
+        cum = torch.cat([grid.new_zeros(1), torch.cumsum((dg[1:] + dg[:-1]) / 2 * (grid[1] - grid[0]), 0)])
+        Z = cum[-1]
+        pos = tau * (len(grid) - 1)                                                    # uniform grid
+        lo = pos.floor().long().clamp(max=len(grid) - 2)
+        s_ = (cum[lo] + (pos - lo) * (cum[lo + 1] - cum[lo])) / Z                      # w(tau)
+        ws = dens(tau) / Z                                                             # ds / dtau
+        ang_j = math.pi * s_.unsqueeze(-1) * j                                          # (m, J)
+        dp = math.pi * (-a[:, 0].unsqueeze(1) * torch.sin(ang_j) + a[:, 1].unsqueeze(1) * torch.cos(ang_j)).sum(-1)
+        vel = (rot @ dp).T * scale * ws.unsqueeze(-1) * (d["time_unit"] / (n - 1))     # (m, 2)
+        force = force_gain * torch.sin(math.pi * tau).clamp(min=0).sqrt()
+        feat = torch.cat([vel, force.unsqueeze(-1)], -1)
+        if noise:
+            feat = feat + noise * e(m, 3)
+        xs.append(feat.float())
+        ys.append(c)
+        lens.append(m)
+    x = torch.zeros(len(xs), max(lens), 3)
+    for i, f in enumerate(xs):
+        x[i, : len(f)] = f
+    return TensorDataset(x, torch.tensor(ys), torch.tensor(lens))
+
+
+def trajectory_positions(x: Tensor, length: int, rate: float = 1.0) -> Tensor:
+    """Pen positions (length, 2) of one example of :func:`synthetic_trajectories` sampled at ``rate``:
+    the trapezoidal integral of its velocity channels, with the time step ``1 / rate`` base samples."""
+    v = x[:length, :2].double() / TRAJ_DESIGN["time_unit"] / rate
+    steps = (v[1:] + v[:-1]) / 2
+    return torch.cat([v.new_zeros(1, 2), torch.cumsum(steps, 0)])
+
+
 def _c5_settings(quick: bool) -> Dict[str, int]:
     if quick:
-        return dict(hidden=16, order=8, epochs=1, n_train=64, n_test=64, batch=32)
-    return dict(hidden=256, order=32, epochs=30, n_train=0, n_test=0, batch=32)
+        return dict(hidden=16, order=8, epochs=1, n_train=64, n_test=64, batch=32,
+                    traj_train=4, traj_test=2, traj_epochs=1)
+    return dict(hidden=256, order=32, epochs=30, n_train=0, n_test=0, batch=32,
+                traj_train=50, traj_test=25, traj_epochs=10)
 
 
 def _subset(ds: TensorDataset, n: int) -> TensorDataset:
@@ -157,39 +251,75 @@ def _subset(ds: TensorDataset, n: int) -> TensorDataset:
     return TensorDataset(*(t[idx] for t in ds.tensors))
 
 
-@claim("C5", "HiPPO-LegS RNN timescale robustness vs LSTM/GRU, JapaneseVowels at 2x and 1/2x rate (Table 4.2)", "C")
-def c5(quick: bool, out: Path) -> Result:
-    """Notes §11.3 C5, proposed pass: LegS loses <= 10 points under each shift; LSTM and GRU each
-    lose >= 20 points under at least one of the two shifts (the thesis' baselines lose > 30 under both)."""
-    s = _c5_settings(quick)
-    data = DATASETS["ucr:JapaneseVowels"]()
-    train_ds, test_ds = _subset(data.train, s["n_train"]), _subset(data.test, s["n_test"])
+RATES = ("native", "2x", "1/2x")
+
+
+def _c5_rate_shift(train_ds: TensorDataset, test_ds: TensorDataset, d_input: int, n_classes: int,
+                   epochs: int, s: Dict[str, int]) -> Dict[str, Dict[str, float]]:
+    """Train LegS RNN / LSTM / GRU at the native rate, test at native, 2x and 1/2x (:func:`resample`)."""
     x, y, lens = test_ds.tensors
     tests = {"native": test_ds}
     for name, factor in (("2x", 2.0), ("1/2x", 0.5)):
         xr, lr_ = resample(x, lens, factor)
         tests[name] = TensorDataset(xr, y, lr_)
+    max_len = max(int(t.tensors[2].max()) for t in tests.values())
     acc: Dict[str, Dict[str, float]] = {}
     for name in ("LegS", "LSTM", "GRU"):
         torch.manual_seed(0)
         if name == "LegS":
-            model: nn.Module = LegSRNN(data.d_input, data.n_classes, s["hidden"], s["order"])
+            model: nn.Module = LegSRNN(d_input, n_classes, s["hidden"], s["order"], max_len=max(max_len, 2))
         else:
-            model = GatedRNNClassifier(name.lower(), data.d_input, data.n_classes, s["hidden"])
-        fit_classifier(model, train_ds, s["epochs"], 2e-3, weight_decay=0.01, batch_size=s["batch"], seed=0)
+            model = GatedRNNClassifier(name.lower(), d_input, n_classes, s["hidden"])
+        fit_classifier(model, train_ds, epochs, 2e-3, weight_decay=0.01, batch_size=s["batch"], seed=0)
         acc[name] = {k: accuracy(model, ds) for k, ds in tests.items()}
+    return acc
+
+
+def _fmt(acc: Dict[str, Dict[str, float]]) -> str:
+    return "; ".join(f"{n} " + " / ".join(f"{100 * a[k]:.1f}" for k in RATES) for n, a in acc.items())
+
+
+@claim("C5", "HiPPO-LegS RNN timescale robustness vs LSTM/GRU, synthetic pen trajectories at 2x and 1/2x rate "
+             "(Table 4.2)", "C")
+def c5(quick: bool, out: Path) -> Result:
+    """Notes §11.3 C5, proposed pass: LegS loses <= 10 points under each shift; LSTM and GRU each
+    lose >= 20 points under at least one of the two shifts (the thesis' baselines lose > 30 under both).
+
+    The verdict uses the synthetic CharacterTrajectories stand-in :func:`synthetic_trajectories`
+    (§11 allows "a synthetic trajectory set"; CharacterTrajectories is not available offline):
+    train at the base rate, test at 2x (linear interpolation, twice the samples over the same curve)
+    and 1/2x (every other sample), fed as native steps. JapaneseVowels (lengths 7-29, the colleague's
+    first stand-in, which is barely rate-sensitive for any model) is reported in ``details`` only."""
+    s = _c5_settings(quick)
+    traj_train = synthetic_trajectories(s["traj_train"], seed=0)
+    traj_test = synthetic_trajectories(s["traj_test"], seed=1)
+    C = TRAJ_DESIGN["classes"]
+    acc = _c5_rate_shift(traj_train, traj_test, 3, C, s["traj_epochs"], s)
+    data = DATASETS["ucr:JapaneseVowels"]()
+    jv = _c5_rate_shift(_subset(data.train, s["n_train"]), _subset(data.test, s["n_test"]), data.d_input,
+                        data.n_classes, s["epochs"], s)
     drop = {n: {k: a["native"] - a[k] for k in ("2x", "1/2x")} for n, a in acc.items()}
     ok = max(drop["LegS"].values()) <= 0.10 and all(max(drop[n].values()) >= 0.20 for n in ("LSTM", "GRU"))
-    rates = ("native", "2x", "1/2x")
-    ours = "; ".join(f"{n} " + " / ".join(f"{100 * a[k]:.1f}" for k in rates) for n, a in acc.items())
+    lens = traj_train.tensors[2]
     return Result(
         thesis="CharacterTrajectories 100Hz->200Hz / 200Hz->100Hz: HiPPO-LegS 88.8 / 90.1; LSTM 31.9 / 28.2; "
                "GRU 25.4 / 64.6 (all >= 95 without shift)",
-        ours=ours + f" (% native / 2x / 1/2x rate; JapaneseVowels, hidden {s['hidden']}, LegS N={s['order']}, "
-                    f"{s['epochs']} epochs, 1 seed)",
+        ours=_fmt(acc) + f" (% native / 2x / 1/2x rate; synthetic pen trajectories, {C} classes, "
+                         f"{len(traj_train)} train / {len(traj_test)} test, "
+                         f"train length {int(lens.min())}-{int(lens.max())}; "
+                         f"hidden {s['hidden']}, LegS N={s['order']}, {s['traj_epochs']} epochs, 1 seed). "
+                         "JapaneseVowels (not the verdict): " + _fmt(jv),
         passed=ok,
-        criterion="LegS drop <= 10 pts under both shifts; LSTM and GRU each drop >= 20 pts under a shift",
+        criterion="LegS drop <= 10 pts under both shifts; LSTM and GRU each drop >= 20 pts under a shift "
+                  "(synthetic trajectories)",
         details={"accuracy": acc, "drop": drop, "settings": s,
+                 "dataset": "synthetic_trajectories (CharacterTrajectories stand-in): " + " ".join(
+                     (synthetic_trajectories.__doc__ or "").split("\n\n")[1].split()),
+                 "dataset_design": dict(TRAJ_DESIGN, train_seed=0, test_seed=1, proto_seed=1234,
+                                        train_lengths=[int(lens.min()), int(lens.max())]),
+                 "japanese_vowels": {"accuracy": jv, "epochs": s["epochs"],
+                                     "drop": {n: {k: a["native"] - a[k] for k in ("2x", "1/2x")}
+                                              for n, a in jv.items()}},
                  "resampling": "linear interpolation of the valid part (2x: 2n-1 samples) / every other sample "
                                "(1/2x); fed as native sequences, step k at t = k + 1 (rate not given)"},
     )
