@@ -316,18 +316,9 @@ def _triton_ready():
 
     if not dispatch.triton_available():
         return False
-    import triton.runtime.interpreter as interp
+    from conftest import patch_triton_interpreter
 
-    # NumPy >= 2.4 vs the Triton 3.6 interpreter, as in tests/test_triton.py
-    if hasattr(interp, "_patch_lang_tensor") and not getattr(interp, "_statespaces_index_fix", False):
-        orig = interp._patch_lang_tensor
-
-        def patched(tensor, scope):
-            orig(tensor, scope)
-            scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-        interp._patch_lang_tensor = patched
-        interp._statespaces_index_fix = True
+    patch_triton_interpreter()   # NumPy >= 2.4 vs the Triton 3.6 interpreter
     return True
 
 

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels are optional")
 
-import triton.runtime.interpreter as _interp  # noqa: E402
+from conftest import patch_triton_interpreter  # noqa: E402
 
 from statespaces import S4D  # noqa: E402
 from statespaces.kernels import dispatch  # noqa: E402
@@ -29,18 +29,7 @@ from statespaces.ops.triton import step as tstep  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# NumPy >= 2.4 refuses int() of a 1-element 1-d array, which the Triton 3.6 interpreter uses
-# for scalar kernel arguments in Python ``range`` (compiled kernels are unaffected); the same
-# patch as tests/test_triton.py (applied once per process).
-if hasattr(_interp, "_patch_lang_tensor") and not getattr(_interp, "_statespaces_index_fix", False):
-    _orig_patch = _interp._patch_lang_tensor
-
-    def _patch_lang_tensor(tensor, scope):
-        _orig_patch(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    _interp._patch_lang_tensor = _patch_lang_tensor
-    _interp._statespaces_index_fix = True
+patch_triton_interpreter()   # NumPy >= 2.4 vs the Triton 3.6 interpreter (conftest.py)
 
 
 @pytest.fixture
