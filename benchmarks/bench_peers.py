@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from common import machine
+from common import copy_floor, machine, sync, timeit
 
 from statespaces import S4, S4D, LinOSS
 
@@ -62,25 +62,7 @@ def load_official(path: str):
     return module
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-CLOCK = time.perf_counter
-
-
-def median_time(fn, device: torch.device, repeat: int) -> float:
-    fn()
-    sync(device)
-    times = []
-    for _ in range(repeat):
-        t0 = CLOCK()
-        fn()
-        sync(device)
-        times.append(CLOCK() - t0)
-    times.sort()
-    return times[len(times) // 2]
+CLOCK = time.perf_counter   # or time.process_time with --clock cpu
 
 
 def fwd_bwd_ours(layer, x):
@@ -98,11 +80,6 @@ def fwd_bwd_official(layer, xt):
     return run
 
 
-def copy_floor(numel: int, device: torch.device, repeat: int) -> float:
-    x = torch.randn(numel, device=device)
-    return 2 * median_time(lambda: x.clone(), device, repeat)
-
-
 def step_rate(step, x, state, device: torch.device, steps: int) -> float:
     with torch.no_grad():
         for _ in range(10):
@@ -113,6 +90,10 @@ def step_rate(step, x, state, device: torch.device, steps: int) -> float:
             _, state = step(x, state)
         sync(device)
     return steps / (CLOCK() - t0)
+
+
+def median_time(fn, device: torch.device, repeat: int) -> float:
+    return timeit(fn, repeat=repeat, clock=CLOCK, device=device)
 
 
 def official_linoss(args, disc: str, B: int, L: int) -> float:
@@ -183,7 +164,7 @@ def main() -> None:
         # S4~: C~ learned for this length (l_max = L), the official layer's parameterization
         pairs = {"S4D": (lambda: S4D(H, N, init="legs"), "diag"), "S4": (lambda: S4(H, N, init="legs"), "dplr"),
                  "S4~": (lambda: S4(H, N, init="legs", l_max=L), "dplr")}
-        floor = copy_floor(B * L * H, device, args.repeat)
+        floor = copy_floor(B * L * H, passes=2, device=device, clock=CLOCK, repeat=args.repeat)
         for name, (make_ours, mode) in pairs.items():
             torch.manual_seed(0)
             ours = make_ours().to(device)

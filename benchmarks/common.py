@@ -8,23 +8,33 @@ from typing import Callable
 import torch
 
 
-def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in seconds."""
+def sync(device) -> None:
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1, clock: Callable[[], float] = time.perf_counter,
+           device=None) -> float:
+    """Median time of ``fn()`` in seconds by ``clock`` (wall clock by default; ``time.process_time``
+    for CPU time), synchronizing ``device`` around each call when it is a GPU."""
     for _ in range(warmup):
         fn()
+    sync(device)
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        sync(device)
+        times.append(clock() - t0)
     times.sort()
     return times[len(times) // 2]
 
 
-def copy_floor(numel: int, passes: int, dtype=torch.float32) -> float:
+def copy_floor(numel: int, passes: int, dtype=torch.float32, device=None, clock: Callable[[], float] = time.perf_counter,
+               repeat: int = 5) -> float:
     """Time to stream ``passes`` tensors of ``numel`` elements through memory once each (clone = read+write)."""
-    x = torch.randn(numel, dtype=dtype)
-    return passes * timeit(lambda: x.clone(), repeat=5)
+    x = torch.randn(numel, dtype=dtype, device=device)
+    return passes * timeit(lambda: x.clone(), repeat=repeat, clock=clock, device=device)
 
 
 def machine() -> str:

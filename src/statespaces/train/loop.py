@@ -304,13 +304,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Dict
             opt.step()
             sched.step()
             step += 1
-            run["loss"] += loss.item() * len(y)
+            loss_value = loss.item()
+            run["loss"] += loss_value * len(y)
             run["correct"] += task_hits(task, logits.detach(), y)
             run["seen"] += len(y)
             bar.update(1)
             bar.set_postfix(loss=f"{run['loss'] / run['seen']:.3f}")
             if tb is not None:
-                tb.add_scalar("train/loss_step", loss.item(), step)
+                tb.add_scalar("train/loss_step", loss_value, step)
                 tb.add_scalar("train/lr", sched.get_last_lr()[0], step)
             if t_cfg.checkpoint_every and step % t_cfg.checkpoint_every == 0 and step % steps_per_epoch:
                 checkpoint(is_best=False)
