@@ -143,7 +143,8 @@ def _step_fits_kernel(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tensor, 
 
 
 def diagonal_step(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tensor, state: Tensor):
-    r"""One step of a diagonal SSM: ``state' = dA state + dB u``, ``y = Re(vecdot(Cc, state')) + D u``.
+    r"""One step of a diagonal SSM (recurrent view, thesis eq. 2.5, §2.3):
+    ``state' = dA state + dB u``, ``y = Re(vecdot(Cc, state')) + D u``.
 
     Shapes: dA, dB, Cc (H, M) complex (``Cc = conj(scale C)``), D (H,) and u (B, H) real, state
     (B, H, M) complex; returns ``(y, state')``. The fused Triton kernel
