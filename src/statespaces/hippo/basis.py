@@ -25,7 +25,8 @@ jacobi     ``p_n(e^-y) e^-y``  (exact, Cor E.8)   ``w(e^-y) p_n(e^-y)``        `
 ``L_n`` = orthonormal shifted Legendre, ``lambda_n = sqrt(2n+1)(-1)^n``,
 ``h_n = Gamma(n+a+1)/n!``, FouT ``p = (1, sqrt2 cos 2 pi y, sqrt2 sin 2 pi y, ...)``,
 jacobi ``p_n`` orthonormal for the probability weight ``w`` on [0,1]
-(chebyshev: ``a = b = -1/2``). "exact" means ``e^{tA}B`` equals the formula for every
+(chebyshev: ``a = b = -1/2``); for even ``N`` the last FouT function is the zero dummy slot
+(:func:`statespaces.hippo.measures.fourier_active`). "exact" means ``e^{tA}B`` equals the formula for every
 finite ``N``; the windowed measures are only reached as ``N -> inf``.
 """
 
@@ -51,6 +52,8 @@ def _fourier(N: int, y: torch.Tensor) -> torch.Tensor:
     ang = 2.0 * math.pi * m * y
     out = torch.where(idx % 2 == 1, math.sqrt(2.0) * torch.cos(ang), math.sqrt(2.0) * torch.sin(ang))
     out[0] = 1.0
+    if N % 2 == 0:  # the decoupled dummy slot of even N (measures.fourier_active)
+        out[-1] = 0.0
     return out
 
 

@@ -30,6 +30,7 @@ Measures (``MEASURES``)
                ``(1, c_1, s_1, c_2, s_2, ...)``, ``c_m = sqrt2 cos 2 pi m y``,
                ``s_m = sqrt2 sin 2 pi m y``; the printed index formula of eq. (5.3)
                (``2 pi k`` / ``-2 pi n``) conflates index and frequency and is NOT used.
+               For even ``N`` the last slot is a decoupled dummy (:func:`fourier_active`).
 ``jacobi``     generalized-OP family of Cor. E.6/E.8 for the Jacobi weight
                ``(1-y)^alpha y^beta`` on [0,1]: ``A = -(alpha_nk + I)`` with
                ``y p_n'(y) = sum_k alpha_nk p_k(y)`` (eq. E.14, computed by Gauss
@@ -46,7 +47,7 @@ import torch
 from ._checks import check_measure, check_positive, check_state_size
 from .polys import jacobi_01, jacobi_01_quadrature
 
-__all__ = ["MEASURES", "transition"]
+__all__ = ["MEASURES", "transition", "fourier_active", "fourier_frequencies"]
 
 MEASURES: tuple[str, ...] = ("legs", "legt", "lmu", "lagt", "fout", "jacobi", "chebyshev")
 
@@ -121,16 +122,40 @@ def _lagt(N: int, alpha: float):
 
 
 def fourier_frequencies(N: int) -> torch.Tensor:
-    """Frequency ``m`` (in cycles per window) of each FouT basis index: ``(0, 1, 1, 2, 2, ...)``."""
-    return torch.div(torch.arange(N) + 1, 2, rounding_mode="floor")
+    """Frequency ``m`` (in cycles per window) of each FouT basis index: ``(0, 1, 1, 2, 2, ...)``.
+
+    For even ``N`` the last index is the decoupled dummy slot (see :func:`fourier_active`); its
+    entry is ``0``.
+    """
+    m = torch.div(torch.arange(N) + 1, 2, rounding_mode="floor")
+    return m * fourier_active(N)
+
+
+def fourier_active(N: int) -> torch.Tensor:
+    """Boolean mask of the FouT slots that carry a basis function.
+
+    The Fourier basis ``(1, c_1, s_1, ..., c_M, s_M)`` has odd size ``2M + 1``: a cosine is only
+    closed under differentiation together with its sine. For even ``N`` the last slot would be a
+    cosine without its sine, which breaks the HiPPO construction (the projection is no longer
+    closed, ``A`` gains a spurious zero mode and ``e^{tA}B`` leaves the Fourier basis). It is
+    therefore a *dummy*: zero row and column of ``A``, zero ``B``, zero basis function, so that
+    ``transition("fout", 2M + 2) = blockdiag(transition("fout", 2M + 1), 0)``. The official S4 code
+    makes the same choice with the dummy at slot 1; we put it last so that the first ``N - 1``
+    slots of an even ``N`` are exactly the odd-size system.
+    """
+    active = torch.ones(N, dtype=torch.bool)
+    if N % 2 == 0:
+        active[-1] = False
+    return active
 
 
 def fourier_low_rank(N: int) -> torch.Tensor:
-    """``D`` of App. E.4.2: ``1`` (constant), ``sqrt2`` (cosine rows), ``0`` (sine rows)."""
+    """``D`` of App. E.4.2: ``1`` (constant), ``sqrt2`` (cosine rows), ``0`` (sine rows and the
+    even-``N`` dummy slot)."""
     d = torch.zeros(N, dtype=_F64)
     d[0] = 1.0
     d[1::2] = math.sqrt(2.0)
-    return d
+    return d * fourier_active(N)
 
 
 def _fout(N: int):
