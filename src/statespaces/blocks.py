@@ -4,6 +4,14 @@ r"""The residual SSM block of the deep SSM architecture (thesis §7.2, Fig. 7.1)
 
 Pre-norm applies the norm before the layer, post-norm after the residual sum. Dropout is tied
 across the sequence (one mask per (batch, channel), §7.2) when ``tie_dropout``.
+
+Padding. ``forward(x, mask=...)`` takes a boolean mask (B, L), True at valid steps (see
+:func:`length_mask` for right-padded batches with ``lengths``). The input of the SSM layer is zeroed
+at masked steps (after the norm: a norm's bias would turn zeros into nonzeros), and BatchNorm takes
+its statistics over valid steps only. An LTI layer -- causal, anti-causal (bidirectional) or
+MIMO -- maps a zero input to a zero contribution, so masked steps cannot influence valid outputs in
+either direction; a nonzero initial state only adds the zero-input response, which does not read
+the input at all. Outputs at masked steps are unspecified.
 """
 from __future__ import annotations
 
@@ -12,10 +20,65 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from ._checks import check_choice
+from ._checks import check_choice, check_result, check_sequence, check_step_input, public
 from .layers.base import SSMLayer
 
 Tensor = torch.Tensor
+
+
+def length_mask(lengths: Optional[Tensor], batch: int, L: int, device: torch.device) -> Optional[Tensor]:
+    """Boolean mask (B, L), True at the valid steps ``t < lengths[b]`` of a right-padded batch.
+
+    ``lengths``: integer tensor (B,) with values in [1, L], or None (no padding: returns None).
+    """
+    if lengths is None:
+        return None
+    if not isinstance(lengths, torch.Tensor) or lengths.is_floating_point() or lengths.is_complex() \
+            or lengths.dtype == torch.bool:
+        got = lengths.dtype if isinstance(lengths, torch.Tensor) else type(lengths).__name__
+        raise TypeError(f"lengths must be an integer tensor (B,), got {got}")
+    lengths = lengths.to(device)
+    if lengths.shape != (batch,) or bool((lengths < 1).any()) or bool((lengths > L).any()):
+        raise ValueError(f"lengths must be (B={batch},) integers in [1, L={L}], got {lengths.tolist()}")
+    return torch.arange(L, device=device)[None, :] < lengths[:, None]
+
+
+def check_mask(mask: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
+    """Validate a padding mask for x (B, L, H): a bool tensor (B, L) on x's device, or None."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise TypeError(f"mask must be a bool tensor (B, L) (True at valid steps), got {got}")
+    if tuple(mask.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"mask must have shape (B, L) = {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
+    return mask.to(x.device)
+
+
+def masked_batch_norm(bn: nn.BatchNorm1d, x: Tensor, mask: Tensor) -> Tensor:
+    """``bn`` applied to x (B, L, H) with its batch statistics (and running-stat updates) taken over
+    the steps where ``mask`` (B, L) is True only; identical to ``bn`` when every step is valid.
+    In eval mode (running statistics) every step is normalized independently, as usual."""
+    if not bn.training and bn.track_running_stats and bn.running_mean is not None:
+        return bn(x.transpose(1, 2)).transpose(1, 2)
+    valid = mask.unsqueeze(-1)
+    n = int(mask.sum())
+    if n <= 1:
+        raise ValueError(f"BatchNorm in training needs more than 1 valid step per channel, got {n}")
+    xv = torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    mean = xv.sum((0, 1)) / n
+    d = torch.where(valid, x - mean, torch.zeros((), dtype=x.dtype, device=x.device))
+    var = (d * d).sum((0, 1)) / n
+    if bn.training and bn.track_running_stats and bn.running_mean is not None:
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            f = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+            bn.running_mean.mul_(1 - f).add_(f * mean.detach().to(bn.running_mean.dtype))
+            bn.running_var.mul_(1 - f).add_(f * (var.detach() * n / (n - 1)).to(bn.running_var.dtype))
+    y = (x - mean) * torch.rsqrt(var + bn.eps)
+    if bn.affine:
+        y = y * bn.weight + bn.bias
+    return y
 
 
 class DropoutNd(nn.Module):
@@ -45,9 +108,11 @@ class _SeqNorm(nn.Module):
         self.kind = kind
         self.norm = nn.LayerNorm(d_model) if kind == "layer" else nn.BatchNorm1d(d_model)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         if self.kind == "layer":
-            return self.norm(x)
+            return self.norm(x)      # per step: padding cannot reach valid steps
+        if mask is not None:
+            return masked_batch_norm(self.norm, x, mask)
         return self.norm(x.transpose(1, 2)).transpose(1, 2)
 
 
@@ -62,6 +127,8 @@ class ResidualBlock(nn.Module):
         mixing: ``"glu"`` (Linear H->2H then GLU, default) or ``"linear"`` (H->H).
 
     Shapes: (B, L, H) -> (B, L, H). ``step`` maps (B, H) -> (B, H) with the layer's state.
+    ``forward(x, mask=m)`` with a bool mask (B, L) (True = valid step): masked steps never influence
+    the outputs at valid steps (see the module docstring); their own outputs are unspecified.
     """
 
     def __init__(
@@ -89,20 +156,41 @@ class ResidualBlock(nn.Module):
         y = self.output(self.dropout(self.activation(y)))
         return nn.functional.glu(y, dim=-1) if self.mixing == "glu" else y
 
-    def forward(self, x: Tensor, state: Optional[Tensor] = None, return_state: bool = False, rate: float = 1.0):
-        z = self.norm(x) if self.prenorm else x
+    @public
+    def forward(
+        self,
+        x: Tensor,
+        state: Optional[Tensor] = None,
+        return_state: bool = False,
+        rate: float = 1.0,
+        mask: Optional[Tensor] = None,
+    ):
+        check_sequence(x, self.layer.d_model, self.output.weight.dtype, device=self.output.weight.device, finite=False)
+        x_in = x
+        mask = check_mask(mask, x)
+        if mask is not None and return_state and not bool(mask.all()):
+            raise ValueError("return_state with a padding mask: the state after the last step would include the "
+                             "padded steps; run each sequence's valid part (or unpadded batches) to get states")
+        z = self.norm(x, mask) if self.prenorm else x
+        if mask is not None:
+            z = z.masked_fill(~mask.unsqueeze(-1), 0.0)   # after the norm, whose bias makes zeros nonzero
         out = self.layer(z, state=state, return_state=return_state, rate=rate)
         y, new_state = out if return_state else (out, None)
         x = x + self.dropout(self._mix(y))
         if not self.prenorm:
-            x = self.norm(x)
+            x = self.norm(x, mask)
+        check_result(self, (x, new_state), input=x_in, state=state)     # NaN/inf: names the culprit
         return (x, new_state) if return_state else x
 
+    @public
     def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
         """Recurrent step on x (B, H); valid with LayerNorm (BatchNorm in eval mode also works)."""
+        check_step_input(x, self.layer.d_model, self.output.weight.dtype, self.output.weight.device)
+        x_in, state_in = x, state
         z = self.norm(x.unsqueeze(1)).squeeze(1) if self.prenorm else x
         y, state = self.layer.step(z, state, rate)
         x = x + self.dropout(self._mix(y.unsqueeze(1))).squeeze(1)
         if not self.prenorm:
             x = self.norm(x.unsqueeze(1)).squeeze(1)
+        check_result(self, (x, state), "step output", x=x_in, state=state_in)
         return x, state

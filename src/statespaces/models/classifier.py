@@ -10,8 +10,8 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_positive_int, check_sequence
-from ..blocks import ResidualBlock
+from .._checks import check_choice, check_positive_int, check_result, check_sequence, public
+from ..blocks import ResidualBlock, length_mask
 from ..layers.registry import make_layer
 
 Tensor = torch.Tensor
@@ -36,6 +36,12 @@ class SequenceClassifier(nn.Module):
 
     Shapes: forward(x (B, L, d_input), lengths (B,) optional) -> logits (B, n_classes), or
     (B, L, n_classes) with ``pool="none"``. ``n_classes=1`` gives a scalar regression head.
+
+    Padding: with ``lengths`` (right-padded batch), steps ``t >= lengths[b]`` never influence the
+    output of sequence b -- neither the pooling nor any block, in either direction of a
+    bidirectional layer, nor BatchNorm statistics: every block zeroes its layer's input there
+    (:class:`~statespaces.blocks.ResidualBlock`). With ``pool="none"`` the outputs at padded steps are
+    unspecified.
     """
 
     def __init__(
@@ -66,27 +72,26 @@ class SequenceClassifier(nn.Module):
         self.final_norm = nn.LayerNorm(d_model) if prenorm else nn.Identity()
         self.decoder = nn.Linear(d_model, n_classes)
 
+    @public
     def forward(self, x: Tensor, lengths: Optional[Tensor] = None, rate: float = 1.0) -> Tensor:
-        check_sequence(x, self.d_input, self.encoder.weight.dtype)
+        check_sequence(x, self.d_input, self.encoder.weight.dtype, device=self.encoder.weight.device)
+        mask = length_mask(lengths, x.shape[0], x.shape[1], x.device)
         h = self.encoder(x)
         for block in self.blocks:
-            h = block(h, rate=rate)
+            h = block(h, rate=rate, mask=mask)
         h = self.final_norm(h)
         if self.pool == "none":
-            return self.decoder(h)
-        if lengths is None:
+            out = self.decoder(h)
+            check_result(self, out, "logits", input=x)       # NaN/inf: names the parameters or an overflow
+            return out
+        if mask is None:
             pooled = h.mean(1) if self.pool == "mean" else h[:, -1]
+        elif self.pool == "mean":
+            hv = torch.where(mask[..., None], h, torch.zeros((), dtype=h.dtype, device=h.device))
+            pooled = hv.sum(1) / mask.sum(1, keepdim=True).to(h.dtype)
         else:
-            if not isinstance(lengths, torch.Tensor) or lengths.is_floating_point() or lengths.is_complex() \
-                    or lengths.dtype == torch.bool:
-                got = lengths.dtype if isinstance(lengths, torch.Tensor) else type(lengths).__name__
-                raise TypeError(f"lengths must be an integer tensor (B,), got {got}")
-            lengths = lengths.to(h.device)
-            if lengths.shape != (x.shape[0],) or bool((lengths < 1).any()) or bool((lengths > x.shape[1]).any()):
-                raise ValueError(f"lengths must be (B,) integers in [1, L={x.shape[1]}], got {lengths.tolist()}")
-            mask = torch.arange(x.shape[1], device=h.device)[None, :] < lengths[:, None]
-            if self.pool == "mean":
-                pooled = (h * mask[..., None]).sum(1) / lengths[:, None].to(h.dtype)
-            else:
-                pooled = h[torch.arange(x.shape[0], device=h.device), lengths - 1]
-        return self.decoder(pooled)
+            last = mask.sum(1) - 1
+            pooled = h[torch.arange(x.shape[0], device=h.device), last]
+        out = self.decoder(pooled)
+        check_result(self, out, "logits", input=x)
+        return out

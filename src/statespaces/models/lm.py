@@ -30,8 +30,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .._checks import check_choice, check_positive_int, check_sequence
-from ..blocks import ResidualBlock
+from .._checks import (
+    check_batch,
+    check_batch_size,
+    check_choice,
+    check_int,
+    check_positive_int,
+    check_result,
+    check_sequence,
+    check_step_input,
+    public,
+)
+from ..blocks import ResidualBlock, length_mask
 from ..layers.registry import make_layer
 from .generate import check_sampling, sample_logits
 from .sashimi import FFBlock, SaShiMi, _blocks_forward, _blocks_initial, _blocks_step
@@ -83,22 +93,37 @@ class SSMStack(nn.Module):
         self.blocks = nn.ModuleList(mods)
         self.final_norm = nn.LayerNorm(d_model)
 
+    @public
     def initial_state(self, batch_size: int) -> List[Any]:
-        return _blocks_initial(self.blocks, batch_size)
+        return _blocks_initial(self.blocks, check_batch_size(batch_size))
 
-    def forward(self, x: Tensor, state: Optional[List[Any]] = None, return_state: bool = False):
-        """x (B, L, H) -> y (B, L, H) [, state after the last step]."""
-        check_sequence(x, self.d_model, self.final_norm.weight.dtype)
+    @public
+    def forward(self, x: Tensor, state: Optional[List[Any]] = None, return_state: bool = False,
+                lengths: Optional[Tensor] = None):
+        """x (B, L, H) -> y (B, L, H) [, state after the last step].
+
+        ``lengths`` (B,): right-padded batch; steps ``t >= lengths[b]`` never influence valid steps
+        (also with bidirectional layers or BatchNorm); outputs at padded steps are unspecified.
+        """
+        check_sequence(x, self.d_model, self.final_norm.weight.dtype, device=self.final_norm.weight.device)
         if state is not None and (not isinstance(state, list) or len(state) != len(self.blocks)):
             raise ValueError("state must come from SSMStack.initial_state() or a call with return_state=True")
-        y, st = _blocks_forward(self.blocks, x, state, return_state)
+        mask = length_mask(lengths, x.shape[0], x.shape[1], x.device)
+        y, st = _blocks_forward(self.blocks, x, state, return_state, mask)
         y = self.final_norm(y)
+        check_result(self, (y, st), input=x, state=state)     # NaN/inf: names the culprit
         return (y, st) if return_state else y
 
+    @public
     def step(self, x: Tensor, state: List[Any]) -> Tuple[Tensor, List[Any]]:
         """x (B, H) -> y (B, H), new state."""
+        check_step_input(x, self.d_model, self.final_norm.weight.dtype, self.final_norm.weight.device)
+        if not isinstance(state, list) or len(state) != len(self.blocks):
+            raise ValueError("state must come from SSMStack.initial_state() or a call with return_state=True")
         y, st = _blocks_step(self.blocks, x, state)
-        return self.final_norm(y), st
+        y = self.final_norm(y)
+        check_result(self, (y, st), "step output", x=x, state=state)
+        return y, st
 
 
 class SSMLanguageModel(nn.Module):
@@ -184,8 +209,12 @@ class SSMLanguageModel(nn.Module):
             tokens = tokens.unsqueeze(-1)
         if tokens.dim() != 3 or tokens.shape[-1] != self.n_streams:
             raise ValueError(f"{name} must have shape {want}, got {tuple(tokens.shape)}")
+        check_batch(name, tokens)
         if tokens.shape[1] == 0:
             raise ValueError(f"{name} has length 0")
+        if tokens.device != self.head.weight.device:
+            raise ValueError(f"{name} is on {tokens.device} but the model is on {self.head.weight.device}; "
+                             "move one with .to(device)")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
             raise ValueError(f"{name} must lie in [0, vocab_size={self.vocab_size}), got range "
                              f"[{int(tokens.min())}, {int(tokens.max())}]")
@@ -209,14 +238,22 @@ class SSMLanguageModel(nn.Module):
             raise ValueError(f"{what} has length {L}, more than the model's max_len={self.max_len}")
 
     # ---- training / scoring ------------------------------------------------------------------
-    def forward(self, inputs: Tensor, state: Any = None, return_state: bool = False):
-        """Logits (B, L, V) or (B, L, S, V); ``logits[:, t]`` predicts the token at t + 1."""
+    @public
+    def forward(self, inputs: Tensor, state: Any = None, return_state: bool = False,
+                lengths: Optional[Tensor] = None):
+        """Logits (B, L, V) or (B, L, S, V); ``logits[:, t]`` predicts the token at t + 1.
+
+        ``lengths`` (B,): right-padded batch; padded steps never influence valid ones (passed to the
+        backbone, which must accept ``lengths=``); logits at padded steps are unspecified."""
         self._check_len(inputs.shape[1] if isinstance(inputs, torch.Tensor) and inputs.dim() > 1 else 0, "input")
         h = self.encode(inputs)
-        out = self.backbone(h, state=state, return_state=return_state)
+        kw = {} if lengths is None else {"lengths": lengths}
+        out = self.backbone(h, state=state, return_state=return_state, **kw)
+        logits = self.decode(out[0] if return_state else out)
+        check_result(self, (logits, out[1] if return_state else None), "logits", inputs=inputs, state=state)
         if return_state:
-            return self.decode(out[0]), out[1]
-        return self.decode(out)
+            return logits, out[1]
+        return logits
 
     def nll(self, inputs: Tensor, targets: Optional[Tensor] = None, lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Summed next-step negative log-likelihood (nats) and the number of predicted steps.
@@ -236,7 +273,9 @@ class SSMLanguageModel(nn.Module):
                 raise ValueError("targets are required with continuous inputs (d_input)")
             targets = inputs
         tgt = self._check_tokens(targets, "targets")
-        logits = self.forward(inputs)
+        if lengths is not None:
+            lengths = torch.as_tensor(lengths)
+        logits = self.forward(inputs, lengths=lengths)
         if logits.dim() == 3:
             logits = logits.unsqueeze(-2)
         B, L = tgt.shape[:2]
@@ -254,6 +293,7 @@ class SSMLanguageModel(nn.Module):
         return total / count.clamp_min(1)
 
     # ---- generation ----------------------------------------------------------------------------
+    @public
     @torch.no_grad()
     def generate(
         self,
@@ -289,7 +329,7 @@ class SSMLanguageModel(nn.Module):
                 the (unfiltered) next-token distribution the i-th new token was sampled from.
         """
         check_sampling(temperature, top_k, top_p)
-        check_positive_int("steps", steps)
+        steps = check_int("steps", steps, 1)
         if self.d_input is not None and token_to_input is None:
             raise ValueError("a model with continuous inputs (d_input) needs token_to_input to feed samples back")
         if not isinstance(prompt, torch.Tensor) or prompt.dim() < 2:
@@ -301,6 +341,7 @@ class SSMLanguageModel(nn.Module):
             h = self.encode(prompt)
             y, state = self.backbone(h, return_state=True)
             logits = self.decode(y[:, -1])
+            check_result(self, logits, "next-token logits")     # NaN/inf: names the parameters or an overflow
             tokens, all_logits = [], []
             for i in range(steps):
                 if return_logits:
@@ -312,6 +353,7 @@ class SSMLanguageModel(nn.Module):
                 x = self._encode_step(tok, token_to_input)
                 y, state = self.backbone.step(x, state)
                 logits = self.decode(y)
+                check_result(self, logits, "next-token logits")
         finally:
             self.train(was_training)
         out = torch.stack(tokens, 1)

@@ -35,8 +35,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .._checks import check_dtype_compatible, check_finite, check_positive_int, check_real_float, check_sequence
-from ..blocks import DropoutNd, ResidualBlock
+from .._checks import (
+    check_batch_size,
+    check_int,
+    check_positive_int,
+    check_result,
+    check_sequence,
+    check_step_input,
+    public,
+)
+from ..blocks import DropoutNd, ResidualBlock, length_mask
 from ..layers.registry import make_layer
 
 Tensor = torch.Tensor
@@ -118,15 +126,19 @@ def _blocks_initial(blocks: nn.ModuleList, batch: int) -> List[Any]:
     return [b.layer.initial_state(batch) if isinstance(b, ResidualBlock) else None for b in blocks]
 
 
-def _blocks_forward(blocks: nn.ModuleList, x: Tensor, states: Optional[List[Any]], return_state: bool):
+def _blocks_forward(blocks: nn.ModuleList, x: Tensor, states: Optional[List[Any]], return_state: bool,
+                    mask: Optional[Tensor] = None):
+    """Run a stack of ResidualBlock / FFBlock; ``mask`` (B, L) bool (True = valid step) goes to every
+    ResidualBlock (FF blocks act per step and need none)."""
     new_states = []
     for k, b in enumerate(blocks):
         s = None if states is None else states[k]
+        kw = {"mask": mask} if mask is not None and isinstance(b, ResidualBlock) else {}
         if return_state or s is not None:
-            x, s = b(x, state=s, return_state=True)
+            x, s = b(x, state=s, return_state=True, **kw)
             new_states.append(s)
         else:
-            x = b(x)
+            x = b(x, **kw)
     return x, (new_states if return_state else None)
 
 
@@ -161,7 +173,8 @@ class SaShiMi(nn.Module):
 
     Shapes:
         forward: (B, T, H) -> (B, T, H) for any T (internally padded on the right to a multiple of
-        ``prod(pool)``, which causality makes harmless); with ``return_state=True`` the aligned
+        ``prod(pool)``; the padding is masked, so it cannot reach valid steps even with bidirectional
+        layers or BatchNorm); ``forward(x, lengths=...)`` for right-padded batches; with ``return_state=True`` the aligned
         prefix runs in convolution mode and the remainder in recurrent mode. ``step``: (B, H) ->
         (B, H). The state is a dict of tensors and lists (see :meth:`initial_state`).
     """
@@ -223,10 +236,12 @@ class SaShiMi(nn.Module):
         w = self.final_norm.weight
         return torch.zeros(*shape, dtype=w.dtype, device=w.device)
 
+    @public
     def initial_state(self, batch_size: int) -> State:
         """State before the first step: ``t`` (steps consumed), per tier the DownPool input buffer
         ``down_buf[i]`` and UpPool output buffer ``up_buf[i]`` (B, p_i, H_i), and the SSM states of
         ``down_blocks`` / ``up_blocks`` / ``center``."""
+        batch_size = check_batch_size(batch_size)
         n = len(self.pools)
         return {
             "t": 0,
@@ -245,32 +260,54 @@ class SaShiMi(nn.Module):
         keys = {"t", "down_buf", "up_buf", "down_blocks", "up_blocks", "center"}
         if not isinstance(state, dict) or set(state) != keys:
             raise ValueError("state must come from SaShiMi.initial_state() or a call with return_state=True")
-        for i, buf in enumerate(state["up_buf"]):
-            if buf.shape != (batch, self.pools[i], self.widths[i]):
-                raise ValueError(
-                    f"state is for another batch size or model: up_buf[{i}] has shape {tuple(buf.shape)}, "
-                    f"expected {(batch, self.pools[i], self.widths[i])}"
-                )
+        check_int("state['t']", state["t"], 0)
+        w = self.final_norm.weight
+        for key in ("down_buf", "up_buf"):
+            bufs = state[key]
+            if not isinstance(bufs, list) or len(bufs) != len(self.pools):
+                raise ValueError(f"state[{key!r}] must be a list of {len(self.pools)} tensors (from initial_state)")
+            for i, buf in enumerate(bufs):
+                if not isinstance(buf, torch.Tensor) or buf.shape != (batch, self.pools[i], self.widths[i]):
+                    got = tuple(buf.shape) if isinstance(buf, torch.Tensor) else type(buf).__name__
+                    raise ValueError(
+                        f"state is for another batch size or model: {key}[{i}] has shape {got}, "
+                        f"expected {(batch, self.pools[i], self.widths[i])}"
+                    )
+                if buf.dtype != w.dtype or buf.device != w.device:
+                    raise TypeError(
+                        f"state[{key!r}][{i}] is {buf.dtype} on {buf.device}, the model is {w.dtype} on {w.device}; "
+                        "use the state from initial_state() or the model's own return_state"
+                    )
 
     # ---- convolution mode ------------------------------------------------------------------------
-    def _tier_conv(self, i: int, x: Tensor, st: Optional[State], out: Optional[State]) -> Tensor:
-        """Tier i on an aligned chunk x (B, T_i, H_i); fills ``out`` with the state after it."""
+    def _tier_conv(self, i: int, x: Tensor, st: Optional[State], out: Optional[State],
+                   mask: Optional[Tensor] = None) -> Tensor:
+        """Tier i on an aligned chunk x (B, T_i, H_i); fills ``out`` with the state after it.
+
+        ``mask`` (B, T_i) bool, True at valid steps: masked steps are zeroed before each SSM layer
+        and before the DownPool, and a coarse step is valid when any of its p fine steps is, so
+        masked steps never reach valid ones (even with bidirectional layers)."""
         want = out is not None
         if i == len(self.pools):
-            y, s = _blocks_forward(self.center, x, None if st is None else st["center"], want)
+            y, s = _blocks_forward(self.center, x, None if st is None else st["center"], want, mask)
             if want:
                 out["center"] = s
             return x + y
-        x, s = _blocks_forward(self.down_blocks[i], x, None if st is None else st["down_blocks"][i], want)
+        x, s = _blocks_forward(self.down_blocks[i], x, None if st is None else st["down_blocks"][i], want, mask)
         if want:
             out["down_blocks"][i] = s
             out["down_buf"][i] = x[:, -self.pools[i]:]
-        yc = self._tier_conv(i + 1, self.down_pools[i](x), st, out)
+        if mask is None:
+            yc = self._tier_conv(i + 1, self.down_pools[i](x), st, out)
+        else:
+            coarse = mask.unflatten(1, (-1, self.pools[i])).any(-1)
+            xin = x.masked_fill(~mask.unsqueeze(-1), 0.0)
+            yc = self._tier_conv(i + 1, self.down_pools[i](xin), st, out, coarse)
         u, last = self.up_pools[i](yc, None if st is None else st["up_buf"][i])
         if want:
             out["up_buf"][i] = last
         z = u + x
-        y, s = _blocks_forward(self.up_blocks[i], z, None if st is None else st["up_blocks"][i], want)
+        y, s = _blocks_forward(self.up_blocks[i], z, None if st is None else st["up_blocks"][i], want, mask)
         if want:
             out["up_blocks"][i] = s
         return z + y
@@ -283,23 +320,38 @@ class SaShiMi(nn.Module):
         y = self._tier_conv(0, x, state, out)
         return y, out
 
-    def forward(self, x: Tensor, state: Optional[State] = None, return_state: bool = False):
+    @public
+    def forward(self, x: Tensor, state: Optional[State] = None, return_state: bool = False,
+                lengths: Optional[Tensor] = None):
         """Apply the backbone to x (B, T, H); see the class docstring for the modes used.
+
+        ``lengths`` (B,) (right-padded batch, convolution mode only): steps ``t >= lengths[b]`` never
+        influence the outputs at valid steps, whatever the layers (see
+        :class:`~statespaces.blocks.ResidualBlock`); outputs at padded steps are unspecified.
 
         Returns y (B, T, H) (after the final LayerNorm), and the state after the last step if
         ``return_state``.
         """
-        check_sequence(x, self.d_model, self.final_norm.weight.dtype)
+        check_sequence(x, self.d_model, self.final_norm.weight.dtype, device=self.final_norm.weight.device)
         B, T, _ = x.shape
         m = self.length_multiple
+        mask = length_mask(lengths, B, T, x.device)
+        if mask is not None and (state is not None or return_state):
+            raise ValueError("lengths is only supported without state / return_state (a padded batch has no "
+                             "common state after its last step)")
         if state is not None:
             self._check_state(state, B)
         if state is None and not return_state:
             pad = (-T) % m
-            if pad:
+            if pad:   # the alignment padding is masked too: with BatchNorm or bidirectional layers it would leak
                 x = torch.cat([x, x.new_zeros(B, pad, x.shape[2])], 1)
-            y, _ = self._conv(x, None, False)
-            return self.final_norm(y[:, :T])
+                if mask is None:
+                    mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
+                mask = torch.cat([mask, mask.new_zeros(B, pad)], 1)
+            y = self._tier_conv(0, x, None, None, mask)
+            y = self.final_norm(y[:, :T])
+            check_result(self, y, input=x)           # NaN/inf: names the parameters or an overflow
+            return y
         t0 = 0 if state is None else state["t"]
         head = min((-t0) % m, T)                      # steps until the pools are aligned
         mid = (T - head) // m * m
@@ -317,6 +369,7 @@ class SaShiMi(nn.Module):
             y_t, st = self._step_raw(x[:, t], st)
             ys.append(y_t.unsqueeze(1))
         y = self.final_norm(torch.cat(ys, 1))
+        check_result(self, (y, st if return_state else None), input=x, state=state)
         return (y, st) if return_state else y
 
     # ---- recurrent mode --------------------------------------------------------------------------
@@ -344,17 +397,15 @@ class SaShiMi(nn.Module):
         st["t"] = state["t"] + 1
         return y, st
 
+    @public
     def step(self, x: Tensor, state: State) -> Tuple[Tensor, State]:
         """One fine step: x (B, H) -> y (B, H) and the new state (the input state is not modified)."""
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.d_model:
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"step input must have shape (batch, d_model={self.d_model}), got {got}")
-        check_real_float("x", x)
-        check_dtype_compatible("x", x, self.final_norm.weight.dtype)
-        check_finite("x", x)
+        check_step_input(x, self.d_model, self.final_norm.weight.dtype, self.final_norm.weight.device)
         self._check_state(state, x.shape[0])
         y, st = self._step_raw(x, state)
-        return self.final_norm(y), st
+        y = self.final_norm(y)
+        check_result(self, (y, st), "step output", x=x, state=state)   # NaN/inf: names the culprit
+        return y, st
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, pools={self.pools}, expand={self.expand}, widths={self.widths}, unet={self.unet}"
