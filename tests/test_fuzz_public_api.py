@@ -377,3 +377,373 @@ def test_data_and_config_bad_paths(tmp_path_factory, kind):
         "config-garbage": lambda: build_config(config_file=str(garbage)),
     }
     refused(calls[kind])
+
+
+# ---- the validation contract of every public entry point (issue 16 item 12, docs/validation.md) ----
+# One table of targets (every public layer, the residual block, every model) and one list of cases;
+# every applicable (target, case) pair is a test that asserts either the documented error type with
+# a message fragment naming what was wrong, or a correct result.
+import numpy as np
+
+from statespaces.models import ImageClassifier, SSMForecaster, SSMLanguageModel, SSMStack
+from statespaces._checks import named_tensors
+
+NAN, INF = float("nan"), float("inf")
+
+
+class Target:
+    """How to drive one public module: its input, and which entry points it has."""
+
+    def __init__(self, make, d_in=3, spatial=1, tokens=False, step=False, state=False, kernel=None, rate=False,
+                 causal=True, empty="length 0"):
+        self.make, self.d_in, self.spatial, self.tokens = make, d_in, spatial, tokens
+        self.has_step, self.has_state, self.kernel, self.rate, self.causal = step, state, kernel, rate, causal
+        self.empty = empty                     # message fragment for L = 0
+
+    def x(self, B=2, L=4, dtype=torch.float32, device="cpu"):
+        if self.tokens:
+            return torch.randint(0, 5, (B, L), device=device)
+        return torch.randn(B, *([L] * self.spatial), self.d_in, dtype=dtype, device=device)
+
+    def x_t(self, B=2, dtype=torch.float32):
+        return torch.randn(B, self.d_in, dtype=dtype)
+
+    @staticmethod
+    def init(m, B):
+        return (m.backbone if isinstance(m, SSMLanguageModel) else m).initial_state(B)
+
+
+_LK = dict(d_state=4)
+TARGETS = {
+    # layers
+    "S4D": Target(lambda: S4D(3, 4, seed=0), step=True, state=True, kernel="1d", rate=True),
+    "S4D-bidirectional": Target(lambda: S4D(3, 4, bidirectional=True, seed=0), kernel="1d", rate=True, causal=False),
+    "S4": Target(lambda: S4(3, 4, seed=0), step=True, state=True, kernel="1d", rate=True),
+    "S4-lmax": Target(lambda: S4(3, 4, l_max=16, seed=0), step=True, state=True, kernel="1d", rate=True),
+    "LinOSS-IM": Target(lambda: LinOSS(3, 2, seed=0), step=True, state=True, kernel="1d", rate=True),
+    "LinOSS-IMEX-conv": Target(lambda: LinOSS(3, 2, discretization="IMEX", mode="conv", seed=0), step=True,
+                               state=True, kernel="1d", rate=True),
+    "S4ND-1d": Target(lambda: S4ND(3, dims=1, d_state=4, seed=0), kernel="nd", rate=True, causal=False,
+                      empty="empty spatial axis"),
+    "S4ND-2d": Target(lambda: S4ND(3, dims=2, d_state=4, seed=0), spatial=2, kernel="nd", rate=True, causal=False,
+                      empty="empty spatial axis"),
+    # blocks
+    "Block-S4D": Target(lambda: ResidualBlock(S4D(3, 4, seed=0)), step=True, state=True, rate=True),
+    "Block-S4-postnorm": Target(lambda: ResidualBlock(S4(3, 4, seed=0), prenorm=False), step=True, state=True,
+                                rate=True),
+    "Block-LinOSS": Target(lambda: ResidualBlock(LinOSS(3, 2, seed=0), mixing="linear"), step=True, state=True,
+                           rate=True),
+    # models
+    "SequenceClassifier": Target(lambda: SequenceClassifier(3, 2, d_model=4, n_layers=1, layer_kwargs=_LK, pool="none"),
+                                 rate=True),
+    "SSMForecaster": Target(lambda: SSMForecaster(3, horizon=2, d_model=4, n_layers=1, layer_kwargs=_LK), causal=False),
+    "ImageClassifier": Target(lambda: ImageClassifier(3, 2, dims=2, d_model=4, n_layers=1, d_state=4), spatial=2,
+                              rate=True, causal=False, empty="empty spatial axis"),
+    "SSMStack": Target(lambda: SSMStack(3, n_layers=1, layer_kwargs=_LK, ff_expand=2), step=True, state=True),
+    "SaShiMi": Target(lambda: SaShiMi(3, n_layers=1, pool=(2,), layer="s4d", layer_kwargs=_LK), step=True, state=True),
+    "LM-tokens": Target(lambda: SSMLanguageModel(5, d_model=4, n_layers=1, layer_kwargs=_LK), tokens=True, state=True),
+    "LM-inputs": Target(lambda: SSMLanguageModel(5, d_model=4, n_layers=1, layer_kwargs=_LK, d_input=3), state=True),
+    "LM-sashimi": Target(lambda: SSMLanguageModel(5, d_model=4, n_layers=1, backbone="sashimi", layer="s4d",
+                                                  layer_kwargs=_LK, backbone_kwargs=dict(pool=(2,))),
+                         tokens=True, state=True),
+}
+
+
+def expect(exc, fragments, fn, *args, **kwargs):
+    """``fn`` must raise ``exc`` from statespaces' own checks with every fragment in its message."""
+    e = refused(fn, *args, **kwargs)
+    assert isinstance(e, exc), f"expected {exc.__name__}, got {type(e).__name__}: {e}"
+    for frag in [fragments] if isinstance(fragments, str) else fragments:
+        assert frag.lower() in str(e).lower(), f"{frag!r} not in: {e}"
+    return e
+
+
+def _poison(m, which, value):
+    """Fill one parameter (the first or the last) with NaN/inf; return its name."""
+    params = list(m.named_parameters())
+    name, p = params[0] if which == "first" else params[-1]
+    with torch.no_grad():
+        p.fill_(value)
+    return name
+
+
+def _corrupt_state(state, how):
+    """A copy of ``state`` (a tensor or a nested list/dict) whose first complex tensor is modified."""
+    done = []
+
+    def walk(s):
+        if isinstance(s, torch.Tensor):
+            if done or not s.is_complex():
+                return s
+            done.append(True)
+            if how == "complex128":
+                return s.to(torch.complex128)
+            if how == "meta":
+                return s.to("meta")
+            if how == "real":
+                return s.real.clone()
+            s = s.clone()
+            s.view(-1)[0] = {"nan": complex(NAN, 0), "inf": complex(INF, 0)}[how]
+            return s
+        if isinstance(s, dict):
+            return {k: walk(v) for k, v in s.items()}
+        if isinstance(s, list):
+            return [walk(v) for v in s]
+        return s
+
+    out = walk(state)
+    assert done, "no complex tensor in the state"
+    return out
+
+
+def _close(a, b, tol=1e-5):
+    torch.testing.assert_close(a, b, atol=tol, rtol=tol)
+
+
+FORWARD_CASES = ["batch0", "len0", "len1", "device", "float64", "int", "nan", "inf", "huge", "param-nan-first",
+                 "param-nan-last", "param-inf", "rate-bool", "rate-numpy"]
+
+
+def _forward_cases():
+    for name, t in TARGETS.items():
+        for case in FORWARD_CASES:
+            if t.tokens and case in ("float64", "nan", "inf", "huge"):
+                continue
+            if case.startswith("rate") and not t.rate:
+                continue
+            yield pytest.param(name, case, id=f"{name}-{case}")
+
+
+@pytest.mark.parametrize("name,case", list(_forward_cases()))
+def test_contract_forward(name, case):
+    t = TARGETS[name]
+    m = t.make()
+    x = t.x()
+    if case == "batch0":
+        expect(ValueError, "batch size 0", m, t.x(B=0))
+    elif case == "len0":
+        expect(ValueError, t.empty, m, t.x(L=0))
+    elif case == "len1":
+        x1 = t.x(L=1)
+        y1 = m(x1)
+        assert torch.isfinite(y1).all()
+        _close(m(x1[:1]), y1[:1])                              # batch rows are independent
+        if t.causal and not isinstance(m, SSMLanguageModel) or t.tokens:
+            _close(y1, m(torch.cat([x1, t.x(L=3)], 1))[:, :1])   # L = 1 is the first step of any longer input
+        if t.has_step:
+            _close(y1[:, 0], m.step(x1[:, 0], t.init(m, 2))[0])
+        if isinstance(m, (S4D,)) and m.bidirectional:          # y = (K_0 + D) x at L = 1
+            _close(y1, x1 * (m.kernel(1)[0, :, 0] + m.D))
+        if isinstance(m, S4ND):
+            lag0 = torch.stack([f[:, 0] for f in m.kernel_factors((1,) * m.dims)]).prod(0)
+            _close(y1, x1 * (lag0 + m.D))
+    elif case == "device":
+        expect(ValueError, "meta", m, t.x(device="meta"))
+    elif case == "float64":
+        expect(TypeError, "float64", m, t.x(dtype=torch.float64))
+    elif case == "int":
+        bad = torch.ones(2, 4, dtype=torch.float32) if t.tokens else torch.ones_like(x, dtype=torch.int64)
+        expect(TypeError, "integer tensor" if t.tokens else "floating-point", m, bad)
+    elif case in ("nan", "inf"):
+        x[0, 1] = NAN if case == "nan" else INF
+        expect(ValueError, "contains NaN or inf", m, x)
+    elif case == "huge":
+        try:
+            y = m(torch.full_like(x, 1e38))
+        except FloatingPointError as e:
+            assert "overflowed" in str(e)
+        else:
+            assert torch.isfinite(y).all()
+    elif case == "param-inf":
+        pname = _poison(m, "first", INF)
+        try:
+            y = m(x)
+        except FloatingPointError as e:
+            assert pname in str(e) and "overflow" not in str(e), e
+        else:   # only where the map is defined at inf (LinOSS-IMEX clamps A to 3.99/dt^2): the limit value
+            _poison(m, "first", torch.finfo(torch.float32).max)
+            assert torch.isfinite(y).all()
+            _close(y, m(x))
+    elif case.startswith("param"):
+        pname = _poison(m, "last" if case.endswith("last") else "first", NAN)
+        e = expect(FloatingPointError, pname, m, x)
+        assert "overflow" not in str(e)
+    elif case == "rate-bool":
+        expect(TypeError, ["rate", "bool"], m, x, rate=True)
+    elif case == "rate-numpy":
+        _close(m(x, rate=np.float32(0.5)), m(x, rate=0.5))
+
+
+STATE_CASES = ["complex128", "meta", "real", "nan", "inf"]
+
+
+def _state_cases():
+    for name, t in TARGETS.items():
+        for case in STATE_CASES:
+            if t.has_state:
+                yield pytest.param(name, "forward", case, id=f"{name}-forward-{case}")
+            if t.has_step:
+                yield pytest.param(name, "step", case, id=f"{name}-step-{case}")
+
+
+@pytest.mark.parametrize("name,entry,case", list(_state_cases()))
+def test_contract_bad_state(name, entry, case):
+    """A state of the wrong dtype/device/kind or with NaN/inf: a clear error naming the state (for
+    NaN/inf never an overflow or a parameter), never a NaN result."""
+    t = TARGETS[name]
+    m = t.make()
+    state = _corrupt_state(t.init(m, 2), case)
+    call = (lambda: m(t.x(), state=state)) if entry == "forward" else (lambda: m.step(t.x_t(), state))
+    if case == "complex128":
+        expect(TypeError, ["state", "complex64"], call)
+    elif case == "meta":
+        expect(ValueError, ["state", "meta"], call)
+    elif case == "real":
+        expect(TypeError, ["state", "complex"], call)
+    else:
+        e = expect(ValueError, ["state", "contains NaN or inf"], call)
+        assert "overflowed" not in str(e) and "these parameters" not in str(e)
+
+
+STEP_CASES = ["batch0", "device", "float64", "nan", "inf", "rank", "param-nan", "numpy-rate", "bool-rate"]
+
+
+@pytest.mark.parametrize("name,case", [pytest.param(n, c, id=f"{n}-{c}") for n, t in TARGETS.items() if t.has_step
+                                       for c in STEP_CASES if not (c.endswith("rate") and not t.rate)])
+def test_contract_step(name, case):
+    t = TARGETS[name]
+    m = t.make()
+    s = t.init(m, 2)
+    if case == "batch0":
+        expect(ValueError, "batch size 0", m.step, t.x_t(B=0), t.init(m, 1))
+    elif case == "device":
+        expect(ValueError, "meta", m.step, t.x_t().to("meta"), s)
+    elif case == "float64":
+        expect(TypeError, "float64", m.step, t.x_t(dtype=torch.float64), s)
+    elif case in ("nan", "inf"):
+        x = t.x_t()
+        x[1, 0] = NAN if case == "nan" else INF
+        expect(ValueError, ["x", "contains NaN or inf"], m.step, x, s)
+    elif case == "rank":
+        expect(ValueError, "(batch, d_model", m.step, t.x(), s)
+    elif case == "param-nan":
+        pname = _poison(m, "first", NAN)
+        for _ in range(4):   # SaShiMi: its first parameter (a pool) is reached at the p-th step only
+            try:
+                y, s = m.step(t.x_t(), s)
+            except FloatingPointError as e:
+                assert pname in str(e) and "overflow" not in str(e), e
+                break
+            assert torch.isfinite(y).all()
+        else:
+            raise AssertionError(f"4 steps with NaN in {pname} raised nothing")
+    elif case == "numpy-rate":
+        x = t.x_t()
+        _close(m.step(x, s, rate=np.float64(2.0))[0], m.step(x, s, rate=2.0)[0])
+    elif case == "bool-rate":
+        expect(TypeError, ["rate", "bool"], m.step, t.x_t(), s, rate=True)
+
+
+INIT_CASES = {"zero": (0, ValueError, "batch_size must be an integer >= 1"),
+              "negative": (-2, ValueError, "batch_size must be an integer >= 1"),
+              "float": (2.5, TypeError, ["batch_size must be an integer", "2.5"]),
+              "integral-float": (2.0, TypeError, "batch_size must be an integer"),
+              "bool": (True, TypeError, ["batch_size", "bool"]),
+              "string": ("2", TypeError, "batch_size must be an integer"),
+              "tensor": (torch.tensor(2), TypeError, "batch_size must be an integer")}
+
+
+@pytest.mark.parametrize("name,case", [pytest.param(n, c, id=f"{n}-{c}") for n, t in TARGETS.items()
+                                       if t.has_step or t.has_state for c in [*INIT_CASES, "numpy"]])
+def test_contract_initial_state(name, case):
+    t = TARGETS[name]
+    m = t.make()
+    init = (m.backbone if isinstance(m, SSMLanguageModel) else m).initial_state
+    if case == "numpy":
+        for (n1, a), (n2, b) in zip(named_tensors("s", init(np.int64(3))), named_tensors("s", init(3)), strict=True):
+            assert n1 == n2 and a.shape == b.shape and a.dtype == b.dtype and a.shape[0] == 3
+        return
+    value, exc, frag = INIT_CASES[case]
+    expect(exc, frag, init, value)
+
+
+KERNEL_CASES = ["numpy", "bool", "float", "zero", "param-nan", "rate-bool"]
+
+
+@pytest.mark.parametrize("name,case", [pytest.param(n, c, id=f"{n}-{c}") for n, t in TARGETS.items() if t.kernel
+                                       for c in KERNEL_CASES])
+def test_contract_kernel(name, case):
+    t = TARGETS[name]
+    m = t.make()
+    nd = t.kernel == "nd"
+
+    def arg(L):
+        return (L,) * m.dims if nd else L
+
+    if case == "numpy":
+        _close(m.kernel(arg(np.int64(8))), m.kernel(arg(8)))
+        _close(m.kernel(arg(np.int32(5)), rate=np.float32(0.5)), m.kernel(arg(5), rate=0.5))
+    elif case == "bool":
+        expect(TypeError, ["positive integer", "bool"], m.kernel, arg(True))
+    elif case == "float":
+        expect(TypeError, ["positive integer", "8.0"], m.kernel, arg(8.0))
+    elif case == "zero":
+        expect(ValueError, "positive integer", m.kernel, arg(0))
+    elif case == "param-nan":
+        name, p = next((n, p) for n, p in m.named_parameters() if n != "D")    # the skip D is not in the kernel
+        with torch.no_grad():
+            p.fill_(NAN)
+        expect(FloatingPointError, ["kernel", name], m.kernel, arg(8))
+    elif case == "rate-bool":
+        expect(TypeError, ["rate", "bool"], m.kernel, arg(8), rate=True)
+
+
+GENERATE_CASES = ["steps-numpy", "steps-bool", "steps-float", "steps-zero", "temperature-bool", "temperature-numpy",
+                  "top_k-numpy", "top_k-float", "prompt-batch0", "prompt-len0", "prompt-device", "param-nan"]
+
+
+@pytest.mark.parametrize("name,case", [pytest.param(n, c, id=f"{n}-{c}") for n in ("LM-tokens", "LM-sashimi")
+                                       for c in GENERATE_CASES])
+def test_contract_generate(name, case):
+    m = TARGETS[name].make()
+    prompt = torch.randint(0, 5, (2, 3))
+    gen = lambda **kw: torch.Generator().manual_seed(0)  # noqa: E731
+    if case == "steps-numpy":
+        out = m.generate(prompt, np.int64(3), generator=gen())
+        assert out.shape == (2, 3) and torch.equal(out, m.generate(prompt, 3, generator=gen()))
+    elif case == "steps-bool":
+        expect(TypeError, ["steps", "bool"], m.generate, prompt, True)
+    elif case == "steps-float":
+        expect(TypeError, ["steps", "2.5"], m.generate, prompt, 2.5)
+    elif case == "steps-zero":
+        expect(ValueError, "steps", m.generate, prompt, 0)
+    elif case == "temperature-bool":
+        expect(TypeError, ["temperature", "bool"], m.generate, prompt, 2, temperature=True)
+    elif case == "temperature-numpy":
+        a = m.generate(prompt, 2, temperature=np.float32(0.5), generator=gen())
+        assert torch.equal(a, m.generate(prompt, 2, temperature=0.5, generator=gen()))
+    elif case == "top_k-numpy":
+        a = m.generate(prompt, 2, top_k=np.int64(2), generator=gen())
+        assert torch.equal(a, m.generate(prompt, 2, top_k=2, generator=gen()))
+    elif case == "top_k-float":
+        expect(TypeError, ["top_k", "2.5"], m.generate, prompt, 2, top_k=2.5)
+    elif case == "prompt-batch0":
+        expect(ValueError, "batch size 0", m.generate, prompt[:0], 2)
+    elif case == "prompt-len0":
+        expect(ValueError, "length 0", m.generate, prompt[:, :0], 2)
+    elif case == "prompt-device":
+        expect(ValueError, "meta", m.generate, prompt.to("meta"), 2)
+    elif case == "param-nan":
+        pname = _poison(m, "last", NAN)                       # the LM head: NaN logits, never a multinomial crash
+        expect(FloatingPointError, pname, m.generate, prompt, 2)
+
+
+@given(d_model=st.sampled_from([np.int64(4), np.int32(4), np.uint8(4)]), d_state=st.sampled_from([np.int64(4), 4]))
+@settings(max_examples=_n(4))
+def test_contract_constructors_take_numpy_ints(d_model, d_state):
+    for ctor in (S4D, S4, LinOSS):
+        layer = ctor(d_model, d_state)
+        assert type(layer.d_model) is int and layer.d_model == 4
+    assert S4ND(d_model, dims=np.int64(2), d_state=d_state).dims == 2
+    for bad, exc in ((4.0, TypeError), (True, TypeError), (0, ValueError)):
+        expect(exc, "d_model", S4D, bad, 4)

@@ -240,8 +240,8 @@ def test_bad_input():
         layer.kernel(16)
     with pytest.raises(ValueError, match="Hurwitz"):
         layer.step(torch.randn(1, 2), layer.initial_state(1))
-    for L in (0, 2.5, True):
-        with pytest.raises(ValueError, match="positive integer"):
+    for L in (0, 2.5, True):      # 0: ValueError; a float or a bool: TypeError (docs/validation.md)
+        with pytest.raises((ValueError, TypeError), match="positive integer"):
             S4(2, 8).kernel(L)
 
 

@@ -152,6 +152,11 @@ class ResidualBlock(nn.Module):
         self.dropout = DropoutNd(dropout) if tie_dropout else nn.Dropout(dropout)
         self.output = nn.Linear(H, 2 * H if self.mixing == "glu" else H)
 
+    @public
+    def initial_state(self, batch_size: int) -> Tensor:
+        """The layer's zero state for ``step`` / ``forward(x, state=...)`` (its ``initial_state``)."""
+        return self.layer.initial_state(batch_size)
+
     def _mix(self, y: Tensor) -> Tensor:
         y = self.output(self.dropout(self.activation(y)))
         return nn.functional.glu(y, dim=-1) if self.mixing == "glu" else y

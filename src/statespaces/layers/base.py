@@ -21,24 +21,20 @@ import torch
 from torch import nn
 
 from .._checks import (
-    check_device,
-    check_dtype_compatible,
-    check_finite,
-    check_output,
-    check_real_float,
+    check_batch_size,
+    check_length,
+    check_rate,  # re-exported: layers and analysis import it from here
+    check_result,
     check_sequence,
+    check_state,
+    check_step_input,
+    public,
 )
 from ..kernels import dispatch
 from ..kernels.vandermonde import vandermonde, vandermonde_transpose
 from ..ops.fftconv import fftconv
 
 Tensor = torch.Tensor
-
-
-def check_rate(rate: float) -> float:
-    if isinstance(rate, torch.Tensor) or not isinstance(rate, (int, float)) or not (rate > 0) or rate == float("inf"):
-        raise ValueError(f"rate must be a positive finite number (step-size multiplier), got {rate!r}")
-    return float(rate)
 
 
 class SSMLayer(nn.Module):
@@ -76,6 +72,7 @@ class SSMLayer(nn.Module):
     def param_dtype(self) -> torch.dtype:
         return self.D.dtype
 
+    @public
     def forward(
         self, x: Tensor, state: Optional[Tensor] = None, return_state: bool = False, rate: float = 1.0
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
@@ -91,20 +88,23 @@ class SSMLayer(nn.Module):
         Returns:
             y (B, L, H) in the dtype of x, and the new state if ``return_state``.
         """
-        check_sequence(x, self.d_model, self.param_dtype, device=self.D.device)
+        check_sequence(x, self.d_model, self.param_dtype, device=self.D.device, finite=False)
         rate = check_rate(rate)
         if self.bidirectional and (state is not None or return_state):
             raise ValueError("a bidirectional layer is not causal: it has no recurrent state")
+        if state is not None:
+            self._check_state(state, x.shape[0])
         in_dtype = x.dtype
         u = x.to(self.param_dtype)
         L = u.shape[1]
         y = fftconv(u, self._with_skip(self.kernel(L, rate)), self.bidirectional)
         if state is not None:
-            self._check_state(state, u.shape[0])
             y = y + self._zero_input_response(state, L, rate)
-        y = check_output(y, u, self).to(in_dtype)
+        new_state = self._advance_state(state, u, rate) if return_state else None
+        check_result(self, (y, new_state), input=x, state=state)     # NaN/inf: names input, state or parameters
+        y = y.to(in_dtype)
         if return_state:
-            return y, self._advance_state(state, u, rate)
+            return y, new_state
         return y
 
     def _with_skip(self, k: Tensor) -> Tensor:
@@ -119,15 +119,14 @@ class SSMLayer(nn.Module):
         return torch.cat([k[:, :1] + self.D[:, None], k[:, 1:]], -1)
 
     def _check_state(self, state: Tensor, batch: int) -> None:
-        shapes = self.__dict__.setdefault("_state_shapes", {})     # batch -> shape, learned once
-        shape = shapes.get(batch)
-        if shape is None:
-            shape = shapes[batch] = tuple(self.initial_state(batch).shape)
-        if not isinstance(state, torch.Tensor) or tuple(state.shape) != shape:
-            got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
-            raise ValueError(f"state must have shape {shape} (from initial_state({batch})), got {got}")
-        if not state.is_complex():
-            raise TypeError(f"state must be a complex tensor like initial_state({batch}), got {state.dtype}")
+        """``state`` must have the shape, dtype and device of ``initial_state(batch)``."""
+        specs = self.__dict__.setdefault("_state_specs", {})       # learned once per batch/dtype/device
+        key = (batch, self.param_dtype, self.D.device)
+        spec = specs.get(key)
+        if spec is None:
+            s0 = self.initial_state(batch)
+            spec = specs[key] = (tuple(s0.shape), s0.dtype, s0.device)
+        check_state(state, spec[0], spec[1], spec[2], batch)
 
     def _step_cache_key(self, rate: float) -> tuple:
         """Identity of everything a cached step system depends on: the rate, dtype/device, and every
@@ -140,14 +139,10 @@ class SSMLayer(nn.Module):
                 tuple(id(b) for b in buffers))
 
     def _check_step_input(self, x: Tensor, state: Tensor) -> None:
+        """Static checks of ``step(x, state)``; NaN/inf are caught on the result (:func:`check_result`)."""
         if self.bidirectional:
             raise ValueError("a bidirectional layer is not causal and cannot be stepped")
-        check_real_float("x", x)
-        check_device("x", x, self.D.device)
-        if x.dim() != 2 or x.shape[-1] != self.d_model:
-            raise ValueError(f"step input must have shape (batch, d_model={self.d_model}), got {tuple(x.shape)}")
-        check_dtype_compatible("x", x, self.param_dtype)
-        check_finite("x", x)
+        check_step_input(x, self.d_model, self.param_dtype, self.D.device)
         self._check_state(state, x.shape[0])
 
 
@@ -187,20 +182,24 @@ class DiagonalSSM(SSMLayer):
             self._step_cache = (key, value)
         return value
 
+    @public
     def kernel(self, L: int, rate: float = 1.0) -> Tensor:
         """Kernel ``K_l = scale * Re sum_n C_n dB_n dA_n^l`` (eq. 3.2): (H, L) or (2, H, L) if bidirectional."""
-        if isinstance(L, bool) or not isinstance(L, int) or L < 1:
-            raise ValueError(f"kernel length L must be a positive integer, got {L!r}")
+        L = check_length(L)
         sys = self.diagonal_system(check_rate(rate))
         K = sys.scale * vandermonde(sys.C * sys.dB, sys.log_dA, L)
+        check_result(self, K, "kernel")
         return K if self.bidirectional else K[0]
 
+    @public
     def initial_state(self, batch_size: int) -> Tensor:
         """Zero state (B, H, M), complex."""
+        batch_size = check_batch_size(batch_size)
         M = self.n_modes
         cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
         return torch.zeros(batch_size, self.d_model, M, dtype=cdtype, device=self.D.device)
 
+    @public
     def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
         """One recurrent step: ``state' = dA state + dB x``, ``y = scale Re(C state') + D x``.
 
@@ -214,8 +213,9 @@ class DiagonalSSM(SSMLayer):
         dA, dB, Cc, _ = self._step_system(check_rate(rate))      # Cc = conj(scale C), for vecdot
         u = x.to(self.param_dtype)
         # fused Triton step on CUDA at inference; otherwise (autograd, CPU) the same math in PyTorch
-        y, state = dispatch.diagonal_step(dA, dB, Cc, self.D, u, state)
-        return y.to(x.dtype), state
+        y, new_state = dispatch.diagonal_step(dA, dB, Cc, self.D, u, state)
+        check_result(self, (y, new_state), "step output", x=x, state=state)
+        return y.to(x.dtype), new_state
 
     def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:
         sys = self.diagonal_system(rate)

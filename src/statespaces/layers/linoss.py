@@ -36,7 +36,15 @@ from typing import Iterator, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_output, check_positive_int, check_sequence
+from .._checks import (
+    check_batch_size,
+    check_choice,
+    check_length,
+    check_positive_int,
+    check_result,
+    check_sequence,
+    public,
+)
 from ..kernels.oscillator import (
     IMEX_MAX_DT2A,
     check_oscillator_params,
@@ -182,19 +190,23 @@ class LinOSS(SSMLayer):
         """Impulse responses (2, P, L) of velocity and position to a unit ``B u`` (closed form)."""
         return oscillator_responses(self.stiffness(rate), self.dt(rate), self.discretization, L)
 
+    @public
     def kernel(self, L: int, rate: float = 1.0) -> Tensor:
         r"""MIMO convolution kernel ``K[h, k, l] = Re(C diag(kappa_l) B)_{hk}``, (H_out, H_in, L).
 
         ``out_n = sum_{l<=n} K[:, :, l] u_{n-l} + D u_n`` (the D skip is not in K).
         """
-        if isinstance(L, bool) or not isinstance(L, int) or L < 1:
-            raise ValueError(f"kernel length L must be a positive integer, got {L!r}")
+        L = check_length(L)
         rate = check_rate(rate)
         kappa = self.oscillator_kernels(L, rate)[1]
-        return mimo_kernel(kappa, self.B_complex, self.C_complex)
+        K = mimo_kernel(kappa, self.B_complex, self.C_complex)
+        check_result(self, K, "kernel")
+        return K
 
+    @public
     def initial_state(self, batch_size: int) -> Tensor:
         """Zero state (B, 2, P) complex: ``[:, 0]`` velocity, ``[:, 1]`` position."""
+        batch_size = check_batch_size(batch_size)
         cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
         return torch.zeros(batch_size, 2, self.d_state, dtype=cdtype, device=self.D.device)
 
@@ -217,6 +229,7 @@ class LinOSS(SSMLayer):
         P = x.shape[-1] // 2
         return torch.complex(x[..., :P], x[..., P:])
 
+    @public
     def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
         """One recurrent step: ``state' = M state + f B x``; ``y = Re(C state'_pos) + D x``.
 
@@ -235,8 +248,11 @@ class LinOSS(SSMLayer):
         z2 = M[0, 0] * z + M[0, 1] * y + f[0] * v
         y2 = M[1, 0] * z + M[1, 1] * y + f[1] * v
         out = (y2 @ self.C_complex.T).real + self.D * u
-        return out.to(x.dtype), torch.stack([z2, y2], 1)
+        new_state = torch.stack([z2, y2], 1)
+        check_result(self, (out, new_state), "step output", x=x, state=state)
+        return out.to(x.dtype), new_state
 
+    @public
     def forward(
         self,
         x: Tensor,
@@ -254,7 +270,7 @@ class LinOSS(SSMLayer):
             rate: multiplies dt (a signal sampled ``rate`` times more coarsely).
             mode: ``"scan"`` / ``"conv"`` / ``"loop"``; default the layer's ``mode``.
         """
-        check_sequence(x, self.d_model, self.param_dtype, device=self.D.device)
+        check_sequence(x, self.d_model, self.param_dtype, device=self.D.device, finite=False)
         rate = check_rate(rate)
         mode = self.mode if mode is None else check_choice("mode", mode, LINOSS_MODES)
         if state is not None:
@@ -273,9 +289,12 @@ class LinOSS(SSMLayer):
             Ms = M2.unsqueeze(0).expand(L, 2, 2, 2 * P)
             X = scan_block2(Ms, F, x0) if mode == "scan" else scan_loop(Ms, F, x0, block=True)
             y_pos, last = X[:, :, 1], X[:, -1]
-        out = check_output(self._output_proj(y_pos) + self.D * u, x, self).to(x.dtype)
+        out = self._output_proj(y_pos) + self.D * u
+        new_state = self._to_complex(last) if return_state else None
+        check_result(self, (out, new_state), input=x, state=state)   # NaN/inf: names input, state or parameters
+        out = out.to(x.dtype)
         if return_state:
-            return out, self._to_complex(last)
+            return out, new_state
         return out
 
     def _conv_path(self, v: Tensor, M: Tensor, x0: Optional[Tensor], L: int, rate: float) -> Tuple[Tensor, Tensor]:

@@ -38,7 +38,7 @@ from typing import Iterator, Optional, Tuple
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_positive_int
+from .._checks import check_batch_size, check_choice, check_length, check_positive_int, check_result, public
 from ..kernels.dplr import (
     CAUCHY_BACKENDS,
     DPLRStep,
@@ -235,13 +235,13 @@ class S4(SSMLayer):
             return contextlib.nullcontext()
 
     # ---- convolution view ---------------------------------------------------------------------
+    @public
     def kernel(self, L: int, rate: float = 1.0) -> Tensor:
         """Kernel (H, L), or (2, H, L) if bidirectional, by Algorithm 1 (app. C.1.2, Thm 3.6).
 
         Equals the power kernel ``(c^T dA^l dB)_{l<L}`` of :meth:`dense_system` (tests: 1e-9 in fp64).
         """
-        if isinstance(L, bool) or not isinstance(L, int) or L < 1:
-            raise ValueError(f"kernel length L must be a positive integer, got {L!r}")
+        L = check_length(L)
         rate = check_rate(rate)
         with self._no_autocast():
             if self.l_max is not None and rate == 1.0 and L <= self.l_max:   # learned C~: no dA^L
@@ -251,6 +251,7 @@ class S4(SSMLayer):
             else:
                 Lam, P, B, C = self.continuous_system()
                 K = dplr_kernel(Lam, P, B, C, self._dt(rate), L, backend=self.cauchy_backend)
+        check_result(self, K, "kernel")
         return K if self.bidirectional else K[0]
 
     def dense_system(self, rate: float = 1.0) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -271,8 +272,10 @@ class S4(SSMLayer):
         return dA, dB, c, dt
 
     # ---- recurrent view -----------------------------------------------------------------------
+    @public
     def initial_state(self, batch_size: int) -> Tensor:
         """Zero state (B, H, N/2), complex (the half of the conjugate-symmetric state)."""
+        batch_size = check_batch_size(batch_size)
         cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
         return torch.zeros(batch_size, self.d_model, self.n_modes, dtype=cdtype, device=self.D.device)
 
@@ -289,6 +292,7 @@ class S4(SSMLayer):
             self._step_cache = (key, value)
         return value
 
+    @public
     def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
         r"""One bilinear recurrent step in O(N r) per channel (Thm 3.5, app. C.1.1, via Woodbury).
 
@@ -303,9 +307,10 @@ class S4(SSMLayer):
         self._check_step_input(x, state)
         st, C = self._step_system(check_rate(rate))
         u = x.to(self.param_dtype)
-        state = st(state, u)
-        y = 2 * (C * state).sum(-1).real + self.D * u
-        return y.to(x.dtype), state
+        new_state = st(state, u)
+        y = 2 * (C * new_state).sum(-1).real + self.D * u
+        check_result(self, (y, new_state), "step output", x=x, state=state)
+        return y.to(x.dtype), new_state
 
     def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:
         with self._no_autocast():

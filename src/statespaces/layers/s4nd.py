@@ -51,12 +51,17 @@ import torch
 from torch import nn
 
 from .._checks import (
+    check_batch,
     check_choice,
     check_device,
     check_dtype_compatible,
-    check_finite,
+    check_int,
+    check_length,
     check_positive_int,
+    check_real,
     check_real_float,
+    check_result,
+    public,
 )
 from ..kernels.vandermonde import vandermonde
 from ..ops.fftconv import two_sided_kernel
@@ -82,21 +87,8 @@ def _per_axis(name: str, value, dims: int) -> tuple:
 def check_rates(rate: RateLike, dims: int) -> Tuple[float, ...]:
     """Validate a step-size multiplier (one number, or one per axis) and return ``dims`` floats."""
     rates = _per_axis("rate", rate, dims)
-    out = []
-    for r in rates:
-        if (
-            isinstance(r, bool)
-            or isinstance(r, torch.Tensor)
-            or not isinstance(r, (int, float))
-            or not r > 0
-            or math.isinf(r)
-        ):
-            raise ValueError(
-                f"rate must be a positive finite number per axis (step-size multiplier; a grid 2x finer "
-                f"needs rate 0.5), got {rate!r}"
-            )
-        out.append(float(r))
-    return tuple(out)
+    what = "positive finite number per axis (step-size multiplier; a grid 2x finer needs rate 0.5)"
+    return tuple(check_real("rate" if dims == 1 else f"rate[{i}]", r, what=what) for i, r in enumerate(rates))
 
 
 def resolution_rate(train_shape: Sequence[int], new_shape: Sequence[int]) -> Tuple[float, ...]:
@@ -200,11 +192,9 @@ class S4ND(nn.Module):
 
     @bandlimit.setter
     def bandlimit(self, alpha: Optional[float]) -> None:
-        if alpha is not None and (
-            isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0 or math.isinf(alpha)
-        ):
-            raise ValueError(f"bandlimit must be None (off) or a positive finite cutoff alpha, got {alpha!r}")
-        self._bandlimit = None if alpha is None else float(alpha)
+        if alpha is not None:
+            alpha = check_real("bandlimit", alpha, what="positive finite cutoff alpha (or None: off)")
+        self._bandlimit = alpha
 
     @property
     def param_dtype(self) -> torch.dtype:
@@ -230,19 +220,27 @@ class S4ND(nn.Module):
         freq = A.imag.abs() * torch.exp(layer.log_dt).unsqueeze(-1) * r / (2 * math.pi)
         return freq < self._bandlimit / 2
 
+    @public
     def axis_kernel(self, axis: int, L: int, rate: float = 1.0) -> Tensor:
         r"""The 1-D kernel of ``axis`` for length L: (2, H, L) (causal, anti-causal) if two-sided, else (H, L).
 
         Same as ``self.axes[axis].kernel(L, rate)`` (eq. 3.2) but with the bandlimit mask on C.
         """
+        axis = check_int("axis", axis, 0)
+        if axis >= self.dims:
+            raise ValueError(f"axis must be in [0, dims={self.dims}), got {axis}")
+        L = check_length(L)
+        rate = check_rates(rate, 1)[0]
         layer = self.axes[axis]
         sys = layer.diagonal_system(rate)
         C = sys.C
         if self._bandlimit is not None:
             C = C * self.bandlimit_mask(axis, rate).to(C.real.dtype)
         k = sys.scale * vandermonde(C * sys.dB, sys.log_dA, L)          # (K, H, L)
+        check_result(self, k, f"kernel of axis {axis}")
         return k if self.two_sided[axis] else k[0]
 
+    @public
     def kernel_factors(self, shape: Sequence[int], rate: RateLike = 1.0) -> List[Tensor]:
         r"""Per-axis factors of the N-D kernel for a grid ``shape`` = (L_1, ..., L_D).
 
@@ -256,16 +254,21 @@ class S4ND(nn.Module):
         for ax, (L, r) in enumerate(zip(shape, rates)):
             k = self.axis_kernel(ax, L, r)
             out.append(two_sided_kernel(k, L) if self.two_sided[ax] else k)
+        check_result(self, out, "kernel")
         return out
 
+    @public
     def kernel(self, shape: Sequence[int], rate: RateLike = 1.0) -> Tensor:
         r"""Full N-D kernel (H, n_1, ..., n_D), the outer product of :meth:`kernel_factors` (Cor. 9.3).
 
         O(H Π n_τ) memory: for inspection (plots, tests); the forward pass never builds it.
         """
-        return outer_kernel(self.kernel_factors(shape, rate))
+        K = outer_kernel(self.kernel_factors(shape, rate))
+        check_result(self, K, "kernel")
+        return K
 
     # ---- forward ---------------------------------------------------------------------------
+    @public
     def forward(self, x: Tensor, rate: RateLike = 1.0) -> Tensor:
         r"""Apply the layer to x (B, L_1, ..., L_D, H).
 
@@ -278,12 +281,14 @@ class S4ND(nn.Module):
             y with the shape and dtype of x.
         """
         self._check_input(x)
+        rates = check_rates(rate, self.dims)
         in_dtype = x.dtype
         u = x.to(self.param_dtype)
         spatial = tuple(u.shape[1:-1])
-        factors = self.kernel_factors(spatial, rate)
-        y = conv_nd(u.movedim(-1, 1), factors, self.two_sided, self.conv).movedim(1, -1)
-        return (y + u * self.D).to(in_dtype)
+        factors = self.kernel_factors(spatial, rates)
+        y = conv_nd(u.movedim(-1, 1), factors, self.two_sided, self.conv).movedim(1, -1) + u * self.D
+        check_result(self, y, input=x)       # NaN/inf: names the input or the parameters, or an overflow
+        return y.to(in_dtype)
 
     # ---- validation ------------------------------------------------------------------------
     def _check_shape(self, shape: Sequence[int]) -> Tuple[int, ...]:
@@ -291,7 +296,7 @@ class S4ND(nn.Module):
             raise TypeError(f"shape must be a sequence of {self.dims} grid sizes, got {shape!r}")
         if len(shape) != self.dims:
             raise ValueError(f"shape {tuple(shape)} has {len(shape)} axes, the layer has dims={self.dims}")
-        return tuple(check_positive_int("grid size", int(s) if not isinstance(s, bool) else s) for s in shape)
+        return tuple(check_length(s, f"grid size shape[{i}]") for i, s in enumerate(shape))
 
     def _check_input(self, x: Tensor) -> None:
         check_real_float("input", x)
@@ -307,10 +312,11 @@ class S4ND(nn.Module):
                 f"input has {x.shape[-1]} channels in its last dim, the layer expects d_model={self.d_model} "
                 "(channels last: (batch, *spatial, channels))"
             )
-        if any(s == 0 for s in x.shape[:-1]):
-            raise ValueError(f"input of shape {tuple(x.shape)} has an empty axis")
+        check_batch("input", x)
+        if any(s == 0 for s in x.shape[1:-1]):
+            raise ValueError(f"input of shape {tuple(x.shape)} has an empty spatial axis; every axis needs >= 1 point")
         check_dtype_compatible("input", x, self.param_dtype)
-        check_finite("input", x)
+        # NaN/inf: checked on the result (check_result in forward), which names the culprit
 
     def extra_repr(self) -> str:
         s = f"d_model={self.d_model}, dims={self.dims}, d_state={self.d_state}, two_sided={self.two_sided}"

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from .._checks import check_positive_int, check_sequence
+from .._checks import check_positive_int, check_result, check_sequence, public
 from .lm import SSMStack
 
 Tensor = torch.Tensor
@@ -69,7 +69,9 @@ class SSMForecaster(nn.Module):
         mask = torch.cat([context.new_zeros(B, C, 1), context.new_ones(B, self.horizon, 1)], 1)
         return torch.cat([values, mask], -1)
 
+    @public
     def forward(self, context: Tensor) -> Tensor:
-        check_sequence(context, self.d_input, self.decoder.weight.dtype, "context")
-        y = self.decoder(self.backbone(self.encoder(self.masked_input(context))))
-        return y[:, -self.horizon:]
+        check_sequence(context, self.d_input, self.decoder.weight.dtype, "context", device=self.decoder.weight.device)
+        y = self.decoder(self.backbone(self.encoder(self.masked_input(context))))[:, -self.horizon:]
+        check_result(self, y, "forecast", context=context)
+        return y

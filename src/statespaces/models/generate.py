@@ -7,29 +7,27 @@ turns logits into samples.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
+
+from .._checks import check_int, check_real
 
 Tensor = torch.Tensor
 
 
 def check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
-    """Raise ``ValueError`` for temperature <= 0 (or not finite), top_k < 1, or top_p outside (0, 1]."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-        temperature > 0 and math.isfinite(temperature)
-    ):
-        raise ValueError(
-            f"temperature must be a finite number > 0, got {temperature!r} (use a small value such as 1e-3 "
-            "for near-greedy decoding)"
-        )
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}")
-    if top_p is not None and (
-        isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not (0.0 < top_p <= 1.0)
-    ):
-        raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
+    """Raise ``ValueError`` for temperature <= 0 (or not finite), top_k < 1, or top_p outside (0, 1], and
+    ``TypeError`` for values of the wrong kind (bools, strings, tensors; a float ``top_k``). NumPy scalars
+    are accepted."""
+    check_real("temperature", temperature,
+               what="finite number > 0 (use a small value such as 1e-3 for near-greedy decoding)")
+    if top_k is not None:
+        check_int("top_k", top_k, 1)
+    if top_p is not None:
+        p = check_real("top_p", top_p, what="number in (0, 1] (or None)")
+        if p > 1.0:
+            raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
 
 
 def filter_logits(
@@ -42,6 +40,9 @@ def filter_logits(
     Both may be combined (top-k first).
     """
     check_sampling(temperature, top_k, top_p)
+    temperature = float(temperature)
+    top_k = None if top_k is None else int(top_k)
+    top_p = None if top_p is None else float(top_p)
     logits = logits.float() / temperature if logits.dtype in (torch.float16, torch.bfloat16) else logits / temperature
     V = logits.shape[-1]
     neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)

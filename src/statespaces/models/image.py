@@ -25,7 +25,17 @@ from typing import Any, Dict, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_dtype_compatible, check_finite, check_positive_int, check_real_float
+from .._checks import (
+    check_batch,
+    check_choice,
+    check_device,
+    check_dtype_compatible,
+    check_finite,
+    check_positive_int,
+    check_real_float,
+    check_result,
+    public,
+)
 from ..layers.s4nd import S4ND, check_rates
 
 Tensor = torch.Tensor
@@ -135,13 +145,18 @@ class ImageClassifier(nn.Module):
             if isinstance(m, S4ND):
                 m.bandlimit = alpha
 
+    @public
     def forward(self, x: Tensor, rate: Union[float, Sequence[float]] = 1.0) -> Tensor:
         check_real_float("input", x)
+        check_device("input", x, self.encoder.weight.device)
         if x.dim() != self.dims + 2 or x.shape[-1] != self.d_input:
             raise ValueError(
                 f"input must have shape (batch, {self.dims} spatial axes, d_input={self.d_input}) (channels last), "
                 f"got {tuple(x.shape)}"
             )
+        check_batch("input", x)
+        if any(s == 0 for s in x.shape[1:-1]):
+            raise ValueError(f"input of shape {tuple(x.shape)} has an empty spatial axis; every axis needs >= 1 point")
         check_dtype_compatible("input", x, self.encoder.weight.dtype)
         check_finite("input", x)
         check_rates(rate, self.dims)
@@ -149,4 +164,6 @@ class ImageClassifier(nn.Module):
         for block in self.blocks:
             h = block(h, rate=rate)
         h = self.final_norm(h)
-        return self.decoder(h.flatten(1, -2).mean(1))
+        out = self.decoder(h.flatten(1, -2).mean(1))
+        check_result(self, out, "logits", input=x)       # NaN/inf: names the parameters or an overflow
+        return out

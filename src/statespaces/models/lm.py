@@ -225,7 +225,7 @@ class SSMLanguageModel(nn.Module):
         if self.d_input is None:
             tok = self._check_tokens(inputs)
             return self.embedding(tok + self.stream_offset).sum(-2)
-        check_sequence(inputs, self.d_input, self._dtype, "inputs")
+        check_sequence(inputs, self.d_input, self._dtype, "inputs", device=self.head.weight.device)
         return self.encoder(inputs.to(self._dtype))
 
     def decode(self, h: Tensor) -> Tensor:
