@@ -33,6 +33,7 @@ from .._checks import (
 from ..kernels import dispatch
 from ..kernels.vandermonde import vandermonde, vandermonde_transpose
 from ..ops.fftconv import fftconv
+from .step_cache import StepCache
 
 Tensor = torch.Tensor
 
@@ -128,15 +129,13 @@ class SSMLayer(nn.Module):
             spec = specs[key] = (tuple(s0.shape), s0.dtype, s0.device)
         check_state(state, spec[0], spec[1], spec[2], batch)
 
-    def _step_cache_key(self, rate: float) -> tuple:
-        """Identity of everything a cached step system depends on: the rate, dtype/device, and every
-        parameter's identity and in-place version counter (so an optimizer step invalidates it)."""
-        if self._modules:   # a layer with sub-modules: walk them all
-            params, buffers = tuple(self.parameters()), tuple(self.buffers())
-        else:
-            params, buffers = tuple(self._parameters.values()), tuple(self._buffers.values())
-        return (rate, self.D.dtype, self.D.device, tuple((id(t), t._version) for t in params if t is not None),
-                tuple(id(b) for b in buffers))
+    @property
+    def _step_cache(self) -> StepCache:
+        """The discretized step system, cached for generation (see :mod:`.step_cache`)."""
+        cache = self.__dict__.get("_step_cache_obj")
+        if cache is None:
+            cache = self.__dict__["_step_cache_obj"] = StepCache()
+        return cache
 
     def _check_step_input(self, x: Tensor, state: Tensor) -> None:
         """Static checks of ``step(x, state)``; NaN/inf are caught on the result (:func:`check_result`)."""
@@ -170,17 +169,13 @@ class DiagonalSSM(SSMLayer):
 
     def _step_system(self, rate: float) -> Tuple[Tensor, Tensor, Tensor, float]:
         """``(dA, dB, C, scale)`` for stepping. Without autograd (generation), the discretization is
-        cached until a parameter changes (tracked by tensor version counters), so a step is O(HN)
+        cached until a parameter or buffer changes value (:mod:`.step_cache`), so a step is O(HN)
         multiply-adds with no transcendental functions."""
-        key = self._step_cache_key(rate)
-        cached = getattr(self, "_step_cache", None)
-        if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
-            return cached[1]
-        sys = self.diagonal_system(rate)
-        value = (torch.exp(sys.log_dA), sys.dB, (sys.scale * sys.C[0]).conj().resolve_conj(), sys.scale)
-        if not torch.is_grad_enabled():
-            self._step_cache = (key, value)
-        return value
+        def build():
+            sys = self.diagonal_system(rate)
+            return (torch.exp(sys.log_dA), sys.dB, (sys.scale * sys.C[0]).conj().resolve_conj(), sys.scale)
+
+        return self._step_cache.get(self, rate, build)
 
     @public
     def kernel(self, L: int, rate: float = 1.0) -> Tensor:

@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .._checks import check_choice
+from .._checks import check_choice, tracing
 
 Tensor = torch.Tensor
 
@@ -112,3 +112,17 @@ def real_inverse(x: Tensor, transform: str) -> Tensor:
     if transform == "softplus":
         return x + torch.log(-torch.expm1(-x))
     return x.clone()
+
+
+def as_complex(p: Tensor) -> Tensor:
+    """Complex view of a parameter stored as ``(..., 2)`` real pairs.
+
+    ``torch.view_as_complex`` needs an even storage offset and unit last stride; parameters
+    rebound by ``vector_to_parameters`` (views into one flat vector) or sliced by a user may
+    not have them, so those are assembled with ``torch.complex`` (a copy, same gradient).
+    """
+    if tracing():   # compiled graphs fuse the copy; storage offsets are not traceable
+        return torch.complex(p[..., 0], p[..., 1])
+    if p.stride(-1) == 1 and p.storage_offset() % 2 == 0 and all(s % 2 == 0 for s in p.stride()[:-1]):
+        return torch.view_as_complex(p)
+    return torch.complex(p[..., 0], p[..., 1])

@@ -57,6 +57,7 @@ from ..kernels.oscillator import (
 from ..ops.fftconv import fftconv
 from ..ops.scan import scan_block2, scan_loop
 from .base import SSMLayer, check_rate
+from .init import as_complex
 
 Tensor = torch.Tensor
 
@@ -147,12 +148,12 @@ class LinOSS(SSMLayer):
     @property
     def B_complex(self) -> Tensor:
         """Input matrix (P, H) complex."""
-        return torch.view_as_complex(self.B)
+        return as_complex(self.B)
 
     @property
     def C_complex(self) -> Tensor:
         """Output matrix (H, P) complex."""
-        return torch.view_as_complex(self.C)
+        return as_complex(self.C)
 
     def dt(self, rate: float = 1.0) -> Tensor:
         """Step sizes ``rate * sigmoid(dt_raw)``, (P,)."""

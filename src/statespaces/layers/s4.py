@@ -25,6 +25,10 @@ Design decisions (thesis app. C.1 leaves them open):
   as the default layer's, so both parameterizations start as the same system.
 * The state (B, H, M) is the complex half of the conjugate-symmetric full state; the low-rank term
   couples it with its conjugate, so the recurrence is real-linear, not complex-linear.
+* The two state maps of the chunked forward (free response of a state, state after a chunk) are
+  computed in the time domain by chunks of matrix powers (:mod:`statespaces.kernels.chunked`),
+  not by the generating function: the latter divides by ``I - dA^L`` and lost up to half the
+  digits in float32 for states with slowly decaying components (small dt, LegT/FouT).
 * ``Re(Lambda) < 0`` is kept by ``real_transform`` (``exp`` default, ``softplus``, ``relu``, or
   ``none``: then a violating value raises). LegT/FouT have ``Re(Lambda) = 0``; their init is
   floored at ``-1e-4`` (a shift of at most ``dt * 1e-4`` in the discrete eigenvalues).
@@ -38,21 +42,21 @@ from typing import Iterator, Optional, Tuple
 import torch
 from torch import nn
 
-from .._checks import check_batch_size, check_choice, check_length, check_positive_int, check_result, public
+from .._checks import check_batch_size, check_choice, check_length, check_positive_int, check_result, public, tracing
+from ..kernels import chunked
 from ..kernels.dplr import (
     CAUCHY_BACKENDS,
     DPLRStep,
+    bilinear_dplr_real,
     bilinear_real,
     discrete_power,
-    dplr_advance,
     dplr_kernel,
     dplr_real_system,
-    dplr_zero_input,
     truncated_C,
     untruncated_C,
 )
 from .base import DiagonalSSM, DiagonalSystem, SSMLayer, check_rate
-from .init import REAL_TRANSFORMS, c_init, log_dt_init, real_forward, real_inverse, s4d_init
+from .init import REAL_TRANSFORMS, as_complex, c_init, log_dt_init, real_forward, real_inverse, s4d_init
 
 Tensor = torch.Tensor
 
@@ -61,6 +65,10 @@ S4_INITS = ("legs", "legt", "fout", "lagt", "rand")
 #: Minimal low-rank for each init (LegT is rank 2, Cor 6.8).
 S4_MIN_RANK = {"legs": 1, "legt": 2, "fout": 1, "lagt": 1, "rand": 1}
 _REAL_FLOOR = 1e-4
+#: Largest condition number of ``I - dA^{l_max}`` for which C is recovered from C~ (float64 solve).
+_C_RECOVERY_MAX_COND = 1e8
+
+
 
 
 def s4_init(name: str, N: int, H: int, rank: Optional[int] = None,
@@ -209,20 +217,45 @@ class S4(SSMLayer):
         """
         Lam, P, B, C = self._raw_system()
         if self.l_max is not None:
-            C = untruncated_C(C, discrete_power(Lam, P, self._dt(1.0), self.l_max))
+            C = self._recover_C(Lam, P, C)
         return Lam, P, B, C
+
+    def _recover_C(self, Lam: Tensor, P: Tensor, Ct: Tensor) -> Tensor:
+        r"""True C from the learned C~ (``l_max``): ``C^T = C~^T (I - dA^{l_max})^{-1}`` (eq. C.4).
+
+        Always in float64, whatever the layer's dtype: ``I - dA^{l_max}`` is near-singular when a
+        mode has barely decayed over ``l_max`` steps (``Re Lambda ~ 0``, small dt), and a float32
+        ``dA^{l_max}`` (repeated squaring) plus a float32 solve then lose every digit (measured
+        1e5-1e12 relative error in ``step`` before this rule). C~ itself is exact as stored, so
+        the float64 solve is accurate to ``cond * 1e-16``. When even that cannot be trusted
+        (``cond > 1e8``) a ValueError says so, instead of a silently wrong recurrence.
+        """
+        c64 = torch.complex128
+        dA_L = discrete_power(Lam.to(c64), P.to(c64), self._dt(1.0).double(), self.l_max)
+        if not tracing():
+            eye = torch.eye(dA_L.shape[-1], dtype=dA_L.dtype, device=dA_L.device)
+            cond = float(torch.linalg.cond((eye - dA_L).detach()).max())
+            if not cond <= _C_RECOVERY_MAX_COND:
+                raise ValueError(
+                    f"cannot recover C from the learned C~ of this S4 layer (l_max={self.l_max}): "
+                    f"I - dA^l_max has condition number {cond:.1e} > {_C_RECOVERY_MAX_COND:.0e}, because some "
+                    "mode has not decayed over l_max steps (Re Lambda ~ 0 or a tiny dt). The convolution of "
+                    f"length <= {self.l_max} at rate 1 is still exact; for step(), other rates or longer "
+                    "kernels use an S4 layer without l_max (it learns C directly)"
+                )
+        return untruncated_C(Ct.to(c64), dA_L).to(Ct.dtype)
 
     def _raw_system(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Like :meth:`continuous_system`, but the stored C (which is C~ when ``l_max`` is set)."""
         re = -real_forward(self.Lambda_real, self.real_transform)
-        if bool((re >= 0).any()):
+        if not tracing() and bool((re >= 0).any()):
             bad = int((re >= 0).sum())
             raise ValueError(
                 f"{bad} entries of Re(Lambda) are >= 0, so A = Lambda - P P^* is not guaranteed Hurwitz "
                 "(Lemma 3.8); use real_transform='exp' or 'softplus' to keep Lambda stable by construction"
             )
         Lam = torch.complex(re, self.Lambda_imag)
-        return (Lam, torch.view_as_complex(self.P), torch.view_as_complex(self.B), torch.view_as_complex(self.C))
+        return (Lam, as_complex(self.P), as_complex(self.B), as_complex(self.C))
 
     def _dt(self, rate: float) -> Tensor:
         return torch.exp(self.log_dt) * rate
@@ -280,17 +313,13 @@ class S4(SSMLayer):
         return torch.zeros(batch_size, self.d_model, self.n_modes, dtype=cdtype, device=self.D.device)
 
     def _step_system(self, rate: float) -> Tuple[DPLRStep, Tensor]:
-        """Discretized step (cached without autograd until a parameter changes), and C (H, M)."""
-        key = self._step_cache_key(rate)
-        cached = getattr(self, "_step_cache", None)
-        if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
-            return cached[1]
-        with self._no_autocast():
-            Lam, P, B, C = self.continuous_system()
-            value = (DPLRStep.build(Lam, P, B, self._dt(rate)), C[0])
-        if not torch.is_grad_enabled():
-            self._step_cache = (key, value)
-        return value
+        """Discretized step (cached without autograd until a parameter or buffer changes value), and C (H, M)."""
+        def build():
+            with self._no_autocast():
+                Lam, P, B, C = self.continuous_system()
+                return DPLRStep.build(Lam, P, B, self._dt(rate)), C[0]
+
+        return self._step_cache.get(self, rate, build)
 
     @public
     def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
@@ -312,16 +341,33 @@ class S4(SSMLayer):
         check_result(self, (y, new_state), "step output", x=x, state=state)
         return y.to(x.dtype), new_state
 
+    def _real_discrete(self, rate: float, Lam: Tensor, P: Tensor, B: Tensor) -> Tuple[Tensor, Tensor]:
+        """Real bilinear ``dA`` (H, N, N) and ``dB = (dt/2)(I + dA) b`` (H, N) (app. C.1.1)."""
+        dt = self._dt(rate)
+        dA = bilinear_dplr_real(Lam, P, dt)
+        b = torch.cat([B.real, B.imag], -1)
+        dB = (dt / 2)[:, None] * (b + (dA @ b.unsqueeze(-1)).squeeze(-1))
+        return dA, dB
+
     def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:
+        # time-domain chunks (kernels.chunked): no division by I - dA^L, so a state with slowly
+        # decaying components is as accurate in float32 as the recurrence (issue 16 item 3)
         with self._no_autocast():
-            Lam, P, _, C = self.continuous_system()
-            y = dplr_zero_input(Lam, P, C[0], self._dt(rate), state, L, backend=self.cauchy_backend)
+            Lam, P, B, C = self.continuous_system()
+            dA, _ = self._real_discrete(rate, Lam, P, B)
+            c = 2 * torch.cat([C[0].real, -C[0].imag], -1)
+            xi = torch.cat([state.real, state.imag], -1).to(dA.dtype)
+            y = chunked.zero_input_response(dA, c, xi, L)
         return y.transpose(1, 2)
 
     def _advance_state(self, state: Optional[Tensor], x: Tensor, rate: float) -> Tensor:
         with self._no_autocast():
             Lam, P, B, _ = self._raw_system()
-            return dplr_advance(Lam, P, B, self._dt(rate), x.transpose(1, 2), state, backend=self.cauchy_backend)
+            dA, dB = self._real_discrete(rate, Lam, P, B)
+            xi0 = None if state is None else torch.cat([state.real, state.imag], -1).to(dA.dtype)
+            xi = chunked.advance(dA, dB, x.transpose(1, 2).to(dA.dtype), xi0)
+            M = self.n_modes
+            return torch.complex(xi[..., :M], xi[..., M:])
 
     # ---- inference fast path ------------------------------------------------------------------
     @torch.no_grad()

@@ -18,7 +18,7 @@ from torch import nn
 from .._checks import check_choice, check_positive_int
 from ..discretize import discretize_diagonal
 from .base import DiagonalSSM, DiagonalSystem
-from .init import REAL_TRANSFORMS, S4D_INITS, c_init, log_dt_init, real_forward, real_inverse, s4d_init
+from .init import REAL_TRANSFORMS, S4D_INITS, as_complex, c_init, log_dt_init, real_forward, real_inverse, s4d_init
 
 Tensor = torch.Tensor
 
@@ -126,7 +126,7 @@ class S4D(DiagonalSSM):
                 "use real_transform='exp' or 'softplus' to keep A stable by construction"
             )
         dt = torch.exp(self.log_dt) * rate
-        Bc = torch.view_as_complex(self.B)
+        Bc = as_complex(self.B)
         dA, dB = discretize_diagonal(A, Bc, dt, self.discretization, self.alpha)
         log_dA = dt.unsqueeze(-1) * A if self.discretization == "zoh" else torch.log(dA)
         if self.discretization == "forward_euler" and bool((dA.abs() >= 1).any()):
@@ -134,7 +134,7 @@ class S4D(DiagonalSSM):
                 "forward Euler is unstable here (|1 + dt*A| >= 1 for some modes); lower dt_max or "
                 "use discretization='zoh'/'bilinear'"
             )
-        return DiagonalSystem(log_dA=log_dA, dB=dB, C=torch.view_as_complex(self.C), scale=self.scale)
+        return DiagonalSystem(log_dA=log_dA, dB=dB, C=as_complex(self.C), scale=self.scale)
 
     def extra_repr(self) -> str:
         s = (

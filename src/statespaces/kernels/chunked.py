@@ -1,0 +1,136 @@
+r"""State maps of a real discrete LTI system by chunks in the time domain (thesis §2.3.2, Prop. 2.8).
+
+For one system per channel, ``xi_{t+1} = dA xi_t + dB u_t``, ``y_t = c^T xi_t`` with real
+``dA`` (H, N, N), ``dB`` (H, N), ``c`` (H, N), the two maps that a stateful (chunked) forward
+needs are
+
+* the free response of a state, ``y_l = c^T dA^{l+1} xi_0`` for ``l < L``;
+* the state after consuming an input, ``xi_L = dA^L xi_0 + sum_{j<L} dA^j dB u_{L-1-j}``.
+
+Both are computed with chunks of ``T`` steps (a power of two) and only *forward* products of
+``dA`` (the route of state-space duality, specialised to a time-invariant system):
+
+* near powers ``c^T dA^{j+1}`` and ``dA^j dB`` for ``j < T``, by doubling (``log2 T`` batched
+  products, each reusing ``dA^m``);
+* far powers ``dA^{kT}`` between chunks, by doubling as well (``log2(L/T)`` squarings);
+* one batched matmul per map contracts them with the state or the input: O(B H L N) flops.
+
+Unlike the frequency-domain route (:func:`statespaces.kernels.dplr.dplr_zero_input`, which divides
+by ``I - dA^L`` and so loses all precision when a mode has not decayed within ``L`` steps:
+small ``dt``, ``Re(Lambda) ~ 0`` as for LegT/FouT), nothing here is inverted: every quantity is a
+product of powers of a stable matrix, so the float32 error is that of ``~log2 L`` matrix
+products. The frequency-domain functions stay as the independent twin in the tests.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+
+Tensor = torch.Tensor
+
+#: Default chunk length (steps); the near-power tables are (H, T, N).
+CHUNK = 64
+
+
+def _chunk(L: int, T: int) -> int:
+    """Largest power of two <= min(T, L) (>= 1)."""
+    return 1 << (min(T, L).bit_length() - 1)
+
+
+def near_powers(dA: Tensor, T: int, left: Optional[Tensor] = None,
+                right: Optional[Tensor] = None) -> Tuple[Optional[Tensor], Optional[Tensor], Tensor]:
+    r"""``(left^T dA^{j+1})_{j<T}``, ``(dA^j right)_{j<T}`` and ``dA^T``, by doubling.
+
+    Args:
+        dA: (H, N, N). T: a power of two. left, right: (H, N) or None.
+
+    Returns:
+        ``(rows (H, T, N) or None, cols (H, T, N) or None, dA^T (H, N, N))``.
+    """
+    rows = None if left is None else (left.unsqueeze(-2) @ dA)        # (H, 1, N): c^T dA
+    cols = None if right is None else right.unsqueeze(-2)              # (H, 1, N): dA^0 b
+    Pm = dA                                                            # dA^m, m = current length
+    m = 1
+    while m < T:
+        if rows is not None:
+            rows = torch.cat([rows, rows @ Pm], -2)                    # c^T dA^{j+1+m}
+        if cols is not None:
+            cols = torch.cat([cols, cols @ Pm.transpose(-1, -2)], -2)  # dA^{j+m} b (row-vector form)
+        Pm = Pm @ Pm
+        m *= 2
+    return rows, cols, Pm
+
+
+def _far_states(x0: Tensor, PT: Tensor, n: int) -> Tensor:
+    """``(dA^{kT} x0)_{k<n}`` as (H, n, B, N) by doubling, with x0 (H, B, N), ``PT = dA^T`` (H, N, N)."""
+    X = x0.unsqueeze(1)                                                # (H, 1, B, N)
+    Pk = PT
+    while X.shape[1] < n:
+        m, Bsz = X.shape[1], X.shape[2]
+        nxt = (X.flatten(1, 2) @ Pk.transpose(-1, -2)).unflatten(1, (m, Bsz))
+        X = torch.cat([X, nxt], 1)
+        Pk = Pk @ Pk
+    return X[:, :n]
+
+
+def zero_input_response(dA: Tensor, c: Tensor, x0: Tensor, L: int, chunk: int = CHUNK) -> Tensor:
+    r"""Free response ``y_l = c^T dA^{l+1} x0``, ``l < L``.
+
+    Args:
+        dA: (H, N, N) real. c: (H, N) real. x0: (B, H, N) real state. L: length >= 1.
+        chunk: chunk length T (rounded down to a power of two).
+
+    Returns:
+        y (B, H, L).
+    """
+    T = _chunk(L, chunk)
+    n = math.ceil(L / T)
+    rows, _, PT = near_powers(dA, T, left=c)                           # (H, T, N)
+    X = _far_states(x0.transpose(0, 1), PT, n)                         # (H, n, B, N)
+    y = X.flatten(1, 2) @ rows.transpose(-1, -2)                       # (H, n B, T)
+    return y.unflatten(1, (n, -1)).permute(2, 0, 1, 3).flatten(-2)[..., :L]
+
+
+def advance(dA: Tensor, dB: Tensor, u: Tensor, x0: Optional[Tensor] = None, chunk: int = CHUNK) -> Tensor:
+    r"""State after consuming ``u``: ``dA^L x0 + sum_{j<L} dA^j dB u_{L-1-j}``.
+
+    Args:
+        dA: (H, N, N) real. dB: (H, N) real. u: (B, H, L) real. x0: (B, H, N) or None (zeros).
+        chunk: chunk length T (rounded down to a power of two).
+
+    Returns:
+        xi_L (B, H, N).
+    """
+    Bsz, H, L = u.shape
+    T = _chunk(L, chunk)
+    n = math.ceil(L / T)
+    _, cols, PT = near_powers(dA, T, right=dB)                         # (H, T, N): dA^j dB
+    pad = n * T - L                                                    # zeros before the input
+    v = torch.nn.functional.pad(u, (pad, 0)).unflatten(-1, (n, T)).flip(-1)   # v[b,h,k,j] = u'_{kT+T-1-j}
+    S = (v.transpose(0, 1).flatten(1, 2) @ cols).unflatten(1, (Bsz, n))  # (H, B, n, N) per-chunk sums
+    Pk = PT
+    while S.shape[2] > 1:                                              # pairwise: older -> dA^(mT) older + newer
+        if S.shape[2] % 2:
+            S = torch.nn.functional.pad(S, (0, 0, 1, 0))               # a zero chunk in the far past
+        S = S.unflatten(2, (-1, 2))
+        old = S[..., 0, :]
+        S = (old.flatten(1, 2) @ Pk.transpose(-1, -2)).view_as(old) + S[..., 1, :]
+        Pk = Pk @ Pk
+    x = S[:, :, 0]                                                     # (H, B, N)
+    if x0 is not None:
+        x = x + _power_apply(dA, L, x0.transpose(0, 1))
+    return x.transpose(0, 1)
+
+
+def _power_apply(dA: Tensor, L: int, x: Tensor) -> Tensor:
+    """``dA^L x`` for x (H, B, N) by binary powering of ``dA`` (log2 L squarings)."""
+    base = dA
+    while True:
+        if L & 1:
+            x = x @ base.transpose(-1, -2)
+        L >>= 1
+        if not L:
+            return x
+        base = base @ base
