@@ -7,8 +7,21 @@ from .discretize import DISCRETIZATIONS, discretize_dense, discretize_diagonal
 from .layers import S4, S4D, S4ND, LinOSS, SSMLayer
 from .models import SaShiMi, SequenceClassifier, SSMLanguageModel
 from .optim import param_groups
+from .serialization import load_pretrained
 
 __version__ = "0.1.0"
+
+#: Subpackages reachable as attributes (``statespaces.hippo.transition``), imported on first use.
+SUBPACKAGES = ("hippo", "discretize", "kernels", "ops", "layers", "blocks", "models", "data", "train",
+               "analysis", "reproduce", "export", "serialization", "optim")
+
+
+def __getattr__(name: str):
+    if name in SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'statespaces' has no attribute {name!r}")
 
 __all__ = [
     "S4D",
@@ -24,4 +37,5 @@ __all__ = [
     "discretize_diagonal",
     "discretize_dense",
     "DISCRETIZATIONS",
+    "load_pretrained",
 ]

@@ -22,6 +22,7 @@ from torch import nn
 
 from ._checks import check_choice, check_result, check_sequence, check_step_input, public
 from .layers.base import SSMLayer
+from .serialization import Pretrained
 
 Tensor = torch.Tensor
 
@@ -116,7 +117,7 @@ class _SeqNorm(nn.Module):
         return self.norm(x.transpose(1, 2)).transpose(1, 2)
 
 
-class ResidualBlock(nn.Module):
+class ResidualBlock(Pretrained, nn.Module):
     """One residual block around any SSM layer.
 
     Args:

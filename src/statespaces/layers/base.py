@@ -33,12 +33,13 @@ from .._checks import (
 from ..kernels import dispatch
 from ..kernels.vandermonde import vandermonde, vandermonde_transpose
 from ..ops.fftconv import fftconv
+from ..serialization import Pretrained
 from .step_cache import StepCache
 
 Tensor = torch.Tensor
 
 
-class SSMLayer(nn.Module):
+class SSMLayer(Pretrained, nn.Module):
     """Base class of the linear SSM layers. Subclasses implement :meth:`kernel`, :meth:`initial_state`,
     :meth:`step`, and the two state maps used by the chunked forward."""
 

@@ -66,6 +66,7 @@ from .._checks import (
 from ..kernels.vandermonde import vandermonde
 from ..ops.fftconv import two_sided_kernel
 from ..ops.fftconv_nd import CONV_METHODS, conv_nd, outer_kernel
+from ..serialization import Pretrained
 from .s4d import S4D
 
 Tensor = torch.Tensor
@@ -104,7 +105,7 @@ def resolution_rate(train_shape: Sequence[int], new_shape: Sequence[int]) -> Tup
     return tuple(a / b for a, b in zip(train_shape, new_shape))
 
 
-class S4ND(nn.Module):
+class S4ND(Pretrained, nn.Module):
     r"""Multidimensional S4 layer with a rank-1 (outer-product) kernel (thesis §9.3.1, Cor. 9.3).
 
     Args:

@@ -13,11 +13,12 @@ from torch import nn
 from .._checks import check_choice, check_positive_int, check_result, check_sequence, public
 from ..blocks import ResidualBlock, length_mask
 from ..layers.registry import make_layer
+from ..serialization import Pretrained
 
 Tensor = torch.Tensor
 
 
-class SequenceClassifier(nn.Module):
+class SequenceClassifier(Pretrained, nn.Module):
     """Classify sequences (B, L, d_input) into ``n_classes``.
 
     Args:

@@ -17,13 +17,14 @@ from torch import nn
 
 from .._checks import check_positive_int, check_result, check_sequence, public
 from .lm import SSMStack
+from ..serialization import Pretrained
 
 Tensor = torch.Tensor
 
 __all__ = ["SSMForecaster"]
 
 
-class SSMForecaster(nn.Module):
+class SSMForecaster(Pretrained, nn.Module):
     """Forecast ``horizon`` steps of a (B, C, d_input) context (thesis §7.3.5).
 
     Args:

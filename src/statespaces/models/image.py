@@ -37,6 +37,7 @@ from .._checks import (
     public,
 )
 from ..layers.s4nd import S4ND, check_rates
+from ..serialization import Pretrained
 
 Tensor = torch.Tensor
 
@@ -81,7 +82,7 @@ class ImageBlock(nn.Module):
         return x + self.dropout(y)
 
 
-class ImageClassifier(nn.Module):
+class ImageClassifier(Pretrained, nn.Module):
     r"""Classify images (B, L_1, ..., L_D, d_input), D = ``dims`` (2 for images, 3 for video).
 
     Args:

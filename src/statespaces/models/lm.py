@@ -45,13 +45,14 @@ from ..blocks import ResidualBlock, length_mask
 from ..layers.registry import make_layer
 from .generate import check_sampling, sample_logits
 from .sashimi import FFBlock, SaShiMi, _blocks_forward, _blocks_initial, _blocks_step
+from ..serialization import Pretrained
 
 Tensor = torch.Tensor
 
 __all__ = ["SSMStack", "SSMLanguageModel"]
 
 
-class SSMStack(nn.Module):
+class SSMStack(Pretrained, nn.Module):
     """Flat causal stack of residual SSM blocks (thesis §7.2), then a final LayerNorm.
 
     Args:
@@ -126,7 +127,7 @@ class SSMStack(nn.Module):
         return y, st
 
 
-class SSMLanguageModel(nn.Module):
+class SSMLanguageModel(Pretrained, nn.Module):
     r"""Causal sequence model over discrete tokens (thesis §7.3.6 / Tables 7.6-7.7, ch. 8).
 
     Args:

@@ -46,12 +46,13 @@ from .._checks import (
 )
 from ..blocks import DropoutNd, ResidualBlock, length_mask
 from ..layers.registry import make_layer
+from ..serialization import Pretrained
 
 Tensor = torch.Tensor
 State = Dict[str, Any]
 
 
-class FFBlock(nn.Module):
+class FFBlock(Pretrained, nn.Module):
     """Residual position-wise feed-forward block ``x + drop(W2 drop(GELU(W1 LN(x))))`` (§8.3, Fig. 8.1).
 
     Shapes: (B, L, H) -> (B, L, H); ``step``: (B, H) -> (B, H). Stateless (its state is ``None``)."""
@@ -150,7 +151,7 @@ def _blocks_step(blocks: nn.ModuleList, x: Tensor, states: List[Any]) -> Tuple[T
     return x, new_states
 
 
-class SaShiMi(nn.Module):
+class SaShiMi(Pretrained, nn.Module):
     r"""Causal multi-scale SSM backbone (thesis ch. 8). Maps (B, T, H) -> (B, T, H).
 
     Args:

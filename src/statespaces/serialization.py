@@ -1,0 +1,226 @@
+"""Save and share models: ``save_pretrained(dir)`` / ``from_pretrained(dir)`` (safetensors + JSON, no pickle).
+
+Every public layer, block and model of the package records the arguments it was built with
+(:class:`Pretrained`, through ``__init_subclass__``), so a directory holds all that is needed to
+rebuild it:
+
+* ``config.json``: ``{"class": "S4D", "config": {"d_model": 64, ...}, "format": 1, "statespaces": version}``;
+  a module passed as an argument (a layer given to ``ResidualBlock``) is stored as a nested
+  ``{"__module__": {"class": ..., "config": ...}}``;
+* ``model.safetensors``: the ``state_dict`` (complex tensors stored as their real views, listed in the
+  file's metadata), loaded with ``strict=True``, so a round trip is bit-exact.
+
+Loading never executes code from the directory: the class name is looked up among this package's
+own classes only, and the weights are safetensors. The file names are those of the Hugging Face
+hub mixin (``config.json``, ``model.safetensors``); when ``huggingface_hub`` is installed,
+``from_pretrained`` also accepts a hub repository id (``push_to_hub`` uploads a saved folder).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, Optional, Type, TypeVar, Union
+
+import torch
+from torch import nn
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = 1
+_COMPLEX_TAG = "complex_keys"
+
+#: class name -> class, for every Pretrained subclass defined in this package.
+REGISTRY: Dict[str, type] = {}
+
+T = TypeVar("T", bound="Pretrained")
+PathLike = Union[str, Path]
+
+
+def _encode(value: Any, where: str) -> Any:
+    """An ``__init__`` argument -> JSON data (raises TypeError naming the argument if impossible)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(f"{where} = {value!r} is not finite and cannot be saved in config.json")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"{where} has non-string keys and cannot be saved in config.json")
+        return {k: _encode(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, Pretrained):
+        return {"__module__": value.config_dict()}
+    raise TypeError(
+        f"{where} is a {type(value).__name__}, which config.json cannot hold; build the model from "
+        "plain arguments (numbers, strings, lists, dicts, or statespaces modules) to save it"
+    )
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {"__module__"}:
+            return build_from_config(value["__module__"])
+        return {k: _decode(v) for k, v in value.items()}
+    return value
+
+
+def build_from_config(cfg: Dict[str, Any]) -> nn.Module:
+    """Rebuild a module (fresh parameters) from ``{"class": name, "config": {...}}``."""
+    if not isinstance(cfg, dict) or "class" not in cfg or not isinstance(cfg.get("config"), dict):
+        raise ValueError("a model config must be a JSON object with 'class' and 'config' entries")
+    name = cfg["class"]
+    cls = REGISTRY.get(name)
+    if cls is None:
+        raise ValueError(f"unknown model class {name!r} in config; known: {', '.join(sorted(REGISTRY))}")
+    kwargs = {k: _decode(v) for k, v in cfg["config"].items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"config of {name} does not match its arguments: {e}") from e
+
+
+class Pretrained:
+    """Mixin: records ``__init__`` arguments and provides ``save_pretrained`` / ``from_pretrained``."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.startswith("statespaces."):
+            REGISTRY.setdefault(cls.__name__, cls)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_records_config", False):
+            return
+        sig = inspect.signature(init)
+
+        @functools.wraps(init)
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            outermost = "_init_config" not in self.__dict__
+            if outermost:
+                bound = sig.bind(self, *args, **kw)
+                bound.apply_defaults()
+                params = dict(bound.arguments)
+                params.pop(next(iter(sig.parameters)))                     # self
+                for name, p in sig.parameters.items():                     # **extra keyword arguments
+                    if p.kind is inspect.Parameter.VAR_KEYWORD and name in params:
+                        params.update(params.pop(name))
+                    elif p.kind is inspect.Parameter.VAR_POSITIONAL and name in params:
+                        params.pop(name)
+                self.__dict__["_init_config"] = params
+            init(self, *args, **kw)
+
+        __init__._records_config = True  # type: ignore[attr-defined]
+        cls.__init__ = __init__  # type: ignore[misc]
+
+    # ---- config --------------------------------------------------------------------------------
+    def config_dict(self) -> Dict[str, Any]:
+        """``{"class": name, "config": {...}}``: what :func:`build_from_config` needs (JSON data)."""
+        params = self.__dict__.get("_init_config")
+        if params is None:
+            raise TypeError(f"{type(self).__name__} did not record its arguments and cannot be saved")
+        name = type(self).__name__
+        if REGISTRY.get(name) is not type(self):
+            raise TypeError(f"{name} is not one of statespaces' classes; only those can be rebuilt from a config")
+        return {"class": name, "config": {k: _encode(v, f"{name}.{k}") for k, v in params.items()}}
+
+    # ---- save / load ---------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``save_directory`` (created if needed)."""
+        from safetensors.torch import save_file
+
+        from . import __version__
+
+        out = Path(save_directory)
+        floats = [t.dtype for t in self.state_dict().values() if t.is_floating_point()]   # type: ignore[attr-defined]
+        cfg = dict(self.config_dict(), format=FORMAT, statespaces=__version__,
+                   dtype=str(floats[0]).replace("torch.", "") if floats else None)
+        tensors, complex_keys = {}, []
+        for key, t in self.state_dict().items():        # type: ignore[attr-defined]
+            t = t.detach().cpu()
+            if t.is_complex():
+                complex_keys.append(key)
+                t = torch.view_as_real(t.resolve_conj())
+            tensors[key] = t.contiguous().clone()
+        out.mkdir(parents=True, exist_ok=True)
+        tmp_w, tmp_c = out / (WEIGHTS_NAME + ".tmp"), out / (CONFIG_NAME + ".tmp")
+        save_file(tensors, str(tmp_w), metadata={_COMPLEX_TAG: json.dumps(complex_keys), "format": "pt"})
+        tmp_c.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        tmp_w.replace(out / WEIGHTS_NAME)                # atomic per file; config last
+        tmp_c.replace(out / CONFIG_NAME)
+        return out
+
+    @classmethod
+    def from_pretrained(cls: Type[T], pretrained: PathLike, map_location: Union[str, torch.device] = "cpu",
+                        **hub_kwargs: Any) -> T:
+        """Rebuild a saved module: a local directory, or a Hugging Face hub id when
+        ``huggingface_hub`` is installed (``hub_kwargs`` go to ``snapshot_download``).
+
+        ``S4D.from_pretrained(d)`` checks that ``d`` holds an S4D; ``Pretrained.from_pretrained``
+        (or :func:`load_pretrained`) accepts any class.
+        """
+        return load_pretrained(pretrained, map_location, expect=cls, **hub_kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:  # pragma: no cover - needs the network
+        """Save to a temporary folder and upload it with ``huggingface_hub.upload_folder``."""
+        import tempfile
+
+        try:
+            from huggingface_hub import create_repo, upload_folder
+        except ImportError as e:
+            raise ImportError("push_to_hub needs the huggingface_hub package") from e
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp)
+            create_repo(repo_id, exist_ok=True, **{k: v for k, v in kwargs.items() if k in ("token", "private")})
+            return upload_folder(repo_id=repo_id, folder_path=tmp, **{k: v for k, v in kwargs.items() if k == "token"})
+
+
+def _resolve(pretrained: PathLike, **hub_kwargs: Any) -> Path:
+    path = Path(pretrained)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise NotADirectoryError(f"{path} is a file; from_pretrained takes the directory written by save_pretrained")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(f"no directory {path} (install huggingface_hub to load a hub repository id)") from None
+    return Path(snapshot_download(str(pretrained), **hub_kwargs))  # pragma: no cover - needs the network
+
+
+def load_pretrained(pretrained: PathLike, map_location: Union[str, torch.device] = "cpu",
+                    expect: Optional[type] = None, **hub_kwargs: Any) -> Any:
+    """Rebuild the module saved in ``pretrained`` (see :meth:`Pretrained.save_pretrained`)."""
+    from safetensors import safe_open
+
+    path = _resolve(pretrained, **hub_kwargs)
+    cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+    for f in (cfg_file, w_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} is missing: {path} was not written by save_pretrained")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from e
+    if cfg.get("format", FORMAT) > FORMAT:
+        raise ValueError(f"{cfg_file} has format {cfg['format']}, newer than this statespaces reads ({FORMAT})")
+    model = build_from_config(cfg)
+    dtype = cfg.get("dtype")
+    if dtype is not None:
+        if dtype not in ("float16", "bfloat16", "float32", "float64"):
+            raise ValueError(f"{cfg_file}: unsupported dtype {dtype!r}")
+        model = model.to(getattr(torch, dtype))
+    if expect is not None and expect is not Pretrained and not isinstance(model, expect):
+        raise TypeError(f"{path} holds a {type(model).__name__}, not a {expect.__name__}")
+    state = {}
+    with safe_open(str(w_file), framework="pt", device="cpu") as f:
+        complex_keys = set(json.loads((f.metadata() or {}).get(_COMPLEX_TAG, "[]")))
+        for key in f.keys():
+            t = f.get_tensor(key)
+            state[key] = torch.view_as_complex(t) if key in complex_keys else t
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location)

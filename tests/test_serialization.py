@@ -1,0 +1,94 @@
+"""save_pretrained / from_pretrained (issue 20 item 3): bit-exact round trips for every public layer,
+block and model, no pickle, clear errors."""
+import json
+
+import pytest
+import torch
+
+import statespaces
+from statespaces import S4, S4D, LinOSS, ResidualBlock
+from statespaces.layers.s4nd import S4ND
+from statespaces.models.classifier import SequenceClassifier
+from statespaces.models.forecast import SSMForecaster
+from statespaces.models.image import ImageClassifier
+from statespaces.models.lm import SSMLanguageModel, SSMStack
+from statespaces.models.sashimi import SaShiMi
+from statespaces.serialization import Pretrained, load_pretrained
+
+
+def _cases():
+    return {
+        "s4d": (lambda: S4D(4, 8, init="inv", bidirectional=True, seed=0), (2, 10, 4)),
+        "s4": (lambda: S4(4, 8, init="legt", l_max=16, seed=0), (2, 10, 4)),
+        "linoss": (lambda: LinOSS(4, 6, discretization="IMEX", seed=0), (2, 10, 4)),
+        "s4nd": (lambda: S4ND(4, d_state=8, dims=2), (2, 6, 6, 4)),
+        "block": (lambda: ResidualBlock(S4D(4, 8, seed=1), norm="batch", dropout=0.1), (2, 10, 4)),
+        "classifier": (lambda: SequenceClassifier(3, 5, d_model=8, n_layers=2, layer="s4"), (2, 10, 3)),
+        "forecaster": (lambda: SSMForecaster(d_input=3, horizon=4, d_model=8, n_layers=1), (2, 10, 3)),
+        "stack": (lambda: SSMStack(8, 2, layer="linoss"), (2, 10, 8)),
+        "sashimi": (lambda: SaShiMi(8, 1, pool=(2, 2), layer="s4d"), (2, 8, 8)),
+        "lm": (lambda: SSMLanguageModel(7, 8, 2, layer="s4d"), None),
+        "image": (lambda: ImageClassifier(1, 3, d_model=8, n_layers=1, d_state=8), (2, 8, 8, 1)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_cases()))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_round_trip_is_bit_exact(name, dtype, tmp_path):
+    build, shape = _cases()[name]
+    torch.manual_seed(0)
+    model = build().to(dtype).eval()
+    with torch.no_grad():                       # make the weights differ from a fresh init
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.save_pretrained(tmp_path / "m")
+    assert sorted(f.name for f in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = type(model).from_pretrained(tmp_path / "m")
+    assert type(loaded) is type(model)
+    sd, sd2 = model.state_dict(), loaded.state_dict()
+    assert sd.keys() == sd2.keys()
+    for k in sd:
+        assert sd[k].dtype == sd2[k].dtype and torch.equal(sd[k], sd2[k]), k
+    x = torch.randint(0, 7, (2, 10)) if shape is None else torch.randn(*shape, dtype=dtype)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded.eval()(x))
+
+
+def test_config_is_plain_json_with_nested_modules(tmp_path):
+    block = ResidualBlock(S4(4, 8, init="fout"), dropout=0.2)
+    block.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["class"] == "ResidualBlock" and cfg["config"]["dropout"] == 0.2
+    assert cfg["config"]["layer"]["__module__"]["class"] == "S4"
+    assert cfg["config"]["layer"]["__module__"]["config"]["init"] == "fout"
+    assert cfg["statespaces"] == statespaces.__version__ and cfg["dtype"] == "float32"
+
+
+def test_loading_checks_class_files_and_unknown_names(tmp_path):
+    S4D(2, 4).save_pretrained(tmp_path / "a")
+    with pytest.raises(TypeError, match="holds a S4D, not a S4"):
+        S4.from_pretrained(tmp_path / "a")
+    assert isinstance(Pretrained.from_pretrained(tmp_path / "a"), S4D)
+    assert isinstance(load_pretrained(tmp_path / "a"), S4D)
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    cfg["class"] = "os.system"
+    (tmp_path / "a" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="unknown model class 'os.system'"):
+        load_pretrained(tmp_path / "a")
+    with pytest.raises(FileNotFoundError, match="model.safetensors is missing"):
+        (tmp_path / "b").mkdir()
+        (tmp_path / "b" / "config.json").write_text("{}")
+        load_pretrained(tmp_path / "b")
+    with pytest.raises((FileNotFoundError, ImportError)):
+        load_pretrained(tmp_path / "nowhere")
+
+
+def test_config_rejects_unsaveable_arguments(tmp_path):
+    class Custom(torch.nn.Module):
+        pass
+
+    lm = SSMLanguageModel(5, 8, 1, backbone=SSMStack(8, 1))
+    lm.save_pretrained(tmp_path / "ok")          # a statespaces backbone module nests fine
+    assert isinstance(load_pretrained(tmp_path / "ok").backbone, SSMStack)
+    with pytest.raises(ValueError, match="d_model"):
+        SSMLanguageModel(5, 8, 1, backbone=Custom())
