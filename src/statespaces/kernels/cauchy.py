@@ -28,6 +28,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from ..ops._amp import amp_backward, fp32_forward
+
 Tensor = torch.Tensor
 
 #: Default work-chunk size, in complex entries of the (R, chunk, N) Cauchy block (about 32 MiB in
@@ -111,6 +113,7 @@ class _CauchyFn(torch.autograd.Function):
     """
 
     @staticmethod
+    @fp32_forward
     def forward(ctx, v: Tensor, z: Tensor, w: Tensor, chunk_elems: int) -> Tensor:
         R, J, N = v.shape
         K = z.shape[-1]
@@ -133,6 +136,7 @@ class _CauchyFn(torch.autograd.Function):
         return out
 
     @staticmethod
+    @amp_backward
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: Tensor):
         # holomorphic in (v, z, w): grad_x = sum g * conj(d out / d x)  (PyTorch's convention)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ..ops._amp import amp_backward, autocast_off, fp32_forward
 from . import dispatch as _dispatch
 
 Tensor = torch.Tensor
@@ -32,16 +33,41 @@ def _block(L: int) -> int:
     return max(1, int(math.ceil(math.sqrt(L))))
 
 
+_TWO_PI = 2.0 * math.pi
+
+
+def _exact_dtype(t: Tensor) -> torch.dtype:
+    """float64 where the device has it (everywhere but MPS), else the tensor's own real dtype."""
+    return t.real.dtype if t.device.type == "mps" else torch.float64
+
+
 def _powers(log_a: Tensor, count: int, stride: int) -> Tensor:
     """``exp(stride * j * log_a)`` for j < count: shape (..., N, count).
+
+    The exponents ``l * log_a`` (``l = stride * j`` up to ~L) are formed in float64 and the phase is
+    reduced to [-pi, pi] there before rounding to the working precision: formed in float32, the
+    product ``l * Im(log_a)`` alone carries an absolute phase error ``~ l |Im log_a| 2^-24`` (about
+    1e-3 rad at l = 65536 for |Im log_a| ~ 1), which no later step can undo. The float64 work is
+    O(N sqrt(L)) entries, negligible next to the O(N L) multiply-adds.
 
     Complex ``log_a`` goes through ``polar(exp(Re), Im)``: one real exp and one sincos per entry,
     several times faster on CPU than the complex ``exp`` and equal to it to rounding.
     """
-    j = torch.arange(count, device=log_a.device, dtype=log_a.real.dtype) * stride
+    rdt = log_a.real.dtype
+    xdt = _exact_dtype(log_a)
+    j = torch.arange(count, device=log_a.device, dtype=xdt) * stride
     if not log_a.is_complex():
-        return torch.exp(log_a.unsqueeze(-1) * j)
-    return torch.polar(torch.exp(log_a.real.unsqueeze(-1) * j), log_a.imag.unsqueeze(-1) * j)
+        return torch.exp(log_a.to(xdt).unsqueeze(-1) * j).to(rdt)
+    mag = torch.exp(log_a.real.to(xdt).unsqueeze(-1) * j)
+    phase = log_a.imag.to(xdt).unsqueeze(-1) * j
+    phase = phase - _TWO_PI * torch.round(phase / _TWO_PI)   # exact shift by whole turns (zero gradient)
+    return torch.polar(mag.to(rdt), phase.to(rdt))
+
+
+def exp_scaled(log_a: Tensor, n: int) -> Tensor:
+    """``exp(n * log_a)`` for an integer ``n``, with the exponent formed as in :func:`_powers`
+    (float64, phase reduced), so that a whole-chunk power ``a^L`` is as accurate as ``a``."""
+    return _powers(log_a, 2, int(n))[..., 1]
 
 
 def _real_matmul(X: Tensor, Y: Tensor) -> Tensor:
@@ -70,6 +96,7 @@ class _Vandermonde(torch.autograd.Function):
     """
 
     @staticmethod
+    @fp32_forward
     def forward(ctx, coef: Tensor, log_a: Tensor, L: int) -> Tensor:
         J = _block(L)
         Q = -(-L // J)
@@ -80,6 +107,7 @@ class _Vandermonde(torch.autograd.Function):
         return _blocked_forward(coef, low, high, L)
 
     @staticmethod
+    @amp_backward
     @once_differentiable
     def backward(ctx, g: Tensor):
         coef, low, high = ctx.saved_tensors
@@ -114,7 +142,8 @@ def _vandermonde_torch(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
         return _Vandermonde.apply(coef, log_a, L)
     J = _block(L)
     Q = -(-L // J)
-    return _blocked_forward(coef, _powers(log_a, J, 1), _powers(log_a, Q, J).transpose(-1, -2), L)
+    with autocast_off(coef):                                 # as _Vandermonde: float32 inside autocast
+        return _blocked_forward(coef, _powers(log_a, J, 1), _powers(log_a, Q, J).transpose(-1, -2), L)
 
 
 def vandermonde(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
@@ -161,5 +190,6 @@ def vandermonde_transpose(u: Tensor, log_a: Tensor) -> Tensor:
     u = F.pad(u, (0, Q * J - L)).unflatten(-1, (Q, J))      # (..., H, Q, J)
     low = _powers(log_a, J, 1).transpose(-1, -2)             # (H, J, N)
     high = _powers(log_a, Q, J)                              # (H, N, Q)
-    inner = torch.complex(u @ low.real, u @ low.imag)        # (..., H, Q, N)
+    with autocast_off(u):                                    # complex assembly needs float32 parts
+        inner = torch.complex(u @ low.real, u @ low.imag)    # (..., H, Q, N)
     return (inner * high.transpose(-1, -2)).sum(-2)

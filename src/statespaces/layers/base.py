@@ -31,7 +31,7 @@ from .._checks import (
     public,
 )
 from ..kernels import dispatch
-from ..kernels.vandermonde import vandermonde, vandermonde_transpose
+from ..kernels.vandermonde import exp_scaled, vandermonde, vandermonde_transpose
 from ..ops.fftconv import fftconv
 from ..serialization import Pretrained
 from .step_cache import StepCache
@@ -223,5 +223,5 @@ class DiagonalSSM(SSMLayer):
         L = x.shape[1]
         new = sys.dB * vandermonde_transpose(x.transpose(1, 2).flip(-1), sys.log_dA)
         if state is not None:
-            new = new + torch.exp(L * sys.log_dA) * state
+            new = new + exp_scaled(sys.log_dA, L) * state       # a^L, exponent in float64
         return new

@@ -67,6 +67,9 @@ A_PARAMS = ("relu", "square", "none")
 LINOSS_MODES = ("scan", "conv", "loop")
 #: Discretizations (seed 001).
 LINOSS_DISCRETIZATIONS = ("im", "imex")
+#: Chunk length of the ``mode='scan'`` path: each chunk is scanned in the working precision, the
+#: states between chunks are carried in float64 (see :meth:`LinOSS._scan_path`).
+SCAN_CHUNK = 256
 
 
 class LinOSS(SSMLayer):
@@ -155,41 +158,58 @@ class LinOSS(SSMLayer):
         """Output matrix (H, P) complex."""
         return as_complex(self.C)
 
+    @property
+    def _wide(self) -> torch.dtype:
+        """Precision of the parameter map and of the scan's chunk carry: float64 (MPS has none)."""
+        return self.param_dtype if self.D.device.type == "mps" else torch.float64
+
+    def _dt(self, rate: float) -> Tensor:
+        return rate * torch.sigmoid(self.dt_raw.to(self._wide))
+
+    def _stiffness(self, rate: float) -> Tensor:
+        if self.A_param == "relu":
+            A = torch.relu(self.A_hat.to(self._wide))
+        elif self.A_param == "square":
+            A_hat = self.A_hat.to(self._wide)
+            A = A_hat * A_hat
+        else:
+            A = self.A_hat.to(self._wide)
+            check_oscillator_params(A.detach(), self._dt(rate).detach(), self.discretization)
+            return A
+        if self.discretization == "imex":
+            dt = self._dt(rate)
+            A = torch.minimum(A, IMEX_MAX_DT2A / (dt * dt))
+        return A
+
     def dt(self, rate: float = 1.0) -> Tensor:
-        """Step sizes ``rate * sigmoid(dt_raw)``, (P,)."""
-        return rate * torch.sigmoid(self.dt_raw)
+        """Step sizes ``rate * sigmoid(dt_raw)``, (P,) (evaluated in float64, returned in the parameter dtype)."""
+        return self._dt(rate).to(self.param_dtype)
 
     def stiffness(self, rate: float = 1.0) -> Tensor:
         r"""Effective ``A >= 0`` (P,) used by the recurrence at this rate (IMEX bound applied).
 
-        Raises ``ValueError`` for ``A_param='none'`` with negative A (or, for IMEX, dt^2 A > 3.99).
+        Evaluated in float64 and returned in the parameter dtype. Raises ``ValueError`` for
+        ``A_param='none'`` with negative A (or, for IMEX, dt^2 A > 3.99).
         """
-        if self.A_param == "relu":
-            A = torch.relu(self.A_hat)
-        elif self.A_param == "square":
-            A = self.A_hat * self.A_hat
-        else:
-            A = self.A_hat
-            check_oscillator_params(A.detach(), self.dt(rate).detach(), self.discretization)
-            return A
-        if self.discretization == "imex":
-            dt = self.dt(rate)
-            A = torch.minimum(A, IMEX_MAX_DT2A / (dt * dt))
-        return A
+        return self._stiffness(rate).to(self.param_dtype)
 
     def transition(self, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
-        """``(M, f)``: M (2, 2, P) and forcing coefficients f (2, P), ``F_n = f * (B u_n)``."""
-        return oscillator_transition(self.stiffness(rate), self.dt(rate), self.discretization, validate=False)
+        """``(M, f)``: M (2, 2, P) and forcing coefficients f (2, P), ``F_n = f * (B u_n)``
+        (formed in float64, returned in the parameter dtype)."""
+        M, f = oscillator_transition(self._stiffness(rate), self._dt(rate), self.discretization, validate=False)
+        return M.to(self.param_dtype), f.to(self.param_dtype)
 
     def eigenvalues(self, rate: float = 1.0) -> Tensor:
         """Discrete eigenvalues, (2P,) complex: ``lambda_p`` and their conjugates (Prop. 3.1)."""
-        lam = oscillator_eigenvalues(self.stiffness(rate), self.dt(rate), self.discretization)
+        lam = oscillator_eigenvalues(self._stiffness(rate), self._dt(rate), self.discretization)
+        lam = lam.to(torch.complex128 if self.param_dtype == torch.float64 else torch.complex64)
         return torch.cat([lam, lam.conj()])
 
     # ---- views ----------------------------------------------------------------------------------
     def oscillator_kernels(self, L: int, rate: float = 1.0) -> Tensor:
-        """Impulse responses (2, P, L) of velocity and position to a unit ``B u`` (closed form)."""
-        return oscillator_responses(self.stiffness(rate), self.dt(rate), self.discretization, L)
+        """Impulse responses (2, P, L) of velocity and position to a unit ``B u`` (closed form,
+        float64 trigonometry, returned in the parameter dtype)."""
+        return oscillator_responses(self._stiffness(rate), self._dt(rate), self.discretization, L).to(self.param_dtype)
 
     @public
     def kernel(self, L: int, rate: float = 1.0) -> Tensor:
@@ -242,12 +262,15 @@ class LinOSS(SSMLayer):
         """
         self._check_step_input(x, state)
         rate = check_rate(rate)
-        M, f = self.transition(rate)
+        # the 2x2 update runs in float64 with the float64 M (O(B P) work) and is rounded once: a
+        # float32 M is off by ~2^-24, a bias that IMEX (|lambda| = 1) turns into drift ~ L 2^-24
+        M, f = oscillator_transition(self._stiffness(rate), self._dt(rate), self.discretization, validate=False)
         u = x.to(self.param_dtype)
-        v = u.to(state.dtype) @ self.B_complex.T                   # (B, P)
-        z, y = state[:, 0], state[:, 1]
-        z2 = M[0, 0] * z + M[0, 1] * y + f[0] * v
-        y2 = M[1, 0] * z + M[1, 1] * y + f[1] * v
+        wide = torch.complex128 if M.dtype == torch.float64 else state.dtype
+        v = (u.to(state.dtype) @ self.B_complex.T).to(wide)        # (B, P)
+        z, y = state[:, 0].to(v.dtype), state[:, 1].to(v.dtype)
+        z2 = (M[0, 0] * z + M[0, 1] * y + f[0] * v).to(state.dtype)
+        y2 = (M[1, 0] * z + M[1, 1] * y + f[1] * v).to(state.dtype)
         out = (y2 @ self.C_complex.T).real + self.D * u
         new_state = torch.stack([z2, y2], 1)
         check_result(self, (out, new_state), "step output", x=x, state=state)
@@ -279,16 +302,19 @@ class LinOSS(SSMLayer):
         u = x.to(self.param_dtype)
         Bsz, L, _ = u.shape
         P = self.d_state
-        M, f = self.transition(rate)
-        v = self._input_proj(u)                                     # (B, L, 2P) real [Re; Im]
+        A, dt = self._stiffness(rate), self._dt(rate)               # float64 (see _scan_path)
+        M64, f64 = oscillator_transition(A, dt, self.discretization, validate=False)
+        v = self._input_proj(u).to(u.dtype)                         # (B, L, 2P) real [Re; Im] (autocast: bf16 matmul)
         x0 = None if state is None else self._to_real(state.to(self.initial_state(1).dtype))
         if mode == "conv":
-            y_pos, last = self._conv_path(v, M, x0, L, rate)
+            y_pos, last = self._conv_path(v, M64, A, dt, x0, L)
+        elif mode == "scan":
+            y_pos, last = self._scan_path(v, M64, f64, A, dt, x0, L)
         else:
+            M, f = M64.to(v.dtype), f64.to(v.dtype)
             M2 = torch.cat([M, M], -1)                              # same real transition for Re and Im
             F = torch.stack([f[0].repeat(2) * v, f[1].repeat(2) * v], -2)   # (B, L, 2, 2P)
-            Ms = M2.unsqueeze(0).expand(L, 2, 2, 2 * P)
-            X = scan_block2(Ms, F, x0) if mode == "scan" else scan_loop(Ms, F, x0, block=True)
+            X = scan_loop(M2.unsqueeze(0).expand(L, 2, 2, 2 * P), F, x0, block=True)
             y_pos, last = X[:, :, 1], X[:, -1]
         out = self._output_proj(y_pos) + self.D * u
         new_state = self._to_complex(last) if return_state else None
@@ -298,17 +324,65 @@ class LinOSS(SSMLayer):
             return out, new_state
         return out
 
-    def _conv_path(self, v: Tensor, M: Tensor, x0: Optional[Tensor], L: int, rate: float) -> Tuple[Tensor, Tensor]:
-        """Position trajectory (B, L, 2P) and final state (B, 2, 2P) from the closed-form Green's functions."""
-        A, dt = self.stiffness(rate), self.dt(rate)
-        resp = oscillator_responses(A, dt, self.discretization, L)  # (2, P, L)
+    def _scan_path(
+        self, v: Tensor, M64: Tensor, f64: Tensor, A: Tensor, dt: Tensor, x0: Optional[Tensor], L: int
+    ) -> Tuple[Tensor, Tensor]:
+        r"""Position trajectory (B, L, 2P) and final state (B, 2, 2P) by a chunked parallel scan.
+
+        Precision (issue #16, item 6). With ``|lambda| = 1`` (IMEX) nothing is forgotten, so any
+        relative error ``e`` in the transition becomes a phase/modulus drift ``~ L e``: in float32,
+        ``dt = sigmoid(dt_raw)`` and the entries of M rounded to 2^-24 gave 2e-4 relative error at
+        L = 1e4 and 1.7e-2 at L = 1e6 against float64. So (a) A, dt, M, f and the powers of M are
+        formed in float64 (``_stiffness``, ``_dt``) and only rounded at the end; (b) the sequence
+        is cut into chunks of :data:`SCAN_CHUNK` steps, each scanned from a zero state in the
+        working precision (error bounded by the chunk length), and the chunk-boundary states are
+        carried in float64 with the exact float64 power ``M^C``; each chunk then adds
+        ``M^{n+1} carry`` (float64 powers, rounded). The error no longer grows with L (figures in
+        docs/linoss.md). Cost: the scan has ``log2 C`` levels instead of ``log2 L``, plus one
+        elementwise pass for the carry term.
+        """
+        wd = v.dtype
+        Bsz, _, P2 = v.shape
+        C = min(L, SCAN_CHUNK)
+        K = -(-L // C)
+        M, f = M64.to(wd), f64.to(wd)
+        M2 = torch.cat([M, M], -1)                                  # same real transition for Re and Im
+        F = torch.stack([f[0].repeat(2) * v, f[1].repeat(2) * v], -2)   # (B, L, 2, 2P)
+        if K * C != L:                                              # zero forcing after the end
+            F = torch.nn.functional.pad(F, (0, 0, 0, 0, 0, K * C - L))
+        F = F.unflatten(1, (K, C))                                  # (B, K, C, 2, 2P)
+        Xl = scan_block2(M2.expand(C, 2, 2, P2), F)                 # per chunk, from a zero state
+        # M^{n+1}, n < C, in float64: (2, 2, 2P, C)
+        n1 = torch.arange(1, C + 1, device=v.device)
+        Mp = matrix_powers(M64, A, dt, self.discretization, n1).repeat(1, 1, 2, 1)
+        # chunk-boundary states s_k = M^C s_{k-1} + (chunk k from zero)_end, s_{-1} = x0; float64
+        ends = Xl[:, :, -1].to(M64.dtype)                           # (B, K, 2, 2P)
+        x0w = None if x0 is None else x0.to(M64.dtype)
+        S = scan_block2(Mp[..., -1].expand(K, 2, 2, P2), ends, x0w)  # (B, K, 2, 2P)
+        first = torch.zeros_like(S[:, :1]) if x0w is None else x0w.unsqueeze(1)
+        carry = torch.cat([first, S[:, :-1]], 1)                    # state before chunk k
+        # y_pos[k, n] = local + (M^{n+1} carry_k)_pos
+        Mw, cw = Mp[1].to(wd), carry.to(wd).unsqueeze(2)            # elementwise (no autocast matmul)
+        zir = Mw[0].T * cw[..., 0, :] + Mw[1].T * cw[..., 1, :]     # (B, K, C, 2P)
+        y_pos = (Xl[..., 1, :] + zir).flatten(1, 2)[:, :L]
+        r = L - (K - 1) * C                                         # steps in the last chunk
+        last = Xl[:, -1, r - 1].to(M64.dtype) + torch.einsum("ijp,bjp->bip", Mp[..., r - 1], carry[:, -1])
+        return y_pos, last.to(wd)
+
+    def _conv_path(
+        self, v: Tensor, M64: Tensor, A: Tensor, dt: Tensor, x0: Optional[Tensor], L: int
+    ) -> Tuple[Tensor, Tensor]:
+        """Position trajectory (B, L, 2P) and final state (B, 2, 2P) from the closed-form Green's
+        functions (float64 trigonometry from the float64 A, dt; rounded once)."""
+        wd = v.dtype
+        resp = oscillator_responses(A, dt, self.discretization, L).to(wd)   # (2, P, L)
         kap2 = resp.repeat(1, 2, 1)                                 # (2, 2P, L)
         y_pos = fftconv(v, kap2[1])
         # final state: sum_k resp_{L-1-k} v_k
         last = torch.einsum("blp,cpl->bcp", v, kap2.flip(-1))
         if x0 is not None:
             l = torch.arange(1, L + 1, device=v.device)
-            Mp = matrix_powers(M, A, dt, self.discretization, l).repeat(1, 1, 2, 1)  # (2, 2, 2P, L): M^{n+1}
+            Mp = matrix_powers(M64, A, dt, self.discretization, l).to(wd).repeat(1, 1, 2, 1)  # (2, 2, 2P, L): M^{n+1}
             zir = Mp[1, 0].T * x0[:, None, 0] + Mp[1, 1].T * x0[:, None, 1]         # (B, L, 2P)
             y_pos = y_pos + zir
             last = last + torch.einsum("ijp,bjp->bip", Mp[..., -1], x0)

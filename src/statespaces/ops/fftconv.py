@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ._amp import amp_backward, autocast_off, fp32_forward
+
 Tensor = torch.Tensor
 
 
@@ -51,6 +53,7 @@ class _FFTConv(torch.autograd.Function):
     """
 
     @staticmethod
+    @fp32_forward
     def forward(ctx, x: Tensor, k: Tensor, n: int) -> Tensor:
         L, m = x.shape[-1], k.shape[-1]
         X = torch.fft.rfft(x, n=n)
@@ -63,6 +66,7 @@ class _FFTConv(torch.autograd.Function):
         return y
 
     @staticmethod
+    @amp_backward
     @once_differentiable
     def backward(ctx, dy: Tensor):
         Xc, Kc = ctx.saved_tensors
@@ -106,5 +110,6 @@ def fftconv(u: Tensor, k: Tensor, bidirectional: bool = False) -> Tensor:
     if torch.is_grad_enabled() and (u.requires_grad or k.requires_grad):
         y = _FFTConv.apply(x, kc, n)
     else:
-        y = torch.fft.irfft(torch.fft.rfft(x, n=n) * torch.fft.rfft(kc, n=n), n=n)[..., :L]
+        with autocast_off(x):                                  # as _FFTConv: float32 inside autocast
+            y = torch.fft.irfft(torch.fft.rfft(x, n=n) * torch.fft.rfft(kc, n=n), n=n)[..., :L]
     return y.transpose(1, 2)

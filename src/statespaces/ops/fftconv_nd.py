@@ -30,6 +30,8 @@ from typing import Sequence
 
 import torch
 
+from ._amp import amp_backward, autocast_forward
+
 Tensor = torch.Tensor
 
 
@@ -96,11 +98,13 @@ class _BatchedMatmul(torch.autograd.Function):
     per-matrix loop (about 50x slower on the image sizes used here)."""
 
     @staticmethod
+    @autocast_forward
     def forward(ctx, x: Tensor, w: Tensor) -> Tensor:
         ctx.save_for_backward(x, w)
         return torch.bmm(x, w)
 
     @staticmethod
+    @amp_backward
     def backward(ctx, g: Tensor):
         x, w = ctx.saved_tensors
         g = g.contiguous()

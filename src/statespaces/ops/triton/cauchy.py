@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._amp import amp_backward, fp32_forward
+
 Tensor = torch.Tensor
 
 __all__ = ["cauchy_triton", "CauchyFn"]
@@ -99,6 +101,7 @@ class CauchyFn(torch.autograd.Function):
     """Autograd wrapper on the grouped form v (R, J, N), z (R, K), w (R, N), complex64."""
 
     @staticmethod
+    @fp32_forward
     def forward(ctx, v: Tensor, z: Tensor, w: Tensor) -> Tensor:
         v, z, w = _c64(v), _c64(z), _c64(w)
         out, _ = _sums(v, z, w, True, False)
@@ -106,6 +109,7 @@ class CauchyFn(torch.autograd.Function):
         return out
 
     @staticmethod
+    @amp_backward
     def backward(ctx, g: Tensor):
         v, z, w = ctx.saved_tensors
         need_v, need_z, need_w = ctx.needs_input_grad

@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._amp import amp_backward, fp32_forward
+
 Tensor = torch.Tensor
 
 __all__ = ["scan_diagonal_triton", "ScanDiagonalFn"]
@@ -313,6 +315,7 @@ class ScanDiagonalFn(torch.autograd.Function):
     """Autograd wrapper of the chunked scan kernels (fp32 / complex64)."""
 
     @staticmethod
+    @fp32_forward
     def forward(ctx, a: Tensor, b: Tensor, x0: Optional[Tensor]) -> Tensor:
         a_k, b_k, x0_k, batch, is_complex, a_complex = _prepare(a, b, x0)
         out = _scan_forward(a_k, b_k, x0_k, batch, is_complex, a_complex)
@@ -321,6 +324,7 @@ class ScanDiagonalFn(torch.autograd.Function):
         return out
 
     @staticmethod
+    @amp_backward
     def backward(ctx, g: Tensor):
         a, x0, out = ctx.saved_tensors
         batch, is_complex, a_complex, b_shape, b_dtype = ctx.meta

@@ -3,9 +3,21 @@ r"""Fused Vandermonde kernel generation for S4D in Triton.
 ``out[r, l] = Re sum_n c[r, n] exp(l w[h(r), n])`` for coefficient rows r (batch x H) and shared
 eigenvalue logs w (H, N). Each program computes a tile of BLOCK_L outputs of one row, looping over
 N in BLOCK_N tiles; the (N, L) powers live only in registers (no (H, N, L) intermediate), and the
-sum is accumulated in fp32. Each entry costs one ``exp`` and one ``sincos`` of an fp32 argument,
-after an explicit Cody-Waite reduction of the phase to [-pi, pi] (so fast hardware sin/cos stay
-accurate at large ``l * Im w``).
+sum is accumulated in fp32. Each entry costs one ``exp`` and one ``sincos`` of an fp32 argument
+reduced to [-pi, pi] (so fast hardware sin/cos stay accurate).
+
+Phase accuracy. ``l * Im w`` formed in fp32 is off by up to ``|l Im w| 2^-24`` (about 1e-3 rad at
+l = 65,536, |Im w| ~ 3), an error no later reduction can undo. So the phase of entry (n, l) with
+``l = l0 + r`` (l0 the tile start, r < BLOCK_L) is built as
+
+* tile base ``l0 * Im w`` in **fp64**, reduced by whole turns in fp64 (2 pi as a sum of three
+  fp32-exact constants: Triton float literals are fp32), then rounded to fp32 -- O(BLOCK_N) fp64
+  operations per tile;
+* in-tile part ``r * Im w`` by exact splitting: ``Im w = hi + lo`` (host side) with ``hi`` carrying
+  16 significant bits, so ``r * hi`` is exact in fp32 for r < 256 and is reduced exactly
+  (Cody-Waite); ``r * lo`` is tiny.
+
+The phase error is then a few fp32 roundings of numbers in [-2 pi, 2 pi] (~1e-6 rad), at any L.
 
 Backward (:class:`VandermondeFn`): for a real loss with upstream gradient g (rows, L), PyTorch's
 complex gradient convention (``dLoss/dRe + i dLoss/dIm``) gives
@@ -18,9 +30,13 @@ partial sums are added in PyTorch (deterministic, no atomics).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
+
+from .._amp import amp_backward, fp32_forward
 
 Tensor = torch.Tensor
 
@@ -28,23 +44,45 @@ __all__ = ["vandermonde_triton", "VandermondeFn"]
 
 
 @triton.jit
-def _sincos_reduced(ph):
-    # ph - 2 pi k with k = round(ph / 2 pi), 2 pi split in a high and a low part (Cody-Waite)
+def _reduce(ph):
+    # ph - 2 pi k with k = round(ph / 2 pi), in the precision of ph (Cody-Waite): 2 pi =
+    # 6.28125 + 0.0019353071693331003 + 1.0253131677018246e-11, each part exact in fp32 (the
+    # literals are fp32 in Triton) and the first with 8 significant bits, so k * 6.28125 is exact
     k = tl.floor(ph * 0.15915494309189535 + 0.5)
     r = ph - k * 6.28125
-    r = r - k * 0.0019353071795864769
+    r = r - k * 0.0019353071693331003
+    return r - k * 1.0253131677018246e-11
+
+
+@triton.jit
+def _sincos_reduced(ph):
+    r = _reduce(ph)
     return tl.cos(r), tl.sin(r)
 
 
 @triton.jit
+def _tile_base(l0, wi):
+    # (l0 * wi) mod 2 pi, formed and reduced in fp64, returned in fp32: (BLOCK_N,)
+    return _reduce(l0 * wi.to(tl.float64)).to(tl.float32)            # integer l0 promotes exactly to fp64
+
+
+@triton.jit
+def _tile_phase(base, hi, lo, rf):
+    # base[n] + r * (hi[n] + lo[n]) for r = rf (in-tile offsets), reduced to [-pi, pi] by _sincos_reduced;
+    # r * hi is exact in fp32 (hi has 16 significant bits, r < 256), so its reduction is exact too
+    return base[:, None] + (_reduce(hi[:, None] * rf[None, :]) + lo[:, None] * rf[None, :])
+
+
+@triton.jit
 def _vandermonde_fwd_kernel(
-    c_ptr, w_ptr, out_ptr, H, N, L,
+    c_ptr, w_ptr, wh_ptr, wl_ptr, out_ptr, H, N, L,
     BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)                     # coefficient row: (batch, h) flattened
-    pid_l = tl.program_id(1)
+    l0 = tl.program_id(1).to(tl.int64) * BLOCK_L
     h = row % H
-    offs_l = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
+    rf = tl.arange(0, BLOCK_L).to(tl.float32)
+    offs_l = l0 + tl.arange(0, BLOCK_L)
     lf = offs_l.to(tl.float32)
     acc = tl.zeros([BLOCK_L], dtype=tl.float32)
     c_row = c_ptr + row * (2 * N)
@@ -56,15 +94,17 @@ def _vandermonde_fwd_kernel(
         ci = tl.load(c_row + 2 * offs_n + 1, mask=mn, other=0.0)
         wr = tl.load(w_row + 2 * offs_n, mask=mn, other=0.0)
         wi = tl.load(w_row + 2 * offs_n + 1, mask=mn, other=0.0)
+        hi = tl.load(wh_ptr + h * N + offs_n, mask=mn, other=0.0)
+        lo = tl.load(wl_ptr + h * N + offs_n, mask=mn, other=0.0)
         mag = tl.exp(wr[:, None] * lf[None, :])             # (BLOCK_N, BLOCK_L)
-        cs, sn = _sincos_reduced(wi[:, None] * lf[None, :])
+        cs, sn = _sincos_reduced(_tile_phase(_tile_base(l0, wi), hi, lo, rf))
         acc += tl.sum(mag * (cr[:, None] * cs - ci[:, None] * sn), axis=0)
     tl.store(out_ptr + row * L + offs_l, acc, mask=offs_l < L)
 
 
 @triton.jit
 def _vandermonde_bwd_kernel(
-    g_ptr, w_ptr, s_ptr, H, N, L, R, CHUNK,
+    g_ptr, w_ptr, wh_ptr, wl_ptr, s_ptr, H, N, L, R, CHUNK,
     BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     # s[split, row, n, :] = (Re S0, Im S0, Re S1, Im S1) over this program's L-chunk
@@ -76,6 +116,9 @@ def _vandermonde_bwd_kernel(
     mn = offs_n < N
     wr = tl.load(w_ptr + h * (2 * N) + 2 * offs_n, mask=mn, other=0.0)
     wi = tl.load(w_ptr + h * (2 * N) + 2 * offs_n + 1, mask=mn, other=0.0)
+    hi = tl.load(wh_ptr + h * N + offs_n, mask=mn, other=0.0)
+    lo = tl.load(wl_ptr + h * N + offs_n, mask=mn, other=0.0)
+    rf = tl.arange(0, BLOCK_L).to(tl.float32)
     s0r = tl.zeros([BLOCK_N], dtype=tl.float32)
     s0i = tl.zeros([BLOCK_N], dtype=tl.float32)
     s1r = tl.zeros([BLOCK_N], dtype=tl.float32)
@@ -86,7 +129,7 @@ def _vandermonde_bwd_kernel(
         g = tl.load(g_ptr + row * L + offs_l, mask=offs_l < L, other=0.0)
         lf = offs_l.to(tl.float32)
         mag = tl.exp(wr[:, None] * lf[None, :]) * g[None, :]
-        cs, sn = _sincos_reduced(wi[:, None] * lf[None, :])
+        cs, sn = _sincos_reduced(_tile_phase(_tile_base(l0, wi), hi, lo, rf))
         zr = mag * cs
         zi = mag * sn
         s0r += tl.sum(zr, axis=1)
@@ -98,6 +141,16 @@ def _vandermonde_bwd_kernel(
     tl.store(base + 1, s0i, mask=mn)
     tl.store(base + 2, s1r, mask=mn)
     tl.store(base + 3, s1i, mask=mn)
+
+
+def _split_phase(w: Tensor):
+    """``Im w`` reduced by whole turns (fp64) and split as ``hi + lo`` (fp32, contiguous (H, N)):
+    ``hi`` keeps 16 significant bits, so ``r * hi`` is exact in fp32 for integers r < 256."""
+    wi = w.imag.to(torch.float64)
+    wi = wi - 2 * math.pi * torch.round(wi / (2 * math.pi))
+    hi = (wi.to(torch.float32).view(torch.int32) & ~0xFF).view(torch.float32)
+    lo = (wi - hi.to(torch.float64)).to(torch.float32)
+    return hi.contiguous(), lo.contiguous()
 
 
 #: Tile sizes and the target number of programs of the backward (tests lower them to run
@@ -118,8 +171,10 @@ def _forward(c: Tensor, w: Tensor, L: int) -> Tensor:
     out = torch.empty(R, L, device=c.device, dtype=torch.float32)
     BLOCK_L = FWD_BLOCK_L if L >= FWD_BLOCK_L else max(16, triton.next_power_of_2(L))
     grid = (R, triton.cdiv(L, BLOCK_L))
+    assert BLOCK_L <= 256, "the exact in-tile phase split needs BLOCK_L <= 256"
+    hi, lo = _split_phase(w)
     _vandermonde_fwd_kernel[grid](
-        torch.view_as_real(c), torch.view_as_real(w), out, H, N, L, BLOCK_N=_block_n(N), BLOCK_L=BLOCK_L
+        torch.view_as_real(c), torch.view_as_real(w), hi, lo, out, H, N, L, BLOCK_N=_block_n(N), BLOCK_L=BLOCK_L
     )
     return out
 
@@ -136,8 +191,10 @@ def _adjoint_sums(g: Tensor, w: Tensor, R: int):
     split = triton.cdiv(L, chunk)
     s = torch.empty(split, R, N, 4, device=g.device, dtype=torch.float32)
     grid = (R, triton.cdiv(N, BLOCK_N), split)
+    assert BLOCK_L <= 256, "the exact in-tile phase split needs BLOCK_L <= 256"
+    hi, lo = _split_phase(w)
     _vandermonde_bwd_kernel[grid](
-        g, torch.view_as_real(w), s, H, N, L, R, chunk, BLOCK_N=BLOCK_N, BLOCK_L=BLOCK_L
+        g, torch.view_as_real(w), hi, lo, s, H, N, L, R, chunk, BLOCK_N=BLOCK_N, BLOCK_L=BLOCK_L
     )
     s = s.sum(0)
     return torch.complex(s[..., 0], s[..., 1]), torch.complex(s[..., 2], s[..., 3])
@@ -147,6 +204,7 @@ class VandermondeFn(torch.autograd.Function):
     """Autograd wrapper of the fused kernels (fp32 / complex64)."""
 
     @staticmethod
+    @fp32_forward
     def forward(ctx, coef: Tensor, log_a: Tensor, L: int) -> Tensor:
         H, N = log_a.shape
         lead = coef.shape[:-2]
@@ -158,6 +216,7 @@ class VandermondeFn(torch.autograd.Function):
         return out.reshape(*lead, H, L)
 
     @staticmethod
+    @amp_backward
     def backward(ctx, g: Tensor):
         c, w = ctx.saved_tensors
         H, N = w.shape
