@@ -2,10 +2,13 @@
 
 A checkpoint is a directory holding ``tensors.safetensors`` (every tensor: weights, optimizer
 moments, RNG state) and ``meta.json`` (configuration, counters, history, optimizer
-hyper-parameters, and the SHA-256 of the tensor file). It is written to a temporary directory,
+hyper-parameters, and two SHA-256 digests: ``sha256`` of the tensor file and ``meta_sha256`` of
+every other metadata entry, in canonical JSON). It is written to a temporary directory,
 fsync'ed, then renamed into place, so a crash or a full disk mid-write leaves the previous
-checkpoint untouched. Loading verifies the checksum (a truncated or corrupted file is detected)
-and reads tensors with safetensors and metadata with ``json``: no pickle anywhere.
+checkpoint untouched. Loading verifies both digests (a truncated or corrupted tensor file, and an
+edited, added or removed metadata entry, are detected) and reads tensors with safetensors and
+metadata with ``json``: no pickle anywhere. A ``meta.json`` without ``meta_sha256`` (written
+before metadata was checksummed) is refused as unverifiable.
 """
 from __future__ import annotations
 
@@ -21,10 +24,19 @@ from safetensors.torch import load_file, save_file
 
 PathLike = Union[str, os.PathLike]
 TENSORS, META = "tensors.safetensors", "meta.json"
+#: The two digest entries of ``meta.json``; every other entry is covered by ``meta_sha256``.
+DIGESTS = ("sha256", "meta_sha256")
 
 
 class CorruptCheckpointError(ValueError):
-    """A checkpoint directory is incomplete, or its tensor file does not match its recorded checksum."""
+    """A checkpoint directory is incomplete, or its tensor file or metadata do not match their checksums."""
+
+
+def meta_digest(meta: Dict[str, Any]) -> str:
+    """SHA-256 of the metadata entries other than the digests, as canonical JSON (sorted keys)."""
+    body = {k: v for k, v in meta.items() if k not in DIGESTS}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def _sha256(path: Path) -> str:
@@ -53,7 +65,10 @@ def save_checkpoint(path: PathLike, tensors: Dict[str, torch.Tensor], meta: Dict
     try:
         tmp.mkdir()
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / TENSORS))
-        record = dict(meta, sha256=_sha256(tmp / TENSORS))
+        # normalized through JSON first (tuples -> lists, keys -> strings), so the digest is
+        # computed over exactly what a reader parses back
+        body = {k: v for k, v in json.loads(json.dumps(meta)).items() if k not in DIGESTS}
+        record = dict(body, sha256=_sha256(tmp / TENSORS), meta_sha256=meta_digest(body))
         (tmp / META).write_text(json.dumps(record, indent=1))
         for f in (tmp / TENSORS, tmp / META, tmp):
             _fsync(f)
@@ -71,7 +86,7 @@ def save_checkpoint(path: PathLike, tensors: Dict[str, torch.Tensor], meta: Dict
 
 
 def load_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """Read ``(tensors, meta)`` from a checkpoint directory, verifying its checksum."""
+    """Read ``(tensors, meta)`` from a checkpoint directory, verifying the checksums of both."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"no checkpoint directory at {path}")
@@ -81,6 +96,12 @@ def load_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
         raise CorruptCheckpointError(f"{path}: unreadable {META} ({e})") from e
     if not isinstance(meta, dict):
         raise CorruptCheckpointError(f"{path}: {META} does not hold a JSON object")
+    if "meta_sha256" not in meta:
+        raise CorruptCheckpointError(f"{path}: {META} has no meta_sha256 entry, so its metadata cannot be verified "
+                                     "(edited, or written by a version before metadata checksums)")
+    if meta_digest(meta) != meta["meta_sha256"]:
+        raise CorruptCheckpointError(f"{path}: {META} does not match its checksum (meta_sha256): an entry was "
+                                     "edited, added or removed")
     tfile = path / TENSORS
     if not tfile.is_file() or _sha256(tfile) != meta.get("sha256"):
         raise CorruptCheckpointError(f"{path}: {TENSORS} is missing or does not match its checksum")

@@ -7,26 +7,37 @@ statespaces analyze CHECKPOINT_DIR [OUT_DIR]
 statespaces reproduce [IDS ...] [--quick]
 statespaces presets
 ```
+
+A user error (a config value of the wrong type or out of range, a run folder that already holds
+a run, a corrupt checkpoint, ...) prints one line on stderr and exits with status 2; ``--debug``
+(before or after the command) shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import List, Optional, Tuple
+
+#: Exceptions that report a user error (bad value, file, folder or checkpoint): one line, exit 2.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, FileExistsError, FloatingPointError,
+               ImportError)
 
 
 def _parse_overrides(extra: List[str]) -> List[Tuple[str, str]]:
+    from .config import ConfigError
+
     pairs, i = [], 0
     while i < len(extra):
         tok = extra[i]
         if not tok.startswith("--") or "." not in tok:
-            raise SystemExit(f"statespaces train: unexpected argument {tok!r}; overrides look like --trainer.epochs 5")
+            raise ConfigError(f"unexpected argument {tok!r}; overrides look like --trainer.epochs 5")
         if "=" in tok:
             key, value = tok[2:].split("=", 1)
             i += 1
         else:
             if i + 1 >= len(extra):
-                raise SystemExit(f"statespaces train: {tok} needs a value")
+                raise ConfigError(f"{tok} needs a value")
             key, value = tok[2:], extra[i + 1]
             i += 2
         pairs.append((key.replace("-", "_"), value))
@@ -34,7 +45,24 @@ def _parse_overrides(extra: List[str]) -> List[Tuple[str, str]]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="statespaces", description="Structured state space models.")
+    """Run one command; a user error prints one line on stderr and raises ``SystemExit(2)``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return _main(argv)
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        command = next((a for a in argv if not a.startswith("-")), "")
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"statespaces {command}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="statespaces", description="Structured state space models.",
+                                     epilog="--debug (anywhere): show the traceback of an error instead of one line.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_train = sub.add_parser(
         "train", help="train a model (default: S4D on sequential digits)",
@@ -65,7 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .config import build_config
         from .loop import train
 
-        cfg = build_config(args.preset, args.config, _parse_overrides(extra))
+        cfg = build_config(args.preset, args.config, _parse_overrides(extra)).validated()
         m, t = cfg.model, cfg.trainer
         print(f"training {m.layer} (H={m.d_model}, N={m.d_state}, {m.n_layers} layers, init={m.init}) on "
               f"{cfg.data.name} for {t.epochs} epochs -> {t.out}", flush=True)

@@ -11,15 +11,194 @@ A TOML file has the same sections::
     [trainer]
     epochs = 10
 
-Unknown sections or keys are errors (never silently ignored).
+Unknown sections or keys are errors (never silently ignored), and every value is checked by
+type and range when the config is read (:data:`RULES`): a TOML string is never a bool or a
+number (``amp = "false"`` is refused), an int field takes integers only (``epochs = 1.5`` is
+refused), float fields take integers or floats (finite), and choices are checked against the
+names the model accepts. Command-line values are strings and are parsed by the field's type
+(``--trainer.amp false``/``no``/``0`` is False). Every failure is a :class:`ConfigError` whose
+one-line message names the key, the value found and what is allowed.
 """
 from __future__ import annotations
 
 import copy
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+
+class ConfigError(ValueError):
+    """A config key or value that is not allowed; the message is one line naming the key, the value
+    found and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one config field accepts: ``kind`` (int, float, bool, str, dict), an optional range
+    ``[lo, hi]`` (``lo_open``/``hi_open`` exclude an end), or a function ``choices()`` giving the
+    valid names (matched case-insensitively, stored lower-case)."""
+
+    kind: str
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: Optional[Callable[[], Tuple[str, ...]]] = None
+    check: Optional[Callable[[Any], bool]] = None    # extra test for strings (e.g. a device name)
+    what: str = ""                                   # description of ``check``
+
+    def allowed(self) -> str:
+        """What the field accepts, as ``allowed: ...`` (or ``valid: a, b, c`` for a choice)."""
+        return ("valid: " if self.choices is not None else "allowed: ") + self._describe()
+
+    def _describe(self) -> str:
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "dict":
+            return "a table (TOML) or JSON object with string keys"
+        if self.kind == "str":
+            if self.choices is not None:
+                return ", ".join(self.choices())
+            return self.what or "a non-empty string"
+        noun = "an integer" if self.kind == "int" else "a finite number"
+        if self.lo is not None and self.hi is not None:
+            return f"{noun} in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{noun} {'>' if self.lo_open else '>='} {_num(self.lo)}"
+        return noun
+
+    def validate(self, key: str, value: Any) -> Any:
+        """Return ``value`` (floats as float, choices lower-cased) or raise :class:`ConfigError`."""
+        def bad() -> ConfigError:
+            return ConfigError(f"{key}: got {_show(value)}; {self.allowed()}")
+
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise bad()
+            return value
+        if self.kind == "dict":
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise bad()
+            return value
+        if self.kind == "str":
+            if not isinstance(value, str) or not value.strip():
+                raise bad()
+            if self.choices is not None:
+                if value.lower() not in self.choices():
+                    raise bad()
+                return value.lower()
+            if self.check is not None and not self.check(value):
+                raise bad()
+            return value
+        # numbers: bools are not numbers here, ints take integers only, floats take both (finite)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise bad()
+        if self.kind == "int":
+            if not isinstance(value, numbers.Integral):
+                raise bad()
+            value = int(value)
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                raise bad()
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
+            raise bad()
+        if self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)):
+            raise bad()
+        return value
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def _show(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _layers() -> Tuple[str, ...]:
+    from ..layers.registry import LAYERS
+
+    return tuple(LAYERS)
+
+
+def _inits(layer: str) -> Optional[Tuple[str, ...]]:
+    """Valid ``model.init`` names for ``layer`` (None: the layer takes no init name)."""
+    if layer == "s4d":
+        from ..layers.init import S4D_INITS
+
+        return tuple(S4D_INITS)
+    if layer == "s4":
+        from ..layers.s4 import S4_INITS
+
+        return tuple(S4_INITS)
+    return None
+
+
+def _is_device(name: str) -> bool:
+    if name == "auto":
+        return True
+    import torch
+
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        return False
+    return True
+
+
+#: The accepted values of every field, by section (``tests/test_train_integrity.py`` fuzzes each).
+RULES: Dict[str, Dict[str, Rule]] = {
+    "model": {
+        "layer": Rule("str", choices=_layers),
+        "d_model": Rule("int", lo=1),
+        "n_layers": Rule("int", lo=1),
+        "d_state": Rule("int", lo=1),
+        "init": Rule("str", what="a non-empty string (an S4D or S4 init name, checked with the layer)"),
+        "dropout": Rule("float", lo=0, hi=1, hi_open=True),
+        "norm": Rule("str", choices=lambda: ("layer", "batch")),
+        "prenorm": Rule("bool"),
+        "mixing": Rule("str", choices=lambda: ("glu", "linear")),
+        "pool": Rule("str", choices=lambda: ("mean", "last")),
+        "dt_min": Rule("float", lo=0, lo_open=True),
+        "dt_max": Rule("float", lo=0, lo_open=True),
+        "layer_kwargs": Rule("dict"),
+    },
+    "data": {
+        "name": Rule("str", what="a non-empty dataset name (see statespaces.data.DATASETS)"),
+        "kwargs": Rule("dict"),
+    },
+    "trainer": {
+        "epochs": Rule("int", lo=1),
+        "batch_size": Rule("int", lo=1),
+        "lr": Rule("float", lo=0, lo_open=True),
+        "ssm_lr": Rule("float", lo=0, lo_open=True),
+        "weight_decay": Rule("float", lo=0),
+        "warmup_steps": Rule("int", lo=0),
+        "grad_clip": Rule("float", lo=0),
+        "val_fraction": Rule("float", lo=0, hi=1, hi_open=True),
+        "seed": Rule("int", lo=0, hi=2**32 - 1),
+        "out": Rule("str", what="a non-empty folder path"),
+        "keep_last": Rule("int", lo=1),
+        "checkpoint_every": Rule("int", lo=0),
+        "amp": Rule("bool"),
+        "device": Rule("str", check=_is_device, what="auto, cpu, cuda, cuda:N or another torch device name"),
+        "tensorboard": Rule("str", choices=lambda: ("auto", "on", "off")),
+    },
+}
+
+
+def _validate_section(section: str, obj: Any) -> None:
+    """Check (and normalize in place) every field of one section object, then the cross-field rules."""
+    for name, rule in RULES[section].items():
+        setattr(obj, name, rule.validate(f"{section}.{name}", getattr(obj, name)))
+    if section == "model":
+        if obj.dt_min > obj.dt_max:
+            raise ConfigError(f"model.dt_min: got {obj.dt_min!r} > model.dt_max = {obj.dt_max!r}; "
+                              "allowed: 0 < dt_min <= dt_max")
 
 
 @dataclass
@@ -38,11 +217,17 @@ class ModelConfig:
     dt_max: float = 1e-1
     layer_kwargs: Dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _validate_section("model", self)
+
 
 @dataclass
 class DataConfig:
     name: str = "digits"
     kwargs: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _validate_section("data", self)
 
 
 @dataclass
@@ -63,6 +248,9 @@ class TrainerConfig:
     device: str = "auto"
     tensorboard: str = "auto"   # "auto": event files in <out>/tensorboard when the package is installed; "on"; "off"
 
+    def __post_init__(self) -> None:
+        _validate_section("trainer", self)
+
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "trainer": TrainerConfig}
 
@@ -80,52 +268,78 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        """Build and validate a config from nested dicts (TOML tables); values keep their types (a
+        string is never read as a bool or a number here: see :meth:`override` for strings)."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a table of sections, got {_show(d)}")
         unknown = set(d) - set(SECTIONS)
         if unknown:
-            raise ValueError(f"unknown config sections {sorted(unknown)}; valid sections: {sorted(SECTIONS)}")
+            raise ConfigError(f"unknown config sections {sorted(unknown)}; valid sections: {sorted(SECTIONS)}")
         parts = {}
         for name, klass in SECTIONS.items():
             values = d.get(name, {})
+            if not isinstance(values, dict):
+                raise ConfigError(f"[{name}]: got {_show(values)}; allowed: a table of keys "
+                                  f"{', '.join(f.name for f in fields(klass))}")
             valid = {f.name for f in fields(klass)}
             bad = set(values) - valid
             if bad:
-                raise ValueError(f"unknown keys {sorted(bad)} in [{name}]; valid keys: {sorted(valid)}")
-            parts[name] = klass(**values)
+                raise ConfigError(f"unknown keys {sorted(bad)} in [{name}]; valid keys: {sorted(valid)}")
+            parts[name] = klass(**copy.deepcopy(values))
         return cls(**parts)
 
+    def validated(self) -> "TrainConfig":
+        """A checked copy (also catches fields assigned after construction), including the checks
+        that need the model code: ``model.init`` must name an init of ``model.layer`` (S4D, S4)."""
+        cfg = TrainConfig.from_dict(self.to_dict())
+        inits = _inits(cfg.model.layer)
+        if inits is not None and cfg.model.init.lower() not in inits:
+            raise ConfigError(f"model.init: got {_show(cfg.model.init)} for layer {cfg.model.layer}; valid: "
+                              + ", ".join(inits))
+        return cfg
+
     def override(self, key: str, value: Any) -> "TrainConfig":
-        """Return a copy with ``section.key`` set; strings are converted to the field's type."""
+        """Return a copy with ``section.key`` set; strings are parsed by the field's type (command line)."""
         section, _, name = key.partition(".")
         if section not in SECTIONS or not name:
-            raise ValueError(f"override {key!r} must look like section.key with section in {sorted(SECTIONS)}")
+            raise ConfigError(f"override {key!r} must look like section.key with section in {sorted(SECTIONS)}")
         klass = SECTIONS[section]
         types = {f.name: f.type for f in fields(klass)}
         if name not in types:
-            raise ValueError(f"unknown key {name!r} in [{section}]; valid keys: {sorted(types)}")
+            raise ConfigError(f"unknown key {name!r} in [{section}]; valid keys: {sorted(types)}")
         d = self.to_dict()
-        d[section][name] = _coerce(key, value, types[name]) if isinstance(value, str) else value
+        d[section][name] = _coerce(key, value, RULES[section][name]) if isinstance(value, str) else value
         return TrainConfig.from_dict(d)
 
 
-def _coerce(key: str, value: str, typ: Any) -> Any:
-    typ = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+#: Command-line spellings of a bool (case-insensitive).
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _coerce(key: str, value: str, rule: Rule) -> Any:
+    """Parse a command-line string by the field's kind (range checks follow in the section)."""
+    typ = rule.kind
+    word = value.strip().lower()
     try:
         if typ == "bool":
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1", "yes")
+            if word in TRUE_WORDS:
+                return True
+            if word in FALSE_WORDS:
+                return False
+            raise ValueError(value)
         if typ == "int":
             return int(value)
         if typ == "float":
             return float(value)
-        if typ.startswith("Dict"):
+        if typ == "dict":
             out = json.loads(value)
             if not isinstance(out, dict):
                 raise ValueError(value)
             return out
         return value
     except ValueError:
-        raise ValueError(f"--{key} expects a {typ}, got {value!r}") from None
+        extra = f" ({'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)})" if typ == "bool" else ""
+        raise ConfigError(f"--{key} expects a {typ}, got {value!r}; {rule.allowed()}{extra}") from None
 
 
 def load_config_file(path: str) -> Dict[str, Any]:
@@ -140,7 +354,7 @@ def load_config_file(path: str) -> Dict[str, Any]:
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid TOML: {e}") from e
+        raise ConfigError(f"{path} is not valid TOML: {e}") from e
 
 
 #: Named recipes; each is a partial config merged over the defaults.
@@ -199,15 +413,22 @@ def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def build_config(preset: str = None, config_file: str = None, overrides: List[Tuple[str, str]] = ()) -> TrainConfig:
-    """Defaults <- preset <- config file <- command-line overrides, in that order."""
+    """Defaults <- preset <- config file <- command-line overrides, in that order, each validated
+    (:class:`ConfigError` names the key, the value and what is allowed; a config file's errors
+    also name the file)."""
     d = TrainConfig().to_dict()
     if preset is not None:
         if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+            raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
         d = _merge(d, PRESETS[preset])
     if config_file is not None:
         d = _merge(d, load_config_file(config_file))
-    cfg = TrainConfig.from_dict(d)
+        try:
+            cfg = TrainConfig.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{config_file}: {e}") from None
+    else:
+        cfg = TrainConfig.from_dict(d)
     for key, value in overrides:
         cfg = cfg.override(key, value)
     return cfg

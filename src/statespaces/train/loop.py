@@ -8,6 +8,13 @@ a progress bar and one line per epoch, ``metrics.csv``, TensorBoard event files 
 the last k plus the best (by validation accuracy when ``val_fraction > 0``, else by test accuracy),
 and exact resume: model, optimizer, schedule, RNG and position in the epoch.
 
+Each run has an id (``<out>/run.json``, and ``run_id`` in every checkpoint's metadata). A new run
+refuses a folder that already holds checkpoints (resume it with ``--resume`` or choose another
+``--trainer.out``); resuming picks the newest checkpoint of this run that passes its integrity
+check (weights and metadata) and holds every entry a resume needs, falling back to older ones;
+pruning only ever deletes valid checkpoints of this run older than the one just written, never
+anything it cannot verify or that belongs to another run.
+
 Under ``torchrun --nproc_per_node=N`` the same code runs DistributedDataParallel (gloo on CPU,
 NCCL on GPU); ``trainer.batch_size`` is the global batch, split evenly over ranks; rank 0 logs,
 evaluates and writes checkpoints.
@@ -21,9 +28,10 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -35,7 +43,7 @@ from ..data import DATASETS
 from ..models import SequenceClassifier
 from ..optim import param_groups
 from .checkpoint import CorruptCheckpointError, load_checkpoint, pack_state, save_checkpoint, unpack_state
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 
 
 def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: str = "classification") -> SequenceClassifier:
@@ -135,37 +143,166 @@ def _device(name: str, rank: int) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", rank % torch.cuda.device_count())
         return torch.device("cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device: got {name!r} but CUDA is not available here; allowed: auto or cpu")
+    return device
+
+
+RUN_FILE = "run.json"
+#: Metadata entries (and their types) a checkpoint needs to resume a run / to rebuild its model.
+RESUME_KEYS = {"config": dict, "step": int, "epoch": int, "history": list, "best_acc": (int, float),
+               "running": dict, "scheduler": dict, "optimizer": (dict, list), "d_input": int, "n_classes": int,
+               "task": str, "run_id": str}
+MODEL_KEYS = {"config": dict, "d_input": int, "n_classes": int}
+
+
+def _check_meta(path, meta: Dict[str, Any], required: Dict[str, Any]) -> None:
+    """Raise :class:`CorruptCheckpointError` naming the first missing or mistyped entry of ``meta``."""
+    for key, typ in required.items():
+        if key not in meta:
+            raise CorruptCheckpointError(f"{path}: meta.json has no {key!r} entry")
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, typ):
+            raise CorruptCheckpointError(f"{path}: meta.json entry {key!r} is {value!r}, not a {typ}")
+
+
+def _step_of(path: Path) -> Optional[int]:
+    name = path.name
+    if not name.startswith("step-") or not name[5:].isdigit():
+        return None
+    return int(name[5:])
 
 
 class _Checkpoints:
-    """Epoch/step checkpoints in ``<out>/checkpoints``: keep the last k, plus ``<out>/best``."""
+    """Epoch/step checkpoints in ``<out>/checkpoints``: keep the last k of this run, plus ``<out>/best``.
 
-    def __init__(self, out: Path, keep_last: int) -> None:
+    ``run_id`` (None: any) selects the checkpoints of one run; those of other runs, and any
+    checkpoint that fails its integrity check, are never deleted and never resumed from.
+    """
+
+    def __init__(self, out: Path, keep_last: int, run_id: Optional[str] = None) -> None:
         self.dir = out / "checkpoints"
         self.best = out / "best"
         self.keep_last = max(1, keep_last)
+        self.run_id = run_id
 
-    def candidates(self):
+    def entries(self):
+        """``(step, path)`` of every ``step-<number>`` directory, newest (highest step) first."""
         if not self.dir.is_dir():
             return []
-        return sorted((p for p in self.dir.iterdir() if p.is_dir() and p.name.startswith("step-")), reverse=True)
+        found = [(_step_of(p), p) for p in self.dir.iterdir() if p.is_dir()]
+        return sorted(((s, p) for s, p in found if s is not None), key=lambda e: e[0], reverse=True)
 
-    def latest_valid(self) -> Optional[Tuple[Dict, Dict]]:
-        for path in self.candidates():
+    def candidates(self):
+        return [p for _, p in self.entries()]
+
+    def _load_own(self, step: int, path: Path) -> Tuple[Dict, Dict]:
+        """Load and verify one checkpoint of this run (CorruptCheckpointError otherwise)."""
+        tensors, meta = load_checkpoint(path)
+        if meta.get("step", step) != step:
+            raise CorruptCheckpointError(f"{path}: meta.json says step {meta.get('step')!r}, the folder name {step}")
+        if self.run_id is not None and meta.get("run_id") != self.run_id:
+            raise _ForeignCheckpoint(f"{path} belongs to run {meta.get('run_id')!r}, not to {self.run_id!r}")
+        return tensors, meta
+
+    def valid(self) -> Iterator[Tuple[Path, Dict, Dict]]:
+        """``(path, tensors, meta)`` of each valid checkpoint of this run, newest first; a warning for
+        each corrupt one skipped."""
+        foreign = 0
+        for step, path in self.entries():
             try:
-                return load_checkpoint(path)
+                tensors, meta = self._load_own(step, path)
+            except _ForeignCheckpoint:
+                foreign += 1
+                continue
             except CorruptCheckpointError as e:
                 print(f"warning: skipping corrupt checkpoint ({e})", file=sys.stderr)
+                continue
+            yield path, tensors, meta
+        if foreign:
+            print(f"warning: ignored {foreign} checkpoint(s) of another run in {self.dir}", file=sys.stderr)
+
+    def latest_valid(self) -> Optional[Tuple[Dict, Dict]]:
+        for _, tensors, meta in self.valid():
+            return tensors, meta
         return None
 
     def save(self, step: int, tensors, meta, is_best: bool) -> Path:
+        if self.run_id is not None:
+            meta = dict(meta, run_id=self.run_id)
         path = save_checkpoint(self.dir / f"step-{step:09d}", tensors, meta)
         if is_best:
             save_checkpoint(self.best, tensors, meta)
-        for old in self.candidates()[self.keep_last:]:
-            shutil.rmtree(old, ignore_errors=True)
+        self.prune(step)
         return path
+
+    def prune(self, newest: int) -> None:
+        """Delete this run's valid checkpoints older than step ``newest`` beyond the last ``keep_last``
+        (counting the one at ``newest``). Newer steps, other runs' and unverifiable checkpoints stay."""
+        kept = 1
+        for step, path in self.entries():
+            if step >= newest:
+                continue
+            try:
+                self._load_own(step, path)
+            except CorruptCheckpointError:   # corrupt, or another run's: not ours to delete
+                continue
+            if kept < self.keep_last:
+                kept += 1
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+class _ForeignCheckpoint(CorruptCheckpointError):
+    """A valid checkpoint of another run."""
+
+
+class RunExistsError(ValueError):
+    """``--trainer.out`` already holds a run and ``--resume`` was not given."""
+
+
+def _read_run_id(out: Path) -> Optional[str]:
+    try:
+        info = json.loads((out / RUN_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        print(f"warning: ignoring unreadable {out / RUN_FILE} ({e})", file=sys.stderr)
+        return None
+    run_id = info.get("run_id") if isinstance(info, dict) else None
+    return run_id if isinstance(run_id, str) and run_id else None
+
+
+def _write_run_id(out: Path, run_id: str, cfg: TrainConfig) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{RUN_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps({"run_id": run_id, "config": cfg.to_dict()}, indent=1))
+    os.replace(tmp, out / RUN_FILE)
+
+
+#: What a run writes into ``<out>`` (removed by ``train(..., replace=True)``).
+RUN_OUTPUTS = ("checkpoints", "best", RUN_FILE, "summary.json", "metrics.csv", "curves.png", "tensorboard")
+
+
+def _check_out_folder(out: Path, ckpts: "_Checkpoints", resume: bool, replace: bool = False) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"trainer.out: got {str(out)!r}, which is a file; allowed: a folder (new or holding this run)")
+    if resume:
+        return
+    if replace:
+        for name in RUN_OUTPUTS:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        return
+    held = ckpts.entries()
+    if held or ckpts.best.exists():
+        what = f"checkpoints up to step {held[0][0]}" if held else "a best/ checkpoint"
+        raise RunExistsError(f"{out} already holds a run ({what}); continue it with --resume, or choose another "
+                             "--trainer.out")
 
 
 TENSORBOARD_MODES = ("auto", "on", "off")
@@ -191,18 +328,27 @@ def _tensorboard(mode: str, out: Path, step: int):
     return SummaryWriter(str(out / "tensorboard"), purge_step=step if step else None)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Dict[str, Any]:
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace: bool = False) -> Dict[str, Any]:
     """Train ``cfg`` and return the final summary (also written to ``<out>/summary.json``).
 
-    With ``resume=True``, training continues from the newest valid checkpoint in ``<out>`` and
-    produces the same result as an uninterrupted run with the same config.
+    With ``resume=True``, training continues from the newest valid checkpoint of this run in
+    ``<out>`` and produces the same result as an uninterrupted run with the same config. Without
+    it, a folder that already holds checkpoints is refused (:class:`RunExistsError`), unless
+    ``replace=True``, which deletes that run's outputs (:data:`RUN_OUTPUTS`) first.
     """
+    cfg = cfg.validated()
     rank, world = _distributed()
     t_cfg = cfg.trainer
     device = _device(t_cfg.device, rank)
     out = Path(t_cfg.out)
     ckpts = _Checkpoints(out, t_cfg.keep_last)
     main = rank == 0
+    if replace and resume:
+        raise ValueError("train(): resume=True continues the run in trainer.out, replace=True deletes it; pick one")
+    if main or not replace:
+        _check_out_folder(out, ckpts, resume, replace)
+    ckpts.run_id = _read_run_id(out) if resume else None
+    adopt = ckpts.run_id is None and resume   # a folder without run.json: resume its newest valid checkpoint
     if t_cfg.batch_size % world:
         raise ValueError(f"trainer.batch_size={t_cfg.batch_size} must be divisible by the {world} processes")
 
@@ -234,21 +380,53 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Dict
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     step, history, best_acc, run = 0, [], -1.0, {"loss": 0.0, "correct": 0, "seen": 0}
     if resume:
-        found = ckpts.latest_valid()
-        if found is not None:
-            tensors, meta = found
+        # the fresh state, put back if a checkpoint fails half-way through its restore and none after it works
+        fresh = ({k: v.clone() for k, v in model.state_dict().items()}, opt.state_dict(), sched.state_dict(),
+                 torch.get_rng_state())
+        touched = False
+        for path, tensors, meta in ckpts.valid():
+            try:
+                _check_meta(path, meta, RESUME_KEYS)
+            except CorruptCheckpointError as e:
+                print(f"warning: skipping incomplete checkpoint ({e})", file=sys.stderr)
+                continue
             if meta["config"] != cfg.to_dict():
                 raise ValueError(
                     f"the checkpoints in {ckpts.dir} were written with a different config; resume with the "
                     "same settings, or choose a new --trainer.out"
                 )
-            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            opt.load_state_dict(unpack_state(meta["optimizer"], tensors))
-            sched.load_state_dict(meta["scheduler"])
-            torch.set_rng_state(tensors["rng.torch"])
-            step, history, best_acc, run = meta["step"], meta["history"], meta["best_acc"], meta["running"]
+            touched = True
+            try:
+                model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+                opt.load_state_dict(unpack_state(meta["optimizer"], tensors))
+                sched.load_state_dict(meta["scheduler"])
+                torch.set_rng_state(tensors["rng.torch"])
+                run = {k: meta["running"][k] for k in ("loss", "correct", "seen")}
+            except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+                # a later valid checkpoint loads every piece again, so a partial restore is overwritten
+                print(f"warning: skipping checkpoint that does not restore ({path}: {type(e).__name__}: {e})",
+                      file=sys.stderr)
+                continue
+            step, history, best_acc = meta["step"], meta["history"], meta["best_acc"]
+            if adopt:
+                ckpts.run_id = meta["run_id"]
             if main:
-                print(f"resumed at step {step} (epoch {step // steps_per_epoch + 1})", file=sys.stderr)
+                print(f"resumed at step {step} (epoch {step // steps_per_epoch + 1}) from {path}", file=sys.stderr)
+            break
+        else:
+            if touched:
+                model.load_state_dict(fresh[0])
+                opt.load_state_dict(fresh[1])
+                sched.load_state_dict(fresh[2])
+                torch.set_rng_state(fresh[3])
+                run = {"loss": 0.0, "correct": 0, "seen": 0}
+            if ckpts.entries() and main:
+                print(f"warning: no valid checkpoint of this run in {ckpts.dir}; starting from step 0",
+                      file=sys.stderr)
+    if ckpts.run_id is None:
+        ckpts.run_id = uuid.uuid4().hex
+    if main:
+        _write_run_id(out, ckpts.run_id, cfg)
 
     test_loader = DataLoader(data.test, batch_size=256)
     val_loader = DataLoader(val_set, batch_size=256) if val_set is not None else None
@@ -409,11 +587,30 @@ def _write_metrics(out: Path, history) -> None:
 
 
 def load_trained(path: str) -> Tuple[SequenceClassifier, TrainConfig]:
-    """Rebuild the model stored in a checkpoint directory (weights only read through safetensors)."""
+    """Rebuild the model stored in a checkpoint directory (weights only read through safetensors).
+
+    Raises :class:`CorruptCheckpointError` naming what failed: a checksum (weights or metadata), a
+    missing metadata entry, an invalid stored config, or weights that do not fit the model."""
+    folder = Path(path)
+    if not (folder / "meta.json").exists() and ((folder / "best").is_dir() or (folder / "checkpoints").is_dir()):
+        raise FileNotFoundError(f"{path} is a run folder, not a checkpoint; use {folder / 'best'} or one of "
+                                f"{folder / 'checkpoints'}/step-*")
     tensors, meta = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(meta["config"])
-    model = build_model(cfg, meta["d_input"], meta["n_classes"], meta.get("task", "classification"))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    _check_meta(path, meta, MODEL_KEYS)
+    try:
+        cfg = TrainConfig.from_dict(meta["config"])
+    except ValueError as e:
+        raise CorruptCheckpointError(f"{path}: meta.json holds an invalid config ({e})") from None
+    task = meta.get("task", "classification")
+    if task not in ("classification", "regression", "seq2seq"):
+        raise CorruptCheckpointError(f"{path}: meta.json entry 'task' is {task!r}, not classification, regression "
+                                     "or seq2seq")
+    model = build_model(cfg, meta["d_input"], meta["n_classes"], task)
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as e:
+        msg = " ".join(str(e).split())
+        raise CorruptCheckpointError(f"{path}: the weights do not fit the model of its config ({msg})") from None
     return model, cfg
 
 

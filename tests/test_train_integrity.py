@@ -1,0 +1,400 @@
+"""Training-system integrity (issue #16, items 9-11).
+
+9. pruning only removes valid, older checkpoints of the same run; a new run refuses a folder that
+   holds another run; resume picks the newest valid checkpoint of this run.
+10. meta.json is covered by the checkpoint's integrity check; a tampered or incomplete checkpoint
+    is skipped on resume (fallback to the previous one) and ``evaluate`` names what failed.
+11. every config field is checked by type and range (TOML, command line, Python); a user error is
+    one line on stderr, exit status 2, no traceback (``--debug`` shows it).
+"""
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import fields
+
+import pytest
+import torch
+
+from statespaces.train import build_config, load_checkpoint, save_checkpoint, train
+from statespaces.train.checkpoint import CorruptCheckpointError
+from statespaces.train.cli import main
+from statespaces.train.config import RULES, SECTIONS, ConfigError, TrainConfig
+from statespaces.train.loop import RunExistsError, _Checkpoints, load_trained
+
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: 2 threads on a busy 2-core box are far slower
+
+
+# --- helpers ----------------------------------------------------------------------------------
+def _tiny(tmp_path, out="run", *extra):
+    return build_config(overrides=[
+        ("model.d_model", "8"), ("model.n_layers", "1"), ("model.d_state", "4"), ("model.init", "lin"),
+        ("trainer.epochs", "2"), ("trainer.batch_size", "64"), ("trainer.out", str(tmp_path / out)),
+        ("trainer.tensorboard", "off"), *extra])
+
+
+def _steps(ckdir):
+    return sorted(int(p.name[5:]) for p in ckdir.iterdir() if p.name.startswith("step-"))
+
+
+def _weights(path):
+    return {k: v for k, v in load_checkpoint(path)[0].items() if k.startswith("model.")}
+
+
+def _resave(path, **changes):
+    """Rewrite a checkpoint with edited metadata and valid checksums (what a writer could produce)."""
+    tensors, meta = load_checkpoint(path)
+    meta.update(changes)
+    for k in [k for k, v in changes.items() if v is _DROP]:
+        del meta[k]
+    save_checkpoint(path, tensors, meta)
+
+
+_DROP = object()
+
+
+def _edit_meta(path, edit):
+    """Edit meta.json in place WITHOUT fixing any checksum (a hand edit, or bit rot)."""
+    meta = json.loads((path / "meta.json").read_text())
+    edit(meta)
+    (path / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def _cli(capsys, *argv):
+    """Run the CLI in-process; return (exit status, stderr)."""
+    try:
+        rc = main(list(argv))
+    except SystemExit as e:
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
+# --- item 9: pruning, run identity, resume ----------------------------------------------------
+def test_pruning_keeps_the_new_checkpoint_and_never_touches_foreign_or_corrupt_ones(tmp_path):
+    """The reported loss: with keep_last 1 and higher-numbered step folders (corrupt, or another
+    run's), every new checkpoint was deleted right after it was written."""
+    other = _Checkpoints(tmp_path, keep_last=5, run_id="other")
+    other.save(800, {"w": torch.full((2,), 8.0)}, {"step": 800}, is_best=False)
+    other.save(3, {"w": torch.full((2,), 3.0)}, {"step": 3}, is_best=False)     # older, another run
+    corrupt = tmp_path / "checkpoints" / "step-000000900"
+    corrupt.mkdir()
+    (corrupt / "meta.json").write_text("{not json")
+    mine = _Checkpoints(tmp_path, keep_last=1, run_id="mine")
+    mine.save(10, {"w": torch.ones(2)}, {"step": 10}, is_best=False)
+    own_corrupt = mine.save(5, {"w": torch.ones(2)}, {"step": 5}, is_best=False)
+    (own_corrupt / "tensors.safetensors").write_bytes(b"rot")           # older, this run, but unverifiable
+    mine.save(20, {"w": torch.full((2,), 2.0)}, {"step": 20}, is_best=False)
+    assert _steps(tmp_path / "checkpoints") == [3, 5, 20, 800, 900]   # 10 pruned; 20 (just written) kept
+    tensors, meta = mine.latest_valid()
+    assert meta["step"] == 20 and meta["run_id"] == "mine" and torch.equal(tensors["w"], torch.full((2,), 2.0))
+    mine.keep_last = 2
+    mine.save(30, {"w": torch.ones(2)}, {"step": 30}, is_best=False)
+    mine.save(40, {"w": torch.ones(2)}, {"step": 40}, is_best=False)
+    assert _steps(tmp_path / "checkpoints") == [3, 5, 30, 40, 800, 900]
+
+
+def test_new_run_into_a_folder_holding_a_run_refuses(tmp_path, capsys):
+    ck = _Checkpoints(tmp_path / "run", keep_last=2, run_id="earlier")
+    ck.save(45, {"w": torch.ones(2)}, {"step": 45}, is_best=False)
+    before = sorted(p.name for p in (tmp_path / "run").rglob("*"))
+    with pytest.raises(RunExistsError, match=r"--resume.*--trainer\.out"):
+        train(_tiny(tmp_path), progress=False)
+    rc, err = _cli(capsys, "train", "--trainer.out", str(tmp_path / "run"), "--no-progress")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "already holds a run" in err and "--resume" in err
+    assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == before      # nothing written or deleted
+    shutil.rmtree(tmp_path / "run" / "checkpoints")
+    (tmp_path / "run" / "best").mkdir()
+    with pytest.raises(RunExistsError, match="best"):
+        train(_tiny(tmp_path), progress=False)
+    ck.save(45, {"w": torch.ones(2)}, {"step": 45}, is_best=False)
+    summary = train(_tiny(tmp_path, "run", ("trainer.epochs", "1"), ("trainer.batch_size", "256")), progress=False,
+                    replace=True)                                # explicit opt-in: the old run's outputs go
+    assert summary["test_acc"] is not None and 45 not in _steps(tmp_path / "run" / "checkpoints")
+
+
+def test_resume_after_a_kill_uses_the_newest_valid_checkpoint_of_this_run(tmp_path, monkeypatch):
+    """Killed after 2 checkpoints with keep_last 1; the folder also holds a higher-numbered
+    checkpoint of another run (same config) and a corrupt one: the resume continues this run and
+    ends with the uninterrupted run's weights, bit for bit."""
+    import statespaces.train.loop as loop
+
+    extra = [("trainer.keep_last", "1"), ("trainer.checkpoint_every", "4"), ("trainer.epochs", "1"),
+             ("trainer.batch_size", "128")]
+    train(_tiny(tmp_path, "ref", *extra), progress=False)
+    ref = _weights(sorted((tmp_path / "ref" / "checkpoints").iterdir())[-1])
+
+    real_save, calls = loop._Checkpoints.save, {"n": 0}
+
+    def crash_after_two(self, *a, **k):
+        real_save(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(loop._Checkpoints, "save", crash_after_two)
+    cfg = _tiny(tmp_path, "run", *extra)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.setattr(loop._Checkpoints, "save", real_save)
+    ckdir = tmp_path / "run" / "checkpoints"
+    assert _steps(ckdir) == [8]
+    foreign = _Checkpoints(tmp_path / "run", keep_last=9, run_id="another-run")
+    tensors, meta = load_checkpoint(ckdir / "step-000000008")
+    foreign.save(700, {k: torch.zeros_like(v) if k.startswith("model.") else v for k, v in tensors.items()},
+                 dict(meta, step=700), is_best=False)
+    (ckdir / "step-000000900").mkdir()
+    (ckdir / "step-000000900" / "meta.json").write_text("garbage")
+    summary = train(cfg, resume=True, progress=False)
+    assert summary["test_acc"] is not None
+    steps = _steps(ckdir)
+    assert 700 in steps and 900 in steps                                  # other run's and corrupt: untouched
+    own = [s for s in steps if s not in (700, 900)]
+    assert len(own) == 1                                                   # keep_last 1 of this run
+    got = _weights(ckdir / f"step-{own[0]:09d}")
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], atol=0, rtol=0)
+
+
+# --- item 10: metadata integrity ----------------------------------------------------------------
+@pytest.mark.parametrize("edit", [
+    lambda m: m["config"]["model"]["layer_kwargs"].update(bidirectional=True),
+    lambda m: m.update(step=m["step"] + 1),
+    lambda m: m.pop("d_input"),
+    lambda m: m.update(extra="added"),
+    lambda m: m.pop("meta_sha256"),
+    lambda m: m.update(meta_sha256="0" * 64),
+], ids=["layer_kwargs", "step", "missing-key", "added-key", "no-digest", "wrong-digest"])
+def test_any_metadata_edit_makes_the_checkpoint_invalid(tmp_path, edit):
+    cfg = build_config(overrides=[("model.d_model", "4"), ("model.n_layers", "1"), ("model.d_state", "4")])
+    meta = {"config": cfg.to_dict(), "step": 3, "d_input": 1, "n_classes": 10}
+    path = save_checkpoint(tmp_path / "ck", {"model.x": torch.ones(2)}, meta)
+    assert load_checkpoint(path)[1]["step"] == 3
+    _edit_meta(path, edit)
+    with pytest.raises(CorruptCheckpointError, match="meta_sha256"):
+        load_checkpoint(path)
+
+
+def test_whitespace_and_key_order_of_meta_json_do_not_matter(tmp_path):
+    path = save_checkpoint(tmp_path / "ck", {"a": torch.ones(2)}, {"n": 1, "b": [1.5, None, "x"], "nan": math.nan})
+    meta = json.loads((path / "meta.json").read_text())
+    (path / "meta.json").write_text(json.dumps(dict(reversed(list(meta.items())))))
+    assert load_checkpoint(path)[1]["b"] == [1.5, None, "x"]
+
+
+def test_resume_falls_back_past_tampered_and_incomplete_checkpoints(tmp_path, capsys):
+    cfg = _tiny(tmp_path, "run", ("trainer.keep_last", "3"), ("trainer.epochs", "3"), ("trainer.batch_size", "128"))
+    train(cfg, progress=False)
+    ckdir = tmp_path / "run" / "checkpoints"
+    paths = sorted(ckdir.iterdir())
+    assert len(paths) == 3
+    final = _weights(paths[-1])
+    _edit_meta(paths[-1], lambda m: m.update(step=1))                   # hand edit: checksum mismatch
+    _resave(paths[-2], running=_DROP)                                    # valid checksums, but incomplete
+    capsys.readouterr()
+    train(cfg, resume=True, progress=False)                              # from epoch 1, redoes 2 and 3
+    err = capsys.readouterr().err
+    assert "meta_sha256" in err and "'running'" in err and f"resumed at step {_steps(ckdir)[0]}" in err
+    assert [load_checkpoint(p)[1]["epoch"] for p in sorted(ckdir.iterdir())] == [1, 2, 3]
+    got = _weights(sorted(ckdir.iterdir())[-1])
+    for k in final:
+        torch.testing.assert_close(got[k], final[k], atol=0, rtol=0)
+
+
+def test_a_checkpoint_that_fails_half_way_through_its_restore_leaves_no_trace(tmp_path, capsys):
+    """Complete and checksummed, but its optimizer state does not load (after the weights did): with
+    no older checkpoint the run starts over from the fresh state, exactly like a new run."""
+    extra = [("trainer.epochs", "1"), ("trainer.batch_size", "256"), ("trainer.keep_last", "1")]
+    train(_tiny(tmp_path, "ref", *extra), progress=False)
+    cfg = _tiny(tmp_path, "run", *extra)
+    train(cfg, progress=False)
+    (path,) = (tmp_path / "run" / "checkpoints").iterdir()
+    _resave(path, optimizer={"__dict__": []})
+    capsys.readouterr()
+    train(cfg, resume=True, progress=False)
+    err = capsys.readouterr().err
+    assert "does not restore" in err and "starting from step 0" in err
+    (ref,) = (tmp_path / "ref" / "checkpoints").iterdir()
+    (got,) = (tmp_path / "run" / "checkpoints").iterdir()
+    a, b = _weights(ref), _weights(got)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=0, rtol=0)
+
+
+def test_evaluate_names_what_failed(tmp_path, capsys):
+    cfg = _tiny(tmp_path, "run", ("trainer.epochs", "1"))
+    train(cfg, progress=False)
+    best = tmp_path / "run" / "best"
+    shutil.copytree(best, tmp_path / "tampered")
+    _edit_meta(tmp_path / "tampered", lambda m: m["config"]["model"]["layer_kwargs"].update(bidirectional=True))
+    rc, err = _cli(capsys, "evaluate", str(tmp_path / "tampered"))
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "meta.json does not match its checksum" in err and "Traceback" not in err
+    for key in ("d_input", "config"):
+        shutil.copytree(best, tmp_path / key)
+        _resave(tmp_path / key, **{key: _DROP})
+        with pytest.raises(CorruptCheckpointError, match=f"no '{key}' entry"):
+            load_trained(str(tmp_path / key))
+        rc, err = _cli(capsys, "evaluate", str(tmp_path / key))
+        assert rc == 2 and f"no '{key}' entry" in err
+    shutil.copytree(best, tmp_path / "badcfg")
+    _resave(tmp_path / "badcfg", config=dict(cfg.to_dict(), trainer=dict(cfg.to_dict()["trainer"], epochs=1.5)))
+    with pytest.raises(CorruptCheckpointError, match=r"invalid config \(trainer\.epochs: got 1\.5"):
+        load_trained(str(tmp_path / "badcfg"))
+    rc, _ = _cli(capsys, "evaluate", str(best))
+    assert rc == 0
+
+
+# --- item 11: config values ---------------------------------------------------------------------
+#: For every key: values of the wrong type (as TOML/Python values), and out-of-range values (None:
+#: the type admits no out-of-range value). Strings here are never accepted for non-string fields.
+WRONG_TYPE = {"int": ["5", 1.5, True, None], "float": ["0.1", True, [1.0]], "bool": ["false", "no", 1, 0],
+              "str": [5, True, ["s4d"]], "dict": [[1], "{}", 3]}
+OUT_OF_RANGE = {
+    "model.layer": ["s5", "S4 D"], "model.d_model": [0, -3], "model.n_layers": [0], "model.d_state": [0, -1],
+    "model.init": [""], "model.dropout": [1.0, -0.1, math.nan], "model.norm": ["group"], "model.prenorm": None,
+    "model.mixing": ["gated"], "model.pool": ["max", "none"], "model.dt_min": [0.0, -1e-3, math.inf],
+    "model.dt_max": [0, math.nan], "model.layer_kwargs": [{1: 2}],
+    "data.name": ["", "   "], "data.kwargs": [{2: "x"}],
+    "trainer.epochs": [0, -5], "trainer.batch_size": [0], "trainer.lr": [0, -1e-3, math.inf, math.nan],
+    "trainer.ssm_lr": [0.0, -1], "trainer.weight_decay": [-0.1, math.inf], "trainer.warmup_steps": [-1],
+    "trainer.grad_clip": [-1.0, math.nan], "trainer.val_fraction": [1.0, 1.5, -0.1], "trainer.seed": [-1, 2**32],
+    "trainer.out": [""], "trainer.keep_last": [0, -2], "trainer.checkpoint_every": [-1], "trainer.amp": None,
+    "trainer.device": ["gpu", "cuda:x"], "trainer.tensorboard": ["maybe", ""],
+}
+ALL_KEYS = [f"{s}.{f.name}" for s, klass in SECTIONS.items() for f in fields(klass)]
+
+
+def test_every_config_key_has_a_rule_and_fuzz_cases():
+    assert sorted(ALL_KEYS) == sorted(f"{s}.{k}" for s in RULES for k in RULES[s]) == sorted(OUT_OF_RANGE)
+
+
+def _bad_cases():
+    for key in ALL_KEYS:
+        section, name = key.split(".")
+        for v in WRONG_TYPE[RULES[section][name].kind]:
+            yield key, v, "type"
+        for v in OUT_OF_RANGE[key] or ():
+            yield key, v, "range"
+
+
+@pytest.mark.parametrize("key,value,why", list(_bad_cases()), ids=lambda x: repr(x)[:20])
+def test_every_config_key_rejects_wrong_types_and_out_of_range_values(key, value, why):
+    section, name = key.split(".")
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({section: {name: value}})
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{key}: got {value!r}") and ("allowed: " in msg or "valid: " in msg)
+    if not isinstance(value, str):   # (override parses strings like the command line: see the CLI tests)
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):       # the Python override path
+            TrainConfig().override(key, value)
+
+
+def _toml(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, dict):
+        return "{" + ", ".join(f'"{k}" = {_toml(x)}' for k, x in v.items()) + "}"
+    return json.dumps(v)
+
+
+@pytest.mark.parametrize("key,value,why", [c for c in _bad_cases() if c[1] is not None
+                                            and not (isinstance(c[1], dict) and c[1])])
+def test_toml_values_are_checked_and_name_the_file(tmp_path, key, value, why):
+    section, name = key.split(".")
+    toml = tmp_path / "run.toml"
+    toml.write_text(f"[{section}]\n{name} = {_toml(value)}\n")
+    with pytest.raises(ConfigError, match=rf"^{toml}: {key}: got "):
+        build_config(config_file=str(toml))
+
+
+def test_reported_toml_cases(tmp_path):
+    toml = tmp_path / "run.toml"
+    for text, match in [('[trainer]\namp = "false"', "trainer.amp: got 'false' (str); allowed: true or false"),
+                        ('[model]\nprenorm = "no"', "model.prenorm: got 'no'"),
+                        ("[trainer]\nepochs = 1.5", "trainer.epochs: got 1.5 (float); allowed: an integer >= 1"),
+                        ('[trainer]\nepochs = "abc"', "trainer.epochs: got 'abc' (str)"),
+                        ("[trainer]\nepochs = 2.0", "trainer.epochs: got 2.0"),
+                        ("model = 3", "[model]: got 3"),
+                        ("[trainer]\nlr = 1\namp = true\nval_fraction = 0", None)]:
+        toml.write_text(text + "\n")
+        if match is None:
+            cfg = build_config(config_file=str(toml))
+            assert (cfg.trainer.lr, cfg.trainer.amp, cfg.trainer.val_fraction) == (1.0, True, 0.0)
+            assert type(cfg.trainer.lr) is float and type(cfg.trainer.val_fraction) is float
+        else:
+            with pytest.raises(ConfigError, match=re.escape(f"{toml}: {match}")):
+                build_config(config_file=str(toml))
+
+
+@pytest.mark.parametrize("word,expected", [("false", False), ("FALSE", False), ("no", False), ("0", False),
+                                           ("off", False), ("true", True), ("Yes", True), ("1", True), ("on", True)])
+def test_cli_bools_are_parsed(word, expected):
+    cfg = build_config(overrides=[("trainer.amp", word), ("model.prenorm", word)])
+    assert cfg.trainer.amp is expected and cfg.model.prenorm is expected
+
+
+CLI_BAD = [("trainer.epochs", "1.5"), ("trainer.epochs", "abc"), ("trainer.epochs", "0"), ("trainer.epochs", "-5"),
+           ("trainer.val_fraction", "1.5"), ("trainer.seed", "-1"), ("model.d_model", "-3"), ("trainer.amp", "maybe"),
+           ("trainer.lr", "nan"), ("trainer.lr", "inf"), ("model.layer_kwargs", "[1]"), ("data.kwargs", "{bad json"),
+           ("trainer.tensorboard", "maybe"), ("model.init", "nope"), ("model.dt_min", "0.5"), ("model.layer", "s5")]
+
+
+@pytest.mark.parametrize("key,value", CLI_BAD)
+def test_cli_user_errors_are_one_line_with_status_2(tmp_path, capsys, key, value):
+    out = tmp_path / "never"
+    rc, err = _cli(capsys, "train", f"--{key}", value, "--trainer.out", str(out), "--no-progress")
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1, err
+    assert lines[0].startswith("statespaces train: error: ") and key in lines[0] and value.strip("{") in lines[0]
+    assert "allowed: " in lines[0] or "valid: " in lines[0]
+    assert not out.exists()
+
+
+def test_debug_flag_shows_the_exception(tmp_path, capsys):
+    for argv in (["--debug", "train"], ["train", "--debug"]):
+        with pytest.raises(ConfigError, match="trainer.epochs: got 0"):
+            main(argv + ["--trainer.epochs", "0", "--trainer.out", str(tmp_path / "x")])
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.slow
+def test_cli_error_has_no_traceback_unless_debug(tmp_path):
+    """The console entry point itself (two interpreter start-ups with torch: slow on a busy machine)."""
+    cmd = [sys.executable, "-m", "statespaces", "train", "--trainer.epochs", "0", "--trainer.out", str(tmp_path / "x")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip() == (
+        "statespaces train: error: trainer.epochs: got 0 (int); allowed: an integer >= 1")
+    p = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "Traceback" in p.stderr and "ConfigError" in p.stderr
+
+
+def test_train_validates_a_config_changed_after_construction(tmp_path):
+    cfg = _tiny(tmp_path)
+    cfg.trainer.epochs = 0
+    with pytest.raises(ConfigError, match="trainer.epochs: got 0"):
+        train(cfg, progress=False)
+    cfg = _tiny(tmp_path)
+    cfg.model.init = "fout"   # an S4 init, not an S4D one
+    with pytest.raises(ConfigError, match="model.init: got 'fout' .* for layer s4d; valid: legs"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_folder_that_is_a_file_and_unavailable_device(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="trainer.out.*a file"):
+        train(_tiny(tmp_path, "file"), progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="trainer.device: got 'cuda'.*not available"):
+            train(_tiny(tmp_path, "gpu", ("trainer.device", "cuda")), progress=False)
+
+
+def test_every_preset_is_valid():
+    from statespaces.train.config import PRESETS
+
+    for name in PRESETS:
+        build_config(name).validated()
