@@ -1,4 +1,7 @@
 // MathJax configuration for pymdownx.arithmatex (generic mode): $...$ inline, $$...$$ display.
+// MathJax itself is vendored (javascripts/mathjax/tex-chtml.js, version 3.2.2), so the site renders
+// formulas offline. The context menu is off: its accessibility explorer would fetch the speech
+// rule engine from a CDN.
 window.MathJax = {
   tex: {
     inlineMath: [["\\(", "\\)"]],
@@ -8,7 +11,8 @@ window.MathJax = {
   },
   options: {
     ignoreHtmlClass: ".*|",
-    processHtmlClass: "arithmatex"
+    processHtmlClass: "arithmatex",
+    enableMenu: false
   }
 };
 

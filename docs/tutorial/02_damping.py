@@ -29,7 +29,7 @@
 # Reading it backwards: a complex number $s$ with negative real part *is* a damped oscillator,
 # with $\omega_0 = |s|$, $\zeta = -\mathrm{Re}\,s/|s|$ and $\omega_d = \mathrm{Im}\,s$.
 # That dictionary is what `statespaces.analysis` applies to trained layers in
-# [part 6](06_s4d_oscillators.md).
+# [part 7](07_s4d_oscillators.md).
 
 # %%
 import math

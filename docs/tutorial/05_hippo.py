@@ -4,7 +4,7 @@
 # *Explains: thesis ch. 4 (§4.2 the HiPPO framework, Theorems 4.2-4.3 LegT and LegS, §4.4.2 the
 # reconstruction experiment), ch. 5 (§5.1, Table 5.1: HiPPO as orthogonal SSMs) and §6.3
 # (S4D-LegS). The library's notes with every measured number: [HiPPO notes](../hippo.md).
-# Previous: [three views](04_three_views.md); next: [S4D as oscillators](06_s4d_oscillators.md).*
+# Previous: [three views](04_three_views.md); next: [S4, diagonal plus low rank](06_s4_dplr.md).*
 #
 # Parts 1-4 took the matrix $A$ as given. Where should a good one come from? HiPPO answers with a
 # memory problem:
@@ -169,5 +169,6 @@ print(f"Re range: [{lam.real.min():.6f}, {lam.real.max():.6f}];  max Im {lam.ima
 
 # %% [markdown]
 # Each of these eigenvalues is a damped oscillator, exactly as in [part 2](02_damping.md): decay
-# rate $\tfrac12$, frequencies spread from slow to fast. [Part 6](06_s4d_oscillators.md) takes
-# that literally.
+# rate $\tfrac12$, frequencies spread from slow to fast. [Part 6](06_s4_dplr.md) shows why the
+# full LegS matrix cannot simply be diagonalized and how S4 computes with it anyway;
+# [part 7](07_s4d_oscillators.md) takes the oscillators of the diagonal literally.

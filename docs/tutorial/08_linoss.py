@@ -1,11 +1,11 @@
 # %% [markdown]
-# # 7. LinOSS: forced oscillators, stabilized by the discretization
+# # 8. LinOSS: forced oscillators, stabilized by the discretization
 #
 # *Explains: seed 001 (LinOSS, Rusch & Rus, ICLR 2025: the IM and IMEX schemes, their
 # Proposition 3.1 on eigenvalues), with the corrections documented in the
 # [LinOSS notes](../linoss.md) (the IM forcing term, and the IMEX stability bound the seed omits);
-# the backward-Euler rule of thesis app. A.1. Previous: [S4D as oscillators](06_s4d_oscillators.md);
-# next: [training](08_training.md).*
+# the backward-Euler rule of thesis app. A.1. Previous: [S4D as oscillators](07_s4d_oscillators.md);
+# next: [training](09_training.md).*
 #
 # S4D's oscillators are damped in continuous time. LinOSS goes back to part 1: $P$ **undamped**
 # oscillators, driven by the input,
@@ -150,4 +150,4 @@ fig.tight_layout()
 # * Its kernel, analysis and views are the same machinery as S4D's; the details and the seed's
 #   errors are in the [LinOSS notes](../linoss.md).
 #
-# [Part 8](08_training.md) trains these layers on a real task.
+# [Part 9](09_training.md) trains these layers on a real task.

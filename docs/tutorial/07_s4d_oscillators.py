@@ -1,10 +1,10 @@
 # %% [markdown]
-# # 6. S4D as a bank of damped oscillators
+# # 7. S4D as a bank of damped oscillators
 #
 # *Explains: seed 000 (the "explicit operator": a diagonal SSM as a network of damped
 # oscillators, with the corrections in the [LinOSS/oscillator notes](../linoss.md)), thesis §3.2
 # (S4D, eq. 3.2), §3.4.5 (conjugate symmetry) and §6.3 (S4D initializations, Table 6.1).
-# Previous: [HiPPO](05_hippo.md); next: [LinOSS](07_linoss.md).*
+# Previous: [S4](06_s4_dplr.md); next: [LinOSS](08_linoss.md).*
 #
 # Put parts 1-5 together. An S4D channel is a diagonal SSM whose $N/2$ complex eigenvalues
 # $s_n$ each stand for a conjugate pair, and a conjugate pair with $\mathrm{Re}\,s_n < 0$ *is* a
@@ -165,7 +165,7 @@ print("effective Im s:", an_b.eig_continuous.imag[0].numpy().round(3))
 #   has their eigenvalues as poles.
 # * `statespaces.analysis.oscillators(layer)` gives the list, `table()` the physics,
 #   `kernel`/`apply`/`frequency_response` the operator; `statespaces analyze CKPT` does this for
-#   every layer of a trained checkpoint (see [part 8](08_training.md)).
+#   every layer of a trained checkpoint (see [part 9](09_training.md)).
 #
-# S4D's oscillators are damped by design. [Part 7](07_linoss.md) looks at a layer built from
+# S4D's oscillators are damped by design. [Part 8](08_linoss.md) looks at a layer built from
 # *undamped* forced oscillators, where stability comes from the discretization.
