@@ -5,7 +5,7 @@ The DPLR (S4) kernel evaluates its generating function at K frequencies by four 
 
 Two implementations behind one signature, so that a compiled / GPU path can be dispatched later:
 
-* :func:`cauchy_naive` -- the reference twin: materializes the (..., K, N) Cauchy matrix
+* :func:`cauchy_ref` (alias :func:`cauchy_naive`) -- the reference twin: materializes the (..., K, N) Cauchy matrix
   (O(KN) time and memory per channel) and lets autograd store it. Ground truth for tests.
 * :func:`cauchy` -- the same sum computed in chunks of nodes, inside a custom autograd Function
   that saves only its inputs and recomputes the Cauchy matrix chunk by chunk in the backward.
@@ -28,74 +28,15 @@ from typing import Optional, Tuple
 
 import torch
 
+from .. import backend
 from ..ops._amp import amp_backward, fp32_forward
+from ..ops._cauchy_args import _check, _complex_dtype, _grouped, _prepare  # noqa: F401  (argument handling)
 
 Tensor = torch.Tensor
 
 #: Default work-chunk size, in complex entries of the (R, chunk, N) Cauchy block (about 32 MiB in
 #: complex64). Tune with the ``chunk_elems`` argument.
 CHUNK_ELEMS = 1 << 22
-
-
-def _complex_dtype(*ts: Tensor) -> torch.dtype:
-    dt = torch.float32
-    for t in ts:
-        real = t.real.dtype if t.is_complex() else t.dtype
-        dt = torch.promote_types(dt, real)
-    return torch.complex128 if dt == torch.float64 else torch.complex64
-
-
-def _check(v: Tensor, z: Tensor, w: Tensor) -> None:
-    for name, t in (("v", v), ("z", z), ("w", w)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"cauchy: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() < 1:
-            raise ValueError(f"cauchy: {name} must have at least one dimension, got a scalar")
-        if not (t.is_complex() or t.is_floating_point()):
-            raise TypeError(f"cauchy: {name} must be a floating or complex tensor, got {t.dtype}")
-    if v.shape[-1] != w.shape[-1]:
-        raise ValueError(f"cauchy: v (..., N) and w (..., N) disagree on N: {v.shape[-1]} vs {w.shape[-1]}")
-
-
-def _grouped(v: Tensor, z: Tensor, w: Tensor):
-    """Reshape broadcastable (v, z, w) into v (R, J, N), z (R, K), w (R, N).
-
-    Batch dims along which z and w are both constant (size 1) but v is not become the J axis,
-    so every reciprocal 1/(z_k - w_n) is computed once and shared by J vectors (one matmul).
-    Returns the reshaped tensors and a function mapping the (R, J, K) output back to (..., K).
-    """
-    N, K = v.shape[-1], z.shape[-1]
-    batch = torch.broadcast_shapes(v.shape[:-1], z.shape[:-1], w.shape[:-1])
-    nb = len(batch)
-
-    def pad(t: Tensor) -> Tensor:
-        return t.reshape((1,) * (nb - (t.dim() - 1)) + tuple(t.shape))
-
-    v, z, w = pad(v), pad(z), pad(w)
-    group = [i for i in range(nb) if z.shape[i] == 1 and w.shape[i] == 1 and batch[i] > 1]
-    rest = [i for i in range(nb) if i not in group]
-    perm = rest + group
-    rest_shape = [batch[i] for i in rest]
-    group_shape = [batch[i] for i in group]
-    Rn = 1
-    for s in rest_shape:
-        Rn *= s
-    Jn = 1
-    for s in group_shape:
-        Jn *= s
-    v = v.expand(*batch, N).permute(*perm, nb).reshape(Rn, Jn, N)
-    zb = z.expand(*[batch[i] if i in rest else 1 for i in range(nb)], K)
-    wb = w.expand(*[batch[i] if i in rest else 1 for i in range(nb)], N)
-    z = zb.permute(*perm, nb).reshape(Rn, K)
-    w = wb.permute(*perm, nb).reshape(Rn, N)
-    inv = [0] * nb
-    for pos, i in enumerate(perm):
-        inv[i] = pos
-
-    def unshape(out: Tensor) -> Tensor:
-        return out.reshape(*rest_shape, *group_shape, K).permute(*inv, nb)
-
-    return v, z, w, unshape
 
 
 def _chunks(R: int, N: int, K: int, chunk_elems: int) -> Tuple[int, int]:
@@ -176,16 +117,6 @@ class _CauchyFn(torch.autograd.Function):
         return gv, gz, gw, None
 
 
-def _prepare(v: Tensor, z: Tensor, w: Tensor, conj: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    _check(v, z, w)
-    cd = _complex_dtype(v, z, w)
-    v, z, w = v.to(cd), z.to(cd), w.to(cd)
-    if conj:
-        v = torch.cat([v, v.conj()], -1)
-        w = torch.cat([w, w.conj()], -1)
-    return v, z, w
-
-
 def cauchy(v: Tensor, z: Tensor, w: Tensor, conj: bool = False, chunk_elems: Optional[int] = None) -> Tensor:
     r"""Memory-efficient Cauchy matrix-vector product ``out_k = sum_n v_n / (z_k - w_n)``.
 
@@ -204,29 +135,46 @@ def cauchy(v: Tensor, z: Tensor, w: Tensor, conj: bool = False, chunk_elems: Opt
 
     Complexity (R = number of distinct (z, w) rows): O(R K N) time for the reciprocals plus
     O(R J K N) multiply-adds; memory O(R (J N + K + J K)) + one chunk O(R N chunk). The backward
-    recomputes the Cauchy matrix instead of saving it. CUDA tensors go to the Triton kernel when
-    available (:mod:`statespaces.kernels.dispatch`).
+    recomputes the Cauchy matrix instead of saving it. The path is chosen by
+    :mod:`statespaces.backend`: the Triton kernel for CUDA complex64 inputs when available, this
+    chunked PyTorch path otherwise, :func:`cauchy_ref` under backend ``"ref"``.
     """
-    from . import dispatch
+    if not isinstance(v, Tensor):
+        _check(v, z, w)                                          # raises the TypeError
+    path = backend.choose("cauchy", v, z, w)
+    if path == "ref":
+        return cauchy_ref(v, z, w, conj)
+    v, z, w = _prepare(v, z, w, conj)
+    vg, zg, wg, unshape = _grouped(v, z, w)
+    if path == "triton" and v.dtype == torch.complex64:
+        out = backend.attempt("cauchy", _cauchy_triton, vg, zg, wg)
+        if out is not None:
+            return unshape(out)
+    return unshape(_CauchyFn.apply(vg, zg, wg, int(chunk_elems or CHUNK_ELEMS)))
 
-    if isinstance(v, Tensor) and (v.device.type != "cpu" or dispatch.FORCE_TRITON):
-        return dispatch.cauchy(v, z, w, conj, chunk_elems)
-    return _cauchy_torch(v, z, w, conj, chunk_elems)
+
+def _cauchy_triton(v: Tensor, z: Tensor, w: Tensor) -> Tensor:
+    from ..ops.triton.cauchy import cauchy_grouped_triton
+
+    return cauchy_grouped_triton(v, z, w)
 
 
 def _cauchy_torch(v: Tensor, z: Tensor, w: Tensor, conj: bool = False, chunk_elems: Optional[int] = None) -> Tensor:
-    """PyTorch body of :func:`cauchy` (the reference path of the dispatcher)."""
+    """The chunked PyTorch path of :func:`cauchy` whatever the backend (benchmarks, tests)."""
     v, z, w = _prepare(v, z, w, conj)
     vg, zg, wg, unshape = _grouped(v, z, w)
-    out = _CauchyFn.apply(vg, zg, wg, int(chunk_elems or CHUNK_ELEMS))
-    return unshape(out)
+    return unshape(_CauchyFn.apply(vg, zg, wg, int(chunk_elems or CHUNK_ELEMS)))
 
 
-def cauchy_naive(v: Tensor, z: Tensor, w: Tensor, conj: bool = False) -> Tensor:
-    r"""Reference twin of :func:`cauchy`: materializes the (..., K, N) Cauchy matrix.
+def cauchy_ref(v: Tensor, z: Tensor, w: Tensor, conj: bool = False) -> Tensor:
+    r"""Reference twin of :func:`cauchy` (also :func:`cauchy_naive`): materializes the (..., K, N) Cauchy matrix.
 
     Same arguments and result; O(KN) memory per channel, and autograd keeps the matrix.
     """
     v, z, w = _prepare(v, z, w, conj)
     M = 1.0 / (z.unsqueeze(-1) - w.unsqueeze(-2))               # (..., K, N)
     return (M * v.unsqueeze(-2)).sum(-1)
+
+
+#: Former name of :func:`cauchy_ref`.
+cauchy_naive = cauchy_ref

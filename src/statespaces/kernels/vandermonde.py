@@ -13,7 +13,8 @@ a batched complex matrix product of a (L/J, N) matrix with a (N, J) matrix per c
 * memory: O(H (L + N sqrt(L))), never the (H, N, L) tensor; autograd stores only the two factors.
 
 :func:`vandermonde_transpose` is the adjoint sum ``sum_l u_l a^l`` used to advance a state over
-a whole chunk. Both are checked against :func:`statespaces.kernels.reference.vandermonde_naive`.
+a whole chunk. Both are checked against the reference twin :func:`vandermonde_ref`
+(:func:`statespaces.kernels.reference.vandermonde_naive`).
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from .. import backend
 from ..ops._amp import amp_backward, autocast_off, fp32_forward
-from . import dispatch as _dispatch
+from .reference import vandermonde_naive
 
 Tensor = torch.Tensor
 
@@ -146,12 +148,24 @@ def _vandermonde_torch(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
         return _blocked_forward(coef, _powers(log_a, J, 1), _powers(log_a, Q, J).transpose(-1, -2), L)
 
 
+def _vandermonde_triton(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
+    from ..ops.triton.vandermonde import vandermonde_triton
+
+    return vandermonde_triton(coef, log_a, L)
+
+
+def vandermonde_ref(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
+    r"""Reference twin of :func:`vandermonde`: materializes the (..., H, N, L) matrix of powers
+    (:func:`statespaces.kernels.reference.vandermonde_naive`); same arguments and result."""
+    return vandermonde_naive(coef, log_a, L)
+
+
 def vandermonde(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
     r"""``K_l = Re sum_n coef_n exp(l * log_a_n)`` for ``l in [0, L)``.
 
-    On CUDA tensors (fp32/complex64) with Triton importable, this runs the fused Triton kernel
-    (:mod:`statespaces.ops.triton.vandermonde`, chosen by :mod:`statespaces.kernels.dispatch`);
-    everywhere else the blocked PyTorch path below.
+    The path is chosen by :mod:`statespaces.backend`: on CUDA tensors (complex64) with Triton
+    importable, the fused Triton kernel (:mod:`statespaces.ops.triton.vandermonde`); everywhere
+    else the blocked PyTorch path below; :func:`vandermonde_ref` under ``backend "ref"``.
 
     Args:
         coef: complex coefficients, shape (..., H, N) (leading batch dims allowed).
@@ -166,9 +180,12 @@ def vandermonde(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
     if coef.shape[-1] != log_a.shape[-1]:
         raise ValueError(f"vandermonde: coef (..., H, N) and log_a (H, N) disagree on N: "
                          f"{tuple(coef.shape)} vs {tuple(log_a.shape)}")
-    if coef.device.type != "cpu" or _dispatch.FORCE_TRITON:
-        return _dispatch.vandermonde(coef, log_a, L)
-    return _vandermonde_torch(coef, log_a, L)
+    path = backend.choose("vandermonde", coef, log_a, dtypes=backend.COMPLEX)
+    if path == "triton" and log_a.dim() == 2:
+        out = backend.attempt("vandermonde", _vandermonde_triton, coef, log_a, L)
+        if out is not None:
+            return out
+    return vandermonde_ref(coef, log_a, L) if path == "ref" else _vandermonde_torch(coef, log_a, L)
 
 
 def vandermonde_transpose(u: Tensor, log_a: Tensor) -> Tensor:

@@ -37,6 +37,8 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 
+from .. import backend
+
 Tensor = torch.Tensor
 _List = List[Tensor]
 
@@ -46,6 +48,8 @@ __all__ = [
     "scan_diagonal",
     "scan_block2",
     "scan_loop",
+    "scan_diagonal_ref",
+    "scan_block2_ref",
 ]
 
 
@@ -218,20 +222,34 @@ def scan_diagonal(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> Tensor:
     Returns:
         x: (..., L, N) with the broadcast batch shape.
 
-    CUDA tensors go to the Triton kernel when available (:mod:`statespaces.kernels.dispatch`).
+    The path is chosen by :mod:`statespaces.backend`: the Triton chunked scan for CUDA fp32 /
+    complex64 inputs when available, this parallel scan otherwise, :func:`scan_diagonal_ref`
+    under backend ``"ref"``.
     """
     _check_lengths(a.shape, b.shape, "scan_diagonal")
-    from ..kernels import dispatch
+    path = backend.choose("scan_diagonal", a, b, x0)
+    if path == "triton":
+        out = backend.attempt("scan_diagonal", _scan_diagonal_triton, a, b, x0)
+        if out is not None:
+            return out
+    return scan_diagonal_ref(a, b, x0) if path == "ref" else _scan_diagonal_torch(a, b, x0)
 
-    if b.device.type != "cpu" or dispatch.FORCE_TRITON:
-        return dispatch.scan_diagonal(a, b, x0)
-    return _scan_diagonal_torch(a, b, x0)
+
+def _scan_diagonal_triton(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> Tensor:
+    from .triton.scan import scan_diagonal_triton
+
+    return scan_diagonal_triton(a, b, x0)
 
 
 def _scan_diagonal_torch(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> Tensor:
-    """PyTorch body of :func:`scan_diagonal` (the reference path of the dispatcher)."""
+    """The PyTorch parallel scan of :func:`scan_diagonal` (any device, any dtype)."""
     out = _run([a], [b], None if x0 is None else [x0], _diag_a, _diag_b)
     return out[0]
+
+
+def scan_diagonal_ref(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> Tensor:
+    """Reference twin of :func:`scan_diagonal`: the sequential loop :func:`scan_loop`."""
+    return scan_loop(a, b, x0)
 
 
 def scan_block2(M: Tensor, F: Tensor, x0: Optional[Tensor] = None) -> Tensor:
@@ -252,11 +270,18 @@ def scan_block2(M: Tensor, F: Tensor, x0: Optional[Tensor] = None) -> Tensor:
     if F.dim() < 3 or F.shape[-2] != 2:
         raise ValueError(f"scan_block2: F must have shape (..., L, 2, N), got {tuple(F.shape)}")
     _check_lengths(M.shape[:-3] + M.shape[-1:], F.shape[:-2] + F.shape[-1:], "scan_block2")
+    if backend.choose("scan_block2") == "ref":
+        return scan_block2_ref(M, F, x0)
     a = _unbind_block(M)
     b = list(F.unbind(-2))
     x = None if x0 is None else list(x0.unbind(-2))
     out = _run(a, b, x, _block_a, _block_b)
     return torch.stack(out, -2)
+
+
+def scan_block2_ref(M: Tensor, F: Tensor, x0: Optional[Tensor] = None) -> Tensor:
+    """Reference twin of :func:`scan_block2`: the sequential loop :func:`scan_loop` (``block=True``)."""
+    return scan_loop(M, F, x0, block=True)
 
 
 def scan_loop(M: Tensor, F: Tensor, x0: Optional[Tensor] = None, block: bool = False) -> Tensor:

@@ -1,8 +1,8 @@
 r"""Triton kernels for the hot loops of the SSM layers (issue #12).
 
 Each kernel computes the same function as a PyTorch implementation and its reference twin, and
-is reached through :mod:`statespaces.kernels.dispatch` (CUDA tensors, ``triton`` importable); it is
-never required. Importing this package does not import ``triton``; the submodules do:
+is chosen by its op through :mod:`statespaces.backend` (CUDA tensors, ``triton`` importable); it
+is never required. Importing this package does not import ``triton``; the submodules do:
 
 * :mod:`.vandermonde`: fused S4D kernel generation ``Re sum_n c_n exp(l w_n)`` with backward;
 * :mod:`.scan`: chunked diagonal linear-recurrence scan ``x_l = a_l x_{l-1} + b_l`` with backward;
@@ -10,5 +10,15 @@ never required. Importing this package does not import ``triton``; the submodule
 * :mod:`.step`: one fused recurrent step of a diagonal SSM (state update and output), inference only.
 
 Complex tensors are handled as (re, im) pairs, accumulated in fp32 (``step`` also runs in fp64).
+
+Every kernel launch goes through a :class:`~._launch.Config` that its module's ``configs()``
+lists; :func:`configs` gathers them all (the resource check compiles each for sm_80 / sm_90).
 """
-__all__ = ["vandermonde", "scan", "cauchy", "step"]
+__all__ = ["vandermonde", "scan", "cauchy", "step", "configs"]
+
+
+def configs():
+    """Every launch configuration of every kernel (imports ``triton``)."""
+    from . import cauchy, scan, step, vandermonde
+
+    return [*vandermonde.configs(), *scan.configs(), *cauchy.configs(), *step.configs()]

@@ -1,8 +1,10 @@
 r"""Cauchy kernel for DPLR (S4) in Triton: ``out[r, j, k] = sum_n v[r, j, n] / (z[r, k] - w[r, n])``.
 
-Same contract as :func:`statespaces.kernels.cauchy.cauchy` (whose argument handling it reuses:
-promotion, ``conj=True`` mirrored poles, and the grouping of broadcast dims into (R, J, N) with
-shared reciprocals). One generic kernel computes, per row and tile of outer points x_m,
+The grouped form of :func:`statespaces.kernels.cauchy.cauchy`, which does the argument handling
+(promotion, ``conj=True`` mirrored poles, and the grouping of broadcast dims into (R, J, N) with
+shared reciprocals, :mod:`statespaces.ops._cauchy_args`) and calls :func:`cauchy_grouped_triton`;
+:func:`cauchy_triton` is the same with that argument handling. This module imports nothing from
+:mod:`statespaces.kernels`. One generic kernel computes, per row and tile of outer points x_m,
 
     P1[m] = sum_s u_s / (x_m - y_s),        P2[m] = sum_s u_s / (x_m - y_s)^2,
 
@@ -22,10 +24,12 @@ import triton
 import triton.language as tl
 
 from .._amp import amp_backward, fp32_forward
+from .._cauchy_args import _grouped, _prepare
+from ._launch import make, signature, unique
 
 Tensor = torch.Tensor
 
-__all__ = ["cauchy_triton", "CauchyFn"]
+__all__ = ["cauchy_triton", "cauchy_grouped_triton", "CauchyFn"]
 
 BLOCK_M = 64
 BLOCK_S = 32
@@ -77,6 +81,19 @@ def _cauchy_kernel(
         tl.store(o2_ptr + base + 1, a2i, mask=mm)
 
 
+_SIG = signature("*fp32", ["u_ptr", "x_ptr", "y_ptr", "o1_ptr", "o2_ptr"], ["J", "M", "S"])
+
+
+def _config(want1: bool, want2: bool):
+    return make(__name__, _cauchy_kernel, _SIG, WANT1=want1, WANT2=want2, BLOCK_M=BLOCK_M, BLOCK_S=BLOCK_S)
+
+
+def configs():
+    """Every launch configuration: the forward (P1), the grad_z call (P2) and the grad_v / grad_w
+    call (P1 and/or P2)."""
+    return unique([_config(True, False), _config(False, True), _config(True, True)])
+
+
 def _sums(u: Tensor, x: Tensor, y: Tensor, want1: bool, want2: bool):
     """u (R, J, S), x (R, M), y (R, S), complex64 contiguous -> (P1, P2) (R, J, M) or None."""
     R, J, S = u.shape
@@ -84,11 +101,13 @@ def _sums(u: Tensor, x: Tensor, y: Tensor, want1: bool, want2: bool):
     o1 = torch.empty(R, J, M, dtype=torch.complex64, device=u.device) if want1 else None
     o2 = torch.empty(R, J, M, dtype=torch.complex64, device=u.device) if want2 else None
     dummy = torch.view_as_real(o1 if want1 else o2)
+    cfg = _config(want1, want2)
     grid = (R * J, triton.cdiv(M, BLOCK_M))
-    _cauchy_kernel[grid](
+    cfg.launch(
+        grid,
         torch.view_as_real(u), torch.view_as_real(x), torch.view_as_real(y),
         torch.view_as_real(o1) if want1 else dummy, torch.view_as_real(o2) if want2 else dummy,
-        J, M, S, WANT1=want1, WANT2=want2, BLOCK_M=BLOCK_M, BLOCK_S=BLOCK_S,
+        J, M, S,
     )
     return o1, o2
 
@@ -126,12 +145,21 @@ class CauchyFn(torch.autograd.Function):
         return gv, gz, gw
 
 
+def cauchy_grouped_triton(v: Tensor, z: Tensor, w: Tensor) -> Tensor:
+    r"""``out[r, j, k] = sum_n v[r, j, n] / (z[r, k] - w[r, n])`` on the grouped form v (R, J, N),
+    z (R, K), w (R, N) (complex64 result). :func:`statespaces.kernels.cauchy.cauchy` does the
+    argument handling (promotion, ``conj=True``, grouping of broadcast dims) and calls this."""
+    if v.dim() != 3 or z.dim() != 2 or w.dim() != 2 or v.shape[-1] != w.shape[-1] or not (
+            v.shape[0] == z.shape[0] == w.shape[0]):
+        raise ValueError(f"cauchy_grouped_triton: expected v (R, J, N), z (R, K), w (R, N), got "
+                         f"{tuple(v.shape)}, {tuple(z.shape)}, {tuple(w.shape)}")
+    return CauchyFn.apply(v, z, w)
+
+
 def cauchy_triton(v: Tensor, z: Tensor, w: Tensor, conj: bool = False, chunk_elems: Optional[int] = None) -> Tensor:
     r"""``out_k = sum_n v_n / (z_k - w_n)`` (+ mirrored poles with ``conj``), as
     :func:`statespaces.kernels.cauchy.cauchy`; complex64 result. ``chunk_elems`` is accepted for
     signature compatibility and ignored (nothing is materialized)."""
-    from ...kernels.cauchy import _grouped, _prepare
-
     v, z, w = _prepare(v, z, w, conj)
     vg, zg, wg, unshape = _grouped(v, z, w)
-    return unshape(CauchyFn.apply(vg, zg, wg))
+    return unshape(cauchy_grouped_triton(vg, zg, wg))

@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from .._amp import amp_backward, fp32_forward
+from ._launch import make, pow2_domain, signature, unique
 
 Tensor = torch.Tensor
 
@@ -213,14 +214,48 @@ class _TooManyDims(Exception):
 
 
 #: Tile sizes (tests lower MAX_BLOCK_L to exercise the carry between chunks on tiny shapes).
-MAX_BLOCK_L = 128
+#: A chunk of BLOCK_L = 64 steps keeps the complex backward (8 live (BLOCK_L, BLOCK_N) tiles plus
+#: the scan's temporaries) within the register file on sm_80 / sm_90: at 128 it spilled 136-296
+#: bytes (tests/test_triton_resources.py).
+MAX_BLOCK_L = 64
 MAX_BLOCK_N = 32
+
+_STRIDES_A = ["sa0", "sa1", "sa2", "sal", "san"]
+_STRIDES_X = ["sx0", "sx1", "sx2", "sxn"]
+_FWD_SIG = signature("*fp32", ["a_ptr", "b_ptr", "x0_ptr", "out_ptr"],
+                     ["L", "N", "D1", "D2", *_STRIDES_A, "sb0", "sb1", "sb2", "sbl", "sbn", *_STRIDES_X])
+_BWD_SIG = signature("*fp32", ["a_ptr", "g_ptr", "x_ptr", "x0_ptr", "gb_ptr", "ga_ptr"],
+                     ["L", "N", "D1", "D2", *_STRIDES_A, *_STRIDES_X])
 
 
 def _block_sizes(L: int, N: int) -> Tuple[int, int]:
-    BLOCK_N = max(16, min(MAX_BLOCK_N, triton.next_power_of_2(N)))
-    BLOCK_L = max(16, min(MAX_BLOCK_L, triton.next_power_of_2(L)))
-    return BLOCK_L, BLOCK_N
+    """(BLOCK_L, BLOCK_N): fixed chunk length (padding rows are identity maps), N tile by N."""
+    return MAX_BLOCK_L, max(16, min(MAX_BLOCK_N, triton.next_power_of_2(N)))
+
+
+def _fwd_config(N: int, is_complex: bool, a_complex: bool, has_x0: bool):
+    BLOCK_L, BLOCK_N = _block_sizes(0, N)
+    return make(__name__, _scan_fwd_kernel, _FWD_SIG, IS_COMPLEX=is_complex, A_COMPLEX=a_complex,
+                HAS_X0=has_x0, BLOCK_L=BLOCK_L, BLOCK_N=BLOCK_N)
+
+
+def _bwd_config(N: int, is_complex: bool, a_complex: bool, has_x0: bool, need_ga: bool):
+    BLOCK_L, BLOCK_N = _block_sizes(0, N)
+    return make(__name__, _scan_bwd_kernel, _BWD_SIG, IS_COMPLEX=is_complex, A_COMPLEX=a_complex,
+                HAS_X0=has_x0, NEED_GA=need_ga, BLOCK_L=BLOCK_L, BLOCK_N=BLOCK_N)
+
+
+def configs():
+    """Every launch configuration the forward and backward can choose (a complex a implies a
+    complex scan; see :func:`_prepare`)."""
+    kinds = [(False, False), (True, False), (True, True)]          # (is_complex, a_complex)
+    out = []
+    for N in pow2_domain(MAX_BLOCK_N):
+        for cplx, acplx in kinds:
+            for x0 in (False, True):
+                out.append(_fwd_config(N, cplx, acplx, x0))
+                out += [_bwd_config(N, cplx, acplx, x0, ga) for ga in (False, True)]
+    return unique(out)
 
 
 def _prepare(a: Tensor, b: Tensor, x0: Optional[Tensor]):
@@ -259,16 +294,15 @@ def _scan_forward(a_k, b_k, x0_k, batch, is_complex, a_complex) -> Tensor:
     xv = views[2] if x0_k is not None else bv
     sx = strides[2] if x0_k is not None else [0, 0, 0]
     sxn = xv.stride(nb) if x0_k is not None else 0
-    BLOCK_L, BLOCK_N = _block_sizes(L, N)
-    grid = (R, triton.cdiv(N, BLOCK_N))
-    _scan_fwd_kernel[grid](
+    cfg = _fwd_config(N, is_complex, a_complex, x0_k is not None)
+    grid = (R, triton.cdiv(N, cfg.consts["BLOCK_N"]))
+    cfg.launch(
+        grid,
         av, bv, xv, _real_view(out),
         L, N, sizes[1], sizes[2],
         *strides[0], av.stride(nb), av.stride(nb + 1),
         *strides[1], bv.stride(nb), bv.stride(nb + 1),
         *sx, sxn,
-        IS_COMPLEX=is_complex, A_COMPLEX=a_complex, HAS_X0=x0_k is not None,
-        BLOCK_L=BLOCK_L, BLOCK_N=BLOCK_N,
     )
     return out
 
@@ -289,15 +323,14 @@ def _scan_backward(a_k, g, x, x0_k, batch, is_complex, a_complex, need_ga):
     sxn = xv.stride(nb) if x0_k is not None else 0
     gb = torch.empty_like(x)
     ga = torch.empty_like(x) if need_ga else gb
-    BLOCK_L, BLOCK_N = _block_sizes(L, N)
-    grid = (R, triton.cdiv(N, BLOCK_N))
-    _scan_bwd_kernel[grid](
+    cfg = _bwd_config(N, is_complex, a_complex, x0_k is not None, need_ga)
+    grid = (R, triton.cdiv(N, cfg.consts["BLOCK_N"]))
+    cfg.launch(
+        grid,
         av, _real_view(g), _real_view(x), xv, _real_view(gb), _real_view(ga),
         L, N, sizes[1], sizes[2],
         *strides[0], av.stride(nb), av.stride(nb + 1),
         *sx, sxn,
-        IS_COMPLEX=is_complex, A_COMPLEX=a_complex, HAS_X0=x0_k is not None, NEED_GA=need_ga,
-        BLOCK_L=BLOCK_L, BLOCK_N=BLOCK_N,
     )
     return gb, (ga if need_ga else None)
 

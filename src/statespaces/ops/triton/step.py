@@ -27,6 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import make, pow2_domain, signature, unique
+
 Tensor = torch.Tensor
 
 __all__ = ["diagonal_step_triton"]
@@ -36,6 +38,20 @@ BLOCK_R = 16
 MAX_BLOCK_M = 64
 
 _CDTYPE = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+_PTRS = ["dA_ptr", "dB_ptr", "C_ptr", "D_ptr", "u_ptr", "s_ptr", "out_s_ptr", "y_ptr"]
+_SIG = {torch.float32: signature("*fp32", _PTRS, ["R", "H", "M"]),
+        torch.float64: signature("*fp64", _PTRS, ["R", "H", "M"])}
+
+
+def _config(M: int, real: torch.dtype):
+    BLOCK_M = min(MAX_BLOCK_M, max(16, triton.next_power_of_2(M)))
+    return make(__name__, _diag_step_kernel, _SIG[real], ACC=tl.float64 if real == torch.float64 else tl.float32,
+                BLOCK_R=BLOCK_R, BLOCK_M=BLOCK_M)
+
+
+def configs():
+    """Every launch configuration (fp32 and fp64 steps, each BLOCK_M the mode count can pick)."""
+    return unique([_config(M, real) for real in _SIG for M in pow2_domain(MAX_BLOCK_M)])
 
 
 @triton.jit
@@ -145,11 +161,11 @@ def diagonal_step_triton(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tenso
         return torch.view_as_real(t.resolve_conj().contiguous())
 
     R = B * H
-    BLOCK_M = min(MAX_BLOCK_M, max(16, triton.next_power_of_2(M)))
+    cfg = _config(M, u.dtype)
     grid = (triton.cdiv(R, BLOCK_R),)
-    _diag_step_kernel[grid](
+    cfg.launch(
+        grid,
         rv(dA), rv(dB), rv(Cc), D.contiguous(), u.contiguous(), rv(state), torch.view_as_real(out_state), y,
         R, H, M,
-        ACC=tl.float64 if u.dtype == torch.float64 else tl.float32, BLOCK_R=BLOCK_R, BLOCK_M=BLOCK_M,
     )
     return y, out_state

@@ -37,6 +37,7 @@ import triton
 import triton.language as tl
 
 from .._amp import amp_backward, fp32_forward
+from ._launch import make, pow2_domain, signature, unique
 
 Tensor = torch.Tensor
 
@@ -154,14 +155,39 @@ def _split_phase(w: Tensor):
 
 
 #: Tile sizes and the target number of programs of the backward (tests lower them to run
-#: several tiles / L-splits on tiny shapes).
-FWD_BLOCK_L = 128
+#: several tiles / L-splits on tiny shapes). The (BLOCK_N, BLOCK_L) tiles are sized so that no
+#: variant spills registers on sm_80 / sm_90 (tests/test_triton_resources.py).
+FWD_BLOCK_L = 64
+FWD_MAX_BLOCK_N = 32
 BWD_BLOCK_L = 64
+BWD_MAX_BLOCK_N = 32
 BWD_TARGET_PROGRAMS = 2048
 
+_FWD_SIG = signature("*fp32", ["c_ptr", "w_ptr", "wh_ptr", "wl_ptr", "out_ptr"], ["H", "N", "L"])
+_BWD_SIG = signature("*fp32", ["g_ptr", "w_ptr", "wh_ptr", "wl_ptr", "s_ptr"], ["H", "N", "L", "R", "CHUNK"])
 
-def _block_n(N: int) -> int:
-    return max(16, min(64, triton.next_power_of_2(N)))
+
+def _block_n(N: int, cap: int) -> int:
+    return max(16, min(cap, triton.next_power_of_2(N)))
+
+
+def _fwd_config(N: int):
+    """The forward launch for N modes (the only shape the choice depends on)."""
+    assert FWD_BLOCK_L <= 256, "the exact in-tile phase split needs BLOCK_L <= 256"
+    return make(__name__, _vandermonde_fwd_kernel, _FWD_SIG,
+                BLOCK_N=_block_n(N, FWD_MAX_BLOCK_N), BLOCK_L=FWD_BLOCK_L)
+
+
+def _bwd_config(N: int):
+    assert BWD_BLOCK_L <= 256, "the exact in-tile phase split needs BLOCK_L <= 256"
+    return make(__name__, _vandermonde_bwd_kernel, _BWD_SIG,
+                BLOCK_N=_block_n(N, BWD_MAX_BLOCK_N), BLOCK_L=BWD_BLOCK_L)
+
+
+def configs():
+    """Every launch configuration :func:`_forward` / :func:`_adjoint_sums` can choose."""
+    Ns = pow2_domain(max(FWD_MAX_BLOCK_N, BWD_MAX_BLOCK_N))
+    return unique([_fwd_config(n) for n in Ns] + [_bwd_config(n) for n in Ns])
 
 
 def _forward(c: Tensor, w: Tensor, L: int) -> Tensor:
@@ -169,13 +195,10 @@ def _forward(c: Tensor, w: Tensor, L: int) -> Tensor:
     R, N = c.shape
     H = w.shape[0]
     out = torch.empty(R, L, device=c.device, dtype=torch.float32)
-    BLOCK_L = FWD_BLOCK_L if L >= FWD_BLOCK_L else max(16, triton.next_power_of_2(L))
-    grid = (R, triton.cdiv(L, BLOCK_L))
-    assert BLOCK_L <= 256, "the exact in-tile phase split needs BLOCK_L <= 256"
+    cfg = _fwd_config(N)
+    grid = (R, triton.cdiv(L, cfg.consts["BLOCK_L"]))
     hi, lo = _split_phase(w)
-    _vandermonde_fwd_kernel[grid](
-        torch.view_as_real(c), torch.view_as_real(w), hi, lo, out, H, N, L, BLOCK_N=_block_n(N), BLOCK_L=BLOCK_L
-    )
+    cfg.launch(grid, torch.view_as_real(c), torch.view_as_real(w), hi, lo, out, H, N, L)
     return out
 
 
@@ -183,19 +206,16 @@ def _adjoint_sums(g: Tensor, w: Tensor, R: int):
     """(S0, S1) complex64 (R, N) from g (R, L) fp32 contiguous."""
     H, N = w.shape
     L = g.shape[-1]
-    BLOCK_N = _block_n(N)
-    BLOCK_L = BWD_BLOCK_L if L >= BWD_BLOCK_L else max(16, triton.next_power_of_2(L))
+    cfg = _bwd_config(N)
+    BLOCK_N, BLOCK_L = cfg.consts["BLOCK_N"], cfg.consts["BLOCK_L"]
     # enough programs to fill a GPU when R is small, but chunks of at least a few tiles
     split = max(1, min(triton.cdiv(L, 4 * BLOCK_L), triton.cdiv(BWD_TARGET_PROGRAMS, R * triton.cdiv(N, BLOCK_N))))
     chunk = triton.cdiv(triton.cdiv(L, split), BLOCK_L) * BLOCK_L
     split = triton.cdiv(L, chunk)
     s = torch.empty(split, R, N, 4, device=g.device, dtype=torch.float32)
     grid = (R, triton.cdiv(N, BLOCK_N), split)
-    assert BLOCK_L <= 256, "the exact in-tile phase split needs BLOCK_L <= 256"
     hi, lo = _split_phase(w)
-    _vandermonde_bwd_kernel[grid](
-        g, torch.view_as_real(w), hi, lo, s, H, N, L, R, chunk, BLOCK_N=BLOCK_N, BLOCK_L=BLOCK_L
-    )
+    cfg.launch(grid, g, torch.view_as_real(w), hi, lo, s, H, N, L, R, chunk)
     s = s.sum(0)
     return torch.complex(s[..., 0], s[..., 1]), torch.complex(s[..., 2], s[..., 3])
 

@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""One GPU command (issue 17 item 8): correctness, host syncs, op counts, timings and kernel
+resources of every GPU path, as JSON. Prepared without a GPU; run it when one is lent.
+
+    PYTHONPATH=src python benchmarks/gpu_check.py [--out gpu_check.json] [--quick] [--no-resources]
+
+From a fresh checkout with only ``PYTHONPATH=src`` (no install). Sections, each recorded in the
+JSON even when it fails (``"error"``), so one broken path does not hide the others:
+
+1. **kernels** vs float64: Vandermonde (L up to 65,536), diagonal scan (real / complex / x0),
+   DPLR Cauchy, fused step -- the CUDA path the policy picks ("auto": Triton when it imports)
+   against the float64 reference twin ``<op>_ref``, forward and gradients, max relative error.
+2. **layers** S4D, S4, LinOSS (fp32 on CUDA) vs the same weights in float64: output and every
+   parameter gradient, L up to 65,536 for S4D.
+3. **syncs**: host synchronisations per forward, backward and step, counted with
+   ``torch.cuda.set_sync_debug_mode("warn")`` (target: 0).
+4. **ops**: CUDA kernel launches and aten ops per forward+backward from ``torch.profiler``.
+5. **timing**: the goal shapes (H=256, N=64; S4D B16 L4096, S4D B1 L65536, S4 B16 L4096,
+   LinOSS B16 L4096) fwd and fwd+bwd with CUDA events (median), beside the fp32 copy floor of
+   the (B, L, H) activation (one read + one write), and the eager step rate (steps/s).
+6. **resources**: registers / stack / spills of every Triton launch configuration compiled for
+   this card's compute capability and sm_80 / sm_90 (``statespaces.ops.triton._resources``).
+7. **fallbacks**: ``statespaces.backend.failed_ops()`` -- any Triton path that failed and fell back.
+
+On a machine without CUDA it prints a message and exits 0 (nothing to check).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+import warnings
+from typing import Callable, Dict, List
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    x, ref = x.detach().to(torch.complex128 if ref.is_complex() or x.is_complex() else torch.float64).cpu(), \
+        ref.detach().to(torch.complex128 if ref.is_complex() or x.is_complex() else torch.float64).cpu()
+    return float((x - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+
+
+def section(results: Dict, name: str, fn: Callable[[], object]) -> None:
+    t0 = time.perf_counter()
+    try:
+        results[name] = fn()
+    except Exception as e:  # recorded, the other sections still run
+        results[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-4000:]}
+    print(f"[{name}] {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+# ---- 1. kernels ------------------------------------------------------------------------------------
+def check_kernels(quick: bool) -> List[Dict]:
+    from statespaces.kernels import dispatch
+    from statespaces.kernels.cauchy import cauchy, cauchy_ref
+    from statespaces.kernels.vandermonde import vandermonde, vandermonde_ref
+    from statespaces.ops.scan import scan_diagonal, scan_diagonal_ref
+
+    dev, out = "cuda", []
+    g = torch.Generator().manual_seed(0)
+
+    def grads(y, xs, G):
+        return torch.autograd.grad(y, xs, G)
+
+    # Vandermonde: ref in float64 materializes (H, N, L): keep H * N * L moderate
+    for H, N, L in [(8, 32, 64), (8, 32, 4096), (4, 32, 65536)][: 2 if quick else 3]:
+        log_a = torch.complex(-0.5 * torch.rand(H, N, generator=g) / L * 64, math.pi * torch.rand(H, N, generator=g))
+        coef = torch.randn(H, N, dtype=torch.complex64, generator=g)
+        x = [coef.to(dev).requires_grad_(), log_a.to(dev).requires_grad_()]
+        r = [coef.cdouble().requires_grad_(), log_a.cdouble().requires_grad_()]
+        y, yr = vandermonde(x[0], x[1], L), vandermonde_ref(r[0], r[1], L)
+        G = torch.randn(yr.shape, dtype=torch.float64, generator=g)
+        gx, gr = grads(y, x, G.float().to(dev)), grads(yr, r, G)
+        out.append({"op": "vandermonde", "H": H, "N": N, "L": L, "fwd": rel_err(y, yr),
+                    "grad_coef": rel_err(gx[0], gr[0]), "grad_log_a": rel_err(gx[1], gr[1])})
+    # diagonal scan
+    for kind in ("real", "complex", "complex_x0"):
+        B, L, N = 2, (1024 if quick else 16384), 48
+        if kind == "real":
+            a, b, x0 = torch.rand(B, L, N, generator=g) * 0.2 + 0.8, torch.randn(B, L, N, generator=g), None
+        else:
+            a = torch.polar(torch.rand(B, L, N, generator=g) * 0.2 + 0.8, torch.randn(B, L, N, generator=g))
+            b = torch.randn(B, L, N, dtype=torch.complex64, generator=g)
+            x0 = torch.randn(B, N, dtype=torch.complex64, generator=g) if kind == "complex_x0" else None
+        ins = [a, b] + ([x0] if x0 is not None else [])
+        x = [t.to(dev).requires_grad_() for t in ins]
+        r = [(t.cdouble() if t.is_complex() else t.double()).requires_grad_() for t in ins]
+        y, yr = scan_diagonal(*x), scan_diagonal_ref(*r)
+        G = torch.randn(yr.shape, dtype=yr.dtype, generator=g)
+        gx, gr = grads(y, x, G.to(y.dtype).to(dev)), grads(yr, r, G)
+        out.append({"op": "scan_diagonal", "kind": kind, "B": B, "L": L, "N": N, "fwd": rel_err(y, yr),
+                    **{f"grad_{i}": rel_err(p, q) for i, p, q in zip("abx", gx, gr)}})
+    # Cauchy (DPLR shapes: H channels, 4 vectors sharing nodes, K frequencies)
+    H, J, N, K = 16, 4, 32, 2048
+    v = torch.randn(H, J, N, dtype=torch.complex64, generator=g)
+    w = torch.complex(-0.5 - torch.rand(H, 1, N, generator=g), 10 * torch.randn(H, 1, N, generator=g))
+    z = torch.complex(torch.full((K,), 0.1), torch.linspace(-50, 50, K)).expand(H, 1, K).contiguous()
+    x = [t.to(dev).requires_grad_() for t in (v, z, w)]
+    r = [t.cdouble().requires_grad_() for t in (v, z, w)]
+    y, yr = cauchy(*x, conj=True), cauchy_ref(*r, conj=True)
+    G = torch.randn(yr.shape, dtype=yr.dtype, generator=g)
+    gx, gr = grads(y, x, G.to(y.dtype).to(dev)), grads(yr, r, G)
+    out.append({"op": "cauchy", "H": H, "J": J, "N": N, "K": K, "fwd": rel_err(y, yr),
+                **{f"grad_{n}": rel_err(p, q) for n, p, q in zip("vzw", gx, gr)}})
+    # fused step (inference)
+    for real in (torch.float32, torch.float64):
+        cd = torch.complex64 if real == torch.float32 else torch.complex128
+        B, H, M = 16, 256, 32
+        dA = torch.polar(torch.rand(H, M, generator=g, dtype=torch.float64) * 0.1 + 0.9, torch.randn(H, M, generator=g, dtype=torch.float64))
+        args = [dA, torch.randn(H, M, dtype=torch.complex128, generator=g), torch.randn(H, M, dtype=torch.complex128, generator=g),
+                torch.randn(H, dtype=torch.float64, generator=g), torch.randn(B, H, dtype=torch.float64, generator=g),
+                torch.randn(B, H, M, dtype=torch.complex128, generator=g)]
+        cast = [t.to(cd if t.is_complex() else real).to(dev) for t in args]
+        with torch.no_grad():
+            y, s = dispatch.diagonal_step(*cast)
+            yr, sr = dispatch.diagonal_step_ref(*args)
+        out.append({"op": "diagonal_step", "dtype": str(real), "y": rel_err(y, yr), "state": rel_err(s, sr)})
+    return out
+
+
+# ---- 2. layers -------------------------------------------------------------------------------------
+def _layers(H=256, N=64):
+    from statespaces import S4, S4D, LinOSS
+
+    return {"S4D": lambda: S4D(H, N), "S4": lambda: S4(H, N), "LinOSS": lambda: LinOSS(H, N)}
+
+
+def check_layers(quick: bool) -> List[Dict]:
+    out = []
+    shapes = {"S4D": [(2, 1024), (1, 65536)], "S4": [(2, 1024), (1, 16384)], "LinOSS": [(2, 1024), (1, 16384)]}
+    for name, make in _layers(H=32, N=32).items():
+        for B, L in shapes[name][: 1 if quick else 2]:
+            torch.manual_seed(0)
+            layer = make()
+            ref = make()
+            ref.load_state_dict(layer.state_dict())
+            layer, ref = layer.cuda(), ref.double()
+            x = torch.randn(B, L, 32, dtype=torch.float64)
+            y = layer(x.float().cuda())
+            yr = ref(x)
+            y, yr = (y[0], yr[0]) if isinstance(y, tuple) else (y, yr)
+            G = torch.randn(yr.shape, dtype=torch.float64)
+            gx = torch.autograd.grad(y, list(layer.parameters()), G.float().cuda(), allow_unused=True)
+            gr = torch.autograd.grad(yr, list(ref.parameters()), G, allow_unused=True)
+            errs = {n: rel_err(p, q) for (n, _), p, q in zip(layer.named_parameters(), gx, gr) if p is not None and q is not None}
+            out.append({"layer": name, "B": B, "L": L, "fwd": rel_err(y, yr), "grad_max": max(errs.values()) if errs else None,
+                        "grads": errs})
+    return out
+
+
+# ---- 3. syncs --------------------------------------------------------------------------------------
+def _count_syncs(fn: Callable[[], object]) -> int:
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(x.message).lower() for x in w)
+
+
+def check_syncs() -> List[Dict]:
+    out = []
+    for name, make in _layers(H=64, N=32).items():
+        layer = make().cuda()
+        x = torch.randn(4, 1024, 64, device="cuda")
+        layer(x)                                                       # warm-up (first-call validation, compiles)
+        rec = {"layer": name}
+        holder = {}
+
+        def fwd():
+            holder["y"] = layer(x)
+
+        rec["forward"] = _count_syncs(fwd)
+        y = holder["y"][0] if isinstance(holder["y"], tuple) else holder["y"]
+        rec["backward"] = _count_syncs(lambda: y.sum().backward())
+        try:
+            with torch.no_grad():
+                state = layer.initial_state(4)
+                layer.step(x[:, 0], state)
+                rec["step"] = _count_syncs(lambda: layer.step(x[:, 0], state))
+        except Exception as e:
+            rec["step"] = f"{type(e).__name__}: {e}"
+        out.append(rec)
+    return out
+
+
+# ---- 4. op / kernel counts -------------------------------------------------------------------------
+def check_ops() -> List[Dict]:
+    from torch.profiler import ProfilerActivity, profile
+
+    out = []
+    for name, make in _layers(H=256, N=64).items():
+        layer = make().cuda()
+        x = torch.randn(4, 4096, 256, device="cuda")
+        y = layer(x)
+        (y[0] if isinstance(y, tuple) else y).sum().backward()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            y = layer(x)
+            (y[0] if isinstance(y, tuple) else y).sum().backward()
+            torch.cuda.synchronize()
+        events = prof.events()
+        kernels = [e for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
+        aten = [e for e in events if e.name.startswith("aten::")]
+        top: Dict[str, int] = {}
+        for e in kernels:
+            top[e.name[:80]] = top.get(e.name[:80], 0) + 1
+        out.append({"layer": name, "cuda_kernels": len(kernels), "aten_ops": len(aten),
+                    "top_kernels": sorted(top.items(), key=lambda kv: -kv[1])[:15]})
+    return out
+
+
+# ---- 5. timing ---------------------------------------------------------------------------------------
+def cuda_time(fn: Callable[[], object], repeat: int = 20, warmup: int = 3) -> float:
+    """Median milliseconds of fn() by CUDA events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e))
+    times.sort()
+    return times[len(times) // 2]
+
+
+GOALS = [("S4D", 16, 4096), ("S4D", 1, 65536), ("S4", 16, 4096), ("LinOSS", 16, 4096)]
+
+
+def check_timing(quick: bool) -> List[Dict]:
+    out = []
+    H, N = 256, 64
+    makers = _layers(H, N)
+    for name, B, L in GOALS:
+        layer = makers[name]().cuda()
+        x = torch.randn(B, L, H, device="cuda", requires_grad=True)
+        floor_src = torch.randn(B, L, H, device="cuda")
+
+        def fwd():
+            with torch.no_grad():
+                return layer(x)
+
+        def fwd_bwd():
+            y = layer(x)
+            (y[0] if isinstance(y, tuple) else y).sum().backward()
+
+        rep = 5 if quick else 20
+        rec = {"layer": name, "B": B, "L": L, "H": H, "N": N,
+               "fwd_ms": cuda_time(fwd, rep), "fwd_bwd_ms": cuda_time(fwd_bwd, rep),
+               "copy_floor_ms": cuda_time(lambda: floor_src.clone(), rep)}
+        rec["fwd_over_floor"] = rec["fwd_ms"] / rec["copy_floor_ms"]
+        out.append(rec)
+    # eager recurrent step rate (the graphed stepper is timed here once it exists)
+    for name in ("S4D", "S4", "LinOSS"):
+        layer = makers[name]().cuda().eval()
+        try:
+            with torch.no_grad():
+                state = layer.initial_state(1)
+                u = torch.randn(1, H, device="cuda")
+                steps = 200 if quick else 2000
+                for _ in range(20):
+                    _, state = layer.step(u, state)
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    _, state = layer.step(u, state)
+                torch.cuda.synchronize()
+                out.append({"layer": name, "step": "eager", "steps_per_s": steps / (time.perf_counter() - t0)})
+        except Exception as e:
+            out.append({"layer": name, "step": "eager", "error": f"{type(e).__name__}: {e}"})
+    return out
+
+
+# ---- 6. resources ------------------------------------------------------------------------------------
+def check_resources() -> Dict:
+    from statespaces.ops.triton import _resources
+
+    cc = torch.cuda.get_device_capability()
+    ccs = sorted({80, 90, cc[0] * 10 + cc[1]})
+    res = _resources.check(ccs)
+    return {"targets": ccs, "failures": _resources.failures(res), "results": res}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="gpu_check.json")
+    p.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats")
+    p.add_argument("--no-resources", action="store_true", help="skip compiling the register/spill table")
+    a = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("gpu_check: no CUDA device here (torch.cuda.is_available() is False): nothing to check. "
+              "Run it on a machine with an NVIDIA GPU.")
+        return 0
+    from statespaces import backend
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    results: Dict = {
+        "device": torch.cuda.get_device_name(), "capability": list(torch.cuda.get_device_capability()),
+        "torch": torch.__version__, "python": platform.python_version(), "backend": backend.get_backend(),
+        "triton": None,
+    }
+    try:
+        import triton
+
+        results["triton"] = triton.__version__
+    except Exception as e:
+        results["triton"] = f"unavailable: {e}"
+    t0 = time.perf_counter()
+    section(results, "kernels", lambda: check_kernels(a.quick))
+    section(results, "layers", lambda: check_layers(a.quick))
+    section(results, "syncs", check_syncs)
+    section(results, "ops", check_ops)
+    section(results, "timing", lambda: check_timing(a.quick))
+    if not a.no_resources:
+        section(results, "resources", check_resources)
+    results["fallbacks"] = backend.failed_ops()
+    results["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    with open(a.out, "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    print(json.dumps({k: v for k, v in results.items() if k not in ("resources", "ops")}, indent=1, default=str)[:12000])
+    if isinstance(results.get("resources"), dict):
+        print("resource failures:", results["resources"].get("failures"))
+    print(f"wrote {a.out} ({results['wall_seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

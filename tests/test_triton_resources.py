@@ -1,0 +1,119 @@
+"""Resource check of the Triton kernels without a GPU (issue 17 item 6).
+
+Every launch goes through a ``Config`` that its module's ``configs()`` lists (the launch table,
+:mod:`statespaces.ops.triton._launch`). The fast tests check that table against the kernels and
+the launch sites; the slow test compiles every entry for sm_80 and sm_90 with the ptxas shipped in
+the triton wheel (no device) and fails on a compile error or on register spills beyond the
+entry's recorded budget (0 for all today). Numerics stay with the interpreter tests
+(tests/test_triton.py, tests/test_triton_step.py).
+"""
+import ast
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels are optional")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+KERNEL_DIR = ROOT / "src" / "statespaces" / "ops" / "triton"
+
+
+def _configs():
+    from statespaces.ops.triton import configs
+
+    return configs()
+
+
+def test_launch_table_matches_the_kernels():
+    cfgs = _configs()
+    assert len({c for c in cfgs}) == len(cfgs)
+    kernels = {c.name for c in cfgs}
+    assert kernels == {
+        "vandermonde._vandermonde_fwd_kernel", "vandermonde._vandermonde_bwd_kernel", "scan._scan_fwd_kernel",
+        "scan._scan_bwd_kernel", "cauchy._cauchy_kernel", "step._diag_step_kernel",
+    }
+    for c in cfgs:
+        c.check()                          # signature names == runtime parameters, constexprs == constexpr params
+        assert c.spill_budget == 0, f"{c.label()}: a non-zero spill budget must be documented and measured"
+
+
+def _jit_names(tree):
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            for d in node.decorator_list:
+                if "jit" in ast.unparse(d):
+                    names.add(node.name)
+    return names
+
+
+@pytest.mark.parametrize("path", sorted(KERNEL_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_every_launch_site_reads_the_table(path):
+    """No ``kernel[grid](...)`` outside ``Config.launch``: a launch that bypasses the table (and so
+    escapes the resource check) fails here."""
+    tree = ast.parse(path.read_text())
+    jit = _jit_names(tree)
+    direct = [
+        ast.unparse(node.func)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Subscript)
+        and isinstance(node.func.value, ast.Name) and node.func.value.id in jit
+    ]
+    assert not direct, f"{path.name}: launch through a Config of configs(), not directly: {direct}"
+
+
+def test_choosers_stay_inside_the_table():
+    """Whatever shape comes in, the chosen config is one that configs() lists (and so is compiled)."""
+    import torch as _t
+
+    from statespaces.ops.triton import cauchy, scan, step, vandermonde
+
+    table = set(_configs())
+    for N in list(range(1, 70)) + [127, 128, 129, 1000, 4096]:
+        assert vandermonde._fwd_config(N) in table and vandermonde._bwd_config(N) in table
+        for kinds in ((False, False), (True, False), (True, True)):
+            for x0 in (False, True):
+                assert scan._fwd_config(N, *kinds, x0) in table
+                assert all(scan._bwd_config(N, *kinds, x0, ga) in table for ga in (False, True))
+        assert all(step._config(N, dt) in table for dt in (_t.float32, _t.float64))
+    assert all(cauchy._config(a, b) in table for a, b in ((True, False), (False, True), (True, True)))
+
+
+def test_launch_check_rejects_arguments_that_do_not_match_the_table():
+    from statespaces.ops.triton import step
+
+    cfg = step._config(8, torch.float32)
+    f32, f64 = torch.zeros(4), torch.zeros(4, dtype=torch.float64)
+    good = [f32] * 8 + [4, 2, 8]
+    cfg.check(good)
+    with pytest.raises(TypeError, match="launch arguments"):
+        cfg.check(good[:-1])
+    with pytest.raises(TypeError, match=r"\*fp32 tensor"):
+        cfg.check([f64] + good[1:])
+    with pytest.raises(TypeError, match="must be an int"):
+        cfg.check(good[:-1] + [8.0])
+
+
+@pytest.mark.slow
+def test_every_config_compiles_for_sm80_and_sm90_without_spills(tmp_path):
+    """Compiles each launch configuration for sm_80 and sm_90 on the CPU (~100 compiles: about
+    4 minutes cold on 2 cores, about 1 minute with a warm Triton cache)."""
+    out = tmp_path / "resources.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-W", "ignore", "-m", "statespaces.ops.triton._resources", "--cc", "80", "90",
+                        "--json", str(out)], capture_output=True, text=True, env=env, timeout=1800)
+    assert out.exists(), r.stdout[-3000:] + r.stderr[-3000:]
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert len(results) == 2 * len(_configs())
+    assert {x["cc"] for x in results} == {80, 90}
+    assert report["failures"] == [], "\n".join(report["failures"]) + "\n" + r.stdout[-4000:]
+    for x in results:
+        assert x["ok"] and x["spill_stores"] <= x["spill_budget"] and x["registers"] <= 255, x
+    assert r.returncode == 0, r.stdout[-3000:]
