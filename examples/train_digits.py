@@ -45,7 +45,7 @@ def main() -> None:
         cfg = build_config(overrides=overrides)
         print(f"--- {layer}: H={args.d_model}, N={args.d_state}, {args.n_layers} layers, {args.epochs} epochs", flush=True)
         t0 = time.time()
-        summary = train(cfg, progress=False)
+        summary = train(cfg, progress=False, replace=True)
         results[layer] = {"test_acc": summary["test_acc"], "params": summary["params"],
                           "seconds": round(time.time() - t0, 1), "best": summary["best"]}
     print("\nlayer     test acc   params   seconds   checkpoint")

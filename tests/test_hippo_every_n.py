@@ -3,7 +3,6 @@
 Independent routes: the matrix exponential of ``transition`` against the closed-form basis of
 :mod:`statespaces.hippo.basis`, and the NPLR/DPLR factorizations reassembled into ``A``.
 """
-import math
 
 import pytest
 import torch

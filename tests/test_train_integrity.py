@@ -262,6 +262,7 @@ OUT_OF_RANGE = {
     "trainer.grad_clip": [-1.0, math.nan], "trainer.val_fraction": [1.0, 1.5, -0.1], "trainer.seed": [-1, 2**32],
     "trainer.out": [""], "trainer.keep_last": [0, -2], "trainer.checkpoint_every": [-1], "trainer.amp": None,
     "trainer.device": ["gpu", "cuda:x"], "trainer.tensorboard": ["maybe", ""],
+    "trainer.compile": ["yes", ""],
 }
 ALL_KEYS = [f"{s}.{f.name}" for s, klass in SECTIONS.items() for f in fields(klass)]
 

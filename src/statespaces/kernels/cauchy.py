@@ -29,6 +29,7 @@ from typing import Optional, Tuple
 import torch
 
 from .. import backend
+from .._checks import tracing
 from ..ops._amp import amp_backward, fp32_forward
 from ..ops._cauchy_args import _check, _complex_dtype, _grouped, _prepare  # noqa: F401  (argument handling)
 
@@ -44,6 +45,15 @@ def _chunks(R: int, N: int, K: int, chunk_elems: int) -> Tuple[int, int]:
     cn = max(1, min(N, chunk_elems // max(1, R)))
     ck = max(1, min(K, chunk_elems // max(1, R * cn)))
     return ck, cn
+
+
+def _reciprocal_diff(z: Tensor, w: Tensor, buf: Tensor) -> Tensor:
+    """``1 / (z - w)`` written into ``buf`` (no fresh allocation per block); a new tensor while
+    torch.compile traces (``out=`` arguments are not traceable, and the compiler plans memory)."""
+    if tracing():
+        return (z - w).reciprocal()
+    torch.sub(z, w, out=buf)
+    return buf.reciprocal_()
 
 
 class _CauchyFn(torch.autograd.Function):
@@ -68,9 +78,7 @@ class _CauchyFn(torch.autograd.Function):
             vn = v[:, :, n0:n1]
             for k0 in range(0, K, ck):
                 k1 = min(K, k0 + ck)
-                a = buf[:, :n1 - n0, :k1 - k0]
-                torch.sub(zT[:, :, k0:k1], wn, out=a)
-                a.reciprocal_()                                      # (R, cn, ck)
+                a = _reciprocal_diff(zT[:, :, k0:k1], wn, buf[:, :n1 - n0, :k1 - k0])   # (R, cn, ck)
                 out[:, :, k0:k1] += vn @ a
         ctx.save_for_backward(v, z, w)
         ctx.chunk_elems = chunk_elems
@@ -101,9 +109,7 @@ class _CauchyFn(torch.autograd.Function):
             for k0 in range(0, K, ck):
                 k1 = min(K, k0 + ck)
                 gc = g[:, :, k0:k1]                                  # (R, J, ck)
-                ac = buf[:, :n1 - n0, :k1 - k0]
-                torch.sub(zc[:, :, k0:k1], wn, out=ac)
-                ac.reciprocal_()                                     # conj(a), (R, cn, ck)
+                ac = _reciprocal_diff(zc[:, :, k0:k1], wn, buf[:, :n1 - n0, :k1 - k0])   # conj(a), (R, cn, ck)
                 if need_v:
                     gv[:, :, n0:n1] += gc @ ac.transpose(-1, -2)     # sum_k g conj(a)
                 if need_z or need_w:

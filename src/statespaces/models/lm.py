@@ -40,6 +40,7 @@ from .._checks import (
     check_sequence,
     check_step_input,
     public,
+    tracing,
 )
 from ..blocks import ResidualBlock, length_mask
 from ..layers.registry import make_layer
@@ -216,7 +217,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
         if tokens.device != self.head.weight.device:
             raise ValueError(f"{name} is on {tokens.device} but the model is on {self.head.weight.device}; "
                              "move one with .to(device)")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
+        if tokens.numel() and not tracing() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
             raise ValueError(f"{name} must lie in [0, vocab_size={self.vocab_size}), got range "
                              f"[{int(tokens.min())}, {int(tokens.max())}]")
         return tokens.long()

@@ -27,6 +27,8 @@ from typing import Callable, Dict, Iterator, Optional
 
 import torch
 
+from .._checks import tracing
+
 __all__ = ["fp32_forward", "autocast_forward", "amp_backward", "autocast_off"]
 
 _ATTR = "_statespaces_amp_device"
@@ -37,6 +39,13 @@ def _device_type(args) -> str:
         if isinstance(a, torch.Tensor):
             return a.device.type
     return "cpu"
+
+
+def _up(a, dtype: torch.dtype):
+    """``a`` cast to ``dtype`` if it is a lower-precision floating tensor (as custom_fwd's cast_inputs)."""
+    if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype != torch.float64:
+        return a.to(dtype)
+    return a
 
 
 def _has_autocast(device_type: str) -> bool:
@@ -53,6 +62,13 @@ def _forward(cast_inputs: Optional[torch.dtype]) -> Callable:
         @functools.wraps(fwd)
         def forward(ctx, *args, **kwargs):
             dev = _device_type(args)
+            if tracing():       # dynamo cannot build the torch decorator inside a graph: same rule inline
+                setattr(ctx, _ATTR, dev)
+                if cast_inputs is None or not (_has_autocast(dev) and torch.is_autocast_enabled(dev)):
+                    return fwd(ctx, *args, **kwargs)
+                args = tuple(_up(a, cast_inputs) for a in args)
+                with torch.autocast(device_type=dev, enabled=False):
+                    return fwd(ctx, *args, **kwargs)
             if dev not in wrapped:
                 wrapped[dev] = (
                     torch.amp.custom_fwd(fwd, device_type=dev, cast_inputs=cast_inputs)
@@ -79,6 +95,8 @@ def amp_backward(bwd: Callable) -> Callable:
     @functools.wraps(bwd)
     def backward(ctx, *grads):
         dev = getattr(ctx, _ATTR, "cpu")
+        if tracing():
+            return bwd(ctx, *grads)
         if dev not in wrapped:
             wrapped[dev] = torch.amp.custom_bwd(bwd, device_type=dev) if _has_autocast(dev) else bwd
         if not hasattr(ctx, "_fwd_used_autocast"):              # forward ran undecorated (no autocast on dev)

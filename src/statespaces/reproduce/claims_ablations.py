@@ -112,7 +112,7 @@ def c2(quick: bool, out: Path) -> Result:
     for name, data in (("sequential", "fashion_mnist14"), ("permuted", "pfashion_mnist14")):
         over = [("data.name", data), ("trainer.out", str(out / "C2" / name))] + _c2_overrides(quick)
         cfg = build_config("fmnist14-s4d", None, over)
-        acc[name] = train(cfg, progress=False)["test_acc"]
+        acc[name] = train(cfg, progress=False, replace=True)["test_acc"]
     seq, perm = acc["sequential"], acc["permuted"]
     m, t = cfg.model, cfg.trainer
     n_train = cfg.data.kwargs.get("n_train", "all")

@@ -187,6 +187,7 @@ RULES: Dict[str, Dict[str, Rule]] = {
         "amp": Rule("bool"),
         "device": Rule("str", check=_is_device, what="auto, cpu, cuda, cuda:N or another torch device name"),
         "tensorboard": Rule("str", choices=lambda: ("auto", "on", "off")),
+        "compile": Rule("str", choices=lambda: ("auto", "on", "off")),
     },
 }
 
@@ -247,6 +248,7 @@ class TrainerConfig:
     amp: bool = False
     device: str = "auto"
     tensorboard: str = "auto"   # "auto": event files in <out>/tensorboard when the package is installed; "on"; "off"
+    compile: str = "auto"       # torch.compile the training forward: "auto" (models with LinOSS layers), "on", "off"
 
     def __post_init__(self) -> None:
         _validate_section("trainer", self)

@@ -1,0 +1,102 @@
+"""torch.compile(fullgraph=True) for every layer and model, in training and inference (issue 20
+item 2): no graph break (validation that needs host values is skipped while tracing, not in eager
+mode), and the compiled results equal the eager ones."""
+import warnings
+
+import pytest
+import torch
+
+from statespaces import S4, S4D, LinOSS
+from statespaces.layers.s4nd import S4ND
+from statespaces.models.classifier import SequenceClassifier
+from statespaces.models.forecast import SSMForecaster
+from statespaces.models.image import ImageClassifier
+from statespaces.models.lm import SSMLanguageModel, SSMStack
+from statespaces.models.sashimi import SaShiMi
+from statespaces.train.loop import use_compile
+
+CASES = {
+    "s4d": (lambda: S4D(4, 8, seed=0), (2, 16, 4)),
+    "s4": (lambda: S4(4, 8, seed=0), (2, 16, 4)),
+    "s4-lmax": (lambda: S4(4, 8, l_max=16, seed=0), (2, 16, 4)),
+    "linoss-scan": (lambda: LinOSS(4, 8, seed=0), (2, 16, 4)),
+    "s4nd": (lambda: S4ND(4, d_state=8, dims=2), (2, 6, 6, 4)),
+    "classifier-bi": (lambda: SequenceClassifier(3, 5, d_model=8, n_layers=2, layer_kwargs={"bidirectional": True}),
+                      (2, 16, 3)),
+    "stack-s4": (lambda: SSMStack(8, 2, layer="s4"), (2, 16, 8)),
+    "sashimi": (lambda: SaShiMi(8, 1, pool=(2, 2), layer="s4d"), (2, 16, 8)),
+    "lm": (lambda: SSMLanguageModel(7, 8, 2), None),
+    "image": (lambda: ImageClassifier(1, 3, d_model=8, n_layers=1, d_state=8), (2, 8, 8, 1)),
+    "forecaster": (lambda: SSMForecaster(3, 4, d_model=8, n_layers=1), (2, 16, 3)),
+}
+FAST = {"s4d", "linoss-scan"}
+INFERENCE = {"s4d", "s4", "linoss-scan", "s4nd", "lm"}     # also compiled under no_grad in eval mode
+
+
+def _input(shape):
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 7, (2, 16), generator=g) if shape is None else torch.randn(*shape, generator=g)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in CASES])
+def test_fullgraph_compile_training_and_inference(name):
+    torch._dynamo.reset()
+    build, shape = CASES[name]
+    model, x = build(), _input(shape)
+    ref_model = build()
+    ref_model.load_state_dict(model.state_dict())
+    compiled = torch.compile(model, fullgraph=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        y = compiled(x)
+        y.float().square().mean().backward()
+    y_ref = ref_model(x)
+    y_ref.float().square().mean().backward()
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    for (n, p), p_ref in zip(model.named_parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-3, atol=1e-5, msg=n)
+    if name in INFERENCE:
+        model.eval()
+        ref_model.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), ref_model(x), rtol=1e-4, atol=1e-5)
+
+
+class _Step(torch.nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x, state):
+        return self.layer.step(x, state)
+
+
+@pytest.mark.parametrize("name", ["s4d", pytest.param("s4", marks=pytest.mark.slow),
+                                  pytest.param("linoss-scan", marks=pytest.mark.slow)])
+def test_fullgraph_compile_step(name):
+    torch._dynamo.reset()
+    layer = CASES[name][0]().eval()
+    x, state = torch.randn(3, 4), layer.initial_state(3)
+    with torch.no_grad():
+        y, s = torch.compile(_Step(layer), fullgraph=True)(x, state)
+        y_ref, s_ref = layer.step(x, state)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(s, s_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_eager_checks_still_refuse_nan_after_compiling():
+    layer = S4D(4, 8)
+    torch.compile(layer, fullgraph=True)(torch.randn(1, 8, 4))
+    x = torch.randn(1, 8, 4)
+    x[0, 3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        layer(x)
+
+
+def test_compile_rule(monkeypatch):
+    monkeypatch.delenv("STATESPACES_COMPILE", raising=False)
+    lin, s4d = SequenceClassifier(2, 3, d_model=8, n_layers=1, layer="linoss"), SequenceClassifier(2, 3, d_model=8)
+    assert use_compile("auto", lin) and not use_compile("auto", s4d)
+    assert use_compile("on", s4d) and not use_compile("off", lin)
+    monkeypatch.setenv("STATESPACES_COMPILE", "off")
+    assert not use_compile("on", lin)
