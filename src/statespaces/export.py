@@ -112,10 +112,11 @@ class RealStep(nn.Module):
 
 @torch.no_grad()
 def real_step(layer: SSMLayer, rate: float = 1.0) -> RealStep:
-    """The real-arithmetic step of an S4D / diagonal, S4 or LinOSS layer at ``rate`` (see :class:`RealStep`)."""
+    """The real-arithmetic step of an S4D / diagonal, S4, LinOSS or D-LinOSS layer at ``rate`` (see :class:`RealStep`)."""
     rate = check_rate(rate)
     if not isinstance(layer, (DiagonalSSM, S4, LinOSS)):
-        raise TypeError(f"no streaming form for {type(layer).__name__}: supported are S4D (any DiagonalSSM), S4, LinOSS")
+        raise TypeError(f"no streaming form for {type(layer).__name__}: supported are S4D (any DiagonalSSM), S4, "
+                        "LinOSS, DLinOSS")
     if getattr(layer, "bidirectional", False):
         raise ValueError("a bidirectional layer is not causal and has no streaming step")
     D = layer.D.detach().clone()
@@ -127,7 +128,7 @@ def real_step(layer: SSMLayer, rate: float = 1.0) -> RealStep:
     if isinstance(layer, S4):
         dA, dB, c, _ = layer.dense_system(rate)              # y = c . xi' with xi = [Re x; Im x]
         return RealStep(dA.unsqueeze(1), dB.unsqueeze(1), c.unsqueeze(1), D, True, "s4", rate)
-    # LinOSS
+    # LinOSS and DLinOSS (a LinOSS subclass: only its 2x2 blocks M, f differ)
     M, f = layer.transition(rate)                        # M (2, 2, P), f (2, P)
     A = torch.cat([torch.cat([_rotation(M[i][j]) for j in range(2)], -1) for i in range(2)], -2)   # (P, 4, 4)
     Bc = layer.B_complex                                 # (P, H)

@@ -1,9 +1,10 @@
 """Linear SSM layers sharing one contract (see :mod:`statespaces.layers.base`)."""
 from .base import DiagonalSSM, DiagonalSystem, SSMLayer
+from .dlinoss import DLinOSS
 from .linoss import LinOSS
 from .s4 import S4, S4_INITS, DiagonalizedS4, s4_init
 from .s4d import S4D
 from .s4nd import S4ND
 
 __all__ = ["SSMLayer", "DiagonalSSM", "DiagonalSystem", "S4D", "S4", "DiagonalizedS4", "S4_INITS", "s4_init",
-           "LinOSS", "S4ND"]
+           "LinOSS", "DLinOSS", "S4ND"]

@@ -21,17 +21,26 @@ with ``A = diag(A_1..A_P) >= 0`` (``A = relu(A_hat)`` or ``A_hat^2``), complex `
 
 The layer output is ``Re(C y_n) + D u_n`` (paper: ``x = Re(C y) + D u``, seed 001 "x(t) = C y(t) + D u(t)").
 
+Bidirectional (thesis §7.2.6): ``bidirectional=True`` adds an anti-causal branch with the same
+oscillators (A, dt, B) and its own ``C_back`` -- the kernel-sum form of S4D, lags -1..-L
+(``out_t += Re(C_back y^rev_{t+1})`` where ``y^rev`` is the position of the causal system run on the
+reversed input); ``bidirectional="concat"`` is the reverse-and-concatenate form
+``Linear(Concat(LinOSS(x), reverse(LinOSS'(reverse(x)))))`` with an independent second layer. Neither
+has a recurrent state: ``step`` and stateful ``forward`` raise.
+
 Views (all equal, tested): parallel associative scan (default ``mode='scan'``, :mod:`statespaces.ops.scan`),
 sequential loop (``'loop'``), FFT convolution with each oscillator's closed-form Green's function
 (``'conv'``), single steps (:meth:`LinOSS.step`) and chunked stateful forward. ``kernel(L)`` returns
 the MIMO convolution kernel (H_out, H_in, L) -- LinOSS mixes channels, so it is not depthwise.
 
-D-LinOSS (learned damping, arXiv:2505.12171) is not implemented (see docs/linoss.md).
+D-LinOSS (learned damping, arXiv:2505.12171) is :class:`statespaces.layers.dlinoss.DLinOSS`, a
+subclass that only replaces :meth:`LinOSS._system` (the discretized 2x2 blocks and their polar form)
+and the parameters; every view below works from :class:`OscillatorSystem`.
 """
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional, Tuple, Union
+from typing import Iterator, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -48,11 +57,10 @@ from .._checks import (
 from ..kernels.oscillator import (
     IMEX_MAX_DT2A,
     check_oscillator_params,
-    matrix_powers,
     mimo_kernel,
-    oscillator_eigenvalues,
-    oscillator_responses,
+    oscillator_polar,
     oscillator_transition,
+    power_coefficients,
 )
 from ..ops.fftconv import fftconv
 from ..ops.scan import scan_block2, scan_loop
@@ -70,6 +78,74 @@ LINOSS_DISCRETIZATIONS = ("im", "imex")
 #: Chunk length of the ``mode='scan'`` path: each chunk is scanned in the working precision, the
 #: states between chunks are carried in float64 (see :meth:`LinOSS._scan_path`).
 SCAN_CHUNK = 256
+#: Bidirectional forms (thesis §7.2.6): ``"sum"`` (= ``True``, kernel sum) and ``"concat"``.
+LINOSS_BIDIRECTIONAL = ("sum", "concat")
+
+
+class OscillatorSystem(NamedTuple):
+    r"""A bank of P discretized oscillators, ``x_n = M x_{n-1} + f (B u)_n`` on ``x = [z; y]``.
+
+    All (P,)-shaped tensors in the wide precision (float64): ``M`` (2, 2, P) block diagonals,
+    ``f`` (2, P) forcing coefficients, ``dt`` (P,) the step actually used (``rate * dt``), and the
+    eigenvalues ``sign r e^{+-i theta}`` of each block as ``log_r``, ``theta`` (P,) and an optional
+    ``sign`` (P,) of +-1 (None: +1). Every scheme here satisfies ``f = dt M[:, 0]`` (LinOSS
+    IM/IMEX, D-LinOSS IMEX/IM), which the closed-form responses use; each block has a
+    complex-conjugate (or double) eigenvalue pair, which the Cayley-Hamilton powers use.
+
+    ``sign = -1`` lets a block with eigenvalues near -r (angle near pi) be stored as
+    ``-r e^{+-i theta}`` with a small ``theta``: ``sin(l theta)/sin(theta)`` at ``theta = pi - d``
+    loses all digits for tiny d (``l * pi`` is rounded), at ``theta = d`` it does not.
+    """
+
+    M: Tensor
+    f: Tensor
+    dt: Tensor
+    log_r: Tensor
+    theta: Tensor
+    sign: Optional[Tensor] = None
+
+
+def _signed(sys: OscillatorSystem, c: Tensor, l: Tensor, shift: int) -> Tensor:
+    """``c * sign^(l + shift)`` (c (P, n), l (n,)): the power of the eigenvalue sign in s_l."""
+    if sys.sign is None:
+        return c
+    odd = torch.remainder(l.to(torch.int64) + shift, 2) == 1                  # (n,)
+    flip = (sys.sign < 0).unsqueeze(-1) & odd                                 # (P, n)
+    return torch.where(flip, -c, c)
+
+
+def system_powers(sys: OscillatorSystem, l: Tensor) -> Tensor:
+    r"""``M^l`` in closed form (Cayley-Hamilton, :func:`~statespaces.kernels.oscillator.power_coefficients`):
+    ``M^l = s_l M - r^2 s_{l-1} I``. l: integer powers (n,). Returns (2, 2, P, n) in the dtype of ``M``."""
+    s_l, s_prev = power_coefficients(sys.log_r, sys.theta, l)
+    s_l, s_prev = _signed(sys, s_l, l, -1), _signed(sys, s_prev, l, 0)
+    eye = torch.eye(2, dtype=sys.M.dtype, device=sys.M.device)[:, :, None, None]
+    return s_l * sys.M.unsqueeze(-1) - s_prev * eye
+
+
+def system_responses(sys: OscillatorSystem, L: int) -> Tensor:
+    r"""Impulse responses ``[zeta_l; kappa_l] = M^l f`` (l < L) of velocity and position, (2, P, L).
+
+    With ``f = dt M[:, 0]`` this is ``dt (M^{l+1})_{:, 0} = dt [s_{l+1} M_11 - r^2 s_l; s_{l+1} M_21]``.
+    """
+    l = torch.arange(1, L + 1, device=sys.M.device, dtype=sys.M.dtype)
+    s_next, s_cur = power_coefficients(sys.log_r, sys.theta, l)
+    s_next, s_cur = _signed(sys, s_next, l, -1), _signed(sys, s_cur, l, 0)
+    dtc = sys.dt.unsqueeze(-1)
+    vel = dtc * (s_next * sys.M[0, 0].unsqueeze(-1) - s_cur)
+    pos = dtc * s_next * sys.M[1, 0].unsqueeze(-1)
+    return torch.stack([vel, pos])
+
+
+def check_bidirectional(value: Union[bool, str]) -> Optional[str]:
+    """``False``/``None`` -> None (causal); ``True``/``"sum"`` -> ``"sum"``; ``"concat"`` -> ``"concat"``."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "sum"
+    if isinstance(value, str):
+        return check_choice("bidirectional", value, LINOSS_BIDIRECTIONAL)
+    raise TypeError(f"bidirectional must be a bool, 'sum' or 'concat', got {value!r}")
 
 
 class LinOSS(SSMLayer):
@@ -87,17 +163,19 @@ class LinOSS(SSMLayer):
             sigmoid cannot reach; our choice).
         dt_max: upper end of the initial ``dt`` range (see ``dt_min``).
         mode: default forward path, ``"scan"`` (parallel scan, as the paper), ``"conv"`` or ``"loop"``.
+        bidirectional: ``False`` (causal, default); ``True`` or ``"sum"``: add an anti-causal branch
+            with its own ``C_back`` (kernel sum, §7.2.6); ``"concat"``: an independent reversed layer
+            and a ``Linear(2H, H)`` (no bias) on the concatenation. No recurrent state in either.
         seed: seed of this layer's random init.
 
     Init (seed 001 / paper): ``A ~ U[0, 1]``; B, C complex with real and imaginary parts
     ``U[-1, 1]/sqrt(H)`` and ``U[-1, 1]/sqrt(P)``; ``D ~ N(0, 1)``.
 
     Shapes:
-        forward: (B, L, H) -> (B, L, H); kernel(L): (H_out, H_in, L); state: (B, 2, P) complex
+        forward: (B, L, H) -> (B, L, H); kernel(L): (H_out, H_in, L), or (2, H_out, H_in, L) with
+        ``bidirectional=True`` (``[1]`` acts on lags -1..-L); state: (B, 2, P) complex
         (``state[:, 0]`` velocity z, ``state[:, 1]`` position y).
     """
-
-    bidirectional = False
 
     def __init__(
         self,
@@ -108,6 +186,7 @@ class LinOSS(SSMLayer):
         dt_min: Optional[float] = None,
         dt_max: Optional[float] = None,
         mode: str = "scan",
+        bidirectional: Union[bool, str] = False,
         seed: Optional[int] = None,
     ) -> None:
         super().__init__()
@@ -116,6 +195,8 @@ class LinOSS(SSMLayer):
         self.discretization = check_choice("discretization", discretization, LINOSS_DISCRETIZATIONS)
         self.A_param = check_choice("A_param", A_param, A_PARAMS)
         self.mode = check_choice("mode", mode, LINOSS_MODES)
+        self.bidirectional_mode = check_bidirectional(bidirectional)
+        self.bidirectional = self.bidirectional_mode is not None
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         H, P = d_model, d_state
         dtype = torch.get_default_dtype()
@@ -136,6 +217,12 @@ class LinOSS(SSMLayer):
             dt0 = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
             raw = torch.log(dt0) - torch.log1p(-dt0)                  # logit
         self.dt_raw = nn.Parameter(raw.to(dtype))
+        self._init_io(gen, seed)
+
+    def _init_io(self, gen: Optional[torch.Generator], seed: Optional[int]) -> None:
+        """B, C, D (seed 001 init) and the bidirectional parts; shared with :class:`DLinOSS`."""
+        H, P = self.d_model, self.d_state
+        dtype = torch.get_default_dtype()
 
         def uni(*shape: int, scale: float) -> Tensor:
             return (2 * torch.rand(*shape, 2, dtype=torch.float64, generator=gen) - 1) * scale
@@ -143,10 +230,26 @@ class LinOSS(SSMLayer):
         self.B = nn.Parameter(uni(P, H, scale=1 / math.sqrt(H)).to(dtype))      # view_as_real of (P, H)
         self.C = nn.Parameter(uni(H, P, scale=1 / math.sqrt(P)).to(dtype))      # view_as_real of (H, P)
         self.D = nn.Parameter(torch.randn(H, dtype=torch.float64, generator=gen).to(dtype))
+        if self.bidirectional_mode == "sum":
+            self.C_back = nn.Parameter(uni(H, P, scale=1 / math.sqrt(P)).to(dtype))   # view_as_real of (H, P)
+        elif self.bidirectional_mode == "concat":
+            # an independent layer of the same class and arguments for the reversed sequence
+            cfg = dict(self.__dict__.get("_init_config") or {})
+            if not cfg:
+                raise TypeError(f"{type(self).__name__} did not record its arguments; cannot build its reverse layer")
+            cfg.update(bidirectional=False, seed=None if seed is None else seed + 1)
+            cfg.pop("d_model", None)
+            self.reverse = type(self)(H, **cfg)
+            w = (2 * torch.rand(H, 2 * H, dtype=torch.float64, generator=gen) - 1) / math.sqrt(2 * H)
+            self.out_proj = nn.Linear(2 * H, H, bias=False, dtype=dtype)
+            with torch.no_grad():
+                self.out_proj.weight.copy_(w.to(dtype))
 
     # ---- parameters -----------------------------------------------------------------------------
     def ssm_parameters(self) -> Iterator[nn.Parameter]:
         yield from (self.A_hat, self.dt_raw, self.B)
+        if self.bidirectional_mode == "concat":
+            yield from self.reverse.ssm_parameters()
 
     @property
     def B_complex(self) -> Tensor:
@@ -193,15 +296,25 @@ class LinOSS(SSMLayer):
         """
         return self._stiffness(rate).to(self.param_dtype)
 
+    def _system(self, rate: float) -> OscillatorSystem:
+        """The discretized oscillators at ``rate`` in the wide precision (the one hook :class:`DLinOSS` replaces)."""
+        A, dt = self._stiffness(rate), self._dt(rate)
+        M, f = oscillator_transition(A, dt, self.discretization, validate=False)
+        log_r, theta = oscillator_polar(A, dt, self.discretization)
+        return OscillatorSystem(M, f, dt, log_r, theta)
+
     def transition(self, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
         """``(M, f)``: M (2, 2, P) and forcing coefficients f (2, P), ``F_n = f * (B u_n)``
         (formed in float64, returned in the parameter dtype)."""
-        M, f = oscillator_transition(self._stiffness(rate), self._dt(rate), self.discretization, validate=False)
-        return M.to(self.param_dtype), f.to(self.param_dtype)
+        sys = self._system(check_rate(rate))
+        return sys.M.to(self.param_dtype), sys.f.to(self.param_dtype)
 
     def eigenvalues(self, rate: float = 1.0) -> Tensor:
         """Discrete eigenvalues, (2P,) complex: ``lambda_p`` and their conjugates (Prop. 3.1)."""
-        lam = oscillator_eigenvalues(self._stiffness(rate), self._dt(rate), self.discretization)
+        sys = self._system(check_rate(rate))
+        lam = torch.polar(torch.exp(sys.log_r), sys.theta)
+        if sys.sign is not None:                                # sign -1: -r e^{-i theta} = r e^{i (pi - theta)}
+            lam = torch.where(sys.sign < 0, -lam.conj(), lam)
         lam = lam.to(torch.complex128 if self.param_dtype == torch.float64 else torch.complex64)
         return torch.cat([lam, lam.conj()])
 
@@ -209,18 +322,25 @@ class LinOSS(SSMLayer):
     def oscillator_kernels(self, L: int, rate: float = 1.0) -> Tensor:
         """Impulse responses (2, P, L) of velocity and position to a unit ``B u`` (closed form,
         float64 trigonometry, returned in the parameter dtype)."""
-        return oscillator_responses(self._stiffness(rate), self._dt(rate), self.discretization, L).to(self.param_dtype)
+        return system_responses(self._system(check_rate(rate)), L).to(self.param_dtype)
 
     @public
     def kernel(self, L: int, rate: float = 1.0) -> Tensor:
         r"""MIMO convolution kernel ``K[h, k, l] = Re(C diag(kappa_l) B)_{hk}``, (H_out, H_in, L).
 
-        ``out_n = sum_{l<=n} K[:, :, l] u_{n-l} + D u_n`` (the D skip is not in K).
+        ``out_n = sum_{l<=n} K[:, :, l] u_{n-l} + D u_n`` (the D skip is not in K). With
+        ``bidirectional=True``: (2, H_out, H_in, L), ``K[1]`` built with ``C_back`` and acting
+        anti-causally on lags -1..-L: ``out_n += sum_{l < L-1-n} K[1, :, :, l] u_{n+1+l}``.
+        ``bidirectional="concat"`` has no kernel of this form (raises ``ValueError``).
         """
         L = check_length(L)
         rate = check_rate(rate)
+        if self.bidirectional_mode == "concat":
+            raise ValueError("bidirectional='concat' mixes two layers through a projection; it has no (2, H, H, L) kernel")
         kappa = self.oscillator_kernels(L, rate)[1]
         K = mimo_kernel(kappa, self.B_complex, self.C_complex)
+        if self.bidirectional_mode == "sum":
+            K = torch.stack([K, mimo_kernel(kappa, self.B_complex, as_complex(self.C_back))])
         check_result(self, K, "kernel")
         return K
 
@@ -236,9 +356,9 @@ class LinOSS(SSMLayer):
         Bc = self.B_complex
         return u @ torch.cat([Bc.real, Bc.imag], 0).T
 
-    def _output_proj(self, y: Tensor) -> Tensor:
-        """``Re(C y)`` for y given as real (..., 2P) = [Re; Im]: (..., H)."""
-        Cc = self.C_complex
+    def _output_proj(self, y: Tensor, C: Optional[Tensor] = None) -> Tensor:
+        """``Re(C y)`` for y given as real (..., 2P) = [Re; Im]: (..., H); C (H, P, 2) real view, default ``self.C``."""
+        Cc = self.C_complex if C is None else as_complex(C)
         return y @ torch.cat([Cc.real, -Cc.imag], 1).T
 
     @staticmethod
@@ -264,7 +384,8 @@ class LinOSS(SSMLayer):
         rate = check_rate(rate)
         # the 2x2 update runs in float64 with the float64 M (O(B P) work) and is rounded once: a
         # float32 M is off by ~2^-24, a bias that IMEX (|lambda| = 1) turns into drift ~ L 2^-24
-        M, f = oscillator_transition(self._stiffness(rate), self._dt(rate), self.discretization, validate=False)
+        sys = self._system(rate)
+        M, f = sys.M, sys.f
         u = x.to(self.param_dtype)
         wide = torch.complex128 if M.dtype == torch.float64 else state.dtype
         v = (u.to(state.dtype) @ self.B_complex.T).to(wide)        # (B, P)
@@ -293,30 +414,31 @@ class LinOSS(SSMLayer):
             return_state: also return the state after the last step.
             rate: multiplies dt (a signal sampled ``rate`` times more coarsely).
             mode: ``"scan"`` / ``"conv"`` / ``"loop"``; default the layer's ``mode``.
+
+        A bidirectional layer takes no ``state`` and cannot ``return_state`` (``ValueError``).
         """
         check_sequence(x, self.d_model, self.param_dtype, device=self.D.device, finite=False)
         rate = check_rate(rate)
         mode = self.mode if mode is None else check_choice("mode", mode, LINOSS_MODES)
+        if self.bidirectional and (state is not None or return_state):
+            raise ValueError("a bidirectional layer is not causal: it has no recurrent state")
         if state is not None:
             self._check_state(state, x.shape[0])
         u = x.to(self.param_dtype)
-        Bsz, L, _ = u.shape
-        P = self.d_state
-        A, dt = self._stiffness(rate), self._dt(rate)               # float64 (see _scan_path)
-        M64, f64 = oscillator_transition(A, dt, self.discretization, validate=False)
+        L = u.shape[1]
+        sys = self._system(rate)                                    # float64 (see _scan_path)
         v = self._input_proj(u).to(u.dtype)                         # (B, L, 2P) real [Re; Im] (autocast: bf16 matmul)
         x0 = None if state is None else self._to_real(state.to(self.initial_state(1).dtype))
-        if mode == "conv":
-            y_pos, last = self._conv_path(v, M64, A, dt, x0, L)
-        elif mode == "scan":
-            y_pos, last = self._scan_path(v, M64, f64, A, dt, x0, L)
-        else:
-            M, f = M64.to(v.dtype), f64.to(v.dtype)
-            M2 = torch.cat([M, M], -1)                              # same real transition for Re and Im
-            F = torch.stack([f[0].repeat(2) * v, f[1].repeat(2) * v], -2)   # (B, L, 2, 2P)
-            X = scan_loop(M2.unsqueeze(0).expand(L, 2, 2, 2 * P), F, x0, block=True)
-            y_pos, last = X[:, :, 1], X[:, -1]
+        y_pos, last = self._positions(v, sys, x0, L, mode)
         out = self._output_proj(y_pos) + self.D * u
+        if self.bidirectional_mode == "sum":
+            # the same oscillators on the reversed input, read out by C_back, shifted to lags -1..-L
+            y_rev, _ = self._positions(v.flip(1), sys, None, L, mode)
+            back = self._output_proj(y_rev, self.C_back).flip(1)     # back[t] = sum_{s >= t} ...
+            out = out + torch.cat([back[:, 1:], torch.zeros_like(back[:, :1])], 1)
+        elif self.bidirectional_mode == "concat":
+            back = self.reverse(u.flip(1), rate=rate, mode=mode).flip(1)
+            out = self.out_proj(torch.cat([out, back], -1))
         new_state = self._to_complex(last) if return_state else None
         check_result(self, (out, new_state), input=x, state=state)   # NaN/inf: names input, state or parameters
         out = out.to(x.dtype)
@@ -324,8 +446,23 @@ class LinOSS(SSMLayer):
             return out, new_state
         return out
 
+    def _positions(
+        self, v: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int, mode: str
+    ) -> Tuple[Tensor, Tensor]:
+        """Position trajectory (B, L, 2P) and final state (B, 2, 2P) for the projected input v by ``mode``."""
+        if mode == "conv":
+            return self._conv_path(v, sys, x0, L)
+        if mode == "scan":
+            return self._scan_path(v, sys, x0, L)
+        P = self.d_state
+        M, f = sys.M.to(v.dtype), sys.f.to(v.dtype)
+        M2 = torch.cat([M, M], -1)                                  # same real transition for Re and Im
+        F = torch.stack([f[0].repeat(2) * v, f[1].repeat(2) * v], -2)   # (B, L, 2, 2P)
+        X = scan_loop(M2.unsqueeze(0).expand(L, 2, 2, 2 * P), F, x0, block=True)
+        return X[:, :, 1], X[:, -1]
+
     def _scan_path(
-        self, v: Tensor, M64: Tensor, f64: Tensor, A: Tensor, dt: Tensor, x0: Optional[Tensor], L: int
+        self, v: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int
     ) -> Tuple[Tensor, Tensor]:
         r"""Position trajectory (B, L, 2P) and final state (B, 2, 2P) by a chunked parallel scan.
 
@@ -345,7 +482,8 @@ class LinOSS(SSMLayer):
         Bsz, _, P2 = v.shape
         C = min(L, SCAN_CHUNK)
         K = -(-L // C)
-        M, f = M64.to(wd), f64.to(wd)
+        M64 = sys.M
+        M, f = M64.to(wd), sys.f.to(wd)
         M2 = torch.cat([M, M], -1)                                  # same real transition for Re and Im
         F = torch.stack([f[0].repeat(2) * v, f[1].repeat(2) * v], -2)   # (B, L, 2, 2P)
         if K * C != L:                                              # zero forcing after the end
@@ -354,7 +492,7 @@ class LinOSS(SSMLayer):
         Xl = scan_block2(M2.expand(C, 2, 2, P2), F)                 # per chunk, from a zero state
         # M^{n+1}, n < C, in float64: (2, 2, 2P, C)
         n1 = torch.arange(1, C + 1, device=v.device)
-        Mp = matrix_powers(M64, A, dt, self.discretization, n1).repeat(1, 1, 2, 1)
+        Mp = system_powers(sys, n1).repeat(1, 1, 2, 1)
         # chunk-boundary states s_k = M^C s_{k-1} + (chunk k from zero)_end, s_{-1} = x0; float64
         ends = Xl[:, :, -1].to(M64.dtype)                           # (B, K, 2, 2P)
         x0w = None if x0 is None else x0.to(M64.dtype)
@@ -370,19 +508,19 @@ class LinOSS(SSMLayer):
         return y_pos, last.to(wd)
 
     def _conv_path(
-        self, v: Tensor, M64: Tensor, A: Tensor, dt: Tensor, x0: Optional[Tensor], L: int
+        self, v: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int
     ) -> Tuple[Tensor, Tensor]:
         """Position trajectory (B, L, 2P) and final state (B, 2, 2P) from the closed-form Green's
         functions (float64 trigonometry from the float64 A, dt; rounded once)."""
         wd = v.dtype
-        resp = oscillator_responses(A, dt, self.discretization, L).to(wd)   # (2, P, L)
+        resp = system_responses(sys, L).to(wd)                      # (2, P, L)
         kap2 = resp.repeat(1, 2, 1)                                 # (2, 2P, L)
         y_pos = fftconv(v, kap2[1])
         # final state: sum_k resp_{L-1-k} v_k
         last = torch.einsum("blp,cpl->bcp", v, kap2.flip(-1))
         if x0 is not None:
             l = torch.arange(1, L + 1, device=v.device)
-            Mp = matrix_powers(M64, A, dt, self.discretization, l).to(wd).repeat(1, 1, 2, 1)  # (2, 2, 2P, L): M^{n+1}
+            Mp = system_powers(sys, l).to(wd).repeat(1, 1, 2, 1)  # (2, 2, 2P, L): M^{n+1}
             zir = Mp[1, 0].T * x0[:, None, 0] + Mp[1, 1].T * x0[:, None, 1]         # (B, L, 2P)
             y_pos = y_pos + zir
             last = last + torch.einsum("ijp,bjp->bip", Mp[..., -1], x0)
@@ -399,4 +537,5 @@ class LinOSS(SSMLayer):
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, discretization={self.discretization.upper()!r}, "
             f"A_param={self.A_param!r}, mode={self.mode!r}"
+            + (f", bidirectional={self.bidirectional_mode!r}" if self.bidirectional else "")
         )

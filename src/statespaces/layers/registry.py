@@ -13,6 +13,7 @@ LAYERS = {
     "s4d": ("statespaces.layers.s4d", "S4D"),
     "s4": ("statespaces.layers.s4", "S4"),
     "linoss": ("statespaces.layers.linoss", "LinOSS"),
+    "dlinoss": ("statespaces.layers.dlinoss", "DLinOSS"),
 }
 
 

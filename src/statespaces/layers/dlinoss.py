@@ -1,0 +1,256 @@
+r"""D-LinOSS: damped oscillatory state space layer (Boyer, Rusch & Rus 2025, arXiv:2505.12171).
+
+LinOSS (:mod:`.linoss`) with a learned damping per oscillator:
+
+    y''(t) = -A y(t) - G y'(t) + B u(t),        out(t) = Re(C y(t)) + D u(t)
+
+P oscillators shared by all H channels (complex B (P, H), C (H, P), real D (H,)), step
+``dt = rate * sigmoid(dt_raw)`` per oscillator. With velocity ``z = y'``, ``S = 1 + dt G``:
+
+* ``IMEX`` (default; the paper's D-LinOSS, official code ``DampedIMEX1``): damping implicit,
+  stiffness explicit, ``z_n = z_{n-1} + dt(-A y_{n-1} - G z_n + B u_n)``, ``y_n = y_{n-1} + dt z_n``::
+
+      M = [[1/S, -dt A/S], [dt/S, 1 - dt^2 A/S]],   f = [dt/S, dt^2/S]
+
+  ``det M = 1/S``, ``tr M = (2 + dt G - dt^2 A)/S``. The eigenvalues are a complex pair iff
+  ``A_low <= A <= A_high`` with ``dt^2 A_low = (sqrt(1 + dt G) - 1)^2`` and
+  ``dt^2 A_high = (sqrt(1 + dt G) + 1)^2``; then ``|lambda| = (1 + dt G)^{-1/2} <= 1`` for ``G >= 0``.
+  (Outside it the pair is real; ``|lambda| <= 1`` still holds on ``0 <= dt^2 A <= 4 + 2 dt G``,
+  the whole stability region, but the layer never leaves the complex band.)
+* ``IM`` (official ``DampedIM``): both implicit, ``z_n = z_{n-1} + dt(-A y_n - G z_n + B u_n)``::
+
+      M = [[1, -dt A], [dt, 1 + dt G]] / S',   f = [dt, dt^2] / S',   S' = 1 + dt G + dt^2 A
+
+  ``det M = 1/S'``; complex pair iff ``G^2 <= 4 A``; ``|lambda| = S'^{-1/2} <= 1`` iff
+  ``dt G + dt^2 A >= 0``.
+
+Both satisfy ``f = dt M[:, 0]`` (so the closed-form responses of :mod:`.linoss` apply).
+
+Parameterization (the official "soft projection", which is a clamp into the complex band, so the
+bound holds by construction for every parameter value and every ``rate``):
+
+* IMEX: ``G = relu(G_hat)``, ``A = A_low + relu(A_hat - A_low) - relu(A_hat - A_high)``
+  (A clamped to ``[A_low, A_high]`` of the current ``G`` and ``rate * dt``);
+* IM: ``G = G_low + relu(G_hat - G_low)`` with ``G_low = -dt A_hat``, then
+  ``A = G^2/4 + relu(A_hat - G^2/4)`` (so ``dt G + dt^2 A >= 0`` and ``G^2 <= 4 A``).
+
+Initialisation (official code; defaults of its experiment scripts): ``"ring"`` -- eigenvalues
+``r e^{+-i theta}`` with ``r^2 ~ U[r_min^2, r_max^2]`` (uniform on the annulus), ``theta ~
+U[theta_min, theta_max]``, ``dt_raw ~ N(0, dt_std^2)``; (A, G) solved from (r, theta, dt) in closed form
+(IMEX: ``G = (r^{-2} - 1)/dt``, ``dt^2 A = 1 + r^{-2} - 2 cos(theta)/r``; IM: ``dt G = 2 cos(theta)/r - 2``,
+``dt^2 A = 1 + r^{-2} - 2 cos(theta)/r``); defaults ``r in [0.9, 1]``, ``theta in [0, pi]``,
+``dt_std = 0.5``. ``"uniform"`` -- ``A ~ U[A_min, A_max]``, ``G ~ U[G_min, G_max]``,
+``dt_raw ~ N(0, dt_std^2)``, rejection-sampled into the complex band. B, C, D as LinOSS.
+
+Every view (scan, conv, loop, step, chunked state, kernel, bidirectional forms) is LinOSS's,
+driven by :meth:`DLinOSS._system`; the Cayley-Hamilton powers and Green's functions use the polar
+form ``sign * r e^{+-i theta}``, ``theta = atan2(sqrt(disc), |tr|)`` in [0, pi/2] (a block with a
+negative trace gets ``sign = -1``: ``sin(l theta)/sin(theta)`` is inaccurate near theta = pi), with
+the discriminant in the cancellation-free product form ``(q - q_low)(q_high - q)`` (IMEX, ``q = dt^2 A``)
+or ``4 dt^2 (A - G^2/4)`` (IM).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from .._checks import check_choice, check_positive_int, check_rate
+from .linoss import LINOSS_MODES, LinOSS, OscillatorSystem, check_bidirectional
+
+Tensor = torch.Tensor
+
+#: Discretizations: ``imex`` (damping implicit, stiffness explicit; the paper's D-LinOSS) and ``im``.
+DLINOSS_DISCRETIZATIONS = ("imex", "im")
+#: Initialisations of (A, G, dt) (official code).
+DLINOSS_INITS = ("ring", "uniform")
+
+
+def _sqrt0(x: Tensor) -> Tensor:
+    """``sqrt(max(x, 0))`` with a zero (not NaN) gradient at and below 0 (boundary of the complex band)."""
+    tiny = torch.finfo(x.dtype).tiny
+    return torch.sqrt(torch.clamp(x, min=tiny)) * (x > 0)
+
+
+def damped_system(A_hat: Tensor, G_hat: Tensor, dt: Tensor, discretization: str) -> Tuple[Tensor, Tensor, OscillatorSystem]:
+    r"""Projected ``(A, G)`` and the discretized system for raw ``A_hat``, ``G_hat`` and step ``dt`` (all (P,)).
+
+    Returns ``(A, G, OscillatorSystem)`` in the dtype of the inputs (see the module notes).
+    """
+    if discretization == "imex":
+        G = torch.relu(G_hat)
+        s = dt * G
+        sq = torch.sqrt(1.0 + s)
+        A_low = (G / (sq + 1.0)) ** 2                       # (sqrt(1+s) - 1)^2 / dt^2, no cancellation
+        A_high = ((sq + 1.0) / dt) ** 2
+        A = A_low + torch.relu(A_hat - A_low) - torch.relu(A_hat - A_high)
+        S = 1.0 + s
+        M = torch.stack([torch.stack([1.0 / S, -dt * A / S]), torch.stack([dt / S, 1.0 - dt * dt * A / S])])
+        f = torch.stack([dt / S, dt * dt / S])
+        log_r = -0.5 * torch.log1p(s)
+        disc = (dt * dt) * (A - A_low) * (dt * dt) * (A_high - A)        # (q - q_low)(q_high - q) = S^2 (4 det - tr^2)
+        re = 2.0 + s - dt * dt * A                          # 2 r cos(theta) S, any sign
+        im = _sqrt0(disc)                                   # 2 r sin(theta) S >= 0
+    elif discretization == "im":
+        G_low = -dt * A_hat
+        G = G_low + torch.relu(G_hat - G_low)
+        A_low = 0.25 * G * G
+        gap = torch.relu(A_hat - A_low)                      # A - G^2/4
+        A = A_low + gap
+        s = dt * G
+        S = 1.0 + s + dt * dt * A
+        M = torch.stack([torch.stack([1.0 / S, -dt * A / S]), torch.stack([dt / S, (1.0 + s) / S])])
+        f = torch.stack([dt / S, dt * dt / S])
+        log_r = -0.5 * torch.log(S)
+        re, im = 2.0 + s, 2.0 * dt * _sqrt0(gap)           # 2 r (cos, sin)(theta) S
+    else:  # pragma: no cover - checked by the caller
+        raise ValueError(discretization)
+    # eigenvalues sign * r e^{+-i theta} with theta in [0, pi/2]: near -r the angle stays small
+    sign = torch.where(re < 0, -torch.ones_like(re), torch.ones_like(re))
+    theta = torch.atan2(im, re.abs())
+    return A, G, OscillatorSystem(M, f, dt, log_r, theta, sign)
+
+
+def ring_to_AG(r: Tensor, theta: Tensor, dt: Tensor, discretization: str) -> Tuple[Tensor, Tensor]:
+    r"""``(A, G)`` whose discrete eigenvalues at step ``dt`` are ``r e^{+-i theta}`` (0 < r <= 1)."""
+    q = 1.0 + r ** -2 - 2.0 * torch.cos(theta) / r          # dt^2 A (both schemes)
+    if discretization == "imex":
+        G = (r ** -2 - 1.0) / dt
+    else:
+        G = (2.0 * torch.cos(theta) / r - 2.0) / dt
+    return q / (dt * dt), G
+
+
+class DLinOSS(LinOSS):
+    r"""Damped linear oscillatory state space layer (D-LinOSS, arXiv:2505.12171).
+
+    Args:
+        d_model: channels H.
+        d_state: number of oscillators P (complex state (B, 2, P): velocity, position).
+        discretization: ``"IMEX"`` (default, the paper's D-LinOSS) or ``"IM"``.
+        init: ``"ring"`` (default) or ``"uniform"`` (see the module notes).
+        r_min: smallest initial eigenvalue modulus (ring); ``0 < r_min <= r_max <= 1``.
+        r_max: largest initial eigenvalue modulus (ring).
+        theta_min: smallest initial eigenvalue angle (ring), in ``[0, pi]``.
+        theta_max: largest initial eigenvalue angle (ring), in ``[theta_min, pi]``.
+        A_min: lower end of the uniform init of A.
+        A_max: upper end of the uniform init of A.
+        G_min: lower end of the uniform init of G.
+        G_max: upper end of the uniform init of G.
+        dt_std: ``dt_raw ~ N(0, dt_std^2)``, ``dt = sigmoid(dt_raw)``.
+        mode: default forward path, ``"scan"``, ``"conv"`` or ``"loop"``.
+        bidirectional: as :class:`LinOSS` (``False``, ``True``/``"sum"``, ``"concat"``).
+        seed: seed of this layer's random init.
+
+    Parameters: ``A_hat``, ``G_hat``, ``dt_raw`` (P,), ``B`` (P, H, 2), ``C`` (H, P, 2), ``D`` (H,).
+    ``A_param`` is ``"project"`` (the clamp above). Shapes as :class:`LinOSS`.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        discretization: str = "IMEX",
+        init: str = "ring",
+        r_min: float = 0.9,
+        r_max: float = 1.0,
+        theta_min: float = 0.0,
+        theta_max: float = math.pi,
+        A_min: float = 0.0,
+        A_max: float = 1.0,
+        G_min: float = 0.0,
+        G_max: float = 1.0,
+        dt_std: float = 0.5,
+        mode: str = "scan",
+        bidirectional: Union[bool, str] = False,
+        seed: Optional[int] = None,
+    ) -> None:
+        nn.Module.__init__(self)
+        self.d_model = check_positive_int("d_model", d_model)
+        self.d_state = check_positive_int("d_state", d_state)
+        self.discretization = check_choice("discretization", discretization, DLINOSS_DISCRETIZATIONS)
+        self.init = check_choice("init", init, DLINOSS_INITS)
+        self.A_param = "project"
+        self.mode = check_choice("mode", mode, LINOSS_MODES)
+        self.bidirectional_mode = check_bidirectional(bidirectional)
+        self.bidirectional = self.bidirectional_mode is not None
+        for name, v in (("r_min", r_min), ("r_max", r_max), ("theta_min", theta_min), ("theta_max", theta_max),
+                        ("A_min", A_min), ("A_max", A_max), ("G_min", G_min), ("G_max", G_max), ("dt_std", dt_std)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite real number, got {v!r}")
+        if not (0 < r_min <= r_max <= 1):
+            raise ValueError(f"DLinOSS needs 0 < r_min <= r_max <= 1, got r_min={r_min}, r_max={r_max}")
+        if not (0 <= theta_min <= theta_max <= math.pi):
+            raise ValueError(f"DLinOSS needs 0 <= theta_min <= theta_max <= pi, got {theta_min}, {theta_max}")
+        if not (A_min <= A_max and G_min <= G_max and dt_std >= 0):
+            raise ValueError("DLinOSS needs A_min <= A_max, G_min <= G_max and dt_std >= 0")
+        if self.init == "uniform" and (A_max <= 0 or G_min < 0):
+            raise ValueError("uniform init needs A_max > 0 and G_min >= 0 (the complex band has A > 0, G >= 0)")
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        P = self.d_state
+        dtype = torch.get_default_dtype()
+        f64 = torch.float64
+        if self.init == "ring":
+            mag = torch.sqrt(torch.rand(P, dtype=f64, generator=gen) * (r_max ** 2 - r_min ** 2) + r_min ** 2)
+            arg = torch.rand(P, dtype=f64, generator=gen) * (theta_max - theta_min) + theta_min
+            raw = torch.randn(P, dtype=f64, generator=gen) * dt_std
+            A, G = ring_to_AG(mag, arg, torch.sigmoid(raw), self.discretization)
+        else:
+            A, G, raw = self._uniform_init(P, A_min, A_max, G_min, G_max, dt_std, gen)
+        self.A_hat = nn.Parameter(A.to(dtype))
+        self.G_hat = nn.Parameter(G.to(dtype))
+        self.dt_raw = nn.Parameter(raw.to(dtype))
+        self._init_io(gen, seed)
+
+    def _uniform_init(self, P: int, A_min: float, A_max: float, G_min: float, G_max: float, dt_std: float,
+                      gen: Optional[torch.Generator]) -> Tuple[Tensor, Tensor, Tensor]:
+        """Rejection sampling of (A, G, dt_raw) into the complex band (official ``uniform`` init)."""
+        f64 = torch.float64
+        keep_A, keep_G, keep_raw, n = [], [], [], 0
+        for _ in range(1000):
+            A = torch.rand(512, dtype=f64, generator=gen) * (A_max - A_min) + A_min
+            G = torch.rand(512, dtype=f64, generator=gen) * (G_max - G_min) + G_min
+            raw = torch.randn(512, dtype=f64, generator=gen) * dt_std
+            dt = torch.sigmoid(raw)
+            if self.discretization == "imex":
+                ok = (G >= 0) & ((G - dt * A) ** 2 < 4 * A)
+            else:
+                ok = (G + dt * A >= 0) & (G * G < 4 * A)
+            keep_A.append(A[ok]), keep_G.append(G[ok]), keep_raw.append(raw[ok])
+            n += int(ok.sum())
+            if n >= P:
+                return torch.cat(keep_A)[:P], torch.cat(keep_G)[:P], torch.cat(keep_raw)[:P]
+        raise ValueError("uniform init: the (A, G) box barely meets the stable complex band; widen A_max or G_max")
+
+    # ---- parameters -----------------------------------------------------------------------------
+    def ssm_parameters(self) -> Iterator[nn.Parameter]:
+        yield from (self.A_hat, self.G_hat, self.dt_raw, self.B)
+        if self.bidirectional_mode == "concat":
+            yield from self.reverse.ssm_parameters()
+
+    def _projected(self, rate: float) -> Tuple[Tensor, Tensor, OscillatorSystem]:
+        w = self._wide
+        return damped_system(self.A_hat.to(w), self.G_hat.to(w), self._dt(rate), self.discretization)
+
+    def _system(self, rate: float) -> OscillatorSystem:
+        return self._projected(rate)[2]
+
+    def _stiffness(self, rate: float) -> Tensor:
+        return self._projected(rate)[0]
+
+    def stiffness(self, rate: float = 1.0) -> Tensor:
+        """Effective ``A`` (P,) after the projection at this rate (float64 math, parameter dtype)."""
+        return self._projected(check_rate(rate))[0].to(self.param_dtype)
+
+    def damping(self, rate: float = 1.0) -> Tensor:
+        """Effective ``G`` (P,) after the projection at this rate (float64 math, parameter dtype)."""
+        return self._projected(check_rate(rate))[1].to(self.param_dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, discretization={self.discretization.upper()!r}, "
+            f"init={self.init!r}, mode={self.mode!r}"
+            + (f", bidirectional={self.bidirectional_mode!r}" if self.bidirectional else "")
+        )
