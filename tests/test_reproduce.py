@@ -18,9 +18,15 @@ def test_quick_profile_runs_and_exact_claims_pass(tmp_path):
             assert row["passed"], row
 
 
-def test_unknown_claim_lists_valid_ids(tmp_path):
-    with pytest.raises(ValueError, match="valid ids"):
+def test_unknown_claim_lists_valid_ids(tmp_path, capsys):
+    """A user error: one line on stderr naming the valid ids, exit status 2 (``--debug`` re-raises)."""
+    with pytest.raises(SystemExit) as e:
         main(["reproduce", "Z9", "--out", str(tmp_path), "--table", str(tmp_path / "t.md")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "valid ids" in err and len(err.splitlines()) == 1
+    with pytest.raises(ValueError, match="valid ids"):
+        main(["reproduce", "Z9", "--out", str(tmp_path), "--table", str(tmp_path / "t.md"), "--debug"])
 
 
 def test_rerunning_one_claim_keeps_the_other_rows(tmp_path):
