@@ -92,3 +92,19 @@ def test_config_rejects_unsaveable_arguments(tmp_path):
     assert isinstance(load_pretrained(tmp_path / "ok").backbone, SSMStack)
     with pytest.raises(ValueError, match="d_model"):
         SSMLanguageModel(5, 8, 1, backbone=Custom())
+
+
+def test_trainer_checkpoints_load_through_the_same_path(tmp_path):
+    from statespaces.train import train
+    from statespaces.train.config import build_config
+
+    cfg = build_config(overrides=[("model.d_model", "8"), ("model.n_layers", "1"), ("model.d_state", "4"),
+                                  ("trainer.epochs", "1"), ("trainer.out", str(tmp_path / "run"))])
+    train(cfg, progress=False)
+    model = load_pretrained(tmp_path / "run" / "best")
+    assert isinstance(model, SequenceClassifier)
+    assert isinstance(SequenceClassifier.from_pretrained(tmp_path / "run"), SequenceClassifier)
+    model.save_pretrained(tmp_path / "shared")                 # and re-shared in the hub layout
+    again = load_pretrained(tmp_path / "shared")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k])

@@ -192,13 +192,30 @@ def _resolve(pretrained: PathLike, **hub_kwargs: Any) -> Path:
     return Path(snapshot_download(str(pretrained), **hub_kwargs))  # pragma: no cover - needs the network
 
 
+def _is_trainer_checkpoint(path: Path) -> bool:
+    """A ``statespaces train`` checkpoint folder (``meta.json`` + ``tensors.safetensors``), or a run
+    folder holding ``best/``."""
+    return (path / "meta.json").is_file() or (path / "best" / "meta.json").is_file()
+
+
 def load_pretrained(pretrained: PathLike, map_location: Union[str, torch.device] = "cpu",
                     expect: Optional[type] = None, **hub_kwargs: Any) -> Any:
-    """Rebuild the module saved in ``pretrained`` (see :meth:`Pretrained.save_pretrained`)."""
+    """Rebuild the module saved in ``pretrained`` (see :meth:`Pretrained.save_pretrained`).
+
+    Also takes a checkpoint written by ``statespaces train`` (``runs/x/best`` or the run folder
+    ``runs/x``), checked by its SHA-256 sums like ``statespaces evaluate`` does."""
     from safetensors import safe_open
 
     path = _resolve(pretrained, **hub_kwargs)
     cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+    if not cfg_file.exists() and _is_trainer_checkpoint(path):
+        # a checkpoint (or run folder) of `statespaces train`: verified and rebuilt by the trainer's loader
+        from .train import load_trained     # the top floor, imported only for this case
+
+        model = load_trained(str(path))[0]
+        if expect is not None and expect is not Pretrained and not isinstance(model, expect):
+            raise TypeError(f"{path} holds a {type(model).__name__}, not a {expect.__name__}")
+        return model.to(map_location)
     for f in (cfg_file, w_file):
         if not f.is_file():
             raise FileNotFoundError(f"{f} is missing: {path} was not written by save_pretrained")
