@@ -214,3 +214,121 @@ def test_analyze_trainer_checkpoint_directory(tmp_path):
         pytest.skip("different save_checkpoint API")
     summary = analyze_checkpoint(tmp_path / "ck", tmp_path / "out", plots=False)
     assert summary["layers"][0]["kind"] == "linoss"
+
+
+# --- bidirectional layers and every checkpoint (issue #18 item 5) ---------------------------------
+def _bidirectional_layers():
+    from statespaces.layers.s4 import S4
+
+    yield "s4d-zoh", S4D(3, 8, bidirectional=True, seed=0)
+    yield "s4d-bilinear", S4D(3, 8, bidirectional=True, discretization="bilinear", seed=1)
+    yield "s4", S4(3, 8, bidirectional=True)
+    for mode in (True, "concat"):
+        try:
+            yield f"linoss-{mode}", LinOSS(3, 5, bidirectional=mode, seed=2)
+        except (TypeError, ValueError):    # a LinOSS without bidirectional forms
+            pass
+    try:
+        from statespaces.layers.dlinoss import DLinOSS
+    except ImportError:
+        return
+    yield "dlinoss", DLinOSS(3, 5, seed=3)
+    try:
+        yield "dlinoss-bi", DLinOSS(3, 5, bidirectional=True, seed=3)
+    except (TypeError, ValueError):
+        pass
+
+
+@pytest.mark.parametrize("name,layer", list(_bidirectional_layers()), ids=lambda x: x if isinstance(x, str) else "")
+def test_each_direction_of_a_bidirectional_layer_is_its_own_operator(name, layer):
+    """forward (causal, with D) + backward (anti-causal) explicit operators rebuild the layer's output;
+    a concat LinOSS mixes them with its projection, so each half is checked on its own."""
+    from statespaces.analysis import layer_analyses
+
+    layer = layer.double()
+    u = torch.randn(2, 40, 3, dtype=f64, generator=torch.Generator().manual_seed(0))
+    ans = layer_analyses(layer, name="x")
+    with torch.no_grad():
+        y = layer(u)
+        if getattr(layer, "bidirectional_mode", None) == "concat":
+            assert [a.direction for a in ans] == ["forward", "backward"] and ans[1].lag_offset == 0
+            torch.testing.assert_close(ans[1].apply(u), layer.reverse(u.flip(1)).flip(1), atol=1e-10, rtol=0)
+            return
+    if not getattr(layer, "bidirectional", False):
+        assert [a.direction for a in ans] == ["causal"]
+    else:
+        assert [a.name for a in ans] == ["x.forward", "x.backward"] and float(ans[1].D.abs().max()) == 0
+        # the backward kernel touches only later steps: an impulse at t leaves y[:t+1] alone
+        imp = torch.zeros(1, 40, 3, dtype=f64)
+        imp[0, 20] = 1.0
+        assert float(ans[1].apply(imp)[0, 20:].abs().max()) == 0 and float(ans[1].apply(imp)[0, :20].abs().max()) > 0
+    torch.testing.assert_close(sum(a.apply(u) for a in ans), y, atol=1e-9, rtol=1e-9)
+    for a in ans:
+        w, Hf = a.frequency_response(L=256, n_freq=16)
+        assert torch.isfinite(Hf.abs()).all()
+
+
+def test_direction_argument_is_checked():
+    with pytest.raises(ValueError, match="pass direction='forward' or 'backward'"):
+        oscillators(S4D(2, 4, bidirectional=True))
+    with pytest.raises(ValueError, match="causal; it has no backward direction"):
+        oscillators(S4D(2, 4), direction="backward")
+    with pytest.raises(ValueError, match="direction: got 'up'"):
+        oscillators(S4D(2, 4, bidirectional=True), direction="up")
+    assert oscillators(S4D(2, 4, bidirectional=True), direction="backward").direction == "backward"
+
+
+def _bidirectional_run(tmp_path, layer="s4d"):
+    from statespaces.train import build_config, train
+
+    cfg = build_config(overrides=[("model.layer", layer), ("model.d_model", "4"), ("model.n_layers", "2"),
+                                  ("model.d_state", "4"), ("model.init", "lin" if layer == "s4d" else "legs"),
+                                  ("model.layer_kwargs", '{"bidirectional": true}'), ("trainer.epochs", "1"),
+                                  ("trainer.batch_size", "256"), ("trainer.out", str(tmp_path / "run")),
+                                  ("trainer.tensorboard", "off")])
+    train(cfg, progress=False)
+    return tmp_path / "run"
+
+
+def test_analyze_a_trained_bidirectional_checkpoint(tmp_path, capsys):
+    """`statespaces analyze RUN` on a bidirectional model (before: 'no supported SSM layer')."""
+    from statespaces.train.cli import main
+
+    run = _bidirectional_run(tmp_path)
+    assert main(["analyze", str(run), str(tmp_path / "an"), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "blocks.0.layer.forward: 8 oscillators (s4d, forward direction)" in out
+    assert "blocks.1.layer.backward" in out and str(run / "best") in out
+    info = json.load(open(tmp_path / "an" / "analysis.json"))
+    assert [e["direction"] for e in info["layers"]] == ["forward", "backward"] * 2 and info["skipped"] == []
+    for stem in ("blocks.0.layer.forward", "blocks.0.layer.backward"):
+        with open(tmp_path / "an" / f"{stem}_oscillators.csv") as f:
+            assert len(list(csv.DictReader(f))) == 4 * 2
+
+
+@pytest.mark.slow
+def test_analyze_plots_a_bidirectional_s4_checkpoint(tmp_path):
+    from statespaces.train.cli import main
+
+    run = _bidirectional_run(tmp_path, "s4")
+    assert main(["analyze", str(run)]) == 0
+    for stem in ("blocks.1.layer.forward", "blocks.1.layer.backward"):
+        for kind in ("eigenvalues", "kernel", "frequency_response", "oscillators"):
+            assert (run / "best" / "analysis" / f"{stem}_{kind}.png").exists()
+
+
+def test_layers_that_cannot_be_analyzed_are_named(tmp_path):
+    from statespaces.analysis.plots import analyze_module
+    from statespaces.layers.base import SSMLayer
+
+    class Opaque(SSMLayer):
+        def __init__(self):
+            super().__init__()
+            self.d_model, self.bidirectional = 2, False
+            self.w = nn.Parameter(torch.ones(2))
+
+    summary = analyze_module(nn.ModuleList([S4D(2, 4), Opaque()]), tmp_path / "a", plots=False)
+    assert [s["layer"] for s in summary["skipped"]] == ["1"]
+    assert "Opaque has no oscillator form" in summary["skipped"][0]["reason"]
+    with pytest.raises(ValueError, match="no SSM layer of the model could be analyzed: 0: Opaque has no oscillator"):
+        analyze_module(nn.ModuleList([Opaque()]), tmp_path / "b", plots=False)

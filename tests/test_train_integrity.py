@@ -256,7 +256,7 @@ OUT_OF_RANGE = {
     "model.init": [""], "model.dropout": [1.0, -0.1, math.nan], "model.norm": ["group"], "model.prenorm": None,
     "model.mixing": ["gated"], "model.pool": ["max", "none"], "model.dt_min": [0.0, -1e-3, math.inf],
     "model.dt_max": [0, math.nan], "model.layer_kwargs": [{1: 2}],
-    "data.name": ["", "   "], "data.kwargs": [{2: "x"}],
+    "data.name": ["", "   "], "data.kwargs": [{2: "x"}], "data.normalize": ["zscore", "", "per-series"],
     "trainer.epochs": [0, -5], "trainer.batch_size": [0], "trainer.lr": [0, -1e-3, math.inf, math.nan],
     "trainer.ssm_lr": [0.0, -1], "trainer.weight_decay": [-0.1, math.inf], "trainer.warmup_steps": [-1],
     "trainer.grad_clip": [-1.0, math.nan], "trainer.val_fraction": [1.0, 1.5, -0.1], "trainer.seed": [-1, 2**32],

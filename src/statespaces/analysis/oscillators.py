@@ -33,10 +33,19 @@ What frequency and damping mean depends on the discretization (notes 6.2):
   An oscillator with ``dt sqrt(A) < 1e-6`` (A ~ 0: a double eigenvalue, Jordan block) is not a sum
   of exponentials; it is kept as a ramp ``K[l] += ramp * (l + 1) r^l`` (:attr:`ramp`).
 
-Supported layers: :class:`~statespaces.layers.s4d.S4D` (and any causal
-:class:`~statespaces.layers.base.DiagonalSSM`), :class:`~statespaces.layers.linoss.LinOSS`, and
-S4 (DPLR) if ``statespaces.layers.s4`` is installed and exposes its dense state matrix (see
-:func:`oscillators`). All numbers are computed in float64/complex128.
+Supported layers: :class:`~statespaces.layers.s4d.S4D` (and any
+:class:`~statespaces.layers.base.DiagonalSSM`), :class:`~statespaces.layers.linoss.LinOSS` (and
+its subclasses, through the layer's own discretized system), and S4 (DPLR, through its dense
+state matrix). All numbers are computed in float64/complex128.
+
+**Bidirectional layers** have two kernels over the same oscillators: the causal (``forward``)
+one, acting on lags ``0..L-1`` with the skip ``D``, and the anti-causal (``backward``) one with its
+own output vector (``C[1]``, LinOSS ``C_back``), acting on lags ``-1..-L``:
+``y_t += sum_{s>t} K_back[s-t-1] u_s``. :func:`oscillators` takes ``direction="forward"`` or
+``"backward"`` for such a layer; :func:`layer_analyses` returns both. A LinOSS with
+``bidirectional="concat"`` runs an independent ``reverse`` layer on the reversed sequence (lags
+``0..-(L-1)``, its own ``D``) and mixes the two outputs with a linear map: its backward analysis is
+that of the reverse layer (``lag_offset = 0``), and the mixing map is not part of either kernel.
 
 :func:`s4d_from_oscillators` maps a list of :class:`Oscillator` records back to an S4D layer with
 the same kernel (round trip).
@@ -52,7 +61,11 @@ from torch import nn
 
 Tensor = torch.Tensor
 
-__all__ = ["Oscillator", "OscillatorAnalysis", "oscillators", "s4d_from_oscillators", "supported_layer", "green_kernel"]
+__all__ = ["Oscillator", "OscillatorAnalysis", "oscillators", "s4d_from_oscillators", "supported_layer", "green_kernel",
+           "layer_analyses", "unsupported_reason", "DIRECTIONS"]
+
+#: Directions of a bidirectional layer (``forward`` = causal).
+DIRECTIONS = ("forward", "backward")
 
 #: LinOSS oscillators with dt sqrt(A) below this are treated as degenerate (ramp, Jordan block).
 DEGENERATE_THETA = 1e-6
@@ -112,11 +125,19 @@ class OscillatorAnalysis:
     ramp: Optional[Tensor] = None
     gf_residue: Optional[Tensor] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    #: ``"causal"`` (a causal layer), or ``"forward"``/``"backward"`` (a direction of a bidirectional one)
+    direction: str = "causal"
+    #: the kernel's entry l acts on lag ``l`` (causal, forward) or on lag ``-(l + lag_offset)`` (backward)
+    lag_offset: int = 0
 
     # ---- derived quantities ---------------------------------------------------------------------
     @property
     def mimo(self) -> bool:
         return self.kind == "linoss"
+
+    @property
+    def backward(self) -> bool:
+        return self.direction == "backward"
 
     @property
     def eig(self) -> Tensor:
@@ -180,22 +201,34 @@ class OscillatorAnalysis:
         if self.ramp is not None and bool((self.ramp != 0).any()):
             l = torch.arange(L, dtype=torch.float64)
             r = torch.exp(self.log_eig.real)                          # (P,)
-            basis = (l + 1) * r.unsqueeze(-1) ** l                    # (P, L)
+            negative = torch.cos(self.log_eig.imag) < 0               # a double eigenvalue at -r
+            alt = torch.where(negative.unsqueeze(-1), 1.0 - 2.0 * torch.remainder(l, 2.0), torch.ones_like(l))
+            basis = (l + 1) * torch.exp(l * torch.log(r).unsqueeze(-1)) * alt     # (P, L): (l + 1) lambda^l
             K = K + torch.einsum("hkp,pl->hkl", self.ramp, basis)
         return K
 
     def apply(self, u: Tensor) -> Tensor:
-        r"""The explicit operator on an input (B, L, H): ``y = K * u + D u`` by direct causal sums (float64)."""
+        r"""The explicit operator on an input (B, L, H) by direct sums (float64): ``y = K * u + D u``
+        (causal); a backward direction sums over later steps, ``y_t = sum_{s>t} K[s-t-1] u_s``
+        (``lag_offset`` 1; 0 for a concat layer's reverse half, which also has its own ``D``)."""
         u = u.to(torch.float64)
-        Bsz, L, H = u.shape
-        K = self.kernel(L)
+        if self.backward:                       # anti-causal = causal on the reversed sequence
+            v = u.flip(1)
+            if self.lag_offset:
+                v = torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], 1)       # delay by one step
+                return self._causal(v, self.kernel(u.shape[1])).flip(1)
+            return (self._causal(v, self.kernel(u.shape[1])) + v * self.D).flip(1)
+        return self._causal(u, self.kernel(u.shape[1])) + u * self.D
+
+    def _causal(self, u: Tensor, K: Tensor) -> Tensor:
+        L = u.shape[1]
         y = torch.zeros_like(u)
         for lag in range(L):                                          # O(L^2 H): a readable reference
             if self.mimo:
                 y[:, lag:] += torch.einsum("blk,hk->blh", u[:, : L - lag], K[:, :, lag])
             else:
                 y[:, lag:] += u[:, : L - lag] * K[:, lag]
-        return y + u * self.D
+        return y
 
     def frequency_response(self, L: int = 2048, n_freq: int = 512) -> Tuple[Tensor, Tensor]:
         r"""``H(e^{i w}) = D + sum_{l<L} K[l] e^{-i w l}`` on ``n_freq`` points of [0, pi].
@@ -204,7 +237,10 @@ class OscillatorAnalysis:
         """
         K = self.kernel(L)
         w = torch.linspace(0, math.pi, n_freq, dtype=torch.float64)
-        E = torch.exp(-1j * w.unsqueeze(0) * torch.arange(L, dtype=torch.float64).unsqueeze(1))  # (L, F)
+        lags = torch.arange(L, dtype=torch.float64)
+        if self.backward:                                             # entry l sits at lag -(l + offset)
+            lags = -(lags + self.lag_offset)
+        E = torch.exp(-1j * w.unsqueeze(0) * lags.unsqueeze(1))       # (L, F)
         Hf = K.to(torch.complex128) @ E
         if self.mimo:
             Hf = Hf + torch.diag(self.D).to(torch.complex128).unsqueeze(-1)
@@ -262,7 +298,7 @@ class OscillatorAnalysis:
         """Small JSON-able summary."""
         mag = self.eig.abs()
         return {
-            "layer": self.name, "kind": self.kind, "discretization": self.discretization,
+            "layer": self.name, "kind": self.kind, "discretization": self.discretization, "direction": self.direction,
             "d_model": self.d_model, "n_oscillators": int(self.log_eig.numel()),
             "max_abs_eig": float(mag.max()), "min_abs_eig": float(mag.min()),
             "natural_frequency_range": [float(self.natural_frequency.min()), float(self.natural_frequency.max())],
@@ -283,29 +319,49 @@ def _canonical(log_eig: Tensor, residue: Tensor, nominal: Tensor) -> Tuple[Tenso
 
 
 def supported_layer(module: nn.Module) -> bool:
-    """Whether :func:`oscillators` can analyze ``module``."""
+    """Whether :func:`oscillators` can analyze ``module`` (causal or bidirectional)."""
     from ..layers.base import DiagonalSSM
     from ..layers.linoss import LinOSS
     from ..layers.s4 import S4
 
-    if isinstance(module, (DiagonalSSM, LinOSS, S4)):
-        return not getattr(module, "bidirectional", False)
-    return False
+    return isinstance(module, (DiagonalSSM, LinOSS, S4))
+
+
+def unsupported_reason(module: nn.Module) -> Optional[str]:
+    """Why :func:`oscillators` cannot analyze this SSM layer (None: it can, or it is no SSM layer)."""
+    from ..layers.base import SSMLayer
+
+    if supported_layer(module) or not isinstance(module, SSMLayer):
+        return None
+    return (f"{type(module).__name__} has no oscillator form here (supported: S4D and other DiagonalSSM layers, "
+            "LinOSS and its subclasses, S4)")
+
+
+def _bidirectional_mode(layer: nn.Module) -> Optional[str]:
+    """None (causal), "sum" (two kernels over the same oscillators) or "concat" (a reverse layer)."""
+    if not getattr(layer, "bidirectional", False):
+        return None
+    mode = getattr(layer, "bidirectional_mode", None)
+    return mode if mode in ("sum", "concat") else "sum"
 
 
 @torch.no_grad()
-def oscillators(layer: nn.Module, rate: float = 1.0, name: str = "") -> OscillatorAnalysis:
+def oscillators(layer: nn.Module, rate: float = 1.0, name: str = "",
+                direction: Optional[str] = None) -> OscillatorAnalysis:
     r"""Oscillators, residues and closed-form kernel of a trained layer (S4D, LinOSS, S4).
 
     Args:
-        layer: an S4D (any init, any discretization) or other causal ``DiagonalSSM``; a LinOSS layer;
-            or an S4 layer exposing ``dense_system(rate) -> (dA (H,N,N), dB (H,N), C (H,N), dt (H,))``.
+        layer: an S4D (any init, any discretization) or other ``DiagonalSSM``; a LinOSS layer (or a
+            subclass such as D-LinOSS); or an S4 layer (through its dense discrete system).
         rate: step-size multiplier, as in the layer's forward.
         name: label stored in the tables.
+        direction: for a bidirectional layer, ``"forward"`` (causal kernel, with D) or ``"backward"``
+            (anti-causal kernel, lags -1..-L; see the module docstring); a causal layer takes None
+            or ``"forward"``.
 
     Raises:
         TypeError: for any other module type (or a non-module).
-        ValueError: for a bidirectional layer (no causal kernel of this form).
+        ValueError: a bidirectional layer without ``direction``, or a direction a causal layer has not.
     """
     from ..layers.base import DiagonalSSM, check_rate
     from ..layers.linoss import LinOSS
@@ -314,23 +370,51 @@ def oscillators(layer: nn.Module, rate: float = 1.0, name: str = "") -> Oscillat
     if not isinstance(layer, nn.Module):
         raise TypeError(f"oscillators() needs an SSM layer (nn.Module), got {type(layer).__name__}")
     rate = check_rate(rate)
-    if getattr(layer, "bidirectional", False):
-        raise ValueError("oscillators(): bidirectional layers are not causal; analyze a causal layer")
+    mode = _bidirectional_mode(layer)
+    if direction is not None and direction not in DIRECTIONS:
+        raise ValueError(f"direction: got {direction!r}; valid: {', '.join(DIRECTIONS)}")
+    if mode is None:
+        if direction == "backward":
+            raise ValueError("oscillators(): this layer is causal; it has no backward direction")
+        k, tag = 0, "causal"
+    else:
+        if direction is None:
+            raise ValueError("oscillators(): a bidirectional layer has two kernels; pass direction='forward' or "
+                             "'backward' (layer_analyses returns both)")
+        k, tag = DIRECTIONS.index(direction), direction
     if isinstance(layer, LinOSS):
-        return _linoss_oscillators(layer, rate, name)
-    if isinstance(layer, DiagonalSSM):
-        return _diagonal_oscillators(layer, rate, name)
-    if isinstance(layer, S4):
-        return _dense_oscillators(layer, rate, name)
-    raise TypeError(
-        f"oscillators(): unsupported layer type {type(layer).__name__}; supported: S4D (DiagonalSSM), LinOSS, S4"
-    )
+        if mode == "concat" and k == 1:
+            an = _linoss_oscillators(layer.reverse, rate, name, 0)
+            an.direction, an.lag_offset = "backward", 0
+            an.extra["concat"] = True
+            return an
+        an = _linoss_oscillators(layer, rate, name, k)
+    elif isinstance(layer, DiagonalSSM):
+        an = _diagonal_oscillators(layer, rate, name, k)
+    elif isinstance(layer, S4):
+        an = _dense_oscillators(layer, rate, name, k)
+    else:
+        raise TypeError(
+            f"oscillators(): unsupported layer type {type(layer).__name__}; supported: S4D (DiagonalSSM), LinOSS, S4"
+        )
+    an.direction, an.lag_offset = tag, (1 if k == 1 else 0)
+    if mode == "concat":
+        an.extra["concat"] = True
+    return an
 
 
-def _diagonal_oscillators(layer, rate: float, name: str) -> OscillatorAnalysis:
+def layer_analyses(layer: nn.Module, rate: float = 1.0, name: str = "") -> List[OscillatorAnalysis]:
+    """Every kernel of a layer: ``[causal]``, or ``[forward, backward]`` for a bidirectional layer
+    (named ``<name>.forward`` / ``<name>.backward``)."""
+    if _bidirectional_mode(layer) is None:
+        return [oscillators(layer, rate, name)]
+    return [oscillators(layer, rate, f"{name}.{d}" if name else d, direction=d) for d in DIRECTIONS]
+
+
+def _diagonal_oscillators(layer, rate: float, name: str, k: int = 0) -> OscillatorAnalysis:
     sys = layer.diagonal_system(rate)
     log_eig = sys.log_dA.to(torch.complex128)
-    residue = (sys.C[0] * sys.dB).to(torch.complex128) * (sys.scale / 2.0)
+    residue = (sys.C[k] * sys.dB).to(torch.complex128) * (sys.scale / 2.0)
     H, M = log_eig.shape
     if hasattr(layer, "log_dt"):
         dt = (torch.exp(layer.log_dt.double()) * rate).unsqueeze(-1).expand(H, M)
@@ -339,43 +423,67 @@ def _diagonal_oscillators(layer, rate: float, name: str) -> OscillatorAnalysis:
     nominal = layer.continuous_A().to(torch.complex128) if hasattr(layer, "continuous_A") else log_eig / dt
     log_eig, residue, nominal = _canonical(log_eig, residue, nominal)
     kind = "s4d"
+    D = layer.D.double().clone() if k == 0 else torch.zeros_like(layer.D, dtype=torch.float64)
     return OscillatorAnalysis(
         kind=kind, discretization=str(getattr(layer, "discretization", "")), log_eig=log_eig, dt=dt.clone(),
-        residue=residue, D=layer.D.double().clone(), eig_nominal=nominal, name=name,
+        residue=residue, D=D, eig_nominal=nominal, name=name,
         extra={"scale": sys.scale},
     )
 
 
-def _linoss_oscillators(layer, rate: float, name: str) -> OscillatorAnalysis:
+def _linoss_oscillators(layer, rate: float, name: str, k: int = 0) -> OscillatorAnalysis:
     from ..kernels.oscillator import oscillator_polar
+    from ..layers.init import as_complex
 
     A = layer.stiffness(rate).double()
     dt = layer.dt(rate).double()
     M, f = layer.transition(rate)
     M, f = M.double(), f.double()
-    log_r, theta = oscillator_polar(A, dt, layer.discretization)          # Prop. 3.1
+    system = getattr(layer, "_system", None)
+    if callable(system):           # the layer's own polar form (LinOSS, D-LinOSS: damping, sign)
+        sys = system(rate)
+        log_r, theta = sys.log_r.double(), sys.theta.double()
+        sign = getattr(sys, "sign", None)
+        if sign is not None:       # sign r e^{i theta} with sign -1 is r e^{i (pi - theta)}
+            theta = torch.where(sign.double() < 0, math.pi - theta, theta)
+    else:
+        log_r, theta = oscillator_polar(A, dt, layer.discretization)      # Prop. 3.1
     lam = torch.polar(torch.exp(log_r), theta)
     # partial fractions of e_2^T M^l f for the pair (lam, conj lam):
     #   M^l = (lam^l (M - conj(lam)) - conj(lam)^l (M - lam)) / (lam - conj(lam))
     g = M[1, 0] * f[0] + M[1, 1] * f[1]                                  # (M f)_2
-    degenerate = (dt * torch.sqrt(A)) < DEGENERATE_THETA
+    degenerate = torch.sin(theta).abs() < DEGENERATE_THETA                # double eigenvalue +-r: Jordan block
     denom = torch.where(degenerate, torch.ones_like(lam), lam - lam.conj())
-    gf_res = torch.where(degenerate, torch.zeros_like(lam), (g - lam.conj() * f[1]) / denom)
-    Bc, Cc = layer.B_complex.detach().to(torch.complex128), layer.C_complex.detach().to(torch.complex128)
+    lam_real = torch.where(degenerate, lam.real, torch.ones_like(lam.real))
+    # degenerate: e_2^T M^l f = lam^l f_2 + l lam^(l-1) (g - lam f_2) = lam^l (f_2 - c) + (l + 1) lam^l c,
+    # c = (g - lam f_2)/lam; the first part is a mode with residue (f_2 - c)/2, the second the ramp
+    c = (g - lam_real * f[1]) / lam_real
+    gf_res = torch.where(degenerate, ((f[1] - c) / 2).to(lam.dtype), (g - lam.conj() * f[1]) / denom)
+    Bc = layer.B_complex.detach().to(torch.complex128)
+    Cc = (layer.C_complex if k == 0 else as_complex(layer.C_back)).detach().to(torch.complex128)
     W = torch.einsum("hp,pk->hkp", Cc.real, Bc.real) - torch.einsum("hp,pk->hkp", Cc.imag, Bc.imag)
     residue = W.to(torch.complex128) * gf_res
-    # degenerate (A ~ 0): kappa_l = dt M_21 (l + 1) r^l  (Jordan block)
-    ramp = W * torch.where(degenerate, dt * M[1, 0], torch.zeros_like(dt))
+    ramp = W * torch.where(degenerate, c, torch.zeros_like(c))
     log_eig = torch.complex(log_r, theta)
-    nominal = torch.complex(torch.zeros_like(A), torch.sqrt(A))
+    extra = {"A": A.clone(), "mixing": W, "degenerate": degenerate}
+    damping = getattr(layer, "damping", None)
+    if callable(damping):          # y'' = -A y - G y': continuous eigenvalues -G/2 +- sqrt(G^2/4 - A)
+        G = damping(rate).double()
+        disc = A - G * G / 4
+        nominal = torch.where(disc >= 0, torch.complex(-G / 2, torch.sqrt(disc.clamp(min=0))),
+                              torch.complex(-G / 2 + torch.sqrt((-disc).clamp(min=0)), torch.zeros_like(G)))
+        extra["G"] = G.clone()
+    else:
+        nominal = torch.complex(torch.zeros_like(A), torch.sqrt(A))
+    D = layer.D.double().clone() if k == 0 else torch.zeros_like(layer.D, dtype=torch.float64)
     return OscillatorAnalysis(
         kind="linoss", discretization=layer.discretization.upper(), log_eig=log_eig, dt=dt.clone(),
-        residue=residue, D=layer.D.double().clone(), eig_nominal=nominal, name=name, ramp=ramp,
-        gf_residue=gf_res, extra={"A": A.clone(), "mixing": W, "degenerate": degenerate},
+        residue=residue, D=D, eig_nominal=nominal, name=name, ramp=ramp,
+        gf_residue=gf_res, extra=extra,
     )
 
 
-def _dense_oscillators(layer, rate: float, name: str) -> OscillatorAnalysis:
+def _dense_oscillators(layer, rate: float, name: str, k: int = 0) -> OscillatorAnalysis:
     """S4 (DPLR): eigendecomposition of its dense discrete state matrix (Lemma 3.3 conjugation).
 
     Expects ``layer.dense_system(rate) -> (dA (H, N, N), dB (H, N), C (H, N), dt (H,))`` with
@@ -385,6 +493,11 @@ def _dense_oscillators(layer, rate: float, name: str) -> OscillatorAnalysis:
     then inaccurate (the tables record ``cond(V)``).
     """
     dA, dB, C, dt = layer.dense_system(rate)
+    if k == 1:                     # the anti-causal direction: same system, the second output vector
+        from ..kernels.dplr import dplr_real_system
+
+        Lam, P, B, Cs = layer.continuous_system()
+        C = dplr_real_system(Lam, P, B, Cs[1])[2]
     dA, dB, C = dA.to(torch.complex128), dB.to(torch.complex128), C.to(torch.complex128)
     lam, V = torch.linalg.eig(dA)                                       # (H, N), (H, N, N)
     Vb = torch.linalg.solve(V, dB.unsqueeze(-1)).squeeze(-1)
@@ -394,9 +507,10 @@ def _dense_oscillators(layer, rate: float, name: str) -> OscillatorAnalysis:
     dt = dt.double().unsqueeze(-1).expand_as(lam.real).clone() * 1.0
     nominal = log_eig / dt
     log_eig, residue, nominal = _canonical(log_eig, residue, nominal)
+    D = layer.D.double().clone() if k == 0 else torch.zeros_like(layer.D, dtype=torch.float64)
     return OscillatorAnalysis(
         kind="s4", discretization=str(getattr(layer, "discretization", "")), log_eig=log_eig, dt=dt,
-        residue=residue, D=layer.D.double().clone(), eig_nominal=nominal, name=name,
+        residue=residue, D=D, eig_nominal=nominal, name=name,
         extra={"cond_V": torch.linalg.cond(V).real},
     )
 

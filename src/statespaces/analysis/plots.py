@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Union
 import torch
 from torch import nn
 
-from .oscillators import OscillatorAnalysis, oscillators, supported_layer
+from .oscillators import OscillatorAnalysis, layer_analyses, supported_layer, unsupported_reason
 
 PathLike = Union[str, os.PathLike]
 
@@ -54,7 +54,8 @@ def _save(fig, path: PathLike) -> Path:
 
 
 def _title(an: OscillatorAnalysis) -> str:
-    return f"{an.name or an.kind} ({an.kind}, {an.discretization})"
+    direction = "" if an.direction == "causal" else f", {an.direction}"
+    return f"{an.name or an.kind} ({an.kind}, {an.discretization}{direction})"
 
 
 def plot_eigenvalues(an: OscillatorAnalysis, path: PathLike) -> Path:
@@ -98,10 +99,13 @@ def plot_kernels(an: OscillatorAnalysis, path: PathLike, L: int = 512, max_chann
     K = an.kernel(L)
     fig, ax = _figure(size=(8.0, 4.5))
     a = ax[0, 0]
+    lags = torch.arange(L)
+    if an.backward:                          # entry l acts on lag -(l + lag_offset)
+        lags = -(lags + an.lag_offset)
     for h in _channels(an, max_channels):
         k = K[h, h] if an.mimo else K[h]
-        a.plot(k.numpy(), lw=1, label=f"ch {h}")
-    a.set_xlabel("lag l (steps)")
+        a.plot(lags.numpy(), k.numpy(), lw=1, label=f"ch {h}")
+    a.set_xlabel("lag l (steps; negative: the backward, anti-causal direction)" if an.backward else "lag l (steps)")
     a.set_ylabel("K[l]" if not an.mimo else "K[h, h, l]")
     a.set_title(f"Green's function (kernel) per channel - {_title(an)}")
     a.legend(fontsize=7, ncol=2)
@@ -168,14 +172,19 @@ def _safe(name: str) -> str:
 def analyze_module(model: nn.Module, out_dir: PathLike, L: int = 512, plots: bool = True) -> Dict[str, Any]:
     r"""Analyze every supported SSM layer inside ``model`` (walks ``named_modules``).
 
-    Writes, per layer ``<name>``: ``<name>_eigenvalues.png``, ``<name>_kernel.png``,
+    Writes, per layer ``<name>`` (per direction of a bidirectional layer: ``<name>.forward``,
+    ``<name>.backward``): ``<name>_eigenvalues.png``, ``<name>_kernel.png``,
     ``<name>_frequency_response.png``, ``<name>_oscillators.png`` (if ``plots``),
     ``<name>_oscillators.csv``, ``<name>_operator.npz``; and ``analysis.json`` for all layers.
+    An SSM layer that cannot be analyzed (a type without an oscillator form, or a system the
+    analysis cannot form, e.g. an S4 layer whose C cannot be recovered) is listed under
+    ``"skipped"`` with the reason.
 
     Returns the JSON summary (also with the written file paths).
 
     Raises:
-        TypeError: if ``model`` is not an ``nn.Module`` or contains no supported layer.
+        TypeError: if ``model`` is not an ``nn.Module`` or contains no SSM layer.
+        ValueError: if it contains SSM layers but none could be analyzed (the message gives each reason).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"analyze_module needs an nn.Module, got {type(model).__name__}")
@@ -183,13 +192,33 @@ def analyze_module(model: nn.Module, out_dir: PathLike, L: int = 512, plots: boo
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    layers = [(n or type(m).__name__, m) for n, m in model.named_modules() if supported_layer(m)]
-    if not layers:
+    layers, skipped, covered = [], [], set()
+    for n, m in model.named_modules():
+        name = n or type(m).__name__
+        if id(m) in covered:
+            continue
+        if supported_layer(m):
+            layers.append((name, m))
+            reverse = getattr(m, "reverse", None)        # LinOSS concat: analyzed as the backward direction
+            if getattr(m, "bidirectional", False) and isinstance(reverse, nn.Module):
+                covered.update(id(x) for x in reverse.modules())
+        elif unsupported_reason(m) is not None:
+            skipped.append({"layer": name, "reason": unsupported_reason(m)})
+    if not layers and not skipped:
         kinds = sorted({type(m).__name__ for m in model.modules()})
         raise TypeError(f"no supported SSM layer (S4D, LinOSS, S4) found in the model; module types: {kinds}")
-    summary: Dict[str, Any] = {"layers": []}
+    analyses = []
     for name, layer in layers:
-        an = oscillators(layer, name=name)
+        try:
+            analyses += layer_analyses(layer, name=name)
+        except (ValueError, RuntimeError) as e:           # e.g. S4 with l_max: C~ cannot be inverted
+            skipped.append({"layer": name, "reason": f"{type(layer).__name__}: " + " ".join(str(e).split())})
+    if not analyses:
+        raise ValueError("no SSM layer of the model could be analyzed: "
+                         + "; ".join(f"{s['layer']}: {s['reason']}" for s in skipped))
+    summary: Dict[str, Any] = {"layers": [], "skipped": skipped}
+    for an in analyses:
+        name = an.name
         stem = _safe(name)
         files = []
         if plots:

@@ -3,13 +3,16 @@
 ``DATASETS[name](seed=..., **kwargs)`` returns a :class:`SequenceData`; the names are the values
 of ``statespaces train --data.name NAME`` (extra arguments: ``--data.kwargs '{"n_train": 1000}'``).
 Besides the listed keys, ``DATASETS`` understands ``ucr:<Problem>`` for any UCR/UEA problem found
-by :mod:`statespaces.data.ucr` (or ``ucr:/path/to/Problem_TRAIN.ts``).
+by :mod:`statespaces.data.ucr`, and a path to a time-series file (``<Name>_TRAIN.ts``/``.tsv``/
+``.txt``, with or without the ``ucr:`` prefix) or a folder holding one (:func:`canonical_name`).
 
 Modules are imported lazily by the loaders, so importing this package stays cheap and an
 optional source (Debian's Fashion-MNIST, aeon's .ts files, mnist1d) is only needed when used.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Callable, Dict, List
 
 from .audio import mulaw_decode, mulaw_encode, synth_piano
@@ -45,6 +48,13 @@ def _lazy(module: str, func: str, **fixed) -> Loader:
     return load
 
 
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).expanduser().exists()
+    except (OSError, ValueError, RuntimeError):   # a name too long, a NUL byte, an unknown ~user
+        return False
+
+
 class _Registry(Dict[str, Loader]):
     """A dict of loaders that also answers ``ucr:<Problem>`` keys for any problem (checked on load)."""
 
@@ -53,13 +63,19 @@ class _Registry(Dict[str, Loader]):
     def _is_dynamic(self, key: object) -> bool:
         return isinstance(key, str) and key.startswith(self.PREFIX) and len(key) > len(self.PREFIX)
 
+    @staticmethod
+    def _is_path(key: object) -> bool:
+        return isinstance(key, str) and bool(key.strip()) and _exists(key)
+
     def __contains__(self, key: object) -> bool:
-        return dict.__contains__(self, key) or self._is_dynamic(key)
+        return dict.__contains__(self, key) or self._is_dynamic(key) or self._is_path(key)
 
     def __missing__(self, key: str) -> Loader:
         if self._is_dynamic(key):
             return _ucr(key[len(self.PREFIX):])
-        raise KeyError(f"unknown dataset {key!r}; valid datasets: {', '.join(sorted(self))}, or ucr:<Problem>")
+        if self._is_path(key):
+            return _ucr(key)
+        raise KeyError(f"unknown dataset {key!r}; {accepted_forms()}")
 
     def get(self, key, default=None):  # type: ignore[override]
         return self[key] if key in self else default
@@ -89,15 +105,53 @@ def dataset_names() -> List[str]:
     return sorted(DATASETS)
 
 
+def accepted_forms() -> str:
+    """The accepted spellings of a dataset (for error messages)."""
+    from .ucr import PATH_FORMS
+
+    return (f"valid datasets: {', '.join(n for n in dataset_names() if not n.startswith('ucr:'))}; "
+            "ucr:<Problem> (a UCR/UEA problem shipped with aeon or sktime, or under $STATESPACES_UCR); "
+            f"or a path (with or without ucr:) to {PATH_FORMS}")
+
+
+def canonical_name(name: str) -> str:
+    """The spelling of a dataset stored in configs and checkpoints.
+
+    Registered names and ``ucr:<Problem>`` names are kept; a path, with or without the ``ucr:``
+    prefix, becomes ``ucr:<absolute resolved path>`` (so a run resumed or evaluated from another
+    working directory reads the same files). Raises ``FileNotFoundError`` for a path that does
+    not exist and ``ValueError`` for a name that is neither; both name the accepted forms.
+    """
+    from .ucr import looks_like_path
+
+    if dict.__contains__(DATASETS, name):
+        return name
+    body = name[len(_Registry.PREFIX):] if name.startswith(_Registry.PREFIX) else name
+    if not body.strip():
+        raise ValueError(f"data.name: got {name!r}; {accepted_forms()}")
+    if _exists(body) and (body is name or looks_like_path(body) or os.sep in body):
+        return _Registry.PREFIX + str(Path(body).expanduser().resolve())
+    if looks_like_path(body):
+        raise FileNotFoundError(f"data.name: no file or folder at {body}; {accepted_forms()}")
+    if body is not name:
+        return name                                  # ucr:<Problem>: looked up when loaded
+    raise ValueError(f"unknown dataset {name!r}; {accepted_forms()}")
+
+
+def is_time_series(name: str) -> bool:
+    """Whether ``name`` (canonical or not) refers to a UCR/UEA problem or a time-series file."""
+    return name.startswith(_Registry.PREFIX) or (not dict.__contains__(DATASETS, name) and _Registry._is_path(name))
+
+
 def get_dataset(name: str, **kwargs) -> SequenceData:
-    """``DATASETS[name](**kwargs)`` with a ``ValueError`` listing the valid names for an unknown one."""
+    """``DATASETS[name](**kwargs)`` with a ``ValueError`` naming the accepted forms for an unknown one."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(dataset_names())}, "
-                         "or ucr:<Problem> / ucr:<path to a _TRAIN.ts file>")
+        raise ValueError(f"unknown dataset {name!r}; {accepted_forms()}")
     return DATASETS[name](**kwargs)
 
 
 __all__ = [
     "SequenceData", "TokenDataset", "load_digits_sequences", "DATASETS", "get_dataset", "dataset_names",
+    "canonical_name", "accepted_forms", "is_time_series",
     "load_chorales", "write_midi", "mulaw_encode", "mulaw_decode", "synth_piano",
 ]

@@ -161,3 +161,33 @@ def check_count(name: str, value: int, minimum: int = 1) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def normalize_series(data: SequenceData) -> SequenceData:
+    """A copy of ``data`` whose every series is z-normalized on its own: per channel, over its valid
+    steps (the ``lengths`` tensor when present); padded steps become 0, a constant channel 0.
+
+    Raises ``ValueError`` for token datasets (one-hot symbols have no scale to remove)."""
+    import dataclasses
+
+    def one(ds: TensorDataset) -> TensorDataset:
+        if isinstance(ds, TokenDataset):
+            raise ValueError(f"data.normalize='series': dataset {data.name!r} is made of tokens (one-hot symbols); "
+                             "series normalization applies to real-valued series")
+        x, *rest = ds.tensors
+        if not x.is_floating_point():
+            raise ValueError(f"data.normalize='series': dataset {data.name!r} has {x.dtype} inputs, not real values")
+        L = x.shape[1]
+        if len(rest) > 1:
+            valid = (torch.arange(L)[None, :] < rest[1][:, None]).to(x.dtype)[..., None]    # (n, L, 1)
+        else:
+            valid = torch.ones(x.shape[0], L, 1, dtype=x.dtype)
+        n = valid.sum(1, keepdim=True)
+        mean = (x * valid).sum(1, keepdim=True) / n
+        var = (((x - mean) * valid) ** 2).sum(1, keepdim=True) / n
+        std = var.sqrt()
+        z = (x - mean) / torch.where(std > 0, std, torch.ones_like(std)) * valid
+        return TensorDataset(z, *rest)
+
+    info = dict(data.info, normalize="series")
+    return dataclasses.replace(data, train=one(data.train), test=one(data.test), info=info)

@@ -1,4 +1,4 @@
-r"""UCR / UEA time-series classification problems from ``.ts`` files (the sktime/aeon format).
+r"""UCR / UEA time-series classification problems from ``.ts``, ``.tsv`` and ``.txt`` files.
 
 Where the files come from
 -------------------------
@@ -9,8 +9,17 @@ PickupGestureWiimoteZ, UnitTest, ...). The folder is located **without importing
 pinned numpy, ...) are not needed. Search order: a ``root=`` folder, ``$STATESPACES_UCR``
 (``os.pathsep``-separated), aeon's folder, then sktime's ``sktime/datasets/data`` (same layout,
 adds PLAID and Tecator; also found without importing sktime). Any
-other problem can be loaded by path (a folder holding ``*_TRAIN.ts`` and ``*_TEST.ts``, or one of
-the two files).
+other problem can be loaded by path: a ``<Name>_TRAIN`` or ``<Name>_TEST`` file (its sibling must
+sit beside it), or a folder holding one such pair.
+
+File formats (:data:`FORMATS`; the two files of a problem share one)
+----------------------------------------------------------------------
+* ``.ts`` -- the sktime/aeon format, uni- or multivariate (below).
+* ``.tsv`` -- the UCR 2018 archive: one case per line, the class label first, then the values,
+  tab-separated; univariate; ``NaN`` marks a missing value, and trailing ``NaN`` pad the shorter
+  series of a variable-length problem (the case's length ends at its last number).
+* ``.txt`` or no suffix -- the older UCR 2015 archive (``<Name>_TRAIN``): the same layout with the
+  values separated by commas or white space (labels such as ``1.0000000e+00`` are read as ``1``).
 
 The ``.ts`` format (parsed here by :func:`parse_ts`, written by :func:`format_ts`)
 -----------------------------------------------------------------------------------
@@ -34,8 +43,11 @@ What :func:`load_ucr` does with the parsed series
    extrapolation at the ends); a channel with no valid value becomes the training mean (0 after
    normalization). ``missing="mean"`` replaces every missing value by the training mean of its
    channel (0 after normalization).
-3. **Per-channel z-normalization** with the mean and std of the *training* split over all valid
-   time steps (``normalize=False`` keeps raw values).
+3. **Normalization** (``normalize``): ``"global"`` (default, also ``True``) z-normalizes each
+   channel with the mean and std of the *training* split over all valid time steps; ``"series"``
+   z-normalizes each case on its own (per channel, over its valid steps; a constant channel
+   becomes 0), the usual UCR preprocessing when series differ in offset or scale; ``"none"``
+   (also ``False``) keeps raw values.
 4. **Padding**: variable-length problems (e.g. JapaneseVowels, 7-29 steps) are right-padded
    with ``pad_value`` (0.0 = the channel mean) to the longest series of train and test, and each
    split gets a third tensor ``lengths`` (int64, valid steps per case), so batches are
@@ -49,6 +61,7 @@ source given in each file's comment header.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import re
 import warnings
@@ -63,6 +76,11 @@ from torch.utils.data import TensorDataset
 from .base import SequenceData
 
 INSTALL_HINT = "pip install --no-deps aeon"
+#: File suffixes of a problem's ``<Name>_TRAIN`` / ``<Name>_TEST`` files, in lookup order.
+FORMATS = (".ts", ".tsv", ".txt", "")
+#: How to name a problem by path (used in error messages).
+PATH_FORMS = ("a <Name>_TRAIN or <Name>_TEST file (.ts, .tsv, .txt or the old suffix-less UCR file, "
+              "with its sibling beside it) or a folder holding one such pair")
 #: (package, folder inside it) searched for bundled .ts files, in this order.
 PACKAGES = (("aeon", ("datasets", "data")), ("sktime", ("datasets", "data")))
 #: Problems registered by name in ``statespaces.data.DATASETS`` (as ``ucr:<Name>``).
@@ -238,6 +256,72 @@ def read_ts(path: Union[str, Path]) -> TSFile:
         return parse_ts(f, source=str(path))
 
 
+def _label_text(tok: str) -> str:
+    """A UCR label as text: numbers written the same way however the file spells them (``1.0000000e+00``,
+    ``1.0`` and ``1`` are all ``"1"``); other labels unchanged."""
+    try:
+        v = float(tok)
+    except ValueError:
+        return tok
+    if not math.isfinite(v):
+        return tok
+    return str(int(v)) if v.is_integer() else repr(v)
+
+
+def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", sep: Optional[str] = None) -> TSFile:
+    """Parse a UCR archive file: one univariate case per line, the class label first.
+
+    ``sep="\t"`` reads the 2018 ``.tsv`` files; ``sep=None`` (the 2015 ``.txt`` files) splits on
+    commas and/or white space. ``NaN`` (or ``?``) inside a series is a missing value; trailing
+    ``NaN`` are padding (the case ends at its last number).
+    """
+    lines = text.splitlines() if isinstance(text, str) else text
+    series, labels = [], []
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.strip().lstrip("\ufeff")
+        if not line or line[0] in "#%":
+            continue
+        where = f"{source}, line {lineno}"
+        if line[0] == "@":
+            raise ValueError(f"{where}: a '@' header line: this is a .ts file, name it <Name>_TRAIN.ts")
+        tokens = line.split(sep) if sep is not None else re.split(r"[,\s]+", line)
+        tokens = [t.strip() for t in tokens]
+        if sep is not None:
+            tokens = [t for t in tokens if t != ""] if sep.isspace() else tokens
+        if len(tokens) < 2:
+            raise ValueError(f"{where}: expected a class label followed by the values, got {line[:40]!r}")
+        label, values = tokens[0], ["nan" if t in ("?", "") else t for t in tokens[1:]]
+        try:
+            v = np.array(values, dtype=np.float64)
+        except ValueError:
+            bad = next(t for t in values if not _is_float(t))
+            raise ValueError(f"{where}: cannot read {bad!r} as a number (a UCR file has the label first, then "
+                             "the values; missing values are NaN)") from None
+        valid = np.flatnonzero(~np.isnan(v))
+        if valid.size == 0:
+            raise ValueError(f"{where}: the series has no value")
+        series.append(v[None, : valid[-1] + 1])
+        labels.append(_label_text(label))
+    if not series:
+        raise ValueError(f"{source}: no cases found (a UCR file has one line per case: label, then values)")
+    classes = sorted(set(labels))
+    return TSFile(series=series, labels=labels, problem_name=None, class_labels=None,
+                  header={"format": "ucr-tsv" if sep == "\t" else "ucr-txt", "classes": " ".join(classes)})
+
+
+def read_series_file(path: Union[str, Path]) -> TSFile:
+    """Read one problem file by its suffix: ``.ts`` (:func:`read_ts`), ``.tsv`` or ``.txt``/none
+    (:func:`parse_ucr_table`)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".ts":
+        return read_ts(path)
+    if suffix not in (".tsv", ".txt", ""):
+        raise ValueError(f"{path}: unsupported suffix {path.suffix!r}; accepted: .ts, .tsv, .txt or none")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return parse_ucr_table(f, source=str(path), sep="\t" if suffix == ".tsv" else None)
+
+
 def _fmt(v: float) -> str:
     return "?" if np.isnan(v) else repr(float(v))
 
@@ -312,47 +396,91 @@ def search_dirs(root: Optional[Union[str, Path]] = None) -> List[Path]:
     return dirs + package_data_dirs()
 
 
+def _pairs_in(d: Path) -> List[Tuple[str, Path, Path]]:
+    """``(name, train, test)`` of every complete pair in folder ``d`` (one per name: .ts, then .tsv, .txt, none)."""
+    out: Dict[str, Tuple[str, Path, Path]] = {}
+    try:
+        files = sorted(f for f in d.iterdir() if f.is_file())
+    except OSError:
+        return []
+    for f in files:
+        split = _split_of(f.name)
+        if split is None or split[1] != "TRAIN":
+            continue
+        name, _, suffix = split
+        test = f.with_name(f"{name}_TEST{f.name[len(name) + 6:]}")
+        if not test.is_file():
+            continue
+        best = out.get(name)
+        if best is None or FORMATS.index(suffix) < FORMATS.index(_split_of(best[1].name)[2]):
+            out[name] = (name, f, test)
+    return list(out.values())
+
+
+def _split_of(filename: str) -> Optional[Tuple[str, str, str]]:
+    """``(name, "TRAIN"|"TEST", suffix)`` of ``<name>_TRAIN<suffix>`` with an accepted suffix (any case), else None."""
+    for suffix in FORMATS:
+        if suffix and not filename.lower().endswith(suffix):
+            continue
+        stem = filename[: len(filename) - len(suffix)] if suffix else filename
+        for split in ("TRAIN", "TEST"):
+            if stem.upper().endswith("_" + split) and len(stem) > len(split) + 1:
+                return stem[: -len(split) - 1], split, suffix
+    return None
+
+
 def available_problems(root: Optional[Union[str, Path]] = None) -> Dict[str, Tuple[Path, Path]]:
-    """``{name: (train_file, test_file)}`` for every ``<name>_TRAIN.ts`` with a ``_TEST.ts`` sibling
-    found in the search folders (earlier folders win)."""
+    """``{name: (train_file, test_file)}`` for every ``<name>_TRAIN`` file (:data:`FORMATS`) with its
+    ``_TEST`` sibling, in the search folders and their subfolders (earlier folders win)."""
     found: Dict[str, Tuple[Path, Path]] = {}
     for d in search_dirs(root):
-        for train in sorted(list(d.glob("*_TRAIN.ts")) + list(d.glob("*/*_TRAIN.ts"))):
-            name = train.name[: -len("_TRAIN.ts")]
-            test = train.with_name(name + "_TEST.ts")
-            if test.is_file() and name not in found:
-                found[name] = (train, test)
+        if not d.is_dir():
+            continue
+        folders = [d] + sorted(p for p in d.iterdir() if p.is_dir())
+        for sub in folders:
+            for name, train, test in _pairs_in(sub):
+                found.setdefault(name, (train, test))
     return found
 
 
 def _pair_from_path(p: Path) -> Tuple[str, Path, Path]:
     if p.is_dir():
-        trains = sorted(p.glob("*_TRAIN.ts"))
-        if p.joinpath(p.name + "_TRAIN.ts").is_file():
-            trains = [p / (p.name + "_TRAIN.ts")]
-        if len(trains) != 1:
-            raise FileNotFoundError(f"{p}: expected one *_TRAIN.ts file (with its *_TEST.ts), found "
-                                    f"{[t.name for t in trains] or 'none'}; pass the file path instead")
-        p = trains[0]
-    stem = p.name
-    for suffix in ("_TRAIN.ts", "_TEST.ts"):
-        if stem.upper().endswith(suffix.upper()):
-            name = stem[: -len(suffix)]
-            train, test = p.with_name(name + "_TRAIN.ts"), p.with_name(name + "_TEST.ts")
-            for f in (train, test):
-                if not f.is_file():
-                    raise FileNotFoundError(f"{f} not found (a problem needs both <name>_TRAIN.ts and <name>_TEST.ts)")
-            return name, train, test
-    raise ValueError(f"{p}: a .ts problem file must be named <name>_TRAIN.ts or <name>_TEST.ts")
+        pairs = _pairs_in(p)
+        own = [q for q in pairs if q[0] == p.name]
+        if own:
+            pairs = own
+        if len(pairs) != 1:
+            found = ", ".join(q[0] for q in pairs) or "none"
+            raise FileNotFoundError(f"{p}: expected one problem (a <Name>_TRAIN file with its <Name>_TEST file, "
+                                    f"suffix .ts, .tsv, .txt or none) in this folder, found {found}; pass a file path")
+        return pairs[0]
+    split = _split_of(p.name)
+    if split is None:
+        raise ValueError(f"{p}: a time-series file must be named <Name>_TRAIN or <Name>_TEST with the suffix "
+                         ".ts, .tsv, .txt or none (e.g. GunPoint_TRAIN.tsv)")
+    name, which, _ = split
+    tail = p.name[len(name) + 1 + len(which):]                 # the suffix as written
+    train, test = p.with_name(f"{name}_TRAIN{tail}"), p.with_name(f"{name}_TEST{tail}")
+    for f in (train, test):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} not found: a problem needs both <Name>_TRAIN{tail} and "
+                                    f"<Name>_TEST{tail} in one folder")
+    return name, train, test
+
+
+def looks_like_path(s: str) -> bool:
+    """Whether a problem reference is written as a path (a separator, ``~``, or a file suffix)."""
+    return ("/" in s or os.sep in s or s.startswith("~") or s.startswith(".")
+            or s.lower().endswith((".ts", ".tsv", ".txt")))
 
 
 def resolve(name_or_path: Union[str, Path], root: Optional[Union[str, Path]] = None) -> Tuple[str, Path, Path]:
-    """``(name, train_file, test_file)`` for a problem name or a path."""
+    """``(name, train_file, test_file)`` for a problem name or a path (see :data:`PATH_FORMS`)."""
     s = str(name_or_path)
     p = Path(s).expanduser()
-    if isinstance(name_or_path, Path) or os.sep in s or s.endswith(".ts") or p.exists():
+    if isinstance(name_or_path, Path) or looks_like_path(s) or p.exists():
         if not p.exists():
-            raise FileNotFoundError(f"{p} does not exist")
+            raise FileNotFoundError(f"{p} does not exist (a problem path is {PATH_FORMS})")
         return _pair_from_path(p)
     problems = available_problems(root)
     if s in problems:
@@ -367,7 +495,7 @@ def resolve(name_or_path: Union[str, Path], root: Optional[Union[str, Path]] = N
             "(or sktime), set STATESPACES_UCR to a folder of <Name>/<Name>_TRAIN.ts files, or pass a path."
         )
     raise ValueError(f"unknown UCR/UEA problem {s!r}; available: {', '.join(sorted(problems))} "
-                     f"(searched {', '.join(str(d) for d in search_dirs(root))}); or pass a path to a .ts file")
+                     f"(searched {', '.join(str(d) for d in search_dirs(root))}); or pass a path: {PATH_FORMS}")
 
 
 # --------------------------------------------------------------------------------------------- load
@@ -398,9 +526,20 @@ def _fill_missing(case: np.ndarray, length: int, means: np.ndarray, how: str) ->
     return out
 
 
+NORMALIZE = ("global", "series", "none")
+
+
+def _normalize_mode(normalize: Union[bool, str]) -> str:
+    if isinstance(normalize, bool):
+        return "global" if normalize else "none"
+    if isinstance(normalize, str) and normalize.lower() in NORMALIZE:
+        return normalize.lower()
+    raise ValueError(f"normalize: got {normalize!r}; valid: {', '.join(NORMALIZE)} (or True = global, False = none)")
+
+
 def load_ucr(
     name_or_path: Union[str, Path],
-    normalize: bool = True,
+    normalize: Union[bool, str] = "global",
     missing: str = "interpolate",
     pad_value: float = 0.0,
     return_lengths: Optional[bool] = None,
@@ -411,8 +550,9 @@ def load_ucr(
 
     Args:
         name_or_path: problem name (``"JapaneseVowels"``, case-insensitive) or a path to a folder /
-            ``*_TRAIN.ts`` / ``*_TEST.ts`` file.
-        normalize: per-channel z-normalization with training statistics.
+            ``<Name>_TRAIN`` / ``<Name>_TEST`` file (``.ts``, ``.tsv``, ``.txt`` or no suffix).
+        normalize: ``"global"`` (per-channel, training statistics), ``"series"`` (each case on its
+            own) or ``"none"``; ``True``/``False`` mean global/none.
         missing: ``"interpolate"`` or ``"mean"`` (see the module docstring).
         pad_value: value of the padded steps (after normalization).
         return_lengths: add the lengths tensor to each split; default: only when lengths vary.
@@ -424,8 +564,9 @@ def load_ucr(
     """
     if missing not in ("interpolate", "mean"):
         raise ValueError(f"missing must be 'interpolate' or 'mean', got {missing!r}")
+    mode = _normalize_mode(normalize)
     name, ftrain, ftest = resolve(name_or_path, root)
-    tr, te = read_ts(ftrain), read_ts(ftest)
+    tr, te = read_series_file(ftrain), read_series_file(ftest)
     for part, f in ((tr, ftrain), (te, ftest)):
         if part.is_regression:
             raise ValueError(f"{f} is a regression problem (@targetLabel); load_ucr handles classification, "
@@ -454,7 +595,7 @@ def load_ucr(
         std = np.nanstd(flat, axis=1)
     mean = np.where(np.isfinite(mean), mean, 0.0)                  # training mean: fills missing values
     std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
-    shift, scale = (mean, std) if normalize else (np.zeros(C), np.ones(C))
+    shift, scale = (mean, std) if mode == "global" else (np.zeros(C), np.ones(C))
     n_missing = int(sum(np.isnan(s[:, :n]).sum() for s, n in zip(tr.series + te.series, np.r_[len_tr, len_te])))
     L = int(max(len_tr.max(), len_te.max()))
 
@@ -462,7 +603,11 @@ def load_ucr(
         x = np.full((len(part.series), L, C), pad_value, dtype=np.float32)
         for i, (s, n) in enumerate(zip(part.series, lens)):
             filled = _fill_missing(s, int(n), mean, missing)
-            x[i, :n] = ((filled - shift[:, None]) / scale[:, None]).T
+            if mode == "series":
+                mu, sd = filled.mean(axis=1, keepdims=True), filled.std(axis=1, keepdims=True)
+                x[i, :n] = ((filled - mu) / np.where(sd > 0, sd, 1.0)).T
+            else:
+                x[i, :n] = ((filled - shift[:, None]) / scale[:, None]).T
         y = np.array([index[lab] for lab in part.labels], dtype=np.int64)
         return torch.from_numpy(x), torch.from_numpy(y)
 
@@ -477,6 +622,6 @@ def load_ucr(
         train=splits[0], test=splits[1], d_input=C, n_classes=len(classes), length=L, name=f"ucr:{name}",
         classes=classes,
         info={"train_file": str(ftrain), "test_file": str(ftest), "mean": mean, "std": std,  # train stats
-              "missing_filled": n_missing, "missing": missing, "normalize": normalize,
+              "missing_filled": n_missing, "missing": missing, "normalize": mode,
               "min_length": int(min(len_tr.min(), len_te.min())), "max_length": L},
     )

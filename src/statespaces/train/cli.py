@@ -1,16 +1,18 @@
 """Command line (``statespaces ...`` or ``python -m statespaces ...``).
 
 ```
-statespaces train [--preset NAME] [--config FILE.toml] [--section.key VALUE ...] [--resume]
-statespaces evaluate CHECKPOINT_DIR
-statespaces analyze CHECKPOINT_DIR [OUT_DIR]
+statespaces train [--preset NAME] [--config FILE.toml] [--section.key VALUE ...]
+statespaces train --trainer.out DIR --resume [--section.key VALUE ...]   # config read from DIR
+statespaces evaluate CHECKPOINT_OR_RUN_DIR [--data.name PATH]
+statespaces analyze CHECKPOINT_OR_RUN_DIR [OUT_DIR]
 statespaces reproduce [IDS ...] [--quick]
 statespaces presets
 ```
 
 A user error (a config value of the wrong type or out of range, a run folder that already holds
-a run, a corrupt checkpoint, ...) prints one line on stderr and exits with status 2; ``--debug``
-(before or after the command) shows the traceback instead.
+a run, a corrupt checkpoint, a bad argument, ...) prints one line on stderr and exits with status
+2; ``--debug`` (before or after the command) shows the traceback instead. Ctrl-C prints one line
+(how to resume) and exits with status 130.
 """
 from __future__ import annotations
 
@@ -20,8 +22,16 @@ import sys
 from typing import List, Optional, Tuple
 
 #: Exceptions that report a user error (bad value, file, folder or checkpoint): one line, exit 2.
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, FileExistsError, FloatingPointError,
-               ImportError)
+USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError, ImportError)
+
+
+class UsageError(Exception):
+    """A command-line syntax error (argparse's), reported in one line like the other user errors."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage block (``-h`` shows it)
+        raise UsageError(f"{message} (see {self.prog} -h)")
 
 
 def _parse_overrides(extra: List[str]) -> List[Tuple[str, str]]:
@@ -49,21 +59,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    command = next((a for a in argv if not a.startswith("-")), "")
     try:
         return _main(argv)
-    except USER_ERRORS as e:
+    except BrokenPipeError:               # output piped into a reader that stopped (| head): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
+    except USER_ERRORS + (UsageError,) as e:
         if debug:
             raise
-        command = next((a for a in argv if not a.startswith("-")), "")
         message = " ".join(str(e).split()) or type(e).__name__
-        print(f"statespaces {command}: error: {message}", file=sys.stderr)
+        print(f"statespaces{' ' + command if command else ''}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        hint = " (continue with the same command and --resume)" if command == "train" else ""
+        print(f"\nstatespaces {command}: interrupted{hint}", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def _main(argv: List[str]) -> int:
-    parser = argparse.ArgumentParser(prog="statespaces", description="Structured state space models.",
+    parser = _Parser(prog="statespaces", description="Structured state space models.",
                                      epilog="--debug (anywhere): show the traceback of an error instead of one line.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_train = sub.add_parser(
         "train", help="train a model (default: S4D on sequential digits)",
         epilog="Any config field can be set as --section.key VALUE, e.g. --model.layer s4 --trainer.epochs 5 "
@@ -71,10 +92,17 @@ def _main(argv: List[str]) -> int:
     )
     p_train.add_argument("--preset", help="named recipe (see `statespaces presets`)")
     p_train.add_argument("--config", help="TOML file with [model], [data], [trainer] sections")
-    p_train.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint")
+    p_train.add_argument("--resume", action="store_true",
+                         help="continue the run in --trainer.out (or the preset's runs/<preset>) from its newest valid "
+                              "checkpoint, with the config stored there; flags beside it may change where it runs "
+                              "(device, out, tensorboard, keep_last, checkpoint_every), any other flag that differs "
+                              "from the stored run is an error")
     p_train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p_eval = sub.add_parser("evaluate", help="test accuracy of a checkpoint directory")
+    p_eval = sub.add_parser("evaluate", help="test accuracy of a checkpoint directory (a run folder: its best/)")
     p_eval.add_argument("checkpoint")
+    p_eval.add_argument("--data.name", dest="data_name", default=None,
+                        help="evaluate on this dataset or time-series file instead of the stored one (e.g. the "
+                             "same files moved elsewhere); channels and classes must match")
     sub.add_parser("presets", help="list the named presets")
     p_rep = sub.add_parser("reproduce", help="re-run the thesis' claims and write REPRODUCTION.md")
     p_rep.add_argument("ids", nargs="*", help="claim ids (default: all; with --quick: the tier-A claims)")
@@ -84,44 +112,41 @@ def _main(argv: List[str]) -> int:
     p_rep.add_argument("--figures", default=None,
                        help="folder the table's PNG plots are copied to and linked from (default: "
                             "docs/reproduction beside the table; run outputs stay in --out)")
-    p_an = sub.add_parser("analyze", help="oscillator view of every SSM layer in a checkpoint: PNG plots + CSV/JSON tables")
+    p_an = sub.add_parser("analyze", help="oscillator view of every SSM layer in a checkpoint (a run folder: its "
+                                          "best/): PNG plots + CSV/JSON tables")
     p_an.add_argument("checkpoint")
     p_an.add_argument("out_dir", nargs="?", default=None, help="(default: <checkpoint>/analysis)")
+    p_an.add_argument("--no-plots", action="store_true", help="write the CSV/NPZ/JSON tables only")
     args, extra = parser.parse_known_args(argv)
 
     if args.command == "train":
-        from .config import build_config
-        from .loop import train
-
-        cfg = build_config(args.preset, args.config, _parse_overrides(extra)).validated()
-        m, t = cfg.model, cfg.trainer
-        print(f"training {m.layer} (H={m.d_model}, N={m.d_state}, {m.n_layers} layers, init={m.init}) on "
-              f"{cfg.data.name} for {t.epochs} epochs -> {t.out}", flush=True)
-        summary = train(cfg, resume=args.resume, progress=not args.no_progress)
-        if summary:
-            score = "R^2" if summary["task"] == "regression" else "accuracy"
-            print(
-                f"\ndone: {summary['dataset']} test {score} {100 * summary['test_acc']:.2f}%, "
-                f"{summary['params']:,} parameters, {summary['train_seconds_this_run']:.0f}s; "
-                f"checkpoints in {summary['checkpoints']}, metrics and curves in {t.out}"
-            )
-        return 0
+        return _train(args, _parse_overrides(extra))
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "evaluate":
         from .loop import evaluate_checkpoint
 
-        res = evaluate_checkpoint(args.checkpoint)
-        print(f"test loss {res['loss']:.4f}  test accuracy {100 * res['acc']:.2f}%")
+        res = evaluate_checkpoint(args.checkpoint, data_name=args.data_name)
+        score = "R^2" if res["task"] == "regression" else "accuracy"
+        value = f"{res['acc']:.4f}" if res["task"] == "regression" else f"{100 * res['acc']:.2f}%"
+        print(f"test loss {res['loss']:.4f}  test {score} {value}  ({res['dataset']}, {res['n_test']} test "
+              f"examples)\ncheckpoint {res['checkpoint']}: {res['selection']}")
         return 0
     if args.command == "analyze":
         from pathlib import Path
 
         from ..analysis import analyze_checkpoint
+        from .loop import checkpoint_dir
 
-        out = args.out_dir or str(Path(args.checkpoint) / "analysis")
-        analyze_checkpoint(args.checkpoint, out)
-        print(f"wrote the oscillator analysis to {out}")
+        folder = checkpoint_dir(args.checkpoint)
+        out = args.out_dir or str(folder / "analysis")
+        summary = analyze_checkpoint(folder, out, plots=not args.no_plots)
+        for entry in summary["layers"]:
+            print(f"{entry['layer']}: {entry['n_oscillators']} oscillators ({entry['kind']}"
+                  + (f", {entry['direction']} direction" if entry.get("direction") else "") + ")")
+        for skip in summary.get("skipped", []):
+            print(f"{skip['layer']}: not analyzed ({skip['reason']})")
+        print(f"wrote the oscillator analysis of {folder} to {Path(out)}")
         return 0
     if args.command == "reproduce":
         from pathlib import Path
@@ -135,9 +160,51 @@ def _main(argv: List[str]) -> int:
         print(f"wrote {args.table}: {sum(r['passed'] for r in rows)}/{len(rows)} claims pass")
         return 0 if all(r["passed"] for r in rows) else 1
     if args.command == "presets":
-        from .config import PRESETS
+        from .config import PRESETS, preset_out
 
         for name, spec in PRESETS.items():
-            print(f"{name:16s} {json.dumps(spec)}")
+            out = spec.get("trainer", {}).get("out", preset_out(name))
+            print(f"{name:22s} -> {out:28s} {json.dumps(spec)}")
         return 0
     return 1
+
+
+def _train(args, overrides: List[Tuple[str, str]]) -> int:
+    from .config import build_config, resume_config
+    from .loop import stored_config, train
+
+    cfg = build_config(args.preset, args.config, overrides).validated()
+    if args.resume:
+        out = cfg.trainer.out
+        found = stored_config(out)
+        if found is None:
+            given = [k for k, _ in overrides if k != "trainer.out"]
+            if args.preset is None and args.config is None and not given:
+                raise FileNotFoundError(f"--resume: {out} holds no run to resume (no checkpoint, no run.json); "
+                                        "start one without --resume")
+            print(f"note: {out} holds no run yet; starting a new one", file=sys.stderr)
+        else:
+            stored, source = found
+            cfg = resume_config(stored, out, args.preset, args.config, overrides).override("trainer.out", out)
+            cfg = cfg.validated()
+            print(f"resuming the run in {out} with the config stored in {source}", file=sys.stderr)
+    m, t = cfg.model, cfg.trainer
+    print(f"training {m.layer} (H={m.d_model}, N={m.d_state}, {m.n_layers} layers, init={m.init}) on "
+          f"{cfg.data.name} for {t.epochs} epochs -> {t.out}", flush=True)
+    summary = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if summary:
+        reg = summary["task"] == "regression"
+        fmt = (lambda v: f"{v:.4f}") if reg else (lambda v: f"{100 * v:.2f}%")
+        how = summary["selection"]
+        epoch = f"epoch {summary['selected_epoch']}"
+        chosen = (f"{epoch}, chosen by {how} {fmt(summary['selected_val_acc'])}" if how != "last epoch"
+                  else f"{epoch}, the last epoch (no validation split)")
+        print(
+            f"\ndone: {summary['dataset']} test {'R^2' if reg else 'accuracy'} {fmt(summary['test_acc'])} for best/ "
+            f"({chosen}; test data never used to choose), {summary['params']:,} parameters, "
+            f"{summary['train_seconds']:.0f}s training"
+            + (f" ({summary['train_seconds_this_run']:.0f}s in this segment)"
+               if summary["train_seconds"] - summary["train_seconds_this_run"] > 0.5 else "")
+            + f"; checkpoints in {summary['checkpoints']}, metrics and curves in {t.out}"
+        )
+    return 0

@@ -119,6 +119,10 @@ def _show(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+#: Values of ``data.normalize``.
+NORMALIZE_MODES = ("global", "series", "none")
+
+
 def _layers() -> Tuple[str, ...]:
     from ..layers.registry import LAYERS
 
@@ -168,8 +172,10 @@ RULES: Dict[str, Dict[str, Rule]] = {
         "layer_kwargs": Rule("dict"),
     },
     "data": {
-        "name": Rule("str", what="a non-empty dataset name (see statespaces.data.DATASETS)"),
+        "name": Rule("str", what="a dataset name (see statespaces.data.DATASETS), ucr:<Problem>, or a path to a "
+                                 "time-series file (<Name>_TRAIN.ts/.tsv/.txt) or a folder holding one"),
         "kwargs": Rule("dict"),
+        "normalize": Rule("str", choices=lambda: NORMALIZE_MODES),
     },
     "trainer": {
         "epochs": Rule("int", lo=1),
@@ -226,6 +232,10 @@ class ModelConfig:
 class DataConfig:
     name: str = "digits"
     kwargs: Dict[str, Any] = field(default_factory=dict)
+    # "global": the dataset's own normalisation (time-series files: per-channel mean/std of the
+    # training split); "series": z-normalise each series (per channel, over its valid steps);
+    # "none": raw values (time-series files only)
+    normalize: str = "global"
 
     def __post_init__(self) -> None:
         _validate_section("data", self)
@@ -240,7 +250,9 @@ class TrainerConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 0
     grad_clip: float = 0.0
-    val_fraction: float = 0.0
+    # held out of the training split (stratified by class, seeded by ``seed``) to choose ``best/``;
+    # 0: no validation split, ``best/`` is the last epoch. The test split is never used to select.
+    val_fraction: float = 0.1
     seed: int = 0
     out: str = "runs/digits"
     keep_last: int = 2
@@ -292,12 +304,16 @@ class TrainConfig:
 
     def validated(self) -> "TrainConfig":
         """A checked copy (also catches fields assigned after construction), including the checks
-        that need the model code: ``model.init`` must name an init of ``model.layer`` (S4D, S4)."""
+        that need the model code: ``model.init`` must name an init of ``model.layer`` (S4D, S4);
+        ``data.name`` must be a dataset name or an existing path (stored as ``ucr:<absolute path>``)."""
         cfg = TrainConfig.from_dict(self.to_dict())
         inits = _inits(cfg.model.layer)
         if inits is not None and cfg.model.init.lower() not in inits:
             raise ConfigError(f"model.init: got {_show(cfg.model.init)} for layer {cfg.model.layer}; valid: "
                               + ", ".join(inits))
+        from ..data import canonical_name
+
+        cfg.data.name = canonical_name(cfg.data.name)   # a path is stored resolved: ucr:/abs/path
         return cfg
 
     def override(self, key: str, value: Any) -> "TrainConfig":
@@ -407,6 +423,72 @@ CPU_PRESETS = ("digits-s4d", "pdigits-s4d", "digits-s4", "digits-linoss", "japan
                "fmnist14-s4d")
 
 
+#: Config keys a resumed run may change: where it runs and what it writes, not what it computes.
+RESUMABLE = ("trainer.out", "trainer.device", "trainer.tensorboard", "trainer.compile", "trainer.keep_last",
+             "trainer.checkpoint_every")
+
+
+def flat(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """``{"section.key": value}`` of a nested config dict."""
+    return {f"{s}.{k}": v for s, section in cfg.items() if isinstance(section, dict) for k, v in section.items()}
+
+
+def config_conflicts(stored: Dict[str, Any], given: Dict[str, Any]) -> Dict[str, Tuple[Any, Any]]:
+    """``{key: (stored value, given value)}`` for every key outside :data:`RESUMABLE` that differs
+    (a stored config written before a field existed has that field's default)."""
+    try:
+        stored = TrainConfig.from_dict(stored).to_dict()
+    except ConfigError:
+        pass
+    a, b = flat(stored), flat(given)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if k not in RESUMABLE and a.get(k) != b.get(k)}
+
+
+def _get(cfg: "TrainConfig", key: str) -> Any:
+    section, name = key.split(".", 1)
+    return getattr(getattr(cfg, section), name)
+
+
+def resume_config(stored: Dict[str, Any], where: str, preset: str = None, config_file: str = None,
+                  overrides: List[Tuple[str, str]] = ()) -> TrainConfig:
+    """The config of a resumed run: the stored one, with the settings given beside ``--resume``.
+
+    A setting of a :data:`RESUMABLE` key (device, out, tensorboard, ...) is applied; one that would
+    change what the run computes (model, data, optimizer, schedule, seed, ...) is a
+    :class:`ConfigError` naming each conflicting flag and the stored value. ``where`` names the run
+    folder in messages."""
+    try:
+        cfg = TrainConfig.from_dict(stored)
+    except ConfigError as e:
+        raise ConfigError(f"--resume: the config stored in {where} is invalid ({e})") from None
+    settings: List[Tuple[str, str, Any]] = []
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+        settings += [(f"--preset {preset} (sets {k})", k, v) for k, v in flat(PRESETS[preset]).items()]
+    if config_file is not None:
+        settings += [(f"--config {config_file} (sets {k})", k, v) for k, v in flat(load_config_file(config_file)).items()]
+    settings += [(f"--{k} {v}", k, v) for k, v in overrides]
+    conflicts = []
+    for flag, key, value in settings:
+        new = cfg.override(key, value)
+        before, after = _get(cfg, key), _get(new, key)
+        if key == "data.name":
+            from ..data import canonical_name
+
+            before, after = canonical_name(before), canonical_name(after)
+        if after == before:
+            continue
+        if key in RESUMABLE:
+            cfg = new
+        else:
+            conflicts.append(f"{flag} conflicts with the stored run ({key} = {before!r})")
+    if conflicts:
+        raise ConfigError(f"--resume: {'; '.join(conflicts)} in {where}; drop the flag to continue that run, or "
+                          "start a new run in another --trainer.out")
+    return cfg
+
+
 def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
     out = copy.deepcopy(base)
     for k, v in extra.items():
@@ -414,15 +496,22 @@ def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def preset_out(preset: str) -> str:
+    """Default run folder of a preset: ``runs/<preset>``."""
+    return f"runs/{preset}"
+
+
 def build_config(preset: str = None, config_file: str = None, overrides: List[Tuple[str, str]] = ()) -> TrainConfig:
     """Defaults <- preset <- config file <- command-line overrides, in that order, each validated
     (:class:`ConfigError` names the key, the value and what is allowed; a config file's errors
-    also name the file)."""
+    also name the file). A preset writes to ``runs/<preset>`` unless ``trainer.out`` is given."""
     d = TrainConfig().to_dict()
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
         d = _merge(d, PRESETS[preset])
+        if "out" not in PRESETS[preset].get("trainer", {}):
+            d["trainer"]["out"] = preset_out(preset)
     if config_file is not None:
         d = _merge(d, load_config_file(config_file))
         try:

@@ -2,11 +2,17 @@
 
 AdamW over :func:`statespaces.param_groups` (SSM parameters with their own LR, no weight decay;
 thesis §7.1), linear warmup then cosine decay, optional gradient clipping and bf16 autocast,
-a progress bar and one line per epoch, ``metrics.csv``, TensorBoard event files (when the
-``tensorboard`` package is installed; ``trainer.tensorboard``) and a learning-curve PNG, checkpoints
-(safetensors + JSON, atomic, checksummed) at every epoch end and optionally every N steps, keep
-the last k plus the best (by validation accuracy when ``val_fraction > 0``, else by test accuracy),
-and exact resume: model, optimizer, schedule, RNG and position in the epoch.
+a progress bar (periodic plain lines when its stream is not a terminal) and one line per epoch,
+``metrics.csv``, TensorBoard event files (when the ``tensorboard`` package is installed;
+``trainer.tensorboard``) and a learning-curve PNG, checkpoints (safetensors + JSON, atomic,
+checksummed) at every epoch end and optionally every N steps, keep the last k plus ``best/``, and
+exact resume: model, optimizer, schedule, RNG and position in the epoch.
+
+Model selection never looks at the test split: with ``trainer.val_fraction > 0`` (default 0.1) a
+stratified, seeded part of the training split is held out and ``best/`` is the epoch with the
+highest validation score; with ``val_fraction = 0`` ``best/`` is the last epoch. ``summary.json``,
+every checkpoint's metadata (``selection``) and ``statespaces evaluate`` say which epoch was chosen
+and how; the test score of every epoch is reported, never used to choose.
 
 Each run has an id (``<out>/run.json``, and ``run_id`` in every checkpoint's metadata). A new run
 refuses a folder that already holds checkpoints (resume it with ``--resume`` or choose another
@@ -43,7 +49,7 @@ from ..data import DATASETS
 from ..models import SequenceClassifier
 from ..optim import param_groups
 from .checkpoint import CorruptCheckpointError, load_checkpoint, pack_state, save_checkpoint, unpack_state
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, config_conflicts
 
 
 def use_compile(setting: str, model: nn.Module) -> bool:
@@ -79,9 +85,22 @@ def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: str = "cla
 
 
 def load_data(cfg: TrainConfig):
-    if cfg.data.name not in DATASETS:
-        raise ValueError(f"unknown dataset {cfg.data.name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
-    data = DATASETS[cfg.data.name](seed=cfg.trainer.seed, **cfg.data.kwargs)
+    """The dataset of ``cfg.data`` (name, kwargs, normalize), with its splits checked."""
+    from ..data import canonical_name, is_time_series
+    from ..data.base import normalize_series
+
+    name, mode, kwargs = canonical_name(cfg.data.name), cfg.data.normalize, dict(cfg.data.kwargs)
+    if is_time_series(name):
+        if "normalize" in kwargs and mode != "global":
+            raise ConfigError(f"data.normalize={mode!r} and data.kwargs normalize={kwargs['normalize']!r} both set; "
+                              "use data.normalize only")
+        kwargs.setdefault("normalize", mode)
+    elif mode == "none":
+        raise ConfigError(f"data.normalize: got 'none' for dataset {name!r}; valid for it: global (its own "
+                          "preprocessing), series; 'none' applies to time-series files (ucr:...)")
+    data = DATASETS[name](seed=cfg.trainer.seed, **kwargs)
+    if mode == "series" and not is_time_series(name):
+        data = normalize_series(data)
     for split in ("train", "test"):
         ds = getattr(data, split)
         if len(ds) == 0:
@@ -323,6 +342,49 @@ def _check_out_folder(out: Path, ckpts: "_Checkpoints", resume: bool, replace: b
                              "--trainer.out")
 
 
+class Progress:
+    """Progress within an epoch: a tqdm bar when its stream is a terminal, else (a log file, a pipe,
+    a batch job) one plain line at most every ``interval`` seconds, so logs hold no ``\\r``-redrawn bars.
+
+    ``STATESPACES_PROGRESS_SECONDS`` sets ``interval`` (default 30)."""
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool = True, stream=None,
+                 interval: Optional[float] = None) -> None:
+        self.stream = sys.stderr if stream is None else stream
+        self.total, self.n, self.desc, self.enabled, self.postfix = total, initial, desc, enabled, ""
+        if interval is None:
+            try:
+                interval = float(os.environ.get("STATESPACES_PROGRESS_SECONDS", "30"))
+            except ValueError:
+                interval = 30.0
+        self.interval = interval
+        isatty = getattr(self.stream, "isatty", None)
+        self.bar = (tqdm(total=total, initial=initial, desc=desc, leave=False, file=self.stream)
+                    if enabled and isatty is not None and isatty() else None)
+        self.t0 = self.last = time.time()
+        self.start = initial
+
+    def update(self, n: int = 1, loss: Optional[float] = None) -> None:
+        self.n += n
+        if loss is not None:
+            self.postfix = f"loss {loss:.3f}"
+        if self.bar is not None:
+            self.bar.update(n)
+            if loss is not None:
+                self.bar.set_postfix(loss=f"{loss:.3f}")
+            return
+        now = time.time()
+        if self.enabled and now - self.last >= self.interval and self.n < self.total:
+            self.last = now
+            rate = (self.n - self.start) / max(now - self.t0, 1e-9)
+            parts = [self.desc, f"step {self.n}/{self.total}", self.postfix, f"{rate:.1f} steps/s"]
+            print("  ".join(p for p in parts if p), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 TENSORBOARD_MODES = ("auto", "on", "off")
 
 
@@ -374,10 +436,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     data = load_data(cfg)
     train_set, val_set = data.train, None
     if t_cfg.val_fraction > 0:
-        n_val = max(1, int(round(t_cfg.val_fraction * len(train_set))))
-        perm = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(t_cfg.seed)).tolist()
-        train_set, val_set = Subset(data.train, perm[n_val:]), Subset(data.train, perm[:n_val])
+        fit, held = validation_split(data, t_cfg.val_fraction, t_cfg.seed)
+        train_set, val_set = Subset(data.train, fit), Subset(data.train, held)
     task = data.task
+    selection = SELECTION_LAST if val_set is None else (
+        "validation R^2" if task == "regression" else "validation accuracy")
     model = build_model(cfg, data.d_input, data.n_classes, task).to(device)
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if use_compile(t_cfg.compile, model):
@@ -399,6 +462,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     step, history, best_acc, run = 0, [], -1.0, {"loss": 0.0, "correct": 0, "seen": 0}
+    seconds_before = 0.0     # training time of the earlier segments of a resumed run
     if resume:
         # the fresh state, put back if a checkpoint fails half-way through its restore and none after it works
         fresh = ({k: v.clone() for k, v in model.state_dict().items()}, opt.state_dict(), sched.state_dict(),
@@ -410,10 +474,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
             except CorruptCheckpointError as e:
                 print(f"warning: skipping incomplete checkpoint ({e})", file=sys.stderr)
                 continue
-            if meta["config"] != cfg.to_dict():
-                raise ValueError(
-                    f"the checkpoints in {ckpts.dir} were written with a different config; resume with the "
-                    "same settings, or choose a new --trainer.out"
+            conflicts = config_conflicts(meta["config"], cfg.to_dict())
+            if conflicts:
+                what = "; ".join(f"{k} = {a!r} there, {b!r} here" for k, (a, b) in conflicts.items())
+                raise ConfigError(
+                    f"the run in {out} was written with a different config ({what}); resume with its settings "
+                    "(statespaces train --trainer.out DIR --resume reads them), or choose a new --trainer.out"
                 )
             touched = True
             try:
@@ -428,6 +494,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
                       file=sys.stderr)
                 continue
             step, history, best_acc = meta["step"], meta["history"], meta["best_acc"]
+            seconds = meta.get("train_seconds", 0.0)
+            seconds_before = float(seconds) if isinstance(seconds, (int, float)) and math.isfinite(seconds) else 0.0
             if adopt:
                 ckpts.run_id = meta["run_id"]
             if main:
@@ -465,7 +533,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
             "best_acc": best_acc, "running": run, "scheduler": sched.state_dict(),
             "optimizer": pack_state("optim", opt.state_dict(), tensors),
             "d_input": data.d_input, "n_classes": data.n_classes, "task": task,
+            "train_seconds": seconds_before + time.time() - t_start,
+            # how best/ is chosen, and whether this checkpoint is the one chosen so far
+            "selection": {"by": selection, "selected": bool(is_best), "epochs": t_cfg.epochs,
+                          "val_acc": history[-1]["val_acc"] if is_best and history else None},
         }
+        if data.classes is not None:
+            meta["classes"] = [str(c) for c in data.classes]
         ckpts.save(step, tensors, meta, is_best)
 
     while step < total:
@@ -473,8 +547,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
         sampler.set_epoch(epoch)
         net.train()
         t0 = time.time()
-        bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch + 1}/{t_cfg.epochs}",
-                   leave=False, disable=not (progress and main))
+        bar = Progress(steps_per_epoch, offset, f"epoch {epoch + 1}/{t_cfg.epochs}", enabled=progress and main)
         for i, batch in enumerate(loader):
             if i < offset:
                 continue  # resuming inside an epoch: the sampler order is a function of (seed, epoch)
@@ -506,8 +579,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
             run["loss"] += loss_value * len(y)
             run["correct"] += task_hits(task, logits.detach(), y)
             run["seen"] += len(y)
-            bar.update(1)
-            bar.set_postfix(loss=f"{run['loss'] / run['seen']:.3f}")
+            bar.update(1, loss=run["loss"] / run["seen"])
             if tb is not None:
                 tb.add_scalar("train/loss_step", loss_value, step)
                 tb.add_scalar("train/lr", sched.get_last_lr()[0], step)
@@ -527,9 +599,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
                 "test_loss": test["loss"], "test_acc": test["acc"], "seconds": time.time() - t0,
             }
             history.append(record)
-            select = record["val_acc"] if val else record["test_acc"]
-            is_best = select > best_acc
-            best_acc = max(best_acc, select)
+            # best/: the epoch with the highest validation score, or the last epoch without a validation
+            # split; the test score is reported, never used to choose
+            chosen = select_epoch(history, selection)
+            is_best = chosen is record
+            if val is not None:
+                best_acc = chosen["val_acc"]
             name = "R2" if task == "regression" else "acc"
             print(
                 f"epoch {epoch + 1:3d}/{t_cfg.epochs}  train loss {record['train_loss']:.4f} "
@@ -551,18 +626,76 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     if tb is not None:
         tb.close()
     if main:
+        this_run = time.time() - t_start
         _write_metrics(out, history)
         final = history[-1] if history else {}
+        chosen = select_epoch(history, selection)
         summary = {
             "dataset": data.name, "task": task, "layer": cfg.model.layer, "params": n_params, "epochs": t_cfg.epochs,
-            "test_acc": final.get("test_acc"), "best_selection_acc": best_acc, "processes": world,
-            "train_seconds_this_run": time.time() - t_start, "checkpoints": str(ckpts.dir), "best": str(ckpts.best),
+            # the model in best/: which epoch, chosen how (never on the test split), and its scores
+            "selection": selection, "selected_epoch": chosen.get("epoch"), "selected_val_acc": chosen.get("val_acc"),
+            "test_acc": chosen.get("test_acc"), "final_test_acc": final.get("test_acc"),
+            "val_fraction": t_cfg.val_fraction, "n_train": len(train_set), "n_val": len(val_set) if val_set else 0,
+            "n_test": len(data.test), "processes": world,
+            "train_seconds": seconds_before + this_run, "train_seconds_this_run": this_run,
+            "checkpoints": str(ckpts.dir), "best": str(ckpts.best),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if world > 1:  # every rank done before the process group is torn down
         dist.barrier()
         dist.destroy_process_group()
     return summary
+
+
+#: ``selection`` when there is no validation split.
+SELECTION_LAST = "last epoch"
+
+
+def select_epoch(history, selection: str) -> Dict[str, Any]:
+    """The history record of the epoch in ``best/``: the first epoch with the highest validation
+    score, or the last epoch (``selection == "last epoch"``); ``{}`` without history."""
+    if not history:
+        return {}
+    if selection == SELECTION_LAST:
+        return history[-1]
+    best = history[0]
+    for h in history[1:]:
+        if h["val_acc"] is not None and (best["val_acc"] is None or h["val_acc"] > best["val_acc"]):
+            best = h
+    return best
+
+
+def validation_split(data, fraction: float, seed: int) -> Tuple[list, list]:
+    """``(fit, held)`` indices of the training split: ``fraction`` of it held out for validation,
+    stratified by class for classification (each class keeps at least one training example) and
+    seeded by ``seed``; a plain seeded draw for other tasks."""
+    n = len(data.train)
+    g = torch.Generator().manual_seed(seed)
+    if n < 2:
+        raise ConfigError(f"trainer.val_fraction: got {fraction!r}, but {data.name!r} has {n} training example; "
+                          "allowed: 0 (best/ = the last epoch)")
+    y = data.train.tensors[1]
+    if data.task == "classification" and y.dim() == 1:
+        held, fit = [], []
+        for c in torch.unique(y).tolist():
+            idx = torch.nonzero(y == c).flatten()
+            idx = idx[torch.randperm(len(idx), generator=g)].tolist()
+            k = min(int(round(fraction * len(idx))), len(idx) - 1)
+            held += idx[:k]
+            fit += idx[k:]
+        if not held:   # every class too small to give one: take one example of the largest class
+            counts = torch.bincount(y)
+            c = int(counts.argmax())
+            if int(counts[c]) < 2:
+                raise ConfigError(f"trainer.val_fraction: got {fraction!r}, but no class of {data.name!r} has two "
+                                  "training examples; allowed: 0 (best/ = the last epoch)")
+            first = next(i for i in fit if int(y[i]) == c)
+            fit.remove(first)
+            held.append(first)
+        return sorted(fit), sorted(held)
+    perm = torch.randperm(n, generator=g).tolist()
+    k = min(max(1, int(round(fraction * n))), n - 1)
+    return sorted(perm[k:]), sorted(perm[:k])
 
 
 def _target_var(ds) -> float:
@@ -606,15 +739,56 @@ def _write_metrics(out: Path, history) -> None:
     plt.close(fig)
 
 
+def stored_config(out) -> Optional[Tuple[Dict[str, Any], str]]:
+    """``(config, source)`` of the run in folder ``out``: from its newest valid checkpoint (of the
+    run named in ``run.json``), else from ``run.json`` (a run killed before its first checkpoint);
+    None when the folder holds neither."""
+    out = Path(out)
+    if not out.is_dir():
+        return None
+    ckpts = _Checkpoints(out, keep_last=1, run_id=_read_run_id(out))
+    for path, _, meta in ckpts.valid():
+        if isinstance(meta.get("config"), dict):
+            return meta["config"], str(path)
+    try:
+        info = json.loads((out / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(info, dict) and isinstance(info.get("config"), dict):
+        return info["config"], str(out / RUN_FILE)
+    return None
+
+
+def checkpoint_dir(path) -> Path:
+    """A checkpoint directory: ``path`` itself, or ``<path>/best`` when ``path`` is a run folder."""
+    folder = Path(path)
+    if not folder.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: expected a checkpoint directory (a run's best/ or "
+                                "checkpoints/step-*) or a run folder")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{path} is a file; a checkpoint is a directory (a run's best/ or "
+                                 "checkpoints/step-*), or pass the run folder")
+    if not (folder / "meta.json").exists():
+        if (folder / "best" / "meta.json").exists():
+            return folder / "best"
+        if (folder / "checkpoints").is_dir() or (folder / "best").is_dir():
+            raise FileNotFoundError(f"{path} is a run folder without a complete best/ checkpoint; use one of "
+                                    f"{folder / 'checkpoints'}/step-*")
+    return folder
+
+
 def load_trained(path: str) -> Tuple[SequenceClassifier, TrainConfig]:
-    """Rebuild the model stored in a checkpoint directory (weights only read through safetensors).
+    """Rebuild the model stored in a checkpoint directory (weights only read through safetensors);
+    a run folder stands for its ``best/`` checkpoint.
 
     Raises :class:`CorruptCheckpointError` naming what failed: a checksum (weights or metadata), a
     missing metadata entry, an invalid stored config, or weights that do not fit the model."""
-    folder = Path(path)
-    if not (folder / "meta.json").exists() and ((folder / "best").is_dir() or (folder / "checkpoints").is_dir()):
-        raise FileNotFoundError(f"{path} is a run folder, not a checkpoint; use {folder / 'best'} or one of "
-                                f"{folder / 'checkpoints'}/step-*")
+    model, cfg, _ = _load_trained(path)
+    return model, cfg
+
+
+def _load_trained(path) -> Tuple[SequenceClassifier, TrainConfig, Dict[str, Any]]:
+    path = checkpoint_dir(path)
     tensors, meta = load_checkpoint(path)
     _check_meta(path, meta, MODEL_KEYS)
     try:
@@ -631,11 +805,56 @@ def load_trained(path: str) -> Tuple[SequenceClassifier, TrainConfig]:
     except RuntimeError as e:
         msg = " ".join(str(e).split())
         raise CorruptCheckpointError(f"{path}: the weights do not fit the model of its config ({msg})") from None
-    return model, cfg
+    return model, cfg, meta
 
 
-def evaluate_checkpoint(path: str) -> Dict[str, float]:
-    """Test-set loss and accuracy of a saved model."""
-    model, cfg = load_trained(path)
+def describe_selection(meta: Dict[str, Any], path) -> str:
+    """How the model of a checkpoint was chosen, in words (from its ``selection`` metadata)."""
+    epoch, step = meta.get("epoch"), meta.get("step")
+    sel = meta.get("selection")
+    trainer = meta.get("config", {}).get("trainer", {}) if isinstance(meta.get("config"), dict) else {}
+    of = f" of {sel['epochs']}" if isinstance(sel, dict) and isinstance(sel.get("epochs"), int) else ""
+    where = f"epoch {epoch}{of} (step {step})"
+    if isinstance(sel, dict):
+        if not sel.get("selected"):
+            return f"{where}, a periodic checkpoint (not a selected model)"
+        if Path(path).name != "best":
+            rule = "the newest epoch" if sel.get("by") == SELECTION_LAST else f"best by {sel.get('by')}"
+            return f"{where}, {rule} when it was written (the run's best/ holds the final choice)"
+        if sel.get("by") == SELECTION_LAST:
+            return f"{where}, the last epoch (no validation split; chosen without the test set)"
+        val, val_text = sel.get("val_acc"), ""
+        if isinstance(val, (int, float)):
+            val_text = f" {val:.4f}" if sel.get("by") == "validation R^2" else f" {100 * val:.2f}%"
+        return f"{where}, chosen by {sel.get('by')}{val_text}"
+    if Path(path).name == "best" and trainer.get("val_fraction", 0) == 0:
+        return (f"{where}, chosen by TEST accuracy by an older version of statespaces: this number is optimistic, "
+                "not a held-out estimate")
+    return f"{where}, selection not recorded (older checkpoint)"
+
+
+def evaluate_checkpoint(path: str, data_name: Optional[str] = None) -> Dict[str, Any]:
+    """Test-set loss and score of a saved model (a run folder stands for its ``best/``).
+
+    ``data_name`` points the checkpoint at other data, e.g. the same files moved elsewhere: it must
+    have the checkpoint's number of channels and classes (and class names, when recorded).
+    The result also says which epoch the checkpoint holds and how it was chosen (``selection``)."""
+    folder = checkpoint_dir(path)
+    model, cfg, meta = _load_trained(folder)
+    if data_name is not None:
+        from ..data import canonical_name
+
+        cfg.data.name = canonical_name(data_name)
     data = load_data(cfg)
-    return evaluate(model, DataLoader(data.test, batch_size=256), task=data.task)
+    if data_name is not None:
+        classes = meta.get("classes")
+        if (data.d_input, data.n_classes) != (meta["d_input"], meta["n_classes"]):
+            raise ValueError(f"--data.name {data_name}: {data.name} has {data.d_input} channels and {data.n_classes} "
+                             f"classes, the checkpoint {meta['d_input']} and {meta['n_classes']}")
+        if isinstance(classes, list) and data.classes is not None and [str(c) for c in data.classes] != classes:
+            raise ValueError(f"--data.name {data_name}: its classes {list(data.classes)} differ from the "
+                             f"checkpoint's {classes}")
+    res = evaluate(model, DataLoader(data.test, batch_size=256), task=data.task)
+    res.update(checkpoint=str(folder), dataset=data.name, task=data.task, n_test=len(data.test),
+               epoch=meta.get("epoch"), selection=describe_selection(meta, folder))
+    return res

@@ -1,0 +1,373 @@
+"""Training a practitioner can trust (issue #18, items 1, 3, 4, 8).
+
+1. ``best/`` is never chosen on the test set: a stratified, seeded validation split by default, the
+   last epoch with ``trainer.val_fraction = 0``; ``summary.json`` and ``evaluate`` say which epoch
+   and how.
+3. Any time-series file: UCR ``.tsv`` and old ``.txt`` besides ``.ts``, a path without ``ucr:``,
+   ``evaluate --data.name PATH`` for moved data, paths stored resolved, ``data.normalize``.
+4. Resume by folder: the config comes from the checkpoint, a conflicting flag is named; presets
+   write to ``runs/<preset>``; ``train_seconds`` counts every segment.
+8. One-line CLI errors for every command; plain progress lines when the bar's stream is no terminal.
+"""
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from statespaces.data import DATASETS, canonical_name, ucr
+from statespaces.train import build_config, evaluate_checkpoint, load_checkpoint, save_checkpoint, train
+from statespaces.train.cli import main
+from statespaces.train.config import ConfigError, TrainConfig
+from statespaces.train.loop import Progress, load_data, validation_split
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _tiny(tmp_path, out="run", *extra):
+    return build_config(overrides=[
+        ("model.d_model", "8"), ("model.n_layers", "1"), ("model.d_state", "4"), ("model.init", "lin"),
+        ("trainer.epochs", "2"), ("trainer.batch_size", "128"), ("trainer.out", str(tmp_path / out)),
+        ("trainer.tensorboard", "off"), *extra])
+
+
+def _cli(capsys, *argv):
+    try:
+        rc = main(list(argv))
+    except SystemExit as e:
+        rc = e.code
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def _fake_scores(monkeypatch, val, test):
+    """Make the loop's evaluate() return scripted scores per epoch: ``val[e]`` on the validation
+    loader, ``test[e]`` on the test loader (told apart by their sizes)."""
+    import statespaces.train.loop as loop
+
+    calls = {}
+
+    def fake(model, loader, device=None, task="classification"):
+        n = len(loader.dataset)
+        k = calls.setdefault(n, [0])
+        k[0] += 1
+        seq = test if n == fake.n_test else val
+        return {"loss": 1.0, "acc": seq[k[0] - 1]}
+
+    fake.n_test = 360                                        # digits: 1797 images, 20% test
+    monkeypatch.setattr(loop, "evaluate", fake)
+
+
+# --- item 1: model selection ----------------------------------------------------------------------
+def test_best_is_chosen_on_validation_never_on_test(tmp_path, monkeypatch, capsys):
+    """Validation accuracy falls while test accuracy rises: best/ must be epoch 1 (by validation);
+    a test-selected run would keep epoch 3."""
+    _fake_scores(monkeypatch, val=[0.9, 0.8, 0.7], test=[0.5, 0.6, 0.7])
+    summary = train(_tiny(tmp_path, "run", ("trainer.epochs", "3")), progress=False)
+    assert summary["selection"] == "validation accuracy" and summary["selected_epoch"] == 1
+    assert summary["selected_val_acc"] == 0.9 and summary["test_acc"] == 0.5 and summary["final_test_acc"] == 0.7
+    assert summary["n_val"] == 142 and summary["n_train"] == 1437 - 142 and summary["val_fraction"] == 0.1
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["selected_epoch"] == 1 and on_disk["selection"] == "validation accuracy"
+    meta = load_checkpoint(tmp_path / "run" / "best")[1]
+    assert meta["epoch"] == 1 and meta["selection"] == {"by": "validation accuracy", "selected": True, "epochs": 3,
+                                                         "val_acc": 0.9}
+    monkeypatch.undo()
+    rc, out, _ = _cli(capsys, "evaluate", str(tmp_path / "run"))           # a run folder: its best/
+    assert rc == 0 and "epoch 1 of 3" in out and "chosen by validation accuracy 90.00%" in out
+    assert str(tmp_path / "run" / "best") in out
+
+
+def test_without_a_validation_split_best_is_the_last_epoch(tmp_path, monkeypatch, capsys):
+    _fake_scores(monkeypatch, val=[], test=[0.9, 0.8, 0.7])
+    summary = train(_tiny(tmp_path, "run", ("trainer.epochs", "3"), ("trainer.val_fraction", "0")), progress=False)
+    assert summary["selection"] == "last epoch" and summary["selected_epoch"] == 3 and summary["test_acc"] == 0.7
+    assert summary["selected_val_acc"] is None and summary["n_val"] == 0
+    assert load_checkpoint(tmp_path / "run" / "best")[1]["epoch"] == 3
+    monkeypatch.undo()
+    rc, out, _ = _cli(capsys, "evaluate", str(tmp_path / "run" / "best"))
+    assert rc == 0 and "the last epoch (no validation split" in out
+
+
+def test_validation_split_is_stratified_seeded_and_disjoint():
+    data = load_data(build_config())
+    y = data.train.tensors[1]
+    fit, held = validation_split(data, 0.1, seed=0)
+    assert sorted(fit + held) == list(range(len(y))) and not set(fit) & set(held)
+    counts, held_counts = torch.bincount(y), torch.bincount(y[held], minlength=10)
+    assert torch.equal(held_counts, torch.round(0.1 * counts.double()).long())      # per class
+    assert validation_split(data, 0.1, seed=0) == (fit, held)
+    assert validation_split(data, 0.1, seed=1)[1] != held
+
+
+def test_an_old_test_selected_checkpoint_says_so(tmp_path):
+    cfg = _tiny(tmp_path, "run", ("trainer.epochs", "1"), ("trainer.val_fraction", "0"))
+    train(cfg, progress=False)
+    tensors, meta = load_checkpoint(tmp_path / "run" / "best")
+    del meta["selection"]                                    # as written before selections were recorded
+    save_checkpoint(tmp_path / "old" / "best", tensors, meta)
+    res = evaluate_checkpoint(str(tmp_path / "old" / "best"))
+    assert "chosen by TEST accuracy" in res["selection"] and "optimistic" in res["selection"]
+
+
+# --- item 3: any time-series file -----------------------------------------------------------------
+def _series(n, rng, length=24):
+    """Two classes: noisy sines and noisy square waves, with per-series offsets and scales."""
+    t = np.linspace(0, 4 * np.pi, length)
+    out = []
+    for i in range(n):
+        c = i % 2
+        base = np.sin(t) if c == 0 else np.sign(np.sin(t))
+        out.append((str(c + 1), rng.uniform(-5, 5) + rng.uniform(0.5, 3) * base + 0.1 * rng.standard_normal(length)))
+    return out
+
+
+def _write_ucr(folder: Path, fmt: str, name="Waves", n_train=24, n_test=16, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("TRAIN", n_train), ("TEST", n_test)):
+        rows = _series(n, rng)
+        if fmt == ".tsv":
+            text = "".join("\t".join([lab] + [repr(float(v)) for v in x]) + "\n" for lab, x in rows)
+        elif fmt in (".txt", ""):
+            text = "".join("  ".join([f"{float(lab):.7e}"] + [f"{v:.7e}" for v in x]) + "\n" for lab, x in rows)
+        else:
+            text = ucr.format_ts([x for _, x in rows], [lab for lab, _ in rows], problem_name=name,
+                                 class_labels=["1", "2"])
+        (folder / f"{name}_{split}{fmt}").write_text(text)
+    return folder / f"{name}_TRAIN{fmt}"
+
+
+@pytest.mark.parametrize("fmt", [".tsv", ".txt", ""])
+def test_ucr_tsv_and_txt_files_load_like_ts(tmp_path, fmt):
+    ref = ucr.load_ucr(_write_ucr(tmp_path / "ts", ".ts"))
+    path = _write_ucr(tmp_path / "other", fmt)
+    for arg in (path, path.with_name(path.name.replace("TRAIN", "TEST")), path.parent):
+        got = ucr.load_ucr(arg)
+        assert got.name == "ucr:Waves" and got.classes == ["1", "2"]
+        for a, b in zip(ref.train.tensors + ref.test.tensors, got.train.tensors + got.test.tensors):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)      # .txt holds 8 digits
+
+
+def test_tsv_variable_length_and_missing_values():
+    text = "1\t1.0\t2.0\tNaN\t4.0\n2\t5.0\t6.0\tNaN\tNaN\n1.0\t0.5\t0.25\t0.125\t1\n"
+    f = ucr.parse_ucr_table(text, sep="\t")
+    assert f.labels == ["1", "2", "1"] and f.lengths.tolist() == [4, 2, 4]
+    assert np.isnan(f.series[0][0, 2]) and f.series[1].shape == (1, 2)
+    with pytest.raises(ValueError, match="line 1: cannot read 'x' as a number"):
+        ucr.parse_ucr_table("1\tx\t2\n", sep="\t")
+    with pytest.raises(ValueError, match="this is a .ts file"):
+        ucr.parse_ucr_table("@problemName X\n", sep=None)
+
+
+@pytest.mark.skipif("GunPoint" not in ucr.available_problems(), reason="no bundled .ts files")
+def test_the_archive_tsv_shipped_with_aeon_matches_its_ts(tmp_path):
+    """aeon ships GunPoint_TRAIN.tsv (the UCR 2018 file) beside the .ts files."""
+    _, train_ts, test_ts = ucr.resolve("GunPoint")
+    tsv = train_ts.with_suffix(".tsv")
+    if not tsv.is_file():
+        pytest.skip("this aeon has no GunPoint_TRAIN.tsv")
+    a, b = ucr.read_ts(train_ts), ucr.read_series_file(tsv)
+    assert a.labels == b.labels and all(np.allclose(x, y) for x, y in zip(a.series, b.series))
+
+
+def test_a_path_without_prefix_trains_and_is_stored_resolved(tmp_path, monkeypatch, capsys):
+    _write_ucr(tmp_path / "data" / "Waves", ".tsv")
+    monkeypatch.chdir(tmp_path)
+    rel = "data/Waves/Waves_TRAIN.tsv"
+    assert rel in DATASETS and canonical_name(rel) == f"ucr:{tmp_path / rel}"
+    rc, out, err = _cli(capsys, "train", "--data.name", rel, "--model.d_model", "8", "--model.n_layers", "1",
+                        "--model.d_state", "4", "--model.init", "lin", "--trainer.epochs", "1",
+                        "--trainer.batch_size", "8", "--trainer.out", "run", "--trainer.tensorboard", "off",
+                        "--no-progress")
+    assert rc == 0, err
+    meta = load_checkpoint(tmp_path / "run" / "best")[1]
+    assert meta["config"]["data"]["name"] == f"ucr:{tmp_path / rel}" and meta["classes"] == ["1", "2"]
+    before = evaluate_checkpoint(str(tmp_path / "run"))
+    # the data moves: the stored path is gone, --data.name points the checkpoint at the new place
+    shutil.move(tmp_path / "data", tmp_path / "moved")
+    rc, _, err = _cli(capsys, "evaluate", "run")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Waves_TRAIN.tsv" in err
+    rc, out, err = _cli(capsys, "evaluate", "run", "--data.name", "moved/Waves")
+    assert rc == 0, err
+    after = evaluate_checkpoint(str(tmp_path / "run"), data_name="moved/Waves/Waves_TEST.tsv")
+    assert after["acc"] == before["acc"] and after["loss"] == pytest.approx(before["loss"])
+    _write_ucr(tmp_path / "three", ".tsv", name="Other")          # other classes: refused, named
+    (tmp_path / "three" / "Other_TRAIN.tsv").write_text("3\t1\t2\n1\t2\t3\n2\t1\t1\n")
+    with pytest.raises(ValueError, match="classes"):
+        evaluate_checkpoint(str(tmp_path / "run"), data_name="three")
+
+
+def test_data_name_errors_name_the_accepted_forms(tmp_path, capsys):
+    (tmp_path / "notes.csv").write_text("1,2\n")
+    (tmp_path / "empty").mkdir()
+    cases = [("nope", "unknown dataset 'nope'"), (str(tmp_path / "missing_TRAIN.tsv"), "no file or folder at"),
+             (str(tmp_path / "notes.csv"), "must be named <Name>_TRAIN or <Name>_TEST"),
+             (str(tmp_path / "empty"), "expected one problem")]
+    for name, match in cases:
+        rc, _, err = _cli(capsys, "train", "--data.name", name, "--trainer.out", str(tmp_path / "never"),
+                          "--no-progress")
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and match in err, err
+        assert ".tsv" in err or "valid datasets" in err
+    assert not (tmp_path / "never").exists()
+
+
+def test_data_normalize_series_global_none(tmp_path):
+    path = _write_ucr(tmp_path / "w", ".tsv")
+    cfg = lambda mode: build_config(overrides=[("data.name", str(path)), ("data.normalize", mode)]).validated()  # noqa
+    series = load_data(cfg("series")).train.tensors[0]
+    assert series.mean(1).abs().max() < 1e-5 and (series.std(1, unbiased=False) - 1).abs().max() < 1e-4
+    glob = load_data(cfg("global")).train.tensors[0]
+    assert abs(float(glob.mean())) < 1e-5 and float(glob.mean(1).abs().max()) > 0.5   # offsets kept
+    raw = load_data(cfg("none")).train.tensors[0]
+    assert float(raw.abs().max()) > 3
+    digits = load_data(build_config(overrides=[("data.normalize", "series")]))
+    x = digits.train.tensors[0]
+    assert x.mean(1).abs().max() < 1e-5
+    with pytest.raises(ConfigError, match="data.normalize: got 'none' for dataset 'digits'"):
+        load_data(build_config(overrides=[("data.normalize", "none")]))
+    with pytest.raises(ConfigError, match="data.normalize: got 'zscore'"):
+        TrainConfig.from_dict({"data": {"normalize": "zscore"}})
+
+
+def test_variable_length_series_normalization_uses_valid_steps_only(tmp_path):
+    (tmp_path / "V_TRAIN.tsv").write_text("1\t1\t2\t3\tNaN\n2\t4\t8\tNaN\tNaN\n1\t0\t1\t0\t1\n2\t3\t1\t2\t0\n")
+    (tmp_path / "V_TEST.tsv").write_text("1\t1\t3\tNaN\tNaN\n2\t2\t2\t2\t9\n")
+    d = ucr.load_ucr(tmp_path / "V_TRAIN.tsv", normalize="series")
+    x, _, lengths = d.train.tensors
+    assert lengths.tolist() == [3, 2, 4, 4]
+    for i, n in enumerate(lengths.tolist()):
+        v = x[i, :n, 0]
+        assert abs(float(v.mean())) < 1e-6 and abs(float(v.std(unbiased=False)) - 1) < 1e-5
+        assert float(x[i, n:].abs().sum()) == 0
+
+
+# --- item 4: resume by folder ------------------------------------------------------------------------
+def test_resume_by_folder_reads_the_stored_config(tmp_path, monkeypatch, capsys):
+    import statespaces.train.loop as loop
+
+    cfg = _tiny(tmp_path, "run", ("trainer.epochs", "3"), ("model.d_model", "12"))
+    real_save, calls = loop._Checkpoints.save, {"n": 0}
+
+    def crash_after_one(self, *a, **k):
+        real_save(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(loop._Checkpoints, "save", crash_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.setattr(loop._Checkpoints, "save", real_save)
+    first = load_checkpoint(tmp_path / "run" / "checkpoints" / sorted(
+        p.name for p in (tmp_path / "run" / "checkpoints").iterdir())[-1])[1]["train_seconds"]
+    out = str(tmp_path / "run")
+    # a flag that changes what the run computes is named, with the stored value
+    rc, _, err = _cli(capsys, "train", "--trainer.out", out, "--resume", "--trainer.lr", "0.5", "--no-progress")
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "--trainer.lr 0.5 conflicts with the stored run (trainer.lr = 0.01)" in err
+    rc, _, err = _cli(capsys, "train", "--trainer.out", out, "--resume", "--preset", "digits-s4", "--no-progress")
+    assert rc == 2 and "--preset digits-s4 (sets model.layer) conflicts" in err and "'s4d'" in err
+    # only the folder (and where-it-runs flags): the stored config (H = 12, 3 epochs) is used
+    rc, text, err = _cli(capsys, "train", "--trainer.out", out, "--resume", "--trainer.device", "cpu",
+                         "--trainer.keep_last", "3", "--no-progress")
+    assert rc == 0, err
+    assert "H=12" in text and "for 3 epochs" in text and "resuming the run in" in err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["train_seconds"] >= first + summary["train_seconds_this_run"] - 1e-6
+    assert summary["train_seconds"] > summary["train_seconds_this_run"]
+    # a folder without a run: nothing to read the config from
+    rc, _, err = _cli(capsys, "train", "--trainer.out", str(tmp_path / "none"), "--resume", "--no-progress")
+    assert rc == 2 and "holds no run to resume" in err
+
+
+def test_resume_in_python_names_the_conflicting_keys(tmp_path):
+    cfg = _tiny(tmp_path, "run", ("trainer.epochs", "1"))
+    train(cfg, progress=False)
+    with pytest.raises(ConfigError, match=r"different config \(model\.d_model = 8 there, 16 here; "
+                                          r"trainer\.lr = 0\.01 there, 0\.5 here\)"):
+        train(cfg.override("trainer.lr", "0.5").override("model.d_model", "16"), resume=True, progress=False)
+    # where the run writes or runs may change
+    moved = cfg.override("trainer.keep_last", "4").override("trainer.checkpoint_every", "7")
+    assert train(moved, resume=True, progress=False)["epochs"] == 1
+
+
+def test_presets_write_to_runs_preset():
+    from statespaces.train.config import PRESETS
+
+    for name in PRESETS:
+        assert build_config(name).trainer.out == f"runs/{name}"
+    assert build_config("digits-s4", overrides=[("trainer.out", "elsewhere")]).trainer.out == "elsewhere"
+    assert build_config().trainer.out == "runs/digits"
+
+
+# --- item 8: CLI errors and progress ---------------------------------------------------------------
+def test_every_command_reports_user_errors_in_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    cases = [
+        (["evaluate", str(tmp_path / "missing")], "no checkpoint at"),
+        (["evaluate"], "required: checkpoint"),
+        (["evaluate", str(tmp_path), "--data.name"], "expected one argument"),
+        (["analyze", str(tmp_path / "missing")], "no checkpoint at"),
+        (["analyze", str(tmp_path / "file")], "is a file"),
+        (["presets", "extra"], "unrecognized arguments: extra"),
+        (["reproduce", "Z9", "--out", str(tmp_path / "r"), "--table", str(tmp_path / "t.md")], "unknown claim ids"),
+        (["train", "--epochs", "3"], "overrides look like --trainer.epochs 5"),
+        (["train", "--preset", "nope"], "unknown preset 'nope'"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required: command"),
+    ]
+    for argv, match in cases:
+        rc, out, err = _cli(capsys, *argv)
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and match in lines[0], (argv, err)
+        assert lines[0].startswith("statespaces") and "usage:" not in err and "Traceback" not in err
+
+
+def test_interrupt_is_one_line(tmp_path, capsys, monkeypatch):
+    import statespaces.train.loop as loop
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train", interrupted)
+    rc, _, err = _cli(capsys, "train", "--trainer.out", str(tmp_path / "r"))
+    assert rc == 130 and err.strip() == "statespaces train: interrupted (continue with the same command and --resume)"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_plain_lines_when_not_a_terminal():
+    log = io.StringIO()
+    p = Progress(5, 0, "epoch 1/2", stream=log, interval=0)
+    assert p.bar is None
+    for _ in range(5):
+        p.update(1, loss=0.5)
+    p.close()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and len(lines) == 4           # not after the last step (the epoch line says it)
+    assert lines[0].startswith("epoch 1/2  step 1/5  loss 0.500  ") and lines[0].endswith("steps/s")
+    quiet = io.StringIO()
+    p = Progress(5, 0, "epoch 1/2", stream=quiet, interval=3600)
+    p.update(1)
+    assert quiet.getvalue() == ""
+    term = _Terminal()
+    p = Progress(5, 2, "epoch 1/2", stream=term)
+    assert p.bar is not None and p.bar.n == 2
+    p.update(1, loss=0.25)
+    p.close()
+    assert "\r" in term.getvalue()                                    # a redrawn bar on a terminal
+    assert Progress(5, 0, "x", enabled=False, stream=term).bar is None
+
+
+def test_training_logs_plain_progress_lines(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STATESPACES_PROGRESS_SECONDS", "0")
+    train(_tiny(tmp_path, "run", ("trainer.epochs", "1")), progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "epoch 1/1  step 1/11  loss " in err
