@@ -204,18 +204,24 @@ def load_pretrained(pretrained: PathLike, map_location: Union[str, torch.device]
 
     Also takes a checkpoint written by ``statespaces train`` (``runs/x/best`` or the run folder
     ``runs/x``), checked by its SHA-256 sums like ``statespaces evaluate`` does."""
-    from safetensors import safe_open
-
     path = _resolve(pretrained, **hub_kwargs)
-    cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
-    if not cfg_file.exists() and _is_trainer_checkpoint(path):
+    if not (path / CONFIG_NAME).exists() and _is_trainer_checkpoint(path):
         # a checkpoint (or run folder) of `statespaces train`: verified and rebuilt by the trainer's loader
         from .train import load_trained     # the top floor, imported only for this case
 
         model = load_trained(str(path))[0]
-        if expect is not None and expect is not Pretrained and not isinstance(model, expect):
-            raise TypeError(f"{path} holds a {type(model).__name__}, not a {expect.__name__}")
-        return model.to(map_location)
+    else:
+        model = _load_saved(path)
+    if expect is not None and expect is not Pretrained and not isinstance(model, expect):
+        raise TypeError(f"{path} holds a {type(model).__name__}, not a {expect.__name__}")
+    return model.to(map_location)
+
+
+def _load_saved(path: Path) -> nn.Module:
+    """The module in a folder written by :meth:`Pretrained.save_pretrained` (config, then weights)."""
+    from safetensors import safe_open
+
+    cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
     for f in (cfg_file, w_file):
         if not f.is_file():
             raise FileNotFoundError(f"{f} is missing: {path} was not written by save_pretrained")
@@ -231,8 +237,6 @@ def load_pretrained(pretrained: PathLike, map_location: Union[str, torch.device]
         if dtype not in ("float16", "bfloat16", "float32", "float64"):
             raise ValueError(f"{cfg_file}: unsupported dtype {dtype!r}")
         model = model.to(getattr(torch, dtype))
-    if expect is not None and expect is not Pretrained and not isinstance(model, expect):
-        raise TypeError(f"{path} holds a {type(model).__name__}, not a {expect.__name__}")
     state = {}
     with safe_open(str(w_file), framework="pt", device="cpu") as f:
         complex_keys = set(json.loads((f.metadata() or {}).get(_COMPLEX_TAG, "[]")))
@@ -240,4 +244,4 @@ def load_pretrained(pretrained: PathLike, map_location: Union[str, torch.device]
             t = f.get_tensor(key)
             state[key] = torch.view_as_complex(t) if key in complex_keys else t
     model.load_state_dict(state, strict=True)
-    return model.to(map_location)
+    return model
