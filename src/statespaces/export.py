@@ -177,6 +177,7 @@ class StreamingModel(nn.Module):
         leaves, self._spec = pytree.tree_flatten(self.core.initial_state(1))
         self._tensor_at = [i for i, t in enumerate(leaves) if isinstance(t, Tensor)]
         self._constants = leaves                 # non-tensor leaves (SaShiMi's step counter) restart each frame
+        self.eval()                              # an inference graph: no dropout, and exporters expect eval mode
 
     def initial_state(self, batch_size: int) -> Tuple[Tensor, ...]:
         leaves = pytree.tree_leaves(self.core.initial_state(batch_size))
