@@ -34,6 +34,7 @@ from ..kernels import dispatch
 from ..kernels.vandermonde import exp_scaled, vandermonde, vandermonde_transpose
 from ..ops.fftconv import fftconv
 from ..serialization import Pretrained
+from .modes import Modes
 from .step_cache import StepCache
 
 Tensor = torch.Tensor
@@ -212,6 +213,24 @@ class DiagonalSSM(SSMLayer):
         y, new_state = dispatch.diagonal_step(dA, dB, Cc, self.D, u, state)
         check_result(self, (y, new_state), "step output", x=x, state=state)
         return y.to(x.dtype), new_state
+
+    def modes(self, rate: float = 1.0) -> Modes:
+        r"""The explicit-operator view (:class:`~statespaces.layers.modes.Modes`, complex128):
+        ``log_eig = log dA``, ``B = dB`` (H, M), ``C = scale C`` (K, H, M), so that
+        ``kernel(L)[..., l] = Re sum_m C_m B_m dA_m^l`` (eq. 3.2)."""
+        sys = self.diagonal_system(check_rate(rate))
+        c128 = torch.complex128
+        dt, A = self._continuous_view(rate)
+        return Modes(
+            log_eig=sys.log_dA.to(c128), B=sys.dB.to(c128), C=(sys.scale * sys.C).to(c128),
+            D=self.D.to(torch.float64), dt=dt, A=A, discretization=str(getattr(self, "discretization", "")),
+            alpha=getattr(self, "alpha", None), structure="diagonal",
+            bidirectional="sum" if self.bidirectional else None,
+        )
+
+    def _continuous_view(self, rate: float) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """``(dt, A)`` (H, M) of :meth:`modes`: step sizes and continuous eigenvalues, None if unknown."""
+        return None, None
 
     def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:
         sys = self.diagonal_system(rate)
