@@ -33,10 +33,10 @@ What frequency and damping mean depends on the discretization (notes 6.2):
   An oscillator with ``dt sqrt(A) < 1e-6`` (A ~ 0: a double eigenvalue, Jordan block) is not a sum
   of exponentials; it is kept as a ramp ``K[l] += ramp * (l + 1) r^l`` (:attr:`ramp`).
 
-Supported layers: :class:`~statespaces.layers.s4d.S4D` (and any
-:class:`~statespaces.layers.base.DiagonalSSM`), :class:`~statespaces.layers.linoss.LinOSS` (and
-its subclasses, through the layer's own discretized system), and S4 (DPLR, through its dense
-state matrix). All numbers are computed in float64/complex128.
+Supported layers: any layer with a ``modes(rate)`` view (:class:`~statespaces.layers.modes.Modes`):
+:class:`~statespaces.layers.s4d.S4D` (and any :class:`~statespaces.layers.base.DiagonalSSM`), S4
+(its diagonalised DPLR form), :class:`~statespaces.layers.linoss.LinOSS` and D-LinOSS. This module
+reads nothing else of a layer (no type tests, no raw parameters). All numbers are float64/complex128.
 
 **Bidirectional layers** have two kernels over the same oscillators: the causal (``forward``)
 one, acting on lags ``0..L-1`` with the skip ``D``, and the anti-causal (``backward``) one with its
@@ -59,6 +59,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .._checks import check_length
 from ..layers.linoss import DEGENERATE_THETA
 from ..layers.modes import Modes
 
@@ -195,8 +196,7 @@ class OscillatorAnalysis:
     def kernel(self, L: int) -> Tensor:
         r"""Closed-form Green's function ``K[l] = sum_n 2 Re(c_n lambda_n^l)`` (+ LinOSS ramps):
         (H, L) for SISO layers, (H_out, H_in, L) for LinOSS. float64."""
-        if isinstance(L, bool) or not isinstance(L, int) or L < 1:
-            raise ValueError(f"kernel length L must be a positive integer, got {L!r}")
+        L = check_length(L)
         K = green_kernel(self.log_eig, self.residue, L)
         if self.ramp is not None and bool((self.ramp != 0).any()):
             l = torch.arange(L, dtype=torch.float64)
@@ -480,7 +480,8 @@ def s4d_from_oscillators(
     ``s = w0 (-zeta + i sqrt(1 - zeta^2))`` (the *effective* continuous eigenvalue, as reported by
     :func:`oscillators`), and the residue ``c = amplitude/2 e^{i phase}``. The S4D parameters are
     then ``A = x/dt`` with ``x`` the inverse of the discretization rule at lambda (ZOH: ``log lambda``;
-    GBT(alpha): ``(lambda - 1)/(1 - alpha + alpha lambda)``), ``B = 1``, ``C = c/dB``.
+    GBT(alpha): ``(lambda - 1)/(1 - alpha + alpha lambda)``), ``B = 1``, ``C = c/dB``
+    (:meth:`S4D.from_modes <statespaces.layers.s4d.S4D.from_modes>`).
 
     Args:
         oscillators: records; all records of a channel must share ``dt``. Channels may have different

@@ -75,6 +75,12 @@ class SSMLayer(Pretrained, nn.Module):
     def param_dtype(self) -> torch.dtype:
         return self.D.dtype
 
+    @property
+    def state_dtype(self) -> torch.dtype:
+        """dtype of the recurrent state: complex128 for float64 parameters, else complex64 (float32,
+        and half precision, whose states are kept in complex64: there is no complex32 arithmetic)."""
+        return torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
+
     @public
     def forward(
         self, x: Tensor, state: Optional[Tensor] = None, return_state: bool = False, rate: float = 1.0
@@ -193,8 +199,7 @@ class DiagonalSSM(SSMLayer):
         """Zero state (B, H, M), complex."""
         batch_size = check_batch_size(batch_size)
         M = self.n_modes
-        cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
-        return torch.zeros(batch_size, self.d_model, M, dtype=cdtype, device=self.D.device)
+        return torch.zeros(batch_size, self.d_model, M, dtype=self.state_dtype, device=self.D.device)
 
     @public
     def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:

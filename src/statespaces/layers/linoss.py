@@ -56,6 +56,7 @@ from .._checks import (
 )
 from ..kernels.oscillator import (
     IMEX_MAX_DT2A,
+    OSCILLATOR_SCHEMES,
     check_oscillator_params,
     mimo_kernel,
     oscillator_polar,
@@ -65,7 +66,7 @@ from ..kernels.oscillator import (
 from ..ops.fftconv import fftconv
 from ..ops.scan import scan_block2, scan_loop
 from .base import SSMLayer, check_rate
-from .init import as_complex
+from .init import as_complex, log_dt_init
 from .modes import Modes
 
 Tensor = torch.Tensor
@@ -74,8 +75,8 @@ Tensor = torch.Tensor
 A_PARAMS = ("relu", "square", "none")
 #: Forward paths.
 LINOSS_MODES = ("scan", "conv", "loop")
-#: Discretizations (seed 001).
-LINOSS_DISCRETIZATIONS = ("im", "imex")
+#: Discretizations (seed 001): the oscillator schemes of :mod:`statespaces.kernels.oscillator`.
+LINOSS_DISCRETIZATIONS = OSCILLATOR_SCHEMES
 #: Chunk length of the ``mode='scan'`` path: each chunk is scanned in the working precision, the
 #: states between chunks are carried in float64 (see :meth:`LinOSS._scan_path`).
 SCAN_CHUNK = 256
@@ -230,8 +231,7 @@ class LinOSS(SSMLayer):
                     f"LinOSS needs 0 < dt_min <= dt_max < 1 (dt = sigmoid(dt_raw) lies in (0, 1)), "
                     f"got dt_min={dt_min}, dt_max={dt_max}"
                 )
-            u = torch.rand(P, dtype=torch.float64, generator=gen)
-            dt0 = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt0 = torch.exp(log_dt_init(P, dt_min, dt_max, gen))
             raw = torch.log(dt0) - torch.log1p(-dt0)                  # logit
         self.dt_raw = nn.Parameter(raw.to(dtype))
         self._init_io(gen, seed)
@@ -332,7 +332,7 @@ class LinOSS(SSMLayer):
         lam = torch.polar(torch.exp(sys.log_r), sys.theta)
         if sys.sign is not None:                                # sign -1: -r e^{-i theta} = r e^{i (pi - theta)}
             lam = torch.where(sys.sign < 0, -lam.conj(), lam)
-        lam = lam.to(torch.complex128 if self.param_dtype == torch.float64 else torch.complex64)
+        lam = lam.to(self.state_dtype)
         return torch.cat([lam, lam.conj()])
 
     # ---- explicit operator ------------------------------------------------------------------------
@@ -482,8 +482,7 @@ class LinOSS(SSMLayer):
     def initial_state(self, batch_size: int) -> Tensor:
         """Zero state (B, 2, P) complex: ``[:, 0]`` velocity, ``[:, 1]`` position."""
         batch_size = check_batch_size(batch_size)
-        cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
-        return torch.zeros(batch_size, 2, self.d_state, dtype=cdtype, device=self.D.device)
+        return torch.zeros(batch_size, 2, self.d_state, dtype=self.state_dtype, device=self.D.device)
 
     def _input_proj(self, u: Tensor) -> Tensor:
         """``B u`` as a real tensor (..., 2P) = [Re; Im] for real u (..., H)."""
@@ -517,8 +516,9 @@ class LinOSS(SSMLayer):
         self._check_step_input(x, state)
         rate = check_rate(rate)
         # the 2x2 update runs in float64 with the float64 M (O(B P) work) and is rounded once: a
-        # float32 M is off by ~2^-24, a bias that IMEX (|lambda| = 1) turns into drift ~ L 2^-24
-        sys = self._system(rate)
+        # float32 M is off by ~2^-24, a bias that IMEX (|lambda| = 1) turns into drift ~ L 2^-24;
+        # without autograd (generation) the system is cached until a parameter changes (:mod:`.step_cache`)
+        sys = self._step_cache.get(self, rate, lambda: self._system(rate))
         M, f = sys.M, sys.f
         u = x.to(self.param_dtype)
         wide = torch.complex128 if M.dtype == torch.float64 else state.dtype

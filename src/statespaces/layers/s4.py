@@ -369,8 +369,7 @@ class S4(SSMLayer):
     def initial_state(self, batch_size: int) -> Tensor:
         """Zero state (B, H, N/2), complex (the half of the conjugate-symmetric state)."""
         batch_size = check_batch_size(batch_size)
-        cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
-        return torch.zeros(batch_size, self.d_model, self.n_modes, dtype=cdtype, device=self.D.device)
+        return torch.zeros(batch_size, self.d_model, self.n_modes, dtype=self.state_dtype, device=self.D.device)
 
     def _step_system(self, rate: float) -> Tuple[DPLRStep, Tensor]:
         """Discretized step (cached without autograd until a parameter or buffer changes value), and C (H, M)."""

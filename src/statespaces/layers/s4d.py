@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_positive_int
-from ..discretize import discretize_diagonal, undiscretize_diagonal
+from ..discretize import DISCRETIZATIONS, discretize_diagonal, undiscretize_diagonal
 from .base import DiagonalSSM, DiagonalSystem
 from .init import REAL_TRANSFORMS, S4D_INITS, as_complex, c_init, log_dt_init, real_forward, real_inverse, s4d_init
 from .modes import Modes
@@ -24,7 +24,7 @@ from .modes import Modes
 Tensor = torch.Tensor
 
 #: Discretizations the diagonal kernel supports (app. A.1.4); the GBT family takes ``alpha``.
-S4D_DISCRETIZATIONS = ("zoh", "bilinear", "forward_euler", "backward_euler", "gbt")
+S4D_DISCRETIZATIONS = DISCRETIZATIONS
 
 
 class S4D(DiagonalSSM):
