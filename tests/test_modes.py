@@ -24,6 +24,7 @@ def _layers():
     yield "s4-legs", S4(H, 8, seed=5)
     yield "s4-rand-r2", S4(H, 8, init="rand", rank=2, seed=6)
     yield "s4-bi", S4(H, 6, init="fout", bidirectional=True, seed=7)
+    yield "s4-lmax", S4(H, 8, init="rand", l_max=32, seed=13)                    # modes use the recovered C
     yield "linoss-im", LinOSS(H, 4, discretization="IM", seed=8)
     yield "linoss-imex", LinOSS(H, 4, discretization="IMEX", seed=9)
     yield "linoss-sum", LinOSS(H, 4, bidirectional=True, seed=10)

@@ -386,11 +386,11 @@ def oscillators(layer: nn.Module, rate: float = 1.0, name: str = "",
                              "'backward' (layer_analyses returns both)")
         k, tag = DIRECTIONS.index(direction), direction
     if mode == "concat" and k == 1:          # the reverse half is a layer of its own (lags 0..-(L-1), own D)
-        an = _analysis(layer.reverse.modes(rate), name, 0)
+        an = _analysis(_modes_of(layer.reverse, rate), name, 0)
         an.direction, an.lag_offset = "backward", 0
         an.extra["concat"] = True
         return an
-    an = _analysis(layer.modes(rate), name, k)
+    an = _analysis(_modes_of(layer, rate), name, k)
     an.direction, an.lag_offset = tag, (1 if k == 1 else 0)
     if mode == "concat":
         an.extra["concat"] = True
@@ -403,6 +403,17 @@ def layer_analyses(layer: nn.Module, rate: float = 1.0, name: str = "") -> List[
     if _bidirectional_mode(layer) is None:
         return [oscillators(layer, rate, name)]
     return [oscillators(layer, rate, f"{name}.{d}" if name else d, direction=d) for d in DIRECTIONS]
+
+
+def _modes_of(module: Any, rate: float) -> Modes:
+    """``module.modes(rate)``: the layer's explicit-operator view (the only thing read of a layer)."""
+    view = getattr(module, "modes", None)
+    if not callable(view):
+        raise TypeError(f"{type(module).__name__} has no modes() view")
+    modes = view(rate)
+    if not isinstance(modes, Modes):
+        raise TypeError(f"{type(module).__name__}.modes() returned {type(modes).__name__}, not Modes")
+    return modes
 
 
 def _analysis(modes: Modes, name: str, k: int) -> OscillatorAnalysis:
@@ -445,19 +456,20 @@ def _mimo_analysis(modes: Modes, name: str, k: int) -> OscillatorAnalysis:
     """
     c128 = torch.complex128
     P = modes.n_modes // 2
+    dt = torch.ones(modes.n_modes, dtype=torch.float64) if modes.dt is None else modes.dt.to(torch.float64)
     log_eig = modes.log_eig[:P].to(c128)
     C, B = modes.C[k, :, :P].to(c128), modes.B[:P].to(c128)
     W = torch.einsum("hp,pj->hjp", C.real, B.real) - torch.einsum("hp,pj->hjp", C.imag, B.imag)
     gf = torch.ones(P, dtype=c128) if modes.residue is None else modes.residue[:P].to(c128)
     half_ramp = torch.zeros(P, dtype=torch.float64) if modes.ramp is None else modes.ramp[:P].real.to(torch.float64)
-    s = modes.A.to(c128) if modes.A is not None else torch.cat([log_eig, log_eig.conj()]) / modes.dt.to(torch.float64)
+    s = torch.cat([log_eig, log_eig.conj()]) / dt if modes.A is None else modes.A.to(c128)
     A, G = (s[:P] * s[P:]).real, -(s[:P] + s[P:]).real
     extra: Dict[str, Any] = {"A": A, "mixing": W, "degenerate": torch.sin(log_eig.imag).abs() < DEGENERATE_THETA}
     if bool((G != 0).any()):
         extra["G"] = G
     return OscillatorAnalysis(
         kind=_KINDS.get(modes.structure, modes.structure), discretization=modes.discretization.upper(),
-        log_eig=log_eig, dt=modes.dt[:P].to(torch.float64).clone(), residue=W.to(c128) * gf,
+        log_eig=log_eig, dt=dt[:P].clone(), residue=W.to(c128) * gf,
         D=modes.D.to(torch.float64).clone(), eig_nominal=s[:P], name=name, ramp=W * (2 * half_ramp),
         gf_residue=gf, extra=extra,
     )
