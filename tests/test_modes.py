@@ -160,3 +160,17 @@ def test_concat_layer_modes_are_its_causal_half():
         torch.testing.assert_close(y, layer.reverse.kernel(L), atol=1e-10, rtol=0)
         torch.testing.assert_close(m.kernel(L), LinOSS.from_modes(
             Modes(**{**m.__dict__, "bidirectional": None}), dtype=f64).kernel(L), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("cls", [S4D, S4, LinOSS, DLinOSS])
+def test_from_modes_of_a_float32_layer_is_a_float32_layer(cls):
+    """modes() is float64 whatever the layer's dtype; from_modes builds (and, for LinOSS, checks) in
+    float64 and casts to the requested dtype (default: torch's default dtype)."""
+    layer = cls(H, 4, seed=5)
+    u = torch.randn(2, 30, H, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        m = layer.modes()
+        assert m.log_eig.dtype == torch.complex128
+        rebuilt = cls.from_modes(m)
+        assert rebuilt.D.dtype == torch.float32
+        torch.testing.assert_close(rebuilt(u), layer(u), atol=1e-5, rtol=1e-5)

@@ -422,7 +422,7 @@ class LinOSS(SSMLayer):
         P, H = modes.n_modes // 2, modes.d_model
         disc = modes.discretization if discretization is None else discretization
         layer = cls(H, P, discretization=disc.upper(), mode=mode, bidirectional=modes.bidirectional == "sum", **kwargs)
-        layer = layer.to(torch.get_default_dtype() if dtype is None else dtype)
+        layer = layer.to(torch.float64)            # built and checked in float64, then cast to dtype
         c128 = torch.complex128
         lam = modes.eig[:P].to(c128)
         lam = torch.where(lam.imag < 0, lam.conj(), lam)
@@ -450,7 +450,7 @@ class LinOSS(SSMLayer):
                              f"modes (relative mismatch {err:.1e} > tol={tol:g}); eigenvalues off the scheme's curve "
                              "(IM: |lambda| < 1 with angle atan(dt sqrt A); IMEX: |lambda| = 1), or not in the "
                              "conjugate-pair layout of LinOSS.modes")
-        return layer
+        return layer.to(torch.get_default_dtype() if dtype is None else dtype)
 
     # ---- views ----------------------------------------------------------------------------------
     def oscillator_kernels(self, L: int, rate: float = 1.0) -> Tensor:
