@@ -97,12 +97,7 @@ class SSMLayer(Pretrained, nn.Module):
         Returns:
             y (B, L, H) in the dtype of x, and the new state if ``return_state``.
         """
-        check_sequence(x, self.d_model, self.param_dtype, device=self.D.device, finite=False)
-        rate = check_rate(rate)
-        if self.bidirectional and (state is not None or return_state):
-            raise ValueError("a bidirectional layer is not causal: it has no recurrent state")
-        if state is not None:
-            self._check_state(state, x.shape[0])
+        rate = self._check_forward(x, state, return_state, rate)
         in_dtype = x.dtype
         u = x.to(self.param_dtype)
         L = u.shape[1]
@@ -115,6 +110,18 @@ class SSMLayer(Pretrained, nn.Module):
         if return_state:
             return y, new_state
         return y
+
+    def _check_forward(self, x: Tensor, state: Optional[Tensor], return_state: bool, rate: float) -> float:
+        """Static checks of ``forward(x, state, return_state, rate)`` shared by every layer: x (B, L, H)
+        with L >= 1 in a usable dtype, rate, no state for a bidirectional layer, the state's shape.
+        NaN/inf are caught on the result (:func:`check_result`). Returns the checked rate."""
+        check_sequence(x, self.d_model, self.param_dtype, device=self.D.device, finite=False)
+        rate = check_rate(rate)
+        if self.bidirectional and (state is not None or return_state):
+            raise ValueError("a bidirectional layer is not causal: it has no recurrent state")
+        if state is not None:
+            self._check_state(state, x.shape[0])
+        return rate
 
     def _with_skip(self, k: Tensor) -> Tensor:
         """The kernel with the skip term folded into lag 0: ``y = k * u + D u = (k + D delta) * u``.

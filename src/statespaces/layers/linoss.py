@@ -51,7 +51,6 @@ from .._checks import (
     check_length,
     check_positive_int,
     check_result,
-    check_sequence,
     public,
 )
 from ..kernels.oscillator import (
@@ -551,13 +550,8 @@ class LinOSS(SSMLayer):
 
         A bidirectional layer takes no ``state`` and cannot ``return_state`` (``ValueError``).
         """
-        check_sequence(x, self.d_model, self.param_dtype, device=self.D.device, finite=False)
-        rate = check_rate(rate)
+        rate = self._check_forward(x, state, return_state, rate)
         mode = self.mode if mode is None else check_choice("mode", mode, LINOSS_MODES)
-        if self.bidirectional and (state is not None or return_state):
-            raise ValueError("a bidirectional layer is not causal: it has no recurrent state")
-        if state is not None:
-            self._check_state(state, x.shape[0])
         u = x.to(self.param_dtype)
         L = u.shape[1]
         sys = self._system(rate)                                    # float64 (see _scan_path)
