@@ -108,3 +108,29 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"\(\.\.\., N, N\)"):
         discretize_dense(B, B, 0.1)
     assert set(DISCRETIZATIONS) == {m for m, _ in RULES}
+
+
+@pytest.mark.parametrize("method,alpha", RULES)
+def test_undiscretize_inverts_the_eigenvalue_map(method, alpha):
+    """undiscretize_diagonal(log dA) = A for every rule (float64), dA from discretize_diagonal."""
+    from statespaces.discretize import undiscretize_diagonal
+
+    g = torch.Generator().manual_seed(3)
+    A = torch.complex(-torch.rand(2, 6, dtype=torch.float64, generator=g) - 0.1,
+                      4 * torch.randn(2, 6, dtype=torch.float64, generator=g))
+    dt = torch.tensor([0.01, 0.05], dtype=torch.float64)
+    dA, _ = discretize_diagonal(A, torch.ones_like(A), dt, method, alpha)
+    torch.testing.assert_close(undiscretize_diagonal(torch.log(dA), dt, method, alpha), A, atol=1e-9, rtol=0)
+
+
+def test_rule_names_and_alphas_have_one_home():
+    """Layers and HiPPO take the rule names and the GBT alpha table from statespaces.discretize."""
+    from statespaces import discretize as d
+    from statespaces.hippo import online
+    from statespaces.layers import s4d
+
+    assert s4d.S4D_DISCRETIZATIONS is d.DISCRETIZATIONS
+    assert online.DISCRETIZATIONS == (*d.GBT_ALPHA, "zoh") and not hasattr(online, "_ALPHA")
+    assert d.gbt_alpha("bilinear") == 0.5 and d.gbt_alpha("zoh") is None and d.gbt_alpha("gbt", 0.25) == 0.25
+    with pytest.raises(ValueError, match="fixes alpha=0.5"):
+        d.gbt_alpha("bilinear", 0.3)

@@ -18,7 +18,11 @@ name               dA                                                      alpha
 
 For the GBT family ``dB = (I - alpha dt A)^{-1} dt B``. Two entry points:
 :func:`discretize_diagonal` for diagonal (complex) ``A`` given as a vector of eigenvalues, and
-:func:`discretize_dense` for a full matrix ``A``.
+:func:`discretize_dense` for a full matrix ``A``. :func:`undiscretize_diagonal` inverts the
+eigenvalue map of a rule (used to build a layer from given discrete modes).
+
+This module is the one home of the rule names (:data:`DISCRETIZATIONS`) and of the GBT alpha
+table (:data:`GBT_ALPHA`, :func:`gbt_alpha`); layers and analysis import them from here.
 """
 from __future__ import annotations
 
@@ -33,10 +37,16 @@ Tensor = torch.Tensor
 #: Names accepted by ``discretize_*``.
 DISCRETIZATIONS = ("zoh", "bilinear", "forward_euler", "backward_euler", "gbt")
 
-_GBT_ALPHA = {"forward_euler": 0.0, "backward_euler": 1.0, "bilinear": 0.5}
+#: alpha of the named GBT rules (app. A.1.4); ``zoh`` is no GBT rule, ``gbt`` takes alpha as an argument.
+GBT_ALPHA = {"forward_euler": 0.0, "backward_euler": 1.0, "bilinear": 0.5}
 
 
-def _gbt_alpha(method: str, alpha: Optional[float]) -> Optional[float]:
+def gbt_alpha(method: str, alpha: Optional[float] = None) -> Optional[float]:
+    """The GBT parameter of ``method`` (None for ``zoh``), checking ``alpha`` against the rule.
+
+    ``alpha`` must be given (in [0, 1]) exactly for ``gbt``; a named rule accepts None or its own
+    value. Raises ValueError naming the rule and the alpha found otherwise.
+    """
     method = check_choice("discretization", method, DISCRETIZATIONS)
     if method == "zoh":
         if alpha is not None:
@@ -46,9 +56,9 @@ def _gbt_alpha(method: str, alpha: Optional[float]) -> Optional[float]:
         if alpha is None or not (0.0 <= float(alpha) <= 1.0):
             raise ValueError(f"the 'gbt' discretization needs alpha in [0, 1], got {alpha!r}")
         return float(alpha)
-    if alpha is not None and float(alpha) != _GBT_ALPHA[method]:
-        raise ValueError(f"{method!r} fixes alpha={_GBT_ALPHA[method]}; use method='gbt' for alpha={alpha}")
-    return _GBT_ALPHA[method]
+    if alpha is not None and float(alpha) != GBT_ALPHA[method]:
+        raise ValueError(f"{method!r} fixes alpha={GBT_ALPHA[method]}; use method='gbt' for alpha={alpha}")
+    return GBT_ALPHA[method]
 
 
 def discretize_diagonal(
@@ -67,7 +77,7 @@ def discretize_diagonal(
         ``(dA, dB)`` of shape (..., N). For ZOH, ``dB = (exp(dt A) - 1)/A * B`` with the limit
         ``dt B`` where ``A = 0``.
     """
-    a = _gbt_alpha(method, alpha)
+    a = gbt_alpha(method, alpha)
     dt = torch.as_tensor(dt, dtype=A.real.dtype, device=A.device)
     dtA = dt.unsqueeze(-1) * A if dt.dim() > 0 else dt * A
     dtB = (dt.unsqueeze(-1) if dt.dim() > 0 else dt) * B
@@ -97,7 +107,7 @@ def discretize_dense(
         ``(dA, dB)`` with the shapes of ``(A, B)``. ZOH uses the block exponential
         ``exp(dt [[A, B], [0, 0]]) = [[dA, dB], [0, I]]``, which stays valid for singular ``A``.
     """
-    a = _gbt_alpha(method, alpha)
+    a = gbt_alpha(method, alpha)
     if A.dim() < 2 or A.shape[-1] != A.shape[-2]:
         raise ValueError(f"A must be a (..., N, N) matrix, got shape {tuple(A.shape)}")
     vector = B.dim() == A.dim() - 1
@@ -123,3 +133,30 @@ def discretize_dense(
         dA = torch.linalg.solve(lhs, eye + (1 - a) * dtA)
         dB = torch.linalg.solve(lhs, dtB)
     return dA, (dB.squeeze(-1) if vector else dB)
+
+
+def undiscretize_diagonal(
+    log_dA: Tensor, dt: Tensor, method: str = "bilinear", alpha: Optional[float] = None
+) -> Tensor:
+    r"""Continuous eigenvalues ``A`` whose discretization at step ``dt`` has eigenvalues ``exp(log_dA)``.
+
+    The inverse of the ``dA`` map of :func:`discretize_diagonal`: ZOH ``A = log_dA / dt``; GBT(alpha)
+    ``A = (lambda - 1) / (dt (1 - alpha + alpha lambda))`` (solve eq. 2.4 for ``dt A``), lambda = exp(log_dA).
+
+    Args:
+        log_dA: complex logarithms of the discrete eigenvalues, shape (..., N).
+        dt: step sizes, broadcastable to ``log_dA.shape[:-1]`` (e.g. (H,)), or a scalar.
+        method: one of :data:`DISCRETIZATIONS`.
+        alpha: GBT parameter, only with ``method='gbt'``.
+
+    Returns:
+        complex ``A`` (..., N). Where the rule cannot produce lambda (GBT with
+        ``1 - alpha + alpha lambda = 0``) the entry is inf/nan; callers check ``Re A < 0``.
+    """
+    a = gbt_alpha(method, alpha)
+    dt = torch.as_tensor(dt, dtype=log_dA.real.dtype, device=log_dA.device)
+    dt = dt.unsqueeze(-1) if dt.dim() > 0 else dt
+    if a is None:
+        return log_dA / dt
+    lam = torch.exp(log_dA)
+    return (lam - 1) / ((1 - a + a * lam) * dt)

@@ -33,10 +33,10 @@ What frequency and damping mean depends on the discretization (notes 6.2):
   An oscillator with ``dt sqrt(A) < 1e-6`` (A ~ 0: a double eigenvalue, Jordan block) is not a sum
   of exponentials; it is kept as a ramp ``K[l] += ramp * (l + 1) r^l`` (:attr:`ramp`).
 
-Supported layers: :class:`~statespaces.layers.s4d.S4D` (and any
-:class:`~statespaces.layers.base.DiagonalSSM`), :class:`~statespaces.layers.linoss.LinOSS` (and
-its subclasses, through the layer's own discretized system), and S4 (DPLR, through its dense
-state matrix). All numbers are computed in float64/complex128.
+Supported layers: any layer with a ``modes(rate)`` view (:class:`~statespaces.layers.modes.Modes`):
+:class:`~statespaces.layers.s4d.S4D` (and any :class:`~statespaces.layers.base.DiagonalSSM`), S4
+(its diagonalised DPLR form), :class:`~statespaces.layers.linoss.LinOSS` and D-LinOSS. This module
+reads nothing else of a layer (no type tests, no raw parameters). All numbers are float64/complex128.
 
 **Bidirectional layers** have two kernels over the same oscillators: the causal (``forward``)
 one, acting on lags ``0..L-1`` with the skip ``D``, and the anti-causal (``backward``) one with its
@@ -59,6 +59,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .._checks import check_length
+from ..layers.linoss import DEGENERATE_THETA
+from ..layers.modes import Modes
+
 Tensor = torch.Tensor
 
 __all__ = ["Oscillator", "OscillatorAnalysis", "oscillators", "s4d_from_oscillators", "supported_layer", "green_kernel",
@@ -66,9 +70,6 @@ __all__ = ["Oscillator", "OscillatorAnalysis", "oscillators", "s4d_from_oscillat
 
 #: Directions of a bidirectional layer (``forward`` = causal).
 DIRECTIONS = ("forward", "backward")
-
-#: LinOSS oscillators with dt sqrt(A) below this are treated as degenerate (ramp, Jordan block).
-DEGENERATE_THETA = 1e-6
 
 
 @dataclass(frozen=True)
@@ -195,8 +196,7 @@ class OscillatorAnalysis:
     def kernel(self, L: int) -> Tensor:
         r"""Closed-form Green's function ``K[l] = sum_n 2 Re(c_n lambda_n^l)`` (+ LinOSS ramps):
         (H, L) for SISO layers, (H_out, H_in, L) for LinOSS. float64."""
-        if isinstance(L, bool) or not isinstance(L, int) or L < 1:
-            raise ValueError(f"kernel length L must be a positive integer, got {L!r}")
+        L = check_length(L)
         K = green_kernel(self.log_eig, self.residue, L)
         if self.ramp is not None and bool((self.ramp != 0).any()):
             l = torch.arange(L, dtype=torch.float64)
@@ -319,12 +319,9 @@ def _canonical(log_eig: Tensor, residue: Tensor, nominal: Tensor) -> Tuple[Tenso
 
 
 def supported_layer(module: nn.Module) -> bool:
-    """Whether :func:`oscillators` can analyze ``module`` (causal or bidirectional)."""
-    from ..layers.base import DiagonalSSM
-    from ..layers.linoss import LinOSS
-    from ..layers.s4 import S4
-
-    return isinstance(module, (DiagonalSSM, LinOSS, S4))
+    """Whether :func:`oscillators` can analyze ``module``: any module with a ``modes(rate)`` view
+    (:class:`~statespaces.layers.modes.Modes`), causal or bidirectional."""
+    return isinstance(module, nn.Module) and callable(getattr(module, "modes", None))
 
 
 def unsupported_reason(module: nn.Module) -> Optional[str]:
@@ -333,8 +330,8 @@ def unsupported_reason(module: nn.Module) -> Optional[str]:
 
     if supported_layer(module) or not isinstance(module, SSMLayer):
         return None
-    return (f"{type(module).__name__} has no oscillator form here (supported: S4D and other DiagonalSSM layers, "
-            "LinOSS and its subclasses, S4)")
+    return (f"{type(module).__name__} has no oscillator form here: it has no modes() view (layers with one: "
+            "S4D and other DiagonalSSM layers, S4, LinOSS, D-LinOSS)")
 
 
 def _bidirectional_mode(layer: nn.Module) -> Optional[str]:
@@ -345,14 +342,19 @@ def _bidirectional_mode(layer: nn.Module) -> Optional[str]:
     return mode if mode in ("sum", "concat") else "sum"
 
 
+#: ``kind`` of an analysis by the structure of the layer's modes.
+_KINDS = {"diagonal": "s4d", "dplr": "s4", "oscillator": "linoss"}
+
+
 @torch.no_grad()
 def oscillators(layer: nn.Module, rate: float = 1.0, name: str = "",
                 direction: Optional[str] = None) -> OscillatorAnalysis:
-    r"""Oscillators, residues and closed-form kernel of a trained layer (S4D, LinOSS, S4).
+    r"""Oscillators, residues and closed-form kernel of a trained layer, read from its ``modes(rate)``.
 
     Args:
-        layer: an S4D (any init, any discretization) or other ``DiagonalSSM``; a LinOSS layer (or a
-            subclass such as D-LinOSS); or an S4 layer (through its dense discrete system).
+        layer: any layer with a ``modes(rate)`` view (:class:`~statespaces.layers.modes.Modes`):
+            S4D (any init, any discretization) and other ``DiagonalSSM`` layers, S4 (diagonalised
+            DPLR form), LinOSS and D-LinOSS.
         rate: step-size multiplier, as in the layer's forward.
         name: label stored in the tables.
         direction: for a bidirectional layer, ``"forward"`` (causal kernel, with D) or ``"backward"``
@@ -360,15 +362,16 @@ def oscillators(layer: nn.Module, rate: float = 1.0, name: str = "",
             or ``"forward"``.
 
     Raises:
-        TypeError: for any other module type (or a non-module).
+        TypeError: a module without ``modes`` (or a non-module).
         ValueError: a bidirectional layer without ``direction``, or a direction a causal layer has not.
     """
-    from ..layers.base import DiagonalSSM, check_rate
-    from ..layers.linoss import LinOSS
-    from ..layers.s4 import S4
+    from ..layers.base import check_rate
 
     if not isinstance(layer, nn.Module):
         raise TypeError(f"oscillators() needs an SSM layer (nn.Module), got {type(layer).__name__}")
+    if not supported_layer(layer):
+        raise TypeError(f"oscillators(): unsupported layer type {type(layer).__name__}: it has no modes() view; "
+                        "supported: S4D (DiagonalSSM), S4, LinOSS, D-LinOSS")
     rate = check_rate(rate)
     mode = _bidirectional_mode(layer)
     if direction is not None and direction not in DIRECTIONS:
@@ -382,21 +385,12 @@ def oscillators(layer: nn.Module, rate: float = 1.0, name: str = "",
             raise ValueError("oscillators(): a bidirectional layer has two kernels; pass direction='forward' or "
                              "'backward' (layer_analyses returns both)")
         k, tag = DIRECTIONS.index(direction), direction
-    if isinstance(layer, LinOSS):
-        if mode == "concat" and k == 1:
-            an = _linoss_oscillators(layer.reverse, rate, name, 0)
-            an.direction, an.lag_offset = "backward", 0
-            an.extra["concat"] = True
-            return an
-        an = _linoss_oscillators(layer, rate, name, k)
-    elif isinstance(layer, DiagonalSSM):
-        an = _diagonal_oscillators(layer, rate, name, k)
-    elif isinstance(layer, S4):
-        an = _dense_oscillators(layer, rate, name, k)
-    else:
-        raise TypeError(
-            f"oscillators(): unsupported layer type {type(layer).__name__}; supported: S4D (DiagonalSSM), LinOSS, S4"
-        )
+    if mode == "concat" and k == 1:          # the reverse half is a layer of its own (lags 0..-(L-1), own D)
+        an = _analysis(_modes_of(layer.reverse, rate), name, 0)
+        an.direction, an.lag_offset = "backward", 0
+        an.extra["concat"] = True
+        return an
+    an = _analysis(_modes_of(layer, rate), name, k)
     an.direction, an.lag_offset = tag, (1 if k == 1 else 0)
     if mode == "concat":
         an.extra["concat"] = True
@@ -411,107 +405,73 @@ def layer_analyses(layer: nn.Module, rate: float = 1.0, name: str = "") -> List[
     return [oscillators(layer, rate, f"{name}.{d}" if name else d, direction=d) for d in DIRECTIONS]
 
 
-def _diagonal_oscillators(layer, rate: float, name: str, k: int = 0) -> OscillatorAnalysis:
-    sys = layer.diagonal_system(rate)
-    log_eig = sys.log_dA.to(torch.complex128)
-    residue = (sys.C[k] * sys.dB).to(torch.complex128) * (sys.scale / 2.0)
-    H, M = log_eig.shape
-    if hasattr(layer, "log_dt"):
-        dt = (torch.exp(layer.log_dt.double()) * rate).unsqueeze(-1).expand(H, M)
-    else:
-        dt = torch.ones(H, M, dtype=torch.float64)
-    nominal = layer.continuous_A().to(torch.complex128) if hasattr(layer, "continuous_A") else log_eig / dt
-    log_eig, residue, nominal = _canonical(log_eig, residue, nominal)
-    kind = "s4d"
-    D = layer.D.double().clone() if k == 0 else torch.zeros_like(layer.D, dtype=torch.float64)
-    return OscillatorAnalysis(
-        kind=kind, discretization=str(getattr(layer, "discretization", "")), log_eig=log_eig, dt=dt.clone(),
-        residue=residue, D=D, eig_nominal=nominal, name=name,
-        extra={"scale": sys.scale},
-    )
+def _modes_of(module: Any, rate: float) -> Modes:
+    """``module.modes(rate)``: the layer's explicit-operator view (the only thing read of a layer)."""
+    view = getattr(module, "modes", None)
+    if not callable(view):
+        raise TypeError(f"{type(module).__name__} has no modes() view")
+    modes = view(rate)
+    if not isinstance(modes, Modes):
+        raise TypeError(f"{type(module).__name__}.modes() returned {type(modes).__name__}, not Modes")
+    return modes
 
 
-def _linoss_oscillators(layer, rate: float, name: str, k: int = 0) -> OscillatorAnalysis:
-    from ..kernels.oscillator import oscillator_polar
-    from ..layers.init import as_complex
-
-    A = layer.stiffness(rate).double()
-    dt = layer.dt(rate).double()
-    M, f = layer.transition(rate)
-    M, f = M.double(), f.double()
-    system = getattr(layer, "_system", None)
-    if callable(system):           # the layer's own polar form (LinOSS, D-LinOSS: damping, sign)
-        sys = system(rate)
-        log_r, theta = sys.log_r.double(), sys.theta.double()
-        sign = getattr(sys, "sign", None)
-        if sign is not None:       # sign r e^{i theta} with sign -1 is r e^{i (pi - theta)}
-            theta = torch.where(sign.double() < 0, math.pi - theta, theta)
-    else:
-        log_r, theta = oscillator_polar(A, dt, layer.discretization)      # Prop. 3.1
-    lam = torch.polar(torch.exp(log_r), theta)
-    # partial fractions of e_2^T M^l f for the pair (lam, conj lam):
-    #   M^l = (lam^l (M - conj(lam)) - conj(lam)^l (M - lam)) / (lam - conj(lam))
-    g = M[1, 0] * f[0] + M[1, 1] * f[1]                                  # (M f)_2
-    degenerate = torch.sin(theta).abs() < DEGENERATE_THETA                # double eigenvalue +-r: Jordan block
-    denom = torch.where(degenerate, torch.ones_like(lam), lam - lam.conj())
-    lam_real = torch.where(degenerate, lam.real, torch.ones_like(lam.real))
-    # degenerate: e_2^T M^l f = lam^l f_2 + l lam^(l-1) (g - lam f_2) = lam^l (f_2 - c) + (l + 1) lam^l c,
-    # c = (g - lam f_2)/lam; the first part is a mode with residue (f_2 - c)/2, the second the ramp
-    c = (g - lam_real * f[1]) / lam_real
-    gf_res = torch.where(degenerate, ((f[1] - c) / 2).to(lam.dtype), (g - lam.conj() * f[1]) / denom)
-    Bc = layer.B_complex.detach().to(torch.complex128)
-    Cc = (layer.C_complex if k == 0 else as_complex(layer.C_back)).detach().to(torch.complex128)
-    W = torch.einsum("hp,pk->hkp", Cc.real, Bc.real) - torch.einsum("hp,pk->hkp", Cc.imag, Bc.imag)
-    residue = W.to(torch.complex128) * gf_res
-    ramp = W * torch.where(degenerate, c, torch.zeros_like(c))
-    log_eig = torch.complex(log_r, theta)
-    extra = {"A": A.clone(), "mixing": W, "degenerate": degenerate}
-    damping = getattr(layer, "damping", None)
-    if callable(damping):          # y'' = -A y - G y': continuous eigenvalues -G/2 +- sqrt(G^2/4 - A)
-        G = damping(rate).double()
-        disc = A - G * G / 4
-        nominal = torch.where(disc >= 0, torch.complex(-G / 2, torch.sqrt(disc.clamp(min=0))),
-                              torch.complex(-G / 2 + torch.sqrt((-disc).clamp(min=0)), torch.zeros_like(G)))
-        extra["G"] = G.clone()
-    else:
-        nominal = torch.complex(torch.zeros_like(A), torch.sqrt(A))
-    D = layer.D.double().clone() if k == 0 else torch.zeros_like(layer.D, dtype=torch.float64)
-    return OscillatorAnalysis(
-        kind="linoss", discretization=layer.discretization.upper(), log_eig=log_eig, dt=dt.clone(),
-        residue=residue, D=D, eig_nominal=nominal, name=name, ramp=ramp,
-        gf_residue=gf_res, extra=extra,
-    )
+def _analysis(modes: Modes, name: str, k: int) -> OscillatorAnalysis:
+    """Direction ``k`` of ``modes`` as an :class:`OscillatorAnalysis` (the skip D only on the causal one)."""
+    an = _mimo_analysis(modes, name, k) if modes.mimo else _siso_analysis(modes, name, k)
+    if k == 1:
+        an.D = torch.zeros_like(an.D)
+    return an
 
 
-def _dense_oscillators(layer, rate: float, name: str, k: int = 0) -> OscillatorAnalysis:
-    """S4 (DPLR): eigendecomposition of its dense discrete state matrix (Lemma 3.3 conjugation).
+def _siso_analysis(modes: Modes, name: str, k: int) -> OscillatorAnalysis:
+    """Per-channel modes: ``K_h[l] = Re sum_m C B lambda^l = sum 2 Re(c lambda^l)`` with ``c = C B / 2``.
 
-    Expects ``layer.dense_system(rate) -> (dA (H, N, N), dB (H, N), C (H, N), dt (H,))`` with
-    output ``Re(C x)`` per channel... The modes come in conjugate pairs (real system) or not; here
-    every eigenvalue is kept and the kernel written as ``sum Re(r_n lambda_n^l)`` = ``2 Re((r_n/2) lambda^l)``.
-    For HiPPO-LegS the eigenvector basis is exponentially ill-conditioned (Lemma 6.6): residues are
-    then inaccurate (the tables record ``cond(V)``).
+    For S4 (``dplr``) every eigenvalue of the real N x N system is kept (conjugate pairs twice, each
+    with half the weight); for HiPPO-LegS the eigenbasis is exponentially ill-conditioned (Lemma 6.6):
+    residues are then inaccurate, and ``extra['cond_V']`` records ``cond(V)``.
     """
-    dA, dB, C, dt = layer.dense_system(rate)
-    if k == 1:                     # the anti-causal direction: same system, the second output vector
-        from ..kernels.dplr import dplr_real_system
-
-        Lam, P, B, Cs = layer.continuous_system()
-        C = dplr_real_system(Lam, P, B, Cs[1])[2]
-    dA, dB, C = dA.to(torch.complex128), dB.to(torch.complex128), C.to(torch.complex128)
-    lam, V = torch.linalg.eig(dA)                                       # (H, N), (H, N, N)
-    Vb = torch.linalg.solve(V, dB.unsqueeze(-1)).squeeze(-1)
-    CV = torch.einsum("hn,hnm->hm", C, V)
-    residue = CV * Vb / 2.0
-    log_eig = torch.log(lam)
-    dt = dt.double().unsqueeze(-1).expand_as(lam.real).clone() * 1.0
-    nominal = log_eig / dt
+    c128 = torch.complex128
+    log_eig = modes.log_eig.to(c128)
+    residue = modes.C[k].to(c128) * modes.input_weights().to(c128) / 2.0
+    dt = torch.ones_like(log_eig.real) if modes.dt is None else modes.dt.to(torch.float64).clone()
+    nominal = log_eig / dt if modes.A is None else modes.A.to(c128)
     log_eig, residue, nominal = _canonical(log_eig, residue, nominal)
-    D = layer.D.double().clone() if k == 0 else torch.zeros_like(layer.D, dtype=torch.float64)
+    extra: Dict[str, Any] = {}
+    if modes.cond is not None:
+        extra["cond_V"] = modes.cond
     return OscillatorAnalysis(
-        kind="s4", discretization=str(getattr(layer, "discretization", "")), log_eig=log_eig, dt=dt,
-        residue=residue, D=D, eig_nominal=nominal, name=name,
-        extra={"cond_V": torch.linalg.cond(V).real},
+        kind=_KINDS.get(modes.structure, modes.structure), discretization=modes.discretization, log_eig=log_eig,
+        dt=dt, residue=residue, D=modes.D.to(torch.float64).clone(), eig_nominal=nominal, name=name, extra=extra,
+    )
+
+
+def _mimo_analysis(modes: Modes, name: str, k: int) -> OscillatorAnalysis:
+    """Oscillator modes (layout of ``LinOSS.modes``: ``lambda_p`` then their conjugates) as P oscillators.
+
+    The pair (p, P + p) gives ``K[h, j, l] = W_hjp 2 Re(g_p lambda_p^l)`` (+ ramp) with the mixing
+    ``W = Re(C_hp B_pj)`` and the Green's-function residue ``g_p``, so ``residue = W g``; the
+    stiffness and damping of ``y'' = -A y - G y'`` come from the nominal pair ``s, s'``:
+    ``A = s s'``, ``G = -(s + s')``.
+    """
+    c128 = torch.complex128
+    P = modes.n_modes // 2
+    dt = torch.ones(modes.n_modes, dtype=torch.float64) if modes.dt is None else modes.dt.to(torch.float64)
+    log_eig = modes.log_eig[:P].to(c128)
+    C, B = modes.C[k, :, :P].to(c128), modes.B[:P].to(c128)
+    W = torch.einsum("hp,pj->hjp", C.real, B.real) - torch.einsum("hp,pj->hjp", C.imag, B.imag)
+    gf = torch.ones(P, dtype=c128) if modes.residue is None else modes.residue[:P].to(c128)
+    half_ramp = torch.zeros(P, dtype=torch.float64) if modes.ramp is None else modes.ramp[:P].real.to(torch.float64)
+    s = torch.cat([log_eig, log_eig.conj()]) / dt if modes.A is None else modes.A.to(c128)
+    A, G = (s[:P] * s[P:]).real, -(s[:P] + s[P:]).real
+    extra: Dict[str, Any] = {"A": A, "mixing": W, "degenerate": torch.sin(log_eig.imag).abs() < DEGENERATE_THETA}
+    if bool((G != 0).any()):
+        extra["G"] = G
+    return OscillatorAnalysis(
+        kind=_KINDS.get(modes.structure, modes.structure), discretization=modes.discretization.upper(),
+        log_eig=log_eig, dt=dt[:P].clone(), residue=W.to(c128) * gf,
+        D=modes.D.to(torch.float64).clone(), eig_nominal=s[:P], name=name, ramp=W * (2 * half_ramp),
+        gf_residue=gf, extra=extra,
     )
 
 
@@ -532,7 +492,8 @@ def s4d_from_oscillators(
     ``s = w0 (-zeta + i sqrt(1 - zeta^2))`` (the *effective* continuous eigenvalue, as reported by
     :func:`oscillators`), and the residue ``c = amplitude/2 e^{i phase}``. The S4D parameters are
     then ``A = x/dt`` with ``x`` the inverse of the discretization rule at lambda (ZOH: ``log lambda``;
-    GBT(alpha): ``(lambda - 1)/(1 - alpha + alpha lambda)``), ``B = 1``, ``C = c/dB``.
+    GBT(alpha): ``(lambda - 1)/(1 - alpha + alpha lambda)``), ``B = 1``, ``C = c/dB``
+    (:meth:`S4D.from_modes <statespaces.layers.s4d.S4D.from_modes>`).
 
     Args:
         oscillators: records; all records of a channel must share ``dt``. Channels may have different
@@ -584,35 +545,11 @@ def s4d_from_oscillators(
             res[h, m] = complex(o.amplitude / 2 * math.cos(o.phase), o.amplitude / 2 * math.sin(o.phase))
     for h, os_ in enumerate(per):
         log_lam[h, len(os_):] = -dts[h]
-    layer = S4D(H, 2 * Mmax, init="lin", discretization=discretization, alpha=alpha, real_transform=real_transform)
-    if dtype is not None:
-        layer = layer.to(dtype)
-    method = layer.discretization
-    lam = torch.exp(log_lam)
-    dt = dts.unsqueeze(-1)
-    if method == "zoh":
-        x = log_lam
-    else:
-        a = {"forward_euler": 0.0, "backward_euler": 1.0, "bilinear": 0.5, "gbt": alpha}[method]
-        x = (lam - 1) / (1 - a + a * lam)
-    A = x / dt
-    if bool((A.real >= 0).any()):
-        raise ValueError(
-            f"the {method} rule cannot produce some of these discrete eigenvalues with Re(A) < 0; use 'zoh' or 'bilinear'"
-        )
-    from ..discretize import discretize_diagonal
-
-    ones = torch.ones_like(A)
-    _, dB = discretize_diagonal(A, ones, dts, method, alpha)
-    C = res / dB
-    from ..layers.init import real_inverse
-
-    dtype = layer.D.dtype
-    with torch.no_grad():
-        layer.log_dt.copy_(torch.log(dts).to(dtype))
-        layer.A_real.copy_(real_inverse(-A.real, layer.real_transform).to(dtype))
-        layer.A_imag.copy_(A.imag.to(dtype))
-        layer.B.copy_(torch.view_as_real(ones).to(dtype))
-        layer.C.copy_(torch.view_as_real(C).unsqueeze(0).to(dtype))
-        layer.D.copy_(torch.zeros(H, dtype=dtype) if D is None else torch.as_tensor(D, dtype=dtype))
-    return layer
+    # the records as per-channel modes (K_h[l] = Re sum 2 c lambda^l), built by S4D.from_modes
+    modes = Modes(
+        log_eig=log_lam, B=torch.ones_like(res), C=(2 * res).unsqueeze(0),
+        D=torch.zeros(H, dtype=torch.float64) if D is None else torch.as_tensor(D, dtype=torch.float64).detach().clone(),
+        dt=dts.unsqueeze(-1).expand(H, Mmax).clone(), discretization="zoh", structure="diagonal",
+    )
+    return S4D.from_modes(modes, discretization=discretization, alpha=alpha, real_transform=real_transform,
+                          dtype=dtype)

@@ -33,7 +33,7 @@ import numbers
 import torch
 from torch import nn
 
-from ..discretize import discretize_dense
+from ..discretize import GBT_ALPHA, discretize_dense
 from ._checks import check_finite_tensor, check_measure, check_positive, check_state_size
 from .basis import basis
 from .legs_fast import INPUT_GAINS, legs_gbt_coefficients, legs_step_dense, legs_step_fast
@@ -44,8 +44,8 @@ __all__ = ["HiPPO", "MODES", "DISCRETIZATIONS", "LSI_MEASURES", "discretize"]
 
 MODES = ("lsi", "lti")
 LSI_MEASURES = ("legs", "jacobi", "chebyshev")
-DISCRETIZATIONS = ("forward_euler", "backward_euler", "bilinear", "zoh")
-_ALPHA = {"forward_euler": 0.0, "backward_euler": 1.0, "bilinear": 0.5}
+#: The named GBT rules (alphas from :data:`statespaces.discretize.GBT_ALPHA`) and ZOH.
+DISCRETIZATIONS = (*GBT_ALPHA, "zoh")
 _F64 = torch.float64
 
 
@@ -57,7 +57,7 @@ def _check_discretization(disc) -> tuple[str, float | None]:
             raise ValueError(f"GBT discretization alpha must be in [0, 1], got {alpha}")
         return "gbt", alpha
     name = check_measure(disc, DISCRETIZATIONS, what="discretization (or a GBT alpha in [0, 1])")
-    return name, _ALPHA.get(name)
+    return name, GBT_ALPHA.get(name)
 
 
 def discretize(A: torch.Tensor, B: torch.Tensor, dt: float, discretization="bilinear"):

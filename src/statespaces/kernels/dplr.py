@@ -42,6 +42,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
+from .._checks import check_length
 from .cauchy import cauchy, cauchy_naive
 
 Tensor = torch.Tensor
@@ -256,12 +257,6 @@ def _resolvent_vector(Lambda: Tensor, P: Tensor, B: Tensor, g: Tensor) -> Tensor
     return Rm * (B[:, None, :] - torch.einsum("hkr,rhm->hkm", alpha, P))
 
 
-def _check_L(L: int) -> int:
-    if isinstance(L, bool) or not isinstance(L, int) or L < 1:
-        raise ValueError(f"kernel length L must be a positive integer, got {L!r}")
-    return L
-
-
 def dplr_kernel(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor, dt: Tensor, L: int,
                 truncation_correction: bool = True, backend: str = "chunked") -> Tensor:
     r"""Convolution kernel of the bilinear-discretized DPLR SSM by Algorithm 1 (app. C.1.2).
@@ -277,7 +272,7 @@ def dplr_kernel(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor, dt: Tensor, L: 
     Returns:
         Real kernel (K, H, L), equal to ``(c^T dA^l dB)_{l<L}`` of the dense system.
     """
-    L = _check_L(L)
+    L = check_length(L)
     Ct = truncated_C(C, discrete_power(Lambda, P, dt, L)) if truncation_correction else C
     nk = L // 2 + 1
     t, nyq = _nodes(L, nk, 1.0, Lambda.real.dtype, Lambda.device)      # omega_k = exp(-2 pi i k/L)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from .. import backend
+from .._checks import check_length
 from ..ops._amp import amp_backward, autocast_off, fp32_forward
 from .reference import vandermonde_naive
 
@@ -175,8 +176,7 @@ def vandermonde(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
     Returns:
         Real tensor (..., H, L).
     """
-    if isinstance(L, bool) or not isinstance(L, int) or L < 1:
-        raise ValueError(f"vandermonde: L must be a positive integer, got {L!r}")
+    L = check_length(L, "vandermonde: L")
     if coef.shape[-1] != log_a.shape[-1]:
         raise ValueError(f"vandermonde: coef (..., H, N) and log_a (H, N) disagree on N: "
                          f"{tuple(coef.shape)} vs {tuple(log_a.shape)}")

@@ -2,9 +2,10 @@
 from .base import DiagonalSSM, DiagonalSystem, SSMLayer
 from .dlinoss import DLinOSS
 from .linoss import LinOSS
+from .modes import Modes
 from .s4 import S4, S4_INITS, DiagonalizedS4, s4_init
 from .s4d import S4D
 from .s4nd import S4ND
 
 __all__ = ["SSMLayer", "DiagonalSSM", "DiagonalSystem", "S4D", "S4", "DiagonalizedS4", "S4_INITS", "s4_init",
-           "LinOSS", "DLinOSS", "S4ND"]
+           "LinOSS", "DLinOSS", "S4ND", "Modes"]

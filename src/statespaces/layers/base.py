@@ -34,6 +34,7 @@ from ..kernels import dispatch
 from ..kernels.vandermonde import exp_scaled, vandermonde, vandermonde_transpose
 from ..ops.fftconv import fftconv
 from ..serialization import Pretrained
+from .modes import Modes
 from .step_cache import StepCache
 
 Tensor = torch.Tensor
@@ -74,6 +75,12 @@ class SSMLayer(Pretrained, nn.Module):
     def param_dtype(self) -> torch.dtype:
         return self.D.dtype
 
+    @property
+    def state_dtype(self) -> torch.dtype:
+        """dtype of the recurrent state: complex128 for float64 parameters, else complex64 (float32,
+        and half precision, whose states are kept in complex64: there is no complex32 arithmetic)."""
+        return torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
+
     @public
     def forward(
         self, x: Tensor, state: Optional[Tensor] = None, return_state: bool = False, rate: float = 1.0
@@ -90,12 +97,7 @@ class SSMLayer(Pretrained, nn.Module):
         Returns:
             y (B, L, H) in the dtype of x, and the new state if ``return_state``.
         """
-        check_sequence(x, self.d_model, self.param_dtype, device=self.D.device, finite=False)
-        rate = check_rate(rate)
-        if self.bidirectional and (state is not None or return_state):
-            raise ValueError("a bidirectional layer is not causal: it has no recurrent state")
-        if state is not None:
-            self._check_state(state, x.shape[0])
+        rate = self._check_forward(x, state, return_state, rate)
         in_dtype = x.dtype
         u = x.to(self.param_dtype)
         L = u.shape[1]
@@ -108,6 +110,18 @@ class SSMLayer(Pretrained, nn.Module):
         if return_state:
             return y, new_state
         return y
+
+    def _check_forward(self, x: Tensor, state: Optional[Tensor], return_state: bool, rate: float) -> float:
+        """Static checks of ``forward(x, state, return_state, rate)`` shared by every layer: x (B, L, H)
+        with L >= 1 in a usable dtype, rate, no state for a bidirectional layer, the state's shape.
+        NaN/inf are caught on the result (:func:`check_result`). Returns the checked rate."""
+        check_sequence(x, self.d_model, self.param_dtype, device=self.D.device, finite=False)
+        rate = check_rate(rate)
+        if self.bidirectional and (state is not None or return_state):
+            raise ValueError("a bidirectional layer is not causal: it has no recurrent state")
+        if state is not None:
+            self._check_state(state, x.shape[0])
+        return rate
 
     def _with_skip(self, k: Tensor) -> Tensor:
         """The kernel with the skip term folded into lag 0: ``y = k * u + D u = (k + D delta) * u``.
@@ -192,8 +206,7 @@ class DiagonalSSM(SSMLayer):
         """Zero state (B, H, M), complex."""
         batch_size = check_batch_size(batch_size)
         M = self.n_modes
-        cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
-        return torch.zeros(batch_size, self.d_model, M, dtype=cdtype, device=self.D.device)
+        return torch.zeros(batch_size, self.d_model, M, dtype=self.state_dtype, device=self.D.device)
 
     @public
     def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
@@ -212,6 +225,24 @@ class DiagonalSSM(SSMLayer):
         y, new_state = dispatch.diagonal_step(dA, dB, Cc, self.D, u, state)
         check_result(self, (y, new_state), "step output", x=x, state=state)
         return y.to(x.dtype), new_state
+
+    def modes(self, rate: float = 1.0) -> Modes:
+        r"""The explicit-operator view (:class:`~statespaces.layers.modes.Modes`, complex128):
+        ``log_eig = log dA``, ``B = dB`` (H, M), ``C = scale C`` (K, H, M), so that
+        ``kernel(L)[..., l] = Re sum_m C_m B_m dA_m^l`` (eq. 3.2)."""
+        sys = self.diagonal_system(check_rate(rate))
+        c128 = torch.complex128
+        dt, A = self._continuous_view(rate)
+        return Modes(
+            log_eig=sys.log_dA.to(c128), B=sys.dB.to(c128), C=(sys.scale * sys.C).to(c128),
+            D=self.D.to(torch.float64), dt=dt, A=A, discretization=str(getattr(self, "discretization", "")),
+            alpha=getattr(self, "alpha", None), structure="diagonal",
+            bidirectional="sum" if self.bidirectional else None,
+        )
+
+    def _continuous_view(self, rate: float) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """``(dt, A)`` (H, M) of :meth:`modes`: step sizes and continuous eigenvalues, None if unknown."""
+        return None, None
 
     def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:
         sys = self.diagonal_system(rate)

@@ -248,6 +248,23 @@ class DLinOSS(LinOSS):
         """Effective ``G`` (P,) after the projection at this rate (float64 math, parameter dtype)."""
         return self._projected(check_rate(rate))[1].to(self.param_dtype)
 
+    def _continuous_eigenvalues(self, rate: float) -> Tensor:
+        """Eigenvalue of ``y'' = -A y - G y'`` (P,) complex128: ``-G/2 + i sqrt(A - G^2/4)`` in the complex
+        band (the layer's projection keeps it there), ``-G/2 + sqrt(G^2/4 - A)`` outside."""
+        A, G, _ = self._projected(rate)
+        A, G = A.to(torch.float64), G.to(torch.float64)
+        disc = A - G * G / 4
+        return torch.where(disc >= 0, torch.complex(-G / 2, torch.sqrt(disc.clamp(min=0))),
+                           torch.complex(-G / 2 + torch.sqrt((-disc).clamp(min=0)), torch.zeros_like(G)))
+
+    def _set_oscillators(self, lam: Tensor, dt: Tensor) -> None:
+        """Set (A_hat, G_hat, dt_raw) so that block p has eigenvalues ``lam[p]``, conj at step ``dt[p]``
+        (:func:`ring_to_AG`; inside the complex band the projection is the identity)."""
+        A, G = ring_to_AG(lam.abs(), torch.angle(lam).abs(), dt, self.discretization)
+        self.A_hat.copy_(A)
+        self.G_hat.copy_(G)
+        self.dt_raw.copy_(torch.log(dt) - torch.log1p(-dt))
+
     def extra_repr(self) -> str:
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, discretization={self.discretization.upper()!r}, "

@@ -51,11 +51,11 @@ from .._checks import (
     check_length,
     check_positive_int,
     check_result,
-    check_sequence,
     public,
 )
 from ..kernels.oscillator import (
     IMEX_MAX_DT2A,
+    OSCILLATOR_SCHEMES,
     check_oscillator_params,
     mimo_kernel,
     oscillator_polar,
@@ -65,7 +65,8 @@ from ..kernels.oscillator import (
 from ..ops.fftconv import fftconv
 from ..ops.scan import scan_block2, scan_loop
 from .base import SSMLayer, check_rate
-from .init import as_complex
+from .init import as_complex, log_dt_init
+from .modes import Modes
 
 Tensor = torch.Tensor
 
@@ -73,13 +74,15 @@ Tensor = torch.Tensor
 A_PARAMS = ("relu", "square", "none")
 #: Forward paths.
 LINOSS_MODES = ("scan", "conv", "loop")
-#: Discretizations (seed 001).
-LINOSS_DISCRETIZATIONS = ("im", "imex")
+#: Discretizations (seed 001): the oscillator schemes of :mod:`statespaces.kernels.oscillator`.
+LINOSS_DISCRETIZATIONS = OSCILLATOR_SCHEMES
 #: Chunk length of the ``mode='scan'`` path: each chunk is scanned in the working precision, the
 #: states between chunks are carried in float64 (see :meth:`LinOSS._scan_path`).
 SCAN_CHUNK = 256
 #: Bidirectional forms (thesis §7.2.6): ``"sum"`` (= ``True``, kernel sum) and ``"concat"``.
 LINOSS_BIDIRECTIONAL = ("sum", "concat")
+#: An oscillator with ``|sin theta|`` below this has a double eigenvalue (Jordan block) in :meth:`LinOSS.modes`.
+DEGENERATE_THETA = 1e-6
 
 
 class OscillatorSystem(NamedTuple):
@@ -135,6 +138,20 @@ def system_responses(sys: OscillatorSystem, L: int) -> Tensor:
     vel = dtc * (s_next * sys.M[0, 0].unsqueeze(-1) - s_cur)
     pos = dtc * s_next * sys.M[1, 0].unsqueeze(-1)
     return torch.stack([vel, pos])
+
+
+def _mode_mismatch(got: Modes, want: Modes) -> float:
+    """Largest relative difference of the per-mode terms (eigenvalue; ``C r B`` and ``C ramp B`` outer products)."""
+    def terms(m: Modes):
+        out = [m.eig.to(torch.complex128)]
+        for w in (m.input_weights(), None if m.ramp is None else m.B * m.ramp.unsqueeze(-1)):
+            if w is not None:
+                out.append(torch.einsum("khm,mj->khjm", m.C.to(torch.complex128), w.to(torch.complex128)))
+        return out
+    a, b = terms(got), terms(want)
+    if len(a) != len(b):
+        return math.inf
+    return max(float((x - y).abs().max() / y.abs().max().clamp(min=1e-300)) for x, y in zip(a, b))
 
 
 def check_bidirectional(value: Union[bool, str]) -> Optional[str]:
@@ -213,8 +230,7 @@ class LinOSS(SSMLayer):
                     f"LinOSS needs 0 < dt_min <= dt_max < 1 (dt = sigmoid(dt_raw) lies in (0, 1)), "
                     f"got dt_min={dt_min}, dt_max={dt_max}"
                 )
-            u = torch.rand(P, dtype=torch.float64, generator=gen)
-            dt0 = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt0 = torch.exp(log_dt_init(P, dt_min, dt_max, gen))
             raw = torch.log(dt0) - torch.log1p(-dt0)                  # logit
         self.dt_raw = nn.Parameter(raw.to(dtype))
         self._init_io(gen, seed)
@@ -315,8 +331,125 @@ class LinOSS(SSMLayer):
         lam = torch.polar(torch.exp(sys.log_r), sys.theta)
         if sys.sign is not None:                                # sign -1: -r e^{-i theta} = r e^{i (pi - theta)}
             lam = torch.where(sys.sign < 0, -lam.conj(), lam)
-        lam = lam.to(torch.complex128 if self.param_dtype == torch.float64 else torch.complex64)
+        lam = lam.to(self.state_dtype)
         return torch.cat([lam, lam.conj()])
+
+    # ---- explicit operator ------------------------------------------------------------------------
+    def modes(self, rate: float = 1.0) -> Modes:
+        r"""The oscillators as conjugate pairs of modes (:class:`~statespaces.layers.modes.Modes`, MIMO, complex128).
+
+        Block p (2x2, eigenvalues ``lambda_p``, ``conj lambda_p`` with ``Im lambda_p >= 0``) has the
+        position response ``kappa_l = e_2^T M^l f = 2 Re(g lambda^l)`` with the partial-fraction
+        residue ``g = ((M f)_2 - conj(lambda) f_2) / (lambda - conj lambda)``, and the output is
+        ``Re(C_hp B_pj) kappa_l``. Since ``2 Re(x) Re(z) = Re(x z) + Re(x conj z)``, the block is the
+        two modes ``lambda_p`` (residue g) and ``conj lambda_p`` (residue conj g), both with input
+        weights ``B_p:`` and output weights ``C_:p``: M = 2P modes, all ``lambda_p`` first, then the
+        conjugates in the same order. A block with a double eigenvalue ``+-r`` (``|sin theta| <
+        1e-6``, e.g. A = 0) is a Jordan block: ``kappa_l = (f_2 - c) lambda^l + c (l + 1) lambda^l``,
+        ``c = (M f)_2/lambda - f_2``, split evenly over the two modes (``residue``, ``ramp``).
+        ``A`` holds the continuous eigenvalues of ``y'' = -A y (- G y')``; ``D`` the skip.
+        A ``"concat"`` layer returns its causal half (``reverse.modes()`` is the other half).
+        """
+        rate = check_rate(rate)
+        sys = self._system(rate)
+        f64, c128 = torch.float64, torch.complex128
+        M, f = sys.M.to(f64), sys.f.to(f64)
+        theta = sys.theta.to(f64)
+        if sys.sign is not None:                                   # -r e^{i theta} ~ r e^{i (pi - theta)}
+            theta = torch.where(sys.sign.to(f64) < 0, math.pi - theta, theta)
+        log_lam = torch.complex(sys.log_r.to(f64), theta)              # exact |lambda| = 1 for IMEX (log_r = 0)
+        lam = torch.exp(log_lam)
+        g = M[1, 0] * f[0] + M[1, 1] * f[1]                            # (M f)_2
+        degenerate = torch.sin(theta).abs() < DEGENERATE_THETA
+        safe = torch.where(degenerate, torch.ones_like(lam), lam - lam.conj())
+        lam_re = torch.where(degenerate, lam.real, torch.ones_like(lam.real))
+        c = g / lam_re - f[1]
+        res = torch.where(degenerate, ((f[1] - c) / 2).to(c128), (g - lam.conj() * f[1]) / safe)
+        ramp = torch.where(degenerate, c / 2, torch.zeros_like(c)).to(c128)
+        Bc = self.B_complex.to(c128)
+        Cs = [self.C_complex] + ([as_complex(self.C_back)] if self.bidirectional_mode == "sum" else [])
+        C = torch.stack([torch.cat([Ci, Ci], -1) for Ci in Cs]).to(c128)
+        s = self._continuous_eigenvalues(rate)
+        return Modes(
+            log_eig=torch.cat([log_lam, log_lam.conj()]), B=torch.cat([Bc, Bc]), C=C,
+            D=self.D.to(f64), dt=sys.dt.to(f64).repeat(2), A=torch.cat([s, s.conj()]),
+            discretization=self.discretization, structure="oscillator",
+            residue=torch.cat([res, res.conj()]), ramp=torch.cat([ramp, ramp]) if bool(degenerate.any()) else None,
+            bidirectional=self.bidirectional_mode,
+        )
+
+    def _continuous_eigenvalues(self, rate: float) -> Tensor:
+        """``i sqrt(A)`` (P,) complex128: the eigenvalue with Im >= 0 of the undamped ``y'' = -A y``."""
+        A = self._stiffness(rate).to(torch.float64)
+        return torch.complex(torch.zeros_like(A), torch.sqrt(A.clamp(min=0)))
+
+    def _set_oscillators(self, lam: Tensor, dt: Tensor) -> None:
+        """Set A_hat and dt_raw so that block p has eigenvalue ``lam[p]`` at step ``dt[p]`` (rate 1).
+
+        IM: ``|lambda|^2 = 1/(1 + dt^2 A)``; IMEX: ``2 Re lambda = tr M = 2 - dt^2 A`` (Prop. 3.1).
+        """
+        q = 1 / lam.abs() ** 2 - 1 if self.discretization == "im" else 2 - 2 * lam.real      # dt^2 A
+        A = q / (dt * dt)
+        self.A_hat.copy_(A.clamp(min=0).sqrt() if self.A_param == "square" else A)
+        self.dt_raw.copy_(torch.log(dt) - torch.log1p(-dt))                                   # logit
+
+    @classmethod
+    def from_modes(cls, modes: Modes, discretization: Optional[str] = None, mode: str = "scan",
+                   dtype: Optional[torch.dtype] = None, tol: float = 1e-8, **kwargs) -> "LinOSS":
+        r"""A layer of this class whose forward at rate 1 reproduces the kernel of oscillator ``modes``.
+
+        ``modes`` must have the layout of :meth:`modes` (MIMO, 2P modes: ``lambda_p`` then their
+        conjugates, ``dt`` per mode, ``C[..., p] = C[..., P + p]``, ``B[p] = B[P + p]``). The blocks
+        are rebuilt from ``(lambda_p, dt_p)`` (:meth:`_set_oscillators`), then ``B_p = (r_p B_p)/g_p``
+        with g the new blocks' residues, ``C``, ``D`` copied. The result's modes are compared with
+        the given ones (relative ``tol``) and ValueError is raised if this class cannot produce them
+        (e.g. an IM layer from modes with ``|lambda| = 1``, or eigenvalues off the scheme's curve).
+
+        Args:
+            modes: from ``LinOSS.modes`` / ``DLinOSS.modes`` (or built in that layout).
+            discretization: the new layer's scheme (default the modes' own).
+            mode: default forward path of the new layer.
+            dtype: parameter dtype (default: torch's default dtype).
+            tol: relative tolerance of the final check.
+            **kwargs: further constructor arguments (e.g. ``A_param``).
+        """
+        who = cls.__name__
+        if not modes.mimo or modes.n_modes % 2 or modes.dt is None:
+            raise TypeError(f"{who}.from_modes needs oscillator modes (MIMO, 2P modes, dt given), "
+                            f"got structure {modes.structure!r} with log_eig of shape {tuple(modes.log_eig.shape)}")
+        modes._check_common(who)
+        P, H = modes.n_modes // 2, modes.d_model
+        disc = modes.discretization if discretization is None else discretization
+        layer = cls(H, P, discretization=disc.upper(), mode=mode, bidirectional=modes.bidirectional == "sum", **kwargs)
+        layer = layer.to(torch.float64)            # built and checked in float64, then cast to dtype
+        c128 = torch.complex128
+        lam = modes.eig[:P].to(c128)
+        lam = torch.where(lam.imag < 0, lam.conj(), lam)
+        with torch.no_grad():
+            layer._set_oscillators(lam, modes.dt[:P].to(torch.float64))
+            own = layer.modes()
+            # B_p from the residue term, or from the ramp term where that dominates (A = 0: pure ramp)
+            res = own.residue[:P]
+            ramp = torch.zeros_like(res) if own.ramp is None else own.ramp[:P]
+            use_ramp = ramp.abs() > res.abs()
+            rB = modes.input_weights()[:P].to(c128)
+            ramp_B = torch.zeros_like(rB) if modes.ramp is None else modes.B[:P].to(c128) * modes.ramp[:P, None].to(c128)
+            one = torch.ones_like(res)
+            B = torch.where(use_ramp[:, None], ramp_B / torch.where(use_ramp, ramp, one)[:, None],
+                            rB / torch.where(use_ramp, one, res)[:, None])
+            layer.B.copy_(torch.view_as_real(B))
+            layer.C.copy_(torch.view_as_real(modes.C[0, :, :P].to(c128)))
+            if modes.bidirectional == "sum":
+                layer.C_back.copy_(torch.view_as_real(modes.C[1, :, :P].to(c128)))
+            layer.D.copy_(modes.D)
+            got, want = layer.modes(), modes
+            err = _mode_mismatch(got, want)
+        if not err <= tol:
+            raise ValueError(f"{who}.from_modes: this {layer.discretization.upper()} layer cannot reproduce these "
+                             f"modes (relative mismatch {err:.1e} > tol={tol:g}); eigenvalues off the scheme's curve "
+                             "(IM: |lambda| < 1 with angle atan(dt sqrt A); IMEX: |lambda| = 1), or not in the "
+                             "conjugate-pair layout of LinOSS.modes")
+        return layer.to(torch.get_default_dtype() if dtype is None else dtype)
 
     # ---- views ----------------------------------------------------------------------------------
     def oscillator_kernels(self, L: int, rate: float = 1.0) -> Tensor:
@@ -348,8 +481,7 @@ class LinOSS(SSMLayer):
     def initial_state(self, batch_size: int) -> Tensor:
         """Zero state (B, 2, P) complex: ``[:, 0]`` velocity, ``[:, 1]`` position."""
         batch_size = check_batch_size(batch_size)
-        cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
-        return torch.zeros(batch_size, 2, self.d_state, dtype=cdtype, device=self.D.device)
+        return torch.zeros(batch_size, 2, self.d_state, dtype=self.state_dtype, device=self.D.device)
 
     def _input_proj(self, u: Tensor) -> Tensor:
         """``B u`` as a real tensor (..., 2P) = [Re; Im] for real u (..., H)."""
@@ -383,8 +515,9 @@ class LinOSS(SSMLayer):
         self._check_step_input(x, state)
         rate = check_rate(rate)
         # the 2x2 update runs in float64 with the float64 M (O(B P) work) and is rounded once: a
-        # float32 M is off by ~2^-24, a bias that IMEX (|lambda| = 1) turns into drift ~ L 2^-24
-        sys = self._system(rate)
+        # float32 M is off by ~2^-24, a bias that IMEX (|lambda| = 1) turns into drift ~ L 2^-24;
+        # without autograd (generation) the system is cached until a parameter changes (:mod:`.step_cache`)
+        sys = self._step_cache.get(self, rate, lambda: self._system(rate))
         M, f = sys.M, sys.f
         u = x.to(self.param_dtype)
         wide = torch.complex128 if M.dtype == torch.float64 else state.dtype
@@ -417,13 +550,8 @@ class LinOSS(SSMLayer):
 
         A bidirectional layer takes no ``state`` and cannot ``return_state`` (``ValueError``).
         """
-        check_sequence(x, self.d_model, self.param_dtype, device=self.D.device, finite=False)
-        rate = check_rate(rate)
+        rate = self._check_forward(x, state, return_state, rate)
         mode = self.mode if mode is None else check_choice("mode", mode, LINOSS_MODES)
-        if self.bidirectional and (state is not None or return_state):
-            raise ValueError("a bidirectional layer is not causal: it has no recurrent state")
-        if state is not None:
-            self._check_state(state, x.shape[0])
         u = x.to(self.param_dtype)
         L = u.shape[1]
         sys = self._system(rate)                                    # float64 (see _scan_path)

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from .._checks import check_batch_size, check_choice, check_length, check_positive_int, check_result, public, tracing
+from ..discretize import undiscretize_diagonal
 from ..kernels import chunked
 from ..kernels.dplr import (
     CAUCHY_BACKENDS,
@@ -57,6 +58,7 @@ from ..kernels.dplr import (
 )
 from .base import DiagonalSSM, DiagonalSystem, SSMLayer, check_rate
 from .init import REAL_TRANSFORMS, as_complex, c_init, log_dt_init, real_forward, real_inverse, s4d_init
+from .modes import Modes
 
 Tensor = torch.Tensor
 
@@ -304,13 +306,70 @@ class S4(SSMLayer):
         dB = torch.linalg.solve(eye - s * A, (dt[:, None] * b).unsqueeze(-1)).squeeze(-1)
         return dA, dB, c, dt
 
+    # ---- explicit operator ----------------------------------------------------------------------
+    def modes(self, rate: float = 1.0) -> Modes:
+        r"""The diagonalised DPLR form (:class:`~statespaces.layers.modes.Modes`, complex128, N modes per channel).
+
+        The real continuous ``A = Lambda - P P^*`` (H, N, N) of the full conjugate-symmetric state is
+        eigen-decomposed once in float64, ``A = V diag(s) V^{-1}`` (Lemma 3.3 conjugation); the
+        bilinear rule keeps the eigenvectors, so ``lambda = (1 + dt s/2)/(1 - dt s/2)``,
+        ``B = dt V^{-1} b / (1 - dt s/2)``, ``C = c V`` (eq. 3.2 in the eigenbasis); ``A`` holds s.
+        Exact up to the conditioning of V (recorded in ``cond``): HiPPO-LegS has an exponentially
+        ill-conditioned eigenbasis (Lemma 6.6), so for large N the modes lose digits.
+        """
+        rate = check_rate(rate)
+        c128 = torch.complex128
+        Lam, P, B, C = (t.to(c128) for t in self.continuous_system())
+        A, b, c = dplr_real_system(Lam, P, B, C)                       # (H, N, N), (H, N), (K, H, N) float64
+        s, V = torch.linalg.eig(A)
+        Vb = torch.linalg.solve(V, b.to(c128).unsqueeze(-1)).squeeze(-1)
+        CV = torch.einsum("khn,hnm->khm", c.to(c128), V)
+        dt = self._dt(rate).to(torch.float64).unsqueeze(-1)             # (H, 1)
+        half = 1 - dt * s / 2
+        return Modes(
+            log_eig=torch.log((1 + dt * s / 2) / half), B=dt * Vb / half, C=CV, D=self.D.to(torch.float64),
+            dt=dt.expand_as(s).clone(), A=s, discretization="bilinear", structure="dplr",
+            bidirectional="sum" if self.bidirectional else None, cond=torch.linalg.cond(V).real,
+        )
+
+    @classmethod
+    def from_modes(cls, modes: Modes, real_transform: str = "exp", dtype: Optional[torch.dtype] = None) -> "S4":
+        r"""An S4 layer (rank-1 term zero, i.e. diagonal) whose kernel at rate 1 is the one ``modes`` define.
+
+        Each of the M modes of a channel becomes one mode of the half state (``d_state = 2 M``):
+        ``Lambda = s`` from the inverse bilinear rule at the channel's ``dt``
+        (:func:`~statespaces.discretize.undiscretize_diagonal`), ``P = 0``, ``B = 1``,
+        ``C = C_m r_m B_m / (2 dB)`` (S4 outputs ``2 Re``). Raises ValueError if some
+        ``Re s >= 0`` (|lambda| >= 1: no Hurwitz Lambda), or as :meth:`Modes.check_siso`.
+        """
+        modes.check_siso("S4")
+        H, M = modes.log_eig.shape
+        dt = modes.channel_dt("S4")
+        s = undiscretize_diagonal(modes.log_eig.to(torch.complex128), dt, "bilinear")
+        if not bool((s.real < 0).all()):
+            raise ValueError(f"S4.from_modes: {int((~(s.real < 0)).sum())} modes have |lambda| >= 1, which no "
+                             "Hurwitz Lambda produces under the bilinear rule")
+        dB = dt.unsqueeze(-1) / (1 - dt.unsqueeze(-1) * s / 2)
+        C = modes.C.to(torch.complex128) * modes.input_weights().to(torch.complex128) / (2 * dB)
+        layer = cls(H, 2 * M, init="rand", rank=1, real_transform=real_transform,
+                    bidirectional=modes.bidirectional == "sum")
+        layer = layer.to(torch.get_default_dtype() if dtype is None else dtype)
+        with torch.no_grad():
+            layer.log_dt.copy_(torch.log(dt))
+            layer.Lambda_real.copy_(real_inverse(-s.real, layer.real_transform))
+            layer.Lambda_imag.copy_(s.imag)
+            layer.P.zero_()
+            layer.B.copy_(torch.view_as_real(torch.ones_like(s)))
+            layer.C.copy_(torch.view_as_real(C))
+            layer.D.copy_(modes.D)
+        return layer
+
     # ---- recurrent view -----------------------------------------------------------------------
     @public
     def initial_state(self, batch_size: int) -> Tensor:
         """Zero state (B, H, N/2), complex (the half of the conjugate-symmetric state)."""
         batch_size = check_batch_size(batch_size)
-        cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
-        return torch.zeros(batch_size, self.d_model, self.n_modes, dtype=cdtype, device=self.D.device)
+        return torch.zeros(batch_size, self.d_model, self.n_modes, dtype=self.state_dtype, device=self.D.device)
 
     def _step_system(self, rate: float) -> Tuple[DPLRStep, Tensor]:
         """Discretized step (cached without autograd until a parameter or buffer changes value), and C (H, M)."""

@@ -10,20 +10,21 @@ plus FFT convolution. Parameters per channel: A (real part through a positive tr
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import nn
 
 from .._checks import check_choice, check_positive_int
-from ..discretize import discretize_diagonal
+from ..discretize import DISCRETIZATIONS, discretize_diagonal, undiscretize_diagonal
 from .base import DiagonalSSM, DiagonalSystem
 from .init import REAL_TRANSFORMS, S4D_INITS, as_complex, c_init, log_dt_init, real_forward, real_inverse, s4d_init
+from .modes import Modes
 
 Tensor = torch.Tensor
 
 #: Discretizations the diagonal kernel supports (app. A.1.4); the GBT family takes ``alpha``.
-S4D_DISCRETIZATIONS = ("zoh", "bilinear", "forward_euler", "backward_euler", "gbt")
+S4D_DISCRETIZATIONS = DISCRETIZATIONS
 
 
 class S4D(DiagonalSSM):
@@ -135,6 +136,68 @@ class S4D(DiagonalSSM):
                 "use discretization='zoh'/'bilinear'"
             )
         return DiagonalSystem(log_dA=log_dA, dB=dB, C=as_complex(self.C), scale=self.scale)
+
+    def _continuous_view(self, rate: float) -> Tuple[Tensor, Tensor]:
+        dt = torch.exp(self.log_dt.to(torch.float64)) * rate
+        return dt.unsqueeze(-1).expand(-1, self.n_modes).clone(), self.continuous_A().to(torch.complex128)
+
+    @classmethod
+    def from_modes(
+        cls,
+        modes: Modes,
+        discretization: Optional[str] = None,
+        alpha: Optional[float] = None,
+        real_transform: str = "exp",
+        dtype: Optional[torch.dtype] = None,
+    ) -> "S4D":
+        r"""An S4D layer whose kernel at rate 1 is the one ``modes`` define (any SISO modes).
+
+        Each mode becomes one conjugate-pair mode (``d_state = 2 M``): ``A = x / dt`` with ``x`` the
+        inverse of the rule at lambda (:func:`~statespaces.discretize.undiscretize_diagonal`),
+        ``B = 1``, ``C = C_m r_m B_m / (2 dB)`` (the layer outputs ``2 Re``, §3.4.5), ``D`` the skip.
+
+        Args:
+            modes: from any layer's ``modes(rate)`` (S4D, S4, :class:`DiagonalizedS4`) or built by
+                hand; one ``dt`` per channel (None: 1).
+            discretization: rule of the new layer; default the modes' own when S4D has it, else ``zoh``.
+            alpha: GBT parameter with ``discretization='gbt'`` (default the modes' own).
+            real_transform: how the new layer keeps Re(A) < 0.
+            dtype: parameter dtype (default: torch's default dtype).
+
+        Raises:
+            TypeError: MIMO (LinOSS) modes. ValueError: an eigenvalue the rule cannot produce
+            with Re(A) < 0 (e.g. |lambda| >= 1), mixed dt within a channel, Jordan terms.
+        """
+        modes.check_siso("S4D")
+        method = discretization
+        if method is None:
+            method = modes.discretization if modes.discretization in S4D_DISCRETIZATIONS else "zoh"
+            if alpha is None and method == "gbt":
+                alpha = modes.alpha
+        method = check_choice("discretization", method, S4D_DISCRETIZATIONS)
+        H, M = modes.log_eig.shape
+        dt = modes.channel_dt("S4D")
+        A = undiscretize_diagonal(modes.log_eig.to(torch.complex128), dt, method, alpha)
+        if not bool((A.real < 0).all()):
+            raise ValueError(
+                f"S4D.from_modes: the {method} rule cannot produce {int((~(A.real < 0)).sum())} of these discrete "
+                "eigenvalues with Re(A) < 0 (|lambda| >= 1 or off the rule's image); use 'zoh' or 'bilinear'"
+            )
+        ones = torch.ones_like(A)
+        _, dB = discretize_diagonal(A, ones, dt, method, alpha)
+        C = modes.C.to(torch.complex128) * modes.input_weights().to(torch.complex128) / (2 * dB)
+        layer = cls(H, 2 * M, init="lin", discretization=method, alpha=alpha, real_transform=real_transform,
+                    bidirectional=modes.bidirectional == "sum")
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        layer = layer.to(dtype)
+        with torch.no_grad():
+            layer.log_dt.copy_(torch.log(dt))
+            layer.A_real.copy_(real_inverse(-A.real, layer.real_transform))
+            layer.A_imag.copy_(A.imag)
+            layer.B.copy_(torch.view_as_real(ones))
+            layer.C.copy_(torch.view_as_real(C))
+            layer.D.copy_(modes.D)
+        return layer
 
     def extra_repr(self) -> str:
         s = (
