@@ -45,9 +45,9 @@ def kernel_calls(monkeypatch):
     calls = []
     orig = tstep.diagonal_step_triton
 
-    def spy(*args):
+    def spy(*args, **kwargs):
         calls.append(args[4].shape)
-        return orig(*args)
+        return orig(*args, **kwargs)
 
     monkeypatch.setattr(tstep, "diagonal_step_triton", spy)
     return calls

@@ -137,6 +137,30 @@ def system_responses(sys: OscillatorSystem, L: int) -> Tensor:
     return torch.stack([vel, pos])
 
 
+def oscillator_step(M: Tensor, f: Tensor, Bt: Tensor, Ct: Tensor, D: Tensor, u: Tensor,
+                    state: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""One step of P oscillators (the body of :meth:`LinOSS.step` and of its generation stepper,
+    :mod:`statespaces.layers.stepper`): ``state' = M state + f (B u)``, ``out = Re(C y') + D u``.
+
+    Args:
+        M: (2, 2, P) blocks and f (2, P) forcing, in the wide precision (float64: the 2x2 update
+            runs in it and is rounded once; a float32 M is off by ~2^-24, which IMEX (|lambda| = 1)
+            turns into a drift ~ L 2^-24).
+        Bt: (H, P) complex, ``B^T``. Ct: (P, H) complex, ``C^T``. D: (H,) real.
+        u: (B, H) real. state: (B, 2, P) complex (velocity, position).
+
+    Returns:
+        ``(out (B, H), state' (B, 2, P))``.
+    """
+    wide = torch.complex128 if M.dtype == torch.float64 else state.dtype
+    v = (u.to(state.dtype) @ Bt).to(wide)                        # (B, P)
+    z, y = state[:, 0].to(v.dtype), state[:, 1].to(v.dtype)
+    z2 = (M[0, 0] * z + M[0, 1] * y + f[0] * v).to(state.dtype)
+    y2 = (M[1, 0] * z + M[1, 1] * y + f[1] * v).to(state.dtype)
+    out = (y2 @ Ct).real + D * u
+    return out, torch.stack([z2, y2], 1)
+
+
 def check_bidirectional(value: Union[bool, str]) -> Optional[str]:
     """``False``/``None`` -> None (causal); ``True``/``"sum"`` -> ``"sum"``; ``"concat"`` -> ``"concat"``."""
     if value is None or value is False:
@@ -385,15 +409,8 @@ class LinOSS(SSMLayer):
         # the 2x2 update runs in float64 with the float64 M (O(B P) work) and is rounded once: a
         # float32 M is off by ~2^-24, a bias that IMEX (|lambda| = 1) turns into drift ~ L 2^-24
         sys = self._system(rate)
-        M, f = sys.M, sys.f
         u = x.to(self.param_dtype)
-        wide = torch.complex128 if M.dtype == torch.float64 else state.dtype
-        v = (u.to(state.dtype) @ self.B_complex.T).to(wide)        # (B, P)
-        z, y = state[:, 0].to(v.dtype), state[:, 1].to(v.dtype)
-        z2 = (M[0, 0] * z + M[0, 1] * y + f[0] * v).to(state.dtype)
-        y2 = (M[1, 0] * z + M[1, 1] * y + f[1] * v).to(state.dtype)
-        out = (y2 @ self.C_complex.T).real + self.D * u
-        new_state = torch.stack([z2, y2], 1)
+        out, new_state = oscillator_step(sys.M, sys.f, self.B_complex.T, self.C_complex.T, self.D, u, state)
         check_result(self, (out, new_state), "step output", x=x, state=state)
         return out.to(x.dtype), new_state
 
