@@ -53,6 +53,8 @@ from .._checks import (
     check_result,
     check_sequence,
     public,
+    refuse_if,
+    tracing,
 )
 from ..kernels.oscillator import (
     IMEX_MAX_DT2A,
@@ -301,7 +303,15 @@ class LinOSS(SSMLayer):
             A = A_hat * A_hat
         else:
             A = self.A_hat.to(self._wide)
-            check_oscillator_params(A.detach(), self._dt(rate).detach(), self.discretization)
+            dt = self._dt(rate).detach()
+            if A.is_cuda or tracing():      # no host sync on CUDA (torch._assert_async); skipped while tracing
+                refuse_if(~(A.detach() >= 0), "oscillator stiffness A must be finite and >= 0 (found {n} entries "
+                          "that are not); use A_param='relu' or 'square' to keep it nonnegative by construction")
+                if self.discretization == "imex":
+                    refuse_if(~(dt * dt * A.detach() <= IMEX_MAX_DT2A), "LinOSS-IMEX is unstable for dt^2 A > 4 "
+                              "({n} oscillators); lower dt/rate or A, or use discretization='IM'")
+            else:                           # CPU: the detailed message (host values cost no device sync)
+                check_oscillator_params(A.detach(), dt, self.discretization)
             return A
         if self.discretization == "imex":
             dt = self._dt(rate)
