@@ -209,6 +209,42 @@ def test_model_stepper_errors():
         m.generate(torch.zeros(1, 2, dtype=torch.long), 2, stepper="yes")
 
 
+class _FakeGraph:
+    """Stands in for a CUDA graph on CPU: records nothing at capture, runs the captured step at replay."""
+
+    def __init__(self, fn):
+        self.fn, self.replays = fn, 0
+
+    def replay(self):
+        self.replays += 1
+        self.fn()
+
+
+def test_graph_branch_logic_on_cpu(monkeypatch):
+    """The graph branch without CUDA: capture of one step per SaShiMi phase after a warm-up that
+    must be undone, and replay of the right phase from a state at t = 7 (capture stubbed)."""
+    import contextlib
+
+    from statespaces.models import stepper as mstep
+
+    monkeypatch.setattr(mstep, "GRAPH_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(mstep, "_side_stream", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(mstep, "_record", _FakeGraph)
+    m = _model("s4d", "sashimi", dict(pool=(2, 2)))
+    prompt, xs = torch.randint(0, 13, (2, 7)), torch.randn(2, 9, 8, dtype=F64)
+    with torch.no_grad():
+        _, state = m.backbone(m.encode(prompt), return_state=True)
+        graphed, eager = m.stepper(2, cuda_graph=True), m.stepper(2)
+        assert len(graphed.graphs) == 4 and eager.graphs is None
+        graphed.load_state(state)
+        eager.load_state(state)
+        for t in range(xs.shape[1]):
+            _close(graphed(xs[:, t]), eager(xs[:, t]), 0)
+    assert [g.replays for g in graphed.graphs] == [2, 2, 2, 3]     # phases 7, 8, ..., 15 mod 4
+    fresh = m.stepper(2, cuda_graph=True)                             # the warm-up left no trace
+    assert all(not st.state.abs().any() for st in fresh.core.center.steppers if st is not None)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CUDA-graph capture)")
 @pytest.mark.parametrize("layer", ["s4d", "s4", "linoss"])
 @pytest.mark.parametrize("backbone,bkw", BACKBONES[:2], ids=["flat", "sashimi22"])

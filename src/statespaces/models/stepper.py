@@ -24,7 +24,9 @@ where the check costs no device sync.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+import contextlib
+import functools
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 from torch import nn
@@ -134,6 +136,28 @@ class _SaShiMiCore:
         return out
 
 
+#: Devices whose steps are captured in graphs (tests add "cpu" with a stand-in for the capture).
+GRAPH_DEVICES = ("cuda",)
+
+
+@contextlib.contextmanager
+def _side_stream(device: torch.device) -> Iterator[None]:
+    """Run the body on a side stream that the current stream then waits for (before a capture)."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        yield
+    torch.cuda.current_stream(device).wait_stream(side)
+
+
+def _record(fn: Callable[[], None]):
+    """``fn`` captured in a ``torch.cuda.CUDAGraph`` (recorded, not run); ``.replay()`` runs it."""
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return g
+
+
 class ModelStepper:
     """One recurrent step of an :class:`~statespaces.models.lm.SSMLanguageModel`'s backbone and head.
 
@@ -169,7 +193,7 @@ class ModelStepper:
             self.logits = torch.zeros_like(model.decode(self.x))
         self.device = w.device
         self.cuda_graph = (self.device.type == "cuda") if cuda_graph is None else bool(cuda_graph)
-        if self.cuda_graph and self.device.type != "cuda":
+        if self.cuda_graph and self.device.type not in GRAPH_DEVICES:
             raise ValueError(f"cuda_graph=True needs a model on CUDA, this one is on {self.device}")
         self.graphs: Optional[List[Any]] = None
         if self.cuda_graph:
@@ -190,18 +214,10 @@ class ModelStepper:
 
     def _capture(self) -> None:
         saved = [b.clone() for b in self._buffers()]
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):                      # warm-up: Triton compiles, allocator settles
+        with _side_stream(self.device):                   # warm-up: Triton compiles, allocator settles
             for phase in range(self.core.period):
                 self.step_eager(phase)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graphs = []
-        for phase in range(self.core.period):
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                self.step_eager(phase)
-            graphs.append(g)
+        graphs = [_record(functools.partial(self.step_eager, phase)) for phase in range(self.core.period)]
         for b, s in zip(self._buffers(), saved):         # the warm-up advanced the state: undo it
             b.copy_(s)
         self.graphs = graphs
