@@ -81,6 +81,8 @@ class LayerStepper:
     state layout, complex), ``batch_size``, ``d_model``, ``dtype``, ``device``, ``rate``.
     """
 
+    state: Tensor
+
     def __init__(self, layer: SSMLayer, batch_size: int, rate: float, dtype: Optional[torch.dtype],
                  device: Optional[torch.device]) -> None:
         if getattr(layer, "bidirectional", False):
