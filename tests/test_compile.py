@@ -98,7 +98,8 @@ EXPORT = {
 }
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n == "s4d" else pytest.mark.slow) for n in EXPORT])
+@pytest.mark.slow                      # 2-12 s each (S4D pays the first torch.export of the process)
+@pytest.mark.parametrize("name", list(EXPORT))
 def test_export_forward_and_step(name):
     """Issue 17 item 2: torch.export of forward and step (no data-dependent host value on the path:
     ``.item()`` or ``bool(tensor)`` would break the trace), and the exported programs equal eager."""
