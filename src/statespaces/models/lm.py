@@ -390,8 +390,9 @@ class SSMLanguageModel(Pretrained, nn.Module):
             raise TypeError(f"stepper must be True, False or None, got {use!r}")
         if use is False or steps == 1:
             return None
-        if use is None and not isinstance(self.backbone, (SSMStack, SaShiMi)):
-            return None
+        if use is None and (not isinstance(self.backbone, (SSMStack, SaShiMi))
+                            or self._dtype not in (torch.float32, torch.float64)):
+            return None             # a custom backbone, or half precision: the eager backbone.step
         return self.stepper(batch_size)
 
     def _encode_step(self, tok: Tensor, token_to_input: Optional[Callable[[Tensor], Tensor]]) -> Tensor:
