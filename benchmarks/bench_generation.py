@@ -13,6 +13,13 @@ Prints tokens/s (batch x tokens / seconds) for both and their ratio, one table p
 
     .venv/bin/python benchmarks/bench_generation.py                    # L in (256, 1024), B in (1, 64)
     .venv/bin/python benchmarks/bench_generation.py --lengths 128 --batches 1 --exact
+
+A second table (issue 17 item 3) times one recurrent step of backbone + head, steps/s: the eager
+``backbone.step(x, state)`` + ``decode`` (validation, cache look-up, NaN checks, new tensors per
+call) against the :class:`~statespaces.models.stepper.ModelStepper` (validated once, static buffers,
+in-place layer steppers; a CUDA graph on CUDA), and ``generate`` with ``stepper=False`` / ``True``:
+
+    .venv/bin/python benchmarks/bench_generation.py --stepper-only --batches 1 8
 """
 from __future__ import annotations
 
@@ -71,6 +78,60 @@ def time_conv_rerun(model: SSMLanguageModel, B: int, L: int, samples: int, exact
     return total
 
 
+@torch.no_grad()
+def time_steps(model: SSMLanguageModel, B: int, n: int, repeats: int = 3) -> tuple:
+    """Seconds for n backbone+head steps: eager ``backbone.step`` + ``decode``, and the ModelStepper."""
+    x = torch.randn(B, model.d_model)
+    state0 = model.backbone.initial_state(B)
+    st = model.stepper(B)
+
+    def eager() -> None:
+        state = state0
+        for _ in range(n):
+            y, state = model.backbone.step(x, state)
+            model.decode(y)
+
+    def stepper() -> None:
+        st.reset()
+        for _ in range(n):
+            st(x)
+
+    best = []
+    for fn in (eager, stepper):
+        fn()                                                                 # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        best.append(min(times))
+    return tuple(best)
+
+
+def time_generate(model: SSMLanguageModel, B: int, L: int, use_stepper: bool) -> float:
+    prompt = torch.randint(0, 256, (B, 1))
+    gen = torch.Generator().manual_seed(0)
+    model.generate(prompt, 8, generator=gen, stepper=use_stepper)           # warm-up
+    t0 = time.perf_counter()
+    model.generate(prompt, L, generator=gen, stepper=use_stepper)
+    return time.perf_counter() - t0
+
+
+def stepper_table(kinds, args) -> None:
+    print(f"# one recurrent step, eager vs stepper ({machine()}); H={args.d_model}, {args.n_layers} blocks, "
+          f"N={args.d_state}; steps/s, best of 3 runs of {args.steps} steps; generate: tokens/s over {args.lengths[0]}")
+    print("| model | batch | eager step/s | stepper step/s | ratio | generate eager tok/s | generate stepper tok/s | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kind in kinds:
+        model = build(kind, args.d_model, args.n_layers, args.d_state)
+        for B in args.batches:
+            te, ts = time_steps(model, B, args.steps)
+            L = args.lengths[0]
+            ge, gs = time_generate(model, B, L, False), time_generate(model, B, L, True)
+            print(f"| {kind} | {B} | {args.steps / te:,.0f} | {args.steps / ts:,.0f} | {te / ts:.2f}x "
+                  f"| {B * L / ge:,.0f} | {B * L / gs:,.0f} | {ge / gs:.2f}x |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[256, 1024])
@@ -82,9 +143,14 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--exact", action="store_true", help="run the full conv re-run loop instead of estimating")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=200, help="steps per timing of the stepper table")
+    ap.add_argument("--stepper-only", action="store_true", help="only the eager-vs-stepper table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     kinds = args.layers or [k for k in ("s4d", "s4", "linoss") if k in available_layers()] + ["sashimi-s4d"]
+    if args.stepper_only:
+        stepper_table(kinds, args)
+        return
     print(f"# generation speed ({machine()}); H={args.d_model}, {args.n_layers} blocks, N={args.d_state}, "
           f"conv re-run {'exact' if args.exact else f'estimated from {args.samples} prefix lengths'}")
     print("| model | batch | L | recurrent tok/s | conv re-run tok/s | speed-up |")
@@ -97,6 +163,8 @@ def main() -> None:
                 conv = time_conv_rerun(model, B, L, args.samples, args.exact)
                 print(f"| {kind} | {B} | {L} | {B * L / rec:,.0f} | {B * L / conv:,.0f} | {conv / rec:.1f}x |",
                       flush=True)
+    print()
+    stepper_table(kinds, args)
 
 
 if __name__ == "__main__":

@@ -266,7 +266,7 @@ def check_timing(quick: bool) -> List[Dict]:
                "copy_floor_ms": cuda_time(lambda: floor_src.clone(), rep)}
         rec["fwd_over_floor"] = rec["fwd_ms"] / rec["copy_floor_ms"]
         out.append(rec)
-    # eager recurrent step rate (the graphed stepper is timed here once it exists)
+    # recurrent step rate: eager layer.step, then the stepper eager / graphed and the graphed model stepper
     for name in ("S4D", "S4", "LinOSS"):
         layer = makers[name]().cuda().eval()
         try:
@@ -284,7 +284,66 @@ def check_timing(quick: bool) -> List[Dict]:
                 out.append({"layer": name, "step": "eager", "steps_per_s": steps / (time.perf_counter() - t0)})
         except Exception as e:
             out.append({"layer": name, "step": "eager", "error": f"{type(e).__name__}: {e}"})
+        out.append(_stepper_rate(name, layer, H, 200 if quick else 2000))
     return out
+
+
+def _graph(fn: Callable[[], object]):
+    """fn captured in a CUDA graph after a warm-up on a side stream."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return g
+
+
+def _stepper_rate(name: str, layer, H: int, steps: int) -> Dict:
+    """Steps/s of the layer's stepper (statespaces.layers.stepper), eager and CUDA-graphed, its host
+    syncs per call, and the graphed whole-model stepper of a 4-block LM (statespaces.models.stepper)."""
+    rec: Dict = {"layer": name, "step": "stepper"}
+    try:
+        with torch.no_grad():
+            st = layer.stepper(1)
+            u = torch.randn(1, H, device="cuda")
+            for _ in range(20):
+                st(u)
+            rec["syncs_per_call"] = _count_syncs(lambda: st(u))
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                st(u)
+            torch.cuda.synchronize()
+            rec["eager_steps_per_s"] = steps / (time.perf_counter() - t0)
+            g = _graph(st.advance)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                g.replay()
+            torch.cuda.synchronize()
+            rec["graphed_steps_per_s"] = steps / (time.perf_counter() - t0)
+            from statespaces.models.lm import SSMLanguageModel
+
+            lm = SSMLanguageModel(256, d_model=H, n_layers=4, layer=name.lower(),
+                                  layer_kwargs=dict(d_state=layer.d_state)).cuda().eval()
+            mst = lm.stepper(1)
+            x = torch.randn(1, H, device="cuda")
+            for _ in range(20):
+                mst(x)
+            rec["model_syncs_per_call"] = _count_syncs(lambda: mst(x))
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                mst(x)
+            torch.cuda.synchronize()
+            rec["model_graphed_steps_per_s"] = steps / (time.perf_counter() - t0)
+    except Exception as e:
+        rec["error"] = f"{type(e).__name__}: {e}"
+    return rec
 
 
 # ---- 6. resources ------------------------------------------------------------------------------------

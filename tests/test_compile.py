@@ -1,5 +1,5 @@
 """torch.compile(fullgraph=True) for every layer and model, in training and inference (issue 20
-item 2): no graph break (validation that needs host values is skipped while tracing, not in eager
+item 2), and torch.export of S4D, S4 and LinOSS forward and step (issue 17 item 2): no graph break (validation that needs host values is skipped while tracing, not in eager
 mode), and the compiled results equal the eager ones. Every layer, and the model families whose
 forward adds something of its own (masking and pooling, SaShiMi's pooling tiers, the token
 embedding); the stack, forecaster and image models were checked once by hand (same blocks)."""
@@ -78,6 +78,39 @@ def test_fullgraph_compile_step(name):
         y_ref, s_ref = layer.step(x, state)
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(s, s_ref, rtol=1e-5, atol=1e-6)
+
+
+class _Rate(torch.nn.Module):
+    """forward or step at a fixed rate (S4 with l_max: rate != 1 runs the C~ -> C recovery)."""
+
+    def __init__(self, layer, rate, step):
+        super().__init__()
+        self.layer, self.rate, self.is_step = layer, rate, step
+
+    def forward(self, *args):
+        return self.layer.step(*args, rate=self.rate) if self.is_step else self.layer(*args, rate=self.rate)
+
+
+EXPORT = {
+    "s4d": lambda: S4D(4, 8, seed=0),
+    "s4-lmax-rate2": lambda: S4(4, 8, l_max=16, seed=0),
+    "linoss-scan": lambda: LinOSS(4, 8, seed=0),
+}
+
+
+@pytest.mark.slow                      # 2-12 s each (S4D pays the first torch.export of the process)
+@pytest.mark.parametrize("name", list(EXPORT))
+def test_export_forward_and_step(name):
+    """Issue 17 item 2: torch.export of forward and step (no data-dependent host value on the path:
+    ``.item()`` or ``bool(tensor)`` would break the trace), and the exported programs equal eager."""
+    layer = EXPORT[name]().eval()
+    rate = 2.0 if name.startswith("s4-lmax") else 1.0
+    x, xt, state = torch.randn(2, 16, 4), torch.randn(2, 4), layer.initial_state(2)
+    with torch.no_grad():
+        for step, args in ((False, (x,)), (True, (xt, state))):
+            mod = _Rate(layer, rate, step)
+            got = torch.export.export(mod, args).module()(*args)
+            torch.testing.assert_close(got, mod(*args), rtol=1e-5, atol=1e-6)
 
 
 def test_eager_checks_still_refuse_nan_after_compiling():

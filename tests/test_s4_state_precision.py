@@ -123,6 +123,45 @@ def test_s4_lmax_refuses_an_untrustworthy_recovery():
         layer(x, rate=2.0)
 
 
+def test_s4_lmax_recovery_check_runs_once_per_parameter_values(monkeypatch):
+    """Issue 17 item 2: the O(H N^3) condition check of the C~ -> C recovery is remembered by the
+    values of Lambda, P, log dt (also with autograd on); any change of those values, even one that
+    leaves version counters alone (``p.data.copy_``), runs it again, and the refusal still holds."""
+    calls = []
+    cond = torch.linalg.cond
+    monkeypatch.setattr(torch.linalg, "cond", lambda *a, **k: calls.append(1) or cond(*a, **k))
+    layer = S4(2, 8, l_max=8, seed=0)
+    x = torch.randn(1, 8, 2)
+    layer(x, rate=2.0).sum().backward()
+    layer(x, rate=2.0)
+    with torch.no_grad():
+        layer.step(x[:, 0], layer.initial_state(1))
+        layer.C.add_(1.0)                               # C and D do not enter the condition number
+        layer(x, rate=2.0)
+    assert len(calls) == 1
+    layer.log_dt.data.copy_(layer.log_dt.data + 0.1)
+    layer(x, rate=2.0)
+    assert len(calls) == 2
+    with torch.no_grad():                               # the undamped mode of the test above
+        layer.P.zero_()
+        layer.Lambda_real.fill_(-27.6)
+        layer.Lambda_imag[:, -1] = 0.0
+    with pytest.raises(ValueError, match="condition number"):
+        layer(x, rate=2.0)
+    with pytest.raises(ValueError, match="condition number"):    # a refusal is not remembered as a pass
+        layer(x, rate=2.0)
+
+
+def test_refuse_if_names_the_count_on_cpu():
+    from statespaces._checks import refuse_if
+
+    refuse_if(torch.tensor([False, False]), "never")
+    with pytest.raises(ValueError, match="^2 bad entries$"):
+        refuse_if(torch.tensor([True, False, True]), "{n} bad entries")
+    with pytest.raises(TypeError, match="1 x"):
+        refuse_if(torch.tensor([True]), "{n} x", TypeError)
+
+
 # ---- item 4: the step cache is never stale --------------------------------------------------------
 def _layers():
     return [S4D(3, 8, seed=1), S4D(3, 8, seed=1, trainable_B=False), S4(3, 8, seed=2),

@@ -45,9 +45,9 @@ def kernel_calls(monkeypatch):
     calls = []
     orig = tstep.diagonal_step_triton
 
-    def spy(*args):
+    def spy(*args, **kwargs):
         calls.append(args[4].shape)
-        return orig(*args)
+        return orig(*args, **kwargs)
 
     monkeypatch.setattr(tstep, "diagonal_step_triton", spy)
     return calls
@@ -105,6 +105,29 @@ def test_triton_step_function_direct(small_tiles):
     _close(s, s_ref, 1e-6)
     _close(y, y_ref, 1e-6)
     assert torch.equal(state, before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+def test_stepper_in_place_kernel_matches_convolution(small_tiles, kernel_calls, dtype):
+    """The generation stepper's path: the kernel writes y and the state into the stepper's static
+    buffers, the state in place (out=(y, state)); equals the convolution view and the PyTorch stepper."""
+    layer = S4D(4, 10, init="legs", seed=3).to(dtype).eval()
+    x = torch.randn(3, 12, 4, dtype=dtype)
+    st_tri, st_ref = layer.stepper(3), layer.stepper(3)
+    y_buf, s_buf = st_tri.y, st_tri.state
+    with torch.no_grad():
+        with dispatch.force_triton():
+            ys = torch.stack([st_tri(x[:, t]).clone() for t in range(x.shape[1])], 1)
+        ys_ref = torch.stack([st_ref(x[:, t]).clone() for t in range(x.shape[1])], 1)
+        y_conv, s_conv = layer(x, return_state=True)
+    assert len(kernel_calls) == x.shape[1] and st_tri.y is y_buf and st_tri.state is s_buf
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    _close(ys, y_conv, tol)
+    _close(st_tri.state, s_conv, tol)
+    _close(ys, ys_ref, tol)
+    with pytest.raises(ValueError, match="out"):            # out buffers must match the results
+        tstep.diagonal_step_triton(st_tri.dA, st_tri.dB, st_tri.Cc, st_tri.D, st_tri.x, st_tri.state,
+                                   out=(st_tri.y[:1], st_tri.state))
 
 
 def test_triton_step_rejects_autograd_and_bad_inputs():

@@ -280,6 +280,25 @@ def check_state(
         raise ValueError(f"{name} is on {state.device} but the module is on {device}; move it with .to(device)")
 
 
+# ---- value checks without a host sync on CUDA -------------------------------------------------------
+def refuse_if(bad: torch.Tensor, message: str, exc: type = ValueError) -> None:
+    """Refuse when any entry of the bool tensor ``bad`` is True; ``message`` may contain ``{n}``
+    (the number of True entries on CPU, "some" on CUDA).
+
+    CPU: ``exc(message)`` now (the host already holds the values: no sync to pay). CUDA: no host
+    sync on the hot path; ``torch._assert_async`` fails on the device instead (a device-side
+    assert: the CUDA context is unusable afterwards, so build-time checks, e.g. a stepper's, come
+    first). Skipped while tracing (compile / export), like every check that needs host values.
+    """
+    if tracing() or _is_fake(bad) or bad.numel() == 0:
+        return
+    if bad.device.type == "cuda":
+        torch._assert_async(~bad.any(), f"statespaces: {message.format(n='some')}")
+        return
+    if bool(bad.any()):
+        raise exc(message.format(n=int(bad.sum())))
+
+
 # ---- finiteness ----------------------------------------------------------------------------------
 def _finite_flag(x: torch.Tensor) -> torch.Tensor:
     """0-d bool tensor, True if the one-pass sum of ``x`` is finite (proves every entry is finite)."""

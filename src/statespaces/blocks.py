@@ -192,11 +192,24 @@ class ResidualBlock(Pretrained, nn.Module):
     def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
         """Recurrent step on x (B, H); valid with LayerNorm (BatchNorm in eval mode also works)."""
         check_step_input(x, self.layer.d_model, self.output.weight.dtype, self.output.weight.device)
-        x_in, state_in = x, state
+        new = []
+
+        def layer_step(z: Tensor) -> Tensor:
+            y, s = self.layer.step(z, state, rate)
+            new.append(s)
+            return y
+
+        y = self.step_with(x, layer_step)
+        check_result(self, (y, new[0]), "step output", x=x, state=state)
+        return y, new[0]
+
+    def step_with(self, x: Tensor, layer_step) -> Tensor:
+        """The block's step around any one-step map of the layer, ``layer_step(z (B, H)) -> (B, H)``:
+        :meth:`step` passes ``layer.step``, a generation stepper (:mod:`statespaces.models.stepper`)
+        passes the layer's stepper. x (B, H) -> (B, H)."""
         z = self.norm(x.unsqueeze(1)).squeeze(1) if self.prenorm else x
-        y, state = self.layer.step(z, state, rate)
+        y = layer_step(z)
         x = x + self.dropout(self._mix(y.unsqueeze(1))).squeeze(1)
         if not self.prenorm:
             x = self.norm(x.unsqueeze(1)).squeeze(1)
-        check_result(self, (x, state), "step output", x=x_in, state=state_in)
-        return x, state
+        return x

@@ -152,6 +152,22 @@ class SSMLayer(Pretrained, nn.Module):
             cache = self.__dict__["_step_cache_obj"] = StepCache()
         return cache
 
+    def stepper(self, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
+                device: Optional[Union[str, torch.device]] = None, form: str = "auto"):
+        """A stepper for generation (:mod:`.stepper`): validated and discretized once, static buffers,
+        ``y = st(x_t)`` advances in place ((B, H) -> (B, H)), ``st.reset()``; thesis §2.3.2.
+
+        Args:
+            batch_size: B. rate: step-size multiplier. dtype: float32/float64 (default: the layer's).
+            device: default the layer's. form: S4 only, ``"dplr"`` (= ``"auto"``, low-rank Woodbury
+                step) or ``"diagonal"`` (float64 eigendecomposition, see :meth:`S4.diagonalize`).
+
+        The stepper is a snapshot: build a new one after the parameters change.
+        """
+        from .stepper import layer_stepper
+
+        return layer_stepper(self, batch_size, rate, dtype, device, form)
+
     def _check_step_input(self, x: Tensor, state: Tensor) -> None:
         """Static checks of ``step(x, state)``; NaN/inf are caught on the result (:func:`check_result`)."""
         if self.bidirectional:

@@ -52,6 +52,8 @@ from .._checks import (
     check_positive_int,
     check_result,
     public,
+    refuse_if,
+    tracing,
 )
 from ..kernels.oscillator import (
     IMEX_MAX_DT2A,
@@ -152,6 +154,30 @@ def _mode_mismatch(got: Modes, want: Modes) -> float:
     if len(a) != len(b):
         return math.inf
     return max(float((x - y).abs().max() / y.abs().max().clamp(min=1e-300)) for x, y in zip(a, b))
+
+
+def oscillator_step(M: Tensor, f: Tensor, Bt: Tensor, Ct: Tensor, D: Tensor, u: Tensor,
+                    state: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""One step of P oscillators (the body of :meth:`LinOSS.step` and of its generation stepper,
+    :mod:`statespaces.layers.stepper`): ``state' = M state + f (B u)``, ``out = Re(C y') + D u``.
+
+    Args:
+        M: (2, 2, P) blocks and f (2, P) forcing, in the wide precision (float64: the 2x2 update
+            runs in it and is rounded once; a float32 M is off by ~2^-24, which IMEX (|lambda| = 1)
+            turns into a drift ~ L 2^-24).
+        Bt: (H, P) complex, ``B^T``. Ct: (P, H) complex, ``C^T``. D: (H,) real.
+        u: (B, H) real. state: (B, 2, P) complex (velocity, position).
+
+    Returns:
+        ``(out (B, H), state' (B, 2, P))``.
+    """
+    wide = torch.complex128 if M.dtype == torch.float64 else state.dtype
+    v = (u.to(state.dtype) @ Bt).to(wide)                        # (B, P)
+    z, y = state[:, 0].to(v.dtype), state[:, 1].to(v.dtype)
+    z2 = (M[0, 0] * z + M[0, 1] * y + f[0] * v).to(state.dtype)
+    y2 = (M[1, 0] * z + M[1, 1] * y + f[1] * v).to(state.dtype)
+    out = (y2 @ Ct).real + D * u
+    return out, torch.stack([z2, y2], 1)
 
 
 def check_bidirectional(value: Union[bool, str]) -> Optional[str]:
@@ -293,7 +319,15 @@ class LinOSS(SSMLayer):
             A = A_hat * A_hat
         else:
             A = self.A_hat.to(self._wide)
-            check_oscillator_params(A.detach(), self._dt(rate).detach(), self.discretization)
+            dt = self._dt(rate).detach()
+            if A.is_cuda or tracing():      # no host sync on CUDA (torch._assert_async); skipped while tracing
+                refuse_if(~(A.detach() >= 0), "oscillator stiffness A must be finite and >= 0 (found {n} entries "
+                          "that are not); use A_param='relu' or 'square' to keep it nonnegative by construction")
+                if self.discretization == "imex":
+                    refuse_if(~(dt * dt * A.detach() <= IMEX_MAX_DT2A), "LinOSS-IMEX is unstable for dt^2 A > 4 "
+                              "({n} oscillators); lower dt/rate or A, or use discretization='IM'")
+            else:                           # CPU: the detailed message (host values cost no device sync)
+                check_oscillator_params(A.detach(), dt, self.discretization)
             return A
         if self.discretization == "imex":
             dt = self._dt(rate)
@@ -518,15 +552,8 @@ class LinOSS(SSMLayer):
         # float32 M is off by ~2^-24, a bias that IMEX (|lambda| = 1) turns into drift ~ L 2^-24;
         # without autograd (generation) the system is cached until a parameter changes (:mod:`.step_cache`)
         sys = self._step_cache.get(self, rate, lambda: self._system(rate))
-        M, f = sys.M, sys.f
         u = x.to(self.param_dtype)
-        wide = torch.complex128 if M.dtype == torch.float64 else state.dtype
-        v = (u.to(state.dtype) @ self.B_complex.T).to(wide)        # (B, P)
-        z, y = state[:, 0].to(v.dtype), state[:, 1].to(v.dtype)
-        z2 = (M[0, 0] * z + M[0, 1] * y + f[0] * v).to(state.dtype)
-        y2 = (M[1, 0] * z + M[1, 1] * y + f[1] * v).to(state.dtype)
-        out = (y2 @ self.C_complex.T).real + self.D * u
-        new_state = torch.stack([z2, y2], 1)
+        out, new_state = oscillator_step(sys.M, sys.f, self.B_complex.T, self.C_complex.T, self.D, u, state)
         check_result(self, (out, new_state), "step output", x=x, state=state)
         return out.to(x.dtype), new_state
 

@@ -42,7 +42,16 @@ from typing import Iterator, Optional, Tuple
 import torch
 from torch import nn
 
-from .._checks import check_batch_size, check_choice, check_length, check_positive_int, check_result, public, tracing
+from .._checks import (
+    check_batch_size,
+    check_choice,
+    check_length,
+    check_positive_int,
+    check_result,
+    public,
+    refuse_if,
+    tracing,
+)
 from ..discretize import undiscretize_diagonal
 from ..kernels import chunked
 from ..kernels.dplr import (
@@ -103,6 +112,17 @@ def s4_init(name: str, N: int, H: int, rank: Optional[int] = None,
 
     Lam, P, B, _ = dplr(name, N, rank=r)
     return Lam.expand(H, M).clone(), P[:, None, :].expand(r, H, M).clone(), B.expand(H, M).clone()
+
+
+def dplr_step(st: DPLRStep, C: Tensor, D: Tensor, u: Tensor, state: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""One bilinear DPLR step (the body of :meth:`S4.step` and of its generation stepper):
+    ``state' = dA state + dB u`` by Woodbury (Thm 3.5), ``y = 2 Re(C . state') + D u``.
+
+    st: the precomputed step; C (H, M) complex; D (H,) and u (B, H) real; state (B, H, M) complex.
+    Returns ``(y (B, H), state')``.
+    """
+    new_state = st(state, u)
+    return 2 * (C * new_state).sum(-1).real + D * u, new_state
 
 
 class S4(SSMLayer):
@@ -234,28 +254,53 @@ class S4(SSMLayer):
         """
         c64 = torch.complex128
         dA_L = discrete_power(Lam.to(c64), P.to(c64), self._dt(1.0).double(), self.l_max)
-        if not tracing():
-            eye = torch.eye(dA_L.shape[-1], dtype=dA_L.dtype, device=dA_L.device)
-            cond = float(torch.linalg.cond((eye - dA_L).detach()).max())
-            if not cond <= _C_RECOVERY_MAX_COND:
-                raise ValueError(
-                    f"cannot recover C from the learned C~ of this S4 layer (l_max={self.l_max}): "
-                    f"I - dA^l_max has condition number {cond:.1e} > {_C_RECOVERY_MAX_COND:.0e}, because some "
-                    "mode has not decayed over l_max steps (Re Lambda ~ 0 or a tiny dt). The convolution of "
-                    f"length <= {self.l_max} at rate 1 is still exact; for step(), other rates or longer "
-                    "kernels use an S4 layer without l_max (it learns C directly)"
-                )
+        self._check_C_recovery(dA_L)
         return untruncated_C(Ct.to(c64), dA_L).to(Ct.dtype)
+
+    def _recovery_message(self, cond: str) -> str:
+        return (
+            f"cannot recover C from the learned C~ of this S4 layer (l_max={self.l_max}): "
+            f"I - dA^l_max has condition number {cond} > {_C_RECOVERY_MAX_COND:.0e}, because some "
+            "mode has not decayed over l_max steps (Re Lambda ~ 0 or a tiny dt). The convolution of "
+            f"length <= {self.l_max} at rate 1 is still exact; for step(), other rates or longer "
+            "kernels use an S4 layer without l_max (it learns C directly)"
+        )
+
+    def _check_C_recovery(self, dA_L: Tensor) -> None:
+        r"""Refuse ``cond(I - dA^{l_max}) > 1e8`` without paying for it on every forward (issue 17 item 2).
+
+        CPU: the 2-norm condition number (an SVD, O(H N^3)) is computed once per set of values of
+        the parameters it depends on (Lambda, P, log dt: not C, not D) and remembered by value, like
+        :mod:`.step_cache` (a comparison with a stored copy, cheap and sync-free on CPU). CUDA: no
+        host sync per call; the Frobenius condition number (>= the 2-norm one, so it refuses at least
+        whenever the CPU rule does) from ``inv_ex`` goes to ``torch._assert_async``. Skipped while
+        tracing (compile / export); a stepper's build runs it eagerly.
+        """
+        if tracing():
+            return
+        eye = torch.eye(dA_L.shape[-1], dtype=dA_L.dtype, device=dA_L.device)
+        Mx = (eye - dA_L).detach()
+        if Mx.is_cuda:
+            inv, _ = torch.linalg.inv_ex(Mx)
+            cond = torch.linalg.matrix_norm(Mx) * torch.linalg.matrix_norm(inv)
+            refuse_if(~(cond <= _C_RECOVERY_MAX_COND), self._recovery_message("above the limit"))
+            return
+        deps = tuple(t.detach() for t in (self.Lambda_real, self.Lambda_imag, self.P, self.log_dt))
+        seen = self.__dict__.get("_C_recovery_ok")
+        if seen is not None and all(s.shape == t.shape and s.dtype == t.dtype and s.device == t.device
+                                    and torch.equal(s, t) for s, t in zip(seen, deps)):
+            return
+        cond = float(torch.linalg.cond(Mx).max())
+        if not cond <= _C_RECOVERY_MAX_COND:
+            raise ValueError(self._recovery_message(f"{cond:.1e}"))
+        self.__dict__["_C_recovery_ok"] = tuple(t.clone() for t in deps)
 
     def _raw_system(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Like :meth:`continuous_system`, but the stored C (which is C~ when ``l_max`` is set)."""
         re = -real_forward(self.Lambda_real, self.real_transform)
-        if not tracing() and bool((re >= 0).any()):
-            bad = int((re >= 0).sum())
-            raise ValueError(
-                f"{bad} entries of Re(Lambda) are >= 0, so A = Lambda - P P^* is not guaranteed Hurwitz "
-                "(Lemma 3.8); use real_transform='exp' or 'softplus' to keep Lambda stable by construction"
-            )
+        # no host sync on CUDA (torch._assert_async there); a ValueError now on CPU
+        refuse_if(re >= 0, "{n} entries of Re(Lambda) are >= 0, so A = Lambda - P P^* is not guaranteed Hurwitz "
+                  "(Lemma 3.8); use real_transform='exp' or 'softplus' to keep Lambda stable by construction")
         Lam = torch.complex(re, self.Lambda_imag)
         return (Lam, as_complex(self.P), as_complex(self.B), as_complex(self.C))
 
@@ -394,9 +439,7 @@ class S4(SSMLayer):
         """
         self._check_step_input(x, state)
         st, C = self._step_system(check_rate(rate))
-        u = x.to(self.param_dtype)
-        new_state = st(state, u)
-        y = 2 * (C * new_state).sum(-1).real + self.D * u
+        y, new_state = dplr_step(st, C, self.D, x.to(self.param_dtype), state)
         check_result(self, (y, new_state), "step output", x=x, state=state)
         return y.to(x.dtype), new_state
 

@@ -15,7 +15,7 @@ from typing import Iterator, Optional, Tuple
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_positive_int
+from .._checks import check_choice, check_positive_int, refuse_if
 from ..discretize import DISCRETIZATIONS, discretize_diagonal, undiscretize_diagonal
 from .base import DiagonalSSM, DiagonalSystem
 from .init import REAL_TRANSFORMS, S4D_INITS, as_complex, c_init, log_dt_init, real_forward, real_inverse, s4d_init
@@ -120,21 +120,16 @@ class S4D(DiagonalSSM):
 
     def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:
         A = self.continuous_A()
-        if self.real_transform == "none" and bool((A.real >= 0).any()):
-            bad = int((A.real >= 0).sum())
-            raise ValueError(
-                f"{bad} eigenvalues of A have Re(A) >= 0 (unstable) with real_transform='none'; "
-                "use real_transform='exp' or 'softplus' to keep A stable by construction"
-            )
+        if self.real_transform == "none":     # no host sync on CUDA (torch._assert_async); ValueError on CPU
+            refuse_if(A.real >= 0, "{n} eigenvalues of A have Re(A) >= 0 (unstable) with real_transform='none'; "
+                      "use real_transform='exp' or 'softplus' to keep A stable by construction")
         dt = torch.exp(self.log_dt) * rate
         Bc = as_complex(self.B)
         dA, dB = discretize_diagonal(A, Bc, dt, self.discretization, self.alpha)
         log_dA = dt.unsqueeze(-1) * A if self.discretization == "zoh" else torch.log(dA)
-        if self.discretization == "forward_euler" and bool((dA.abs() >= 1).any()):
-            raise ValueError(
-                "forward Euler is unstable here (|1 + dt*A| >= 1 for some modes); lower dt_max or "
-                "use discretization='zoh'/'bilinear'"
-            )
+        if self.discretization == "forward_euler":
+            refuse_if(dA.abs() >= 1, "forward Euler is unstable here (|1 + dt*A| >= 1 for {n} modes); lower dt_max "
+                      "or use discretization='zoh'/'bilinear'")
         return DiagonalSystem(log_dA=log_dA, dB=dB, C=as_complex(self.C), scale=self.scale)
 
     def _continuous_view(self, rate: float) -> Tuple[Tensor, Tensor]:

@@ -307,6 +307,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
         generator: Optional[torch.Generator] = None,
         return_logits: bool = False,
         token_to_input: Optional[Callable[[Tensor], Tensor]] = None,
+        stepper: Optional[bool] = None,
     ):
         r"""Sample ``steps`` new tokens after ``prompt`` (thesis §7.4.2: recurrent generation).
 
@@ -324,6 +325,9 @@ class SSMLanguageModel(Pretrained, nn.Module):
             top_p: nucleus sampling mass in (0, 1], or None.
             generator: a ``torch.Generator`` for reproducible sampling.
             return_logits: also return the logits each new token was drawn from.
+            stepper: step through a :class:`~statespaces.models.stepper.ModelStepper` (validated once,
+                static buffers, a CUDA graph on CUDA); None (default) = when the backbone has one
+                (flat or SaShiMi), False = the eager ``backbone.step``. Both give the same tokens.
 
         Returns:
             (Tensor | tuple[Tensor, Tensor]): new tokens (B, steps[, S]) int64 (the prompt is not
@@ -344,24 +348,52 @@ class SSMLanguageModel(Pretrained, nn.Module):
             y, state = self.backbone(h, return_state=True)
             logits = self.decode(y[:, -1])
             check_result(self, logits, "next-token logits")     # NaN/inf: names the parameters or an overflow
+            st = self._generation_stepper(prompt.shape[0], stepper, steps)
+            if st is not None:
+                st.load_state(state)
+            # per-step NaN/inf check of the logits: always on the eager path; with the stepper only off
+            # CUDA, where it costs no device sync (the stepper validated the parameters at build time)
+            check_each = st is None or logits.device.type != "cuda"
             tokens, all_logits = [], []
             for i in range(steps):
                 if return_logits:
-                    all_logits.append(logits)
+                    all_logits.append(logits.clone() if st is not None else logits)   # st.logits is reused
                 tok = sample_logits(logits, temperature, top_k, top_p, generator)     # (B[, S])
                 tokens.append(tok)
                 if i == steps - 1:
                     break
                 x = self._encode_step(tok, token_to_input)
-                y, state = self.backbone.step(x, state)
-                logits = self.decode(y)
-                check_result(self, logits, "next-token logits")
+                if st is None:
+                    y, state = self.backbone.step(x, state)
+                    logits = self.decode(y)
+                else:
+                    logits = st(x)
+                if check_each:
+                    check_result(self, logits, "next-token logits")
         finally:
             self.train(was_training)
         out = torch.stack(tokens, 1)
         if return_logits:
             return out, torch.stack(all_logits, 1)
         return out
+
+    def stepper(self, batch_size: int, cuda_graph: Optional[bool] = None):
+        """A :class:`~statespaces.models.stepper.ModelStepper` (backbone + head, one step, static buffers,
+        CUDA graph on CUDA) for ``batch_size`` sequences; the model must be in eval mode."""
+        from .stepper import ModelStepper
+
+        return ModelStepper(self, batch_size, cuda_graph)
+
+    def _generation_stepper(self, batch_size: int, use: Optional[bool], steps: int):
+        """The stepper :meth:`generate` uses, or None for the eager ``backbone.step``."""
+        if use is not None and not isinstance(use, bool):
+            raise TypeError(f"stepper must be True, False or None, got {use!r}")
+        if use is False or steps == 1:
+            return None
+        if use is None and (not isinstance(self.backbone, (SSMStack, SaShiMi))
+                            or self._dtype not in (torch.float32, torch.float64)):
+            return None             # a custom backbone, or half precision: the eager backbone.step
+        return self.stepper(batch_size)
 
     def _encode_step(self, tok: Tensor, token_to_input: Optional[Callable[[Tensor], Tensor]]) -> Tensor:
         """Sampled tokens (B[, S]) -> backbone input (B, H)."""

@@ -21,7 +21,7 @@ There is no backward: this kernel is used only when autograd is off (generation,
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import triton
@@ -119,7 +119,8 @@ def _check(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tensor, state: Tens
     return B, H, M
 
 
-def diagonal_step_triton(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tensor, state: Tensor) -> Tuple[Tensor, Tensor]:
+def diagonal_step_triton(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tensor, state: Tensor,
+                         out: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
     r"""One fused recurrent step of a diagonal SSM (thesis eq. 2.5, §2.3; one launch).
 
     Computes ``state' = dA * state + dB * u[..., None]`` and
@@ -133,12 +134,16 @@ def diagonal_step_triton(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tenso
         D: (H,) real skip term.
         u: (B, H) real input, same real dtype as D.
         state: (B, H, M) complex state, same dtype as dA.
+        out: optional ``(y, state')`` buffers to write into (contiguous, shapes and dtypes of the
+            results); ``state'`` may be ``state`` itself (an in-place step: every program reads a
+            state tile before it writes the same tile), as the generation stepper does
+            (:mod:`statespaces.layers.stepper`), so a step allocates nothing.
 
     B is the batch, H the channels, M the (complex) modes per channel.
 
     Returns:
-        ``(y, state')``: y (B, H) real, state' (B, H, M) complex (a new tensor; ``state`` is not
-        modified).
+        ``(y, state')``: y (B, H) real, state' (B, H, M) complex (new tensors, or the ``out``
+        buffers; ``state`` is modified only when it is ``out[1]``).
 
     Inference only: there is no backward. Raises ``RuntimeError`` if gradient mode is on and an
     input requires a gradient (use the PyTorch expression, as ``DiagonalSSM.step`` does then).
@@ -150,12 +155,20 @@ def diagonal_step_triton(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tenso
             "does so when autograd is needed)"
         )
     B, H, M = _check(dA, dB, Cc, D, u, state)
-    out_state = torch.empty(B, H, M, dtype=state.dtype, device=state.device)
-    y = torch.empty(B, H, dtype=u.dtype, device=u.device)
+    if out is None:
+        out_state = torch.empty(B, H, M, dtype=state.dtype, device=state.device)
+        y = torch.empty(B, H, dtype=u.dtype, device=u.device)
+    else:
+        y, out_state = out
+        for name, t, ref in (("out[0]", y, u), ("out[1]", out_state, state)):
+            if t.shape != ref.shape or t.dtype != ref.dtype or t.device != ref.device or not t.is_contiguous():
+                raise ValueError(f"diagonal_step_triton: {name} must be a contiguous {ref.dtype} tensor of shape "
+                                 f"{tuple(ref.shape)} on {ref.device}, got {t.dtype} {tuple(t.shape)} on {t.device}")
     if B == 0 or H == 0:
         return y, out_state
     if M == 0:
-        return D * u, out_state
+        torch.mul(D, u, out=y)
+        return y, out_state
 
     def rv(t: Tensor) -> Tensor:
         return torch.view_as_real(t.resolve_conj().contiguous())

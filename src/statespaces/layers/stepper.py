@@ -1,0 +1,269 @@
+r"""Steppers: a layer's recurrent view prepared once for generation (thesis §2.3.2, §7.4.2).
+
+``layer.step(x, state)`` re-validates its input and state, looks the discrete system up in a
+value-keyed cache (a host sync per call on CUDA, :mod:`.step_cache`), allocates a new state and
+checks the result for NaN/inf (another sync). A stepper does all of that **once**::
+
+    st = layer.stepper(batch_size)          # validate, discretize, allocate
+    for t in range(L):
+        y_t = st(x[:, t])                   # (B, H) -> (B, H), advances st.state in place
+    st.reset()                              # back to the zero state (or st.reset(state))
+
+At build time it checks the parameters (finite, else ``FloatingPointError`` naming them), the
+discrete system (finite; every eigenvalue ``|lambda| <= 1 + 1e-9``, i.e. no growing mode, else
+``ValueError``) and the shapes; a call then only checks the
+shape of ``x_t`` (host metadata, no sync) and advances the static buffers ``st.x`` (B, H),
+``st.y`` (B, H) and ``st.state`` (the layer's state layout) in place, so the same call can be
+captured in a CUDA graph (:mod:`statespaces.models.stepper`). The result is **not** checked for
+NaN/inf per call: finite parameters, a stable system and finite inputs give finite outputs.
+
+Forms (each the same math as the layer's ``step``, written once and shared with it):
+
+* :class:`DiagonalStepper` -- S4D and any :class:`~.base.DiagonalSSM`: ``dA, dB, conj(scale C)``
+  (H, M) complex; on CUDA the fused Triton kernel (:mod:`statespaces.ops.triton.step`) updates the
+  state in place in one launch, elsewhere :func:`~statespaces.kernels.dispatch.diagonal_step_ref`.
+* :class:`DPLRStepper` -- S4 in its low-rank form (Woodbury, :class:`~statespaces.kernels.dplr.DPLRStep`,
+  O(N r) per channel, exact); ``S4.stepper(..., form="diagonal")`` uses instead the float64
+  eigendecomposition of the DPLR transition (:meth:`~.s4.S4.diagonalize`, refused when inaccurate)
+  and a :class:`DiagonalStepper`, whose state lives in the eigenbasis.
+* :class:`OscillatorStepper` -- LinOSS / D-LinOSS: the 2x2 blocks ``M``, forcing ``f`` in float64.
+
+Shapes: B batch, H channels, M complex modes, P oscillators.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .. import backend
+from .._checks import check_batch_size, check_rate, nonfinite_parameters
+from ..kernels.dispatch import diagonal_step_ref
+from .base import DiagonalSSM, SSMLayer
+
+Tensor = torch.Tensor
+
+#: An eigenvalue of the discrete transition above ``1 + STABILITY_TOL`` in modulus is refused.
+STABILITY_TOL = 1e-9
+
+_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def _resolve(layer: SSMLayer, dtype: Optional[torch.dtype], device: Optional[torch.device]):
+    dtype = layer.param_dtype if dtype is None else dtype
+    if dtype not in _COMPLEX:
+        raise TypeError(f"a stepper computes in float32 or float64, got dtype={dtype}")
+    device = layer.D.device if device is None else torch.device(device)
+    return dtype, device
+
+
+def _check_system(layer: SSMLayer, eig_abs: Tensor, **tensors: Tensor) -> None:
+    """Build-time validation: finite parameters and system, no eigenvalue outside the unit disc."""
+    bad = nonfinite_parameters(layer)
+    if bad:                     # the contract of docs/validation.md: non-finite parameters -> FloatingPointError
+        raise FloatingPointError(f"cannot build a stepper for {type(layer).__name__}: these parameters are not finite: {bad}; "
+                         "reload a checkpoint or re-initialize them")
+    for name, t in tensors.items():
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"cannot build a stepper for {type(layer).__name__}: its discrete {name} is not finite "
+                             "(an overflow of the discretization; try a smaller rate or float64)")
+    worst = float(eig_abs.max()) if eig_abs.numel() else 0.0
+    if not worst <= 1 + STABILITY_TOL:
+        raise ValueError(f"cannot build a stepper for {type(layer).__name__}: its discrete transition has an eigenvalue "
+                         f"of modulus {worst:.6g} > 1, so the state grows without bound; keep A stable "
+                         "(real_transform='exp'/'softplus') or lower dt / rate")
+
+
+class LayerStepper:
+    """Static buffers and the in-place step of one causal layer (see the module docstring).
+
+    Attributes: ``x`` (B, H) input buffer, ``y`` (B, H) output buffer, ``state`` (the layer's
+    state layout, complex), ``batch_size``, ``d_model``, ``dtype``, ``device``, ``rate``.
+    """
+
+    state: Tensor
+
+    def __init__(self, layer: SSMLayer, batch_size: int, rate: float, dtype: Optional[torch.dtype],
+                 device: Optional[torch.device]) -> None:
+        if getattr(layer, "bidirectional", False):
+            raise ValueError("a bidirectional layer is not causal and cannot be stepped")
+        self.batch_size = check_batch_size(batch_size)
+        self.rate = check_rate(rate)
+        self.dtype, self.device = _resolve(layer, dtype, device)
+        self.cdtype = _COMPLEX[self.dtype]
+        self.d_model = layer.d_model
+        self.layer_name = type(layer).__name__
+        kw = dict(dtype=self.dtype, device=self.device)
+        self.x = torch.zeros(self.batch_size, self.d_model, **kw)
+        self.y = torch.zeros(self.batch_size, self.d_model, **kw)
+
+    def _real(self, t: Tensor) -> Tensor:
+        """A private contiguous copy (never a view of a parameter: the stepper is a snapshot)."""
+        return t.detach().to(device=self.device, dtype=self.dtype).clone(memory_format=torch.contiguous_format)
+
+    def _cplx(self, t: Tensor) -> Tensor:
+        return t.detach().resolve_conj().to(device=self.device, dtype=self.cdtype).clone(
+            memory_format=torch.contiguous_format)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Advance one step on x (B, H); returns the output buffer ``y`` (B, H), overwritten by the next call."""
+        if x.shape != self.x.shape:
+            raise ValueError(f"{self.layer_name} stepper input must have shape {tuple(self.x.shape)} "
+                             f"(batch_size, d_model), got {tuple(x.shape)}")
+        self.x.copy_(x)
+        self.advance()
+        return self.y
+
+    def advance(self) -> None:  # pragma: no cover - abstract
+        """One step from the buffer ``x`` into ``state`` and ``y``, in place (CUDA-graph capturable)."""
+        raise NotImplementedError
+
+    def reset(self, state: Optional[Tensor] = None) -> None:
+        """Zero the state, or load ``state`` (in the layer's own layout, e.g. from ``forward(..., return_state=True)``)."""
+        if state is None:
+            self.state.zero_()
+            return
+        if state.shape != self.state.shape:
+            raise ValueError(f"{self.layer_name} stepper state must have shape {tuple(self.state.shape)}, "
+                             f"got {tuple(state.shape)}")
+        self.state.copy_(state)
+
+    def layer_state(self) -> Tensor:
+        """The current state in the layer's layout (a copy), e.g. for ``layer(x, state=...)``."""
+        return self.state.clone()
+
+
+class DiagonalStepper(LayerStepper):
+    """Stepper of a :class:`~.base.DiagonalSSM` (S4D, a diagonalized S4): state (B, H, M) complex."""
+
+    def __init__(self, layer: DiagonalSSM, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
+                 device: Optional[torch.device] = None) -> None:
+        super().__init__(layer, batch_size, rate, dtype, device)
+        with torch.no_grad():
+            sys = layer.diagonal_system(self.rate)
+            dA = torch.exp(sys.log_dA)
+            _check_system(layer, dA.abs(), dA=dA, dB=sys.dB, C=sys.C)
+            self.dA = self._cplx(dA)
+            self.dB = self._cplx(sys.dB)
+            self.Cc = self._cplx((sys.scale * sys.C[0]).conj())
+            self.D = self._real(layer.D)
+        self.state = torch.zeros(self.batch_size, self.d_model, self.dA.shape[-1], dtype=self.cdtype,
+                                 device=self.device)
+
+    def advance(self) -> None:
+        args = (self.dA, self.dB, self.Cc, self.D, self.x, self.state)
+        if backend.choose("diagonal_step", *args, dtypes=tuple(_COMPLEX) + tuple(_COMPLEX.values())) == "triton":
+            from ..ops.triton.step import diagonal_step_triton
+
+            if backend.attempt("diagonal_step", diagonal_step_triton, *args, out=(self.y, self.state)) is not None:
+                return
+        y, state = diagonal_step_ref(*args)
+        self.state.copy_(state)
+        self.y.copy_(y)
+
+
+class DPLRStepper(LayerStepper):
+    """Stepper of an :class:`~.s4.S4` layer in its low-rank form: state (B, H, N/2) complex (the layer's)."""
+
+    def __init__(self, layer, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
+                 device: Optional[torch.device] = None) -> None:
+        from ..kernels.dplr import DPLRStep
+
+        super().__init__(layer, batch_size, rate, dtype, device)
+        with torch.no_grad(), layer._no_autocast():
+            Lam, P, B, C = layer.continuous_system()
+            st = DPLRStep.build(Lam, P, B, layer._dt(self.rate))
+            # stability without an eigensolver: Re Lambda < 0 makes A = Lambda - P P^* Hurwitz
+            # (Lemma 3.8), and the bilinear map sends a Hurwitz A inside the unit disc (dt > 0)
+            if not bool((Lam.real < 0).all()):
+                raise ValueError(f"cannot build a stepper for {type(layer).__name__}: some Re(Lambda) >= 0, so "
+                                 "A = Lambda - P P^* is not guaranteed Hurwitz (Lemma 3.8); use real_transform="
+                                 "'exp' or 'softplus'")
+            parts = {k: getattr(st, k) for k in ("da", "db", "Pc", "dsP", "E", "sG")}
+            _check_system(layer, torch.zeros(0), C=C[0], **parts)
+            self.step_system = DPLRStep(**{k: self._cplx(v) for k, v in parts.items()})
+            self.C = self._cplx(C[0])
+            self.D = self._real(layer.D)
+        self.state = torch.zeros(self.batch_size, self.d_model, layer.n_modes, dtype=self.cdtype, device=self.device)
+
+    def advance(self) -> None:
+        from .s4 import dplr_step
+
+        y, state = dplr_step(self.step_system, self.C, self.D, self.x, self.state)
+        self.state.copy_(state)
+        self.y.copy_(y)
+
+
+class EigenStepper(DiagonalStepper):
+    """S4 through its float64 eigendecomposition (:meth:`~.s4.S4.diagonalize`): an O(N) complex
+    diagonal step. The state lives in the eigenbasis; :meth:`reset` and :meth:`layer_state` convert
+    from / to the S4 layer's half state."""
+
+    def __init__(self, layer, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
+                 device: Optional[torch.device] = None, tol: float = 1e-4) -> None:
+        self.diagonal = layer.diagonalize(check_rate(rate), tol=tol)
+        if dtype is not None and dtype != self.diagonal.D.dtype:
+            raise TypeError("form='diagonal' steps in the layer's dtype; cast the S4 layer instead")
+        super().__init__(self.diagonal, batch_size, rate, dtype, device)
+        self.layer_name = type(layer).__name__
+        self.n_half = layer.n_modes
+
+    def reset(self, state: Optional[Tensor] = None) -> None:
+        if state is not None:
+            if state.shape != (self.batch_size, self.d_model, self.n_half):
+                raise ValueError(f"S4 stepper state must have shape {(self.batch_size, self.d_model, self.n_half)}, "
+                                 f"got {tuple(state.shape)}")
+            state = self.diagonal.from_dplr_state(state.to(self.diagonal.V.device))
+        super().reset(state)
+
+    def layer_state(self) -> Tensor:
+        xi = (self.diagonal.V.to(self.state.dtype) @ self.state.unsqueeze(-1)).squeeze(-1).real
+        return torch.complex(xi[..., : self.n_half], xi[..., self.n_half:]).to(self.cdtype)
+
+
+class OscillatorStepper(LayerStepper):
+    """Stepper of :class:`~.linoss.LinOSS` / :class:`~.dlinoss.DLinOSS`: state (B, 2, P) complex."""
+
+    def __init__(self, layer, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
+                 device: Optional[torch.device] = None) -> None:
+        super().__init__(layer, batch_size, rate, dtype, device)
+        with torch.no_grad():
+            sys = layer._system(self.rate)
+            _check_system(layer, torch.exp(sys.log_r), M=sys.M, f=sys.f)
+            wide = sys.M.dtype                                          # float64 (the layer's wide precision)
+            self.M = sys.M.detach().to(self.device).clone(memory_format=torch.contiguous_format)
+            self.f = sys.f.detach().to(self.device).clone(memory_format=torch.contiguous_format)
+            if wide != torch.float64:
+                self.M, self.f = self._real(self.M), self._real(self.f)
+            self.Bt = self._cplx(layer.B_complex.T)
+            self.Ct = self._cplx(layer.C_complex.T)
+            self.D = self._real(layer.D)
+        self.state = torch.zeros(self.batch_size, 2, layer.d_state, dtype=self.cdtype, device=self.device)
+
+    def advance(self) -> None:
+        from .linoss import oscillator_step
+
+        y, state = oscillator_step(self.M, self.f, self.Bt, self.Ct, self.D, self.x, self.state)
+        self.state.copy_(state)
+        self.y.copy_(y)
+
+
+def layer_stepper(layer: SSMLayer, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
+                  device: Optional[torch.device] = None, form: str = "auto") -> LayerStepper:
+    """The stepper of ``layer`` (see :meth:`statespaces.layers.base.SSMLayer.stepper`)."""
+    from .linoss import LinOSS
+    from .s4 import S4
+
+    if isinstance(layer, S4):
+        if form not in ("auto", "dplr", "diagonal"):
+            raise ValueError(f"unknown S4 stepper form {form!r}; valid forms are: auto, dplr, diagonal")
+        if form == "diagonal":
+            return EigenStepper(layer, batch_size, rate, dtype, device)
+        return DPLRStepper(layer, batch_size, rate, dtype, device)
+    if form != "auto":
+        raise ValueError(f"form={form!r} applies only to S4 layers; {type(layer).__name__} has one form ('auto')")
+    if isinstance(layer, DiagonalSSM):
+        return DiagonalStepper(layer, batch_size, rate, dtype, device)
+    if isinstance(layer, LinOSS):
+        return OscillatorStepper(layer, batch_size, rate, dtype, device)
+    raise TypeError(f"{type(layer).__name__} has no stepper; use its step() method")
