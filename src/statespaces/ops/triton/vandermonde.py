@@ -14,11 +14,13 @@ BLOCK_L lags and ``r < BLOCK_L``. Then ``lambda^l = lambda^{l0} lambda^r``, so
   ``exp(r Re w)`` in fp32 (absolute error <= 2^-24 / e, as ``|x| e^x <= 1/e`` for x <= 0), phase
   ``r Im w`` by exact splitting (``Im w = hi + lo``, ``hi`` with 16 significant bits, so ``r hi`` is
   exact in fp32 for r < 256 and its reduction by whole turns is exact (Cody-Waite), ``r lo`` tiny).
-* The **tile base** ``lambda^{l0} = exp(l0 w)`` is formed from fp64 exponents, O(BLOCK_N) per tile:
-  ``l0 Im w`` in fp64 reduced by whole turns in fp64 (2 pi as three fp32-exact parts: Triton float
-  literals are fp32), then sin/cos in fp32 of the reduced angle; ``l0 Re w`` in fp64 split as
-  ``hi + lo`` (fp32 each) and ``exp(hi) (1 + lo)``. So its error is a few fp32 roundings and does not
-  grow with ``l0``: the result is accurate to ~1e-6 relative at any L (tested to L = 65,536).
+* The **tile base** ``lambda^{l0}`` is carried from tile to tile in **fp64**: the step
+  ``lambda^BLOCK_L`` and each program's first base ``lambda^start`` are formed on the host in
+  complex128 (exponent, exp and phase reduction in fp64; O(split H N) work), and each tile multiplies
+  by the step (4 fp64 FMAs per mode and tile, rounded to fp32 for use). The fp64 recurrence adds
+  ~2^-53 relative error per tile, so over the <= 2^10 tiles of L = 65,536 the base stays exact to
+  fp32 rounding: the error of the result is a few fp32 roundings (~1e-7 relative) and does not grow
+  with L (tested to L = 65,536). No transcendental runs in the kernels' loops.
 * The inner loop is then 2 fp32 FMAs per (mode, lag) in the forward (``d_r P_r - d_i P_i``) plus the
   sum over modes, instead of one ``exp`` and one ``sincos`` per entry.
 
@@ -70,28 +72,27 @@ def _tile_powers(wr, hi, lo, rf):
 
 
 @triton.jit
-def _tile_base(l0, wr, wi):
-    # lambda_n^{l0} = exp(l0 w_n) from fp64 exponents: (BLOCK_N,) re, im (fp32)
-    xr = wr.to(tl.float64) * l0                               # integer l0 promotes exactly to fp64
-    xr_hi = xr.to(tl.float32)
-    xr_lo = (xr - xr_hi.to(tl.float64)).to(tl.float32)
-    mag = tl.exp(xr_hi) * (1.0 + xr_lo)
-    ph = _reduce(wi.to(tl.float64) * l0).to(tl.float32)
-    return mag * tl.cos(ph), mag * tl.sin(ph)
+def _load_c64(ptr, offs, mask):
+    # (re, im) fp64 of complex128 entries ptr[offs] (interleaved pairs); padding: 0
+    return tl.load(ptr + 2 * offs, mask=mask, other=0.0), tl.load(ptr + 2 * offs + 1, mask=mask, other=0.0)
 
 
 @triton.jit
 def _vandermonde_fwd_kernel(
-    c_ptr, w_ptr, wh_ptr, wl_ptr, out_ptr, H, N, L, CHUNK,
-    BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
+    c_ptr, w_ptr, wh_ptr, wl_ptr, st_ptr, b0_ptr, out_ptr, H, N, L, CHUNK,
+    BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_T: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    # program (row, chunk): out[row, start:start + CHUNK] (CHUNK a multiple of BLOCK_L)
+    # program (row, chunk): out[row, start:start + CHUNK] (CHUNK a multiple of BLOCK_T * BLOCK_L), in
+    # groups of BLOCK_T lag tiles: out[group] = Re(D @ P) = D_r @ P_r - D_i @ P_i with
+    # D[t, n] = c_n lambda_n^{l0 + t BLOCK_L} (BLOCK_T, BLOCK_N) and P = lambda^r (BLOCK_N, BLOCK_L)
     row = tl.program_id(0).to(tl.int64)                      # coefficient row: (batch, h) flattened
-    start = tl.program_id(1) * CHUNK
+    split = tl.program_id(1)
+    start = split * CHUNK
     stop = tl.minimum(start + CHUNK, L)
     h = row % H
     rows = tl.arange(0, BLOCK_L)
     rf = rows.to(tl.float32)
+    tix = tl.arange(0, BLOCK_T)
     c_row = c_ptr + row * (2 * N)
     w_row = w_ptr + h * (2 * N)
     o_row = out_ptr + row * L
@@ -101,24 +102,32 @@ def _vandermonde_fwd_kernel(
         cr = tl.load(c_row + 2 * offs_n, mask=mn, other=0.0)  # c = 0 on padding modes
         ci = tl.load(c_row + 2 * offs_n + 1, mask=mn, other=0.0)
         wr = tl.load(w_row + 2 * offs_n, mask=mn, other=0.0)
-        wi = tl.load(w_row + 2 * offs_n + 1, mask=mn, other=0.0)
         hi = tl.load(wh_ptr + h * N + offs_n, mask=mn, other=0.0)
         lo = tl.load(wl_ptr + h * N + offs_n, mask=mn, other=0.0)
         pr, pi = _tile_powers(wr, hi, lo, rf)                 # reused by every lag tile below
-        for l0 in range(start, stop, BLOCK_L):
-            offs_l = l0 + rows
-            ml = offs_l < L
-            br, bi = _tile_base(l0, wr, wi)
-            dr = cr * br - ci * bi                            # d = c lambda^{l0}
-            di = cr * bi + ci * br
-            val = tl.sum(dr[:, None] * pr - di[:, None] * pi, axis=0)
-            prev = tl.load(o_row + offs_l, mask=ml & (n0 > 0), other=0.0)
-            tl.store(o_row + offs_l, prev + val, mask=ml)
+        sr, si = _load_c64(st_ptr, h * N + offs_n, mn)        # fp64 step lambda^BLOCK_L
+        br, bi = _load_c64(b0_ptr, (split * H + h) * N + offs_n, mn)   # fp64 tile base lambda^{start}
+        for g0 in range(start, stop, BLOCK_T * BLOCK_L):
+            dr = tl.zeros([BLOCK_T, BLOCK_N], dtype=tl.float32)
+            di = tl.zeros([BLOCK_T, BLOCK_N], dtype=tl.float32)
+            for t in tl.static_range(BLOCK_T):
+                b32r = br.to(tl.float32)
+                b32i = bi.to(tl.float32)
+                sel = (tix == t)[:, None]
+                dr = tl.where(sel, (cr * b32r - ci * b32i)[None, :], dr)     # d = c lambda^{l0}
+                di = tl.where(sel, (cr * b32i + ci * b32r)[None, :], di)
+                br, bi = br * sr - bi * si, br * si + bi * sr                 # lambda^{l0 + BLOCK_L}, fp64
+            acc = tl.dot(dr, pr, input_precision=PRECISION)
+            acc = tl.dot(-di, pi, acc, input_precision=PRECISION)              # (BLOCK_T, BLOCK_L)
+            offs = g0 + tix[:, None] * BLOCK_L + rows[None, :]
+            m = offs < L
+            prev = tl.load(o_row + offs, mask=m & (n0 > 0), other=0.0)
+            tl.store(o_row + offs, prev + acc, mask=m)
 
 
 @triton.jit
 def _vandermonde_bwd_kernel(
-    g_ptr, w_ptr, wh_ptr, wl_ptr, s_ptr, H, N, L, R, CHUNK,
+    g_ptr, w_ptr, wh_ptr, wl_ptr, st_ptr, b0_ptr, s_ptr, H, N, L, R, CHUNK,
     BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     # s[split, row, n, :] = (Re S0, Im S0, Re S1, Im S1) over this program's L-chunk
@@ -129,7 +138,6 @@ def _vandermonde_bwd_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mn = offs_n < N
     wr = tl.load(w_ptr + h * (2 * N) + 2 * offs_n, mask=mn, other=0.0)
-    wi = tl.load(w_ptr + h * (2 * N) + 2 * offs_n + 1, mask=mn, other=0.0)
     rows = tl.arange(0, BLOCK_L)
     rf = rows.to(tl.float32)
     g0r = tl.zeros([BLOCK_N, BLOCK_L], dtype=tl.float32)     # G0 = sum_{l0} lambda^{l0} g_{l0+r}
@@ -138,15 +146,19 @@ def _vandermonde_bwd_kernel(
     g1i = tl.zeros([BLOCK_N, BLOCK_L], dtype=tl.float32)
     start = split * CHUNK
     stop = tl.minimum(start + CHUNK, L)
+    sr, si = _load_c64(st_ptr, h * N + offs_n, mn)            # fp64 step lambda^BLOCK_L
+    b64r, b64i = _load_c64(b0_ptr, (split * H + h) * N + offs_n, mn)   # fp64 tile base lambda^{start}
     for l0 in range(start, stop, BLOCK_L):
         offs_l = l0 + rows
         g = tl.load(g_ptr + row * L + offs_l, mask=offs_l < L, other=0.0)
         lg = offs_l.to(tl.float32) * g                        # exact l for l < 2^24
-        br, bi = _tile_base(l0, wr, wi)
+        br = b64r.to(tl.float32)
+        bi = b64i.to(tl.float32)
         g0r += br[:, None] * g[None, :]
         g0i += bi[:, None] * g[None, :]
         g1r += br[:, None] * lg[None, :]
         g1i += bi[:, None] * lg[None, :]
+        b64r, b64i = b64r * sr - b64i * si, b64r * si + b64i * sr
     hi = tl.load(wh_ptr + h * N + offs_n, mask=mn, other=0.0)
     lo = tl.load(wl_ptr + h * N + offs_n, mask=mn, other=0.0)
     pr, pi = _tile_powers(wr, hi, lo, rf)
@@ -159,6 +171,17 @@ def _vandermonde_bwd_kernel(
     tl.store(base + 1, s0i, mask=mn)
     tl.store(base + 2, s1r, mask=mn)
     tl.store(base + 3, s1i, mask=mn)
+
+
+def _bases(w: Tensor, split: int, chunk: int, block_l: int):
+    """fp64 ``(re, im)`` views of the step ``lambda^block_l`` (H, N, 2) and of each program's first
+    tile base ``lambda^{k chunk}`` (split, H, N, 2): ``exp(n w)`` with the exponent, exp and the phase
+    reduction in complex128 (O(split H N) work, no transcendental in the kernels' loops)."""
+    w64 = w.to(torch.complex128)
+    n = torch.arange(split, device=w.device, dtype=torch.float64).mul_(chunk)
+    step = torch.exp(block_l * w64)
+    base = torch.exp(n[:, None, None] * w64)
+    return torch.view_as_real(step).contiguous(), torch.view_as_real(base).contiguous()
 
 
 def _split_phase(w: Tensor):
@@ -174,17 +197,25 @@ def _split_phase(w: Tensor):
 #: Tile sizes, the target number of programs, and the least number of lag tiles a program owns
 #: (so that its in-tile power table, ~60 instructions per entry, costs <= ~4 per (mode, lag)); tests
 #: lower them to run several tiles / L-splits on tiny shapes. The (BLOCK_N, BLOCK_L) tiles are sized
-#: so that no variant spills registers on sm_80 / sm_90 (tests/test_triton_resources.py).
+#: so that no variant spills registers on sm_80 / sm_90 (tests/test_triton_resources.py; measured
+#: with ptxas: fwd (32, 64) x 16 tiles 162-164 registers, bwd (16, 64) 140, no spills, no stack).
 FWD_BLOCK_L = 64
 FWD_MAX_BLOCK_N = 32
+#: lag tiles per ``tl.dot`` of the forward (its M dimension, >= 16), and the dot's precision:
+#: 3xTF32 on tensor cores, fp32-faithful (~2^-21 relative per product).
+FWD_BLOCK_T = 16
+PRECISION = "tf32x3"
 BWD_BLOCK_L = 64
-BWD_MAX_BLOCK_N = 32
+BWD_MAX_BLOCK_N = 16          # (32, 64): 255 registers and 100-112 bytes of spills (4 accumulator tiles + table)
 FWD_TARGET_PROGRAMS = 1024
 BWD_TARGET_PROGRAMS = 1024
 MIN_TILES = 16
 
-_FWD_SIG = signature("*fp32", ["c_ptr", "w_ptr", "wh_ptr", "wl_ptr", "out_ptr"], ["H", "N", "L", "CHUNK"])
-_BWD_SIG = signature("*fp32", ["g_ptr", "w_ptr", "wh_ptr", "wl_ptr", "s_ptr"], ["H", "N", "L", "R", "CHUNK"])
+_FP64 = (("st_ptr", "*fp64"), ("b0_ptr", "*fp64"))
+_FWD_SIG = signature("*fp32", ["c_ptr", "w_ptr", "wh_ptr", "wl_ptr"], []) + _FP64 + signature(
+    "*fp32", ["out_ptr"], ["H", "N", "L", "CHUNK"])
+_BWD_SIG = signature("*fp32", ["g_ptr", "w_ptr", "wh_ptr", "wl_ptr"], []) + _FP64 + signature(
+    "*fp32", ["s_ptr"], ["H", "N", "L", "R", "CHUNK"])
 
 
 def _block_n(N: int, cap: int) -> int:
@@ -194,8 +225,8 @@ def _block_n(N: int, cap: int) -> int:
 def _fwd_config(N: int):
     """The forward launch for N modes (the only shape the choice depends on)."""
     assert FWD_BLOCK_L <= 256, "the exact in-tile phase split needs BLOCK_L <= 256"
-    return make(__name__, _vandermonde_fwd_kernel, _FWD_SIG,
-                BLOCK_N=_block_n(N, FWD_MAX_BLOCK_N), BLOCK_L=FWD_BLOCK_L)
+    return make(__name__, _vandermonde_fwd_kernel, _FWD_SIG, BLOCK_N=_block_n(N, FWD_MAX_BLOCK_N),
+                BLOCK_L=FWD_BLOCK_L, BLOCK_T=FWD_BLOCK_T, PRECISION=PRECISION)
 
 
 def _bwd_config(N: int):
@@ -210,11 +241,12 @@ def configs():
     return unique([_fwd_config(n) for n in Ns] + [_bwd_config(n) for n in Ns])
 
 
-def _chunks(L: int, block_l: int, programs_per_chunk: int, target: int):
+def _chunks(L: int, block_l: int, programs_per_chunk: int, target: int, min_tiles: int = 0):
     """(split, chunk): L cut into ``split`` runs of ``chunk`` lags (a multiple of ``block_l``), enough
-    runs to give ~``target`` programs, each of at least MIN_TILES tiles (the power table amortized)."""
+    runs to give ~``target`` programs, each of at least ``min_tiles`` (default MIN_TILES) tiles (the
+    power table amortized)."""
     tiles = triton.cdiv(L, block_l)
-    split = max(1, min(triton.cdiv(tiles, MIN_TILES), triton.cdiv(target, programs_per_chunk)))
+    split = max(1, min(triton.cdiv(tiles, min_tiles or MIN_TILES), triton.cdiv(target, programs_per_chunk)))
     chunk = triton.cdiv(tiles, split) * block_l
     return triton.cdiv(L, chunk), chunk
 
@@ -225,9 +257,11 @@ def _forward(c: Tensor, w: Tensor, L: int) -> Tensor:
     H = w.shape[0]
     out = torch.empty(R, L, device=c.device, dtype=torch.float32)
     cfg = _fwd_config(N)
-    split, chunk = _chunks(L, cfg.consts["BLOCK_L"], R, FWD_TARGET_PROGRAMS)
+    group = cfg.consts["BLOCK_L"] * cfg.consts["BLOCK_T"]
+    split, chunk = _chunks(L, group, R, FWD_TARGET_PROGRAMS, min_tiles=max(1, MIN_TILES // cfg.consts["BLOCK_T"]))
     hi, lo = _split_phase(w)
-    cfg.launch((R, split), torch.view_as_real(c), torch.view_as_real(w), hi, lo, out, H, N, L, chunk)
+    st, b0 = _bases(w, split, chunk, cfg.consts["BLOCK_L"])
+    cfg.launch((R, split), torch.view_as_real(c), torch.view_as_real(w), hi, lo, st, b0, out, H, N, L, chunk)
     return out
 
 
@@ -241,7 +275,8 @@ def _adjoint_sums(g: Tensor, w: Tensor, R: int):
     split, chunk = _chunks(L, BLOCK_L, R * n_tiles, BWD_TARGET_PROGRAMS)
     s = torch.empty(split, R, N, 4, device=g.device, dtype=torch.float32)
     hi, lo = _split_phase(w)
-    cfg.launch((R, n_tiles, split), g, torch.view_as_real(w), hi, lo, s, H, N, L, R, chunk)
+    st, b0 = _bases(w, split, chunk, BLOCK_L)
+    cfg.launch((R, n_tiles, split), g, torch.view_as_real(w), hi, lo, st, b0, s, H, N, L, R, chunk)
     s = s.sum(0)
     return torch.complex(s[..., 0], s[..., 1]), torch.complex(s[..., 2], s[..., 3])
 
