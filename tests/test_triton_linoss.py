@@ -90,7 +90,7 @@ def _rel(x, ref):
 
 @pytest.mark.parametrize("scheme,with_x0,with_gfin,L,Bsz", [
     ("im", False, False, 37, 1),          # 3 chunks, the last partial
-    ("imex", True, True, 37, 2),          # |lambda| = 1, state in and out, gradients summed over the batch
+    ("imex", True, True, 20, 2),          # |lambda| = 1, state in and out, gradients summed over the batch
     ("imex", True, True, 1, 1),           # one step: lam_0 carries g_fin
     ("im", False, True, 32, 1),           # L a multiple of the chunk; g_fin at n = L-2 inside a chunk
 ])
