@@ -8,8 +8,9 @@ From a fresh checkout with only ``PYTHONPATH=src`` (no install). Sections, each 
 JSON even when it fails (``"error"``), so one broken path does not hide the others:
 
 1. **kernels** vs float64: Vandermonde (L up to 65,536), diagonal scan (real / complex / x0),
-   DPLR Cauchy, fused LinOSS scan (IM / IMEX, state in and out, all five gradients), fused step -- the CUDA path the policy picks ("auto": Triton when it imports)
-   against the float64 reference twin ``<op>_ref``, forward and gradients, max relative error.
+   DPLR Cauchy, fused LinOSS scan (IM / IMEX, state in and out, all five gradients), fused step --
+   the CUDA path the policy picks ("auto": Triton when it imports) against the float64 reference
+   twin ``<op>_ref``, forward and gradients, max relative error.
 2. **layers** S4D, S4, LinOSS (fp32 on CUDA) vs the same weights in float64: output and every
    parameter gradient, L up to 65,536 for S4D.
 3. **syncs**: host synchronisations per forward, backward and step, counted with

@@ -62,6 +62,7 @@ def small_tiles(monkeypatch, fast_scan):
     monkeypatch.setattr(tlin, "FWD_MAX_BLOCK_C", 16)
     monkeypatch.setattr(tlin, "BWD_MAX_BLOCK_C", 16)
     monkeypatch.setattr(tlin, "BLOCK_H", 16)
+    monkeypatch.setattr(tlin, "MIN_SEGMENT_CHUNKS", 1)     # L split into segments of one chunk each
 
 
 def _case(scheme, Bsz=2, L=37, H=20, P=10, seed=0):
@@ -92,9 +93,12 @@ def _rel(x, ref):
     ("im", False, False, 37, 1),          # 3 chunks, the last partial
     ("imex", True, True, 20, 2),          # |lambda| = 1, state in and out, gradients summed over the batch
     ("imex", True, True, 1, 1),           # one step: lam_0 carries g_fin
-    ("im", False, True, 32, 1),           # L a multiple of the chunk; g_fin at n = L-2 inside a chunk
+    ("im", False, True, 32, 1),           # L a multiple of the chunk; g_fin at n = L-2; one segment
 ])
-def test_linoss_scan_triton_matches_float64_loop(small_tiles, scheme, with_x0, with_gfin, L, Bsz):
+def test_linoss_scan_triton_matches_float64_loop(small_tiles, monkeypatch, scheme, with_x0, with_gfin, L, Bsz):
+    """Segments along L (chained boundary states / adjoints) in all cases but the L = 32 one."""
+    if L == 32:
+        monkeypatch.setattr(tlin, "MIN_SEGMENT_CHUNKS", 100)
     u, W, M, f, x0 = _case(scheme, Bsz=Bsz, L=L)
     leaves = [u.float(), W.float(), M.clone(), f.clone()] + ([x0.float()] if with_x0 else [])
     leaves = [t.requires_grad_() for t in leaves]
@@ -121,6 +125,14 @@ def test_linoss_scan_triton_rejects_bad_shapes():
         tlin.linoss_scan_triton(u.float(), W.float(), M[..., :3], f)
     with pytest.raises(ValueError, match="x0 must be"):
         tlin.linoss_scan_triton(u.float(), W.float(), M, f, x0[:1].float())
+
+
+def test_segments_cover_the_chunks():
+    for programs in (1, 3, 128, 512, 4096):
+        for K in (1, 2, 7, 128, 2048):
+            S, KS = tlin._segments(programs, K)
+            assert (S - 1) * KS < K <= S * KS
+            assert S == 1 or (KS >= tlin.MIN_SEGMENT_CHUNKS and programs * S <= 2 * tlin.TARGET_PROGRAMS)
 
 
 def test_block_power_matches_repeated_products():

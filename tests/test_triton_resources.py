@@ -83,8 +83,9 @@ def test_choosers_stay_inside_the_table():
                 assert all(scan._bwd_config(N, *kinds, x0, ga) in table for ga in (False, True))
         assert all(step._config(N, dt) in table for dt in (_t.float32, _t.float64))
         for H in (1, 5, 16, 17, 64, 1000):
-            assert all(linoss._fwd_config(N, H, f) in table and linoss._bwd_config(N, H, f) in table
-                       for f in (False, True))
+            assert all(linoss._fwd_config(N, H, f, ends_only=e) in table for f in (False, True) for e in (False, True))
+            assert all(linoss._bwd_config(N, H, f, rho_only=r, has_rin=i) in table
+                       for f in (False, True) for r in (False, True) for i in (False, True))
     assert all(cauchy._config(a, b) in table for a, b in ((True, False), (False, True), (True, True)))
 
 
