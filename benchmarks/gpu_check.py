@@ -8,8 +8,9 @@ From a fresh checkout with only ``PYTHONPATH=src`` (no install). Sections, each 
 JSON even when it fails (``"error"``), so one broken path does not hide the others:
 
 1. **kernels** vs float64: Vandermonde (L up to 65,536), diagonal scan (real / complex / x0),
-   DPLR Cauchy, fused step -- the CUDA path the policy picks ("auto": Triton when it imports)
-   against the float64 reference twin ``<op>_ref``, forward and gradients, max relative error.
+   DPLR Cauchy, fused LinOSS scan (IM / IMEX, state in and out, all five gradients), fused step --
+   the CUDA path the policy picks ("auto": Triton when it imports) against the float64 reference
+   twin ``<op>_ref``, forward and gradients, max relative error.
 2. **layers** S4D, S4, LinOSS (fp32 on CUDA) vs the same weights in float64: output and every
    parameter gradient, L up to 65,536 for S4D.
 3. **syncs**: host synchronisations per forward, backward and step, counted with
@@ -17,7 +18,8 @@ JSON even when it fails (``"error"``), so one broken path does not hide the othe
 4. **ops**: CUDA kernel launches and aten ops per forward+backward from ``torch.profiler``.
 5. **timing**: the goal shapes (H=256, N=64; S4D B16 L4096, S4D B1 L65536, S4 B16 L4096,
    LinOSS B16 L4096) fwd and fwd+bwd with CUDA events (median), beside the fp32 copy floor of
-   the (B, L, H) activation (one read + one write), and the eager step rate (steps/s).
+   the (B, L, H) activation (one read + one write), and the eager step rate (steps/s); the Triton
+   Vandermonde and LinOSS paths beside their PyTorch paths (``backend "auto"`` vs ``"torch"``, one run).
 6. **resources**: registers / stack / spills of every Triton launch configuration compiled for
    this card's compute capability and sm_80 / sm_90 (``statespaces.ops.triton._resources``).
 7. **fallbacks**: ``statespaces.backend.failed_ops()`` -- any Triton path that failed and fell back.
@@ -111,6 +113,8 @@ def check_kernels(quick: bool) -> List[Dict]:
     gx, gr = grads(y, x, G.to(y.dtype).to(dev)), grads(yr, r, G)
     out.append({"op": "cauchy", "H": H, "J": J, "N": N, "K": K, "fwd": rel_err(y, yr),
                 **{f"grad_{n}": rel_err(p, q) for n, p, q in zip("vzw", gx, gr)}})
+    # fused LinOSS scan (forcing built in-kernel from u) vs the float64 loop, IM and IMEX, state in/out
+    out += check_linoss_scan(quick, g)
     # fused step (inference)
     for real in (torch.float32, torch.float64):
         cd = torch.complex64 if real == torch.float32 else torch.complex128
@@ -124,6 +128,52 @@ def check_kernels(quick: bool) -> List[Dict]:
             y, s = dispatch.diagonal_step(*cast)
             yr, sr = dispatch.diagonal_step_ref(*args)
         out.append({"op": "diagonal_step", "dtype": str(real), "y": rel_err(y, yr), "state": rel_err(s, sr)})
+    return out
+
+
+def linoss_scan_case(scheme: str, B: int, L: int, H: int, P: int, g: torch.Generator):
+    """(u, W, M, f, x0) in float64 for the fused LinOSS scan: M, f from the oscillator discretization."""
+    from statespaces.kernels.oscillator import oscillator_transition
+
+    A = torch.rand(P, dtype=torch.float64, generator=g)
+    dt = 0.2 + 0.7 * torch.rand(P, dtype=torch.float64, generator=g)
+    M, f = oscillator_transition(A, dt, scheme, validate=False)
+    W = torch.randn(2 * P, H, dtype=torch.float64, generator=g) / math.sqrt(H)
+    u = torch.randn(B, L, H, dtype=torch.float64, generator=g)
+    x0 = torch.randn(B, 2, 2 * P, dtype=torch.float64, generator=g)
+    return u, W, M, f, x0
+
+
+def linoss_scan_loop(u, W, M, f, x0):
+    """Float64 twin of the fused LinOSS scan: (positions (B, L, 2P), final state (B, 2, 2P))."""
+    from statespaces.ops.scan import scan_loop
+
+    v = u @ W.T
+    M2, f2 = torch.cat([M, M], -1), torch.cat([f, f], -1)
+    X = scan_loop(M2.unsqueeze(0).expand(u.shape[1], *M2.shape), torch.stack([f2[0] * v, f2[1] * v], -2), x0,
+                  block=True)
+    return X[:, :, 1], X[:, -1]
+
+
+def check_linoss_scan(quick: bool, g: torch.Generator) -> List[Dict]:
+    from statespaces.ops.triton.linoss import linoss_scan_triton
+
+    out = []
+    for scheme in ("im", "imex"):
+        for B, L, H, P in [(2, 1000, 32, 16), (1, 4096 if quick else 16384, 16, 8)]:
+            u, W, M, f, x0 = linoss_scan_case(scheme, B, L, H, P, g)
+            x = [u.float().cuda(), W.float().cuda(), M.cuda(), f.cuda(), x0.float().cuda()]
+            x = [t.requires_grad_() for t in x]
+            r = [t.clone().requires_grad_() for t in (u, W, M, f, x0)]
+            y, fin = linoss_scan_triton(*x)
+            yr, finr = linoss_scan_loop(*r)
+            Gy = torch.randn(yr.shape, dtype=torch.float64, generator=g)
+            Gf = torch.randn(finr.shape, dtype=torch.float64, generator=g)
+            gx = torch.autograd.grad((y * Gy.float().cuda()).sum() + (fin * Gf.float().cuda()).sum(), x)
+            gr = torch.autograd.grad((yr * Gy).sum() + (finr * Gf).sum(), r)
+            out.append({"op": "linoss_scan", "scheme": scheme, "B": B, "L": L, "H": H, "P": P, "fwd": rel_err(y, yr),
+                        "final_state": rel_err(fin, finr),
+                        **{f"grad_{n}": rel_err(p, q) for n, p, q in zip(("u", "W", "M", "f", "x0"), gx, gr)}})
     return out
 
 
@@ -266,6 +316,7 @@ def check_timing(quick: bool) -> List[Dict]:
                "copy_floor_ms": cuda_time(lambda: floor_src.clone(), rep)}
         rec["fwd_over_floor"] = rec["fwd_ms"] / rec["copy_floor_ms"]
         out.append(rec)
+    out += time_paths(quick)
     # recurrent step rate: eager layer.step, then the stepper eager / graphed and the graphed model stepper
     for name in ("S4D", "S4", "LinOSS"):
         layer = makers[name]().cuda().eval()
@@ -344,6 +395,67 @@ def _stepper_rate(name: str, layer, H: int, steps: int) -> Dict:
     except Exception as e:
         rec["error"] = f"{type(e).__name__}: {e}"
     return rec
+
+
+#: (op, shape) pairs timed on the Triton path ("auto") beside the PyTorch path ("torch") in one run.
+PATH_SHAPES = [("vandermonde", dict(H=256, N=64, L=4096)), ("vandermonde", dict(H=256, N=64, L=65536)),
+               ("linoss_layer", dict(B=16, L=4096, H=256, N=64)), ("linoss_layer", dict(B=1, L=65536, H=256, N=64))]
+
+
+def path_workload(op: str, shape: Dict, device: str = "cuda"):
+    """(fwd, fwd_bwd) closures for one (op, shape) of :data:`PATH_SHAPES` (any device)."""
+    g = torch.Generator().manual_seed(0)
+    if op == "vandermonde":
+        from statespaces.kernels.vandermonde import vandermonde
+
+        H, N, L = shape["H"], shape["N"], shape["L"]
+        log_a = torch.complex(-0.5 * torch.rand(H, N, generator=g), math.pi * torch.rand(H, N, generator=g))
+        coef = torch.randn(H, N, dtype=torch.complex64, generator=g)
+        c, w = coef.to(device).requires_grad_(), log_a.to(device).requires_grad_()
+
+        def fwd():
+            with torch.no_grad():
+                return vandermonde(c, w, L)
+
+        def fwd_bwd():
+            vandermonde(c, w, L).sum().backward()
+
+        return fwd, fwd_bwd
+    if op == "linoss_layer":
+        from statespaces import LinOSS
+
+        layer = LinOSS(shape["H"], shape["N"], seed=0).to(device)
+        x = torch.randn(shape["B"], shape["L"], shape["H"], generator=g).to(device).requires_grad_()
+
+        def fwd():
+            with torch.no_grad():
+                return layer(x)
+
+        def fwd_bwd():
+            layer(x).sum().backward()
+
+        return fwd, fwd_bwd
+    raise ValueError(f"unknown op {op!r}; expected one of {sorted({o for o, _ in PATH_SHAPES})}")
+
+
+def time_paths(quick: bool) -> List[Dict]:
+    """The Triton kernels of issue 17 items 4-5 (Vandermonde by powers, fused LinOSS scan) against
+    the PyTorch path of the same op, ratios measured in one run."""
+    from statespaces import backend
+
+    out = []
+    rep = 5 if quick else 20
+    for op, shape in PATH_SHAPES:
+        rec: Dict = {"paths": op, **shape}
+        for path in ("auto", "torch"):
+            with backend.use_backend(path):
+                fwd, fwd_bwd = path_workload(op, shape)
+                rec[f"{path}_fwd_ms"] = cuda_time(fwd, rep)
+                rec[f"{path}_fwd_bwd_ms"] = cuda_time(fwd_bwd, rep)
+        rec["speedup_fwd"] = rec["torch_fwd_ms"] / rec["auto_fwd_ms"]
+        rec["speedup_fwd_bwd"] = rec["torch_fwd_bwd_ms"] / rec["auto_fwd_bwd_ms"]
+        out.append(rec)
+    return out
 
 
 # ---- 6. resources ------------------------------------------------------------------------------------

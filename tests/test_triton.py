@@ -37,6 +37,8 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(tvand, "FWD_BLOCK_L", 16)
     monkeypatch.setattr(tvand, "BWD_BLOCK_L", 16)
     monkeypatch.setattr(tvand, "BWD_TARGET_PROGRAMS", 64)
+    monkeypatch.setattr(tvand, "FWD_TARGET_PROGRAMS", 64)
+    monkeypatch.setattr(tvand, "MIN_TILES", 1)
     monkeypatch.setattr(tscan, "MAX_BLOCK_L", 16)
     monkeypatch.setattr(tscan, "MAX_BLOCK_N", 16)
     if tcauchy is not None:

@@ -36,6 +36,7 @@ def test_launch_table_matches_the_kernels():
     assert kernels == {
         "vandermonde._vandermonde_fwd_kernel", "vandermonde._vandermonde_bwd_kernel", "scan._scan_fwd_kernel",
         "scan._scan_bwd_kernel", "cauchy._cauchy_kernel", "step._diag_step_kernel",
+        "linoss._fwd_kernel", "linoss._bwd_kernel",
     }
     for c in cfgs:
         c.check()                          # signature names == runtime parameters, constexprs == constexpr params
@@ -71,7 +72,7 @@ def test_choosers_stay_inside_the_table():
     """Whatever shape comes in, the chosen config is one that configs() lists (and so is compiled)."""
     import torch as _t
 
-    from statespaces.ops.triton import cauchy, scan, step, vandermonde
+    from statespaces.ops.triton import cauchy, linoss, scan, step, vandermonde
 
     table = set(_configs())
     for N in list(range(1, 70)) + [127, 128, 129, 1000, 4096]:
@@ -81,6 +82,10 @@ def test_choosers_stay_inside_the_table():
                 assert scan._fwd_config(N, *kinds, x0) in table
                 assert all(scan._bwd_config(N, *kinds, x0, ga) in table for ga in (False, True))
         assert all(step._config(N, dt) in table for dt in (_t.float32, _t.float64))
+        for H in (1, 5, 16, 17, 64, 1000):
+            assert all(linoss._fwd_config(N, H, f, ends_only=e) in table for f in (False, True) for e in (False, True))
+            assert all(linoss._bwd_config(N, H, f, rho_only=r, has_rin=i) in table
+                       for f in (False, True) for r in (False, True) for i in (False, True))
     assert all(cauchy._config(a, b) in table for a, b in ((True, False), (False, True), (True, True)))
 
 

@@ -33,6 +33,11 @@ sequential loop (``'loop'``), FFT convolution with each oscillator's closed-form
 (``'conv'``), single steps (:meth:`LinOSS.step`) and chunked stateful forward. ``kernel(L)`` returns
 the MIMO convolution kernel (H_out, H_in, L) -- LinOSS mixes channels, so it is not depthwise.
 
+On CUDA (float32 input, :mod:`statespaces.backend` ``"auto"``) ``mode='scan'`` runs the fused Triton
+kernel :mod:`statespaces.ops.triton.linoss` (forcing ``f B u`` built in-kernel from x (B, L, H), fp64
+chunk carry, hand-written backward); its twins are :meth:`LinOSS._scan_path` and the loop. A failed
+Triton import or compile warns once and falls back to :meth:`LinOSS._scan_path`.
+
 D-LinOSS (learned damping, arXiv:2505.12171) is :class:`statespaces.layers.dlinoss.DLinOSS`, a
 subclass that only replaces :meth:`LinOSS._system` (the discretized 2x2 blocks and their polar form)
 and the parameters; every view below works from :class:`OscillatorSystem`.
@@ -45,6 +50,7 @@ from typing import Iterator, NamedTuple, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from .. import backend
 from .._checks import (
     check_batch_size,
     check_choice,
@@ -582,13 +588,20 @@ class LinOSS(SSMLayer):
         u = x.to(self.param_dtype)
         L = u.shape[1]
         sys = self._system(rate)                                    # float64 (see _scan_path)
-        v = self._input_proj(u).to(u.dtype)                         # (B, L, 2P) real [Re; Im] (autocast: bf16 matmul)
         x0 = None if state is None else self._to_real(state.to(self.initial_state(1).dtype))
-        y_pos, last = self._positions(v, sys, x0, L, mode)
+        fused = self._fused_scan(u, sys, x0) if mode == "scan" else None
+        v = None
+        if fused is None:
+            v = self._input_proj(u).to(u.dtype)                     # (B, L, 2P) real [Re; Im] (autocast: bf16 matmul)
+            y_pos, last = self._positions(v, sys, x0, L, mode)
+        else:
+            y_pos, last = fused
         out = self._output_proj(y_pos) + self.D * u
         if self.bidirectional_mode == "sum":
             # the same oscillators on the reversed input, read out by C_back, shifted to lags -1..-L
-            y_rev, _ = self._positions(v.flip(1), sys, None, L, mode)
+            fused = self._fused_scan(u.flip(1), sys, None) if v is None else None
+            y_rev = fused[0] if fused is not None else self._positions(
+                (self._input_proj(u).to(u.dtype) if v is None else v).flip(1), sys, None, L, mode)[0]
             back = self._output_proj(y_rev, self.C_back).flip(1)     # back[t] = sum_{s >= t} ...
             out = out + torch.cat([back[:, 1:], torch.zeros_like(back[:, :1])], 1)
         elif self.bidirectional_mode == "concat":
@@ -600,6 +613,23 @@ class LinOSS(SSMLayer):
         if return_state:
             return out, new_state
         return out
+
+    def _fused_scan(self, u: Tensor, sys: OscillatorSystem, x0: Optional[Tensor]) -> Optional[Tuple[Tensor, Tensor]]:
+        """``mode='scan'`` on the fused Triton kernel (:mod:`statespaces.ops.triton.linoss`: forcing
+        ``f B u`` built in-kernel from u (B, L, H), fp64 chunk carry) when :mod:`statespaces.backend`
+        picks Triton for u (CUDA float32); else None (the PyTorch :meth:`_scan_path` runs). Returns
+        positions (B, L, 2P) and the final state (B, 2, 2P) like :meth:`_positions`."""
+        if backend.choose("linoss_scan", u, dtypes=backend.REAL) != "triton":
+            return None
+        return backend.attempt("linoss_scan", self._scan_triton, u, sys, x0)
+
+    def _scan_triton(self, u: Tensor, sys: OscillatorSystem, x0: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        from ..ops.triton.linoss import linoss_scan_triton
+
+        Bc = self.B_complex
+        W = torch.cat([Bc.real, Bc.imag], 0)                        # (2P, H): v = u W^T = [Re B u; Im B u]
+        y, last = linoss_scan_triton(u, W, sys.M, sys.f, x0)
+        return y.to(u.dtype), last.to(u.dtype)
 
     def _positions(
         self, v: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int, mode: str

@@ -1,32 +1,40 @@
-r"""Fused Vandermonde kernel generation for S4D in Triton.
+r"""Fused Vandermonde kernel generation for S4D in Triton, by powers (issue #17 item 5).
 
-``out[r, l] = Re sum_n c[r, n] exp(l w[h(r), n])`` for coefficient rows r (batch x H) and shared
-eigenvalue logs w (H, N). Each program computes a tile of BLOCK_L outputs of one row, looping over
-N in BLOCK_N tiles; the (N, L) powers live only in registers (no (H, N, L) intermediate), and the
-sum is accumulated in fp32. Each entry costs one ``exp`` and one ``sincos`` of an fp32 argument
-reduced to [-pi, pi] (so fast hardware sin/cos stay accurate).
+``out[r, l] = Re sum_n c[r, n] lambda_n^l`` with ``lambda_n = exp(w[h(r), n])`` for coefficient rows r
+(batch x H) and shared eigenvalue logs w (H, N) (thesis §3.2.1, eq. 3.2; §3.5.3). The (N, L) powers
+live only in registers (no (H, N, L) intermediate); sums are accumulated in fp32.
 
-Phase accuracy. ``l * Im w`` formed in fp32 is off by up to ``|l Im w| 2^-24`` (about 1e-3 rad at
-l = 65,536, |Im w| ~ 3), an error no later reduction can undo. So the phase of entry (n, l) with
-``l = l0 + r`` (l0 the tile start, r < BLOCK_L) is built as
+Powers, not per-entry transcendentals. Write ``l = l0 + r`` with ``l0`` the start of a tile of
+BLOCK_L lags and ``r < BLOCK_L``. Then ``lambda^l = lambda^{l0} lambda^r``, so
 
-* tile base ``l0 * Im w`` in **fp64**, reduced by whole turns in fp64 (2 pi as a sum of three
-  fp32-exact constants: Triton float literals are fp32), then rounded to fp32 -- O(BLOCK_N) fp64
-  operations per tile;
-* in-tile part ``r * Im w`` by exact splitting: ``Im w = hi + lo`` (host side) with ``hi`` carrying
-  16 significant bits, so ``r * hi`` is exact in fp32 for r < 256 and is reduced exactly
-  (Cody-Waite); ``r * lo`` is tiny.
+    out[l0 + r] = Re sum_n d_n P[n, r],      d_n = c_n lambda_n^{l0},   P[n, r] = lambda_n^r.
 
-The phase error is then a few fp32 roundings of numbers in [-2 pi, 2 pi] (~1e-6 rad), at any L.
+* The **in-tile powers** ``P`` (BLOCK_N, BLOCK_L) are computed once per program and reused for every
+  lag tile it owns (a program owns a run of at least :data:`MIN_TILES` tiles): magnitude
+  ``exp(r Re w)`` in fp32 (absolute error <= 2^-24 / e, as ``|x| e^x <= 1/e`` for x <= 0), phase
+  ``r Im w`` by exact splitting (``Im w = hi + lo``, ``hi`` with 16 significant bits, so ``r hi`` is
+  exact in fp32 for r < 256 and its reduction by whole turns is exact (Cody-Waite), ``r lo`` tiny).
+* The **tile base** ``lambda^{l0}`` is carried from tile to tile in **fp64**: the step
+  ``lambda^BLOCK_L`` and each program's first base ``lambda^start`` are formed on the host in
+  complex128 (exponent, exp and phase reduction in fp64; O(split H N) work), and each tile multiplies
+  by the step (4 fp64 FMAs per mode and tile, rounded to fp32 for use). The fp64 recurrence adds
+  ~2^-53 relative error per tile, so over the <= 2^10 tiles of L = 65,536 the base stays exact to
+  fp32 rounding: the error of the result is a few fp32 roundings (~1e-7 relative) and does not grow
+  with L (tested to L = 65,536). No transcendental runs in the kernels' loops.
+* The inner loop is then 2 fp32 FMAs per (mode, lag) in the forward (``d_r P_r - d_i P_i``) plus the
+  sum over modes, instead of one ``exp`` and one ``sincos`` per entry.
 
 Backward (:class:`VandermondeFn`): for a real loss with upstream gradient g (rows, L), PyTorch's
 complex gradient convention (``dLoss/dRe + i dLoss/dIm``) gives
 
     grad_c[r, n] = conj(S0),      grad_w[h, n] = sum_{r of h} conj(c[r, n] S1[r, n]),
-    S0 = sum_l g_l exp(l w_n),    S1 = sum_l l g_l exp(l w_n).
+    S0 = sum_l g_l lambda_n^l,    S1 = sum_l l g_l lambda_n^l.
 
-A second kernel computes (S0, S1) per row and mode, splitting L over SPLIT programs whose
-partial sums are added in PyTorch (deterministic, no atomics).
+With ``l = l0 + r``: ``S0 = sum_r P[n, r] G0[n, r]``, ``S1 = sum_r P[n, r] G1[n, r]`` where
+``G0[n, r] = sum_{l0} lambda_n^{l0} g_{l0+r}`` and ``G1[n, r] = sum_{l0} lambda_n^{l0} (l0 + r) g_{l0+r}``.
+The inner loop over lag tiles only accumulates the rank-one updates G0, G1 (4 FMAs per (mode, lag),
+no reduction); ``P`` is formed and the sums over r taken once, after the loop. L is split over SPLIT
+programs whose partial sums are added in PyTorch (deterministic, no atomics).
 """
 from __future__ import annotations
 
@@ -56,92 +64,124 @@ def _reduce(ph):
 
 
 @triton.jit
-def _sincos_reduced(ph):
-    r = _reduce(ph)
-    return tl.cos(r), tl.sin(r)
+def _tile_powers(wr, hi, lo, rf):
+    # P[n, r] = lambda_n^r for in-tile offsets r = rf: (BLOCK_N, BLOCK_L) re, im (fp32)
+    mag = tl.exp(wr[:, None] * rf[None, :])
+    ph = _reduce(_reduce(hi[:, None] * rf[None, :]) + lo[:, None] * rf[None, :])
+    return mag * tl.cos(ph), mag * tl.sin(ph)
 
 
 @triton.jit
-def _tile_base(l0, wi):
-    # (l0 * wi) mod 2 pi, formed and reduced in fp64, returned in fp32: (BLOCK_N,)
-    return _reduce(l0 * wi.to(tl.float64)).to(tl.float32)            # integer l0 promotes exactly to fp64
-
-
-@triton.jit
-def _tile_phase(base, hi, lo, rf):
-    # base[n] + r * (hi[n] + lo[n]) for r = rf (in-tile offsets), reduced to [-pi, pi] by _sincos_reduced;
-    # r * hi is exact in fp32 (hi has 16 significant bits, r < 256), so its reduction is exact too
-    return base[:, None] + (_reduce(hi[:, None] * rf[None, :]) + lo[:, None] * rf[None, :])
+def _load_c64(ptr, offs, mask):
+    # (re, im) fp64 of complex128 entries ptr[offs] (interleaved pairs); padding: 0
+    return tl.load(ptr + 2 * offs, mask=mask, other=0.0), tl.load(ptr + 2 * offs + 1, mask=mask, other=0.0)
 
 
 @triton.jit
 def _vandermonde_fwd_kernel(
-    c_ptr, w_ptr, wh_ptr, wl_ptr, out_ptr, H, N, L,
-    BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
+    c_ptr, w_ptr, wh_ptr, wl_ptr, st_ptr, b0_ptr, out_ptr, H, N, L, CHUNK,
+    BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_T: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    row = tl.program_id(0).to(tl.int64)                     # coefficient row: (batch, h) flattened
-    l0 = tl.program_id(1).to(tl.int64) * BLOCK_L
+    # program (row, chunk): out[row, start:start + CHUNK] (CHUNK a multiple of BLOCK_T * BLOCK_L), in
+    # groups of BLOCK_T lag tiles: out[group] = Re(D @ P) = D_r @ P_r - D_i @ P_i with
+    # D[t, n] = c_n lambda_n^{l0 + t BLOCK_L} (BLOCK_T, BLOCK_N) and P = lambda^r (BLOCK_N, BLOCK_L)
+    row = tl.program_id(0).to(tl.int64)                      # coefficient row: (batch, h) flattened
+    split = tl.program_id(1)
+    start = split * CHUNK
+    stop = tl.minimum(start + CHUNK, L)
     h = row % H
-    rf = tl.arange(0, BLOCK_L).to(tl.float32)
-    offs_l = l0 + tl.arange(0, BLOCK_L)
-    lf = offs_l.to(tl.float32)
-    acc = tl.zeros([BLOCK_L], dtype=tl.float32)
+    rows = tl.arange(0, BLOCK_L)
+    rf = rows.to(tl.float32)
+    tix = tl.arange(0, BLOCK_T)
     c_row = c_ptr + row * (2 * N)
     w_row = w_ptr + h * (2 * N)
+    o_row = out_ptr + row * L
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         mn = offs_n < N
-        cr = tl.load(c_row + 2 * offs_n, mask=mn, other=0.0)
+        cr = tl.load(c_row + 2 * offs_n, mask=mn, other=0.0)  # c = 0 on padding modes
         ci = tl.load(c_row + 2 * offs_n + 1, mask=mn, other=0.0)
         wr = tl.load(w_row + 2 * offs_n, mask=mn, other=0.0)
-        wi = tl.load(w_row + 2 * offs_n + 1, mask=mn, other=0.0)
         hi = tl.load(wh_ptr + h * N + offs_n, mask=mn, other=0.0)
         lo = tl.load(wl_ptr + h * N + offs_n, mask=mn, other=0.0)
-        mag = tl.exp(wr[:, None] * lf[None, :])             # (BLOCK_N, BLOCK_L)
-        cs, sn = _sincos_reduced(_tile_phase(_tile_base(l0, wi), hi, lo, rf))
-        acc += tl.sum(mag * (cr[:, None] * cs - ci[:, None] * sn), axis=0)
-    tl.store(out_ptr + row * L + offs_l, acc, mask=offs_l < L)
+        pr, pi = _tile_powers(wr, hi, lo, rf)                 # reused by every lag tile below
+        sr, si = _load_c64(st_ptr, h * N + offs_n, mn)        # fp64 step lambda^BLOCK_L
+        br, bi = _load_c64(b0_ptr, (split * H + h) * N + offs_n, mn)   # fp64 tile base lambda^{start}
+        for g0 in range(start, stop, BLOCK_T * BLOCK_L):
+            dr = tl.zeros([BLOCK_T, BLOCK_N], dtype=tl.float32)
+            di = tl.zeros([BLOCK_T, BLOCK_N], dtype=tl.float32)
+            for t in tl.static_range(BLOCK_T):
+                b32r = br.to(tl.float32)
+                b32i = bi.to(tl.float32)
+                sel = (tix == t)[:, None]
+                dr = tl.where(sel, (cr * b32r - ci * b32i)[None, :], dr)     # d = c lambda^{l0}
+                di = tl.where(sel, (cr * b32i + ci * b32r)[None, :], di)
+                br, bi = br * sr - bi * si, br * si + bi * sr                 # lambda^{l0 + BLOCK_L}, fp64
+            acc = tl.dot(dr, pr, input_precision=PRECISION)
+            acc = tl.dot(-di, pi, acc, input_precision=PRECISION)              # (BLOCK_T, BLOCK_L)
+            offs = g0 + tix[:, None] * BLOCK_L + rows[None, :]
+            m = offs < L
+            prev = tl.load(o_row + offs, mask=m & (n0 > 0), other=0.0)
+            tl.store(o_row + offs, prev + acc, mask=m)
 
 
 @triton.jit
 def _vandermonde_bwd_kernel(
-    g_ptr, w_ptr, wh_ptr, wl_ptr, s_ptr, H, N, L, R, CHUNK,
+    g_ptr, w_ptr, wh_ptr, wl_ptr, st_ptr, b0_ptr, s_ptr, H, N, L, R, CHUNK,
     BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     # s[split, row, n, :] = (Re S0, Im S0, Re S1, Im S1) over this program's L-chunk
     row = tl.program_id(0).to(tl.int64)
     pid_n = tl.program_id(1)
-    split = tl.program_id(2).to(tl.int64)
+    split = tl.program_id(2)
     h = row % H
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mn = offs_n < N
     wr = tl.load(w_ptr + h * (2 * N) + 2 * offs_n, mask=mn, other=0.0)
-    wi = tl.load(w_ptr + h * (2 * N) + 2 * offs_n + 1, mask=mn, other=0.0)
+    rows = tl.arange(0, BLOCK_L)
+    rf = rows.to(tl.float32)
+    g0r = tl.zeros([BLOCK_N, BLOCK_L], dtype=tl.float32)     # G0 = sum_{l0} lambda^{l0} g_{l0+r}
+    g0i = tl.zeros([BLOCK_N, BLOCK_L], dtype=tl.float32)
+    g1r = tl.zeros([BLOCK_N, BLOCK_L], dtype=tl.float32)     # G1 = sum_{l0} lambda^{l0} (l0+r) g_{l0+r}
+    g1i = tl.zeros([BLOCK_N, BLOCK_L], dtype=tl.float32)
+    start = split * CHUNK
+    stop = tl.minimum(start + CHUNK, L)
+    sr, si = _load_c64(st_ptr, h * N + offs_n, mn)            # fp64 step lambda^BLOCK_L
+    b64r, b64i = _load_c64(b0_ptr, (split * H + h) * N + offs_n, mn)   # fp64 tile base lambda^{start}
+    for l0 in range(start, stop, BLOCK_L):
+        offs_l = l0 + rows
+        g = tl.load(g_ptr + row * L + offs_l, mask=offs_l < L, other=0.0)
+        lg = offs_l.to(tl.float32) * g                        # exact l for l < 2^24
+        br = b64r.to(tl.float32)
+        bi = b64i.to(tl.float32)
+        g0r += br[:, None] * g[None, :]
+        g0i += bi[:, None] * g[None, :]
+        g1r += br[:, None] * lg[None, :]
+        g1i += bi[:, None] * lg[None, :]
+        b64r, b64i = b64r * sr - b64i * si, b64r * si + b64i * sr
     hi = tl.load(wh_ptr + h * N + offs_n, mask=mn, other=0.0)
     lo = tl.load(wl_ptr + h * N + offs_n, mask=mn, other=0.0)
-    rf = tl.arange(0, BLOCK_L).to(tl.float32)
-    s0r = tl.zeros([BLOCK_N], dtype=tl.float32)
-    s0i = tl.zeros([BLOCK_N], dtype=tl.float32)
-    s1r = tl.zeros([BLOCK_N], dtype=tl.float32)
-    s1i = tl.zeros([BLOCK_N], dtype=tl.float32)
-    start = split * CHUNK
-    for l0 in range(start, start + CHUNK, BLOCK_L):
-        offs_l = l0 + tl.arange(0, BLOCK_L)
-        g = tl.load(g_ptr + row * L + offs_l, mask=offs_l < L, other=0.0)
-        lf = offs_l.to(tl.float32)
-        mag = tl.exp(wr[:, None] * lf[None, :]) * g[None, :]
-        cs, sn = _sincos_reduced(_tile_phase(_tile_base(l0, wi), hi, lo, rf))
-        zr = mag * cs
-        zi = mag * sn
-        s0r += tl.sum(zr, axis=1)
-        s0i += tl.sum(zi, axis=1)
-        s1r += tl.sum(zr * lf[None, :], axis=1)
-        s1i += tl.sum(zi * lf[None, :], axis=1)
+    pr, pi = _tile_powers(wr, hi, lo, rf)
+    s0r = tl.sum(g0r * pr - g0i * pi, axis=1)
+    s0i = tl.sum(g0r * pi + g0i * pr, axis=1)
+    s1r = tl.sum(g1r * pr - g1i * pi, axis=1)
+    s1i = tl.sum(g1r * pi + g1i * pr, axis=1)
     base = s_ptr + ((split * R + row) * N + offs_n) * 4
     tl.store(base, s0r, mask=mn)
     tl.store(base + 1, s0i, mask=mn)
     tl.store(base + 2, s1r, mask=mn)
     tl.store(base + 3, s1i, mask=mn)
+
+
+def _bases(w: Tensor, split: int, chunk: int, block_l: int):
+    """fp64 ``(re, im)`` views of the step ``lambda^block_l`` (H, N, 2) and of each program's first
+    tile base ``lambda^{k chunk}`` (split, H, N, 2): ``exp(n w)`` with the exponent, exp and the phase
+    reduction in complex128 (O(split H N) work, no transcendental in the kernels' loops)."""
+    w64 = w.to(torch.complex128)
+    n = torch.arange(split, device=w.device, dtype=torch.float64).mul_(chunk)
+    step = torch.exp(block_l * w64)
+    base = torch.exp(n[:, None, None] * w64)
+    return torch.view_as_real(step).contiguous(), torch.view_as_real(base).contiguous()
 
 
 def _split_phase(w: Tensor):
@@ -154,17 +194,28 @@ def _split_phase(w: Tensor):
     return hi.contiguous(), lo.contiguous()
 
 
-#: Tile sizes and the target number of programs of the backward (tests lower them to run
-#: several tiles / L-splits on tiny shapes). The (BLOCK_N, BLOCK_L) tiles are sized so that no
-#: variant spills registers on sm_80 / sm_90 (tests/test_triton_resources.py).
+#: Tile sizes, the target number of programs, and the least number of lag tiles a program owns
+#: (so that its in-tile power table, ~60 instructions per entry, costs <= ~4 per (mode, lag)); tests
+#: lower them to run several tiles / L-splits on tiny shapes. The (BLOCK_N, BLOCK_L) tiles are sized
+#: so that no variant spills registers on sm_80 / sm_90 (tests/test_triton_resources.py; measured
+#: with ptxas: fwd (32, 64) x 16 tiles 162-164 registers, bwd (16, 64) 140, no spills, no stack).
 FWD_BLOCK_L = 64
 FWD_MAX_BLOCK_N = 32
+#: lag tiles per ``tl.dot`` of the forward (its M dimension, >= 16), and the dot's precision:
+#: 3xTF32 on tensor cores, fp32-faithful (~2^-21 relative per product).
+FWD_BLOCK_T = 16
+PRECISION = "tf32x3"
 BWD_BLOCK_L = 64
-BWD_MAX_BLOCK_N = 32
-BWD_TARGET_PROGRAMS = 2048
+BWD_MAX_BLOCK_N = 16          # (32, 64): 255 registers and 100-112 bytes of spills (4 accumulator tiles + table)
+FWD_TARGET_PROGRAMS = 1024
+BWD_TARGET_PROGRAMS = 1024
+MIN_TILES = 16
 
-_FWD_SIG = signature("*fp32", ["c_ptr", "w_ptr", "wh_ptr", "wl_ptr", "out_ptr"], ["H", "N", "L"])
-_BWD_SIG = signature("*fp32", ["g_ptr", "w_ptr", "wh_ptr", "wl_ptr", "s_ptr"], ["H", "N", "L", "R", "CHUNK"])
+_FP64 = (("st_ptr", "*fp64"), ("b0_ptr", "*fp64"))
+_FWD_SIG = signature("*fp32", ["c_ptr", "w_ptr", "wh_ptr", "wl_ptr"], []) + _FP64 + signature(
+    "*fp32", ["out_ptr"], ["H", "N", "L", "CHUNK"])
+_BWD_SIG = signature("*fp32", ["g_ptr", "w_ptr", "wh_ptr", "wl_ptr"], []) + _FP64 + signature(
+    "*fp32", ["s_ptr"], ["H", "N", "L", "R", "CHUNK"])
 
 
 def _block_n(N: int, cap: int) -> int:
@@ -174,8 +225,8 @@ def _block_n(N: int, cap: int) -> int:
 def _fwd_config(N: int):
     """The forward launch for N modes (the only shape the choice depends on)."""
     assert FWD_BLOCK_L <= 256, "the exact in-tile phase split needs BLOCK_L <= 256"
-    return make(__name__, _vandermonde_fwd_kernel, _FWD_SIG,
-                BLOCK_N=_block_n(N, FWD_MAX_BLOCK_N), BLOCK_L=FWD_BLOCK_L)
+    return make(__name__, _vandermonde_fwd_kernel, _FWD_SIG, BLOCK_N=_block_n(N, FWD_MAX_BLOCK_N),
+                BLOCK_L=FWD_BLOCK_L, BLOCK_T=FWD_BLOCK_T, PRECISION=PRECISION)
 
 
 def _bwd_config(N: int):
@@ -190,15 +241,27 @@ def configs():
     return unique([_fwd_config(n) for n in Ns] + [_bwd_config(n) for n in Ns])
 
 
+def _chunks(L: int, block_l: int, programs_per_chunk: int, target: int, min_tiles: int = 0):
+    """(split, chunk): L cut into ``split`` runs of ``chunk`` lags (a multiple of ``block_l``), enough
+    runs to give ~``target`` programs, each of at least ``min_tiles`` (default MIN_TILES) tiles (the
+    power table amortized)."""
+    tiles = triton.cdiv(L, block_l)
+    split = max(1, min(triton.cdiv(tiles, min_tiles or MIN_TILES), triton.cdiv(target, programs_per_chunk)))
+    chunk = triton.cdiv(tiles, split) * block_l
+    return triton.cdiv(L, chunk), chunk
+
+
 def _forward(c: Tensor, w: Tensor, L: int) -> Tensor:
     """c: complex64 (R, N) contiguous rows with row r using w[r % H]; w: complex64 (H, N)."""
     R, N = c.shape
     H = w.shape[0]
     out = torch.empty(R, L, device=c.device, dtype=torch.float32)
     cfg = _fwd_config(N)
-    grid = (R, triton.cdiv(L, cfg.consts["BLOCK_L"]))
+    group = cfg.consts["BLOCK_L"] * cfg.consts["BLOCK_T"]
+    split, chunk = _chunks(L, group, R, FWD_TARGET_PROGRAMS, min_tiles=max(1, MIN_TILES // cfg.consts["BLOCK_T"]))
     hi, lo = _split_phase(w)
-    cfg.launch(grid, torch.view_as_real(c), torch.view_as_real(w), hi, lo, out, H, N, L)
+    st, b0 = _bases(w, split, chunk, cfg.consts["BLOCK_L"])
+    cfg.launch((R, split), torch.view_as_real(c), torch.view_as_real(w), hi, lo, st, b0, out, H, N, L, chunk)
     return out
 
 
@@ -208,14 +271,12 @@ def _adjoint_sums(g: Tensor, w: Tensor, R: int):
     L = g.shape[-1]
     cfg = _bwd_config(N)
     BLOCK_N, BLOCK_L = cfg.consts["BLOCK_N"], cfg.consts["BLOCK_L"]
-    # enough programs to fill a GPU when R is small, but chunks of at least a few tiles
-    split = max(1, min(triton.cdiv(L, 4 * BLOCK_L), triton.cdiv(BWD_TARGET_PROGRAMS, R * triton.cdiv(N, BLOCK_N))))
-    chunk = triton.cdiv(triton.cdiv(L, split), BLOCK_L) * BLOCK_L
-    split = triton.cdiv(L, chunk)
+    n_tiles = triton.cdiv(N, BLOCK_N)
+    split, chunk = _chunks(L, BLOCK_L, R * n_tiles, BWD_TARGET_PROGRAMS)
     s = torch.empty(split, R, N, 4, device=g.device, dtype=torch.float32)
-    grid = (R, triton.cdiv(N, BLOCK_N), split)
     hi, lo = _split_phase(w)
-    cfg.launch(grid, g, torch.view_as_real(w), hi, lo, s, H, N, L, R, chunk)
+    st, b0 = _bases(w, split, chunk, BLOCK_L)
+    cfg.launch((R, n_tiles, split), g, torch.view_as_real(w), hi, lo, st, b0, s, H, N, L, R, chunk)
     s = s.sum(0)
     return torch.complex(s[..., 0], s[..., 1]), torch.complex(s[..., 2], s[..., 3])
 

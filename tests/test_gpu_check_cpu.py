@@ -1,0 +1,50 @@
+"""The CPU-side parts of benchmarks/gpu_check.py (the GPU command itself needs CUDA): it imports, exits
+0 with a message on a machine without CUDA, and its workloads and float64 twins are sound."""
+import importlib.util
+import pathlib
+
+import pytest
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_check_exits_cleanly_without_cuda(gpu_check, capsys, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: run the command itself")
+    assert gpu_check.main(["--out", str(tmp_path / "x.json")]) == 0
+    assert "no CUDA device" in capsys.readouterr().out
+
+
+def test_gpu_check_linoss_twin_matches_the_layer_recurrence(gpu_check):
+    """The float64 twin the GPU command compares the fused LinOSS scan with is the recurrence itself:
+    one explicit step at a time from x0."""
+    g = torch.Generator().manual_seed(0)
+    u, W, M, f, x0 = gpu_check.linoss_scan_case("imex", 2, 7, 5, 3, g)
+    y, fin = gpu_check.linoss_scan_loop(u, W, M, f, x0)
+    M2, f2 = torch.cat([M, M], -1), torch.cat([f, f], -1)
+    x = x0.clone()
+    for n in range(7):
+        v = u[:, n] @ W.T
+        x = torch.stack([M2[0, 0] * x[:, 0] + M2[0, 1] * x[:, 1] + f2[0] * v,
+                         M2[1, 0] * x[:, 0] + M2[1, 1] * x[:, 1] + f2[1] * v], 1)
+        torch.testing.assert_close(y[:, n], x[:, 1])
+    torch.testing.assert_close(fin, x)
+
+
+@pytest.mark.parametrize("op,shape", [("vandermonde", dict(H=2, N=4, L=16)), ("linoss_layer", dict(B=1, L=8, H=3, N=2))])
+def test_gpu_check_path_workloads_run_on_cpu(gpu_check, op, shape):
+    assert op in {o for o, _ in gpu_check.PATH_SHAPES}
+    fwd, fwd_bwd = gpu_check.path_workload(op, shape, device="cpu")
+    assert torch.isfinite(fwd()).all()
+    fwd_bwd()
+    with pytest.raises(ValueError, match="unknown op"):
+        gpu_check.path_workload("nope", shape, device="cpu")

@@ -1,0 +1,172 @@
+"""The fused LinOSS scan (issue 17 item 4) under the Triton interpreter, against the float64 loop.
+
+:func:`statespaces.ops.triton.linoss.linoss_scan_triton` runs ``x_n = M x_{n-1} + f (W u_n)`` for 2x2
+real blocks with the forcing built in-kernel from u (B, L, H); its twins are the float64 loop
+:func:`statespaces.ops.scan.scan_loop` (``block=True``) and the layer's PyTorch chunked scan. Tiles
+are lowered to 16 so that tiny shapes span several chunks, channel blocks and H slices.
+
+The interpreter's ``associative_scan`` calls the combine function once per element; the fixture
+``fast_scan`` replaces it, for this module, by the same left fold done one row at a time (identical
+results, ~BLOCK_C times fewer Python calls) so that these tests stay in the fast tier.
+"""
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels are optional")
+
+from conftest import patch_triton_interpreter  # noqa: E402
+
+from statespaces import backend  # noqa: E402
+from statespaces.kernels.oscillator import oscillator_transition  # noqa: E402
+from statespaces.ops.scan import scan_loop  # noqa: E402
+from statespaces.ops.triton import linoss as tlin  # noqa: E402
+
+patch_triton_interpreter()
+
+
+def _row_fold(self, input):
+    """``ScanOps.generic_scan`` by rows: acc_i = combine(acc_{i-1}, x_i) along the axis, vectorized
+    over the other axes (the combine functions are elementwise)."""
+    datas = [a.handle.data for a in input]
+    ax = self.axis
+    outs = [np.empty_like(d) for d in datas]
+    acc = [np.take(d, 0, axis=ax) for d in datas]
+    for o, a in zip(outs, acc):
+        np.moveaxis(o, ax, 0)[0] = a
+    for i in range(1, datas[0].shape[ax]):
+        prev = [self.to_tensor(a, t.dtype) for a, t in zip(acc, input)]
+        cur = [self.to_tensor(np.take(d, i, axis=ax), t.dtype) for d, t in zip(datas, input)]
+        ret = self.combine_fn.fn(*prev, *cur)
+        ret = ret if isinstance(ret, tuple) else (ret,)
+        acc = [r.handle.data if hasattr(r, "handle") else np.asarray(r) for r in ret]
+        for o, a in zip(outs, acc):
+            np.moveaxis(o, ax, 0)[i] = a
+    return [self.to_tensor(o, t.dtype) for o, t in zip(outs, input)]
+
+
+@pytest.fixture
+def fast_scan(monkeypatch):
+    import triton.runtime.interpreter as interp
+
+    monkeypatch.setattr(interp.ScanOps, "generic_scan", _row_fold)
+
+
+@pytest.fixture
+def small_tiles(monkeypatch, fast_scan):
+    monkeypatch.setattr(tlin, "BLOCK_L", 16)
+    monkeypatch.setattr(tlin, "FWD_MAX_BLOCK_C", 16)
+    monkeypatch.setattr(tlin, "BWD_MAX_BLOCK_C", 16)
+    monkeypatch.setattr(tlin, "BLOCK_H", 16)
+    monkeypatch.setattr(tlin, "MIN_SEGMENT_CHUNKS", 1)     # L split into segments of one chunk each
+
+
+def _case(scheme, Bsz=2, L=37, H=20, P=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.rand(P, dtype=torch.float64, generator=g)
+    dt = 0.3 + 0.5 * torch.rand(P, dtype=torch.float64, generator=g)
+    M, f = oscillator_transition(A, dt, scheme, validate=False)
+    W = torch.randn(2 * P, H, generator=g, dtype=torch.float64) / H ** 0.5
+    u = torch.randn(Bsz, L, H, generator=g, dtype=torch.float64)
+    x0 = torch.randn(Bsz, 2, 2 * P, generator=g, dtype=torch.float64)
+    return u, W, M, f, x0
+
+
+def _loop(u, W, M, f, x0):
+    """Float64 twin: the sequential loop over the real 2P channels."""
+    v = u @ W.T
+    M2, f2 = torch.cat([M, M], -1), torch.cat([f, f], -1)
+    F = torch.stack([f2[0] * v, f2[1] * v], -2)
+    X = scan_loop(M2.unsqueeze(0).expand(u.shape[1], *M2.shape), F, x0, block=True)
+    return X[:, :, 1], X[:, -1]
+
+
+def _rel(x, ref):
+    return float((x.detach().double() - ref.detach()).abs().max() / ref.detach().abs().max().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("scheme,with_x0,with_gfin,L,Bsz", [
+    ("im", False, False, 37, 1),          # 3 chunks, the last partial
+    ("imex", True, True, 20, 2),          # |lambda| = 1, state in and out, gradients summed over the batch
+    ("imex", True, True, 1, 1),           # one step: lam_0 carries g_fin
+    ("im", False, True, 32, 1),           # L a multiple of the chunk; g_fin at n = L-2; one segment
+])
+def test_linoss_scan_triton_matches_float64_loop(small_tiles, monkeypatch, scheme, with_x0, with_gfin, L, Bsz):
+    """Segments along L (chained boundary states / adjoints) in all cases but the L = 32 one."""
+    if L == 32:
+        monkeypatch.setattr(tlin, "MIN_SEGMENT_CHUNKS", 100)
+    u, W, M, f, x0 = _case(scheme, Bsz=Bsz, L=L)
+    leaves = [u.float(), W.float(), M.clone(), f.clone()] + ([x0.float()] if with_x0 else [])
+    leaves = [t.requires_grad_() for t in leaves]
+    y, fin = tlin.linoss_scan_triton(*leaves[:4], leaves[4] if with_x0 else None)
+    assert y.shape == (Bsz, L, 20) and fin.shape == (Bsz, 2, 20) and y.dtype == torch.float32
+    ref_in = [t.detach().double().requires_grad_() for t in leaves]
+    ry, rfin = _loop(*ref_in[:4], ref_in[4] if with_x0 else None)
+    assert _rel(y, ry) < 2e-6 and _rel(fin, rfin) < 2e-6
+    gy = torch.randn(ry.shape, dtype=torch.float64)
+    gf = torch.randn(rfin.shape, dtype=torch.float64) if with_gfin else torch.zeros_like(rfin)
+    loss = (y * gy.float()).sum() + ((fin * gf.float()).sum() if with_gfin else 0)
+    grads = torch.autograd.grad(loss, leaves)
+    rgrads = torch.autograd.grad((ry * gy).sum() + (rfin * gf).sum(), ref_in)
+    for got, want, leaf in zip(grads, rgrads, leaves):
+        assert got.shape == leaf.shape and got.dtype == leaf.dtype
+        assert _rel(got, want) < 5e-6, tuple(leaf.shape)
+
+
+def test_linoss_scan_triton_rejects_bad_shapes():
+    u, W, M, f, x0 = _case("im", L=4)
+    with pytest.raises(ValueError, match="u must be"):
+        tlin.linoss_scan_triton(u[0].float(), W.float(), M, f)
+    with pytest.raises(ValueError, match=r"M \(2, 2, P\)"):
+        tlin.linoss_scan_triton(u.float(), W.float(), M[..., :3], f)
+    with pytest.raises(ValueError, match="x0 must be"):
+        tlin.linoss_scan_triton(u.float(), W.float(), M, f, x0[:1].float())
+
+
+def test_segments_cover_the_chunks():
+    for programs in (1, 3, 128, 512, 4096):
+        for K in (1, 2, 7, 128, 2048):
+            S, KS = tlin._segments(programs, K)
+            assert (S - 1) * KS < K <= S * KS
+            assert S == 1 or (KS >= tlin.MIN_SEGMENT_CHUNKS and programs * S <= 2 * tlin.TARGET_PROGRAMS)
+
+
+def test_block_power_matches_repeated_products():
+    _, _, M, _, _ = _case("imex")
+    P = M.shape[-1]
+    ref = torch.eye(2, dtype=torch.float64)[:, :, None].expand(2, 2, P)
+    for n in range(1, 20):
+        ref = torch.einsum("ijp,jkp->ikp", ref, M)
+        torch.testing.assert_close(tlin._block_power(M, n), ref, rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("cls,kw", [("linoss.LinOSS", dict(discretization="IMEX")), ("dlinoss.DLinOSS", {})])
+def test_layer_under_forced_triton_matches_its_torch_scan(small_tiles, cls, kw):
+    """LinOSS / D-LinOSS forward with ``state=`` in and ``return_state`` out, and the parameter
+    gradients, on the fused kernel (forced on CPU) vs the layer's own PyTorch chunked scan."""
+    import importlib
+
+    mod, name = cls.split(".")
+    torch.manual_seed(0)
+    layer = getattr(importlib.import_module(f"statespaces.layers.{mod}"), name)(d_model=5, d_state=6, seed=0, **kw)
+    x = torch.randn(2, 21, 5)
+    state = 0.3 * torch.randn(2, 2, 6, dtype=torch.complex64)
+    y_ref, s_ref = layer(x, state=state, return_state=True)
+    g_ref = torch.autograd.grad(y_ref.square().sum() + s_ref.abs().square().sum(), list(layer.parameters()))
+    calls = []
+    real = tlin.linoss_scan_triton
+    with backend.force_triton():
+        import unittest.mock as mock
+
+        with mock.patch.object(tlin, "linoss_scan_triton", lambda *a, **k: calls.append(1) or real(*a, **k)):
+            y, s = layer(x, state=state, return_state=True)
+            g = torch.autograd.grad(y.square().sum() + s.abs().square().sum(), list(layer.parameters()))
+    assert calls, "the layer did not take the Triton path"
+    torch.testing.assert_close(y, y_ref, atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(s, s_ref, atol=2e-5, rtol=2e-5)
+    for p, q in zip(g, g_ref):
+        torch.testing.assert_close(p, q, atol=1e-4, rtol=1e-4)
