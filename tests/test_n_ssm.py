@@ -160,3 +160,13 @@ def test_tied_channels_share_one_convolution_basis():
     assert int(torch.linalg.matrix_rank(layer.kernel(64), rtol=1e-9)) <= 4
     untied = S4D(8, 4, init="rand", seed=0).double()
     assert int(torch.linalg.matrix_rank(untied.kernel(64), rtol=1e-9)) > 4
+
+
+@pytest.mark.parametrize("cls", [S4D, S4])
+def test_n_ssm_survives_save_and_load(cls, tmp_path):
+    layer = cls(H, N, n_ssm=2, seed=0)
+    path = layer.save_pretrained(tmp_path / "m")
+    back = cls.from_pretrained(path)
+    assert back.n_ssm == 2
+    x = torch.randn(1, 9, H)
+    torch.testing.assert_close(back(x), layer(x), atol=0, rtol=0)
