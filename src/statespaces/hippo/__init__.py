@@ -8,6 +8,7 @@ Public API
 ``weight(measure, t)``                  the measure density.
 ``nplr / dplr / diagonal_init``          NPLR, conjugate-half DPLR and S4D-LegS forms.
 ``HiPPO``                               online projection module (+ ``reconstruct``).
+``HiPPOCell / HiPPORNN / HiPPOMemory``   HiPPO-RNN (§4.4): gated cell with a frozen LegS/LegT/LMU/LagT memory.
 ``legs_eigenvectors / legs_tilde``       Lemma 6.6 instability demo.
 ``scale / shift / conjugate``            TO-SSM closure operations (§5.4).
 """
@@ -19,6 +20,7 @@ from .forms import DIAGONAL_INIT_MEASURES, NPLR_MEASURES, diagonal_init, dplr, l
 from .legs_fast import legs_matvec, legs_solve, legs_step_dense, legs_step_fast, linear_recurrence
 from .measures import MEASURES, transition
 from .online import DISCRETIZATIONS, LSI_MEASURES, MODES, HiPPO, discretize
+from .rnn import CELL_MEMORIES, CELL_TYPES, HiPPOCell, HiPPOMemory, HiPPORNN, HiPPOState
 
 __all__ = [
     "MEASURES",
@@ -37,6 +39,12 @@ __all__ = [
     "diagonal_init",
     "HiPPO",
     "discretize",
+    "CELL_MEMORIES",
+    "CELL_TYPES",
+    "HiPPOCell",
+    "HiPPOMemory",
+    "HiPPORNN",
+    "HiPPOState",
     "legs_eigenvectors",
     "legs_eigenvectors_exact",
     "legs_tilde",

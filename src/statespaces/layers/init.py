@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .._checks import check_choice, tracing
+from .._checks import check_choice, check_positive_int, tracing
 
 Tensor = torch.Tensor
 
@@ -87,6 +87,33 @@ def c_init(shape: Tuple[int, ...], generator: Optional[torch.Generator] = None) 
     re = torch.randn(*shape, dtype=torch.float64, generator=generator)
     im = torch.randn(*shape, dtype=torch.float64, generator=generator)
     return torch.complex(re, im) / math.sqrt(2)
+
+
+# --- shared SSMs across channels (§7.2.2) ------------------------------------------------
+def check_n_ssm(n_ssm, H: int) -> int:
+    """``n_ssm`` of a layer with H channels: None means H (one SSM per channel); else an integer
+    >= 1 that divides H (each SSM is shared by a group of ``H / n_ssm`` consecutive channels)."""
+    if n_ssm is None:
+        return H
+    n_ssm = check_positive_int("n_ssm", n_ssm)
+    if H % n_ssm:
+        raise ValueError(
+            f"n_ssm={n_ssm} does not divide d_model={H}: the (A, B) of each SSM are shared by H / n_ssm "
+            f"channels, so use a divisor of {H} (n_ssm={H} is one SSM per channel, 1 shares one SSM)"
+        )
+    return n_ssm
+
+
+def tie_channels(p: Tensor, H: int, dim: int = 0) -> Tensor:
+    r"""Broadcast a shared parameter with ``n_ssm`` rows along ``dim`` to the H channels (§7.2.2).
+
+    Channel h uses SSM ``h // (H / n_ssm)`` (groups of consecutive channels). With ``n_ssm = H``
+    the tensor is returned as is (no copy: the untied layer is bit-identical).
+    """
+    n = p.shape[dim]
+    if n == H:
+        return p
+    return p.repeat_interleave(H // n, dim=dim)
 
 
 # --- transforms that keep Re(A) < 0 (§3.4.2, Table 7.11) -----------------------------------

@@ -29,6 +29,10 @@ Design decisions (thesis app. C.1 leaves them open):
   computed in the time domain by chunks of matrix powers (:mod:`statespaces.kernels.chunked`),
   not by the generating function: the latter divides by ``I - dA^L`` and lost up to half the
   digits in float32 for states with slowly decaying components (small dt, LegT/FouT).
+* **Tied SSMs** (``n_ssm``, §7.2.2): Lambda, P and B are stored for ``n_ssm`` SSMs, each shared
+  by ``H / n_ssm`` consecutive channels; dt, C and D stay per channel (the thesis ties (A, B);
+  a per-channel dt keeps H timescales, as in the official code). The shared rows are repeated
+  to H channels in :meth:`S4._raw_system`, so every view (kernel, step, chunks) is unchanged.
 * ``Re(Lambda) < 0`` is kept by ``real_transform`` (``exp`` default, ``softplus``, ``relu``, or
   ``none``: then a violating value raises). LegT/FouT have ``Re(Lambda) = 0``; their init is
   floored at ``-1e-4`` (a shift of at most ``dt * 1e-4`` in the discrete eigenvalues).
@@ -66,7 +70,17 @@ from ..kernels.dplr import (
     untruncated_C,
 )
 from .base import DiagonalSSM, DiagonalSystem, SSMLayer, check_rate
-from .init import REAL_TRANSFORMS, as_complex, c_init, log_dt_init, real_forward, real_inverse, s4d_init
+from .init import (
+    REAL_TRANSFORMS,
+    as_complex,
+    c_init,
+    check_n_ssm,
+    log_dt_init,
+    real_forward,
+    real_inverse,
+    s4d_init,
+    tie_channels,
+)
 from .modes import Modes
 
 Tensor = torch.Tensor
@@ -142,12 +156,15 @@ class S4(SSMLayer):
         l_max: learn C~ for kernels of this length instead of C (see the module notes): faster
             kernels for ``L <= l_max`` at rate 1; None (default) learns C.
         seed: seed for this layer's random init.
+        n_ssm: number of distinct (Lambda, P, B), shared by groups of ``H / n_ssm`` consecutive
+            channels (§7.2.2); must divide H. None (default) = H: one per channel.
 
     Shapes:
         forward: (B, L, H) -> (B, L, H); kernel(L): (H, L) or (2, H, L); state: (B, H, N/2) complex.
 
     Parameters per channel: Lambda, B, C in C^{N/2}, P in C^{r x N/2}, log dt, D:
-    (3 + r) N + 2 reals (4N + 2 for r = 1, cf. §7.1's 4N + 1 without D).
+    (3 + r) N + 2 reals (4N + 2 for r = 1, cf. §7.1's 4N + 1 without D); with ``n_ssm``:
+    ``n_ssm (2 + r) N + H (N + 2)`` reals.
 
     Cost of ``kernel(L)`` (H channels, M = N/2, r): time O(H M L (1+r)^2) multiply-adds in the
     Cauchy sums + O(H L log L) FFT + O(H N^3 log L) for ``dA^L``; memory
@@ -176,10 +193,12 @@ class S4(SSMLayer):
         cauchy_backend: str = "chunked",
         l_max: Optional[int] = None,
         seed: Optional[int] = None,
+        n_ssm: Optional[int] = None,
     ) -> None:
         super().__init__()
         self.d_model = check_positive_int("d_model", d_model)
         self.d_state = check_positive_int("d_state", d_state)
+        self.n_ssm = check_n_ssm(n_ssm, self.d_model)
         self.init = check_choice("init", init, S4_INITS)
         self.real_transform = check_choice("real_transform", real_transform, REAL_TRANSFORMS)
         self.cauchy_backend = check_choice("cauchy_backend", cauchy_backend, tuple(CAUCHY_BACKENDS))
@@ -201,7 +220,7 @@ class S4(SSMLayer):
 
         H, M = d_model, d_state // 2
         self.n_modes = M
-        Lam, P, B = s4_init(self.init, d_state, H, self.rank, gen)
+        Lam, P, B = s4_init(self.init, d_state, self.n_ssm, self.rank, gen)     # (n_ssm, M), (r, n_ssm, M)
         dtype = torch.get_default_dtype()
         self.log_dt = nn.Parameter(log_dt_init(H, dt_min, dt_max, gen).to(dtype))
         decay = (-Lam.real).clamp(min=_REAL_FLOOR)
@@ -296,13 +315,16 @@ class S4(SSMLayer):
         self.__dict__["_C_recovery_ok"] = tuple(t.clone() for t in deps)
 
     def _raw_system(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Like :meth:`continuous_system`, but the stored C (which is C~ when ``l_max`` is set)."""
+        """Like :meth:`continuous_system`, but the stored C (which is C~ when ``l_max`` is set).
+        Tied (Lambda, P, B) (``n_ssm < H``) are repeated over their channel groups here."""
         re = -real_forward(self.Lambda_real, self.real_transform)
         # no host sync on CUDA (torch._assert_async there); a ValueError now on CPU
         refuse_if(re >= 0, "{n} entries of Re(Lambda) are >= 0, so A = Lambda - P P^* is not guaranteed Hurwitz "
                   "(Lemma 3.8); use real_transform='exp' or 'softplus' to keep Lambda stable by construction")
         Lam = torch.complex(re, self.Lambda_imag)
-        return (Lam, as_complex(self.P), as_complex(self.B), as_complex(self.C))
+        H = self.d_model
+        return (tie_channels(Lam, H), tie_channels(as_complex(self.P), H, 1), tie_channels(as_complex(self.B), H),
+                as_complex(self.C))
 
     def _dt(self, rate: float) -> Tensor:
         return torch.exp(self.log_dt) * rate
@@ -517,6 +539,8 @@ class S4(SSMLayer):
             s += f", l_max={self.l_max}"
         if self.bidirectional:
             s += ", bidirectional=True"
+        if self.n_ssm != self.d_model:
+            s += f", n_ssm={self.n_ssm}"
         return s
 
 

@@ -7,6 +7,11 @@ Per channel h (H channels, N real state size = N/2 complex conjugate pairs):
 discretized with step ``dt_h = exp(log_dt_h)`` and computed as a Vandermonde kernel (eq. 3.2)
 plus FFT convolution. Parameters per channel: A (real part through a positive transform,
 §3.4.2), B, C in C^{N/2}, log dt, D: 3N + 2 reals.
+
+Parameter tying (§7.2.2, the official ``n_ssm``): with ``n_ssm < H`` the pair (A, B) is stored
+once per group of ``H / n_ssm`` consecutive channels; C, D and the step dt stay per channel (the
+thesis ties only (A, B); a per-channel dt keeps each channel's timescale, so the tied basis is
+still H different convolution bases, as in the official code). Reals: ``n_ssm * 2N + H (N + 2)``.
 """
 from __future__ import annotations
 
@@ -18,7 +23,18 @@ from torch import nn
 from .._checks import check_choice, check_positive_int, refuse_if
 from ..discretize import DISCRETIZATIONS, discretize_diagonal, undiscretize_diagonal
 from .base import DiagonalSSM, DiagonalSystem
-from .init import REAL_TRANSFORMS, S4D_INITS, as_complex, c_init, log_dt_init, real_forward, real_inverse, s4d_init
+from .init import (
+    REAL_TRANSFORMS,
+    S4D_INITS,
+    as_complex,
+    c_init,
+    check_n_ssm,
+    log_dt_init,
+    real_forward,
+    real_inverse,
+    s4d_init,
+    tie_channels,
+)
 from .modes import Modes
 
 Tensor = torch.Tensor
@@ -46,6 +62,8 @@ class S4D(DiagonalSSM):
         trainable_B: train B (default) or freeze it (equivalent expressivity, §3.4.3).
         alpha: GBT parameter with ``discretization='gbt'``.
         seed: seed for this layer's random init (dt, C, D, and A for ``rand``).
+        n_ssm: number of distinct (A, B) pairs, shared by groups of ``H / n_ssm`` consecutive
+            channels (§7.2.2); must divide H. None (default) = H: one per channel.
 
     Shapes:
         forward: (B, L, H) -> (B, L, H); kernel(L): (H, L) or (2, H, L); state: (B, H, M) complex.
@@ -69,9 +87,11 @@ class S4D(DiagonalSSM):
         trainable_B: bool = True,
         alpha: Optional[float] = None,
         seed: Optional[int] = None,
+        n_ssm: Optional[int] = None,
     ) -> None:
         super().__init__()
         self.d_model = check_positive_int("d_model", d_model)
+        self.n_ssm = check_n_ssm(n_ssm, self.d_model)
         self.d_state = check_positive_int("d_state", d_state)
         self.init = check_choice("init", init, S4D_INITS)
         self.discretization = check_choice("discretization", discretization, S4D_DISCRETIZATIONS)
@@ -90,7 +110,7 @@ class S4D(DiagonalSSM):
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
 
         H = d_model
-        A, B, conjugate = s4d_init(self.init, d_state, H, gen)
+        A, B, conjugate = s4d_init(self.init, d_state, self.n_ssm, gen)      # (n_ssm, M)
         self.n_modes = A.shape[-1]
         self.scale = 2.0 if conjugate else 1.0
         dtype = torch.get_default_dtype()
@@ -115,8 +135,10 @@ class S4D(DiagonalSSM):
                 yield p
 
     def continuous_A(self) -> Tensor:
-        """Continuous-time eigenvalues ``A = -f(A_real) + i A_imag``, complex (H, M)."""
-        return torch.complex(-real_forward(self.A_real, self.real_transform), self.A_imag)
+        """Continuous-time eigenvalues ``A = -f(A_real) + i A_imag``, complex (H, M) (tied rows
+        repeated over their channel group when ``n_ssm < H``)."""
+        A = torch.complex(-real_forward(self.A_real, self.real_transform), self.A_imag)
+        return tie_channels(A, self.d_model)
 
     def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:
         A = self.continuous_A()
@@ -124,7 +146,7 @@ class S4D(DiagonalSSM):
             refuse_if(A.real >= 0, "{n} eigenvalues of A have Re(A) >= 0 (unstable) with real_transform='none'; "
                       "use real_transform='exp' or 'softplus' to keep A stable by construction")
         dt = torch.exp(self.log_dt) * rate
-        Bc = as_complex(self.B)
+        Bc = tie_channels(as_complex(self.B), self.d_model)
         dA, dB = discretize_diagonal(A, Bc, dt, self.discretization, self.alpha)
         log_dA = dt.unsqueeze(-1) * A if self.discretization == "zoh" else torch.log(dA)
         if self.discretization == "forward_euler":
@@ -203,4 +225,6 @@ class S4D(DiagonalSSM):
             s += f", alpha={self.alpha}"
         if self.bidirectional:
             s += ", bidirectional=True"
+        if self.n_ssm != self.d_model:
+            s += f", n_ssm={self.n_ssm}"
         return s

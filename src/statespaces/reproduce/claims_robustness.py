@@ -1,7 +1,8 @@
 """Tier C: robustness to a change of sampling rate (C5, thesis §4.4 Table 4.2) and of image
 resolution (C6, thesis §9.4.3 Table 9.4), on offline stand-in data.
 
-**C5.** The HiPPO-LegS RNN of Remark 4.8 (the original HiPPO paper's memory cell): a gated RNN
+**C5.** The HiPPO-LegS RNN of Remark 4.8 (the original HiPPO paper's memory cell, the library's
+:class:`statespaces.hippo.HiPPORNN`): a gated RNN
 whose hidden state ``h`` writes a scalar (per memory channel) ``f_k = w^T h_k`` into a memory
 ``c_k`` that follows the *scale-invariant* LegS ODE ``c' = (A c + B f)/t`` with frozen (A, B),
 discretized with the bilinear GBT step from ``t = k`` to ``k + 1`` (App. A.1.5, the O(N) step of
@@ -32,7 +33,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from ..data import DATASETS
-from ..hippo.legs_fast import legs_gbt_coefficients, legs_step_fast
+from ..hippo import HiPPORNN
 from ..layers.s4nd import resolution_rate
 from ..models.image import ImageClassifier
 from .claims_ablations import accuracy, fit_classifier
@@ -42,25 +43,9 @@ Tensor = torch.Tensor
 
 
 # ---- C5: the LegS RNN cell ----------------------------------------------------------------------
-def legs_lsi_steps(N: int, steps: int, alpha: float = 0.5) -> Tuple[Tensor, Tensor]:
-    """Dense per-step LegS transitions of the scale-invariant ODE ``c' = (A c + B f)/t``.
-
-    Step k (1-based, k < ``steps``) goes from ``t = k`` to ``t = k + 1`` with the GBT rule ``alpha``:
-    ``c_k = T_k c_{k-1} + b_k f_k``. Returns ``T`` (steps - 1, N, N) and ``b`` (steps - 1, N), float64,
-    obtained by applying the library's O(N) step to the identity and to a unit input.
-    """
-    eye = torch.eye(N, dtype=torch.float64)
-    T, b = [], []
-    for k in range(1, steps):
-        a_, b_, g_ = legs_gbt_coefficients(float(k), float(k + 1), alpha)
-        T.append(legs_step_fast(eye, torch.zeros(N, dtype=torch.float64), a_, b_, g_).T)
-        b.append(legs_step_fast(torch.zeros(1, N, dtype=torch.float64), torch.ones(1, dtype=torch.float64),
-                                a_, b_, g_)[0])
-    return torch.stack(T), torch.stack(b)
-
-
 class LegSRNN(nn.Module):
-    r"""HiPPO-LegS RNN classifier (thesis §4.4, Remark 4.8): frozen LegS memory + trainable gated cell.
+    r"""HiPPO-LegS RNN classifier (thesis §4.4, Remark 4.8): the library's :class:`~statespaces.hippo.HiPPORNN`
+    (gated cell, frozen scale-invariant LegS memory, bilinear) + a linear head.
 
     Per step k, with ``z_k = [x_k, vec(c_{k-1}), h_{k-1}]``::
 
@@ -75,40 +60,16 @@ class LegSRNN(nn.Module):
         hidden: width of h.
         order: LegS order N.
         memory: channels m.
-        max_len: longest sequence (the transitions are precomputed up to it).
     """
 
-    def __init__(self, d_input: int, n_classes: int, hidden: int = 256, order: int = 32, memory: int = 1,
-                 max_len: int = 256) -> None:
+    def __init__(self, d_input: int, n_classes: int, hidden: int = 256, order: int = 32, memory: int = 1) -> None:
         super().__init__()
-        self.hidden, self.order, self.memory = hidden, order, memory
-        T, b = legs_lsi_steps(order, max_len)
-        self.register_buffer("T", T.to(torch.get_default_dtype()), persistent=False)
-        self.register_buffer("b", b.to(torch.get_default_dtype()), persistent=False)
-        z = d_input + memory * order + hidden
-        self.cell = nn.Linear(z, 2 * hidden)
-        self.write = nn.Linear(hidden, memory)
+        self.rnn = HiPPORNN(d_input, hidden, memory="legs", order=order, channels=memory)
         self.head = nn.Linear(hidden + memory * order, n_classes)
 
     def forward(self, x: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
-        Bsz, L, _ = x.shape
-        if L > self.T.shape[0] + 1:
-            raise ValueError(f"sequence length {L} exceeds max_len={self.T.shape[0] + 1}")
-        lengths = torch.full((Bsz,), L) if lengths is None else lengths
-        h = x.new_zeros(Bsz, self.hidden)
-        c = x.new_zeros(Bsz, self.memory, self.order)
-        e0 = torch.zeros(self.order, dtype=x.dtype)
-        e0[0] = 1.0
-        for k in range(L):
-            gate, cand = self.cell(torch.cat([x[:, k], c.flatten(1), h], -1)).chunk(2, -1)
-            g = torch.sigmoid(gate)
-            h_new = (1 - g) * h + g * torch.tanh(cand)
-            f = self.write(h_new).unsqueeze(-1)                       # (B, m, 1)
-            c_new = f * e0 if k == 0 else c @ self.T[k - 1].T + f * self.b[k - 1]
-            live = (k < lengths).unsqueeze(-1)
-            h = torch.where(live, h_new, h)
-            c = torch.where(live.unsqueeze(-1), c_new, c)
-        return self.head(torch.cat([h, c.flatten(1)], -1))
+        _, state = self.rnn(x, lengths=lengths, return_state=True)
+        return self.head(torch.cat([state.h, state.c.flatten(1)], -1))
 
 
 class GatedRNNClassifier(nn.Module):
@@ -262,12 +223,11 @@ def _c5_rate_shift(train_ds: TensorDataset, test_ds: TensorDataset, d_input: int
     for name, factor in (("2x", 2.0), ("1/2x", 0.5)):
         xr, lr_ = resample(x, lens, factor)
         tests[name] = TensorDataset(xr, y, lr_)
-    max_len = max(int(t.tensors[2].max()) for t in tests.values())
     acc: Dict[str, Dict[str, float]] = {}
     for name in ("LegS", "LSTM", "GRU"):
         torch.manual_seed(0)
         if name == "LegS":
-            model: nn.Module = LegSRNN(d_input, n_classes, s["hidden"], s["order"], max_len=max(max_len, 2))
+            model: nn.Module = LegSRNN(d_input, n_classes, s["hidden"], s["order"])
         else:
             model = GatedRNNClassifier(name.lower(), d_input, n_classes, s["hidden"])
         fit_classifier(model, train_ds, epochs, 2e-3, weight_decay=0.01, batch_size=s["batch"], seed=0)
