@@ -62,16 +62,14 @@ def check_intervals(x: Tensor, dt: Optional[Tensor], timestamps: Optional[Tensor
         return None
     if dt is not None and timestamps is not None:
         raise ValueError("give either dt (intervals) or timestamps (sample times), not both")
-    if timestamps is not None:
-        d = intervals_from_timestamps(timestamps)
-        name = "timestamps"
-    else:
-        d = _check_tensor("dt", dt)
-        name = "dt"
-        _check_positive("dt", d, "each entry multiplies the learned step of one interval and must be > 0")
+    name = "dt" if timestamps is None else "timestamps"
+    d = _check_tensor(name, dt if timestamps is None else timestamps)
     if tuple(d.shape) != tuple(x.shape[:2]):
         raise ValueError(f"{name} has shape {tuple(d.shape)}, the input has (batch, length) = {tuple(x.shape[:2])}; "
                          "give one interval per step of every sequence")
     if d.device != x.device:
         raise ValueError(f"{name} is on {d.device}, the input on {x.device}; move it with .to(x.device)")
+    if timestamps is not None:
+        return intervals_from_timestamps(d)
+    _check_positive("dt", d, "each entry multiplies the learned step of one interval and must be > 0")
     return d

@@ -118,6 +118,15 @@ class S4D(DiagonalSSM):
         return torch.complex(-real_forward(self.A_real, self.real_transform), self.A_imag)
 
     def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:
+        return self._discretized(torch.exp(self.log_dt) * rate)
+
+    def irregular_system(self, rate: float, steps: Tensor) -> DiagonalSystem:
+        """Each interval discretized on its own (thesis §4.2.4): step ``rate * dt_h * steps[b, t]``;
+        ``log_dA``, ``dB`` (B, L, H, M)."""
+        return self._discretized(steps.unsqueeze(-1) * (torch.exp(self.log_dt) * rate))
+
+    def _discretized(self, dt: Tensor) -> DiagonalSystem:
+        """The system discretized with steps ``dt`` (..., H)."""
         A = self.continuous_A()
         if self.real_transform == "none" and bool((A.real >= 0).any()):
             bad = int((A.real >= 0).sum())
@@ -125,7 +134,6 @@ class S4D(DiagonalSSM):
                 f"{bad} eigenvalues of A have Re(A) >= 0 (unstable) with real_transform='none'; "
                 "use real_transform='exp' or 'softplus' to keep A stable by construction"
             )
-        dt = torch.exp(self.log_dt) * rate
         Bc = as_complex(self.B)
         dA, dB = discretize_diagonal(A, Bc, dt, self.discretization, self.alpha)
         log_dA = dt.unsqueeze(-1) * A if self.discretization == "zoh" else torch.log(dA)
