@@ -8,7 +8,7 @@ the regular layer at that rate. (S5's irregular path is tested in tests/test_s5.
 import pytest
 import torch
 
-from statespaces.layers import S4, S4D, DLinOSS, LinOSS
+from statespaces.layers import S4, S4D, S5, DLinOSS, LinOSS
 from statespaces.layers.irregular import intervals_from_timestamps
 
 f64, c128 = torch.float64, torch.complex128
@@ -138,3 +138,21 @@ def test_irregular_refusals():
             layer(x, timestamps=torch.zeros(2, 6))
         with pytest.raises(ValueError, match="meta"):
             layer(x, dt=torch.ones(2, 6, device="meta"))
+
+
+@pytest.mark.parametrize("make", [lambda: S4D(3, 8, seed=4), lambda: S4D(3, 8, discretization="bilinear", seed=4),
+                                  lambda: LinOSS(3, 4, discretization="IMEX", seed=4), lambda: DLinOSS(3, 4, seed=4),
+                                  lambda: S5(3, 8, seed=4)],
+                         ids=["s4d", "s4d-bilinear", "linoss-imex", "dlinoss", "s5"])
+def test_streaming_steps_with_rate_equal_the_intervals(make):
+    """A stream of one sequence: step t with ``rate=dt[t]`` is the forward pass with ``dt``."""
+    layer = make().double()
+    u = torch.randn(1, 12, 3, dtype=f64)
+    dt = torch.rand(1, 12, dtype=f64) * 2 + 0.2
+    state, ys = layer.initial_state(1), []
+    for t in range(12):
+        y, state = layer.step(u[:, t], state, rate=float(dt[0, t]))
+        ys.append(y)
+    y_full, s_full = layer(u, dt=dt, return_state=True)
+    torch.testing.assert_close(torch.stack(ys, 1), y_full, atol=1e-10, rtol=0)
+    torch.testing.assert_close(state, s_full, atol=1e-10, rtol=0)
