@@ -192,20 +192,20 @@ class DiagonalSSM(SSMLayer):
     def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def irregular_system(self, rate: float, steps: Tensor) -> DiagonalSystem:
-        """The system discretized per step: ``log_dA``, ``dB`` (B, L, H, M) for multipliers ``steps``
-        (B, L) of the step size. Layers with an irregular-sampling path implement it (S4D)."""
+    def irregular_system(self, rate: float, steps: Tensor) -> Tuple[Tensor, Tensor, Tensor, float]:
+        """The system discretized per step, ``(dA, dB, C, scale)`` with dA, dB (B, L, H, M), for
+        multipliers ``steps`` (B, L) of the step size. Layers with an irregular-sampling path implement it (S4D)."""
         raise ValueError(f"{type(self).__name__} has no irregular-sampling path (dt/timestamps); the diagonal "
                          "layers S4D, S5, LinOSS and DLinOSS have one")
 
     def _irregular_forward(self, u: Tensor, state: Optional[Tensor], rate: float, steps: Tensor) -> Tuple[Tensor, Tensor]:
         """Time-varying recurrence ``x_t = dA_t x_{t-1} + dB_t u_t`` by the parallel scan (no convolution)."""
-        sys = self.irregular_system(rate, steps)
-        a = torch.exp(sys.log_dA).transpose(1, 2)                           # (B, H, L, M)
-        b = (sys.dB * u.unsqueeze(-1)).transpose(1, 2)
+        dA, dB, C, scale = self.irregular_system(rate, steps)
+        a = dA.transpose(1, 2)                                              # (B, H, L, M)
+        b = (dB * u.unsqueeze(-1)).transpose(1, 2)
         X = scan_diagonal(a, b, state)                                      # (B, H, L, M)
-        C = sys.C[0]
-        y = sys.scale * (X.real * C.real.unsqueeze(1) - X.imag * C.imag.unsqueeze(1)).sum(-1)   # (B, H, L)
+        C = C[0]
+        y = scale * (X.real * C.real.unsqueeze(1) - X.imag * C.imag.unsqueeze(1)).sum(-1)   # (B, H, L)
         y = y.transpose(1, 2) + self.D * u
         return y, X[:, :, -1]
 

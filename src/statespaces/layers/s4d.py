@@ -10,7 +10,7 @@ plus FFT convolution. Parameters per channel: A (real part through a positive tr
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import nn
@@ -120,13 +120,15 @@ class S4D(DiagonalSSM):
     def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:
         return self._discretized(torch.exp(self.log_dt) * rate)
 
-    def irregular_system(self, rate: float, steps: Tensor) -> DiagonalSystem:
+    def irregular_system(self, rate: float, steps: Tensor) -> Tuple[Tensor, Tensor, Tensor, float]:
         """Each interval discretized on its own (thesis §4.2.4): step ``rate * dt_h * steps[b, t]``;
-        ``log_dA``, ``dB`` (B, L, H, M)."""
-        return self._discretized(steps.unsqueeze(-1) * (torch.exp(self.log_dt) * rate))
+        ``(dA, dB, C, scale)`` with dA, dB (B, L, H, M)."""
+        dA, dB = self._discretized(steps.unsqueeze(-1) * (torch.exp(self.log_dt) * rate), log=False)
+        return dA, dB, as_complex(self.C), self.scale
 
-    def _discretized(self, dt: Tensor) -> DiagonalSystem:
-        """The system discretized with steps ``dt`` (..., H)."""
+    def _discretized(self, dt: Tensor, log: bool = True):
+        """The system discretized with steps ``dt`` (..., H): a :class:`DiagonalSystem`, or ``(dA, dB)``
+        without ``log``."""
         A = self.continuous_A()
         if self.real_transform == "none" and bool((A.real >= 0).any()):
             bad = int((A.real >= 0).sum())
@@ -136,12 +138,14 @@ class S4D(DiagonalSSM):
             )
         Bc = as_complex(self.B)
         dA, dB = discretize_diagonal(A, Bc, dt, self.discretization, self.alpha)
-        log_dA = dt.unsqueeze(-1) * A if self.discretization == "zoh" else torch.log(dA)
         if self.discretization == "forward_euler" and bool((dA.abs() >= 1).any()):
             raise ValueError(
                 "forward Euler is unstable here (|1 + dt*A| >= 1 for some modes); lower dt_max or "
                 "use discretization='zoh'/'bilinear'"
             )
+        if not log:
+            return dA, dB
+        log_dA = dt.unsqueeze(-1) * A if self.discretization == "zoh" else torch.log(dA)
         return DiagonalSystem(log_dA=log_dA, dB=dB, C=as_complex(self.C), scale=self.scale)
 
     def extra_repr(self) -> str:
