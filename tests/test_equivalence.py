@@ -1,7 +1,8 @@
 """One equivalence suite over every layer and execution path (issue #8, reliability).
 
 Layers (``FACTORIES``): S4D with every init of ``S4D_INITS`` and every stable discretization, S4 with
-every measure of ``S4_INITS``, LinOSS IM/IMEX in each forward mode (scan, conv, loop), S4ND on 1-D
+every measure of ``S4_INITS``, LinOSS IM/IMEX in each forward mode (scan, conv, loop), S5 (zoh,
+bilinear, block-diagonal without conjugate symmetry; its scan is the 'conv' path), S4ND on 1-D
 input, SaShiMi (residual SSM blocks, FF blocks, pooling). Paths compared, with hypothesis drawing
 shapes, seeds and chunk cut points:
 
@@ -44,6 +45,7 @@ from statespaces import S4, S4D, LinOSS  # noqa: E402
 from statespaces.layers.init import S4D_INITS  # noqa: E402
 from statespaces.layers.s4 import S4_INITS  # noqa: E402
 from statespaces.layers.s4nd import S4ND  # noqa: E402
+from statespaces.layers.s5 import S5  # noqa: E402
 from statespaces.models.sashimi import SaShiMi  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -68,6 +70,9 @@ FACTORIES = {
     **{f"s4-{m}": _f(lambda H, N, s, m=m: S4(H, N, init=m, seed=s)) for m in S4_INITS},
     **{f"linoss-{d}-{m}": _f(lambda H, N, s, d=d, m=m: LinOSS(H, N // 2, discretization=d, mode=m, seed=s))
        for d in ("IM", "IMEX") for m in ("scan", "conv", "loop")},
+    "s5-zoh": _f(lambda H, N, s: S5(H, N, seed=s)),
+    "s5-bilinear": _f(lambda H, N, s: S5(H, N, discretization="bilinear", seed=s)),
+    "s5-full": _f(lambda H, N, s: S5(H, N, blocks=2 if N > 2 else 1, conj_sym=False, seed=s)),
 }
 NAMES = sorted(FACTORIES)
 BIDIRECTIONAL = {

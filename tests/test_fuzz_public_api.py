@@ -23,6 +23,7 @@ from statespaces import discretize_dense, discretize_diagonal
 from statespaces import hippo
 from statespaces.kernels import cauchy, oscillator_transition, vandermonde, vandermonde_transpose
 from statespaces.layers.registry import make_layer
+from statespaces.layers.s5 import S5
 from statespaces.ops import fftconv, scan_diagonal
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,7 +64,7 @@ def _not(valid):
 
 
 # ---- constructors ----------------------------------------------------------------------------
-LAYER_CTORS = {"S4D": S4D, "S4": S4, "LinOSS": LinOSS, "S4ND": lambda H, N=8, **k: S4ND(H, 1, N, **k)}
+LAYER_CTORS = {"S4D": S4D, "S4": S4, "LinOSS": LinOSS, "S4ND": lambda H, N=8, **k: S4ND(H, 1, N, **k), "S5": S5}
 
 
 @pytest.mark.parametrize("ctor", sorted(LAYER_CTORS))
@@ -81,6 +82,7 @@ CHOICES = {
            "cauchy_backend": ("chunked", "naive")},
     "LinOSS": {"discretization": ("im", "imex"), "A_param": ("relu", "square", "none"), "mode": ("scan", "conv", "loop")},
     "S4ND": {"init": S4D_INITS, "conv": ("fft", "toeplitz", "auto"), "bandlimit_rule": ("nyquist", "train")},
+    "S5": {"discretization": ("zoh", "bilinear"), "real_transform": ("exp", "softplus", "relu", "none")},
 }
 
 
@@ -95,7 +97,7 @@ def test_layer_names(ctor, data):
         assert "valid" in str(e), e
 
 
-@pytest.mark.parametrize("ctor", ["S4D", "S4", "S4ND", "LinOSS"])
+@pytest.mark.parametrize("ctor", ["S4D", "S4", "S4ND", "LinOSS", "S5"])
 @given(lo=BAD_FLOATS | st.floats(0.0, 2.0), hi=BAD_FLOATS | st.floats(0.0, 2.0))
 @settings(max_examples=_n(10))
 def test_step_size_ranges(ctor, lo, hi):
@@ -126,7 +128,7 @@ def test_layer_option_combinations(case):
     refused(call)
 
 
-@given(name=_not(("s4d", "s4", "linoss")), H=st.integers(1, 4))
+@given(name=_not(("s4d", "s4", "linoss", "dlinoss", "s5")), H=st.integers(1, 4))
 @settings(max_examples=_n(10))
 def test_make_layer_unknown_names(name, H):
     e = refused(make_layer, name, H)
@@ -156,7 +158,8 @@ def test_classifier_and_block_constructors(case):
 
 # ---- layer methods ---------------------------------------------------------------------------
 LAYERS = {"S4D": lambda: S4D(3, 4), "S4": lambda: S4(3, 4), "LinOSS": lambda: LinOSS(3, 2),
-          "S4D-bidirectional": lambda: S4D(3, 4, bidirectional=True)}
+          "S4D-bidirectional": lambda: S4D(3, 4, bidirectional=True), "S5": lambda: S5(3, 4),
+          "S5-bidirectional": lambda: S5(3, 4, bidirectional=True)}
 BAD_L = st.sampled_from([0, -1, 2.5, "4", True, None, torch.tensor(4)])
 BAD_RATE = st.sampled_from([0, -1.0, float("nan"), float("inf"), "1", None, torch.tensor(1.0), True and None])
 
@@ -177,7 +180,7 @@ def test_kernel_length_and_rate(name, L, rate, which):
         refused(layer.step, x[:, 0], layer.initial_state(2), rate)
 
 
-@pytest.mark.parametrize("name", ["S4D", "S4", "LinOSS"])
+@pytest.mark.parametrize("name", ["S4D", "S4", "LinOSS", "S5"])
 @given(kind=st.sampled_from(["batch", "shape", "list", "none-step", "real"]))
 @settings(max_examples=_n(5))
 def test_bad_states(name, kind):
@@ -423,6 +426,8 @@ TARGETS = {
     "LinOSS-IM": Target(lambda: LinOSS(3, 2, seed=0), step=True, state=True, kernel="1d", rate=True),
     "LinOSS-IMEX-conv": Target(lambda: LinOSS(3, 2, discretization="IMEX", mode="conv", seed=0), step=True,
                                state=True, kernel="1d", rate=True),
+    "S5": Target(lambda: S5(3, 4, seed=0), step=True, state=True, kernel="1d", rate=True),
+    "S5-bidirectional": Target(lambda: S5(3, 4, bidirectional=True, seed=0), kernel="1d", rate=True, causal=False),
     "S4ND-1d": Target(lambda: S4ND(3, dims=1, d_state=4, seed=0), kernel="nd", rate=True, causal=False,
                       empty="empty spatial axis"),
     "S4ND-2d": Target(lambda: S4ND(3, dims=2, d_state=4, seed=0), spatial=2, kernel="nd", rate=True, causal=False,
@@ -741,7 +746,7 @@ def test_contract_generate(name, case):
 @given(d_model=st.sampled_from([np.int64(4), np.int32(4), np.uint8(4)]), d_state=st.sampled_from([np.int64(4), 4]))
 @settings(max_examples=_n(4))
 def test_contract_constructors_take_numpy_ints(d_model, d_state):
-    for ctor in (S4D, S4, LinOSS):
+    for ctor in (S4D, S4, LinOSS, S5):
         layer = ctor(d_model, d_state)
         assert type(layer.d_model) is int and layer.d_model == 4
     assert S4ND(d_model, dims=np.int64(2), d_state=d_state).dims == 2

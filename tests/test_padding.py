@@ -26,12 +26,12 @@ F64 = torch.float64
 TOL = dict(atol=1e-9, rtol=1e-9)          # float64; the fix makes results identical up to FFT roundoff
 
 # (layer, bidirectional); LinOSS is causal only
-LAYERS = [("s4d", False), ("s4d", True), ("s4", False), ("s4", True), ("linoss", False)]
+LAYERS = [("s4d", False), ("s4d", True), ("s4", False), ("s4", True), ("linoss", False), ("s5", False), ("s5", True)]
 
 
 def _layer_kwargs(layer: str, bidirectional: bool) -> dict:
     kw = dict(d_state=8)
-    if layer in ("s4d", "s4"):
+    if layer in ("s4d", "s4", "s5"):
         kw.update(bidirectional=bidirectional, dt_min=0.05, dt_max=0.5)   # long memory: a leak would show
     return kw
 

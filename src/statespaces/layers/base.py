@@ -33,8 +33,10 @@ from .._checks import (
 from ..kernels import dispatch
 from ..kernels.vandermonde import exp_scaled, vandermonde, vandermonde_transpose
 from ..ops.fftconv import fftconv
+from ..ops.scan import scan_diagonal
 from ..serialization import Pretrained
 from .modes import Modes
+from .irregular import check_intervals
 from .step_cache import StepCache
 
 Tensor = torch.Tensor
@@ -66,6 +68,11 @@ class SSMLayer(Pretrained, nn.Module):
         """State after consuming x (B, L, H) starting from ``state`` (zeros if None)."""
         raise NotImplementedError
 
+    def _irregular_forward(self, u: Tensor, state: Optional[Tensor], rate: float, steps: Tensor) -> Tuple[Tensor, Tensor]:
+        """Output (B, L, H) and final state for per-step multipliers ``steps`` (B, L) (irregular sampling)."""
+        raise ValueError(f"{type(self).__name__} has no irregular-sampling path (dt/timestamps); the diagonal "
+                         "layers S4D, S5, LinOSS and DLinOSS have one")
+
     def ssm_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the state equation (A, B, dt) that get their own optimizer settings (§7.1)."""
         return iter(())
@@ -83,7 +90,13 @@ class SSMLayer(Pretrained, nn.Module):
 
     @public
     def forward(
-        self, x: Tensor, state: Optional[Tensor] = None, return_state: bool = False, rate: float = 1.0
+        self,
+        x: Tensor,
+        state: Optional[Tensor] = None,
+        return_state: bool = False,
+        rate: float = 1.0,
+        dt: Optional[Tensor] = None,
+        timestamps: Optional[Tensor] = None,
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """Apply the layer to x (B, L, H).
 
@@ -93,18 +106,29 @@ class SSMLayer(Pretrained, nn.Module):
                 with ``return_state=True``; None means zeros. Not allowed when bidirectional.
             return_state: also return the state after the last step (for chunked processing).
             rate: step-size multiplier (continuous-time view); 2 means x is sampled half as often.
+            dt: irregular sampling (diagonal layers): (B, L) positive multipliers of the step of
+                each interval, computed by a time-varying scan instead of a convolution
+                (thesis §4.2.4; :mod:`statespaces.layers.irregular`).
+            timestamps: irregular sampling: (B, L) increasing sample times in units of the step.
 
         Returns:
             y (B, L, H) in the dtype of x, and the new state if ``return_state``.
         """
         rate = self._check_forward(x, state, return_state, rate)
+        steps = check_intervals(x, dt, timestamps)
+        if steps is not None and self.bidirectional:
+            raise ValueError("irregular sampling (dt/timestamps) needs a causal layer; this one is bidirectional")
         in_dtype = x.dtype
         u = x.to(self.param_dtype)
         L = u.shape[1]
-        y = fftconv(u, self._with_skip(self.kernel(L, rate)), self.bidirectional)
-        if state is not None:
-            y = y + self._zero_input_response(state, L, rate)
-        new_state = self._advance_state(state, u, rate) if return_state else None
+        if steps is not None:
+            y, new_state = self._irregular_forward(u, state, rate, steps.to(self.param_dtype))
+            new_state = new_state if return_state else None
+        else:
+            y = fftconv(u, self._with_skip(self.kernel(L, rate)), self.bidirectional)
+            if state is not None:
+                y = y + self._zero_input_response(state, L, rate)
+            new_state = self._advance_state(state, u, rate) if return_state else None
         check_result(self, (y, new_state), input=x, state=state)     # NaN/inf: names input, state or parameters
         y = y.to(in_dtype)
         if return_state:
@@ -197,6 +221,23 @@ class DiagonalSSM(SSMLayer):
 
     def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def irregular_system(self, rate: float, steps: Tensor) -> Tuple[Tensor, Tensor, Tensor, float]:
+        """The system discretized per step, ``(dA, dB, C, scale)`` with dA, dB (B, L, H, M), for
+        multipliers ``steps`` (B, L) of the step size. Layers with an irregular-sampling path implement it (S4D)."""
+        raise ValueError(f"{type(self).__name__} has no irregular-sampling path (dt/timestamps); the diagonal "
+                         "layers S4D, S5, LinOSS and DLinOSS have one")
+
+    def _irregular_forward(self, u: Tensor, state: Optional[Tensor], rate: float, steps: Tensor) -> Tuple[Tensor, Tensor]:
+        """Time-varying recurrence ``x_t = dA_t x_{t-1} + dB_t u_t`` by the parallel scan (no convolution)."""
+        dA, dB, C, scale = self.irregular_system(rate, steps)
+        a = dA.transpose(1, 2)                                              # (B, H, L, M)
+        b = (dB * u.unsqueeze(-1)).transpose(1, 2)
+        X = scan_diagonal(a, b, state)                                      # (B, H, L, M)
+        C = C[0]
+        y = scale * (X.real * C.real.unsqueeze(1) - X.imag * C.imag.unsqueeze(1)).sum(-1)   # (B, H, L)
+        y = y.transpose(1, 2) + self.D * u
+        return y, X[:, :, -1]
 
     def _step_system(self, rate: float) -> Tuple[Tensor, Tensor, Tensor, float]:
         """``(dA, dB, C, scale)`` for stepping. Without autograd (generation), the discretization is

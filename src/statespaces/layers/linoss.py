@@ -74,6 +74,7 @@ from ..ops.fftconv import fftconv
 from ..ops.scan import scan_block2, scan_loop
 from .base import SSMLayer, check_rate
 from .init import as_complex, log_dt_init
+from .irregular import check_intervals
 from .modes import Modes
 
 Tensor = torch.Tensor
@@ -354,7 +355,7 @@ class LinOSS(SSMLayer):
 
     def _system(self, rate: float) -> OscillatorSystem:
         """The discretized oscillators at ``rate`` in the wide precision (the one hook :class:`DLinOSS` replaces)."""
-        A, dt = self._stiffness(rate), self._dt(rate)
+        A, dt = torch.broadcast_tensors(self._stiffness(rate), self._dt(rate))   # rate: a float, or (B, L, 1) per step
         M, f = oscillator_transition(A, dt, self.discretization, validate=False)
         log_r, theta = oscillator_polar(A, dt, self.discretization)
         return OscillatorSystem(M, f, dt, log_r, theta)
@@ -571,6 +572,8 @@ class LinOSS(SSMLayer):
         return_state: bool = False,
         rate: float = 1.0,
         mode: Optional[str] = None,
+        dt: Optional[Tensor] = None,
+        timestamps: Optional[Tensor] = None,
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """Apply the layer to x (B, L, H) -> (B, L, H).
 
@@ -580,22 +583,41 @@ class LinOSS(SSMLayer):
             return_state: also return the state after the last step.
             rate: multiplies dt (a signal sampled ``rate`` times more coarsely).
             mode: ``"scan"`` / ``"conv"`` / ``"loop"``; default the layer's ``mode``.
+            dt: irregular sampling, (B, L) positive multipliers of the step of each interval: step
+                t uses the scheme's transition at ``rate * dt[b, t] * sigmoid(dt_raw)`` (a
+                time-varying scan, ``mode`` ``"scan"`` or ``"loop"``; see
+                :mod:`statespaces.layers.irregular`).
+            timestamps: irregular sampling, (B, L) increasing sample times in units of the step.
 
         A bidirectional layer takes no ``state`` and cannot ``return_state`` (``ValueError``).
         """
         rate = self._check_forward(x, state, return_state, rate)
+        explicit_mode = mode is not None
         mode = self.mode if mode is None else check_choice("mode", mode, LINOSS_MODES)
+        steps = check_intervals(x, dt, timestamps)
+        if steps is not None:
+            if self.bidirectional:
+                raise ValueError("irregular sampling (dt/timestamps) needs a causal layer; this one is bidirectional")
+            if mode == "conv":
+                if explicit_mode:
+                    raise ValueError("irregular sampling (dt/timestamps) is a time-varying recurrence with no "
+                                     "convolution form; use mode='scan' or 'loop'")
+                mode = "scan"
         u = x.to(self.param_dtype)
         L = u.shape[1]
-        sys = self._system(rate)                                    # float64 (see _scan_path)
         x0 = None if state is None else self._to_real(state.to(self.initial_state(1).dtype))
-        fused = self._fused_scan(u, sys, x0) if mode == "scan" else None
-        v = None
-        if fused is None:
-            v = self._input_proj(u).to(u.dtype)                     # (B, L, 2P) real [Re; Im] (autocast: bf16 matmul)
-            y_pos, last = self._positions(v, sys, x0, L, mode)
+        v: Optional[Tensor] = None
+        if steps is not None:
+            v = self._input_proj(u).to(u.dtype)                     # (B, L, 2P) real [Re; Im]
+            y_pos, last = self._irregular_positions(v, steps, rate, x0, mode)
         else:
-            y_pos, last = fused
+            sys = self._system(rate)                                # float64 (see _scan_path)
+            fused = self._fused_scan(u, sys, x0) if mode == "scan" else None
+            if fused is None:
+                v = self._input_proj(u).to(u.dtype)                 # (B, L, 2P) real [Re; Im] (autocast: bf16 matmul)
+                y_pos, last = self._positions(v, sys, x0, L, mode)
+            else:
+                y_pos, last = fused
         out = self._output_proj(y_pos) + self.D * u
         if self.bidirectional_mode == "sum":
             # the same oscillators on the reversed input, read out by C_back, shifted to lags -1..-L
@@ -630,6 +652,25 @@ class LinOSS(SSMLayer):
         W = torch.cat([Bc.real, Bc.imag], 0)                        # (2P, H): v = u W^T = [Re B u; Im B u]
         y, last = linoss_scan_triton(u, W, sys.M, sys.f, x0)
         return y.to(u.dtype), last.to(u.dtype)
+
+    def _irregular_positions(
+        self, v: Tensor, steps: Tensor, rate: float, x0: Optional[Tensor], mode: str
+    ) -> Tuple[Tensor, Tensor]:
+        r"""Position trajectory (B, L, 2P) and final state (B, 2, 2P) with step t of sequence b
+        discretized at ``rate * steps[b, t] * dt`` (thesis §4.2.4): per-step blocks ``M_t``, ``f_t``
+        (formed in float64, rounded once) and a time-varying scan (``mode='loop'``: the sequential twin).
+
+        Unlike the regular scan path, the whole sequence is scanned in the working precision (no
+        float64 chunk carry: the transitions differ per step), so in float32 an IMEX layer
+        (``|lambda| = 1``) drifts like ``L * 2^-24``."""
+        sys = self._system(steps.to(self._wide).unsqueeze(-1) * rate)       # M (2, 2, B, L, P), f (2, B, L, P)
+        wd = v.dtype
+        M = sys.M.permute(2, 3, 0, 1, 4).to(wd)                             # (B, L, 2, 2, P)
+        f = sys.f.permute(1, 2, 0, 3).to(wd)                                # (B, L, 2, P)
+        M2 = torch.cat([M, M], -1)                                          # same real transition for Re and Im
+        F = torch.cat([f, f], -1) * v.unsqueeze(-2)                         # (B, L, 2, 2P)
+        X = scan_block2(M2, F, x0) if mode == "scan" else scan_loop(M2, F, x0, block=True)
+        return X[:, :, 1], X[:, -1]
 
     def _positions(
         self, v: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int, mode: str

@@ -14,6 +14,7 @@ LAYERS = {
     "s4": ("statespaces.layers.s4", "S4"),
     "linoss": ("statespaces.layers.linoss", "LinOSS"),
     "dlinoss": ("statespaces.layers.dlinoss", "DLinOSS"),
+    "s5": ("statespaces.layers.s5", "S5"),
 }
 
 

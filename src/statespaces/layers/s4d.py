@@ -141,17 +141,29 @@ class S4D(DiagonalSSM):
         return tie_channels(A, self.d_model)
 
     def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:
+        return self._discretized(torch.exp(self.log_dt) * rate)
+
+    def irregular_system(self, rate: float, steps: Tensor) -> Tuple[Tensor, Tensor, Tensor, float]:
+        """Each interval discretized on its own (thesis §4.2.4): step ``rate * dt_h * steps[b, t]``;
+        ``(dA, dB, C, scale)`` with dA, dB (B, L, H, M)."""
+        dA, dB = self._discretized(steps.unsqueeze(-1) * (torch.exp(self.log_dt) * rate), log=False)
+        return dA, dB, as_complex(self.C), self.scale
+
+    def _discretized(self, dt: Tensor, log: bool = True):
+        """The system discretized with steps ``dt`` (..., H): a :class:`DiagonalSystem`, or ``(dA, dB)``
+        without ``log``."""
         A = self.continuous_A()
         if self.real_transform == "none":     # no host sync on CUDA (torch._assert_async); ValueError on CPU
             refuse_if(A.real >= 0, "{n} eigenvalues of A have Re(A) >= 0 (unstable) with real_transform='none'; "
                       "use real_transform='exp' or 'softplus' to keep A stable by construction")
-        dt = torch.exp(self.log_dt) * rate
         Bc = tie_channels(as_complex(self.B), self.d_model)
         dA, dB = discretize_diagonal(A, Bc, dt, self.discretization, self.alpha)
-        log_dA = dt.unsqueeze(-1) * A if self.discretization == "zoh" else torch.log(dA)
         if self.discretization == "forward_euler":
             refuse_if(dA.abs() >= 1, "forward Euler is unstable here (|1 + dt*A| >= 1 for {n} modes); lower dt_max "
                       "or use discretization='zoh'/'bilinear'")
+        if not log:
+            return dA, dB
+        log_dA = dt.unsqueeze(-1) * A if self.discretization == "zoh" else torch.log(dA)
         return DiagonalSystem(log_dA=log_dA, dB=dB, C=as_complex(self.C), scale=self.scale)
 
     def _continuous_view(self, rate: float) -> Tuple[Tensor, Tensor]:

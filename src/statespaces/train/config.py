@@ -382,6 +382,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "pdigits-s4d": {"data": {"name": "pdigits"}},
     "digits-s4": {"model": {"layer": "s4"}},
     "digits-linoss": {"model": {"layer": "linoss", "layer_kwargs": {}}, "trainer": {"lr": 3e-3}},
+    "digits-s5": {"model": {"layer": "s5"}},
     # UCR/UEA (aeon's .ts files): variable-length multichannel speech features, and motion sensors
     "japanese-vowels-s4d": {"data": {"name": "ucr:JapaneseVowels"},
                             "model": {"d_model": 32, "n_layers": 2}, "trainer": {"epochs": 20, "batch_size": 32}},
@@ -418,7 +419,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 #: Presets that finish in minutes on a 2-core CPU (the others are meant for a GPU).
-CPU_PRESETS = ("digits-s4d", "pdigits-s4d", "digits-s4", "digits-linoss", "japanese-vowels-s4d", "japanese-vowels-s4",
+CPU_PRESETS = ("digits-s4d", "pdigits-s4d", "digits-s4", "digits-linoss", "digits-s5", "japanese-vowels-s4d", "japanese-vowels-s4",
                "japanese-vowels-linoss", "basicmotions-s4d", "listops-s4d", "pathfinder-s4d", "listops-short-s4d", "pathfinder16-s4d",
                "fmnist14-s4d")
 

@@ -77,6 +77,8 @@ def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: str = "cla
     layer_kwargs = dict(d_state=m.d_state)
     if m.layer in ("s4d", "s4"):  # LinOSS keeps the paper's own dt init (sigmoid-parameterized)
         layer_kwargs.update(init=m.init, dt_min=m.dt_min, dt_max=m.dt_max)
+    elif m.layer == "s5":         # S5: HiPPO-N init, log-uniform dt as S4D
+        layer_kwargs.update(dt_min=m.dt_min, dt_max=m.dt_max)
     layer_kwargs.update(m.layer_kwargs)
     return SequenceClassifier(
         d_input, n_classes, d_model=m.d_model, n_layers=m.n_layers, layer=m.layer, layer_kwargs=layer_kwargs,

@@ -1,0 +1,54 @@
+"""S5 (parallel scan over a shared MIMO state) against S4D (Vandermonde kernel + FFT conv), and the
+irregular-sampling (time-varying scan) paths, forward+backward on CPU in one run.
+
+    PYTHONPATH=src python benchmarks/bench_s5.py            # H=64, N=P=64; (B, L) = (16, 64) and (2, 512)
+    PYTHONPATH=src python benchmarks/bench_s5.py --quick    # fewer repeats
+
+Reports seconds per forward+backward (median) and the ratio to S4D at the same shape. S4D's
+state is H x N/2 complex numbers per step, S5's P/2 (shared by the channels).
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from common import machine, timeit
+from statespaces.layers import S4D, S5, LinOSS
+
+
+def _fb(layer, x, **kw):
+    def run():
+        layer.zero_grad(set_to_none=True)
+        layer(x, **kw).square().sum().backward()
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    rep = 3 if args.quick else 7
+    torch.manual_seed(0)
+    print(f"machine: {machine()}")
+    print("| shape (B, L, H, N) | layer | path | s / fwd+bwd | vs S4D |")
+    print("|---|---|---|---|---|")
+    for B, L in ((16, 64), (2, 512)):
+        H = N = 64
+        x = torch.randn(B, L, H)
+        dt = torch.rand(B, L) + 0.5
+        cases = [("S4D", S4D(H, N, seed=0), "conv", {}),
+                 ("S4D", S4D(H, N, seed=0), "scan, irregular dt", {"dt": dt}),
+                 ("S5", S5(H, N, seed=0), "scan", {}),
+                 ("S5", S5(H, N, seed=0), "scan, irregular dt", {"dt": dt}),
+                 ("LinOSS", LinOSS(H, N // 2, seed=0), "scan", {}),
+                 ("LinOSS", LinOSS(H, N // 2, seed=0), "scan, irregular dt", {"dt": dt})]
+        base = None
+        for name, layer, path, kw in cases:
+            t = timeit(_fb(layer, x, **kw), repeat=rep)
+            base = t if base is None else base
+            print(f"| ({B}, {L}, {H}, {N}) | {name} | {path} | {t:.4f} | {t / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

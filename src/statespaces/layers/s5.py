@@ -1,0 +1,340 @@
+r"""S5: the simplified (MIMO) state space layer (Smith, Warrington & Linderman, ICLR 2023).
+
+One diagonal state of P complex modes shared by all H channels (multi-input, multi-output):
+
+    x'(t) = diag(Lambda) x(t) + B u(t),      y(t) = Re(C x(t)) + D u(t)
+
+with ``Lambda`` (P,), ``B`` (P, H), ``C`` (H, P) complex and a real skip ``D`` (H,). Each mode has
+its own step ``Delta_p = exp(log_dt_p)`` (log-uniform init in [dt_min, dt_max]); the discrete system
+
+* ``zoh``: ``Lambda_bar = exp(Delta Lambda)``, ``B_bar = (Lambda_bar - 1) / Lambda * B``;
+* ``bilinear``: ``Lambda_bar = (1 + Delta Lambda / 2) / (1 - Delta Lambda / 2)``,
+  ``B_bar = Delta / (1 - Delta Lambda / 2) * B``
+
+(thesis §2.3.1 rules, applied per mode) is run as ``x_k = Lambda_bar x_{k-1} + B_bar u_k`` by the
+parallel associative scan over the state (:func:`statespaces.ops.scan.scan_diagonal`): no kernel and
+no convolution in the forward pass. ``rate`` multiplies every ``Delta`` (the paper's
+``step_rescale``, thesis §2.4.1).
+
+Initialisation (S5 §4.3 / app. B.1): HiPPO-N, the normal part ``A_LegS + p p^T`` of HiPPO-LegS
+(thesis Thm 6.7; :func:`statespaces.hippo.forms.nplr`), diagonalized as ``V diag(Lambda) V^*``
+with V unitary. With ``blocks = J``, P is split into J blocks of size P/J, each initialised with the
+HiPPO-N eigenvalues of size P/J (block-diagonal ``V``). ``B = V^* B0``, ``C = C0 V`` for random real
+``B0`` (P, H) (LeCun normal: variance 1/H) and complex ``C0`` (H, P) (unit variance per entry, as
+S4D's C). With ``conj_sym`` (default) only the P/2 modes with ``Im Lambda > 0`` of each block are
+kept and the output is ``2 Re(C x)`` (the other half are their conjugates), so the state holds P/2
+complex numbers.
+
+Bidirectional (the paper's option): the same ``(Lambda_bar, B_bar)`` also run backwards in time,
+``x^b_k = Lambda_bar x^b_{k+1} + B_bar u_k``, read out by a second ``C_b``:
+``y_k = scale Re(C x_k + C_b x^b_k) + D u_k``. As in the paper, lag 0 is in both directions (so
+``kernel`` folds ``Re(C_b B_bar)`` into the causal lag 0 and returns the anti-causal part on lags
+-1..-L, the library's convention).
+
+Irregular sampling: ``forward(x, dt=...)`` or ``forward(x, timestamps=...)`` discretizes each interval
+with its own ``Delta * rate * dt[b, t]`` (see :mod:`.irregular`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from .._checks import (
+    check_batch_size,
+    check_choice,
+    check_length,
+    check_positive_int,
+    check_result,
+    check_sequence,
+    public,
+)
+from ..discretize import discretize_diagonal
+from ..ops.scan import scan_diagonal
+from .base import SSMLayer, check_rate
+from .init import (
+    REAL_TRANSFORMS,
+    as_complex,
+    c_init,
+    log_dt_init,
+    real_forward,
+    real_inverse,
+)
+from .irregular import check_intervals
+
+Tensor = torch.Tensor
+
+#: Discretizations of S5 (paper: ZOH, bilinear).
+S5_DISCRETIZATIONS = ("zoh", "bilinear")
+
+
+def hippo_n_init(P: int, blocks: int, conj_sym: bool) -> Tuple[Tensor, Tensor]:
+    r"""Block-diagonal HiPPO-N initialisation: eigenvalues (M,) and unitary eigenvectors per block.
+
+    Each of the ``blocks`` blocks of size ``n = P / blocks`` is the normal part of HiPPO-LegS of size
+    n, ``A + p p^T = V diag(Lambda) V^*`` (thesis Thm 6.7). With ``conj_sym`` only the n/2 modes with
+    ``Im Lambda > 0`` are kept (:func:`statespaces.hippo.forms.dplr`).
+
+    Returns:
+        ``(Lambda, V)`` complex128: Lambda (M,) with M = P/2 (conj_sym) or P, and V (P, M)
+        block-diagonal, columns orthonormal.
+    """
+    from ..hippo.forms import dplr, nplr
+
+    n = P // blocks
+    if conj_sym:
+        lam, _, _, v = dplr("legs", n)
+    else:
+        lam, _, _, v = nplr("legs", n)
+    Lam = lam.repeat(blocks)
+    V = torch.block_diag(*([v] * blocks))
+    return Lam, V
+
+
+class S5(SSMLayer):
+    r"""MIMO diagonal SSM layer computed by a parallel scan (S5).
+
+    Args:
+        d_model: channels H.
+        d_state: state size P of the paper (P complex modes; P/2 stored with ``conj_sym``).
+        blocks: number J of HiPPO-N blocks on the diagonal of the init (P/J each; the paper's ``J``).
+        discretization: ``"zoh"`` (default) or ``"bilinear"``.
+        dt_min: lower end of the log-uniform init of the per-mode step.
+        dt_max: upper end of the log-uniform init of the per-mode step.
+        conj_sym: keep half of the conjugate modes and output ``2 Re`` (default, as the paper).
+        real_transform: how ``Re(Lambda) < 0`` is kept: ``"exp"`` (default), ``"softplus"``,
+            ``"relu"`` (clamped at -1e-4: the paper's ``clip_eigs``), ``"none"`` (the paper's
+            default, unconstrained; an unstable mode then raises ``ValueError``).
+        bidirectional: run the state backwards too, with its own ``C`` (see the module notes).
+        seed: seed of this layer's random init.
+
+    Parameters: ``log_dt`` (M,), ``A_real``, ``A_imag`` (M,), ``B`` (M, H, 2), ``C`` (K, H, M, 2) with
+    K = 2 if bidirectional, ``D`` (H,) (``(..., 2)``: real views of complex tensors).
+
+    Shapes:
+        forward: (B, L, H) -> (B, L, H); kernel(L): (H_out, H_in, L), or (2, H_out, H_in, L) if
+        bidirectional; state: (B, M) complex.
+
+    Example::
+
+        >>> layer = S5(d_model=4, d_state=8)
+        >>> y = layer(torch.randn(2, 16, 4))
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        blocks: int = 1,
+        discretization: str = "zoh",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        conj_sym: bool = True,
+        real_transform: str = "exp",
+        bidirectional: bool = False,
+        seed: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.d_model = check_positive_int("d_model", d_model)
+        self.d_state = check_positive_int("d_state", d_state)
+        self.blocks = check_positive_int("blocks", blocks)
+        self.discretization = check_choice("discretization", discretization, S5_DISCRETIZATIONS)
+        self.real_transform = check_choice("real_transform", real_transform, REAL_TRANSFORMS)
+        for name, v in (("conj_sym", conj_sym), ("bidirectional", bidirectional)):
+            if not isinstance(v, bool):
+                raise TypeError(f"{name} must be True or False, got {v!r}")
+        self.conj_sym, self.bidirectional = conj_sym, bidirectional
+        P, J, H = self.d_state, self.blocks, self.d_model
+        if P % J:
+            raise ValueError(f"d_state={P} is not a multiple of blocks={J}; each HiPPO-N block has d_state/blocks modes")
+        if conj_sym and (P // J) % 2:
+            raise ValueError(
+                f"d_state/blocks = {P // J} is odd: with conj_sym each block keeps half of its conjugate pairs, "
+                "so use an even block size (or conj_sym=False)"
+            )
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        dtype = torch.get_default_dtype()
+        Lam, V = hippo_n_init(P, J, conj_sym)
+        M = self.n_modes = Lam.shape[0]
+        self.scale = 2.0 if conj_sym else 1.0
+        self.log_dt = nn.Parameter(log_dt_init(M, dt_min, dt_max, gen).to(dtype))
+        self.A_real = nn.Parameter(real_inverse(-Lam.real, self.real_transform).to(dtype))
+        self.A_imag = nn.Parameter(Lam.imag.to(dtype))
+        B0 = torch.randn(P, H, dtype=torch.float64, generator=gen) / math.sqrt(H)    # LeCun normal
+        self.B = nn.Parameter(torch.view_as_real(V.conj().T @ B0.to(torch.complex128)).to(dtype))
+        K = 2 if bidirectional else 1
+        C0 = c_init((K, H, P), gen)
+        self.C = nn.Parameter(torch.view_as_real(C0 @ V).to(dtype))
+        self.D = nn.Parameter(torch.randn(H, generator=gen, dtype=torch.float64).to(dtype))
+
+    # ---- parameters -----------------------------------------------------------------------------
+    def ssm_parameters(self) -> Iterator[nn.Parameter]:
+        """``log_dt``, Lambda and B get the SSM optimizer settings (the paper's ``ssm_lr``; C, D do not)."""
+        yield from (self.log_dt, self.A_real, self.A_imag, self.B)
+
+    def continuous_A(self) -> Tensor:
+        """Continuous-time eigenvalues ``Lambda = -f(A_real) + i A_imag``, complex (M,)."""
+        A = torch.complex(-real_forward(self.A_real, self.real_transform), self.A_imag)
+        if self.real_transform == "none" and bool((A.real >= 0).any()):
+            raise ValueError(
+                f"{int((A.real >= 0).sum())} eigenvalues of Lambda have Re >= 0 (unstable) with "
+                "real_transform='none'; use real_transform='exp', 'softplus' or 'relu' (the paper's clip_eigs)"
+            )
+        return A
+
+    @property
+    def B_complex(self) -> Tensor:
+        """Input matrix (M, H) complex (in the eigenbasis)."""
+        return as_complex(self.B)
+
+    @property
+    def C_complex(self) -> Tensor:
+        """Output matrices (K, H, M) complex; K = 2 if bidirectional (``[1]`` reads the backward state)."""
+        return as_complex(self.C)
+
+    def step_sizes(self, rate: float = 1.0) -> Tensor:
+        """Per-mode steps ``rate * exp(log_dt)``, (M,)."""
+        return torch.exp(self.log_dt) * check_rate(rate)
+
+    def _discrete(self, steps: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(Lambda_bar, g)`` for per-mode steps ``steps`` (..., M): ``B_bar = g[..., None] * B``.
+
+        Applies the thesis' diagonal rules to ``(Delta Lambda, Delta)`` with unit step (Lemma 2.13:
+        a rule depends on ``(dt, A, B)`` only through ``(dt A, dt B)``)."""
+        A = self.continuous_A()
+        dtA = steps * A
+        lam_bar, gain = discretize_diagonal(dtA, steps.to(dtA.dtype), torch.ones((), dtype=steps.dtype),
+                                            self.discretization)
+        return lam_bar, gain
+
+    def discrete_system(self, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
+        """``(Lambda_bar (M,), B_bar (M, H))`` complex at ``rate``."""
+        lam_bar, gain = self._discrete(self.step_sizes(rate))
+        return lam_bar, gain.unsqueeze(-1) * self.B_complex
+
+    # ---- views ----------------------------------------------------------------------------------
+    @public
+    def kernel(self, L: int, rate: float = 1.0) -> Tensor:
+        r"""MIMO kernel ``K[h, k, l] = scale Re(C diag(Lambda_bar^l) B_bar)_{hk}``, (H_out, H_in, L).
+
+        ``y_n = sum_{l <= n} K[:, :, l] u_{n-l} + D u_n`` (D is not in K). Bidirectional:
+        (2, H_out, H_in, L) with ``K[0]`` including the backward lag-0 term ``scale Re(C_b B_bar)`` and
+        ``K[1, :, :, l]`` acting on ``u_{n+1+l}`` (lags -1..-L). For tests and analysis: the forward
+        pass never forms it.
+        """
+        L = check_length(L)
+        lam_bar, Bb = self.discrete_system(check_rate(rate))
+        C = self.C_complex
+        l = torch.arange(L + 1, device=lam_bar.device, dtype=lam_bar.real.dtype)
+        powers = torch.exp(torch.log(lam_bar).unsqueeze(-1) * l)          # (M, L + 1)
+        K = self.scale * torch.einsum("hm,ml,mk->hkl", C[0], powers[:, :L], Bb).real
+        if self.bidirectional:
+            back = self.scale * torch.einsum("hm,ml,mk->hkl", C[1], powers[:, 1:], Bb).real
+            lag0 = self.scale * (C[1] @ Bb).real
+            K = torch.stack([torch.cat([K[..., :1] + lag0.unsqueeze(-1), K[..., 1:]], -1), back])
+        check_result(self, K, "kernel")
+        return K
+
+    @public
+    def initial_state(self, batch_size: int) -> Tensor:
+        """Zero state (B, M) complex."""
+        batch_size = check_batch_size(batch_size)
+        cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
+        return torch.zeros(batch_size, self.n_modes, dtype=cdtype, device=self.D.device)
+
+    def _input_proj(self, u: Tensor, Bb: Tensor) -> Tensor:
+        """``B_bar u`` complex (..., M) for real u (..., H), B_bar (M, H) or (..., M, H) per step."""
+        if Bb.dim() == 2:
+            re, im = u @ Bb.real.T, u @ Bb.imag.T
+            return torch.complex(re.to(u.dtype), im.to(u.dtype))
+        return torch.einsum("...h,...mh->...m", u.to(Bb.dtype), Bb)
+
+    def _output(self, x: Tensor, k: int = 0) -> Tensor:
+        """``scale Re(C_k x)`` (..., H) for states x (..., M)."""
+        C = self.C_complex[k]
+        return self.scale * (x.real @ C.real.T - x.imag @ C.imag.T)
+
+    @public
+    def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
+        """One recurrent step: ``state' = Lambda_bar state + B_bar x``, ``y = scale Re(C state') + D x``.
+
+        Args:
+            x: (B, H). state: (B, M) complex.
+
+        Returns:
+            ``(y, state')`` with y (B, H).
+        """
+        self._check_step_input(x, state)
+        rate = check_rate(rate)
+
+        lam_bar, Bb = self._step_cache.get(self, rate, lambda: self.discrete_system(rate))
+        u = x.to(self.param_dtype)
+        new_state = lam_bar * state + self._input_proj(u, Bb).to(state.dtype)
+        y = self._output(new_state) + self.D * u
+        check_result(self, (y, new_state), "step output", x=x, state=state)
+        return y.to(x.dtype), new_state
+
+    @public
+    def forward(
+        self,
+        x: Tensor,
+        state: Optional[Tensor] = None,
+        return_state: bool = False,
+        rate: float = 1.0,
+        dt: Optional[Tensor] = None,
+        timestamps: Optional[Tensor] = None,
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """Apply the layer to x (B, L, H) by a parallel scan over the state.
+
+        Args:
+            x: input sequence (B, L, H), real.
+            state: (B, M) complex state before the first step (None: zeros). Not with bidirectional.
+            return_state: also return the state after the last step.
+            rate: step-size multiplier (the paper's ``step_rescale``).
+            dt: irregular sampling, (B, L) positive multipliers of the step of each interval.
+            timestamps: irregular sampling, (B, L) increasing sample times in units of the step
+                (see :mod:`.irregular`); not together with ``dt``.
+
+        Returns:
+            y (B, L, H) in the dtype of x, and the new state if ``return_state``.
+        """
+        check_sequence(x, self.d_model, self.param_dtype, device=self.D.device, finite=False)
+        rate = check_rate(rate)
+        if self.bidirectional and (state is not None or return_state):
+            raise ValueError("a bidirectional layer is not causal: it has no recurrent state")
+        if state is not None:
+            self._check_state(state, x.shape[0])
+        steps = check_intervals(x, dt, timestamps)
+        if steps is not None and self.bidirectional:
+            raise ValueError("irregular sampling (dt/timestamps) needs a causal layer; this one is bidirectional")
+        u = x.to(self.param_dtype)
+        cdtype = self.initial_state(1).dtype
+        if steps is None:
+            lam_bar, Bb = self.discrete_system(rate)
+            a = lam_bar.unsqueeze(0)                                       # (1, M): time-invariant
+        else:
+            per_step = steps.to(self.param_dtype).unsqueeze(-1) * self.step_sizes(rate)   # (B, L, M)
+            a, gain = self._discrete(per_step)
+            Bb = gain.unsqueeze(-1) * self.B_complex                       # (B, L, M, H)
+        v = self._input_proj(u, Bb).to(cdtype)                             # (B, L, M)
+        X = scan_diagonal(a, v, state)                                     # (B, L, M)
+        y = self._output(X) + self.D * u
+        if self.bidirectional:
+            Xb = scan_diagonal(a, v.flip(1)).flip(1)
+            y = y + self._output(Xb, 1)
+        new_state = X[:, -1] if return_state else None
+        check_result(self, (y, new_state), input=x, state=state)
+        y = y.to(x.dtype)
+        if return_state:
+            return y, new_state
+        return y
+
+    def extra_repr(self) -> str:
+        s = f"d_model={self.d_model}, d_state={self.d_state}, blocks={self.blocks}, discretization={self.discretization!r}"
+        if not self.conj_sym:
+            s += ", conj_sym=False"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        return s
