@@ -7,18 +7,19 @@ is never required. Importing this package does not import ``triton``; the submod
 * :mod:`.vandermonde`: fused S4D kernel generation ``Re sum_n c_n exp(l w_n)`` with backward;
 * :mod:`.scan`: chunked diagonal linear-recurrence scan ``x_l = a_l x_{l-1} + b_l`` with backward;
 * :mod:`.cauchy`: DPLR Cauchy sums ``sum_n v_n / (z_k - w_n)`` with backward;
-* :mod:`.step`: one fused recurrent step of a diagonal SSM (state update and output), inference only.
+* :mod:`.step`: one fused recurrent step of a diagonal SSM (state update and output), inference only;
+* :mod:`.chunked_conv`: chunked LTI convolution (near-field Toeplitz + state carried between chunks).
 
 Complex tensors are handled as (re, im) pairs, accumulated in fp32 (``step`` also runs in fp64).
 
 Every kernel launch goes through a :class:`~._launch.Config` that its module's ``configs()``
 lists; :func:`configs` gathers them all (the resource check compiles each for sm_80 / sm_90).
 """
-__all__ = ["vandermonde", "scan", "cauchy", "step", "configs"]
+__all__ = ["vandermonde", "scan", "cauchy", "step", "chunked_conv", "configs"]
 
 
 def configs():
     """Every launch configuration of every kernel (imports ``triton``)."""
-    from . import cauchy, scan, step, vandermonde
+    from . import cauchy, chunked_conv, scan, step, vandermonde
 
-    return [*vandermonde.configs(), *scan.configs(), *cauchy.configs(), *step.configs()]
+    return [*vandermonde.configs(), *scan.configs(), *cauchy.configs(), *step.configs(), *chunked_conv.configs()]
