@@ -129,6 +129,10 @@ def test_bad_input_raises():
                               return_state=True)
     with pytest.raises(ValueError, match="chunk must be"):
         chunk_length(10, 0)
+    with pytest.raises(TypeError, match="same precision"):
+        chunked_conv_diagonal(torch.randn(2, 5, 3), log_dA, dB, C)
+    with pytest.raises(ValueError, match="state must be"):
+        chunked_conv_diagonal(torch.randn(2, 5, 3, dtype=torch.float64), log_dA, dB, C, state=torch.zeros(2, 3, 5, dtype=C128))
 
 
 def test_s4d_stateful_forward_takes_the_chunked_path_and_matches_steps():

@@ -270,6 +270,13 @@ def chunked_conv_diagonal(u: Tensor, log_dA: Tensor, dB: Tensor, C: Tensor, scal
         raise ValueError(f"chunked_conv_diagonal: u must be (B, L>=1, H), log_dA and dB (H, M), C (1 or 2, H, M); "
                          f"got u {tuple(u.shape)}, log_dA {tuple(log_dA.shape)}, dB {tuple(dB.shape)}, "
                          f"C {tuple(C.shape)}")
+    if u.dtype != dB.real.dtype or not (log_dA.is_complex() and dB.is_complex() and C.is_complex()):
+        raise TypeError(f"chunked_conv_diagonal: log_dA, dB, C must be complex and u real of the same precision "
+                        f"(float32 with complex64, float64 with complex128); got u {u.dtype}, log_dA {log_dA.dtype}, "
+                        f"dB {dB.dtype}, C {C.dtype}")
+    if state is not None and tuple(state.shape) != (u.shape[0], *log_dA.shape):
+        raise ValueError(f"chunked_conv_diagonal: state must be (B, H, M) = {(u.shape[0], *log_dA.shape)}, "
+                         f"got {tuple(state.shape)}")
     bidirectional = C.shape[0] == 2
     if bidirectional and (state is not None or return_state):
         raise ValueError("chunked_conv_diagonal: a bidirectional (two-sided) convolution has no recurrent state; "
