@@ -184,3 +184,18 @@ def test_linoss_chunked_gradients_match_the_scan():
         grads.append([x.grad.clone()] + [p.grad.clone() for p in m.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("disc", ["IM", "IMEX"])
+def test_dlinoss_chunked_mode_matches_the_loop(disc):
+    """D-LinOSS blocks (eigenvalue angles up to pi, stored with a sign) through the same 2x2 tables."""
+    from statespaces.layers.dlinoss import DLinOSS
+
+    torch.manual_seed(3)
+    m = DLinOSS(3, 4, discretization=disc).double()
+    x = torch.randn(2, 70, 3, dtype=torch.float64)
+    s0 = m.initial_state(2) + torch.randn(2, 2, 4, dtype=C128)
+    y, s = m(x, state=s0, return_state=True, mode="chunked")
+    y_ref, s_ref = m(x, state=s0, return_state=True, mode="loop")
+    torch.testing.assert_close(y, y_ref, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(s, s_ref, rtol=1e-9, atol=1e-10)
