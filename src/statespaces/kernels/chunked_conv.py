@@ -35,6 +35,7 @@ from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from .. import backend
 from ..ops._amp import autocast_off
@@ -110,6 +111,38 @@ def _apply_blocks(G: Tensor, x: Tensor) -> Tensor:
     return G[..., 0] * x[..., 0:1] + G[..., 1] * x[..., 1:2]
 
 
+class _CarryScan(torch.autograd.Function):
+    r"""States before each chunk, ``X_0 = x0``, ``X_j = G X_{j-1} + s_{j-1}`` (j < n), for 2x2 blocks
+    G (H, M, 2, 2), chunk sums s (H, B, n, M, 2) and x0 (H, B, M, 2): X (H, B, n, M, 2).
+
+    A hand-written adjoint instead of autograd through the loop (which spends ~10 small ops per chunk,
+    zero-filled slice gradients included): ``lam_{n-1} = dX_{n-1}``, ``lam_{j-1} = dX_{j-1} + G^T lam_j``,
+    ``ds_{j-1} = lam_j``, ``dx0 = lam_0``, ``dG = sum_{b, j>=1} lam_j X_{j-1}^T`` (one reduction).
+    """
+
+    @staticmethod
+    def forward(ctx, G: Tensor, sums: Tensor, x0: Tensor) -> Tensor:
+        s = sums.movedim(2, 0).contiguous()                               # (n, H, B, M, 2): contiguous steps
+        X = torch.empty_like(s)
+        X[0] = x0
+        for j in range(1, s.shape[0]):
+            torch.add(_apply_blocks(G, X[j - 1]), s[j - 1], out=X[j])
+        ctx.save_for_backward(G, X)
+        return X.movedim(0, 2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dX: Tensor):
+        G, X = ctx.saved_tensors
+        lam = dX.movedim(2, 0).contiguous()
+        Gt = G.transpose(-1, -2)
+        for j in range(lam.shape[0] - 1, 0, -1):
+            lam[j - 1] += _apply_blocks(Gt, lam[j])
+        dsums = F.pad(lam[1:], (0, 0, 0, 0, 0, 0, 0, 0, 0, 1)).movedim(0, 2)  # ds_{j-1} = lam_j; s_{n-1} unused
+        dG = torch.einsum("jhbmi,jhbmk->hmik", lam[1:], X[:-1]) if ctx.needs_input_grad[0] else None
+        return dG, dsums, lam[0]
+
+
 def _toeplitz(taps: Tensor) -> Tensor:
     """(H, T) taps -> (H, T, T) matrix Z with ``Z[h, s, t] = taps[h, t - s]`` for t >= s, else 0
     (so that a row of inputs times Z is the causal convolution within the chunk)."""
@@ -181,17 +214,14 @@ def _chunked_conv_torch(u: Tensor, tables: ChunkTables, state: Optional[Tensor],
     sums = torch.bmm(x, w_in).view(H, Bsz, n, M, 2).to(wide)               # local chunk-boundary states
     cur = (torch.zeros(H, Bsz, M, 2, dtype=wide, device=u.device) if state is None
            else state.to(wide).permute(1, 0, 2).reshape(H, Bsz, M, 2))
-    prev = [cur]                                                            # state before chunk j
-    for s_j in sums.unbind(2)[:-1]:                                         # (unbind: a linear backward)
-        cur = _apply_blocks(pow_T, cur) + s_j
-        prev.append(cur)
-    X = torch.stack(prev, 2).view(H, Bsz * n, S).to(u.dtype)
+    Xw = _CarryScan.apply(pow_T, sums, cur)                                 # (H, B, n, M, 2): state before chunk j
+    X = Xw.reshape(H, Bsz * n, S).to(u.dtype)
     y = torch.baddbmm(torch.bmm(x, _toeplitz(taps)), X, w_out.transpose(-1, -2))   # near + far
     y = y.view(H, Bsz, n * T)[..., :L].permute(1, 2, 0)
     if not return_state:
         return y
     last = x.view(H, Bsz, n, T)[:, :, -1, :r]                                # (H, B, r)
-    fin = _apply_blocks(pow_r, prev[-1]).view(H, Bsz, S) + torch.bmm(last, w_in[:, T - r:]).to(wide)
+    fin = _apply_blocks(pow_r, Xw[:, :, -1]).reshape(H, Bsz, S) + torch.bmm(last, w_in[:, T - r:]).to(wide)
     return y, fin.permute(1, 0, 2)
 
 
