@@ -72,9 +72,10 @@ def prefer_chunked(u: Tensor, stateful: bool) -> bool:
 
     * CPU (backend ``"torch"``/``"auto"``): chunked for a stateful call (``state=`` or
       ``return_state``), where the FFT route needs two more batched Vandermonde sums (zero-input
-      response and state advance): 1.1-2.2x faster than it at B=8, H=128, N=64, L=256..8192, fwd and
-      fwd+bwd. Stateless calls keep the FFT, 1.2-3x faster on one CPU thread (pocketfft against
-      ~192 multiply-adds per step in small batched matmuls). Figures: ``benchmarks/bench_chunked.py``.
+      response and state advance): 1.0-1.7x faster than it at B=8, H=128, N=64, L=256..8192, fwd and
+      fwd+bwd (three runs on a loaded 2-core machine). Stateless calls keep the FFT, 1.2-6x faster on
+      one CPU thread (pocketfft against ~192 multiply-adds per step in small batched matmuls).
+      Figures: ``benchmarks/bench_chunked.py``.
     * CUDA float32 with the Triton kernel available: chunked for stateful calls and for every call
       without autograd (inference); training keeps the FFT until the backward is a Triton kernel (it
       recomputes the PyTorch version, whose chunk-to-chunk carry is a Python loop of L/T steps).

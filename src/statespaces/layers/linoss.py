@@ -419,7 +419,7 @@ class LinOSS(SSMLayer):
             return_state: also return the state after the last step.
             rate: multiplies dt (a signal sampled ``rate`` times more coarsely).
             mode: ``"auto"`` / ``"scan"`` / ``"chunked"`` / ``"conv"`` / ``"loop"``; default the layer's
-                ``mode``. ``"auto"`` is ``"chunked"`` on CPU (1.1-2.2x faster than the scan at B=8, H=128,
+                ``mode``. ``"auto"`` is ``"chunked"`` on CPU (1.2-1.9x faster than the scan at B=8, H=128,
                 P=64, L=256..8192 in fwd+bwd; ``benchmarks/bench_chunked.py``) and on CUDA where the
                 rule :func:`~statespaces.kernels.chunked_conv.prefer_chunked` picks the Triton chunked
                 kernel (stateful or inference calls), else ``"scan"``.
