@@ -144,7 +144,7 @@ def test_block_power_matches_repeated_products():
         torch.testing.assert_close(tlin._block_power(M, n), ref, rtol=1e-13, atol=1e-14)
 
 
-@pytest.mark.parametrize("cls,kw", [("linoss.LinOSS", dict(discretization="IMEX")), ("dlinoss.DLinOSS", {})])
+@pytest.mark.parametrize("cls,kw", [("linoss.LinOSS", dict(discretization="IMEX", mode="scan")), ("dlinoss.DLinOSS", dict(mode="scan"))])
 def test_layer_under_forced_triton_matches_its_torch_scan(small_tiles, cls, kw):
     """LinOSS / D-LinOSS forward with ``state=`` in and ``return_state`` out, and the parameter
     gradients, on the fused kernel (forced on CPU) vs the layer's own PyTorch chunked scan."""

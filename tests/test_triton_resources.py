@@ -37,6 +37,7 @@ def test_launch_table_matches_the_kernels():
         "vandermonde._vandermonde_fwd_kernel", "vandermonde._vandermonde_bwd_kernel", "scan._scan_fwd_kernel",
         "scan._scan_bwd_kernel", "cauchy._cauchy_kernel", "step._diag_step_kernel",
         "linoss._fwd_kernel", "linoss._bwd_kernel",
+        "chunked_conv._chunked_fwd_kernel",
     }
     for c in cfgs:
         c.check()                          # signature names == runtime parameters, constexprs == constexpr params
@@ -87,6 +88,13 @@ def test_choosers_stay_inside_the_table():
             assert all(linoss._bwd_config(N, H, f, rho_only=r, has_rin=i) in table
                        for f in (False, True) for r in (False, True) for i in (False, True))
     assert all(cauchy._config(a, b) in table for a, b in ((True, False), (False, True), (True, True)))
+    from statespaces.kernels.chunked_conv import ChunkTables, _fits_triton
+    from statespaces.ops.triton import chunked_conv
+
+    for M in range(1, 70):
+        for T in (16, 32, 64, 128):
+            if _fits_triton(_t.zeros(1, 1, 1), ChunkTables(None, _t.empty(1, T, 2 * M), None, None, None)):
+                assert chunked_conv._config(T, M) in table
 
 
 def test_launch_check_rejects_arguments_that_do_not_match_the_table():

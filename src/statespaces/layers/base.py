@@ -2,7 +2,8 @@ r"""The contract every SSM layer shares, and its implementation for diagonal SSM
 
 Three views of one linear time-invariant layer, per channel ``y = K * u + D u``:
 
-* convolution: ``layer(x)`` with x (B, L, H) -> y (B, L, H) via FFT (thesis §2.3.3);
+* convolution: ``layer(x)`` with x (B, L, H) -> y (B, L, H) via FFT (thesis §2.3.3), or for
+  diagonal SSMs by the chunked convolution where it is faster (:func:`statespaces.kernels.chunked_conv.prefer_chunked`);
 * recurrence: ``state = layer.initial_state(B)``; ``y_t, state = layer.step(x_t, state)`` with
   x_t (B, H) (thesis §2.3.2), and the stateful chunked forward
   ``y, state = layer(x, state=state, return_state=True)``;
@@ -31,6 +32,7 @@ from .._checks import (
     public,
 )
 from ..kernels import dispatch
+from ..kernels.chunked_conv import chunked_conv_diagonal, prefer_chunked
 from ..kernels.vandermonde import exp_scaled, vandermonde, vandermonde_transpose
 from ..ops.fftconv import fftconv
 from ..ops.scan import scan_diagonal
@@ -124,6 +126,8 @@ class SSMLayer(Pretrained, nn.Module):
         if steps is not None:
             y, new_state = self._irregular_forward(u, state, rate, steps.to(self.param_dtype))
             new_state = new_state if return_state else None
+        elif self._use_chunked(u, state is not None or return_state):   # rule: chunked_conv.prefer_chunked
+            y, new_state = self._chunked_forward(u, state, return_state, rate)
         else:
             y = fftconv(u, self._with_skip(self.kernel(L, rate)), self.bidirectional)
             if state is not None:
@@ -146,6 +150,15 @@ class SSMLayer(Pretrained, nn.Module):
         if state is not None:
             self._check_state(state, x.shape[0])
         return rate
+
+    def _use_chunked(self, u: Tensor, stateful: bool) -> bool:
+        """Whether :meth:`forward` takes :meth:`_chunked_forward` instead of the FFT convolution (no by default)."""
+        return False
+
+    def _chunked_forward(self, u: Tensor, state: Optional[Tensor], return_state: bool,
+                         rate: float) -> Tuple[Tensor, Optional[Tensor]]:  # pragma: no cover - abstract
+        """``(y, new_state or None)`` by the chunked convolution (:mod:`statespaces.kernels.chunked_conv`)."""
+        raise NotImplementedError
 
     def _with_skip(self, k: Tensor) -> Tensor:
         """The kernel with the skip term folded into lag 0: ``y = k * u + D u = (k + D delta) * u``.
@@ -300,6 +313,16 @@ class DiagonalSSM(SSMLayer):
     def _continuous_view(self, rate: float) -> Tuple[Optional[Tensor], Optional[Tensor]]:
         """``(dt, A)`` (H, M) of :meth:`modes`: step sizes and continuous eigenvalues, None if unknown."""
         return None, None
+
+    def _use_chunked(self, u: Tensor, stateful: bool) -> bool:
+        return prefer_chunked(u, stateful)
+
+    def _chunked_forward(self, u: Tensor, state: Optional[Tensor], return_state: bool,
+                         rate: float) -> Tuple[Tensor, Optional[Tensor]]:
+        """Output, and the new state if ``return_state``, in one chunked pass (exact; thesis §2.3.2-2.3.3)."""
+        sys = self.diagonal_system(rate)
+        out = chunked_conv_diagonal(u, sys.log_dA, sys.dB, sys.C, sys.scale, self.D, state, return_state)
+        return out if return_state else (out, None)
 
     def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:
         sys = self.diagonal_system(rate)

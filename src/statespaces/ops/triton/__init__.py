@@ -9,17 +9,19 @@ is never required. Importing this package does not import ``triton``; the submod
 * :mod:`.cauchy`: DPLR Cauchy sums ``sum_n v_n / (z_k - w_n)`` with backward;
 * :mod:`.step`: one fused recurrent step of a diagonal SSM (state update and output), inference only;
 * :mod:`.linoss`: fused LinOSS / D-LinOSS 2x2-block scan with the forcing built from u, with backward.
+* :mod:`.chunked_conv`: chunked LTI convolution (near-field Toeplitz + state carried between chunks).
 
 Complex tensors are handled as (re, im) pairs, accumulated in fp32 (``step`` also runs in fp64).
 
 Every kernel launch goes through a :class:`~._launch.Config` that its module's ``configs()``
 lists; :func:`configs` gathers them all (the resource check compiles each for sm_80 / sm_90).
 """
-__all__ = ["vandermonde", "scan", "cauchy", "step", "linoss", "configs"]
+__all__ = ["vandermonde", "scan", "cauchy", "step", "linoss", "chunked_conv", "configs"]
 
 
 def configs():
     """Every launch configuration of every kernel (imports ``triton``)."""
-    from . import cauchy, linoss, scan, step, vandermonde
+    from . import cauchy, chunked_conv, linoss, scan, step, vandermonde
 
-    return [*vandermonde.configs(), *scan.configs(), *cauchy.configs(), *step.configs(), *linoss.configs()]
+    return [*vandermonde.configs(), *scan.configs(), *cauchy.configs(), *step.configs(), *linoss.configs(),
+            *chunked_conv.configs()]

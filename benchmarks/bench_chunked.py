@@ -1,0 +1,91 @@
+"""Chunked LTI convolution vs the FFT route on CPU (one thread), ratios in one run.
+
+    python benchmarks/bench_chunked.py                       # B=8, H=128, N=64, L=1024 and 8192
+    python benchmarks/bench_chunked.py --lengths 256 2048 --d-state 16 --chunks 32 64 128
+
+For each shape: the S4D layer (N=64 real state = 32 complex modes) stateless (FFT route: Vandermonde
+kernel + ``fftconv``; chunked: :func:`statespaces.kernels.chunked_conv.chunked_conv_diagonal` at each
+chunk length T) and stateful (``state=``, ``return_state=True``: the FFT route adds the zero-input
+response and the state advance), and LinOSS (P = N oscillators) by ``mode='scan'``, ``'conv'`` and
+``'chunked'``; forward (no grad) and forward+backward. ``ratio`` = FFT (or scan) time / chunked time:
+above 1, the chunked path is faster. The dispatch rule that these figures set is
+:func:`statespaces.kernels.chunked_conv.prefer_chunked`.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+from common import machine, timeit
+
+from statespaces import S4D, LinOSS
+from statespaces.kernels.chunked_conv import chunked_conv_diagonal
+from statespaces.ops.fftconv import fftconv
+
+
+def _fwd_bwd(fn):
+    def run():
+        out = fn()
+        y, s = out if isinstance(out, tuple) else (out, None)
+        loss = y.sum() + (0 if s is None else s.abs().sum())
+        loss.backward()
+    return run
+
+
+def _time(fn, repeat: int, grad: bool) -> float:
+    if grad:
+        return timeit(_fwd_bwd(fn), repeat=repeat) * 1e3
+    with torch.no_grad():
+        return timeit(fn, repeat=repeat) * 1e3
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--d-state", type=int, default=64)
+    p.add_argument("--lengths", type=int, nargs="+", default=[1024, 8192])
+    p.add_argument("--chunks", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    B, H, N = args.batch, args.d_model, args.d_state
+    print(f"chunked vs FFT, B={B} H={H} N={N}, one thread; {machine()}")
+    print(f"{'layer':>16} {'L':>6} {'pass':>8} {'ref ms':>9} " + " ".join(f"{'T=' + str(T) + ' ms':>10}" for T in args.chunks)
+          + f" {'best ratio':>10}")
+    s4d = S4D(H, N)
+    for L in args.lengths:
+        x = torch.randn(B, L, H, requires_grad=True)
+        s0 = s4d.initial_state(B) + torch.randn(B, H, s4d.n_modes, dtype=torch.complex64)
+        for stateful in (False, True):
+            for grad in (False, True):
+                def ref(x=x, L=L, s0=s0, stateful=stateful):   # the FFT route of SSMLayer.forward
+                    y = fftconv(x, s4d._with_skip(s4d.kernel(L)))
+                    if not stateful:
+                        return y
+                    return y + s4d._zero_input_response(s0, L, 1.0), s4d._advance_state(s0, x, 1.0)
+                t_ref = _time(ref, args.repeat, grad)
+
+                def chunked(T, x=x, s0=s0, stateful=stateful):
+                    def f():
+                        sys = s4d.diagonal_system()
+                        return chunked_conv_diagonal(x, sys.log_dA, sys.dB, sys.C, sys.scale, s4d.D, chunk=T,
+                                                     state=s0 if stateful else None, return_state=stateful)
+                    return f
+                ts = [_time(chunked(T), args.repeat, grad) for T in args.chunks]
+                name = "S4D stateful" if stateful else "S4D"
+                print(f"{name:>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} {t_ref:9.1f} "
+                      + " ".join(f"{t:10.1f}" for t in ts) + f" {t_ref / min(ts):10.2f}")
+    lin = LinOSS(H, N)
+    print(f"{'layer':>16} {'L':>6} {'pass':>8} {'scan ms':>9} {'conv ms':>10} {'chunked ms':>10} {'scan/chunk':>10}")
+    for L in args.lengths:
+        x = torch.randn(B, L, H, requires_grad=True)
+        for grad in (False, True):
+            t = {m: _time(lambda m=m, x=x: lin(x, mode=m), args.repeat, grad) for m in ("scan", "conv", "chunked")}
+            print(f"{'LinOSS':>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} {t['scan']:9.1f} {t['conv']:10.1f} "
+                  f"{t['chunked']:10.1f} {t['scan'] / t['chunked']:10.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,354 @@
+r"""Chunked convolution of a time-invariant SSM: exact near-field taps plus a state carried between
+chunks (state-space duality specialised to LTI systems; thesis §2.3.2-2.3.3, Prop. 2.8).
+
+An SSM with per-channel state ``x_t = A x_{t-1} + b u_t``, ``y_t = c^T x_t (+ D u_t)`` is the causal
+convolution ``y = k * u`` with ``k_l = c^T A^l b`` (eq. 2.6). Cut the sequence into chunks of T steps
+(the last one may be partial). Within chunk j (local time t < T)
+
+    y[j, t] = sum_{s<=t} k_{t-s} u[j, s]                  (near field: a T x T Toeplitz product)
+            + c^T A^{t+1} x_{j-1}                          (far field: the past, through the state)
+    x_j     = A^T x_{j-1} + sum_{t<T} A^{T-1-t} b u[j, t]  (state at the chunk boundary)
+
+with ``x_{-1}`` the initial state. Nothing is truncated: the result equals the full convolution
+(tested against :func:`statespaces.ops.fftconv.fftconv` and the explicit recurrence in float64).
+Per step and channel the work is T (Toeplitz) + 2 S (state in and out) multiply-adds for a real
+state of size S, done as three batched matmuls over the channels; the chunk-to-chunk carry is
+``ceil(L / T)`` small elementwise updates of (B, H, S). Against the FFT route (O(L log L), with
+~10 passes over the (B, H, 2L) padded tensor) this wins on CPU for moderate S, and reads the input
+in its (B, L, H) layout without any length-2L buffer.
+
+The algorithm itself (:func:`chunked_conv`) takes five small per-channel tables
+(:class:`ChunkTables`) and a real state made of 2-vectors, so one code serves
+
+* diagonal SSMs (S4D, diagonalised S4): each complex mode ``a`` is the 2x2 real block
+  ``[[Re a, -Im a], [Im a, Re a]]`` acting on ``(Re x, Im x)`` -- :func:`diagonal_tables`,
+  :func:`chunked_conv_diagonal`;
+* LinOSS: each oscillator is a real 2x2 block on ``(velocity, position)`` (no diagonalisation, so
+  the double eigenvalue at A = 0 is no problem) -- built by :mod:`statespaces.layers.linoss`.
+
+:func:`chunked_conv_diagonal_ref` is the reference twin: the explicit complex recurrence, one step
+at a time (readable, slow).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from .. import backend
+from ..ops._amp import autocast_off
+from .vandermonde import _powers, exp_scaled
+
+Tensor = torch.Tensor
+
+__all__ = ["CHUNK", "ChunkTables", "block_tables", "chunk_length", "chunked_conv", "chunked_conv_diagonal",
+           "chunked_conv_diagonal_ref", "chunked_conv_torch", "diagonal_tables", "prefer_chunked"]
+
+#: Default chunk length T (steps). 64 balances the Toeplitz product (T per step) against the
+#: state in/out products (2 S per step) for S4D's S = 64 real state entries (32 complex modes).
+CHUNK = 64
+
+
+#: Chunk length on the Triton path (the kernel's register budget: see :mod:`statespaces.ops.triton.chunked_conv`).
+TRITON_CHUNK = 32
+
+
+def chunk_length(L: int, chunk: Optional[int] = None, u: Optional[Tensor] = None) -> int:
+    """The chunk length used for a sequence of length L: ``min(chunk, L)`` (>= 1); by default
+    :data:`CHUNK`, or :data:`TRITON_CHUNK` when ``u`` would take the Triton path."""
+    if chunk is None:
+        triton = u is not None and backend.choose("chunked_conv", u, dtypes=backend.REAL) == "triton"
+        chunk = TRITON_CHUNK if triton else CHUNK
+    T = chunk
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"chunk must be a positive integer (steps per chunk), got {chunk!r}")
+    return max(1, min(T, L))
+
+
+def prefer_chunked(u: Tensor, stateful: bool) -> bool:
+    r"""The rule by which a layer's forward picks the chunked convolution over the FFT (one place).
+
+    * CPU (backend ``"torch"``/``"auto"``): chunked for a stateful call (``state=`` or
+      ``return_state``), where the FFT route needs two more batched Vandermonde sums (zero-input
+      response and state advance): 1.0-1.7x faster than it at B=8, H=128, N=64, L=256..8192, fwd and
+      fwd+bwd (three runs on a loaded 2-core machine). Stateless calls keep the FFT, 1.2-6x faster on
+      one CPU thread (pocketfft against ~192 multiply-adds per step in small batched matmuls).
+      Figures: ``benchmarks/bench_chunked.py``.
+    * CUDA float32 with the Triton kernel available: chunked for stateful calls and for every call
+      without autograd (inference); training keeps the FFT until the backward is a Triton kernel (it
+      recomputes the PyTorch version, whose chunk-to-chunk carry is a Python loop of L/T steps).
+      Predicted, not measured (no GPU in the session that wrote it).
+    * backend ``"ref"``: never (the FFT route with its reference twins).
+    """
+    path = backend.choose("chunked_conv", u, dtypes=backend.REAL)
+    if path == "triton":
+        return stateful or not torch.is_grad_enabled()
+    return path == "torch" and stateful and u.device.type == "cpu"
+
+
+class ChunkTables(NamedTuple):
+    r"""Per-channel tables of one SSM for chunks of T steps; the real state has S = 2 M entries,
+    M blocks of 2 (``x.view(..., M, 2)``).
+
+    * ``taps`` (H, T): ``k_l = c^T A^l b`` for l < T (a skip ``D`` folded into ``k_0``);
+    * ``w_in`` (H, T, S): ``A^{T-1-t} b`` -- the chunk-boundary state is ``sum_t w_in[t] u_t``;
+    * ``w_out`` (H, T, S): ``(c^T A^{t+1})`` -- the far-field output at step t of a chunk is ``w_out[t] . x``;
+    * ``pow_T`` (H, M, 2, 2): ``A^T`` as M blocks of 2x2;
+    * ``pow_r`` (H, M, 2, 2): ``A^r``, r the number of steps of the last chunk (for the final state).
+    """
+
+    taps: Tensor
+    w_in: Tensor
+    w_out: Tensor
+    pow_T: Tensor
+    pow_r: Tensor
+
+
+def _apply_blocks(G: Tensor, x: Tensor) -> Tensor:
+    """``G x`` for 2x2 blocks G (H, M, 2, 2) and states x (H, B, M, 2)."""
+    G = G.unsqueeze(1)
+    return G[..., 0] * x[..., 0:1] + G[..., 1] * x[..., 1:2]
+
+
+class _CarryScan(torch.autograd.Function):
+    r"""States before each chunk, ``X_0 = x0``, ``X_j = G X_{j-1} + s_{j-1}`` (j < n), for 2x2 blocks
+    G (H, M, 2, 2), chunk sums s (H, B, n, M, 2) and x0 (H, B, M, 2): X (H, B, n, M, 2).
+
+    A hand-written adjoint instead of autograd through the loop (which spends ~10 small ops per chunk,
+    zero-filled slice gradients included): ``lam_{n-1} = dX_{n-1}``, ``lam_{j-1} = dX_{j-1} + G^T lam_j``,
+    ``ds_{j-1} = lam_j``, ``dx0 = lam_0``, ``dG = sum_{b, j>=1} lam_j X_{j-1}^T`` (one reduction).
+    """
+
+    @staticmethod
+    def forward(ctx, G: Tensor, sums: Tensor, x0: Tensor) -> Tensor:
+        s = sums.movedim(2, 0).contiguous()                               # (n, H, B, M, 2): contiguous steps
+        X = torch.empty_like(s)
+        X[0] = x0
+        for j in range(1, s.shape[0]):
+            torch.add(_apply_blocks(G, X[j - 1]), s[j - 1], out=X[j])
+        ctx.save_for_backward(G, X)
+        return X.movedim(0, 2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dX: Tensor):
+        G, X = ctx.saved_tensors
+        lam = dX.movedim(2, 0).contiguous()
+        Gt = G.transpose(-1, -2)
+        for j in range(lam.shape[0] - 1, 0, -1):
+            lam[j - 1] += _apply_blocks(Gt, lam[j])
+        dsums = F.pad(lam[1:], (0, 0, 0, 0, 0, 0, 0, 0, 0, 1)).movedim(0, 2)  # ds_{j-1} = lam_j; s_{n-1} unused
+        dG = torch.einsum("jhbmi,jhbmk->hmik", lam[1:], X[:-1]) if ctx.needs_input_grad[0] else None
+        return dG, dsums, lam[0]
+
+
+def _toeplitz(taps: Tensor) -> Tensor:
+    """(H, T) taps -> (H, T, T) matrix Z with ``Z[h, s, t] = taps[h, t - s]`` for t >= s, else 0
+    (so that a row of inputs times Z is the causal convolution within the chunk)."""
+    T = taps.shape[-1]
+    idx = torch.arange(T, device=taps.device)
+    lag = idx[None, :] - idx[:, None]                                   # [s, t] -> t - s
+    Z = taps[:, lag.clamp(min=0)]
+    return Z * (lag >= 0).to(taps.dtype)
+
+
+def _fits_triton(u: Tensor, tables: ChunkTables) -> bool:
+    from ..ops.triton.chunked_conv import CHUNKS, MAX_BLOCK_M
+
+    return (u.dtype == torch.float32 and tables.w_in.shape[-2] in CHUNKS
+            and tables.w_in.shape[-1] <= 2 * MAX_BLOCK_M)
+
+
+def _chunked_conv_triton(u: Tensor, tables: ChunkTables, state: Optional[Tensor], return_state: bool):
+    from ..ops.triton.chunked_conv import chunked_conv_triton
+
+    return chunked_conv_triton(u, tables, state, return_state)
+
+
+def chunked_conv(u: Tensor, tables: ChunkTables, state: Optional[Tensor] = None,
+                 return_state: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    r"""Causal convolution of each channel of u with the SSM described by ``tables``, exactly.
+
+    Args:
+        u: input (B, L, H), real, any L >= 1 (the last chunk may be partial).
+        tables: :class:`ChunkTables` for chunk length T and this L (``pow_r`` = ``A^r``,
+            ``r = L - (ceil(L/T) - 1) T``), in the dtype of u.
+        state: real state (B, H, S) before the first step, or None (zeros).
+        return_state: also return the state after the last step, (B, H, S), in the dtype of ``pow_T``.
+
+    The chunk-to-chunk carry runs in the dtype of ``pow_T`` (float64 from the table builders here):
+    a rounded ``A^T`` applied ``L/T`` times would drift by ``~ (L/T) eps`` when ``|a| ~ 1`` (IMEX, slow
+    modes); in float64 it costs one cast of the (B, H, L S / T) chunk sums.
+
+    Returns:
+        y (B, L, H), and the final state if ``return_state``.
+
+    Path (:mod:`statespaces.backend`): the Triton kernels (:mod:`statespaces.ops.triton.chunked_conv`)
+    for float32 CUDA tensors with T in (32, 64) and S <= 128, else :func:`chunked_conv_torch`.
+    """
+    if backend.choose("chunked_conv", u, dtypes=backend.REAL) == "triton" and _fits_triton(u, tables):
+        out = backend.attempt("chunked_conv", _chunked_conv_triton, u, tables, state, return_state)
+        if out is not None:
+            return out
+    return chunked_conv_torch(u, tables, state, return_state)
+
+
+def chunked_conv_torch(u: Tensor, tables: ChunkTables, state: Optional[Tensor] = None,
+                       return_state: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    """The PyTorch path of :func:`chunked_conv` (any device, any float dtype; plain autograd). Autocast
+    is off inside (as in the FFT route): the products run in the precision of the tables."""
+    with autocast_off(u):
+        return _chunked_conv_torch(u, tables, state, return_state)
+
+
+def _chunked_conv_torch(u: Tensor, tables: ChunkTables, state: Optional[Tensor], return_state: bool):
+    taps, w_in, w_out, pow_T, pow_r = tables
+    Bsz, L, H = u.shape
+    T, S = w_in.shape[-2], w_in.shape[-1]
+    M = S // 2
+    n = -(-L // T)
+    r = L - (n - 1) * T
+    wide = pow_T.dtype                                                      # the carry's precision
+    x = F.pad(u.permute(2, 0, 1), (0, n * T - L)).reshape(H, Bsz * n, T)   # (H, B n, T): chunk rows
+    sums = torch.bmm(x, w_in).view(H, Bsz, n, M, 2).to(wide)               # local chunk-boundary states
+    cur = (torch.zeros(H, Bsz, M, 2, dtype=wide, device=u.device) if state is None
+           else state.to(wide).permute(1, 0, 2).reshape(H, Bsz, M, 2))
+    Xw = _CarryScan.apply(pow_T, sums, cur)                                 # (H, B, n, M, 2): state before chunk j
+    X = Xw.reshape(H, Bsz * n, S).to(u.dtype)
+    y = torch.baddbmm(torch.bmm(x, _toeplitz(taps)), X, w_out.transpose(-1, -2))   # near + far
+    y = y.view(H, Bsz, n * T)[..., :L].permute(1, 2, 0)
+    if not return_state:
+        return y
+    last = x.view(H, Bsz, n, T)[:, :, -1, :r]                                # (H, B, r)
+    fin = _apply_blocks(pow_r, Xw[:, :, -1]).reshape(H, Bsz, S) + torch.bmm(last, w_in[:, T - r:]).to(wide)
+    return y, fin.permute(1, 0, 2)
+
+
+def _blocks(a: Tensor) -> Tensor:
+    """Complex (H, M) -> the real 2x2 blocks ``[[Re a, -Im a], [Im a, Re a]]``, (H, M, 2, 2)."""
+    return torch.stack([torch.stack([a.real, -a.imag], -1), torch.stack([a.imag, a.real], -1)], -2)
+
+
+def diagonal_tables(log_dA: Tensor, dB: Tensor, C: Tensor, scale: float, T: int, r: int,
+                    D: Optional[Tensor] = None) -> ChunkTables:
+    r""":class:`ChunkTables` of a diagonal SSM ``x' = a x + dB u``, ``y = scale Re(C x) (+ D u)`` (eq. 3.2).
+
+    Args:
+        log_dA, dB, C: complex (H, M). scale: 2 for conjugate pairs, else 1. T: chunk length.
+        r: steps of the last chunk (1..T). D: (H,) real skip, folded into the lag-0 tap, or None.
+
+    The powers ``a^j`` (j <= T) come from float64 exponents with the phase reduced
+    (:func:`statespaces.kernels.vandermonde._powers`), then rounded once to the working precision.
+    Returns real tables in the real dtype of ``dB`` (``pow_T``, ``pow_r`` in float64, for the carry);
+    the state is ``view_as_real`` of the complex one.
+    """
+    H, M = log_dA.shape
+    p = _powers(log_dA, T + 1, 1).to(dB.dtype)                               # (H, M, T+1): a^j
+    cb = (scale * C * dB).unsqueeze(-1)
+    taps = (cb * p[..., :T]).real.sum(-2)                                    # (H, T)
+    if D is not None:
+        taps = torch.cat([taps[:, :1] + D[:, None], taps[:, 1:]], -1)
+    w_in = torch.view_as_real((p[..., :T].flip(-1) * dB.unsqueeze(-1)).transpose(-1, -2)).reshape(H, T, 2 * M)
+    w = (scale * C.unsqueeze(-1) * p[..., 1:]).transpose(-1, -2)            # (H, T, M): scale C a^{t+1}
+    w_out = torch.stack([w.real, -w.imag], -1).reshape(H, T, 2 * M)         # Re(w x) = w_r x_r - w_i x_i
+    lw = log_dA.to(torch.complex64 if log_dA.device.type == "mps" else torch.complex128)
+    return ChunkTables(taps, w_in, w_out, _blocks(exp_scaled(lw, T)), _blocks(exp_scaled(lw, r)))
+
+
+def block_tables(powers: Tensor, b: Tensor, c: Tensor, r: int) -> ChunkTables:
+    r""":class:`ChunkTables` of real 2x2 systems ``x' = G x + b u``, ``y = c^T x`` (one per channel; LinOSS's
+    oscillators, thesis-style closed-form powers supplied by the caller).
+
+    Args:
+        powers: (H, T+1, 2, 2) real, ``G^j`` for j = 0..T. b, c: (H, 2) real. r: steps of the last chunk.
+
+    Returns:
+        :class:`ChunkTables` with S = 2 (one block per channel), in the dtype of ``powers``.
+    """
+    T = powers.shape[1] - 1
+    Gb = (powers[:, :T] * b[:, None, None, :]).sum(-1)                      # (H, T, 2): G^l b
+    taps = (c[:, None, :] * Gb).sum(-1)                                     # (H, T): c^T G^l b
+    w_in = Gb.flip(1)                                                       # (H, T, 2): G^{T-1-t} b
+    w_out = (c[:, None, :, None] * powers[:, 1:]).sum(-2)                   # (H, T, 2): c^T G^{t+1}
+    return ChunkTables(taps, w_in, w_out, powers[:, T, None], powers[:, r, None])
+
+
+def chunked_conv_diagonal(u: Tensor, log_dA: Tensor, dB: Tensor, C: Tensor, scale: float = 1.0,
+                          D: Optional[Tensor] = None, state: Optional[Tensor] = None, return_state: bool = False,
+                          chunk: Optional[int] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    r"""Output of a diagonal SSM (S4D, thesis §3.2; eq. 3.2) by the chunked convolution.
+
+    ``y = k * u + D u`` with ``k_l = scale Re sum_m C_m dB_m a_m^l``, ``a = exp(log_dA)``; equal to
+    ``fftconv(u, k)`` and to the recurrence ``x_t = a x_{t-1} + dB u_t``, ``y_t = scale Re(C x_t) + D u_t``.
+
+    Args:
+        u: input (B, L, H), real (float32 or float64).
+        log_dA, dB: complex (H, M). C: complex (K, H, M), K = 1 (causal) or 2 (bidirectional:
+            ``C[1]`` reads the anti-causal branch on lags -1..-L, as :func:`statespaces.ops.fftconv.two_sided_kernel`).
+        scale: 2 when each mode stands for a conjugate pair, else 1. D: (H,) real or None.
+        state: complex (B, H, M) state before the first step, or None. Causal only.
+        return_state: also return the complex state (B, H, M) after the last step. Causal only.
+        chunk: chunk length T (default :data:`CHUNK`, :data:`TRITON_CHUNK` on the Triton path).
+
+    Returns:
+        y (B, L, H) in the dtype of u, and the final state if ``return_state``.
+    """
+    if u.dim() != 3 or log_dA.dim() != 2 or C.dim() != 3 or u.shape[-1] != log_dA.shape[0] \
+            or tuple(dB.shape) != tuple(log_dA.shape) or tuple(C.shape[1:]) != tuple(log_dA.shape) \
+            or C.shape[0] not in (1, 2) or u.shape[1] < 1:
+        raise ValueError(f"chunked_conv_diagonal: u must be (B, L>=1, H), log_dA and dB (H, M), C (1 or 2, H, M); "
+                         f"got u {tuple(u.shape)}, log_dA {tuple(log_dA.shape)}, dB {tuple(dB.shape)}, "
+                         f"C {tuple(C.shape)}")
+    if u.dtype != dB.real.dtype or not (log_dA.is_complex() and dB.is_complex() and C.is_complex()):
+        raise TypeError(f"chunked_conv_diagonal: log_dA, dB, C must be complex and u real of the same precision "
+                        f"(float32 with complex64, float64 with complex128); got u {u.dtype}, log_dA {log_dA.dtype}, "
+                        f"dB {dB.dtype}, C {C.dtype}")
+    if state is not None and tuple(state.shape) != (u.shape[0], *log_dA.shape):
+        raise ValueError(f"chunked_conv_diagonal: state must be (B, H, M) = {(u.shape[0], *log_dA.shape)}, "
+                         f"got {tuple(state.shape)}")
+    bidirectional = C.shape[0] == 2
+    if bidirectional and (state is not None or return_state):
+        raise ValueError("chunked_conv_diagonal: a bidirectional (two-sided) convolution has no recurrent state; "
+                         "pass state=None and return_state=False")
+    L = u.shape[1]
+    T = chunk_length(L, chunk, u)
+    r = L - (-(-L // T) - 1) * T
+    s0 = None if state is None else torch.view_as_real(state.to(dB.dtype)).flatten(-2).to(u.dtype)
+    out = chunked_conv(u, diagonal_tables(log_dA, dB, C[0], scale, T, r, D), s0, return_state)
+    if bidirectional:
+        # anti-causal branch: on the reversed input it is causal with lags 1..L (one step of delay)
+        back = chunked_conv(u.flip(1), diagonal_tables(log_dA, dB, C[1], scale, T, r))
+        out = out + F.pad(back[:, :-1], (0, 0, 1, 0)).flip(1)
+    if return_state:
+        y, s = out
+        return y, torch.view_as_complex(s.unflatten(-1, (-1, 2)).contiguous()).to(dB.dtype)
+    return out
+
+
+def chunked_conv_diagonal_ref(u: Tensor, log_dA: Tensor, dB: Tensor, C: Tensor, scale: float = 1.0,
+                              D: Optional[Tensor] = None, state: Optional[Tensor] = None,
+                              return_state: bool = False, chunk: Optional[int] = None):
+    r"""Reference twin of :func:`chunked_conv_diagonal`: the explicit recurrence (thesis eq. 2.5),
+    one step at a time in complex arithmetic; the anti-causal branch by the same recurrence run
+    backwards. Same arguments (``chunk`` is ignored) and results."""
+    Bsz, L, H = u.shape
+    a = torch.exp(log_dA)
+    x = torch.zeros(Bsz, H, a.shape[-1], dtype=dB.dtype, device=u.device) if state is None else state
+    ys = []
+    for t in range(L):
+        x = a * x + dB * u[:, t, :, None]
+        ys.append(scale * (C[0] * x).real.sum(-1))
+    y = torch.stack(ys, 1)
+    if D is not None:
+        y = y + D * u
+    if C.shape[0] == 2:
+        z = torch.zeros_like(x)
+        back = [torch.zeros_like(ys[0])]
+        for t in range(L - 1, 0, -1):                          # out_t += scale Re C1 . (sum_{s>t} a^{s-t-1} dB u_s)
+            z = a * z + dB * u[:, t, :, None]
+            back.append(scale * (C[1] * z).real.sum(-1))
+        y = y + torch.stack(back[::-1], 1)
+    return (y, x) if return_state else y
+

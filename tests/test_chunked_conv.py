@@ -1,0 +1,201 @@
+"""Chunked LTI convolution (statespaces.kernels.chunked_conv) against its independent twins: the FFT
+convolution of the Vandermonde kernel and the explicit recurrence, in float64; gradcheck; the layer
+dispatch (S4D stateful forward, LinOSS ``mode='chunked'``)."""
+import pytest
+import torch
+
+from statespaces import S4D, LinOSS, backend
+from statespaces.kernels.chunked_conv import (
+    chunk_length,
+    chunked_conv_diagonal,
+    chunked_conv_diagonal_ref,
+    prefer_chunked,
+)
+from statespaces.kernels.vandermonde import vandermonde
+from statespaces.ops.fftconv import fftconv
+
+C128 = torch.complex128
+
+
+def _system(H, M, K=1, seed=0, slow=False):
+    g = torch.Generator().manual_seed(seed)
+    re = -torch.rand(H, M, dtype=torch.float64, generator=g) * (1e-3 if slow else 0.5)
+    log_dA = torch.complex(re, 3 * torch.randn(H, M, dtype=torch.float64, generator=g))
+    dB = torch.randn(H, M, dtype=C128, generator=g)
+    C = torch.randn(K, H, M, dtype=C128, generator=g)
+    D = torch.randn(H, dtype=torch.float64, generator=g)
+    return log_dA, dB, C, D
+
+
+def _fft_route(u, log_dA, dB, C, scale, D):
+    L = u.shape[1]
+    k = scale * vandermonde(C * dB, log_dA, L)                      # (K, H, L)
+    k[0, :, 0] += D
+    return fftconv(u, k if C.shape[0] == 2 else k[0], bidirectional=C.shape[0] == 2)
+
+
+# (B, L, H, M, T): L a multiple of T, not a multiple, L < T, L = 1, T = 1
+SHAPES = [(2, 64, 3, 4, 16), (3, 50, 2, 5, 16), (1, 7, 4, 3, 32), (2, 1, 3, 2, 8), (1, 9, 2, 3, 1), (2, 129, 5, 8, 64)]
+
+
+@pytest.mark.parametrize("B,L,H,M,T", SHAPES)
+@pytest.mark.parametrize("K", [1, 2])
+def test_matches_fft_convolution(B, L, H, M, T, K):
+    log_dA, dB, C, D = _system(H, M, K, seed=L + T)
+    u = torch.randn(B, L, H, dtype=torch.float64)
+    y = chunked_conv_diagonal(u, log_dA, dB, C, 2.0, D, chunk=T)
+    torch.testing.assert_close(y, _fft_route(u, log_dA, dB, C, 2.0, D), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("B,L,H,M,T", SHAPES)
+def test_state_in_and_out_match_the_recurrence(B, L, H, M, T):
+    log_dA, dB, C, D = _system(H, M, seed=3 * L + T)
+    u = torch.randn(B, L, H, dtype=torch.float64)
+    s0 = torch.randn(B, H, M, dtype=C128)
+    y, s = chunked_conv_diagonal(u, log_dA, dB, C, 1.0, D, state=s0, return_state=True, chunk=T)
+    y_ref, s_ref = chunked_conv_diagonal_ref(u, log_dA, dB, C, 1.0, D, state=s0, return_state=True)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(s, s_ref, rtol=1e-10, atol=1e-10)
+    # two calls carrying the state = one call over the whole sequence
+    cut = L // 2
+    if 0 < cut < L:
+        y1, s1 = chunked_conv_diagonal(u[:, :cut], log_dA, dB, C, 1.0, D, state=s0, return_state=True, chunk=T)
+        y2, s2 = chunked_conv_diagonal(u[:, cut:], log_dA, dB, C, 1.0, D, state=s1, return_state=True, chunk=T)
+        torch.testing.assert_close(torch.cat([y1, y2], 1), y, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(s2, s, rtol=1e-10, atol=1e-10)
+
+
+def test_bidirectional_matches_the_two_sided_recurrence():
+    log_dA, dB, C, D = _system(3, 4, K=2, seed=5)
+    u = torch.randn(2, 45, 3, dtype=torch.float64)
+    y = chunked_conv_diagonal(u, log_dA, dB, C, 2.0, D, chunk=8)
+    torch.testing.assert_close(y, chunked_conv_diagonal_ref(u, log_dA, dB, C, 2.0, D), rtol=1e-10, atol=1e-10)
+
+
+def test_random_shapes_against_fft():
+    g = torch.Generator().manual_seed(11)
+    for _ in range(12):
+        B, L, H, M = (int(torch.randint(1, hi, (1,), generator=g)) for hi in (4, 200, 5, 9))
+        T = int(torch.randint(1, 80, (1,), generator=g))
+        K = int(torch.randint(1, 3, (1,), generator=g))
+        log_dA, dB, C, D = _system(H, M, K, seed=L)
+        u = torch.randn(B, L, H, dtype=torch.float64, generator=g)
+        y = chunked_conv_diagonal(u, log_dA, dB, C, 2.0, D, chunk=T)
+        where = f"B={B} L={L} H={H} M={M} T={T} K={K}"
+        torch.testing.assert_close(y, _fft_route(u, log_dA, dB, C, 2.0, D), rtol=1e-9, atol=1e-9,
+                                   msg=lambda m, where=where: f"{where}: {m}")
+
+
+def test_gradcheck():
+    log_dA, dB, C, D = _system(2, 3, seed=1)
+    u = torch.randn(2, 11, 2, dtype=torch.float64)
+    s0 = torch.randn(2, 2, 3, dtype=C128)
+    args = [t.clone().requires_grad_() for t in (u, log_dA, dB, C, D, s0)]
+
+    def f(u, log_dA, dB, C, D, s0):
+        y, s = chunked_conv_diagonal(u, log_dA, dB, C, 2.0, D, state=s0, return_state=True, chunk=4)
+        return y, torch.view_as_real(s)
+
+    assert torch.autograd.gradcheck(f, args, fast_mode=True)
+
+
+def test_gradcheck_bidirectional():
+    log_dA, dB, C, D = _system(2, 2, K=2, seed=2)
+    args = [t.clone().requires_grad_() for t in (torch.randn(1, 9, 2, dtype=torch.float64), log_dA, dB, C, D)]
+    assert torch.autograd.gradcheck(lambda u, a, b, c, d: chunked_conv_diagonal(u, a, b, c, 1.0, d, chunk=4), args,
+                                    fast_mode=True)
+
+
+def test_float32_carry_does_not_drift():
+    """Slow modes (|a| ~ 1) over many chunks: the float64 carry keeps the float32 error at the level of
+    one chunk's rounding instead of growing with L/T."""
+    log_dA, dB, C, D, u, s0 = (t.to(torch.complex64 if t.is_complex() else torch.float32).to(t.dtype)
+                               for t in (*_system(2, 4, seed=7, slow=True), torch.randn(1, 4096, 2, dtype=torch.float64),
+                                         torch.randn(1, 2, 4, dtype=C128)))          # exactly representable in float32
+    y64, s64 = chunked_conv_diagonal(u, log_dA, dB, C, 1.0, D, s0, True, chunk=16)
+    y32, s32 = chunked_conv_diagonal(u.float(), log_dA.to(torch.complex64), dB.to(torch.complex64),
+                                     C.to(torch.complex64), 1.0, D.float(), s0.to(torch.complex64), True, chunk=16)
+    assert y32.dtype == torch.float32 and s32.dtype == torch.complex64
+    assert (y32.double() - y64).abs().max() / y64.abs().max() < 2e-5
+    assert (s32.to(C128) - s64).abs().max() / s64.abs().max() < 2e-5
+
+
+def test_bad_input_raises():
+    log_dA, dB, C, _ = _system(3, 4)
+    with pytest.raises(ValueError, match="u must be"):
+        chunked_conv_diagonal(torch.randn(2, 5, 4, dtype=torch.float64), log_dA, dB, C)
+    with pytest.raises(ValueError, match="no recurrent state"):
+        chunked_conv_diagonal(torch.randn(2, 5, 3, dtype=torch.float64), log_dA, dB, torch.cat([C, C]),
+                              return_state=True)
+    with pytest.raises(ValueError, match="chunk must be"):
+        chunk_length(10, 0)
+    with pytest.raises(TypeError, match="same precision"):
+        chunked_conv_diagonal(torch.randn(2, 5, 3), log_dA, dB, C)
+    with pytest.raises(ValueError, match="state must be"):
+        chunked_conv_diagonal(torch.randn(2, 5, 3, dtype=torch.float64), log_dA, dB, C, state=torch.zeros(2, 3, 5, dtype=C128))
+
+
+def test_s4d_stateful_forward_takes_the_chunked_path_and_matches_steps():
+    torch.manual_seed(0)
+    layer = S4D(3, 8).double()
+    x = torch.randn(2, 21, 3, dtype=torch.float64)
+    s0 = layer.initial_state(2) + torch.randn(2, 3, 4, dtype=C128)
+    assert prefer_chunked(x, stateful=True) and not prefer_chunked(x, stateful=False)
+    y, s = layer(x, state=s0, return_state=True)
+    state, ys = s0, []
+    for t in range(x.shape[1]):
+        yt, state = layer.step(x[:, t], state)
+        ys.append(yt)
+    torch.testing.assert_close(y, torch.stack(ys, 1), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(s, state, rtol=1e-10, atol=1e-10)
+    with backend.use_backend("ref"):                                 # the FFT route with the reference twins
+        assert not prefer_chunked(x, stateful=True)
+        y_ref, s_ref = layer(x, state=s0, return_state=True)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(s, s_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("disc", ["IM", "IMEX"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_linoss_chunked_mode_matches_the_loop(disc, bidirectional):
+    torch.manual_seed(1)
+    m = LinOSS(4, 3, discretization=disc, bidirectional=bidirectional).double()
+    x = torch.randn(2, 45, 4, dtype=torch.float64)
+    torch.testing.assert_close(m(x, mode="chunked"), m(x, mode="loop"), rtol=1e-10, atol=1e-10)
+    assert m.mode == "auto"
+    torch.testing.assert_close(m(x), m(x, mode="loop"), rtol=1e-10, atol=1e-10)
+    if not bidirectional:
+        s0 = m.initial_state(2) + torch.randn(2, 2, 3, dtype=C128)
+        y, s = m(x, state=s0, return_state=True, mode="chunked")
+        y_ref, s_ref = m(x, state=s0, return_state=True, mode="loop")
+        torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(s, s_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_linoss_chunked_gradients_match_the_scan():
+    torch.manual_seed(2)
+    m = LinOSS(3, 2).double()
+    x = torch.randn(2, 40, 3, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for mode in ("chunked", "scan"):
+        m.zero_grad()
+        x.grad = None
+        m(x, mode=mode).square().sum().backward()
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in m.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("disc", ["IM", "IMEX"])
+def test_dlinoss_chunked_mode_matches_the_loop(disc):
+    """D-LinOSS blocks (eigenvalue angles up to pi, stored with a sign) through the same 2x2 tables."""
+    from statespaces.layers.dlinoss import DLinOSS
+
+    torch.manual_seed(3)
+    m = DLinOSS(3, 4, discretization=disc).double()
+    x = torch.randn(2, 70, 3, dtype=torch.float64)
+    s0 = m.initial_state(2) + torch.randn(2, 2, 4, dtype=C128)
+    y, s = m(x, state=s0, return_state=True, mode="chunked")
+    y_ref, s_ref = m(x, state=s0, return_state=True, mode="loop")
+    torch.testing.assert_close(y, y_ref, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(s, s_ref, rtol=1e-9, atol=1e-10)
