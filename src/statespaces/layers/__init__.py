@@ -1,10 +1,13 @@
 """Linear SSM layers sharing one contract (see :mod:`statespaces.layers.base`)."""
 from .base import DiagonalSSM, DiagonalSystem, SSMLayer
-from .dlinoss import DLinOSS
-from .linoss import LinOSS
-from .s4 import S4, S4_INITS, DiagonalizedS4, s4_init
-from .s4d import S4D
-from .s4nd import S4ND
+from .config import LayerConfig, layer_config
+from .dlinoss import DLinOSS, DLinOSSConfig
+from .linoss import LinOSS, LinOSSConfig
+from .registry import make_layer
+from .s4 import S4, S4_INITS, DiagonalizedS4, S4Config, s4_init
+from .s4d import S4D, S4DConfig
+from .s4nd import S4ND, S4NDConfig
 
 __all__ = ["SSMLayer", "DiagonalSSM", "DiagonalSystem", "S4D", "S4", "DiagonalizedS4", "S4_INITS", "s4_init",
-           "LinOSS", "DLinOSS", "S4ND"]
+           "LinOSS", "DLinOSS", "S4ND", "LayerConfig", "layer_config", "make_layer", "S4DConfig", "S4Config",
+           "LinOSSConfig", "DLinOSSConfig", "S4NDConfig"]
