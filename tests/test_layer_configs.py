@@ -131,8 +131,9 @@ def _small(kind):
             "dlinoss": {"n_oscillators": 3}, "s4nd": {"dims": 1, "d_state": 4, "bidirectional": False}}[kind]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k == "s4" else k for k in KINDS])
 def test_models_built_from_configs_round_trip(tmp_path, kind):
+    """(S4 is slow only by the first DPLR forward of a process: ~7 s of one-time set-up.)"""
     from statespaces.models import SequenceClassifier
 
     spec = layer_config({"kind": kind, **_small(kind), "seed": 1})
@@ -142,6 +143,18 @@ def test_models_built_from_configs_round_trip(tmp_path, kind):
     m2 = load_pretrained(tmp_path).eval()
     x = torch.randn(2, 6, 2)
     assert m2.layer_config == spec and torch.equal(m(x), m2(x))
+
+
+def test_sequence_models_take_a_1d_s4nd_with_padding_and_refuse_more_axes():
+    from statespaces.models import SequenceClassifier
+
+    m = SequenceClassifier(2, 3, d_model=4, n_layers=1, layer={"kind": "s4nd", "dims": 1, "d_state": 4, "seed": 0})
+    m = m.double().eval()
+    x = torch.randn(2, 9, 2, dtype=torch.float64)
+    lengths = torch.tensor([9, 5])
+    torch.testing.assert_close(m(x, lengths=lengths)[1], m(x[1:, :5])[0])     # padding never leaks
+    with pytest.raises(ValueError, match="needs dims=1"):
+        SequenceClassifier(2, 3, layer="s4nd")
 
 
 def _rewrite(folder, edit_config, rename=None):

@@ -21,7 +21,7 @@ axes, and ``step``/``state`` stream frames along the first (causal) axis of an S
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -38,7 +38,7 @@ from ._checks import (
     public,
 )
 from .layers.base import SSMLayer
-from .layers.s4nd import check_rates
+from .layers.s4nd import S4ND, check_rates
 from .serialization import Pretrained
 
 Tensor = torch.Tensor
@@ -157,7 +157,7 @@ class ResidualBlock(Pretrained, nn.Module):
 
     def __init__(
         self,
-        layer: SSMLayer,
+        layer: Union[SSMLayer, S4ND],
         norm: str = "layer",
         prenorm: bool = True,
         dropout: float = 0.0,
@@ -171,6 +171,7 @@ class ResidualBlock(Pretrained, nn.Module):
             raise TypeError(f"layer must be an SSMLayer (S4D, S4, LinOSS, ...) or an N-D layer with d_model and dims "
                             f"(S4ND), got {type(layer).__name__}")
         H = layer.d_model
+        self.spatial_dims: int = int(getattr(layer, "dims")) if self.spatial else 1     # axes of an N-D input
         self.layer = layer
         self.prenorm = prenorm
         self.norm = _SeqNorm(H, check_choice("norm", norm, ("layer", "batch")))
@@ -198,7 +199,7 @@ class ResidualBlock(Pretrained, nn.Module):
         rate: float = 1.0,
         mask: Optional[Tensor] = None,
     ):
-        if self.spatial:
+        if self.spatial_dims != 1:      # a 1-D S4ND takes the sequence path (masks included)
             return self._forward_nd(x, state, return_state, rate, mask)
         check_sequence(x, self.layer.d_model, self.output.weight.dtype, device=self.output.weight.device, finite=False)
         x_in = x
@@ -219,7 +220,7 @@ class ResidualBlock(Pretrained, nn.Module):
 
     def _forward_nd(self, x: Tensor, state: Optional[Tensor], return_state: bool, rate, mask: Optional[Tensor]):
         """The block around an N-D layer on x (B, *spatial, H) (the layer checks x and rate)."""
-        dims = self.layer.dims
+        dims = self.spatial_dims
         if mask is not None:
             raise ValueError("mask pads (B, L, H) sequences; an N-D layer's input has no padding mask")
         self._check_nd("input", x, dims + 2)
@@ -253,7 +254,7 @@ class ResidualBlock(Pretrained, nn.Module):
         """Recurrent step on x (B, H) (a frame (B, *frame, H) with an S4ND, which checks it); valid
         with LayerNorm (BatchNorm in eval mode also works)."""
         if self.spatial:
-            self._check_nd("frame", x, self.layer.dims + 1)
+            self._check_nd("frame", x, self.spatial_dims + 1)
         else:
             check_step_input(x, self.layer.d_model, self.output.weight.dtype, self.output.weight.device)
         x_in, state_in = x, state

@@ -117,6 +117,16 @@ def layer_config(value: LayerSpec, where: str = "layer") -> LayerConfig:
     return cls(**{k: rules[k].validate(f"{where}.{k}", v) for k, v in given.items()})
 
 
+def sequence_layer(value: LayerSpec, where: str = "layer") -> LayerConfig:
+    """:func:`layer_config` for models of 1-D sequences (B, L, H): an N-D layer must have ``dims=1``."""
+    spec = layer_config(value, where)
+    dims = getattr(spec, "dims", 1)
+    if dims != 1:
+        raise ValueError(f"{where}: a sequence model runs (B, L, H) inputs, so an {spec.kind} layer needs dims=1, "
+                         f"got dims={dims} (images and video: statespaces.models.image.ImageClassifier)")
+    return spec
+
+
 def config_class(kind: str) -> Type[LayerConfig]:
     """The config class of a registered layer kind."""
     from .registry import config_class as _cc
@@ -124,8 +134,9 @@ def config_class(kind: str) -> Type[LayerConfig]:
     return _cc(kind)
 
 
-def merge_layer(old: Union[LayerSpec, None], new: LayerSpec) -> Dict[str, Any]:
-    """Layer settings ``new`` applied over ``old`` (both kinds, mappings or configs), as a mapping.
+def merge_layer(old: Union[LayerSpec, None], new: Any) -> Any:
+    """Layer settings ``new`` applied over ``old`` (both kinds, mappings or configs), as a mapping
+    (``new`` itself if it is not a layer spec or names an unknown kind: reading it reports that).
 
     Without a ``kind`` (or with the same kind) ``new`` updates ``old``. With another kind, the
     settings of ``old`` that differ from its kind's defaults are carried over, then ``new``'s, so
@@ -133,14 +144,14 @@ def merge_layer(old: Union[LayerSpec, None], new: LayerSpec) -> Dict[str, Any]:
     new kind does not take fails when the result is read.
     """
     if not _mappable(new) or (old is not None and not _mappable(old)):
-        return new                      # type: ignore[return-value]  (reading the result names the bad value)
+        return new                      # not a layer spec: reading the result names the bad value
     base = _as_mapping(old) if old is not None else {}
     extra = _as_mapping(new)
     kind = extra.get("kind", base.get("kind"))
     if kind is None or base.get("kind") in (None, kind):
         return {**base, **extra}
     if isinstance(new, str) and kind.lower() not in _kinds():
-        return new                      # type: ignore[return-value]  (an unknown kind: reported as given)
+        return new                      # an unknown kind: reported as given when the result is read
     carried = {"kind": kind}
     try:
         defaults = config_class(base["kind"])().to_dict()
@@ -200,5 +211,5 @@ def describe(cls: Type[LayerConfig]) -> str:
     return "\n".join(f"{f.name} = {f.default!r}: {f.metadata['doc']}" for f in fields(cls))
 
 
-__all__ = ["LayerConfig", "LayerSpec", "layer_config", "merge_layer", "legacy_layer", "upgrade_layer_arguments",
+__all__ = ["LayerConfig", "LayerSpec", "layer_config", "sequence_layer", "merge_layer", "legacy_layer", "upgrade_layer_arguments",
            "setting", "describe", "ConfigError"]

@@ -328,7 +328,9 @@ class S4ND(Pretrained, nn.Module):
                     new_state = new_state + exp_scaled(log_dA, L) * state
         check_result(self, (y, new_state), input=x, state=state)   # NaN/inf: names the input, state or parameters
         y = y.to(in_dtype)
-        return (y, new_state) if return_state else y
+        if return_state and new_state is not None:
+            return y, new_state
+        return y
 
     # ---- recurrence along the causal first axis ----------------------------------------------
     @public
@@ -342,7 +344,7 @@ class S4ND(Pretrained, nn.Module):
         batch_size = check_batch_size(batch_size)
         frame = self._check_frame_shape(spatial_shape)
         cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
-        M = self.axes[0].n_modes
+        M = self._axis0.n_modes
         return torch.zeros(batch_size, *frame, self.d_model, M, dtype=cdtype, device=self.D.device)
 
     @public
@@ -377,7 +379,7 @@ class S4ND(Pretrained, nn.Module):
 
     def _causal_system(self, rate: float) -> Tuple[Tensor, Tensor, Tensor, float]:
         """``(log_dA, dB, C, scale)`` (H, M) of the first axis' S4D, C with the bandlimit mask."""
-        sys = self.axes[0].diagonal_system(rate)
+        sys = self._axis0.diagonal_system(rate)
         C = sys.C[0]
         if self._bandlimit is not None:
             C = C * self.bandlimit_mask(0, rate).to(C.real.dtype)
@@ -413,7 +415,12 @@ class S4ND(Pretrained, nn.Module):
 
     def _check_state(self, state: Tensor, batch: int, frame: Tuple[int, ...]) -> None:
         cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
-        check_state(state, (batch, *frame, self.d_model, self.axes[0].n_modes), cdtype, self.D.device, batch)
+        check_state(state, (batch, *frame, self.d_model, self._axis0.n_modes), cdtype, self.D.device, batch)
+
+    @property
+    def _axis0(self) -> S4D:
+        """The S4D of the first axis (the causal one when streaming)."""
+        return self.axes[0]                  # type: ignore[return-value]
 
     # ---- validation ------------------------------------------------------------------------
     def _check_shape(self, shape: Sequence[int]) -> Tuple[int, ...]:

@@ -12,7 +12,7 @@ from torch import nn
 
 from .._checks import check_choice, check_positive_int, check_result, check_sequence, public
 from ..blocks import ResidualBlock, length_mask
-from ..layers.config import LayerSpec, layer_config, upgrade_layer_arguments
+from ..layers.config import LayerSpec, sequence_layer, upgrade_layer_arguments
 from ..serialization import Pretrained
 
 Tensor = torch.Tensor
@@ -68,7 +68,7 @@ class SequenceClassifier(Pretrained, nn.Module):
         check_positive_int("n_layers", n_layers)
         self.pool = check_choice("pool", pool, ("mean", "last", "none"))
         self.encoder = nn.Linear(d_input, d_model)
-        self.layer_config = layer_config(layer)
+        self.layer_config = sequence_layer(layer)
         self.blocks = nn.ModuleList(
             ResidualBlock(self.layer_config.build(d_model), norm=norm, prenorm=prenorm, dropout=dropout, mixing=mixing)
             for _ in range(n_layers)

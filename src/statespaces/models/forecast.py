@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .._checks import check_positive_int, check_result, check_sequence, public
-from ..layers.config import LayerSpec, layer_config, upgrade_layer_arguments
+from ..layers.config import LayerSpec, sequence_layer, upgrade_layer_arguments
 from .lm import SSMStack
 from ..serialization import Pretrained
 
@@ -65,7 +65,7 @@ class SSMForecaster(Pretrained, nn.Module):
             layer = {"kind": layer}
         if isinstance(layer, Mapping):
             layer = {"bidirectional": True, **layer}
-        self.layer_config = layer_config(layer)
+        self.layer_config = sequence_layer(layer)
         self.encoder = nn.Linear(d_input + 1, d_model)
         self.backbone = SSMStack(d_model, n_layers, layer=self.layer_config, mixing=mixing, norm=norm,
                                  dropout=dropout)

@@ -122,7 +122,7 @@ class ImageClassifier(Pretrained, nn.Module):
                 raise ValueError(f"the S4ND layer has dims={spec.dims} but the model has dims={dims}; make them equal")
             self.layer, self.layer_config = "s4nd", spec
 
-        def mixer(i: int) -> nn.Module:
+        def mixer(i: int) -> Any:             # an S4ND, or the ConvND baseline (same N-D layer interface)
             if self.layer_config is None:
                 return ConvND(d_model, dims, kernel_size, depthwise)
             seed = self.layer_config.seed              # layer i (dims axes each) is seeded with seed + 16 i

@@ -43,7 +43,7 @@ from .._checks import (
     tracing,
 )
 from ..blocks import ResidualBlock, length_mask
-from ..layers.config import LayerSpec, layer_config, upgrade_layer_arguments
+from ..layers.config import LayerSpec, layer_config, sequence_layer, upgrade_layer_arguments
 from .generate import check_sampling, sample_logits
 from .sashimi import FFBlock, SaShiMi, _blocks_forward, _blocks_initial, _blocks_step
 from ..serialization import Pretrained
@@ -87,7 +87,7 @@ class SSMStack(Pretrained, nn.Module):
         super().__init__()
         self.d_model = check_positive_int("d_model", d_model)
         check_positive_int("n_layers", n_layers)
-        self.layer_config = layer_config(layer)
+        self.layer_config = sequence_layer(layer)
         mods: List[nn.Module] = []
         for _ in range(n_layers):
             mods.append(ResidualBlock(self.layer_config.build(d_model), norm=norm, dropout=dropout, mixing=mixing))

@@ -45,7 +45,7 @@ from .._checks import (
     public,
 )
 from ..blocks import DropoutNd, ResidualBlock, length_mask
-from ..layers.config import LayerSpec, layer_config, upgrade_layer_arguments
+from ..layers.config import LayerSpec, sequence_layer, upgrade_layer_arguments
 from ..serialization import Pretrained
 
 Tensor = torch.Tensor
@@ -216,7 +216,7 @@ class SaShiMi(Pretrained, nn.Module):
         self.length_multiple = math.prod(self.pools) if self.pools else 1
         widths = [d_model * expand**i for i in range(len(pools) + 1)]
         self.widths = tuple(widths)
-        self.layer_config = layer_config(layer)
+        self.layer_config = sequence_layer(layer)
 
         def stage(H: int) -> nn.ModuleList:
             mods: List[nn.Module] = []
