@@ -36,7 +36,8 @@ def build(kind: str, d_model: int, n_layers: int, d_state: int) -> SSMLanguageMo
     if kind == "sashimi-s4d":
         return SSMLanguageModel(256, d_model=d_model // 2, n_layers=1, backbone="sashimi",
                                 layer=dict(kind="s4d", d_state=d_state)).eval()
-    return SSMLanguageModel(256, d_model=d_model, n_layers=n_layers, layer=dict(kind=kind, d_state=d_state)).eval()
+    size = "n_oscillators" if kind in ("linoss", "dlinoss") else "d_state"     # oscillators P, or real state size N
+    return SSMLanguageModel(256, d_model=d_model, n_layers=n_layers, layer={"kind": kind, size: d_state}).eval()
 
 
 def time_recurrent(model: SSMLanguageModel, B: int, L: int) -> float:
