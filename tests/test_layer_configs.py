@@ -259,3 +259,24 @@ def test_layer_config_is_frozen_and_typed():
     with pytest.raises(Exception):
         spec.d_state = 8                                    # frozen
     assert spec.replace(d_state=8).d_state == 8 and spec.d_state == 64
+
+
+def test_trainer_checkpoints_written_before_the_configs_load(tmp_path):
+    """A `statespaces train` checkpoint whose stored [model] has the old keys (LinOSS with d_state,
+    init and dt_min that the old trainer dropped) rebuilds the same model."""
+    from statespaces.train.checkpoint import save_checkpoint
+    from statespaces.train.loop import build_model, load_trained
+
+    cfg = TrainConfig.from_dict({"model": {"layer": {"kind": "linoss", "n_oscillators": 3, "discretization": "IMEX"},
+                                           "d_model": 4, "n_layers": 1}})
+    model = build_model(cfg, 2, 3).eval()
+    old = cfg.to_dict()
+    old["model"].pop("layer")
+    old["model"].update(layer="linoss", d_state=3, init="legs", dt_min=1e-3, dt_max=0.1,
+                        layer_kwargs={"discretization": "IMEX"})
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    save_checkpoint(tmp_path / "ck", tensors, {"config": old, "d_input": 2, "n_classes": 3})
+    loaded, got = load_trained(str(tmp_path / "ck"))
+    assert got.model.layer == cfg.model.layer
+    x = torch.randn(2, 5, 2)
+    assert torch.equal(loaded.eval()(x), model(x))
