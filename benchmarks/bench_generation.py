@@ -42,9 +42,9 @@ def build(kind: str, d_model: int, n_layers: int, d_state: int) -> SSMLanguageMo
     torch.manual_seed(0)
     if kind == "sashimi-s4d":
         return SSMLanguageModel(256, d_model=d_model // 2, n_layers=1, backbone="sashimi",
-                                layer_kwargs=dict(d_state=d_state)).eval()
-    return SSMLanguageModel(256, d_model=d_model, n_layers=n_layers, layer=kind,
-                            layer_kwargs=dict(d_state=d_state)).eval()
+                                layer=dict(kind="s4d", d_state=d_state)).eval()
+    size = "n_oscillators" if kind in ("linoss", "dlinoss") else "d_state"     # oscillators P, or real state size N
+    return SSMLanguageModel(256, d_model=d_model, n_layers=n_layers, layer={"kind": kind, size: d_state}).eval()
 
 
 def time_recurrent(model: SSMLanguageModel, B: int, L: int) -> float:

@@ -27,7 +27,7 @@ def rel(y: torch.Tensor, ref: torch.Tensor) -> float:
 
 def linoss_rows(Ls, steps: int) -> None:
     for disc in ("IMEX", "IM"):
-        m32 = LinOSS(4, d_state=16, discretization=disc, seed=0)
+        m32 = LinOSS(4, n_oscillators=16, discretization=disc, seed=0)
         m64 = copy.deepcopy(m32).double()
         for L in Ls:
             x = torch.randn(1, L, 4, generator=torch.Generator().manual_seed(0))
@@ -41,7 +41,7 @@ def linoss_rows(Ls, steps: int) -> None:
                 cols["chunks of 8191"] = rel(torch.cat(ys, 1), ref)
             print(f"LinOSS-{disc:4s} L={L:>9,d}  " + "  ".join(f"{k} {v:.1e}" for k, v in cols.items()), flush=True)
     if steps:
-        m32 = LinOSS(4, d_state=16, discretization="IMEX", seed=0)
+        m32 = LinOSS(4, n_oscillators=16, discretization="IMEX", seed=0)
         m64 = copy.deepcopy(m32).double()
         x = torch.randn(1, steps, 4, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():

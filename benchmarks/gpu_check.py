@@ -379,8 +379,8 @@ def _stepper_rate(name: str, layer, H: int, steps: int) -> Dict:
             rec["graphed_steps_per_s"] = steps / (time.perf_counter() - t0)
             from statespaces.models.lm import SSMLanguageModel
 
-            lm = SSMLanguageModel(256, d_model=H, n_layers=4, layer=name.lower(),
-                                  layer_kwargs=dict(d_state=layer.d_state)).cuda().eval()
+            lm = SSMLanguageModel(256, d_model=H, n_layers=4, layer={"kind": name.lower(),
+                                  **{k: v for k, v in layer.config_dict()["config"].items() if k != "d_model"}}).cuda().eval()
             mst = lm.stepper(1)
             x = torch.randn(1, H, device="cuda")
             for _ in range(20):

@@ -38,15 +38,16 @@ from statespaces.optim import param_groups
 
 
 def build(name: str, vocab: int, n_streams: int, d_model: int, d_state: int) -> SSMLanguageModel:
-    lkw = dict(d_state=d_state)
     if name == "sashimi":
-        return SSMLanguageModel(vocab, d_model=d_model, n_layers=1, backbone="sashimi", layer="s4d",
-                                layer_kwargs=lkw, n_streams=n_streams,
+        return SSMLanguageModel(vocab, d_model=d_model, n_layers=1, backbone="sashimi",
+                                layer={"kind": "s4d", "d_state": d_state}, n_streams=n_streams,
                                 backbone_kwargs=dict(pool=4, n_pools=2, expand=2, ff_expand=2))
-    layer = {"flat": "s4d", "linoss": "linoss", "s4": "s4"}[name]
+    kind = {"flat": "s4d", "linoss": "linoss", "s4": "s4"}[name]
+    # the same state-size number as before: real state dimensions N for S4D/S4, oscillators P for LinOSS
+    layer = {"kind": kind, "n_oscillators" if kind == "linoss" else "d_state": d_state}
     # width of the flat stacks chosen so the parameter counts are similar to SaShiMi's
-    return SSMLanguageModel(vocab, d_model=2 * d_model, n_layers=6, backbone="flat", layer=layer,
-                            layer_kwargs=lkw, n_streams=n_streams, mixing="linear",
+    return SSMLanguageModel(vocab, d_model=2 * d_model, n_layers=6, backbone="flat", layer=layer, n_streams=n_streams,
+                            mixing="linear",
                             backbone_kwargs=dict(ff_expand=2))
 
 

@@ -142,7 +142,7 @@ def run_fashion(args) -> str:
     for alpha in args.alphas:
         a = None if alpha in ("none", "inf") else float(alpha)
         torch.manual_seed(args.seed)
-        model = ImageClassifier(**common, layer="s4nd", d_state=args.d_state, bandlimit=a, layer_kwargs=s4nd_kwargs)
+        model = ImageClassifier(**common, layer={"kind": "s4nd", "d_state": args.d_state, "bandlimit": a, **s4nd_kwargs})
         n_params = sum(p.numel() for p in model.parameters())
         tr = train(model, xtr, ytr, args, log_prefix=f"[S4ND a={alpha}]")
         evaluate(model, f"S4ND, trained with α = {'∞ (no bandlimit)' if a is None else a}", tr, n_params)
@@ -220,8 +220,9 @@ def run_video(args) -> str:
     xtr, ytr = moving_digits(args.n_train_video, seed=args.seed)
     xte, yte = moving_digits(500, seed=args.seed + 1)
     model = ImageClassifier(
-        d_input=1, n_classes=4, dims=3, d_model=16, n_layers=2, d_state=16,
-        layer_kwargs=dict(bidirectional=(False, True, True), dt_min=(0.1, 0.01, 0.01), dt_max=(1.0, 0.1, 0.1), seed=args.seed),
+        d_input=1, n_classes=4, dims=3, d_model=16, n_layers=2,
+        layer=dict(kind="s4nd", d_state=16, bidirectional=(False, True, True), dt_min=(0.1, 0.01, 0.01),
+                   dt_max=(1.0, 0.1, 0.1), seed=args.seed),
     )
     tr = train(model, xtr, ytr, argparse.Namespace(**{**vars(args), "epochs": args.epochs_video}), log_prefix="[S4ND-3D]")
     acc = accuracy(model, xte, yte)

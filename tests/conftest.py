@@ -50,7 +50,7 @@ def one_thread():
 
 
 #: Small causal layers every model-level test runs over: (registry name, layer kwargs).
-SMALL_LAYERS = [("s4d", dict(d_state=8)), ("linoss", dict(d_state=8)), ("s4", dict(d_state=8))]
+SMALL_LAYERS = [("s4d", dict(d_state=8)), ("linoss", dict(n_oscillators=8)), ("s4", dict(d_state=8))]
 
 
 # torch.compile of LinOSS training runs (trainer.compile = "auto") costs seconds of compilation per

@@ -174,8 +174,8 @@ def test_analyze_checkpoint_and_module(tmp_path):
     from statespaces.models import SequenceClassifier
     from statespaces.train import build_config, build_model, save_checkpoint
 
-    cfg = build_config(overrides=[("model.d_model", "4"), ("model.n_layers", "1"), ("model.d_state", "6"),
-                                  ("model.init", "inv")])
+    cfg = build_config(overrides=[("model.d_model", "4"), ("model.n_layers", "1"), ("model.layer.d_state", "6"),
+                                  ("model.layer.init", "inv")])
     model = build_model(cfg, 1, 3)
     save_checkpoint(tmp_path / "ck", {f"model.{k}": v for k, v in model.state_dict().items()},
                     {"config": cfg.to_dict(), "d_input": 1, "n_classes": 3})
@@ -186,7 +186,7 @@ def test_analyze_checkpoint_and_module(tmp_path):
         assert len(list(csv.DictReader(f))) == 4 * 3
     assert json.load(open(tmp_path / "out" / "analysis.json"))["layers"][0]["kind"] == "s4d"
     # a plain module with a LinOSS layer, tables only
-    m = SequenceClassifier(2, 3, d_model=4, n_layers=2, layer="linoss", layer_kwargs=dict(d_state=5, discretization="IMEX"))
+    m = SequenceClassifier(2, 3, d_model=4, n_layers=2, layer=dict(kind="linoss", n_oscillators=5, discretization="IMEX"))
     summary = analyze_checkpoint(m, tmp_path / "lin", plots=False)
     assert [e["kind"] for e in summary["layers"]] == ["linoss", "linoss"]
     assert abs(summary["layers"][0]["max_abs_eig"] - 1) < 1e-6
@@ -204,8 +204,8 @@ def test_analyze_trainer_checkpoint_directory(tmp_path):
 
     if not hasattr(loop, "load_trained"):
         pytest.skip("trainer has no directory checkpoints")
-    cfg = TrainConfig.from_dict({"model": {"layer": "linoss", "d_model": 4, "n_layers": 1, "d_state": 3,
-                                           "layer_kwargs": {"dt_min": 0.3, "dt_max": 0.9}}})
+    cfg = TrainConfig.from_dict({"model": {"layer": {"kind": "linoss", "n_oscillators": 3, "dt_min": 0.3, "dt_max": 0.9},
+                                           "d_model": 4, "n_layers": 1}})
     model = loop.build_model(cfg, 2, 3)
     tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
     try:
@@ -282,8 +282,8 @@ def _bidirectional_run(tmp_path, layer="s4d"):
     from statespaces.train import build_config, train
 
     cfg = build_config(overrides=[("model.layer", layer), ("model.d_model", "4"), ("model.n_layers", "2"),
-                                  ("model.d_state", "4"), ("model.init", "lin" if layer == "s4d" else "legs"),
-                                  ("model.layer_kwargs", '{"bidirectional": true}'), ("trainer.epochs", "1"),
+                                  ("model.layer.d_state", "4"), ("model.layer.init", "lin" if layer == "s4d" else "legs"),
+                                  ("model.layer.bidirectional", "true"), ("trainer.epochs", "1"),
                                   ("trainer.batch_size", "256"), ("trainer.out", str(tmp_path / "run")),
                                   ("trainer.tensorboard", "off")])
     train(cfg, progress=False)

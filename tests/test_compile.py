@@ -20,7 +20,7 @@ CASES = {
     "s4": (lambda: S4(4, 8, seed=0), (2, 16, 4)),
     "linoss-scan": (lambda: LinOSS(4, 8, seed=0), (2, 16, 4)),
     "s4nd": (lambda: S4ND(4, d_state=8, dims=2), (2, 6, 6, 4)),
-    "classifier-bi": (lambda: SequenceClassifier(3, 5, d_model=8, n_layers=2, layer_kwargs={"bidirectional": True}),
+    "classifier-bi": (lambda: SequenceClassifier(3, 5, d_model=8, n_layers=2, layer={"kind": "s4d", "bidirectional": True}),
                       (2, 16, 3)),
     "sashimi": (lambda: SaShiMi(8, 1, pool=(2, 2), layer="s4d"), (2, 16, 8)),
     "lm": (lambda: SSMLanguageModel(7, 8, 2), None),

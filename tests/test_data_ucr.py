@@ -170,7 +170,7 @@ def test_padded_batch_gives_same_logits_as_unpadded():
         pytest.skip(f"statespaces.models does not import: {e}")
     d = ucr.load_ucr("JapaneseVowels")
     x, _, lengths = d.train[:4]
-    model = SequenceClassifier(d.d_input, d.n_classes, d_model=16, n_layers=2, layer_kwargs={"d_state": 8}).eval()
+    model = SequenceClassifier(d.d_input, d.n_classes, d_model=16, n_layers=2, layer={"kind": "s4d", "d_state": 8}).eval()
     with torch.no_grad():
         padded = model(x, lengths)
         for i in range(4):

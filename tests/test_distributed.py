@@ -13,7 +13,7 @@ from statespaces import SequenceClassifier
 
 def _model():
     torch.manual_seed(0)
-    return SequenceClassifier(1, 4, d_model=8, n_layers=2, layer_kwargs=dict(d_state=4, init="lin"), dropout=0.0)
+    return SequenceClassifier(1, 4, d_model=8, n_layers=2, layer=dict(kind="s4d", d_state=4, init="lin"), dropout=0.0)
 
 
 def _batch():
@@ -50,7 +50,7 @@ def test_torchrun_trains_with_two_processes(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
            "-m", "statespaces", "train", "--trainer.epochs", "1", "--model.d_model", "8", "--model.n_layers", "1",
-           "--model.d_state", "4", "--model.init", "lin", "--trainer.out", str(out), "--no-progress"]
+           "--model.layer.d_state", "4", "--model.layer.init", "lin", "--trainer.out", str(out), "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]

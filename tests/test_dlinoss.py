@@ -299,7 +299,7 @@ def test_save_pretrained_round_trip(bidirectional, tmp_path):
 
 
 def test_registry_and_training_config():
-    layer = make_layer("dlinoss", 8, d_state=4, seed=0)
+    layer = make_layer(dict(kind="dlinoss", n_oscillators=4, seed=0), 8)
     assert isinstance(layer, DLinOSS) and isinstance(layer, LinOSS)
     assert {id(p) for p in layer.ssm_parameters()} == {id(layer.A_hat), id(layer.G_hat), id(layer.dt_raw), id(layer.B)}
 

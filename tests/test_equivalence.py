@@ -240,7 +240,7 @@ def test_s4nd_one_dimensional_equals_s4d(bidirectional, conv, shape, seed):
 
 
 # ---- SaShiMi: blocks and pooling, convolution == recurrence == chunked --------------------------
-SASHIMI_LAYERS = {"s4d": dict(d_state=4), "s4": dict(d_state=4), "linoss": dict(d_state=4)}
+SASHIMI_LAYERS = {"s4d": dict(d_state=4), "s4": dict(d_state=4), "linoss": dict(n_oscillators=4)}
 SASHIMI_CONFIGS = [dict(pool=(2,), expand=1), dict(pool=(2, 2), expand=2), dict(pool=(3,), expand=2, unet=True),
                    dict(pool=(2,), expand=1, ff_expand=0)]
 
@@ -251,7 +251,7 @@ SASHIMI_CONFIGS = [dict(pool=(2,), expand=1), dict(pool=(2, 2), expand=2), dict(
 @settings(max_examples=_n(2))
 def test_sashimi_conv_step_chunked_agree_with_gradients(layer, cfg, T, seed, data):
     torch.manual_seed(seed)
-    m = SaShiMi(2, n_layers=1, layer=layer, layer_kwargs=SASHIMI_LAYERS[layer], **SASHIMI_CONFIGS[cfg]).double()
+    m = SaShiMi(2, n_layers=1, layer={"kind": layer, **SASHIMI_LAYERS[layer]}, **SASHIMI_CONFIGS[cfg]).double()
     m.eval()
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(1, T, 2, dtype=torch.float64, generator=gen)

@@ -16,7 +16,7 @@ from statespaces.train import load_checkpoint
 
 TRIALS = int(os.environ.get("FAULT_TRIALS", "3"))
 LONG = TRIALS >= 20
-ARGS = ["--model.d_model", "16", "--model.n_layers", "1", "--model.d_state", "8", "--model.init", "lin",
+ARGS = ["--model.d_model", "16", "--model.n_layers", "1", "--model.layer.d_state", "8", "--model.layer.init", "lin",
         "--trainer.epochs", "2", "--trainer.batch_size", "32", "--trainer.checkpoint_every", "5", "--no-progress"]
 
 
@@ -105,7 +105,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
 def _tiny(tmp_path, *extra):
     from statespaces.train import build_config
 
-    base = [("model.d_model", "16"), ("model.n_layers", "2"), ("model.d_state", "8"), ("model.init", "lin"),
+    base = [("model.d_model", "16"), ("model.n_layers", "2"), ("model.layer.d_state", "8"), ("model.layer.init", "lin"),
             ("trainer.batch_size", "16"), ("trainer.out", str(tmp_path / "run"))]
     return build_config(overrides=base + list(extra))
 

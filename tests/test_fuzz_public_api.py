@@ -132,7 +132,7 @@ def test_layer_option_combinations(case):
 @settings(max_examples=_n(10))
 def test_make_layer_unknown_names(name, H):
     e = refused(make_layer, name, H)
-    assert "valid choices" in str(e)
+    assert "s4d, s4, linoss" in str(e)
 
 
 @given(case=st.sampled_from(["pool1", "pool0", "expand0", "layers0", "layer-name", "ff-neg", "dmodel"]))
@@ -140,7 +140,7 @@ def test_make_layer_unknown_names(name, H):
 def test_sashimi_constructor(case):
     kw = {"pool1": dict(pool=1), "pool0": dict(pool=(2, 0)), "expand0": dict(expand=0), "layers0": dict(n_layers=0),
           "layer-name": dict(layer="mamba"), "ff-neg": dict(ff_expand=-1), "dmodel": dict(d_model=0)}[case]
-    refused(SaShiMi, **{"d_model": 4, "n_layers": 1, "layer": "s4d", "layer_kwargs": dict(d_state=4), **kw})
+    refused(SaShiMi, **{"d_model": 4, "n_layers": 1, "layer": dict(kind="s4d", d_state=4), **kw})
 
 
 @given(case=st.sampled_from(["pool", "classes0", "input0", "layer", "layers0", "norm", "dropout", "mixing"]))
@@ -220,7 +220,7 @@ def test_s4nd_bad_input(kind, dims):
                              "step-rank", "state-dict", "state-batch"]))
 @settings(max_examples=_n(11))
 def test_sashimi_bad_input(kind):
-    m = SaShiMi(2, n_layers=1, pool=(2,), layer="s4d", layer_kwargs=dict(d_state=4))
+    m = SaShiMi(2, n_layers=1, pool=(2,), layer=dict(kind="s4d", d_state=4))
     st0 = m.initial_state(1)
     calls = {
         "rank": lambda: m(torch.randn(4, 2)), "channels": lambda: m(torch.randn(1, 4, 3)),
@@ -238,7 +238,7 @@ def test_sashimi_bad_input(kind):
 @given(kind=st.sampled_from(["zero", "long", "shape", "float", "x-rank"]))
 @settings(max_examples=_n(5))
 def test_classifier_bad_lengths(kind):
-    model = SequenceClassifier(2, 3, d_model=4, n_layers=1, layer_kwargs=dict(d_state=4))
+    model = SequenceClassifier(2, 3, d_model=4, n_layers=1, layer=dict(kind="s4d", d_state=4))
     x = torch.randn(2, 6, 2)
     lengths = {"zero": torch.tensor([0, 6]), "long": torch.tensor([3, 7]), "shape": torch.tensor([3]),
                "float": torch.tensor([2.5, 3.0]), "x-rank": None}[kind]
@@ -432,24 +432,27 @@ TARGETS = {
                       empty="empty spatial axis"),
     "S4ND-2d": Target(lambda: S4ND(3, dims=2, d_state=4, seed=0), spatial=2, kernel="nd", rate=True, causal=False,
                       empty="empty spatial axis"),
+    "S4ND-1d-causal": Target(lambda: S4ND(3, dims=1, d_state=4, bidirectional=False, seed=0), step=True, state=True,
+                             kernel="nd", rate=True, empty="empty spatial axis"),
     # blocks
+    "Block-S4ND-1d-causal": Target(lambda: ResidualBlock(S4ND(3, dims=1, d_state=4, bidirectional=False, seed=0)),
+                                   step=True, state=True, rate=True),   # a 1-D S4ND block takes the sequence path
     "Block-S4D": Target(lambda: ResidualBlock(S4D(3, 4, seed=0)), step=True, state=True, rate=True),
     "Block-S4-postnorm": Target(lambda: ResidualBlock(S4(3, 4, seed=0), prenorm=False), step=True, state=True,
                                 rate=True),
     "Block-LinOSS": Target(lambda: ResidualBlock(LinOSS(3, 2, seed=0), mixing="linear"), step=True, state=True,
                            rate=True),
     # models
-    "SequenceClassifier": Target(lambda: SequenceClassifier(3, 2, d_model=4, n_layers=1, layer_kwargs=_LK, pool="none"),
+    "SequenceClassifier": Target(lambda: SequenceClassifier(3, 2, d_model=4, n_layers=1, layer={"kind": "s4d", **_LK}, pool="none"),
                                  rate=True),
-    "SSMForecaster": Target(lambda: SSMForecaster(3, horizon=2, d_model=4, n_layers=1, layer_kwargs=_LK), causal=False),
-    "ImageClassifier": Target(lambda: ImageClassifier(3, 2, dims=2, d_model=4, n_layers=1, d_state=4), spatial=2,
+    "SSMForecaster": Target(lambda: SSMForecaster(3, horizon=2, d_model=4, n_layers=1, layer={"kind": "s4d", **_LK}), causal=False),
+    "ImageClassifier": Target(lambda: ImageClassifier(3, 2, dims=2, d_model=4, n_layers=1, layer={"kind": "s4nd", "d_state": 4}), spatial=2,
                               rate=True, causal=False, empty="empty spatial axis"),
-    "SSMStack": Target(lambda: SSMStack(3, n_layers=1, layer_kwargs=_LK, ff_expand=2), step=True, state=True),
-    "SaShiMi": Target(lambda: SaShiMi(3, n_layers=1, pool=(2,), layer="s4d", layer_kwargs=_LK), step=True, state=True),
-    "LM-tokens": Target(lambda: SSMLanguageModel(5, d_model=4, n_layers=1, layer_kwargs=_LK), tokens=True, state=True),
-    "LM-inputs": Target(lambda: SSMLanguageModel(5, d_model=4, n_layers=1, layer_kwargs=_LK, d_input=3), state=True),
-    "LM-sashimi": Target(lambda: SSMLanguageModel(5, d_model=4, n_layers=1, backbone="sashimi", layer="s4d",
-                                                  layer_kwargs=_LK, backbone_kwargs=dict(pool=(2,))),
+    "SSMStack": Target(lambda: SSMStack(3, n_layers=1, layer={"kind": "s4d", **_LK}, ff_expand=2), step=True, state=True),
+    "SaShiMi": Target(lambda: SaShiMi(3, n_layers=1, pool=(2,), layer={"kind": "s4d", **_LK}), step=True, state=True),
+    "LM-tokens": Target(lambda: SSMLanguageModel(5, d_model=4, n_layers=1, layer={"kind": "s4d", **_LK}), tokens=True, state=True),
+    "LM-inputs": Target(lambda: SSMLanguageModel(5, d_model=4, n_layers=1, layer={"kind": "s4d", **_LK}, d_input=3), state=True),
+    "LM-sashimi": Target(lambda: SSMLanguageModel(5, d_model=4, n_layers=1, backbone="sashimi", layer={"kind": "s4d", **_LK}, backbone_kwargs=dict(pool=(2,))),
                          tokens=True, state=True),
 }
 

@@ -16,7 +16,7 @@ BACKBONES = [("flat", {}), ("sashimi", dict(pool=(2, 2))), ("sashimi", dict(pool
 def _model(layer, lkw, backbone, bkw, n_streams=1, **kw):
     torch.manual_seed(1)
     return SSMLanguageModel(
-        13, d_model=8, n_layers=1, layer=layer, layer_kwargs=lkw, backbone=backbone, backbone_kwargs=bkw,
+        13, d_model=8, n_layers=1, layer={"kind": layer, **lkw}, backbone=backbone, backbone_kwargs=bkw,
         n_streams=n_streams, **kw,
     ).double().eval()
 
@@ -51,7 +51,7 @@ def test_generation_multi_stream(backbone, bkw):
 
 def test_generation_continuous_inputs():
     torch.manual_seed(0)
-    m = SSMLanguageModel(16, d_model=8, n_layers=2, layer_kwargs=dict(d_state=8), d_input=1).double().eval()
+    m = SSMLanguageModel(16, d_model=8, n_layers=2, layer=dict(kind="s4d", d_state=8), d_input=1).double().eval()
     to_in = lambda tok: (tok.double() / 15 * 2 - 1).unsqueeze(-1)
     prompt = torch.rand(2, 6, 1, dtype=torch.float64)
     toks, logits = m.generate(prompt, 5, return_logits=True, token_to_input=to_in)
@@ -133,7 +133,7 @@ def test_nll_masks_padding():
 
 
 def test_stack_chunked_state():
-    s = SSMStack(8, 2, layer_kwargs=dict(d_state=8), ff_expand=2).double()
+    s = SSMStack(8, 2, layer=dict(kind="s4d", d_state=8), ff_expand=2).double()
     x = torch.randn(2, 20, 8, dtype=torch.float64)
     y = s(x)
     y1, st = s(x[:, :9], return_state=True)

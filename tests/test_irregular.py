@@ -75,7 +75,7 @@ def _oscillator_reference(layer, u, dt, damped):
     disc = layer.discretization
     Bc = layer.B_complex.detach()
     Bsz, L, _ = u.shape
-    P = layer.d_state
+    P = layer.n_oscillators
     out = torch.zeros(Bsz, L, layer.d_model, dtype=f64)
     for b in range(Bsz):
         z = torch.zeros(P, dtype=c128)

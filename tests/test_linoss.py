@@ -80,7 +80,7 @@ def _direct_solve(layer, u):
     dt = layer.dt().detach()
     Bc, Cc = layer.B_complex.detach(), layer.C_complex.detach()
     Bsz, L, H = u.shape
-    z = torch.zeros(Bsz, layer.d_state, dtype=torch.complex128)
+    z = torch.zeros(Bsz, layer.n_oscillators, dtype=torch.complex128)
     y = torch.zeros_like(z)
     outs = []
     for n in range(L):
@@ -336,7 +336,7 @@ def test_bad_input():
 def test_registry_and_repr():
     from statespaces.layers.registry import make_layer
 
-    layer = make_layer("linoss", 8, d_state=4, discretization="IMEX")
+    layer = make_layer(dict(kind="linoss", n_oscillators=4, discretization="IMEX"), 8)
     assert isinstance(layer, LinOSS) and "IMEX" in repr(layer)
     assert {id(p) for p in layer.ssm_parameters()} == {id(layer.A_hat), id(layer.dt_raw), id(layer.B)}
     # paper init ranges

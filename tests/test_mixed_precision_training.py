@@ -12,13 +12,14 @@ from statespaces.train.config import build_config
 
 
 def _cfg(tmp_path, layer, amp):
-    over = [("model.layer", layer), ("model.d_model", "32"), ("model.n_layers", "2"), ("model.d_state", "16"),
+    over = [("model.layer", layer), ("model.d_model", "32"), ("model.n_layers", "2"),
+            ("model.layer.n_oscillators" if layer == "linoss" else "model.layer.d_state", "16"),
             ("trainer.epochs", "3"), ("trainer.batch_size", "32"), ("trainer.amp", "true" if amp else "false"),
             ("trainer.val_fraction", "0"), ("trainer.out", str(tmp_path / f"{layer}-{amp}"))]
     if layer == "s4":
-        over.append(("model.init", "legs"))
+        over.append(("model.layer.init", "legs"))
     elif layer == "s4d":
-        over.append(("model.init", "lin"))
+        over.append(("model.layer.init", "lin"))
     return build_config(overrides=over)
 
 
@@ -40,8 +41,7 @@ def _fit(layer: str, amp: bool, steps: int = 30) -> list:
     data = load_digits_sequences()
     x, y = data.train.tensors[0][:128], data.train.tensors[1][:128]
     torch.manual_seed(0)
-    model = SequenceClassifier(x.shape[-1], 10, d_model=16, n_layers=1, layer=layer,
-                               layer_kwargs={"d_state": 16})
+    model = SequenceClassifier(x.shape[-1], 10, d_model=16, n_layers=1, layer={"kind": layer, "d_state": 16})
     opt = torch.optim.AdamW(param_groups(model, lr=1e-2, weight_decay=0.0, ssm_lr=1e-3))
     losses = []
     for i in range(steps):

@@ -30,7 +30,7 @@ LAYERS = [("s4d", False), ("s4d", True), ("s4", False), ("s4", True), ("linoss",
 
 
 def _layer_kwargs(layer: str, bidirectional: bool) -> dict:
-    kw = dict(d_state=8)
+    kw = dict(n_oscillators=8) if layer == "linoss" else dict(d_state=8)
     if layer in ("s4d", "s4", "s5"):
         kw.update(bidirectional=bidirectional, dt_min=0.05, dt_max=0.5)   # long memory: a leak would show
     return kw
@@ -55,8 +55,7 @@ def _batches(B: int, d: int, L_max: int, extra: int, gen: torch.Generator, dtype
 @pytest.mark.parametrize("norm,prenorm", [("layer", True), ("layer", False), ("batch", True), ("batch", False)])
 def test_classifier_output_does_not_depend_on_padding(layer, bidirectional, pool, norm, prenorm):
     gen = torch.Generator().manual_seed(hash((layer, bidirectional, pool, norm, prenorm)) % 2**31)
-    model = SequenceClassifier(3, 5, d_model=8, n_layers=2, layer=layer,
-                               layer_kwargs=_layer_kwargs(layer, bidirectional),
+    model = SequenceClassifier(3, 5, d_model=8, n_layers=2, layer={"kind": layer, **_layer_kwargs(layer, bidirectional)},
                                pool=pool, norm=norm, prenorm=prenorm).to(F64)
     short, long, lengths = _batches(5, 3, 23, 41, gen)
     # BatchNorm in training mode normalizes with batch statistics: they must exclude the padding too
@@ -74,7 +73,7 @@ def test_classifier_output_does_not_depend_on_padding(layer, bidirectional, pool
 def test_block_valid_outputs_equal_the_unpadded_sequence_alone(layer, bidirectional, norm, prenorm):
     gen = torch.Generator().manual_seed(7)
     H = 6
-    block = ResidualBlock(make_layer(layer, H, **_layer_kwargs(layer, bidirectional)), norm=norm,
+    block = ResidualBlock(make_layer({"kind": layer, **_layer_kwargs(layer, bidirectional)}, H), norm=norm,
                           prenorm=prenorm).to(F64)
     with torch.no_grad():                       # nonzero running statistics, so eval-mode BN is not the identity
         if norm == "batch":
@@ -94,7 +93,7 @@ def test_block_valid_outputs_equal_the_unpadded_sequence_alone(layer, bidirectio
 def test_causal_block_with_nonzero_initial_state_ignores_padding(layer):
     gen = torch.Generator().manual_seed(3)
     H = 4
-    block = ResidualBlock(make_layer(layer, H, **_layer_kwargs(layer, False)), norm="layer").to(F64)
+    block = ResidualBlock(make_layer({"kind": layer, **_layer_kwargs(layer, False)}, H), norm="layer").to(F64)
     _, long, lengths = _batches(3, H, 12, 20, gen)
     # a state the layer produced from some earlier input
     _, state = block(torch.randn(3, 9, H, generator=gen, dtype=F64), return_state=True)
@@ -129,7 +128,7 @@ def test_masked_batch_norm_equals_batch_norm_of_the_valid_steps():
 def test_gradients_do_not_depend_on_padding():
     """Training sees the same loss and parameter gradients however far the batch is padded."""
     gen = torch.Generator().manual_seed(5)
-    model = SequenceClassifier(3, 4, d_model=8, n_layers=2, layer_kwargs=_layer_kwargs("s4d", True),
+    model = SequenceClassifier(3, 4, d_model=8, n_layers=2, layer={"kind": "s4d", **_layer_kwargs("s4d", True)},
                                norm="batch").to(F64)
     short, long, lengths = _batches(6, 3, 17, 25, gen)
     y = torch.randint(0, 4, (6,), generator=gen)
@@ -144,7 +143,7 @@ def test_gradients_do_not_depend_on_padding():
 
 def test_float32_padding_invariance():
     gen = torch.Generator().manual_seed(11)
-    model = SequenceClassifier(3, 5, d_model=16, n_layers=3, layer_kwargs=_layer_kwargs("s4d", True)).eval()
+    model = SequenceClassifier(3, 5, d_model=16, n_layers=3, layer={"kind": "s4d", **_layer_kwargs("s4d", True)}).eval()
     short, long, lengths = _batches(8, 3, 64, 200, gen, dtype=torch.float32)
     torch.testing.assert_close(model(short, lengths), model(long, lengths), atol=2e-5, rtol=2e-5)
 
@@ -157,8 +156,8 @@ def test_language_model_nll_and_logits_do_not_depend_on_padding(backbone, norm):
     gen = torch.Generator().manual_seed(2)
     for bidirectional in (False, True):
         bkw = dict(pool=2, n_pools=2) if backbone == "sashimi" else {}
-        lm = SSMLanguageModel(7, d_model=8, n_layers=1, layer="s4d", backbone=backbone, backbone_kwargs=bkw,
-                              layer_kwargs=_layer_kwargs("s4d", bidirectional), norm=norm).to(F64)
+        lm = SSMLanguageModel(7, d_model=8, n_layers=1, backbone=backbone, backbone_kwargs=bkw,
+                              layer={"kind": "s4d", **_layer_kwargs("s4d", bidirectional)}, norm=norm).to(F64)
         lengths = torch.tensor([13, 5, 2, 9])
         tok = torch.randint(0, 7, (4, 13), generator=gen)
         long = torch.cat([tok, torch.randint(0, 7, (4, 18), generator=gen)], 1)
@@ -181,8 +180,7 @@ def test_sashimi_internal_padding_does_not_leak_with_bidirectional_layers():
     """SaShiMi pads every input to a multiple of prod(pool) itself: harmless only for causal layers
     unless the padding is masked."""
     gen = torch.Generator().manual_seed(4)
-    net = SaShiMi(8, n_layers=1, pool=[2, 3], layer="s4d",
-                  layer_kwargs=_layer_kwargs("s4d", True)).to(F64).eval()
+    net = SaShiMi(8, n_layers=1, pool=[2, 3], layer={"kind": "s4d", **_layer_kwargs("s4d", True)}).to(F64).eval()
     x = torch.randn(2, 11, 8, generator=gen, dtype=F64)            # 11 is not a multiple of 6
     y = net(x)
     for junk in (0.0, 5.0):
@@ -192,7 +190,7 @@ def test_sashimi_internal_padding_does_not_leak_with_bidirectional_layers():
 
 def test_ssm_stack_lengths_match_per_sequence_runs():
     gen = torch.Generator().manual_seed(6)
-    stack = SSMStack(6, n_layers=2, layer="s4", layer_kwargs=_layer_kwargs("s4", True), ff_expand=2).to(F64)
+    stack = SSMStack(6, n_layers=2, layer={"kind": "s4", **_layer_kwargs("s4", True)}, ff_expand=2).to(F64)
     _, long, lengths = _batches(3, 6, 10, 15, gen)
     y = stack(long, lengths=lengths)
     for b, n in enumerate(lengths.tolist()):
@@ -200,7 +198,7 @@ def test_ssm_stack_lengths_match_per_sequence_runs():
 
 
 def test_bad_masks_and_lengths_are_refused():
-    block = ResidualBlock(make_layer("s4d", 4, d_state=4))
+    block = ResidualBlock(make_layer(dict(kind="s4d", d_state=4), 4))
     x = torch.randn(2, 6, 4)
     with pytest.raises(TypeError, match="bool"):
         block(x, mask=torch.ones(2, 6))

@@ -198,7 +198,7 @@ def _pair(layer):
 
 
 def _linoss(disc, H=4, P=16):
-    return _pair(LinOSS(H, d_state=P, discretization=disc, seed=0))
+    return _pair(LinOSS(H, n_oscillators=P, discretization=disc, seed=0))
 
 
 def _errors_vs_float64(m32, m64, L, seed=0, **kw):
@@ -272,7 +272,7 @@ def test_linoss_chunked_scan_equals_loop_float64(monkeypatch, disc, L, with_stat
     several chunks with a remainder), including the returned final state."""
     monkeypatch.setattr(linoss_mod, "SCAN_CHUNK", 8)
     torch.manual_seed(0)
-    m = LinOSS(3, d_state=5, discretization=disc, seed=1).double()
+    m = LinOSS(3, n_oscillators=5, discretization=disc, seed=1).double()
     x = torch.randn(2, L, 3, dtype=torch.float64)
     st = torch.randn(2, 2, 5, dtype=torch.complex128) if with_state else None
     y, s = m(x, state=st, return_state=True)
@@ -286,7 +286,7 @@ def test_linoss_chunked_scan_gradcheck(monkeypatch):
     from torch.func import functional_call
 
     monkeypatch.setattr(linoss_mod, "SCAN_CHUNK", 4)
-    m = LinOSS(2, d_state=3, discretization="IMEX", seed=2).double()
+    m = LinOSS(2, n_oscillators=3, discretization="IMEX", seed=2).double()
     x = torch.randn(1, 11, 2, dtype=torch.float64, requires_grad=True)
     st = torch.randn(1, 2, 3, dtype=torch.complex128, requires_grad=True)
 
@@ -363,9 +363,9 @@ LAYERS = {
     "s4d": lambda: S4D(8, d_state=16),
     "s4d-bidirectional": lambda: S4D(8, d_state=16, bidirectional=True),
     "s4": lambda: S4(8, d_state=16),
-    "linoss-im": lambda: LinOSS(8, d_state=16),
-    "linoss-imex": lambda: LinOSS(8, d_state=16, discretization="IMEX"),
-    "linoss-imex-conv": lambda: LinOSS(8, d_state=16, discretization="IMEX", mode="conv"),
+    "linoss-im": lambda: LinOSS(8, n_oscillators=16),
+    "linoss-imex": lambda: LinOSS(8, n_oscillators=16, discretization="IMEX"),
+    "linoss-imex-conv": lambda: LinOSS(8, n_oscillators=16, discretization="IMEX", mode="conv"),
 }
 
 
@@ -382,7 +382,7 @@ def test_layer_forward_backward_under_bf16_autocast(name):
 def test_layer_stateful_forward_under_bf16_autocast():
     """return_state / state paths (vandermonde_transpose, zero-input response) under autocast."""
     torch.manual_seed(0)
-    for layer in (S4D(4, d_state=8), LinOSS(4, d_state=8, discretization="IMEX")):
+    for layer in (S4D(4, d_state=8), LinOSS(4, n_oscillators=8, discretization="IMEX")):
         st = layer.initial_state(2) + 0.1
 
         def f(x):

@@ -80,6 +80,6 @@ def test_delay_lstsq_floor_frozen_fout():
 
 
 def test_forecaster_shape():
-    m = SSMForecaster(2, 7, d_model=8, n_layers=1, layer_kwargs=dict(d_state=8))
+    m = SSMForecaster(2, 7, d_model=8, n_layers=1, layer=dict(kind="s4d", d_state=8))
     assert m(torch.randn(3, 20, 2)).shape == (3, 7, 2)
     assert m.masked_input(torch.randn(3, 20, 2)).shape == (3, 27, 3)

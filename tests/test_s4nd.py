@@ -309,8 +309,9 @@ def test_3d_tiny_training_learns_motion_direction():
     try:
         torch.manual_seed(0)
         x, y = _moving_blob_videos(128)
-        model = ImageClassifier(d_input=1, n_classes=4, dims=3, d_model=8, n_layers=1, d_state=8,
-                                layer_kwargs=dict(bidirectional=(False, True, True), dt_min=0.1, dt_max=1.0, seed=0))
+        model = ImageClassifier(d_input=1, n_classes=4, dims=3, d_model=8, n_layers=1,
+                                layer=dict(kind="s4nd", d_state=8, bidirectional=(False, True, True), dt_min=0.1,
+                                           dt_max=1.0, seed=0))
         opt = torch.optim.AdamW(model.parameters(), lr=0.02)
         first = None
         for _ in range(40):
@@ -328,13 +329,13 @@ def test_3d_tiny_training_learns_motion_direction():
 
 # ---- image model -----------------------------------------------------------------------------
 def test_image_classifier_shapes_rates_and_bandlimit_switch():
-    model = ImageClassifier(d_input=1, n_classes=10, d_model=8, n_layers=2, d_state=8, layer_kwargs={"seed": 0})
+    model = ImageClassifier(d_input=1, n_classes=10, d_model=8, n_layers=2, layer={"kind": "s4nd", "d_state": 8, "seed": 0})
     x = torch.randn(2, 12, 12, 1)
     assert model(x).shape == (2, 10)
     x6 = F.interpolate(x.movedim(-1, 1), size=(6, 6), mode="bilinear", antialias=True).movedim(1, -1)
     assert model(x6, rate=2.0).shape == (2, 10)
     model.set_bandlimit(0.3)
-    assert all(b.mixer.bandlimit == 0.3 for b in model.blocks)
+    assert all(b.layer.bandlimit == 0.3 for b in model.blocks)
     conv = ImageClassifier(d_input=1, n_classes=10, d_model=8, n_layers=2, layer="conv")
     assert conv(x).shape == (2, 10) and conv(x6, rate=2.0).shape == (2, 10)
     with pytest.raises(ValueError, match="channels last"):

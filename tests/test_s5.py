@@ -231,7 +231,7 @@ def test_constructor_errors():
 
 
 def test_registry_param_groups_and_save(tmp_path):
-    layer = make_layer("s5", 4, d_state=8, blocks=2, seed=3)
+    layer = make_layer({"kind": "s5", "d_state": 8, "blocks": 2, "seed": 3}, 4)
     assert isinstance(layer, S5)
     assert {id(p) for p in layer.ssm_parameters()} == {id(layer.log_dt), id(layer.A_real), id(layer.A_imag),
                                                        id(layer.B)}

@@ -21,7 +21,7 @@ T = 48  # a multiple of every configuration's total pooling factor
 
 def _model(cfg, layer="s4d", lkw=None):
     torch.manual_seed(0)
-    return SaShiMi(4, n_layers=1, layer=layer, layer_kwargs=lkw or dict(d_state=8), **CONFIGS[cfg]).double().eval()
+    return SaShiMi(4, n_layers=1, layer={"kind": layer, **(lkw or dict(d_state=8))}, **CONFIGS[cfg]).double().eval()
 
 
 @pytest.mark.parametrize("cfg", list(CONFIGS))
@@ -127,7 +127,7 @@ def test_pool_shapes_and_errors():
 
 def test_sashimi_trains():
     torch.manual_seed(0)
-    m = SaShiMi(8, n_layers=1, pool=(2, 2), layer_kwargs=dict(d_state=8))
+    m = SaShiMi(8, n_layers=1, pool=(2, 2), layer=dict(kind="s4", d_state=8))
     head = torch.nn.Linear(8, 1)
     opt = torch.optim.Adam(list(m.parameters()) + list(head.parameters()), lr=1e-2)
     x = torch.randn(4, 32, 8)

@@ -50,7 +50,7 @@ def test_tiny_sashimi_on_mulaw_audio():
     torch.manual_seed(0)
     x = audio_splits(synth_piano(2.0, 4000), 64)["train"][:8]
     m = SSMLanguageModel(256, d_model=16, n_layers=1, backbone="sashimi", backbone_kwargs=dict(pool=(4,)),
-                         layer_kwargs=dict(d_state=8))
+                         layer=dict(kind="s4d", d_state=8))
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     losses = []
     for _ in range(10):

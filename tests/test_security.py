@@ -92,9 +92,12 @@ def test_config_files_and_overrides_are_data_not_code(tmp_path, monkeypatch):
     marker = tmp_path / "pwned"
     code = f"__import__('os').system('touch {marker}')"
     toml = tmp_path / "run.toml"
-    toml.write_text(f'[model]\ninit = "{code}"\n[data]\nname = "{code}"\n[trainer]\nout = "{code}"\n')
+    toml.write_text(f'[data]\nname = "{code}"\n[trainer]\nout = "{code}"\n')
     cfg = build_config(config_file=str(toml))
-    assert cfg.model.init == code and cfg.data.name == code      # kept verbatim, as strings
+    assert cfg.data.name == code                                  # kept verbatim, as strings
+    toml.write_text(f'[model.layer]\ninit = "{code}"\n')        # a string where a name is expected: refused as data
+    with pytest.raises(ValueError, match="model.layer.init: got"):
+        build_config(config_file=str(toml))
     cfg = build_config(overrides=[("data.kwargs", json.dumps({"n_train": code})), ("trainer.epochs", "2")])
     assert cfg.data.kwargs == {"n_train": code}
     with pytest.raises(ValueError):                               # a Python expression is not a number

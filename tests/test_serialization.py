@@ -28,7 +28,7 @@ def _cases():
         "stack": (lambda: SSMStack(8, 2, layer="linoss"), (2, 10, 8)),
         "sashimi": (lambda: SaShiMi(8, 1, pool=(2, 2), layer="s4d"), (2, 8, 8)),
         "lm": (lambda: SSMLanguageModel(7, 8, 2, layer="s4d"), None),
-        "image": (lambda: ImageClassifier(1, 3, d_model=8, n_layers=1, d_state=8), (2, 8, 8, 1)),
+        "image": (lambda: ImageClassifier(1, 3, d_model=8, n_layers=1, layer={"kind": "s4nd", "d_state": 8}), (2, 8, 8, 1)),
     }
 
 
@@ -98,7 +98,7 @@ def test_trainer_checkpoints_load_through_the_same_path(tmp_path):
     from statespaces.train import train
     from statespaces.train.config import build_config
 
-    cfg = build_config(overrides=[("model.d_model", "8"), ("model.n_layers", "1"), ("model.d_state", "4"),
+    cfg = build_config(overrides=[("model.d_model", "8"), ("model.n_layers", "1"), ("model.layer.d_state", "4"),
                                   ("trainer.epochs", "1"), ("trainer.out", str(tmp_path / "run"))])
     train(cfg, progress=False)
     model = load_pretrained(tmp_path / "run" / "best")

@@ -152,9 +152,14 @@ def test_stepper_refuses_a_growing_mode():
 BACKBONES = [("flat", {}), ("sashimi", dict(pool=(2, 2))), ("sashimi", dict(pool=(4,), unet=True))]
 
 
+def _table(kind, size):
+    """The layer table of ``kind`` with state size ``size`` (oscillators for LinOSS)."""
+    return {"kind": kind, ("n_oscillators" if kind == "linoss" else "d_state"): size}
+
+
 def _model(layer, backbone, bkw):
     torch.manual_seed(1)
-    return SSMLanguageModel(13, d_model=8, n_layers=1, layer=layer, layer_kwargs=dict(d_state=8), backbone=backbone,
+    return SSMLanguageModel(13, d_model=8, n_layers=1, layer=_table(layer, 8), backbone=backbone,
                             backbone_kwargs=bkw).double().eval()
 
 
@@ -250,7 +255,7 @@ def test_graph_branch_logic_on_cpu(monkeypatch):
 @pytest.mark.parametrize("backbone,bkw", BACKBONES[:2], ids=["flat", "sashimi22"])
 def test_cuda_graph_stepper_equals_eager(layer, backbone, bkw):
     torch.manual_seed(1)
-    m = SSMLanguageModel(13, d_model=16, n_layers=2, layer=layer, layer_kwargs=dict(d_state=16), backbone=backbone,
+    m = SSMLanguageModel(13, d_model=16, n_layers=2, layer=_table(layer, 16), backbone=backbone,
                          backbone_kwargs=bkw).cuda().eval()
     prompt = torch.randint(0, 13, (4, 6), device="cuda")
     xs = torch.randn(4, 9, 16, device="cuda")

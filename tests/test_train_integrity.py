@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: 2 threads on
 # --- helpers ----------------------------------------------------------------------------------
 def _tiny(tmp_path, out="run", *extra):
     return build_config(overrides=[
-        ("model.d_model", "8"), ("model.n_layers", "1"), ("model.d_state", "4"), ("model.init", "lin"),
+        ("model.d_model", "8"), ("model.n_layers", "1"), ("model.layer.d_state", "4"), ("model.layer.init", "lin"),
         ("trainer.epochs", "2"), ("trainer.batch_size", "64"), ("trainer.out", str(tmp_path / out)),
         ("trainer.tensorboard", "off"), *extra])
 
@@ -159,15 +159,15 @@ def test_resume_after_a_kill_uses_the_newest_valid_checkpoint_of_this_run(tmp_pa
 
 # --- item 10: metadata integrity ----------------------------------------------------------------
 @pytest.mark.parametrize("edit", [
-    lambda m: m["config"]["model"]["layer_kwargs"].update(bidirectional=True),
+    lambda m: m["config"]["model"]["layer"].update(bidirectional=True),
     lambda m: m.update(step=m["step"] + 1),
     lambda m: m.pop("d_input"),
     lambda m: m.update(extra="added"),
     lambda m: m.pop("meta_sha256"),
     lambda m: m.update(meta_sha256="0" * 64),
-], ids=["layer_kwargs", "step", "missing-key", "added-key", "no-digest", "wrong-digest"])
+], ids=["layer-setting", "step", "missing-key", "added-key", "no-digest", "wrong-digest"])
 def test_any_metadata_edit_makes_the_checkpoint_invalid(tmp_path, edit):
-    cfg = build_config(overrides=[("model.d_model", "4"), ("model.n_layers", "1"), ("model.d_state", "4")])
+    cfg = build_config(overrides=[("model.d_model", "4"), ("model.n_layers", "1"), ("model.layer.d_state", "4")])
     meta = {"config": cfg.to_dict(), "step": 3, "d_input": 1, "n_classes": 10}
     path = save_checkpoint(tmp_path / "ck", {"model.x": torch.ones(2)}, meta)
     assert load_checkpoint(path)[1]["step"] == 3
@@ -227,7 +227,7 @@ def test_evaluate_names_what_failed(tmp_path, capsys):
     train(cfg, progress=False)
     best = tmp_path / "run" / "best"
     shutil.copytree(best, tmp_path / "tampered")
-    _edit_meta(tmp_path / "tampered", lambda m: m["config"]["model"]["layer_kwargs"].update(bidirectional=True))
+    _edit_meta(tmp_path / "tampered", lambda m: m["config"]["model"]["layer"].update(bidirectional=True))
     rc, err = _cli(capsys, "evaluate", str(tmp_path / "tampered"))
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert "meta.json does not match its checksum" in err and "Traceback" not in err
@@ -250,12 +250,11 @@ def test_evaluate_names_what_failed(tmp_path, capsys):
 #: For every key: values of the wrong type (as TOML/Python values), and out-of-range values (None:
 #: the type admits no out-of-range value). Strings here are never accepted for non-string fields.
 WRONG_TYPE = {"int": ["5", 1.5, True, None], "float": ["0.1", True, [1.0]], "bool": ["false", "no", 1, 0],
-              "str": [5, True, ["s4d"]], "dict": [[1], "{}", 3]}
+              "str": [5, True, ["s4d"]], "dict": [[1], "{}", 3], "layer": [5, True, ["s4d"], None]}
 OUT_OF_RANGE = {
-    "model.layer": ["s5", "S4 D"], "model.d_model": [0, -3], "model.n_layers": [0], "model.d_state": [0, -1],
-    "model.init": [""], "model.dropout": [1.0, -0.1, math.nan], "model.norm": ["group"], "model.prenorm": None,
-    "model.mixing": ["gated"], "model.pool": ["max", "none"], "model.dt_min": [0.0, -1e-3, math.inf],
-    "model.dt_max": [0, math.nan], "model.layer_kwargs": [{1: 2}],
+    "model.layer": ["s5", "S4 D"], "model.d_model": [0, -3], "model.n_layers": [0],
+    "model.dropout": [1.0, -0.1, math.nan], "model.norm": ["group"], "model.prenorm": None,
+    "model.mixing": ["gated"], "model.pool": ["max", "none"],
     "data.name": ["", "   "], "data.kwargs": [{2: "x"}], "data.normalize": ["zscore", "", "per-series"],
     "trainer.epochs": [0, -5], "trainer.batch_size": [0], "trainer.lr": [0, -1e-3, math.inf, math.nan],
     "trainer.ssm_lr": [0.0, -1], "trainer.weight_decay": [-0.1, math.inf], "trainer.warmup_steps": [-1],
@@ -340,8 +339,9 @@ def test_cli_bools_are_parsed(word, expected):
 
 CLI_BAD = [("trainer.epochs", "1.5"), ("trainer.epochs", "abc"), ("trainer.epochs", "0"), ("trainer.epochs", "-5"),
            ("trainer.val_fraction", "1.5"), ("trainer.seed", "-1"), ("model.d_model", "-3"), ("trainer.amp", "maybe"),
-           ("trainer.lr", "nan"), ("trainer.lr", "inf"), ("model.layer_kwargs", "[1]"), ("data.kwargs", "{bad json"),
-           ("trainer.tensorboard", "maybe"), ("model.init", "nope"), ("model.dt_min", "0.5"), ("model.layer", "s5")]
+           ("trainer.lr", "nan"), ("trainer.lr", "inf"), ("data.kwargs", "{bad json"),
+           ("trainer.tensorboard", "maybe"), ("model.layer.init", "nope"), ("model.layer.dt_min", "-0.5"),
+           ("model.layer", "s5"), ("model.layer.d_state", "0")]
 
 
 @pytest.mark.parametrize("key,value", CLI_BAD)
@@ -379,8 +379,8 @@ def test_train_validates_a_config_changed_after_construction(tmp_path):
     with pytest.raises(ConfigError, match="trainer.epochs: got 0"):
         train(cfg, progress=False)
     cfg = _tiny(tmp_path)
-    cfg.model.init = "fout"   # an S4 init, not an S4D one
-    with pytest.raises(ConfigError, match="model.init: got 'fout' .* for layer s4d; valid: legs"):
+    cfg.model.layer = {"kind": "s4d", "d_state": 5}   # odd: refused by S4D's constructor, when the run starts
+    with pytest.raises(ConfigError, match=r"model.layer \(kind 's4d'\): d_state=5 is odd"):
         train(cfg, progress=False)
     assert not (tmp_path / "run").exists()
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _tiny(tmp_path, out="run", *extra):
     return build_config(overrides=[
-        ("model.d_model", "8"), ("model.n_layers", "1"), ("model.d_state", "4"), ("model.init", "lin"),
+        ("model.d_model", "8"), ("model.n_layers", "1"), ("model.layer.d_state", "4"), ("model.layer.init", "lin"),
         ("trainer.epochs", "2"), ("trainer.batch_size", "128"), ("trainer.out", str(tmp_path / out)),
         ("trainer.tensorboard", "off"), *extra])
 
@@ -180,7 +180,7 @@ def test_a_path_without_prefix_trains_and_is_stored_resolved(tmp_path, monkeypat
     rel = "data/Waves/Waves_TRAIN.tsv"
     assert rel in DATASETS and canonical_name(rel) == f"ucr:{tmp_path / rel}"
     rc, out, err = _cli(capsys, "train", "--data.name", rel, "--model.d_model", "8", "--model.n_layers", "1",
-                        "--model.d_state", "4", "--model.init", "lin", "--trainer.epochs", "1",
+                        "--model.layer.d_state", "4", "--model.layer.init", "lin", "--trainer.epochs", "1",
                         "--trainer.batch_size", "8", "--trainer.out", "run", "--trainer.tensorboard", "off",
                         "--no-progress")
     assert rc == 0, err
@@ -270,12 +270,12 @@ def test_resume_by_folder_reads_the_stored_config(tmp_path, monkeypatch, capsys)
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert "--trainer.lr 0.5 conflicts with the stored run (trainer.lr = 0.01)" in err
     rc, _, err = _cli(capsys, "train", "--trainer.out", out, "--resume", "--preset", "digits-s4", "--no-progress")
-    assert rc == 2 and "--preset digits-s4 (sets model.layer) conflicts" in err and "'s4d'" in err
+    assert rc == 2 and "--preset digits-s4 (sets model.layer.kind) conflicts" in err and "'s4d'" in err
     # only the folder (and where-it-runs flags): the stored config (H = 12, 3 epochs) is used
     rc, text, err = _cli(capsys, "train", "--trainer.out", out, "--resume", "--trainer.device", "cpu",
                          "--trainer.keep_last", "3", "--no-progress")
     assert rc == 0, err
-    assert "H=12" in text and "for 3 epochs" in text and "resuming the run in" in err
+    assert "S4D(d_model=12, " in text and "for 3 epochs" in text and "resuming the run in" in err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["train_seconds"] >= first + summary["train_seconds_this_run"] - 1e-6
     assert summary["train_seconds"] > summary["train_seconds_this_run"]

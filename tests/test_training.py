@@ -15,7 +15,7 @@ from statespaces.train.cli import main
 
 
 def test_param_groups_partition_every_parameter_once():
-    model = SequenceClassifier(1, 10, d_model=8, n_layers=2, layer_kwargs=dict(d_state=4, init="lin"))
+    model = SequenceClassifier(1, 10, d_model=8, n_layers=2, layer=dict(kind="s4d", d_state=4, init="lin"))
     groups = param_groups(model, lr=1e-2, weight_decay=0.1, ssm_lr=1e-3)
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
@@ -53,7 +53,7 @@ def test_residual_block_rejects_non_ssm():
 
 
 def test_classifier_shapes_and_lengths():
-    model = SequenceClassifier(2, 5, d_model=8, n_layers=1, layer_kwargs=dict(d_state=4, init="lin")).eval()
+    model = SequenceClassifier(2, 5, d_model=8, n_layers=1, layer=dict(kind="s4d", d_state=4, init="lin")).eval()
     x = torch.randn(3, 10, 2)
     assert model(x).shape == (3, 5)
     lengths = torch.tensor([10, 4, 7])
@@ -138,8 +138,8 @@ def test_pack_unpack_optimizer_state():
 
 
 def _cfg(tmp_path, out="run", **trainer):
-    cfg = build_config(overrides=[("model.d_model", "32"), ("model.n_layers", "2"), ("model.d_state", "8"),
-                                  ("model.init", "lin"), ("trainer.epochs", "3"), ("trainer.batch_size", "16"),
+    cfg = build_config(overrides=[("model.d_model", "32"), ("model.n_layers", "2"), ("model.layer.d_state", "8"),
+                                  ("model.layer.init", "lin"), ("trainer.epochs", "3"), ("trainer.batch_size", "16"),
                                   ("trainer.out", str(tmp_path / out))])
     for k, v in trainer.items():
         cfg = cfg.override(f"trainer.{k}", v)
@@ -225,7 +225,7 @@ def test_config_errors_and_overrides(tmp_path):
 def test_cli_train_and_evaluate(tmp_path, capsys):
     out = str(tmp_path / "cli")
     rc = main(["train", "--trainer.epochs", "1", "--model.d_model=8", "--model.n_layers", "1",
-               "--model.d_state", "4", "--model.init", "lin", "--trainer.out", out, "--no-progress"])
+               "--model.layer.d_state", "4", "--model.layer.init", "lin", "--trainer.out", out, "--no-progress"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "epoch   1/1" in text and "test accuracy" in text
@@ -240,7 +240,7 @@ def test_regression_and_seq2seq_tasks_train_and_evaluate(tmp_path):
     targets (copying: per-step outputs, cross-entropy on the last k steps, token accuracy)."""
     from statespaces.train.loop import evaluate_checkpoint
 
-    small = [("model.d_model", "16"), ("model.n_layers", "1"), ("model.d_state", "8"), ("trainer.epochs", "2"),
+    small = [("model.d_model", "16"), ("model.n_layers", "1"), ("model.layer.d_state", "8"), ("trainer.epochs", "2"),
              ("trainer.batch_size", "16")]
     reg = build_config(overrides=small + [
         ("data.name", "adding"), ("data.kwargs", '{"target": "regression", "n_train": 200, "n_test": 50, "length": 30}'),

@@ -152,7 +152,7 @@ def test_layer_under_forced_triton_matches_its_torch_scan(small_tiles, cls, kw):
 
     mod, name = cls.split(".")
     torch.manual_seed(0)
-    layer = getattr(importlib.import_module(f"statespaces.layers.{mod}"), name)(d_model=5, d_state=6, seed=0, **kw)
+    layer = getattr(importlib.import_module(f"statespaces.layers.{mod}"), name)(d_model=5, n_oscillators=6, seed=0, **kw)
     x = torch.randn(2, 21, 5)
     state = 0.3 * torch.randn(2, 2, 6, dtype=torch.complex64)
     y_ref, s_ref = layer(x, state=state, return_state=True)

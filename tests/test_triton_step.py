@@ -165,7 +165,7 @@ def test_generate_under_forced_triton_matches_pytorch(small_tiles, kernel_calls)
     from statespaces.models.lm import SSMLanguageModel
 
     torch.manual_seed(1)
-    m = SSMLanguageModel(11, d_model=8, n_layers=2, layer="s4d", layer_kwargs=dict(d_state=6)).double().eval()
+    m = SSMLanguageModel(11, d_model=8, n_layers=2, layer=dict(kind="s4d", d_state=6)).double().eval()
     prompt = torch.randint(0, 11, (2, 5))
     kw = dict(return_logits=True)
     toks_ref, logits_ref = m.generate(prompt, 4, generator=torch.Generator().manual_seed(0), **kw)
@@ -265,7 +265,7 @@ GPU_SCRIPT = textwrap.dedent(
     close(torch.stack(ys, 1), y_conv, 1e-4, "stepped S4D vs convolution")
 
     n = len(calls)
-    m = SSMLanguageModel(50, d_model=32, n_layers=2, layer="s4d", layer_kwargs=dict(d_state=16)).cuda().eval()
+    m = SSMLanguageModel(50, d_model=32, n_layers=2, layer=dict(kind="s4d", d_state=16)).cuda().eval()
     prompt = torch.randint(0, 50, (3, 9), device="cuda")
     toks, logits = m.generate(prompt, 8, generator=torch.Generator("cuda").manual_seed(0), return_logits=True)
     assert len(calls) > n

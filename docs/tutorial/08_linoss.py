@@ -94,13 +94,14 @@ fig.tight_layout()
 # %% [markdown]
 # ## The layer: four views that agree
 #
-# `LinOSS(d_model, d_state)` has $P$ = `d_state` oscillators shared by all channels. Its forward
+# `LinOSS(d_model, n_oscillators)` has $P$ = `n_oscillators` oscillators shared by all channels
+# (each with a velocity and a position: 2P complex state entries). Its forward
 # pass uses a **parallel associative scan** over the 2×2 recurrences (`mode="scan"`, the paper's
 # choice, $O(\log L)$ depth), and it also offers a convolution with the closed-form Green's
 # functions (`mode="conv"`), a plain loop (`mode="loop"`) and single steps.
 
 # %%
-layer = LinOSS(d_model=3, d_state=8, discretization="IM", seed=0).double()
+layer = LinOSS(d_model=3, n_oscillators=8, discretization="IM", seed=0).double()
 x = torch.randn(2, 256, 3)
 with torch.no_grad():
     y_scan = layer(x)
@@ -127,7 +128,7 @@ print("kernel shape (H_out, H_in, L):", tuple(layer.kernel(64).shape))
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
 for i, scheme in enumerate(("IM", "IMEX")):
-    lay = LinOSS(d_model=3, d_state=32, discretization=scheme, seed=0).double()
+    lay = LinOSS(d_model=3, n_oscillators=32, discretization=scheme, seed=0).double()
     an = oscillators(lay)
     s = an.eig_continuous
     ax.scatter(s.real, s.imag, s=14, color=f"C{i}", label=f"{scheme}: effective log($\\lambda$)/$\\Delta$")

@@ -43,7 +43,7 @@ os.makedirs(FIGURES, exist_ok=True)
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 cfg = TrainConfig.from_dict({
-    "model": {"layer": "s4d", "d_model": 16 if FAST else 32, "n_layers": 2, "d_state": 32, "dropout": 0.0},
+    "model": {"layer": {"kind": "s4d", "d_state": 32}, "d_model": 16 if FAST else 32, "n_layers": 2, "dropout": 0.0},
     "data": {"name": "digits", "kwargs": {"test_fraction": 0.8} if FAST else {}},   # FAST: train on 20%
     "trainer": {"epochs": 1 if FAST else 3, "batch_size": 32, "lr": 3e-2, "ssm_lr": 1e-2, "weight_decay": 0.0,
                 "out": os.path.join(WORK, "digits"), "seed": 0},
@@ -61,7 +61,7 @@ shutil.copy(os.path.join(cfg.trainer.out, "curves.png"), os.path.join(FIGURES, "
 
 # %% [markdown]
 # The same run from the command line would be
-# `statespaces train --model.d_model 32 --model.n_layers 2 --model.d_state 32 --model.dropout 0
+# `statespaces train --model.d_model 32 --model.n_layers 2 --model.layer.d_state 32 --model.dropout 0
 # --trainer.epochs 3 --trainer.batch_size 32 --trainer.lr 0.03 --trainer.ssm_lr 0.01 --trainer.weight_decay 0`.
 # Three epochs of a tiny model get most of the way (about 85% when we wrote this); the defaults
 # (4 layers, width 64, 25 epochs) reach about 98.6%. The time printed is CPU time, which does not

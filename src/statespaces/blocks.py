@@ -12,16 +12,33 @@ its statistics over valid steps only. An LTI layer -- causal, anti-causal (bidir
 MIMO -- maps a zero input to a zero contribution, so masked steps cannot influence valid outputs in
 either direction; a nonzero initial state only adds the zero-input response, which does not read
 the input at all. Outputs at masked steps are unspecified.
+
+Images and video. The same block serves a channels-last N-D layer (:class:`~statespaces.layers.s4nd.S4ND`,
+or any module with ``d_model``, ``dims`` and ``forward(x, rate=...)`` on (B, *spatial, H), such as
+the Conv baseline of :mod:`statespaces.models.image`): the norm is over channels (BatchNorm over
+batch and every spatial axis), tied dropout shares one mask per (batch, channel) over all spatial
+axes, and ``step``/``state`` stream frames along the first (causal) axis of an S4ND.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_result, check_sequence, check_step_input, public
+from ._checks import (
+    check_batch,
+    check_choice,
+    check_device,
+    check_dtype_compatible,
+    check_real_float,
+    check_result,
+    check_sequence,
+    check_step_input,
+    public,
+)
 from .layers.base import SSMLayer
+from .layers.s4nd import S4ND, check_rates
 from .serialization import Pretrained
 
 Tensor = torch.Tensor
@@ -83,7 +100,8 @@ def masked_batch_norm(bn: nn.BatchNorm1d, x: Tensor, mask: Tensor) -> Tensor:
 
 
 class DropoutNd(nn.Module):
-    """Dropout with one mask per (batch, channel), shared across the length axis of (B, L, H)."""
+    """Dropout with one mask per (batch, channel), shared across the length axis of (B, L, H) (every
+    spatial axis of (B, *spatial, H))."""
 
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()
@@ -94,7 +112,7 @@ class DropoutNd(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        mask = torch.rand(x.shape[0], 1, x.shape[2], device=x.device) >= self.p
+        mask = torch.rand(x.shape[0], *([1] * (x.dim() - 2)), x.shape[-1], device=x.device) >= self.p
         return x * mask.to(x.dtype) / (1 - self.p)
 
     def extra_repr(self) -> str:
@@ -102,7 +120,8 @@ class DropoutNd(nn.Module):
 
 
 class _SeqNorm(nn.Module):
-    """LayerNorm over channels, or BatchNorm over (batch, length), for (B, L, H) input."""
+    """LayerNorm over channels, or BatchNorm over (batch, length), for (B, L, H) input (over batch and
+    every spatial axis for (B, *spatial, H))."""
 
     def __init__(self, d_model: int, kind: str) -> None:
         super().__init__()
@@ -114,6 +133,8 @@ class _SeqNorm(nn.Module):
             return self.norm(x)      # per step: padding cannot reach valid steps
         if mask is not None:
             return masked_batch_norm(self.norm, x, mask)
+        if x.dim() != 3:                                   # (B, *spatial, H): statistics over all positions
+            return self.norm(x.reshape(x.shape[0], -1, x.shape[-1]).transpose(1, 2)).transpose(1, 2).reshape(x.shape)
         return self.norm(x.transpose(1, 2)).transpose(1, 2)
 
 
@@ -121,20 +142,22 @@ class ResidualBlock(Pretrained, nn.Module):
     """One residual block around any SSM layer.
 
     Args:
-        layer: an :class:`~statespaces.layers.base.SSMLayer` of width H.
+        layer: an :class:`~statespaces.layers.base.SSMLayer` of width H, or a channels-last N-D layer
+            (:class:`~statespaces.layers.s4nd.S4ND`; see the module docstring).
         norm: ``"layer"`` or ``"batch"``.
         prenorm: normalize before the layer (default) or after the residual.
         dropout: dropout probability (tied across length if ``tie_dropout``).
         mixing: ``"glu"`` (Linear H->2H then GLU, default) or ``"linear"`` (H->H).
 
-    Shapes: (B, L, H) -> (B, L, H). ``step`` maps (B, H) -> (B, H) with the layer's state.
+    Shapes: (B, L, H) -> (B, L, H), or (B, *spatial, H) -> same with an N-D layer. ``step`` maps
+    (B, H) -> (B, H) with the layer's state (a frame (B, *frame, H) with an S4ND).
     ``forward(x, mask=m)`` with a bool mask (B, L) (True = valid step): masked steps never influence
     the outputs at valid steps (see the module docstring); their own outputs are unspecified.
     """
 
     def __init__(
         self,
-        layer: SSMLayer,
+        layer: Union[SSMLayer, S4ND],
         norm: str = "layer",
         prenorm: bool = True,
         dropout: float = 0.0,
@@ -142,9 +165,13 @@ class ResidualBlock(Pretrained, nn.Module):
         tie_dropout: bool = True,
     ) -> None:
         super().__init__()
-        if not isinstance(layer, SSMLayer):
-            raise TypeError(f"layer must be an SSMLayer (S4D, S4, LinOSS, ...), got {type(layer).__name__}")
+        self.spatial = not isinstance(layer, SSMLayer)
+        if self.spatial and not (isinstance(layer, nn.Module) and isinstance(getattr(layer, "d_model", None), int)
+                                 and isinstance(getattr(layer, "dims", None), int)):
+            raise TypeError(f"layer must be an SSMLayer (S4D, S4, LinOSS, ...) or an N-D layer with d_model and dims "
+                            f"(S4ND), got {type(layer).__name__}")
         H = layer.d_model
+        self.spatial_dims: int = int(getattr(layer, "dims")) if self.spatial else 1     # axes of an N-D input
         self.layer = layer
         self.prenorm = prenorm
         self.norm = _SeqNorm(H, check_choice("norm", norm, ("layer", "batch")))
@@ -154,9 +181,10 @@ class ResidualBlock(Pretrained, nn.Module):
         self.output = nn.Linear(H, 2 * H if self.mixing == "glu" else H)
 
     @public
-    def initial_state(self, batch_size: int) -> Tensor:
-        """The layer's zero state for ``step`` / ``forward(x, state=...)`` (its ``initial_state``)."""
-        return self.layer.initial_state(batch_size)
+    def initial_state(self, batch_size: int, *shape) -> Tensor:
+        """The layer's zero state for ``step`` / ``forward(x, state=...)`` (its ``initial_state``; an
+        S4ND also takes the frame shape)."""
+        return self.layer.initial_state(batch_size, *shape)
 
     def _mix(self, y: Tensor) -> Tensor:
         y = self.output(self.dropout(self.activation(y)))
@@ -171,6 +199,8 @@ class ResidualBlock(Pretrained, nn.Module):
         rate: float = 1.0,
         mask: Optional[Tensor] = None,
     ):
+        if self.spatial_dims != 1:      # a 1-D S4ND takes the sequence path (masks included)
+            return self._forward_nd(x, state, return_state, rate, mask)
         check_sequence(x, self.layer.d_model, self.output.weight.dtype, device=self.output.weight.device, finite=False)
         x_in = x
         mask = check_mask(mask, x)
@@ -188,10 +218,45 @@ class ResidualBlock(Pretrained, nn.Module):
         check_result(self, (x, new_state), input=x_in, state=state)     # NaN/inf: names the culprit
         return (x, new_state) if return_state else x
 
+    def _forward_nd(self, x: Tensor, state: Optional[Tensor], return_state: bool, rate, mask: Optional[Tensor]):
+        """The block around an N-D layer on x (B, *spatial, H) (the layer checks x and rate)."""
+        dims = self.spatial_dims
+        if mask is not None:
+            raise ValueError("mask pads (B, L, H) sequences; an N-D layer's input has no padding mask")
+        self._check_nd("input", x, dims + 2)
+        check_rates(rate, dims)
+        x_in = x
+        z = self.norm(x) if self.prenorm else x
+        if state is None and not return_state:
+            out = self.layer(z, rate=rate)
+        else:
+            out = self.layer(z, state=state, return_state=return_state, rate=rate)
+        y, new_state = out if return_state else (out, None)
+        x = x + self.dropout(self._mix(y))
+        if not self.prenorm:
+            x = self.norm(x)
+        check_result(self, (x, new_state), input=x_in, state=state)
+        return (x, new_state) if return_state else x
+
+    def _check_nd(self, name: str, x: Tensor, rank: int) -> None:
+        """x must be a real float tensor (B, *spatial, H) of ``rank`` dims on the block's device."""
+        check_real_float(name, x)
+        check_device(name, x, self.output.weight.device)
+        H = self.layer.d_model
+        if x.dim() != rank or x.shape[-1] != H:
+            want = "(batch, " + "".join(f"L{i + 1}, " for i in range(rank - 2)) + f"d_model={H})"
+            raise ValueError(f"{name} must have shape {want} (channels last), got {tuple(x.shape)}")
+        check_batch(name, x)
+        check_dtype_compatible(name, x, self.output.weight.dtype)
+
     @public
     def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
-        """Recurrent step on x (B, H); valid with LayerNorm (BatchNorm in eval mode also works)."""
-        check_step_input(x, self.layer.d_model, self.output.weight.dtype, self.output.weight.device)
+        """Recurrent step on x (B, H) (a frame (B, *frame, H) with an S4ND, which checks it); valid
+        with LayerNorm (BatchNorm in eval mode also works)."""
+        if self.spatial:
+            self._check_nd("frame", x, self.spatial_dims + 1)
+        else:
+            check_step_input(x, self.layer.d_model, self.output.weight.dtype, self.output.weight.device)
         new = []
 
         def layer_step(z: Tensor) -> Tensor:
@@ -204,9 +269,9 @@ class ResidualBlock(Pretrained, nn.Module):
         return y, new[0]
 
     def step_with(self, x: Tensor, layer_step) -> Tensor:
-        """The block's step around any one-step map of the layer, ``layer_step(z (B, H)) -> (B, H)``:
-        :meth:`step` passes ``layer.step``, a generation stepper (:mod:`statespaces.models.stepper`)
-        passes the layer's stepper. x (B, H) -> (B, H)."""
+        """The block's step around any one-step map of the layer, ``layer_step(z (B, H)) -> (B, H)``
+        (a frame (B, *frame, H) with an S4ND): :meth:`step` passes ``layer.step``, a generation
+        stepper (:mod:`statespaces.models.stepper`) passes the layer's stepper."""
         z = self.norm(x.unsqueeze(1)).squeeze(1) if self.prenorm else x
         y = layer_step(z)
         x = x + self.dropout(self._mix(y.unsqueeze(1))).squeeze(1)

@@ -6,7 +6,9 @@ rebuild it:
 
 * ``config.json``: ``{"class": "S4D", "config": {"d_model": 64, ...}, "format": 1, "statespaces": version}``;
   a module passed as an argument (a layer given to ``ResidualBlock``) is stored as a nested
-  ``{"__module__": {"class": ..., "config": ...}}``;
+  ``{"__module__": {"class": ..., "config": ...}}``, a layer config (``S4DConfig(...)``) as its
+  ``{"kind": ..., **settings}`` table; a class may define ``upgrade_config`` (and
+  ``upgrade_state_dict``) to read what older versions saved (e.g. ``layer_kwargs``);
 * ``model.safetensors``: the ``state_dict`` (complex tensors stored as their real views, listed in the
   file's metadata), loaded with ``strict=True``, so a round trip is bit-exact.
 
@@ -17,6 +19,7 @@ hub mixin (``config.json``, ``model.safetensors``); when ``huggingface_hub`` is 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -55,6 +58,9 @@ def _encode(value: Any, where: str) -> Any:
         return {k: _encode(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, Pretrained):
         return {"__module__": value.config_dict()}
+    to_dict = getattr(value, "to_dict", None)
+    if dataclasses.is_dataclass(value) and isinstance(getattr(value, "kind", None), str) and callable(to_dict):
+        return _encode(to_dict(), where)              # a layer config: {"kind": ..., **settings}
     raise TypeError(
         f"{where} is a {type(value).__name__}, which config.json cannot hold; build the model from "
         "plain arguments (numbers, strings, lists, dicts, or statespaces modules) to save it"
@@ -80,6 +86,9 @@ def build_from_config(cfg: Dict[str, Any]) -> nn.Module:
     if cls is None:
         raise ValueError(f"unknown model class {name!r} in config; known: {', '.join(sorted(REGISTRY))}")
     kwargs = {k: _decode(v) for k, v in cfg["config"].items()}
+    upgrade = getattr(cls, "upgrade_config", None)      # arguments saved by an older version -> today's
+    if upgrade is not None:
+        kwargs = upgrade(kwargs)
     try:
         return cls(**kwargs)
     except TypeError as e:
@@ -243,5 +252,8 @@ def _load_saved(path: Path) -> nn.Module:
         for key in f.keys():
             t = f.get_tensor(key)
             state[key] = torch.view_as_complex(t) if key in complex_keys else t
+    upgrade = getattr(model, "upgrade_state_dict", None)   # weights saved by an older version -> today's keys
+    if upgrade is not None:
+        state = upgrade(state)
     model.load_state_dict(state, strict=True)
     return model

@@ -1,12 +1,15 @@
 """Linear SSM layers sharing one contract (see :mod:`statespaces.layers.base`)."""
 from .base import DiagonalSSM, DiagonalSystem, SSMLayer
-from .dlinoss import DLinOSS
-from .linoss import LinOSS
+from .config import LayerConfig, layer_config
+from .dlinoss import DLinOSS, DLinOSSConfig
+from .linoss import LinOSS, LinOSSConfig
 from .modes import Modes
-from .s4 import S4, S4_INITS, DiagonalizedS4, s4_init
-from .s4d import S4D
-from .s4nd import S4ND
-from .s5 import S5
+from .registry import make_layer
+from .s4 import S4, S4_INITS, DiagonalizedS4, S4Config, s4_init
+from .s4d import S4D, S4DConfig
+from .s4nd import S4ND, S4NDConfig
+from .s5 import S5, S5Config
 
 __all__ = ["SSMLayer", "DiagonalSSM", "DiagonalSystem", "S4D", "S4", "DiagonalizedS4", "S4_INITS", "s4_init",
-           "LinOSS", "DLinOSS", "S4ND", "S5", "Modes"]
+           "LinOSS", "DLinOSS", "S4ND", "S5", "Modes", "LayerConfig", "layer_config", "make_layer", "S4DConfig",
+           "S4Config", "LinOSSConfig", "DLinOSSConfig", "S4NDConfig", "S5Config"]

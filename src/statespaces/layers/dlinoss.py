@@ -52,13 +52,22 @@ or ``4 dt^2 (A - G^2/4)`` (IM).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from .._checks import check_choice, check_positive_int, check_rate
-from .linoss import LINOSS_MODES, LinOSS, OscillatorSystem, check_bidirectional
+from .config import LayerConfig, setting
+from .linoss import (
+    LINOSS_BIDIRECTIONAL,
+    LINOSS_MODES,
+    LinOSS,
+    OscillatorSystem,
+    check_bidirectional,
+    oscillator_count,
+)
 
 Tensor = torch.Tensor
 
@@ -128,7 +137,8 @@ class DLinOSS(LinOSS):
 
     Args:
         d_model: channels H.
-        d_state: number of oscillators P (complex state (B, 2, P): velocity, position).
+        n_oscillators: number of oscillators P, shared by all channels (complex state (B, 2, P):
+            velocity and position, 2P complex numbers; not S4D/S4's ``d_state`` of real dimensions).
         discretization: ``"IMEX"`` (default, the paper's D-LinOSS) or ``"IM"``.
         init: ``"ring"`` (default) or ``"uniform"`` (see the module notes).
         r_min: smallest initial eigenvalue modulus (ring); ``0 < r_min <= r_max <= 1``.
@@ -143,6 +153,7 @@ class DLinOSS(LinOSS):
         mode: default forward path, ``"scan"``, ``"conv"`` or ``"loop"``.
         bidirectional: as :class:`LinOSS` (``False``, ``True``/``"sum"``, ``"concat"``).
         seed: seed of this layer's random init.
+        d_state: deprecated name of ``n_oscillators`` (DeprecationWarning).
 
     Parameters: ``A_hat``, ``G_hat``, ``dt_raw`` (P,), ``B`` (P, H, 2), ``C`` (H, P, 2), ``D`` (H,).
     ``A_param`` is ``"project"`` (the clamp above). Shapes as :class:`LinOSS`.
@@ -151,7 +162,7 @@ class DLinOSS(LinOSS):
     def __init__(
         self,
         d_model: int,
-        d_state: int = 64,
+        n_oscillators: int = 64,
         discretization: str = "IMEX",
         init: str = "ring",
         r_min: float = 0.9,
@@ -166,10 +177,11 @@ class DLinOSS(LinOSS):
         mode: str = "scan",
         bidirectional: Union[bool, str] = False,
         seed: Optional[int] = None,
+        d_state: Optional[int] = None,
     ) -> None:
         nn.Module.__init__(self)
         self.d_model = check_positive_int("d_model", d_model)
-        self.d_state = check_positive_int("d_state", d_state)
+        self.n_oscillators = oscillator_count(self, n_oscillators, d_state)
         self.discretization = check_choice("discretization", discretization, DLINOSS_DISCRETIZATIONS)
         self.init = check_choice("init", init, DLINOSS_INITS)
         self.A_param = "project"
@@ -189,7 +201,7 @@ class DLinOSS(LinOSS):
         if self.init == "uniform" and (A_max <= 0 or G_min < 0):
             raise ValueError("uniform init needs A_max > 0 and G_min >= 0 (the complex band has A > 0, G >= 0)")
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        P = self.d_state
+        P = self.n_oscillators
         dtype = torch.get_default_dtype()
         f64 = torch.float64
         if self.init == "ring":
@@ -267,7 +279,37 @@ class DLinOSS(LinOSS):
 
     def extra_repr(self) -> str:
         return (
-            f"d_model={self.d_model}, d_state={self.d_state}, discretization={self.discretization.upper()!r}, "
+            f"d_model={self.d_model}, n_oscillators={self.n_oscillators}, discretization={self.discretization.upper()!r}, "
             f"init={self.init!r}, mode={self.mode!r}"
             + (f", bidirectional={self.bidirectional_mode!r}" if self.bidirectional else "")
         )
+
+
+@dataclass(frozen=True)
+class DLinOSSConfig(LayerConfig):
+    """Settings of :class:`DLinOSS` (its constructor arguments but ``d_model``, same defaults).
+
+    ``n_oscillators`` counts **damped oscillators** P: the state holds 2P complex numbers
+    (velocity, position). DLinOSS takes no ``d_state``, ``dt_min``/``dt_max`` (its dt init is
+    ``dt_std``) or ``A_param`` (A is projected into the stable band).
+    """
+
+    kind = "dlinoss"
+    n_oscillators: int = setting(64, "int", "number of oscillators P (state: 2P complex numbers)", lo=1)
+    discretization: str = setting("imex", "str", "IMEX (the paper's D-LinOSS) or IM",
+                                  choices=lambda: DLINOSS_DISCRETIZATIONS)
+    init: str = setting("ring", "str", "init of (A, G, dt)", choices=lambda: DLINOSS_INITS)
+    r_min: float = setting(0.9, "float", "smallest initial eigenvalue modulus (ring)", lo=0, hi=1, lo_open=True)
+    r_max: float = setting(1.0, "float", "largest initial eigenvalue modulus (ring)", lo=0, hi=1, lo_open=True)
+    theta_min: float = setting(0.0, "float", "smallest initial eigenvalue angle (ring)", lo=0, hi=math.pi)
+    theta_max: float = setting(math.pi, "float", "largest initial eigenvalue angle (ring)", lo=0, hi=math.pi)
+    A_min: float = setting(0.0, "float", "lower end of the uniform init of A")
+    A_max: float = setting(1.0, "float", "upper end of the uniform init of A")
+    G_min: float = setting(0.0, "float", "lower end of the uniform init of G")
+    G_max: float = setting(1.0, "float", "upper end of the uniform init of G")
+    dt_std: float = setting(0.5, "float", "dt_raw ~ N(0, dt_std^2)", lo=0)
+    mode: str = setting("scan", "str", "default forward path", choices=lambda: LINOSS_MODES)
+    bidirectional: Union[bool, str] = setting(False, "bool", "false, true/sum (kernel sum) or concat",
+                                              choices=lambda: LINOSS_BIDIRECTIONAL)
+    seed: Optional[int] = setting(None, "int", "seed of the layer's random init", lo=0, nullable=True)
+    renamed = {"d_state": "n_oscillators, the number of oscillators P, which DLinOSS's d_state meant before"}

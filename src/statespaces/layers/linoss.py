@@ -45,7 +45,9 @@ and the parameters; every view below works from :class:`OscillatorSystem`.
 from __future__ import annotations
 
 import math
-from typing import Iterator, NamedTuple, Optional, Tuple, Union
+import warnings
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -74,6 +76,7 @@ from ..kernels.chunked_conv import block_tables, chunk_length, chunked_conv, pre
 from ..ops.fftconv import fftconv
 from ..ops.scan import scan_block2, scan_loop
 from .base import SSMLayer, check_rate
+from .config import LayerConfig, setting
 from .init import as_complex, log_dt_init
 from .irregular import check_intervals
 from .modes import Modes
@@ -201,12 +204,46 @@ def check_bidirectional(value: Union[bool, str]) -> Optional[str]:
     raise TypeError(f"bidirectional must be a bool, 'sum' or 'concat', got {value!r}")
 
 
+def oscillator_count(layer: Any, n_oscillators: int, d_state: Optional[int]) -> int:
+    """``n_oscillators``, or the deprecated ``d_state`` given instead (DeprecationWarning; both -> ValueError).
+
+    The recorded constructor arguments (for ``save_pretrained``) keep the new name only.
+    """
+    name = type(layer).__name__
+    if d_state is not None:
+        if n_oscillators != 64 and n_oscillators != d_state:
+            raise ValueError(f"{name} got n_oscillators={n_oscillators} and d_state={d_state}; d_state is the old "
+                             "name of n_oscillators: give n_oscillators only")
+        warnings.warn(f"{name}(d_state=...) is deprecated: the number of oscillators is n_oscillators "
+                      "(d_state counts real state dimensions in S4D/S4)", DeprecationWarning, stacklevel=4)
+        n_oscillators = d_state
+    n = check_positive_int("n_oscillators", n_oscillators)
+    recorded = layer.__dict__.get("_init_config")
+    if recorded is not None:
+        recorded.pop("d_state", None)
+        recorded["n_oscillators"] = n
+    return n
+
+
+def upgrade_oscillator_arguments(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Saved arguments of a LinOSS/DLinOSS from before ``n_oscillators`` (``d_state``) -> the new name."""
+    if "d_state" not in config:
+        return config
+    config = dict(config)
+    d_state = config.pop("d_state")
+    if d_state is not None:
+        config["n_oscillators"] = d_state
+    return config
+
+
 class LinOSS(SSMLayer):
     r"""Linear oscillatory state space layer (LinOSS-IM / LinOSS-IMEX).
 
     Args:
         d_model: channels H.
-        d_state: number of oscillators P (the real state has 2P complex entries: velocity, position).
+        n_oscillators: number of oscillators P, shared by all channels. Each oscillator has a
+            velocity and a position, so the state holds 2P complex numbers (4P real numbers);
+            this is not the ``d_state`` of S4D/S4, which counts real state dimensions.
         discretization: ``"IM"`` (default, dissipative) or ``"IMEX"`` (symplectic, |lambda| = 1).
         A_param: ``"relu"`` (default, ``A = relu(A_hat)``), ``"square"`` (``A = A_hat^2``), or ``"none"``
             (``A = A_hat`` unconstrained; negative A, or IMEX with dt^2 A > 3.99, raises ``ValueError``).
@@ -222,6 +259,7 @@ class LinOSS(SSMLayer):
             with its own ``C_back`` (kernel sum, §7.2.6); ``"concat"``: an independent reversed layer
             and a ``Linear(2H, H)`` (no bias) on the concatenation. No recurrent state in either.
         seed: seed of this layer's random init.
+        d_state: deprecated name of ``n_oscillators`` (DeprecationWarning).
 
     Init (seed 001 / paper): ``A ~ U[0, 1]``; B, C complex with real and imaginary parts
     ``U[-1, 1]/sqrt(H)`` and ``U[-1, 1]/sqrt(P)``; ``D ~ N(0, 1)``.
@@ -232,10 +270,12 @@ class LinOSS(SSMLayer):
         (``state[:, 0]`` velocity z, ``state[:, 1]`` position y).
     """
 
+    upgrade_config = staticmethod(upgrade_oscillator_arguments)
+
     def __init__(
         self,
         d_model: int,
-        d_state: int = 64,
+        n_oscillators: int = 64,
         discretization: str = "IM",
         A_param: str = "relu",
         dt_min: Optional[float] = None,
@@ -243,17 +283,18 @@ class LinOSS(SSMLayer):
         mode: str = "auto",
         bidirectional: Union[bool, str] = False,
         seed: Optional[int] = None,
+        d_state: Optional[int] = None,
     ) -> None:
         super().__init__()
         self.d_model = check_positive_int("d_model", d_model)
-        self.d_state = check_positive_int("d_state", d_state)
+        self.n_oscillators = oscillator_count(self, n_oscillators, d_state)
         self.discretization = check_choice("discretization", discretization, LINOSS_DISCRETIZATIONS)
         self.A_param = check_choice("A_param", A_param, A_PARAMS)
         self.mode = check_choice("mode", mode, LINOSS_MODES)
         self.bidirectional_mode = check_bidirectional(bidirectional)
         self.bidirectional = self.bidirectional_mode is not None
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        H, P = d_model, d_state
+        P = self.n_oscillators
         dtype = torch.get_default_dtype()
 
         a0 = torch.rand(P, dtype=torch.float64, generator=gen)          # A ~ U[0, 1]
@@ -275,7 +316,7 @@ class LinOSS(SSMLayer):
 
     def _init_io(self, gen: Optional[torch.Generator], seed: Optional[int]) -> None:
         """B, C, D (seed 001 init) and the bidirectional parts; shared with :class:`DLinOSS`."""
-        H, P = self.d_model, self.d_state
+        H, P = self.d_model, self.n_oscillators
         dtype = torch.get_default_dtype()
 
         def uni(*shape: int, scale: float) -> Tensor:
@@ -291,7 +332,8 @@ class LinOSS(SSMLayer):
             cfg = dict(self.__dict__.get("_init_config") or {})
             if not cfg:
                 raise TypeError(f"{type(self).__name__} did not record its arguments; cannot build its reverse layer")
-            cfg.update(bidirectional=False, seed=None if seed is None else seed + 1)
+            cfg.update(bidirectional=False, seed=None if seed is None else seed + 1, n_oscillators=P)
+            cfg.pop("d_state", None)
             cfg.pop("d_model", None)
             self.reverse = type(self)(H, **cfg)
             w = (2 * torch.rand(H, 2 * H, dtype=torch.float64, generator=gen) - 1) / math.sqrt(2 * H)
@@ -527,7 +569,7 @@ class LinOSS(SSMLayer):
     def initial_state(self, batch_size: int) -> Tensor:
         """Zero state (B, 2, P) complex: ``[:, 0]`` velocity, ``[:, 1]`` position."""
         batch_size = check_batch_size(batch_size)
-        return torch.zeros(batch_size, 2, self.d_state, dtype=self.state_dtype, device=self.D.device)
+        return torch.zeros(batch_size, 2, self.n_oscillators, dtype=self.state_dtype, device=self.D.device)
 
     def _input_proj(self, u: Tensor) -> Tensor:
         """``B u`` as a real tensor (..., 2P) = [Re; Im] for real u (..., H)."""
@@ -694,7 +736,7 @@ class LinOSS(SSMLayer):
             return self._scan_path(v, sys, x0, L)
         if mode == "chunked":
             return self._chunked_path(v, sys, x0, L)
-        P = self.d_state
+        P = self.n_oscillators
         M, f = sys.M.to(v.dtype), sys.f.to(v.dtype)
         M2 = torch.cat([M, M], -1)                                  # same real transition for Re and Im
         F = torch.stack([f[0].repeat(2) * v, f[1].repeat(2) * v], -2)   # (B, L, 2, 2P)
@@ -795,7 +837,32 @@ class LinOSS(SSMLayer):
 
     def extra_repr(self) -> str:
         return (
-            f"d_model={self.d_model}, d_state={self.d_state}, discretization={self.discretization.upper()!r}, "
-            f"A_param={self.A_param!r}, mode={self.mode!r}"
+            f"d_model={self.d_model}, n_oscillators={self.n_oscillators}, "
+            f"discretization={self.discretization.upper()!r}, A_param={self.A_param!r}, mode={self.mode!r}"
             + (f", bidirectional={self.bidirectional_mode!r}" if self.bidirectional else "")
         )
+
+
+@dataclass(frozen=True)
+class LinOSSConfig(LayerConfig):
+    """Settings of :class:`LinOSS` (its constructor arguments but ``d_model``, same defaults).
+
+    ``n_oscillators`` counts **oscillators** P (the seed's P), each a second-order system with
+    velocity and position: the state holds 2P complex numbers. (S4D/S4's ``d_state`` counts real
+    state dimensions instead; LinOSS takes no ``d_state``, ``init`` or ``real_transform``.)
+    """
+
+    kind = "linoss"
+    n_oscillators: int = setting(64, "int", "number of oscillators P (state: 2P complex numbers)", lo=1)
+    discretization: str = setting("im", "str", "IM (implicit, dissipative) or IMEX (symplectic)",
+                                  choices=lambda: LINOSS_DISCRETIZATIONS)
+    A_param: str = setting("relu", "str", "parameterization of the stiffness A >= 0", choices=lambda: A_PARAMS)
+    dt_min: Optional[float] = setting(None, "float", "lower end of a log-uniform dt init (none: dt_raw ~ U[0, 1])",
+                                      lo=0, hi=1, lo_open=True, hi_open=True, nullable=True)
+    dt_max: Optional[float] = setting(None, "float", "upper end of a log-uniform dt init (with dt_min)",
+                                      lo=0, hi=1, lo_open=True, hi_open=True, nullable=True)
+    mode: str = setting("auto", "str", "default forward path", choices=lambda: LINOSS_MODES)
+    bidirectional: Union[bool, str] = setting(False, "bool", "false, true/sum (kernel sum) or concat",
+                                              choices=lambda: LINOSS_BIDIRECTIONAL)
+    seed: Optional[int] = setting(None, "int", "seed of the layer's random init", lo=0, nullable=True)
+    renamed = {"d_state": "n_oscillators, the number of oscillators P, which LinOSS's d_state meant before"}

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
 
 import torch
@@ -70,6 +71,7 @@ from ..kernels.dplr import (
     untruncated_C,
 )
 from .base import DiagonalSSM, DiagonalSystem, SSMLayer, check_rate
+from .config import LayerConfig, setting
 from .init import (
     REAL_TRANSFORMS,
     as_complex,
@@ -144,7 +146,8 @@ class S4(SSMLayer):
 
     Args:
         d_model: number of channels H.
-        d_state: real state size N (even; N/2 conjugate-pair modes are stored).
+        d_state: real state size N (even): N/2 complex modes are stored, one per conjugate pair
+            (``n_modes = N/2``).
         init: ``legs`` (default), ``legt``, ``fout``, ``lagt`` or ``rand`` (see :func:`s4_init`).
         rank: rank r >= 1 of the low-rank term; None = the init's minimum (2 for ``legt``, else 1).
         dt_min: lower end of the log-uniform step-size init (Remark 5.6).
@@ -574,3 +577,30 @@ class DiagonalizedS4(DiagonalSSM):
         """S4 half state (B, H, N/2) -> eigen-coordinates (B, H, N): ``V^{-1} [Re x; Im x]``."""
         xi = torch.cat([state.real, state.imag], -1).to(self.V.dtype)
         return torch.linalg.solve(self.V, xi.unsqueeze(-1)).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class S4Config(LayerConfig):
+    """Settings of :class:`S4` (its constructor arguments but ``d_model``, same defaults).
+
+    ``d_state`` counts **real state dimensions** N (even): the layer stores N/2 complex modes, one
+    per conjugate pair (64 -> 32 complex modes), plus the rank-r low-rank term.
+    """
+
+    kind = "s4"
+    d_state: int = setting(64, "int", "real state size N (N/2 complex conjugate-pair modes; even)", lo=1)
+    init: str = setting("legs", "str", "DPLR init (HiPPO measure or rand), see s4_init", choices=lambda: S4_INITS)
+    rank: Optional[int] = setting(None, "int", "rank of the low-rank term (none: the init's minimum)", lo=1,
+                                  nullable=True)
+    dt_min: float = setting(1e-3, "float", "lower end of the log-uniform dt init", lo=0, lo_open=True)
+    dt_max: float = setting(1e-1, "float", "upper end of the log-uniform dt init", lo=0, lo_open=True)
+    real_transform: str = setting("exp", "str", "how Re(Lambda) < 0 is kept", choices=lambda: tuple(REAL_TRANSFORMS))
+    bidirectional: bool = setting(False, "bool", "causal and anti-causal kernels (no recurrent state)")
+    trainable_B: bool = setting(True, "bool", "train B (or freeze it)")
+    cauchy_backend: str = setting("chunked", "str", "Cauchy kernel backend", choices=lambda: tuple(CAUCHY_BACKENDS))
+    l_max: Optional[int] = setting(None, "int", "learn C~ for kernels of this length (none: learn C)", lo=1,
+                                   nullable=True)
+    seed: Optional[int] = setting(None, "int", "seed of the layer's random init", lo=0, nullable=True)
+    n_ssm: Optional[int] = setting(None, "int", "channel groups sharing (A, B) (thesis 7.2.2); none: one per channel",
+                                   lo=1, nullable=True)
+    renamed = {"n_oscillators": "d_state, the real state size N: S4 has no oscillators"}

@@ -15,6 +15,7 @@ still H different convolution bases, as in the official code). Reals: ``n_ssm * 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
 
 import torch
@@ -23,6 +24,7 @@ from torch import nn
 from .._checks import check_choice, check_positive_int, refuse_if
 from ..discretize import DISCRETIZATIONS, discretize_diagonal, undiscretize_diagonal
 from .base import DiagonalSSM, DiagonalSystem
+from .config import LayerConfig, setting
 from .init import (
     REAL_TRANSFORMS,
     S4D_INITS,
@@ -48,8 +50,8 @@ class S4D(DiagonalSSM):
 
     Args:
         d_model: number of channels H.
-        d_state: real state size N (N/2 complex modes with conjugate symmetry; must be even),
-            or N real modes for ``init='real'``.
+        d_state: real state size N: N/2 complex modes are stored, each standing for a conjugate
+            pair (``n_modes = N/2``, §3.4.5; must be even), or N real modes for ``init='real'``.
         init: one of ``legs`` (default), ``inv``, ``lin``, ``real``, ``rand``, ``inv2``, ``quad``
             (see :func:`statespaces.layers.init.s4d_init`).
         discretization: ``zoh`` (default) or ``bilinear``, ``forward_euler``, ``backward_euler``,
@@ -240,3 +242,29 @@ class S4D(DiagonalSSM):
         if self.n_ssm != self.d_model:
             s += f", n_ssm={self.n_ssm}"
         return s
+
+
+@dataclass(frozen=True)
+class S4DConfig(LayerConfig):
+    """Settings of :class:`S4D` (its constructor arguments but ``d_model``, same defaults).
+
+    ``d_state`` counts **real state dimensions** N: the layer stores N/2 complex modes, one per
+    conjugate pair (64 -> 32 complex modes), or N real modes with ``init="real"``.
+    ``S4DConfig(d_state=32).build(64)`` is ``S4D(64, d_state=32)``.
+    """
+
+    kind = "s4d"
+    d_state: int = setting(64, "int", "real state size N (N/2 complex conjugate-pair modes; even)", lo=1)
+    init: str = setting("legs", "str", "init of (A, B), see s4d_init", choices=lambda: tuple(S4D_INITS))
+    discretization: str = setting("zoh", "str", "discretization rule", choices=lambda: S4D_DISCRETIZATIONS)
+    dt_min: float = setting(1e-3, "float", "lower end of the log-uniform dt init", lo=0, lo_open=True)
+    dt_max: float = setting(1e-1, "float", "upper end of the log-uniform dt init", lo=0, lo_open=True)
+    real_transform: str = setting("exp", "str", "how Re(A) < 0 is kept", choices=lambda: tuple(REAL_TRANSFORMS))
+    bidirectional: bool = setting(False, "bool", "causal and anti-causal kernels (no recurrent state)")
+    trainable_B: bool = setting(True, "bool", "train B (or freeze it)")
+    alpha: Optional[float] = setting(None, "float", "GBT parameter, with discretization='gbt'", lo=0, hi=1,
+                                     nullable=True)
+    seed: Optional[int] = setting(None, "int", "seed of the layer's random init", lo=0, nullable=True)
+    n_ssm: Optional[int] = setting(None, "int", "channel groups sharing (A, B) (thesis 7.2.2); none: one per channel",
+                                   lo=1, nullable=True)
+    renamed = {"n_oscillators": "d_state, the real state size N: S4D has no oscillators"}

@@ -23,6 +23,17 @@ images, §2.2 per axis): the axis S4D has two C's and the two-sided kernel follo
 anti-causal half on lags -1..-L). ``bidirectional=(False, True, True)`` makes the first axis
 (e.g. time in video) causal.
 
+**Streaming along the causal first axis** (thesis §2.3.2 applied to axis 1, §9.2). With a causal
+first axis the kernel is ``K(t, r) = K^(1)(t) K_rest(r)`` (r: the other axes), and ``K^(1)`` is the
+kernel of a diagonal SSM (eq. 3.2), so::
+
+    v_t = K_rest * u_t                     (the (D-1)-d convolution of frame t, all at once)
+    x_t = dA x_{t-1} + dB v_t,   y_t = scale Re(C x_t) + D u_t
+
+with the axis-1 S4D's ``(dA, dB, C)``: a video is processed frame by frame (:meth:`S4ND.step`,
+state (B, *frame, H, M) complex from :meth:`S4ND.initial_state`), or in chunks of frames
+(``forward(x, state=..., return_state=True)``), with the same output as one convolution.
+
 **Resolution change** (§9.3.2, §7.4.1). The input is a sampling of a continuous signal on a
 fixed domain; ``rate`` multiplies each axis' Δ. A grid 2x finer along an axis needs Δ/2 there:
 ``rate = L_train / L_new`` per axis (see :func:`resolution_rate`).
@@ -45,6 +56,7 @@ low-pass goal; like the reference implementation we keep the low ones (notes §1
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -52,6 +64,7 @@ from torch import nn
 
 from .._checks import (
     check_batch,
+    check_batch_size,
     check_choice,
     check_device,
     check_dtype_compatible,
@@ -61,13 +74,16 @@ from .._checks import (
     check_real,
     check_real_float,
     check_result,
+    check_state,
     public,
 )
-from ..kernels.vandermonde import vandermonde
+from ..kernels.vandermonde import exp_scaled, vandermonde, vandermonde_transpose
 from ..ops.fftconv import two_sided_kernel
 from ..ops.fftconv_nd import CONV_METHODS, conv_nd, outer_kernel
 from ..serialization import Pretrained
-from .s4d import S4D
+from .config import LayerConfig, setting
+from .init import REAL_TRANSFORMS, S4D_INITS
+from .s4d import S4D, S4D_DISCRETIZATIONS
 
 Tensor = torch.Tensor
 RateLike = Union[float, Sequence[float]]
@@ -111,7 +127,8 @@ class S4ND(Pretrained, nn.Module):
     Args:
         d_model: channels H (depthwise: one N-D kernel per channel).
         dims: number of spatial axes D (1, 2 or 3; any D >= 1 works).
-        d_state: real state size N of each per-axis S4D (N/2 complex modes); the thesis uses 64.
+        d_state: real state size N of each per-axis S4D (N/2 complex conjugate-pair modes per
+            axis and channel); the thesis uses 64.
         init: S4D init of (A, B) for every axis (``legs``, ``inv``, ``lin``, ...).
         bidirectional: one bool for all axes or one per axis; True = two-sided (non-causal)
             kernel on that axis, False = causal.
@@ -270,26 +287,140 @@ class S4ND(Pretrained, nn.Module):
 
     # ---- forward ---------------------------------------------------------------------------
     @public
-    def forward(self, x: Tensor, rate: RateLike = 1.0) -> Tensor:
+    def forward(self, x: Tensor, state: Optional[Tensor] = None, return_state: bool = False,
+                rate: RateLike = 1.0) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         r"""Apply the layer to x (B, L_1, ..., L_D, H).
 
         Args:
             x: real input, batch first, channels last, exactly ``dims`` spatial axes.
+            state: state before the first frame (axis 1), (B, L_2, ..., L_D, H, M) complex from
+                :meth:`initial_state` or a previous ``return_state=True`` call; None: zeros. Needs a
+                causal first axis.
+            return_state: also return the state after the last frame (chunked streaming).
             rate: step multiplier, one number or one per axis; ``rate = L_train / L_new`` runs a
                 layer trained on L_train-point grids on L_new-point grids (:func:`resolution_rate`).
 
         Returns:
-            y with the shape and dtype of x.
+            y with the shape and dtype of x, and the new state if ``return_state``.
         """
         self._check_input(x)
         rates = check_rates(rate, self.dims)
+        if state is not None or return_state:
+            self._check_streamable()
         in_dtype = x.dtype
         u = x.to(self.param_dtype)
         spatial = tuple(u.shape[1:-1])
+        if state is not None:
+            self._check_state(state, u.shape[0], spatial[1:])
         factors = self.kernel_factors(spatial, rates)
         y = conv_nd(u.movedim(-1, 1), factors, self.two_sided, self.conv).movedim(1, -1) + u * self.D
-        check_result(self, y, input=x)       # NaN/inf: names the input or the parameters, or an overflow
-        return y.to(in_dtype)
+        new_state = None
+        if state is not None or return_state:
+            log_dA, dB, C, scale = self._causal_system(rates[0])
+            L = spatial[0]
+            if state is not None:            # zero-input response: y_t += scale Re(C dA^{t+1} x_0)
+                zir = scale * vandermonde(C * torch.exp(log_dA) * state, log_dA, L)       # (B, *frame, H, L)
+                y = y + zir.movedim(-1, 1)
+            if return_state:                 # x_L = dA^L x_0 + sum_s dA^{L-1-s} dB v_s
+                v = self._frame_conv(u, rates[1:])                                        # (B, L, *frame, H)
+                new_state = dB * vandermonde_transpose(v.movedim(1, -1).flip(-1), log_dA)
+                if state is not None:
+                    new_state = new_state + exp_scaled(log_dA, L) * state
+        check_result(self, (y, new_state), input=x, state=state)   # NaN/inf: names the input, state or parameters
+        y = y.to(in_dtype)
+        if return_state and new_state is not None:
+            return y, new_state
+        return y
+
+    # ---- recurrence along the causal first axis ----------------------------------------------
+    @public
+    def initial_state(self, batch_size: int, spatial_shape: Sequence[int] = ()) -> Tensor:
+        r"""Zero state (B, L_2, ..., L_D, H, M) complex for streaming along the first axis.
+
+        ``spatial_shape``: the frame's shape (L_2, ..., L_D), the axes after the causal one (empty
+        for ``dims=1``); M = N/2 modes of the first axis' S4D.
+        """
+        self._check_streamable()
+        batch_size = check_batch_size(batch_size)
+        frame = self._check_frame_shape(spatial_shape)
+        cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
+        M = self._axis0.n_modes
+        return torch.zeros(batch_size, *frame, self.d_model, M, dtype=cdtype, device=self.D.device)
+
+    @public
+    def step(self, x: Tensor, state: Tensor, rate: RateLike = 1.0) -> Tuple[Tensor, Tensor]:
+        r"""One frame along the causal first axis: ``x_t = dA x_{t-1} + dB (K_rest * u_t)``,
+        ``y_t = scale Re(C x_t) + D u_t`` (module docstring).
+
+        Args:
+            x: frame (B, L_2, ..., L_D, H) (for ``dims=1``: (B, H)). state: (B, L_2, ..., L_D, H, M)
+                complex. rate: as :meth:`forward` (the first entry applies to the causal axis).
+
+        Returns:
+            ``(y_t, state')``, y_t shaped like x.
+        """
+        self._check_streamable()
+        rates = check_rates(rate, self.dims)
+        check_real_float("frame", x)
+        check_device("frame", x, self.D.device)
+        if x.dim() != self.dims + 1 or x.shape[-1] != self.d_model:
+            want = "(batch, " + "".join(f"L{i + 2}, " for i in range(self.dims - 1)) + f"d_model={self.d_model})"
+            raise ValueError(f"a frame must have shape {want} for dims={self.dims} (channels last), got {tuple(x.shape)}")
+        check_batch("frame", x)
+        check_dtype_compatible("frame", x, self.param_dtype)
+        self._check_state(state, x.shape[0], tuple(x.shape[1:-1]))
+        u = x.to(self.param_dtype)
+        log_dA, dB, C, scale = self._causal_system(rates[0])
+        v = self._frame_conv(u.unsqueeze(1), rates[1:]).squeeze(1)
+        new_state = torch.exp(log_dA) * state + dB * v.unsqueeze(-1)
+        y = scale * (C * new_state).sum(-1).real + self.D * u
+        check_result(self, (y, new_state), "step output", x=x, state=state)
+        return y.to(x.dtype), new_state
+
+    def _causal_system(self, rate: float) -> Tuple[Tensor, Tensor, Tensor, float]:
+        """``(log_dA, dB, C, scale)`` (H, M) of the first axis' S4D, C with the bandlimit mask."""
+        sys = self._axis0.diagonal_system(rate)
+        C = sys.C[0]
+        if self._bandlimit is not None:
+            C = C * self.bandlimit_mask(0, rate).to(C.real.dtype)
+        return sys.log_dA, sys.dB, C, sys.scale
+
+    def _frame_conv(self, u: Tensor, rates: Sequence[float]) -> Tensor:
+        """``K_rest * u_t`` for every frame of u (B, T, L_2, ..., L_D, H): the convolution over the
+        axes after the first, with their factors (identity for ``dims=1``)."""
+        if self.dims == 1:
+            return u
+        frame = tuple(u.shape[2:-1])
+        factors = []
+        for ax, (L, r) in enumerate(zip(frame, rates), start=1):
+            k = self.axis_kernel(ax, L, r)
+            factors.append(two_sided_kernel(k, L) if self.two_sided[ax] else k)
+        h = len(frame) + 1
+        return conv_nd(u.movedim(-1, -h), factors, self.two_sided[1:], self.conv).movedim(-h, -1)
+
+    def _check_streamable(self) -> None:
+        if self.two_sided[0]:
+            raise ValueError(
+                "streaming (initial_state/step/state) runs along the first axis, which is two-sided here; build "
+                f"the layer with bidirectional=(False, ...) to make it causal (e.g. time in video), got {self.two_sided}"
+            )
+
+    def _check_frame_shape(self, shape: Sequence[int]) -> Tuple[int, ...]:
+        if isinstance(shape, int) or not isinstance(shape, (tuple, list, torch.Size)):
+            raise TypeError(f"spatial_shape must be a sequence of {self.dims - 1} frame sizes (L_2, ..., L_D), got {shape!r}")
+        if len(shape) != self.dims - 1:
+            raise ValueError(f"spatial_shape {tuple(shape)} must hold the {self.dims - 1} axes after the causal one "
+                             f"(dims={self.dims})")
+        return tuple(check_length(s, f"spatial_shape[{i}]") for i, s in enumerate(shape))
+
+    def _check_state(self, state: Tensor, batch: int, frame: Tuple[int, ...]) -> None:
+        cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
+        check_state(state, (batch, *frame, self.d_model, self._axis0.n_modes), cdtype, self.D.device, batch)
+
+    @property
+    def _axis0(self) -> S4D:
+        """The S4D of the first axis (the causal one when streaming)."""
+        return self.axes[0]                  # type: ignore[return-value]
 
     # ---- validation ------------------------------------------------------------------------
     def _check_shape(self, shape: Sequence[int]) -> Tuple[int, ...]:
@@ -324,3 +455,31 @@ class S4ND(Pretrained, nn.Module):
         if self._bandlimit is not None:
             s += f", bandlimit={self._bandlimit}, bandlimit_rule={self.bandlimit_rule!r}"
         return s
+
+
+@dataclass(frozen=True)
+class S4NDConfig(LayerConfig):
+    """Settings of :class:`S4ND` (its constructor arguments but ``d_model``, same defaults).
+
+    ``d_state`` counts **real state dimensions** N of each axis' S4D (N/2 complex conjugate-pair
+    modes per axis). ``bidirectional``, ``dt_min`` and ``dt_max`` take one value or one per axis.
+    """
+
+    kind = "s4nd"
+    dims: int = setting(2, "int", "number of spatial axes D", lo=1)
+    d_state: int = setting(64, "int", "real state size N per axis (N/2 complex conjugate-pair modes; even)", lo=1)
+    init: str = setting("legs", "str", "S4D init of every axis", choices=lambda: tuple(S4D_INITS))
+    bidirectional: Union[bool, Tuple[bool, ...]] = setting(True, "bool", "two-sided kernel, per axis or for all",
+                                                           per_axis=True)
+    discretization: str = setting("zoh", "str", "per-axis discretization", choices=lambda: S4D_DISCRETIZATIONS)
+    dt_min: Union[float, Tuple[float, ...]] = setting(1e-3, "float", "lower end of the dt init, per axis or for all",
+                                                      lo=0, lo_open=True, per_axis=True)
+    dt_max: Union[float, Tuple[float, ...]] = setting(1e-1, "float", "upper end of the dt init, per axis or for all",
+                                                      lo=0, lo_open=True, per_axis=True)
+    real_transform: str = setting("exp", "str", "how Re(A) < 0 is kept", choices=lambda: tuple(REAL_TRANSFORMS))
+    trainable_B: bool = setting(True, "bool", "train B (or freeze it)")
+    bandlimit: Optional[float] = setting(None, "float", "alpha of the bandlimit mask (none: off)", lo=0, lo_open=True,
+                                         nullable=True)
+    bandlimit_rule: str = setting("nyquist", "str", "step size of the bandlimit rule", choices=lambda: BANDLIMIT_RULES)
+    conv: str = setting("fft", "str", "how the N-D convolution is computed", choices=lambda: CONV_METHODS)
+    seed: Optional[int] = setting(None, "int", "seed of the layer's random init", lo=0, nullable=True)

@@ -37,6 +37,7 @@ with its own ``Delta * rate * dt[b, t]`` (see :mod:`.irregular`).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple, Union
 
 import torch
@@ -54,6 +55,7 @@ from .._checks import (
 from ..discretize import discretize_diagonal
 from ..ops.scan import scan_diagonal
 from .base import SSMLayer, check_rate
+from .config import LayerConfig, setting
 from .init import (
     REAL_TRANSFORMS,
     as_complex,
@@ -338,3 +340,25 @@ class S5(SSMLayer):
         if self.bidirectional:
             s += ", bidirectional=True"
         return s
+
+
+@dataclass(frozen=True)
+class S5Config(LayerConfig):
+    """Settings of :class:`S5` (its constructor arguments but ``d_model``, same defaults).
+
+    ``d_state`` is the size P of the shared MIMO state (the HiPPO-N system's dimension): with
+    ``conj_sym`` the layer stores P/2 complex modes, one per conjugate pair, and its output is
+    2 Re(C x); without it, P complex modes. One state serves all H channels (S4D has one per channel).
+    """
+
+    kind = "s5"
+    d_state: int = setting(64, "int", "state size P of the shared MIMO state (P/2 stored modes with conj_sym)", lo=1)
+    blocks: int = setting(1, "int", "number J of HiPPO-N diagonal blocks of the init", lo=1)
+    discretization: str = setting("zoh", "str", "discretization rule", choices=lambda: S5_DISCRETIZATIONS)
+    dt_min: float = setting(1e-3, "float", "lower end of the log-uniform dt init", lo=0, lo_open=True)
+    dt_max: float = setting(1e-1, "float", "upper end of the log-uniform dt init", lo=0, lo_open=True)
+    conj_sym: bool = setting(True, "bool", "keep one mode per conjugate pair (real output 2 Re)")
+    real_transform: str = setting("exp", "str", "how Re(Lambda) < 0 is kept", choices=lambda: tuple(REAL_TRANSFORMS))
+    bidirectional: bool = setting(False, "bool", "a backward scan with its own C (no recurrent state)")
+    seed: Optional[int] = setting(None, "int", "seed of the layer's random init", lo=0, nullable=True)
+    renamed = {"n_oscillators": "d_state, the state size P: S5 has no oscillators"}

@@ -238,7 +238,7 @@ class OscillatorStepper(LayerStepper):
             self.Bt = self._cplx(layer.B_complex.T)
             self.Ct = self._cplx(layer.C_complex.T)
             self.D = self._real(layer.D)
-        self.state = torch.zeros(self.batch_size, 2, layer.d_state, dtype=self.cdtype, device=self.device)
+        self.state = torch.zeros(self.batch_size, 2, layer.n_oscillators, dtype=self.cdtype, device=self.device)
 
     def advance(self) -> None:
         from .linoss import oscillator_step

@@ -5,14 +5,14 @@ stacks) is built on the same blocks.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 
 from .._checks import check_choice, check_positive_int, check_result, check_sequence, public
 from ..blocks import ResidualBlock, length_mask
-from ..layers.registry import make_layer
+from ..layers.config import LayerSpec, sequence_layer, upgrade_layer_arguments
 from ..serialization import Pretrained
 
 Tensor = torch.Tensor
@@ -26,7 +26,9 @@ class SequenceClassifier(Pretrained, nn.Module):
         n_classes: number of classes.
         d_model: width H of the SSM blocks.
         n_layers: number of residual blocks.
-        layer: SSM layer name (``"s4d"``, ``"s4"``, ``"linoss"``) and ``layer_kwargs`` for it.
+        layer: the SSM layer: a kind (``"s4d"``, ``"s4"``, ``"linoss"``, ``"dlinoss"``, ``"s4nd"``) with
+            its defaults, a config (``S4DConfig(d_state=32)``) or a mapping
+            ``{"kind": "s4d", "d_state": 32}`` (see :mod:`statespaces.layers.config`).
         pool: ``"mean"`` over time (padding-aware with ``lengths``), ``"last"`` step, or ``"none"``
             for per-step outputs (B, L, n_classes): per-step regression or sequence-to-sequence heads.
         norm: ``"layer"`` or ``"batch"``, passed to every :class:`ResidualBlock`.
@@ -45,14 +47,15 @@ class SequenceClassifier(Pretrained, nn.Module):
     unspecified.
     """
 
+    upgrade_config = staticmethod(upgrade_layer_arguments)    # reads models saved with layer_kwargs
+
     def __init__(
         self,
         d_input: int,
         n_classes: int,
         d_model: int = 64,
         n_layers: int = 4,
-        layer: str = "s4d",
-        layer_kwargs: Optional[Dict[str, Any]] = None,
+        layer: LayerSpec = "s4d",
         pool: str = "mean",
         norm: str = "layer",
         prenorm: bool = True,
@@ -65,9 +68,9 @@ class SequenceClassifier(Pretrained, nn.Module):
         check_positive_int("n_layers", n_layers)
         self.pool = check_choice("pool", pool, ("mean", "last", "none"))
         self.encoder = nn.Linear(d_input, d_model)
-        kwargs = dict(layer_kwargs or {})
+        self.layer_config = sequence_layer(layer)
         self.blocks = nn.ModuleList(
-            ResidualBlock(make_layer(layer, d_model, **kwargs), norm=norm, prenorm=prenorm, dropout=dropout, mixing=mixing)
+            ResidualBlock(self.layer_config.build(d_model), norm=norm, prenorm=prenorm, dropout=dropout, mixing=mixing)
             for _ in range(n_layers)
         )
         self.final_norm = nn.LayerNorm(d_model) if prenorm else nn.Identity()

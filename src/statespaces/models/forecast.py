@@ -10,12 +10,13 @@ the encoder ``Linear(d_input + 1, H)`` learns one mask embedding.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Mapping
 
 import torch
 from torch import nn
 
 from .._checks import check_positive_int, check_result, check_sequence, public
+from ..layers.config import LayerSpec, sequence_layer, upgrade_layer_arguments
 from .lm import SSMStack
 from ..serialization import Pretrained
 
@@ -32,8 +33,11 @@ class SSMForecaster(Pretrained, nn.Module):
         horizon: F, the number of forecast steps (mask tokens appended to the context).
         d_model: width of the SSM stack.
         n_layers: depth of the SSM stack.
-        layer: SSM layer name.
-        layer_kwargs: SSM layer options; ``bidirectional`` defaults to True.
+        layer: the SSM layer: a kind (``"s4d"``, ``"s4"``, ``"linoss"``, ``"dlinoss"``, ``"s4nd"``) with
+            its defaults, a config (``S4DConfig(d_state=32)``) or a mapping
+            ``{"kind": "s4d", "d_state": 32}`` (see :mod:`statespaces.layers.config`).
+            A kind or a mapping that does not set ``bidirectional`` gets ``bidirectional=True`` (the
+            whole window is given at once); a config object is used as it is.
         mixing: residual-block option of :class:`~statespaces.models.lm.SSMStack`.
         norm: residual-block option of :class:`~statespaces.models.lm.SSMStack`.
         dropout: residual-block option of :class:`~statespaces.models.lm.SSMStack`.
@@ -41,14 +45,15 @@ class SSMForecaster(Pretrained, nn.Module):
     Shapes: forward(context (B, C, d_input)) -> forecast (B, horizon, d_input).
     """
 
+    upgrade_config = staticmethod(upgrade_layer_arguments)    # reads models saved with layer_kwargs
+
     def __init__(
         self,
         d_input: int,
         horizon: int,
         d_model: int = 64,
         n_layers: int = 4,
-        layer: str = "s4d",
-        layer_kwargs: Optional[Dict[str, Any]] = None,
+        layer: LayerSpec = "s4d",
         mixing: str = "glu",
         norm: str = "layer",
         dropout: float = 0.0,
@@ -56,10 +61,13 @@ class SSMForecaster(Pretrained, nn.Module):
         super().__init__()
         self.d_input = check_positive_int("d_input", d_input)
         self.horizon = check_positive_int("horizon", horizon)
-        kw = dict(bidirectional=True)
-        kw.update(layer_kwargs or {})
+        if isinstance(layer, str):
+            layer = {"kind": layer}
+        if isinstance(layer, Mapping):
+            layer = {"bidirectional": True, **layer}
+        self.layer_config = sequence_layer(layer)
         self.encoder = nn.Linear(d_input + 1, d_model)
-        self.backbone = SSMStack(d_model, n_layers, layer=layer, layer_kwargs=kw, mixing=mixing, norm=norm,
+        self.backbone = SSMStack(d_model, n_layers, layer=self.layer_config, mixing=mixing, norm=norm,
                                  dropout=dropout)
         self.decoder = nn.Linear(d_model, d_input)
 

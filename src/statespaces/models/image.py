@@ -14,20 +14,24 @@ matches S4ND's ~4NH + 2H per layer for N = 64 at H = 64; ``depthwise=True`` give
 variant). It ignores ``rate``: a discrete kernel has no notion of the sampling step, which is
 exactly the contrast of Table 9.4.
 
-Block (pre-norm, as :class:`statespaces.blocks.ResidualBlock` but for (B, *spatial, H) tensors)::
+Block: :class:`statespaces.blocks.ResidualBlock` (pre-norm, untied dropout) on (B, *spatial, H)::
 
-    x -> LayerNorm -> mixer (S4ND / Conv) -> GELU -> dropout -> Linear(H, 2H) -> GLU -> dropout -> + x
+    x -> LayerNorm -> layer (S4ND / Conv) -> GELU -> dropout -> Linear(H, 2H) -> GLU -> dropout -> + x
+
+Models saved before the blocks were ResidualBlocks (``ImageBlock``, ``layer_kwargs``, ``d_state``)
+load unchanged: their arguments and weight names are translated (:meth:`ImageClassifier.upgrade_config`,
+:meth:`ImageClassifier.upgrade_state_dict`).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Union
+import re
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from .._checks import (
     check_batch,
-    check_choice,
     check_device,
     check_dtype_compatible,
     check_finite,
@@ -36,7 +40,9 @@ from .._checks import (
     check_result,
     public,
 )
-from ..layers.s4nd import S4ND, check_rates
+from ..blocks import ResidualBlock
+from ..layers.config import LayerSpec, layer_config
+from ..layers.s4nd import S4ND, S4NDConfig, check_rates
 from ..serialization import Pretrained
 
 Tensor = torch.Tensor
@@ -63,25 +69,6 @@ class ConvND(nn.Module):
         return self.conv(x.movedim(-1, 1)).movedim(1, -1)
 
 
-class ImageBlock(nn.Module):
-    """Pre-norm residual block around a channels-last spatial mixer (module docstring)."""
-
-    def __init__(self, mixer: nn.Module, d_model: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {dropout}")
-        self.norm = nn.LayerNorm(d_model)
-        self.mixer = mixer
-        self.activation = nn.GELU()
-        self.dropout = nn.Dropout(dropout)
-        self.output = nn.Linear(d_model, 2 * d_model)
-
-    def forward(self, x: Tensor, rate: Union[float, Sequence[float]] = 1.0) -> Tensor:
-        y = self.mixer(self.norm(x), rate=rate)
-        y = nn.functional.glu(self.output(self.dropout(self.activation(y))), dim=-1)
-        return x + self.dropout(y)
-
-
 class ImageClassifier(Pretrained, nn.Module):
     r"""Classify images (B, L_1, ..., L_D, d_input), D = ``dims`` (2 for images, 3 for video).
 
@@ -91,12 +78,11 @@ class ImageClassifier(Pretrained, nn.Module):
         dims: spatial axes D.
         d_model: width H.
         n_layers: residual blocks.
-        layer: ``"s4nd"`` (default) or ``"conv"`` (the Conv2D/Conv3D baseline).
-        d_state: passed to every :class:`S4ND`.
-        bandlimit: passed to every :class:`S4ND`.
-        layer_kwargs: passed to every :class:`S4ND` (may hold ``init``, ``bidirectional``,
-            ``dt_min``, ``dt_max``, ``conv``, ``bandlimit_rule``, ...).
-            ``conv`` defaults to ``"auto"`` here (exact Toeplitz matmuls on small grids).
+        layer: ``"conv"`` (the Conv2D/Conv3D baseline), or the S4ND layer: ``"s4nd"`` (default), an
+            :class:`~statespaces.layers.s4nd.S4NDConfig` or a mapping ``{"kind": "s4nd", "d_state": 32,
+            "bandlimit": 0.5, ...}``. A kind or mapping gets ``dims`` from this model and ``conv="auto"``
+            (exact Toeplitz matmuls on small grids) unless it sets them; a config's ``dims`` must equal
+            ``dims``. With a ``seed``, block i's layer is seeded with ``seed + 16 i``.
         kernel_size: kernel size of the Conv baseline.
         depthwise: depthwise convolutions in the Conv baseline.
         dropout: in every block.
@@ -112,10 +98,7 @@ class ImageClassifier(Pretrained, nn.Module):
         dims: int = 2,
         d_model: int = 64,
         n_layers: int = 4,
-        layer: str = "s4nd",
-        d_state: int = 64,
-        bandlimit: Optional[float] = None,
-        layer_kwargs: Optional[Dict[str, Any]] = None,
+        layer: Union[str, LayerSpec] = "s4nd",
         kernel_size: int = 3,
         depthwise: bool = False,
         dropout: float = 0.0,
@@ -125,20 +108,64 @@ class ImageClassifier(Pretrained, nn.Module):
         check_positive_int("n_classes", n_classes, 2)
         self.dims = check_positive_int("dims", dims)
         check_positive_int("n_layers", n_layers)
-        self.layer = check_choice("layer", layer, ("s4nd", "conv"))
-        kwargs = {"conv": "auto", **(layer_kwargs or {})}
-        seed = kwargs.pop("seed", None)        # layer i (dims axes each) is seeded with seed + 16 i
+        if isinstance(layer, str) and layer.lower() == "conv":
+            self.layer, self.layer_config = "conv", None
+        else:
+            if isinstance(layer, str):
+                layer = {"kind": layer}
+            if isinstance(layer, Mapping):
+                layer = {"dims": dims, "conv": "auto", **layer}
+            spec = layer_config(layer)
+            if not isinstance(spec, S4NDConfig):
+                raise ValueError(f"ImageClassifier takes layer='conv' or an S4ND layer (kind 's4nd'), got kind {spec.kind!r}")
+            if spec.dims != dims:
+                raise ValueError(f"the S4ND layer has dims={spec.dims} but the model has dims={dims}; make them equal")
+            self.layer, self.layer_config = "s4nd", spec
 
-        def mixer(i: int) -> nn.Module:
-            if self.layer == "conv":
+        def mixer(i: int) -> Any:             # an S4ND, or the ConvND baseline (same N-D layer interface)
+            if self.layer_config is None:
                 return ConvND(d_model, dims, kernel_size, depthwise)
-            s = None if seed is None else seed + 16 * i
-            return S4ND(d_model, dims=dims, d_state=d_state, bandlimit=bandlimit, seed=s, **kwargs)
+            seed = self.layer_config.seed              # layer i (dims axes each) is seeded with seed + 16 i
+            return self.layer_config.replace(seed=None if seed is None else seed + 16 * i).build(d_model)
 
         self.encoder = nn.Linear(d_input, d_model)
-        self.blocks = nn.ModuleList(ImageBlock(mixer(i), d_model, dropout) for i in range(n_layers))
+        self.blocks = nn.ModuleList(
+            ResidualBlock(mixer(i), norm="layer", prenorm=True, dropout=dropout, mixing="glu", tie_dropout=False)
+            for i in range(n_layers)
+        )
         self.final_norm = nn.LayerNorm(d_model)
         self.decoder = nn.Linear(d_model, n_classes)
+
+    @staticmethod
+    def upgrade_config(config: Dict[str, Any]) -> Dict[str, Any]:
+        """Arguments saved before the layer configs (``layer="s4nd"``, ``d_state``, ``bandlimit``,
+        ``layer_kwargs``) -> ``layer`` as one S4ND table; newer arguments are returned unchanged."""
+        old = {k: config[k] for k in ("d_state", "bandlimit", "layer_kwargs") if k in config}
+        if not old:
+            return config
+        config = {k: v for k, v in config.items() if k not in old}
+        if str(config.get("layer", "s4nd")).lower() != "conv":
+            table: Dict[str, Any] = {"kind": "s4nd", "conv": "auto"}
+            if "d_state" in old:
+                table["d_state"] = old["d_state"]
+            if old.get("bandlimit") is not None:
+                table["bandlimit"] = old["bandlimit"]
+            table.update(old.get("layer_kwargs") or {})
+            config["layer"] = table
+        return config
+
+    @staticmethod
+    def upgrade_state_dict(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Weights saved with the former ``ImageBlock`` (``blocks.i.mixer.*``, ``blocks.i.norm.*``) ->
+        the :class:`ResidualBlock` names (``blocks.i.layer.*``, ``blocks.i.norm.norm.*``)."""
+        if not any(re.match(r"blocks\.\d+\.mixer\.", k) for k in state):
+            return state
+        out = {}
+        for k, v in state.items():
+            k = re.sub(r"^(blocks\.\d+\.)mixer\.", r"\1layer.", k)
+            k = re.sub(r"^(blocks\.\d+\.)norm\.(weight|bias)$", r"\1norm.norm.\2", k)
+            out[k] = v
+        return out
 
     def set_bandlimit(self, alpha: Optional[float]) -> None:
         """Set (or with None remove) the bandlimit α of every S4ND layer, e.g. for evaluation only."""

@@ -43,7 +43,7 @@ from .._checks import (
     tracing,
 )
 from ..blocks import ResidualBlock, length_mask
-from ..layers.registry import make_layer
+from ..layers.config import LayerSpec, layer_config, sequence_layer, upgrade_layer_arguments
 from .generate import check_sampling, sample_logits
 from .sashimi import FFBlock, SaShiMi, _blocks_forward, _blocks_initial, _blocks_step
 from ..serialization import Pretrained
@@ -59,8 +59,9 @@ class SSMStack(Pretrained, nn.Module):
     Args:
         d_model: width H.
         n_layers: number of residual SSM blocks.
-        layer: SSM layer (``"s4d"``, ``"s4"``, ``"linoss"``).
-        layer_kwargs: options of the SSM layer.
+        layer: the SSM layer: a kind (``"s4d"``, ``"s4"``, ``"linoss"``, ``"dlinoss"``, ``"s4nd"``) with
+            its defaults, a config (``S4DConfig(d_state=32)``) or a mapping
+            ``{"kind": "s4d", "d_state": 32}`` (see :mod:`statespaces.layers.config`).
         ff_expand: if > 0, a residual FF block (expansion ``ff_expand``) follows every SSM block, as
             in SaShiMi's stages (§8.3) -- the "isotropic" model of Table 8.5.
         norm: passed to every :class:`~statespaces.blocks.ResidualBlock`.
@@ -71,13 +72,13 @@ class SSMStack(Pretrained, nn.Module):
     """
 
     length_multiple = 1
+    upgrade_config = staticmethod(upgrade_layer_arguments)    # reads models saved with layer_kwargs
 
     def __init__(
         self,
         d_model: int,
         n_layers: int = 4,
-        layer: str = "s4d",
-        layer_kwargs: Optional[Dict[str, Any]] = None,
+        layer: LayerSpec = "s4d",
         ff_expand: int = 0,
         norm: str = "layer",
         dropout: float = 0.0,
@@ -86,10 +87,10 @@ class SSMStack(Pretrained, nn.Module):
         super().__init__()
         self.d_model = check_positive_int("d_model", d_model)
         check_positive_int("n_layers", n_layers)
-        kw = dict(layer_kwargs or {})
+        self.layer_config = sequence_layer(layer)
         mods: List[nn.Module] = []
         for _ in range(n_layers):
-            mods.append(ResidualBlock(make_layer(layer, d_model, **kw), norm=norm, dropout=dropout, mixing=mixing))
+            mods.append(ResidualBlock(self.layer_config.build(d_model), norm=norm, dropout=dropout, mixing=mixing))
             if ff_expand:
                 mods.append(FFBlock(d_model, ff_expand, dropout))
         self.blocks = nn.ModuleList(mods)
@@ -135,8 +136,9 @@ class SSMLanguageModel(Pretrained, nn.Module):
         vocab_size: V, the number of token values (per stream).
         d_model: backbone width H.
         n_layers: blocks of the flat stack, or (SSM, FF) pairs per tier for SaShiMi.
-        layer: SSM layer name (see :func:`statespaces.layers.registry.make_layer`).
-        layer_kwargs: SSM layer options (see :func:`statespaces.layers.registry.make_layer`).
+        layer: the SSM layer: a kind (``"s4d"``, ``"s4"``, ``"linoss"``, ``"dlinoss"``, ``"s4nd"``) with
+            its defaults, a config (``S4DConfig(d_state=32)``) or a mapping
+            ``{"kind": "s4d", "d_state": 32}`` (see :mod:`statespaces.layers.config`).
         backbone: ``"flat"`` (:class:`SSMStack`), ``"sashimi"`` (:class:`~statespaces.models.sashimi.SaShiMi`),
             or a module following the backbone interface (``d_model``, ``forward(x, state, return_state)``,
             ``initial_state``, ``step``).
@@ -155,13 +157,14 @@ class SSMLanguageModel(Pretrained, nn.Module):
         -> logits (B, L, V) or (B, L, S, V).
     """
 
+    upgrade_config = staticmethod(upgrade_layer_arguments)    # reads models saved with layer_kwargs
+
     def __init__(
         self,
         vocab_size: int,
         d_model: int = 64,
         n_layers: int = 4,
-        layer: str = "s4d",
-        layer_kwargs: Optional[Dict[str, Any]] = None,
+        layer: LayerSpec = "s4d",
         backbone: Union[str, nn.Module] = "flat",
         backbone_kwargs: Optional[Dict[str, Any]] = None,
         n_streams: int = 1,
@@ -184,7 +187,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
             self.backbone = backbone
         else:
             kind = check_choice("backbone", backbone, ("flat", "sashimi"))
-            common = dict(layer=layer, layer_kwargs=layer_kwargs, dropout=dropout, norm=norm)
+            common = dict(layer=layer_config(layer), dropout=dropout, norm=norm)
             if kind == "flat":
                 self.backbone = SSMStack(d_model, n_layers, mixing=mixing or "glu", **common, **bkw)
             else:

@@ -45,7 +45,7 @@ from .._checks import (
     public,
 )
 from ..blocks import DropoutNd, ResidualBlock, length_mask
-from ..layers.registry import make_layer
+from ..layers.config import LayerSpec, sequence_layer, upgrade_layer_arguments
 from ..serialization import Pretrained
 
 Tensor = torch.Tensor
@@ -162,10 +162,11 @@ class SaShiMi(Pretrained, nn.Module):
         expand: width expansion q per pool (thesis: 2).
         n_pools: number of pools when ``pool`` is an int.
         ff_expand: FF-block expansion (thesis: 2); 0 disables the FF blocks.
-        layer: SSM layer name for :func:`~statespaces.layers.registry.make_layer`
-            (default ``"s4"``: DPLR with the Hurwitz form Lambda - P P^*, the thesis's choice for
-            stable generation, §8.4.2).
-        layer_kwargs: options of the SSM layer (for :func:`~statespaces.layers.registry.make_layer`).
+        layer: the SSM layer: a kind (``"s4d"``, ``"s4"``, ``"linoss"``, ``"dlinoss"``, ``"s4nd"``) with
+            its defaults, a config (``S4DConfig(d_state=32)``) or a mapping
+            ``{"kind": "s4", "d_state": 32}`` (see :mod:`statespaces.layers.config`).
+            Default ``"s4"``: DPLR with the Hurwitz form Lambda - P P^*, the thesis's choice for
+            stable generation, §8.4.2.
         unet: also put ``n_layers`` pairs on the down path before each pool (the "symmetric U-Net"
             of the footnote to Table 8.6; still causal here).
         dropout: passed to the residual blocks (thesis: no dropout).
@@ -180,6 +181,8 @@ class SaShiMi(Pretrained, nn.Module):
         (B, H). The state is a dict of tensors and lists (see :meth:`initial_state`).
     """
 
+    upgrade_config = staticmethod(upgrade_layer_arguments)    # reads models saved with layer_kwargs
+
     def __init__(
         self,
         d_model: int = 64,
@@ -188,8 +191,7 @@ class SaShiMi(Pretrained, nn.Module):
         expand: int = 2,
         n_pools: int = 2,
         ff_expand: int = 2,
-        layer: str = "s4",
-        layer_kwargs: Optional[Dict[str, Any]] = None,
+        layer: LayerSpec = "s4",
         unet: bool = False,
         dropout: float = 0.0,
         mixing: str = "linear",
@@ -214,12 +216,12 @@ class SaShiMi(Pretrained, nn.Module):
         self.length_multiple = math.prod(self.pools) if self.pools else 1
         widths = [d_model * expand**i for i in range(len(pools) + 1)]
         self.widths = tuple(widths)
-        kw = dict(layer_kwargs or {})
+        self.layer_config = sequence_layer(layer)
 
         def stage(H: int) -> nn.ModuleList:
             mods: List[nn.Module] = []
             for _ in range(n_layers):
-                mods.append(ResidualBlock(make_layer(layer, H, **kw), norm=norm, dropout=dropout, mixing=mixing))
+                mods.append(ResidualBlock(self.layer_config.build(H), norm=norm, dropout=dropout, mixing=mixing))
                 if ff_expand:
                     mods.append(FFBlock(H, ff_expand, dropout))
             return nn.ModuleList(mods)

@@ -101,7 +101,7 @@ def _c2_overrides(quick: bool) -> List[tuple]:
     if not quick:
         return []
     return [("data.kwargs", '{"n_train": 200, "n_test": 200}'), ("trainer.epochs", "1"),
-            ("model.d_model", "16"), ("model.n_layers", "1"), ("model.d_state", "16")]
+            ("model.d_model", "16"), ("model.n_layers", "1"), ("model.layer.d_state", "16")]
 
 
 @claim("C2", "Longer pixel sequences: sequential and permuted Fashion-MNIST 14x14, L=196 (§7.3.1 stand-in)", "C")
@@ -119,7 +119,7 @@ def c2(quick: bool, out: Path) -> Result:
     return Result(
         thesis="no Fashion-MNIST number in the thesis (sMNIST 99.63 / pMNIST 98.70 on GPU, Table 7.1)",
         ours=f"sequential {_pct(seq)}, permuted {_pct(perm)} (gap {100 * (seq - perm):+.1f} pts; S4D-LegS "
-             f"{m.n_layers}x H={m.d_model} N={m.d_state}, {n_train} train images, {t.epochs} epochs)",
+             f"{m.n_layers}x H={m.d_model} N={m.layer.d_state}, {n_train} train images, {t.epochs} epochs)",
         passed=seq >= 0.80 and (seq - perm) <= 0.05,
         criterion="sequential >= 80% test; permuted within 5 points of sequential",
         details={"preset": "fmnist14-s4d", "model": vars(m), "trainer": vars(t), "data": vars(cfg.data), **acc},
@@ -156,9 +156,9 @@ def _c3_config(quick: bool, seed: int, init: str):
     about 12 CPU-minutes: 3k training images, 2k test images, 2 epochs (quick: 200/200, 1 epoch, 1 layer)."""
     size = '{"n_train": 200, "n_test": 200}' if quick else '{"n_train": 3000, "n_test": 2000}'
     over = [("data.kwargs", size), ("trainer.epochs", "1" if quick else "2"), ("trainer.seed", str(seed)),
-            ("model.init", init)]
+            ("model.layer.init", init)]
     if quick:
-        over += [("model.d_model", "16"), ("model.n_layers", "1"), ("model.d_state", "16")]
+        over += [("model.d_model", "16"), ("model.n_layers", "1"), ("model.layer.d_state", "16")]
     return build_config("fmnist14-s4d", None, over)
 
 

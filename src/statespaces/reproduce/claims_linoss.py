@@ -52,11 +52,16 @@ def _crop(ds: TensorDataset, n: int, length: int) -> TensorDataset:
     return TensorDataset(x[idx, :length], y[idx], *lens)
 
 
+def _state_size(layer: str) -> str:
+    """The layer's state-size setting: oscillators for LinOSS/DLinOSS, real state dimensions otherwise."""
+    return "n_oscillators" if layer in ("linoss", "dlinoss") else "d_state"
+
+
 def _l1_run(problem: str, name: str, layer: str, kwargs: dict, lr: float, quick: bool) -> Dict[str, float]:
     epochs, batch = (1, 16) if quick else L1_PROBLEMS[problem]
     cfg = build_config(None, None, [
-        ("data.name", problem), ("model.layer", layer), ("model.d_model", "32"), ("model.n_layers", "2"),
-        ("model.d_state", "32"), ("model.layer_kwargs", json.dumps(kwargs)), ("trainer.lr", str(lr)),
+        ("data.name", problem), ("model.d_model", "32"), ("model.n_layers", "2"),
+        ("model.layer", json.dumps({"kind": layer, _state_size(layer): 32, **kwargs})), ("trainer.lr", str(lr)),
     ])
     torch.manual_seed(0)
     data = load_data(cfg)
@@ -135,7 +140,7 @@ def _train_with_checks(discretization: str, quick: bool) -> Dict[str, object]:
     """Train LinOSS on JapaneseVowels with a high SSM learning rate (1e-2, 10x the presets) so that A
     and dt move far; after every optimizer step check every layer's eigenvalues."""
     cfg = build_config("japanese-vowels-linoss", None, [
-        ("model.layer_kwargs", f'{{"discretization": "{discretization}"}}'), ("trainer.ssm_lr", "1e-2"),
+        ("model.layer.discretization", discretization), ("trainer.ssm_lr", "1e-2"),
     ])
     torch.manual_seed(0)
     data = load_data(cfg)

@@ -40,7 +40,7 @@ def _plot(path: Path, draw) -> Optional[str]:
 # ---- C7: SaShiMi mechanics -----------------------------------------------------------------------
 def tiny_sashimi(d_state: int) -> SSMLanguageModel:
     """H = 32, p = 4, q = 2, two pools, 2 (S4 + FF) blocks per tier, S4 with Lambda - P P^* (§8.4.2)."""
-    return SSMLanguageModel(256, d_model=32, n_layers=2, layer="s4", layer_kwargs=dict(d_state=d_state),
+    return SSMLanguageModel(256, d_model=32, n_layers=2, layer=dict(kind="s4", d_state=d_state),
                             backbone="sashimi", backbone_kwargs=dict(pool=4, expand=2, n_pools=2))
 
 
@@ -157,7 +157,7 @@ def c8(quick: bool, out: Path) -> Result:
     xtr, xte = data.train.tensors[0], data.test.tensors[0]
     C, F = 100, xtr.shape[1] - 100
     epochs = 3 if quick else 60
-    model = SSMForecaster(1, F, d_model=32, n_layers=2, layer_kwargs=dict(d_state=32))
+    model = SSMForecaster(1, F, d_model=32, n_layers=2, layer=dict(kind="s4d", d_state=32))
     shape = tuple(model(xte[:4, :C]).shape)
     before = _masked_mse(model, xte, C)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)

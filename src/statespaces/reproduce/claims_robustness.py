@@ -311,8 +311,7 @@ def _c6_model(s: Dict[str, object], layer: str, alpha: Optional[float]) -> Image
     kw = dict(d_input=1, n_classes=10, dims=2, d_model=s["d_model"], n_layers=s["n_layers"])
     if layer == "conv":
         return ImageClassifier(**kw, layer="conv", kernel_size=3)
-    return ImageClassifier(**kw, layer="s4nd", d_state=s["d_state"], bandlimit=alpha,
-                           layer_kwargs=dict(init="legs", seed=0))
+    return ImageClassifier(**kw, layer=dict(kind="s4nd", d_state=s["d_state"], bandlimit=alpha, init="legs", seed=0))
 
 
 def _c6_plot(acc: Dict[str, Dict[str, float]], path: Path) -> Optional[str]:

@@ -25,7 +25,7 @@ def c1(quick: bool, out: Path) -> Result:
     epochs = "5" if quick else "25"
     acc: Dict[str, float] = {}
     for init in ("legs", "inv", "lin", "rand"):
-        acc[f"s4d-{init}"] = _digits_run(f"s4d-{init}", [("model.init", init), ("trainer.epochs", epochs)], out)
+        acc[f"s4d-{init}"] = _digits_run(f"s4d-{init}", [("model.layer.init", init), ("trainer.epochs", epochs)], out)
     acc["s4d-legs-permuted"] = _digits_run("perm", [("data.name", "pdigits"), ("trainer.epochs", epochs)], out)
     hippo_inits = [acc[f"s4d-{i}"] for i in ("legs", "inv", "lin")]
     ok = acc["s4d-legs"] >= 0.97 and acc["s4d-legs-permuted"] >= 0.95 and min(hippo_inits) >= acc["s4d-rand"]
@@ -88,7 +88,7 @@ def c4(quick: bool, out: Path) -> Result:
     xtr, ytr = _rate_dataset(600 if quick else 2000, L, 0)
     xte, yte = _rate_dataset(500, L, 1)
     epochs = 4 if quick else 10
-    ssm = SequenceClassifier(1, 10, d_model=32, n_layers=2, layer_kwargs=dict(d_state=32, init="legs", dt_min=1e-3, dt_max=1e-1))
+    ssm = SequenceClassifier(1, 10, d_model=32, n_layers=2, layer=dict(kind="s4d", d_state=32, init="legs", dt_min=1e-3, dt_max=1e-1))
     cnn = _CNN(32, 2)
     _fit(ssm, xtr, ytr, epochs, 1e-2)
     _fit(cnn, xtr, ytr, epochs, 3e-3)

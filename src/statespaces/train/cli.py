@@ -88,7 +88,8 @@ def _main(argv: List[str]) -> int:
     p_train = sub.add_parser(
         "train", help="train a model (default: S4D on sequential digits)",
         epilog="Any config field can be set as --section.key VALUE, e.g. --model.layer s4 --trainer.epochs 5 "
-        "--data.name pdigits. Sections: model, data, trainer (see statespaces.train.config).",
+        "--data.name pdigits; the layer's settings as --model.layer.KEY VALUE (--model.layer.kind linoss "
+        "--model.layer.n_oscillators 32). Sections: model, data, trainer (see statespaces.train.config).",
     )
     p_train.add_argument("--preset", help="named recipe (see `statespaces presets`)")
     p_train.add_argument("--config", help="TOML file with [model], [data], [trainer] sections")
@@ -169,6 +170,14 @@ def _main(argv: List[str]) -> int:
     return 1
 
 
+def layer_call(layer, d_model: int) -> str:
+    """The constructor call each block's layer receives, e.g. ``S4D(d_model=64, d_state=64, init='legs', ...)``."""
+    from ..layers.registry import layer_class
+
+    args = ", ".join(f"{k}={v!r}" for k, v in layer.settings().items())
+    return f"{layer_class(layer.kind).__name__}(d_model={d_model}, {args})"
+
+
 def _train(args, overrides: List[Tuple[str, str]]) -> int:
     from .config import build_config, resume_config
     from .loop import stored_config, train
@@ -189,8 +198,8 @@ def _train(args, overrides: List[Tuple[str, str]]) -> int:
             cfg = cfg.validated()
             print(f"resuming the run in {out} with the config stored in {source}", file=sys.stderr)
     m, t = cfg.model, cfg.trainer
-    print(f"training {m.layer} (H={m.d_model}, N={m.d_state}, {m.n_layers} layers, init={m.init}) on "
-          f"{cfg.data.name} for {t.epochs} epochs -> {t.out}", flush=True)
+    print(f"training {m.n_layers} blocks of {layer_call(m.layer, m.d_model)} on {cfg.data.name} for {t.epochs} "
+          f"epochs -> {t.out}", flush=True)
     summary = train(cfg, resume=args.resume, progress=not args.no_progress)
     if summary:
         reg = summary["task"] == "regression"

@@ -1,15 +1,24 @@
 """Training configuration: three sections (model, data, trainer), TOML files, dotted overrides, presets.
 
     statespaces train --preset digits-s4d --trainer.epochs 5 --model.layer s4
+    statespaces train --preset digits-s4d --model.layer.kind linoss --model.layer.n_oscillators 32
     statespaces train --config my_run.toml --data.name pdigits
 
 A TOML file has the same sections::
 
     [model]
-    layer = "s4d"
     d_model = 64
+    [model.layer]
+    kind = "s4d"          # or the shorthand  layer = "s4d"  in [model]
+    d_state = 64
+    init = "legs"
     [trainer]
     epochs = 10
+
+The layer's settings live only in ``[model.layer]``: its keys are those of the kind's config class
+(:mod:`statespaces.layers.config`; ``S4DConfig``, ``LinOSSConfig``, ...), so a key the kind does
+not take (``init`` for LinOSS) fails when the config is read. Changing the kind keeps the settings
+given before that differ from the old kind's defaults (which the new kind must then accept).
 
 Unknown sections or keys are errors (never silently ignored), and every value is checked by
 type and range when the config is read (:data:`RULES`): a TOML string is never a bool or a
@@ -23,123 +32,15 @@ from __future__ import annotations
 
 import copy
 import json
-import math
-import numbers
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-
-class ConfigError(ValueError):
-    """A config key or value that is not allowed; the message is one line naming the key, the value
-    found and what is allowed."""
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What one config field accepts: ``kind`` (int, float, bool, str, dict), an optional range
-    ``[lo, hi]`` (``lo_open``/``hi_open`` exclude an end), or a function ``choices()`` giving the
-    valid names (matched case-insensitively, stored lower-case)."""
-
-    kind: str
-    lo: Optional[float] = None
-    hi: Optional[float] = None
-    lo_open: bool = False
-    hi_open: bool = False
-    choices: Optional[Callable[[], Tuple[str, ...]]] = None
-    check: Optional[Callable[[Any], bool]] = None    # extra test for strings (e.g. a device name)
-    what: str = ""                                   # description of ``check``
-
-    def allowed(self) -> str:
-        """What the field accepts, as ``allowed: ...`` (or ``valid: a, b, c`` for a choice)."""
-        return ("valid: " if self.choices is not None else "allowed: ") + self._describe()
-
-    def _describe(self) -> str:
-        if self.kind == "bool":
-            return "true or false"
-        if self.kind == "dict":
-            return "a table (TOML) or JSON object with string keys"
-        if self.kind == "str":
-            if self.choices is not None:
-                return ", ".join(self.choices())
-            return self.what or "a non-empty string"
-        noun = "an integer" if self.kind == "int" else "a finite number"
-        if self.lo is not None and self.hi is not None:
-            return f"{noun} in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
-        if self.lo is not None:
-            return f"{noun} {'>' if self.lo_open else '>='} {_num(self.lo)}"
-        return noun
-
-    def validate(self, key: str, value: Any) -> Any:
-        """Return ``value`` (floats as float, choices lower-cased) or raise :class:`ConfigError`."""
-        def bad() -> ConfigError:
-            return ConfigError(f"{key}: got {_show(value)}; {self.allowed()}")
-
-        if self.kind == "bool":
-            if not isinstance(value, bool):
-                raise bad()
-            return value
-        if self.kind == "dict":
-            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-                raise bad()
-            return value
-        if self.kind == "str":
-            if not isinstance(value, str) or not value.strip():
-                raise bad()
-            if self.choices is not None:
-                if value.lower() not in self.choices():
-                    raise bad()
-                return value.lower()
-            if self.check is not None and not self.check(value):
-                raise bad()
-            return value
-        # numbers: bools are not numbers here, ints take integers only, floats take both (finite)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise bad()
-        if self.kind == "int":
-            if not isinstance(value, numbers.Integral):
-                raise bad()
-            value = int(value)
-        else:
-            value = float(value)
-            if not math.isfinite(value):
-                raise bad()
-        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
-            raise bad()
-        if self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)):
-            raise bad()
-        return value
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(x)
-
-
-def _show(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
-
+from .._config import ConfigError, Rule, _num, _show  # noqa: F401  (re-exported)
+from ..layers.config import LayerConfig, layer_config, legacy_layer, merge_layer
 
 #: Values of ``data.normalize``.
 NORMALIZE_MODES = ("global", "series", "none")
-
-
-def _layers() -> Tuple[str, ...]:
-    from ..layers.registry import LAYERS
-
-    return tuple(LAYERS)
-
-
-def _inits(layer: str) -> Optional[Tuple[str, ...]]:
-    """Valid ``model.init`` names for ``layer`` (None: the layer takes no init name)."""
-    if layer == "s4d":
-        from ..layers.init import S4D_INITS
-
-        return tuple(S4D_INITS)
-    if layer == "s4":
-        from ..layers.s4 import S4_INITS
-
-        return tuple(S4_INITS)
-    return None
 
 
 def _is_device(name: str) -> bool:
@@ -157,19 +58,15 @@ def _is_device(name: str) -> bool:
 #: The accepted values of every field, by section (``tests/test_train_integrity.py`` fuzzes each).
 RULES: Dict[str, Dict[str, Rule]] = {
     "model": {
-        "layer": Rule("str", choices=_layers),
+        "layer": Rule("layer", what="a layer kind (s4d, s4, linoss, dlinoss, s4nd) or a table with kind and the "
+                                    "layer's settings"),
         "d_model": Rule("int", lo=1),
         "n_layers": Rule("int", lo=1),
-        "d_state": Rule("int", lo=1),
-        "init": Rule("str", what="a non-empty string (an S4D or S4 init name, checked with the layer)"),
         "dropout": Rule("float", lo=0, hi=1, hi_open=True),
         "norm": Rule("str", choices=lambda: ("layer", "batch")),
         "prenorm": Rule("bool"),
         "mixing": Rule("str", choices=lambda: ("glu", "linear")),
         "pool": Rule("str", choices=lambda: ("mean", "last")),
-        "dt_min": Rule("float", lo=0, lo_open=True),
-        "dt_max": Rule("float", lo=0, lo_open=True),
-        "layer_kwargs": Rule("dict"),
     },
     "data": {
         "name": Rule("str", what="a dataset name (see statespaces.data.DATASETS), ucr:<Problem>, or a path to a "
@@ -201,28 +98,28 @@ RULES: Dict[str, Dict[str, Rule]] = {
 def _validate_section(section: str, obj: Any) -> None:
     """Check (and normalize in place) every field of one section object, then the cross-field rules."""
     for name, rule in RULES[section].items():
-        setattr(obj, name, rule.validate(f"{section}.{name}", getattr(obj, name)))
-    if section == "model":
-        if obj.dt_min > obj.dt_max:
-            raise ConfigError(f"model.dt_min: got {obj.dt_min!r} > model.dt_max = {obj.dt_max!r}; "
-                              "allowed: 0 < dt_min <= dt_max")
+        key, value = f"{section}.{name}", getattr(obj, name)
+        setattr(obj, name, layer_config(value, key) if rule.kind == "layer" else rule.validate(key, value))
+
+
+def _default_layer() -> LayerConfig:
+    return layer_config("s4d")
 
 
 @dataclass
 class ModelConfig:
-    layer: str = "s4d"
+    """The model: a :class:`~statespaces.models.SequenceClassifier` of ``n_layers`` residual blocks of
+    width ``d_model`` around the layer ``layer`` (a :class:`~statespaces.layers.config.LayerConfig`;
+    given as a kind, ``{"kind": ..., **settings}`` or a config)."""
+
+    layer: LayerConfig = field(default_factory=_default_layer)
     d_model: int = 64
     n_layers: int = 4
-    d_state: int = 64
-    init: str = "legs"
     dropout: float = 0.1
     norm: str = "layer"
     prenorm: bool = True
     mixing: str = "glu"
     pool: str = "mean"
-    dt_min: float = 1e-3
-    dt_max: float = 1e-1
-    layer_kwargs: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _validate_section("model", self)
@@ -278,12 +175,19 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        layer = self.model.layer
+        d["model"]["layer"] = layer.to_dict() if isinstance(layer, LayerConfig) else copy.deepcopy(layer)
+        return d
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: Dict[str, Any], legacy: bool = False) -> "TrainConfig":
         """Build and validate a config from nested dicts (TOML tables); values keep their types (a
-        string is never read as a bool or a number here: see :meth:`override` for strings)."""
+        string is never read as a bool or a number here: see :meth:`override` for strings).
+
+        ``legacy=True`` (configs stored by earlier runs) also reads the model section of before the
+        layer configs (``d_state``, ``init``, ``dt_min``, ``dt_max``, ``layer_kwargs`` beside
+        ``layer``) as the layer that run built (:func:`upgrade_model_section`)."""
         if not isinstance(d, dict):
             raise ConfigError(f"a config must be a table of sections, got {_show(d)}")
         unknown = set(d) - set(SECTIONS)
@@ -295,22 +199,28 @@ class TrainConfig:
             if not isinstance(values, dict):
                 raise ConfigError(f"[{name}]: got {_show(values)}; allowed: a table of keys "
                                   f"{', '.join(f.name for f in fields(klass))}")
+            if name == "model" and legacy:
+                values = upgrade_model_section(values)
             valid = {f.name for f in fields(klass)}
             bad = set(values) - valid
             if bad:
+                moved = sorted(bad & set(LEGACY_MODEL_KEYS)) if name == "model" else []
+                if moved:
+                    raise ConfigError(f"model.{moved[0]}: the layer's settings live in [model.layer] now "
+                                      f"(--model.layer.{moved[0]}, or [model.layer] {moved[0]} = ... in TOML; "
+                                      "layer_kwargs entries go there too); valid keys of [model]: "
+                                      f"{sorted(valid)}")
                 raise ConfigError(f"unknown keys {sorted(bad)} in [{name}]; valid keys: {sorted(valid)}")
             parts[name] = klass(**copy.deepcopy(values))
         return cls(**parts)
 
     def validated(self) -> "TrainConfig":
         """A checked copy (also catches fields assigned after construction), including the checks
-        that need the model code: ``model.init`` must name an init of ``model.layer`` (S4D, S4);
-        ``data.name`` must be a dataset name or an existing path (stored as ``ucr:<absolute path>``)."""
+        that need the model code: the layer's constructor must accept ``model.layer`` (e.g. an even
+        ``d_state``, :meth:`~statespaces.layers.config.LayerConfig.check`); ``data.name`` must be a
+        dataset name or an existing path (stored as ``ucr:<absolute path>``)."""
         cfg = TrainConfig.from_dict(self.to_dict())
-        inits = _inits(cfg.model.layer)
-        if inits is not None and cfg.model.init.lower() not in inits:
-            raise ConfigError(f"model.init: got {_show(cfg.model.init)} for layer {cfg.model.layer}; valid: "
-                              + ", ".join(inits))
+        cfg.model.layer.check("model.layer")
         from ..data import canonical_name
 
         cfg.data.name = canonical_name(cfg.data.name)   # a path is stored resolved: ucr:/abs/path
@@ -321,13 +231,70 @@ class TrainConfig:
         section, _, name = key.partition(".")
         if section not in SECTIONS or not name:
             raise ConfigError(f"override {key!r} must look like section.key with section in {sorted(SECTIONS)}")
+        d = self.to_dict()
+        if section == "model" and name.startswith("layer."):       # one setting of the layer
+            setting = name[len("layer."):]
+            old = d["model"]["layer"]
+            if setting == "kind":
+                d["model"]["layer"] = merge_layer(old, {"kind": value})
+            else:
+                if isinstance(value, str):
+                    rule = _layer_rule(old.get("kind"), setting)
+                    value = _coerce(key, value, rule) if rule is not None else value
+                d["model"]["layer"] = {**old, setting: value}
+            return TrainConfig.from_dict(d)
         klass = SECTIONS[section]
         types = {f.name: f.type for f in fields(klass)}
         if name not in types:
+            if section == "model" and name in LEGACY_MODEL_KEYS:
+                raise ConfigError(f"--model.{name}: the layer's settings live in model.layer now; use "
+                                  f"--model.layer.{name} (if the layer kind takes it)")
             raise ConfigError(f"unknown key {name!r} in [{section}]; valid keys: {sorted(types)}")
-        d = self.to_dict()
-        d[section][name] = _coerce(key, value, RULES[section][name]) if isinstance(value, str) else value
+        if section == "model" and name == "layer":
+            if isinstance(value, str) and value.strip().startswith("{"):      # a JSON table on the command line
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    raise ConfigError(f"--model.layer: got {value!r}, not valid JSON; allowed: a layer kind or a "
+                                      'JSON table like {"kind": "s4d", "d_state": 32}') from None
+            d["model"]["layer"] = merge_layer(d["model"]["layer"], value)
+        else:
+            d[section][name] = _coerce(key, value, RULES[section][name]) if isinstance(value, str) else value
         return TrainConfig.from_dict(d)
+
+
+#: Keys of [model] from before the layer configs (now settings of [model.layer]).
+LEGACY_MODEL_KEYS = ("d_state", "init", "dt_min", "dt_max", "layer_kwargs")
+
+
+def upgrade_model_section(model: Dict[str, Any]) -> Dict[str, Any]:
+    """A stored [model] section of before the layer configs -> today's, building the same layer:
+    ``d_state`` went to every layer (LinOSS/DLinOSS: as ``n_oscillators``), ``init``/``dt_min``/
+    ``dt_max`` to S4D and S4 only (the old trainer dropped them for the others), then
+    ``layer_kwargs`` over them. A section of today's form is returned unchanged."""
+    if not any(k in model for k in LEGACY_MODEL_KEYS) or not isinstance(model.get("layer", "s4d"), str):
+        return model
+    model = dict(model)
+    kind = model.pop("layer", "s4d")
+    kwargs: Dict[str, Any] = {"d_state": model.pop("d_state", 64)}
+    shared = {"init": model.pop("init", "legs"), "dt_min": model.pop("dt_min", 1e-3), "dt_max": model.pop("dt_max", 1e-1)}
+    if str(kind).lower() in ("s4d", "s4"):
+        kwargs.update(shared)
+    kwargs.update(model.pop("layer_kwargs", None) or {})
+    model["layer"] = legacy_layer(kind, kwargs)
+    return model
+
+
+def _layer_rule(kind: Any, setting: str) -> Optional[Rule]:
+    """The rule of ``setting`` in layer ``kind`` (None if either is unknown: reading the config says so)."""
+    from ..layers.registry import LAYERS, config_class
+
+    if not isinstance(kind, str) or kind.lower() not in LAYERS:
+        return None
+    for f in fields(config_class(kind)):
+        if f.name == setting:
+            return f.metadata["rule"]
+    return None
 
 
 #: Command-line spellings of a bool (case-insensitive).
@@ -338,12 +305,22 @@ def _coerce(key: str, value: str, rule: Rule) -> Any:
     """Parse a command-line string by the field's kind (range checks follow in the section)."""
     typ = rule.kind
     word = value.strip().lower()
+    if rule.nullable and word in ("none", "null"):
+        return None
+    if rule.per_axis and word.startswith("["):
+        try:
+            items = json.loads(value)
+        except ValueError:
+            raise ConfigError(f"--{key} expects a JSON list like [true, false], got {value!r}; {rule.allowed()}") from None
+        return items                   # JSON values keep their types; the rule checks them
     try:
         if typ == "bool":
             if word in TRUE_WORDS:
                 return True
             if word in FALSE_WORDS:
                 return False
+            if rule.choices is not None:
+                return value           # a name (e.g. bidirectional = concat), checked by the rule
             raise ValueError(value)
         if typ == "int":
             return int(value)
@@ -380,16 +357,16 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # sequential digits (sklearn 8x8, L=64): the default main job and its layer/ordering variants
     "digits-s4d": {},
     "pdigits-s4d": {"data": {"name": "pdigits"}},
-    "digits-s4": {"model": {"layer": "s4"}},
-    "digits-linoss": {"model": {"layer": "linoss", "layer_kwargs": {}}, "trainer": {"lr": 3e-3}},
-    "digits-s5": {"model": {"layer": "s5"}},
+    "digits-s4": {"model": {"layer": {"kind": "s4"}}},
+    "digits-linoss": {"model": {"layer": {"kind": "linoss"}}, "trainer": {"lr": 3e-3}},
+    "digits-s5": {"model": {"layer": {"kind": "s5"}}},
     # UCR/UEA (aeon's .ts files): variable-length multichannel speech features, and motion sensors
     "japanese-vowels-s4d": {"data": {"name": "ucr:JapaneseVowels"},
                             "model": {"d_model": 32, "n_layers": 2}, "trainer": {"epochs": 20, "batch_size": 32}},
-    "japanese-vowels-s4": {"data": {"name": "ucr:JapaneseVowels"}, "model": {"layer": "s4", "d_model": 32, "n_layers": 2},
+    "japanese-vowels-s4": {"data": {"name": "ucr:JapaneseVowels"}, "model": {"layer": {"kind": "s4"}, "d_model": 32, "n_layers": 2},
                            "trainer": {"epochs": 20, "batch_size": 32}},
     "japanese-vowels-linoss": {"data": {"name": "ucr:JapaneseVowels"},
-                               "model": {"layer": "linoss", "d_model": 32, "n_layers": 2},
+                               "model": {"layer": {"kind": "linoss"}, "d_model": 32, "n_layers": 2},
                                "trainer": {"epochs": 20, "batch_size": 32, "lr": 3e-3}},
     "basicmotions-s4d": {"data": {"name": "ucr:BasicMotions"}, "model": {"d_model": 32, "n_layers": 2},
                          "trainer": {"epochs": 40, "batch_size": 8}},
@@ -403,12 +380,12 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "listops-short-s4d": {"data": {"name": "listops", "kwargs": {"n_train": 10000, "n_test": 1000, "min_length": 100,
                                                                  "max_length": 300, "max_depth": 6}},
                           "model": {"d_model": 64, "n_layers": 4, "pool": "mean",
-                                    "layer_kwargs": {"bidirectional": True}},
+                                    "layer": {"kind": "s4d", "bidirectional": True}},
                           "trainer": {"epochs": 20, "batch_size": 32}},
     "pathfinder16-s4d": {"data": {"name": "pathfinder", "kwargs": {"n_train": 10000, "n_test": 1000, "size": 16,
                                                                    "n_distractors": 0, "dash_off": 0}},
                          "model": {"d_model": 64, "n_layers": 4, "dropout": 0.0,
-                                   "layer_kwargs": {"bidirectional": True}},
+                                   "layer": {"kind": "s4d", "bidirectional": True}},
                          "trainer": {"epochs": 10, "batch_size": 64}},
     # sequential / permuted Fashion-MNIST, L = 784 (GPU-sized; Debian's dataset-fashion-mnist)
     "sfmnist-s4d": {"data": {"name": "fashion_mnist"}, "model": {"d_model": 128, "n_layers": 4},
@@ -430,15 +407,25 @@ RESUMABLE = ("trainer.out", "trainer.device", "trainer.tensorboard", "trainer.co
 
 
 def flat(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """``{"section.key": value}`` of a nested config dict."""
-    return {f"{s}.{k}": v for s, section in cfg.items() if isinstance(section, dict) for k, v in section.items()}
+    """``{"section.key": value}`` of a nested config dict; the layer table gives ``model.layer.kind``,
+    ``model.layer.<setting>`` (a bare kind string stays ``model.layer``)."""
+    out: Dict[str, Any] = {}
+    for s, section in cfg.items():
+        if not isinstance(section, dict):
+            continue
+        for k, v in section.items():
+            if s == "model" and k == "layer" and isinstance(v, dict):
+                out.update({f"model.layer.{kk}": vv for kk, vv in v.items()})
+            else:
+                out[f"{s}.{k}"] = v
+    return out
 
 
 def config_conflicts(stored: Dict[str, Any], given: Dict[str, Any]) -> Dict[str, Tuple[Any, Any]]:
     """``{key: (stored value, given value)}`` for every key outside :data:`RESUMABLE` that differs
     (a stored config written before a field existed has that field's default)."""
     try:
-        stored = TrainConfig.from_dict(stored).to_dict()
+        stored = TrainConfig.from_dict(stored, legacy=True).to_dict()
     except ConfigError:
         pass
     a, b = flat(stored), flat(given)
@@ -447,6 +434,9 @@ def config_conflicts(stored: Dict[str, Any], given: Dict[str, Any]) -> Dict[str,
 
 def _get(cfg: "TrainConfig", key: str) -> Any:
     section, name = key.split(".", 1)
+    if section == "model" and (name == "layer" or name.startswith("layer.")):
+        layer = cfg.model.layer.to_dict()
+        return layer if name == "layer" else layer.get(name[len("layer."):])
     return getattr(getattr(cfg, section), name)
 
 
@@ -459,7 +449,7 @@ def resume_config(stored: Dict[str, Any], where: str, preset: str = None, config
     :class:`ConfigError` naming each conflicting flag and the stored value. ``where`` names the run
     folder in messages."""
     try:
-        cfg = TrainConfig.from_dict(stored)
+        cfg = TrainConfig.from_dict(stored, legacy=True)
     except ConfigError as e:
         raise ConfigError(f"--resume: the config stored in {where} is invalid ({e})") from None
     settings: List[Tuple[str, str, Any]] = []
@@ -472,7 +462,14 @@ def resume_config(stored: Dict[str, Any], where: str, preset: str = None, config
     settings += [(f"--{k} {v}", k, v) for k, v in overrides]
     conflicts = []
     for flag, key, value in settings:
-        new = cfg.override(key, value)
+        try:
+            new = cfg.override(key, value)
+        except ConfigError:
+            if key in RESUMABLE:
+                raise
+            # e.g. another layer kind, which the stored layer's settings do not fit: a change all the same
+            conflicts.append(f"{flag} conflicts with the stored run ({key} = {_get(cfg, key)!r})")
+            continue
         before, after = _get(cfg, key), _get(new, key)
         if key == "data.name":
             from ..data import canonical_name
@@ -491,9 +488,19 @@ def resume_config(stored: Dict[str, Any], where: str, preset: str = None, config
 
 
 def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+    """``extra`` (a preset or a file) over ``base``, section by section; a layer table or kind is
+    applied with :func:`~statespaces.layers.config.merge_layer`."""
     out = copy.deepcopy(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k in SECTIONS else v
+        if k in SECTIONS and isinstance(v, dict) and isinstance(out.get(k), dict):
+            section = out[k]
+            for kk, vv in v.items():
+                if k == "model" and kk == "layer" and "layer" in section:
+                    section[kk] = merge_layer(section[kk], copy.deepcopy(vv))
+                else:
+                    section[kk] = copy.deepcopy(vv)
+        else:
+            out[k] = copy.deepcopy(v)
     return out
 
 

@@ -74,14 +74,8 @@ def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: str = "cla
     """The model of ``cfg``: a pooled classifier/regressor, or per-step outputs for ``task="seq2seq"``."""
     m = cfg.model
     pool = "none" if task == "seq2seq" else m.pool
-    layer_kwargs = dict(d_state=m.d_state)
-    if m.layer in ("s4d", "s4"):  # LinOSS keeps the paper's own dt init (sigmoid-parameterized)
-        layer_kwargs.update(init=m.init, dt_min=m.dt_min, dt_max=m.dt_max)
-    elif m.layer == "s5":         # S5: HiPPO-N init, log-uniform dt as S4D
-        layer_kwargs.update(dt_min=m.dt_min, dt_max=m.dt_max)
-    layer_kwargs.update(m.layer_kwargs)
     return SequenceClassifier(
-        d_input, n_classes, d_model=m.d_model, n_layers=m.n_layers, layer=m.layer, layer_kwargs=layer_kwargs,
+        d_input, n_classes, d_model=m.d_model, n_layers=m.n_layers, layer=m.layer,     # the layer's one config
         pool=pool, norm=m.norm, prenorm=m.prenorm, dropout=m.dropout, mixing=m.mixing,
     )
 
@@ -633,7 +627,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
         final = history[-1] if history else {}
         chosen = select_epoch(history, selection)
         summary = {
-            "dataset": data.name, "task": task, "layer": cfg.model.layer, "params": n_params, "epochs": t_cfg.epochs,
+            "dataset": data.name, "task": task, "layer": cfg.model.layer.kind, "params": n_params, "epochs": t_cfg.epochs,
             # the model in best/: which epoch, chosen how (never on the test split), and its scores
             "selection": selection, "selected_epoch": chosen.get("epoch"), "selected_val_acc": chosen.get("val_acc"),
             "test_acc": chosen.get("test_acc"), "final_test_acc": final.get("test_acc"),
@@ -794,7 +788,7 @@ def _load_trained(path) -> Tuple[SequenceClassifier, TrainConfig, Dict[str, Any]
     tensors, meta = load_checkpoint(path)
     _check_meta(path, meta, MODEL_KEYS)
     try:
-        cfg = TrainConfig.from_dict(meta["config"])
+        cfg = TrainConfig.from_dict(meta["config"], legacy=True)   # runs saved before the layer configs too
     except ValueError as e:
         raise CorruptCheckpointError(f"{path}: meta.json holds an invalid config ({e})") from None
     task = meta.get("task", "classification")

@@ -1,0 +1,215 @@
+"""One typed, frozen config per layer kind: what a layer is built from, in Python, TOML and on the CLI.
+
+Each layer module defines its config beside the layer (``S4DConfig`` in :mod:`.s4d`, ...), and
+:mod:`.registry` maps a kind (``"s4d"``) to (layer class, config class). A config holds every
+constructor argument of its layer except the width ``d_model``, with the constructor's defaults;
+``config.build(d_model)`` makes the layer. In a training config the model section takes::
+
+    [model.layer]
+    kind = "linoss"
+    n_oscillators = 32
+
+or ``--model.layer.kind linoss --model.layer.n_oscillators 32`` (``--model.layer s4`` is short for
+the kind with its defaults). A key the kind does not take, or a value of the wrong type or range,
+fails when the config is read (:class:`~statespaces._config.ConfigError` naming the key, the kind
+and the keys it takes); constraints between settings (an even ``d_state``, ``alpha`` exactly with
+``discretization="gbt"``) are the constructor's and are checked by :meth:`LayerConfig.check`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, Union
+
+import torch
+from torch import nn
+
+from .._config import ConfigError, Rule, _show
+
+#: What a model's ``layer`` argument may be: a kind, a config, or a mapping ``{"kind": ..., **settings}``.
+LayerSpec = Union[str, "LayerConfig", Mapping[str, Any]]
+
+
+def setting(default: Any, kind: str, doc: str = "", **rule: Any) -> Any:
+    """A config field: its default, its :class:`Rule` (``kind``, ``lo``, ``choices``, ``nullable``, ...)
+    and a one-line description (``doc``, shown by :func:`describe`)."""
+    return field(default=default, metadata={"rule": Rule(kind, **rule), "doc": doc})
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """Base of the layer configs: validation of every field by its rule, ``build``, JSON form."""
+
+    kind: ClassVar[str] = ""
+    #: keys that moved to another name in this kind: old name -> what to use instead
+    renamed: ClassVar[Dict[str, str]] = {}
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = f.metadata["rule"].validate(f"{self.kind}.{f.name}", getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+
+    # ---- views ----------------------------------------------------------------------------------
+    def settings(self) -> Dict[str, Any]:
+        """The constructor's keyword arguments (everything but ``d_model``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON/TOML data: ``{"kind": ..., **settings}`` (tuples as lists)."""
+        return {"kind": self.kind, **{k: list(v) if isinstance(v, tuple) else v for k, v in self.settings().items()}}
+
+    def replace(self, **changes: Any) -> "LayerConfig":
+        """A copy with some settings changed (checked like :func:`layer_config`)."""
+        return layer_config({**self.to_dict(), **changes})
+
+    @classmethod
+    def keys(cls) -> Tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    # ---- layers ---------------------------------------------------------------------------------
+    def build(self, d_model: int) -> nn.Module:
+        """The layer of this config with ``d_model`` channels (fresh parameters)."""
+        from .registry import layer_class
+
+        return layer_class(self.kind)(d_model, **self.settings())
+
+    def check(self, where: str = "layer") -> "LayerConfig":
+        """Raise :class:`ConfigError` if the layer's constructor refuses these settings (checks
+        between settings); builds a 1-channel layer without touching the global RNG."""
+        with torch.random.fork_rng(devices=[]):
+            try:
+                self.build(1)
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"{where} (kind {self.kind!r}): {' '.join(str(e).split())}") from None
+        return self
+
+
+def _kinds() -> Tuple[str, ...]:
+    from .registry import LAYERS
+
+    return tuple(LAYERS)
+
+
+def layer_config(value: LayerSpec, where: str = "layer") -> LayerConfig:
+    """A :class:`LayerConfig` from a config, a kind (``"s4d"``: its defaults) or a mapping
+    ``{"kind": "s4d", "d_state": 32}``. Unknown keys and bad values raise :class:`ConfigError`
+    naming the key (``where.key``), the kind, and the keys the kind takes."""
+    if isinstance(value, LayerConfig):
+        return value
+    if isinstance(value, str):
+        kind, given = value, {}
+    elif isinstance(value, Mapping):
+        given = dict(value)
+        if "kind" not in given:
+            raise ConfigError(f"{where}: got a table without 'kind'; allowed: kind = one of {', '.join(_kinds())} "
+                              "and that layer's settings")
+        kind = given.pop("kind")
+    else:
+        raise ConfigError(f"{where}: got {_show(value)}; allowed: a layer kind ({', '.join(_kinds())}) or a table "
+                          "with kind and the layer's settings")
+    kind = Rule("str", choices=_kinds).validate(f"{where}.kind" if isinstance(value, Mapping) else where, kind)
+    cls = config_class(kind)
+    rules = {f.name: f.metadata["rule"] for f in fields(cls)}
+    for key in given:
+        if key not in rules:
+            hint = f" (use {cls.renamed[key]})" if key in cls.renamed else ""
+            raise ConfigError(f"{where}.{key}: not a setting of layer kind {kind!r}{hint}; {kind} takes: "
+                              f"{', '.join(rules)}")
+    return cls(**{k: rules[k].validate(f"{where}.{k}", v) for k, v in given.items()})
+
+
+def sequence_layer(value: LayerSpec, where: str = "layer") -> LayerConfig:
+    """:func:`layer_config` for models of 1-D sequences (B, L, H): an N-D layer must have ``dims=1``."""
+    spec = layer_config(value, where)
+    dims = getattr(spec, "dims", 1)
+    if dims != 1:
+        raise ValueError(f"{where}: a sequence model runs (B, L, H) inputs, so an {spec.kind} layer needs dims=1, "
+                         f"got dims={dims} (images and video: statespaces.models.image.ImageClassifier)")
+    return spec
+
+
+def config_class(kind: str) -> Type[LayerConfig]:
+    """The config class of a registered layer kind."""
+    from .registry import config_class as _cc
+
+    return _cc(kind)
+
+
+def merge_layer(old: Union[LayerSpec, None], new: Any) -> Any:
+    """Layer settings ``new`` applied over ``old`` (both kinds, mappings or configs), as a mapping
+    (``new`` itself if it is not a layer spec or names an unknown kind: reading it reports that).
+
+    Without a ``kind`` (or with the same kind) ``new`` updates ``old``. With another kind, the
+    settings of ``old`` that differ from its kind's defaults are carried over, then ``new``'s, so
+    ``--model.layer.d_state 32 --model.layer s4`` is an S4 with d_state 32, and a carried key the
+    new kind does not take fails when the result is read.
+    """
+    if not _mappable(new) or (old is not None and not _mappable(old)):
+        return new                      # not a layer spec: reading the result names the bad value
+    base = _as_mapping(old) if old is not None else {}
+    extra = _as_mapping(new)
+    kind = extra.get("kind", base.get("kind"))
+    if kind is None or base.get("kind") in (None, kind):
+        return {**base, **extra}
+    if isinstance(new, str) and kind.lower() not in _kinds():
+        return new                      # an unknown kind: reported as given when the result is read
+    carried = {"kind": kind}
+    try:
+        defaults = config_class(base["kind"])().to_dict()
+    except ConfigError:
+        defaults = {}
+    for k, v in base.items():
+        if k != "kind" and (k not in defaults or defaults[k] != v):
+            carried[k] = v
+    return {**carried, **extra}
+
+
+def _mappable(value: Any) -> bool:
+    return isinstance(value, (LayerConfig, str, Mapping))
+
+
+def _as_mapping(value: LayerSpec) -> Dict[str, Any]:
+    if isinstance(value, LayerConfig):
+        return value.to_dict()
+    if isinstance(value, str):
+        return {"kind": value}
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise ConfigError(f"layer: got {_show(value)}; allowed: a layer kind or a table with kind and settings")
+
+
+def legacy_layer(kind: str, kwargs: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The ``{"kind": ..., **settings}`` of the arguments ``layer=kind, layer_kwargs=kwargs`` of models
+    saved before the layer configs (renamed keys, e.g. LinOSS ``d_state``, take their new name)."""
+    out: Dict[str, Any] = {"kind": kind}
+    renamed = {}
+    try:
+        renamed = {old: new.split(",")[0].split()[0] for old, new in config_class(str(kind).lower()).renamed.items()}
+    except ConfigError:
+        pass
+    for k, v in (kwargs or {}).items():
+        out[renamed.get(k, k)] = v
+    return out
+
+
+def upgrade_layer_arguments(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Saved model arguments with ``layer`` + ``layer_kwargs`` (before the layer configs) -> ``layer``
+    as one ``{"kind": ..., ...}`` mapping; newer arguments are returned as they are."""
+    if "layer_kwargs" not in config:
+        return config
+    config = dict(config)
+    kwargs = config.pop("layer_kwargs")
+    layer = config.get("layer", "s4d")
+    if isinstance(layer, str):
+        config["layer"] = legacy_layer(layer, kwargs)
+    elif kwargs:
+        raise ValueError("saved arguments hold both a layer table and layer_kwargs; cannot tell which applies")
+    return config
+
+
+def describe(cls: Type[LayerConfig]) -> str:
+    """One line per setting: name, default, and what it means (for docs and ``--help``)."""
+    return "\n".join(f"{f.name} = {f.default!r}: {f.metadata['doc']}" for f in fields(cls))
+
+
+__all__ = ["LayerConfig", "LayerSpec", "layer_config", "sequence_layer", "merge_layer", "legacy_layer", "upgrade_layer_arguments",
+           "setting", "describe", "ConfigError"]
