@@ -10,8 +10,8 @@ from statespaces.hippo.measures import transition
 from statespaces.layers.linoss import LinOSS
 from statespaces.reproduce import CLAIMS, run_claims
 from statespaces.reproduce.claims_linoss import block_eigenvalues, random_parameter_checks
-from statespaces.reproduce.claims_robustness import (TRAJ_DESIGN, LegSRNN, legs_lsi_steps, resample,
-                                                     synthetic_trajectories, trajectory_positions)
+from statespaces.data.trajectories import TRAJ_DESIGN, resample, synthetic_trajectories, trajectory_positions
+from statespaces.models.baselines import LegSRNN, legs_lsi_steps
 
 IDS = ["C2", "C3", "C5", "C6", "L1", "L2"]
 

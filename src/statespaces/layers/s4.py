@@ -55,7 +55,7 @@ from ..kernels.dplr import (
     truncated_C,
     untruncated_C,
 )
-from .base import DiagonalSSM, DiagonalSystem, SSMLayer, check_rate
+from .base import DiagonalSSM, DiagonalSystem, SSMLayer, check_rate, freeze_ssm
 from .init import REAL_TRANSFORMS, as_complex, c_init, log_dt_init, real_forward, real_inverse, s4d_init
 
 Tensor = torch.Tensor
@@ -120,6 +120,8 @@ class S4(SSMLayer):
         l_max: learn C~ for kernels of this length instead of C (see the module notes): faster
             kernels for ``L <= l_max`` at rate 1; None (default) learns C.
         seed: seed for this layer's random init.
+        trainable_ssm: False freezes the state equation (dt, Lambda, P, B) at its init; C and D
+            train ("frozen (A, B)", Fig. 7.9).
 
     Shapes:
         forward: (B, L, H) -> (B, L, H); kernel(L): (H, L) or (2, H, L); state: (B, H, N/2) complex.
@@ -154,6 +156,7 @@ class S4(SSMLayer):
         cauchy_backend: str = "chunked",
         l_max: Optional[int] = None,
         seed: Optional[int] = None,
+        trainable_ssm: bool = True,
     ) -> None:
         super().__init__()
         self.d_model = check_positive_int("d_model", d_model)
@@ -201,6 +204,7 @@ class S4(SSMLayer):
                 Lam64, P64, _, _ = (t.to(torch.complex128) for t in self._raw_system())
                 dA_L = discrete_power(Lam64, P64, self._dt(1.0).double(), self.l_max)
                 self.C.copy_(torch.view_as_real(truncated_C(C, dA_L)).to(dtype))
+        freeze_ssm(self, trainable_ssm)
 
     # ---- parameterization ---------------------------------------------------------------------
     def ssm_parameters(self) -> Iterator[nn.Parameter]:

@@ -10,6 +10,7 @@ plus FFT convolution. Parameters per channel: A (real part through a positive tr
 """
 from __future__ import annotations
 
+import math
 from typing import Iterator, Optional
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 
 from .._checks import check_choice, check_positive_int
 from ..discretize import discretize_diagonal
-from .base import DiagonalSSM, DiagonalSystem
+from .base import DiagonalSSM, DiagonalSystem, freeze_ssm
 from .init import REAL_TRANSFORMS, S4D_INITS, as_complex, c_init, log_dt_init, real_forward, real_inverse, s4d_init
 
 Tensor = torch.Tensor
@@ -45,6 +46,11 @@ class S4D(DiagonalSSM):
         trainable_B: train B (default) or freeze it (equivalent expressivity, §3.4.3).
         alpha: GBT parameter with ``discretization='gbt'``.
         seed: seed for this layer's random init (dt, C, D, and A for ``rand``).
+        c_scale: factor on the initial C (unit variance, Cor. 5.16): its standard deviation
+            (Table 7.10 ablation: 0.01, 1, 100).
+        imag_scale: factor on the initial Im A (Table 7.12a "Scale 100": 100).
+        trainable_ssm: False freezes the state equation (dt, A, B) at its init; C and D train
+            ("frozen (A, B)", Fig. 7.9).
 
     Shapes:
         forward: (B, L, H) -> (B, L, H); kernel(L): (H, L) or (2, H, L); state: (B, H, M) complex.
@@ -68,10 +74,16 @@ class S4D(DiagonalSSM):
         trainable_B: bool = True,
         alpha: Optional[float] = None,
         seed: Optional[int] = None,
+        c_scale: float = 1.0,
+        imag_scale: float = 1.0,
+        trainable_ssm: bool = True,
     ) -> None:
         super().__init__()
         self.d_model = check_positive_int("d_model", d_model)
         self.d_state = check_positive_int("d_state", d_state)
+        for name, value in (("c_scale", c_scale), ("imag_scale", imag_scale)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name}={value!r}: expected a finite number (1.0: the init as specified)")
         self.init = check_choice("init", init, S4D_INITS)
         self.discretization = check_choice("discretization", discretization, S4D_DISCRETIZATIONS)
         self.real_transform = check_choice("real_transform", real_transform, REAL_TRANSFORMS)
@@ -96,7 +108,7 @@ class S4D(DiagonalSSM):
         self.log_dt = nn.Parameter(log_dt_init(H, dt_min, dt_max, gen).to(dtype))
         self.A_real = nn.Parameter(real_inverse(-A.real, self.real_transform).to(dtype))
         if conjugate:
-            self.A_imag = nn.Parameter(A.imag.to(dtype))
+            self.A_imag = nn.Parameter(A.imag.to(dtype) * imag_scale)
         else:
             self.register_buffer("A_imag", torch.zeros_like(A.imag, dtype=dtype))
         B = torch.view_as_real(B).to(dtype)
@@ -105,8 +117,9 @@ class S4D(DiagonalSSM):
         else:
             self.register_buffer("B", B)
         K = 2 if self.bidirectional else 1
-        self.C = nn.Parameter(torch.view_as_real(c_init((K, H, self.n_modes), gen)).to(dtype))
+        self.C = nn.Parameter(torch.view_as_real(c_init((K, H, self.n_modes), gen)).to(dtype) * c_scale)
         self.D = nn.Parameter(torch.randn(H, generator=gen, dtype=torch.float64).to(dtype))
+        freeze_ssm(self, trainable_ssm)
 
     def ssm_parameters(self) -> Iterator[nn.Parameter]:
         for p in (self.log_dt, self.A_real, self.A_imag, self.B):
