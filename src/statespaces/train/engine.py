@@ -72,7 +72,8 @@ class LossCurve(Callback):
     """Records the training loss of every step in ``self.losses`` (times ``scale``, e.g. 1/ln 2 for bits)."""
 
     def __init__(self, scale: float = 1.0) -> None:
-        self.scale, self.losses = scale, []
+        self.scale = scale
+        self.losses: List[float] = []
 
     def on_step_end(self, state: FitState) -> None:
         self.losses.append(state.loss * self.scale)

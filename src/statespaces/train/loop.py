@@ -138,6 +138,7 @@ class _EpochReport(Callback):
 
     def on_step_end(self, state: FitState) -> None:
         t, r = self.t, self.t.running
+        assert state.target is not None and state.output is not None and self.bar is not None
         n = len(state.target)
         r["loss"] += state.loss * n
         r["correct"] += t.task.hits(state.output, state.target)
@@ -152,7 +153,8 @@ class _EpochReport(Callback):
 
     def on_epoch_end(self, state: FitState) -> None:
         t = self.t
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
         t.run.barrier()
         if t.run.main:
             t.end_epoch(state, self.t0)
@@ -255,11 +257,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     task = get_task(data.task)
     selection = SELECTION_LAST if val_set is None else task.selection
     model = build_model(cfg, data.d_input, data.n_classes, task.name).to(device)
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if use_compile(t_cfg.compile, model):
-        net = torch.compile(net)
+        net = torch.compile(net)  # type: ignore[assignment]
     opt = torch.optim.AdamW(param_groups(model, lr=t_cfg.lr, weight_decay=t_cfg.weight_decay, ssm_lr=t_cfg.ssm_lr))
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=run.rank, shuffle=True, seed=t_cfg.seed)
+    sampler: DistributedSampler = DistributedSampler(train_set, num_replicas=world, rank=run.rank, shuffle=True, seed=t_cfg.seed)
     # own generator: creating the loader iterator must not consume the global RNG (dropout), or a
     # run resumed mid-epoch would draw different dropout masks than the uninterrupted run
     loader = DataLoader(train_set, batch_size=t_cfg.batch_size // world, sampler=sampler,

@@ -9,7 +9,7 @@ new data every step). The reproduction claims and the experiments train through 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ from ..optim import param_groups
 from .engine import Callback, FitState, evaluate, fit, warmup_cosine
 
 
-def adamw_cosine(model: nn.Module, total_steps: int, lr: float, ssm_lr: Optional[float] = None,
+def adamw_cosine(model: nn.Module, total_steps: int, lr: float, ssm_lr: float = 1e-3,
                  weight_decay: float = 0.0, warmup: int = 0) -> Tuple[torch.optim.Optimizer, Any]:
     """``(optimizer, scheduler)``: AdamW over ``param_groups(model, lr, weight_decay, ssm_lr)`` and a
     per-step ``LambdaLR`` with :func:`~statespaces.train.engine.warmup_cosine` over ``total_steps``."""
@@ -33,7 +33,7 @@ def fit_dataset(
     epochs: int,
     lr: float,
     task: Any = "classification",
-    ssm_lr: Optional[float] = 1e-3,
+    ssm_lr: float = 1e-3,
     weight_decay: float = 0.05,
     batch_size: int = 64,
     seed: int = 0,

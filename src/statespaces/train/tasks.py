@@ -18,7 +18,7 @@ the valid steps of padded sequences. The score of :meth:`Task.score` is higher-i
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -26,7 +26,8 @@ from torch.nn import functional as F
 from torch.utils.data import Subset
 
 Tensor = torch.Tensor
-Batch = Tuple[Tensor, Optional[Tensor], Optional[Tensor]]
+#: ``(x, y, lengths)``; ``y`` is None for a language model without explicit targets.
+Batch = Tuple[Tensor, Any, Optional[Tensor]]
 
 
 class Task:
@@ -152,8 +153,7 @@ class Regression(Task):
         return F.mse_loss(out[:, 0].float(), y.float(), reduction=reduction)
 
     def check_targets(self, y: Tensor, n_classes: int, what: str) -> None:
-        if not y.is_floating_point():
-            raise ValueError(f"{what}: regression targets must be floats; got dtype {y.dtype}")
+        _check_float_targets(y, what)
 
     def hits(self, out: Tensor, y: Tensor) -> float:
         """Sum of squared errors (turned into R^2 by :meth:`score`)."""
@@ -172,13 +172,18 @@ class Regression(Task):
         return 1.0 - hits / seen / float(target_variance(dataset))
 
 
-def target_variance(ds) -> float:
+def target_variance(ds: Any) -> float:
     """Mean squared deviation of the targets of a ``TensorDataset`` or a ``Subset`` of one."""
-    base = ds.dataset if isinstance(ds, Subset) else ds
+    base: Any = ds.dataset if isinstance(ds, Subset) else ds
     y = base.tensors[1].float()
     if isinstance(ds, Subset):
         y = y[torch.as_tensor(ds.indices)]
     return float(((y - y.mean()) ** 2).mean())
+
+
+def _check_float_targets(y: Tensor, what: str) -> None:
+    if not y.is_floating_point():
+        raise ValueError(f"{what}: regression targets must be floats; got dtype {y.dtype}")
 
 
 def r_squared(sse: float, targets: Tensor) -> float:
@@ -229,7 +234,7 @@ class Forecast(Task):
         return float((out.float() - y.float()).pow(2).sum())
 
     def check_targets(self, y: Tensor, n_classes: int, what: str) -> None:
-        Regression.check_targets(self, y, n_classes, what)
+        _check_float_targets(y, what)
 
     def loss_unit(self, y: Tensor) -> int:
         return max(y[0].numel(), 1)
@@ -270,14 +275,14 @@ class LanguageModel(Task):
             return x, second, None
         return x, parts[1], parts[2]
 
-    def train_output(self, model: nn.Module, x: Tensor, y: Optional[Tensor], lengths: Optional[Tensor]) -> Tensor:
+    def train_output(self, model: Any, x: Tensor, y: Optional[Tensor], lengths: Optional[Tensor]) -> Tensor:
         """The model's mean next-step NLL (a scalar): a language model's output is its loss."""
         return model.loss(x, y, lengths)
 
     def train_loss(self, out: Tensor, y: Optional[Tensor]) -> Tensor:
         return out
 
-    def eval_sums(self, model: nn.Module, batch, device: torch.device) -> Dict[str, float]:
+    def eval_sums(self, model: Any, batch, device: torch.device) -> Dict[str, float]:
         x, y, lengths = self.unpack(batch, device)
         total, count = model.nll(x, y, lengths)
         return {"loss": float(total), "hits": -float(total), "count": int(count)}
