@@ -10,6 +10,7 @@ on a higher floor (:data:`FLOORS`: kernels < layers < blocks < models < data/tra
 < cli).
 """
 import ast
+import functools
 import pathlib
 from typing import Dict, List, Set
 
@@ -56,6 +57,7 @@ def _resolve(mods, current: str, node) -> List[str]:
     return out
 
 
+@functools.lru_cache(maxsize=None)   # parsed once per session; callers copy before changing it
 def _graph(lazy: bool) -> Dict[str, Set[str]]:
     mods = _modules()
     g: Dict[str, Set[str]] = {m: set() for m in mods}
