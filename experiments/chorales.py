@@ -35,6 +35,8 @@ import torch
 
 from statespaces.models.lm import SSMLanguageModel
 from statespaces.optim import param_groups
+from statespaces.train.engine import Callback, fit
+from statespaces.train.recipes import Batches
 
 
 def build(name: str, vocab: int, n_streams: int, d_model: int, d_state: int) -> SSMLanguageModel:
@@ -66,25 +68,24 @@ def evaluate(model: SSMLanguageModel, x: torch.Tensor, lengths: torch.Tensor, ba
     return tot / cnt
 
 
+class _Log(Callback):
+    def __init__(self, every: int) -> None:
+        self.every, self.t0 = every, time.time()
+
+    def on_epoch_end(self, state) -> None:
+        ep = state.epoch + 1
+        if ep % self.every == 0 or ep == state.epochs:
+            print(f"    epoch {ep:3d}  train nll {state.epoch_losses[-1]:.3f}  ({time.time() - self.t0:.0f}s)", flush=True)
+
+
 def train(model, sample_batch, steps_per_epoch: int, epochs: int, lr: float, log_every: int = 5):
     opt = torch.optim.AdamW(param_groups(model, lr=lr, weight_decay=0.01, ssm_lr=min(lr, 1e-3)))
     total = max(1, steps_per_epoch * epochs)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
                                                 total_steps=total, pct_start=0.1)
-    model.train()
     t0 = time.time()
-    for ep in range(epochs):
-        run = 0.0
-        for _ in range(steps_per_epoch):
-            loss = model.loss(sample_batch())
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            run += loss.item()
-        if (ep + 1) % log_every == 0 or ep == epochs - 1:
-            print(f"    epoch {ep + 1:3d}  train nll {run / steps_per_epoch:.3f}  ({time.time() - t0:.0f}s)", flush=True)
+    fit(model, Batches(lambda i: (sample_batch(),), steps_per_epoch), opt, "lm", epochs=epochs, scheduler=sched,
+        grad_clip=1.0, callbacks=[_Log(log_every)])
     return time.time() - t0
 
 

@@ -28,7 +28,7 @@ import torch
 
 from statespaces.hippo import HiPPO
 from statespaces.hippo.plots import plot_basis, plot_reconstruction
-from statespaces.reproduce.signals import bandlimited_noise, benchmark_function
+from statespaces.data.signals import bandlimited_noise, benchmark_function
 
 F64 = torch.float64
 

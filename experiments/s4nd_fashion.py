@@ -22,7 +22,6 @@ of sklearn 8x8 digits moving on a 16x16 canvas over 6 frames; reports test accur
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -31,10 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from statespaces.layers.s4nd import resolution_rate
 from statespaces.models.image import ImageClassifier
-from statespaces.optim import param_groups
+from statespaces.train.engine import Callback, fit
+from statespaces.train.recipes import adamw_cosine
 
 
 def load_fashion(n_train: int, n_test: int, seed: int):
@@ -74,40 +75,30 @@ def resize(x: torch.Tensor, side: int) -> torch.Tensor:
     return y.movedim(1, -1).contiguous()
 
 
-def cosine_warmup(opt, total: int, warmup: int):
-    def f(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+class _Log(Callback):
+    """A progress line every 50 steps: running mean loss of the epoch."""
 
-    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+    def __init__(self, prefix: str) -> None:
+        self.prefix, self.t0 = prefix, time.time()
+
+    def on_epoch_start(self, state) -> None:
+        self.loss, self.n = 0.0, 0
+
+    def on_step_end(self, state) -> None:
+        self.loss += state.loss * len(state.target)
+        self.n += len(state.target)
+        if state.step % 50 == 0:
+            print(f"{self.prefix} epoch {state.epoch} step {state.step}/{state.epochs * state.steps_per_epoch} "
+                  f"loss {self.loss / self.n:.4f} ({time.time() - self.t0:.0f}s)", flush=True)
 
 
 def train(model, xtr, ytr, args, log_prefix=""):
-    opt = torch.optim.AdamW(param_groups(model, lr=args.lr, weight_decay=args.wd, ssm_lr=args.ssm_lr))
-    steps_per_epoch = math.ceil(len(xtr) / args.batch_size)
-    total = steps_per_epoch * args.epochs
-    sched = cosine_warmup(opt, total, max(1, total // 10))
-    gen = torch.Generator().manual_seed(args.seed)
+    loader = DataLoader(TensorDataset(xtr, ytr), batch_size=args.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(args.seed))
+    total = len(loader) * args.epochs
+    opt, sched = adamw_cosine(model, total, args.lr, args.ssm_lr, args.wd, warmup=max(1, total // 10))
     t0 = time.time()
-    step = 0
-    for epoch in range(args.epochs):
-        model.train()
-        perm = torch.randperm(len(xtr), generator=gen)
-        run_loss, run_n = 0.0, 0
-        for i in range(0, len(xtr), args.batch_size):
-            idx = perm[i: i + args.batch_size]
-            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            run_loss += loss.item() * len(idx)
-            run_n += len(idx)
-            if step % 50 == 0:
-                print(f"{log_prefix} epoch {epoch} step {step}/{total} loss {run_loss / run_n:.4f} "
-                      f"({time.time() - t0:.0f}s)", flush=True)
+    fit(model, loader, opt, "classification", epochs=args.epochs, scheduler=sched, callbacks=[_Log(log_prefix)])
     return time.time() - t0
 
 

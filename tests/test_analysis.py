@@ -292,7 +292,7 @@ def _bidirectional_run(tmp_path, layer="s4d"):
 
 def test_analyze_a_trained_bidirectional_checkpoint(tmp_path, capsys):
     """`statespaces analyze RUN` on a bidirectional model (before: 'no supported SSM layer')."""
-    from statespaces.train.cli import main
+    from statespaces.cli import main
 
     run = _bidirectional_run(tmp_path)
     assert main(["analyze", str(run), str(tmp_path / "an"), "--no-plots"]) == 0
@@ -308,7 +308,7 @@ def test_analyze_a_trained_bidirectional_checkpoint(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_analyze_plots_a_bidirectional_s4_checkpoint(tmp_path):
-    from statespaces.train.cli import main
+    from statespaces.cli import main
 
     run = _bidirectional_run(tmp_path, "s4")
     assert main(["analyze", str(run)]) == 0

@@ -117,7 +117,7 @@ def test_config_round_trips_through_dicts_and_stored_runs():
 
 
 def test_printed_layer_is_the_constructor_call():
-    from statespaces.train.cli import layer_call
+    from statespaces.cli import layer_call
 
     spec = config_class("linoss")(n_oscillators=4, discretization="IMEX")
     call = layer_call(spec, 3)

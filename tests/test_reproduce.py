@@ -3,7 +3,7 @@ verdict does not rest on wall-clock timings passes (timing claims are reported, 
 import pytest
 
 from statespaces.reproduce import CLAIMS, run_claims
-from statespaces.train.cli import main
+from statespaces.cli import main
 
 
 def test_quick_profile_runs_and_exact_claims_pass(tmp_path):

@@ -9,13 +9,8 @@ import torch
 from statespaces.layers.linoss import LinOSS
 from statespaces.reproduce import CLAIMS, run_claims
 from statespaces.reproduce.claims_linoss import block_eigenvalues, random_parameter_checks
-from statespaces.reproduce.claims_robustness import (
-    TRAJ_DESIGN,
-    LegSRNN,
-    resample,
-    synthetic_trajectories,
-    trajectory_positions,
-)
+from statespaces.data.trajectories import TRAJ_DESIGN, resample, synthetic_trajectories, trajectory_positions
+from statespaces.models.baselines import LegSRNN
 
 IDS = ["C2", "C3", "C5", "C6", "L1", "L2"]
 

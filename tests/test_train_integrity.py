@@ -20,7 +20,7 @@ import torch
 
 from statespaces.train import build_config, load_checkpoint, save_checkpoint, train
 from statespaces.train.checkpoint import CorruptCheckpointError
-from statespaces.train.cli import main
+from statespaces.cli import main
 from statespaces.train.config import RULES, SECTIONS, ConfigError, TrainConfig
 from statespaces.train.loop import RunExistsError, _Checkpoints, load_trained
 

@@ -20,7 +20,7 @@ import torch
 
 from statespaces.data import DATASETS, canonical_name, ucr
 from statespaces.train import build_config, evaluate_checkpoint, load_checkpoint, save_checkpoint, train
-from statespaces.train.cli import main
+from statespaces.cli import main
 from statespaces.train.config import ConfigError, TrainConfig
 from statespaces.train.loop import Progress, load_data, validation_split
 

@@ -11,7 +11,7 @@ from statespaces import S4D, ResidualBlock, SequenceClassifier, param_groups
 from statespaces.data import load_digits_sequences
 from statespaces.train import CorruptCheckpointError, build_config, load_checkpoint, save_checkpoint, train
 from statespaces.train.checkpoint import pack_state, unpack_state
-from statespaces.train.cli import main
+from statespaces.cli import main
 
 
 def test_param_groups_partition_every_parameter_once():

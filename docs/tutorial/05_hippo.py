@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from statespaces.hippo import HiPPO, basis, diagonal_init, transition
-from statespaces.reproduce.signals import benchmark_function
+from statespaces.data.signals import benchmark_function
 
 torch.set_default_dtype(torch.float64)
 FAST = os.environ.get("STATESPACES_DOCS_FAST") == "1"

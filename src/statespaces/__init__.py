@@ -2,14 +2,13 @@
 
 The public API is re-exported here; see the README for a quickstart.
 """
+from ._version import __version__  # noqa: F401  (statespaces.__version__)
 from .blocks import ResidualBlock
 from .discretize import DISCRETIZATIONS, discretize_dense, discretize_diagonal
 from .layers import S4, S4D, S4ND, LinOSS, SSMLayer
 from .models import SaShiMi, SequenceClassifier, SSMLanguageModel
 from .optim import param_groups
 from .serialization import load_pretrained
-
-__version__ = "0.1.0"
 
 #: Subpackages reachable as attributes (``statespaces.hippo.transition``), imported on first use.
 SUBPACKAGES = ("hippo", "discretize", "kernels", "ops", "layers", "blocks", "models", "data", "train",

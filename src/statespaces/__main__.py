@@ -1,7 +1,7 @@
 """``python -m statespaces`` and the ``statespaces`` console script."""
 import sys
 
-from .train.cli import main
+from .cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -142,7 +142,7 @@ class Pretrained:
         """Write ``config.json`` and ``model.safetensors`` into ``save_directory`` (created if needed)."""
         from safetensors.torch import save_file
 
-        from . import __version__
+        from ._version import __version__
 
         out = Path(save_directory)
         floats = [t.dtype for t in self.state_dict().values() if t.is_floating_point()]   # type: ignore[attr-defined]

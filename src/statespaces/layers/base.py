@@ -44,6 +44,17 @@ from .step_cache import StepCache
 Tensor = torch.Tensor
 
 
+def freeze_ssm(layer: "SSMLayer", trainable: bool) -> None:
+    """With ``trainable=False``, stop gradients to the state equation (``layer.ssm_parameters()``:
+    dt, A, B and, for S4, P) so that only C and D train ("frozen (A, B)", thesis Fig. 7.9). The
+    parameters stay parameters (same ``state_dict``); ``trainable=True`` leaves the layer as it is."""
+    if not isinstance(trainable, bool):
+        raise TypeError(f"trainable_ssm={trainable!r}: expected True or False")
+    if not trainable:
+        for p in layer.ssm_parameters():
+            p.requires_grad_(False)
+
+
 class SSMLayer(Pretrained, nn.Module):
     """Base class of the linear SSM layers. Subclasses implement :meth:`kernel`, :meth:`initial_state`,
     :meth:`step`, and the two state maps used by the chunked forward."""

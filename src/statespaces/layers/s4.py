@@ -70,7 +70,7 @@ from ..kernels.dplr import (
     truncated_C,
     untruncated_C,
 )
-from .base import DiagonalSSM, DiagonalSystem, SSMLayer, check_rate
+from .base import DiagonalSSM, DiagonalSystem, SSMLayer, check_rate, freeze_ssm
 from .config import LayerConfig, setting
 from .init import (
     REAL_TRANSFORMS,
@@ -161,6 +161,8 @@ class S4(SSMLayer):
         seed: seed for this layer's random init.
         n_ssm: number of distinct (Lambda, P, B), shared by groups of ``H / n_ssm`` consecutive
             channels (§7.2.2); must divide H. None (default) = H: one per channel.
+        trainable_ssm: False freezes the state equation (dt, Lambda, P, B) at its init; C and D
+            train ("frozen (A, B)", Fig. 7.9).
 
     Shapes:
         forward: (B, L, H) -> (B, L, H); kernel(L): (H, L) or (2, H, L); state: (B, H, N/2) complex.
@@ -197,6 +199,7 @@ class S4(SSMLayer):
         l_max: Optional[int] = None,
         seed: Optional[int] = None,
         n_ssm: Optional[int] = None,
+        trainable_ssm: bool = True,
     ) -> None:
         super().__init__()
         self.d_model = check_positive_int("d_model", d_model)
@@ -245,6 +248,7 @@ class S4(SSMLayer):
                 Lam64, P64, _, _ = (t.to(torch.complex128) for t in self._raw_system())
                 dA_L = discrete_power(Lam64, P64, self._dt(1.0).double(), self.l_max)
                 self.C.copy_(torch.view_as_real(truncated_C(C, dA_L)).to(dtype))
+        freeze_ssm(self, trainable_ssm)
 
     # ---- parameterization ---------------------------------------------------------------------
     def ssm_parameters(self) -> Iterator[nn.Parameter]:
@@ -603,4 +607,5 @@ class S4Config(LayerConfig):
     seed: Optional[int] = setting(None, "int", "seed of the layer's random init", lo=0, nullable=True)
     n_ssm: Optional[int] = setting(None, "int", "channel groups sharing (A, B) (thesis 7.2.2); none: one per channel",
                                    lo=1, nullable=True)
+    trainable_ssm: bool = setting(True, "bool", "train the state equation (dt, Lambda, P, B); false freezes it")
     renamed = {"n_oscillators": "d_state, the real state size N: S4 has no oscillators"}

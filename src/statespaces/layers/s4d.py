@@ -15,6 +15,7 @@ still H different convolution bases, as in the official code). Reals: ``n_ssm * 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
 
@@ -23,7 +24,7 @@ from torch import nn
 
 from .._checks import check_choice, check_positive_int, refuse_if
 from ..discretize import DISCRETIZATIONS, discretize_diagonal, undiscretize_diagonal
-from .base import DiagonalSSM, DiagonalSystem
+from .base import DiagonalSSM, DiagonalSystem, freeze_ssm
 from .config import LayerConfig, setting
 from .init import (
     REAL_TRANSFORMS,
@@ -66,6 +67,11 @@ class S4D(DiagonalSSM):
         seed: seed for this layer's random init (dt, C, D, and A for ``rand``).
         n_ssm: number of distinct (A, B) pairs, shared by groups of ``H / n_ssm`` consecutive
             channels (§7.2.2); must divide H. None (default) = H: one per channel.
+        c_scale: factor on the initial C (unit variance, Cor. 5.16): its standard deviation
+            (Table 7.10 ablation: 0.01, 1, 100).
+        imag_scale: factor on the initial Im A (Table 7.12a "Scale 100": 100).
+        trainable_ssm: False freezes the state equation (dt, A, B) at its init; C and D train
+            ("frozen (A, B)", Fig. 7.9).
 
     Shapes:
         forward: (B, L, H) -> (B, L, H); kernel(L): (H, L) or (2, H, L); state: (B, H, M) complex.
@@ -90,11 +96,17 @@ class S4D(DiagonalSSM):
         alpha: Optional[float] = None,
         seed: Optional[int] = None,
         n_ssm: Optional[int] = None,
+        c_scale: float = 1.0,
+        imag_scale: float = 1.0,
+        trainable_ssm: bool = True,
     ) -> None:
         super().__init__()
         self.d_model = check_positive_int("d_model", d_model)
         self.n_ssm = check_n_ssm(n_ssm, self.d_model)
         self.d_state = check_positive_int("d_state", d_state)
+        for name, value in (("c_scale", c_scale), ("imag_scale", imag_scale)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name}={value!r}: expected a finite number (1.0: the init as specified)")
         self.init = check_choice("init", init, S4D_INITS)
         self.discretization = check_choice("discretization", discretization, S4D_DISCRETIZATIONS)
         self.real_transform = check_choice("real_transform", real_transform, REAL_TRANSFORMS)
@@ -119,7 +131,7 @@ class S4D(DiagonalSSM):
         self.log_dt = nn.Parameter(log_dt_init(H, dt_min, dt_max, gen).to(dtype))
         self.A_real = nn.Parameter(real_inverse(-A.real, self.real_transform).to(dtype))
         if conjugate:
-            self.A_imag = nn.Parameter(A.imag.to(dtype))
+            self.A_imag = nn.Parameter(A.imag.to(dtype) * imag_scale)
         else:
             self.register_buffer("A_imag", torch.zeros_like(A.imag, dtype=dtype))
         B = torch.view_as_real(B).to(dtype)
@@ -128,8 +140,9 @@ class S4D(DiagonalSSM):
         else:
             self.register_buffer("B", B)
         K = 2 if self.bidirectional else 1
-        self.C = nn.Parameter(torch.view_as_real(c_init((K, H, self.n_modes), gen)).to(dtype))
+        self.C = nn.Parameter(torch.view_as_real(c_init((K, H, self.n_modes), gen)).to(dtype) * c_scale)
         self.D = nn.Parameter(torch.randn(H, generator=gen, dtype=torch.float64).to(dtype))
+        freeze_ssm(self, trainable_ssm)
 
     def ssm_parameters(self) -> Iterator[nn.Parameter]:
         for p in (self.log_dt, self.A_real, self.A_imag, self.B):
@@ -267,4 +280,8 @@ class S4DConfig(LayerConfig):
     seed: Optional[int] = setting(None, "int", "seed of the layer's random init", lo=0, nullable=True)
     n_ssm: Optional[int] = setting(None, "int", "channel groups sharing (A, B) (thesis 7.2.2); none: one per channel",
                                    lo=1, nullable=True)
+    c_scale: float = setting(1.0, "float", "factor on the initial C (its standard deviation; Table 7.10)", lo=0,
+                             lo_open=True)
+    imag_scale: float = setting(1.0, "float", "factor on the initial Im A (Table 7.12a)", lo=0, lo_open=True)
+    trainable_ssm: bool = setting(True, "bool", "train the state equation (dt, A, B); false freezes it (Fig. 7.9)")
     renamed = {"n_oscillators": "d_state, the real state size N: S4D has no oscillators"}

@@ -1,93 +1,22 @@
 """Tier C: longer pixel sequences (C2) and the C-init / S4D-init ablations (C3), thesis §7.5.
 
 C2 runs the library's trainer (``statespaces train --preset fmnist14-s4d``) on sequential and
-permuted Fashion-MNIST pooled to 14x14 (L = 196). C3 keeps that setup but trains with
-:func:`fit_classifier` so that a model can be edited between construction and training: the
-library's S4D has no option for the standard deviation of C or for scaled imaginary parts, so the
-claim multiplies the freshly initialised ``C`` by σ (Table 7.10) or ``A_imag`` by 100 (Table 7.12a,
-"Scale 100") in place, before the first step.
-
-:func:`fit_classifier` and :func:`accuracy` are also used by the other claim modules of this package.
+permuted Fashion-MNIST pooled to 14x14 (L = 196). C3 keeps that setup with the S4D options
+``c_scale`` (the standard deviation σ of C, Table 7.10) and ``imag_scale`` (Im A times 100,
+Table 7.12a "Scale 100"), trained with :func:`statespaces.train.recipes.fit_dataset`.
 """
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from ..layers.s4d import S4D
-from ..optim import param_groups
 from ..train import build_config, build_model, train
 from ..train.loop import load_data
+from ..train.recipes import fit_dataset, score
 from .registry import Result, claim, pyplot, save_figure
-
-Tensor = torch.Tensor
-
-
-# ---- shared training helpers ------------------------------------------------------------------
-def _logits(model: nn.Module, batch) -> Tensor:
-    x, _, *rest = batch
-    return model(x, rest[0]) if rest else model(x)
-
-
-def fit_classifier(
-    model: nn.Module,
-    data: Dataset,
-    epochs: int,
-    lr: float,
-    ssm_lr: float = 1e-3,
-    weight_decay: float = 0.05,
-    batch_size: int = 64,
-    seed: int = 0,
-    forward: Callable[[nn.Module, tuple], Tensor] = _logits,
-    on_step: Optional[Callable[[int], None]] = None,
-) -> float:
-    """Train with AdamW over :func:`statespaces.param_groups` and a cosine schedule (as ``statespaces
-    train`` does, §7.1); batches are ``(x, y[, lengths])``. ``on_step(step)`` runs after every
-    optimizer step. Returns the mean training loss of the last epoch."""
-    opt = torch.optim.AdamW(param_groups(model, lr=lr, weight_decay=weight_decay, ssm_lr=ssm_lr))
-    loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    total = max(1, epochs * len(loader))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
-    step, last = 0, float("nan")
-    model.train()
-    for _ in range(epochs):
-        seen, loss_sum = 0, 0.0
-        for batch in loader:
-            loss = nn.functional.cross_entropy(forward(model, batch), batch[1])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            seen += len(batch[1])
-            loss_sum += loss.item() * len(batch[1])
-            if on_step is not None:
-                on_step(step)
-        last = loss_sum / max(seen, 1)
-    model.eval()
-    return last
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, data: Dataset, forward: Callable[[nn.Module, tuple], Tensor] = _logits,
-             batch_size: int = 500) -> float:
-    """Fraction of correctly classified examples of ``data`` (batches ``(x, y[, lengths])``)."""
-    was = model.training
-    model.eval()
-    hits, n = 0, 0
-    for batch in DataLoader(data, batch_size=batch_size):
-        hits += int((forward(model, batch).argmax(-1) == batch[1]).sum())
-        n += len(batch[1])
-    model.train(was)
-    return hits / max(n, 1)
 
 
 def _pct(v: float) -> str:
@@ -138,19 +67,6 @@ C3_VARIANTS = (
 )
 
 
-@torch.no_grad()
-def edit_s4d(model: nn.Module, c_std: float = 1.0, imag_scale: float = 1.0) -> int:
-    """Multiply C (initialised with unit variance, Cor. 5.16) by ``c_std`` and Im A by ``imag_scale`` in
-    every S4D layer of ``model``; returns the number of layers edited."""
-    n = 0
-    for m in model.modules():
-        if isinstance(m, S4D):
-            m.C.mul_(c_std)
-            m.A_imag.mul_(imag_scale)
-            n += 1
-    return n
-
-
 def _c3_config(quick: bool, seed: int, init: str):
     """C2's setup (S4D, 4 layers, H = N = 64, fmnist14 preset optimizer), reduced to fit 12 runs in
     about 12 CPU-minutes: 3k training images, 2k test images, 2 epochs (quick: 200/200, 1 epoch, 1 layer)."""
@@ -164,13 +80,14 @@ def _c3_config(quick: bool, seed: int, init: str):
 
 def _c3_run(quick: bool, seed: int, init: str, c_std: float, imag_scale: float) -> float:
     cfg = _c3_config(quick, seed, init)
+    cfg.model.layer = cfg.model.layer.replace(c_scale=c_std, imag_scale=imag_scale)
     torch.manual_seed(seed)
     data = load_data(cfg)
     model = build_model(cfg, data.d_input, data.n_classes)
-    edit_s4d(model, c_std, imag_scale)
     t = cfg.trainer
-    fit_classifier(model, data.train, t.epochs, t.lr, t.ssm_lr, t.weight_decay, t.batch_size, seed)
-    return accuracy(model, data.test)
+    fit_dataset(model, data.train, t.epochs, t.lr, ssm_lr=t.ssm_lr, weight_decay=t.weight_decay,
+                batch_size=t.batch_size, seed=seed)
+    return score(model, data.test)
 
 
 def _c3_plot(acc: Dict[str, List[float]], path: Path) -> Optional[str]:

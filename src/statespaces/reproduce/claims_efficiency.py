@@ -24,40 +24,10 @@ import torch
 from torch import nn
 
 from ..layers import S4, S4D
-from ..ops import fftconv
+from ..models.baselines import NaiveSSM
 from .registry import Result, claim
 
 Tensor = torch.Tensor
-
-
-class NaiveSSM(nn.Module):
-    """H independent SISO SSMs with dense discrete ``dA`` (H, N, N), ``dB``, ``C`` (H, N) and D (H,).
-
-    The kernel ``K_l = C dA^l dB`` is computed from the materialized Krylov matrix, then applied by
-    FFT convolution like every other layer. ``dA`` is i.i.d. normal with variance 0.9^2 / N, so its
-    spectral radius is about 0.9 (circular law; no eigendecomposition at init)."""
-
-    def __init__(self, d_model: int, d_state: int, seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        H, N = d_model, d_state
-        self.dA = nn.Parameter(0.9 * torch.randn(H, N, N, generator=g) / N ** 0.5)
-        self.dB = nn.Parameter(torch.randn(H, N, generator=g))
-        self.C = nn.Parameter(torch.randn(H, N, generator=g) / N ** 0.5)
-        self.D = nn.Parameter(torch.randn(H, generator=g))
-
-    def krylov(self, L: int) -> Tensor:
-        """``[dB, dA dB, ..., dA^{L-1} dB]``, shape (H, N, L), one batched mat-vec per column."""
-        x = self.dB.unsqueeze(-1)
-        cols = [x]
-        for _ in range(L - 1):
-            x = torch.bmm(self.dA, x)
-            cols.append(x)
-        return torch.cat(cols, -1)
-
-    def forward(self, u: Tensor) -> Tensor:
-        K = torch.einsum("hn,hnl->hl", self.C, self.krylov(u.shape[1]))
-        return fftconv(u, K) + u * self.D
 
 
 def _nbytes(t: Tensor) -> int:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
+from ..data.signals import bandlimited_noise, benchmark_function
 from ..hippo import HiPPO, legs_step_dense, legs_step_fast, transition
 from ..hippo.legs_fast import legs_gbt_coefficients
 from .registry import Result, claim
-from .signals import bandlimited_noise, benchmark_function
 
 
 def _mse(a, b) -> float:

@@ -27,8 +27,9 @@ from torch.utils.data import TensorDataset
 
 from ..layers.linoss import LinOSS
 from ..train import build_config, build_model
+from ..train.engine import OnStep
 from ..train.loop import load_data
-from .claims_ablations import accuracy, fit_classifier
+from ..train.recipes import fit_dataset, score
 from .registry import Result, claim, pyplot, save_figure
 
 Tensor = torch.Tensor
@@ -71,10 +72,11 @@ def _l1_run(problem: str, name: str, layer: str, kwargs: dict, lr: float, quick:
     model = build_model(cfg, data.d_input, data.n_classes)
     t = cfg.trainer
     try:
-        loss = fit_classifier(model, train_ds, epochs, t.lr, t.ssm_lr, t.weight_decay, batch, seed=0)
+        loss = fit_dataset(model, train_ds, epochs, t.lr, ssm_lr=t.ssm_lr, weight_decay=t.weight_decay,
+                           batch_size=batch, seed=0).epoch_losses[-1]
     except FloatingPointError:
         return {"acc": float("nan"), "loss": float("nan"), "chance": 1 / data.n_classes, "epochs": epochs}
-    return {"acc": accuracy(model, test_ds), "loss": loss, "chance": 1 / data.n_classes, "epochs": epochs,
+    return {"acc": score(model, test_ds), "loss": loss, "chance": 1 / data.n_classes, "epochs": epochs,
             "batch": batch, "n_train": len(train_ds), "n_test": len(test_ds)}
 
 
@@ -160,10 +162,11 @@ def _train_with_checks(discretization: str, quick: bool) -> Dict[str, object]:
     check(0)
     t = cfg.trainer
     epochs = 1 if quick else t.epochs
-    fit_classifier(model, train_ds, epochs, t.lr, t.ssm_lr, t.weight_decay, t.batch_size, seed=0, on_step=check)
+    fit_dataset(model, train_ds, epochs, t.lr, ssm_lr=t.ssm_lr, weight_decay=t.weight_decay, batch_size=t.batch_size,
+                seed=0, callbacks=[OnStep(check)])
     a1 = torch.cat([m.stiffness().detach() for m in layers])
     return {"checks": len(trace), "violations": bad[0], "trace": trace, "epochs": epochs,
-            "max_abs_change_A": float((a1 - a0).abs().max()), "acc": accuracy(model, data.test)}
+            "max_abs_change_A": float((a1 - a0).abs().max()), "acc": score(model, data.test)}
 
 
 def _l2_plot(runs: Dict[str, Dict[str, object]], path: Path) -> Optional[str]:

@@ -17,11 +17,15 @@ from typing import Dict, List, Optional
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from ..data.audio import audio_splits, synth_piano
 from ..data.ucr import load_ucr
 from ..layers import S4
 from ..models import SSMForecaster, SSMLanguageModel
+from ..train.engine import LossCurve, fit
+from ..train.recipes import Batches
+from ..train.tasks import Forecast
 from .registry import Result, claim, pyplot, save_figure
 
 Tensor = torch.Tensor
@@ -91,16 +95,11 @@ def c7(quick: bool, out: Path) -> Result:
     opt = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = torch.Generator().manual_seed(0)
-    curve = []
     t0 = time.time()
-    for _ in range(steps):
-        idx = torch.randint(0, len(data["train"]), (batch,), generator=g)
-        loss = model.loss(data["train"][idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        curve.append(loss.item() / LN2)
+    chunks = Batches(lambda i: (data["train"][torch.randint(0, len(data["train"]), (batch,), generator=g)],), steps)
+    bits = LossCurve(1 / LN2)
+    fit(model, chunks, opt, "lm", scheduler=sched, callbacks=[bits])
+    curve = bits.losses
     train_s = time.time() - t0
     model.eval()
     with torch.no_grad():
@@ -161,18 +160,9 @@ def c8(quick: bool, out: Path) -> Result:
     shape = tuple(model(xte[:4, :C]).shape)
     before = _masked_mse(model, xte, C)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    g = torch.Generator().manual_seed(0)
-    curve = []
-    for _ in range(epochs):
-        model.train()
-        tot = 0.0
-        for idx in torch.randperm(len(xtr), generator=g).split(10):
-            loss = (model(xtr[idx, :C]) - xtr[idx, C:]).pow(2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            tot += loss.item() * len(idx)
-        curve.append(tot / len(xtr))
+    loader = DataLoader(TensorDataset(xtr[:, :C], xtr[:, C:]), batch_size=10, shuffle=True,
+                        generator=torch.Generator().manual_seed(0))
+    curve = fit(model, loader, opt, Forecast(), epochs=epochs).epoch_losses
     after = _masked_mse(model, xte, C)
     naive = float((xte[:, C - 1:C] - xte[:, C:]).pow(2).mean())  # repeat the last context value
     ok = shape == (4, F, 1) and after < before and curve[-1] < curve[0]

@@ -23,7 +23,6 @@ barely rate-sensitive) is reported alongside.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -33,170 +32,19 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from ..data import DATASETS
-from ..hippo import HiPPORNN
+from ..data.trajectories import TRAJ_DESIGN, resample, synthetic_trajectories
 from ..layers.s4nd import resolution_rate
+from ..models.baselines import GatedRNNClassifier, LegSRNN
 from ..models.image import ImageClassifier
-from .claims_ablations import accuracy, fit_classifier
+from ..train.recipes import fit_dataset, score
+from ..train.tasks import Classification
 from .registry import Result, claim, pyplot, save_figure
 
 Tensor = torch.Tensor
 
 
 # ---- C5: the LegS RNN cell ----------------------------------------------------------------------
-class LegSRNN(nn.Module):
-    r"""HiPPO-LegS RNN classifier (thesis §4.4, Remark 4.8): the library's :class:`~statespaces.hippo.HiPPORNN`
-    (gated cell, frozen scale-invariant LegS memory, bilinear) + a linear head.
-
-    Per step k, with ``z_k = [x_k, vec(c_{k-1}), h_{k-1}]``::
-
-        g = sigmoid(W_g z_k),  h_k = (1 - g) h_{k-1} + g tanh(W_h z_k),  f_k = W_f h_k  (m channels)
-        c_0 = f_0 e_0 (a constant's projection),  c_k = T_k c_{k-1} + b_k f_k   (k >= 1, t_k = k + 1)
-
-    The logits read ``[h_K, vec(c_K)]`` at each sequence's last valid step K.
-
-    Args:
-        d_input: data size: input channels per step.
-        n_classes: data size: number of classes.
-        hidden: width of h.
-        order: LegS order N.
-        memory: channels m.
-    """
-
-    def __init__(self, d_input: int, n_classes: int, hidden: int = 256, order: int = 32, memory: int = 1) -> None:
-        super().__init__()
-        self.rnn = HiPPORNN(d_input, hidden, memory="legs", order=order, channels=memory)
-        self.head = nn.Linear(hidden + memory * order, n_classes)
-
-    def forward(self, x: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
-        _, state = self.rnn(x, lengths=lengths, return_state=True)
-        return self.head(torch.cat([state.h, state.c.flatten(1)], -1))
-
-
-class GatedRNNClassifier(nn.Module):
-    """LSTM or GRU baseline: one layer, final hidden state of each (packed) sequence -> linear head."""
-
-    def __init__(self, kind: str, d_input: int, n_classes: int, hidden: int = 256) -> None:
-        super().__init__()
-        self.rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[kind](d_input, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, n_classes)
-
-    def forward(self, x: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
-        lengths = torch.full((x.shape[0],), x.shape[1]) if lengths is None else lengths
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, state = self.rnn(packed)
-        h = state[0] if isinstance(state, tuple) else state
-        return self.head(h[-1])
-
-
-def resample(x: Tensor, lengths: Tensor, factor: float) -> Tuple[Tensor, Tensor]:
-    """Resample right-padded sequences (B, L, C) to ``factor`` times the sampling rate by linear
-    interpolation on the valid part: sample j of the new sequence is the old signal at position
-    ``j / factor`` (``factor = 2``: 2n - 1 samples; ``factor = 0.5``: every other sample)."""
-    out, new_len = [], []
-    for seq, n in zip(x, lengths.tolist()):
-        m = int(math.floor((n - 1) * factor + 1e-9)) + 1
-        pos = torch.arange(m, dtype=torch.float64) / factor
-        lo = pos.floor().long().clamp(max=n - 1)
-        hi = (lo + 1).clamp(max=n - 1)
-        w = (pos - lo).to(seq.dtype).unsqueeze(-1)
-        out.append(seq[lo] * (1 - w) + seq[hi] * w)
-        new_len.append(m)
-    L = max(new_len)
-    padded = x.new_zeros(len(out), L, x.shape[-1])
-    for i, s in enumerate(out):
-        padded[i, : len(s)] = s
-    return padded, torch.tensor(new_len)
-
-
 # ---- C5: the synthetic pen-trajectory set ------------------------------------------------------
-#: Design of :func:`synthetic_trajectories` (fixed before any model was trained on it).
-TRAJ_DESIGN = dict(classes=12, harmonics=3, length=(90, 150), speed_jitter=0.15, coef_jitter=0.10,
-                   scale_jitter=0.15, rotation_deg=10.0, warp=0.3, noise=0.05, time_unit=24)
-
-
-def _traj_prototypes(classes: int, harmonics: int, seed: int) -> Tuple[Tensor, Tensor]:
-    """Class strokes (coefficients (classes, 2, 2, harmonics): x/y, cos/sin, j) and nominal lengths."""
-    g = torch.Generator().manual_seed(seed)
-    coef = torch.randn(classes, 2, 2, harmonics, generator=g, dtype=torch.float64)
-    lo, hi = TRAJ_DESIGN["length"]
-    nominal = lo + (hi - lo) * torch.rand(classes, generator=g, dtype=torch.float64)
-    return coef, nominal
-
-
-def synthetic_trajectories(n_per_class: int, seed: int = 0, rate: float = 1.0, noise: Optional[float] = None,
-                           proto_seed: int = 1234) -> TensorDataset:
-    r"""A CharacterTrajectories-like set of single-stroke "letters" (C5 stand-in, deterministic).
-
-    Class c is an open planar stroke ``p_c(s) = sum_{j<=3} (a_cj cos(pi j s) + b_cj sin(pi j s)) / j``,
-    ``s in [0, 1]``, with N(0, 1) coefficients drawn once from ``proto_seed``, and a nominal length
-    (samples at the base rate) uniform in [90, 150]. Each example (generator ``seed``) jitters the
-    coefficients (x(1 + 0.1 e) + 0.1 e / j), scales by U(0.85, 1.15), rotates by U(-10, 10) degrees,
-    writes at a speed giving ``n = round(nominal * U(0.85, 1.15))`` base-rate samples, and warps time
-    by a smooth monotone map ``s = w(tau)``, ``w' ∝ exp(u_1 sin(pi tau + phi_1) + u_2 sin(2 pi tau + phi_2))``,
-    ``u_k ~ U(-0.3, 0.3)``. As in CharacterTrajectories the channels are the pen-tip *velocity* (vx, vy),
-    in units of curve length per 24 base samples (std about 1), and the pen force ``U(0.8, 1.2) sqrt(sin(pi tau))``,
-    plus N(0, ``noise``^2) noise per sample (default 0.05).
-
-    ``rate`` samples the same continuous trajectories ``rate`` times as densely: sample i is at base
-    time ``i / rate``, ``floor((n - 1) rate) + 1`` samples (the length convention of :func:`resample`),
-    so ``rate = 2`` is the 2x set without interpolation error. Returns ``TensorDataset(x, y, lengths)``,
-    ``x`` right-padded (examples, L, 3) float32, classes balanced and interleaved (y = i mod classes).
-    """
-    d = TRAJ_DESIGN
-    C, J = d["classes"], d["harmonics"]
-    noise = d["noise"] if noise is None else noise
-    coef, nominal = _traj_prototypes(C, J, proto_seed)
-    g = torch.Generator().manual_seed(seed)
-    f64 = dict(dtype=torch.float64)
-    j = torch.arange(1, J + 1, **f64)
-    grid = torch.linspace(0, 1, 2001, **f64)
-    xs, ys, lens = [], [], []
-    for i in range(n_per_class * C):
-        c = i % C
-        u = lambda *shape: torch.rand(*shape, generator=g, **f64)  # noqa: E731
-        e = lambda *shape: torch.randn(*shape, generator=g, **f64)  # noqa: E731
-        a = coef[c] * (1 + d["coef_jitter"] * e(2, 2, J)) + d["coef_jitter"] * e(2, 2, J) / j
-        scale = 1 + d["scale_jitter"] * (2 * u(()) - 1)
-        ang = math.radians(d["rotation_deg"]) * (2 * u(()) - 1)
-        rot = torch.tensor([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]], **f64)
-        n = int(round(float(nominal[c] * (1 + d["speed_jitter"] * (2 * u(()) - 1)))))
-        amp, phase = d["warp"] * (2 * u(2) - 1), 2 * math.pi * u(2)
-        force_gain = 0.8 + 0.4 * u(())
-        m = int(math.floor((n - 1) * rate + 1e-9)) + 1
-        tau = torch.arange(m, **f64) / rate / (n - 1)                                  # in [0, 1]
-        dens = lambda t: torch.exp(amp[0] * torch.sin(math.pi * t + phase[0])  # noqa: E731
-                                   + amp[1] * torch.sin(2 * math.pi * t + phase[1]))
-        dg = dens(grid)
-        cum = torch.cat([grid.new_zeros(1), torch.cumsum((dg[1:] + dg[:-1]) / 2 * (grid[1] - grid[0]), 0)])
-        Z = cum[-1]
-        pos = tau * (len(grid) - 1)                                                    # uniform grid
-        lo = pos.floor().long().clamp(max=len(grid) - 2)
-        s_ = (cum[lo] + (pos - lo) * (cum[lo + 1] - cum[lo])) / Z                      # w(tau)
-        ws = dens(tau) / Z                                                             # ds / dtau
-        ang_j = math.pi * s_.unsqueeze(-1) * j                                          # (m, J)
-        dp = math.pi * (-a[:, 0].unsqueeze(1) * torch.sin(ang_j) + a[:, 1].unsqueeze(1) * torch.cos(ang_j)).sum(-1)
-        vel = (rot @ dp).T * scale * ws.unsqueeze(-1) * (d["time_unit"] / (n - 1))     # (m, 2)
-        force = force_gain * torch.sin(math.pi * tau).clamp(min=0).sqrt()
-        feat = torch.cat([vel, force.unsqueeze(-1)], -1)
-        if noise:
-            feat = feat + noise * e(m, 3)
-        xs.append(feat.float())
-        ys.append(c)
-        lens.append(m)
-    x = torch.zeros(len(xs), max(lens), 3)
-    for i, f in enumerate(xs):
-        x[i, : len(f)] = f
-    return TensorDataset(x, torch.tensor(ys), torch.tensor(lens))
-
-
-def trajectory_positions(x: Tensor, length: int, rate: float = 1.0) -> Tensor:
-    """Pen positions (length, 2) of one example of :func:`synthetic_trajectories` sampled at ``rate``:
-    the trapezoidal integral of its velocity channels, with the time step ``1 / rate`` base samples."""
-    v = x[:length, :2].double() / TRAJ_DESIGN["time_unit"] / rate
-    steps = (v[1:] + v[:-1]) / 2
-    return torch.cat([v.new_zeros(1, 2), torch.cumsum(steps, 0)])
-
-
 def _c5_settings(quick: bool) -> Dict[str, int]:
     if quick:
         return dict(hidden=16, order=8, epochs=1, n_train=64, n_test=64, batch=32,
@@ -230,8 +78,8 @@ def _c5_rate_shift(train_ds: TensorDataset, test_ds: TensorDataset, d_input: int
             model: nn.Module = LegSRNN(d_input, n_classes, s["hidden"], s["order"])
         else:
             model = GatedRNNClassifier(name.lower(), d_input, n_classes, s["hidden"])
-        fit_classifier(model, train_ds, epochs, 2e-3, weight_decay=0.01, batch_size=s["batch"], seed=0)
-        acc[name] = {k: accuracy(model, ds) for k, ds in tests.items()}
+        fit_dataset(model, train_ds, epochs, 2e-3, weight_decay=0.01, batch_size=s["batch"], seed=0)
+        acc[name] = {k: score(model, ds) for k, ds in tests.items()}
     return acc
 
 
@@ -347,11 +195,11 @@ def c6(quick: bool, out: Path) -> Result:
         (f"S4ND α={'∞' if a is None else a}", "s4nd", a) for a in C6_ALPHAS] + [("Conv2D", "conv", None)]
     for name, layer, alpha in models:
         model = _c6_model(s, layer, alpha)
-        fit_classifier(model, train_ds, s["epochs"], 1e-2, 1e-3, 0.03, s["batch"], seed=0)
+        fit_dataset(model, train_ds, s["epochs"], 1e-2, ssm_lr=1e-3, weight_decay=0.03, batch_size=s["batch"], seed=0)
         acc[name] = {}
         for res, (ds, rate) in tests.items():
-            fwd = (lambda m, b, r=rate: m(b[0], rate=r)) if layer == "s4nd" else (lambda m, b: m(b[0]))
-            acc[name][res] = accuracy(model, ds, forward=fwd, batch_size=250)
+            task = Classification(forward=lambda m, x, lengths, r=rate: m(x, rate=r)) if layer == "s4nd" else None
+            acc[name][res] = score(model, ds, task or "classification", batch_size=250)
     s4nd = [n for n in acc if n.startswith("S4ND")]
     best = max(s4nd, key=lambda n: acc[n]["28x28"])
     drop = {n: a["14x14"] - a["28x28"] for n, a in acc.items()}

@@ -20,11 +20,15 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from ..data.signals import delay_data, window_noise
 from ..hippo import dplr
 from ..layers import S4, S4D
 from ..layers.init import real_inverse
+from ..models.baselines import LinearSSM
+from ..train.engine import fit
+from ..train.recipes import Batches
+from ..train.tasks import Forecast
 from .registry import Result, claim, pyplot, save_figure
-from .signals import bandlimited_noise
 
 Tensor = torch.Tensor
 
@@ -46,23 +50,18 @@ def _set_window_theta(layer: S4, theta: float) -> None:
 
 
 def make_method(method: str, H: int, N: int, dt: Tuple[float, float], seed: int = 0,
-                l_max: Optional[int] = None) -> nn.Module:
+                l_max: Optional[int] = None, trainable: bool = True) -> nn.Module:
     """One linear SSM layer of the §7.5.8 comparisons: ``s4-fout``, ``s4-legt``, ``s4-legs``,
     ``s4d-inv``, ``s4d-legs`` or ``s4d-lin``; FouT/LegT with the 2/dt window. ``l_max`` (S4 only):
-    learn ``C~`` for kernels of that length, as the reference S4 kernel does (no ``dA^L`` per step)."""
+    learn ``C~`` for kernels of that length, as the reference S4 kernel does (no ``dA^L`` per step).
+    ``trainable=False``: frozen (A, B) of Fig. 7.9 (the state equation fixed; C, D train)."""
     family, init = method.split("-")
     if family == "s4d":
-        return S4D(H, N, init=init, dt_min=dt[0], dt_max=dt[1], seed=seed)
-    layer = S4(H, N, init=init, dt_min=dt[0], dt_max=dt[1], seed=seed, l_max=l_max)
+        return S4D(H, N, init=init, dt_min=dt[0], dt_max=dt[1], seed=seed, trainable_ssm=trainable)
+    layer = S4(H, N, init=init, dt_min=dt[0], dt_max=dt[1], seed=seed, l_max=l_max, trainable_ssm=trainable)
     if init in ("fout", "legt"):
         _set_window_theta(layer, WINDOW_THETA)
     return layer
-
-
-def _freeze_ssm(layer: nn.Module) -> None:
-    """Frozen (A, B) of Fig. 7.9: the state equation (Lambda, P, B and dt) is fixed; C, D train."""
-    for p in layer.ssm_parameters():
-        p.requires_grad_(False)
 
 
 def _bar_plot(values: Dict[str, float], path: Path, ylabel: str, title: str, ref: Dict[str, float]) -> Optional[str]:
@@ -83,28 +82,6 @@ def _bar_plot(values: Dict[str, float], path: Path, ylabel: str, title: str, ref
 
 
 # ---- B1: delay task ------------------------------------------------------------------------------
-class LinearSSM(nn.Module):
-    """Linear encoder (1 -> H), one SSM layer, linear decoder (H -> 1); no nonlinearity (§7.5.8)."""
-
-    def __init__(self, layer: nn.Module, rate: float) -> None:
-        super().__init__()
-        self.enc = nn.Linear(1, layer.d_model)
-        self.layer = layer
-        self.dec = nn.Linear(layer.d_model, 1)
-        self.rate = rate
-
-    def forward(self, u: Tensor) -> Tensor:
-        return self.dec(self.layer(self.enc(u.unsqueeze(-1)), rate=self.rate)).squeeze(-1)
-
-
-def delay_data(n: int, L: int, lag: int, band: float, seed: int) -> Tuple[Tensor, Tensor]:
-    """Band-limited white noise (period 1 s, ``L`` samples, ``band`` Hz, rms 0.5) and the same signal
-    delayed by ``lag`` samples (zeros before the start)."""
-    u = bandlimited_noise(L, 1.0 / L, band_hz=band, rms=0.5, seed=seed, batch=n).float()
-    y = torch.cat([torch.zeros(n, lag), u[:, : L - lag]], 1)
-    return u, y
-
-
 def train_delay(method: str, dt: Tuple[float, float], trainable: bool, test, cfg: dict) -> float:
     """Adam (LR 1e-3) on the MSE over all positions for ``cfg['epochs']`` epochs of
     ``cfg['n_train']`` fresh sequences each (like the reference ``DelayTrainDataset``, which draws
@@ -116,18 +93,12 @@ def train_delay(method: str, dt: Tuple[float, float], trainable: bool, test, cfg
     """
     torch.manual_seed(0)
     r = cfg["rate"]
-    layer = make_method(method, cfg["H"], cfg["N"], (dt[0] * r, dt[1] * r), l_max=cfg["L"])
-    if not trainable:
-        _freeze_ssm(layer)
+    layer = make_method(method, cfg["H"], cfg["N"], (dt[0] * r, dt[1] * r), l_max=cfg["L"], trainable=trainable)
     model = LinearSSM(layer, 1.0)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     steps = cfg["epochs"] * (cfg["n_train"] // cfg["batch"])
-    for step in range(steps):
-        u, y = delay_data(cfg["batch"], cfg["L"], cfg["lag"], cfg["band"], seed=1000 + step)
-        loss = (model(u) - y).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    batches = Batches(lambda i: delay_data(cfg["batch"], cfg["L"], cfg["lag"], cfg["band"], seed=1000 + i), steps)
+    fit(model, batches, opt, Forecast())
     with torch.no_grad():
         u_te, y_te = test
         return float((model(u_te) - y_te).pow(2).mean().sqrt())
@@ -270,11 +241,13 @@ def _probe(Y: Tensor, T: Tensor, ridge: float = 1e-6) -> Tensor:
     return torch.linalg.solve(G, Y.T @ T)
 
 
-def window_noise(L: int, band: float, seed: int, n: int) -> Tensor:
-    """(n, L) band-limited noise that is *not* periodic over L: drawn over 2L samples (a 2 s period at
-    dt = 1/L) and cropped to the second half. Periodic noise would let a long memory rebuild the
-    last window from the start of the sequence, which is not the task."""
-    return bandlimited_noise(2 * L, 1.0 / L, band_hz=band, rms=0.5, seed=seed, batch=n)[:, L:].float()
+class _ProbeTask(Forecast):
+    """The last ``M`` inputs ``T`` (B, M) read from the layer's final outputs ``Y`` (B, H) by the
+    least-squares probe of the same batch: output ``Y W(Y, T)``, MSE against ``T``."""
+
+    def train_output(self, model, x, y, lengths):
+        Y = _final_outputs(model, x)
+        return Y @ _probe(Y, y)
 
 
 def train_reconstruction(method: str, dt: Tuple[float, float], cfg: dict) -> float:
@@ -292,13 +265,8 @@ def train_reconstruction(method: str, dt: Tuple[float, float], cfg: dict) -> flo
         u = window_noise(L, cfg["band"], seed, n)
         return u, u[:, L - M:]
 
-    for step in range(cfg["steps"]):
-        u, T = batch(100 + step, cfg["batch"])
-        Y = _final_outputs(layer, u)
-        loss = (Y @ _probe(Y, T) - T).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    if cfg["steps"]:
+        fit(layer, Batches(lambda i: batch(100 + i, cfg["batch"]), cfg["steps"]), opt, _ProbeTask())
     with torch.no_grad():
         u, T = batch(1, cfg["n_fit"])
         W = _probe(_final_outputs(layer, u).double(), T.double())

@@ -1,7 +1,6 @@
 """Tier C: capability and ordering claims on offline stand-in data (full profile only)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Dict
 
@@ -9,9 +8,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ..data.signals import two_tone_classes
 from ..models import SequenceClassifier
+from ..models.baselines import ConvClassifier
 from ..optim import param_groups
 from ..train import build_config, train
+from ..train.engine import fit
 from .registry import Result, claim
 
 
@@ -37,42 +39,11 @@ def c1(quick: bool, out: Path) -> Result:
     )
 
 
-def _rate_dataset(n: int, L: int, seed: int):
-    """10 classes of two-tone signals; class c has base frequency f_c cycles/sample at the full rate."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 10, (n,), generator=g)
-    f = 0.004 + 0.004 * y.double()
-    t = torch.arange(L, dtype=torch.float64)
-    ph = 2 * math.pi * torch.rand(n, 2, generator=g, dtype=torch.float64)
-    x = torch.sin(2 * math.pi * f[:, None] * t + ph[:, :1]) + 0.5 * torch.sin(2 * math.pi * 2.5 * f[:, None] * t + ph[:, 1:])
-    x = x + 0.1 * torch.randn(n, L, generator=g, dtype=torch.float64)
-    return x.float()[..., None], y
-
-
-class _CNN(nn.Module):
-    """Same-depth 1-D CNN baseline: conv(k=9) + GELU blocks, mean pooling."""
-
-    def __init__(self, H: int, depth: int) -> None:
-        super().__init__()
-        layers = [nn.Conv1d(1, H, 9, padding=4), nn.GELU()]
-        for _ in range(depth - 1):
-            layers += [nn.Conv1d(H, H, 9, padding=4), nn.GELU()]
-        self.net = nn.Sequential(*layers)
-        self.head = nn.Linear(H, 10)
-
-    def forward(self, x, lengths=None, rate: float = 1.0):
-        return self.head(self.net(x.transpose(1, 2)).mean(-1))
-
-
 def _fit(model: nn.Module, x, y, epochs: int, lr: float) -> None:
+    """AdamW (constant LR, weight decay 0.01), batches of 32 shuffled with seed 0."""
     opt = torch.optim.AdamW(param_groups(model, lr=lr, weight_decay=0.01))
     loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
-    for _ in range(epochs):
-        for xb, yb in loader:
-            loss = nn.functional.cross_entropy(model(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    fit(model, loader, opt, "classification", epochs=epochs)
 
 
 @torch.no_grad()
@@ -85,11 +56,11 @@ def _acc(model, x, y, rate=1.0) -> float:
 def c4(quick: bool, out: Path) -> Result:
     torch.manual_seed(0)
     L = 512
-    xtr, ytr = _rate_dataset(600 if quick else 2000, L, 0)
-    xte, yte = _rate_dataset(500, L, 1)
+    xtr, ytr = two_tone_classes(600 if quick else 2000, L, 0)
+    xte, yte = two_tone_classes(500, L, 1)
     epochs = 4 if quick else 10
     ssm = SequenceClassifier(1, 10, d_model=32, n_layers=2, layer=dict(kind="s4d", d_state=32, init="legs", dt_min=1e-3, dt_max=1e-1))
-    cnn = _CNN(32, 2)
+    cnn = ConvClassifier(32, 2)
     _fit(ssm, xtr, ytr, epochs, 1e-2)
     _fit(cnn, xtr, ytr, epochs, 3e-3)
     half = xte[:, ::2]

@@ -9,6 +9,9 @@ statespaces reproduce [IDS ...] [--quick]
 statespaces presets
 ```
 
+The top floor of the package: the only module that imports both the library (``train``, ``data``,
+``models``) and the harnesses above it (``analysis``, ``reproduce``).
+
 A user error (a config value of the wrong type or out of range, a run folder that already holds
 a run, a corrupt checkpoint, a bad argument, ...) prints one line on stderr and exits with status
 2; ``--debug`` (before or after the command) shows the traceback instead. Ctrl-C prints one line
@@ -35,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parse_overrides(extra: List[str]) -> List[Tuple[str, str]]:
-    from .config import ConfigError
+    from .train.config import ConfigError
 
     pairs, i = [], 0
     while i < len(extra):
@@ -125,19 +128,20 @@ def _main(argv: List[str]) -> int:
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "evaluate":
-        from .loop import evaluate_checkpoint
+        from .train.loop import evaluate_checkpoint
+        from .train.tasks import get_task
 
         res = evaluate_checkpoint(args.checkpoint, data_name=args.data_name)
-        score = "R^2" if res["task"] == "regression" else "accuracy"
-        value = f"{res['acc']:.4f}" if res["task"] == "regression" else f"{100 * res['acc']:.2f}%"
+        task = get_task(res["task"])
+        score, value = task.score_label, task.format_score(res["acc"])
         print(f"test loss {res['loss']:.4f}  test {score} {value}  ({res['dataset']}, {res['n_test']} test "
               f"examples)\ncheckpoint {res['checkpoint']}: {res['selection']}")
         return 0
     if args.command == "analyze":
         from pathlib import Path
 
-        from ..analysis import analyze_checkpoint
-        from .loop import checkpoint_dir
+        from .analysis import analyze_checkpoint
+        from .train.loop import checkpoint_dir
 
         folder = checkpoint_dir(args.checkpoint)
         out = args.out_dir or str(folder / "analysis")
@@ -152,7 +156,7 @@ def _main(argv: List[str]) -> int:
     if args.command == "reproduce":
         from pathlib import Path
 
-        from ..reproduce import CLAIMS, run_claims
+        from .reproduce import CLAIMS, run_claims
 
         ids = args.ids or sorted(c.id for c in CLAIMS.values() if (c.tier == "A" or not args.quick))
         table = Path(args.table)
@@ -161,7 +165,7 @@ def _main(argv: List[str]) -> int:
         print(f"wrote {args.table}: {sum(r['passed'] for r in rows)}/{len(rows)} claims pass")
         return 0 if all(r["passed"] for r in rows) else 1
     if args.command == "presets":
-        from .config import PRESETS, preset_out
+        from .train.config import PRESETS, preset_out
 
         for name, spec in PRESETS.items():
             out = spec.get("trainer", {}).get("out", preset_out(name))
@@ -172,15 +176,16 @@ def _main(argv: List[str]) -> int:
 
 def layer_call(layer, d_model: int) -> str:
     """The constructor call each block's layer receives, e.g. ``S4D(d_model=64, d_state=64, init='legs', ...)``."""
-    from ..layers.registry import layer_class
+    from .layers.registry import layer_class
 
     args = ", ".join(f"{k}={v!r}" for k, v in layer.settings().items())
     return f"{layer_class(layer.kind).__name__}(d_model={d_model}, {args})"
 
 
 def _train(args, overrides: List[Tuple[str, str]]) -> int:
-    from .config import build_config, resume_config
-    from .loop import stored_config, train
+    from .train.config import build_config, resume_config
+    from .train.loop import stored_config, train
+    from .train.tasks import get_task
 
     cfg = build_config(args.preset, args.config, overrides).validated()
     if args.resume:
@@ -202,14 +207,14 @@ def _train(args, overrides: List[Tuple[str, str]]) -> int:
           f"epochs -> {t.out}", flush=True)
     summary = train(cfg, resume=args.resume, progress=not args.no_progress)
     if summary:
-        reg = summary["task"] == "regression"
-        fmt = (lambda v: f"{v:.4f}") if reg else (lambda v: f"{100 * v:.2f}%")
+        task = get_task(summary["task"])
+        fmt = task.format_score
         how = summary["selection"]
         epoch = f"epoch {summary['selected_epoch']}"
         chosen = (f"{epoch}, chosen by {how} {fmt(summary['selected_val_acc'])}" if how != "last epoch"
                   else f"{epoch}, the last epoch (no validation split)")
         print(
-            f"\ndone: {summary['dataset']} test {'R^2' if reg else 'accuracy'} {fmt(summary['test_acc'])} for best/ "
+            f"\ndone: {summary['dataset']} test {task.score_label} {fmt(summary['test_acc'])} for best/ "
             f"({chosen}; test data never used to choose), {summary['params']:,} parameters, "
             f"{summary['train_seconds']:.0f}s training"
             + (f" ({summary['train_seconds_this_run']:.0f}s in this segment)"

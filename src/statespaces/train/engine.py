@@ -1,0 +1,211 @@
+"""The training engine: :func:`fit` runs optimizer steps, :func:`evaluate` scores a split.
+
+:func:`fit` knows nothing about files, processes or configs: it runs epochs over a loader with a
+:class:`~statespaces.train.tasks.Task` (how to unpack a batch, the loss), an optimizer and an
+optional per-step scheduler, with bf16 autocast (``amp``), gradient clipping and a divergence
+check (a non-finite loss, or a forward pass that raises ``FloatingPointError``, stops training with
+the names of the non-finite parameters). Everything else (progress, logging, evaluation at the
+end of an epoch, checkpoints) is a :class:`Callback`. ``statespaces train``
+(:func:`statespaces.train.loop.train`) and the reproduction claims both train through it.
+
+Resuming: ``start_step`` continues inside an epoch; the loader's sampler is set to the epoch
+(``set_epoch``, e.g. a ``DistributedSampler``) and the first ``start_step mod len(loader)``
+batches of that epoch are skipped, so a seeded loader gives the batches of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .tasks import get_task
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class FitState:
+    """Where :func:`fit` is: global ``step`` (optimizer steps done), ``epoch`` (0-based) and the
+    values of the last step (``loss``, ``output``, ``target``; the output detached)."""
+
+    step: int = 0
+    epoch: int = 0
+    steps_per_epoch: int = 0
+    epochs: int = 0
+    loss: float = math.nan
+    output: Optional[Tensor] = None
+    target: Optional[Tensor] = None
+    #: Mean training loss of each finished epoch of this call.
+    epoch_losses: List[float] = field(default_factory=list)
+    stop: bool = False
+
+
+class Callback:
+    """Hooks of :func:`fit`; each gets the :class:`FitState`. Set ``state.stop = True`` to end
+    training after the current step."""
+
+    def on_epoch_start(self, state: FitState) -> None:
+        pass
+
+    def on_step_end(self, state: FitState) -> None:
+        pass
+
+    def on_epoch_end(self, state: FitState) -> None:
+        pass
+
+
+class OnStep(Callback):
+    """A callback from a function ``f(step)`` run after every optimizer step."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+
+    def on_step_end(self, state: FitState) -> None:
+        self.f(state.step)
+
+
+class LossCurve(Callback):
+    """Records the training loss of every step in ``self.losses`` (times ``scale``, e.g. 1/ln 2 for bits)."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+        self.losses: List[float] = []
+
+    def on_step_end(self, state: FitState) -> None:
+        self.losses.append(state.loss * self.scale)
+
+
+def warmup_cosine(total: int, warmup: int = 0):
+    """LR factor of step s: linear warmup over ``warmup`` steps, then cosine decay to 0 at ``total``
+    (for ``torch.optim.lr_scheduler.LambdaLR``; the schedule of thesis §7.1)."""
+    if total < 1 or warmup < 0:
+        raise ValueError(f"warmup_cosine: got total={total!r}, warmup={warmup!r}; need total >= 1, warmup >= 0")
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        progress = (s - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _bad_parameters(model: nn.Module) -> List[str]:
+    return [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+
+
+def fit(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    task: Any = "classification",
+    *,
+    epochs: int = 1,
+    scheduler: Optional[Any] = None,
+    start_step: int = 0,
+    net: Optional[nn.Module] = None,
+    device: torch.device = torch.device("cpu"),
+    amp: bool = False,
+    grad_clip: float = 0.0,
+    callbacks: Sequence[Callback] = (),
+    divergence_hint: str = "lower the learning rate or clip the gradients",
+) -> FitState:
+    """Train ``model`` for ``epochs`` passes over ``loader`` (an iterable of batches with a length;
+    a ``DataLoader`` or a list) and return the final :class:`FitState`.
+
+    Each step: ``task.train_output`` of the batch (under bf16 autocast when ``amp``), its
+    ``task.train_loss`` (in float32, outside autocast), a
+    finite-loss check, ``zero_grad``, backward, clipping of the global gradient norm to ``grad_clip``
+    (when > 0), ``optimizer.step()``, ``scheduler.step()``. ``net`` is the module the forward runs
+    through (a DDP or compiled wrapper of ``model``; default ``model``). Divergence raises
+    ``FloatingPointError`` naming the step, the epoch and the non-finite parameters, followed by
+    ``divergence_hint``. The model is left in training mode.
+    """
+    task = get_task(task)
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+        raise ValueError(f"fit: epochs={epochs!r}; allowed: an int >= 0")
+    if grad_clip < 0 or not math.isfinite(grad_clip):
+        raise ValueError(f"fit: grad_clip={grad_clip!r}; allowed: a finite number >= 0 (0: no clipping)")
+    net = model if net is None else net
+    steps_per_epoch = len(loader)  # type: ignore[arg-type]
+    if steps_per_epoch == 0:
+        raise ValueError("fit: the loader yields no batch; give it at least batch_size examples")
+    state = FitState(step=start_step, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    set_epoch = getattr(getattr(loader, "sampler", None), "set_epoch", None)
+    total = epochs * steps_per_epoch
+    while state.step < total and not state.stop:
+        state.epoch, offset = divmod(state.step, steps_per_epoch)
+        if set_epoch is not None:
+            set_epoch(state.epoch)
+        net.train()
+        for cb in callbacks:
+            cb.on_epoch_start(state)
+        seen, loss_sum = 0, 0.0
+        for i, batch in enumerate(loader):
+            if i < offset:
+                continue  # resuming inside an epoch: the sampler order is a function of (seed, epoch)
+            x, y, lengths = task.unpack(batch, device)
+
+            def diverged(what: str) -> FloatingPointError:
+                bad = _bad_parameters(model)
+                return FloatingPointError(f"{what} at step {state.step} (epoch {state.epoch + 1}); non-finite "
+                                          f"parameters: {bad or 'none'}. {divergence_hint[:1].upper()}"
+                                          f"{divergence_hint[1:]}")
+
+            try:
+                with autocast:
+                    out = task.train_output(net, x, y, lengths)
+            except FloatingPointError as e:
+                raise diverged(f"the forward pass failed ({e})") from e
+            loss = task.train_loss(out, y)
+            if not torch.isfinite(loss):
+                raise diverged(f"loss became {loss.item()}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            state.step += 1
+            state.loss = loss.item()
+            state.output = out.detach()
+            state.target = y
+            n = task.count(y) if y is not None else 1
+            seen += n
+            loss_sum += state.loss * n
+            for cb in callbacks:
+                cb.on_step_end(state)
+            if state.stop:
+                break
+        state.epoch_losses.append(loss_sum / max(seen, 1))
+        for cb in callbacks:
+            cb.on_epoch_end(state)
+    return state
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device = torch.device("cpu"),
+             task: Any = "classification") -> Dict[str, float]:
+    """Mean loss and score over ``loader``: ``{"loss", "acc"}``, ``acc`` being the task's score
+    (accuracy per example or per token, R^2, or minus the NLL; :meth:`Task.score`). The model's
+    training mode is restored afterwards."""
+    task = get_task(task)
+    was_training = model.training
+    model.eval()
+    sums = {"loss": 0.0, "hits": 0.0, "count": 0}
+    ys = []
+    for batch in loader:
+        part = task.eval_sums(model, batch, device)
+        for k in sums:
+            sums[k] += part[k]
+        if task.needs_targets():
+            ys.append(task.unpack(batch, device)[1].float())
+    model.train(was_training)
+    targets = torch.cat(ys) if ys else None
+    return {"loss": sums["loss"] / max(sums["count"], 1), "acc": task.score(sums, targets)}

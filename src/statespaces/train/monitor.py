@@ -1,0 +1,112 @@
+"""What a run shows and records while it trains: progress lines, TensorBoard events, metrics.csv and
+the learning-curve PNG (``<out>/curves.png``)."""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from tqdm.auto import tqdm
+
+
+class Progress:
+    """Progress within an epoch: a tqdm bar when its stream is a terminal, else (a log file, a pipe,
+    a batch job) one plain line at most every ``interval`` seconds, so logs hold no ``\\r``-redrawn bars.
+
+    ``STATESPACES_PROGRESS_SECONDS`` sets ``interval`` (default 30)."""
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool = True, stream=None,
+                 interval: Optional[float] = None) -> None:
+        self.stream = sys.stderr if stream is None else stream
+        self.total, self.n, self.desc, self.enabled, self.postfix = total, initial, desc, enabled, ""
+        if interval is None:
+            try:
+                interval = float(os.environ.get("STATESPACES_PROGRESS_SECONDS", "30"))
+            except ValueError:
+                interval = 30.0
+        self.interval = interval
+        isatty = getattr(self.stream, "isatty", None)
+        self.bar = (tqdm(total=total, initial=initial, desc=desc, leave=False, file=self.stream)
+                    if enabled and isatty is not None and isatty() else None)
+        self.t0 = self.last = time.time()
+        self.start = initial
+
+    def update(self, n: int = 1, loss: Optional[float] = None) -> None:
+        self.n += n
+        if loss is not None:
+            self.postfix = f"loss {loss:.3f}"
+        if self.bar is not None:
+            self.bar.update(n)
+            if loss is not None:
+                self.bar.set_postfix(loss=f"{loss:.3f}")
+            return
+        now = time.time()
+        if self.enabled and now - self.last >= self.interval and self.n < self.total:
+            self.last = now
+            rate = (self.n - self.start) / max(now - self.t0, 1e-9)
+            parts = [self.desc, f"step {self.n}/{self.total}", self.postfix, f"{rate:.1f} steps/s"]
+            print("  ".join(p for p in parts if p), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+TENSORBOARD_MODES = ("auto", "on", "off")
+
+
+def tensorboard_writer(mode: str, out: Path, step: int):
+    """A ``SummaryWriter`` for ``<out>/tensorboard``, or None (mode "off", or "auto" without the package).
+
+    On resume, ``purge_step`` drops events a killed run wrote after its last checkpoint, so the
+    curves show each step once.
+    """
+    if mode not in TENSORBOARD_MODES:
+        raise ValueError(f"trainer.tensorboard={mode!r}; valid: {', '.join(TENSORBOARD_MODES)}")
+    if mode == "off":
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        if mode == "on":
+            raise ImportError("trainer.tensorboard='on' needs the tensorboard package: pip install tensorboard "
+                              "(or pip install 'statespaces[tensorboard]'), or set --trainer.tensorboard off") from None
+        return None
+    return SummaryWriter(str(out / "tensorboard"), purge_step=step if step else None)
+
+
+
+def write_metrics(out: Path, history) -> None:
+    if not history:
+        return
+    with open(out / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot(ep, [h["train_loss"] for h in history], label="train")
+    a.plot(ep, [h["test_loss"] for h in history], label="test")
+    a.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    b.plot(ep, [100 * h["train_acc"] for h in history], label="train")
+    if history[0]["val_acc"] is not None:
+        b.plot(ep, [100 * h["val_acc"] for h in history], label="val")
+    b.plot(ep, [100 * h["test_acc"] for h in history], label="test")
+    b.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=100)
+    plt.close(fig)
+

@@ -1,0 +1,357 @@
+"""A training run on disk and across processes: its folder, id, checkpoints, resume and DDP.
+
+A :class:`Run` owns ``<out>`` (``trainer.out``): the run id in ``<out>/run.json`` (and ``run_id``
+in every checkpoint's metadata), the epoch/step checkpoints in ``<out>/checkpoints`` (safetensors
++ JSON, atomic, checksummed; :mod:`statespaces.train.checkpoint`) with the last k kept plus
+``<out>/best``, the restore of a resumed run, and the process group of a ``torchrun`` launch
+(gloo on CPU, NCCL on GPU; rank 0 writes). It knows nothing about models or data beyond the state
+dicts it is handed.
+
+A new run refuses a folder that already holds checkpoints (resume it, or choose another
+``--trainer.out``); resuming picks the newest checkpoint of this run that passes its integrity
+check (weights and metadata) and holds every entry a resume needs, falling back to older ones;
+pruning only ever deletes valid checkpoints of this run older than the one just written, never
+anything it cannot verify or that belongs to another run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+
+from .checkpoint import (
+    CorruptCheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    unpack_state,
+)
+from .config import ConfigError, TrainConfig, config_conflicts
+
+
+def _distributed() -> Tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
+
+
+def _device(name: str, rank: int) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device: got {name!r} but CUDA is not available here; allowed: auto or cpu")
+    return device
+
+
+RUN_FILE = "run.json"
+#: Metadata entries (and their types) a checkpoint needs to resume a run / to rebuild its model.
+RESUME_KEYS = {"config": dict, "step": int, "epoch": int, "history": list, "best_acc": (int, float),
+               "running": dict, "scheduler": dict, "optimizer": (dict, list), "d_input": int, "n_classes": int,
+               "task": str, "run_id": str}
+MODEL_KEYS = {"config": dict, "d_input": int, "n_classes": int}
+
+
+def _check_meta(path, meta: Dict[str, Any], required: Dict[str, Any]) -> None:
+    """Raise :class:`CorruptCheckpointError` naming the first missing or mistyped entry of ``meta``."""
+    for key, typ in required.items():
+        if key not in meta:
+            raise CorruptCheckpointError(f"{path}: meta.json has no {key!r} entry")
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, typ):
+            raise CorruptCheckpointError(f"{path}: meta.json entry {key!r} is {value!r}, not a {typ}")
+
+
+def _step_of(path: Path) -> Optional[int]:
+    name = path.name
+    if not name.startswith("step-") or not name[5:].isdigit():
+        return None
+    return int(name[5:])
+
+
+class _Checkpoints:
+    """Epoch/step checkpoints in ``<out>/checkpoints``: keep the last k of this run, plus ``<out>/best``.
+
+    ``run_id`` (None: any) selects the checkpoints of one run; those of other runs, and any
+    checkpoint that fails its integrity check, are never deleted and never resumed from.
+    """
+
+    def __init__(self, out: Path, keep_last: int, run_id: Optional[str] = None) -> None:
+        self.dir = out / "checkpoints"
+        self.best = out / "best"
+        self.keep_last = max(1, keep_last)
+        self.run_id = run_id
+
+    def entries(self):
+        """``(step, path)`` of every ``step-<number>`` directory, newest (highest step) first."""
+        if not self.dir.is_dir():
+            return []
+        found = [(_step_of(p), p) for p in self.dir.iterdir() if p.is_dir()]
+        return sorted(((s, p) for s, p in found if s is not None), key=lambda e: e[0], reverse=True)
+
+    def candidates(self):
+        return [p for _, p in self.entries()]
+
+    def _load_own(self, step: int, path: Path) -> Tuple[Dict, Dict]:
+        """Load and verify one checkpoint of this run (CorruptCheckpointError otherwise)."""
+        tensors, meta = load_checkpoint(path)
+        if meta.get("step", step) != step:
+            raise CorruptCheckpointError(f"{path}: meta.json says step {meta.get('step')!r}, the folder name {step}")
+        if self.run_id is not None and meta.get("run_id") != self.run_id:
+            raise _ForeignCheckpoint(f"{path} belongs to run {meta.get('run_id')!r}, not to {self.run_id!r}")
+        return tensors, meta
+
+    def valid(self) -> Iterator[Tuple[Path, Dict, Dict]]:
+        """``(path, tensors, meta)`` of each valid checkpoint of this run, newest first; a warning for
+        each corrupt one skipped."""
+        foreign = 0
+        for step, path in self.entries():
+            try:
+                tensors, meta = self._load_own(step, path)
+            except _ForeignCheckpoint:
+                foreign += 1
+                continue
+            except CorruptCheckpointError as e:
+                print(f"warning: skipping corrupt checkpoint ({e})", file=sys.stderr)
+                continue
+            yield path, tensors, meta
+        if foreign:
+            print(f"warning: ignored {foreign} checkpoint(s) of another run in {self.dir}", file=sys.stderr)
+
+    def latest_valid(self) -> Optional[Tuple[Dict, Dict]]:
+        for _, tensors, meta in self.valid():
+            return tensors, meta
+        return None
+
+    def save(self, step: int, tensors, meta, is_best: bool) -> Path:
+        if self.run_id is not None:
+            meta = dict(meta, run_id=self.run_id)
+        path = save_checkpoint(self.dir / f"step-{step:09d}", tensors, meta)
+        if is_best:
+            save_checkpoint(self.best, tensors, meta)
+        self.prune(step)
+        return path
+
+    def prune(self, newest: int) -> None:
+        """Delete this run's valid checkpoints older than step ``newest`` beyond the last ``keep_last``
+        (counting the one at ``newest``). Newer steps, other runs' and unverifiable checkpoints stay."""
+        kept = 1
+        for step, path in self.entries():
+            if step >= newest:
+                continue
+            try:
+                self._load_own(step, path)
+            except CorruptCheckpointError:   # corrupt, or another run's: not ours to delete
+                continue
+            if kept < self.keep_last:
+                kept += 1
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+class _ForeignCheckpoint(CorruptCheckpointError):
+    """A valid checkpoint of another run."""
+
+
+class RunExistsError(ValueError):
+    """``--trainer.out`` already holds a run and ``--resume`` was not given."""
+
+
+def _read_run_id(out: Path) -> Optional[str]:
+    try:
+        info = json.loads((out / RUN_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        print(f"warning: ignoring unreadable {out / RUN_FILE} ({e})", file=sys.stderr)
+        return None
+    run_id = info.get("run_id") if isinstance(info, dict) else None
+    return run_id if isinstance(run_id, str) and run_id else None
+
+
+def _write_run_id(out: Path, run_id: str, cfg: TrainConfig) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{RUN_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps({"run_id": run_id, "config": cfg.to_dict()}, indent=1))
+    os.replace(tmp, out / RUN_FILE)
+
+
+#: What a run writes into ``<out>`` (removed by ``train(..., replace=True)``).
+RUN_OUTPUTS = ("checkpoints", "best", RUN_FILE, "summary.json", "metrics.csv", "curves.png", "tensorboard")
+
+
+def _check_out_folder(out: Path, ckpts: "_Checkpoints", resume: bool, replace: bool = False) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"trainer.out: got {str(out)!r}, which is a file; allowed: a folder (new or holding this run)")
+    if resume:
+        return
+    if replace:
+        for name in RUN_OUTPUTS:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        return
+    held = ckpts.entries()
+    if held or ckpts.best.exists():
+        what = f"checkpoints up to step {held[0][0]}" if held else "a best/ checkpoint"
+        raise RunExistsError(f"{out} already holds a run ({what}); continue it with --resume, or choose another "
+                             "--trainer.out")
+
+
+
+def stored_config(out) -> Optional[Tuple[Dict[str, Any], str]]:
+    """``(config, source)`` of the run in folder ``out``: from its newest valid checkpoint (of the
+    run named in ``run.json``), else from ``run.json`` (a run killed before its first checkpoint);
+    None when the folder holds neither."""
+    out = Path(out)
+    if not out.is_dir():
+        return None
+    ckpts = _Checkpoints(out, keep_last=1, run_id=_read_run_id(out))
+    for path, _, meta in ckpts.valid():
+        if isinstance(meta.get("config"), dict):
+            return meta["config"], str(path)
+    try:
+        info = json.loads((out / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(info, dict) and isinstance(info.get("config"), dict):
+        return info["config"], str(out / RUN_FILE)
+    return None
+
+
+def checkpoint_dir(path) -> Path:
+    """A checkpoint directory: ``path`` itself, or ``<path>/best`` when ``path`` is a run folder."""
+    folder = Path(path)
+    if not folder.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: expected a checkpoint directory (a run's best/ or "
+                                "checkpoints/step-*) or a run folder")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{path} is a file; a checkpoint is a directory (a run's best/ or "
+                                 "checkpoints/step-*), or pass the run folder")
+    if not (folder / "meta.json").exists():
+        if (folder / "best" / "meta.json").exists():
+            return folder / "best"
+        if (folder / "checkpoints").is_dir() or (folder / "best").is_dir():
+            raise FileNotFoundError(f"{path} is a run folder without a complete best/ checkpoint; use one of "
+                                    f"{folder / 'checkpoints'}/step-*")
+    return folder
+
+
+
+class Run:
+    """One training run: its folder ``out``, process group, device, checkpoints and id.
+
+    Construction joins the process group of a ``torchrun`` launch (``WORLD_SIZE > 1``), picks the
+    device of this rank, and checks the folder: a new run (``resume=False``) refuses one that
+    holds checkpoints unless ``replace=True``, which deletes that run's outputs (:data:`RUN_OUTPUTS`).
+    :meth:`restore` loads the newest valid checkpoint of the run into model, optimizer and
+    scheduler; :meth:`start` fixes the run id (a fresh one for a new run) and writes ``run.json``;
+    :meth:`save` writes a checkpoint (rank 0 only); :meth:`close` ends the process group.
+    """
+
+    def __init__(self, out, keep_last: int = 1, resume: bool = False, replace: bool = False,
+                 device: str = "auto") -> None:
+        if replace and resume:
+            raise ValueError("train(): resume=True continues the run in trainer.out, replace=True deletes it; pick one")
+        self.rank, self.world = _distributed()
+        self.main = self.rank == 0
+        self.device = _device(device, self.rank)
+        self.out = Path(out)
+        self.resume = resume
+        self.ckpts = _Checkpoints(self.out, keep_last)
+        if self.main or not replace:
+            _check_out_folder(self.out, self.ckpts, resume, replace)
+        self.ckpts.run_id = _read_run_id(self.out) if resume else None
+        # a folder without run.json: resume its newest valid checkpoint and adopt its run id
+        self._adopt = self.ckpts.run_id is None and resume
+
+    def restore(self, model: torch.nn.Module, optimizer, scheduler, config: Dict[str, Any],
+                steps_per_epoch: int) -> Optional[Dict[str, Any]]:
+        """Load the newest valid, complete checkpoint of this run into ``model``, ``optimizer`` and
+        ``scheduler`` and set the torch RNG from it; return its metadata (None: nothing restored, the
+        fresh state kept). A checkpoint written with another config raises :class:`ConfigError`
+        naming the differing keys; one that fails half-way through its restore is skipped and its
+        partial restore undone."""
+        if not self.resume:
+            return None
+        fresh = ({k: v.clone() for k, v in model.state_dict().items()}, optimizer.state_dict(),
+                 scheduler.state_dict(), torch.get_rng_state())
+        touched = False
+        for path, tensors, meta in self.ckpts.valid():
+            try:
+                _check_meta(path, meta, RESUME_KEYS)
+            except CorruptCheckpointError as e:
+                print(f"warning: skipping incomplete checkpoint ({e})", file=sys.stderr)
+                continue
+            conflicts = config_conflicts(meta["config"], config)
+            if conflicts:
+                what = "; ".join(f"{k} = {a!r} there, {b!r} here" for k, (a, b) in conflicts.items())
+                raise ConfigError(
+                    f"the run in {self.out} was written with a different config ({what}); resume with its settings "
+                    "(statespaces train --trainer.out DIR --resume reads them), or choose a new --trainer.out"
+                )
+            touched = True
+            try:
+                model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+                optimizer.load_state_dict(unpack_state(meta["optimizer"], tensors))
+                scheduler.load_state_dict(meta["scheduler"])
+                torch.set_rng_state(tensors["rng.torch"])
+                meta = dict(meta, running={k: meta["running"][k] for k in ("loss", "correct", "seen")})
+            except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+                # a later valid checkpoint loads every piece again, so a partial restore is overwritten
+                print(f"warning: skipping checkpoint that does not restore ({path}: {type(e).__name__}: {e})",
+                      file=sys.stderr)
+                continue
+            seconds = meta.get("train_seconds", 0.0)
+            meta["train_seconds"] = float(seconds) if isinstance(seconds, (int, float)) and math.isfinite(seconds) \
+                else 0.0
+            if self._adopt:
+                self.ckpts.run_id = meta["run_id"]
+            if self.main:
+                print(f"resumed at step {meta['step']} (epoch {meta['step'] // steps_per_epoch + 1}) from {path}",
+                      file=sys.stderr)
+            return meta
+        if touched:
+            model.load_state_dict(fresh[0])
+            optimizer.load_state_dict(fresh[1])
+            scheduler.load_state_dict(fresh[2])
+            torch.set_rng_state(fresh[3])
+        if self.ckpts.entries() and self.main:
+            print(f"warning: no valid checkpoint of this run in {self.ckpts.dir}; starting from step 0",
+                  file=sys.stderr)
+        return None
+
+    def start(self, cfg: TrainConfig) -> str:
+        """Fix the run id (the resumed run's, else a fresh one) and write ``run.json`` (rank 0)."""
+        if self.ckpts.run_id is None:
+            self.ckpts.run_id = uuid.uuid4().hex
+        if self.main:
+            _write_run_id(self.out, self.ckpts.run_id, cfg)
+        return self.ckpts.run_id
+
+    def save(self, step: int, tensors: Dict[str, torch.Tensor], meta: Dict[str, Any], is_best: bool) -> None:
+        """Write the checkpoint of ``step`` (and ``best/`` when ``is_best``); other ranks write nothing."""
+        if self.main:
+            self.ckpts.save(step, tensors, meta, is_best)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def close(self) -> None:
+        """Every rank done before the process group is torn down."""
+        if self.world > 1:
+            dist.barrier()
+            dist.destroy_process_group()

@@ -1,0 +1,307 @@
+"""What a training task means: how to unpack a batch, the loss, and the score.
+
+One :class:`Task` object per kind of problem, used by :func:`statespaces.train.engine.fit` and
+:func:`statespaces.train.engine.evaluate` (and so by ``statespaces train``):
+
+* :class:`Classification`: pooled logits (B, C) against int64 labels (B,); cross-entropy, accuracy.
+* :class:`Regression`: pooled outputs (B, 1) against float targets (B,); MSE, R^2.
+* :class:`Seq2Seq`: per-step logits (B, L, C) against int64 labels (B, k) for the last k steps
+  (the model emits its answer at the end); cross-entropy per token, per-token accuracy.
+* :class:`Forecast`: outputs (B, F, D) against targets (B, F, D) (e.g. the forecast region of
+  §7.3.5); MSE, R^2 over every entry.
+* :class:`LanguageModel`: token sequences (B, L) through a model with its own ``loss`` / ``nll``
+  (:class:`statespaces.models.SSMLanguageModel`, §7.3.3 / Ch. 8); next-step NLL in nats.
+
+A batch is ``(x, y[, lengths])`` (``(x[, lengths])`` for a language model); ``lengths`` (B,) are
+the valid steps of padded sequences. The score of :meth:`Task.score` is higher-is-better
+(accuracy, R^2, or minus the NLL), so model selection can compare it directly.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import Subset
+
+Tensor = torch.Tensor
+#: ``(x, y, lengths)``; ``y`` is None for a language model without explicit targets.
+Batch = Tuple[Tensor, Any, Optional[Tensor]]
+
+
+class Task:
+    """A training objective: batch layout, loss, and score. Subclasses override the pieces they change.
+
+    Statistics of evaluation are sums over examples (``loss``, ``hits``, ``count``), so a split can be
+    scored batch by batch; :meth:`score` turns them into the reported number.
+    """
+
+    name = "task"
+    #: Short name of the score in logs ("acc", "R2", "-nll"), and in sentences.
+    score_name = "acc"
+    score_label = "accuracy"
+    #: How a validation split chooses the model, in words (``summary.json`` / checkpoint metadata).
+    selection = "validation accuracy"
+    #: Whether the model pools over time (one output per sequence) or emits one output per step.
+    pooled = True
+    #: Whether a validation split is stratified by class (:func:`statespaces.train.loop.validation_split`).
+    stratify = False
+
+    def __init__(self, forward: Optional[Callable[..., Tensor]] = None) -> None:
+        """``forward(model, x, lengths)``: how the model is called (default ``model(x[, lengths])``),
+        e.g. ``lambda m, x, lengths: m(x, rate=2.0)`` to evaluate at another sampling rate."""
+        if forward is not None and not callable(forward):
+            raise TypeError(f"forward: got {type(forward).__name__}; expected a function (model, x, lengths) -> output")
+        self.forward = forward
+
+    def unpack(self, batch, device: torch.device = torch.device("cpu")) -> Batch:
+        """``(x, y, lengths)`` of a batch ``(x, y[, lengths])``, on ``device`` (``lengths`` None if absent)."""
+        x, y, *rest = (t.to(device) for t in batch)
+        return x, y, (rest[0] if rest else None)
+
+    def output(self, model: nn.Module, x: Tensor, lengths: Optional[Tensor]) -> Tensor:
+        """The model's output for ``x`` (``lengths`` passed only when given)."""
+        if self.forward is not None:
+            return self.forward(model, x, lengths)
+        return model(x, lengths) if lengths is not None else model(x)
+
+    def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        raise NotImplementedError
+
+    def hits(self, out: Tensor, y: Tensor) -> float:
+        """The batch's contribution to the score (sum over examples)."""
+        raise NotImplementedError
+
+    def count(self, y: Tensor) -> int:
+        """Examples in a batch (the unit of :meth:`hits` and of the summed loss)."""
+        return len(y)
+
+    def train_output(self, model: nn.Module, x: Tensor, y: Optional[Tensor], lengths: Optional[Tensor]) -> Tensor:
+        """The forward pass of one training step (run under autocast; feeds :meth:`train_loss` and
+        :meth:`hits` for the running score)."""
+        return self.output(model, x, lengths)
+
+    def train_loss(self, out: Tensor, y: Tensor) -> Tensor:
+        """The mean loss of one training step from :meth:`train_output`."""
+        return self.loss(out, y)
+
+    def loss_unit(self, y: Tensor) -> int:
+        """Terms per example in the summed loss (the evaluated loss is per term, like the training loss)."""
+        return 1
+
+    def eval_sums(self, model: nn.Module, batch, device: torch.device) -> Dict[str, float]:
+        """Summed loss (per :meth:`loss_unit`), hits and example count of one evaluation batch."""
+        x, y, lengths = self.unpack(batch, device)
+        out = self.output(model, x, lengths)
+        loss = self.loss(out, y, reduction="sum").item() / self.loss_unit(y)
+        return {"loss": loss, "hits": self.hits(out, y), "count": self.count(y)}
+
+    def score(self, sums: Dict[str, float], targets: Optional[Tensor] = None) -> float:
+        """The score of summed statistics (``targets``: every target seen, for scores that need them)."""
+        return sums["hits"] / max(sums["count"], 1)
+
+    def needs_targets(self) -> bool:
+        """Whether :meth:`score` needs the evaluated targets."""
+        return False
+
+    def format_score(self, value: float) -> str:
+        """The score as printed (accuracy: a percentage)."""
+        return f"{100 * value:.2f}%"
+
+    def check_targets(self, y: Tensor, n_classes: int, what: str) -> None:
+        """Raise ValueError when the targets ``y`` of a dataset do not fit the task (``what`` names them):
+        class labels must be int64 in ``[0, n_classes)``."""
+        if y.dtype != torch.int64 or int(y.min()) < 0 or int(y.max()) >= n_classes:
+            raise ValueError(f"{what}: labels must be int64 in [0, {n_classes}); got dtype {y.dtype}, range "
+                             f"[{y.min().item()}, {y.max().item()}]")
+
+    def running_score(self, hits: float, seen: int, dataset) -> float:
+        """The training score of an epoch from the summed :meth:`hits` of its ``seen`` examples of
+        ``dataset`` (a ``TensorDataset`` or a ``Subset`` of one)."""
+        return hits / seen
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Classification(Task):
+    """Cross-entropy on pooled logits (B, C) against labels (B,); score: accuracy."""
+
+    name = "classification"
+    stratify = True
+
+    def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        return F.cross_entropy(out.float(), y, reduction=reduction)
+
+    def hits(self, out: Tensor, y: Tensor) -> float:
+        return float((out.argmax(-1) == y).sum())
+
+
+class Regression(Task):
+    """MSE of the first output channel (B, 1) against float targets (B,); score: R^2 = 1 - SSE / SST."""
+
+    name = "regression"
+    score_name = "R2"
+    score_label = "R^2"
+    selection = "validation R^2"
+
+    def format_score(self, value: float) -> str:
+        return f"{value:.4f}"
+
+    def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        return F.mse_loss(out[:, 0].float(), y.float(), reduction=reduction)
+
+    def check_targets(self, y: Tensor, n_classes: int, what: str) -> None:
+        _check_float_targets(y, what)
+
+    def hits(self, out: Tensor, y: Tensor) -> float:
+        """Sum of squared errors (turned into R^2 by :meth:`score`)."""
+        return float(((out[:, 0].float() - y.float()) ** 2).sum())
+
+    def needs_targets(self) -> bool:
+        return True
+
+    def score(self, sums: Dict[str, float], targets: Optional[Tensor] = None) -> float:
+        if targets is None:
+            raise ValueError(f"{self.name}: the score (R^2) needs the evaluated targets; got targets=None")
+        return r_squared(sums["hits"], targets)
+
+    def running_score(self, hits: float, seen: int, dataset) -> float:
+        """R^2 of the epoch: mean squared error over the variance of the dataset's targets."""
+        return 1.0 - hits / seen / float(target_variance(dataset))
+
+
+def target_variance(ds: Any) -> float:
+    """Mean squared deviation of the targets of a ``TensorDataset`` or a ``Subset`` of one."""
+    base: Any = ds.dataset if isinstance(ds, Subset) else ds
+    y = base.tensors[1].float()
+    if isinstance(ds, Subset):
+        y = y[torch.as_tensor(ds.indices)]
+    return float(((y - y.mean()) ** 2).mean())
+
+
+def _check_float_targets(y: Tensor, what: str) -> None:
+    if not y.is_floating_point():
+        raise ValueError(f"{what}: regression targets must be floats; got dtype {y.dtype}")
+
+
+def r_squared(sse: float, targets: Tensor) -> float:
+    """``1 - SSE / sum((y - mean y)^2)`` over every entry of ``targets``."""
+    y = targets.float()
+    return 1.0 - sse / max(float(((y - y.mean()) ** 2).sum()), 1e-12)
+
+
+class Seq2Seq(Task):
+    """Cross-entropy over the last ``k = y.shape[1]`` steps of per-step logits (B, L, C) against
+    labels (B, k); loss and score are per token (a batch counts B examples, each the mean of k tokens)."""
+
+    name = "seq2seq"
+    pooled = False
+
+    def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        k = y.shape[1]
+        return F.cross_entropy(out[:, -k:].float().flatten(0, 1), y.flatten(), reduction=reduction)
+
+    def hits(self, out: Tensor, y: Tensor) -> float:
+        return float((out[:, -y.shape[1]:].argmax(-1) == y).float().mean(-1).sum())
+
+    def loss_unit(self, y: Tensor) -> int:
+        return y.shape[1]
+
+
+class Forecast(Task):
+    """MSE of outputs (B, F, D) against targets of the same shape (every entry counts); score: R^2."""
+
+    name = "forecast"
+    pooled = False
+    score_name = "R2"
+    score_label = "R^2"
+    selection = "validation R^2"
+
+    def format_score(self, value: float) -> str:
+        return f"{value:.4f}"
+
+    def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        if out.shape != y.shape:
+            raise ValueError(f"forecast: output shape {tuple(out.shape)} differs from the target shape "
+                             f"{tuple(y.shape)}; the model must emit one value per target entry")
+        if reduction == "sum":
+            return (out.float() - y.float()).pow(2).sum()
+        return (out.float() - y.float()).pow(2).mean()
+
+    def hits(self, out: Tensor, y: Tensor) -> float:
+        return float((out.float() - y.float()).pow(2).sum())
+
+    def check_targets(self, y: Tensor, n_classes: int, what: str) -> None:
+        _check_float_targets(y, what)
+
+    def loss_unit(self, y: Tensor) -> int:
+        return max(y[0].numel(), 1)
+
+    def needs_targets(self) -> bool:
+        return True
+
+    def score(self, sums: Dict[str, float], targets: Optional[Tensor] = None) -> float:
+        if targets is None:
+            raise ValueError(f"{self.name}: the score (R^2) needs the evaluated targets; got targets=None")
+        return r_squared(sums["hits"], targets)
+
+
+class LanguageModel(Task):
+    """Next-step NLL (nats per step) of token sequences (B, L) through the model's own ``loss(x, y,
+    lengths)`` and ``nll(x, y, lengths) -> (total, count)``; a batch is ``(x[, lengths])`` or
+    ``(x, y[, lengths])`` with explicit targets. Score: minus the mean NLL (higher is better)."""
+
+    name = "lm"
+    score_name = "-nll"
+    score_label = "minus NLL (nats/step)"
+
+    def format_score(self, value: float) -> str:
+        return f"{value:.4f}"
+    selection = "validation NLL"
+
+    def unpack(self, batch, device: torch.device = torch.device("cpu")) -> Batch:
+        if isinstance(batch, Tensor):
+            batch = (batch,)
+        parts = [t.to(device) for t in batch]
+        x = parts[0]
+        if len(parts) == 1:
+            return x, None, None
+        if len(parts) == 2:   # (tokens, lengths) when the second is 1-D integers, else (inputs, targets)
+            second = parts[1]
+            if second.dim() == 1 and not second.is_floating_point():
+                return x, None, second
+            return x, second, None
+        return x, parts[1], parts[2]
+
+    def train_output(self, model: Any, x: Tensor, y: Optional[Tensor], lengths: Optional[Tensor]) -> Tensor:
+        """The model's mean next-step NLL (a scalar): a language model's output is its loss."""
+        return model.loss(x, y, lengths)
+
+    def train_loss(self, out: Tensor, y: Optional[Tensor]) -> Tensor:
+        return out
+
+    def eval_sums(self, model: Any, batch, device: torch.device) -> Dict[str, float]:
+        x, y, lengths = self.unpack(batch, device)
+        total, count = model.nll(x, y, lengths)
+        return {"loss": float(total), "hits": -float(total), "count": int(count)}
+
+    def hits(self, out, y) -> float:   # the running training score is not tracked for language models
+        return 0.0
+
+    def count(self, y) -> int:
+        return 1
+
+
+#: The tasks by name (``data.task`` of a dataset, ``task`` in a checkpoint's metadata).
+TASKS: Dict[str, Task] = {t.name: t for t in (Classification(), Regression(), Seq2Seq(), Forecast(), LanguageModel())}
+
+
+def get_task(task) -> Task:
+    """A :class:`Task` from itself or its name (one of :data:`TASKS`)."""
+    if isinstance(task, Task):
+        return task
+    if isinstance(task, str) and task in TASKS:
+        return TASKS[task]
+    raise ValueError(f"task: got {task!r}; allowed: a Task object or one of {', '.join(TASKS)}")
