@@ -164,7 +164,10 @@ def _fits_triton(u: Tensor, tables: ChunkTables) -> bool:
 def _chunked_conv_triton(u: Tensor, tables: ChunkTables, state: Optional[Tensor], return_state: bool):
     from ..ops.triton.chunked_conv import chunked_conv_triton
 
-    return chunked_conv_triton(u, tables, state, return_state)
+    def recompute(u, tabs, x0, want_state):
+        return chunked_conv_torch(u, ChunkTables(*tabs), x0, want_state)
+
+    return chunked_conv_triton(u, tables, state, return_state, recompute=recompute)
 
 
 def chunked_conv(u: Tensor, tables: ChunkTables, state: Optional[Tensor] = None,

@@ -434,3 +434,14 @@ class DPLRStep:
         q = z @ self.Pc
         q = (q + q.conj()) @ self.sG
         return (z - q @ self.E).squeeze(-2)
+
+
+def dplr_step(st: DPLRStep, C: Tensor, D: Tensor, u: Tensor, state: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""One bilinear DPLR step (the body of :meth:`statespaces.layers.s4.S4.step` and of its generation stepper):
+    ``state' = dA state + dB u`` by Woodbury (Thm 3.5), ``y = 2 Re(C . state') + D u``.
+
+    st: the precomputed step; C (H, M) complex; D (H,) and u (B, H) real; state (B, H, M) complex.
+    Returns ``(y (B, H), state')``.
+    """
+    new_state = st(state, u)
+    return 2 * (C * new_state).sum(-1).real + D * u, new_state

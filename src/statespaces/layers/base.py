@@ -16,7 +16,7 @@ A layer is only the linear SSM: activation, mixing, normalization and residual b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple, Union
+from typing import ClassVar, Iterator, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -62,7 +62,12 @@ class SSMLayer(Pretrained, nn.Module):
     d_model: int
     bidirectional: bool
 
+    #: which stepper :meth:`stepper` builds (:func:`.stepper.layer_stepper`): "diagonal", "dplr",
+    #: "oscillator", or None (no stepper: use :meth:`step`)
+    stepper_kind: ClassVar[Optional[str]] = None
+
     # ---- to implement -------------------------------------------------------------------
+
     def kernel(self, L: int, rate: float = 1.0) -> Tensor:  # pragma: no cover - abstract
         """Convolution kernel (H, L), or (2, H, L) if bidirectional."""
         raise NotImplementedError
@@ -242,6 +247,8 @@ class DiagonalSystem:
 class DiagonalSSM(SSMLayer):
     """Convolution, recurrence and chunked views for any diagonal SSM. Subclasses provide
     :meth:`diagonal_system`; the state is complex, shape (B, H, M)."""
+
+    stepper_kind = "diagonal"
 
     def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -17,6 +17,7 @@ and the keys it takes); constraints between settings (an even ``d_state``, ``alp
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, Union
 
@@ -68,8 +69,6 @@ class LayerConfig:
     # ---- layers ---------------------------------------------------------------------------------
     def build(self, d_model: int) -> nn.Module:
         """The layer of this config with ``d_model`` channels (fresh parameters)."""
-        from .registry import layer_class
-
         return layer_class(self.kind)(d_model, **self.settings())
 
     def check(self, where: str = "layer") -> "LayerConfig":
@@ -83,10 +82,32 @@ class LayerConfig:
         return self
 
 
-def _kinds() -> Tuple[str, ...]:
-    from .registry import LAYERS
+#: kind -> (module, layer class, config class); imported on first use (the modules import this one).
+LAYERS = {
+    "s4d": ("statespaces.layers.s4d", "S4D", "S4DConfig"),
+    "s4": ("statespaces.layers.s4", "S4", "S4Config"),
+    "linoss": ("statespaces.layers.linoss", "LinOSS", "LinOSSConfig"),
+    "dlinoss": ("statespaces.layers.dlinoss", "DLinOSS", "DLinOSSConfig"),
+    "s4nd": ("statespaces.layers.s4nd", "S4ND", "S4NDConfig"),
+    "s5": ("statespaces.layers.s5", "S5", "S5Config"),
+}
 
+
+def _kinds() -> Tuple[str, ...]:
     return tuple(LAYERS)
+
+
+def _entry(kind: str) -> Tuple[type, Type[LayerConfig]]:
+    if not isinstance(kind, str) or kind.lower() not in LAYERS:
+        raise ConfigError(f"unknown layer kind {kind!r}; valid: {', '.join(LAYERS)}")
+    module, layer, config = LAYERS[kind.lower()]
+    mod = importlib.import_module(module)
+    return getattr(mod, layer), getattr(mod, config)
+
+
+def layer_class(kind: str) -> type:
+    """The layer class of ``kind``."""
+    return _entry(kind)[0]
 
 
 def layer_config(value: LayerSpec, where: str = "layer") -> LayerConfig:
@@ -129,9 +150,7 @@ def sequence_layer(value: LayerSpec, where: str = "layer") -> LayerConfig:
 
 def config_class(kind: str) -> Type[LayerConfig]:
     """The config class of a registered layer kind."""
-    from .registry import config_class as _cc
-
-    return _cc(kind)
+    return _entry(kind)[1]
 
 
 def merge_layer(old: Union[LayerSpec, None], new: Any) -> Any:

@@ -64,6 +64,7 @@ from .._checks import (
     tracing,
 )
 from ..kernels.oscillator import (
+    oscillator_step,
     IMEX_MAX_DT2A,
     OSCILLATOR_SCHEMES,
     check_oscillator_params,
@@ -169,30 +170,6 @@ def _mode_mismatch(got: Modes, want: Modes) -> float:
     return max(float((x - y).abs().max() / y.abs().max().clamp(min=1e-300)) for x, y in zip(a, b))
 
 
-def oscillator_step(M: Tensor, f: Tensor, Bt: Tensor, Ct: Tensor, D: Tensor, u: Tensor,
-                    state: Tensor) -> Tuple[Tensor, Tensor]:
-    r"""One step of P oscillators (the body of :meth:`LinOSS.step` and of its generation stepper,
-    :mod:`statespaces.layers.stepper`): ``state' = M state + f (B u)``, ``out = Re(C y') + D u``.
-
-    Args:
-        M: (2, 2, P) blocks and f (2, P) forcing, in the wide precision (float64: the 2x2 update
-            runs in it and is rounded once; a float32 M is off by ~2^-24, which IMEX (|lambda| = 1)
-            turns into a drift ~ L 2^-24).
-        Bt: (H, P) complex, ``B^T``. Ct: (P, H) complex, ``C^T``. D: (H,) real.
-        u: (B, H) real. state: (B, 2, P) complex (velocity, position).
-
-    Returns:
-        ``(out (B, H), state' (B, 2, P))``.
-    """
-    wide = torch.complex128 if M.dtype == torch.float64 else state.dtype
-    v = (u.to(state.dtype) @ Bt).to(wide)                        # (B, P)
-    z, y = state[:, 0].to(v.dtype), state[:, 1].to(v.dtype)
-    z2 = (M[0, 0] * z + M[0, 1] * y + f[0] * v).to(state.dtype)
-    y2 = (M[1, 0] * z + M[1, 1] * y + f[1] * v).to(state.dtype)
-    out = (y2 @ Ct).real + D * u
-    return out, torch.stack([z2, y2], 1)
-
-
 def check_bidirectional(value: Union[bool, str]) -> Optional[str]:
     """``False``/``None`` -> None (causal); ``True``/``"sum"`` -> ``"sum"``; ``"concat"`` -> ``"concat"``."""
     if value is None or value is False:
@@ -271,6 +248,8 @@ class LinOSS(SSMLayer):
     """
 
     upgrade_config = staticmethod(upgrade_oscillator_arguments)
+
+    stepper_kind = "oscillator"
 
     def __init__(
         self,

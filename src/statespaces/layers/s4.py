@@ -62,6 +62,7 @@ from ..kernels import chunked
 from ..kernels.dplr import (
     CAUCHY_BACKENDS,
     DPLRStep,
+    dplr_step,
     bilinear_dplr_real,
     bilinear_real,
     discrete_power,
@@ -130,17 +131,6 @@ def s4_init(name: str, N: int, H: int, rank: Optional[int] = None,
     return Lam.expand(H, M).clone(), P[:, None, :].expand(r, H, M).clone(), B.expand(H, M).clone()
 
 
-def dplr_step(st: DPLRStep, C: Tensor, D: Tensor, u: Tensor, state: Tensor) -> Tuple[Tensor, Tensor]:
-    r"""One bilinear DPLR step (the body of :meth:`S4.step` and of its generation stepper):
-    ``state' = dA state + dB u`` by Woodbury (Thm 3.5), ``y = 2 Re(C . state') + D u``.
-
-    st: the precomputed step; C (H, M) complex; D (H,) and u (B, H) real; state (B, H, M) complex.
-    Returns ``(y (B, H), state')``.
-    """
-    new_state = st(state, u)
-    return 2 * (C * new_state).sum(-1).real + D * u, new_state
-
-
 class S4(SSMLayer):
     r"""S4 layer with a Hurwitz DPLR state matrix, ``y = K * u + D u`` per channel.
 
@@ -183,6 +173,8 @@ class S4(SSMLayer):
         >>> layer = S4(d_model=4, d_state=8)
         >>> y = layer(torch.randn(2, 16, 4))
     """
+
+    stepper_kind = "dplr"
 
     def __init__(
         self,

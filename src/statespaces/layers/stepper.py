@@ -32,14 +32,15 @@ Shapes: B batch, H channels, M complex modes, P oscillators.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
 from .. import backend
 from .._checks import check_batch_size, check_rate, nonfinite_parameters
 from ..kernels.dispatch import diagonal_step_ref
-from .base import DiagonalSSM, SSMLayer
+if TYPE_CHECKING:                       # type hints only: base.py builds steppers through layer_stepper
+    from .base import DiagonalSSM, SSMLayer
 
 Tensor = torch.Tensor
 
@@ -187,7 +188,7 @@ class DPLRStepper(LayerStepper):
         self.state = torch.zeros(self.batch_size, self.d_model, layer.n_modes, dtype=self.cdtype, device=self.device)
 
     def advance(self) -> None:
-        from .s4 import dplr_step
+        from ..kernels.dplr import dplr_step
 
         y, state = dplr_step(self.step_system, self.C, self.D, self.x, self.state)
         self.state.copy_(state)
@@ -241,7 +242,7 @@ class OscillatorStepper(LayerStepper):
         self.state = torch.zeros(self.batch_size, 2, layer.n_oscillators, dtype=self.cdtype, device=self.device)
 
     def advance(self) -> None:
-        from .linoss import oscillator_step
+        from ..kernels.oscillator import oscillator_step
 
         y, state = oscillator_step(self.M, self.f, self.Bt, self.Ct, self.D, self.x, self.state)
         self.state.copy_(state)
@@ -251,10 +252,8 @@ class OscillatorStepper(LayerStepper):
 def layer_stepper(layer: SSMLayer, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
                   device: Optional[torch.device] = None, form: str = "auto") -> LayerStepper:
     """The stepper of ``layer`` (see :meth:`statespaces.layers.base.SSMLayer.stepper`)."""
-    from .linoss import LinOSS
-    from .s4 import S4
-
-    if isinstance(layer, S4):
+    kind = getattr(type(layer), "stepper_kind", None)       # declared by each layer class
+    if kind == "dplr":
         if form not in ("auto", "dplr", "diagonal"):
             raise ValueError(f"unknown S4 stepper form {form!r}; valid forms are: auto, dplr, diagonal")
         if form == "diagonal":
@@ -262,8 +261,8 @@ def layer_stepper(layer: SSMLayer, batch_size: int, rate: float = 1.0, dtype: Op
         return DPLRStepper(layer, batch_size, rate, dtype, device)
     if form != "auto":
         raise ValueError(f"form={form!r} applies only to S4 layers; {type(layer).__name__} has one form ('auto')")
-    if isinstance(layer, DiagonalSSM):
+    if kind == "diagonal":
         return DiagonalStepper(layer, batch_size, rate, dtype, device)
-    if isinstance(layer, LinOSS):
+    if kind == "oscillator":
         return OscillatorStepper(layer, batch_size, rate, dtype, device)
     raise TypeError(f"{type(layer).__name__} has no stepper; use its step() method")

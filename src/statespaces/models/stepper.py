@@ -158,6 +158,13 @@ def _record(fn: Callable[[], None]):
     return g
 
 
+def _is_flat_stack(module: nn.Module) -> bool:
+    """A flat stack (:class:`~statespaces.models.lm.SSMStack`, told by its parts since lm imports this
+    module): blocks in ``blocks`` stepped one after another, then ``final_norm``."""
+    return isinstance(getattr(module, "blocks", None), nn.ModuleList) and isinstance(
+        getattr(module, "final_norm", None), nn.LayerNorm)
+
+
 class ModelStepper:
     """One recurrent step of an :class:`~statespaces.models.lm.SSMLanguageModel`'s backbone and head.
 
@@ -172,8 +179,7 @@ class ModelStepper:
     """
 
     def __init__(self, model, batch_size: int, cuda_graph: Optional[bool] = None) -> None:
-        from .lm import SSMStack
-        from .sashimi import SaShiMi
+        from .sashimi import SaShiMi      # (lm imports this module, so the flat stack is told by its blocks)
 
         if model.training:
             raise ValueError("ModelStepper needs the model in eval mode (dropout would draw new masks): call model.eval()")
@@ -181,10 +187,10 @@ class ModelStepper:
         self.batch_size = check_batch_size(batch_size)
         bb = model.backbone
         with torch.no_grad():
-            if isinstance(bb, SSMStack):
-                self.core: Any = _StackCore(bb, self.batch_size)
-            elif isinstance(bb, SaShiMi):
+            if isinstance(bb, SaShiMi):
                 self.core = _SaShiMiCore(bb, self.batch_size)
+            elif _is_flat_stack(bb):
+                self.core: Any = _StackCore(bb, self.batch_size)
             else:
                 raise TypeError(f"no stepper for a {type(bb).__name__} backbone (SSMStack and SaShiMi have one); "
                                 "use backbone.step")

@@ -182,14 +182,14 @@ def _launch(u: Tensor, tabs, x0: Optional[Tensor], want_state: bool) -> Tuple[Te
 class ChunkedConvFn(torch.autograd.Function):
     r"""``y, x_L = chunked_conv(u, tables, x0)`` with the forward in Triton.
 
-    Backward: recomputes the PyTorch forward (:func:`statespaces.kernels.chunked_conv.chunked_conv`) on
-    the saved inputs and differentiates it (exact; the same algorithm in batched matmuls), which gives
+    Backward: recomputes the PyTorch forward (``recompute``: :func:`statespaces.kernels.chunked_conv.chunked_conv_torch`,
+    passed in so this module does not import the kernels above it) on the saved inputs and differentiates it (exact; the same algorithm in batched matmuls), which gives
     ``du``, the initial-state gradient and the table gradients (tiny per-channel tensors that autograd
     then maps onto the SSM parameters).
     """
 
     @staticmethod
-    def forward(ctx, u, taps, w_in, w_out, pow_T, pow_r, x0, want_state):
+    def forward(ctx, u, taps, w_in, w_out, pow_T, pow_r, x0, want_state, recompute):
         Bsz, L, H = u.shape
         T = w_in.shape[1]
         r = L - (-(-L // T) - 1) * T
@@ -198,29 +198,28 @@ class ChunkedConvFn(torch.autograd.Function):
         s0 = None if x0 is None else x0.reshape(Bsz, H, M, 2).transpose(-1, -2).to(torch.float32).contiguous()
         y, xs = _launch(u.contiguous(), tabs, s0, want_state)
         ctx.save_for_backward(u, taps, w_in, w_out, pow_T, pow_r, x0)
-        ctx.want_state = want_state
+        ctx.want_state, ctx.recompute = want_state, recompute
         state = None if xs is None else xs.transpose(-1, -2).reshape(Bsz, H, 2 * M).to(pow_T.dtype)
         return y, state
 
     @staticmethod
     def backward(ctx, dy, dstate):
-        from ...kernels.chunked_conv import ChunkTables, chunked_conv_torch
-
         saved = ctx.saved_tensors
         with torch.enable_grad():
             inputs = [t.detach().requires_grad_(t.requires_grad) if t is not None else None for t in saved]
             u, taps, w_in, w_out, pow_T, pow_r, x0 = inputs
-            out = chunked_conv_torch(u, ChunkTables(taps, w_in, w_out, pow_T, pow_r), x0, ctx.want_state)
+            out = ctx.recompute(u, (taps, w_in, w_out, pow_T, pow_r), x0, ctx.want_state)
             outs, grads = ([out[0], out[1]], [dy, dstate]) if ctx.want_state else ([out], [dy])
             pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
             wrt = [t for t in inputs if t is not None and t.requires_grad]
             got = torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True)
         it = iter(got)
         res = [next(it) if (t is not None and t.requires_grad) else None for t in inputs]
-        return (*res, None)
+        return (*res, None, None)
 
 
-def chunked_conv_triton(u: Tensor, tables, state: Optional[Tensor] = None, return_state: bool = False):
+def chunked_conv_triton(u: Tensor, tables, state: Optional[Tensor] = None, return_state: bool = False,
+                        recompute=None):
     r"""The Triton path of :func:`statespaces.kernels.chunked_conv.chunked_conv`: same arguments
     (u (B, L, H) float32 on CUDA, or on CPU under ``TRITON_INTERPRET=1``; tables with T in
     :data:`CHUNKS` and at most :data:`MAX_BLOCK_M` 2-blocks) and results."""
@@ -228,5 +227,8 @@ def chunked_conv_triton(u: Tensor, tables, state: Optional[Tensor] = None, retur
     if T not in CHUNKS or S // 2 > MAX_BLOCK_M or u.dtype != torch.float32:
         raise ValueError(f"chunked_conv_triton: needs float32 u, T in {CHUNKS} and S <= {2 * MAX_BLOCK_M}; "
                          f"got {u.dtype}, T={T}, S={S}")
-    y, s = ChunkedConvFn.apply(u, *tables, state, return_state)
+    if recompute is None:
+        raise ValueError("chunked_conv_triton: give recompute, the PyTorch forward its backward differentiates "
+                         "(statespaces.kernels.chunked_conv passes chunked_conv_torch)")
+    y, s = ChunkedConvFn.apply(u, *tables, state, return_state, recompute)
     return (y, s) if return_state else y
