@@ -156,24 +156,60 @@ def test_load_ucr_max_length_pools_normalised_series(tmp_path):
 # --------------------------------------------------------------------------------- the trainer
 
 
+def _toy_run(tmp_path, out, *extra):
+    """The ucr preset, shrunk, on a variable-length two-class file of 16 + 8 series (lengths 5..29)."""
+    from statespaces.train import build_config
+
+    d = tmp_path / "Var"
+    if not d.is_dir():
+        rng = np.random.default_rng(1)
+        series = [rng.normal(size=(1, int(n))) for n in rng.integers(5, 30, 24)]
+        d.mkdir()
+        labels = ["a", "b"] * 12
+        (d / "Var_TRAIN.ts").write_text(ucr.format_ts(series[:16], labels[:16], "Var"))
+        (d / "Var_TEST.ts").write_text(ucr.format_ts(series[16:], labels[16:], "Var"))
+    return build_config("ucr", overrides=[
+        ("data.name", str(d)), ("model.d_model", "4"), ("model.n_layers", "1"), ("model.d_state", "4"),
+        ("trainer.epochs", "2"), ("trainer.min_steps", "9"), ("trainer.batch_size", "4"),
+        ("trainer.out", str(tmp_path / out)), ("trainer.tensorboard", "off"), ("trainer.compile", "off"), *extra])
+
+
 @pytest.mark.slow
 def test_trainer_takes_min_steps_with_bucketed_batches(tmp_path):
     """The ucr preset on a variable-length file: trainer.min_steps and trainer.bucket make the run
     take epochs x passes x batches-per-pass steps, at least min_steps."""
-    from statespaces.train import build_config, train
+    from statespaces.train import train
 
-    rng = np.random.default_rng(1)
-    series = [rng.normal(size=(1, int(n))) for n in rng.integers(5, 30, 24)]
-    d = tmp_path / "Var"
-    d.mkdir()
-    labels = ["a", "b"] * 12
-    (d / "Var_TRAIN.ts").write_text(ucr.format_ts(series[:16], labels[:16], "Var"))
-    (d / "Var_TEST.ts").write_text(ucr.format_ts(series[16:], labels[16:], "Var"))
-    cfg = build_config("ucr", overrides=[
-        ("data.name", str(d)), ("model.d_model", "4"), ("model.n_layers", "1"), ("model.d_state", "4"),
-        ("trainer.epochs", "2"), ("trainer.min_steps", "9"), ("trainer.batch_size", "4"),
-        ("trainer.out", str(tmp_path / "run")), ("trainer.tensorboard", "off"), ("trainer.compile", "off")])
-    s = train(cfg, progress=False)
+    s = train(_toy_run(tmp_path, "run"), progress=False)
     assert s["passes_per_epoch"] == passes_for(9, 2, 4) == 2 and s["steps"] == 2 * 2 * 4 >= 9
     meta = json.loads((tmp_path / "run" / "best" / "meta.json").read_text())
     assert meta["epoch"] == 2 and meta["step"] == 16
+
+
+@pytest.mark.slow
+def test_bucketed_run_resumed_mid_epoch_equals_uninterrupted(tmp_path, monkeypatch):
+    """Killed in the middle of an epoch (step 9 of 16) and resumed: the same weights, bit for bit
+    (the batch order is a function of (seed, epoch), and the loader does not draw from the global
+    RNG that dropout uses)."""
+    import statespaces.train.loop as loop
+    from statespaces.train import train
+    from statespaces.train.checkpoint import load_checkpoint
+
+    train(_toy_run(tmp_path, "a"), progress=False)
+    real_save, calls = loop._Checkpoints.save, {"n": 0}
+
+    def crash(self, *a, **k):
+        real_save(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == 4:     # saves at steps 3, 6, 8 (end of epoch 1), 9: killed inside epoch 2
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(loop._Checkpoints, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(_toy_run(tmp_path, "b", ("trainer.checkpoint_every", "3")), progress=False)
+    monkeypatch.setattr(loop._Checkpoints, "save", real_save)
+    train(_toy_run(tmp_path, "b", ("trainer.checkpoint_every", "3")), resume=True, progress=False)
+    a, b = (load_checkpoint(tmp_path / r / "best")[0] for r in ("a", "b"))
+    for k in a:
+        if k.startswith("model."):
+            torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)

@@ -457,7 +457,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
         sampler = BucketBatchSampler(lengths, t_cfg.batch_size, n=len(train_set), window=50 if t_cfg.bucket else 1,
                                      seed=t_cfg.seed)
         sampler.passes = passes_for(t_cfg.min_steps, t_cfg.epochs, sampler.batches_per_pass())
-        loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=trim_collate)
+        loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=trim_collate,
+                            generator=torch.Generator().manual_seed(t_cfg.seed))   # own generator: see below
     else:
         sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=t_cfg.seed)
         # own generator: creating the loader iterator must not consume the global RNG (dropout), or a
