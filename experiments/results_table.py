@@ -23,6 +23,10 @@ import torch
 from statespaces.train import build_config, train
 from statespaces.train.config import CPU_PRESETS
 
+#: Sections written by other scripts (``experiments/ucr_table.py``, ``experiments/seeds_table.py``),
+#: kept when the table is rewritten.
+KEPT_SECTIONS = ("ucr", "seeds")
+
 
 def collect(run: str, preset: str) -> dict:
     """Summary of a finished run of ``preset`` in folder ``run``, after checking its config."""
@@ -75,6 +79,11 @@ def main() -> None:
             + "\n".join(rows) + "\n"
         )
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        old = Path(args.out).read_text() if Path(args.out).is_file() else ""
+        for name in KEPT_SECTIONS:
+            begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+            if begin in old and end in old:
+                text += "\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
         Path(args.out).write_text(text)
 
     def add_row(name: str, s: dict, seconds: float, flags: str = "") -> None:

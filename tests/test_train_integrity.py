@@ -252,13 +252,14 @@ def test_evaluate_names_what_failed(tmp_path, capsys):
 WRONG_TYPE = {"int": ["5", 1.5, True, None], "float": ["0.1", True, [1.0]], "bool": ["false", "no", 1, 0],
               "str": [5, True, ["s4d"]], "dict": [[1], "{}", 3], "layer": [5, True, ["s4d"], None]}
 OUT_OF_RANGE = {
-    "model.layer": ["s5", "S4 D"], "model.d_model": [0, -3], "model.n_layers": [0],
+    "model.layer": ["s7", "S4 D"], "model.d_model": [0, -3], "model.n_layers": [0],
     "model.dropout": [1.0, -0.1, math.nan], "model.norm": ["group"], "model.prenorm": None,
     "model.mixing": ["gated"], "model.pool": ["max", "none"],
     "data.name": ["", "   "], "data.kwargs": [{2: "x"}], "data.normalize": ["zscore", "", "per-series"],
     "trainer.epochs": [0, -5], "trainer.batch_size": [0], "trainer.lr": [0, -1e-3, math.inf, math.nan],
     "trainer.ssm_lr": [0.0, -1], "trainer.weight_decay": [-0.1, math.inf], "trainer.warmup_steps": [-1],
-    "trainer.grad_clip": [-1.0, math.nan], "trainer.val_fraction": [1.0, 1.5, -0.1], "trainer.seed": [-1, 2**32],
+    "trainer.grad_clip": [-1.0, math.nan], "trainer.val_fraction": [1.0, 1.5, -0.1], "trainer.min_steps": [-1],
+    "trainer.bucket": None, "trainer.seed": [-1, 2**32],
     "trainer.out": [""], "trainer.keep_last": [0, -2], "trainer.checkpoint_every": [-1], "trainer.amp": None,
     "trainer.device": ["gpu", "cuda:x"], "trainer.tensorboard": ["maybe", ""],
     "trainer.compile": ["yes", ""],
@@ -341,7 +342,7 @@ CLI_BAD = [("trainer.epochs", "1.5"), ("trainer.epochs", "abc"), ("trainer.epoch
            ("trainer.val_fraction", "1.5"), ("trainer.seed", "-1"), ("model.d_model", "-3"), ("trainer.amp", "maybe"),
            ("trainer.lr", "nan"), ("trainer.lr", "inf"), ("data.kwargs", "{bad json"),
            ("trainer.tensorboard", "maybe"), ("model.layer.init", "nope"), ("model.layer.dt_min", "-0.5"),
-           ("model.layer", "s5"), ("model.layer.d_state", "0")]
+           ("model.layer", "s7"), ("model.layer.d_state", "0")]
 
 
 @pytest.mark.parametrize("key,value", CLI_BAD)

@@ -48,7 +48,12 @@ What :func:`load_ucr` does with the parsed series
    z-normalizes each case on its own (per channel, over its valid steps; a constant channel
    becomes 0), the usual UCR preprocessing when series differ in offset or scale; ``"none"``
    (also ``False``) keeps raw values.
-4. **Padding**: variable-length problems (e.g. JapaneseVowels, 7-29 steps) are right-padded
+4. **Downsampling** (``max_length``, optional): when the longest series of train and test has
+   more than ``max_length`` steps, every series is averaged over consecutive windows of
+   ``k = ceil(L_max / max_length)`` steps (the last window of a series over the steps it has),
+   after normalization, so each series keeps ``ceil(length / k)`` steps; ``info["pool"]`` is ``k``.
+   A cheap way to run long problems (ACSF1, L = 1460) on a CPU budget (:func:`pool_series`).
+5. **Padding**: variable-length problems (e.g. JapaneseVowels, 7-29 steps) are right-padded
    with ``pad_value`` (0.0 = the channel mean) to the longest series of train and test, and each
    split gets a third tensor ``lengths`` (int64, valid steps per case), so batches are
    ``(x, y, lengths)`` and ``SequenceClassifier(x, lengths)`` pools over valid steps only.
@@ -537,6 +542,19 @@ def _normalize_mode(normalize: Union[bool, str]) -> str:
     raise ValueError(f"normalize: got {normalize!r}; valid: {', '.join(NORMALIZE)} (or True = global, False = none)")
 
 
+def pool_series(series: np.ndarray, k: int) -> np.ndarray:
+    """Mean over consecutive windows of ``k`` steps: (C, n) -> (C, ceil(n / k)); the last window
+    averages the steps it has. ``k = 1`` returns the input."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"pool_series: k must be a positive integer, got {k!r}")
+    n = series.shape[-1]
+    if k == 1 or n == 0:
+        return series
+    starts = np.arange(0, n, k)
+    counts = np.minimum(starts + k, n) - starts
+    return np.add.reduceat(series, starts, axis=-1) / counts
+
+
 def load_ucr(
     name_or_path: Union[str, Path],
     normalize: Union[bool, str] = "global",
@@ -545,6 +563,7 @@ def load_ucr(
     return_lengths: Optional[bool] = None,
     root: Optional[Union[str, Path]] = None,
     seed: int = 0,
+    max_length: Optional[int] = None,
 ) -> SequenceData:
     """Load a UCR/UEA classification problem as right-padded sequences (n, L, channels).
 
@@ -558,6 +577,8 @@ def load_ucr(
         return_lengths: add the lengths tensor to each split; default: only when lengths vary.
         root: an extra folder to search first.
         seed: unused (the archive's train/test split is fixed); accepted for the ``DATASETS`` interface.
+        max_length: average series longer than this over windows of ``ceil(L_max / max_length)``
+            steps (see the module docstring); None keeps every step.
 
     Returns ``SequenceData`` with ``name = "ucr:<Name>"``, ``classes`` = the original label strings,
     ``info`` holding the files, per-channel mean/std and the number of filled missing values.
@@ -565,6 +586,8 @@ def load_ucr(
     if missing not in ("interpolate", "mean"):
         raise ValueError(f"missing must be 'interpolate' or 'mean', got {missing!r}")
     mode = _normalize_mode(normalize)
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"max_length: got {max_length!r}; allowed: a positive integer (steps) or None")
     name, ftrain, ftest = resolve(name_or_path, root)
     tr, te = read_series_file(ftrain), read_series_file(ftest)
     for part, f in ((tr, ftrain), (te, ftest)):
@@ -597,17 +620,21 @@ def load_ucr(
     std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
     shift, scale = (mean, std) if mode == "global" else (np.zeros(C), np.ones(C))
     n_missing = int(sum(np.isnan(s[:, :n]).sum() for s, n in zip(tr.series + te.series, np.r_[len_tr, len_te])))
+    L_raw = int(max(len_tr.max(), len_te.max()))
+    k = 1 if max_length is None else -(-L_raw // max_length)
+    len_tr, len_te = -(-len_tr // k), -(-len_te // k)             # steps kept after pooling
     L = int(max(len_tr.max(), len_te.max()))
 
     def build(part: TSFile, lens: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
         x = np.full((len(part.series), L, C), pad_value, dtype=np.float32)
         for i, (s, n) in enumerate(zip(part.series, lens)):
-            filled = _fill_missing(s, int(n), mean, missing)
+            filled = _fill_missing(s, part.series[i].shape[1], mean, missing)
             if mode == "series":
                 mu, sd = filled.mean(axis=1, keepdims=True), filled.std(axis=1, keepdims=True)
-                x[i, :n] = ((filled - mu) / np.where(sd > 0, sd, 1.0)).T
+                z = (filled - mu) / np.where(sd > 0, sd, 1.0)
             else:
-                x[i, :n] = ((filled - shift[:, None]) / scale[:, None]).T
+                z = (filled - shift[:, None]) / scale[:, None]
+            x[i, :n] = pool_series(z, k).T
         y = np.array([index[lab] for lab in part.labels], dtype=np.int64)
         return torch.from_numpy(x), torch.from_numpy(y)
 
@@ -623,5 +650,5 @@ def load_ucr(
         classes=classes,
         info={"train_file": str(ftrain), "test_file": str(ftest), "mean": mean, "std": std,  # train stats
               "missing_filled": n_missing, "missing": missing, "normalize": mode,
-              "min_length": int(min(len_tr.min(), len_te.min())), "max_length": L},
+              "min_length": int(min(len_tr.min(), len_te.min())), "max_length": L, "pool": k},
     )

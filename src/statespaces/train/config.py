@@ -83,6 +83,8 @@ RULES: Dict[str, Dict[str, Rule]] = {
         "warmup_steps": Rule("int", lo=0),
         "grad_clip": Rule("float", lo=0),
         "val_fraction": Rule("float", lo=0, hi=1, hi_open=True),
+        "min_steps": Rule("int", lo=0),
+        "bucket": Rule("bool"),
         "seed": Rule("int", lo=0, hi=2**32 - 1),
         "out": Rule("str", what="a non-empty folder path"),
         "keep_last": Rule("int", lo=1),
@@ -150,6 +152,12 @@ class TrainerConfig:
     # held out of the training split (stratified by class, seeded by ``seed``) to choose ``best/``;
     # 0: no validation split, ``best/`` is the last epoch. The test split is never used to select.
     val_fraction: float = 0.1
+    # at least this many optimizer steps: when epochs x batches per pass falls short, each epoch
+    # makes several passes over the training split (statespaces.data.sampler.passes_for); 0: one pass
+    min_steps: int = 0
+    # batches of series of similar length, each cut to its longest series (variable-length data;
+    # statespaces.data.sampler.BucketBatchSampler); single process only
+    bucket: bool = False
     seed: int = 0
     out: str = "runs/digits"
     keep_last: int = 2
@@ -370,6 +378,23 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                                "trainer": {"epochs": 20, "batch_size": 32, "lr": 3e-3}},
     "basicmotions-s4d": {"data": {"name": "ucr:BasicMotions"}, "model": {"d_model": 32, "n_layers": 2},
                          "trainer": {"epochs": 40, "batch_size": 8}},
+    # any UCR/UEA problem (--data.name ucr:<Problem> or a path), uni- or multivariate, equal or
+    # variable length: the generic recipe of docs/results.md (UCR/UEA section). Per-series
+    # z-normalisation; series over 256 steps averaged down to <= 256; bidirectional S4D (padding is
+    # masked); length-bucketed batches cut to their longest series; a run is >= 20 epochs and >=
+    # 400 optimizer steps (small splits get several passes per epoch: trainer.min_steps); no
+    # validation split (the archive splits are small): best/ is the last epoch
+    "ucr": {"data": {"name": "ucr:ArrowHead", "normalize": "series", "kwargs": {"max_length": 256}},
+            "model": {"d_model": 64, "n_layers": 2, "dropout": 0.1,
+                      "layer": {"kind": "s4d", "d_state": 32, "bidirectional": True}},
+            "trainer": {"epochs": 20, "min_steps": 400, "batch_size": 16, "bucket": True, "val_fraction": 0.0}},
+    # multivariate (UEA) problems: the same, with each channel normalised by its training mean/std
+    # instead of per series (the level of a channel carries class information: JapaneseVowels
+    # validation accuracy 76% with per-series, 99% with global normalisation)
+    "uea": {"data": {"name": "ucr:BasicMotions", "normalize": "global", "kwargs": {"max_length": 256}},
+            "model": {"d_model": 64, "n_layers": 2, "dropout": 0.1,
+                      "layer": {"kind": "s4d", "d_state": 32, "bidirectional": True}},
+            "trainer": {"epochs": 20, "min_steps": 400, "batch_size": 16, "bucket": True, "val_fraction": 0.0}},
     # long-range synthetic tasks generated here (LRA-style), CPU-sized
     "listops-s4d": {"data": {"name": "listops"}, "model": {"d_model": 64, "n_layers": 4, "pool": "mean"},
                     "trainer": {"epochs": 5, "batch_size": 32}},
@@ -397,7 +422,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 #: Presets that finish in minutes on a 2-core CPU (the others are meant for a GPU).
 CPU_PRESETS = ("digits-s4d", "pdigits-s4d", "digits-s4", "digits-linoss", "digits-s5", "japanese-vowels-s4d", "japanese-vowels-s4",
-               "japanese-vowels-linoss", "basicmotions-s4d", "listops-s4d", "pathfinder-s4d", "listops-short-s4d", "pathfinder16-s4d",
+               "japanese-vowels-linoss", "basicmotions-s4d", "ucr", "uea", "listops-s4d", "pathfinder-s4d", "listops-short-s4d", "pathfinder16-s4d",
                "fmnist14-s4d")
 
 

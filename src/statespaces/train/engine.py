@@ -136,7 +136,9 @@ def fit(
         raise ValueError("fit: the loader yields no batch; give it at least batch_size examples")
     state = FitState(step=start_step, steps_per_epoch=steps_per_epoch, epochs=epochs)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
-    set_epoch = getattr(getattr(loader, "sampler", None), "set_epoch", None)
+    # the epoch's order: a sampler's (DistributedSampler) or a batch sampler's (length buckets)
+    set_epoch = (getattr(getattr(loader, "sampler", None), "set_epoch", None)
+                 or getattr(getattr(loader, "batch_sampler", None), "set_epoch", None))
     total = epochs * steps_per_epoch
     while state.step < total and not state.stop:
         state.epoch, offset = divmod(state.step, steps_per_epoch)

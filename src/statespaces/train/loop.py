@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ..data import DATASETS
+from ..data.sampler import BucketBatchSampler, dataset_lengths, passes_for, trim_collate
 from ..models import SequenceClassifier
 from ..optim import param_groups
 from .checkpoint import CorruptCheckpointError, load_checkpoint, pack_state
@@ -257,11 +258,24 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     if use_compile(t_cfg.compile, model):
         net = torch.compile(net)  # type: ignore[assignment]
     opt = torch.optim.AdamW(param_groups(model, lr=t_cfg.lr, weight_decay=t_cfg.weight_decay, ssm_lr=t_cfg.ssm_lr))
-    sampler: DistributedSampler = DistributedSampler(train_set, num_replicas=world, rank=run.rank, shuffle=True, seed=t_cfg.seed)
-    # own generator: creating the loader iterator must not consume the global RNG (dropout), or a
-    # run resumed mid-epoch would draw different dropout masks than the uninterrupted run
-    loader = DataLoader(train_set, batch_size=t_cfg.batch_size // world, sampler=sampler,
-                        generator=torch.Generator().manual_seed(t_cfg.seed))
+    if t_cfg.bucket or t_cfg.min_steps > 0:
+        # length-bucketed batches cut to their longest series, and/or several passes per epoch so
+        # that the run takes at least trainer.min_steps steps (statespaces.data.sampler)
+        if world > 1:
+            raise ConfigError(f"trainer.bucket / trainer.min_steps: not supported with {world} processes; "
+                              "allowed: bucket = false and min_steps = 0 under torchrun")
+        lengths = dataset_lengths(train_set) if t_cfg.bucket else None
+        sampler: Any = BucketBatchSampler(lengths, t_cfg.batch_size, n=len(train_set), window=50 if t_cfg.bucket else 1,
+                                     seed=t_cfg.seed)
+        sampler.passes = passes_for(t_cfg.min_steps, t_cfg.epochs, sampler.batches_per_pass())
+        loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=trim_collate,
+                            generator=torch.Generator().manual_seed(t_cfg.seed))   # own generator: see below
+    else:
+        sampler = DistributedSampler(train_set, num_replicas=world, rank=run.rank, shuffle=True, seed=t_cfg.seed)
+        # own generator: creating the loader iterator must not consume the global RNG (dropout), or a
+        # run resumed mid-epoch would draw different dropout masks than the uninterrupted run
+        loader = DataLoader(train_set, batch_size=t_cfg.batch_size // world, sampler=sampler,
+                            generator=torch.Generator().manual_seed(t_cfg.seed))
     steps_per_epoch = len(loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(t_cfg.epochs * steps_per_epoch, t_cfg.warmup_steps))
     trainer = _Trainer(cfg, run, data, task, model, opt, sched, train_set, val_set, selection)
@@ -295,6 +309,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
             # the model in best/: which epoch, chosen how (never on the test split), and its scores
             "selection": selection, "selected_epoch": chosen.get("epoch"), "selected_val_acc": chosen.get("val_acc"),
             "test_acc": chosen.get("test_acc"), "final_test_acc": final.get("test_acc"),
+            "steps": step, "passes_per_epoch": getattr(sampler, "passes", 1),
             "val_fraction": t_cfg.val_fraction, "n_train": len(train_set), "n_val": len(val_set) if val_set else 0,
             "n_test": len(data.test), "processes": world,
             "train_seconds": trainer.seconds_before + this_run, "train_seconds_this_run": this_run,
