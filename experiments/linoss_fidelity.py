@@ -189,7 +189,8 @@ def main() -> None:
         np.savez(npz, **a)
         for name in names:
             row = run_official(args, npz) if name == "official" else run_torch(
-                name, ARMS[name], a, args.steps, args.H, args.P, args.blocks, args.disc, args.seed, args.eval_every, args.mode)
+                name, ARMS[name], a, args.steps, args.H, args.P, args.blocks, args.disc, args.seed, args.eval_every,
+                args.mode)
             print(json.dumps(row), flush=True)
             rows.append(row)
     print(f"\n| arm ({args.dataset}, {args.steps} steps, seed {args.seed}) | best val | test at best val | step | s |")
