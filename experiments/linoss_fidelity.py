@@ -91,8 +91,8 @@ def build(r: Dict[str, Any], d_input: int, n_classes: int, H: int, P: int, block
           mode: str = "conv") -> nn.Module:
     """Our classifier with the recipe's block options (BatchNorm affine, dropout tying, final norm)."""
     norm = "layer" if r["norm"] == "layer" else "batch"
-    model = SequenceClassifier(d_input, n_classes, d_model=H, n_layers=blocks, layer="linoss",
-                               layer_kwargs=dict(d_state=P, discretization=disc, mode=mode), pool="mean", norm=norm,
+    model = SequenceClassifier(d_input, n_classes, d_model=H, n_layers=blocks, pool="mean",
+                               layer=dict(kind="linoss", n_oscillators=P, discretization=disc, mode=mode), norm=norm,
                                prenorm=True, dropout=r["dropout"], mixing="glu")
     for block in model.blocks:
         if r["norm"] == "batch-noaffine":
