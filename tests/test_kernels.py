@@ -70,3 +70,14 @@ def test_bidirectional_fftconv_matches_flipped_reference(L):
     k = torch.randn(2, 3, L, dtype=torch.float64)
     ref = direct_causal_conv(u, k[0]) + _anticausal_reference(u, k[1])
     torch.testing.assert_close(fftconv(u, k, bidirectional=True), ref, atol=1e-11, rtol=1e-11)
+
+
+def test_matrix_power_matches_linalg_and_rejects_negative():
+    """``dplr.matrix_power`` (repeated squaring) vs ``torch.linalg.matrix_power``, including ``X^0 = I``."""
+    from statespaces.kernels.dplr import matrix_power
+
+    X = torch.randn(3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) / 2
+    for L in range(10):
+        torch.testing.assert_close(matrix_power(X, L), torch.linalg.matrix_power(X, L))
+    with pytest.raises(ValueError, match="L >= 0"):
+        matrix_power(X, -1)

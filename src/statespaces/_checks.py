@@ -43,7 +43,7 @@ import functools
 import math
 import numbers
 import threading
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar, cast
 
 import torch
 
@@ -156,7 +156,8 @@ def check_length(L: Any, name: str = "kernel length L") -> int:
         raise TypeError(f"{name} must be a positive integer, got {L!r} ({_kind(L)})")
     if not isinstance(L, torch.SymInt) and int(L) < 1:
         raise ValueError(f"{name} must be a positive integer, got {L!r}")
-    return L if isinstance(L, torch.SymInt) else int(L)
+    # a SymInt stands in for an int while tracing (torch.export / compile)
+    return cast(int, L) if isinstance(L, torch.SymInt) else int(L)
 
 
 def check_real(
@@ -355,7 +356,8 @@ def named_tensors(name: str, obj: Any) -> Iterator[Tuple[str, torch.Tensor]]:
 def _non_finite_message(name: str, x: torch.Tensor) -> str:
     bad = int((~torch.isfinite(x)).sum())
     if name.split("[")[0].endswith("state"):
-        hint = "a state must come from initial_state(batch) or from a finite earlier call: start again from initial_state"
+        hint = ("a state must come from initial_state(batch) or from a finite earlier call: "
+                "start again from initial_state")
     else:
         hint = "clean or mask it before the call (e.g. torch.nan_to_num)"
     return f"{name} contains NaN or inf values ({bad} of {x.numel()} entries); {hint}"

@@ -63,7 +63,8 @@ class TritonFallbackWarning(RuntimeWarning):
 def _env_backend() -> str:
     name = os.environ.get("STATESPACES_BACKEND", "auto").strip().lower() or "auto"
     if name not in BACKENDS:
-        warnings.warn(f"STATESPACES_BACKEND={name!r} is not one of {BACKENDS}; using 'auto'", RuntimeWarning)
+        warnings.warn(f"STATESPACES_BACKEND={name!r} is not one of {BACKENDS}; using 'auto'", RuntimeWarning,
+                      stacklevel=2)
         return "auto"
     return name
 

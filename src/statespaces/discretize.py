@@ -26,7 +26,7 @@ table (:data:`GBT_ALPHA`, :func:`gbt_alpha`); layers and analysis import them fr
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 
@@ -92,7 +92,7 @@ def discretize_diagonal(
 
 
 def discretize_dense(
-    A: Tensor, B: Tensor, dt: Tensor, method: str = "bilinear", alpha: Optional[float] = None
+    A: Tensor, B: Tensor, dt: Union[Tensor, float], method: str = "bilinear", alpha: Optional[float] = None
 ) -> Tuple[Tensor, Tensor]:
     r"""Discretize a dense SSM.
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -64,6 +64,11 @@ class RealStep(nn.Module):
     Build it with :func:`real_step`; :meth:`from_layer_state` converts a state of the original
     layer (complex) into this one's, so both can be run side by side.
     """
+
+    A: Tensor
+    Bin: Tensor
+    Cout: Tensor
+    D: Tensor
 
     def __init__(self, A: Tensor, Bin: Tensor, Cout: Tensor, D: Tensor, siso: bool, kind: str, rate: float) -> None:
         super().__init__()
@@ -112,14 +117,15 @@ class RealStep(nn.Module):
 
 @torch.no_grad()
 def real_step(layer: SSMLayer, rate: float = 1.0) -> RealStep:
-    """The real-arithmetic step of an S4D / diagonal, S4, LinOSS or D-LinOSS layer at ``rate`` (see :class:`RealStep`)."""
+    """The real-arithmetic step of an S4D / diagonal, S4, LinOSS or D-LinOSS layer at ``rate``
+    (see :class:`RealStep`)."""
     rate = check_rate(rate)
     if not isinstance(layer, (DiagonalSSM, S4, LinOSS)):
         raise TypeError(f"no streaming form for {type(layer).__name__}: supported are S4D (any DiagonalSSM), S4, "
                         "LinOSS, DLinOSS")
     if getattr(layer, "bidirectional", False):
         raise ValueError("a bidirectional layer is not causal and has no streaming step")
-    D = layer.D.detach().clone()
+    D = cast(Tensor, layer.D).detach().clone()           # a Parameter/buffer (nn.Module.__getattr__ is untyped)
     if isinstance(layer, DiagonalSSM):
         dA, dB, Cc, _ = layer._step_system(rate)             # y = Re(sum conj(Cc) x')
         c = Cc.conj()
@@ -166,6 +172,10 @@ class StreamingModel(nn.Module):
 
     ``F`` = :attr:`frame`. ``initial_state(B)`` is the state before the first sample.
     """
+
+    # duck-typed: a RealStep, a block stack, SaShiMi or a language model (initial_state / step / d_model)
+    model: Any
+    core: Any
 
     def __init__(self, model: nn.Module, rate: float = 1.0) -> None:
         super().__init__()
@@ -262,9 +272,10 @@ def export_onnx(model: nn.Module, path: Union[str, Path], batch_size: int = 1, r
     names_in = ["x"] + [f"state_{i}" for i in range(n)]
     names_out = ["y"] + [f"next_state_{i}" for i in range(n)]
     path = Path(path)
-    kwargs = {} if opset is None else {"opset_version": opset}
+    kwargs: dict[str, Any] = {} if opset is None else {"opset_version": opset}
     with torch.no_grad():
         program = torch.onnx.export(sm, args, dynamo=True, input_names=names_in, output_names=names_out,
                                     verbose=False, **kwargs)
+    assert program is not None                  # dynamo=True always returns an ONNXProgram
     program.save(str(path))
     return path

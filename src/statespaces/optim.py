@@ -6,7 +6,7 @@ linear layers use the global settings. Biases and normalization parameters get n
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Set
 
 from torch import nn
 
@@ -34,11 +34,11 @@ def param_groups(
     for name, value in (("lr", lr), ("ssm_lr", ssm_lr)):
         if not (value > 0 and value != float("inf")):
             raise ValueError(f"{name} must be positive and finite, got {value}")
-    ssm_ids = set()
+    ssm_ids: Set[int] = set()
     for module in model.modules():
         if isinstance(module, SSMLayer):
             ssm_ids.update(id(p) for p in module.ssm_parameters())
-    groups = {"ssm": [], "decay": [], "no_decay": []}
+    groups: Dict[str, List[nn.Parameter]] = {"ssm": [], "decay": [], "no_decay": []}
     seen = set()
     for p in model.parameters():
         if not p.requires_grad or id(p) in seen:

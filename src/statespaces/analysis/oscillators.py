@@ -168,7 +168,8 @@ class OscillatorAnalysis:
     def damping_ratio(self) -> Tensor:
         s = self.eig_continuous
         mag = s.abs()
-        return torch.where(mag > 0, -s.real / torch.where(mag > 0, mag, torch.ones_like(mag)), torch.ones_like(mag)) + 0.0
+        safe = torch.where(mag > 0, mag, torch.ones_like(mag))
+        return torch.where(mag > 0, -s.real / safe, torch.ones_like(mag)) + 0.0
 
     @property
     def damped_frequency(self) -> Tensor:
@@ -264,6 +265,7 @@ class OscillatorAnalysis:
         if self.mimo:
             W = self.extra["mixing"]                                   # (H, H, P)
             gain = W.flatten(0, 1).norm(dim=0)
+            assert self.gf_residue is not None                         # set for every MIMO (LinOSS) analysis
             amp = 2 * self.gf_residue.abs()
             ph = torch.angle(self.gf_residue)
             for p in range(self.log_eig.shape[0]):
@@ -541,14 +543,17 @@ def s4d_from_oscillators(
                 raise ValueError(f"channel {h}: all oscillators of one channel must share dt")
             dts[h] = os_[0].dt
         for m, o in enumerate(os_):
-            log_lam[h, m] = o.continuous_eigenvalue() * o.dt
-            res[h, m] = complex(o.amplitude / 2 * math.cos(o.phase), o.amplitude / 2 * math.sin(o.phase))
+            # torch's stubs leave complex scalars out of Tensor.__setitem__ (they work at runtime)
+            log_lam[h, m] = o.continuous_eigenvalue() * o.dt  # type: ignore[assignment]
+            res[h, m] = complex(o.amplitude / 2 * math.cos(o.phase),  # type: ignore[assignment]
+                                o.amplitude / 2 * math.sin(o.phase))
     for h, os_ in enumerate(per):
         log_lam[h, len(os_):] = -dts[h]
     # the records as per-channel modes (K_h[l] = Re sum 2 c lambda^l), built by S4D.from_modes
     modes = Modes(
         log_eig=log_lam, B=torch.ones_like(res), C=(2 * res).unsqueeze(0),
-        D=torch.zeros(H, dtype=torch.float64) if D is None else torch.as_tensor(D, dtype=torch.float64).detach().clone(),
+        D=(torch.zeros(H, dtype=torch.float64) if D is None
+           else torch.as_tensor(D, dtype=torch.float64).detach().clone()),
         dt=dts.unsqueeze(-1).expand(H, Mmax).clone(), discretization="zoh", structure="diagonal",
     )
     return S4D.from_modes(modes, discretization=discretization, alpha=alpha, real_transform=real_transform,

@@ -20,7 +20,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Set, Tuple, Union
 
 import torch
 from torch import nn
@@ -137,7 +137,8 @@ def plot_oscillator_table(an: OscillatorAnalysis, path: PathLike, top: int = 16)
     key = (lambda r: r["amplitude"] * r["gain"]) if an.mimo else (lambda r: r["amplitude"])
     rows = sorted(rows, key=key, reverse=True)[:top]
     first = ["oscillator"] if an.mimo else ["channel", "mode"]
-    cols = first + ["natural_frequency", "damping_ratio", "damped_frequency", "decay_time", "eig_abs", "amplitude", "phase"]
+    cols = first + ["natural_frequency", "damping_ratio", "damped_frequency", "decay_time", "eig_abs", "amplitude",
+                    "phase"]
     if an.mimo:
         cols.append("gain")
     fmt = lambda v: f"{v:d}" if isinstance(v, int) and not isinstance(v, bool) else f"{v:.4g}"  # noqa: E731
@@ -192,7 +193,9 @@ def analyze_module(model: nn.Module, out_dir: PathLike, L: int = 512, plots: boo
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    layers, skipped, covered = [], [], set()
+    layers: List[Tuple[str, nn.Module]] = []
+    skipped: List[Dict[str, str]] = []
+    covered: Set[int] = set()
     for n, m in model.named_modules():
         name = n or type(m).__name__
         if id(m) in covered:
@@ -202,8 +205,8 @@ def analyze_module(model: nn.Module, out_dir: PathLike, L: int = 512, plots: boo
             reverse = getattr(m, "reverse", None)        # LinOSS concat: analyzed as the backward direction
             if getattr(m, "bidirectional", False) and isinstance(reverse, nn.Module):
                 covered.update(id(x) for x in reverse.modules())
-        elif unsupported_reason(m) is not None:
-            skipped.append({"layer": name, "reason": unsupported_reason(m)})
+        elif (reason := unsupported_reason(m)) is not None:
+            skipped.append({"layer": name, "reason": reason})
     if not layers and not skipped:
         kinds = sorted({type(m).__name__ for m in model.modules()})
         raise TypeError(f"no supported SSM layer (S4D, LinOSS, S4) found in the model; module types: {kinds}")
@@ -229,7 +232,7 @@ def analyze_module(model: nn.Module, out_dir: PathLike, L: int = 512, plots: boo
                 plot_oscillator_table(an, out / f"{stem}_oscillators.png"),
             ]
         files.append(write_table(an, out / f"{stem}_oscillators.csv"))
-        arrays = {"eig": an.eig.numpy(), "log_eig": an.log_eig.numpy(), "residue": an.residue.numpy(),
+        arrays: Dict[str, Any] = {"eig": an.eig.numpy(), "log_eig": an.log_eig.numpy(), "residue": an.residue.numpy(),
                   "dt": an.dt.numpy(), "D": an.D.numpy(), "eig_nominal": an.eig_nominal.numpy()}
         if an.ramp is not None:
             arrays["ramp"] = an.ramp.numpy()
@@ -250,11 +253,13 @@ def load_model(path: PathLike) -> nn.Module:
 
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"no checkpoint directory at {path} (expected a directory written by `statespaces train`)")
+        raise FileNotFoundError(f"no checkpoint directory at {path} "
+                                f"(expected a directory written by `statespaces train`)")
     return load_trained(str(path))[0]
 
 
-def analyze_checkpoint(path: Union[PathLike, nn.Module], out_dir: PathLike, L: int = 512, plots: bool = True) -> Dict[str, Any]:
+def analyze_checkpoint(path: Union[PathLike, nn.Module], out_dir: PathLike, L: int = 512,
+                       plots: bool = True) -> Dict[str, Any]:
     r"""Analyze a checkpoint (see :func:`load_model`) or an ``nn.Module`` directly; writes the files
     of :func:`analyze_module` into ``out_dir`` and returns its summary."""
     if isinstance(path, nn.Module):

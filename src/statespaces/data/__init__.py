@@ -77,7 +77,7 @@ class _Registry(Dict[str, Loader]):
             return _ucr(key)
         raise KeyError(f"unknown dataset {key!r}; {accepted_forms()}")
 
-    def get(self, key, default=None):  # type: ignore[override]
+    def get(self, key, default=None):
         return self[key] if key in self else default
 
 

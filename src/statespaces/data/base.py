@@ -139,14 +139,16 @@ def _validate_split(data: SequenceData, split: str, ds: TensorDataset) -> None:
                          f"length={data.length}, d_input={data.d_input}")
     if data.task == "classification":
         if y.dtype != torch.int64 or y.dim() != 1:
-            raise ValueError(f"{where}: classification labels must be an int64 vector (n,), got {y.dtype} {tuple(y.shape)}")
+            raise ValueError(f"{where}: classification labels must be an int64 vector (n,), "
+                             f"got {y.dtype} {tuple(y.shape)}")
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= data.n_classes:
             raise ValueError(f"{where}: labels must lie in [0, {data.n_classes}), found [{lo}, {hi}]")
     if len(tensors) > 2:
         lengths = tensors[2]
         if lengths.dtype != torch.int64 or lengths.dim() != 1:
-            raise ValueError(f"{where}: lengths must be an int64 vector (n,), got {lengths.dtype} {tuple(lengths.shape)}")
+            raise ValueError(f"{where}: lengths must be an int64 vector (n,), "
+                             f"got {lengths.dtype} {tuple(lengths.shape)}")
         if int(lengths.min()) < 1 or int(lengths.max()) > data.length:
             raise ValueError(f"{where}: lengths must lie in [1, {data.length}], found "
                              f"[{int(lengths.min())}, {int(lengths.max())}]")

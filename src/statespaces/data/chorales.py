@@ -189,8 +189,9 @@ def load_chorales(
     n_train = int(round(fractions[0] * len(pieces)))
     n_valid = int(round(fractions[1] * len(pieces)))
     parts = {"train": order[:n_train], "valid": order[n_train:n_train + n_valid], "test": order[n_train + n_valid:]}
+    split = {k: [pieces[i] for i in idx] for k, idx in parts.items()}
     return Chorales(
-        **{k: [pieces[i] for i in idx] for k, idx in parts.items()},
+        train=split["train"], valid=split["valid"], test=split["test"],
         names={k: [names[i] for i in idx] for k, idx in parts.items()},
     )
 

@@ -36,7 +36,10 @@ def load_digits_sequences(permute: bool = False, test_fraction: float = 0.2, see
         x = x[:, np.random.default_rng(seed).permutation(64)]
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
     mean, std = xtr.mean(), xtr.std()
-    to_ds = lambda a, b: TensorDataset(torch.from_numpy((a - mean) / std)[..., None], torch.from_numpy(b))
+
+    def to_ds(a, b):
+        return TensorDataset(torch.from_numpy((a - mean) / std)[..., None], torch.from_numpy(b))
+
     return SequenceData(
         train=to_ds(xtr, ytr), test=to_ds(xte, yte), d_input=1, n_classes=10, length=64,
         name="psdigits" if permute else "sdigits", classes=[str(k) for k in range(10)],

@@ -125,7 +125,8 @@ def _subsample(y: np.ndarray, n: Optional[int], rng: np.random.Generator, what: 
     # per-class quotas proportional to class frequency, remainders to random classes
     counts = np.array([(y == c).sum() for c in classes])
     quota = np.floor(n * counts / counts.sum()).astype(int)
-    extra = rng.choice(len(classes), size=n - quota.sum(), replace=False, p=counts / counts.sum()) if n > quota.sum() else []
+    extra = (rng.choice(len(classes), size=n - quota.sum(), replace=False, p=counts / counts.sum())
+             if n > quota.sum() else [])
     for k in extra:
         quota[k] += 1
     picked = [rng.choice(np.flatnonzero(y == c), size=q, replace=False) for c, q in zip(classes, quota)]
@@ -200,7 +201,10 @@ def load_fashion_mnist(
     if perm is not None:
         xtr, xte = xtr[:, perm], xte[:, perm]
     xtr, xte, mean, std = _standardize(xtr, xte)
-    to_ds = lambda x, y: TensorDataset(torch.from_numpy(x)[..., None], torch.from_numpy(y.astype(np.int64)))
+
+    def to_ds(x, y):
+        return TensorDataset(torch.from_numpy(x)[..., None], torch.from_numpy(y.astype(np.int64)))
+
     name = ("p" if permute else "") + "sfashion_mnist" + (f"{side}" if pool > 1 else "")
     return SequenceData(
         train=to_ds(xtr, ytr[itr]), test=to_ds(xte, yte[ite]), d_input=1, n_classes=len(CLASSES),
@@ -244,7 +248,10 @@ def load_fashion_mnist_images(
         a, b, _, _ = _standardize(a, b)
     else:
         a, b = a.astype(np.float32) / np.float32(255), b.astype(np.float32) / np.float32(255)
-    to_ds = lambda x, y: TensorDataset(torch.from_numpy(np.ascontiguousarray(x))[..., None],
-                                       torch.from_numpy(y.astype(np.int64)))
+
+    def to_ds(x, y):
+        return TensorDataset(torch.from_numpy(np.ascontiguousarray(x))[..., None],
+                             torch.from_numpy(y.astype(np.int64)))
+
     return ImageData(train=to_ds(a, ytr[itr]), test=to_ds(b, yte[ite]), height=SIDE, width=SIDE, channels=1,
                      n_classes=len(CLASSES), name="fashion_mnist_images", classes=list(CLASSES))

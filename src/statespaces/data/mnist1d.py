@@ -83,7 +83,10 @@ def load_mnist1d(
     if not 0.0 < train_split < 1.0:
         raise ValueError(f"train_split must be in (0, 1), got {train_split}")
     xtr, ytr, xte, yte = _generate(num_samples, int(data_seed), float(train_split), bool(shuffle_seq))
-    to_ds = lambda x, y: TensorDataset(torch.from_numpy(x.copy())[..., None], torch.from_numpy(y.copy()))
+
+    def to_ds(x, y):
+        return TensorDataset(torch.from_numpy(x.copy())[..., None], torch.from_numpy(y.copy()))
+
     return SequenceData(
         train=to_ds(xtr, ytr), test=to_ds(xte, yte), d_input=1, n_classes=10, length=xtr.shape[1],
         name="mnist1d" + ("_shuffled" if shuffle_seq else ""), classes=[str(k) for k in range(10)],

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -164,7 +164,7 @@ def make_pathfinder(
     marker_radius: int = 1,
     seed=0,
     tries: int = 200,
-) -> Dict[str, np.ndarray]:
+) -> Dict[str, Any]:  # arrays, and the int settings
     """``n`` Pathfinder images. Returns ``images`` (n, size, size) float32 in {0, 1}, ``labels``
     (n,) int64 (exactly balanced), ``markers`` (n, 2, 2) int64 (row, col) of the marker centers,
     ``curve_mask`` (n, size, size) bool: the undashed curves (for checking the labels), and the

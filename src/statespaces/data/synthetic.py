@@ -33,7 +33,7 @@ train`` can fit):
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -51,11 +51,13 @@ def _rng(seed) -> np.random.Generator:
 # ------------------------------------------------------------------------------------------ copying
 
 
-def make_copying(n: int, n_tokens: int = 10, delay: int = 100, n_symbols: int = 8, seed=0) -> Dict[str, Array]:
+def make_copying(n: int, n_tokens: int = 10, delay: int = 100, n_symbols: int = 8,
+                 seed=0) -> Dict[str, Any]:
     """Copying task. Returns ``ids`` (n, 2*n_tokens + delay) int64 with 0 = blank, symbols
     ``1..n_symbols``, delimiter ``n_symbols + 1`` (vocab ``n_symbols + 2``), ``targets``
     (n, n_tokens) int64 = symbols - 1."""
-    n, n_tokens, n_symbols = check_count("n", n), check_count("n_tokens", n_tokens), check_count("n_symbols", n_symbols, 2)
+    n, n_tokens = check_count("n", n), check_count("n_tokens", n_tokens)
+    n_symbols = check_count("n_symbols", n_symbols, 2)
     delay = check_count("delay", delay, 1)
     rng = _rng(seed)
     L = 2 * n_tokens + delay
@@ -135,7 +137,8 @@ def load_adding(n_train: int = 2000, n_test: int = 500, length: int = 200, targe
     edges = np.linspace(0, 2, n_bins + 1)
     return SequenceData(
         train=parts[0], test=parts[1], d_input=2, n_classes=n_bins if target == "class" else 1, length=length,
-        name="adding", classes=[f"[{a:.2f},{b:.2f})" for a, b in zip(edges[:-1], edges[1:])] if target == "class" else None,
+        name="adding",
+        classes=[f"[{a:.2f},{b:.2f})" for a, b in zip(edges[:-1], edges[1:])] if target == "class" else None,
         task="classification" if target == "class" else "regression",
         info={"length": length, "target": target, "n_bins": n_bins, "seed": seed},
     )
@@ -144,7 +147,8 @@ def load_adding(n_train: int = 2000, n_test: int = 500, length: int = 200, targe
 # -------------------------------------------------------------------------------- selective copying
 
 
-def make_selective_copying(n: int, length: int = 200, n_tokens: int = 10, n_symbols: int = 8, seed=0) -> Dict[str, Array]:
+def make_selective_copying(n: int, length: int = 200, n_tokens: int = 10, n_symbols: int = 8,
+                           seed=0) -> Dict[str, Any]:
     """Selective copying. Returns ``ids`` (n, length + n_tokens) int64 (0 blank, symbols
     ``1..n_symbols``, delimiter ``n_symbols + 1``), ``positions`` (n, n_tokens) where the symbols
     sit, and ``targets`` (n, n_tokens) = symbols - 1 in order of position."""
@@ -175,7 +179,7 @@ def load_selective_copying(n_train: int = 2000, n_test: int = 500, length: int =
 
 
 def make_associative_recall(n: int, n_pairs: int = 8, n_keys: int = 16, n_values: int = 16,
-                            length: Optional[int] = None, seed=0) -> Dict[str, Array]:
+                            length: Optional[int] = None, seed=0) -> Dict[str, Any]:
     """Associative recall. Returns ``ids`` (n, L) int64 with L = ``length`` or ``2 * n_pairs + 1``
     (pairs first, blanks, the query key last), ``targets`` (n,) = value index in ``[0, n_values)``,
     and ``vocab_size = 1 + n_keys + n_values``."""

@@ -1,4 +1,5 @@
-"""Normal-plus-low-rank (NPLR), DPLR and diagonal forms of HiPPO matrices (thesis §6.2, Thm 6.7, Cor 6.8, eq. 6.2-6.4, App. F.2.2).
+"""Normal-plus-low-rank (NPLR), DPLR and diagonal forms of HiPPO matrices
+(thesis §6.2, Thm 6.7, Cor 6.8, eq. 6.2-6.4, App. F.2.2).
 
 Every supported HiPPO matrix is ``A = S_N - P P^T`` with ``S_N`` *normal* (a
 multiple of ``I`` plus a real skew-symmetric matrix) and ``P`` real of rank ``r``:
@@ -28,7 +29,7 @@ import math
 
 import torch
 
-from ._checks import check_measure, check_state_size, check_positive
+from ._checks import check_measure, check_positive, check_state_size
 from .measures import fourier_low_rank, transition
 
 __all__ = ["NPLR_MEASURES", "low_rank", "nplr", "dplr", "diagonal_init", "DIAGONAL_INIT_MEASURES"]

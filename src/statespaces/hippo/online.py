@@ -107,6 +107,11 @@ class HiPPO(nn.Module):
     ``return_history=False``. Computation is float64; the result has ``u``'s dtype.
     """
 
+    A: torch.Tensor
+    B: torch.Tensor
+    Abar: torch.Tensor
+    Bbar: torch.Tensor
+
     def __init__(self, N: int, measure: str = "legs", mode: str | None = None,
                  discretization="bilinear", dt: float | None = None, theta: float = 1.0,
                  fast: bool | None = None, input_gain: str = "gbt", **params):
@@ -199,8 +204,9 @@ class HiPPO(nn.Module):
         L, Bsz, H = seq.shape
         x = torch.zeros(Bsz, H, self.N, dtype=_F64)
         x[..., 0] = seq[0]
-        hist = [x] if return_history else None
+        hist = [x]
         tl = ts.tolist()
+        assert self.alpha is not None  # mode 'lsi' rejects zoh in __init__
         for k in range(1, L):
             a, b, g = legs_gbt_coefficients(tl[k - 1], tl[k], self.alpha, self.input_gain)
             if self.fast:
@@ -225,7 +231,7 @@ class HiPPO(nn.Module):
         AT = self.Abar.T.contiguous()
         Bb = self.Bbar
         x = torch.zeros(Bsz, H, self.N, dtype=_F64)
-        hist = torch.empty(L, Bsz, H, self.N, dtype=_F64) if return_history else None
+        hist = torch.empty(L if return_history else 0, Bsz, H, self.N, dtype=_F64)
         for k in range(L):
             x = x @ AT + seq[k].unsqueeze(-1) * Bb
             if return_history:
@@ -250,6 +256,7 @@ class HiPPO(nn.Module):
             raise ValueError(f"coeffs must be a tensor of shape (..., {self.N})")
         if length is None:
             if self.mode == "lti" and self.measure in ("legt", "lmu", "fout"):
+                assert self.dt is not None  # required in mode 'lti'
                 length = max(1, int(round(self.theta / self.dt)))
             else:
                 raise ValueError(f"length is required to reconstruct measure {self.measure!r} "
@@ -259,6 +266,7 @@ class HiPPO(nn.Module):
             y = (torch.arange(length, dtype=_F64) + 0.5) / length
             Q = _lsi_reconstruction_basis(self.measure, self.N, y, self.params)  # (N, length)
         else:
+            assert self.dt is not None  # required in mode 'lti'
             tau = (torch.arange(length - 1, -1, -1, dtype=_F64) + 0.5) * self.dt
             Q = basis(self.measure, self.N, tau, theta=self.theta, kind="reconstruction", **self.params)
         return (coeffs.to(_F64) @ Q).to(coeffs.dtype)

@@ -42,15 +42,15 @@ def plot_reconstruction(x: Sequence[float] | torch.Tensor, signal, reconstructio
     One panel per reconstruction; the panel title shows its MSE.
     """
     plt = _pyplot()
-    x = torch.as_tensor(x).detach().cpu().numpy()
+    xs = torch.as_tensor(x).detach().cpu().numpy()
     sig = torch.as_tensor(signal).detach().cpu().numpy()
     n = max(1, len(reconstructions))
     fig, axes = plt.subplots(n, 1, figsize=(9, 2.2 * n), sharex=True, squeeze=False)
     for ax, (label, rec) in zip(axes[:, 0], reconstructions.items()):
         r = torch.as_tensor(rec).detach().cpu().numpy()
         mse = float(((r - sig) ** 2).mean())
-        ax.plot(x, sig, color="k", lw=1.2, label="signal")
-        ax.plot(x, r, color="tab:red", lw=1.0, ls="--", label="reconstruction")
+        ax.plot(xs, sig, color="k", lw=1.2, label="signal")
+        ax.plot(xs, r, color="tab:red", lw=1.0, ls="--", label="reconstruction")
         ax.set_title(f"{label}   (MSE {mse:.2e})", fontsize=9)
         ax.legend(loc="upper left", fontsize=7)
     axes[-1, 0].set_xlabel("time")

@@ -138,13 +138,15 @@ class HiPPOMemory(nn.Module):
         key = (name, like.dtype, like.device)
         hit = self._cache.get(key)
         if hit is None or hit[0].shape != tensors[0].shape:
-            hit = self._cache[key] = tuple(t.to(dtype=like.dtype, device=like.device) for t in tensors)
+            hit = self._cache[key] = (tensors[0].to(dtype=like.dtype, device=like.device),
+                                      tensors[1].to(dtype=like.dtype, device=like.device))
         return hit
 
     def _legs_steps(self, k_max: int, like: Tensor) -> Tuple[Tensor, Tensor]:
         """Cached dense transitions for steps 1..k_max (grown by doubling)."""
         if self._legs_T.shape[0] < k_max:
             n = max(k_max, 2 * self._legs_T.shape[0])
+            assert self.alpha is not None                                   # 'legs' rejects zoh in __init__
             T, self._legs_b = legs_lsi_transitions(self.N, n + 1, self.alpha)
             self._legs_T = T.transpose(-1, -2).contiguous()                 # c_k = c_{k-1} @ T_k^T + f b_k
         return self._cast("legs", (self._legs_T, self._legs_b), like)
@@ -159,6 +161,7 @@ class HiPPOMemory(nn.Module):
             if k == 0:
                 return torch.nn.functional.pad(f.unsqueeze(-1), (0, self.N - 1))     # f_0 e_0
             if self.fast:
+                assert self.alpha is not None                               # 'legs' rejects zoh in __init__
                 a_, b_, g_ = legs_gbt_coefficients(float(k), float(k + 1), self.alpha)
                 return legs_step_fast(c, f, a_, b_, g_)
             TT, b = self._legs_steps(k, c)
@@ -203,6 +206,7 @@ class HiPPOCell(nn.Module):
         self.cell_type = check_measure(cell, CELL_TYPES, what="cell")
         self.memory = HiPPOMemory(order, memory, channels, theta, dt, discretization, fast, **params)
         mem = self.memory.channels * self.memory.N
+        self.cell: nn.Module
         if self.cell_type == "gated":
             self.cell = nn.Linear(self.input_size + mem + self.hidden_size, 2 * self.hidden_size)
         else:

@@ -1,5 +1,4 @@
 """Convolution kernels of structured SSMs: fast paths and their reference twins."""
-from .reference import direct_causal_conv, power_kernel, recurrence, vandermonde_naive
 from .cauchy import CHUNK_ELEMS, cauchy, cauchy_naive
 from .dplr import CAUCHY_BACKENDS, DPLRStep, dplr_advance, dplr_kernel, dplr_real_system, dplr_zero_input
 from .oscillator import (
@@ -12,6 +11,7 @@ from .oscillator import (
     oscillator_responses,
     oscillator_transition,
 )
+from .reference import direct_causal_conv, power_kernel, recurrence, vandermonde_naive
 from .vandermonde import vandermonde, vandermonde_transpose
 
 __all__ = [

@@ -16,8 +16,9 @@ sharing each pair, K nodes and N poles:
 * time: O(R K N) complex reciprocals + O(R J K N) multiply-adds (batched ``matmul``) forward,
   twice that backward (the reciprocals are recomputed once);
 * memory: inputs and output, O(R (J N + K + J K)), plus one work block of at most
-  :data:`CHUNK_ELEMS` complex entries (R x poles x nodes). The (R, K, N) Cauchy matrix never exists. The thesis' quasi-linear
-  algorithms (O((K+N) log^2(K+N)), Prop. C.6) are not used: they are not competitive in practice.
+  :data:`CHUNK_ELEMS` complex entries (R x poles x nodes). The (R, K, N) Cauchy matrix never exists.
+  The thesis' quasi-linear algorithms (O((K+N) log^2(K+N)), Prop. C.6) are not used: they are not
+  competitive in practice.
 
 ``conj=True`` adds the mirrored poles, ``sum_n v_n/(z_k - w_n) + conj(v_n)/(z_k - conj(w_n))``:
 the sum over a conjugate-symmetric set of 2N modes given by its N-mode half (thesis §3.4.5).
@@ -110,15 +111,15 @@ class _CauchyFn(torch.autograd.Function):
                 k1 = min(K, k0 + ck)
                 gc = g[:, :, k0:k1]                                  # (R, J, ck)
                 ac = _reciprocal_diff(zc[:, :, k0:k1], wn, buf[:, :n1 - n0, :k1 - k0])   # conj(a), (R, cn, ck)
-                if need_v:
+                if gv is not None:                                   # need_v
                     gv[:, :, n0:n1] += gc @ ac.transpose(-1, -2)     # sum_k g conj(a)
                 if need_z or need_w:
                     ac.square_()                                     # conj(a)^2
-                    if need_w:
+                    if gw_acc is not None:                           # need_w
                         gw_acc += gc @ ac.transpose(-1, -2)          # sum_k g conj(a)^2
-                    if need_z:
+                    if gz is not None:                               # need_z
                         gz[:, k0:k1] -= (gc * (vcn @ ac)).sum(-2)    # sum_n conj(v a^2)
-            if need_w:
+            if gw is not None and gw_acc is not None:                # need_w
                 gw[:, n0:n1] = (vcn * gw_acc).sum(-2)
         return gv, gz, gw, None
 

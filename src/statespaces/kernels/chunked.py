@@ -88,6 +88,7 @@ def zero_input_response(dA: Tensor, c: Tensor, x0: Tensor, L: int, chunk: int = 
     T = _chunk(L, chunk)
     n = math.ceil(L / T)
     rows, _, PT = near_powers(dA, T, left=c)                           # (H, T, N)
+    assert rows is not None                                            # given left=c
     X = _far_states(x0.transpose(0, 1), PT, n)                         # (H, n, B, N)
     y = X.flatten(1, 2) @ rows.transpose(-1, -2)                       # (H, n B, T)
     return y.unflatten(1, (n, -1)).permute(2, 0, 1, 3).flatten(-2)[..., :L]

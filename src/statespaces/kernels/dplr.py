@@ -97,7 +97,13 @@ def bilinear_real(A: Tensor, dt: Tensor) -> Tensor:
 
 
 def matrix_power(X: Tensor, L: int) -> Tensor:
-    r"""``X^L`` by repeated squaring: ``floor(log2 L)`` squarings + ``popcount(L) - 1`` products."""
+    r"""``X^L`` by repeated squaring: ``floor(log2 L)`` squarings + ``popcount(L) - 1`` products.
+
+    ``X`` (..., N, N), ``L >= 0`` (``X^0 = I``)."""
+    if L < 0:
+        raise ValueError(f"matrix_power needs a power L >= 0, got L={L}")
+    if L == 0:
+        return torch.eye(X.shape[-1], dtype=X.dtype, device=X.device).expand_as(X).clone()
     result: Optional[Tensor] = None
     base = X
     while True:
@@ -105,6 +111,7 @@ def matrix_power(X: Tensor, L: int) -> Tensor:
             result = base if result is None else result @ base
         L >>= 1
         if not L:
+            assert result is not None                                  # L >= 1 had a set bit
             return result
         base = base @ base
 

@@ -177,7 +177,7 @@ def direct_conv_nd(u: Tensor, kernel: Tensor, two_sided: Sequence[bool]) -> Tens
     y = torch.zeros_like(u, dtype=torch.promote_types(u.dtype, kernel.dtype))
     grid = [range(L) for L in spatial]
     for t in itertools.product(*grid):
-        acc = 0.0
+        acc: Tensor | float = 0.0
         for s in itertools.product(*grid):
             idx = []
             for lag_t, lag_s, ts, n in zip(t, s, two_sided, kernel.shape[1:]):

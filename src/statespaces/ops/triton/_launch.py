@@ -47,7 +47,8 @@ def _kernel_params(kernel) -> Tuple[List[str], List[str]]:
     fn = getattr(kernel, "fn", kernel)
     import inspect
 
-    runtime, const = [], []
+    runtime: List[str] = []
+    const: List[str] = []
     for name, p in inspect.signature(fn).parameters.items():
         ann = p.annotation
         text = ann if isinstance(ann, str) else getattr(ann, "__name__", repr(ann))

@@ -100,13 +100,15 @@ def _sums(u: Tensor, x: Tensor, y: Tensor, want1: bool, want2: bool):
     M = x.shape[-1]
     o1 = torch.empty(R, J, M, dtype=torch.complex64, device=u.device) if want1 else None
     o2 = torch.empty(R, J, M, dtype=torch.complex64, device=u.device) if want2 else None
-    dummy = torch.view_as_real(o1 if want1 else o2)
+    some = o1 if o1 is not None else o2
+    assert some is not None, "_sums needs want1 or want2"
+    dummy = torch.view_as_real(some)
     cfg = _config(want1, want2)
     grid = (R * J, triton.cdiv(M, BLOCK_M))
     cfg.launch(
         grid,
         torch.view_as_real(u), torch.view_as_real(x), torch.view_as_real(y),
-        torch.view_as_real(o1) if want1 else dummy, torch.view_as_real(o2) if want2 else dummy,
+        torch.view_as_real(o1) if o1 is not None else dummy, torch.view_as_real(o2) if o2 is not None else dummy,
         J, M, S,
     )
     return o1, o2

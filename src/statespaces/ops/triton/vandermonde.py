@@ -321,6 +321,7 @@ def vandermonde_triton(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
     """
     if log_a.dim() != 2 or coef.shape[-1] != log_a.shape[-1]:
         raise ValueError(
-            f"vandermonde_triton: log_a must be (H, N) and coef (..., H, N), got {tuple(log_a.shape)} and {tuple(coef.shape)}"
+            f"vandermonde_triton: log_a must be (H, N) and coef (..., H, N), "
+            f"got {tuple(log_a.shape)} and {tuple(coef.shape)}"
         )
     return VandermondeFn.apply(coef, log_a, int(L))
