@@ -69,7 +69,7 @@ FACTORIES = {
     "s4d-gbt": _f(lambda H, N, s: S4D(H, N, init="lin", discretization="gbt", alpha=0.3, seed=s)),
     **{f"s4-{m}": _f(lambda H, N, s, m=m: S4(H, N, init=m, seed=s)) for m in S4_INITS},
     **{f"linoss-{d}-{m}": _f(lambda H, N, s, d=d, m=m: LinOSS(H, N // 2, discretization=d, mode=m, seed=s))
-       for d in ("IM", "IMEX") for m in ("scan", "conv", "loop")},
+       for d in ("IM", "IMEX") for m in ("scan", "conv", "loop", "chunked")},
     "s5-zoh": _f(lambda H, N, s: S5(H, N, seed=s)),
     "s5-bilinear": _f(lambda H, N, s: S5(H, N, discretization="bilinear", seed=s)),
     "s5-full": _f(lambda H, N, s: S5(H, N, blocks=2 if N > 2 else 1, conj_sym=False, seed=s)),
