@@ -64,7 +64,8 @@ class Rule:
             return self.what or "a non-empty string"
         noun = "an integer" if self.kind == "int" else "a finite number"
         if self.lo is not None and self.hi is not None:
-            return f"{noun} in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
+            left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+            return f"{noun} in {left}{_num(self.lo)}, {_num(self.hi)}{right}"
         if self.lo is not None:
             return f"{noun} {'>' if self.lo_open else '>='} {_num(self.lo)}"
         return noun

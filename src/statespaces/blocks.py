@@ -21,7 +21,7 @@ axes, and ``step``/``state`` stream frames along the first (causal) axis of an S
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -88,6 +88,7 @@ def masked_batch_norm(bn: nn.BatchNorm1d, x: Tensor, mask: Tensor) -> Tensor:
     d = torch.where(valid, x - mean, torch.zeros((), dtype=x.dtype, device=x.device))
     var = (d * d).sum((0, 1)) / n
     if bn.training and bn.track_running_stats and bn.running_mean is not None:
+        assert bn.num_batches_tracked is not None and bn.running_var is not None   # track_running_stats
         with torch.no_grad():
             bn.num_batches_tracked.add_(1)
             f = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
@@ -132,7 +133,7 @@ class _SeqNorm(nn.Module):
         if self.kind == "layer":
             return self.norm(x)      # per step: padding cannot reach valid steps
         if mask is not None:
-            return masked_batch_norm(self.norm, x, mask)
+            return masked_batch_norm(cast(nn.BatchNorm1d, self.norm), x, mask)
         if x.dim() != 3:                                   # (B, *spatial, H): statistics over all positions
             return self.norm(x.reshape(x.shape[0], -1, x.shape[-1]).transpose(1, 2)).transpose(1, 2).reshape(x.shape)
         return self.norm(x.transpose(1, 2)).transpose(1, 2)
@@ -171,7 +172,7 @@ class ResidualBlock(Pretrained, nn.Module):
             raise TypeError(f"layer must be an SSMLayer (S4D, S4, LinOSS, ...) or an N-D layer with d_model and dims "
                             f"(S4ND), got {type(layer).__name__}")
         H = layer.d_model
-        self.spatial_dims: int = int(getattr(layer, "dims")) if self.spatial else 1     # axes of an N-D input
+        self.spatial_dims: int = int(cast(int, layer.dims)) if self.spatial else 1     # axes of an N-D input
         self.layer = layer
         self.prenorm = prenorm
         self.norm = _SeqNorm(H, check_choice("norm", norm, ("layer", "batch")))

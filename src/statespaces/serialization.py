@@ -124,7 +124,7 @@ class Pretrained:
             init(self, *args, **kw)
 
         __init__._records_config = True  # type: ignore[attr-defined]
-        cls.__init__ = __init__  # type: ignore[misc]
+        cls.__init__ = __init__  # type: ignore[method-assign]  # records the config, then runs the class's own
 
     # ---- config --------------------------------------------------------------------------------
     def config_dict(self) -> Dict[str, Any]:
@@ -214,9 +214,10 @@ def load_pretrained(pretrained: PathLike, map_location: Union[str, torch.device]
     Also takes a checkpoint written by ``statespaces train`` (``runs/x/best`` or the run folder
     ``runs/x``), checked by its SHA-256 sums like ``statespaces evaluate`` does."""
     path = _resolve(pretrained, **hub_kwargs)
+    model: nn.Module
     if not (path / CONFIG_NAME).exists() and _is_trainer_checkpoint(path):
         # a checkpoint (or run folder) of `statespaces train`: verified and rebuilt by the trainer's loader
-        from .train import load_trained     # the top floor, imported only for this case
+        from .train import load_trained  # the top floor, imported only for this case
 
         model = load_trained(str(path))[0]
     else:

@@ -95,8 +95,8 @@ class BucketBatchSampler(Sampler[List[int]]):
 
     def _batches_of_pass(self, g: Optional[torch.Generator]) -> List[List[int]]:
         if g is None:
-            order = list(range(self.n))
-            return [order[i:i + self.batch_size] for i in range(0, self.n, self.batch_size)]
+            seq = list(range(self.n))
+            return [seq[i:i + self.batch_size] for i in range(0, self.n, self.batch_size)]
         order = torch.randperm(self.n, generator=g)
         span = self.batch_size * self.window
         batches: List[List[int]] = []
@@ -104,8 +104,8 @@ class BucketBatchSampler(Sampler[List[int]]):
             chunk = order[start:start + span]
             if self.lengths is not None and self.window > 1:
                 chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
-            chunk = chunk.tolist()
-            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            ids: List[int] = chunk.tolist()
+            batches += [ids[i:i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
         perm = torch.randperm(len(batches), generator=g).tolist()
         return [batches[i] for i in perm]
 

@@ -11,7 +11,8 @@ import torch
 Tensor = torch.Tensor
 
 
-def bandlimited_noise(L: int, dt: float, band_hz: float = 1.0, rms: float = 0.5, seed: int = 0, batch: int = 1) -> torch.Tensor:
+def bandlimited_noise(L: int, dt: float, band_hz: float = 1.0, rms: float = 0.5, seed: int = 0,
+                      batch: int = 1) -> torch.Tensor:
     """White noise low-passed at ``band_hz``: random Fourier coefficients on the band, periodic over
     the window ``L * dt``, scaled to ``rms``. Returns float64 (batch, L)."""
     g = torch.Generator().manual_seed(seed)
@@ -51,6 +52,7 @@ def two_tone_classes(n: int, L: int, seed: int):
     f = 0.004 + 0.004 * y.double()
     t = torch.arange(L, dtype=torch.float64)
     ph = 2 * math.pi * torch.rand(n, 2, generator=g, dtype=torch.float64)
-    x = torch.sin(2 * math.pi * f[:, None] * t + ph[:, :1]) + 0.5 * torch.sin(2 * math.pi * 2.5 * f[:, None] * t + ph[:, 1:])
+    x = (torch.sin(2 * math.pi * f[:, None] * t + ph[:, :1])
+         + 0.5 * torch.sin(2 * math.pi * 2.5 * f[:, None] * t + ph[:, 1:]))
     x = x + 0.1 * torch.randn(n, L, generator=g, dtype=torch.float64)
     return x.float()[..., None], y

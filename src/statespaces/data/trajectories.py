@@ -3,7 +3,7 @@ resampling of padded sequences to another sampling rate."""
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch.utils.data import TensorDataset
@@ -32,8 +32,9 @@ def resample(x: Tensor, lengths: Tensor, factor: float) -> Tuple[Tensor, Tensor]
 
 
 #: Design of :func:`synthetic_trajectories` (fixed before any model was trained on it).
-TRAJ_DESIGN = dict(classes=12, harmonics=3, length=(90, 150), speed_jitter=0.15, coef_jitter=0.10,
-                   scale_jitter=0.15, rotation_deg=10.0, warp=0.3, noise=0.05, time_unit=24)
+TRAJ_DESIGN: Dict[str, Any] = dict(
+    classes=12, harmonics=3, length=(90, 150), speed_jitter=0.15, coef_jitter=0.10,
+    scale_jitter=0.15, rotation_deg=10.0, warp=0.3, noise=0.05, time_unit=24)
 
 
 def _traj_prototypes(classes: int, harmonics: int, seed: int) -> Tuple[Tensor, Tensor]:
@@ -69,25 +70,25 @@ def synthetic_trajectories(n_per_class: int, seed: int = 0, rate: float = 1.0, n
     noise = d["noise"] if noise is None else noise
     coef, nominal = _traj_prototypes(C, J, proto_seed)
     g = torch.Generator().manual_seed(seed)
-    f64 = dict(dtype=torch.float64)
-    j = torch.arange(1, J + 1, **f64)
-    grid = torch.linspace(0, 1, 2001, **f64)
+    f64 = torch.float64
+    j = torch.arange(1, J + 1, dtype=f64)
+    grid = torch.linspace(0, 1, 2001, dtype=f64)
     xs, ys, lens = [], [], []
     for i in range(n_per_class * C):
         c = i % C
-        u = lambda *shape: torch.rand(*shape, generator=g, **f64)  # noqa: E731
-        e = lambda *shape: torch.randn(*shape, generator=g, **f64)  # noqa: E731
+        u = lambda *shape: torch.rand(*shape, generator=g, dtype=f64)  # noqa: E731
+        e = lambda *shape: torch.randn(*shape, generator=g, dtype=f64)  # noqa: E731
         a = coef[c] * (1 + d["coef_jitter"] * e(2, 2, J)) + d["coef_jitter"] * e(2, 2, J) / j
         scale = 1 + d["scale_jitter"] * (2 * u(()) - 1)
         ang = math.radians(d["rotation_deg"]) * (2 * u(()) - 1)
-        rot = torch.tensor([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]], **f64)
+        rot = torch.tensor([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]], dtype=f64)
         n = int(round(float(nominal[c] * (1 + d["speed_jitter"] * (2 * u(()) - 1)))))
         amp, phase = d["warp"] * (2 * u(2) - 1), 2 * math.pi * u(2)
         force_gain = 0.8 + 0.4 * u(())
         m = int(math.floor((n - 1) * rate + 1e-9)) + 1
-        tau = torch.arange(m, **f64) / rate / (n - 1)                                  # in [0, 1]
-        dens = lambda t: torch.exp(amp[0] * torch.sin(math.pi * t + phase[0])  # noqa: E731
-                                   + amp[1] * torch.sin(2 * math.pi * t + phase[1]))
+        tau = torch.arange(m, dtype=f64) / rate / (n - 1)                                  # in [0, 1]
+        dens = lambda t, amp=amp, phase=phase: torch.exp(  # noqa: E731
+            amp[0] * torch.sin(math.pi * t + phase[0]) + amp[1] * torch.sin(2 * math.pi * t + phase[1]))
         dg = dens(grid)
         cum = torch.cat([grid.new_zeros(1), torch.cumsum((dg[1:] + dg[:-1]) / 2 * (grid[1] - grid[0]), 0)])
         Z = cum[-1]

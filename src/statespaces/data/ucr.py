@@ -72,7 +72,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -177,7 +177,8 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
     """Parse the text of a ``.ts`` file (a string or an iterable of lines). See the module docstring."""
     lines = text.splitlines() if isinstance(text, str) else text
     header: Dict[str, str] = {}
-    series, labels = [], []
+    series: List[np.ndarray] = []
+    labels: list = []
     in_data = False
     n_dims: Optional[int] = None
     class_labels: Optional[List[str]] = None
@@ -189,7 +190,8 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
         where = f"{source}, line {lineno}"
         if not in_data:
             if line[0] != "@":
-                raise ValueError(f"{where}: expected a '@key value' header line or '@data' before the data, got {line[:40]!r}")
+                raise ValueError(f"{where}: expected a '@key value' header line or '@data' before the data, "
+                                 f"got {line[:40]!r}")
             key, _, value = line[1:].partition(" ")
             key, value = key.lower(), value.strip()
             if key == "data":
@@ -239,7 +241,7 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
             labels.append(label)
         elif has_target:
             try:
-                labels.append(float(label))
+                labels.append(float(cast(str, label)))
             except ValueError:
                 raise ValueError(f"{where}: regression target {label!r} is not a number") from None
     if not in_data:
@@ -417,7 +419,8 @@ def _pairs_in(d: Path) -> List[Tuple[str, Path, Path]]:
         if not test.is_file():
             continue
         best = out.get(name)
-        if best is None or FORMATS.index(suffix) < FORMATS.index(_split_of(best[1].name)[2]):
+        if best is None or (FORMATS.index(suffix)
+                            < FORMATS.index(cast(Tuple[str, str, str], _split_of(best[1].name))[2])):
             out[name] = (name, f, test)
     return list(out.values())
 

@@ -31,7 +31,7 @@ at a time (readable, slow).
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import NamedTuple, Optional, Tuple, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -323,7 +323,7 @@ def chunked_conv_diagonal(u: Tensor, log_dA: Tensor, dB: Tensor, C: Tensor, scal
     if bidirectional:
         # anti-causal branch: on the reversed input it is causal with lags 1..L (one step of delay)
         back = chunked_conv(u.flip(1), diagonal_tables(log_dA, dB, C[1], scale, T, r))
-        out = out + F.pad(back[:, :-1], (0, 0, 1, 0)).flip(1)
+        out = cast(Tensor, out) + F.pad(cast(Tensor, back)[:, :-1], (0, 0, 1, 0)).flip(1)   # no state: tensors
     if return_state:
         y, s = out
         return y, torch.view_as_complex(s.unflatten(-1, (-1, 2)).contiguous()).to(dB.dtype)

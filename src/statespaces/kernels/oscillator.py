@@ -209,8 +209,8 @@ def mimo_kernel(kappa: Tensor, B: Tensor, C: Tensor) -> Tensor:
 
 def oscillator_step(M: Tensor, f: Tensor, Bt: Tensor, Ct: Tensor, D: Tensor, u: Tensor,
                     state: Tensor) -> Tuple[Tensor, Tensor]:
-    r"""One step of P oscillators (the body of :meth:`statespaces.layers.linoss.LinOSS.step` and of its generation stepper,
-    :mod:`statespaces.layers.stepper`): ``state' = M state + f (B u)``, ``out = Re(C y') + D u``.
+    r"""One step of P oscillators (the body of :meth:`statespaces.layers.linoss.LinOSS.step` and of its generation
+    stepper, :mod:`statespaces.layers.stepper`): ``state' = M state + f (B u)``, ``out = Re(C y') + D u``.
 
     Args:
         M: (2, 2, P) blocks and f (2, P) forcing, in the wide precision (float64: the 2x2 update

@@ -3,7 +3,8 @@ r"""The contract every SSM layer shares, and its implementation for diagonal SSM
 Three views of one linear time-invariant layer, per channel ``y = K * u + D u``:
 
 * convolution: ``layer(x)`` with x (B, L, H) -> y (B, L, H) via FFT (thesis §2.3.3), or for
-  diagonal SSMs by the chunked convolution where it is faster (:func:`statespaces.kernels.chunked_conv.prefer_chunked`);
+  diagonal SSMs by the chunked convolution where it is faster
+  (:func:`statespaces.kernels.chunked_conv.prefer_chunked`);
 * recurrence: ``state = layer.initial_state(B)``; ``y_t, state = layer.step(x_t, state)`` with
   x_t (B, H) (thesis §2.3.2), and the stateful chunked forward
   ``y, state = layer(x, state=state, return_state=True)``;
@@ -16,7 +17,7 @@ A layer is only the linear SSM: activation, mixing, normalization and residual b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Optional, Tuple, Union
+from typing import ClassVar, Iterator, Optional, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -37,8 +38,8 @@ from ..kernels.vandermonde import exp_scaled, vandermonde, vandermonde_transpose
 from ..ops.fftconv import fftconv
 from ..ops.scan import scan_diagonal
 from ..serialization import Pretrained
-from .modes import Modes
 from .irregular import check_intervals
+from .modes import Modes
 from .step_cache import StepCache
 
 Tensor = torch.Tensor
@@ -61,6 +62,7 @@ class SSMLayer(Pretrained, nn.Module):
 
     d_model: int
     bidirectional: bool
+    D: Tensor                           # skip term (H,): a parameter of every layer
 
     #: which stepper :meth:`stepper` builds (:func:`.stepper.layer_stepper`): "diagonal", "dplr",
     #: "oscillator", or None (no stepper: use :meth:`step`)
@@ -86,7 +88,8 @@ class SSMLayer(Pretrained, nn.Module):
         """State after consuming x (B, L, H) starting from ``state`` (zeros if None)."""
         raise NotImplementedError
 
-    def _irregular_forward(self, u: Tensor, state: Optional[Tensor], rate: float, steps: Tensor) -> Tuple[Tensor, Tensor]:
+    def _irregular_forward(self, u: Tensor, state: Optional[Tensor], rate: float,
+                           steps: Tensor) -> Tuple[Tensor, Tensor]:
         """Output (B, L, H) and final state for per-step multipliers ``steps`` (B, L) (irregular sampling)."""
         raise ValueError(f"{type(self).__name__} has no irregular-sampling path (dt/timestamps); the diagonal "
                          "layers S4D, S5, LinOSS and DLinOSS have one")
@@ -139,6 +142,7 @@ class SSMLayer(Pretrained, nn.Module):
         in_dtype = x.dtype
         u = x.to(self.param_dtype)
         L = u.shape[1]
+        new_state: Optional[Tensor]
         if steps is not None:
             y, new_state = self._irregular_forward(u, state, rate, steps.to(self.param_dtype))
             new_state = new_state if return_state else None
@@ -152,6 +156,7 @@ class SSMLayer(Pretrained, nn.Module):
         check_result(self, (y, new_state), input=x, state=state)     # NaN/inf: names input, state or parameters
         y = y.to(in_dtype)
         if return_state:
+            assert new_state is not None
             return y, new_state
         return y
 
@@ -249,6 +254,7 @@ class DiagonalSSM(SSMLayer):
     :meth:`diagonal_system`; the state is complex, shape (B, H, M)."""
 
     stepper_kind = "diagonal"
+    n_modes: int                        # M, set by each subclass
 
     def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -259,7 +265,8 @@ class DiagonalSSM(SSMLayer):
         raise ValueError(f"{type(self).__name__} has no irregular-sampling path (dt/timestamps); the diagonal "
                          "layers S4D, S5, LinOSS and DLinOSS have one")
 
-    def _irregular_forward(self, u: Tensor, state: Optional[Tensor], rate: float, steps: Tensor) -> Tuple[Tensor, Tensor]:
+    def _irregular_forward(self, u: Tensor, state: Optional[Tensor], rate: float,
+                           steps: Tensor) -> Tuple[Tensor, Tensor]:
         """Time-varying recurrence ``x_t = dA_t x_{t-1} + dB_t u_t`` by the parallel scan (no convolution)."""
         dA, dB, C, scale = self.irregular_system(rate, steps)
         a = dA.transpose(1, 2)                                              # (B, H, L, M)
@@ -340,7 +347,9 @@ class DiagonalSSM(SSMLayer):
         """Output, and the new state if ``return_state``, in one chunked pass (exact; thesis §2.3.2-2.3.3)."""
         sys = self.diagonal_system(rate)
         out = chunked_conv_diagonal(u, sys.log_dA, sys.dB, sys.C, sys.scale, self.D, state, return_state)
-        return out if return_state else (out, None)
+        if return_state:
+            return cast(Tuple[Tensor, Tensor], out)
+        return cast(Tensor, out), None
 
     def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:
         sys = self.diagonal_system(rate)

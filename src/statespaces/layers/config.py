@@ -230,5 +230,5 @@ def describe(cls: Type[LayerConfig]) -> str:
     return "\n".join(f"{f.name} = {f.default!r}: {f.metadata['doc']}" for f in fields(cls))
 
 
-__all__ = ["LayerConfig", "LayerSpec", "layer_config", "sequence_layer", "merge_layer", "legacy_layer", "upgrade_layer_arguments",
-           "setting", "describe", "ConfigError"]
+__all__ = ["LayerConfig", "LayerSpec", "layer_config", "sequence_layer", "merge_layer", "legacy_layer",
+           "upgrade_layer_arguments", "setting", "describe", "ConfigError"]

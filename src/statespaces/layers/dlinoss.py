@@ -83,7 +83,8 @@ def _sqrt0(x: Tensor) -> Tensor:
     return torch.sqrt(torch.clamp(x, min=tiny)) * (x > 0)
 
 
-def damped_system(A_hat: Tensor, G_hat: Tensor, dt: Tensor, discretization: str) -> Tuple[Tensor, Tensor, OscillatorSystem]:
+def damped_system(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
+                  discretization: str) -> Tuple[Tensor, Tensor, OscillatorSystem]:
     r"""Projected ``(A, G)`` and the discretized system for raw ``A_hat``, ``G_hat`` and step ``dt`` (all (P,)).
 
     Returns ``(A, G, OscillatorSystem)`` in the dtype of the inputs (see the module notes).
@@ -230,7 +231,9 @@ class DLinOSS(LinOSS):
                 ok = (G >= 0) & ((G - dt * A) ** 2 < 4 * A)
             else:
                 ok = (G + dt * A >= 0) & (G * G < 4 * A)
-            keep_A.append(A[ok]), keep_G.append(G[ok]), keep_raw.append(raw[ok])
+            keep_A.append(A[ok])
+            keep_G.append(G[ok])
+            keep_raw.append(raw[ok])
             n += int(ok.sum())
             if n >= P:
                 return torch.cat(keep_A)[:P], torch.cat(keep_G)[:P], torch.cat(keep_raw)[:P]
@@ -242,14 +245,14 @@ class DLinOSS(LinOSS):
         if self.bidirectional_mode == "concat":
             yield from self.reverse.ssm_parameters()
 
-    def _projected(self, rate: float) -> Tuple[Tensor, Tensor, OscillatorSystem]:
+    def _projected(self, rate: Union[float, Tensor]) -> Tuple[Tensor, Tensor, OscillatorSystem]:
         w = self._wide
         return damped_system(self.A_hat.to(w), self.G_hat.to(w), self._dt(rate), self.discretization)
 
-    def _system(self, rate: float) -> OscillatorSystem:
+    def _system(self, rate: Union[float, Tensor]) -> OscillatorSystem:
         return self._projected(rate)[2]
 
-    def _stiffness(self, rate: float) -> Tensor:
+    def _stiffness(self, rate: Union[float, Tensor]) -> Tensor:
         return self._projected(rate)[0]
 
     def stiffness(self, rate: float = 1.0) -> Tensor:
@@ -279,7 +282,8 @@ class DLinOSS(LinOSS):
 
     def extra_repr(self) -> str:
         return (
-            f"d_model={self.d_model}, n_oscillators={self.n_oscillators}, discretization={self.discretization.upper()!r}, "
+            f"d_model={self.d_model}, n_oscillators={self.n_oscillators}, "
+            f"discretization={self.discretization.upper()!r}, "
             f"init={self.init!r}, mode={self.mode!r}"
             + (f", bidirectional={self.bidirectional_mode!r}" if self.bidirectional else "")
         )

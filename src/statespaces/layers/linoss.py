@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -63,17 +63,17 @@ from .._checks import (
     refuse_if,
     tracing,
 )
+from ..kernels.chunked_conv import block_tables, chunk_length, chunked_conv, prefer_chunked
 from ..kernels.oscillator import (
-    oscillator_step,
     IMEX_MAX_DT2A,
     OSCILLATOR_SCHEMES,
     check_oscillator_params,
     mimo_kernel,
     oscillator_polar,
+    oscillator_step,
     oscillator_transition,
     power_coefficients,
 )
-from ..kernels.chunked_conv import block_tables, chunk_length, chunked_conv, prefer_chunked
 from ..ops.fftconv import fftconv
 from ..ops.scan import scan_block2, scan_loop
 from .base import SSMLayer, check_rate
@@ -283,6 +283,7 @@ class LinOSS(SSMLayer):
         if dt_min is None:
             raw = torch.rand(P, dtype=torch.float64, generator=gen)
         else:
+            assert dt_max is not None                   # given together with dt_min (checked above)
             if not (0 < dt_min <= dt_max < 1):
                 raise ValueError(
                     f"LinOSS needs 0 < dt_min <= dt_max < 1 (dt = sigmoid(dt_raw) lies in (0, 1)), "
@@ -341,10 +342,10 @@ class LinOSS(SSMLayer):
         """Precision of the parameter map and of the scan's chunk carry: float64 (MPS has none)."""
         return self.param_dtype if self.D.device.type == "mps" else torch.float64
 
-    def _dt(self, rate: float) -> Tensor:
+    def _dt(self, rate: Union[float, Tensor]) -> Tensor:
         return rate * torch.sigmoid(self.dt_raw.to(self._wide))
 
-    def _stiffness(self, rate: float) -> Tensor:
+    def _stiffness(self, rate: Union[float, Tensor]) -> Tensor:
         if self.A_param == "relu":
             A = torch.relu(self.A_hat.to(self._wide))
         elif self.A_param == "square":
@@ -379,7 +380,7 @@ class LinOSS(SSMLayer):
         """
         return self._stiffness(rate).to(self.param_dtype)
 
-    def _system(self, rate: float) -> OscillatorSystem:
+    def _system(self, rate: Union[float, Tensor]) -> OscillatorSystem:
         """The discretized oscillators at ``rate`` in the wide precision (the one hook :class:`DLinOSS` replaces)."""
         A, dt = torch.broadcast_tensors(self._stiffness(rate), self._dt(rate))   # rate: a float, or (B, L, 1) per step
         M, f = oscillator_transition(A, dt, self.discretization, validate=False)
@@ -496,11 +497,13 @@ class LinOSS(SSMLayer):
             layer._set_oscillators(lam, modes.dt[:P].to(torch.float64))
             own = layer.modes()
             # B_p from the residue term, or from the ramp term where that dominates (A = 0: pure ramp)
+            assert own.residue is not None         # an oscillator layer's modes() always sets it
             res = own.residue[:P]
             ramp = torch.zeros_like(res) if own.ramp is None else own.ramp[:P]
             use_ramp = ramp.abs() > res.abs()
             rB = modes.input_weights()[:P].to(c128)
-            ramp_B = torch.zeros_like(rB) if modes.ramp is None else modes.B[:P].to(c128) * modes.ramp[:P, None].to(c128)
+            ramp_B = (torch.zeros_like(rB) if modes.ramp is None
+                      else modes.B[:P].to(c128) * modes.ramp[:P, None].to(c128))
             one = torch.ones_like(res)
             B = torch.where(use_ramp[:, None], ramp_B / torch.where(use_ramp, ramp, one)[:, None],
                             rB / torch.where(use_ramp, one, res)[:, None])
@@ -536,7 +539,8 @@ class LinOSS(SSMLayer):
         L = check_length(L)
         rate = check_rate(rate)
         if self.bidirectional_mode == "concat":
-            raise ValueError("bidirectional='concat' mixes two layers through a projection; it has no (2, H, H, L) kernel")
+            raise ValueError("bidirectional='concat' mixes two layers through a projection; "
+                             "it has no (2, H, H, L) kernel")
         kappa = self.oscillator_kernels(L, rate)[1]
         K = mimo_kernel(kappa, self.B_complex, self.C_complex)
         if self.bidirectional_mode == "sum":
@@ -591,7 +595,7 @@ class LinOSS(SSMLayer):
         return out.to(x.dtype), new_state
 
     @public
-    def forward(
+    def forward(  # type: ignore[override]  # public API: `mode` sits before dt/timestamps (positional order)
         self,
         x: Tensor,
         state: Optional[Tensor] = None,
@@ -635,7 +639,8 @@ class LinOSS(SSMLayer):
                 mode = "scan"
         u = x.to(self.param_dtype)
         L = u.shape[1]
-        if mode == "auto" and steps is None:   # on CPU chunked beats the scan in every measured shape: use the stateful branch of the rule
+        # on CPU chunked beats the scan in every measured shape: use the stateful branch of the rule
+        if mode == "auto" and steps is None:
             stateful = u.device.type == "cpu" or state is not None or return_state
             mode = "chunked" if prefer_chunked(u, stateful) else "scan"
         x0 = None if state is None else self._to_real(state.to(self.initial_state(1).dtype))
@@ -666,6 +671,7 @@ class LinOSS(SSMLayer):
         check_result(self, (out, new_state), input=x, state=state)   # NaN/inf: names input, state or parameters
         out = out.to(x.dtype)
         if return_state:
+            assert new_state is not None
             return out, new_state
         return out
 
@@ -809,10 +815,11 @@ class LinOSS(SSMLayer):
 
     def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:
         zeros = torch.zeros(state.shape[0], L, self.d_model, dtype=self.param_dtype, device=self.D.device)
-        return self.forward(zeros, state=state, rate=rate, mode="conv")
+        return cast(Tensor, self.forward(zeros, state=state, rate=rate, mode="conv"))
 
     def _advance_state(self, state: Optional[Tensor], x: Tensor, rate: float) -> Tensor:
-        return self.forward(x, state=state, return_state=True, rate=rate, mode="conv")[1]
+        y_state = cast(Tuple[Tensor, Tensor], self.forward(x, state=state, return_state=True, rate=rate, mode="conv"))
+        return y_state[1]
 
     def extra_repr(self) -> str:
         return (

@@ -129,7 +129,8 @@ class Modes:
                             f"structure {self.structure!r}; build LinOSS/DLinOSS.from_modes from them")
         self._check_common(who)
         if self.ramp is not None and bool((self.ramp != 0).any()):
-            raise ValueError(f"{who}.from_modes: these modes have Jordan (ramp) terms, which a diagonal layer cannot represent")
+            raise ValueError(f"{who}.from_modes: these modes have Jordan (ramp) terms, "
+                             "which a diagonal layer cannot represent")
 
     def _check_common(self, who: str) -> None:
         if self.bidirectional == "concat":

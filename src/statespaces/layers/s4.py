@@ -62,12 +62,12 @@ from ..kernels import chunked
 from ..kernels.dplr import (
     CAUCHY_BACKENDS,
     DPLRStep,
-    dplr_step,
     bilinear_dplr_real,
     bilinear_real,
     discrete_power,
     dplr_kernel,
     dplr_real_system,
+    dplr_step,
     truncated_C,
     untruncated_C,
 )
@@ -270,6 +270,7 @@ class S4(SSMLayer):
         the float64 solve is accurate to ``cond * 1e-16``. When even that cannot be trusted
         (``cond > 1e8``) a ValueError says so, instead of a silently wrong recurrence.
         """
+        assert self.l_max is not None          # called only for a layer that learns C~
         c64 = torch.complex128
         dA_L = discrete_power(Lam.to(c64), P.to(c64), self._dt(1.0).double(), self.l_max)
         self._check_C_recovery(dA_L)
@@ -521,7 +522,8 @@ class S4(SSMLayer):
         if not err <= tol:
             raise ValueError(
                 f"diagonalizing this S4 layer is numerically inaccurate (kernel rel. error {err:.1e} > tol={tol:g} "
-                f"over {check_length} steps; eigenbasis condition number up to {float(torch.linalg.cond(V).max()):.1e}). "
+                f"over {check_length} steps; eigenbasis condition number up to "
+                f"{float(torch.linalg.cond(V).max()):.1e}). "
                 "HiPPO-LegS-like matrices cannot be diagonalized stably (Lemma 6.6): use S4.step (DPLR, O(N))"
             )
         if self.param_dtype == torch.float64:
@@ -551,6 +553,11 @@ class DiagonalizedS4(DiagonalSSM):
     Built in the dtype of the S4 layer; do not cast it with ``.float()``/``.double()`` (the
     complex buffers would not follow): call :meth:`S4.diagonalize` on a cast layer instead.
     """
+
+    log_dA: Tensor
+    dB: Tensor
+    Cd: Tensor
+    V: Tensor
 
     def __init__(self, eig: Tensor, dB: Tensor, C: Tensor, V: Tensor, D: Tensor, rate: float) -> None:
         super().__init__()

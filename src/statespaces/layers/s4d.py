@@ -82,6 +82,8 @@ class S4D(DiagonalSSM):
         >>> y = layer(torch.randn(2, 16, 4))
     """
 
+    log_dt: Tensor                      # (H,) log step sizes
+
     def __init__(
         self,
         d_model: int,

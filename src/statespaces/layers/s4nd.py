@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -221,7 +221,7 @@ class S4ND(Pretrained, nn.Module):
     def ssm_parameters(self) -> Iterator[nn.Parameter]:
         """A, B, Δ of every axis (their own optimizer group, §7.1)."""
         for layer in self.axes:
-            yield from layer.ssm_parameters()
+            yield from cast(S4D, layer).ssm_parameters()
 
     # ---- kernels ---------------------------------------------------------------------------
     def bandlimit_mask(self, axis: int, rate: float = 1.0) -> Tensor:
@@ -230,7 +230,7 @@ class S4ND(Pretrained, nn.Module):
         Mode n of channel h is kept iff ``|Im A_n| Δ_h r / 2π < α/2`` with r = max(1, rate)
         (rule ``"nyquist"``) or r = 1 (rule ``"train"``); Δ_h is the trained step of that axis.
         """
-        layer = self.axes[axis]
+        layer = cast(S4D, self.axes[axis])
         A = layer.continuous_A()
         if self._bandlimit is None:
             return torch.ones(A.shape, dtype=torch.bool, device=A.device)
@@ -249,7 +249,7 @@ class S4ND(Pretrained, nn.Module):
             raise ValueError(f"axis must be in [0, dims={self.dims}), got {axis}")
         L = check_length(L)
         rate = check_rates(rate, 1)[0]
-        layer = self.axes[axis]
+        layer = cast(S4D, self.axes[axis])
         sys = layer.diagonal_system(rate)
         C = sys.C
         if self._bandlimit is not None:
@@ -365,7 +365,8 @@ class S4ND(Pretrained, nn.Module):
         check_device("frame", x, self.D.device)
         if x.dim() != self.dims + 1 or x.shape[-1] != self.d_model:
             want = "(batch, " + "".join(f"L{i + 2}, " for i in range(self.dims - 1)) + f"d_model={self.d_model})"
-            raise ValueError(f"a frame must have shape {want} for dims={self.dims} (channels last), got {tuple(x.shape)}")
+            raise ValueError(f"a frame must have shape {want} for dims={self.dims} (channels last), "
+                             f"got {tuple(x.shape)}")
         check_batch("frame", x)
         check_dtype_compatible("frame", x, self.param_dtype)
         self._check_state(state, x.shape[0], tuple(x.shape[1:-1]))
@@ -402,12 +403,14 @@ class S4ND(Pretrained, nn.Module):
         if self.two_sided[0]:
             raise ValueError(
                 "streaming (initial_state/step/state) runs along the first axis, which is two-sided here; build "
-                f"the layer with bidirectional=(False, ...) to make it causal (e.g. time in video), got {self.two_sided}"
+                "the layer with bidirectional=(False, ...) to make it causal (e.g. time in video), "
+                f"got {self.two_sided}"
             )
 
     def _check_frame_shape(self, shape: Sequence[int]) -> Tuple[int, ...]:
         if isinstance(shape, int) or not isinstance(shape, (tuple, list, torch.Size)):
-            raise TypeError(f"spatial_shape must be a sequence of {self.dims - 1} frame sizes (L_2, ..., L_D), got {shape!r}")
+            raise TypeError(f"spatial_shape must be a sequence of {self.dims - 1} frame sizes (L_2, ..., L_D), "
+                            f"got {shape!r}")
         if len(shape) != self.dims - 1:
             raise ValueError(f"spatial_shape {tuple(shape)} must hold the {self.dims - 1} axes after the causal one "
                              f"(dims={self.dims})")
@@ -420,7 +423,7 @@ class S4ND(Pretrained, nn.Module):
     @property
     def _axis0(self) -> S4D:
         """The S4D of the first axis (the causal one when streaming)."""
-        return self.axes[0]                  # type: ignore[return-value]
+        return cast(S4D, self.axes[0])
 
     # ---- validation ------------------------------------------------------------------------
     def _check_shape(self, shape: Sequence[int]) -> Tuple[int, ...]:

@@ -150,7 +150,8 @@ class S5(SSMLayer):
         self.conj_sym, self.bidirectional = conj_sym, bidirectional
         P, J, H = self.d_state, self.blocks, self.d_model
         if P % J:
-            raise ValueError(f"d_state={P} is not a multiple of blocks={J}; each HiPPO-N block has d_state/blocks modes")
+            raise ValueError(f"d_state={P} is not a multiple of blocks={J}; "
+                             "each HiPPO-N block has d_state/blocks modes")
         if conj_sym and (P // J) % 2:
             raise ValueError(
                 f"d_state/blocks = {P // J} is odd: with conj_sym each block keeps half of its conjugate pairs, "
@@ -330,11 +331,13 @@ class S5(SSMLayer):
         check_result(self, (y, new_state), input=x, state=state)
         y = y.to(x.dtype)
         if return_state:
+            assert new_state is not None
             return y, new_state
         return y
 
     def extra_repr(self) -> str:
-        s = f"d_model={self.d_model}, d_state={self.d_state}, blocks={self.blocks}, discretization={self.discretization!r}"
+        s = (f"d_model={self.d_model}, d_state={self.d_state}, blocks={self.blocks}, "
+             f"discretization={self.discretization!r}")
         if not self.conj_sym:
             s += ", conj_sym=False"
         if self.bidirectional:

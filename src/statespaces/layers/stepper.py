@@ -32,13 +32,14 @@ Shapes: B batch, H channels, M complex modes, P oscillators.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Union, cast
 
 import torch
 
 from .. import backend
 from .._checks import check_batch_size, check_rate, nonfinite_parameters
 from ..kernels.dispatch import diagonal_step_ref
+
 if TYPE_CHECKING:                       # type hints only: base.py builds steppers through layer_stepper
     from .base import DiagonalSSM, SSMLayer
 
@@ -50,7 +51,7 @@ STABILITY_TOL = 1e-9
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
 
-def _resolve(layer: SSMLayer, dtype: Optional[torch.dtype], device: Optional[torch.device]):
+def _resolve(layer: SSMLayer, dtype: Optional[torch.dtype], device: Optional[Union[str, torch.device]]):
     dtype = layer.param_dtype if dtype is None else dtype
     if dtype not in _COMPLEX:
         raise TypeError(f"a stepper computes in float32 or float64, got dtype={dtype}")
@@ -62,16 +63,16 @@ def _check_system(layer: SSMLayer, eig_abs: Tensor, **tensors: Tensor) -> None:
     """Build-time validation: finite parameters and system, no eigenvalue outside the unit disc."""
     bad = nonfinite_parameters(layer)
     if bad:                     # the contract of docs/validation.md: non-finite parameters -> FloatingPointError
-        raise FloatingPointError(f"cannot build a stepper for {type(layer).__name__}: these parameters are not finite: {bad}; "
-                         "reload a checkpoint or re-initialize them")
+        raise FloatingPointError(f"cannot build a stepper for {type(layer).__name__}: these parameters are not "
+                                 f"finite: {bad}; reload a checkpoint or re-initialize them")
     for name, t in tensors.items():
         if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"cannot build a stepper for {type(layer).__name__}: its discrete {name} is not finite "
-                             "(an overflow of the discretization; try a smaller rate or float64)")
+            raise ValueError(f"cannot build a stepper for {type(layer).__name__}: its discrete {name} is not "
+                             "finite (an overflow of the discretization; try a smaller rate or float64)")
     worst = float(eig_abs.max()) if eig_abs.numel() else 0.0
     if not worst <= 1 + STABILITY_TOL:
-        raise ValueError(f"cannot build a stepper for {type(layer).__name__}: its discrete transition has an eigenvalue "
-                         f"of modulus {worst:.6g} > 1, so the state grows without bound; keep A stable "
+        raise ValueError(f"cannot build a stepper for {type(layer).__name__}: its discrete transition has an "
+                         f"eigenvalue of modulus {worst:.6g} > 1, so the state grows without bound; keep A stable "
                          "(real_transform='exp'/'softplus') or lower dt / rate")
 
 
@@ -85,7 +86,7 @@ class LayerStepper:
     state: Tensor
 
     def __init__(self, layer: SSMLayer, batch_size: int, rate: float, dtype: Optional[torch.dtype],
-                 device: Optional[torch.device]) -> None:
+                 device: Optional[Union[str, torch.device]]) -> None:
         if getattr(layer, "bidirectional", False):
             raise ValueError("a bidirectional layer is not causal and cannot be stepped")
         self.batch_size = check_batch_size(batch_size)
@@ -120,7 +121,8 @@ class LayerStepper:
         raise NotImplementedError
 
     def reset(self, state: Optional[Tensor] = None) -> None:
-        """Zero the state, or load ``state`` (in the layer's own layout, e.g. from ``forward(..., return_state=True)``)."""
+        """Zero the state, or load ``state`` (in the layer's own layout, e.g. from
+        ``forward(..., return_state=True)``)."""
         if state is None:
             self.state.zero_()
             return
@@ -138,7 +140,7 @@ class DiagonalStepper(LayerStepper):
     """Stepper of a :class:`~.base.DiagonalSSM` (S4D, a diagonalized S4): state (B, H, M) complex."""
 
     def __init__(self, layer: DiagonalSSM, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
-                 device: Optional[torch.device] = None) -> None:
+                 device: Optional[Union[str, torch.device]] = None) -> None:
         super().__init__(layer, batch_size, rate, dtype, device)
         with torch.no_grad():
             sys = layer.diagonal_system(self.rate)
@@ -167,7 +169,7 @@ class DPLRStepper(LayerStepper):
     """Stepper of an :class:`~.s4.S4` layer in its low-rank form: state (B, H, N/2) complex (the layer's)."""
 
     def __init__(self, layer, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
-                 device: Optional[torch.device] = None) -> None:
+                 device: Optional[Union[str, torch.device]] = None) -> None:
         from ..kernels.dplr import DPLRStep
 
         super().__init__(layer, batch_size, rate, dtype, device)
@@ -201,7 +203,7 @@ class EigenStepper(DiagonalStepper):
     from / to the S4 layer's half state."""
 
     def __init__(self, layer, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
-                 device: Optional[torch.device] = None, tol: float = 1e-4) -> None:
+                 device: Optional[Union[str, torch.device]] = None, tol: float = 1e-4) -> None:
         self.diagonal = layer.diagonalize(check_rate(rate), tol=tol)
         if dtype is not None and dtype != self.diagonal.D.dtype:
             raise TypeError("form='diagonal' steps in the layer's dtype; cast the S4 layer instead")
@@ -226,7 +228,7 @@ class OscillatorStepper(LayerStepper):
     """Stepper of :class:`~.linoss.LinOSS` / :class:`~.dlinoss.DLinOSS`: state (B, 2, P) complex."""
 
     def __init__(self, layer, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
-                 device: Optional[torch.device] = None) -> None:
+                 device: Optional[Union[str, torch.device]] = None) -> None:
         super().__init__(layer, batch_size, rate, dtype, device)
         with torch.no_grad():
             sys = layer._system(self.rate)
@@ -250,7 +252,7 @@ class OscillatorStepper(LayerStepper):
 
 
 def layer_stepper(layer: SSMLayer, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
-                  device: Optional[torch.device] = None, form: str = "auto") -> LayerStepper:
+                  device: Optional[Union[str, torch.device]] = None, form: str = "auto") -> LayerStepper:
     """The stepper of ``layer`` (see :meth:`statespaces.layers.base.SSMLayer.stepper`)."""
     kind = getattr(type(layer), "stepper_kind", None)       # declared by each layer class
     if kind == "dplr":
@@ -262,7 +264,7 @@ def layer_stepper(layer: SSMLayer, batch_size: int, rate: float = 1.0, dtype: Op
     if form != "auto":
         raise ValueError(f"form={form!r} applies only to S4 layers; {type(layer).__name__} has one form ('auto')")
     if kind == "diagonal":
-        return DiagonalStepper(layer, batch_size, rate, dtype, device)
+        return DiagonalStepper(cast("DiagonalSSM", layer), batch_size, rate, dtype, device)
     if kind == "oscillator":
         return OscillatorStepper(layer, batch_size, rate, dtype, device)
     raise TypeError(f"{type(layer).__name__} has no stepper; use its step() method")

@@ -7,6 +7,7 @@ from .lm import SSMLanguageModel, SSMStack
 from .sashimi import DownPool, FFBlock, SaShiMi, UpPool
 
 __all__ = [
-    "SequenceClassifier", "SSMForecaster", "ImageClassifier", "SSMLanguageModel", "SSMStack", "SaShiMi", "DownPool", "UpPool", "FFBlock",
+    "SequenceClassifier", "SSMForecaster", "ImageClassifier", "SSMLanguageModel", "SSMStack", "SaShiMi", "DownPool",
+    "UpPool", "FFBlock",
     "sample_logits", "filter_logits",
 ]

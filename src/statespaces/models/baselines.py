@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, cast
 
 import torch
 from torch import nn
@@ -117,9 +117,10 @@ class LinearSSM(nn.Module):
 
     def __init__(self, layer: nn.Module, rate: float) -> None:
         super().__init__()
-        self.enc = nn.Linear(1, layer.d_model)
+        H = cast(int, layer.d_model)     # any SSM layer module: d_model is a plain int attribute
+        self.enc = nn.Linear(1, H)
         self.layer = layer
-        self.dec = nn.Linear(layer.d_model, 1)
+        self.dec = nn.Linear(H, 1)
         self.rate = rate
 
     def forward(self, u: Tensor) -> Tensor:

@@ -5,14 +5,16 @@ stacks) is built on the same blocks.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union, cast
 
 import torch
 from torch import nn
 
 from .._checks import check_choice, check_positive_int, check_result, check_sequence, public
 from ..blocks import ResidualBlock, length_mask
+from ..layers.base import SSMLayer
 from ..layers.config import LayerSpec, sequence_layer, upgrade_layer_arguments
+from ..layers.s4nd import S4ND
 from ..serialization import Pretrained
 
 Tensor = torch.Tensor
@@ -70,7 +72,9 @@ class SequenceClassifier(Pretrained, nn.Module):
         self.encoder = nn.Linear(d_input, d_model)
         self.layer_config = sequence_layer(layer)
         self.blocks = nn.ModuleList(
-            ResidualBlock(self.layer_config.build(d_model), norm=norm, prenorm=prenorm, dropout=dropout, mixing=mixing)
+            # build() is typed nn.Module; ResidualBlock checks at run time that it is an SSM layer
+            ResidualBlock(cast(Union[SSMLayer, S4ND], self.layer_config.build(d_model)), norm=norm, prenorm=prenorm,
+                          dropout=dropout, mixing=mixing)
             for _ in range(n_layers)
         )
         self.final_norm = nn.LayerNorm(d_model) if prenorm else nn.Identity()

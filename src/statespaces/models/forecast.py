@@ -17,8 +17,8 @@ from torch import nn
 
 from .._checks import check_positive_int, check_result, check_sequence, public
 from ..layers.config import LayerSpec, sequence_layer, upgrade_layer_arguments
-from .lm import SSMStack
 from ..serialization import Pretrained
+from .lm import SSMStack
 
 Tensor = torch.Tensor
 

@@ -117,7 +117,8 @@ class ImageClassifier(Pretrained, nn.Module):
                 layer = {"dims": dims, "conv": "auto", **layer}
             spec = layer_config(layer)
             if not isinstance(spec, S4NDConfig):
-                raise ValueError(f"ImageClassifier takes layer='conv' or an S4ND layer (kind 's4nd'), got kind {spec.kind!r}")
+                raise ValueError(f"ImageClassifier takes layer='conv' or an S4ND layer (kind 's4nd'), "
+                                 f"got kind {spec.kind!r}")
             if spec.dims != dims:
                 raise ValueError(f"the S4ND layer has dims={spec.dims} but the model has dims={dims}; make them equal")
             self.layer, self.layer_config = "s4nd", spec

@@ -24,7 +24,7 @@ voice-by-voice ordering of a fully autoregressive model.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -43,10 +43,12 @@ from .._checks import (
     tracing,
 )
 from ..blocks import ResidualBlock, length_mask
+from ..layers.base import SSMLayer
 from ..layers.config import LayerSpec, layer_config, sequence_layer, upgrade_layer_arguments
+from ..layers.s4nd import S4ND
+from ..serialization import Pretrained
 from .generate import check_sampling, sample_logits
 from .sashimi import FFBlock, SaShiMi, _blocks_forward, _blocks_initial, _blocks_step
-from ..serialization import Pretrained
 
 Tensor = torch.Tensor
 
@@ -90,7 +92,9 @@ class SSMStack(Pretrained, nn.Module):
         self.layer_config = sequence_layer(layer)
         mods: List[nn.Module] = []
         for _ in range(n_layers):
-            mods.append(ResidualBlock(self.layer_config.build(d_model), norm=norm, dropout=dropout, mixing=mixing))
+            # build() is typed nn.Module; ResidualBlock checks at run time that it is an SSM layer
+            ssm = cast(Union[SSMLayer, S4ND], self.layer_config.build(d_model))
+            mods.append(ResidualBlock(ssm, norm=norm, dropout=dropout, mixing=mixing))
             if ff_expand:
                 mods.append(FFBlock(d_model, ff_expand, dropout))
         self.blocks = nn.ModuleList(mods)
@@ -157,6 +161,8 @@ class SSMLanguageModel(Pretrained, nn.Module):
         -> logits (B, L, V) or (B, L, S, V).
     """
 
+    stream_offset: Tensor          # buffer (registered when d_input is None)
+
     upgrade_config = staticmethod(upgrade_layer_arguments)    # reads models saved with layer_kwargs
 
     def __init__(
@@ -187,7 +193,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
             self.backbone = backbone
         else:
             kind = check_choice("backbone", backbone, ("flat", "sashimi"))
-            common = dict(layer=layer_config(layer), dropout=dropout, norm=norm)
+            common: Dict[str, Any] = dict(layer=layer_config(layer), dropout=dropout, norm=norm)
             if kind == "flat":
                 self.backbone = SSMStack(d_model, n_layers, mixing=mixing or "glu", **common, **bkw)
             else:
@@ -207,8 +213,10 @@ class SSMLanguageModel(Pretrained, nn.Module):
 
     def _check_tokens(self, tokens: Tensor, name: str = "tokens") -> Tensor:
         """Validate (B, L) / (B, L, S) integer tokens in [0, V); return them as (B, L, S)."""
-        if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise TypeError(f"{name} must be an integer tensor of token ids, got {getattr(tokens, 'dtype', type(tokens))}")
+        if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (
+                torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"{name} must be an integer tensor of token ids, "
+                            f"got {getattr(tokens, 'dtype', type(tokens))}")
         want = "(batch, length)" if self.n_streams == 1 else f"(batch, length, n_streams={self.n_streams})"
         if self.n_streams == 1 and tokens.dim() == 2:
             tokens = tokens.unsqueeze(-1)
@@ -260,7 +268,8 @@ class SSMLanguageModel(Pretrained, nn.Module):
             return logits, out[1]
         return logits
 
-    def nll(self, inputs: Tensor, targets: Optional[Tensor] = None, lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def nll(self, inputs: Tensor, targets: Optional[Tensor] = None,
+            lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Summed next-step negative log-likelihood (nats) and the number of predicted steps.
 
         Args:
@@ -367,7 +376,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
                     break
                 x = self._encode_step(tok, token_to_input)
                 if st is None:
-                    y, state = self.backbone.step(x, state)
+                    y, state = cast(Any, self.backbone).step(x, state)   # any module with the backbone API
                     logits = self.decode(y)
                 else:
                     logits = st(x)
@@ -403,6 +412,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
         if self.d_input is None:
             t = tok.view(tok.shape[0], self.n_streams)
             return self.embedding(t + self.stream_offset).sum(-2)
+        assert token_to_input is not None       # generate() requires it when d_input is set
         x = token_to_input(tok).to(self._dtype)
         if x.shape != (tok.shape[0], self.d_input):
             raise ValueError(f"token_to_input must return (batch, d_input={self.d_input}), got {tuple(x.shape)}")

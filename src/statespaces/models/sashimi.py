@@ -30,7 +30,7 @@ outputs equal the convolution-mode outputs exactly (tested to 1e-4).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -45,7 +45,9 @@ from .._checks import (
     public,
 )
 from ..blocks import DropoutNd, ResidualBlock, length_mask
+from ..layers.base import SSMLayer
 from ..layers.config import LayerSpec, sequence_layer, upgrade_layer_arguments
+from ..layers.s4nd import S4ND
 from ..serialization import Pretrained
 
 Tensor = torch.Tensor
@@ -123,6 +125,11 @@ class UpPool(nn.Module):
         return shifted.reshape(B, T * self.pool, self.d_out), groups[:, -1]
 
 
+def _stage(stages: nn.ModuleList, i: int) -> nn.ModuleList:
+    """Stage i of ``down_blocks`` / ``up_blocks`` (a ModuleList of ModuleLists)."""
+    return cast(nn.ModuleList, stages[i])
+
+
 def _blocks_initial(blocks: nn.ModuleList, batch: int) -> List[Any]:
     return [b.layer.initial_state(batch) if isinstance(b, ResidualBlock) else None for b in blocks]
 
@@ -146,7 +153,7 @@ def _blocks_forward(blocks: nn.ModuleList, x: Tensor, states: Optional[List[Any]
 def _blocks_step(blocks: nn.ModuleList, x: Tensor, states: List[Any]) -> Tuple[Tensor, List[Any]]:
     new_states = []
     for b, s in zip(blocks, states):
-        x, s = b.step(x, s)
+        x, s = cast(Union[ResidualBlock, FFBlock], b).step(x, s)
         new_states.append(s)
     return x, new_states
 
@@ -176,8 +183,8 @@ class SaShiMi(Pretrained, nn.Module):
     Shapes:
         forward: (B, T, H) -> (B, T, H) for any T (internally padded on the right to a multiple of
         ``prod(pool)``; the padding is masked, so it cannot reach valid steps even with bidirectional
-        layers or BatchNorm); ``forward(x, lengths=...)`` for right-padded batches; with ``return_state=True`` the aligned
-        prefix runs in convolution mode and the remainder in recurrent mode. ``step``: (B, H) ->
+        layers or BatchNorm); ``forward(x, lengths=...)`` for right-padded batches; with ``return_state=True`` the
+        aligned prefix runs in convolution mode and the remainder in recurrent mode. ``step``: (B, H) ->
         (B, H). The state is a dict of tensors and lists (see :meth:`initial_state`).
     """
 
@@ -205,7 +212,7 @@ class SaShiMi(Pretrained, nn.Module):
             check_positive_int("n_pools", n_pools, 0)
             pools = [pool] * n_pools
         else:
-            pools = list(pool)
+            pools = list(cast(Sequence[int], pool))
         for p in pools:
             check_positive_int("pool factor", p, 2)
         if ff_expand != 0:
@@ -221,7 +228,9 @@ class SaShiMi(Pretrained, nn.Module):
         def stage(H: int) -> nn.ModuleList:
             mods: List[nn.Module] = []
             for _ in range(n_layers):
-                mods.append(ResidualBlock(self.layer_config.build(H), norm=norm, dropout=dropout, mixing=mixing))
+                # build() is typed nn.Module; ResidualBlock checks at run time that it is an SSM layer
+                ssm = cast(Union[SSMLayer, S4ND], self.layer_config.build(H))
+                mods.append(ResidualBlock(ssm, norm=norm, dropout=dropout, mixing=mixing))
                 if ff_expand:
                     mods.append(FFBlock(H, ff_expand, dropout))
             return nn.ModuleList(mods)
@@ -250,8 +259,8 @@ class SaShiMi(Pretrained, nn.Module):
             "t": 0,
             "down_buf": [self._zeros(batch_size, self.pools[i], self.widths[i]) for i in range(n)],
             "up_buf": [self._zeros(batch_size, self.pools[i], self.widths[i]) for i in range(n)],
-            "down_blocks": [_blocks_initial(self.down_blocks[i], batch_size) for i in range(n)],
-            "up_blocks": [_blocks_initial(self.up_blocks[i], batch_size) for i in range(n)],
+            "down_blocks": [_blocks_initial(_stage(self.down_blocks, i), batch_size) for i in range(n)],
+            "up_blocks": [_blocks_initial(_stage(self.up_blocks, i), batch_size) for i in range(n)],
             "center": _blocks_initial(self.center, batch_size),
         }
 
@@ -293,11 +302,12 @@ class SaShiMi(Pretrained, nn.Module):
         want = out is not None
         if i == len(self.pools):
             y, s = _blocks_forward(self.center, x, None if st is None else st["center"], want, mask)
-            if want:
+            if out is not None:
                 out["center"] = s
             return x + y
-        x, s = _blocks_forward(self.down_blocks[i], x, None if st is None else st["down_blocks"][i], want, mask)
-        if want:
+        x, s = _blocks_forward(_stage(self.down_blocks, i), x, None if st is None else st["down_blocks"][i], want,
+                               mask)
+        if out is not None:
             out["down_blocks"][i] = s
             out["down_buf"][i] = x[:, -self.pools[i]:]
         if mask is None:
@@ -307,11 +317,11 @@ class SaShiMi(Pretrained, nn.Module):
             xin = x.masked_fill(~mask.unsqueeze(-1), 0.0)
             yc = self._tier_conv(i + 1, self.down_pools[i](xin), st, out, coarse)
         u, last = self.up_pools[i](yc, None if st is None else st["up_buf"][i])
-        if want:
+        if out is not None:
             out["up_buf"][i] = last
         z = u + x
-        y, s = _blocks_forward(self.up_blocks[i], z, None if st is None else st["up_blocks"][i], want, mask)
-        if want:
+        y, s = _blocks_forward(_stage(self.up_blocks, i), z, None if st is None else st["up_blocks"][i], want, mask)
+        if out is not None:
             out["up_blocks"][i] = s
         return z + y
 
@@ -380,7 +390,7 @@ class SaShiMi(Pretrained, nn.Module):
         if i == len(self.pools):
             y, st["center"] = _blocks_step(self.center, x, st["center"])
             return x + y
-        x, st["down_blocks"][i] = _blocks_step(self.down_blocks[i], x, st["down_blocks"][i])
+        x, st["down_blocks"][i] = _blocks_step(_stage(self.down_blocks, i), x, st["down_blocks"][i])
         p = self.pools[i]
         r = t_i % p
         buf = st["down_buf"][i].clone()
@@ -388,10 +398,10 @@ class SaShiMi(Pretrained, nn.Module):
         st["down_buf"][i] = buf
         u = st["up_buf"][i][:, r]                     # released before the buffer is refilled
         if r == p - 1:
-            yc = self._tier_step(i + 1, self.down_pools[i].pool_group(buf), t_i // p, st)
-            st["up_buf"][i] = self.up_pools[i].expand_group(yc)
+            yc = self._tier_step(i + 1, cast(DownPool, self.down_pools[i]).pool_group(buf), t_i // p, st)
+            st["up_buf"][i] = cast(UpPool, self.up_pools[i]).expand_group(yc)
         z = u + x
-        y, st["up_blocks"][i] = _blocks_step(self.up_blocks[i], z, st["up_blocks"][i])
+        y, st["up_blocks"][i] = _blocks_step(_stage(self.up_blocks, i), z, st["up_blocks"][i])
         return z + y
 
     def _step_raw(self, x: Tensor, state: State) -> Tuple[Tensor, State]:
@@ -411,4 +421,5 @@ class SaShiMi(Pretrained, nn.Module):
         return y, st
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, pools={self.pools}, expand={self.expand}, widths={self.widths}, unet={self.unet}"
+        return (f"d_model={self.d_model}, pools={self.pools}, expand={self.expand}, widths={self.widths}, "
+                f"unet={self.unet}")

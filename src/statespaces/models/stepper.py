@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, cast
 
 import torch
 from torch import nn
 
 from .._checks import check_batch_size
 from ..blocks import ResidualBlock
+from ..layers.base import SSMLayer
 from ..layers.stepper import LayerStepper
 
 Tensor = torch.Tensor
@@ -42,9 +43,10 @@ class _Blocks:
     """A stack of ResidualBlock / FFBlock stepping through layer steppers."""
 
     def __init__(self, blocks: nn.ModuleList, batch_size: int) -> None:
-        self.blocks = list(blocks)
+        # ResidualBlock (stepped with its stepper) or FFBlock (stepper None): told apart by `steppers`
+        self.blocks: List[Any] = list(blocks)
         self.steppers: List[Optional[LayerStepper]] = [
-            b.layer.stepper(batch_size) if isinstance(b, ResidualBlock) else None for b in self.blocks
+            cast(SSMLayer, b.layer).stepper(batch_size) if isinstance(b, ResidualBlock) else None for b in self.blocks
         ]
 
     def step(self, x: Tensor) -> Tensor:
@@ -179,18 +181,19 @@ class ModelStepper:
     """
 
     def __init__(self, model, batch_size: int, cuda_graph: Optional[bool] = None) -> None:
-        from .sashimi import SaShiMi      # (lm imports this module, so the flat stack is told by its blocks)
+        from .sashimi import SaShiMi  # (lm imports this module, so the flat stack is told by its blocks)
 
         if model.training:
-            raise ValueError("ModelStepper needs the model in eval mode (dropout would draw new masks): call model.eval()")
+            raise ValueError("ModelStepper needs the model in eval mode (dropout would draw new masks): "
+                             "call model.eval()")
         self.model = model
         self.batch_size = check_batch_size(batch_size)
         bb = model.backbone
         with torch.no_grad():
             if isinstance(bb, SaShiMi):
-                self.core = _SaShiMiCore(bb, self.batch_size)
+                self.core: Any = _SaShiMiCore(bb, self.batch_size)
             elif _is_flat_stack(bb):
-                self.core: Any = _StackCore(bb, self.batch_size)
+                self.core = _StackCore(bb, self.batch_size)
             else:
                 raise TypeError(f"no stepper for a {type(bb).__name__} backbone (SSMStack and SaShiMi have one); "
                                 "use backbone.step")

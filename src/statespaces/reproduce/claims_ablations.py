@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 import torch
 
@@ -43,12 +43,13 @@ def c2(quick: bool, out: Path) -> Result:
         cfg = build_config("fmnist14-s4d", None, over)
         acc[name] = train(cfg, progress=False, replace=True)["test_acc"]
     seq, perm = acc["sequential"], acc["permuted"]
+    assert cfg is not None  # set by the loop above
     m, t = cfg.model, cfg.trainer
     n_train = cfg.data.kwargs.get("n_train", "all")
     return Result(
         thesis="no Fashion-MNIST number in the thesis (sMNIST 99.63 / pMNIST 98.70 on GPU, Table 7.1)",
         ours=f"sequential {_pct(seq)}, permuted {_pct(perm)} (gap {100 * (seq - perm):+.1f} pts; S4D-LegS "
-             f"{m.n_layers}x H={m.d_model} N={m.layer.d_state}, {n_train} train images, {t.epochs} epochs)",
+             f"{m.n_layers}x H={m.d_model} N={cast(Any, m.layer).d_state}, {n_train} train images, {t.epochs} epochs)",
         passed=seq >= 0.80 and (seq - perm) <= 0.05,
         criterion="sequential >= 80% test; permuted within 5 points of sequential",
         details={"preset": "fmnist14-s4d", "model": vars(m), "trainer": vars(t), "data": vars(cfg.data), **acc},

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Dict, Optional
 
 import torch
 
@@ -16,11 +17,12 @@ def _mse(a, b) -> float:
     return float(((a - b) ** 2).mean())
 
 
-def _reconstruct(measure: str, N: int, u: torch.Tensor, dt: float, theta: float = None, **kw) -> torch.Tensor:
+def _reconstruct(measure: str, N: int, u: torch.Tensor, dt: float, theta: Optional[float] = None, **kw) -> torch.Tensor:
     L = u.shape[-1]
     if measure == "legs":
         m = HiPPO(N, "legs", mode="lsi", **kw)
     else:
+        assert theta is not None, "theta is required for the LTI measures"
         m = HiPPO(N, measure, mode="lti", dt=dt, theta=theta, **kw)
     return m.reconstruct(m(u, return_history=False), L)
 
@@ -45,14 +47,16 @@ def a1(quick: bool, out: Path) -> Result:
 @claim("A2", "O(N) HiPPO-LegS update: linear cost in N (Table 4.1, Lemma 4.6)", "A", timed=True)
 def a2(quick: bool, out: Path) -> Result:
     Ns = (256, 1024, 4096) if not quick else (256, 1024, 2048)
-    fast, dense = {}, {}
+    fast: Dict[int, float] = {}
+    dense: Dict[int, float] = {}
     for N in Ns:
         x = torch.randn(N, dtype=torch.float64)
         u = torch.tensor(0.3, dtype=torch.float64)
-        coef = legs_gbt_coefficients(10.0, 11.0, 0.5)
+        a, b, g = legs_gbt_coefficients(10.0, 11.0, 0.5)
         A, B = transition("legs", N)
-        steps = ((fast, lambda: legs_step_fast(x, u, *coef), 200),
-                 (dense, lambda: legs_step_dense(x, u, *coef, A, B), 3 if N > 1024 else 20))
+        steps = ((fast, lambda x=x, u=u, a=a, b=b, g=g: legs_step_fast(x, u, a, b, g), 200),
+                 (dense, lambda x=x, u=u, a=a, b=b, g=g, A=A, B=B: legs_step_dense(x, u, a, b, g, A, B),
+                  3 if N > 1024 else 20))
         for table, fn, reps in steps:
             fn()
             t0 = time.perf_counter()

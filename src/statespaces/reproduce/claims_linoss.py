@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch.utils.data import TensorDataset
@@ -35,7 +35,7 @@ from .registry import Result, claim, pyplot, save_figure
 Tensor = torch.Tensor
 
 #: The three models of L1: (name, layer, extra layer kwargs, learning rate of the presets).
-L1_MODELS = (
+L1_MODELS: Tuple[Tuple[str, str, Dict[str, Any], float], ...] = (
     ("LinOSS-IM", "linoss", {"discretization": "IM", "mode": "conv"}, 3e-3),
     ("LinOSS-IMEX", "linoss", {"discretization": "IMEX", "mode": "conv"}, 3e-3),
     ("S4D-LegS", "s4d", {}, 1e-2),
@@ -87,7 +87,7 @@ def l1(quick: bool, out: Path) -> Result:
     for problem in L1_PROBLEMS:
         res[problem] = {name: _l1_run(problem, name, layer, kw, lr, quick) for name, layer, kw, lr in L1_MODELS}
     ok = True
-    for problem, r in res.items():
+    for r in res.values():
         for name in ("LinOSS-IM", "LinOSS-IMEX"):
             a = r[name]["acc"]
             ok &= math.isfinite(r[name]["loss"]) and a >= 3 * r[name]["chance"]
@@ -138,7 +138,7 @@ def random_parameter_checks(discretization: str, draws: int, P: int = 256, seed:
     return bad, worst
 
 
-def _train_with_checks(discretization: str, quick: bool) -> Dict[str, object]:
+def _train_with_checks(discretization: str, quick: bool) -> Dict[str, Any]:
     """Train LinOSS on JapaneseVowels with a high SSM learning rate (1e-2, 10x the presets) so that A
     and dt move far; after every optimizer step check every layer's eigenvalues."""
     cfg = build_config("japanese-vowels-linoss", None, [

@@ -13,7 +13,7 @@ import copy
 import math
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 import torch
 from torch import nn
@@ -51,10 +51,11 @@ def tiny_sashimi(d_state: int) -> SSMLanguageModel:
 @torch.no_grad()
 def step_logits(model: SSMLanguageModel, tokens: Tensor) -> Tensor:
     """Logits (B, T, 256) computed one token at a time with the backbone's recurrent step."""
-    state = model.backbone.initial_state(tokens.shape[0])
+    backbone = cast(Any, model.backbone)  # SSMStack or SaShiMi: both have initial_state/step
+    state = backbone.initial_state(tokens.shape[0])
     out = []
     for t in range(tokens.shape[1]):
-        y, state = model.backbone.step(model.encode(tokens[:, t:t + 1])[:, 0], state)
+        y, state = backbone.step(model.encode(tokens[:, t:t + 1])[:, 0], state)
         out.append(model.decode(y))
     return torch.stack(out, 1)
 
@@ -125,7 +126,8 @@ def c7(quick: bool, out: Path) -> Result:
     return Result(
         thesis="NLL numbers need real data and a GPU (YouTubeMix 1.294 bits); step mode == conv mode; "
                "Lambda - PP* keeps generation stable; causal UpPool shift",
-        ours=f"test NLL {test_bits:.2f} bits/sample; step vs conv max abs logit diff {agree:.1e}; max abs eig(dA) {eig:.6f}; "
+        ours=f"test NLL {test_bits:.2f} bits/sample; step vs conv max abs logit diff {agree:.1e}; "
+             f"max abs eig(dA) {eig:.6f}; "
              f"causality: max past change {past:.1e}, min future change {future:.1e} over {len(positions)} positions "
              f"(H=32, p=4, q=2, 2 S4+FF blocks/tier, N={d_state}, L={L}, {steps} steps, synthetic piano 8 kHz)",
         passed=not failed,

@@ -24,7 +24,7 @@ barely rate-sensitive) is reported alongside.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -142,7 +142,7 @@ def resize_images(x: Tensor, side: int) -> Tensor:
     return y.movedim(1, -1).contiguous()
 
 
-def _c6_settings(quick: bool) -> Dict[str, object]:
+def _c6_settings(quick: bool) -> Dict[str, Any]:
     """Full: 6k training images (not §11's 10k), 3 epochs, H = 32 (not 64), 1k test images, to fit
     about 6 CPU-minutes; quick: a smoke test."""
     if quick:
@@ -154,7 +154,7 @@ def _c6_settings(quick: bool) -> Dict[str, object]:
 C6_ALPHAS: Tuple[Optional[float], ...] = (0.1, 0.2, 0.5, None)
 
 
-def _c6_model(s: Dict[str, object], layer: str, alpha: Optional[float]) -> ImageClassifier:
+def _c6_model(s: Dict[str, Any], layer: str, alpha: Optional[float]) -> ImageClassifier:
     torch.manual_seed(0)
     kw = dict(d_input=1, n_classes=10, dims=2, d_model=s["d_model"], n_layers=s["n_layers"])
     if layer == "conv":

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, cast
 
 import torch
 from torch import nn
@@ -189,7 +189,7 @@ def b1(quick: bool, out: Path) -> Result:
     wide = rmse[_label("s4-fout", (1e-3, 1e-1), True)]
     slow = rmse[_label("s4-fout", (8e-3, 8e-3), False)]
     at2 = {k: v for k, v in rmse.items() if "(0.002,0.002) train" in k}
-    winner = min(at2, key=at2.get)
+    winner = min(at2, key=lambda k: at2[k])
     checks = {"fout<0.03": best < 0.03, "fout<=wide/3": best <= wide / 3, "8e-3 frozen>0.35": slow > 0.35,
               "fout/legt best": winner.split(" ")[0] in ("s4-fout", "s4-legt")}
     failed = [k for k, v in checks.items() if not v]
@@ -230,8 +230,9 @@ def b1(quick: bool, out: Path) -> Result:
 # ---- B2: reconstruction task ---------------------------------------------------------------------
 def _final_outputs(layer: nn.Module, u: Tensor) -> Tensor:
     """``y_L = K . reverse(u) + D u_L`` for every channel (the input feeds all H channels): (B, H)."""
-    K = layer.kernel(u.shape[1])
-    return u.flip(1).to(K.dtype) @ K.T + u[:, -1:].to(K.dtype) * layer.D
+    K = cast(Tensor, cast(Any, layer).kernel(u.shape[1]))
+    D = cast(Tensor, layer.D)
+    return u.flip(1).to(K.dtype) @ K.T + u[:, -1:].to(K.dtype) * D
 
 
 def _probe(Y: Tensor, T: Tensor, ridge: float = 1e-6) -> Tensor:
@@ -256,7 +257,7 @@ def train_reconstruction(method: str, dt: Tuple[float, float], cfg: dict) -> flo
     C~ for length L (``l_max``, as in B1). ``cfg["steps"] = 0`` gives the frozen-init result."""
     torch.manual_seed(0)
     layer = make_method(method, cfg["H"], cfg["N"], dt, l_max=cfg["L"] if method.startswith("s4-") else None)
-    ssm = list(layer.ssm_parameters())
+    ssm = list(cast(Any, layer).ssm_parameters())
     other = [p for p in layer.parameters() if all(p is not q for q in ssm)]
     opt = torch.optim.Adam([{"params": ssm, "lr": 1e-3}, {"params": other, "lr": 1e-2}])
     L, M = cfg["L"], cfg["window"]
@@ -326,7 +327,8 @@ def b2(quick: bool, out: Path) -> Result:
         criterion="FouT beats S4D-Inv by >= 1 nat at (2e-3,2e-3) and the order flips at (1e-3,1e-1)"
                   + (f" -- failed: {', '.join(failed)}" if failed else ""),
         details=dict(config=cfg, log_mse=logmse, seconds=secs, log_base="e", window_theta=WINDOW_THETA,
-                     frozen_band_sensitivity=sensitivity, noise="band-limited, drawn over 2L and cropped (non-periodic)",
+                     frozen_band_sensitivity=sensitivity,
+                     noise="band-limited, drawn over 2L and cropped (non-periodic)",
                      probe="W solved by ridge least squares (1e-6 relative) on each batch while training, "
                            "then on n_fit fresh sequences for the test",
                      optimizer="Adam, lr 1e-3 on (dt, Lambda, P, B), 1e-2 on (C, D)"),

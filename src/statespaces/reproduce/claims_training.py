@@ -59,7 +59,8 @@ def c4(quick: bool, out: Path) -> Result:
     xtr, ytr = two_tone_classes(600 if quick else 2000, L, 0)
     xte, yte = two_tone_classes(500, L, 1)
     epochs = 4 if quick else 10
-    ssm = SequenceClassifier(1, 10, d_model=32, n_layers=2, layer=dict(kind="s4d", d_state=32, init="legs", dt_min=1e-3, dt_max=1e-1))
+    ssm = SequenceClassifier(1, 10, d_model=32, n_layers=2,
+                             layer=dict(kind="s4d", d_state=32, init="legs", dt_min=1e-3, dt_max=1e-1))
     cnn = ConvClassifier(32, 2)
     _fit(ssm, xtr, ytr, epochs, 1e-2)
     _fit(cnn, xtr, ytr, epochs, 3e-3)

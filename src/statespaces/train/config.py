@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .._config import ConfigError, Rule, _num, _show  # noqa: F401  (re-exported)
 from ..layers.config import LayerConfig, layer_config, legacy_layer, merge_layer
@@ -285,7 +286,8 @@ def upgrade_model_section(model: Dict[str, Any]) -> Dict[str, Any]:
     model = dict(model)
     kind = model.pop("layer", "s4d")
     kwargs: Dict[str, Any] = {"d_state": model.pop("d_state", 64)}
-    shared = {"init": model.pop("init", "legs"), "dt_min": model.pop("dt_min", 1e-3), "dt_max": model.pop("dt_max", 1e-1)}
+    shared = {"init": model.pop("init", "legs"), "dt_min": model.pop("dt_min", 1e-3),
+              "dt_max": model.pop("dt_max", 1e-1)}
     if str(kind).lower() in ("s4d", "s4"):
         kwargs.update(shared)
     kwargs.update(model.pop("layer_kwargs", None) or {})
@@ -319,7 +321,8 @@ def _coerce(key: str, value: str, rule: Rule) -> Any:
         try:
             items = json.loads(value)
         except ValueError:
-            raise ConfigError(f"--{key} expects a JSON list like [true, false], got {value!r}; {rule.allowed()}") from None
+            raise ConfigError(
+                f"--{key} expects a JSON list like [true, false], got {value!r}; {rule.allowed()}") from None
         return items                   # JSON values keep their types; the rule checks them
     try:
         if typ == "bool":
@@ -347,10 +350,11 @@ def _coerce(key: str, value: str, rule: Rule) -> Any:
 
 def load_config_file(path: str) -> Dict[str, Any]:
     """Parse a TOML config file (``tomllib``: data only, no code execution)."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:  # pragma: no cover - Python 3.10
+        # tomli ships types but is only installed on Python 3.10, where mypy (targeting 3.10) may not find it
+        import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
@@ -373,7 +377,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # UCR/UEA (aeon's .ts files): variable-length multichannel speech features, and motion sensors
     "japanese-vowels-s4d": {"data": {"name": "ucr:JapaneseVowels"},
                             "model": {"d_model": 32, "n_layers": 2}, "trainer": {"epochs": 20, "batch_size": 32}},
-    "japanese-vowels-s4": {"data": {"name": "ucr:JapaneseVowels"}, "model": {"layer": {"kind": "s4"}, "d_model": 32, "n_layers": 2},
+    "japanese-vowels-s4": {"data": {"name": "ucr:JapaneseVowels"},
+                           "model": {"layer": {"kind": "s4"}, "d_model": 32, "n_layers": 2},
                            "trainer": {"epochs": 20, "batch_size": 32}},
     "japanese-vowels-linoss": {"data": {"name": "ucr:JapaneseVowels"},
                                "model": {"layer": {"kind": "linoss"}, "d_model": 32, "n_layers": 2},
@@ -423,9 +428,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 #: Presets that finish in minutes on a 2-core CPU (the others are meant for a GPU).
-CPU_PRESETS = ("digits-s4d", "pdigits-s4d", "digits-s4", "digits-linoss", "digits-s5", "japanese-vowels-s4d", "japanese-vowels-s4",
-               "japanese-vowels-linoss", "basicmotions-s4d", "ucr", "uea", "listops-s4d", "pathfinder-s4d", "listops-short-s4d", "pathfinder16-s4d",
-               "fmnist14-s4d")
+CPU_PRESETS = ("digits-s4d", "pdigits-s4d", "digits-s4", "digits-linoss", "digits-s5", "japanese-vowels-s4d",
+               "japanese-vowels-s4", "japanese-vowels-linoss", "basicmotions-s4d", "ucr", "uea", "listops-s4d",
+               "pathfinder-s4d", "listops-short-s4d", "pathfinder16-s4d", "fmnist14-s4d")
 
 
 #: Config keys a resumed run may change: where it runs and what it writes, not what it computes.
@@ -467,8 +472,9 @@ def _get(cfg: "TrainConfig", key: str) -> Any:
     return getattr(getattr(cfg, section), name)
 
 
-def resume_config(stored: Dict[str, Any], where: str, preset: str = None, config_file: str = None,
-                  overrides: List[Tuple[str, str]] = ()) -> TrainConfig:
+def resume_config(stored: Dict[str, Any], where: str, preset: Optional[str] = None,
+                  config_file: Optional[str] = None,
+                  overrides: Sequence[Tuple[str, str]] = ()) -> TrainConfig:
     """The config of a resumed run: the stored one, with the settings given beside ``--resume``.
 
     A setting of a :data:`RESUMABLE` key (device, out, tensorboard, ...) is applied; one that would
@@ -485,7 +491,8 @@ def resume_config(stored: Dict[str, Any], where: str, preset: str = None, config
             raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
         settings += [(f"--preset {preset} (sets {k})", k, v) for k, v in flat(PRESETS[preset]).items()]
     if config_file is not None:
-        settings += [(f"--config {config_file} (sets {k})", k, v) for k, v in flat(load_config_file(config_file)).items()]
+        settings += [(f"--config {config_file} (sets {k})", k, v)
+                     for k, v in flat(load_config_file(config_file)).items()]
     settings += [(f"--{k} {v}", k, v) for k, v in overrides]
     conflicts = []
     for flag, key, value in settings:
@@ -536,7 +543,8 @@ def preset_out(preset: str) -> str:
     return f"runs/{preset}"
 
 
-def build_config(preset: str = None, config_file: str = None, overrides: List[Tuple[str, str]] = ()) -> TrainConfig:
+def build_config(preset: Optional[str] = None, config_file: Optional[str] = None,
+                 overrides: Sequence[Tuple[str, str]] = ()) -> TrainConfig:
     """Defaults <- preset <- config file <- command-line overrides, in that order, each validated
     (:class:`ConfigError` names the key, the value and what is allowed; a config file's errors
     also name the file). A preset writes to ``runs/<preset>`` unless ``trainer.out`` is given."""

@@ -24,6 +24,9 @@ from torch import nn
 
 from .tasks import get_task
 
+#: Default device (a module-level constant, not a call in the argument defaults).
+_CPU = torch.device("cpu")
+
 Tensor = torch.Tensor
 
 
@@ -108,7 +111,7 @@ def fit(
     scheduler: Optional[Any] = None,
     start_step: int = 0,
     net: Optional[nn.Module] = None,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device = _CPU,
     amp: bool = False,
     grad_clip: float = 0.0,
     callbacks: Sequence[Callback] = (),
@@ -192,7 +195,7 @@ def fit(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device = torch.device("cpu"),
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device = _CPU,
              task: Any = "classification") -> Dict[str, float]:
     """Mean loss and score over ``loader``: ``{"loss", "acc"}``, ``acc`` being the task's score
     (accuracy per example or per token, R^2, or minus the NLL; :meth:`Task.score`). The model's

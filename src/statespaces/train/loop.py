@@ -27,7 +27,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 import torch
 from torch import nn
@@ -265,8 +265,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
             raise ConfigError(f"trainer.bucket / trainer.min_steps: not supported with {world} processes; "
                               "allowed: bucket = false and min_steps = 0 under torchrun")
         lengths = dataset_lengths(train_set) if t_cfg.bucket else None
-        sampler: Any = BucketBatchSampler(lengths, t_cfg.batch_size, n=len(train_set), window=50 if t_cfg.bucket else 1,
-                                     seed=t_cfg.seed)
+        # a 1-D tensor of lengths serves as the sampler's sequence of ints
+        sampler: Any = BucketBatchSampler(cast(Optional[Sequence[int]], lengths), t_cfg.batch_size, n=len(train_set),
+                                          window=50 if t_cfg.bucket else 1, seed=t_cfg.seed)
         sampler.passes = passes_for(t_cfg.min_steps, t_cfg.epochs, sampler.batches_per_pass())
         loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=trim_collate,
                             generator=torch.Generator().manual_seed(t_cfg.seed))   # own generator: see below
@@ -349,10 +350,11 @@ def validation_split(data, fraction: float, seed: int) -> Tuple[list, list]:
                           "allowed: 0 (best/ = the last epoch)")
     y = data.train.tensors[1]
     if get_task(data.task).stratify and y.dim() == 1:
-        held, fit = [], []
+        held: List[int] = []
+        fit: List[int] = []
         for c in torch.unique(y).tolist():
-            idx = torch.nonzero(y == c).flatten()
-            idx = idx[torch.randperm(len(idx), generator=g)].tolist()
+            members = torch.nonzero(y == c).flatten()
+            idx: List[int] = members[torch.randperm(len(members), generator=g)].tolist()
             k = min(int(round(fraction * len(idx))), len(idx) - 1)
             held += idx[:k]
             fit += idx[k:]
@@ -448,7 +450,7 @@ def evaluate_checkpoint(path: str, data_name: Optional[str] = None) -> Dict[str,
         if isinstance(classes, list) and data.classes is not None and [str(c) for c in data.classes] != classes:
             raise ValueError(f"--data.name {data_name}: its classes {list(data.classes)} differ from the "
                              f"checkpoint's {classes}")
-    res = evaluate(model, DataLoader(data.test, batch_size=256), task=data.task)
+    res: Dict[str, Any] = evaluate(model, DataLoader(data.test, batch_size=256), task=data.task)
     res.update(checkpoint=str(folder), dataset=data.name, task=data.task, n_test=len(data.test),
                epoch=meta.get("epoch"), selection=describe_selection(meta, folder))
     return res

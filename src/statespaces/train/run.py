@@ -192,7 +192,8 @@ RUN_OUTPUTS = ("checkpoints", "best", RUN_FILE, "summary.json", "metrics.csv", "
 
 def _check_out_folder(out: Path, ckpts: "_Checkpoints", resume: bool, replace: bool = False) -> None:
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"trainer.out: got {str(out)!r}, which is a file; allowed: a folder (new or holding this run)")
+        raise ConfigError(
+            f"trainer.out: got {str(out)!r}, which is a file; allowed: a folder (new or holding this run)")
     if resume:
         return
     if replace:

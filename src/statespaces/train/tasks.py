@@ -25,6 +25,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Subset
 
+#: Default device (a module-level constant, not a call in the argument defaults).
+_CPU = torch.device("cpu")
+
 Tensor = torch.Tensor
 #: ``(x, y, lengths)``; ``y`` is None for a language model without explicit targets.
 Batch = Tuple[Tensor, Any, Optional[Tensor]]
@@ -55,7 +58,7 @@ class Task:
             raise TypeError(f"forward: got {type(forward).__name__}; expected a function (model, x, lengths) -> output")
         self.forward = forward
 
-    def unpack(self, batch, device: torch.device = torch.device("cpu")) -> Batch:
+    def unpack(self, batch, device: torch.device = _CPU) -> Batch:
         """``(x, y, lengths)`` of a batch ``(x, y[, lengths])``, on ``device`` (``lengths`` None if absent)."""
         x, y, *rest = (t.to(device) for t in batch)
         return x, y, (rest[0] if rest else None)
@@ -261,7 +264,7 @@ class LanguageModel(Task):
         return f"{value:.4f}"
     selection = "validation NLL"
 
-    def unpack(self, batch, device: torch.device = torch.device("cpu")) -> Batch:
+    def unpack(self, batch, device: torch.device = _CPU) -> Batch:
         if isinstance(batch, Tensor):
             batch = (batch,)
         parts = [t.to(device) for t in batch]

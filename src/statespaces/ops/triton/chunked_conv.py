@@ -131,7 +131,8 @@ def _chunked_fwd_kernel(
             wl = wlast_ptr + h * 2 * T * M
             f0 = (tl.load(grp + rm, mask=mm, other=0.0) * xl0 + tl.load(grp + M + rm, mask=mm, other=0.0) * xl1
                   + tl.sum(ul * tl.load(wl + tm, mask=mm2, other=0.0), axis=0))
-            f1 = (tl.load(grp + 2 * M + rm, mask=mm, other=0.0) * xl0 + tl.load(grp + 3 * M + rm, mask=mm, other=0.0) * xl1
+            f1 = (tl.load(grp + 2 * M + rm, mask=mm, other=0.0) * xl0
+                  + tl.load(grp + 3 * M + rm, mask=mm, other=0.0) * xl1
                   + tl.sum(ul * tl.load(wl + T * M + tm, mask=mm2, other=0.0), axis=0))
             xo = xout_ptr + (b * H + h) * 2 * M
             tl.store(xo + rm, f0, mask=mm)
@@ -182,8 +183,10 @@ def _launch(u: Tensor, tabs, x0: Optional[Tensor], want_state: bool) -> Tuple[Te
 class ChunkedConvFn(torch.autograd.Function):
     r"""``y, x_L = chunked_conv(u, tables, x0)`` with the forward in Triton.
 
-    Backward: recomputes the PyTorch forward (``recompute``: :func:`statespaces.kernels.chunked_conv.chunked_conv_torch`,
-    passed in so this module does not import the kernels above it) on the saved inputs and differentiates it (exact; the same algorithm in batched matmuls), which gives
+    Backward: recomputes the PyTorch forward (``recompute``:
+    :func:`statespaces.kernels.chunked_conv.chunked_conv_torch`, passed in so this module does not import the
+    kernels above it) on the saved inputs and differentiates it (exact; the same algorithm in batched matmuls),
+    which gives
     ``du``, the initial-state gradient and the table gradients (tiny per-channel tensors that autograd
     then maps onto the SSM parameters).
     """
