@@ -12,7 +12,7 @@ on a higher floor (:data:`FLOORS`: kernels < layers < blocks < models < data/tra
 import ast
 import functools
 import pathlib
-from typing import Dict, List, Set
+from typing import Dict, List, Set, Tuple
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "src"
 PKG = "statespaces"
@@ -183,9 +183,9 @@ FLOORS = {
 }
 FLOOR_NAMES = ["kernels", "layers", "blocks", "models", "data/train", "package", "analysis/reproduce", "cli"]
 
-#: Upward imports that are known and not yet removed, as (importer, imported). Each is lazy:
-#: ``load_pretrained`` hands a ``statespaces train`` checkpoint folder to the trainer's loader.
-KNOWN_UPWARD = {("statespaces.serialization", "statespaces.train")}
+#: Upward imports that are known and not yet removed, as (importer, imported): none left
+#: (``load_pretrained`` reaches the trainer through a loader the package ``__init__`` registers).
+KNOWN_UPWARD: Set[Tuple[str, str]] = set()
 
 
 def floor_of(module: str) -> int:

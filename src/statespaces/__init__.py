@@ -8,7 +8,17 @@ from .discretize import DISCRETIZATIONS, discretize_dense, discretize_diagonal
 from .layers import S4, S4D, S4ND, LinOSS, SSMLayer
 from .models import SaShiMi, SequenceClassifier, SSMLanguageModel
 from .optim import param_groups
-from .serialization import load_pretrained
+from .serialization import load_pretrained, register_trainer_loader
+
+
+def _load_trained(path: str):
+    """``statespaces train`` checkpoints for :func:`load_pretrained` (the trainer is imported on use)."""
+    from .train import load_trained
+
+    return load_trained(path)[0]
+
+
+register_trainer_loader(_load_trained)
 
 #: Subpackages reachable as attributes (``statespaces.hippo.transition``), imported on first use.
 SUBPACKAGES = ("hippo", "discretize", "kernels", "ops", "layers", "blocks", "models", "data", "train",

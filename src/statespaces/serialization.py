@@ -25,7 +25,7 @@ import inspect
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, Optional, Type, TypeVar, Union
+from typing import Any, Callable, Dict, Optional, Type, TypeVar, Union
 
 import torch
 from torch import nn
@@ -207,6 +207,18 @@ def _is_trainer_checkpoint(path: Path) -> bool:
     return (path / "meta.json").is_file() or (path / "best" / "meta.json").is_file()
 
 
+#: Rebuilds a ``statespaces train`` checkpoint folder as a module. The trainer lives on a higher floor
+#: than this module, so it is registered from above (by the package ``__init__``, which runs before
+#: any ``statespaces.*`` import) instead of imported from here.
+_TRAINER_LOADER: Optional[Callable[[str], nn.Module]] = None
+
+
+def register_trainer_loader(loader: Callable[[str], nn.Module]) -> None:
+    """Let :func:`load_pretrained` read ``statespaces train`` checkpoints through ``loader(path)``."""
+    global _TRAINER_LOADER
+    _TRAINER_LOADER = loader
+
+
 def load_pretrained(pretrained: PathLike, map_location: Union[str, torch.device] = "cpu",
                     expect: Optional[type] = None, **hub_kwargs: Any) -> Any:
     """Rebuild the module saved in ``pretrained`` (see :meth:`Pretrained.save_pretrained`).
@@ -217,9 +229,10 @@ def load_pretrained(pretrained: PathLike, map_location: Union[str, torch.device]
     model: nn.Module
     if not (path / CONFIG_NAME).exists() and _is_trainer_checkpoint(path):
         # a checkpoint (or run folder) of `statespaces train`: verified and rebuilt by the trainer's loader
-        from .train import load_trained  # the top floor, imported only for this case
-
-        model = load_trained(str(path))[0]
+        if _TRAINER_LOADER is None:
+            raise RuntimeError(f"{path} is a statespaces train checkpoint and no trainer loader is registered; "
+                               "import statespaces (its __init__ registers statespaces.train.load_trained)")
+        model = _TRAINER_LOADER(str(path))
     else:
         model = _load_saved(path)
     if expect is not None and expect is not Pretrained and not isinstance(model, expect):
