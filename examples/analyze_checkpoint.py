@@ -28,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
 
     model, cfg = load_trained(args.checkpoint)
-    print(f"model: {cfg.model.layer}, H={cfg.model.d_model}, N={cfg.model.d_state}, {cfg.model.n_layers} layers")
+    print(f"model: {cfg.model.layer}, H={cfg.model.d_model}, {cfg.model.n_layers} layers")
     for name, module in model.named_modules():
         if not supported_layer(module):
             continue

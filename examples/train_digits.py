@@ -36,7 +36,7 @@ def main() -> None:
     for layer in layers:
         overrides = [
             ("model.layer", layer), ("model.d_model", str(args.d_model)), ("model.n_layers", str(args.n_layers)),
-            ("model.d_state", str(args.d_state)), ("model.dropout", "0.0"),
+            ("model.layer.d_state", str(args.d_state)), ("model.dropout", "0.0"),
             ("data.name", "pdigits" if args.permuted else "digits"),
             ("trainer.epochs", str(args.epochs)), ("trainer.batch_size", "32"),
             ("trainer.lr", "0.01" if layer == "linoss" else "0.03"), ("trainer.weight_decay", "0.0"),

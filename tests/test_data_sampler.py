@@ -95,7 +95,7 @@ def test_trimmed_batches_give_the_outputs_of_the_padded_ones():
     lengths = torch.randint(3, 18, (n,))
     x = torch.randn(n, L, 2, dtype=torch.float64) * (torch.arange(L)[None, :, None] < lengths[:, None, None])
     ds = TensorDataset(x, torch.zeros(n, dtype=torch.long), lengths)
-    model = SequenceClassifier(2, 3, d_model=8, n_layers=2, layer_kwargs={"d_state": 8, "bidirectional": True},
+    model = SequenceClassifier(2, 3, d_model=8, n_layers=2, layer={"kind": "s4d", "d_state": 8, "bidirectional": True},
                                dropout=0.0).double().eval()
     s = BucketBatchSampler(lengths, 4, window=10, seed=0)
     loader = DataLoader(ds, batch_sampler=s, collate_fn=trim_collate)
@@ -169,7 +169,7 @@ def _toy_run(tmp_path, out, *extra):
         (d / "Var_TRAIN.ts").write_text(ucr.format_ts(series[:16], labels[:16], "Var"))
         (d / "Var_TEST.ts").write_text(ucr.format_ts(series[16:], labels[16:], "Var"))
     return build_config("ucr", overrides=[
-        ("data.name", str(d)), ("model.d_model", "4"), ("model.n_layers", "1"), ("model.d_state", "4"),
+        ("data.name", str(d)), ("model.d_model", "4"), ("model.n_layers", "1"), ("model.layer.d_state", "4"),
         ("trainer.epochs", "2"), ("trainer.min_steps", "9"), ("trainer.batch_size", "4"),
         ("trainer.out", str(tmp_path / out)), ("trainer.tensorboard", "off"), ("trainer.compile", "off"), *extra])
 

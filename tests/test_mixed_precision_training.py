@@ -41,7 +41,8 @@ def _fit(layer: str, amp: bool, steps: int = 30) -> list:
     data = load_digits_sequences()
     x, y = data.train.tensors[0][:128], data.train.tensors[1][:128]
     torch.manual_seed(0)
-    model = SequenceClassifier(x.shape[-1], 10, d_model=16, n_layers=1, layer={"kind": layer, "d_state": 16})
+    model = SequenceClassifier(x.shape[-1], 10, d_model=16, n_layers=1, layer={"kind": layer,
+                                **({"n_oscillators": 16} if layer == "linoss" else {"d_state": 16})})
     opt = torch.optim.AdamW(param_groups(model, lr=1e-2, weight_decay=0.0, ssm_lr=1e-3))
     losses = []
     for i in range(steps):

@@ -293,8 +293,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     trainer.tb = tensorboard_writer(t_cfg.tensorboard, out, step) if run.main else None
     hint = (f"lower trainer.lr / trainer.ssm_lr or set trainer.grad_clip; the last good checkpoint is in "
             f"{run.ckpts.dir}")
-    fit(model, loader, opt, task, epochs=t_cfg.epochs, scheduler=sched, start_step=step, net=net, device=device,
-        amp=t_cfg.amp, grad_clip=t_cfg.grad_clip, callbacks=[_EpochReport(trainer, progress)], divergence_hint=hint)
+    done = fit(model, loader, opt, task, epochs=t_cfg.epochs, scheduler=sched, start_step=step, net=net,
+               device=device, amp=t_cfg.amp, grad_clip=t_cfg.grad_clip, callbacks=[_EpochReport(trainer, progress)],
+               divergence_hint=hint)
     summary: Dict[str, Any] = {}
     if trainer.tb is not None:
         trainer.tb.close()
@@ -310,7 +311,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
             # the model in best/: which epoch, chosen how (never on the test split), and its scores
             "selection": selection, "selected_epoch": chosen.get("epoch"), "selected_val_acc": chosen.get("val_acc"),
             "test_acc": chosen.get("test_acc"), "final_test_acc": final.get("test_acc"),
-            "steps": step, "passes_per_epoch": getattr(sampler, "passes", 1),
+            "steps": done.step, "passes_per_epoch": getattr(sampler, "passes", 1),
             "val_fraction": t_cfg.val_fraction, "n_train": len(train_set), "n_val": len(val_set) if val_set else 0,
             "n_test": len(data.test), "processes": world,
             "train_seconds": trainer.seconds_before + this_run, "train_seconds_this_run": this_run,
