@@ -290,6 +290,7 @@ def _bidirectional_run(tmp_path, layer="s4d"):
     return tmp_path / "run"
 
 
+@pytest.mark.slow   # fast tier: a training run / build / reproduction
 def test_analyze_a_trained_bidirectional_checkpoint(tmp_path, capsys):
     """`statespaces analyze RUN` on a bidirectional model (before: 'no supported SSM layer')."""
     from statespaces.cli import main

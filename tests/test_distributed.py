@@ -34,6 +34,7 @@ def _worker(rank, world, init_file, out_file):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow   # fast tier: a training run / build / reproduction
 def test_ddp_gradients_equal_full_batch(tmp_path):
     out = tmp_path / "grads.pt"
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)

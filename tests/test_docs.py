@@ -70,6 +70,7 @@ def test_tutorial_has_all_parts_and_citations():
         assert any(kind == "code" for kind, _ in cells), f"{script.name} has no code"
 
 
+@pytest.mark.slow   # fast tier: a training run / build / reproduction
 @pytest.mark.parametrize("script", [s.name for s in SCRIPTS])
 def test_tutorial_script_runs_and_draws(staged, script):
     _, src, infos = staged
@@ -86,6 +87,7 @@ def test_tutorial_script_runs_and_draws(staged, script):
     assert "```python" in text
 
 
+@pytest.mark.slow   # fast tier: a training run / build / reproduction
 def test_mkdocs_strict_build(staged):
     pytest.importorskip("mkdocs", reason="mkdocs is not installed (pip install -e '.[docs]'); docs build not checked")
     pytest.importorskip("mkdocstrings", reason="mkdocstrings is not installed (pip install -e '.[docs]')")

@@ -110,6 +110,7 @@ def _tiny(tmp_path, *extra):
     return build_config(overrides=base + list(extra))
 
 
+@pytest.mark.slow   # fast tier: a training run / build / reproduction
 def test_training_at_ten_times_the_learning_rate_never_goes_nan_silently(tmp_path):
     """10x the default LRs, ~270 steps in CI and ~1,100 in the local profile: either every parameter
     stays finite, or training stops with FloatingPointError naming the parameters."""

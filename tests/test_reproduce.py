@@ -6,6 +6,7 @@ from statespaces.reproduce import CLAIMS, run_claims
 from statespaces.cli import main
 
 
+@pytest.mark.slow   # fast tier: a training run / build / reproduction
 def test_quick_profile_runs_and_exact_claims_pass(tmp_path):
     table = tmp_path / "REPRODUCTION.md"
     ids = sorted(c.id for c in CLAIMS.values() if c.tier == "A")

@@ -18,6 +18,7 @@ def _run(cid, tmp_path):
     return r
 
 
+@pytest.mark.slow   # fast tier: a training run / build / reproduction
 def test_a6_memory_ratio(tmp_path):
     r = _run("A6", tmp_path)
     assert CLAIMS["A6"].tier == "A" and CLAIMS["A6"].timed

@@ -168,6 +168,7 @@ def test_s4d_legs_approaches_s4_legs():
     assert all(b < a for a, b in zip(dists[1:], dists[2:])) and dists[-1] < 1.1
 
 
+@pytest.mark.slow   # fast tier: a training run / build / reproduction
 def test_step_stable_over_1e5_steps_legs():
     """10^5 O(N) steps of S4-LegS: |y_t| never exceeds the kernel's l1 bound, and the state
     after 10^5 steps equals the one computed by the convolutional state map."""

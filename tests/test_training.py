@@ -150,6 +150,7 @@ def _weights(path):
     return {k: v for k, v in load_checkpoint(path)[0].items() if k.startswith("model.")}
 
 
+@pytest.mark.slow   # fast tier: a training run / build / reproduction
 def test_resume_mid_run_equals_uninterrupted(tmp_path, monkeypatch):
     import statespaces.train.loop as loop
 
