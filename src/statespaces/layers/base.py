@@ -136,9 +136,7 @@ class SSMLayer(Pretrained, nn.Module):
             y (B, L, H) in the dtype of x, and the new state if ``return_state``.
         """
         rate = self._check_forward(x, state, return_state, rate)
-        steps = check_intervals(x, dt, timestamps)
-        if steps is not None and self.bidirectional:
-            raise ValueError("irregular sampling (dt/timestamps) needs a causal layer; this one is bidirectional")
+        steps = self._check_intervals(x, dt, timestamps)
         in_dtype = x.dtype
         u = x.to(self.param_dtype)
         L = u.shape[1]
@@ -180,6 +178,14 @@ class SSMLayer(Pretrained, nn.Module):
                          rate: float) -> Tuple[Tensor, Optional[Tensor]]:  # pragma: no cover - abstract
         """``(y, new_state or None)`` by the chunked convolution (:mod:`statespaces.kernels.chunked_conv`)."""
         raise NotImplementedError
+
+    def _check_intervals(self, x: Tensor, dt: Optional[Tensor], timestamps: Optional[Tensor]) -> Optional[Tensor]:
+        """The (B, L) step multipliers of irregular sampling (:func:`.irregular.check_intervals`), or
+        None; refused for a bidirectional layer, which is not causal."""
+        steps = check_intervals(x, dt, timestamps)
+        if steps is not None and self.bidirectional:
+            raise ValueError("irregular sampling (dt/timestamps) needs a causal layer; this one is bidirectional")
+        return steps
 
     def _with_skip(self, k: Tensor) -> Tensor:
         """The kernel with the skip term folded into lag 0: ``y = k * u + D u = (k + D delta) * u``.

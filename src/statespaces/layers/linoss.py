@@ -79,7 +79,6 @@ from ..ops.scan import scan_block2, scan_loop
 from .base import SSMLayer, check_rate
 from .config import LayerConfig, setting
 from .init import as_complex, log_dt_init
-from .irregular import check_intervals
 from .modes import Modes
 
 Tensor = torch.Tensor
@@ -628,10 +627,8 @@ class LinOSS(SSMLayer):
         rate = self._check_forward(x, state, return_state, rate)
         explicit_mode = mode is not None
         mode = self.mode if mode is None else check_choice("mode", mode, LINOSS_MODES)
-        steps = check_intervals(x, dt, timestamps)
+        steps = self._check_intervals(x, dt, timestamps)
         if steps is not None:
-            if self.bidirectional:
-                raise ValueError("irregular sampling (dt/timestamps) needs a causal layer; this one is bidirectional")
             if mode in ("conv", "chunked", "auto"):
                 if explicit_mode and mode != "auto":
                     raise ValueError("irregular sampling (dt/timestamps) is a time-varying recurrence with no "

@@ -49,7 +49,6 @@ from .._checks import (
     check_length,
     check_positive_int,
     check_result,
-    check_sequence,
     public,
 )
 from ..discretize import discretize_diagonal
@@ -64,7 +63,6 @@ from .init import (
     real_forward,
     real_inverse,
 )
-from .irregular import check_intervals
 
 Tensor = torch.Tensor
 
@@ -303,15 +301,8 @@ class S5(SSMLayer):
         Returns:
             y (B, L, H) in the dtype of x, and the new state if ``return_state``.
         """
-        check_sequence(x, self.d_model, self.param_dtype, device=self.D.device, finite=False)
-        rate = check_rate(rate)
-        if self.bidirectional and (state is not None or return_state):
-            raise ValueError("a bidirectional layer is not causal: it has no recurrent state")
-        if state is not None:
-            self._check_state(state, x.shape[0])
-        steps = check_intervals(x, dt, timestamps)
-        if steps is not None and self.bidirectional:
-            raise ValueError("irregular sampling (dt/timestamps) needs a causal layer; this one is bidirectional")
+        rate = self._check_forward(x, state, return_state, rate)
+        steps = self._check_intervals(x, dt, timestamps)
         u = x.to(self.param_dtype)
         cdtype = self.initial_state(1).dtype
         if steps is None:
