@@ -22,7 +22,7 @@ from statespaces.data import DATASETS, canonical_name, ucr
 from statespaces.train import build_config, evaluate_checkpoint, load_checkpoint, save_checkpoint, train
 from statespaces.cli import main
 from statespaces.train.config import ConfigError, TrainConfig
-from statespaces.train.loop import Progress, load_data, validation_split
+from statespaces.train.loop import Progress, load_data, select_epoch, validation_split
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -90,6 +90,21 @@ def test_without_a_validation_split_best_is_the_last_epoch(tmp_path, monkeypatch
     monkeypatch.undo()
     rc, out, _ = _cli(capsys, "evaluate", str(tmp_path / "run" / "best"))
     assert rc == 0 and "the last epoch (no validation split" in out
+
+
+def test_validation_ties_go_to_the_lower_loss_then_the_later_epoch():
+    """Many epochs tie on a small validation split: the first of them is often an early one, so
+    ties are broken by validation loss, then by the later epoch; the test score never counts."""
+    def h(epoch, acc, loss, test):
+        return {"epoch": epoch, "val_acc": acc, "val_loss": loss, "test_acc": test}
+
+    hist = [h(1, 0.95, 0.30, 0.99), h(2, 0.99, 0.20, 0.90), h(3, 0.99, 0.10, 0.91), h(4, 0.99, 0.15, 0.99)]
+    assert select_epoch(hist, "validation accuracy")["epoch"] == 3
+    hist = [h(1, 0.99, 0.10, 0.99), h(2, 0.99, 0.10, 0.50), h(3, 0.98, 0.01, 0.99)]
+    assert select_epoch(hist, "validation accuracy")["epoch"] == 2                  # full tie: the later
+    old = [{"epoch": 1, "val_acc": 0.9}, {"epoch": 2, "val_acc": 0.9}]             # history without val_loss
+    assert select_epoch(old, "validation accuracy")["epoch"] == 2
+    assert select_epoch(hist, "last epoch")["epoch"] == 3 and select_epoch([], "last epoch") == {}
 
 
 def test_validation_split_is_stratified_seeded_and_disjoint():

@@ -59,7 +59,7 @@ def _is_device(name: str) -> bool:
 #: The accepted values of every field, by section (``tests/test_train_integrity.py`` fuzzes each).
 RULES: Dict[str, Dict[str, Rule]] = {
     "model": {
-        "layer": Rule("layer", what="a layer kind (s4d, s4, linoss, dlinoss, s4nd) or a table with kind and the "
+        "layer": Rule("layer", what="a layer kind (s4d, s4, linoss, dlinoss, s5, s4nd) or a table with kind and the "
                                     "layer's settings"),
         "d_model": Rule("int", lo=1),
         "n_layers": Rule("int", lo=1),
@@ -373,6 +373,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # LinOSS: BatchNorm pre-norm, as the official model (experiments/linoss_fidelity.py: +3 to +4.5 test
     # points over LayerNorm at 500 steps; lr 1e-2 or the ssm_lr group dropped cost 5 points)
     "digits-linoss": {"model": {"layer": {"kind": "linoss"}, "norm": "batch"}, "trainer": {"lr": 3e-3}},
+    "digits-dlinoss": {"model": {"layer": {"kind": "dlinoss"}, "norm": "batch"}, "trainer": {"lr": 3e-3}},
     "digits-s5": {"model": {"layer": {"kind": "s5"}}},
     # UCR/UEA (aeon's .ts files): variable-length multichannel speech features, and motion sensors
     "japanese-vowels-s4d": {"data": {"name": "ucr:JapaneseVowels"},
@@ -428,7 +429,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 #: Presets that finish in minutes on a 2-core CPU (the others are meant for a GPU).
-CPU_PRESETS = ("digits-s4d", "pdigits-s4d", "digits-s4", "digits-linoss", "digits-s5", "japanese-vowels-s4d",
+CPU_PRESETS = ("digits-s4d", "pdigits-s4d", "digits-s4", "digits-linoss", "digits-dlinoss", "digits-s5",
+               "japanese-vowels-s4d",
                "japanese-vowels-s4", "japanese-vowels-linoss", "basicmotions-s4d", "ucr", "uea", "listops-s4d",
                "pathfinder-s4d", "listops-short-s4d", "pathfinder16-s4d", "fmnist14-s4d")
 

@@ -203,7 +203,7 @@ class _Trainer:
         record = {
             "epoch": state.epoch + 1, "step": state.step, "train_loss": r["loss"] / r["seen"],
             "train_acc": task.running_score(r["correct"], r["seen"], self.train_set),
-            "val_acc": val["acc"] if val else None,
+            "val_acc": val["acc"] if val else None, "val_loss": val["loss"] if val else None,
             "test_loss": test["loss"], "test_acc": test["acc"], "seconds": time.time() - t0,
         }
         self.history.append(record)
@@ -327,17 +327,21 @@ SELECTION_LAST = "last epoch"
 
 
 def select_epoch(history, selection: str) -> Dict[str, Any]:
-    """The history record of the epoch in ``best/``: the first epoch with the highest validation
-    score, or the last epoch (``selection == "last epoch"``); ``{}`` without history."""
+    """The history record of the epoch in ``best/``: the epoch with the highest validation score,
+    ties broken by the lower validation loss and then by the later epoch (on a small validation
+    split many epochs tie on accuracy, and the first of them is often an early, under-trained
+    one); or the last epoch (``selection == "last epoch"``); ``{}`` without history."""
     if not history:
         return {}
     if selection == SELECTION_LAST:
         return history[-1]
-    best = history[0]
-    for h in history[1:]:
-        if h["val_acc"] is not None and (best["val_acc"] is None or h["val_acc"] > best["val_acc"]):
-            best = h
-    return best
+
+    def rank(h: Dict[str, Any]) -> Tuple[float, float, int]:
+        loss = h.get("val_loss")
+        return (h["val_acc"], -loss if loss is not None else 0.0, h.get("epoch", 0))
+
+    scored = [h for h in history if h["val_acc"] is not None]
+    return max(scored, key=rank) if scored else history[0]
 
 
 def validation_split(data, fraction: float, seed: int) -> Tuple[list, list]:
