@@ -126,6 +126,8 @@ def test_compile_rule(monkeypatch):
     monkeypatch.delenv("STATESPACES_COMPILE", raising=False)
     lin, s4d = SequenceClassifier(2, 3, d_model=8, n_layers=1, layer="linoss"), SequenceClassifier(2, 3, d_model=8)
     assert use_compile("auto", lin) and not use_compile("auto", s4d)
+    dlin = SequenceClassifier(2, 3, d_model=8, n_layers=1, layer="dlinoss")       # complex scan: not compiled
+    assert not use_compile("auto", dlin) and use_compile("on", dlin)
     assert use_compile("on", s4d) and not use_compile("off", lin)
     monkeypatch.setenv("STATESPACES_COMPILE", "off")
     assert not use_compile("on", lin)

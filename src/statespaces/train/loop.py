@@ -69,16 +69,19 @@ def use_compile(setting: str, model: nn.Module) -> bool:
     ``"auto"`` compiles models with a LinOSS layer, where it was measured to help: fwd+bwd on CPU
     (B=8, H=128, N=64, L=1024, one thread, ``benchmarks/bench_compile.py``) LinOSS-IMEX 2.7x,
     LinOSS-IM 2.9x, against S4D 1.13x and S4 0.80x (slower). The environment variable
-    ``STATESPACES_COMPILE=on|off`` overrides the setting (the test suite turns it off).
+    ``STATESPACES_COMPILE=on|off`` overrides the setting (the test suite turns it off). D-LinOSS
+    is not compiled by ``"auto"``: inductor has no code generation for its complex-valued scan, and
+    compiling the ``digits-dlinoss`` preset spent minutes before its first step.
     """
     setting = os.environ.get("STATESPACES_COMPILE", setting)
     if setting == "off" or not hasattr(torch, "compile"):
         return False
     if setting == "on":
         return True
+    from ..layers.dlinoss import DLinOSS
     from ..layers.linoss import LinOSS
 
-    return any(isinstance(m, LinOSS) for m in model.modules())
+    return any(isinstance(m, LinOSS) and not isinstance(m, DLinOSS) for m in model.modules())
 
 
 def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: Any = "classification") -> SequenceClassifier:
