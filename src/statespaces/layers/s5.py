@@ -336,8 +336,8 @@ class S5(SSMLayer):
         ``[[Re a, -Im a], [Im a, Re a]]`` on ``(Re x, Im x)`` (:func:`~statespaces.ops.scan.scan_block2`,
         the LinOSS scan), since Inductor generates no code for complex tensors and
         ``torch.compile(fullgraph=True)`` failed inside the complex scan (a complex dtype view of a
-        stride-0 buffer). In eager mode the real form is 2.2x slower on CPU (B=8, L=1024, M=32,
-        forward), hence the switch. The two forms are tested equal (tests/test_s5.py).
+        stride-0 buffer). In eager mode the real form is 2.0-2.5x slower forward+backward on CPU
+        (``benchmarks/bench_s5.py``), hence the switch. The two forms are tested equal (tests/test_s5.py).
         """
         if not tracing():
             return scan_diagonal(a, v, x0)
