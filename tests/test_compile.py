@@ -20,8 +20,8 @@ CASES = {
     "s4d": (lambda: S4D(4, 8, seed=0), (2, 16, 4)),
     "s4": (lambda: S4(4, 8, seed=0), (2, 16, 4)),
     "linoss-scan": (lambda: LinOSS(4, 8, seed=0), (2, 16, 4)),
-    # traced in real arithmetic (S5._scan_real; its bidirectional use is tested in tests/test_s5.py):
-    # ~3 min on 2 shared cores, so the training compile only (the step and export tests cover inference)
+    # traced in real arithmetic (S5._forward_real; its bidirectional use is tested in tests/test_s5.py):
+    # 1.5-3 min on 2 shared cores, so the training compile only (the step and export tests cover inference)
     "s5": (lambda: S5(4, 8, seed=0), (2, 16, 4)),
     "s4nd": (lambda: S4ND(4, d_state=8, dims=2), (2, 6, 6, 4)),
     "classifier-bi": (lambda: SequenceClassifier(3, 5, d_model=8, n_layers=2, layer={"kind": "s4d", "bidirectional": True}),
