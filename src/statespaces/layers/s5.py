@@ -341,7 +341,7 @@ class S5(SSMLayer):
         failed inside the complex scan (a complex dtype view of a stride-0 buffer).
 
         Eager mode keeps the complex :func:`~statespaces.ops.scan.scan_diagonal` (its Triton kernel
-        on CUDA): this form is 2.0-2.5x slower forward+backward on CPU (``benchmarks/bench_s5.py``).
+        on CUDA): this form is 1.4-1.7x slower forward+backward on CPU (``benchmarks/bench_s5.py``).
         The two are tested equal (tests/test_s5.py).
 
         Args: u (B, L, H) real; a (1, M) or (B, L, M) complex; Bb (M, H) or (B, L, M, H) complex;
