@@ -24,6 +24,23 @@ def _fb(layer, x, **kw):
     return run
 
 
+class _RealForm(torch.nn.Module):
+    """An S5 layer run eagerly in the real-arithmetic form that torch.compile/export trace (issue 21)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x, **kw):
+        import statespaces.layers.s5 as s5
+
+        saved, s5.tracing = s5.tracing, lambda: True
+        try:
+            return self.layer(x, **kw)
+        finally:
+            s5.tracing = saved
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -40,6 +57,7 @@ def main() -> None:
         cases = [("S4D", S4D(H, N, seed=0), "conv", {}),
                  ("S4D", S4D(H, N, seed=0), "scan, irregular dt", {"dt": dt}),
                  ("S5", S5(H, N, seed=0), "scan", {}),
+                 ("S5", _RealForm(S5(H, N, seed=0)), "scan, real form (traced path)", {}),
                  ("S5", S5(H, N, seed=0), "scan, irregular dt", {"dt": dt}),
                  ("LinOSS", LinOSS(H, N // 2, seed=0), "scan", {}),
                  ("LinOSS", LinOSS(H, N // 2, seed=0), "scan, irregular dt", {"dt": dt})]

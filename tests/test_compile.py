@@ -1,5 +1,5 @@
 """torch.compile(fullgraph=True) for every layer and model, in training and inference (issue 20
-item 2), and torch.export of S4D, S4 and LinOSS forward and step (issue 17 item 2): no graph break (validation that needs host values is skipped while tracing, not in eager
+item 2), and torch.export of S4D, S4, LinOSS and S5 forward and step (issue 17 item 2; S5: issue 21): no graph break (validation that needs host values is skipped while tracing, not in eager
 mode), and the compiled results equal the eager ones. Every layer, and the model families whose
 forward adds something of its own (masking and pooling, SaShiMi's pooling tiers, the token
 embedding); the stack, forecaster and image models were checked once by hand (same blocks)."""
@@ -10,6 +10,7 @@ import torch
 
 from statespaces import S4, S4D, LinOSS
 from statespaces.layers.s4nd import S4ND
+from statespaces.layers.s5 import S5
 from statespaces.models.classifier import SequenceClassifier
 from statespaces.models.lm import SSMLanguageModel
 from statespaces.models.sashimi import SaShiMi
@@ -19,6 +20,9 @@ CASES = {
     "s4d": (lambda: S4D(4, 8, seed=0), (2, 16, 4)),
     "s4": (lambda: S4(4, 8, seed=0), (2, 16, 4)),
     "linoss-scan": (lambda: LinOSS(4, 8, seed=0), (2, 16, 4)),
+    # traced in real arithmetic (S5._forward_real; its bidirectional use is tested in tests/test_s5.py):
+    # 1.5-3 min on 2 shared cores, so the training compile only (the step and export tests cover inference)
+    "s5": (lambda: S5(4, 8, seed=0), (2, 16, 4)),
     "s4nd": (lambda: S4ND(4, d_state=8, dims=2), (2, 6, 6, 4)),
     "classifier-bi": (lambda: SequenceClassifier(3, 5, d_model=8, n_layers=2, layer={"kind": "s4d", "bidirectional": True}),
                       (2, 16, 3)),
@@ -68,7 +72,8 @@ class _Step(torch.nn.Module):
 
 
 @pytest.mark.parametrize("name", ["s4d", pytest.param("s4", marks=pytest.mark.slow),
-                                  pytest.param("linoss-scan", marks=pytest.mark.slow)])
+                                  pytest.param("linoss-scan", marks=pytest.mark.slow),
+                                  pytest.param("s5", marks=pytest.mark.slow)])
 def test_fullgraph_compile_step(name):
     torch._dynamo.reset()
     layer = CASES[name][0]().eval()
@@ -95,6 +100,7 @@ EXPORT = {
     "s4d": lambda: S4D(4, 8, seed=0),
     "s4-lmax-rate2": lambda: S4(4, 8, l_max=16, seed=0),
     "linoss-scan": lambda: LinOSS(4, 8, seed=0),
+    "s5": lambda: S5(4, 8, seed=0),
 }
 
 

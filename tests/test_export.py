@@ -9,6 +9,7 @@ import torch
 
 from statespaces import S4, S4D, LinOSS
 from statespaces.export import export_onnx, export_step, real_step, streaming_model
+from statespaces.layers.s5 import S5
 from statespaces.models.lm import SSMLanguageModel, SSMStack
 from statespaces.models.sashimi import SaShiMi
 
@@ -23,6 +24,8 @@ def _layers():
         "s4-fout-lmax": lambda: S4(4, 8, init="fout", l_max=64, seed=1),
         "linoss-im": lambda: LinOSS(4, 6, discretization="IM", seed=2),
         "linoss-imex": lambda: LinOSS(4, 6, discretization="IMEX", seed=2),
+        "s5-zoh": lambda: S5(4, 8, seed=3),
+        "s5-bilinear-full": lambda: S5(4, 8, blocks=2, discretization="bilinear", conj_sym=False, seed=3),
     }
 
 
@@ -64,6 +67,8 @@ def test_real_step_at_another_rate(rate):
 def test_real_step_refuses_what_cannot_stream():
     with pytest.raises(ValueError, match="bidirectional"):
         real_step(S4D(2, 4, bidirectional=True))
+    with pytest.raises(ValueError, match="bidirectional"):
+        real_step(S5(2, 4, bidirectional=True))
     with pytest.raises(TypeError, match="no streaming form"):
         real_step(torch.nn.Linear(2, 2))
 
@@ -74,11 +79,16 @@ def _models():
         "s4d-layer": (S4D(8, 8, seed=0), "float"),
         "s4-stack": (SSMStack(8, 2, layer="s4"), "float"),
         "linoss-stack": (SSMStack(8, 2, layer="linoss"), "float"),
+        "s5-stack": (SSMStack(8, 2, layer={"kind": "s5", "d_state": 8}), "float"),
         "sashimi": (SaShiMi(8, 1, pool=(2, 2), layer="s4d"), "float"),
         "lm": (SSMLanguageModel(11, 8, 2, layer="s4d"), "tokens"),
         "lm-sashimi-s4": (SSMLanguageModel(11, 8, 1, layer="s4", backbone="sashimi", backbone_kwargs={"pool": 2}),
                           "tokens"),
     }
+
+
+# the S5 stack's first export/ONNX run takes 6-10 s on 2 CPU cores
+MODEL_NAMES = [pytest.param(n, marks=pytest.mark.slow) if n == "s5-stack" else n for n in _models()]
 
 
 def _inputs(model, kind, B, L):
@@ -97,7 +107,7 @@ def _stream(fn, sm, x, B):
     return torch.cat(ys, 1)
 
 
-@pytest.mark.parametrize("name", list(_models()))
+@pytest.mark.parametrize("name", MODEL_NAMES)
 def test_exported_program_streams_like_the_convolution(name):
     model, kind = _models()[name]
     model.eval()
@@ -122,7 +132,7 @@ def test_export_with_dynamic_batch():
 
 
 @pytest.mark.skipif(not HAVE_ONNX, reason="onnx, onnxscript and onnxruntime are needed")
-@pytest.mark.parametrize("name", list(_models()))
+@pytest.mark.parametrize("name", MODEL_NAMES)
 def test_onnx_runtime_streams_like_the_convolution(name, tmp_path):
     import onnxruntime as ort
 

@@ -22,6 +22,7 @@ from statespaces import S4, S4D, S4ND, LinOSS, ResidualBlock, SaShiMi, SequenceC
 from statespaces import discretize_dense, discretize_diagonal
 from statespaces import hippo
 from statespaces.kernels import cauchy, oscillator_transition, vandermonde, vandermonde_transpose
+from statespaces.layers.dlinoss import DLinOSS
 from statespaces.layers.registry import make_layer
 from statespaces.layers.s5 import S5
 from statespaces.ops import fftconv, scan_diagonal
@@ -64,7 +65,8 @@ def _not(valid):
 
 
 # ---- constructors ----------------------------------------------------------------------------
-LAYER_CTORS = {"S4D": S4D, "S4": S4, "LinOSS": LinOSS, "S4ND": lambda H, N=8, **k: S4ND(H, 1, N, **k), "S5": S5}
+LAYER_CTORS = {"S4D": S4D, "S4": S4, "LinOSS": LinOSS, "S4ND": lambda H, N=8, **k: S4ND(H, 1, N, **k), "S5": S5,
+               "DLinOSS": DLinOSS}
 
 
 @pytest.mark.parametrize("ctor", sorted(LAYER_CTORS))
@@ -159,7 +161,8 @@ def test_classifier_and_block_constructors(case):
 # ---- layer methods ---------------------------------------------------------------------------
 LAYERS = {"S4D": lambda: S4D(3, 4), "S4": lambda: S4(3, 4), "LinOSS": lambda: LinOSS(3, 2),
           "S4D-bidirectional": lambda: S4D(3, 4, bidirectional=True), "S5": lambda: S5(3, 4),
-          "S5-bidirectional": lambda: S5(3, 4, bidirectional=True)}
+          "S5-bidirectional": lambda: S5(3, 4, bidirectional=True), "DLinOSS": lambda: DLinOSS(3, 2),
+          "DLinOSS-IM-bidirectional": lambda: DLinOSS(3, 2, discretization="IM", bidirectional=True)}
 BAD_L = st.sampled_from([0, -1, 2.5, "4", True, None, torch.tensor(4)])
 BAD_RATE = st.sampled_from([0, -1.0, float("nan"), float("inf"), "1", None, torch.tensor(1.0), True and None])
 
@@ -180,7 +183,7 @@ def test_kernel_length_and_rate(name, L, rate, which):
         refused(layer.step, x[:, 0], layer.initial_state(2), rate)
 
 
-@pytest.mark.parametrize("name", ["S4D", "S4", "LinOSS", "S5"])
+@pytest.mark.parametrize("name", ["S4D", "S4", "LinOSS", "S5", "DLinOSS"])
 @given(kind=st.sampled_from(["batch", "shape", "list", "none-step", "real"]))
 @settings(max_examples=_n(5))
 def test_bad_states(name, kind):
@@ -426,6 +429,11 @@ TARGETS = {
     "LinOSS-IM": Target(lambda: LinOSS(3, 2, seed=0), step=True, state=True, kernel="1d", rate=True),
     "LinOSS-IMEX-conv": Target(lambda: LinOSS(3, 2, discretization="IMEX", mode="conv", seed=0), step=True,
                                state=True, kernel="1d", rate=True),
+    "DLinOSS-IMEX": Target(lambda: DLinOSS(3, 2, seed=0), step=True, state=True, kernel="1d", rate=True),
+    "DLinOSS-IM-conv": Target(lambda: DLinOSS(3, 2, discretization="IM", mode="conv", seed=0), step=True,
+                              state=True, kernel="1d", rate=True),
+    "DLinOSS-bidirectional": Target(lambda: DLinOSS(3, 2, bidirectional=True, seed=0), kernel="1d", rate=True,
+                                    causal=False),
     "S5": Target(lambda: S5(3, 4, seed=0), step=True, state=True, kernel="1d", rate=True),
     "S5-bidirectional": Target(lambda: S5(3, 4, bidirectional=True, seed=0), kernel="1d", rate=True, causal=False),
     "S4ND-1d": Target(lambda: S4ND(3, dims=1, d_state=4, seed=0), kernel="nd", rate=True, causal=False,

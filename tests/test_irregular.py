@@ -156,3 +156,93 @@ def test_streaming_steps_with_rate_equal_the_intervals(make):
     y_full, s_full = layer(u, dt=dt, return_state=True)
     torch.testing.assert_close(torch.stack(ys, 1), y_full, atol=1e-10, rtol=0)
     torch.testing.assert_close(state, s_full, atol=1e-10, rtol=0)
+
+
+# ---- models: residual blocks and the classifier pass dt/timestamps through (issue 21) ----------------
+MODEL_LAYERS = {"s4d": dict(kind="s4d", d_state=4), "s5": dict(kind="s5", d_state=4),
+                "linoss": dict(kind="linoss", n_oscillators=3), "dlinoss": dict(kind="dlinoss", n_oscillators=3)}
+
+
+def _classifier(kind, pool, prenorm=True, seed=0):
+    from statespaces import SequenceClassifier
+
+    torch.manual_seed(seed)
+    layer = {**MODEL_LAYERS[kind], "seed": seed}
+    return SequenceClassifier(2, 3, d_model=4, n_layers=2, layer=layer, pool=pool, prenorm=prenorm).double().eval()
+
+
+def _by_hand(model, x, dt):
+    """The classifier composed by hand: per block ``norm -> layer(z, dt=dt) -> GELU -> Linear -> GLU``
+    (or Linear) ``-> + residual``, each layer on its own dt path; then the final norm, pooling, decoder."""
+    h = model.encoder(x)
+    for blk in model.blocks:
+        z = blk.norm.norm(h) if blk.prenorm else h
+        y = blk.layer(z, dt=dt)
+        m = blk.output(torch.nn.functional.gelu(y))
+        h = h + (torch.nn.functional.glu(m, dim=-1) if blk.mixing == "glu" else m)
+        if not blk.prenorm:
+            h = blk.norm.norm(h)
+    h = model.final_norm(h)
+    return model.decoder(h if model.pool == "none" else h.mean(1) if model.pool == "mean" else h[:, -1])
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_LAYERS))
+@pytest.mark.parametrize("pool,prenorm", [("none", True), ("mean", False)])
+def test_classifier_with_intervals_equals_the_blocks_composed_by_hand(kind, pool, prenorm):
+    model = _classifier(kind, pool, prenorm)
+    x = torch.randn(2, 9, 2, dtype=f64)
+    dt = torch.rand(2, 9, dtype=f64) * 2 + 0.2
+    ref = _by_hand(model, x, dt)
+    torch.testing.assert_close(model(x, dt=dt), ref, atol=1e-10, rtol=0)
+    ts = torch.cumsum(dt, 1) + 3.0                      # sample times; the first interval is one step
+    dt_ts = torch.cat([torch.ones(2, 1, dtype=f64), dt[:, 1:]], 1)
+    torch.testing.assert_close(model(x, timestamps=ts), _by_hand(model, x, dt_ts), atol=1e-10, rtol=0)
+    block = model.blocks[0]
+    h = model.encoder(x)
+    y_blk, s_blk = block(h, dt=dt, return_state=True)
+    y1, s1 = block(h[:, :4], dt=dt[:, :4], return_state=True)       # a stream in two chunks
+    y2, s2 = block(h[:, 4:], dt=dt[:, 4:], state=s1, return_state=True)
+    torch.testing.assert_close(torch.cat([y1, y2], 1), y_blk, atol=1e-10, rtol=0)
+    torch.testing.assert_close(s2, s_blk, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_LAYERS))
+def test_classifier_with_equal_intervals_is_the_regular_model(kind):
+    model = _classifier(kind, "none")
+    x = torch.randn(2, 11, 2, dtype=f64)
+    lengths = torch.tensor([11, 7])
+    for c in (1.0, 0.6):
+        dt = torch.full((2, 11), c, dtype=f64)
+        ts = torch.arange(11, dtype=f64).expand(2, 11) * c + c    # intervals c (the first: one step)
+        want = model(x, rate=c)
+        torch.testing.assert_close(model(x, dt=dt), want, atol=1e-10, rtol=0)
+        if c == 1.0:
+            torch.testing.assert_close(model(x, timestamps=ts), want, atol=1e-10, rtol=0)
+        mean = _classifier(kind, "mean")
+        torch.testing.assert_close(mean(x, lengths=lengths, dt=dt), mean(x, lengths=lengths, rate=c),
+                                   atol=1e-10, rtol=0)
+
+
+def test_models_refuse_intervals_for_layers_without_the_path():
+    from statespaces import ResidualBlock, SequenceClassifier
+    from statespaces.layers.s4nd import S4ND
+
+    x = torch.randn(2, 6, 2)
+    ones = torch.ones(2, 6)
+    for layer, name in ((dict(kind="s4", d_state=4), "S4"), (dict(kind="s4nd", dims=1, d_state=4), "S4ND"),
+                        (dict(kind="s4d", d_state=4, bidirectional=True), "S4D"),
+                        (dict(kind="linoss", n_oscillators=2, bidirectional="concat"), "LinOSS"),
+                        (dict(kind="s5", d_state=4, bidirectional=True), "S5")):
+        model = SequenceClassifier(2, 3, d_model=4, n_layers=1, layer=layer)
+        with pytest.raises(ValueError, match=name):
+            model(x, dt=ones)
+        with pytest.raises(ValueError, match=name):
+            model(x, timestamps=torch.arange(6.0).expand(2, 6))
+    with pytest.raises(ValueError, match="S4ND has no irregular-sampling path"):
+        ResidualBlock(S4ND(4, dims=2, d_state=4))(torch.randn(1, 3, 3, 4), dt=torch.ones(1, 3))
+    model = _classifier("s4d", "mean").float()
+    for kw, msg in ((dict(dt=torch.zeros(2, 6)), "non-positive"), (dict(dt=torch.ones(2, 7)), r"\(batch, length\)"),
+                    (dict(timestamps=torch.zeros(2, 6)), "strictly increasing"),
+                    (dict(dt=ones, timestamps=ones), "not both"), (dict(dt=ones.long()), "floating-point")):
+        with pytest.raises((ValueError, TypeError), match=msg):
+            model(x, **kw)

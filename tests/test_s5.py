@@ -239,3 +239,51 @@ def test_registry_param_groups_and_save(tmp_path):
     again = S5.from_pretrained(tmp_path / "s5")
     x = torch.randn(2, 9, 4)
     torch.testing.assert_close(again(x), layer(x), atol=0, rtol=0)
+
+
+# ---- issue 21: the shared dt init, the real-arithmetic scan of compile/export ---------------------
+@pytest.mark.parametrize("kw", [dict(), dict(dt_min=1e-2, dt_max=0.5, conj_sym=False), dict(blocks=2)])
+def test_dt_init_is_the_shared_log_dt_init(kw):
+    """S5's log_dt comes from :func:`statespaces.layers.init.log_dt_init` (the S4D init): the same
+    draws from the layer's generator (its first use), one per stored mode."""
+    from statespaces.layers.init import log_dt_init
+
+    layer = S5(3, 8, seed=11, **kw)
+    want = log_dt_init(layer.n_modes, kw.get("dt_min", 1e-3), kw.get("dt_max", 1e-1),
+                       torch.Generator().manual_seed(11))
+    assert torch.equal(layer.log_dt.detach(), want.to(layer.log_dt.dtype))
+
+
+@pytest.mark.parametrize("case", ["regular", "state", "irregular", "bidirectional"])
+def test_real_scan_form_equals_the_complex_scan(case, monkeypatch):
+    """The form traced by torch.compile/export (2x2 real rotation blocks, :meth:`S5._forward_real`)
+    equals the eager complex scan: outputs, final state, and input/parameter gradients (float64)."""
+    import statespaces.layers.s5 as s5mod
+
+    layer = _layer(seed=2, bidirectional=case == "bidirectional")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 19, 3, dtype=f64, generator=g, requires_grad=True)
+    kw = {}
+    if case == "state":
+        kw = dict(state=torch.randn(2, layer.n_modes, dtype=c128, generator=g), return_state=True)
+    elif case == "irregular":
+        kw = dict(dt=torch.rand(2, 19, dtype=f64, generator=g) * 2 + 0.1, return_state=True)
+
+    def run():
+        out = layer(x, **kw)
+        y, s = out if isinstance(out, tuple) else (out, None)
+        grads = torch.autograd.grad((y * y.detach().sin()).sum(), [x, *layer.parameters()])
+        return y, s, grads
+
+    y, s, grads = run()
+    calls = []
+    real = s5mod.S5._forward_real
+    monkeypatch.setattr(s5mod, "tracing", lambda: True)
+    monkeypatch.setattr(s5mod.S5, "_forward_real", lambda self, *a: calls.append(1) or real(self, *a))
+    y2, s2, grads2 = run()
+    assert len(calls) == 1
+    torch.testing.assert_close(y2, y, atol=1e-12, rtol=1e-12)
+    if s is not None:
+        torch.testing.assert_close(s2, s, atol=1e-12, rtol=1e-12)
+    for a, b in zip(grads2, grads):
+        torch.testing.assert_close(a, b, atol=1e-11, rtol=1e-10)

@@ -13,6 +13,12 @@ MIMO -- maps a zero input to a zero contribution, so masked steps cannot influen
 either direction; a nonzero initial state only adds the zero-input response, which does not read
 the input at all. Outputs at masked steps are unspecified.
 
+Irregular sampling. ``forward(x, dt=...)`` or ``forward(x, timestamps=...)`` ((B, L), thesis §4.2.4;
+:mod:`statespaces.layers.irregular`) is handed to the layer, which validates it and runs its
+time-varying scan (S4D, S5, LinOSS, D-LinOSS); a layer without that path (S4, an N-D layer such as
+S4ND) or a bidirectional one raises ``ValueError`` naming the layer. The norm, mixing and residual
+act per step and are unchanged.
+
 Images and video. The same block serves a channels-last N-D layer (:class:`~statespaces.layers.s4nd.S4ND`,
 or any module with ``d_model``, ``dims`` and ``forward(x, rate=...)`` on (B, *spatial, H), such as
 the Conv baseline of :mod:`statespaces.models.image`): the norm is over channels (BatchNorm over
@@ -199,7 +205,22 @@ class ResidualBlock(Pretrained, nn.Module):
         return_state: bool = False,
         rate: float = 1.0,
         mask: Optional[Tensor] = None,
+        dt: Optional[Tensor] = None,
+        timestamps: Optional[Tensor] = None,
     ):
+        """Apply the block to x (B, L, H) -> (B, L, H) (an N-D layer: (B, *spatial, H)).
+
+        Args:
+            x: input. state, return_state, rate: as the layer's ``forward``.
+            mask: bool (B, L), True at valid steps (see the module docstring).
+            dt: irregular sampling, (B, L) positive multipliers of the layer's step per interval
+                (thesis §4.2.4); passed to the layer, which validates it.
+            timestamps: irregular sampling, (B, L) strictly increasing sample times (instead of dt).
+        """
+        irregular = dt is not None or timestamps is not None
+        if irregular and self.spatial:
+            raise ValueError(f"{type(self.layer).__name__} has no irregular-sampling path (dt/timestamps); the "
+                             "diagonal layers S4D, S5, LinOSS and DLinOSS have one")
         if self.spatial_dims != 1:      # a 1-D S4ND takes the sequence path (masks included)
             return self._forward_nd(x, state, return_state, rate, mask)
         check_sequence(x, self.layer.d_model, self.output.weight.dtype, device=self.output.weight.device, finite=False)
@@ -211,7 +232,10 @@ class ResidualBlock(Pretrained, nn.Module):
         z = self.norm(x, mask) if self.prenorm else x
         if mask is not None:
             z = z.masked_fill(~mask.unsqueeze(-1), 0.0)   # after the norm, whose bias makes zeros nonzero
-        out = self.layer(z, state=state, return_state=return_state, rate=rate)
+        if irregular:       # only then: layers without the keywords (custom modules) keep working
+            out = self.layer(z, state=state, return_state=return_state, rate=rate, dt=dt, timestamps=timestamps)
+        else:
+            out = self.layer(z, state=state, return_state=return_state, rate=rate)
         y, new_state = out if return_state else (out, None)
         x = x + self.dropout(self._mix(y))
         if not self.prenorm:

@@ -9,7 +9,7 @@ function ``(x_frame, *state) -> (y_frame, *state')`` that ``torch.export`` and O
   block ``[[Re a, -Im a], [Im a, Re a]]`` (S4D and diagonal forms), S4 becomes its dense real
   bilinear system (:meth:`statespaces.layers.s4.S4.dense_system`, O(N^2) per channel, no
   eigenvector conditioning issue), LinOSS its 4 x 4 real block per oscillator (velocity and
-  position, real and imaginary parts);
+  position, real and imaginary parts), S5 one 2 x 2 rotation block per shared (MIMO) mode;
 * the state is a flat tuple of real tensors (:meth:`StreamingModel.initial_state`);
 * a *frame* is the number of samples per call: 1 for layers, stacks and language models, the
   product of the pooling factors for SaShiMi (its tiers fire on a fixed pattern within a frame,
@@ -38,6 +38,7 @@ from torch.utils import _pytree as pytree
 from .layers.base import DiagonalSSM, SSMLayer, check_rate
 from .layers.linoss import LinOSS
 from .layers.s4 import S4
+from .layers.s5 import S5
 
 Tensor = torch.Tensor
 
@@ -58,8 +59,8 @@ class RealStep(nn.Module):
 
     * per-channel blocks (``siso=True``, S4D/S4): S = H * M, ``Bin`` (H, M, k) multiplies ``u_h``
       of the block's own channel and ``Cout`` (H, M, k) sums the channel's blocks;
-    * shared blocks (``siso=False``, LinOSS): S = P oscillators, ``Bin`` (P, k, H) and
-      ``Cout`` (H, P, k) mix all channels.
+    * shared blocks (``siso=False``, LinOSS, S5): S = P oscillators (M modes), ``Bin`` (P, k, H)
+      and ``Cout`` (H, P, k) mix all channels.
 
     Build it with :func:`real_step`; :meth:`from_layer_state` converts a state of the original
     layer (complex) into this one's, so both can be run side by side.
@@ -106,6 +107,8 @@ class RealStep(nn.Module):
         """The original layer's complex state -> this step's real state."""
         if self.kind == "diagonal":                  # (B, H, M) -> (B, H, M, 2)
             return torch.stack([state.real, state.imag], -1).to(self.D.dtype)
+        if self.kind == "s5":                        # (B, M) -> (B, M, 2)
+            return torch.stack([state.real, state.imag], -1).to(self.D.dtype)
         if self.kind == "s4":                        # (B, H, M) -> (B, H, 1, 2M)
             return torch.cat([state.real, state.imag], -1).unsqueeze(-2).to(self.D.dtype)
         z, v = state[:, 0], state[:, 1]              # linoss (B, 2, P) -> (B, P, 4)
@@ -117,12 +120,12 @@ class RealStep(nn.Module):
 
 @torch.no_grad()
 def real_step(layer: SSMLayer, rate: float = 1.0) -> RealStep:
-    """The real-arithmetic step of an S4D / diagonal, S4, LinOSS or D-LinOSS layer at ``rate``
+    """The real-arithmetic step of an S4D / diagonal, S4, LinOSS, D-LinOSS or S5 layer at ``rate``
     (see :class:`RealStep`)."""
     rate = check_rate(rate)
-    if not isinstance(layer, (DiagonalSSM, S4, LinOSS)):
+    if not isinstance(layer, (DiagonalSSM, S4, LinOSS, S5)):
         raise TypeError(f"no streaming form for {type(layer).__name__}: supported are S4D (any DiagonalSSM), S4, "
-                        "LinOSS, DLinOSS")
+                        "LinOSS, DLinOSS, S5")
     if getattr(layer, "bidirectional", False):
         raise ValueError("a bidirectional layer is not causal and has no streaming step")
     D = cast(Tensor, layer.D).detach().clone()           # a Parameter/buffer (nn.Module.__getattr__ is untyped)
@@ -131,6 +134,12 @@ def real_step(layer: SSMLayer, rate: float = 1.0) -> RealStep:
         c = Cc.conj()
         Cout = torch.stack([c.real, -c.imag], -1)
         return RealStep(_rotation(dA), torch.stack([dB.real, dB.imag], -1), Cout, D, True, "diagonal", rate)
+    if isinstance(layer, S5):                            # M shared modes: x' = lam x + B_bar u, y = scale Re(C x')
+        lam, Bb = layer.discrete_system(rate)                # (M,), (M, H) complex
+        C = layer.C_complex[0] * layer.scale                 # (H, M)
+        Bin = torch.stack([Bb.real, Bb.imag], 1)             # (M, 2, H)
+        Cout = torch.stack([C.real, -C.imag], -1)            # (H, M, 2)
+        return RealStep(_rotation(lam), Bin.to(D.dtype), Cout.to(D.dtype), D, False, "s5", rate)
     if isinstance(layer, S4):
         dA, dB, c, _ = layer.dense_system(rate)              # y = c . xi' with xi = [Re x; Im x]
         return RealStep(dA.unsqueeze(1), dB.unsqueeze(1), c.unsqueeze(1), D, True, "s4", rate)

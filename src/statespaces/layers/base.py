@@ -184,7 +184,8 @@ class SSMLayer(Pretrained, nn.Module):
         None; refused for a bidirectional layer, which is not causal."""
         steps = check_intervals(x, dt, timestamps)
         if steps is not None and self.bidirectional:
-            raise ValueError("irregular sampling (dt/timestamps) needs a causal layer; this one is bidirectional")
+            raise ValueError(f"irregular sampling (dt/timestamps) needs a causal layer; this {type(self).__name__} "
+                             "is bidirectional")
         return steps
 
     def _with_skip(self, k: Tensor) -> Tensor:

@@ -50,9 +50,10 @@ from .._checks import (
     check_positive_int,
     check_result,
     public,
+    tracing,
 )
 from ..discretize import discretize_diagonal
-from ..ops.scan import scan_diagonal
+from ..ops.scan import scan_block2, scan_diagonal
 from .base import SSMLayer, check_rate
 from .config import LayerConfig, setting
 from .init import (
@@ -252,10 +253,10 @@ class S5(SSMLayer):
             return torch.complex(re.to(u.dtype), im.to(u.dtype))
         return torch.einsum("...h,...mh->...m", u.to(Bb.dtype), Bb)
 
-    def _output(self, x: Tensor, k: int = 0) -> Tensor:
-        """``scale Re(C_k x)`` (..., H) for states x (..., M)."""
+    def _output(self, x_re: Tensor, x_im: Tensor, k: int = 0) -> Tensor:
+        """``scale Re(C_k x)`` (..., H) for states x (..., M) given as real and imaginary parts."""
         C = self.C_complex[k]
-        return self.scale * (x.real @ C.real.T - x.imag @ C.imag.T)
+        return self.scale * (x_re @ C.real.T - x_im @ C.imag.T)
 
     @public
     def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
@@ -273,7 +274,7 @@ class S5(SSMLayer):
         lam_bar, Bb = self._step_cache.get(self, rate, lambda: self.discrete_system(rate))
         u = x.to(self.param_dtype)
         new_state = lam_bar * state + self._input_proj(u, Bb).to(state.dtype)
-        y = self._output(new_state) + self.D * u
+        y = self._output(new_state.real, new_state.imag) + self.D * u
         check_result(self, (y, new_state), "step output", x=x, state=state)
         return y.to(x.dtype), new_state
 
@@ -312,19 +313,55 @@ class S5(SSMLayer):
             per_step = steps.to(self.param_dtype).unsqueeze(-1) * self.step_sizes(rate)   # (B, L, M)
             a, gain = self._discrete(per_step)
             Bb = gain.unsqueeze(-1) * self.B_complex                       # (B, L, M, H)
-        v = self._input_proj(u, Bb).to(cdtype)                             # (B, L, M)
-        X = scan_diagonal(a, v, state)                                     # (B, L, M)
-        y = self._output(X) + self.D * u
-        if self.bidirectional:
-            Xb = scan_diagonal(a, v.flip(1)).flip(1)
-            y = y + self._output(Xb, 1)
-        new_state = X[:, -1] if return_state else None
+        if tracing():                                                      # compile/export: real arithmetic
+            y, new_state = self._forward_real(u, a, Bb, state, return_state)
+        else:
+            v = self._input_proj(u, Bb).to(cdtype)                         # (B, L, M)
+            X = scan_diagonal(a, v, state)                                 # (B, L, M)
+            y = self._output(X.real, X.imag) + self.D * u
+            if self.bidirectional:
+                Xb = scan_diagonal(a, v.flip(1)).flip(1)
+                y = y + self._output(Xb.real, Xb.imag, 1)
+            new_state = X[:, -1] if return_state else None
         check_result(self, (y, new_state), input=x, state=state)
         y = y.to(x.dtype)
         if return_state:
             assert new_state is not None
             return y, new_state
         return y
+
+    def _forward_real(self, u: Tensor, a: Tensor, Bb: Tensor, state: Optional[Tensor],
+                      return_state: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        r""":meth:`forward`'s scan and read-out in real arithmetic: the path ``torch.compile`` and
+        ``torch.export`` trace (issue 21). Each mode ``x_k = a_k x_{k-1} + v_k`` becomes the 2x2
+        rotation-scaling block ``[[Re a, -Im a], [Im a, Re a]]`` on ``(Re x, Im x)``, scanned by
+        :func:`~statespaces.ops.scan.scan_block2` (the LinOSS scan); the input projection and the
+        read-out use the real and imaginary parts of ``B_bar`` and ``C``. No complex tensor enters
+        the scan: Inductor generates no code for complex tensors, and ``torch.compile(fullgraph=True)``
+        failed inside the complex scan (a complex dtype view of a stride-0 buffer).
+
+        Eager mode keeps the complex :func:`~statespaces.ops.scan.scan_diagonal` (its Triton kernel
+        on CUDA): this form is 1.4-1.7x slower forward+backward on CPU (``benchmarks/bench_s5.py``).
+        The two are tested equal (tests/test_s5.py).
+
+        Args: u (B, L, H) real; a (1, M) or (B, L, M) complex; Bb (M, H) or (B, L, M, H) complex;
+        state (B, M) complex or None. Returns y (B, L, H) and the final state (B, M) complex (or None).
+        """
+        if Bb.dim() == 2:
+            vr, vi = u @ Bb.real.T, u @ Bb.imag.T
+        else:
+            vr, vi = torch.einsum("blh,blmh->blm", u, Bb.real), torch.einsum("blh,blmh->blm", u, Bb.imag)
+        F = torch.stack([vr.to(u.dtype), vi.to(u.dtype)], -2)            # (B, L, 2, M)
+        ar, ai = a.real.to(u.dtype), a.imag.to(u.dtype)
+        M = torch.stack([torch.stack([ar, -ai], -2), torch.stack([ai, ar], -2)], -3)   # (..., 2, 2, M)
+        s0 = None if state is None else torch.stack([state.real, state.imag], -2).to(u.dtype)
+        X = scan_block2(M, F, s0)                                          # (B, L, 2, M)
+        y = self._output(X[..., 0, :], X[..., 1, :]) + self.D * u
+        if self.bidirectional:
+            Xb = scan_block2(M, F.flip(1)).flip(1)
+            y = y + self._output(Xb[..., 0, :], Xb[..., 1, :], 1)
+        last = torch.complex(X[:, -1, 0], X[:, -1, 1]) if return_state else None
+        return y, last
 
     def extra_repr(self) -> str:
         s = (f"d_model={self.d_model}, d_state={self.d_state}, blocks={self.blocks}, "

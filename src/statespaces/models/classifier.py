@@ -14,6 +14,7 @@ from .._checks import check_choice, check_positive_int, check_result, check_sequ
 from ..blocks import ResidualBlock, length_mask
 from ..layers.base import SSMLayer
 from ..layers.config import LayerSpec, sequence_layer, upgrade_layer_arguments
+from ..layers.irregular import check_intervals
 from ..layers.s4nd import S4ND
 from ..serialization import Pretrained
 
@@ -41,6 +42,12 @@ class SequenceClassifier(Pretrained, nn.Module):
 
     Shapes: forward(x (B, L, d_input), lengths (B,) optional) -> logits (B, n_classes), or
     (B, L, n_classes) with ``pool="none"``. ``n_classes=1`` gives a scalar regression head.
+
+    Irregular sampling (thesis §4.2.4): ``forward(x, dt=...)`` with (B, L) positive multipliers of
+    the step of each interval, or ``timestamps=`` (B, L) strictly increasing sample times (converted
+    once by :func:`~statespaces.layers.irregular.check_intervals`, the check every layer uses), is
+    passed to every block (:class:`~statespaces.blocks.ResidualBlock`); layers without an
+    irregular-sampling path (S4, S4ND) and bidirectional layers raise ``ValueError`` naming the layer.
 
     Padding: with ``lengths`` (right-padded batch), steps ``t >= lengths[b]`` never influence the
     output of sequence b -- neither the pooling nor any block, in either direction of a
@@ -81,12 +88,16 @@ class SequenceClassifier(Pretrained, nn.Module):
         self.decoder = nn.Linear(d_model, n_classes)
 
     @public
-    def forward(self, x: Tensor, lengths: Optional[Tensor] = None, rate: float = 1.0) -> Tensor:
+    def forward(self, x: Tensor, lengths: Optional[Tensor] = None, rate: float = 1.0,
+                dt: Optional[Tensor] = None, timestamps: Optional[Tensor] = None) -> Tensor:
+        """Logits for x (B, L, d_input); ``lengths`` (B,) of a right-padded batch; ``rate`` multiplies
+        every layer's step; ``dt`` / ``timestamps`` (B, L): irregular sampling (see the class notes)."""
         check_sequence(x, self.d_input, self.encoder.weight.dtype, device=self.encoder.weight.device)
         mask = length_mask(lengths, x.shape[0], x.shape[1], x.device)
+        steps = check_intervals(x, dt, timestamps)          # timestamps -> intervals once, for every block
         h = self.encoder(x)
         for block in self.blocks:
-            h = block(h, rate=rate, mask=mask)
+            h = block(h, rate=rate, mask=mask) if steps is None else block(h, rate=rate, mask=mask, dt=steps)
         h = self.final_norm(h)
         if self.pool == "none":
             out = self.decoder(h)
