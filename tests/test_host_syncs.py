@@ -142,3 +142,59 @@ def test_version_key_reads_no_tensor_values():
     branch = [n for n in ast.walk(tree) if isinstance(n, ast.If) and ast.unparse(n.test) == "not by_value"]
     assert branch and "data_ptr" in ast.unparse(branch[0]) and "_version" in ast.unparse(branch[0])
     assert "equal" not in ast.unparse(branch[0])
+
+
+# ---- kernels/dplr.py: no nonzero, no syncing solve on the per-call path ----------------------------------
+def test_risky_list_is_the_risky_mask_without_nonzero():
+    """The fixed-size list (first occurrences) is exactly the set of the data-dependent mask, for weakly
+    damped poles (LegT-like, Re lambda = -1e-4) mixed with strongly damped ones, plain and mirrored."""
+    from statespaces.kernels import dplr
+
+    g = torch.Generator().manual_seed(0)
+    H, M, L = 3, 6, 64
+    re = torch.where(torch.rand(H, M, generator=g) < 0.5, torch.full((H, M), -1e-4), -torch.rand(H, M, generator=g))
+    Lambda = torch.complex(re, 20 * torch.randn(H, M, generator=g)).to(torch.complex128)
+    dt = torch.rand(H, generator=g, dtype=torch.float64) * 0.1 + 0.01
+    for count, mirrored in ((L // 2 + 1, False), (L, True)):
+        mask = dplr._risky_nodes(Lambda, dt, L, count, mirrored)
+        hs, ks, first = dplr._risky_list(Lambda, dt, L, count, mirrored)
+        assert hs.shape == ks.shape == first.shape and hs.numel() == H * (1 + (4 if mirrored else 2) * M)
+        got = sorted(zip(hs[first].tolist(), ks[first].tolist()))
+        want = sorted(zip(*(t.tolist() for t in mask.nonzero(as_tuple=True))))
+        assert got == want
+
+
+def test_dplr_per_call_path_has_no_syncing_calls():
+    """Static check of kernels/dplr.py: no call of ``nonzero``, ``torch.linalg.solve`` (its error check reads
+    the device), ``.item()``, ``.tolist()``, ``bool(...)``, ``.any()``/``.all()`` in the functions S4's forward
+    calls."""
+    from statespaces.kernels import dplr
+
+    for fn in (dplr.dplr_kernel, dplr.dplr_advance, dplr.dplr_zero_input, dplr.discrete_power, dplr.resolvent_sums,
+               dplr.bilinear_dplr_real, dplr.truncated_C, dplr.untruncated_C, dplr._refine_fp64, dplr._risky_list,
+               dplr._risky_nodes, dplr._resolvent_vector, dplr._solve):
+        calls = _calls(fn)
+        for bad in ("nonzero", "torch.linalg.solve", "item", "tolist", "bool", "any", "all"):
+            assert bad not in calls, f"{fn.__name__} calls {bad}"
+
+
+def _calls(fn):
+    """Names of the functions and methods ``fn`` calls (``x.nonzero()`` -> ``nonzero``; dotted for modules)."""
+    out = set()
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(fn)))):
+        if isinstance(node, ast.Call):
+            f = node.func
+            out.add(f.attr if isinstance(f, ast.Attribute) else ast.unparse(f))
+            out.add(ast.unparse(f))
+    return out
+
+
+def test_singular_solve_is_refused_with_a_value_error_on_cpu():
+    from statespaces.kernels import dplr
+
+    A = torch.eye(3, dtype=torch.float64).expand(2, 3, 3).clone()
+    A[1] = 0.0
+    with pytest.raises(ValueError, match="1 singular linear system"):
+        dplr._solve(A, torch.ones(2, 3, 1, dtype=torch.float64), "test")
+    torch.testing.assert_close(dplr._solve(A[:1], torch.ones(1, 3, 1, dtype=torch.float64), "test"),
+                               torch.ones(1, 3, 1, dtype=torch.float64))
