@@ -35,7 +35,9 @@ examined one by one to name the culprit. Entry points called by another one (a l
 block inside a model, ``kernel`` inside ``forward``) skip them; the outer call covers them.
 ``CHECK_FINITE = False`` turns them off. While ``torch.compile``/``torch.export``/jit tracing runs,
 :func:`tracing` is True and every check that needs a host value is skipped (shape, dtype and
-device checks still run); in eager mode they are never weakened.
+device checks still run); in eager mode they are never weakened. The result check
+(:func:`check_result`) needs no host value on CUDA and in traced graphs: there it is
+``torch._assert_async`` (issue 17 item 2), kept in compiled and exported graphs (not in ONNX).
 """
 from __future__ import annotations
 
@@ -382,13 +384,15 @@ def check_result(module: torch.nn.Module, outputs: Any, what: str = "output", **
     non-finite parameters of ``module``, else ``FloatingPointError`` for an overflow.
 
     On CUDA, and while ``torch.compile``/``torch.export`` trace, the check never syncs: it becomes
-    ``torch._assert_async`` on a device-side flag (:func:`_assert_finite_async`), which a traced graph keeps.
+    ``torch._assert_async`` on a device-side flag (:func:`_assert_finite_async`), which a traced graph keeps
+    (not an ONNX export: ONNX has no assert operator).
     """
     if not CHECK_FINITE or getattr(_local, "depth", 0) > 1:
         return
     outs = [t for _, t in named_tensors(what, outputs)]
     if tracing() or any(t.device.type == "cuda" for t in outs):
-        _assert_finite_async(module, outs, what)
+        if not torch.onnx.is_in_onnx_export():          # ONNX has no assert op: exported models stay check-free
+            _assert_finite_async(module, outs, what)
         return
     if all_finite_many(outs):
         return

@@ -272,12 +272,15 @@ def _risky_list(Lambda: Tensor, dt: Tensor, L: int, count: int, mirrored: bool) 
 def _refine_fp64(left: Tensor, right: Tensor, Lambda: Tensor, P: Tensor, g: Tensor, W: Tensor,
                  risky: Tuple[Tensor, Tensor, Tensor]) -> Tensor:
     """Replace W[..., h, k] (Jl, Jr, H, K) at the risky nodes (:func:`_risky_list`) by a complex128
-    evaluation (a repeated node is evaluated again and written with the same value)."""
+    evaluation. A repeated (row, node) pair is evaluated again but enters with weight 0 (the node is zeroed,
+    then the first copy added): a plain ``index_put`` would send the gradient to every copy."""
     c = torch.complex128
-    hs, ks, _ = risky
+    hs, ks, first = risky
     vals = resolvent_sums(left[:, hs].to(c), right[:, hs].to(c), Lambda[hs].to(c), P[:, hs].to(c),
                           g[hs, ks][:, None].to(c), "naive")[..., 0]       # (Jl, Jr, Q)
-    Wp = W.permute(2, 3, 0, 1).index_put((hs, ks), vals.permute(2, 0, 1).to(W.dtype))
+    vals = (vals * first).permute(2, 0, 1).to(W.dtype)                  # (Q, Jl, Jr)
+    hit = torch.zeros(W.shape[2:], dtype=torch.bool, device=W.device).index_put((hs, ks), torch.ones_like(first))
+    Wp = W.permute(2, 3, 0, 1).masked_fill(hit[..., None, None], 0.0).index_put((hs, ks), vals, accumulate=True)
     return Wp.permute(2, 3, 0, 1)
 
 
