@@ -67,7 +67,8 @@ def chunk_length(L: int, chunk: Optional[int] = None, u: Optional[Tensor] = None
     return max(1, min(T, L))
 
 
-def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, own_scan: bool = False) -> bool:
+def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, own_scan: bool = False,
+                   dense: bool = False) -> bool:
     r"""The rule by which a layer's forward picks the chunked convolution over the FFT (one place).
 
     * CPU (backend ``"torch"``/``"auto"``): chunked for a stateful call (``state=`` or
@@ -85,8 +86,15 @@ def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, own_s
       training calls (neither is measured; the rule before the chunked backward existed).
       Predicted (one pass over u and y against ~64 for the FFT route), not measured: no GPU in the
       sessions that wrote it.
+    * ``dense`` (S4 through its real dense transition, :func:`statespaces.kernels.chunked.chunked_conv_dense`:
+      no Triton kernel): CPU stateful calls. One thread, B=8, H=128, N=64, against the Cauchy/FFT route with
+      its two state maps: 3.5-4.0x forward, 2.5-4x forward+backward at L=1024 and 4096 (loaded 2-core
+      machine; ``benchmarks/bench_chunked.py``). Stateless calls would gain too (2.4-3.6x at L=1024, 1.25x
+      fwd+bwd at 4096) but keep the FFT until longer L is measured (the carry is a Python loop of L/T steps).
     * backend ``"ref"``: never (the FFT route with its reference twins).
     """
+    if dense:
+        return stateful and u.device.type == "cpu" and backend.get_backend() != "ref"
     path = backend.choose("chunked_conv", u, dtypes=backend.REAL)
     if path == "triton":
         if stateful or own_scan:
