@@ -28,7 +28,10 @@ Design decisions (thesis app. C.1 leaves them open):
 * The two state maps of the chunked forward (free response of a state, state after a chunk) are
   computed in the time domain by chunks of matrix powers (:mod:`statespaces.kernels.chunked`),
   not by the generating function: the latter divides by ``I - dA^L`` and lost up to half the
-  digits in float32 for states with slowly decaying components (small dt, LegT/FouT).
+  digits in float32 for states with slowly decaying components (small dt, LegT/FouT). On CPU a
+  stateful forward does output and state in one chunked pass through the real dense form instead
+  (:func:`statespaces.kernels.chunked.chunked_conv_dense`; rule
+  :func:`statespaces.kernels.chunked_conv.prefer_chunked`).
 * **Tied SSMs** (``n_ssm``, §7.2.2): Lambda, P and B are stored for ``n_ssm`` SSMs, each shared
   by ``H / n_ssm`` consecutive channels; dt, C and D stay per channel (the thesis ties (A, B);
   a per-channel dt keeps H timescales, as in the official code). The shared rows are repeated
