@@ -7,7 +7,9 @@ For each shape: the S4D layer (N=64 real state = 32 complex modes) stateless (FF
 kernel + ``fftconv``; chunked: :func:`statespaces.kernels.chunked_conv.chunked_conv_diagonal` at each
 chunk length T) and stateful (``state=``, ``return_state=True``: the FFT route adds the zero-input
 response and the state advance), and LinOSS (P = N oscillators) by ``mode='scan'``, ``'conv'`` and
-``'chunked'``; forward (no grad) and forward+backward. ``ratio`` = FFT (or scan) time / chunked time:
+``'chunked'``, and S4 (N real state dimensions) stateful and stateless: its Cauchy/FFT route (with the two
+time-domain state maps when stateful) against :func:`statespaces.kernels.chunked.chunked_conv_dense` at the
+default T; forward (no grad) and forward+backward. ``ratio`` = FFT (or scan) time / chunked time:
 above 1, the chunked path is faster. The dispatch rule that these figures set is
 :func:`statespaces.kernels.chunked_conv.prefer_chunked`.
 """
@@ -18,7 +20,7 @@ import argparse
 import torch
 from common import machine, timeit
 
-from statespaces import S4D, LinOSS
+from statespaces import S4, S4D, LinOSS
 from statespaces.kernels.chunked_conv import chunked_conv_diagonal
 from statespaces.ops.fftconv import fftconv
 
@@ -85,6 +87,23 @@ def main() -> None:
             t = {m: _time(lambda m=m, x=x: lin(x, mode=m), args.repeat, grad) for m in ("scan", "conv", "chunked")}
             print(f"{'LinOSS':>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} {t['scan']:9.1f} {t['conv']:10.1f} "
                   f"{t['chunked']:10.1f} {t['scan'] / t['chunked']:10.2f}")
+
+    s4 = S4(H, N, seed=0)
+    print(f"{'layer':>16} {'L':>6} {'pass':>8} {'FFT ms':>9} {'chunked ms':>10} {'ratio':>10}")
+    for L in args.lengths:
+        x = torch.randn(B, L, H, requires_grad=True)
+        s0 = s4.initial_state(B) + 0.1 * torch.randn(B, H, s4.n_modes, dtype=torch.complex64)
+        for stateful in (False, True):
+            for grad in (False, True):
+                t = {}
+                for path in ("fft", "chunked"):
+                    s4._use_chunked = lambda u, st, path=path: path == "chunked"   # the two branches of forward
+                    kw = dict(state=s0, return_state=True) if stateful else {}
+                    t[path] = _time(lambda x=x, kw=kw: s4(x, **kw), args.repeat, grad)
+                name = "S4 stateful" if stateful else "S4"
+                print(f"{name:>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} {t['fft']:9.1f} {t['chunked']:10.1f} "
+                      f"{t['fft'] / t['chunked']:10.2f}")
+        del s4._use_chunked
 
 
 if __name__ == "__main__":

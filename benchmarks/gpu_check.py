@@ -8,7 +8,8 @@ From a fresh checkout with only ``PYTHONPATH=src`` (no install). Sections, each 
 JSON even when it fails (``"error"``), so one broken path does not hide the others:
 
 1. **kernels** vs float64: Vandermonde (L up to 65,536), diagonal scan (real / complex / x0),
-   DPLR Cauchy, fused LinOSS scan (IM / IMEX, state in and out, all five gradients), fused step --
+   DPLR Cauchy, fused LinOSS scan (IM / IMEX, state in and out, all five gradients), the chunked
+   convolution's Triton forward and backward (stateless / stateful / bidirectional), fused step --
    the CUDA path the policy picks ("auto": Triton when it imports) against the float64 reference
    twin ``<op>_ref``, forward and gradients, max relative error.
 2. **layers** S4D, S4, LinOSS (fp32 on CUDA) vs the same weights in float64: output and every
@@ -19,7 +20,8 @@ JSON even when it fails (``"error"``), so one broken path does not hide the othe
 5. **timing**: the goal shapes (H=256, N=64; S4D B16 L4096, S4D B1 L65536, S4 B16 L4096,
    LinOSS B16 L4096) fwd and fwd+bwd with CUDA events (median), beside the fp32 copy floor of
    the (B, L, H) activation (one read + one write), and the eager step rate (steps/s); the Triton
-   Vandermonde and LinOSS paths beside their PyTorch paths (``backend "auto"`` vs ``"torch"``, one run).
+   Vandermonde and LinOSS paths and the S4D layer (Triton chunked convolution, forward and backward)
+   beside their PyTorch paths (``backend "auto"`` vs ``"torch"``, one run).
 6. **resources**: registers / stack / spills of every Triton launch configuration compiled for
    this card's compute capability and sm_80 / sm_90 (``statespaces.ops.triton._resources``).
 7. **fallbacks**: ``statespaces.backend.failed_ops()`` -- any Triton path that failed and fell back.
@@ -115,6 +117,7 @@ def check_kernels(quick: bool) -> List[Dict]:
                 **{f"grad_{n}": rel_err(p, q) for n, p, q in zip("vzw", gx, gr)}})
     # fused LinOSS scan (forcing built in-kernel from u) vs the float64 loop, IM and IMEX, state in/out
     out += check_linoss_scan(quick, g)
+    out += check_chunked_conv(quick, g)
     # fused step (inference)
     for real in (torch.float32, torch.float64):
         cd = torch.complex64 if real == torch.float32 else torch.complex128
@@ -153,6 +156,43 @@ def linoss_scan_loop(u, W, M, f, x0):
     X = scan_loop(M2.unsqueeze(0).expand(u.shape[1], *M2.shape), torch.stack([f2[0] * v, f2[1] * v], -2), x0,
                   block=True)
     return X[:, :, 1], X[:, -1]
+
+
+def check_chunked_conv(quick: bool, g: torch.Generator, device: str = "cuda", size=(2, 64, 32),
+                       lengths=None) -> List[Dict]:
+    """The Triton chunked convolution (forward and backward kernels) against float64 autograd through the
+    PyTorch chunked convolution (itself tested against the recurrence and the FFT): output, final state,
+    du, d(state) and the gradients of log dA, dB, C, D; stateless, stateful and bidirectional."""
+    from statespaces.kernels.chunked_conv import chunked_conv_diagonal
+
+    out = []
+    B, H, M = size
+    for L in lengths or ((1000,) if quick else (1000, 16384)):
+        for kind in ("stateless", "stateful", "bidirectional"):
+            K = 2 if kind == "bidirectional" else 1
+            log_dA = torch.complex(-torch.rand(H, M, generator=g) * 0.05, torch.randn(H, M, generator=g))
+            ins = [log_dA, torch.randn(H, M, dtype=torch.complex64, generator=g),
+                   torch.randn(K, H, M, dtype=torch.complex64, generator=g), torch.randn(H, generator=g),
+                   torch.randn(B, L, H, generator=g)]
+            if kind == "stateful":
+                ins.append(torch.randn(B, H, M, dtype=torch.complex64, generator=g))
+            x = [t.to(device).requires_grad_() for t in ins]
+            r = [(t.cdouble() if t.is_complex() else t.double()).requires_grad_() for t in ins]
+
+            def run(a, chunk):
+                st = a[5] if len(a) > 5 else None
+                return chunked_conv_diagonal(a[4], a[0], a[1], a[2], 2.0, a[3], st, st is not None, chunk=chunk)
+
+            y, yr = run(x, None), run(r, 64)
+            outs, refs = (list(y), list(yr)) if kind == "stateful" else ([y], [yr])
+            Gs = [torch.randn(t.shape, dtype=t.dtype, generator=g) for t in refs]
+            gx = torch.autograd.grad(outs, x, [G.to(o.dtype).to(device) for G, o in zip(Gs, outs)])
+            gr = torch.autograd.grad(refs, r, Gs)
+            names = ["log_dA", "dB", "C", "D", "u", "state"]
+            out.append({"op": "chunked_conv", "kind": kind, "B": B, "L": L, "H": H, "M": M,
+                        **{f"out_{i}": rel_err(p, q) for i, (p, q) in enumerate(zip(outs, refs))},
+                        **{f"grad_{n}": rel_err(p, q) for n, p, q in zip(names, gx, gr)}})
+    return out
 
 
 def check_linoss_scan(quick: bool, g: torch.Generator) -> List[Dict]:
@@ -290,6 +330,21 @@ def cuda_time(fn: Callable[[], object], repeat: int = 20, warmup: int = 3) -> fl
     return times[len(times) // 2]
 
 
+def steps_per_s(fn: Callable[[], object], steps: int, warmup: int = 20) -> float:
+    """Calls of fn() per second over ``steps`` calls, timed by CUDA events around the whole loop (one
+    function for the eager step, the eager and graphed steppers and the graphed model stepper)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    for _ in range(steps):
+        fn()
+    e.record()
+    e.synchronize()
+    return steps / (s.elapsed_time(e) / 1e3)
+
+
 GOALS = [("S4D", 16, 4096), ("S4D", 1, 65536), ("S4", 16, 4096), ("LinOSS", 16, 4096)]
 
 
@@ -322,17 +377,13 @@ def check_timing(quick: bool) -> List[Dict]:
         layer = makers[name]().cuda().eval()
         try:
             with torch.no_grad():
-                state = layer.initial_state(1)
+                box = [layer.initial_state(1)]
                 u = torch.randn(1, H, device="cuda")
-                steps = 200 if quick else 2000
-                for _ in range(20):
-                    _, state = layer.step(u, state)
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                for _ in range(steps):
-                    _, state = layer.step(u, state)
-                torch.cuda.synchronize()
-                out.append({"layer": name, "step": "eager", "steps_per_s": steps / (time.perf_counter() - t0)})
+
+                def step():
+                    box[0] = layer.step(u, box[0])[1]
+
+                out.append({"layer": name, "step": "eager", "steps_per_s": steps_per_s(step, 200 if quick else 2000)})
         except Exception as e:
             out.append({"layer": name, "step": "eager", "error": f"{type(e).__name__}: {e}"})
         out.append(_stepper_rate(name, layer, H, 200 if quick else 2000))
@@ -364,19 +415,8 @@ def _stepper_rate(name: str, layer, H: int, steps: int) -> Dict:
             for _ in range(20):
                 st(u)
             rec["syncs_per_call"] = _count_syncs(lambda: st(u))
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                st(u)
-            torch.cuda.synchronize()
-            rec["eager_steps_per_s"] = steps / (time.perf_counter() - t0)
-            g = _graph(st.advance)
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                g.replay()
-            torch.cuda.synchronize()
-            rec["graphed_steps_per_s"] = steps / (time.perf_counter() - t0)
+            rec["eager_steps_per_s"] = steps_per_s(lambda: st(u), steps)
+            rec["graphed_steps_per_s"] = steps_per_s(_graph(st.advance).replay, steps)
             from statespaces.models.lm import SSMLanguageModel
 
             lm = SSMLanguageModel(256, d_model=H, n_layers=4, layer={"kind": name.lower(),
@@ -386,12 +426,7 @@ def _stepper_rate(name: str, layer, H: int, steps: int) -> Dict:
             for _ in range(20):
                 mst(x)
             rec["model_syncs_per_call"] = _count_syncs(lambda: mst(x))
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                mst(x)
-            torch.cuda.synchronize()
-            rec["model_graphed_steps_per_s"] = steps / (time.perf_counter() - t0)
+            rec["model_graphed_steps_per_s"] = steps_per_s(lambda: mst(x), steps)
     except Exception as e:
         rec["error"] = f"{type(e).__name__}: {e}"
     return rec
@@ -399,7 +434,8 @@ def _stepper_rate(name: str, layer, H: int, steps: int) -> Dict:
 
 #: (op, shape) pairs timed on the Triton path ("auto") beside the PyTorch path ("torch") in one run.
 PATH_SHAPES = [("vandermonde", dict(H=256, N=64, L=4096)), ("vandermonde", dict(H=256, N=64, L=65536)),
-               ("linoss_layer", dict(B=16, L=4096, H=256, N=64)), ("linoss_layer", dict(B=1, L=65536, H=256, N=64))]
+               ("linoss_layer", dict(B=16, L=4096, H=256, N=64)), ("linoss_layer", dict(B=1, L=65536, H=256, N=64)),
+               ("s4d_layer", dict(B=16, L=4096, H=256, N=64)), ("s4d_layer", dict(B=1, L=65536, H=256, N=64))]
 
 
 def path_workload(op: str, shape: Dict, device: str = "cuda"):
@@ -421,10 +457,10 @@ def path_workload(op: str, shape: Dict, device: str = "cuda"):
             vandermonde(c, w, L).sum().backward()
 
         return fwd, fwd_bwd
-    if op == "linoss_layer":
-        from statespaces import LinOSS
+    if op in ("linoss_layer", "s4d_layer"):
+        from statespaces import S4D, LinOSS
 
-        layer = LinOSS(shape["H"], shape["N"], seed=0).to(device)
+        layer = (LinOSS if op == "linoss_layer" else S4D)(shape["H"], shape["N"], seed=0).to(device)
         x = torch.randn(shape["B"], shape["L"], shape["H"], generator=g).to(device).requires_grad_()
 
         def fwd():
@@ -439,8 +475,10 @@ def path_workload(op: str, shape: Dict, device: str = "cuda"):
 
 
 def time_paths(quick: bool) -> List[Dict]:
-    """The Triton kernels of issue 17 items 4-5 (Vandermonde by powers, fused LinOSS scan) against
-    the PyTorch path of the same op, ratios measured in one run."""
+    """The Triton kernels of issue 17 items 1, 4, 5 against the PyTorch path of the same op, ratios measured
+    in one run: Vandermonde by powers, the fused LinOSS scan, and the S4D layer, whose "auto" path on CUDA
+    is the Triton chunked convolution, forward and backward (``prefer_chunked``), against the FFT route
+    ("torch")."""
     from statespaces import backend
 
     out = []

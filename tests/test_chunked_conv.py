@@ -155,6 +155,25 @@ def test_s4d_stateful_forward_takes_the_chunked_path_and_matches_steps():
     torch.testing.assert_close(s, s_ref, rtol=1e-10, atol=1e-10)
 
 
+
+def test_rule_on_the_triton_path():
+    """With the Triton kernels (forced here; CUDA in use): chunked for training too, since the backward is a
+    Triton kernel, unless the state is wider than the kernels hold; a layer with its own fused scan (LinOSS)
+    keeps it for stateless training."""
+    pytest.importorskip("triton")
+    from statespaces.ops.triton.chunked_conv import MAX_BLOCK_M
+
+    x = torch.randn(1, 8, 2)
+    with backend.force_triton():
+        assert prefer_chunked(x, stateful=False) and prefer_chunked(x, stateful=False, modes=MAX_BLOCK_M)
+        assert not prefer_chunked(x, stateful=False, modes=MAX_BLOCK_M + 1)
+        assert prefer_chunked(x, stateful=True, modes=MAX_BLOCK_M + 1)
+        assert not prefer_chunked(x, stateful=False, own_scan=True) and prefer_chunked(x, True, own_scan=True)
+        with torch.no_grad():
+            assert prefer_chunked(x, stateful=False, own_scan=True)
+        assert not prefer_chunked(x.double(), stateful=False)             # the kernels take float32 only
+
+
 @pytest.mark.parametrize("disc", ["IM", "IMEX"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_linoss_chunked_mode_matches_the_loop(disc, bidirectional):
@@ -199,3 +218,70 @@ def test_dlinoss_chunked_mode_matches_the_loop(disc):
     y_ref, s_ref = m(x, state=s0, return_state=True, mode="loop")
     torch.testing.assert_close(y, y_ref, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(s, s_ref, rtol=1e-9, atol=1e-10)
+
+
+def test_dense_chunked_conv_matches_the_recurrence():
+    """kernels.chunked.chunked_conv_dense (S4's real dense form): output and final state equal the explicit
+    recurrence in float64, with a partial last chunk and an initial state."""
+    from statespaces import S4
+    from statespaces.kernels.chunked import chunked_conv_dense
+
+    g = torch.Generator().manual_seed(0)
+    for init in ("legs", "legt"):
+        layer = S4(3, 8, init=init, seed=1).double()
+        dA, dB, c, _ = (t.detach() for t in layer.dense_system())
+        u = torch.randn(2, 45, 3, dtype=torch.float64, generator=g)
+        x0 = torch.randn(2, 3, 8, dtype=torch.float64, generator=g)
+        D = torch.randn(3, dtype=torch.float64, generator=g)
+        y, xf = chunked_conv_dense(u, dA, dB, c, D, x0, True, chunk=8)
+        xi, ys = x0, []
+        for t in range(u.shape[1]):
+            xi = torch.einsum("hnm,bhm->bhn", dA, xi) + dB * u[:, t, :, None]
+            ys.append((c * xi).sum(-1) + D * u[:, t])
+        torch.testing.assert_close(y, torch.stack(ys, 1), rtol=1e-11, atol=1e-12)
+        torch.testing.assert_close(xf, xi, rtol=1e-11, atol=1e-12)
+        free, z = [], x0                                  # the free response of x0: what a zero state drops
+        for _ in range(u.shape[1]):
+            z = torch.einsum("hnm,bhm->bhn", dA, z)
+            free.append((c * z).sum(-1))
+        torch.testing.assert_close(chunked_conv_dense(u, dA, dB, c, D, chunk=16), y - torch.stack(free, 1),
+                                   rtol=1e-10, atol=1e-11)
+
+
+@pytest.mark.parametrize("init", ["legs", "fout"])
+def test_s4_stateful_forward_takes_the_dense_chunked_path(init):
+    """S4's stateful forward on CPU goes through the dense chunked form (rule: prefer_chunked(dense=True));
+    output, state and every gradient equal the Cauchy/FFT route with its two state maps (backend "ref") in
+    float64."""
+    from statespaces import S4
+
+    torch.manual_seed(0)
+    layer = S4(3, 8, init=init, seed=2).double()
+    x = torch.randn(2, 37, 3, dtype=torch.float64)
+    s0 = (layer.initial_state(2) + torch.randn(2, 3, 4, dtype=C128)).requires_grad_()
+    assert prefer_chunked(x, stateful=True, dense=True) and not prefer_chunked(x, stateful=False, dense=True)
+
+    def run():
+        layer.zero_grad()
+        xx = x.clone().requires_grad_()
+        ss = s0.detach().clone().requires_grad_()
+        y, s = layer(xx, state=ss, return_state=True)
+        (y * torch.cos(torch.arange(37.0))[:, None]).sum().backward(retain_graph=True)
+        torch.view_as_real(s).sum().backward()
+        return [y.detach(), s.detach(), xx.grad, ss.grad] + [p.grad.clone() for p in layer.parameters()]
+
+    calls = []
+    from statespaces.kernels import chunked as kchunked
+
+    orig = kchunked.chunked_conv_dense
+    kchunked.chunked_conv_dense = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    try:
+        got = run()
+    finally:
+        kchunked.chunked_conv_dense = orig
+    assert calls
+    with backend.use_backend("ref"):
+        assert not prefer_chunked(x, stateful=True, dense=True)
+        ref = run()
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)

@@ -37,7 +37,7 @@ def test_launch_table_matches_the_kernels():
         "vandermonde._vandermonde_fwd_kernel", "vandermonde._vandermonde_bwd_kernel", "scan._scan_fwd_kernel",
         "scan._scan_bwd_kernel", "cauchy._cauchy_kernel", "step._diag_step_kernel",
         "linoss._fwd_kernel", "linoss._bwd_kernel",
-        "chunked_conv._chunked_fwd_kernel",
+        "chunked_conv._chunked_fwd_kernel", "chunked_conv._chunked_bwd_kernel", "chunked_conv._chunked_grad_kernel",
     }
     for c in cfgs:
         c.check()                          # signature names == runtime parameters, constexprs == constexpr params
@@ -94,7 +94,8 @@ def test_choosers_stay_inside_the_table():
     for M in range(1, 70):
         for T in (16, 32, 64, 128):
             if _fits_triton(_t.zeros(1, 1, 1), ChunkTables(None, _t.empty(1, T, 2 * M), None, None, None)):
-                assert chunked_conv._config(T, M) in table
+                assert all(f(T, M) in table for f in (chunked_conv._config, chunked_conv._bwd_config,
+                                                      chunked_conv._grad_config))
 
 
 def test_launch_check_rejects_arguments_that_do_not_match_the_table():

@@ -35,7 +35,9 @@ examined one by one to name the culprit. Entry points called by another one (a l
 block inside a model, ``kernel`` inside ``forward``) skip them; the outer call covers them.
 ``CHECK_FINITE = False`` turns them off. While ``torch.compile``/``torch.export``/jit tracing runs,
 :func:`tracing` is True and every check that needs a host value is skipped (shape, dtype and
-device checks still run); in eager mode they are never weakened.
+device checks still run); in eager mode they are never weakened. The result check
+(:func:`check_result`) needs no host value on CUDA and in traced graphs: there it is
+``torch._assert_async`` (issue 17 item 2), kept in compiled and exported graphs (not in ONNX).
 """
 from __future__ import annotations
 
@@ -380,10 +382,18 @@ def check_result(module: torch.nn.Module, outputs: Any, what: str = "output", **
     (:func:`finite_checks_due`), one fused reduction over ``outputs``; if that finds NaN/inf:
     ``ValueError`` for the first non-finite input, else ``FloatingPointError`` naming the
     non-finite parameters of ``module``, else ``FloatingPointError`` for an overflow.
+
+    On CUDA, and while ``torch.compile``/``torch.export`` trace, the check never syncs: it becomes
+    ``torch._assert_async`` on a device-side flag (:func:`_assert_finite_async`), which a traced graph keeps
+    (not an ONNX export: ONNX has no assert operator).
     """
-    if not finite_checks_due():
+    if not CHECK_FINITE or getattr(_local, "depth", 0) > 1:
         return
     outs = [t for _, t in named_tensors(what, outputs)]
+    if tracing() or any(t.device.type == "cuda" for t in outs):
+        if not torch.onnx.is_in_onnx_export():          # ONNX has no assert op: exported models stay check-free
+            _assert_finite_async(module, outs, what)
+        return
     if all_finite_many(outs):
         return
     for name, value in inputs.items():
@@ -407,6 +417,32 @@ def check_result(module: torch.nn.Module, outputs: Any, what: str = "output", **
         f"the {owner} {what} overflowed {dtype} ({', '.join(mags) or 'finite inputs'}); "
         "rescale the input or run the module in float64"
     )
+
+
+def _finite_exact(x: torch.Tensor) -> torch.Tensor:
+    """0-d bool tensor, True iff every entry of ``x`` is finite: one ``aminmax`` pass (NaN propagates
+    through min/max, an infinity is the min or the max; unlike a sum, nothing can overflow)."""
+    if x.is_complex():
+        x = torch.view_as_real(x)
+    lo, hi = torch.aminmax(x)
+    return torch.isfinite(lo) & torch.isfinite(hi)
+
+
+def _assert_finite_async(module: torch.nn.Module, outs: Sequence[torch.Tensor], what: str) -> None:
+    """The finiteness check of :func:`check_result` without a host sync: ``torch._assert_async`` on a
+    device-side flag (CUDA eager, and in the graphs that ``torch.compile``/``torch.export`` trace, where it
+    stays as ``aten._assert_async``). On CUDA a failure is a device-side assert (the CUDA context is unusable
+    afterwards), so the message says how to find the culprit: rerun on CPU, where :func:`check_result` names
+    it. Per call one ``aminmax`` pass over each output, nothing copied to the host."""
+    ts = [t.detach() for t in outs if t.numel() and (t.is_floating_point() or t.is_complex())]
+    if not ts:
+        return
+    flag = _finite_exact(ts[0])
+    for t in ts[1:]:
+        flag = flag & _finite_exact(t).to(flag.device)
+    torch._assert_async(flag, f"statespaces: the {type(module).__name__} {what} is not finite (NaN/inf in an input, "
+                              "the state or a parameter, or an overflow); rerun the call on CPU to have the culprit "
+                              "named, or set statespaces._checks.CHECK_FINITE = False")
 
 
 def check_output(y: torch.Tensor, x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:

@@ -7,6 +7,9 @@ needs are
 * the free response of a state, ``y_l = c^T dA^{l+1} xi_0`` for ``l < L``;
 * the state after consuming an input, ``xi_L = dA^L xi_0 + sum_{j<L} dA^j dB u_{L-1-j}``.
 
+(:func:`chunked_conv_dense` does the whole stateful forward this way: the output too, by the chunked
+convolution of :mod:`statespaces.kernels.chunked_conv` with a dense transition.)
+
 Both are computed with chunks of ``T`` steps (a power of two) and only *forward* products of
 ``dA`` (the route of state-space duality, specialised to a time-invariant system):
 
@@ -135,3 +138,50 @@ def _power_apply(dA: Tensor, L: int, x: Tensor) -> Tensor:
         if not L:
             return x
         base = base @ base
+
+
+def chunked_conv_dense(u: Tensor, dA: Tensor, dB: Tensor, c: Tensor, D: Optional[Tensor] = None,
+                       x0: Optional[Tensor] = None, return_state: bool = False, chunk: int = CHUNK):
+    r"""Output (and final state) of ``xi_t = dA xi_{t-1} + dB u_t``, ``y_t = c^T xi_t (+ D u_t)`` from ``xi_{-1} = x0``,
+    by chunks of T steps (the chunked LTI convolution of :mod:`statespaces.kernels.chunked_conv` with a dense
+    transition; S4 through its real dense form, thesis §2.3.2-2.3.3, app. C.1.1).
+
+    Per chunk: the near field ``U Z`` with the Toeplitz matrix of the taps ``c^T dA^j dB`` (j < T), the
+    chunk's input sums ``sum_t dA^{T-1-t} dB u_t`` and the far field ``c^T dA^{t+1} X`` of the state X
+    before the chunk; X is carried between chunks by ``X_j = dA^T X_{j-1} + S_{j-1}`` (a batched matvec
+    per chunk, in the dtype of dA). Near powers by doubling (:func:`near_powers`). Plain autograd.
+
+    Args:
+        u: (B, L, H) real. dA: (H, N, N), dB, c: (H, N) real. D: (H,) or None. x0: (B, H, N) or None.
+        return_state: also return xi_L (B, H, N). chunk: T (rounded down to a power of two).
+
+    Returns:
+        y (B, L, H), and xi_L if ``return_state``.
+    """
+    from .chunked_conv import _toeplitz
+
+    Bsz, L, H = u.shape
+    N = dA.shape[-1]
+    T = _chunk(L, chunk)
+    n = math.ceil(L / T)
+    r = L - (n - 1) * T
+    rows, cols, PT = near_powers(dA, T, left=c, right=dB)              # c^T dA^{t+1}, dA^j dB: (H, T, N)
+    assert rows is not None and cols is not None
+    taps = (cols * c[:, None, :]).sum(-1)                              # (H, T): c^T dA^j dB
+    if D is not None:
+        taps = torch.cat([taps[:, :1] + D[:, None], taps[:, 1:]], -1)
+    w_in = cols.flip(1)                                                # (H, T, N): dA^{T-1-t} dB
+    x = torch.nn.functional.pad(u.permute(2, 0, 1), (0, n * T - L)).reshape(H, Bsz * n, T)
+    sums = torch.bmm(x, w_in).view(H, Bsz, n, N)
+    X = [torch.zeros(H, Bsz, N, dtype=dA.dtype, device=dA.device) if x0 is None else x0.transpose(0, 1).to(dA.dtype)]
+    PTt = PT.transpose(-1, -2)
+    for j in range(1, n):
+        X.append(torch.bmm(X[-1], PTt) + sums[:, :, j - 1])
+    Xs = torch.stack(X, 2)                                             # (H, B, n, N): state before chunk j
+    y = torch.baddbmm(torch.bmm(x, _toeplitz(taps)), Xs.reshape(H, Bsz * n, N), rows.transpose(-1, -2))
+    y = y.view(H, Bsz, n * T)[..., :L].permute(1, 2, 0)
+    if not return_state:
+        return y
+    last = x.view(H, Bsz, n, T)[:, :, -1, :r]                           # (H, B, r)
+    fin = _power_apply(dA, r, Xs[:, :, -1]) + torch.bmm(last, w_in[:, T - r:])
+    return y, fin.transpose(0, 1)

@@ -67,7 +67,8 @@ def chunk_length(L: int, chunk: Optional[int] = None, u: Optional[Tensor] = None
     return max(1, min(T, L))
 
 
-def prefer_chunked(u: Tensor, stateful: bool) -> bool:
+def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, own_scan: bool = False,
+                   dense: bool = False) -> bool:
     r"""The rule by which a layer's forward picks the chunked convolution over the FFT (one place).
 
     * CPU (backend ``"torch"``/``"auto"``): chunked for a stateful call (``state=`` or
@@ -76,15 +77,31 @@ def prefer_chunked(u: Tensor, stateful: bool) -> bool:
       fwd+bwd (three runs on a loaded 2-core machine). Stateless calls keep the FFT, 1.2-6x faster on
       one CPU thread (pocketfft against ~192 multiply-adds per step in small batched matmuls).
       Figures: ``benchmarks/bench_chunked.py``.
-    * CUDA float32 with the Triton kernel available: chunked for stateful calls and for every call
-      without autograd (inference); training keeps the FFT until the backward is a Triton kernel (it
-      recomputes the PyTorch version, whose chunk-to-chunk carry is a Python loop of L/T steps).
-      Predicted, not measured (no GPU in the session that wrote it).
+    * CUDA float32 with the Triton kernels available: chunked for every call, training included (forward
+      and backward are Triton kernels, :mod:`statespaces.ops.triton.chunked_conv`), as long as the state
+      fits them: ``modes`` (M, 2-blocks per channel; None: unknown, assumed to fit) at most
+      :data:`~statespaces.ops.triton.chunked_conv.MAX_BLOCK_M`. A wider stateless call keeps the FFT; a
+      wider stateful one still goes chunked (PyTorch matmuls, against the FFT plus two state sums).
+      A layer with a fused Triton scan of its own (``own_scan``: LinOSS) keeps that scan for stateless
+      training calls (neither is measured; the rule before the chunked backward existed).
+      Predicted (one pass over u and y against ~64 for the FFT route), not measured: no GPU in the
+      sessions that wrote it.
+    * ``dense`` (S4 through its real dense transition, :func:`statespaces.kernels.chunked.chunked_conv_dense`:
+      no Triton kernel): CPU stateful calls. One thread, B=8, H=128, N=64, against the Cauchy/FFT route with
+      its two state maps: 3.5-4.0x forward, 2.5-4x forward+backward at L=1024 and 4096 (loaded 2-core
+      machine; ``benchmarks/bench_chunked.py``). Stateless calls would gain too (2.4-3.6x at L=1024, 1.25x
+      fwd+bwd at 4096) but keep the FFT until longer L is measured (the carry is a Python loop of L/T steps).
     * backend ``"ref"``: never (the FFT route with its reference twins).
     """
+    if dense:
+        return stateful and u.device.type == "cpu" and backend.get_backend() != "ref"
     path = backend.choose("chunked_conv", u, dtypes=backend.REAL)
     if path == "triton":
-        return stateful or not torch.is_grad_enabled()
+        if stateful or own_scan:
+            return stateful or not torch.is_grad_enabled()
+        from ..ops.triton.chunked_conv import MAX_BLOCK_M
+
+        return modes is None or modes <= MAX_BLOCK_M
     return path == "torch" and stateful and u.device.type == "cpu"
 
 
@@ -164,10 +181,7 @@ def _fits_triton(u: Tensor, tables: ChunkTables) -> bool:
 def _chunked_conv_triton(u: Tensor, tables: ChunkTables, state: Optional[Tensor], return_state: bool):
     from ..ops.triton.chunked_conv import chunked_conv_triton
 
-    def recompute(u, tabs, x0, want_state):
-        return chunked_conv_torch(u, ChunkTables(*tabs), x0, want_state)
-
-    return chunked_conv_triton(u, tables, state, return_state, recompute=recompute)
+    return chunked_conv_triton(u, tables, state, return_state)
 
 
 def chunked_conv(u: Tensor, tables: ChunkTables, state: Optional[Tensor] = None,

@@ -42,7 +42,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
-from .._checks import check_length
+from .._checks import check_length, refuse_if
 from .cauchy import cauchy, cauchy_naive
 
 Tensor = torch.Tensor
@@ -58,6 +58,20 @@ def _backend(name: str) -> Callable:
 
 
 # ---- dense forms (reference, O(N^2) per channel) ------------------------------------------------
+_WOODBURY = "Woodbury resolvent: I + P^* R P"
+
+
+def _solve(A: Tensor, B: Tensor, what: str) -> Tensor:
+    """``torch.linalg.solve(A, B)`` without its host sync (on CUDA it reads the LU pivots' status on the
+    host at every call): ``solve_ex``, and a singular system refused by :func:`~statespaces._checks.refuse_if`
+    (``ValueError`` on CPU, ``torch._assert_async`` on CUDA; issue 17 item 2)."""
+    X, info = torch.linalg.solve_ex(A, B)
+    refuse_if(info != 0, f"{what}: {{n}} singular linear system(s); the SSM parameters make it "
+                         "non-invertible (a pole on a node of the frequency grid, or a diverged run): re-initialize "
+                         "or reload them")
+    return X
+
+
 def dplr_full(Lambda: Tensor, P: Tensor) -> Tensor:
     r"""Full complex state matrix ``diag([L, conj L]) - sum_r [p; conj p][p; conj p]^*``.
 
@@ -93,7 +107,7 @@ def bilinear_real(A: Tensor, dt: Tensor) -> Tensor:
     r"""``dA = (I - dt/2 A)^{-1} (I + dt/2 A)`` for real A (H, N, N), dt (H,)."""
     s = (dt / 2)[:, None, None]
     eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
-    return torch.linalg.solve(eye - s * A, eye + s * A)
+    return _solve(eye - s * A, eye + s * A, "bilinear_real: I - (dt/2) A")
 
 
 def matrix_power(X: Tensor, L: int) -> Tensor:
@@ -131,7 +145,7 @@ def bilinear_dplr_real(Lambda: Tensor, P: Tensor, dt: Tensor) -> Tensor:
     r = q.shape[-1]
     eye = torch.eye(r, dtype=q.dtype, device=q.device)
     core = eye / (2 * s[..., None]) + q.transpose(-1, -2) @ Dq          # (H, r, r)
-    Minv = Dinv - Dq @ torch.linalg.solve(core, DqT.transpose(-1, -2))
+    Minv = Dinv - Dq @ _solve(core, DqT.transpose(-1, -2), "bilinear_dplr_real: the Woodbury core")
     return 2 * Minv - torch.eye(Minv.shape[-1], dtype=Minv.dtype, device=Minv.device)
 
 
@@ -167,7 +181,7 @@ def untruncated_C(Ct: Tensor, dA_L: Tensor) -> Tensor:
     M = Ct.shape[-1]
     ct = 2 * torch.cat([Ct.real, -Ct.imag], -1)                        # (..., H, N) real form
     eye = torch.eye(dA_L.shape[-1], dtype=dA_L.dtype, device=dA_L.device)
-    c = torch.linalg.solve((eye - dA_L).transpose(-1, -2), ct.unsqueeze(-1)).squeeze(-1)
+    c = _solve((eye - dA_L).transpose(-1, -2), ct.unsqueeze(-1), "untruncated_C: I - dA^L").squeeze(-1)
     return torch.complex(c[..., :M], -c[..., M:]) / 2
 
 
@@ -206,7 +220,7 @@ def resolvent_sums(left: Tensor, right: Tensor, Lambda: Tensor, P: Tensor, g: Te
         out = k00 - k01 * k10 / (1 + k11)
     else:
         eye = torch.eye(r, dtype=S.dtype, device=S.device)
-        X = torch.linalg.solve(eye + k11.permute(0, 3, 1, 2), k10.permute(0, 3, 1, 2))   # (H, K, r, Jr)
+        X = _solve(eye + k11.permute(0, 3, 1, 2), k10.permute(0, 3, 1, 2), _WOODBURY)   # (H, K, r, Jr)
         out = k00 - (k01.permute(0, 3, 1, 2) @ X).permute(0, 2, 3, 1)
     return out.permute(1, 2, 0, 3)
 
@@ -217,6 +231,20 @@ def resolvent_sums(left: Tensor, right: Tensor, Lambda: Tensor, P: Tensor, g: Te
 RISKY_DECAY = 1e-3
 
 
+def _risky_candidates(Lambda: Tensor, dt: Tensor, L: int, count: int, mirrored: bool) -> Tensor:
+    """Long (H, 1 + c M) node indices: node 0 and, for every weakly damped pole, the two nearest nodes
+    (c = 2, or 4 with their mirrors); a strongly damped pole points at node 0 (see :func:`_risky_nodes`)."""
+    lam = Lambda.detach().to(torch.complex128)
+    dtd = dt.detach().double()[:, None]
+    kstar = (L / math.pi) * torch.atan(dtd * lam.imag.abs() / 2)
+    weak = lam.real.abs() * dtd < RISKY_DECAY                            # (H, M)
+    cands = [kstar.floor(), kstar.ceil()]
+    if mirrored:
+        cands += [L - c for c in cands]
+    cands = [torch.zeros_like(kstar[:, :1])] + [torch.where(weak, c, torch.zeros_like(c)) for c in cands]
+    return torch.cat(cands, -1).long().clamp(0, count - 1).to(Lambda.device)
+
+
 def _risky_nodes(Lambda: Tensor, dt: Tensor, L: int, count: int, mirrored: bool) -> Tensor:
     """Boolean (H, count): node 0 and, for every weakly damped pole, the two nearest nodes.
 
@@ -225,30 +253,34 @@ def _risky_nodes(Lambda: Tensor, dt: Tensor, L: int, count: int, mirrored: bool)
     LegT/FouT inits, ``Re Lambda = -1e-4``). Those few nodes are recomputed in complex128; poles
     with ``|Re lambda| dt >= RISKY_DECAY`` are never close enough to a node to need it.
     """
-    H = Lambda.shape[0]
-    lam = Lambda.detach().to(torch.complex128)
-    dtd = dt.detach().double()[:, None]
-    kstar = (L / math.pi) * torch.atan(dtd * lam.imag.abs() / 2)
-    weak = lam.real.abs() * dtd < RISKY_DECAY                            # (H, M)
-    cands = [kstar.floor(), kstar.ceil()]
-    if mirrored:
-        cands += [L - c for c in cands]
-    cands = [torch.where(weak, c, torch.zeros_like(c)) for c in cands]  # strong poles: node 0 only
-    idx = torch.cat(cands, -1).long().clamp(0, count - 1)                # (H, 2M or 4M)
-    mask = torch.zeros(H, count, dtype=torch.bool, device=Lambda.device)
-    mask[:, 0] = True
-    mask.scatter_(1, idx.to(Lambda.device), True)
-    return mask
+    idx = _risky_candidates(Lambda, dt, L, count, mirrored)
+    mask = torch.zeros(Lambda.shape[0], count, dtype=torch.bool, device=Lambda.device)
+    return mask.scatter_(1, idx, True)
+
+
+def _risky_list(Lambda: Tensor, dt: Tensor, L: int, count: int, mirrored: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """The nodes of :func:`_risky_nodes` as a list of fixed size Q = H (1 + c M), without ``nonzero``
+    (whose data-dependent size is a host sync): rows hs, nodes ks (Q,) and ``first`` (Q,) bool, False
+    on the repeats of a (row, node) pair (a strongly damped pole repeats node 0)."""
+    idx = _risky_candidates(Lambda, dt, L, count, mirrored).sort(-1).values
+    first = torch.ones_like(idx, dtype=torch.bool)
+    first[:, 1:] = idx[:, 1:] != idx[:, :-1]
+    hs = torch.arange(idx.shape[0], device=idx.device)[:, None].expand_as(idx)
+    return hs.reshape(-1), idx.reshape(-1), first.reshape(-1)
 
 
 def _refine_fp64(left: Tensor, right: Tensor, Lambda: Tensor, P: Tensor, g: Tensor, W: Tensor,
-                 mask: Tensor) -> Tensor:
-    """Replace W[..., h, k] (Jl, Jr, H, K) at the masked nodes by a complex128 evaluation."""
+                 risky: Tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """Replace W[..., h, k] (Jl, Jr, H, K) at the risky nodes (:func:`_risky_list`) by a complex128
+    evaluation. A repeated (row, node) pair is evaluated again but enters with weight 0 (the node is zeroed,
+    then the first copy added): a plain ``index_put`` would send the gradient to every copy."""
     c = torch.complex128
-    hs, ks = mask.nonzero(as_tuple=True)
+    hs, ks, first = risky
     vals = resolvent_sums(left[:, hs].to(c), right[:, hs].to(c), Lambda[hs].to(c), P[:, hs].to(c),
                           g[hs, ks][:, None].to(c), "naive")[..., 0]       # (Jl, Jr, Q)
-    Wp = W.permute(2, 3, 0, 1).index_put((hs, ks), vals.permute(2, 0, 1).to(W.dtype))
+    vals = (vals * first).permute(2, 0, 1).to(W.dtype)                  # (Q, Jl, Jr)
+    hit = torch.zeros(W.shape[2:], dtype=torch.bool, device=W.device).index_put((hs, ks), torch.ones_like(first))
+    Wp = W.permute(2, 3, 0, 1).masked_fill(hit[..., None, None], 0.0).index_put((hs, ks), vals, accumulate=True)
     return Wp.permute(2, 3, 0, 1)
 
 
@@ -259,7 +291,7 @@ def _resolvent_vector(Lambda: Tensor, P: Tensor, B: Tensor, g: Tensor) -> Tensor
     S = cauchy_naive(v, g[:, None, :], Lambda[:, None, :], conj=True).unflatten(1, (r, 1 + r))
     k10, k11 = S[:, :, 0], S[:, :, 1:]                                  # (H, r, K), (H, r, r, K)
     eye = torch.eye(r, dtype=S.dtype, device=S.device)
-    alpha = torch.linalg.solve(eye + k11.permute(0, 3, 1, 2), k10.permute(0, 2, 1).unsqueeze(-1)).squeeze(-1)
+    alpha = _solve(eye + k11.permute(0, 3, 1, 2), k10.permute(0, 2, 1).unsqueeze(-1), _WOODBURY).squeeze(-1)
     Rm = 1.0 / (g[:, :, None] - Lambda[:, None, :])                       # (H, K, M)
     return Rm * (B[:, None, :] - torch.einsum("hkr,rhm->hkm", alpha, P))
 
@@ -288,7 +320,7 @@ def dplr_kernel(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor, dt: Tensor, L: 
         g = g.clone()
         g[:, nyq] = 1.0                                                  # finite dummy
     W = resolvent_sums(Ct, B[None], Lambda, P, g, backend)              # (K, 1, H, nk)
-    W = _refine_fp64(Ct, B[None], Lambda, P, g, W, _risky_nodes(Lambda, dt, L, nk, False))[:, 0]
+    W = _refine_fp64(Ct, B[None], Lambda, P, g, W, _risky_list(Lambda, dt, L, nk, False))[:, 0]
     Kf = W * torch.complex(torch.ones_like(t), t)                       # 2/(1+omega) = 1 + i tan
     if nyq is not None:
         lim = dt * (Ct * B).sum(-1).real                                # (dt/2) * full sum
@@ -327,7 +359,7 @@ def dplr_zero_input(Lambda: Tensor, P: Tensor, C: Tensor, dt: Tensor, x0: Tensor
         g = g.clone()
         g[:, nyq] = 1.0
     W = resolvent_sums(Ct[None], x1, Lambda, P, g, backend)            # (1, B, H, nk)
-    W = _refine_fp64(Ct[None], x1, Lambda, P, g, W, _risky_nodes(Lambda, dt, L, nk, False))[0]
+    W = _refine_fp64(Ct[None], x1, Lambda, P, g, W, _risky_list(Lambda, dt, L, nk, False))[0]
     Yf = W * (torch.complex(torch.ones_like(t), t)[None] / dt[:, None])
     if nyq is not None:
         lim = (Ct * x1).sum(-1).real                                    # (1/2) * full sum
@@ -374,7 +406,7 @@ def dplr_advance(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor, u: Tensor, x0
         alpha = k10 / (1 + k11[:, :, 0])                                # (H, 1, L)
     else:
         eye = torch.eye(r, dtype=cd, device=Lambda.device)
-        alpha = torch.linalg.solve(eye + k11.permute(0, 3, 1, 2), k10.permute(0, 2, 1).unsqueeze(-1))
+        alpha = _solve(eye + k11.permute(0, 3, 1, 2), k10.permute(0, 2, 1).unsqueeze(-1), _WOODBURY)
         alpha = alpha.squeeze(-1).permute(0, 2, 1)                      # (H, r, L)
     c = (V.to(cd) * (fac / L)).masked_fill(risky, 0.0)                 # (B, H, L); risky nodes below
     coef = torch.cat([c[:, :, None], c[:, :, None] * alpha[None]], 2)    # (B, H, 1 + r, L)
@@ -386,10 +418,13 @@ def dplr_advance(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor, u: Tensor, x0
     if nyq is not None:
         Sv = Sv + (V[..., nyq].to(cd) / L)[..., None] * (dt / 2)[:, None] * B
     c128 = torch.complex128
-    hs, ks = risky.nonzero(as_tuple=True)
+    hs, ks, first = _risky_list(Lambda, dt, L, L, True)                # fixed size: no host sync
+    if nyq is not None:
+        first = first & (ks != nyq)
     res = _resolvent_vector(Lambda[hs].to(c128), P[:, hs].to(c128), B[hs].to(c128),
                             g[hs, ks][:, None].to(c128))[:, 0]          # (Q, M): (g - A)^{-1} B
-    terms = (V[:, hs, ks].to(c128) * (fac[ks].to(c128) / L))[..., None] * res     # (B, Q, M)
+    weight = (fac[ks].to(c128) / L) * first                             # each (row, node) once
+    terms = (V[:, hs, ks].to(c128) * weight)[..., None] * res          # (B, Q, M)
     Sv = Sv.index_add(1, hs, terms.to(cd))
     SR = _to_real(Sv)                                                   # S' (before I - dA^L)
     x = SR - torch.einsum("hnm,bhm->bhn", dA_L, SR)

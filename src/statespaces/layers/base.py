@@ -347,7 +347,7 @@ class DiagonalSSM(SSMLayer):
         return None, None
 
     def _use_chunked(self, u: Tensor, stateful: bool) -> bool:
-        return prefer_chunked(u, stateful)
+        return prefer_chunked(u, stateful, self.n_modes)
 
     def _chunked_forward(self, u: Tensor, state: Optional[Tensor], return_state: bool,
                          rate: float) -> Tuple[Tensor, Optional[Tensor]]:

@@ -615,7 +615,7 @@ class LinOSS(SSMLayer):
                 ``mode``. ``"auto"`` is ``"chunked"`` on CPU (1.2-1.9x faster than the scan at B=8, H=128,
                 P=64, L=256..8192 in fwd+bwd; ``benchmarks/bench_chunked.py``) and on CUDA where the
                 rule :func:`~statespaces.kernels.chunked_conv.prefer_chunked` picks the Triton chunked
-                kernel (stateful or inference calls), else ``"scan"``.
+                kernel (stateful or inference calls; training keeps the fused Triton scan), else ``"scan"``.
             dt: irregular sampling, (B, L) positive multipliers of the step of each interval: step
                 t uses the scheme's transition at ``rate * dt[b, t] * sigmoid(dt_raw)`` (a
                 time-varying scan, ``mode`` ``"auto"``, ``"scan"`` or ``"loop"``; see
@@ -639,7 +639,7 @@ class LinOSS(SSMLayer):
         # on CPU chunked beats the scan in every measured shape: use the stateful branch of the rule
         if mode == "auto" and steps is None:
             stateful = u.device.type == "cpu" or state is not None or return_state
-            mode = "chunked" if prefer_chunked(u, stateful) else "scan"
+            mode = "chunked" if prefer_chunked(u, stateful, own_scan=True) else "scan"
         x0 = None if state is None else self._to_real(state.to(self.initial_state(1).dtype))
         v: Optional[Tensor] = None
         if steps is not None:

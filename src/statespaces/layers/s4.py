@@ -28,7 +28,10 @@ Design decisions (thesis app. C.1 leaves them open):
 * The two state maps of the chunked forward (free response of a state, state after a chunk) are
   computed in the time domain by chunks of matrix powers (:mod:`statespaces.kernels.chunked`),
   not by the generating function: the latter divides by ``I - dA^L`` and lost up to half the
-  digits in float32 for states with slowly decaying components (small dt, LegT/FouT).
+  digits in float32 for states with slowly decaying components (small dt, LegT/FouT). On CPU a
+  stateful forward does output and state in one chunked pass through the real dense form instead
+  (:func:`statespaces.kernels.chunked.chunked_conv_dense`; rule
+  :func:`statespaces.kernels.chunked_conv.prefer_chunked`).
 * **Tied SSMs** (``n_ssm``, §7.2.2): Lambda, P and B are stored for ``n_ssm`` SSMs, each shared
   by ``H / n_ssm`` consecutive channels; dt, C and D stay per channel (the thesis ties (A, B);
   a per-channel dt keeps H timescales, as in the official code). The shared rows are repeated
@@ -59,6 +62,7 @@ from .._checks import (
 )
 from ..discretize import undiscretize_diagonal
 from ..kernels import chunked
+from ..kernels.chunked_conv import prefer_chunked
 from ..kernels.dplr import (
     CAUCHY_BACKENDS,
     DPLRStep,
@@ -472,6 +476,25 @@ class S4(SSMLayer):
         b = torch.cat([B.real, B.imag], -1)
         dB = (dt / 2)[:, None] * (b + (dA @ b.unsqueeze(-1)).squeeze(-1))
         return dA, dB
+
+    def _use_chunked(self, u: Tensor, stateful: bool) -> bool:
+        return prefer_chunked(u, stateful, dense=True)
+
+    def _chunked_forward(self, u: Tensor, state: Optional[Tensor], return_state: bool,
+                         rate: float) -> Tuple[Tensor, Optional[Tensor]]:
+        """Stateful forward in one chunked pass through the real dense form (:func:`statespaces.kernels.chunked.
+        chunked_conv_dense`): output and new state, instead of the FFT plus the two state maps below."""
+        with self._no_autocast():
+            Lam, P, B, C = self.continuous_system()
+            dA, dB = self._real_discrete(rate, Lam, P, B)
+            c = 2 * torch.cat([C[0].real, -C[0].imag], -1)
+            xi0 = None if state is None else torch.cat([state.real, state.imag], -1).to(dA.dtype)
+            out = chunked.chunked_conv_dense(u.to(dA.dtype), dA, dB, c, self.D, xi0, return_state)
+        if not return_state:
+            return out, None
+        y, xi = out
+        M = self.n_modes
+        return y, torch.complex(xi[..., :M], xi[..., M:])
 
     def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:
         # time-domain chunks (kernels.chunked): no division by I - dA^L, so a state with slowly

@@ -2,13 +2,20 @@
 
 A recurrent step needs the discrete system (``dA``, ``dB``, ...), whose construction costs
 transcendental functions (S4D), a small Woodbury inverse (S4) or a float64 solve (S4 with a
-learned C~). During generation the parameters do not change, so it is built once. The cache
-is keyed by the *values* of every parameter and buffer of the layer, compared with a stored
-copy at each use: version counters alone miss ``p.data.copy_``, ``vector_to_parameters``
-(``p.data = ...``) and in-place edits of buffers, which all leave ``p._version`` unchanged.
+learned C~). During generation the parameters do not change, so it is built once. The key:
+
+* CPU (:data:`VALUE_KEYED`): the *values* of every parameter and buffer of the layer, compared with a
+  stored copy at each use (exact for every kind of edit; no sync to pay on CPU): version counters alone
+  miss edits through ``.data`` (``p.data.copy_``, ``b.data.mul_``), which leave ``p._version`` unchanged.
+* CUDA and other devices: each tensor's identity, storage pointer and version counter (issue 17 item 2:
+  a value comparison would be a host sync per ``step``). In-place updates (optimizer steps,
+  ``load_state_dict``, ``with torch.no_grad(): p.add_(...)``) bump the version; a new tensor
+  (``p.data = ...``, ``vector_to_parameters``, ``load_state_dict(assign=True)``) changes the pointer or
+  the identity. Edits through ``.data`` in place are not seen: call ``layer._step_cache.clear()`` after
+  them, or use ``layer.stepper`` (built once, from the values of the moment).
 
 It is bypassed (the system is rebuilt, with autograd) while gradients are enabled, and while
-``torch.compile``/``torch.export`` trace (a value comparison needs a host sync).
+``torch.compile``/``torch.export`` trace.
 """
 from __future__ import annotations
 
@@ -22,30 +29,45 @@ from .._checks import tracing
 
 Tensor = torch.Tensor
 
+#: Devices on which the cache compares values (see the module docstring); elsewhere it compares versions.
+VALUE_KEYED = ("cpu",)
+
 
 class StepCache:
     """One cached value per layer, valid while its rate, dtype, device and tensors are unchanged."""
 
     def __init__(self) -> None:
         self._key: Optional[tuple] = None
-        self._snapshot: Tuple[Tensor, ...] = ()
+        self._snapshot: Tuple[Tensor, ...] = ()          # value copies (value-keyed) or the tensors themselves
         self._value: Any = None
 
     @staticmethod
     def _tensors(module: nn.Module) -> Tuple[Tensor, ...]:
         return tuple(t for t in itertools.chain(module.parameters(), module.buffers()) if t is not None)
 
+    @staticmethod
+    def _by_value(tensors: Tuple[Tensor, ...]) -> bool:
+        # inference tensors keep no version counter: compare their values
+        return any(t.device.type in VALUE_KEYED or t.is_inference() for t in tensors)
+
     def get(self, module: nn.Module, rate: float, build: Callable[[], Any]) -> Any:
         """``build()``'s result for ``module`` at ``rate``, from the cache when nothing changed."""
         if torch.is_grad_enabled() or tracing():
             return build()
         tensors = self._tensors(module)
-        key = (rate, tuple((t.dtype, t.device, t.shape) for t in tensors))
-        if self._key == key and all(torch.equal(s, t) for s, t in zip(self._snapshot, tensors)):
-            return self._value
+        by_value = self._by_value(tensors)
+        key: tuple = (rate, by_value, tuple((t.dtype, t.device, t.shape) for t in tensors))
+        if not by_value:                                  # no host sync: metadata only
+            key += (tuple((t.data_ptr(), t._version) for t in tensors),)
+        if self._key == key and len(self._snapshot) == len(tensors):
+            if by_value and all(torch.equal(s, t) for s, t in zip(self._snapshot, tensors)):
+                return self._value
+            if not by_value and all(s is t for s, t in zip(self._snapshot, tensors)):
+                return self._value
         value = build()
         self._key, self._value = key, value
-        self._snapshot = tuple(t.detach().clone() for t in tensors)
+        # the tensors themselves when version-keyed: held, so that their identities stay unique
+        self._snapshot = tuple(t.detach().clone() if by_value else t for t in tensors)
         return value
 
     def clear(self) -> None:

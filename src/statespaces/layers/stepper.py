@@ -1,7 +1,7 @@
 r"""Steppers: a layer's recurrent view prepared once for generation (thesis §2.3.2, §7.4.2).
 
 ``layer.step(x, state)`` re-validates its input and state, looks the discrete system up in a
-value-keyed cache (a host sync per call on CUDA, :mod:`.step_cache`), allocates a new state and
+cache (values compared on CPU, version counters on CUDA: :mod:`.step_cache`), allocates a new state and
 checks the result for NaN/inf (another sync). A stepper does all of that **once**::
 
     st = layer.stepper(batch_size)          # validate, discretize, allocate

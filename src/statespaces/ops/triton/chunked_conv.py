@@ -15,10 +15,17 @@ The three products are ``tl.dot`` at ``input_precision="tf32x3"`` (fp32-faithful
 The final state (for ``return_state``) is ``A^r X[last] + sum_t W_last[t] u_t`` over the r steps of the
 last chunk. The carry between blocks is fp32 (one rounded ``G^BC`` per BC chunks).
 
-Backward (:class:`ChunkedConvFn`): not yet a Triton kernel. It recomputes the PyTorch implementation
-(:func:`statespaces.kernels.chunked_conv.chunked_conv_torch`, the same algorithm in batched matmuls)
-on the saved inputs and differentiates it: ``du``, the initial-state gradient and the gradients of the
-small per-channel tables, which autograd maps onto the SSM parameters.
+With ``want_carry`` the forward also saves the state before each chunk, X (B, H, n_chunks, 2, M),
+for the backward.
+
+Backward (:class:`ChunkedConvFn`): :func:`_chunked_bwd_kernel`, one program per (b, h), walks the
+blocks in reverse: it forms ``dX = dY W_out^T`` and the chunk-sum adjoints dS by the transposed carry
+(the same block-power table read transposed, BC rank-one updates; the adjoint ``mu`` of the carry passes
+to the previous block), writes ``du = dY Z^T + dS_0 W_in0^T + dS_1 W_in1^T`` (the transposed near-field
+Toeplitz plus the reverse-chunk carry; ``tl.dot`` in tf32x3) and saves dS (B, H, n_chunks, 2, M).
+:func:`_chunked_grad_kernel` then accumulates the per-channel table gradients (``U^T dY``, ``U^T dS``,
+``X^T dY``, ``sum dS X^T``) per (b, h) in registers from u, dY, dS and X; PyTorch sums them over b.
+The reverse carry, like the forward one, is fp32.
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ from typing import Optional, Tuple
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from ._launch import make, signature, unique
 
@@ -35,15 +43,23 @@ Tensor = torch.Tensor
 __all__ = ["ChunkedConvFn", "chunked_conv_triton", "configs"]
 
 #: Chunks per block (rows of the tl.dot products) and the chunk lengths the kernel is compiled for.
-#: Register budget (ptxas, sm_90, 8 warps, tf32x3): T=32 uses 214 (BM=16) / 233 (BM=32) registers and no
-#: spills; T=64 spills (264 bytes at BM=32, 748 at BM=64), so T=64 is not offered.
+#: Register budget (ptxas, sm_90, 8 warps, tf32x3): T=32 uses 222 (BM=16) / 240 (BM=32) registers and no
+#: spills; T=64 spills (264 bytes at BM=32, 748 at BM=64), so T=64 is not offered. Backward at T=32
+#: (sm_80 / sm_90): ``_chunked_bwd_kernel`` 210/203 (BM=16), 238/235 (BM=32); ``_chunked_grad_kernel``
+#: 97/98, 166/168; no spills (one fused backward kernel used 255 and spilled 56-1224 bytes).
 BLOCK_C = 16
 CHUNKS = (32,)
 #: State 2-blocks per channel that one program holds: 16 or 32 (M <= 32; S4D with N=64 has M=32).
 MAX_BLOCK_M = 32
 
-_PTRS = ["u_ptr", "taps_ptr", "win_ptr", "wout_ptr", "gpow_ptr", "gr_ptr", "wlast_ptr", "x0_ptr", "y_ptr", "xout_ptr"]
-_SIG = signature("*fp32", _PTRS, ["L", "H", "M", "n_chunks", "want_state"])
+_PTRS = ["u_ptr", "taps_ptr", "win_ptr", "wout_ptr", "gpow_ptr", "gr_ptr", "wlast_ptr", "x0_ptr", "y_ptr", "xout_ptr",
+         "xs_ptr"]
+_SIG = signature("*fp32", _PTRS, ["L", "H", "M", "n_chunks", "want_state", "want_carry"])
+_BWD_PTRS = ["dy_ptr", "taps_ptr", "win_ptr", "wout_ptr", "gpow_ptr", "gr_ptr", "wlast_ptr", "df_ptr", "du_ptr",
+             "ds_ptr", "dx0_ptr"]
+_BWD_SIG = signature("*fp32", _BWD_PTRS, ["L", "H", "M", "n_chunks"])
+_GRAD_PTRS = ["u_ptr", "dy_ptr", "xs_ptr", "ds_ptr", "dz_ptr", "dwin_ptr", "dwout_ptr", "dg_ptr"]
+_GRAD_SIG = signature("*fp32", _GRAD_PTRS, ["L", "H", "M", "n_chunks"])
 
 
 def _block_m(M: int) -> int:
@@ -54,9 +70,20 @@ def _config(T: int, M: int):
     return make(__name__, _chunked_fwd_kernel, _SIG, num_warps=8, T=T, BC=BLOCK_C, BM=_block_m(M), PREC="tf32x3")
 
 
+def _bwd_config(T: int, M: int):
+    return make(__name__, _chunked_bwd_kernel, _BWD_SIG, num_warps=8, T=T, BC=BLOCK_C, BM=_block_m(M),
+                PREC="tf32x3")
+
+
+def _grad_config(T: int, M: int):
+    return make(__name__, _chunked_grad_kernel, _GRAD_SIG, num_warps=8, T=T, BC=BLOCK_C, BM=_block_m(M),
+                PREC="tf32x3")
+
+
 def configs():
-    """Every launch configuration: each chunk length T and state width BM (16 or 32 2-blocks)."""
-    return unique([_config(T, M) for T in CHUNKS for M in (16, 32)])
+    """Every launch configuration: each chunk length T and state width BM (16 or 32 2-blocks), forward
+    and backward."""
+    return unique([f(T, M) for f in (_config, _bwd_config, _grad_config) for T in CHUNKS for M in (16, 32)])
 
 
 @triton.jit
@@ -67,8 +94,8 @@ def _load_g(gp, k, kmask, rm, mm, M, i: tl.constexpr, j: tl.constexpr):
 
 @triton.jit
 def _chunked_fwd_kernel(
-    u_ptr, taps_ptr, win_ptr, wout_ptr, gpow_ptr, gr_ptr, wlast_ptr, x0_ptr, y_ptr, xout_ptr,
-    L, H, M, n_chunks, want_state,
+    u_ptr, taps_ptr, win_ptr, wout_ptr, gpow_ptr, gr_ptr, wlast_ptr, x0_ptr, y_ptr, xout_ptr, xs_ptr,
+    L, H, M, n_chunks, want_state, want_carry,
     T: tl.constexpr, BC: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)
@@ -117,6 +144,11 @@ def _chunked_fwd_kernel(
             kn = BC - 1 - cp
             n0 += _load_g(gp, kn, True, rm, mm, M, 0, 0) * s0 + _load_g(gp, kn, True, rm, mm, M, 0, 1) * s1
             n1 += _load_g(gp, kn, True, rm, mm, M, 1, 0) * s0 + _load_g(gp, kn, True, rm, mm, M, 1, 1) * s1
+        if want_carry != 0:                                             # the chunk states, for the backward
+            xc = xs_ptr + (((b * H + h) * n_chunks + blk + kc) * 2) * M + rm2
+            cm = ((blk + kc) < n_chunks) & mm2
+            tl.store(xc, X0, mask=cm)
+            tl.store(xc + M, X1, mask=cm)
         Y += tl.dot(X0, tl.load(w_out + mt, mask=mm[:, None], other=0.0), input_precision=PREC)
         Y += tl.dot(X1, tl.load(w_out + M * T + mt, mask=mm[:, None], other=0.0), input_precision=PREC)
         tl.store(y_ptr + (b * L + pos) * H + h, Y, mask=pmask)
@@ -141,6 +173,146 @@ def _chunked_fwd_kernel(
         c1 = n1
 
 
+@triton.jit
+def _chunked_bwd_kernel(
+    dy_ptr, taps_ptr, win_ptr, wout_ptr, gpow_ptr, gr_ptr, wlast_ptr, df_ptr, du_ptr, ds_ptr, dx0_ptr,
+    L, H, M, n_chunks,
+    T: tl.constexpr, BC: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr,
+):
+    # Reverse pass over the blocks of one (b, h): du, the chunk-sum adjoints dS (B, H, n, 2, M) and dx0.
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // H
+    h = pid % H
+    rt = tl.arange(0, T)
+    rc = tl.arange(0, BC)
+    rm = tl.arange(0, BM)
+    mm = rm < M
+    rm2, mm2 = rm[None, :], mm[None, :]
+    lag_t = rt[:, None] - rt[None, :]                                   # Z^T[t, s] = taps[t - s], t >= s
+    tm = rt[:, None] * M + rm2                                          # (T, BM): W[t, m] in (T, M)
+    mt_in = rm[:, None] + rt[None, :] * M                               # (BM, T): W_in^T[m, t] = W_in[t, m]
+    tm_out = rt[:, None] + rm2 * T                                      # (T, BM): W_out^T[t, m] = W_out[m, t]
+    w_in = win_ptr + h * 2 * T * M
+    w_out = wout_ptr + h * 2 * M * T
+    gp = gpow_ptr + h * (BC + 1) * 4 * M
+    bh = b * H + h
+    kc = rc[:, None]
+    full = kc >= 0
+    # final-state gradient dF: (A^r)^T dF reaches the state before the last chunk, W_last dF its inputs
+    f0 = tl.load(df_ptr + bh * 2 * M + rm, mask=mm, other=0.0)
+    f1 = tl.load(df_ptr + bh * 2 * M + M + rm, mask=mm, other=0.0)
+    grp = gr_ptr + h * 4 * M
+    e0 = tl.load(grp + rm, mask=mm, other=0.0) * f0 + tl.load(grp + 2 * M + rm, mask=mm, other=0.0) * f1
+    e1 = tl.load(grp + M + rm, mask=mm, other=0.0) * f0 + tl.load(grp + 3 * M + rm, mask=mm, other=0.0) * f1
+    wl = wlast_ptr + h * 2 * T * M
+    v = (tl.sum(tl.load(wl + tm, mask=mm2, other=0.0) * f0[None, :], axis=1)
+         + tl.sum(tl.load(wl + T * M + tm, mask=mm2, other=0.0) * f1[None, :], axis=1))      # (T,)
+    mu0 = tl.zeros([BM], dtype=tl.float32)                              # adjoint of the carry out of the block
+    mu1 = tl.zeros([BM], dtype=tl.float32)
+    n_blk = tl.cdiv(n_chunks, BC)
+    for i in range(0, n_blk):
+        blk = (n_blk - 1 - i) * BC
+        pos = (blk + rc)[:, None] * T + rt[None, :]
+        pmask = pos < L
+        dY = tl.load(dy_ptr + (b * L + pos) * H + h, mask=pmask, other=0.0)
+        # dX = dY W_out^T, plus (A^r)^T dF on the row of the last chunk
+        on_last = kc == n_chunks - 1 - blk
+        dX0 = tl.dot(dY, tl.load(w_out + tm_out, mask=mm2, other=0.0), input_precision=PREC)
+        dX1 = tl.dot(dY, tl.load(w_out + M * T + tm_out, mask=mm2, other=0.0), input_precision=PREC)
+        dX0 += tl.where(on_last, e0[None, :], 0.0)
+        dX1 += tl.where(on_last, e1[None, :], 0.0)
+        # transposed carry: dS[c] = sum_{c' > c} (G^{c'-1-c})^T dX[c'] + (G^{BC-1-c})^T mu,
+        # adjoint of the carry into the block = sum_{c'} (G^{c'})^T dX[c'] + (G^BC)^T mu
+        kb = BC - 1 - kc
+        dS0 = (_load_g(gp, kb, full, rm2, mm2, M, 0, 0) * mu0[None, :]
+               + _load_g(gp, kb, full, rm2, mm2, M, 1, 0) * mu1[None, :])
+        dS1 = (_load_g(gp, kb, full, rm2, mm2, M, 0, 1) * mu0[None, :]
+               + _load_g(gp, kb, full, rm2, mm2, M, 1, 1) * mu1[None, :])
+        n0 = _load_g(gp, BC, True, rm, mm, M, 0, 0) * mu0 + _load_g(gp, BC, True, rm, mm, M, 1, 0) * mu1
+        n1 = _load_g(gp, BC, True, rm, mm, M, 0, 1) * mu0 + _load_g(gp, BC, True, rm, mm, M, 1, 1) * mu1
+        for cp in range(BC):
+            sel = kc == cp
+            d0 = tl.sum(tl.where(sel, dX0, 0.0), axis=0)
+            d1 = tl.sum(tl.where(sel, dX1, 0.0), axis=0)
+            kk = cp - 1 - kc
+            ok = kk >= 0
+            dS0 += (_load_g(gp, kk, ok, rm2, mm2, M, 0, 0) * d0[None, :]
+                    + _load_g(gp, kk, ok, rm2, mm2, M, 1, 0) * d1[None, :])
+            dS1 += (_load_g(gp, kk, ok, rm2, mm2, M, 0, 1) * d0[None, :]
+                    + _load_g(gp, kk, ok, rm2, mm2, M, 1, 1) * d1[None, :])
+            n0 += _load_g(gp, cp, True, rm, mm, M, 0, 0) * d0 + _load_g(gp, cp, True, rm, mm, M, 1, 0) * d1
+            n1 += _load_g(gp, cp, True, rm, mm, M, 0, 1) * d0 + _load_g(gp, cp, True, rm, mm, M, 1, 1) * d1
+        xc = ds_ptr + (bh * n_chunks + blk + kc) * 2 * M + rm2
+        cm = ((blk + kc) < n_chunks) & mm2
+        tl.store(xc, dS0, mask=cm)
+        tl.store(xc + M, dS1, mask=cm)
+        # du = dY Z^T + dS W_in^T (+ W_last dF on the last chunk)
+        dU = tl.dot(dY, tl.load(taps_ptr + h * T + lag_t, mask=lag_t >= 0, other=0.0), input_precision=PREC)
+        dU += tl.dot(dS0, tl.load(w_in + mt_in, mask=mm[:, None], other=0.0), input_precision=PREC)
+        dU += tl.dot(dS1, tl.load(w_in + T * M + mt_in, mask=mm[:, None], other=0.0), input_precision=PREC)
+        dU += tl.where(on_last, v[None, :], 0.0)
+        tl.store(du_ptr + (b * L + pos) * H + h, dU, mask=pmask)
+        mu0 = n0
+        mu1 = n1
+    tl.store(dx0_ptr + bh * 2 * M + rm, mu0, mask=mm)
+    tl.store(dx0_ptr + bh * 2 * M + M + rm, mu1, mask=mm)
+
+
+@triton.jit
+def _chunked_grad_kernel(
+    u_ptr, dy_ptr, xs_ptr, ds_ptr, dz_ptr, dwin_ptr, dwout_ptr, dg_ptr,
+    L, H, M, n_chunks,
+    T: tl.constexpr, BC: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr,
+):
+    # Table gradients of one (b, h), summed over its chunks; program (bh, j): j = 0, 1 the state component
+    # (U^T dS_j, X_j^T dY and row j of sum_c dS[c] X[c]^T), j = 2 the near field U^T dY.
+    pid = tl.program_id(0).to(tl.int64)
+    j = tl.program_id(1)
+    b = pid // H
+    h = pid % H
+    rt = tl.arange(0, T)
+    rc = tl.arange(0, BC)
+    rm = tl.arange(0, BM)
+    mm = rm < M
+    rm2, mm2 = rm[None, :], mm[None, :]
+    bh = b * H + h
+    kc = rc[:, None]
+    if j == 2:
+        dZ = tl.zeros([T, T], dtype=tl.float32)
+        for blk in range(0, n_chunks, BC):
+            pos = (blk + rc)[:, None] * T + rt[None, :]
+            pmask = pos < L
+            Ut = tl.trans(tl.load(u_ptr + (b * L + pos) * H + h, mask=pmask, other=0.0))
+            dY = tl.load(dy_ptr + (b * L + pos) * H + h, mask=pmask, other=0.0)
+            dZ += tl.dot(Ut, dY, input_precision=PREC)
+        tl.store(dz_ptr + bh * T * T + rt[:, None] * T + rt[None, :], dZ)
+    else:
+        dWi = tl.zeros([T, BM], dtype=tl.float32)
+        dWo = tl.zeros([BM, T], dtype=tl.float32)
+        g0 = tl.zeros([BM], dtype=tl.float32)
+        g1 = tl.zeros([BM], dtype=tl.float32)
+        for blk in range(0, n_chunks, BC):
+            pos = (blk + rc)[:, None] * T + rt[None, :]
+            pmask = pos < L
+            Ut = tl.trans(tl.load(u_ptr + (b * L + pos) * H + h, mask=pmask, other=0.0))
+            dY = tl.load(dy_ptr + (b * L + pos) * H + h, mask=pmask, other=0.0)
+            off = (bh * n_chunks + blk + kc) * 2 * M + rm2
+            cm = ((blk + kc) < n_chunks) & mm2
+            X0 = tl.load(xs_ptr + off, mask=cm, other=0.0)
+            X1 = tl.load(xs_ptr + off + M, mask=cm, other=0.0)
+            Xj = tl.where(j == 0, X0, X1)
+            dSj = tl.load(ds_ptr + off + j * M, mask=cm, other=0.0)
+            dWi += tl.dot(Ut, dSj, input_precision=PREC)
+            dWo += tl.dot(tl.trans(Xj), dY, input_precision=PREC)
+            g0 += tl.sum(dSj * X0, axis=0)                               # row j of dG = sum_c dS[c] X[c]^T
+            g1 += tl.sum(dSj * X1, axis=0)
+        tl.store(dwin_ptr + (bh * 2 + j) * T * M + rt[:, None] * M + rm2, dWi, mask=mm2)
+        tl.store(dwout_ptr + (bh * 2 + j) * M * T + rm[:, None] * T + rt[None, :], dWo, mask=mm[:, None])
+        dg = dg_ptr + (bh * 2 + j) * 2 * M
+        tl.store(dg + rm, g0, mask=mm)
+        tl.store(dg + M + rm, g1, mask=mm)
+
+
 def _block_powers(G: Tensor, count: int) -> Tensor:
     """``G^k`` for k = 0..count of 2x2 blocks G (H, M, 2, 2), as (H, count+1, 2, 2, M) (in G's dtype)."""
     eye = torch.eye(2, dtype=G.dtype, device=G.device).expand_as(G)
@@ -151,87 +323,119 @@ def _block_powers(G: Tensor, count: int) -> Tensor:
     return torch.stack(out, 1).permute(0, 1, 3, 4, 2)
 
 
-def kernel_tables(taps: Tensor, w_in: Tensor, w_out: Tensor, pow_T: Tensor, pow_r: Tensor, r: int):
-    """The layouts the kernel reads, from :class:`~statespaces.kernels.chunked_conv.ChunkTables`
-    (differentiable PyTorch ops; fp32): taps (H, T), W_in (H, 2, T, M), W_out (H, 2, M, T),
-    G^k (H, BC+1, 2, 2, M), A^r (H, 2, 2, M), W_last (H, 2, T, M)."""
+def kernel_layouts(taps: Tensor, w_in: Tensor, w_out: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """The layouts the kernels read, from the :class:`~statespaces.kernels.chunked_conv.ChunkTables` entries
+    (differentiable PyTorch ops; fp32): taps (H, T), W_in (H, 2, T, M), W_out (H, 2, M, T)."""
     H, T, S = w_in.shape
     M = S // 2
     f = torch.float32
     win = w_in.reshape(H, T, M, 2).permute(0, 3, 1, 2)
     wout = w_out.reshape(H, T, M, 2).permute(0, 3, 2, 1)
+    return taps.to(f).contiguous(), win.to(f).contiguous(), wout.to(f).contiguous()
+
+
+def _fixed_tables(win: Tensor, pow_T: Tensor, pow_r: Tensor, r: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """G^k (H, BC+1, 2, 2, M) (formed in the dtype of ``pow_T``, then rounded), A^r (H, 2, 2, M) and
+    W_last (H, 2, T, M) (the last r rows of W_in, zero-padded), fp32."""
+    T = win.shape[2]
+    f = torch.float32
     wlast = torch.nn.functional.pad(win[:, :, T - r:], (0, 0, 0, T - r))
-    return (taps.to(f).contiguous(), win.to(f).contiguous(), wout.to(f).contiguous(),
-            _block_powers(pow_T, BLOCK_C).to(f).contiguous(), pow_r.permute(0, 2, 3, 1).to(f).contiguous(),
-            wlast.to(f).contiguous())
+    return (_block_powers(pow_T, BLOCK_C).to(f).contiguous(), pow_r.permute(0, 2, 3, 1).to(f).contiguous(),
+            wlast.contiguous())
 
 
-def _launch(u: Tensor, tabs, x0: Optional[Tensor], want_state: bool) -> Tuple[Tensor, Optional[Tensor]]:
-    """y (B, L, H) and, if ``want_state``, the final state (B, H, 2, M) from the kernel tables ``tabs``."""
-    taps, win, wout, gpow, gr, wlast = tabs
-    Bsz, L, H = u.shape
-    T, M = win.shape[2], win.shape[3]
+def _last_chunk(L: int, T: int) -> Tuple[int, int]:
+    """(number of chunks n, steps r of the last one)."""
     n = -(-L // T)
-    y = torch.empty_like(u)
-    if x0 is None:
-        x0 = torch.zeros(Bsz, H, 2, M, dtype=u.dtype, device=u.device)
-    xout = torch.empty(Bsz, H, 2, M, dtype=u.dtype, device=u.device) if want_state else x0
-    _config(T, M).launch((Bsz * H,), u, taps, win, wout, gpow, gr, wlast, x0, y, xout, L, H, M, n, int(want_state))
-    return y, (xout if want_state else None)
+    return n, L - (n - 1) * T
 
 
 class ChunkedConvFn(torch.autograd.Function):
-    r"""``y, x_L = chunked_conv(u, tables, x0)`` with the forward in Triton.
+    r"""``y, x_L = chunked_conv(u, taps, W_in, W_out, A^T, A^r, x0)``, forward and backward in Triton.
 
-    Backward: recomputes the PyTorch forward (``recompute``:
-    :func:`statespaces.kernels.chunked_conv.chunked_conv_torch`, passed in so this module does not import the
-    kernels above it) on the saved inputs and differentiates it (exact; the same algorithm in batched matmuls),
-    which gives
-    ``du``, the initial-state gradient and the table gradients (tiny per-channel tensors that autograd
-    then maps onto the SSM parameters).
+    Inputs in the kernels' layouts (:func:`kernel_layouts`): u (B, L, H) fp32, taps (H, T), W_in (H, 2, T, M),
+    W_out (H, 2, M, T) fp32; ``pow_T``, ``pow_r`` (H, M, 2, 2) in any float dtype (the carry table is formed
+    in it); x0 (B, H, 2, M) fp32 or None. Outputs y (B, L, H) and, if ``want_state``, x_L (B, H, 2, M) fp32.
+
+    Backward, two kernels: :func:`_chunked_bwd_kernel` (one program per (b, h)) walks the blocks in reverse
+    and writes ``du = dY Z^T + dS W_in^T`` with ``dX = dY W_out^T`` and the chunk-sum adjoints
+    ``dS[c] = sum_{c'>c} (G^{c'-1-c})^T dX[c']`` (the transpose of the forward's carry, passed backwards between
+    blocks), saving dS; :func:`_chunked_grad_kernel` (three programs per (b, h): the two state components
+    and the near field) then forms the per-(b, h) table gradients from u, dY,
+    the chunk states X the forward saved, and dS: ``dZ = U^T dY`` (folded onto the taps by lag),
+    ``dW_in = U^T dS``, ``dW_out = X^T dY``, ``dG = sum_c dS[c] X[c]^T``; they are summed over b here, with
+    ``dA^r = dF X_last^T`` and ``dW_last = u_last dF^T`` (onto the last r rows of W_in). Two kernels, not
+    one: together they exceed 255 registers and spill. Extra memory: X and dS, (B, H, L/T, 2, M) each
+    (2 M / T times the size of u), and (B, H) copies of the (T, T + 4 M) gradient tiles.
     """
 
     @staticmethod
-    def forward(ctx, u, taps, w_in, w_out, pow_T, pow_r, x0, want_state, recompute):
+    def forward(ctx, u, taps, win, wout, pow_T, pow_r, x0, want_state):
         Bsz, L, H = u.shape
-        T = w_in.shape[1]
-        r = L - (-(-L // T) - 1) * T
-        tabs = kernel_tables(taps, w_in, w_out, pow_T, pow_r, r)
-        M = w_in.shape[-1] // 2
-        s0 = None if x0 is None else x0.reshape(Bsz, H, M, 2).transpose(-1, -2).to(torch.float32).contiguous()
-        y, xs = _launch(u.contiguous(), tabs, s0, want_state)
-        ctx.save_for_backward(u, taps, w_in, w_out, pow_T, pow_r, x0)
-        ctx.want_state, ctx.recompute = want_state, recompute
-        state = None if xs is None else xs.transpose(-1, -2).reshape(Bsz, H, 2 * M).to(pow_T.dtype)
-        return y, state
+        T, M = win.shape[2], win.shape[3]
+        n, r = _last_chunk(L, T)
+        gpow, gr, wlast = _fixed_tables(win, pow_T, pow_r, r)
+        train = any(ctx.needs_input_grad)
+        xs = torch.empty(Bsz, H, n, 2, M, dtype=u.dtype, device=u.device) if train else u
+        y = torch.empty_like(u)
+        x0_ = torch.zeros(Bsz, H, 2, M, dtype=u.dtype, device=u.device) if x0 is None else x0.contiguous()
+        xout = torch.empty(Bsz, H, 2, M, dtype=u.dtype, device=u.device) if want_state else x0_
+        _config(T, M).launch((Bsz * H,), u, taps, win, wout, gpow, gr, wlast, x0_, y, xout, xs,
+                             L, H, M, n, int(want_state), int(train))
+        ctx.save_for_backward(u, taps, win, wout, gpow, gr, wlast, xs, pow_T, pow_r)
+        ctx.block_c, ctx.want_state, ctx.has_x0 = BLOCK_C, want_state, x0 is not None
+        return y, (xout if want_state else None)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy, dstate):
-        saved = ctx.saved_tensors
-        with torch.enable_grad():
-            inputs = [t.detach().requires_grad_(t.requires_grad) if t is not None else None for t in saved]
-            u, taps, w_in, w_out, pow_T, pow_r, x0 = inputs
-            out = ctx.recompute(u, (taps, w_in, w_out, pow_T, pow_r), x0, ctx.want_state)
-            outs, grads = ([out[0], out[1]], [dy, dstate]) if ctx.want_state else ([out], [dy])
-            pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
-            wrt = [t for t in inputs if t is not None and t.requires_grad]
-            got = torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True)
-        it = iter(got)
-        res = [next(it) if (t is not None and t.requires_grad) else None for t in inputs]
-        return (*res, None, None)
+        u, taps, win, wout, gpow, gr, wlast, xs, pow_T, pow_r = ctx.saved_tensors
+        Bsz, L, H = u.shape
+        T, M = win.shape[2], win.shape[3]
+        n, r = _last_chunk(L, T)
+        f, dev = torch.float32, u.device
+        df = (torch.zeros(Bsz, H, 2, M, dtype=f, device=dev) if dstate is None
+              else dstate.to(f).contiguous())
+        if ctx.block_c != BLOCK_C:
+            raise RuntimeError(f"chunked_conv_triton: BLOCK_C changed from {ctx.block_c} to {BLOCK_C} between "
+                               "forward and backward")
+        dy = dy.contiguous()
+        du = torch.empty_like(u)
+        ds = torch.empty_like(xs)
+        dx0 = torch.empty(Bsz, H, 2, M, dtype=f, device=dev)
+        _bwd_config(T, M).launch((Bsz * H,), dy, taps, win, wout, gpow, gr, wlast, df, du, ds, dx0, L, H, M, n)
+        if not any(ctx.needs_input_grad[1:6]):
+            return (du, None, None, None, None, None, dx0 if ctx.has_x0 else None, None)
+        dz = torch.empty(Bsz, H, T, T, dtype=f, device=dev)
+        dwin = torch.empty(Bsz, H, 2, T, M, dtype=f, device=dev)
+        dwout = torch.empty(Bsz, H, 2, M, T, dtype=f, device=dev)
+        dg = torch.empty(Bsz, H, 2, 2, M, dtype=f, device=dev)
+        _grad_config(T, M).launch((Bsz * H, 3), u, dy, xs, ds, dz, dwin, dwout, dg, L, H, M, n)
+        lag = torch.arange(T, device=dev)
+        lag = lag[None, :] - lag[:, None]
+        keep = lag >= 0
+        dtaps = torch.zeros(H, T, dtype=f, device=dev).index_add_(1, lag[keep], dz.sum(0)[:, keep])
+        dwin = dwin.sum(0)
+        u_last = u[:, (n - 1) * T:]                                          # (B, r, H)
+        dwin[:, :, T - r:] += torch.einsum("brh,bhjm->hjrm", u_last, df)     # W_last = the last r rows of W_in
+        dpow_T = dg.sum(0).permute(0, 3, 1, 2).to(pow_T.dtype)               # (H, M, 2, 2)
+        dpow_r = torch.einsum("bhim,bhkm->hmik", df, xs[:, :, -1]).to(pow_r.dtype) if dstate is not None else None
+        return (du, dtaps, dwin, dwout.sum(0), dpow_T, dpow_r, dx0 if ctx.has_x0 else None, None)
 
 
-def chunked_conv_triton(u: Tensor, tables, state: Optional[Tensor] = None, return_state: bool = False,
-                        recompute=None):
+def chunked_conv_triton(u: Tensor, tables, state: Optional[Tensor] = None, return_state: bool = False):
     r"""The Triton path of :func:`statespaces.kernels.chunked_conv.chunked_conv`: same arguments
     (u (B, L, H) float32 on CUDA, or on CPU under ``TRITON_INTERPRET=1``; tables with T in
-    :data:`CHUNKS` and at most :data:`MAX_BLOCK_M` 2-blocks) and results."""
+    :data:`CHUNKS` and at most :data:`MAX_BLOCK_M` 2-blocks) and results; differentiable (Triton backward)."""
     T, S = tables.w_in.shape[-2], tables.w_in.shape[-1]
     if T not in CHUNKS or S // 2 > MAX_BLOCK_M or u.dtype != torch.float32:
         raise ValueError(f"chunked_conv_triton: needs float32 u, T in {CHUNKS} and S <= {2 * MAX_BLOCK_M}; "
                          f"got {u.dtype}, T={T}, S={S}")
-    if recompute is None:
-        raise ValueError("chunked_conv_triton: give recompute, the PyTorch forward its backward differentiates "
-                         "(statespaces.kernels.chunked_conv passes chunked_conv_torch)")
-    y, s = ChunkedConvFn.apply(u, *tables, state, return_state, recompute)
-    return (y, s) if return_state else y
+    Bsz, L, H = u.shape
+    M = S // 2
+    taps, win, wout = kernel_layouts(tables.taps, tables.w_in, tables.w_out)
+    x0 = None if state is None else state.reshape(Bsz, H, M, 2).transpose(-1, -2).to(torch.float32).contiguous()
+    y, xs = ChunkedConvFn.apply(u.contiguous(), taps, win, wout, tables.pow_T, tables.pow_r, x0, return_state)
+    if not return_state:
+        return y
+    return y, xs.transpose(-1, -2).reshape(Bsz, H, S).to(tables.pow_T.dtype)

@@ -363,15 +363,29 @@ def _chain(T: Tensor, first: Optional[Tensor], parts: Tensor) -> Tensor:
     return torch.stack(out, 1)
 
 
+def _plan(cfg, u: Tensor, P: int):
+    """Geometry of one launch of ``cfg`` over u (B, L, H) and 2P channels: (K chunks of BLOCK_L steps,
+    nC channel blocks, S segments of KS chunks) -- the forward and the backward walk the same chunks."""
+    Bsz, L, _ = u.shape
+    K = triton.cdiv(L, cfg.consts["BLOCK_L"])
+    nC = triton.cdiv(2 * P, cfg.consts["BLOCK_C"])
+    S, KS = _segments(Bsz * nC, K)
+    return K, nC, S, KS
+
+
+def _segment_power(M64: Tensor, steps: int, transpose: bool = False) -> Tensor:
+    """``M^steps`` (or its transpose, for the backward) in fp64 for both halves of the 2P channels: (2, 2, 2P)."""
+    T = _block_power(M64, steps)
+    T = T.transpose(0, 1) if transpose else T
+    return torch.cat([T, T], -1)
+
+
 def _forward(u, W, M32, f32, MC, x0, M64):
     Bsz, L, H = u.shape
     P = M32.shape[-1]
     C2 = 2 * P
     cfg = _fwd_config(P, H, x0 is not None)
-    BL, BC = cfg.consts["BLOCK_L"], cfg.consts["BLOCK_C"]
-    K = triton.cdiv(L, BL)
-    nC = triton.cdiv(C2, BC)
-    S, KS = _segments(Bsz * nC, K)
+    K, nC, S, KS = _plan(cfg, u, P)
     y = torch.empty(Bsz, L, C2, device=u.device, dtype=torch.float32)
     carries = torch.empty(Bsz, K, 2, C2, device=u.device, dtype=torch.float32)
     fin = torch.empty(Bsz, 2, C2, device=u.device, dtype=torch.float32)
@@ -379,7 +393,7 @@ def _forward(u, W, M32, f32, MC, x0, M64):
     if S > 1:                      # segment starts: zero-start ends chained in fp64 with M^(KS BLOCK_L)
         ends = torch.empty(Bsz, S, 2, C2, device=u.device, dtype=torch.float32)
         _fwd_config(P, H, False, ends_only=True).launch((Bsz, nC, S), *args, y, y, carries, ends, L, H, P, K, KS)
-        T = torch.cat([_block_power(M64, KS * BL)] * 2, -1)
+        T = _segment_power(M64, KS * cfg.consts["BLOCK_L"])
         x0 = _chain(T, x0, ends).to(torch.float32).contiguous()
         cfg = _fwd_config(P, H, True)
     cfg.launch((Bsz, nC, S), *args, y if x0 is None else x0, y, carries, fin, L, H, P, K, KS)
@@ -411,10 +425,7 @@ class LinossScanFn(torch.autograd.Function):
         P = M.shape[-1]
         C2 = 2 * P
         cfg = _bwd_config(P, H, gfin is not None)
-        BL, BC = cfg.consts["BLOCK_L"], cfg.consts["BLOCK_C"]
-        K = triton.cdiv(L, BL)
-        nC = triton.cdiv(C2, BC)
-        S, KS = _segments(Bsz * nC, K)
+        K, nC, S, KS = _plan(cfg, u, P)
         gy = torch.zeros(Bsz, L, C2, device=u.device, dtype=torch.float32) if gy is None else \
             gy.to(torch.float32).contiguous()
         gf = None if gfin is None else gfin.to(torch.float32).contiguous()
@@ -427,7 +438,7 @@ class LinossScanFn(torch.autograd.Function):
         if S > 1:                  # rho entering each segment: zero-start values chained backwards in fp64
             _bwd_config(P, H, gf is not None, rho_only=True).launch(
                 (Bsz, nC, S), *args, gy, gy, gy, gy, rho0, L, H, P, K, KS)
-            TT = torch.cat([_block_power(ctx.M64, KS * BL).transpose(0, 1)] * 2, -1)
+            TT = _segment_power(ctx.M64, KS * cfg.consts["BLOCK_L"], transpose=True)
             rin = _chain(TT, None, rho0.flip(1)).flip(1)           # rin[j] = true rho at segment j+1's start
             rin = rin.to(torch.float32).contiguous()
             cfg = _bwd_config(P, H, gf is not None, has_rin=True)
