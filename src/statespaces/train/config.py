@@ -401,6 +401,15 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "japanese-vowels-linoss": {"data": {"name": "ucr:JapaneseVowels"},
                                "model": {"layer": {"kind": "linoss"}, "d_model": 32, "n_layers": 2},
                                "trainer": {"epochs": 20, "batch_size": 32, "lr": 3e-3}},
+    # the same problem for the other layers of the family (issue 21): S5 on the S4D recipe (its P = 32
+    # shared modes for d_state 32), D-LinOSS on the LinOSS recipe with BatchNorm as digits-dlinoss
+    "japanese-vowels-s5": {"data": {"name": "ucr:JapaneseVowels"},
+                           "model": {"d_model": 64, "n_layers": 2, "dropout": 0.1,
+                                     "layer": {"kind": "s5", "d_state": 32, "bidirectional": True}},
+                           "trainer": {"epochs": 20, "min_steps": 400, "batch_size": 16, "bucket": True}},
+    "japanese-vowels-dlinoss": {"data": {"name": "ucr:JapaneseVowels"},
+                                "model": {"layer": {"kind": "dlinoss"}, "d_model": 32, "n_layers": 2, "norm": "batch"},
+                                "trainer": {"epochs": 20, "batch_size": 32, "lr": 3e-3}},
     "basicmotions-s4d": {"data": {"name": "ucr:BasicMotions"}, "model": {"d_model": 32, "n_layers": 2},
                          "trainer": {"epochs": 40, "batch_size": 8}},
     # any UCR/UEA problem (--data.name ucr:<Problem> or a path), uni- or multivariate, equal or
@@ -447,9 +456,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 #: Presets that finish in minutes on a 2-core CPU (the others are meant for a GPU).
 CPU_PRESETS = ("digits-s4d", "pdigits-s4d", "digits-s4", "digits-linoss", "digits-dlinoss", "digits-s5",
-               "japanese-vowels-s4d",
-               "japanese-vowels-s4", "japanese-vowels-linoss", "basicmotions-s4d", "ucr", "uea", "listops-s4d",
-               "pathfinder-s4d", "listops-short-s4d", "pathfinder16-s4d", "fmnist14-s4d")
+               "japanese-vowels-s4d", "japanese-vowels-s4", "japanese-vowels-linoss", "japanese-vowels-s5",
+               "japanese-vowels-dlinoss", "basicmotions-s4d", "ucr", "uea", "listops-s4d", "pathfinder-s4d",
+               "listops-short-s4d", "pathfinder16-s4d", "fmnist14-s4d")
 
 
 #: Config keys a resumed run may change: where it runs and what it writes, not what it computes.
