@@ -390,7 +390,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # variable length: the generic recipe of docs/results.md (UCR/UEA section). Per-series
     # z-normalisation; series over 1024 steps averaged down to <= 1024 (detail matters: validation
     # accuracy of ACSF1 (L 1460) 50 -> 55 -> 60% at max_length 256 -> 512 -> 1024, OSULeaf (L 427)
-    # 73.5 -> 83.7% at 256 -> 512; experiments/ucr_tuning.md); bidirectional S4D (padding is
+    # 73.5 -> 83.7% at 256 -> 512 on one split; a second split checked after the table did not
+    # confirm ACSF1 (60 -> 45%): experiments/ucr_tuning.md); bidirectional S4D (padding is
     # masked); length-bucketed batches cut to their longest series; a run is >= 20 epochs and >=
     # 400 optimizer steps (small splits get several passes per epoch: trainer.min_steps); no
     # validation split (the archive splits are small): best/ is the last epoch
