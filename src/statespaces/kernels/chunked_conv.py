@@ -67,6 +67,10 @@ def chunk_length(L: int, chunk: Optional[int] = None, u: Optional[Tensor] = None
     return max(1, min(T, L))
 
 
+#: Longest stateless training call that the dense (S4) chunked form takes on CPU (:func:`prefer_chunked`).
+DENSE_STATELESS_MAX_L = 4096
+
+
 def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, own_scan: bool = False,
                    dense: bool = False) -> bool:
     r"""The rule by which a layer's forward picks the chunked convolution over the FFT (one place).
@@ -87,14 +91,19 @@ def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, own_s
       Predicted (one pass over u and y against ~64 for the FFT route), not measured: no GPU in the
       sessions that wrote it.
     * ``dense`` (S4 through its real dense transition, :func:`statespaces.kernels.chunked.chunked_conv_dense`:
-      no Triton kernel): CPU stateful calls. One thread, B=8, H=128, N=64, against the Cauchy/FFT route with
-      its two state maps: 3.5-4.0x forward, 2.5-4x forward+backward at L=1024 and 4096 (loaded 2-core
-      machine; ``benchmarks/bench_chunked.py``). Stateless calls would gain too (2.4-3.6x at L=1024, 1.25x
-      fwd+bwd at 4096) but keep the FFT until longer L is measured (the carry is a Python loop of L/T steps).
+      no Triton kernel): CPU calls, stateful at every L; stateless up to :data:`DENSE_STATELESS_MAX_L` steps,
+      or up to twice that without autograd. One thread, B=8, H=128, N=64, against the Cauchy/FFT route
+      (with its two state maps when stateful): stateful 3.5-4.0x forward, 2.5-4x forward+backward at L=1024
+      and 4096 (loaded 2-core machine; ``benchmarks/bench_chunked.py``); stateless (quiet machine, best of
+      two interleaved rounds) forward 3.9 / 2.1 / 1.8 / 1.7x and forward+backward 2.7 / 2.0 / 1.4 / 0.35x at
+      L = 1024 / 2048 / 4096 / 8192: the backward through the Python carry loop of L/T steps loses at 8192.
     * backend ``"ref"``: never (the FFT route with its reference twins).
     """
     if dense:
-        return stateful and u.device.type == "cpu" and backend.get_backend() != "ref"
+        if u.device.type != "cpu" or backend.get_backend() == "ref":
+            return False
+        L = u.shape[1]
+        return stateful or L <= DENSE_STATELESS_MAX_L or (not torch.is_grad_enabled() and L <= 2 * DENSE_STATELESS_MAX_L)
     path = backend.choose("chunked_conv", u, dtypes=backend.REAL)
     if path == "triton":
         if stateful or own_scan:

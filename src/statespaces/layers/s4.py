@@ -29,7 +29,8 @@ Design decisions (thesis app. C.1 leaves them open):
   computed in the time domain by chunks of matrix powers (:mod:`statespaces.kernels.chunked`),
   not by the generating function: the latter divides by ``I - dA^L`` and lost up to half the
   digits in float32 for states with slowly decaying components (small dt, LegT/FouT). On CPU a
-  stateful forward does output and state in one chunked pass through the real dense form instead
+  stateful forward, and a stateless one up to L = 4096 (8192 without autograd; not bidirectional, not
+  with ``l_max``), does output and state in one chunked pass through the real dense form instead
   (:func:`statespaces.kernels.chunked.chunked_conv_dense`; rule
   :func:`statespaces.kernels.chunked_conv.prefer_chunked`).
 * **Tied SSMs** (``n_ssm``, §7.2.2): Lambda, P and B are stored for ``n_ssm`` SSMs, each shared
@@ -478,12 +479,17 @@ class S4(SSMLayer):
         return dA, dB
 
     def _use_chunked(self, u: Tensor, stateful: bool) -> bool:
+        # a stateless bidirectional call is one FFT convolution with both kernels, and a layer learning
+        # C~ (l_max) gets its kernel without dA^L, where the dense form needs C recovered: both keep the FFT
+        if not stateful and (self.bidirectional or self.l_max is not None):
+            return False
         return prefer_chunked(u, stateful, dense=True)
 
     def _chunked_forward(self, u: Tensor, state: Optional[Tensor], return_state: bool,
                          rate: float) -> Tuple[Tensor, Optional[Tensor]]:
-        """Stateful forward in one chunked pass through the real dense form (:func:`statespaces.kernels.chunked.
-        chunked_conv_dense`): output and new state, instead of the FFT plus the two state maps below."""
+        """Forward in one chunked pass through the real dense form (:func:`statespaces.kernels.chunked.
+        chunked_conv_dense`): output and new state, instead of the FFT (plus the two state maps below when
+        stateful); taken where :func:`prefer_chunked` says so."""
         with self._no_autocast():
             Lam, P, B, C = self.continuous_system()
             dA, dB = self._real_discrete(rate, Lam, P, B)
