@@ -103,7 +103,8 @@ def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, own_s
         if u.device.type != "cpu" or backend.get_backend() == "ref":
             return False
         L = u.shape[1]
-        return stateful or L <= DENSE_STATELESS_MAX_L or (not torch.is_grad_enabled() and L <= 2 * DENSE_STATELESS_MAX_L)
+        limit = DENSE_STATELESS_MAX_L * (1 if torch.is_grad_enabled() else 2)
+        return stateful or L <= limit
     path = backend.choose("chunked_conv", u, dtypes=backend.REAL)
     if path == "triton":
         if stateful or own_scan:
