@@ -145,9 +145,10 @@ def test_version_key_reads_no_tensor_values():
 
 
 # ---- kernels/dplr.py: no nonzero, no syncing solve on the per-call path ----------------------------------
-def test_risky_list_is_the_risky_mask_without_nonzero():
-    """The fixed-size list (first occurrences) is exactly the set of the data-dependent mask, for weakly
-    damped poles (LegT-like, Re lambda = -1e-4) mixed with strongly damped ones, plain and mirrored."""
+def test_risky_list_is_the_risky_mask_without_nonzero(monkeypatch):
+    """The fixed-size list (first occurrences; what CUDA and traced graphs use) is exactly the set of the
+    data-dependent mask, for weakly damped poles (LegT-like, Re lambda = -1e-4) mixed with strongly damped
+    ones, plain and mirrored; so is the CPU eager list (the mask's distinct nodes, each once)."""
     from statespaces.kernels import dplr
 
     g = torch.Generator().manual_seed(0)
@@ -157,21 +158,26 @@ def test_risky_list_is_the_risky_mask_without_nonzero():
     dt = torch.rand(H, generator=g, dtype=torch.float64) * 0.1 + 0.01
     for count, mirrored in ((L // 2 + 1, False), (L, True)):
         mask = dplr._risky_nodes(Lambda, dt, L, count, mirrored)
-        hs, ks, first = dplr._risky_list(Lambda, dt, L, count, mirrored)
-        assert hs.shape == ks.shape == first.shape and hs.numel() == H * (1 + (4 if mirrored else 2) * M)
-        got = sorted(zip(hs[first].tolist(), ks[first].tolist()))
         want = sorted(zip(*(t.tolist() for t in mask.nonzero(as_tuple=True))))
-        assert got == want
+        hs, ks, first = dplr._risky_list_fixed(Lambda, dt, L, count, mirrored)
+        assert hs.shape == ks.shape == first.shape and hs.numel() == H * (1 + (4 if mirrored else 2) * M)
+        assert sorted(zip(hs[first].tolist(), ks[first].tolist())) == want
+        hs, ks, first = dplr._risky_list(Lambda, dt, L, count, mirrored)            # CPU eager
+        assert bool(first.all()) and sorted(zip(hs.tolist(), ks.tolist())) == want
+        monkeypatch.setattr(dplr, "tracing", lambda: True)                          # traced: the fixed list
+        assert dplr._risky_list(Lambda, dt, L, count, mirrored)[0].numel() == H * (1 + (4 if mirrored else 2) * M)
+        monkeypatch.undo()
 
 
 def test_dplr_per_call_path_has_no_syncing_calls():
     """Static check of kernels/dplr.py: no call of ``nonzero``, ``torch.linalg.solve`` (its error check reads
     the device), ``.item()``, ``.tolist()``, ``bool(...)``, ``.any()``/``.all()`` in the functions S4's forward
-    calls."""
+    calls (``_risky_list`` takes ``nonzero`` on CPU eager only, where no device is synced; CUDA and traced
+    graphs take ``_risky_list_fixed``)."""
     from statespaces.kernels import dplr
 
     for fn in (dplr.dplr_kernel, dplr.dplr_advance, dplr.dplr_zero_input, dplr.discrete_power, dplr.resolvent_sums,
-               dplr.bilinear_dplr_real, dplr.truncated_C, dplr.untruncated_C, dplr._refine_fp64, dplr._risky_list,
+               dplr.bilinear_dplr_real, dplr.truncated_C, dplr.untruncated_C, dplr._refine_fp64, dplr._risky_list_fixed,
                dplr._risky_nodes, dplr._resolvent_vector, dplr._solve):
         calls = _calls(fn)
         for bad in ("nonzero", "torch.linalg.solve", "item", "tolist", "bool", "any", "all"):
