@@ -93,6 +93,18 @@ def _load_g(gp, k, kmask, rm, mm, M, i: tl.constexpr, j: tl.constexpr):
 
 
 @triton.jit
+def _gmv(gp, k, kmask, rm, mm, M, v0, v1, TRANS: tl.constexpr):
+    # (G^k v) per mode for v = (v0, v1), or (G^k)^T v with TRANS (the backward's transposed carry)
+    if TRANS:
+        a = _load_g(gp, k, kmask, rm, mm, M, 0, 0) * v0 + _load_g(gp, k, kmask, rm, mm, M, 1, 0) * v1
+        b = _load_g(gp, k, kmask, rm, mm, M, 0, 1) * v0 + _load_g(gp, k, kmask, rm, mm, M, 1, 1) * v1
+    else:
+        a = _load_g(gp, k, kmask, rm, mm, M, 0, 0) * v0 + _load_g(gp, k, kmask, rm, mm, M, 0, 1) * v1
+        b = _load_g(gp, k, kmask, rm, mm, M, 1, 0) * v0 + _load_g(gp, k, kmask, rm, mm, M, 1, 1) * v1
+    return a, b
+
+
+@triton.jit
 def _chunked_fwd_kernel(
     u_ptr, taps_ptr, win_ptr, wout_ptr, gpow_ptr, gr_ptr, wlast_ptr, x0_ptr, y_ptr, xout_ptr, xs_ptr,
     L, H, M, n_chunks, want_state, want_carry,
@@ -125,25 +137,20 @@ def _chunked_fwd_kernel(
         S0 = tl.dot(U, tl.load(w_in + tm, mask=mm2, other=0.0), input_precision=PREC)
         S1 = tl.dot(U, tl.load(w_in + T * M + tm, mask=mm2, other=0.0), input_precision=PREC)
         # X[c] = G^c carry + sum_{c' < c} G^{c-1-c'} S[c'];   next carry = G^BC carry + sum G^{BC-1-c'} S[c']
-        X0 = (_load_g(gp, kc, full, rm2, mm2, M, 0, 0) * c0[None, :]
-              + _load_g(gp, kc, full, rm2, mm2, M, 0, 1) * c1[None, :])
-        X1 = (_load_g(gp, kc, full, rm2, mm2, M, 1, 0) * c0[None, :]
-              + _load_g(gp, kc, full, rm2, mm2, M, 1, 1) * c1[None, :])
-        n0 = _load_g(gp, BC, True, rm, mm, M, 0, 0) * c0 + _load_g(gp, BC, True, rm, mm, M, 0, 1) * c1
-        n1 = _load_g(gp, BC, True, rm, mm, M, 1, 0) * c0 + _load_g(gp, BC, True, rm, mm, M, 1, 1) * c1
+        X0, X1 = _gmv(gp, kc, full, rm2, mm2, M, c0[None, :], c1[None, :], False)
+        n0, n1 = _gmv(gp, BC, True, rm, mm, M, c0, c1, False)
         for cp in range(BC):
             sel = kc == cp
             s0 = tl.sum(tl.where(sel, S0, 0.0), axis=0)
             s1 = tl.sum(tl.where(sel, S1, 0.0), axis=0)
             kk = kc - 1 - cp
             ok = kk >= 0
-            X0 += (_load_g(gp, kk, ok, rm2, mm2, M, 0, 0) * s0[None, :]
-                   + _load_g(gp, kk, ok, rm2, mm2, M, 0, 1) * s1[None, :])
-            X1 += (_load_g(gp, kk, ok, rm2, mm2, M, 1, 0) * s0[None, :]
-                   + _load_g(gp, kk, ok, rm2, mm2, M, 1, 1) * s1[None, :])
-            kn = BC - 1 - cp
-            n0 += _load_g(gp, kn, True, rm, mm, M, 0, 0) * s0 + _load_g(gp, kn, True, rm, mm, M, 0, 1) * s1
-            n1 += _load_g(gp, kn, True, rm, mm, M, 1, 0) * s0 + _load_g(gp, kn, True, rm, mm, M, 1, 1) * s1
+            x0, x1 = _gmv(gp, kk, ok, rm2, mm2, M, s0[None, :], s1[None, :], False)
+            X0 += x0
+            X1 += x1
+            x0, x1 = _gmv(gp, BC - 1 - cp, True, rm, mm, M, s0, s1, False)
+            n0 += x0
+            n1 += x1
         if want_carry != 0:                                             # the chunk states, for the backward
             xc = xs_ptr + (((b * H + h) * n_chunks + blk + kc) * 2) * M + rm2
             cm = ((blk + kc) < n_chunks) & mm2
@@ -224,24 +231,19 @@ def _chunked_bwd_kernel(
         # transposed carry: dS[c] = sum_{c' > c} (G^{c'-1-c})^T dX[c'] + (G^{BC-1-c})^T mu,
         # adjoint of the carry into the block = sum_{c'} (G^{c'})^T dX[c'] + (G^BC)^T mu
         kb = BC - 1 - kc
-        dS0 = (_load_g(gp, kb, full, rm2, mm2, M, 0, 0) * mu0[None, :]
-               + _load_g(gp, kb, full, rm2, mm2, M, 1, 0) * mu1[None, :])
-        dS1 = (_load_g(gp, kb, full, rm2, mm2, M, 0, 1) * mu0[None, :]
-               + _load_g(gp, kb, full, rm2, mm2, M, 1, 1) * mu1[None, :])
-        n0 = _load_g(gp, BC, True, rm, mm, M, 0, 0) * mu0 + _load_g(gp, BC, True, rm, mm, M, 1, 0) * mu1
-        n1 = _load_g(gp, BC, True, rm, mm, M, 0, 1) * mu0 + _load_g(gp, BC, True, rm, mm, M, 1, 1) * mu1
+        dS0, dS1 = _gmv(gp, kb, full, rm2, mm2, M, mu0[None, :], mu1[None, :], True)
+        n0, n1 = _gmv(gp, BC, True, rm, mm, M, mu0, mu1, True)
         for cp in range(BC):
             sel = kc == cp
             d0 = tl.sum(tl.where(sel, dX0, 0.0), axis=0)
             d1 = tl.sum(tl.where(sel, dX1, 0.0), axis=0)
             kk = cp - 1 - kc
-            ok = kk >= 0
-            dS0 += (_load_g(gp, kk, ok, rm2, mm2, M, 0, 0) * d0[None, :]
-                    + _load_g(gp, kk, ok, rm2, mm2, M, 1, 0) * d1[None, :])
-            dS1 += (_load_g(gp, kk, ok, rm2, mm2, M, 0, 1) * d0[None, :]
-                    + _load_g(gp, kk, ok, rm2, mm2, M, 1, 1) * d1[None, :])
-            n0 += _load_g(gp, cp, True, rm, mm, M, 0, 0) * d0 + _load_g(gp, cp, True, rm, mm, M, 1, 0) * d1
-            n1 += _load_g(gp, cp, True, rm, mm, M, 0, 1) * d0 + _load_g(gp, cp, True, rm, mm, M, 1, 1) * d1
+            x0, x1 = _gmv(gp, kk, kk >= 0, rm2, mm2, M, d0[None, :], d1[None, :], True)
+            dS0 += x0
+            dS1 += x1
+            x0, x1 = _gmv(gp, cp, True, rm, mm, M, d0, d1, True)
+            n0 += x0
+            n1 += x1
         xc = ds_ptr + (bh * n_chunks + blk + kc) * 2 * M + rm2
         cm = ((blk + kc) < n_chunks) & mm2
         tl.store(xc, dS0, mask=cm)
