@@ -141,10 +141,9 @@ class Classification(Task):
         return float((out.argmax(-1) == y).sum())
 
 
-class Regression(Task):
-    """MSE of the first output channel (B, 1) against float targets (B,); score: R^2 = 1 - SSE / SST."""
+class _R2Task(Task):
+    """A task on float targets scored by R^2 = 1 - SSE / SST, ``hits`` being the sum of squared errors."""
 
-    name = "regression"
     score_name = "R2"
     score_label = "R^2"
     selection = "validation R^2"
@@ -152,15 +151,8 @@ class Regression(Task):
     def format_score(self, value: float) -> str:
         return f"{value:.4f}"
 
-    def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-        return F.mse_loss(out[:, 0].float(), y.float(), reduction=reduction)
-
     def check_targets(self, y: Tensor, n_classes: int, what: str) -> None:
         _check_float_targets(y, what)
-
-    def hits(self, out: Tensor, y: Tensor) -> float:
-        """Sum of squared errors (turned into R^2 by :meth:`score`)."""
-        return float(((out[:, 0].float() - y.float()) ** 2).sum())
 
     def needs_targets(self) -> bool:
         return True
@@ -169,6 +161,19 @@ class Regression(Task):
         if targets is None:
             raise ValueError(f"{self.name}: the score (R^2) needs the evaluated targets; got targets=None")
         return r_squared(sums["hits"], targets)
+
+
+class Regression(_R2Task):
+    """MSE of the first output channel (B, 1) against float targets (B,); score: R^2 = 1 - SSE / SST."""
+
+    name = "regression"
+
+    def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        return F.mse_loss(out[:, 0].float(), y.float(), reduction=reduction)
+
+    def hits(self, out: Tensor, y: Tensor) -> float:
+        """Sum of squared errors (turned into R^2 by :meth:`score`)."""
+        return float(((out[:, 0].float() - y.float()) ** 2).sum())
 
     def running_score(self, hits: float, seen: int, dataset) -> float:
         """R^2 of the epoch: mean squared error over the variance of the dataset's targets."""
@@ -213,17 +218,11 @@ class Seq2Seq(Task):
         return y.shape[1]
 
 
-class Forecast(Task):
+class Forecast(_R2Task):
     """MSE of outputs (B, F, D) against targets of the same shape (every entry counts); score: R^2."""
 
     name = "forecast"
     pooled = False
-    score_name = "R2"
-    score_label = "R^2"
-    selection = "validation R^2"
-
-    def format_score(self, value: float) -> str:
-        return f"{value:.4f}"
 
     def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
         if out.shape != y.shape:
@@ -236,19 +235,8 @@ class Forecast(Task):
     def hits(self, out: Tensor, y: Tensor) -> float:
         return float((out.float() - y.float()).pow(2).sum())
 
-    def check_targets(self, y: Tensor, n_classes: int, what: str) -> None:
-        _check_float_targets(y, what)
-
     def loss_unit(self, y: Tensor) -> int:
         return max(y[0].numel(), 1)
-
-    def needs_targets(self) -> bool:
-        return True
-
-    def score(self, sums: Dict[str, float], targets: Optional[Tensor] = None) -> float:
-        if targets is None:
-            raise ValueError(f"{self.name}: the score (R^2) needs the evaluated targets; got targets=None")
-        return r_squared(sums["hits"], targets)
 
 
 class LanguageModel(Task):
