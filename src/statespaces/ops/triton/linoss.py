@@ -98,6 +98,13 @@ def _rho_scan(a11, a12, a21, a22, pg, offs_l, mc, gfz, gfy, L, C2):
 
 
 @triton.jit
+def _load_block2(ptr, p, mask, P):
+    # the 2x2 blocks (11, 12, 21, 22) of oscillators p from a (2, 2, P) table; masked lanes get the identity
+    return (tl.load(ptr + p, mask=mask, other=1.0), tl.load(ptr + P + p, mask=mask, other=0.0),
+            tl.load(ptr + 2 * P + p, mask=mask, other=0.0), tl.load(ptr + 3 * P + p, mask=mask, other=1.0))
+
+
+@triton.jit
 def _fwd_kernel(
     u_ptr, w_ptr, m_ptr, f_ptr, mc_ptr, x0_ptr, y_ptr, carry_ptr, fin_ptr,
     L, H, P, K, KS,
@@ -113,16 +120,10 @@ def _fwd_kernel(
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mc = offs_c < C2
     p = offs_c % P
-    m11 = tl.load(m_ptr + p, mask=mc, other=1.0)
-    m12 = tl.load(m_ptr + P + p, mask=mc, other=0.0)
-    m21 = tl.load(m_ptr + 2 * P + p, mask=mc, other=0.0)
-    m22 = tl.load(m_ptr + 3 * P + p, mask=mc, other=1.0)
+    m11, m12, m21, m22 = _load_block2(m_ptr, p, mc, P)
     f1 = tl.load(f_ptr + p, mask=mc, other=0.0)
     f2 = tl.load(f_ptr + P + p, mask=mc, other=0.0)
-    k11 = tl.load(mc_ptr + p, mask=mc, other=1.0)                 # M^BLOCK_L, fp64
-    k12 = tl.load(mc_ptr + P + p, mask=mc, other=0.0)
-    k21 = tl.load(mc_ptr + 2 * P + p, mask=mc, other=0.0)
-    k22 = tl.load(mc_ptr + 3 * P + p, mask=mc, other=1.0)
+    k11, k12, k21, k22 = _load_block2(mc_ptr, p, mc, P)          # M^BLOCK_L, fp64
     sz = tl.zeros([BLOCK_C], dtype=tl.float64)                    # carried state (fp64)
     sy = tl.zeros([BLOCK_C], dtype=tl.float64)
     if HAS_X0:
@@ -179,16 +180,10 @@ def _bwd_kernel(
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mc = offs_c < C2
     p = offs_c % P
-    m11 = tl.load(m_ptr + p, mask=mc, other=1.0)
-    m12 = tl.load(m_ptr + P + p, mask=mc, other=0.0)
-    m21 = tl.load(m_ptr + 2 * P + p, mask=mc, other=0.0)
-    m22 = tl.load(m_ptr + 3 * P + p, mask=mc, other=1.0)
+    m11, m12, m21, m22 = _load_block2(m_ptr, p, mc, P)
     f1 = tl.load(f_ptr + p, mask=mc, other=0.0)
     f2 = tl.load(f_ptr + P + p, mask=mc, other=0.0)
-    k11 = tl.load(mc_ptr + p, mask=mc, other=1.0)                 # M^BLOCK_L (fp64); its transpose acts on rho
-    k12 = tl.load(mc_ptr + P + p, mask=mc, other=0.0)
-    k21 = tl.load(mc_ptr + 2 * P + p, mask=mc, other=0.0)
-    k22 = tl.load(mc_ptr + 3 * P + p, mask=mc, other=1.0)
+    k11, k12, k21, k22 = _load_block2(mc_ptr, p, mc, P)          # M^BLOCK_L (fp64); its transpose acts on rho
     gfz = tl.zeros([BLOCK_C], dtype=tl.float32)
     gfy = tl.zeros([BLOCK_C], dtype=tl.float32)
     if HAS_GFIN:
