@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from statespaces.data.augment import SeriesAugment
 from statespaces.layers import S4, S4D
 from statespaces.optim import param_groups
 from statespaces.train.engine import Callback, LossCurve, OnStep, evaluate, fit, warmup_cosine
@@ -74,12 +75,16 @@ class _StopAt(Callback):
         state.stop = state.step == self.at
 
 
-def test_resume_inside_an_epoch_equals_the_uninterrupted_run():
+@pytest.mark.parametrize("augment", [None, SeriesAugment(crop=0.8, scale=0.1, jitter=0.05, seed=1)],
+                         ids=["plain", "augmented"])
+def test_resume_inside_an_epoch_equals_the_uninterrupted_run(augment):
+    """Also with train-time augmentation: its draws are a function of (seed, step), not of the RNG."""
     whole, loader, opt, sched = _setup(epoch_seeded=True)
-    fit(whole, loader, opt, epochs=2, scheduler=sched)
+    fit(whole, loader, opt, epochs=2, scheduler=sched, augment=augment)
     part, loader, opt, sched = _setup(epoch_seeded=True)
-    assert fit(part, loader, opt, epochs=2, scheduler=sched, callbacks=[_StopAt(4)]).step == 4
-    done = fit(part, loader, opt, epochs=2, scheduler=sched, start_step=4)
+    assert fit(part, loader, opt, epochs=2, scheduler=sched, callbacks=[_StopAt(4)], augment=augment).step == 4
+    torch.manual_seed(123)   # the global RNG moved on: augmentation must not depend on it
+    done = fit(part, loader, opt, epochs=2, scheduler=sched, start_step=4, augment=augment)
     assert done.step == 6
     for (n, p), q in zip(whole.named_parameters(), part.parameters()):
         assert torch.equal(p, q), n

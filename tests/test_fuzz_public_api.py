@@ -153,7 +153,7 @@ def test_classifier_and_block_constructors(case):
         refused(ResidualBlock, S4D(4, 4), **kw)
         refused(ResidualBlock, torch.nn.Linear(4, 4))
         return
-    kw = {"pool": dict(pool="max"), "classes0": dict(n_classes=0), "input0": dict(d_input=0), "layer": dict(layer="x"),
+    kw = {"pool": dict(pool="min"), "classes0": dict(n_classes=0), "input0": dict(d_input=0), "layer": dict(layer="x"),
           "layers0": dict(n_layers=0)}[case]
     refused(SequenceClassifier, **{"d_input": 2, "n_classes": 3, "d_model": 4, "n_layers": 1, **kw})
 

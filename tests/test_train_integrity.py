@@ -254,8 +254,8 @@ WRONG_TYPE = {"int": ["5", 1.5, True, None], "float": ["0.1", True, [1.0]], "boo
 OUT_OF_RANGE = {
     "model.layer": ["s7", "S4 D"], "model.d_model": [0, -3], "model.n_layers": [0],
     "model.dropout": [1.0, -0.1, math.nan], "model.norm": ["group"], "model.prenorm": None,
-    "model.mixing": ["gated"], "model.pool": ["max", "none"],
-    "data.name": ["", "   "], "data.kwargs": [{2: "x"}], "data.normalize": ["zscore", "", "per-series"],
+    "model.mixing": ["gated"], "model.pool": ["min", "none"],
+    "data.name": ["", "   "], "data.kwargs": [{2: "x"}], "data.augment": [{2: "x"}, {"crop": 0}, {"warp": 0.1}, {"jitter": -1}], "data.normalize": ["zscore", "", "per-series"],
     "trainer.epochs": [0, -5], "trainer.batch_size": [0], "trainer.lr": [0, -1e-3, math.inf, math.nan],
     "trainer.ssm_lr": [0.0, -1], "trainer.weight_decay": [-0.1, math.inf], "trainer.warmup_steps": [-1],
     "trainer.grad_clip": [-1.0, math.nan], "trainer.val_fraction": [1.0, 1.5, -0.1], "trainer.min_steps": [-1],

@@ -32,7 +32,8 @@ class SequenceClassifier(Pretrained, nn.Module):
         layer: the SSM layer: a kind (``"s4d"``, ``"s4"``, ``"linoss"``, ``"dlinoss"``, ``"s4nd"``) with
             its defaults, a config (``S4DConfig(d_state=32)``) or a mapping
             ``{"kind": "s4d", "d_state": 32}`` (see :mod:`statespaces.layers.config`).
-        pool: ``"mean"`` over time (padding-aware with ``lengths``), ``"last"`` step, or ``"none"``
+        pool: ``"mean"`` over time (padding-aware with ``lengths``), ``"max"`` over time per channel
+            (padding-aware; a pattern detected anywhere in the series counts), ``"last"`` step, or ``"none"``
             for per-step outputs (B, L, n_classes): per-step regression or sequence-to-sequence heads.
         norm: ``"layer"`` or ``"batch"``, passed to every :class:`ResidualBlock`.
         prenorm: normalize before the layer (default) or after the residual, passed to every
@@ -75,7 +76,7 @@ class SequenceClassifier(Pretrained, nn.Module):
         self.d_input = check_positive_int("d_input", d_input)
         check_positive_int("n_classes", n_classes, 1)
         check_positive_int("n_layers", n_layers)
-        self.pool = check_choice("pool", pool, ("mean", "last", "none"))
+        self.pool = check_choice("pool", pool, ("mean", "max", "last", "none"))
         self.encoder = nn.Linear(d_input, d_model)
         self.layer_config = sequence_layer(layer)
         self.blocks = nn.ModuleList(
@@ -103,7 +104,9 @@ class SequenceClassifier(Pretrained, nn.Module):
             out = self.decoder(h)
             check_result(self, out, "logits", input=x)       # NaN/inf: names the parameters or an overflow
             return out
-        if mask is None:
+        if self.pool == "max":
+            pooled = (h if mask is None else h.masked_fill(~mask[..., None], float("-inf"))).amax(1)
+        elif mask is None:
             pooled = h.mean(1) if self.pool == "mean" else h[:, -1]
         elif self.pool == "mean":
             hv = torch.where(mask[..., None], h, torch.zeros((), dtype=h.dtype, device=h.device))

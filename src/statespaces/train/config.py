@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .._config import ConfigError, Rule, _num, _show  # noqa: F401  (re-exported)
+from ..data.augment import SeriesAugment
 from ..layers.config import LayerConfig, layer_config, legacy_layer, merge_layer
 
 #: Values of ``data.normalize``.
@@ -67,13 +68,14 @@ RULES: Dict[str, Dict[str, Rule]] = {
         "norm": Rule("str", choices=lambda: ("layer", "batch")),
         "prenorm": Rule("bool"),
         "mixing": Rule("str", choices=lambda: ("glu", "linear")),
-        "pool": Rule("str", choices=lambda: ("mean", "last")),
+        "pool": Rule("str", choices=lambda: ("mean", "max", "last")),
     },
     "data": {
         "name": Rule("str", what="a dataset name (see statespaces.data.DATASETS), ucr:<Problem>, or a path to a "
                                  "time-series file (<Name>_TRAIN.ts/.tsv/.txt) or a folder holding one"),
         "kwargs": Rule("dict"),
         "normalize": Rule("str", choices=lambda: NORMALIZE_MODES),
+        "augment": Rule("dict"),
     },
     "trainer": {
         "epochs": Rule("int", lo=1),
@@ -136,9 +138,16 @@ class DataConfig:
     # training split); "series": z-normalise each series (per channel, over its valid steps);
     # "none": raw values (time-series files only)
     normalize: str = "global"
+    # train-time augmentation of float series: {"crop": c, "scale": s, "jitter": j}
+    # (statespaces.data.augment.SeriesAugment); {}: none
+    augment: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _validate_section("data", self)
+        try:
+            SeriesAugment.from_spec(self.augment)
+        except ValueError as e:
+            raise ConfigError(f"data.augment: got {_show(self.augment)}; {str(e).removeprefix('augment: ')}") from None
 
 
 @dataclass

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -116,6 +116,7 @@ def fit(
     grad_clip: float = 0.0,
     callbacks: Sequence[Callback] = (),
     divergence_hint: str = "lower the learning rate or clip the gradients",
+    augment: Optional[Callable[[Tensor, Optional[Tensor], int], Tuple[Tensor, Optional[Tensor]]]] = None,
 ) -> FitState:
     """Train ``model`` for ``epochs`` passes over ``loader`` (an iterable of batches with a length;
     a ``DataLoader`` or a list) and return the final :class:`FitState`.
@@ -124,7 +125,10 @@ def fit(
     ``task.train_loss`` (in float32, outside autocast), a
     finite-loss check, ``zero_grad``, backward, clipping of the global gradient norm to ``grad_clip``
     (when > 0), ``optimizer.step()``, ``scheduler.step()``. ``net`` is the module the forward runs
-    through (a DDP or compiled wrapper of ``model``; default ``model``). Divergence raises
+    through (a DDP or compiled wrapper of ``model``; default ``model``). ``augment(x, lengths, step)``
+    transforms each training input and its lengths before the forward
+    (:class:`statespaces.data.augment.SeriesAugment`; seeded by the step, so a resumed run draws what
+    the uninterrupted one would). Divergence raises
     ``FloatingPointError`` naming the step, the epoch and the non-finite parameters, followed by
     ``divergence_hint``. The model is left in training mode.
     """
@@ -155,6 +159,8 @@ def fit(
             if i < offset:
                 continue  # resuming inside an epoch: the sampler order is a function of (seed, epoch)
             x, y, lengths = task.unpack(batch, device)
+            if augment is not None:
+                x, lengths = augment(x, lengths, state.step)
 
             def diverged(what: str) -> FloatingPointError:
                 bad = _bad_parameters(model)

@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ..data import DATASETS
+from ..data.augment import SeriesAugment
 from ..data.sampler import BucketBatchSampler, dataset_lengths, passes_for, trim_collate
 from ..models import SequenceClassifier
 from ..optim import param_groups
@@ -233,6 +234,20 @@ class _Trainer:
         self.checkpoint(state.step, is_best)
 
 
+def _augmentation(cfg: TrainConfig, data: Any) -> Optional[SeriesAugment]:
+    """``data.augment`` as a :class:`SeriesAugment` seeded by ``trainer.seed`` (None when off); refused
+    for data that are not float series (tokens, images)."""
+    aug = SeriesAugment.from_spec(cfg.data.augment, seed=cfg.trainer.seed)
+    if not aug.active:
+        return None
+    x = data.train[0][0]
+    if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() == 2):
+        what = f"a {x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ConfigError(f"data.augment={cfg.data.augment!r}: dataset {cfg.data.name!r} gives {what} per "
+                          "example; augmentation applies to float time series (L, C) only; remove data.augment")
+    return aug
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace: bool = False) -> Dict[str, Any]:
     """Train ``cfg`` and return the final summary (also written to ``<out>/summary.json``).
 
@@ -256,6 +271,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
         train_set, val_set = Subset(data.train, fit_idx), Subset(data.train, held)
     task = get_task(data.task)
     selection = SELECTION_LAST if val_set is None else task.selection
+    augment = _augmentation(cfg, data)
     model = build_model(cfg, data.d_input, data.n_classes, task.name).to(device)
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if use_compile(t_cfg.compile, model):
@@ -298,7 +314,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
             f"{run.ckpts.dir}")
     done = fit(model, loader, opt, task, epochs=t_cfg.epochs, scheduler=sched, start_step=step, net=net,
                device=device, amp=t_cfg.amp, grad_clip=t_cfg.grad_clip, callbacks=[_EpochReport(trainer, progress)],
-               divergence_hint=hint)
+               divergence_hint=hint, augment=augment)
     summary: Dict[str, Any] = {}
     if trainer.tb is not None:
         trainer.tb.close()
