@@ -33,11 +33,12 @@ Design decisions (thesis app. C.1 leaves them open):
   does output and state in one chunked pass through the real dense form instead
   (:func:`statespaces.kernels.chunked.chunked_conv_dense`; rule
   :func:`statespaces.kernels.chunked_conv.prefer_chunked`); on CUDA (float32, N <= 64) that pass is
-  the Triton kernel pair of :mod:`statespaces.ops.triton.chunked_dense` (predicted faster, unmeasured).
+  the Triton kernels of :mod:`statespaces.ops.triton.chunked_dense` (predicted faster, unmeasured).
   With ``l_max`` the pass needs the true C, recovered from C~ by the same conversion as the step;
-  where that is ill-conditioned a stateless call falls back to the FFT route (its C~ kernel is exact
-  for ``L <= l_max``) and a call with a state is refused, as ``step`` is. Stateless ``l_max`` calls on
-  CUDA keep the FFT (the check would cost a host sync).
+  where that is ill-conditioned a call without a state (``return_state`` only) falls back to the FFT
+  route (its C~ kernel is exact for ``L <= l_max``) and a call with a state is refused, as ``step``
+  is. Stateless ``l_max`` calls keep the FFT: its C~ kernel needs no ``dA^L`` at all, and it measured
+  2.3x faster than the chunked pass with the recovery (CPU, fwd+bwd, L = 1024).
 * **Tied SSMs** (``n_ssm``, §7.2.2): Lambda, P and B are stored for ``n_ssm`` SSMs, each shared
   by ``H / n_ssm`` consecutive channels; dt, C and D stay per channel (the thesis ties (A, B);
   a per-channel dt keeps H timescales, as in the official code). The shared rows are repeated
@@ -502,14 +503,13 @@ class S4(SSMLayer):
         return dA, dB
 
     def _use_chunked(self, u: Tensor, stateful: bool) -> bool:
-        # a stateless bidirectional call is one FFT convolution with both kernels: it keeps the FFT. A
-        # stateless call of a layer learning C~ (l_max) needs C recovered for the dense form, and whether
-        # that is trustworthy is known only from a condition number on the host: decided on CPU eager
-        # (in _chunked_forward, with an FFT fallback); on CUDA (a host sync per parameter update) and while
-        # tracing (a data-dependent branch) it keeps the FFT
-        if not stateful and self.bidirectional:
-            return False
-        if not stateful and self.l_max is not None and (u.device.type != "cpu" or tracing()):
+        # A stateless bidirectional call is one FFT convolution with both kernels: it keeps the FFT. So does
+        # a stateless call of a layer learning C~ (l_max): its FFT route takes the kernel from C~ without any
+        # dA^L, while the dense form needs C recovered (dA^{l_max} in float64 and a solve, as costly as the
+        # chunked pass itself); measured on CPU (one thread, B8 H128 N64 L1024, fwd+bwd, loaded machine):
+        # FFT 96-100 ms, chunked 222-232 ms. On CUDA the recovery's condition check would also cost a host
+        # sync per parameter update. Stateful calls need C on both routes: chunked where the rule says.
+        if not stateful and (self.bidirectional or self.l_max is not None):
             return False
         return prefer_chunked(u, stateful, modes=self.d_state, dense=True)
 
