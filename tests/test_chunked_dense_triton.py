@@ -169,3 +169,48 @@ def test_failing_dense_kernel_warns_once_and_falls_back(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         chunked_conv_dense(u, dA, dB, c, D)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stateful", [False, True])
+def test_s4_layer_takes_the_triton_dense_path(small_blocks, monkeypatch, stateful):
+    """An S4 layer with the Triton kernels forced (as on CUDA): the rule sends stateless and stateful calls to
+    the dense chunked form, which runs the Triton kernels (never the FFT nor the PyTorch dense path); output,
+    state and every gradient equal the float64 layer (CPU: the PyTorch dense path, stateless: the FFT)."""
+    import copy
+
+    import statespaces.layers.base as base
+    from statespaces import S4
+
+    torch.manual_seed(7)
+    layer = S4(2, 8, init="legs", seed=3)
+    ref = copy.deepcopy(layer).double()
+    x = torch.randn(3, 45, 2)
+    s0 = layer.initial_state(3) + torch.randn(3, 2, 4, dtype=torch.complex64) if stateful else None
+
+    def run(m, xx, ss):
+        out = m(xx, state=ss, return_state=stateful)
+        y, s = out if stateful else (out, None)
+        loss = (y.double() * torch.cos(0.2 * torch.arange(45, dtype=torch.float64))[:, None]).sum()
+        if s is not None:
+            loss = loss + torch.view_as_real(s).double().sum()
+        loss.backward()
+        return y, s
+
+    x64 = x.double().requires_grad_()
+    y64, s64 = run(ref, x64, None if s0 is None else s0.to(torch.complex128))
+
+    def forbidden(*a, **k):
+        raise AssertionError("with the Triton kernels forced, S4 must take the Triton dense chunked path")
+
+    monkeypatch.setattr(base, "fftconv", forbidden)
+    monkeypatch.setattr(kchunked, "_chunked_conv_dense_torch", forbidden)
+    monkeypatch.setattr(backend, "_TRITON_OK", True)
+    xx = x.clone().requires_grad_()
+    with backend.force_triton():
+        y, s = run(layer, xx, s0)
+    assert _rel(y, y64) < 1e-5 and _rel(xx.grad, x64.grad) < 1e-4
+    if stateful:
+        assert _rel(torch.view_as_real(s), torch.view_as_real(s64)) < 1e-5
+    for (name, p), p64 in zip(layer.named_parameters(), ref.parameters()):
+        assert _rel(p.grad, p64.grad) < 1e-4, name
