@@ -353,8 +353,10 @@ class ChunkedDenseFn(torch.autograd.Function):
         dwout = torch.empty(P, H, T, N, dtype=f, device=dev)
         dg = torch.empty(P, H, N, N, dtype=f, device=dev)
         _grad_config(N).launch((P, H, 4), u, dy, xs, ds, dz, dwin, dwout, dg, Bsz, L, H, N, n)
-        lag, keep = _lags(T, dev)
-        dtaps = torch.zeros(H, T, dtype=f, device=dev).index_add_(1, lag[keep], dz.sum(0)[:, keep])
+        lag, _ = _lags(T, dev)
+        slot = (lag + 1).clamp(min=0).flatten()                          # lag l >= 0 -> slot l + 1; below the
+        dtaps = torch.zeros(H, T + 1, dtype=f, device=dev).index_add_(   # diagonal -> slot 0, dropped (no
+            1, slot, dz.sum(0).flatten(1))[:, 1:]                        # boolean mask: no host sync on CUDA)
         return du, dtaps, dwin.sum(0), dwout.sum(0), dg.sum(0), (dx0 if ctx.has_x0 else None)
 
 
