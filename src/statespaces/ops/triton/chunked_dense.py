@@ -140,8 +140,9 @@ def _dense_carry_kernel(
 ):
     # the sequential part of the forward, one program per (block of BB batch rows, channel h): the states
     # before each chunk, X_{j+1} = X_j G^T + U_j W_in, saved to xs (B, H, n, N)
-    h = tl.program_id(1).to(tl.int64)
-    rb = tl.program_id(0).to(tl.int64) * BB + tl.arange(0, BB)
+    pid = tl.program_id(0).to(tl.int64)                                  # channel fastest: neighbouring
+    h = pid % H                                                          # programs share the sectors of u
+    rb = (pid // H) * BB + tl.arange(0, BB)
     rt = tl.arange(0, T)
     rn = tl.arange(0, BN)
     bm = rb < B
@@ -168,8 +169,9 @@ def _dense_out_kernel(
 ):
     # the parallel part of the forward, one program per (block of BR chunk rows (b, j), channel h):
     # Y = U Z + X W_out^T (near field + far field through the state before the chunk)
-    h = tl.program_id(1).to(tl.int64)
-    q = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)
+    pid = tl.program_id(0).to(tl.int64)                                  # channel fastest (see above)
+    h = pid % H
+    q = (pid // H) * BR + tl.arange(0, BR)
     rt = tl.arange(0, T)
     rn = tl.arange(0, BN)
     tt = rt >= 0
@@ -191,8 +193,9 @@ def _dense_adj_kernel(
     # the sequential part of the backward, chunks in reverse: mu = adjoint of the state after chunk j,
     # dS_j = mu, mu <- dY_j W_out + mu G; on the last chunk dS = 0 (its S feeds no state) and mu starts as
     # the gradient of X_{n-1} from the final state; dx0 = mu at the end
-    h = tl.program_id(1).to(tl.int64)
-    rb = tl.program_id(0).to(tl.int64) * BB + tl.arange(0, BB)
+    pid = tl.program_id(0).to(tl.int64)                                  # channel fastest: neighbouring
+    h = pid % H                                                          # programs share the sectors of u
+    rb = (pid // H) * BB + tl.arange(0, BB)
     rt = tl.arange(0, T)
     rn = tl.arange(0, BN)
     bm = rb < B
@@ -223,8 +226,9 @@ def _dense_du_kernel(
     T: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
 ):
     # the parallel part of the backward: du = dY Z^T + dS W_in^T
-    h = tl.program_id(1).to(tl.int64)
-    q = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)
+    pid = tl.program_id(0).to(tl.int64)                                  # channel fastest (see above)
+    h = pid % H
+    q = (pid // H) * BR + tl.arange(0, BR)
     rt = tl.arange(0, T)
     rn = tl.arange(0, BN)
     tt = rt >= 0
@@ -243,11 +247,11 @@ def _dense_grad_kernel(
     B, L, H, N, n_chunks,
     T: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
 ):
-    # table gradients of channel h over the chunk rows p, p + P, p + 2P, ... (P programs on axis 0), summed
+    # table gradients of channel h over the chunk rows p, p + P, p + 2P, ... (P programs on axis 1), summed
     # in registers; axis 2 picks the table: 0: U^T dY (T, T), 1: U^T dS (T, N), 2: dY^T X (T, N), 3: dS^T X
-    p = tl.program_id(0)
-    P = tl.num_programs(0)
-    h = tl.program_id(1).to(tl.int64)
+    h = tl.program_id(0).to(tl.int64)
+    p = tl.program_id(1)
+    P = tl.num_programs(1)
     part = tl.program_id(2)
     rt = tl.arange(0, T)
     rn = tl.arange(0, BN)
@@ -324,8 +328,8 @@ class ChunkedDenseFn(torch.autograd.Function):
         xs = torch.empty(Bsz, H, n, N, dtype=u.dtype, device=u.device)
         y = torch.empty_like(u)
         x0_ = torch.zeros(Bsz, H, N, dtype=u.dtype, device=u.device) if x0 is None else x0
-        _carry_config(N).launch((triton.cdiv(Bsz, BLOCK_B), H), u, win, G, x0_, xs, Bsz, L, H, N, n)
-        _out_config(N).launch((triton.cdiv(Bsz * n, BLOCK_R), H), u, Z, wout, xs, y, Bsz, L, H, N, n)
+        _carry_config(N).launch((H * triton.cdiv(Bsz, BLOCK_B),), u, win, G, x0_, xs, Bsz, L, H, N, n)
+        _out_config(N).launch((H * triton.cdiv(Bsz * n, BLOCK_R),), u, Z, wout, xs, y, Bsz, L, H, N, n)
         ctx.save_for_backward(u, Z, win, wout, G, xs)
         ctx.has_x0 = x0 is not None
         return y, xs[:, :, -1].clone()
@@ -343,8 +347,8 @@ class ChunkedDenseFn(torch.autograd.Function):
         du = torch.empty_like(u)
         ds = torch.empty(Bsz, H, n, N, dtype=f, device=dev)
         dx0 = torch.empty(Bsz, H, N, dtype=f, device=dev)
-        _adj_config(N).launch((triton.cdiv(Bsz, BLOCK_B), H), dy, wout, G, dlast, ds, dx0, Bsz, L, H, N, n)
-        _du_config(N).launch((triton.cdiv(Bsz * n, BLOCK_R), H), dy, Z, win, ds, du, Bsz, L, H, N, n)
+        _adj_config(N).launch((H * triton.cdiv(Bsz, BLOCK_B),), dy, wout, G, dlast, ds, dx0, Bsz, L, H, N, n)
+        _du_config(N).launch((H * triton.cdiv(Bsz * n, BLOCK_R),), dy, Z, win, ds, du, Bsz, L, H, N, n)
         if not any(ctx.needs_input_grad[1:5]):
             return du, None, None, None, None, (dx0 if ctx.has_x0 else None)
         P = min(GRAD_PROGRAMS, triton.cdiv(Bsz * n, BLOCK_R))
@@ -352,7 +356,7 @@ class ChunkedDenseFn(torch.autograd.Function):
         dwin = torch.empty(P, H, T, N, dtype=f, device=dev)
         dwout = torch.empty(P, H, T, N, dtype=f, device=dev)
         dg = torch.empty(P, H, N, N, dtype=f, device=dev)
-        _grad_config(N).launch((P, H, 4), u, dy, xs, ds, dz, dwin, dwout, dg, Bsz, L, H, N, n)
+        _grad_config(N).launch((H, P, 4), u, dy, xs, ds, dz, dwin, dwout, dg, Bsz, L, H, N, n)
         lag, _ = _lags(T, dev)
         slot = (lag + 1).clamp(min=0).flatten()                          # lag l >= 0 -> slot l + 1; below the
         dtaps = torch.zeros(H, T + 1, dtype=f, device=dev).index_add_(   # diagonal -> slot 0, dropped (no
