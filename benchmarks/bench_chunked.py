@@ -85,7 +85,8 @@ def main() -> None:
                       + " ".join(f"{t:10.1f}" for t in ts) + f" {t_ref / min(ts):10.2f}")
     lin = LinOSS(H, N)
     if args.layers == "all":
-        print(f"{'layer':>16} {'L':>6} {'pass':>8} {'scan ms':>9} {'conv ms':>10} {'chunked ms':>10} {'scan/chunk':>10}")
+        print(f"{'layer':>16} {'L':>6} {'pass':>8} {'scan ms':>9} {'conv ms':>10} {'chunked ms':>10} "
+              f"{'scan/chunk':>10}")
     for L in args.lengths if args.layers == "all" else ():
         x = torch.randn(B, L, H, requires_grad=True)
         for grad in (False, True):
