@@ -9,7 +9,9 @@ chunk length T) and stateful (``state=``, ``return_state=True``: the FFT route a
 response and the state advance), and LinOSS (P = N oscillators) by ``mode='scan'``, ``'conv'`` and
 ``'chunked'``, and S4 (N real state dimensions) stateful and stateless: its Cauchy/FFT route (with the two
 time-domain state maps when stateful) against :func:`statespaces.kernels.chunked.chunked_conv_dense` at the
-default T; forward (no grad) and forward+backward. ``ratio`` = FFT (or scan) time / chunked time:
+default T, and the same for an S4 layer learning C~ for this length (``l_max = L``: its FFT route takes the
+kernel from C~ without dA^L, its chunked form needs C recovered, a float64 dA^L and a solve); forward (no
+grad) and forward+backward. ``--layers s4`` runs the S4 rows only. ``ratio`` = FFT (or scan) time / chunked time:
 above 1, the chunked path is faster. The dispatch rule that these figures set is
 :func:`statespaces.kernels.chunked_conv.prefer_chunked`.
 """
@@ -49,15 +51,17 @@ def main() -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 8192])
     p.add_argument("--chunks", type=int, nargs="+", default=[64, 128])
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--layers", choices=("all", "s4"), default="all", help="all rows, or the S4 rows only")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     B, H, N = args.batch, args.d_model, args.d_state
     print(f"chunked vs FFT, B={B} H={H} N={N}, one thread; {machine()}")
-    print(f"{'layer':>16} {'L':>6} {'pass':>8} {'ref ms':>9} " + " ".join(f"{'T=' + str(T) + ' ms':>10}" for T in args.chunks)
-          + f" {'best ratio':>10}")
+    if args.layers == "all":
+        print(f"{'layer':>16} {'L':>6} {'pass':>8} {'ref ms':>9} "
+              + " ".join(f"{'T=' + str(T) + ' ms':>10}" for T in args.chunks) + f" {'best ratio':>10}")
     s4d = S4D(H, N)
-    for L in args.lengths:
+    for L in args.lengths if args.layers == "all" else ():
         x = torch.randn(B, L, H, requires_grad=True)
         s0 = s4d.initial_state(B) + torch.randn(B, H, s4d.n_modes, dtype=torch.complex64)
         for stateful in (False, True):
@@ -80,30 +84,33 @@ def main() -> None:
                 print(f"{name:>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} {t_ref:9.1f} "
                       + " ".join(f"{t:10.1f}" for t in ts) + f" {t_ref / min(ts):10.2f}")
     lin = LinOSS(H, N)
-    print(f"{'layer':>16} {'L':>6} {'pass':>8} {'scan ms':>9} {'conv ms':>10} {'chunked ms':>10} {'scan/chunk':>10}")
-    for L in args.lengths:
+    if args.layers == "all":
+        print(f"{'layer':>16} {'L':>6} {'pass':>8} {'scan ms':>9} {'conv ms':>10} {'chunked ms':>10} "
+              f"{'scan/chunk':>10}")
+    for L in args.lengths if args.layers == "all" else ():
         x = torch.randn(B, L, H, requires_grad=True)
         for grad in (False, True):
             t = {m: _time(lambda m=m, x=x: lin(x, mode=m), args.repeat, grad) for m in ("scan", "conv", "chunked")}
             print(f"{'LinOSS':>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} {t['scan']:9.1f} {t['conv']:10.1f} "
                   f"{t['chunked']:10.1f} {t['scan'] / t['chunked']:10.2f}")
 
-    s4 = S4(H, N, seed=0)
+    plain = S4(H, N, seed=0)
     print(f"{'layer':>16} {'L':>6} {'pass':>8} {'FFT ms':>9} {'chunked ms':>10} {'ratio':>10}")
     for L in args.lengths:
         x = torch.randn(B, L, H, requires_grad=True)
-        s0 = s4.initial_state(B) + 0.1 * torch.randn(B, H, s4.n_modes, dtype=torch.complex64)
-        for stateful in (False, True):
-            for grad in (False, True):
-                t = {}
-                for path in ("fft", "chunked"):
-                    s4._use_chunked = lambda u, st, path=path: path == "chunked"   # the two branches of forward
-                    kw = dict(state=s0, return_state=True) if stateful else {}
-                    t[path] = _time(lambda x=x, kw=kw: s4(x, **kw), args.repeat, grad)
-                name = "S4 stateful" if stateful else "S4"
-                print(f"{name:>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} {t['fft']:9.1f} {t['chunked']:10.1f} "
-                      f"{t['fft'] / t['chunked']:10.2f}")
-        del s4._use_chunked
+        for tag, s4 in (("S4", plain), ("S4 l_max", S4(H, N, seed=0, l_max=L))):
+            s0 = s4.initial_state(B) + 0.1 * torch.randn(B, H, s4.n_modes, dtype=torch.complex64)
+            for stateful in (False, True):
+                for grad in (False, True):
+                    t = {}
+                    for path in ("fft", "chunked"):
+                        s4._use_chunked = lambda u, st, path=path: path == "chunked"   # the two branches of forward
+                        kw = dict(state=s0, return_state=True) if stateful else {}
+                        t[path] = _time(lambda x=x, kw=kw, s4=s4: s4(x, **kw), args.repeat, grad)
+                    name = tag + (" stateful" if stateful else "")
+                    print(f"{name:>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} {t['fft']:9.1f} {t['chunked']:10.1f} "
+                          f"{t['fft'] / t['chunked']:10.2f}", flush=True)
+            del s4._use_chunked
 
 
 if __name__ == "__main__":

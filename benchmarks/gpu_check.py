@@ -9,7 +9,8 @@ JSON even when it fails (``"error"``), so one broken path does not hide the othe
 
 1. **kernels** vs float64: Vandermonde (L up to 65,536), diagonal scan (real / complex / x0),
    DPLR Cauchy, fused LinOSS scan (IM / IMEX, state in and out, all five gradients), the chunked
-   convolution's Triton forward and backward (stateless / stateful / bidirectional), fused step --
+   convolution's Triton forward and backward (stateless / stateful / bidirectional), the dense (S4)
+   chunked convolution's Triton kernels (stateless / stateful), fused step --
    the CUDA path the policy picks ("auto": Triton when it imports) against the float64 reference
    twin ``<op>_ref``, forward and gradients, max relative error.
 2. **layers** S4D, S4, LinOSS (fp32 on CUDA) vs the same weights in float64: output and every
@@ -20,8 +21,8 @@ JSON even when it fails (``"error"``), so one broken path does not hide the othe
 5. **timing**: the goal shapes (H=256, N=64; S4D B16 L4096, S4D B1 L65536, S4 B16 L4096,
    LinOSS B16 L4096) fwd and fwd+bwd with CUDA events (median), beside the fp32 copy floor of
    the (B, L, H) activation (one read + one write), and the eager step rate (steps/s); the Triton
-   Vandermonde and LinOSS paths and the S4D layer (Triton chunked convolution, forward and backward)
-   beside their PyTorch paths (``backend "auto"`` vs ``"torch"``, one run).
+   Vandermonde and LinOSS paths and the S4D and S4 layers (Triton chunked convolutions, diagonal and
+   dense, forward and backward) beside their PyTorch paths (``backend "auto"`` vs ``"torch"``, one run).
 6. **resources**: registers / stack / spills of every Triton launch configuration compiled for
    this card's compute capability and sm_80 / sm_90 (``statespaces.ops.triton._resources``).
 7. **fallbacks**: ``statespaces.backend.failed_ops()`` -- any Triton path that failed and fell back.
@@ -118,6 +119,7 @@ def check_kernels(quick: bool) -> List[Dict]:
     # fused LinOSS scan (forcing built in-kernel from u) vs the float64 loop, IM and IMEX, state in/out
     out += check_linoss_scan(quick, g)
     out += check_chunked_conv(quick, g)
+    out += check_chunked_dense(quick, g)
     # fused step (inference)
     for real in (torch.float32, torch.float64):
         cd = torch.complex64 if real == torch.float32 else torch.complex128
@@ -190,6 +192,43 @@ def check_chunked_conv(quick: bool, g: torch.Generator, device: str = "cuda", si
             gr = torch.autograd.grad(refs, r, Gs)
             names = ["log_dA", "dB", "C", "D", "u", "state"]
             out.append({"op": "chunked_conv", "kind": kind, "B": B, "L": L, "H": H, "M": M,
+                        **{f"out_{i}": rel_err(p, q) for i, (p, q) in enumerate(zip(outs, refs))},
+                        **{f"grad_{n}": rel_err(p, q) for n, p, q in zip(names, gx, gr)}})
+    return out
+
+
+def check_chunked_dense(quick: bool, g: torch.Generator, device: str = "cuda", size=(4, 16, 64),
+                        lengths=None) -> List[Dict]:
+    """The Triton dense chunked convolution (S4's real N x N transition; five kernels, forward and backward)
+    against float64 autograd through the PyTorch dense chunked path (itself tested against the recurrence and
+    the FFT route): output, final state, du, d(state) and the gradients of dA, dB, c, D, with an S4 (LegS)
+    layer's discrete system; stateless and stateful."""
+    from statespaces import S4
+    from statespaces.kernels.chunked import chunked_conv_dense
+
+    out = []
+    B, H, N = size
+    dA, dB, c, _ = (t.detach() for t in S4(H, N, seed=0).double().dense_system())
+    for L in lengths or ((1000,) if quick else (1000, 16384)):
+        for kind in ("stateless", "stateful"):
+            ins = [dA, dB, c, torch.randn(H, dtype=torch.float64, generator=g),
+                   torch.randn(B, L, H, dtype=torch.float64, generator=g)]
+            if kind == "stateful":
+                ins.append(torch.randn(B, H, N, dtype=torch.float64, generator=g))
+            x = [t.float().to(device).requires_grad_() for t in ins]
+            r = [t.clone().requires_grad_() for t in ins]
+
+            def run(a):
+                st = a[5] if len(a) > 5 else None
+                return chunked_conv_dense(a[4], a[0], a[1], a[2], a[3], st, st is not None)
+
+            y, yr = run(x), run(r)
+            outs, refs = (list(y), list(yr)) if kind == "stateful" else ([y], [yr])
+            Gs = [torch.randn(t.shape, dtype=t.dtype, generator=g) for t in refs]
+            gx = torch.autograd.grad(outs, x, [G.float().to(device) for G in Gs])
+            gr = torch.autograd.grad(refs, r, Gs)
+            names = ["dA", "dB", "c", "D", "u", "state"]
+            out.append({"op": "chunked_conv_dense", "kind": kind, "B": B, "L": L, "H": H, "N": N,
                         **{f"out_{i}": rel_err(p, q) for i, (p, q) in enumerate(zip(outs, refs))},
                         **{f"grad_{n}": rel_err(p, q) for n, p, q in zip(names, gx, gr)}})
     return out
@@ -435,7 +474,8 @@ def _stepper_rate(name: str, layer, H: int, steps: int) -> Dict:
 #: (op, shape) pairs timed on the Triton path ("auto") beside the PyTorch path ("torch") in one run.
 PATH_SHAPES = [("vandermonde", dict(H=256, N=64, L=4096)), ("vandermonde", dict(H=256, N=64, L=65536)),
                ("linoss_layer", dict(B=16, L=4096, H=256, N=64)), ("linoss_layer", dict(B=1, L=65536, H=256, N=64)),
-               ("s4d_layer", dict(B=16, L=4096, H=256, N=64)), ("s4d_layer", dict(B=1, L=65536, H=256, N=64))]
+               ("s4d_layer", dict(B=16, L=4096, H=256, N=64)), ("s4d_layer", dict(B=1, L=65536, H=256, N=64)),
+               ("s4_layer", dict(B=16, L=4096, H=256, N=64)), ("s4_layer", dict(B=1, L=65536, H=256, N=64))]
 
 
 def path_workload(op: str, shape: Dict, device: str = "cuda"):
@@ -457,10 +497,11 @@ def path_workload(op: str, shape: Dict, device: str = "cuda"):
             vandermonde(c, w, L).sum().backward()
 
         return fwd, fwd_bwd
-    if op in ("linoss_layer", "s4d_layer"):
-        from statespaces import S4D, LinOSS
+    if op in ("linoss_layer", "s4d_layer", "s4_layer"):
+        from statespaces import S4, S4D, LinOSS
 
-        layer = (LinOSS if op == "linoss_layer" else S4D)(shape["H"], shape["N"], seed=0).to(device)
+        kind = {"linoss_layer": LinOSS, "s4d_layer": S4D, "s4_layer": S4}[op]
+        layer = kind(shape["H"], shape["N"], seed=0).to(device)
         x = torch.randn(shape["B"], shape["L"], shape["H"], generator=g).to(device).requires_grad_()
 
         def fwd():
@@ -476,9 +517,9 @@ def path_workload(op: str, shape: Dict, device: str = "cuda"):
 
 def time_paths(quick: bool) -> List[Dict]:
     """The Triton kernels of issue 17 items 1, 4, 5 against the PyTorch path of the same op, ratios measured
-    in one run: Vandermonde by powers, the fused LinOSS scan, and the S4D layer, whose "auto" path on CUDA
-    is the Triton chunked convolution, forward and backward (``prefer_chunked``), against the FFT route
-    ("torch")."""
+    in one run: Vandermonde by powers, the fused LinOSS scan, and the S4D and S4 layers, whose "auto" path on
+    CUDA is the Triton chunked convolution (diagonal 2x2 blocks for S4D, the dense N x N transition for S4),
+    forward and backward (``prefer_chunked``), against the FFT route ("torch")."""
     from statespaces import backend
 
     out = []

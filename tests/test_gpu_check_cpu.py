@@ -41,7 +41,7 @@ def test_gpu_check_linoss_twin_matches_the_layer_recurrence(gpu_check):
 
 
 @pytest.mark.parametrize("op,shape", [("vandermonde", dict(H=2, N=4, L=16)), ("linoss_layer", dict(B=1, L=8, H=3, N=2)),
-                                      ("s4d_layer", dict(B=1, L=8, H=3, N=4))])
+                                      ("s4d_layer", dict(B=1, L=8, H=3, N=4)), ("s4_layer", dict(B=1, L=8, H=3, N=4))])
 def test_gpu_check_path_workloads_run_on_cpu(gpu_check, op, shape):
     assert op in {o for o, _ in gpu_check.PATH_SHAPES}
     fwd, fwd_bwd = gpu_check.path_workload(op, shape, device="cpu")
@@ -57,6 +57,18 @@ def test_gpu_check_chunked_conv_section_runs_on_cpu(gpu_check):
     recs = gpu_check.check_chunked_conv(True, torch.Generator().manual_seed(0), device="cpu", size=(1, 3, 2),
                                         lengths=(70,))
     assert [r["kind"] for r in recs] == ["stateless", "stateful", "bidirectional"]
+    for r in recs:
+        errs = {k: v for k, v in r.items() if k.startswith(("out_", "grad_"))}
+        assert len(errs) == (8 if r["kind"] == "stateful" else 6), r
+        assert max(errs.values()) < 1e-4, r
+
+
+def test_gpu_check_chunked_dense_section_runs_on_cpu(gpu_check):
+    """The dense (S4) chunked-convolution section on CPU, where the float32 side is the PyTorch dense path:
+    every entry present and small (so a large error on the GPU is the Triton kernels')."""
+    recs = gpu_check.check_chunked_dense(True, torch.Generator().manual_seed(0), device="cpu", size=(2, 3, 4),
+                                         lengths=(70,))
+    assert [r["kind"] for r in recs] == ["stateless", "stateful"]
     for r in recs:
         errs = {k: v for k, v in r.items() if k.startswith(("out_", "grad_"))}
         assert len(errs) == (8 if r["kind"] == "stateful" else 6), r

@@ -38,6 +38,8 @@ def test_launch_table_matches_the_kernels():
         "scan._scan_bwd_kernel", "cauchy._cauchy_kernel", "step._diag_step_kernel",
         "linoss._fwd_kernel", "linoss._bwd_kernel",
         "chunked_conv._chunked_fwd_kernel", "chunked_conv._chunked_bwd_kernel", "chunked_conv._chunked_grad_kernel",
+        "chunked_dense._dense_carry_kernel", "chunked_dense._dense_out_kernel", "chunked_dense._dense_adj_kernel",
+        "chunked_dense._dense_du_kernel", "chunked_dense._dense_grad_kernel",
     }
     for c in cfgs:
         c.check()                          # signature names == runtime parameters, constexprs == constexpr params
@@ -96,6 +98,11 @@ def test_choosers_stay_inside_the_table():
             if _fits_triton(_t.zeros(1, 1, 1), ChunkTables(None, _t.empty(1, T, 2 * M), None, None, None)):
                 assert all(f(T, M) in table for f in (chunked_conv._config, chunked_conv._bwd_config,
                                                       chunked_conv._grad_config))
+    from statespaces.ops.triton import chunked_dense
+
+    for N in range(1, 200):                  # what chunked_conv_dense sends to Triton: N <= MAX_N
+        if N <= chunked_dense.MAX_N:
+            assert all(f(N) in table for f in chunked_dense._CHOOSERS)
 
 
 def test_launch_check_rejects_arguments_that_do_not_match_the_table():

@@ -31,6 +31,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from .. import backend
+
 Tensor = torch.Tensor
 
 #: Default chunk length (steps); the near-power tables are (H, T, N).
@@ -141,7 +143,7 @@ def _power_apply(dA: Tensor, L: int, x: Tensor) -> Tensor:
 
 
 def chunked_conv_dense(u: Tensor, dA: Tensor, dB: Tensor, c: Tensor, D: Optional[Tensor] = None,
-                       x0: Optional[Tensor] = None, return_state: bool = False, chunk: int = CHUNK):
+                       x0: Optional[Tensor] = None, return_state: bool = False, chunk: Optional[int] = None):
     r"""Output (and final state) of ``xi_t = dA xi_{t-1} + dB u_t``, ``y_t = c^T xi_t (+ D u_t)`` from ``xi_{-1} = x0``,
     by chunks of T steps (the chunked LTI convolution of :mod:`statespaces.kernels.chunked_conv` with a dense
     transition; S4 through its real dense form, thesis §2.3.2-2.3.3, app. C.1.1).
@@ -153,11 +155,60 @@ def chunked_conv_dense(u: Tensor, dA: Tensor, dB: Tensor, c: Tensor, D: Optional
 
     Args:
         u: (B, L, H) real. dA: (H, N, N), dB, c: (H, N) real. D: (H,) or None. x0: (B, H, N) or None.
-        return_state: also return xi_L (B, H, N). chunk: T (rounded down to a power of two).
+        return_state: also return xi_L (B, H, N). chunk: T (rounded down to a power of two); None: the
+            default, :data:`CHUNK` here, the kernel's own on the Triton path.
 
     Returns:
         y (B, L, H), and xi_L if ``return_state``.
+
+    Path (:mod:`statespaces.backend`, op ``"chunked_conv_dense"``): the Triton kernels of
+    :mod:`statespaces.ops.triton.chunked_dense` (forward and backward) for float32 CUDA tensors with
+    ``N <= MAX_N`` and the default chunk; else this PyTorch code (CPU, float64, wider states). A Triton
+    failure warns once and falls back here.
     """
+    if chunk is None and backend.choose("chunked_conv_dense", u, dA, dtypes=backend.REAL) == "triton" \
+            and dA.shape[-1] <= _triton_max_n():
+        out = backend.attempt("chunked_conv_dense", _chunked_conv_dense_triton, u, dA, dB, c, D, x0, return_state)
+        if out is not None:
+            return out
+    return _chunked_conv_dense_torch(u, dA, dB, c, D, x0, return_state, CHUNK if chunk is None else chunk)
+
+
+def _triton_max_n() -> int:
+    from ..ops.triton.chunked_dense import MAX_N
+
+    return MAX_N
+
+
+def dense_tables(dA: Tensor, dB: Tensor, c: Tensor, D: Optional[Tensor], T: int,
+                 r: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    r"""The per-channel tables of the dense chunked convolution for chunks of T steps (differentiable):
+    ``taps`` (H, T) ``c^T dA^j dB`` (``D`` folded into lag 0), ``w_in`` (H, T, N) ``dA^{T-1-t} dB``,
+    ``w_out`` (H, T, N) ``c^T dA^{t+1}``, ``dA^T`` and ``dA^r`` (H, N, N), r the steps of the last chunk."""
+    rows, cols, PT = near_powers(dA, T, left=c, right=dB)              # c^T dA^{t+1}, dA^j dB: (H, T, N)
+    assert rows is not None and cols is not None
+    taps = (cols * c[:, None, :]).sum(-1)                              # (H, T): c^T dA^j dB
+    if D is not None:
+        taps = torch.cat([taps[:, :1] + D[:, None], taps[:, 1:]], -1)
+    eye = torch.eye(dA.shape[-1], dtype=dA.dtype, device=dA.device).expand_as(dA)
+    Pr = PT if r == T else _power_apply(dA, r, eye).transpose(-1, -2)  # dA^r: (dA^r)^T from the rows of I
+    return taps, cols.flip(1), rows, PT, Pr
+
+
+def _chunked_conv_dense_triton(u: Tensor, dA: Tensor, dB: Tensor, c: Tensor, D: Optional[Tensor],
+                               x0: Optional[Tensor], return_state: bool):
+    from ..ops.triton.chunked_dense import CHUNK as T
+    from ..ops.triton.chunked_dense import chunked_conv_dense_triton
+
+    L = u.shape[1]
+    r = L - (math.ceil(L / T) - 1) * T
+    taps, w_in, w_out, PT, Pr = dense_tables(dA, dB, c, D, T, r)
+    return chunked_conv_dense_triton(u, taps, w_in, w_out, PT, Pr, x0, return_state)
+
+
+def _chunked_conv_dense_torch(u: Tensor, dA: Tensor, dB: Tensor, c: Tensor, D: Optional[Tensor],
+                              x0: Optional[Tensor], return_state: bool, chunk: int):
+    """The PyTorch path of :func:`chunked_conv_dense` (any device and float dtype; plain autograd)."""
     from .chunked_conv import _toeplitz
 
     Bsz, L, H = u.shape

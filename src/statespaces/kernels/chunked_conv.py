@@ -90,8 +90,13 @@ def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, own_s
       training calls (neither is measured; the rule before the chunked backward existed).
       Predicted (one pass over u and y against ~64 for the FFT route), not measured: no GPU in the
       sessions that wrote it.
-    * ``dense`` (S4 through its real dense transition, :func:`statespaces.kernels.chunked.chunked_conv_dense`:
-      no Triton kernel): CPU calls, stateful at every L; stateless up to :data:`DENSE_STATELESS_MAX_L` steps,
+    * ``dense`` (S4 through its real dense transition, :func:`statespaces.kernels.chunked.chunked_conv_dense`).
+      CUDA float32 with the Triton kernels available (:mod:`statespaces.ops.triton.chunked_dense`, forward
+      and backward): every call whose state fits them, ``modes`` = N (None: unknown, so the FFT) at most
+      :data:`~statespaces.ops.triton.chunked_dense.MAX_N`; predicted (one pass over u and y per direction,
+      four tensor-core products per chunk of 32 steps, against the Cauchy sums plus ~64 passes of the FFT
+      route), not measured: no GPU in the session that wrote it (``benchmarks/gpu_check.py`` times both).
+      CPU calls: stateful at every L; stateless up to :data:`DENSE_STATELESS_MAX_L` steps,
       or up to twice that without autograd. One thread, B=8, H=128, N=64, against the Cauchy/FFT route
       (with its two state maps when stateful): stateful 3.5-4.0x forward, 2.5-4x forward+backward at L=1024
       and 4096 (loaded 2-core machine; ``benchmarks/bench_chunked.py``); stateless (quiet machine, best of
@@ -100,7 +105,13 @@ def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, own_s
     * backend ``"ref"``: never (the FFT route with its reference twins).
     """
     if dense:
-        if u.device.type != "cpu" or backend.get_backend() == "ref":
+        if backend.get_backend() == "ref":
+            return False
+        if backend.choose("chunked_conv_dense", u, dtypes=backend.REAL) == "triton":
+            from ..ops.triton.chunked_dense import MAX_N
+
+            return modes is not None and modes <= MAX_N
+        if u.device.type != "cpu":
             return False
         L = u.shape[1]
         limit = DENSE_STATELESS_MAX_L * (1 if torch.is_grad_enabled() else 2)

@@ -29,10 +29,16 @@ Design decisions (thesis app. C.1 leaves them open):
   computed in the time domain by chunks of matrix powers (:mod:`statespaces.kernels.chunked`),
   not by the generating function: the latter divides by ``I - dA^L`` and lost up to half the
   digits in float32 for states with slowly decaying components (small dt, LegT/FouT). On CPU a
-  stateful forward, and a stateless one up to L = 4096 (8192 without autograd; not bidirectional, not
-  with ``l_max``), does output and state in one chunked pass through the real dense form instead
+  stateful forward, and a stateless one up to L = 4096 (8192 without autograd; not bidirectional),
+  does output and state in one chunked pass through the real dense form instead
   (:func:`statespaces.kernels.chunked.chunked_conv_dense`; rule
-  :func:`statespaces.kernels.chunked_conv.prefer_chunked`).
+  :func:`statespaces.kernels.chunked_conv.prefer_chunked`); on CUDA (float32, N <= 64) that pass is
+  the Triton kernels of :mod:`statespaces.ops.triton.chunked_dense` (predicted faster, unmeasured).
+  With ``l_max`` the pass needs the true C, recovered from C~ by the same conversion as the step;
+  where that is ill-conditioned a call without a state (``return_state`` only) falls back to the FFT
+  route (its C~ kernel is exact for ``L <= l_max``) and a call with a state is refused, as ``step``
+  is. Stateless ``l_max`` calls keep the FFT: its C~ kernel needs no ``dA^L`` at all, and it measured
+  2.3x faster than the chunked pass with the recovery (CPU, fwd+bwd, L = 1024).
 * **Tied SSMs** (``n_ssm``, §7.2.2): Lambda, P and B are stored for ``n_ssm`` SSMs, each shared
   by ``H / n_ssm`` consecutive channels; dt, C and D stay per channel (the thesis ties (A, B);
   a per-channel dt keeps H timescales, as in the official code). The shared rows are repeated
@@ -76,6 +82,7 @@ from ..kernels.dplr import (
     truncated_C,
     untruncated_C,
 )
+from ..ops.fftconv import fftconv
 from .base import DiagonalSSM, DiagonalSystem, SSMLayer, check_rate, freeze_ssm
 from .config import LayerConfig, setting
 from .init import (
@@ -275,10 +282,19 @@ class S4(SSMLayer):
         the float64 solve is accurate to ``cond * 1e-16``. When even that cannot be trusted
         (``cond > 1e8``) a ValueError says so, instead of a silently wrong recurrence.
         """
+        C = self._try_recover_C(Lam, P, Ct, refuse=True)
+        assert C is not None                   # refuse=True raises instead of returning None
+        return C
+
+    def _try_recover_C(self, Lam: Tensor, P: Tensor, Ct: Tensor, refuse: bool) -> Optional[Tensor]:
+        r""":meth:`_recover_C`, or None instead of the ValueError when ``refuse`` is False and the solve
+        cannot be trusted (CPU eager only: deciding needs the condition number on the host). The one
+        conversion C~ -> C of the layer: the step, other rates, longer kernels and the chunked forward."""
         assert self.l_max is not None          # called only for a layer that learns C~
         c64 = torch.complex128
         dA_L = discrete_power(Lam.to(c64), P.to(c64), self._dt(1.0).double(), self.l_max)
-        self._check_C_recovery(dA_L)
+        if not self._check_C_recovery(dA_L, refuse):
+            return None
         return untruncated_C(Ct.to(c64), dA_L).to(Ct.dtype)
 
     def _recovery_message(self, cond: str) -> str:
@@ -290,34 +306,42 @@ class S4(SSMLayer):
             "kernels use an S4 layer without l_max (it learns C directly)"
         )
 
-    def _check_C_recovery(self, dA_L: Tensor) -> None:
+    def _check_C_recovery(self, dA_L: Tensor, refuse: bool = True) -> bool:
         r"""Refuse ``cond(I - dA^{l_max}) > 1e8`` without paying for it on every forward (issue 17 item 2).
 
         CPU: the 2-norm condition number (an SVD, O(H N^3)) is computed once per set of values of
         the parameters it depends on (Lambda, P, log dt: not C, not D) and remembered by value, like
-        :mod:`.step_cache` (a comparison with a stored copy, cheap and sync-free on CPU). CUDA: no
-        host sync per call; the Frobenius condition number (>= the 2-norm one, so it refuses at least
-        whenever the CPU rule does) from ``inv_ex`` goes to ``torch._assert_async``. Skipped while
-        tracing (compile / export); a stepper's build runs it eagerly.
+        :mod:`.step_cache` (a comparison with a stored copy, cheap and sync-free on CPU); a refusal is
+        remembered too, but never as a pass. CUDA: no host sync per call; the Frobenius condition
+        number (>= the 2-norm one, so it refuses at least whenever the CPU rule does) from ``inv_ex``
+        goes to ``torch._assert_async``. Skipped while tracing (compile / export); a stepper's build
+        runs it eagerly.
+
+        Returns True when the recovery may proceed; False only for ``refuse=False`` on CPU with an
+        ill-conditioned ``I - dA^{l_max}`` (the caller then keeps the learned-C~ convolution).
         """
         if tracing():
-            return
+            return True
         eye = torch.eye(dA_L.shape[-1], dtype=dA_L.dtype, device=dA_L.device)
         Mx = (eye - dA_L).detach()
         if Mx.is_cuda:
             inv, _ = torch.linalg.inv_ex(Mx)
-            cond = torch.linalg.matrix_norm(Mx) * torch.linalg.matrix_norm(inv)
-            refuse_if(~(cond <= _C_RECOVERY_MAX_COND), self._recovery_message("above the limit"))
-            return
+            cond_t = torch.linalg.matrix_norm(Mx) * torch.linalg.matrix_norm(inv)
+            refuse_if(~(cond_t <= _C_RECOVERY_MAX_COND), self._recovery_message("above the limit"))
+            return True
         deps = tuple(t.detach() for t in (self.Lambda_real, self.Lambda_imag, self.P, self.log_dt))
-        seen = self.__dict__.get("_C_recovery_ok")
+        seen = self.__dict__.get("_C_recovery_seen")
         if seen is not None and all(s.shape == t.shape and s.dtype == t.dtype and s.device == t.device
-                                    and torch.equal(s, t) for s, t in zip(seen, deps)):
-            return
-        cond = float(torch.linalg.cond(Mx).max())
-        if not cond <= _C_RECOVERY_MAX_COND:
+                                    and torch.equal(s, t) for s, t in zip(seen[0], deps)):
+            cond = seen[1]
+        else:
+            cond = float(torch.linalg.cond(Mx).max())
+            self.__dict__["_C_recovery_seen"] = (tuple(t.clone() for t in deps), cond)
+        if cond <= _C_RECOVERY_MAX_COND:
+            return True
+        if refuse:
             raise ValueError(self._recovery_message(f"{cond:.1e}"))
-        self.__dict__["_C_recovery_ok"] = tuple(t.clone() for t in deps)
+        return False
 
     def _raw_system(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Like :meth:`continuous_system`, but the stored C (which is C~ when ``l_max`` is set).
@@ -479,19 +503,36 @@ class S4(SSMLayer):
         return dA, dB
 
     def _use_chunked(self, u: Tensor, stateful: bool) -> bool:
-        # a stateless bidirectional call is one FFT convolution with both kernels, and a layer learning
-        # C~ (l_max) gets its kernel without dA^L, where the dense form needs C recovered: both keep the FFT
+        # A stateless bidirectional call is one FFT convolution with both kernels: it keeps the FFT. So does
+        # a stateless call of a layer learning C~ (l_max): its FFT route takes the kernel from C~ without any
+        # dA^L, while the dense form needs C recovered (dA^{l_max} in float64 and a solve, as costly as the
+        # chunked pass itself); measured on CPU (one thread, B8 H128 N64 L1024, fwd+bwd, loaded machine):
+        # FFT 96-100 ms, chunked 222-232 ms. On CUDA the recovery's condition check would also cost a host
+        # sync per parameter update. Stateful calls need C on both routes: chunked where the rule says.
         if not stateful and (self.bidirectional or self.l_max is not None):
             return False
-        return prefer_chunked(u, stateful, dense=True)
+        return prefer_chunked(u, stateful, modes=self.d_state, dense=True)
 
     def _chunked_forward(self, u: Tensor, state: Optional[Tensor], return_state: bool,
                          rate: float) -> Tuple[Tensor, Optional[Tensor]]:
         """Forward in one chunked pass through the real dense form (:func:`statespaces.kernels.chunked.
         chunked_conv_dense`): output and new state, instead of the FFT (plus the two state maps below when
-        stateful); taken where :func:`prefer_chunked` says so."""
+        stateful); taken where :func:`prefer_chunked` says so.
+
+        A layer learning C~ (``l_max``) gets the true ``C = C~ (I - dA^{l_max})^{-1}`` by the step's own
+        conversion (:meth:`_recover_C`, eq. C.4; its gradient reaches C~, Lambda, P and dt through the
+        solve). When that is ill-conditioned (``cond > 1e8``): with a ``state`` the call is refused as the
+        step refuses (the FFT route needs C for the state's free response too); without one it runs the FFT
+        route instead, whose learned-C~ kernel is exact for ``L <= l_max`` at rate 1 (and which refuses
+        itself where it needs C: longer kernels, other rates)."""
         with self._no_autocast():
-            Lam, P, B, C = self.continuous_system()
+            Lam, P, B, C = self._raw_system()
+            if self.l_max is not None:
+                Cr = self._try_recover_C(Lam, P, C, refuse=state is not None or u.device.type != "cpu")
+                if Cr is None:
+                    y = fftconv(u, self._with_skip(self.kernel(u.shape[1], rate)), self.bidirectional)
+                    return y, (self._advance_state(None, u, rate) if return_state else None)
+                C = Cr
             dA, dB = self._real_discrete(rate, Lam, P, B)
             c = 2 * torch.cat([C[0].real, -C[0].imag], -1)
             xi0 = None if state is None else torch.cat([state.real, state.imag], -1).to(dA.dtype)

@@ -10,18 +10,19 @@ is never required. Importing this package does not import ``triton``; the submod
 * :mod:`.step`: one fused recurrent step of a diagonal SSM (state update and output), inference only;
 * :mod:`.linoss`: fused LinOSS / D-LinOSS 2x2-block scan with the forcing built from u, with backward.
 * :mod:`.chunked_conv`: chunked LTI convolution (near-field Toeplitz + state carried between chunks).
+* :mod:`.chunked_dense`: the same with a dense N x N transition per channel (S4's real form), with backward.
 
 Complex tensors are handled as (re, im) pairs, accumulated in fp32 (``step`` also runs in fp64).
 
 Every kernel launch goes through a :class:`~._launch.Config` that its module's ``configs()``
 lists; :func:`configs` gathers them all (the resource check compiles each for sm_80 / sm_90).
 """
-__all__ = ["vandermonde", "scan", "cauchy", "step", "linoss", "chunked_conv", "configs"]
+__all__ = ["vandermonde", "scan", "cauchy", "step", "linoss", "chunked_conv", "chunked_dense", "configs"]
 
 
 def configs():
     """Every launch configuration of every kernel (imports ``triton``)."""
-    from . import cauchy, chunked_conv, linoss, scan, step, vandermonde
+    from . import cauchy, chunked_conv, chunked_dense, linoss, scan, step, vandermonde
 
     return [*vandermonde.configs(), *scan.configs(), *cauchy.configs(), *step.configs(), *linoss.configs(),
-            *chunked_conv.configs()]
+            *chunked_conv.configs(), *chunked_dense.configs()]

@@ -1,0 +1,394 @@
+r"""Chunked LTI convolution with a DENSE per-channel transition in Triton (S4's real N x N form).
+
+The algorithm of :func:`statespaces.kernels.chunked.chunked_conv_dense` (thesis §2.3.2-2.3.3, Prop. 2.8;
+app. C.1.1 for S4's real dense discrete system): per channel h, ``xi_t = dA xi_{t-1} + dB u_t``,
+``y_t = c^T xi_t (+ D u_t)``, cut into chunks of T steps. With the per-channel tables
+
+* ``Z`` (T, T): the near-field Toeplitz matrix of the taps ``k_l = c^T dA^l dB`` (``Z[s, t] = k_{t-s}``);
+* ``W_in`` (T, N): ``dA^{T-1-t} dB`` (the chunk's input sums), ``W_out`` (T, N): ``c^T dA^{t+1}``;
+* ``G = dA^T`` (N, N) (the carry between chunks), ``G_r = dA^r`` (the r steps of the last chunk),
+
+per chunk j of a batch row (U_j: (T,) inputs, X_j: (N,) state before the chunk)
+
+    Y_j = U_j Z + X_j W_out^T,      X_{j+1} = X_j G^T + U_j W_in,
+
+and the final state is ``dA^r X_{n-1} + U_{n-1} W_last`` (``W_last[t] = W_in[T - r + t]``, t < r), formed in
+PyTorch from the state before the last chunk. Every product is a ``tl.dot`` at ``input_precision="tf32x3"``
+(fp32-faithful on tensor cores); u and y (and du, dy) are read and written in their (B, L, H) layout
+(``u[b, l, h]`` at ``(b L + l) H + h``). Five kernels, so that no program holds more than two tables (one
+kernel holding all four spilled at N = 64, also at 8 warps):
+
+* :func:`_dense_carry_kernel`, sequential, one program per (block of BB batch rows, channel): the states
+  ``X_{j+1} = X_j G^T + U_j W_in`` (two products per chunk, the carry fp32 in registers), saved as
+  X (B, H, n_chunks, N) (for the output and the backward);
+* :func:`_dense_out_kernel`, parallel, one program per (block of BR chunk rows (b, j), channel):
+  ``Y = U Z + X W_out^T``;
+* backward :func:`_dense_adj_kernel`, sequential in reverse: the adjoint ``mu`` of the state after each
+  chunk, ``dS_j = mu``, ``mu <- dY_j W_out + mu G`` (dS = 0 on the last chunk, where mu starts from the
+  gradient of X_{n-1}); ``dx0`` is the last mu;
+* :func:`_dense_du_kernel`, parallel: ``du = dY Z^T + dS W_in^T``;
+* :func:`_dense_grad_kernel`, parallel over (a few programs, channel, table): the table gradients
+  ``U^T dY`` (folded onto the taps by lag in torch), ``U^T dS``, ``dY^T X``, ``dS^T X`` summed over chunk
+  rows in registers; PyTorch sums the few per-program tiles.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch.autograd.function import once_differentiable
+
+from ._launch import make, signature, unique
+
+Tensor = torch.Tensor
+
+__all__ = ["ChunkedDenseFn", "chunked_conv_dense_triton", "configs", "CHUNK", "MAX_N", "BLOCK_B"]
+
+#: Chunk length T of the Triton dense path, batch rows per program of the sequential kernels (the rows of
+#: their tl.dot products) and the largest state size N (padded to a power of two >= 16). N = 128 spills
+#: 400-800 bytes in four of the five kernels even at 8 warps (ptxas, sm_90), so it is not offered.
+CHUNK = 32
+BLOCK_B = 16
+MAX_N = 64
+#: Chunk rows (b, j) per program of the parallel kernels, and the most programs per channel of the gradients.
+BLOCK_R = 32
+GRAD_PROGRAMS = 8
+
+_CARRY_SIG = signature("*fp32", ["u_ptr", "win_ptr", "g_ptr", "x0_ptr", "xs_ptr"], ["B", "L", "H", "N", "n_chunks"])
+_OUT_SIG = signature("*fp32", ["u_ptr", "z_ptr", "wout_ptr", "xs_ptr", "y_ptr"], ["B", "L", "H", "N", "n_chunks"])
+_ADJ_SIG = signature("*fp32", ["dy_ptr", "wout_ptr", "g_ptr", "dlast_ptr", "ds_ptr", "dx0_ptr"],
+                     ["B", "L", "H", "N", "n_chunks"])
+_DU_SIG = signature("*fp32", ["dy_ptr", "z_ptr", "win_ptr", "ds_ptr", "du_ptr"], ["B", "L", "H", "N", "n_chunks"])
+_GRAD_SIG = signature("*fp32", ["u_ptr", "dy_ptr", "xs_ptr", "ds_ptr", "dz_ptr", "dwin_ptr", "dwout_ptr", "dg_ptr"],
+                      ["B", "L", "H", "N", "n_chunks"])
+
+
+def _block_n(N: int) -> int:
+    return max(16, triton.next_power_of_2(N))
+
+
+def _warps(N: int) -> int:
+    """4 warps up to BN = 32; 8 at BN = 64, where 4 spill (ptxas: 120-200 bytes, sm_80/sm_90)."""
+    return 4 if _block_n(N) <= 32 else 8
+
+
+def _carry_config(N: int):
+    return make(__name__, _dense_carry_kernel, _CARRY_SIG, num_warps=_warps(N), T=CHUNK, BB=BLOCK_B,
+                BN=_block_n(N), PREC="tf32x3")
+
+
+def _out_config(N: int):
+    return make(__name__, _dense_out_kernel, _OUT_SIG, num_warps=4, T=CHUNK, BR=BLOCK_R, BN=_block_n(N),
+                PREC="tf32x3")
+
+
+def _adj_config(N: int):
+    return make(__name__, _dense_adj_kernel, _ADJ_SIG, num_warps=_warps(N), T=CHUNK, BB=BLOCK_B,
+                BN=_block_n(N), PREC="tf32x3")
+
+
+def _du_config(N: int):
+    return make(__name__, _dense_du_kernel, _DU_SIG, num_warps=_warps(N), T=CHUNK, BR=BLOCK_R,
+                BN=_block_n(N), PREC="tf32x3")
+
+
+def _grad_config(N: int):
+    return make(__name__, _dense_grad_kernel, _GRAD_SIG, num_warps=4, T=CHUNK, BR=BLOCK_R, BN=_block_n(N),
+                PREC="tf32x3")
+
+
+_CHOOSERS = (_carry_config, _out_config, _adj_config, _du_config, _grad_config)
+
+
+def configs():
+    """Every launch configuration: state widths BN = 16 .. :data:`MAX_N` (powers of two), five kernels."""
+    widths = []
+    n = 16
+    while n <= MAX_N:
+        widths.append(n)
+        n *= 2
+    return unique([f(N) for f in _CHOOSERS for N in widths])
+
+
+@triton.jit
+def _tile(ptr, r0, c0, rs, cs, rmask, cmask):
+    # a 2-D tile ptr[r * rs + c * cs] for row indices r0 (R,) and column indices c0 (C,), zero outside
+    return tl.load(ptr + r0[:, None] * rs + c0[None, :] * cs, mask=rmask[:, None] & cmask[None, :], other=0.0)
+
+
+@triton.jit
+def _chunk_rows(q, B, L, H, N, n_chunks, h, rt, rn, T: tl.constexpr):
+    # rows q = b n + j (one chunk of one batch row each): offsets and masks of their (T,) steps in the
+    # (B, L, H) layout and of their (N,) states in a (B, H, n, N) table
+    b = q // n_chunks
+    j = q % n_chunks
+    qm = q < B * n_chunks
+    pos = j[:, None] * T + rt[None, :]
+    io = (b[:, None] * L + pos) * H + h
+    iom = qm[:, None] & (pos < L)
+    so = ((b * H + h) * n_chunks + j)[:, None] * N + rn[None, :]
+    som = qm[:, None] & (rn < N)[None, :]
+    return io, iom, so, som
+
+@triton.jit
+def _dense_carry_kernel(
+    u_ptr, win_ptr, g_ptr, x0_ptr, xs_ptr,
+    B, L, H, N, n_chunks,
+    T: tl.constexpr, BB: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
+):
+    # the sequential part of the forward, one program per (block of BB batch rows, channel h): the states
+    # before each chunk, X_{j+1} = X_j G^T + U_j W_in, saved to xs (B, H, n, N)
+    pid = tl.program_id(0).to(tl.int64)                                  # channel fastest: neighbouring
+    h = pid % H                                                          # programs share the sectors of u
+    rb = (pid // H) * BB + tl.arange(0, BB)
+    rt = tl.arange(0, T)
+    rn = tl.arange(0, BN)
+    bm = rb < B
+    nm = rn < N
+    bn = bm[:, None] & nm[None, :]
+    win = win_ptr + h * T * N
+    g = g_ptr + h * N * N
+    X = _tile(x0_ptr + h * N, rb, rn, H * N, 1, bm, nm)                  # (BB, BN): state before chunk 0
+    for j in range(0, n_chunks):
+        tl.store(xs_ptr + ((rb[:, None] * H + h) * n_chunks + j) * N + rn[None, :], X, mask=bn)
+        if j < n_chunks - 1:
+            pos = j * T + rt
+            U = tl.load(u_ptr + (rb[:, None] * L + pos[None, :]) * H + h, mask=bm[:, None] & (pos < L)[None, :],
+                        other=0.0)                                       # (BB, T)
+            X = tl.dot(X, _tile(g, rn, rn, 1, N, nm, nm), input_precision=PREC) + \
+                tl.dot(U, _tile(win, rt, rn, N, 1, rt >= 0, nm), input_precision=PREC)     # X G^T + U W_in
+
+
+@triton.jit
+def _dense_out_kernel(
+    u_ptr, z_ptr, wout_ptr, xs_ptr, y_ptr,
+    B, L, H, N, n_chunks,
+    T: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
+):
+    # the parallel part of the forward, one program per (block of BR chunk rows (b, j), channel h):
+    # Y = U Z + X W_out^T (near field + far field through the state before the chunk)
+    pid = tl.program_id(0).to(tl.int64)                                  # channel fastest (see above)
+    h = pid % H
+    q = (pid // H) * BR + tl.arange(0, BR)
+    rt = tl.arange(0, T)
+    rn = tl.arange(0, BN)
+    tt = rt >= 0
+    nm = rn < N
+    io, iom, so, som = _chunk_rows(q, B, L, H, N, n_chunks, h, rt, rn, T)
+    U = tl.load(u_ptr + io, mask=iom, other=0.0)
+    X = tl.load(xs_ptr + so, mask=som, other=0.0)
+    Y = tl.dot(U, _tile(z_ptr + h * T * T, rt, rt, T, 1, tt, tt), input_precision=PREC)
+    Y += tl.dot(X, _tile(wout_ptr + h * T * N, rn, rt, 1, N, nm, tt), input_precision=PREC)
+    tl.store(y_ptr + io, Y, mask=iom)
+
+
+@triton.jit
+def _dense_adj_kernel(
+    dy_ptr, wout_ptr, g_ptr, dlast_ptr, ds_ptr, dx0_ptr,
+    B, L, H, N, n_chunks,
+    T: tl.constexpr, BB: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
+):
+    # the sequential part of the backward, chunks in reverse: mu = adjoint of the state after chunk j,
+    # dS_j = mu, mu <- dY_j W_out + mu G; on the last chunk dS = 0 (its S feeds no state) and mu starts as
+    # the gradient of X_{n-1} from the final state; dx0 = mu at the end
+    pid = tl.program_id(0).to(tl.int64)                                  # channel fastest: neighbouring
+    h = pid % H                                                          # programs share the sectors of u
+    rb = (pid // H) * BB + tl.arange(0, BB)
+    rt = tl.arange(0, T)
+    rn = tl.arange(0, BN)
+    bm = rb < B
+    nm = rn < N
+    bn = bm[:, None] & nm[None, :]
+    wout = wout_ptr + h * T * N
+    g = g_ptr + h * N * N
+    mu = tl.zeros([BB, BN], tl.float32)
+    for i in range(0, n_chunks):
+        j = n_chunks - 1 - i
+        so = ((rb[:, None] * H + h) * n_chunks + j) * N + rn[None, :]
+        tl.store(ds_ptr + so, mu, mask=bn)
+        if i == 0:
+            mu = _tile(dlast_ptr + h * N, rb, rn, H * N, 1, bm, nm)
+        else:
+            mu = tl.dot(mu, _tile(g, rn, rn, N, 1, nm, nm), input_precision=PREC)
+        pos = j * T + rt
+        dY = tl.load(dy_ptr + (rb[:, None] * L + pos[None, :]) * H + h, mask=bm[:, None] & (pos < L)[None, :],
+                     other=0.0)
+        mu += tl.dot(dY, _tile(wout, rt, rn, N, 1, rt >= 0, nm), input_precision=PREC)
+    tl.store(dx0_ptr + (rb[:, None] * H + h) * N + rn[None, :], mu, mask=bn)
+
+
+@triton.jit
+def _dense_du_kernel(
+    dy_ptr, z_ptr, win_ptr, ds_ptr, du_ptr,
+    B, L, H, N, n_chunks,
+    T: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
+):
+    # the parallel part of the backward: du = dY Z^T + dS W_in^T
+    pid = tl.program_id(0).to(tl.int64)                                  # channel fastest (see above)
+    h = pid % H
+    q = (pid // H) * BR + tl.arange(0, BR)
+    rt = tl.arange(0, T)
+    rn = tl.arange(0, BN)
+    tt = rt >= 0
+    nm = rn < N
+    io, iom, so, som = _chunk_rows(q, B, L, H, N, n_chunks, h, rt, rn, T)
+    dY = tl.load(dy_ptr + io, mask=iom, other=0.0)
+    dS = tl.load(ds_ptr + so, mask=som, other=0.0)
+    dU = tl.dot(dY, _tile(z_ptr + h * T * T, rt, rt, 1, T, tt, tt), input_precision=PREC)        # dY Z^T
+    dU += tl.dot(dS, _tile(win_ptr + h * T * N, rn, rt, 1, N, nm, tt), input_precision=PREC)     # dS W_in^T
+    tl.store(du_ptr + io, dU, mask=iom)
+
+
+@triton.jit
+def _dense_grad_kernel(
+    u_ptr, dy_ptr, xs_ptr, ds_ptr, dz_ptr, dwin_ptr, dwout_ptr, dg_ptr,
+    B, L, H, N, n_chunks,
+    T: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
+):
+    # table gradients of channel h over the chunk rows p, p + P, p + 2P, ... (P programs on axis 1), summed
+    # in registers; axis 2 picks the table: 0: U^T dY (T, T), 1: U^T dS (T, N), 2: dY^T X (T, N), 3: dS^T X
+    h = tl.program_id(0).to(tl.int64)
+    p = tl.program_id(1)
+    P = tl.num_programs(1)
+    part = tl.program_id(2)
+    rt = tl.arange(0, T)
+    rn = tl.arange(0, BN)
+    nm = rn < N
+    out = p * H + h
+    rows = B * n_chunks
+    if part == 0:
+        acc = tl.zeros([T, T], dtype=tl.float32)
+        for q0 in range(p * BR, rows, P * BR):
+            io, iom, so, som = _chunk_rows(q0 + tl.arange(0, BR).to(tl.int64), B, L, H, N, n_chunks, h,
+                                                    rt, rn, T)
+            U = tl.load(u_ptr + io, mask=iom, other=0.0)
+            dY = tl.load(dy_ptr + io, mask=iom, other=0.0)
+            acc += tl.dot(tl.trans(U), dY, input_precision=PREC)
+        tl.store(dz_ptr + out * T * T + rt[:, None] * T + rt[None, :], acc)
+    elif part == 3:
+        accg = tl.zeros([BN, BN], dtype=tl.float32)
+        for q0 in range(p * BR, rows, P * BR):
+            io, iom, so, som = _chunk_rows(q0 + tl.arange(0, BR).to(tl.int64), B, L, H, N, n_chunks, h,
+                                                    rt, rn, T)
+            X = tl.load(xs_ptr + so, mask=som, other=0.0)
+            dS = tl.load(ds_ptr + so, mask=som, other=0.0)
+            accg += tl.dot(tl.trans(dS), X, input_precision=PREC)
+        tl.store(dg_ptr + out * N * N + rn[:, None] * N + rn[None, :], accg, mask=nm[:, None] & nm[None, :])
+    else:
+        accw = tl.zeros([T, BN], dtype=tl.float32)
+        for q0 in range(p * BR, rows, P * BR):
+            io, iom, so, som = _chunk_rows(q0 + tl.arange(0, BR).to(tl.int64), B, L, H, N, n_chunks, h,
+                                                    rt, rn, T)
+            if part == 1:
+                A = tl.load(u_ptr + io, mask=iom, other=0.0)
+                V = tl.load(ds_ptr + so, mask=som, other=0.0)
+            else:
+                A = tl.load(dy_ptr + io, mask=iom, other=0.0)
+                V = tl.load(xs_ptr + so, mask=som, other=0.0)
+            accw += tl.dot(tl.trans(A), V, input_precision=PREC)
+        dst = out * T * N + rt[:, None] * N + rn[None, :]
+        wm = (rt >= 0)[:, None] & nm[None, :]
+        if part == 1:
+            tl.store(dwin_ptr + dst, accw, mask=wm)
+        else:
+            tl.store(dwout_ptr + dst, accw, mask=wm)
+
+
+def _lags(T: int, device) -> Tuple[Tensor, Tensor]:
+    idx = torch.arange(T, device=device)
+    lag = idx[None, :] - idx[:, None]                                    # [s, t] -> t - s
+    return lag, lag >= 0
+
+
+def toeplitz(taps: Tensor) -> Tensor:
+    """(H, T) taps -> (H, T, T) ``Z[h, s, t] = taps[h, t - s]`` (t >= s), else 0."""
+    lag, keep = _lags(taps.shape[-1], taps.device)
+    return taps[:, lag.clamp(min=0)] * keep.to(taps.dtype)
+
+
+class ChunkedDenseFn(torch.autograd.Function):
+    r"""``y, X_{n-1} = chunked_conv_dense(u; taps, W_in, W_out, G = dA^T, x0)``: the output and the state before
+    the last chunk, forward and backward in Triton (module notes for the algorithm; the final state is formed
+    from X_{n-1} in PyTorch, :func:`chunked_conv_dense_triton`).
+
+    Inputs: u (B, L, H) fp32; taps (H, T), W_in, W_out (H, T, N), G (H, N, N) fp32 contiguous; x0 (B, H, N)
+    fp32 or None. Outputs y (B, L, H) and X_{n-1} (B, H, N). Extra memory: the chunk states X (B, H, L/T, N)
+    (N/T times the size of u; kept for the backward), and in the backward their adjoints dS (same size) and
+    the per-program gradient tiles.
+    """
+
+    @staticmethod
+    def forward(ctx, u, taps, win, wout, G, x0):
+        Bsz, L, H = u.shape
+        T, N = win.shape[1], win.shape[2]
+        n = -(-L // T)
+        Z = toeplitz(taps).contiguous()
+        xs = torch.empty(Bsz, H, n, N, dtype=u.dtype, device=u.device)
+        y = torch.empty_like(u)
+        x0_ = torch.zeros(Bsz, H, N, dtype=u.dtype, device=u.device) if x0 is None else x0
+        _carry_config(N).launch((H * triton.cdiv(Bsz, BLOCK_B),), u, win, G, x0_, xs, Bsz, L, H, N, n)
+        _out_config(N).launch((H * triton.cdiv(Bsz * n, BLOCK_R),), u, Z, wout, xs, y, Bsz, L, H, N, n)
+        ctx.save_for_backward(u, Z, win, wout, G, xs)
+        ctx.has_x0 = x0 is not None
+        return y, xs[:, :, -1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, dlast):
+        u, Z, win, wout, G, xs = ctx.saved_tensors
+        Bsz, L, H = u.shape
+        T, N = win.shape[1], win.shape[2]
+        n = -(-L // T)
+        f, dev = torch.float32, u.device
+        dlast = torch.zeros(Bsz, H, N, dtype=f, device=dev) if dlast is None else dlast.to(f).contiguous()
+        dy = torch.zeros_like(u) if dy is None else dy.to(f).contiguous()
+        du = torch.empty_like(u)
+        ds = torch.empty(Bsz, H, n, N, dtype=f, device=dev)
+        dx0 = torch.empty(Bsz, H, N, dtype=f, device=dev)
+        _adj_config(N).launch((H * triton.cdiv(Bsz, BLOCK_B),), dy, wout, G, dlast, ds, dx0, Bsz, L, H, N, n)
+        _du_config(N).launch((H * triton.cdiv(Bsz * n, BLOCK_R),), dy, Z, win, ds, du, Bsz, L, H, N, n)
+        if not any(ctx.needs_input_grad[1:5]):
+            return du, None, None, None, None, (dx0 if ctx.has_x0 else None)
+        P = min(GRAD_PROGRAMS, triton.cdiv(Bsz * n, BLOCK_R))
+        dz = torch.empty(P, H, T, T, dtype=f, device=dev)
+        dwin = torch.empty(P, H, T, N, dtype=f, device=dev)
+        dwout = torch.empty(P, H, T, N, dtype=f, device=dev)
+        dg = torch.empty(P, H, N, N, dtype=f, device=dev)
+        _grad_config(N).launch((H, P, 4), u, dy, xs, ds, dz, dwin, dwout, dg, Bsz, L, H, N, n)
+        lag, _ = _lags(T, dev)
+        slot = (lag + 1).clamp(min=0).flatten()                          # lag l >= 0 -> slot l + 1; below the
+        dtaps = torch.zeros(H, T + 1, dtype=f, device=dev).index_add_(   # diagonal -> slot 0, dropped (no
+            1, slot, dz.sum(0).flatten(1))[:, 1:]                        # boolean mask: no host sync on CUDA)
+        return du, dtaps, dwin.sum(0), dwout.sum(0), dg.sum(0), (dx0 if ctx.has_x0 else None)
+
+
+def chunked_conv_dense_triton(u: Tensor, taps: Tensor, w_in: Tensor, w_out: Tensor, G: Tensor, Gr: Tensor,
+                              x0: Optional[Tensor] = None, return_state: bool = False):
+    r"""The Triton path of :func:`statespaces.kernels.chunked.chunked_conv_dense` from its tables.
+
+    Args:
+        u: (B, L, H) float32 (CUDA, or CPU under ``TRITON_INTERPRET=1``). taps (H, T) (skip folded into
+            lag 0), w_in (H, T, N) ``dA^{T-1-t} dB``, w_out (H, T, N) ``c^T dA^{t+1}``, G ``dA^T`` and Gr
+            ``dA^r`` (H, N, N), r the steps of the last chunk; T = :data:`CHUNK`, N <= :data:`MAX_N`.
+        x0: (B, H, N) state before the first step, or None. return_state: also return x_L (B, H, N).
+
+    Returns:
+        y (B, L, H) float32, and x_L if ``return_state``: ``dA^r X_{n-1} + sum_{t<r} W_in[T-r+t] u_t`` over
+        the r steps of the last chunk (two small PyTorch products). Differentiable in u, the tables and x0.
+    """
+    T, N = w_in.shape[-2], w_in.shape[-1]
+    if u.dtype != torch.float32 or T != CHUNK or N > MAX_N:
+        raise ValueError(f"chunked_conv_dense_triton: needs float32 u, T = {CHUNK} and N <= {MAX_N}; "
+                         f"got {u.dtype}, T={T}, N={N}")
+    f = torch.float32
+    taps, w_in, w_out, G = (t.to(f).contiguous() for t in (taps, w_in, w_out, G))
+    x0_ = None if x0 is None else x0.to(f).contiguous()
+    y, x_last = ChunkedDenseFn.apply(u.contiguous(), taps, w_in, w_out, G, x0_)
+    if not return_state:
+        return y
+    L = u.shape[1]
+    r = L - (-(-L // T) - 1) * T
+    fin = torch.einsum("hnm,bhm->bhn", Gr.to(f), x_last) + torch.einsum("brh,hrn->bhn", u[:, L - r:], w_in[:, T - r:])
+    return y, fin
