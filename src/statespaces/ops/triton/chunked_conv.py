@@ -415,8 +415,10 @@ class ChunkedConvFn(torch.autograd.Function):
         _grad_config(T, M).launch((Bsz * H, 3), u, dy, xs, ds, dz, dwin, dwout, dg, L, H, M, n)
         lag = torch.arange(T, device=dev)
         lag = lag[None, :] - lag[:, None]
-        keep = lag >= 0
-        dtaps = torch.zeros(H, T, dtype=f, device=dev).index_add_(1, lag[keep], dz.sum(0)[:, keep])
+        # entries above the diagonal (negative lags) go to a discarded bin T: a boolean-mask gather
+        # (``lag[lag >= 0]``) has a data-dependent size and would synchronise with the host on CUDA
+        bins = torch.where(lag >= 0, lag, T).flatten()
+        dtaps = torch.zeros(H, T + 1, dtype=f, device=dev).index_add_(1, bins, dz.sum(0).reshape(H, T * T))[:, :T]
         dwin = dwin.sum(0)
         u_last = u[:, (n - 1) * T:]                                          # (B, r, H)
         dwin[:, :, T - r:] += torch.einsum("brh,bhjm->hjrm", u_last, df)     # W_last = the last r rows of W_in
