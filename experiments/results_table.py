@@ -6,7 +6,8 @@
 
 ``--collect RUN=PRESET`` builds a row from a finished run folder instead of training again (for runs
 that take long): its summary, metrics and final checkpoint, after checking that the run's config
-is the preset's (apart from ``trainer.out``, and keys added to the library since, at their defaults).
+is the preset's (apart from the keys a resume may change, ``statespaces.train.config.RESUMABLE``:
+where it ran and what it wrote, and keys added to the library since, at their defaults).
 
 Each row: preset, dataset, layer, parameters, test accuracy, wall time, hardware, and the exact
 command that reproduces it. Nothing in the table is typed by hand.
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from statespaces.train import build_config, train
-from statespaces.train.config import CPU_PRESETS
+from statespaces.train.config import CPU_PRESETS, RESUMABLE
 
 #: Sections written by other scripts (``experiments/ucr_table.py``, ``experiments/seeds_table.py``),
 #: kept when the table is rewritten.
@@ -43,7 +44,7 @@ def collect(run: str, preset: str) -> dict:
     default = TrainConfig().to_dict()
     for section, values in want.items():
         for key, value in values.items():
-            if key == "out":
+            if f"{section}.{key}" in RESUMABLE:      # where it ran and what it wrote, not what it computed
                 continue
             got = used.get(section, {}).get(key, default[section][key])
             if got != value:
