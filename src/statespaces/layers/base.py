@@ -299,7 +299,7 @@ class DiagonalSSM(SSMLayer):
         """Kernel ``K_l = scale * Re sum_n C_n dB_n dA_n^l`` (eq. 3.2): (H, L) or (2, H, L) if bidirectional."""
         L = check_length(L)
         sys = self.diagonal_system(check_rate(rate))
-        K = sys.scale * vandermonde(sys.C * sys.dB, sys.log_dA, L)
+        K = vandermonde(sys.scale * sys.C * sys.dB, sys.log_dA, L)     # scale (1 or 2) folded into the (H, M) factor
         check_result(self, K, "kernel")
         return K if self.bidirectional else K[0]
 
