@@ -151,14 +151,14 @@ class _FFTConv(torch.autograd.Function):
         saved, K = ctx.saved_tensors
         n, L, m = ctx.n, ctx.L, ctx.m
         need_u, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        Kc = K.conj().resolve_conj() if need_u else None
+        Kc = K.conj().resolve_conj()
         du = dk = None
         Xc = saved
         if ctx.grouped:
             B, _, H = dy.shape
-            du = torch.empty(dy.shape, dtype=dy.dtype, device=dy.device) if need_u else None
-            dub = torch.empty(H, L, dtype=dy.dtype, device=dy.device) if need_u else None
-            P = torch.zeros(H, n // 2 + 1, dtype=K.dtype, device=dy.device) if need_k else None
+            dx = torch.empty(dy.shape if need_u else (0,), dtype=dy.dtype, device=dy.device)
+            dxb = torch.empty((H, L) if need_u else (0,), dtype=dy.dtype, device=dy.device)
+            P = torch.zeros((H, n // 2 + 1) if need_k else (0,), dtype=K.dtype, device=dy.device)
             blocks = _row_blocks(H, n, dy.element_size())
             pad = _Padded(blocks[0].stop, L, n, dy)
             for b in range(B):
@@ -168,12 +168,12 @@ class _FFTConv(torch.autograd.Function):
                     if need_k:
                         P[h].addcmul_(Xc[b, h], G)                                  # sum_b G conj(X)
                     if need_u:
-                        dub[h] = torch.fft.irfft(G.mul_(Kc[h]), n=n)[:, :L]
+                        dxb[h] = torch.fft.irfft(G.mul_(Kc[h]), n=n)[:, :L]
                 if need_u:
-                    du[b] = dub.t()
+                    dx[b] = dxb.t()
             if need_k:
                 dk = torch.fft.irfft(P, n=n)[..., :m]
-            return du, dk, None
+            return (dx if need_u else None), dk, None
         G = torch.fft.rfft(dy.transpose(1, 2), n=n)
         if need_k:
             dk = torch.fft.irfft((G * Xc).sum(0), n=n)[..., :m]
