@@ -322,11 +322,12 @@ class DiagonalSSM(SSMLayer):
         """
         self._check_step_input(x, state)
         dA, dB, Cc, _ = self._step_system(check_rate(rate))      # Cc = conj(scale C), for vecdot
-        u = x.to(self.param_dtype)
+        D = self.D
+        u = x if x.dtype == D.dtype else x.to(D.dtype)
         # fused Triton step on CUDA at inference; otherwise (autograd, CPU) the same math in PyTorch
-        y, new_state = dispatch.diagonal_step(dA, dB, Cc, self.D, u, state)
+        y, new_state = dispatch.diagonal_step(dA, dB, Cc, D, u, state)
         check_result(self, (y, new_state), "step output", x=x, state=state)
-        return y.to(x.dtype), new_state
+        return (y if y.dtype == x.dtype else y.to(x.dtype)), new_state
 
     def modes(self, rate: float = 1.0) -> Modes:
         r"""The explicit-operator view (:class:`~statespaces.layers.modes.Modes`, complex128):
