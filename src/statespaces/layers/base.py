@@ -147,7 +147,7 @@ class SSMLayer(Pretrained, nn.Module):
         elif self._use_chunked(u, state is not None or return_state):   # rule: chunked_conv.prefer_chunked
             y, new_state = self._chunked_forward(u, state, return_state, rate)
         else:
-            y = fftconv(u, self._with_skip(self.kernel(L, rate)), self.bidirectional)
+            y = fftconv(u, self._with_skip(self._conv_kernel(u, L, rate)), self.bidirectional)
             if state is not None:
                 y = y + self._zero_input_response(state, L, rate)
             new_state = self._advance_state(state, u, rate) if return_state else None
@@ -169,6 +169,10 @@ class SSMLayer(Pretrained, nn.Module):
         if state is not None:
             self._check_state(state, x.shape[0])
         return rate
+
+    def _conv_kernel(self, u: Tensor, L: int, rate: float) -> Tensor:
+        """The kernel that :meth:`forward`'s FFT route convolves u (B, L, H) with: :meth:`kernel` by default."""
+        return self.kernel(L, rate)
 
     def _use_chunked(self, u: Tensor, stateful: bool) -> bool:
         """Whether :meth:`forward` takes :meth:`_chunked_forward` instead of the FFT convolution (no by default)."""
