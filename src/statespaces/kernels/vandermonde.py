@@ -77,16 +77,12 @@ def _reduced_phase(log_a: Tensor, count: int, stride: int) -> Tuple[Tensor, Tens
 
 def _powers_real(log_a: Tensor, count: int) -> Tensor:
     """``a^j`` for j < count as real rows: (..., 2N, count), ``Re a^j`` in rows 0..N-1 and ``Im a^j`` in
-    rows N..2N-1: the right factor of ``Re(X @ Y) = [Re X, -Im X] @ [Re Y; Im Y]``, built in place (no
-    complex tensor, no cat)."""
+    rows N..2N-1: the right factor of ``Re(X @ Y) = [Re X, -Im X] @ [Re Y; Im Y]``, built from real parts
+    (no complex tensor)."""
     if not log_a.is_complex():
         log_a = torch.complex(log_a, torch.zeros_like(log_a))
     mag, phase = _reduced_phase(log_a, count, 1)
-    N = log_a.shape[-1]
-    out = torch.empty(*log_a.shape[:-1], 2 * N, count, dtype=mag.dtype, device=mag.device)
-    torch.mul(torch.cos(phase), mag, out=out[..., :N, :])
-    torch.mul(torch.sin(phase), mag, out=out[..., N:, :])
-    return out
+    return torch.cat([torch.cos(phase).mul_(mag), torch.sin(phase).mul_(mag)], -2)
 
 
 def exp_scaled(log_a: Tensor, n: int) -> Tensor:
