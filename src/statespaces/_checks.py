@@ -57,15 +57,18 @@ _local = threading.local()
 
 
 # ---- tracing / nesting ---------------------------------------------------------------------------
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+_is_exporting = getattr(getattr(torch, "compiler", None), "is_exporting", None)
+
+
 def tracing() -> bool:
     """True while torch.compile (dynamo), torch.export or ``torch.jit.trace`` traces the code: then
-    checks that need host values (``bool(tensor)``, ``.item()``) are skipped."""
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None:
-        if getattr(compiler, "is_compiling", None) is not None and compiler.is_compiling():
-            return True
-        if getattr(compiler, "is_exporting", None) is not None and compiler.is_exporting():
-            return True
+    checks that need host values (``bool(tensor)``, ``.item()``) are skipped. (Called a few times per
+    eager step: the compiler's functions are looked up once, at import.)"""
+    if _is_compiling is not None and _is_compiling():
+        return True
+    if _is_exporting is not None and _is_exporting():
+        return True
     return bool(torch.jit.is_tracing())
 
 

@@ -238,11 +238,19 @@ class SSMLayer(Pretrained, nn.Module):
         return layer_stepper(self, batch_size, rate, dtype, device, form)
 
     def _check_step_input(self, x: Tensor, state: Tensor) -> None:
-        """Static checks of ``step(x, state)``; NaN/inf are caught on the result (:func:`check_result`)."""
+        """Static checks of ``step(x, state)``; NaN/inf are caught on the result (:func:`check_result`).
+        The metadata of the last accepted call is remembered: a generation loop repeats it every step."""
         if self.bidirectional:
             raise ValueError("a bidirectional layer is not causal and cannot be stepped")
+        sig = None
+        if isinstance(x, Tensor) and isinstance(state, Tensor):
+            D = self.D
+            sig = (x.shape, x.dtype, x.device, state.shape, state.dtype, state.device, D.dtype, D.device)
+            if self.__dict__.get("_step_ok") == sig:
+                return
         check_step_input(x, self.d_model, self.param_dtype, self.D.device)
         self._check_state(state, x.shape[0])
+        self.__dict__["_step_ok"] = sig
 
 
 @dataclass
@@ -330,7 +338,9 @@ class DiagonalSSM(SSMLayer):
         u = x if x.dtype == D.dtype else x.to(D.dtype)
         # fused Triton step on CUDA at inference; otherwise (autograd, CPU) the same math in PyTorch
         y, new_state = dispatch.diagonal_step(dA, dB, Cc, D, u, state)
-        check_result(self, (y, new_state), "step output", x=x, state=state)
+        # y = Re(Cc . state') + D u reads every entry of state' through a product (IEEE: inf * 0 and
+        # NaN * 0 are NaN), so a finite y proves a finite state': one reduction per step, not two
+        check_result(self, y, "step output", x=x, state=state)
         return (y if y.dtype == x.dtype else y.to(x.dtype)), new_state
 
     def modes(self, rate: float = 1.0) -> Modes:

@@ -72,11 +72,11 @@ class StepCache:
             return build()
         tensors = self._tensors(module)
         by_value = self._by_value(tensors)
-        key: tuple = (rate, by_value, tuple((t.dtype, t.device, t.shape) for t in tensors))
+        key: tuple
         if not by_value:                                  # no host sync: metadata only
-            key += (tuple((t.data_ptr(), t._version) for t in tensors),)
-        else:                                             # where the values live (the arrays below view it)
-            key += (tuple((t.data_ptr(), t.stride()) for t in tensors),)
+            key = (rate, False, tuple((t.dtype, t.device, t.shape, t.data_ptr(), t._version) for t in tensors))
+        else:                                             # and where the values live (the arrays below view it)
+            key = (rate, True, tuple((t.dtype, t.device, t.shape, t.data_ptr(), t.stride()) for t in tensors))
         if self._key == key and len(self._snapshot) == len(tensors):
             if self._views is not None and self._raw is not None:
                 if all(v.tobytes() == r for v, r in zip(self._views, self._raw)):   # bitwise equal values
