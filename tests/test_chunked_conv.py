@@ -288,21 +288,18 @@ def test_s4_stateful_forward_takes_the_dense_chunked_path(init):
 
 
 @pytest.mark.parametrize("init", ["legs", "legt"])
-def test_s4_stateless_forward_on_the_dense_chunked_path(init):
-    """Stateless S4 on CPU takes the dense chunked form up to DENSE_STATELESS_MAX_L (twice that without
-    autograd); output and every gradient equal the Cauchy/FFT route in float64; bidirectional and
-    l_max (C~) layers keep the FFT."""
+def test_s4_stateless_forward_takes_the_power_kernel(init):
+    """Stateless S4 on CPU convolves by FFT with the kernel from the dense powers (rule: prefer_power_kernel);
+    output and every gradient equal the Cauchy/FFT route in float64; bidirectional and l_max (C~) layers
+    keep Algorithm 1; no stateless call takes the dense chunked form any more."""
     from statespaces import S4
     from statespaces.kernels import chunked as kchunked
-    from statespaces.kernels.chunked_conv import DENSE_STATELESS_MAX_L
+    from statespaces.kernels.chunked_conv import prefer_power_kernel
 
-    long = torch.zeros(1, DENSE_STATELESS_MAX_L + 1, 1)
-    assert prefer_chunked(long[:, :-1], stateful=False, dense=True) and not prefer_chunked(long, False, dense=True)
-    with torch.no_grad():
-        assert prefer_chunked(long, stateful=False, dense=True)
+    x = torch.randn(2, 41, 3, dtype=torch.float64)
+    assert prefer_power_kernel(x) and not prefer_chunked(x, stateful=False, dense=True)
     torch.manual_seed(0)
     layer = S4(3, 8, init=init, seed=1).double()
-    x = torch.randn(2, 41, 3, dtype=torch.float64)
     w = torch.cos(torch.arange(41.0, dtype=torch.float64))[:, None]
 
     def run(m):
@@ -312,28 +309,44 @@ def test_s4_stateless_forward_on_the_dense_chunked_path(init):
         (y * w).sum().backward()
         return [y.detach(), xx.grad] + [p.grad.clone() for p in m.parameters()]
 
-    calls = []
-    orig = kchunked.chunked_conv_dense
-    kchunked.chunked_conv_dense = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    calls, dense = [], []
+    orig, orig_dense = kchunked.power_kernel, kchunked.chunked_conv_dense
+    kchunked.power_kernel = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    kchunked.chunked_conv_dense = lambda *a, **k: dense.append(1) or orig_dense(*a, **k)
     try:
         got = run(layer)
         assert len(calls) == 1
         S4(3, 8, seed=1, bidirectional=True)(x.float())
         S4(3, 8, seed=1, l_max=41)(x.float())
-        assert len(calls) == 1                                   # neither took the dense chunked form
+        assert len(calls) == 1 and not dense                     # neither took the power kernel
     finally:
-        kchunked.chunked_conv_dense = orig
+        kchunked.power_kernel, kchunked.chunked_conv_dense = orig, orig_dense
     with backend.use_backend("ref"):
+        assert not prefer_power_kernel(x)
         ref = run(layer)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("L,chunk", [(1, 64), (7, 4), (64, 64), (100, 16), (129, 32)])
+def test_power_kernel_equals_explicit_powers(L, chunk):
+    """``power_kernel`` (near columns and far rows by doubling) equals the lag-by-lag matrix-vector twin in
+    float64, for L below, at, and between multiples of the chunk."""
+    from statespaces.kernels.chunked import power_kernel, power_kernel_ref
+
+    g = torch.Generator().manual_seed(L)
+    dA = torch.randn(3, 6, 6, dtype=torch.float64, generator=g)
+    dA = dA / (1.05 * torch.linalg.matrix_norm(dA, 2)[:, None, None])       # stable: spectral norm < 1
+    dB, c = torch.randn(2, 3, 6, dtype=torch.float64, generator=g)
+    torch.testing.assert_close(power_kernel(dA, dB, c, L, chunk), power_kernel_ref(dA, dB, c, L),
+                               rtol=1e-11, atol=1e-13)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("init", ["legs", "legt", "fout"])
-def test_s4_stateless_dense_chunked_float32_error_stays_at_the_fft_level(init):
-    """float32 at L = 4096 against the float64 layer: both routes within 1e-5 relative (measured: dense
-    chunked 5.7e-7 / 8.9e-7 / 1.6e-6 for LegS / LegT / FouT, the FFT route 2.8e-7 / 3.9e-7 / 4.6e-7)."""
+def test_s4_stateless_power_kernel_float32_error_stays_at_the_fft_level(init):
+    """float32 at L = 4096 against the float64 layer: the power-kernel route (CPU default) and Algorithm 1
+    (backend "ref") both within 1e-5 relative."""
     from statespaces import S4
 
     torch.manual_seed(0)

@@ -140,7 +140,8 @@ def test_cpu_keeps_the_pytorch_dense_path(monkeypatch):
     y = chunked_conv_dense(torch.randn(1, 40, 2), dA, dB, c, D)
     assert y.shape == (1, 40, 2)
     u = torch.zeros(1, 64, 2)
-    assert prefer_chunked(u, stateful=False, dense=True)
+    assert prefer_chunked(u, stateful=True, dense=True)                   # CPU: stateful calls are chunked,
+    assert not prefer_chunked(u, stateful=False, dense=True)              # stateless ones take the FFT
     monkeypatch.setattr(backend, "_TRITON_OK", True)
     with backend.force_triton():
         assert prefer_chunked(u, stateful=False, dense=True, modes=tdense.MAX_N)

@@ -58,6 +58,43 @@ def test_fftconv_is_causal():
     torch.testing.assert_close(fftconv(u, k)[:, :25], fftconv(v, k)[:, :25])
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_fftconv_cpu_row_blocks_match_whole_tensor_path_and_direct_sum(monkeypatch, bidirectional):
+    """The CPU schedule (one batch entry at a time, rows in cache-sized blocks, here forced down to
+    3 rows per block so that H = 7 ends in a partial block) equals the whole-tensor transforms of the
+    CUDA/traced schedule and the direct sum, output and both gradients, in float64."""
+    import sys
+
+    mod = sys.modules["statespaces.ops.fftconv"]
+    L, H = 29, 7
+    g = torch.Generator().manual_seed(5)
+    u = torch.randn(3, L, H, dtype=torch.float64, generator=g)
+    k = torch.randn(*((2,) if bidirectional else ()), H, L if bidirectional else 17, dtype=torch.float64, generator=g)
+    n = 2 * L if bidirectional else mod._fft_len(L + 17)
+    monkeypatch.setattr(mod, "GROUP_BYTES", 3 * 2 * n * 8)
+    assert [b.stop - b.start for b in mod._row_blocks(H, n, 8)][:2] == [3, 3]
+    dy = torch.randn(3, L, H, dtype=torch.float64, generator=g)
+
+    def run(grouped):
+        monkeypatch.setattr(mod, "_grouped", lambda t: grouped)
+        a, b = u.clone().requires_grad_(), k.clone().requires_grad_()
+        y = fftconv(a, b, bidirectional)
+        y.backward(dy)
+        with torch.no_grad():
+            y0 = fftconv(u, k, bidirectional)
+        return y, y0, a.grad, b.grad
+
+    fast, whole = run(True), run(False)
+    for x, ref in zip(fast, whole):
+        torch.testing.assert_close(x, ref, atol=1e-12, rtol=1e-12)
+    if not bidirectional:
+        kp = torch.cat([k, k.new_zeros(H, L - 17)], -1)
+        torch.testing.assert_close(fast[0], direct_causal_conv(u, kp), atol=1e-11, rtol=1e-11)
+    monkeypatch.setattr(mod, "_grouped", lambda t: True)
+    a, b = u[:2, :5, :4].clone().requires_grad_(), k[..., :4, :5].clone().requires_grad_()   # blocks of 3 + 1 rows
+    assert torch.autograd.gradcheck(lambda x, w: fftconv(x, w, bidirectional), (a, b), fast_mode=True)
+
+
 def _anticausal_reference(u, k1):
     """sum_{s>t} k1[s-t-1] u_s, via the causal convolution of the flipped input."""
     w = direct_causal_conv(u.flip(1), k1)

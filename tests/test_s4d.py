@@ -242,3 +242,31 @@ def test_step_cache_follows_parameter_updates():
     fresh, _ = layer.step(x, layer.initial_state(2))  # grad mode: no cache
     assert not torch.allclose(y1, y2) and not torch.allclose(y2, y3)
     torch.testing.assert_close(y3, fresh.detach())
+
+
+def test_step_cache_sees_edits_through_data_and_new_tensors():
+    """The CPU cache compares values (through NumPy views of the parameters' memory): an edit through
+    ``.data`` (which bumps no version counter), a new tensor assigned to ``.data`` and a one-entry
+    write each invalidate it; an unchanged layer keeps hitting it."""
+    layer = S4D(3, 8, init="lin", seed=11)
+    x = torch.randn(2, 3)
+
+    def cached():
+        with torch.no_grad():
+            return layer.step(x, layer.initial_state(2))[0]
+
+    def fresh():                                      # grad mode: rebuilt, no cache
+        return layer.step(x, layer.initial_state(2))[0].detach()
+
+    ys = [cached()]
+    assert layer._step_cache._raw is not None         # the value-keyed NumPy route is the one under test
+    built = layer._step_cache._value
+    torch.testing.assert_close(cached(), ys[0])
+    assert layer._step_cache._value is built          # hit: not rebuilt
+    for edit in (lambda: layer.C.data.mul_(2),
+                 lambda: setattr(layer.A_imag, "data", layer.A_imag.data + 0.5),
+                 lambda: layer.log_dt.data.__setitem__(1, -1.0)):
+        edit()
+        ys.append(cached())
+        assert not torch.allclose(ys[-2], ys[-1])
+        torch.testing.assert_close(ys[-1], fresh())

@@ -57,15 +57,18 @@ _local = threading.local()
 
 
 # ---- tracing / nesting ---------------------------------------------------------------------------
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+_is_exporting = getattr(getattr(torch, "compiler", None), "is_exporting", None)
+
+
 def tracing() -> bool:
     """True while torch.compile (dynamo), torch.export or ``torch.jit.trace`` traces the code: then
-    checks that need host values (``bool(tensor)``, ``.item()``) are skipped."""
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None:
-        if getattr(compiler, "is_compiling", None) is not None and compiler.is_compiling():
-            return True
-        if getattr(compiler, "is_exporting", None) is not None and compiler.is_exporting():
-            return True
+    checks that need host values (``bool(tensor)``, ``.item()``) are skipped. (Called a few times per
+    eager step: the compiler's functions are looked up once, at import.)"""
+    if _is_compiling is not None and _is_compiling():
+        return True
+    if _is_exporting is not None and _is_exporting():
+        return True
     return bool(torch.jit.is_tracing())
 
 
@@ -331,9 +334,14 @@ def all_finite_many(tensors: Sequence[torch.Tensor]) -> bool:
         return True
     if len(ts) == 1:
         return all_finite(ts[0])
-    flags = [_finite_flag(t) for t in ts]
-    if bool(torch.stack([f.to(ts[0].device) for f in flags]).all()):
-        return True
+    if all(t.device == ts[0].device for t in ts):        # one sum of the sums: one host sync, few small ops
+        parts = [r.sum(dtype=torch.float64 if r.dtype == torch.float64 else torch.float32)
+                 for r in (torch.view_as_real(t) if t.is_complex() else t for t in ts)]
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        if math.isfinite(float(total.detach())):         # one host read (as bool() would be)
+            return True
     return all(bool(torch.isfinite(t).all()) for t in ts)
 
 

@@ -130,6 +130,35 @@ def advance(dA: Tensor, dB: Tensor, u: Tensor, x0: Optional[Tensor] = None, chun
     return x.transpose(0, 1)
 
 
+def power_kernel(dA: Tensor, dB: Tensor, c: Tensor, L: int, chunk: int = CHUNK) -> Tensor:
+    r"""Convolution kernel ``K_l = c^T dA^l dB``, ``l < L``, of a real dense LTI system (eq. 2.6), by chunks:
+    ``K_{kT + j} = (c^T dA^{kT}) (dA^j dB)``, the near columns ``dA^j dB`` (j < T) by doubling
+    (:func:`near_powers`), the far rows ``c^T dA^{kT}`` by doubling with ``dA^T`` (:func:`_far_states`),
+    and one batched (n, N) x (N, T) product: ``log2 L`` squarings of dA, nothing inverted. Plain autograd.
+
+    Args:
+        dA: (H, N, N) real. dB, c: (H, N) real. L: length >= 1. chunk: T (rounded down to a power of two).
+
+    Returns:
+        K (H, L), in the dtype of dA. Twin: the explicit powers (:func:`power_kernel_ref`).
+    """
+    T = _chunk(L, chunk)
+    n = math.ceil(L / T)
+    _, cols, PT = near_powers(dA, T, right=dB)                         # (H, T, N): dA^j dB
+    assert cols is not None                                            # given right=dB
+    far = _far_states(c.unsqueeze(1), PT.transpose(-1, -2), n)[:, :, 0]   # (H, n, N): c^T dA^{kT}
+    return (far @ cols.transpose(-1, -2)).flatten(1)[:, :L]
+
+
+def power_kernel_ref(dA: Tensor, dB: Tensor, c: Tensor, L: int) -> Tensor:
+    """Reference twin of :func:`power_kernel`: one matrix-vector product per lag (readable, slow)."""
+    out, v = [], dB
+    for _ in range(L):
+        out.append((c * v).sum(-1))
+        v = (dA @ v.unsqueeze(-1)).squeeze(-1)
+    return torch.stack(out, -1)
+
+
 def _power_apply(dA: Tensor, L: int, x: Tensor) -> Tensor:
     """``dA^L x`` for x (H, B, N) by binary powering of ``dA`` (log2 L squarings)."""
     base = dA

@@ -44,7 +44,8 @@ from .vandermonde import _powers, exp_scaled
 Tensor = torch.Tensor
 
 __all__ = ["CHUNK", "ChunkTables", "block_tables", "chunk_length", "chunked_conv", "chunked_conv_diagonal",
-           "chunked_conv_diagonal_ref", "chunked_conv_torch", "diagonal_tables", "prefer_chunked"]
+           "chunked_conv_diagonal_ref", "chunked_conv_torch", "diagonal_tables", "prefer_chunked",
+           "prefer_power_kernel"]
 
 #: Default chunk length T (steps). 64 balances the Toeplitz product (T per step) against the
 #: state in/out products (2 S per step) for S4D's S = 64 real state entries (32 complex modes).
@@ -65,10 +66,6 @@ def chunk_length(L: int, chunk: Optional[int] = None, u: Optional[Tensor] = None
     if isinstance(T, bool) or not isinstance(T, int) or T < 1:
         raise ValueError(f"chunk must be a positive integer (steps per chunk), got {chunk!r}")
     return max(1, min(T, L))
-
-
-#: Longest stateless training call that the dense (S4) chunked form takes on CPU (:func:`prefer_chunked`).
-DENSE_STATELESS_MAX_L = 4096
 
 
 def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, own_scan: bool = False,
@@ -96,12 +93,11 @@ def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, own_s
       :data:`~statespaces.ops.triton.chunked_dense.MAX_N`; predicted (one pass over u and y per direction,
       four tensor-core products per chunk of 32 steps, against the Cauchy sums plus ~64 passes of the FFT
       route), not measured: no GPU in the session that wrote it (``benchmarks/gpu_check.py`` times both).
-      CPU calls: stateful at every L; stateless up to :data:`DENSE_STATELESS_MAX_L` steps,
-      or up to twice that without autograd. One thread, B=8, H=128, N=64, against the Cauchy/FFT route
-      (with its two state maps when stateful): stateful 3.5-4.0x forward, 2.5-4x forward+backward at L=1024
-      and 4096 (loaded 2-core machine; ``benchmarks/bench_chunked.py``); stateless (quiet machine, best of
-      two interleaved rounds) forward 3.9 / 2.1 / 1.8 / 1.7x and forward+backward 2.7 / 2.0 / 1.4 / 0.35x at
-      L = 1024 / 2048 / 4096 / 8192: the backward through the Python carry loop of L/T steps loses at 8192.
+      CPU: stateful calls, at every L. One thread, B=8, H=128, N=64, against the Cauchy/FFT route with its
+      two state maps: 3.5-4.0x forward, 2.5-4x forward+backward at L=1024 and 4096 (loaded 2-core machine;
+      ``benchmarks/bench_chunked.py``). Stateless CPU calls take the FFT, with the kernel by dense powers
+      (:func:`prefer_power_kernel`): 1.3x (L=1024) to 2.4x (L=4096) faster than this chunked form
+      forward+backward, 1.1-1.3x without autograd (loaded machine, one run).
     * backend ``"ref"``: never (the FFT route with its reference twins).
     """
     if dense:
@@ -111,11 +107,7 @@ def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, own_s
             from ..ops.triton.chunked_dense import MAX_N
 
             return modes is not None and modes <= MAX_N
-        if u.device.type != "cpu":
-            return False
-        L = u.shape[1]
-        limit = DENSE_STATELESS_MAX_L * (1 if torch.is_grad_enabled() else 2)
-        return stateful or L <= limit
+        return stateful and u.device.type == "cpu"
     path = backend.choose("chunked_conv", u, dtypes=backend.REAL)
     if path == "triton":
         if stateful or own_scan:
@@ -124,6 +116,16 @@ def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, own_s
 
         return modes is None or modes <= MAX_BLOCK_M
     return path == "torch" and stateful and u.device.type == "cpu"
+
+
+def prefer_power_kernel(u: Tensor) -> bool:
+    r"""Whether a stateless FFT forward of S4 (causal, learning C) takes its kernel from the real dense powers
+    (:func:`statespaces.kernels.chunked.power_kernel`, ``log2 L`` batched (N, N) squarings) instead of the
+    Cauchy route of Algorithm 1 (:func:`statespaces.kernels.dplr.dplr_kernel`): on CPU (backend ``"torch"``/
+    ``"auto"``). One thread, B=8, H=128, N=64, layer forward+backward 1.5x (L=1024) to 1.8x (L=8192) faster
+    (the Cauchy kernel with its truncation correction ``dA^L`` and float64 refinement dominates there; loaded
+    2-core machine, one run). Elsewhere (CUDA, backend ``"ref"``) the Cauchy kernel."""
+    return u.device.type == "cpu" and backend.get_backend() != "ref"
 
 
 class ChunkTables(NamedTuple):

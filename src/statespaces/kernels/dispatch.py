@@ -63,6 +63,8 @@ def diagonal_step(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tensor, stat
     (:func:`statespaces.ops.triton.step.diagonal_step_triton`, fp32 or fp64) runs for CUDA tensors
     (or under :func:`force_triton`) when no gradient is needed; otherwise the PyTorch expression.
     """
+    if not (u.is_cuda or backend.FORCE_TRITON):             # CPU: the PyTorch expression, no path lookup per step
+        return diagonal_step_ref(dA, dB, Cc, D, u, state)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (dA, dB, Cc, D, u, state))
     path = backend.choose("diagonal_step", dA, dB, Cc, D, u, state, dtypes=_STEP_REAL + tuple(_STEP_COMPLEX.values()))
     if path == "triton" and not needs_grad and _step_fits_kernel(dA, dB, Cc, D, u, state):

@@ -19,6 +19,7 @@ a whole chunk. Both are checked against the reference twin :func:`vandermonde_re
 from __future__ import annotations
 
 import math
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -56,15 +57,32 @@ def _powers(log_a: Tensor, count: int, stride: int) -> Tensor:
     Complex ``log_a`` goes through ``polar(exp(Re), Im)``: one real exp and one sincos per entry,
     several times faster on CPU than the complex ``exp`` and equal to it to rounding.
     """
+    if not log_a.is_complex():
+        j = torch.arange(count, device=log_a.device, dtype=_exact_dtype(log_a)) * stride
+        return torch.exp(log_a.to(j.dtype).unsqueeze(-1) * j).to(log_a.dtype)
+    return torch.polar(*_reduced_phase(log_a, count, stride))
+
+
+def _reduced_phase(log_a: Tensor, count: int, stride: int) -> Tuple[Tensor, Tensor]:
+    """Magnitudes ``exp(l Re log_a)`` and phases ``l Im log_a`` reduced to [-pi, pi] for ``l = stride * j``,
+    j < count, formed in float64 (see :func:`_powers`) and rounded to the working precision: (..., N, count) each."""
     rdt = log_a.real.dtype
     xdt = _exact_dtype(log_a)
     j = torch.arange(count, device=log_a.device, dtype=xdt) * stride
-    if not log_a.is_complex():
-        return torch.exp(log_a.to(xdt).unsqueeze(-1) * j).to(rdt)
     mag = torch.exp(log_a.real.to(xdt).unsqueeze(-1) * j)
     phase = log_a.imag.to(xdt).unsqueeze(-1) * j
     phase = phase - _TWO_PI * torch.round(phase / _TWO_PI)   # exact shift by whole turns (zero gradient)
-    return torch.polar(mag.to(rdt), phase.to(rdt))
+    return mag.to(rdt), phase.to(rdt)
+
+
+def _powers_real(log_a: Tensor, count: int) -> Tensor:
+    """``a^j`` for j < count as real rows: (..., 2N, count), ``Re a^j`` in rows 0..N-1 and ``Im a^j`` in
+    rows N..2N-1: the right factor of ``Re(X @ Y) = [Re X, -Im X] @ [Re Y; Im Y]``, built from real parts
+    (no complex tensor)."""
+    if not log_a.is_complex():
+        log_a = torch.complex(log_a, torch.zeros_like(log_a))
+    mag, phase = _reduced_phase(log_a, count, 1)
+    return torch.cat([torch.cos(phase).mul_(mag), torch.sin(phase).mul_(mag)], -2)
 
 
 def exp_scaled(log_a: Tensor, n: int) -> Tensor:
@@ -73,14 +91,10 @@ def exp_scaled(log_a: Tensor, n: int) -> Tensor:
     return _powers(log_a, 2, int(n))[..., 1]
 
 
-def _real_matmul(X: Tensor, Y: Tensor) -> Tensor:
-    """``Re(X @ Y)`` for complex X (..., m, n) and Y (..., n, k) as one real matmul."""
-    return torch.cat([X.real, -X.imag], -1) @ torch.cat([Y.real, Y.imag], -2)
-
-
 def _blocked_forward(coef: Tensor, low: Tensor, high: Tensor, L: int) -> Tensor:
+    """``Re(X @ a^r)`` with ``X = coef a^{qJ}`` (..., H, Q, N) and ``low`` the real rows of :func:`_powers_real`."""
     X = coef.unsqueeze(-2) * high                            # (..., H, Q, N)
-    K = _real_matmul(X, low)                                 # (..., H, Q, J)
+    K = torch.cat([X.real, -X.imag], -1) @ low               # (..., H, Q, J)
     return K.flatten(-2)[..., :L]
 
 
@@ -103,7 +117,7 @@ class _Vandermonde(torch.autograd.Function):
     def forward(ctx, coef: Tensor, log_a: Tensor, L: int) -> Tensor:
         J = _block(L)
         Q = -(-L // J)
-        low = _powers(log_a, J, 1)                           # (H, N, J):   a^r
+        low = _powers_real(log_a, J)                         # (H, 2N, J):  Re, Im of a^r
         high = _powers(log_a, Q, J).transpose(-1, -2)        # (H, Q, N):   a^{qJ}
         ctx.save_for_backward(coef, low, high)
         ctx.L, ctx.log_a_shape = L, log_a.shape
@@ -115,17 +129,15 @@ class _Vandermonde(torch.autograd.Function):
     def backward(ctx, g: Tensor):
         coef, low, high = ctx.saved_tensors
         L = ctx.L
-        Q, J = high.shape[-2], low.shape[-1]
+        Q, J, N = high.shape[-2], low.shape[-1], high.shape[-1]
         need_c, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         g = F.pad(g, (0, Q * J - L)).unflatten(-1, (Q, J))  # (..., H, Q, J)
-        rdt = low.real.dtype
+        rdt = low.dtype
         parts = [g]
         if need_w:
             parts.append(g * torch.arange(J, device=g.device, dtype=rdt))
         G = torch.cat(parts, -2).to(rdt)                     # (..., H, kQ, J)
-        lowT = low.transpose(-1, -2)                         # (H, J, N)
-        P = G @ torch.cat([lowT.real, lowT.imag], -1)        # (..., H, kQ, 2N)
-        N = lowT.shape[-1]
+        P = G @ low.transpose(-1, -2)                        # (..., H, kQ, 2N)
         inner = torch.complex(P[..., :N], P[..., N:])        # (..., H, kQ, N)
         grad_c = grad_w = None
         S0q = inner[..., :Q, :]                              # sum_r g a^r        per block q
@@ -146,7 +158,7 @@ def _vandermonde_torch(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
     J = _block(L)
     Q = -(-L // J)
     with autocast_off(coef):                                 # as _Vandermonde: float32 inside autocast
-        return _blocked_forward(coef, _powers(log_a, J, 1), _powers(log_a, Q, J).transpose(-1, -2), L)
+        return _blocked_forward(coef, _powers_real(log_a, J), _powers(log_a, Q, J).transpose(-1, -2), L)
 
 
 def _vandermonde_triton(coef: Tensor, log_a: Tensor, L: int) -> Tensor:

@@ -29,11 +29,13 @@ Design decisions (thesis app. C.1 leaves them open):
   computed in the time domain by chunks of matrix powers (:mod:`statespaces.kernels.chunked`),
   not by the generating function: the latter divides by ``I - dA^L`` and lost up to half the
   digits in float32 for states with slowly decaying components (small dt, LegT/FouT). On CPU a
-  stateful forward, and a stateless one up to L = 4096 (8192 without autograd; not bidirectional),
-  does output and state in one chunked pass through the real dense form instead
+  stateful forward does output and state in one chunked pass through the real dense form instead
   (:func:`statespaces.kernels.chunked.chunked_conv_dense`; rule
-  :func:`statespaces.kernels.chunked_conv.prefer_chunked`); on CUDA (float32, N <= 64) that pass is
-  the Triton kernels of :mod:`statespaces.ops.triton.chunked_dense` (predicted faster, unmeasured).
+  :func:`statespaces.kernels.chunked_conv.prefer_chunked`), and a stateless one (not bidirectional, not
+  with ``l_max``) convolves by FFT with the kernel from the same dense powers
+  (:func:`statespaces.kernels.chunked.power_kernel`; rule :func:`statespaces.kernels.chunked_conv.prefer_power_kernel`).
+  On CUDA (float32, N <= 64) the chunked pass is the Triton kernels of
+  :mod:`statespaces.ops.triton.chunked_dense` (predicted faster, unmeasured), stateless calls included.
   With ``l_max`` the pass needs the true C, recovered from C~ by the same conversion as the step;
   where that is ill-conditioned a call without a state (``return_state`` only) falls back to the FFT
   route (its C~ kernel is exact for ``L <= l_max``) and a call with a state is refused, as ``step``
@@ -69,7 +71,7 @@ from .._checks import (
 )
 from ..discretize import undiscretize_diagonal
 from ..kernels import chunked
-from ..kernels.chunked_conv import prefer_chunked
+from ..kernels.chunked_conv import prefer_chunked, prefer_power_kernel
 from ..kernels.dplr import (
     CAUCHY_BACKENDS,
     DPLRStep,
@@ -512,6 +514,20 @@ class S4(SSMLayer):
         if not stateful and (self.bidirectional or self.l_max is not None):
             return False
         return prefer_chunked(u, stateful, modes=self.d_state, dense=True)
+
+    def _conv_kernel(self, u: Tensor, L: int, rate: float) -> Tensor:
+        """Kernel (H, L) of the stateless FFT forward: for a causal layer learning C, on CPU
+        (:func:`~statespaces.kernels.chunked_conv.prefer_power_kernel`), ``c^T dA^l dB`` by the dense powers
+        of :meth:`dense_system`'s system (:func:`statespaces.kernels.chunked.power_kernel`); else :meth:`kernel`
+        (Algorithm 1). A bidirectional layer convolves both kernels at once, and a layer learning C~
+        (``l_max``) gets its kernel without ``dA^L``: both keep Algorithm 1."""
+        if self.bidirectional or self.l_max is not None or not prefer_power_kernel(u):
+            return self.kernel(L, rate)
+        with self._no_autocast():
+            Lam, P, B, C = self.continuous_system()
+            dA, dB = self._real_discrete(rate, Lam, P, B)
+            c = 2 * torch.cat([C[0].real, -C[0].imag], -1)
+            return chunked.power_kernel(dA, dB, c, L)
 
     def _chunked_forward(self, u: Tensor, state: Optional[Tensor], return_state: bool,
                          rate: float) -> Tuple[Tensor, Optional[Tensor]]:
