@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -76,7 +76,7 @@ class SeriesAugment:
         out = {"crop": self.crop, "scale": self.scale, "jitter": self.jitter}
         return {k: v for k, v in out.items() if v != (1.0 if k == "crop" else 0.0)}
 
-    def __call__(self, x: Tensor, lengths: Optional[Tensor], step: int) -> Tensor:
+    def __call__(self, x: Tensor, lengths: Optional[Tensor], step: int) -> Tuple[Tensor, Optional[Tensor]]:
         if x.dim() != 3 or not x.is_floating_point():
             raise ValueError(f"augment: expected float series (B, L, C), got a {x.dtype} tensor of shape "
                              f"{tuple(x.shape)}; augmentation applies to time-series inputs, not tokens")
