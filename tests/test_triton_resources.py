@@ -38,8 +38,8 @@ def test_launch_table_matches_the_kernels():
         "scan._scan_bwd_kernel", "cauchy._cauchy_kernel", "step._diag_step_kernel",
         "linoss._fwd_kernel", "linoss._bwd_kernel",
         "chunked_conv._chunked_fwd_kernel", "chunked_conv._chunked_bwd_kernel", "chunked_conv._chunked_grad_kernel",
-        "chunked_dense._dense_carry_kernel", "chunked_dense._dense_out_kernel", "chunked_dense._dense_adj_kernel",
-        "chunked_dense._dense_du_kernel", "chunked_dense._dense_grad_kernel",
+        "chunked_dense._dense_carry_kernel", "chunked_dense._dense_rows_kernel", "chunked_dense._dense_adj_kernel",
+        "chunked_dense._dense_grad_kernel",
     }
     for c in cfgs:
         c.check()                          # signature names == runtime parameters, constexprs == constexpr params

@@ -15,18 +15,18 @@ per chunk j of a batch row (U_j: (T,) inputs, X_j: (N,) state before the chunk)
 and the final state is ``dA^r X_{n-1} + U_{n-1} W_last`` (``W_last[t] = W_in[T - r + t]``, t < r), formed in
 PyTorch from the state before the last chunk. Every product is a ``tl.dot`` at ``input_precision="tf32x3"``
 (fp32-faithful on tensor cores); u and y (and du, dy) are read and written in their (B, L, H) layout
-(``u[b, l, h]`` at ``(b L + l) H + h``). Five kernels, so that no program holds more than two tables (one
-kernel holding all four spilled at N = 64, also at 8 warps):
+(``u[b, l, h]`` at ``(b L + l) H + h``). Four kernels (five launches), so that no program holds more than
+two tables (one kernel holding all four spilled at N = 64, also at 8 warps):
 
 * :func:`_dense_carry_kernel`, sequential, one program per (block of BB batch rows, channel): the states
   ``X_{j+1} = X_j G^T + U_j W_in`` (two products per chunk, the carry fp32 in registers), saved as
   X (B, H, n_chunks, N) (for the output and the backward);
-* :func:`_dense_out_kernel`, parallel, one program per (block of BR chunk rows (b, j), channel):
-  ``Y = U Z + X W_out^T``;
+* :func:`_dense_rows_kernel`, parallel, one program per (block of BR chunk rows (b, j), channel):
+  ``Y = U Z + X W_out^T`` (``Z_T`` false);
 * backward :func:`_dense_adj_kernel`, sequential in reverse: the adjoint ``mu`` of the state after each
   chunk, ``dS_j = mu``, ``mu <- dY_j W_out + mu G`` (dS = 0 on the last chunk, where mu starts from the
   gradient of X_{n-1}); ``dx0`` is the last mu;
-* :func:`_dense_du_kernel`, parallel: ``du = dY Z^T + dS W_in^T``;
+* :func:`_dense_rows_kernel` again, with ``Z_T`` true: ``du = dY Z^T + dS W_in^T``;
 * :func:`_dense_grad_kernel`, parallel over (a few programs, channel, table): the table gradients
   ``U^T dY`` (folded onto the taps by lag in torch), ``U^T dS``, ``dY^T X``, ``dS^T X`` summed over chunk
   rows in registers; PyTorch sums the few per-program tiles.
@@ -57,10 +57,9 @@ BLOCK_R = 32
 GRAD_PROGRAMS = 8
 
 _CARRY_SIG = signature("*fp32", ["u_ptr", "win_ptr", "g_ptr", "x0_ptr", "xs_ptr"], ["B", "L", "H", "N", "n_chunks"])
-_OUT_SIG = signature("*fp32", ["u_ptr", "z_ptr", "wout_ptr", "xs_ptr", "y_ptr"], ["B", "L", "H", "N", "n_chunks"])
+_ROWS_SIG = signature("*fp32", ["a_ptr", "z_ptr", "w_ptr", "s_ptr", "o_ptr"], ["B", "L", "H", "N", "n_chunks"])
 _ADJ_SIG = signature("*fp32", ["dy_ptr", "wout_ptr", "g_ptr", "dlast_ptr", "ds_ptr", "dx0_ptr"],
                      ["B", "L", "H", "N", "n_chunks"])
-_DU_SIG = signature("*fp32", ["dy_ptr", "z_ptr", "win_ptr", "ds_ptr", "du_ptr"], ["B", "L", "H", "N", "n_chunks"])
 _GRAD_SIG = signature("*fp32", ["u_ptr", "dy_ptr", "xs_ptr", "ds_ptr", "dz_ptr", "dwin_ptr", "dwout_ptr", "dg_ptr"],
                       ["B", "L", "H", "N", "n_chunks"])
 
@@ -80,8 +79,8 @@ def _carry_config(N: int):
 
 
 def _out_config(N: int):
-    return make(__name__, _dense_out_kernel, _OUT_SIG, num_warps=4, T=CHUNK, BR=BLOCK_R, BN=_block_n(N),
-                PREC="tf32x3")
+    return make(__name__, _dense_rows_kernel, _ROWS_SIG, num_warps=4, T=CHUNK, BR=BLOCK_R, BN=_block_n(N),
+                PREC="tf32x3", Z_T=False)
 
 
 def _adj_config(N: int):
@@ -90,8 +89,8 @@ def _adj_config(N: int):
 
 
 def _du_config(N: int):
-    return make(__name__, _dense_du_kernel, _DU_SIG, num_warps=_warps(N), T=CHUNK, BR=BLOCK_R,
-                BN=_block_n(N), PREC="tf32x3")
+    return make(__name__, _dense_rows_kernel, _ROWS_SIG, num_warps=_warps(N), T=CHUNK, BR=BLOCK_R,
+                BN=_block_n(N), PREC="tf32x3", Z_T=True)
 
 
 def _grad_config(N: int):
@@ -103,7 +102,7 @@ _CHOOSERS = (_carry_config, _out_config, _adj_config, _du_config, _grad_config)
 
 
 def configs():
-    """Every launch configuration: state widths BN = 16 .. :data:`MAX_N` (powers of two), five kernels."""
+    """Every launch configuration: state widths BN = 16 .. :data:`MAX_N` (powers of two), five launch sites."""
     widths = []
     n = 16
     while n <= MAX_N:
@@ -162,13 +161,14 @@ def _dense_carry_kernel(
 
 
 @triton.jit
-def _dense_out_kernel(
-    u_ptr, z_ptr, wout_ptr, xs_ptr, y_ptr,
+def _dense_rows_kernel(
+    a_ptr, z_ptr, w_ptr, s_ptr, o_ptr,
     B, L, H, N, n_chunks,
-    T: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
+    T: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr, Z_T: tl.constexpr,
 ):
-    # the parallel part of the forward, one program per (block of BR chunk rows (b, j), channel h):
-    # Y = U Z + X W_out^T (near field + far field through the state before the chunk)
+    # the parallel parts, one program per (block of BR chunk rows (b, j), channel h): O = A Z + S W^T with
+    # the (T, N) table W transposed; forward (Z_T false): Y = U Z + X W_out^T, backward (Z_T true, Z read
+    # transposed): du = dY Z^T + dS W_in^T
     pid = tl.program_id(0).to(tl.int64)                                  # channel fastest (see above)
     h = pid % H
     q = (pid // H) * BR + tl.arange(0, BR)
@@ -177,11 +177,15 @@ def _dense_out_kernel(
     tt = rt >= 0
     nm = rn < N
     io, iom, so, som = _chunk_rows(q, B, L, H, N, n_chunks, h, rt, rn, T)
-    U = tl.load(u_ptr + io, mask=iom, other=0.0)
-    X = tl.load(xs_ptr + so, mask=som, other=0.0)
-    Y = tl.dot(U, _tile(z_ptr + h * T * T, rt, rt, T, 1, tt, tt), input_precision=PREC)
-    Y += tl.dot(X, _tile(wout_ptr + h * T * N, rn, rt, 1, N, nm, tt), input_precision=PREC)
-    tl.store(y_ptr + io, Y, mask=iom)
+    A = tl.load(a_ptr + io, mask=iom, other=0.0)
+    S = tl.load(s_ptr + so, mask=som, other=0.0)
+    if Z_T:
+        Zt = _tile(z_ptr + h * T * T, rt, rt, 1, T, tt, tt)
+    else:
+        Zt = _tile(z_ptr + h * T * T, rt, rt, T, 1, tt, tt)
+    O = tl.dot(A, Zt, input_precision=PREC)
+    O += tl.dot(S, _tile(w_ptr + h * T * N, rn, rt, 1, N, nm, tt), input_precision=PREC)
+    tl.store(o_ptr + io, O, mask=iom)
 
 
 @triton.jit
@@ -217,28 +221,6 @@ def _dense_adj_kernel(
                      other=0.0)
         mu += tl.dot(dY, _tile(wout, rt, rn, N, 1, rt >= 0, nm), input_precision=PREC)
     tl.store(dx0_ptr + (rb[:, None] * H + h) * N + rn[None, :], mu, mask=bn)
-
-
-@triton.jit
-def _dense_du_kernel(
-    dy_ptr, z_ptr, win_ptr, ds_ptr, du_ptr,
-    B, L, H, N, n_chunks,
-    T: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
-):
-    # the parallel part of the backward: du = dY Z^T + dS W_in^T
-    pid = tl.program_id(0).to(tl.int64)                                  # channel fastest (see above)
-    h = pid % H
-    q = (pid // H) * BR + tl.arange(0, BR)
-    rt = tl.arange(0, T)
-    rn = tl.arange(0, BN)
-    tt = rt >= 0
-    nm = rn < N
-    io, iom, so, som = _chunk_rows(q, B, L, H, N, n_chunks, h, rt, rn, T)
-    dY = tl.load(dy_ptr + io, mask=iom, other=0.0)
-    dS = tl.load(ds_ptr + so, mask=som, other=0.0)
-    dU = tl.dot(dY, _tile(z_ptr + h * T * T, rt, rt, 1, T, tt, tt), input_precision=PREC)        # dY Z^T
-    dU += tl.dot(dS, _tile(win_ptr + h * T * N, rn, rt, 1, N, nm, tt), input_precision=PREC)     # dS W_in^T
-    tl.store(du_ptr + io, dU, mask=iom)
 
 
 @triton.jit
