@@ -34,6 +34,18 @@ def patch_triton_interpreter() -> None:
     interp._statespaces_index_fix = True
 
 
+class StepModule(torch.nn.Module):
+    """``layer.step`` as a module's forward, so that ``torch.compile`` / ``torch.export`` can trace one
+    recurrent step: forward(x (B, H), state) -> (y (B, H), new state)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x, state):
+        return self.layer.step(x, state)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import StepModule
 
 from statespaces import S4, S4D, LinOSS
 from statespaces.layers.s4nd import S4ND
@@ -62,15 +63,6 @@ def test_fullgraph_compile_training_and_inference(name):
             torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), ref_model(x), rtol=1e-4, atol=1e-5)
 
 
-class _Step(torch.nn.Module):
-    def __init__(self, layer):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x, state):
-        return self.layer.step(x, state)
-
-
 @pytest.mark.parametrize("name", ["s4d", pytest.param("s4", marks=pytest.mark.slow),
                                   pytest.param("linoss-scan", marks=pytest.mark.slow),
                                   pytest.param("s5", marks=pytest.mark.slow)])
@@ -79,7 +71,7 @@ def test_fullgraph_compile_step(name):
     layer = CASES[name][0]().eval()
     x, state = torch.randn(3, 4), layer.initial_state(3)
     with torch.no_grad():
-        y, s = torch.compile(_Step(layer), fullgraph=True)(x, state)
+        y, s = torch.compile(StepModule(layer), fullgraph=True)(x, state)
         y_ref, s_ref = layer.step(x, state)
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(s, s_ref, rtol=1e-5, atol=1e-6)

@@ -16,8 +16,9 @@ import textwrap
 
 import pytest
 import torch
+from conftest import StepModule
 
-from statespaces import S4, S4D, _checks
+from statespaces import S4D, _checks
 from statespaces.layers import step_cache
 
 
@@ -51,15 +52,6 @@ def test_cpu_eager_keeps_the_named_value_error():
         layer(x)
 
 
-class _Step(torch.nn.Module):
-    def __init__(self, layer):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x, state):
-        return self.layer.step(x, state)
-
-
 @pytest.mark.slow                                              # two exports and a dynamo trace: ~10 s
 def test_traced_graphs_keep_the_finite_check():
     """torch.export of S4D forward and step and torch.compile(fullgraph=True) of the step (finite check ON):
@@ -70,14 +62,14 @@ def test_traced_graphs_keep_the_finite_check():
     nan_x = x.clone()
     nan_x[1, 5, 2] = float("nan")
     with torch.no_grad():
-        for mod, args, bad in ((layer, (x,), (nan_x,)), (_Step(layer), (xt, s0), (nan_x[:, 5], s0))):
+        for mod, args, bad in ((layer, (x,), (nan_x,)), (StepModule(layer), (xt, s0), (nan_x[:, 5], s0))):
             ep = torch.export.export(mod, args)
             assert "_assert_async" in ep.graph_module.code
             torch.testing.assert_close(ep.module()(*args), mod(*args))
             with pytest.raises(RuntimeError, match="not finite"):
                 ep.module()(*bad)
         torch._dynamo.reset()
-        step = torch.compile(_Step(layer), fullgraph=True, backend="eager")
+        step = torch.compile(StepModule(layer), fullgraph=True, backend="eager")
         torch.testing.assert_close(step(xt, s0), layer.step(xt, s0))
         with pytest.raises(RuntimeError, match="not finite"):
             step(nan_x[:, 5], s0)
