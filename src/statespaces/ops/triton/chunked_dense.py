@@ -131,6 +131,28 @@ def _chunk_rows(q, B, L, H, N, n_chunks, h, rt, rn, T: tl.constexpr):
     som = qm[:, None] & (rn < N)[None, :]
     return io, iom, so, som
 
+
+@triton.jit
+def _batch_block(B, H, N, BB: tl.constexpr, BN: tl.constexpr):
+    # the (block of BB batch rows, channel h) of a sequential program; channel fastest: neighbouring
+    # programs share the sectors of u. Returns h, the rows rb (BB,), the state indices rn (BN,) and masks
+    pid = tl.program_id(0).to(tl.int64)
+    h = pid % H
+    rb = (pid // H) * BB + tl.arange(0, BB)
+    rn = tl.arange(0, BN)
+    bm = rb < B
+    nm = rn < N
+    return h, rb, rn, bm, nm, bm[:, None] & nm[None, :]
+
+
+@triton.jit
+def _load_chunk(ptr, rb, bm, j, rt, L, H, h, T: tl.constexpr):
+    # chunk j of channel h for the batch rows rb: a (BB, T) tile of a (B, L, H) tensor, zero past L
+    pos = j * T + rt
+    return tl.load(ptr + (rb[:, None] * L + pos[None, :]) * H + h, mask=bm[:, None] & (pos < L)[None, :],
+                   other=0.0)
+
+
 @triton.jit
 def _dense_carry_kernel(
     u_ptr, win_ptr, g_ptr, x0_ptr, xs_ptr,
@@ -139,23 +161,15 @@ def _dense_carry_kernel(
 ):
     # the sequential part of the forward, one program per (block of BB batch rows, channel h): the states
     # before each chunk, X_{j+1} = X_j G^T + U_j W_in, saved to xs (B, H, n, N)
-    pid = tl.program_id(0).to(tl.int64)                                  # channel fastest: neighbouring
-    h = pid % H                                                          # programs share the sectors of u
-    rb = (pid // H) * BB + tl.arange(0, BB)
+    h, rb, rn, bm, nm, bn = _batch_block(B, H, N, BB, BN)
     rt = tl.arange(0, T)
-    rn = tl.arange(0, BN)
-    bm = rb < B
-    nm = rn < N
-    bn = bm[:, None] & nm[None, :]
     win = win_ptr + h * T * N
     g = g_ptr + h * N * N
     X = _tile(x0_ptr + h * N, rb, rn, H * N, 1, bm, nm)                  # (BB, BN): state before chunk 0
     for j in range(0, n_chunks):
         tl.store(xs_ptr + ((rb[:, None] * H + h) * n_chunks + j) * N + rn[None, :], X, mask=bn)
         if j < n_chunks - 1:
-            pos = j * T + rt
-            U = tl.load(u_ptr + (rb[:, None] * L + pos[None, :]) * H + h, mask=bm[:, None] & (pos < L)[None, :],
-                        other=0.0)                                       # (BB, T)
+            U = _load_chunk(u_ptr, rb, bm, j, rt, L, H, h, T)                # (BB, T)
             X = tl.dot(X, _tile(g, rn, rn, 1, N, nm, nm), input_precision=PREC) + \
                 tl.dot(U, _tile(win, rt, rn, N, 1, rt >= 0, nm), input_precision=PREC)     # X G^T + U W_in
 
@@ -197,14 +211,8 @@ def _dense_adj_kernel(
     # the sequential part of the backward, chunks in reverse: mu = adjoint of the state after chunk j,
     # dS_j = mu, mu <- dY_j W_out + mu G; on the last chunk dS = 0 (its S feeds no state) and mu starts as
     # the gradient of X_{n-1} from the final state; dx0 = mu at the end
-    pid = tl.program_id(0).to(tl.int64)                                  # channel fastest: neighbouring
-    h = pid % H                                                          # programs share the sectors of u
-    rb = (pid // H) * BB + tl.arange(0, BB)
+    h, rb, rn, bm, nm, bn = _batch_block(B, H, N, BB, BN)
     rt = tl.arange(0, T)
-    rn = tl.arange(0, BN)
-    bm = rb < B
-    nm = rn < N
-    bn = bm[:, None] & nm[None, :]
     wout = wout_ptr + h * T * N
     g = g_ptr + h * N * N
     mu = tl.zeros([BB, BN], tl.float32)
@@ -216,9 +224,7 @@ def _dense_adj_kernel(
             mu = _tile(dlast_ptr + h * N, rb, rn, H * N, 1, bm, nm)
         else:
             mu = tl.dot(mu, _tile(g, rn, rn, N, 1, nm, nm), input_precision=PREC)
-        pos = j * T + rt
-        dY = tl.load(dy_ptr + (rb[:, None] * L + pos[None, :]) * H + h, mask=bm[:, None] & (pos < L)[None, :],
-                     other=0.0)
+        dY = _load_chunk(dy_ptr, rb, bm, j, rt, L, H, h, T)
         mu += tl.dot(dY, _tile(wout, rt, rn, N, 1, rt >= 0, nm), input_precision=PREC)
     tl.store(dx0_ptr + (rb[:, None] * H + h) * N + rn[None, :], mu, mask=bn)
 
