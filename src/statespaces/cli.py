@@ -3,7 +3,7 @@
 ```
 statespaces train [--preset NAME] [--config FILE.toml] [--section.key VALUE ...]
 statespaces train --trainer.out DIR --resume [--section.key VALUE ...]   # config read from DIR
-statespaces evaluate CHECKPOINT_OR_RUN_DIR [--data.name PATH]
+statespaces evaluate CHECKPOINT_OR_RUN_DIR [MORE ...] [--data.name PATH]   # several: and their ensemble
 statespaces analyze CHECKPOINT_OR_RUN_DIR [OUT_DIR]
 statespaces reproduce [IDS ...] [--quick]
 statespaces presets
@@ -102,8 +102,9 @@ def _main(argv: List[str]) -> int:
                               "(device, out, tensorboard, keep_last, checkpoint_every), any other flag that differs "
                               "from the stored run is an error")
     p_train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p_eval = sub.add_parser("evaluate", help="test accuracy of a checkpoint directory (a run folder: its best/)")
-    p_eval.add_argument("checkpoint")
+    p_eval = sub.add_parser("evaluate", help="test accuracy of a checkpoint directory (a run folder: its best/); "
+                                             "several: each one's and their ensemble's (mean class probabilities)")
+    p_eval.add_argument("checkpoint", nargs="+")
     p_eval.add_argument("--data.name", dest="data_name", default=None,
                         help="evaluate on this dataset or time-series file instead of the stored one (e.g. the "
                              "same files moved elsewhere); channels and classes must match")
@@ -131,7 +132,9 @@ def _main(argv: List[str]) -> int:
         from .train.loop import evaluate_checkpoint
         from .train.tasks import get_task
 
-        res = evaluate_checkpoint(args.checkpoint, data_name=args.data_name)
+        if len(args.checkpoint) > 1:
+            return _evaluate_ensemble(args.checkpoint, args.data_name)
+        res = evaluate_checkpoint(args.checkpoint[0], data_name=args.data_name)
         task = get_task(res["task"])
         score, value = task.score_label, task.format_score(res["acc"])
         print(f"test loss {res['loss']:.4f}  test {score} {value}  ({res['dataset']}, {res['n_test']} test "
@@ -172,6 +175,21 @@ def _main(argv: List[str]) -> int:
             print(f"{name:22s} -> {out:28s} {json.dumps(spec)}")
         return 0
     return 1
+
+
+def _evaluate_ensemble(paths: List[str], data_name: Optional[str]) -> int:
+    from .train.ensemble import evaluate_ensemble
+    from .train.tasks import get_task
+
+    res = evaluate_ensemble(paths, data_name=data_name)
+    task = get_task(res["task"])
+    for m in res["members"]:
+        print(f"test loss {m['loss']:.4f}  test {task.score_label} {task.format_score(m['acc'])}  "
+              f"{m['checkpoint']}: {m['selection']}")
+    how = "mean class probabilities" if res["task"] == "classification" else "mean prediction"
+    print(f"test loss {res['loss']:.4f}  test {task.score_label} {task.format_score(res['acc'])}  ensemble of "
+          f"{res['n_members']} ({how}; {res['dataset']}, {res['n_test']} test examples)")
+    return 0
 
 
 def layer_call(layer, d_model: int) -> str:

@@ -453,12 +453,11 @@ def describe_selection(meta: Dict[str, Any], path) -> str:
     return f"{where}, selection not recorded (older checkpoint)"
 
 
-def evaluate_checkpoint(path: str, data_name: Optional[str] = None) -> Dict[str, Any]:
-    """Test-set loss and score of a saved model (a run folder stands for its ``best/``).
-
-    ``data_name`` points the checkpoint at other data, e.g. the same files moved elsewhere: it must
-    have the checkpoint's number of channels and classes (and class names, when recorded).
-    The result also says which epoch the checkpoint holds and how it was chosen (``selection``)."""
+def load_for_evaluation(path, data_name: Optional[str] = None) -> Tuple[SequenceClassifier, TrainConfig,
+                                                                       Dict[str, Any], Any]:
+    """``(model, cfg, meta, data)`` of a checkpoint (a run folder stands for its ``best/``) and the data
+    it is evaluated on: its own, or ``data_name`` (e.g. the same files moved elsewhere), which must have
+    the checkpoint's number of channels and classes (and class names, when recorded)."""
     folder = checkpoint_dir(path)
     model, cfg, meta = _load_trained(folder)
     if data_name is not None:
@@ -474,6 +473,16 @@ def evaluate_checkpoint(path: str, data_name: Optional[str] = None) -> Dict[str,
         if isinstance(classes, list) and data.classes is not None and [str(c) for c in data.classes] != classes:
             raise ValueError(f"--data.name {data_name}: its classes {list(data.classes)} differ from the "
                              f"checkpoint's {classes}")
+    return model, cfg, meta, data
+
+
+def evaluate_checkpoint(path: str, data_name: Optional[str] = None) -> Dict[str, Any]:
+    """Test-set loss and score of a saved model (a run folder stands for its ``best/``).
+
+    ``data_name`` points the checkpoint at other data (see :func:`load_for_evaluation`).
+    The result also says which epoch the checkpoint holds and how it was chosen (``selection``)."""
+    folder = checkpoint_dir(path)
+    model, cfg, meta, data = load_for_evaluation(folder, data_name)
     res: Dict[str, Any] = evaluate(model, DataLoader(data.test, batch_size=256), task=data.task)
     res.update(checkpoint=str(folder), dataset=data.name, task=data.task, n_test=len(data.test),
                epoch=meta.get("epoch"), selection=describe_selection(meta, folder))

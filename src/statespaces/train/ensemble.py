@@ -1,0 +1,111 @@
+"""Ensembles of trained checkpoints: the test score of several models' averaged predictions.
+
+Deep time-series classifiers are often reported as ensembles: the published InceptionTime figures are
+the mean softmax output of five networks trained from different random inits (Ismail Fawaz et al.,
+2020). ``statespaces evaluate RUN1 RUN2 ...`` scores ours the same way, e.g. the seeds of one preset:
+
+- classification: the mean of the members' class probabilities, ``p = (1/M) sum_m softmax(z_m)``;
+  accuracy of ``argmax p`` and the loss ``-log p[y]`` (the cross-entropy of the averaged distribution);
+- regression: the mean of the members' predictions; score R^2.
+
+Every member is evaluated on its own data config (its normalisation, resolution), so members may
+differ in recipe; they must score the same test examples in the same order: the same dataset and
+identical test targets, checked, or a ``ValueError`` names the member that differs (e.g. ``digits``
+runs of different seeds, whose seed also draws the train/test split).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from .loop import checkpoint_dir, describe_selection, load_for_evaluation
+from .tasks import Task, get_task
+
+#: Tasks whose pooled outputs can be averaged over members.
+ENSEMBLE_TASKS = ("classification", "regression")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, task: Task, device: Optional[torch.device] = None) -> Tuple[Tensor, Tensor]:
+    """``(outputs, targets)`` over ``loader``: the model's outputs (n, C) in float32 and the targets (n,),
+    in the loader's order (on ``device``, default CPU). The model's training mode is restored afterwards."""
+    device = device if device is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    outs, ys = [], []
+    for batch in loader:
+        x, y, lengths = task.unpack(batch, device)
+        outs.append(task.output(model, x, lengths).float().cpu())
+        ys.append(y.cpu())
+    model.train(was_training)
+    return torch.cat(outs), torch.cat(ys)
+
+
+def combine(task: Task, outputs: Sequence[Tensor]) -> Tensor:
+    """The ensemble's output from the members' outputs, each (n, C): for classification the log of
+    the mean softmax probability (so the task's cross-entropy is ``-log p[y]`` of the averaged
+    distribution), for regression the mean prediction."""
+    stacked = torch.stack(list(outputs))                           # (M, n, C)
+    if task.name == "classification":
+        log_p = torch.log_softmax(stacked.double(), dim=-1)
+        return (torch.logsumexp(log_p, dim=0) - math.log(len(outputs))).float()
+    return stacked.mean(0)
+
+
+def _scores(task: Task, out: Tensor, y: Tensor) -> Dict[str, float]:
+    sums = {"loss": float(task.loss(out, y, reduction="sum")) / task.loss_unit(y), "hits": task.hits(out, y),
+            "count": task.count(y)}
+    return {"loss": sums["loss"] / max(sums["count"], 1),
+            "acc": task.score(sums, y.float() if task.needs_targets() else None)}
+
+
+def evaluate_ensemble(paths: Sequence[str], data_name: Optional[str] = None) -> Dict[str, Any]:
+    """Test loss and score of each checkpoint in ``paths`` (run folders stand for their ``best/``) and of
+    their ensemble (module docstring). ``data_name`` points every member at other data, as in
+    :func:`statespaces.train.evaluate_checkpoint`.
+
+    Returns ``{"members": [{"checkpoint", "loss", "acc", "epoch", "selection"}, ...], "loss", "acc",
+    "task", "dataset", "n_test", "n_members"}``."""
+    if isinstance(paths, (str, Path)) or len(paths) < 2:
+        raise ValueError(f"an ensemble needs at least two checkpoints; got {paths!r} "
+                         "(for one checkpoint use evaluate_checkpoint)")
+    folders = [checkpoint_dir(p) for p in paths]
+    seen: Dict[Path, str] = {}
+    for p, f in zip(paths, folders):
+        key = f.resolve()
+        if key in seen:
+            raise ValueError(f"{p} and {seen[key]} are the same checkpoint ({key}); give each member once")
+        seen[key] = str(p)
+    outputs: List[Tensor] = []
+    members: List[Dict[str, Any]] = []
+    first: Dict[str, Any] = {}
+    for p, folder in zip(paths, folders):
+        model, _, meta, data = load_for_evaluation(folder, data_name)
+        task = get_task(data.task)
+        if task.name not in ENSEMBLE_TASKS:
+            raise ValueError(f"{p}: a {task.name} checkpoint; ensembles average pooled outputs and are defined for "
+                             f"{' and '.join(ENSEMBLE_TASKS)} only")
+        out, y = predict(model, DataLoader(data.test, batch_size=256), task)
+        if not first:
+            first = {"path": str(p), "task": task, "dataset": data.name, "y": y, "width": out.shape[-1]}
+        elif task.name != first["task"].name or data.name != first["dataset"]:
+            raise ValueError(f"{p}: a {task.name} model of {data.name}, but {first['path']} is a {first['task'].name} "
+                             f"model of {first['dataset']}; an ensemble's members must share task and data")
+        elif y.shape != first["y"].shape or not torch.equal(y, first["y"]) or out.shape[-1] != first["width"]:
+            raise ValueError(f"{p}: its test split differs from that of {first['path']} ({len(y)} vs "
+                             f"{len(first['y'])} examples, or other targets or outputs); members must score the same "
+                             "test examples in the same order (a seed that draws the train/test split, as for "
+                             "digits, gives each run another test set)")
+        outputs.append(out)
+        members.append({"checkpoint": str(folder), **_scores(task, out, y), "epoch": meta.get("epoch"),
+                        "selection": describe_selection(meta, folder)})
+    task = first["task"]
+    res: Dict[str, Any] = {"members": members, **_scores(task, combine(task, outputs), first["y"]),
+                           "task": task.name, "dataset": first["dataset"], "n_test": len(first["y"]),
+                           "n_members": len(members)}
+    return res
