@@ -75,9 +75,10 @@ def main() -> None:
             if va > best[0]:
                 te = float((np.asarray(predict(model, state, jnp.asarray(xte))) == yte).mean())
                 best = (va, te, s)
+    test_last = float((np.asarray(predict(model, state, jnp.asarray(xte))) == yte).mean())
     print(json.dumps({"impl": "official-jax", "steps": steps, "H": H, "P": P, "blocks": blocks, "lr": lr, "seed": seed,
                       "disc": disc, "best_val": best[0], "test_at_best_val": best[1], "best_step": best[2],
-                      "val_curve": curve, "seconds": round(time.time() - t0, 1)}))
+                      "test_last": test_last, "val_curve": curve, "seconds": round(time.time() - t0, 1)}))
 
 
 if __name__ == "__main__":
