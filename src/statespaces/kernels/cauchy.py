@@ -46,10 +46,13 @@ CHUNK_ELEMS = 1 << 17
 
 def _chunks(R: int, N: int, K: int, chunk_elems: int) -> Tuple[int, int, int]:
     """Block sizes (channels, poles, nodes) with cr * cn * ck <= chunk_elems (at least 1 each): all poles
-    and up to 512 nodes per block first (matrix products long enough to run at speed), then as many
+    and up to 1024 nodes per block first, the nodes cut into equal blocks (K = L/2 + 1 = 513 is one block of
+    513, not 512 and 1: matrix products long enough to run at speed, no near-empty block), then as many
     channels as fit."""
     cn = max(1, min(N, chunk_elems))
-    ck = max(1, min(K, 512, chunk_elems // cn))
+    ck = max(1, min(K, chunk_elems // cn))
+    if ck > 1024:
+        ck = -(-K // -(-K // 1024))                          # equal blocks of at most 1024 nodes
     cr = max(1, min(R, chunk_elems // (cn * ck)))
     return cr, cn, ck
 
