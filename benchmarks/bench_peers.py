@@ -18,7 +18,9 @@ The official layer runs on its pure-PyTorch path unless its CUDA extension is im
 
 With ``--linoss PATH --jax-python PY`` (a copy of tk-rusch/linoss ``models/LinOSS.py`` and a
 Python that has jax and equinox, e.g. a separate venv in ``.peers/``), it also times the official
-JAX LinOSS layer (IM and IMEX, P = ``--d-state`` oscillators) beside ours, each (B, L) pair.
+JAX LinOSS layer (IM and IMEX, P = ``--d-state`` oscillators) beside ours, each (B, L) pair, and the
+floor that no implementation can beat (:func:`linoss_floor`: the projection GEMMs and one pass over the
+trajectory each way) with the ceiling ratio official/floor: the most any LinOSS could gain over the official.
 
     python benchmarks/bench_peers.py --s4 .peers/official_s4.py \
         --linoss .peers/official_linoss.py --jax-python .peers/jaxenv/bin/python
@@ -109,12 +111,48 @@ def official_linoss(args, disc: str, B: int, L: int) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 
 
+def linoss_floor(B: int, L: int, H: int, P: int, device: torch.device, repeat: int) -> float:
+    r"""Seconds of the work every LinOSS forward+backward must do, whatever the implementation.
+
+    * The projections: forcing ``B u`` (complex B (P, H) on real u: an (H, 2P) real matrix) and readout
+      ``Re(C y)`` (a (2P, H) real matrix on the positions [Re y; Im y]), each one (B L, H, 2P) GEMM
+      forward and two backward (input and weight gradients): six GEMMs of B L H 2P multiply-adds (805 M at
+      B=8, L=1024, H=128, P=64), timed here with torch's BLAS on the same threads.
+    * The recurrence: one read+write pass over the (B, L, 2P) real trajectory forward and one backward
+      (the fp32 copy floor of that tensor, twice), however the scan is organised.
+
+    Nothing else (the 2x2 transitions, the skip ``D u``, the loss) is counted, so the true floor is higher:
+    ``official / floor`` bounds from above the speed-up any implementation can reach over the official one.
+    """
+    n, P2 = B * L, 2 * P
+    g = torch.Generator(device="cpu").manual_seed(0)
+    X, dY, Y, dX = (torch.randn(n, H, generator=g).to(device) for _ in range(4))
+    S, dF, F, dS, S2 = (torch.randn(n, P2, generator=g).to(device) for _ in range(5))
+    Win, dWin = (torch.randn(H, P2, generator=g).to(device) for _ in range(2))
+    Wout, dWout = (torch.randn(P2, H, generator=g).to(device) for _ in range(2))
+
+    def work():                                             # into preallocated outputs: no page faults counted
+        torch.mm(X, Win, out=F)                             # forward: forcing
+        torch.mm(S, Wout, out=Y)                            # forward: readout
+        torch.mm(dY, Wout.T, out=dS)                        # readout backward: d positions
+        torch.mm(S.T, dY, out=dWout)                        # readout backward: d C
+        torch.mm(dF, Win.T, out=dX)                         # forcing backward: d u
+        torch.mm(X.T, dF, out=dWin)                         # forcing backward: d B
+        S2.copy_(F)                                         # the trajectory, forward
+        F.copy_(dS)                                         # and its adjoint, backward
+
+    return median_time(work, device, repeat)
+
+
 def compare_linoss(args, device: torch.device) -> None:
-    print(f"LinOSS fwd+bwd, H={args.d_model} P={args.d_state}: ours (PyTorch) vs official (JAX, jit)")
-    print(f"{'disc':>5} {'B':>3} {'L':>6} {'ours ms':>9} {'official ms':>12} {'official/ours':>14}")
+    print(f"LinOSS fwd+bwd, H={args.d_model} P={args.d_state}: ours (PyTorch) vs official (JAX, jit); floor: "
+          "projection GEMMs + one trajectory pass each way (linoss_floor), ceiling = official/floor")
+    print(f"{'disc':>5} {'B':>3} {'L':>6} {'ours ms':>9} {'official ms':>12} {'official/ours':>14} "
+          f"{'floor ms':>9} {'ceiling':>8} {'ours/floor':>11}")
     for shape in args.shapes:
         B, L = (int(v) for v in shape.split(","))
-        for disc in ("im", "imex"):
+        floor = linoss_floor(B, L, args.d_model, args.d_state, device, args.repeat)
+        for disc in args.disc:
             torch.manual_seed(0)
             ours = LinOSS(args.d_model, args.d_state, discretization=disc).to(device)
             x = torch.randn(B, L, args.d_model, device=device, requires_grad=True)
@@ -124,7 +162,8 @@ def compare_linoss(args, device: torch.device) -> None:
             except RuntimeError as e:
                 print(f"{disc:>5} {B:>3} {L:>6} {1e3 * t_ours:9.1f}  official failed: {str(e)[:80]}")
                 continue
-            print(f"{disc:>5} {B:>3} {L:>6} {1e3 * t_ours:9.1f} {1e3 * t_peer:12.1f} {t_peer / t_ours:13.2f}x")
+            print(f"{disc:>5} {B:>3} {L:>6} {1e3 * t_ours:9.1f} {1e3 * t_peer:12.1f} {t_peer / t_ours:13.2f}x "
+                  f"{1e3 * floor:9.1f} {t_peer / floor:7.2f}x {t_ours / floor:10.2f}x")
 
 
 def main() -> None:
@@ -136,7 +175,11 @@ def main() -> None:
     p.add_argument("--d-state", type=int, default=64)
     p.add_argument("--shapes", nargs="+", default=["8,1024", "8,8192"], help="B,L pairs")
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--steps", type=int, default=2000, help="recurrent steps timed at B=1")
+    p.add_argument("--steps", type=int, default=2000, help="recurrent steps timed at B=1 (0: skip)")
+    p.add_argument("--layers", nargs="+", choices=["S4D", "S4", "S4~"], default=["S4D", "S4", "S4~"],
+                   help="which official-S4 comparisons to run")
+    p.add_argument("--disc", nargs="+", choices=["im", "imex"], default=["im", "imex"],
+                   help="which LinOSS discretizations to run")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="cpu: process CPU time (robust on a shared CPU machine; use with OMP_NUM_THREADS=1)")
     args = p.parse_args()
@@ -166,6 +209,8 @@ def main() -> None:
                  "S4~": (lambda: S4(H, N, init="legs", l_max=L), "dplr")}
         floor = copy_floor(B * L * H, passes=2, device=device, clock=CLOCK, repeat=args.repeat)
         for name, (make_ours, mode) in pairs.items():
+            if name not in args.layers:
+                continue
             torch.manual_seed(0)
             ours = make_ours().to(device)
             peer = official.FFTConv(H, mode=mode, d_state=N, transposed=True, activation=None).to(device)
@@ -180,6 +225,8 @@ def main() -> None:
             print(f"{name:>5} {B:>3} {L:>6} {1e3 * t_ours:9.1f} {1e3 * t_peer:12.1f} {t_peer / t_ours:13.2f}x "
                   f"{1e3 * floor:9.2f} {t_ours / floor:10.1f}x")
             del ours, peer, x, xt
+    if args.steps <= 0:
+        return
     print(f"recurrent step, B=1, H={H}, N={N} (steps/s)")
     pairs = {"S4D": (lambda: S4D(H, N, init="legs"), "diag"), "S4": (lambda: S4(H, N, init="legs"), "dplr")}
     for name, (make_ours, mode) in pairs.items():

@@ -118,3 +118,23 @@ def test_matrix_power_matches_linalg_and_rejects_negative():
         torch.testing.assert_close(matrix_power(X, L), torch.linalg.matrix_power(X, L))
     with pytest.raises(ValueError, match="L >= 0"):
         matrix_power(X, -1)
+
+
+@pytest.mark.parametrize("count,stride", [(1, 1), (2, 1), (5, 1), (32, 1), (33, 7), (100, 32)])
+def test_power_table_equals_direct_exponent(count, stride):
+    """Powers by doubling (products, no exp per entry) against ``exp(stride j log_a)``, complex and real modes;
+    the float32 route of the blocked sums too (its relative error is float32 rounding only)."""
+    import importlib
+
+    vm = importlib.import_module("statespaces.kernels.vandermonde")
+    _, log_a = _modes(H=4, N=6, seed=1)
+    j = torch.arange(count, dtype=torch.float64) * stride
+    for w in (log_a, log_a.real):
+        direct = torch.exp(w.unsqueeze(-1) * j)
+        torch.testing.assert_close(vm._power_table(w, count, stride), direct, atol=1e-250, rtol=1e-11)
+    w32 = log_a.to(torch.complex64)
+    direct32 = torch.exp(w32.to(torch.complex128).unsqueeze(-1) * j)
+    torch.testing.assert_close(vm._powers(w32, count, stride).to(torch.complex128), direct32, atol=1e-7, rtol=1e-6)
+    unit = torch.exp(w32.to(torch.complex128).unsqueeze(-1) * torch.arange(count, dtype=torch.float64))
+    rows = vm._powers_real(w32, count)                                              # [Re; Im] of a^j, j < count
+    torch.testing.assert_close(rows.double(), torch.cat([unit.real, unit.imag], -2), atol=1e-7, rtol=1e-6)

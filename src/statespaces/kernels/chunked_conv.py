@@ -208,11 +208,12 @@ def _chunked_conv_triton(u: Tensor, tables: ChunkTables, state: Optional[Tensor]
 
 
 def chunked_conv(u: Tensor, tables: ChunkTables, state: Optional[Tensor] = None,
-                 return_state: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+                 return_state: bool = False, channels_first: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     r"""Causal convolution of each channel of u with the SSM described by ``tables``, exactly.
 
     Args:
-        u: input (B, L, H), real, any L >= 1 (the last chunk may be partial).
+        u: input (B, L, H), real, any L >= 1 (the last chunk may be partial); (H, B, L) with
+            ``channels_first`` (then y is (H, B, L) too: the layout of the chunk products, no transpose).
         tables: :class:`ChunkTables` for chunk length T and this L (``pow_r`` = ``A^r``,
             ``r = L - (ceil(L/T) - 1) T``), in the dtype of u.
         state: real state (B, H, S) before the first step, or None (zeros).
@@ -229,36 +230,53 @@ def chunked_conv(u: Tensor, tables: ChunkTables, state: Optional[Tensor] = None,
     for float32 CUDA tensors with T in (32, 64) and S <= 128, else :func:`chunked_conv_torch`.
     """
     if backend.choose("chunked_conv", u, dtypes=backend.REAL) == "triton" and _fits_triton(u, tables):
-        out = backend.attempt("chunked_conv", _chunked_conv_triton, u, tables, state, return_state)
+        ub = u.permute(1, 2, 0) if channels_first else u
+        out = backend.attempt("chunked_conv", _chunked_conv_triton, ub, tables, state, return_state)
         if out is not None:
-            return out
-    return chunked_conv_torch(u, tables, state, return_state)
+            if not channels_first:
+                return out
+            if return_state:
+                return out[0].permute(2, 0, 1), out[1]
+            return cast(Tensor, out).permute(2, 0, 1)
+    return chunked_conv_torch(u, tables, state, return_state, channels_first)
 
 
-def chunked_conv_torch(u: Tensor, tables: ChunkTables, state: Optional[Tensor] = None,
-                       return_state: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+def chunked_conv_torch(u: Tensor, tables: ChunkTables, state: Optional[Tensor] = None, return_state: bool = False,
+                       channels_first: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """The PyTorch path of :func:`chunked_conv` (any device, any float dtype; plain autograd). Autocast
     is off inside (as in the FFT route): the products run in the precision of the tables."""
     with autocast_off(u):
-        return _chunked_conv_torch(u, tables, state, return_state)
+        return _chunked_conv_torch(u, tables, state, return_state, channels_first)
 
 
-def _chunked_conv_torch(u: Tensor, tables: ChunkTables, state: Optional[Tensor], return_state: bool):
+def _chunked_conv_torch(u: Tensor, tables: ChunkTables, state: Optional[Tensor], return_state: bool,
+                        channels_first: bool = False):
     taps, w_in, w_out, pow_T, pow_r = tables
-    Bsz, L, H = u.shape
+    if channels_first:
+        H, Bsz, L = u.shape
+        xp = u
+    else:
+        Bsz, L, H = u.shape
+        xp = u.permute(2, 0, 1)
     T, S = w_in.shape[-2], w_in.shape[-1]
     M = S // 2
     n = -(-L // T)
     r = L - (n - 1) * T
     wide = pow_T.dtype                                                      # the carry's precision
-    x = F.pad(u.permute(2, 0, 1), (0, n * T - L)).reshape(H, Bsz * n, T)   # (H, B n, T): chunk rows
+    # (H, B n, T): chunk rows, contiguous. The permuted view of a (B, L, H) input (or its zero-padded copy,
+    # which keeps the permuted strides) has matrices that BLAS cannot take, so bmm copied each of the H
+    # (B n, T) matrices, forward and backward: 512 copies, ~24 ms of an 86 ms LinOSS forward+backward
+    # (B=8, L=1024, H=128, P=64, one CPU thread). A contiguous (H, B, L) input (``channels_first``) is a view.
+    x = (xp if n * T == L else F.pad(xp, (0, n * T - L))).reshape(H, Bsz * n, T).contiguous()
     sums = torch.bmm(x, w_in).view(H, Bsz, n, M, 2).to(wide)               # local chunk-boundary states
     cur = (torch.zeros(H, Bsz, M, 2, dtype=wide, device=u.device) if state is None
            else state.to(wide).permute(1, 0, 2).reshape(H, Bsz, M, 2))
     Xw = _CarryScan.apply(pow_T, sums, cur)                                 # (H, B, n, M, 2): state before chunk j
     X = Xw.reshape(H, Bsz * n, S).to(u.dtype)
-    y = torch.baddbmm(torch.bmm(x, _toeplitz(taps)), X, w_out.transpose(-1, -2))   # near + far
-    y = y.view(H, Bsz, n * T)[..., :L].permute(1, 2, 0)
+    y = torch.bmm(x, _toeplitz(taps)).baddbmm_(X, w_out.transpose(-1, -2))   # near + far (in place: no copy)
+    y = y.view(H, Bsz, n * T)[..., :L]
+    if not channels_first:
+        y = y.permute(1, 2, 0)
     if not return_state:
         return y
     last = x.view(H, Bsz, n, T)[:, :, -1, :r]                                # (H, B, r)

@@ -215,7 +215,10 @@ def resolvent_sums(left: Tensor, right: Tensor, Lambda: Tensor, P: Tensor, g: Te
     v = (lft[:, None] * rgt[None]).flatten(0, 1).transpose(0, 1)         # (H, J, M)
     S = _backend(backend)(v, g[:, None, :], Lambda[:, None, :], conj=True)   # (H, J, K)
     S = S.unflatten(1, (Jl + r, Jr + r))
-    k00, k01, k10, k11 = S[:, :Jl, :Jr], S[:, :Jl, Jr:], S[:, Jl:, :Jr], S[:, Jl:, Jr:]
+    # split, not four slices: the backward of a split is one concatenation, that of a slice a zero-filled
+    # (H, Jl + r, Jr + r, K) gradient per slice, summed (~5 ms of an S4 l_max fwd+bwd, H128 L1024, CPU)
+    top, bottom = S.split([Jl, r], 1)
+    (k00, k01), (k10, k11) = top.split([Jr, r], 2), bottom.split([Jr, r], 2)
     if r == 1:
         out = k00 - k01 * k10 / (1 + k11)
     else:

@@ -212,6 +212,43 @@ def upgrade_oscillator_arguments(config: Dict[str, Any]) -> Dict[str, Any]:
     return config
 
 
+class _ProjectT(torch.autograd.Function):
+    r"""``W x^T``: x (R, H), W (O, H) -> (O, R), in the layout that the chunk products read; backward
+    ``dx = g^T W`` (R, H) and ``dW = g x``, each one GEMM with a transposed operand (no copy)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, W: Tensor) -> Tensor:
+        ctx.save_for_backward(x, W)
+        return torch.mm(W, x.t())
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor):
+        x, W = ctx.saved_tensors
+        dx = torch.mm(g.t(), W) if ctx.needs_input_grad[0] else None
+        dW = torch.mm(g, x) if ctx.needs_input_grad[1] else None
+        return dx, dW
+
+
+class _ReadoutT(torch.autograd.Function):
+    r"""``y^T W^T``: y (O, R) in the chunk layout, W (H, O) -> (R, H); backward ``dy = W^T g^T`` (O, R), in
+    the chunk layout again (the chunk products' backward then reads it without a copy), and ``dW = g^T y^T``."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, W: Tensor) -> Tensor:
+        ctx.save_for_backward(y, W)
+        return torch.mm(y.t(), W.t())
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor):
+        y, W = ctx.saved_tensors
+        g = g.contiguous()                                  # e.g. the expanded gradient of a sum: copied once
+        dy = torch.mm(W.t(), g.t()) if ctx.needs_input_grad[0] else None
+        dW = torch.mm(g.t(), y.t()) if ctx.needs_input_grad[1] else None
+        return dy, dW
+
+
 class LinOSS(SSMLayer):
     r"""Linear oscillatory state space layer (LinOSS-IM / LinOSS-IMEX).
 
@@ -642,18 +679,24 @@ class LinOSS(SSMLayer):
             mode = "chunked" if prefer_chunked(u, stateful, own_scan=True) else "scan"
         x0 = None if state is None else self._to_real(state.to(self.initial_state(1).dtype))
         v: Optional[Tensor] = None
+        y_pos: Optional[Tensor]
         if steps is not None:
             v = self._input_proj(u).to(u.dtype)                     # (B, L, 2P) real [Re; Im]
             y_pos, last = self._irregular_positions(v, steps, rate, x0, mode)
         else:
             sys = self._system(rate)                                # float64 (see _scan_path)
             fused = self._fused_scan(u, sys, x0) if mode == "scan" else None
-            if fused is None:
+            if fused is None and self._channels_first(u, mode):
+                y_pos = None                                        # the layout-preserving chunked pass below
+            elif fused is None:
                 v = self._input_proj(u).to(u.dtype)                 # (B, L, 2P) real [Re; Im] (autocast: bf16 matmul)
                 y_pos, last = self._positions(v, sys, x0, L, mode)
             else:
                 y_pos, last = fused
-        out = self._output_proj(y_pos) + self.D * u
+        if y_pos is None:
+            out, last = self._chunked_channels_first(u, sys, x0, L)
+        else:
+            out = self._output_proj(y_pos) + self.D * u
         if self.bidirectional_mode == "sum":
             # the same oscillators on the reversed input, read out by C_back, shifted to lags -1..-L
             fused = self._fused_scan(u.flip(1), sys, None) if v is None else None
@@ -771,8 +814,30 @@ class LinOSS(SSMLayer):
         last = Xl[:, -1, r - 1].to(M64.dtype) + torch.einsum("ijp,bjp->bip", Mp[..., r - 1], carry[:, -1])
         return y_pos, last.to(wd)
 
+    def _channels_first(self, u: Tensor, mode: str) -> bool:
+        """Whether :meth:`forward` runs :meth:`_chunked_channels_first`: the chunked mode of a causal layer on
+        the PyTorch path (not Triton), without autocast (whose projections are reduced-precision matmuls)."""
+        return (mode == "chunked" and self.bidirectional_mode not in LINOSS_BIDIRECTIONAL
+                and backend.choose("chunked_conv", u, dtypes=backend.REAL) != "triton"
+                and not torch.is_autocast_enabled(u.device.type))
+
+    def _chunked_channels_first(
+        self, u: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int
+    ) -> Tuple[Tensor, Tensor]:
+        """Output (B, L, H) (skip included) and final state (B, 2, 2P) of the chunked mode, with the chunk
+        products in the oscillator-first layout (2P, B, L) from end to end: the input projection writes it
+        (:class:`_ProjectT`) and the readout reads it (:class:`_ReadoutT`), each one GEMM with a transposed
+        operand forward and backward, so no (B, L, 2P) <-> (2P, B, L) copy is made (the same arithmetic as
+        :meth:`_input_proj`, :meth:`_chunked_path`, :meth:`_output_proj`)."""
+        Bsz, _, H = u.shape
+        Bc, Cc = self.B_complex, self.C_complex
+        vT = _ProjectT.apply(u.reshape(Bsz * L, H), torch.cat([Bc.real, Bc.imag], 0))     # (2P, B L)
+        yT, last = self._chunked_path(vT.view(-1, Bsz, L), sys, x0, L, channels_first=True)  # (2P, B, L)
+        out = _ReadoutT.apply(yT.reshape(yT.shape[0], Bsz * L), torch.cat([Cc.real, -Cc.imag], 1))
+        return out.view(Bsz, L, H) + self.D * u, last
+
     def _chunked_path(
-        self, v: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int
+        self, v: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int, channels_first: bool = False
     ) -> Tuple[Tensor, Tensor]:
         """Position trajectory (B, L, 2P) and final state (B, 2, 2P) by the chunked convolution
         (:mod:`statespaces.kernels.chunked_conv`): each of the 2P real columns is a 2x2 block system
@@ -788,7 +853,7 @@ class LinOSS(SSMLayer):
         tab = block_tables(powers.to(wd), b.to(wd), c.to(wd), r)
         tab = tab._replace(pow_T=powers[:, T, None], pow_r=powers[:, r, None])     # the carry in float64
         s0 = None if x0 is None else x0.transpose(1, 2).reshape(x0.shape[0], -1, 2)
-        y_pos, last = chunked_conv(v, tab, s0, return_state=True)
+        y_pos, last = chunked_conv(v, tab, s0, return_state=True, channels_first=channels_first)
         return y_pos, last.transpose(1, 2).to(wd)
 
     def _conv_path(

@@ -105,33 +105,46 @@ def _gmv(gp, k, kmask, rm, mm, M, v0, v1, TRANS: tl.constexpr):
 
 
 @triton.jit
+def _program(H, M, T: tl.constexpr, BC: tl.constexpr, BM: tl.constexpr):
+    # the (batch row b, channel h) of a sequential program, channel fastest: index ranges over the steps of
+    # a chunk (rt), the chunks of a block (rc) and the 2-blocks of the state (rm), with the state mask mm
+    pid = tl.program_id(0).to(tl.int64)
+    rm = tl.arange(0, BM)
+    return pid // H, pid % H, tl.arange(0, T), tl.arange(0, BC), rm, rm < M
+
+
+@triton.jit
+def _tables(win_ptr, wout_ptr, gpow_ptr, h, M, T: tl.constexpr, BC: tl.constexpr):
+    # channel h's tables: W_in (2, T, M), W_out (2, M, T) and the block powers (BC + 1, 4, M)
+    return win_ptr + h * 2 * T * M, wout_ptr + h * 2 * M * T, gpow_ptr + h * (BC + 1) * 4 * M
+
+
+@triton.jit
+def _tile(blk, rc, rt, L, T: tl.constexpr):
+    # time indices (BC, T) of the chunks blk .. blk + BC - 1 and their mask (inside the sequence)
+    pos = (blk + rc)[:, None] * T + rt[None, :]
+    return pos, pos < L
+
+
+@triton.jit
 def _chunked_fwd_kernel(
     u_ptr, taps_ptr, win_ptr, wout_ptr, gpow_ptr, gr_ptr, wlast_ptr, x0_ptr, y_ptr, xout_ptr, xs_ptr,
     L, H, M, n_chunks, want_state, want_carry,
     T: tl.constexpr, BC: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr,
 ):
-    pid = tl.program_id(0).to(tl.int64)
-    b = pid // H
-    h = pid % H
-    rt = tl.arange(0, T)
-    rc = tl.arange(0, BC)
-    rm = tl.arange(0, BM)
-    mm = rm < M
+    b, h, rt, rc, rm, mm = _program(H, M, T, BC, BM)
     rm2, mm2 = rm[None, :], mm[None, :]
     lag = rt[None, :] - rt[:, None]                                     # Z[s, t] = taps[t - s], t >= s
     tm = rt[:, None] * M + rm2                                          # (T, BM) offsets in (T, M)
     mt = rm[:, None] * T + rt[None, :]                                  # (BM, T) offsets in (M, T)
-    w_in = win_ptr + h * 2 * T * M
-    w_out = wout_ptr + h * 2 * M * T
-    gp = gpow_ptr + h * (BC + 1) * 4 * M
+    w_in, w_out, gp = _tables(win_ptr, wout_ptr, gpow_ptr, h, M, T, BC)
     xs = x0_ptr + (b * H + h) * 2 * M
     c0 = tl.load(xs + rm, mask=mm, other=0.0)                          # carry into the block
     c1 = tl.load(xs + M + rm, mask=mm, other=0.0)
     kc = rc[:, None]
     full = kc >= 0
     for blk in range(0, n_chunks, BC):
-        pos = (blk + rc)[:, None] * T + rt[None, :]                     # (BC, T) time index
-        pmask = pos < L
+        pos, pmask = _tile(blk, rc, rt, L, T)                            # (BC, T) time indices
         U = tl.load(u_ptr + (b * L + pos) * H + h, mask=pmask, other=0.0)
         Y = tl.dot(U, tl.load(taps_ptr + h * T + lag, mask=lag >= 0, other=0.0), input_precision=PREC)
         S0 = tl.dot(U, tl.load(w_in + tm, mask=mm2, other=0.0), input_precision=PREC)
@@ -187,21 +200,13 @@ def _chunked_bwd_kernel(
     T: tl.constexpr, BC: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr,
 ):
     # Reverse pass over the blocks of one (b, h): du, the chunk-sum adjoints dS (B, H, n, 2, M) and dx0.
-    pid = tl.program_id(0).to(tl.int64)
-    b = pid // H
-    h = pid % H
-    rt = tl.arange(0, T)
-    rc = tl.arange(0, BC)
-    rm = tl.arange(0, BM)
-    mm = rm < M
+    b, h, rt, rc, rm, mm = _program(H, M, T, BC, BM)
     rm2, mm2 = rm[None, :], mm[None, :]
     lag_t = rt[:, None] - rt[None, :]                                   # Z^T[t, s] = taps[t - s], t >= s
     tm = rt[:, None] * M + rm2                                          # (T, BM): W[t, m] in (T, M)
     mt_in = rm[:, None] + rt[None, :] * M                               # (BM, T): W_in^T[m, t] = W_in[t, m]
     tm_out = rt[:, None] + rm2 * T                                      # (T, BM): W_out^T[t, m] = W_out[m, t]
-    w_in = win_ptr + h * 2 * T * M
-    w_out = wout_ptr + h * 2 * M * T
-    gp = gpow_ptr + h * (BC + 1) * 4 * M
+    w_in, w_out, gp = _tables(win_ptr, wout_ptr, gpow_ptr, h, M, T, BC)
     bh = b * H + h
     kc = rc[:, None]
     full = kc >= 0
@@ -219,8 +224,7 @@ def _chunked_bwd_kernel(
     n_blk = tl.cdiv(n_chunks, BC)
     for i in range(0, n_blk):
         blk = (n_blk - 1 - i) * BC
-        pos = (blk + rc)[:, None] * T + rt[None, :]
-        pmask = pos < L
+        pos, pmask = _tile(blk, rc, rt, L, T)                            # (BC, T) time indices
         dY = tl.load(dy_ptr + (b * L + pos) * H + h, mask=pmask, other=0.0)
         # dX = dY W_out^T, plus (A^r)^T dF on the row of the last chunk
         on_last = kc == n_chunks - 1 - blk
@@ -268,22 +272,15 @@ def _chunked_grad_kernel(
 ):
     # Table gradients of one (b, h), summed over its chunks; program (bh, j): j = 0, 1 the state component
     # (U^T dS_j, X_j^T dY and row j of sum_c dS[c] X[c]^T), j = 2 the near field U^T dY.
-    pid = tl.program_id(0).to(tl.int64)
+    b, h, rt, rc, rm, mm = _program(H, M, T, BC, BM)
     j = tl.program_id(1)
-    b = pid // H
-    h = pid % H
-    rt = tl.arange(0, T)
-    rc = tl.arange(0, BC)
-    rm = tl.arange(0, BM)
-    mm = rm < M
     rm2, mm2 = rm[None, :], mm[None, :]
     bh = b * H + h
     kc = rc[:, None]
     if j == 2:
         dZ = tl.zeros([T, T], dtype=tl.float32)
         for blk in range(0, n_chunks, BC):
-            pos = (blk + rc)[:, None] * T + rt[None, :]
-            pmask = pos < L
+            pos, pmask = _tile(blk, rc, rt, L, T)                            # (BC, T) time indices
             Ut = tl.trans(tl.load(u_ptr + (b * L + pos) * H + h, mask=pmask, other=0.0))
             dY = tl.load(dy_ptr + (b * L + pos) * H + h, mask=pmask, other=0.0)
             dZ += tl.dot(Ut, dY, input_precision=PREC)
@@ -294,8 +291,7 @@ def _chunked_grad_kernel(
         g0 = tl.zeros([BM], dtype=tl.float32)
         g1 = tl.zeros([BM], dtype=tl.float32)
         for blk in range(0, n_chunks, BC):
-            pos = (blk + rc)[:, None] * T + rt[None, :]
-            pmask = pos < L
+            pos, pmask = _tile(blk, rc, rt, L, T)                            # (BC, T) time indices
             Ut = tl.trans(tl.load(u_ptr + (b * L + pos) * H + h, mask=pmask, other=0.0))
             dY = tl.load(dy_ptr + (b * L + pos) * H + h, mask=pmask, other=0.0)
             off = (bh * n_chunks + blk + kc) * 2 * M + rm2
