@@ -237,6 +237,7 @@ def test_tutorial_times_nothing_by_wall_clock():
 # --------------------------------------------------------------------------------------------------
 # the deploy page's code runs (save/load round trip, torch.export, ONNX when installed)
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.slow   # > 3 s: the fast tier stays under 3 min
 def test_deploy_page_code_runs(tmp_path, monkeypatch, capsys):
     text = (DOCS / "deploy.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)

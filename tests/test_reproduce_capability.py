@@ -25,6 +25,7 @@ def _has_fashion_mnist() -> bool:
         return False
 
 
+@pytest.mark.slow   # > 3 s: the fast tier stays under 3 min
 def test_quick_profile_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.set_num_threads(1)

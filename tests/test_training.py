@@ -181,6 +181,7 @@ def test_resume_mid_run_equals_uninterrupted(tmp_path, monkeypatch):
         torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
 
 
+@pytest.mark.slow   # > 3 s: the fast tier stays under 3 min
 def test_resume_skips_corrupt_newest_checkpoint(tmp_path):
     cfg = _cfg(tmp_path, "c", keep_last=3)
     cfg = cfg.override("trainer.epochs", "2")
@@ -257,6 +258,7 @@ def test_regression_and_seq2seq_tasks_train_and_evaluate(tmp_path):
     assert abs(res["acc"] - s["test_acc"]) < 1e-9
 
 
+@pytest.mark.slow   # > 3 s: the fast tier stays under 3 min
 def test_tensorboard_events_match_metrics_csv(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
