@@ -590,15 +590,24 @@ class LinOSS(SSMLayer):
         batch_size = check_batch_size(batch_size)
         return torch.zeros(batch_size, 2, self.n_oscillators, dtype=self.state_dtype, device=self.D.device)
 
+    def _input_weight(self) -> Tensor:
+        """B as the real (2P, H) matrix [Re B; Im B]: ``B u`` = [Re; Im] for real u."""
+        Bc = self.B_complex
+        return torch.cat([Bc.real, Bc.imag], 0)
+
+    def _output_weight(self, C: Optional[Tensor] = None) -> Tensor:
+        """C as the real (H, 2P) matrix [Re C, -Im C]: ``Re(C y)`` for y given as [Re; Im]; C (H, P, 2) real
+        view, default ``self.C``."""
+        Cc = self.C_complex if C is None else as_complex(C)
+        return torch.cat([Cc.real, -Cc.imag], 1)
+
     def _input_proj(self, u: Tensor) -> Tensor:
         """``B u`` as a real tensor (..., 2P) = [Re; Im] for real u (..., H)."""
-        Bc = self.B_complex
-        return u @ torch.cat([Bc.real, Bc.imag], 0).T
+        return u @ self._input_weight().T
 
     def _output_proj(self, y: Tensor, C: Optional[Tensor] = None) -> Tensor:
         """``Re(C y)`` for y given as real (..., 2P) = [Re; Im]: (..., H); C (H, P, 2) real view, default ``self.C``."""
-        Cc = self.C_complex if C is None else as_complex(C)
-        return y @ torch.cat([Cc.real, -Cc.imag], 1).T
+        return y @ self._output_weight(C).T
 
     @staticmethod
     def _to_real(state: Tensor) -> Tensor:
@@ -727,8 +736,7 @@ class LinOSS(SSMLayer):
     def _scan_triton(self, u: Tensor, sys: OscillatorSystem, x0: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
         from ..ops.triton.linoss import linoss_scan_triton
 
-        Bc = self.B_complex
-        W = torch.cat([Bc.real, Bc.imag], 0)                        # (2P, H): v = u W^T = [Re B u; Im B u]
+        W = self._input_weight()                                    # (2P, H): v = u W^T = [Re B u; Im B u]
         y, last = linoss_scan_triton(u, W, sys.M, sys.f, x0)
         return y.to(u.dtype), last.to(u.dtype)
 
@@ -830,10 +838,9 @@ class LinOSS(SSMLayer):
         operand forward and backward, so no (B, L, 2P) <-> (2P, B, L) copy is made (the same arithmetic as
         :meth:`_input_proj`, :meth:`_chunked_path`, :meth:`_output_proj`)."""
         Bsz, _, H = u.shape
-        Bc, Cc = self.B_complex, self.C_complex
-        vT = _ProjectT.apply(u.reshape(Bsz * L, H), torch.cat([Bc.real, Bc.imag], 0))     # (2P, B L)
+        vT = _ProjectT.apply(u.reshape(Bsz * L, H), self._input_weight())                  # (2P, B L)
         yT, last = self._chunked_path(vT.view(-1, Bsz, L), sys, x0, L, channels_first=True)  # (2P, B, L)
-        out = _ReadoutT.apply(yT.reshape(yT.shape[0], Bsz * L), torch.cat([Cc.real, -Cc.imag], 1))
+        out = _ReadoutT.apply(yT.reshape(yT.shape[0], Bsz * L), self._output_weight())
         return out.view(Bsz, L, H) + self.D * u, last
 
     def _chunked_path(
