@@ -219,4 +219,4 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device = _CPU,
             ys.append(task.unpack(batch, device)[1].float())
     model.train(was_training)
     targets = torch.cat(ys) if ys else None
-    return {"loss": sums["loss"] / max(sums["count"], 1), "acc": task.score(sums, targets)}
+    return task.summary(sums, targets)

@@ -58,10 +58,8 @@ def combine(task: Task, outputs: Sequence[Tensor]) -> Tensor:
 
 
 def _scores(task: Task, out: Tensor, y: Tensor) -> Dict[str, float]:
-    sums = {"loss": float(task.loss(out, y, reduction="sum")) / task.loss_unit(y), "hits": task.hits(out, y),
-            "count": task.count(y)}
-    return {"loss": sums["loss"] / max(sums["count"], 1),
-            "acc": task.score(sums, y.float() if task.needs_targets() else None)}
+    """``{"loss", "acc"}`` of outputs ``out`` against ``y``, as :func:`statespaces.train.evaluate` reports them."""
+    return task.summary(task.output_sums(out, y), y.float() if task.needs_targets() else None)
 
 
 def evaluate_ensemble(paths: Sequence[str], data_name: Optional[str] = None) -> Dict[str, Any]:

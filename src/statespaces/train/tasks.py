@@ -96,13 +96,20 @@ class Task:
     def eval_sums(self, model: nn.Module, batch, device: torch.device) -> Dict[str, float]:
         """Summed loss (per :meth:`loss_unit`), hits and example count of one evaluation batch."""
         x, y, lengths = self.unpack(batch, device)
-        out = self.output(model, x, lengths)
+        return self.output_sums(self.output(model, x, lengths), y)
+
+    def output_sums(self, out: Tensor, y: Tensor) -> Dict[str, float]:
+        """Summed loss (per :meth:`loss_unit`), hits and example count of outputs ``out`` against ``y``."""
         loss = self.loss(out, y, reduction="sum").item() / self.loss_unit(y)
         return {"loss": loss, "hits": self.hits(out, y), "count": self.count(y)}
 
     def score(self, sums: Dict[str, float], targets: Optional[Tensor] = None) -> float:
         """The score of summed statistics (``targets``: every target seen, for scores that need them)."""
         return sums["hits"] / max(sums["count"], 1)
+
+    def summary(self, sums: Dict[str, float], targets: Optional[Tensor] = None) -> Dict[str, float]:
+        """``{"loss", "acc"}`` of summed statistics: the mean loss per term and the :meth:`score`."""
+        return {"loss": sums["loss"] / max(sums["count"], 1), "acc": self.score(sums, targets)}
 
     def needs_targets(self) -> bool:
         """Whether :meth:`score` needs the evaluated targets."""
