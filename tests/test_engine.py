@@ -215,3 +215,13 @@ def test_trainable_ssm_false_trains_only_c_and_d(make):
     assert set(make().state_dict()) == set(layer.state_dict())
     with pytest.raises(TypeError, match="trainable_ssm=1"):
         make(trainable_ssm=1)
+
+
+def test_warmup_constant_formula():
+    from statespaces.train.engine import SCHEDULES, warmup_constant
+
+    f = warmup_constant(10, 4)
+    assert [f(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0] and f(100) == 1.0
+    assert SCHEDULES["constant"] is warmup_constant and SCHEDULES["cosine"] is warmup_cosine
+    with pytest.raises(ValueError, match="total=0"):
+        warmup_constant(0)

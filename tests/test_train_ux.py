@@ -386,3 +386,49 @@ def test_training_logs_plain_progress_lines(tmp_path, capsys, monkeypatch):
     train(_tiny(tmp_path, "run", ("trainer.epochs", "1")), progress=True)
     err = capsys.readouterr().err
     assert "\r" not in err and "epoch 1/1  step 1/11  loss " in err
+
+
+def test_time_channel_is_a_shared_clock_zero_on_padding(tmp_path):
+    from statespaces.data.base import SequenceData, TokenDataset, with_time_channel
+
+    (tmp_path / "V_TRAIN.tsv").write_text("1\t1\t2\t3\tNaN\n2\t4\t8\tNaN\tNaN\n1\t0\t1\t0\t1\n2\t3\t1\t2\t0\n")
+    (tmp_path / "V_TEST.tsv").write_text("1\t1\t3\tNaN\tNaN\n2\t2\t2\t2\t9\n")
+    cfg = lambda *o: build_config(overrides=[("data.name", str(tmp_path / "V_TRAIN.tsv")), *o]).validated()  # noqa
+    plain, timed = load_data(cfg()), load_data(cfg(("data.time_channel", "true")))
+    assert timed.d_input == plain.d_input + 1 and timed.info["time_channel"] is True
+    for split in ("train", "test"):
+        (x, y, n), (x0, y0, n0) = getattr(timed, split).tensors, getattr(plain, split).tensors
+        assert torch.equal(y, y0) and torch.equal(n, n0) and torch.equal(x[..., 1:], x0)
+        L = x.shape[1]
+        for i, length in enumerate(n.tolist()):    # t / (L - 1) on the valid steps, 0 on padding
+            want = [t / (L - 1) if t < length else 0.0 for t in range(L)]
+            assert x[i, :, 0].tolist() == pytest.approx(want, abs=1e-7)
+    with pytest.raises(ConfigError, match="time_channel = true with data.augment"):
+        cfg(("data.time_channel", "true"), ("data.augment", '{"scale": 0.1}'))
+    tokens = SequenceData(TokenDataset(torch.ones(2, 3, dtype=torch.long), torch.tensor([0, 1]), vocab_size=3),
+                          TokenDataset(torch.ones(2, 3, dtype=torch.long), torch.tensor([0, 1]), vocab_size=3), 2, 2, 3, "tok")
+    with pytest.raises(ValueError, match="time_channel: dataset 'tok' is made of tokens"):
+        with_time_channel(tokens)
+
+
+def test_time_channel_run_evaluates_on_the_same_inputs(tmp_path):
+    path = _write_ucr(tmp_path / "w", ".tsv")
+    cfg = _tiny(tmp_path, "run", ("data.name", str(path)), ("data.time_channel", "true"), ("trainer.val_fraction", "0"))
+    train(cfg, progress=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    again = evaluate_checkpoint(tmp_path / "run" / "best")
+    assert again["acc"] == pytest.approx(summary["test_acc"])
+    assert load_checkpoint(tmp_path / "run" / "best")[0]["model.encoder.weight"].shape[-1] == 2   # time + the series
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_schedule_sets_the_learning_rate_after_warmup(tmp_path, schedule):
+    cfg = _tiny(tmp_path, "run", ("trainer.schedule", schedule), ("trainer.warmup_steps", "2"),
+                ("trainer.val_fraction", "0"), ("trainer.batch_size", "512"), ("trainer.epochs", "4"))
+    train(cfg, progress=False)
+    meta = load_checkpoint(tmp_path / "run" / "best")[1]
+    last = meta["scheduler"]["_last_lr"]                     # per group: SSM parameters (ssm_lr), the rest (lr)
+    want = [0.001, 0.01] if schedule == "constant" else [0.0]
+    assert sorted(set(last)) == pytest.approx(want, abs=1e-12)
+    with pytest.raises(ConfigError, match="trainer.schedule"):
+        _tiny(tmp_path, "x", ("trainer.schedule", "linear")).validated()

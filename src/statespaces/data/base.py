@@ -165,6 +165,35 @@ def check_count(name: str, value: int, minimum: int = 1) -> int:
     return int(value)
 
 
+def with_time_channel(data: SequenceData) -> SequenceData:
+    """A copy of ``data`` with a time channel prepended to every series: ``x`` (n, L, d) becomes
+    (n, L, d + 1) with channel 0 equal to ``t / (L - 1)`` at step ``t`` (0 for ``L = 1``), the same
+    grid for every series of both splits, and 0 on padded steps (past the ``lengths`` tensor when
+    present). This is the time input of the official LinOSS data pipeline (seed 001's
+    experiments), a clock the layers can read instead of inferring position from the signal.
+
+    Raises ``ValueError`` for token datasets (one-hot symbols) and non-float inputs."""
+    import dataclasses
+
+    L = data.length
+
+    def one(ds: TensorDataset) -> TensorDataset:
+        if isinstance(ds, TokenDataset):
+            raise ValueError(f"data.time_channel: dataset {data.name!r} is made of tokens (one-hot symbols); "
+                             "the time channel applies to real-valued series")
+        x, *rest = ds.tensors
+        if not x.is_floating_point():
+            raise ValueError(f"data.time_channel: dataset {data.name!r} has {x.dtype} inputs, not real values")
+        steps = torch.arange(x.shape[1], dtype=x.dtype)
+        t = (steps / max(L - 1, 1)).expand(x.shape[0], -1).clone()          # (n, L)
+        if len(rest) > 1:
+            t = t * (steps[None, :] < rest[1][:, None]).to(x.dtype)
+        return TensorDataset(torch.cat([t[..., None], x], dim=-1), *rest)
+
+    info = dict(data.info, time_channel=True)
+    return dataclasses.replace(data, train=one(data.train), test=one(data.test), d_input=data.d_input + 1, info=info)
+
+
 def normalize_series(data: SequenceData) -> SequenceData:
     """A copy of ``data`` whose every series is z-normalized on its own: per channel, over its valid
     steps (the ``lengths`` tensor when present); padded steps become 0, a constant channel 0.

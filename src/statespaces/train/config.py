@@ -76,6 +76,7 @@ RULES: Dict[str, Dict[str, Rule]] = {
         "kwargs": Rule("dict"),
         "normalize": Rule("str", choices=lambda: NORMALIZE_MODES),
         "augment": Rule("dict"),
+        "time_channel": Rule("bool"),
     },
     "trainer": {
         "epochs": Rule("int", lo=1),
@@ -84,6 +85,7 @@ RULES: Dict[str, Dict[str, Rule]] = {
         "ssm_lr": Rule("float", lo=0, lo_open=True),
         "weight_decay": Rule("float", lo=0),
         "warmup_steps": Rule("int", lo=0),
+        "schedule": Rule("str", choices=lambda: ("cosine", "constant")),
         "grad_clip": Rule("float", lo=0),
         "val_fraction": Rule("float", lo=0, hi=1, hi_open=True),
         "min_steps": Rule("int", lo=0),
@@ -141,6 +143,8 @@ class DataConfig:
     # train-time augmentation of float series: {"crop": c, "scale": s, "jitter": j}
     # (statespaces.data.augment.SeriesAugment); {}: none
     augment: Dict[str, Any] = field(default_factory=dict)
+    # prepend a time channel t / (L - 1) to every series (statespaces.data.base.with_time_channel)
+    time_channel: bool = False
 
     def __post_init__(self) -> None:
         _validate_section("data", self)
@@ -148,6 +152,9 @@ class DataConfig:
             SeriesAugment.from_spec(self.augment)
         except ValueError as e:
             raise ConfigError(f"data.augment: got {_show(self.augment)}; {str(e).removeprefix('augment: ')}") from None
+        if self.time_channel and self.augment:
+            raise ConfigError(f"data.time_channel = true with data.augment = {_show(self.augment)}: augmentation would "
+                              "crop, scale or jitter the time channel too; use one of them")
 
 
 @dataclass
@@ -158,6 +165,8 @@ class TrainerConfig:
     ssm_lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 0
+    # learning rate after the warmup: "cosine" decay to 0 at the last step (thesis §7.1) or "constant"
+    schedule: str = "cosine"
     grad_clip: float = 0.0
     # held out of the training split (stratified by class, seeded by ``seed``) to choose ``best/``;
     # 0: no validation split, ``best/`` is the last epoch. The test split is never used to select.

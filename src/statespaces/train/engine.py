@@ -97,6 +97,22 @@ def warmup_cosine(total: int, warmup: int = 0):
     return factor
 
 
+def warmup_constant(total: int, warmup: int = 0):
+    """LR factor of step s: linear warmup over ``warmup`` steps, then 1 until ``total`` (a constant
+    learning rate, as the official LinOSS recipe; ``total`` is checked like :func:`warmup_cosine`'s)."""
+    if total < 1 or warmup < 0:
+        raise ValueError(f"warmup_constant: got total={total!r}, warmup={warmup!r}; need total >= 1, warmup >= 0")
+
+    def factor(s: int) -> float:
+        return (s + 1) / warmup if s < warmup else 1.0
+
+    return factor
+
+
+#: The values of ``trainer.schedule``: name -> factor builder ``(total, warmup) -> (step -> factor)``.
+SCHEDULES = {"cosine": warmup_cosine, "constant": warmup_constant}
+
+
 def _bad_parameters(model: nn.Module) -> List[str]:
     return [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
 

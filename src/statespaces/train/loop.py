@@ -40,7 +40,7 @@ from ..models import SequenceClassifier
 from ..optim import param_groups
 from .checkpoint import CorruptCheckpointError, load_checkpoint, pack_state
 from .config import ConfigError, TrainConfig
-from .engine import Callback, FitState, evaluate, fit, warmup_cosine
+from .engine import SCHEDULES, Callback, FitState, evaluate, fit
 from .monitor import TENSORBOARD_MODES, Progress, tensorboard_writer, write_metrics
 from .run import (  # noqa: F401  (re-exported: the names of the run folder's pieces)
     MODEL_KEYS,
@@ -100,7 +100,7 @@ def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: Any = "cla
 def load_data(cfg: TrainConfig):
     """The dataset of ``cfg.data`` (name, kwargs, normalize), with its splits checked."""
     from ..data import canonical_name, is_time_series
-    from ..data.base import normalize_series
+    from ..data.base import normalize_series, with_time_channel
 
     name, mode, kwargs = canonical_name(cfg.data.name), cfg.data.normalize, dict(cfg.data.kwargs)
     if is_time_series(name):
@@ -114,6 +114,11 @@ def load_data(cfg: TrainConfig):
     data = DATASETS[name](seed=cfg.trainer.seed, **kwargs)
     if mode == "series" and not is_time_series(name):
         data = normalize_series(data)
+    if cfg.data.time_channel:
+        try:
+            data = with_time_channel(data)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     for split in ("train", "test"):
         ds = getattr(data, split)
         if len(ds) == 0:
@@ -297,7 +302,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
         loader = DataLoader(train_set, batch_size=t_cfg.batch_size // world, sampler=sampler,
                             generator=torch.Generator().manual_seed(t_cfg.seed))
     steps_per_epoch = len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(t_cfg.epochs * steps_per_epoch, t_cfg.warmup_steps))
+    factor = SCHEDULES[t_cfg.schedule](t_cfg.epochs * steps_per_epoch, t_cfg.warmup_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     trainer = _Trainer(cfg, run, data, task, model, opt, sched, train_set, val_set, selection)
     trainer.steps_per_epoch = steps_per_epoch
     step = 0
