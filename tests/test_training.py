@@ -212,6 +212,12 @@ def test_config_errors_and_overrides(tmp_path):
         build_config(overrides=[("trainer.epochs", "three")])
     with pytest.raises(ValueError, match="valid presets"):
         build_config(preset="cifar")
+    # one dataset keyword on the command line, merged into the preset's table (values parsed as JSON)
+    cfg = build_config("ucr", overrides=[("data.kwargs.max_length", "2048"), ("data.kwargs.note", "x y")])
+    assert cfg.data.kwargs == {"max_length": 2048, "note": "x y"}
+    assert build_config("ucr", overrides=[("data.kwargs", '{"a": 1}')]).data.kwargs == {"a": 1}  # a table replaces
+    with pytest.raises(ValueError, match="one NAME"):
+        build_config(overrides=[("data.kwargs.a.b", "1")])
     toml = tmp_path / "run.toml"
     toml.write_text('[model]\nlayer = "s4d"\nd_model = 24\n[trainer]\nepochs = 2\n')
     cfg = build_config("pdigits-s4d", str(toml), [("trainer.epochs", "4")])

@@ -270,6 +270,18 @@ class TrainConfig:
                     value = _coerce(key, value, rule) if rule is not None else value
                 d["model"]["layer"] = {**old, setting: value}
             return TrainConfig.from_dict(d)
+        if section == "data" and name.startswith("kwargs."):      # one entry of the dataset's keyword arguments
+            entry = name[len("kwargs."):]
+            if not entry or "." in entry:
+                raise ConfigError(f"--{key}: expected --data.kwargs.NAME VALUE with one NAME, e.g. "
+                                  "--data.kwargs.max_length 2048")
+            if isinstance(value, str):                           # 2048 -> int, true -> bool; else the string
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    pass
+            d["data"]["kwargs"] = {**(d["data"].get("kwargs") or {}), entry: value}
+            return TrainConfig.from_dict(d)
         klass = SECTIONS[section]
         types = {f.name: f.type for f in fields(klass)}
         if name not in types:
