@@ -63,7 +63,7 @@ from .._checks import (
     refuse_if,
     tracing,
 )
-from ..kernels.chunked_conv import block_tables, chunk_length, chunked_conv, prefer_chunked
+from ..kernels.chunked_conv import ChunkTables, block_tables, chunk_length, chunked_conv, prefer_chunked
 from ..kernels.oscillator import (
     IMEX_MAX_DT2A,
     OSCILLATOR_SCHEMES,
@@ -153,6 +153,24 @@ def system_responses(sys: OscillatorSystem, L: int) -> Tensor:
     vel = dtc * (s_next * sys.M[0, 0].unsqueeze(-1) - s_cur)
     pos = dtc * s_next * sys.M[1, 0].unsqueeze(-1)
     return torch.stack([vel, pos])
+
+
+def _chunk_tables(sys: OscillatorSystem, L: int, dtype: torch.dtype) -> ChunkTables:
+    r""":class:`~statespaces.kernels.chunked_conv.ChunkTables` of the 2P real columns of the chunked mode, chunks of
+    :data:`LINOSS_CHUNK` steps (thesis §2.3.3): each column is a 2x2 block system on (velocity, position), forced
+    by ``f`` and read at the position, with the closed-form float64 powers ``M^j`` (j <= T, :func:`system_powers`)
+    rounded once to ``dtype``; ``pow_T``, ``pow_r`` stay float64 (the carry). Built for the P oscillators and
+    repeated for the [Re; Im] halves, which share them. Shapes: taps (2P, T), w_in and w_out (2P, T, 2)."""
+    T = chunk_length(L, LINOSS_CHUNK)
+    r = L - (-(-L // T) - 1) * T
+    Mp = system_powers(sys, torch.arange(1, T + 1, device=sys.M.device))        # (2, 2, P, T): M^{1..T}
+    eye = torch.eye(2, dtype=Mp.dtype, device=Mp.device)[:, :, None, None].expand(2, 2, Mp.shape[2], 1)
+    powers = torch.cat([eye, Mp], -1).permute(2, 3, 0, 1)                       # (P, T+1, 2, 2)
+    b = sys.f.T                                                                 # (P, 2)
+    c = torch.tensor([0.0, 1.0], dtype=b.dtype, device=b.device).expand_as(b)   # read the position
+    tab = block_tables(powers.to(dtype), b.to(dtype), c.to(dtype), r)
+    tab = tab._replace(pow_T=powers[:, T, None], pow_r=powers[:, r, None])     # the carry in float64
+    return ChunkTables(*(t.repeat(2, *([1] * (t.dim() - 1))) for t in tab))
 
 
 def _mode_mismatch(got: Modes, want: Modes) -> float:
@@ -849,19 +867,10 @@ class LinOSS(SSMLayer):
         """Position trajectory (B, L, 2P) and final state (B, 2, 2P) by the chunked convolution
         (:mod:`statespaces.kernels.chunked_conv`): each of the 2P real columns is a 2x2 block system
         on (velocity, position) with the closed-form float64 powers ``M^j`` (j <= T), rounded once."""
-        wd = v.dtype
-        T = chunk_length(L, LINOSS_CHUNK)
-        r = L - (-(-L // T) - 1) * T
-        Mp = system_powers(sys, torch.arange(1, T + 1, device=v.device))            # (2, 2, P, T): M^{1..T}
-        eye = torch.eye(2, dtype=Mp.dtype, device=Mp.device)[:, :, None, None].expand(2, 2, Mp.shape[2], 1)
-        powers = torch.cat([eye, Mp], -1).permute(2, 3, 0, 1).repeat(2, 1, 1, 1)    # (2P, T+1, 2, 2)
-        b = sys.f.T.repeat(2, 1)                                                    # (2P, 2)
-        c = torch.tensor([0.0, 1.0], dtype=b.dtype, device=b.device).expand_as(b)   # read the position
-        tab = block_tables(powers.to(wd), b.to(wd), c.to(wd), r)
-        tab = tab._replace(pow_T=powers[:, T, None], pow_r=powers[:, r, None])     # the carry in float64
+        tab = _chunk_tables(sys, L, v.dtype)
         s0 = None if x0 is None else x0.transpose(1, 2).reshape(x0.shape[0], -1, 2)
         y_pos, last = chunked_conv(v, tab, s0, return_state=True, channels_first=channels_first)
-        return y_pos, last.transpose(1, 2).to(wd)
+        return y_pos, last.transpose(1, 2).to(v.dtype)
 
     def _conv_path(
         self, v: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int
