@@ -226,6 +226,16 @@ def _toeplitz(taps: Tensor) -> Tensor:
     return Z * (lag >= 0).to(taps.dtype)
 
 
+def _toeplitz_adjoint(dZ: Tensor) -> Tensor:
+    """Adjoint of :func:`_toeplitz`: (H, T, T) -> (H, T), ``dtaps[h, l] = sum_s dZ[h, s, s + l]``."""
+    T = dZ.shape[-1]
+    idx = torch.arange(T, device=dZ.device)
+    lag = (idx[None, :] - idx[:, None]).flatten()                       # [s, t] -> t - s
+    keep = (lag >= 0).nonzero().squeeze(-1)
+    return torch.zeros(dZ.shape[0], T, dtype=dZ.dtype, device=dZ.device).index_add_(
+        1, lag[keep], dZ.flatten(-2)[:, keep])
+
+
 def _fits_triton(u: Tensor, tables: ChunkTables) -> bool:
     from ..ops.triton.chunked_conv import CHUNKS, MAX_BLOCK_M
 
