@@ -44,8 +44,8 @@ from .vandermonde import _powers, exp_scaled
 Tensor = torch.Tensor
 
 __all__ = ["CHUNK", "ChunkTables", "block_tables", "carry_adjoint", "carry_states", "chunk_length", "chunked_conv",
-           "chunked_conv_diagonal", "chunked_conv_diagonal_ref", "chunked_conv_torch", "diagonal_tables", "prefer_chunked",
-           "prefer_power_kernel"]
+           "chunked_conv_diagonal", "chunked_conv_diagonal_ref", "chunked_conv_torch", "diagonal_tables",
+           "prefer_chunked", "prefer_power_kernel"]
 
 #: Default chunk length T (steps). 64 balances the Toeplitz product (T per step) against the
 #: state in/out products (2 S per step) for S4D's S = 64 real state entries (32 complex modes).

@@ -28,7 +28,7 @@ float32 buffer is 33.5 MB, and those page faults took about as long as the produ
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union, cast
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -99,11 +99,13 @@ def chunked_conv_projected_ref(u: Tensor, W_in: Tensor, W_out: Tensor, D: Option
     Bsz, L, H = u.shape
     vT = ProjectT.apply(u.reshape(Bsz * L, H), W_in)                                       # (C, B L)
     res = chunked_conv(vT.view(-1, Bsz, L), tables, state, return_state, channels_first=True)
-    yT, last = res if return_state else (res, None)
+    yT, last = cast(Tuple[Tensor, Tensor], res) if return_state else (cast(Tensor, res), None)
     out = ReadoutT.apply(yT.reshape(yT.shape[0], Bsz * L), W_out).view(Bsz, L, H)
     if D is not None:
         out = out + D * u
-    return (out, last) if return_state else out
+    if last is None:
+        return out
+    return out, last
 
 
 def fits_projected(u: Tensor, tables: ChunkTables) -> bool:

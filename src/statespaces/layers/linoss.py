@@ -676,6 +676,7 @@ class LinOSS(SSMLayer):
         x0 = None if state is None else self._to_real(state.to(self.initial_state(1).dtype))
         v: Optional[Tensor] = None
         y_pos: Optional[Tensor]
+        last: Optional[Tensor]
         if steps is not None:
             v = self._input_proj(u).to(u.dtype)                     # (B, L, 2P) real [Re; Im]
             y_pos, last = self._irregular_positions(v, steps, rate, x0, mode)
@@ -706,7 +707,7 @@ class LinOSS(SSMLayer):
         elif self.bidirectional_mode == "concat":
             back = self.reverse(u.flip(1), rate=rate, mode=mode).flip(1)
             out = self.out_proj(torch.cat([out, back], -1))
-        new_state = self._to_complex(last) if return_state else None
+        new_state = self._to_complex(cast(Tensor, last)) if return_state else None
         check_result(self, (out, new_state), input=x, state=state)   # NaN/inf: names input, state or parameters
         out = out.to(x.dtype)
         if return_state:
@@ -829,7 +830,7 @@ class LinOSS(SSMLayer):
         (the anti-causal branch: no skip), else ``self.C`` and the D skip.
 
         A stateless call (no ``x0``, no ``return_state``) with L a multiple of :data:`LINOSS_CHUNK` is one autograd
-        node, :func:`~statespaces.kernels.chunked_projected.chunked_conv_projected` (1.2-1.4x faster forward+backward
+        node, :func:`~statespaces.kernels.chunked_projected.chunked_conv_projected` (1.2-1.7x faster forward+backward
         at B=8, H=128, P=64, one CPU thread; docs/speed.md); the others, and any call while torch.compile or
         torch.export traces (which keep the plain ops they can trace), take its twin of unfused ops
         :func:`~statespaces.kernels.chunked_projected.chunked_conv_projected_ref`."""
