@@ -159,7 +159,7 @@ def _step_blocks(G: Tensor, x: Tensor, out: Tensor) -> None:
     H, B, M, _ = x.shape
     if M == 1:
         o = out.view(H, B, 2)
-        o.baddbmm_(x.view(H, B, 2), G.view(H, 2, 2).transpose(-1, -2))
+        o.baddbmm_(x.view(H, B, 2), G.reshape(H, 2, 2).transpose(-1, -2))
     else:
         out += _apply_blocks(G, x)
 
