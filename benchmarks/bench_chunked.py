@@ -7,21 +7,27 @@ For each shape: the S4D layer (N=64 real state = 32 complex modes) stateless (FF
 kernel + ``fftconv``; chunked: :func:`statespaces.kernels.chunked_conv.chunked_conv_diagonal` at each
 chunk length T) and stateful (``state=``, ``return_state=True``: the FFT route adds the zero-input
 response and the state advance), and LinOSS (P = N oscillators) by ``mode='scan'``, ``'conv'`` and
-``'chunked'``, and S4 (N real state dimensions) stateful and stateless: its Cauchy/FFT route (with the two
+``'chunked'`` (IM and IMEX; stateless calls with L a multiple of 32 run the fused
+:func:`statespaces.kernels.chunked_projected.chunked_conv_projected`, timed against its twin of unfused ops in the
+``unfused ms`` column), and S4 (N real state dimensions) stateful and stateless: its Cauchy/FFT route (with the two
 time-domain state maps when stateful) against :func:`statespaces.kernels.chunked.chunked_conv_dense` at the
 default T, and the same for an S4 layer learning C~ for this length (``l_max = L``: its FFT route takes the
 kernel from C~ without dA^L, its chunked form needs C recovered, a float64 dA^L and a solve); forward (no
-grad) and forward+backward. ``--layers s4`` runs the S4 rows only. ``ratio`` = FFT (or scan) time / chunked time:
+grad) and forward+backward. ``--layers s4`` runs the S4 rows only, ``--layers linoss`` the LinOSS rows
+only. ``ratio`` = FFT (or scan) time / chunked time:
 above 1, the chunked path is faster. The dispatch rule that these figures set is
 :func:`statespaces.kernels.chunked_conv.prefer_chunked`.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import time
 
 import torch
 from common import machine, timeit
 
+import statespaces.layers.linoss as linoss_module
 from statespaces import S4, S4D, LinOSS
 from statespaces.kernels.chunked_conv import chunked_conv_diagonal
 from statespaces.ops.fftconv import fftconv
@@ -36,11 +42,25 @@ def _fwd_bwd(fn):
     return run
 
 
+@contextlib.contextmanager
+def _unfused():
+    """LinOSS's chunked mode without the fused node (its twin of unfused ops, the path before it)."""
+    fits = linoss_module.fits_projected
+    linoss_module.fits_projected = lambda u, tables: False      # noqa: ARG005
+    try:
+        yield
+    finally:
+        linoss_module.fits_projected = fits
+
+
+CLOCK = time.perf_counter
+
+
 def _time(fn, repeat: int, grad: bool) -> float:
     if grad:
-        return timeit(_fwd_bwd(fn), repeat=repeat) * 1e3
+        return timeit(_fwd_bwd(fn), repeat=repeat, clock=CLOCK) * 1e3
     with torch.no_grad():
-        return timeit(fn, repeat=repeat) * 1e3
+        return timeit(fn, repeat=repeat, clock=CLOCK) * 1e3
 
 
 def main() -> None:
@@ -51,8 +71,16 @@ def main() -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 8192])
     p.add_argument("--chunks", type=int, nargs="+", default=[64, 128])
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--layers", choices=("all", "s4"), default="all", help="all rows, or the S4 rows only")
+    p.add_argument("--layers", choices=("all", "s4", "linoss"), default="all",
+                   help="all rows, or the S4 (LinOSS) rows only")
+    p.add_argument("--linoss-modes", nargs="+", choices=("scan", "conv", "chunked"),
+                   default=["scan", "conv", "chunked"],
+                   help="LinOSS modes timed (the unfused twin is timed with 'chunked' where this checkout has it)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall clock, or this process's CPU time (steadier on a shared machine)")
     args = p.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(1)
     torch.manual_seed(0)
     B, H, N = args.batch, args.d_model, args.d_state
@@ -83,17 +111,29 @@ def main() -> None:
                 name = "S4D stateful" if stateful else "S4D"
                 print(f"{name:>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} {t_ref:9.1f} "
                       + " ".join(f"{t:10.1f}" for t in ts) + f" {t_ref / min(ts):10.2f}")
-    lin = LinOSS(H, N)
-    if args.layers == "all":
-        print(f"{'layer':>16} {'L':>6} {'pass':>8} {'scan ms':>9} {'conv ms':>10} {'chunked ms':>10} "
-              f"{'scan/chunk':>10}")
-    for L in args.lengths if args.layers == "all" else ():
-        x = torch.randn(B, L, H, requires_grad=True)
-        for grad in (False, True):
-            t = {m: _time(lambda m=m, x=x: lin(x, mode=m), args.repeat, grad) for m in ("scan", "conv", "chunked")}
-            print(f"{'LinOSS':>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} {t['scan']:9.1f} {t['conv']:10.1f} "
-                  f"{t['chunked']:10.1f} {t['scan'] / t['chunked']:10.2f}")
+    modes = list(args.linoss_modes)
+    if "chunked" in modes and hasattr(linoss_module, "fits_projected"):   # a checkout before it: no such column
+        modes.append("unfused")
+    ratios = [(a, "chunked") for a in ("scan", "unfused") if a in modes and "chunked" in modes]
+    if args.layers != "s4":
+        print(f"{'layer':>16} {'L':>6} {'pass':>8} " + " ".join(f"{m + ' ms':>10}" for m in modes)
+              + "".join(f" {a + '/chunk':>13}" for a, _ in ratios))
+    for disc in ("IM", "IMEX") if args.layers != "s4" else ():
+        lin = LinOSS(H, N, discretization=disc)
+        for L in args.lengths:
+            x = torch.randn(B, L, H, requires_grad=True)
+            for grad in (False, True):
+                t = {}
+                for m in modes:
+                    with _unfused() if m == "unfused" else contextlib.nullcontext():
+                        mode = "chunked" if m == "unfused" else m
+                        t[m] = _time(lambda mode=mode, x=x, lin=lin: lin(x, mode=mode), args.repeat, grad)
+                print(f"{'LinOSS-' + disc:>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} "
+                      + " ".join(f"{t[m]:10.1f}" for m in modes)
+                      + "".join(f" {t[a] / t[b]:13.2f}" for a, b in ratios), flush=True)
 
+    if args.layers == "linoss":
+        return
     plain = S4(H, N, seed=0)
     print(f"{'layer':>16} {'L':>6} {'pass':>8} {'FFT ms':>9} {'chunked ms':>10} {'ratio':>10}")
     for L in args.lengths:

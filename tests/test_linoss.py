@@ -243,7 +243,7 @@ def test_gradients_scan_equal_loop_and_finite():
 
 @pytest.mark.parametrize("L", [37, 64])               # a partial last chunk (padded) and whole chunks (views)
 def test_gradients_chunked_channels_first_equal_loop(L):
-    """The CPU chunked forward in the oscillator-first layout (_ProjectT / _ReadoutT around the chunk products)
+    """The CPU chunked forward in the oscillator-first layout (ProjectT / ReadoutT around the chunk products)
     against the sequential loop: output, final state, and gradients of every parameter and of the input."""
     layer = _layer("IMEX", H=5, P=7, seed=11)
     assert layer._channels_first(torch.zeros(1, 1, 5, dtype=f64), "chunked")

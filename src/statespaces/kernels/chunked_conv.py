@@ -43,9 +43,9 @@ from .vandermonde import _powers, exp_scaled
 
 Tensor = torch.Tensor
 
-__all__ = ["CHUNK", "ChunkTables", "block_tables", "chunk_length", "chunked_conv", "chunked_conv_diagonal",
-           "chunked_conv_diagonal_ref", "chunked_conv_torch", "diagonal_tables", "prefer_chunked",
-           "prefer_power_kernel"]
+__all__ = ["CHUNK", "ChunkTables", "block_tables", "carry_adjoint", "carry_states", "chunk_length", "chunked_conv",
+           "chunked_conv_diagonal", "chunked_conv_diagonal_ref", "chunked_conv_torch", "diagonal_tables",
+           "prefer_chunked", "prefer_power_kernel"]
 
 #: Default chunk length T (steps). 64 balances the Toeplitz product (T per step) against the
 #: state in/out products (2 S per step) for S4D's S = 64 real state entries (32 complex modes).
@@ -152,22 +152,75 @@ def _apply_blocks(G: Tensor, x: Tensor) -> Tensor:
     return G[..., 0] * x[..., 0:1] + G[..., 1] * x[..., 1:2]
 
 
-class _CarryScan(torch.autograd.Function):
-    r"""States before each chunk, ``X_0 = x0``, ``X_j = G X_{j-1} + s_{j-1}`` (j < n), for 2x2 blocks
-    G (H, M, 2, 2), chunk sums s (H, B, n, M, 2) and x0 (H, B, M, 2): X (H, B, n, M, 2).
+def _step_blocks(G: Tensor, x: Tensor, out: Tensor) -> None:
+    """``out += G x`` for 2x2 blocks G (H, M, 2, 2) and states x, out (H, B, M, 2). With one block per channel
+    (M = 1, LinOSS) one batched matmul ``out += x G^T`` over the H channels (a quarter of the small ops of the
+    elementwise form, which costs ~4 us each per chunk on one CPU thread); else elementwise."""
+    H, B, M, _ = x.shape
+    if M == 1:
+        o = out.view(H, B, 2)
+        o.baddbmm_(x.view(H, B, 2), G.reshape(H, 2, 2).transpose(-1, -2))
+    else:
+        out += _apply_blocks(G, x)
 
-    A hand-written adjoint instead of autograd through the loop (which spends ~10 small ops per chunk,
-    zero-filled slice gradients included): ``lam_{n-1} = dX_{n-1}``, ``lam_{j-1} = dX_{j-1} + G^T lam_j``,
-    ``ds_{j-1} = lam_j``, ``dx0 = lam_0``, ``dG = sum_{b, j>=1} lam_j X_{j-1}^T`` (one reduction).
+
+def carry_states(G: Tensor, s: Tensor, x0: Optional[Tensor] = None) -> Tensor:
+    r"""States before each chunk, ``X_0 = x0``, ``X_j = G X_{j-1} + s_{j-1}`` (j < n), chunk index first.
+
+    Args:
+        G: 2x2 blocks ``A^T`` (H, M, 2, 2). s: chunk sums (n, H, B, M, 2), contiguous. x0: (H, B, M, 2) or
+            None (zeros).
+
+    Returns:
+        X (n, H, B, M, 2), a new tensor in the dtype of s (no autograd: :class:`_CarryScan` and
+        :mod:`statespaces.kernels.chunked_projected` wrap it with :func:`carry_adjoint`).
+    """
+    X = torch.empty_like(s)
+    if x0 is None:
+        X[0].zero_()
+    else:
+        X[0] = x0
+    X[1:] = s[:-1]
+    for j in range(1, s.shape[0]):
+        _step_blocks(G, X[j - 1], X[j])
+    return X
+
+
+def carry_adjoint(G: Tensor, X: Tensor, dX: Tensor, need_dG: bool = True) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+    r"""Adjoint of :func:`carry_states`: ``lam_{n-1} = dX_{n-1}``, ``lam_{j-1} = dX_{j-1} + G^T lam_j``,
+    ``ds_{j-1} = lam_j`` (``ds_{n-1} = 0``), ``dx0 = lam_0``, ``dG = sum_{b, j>=1} lam_j X_{j-1}^T`` (one reduction).
+
+    Args:
+        G (H, M, 2, 2); X (n, H, B, M, 2) from :func:`carry_states`; dX (n, H, B, M, 2), contiguous, overwritten
+        with lam. need_dG: compute dG (else None).
+
+    Returns:
+        ``(ds, dG, dx0)``: ds (n, H, B, M, 2) (a view of the padded lam), dG (H, M, 2, 2) or None, dx0 (H, B, M, 2).
+    """
+    lam = dX
+    Gt = G.transpose(-1, -2)
+    for j in range(lam.shape[0] - 1, 0, -1):
+        _step_blocks(Gt, lam[j], lam[j - 1])
+    ds = F.pad(lam[1:], (0, 0, 0, 0, 0, 0, 0, 0, 0, 1))                  # ds_{j-1} = lam_j; s_{n-1} unused
+    dG = None
+    if need_dG:                 # one bmm over the (h, m) blocks (torch.einsum took 3x longer on CPU here)
+        n, H, B, M, _ = X.shape
+        lt = lam[1:].permute(1, 3, 4, 0, 2).reshape(H * M, 2, (n - 1) * B)
+        dG = torch.bmm(lt, X[:-1].permute(1, 3, 0, 2, 4).reshape(H * M, (n - 1) * B, 2)).view(H, M, 2, 2)
+    return ds, dG, lam[0]
+
+
+class _CarryScan(torch.autograd.Function):
+    r"""States before each chunk (:func:`carry_states`) for 2x2 blocks G (H, M, 2, 2), chunk sums
+    s (H, B, n, M, 2) and x0 (H, B, M, 2): X (H, B, n, M, 2).
+
+    A hand-written adjoint (:func:`carry_adjoint`) instead of autograd through the loop (which spends ~10
+    small ops per chunk, zero-filled slice gradients included).
     """
 
     @staticmethod
     def forward(ctx, G: Tensor, sums: Tensor, x0: Tensor) -> Tensor:
-        s = sums.movedim(2, 0).contiguous()                               # (n, H, B, M, 2): contiguous steps
-        X = torch.empty_like(s)
-        X[0] = x0
-        for j in range(1, s.shape[0]):
-            torch.add(_apply_blocks(G, X[j - 1]), s[j - 1], out=X[j])
+        X = carry_states(G, sums.movedim(2, 0).contiguous(), x0)             # (n, H, B, M, 2): contiguous steps
         ctx.save_for_backward(G, X)
         return X.movedim(0, 2)
 
@@ -175,13 +228,9 @@ class _CarryScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dX: Tensor):
         G, X = ctx.saved_tensors
-        lam = dX.movedim(2, 0).contiguous()
-        Gt = G.transpose(-1, -2)
-        for j in range(lam.shape[0] - 1, 0, -1):
-            lam[j - 1] += _apply_blocks(Gt, lam[j])
-        dsums = F.pad(lam[1:], (0, 0, 0, 0, 0, 0, 0, 0, 0, 1)).movedim(0, 2)  # ds_{j-1} = lam_j; s_{n-1} unused
-        dG = torch.einsum("jhbmi,jhbmk->hmik", lam[1:], X[:-1]) if ctx.needs_input_grad[0] else None
-        return dG, dsums, lam[0]
+        lam = dX.movedim(2, 0).clone(memory_format=torch.contiguous_format)  # overwritten by the adjoint
+        ds, dG, dx0 = carry_adjoint(G, X, lam, ctx.needs_input_grad[0])
+        return dG, ds.movedim(0, 2), dx0
 
 
 def _toeplitz(taps: Tensor) -> Tensor:
@@ -192,6 +241,16 @@ def _toeplitz(taps: Tensor) -> Tensor:
     lag = idx[None, :] - idx[:, None]                                   # [s, t] -> t - s
     Z = taps[:, lag.clamp(min=0)]
     return Z * (lag >= 0).to(taps.dtype)
+
+
+def _toeplitz_adjoint(dZ: Tensor) -> Tensor:
+    """Adjoint of :func:`_toeplitz`: (H, T, T) -> (H, T), ``dtaps[h, l] = sum_s dZ[h, s, s + l]``."""
+    T = dZ.shape[-1]
+    idx = torch.arange(T, device=dZ.device)
+    lag = (idx[None, :] - idx[:, None]).flatten()                       # [s, t] -> t - s
+    keep = (lag >= 0).nonzero().squeeze(-1)
+    return torch.zeros(dZ.shape[0], T, dtype=dZ.dtype, device=dZ.device).index_add_(
+        1, lag[keep], dZ.flatten(-2)[:, keep])
 
 
 def _fits_triton(u: Tensor, tables: ChunkTables) -> bool:

@@ -63,7 +63,8 @@ from .._checks import (
     refuse_if,
     tracing,
 )
-from ..kernels.chunked_conv import block_tables, chunk_length, chunked_conv, prefer_chunked
+from ..kernels.chunked_conv import ChunkTables, block_tables, chunk_length, chunked_conv, prefer_chunked
+from ..kernels.chunked_projected import chunked_conv_projected, chunked_conv_projected_ref, fits_projected
 from ..kernels.oscillator import (
     IMEX_MAX_DT2A,
     OSCILLATOR_SCHEMES,
@@ -155,6 +156,29 @@ def system_responses(sys: OscillatorSystem, L: int) -> Tensor:
     return torch.stack([vel, pos])
 
 
+def _chunk_tables(sys: OscillatorSystem, L: int, dtype: torch.dtype) -> ChunkTables:
+    r""":class:`~statespaces.kernels.chunked_conv.ChunkTables` of the 2P real columns of the chunked mode, chunks of
+    :data:`LINOSS_CHUNK` steps (thesis §2.3.3): each column is a 2x2 block system on (velocity, position), forced
+    by ``f`` and read at the position, with the closed-form float64 powers ``M^j`` (j <= T, :func:`system_powers`)
+    rounded once to ``dtype``; ``pow_T``, ``pow_r`` stay float64 (the carry). Built for the P oscillators and
+    repeated for the [Re; Im] halves, which share them. Shapes: taps (2P, T), w_in and w_out (2P, T, 2)."""
+    T = chunk_length(L, LINOSS_CHUNK)
+    r = L - (-(-L // T) - 1) * T
+    Mp = system_powers(sys, torch.arange(1, T + 1, device=sys.M.device))        # (2, 2, P, T): M^{1..T}
+    eye = torch.eye(2, dtype=Mp.dtype, device=Mp.device)[:, :, None, None].expand(2, 2, Mp.shape[2], 1)
+    powers = torch.cat([eye, Mp], -1).permute(2, 3, 0, 1)                       # (P, T+1, 2, 2)
+    b = sys.f.T                                                                 # (P, 2)
+    c = torch.tensor([0.0, 1.0], dtype=b.dtype, device=b.device).expand_as(b)   # read the position
+    tab = block_tables(powers.to(dtype), b.to(dtype), c.to(dtype), r)
+    tab = tab._replace(pow_T=powers[:, T, None], pow_r=powers[:, r, None])     # the carry in float64
+    return ChunkTables(*(t.repeat(2, *([1] * (t.dim() - 1))) for t in tab))
+
+
+def _column_state(x0: Optional[Tensor]) -> Optional[Tensor]:
+    """Real state (B, 2, 2P) -> the (B, 2P, 2) (velocity, position) pairs of the chunked columns (None stays None)."""
+    return None if x0 is None else x0.transpose(1, 2).reshape(x0.shape[0], -1, 2)
+
+
 def _mode_mismatch(got: Modes, want: Modes) -> float:
     """Largest relative difference of the per-mode terms (eigenvalue; ``C r B`` and ``C ramp B`` outer products)."""
     def terms(m: Modes):
@@ -210,43 +234,6 @@ def upgrade_oscillator_arguments(config: Dict[str, Any]) -> Dict[str, Any]:
     if d_state is not None:
         config["n_oscillators"] = d_state
     return config
-
-
-class _ProjectT(torch.autograd.Function):
-    r"""``W x^T``: x (R, H), W (O, H) -> (O, R), in the layout that the chunk products read; backward
-    ``dx = g^T W`` (R, H) and ``dW = g x``, each one GEMM with a transposed operand (no copy)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, W: Tensor) -> Tensor:
-        ctx.save_for_backward(x, W)
-        return torch.mm(W, x.t())
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g: Tensor):
-        x, W = ctx.saved_tensors
-        dx = torch.mm(g.t(), W) if ctx.needs_input_grad[0] else None
-        dW = torch.mm(g, x) if ctx.needs_input_grad[1] else None
-        return dx, dW
-
-
-class _ReadoutT(torch.autograd.Function):
-    r"""``y^T W^T``: y (O, R) in the chunk layout, W (H, O) -> (R, H); backward ``dy = W^T g^T`` (O, R), in
-    the chunk layout again (the chunk products' backward then reads it without a copy), and ``dW = g^T y^T``."""
-
-    @staticmethod
-    def forward(ctx, y: Tensor, W: Tensor) -> Tensor:
-        ctx.save_for_backward(y, W)
-        return torch.mm(y.t(), W.t())
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g: Tensor):
-        y, W = ctx.saved_tensors
-        g = g.contiguous()                                  # e.g. the expanded gradient of a sum: copied once
-        dy = torch.mm(W.t(), g.t()) if ctx.needs_input_grad[0] else None
-        dW = torch.mm(g.t(), y.t()) if ctx.needs_input_grad[1] else None
-        return dy, dW
 
 
 class LinOSS(SSMLayer):
@@ -689,6 +676,7 @@ class LinOSS(SSMLayer):
         x0 = None if state is None else self._to_real(state.to(self.initial_state(1).dtype))
         v: Optional[Tensor] = None
         y_pos: Optional[Tensor]
+        last: Optional[Tensor]
         if steps is not None:
             v = self._input_proj(u).to(u.dtype)                     # (B, L, 2P) real [Re; Im]
             y_pos, last = self._irregular_positions(v, steps, rate, x0, mode)
@@ -703,20 +691,23 @@ class LinOSS(SSMLayer):
             else:
                 y_pos, last = fused
         if y_pos is None:
-            out, last = self._chunked_channels_first(u, sys, x0, L)
+            out, last = self._chunked_channels_first(u, sys, x0, L, return_state)
         else:
             out = self._output_proj(y_pos) + self.D * u
         if self.bidirectional_mode == "sum":
             # the same oscillators on the reversed input, read out by C_back, shifted to lags -1..-L
-            fused = self._fused_scan(u.flip(1), sys, None) if v is None else None
-            y_rev = fused[0] if fused is not None else self._positions(
-                (self._input_proj(u).to(u.dtype) if v is None else v).flip(1), sys, None, L, mode)[0]
-            back = self._output_proj(y_rev, self.C_back).flip(1)     # back[t] = sum_{s >= t} ...
+            if y_pos is None:
+                back = self._chunked_channels_first(u.flip(1), sys, None, L, False, self.C_back)[0].flip(1)
+            else:
+                fused = self._fused_scan(u.flip(1), sys, None) if v is None else None
+                y_rev = fused[0] if fused is not None else self._positions(
+                    (self._input_proj(u).to(u.dtype) if v is None else v).flip(1), sys, None, L, mode)[0]
+                back = self._output_proj(y_rev, self.C_back).flip(1)     # back[t] = sum_{s >= t} ...
             out = out + torch.cat([back[:, 1:], torch.zeros_like(back[:, :1])], 1)
         elif self.bidirectional_mode == "concat":
             back = self.reverse(u.flip(1), rate=rate, mode=mode).flip(1)
             out = self.out_proj(torch.cat([out, back], -1))
-        new_state = self._to_complex(last) if return_state else None
+        new_state = self._to_complex(cast(Tensor, last)) if return_state else None
         check_result(self, (out, new_state), input=x, state=state)   # NaN/inf: names input, state or parameters
         out = out.to(x.dtype)
         if return_state:
@@ -823,45 +814,42 @@ class LinOSS(SSMLayer):
         return y_pos, last.to(wd)
 
     def _channels_first(self, u: Tensor, mode: str) -> bool:
-        """Whether :meth:`forward` runs :meth:`_chunked_channels_first`: the chunked mode of a causal layer on
-        the PyTorch path (not Triton), without autocast (whose projections are reduced-precision matmuls)."""
-        return (mode == "chunked" and self.bidirectional_mode not in LINOSS_BIDIRECTIONAL
+        """Whether :meth:`forward` runs :meth:`_chunked_channels_first`: the chunked mode of a causal or
+        ``bidirectional="sum"`` layer on the PyTorch path (not Triton), without autocast (whose projections are
+        reduced-precision matmuls)."""
+        return (mode == "chunked" and self.bidirectional_mode != "concat"
                 and backend.choose("chunked_conv", u, dtypes=backend.REAL) != "triton"
                 and not torch.is_autocast_enabled(u.device.type))
 
     def _chunked_channels_first(
-        self, u: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int
-    ) -> Tuple[Tensor, Tensor]:
-        """Output (B, L, H) (skip included) and final state (B, 2, 2P) of the chunked mode, with the chunk
-        products in the oscillator-first layout (2P, B, L) from end to end: the input projection writes it
-        (:class:`_ProjectT`) and the readout reads it (:class:`_ReadoutT`), each one GEMM with a transposed
-        operand forward and backward, so no (B, L, 2P) <-> (2P, B, L) copy is made (the same arithmetic as
-        :meth:`_input_proj`, :meth:`_chunked_path`, :meth:`_output_proj`)."""
-        Bsz, _, H = u.shape
-        vT = _ProjectT.apply(u.reshape(Bsz * L, H), self._input_weight())                  # (2P, B L)
-        yT, last = self._chunked_path(vT.view(-1, Bsz, L), sys, x0, L, channels_first=True)  # (2P, B, L)
-        out = _ReadoutT.apply(yT.reshape(yT.shape[0], Bsz * L), self._output_weight())
-        return out.view(Bsz, L, H) + self.D * u, last
+        self, u: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int, return_state: bool,
+        C: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        """Output (B, L, H) and final state (B, 2, 2P) (None when not asked) of the chunked mode, with the chunk
+        products in the oscillator-first layout (2P, B, L) from end to end; ``C`` (H, P, 2) given: that readout
+        (the anti-causal branch: no skip), else ``self.C`` and the D skip.
+
+        A stateless call (no ``x0``, no ``return_state``) with L a multiple of :data:`LINOSS_CHUNK` is one autograd
+        node, :func:`~statespaces.kernels.chunked_projected.chunked_conv_projected` (1.2-1.7x faster forward+backward
+        at B=8, H=128, P=64, one CPU thread; docs/speed.md); the others, and any call while torch.compile or
+        torch.export traces (which keep the plain ops they can trace), take its twin of unfused ops
+        :func:`~statespaces.kernels.chunked_projected.chunked_conv_projected_ref`."""
+        tab = _chunk_tables(sys, L, u.dtype)
+        W_in, W_out = self._input_weight(), self._output_weight(C)
+        D = self.D if C is None else None
+        if x0 is None and not return_state and fits_projected(u, tab) and not tracing():
+            return chunked_conv_projected(u, W_in, W_out, D, tab), None
+        out, last = chunked_conv_projected_ref(u, W_in, W_out, D, tab, _column_state(x0), return_state=True)
+        return out, last.transpose(1, 2).to(u.dtype)
 
     def _chunked_path(
-        self, v: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int, channels_first: bool = False
+        self, v: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int
     ) -> Tuple[Tensor, Tensor]:
         """Position trajectory (B, L, 2P) and final state (B, 2, 2P) by the chunked convolution
         (:mod:`statespaces.kernels.chunked_conv`): each of the 2P real columns is a 2x2 block system
         on (velocity, position) with the closed-form float64 powers ``M^j`` (j <= T), rounded once."""
-        wd = v.dtype
-        T = chunk_length(L, LINOSS_CHUNK)
-        r = L - (-(-L // T) - 1) * T
-        Mp = system_powers(sys, torch.arange(1, T + 1, device=v.device))            # (2, 2, P, T): M^{1..T}
-        eye = torch.eye(2, dtype=Mp.dtype, device=Mp.device)[:, :, None, None].expand(2, 2, Mp.shape[2], 1)
-        powers = torch.cat([eye, Mp], -1).permute(2, 3, 0, 1).repeat(2, 1, 1, 1)    # (2P, T+1, 2, 2)
-        b = sys.f.T.repeat(2, 1)                                                    # (2P, 2)
-        c = torch.tensor([0.0, 1.0], dtype=b.dtype, device=b.device).expand_as(b)   # read the position
-        tab = block_tables(powers.to(wd), b.to(wd), c.to(wd), r)
-        tab = tab._replace(pow_T=powers[:, T, None], pow_r=powers[:, r, None])     # the carry in float64
-        s0 = None if x0 is None else x0.transpose(1, 2).reshape(x0.shape[0], -1, 2)
-        y_pos, last = chunked_conv(v, tab, s0, return_state=True, channels_first=channels_first)
-        return y_pos, last.transpose(1, 2).to(wd)
+        y_pos, last = chunked_conv(v, _chunk_tables(sys, L, v.dtype), _column_state(x0), return_state=True)
+        return y_pos, last.transpose(1, 2).to(v.dtype)
 
     def _conv_path(
         self, v: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int

@@ -1,0 +1,175 @@
+"""The projected chunked convolution as one autograd node (:mod:`statespaces.kernels.chunked_projected`): equal to
+its twin of unfused ops and to the layer's scan and loop in float64, values and gradients of every parameter;
+gradcheck of the Function; which calls of LinOSS's chunked mode take it and which keep the old path."""
+import pytest
+import torch
+
+import statespaces.kernels.chunked_projected as cp
+import statespaces.layers.linoss as linoss_mod
+from statespaces import LinOSS
+from statespaces.kernels.chunked_conv import ChunkTables, _toeplitz, _toeplitz_adjoint
+from statespaces.kernels.chunked_projected import (
+    _ChunkedProjected,
+    batch_groups,
+    chunked_conv_projected,
+    chunked_conv_projected_ref,
+)
+from statespaces.layers.dlinoss import DLinOSS
+from statespaces.layers.linoss import _chunk_tables
+
+f64 = torch.float64
+
+
+@pytest.fixture
+def small_groups(monkeypatch):
+    """Groups of one or two batch items even at these small shapes (the group loop is what is tested)."""
+    monkeypatch.setattr(cp, "GROUP_ELEMENTS", 300)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts the layer's calls of the fused Function."""
+    n = {"fused": 0}
+
+    def spy(*args, **kwargs):
+        n["fused"] += 1
+        return chunked_conv_projected(*args, **kwargs)
+
+    monkeypatch.setattr(linoss_mod, "chunked_conv_projected", spy)
+    return n
+
+
+def _layer(kind, H=5, P=3, seed=1, **kw):
+    if kind == "dlinoss":
+        return DLinOSS(H, P, seed=seed, **kw).double()
+    return LinOSS(H, P, discretization=kind, seed=seed, **kw).double()
+
+
+def _grads(layer, x, g, **kw):
+    layer.zero_grad()
+    x = x.clone().requires_grad_()
+    y = layer(x, **kw)
+    (y * g).sum().backward()
+    return [y.detach(), x.grad] + [p.grad.clone() for p in layer.parameters()]
+
+
+def test_batch_groups_cover_the_batch():
+    assert batch_groups(8, 100, budget=250) == [(0, 2), (2, 4), (4, 6), (6, 8)]
+    assert batch_groups(3, 10**9, budget=1) == [(0, 1), (1, 2), (2, 3)]
+    assert batch_groups(5, 1, budget=10**6) == [(0, 5)]
+
+
+def test_toeplitz_adjoint_is_the_adjoint():
+    taps, dZ = torch.randn(3, 6, dtype=f64), torch.randn(3, 6, 6, dtype=f64)
+    assert torch.allclose((_toeplitz(taps) * dZ).sum(), (taps * _toeplitz_adjoint(dZ)).sum())
+
+
+@pytest.mark.parametrize("kind", ["im", "imex", "dlinoss"])
+def test_forward_equals_twin_scan_and_loop(kind, small_groups):
+    layer = _layer(kind)
+    x = torch.randn(3, 96, 5, dtype=f64)
+    with torch.no_grad():
+        tab = _chunk_tables(layer._system(1.0), 96, f64)
+        args = (x, layer._input_weight(), layer._output_weight(), layer.D, tab)
+        fused, twin = chunked_conv_projected(*args), chunked_conv_projected_ref(*args)
+        torch.testing.assert_close(fused, twin, rtol=1e-12, atol=1e-12)
+        for mode in ("scan", "loop"):
+            torch.testing.assert_close(fused, layer(x, mode=mode), rtol=1e-10, atol=1e-10)
+
+
+def _random_tables(C, T, M, dtype=f64):
+    g = torch.Generator().manual_seed(5)
+    rnd = lambda *s: torch.randn(*s, generator=g, dtype=dtype)      # noqa: E731
+    pow_T = 0.5 * rnd(C, M, 2, 2)                                   # any 2x2 blocks: the carry is linear
+    return ChunkTables(rnd(C, T), rnd(C, T, 2 * M), rnd(C, T, 2 * M), pow_T, pow_T.clone())
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_gradcheck(skip, small_groups):
+    """Every input of the Function, with tables that no oscillator built (M = 2 blocks per column, T = 4)."""
+    H, C, T = 3, 4, 4
+    tab = _random_tables(C, T, 2)
+    u, W_in, W_out, D = (torch.randn(*s, dtype=f64) for s in ((3, 12, H), (C, H), (H, C), (H,)))
+    inputs = [t.requires_grad_() for t in (u, W_in, W_out, D, tab.taps, tab.w_in, tab.w_out, tab.pow_T)]
+    if not skip:
+        inputs[3] = None
+    assert torch.autograd.gradcheck(lambda *a: _ChunkedProjected.apply(*a), inputs)
+
+
+@pytest.mark.parametrize("kind", ["im", "imex"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_layer_gradients_equal_the_twin(kind, bidirectional, small_groups, calls, monkeypatch):
+    """Gradients of B, C (and C_back), D, A_hat, dt_raw and the input through the fused node equal those of the
+    twin of unfused ops (the same layer with the fused node refused)."""
+    layer = _layer(kind, bidirectional=bidirectional, mode="chunked")
+    x, g = torch.randn(3, 64, 5, dtype=f64), torch.randn(3, 64, 5, dtype=f64)
+    fused = _grads(layer, x, g)
+    assert calls["fused"] == (2 if bidirectional else 1)
+    monkeypatch.setattr(linoss_mod, "fits_projected", lambda u, tab: False)
+    twin = _grads(layer, x, g)
+    assert calls["fused"] == (2 if bidirectional else 1)
+    for a, b in zip(fused, twin):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    for a, b in zip(fused, _grads(layer, x, g, mode="loop")):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8)
+
+
+def test_float32_close_to_float64(calls):
+    layer = _layer("imex", H=6, P=4)
+    x = torch.randn(2, 128, 6, dtype=f64)
+    want = layer(x, mode="chunked")
+    got = layer.float()(x.float(), mode="chunked")
+    assert calls["fused"] == 2
+    torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["im", "imex"])
+def test_other_calls_keep_the_old_path(kind, calls):
+    """L not a multiple of the chunk length, and stateful calls: the unfused twin, still equal to the loop."""
+    layer = _layer(kind, mode="chunked")
+    x = torch.randn(2, 40, 5, dtype=f64)
+    torch.testing.assert_close(layer(x), layer(x, mode="loop"), rtol=1e-10, atol=1e-10)
+    x = torch.randn(2, 64, 5, dtype=f64)
+    s0 = layer.initial_state(2) + torch.randn(2, 2, 3, dtype=torch.complex128)
+    y, s = layer(x, state=s0, return_state=True)
+    y_l, s_l = layer(x, state=s0, return_state=True, mode="loop")
+    torch.testing.assert_close(y, y_l, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(s, s_l, rtol=1e-10, atol=1e-10)
+    y, s = layer(x, return_state=True)
+    torch.testing.assert_close(s, layer(x, return_state=True, mode="loop")[1], rtol=1e-10, atol=1e-10)
+    assert calls["fused"] == 0
+    layer(x)
+    assert calls["fused"] == 1
+
+
+def test_bad_input_still_raises(calls):
+    layer = _layer("im", mode="chunked")
+    with pytest.raises(ValueError):
+        layer(torch.randn(2, 64, 4, dtype=f64))                          # wrong channel count
+    with pytest.raises(ValueError):
+        layer(torch.randn(64, 5, dtype=f64))                             # no batch dimension
+    with pytest.raises(ValueError, match="chunk length"):
+        chunked_conv_projected(torch.randn(2, 40, 5, dtype=f64), layer._input_weight(), layer._output_weight(),
+                               layer.D, _chunk_tables(layer._system(1.0), 40, f64))
+    assert calls["fused"] == 0
+
+
+def test_export_keeps_the_traceable_ops(calls):
+    """torch.export traces the twin of plain ops (the fused node is left out of traced graphs); equal to eager."""
+    layer = _layer("im", H=4, P=3).eval()
+    x = torch.randn(2, 32, 4, dtype=f64)
+    prog = torch.export.export(layer, (x,))
+    assert calls["fused"] == 0
+    torch.testing.assert_close(prog.module()(x), layer(x), rtol=1e-12, atol=1e-12)
+    assert calls["fused"] == 1
+
+
+def test_backward_twice_with_retain_graph(small_groups):
+    """The backward reads its saved buffers without overwriting them: a second pass gives the same gradients."""
+    layer = _layer("imex", mode="chunked")
+    x = torch.randn(2, 64, 5, dtype=f64, requires_grad=True)
+    y = layer(x)
+    first = torch.autograd.grad(y.square().sum(), [x, *layer.parameters()], retain_graph=True)
+    second = torch.autograd.grad(y.square().sum(), [x, *layer.parameters()])
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
