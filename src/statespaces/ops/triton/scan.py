@@ -219,6 +219,10 @@ class _TooManyDims(Exception):
 #: bytes (tests/test_triton_resources.py).
 MAX_BLOCK_L = 64
 MAX_BLOCK_N = 32
+#: A complex scan holds twice the tiles of a real one: at BLOCK_N = 32 Triton 3.6 (the version on the
+#: H100/H200 image) used all 255 registers and spilled (backward on sm_90: 24-528 bytes; forward on sm_80:
+#: 72 bytes; Triton 3.9 did not), so complex scans take 16-channel tiles both ways.
+MAX_BLOCK_N_COMPLEX = 16
 
 _STRIDES_A = ["sa0", "sa1", "sa2", "sal", "san"]
 _STRIDES_X = ["sx0", "sx1", "sx2", "sxn"]
@@ -228,19 +232,19 @@ _BWD_SIG = signature("*fp32", ["a_ptr", "g_ptr", "x_ptr", "x0_ptr", "gb_ptr", "g
                      ["L", "N", "D1", "D2", *_STRIDES_A, *_STRIDES_X])
 
 
-def _block_sizes(L: int, N: int) -> Tuple[int, int]:
+def _block_sizes(L: int, N: int, is_complex: bool = False) -> Tuple[int, int]:
     """(BLOCK_L, BLOCK_N): fixed chunk length (padding rows are identity maps), N tile by N."""
-    return MAX_BLOCK_L, max(16, min(MAX_BLOCK_N, triton.next_power_of_2(N)))
+    return MAX_BLOCK_L, max(16, min(MAX_BLOCK_N_COMPLEX if is_complex else MAX_BLOCK_N, triton.next_power_of_2(N)))
 
 
 def _fwd_config(N: int, is_complex: bool, a_complex: bool, has_x0: bool):
-    BLOCK_L, BLOCK_N = _block_sizes(0, N)
+    BLOCK_L, BLOCK_N = _block_sizes(0, N, is_complex)
     return make(__name__, _scan_fwd_kernel, _FWD_SIG, IS_COMPLEX=is_complex, A_COMPLEX=a_complex,
                 HAS_X0=has_x0, BLOCK_L=BLOCK_L, BLOCK_N=BLOCK_N)
 
 
 def _bwd_config(N: int, is_complex: bool, a_complex: bool, has_x0: bool, need_ga: bool):
-    BLOCK_L, BLOCK_N = _block_sizes(0, N)
+    BLOCK_L, BLOCK_N = _block_sizes(0, N, is_complex)
     return make(__name__, _scan_bwd_kernel, _BWD_SIG, IS_COMPLEX=is_complex, A_COMPLEX=a_complex,
                 HAS_X0=has_x0, NEED_GA=need_ga, BLOCK_L=BLOCK_L, BLOCK_N=BLOCK_N)
 
