@@ -157,21 +157,20 @@ def test_s4d_stateful_forward_takes_the_chunked_path_and_matches_steps():
 
 
 def test_rule_on_the_triton_path():
-    """With the Triton kernels (forced here; CUDA in use): chunked for training too, since the backward is a
-    Triton kernel, unless the state is wider than the kernels hold; a layer with its own fused scan (LinOSS)
-    keeps it for stateless training."""
+    """With the Triton kernels (forced here; CUDA in use): chunked for stateful calls (any state width: a wider
+    one runs the PyTorch chunked matmuls); stateless calls, training or not, keep the FFT route or the layer's
+    own fused scan (LinOSS), both measured faster on an H200."""
     pytest.importorskip("triton")
     from statespaces.ops.triton.chunked_conv import MAX_BLOCK_M
 
     x = torch.randn(1, 8, 2)
     with backend.force_triton():
-        assert prefer_chunked(x, stateful=False) and prefer_chunked(x, stateful=False, modes=MAX_BLOCK_M)
-        assert not prefer_chunked(x, stateful=False, modes=MAX_BLOCK_M + 1)
-        assert prefer_chunked(x, stateful=True, modes=MAX_BLOCK_M + 1)
+        assert not prefer_chunked(x, stateful=False) and not prefer_chunked(x, stateful=False, modes=MAX_BLOCK_M)
+        assert prefer_chunked(x, stateful=True, modes=MAX_BLOCK_M) and prefer_chunked(x, True, modes=MAX_BLOCK_M + 1)
         assert not prefer_chunked(x, stateful=False, own_scan=True) and prefer_chunked(x, True, own_scan=True)
         with torch.no_grad():
-            assert prefer_chunked(x, stateful=False, own_scan=True)
-        assert not prefer_chunked(x.double(), stateful=False)             # the kernels take float32 only
+            assert not prefer_chunked(x, stateful=False) and not prefer_chunked(x, stateful=False, own_scan=True)
+        assert not prefer_chunked(x.double(), stateful=False)             # float64: the PyTorch paths
 
 
 @pytest.mark.parametrize("disc", ["IM", "IMEX"])

@@ -144,6 +144,23 @@ def test_block_power_matches_repeated_products():
         torch.testing.assert_close(tlin._block_power(M, n), ref, rtol=1e-13, atol=1e-14)
 
 
+@pytest.mark.parametrize("S", [1, 2, 3, 5, 8, 63, 64, 100])
+@pytest.mark.parametrize("with_first", [False, True])
+def test_segment_chain_doubling_matches_the_sequential_chain(S, with_first):
+    """The log-depth segment chain (forward carries and backward adjoints between segments) against the
+    step-by-step recurrence s_{j+1} = T s_j + parts_j, float64, a contracting and a rotating T."""
+    g = torch.Generator().manual_seed(S)
+    C2, B = 6, 3
+    ang = torch.rand(C2, generator=g, dtype=torch.float64) * 3
+    rad = 0.5 + 0.5 * torch.rand(C2, generator=g, dtype=torch.float64)
+    T = torch.stack([torch.stack([rad * ang.cos(), -rad * ang.sin()]), torch.stack([rad * ang.sin(), rad * ang.cos()])])
+    parts = torch.randn(B, S, 2, C2, generator=g, dtype=torch.float64)
+    first = torch.randn(B, 2, C2, generator=g, dtype=torch.float64) if with_first else None
+    got = tlin._chain(T, first, parts.float())
+    assert got.dtype == torch.float64 and got.shape == (B, S, 2, C2)
+    torch.testing.assert_close(got, tlin._chain_loop(T, first, parts.float()), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("cls,kw", [("linoss.LinOSS", dict(discretization="IMEX", mode="scan")), ("dlinoss.DLinOSS", dict(mode="scan"))])
 def test_layer_under_forced_triton_matches_its_torch_scan(small_tiles, cls, kw):
     """LinOSS / D-LinOSS forward with ``state=`` in and ``return_state`` out, and the parameter

@@ -348,12 +348,32 @@ def _flat(M: Tensor) -> Tensor:
 
 def _chain(T: Tensor, first: Optional[Tensor], parts: Tensor) -> Tensor:
     """Boundary values ``s_0 = first`` (or 0), ``s_{j+1} = T s_j + parts[:, j]`` for j < S-1, in fp64:
-    (B, S, 2, C2). T (2, 2, C2) acts on the (2,) state of each channel."""
+    (B, S, 2, C2). T (2, 2, C2) acts on the (2,) state of each channel.
+
+    A log-depth (Hillis-Steele) scan: after the level of shift m, entry j holds
+    ``sum_{i in (j-2m, j]} T^{j-i} b_i`` (b_0 = first, b_j = parts[:, j-1]), so ceil(log2 S) levels of a few
+    ops each instead of S-1 sequential steps (S is up to 512 / programs: 63 steps at B=1, P=64, each a
+    handful of launches that left the H200 host-bound). :func:`_chain_loop` is its sequential twin."""
+    parts = parts.to(torch.float64)
+    S = parts.shape[1]
+    head = torch.zeros_like(parts[:, :1]) if first is None else first.to(torch.float64).unsqueeze(1)
+    s = torch.cat([head, parts[:, : S - 1]], 1)
+    Tm, m = T.to(torch.float64), 1
+    while m < S:
+        s = torch.cat([s[:, :m], s[:, m:] + torch.einsum("ijc,bsjc->bsic", Tm, s[:, : S - m])], 1)
+        m *= 2
+        if m < S:
+            Tm = torch.einsum("ijc,jkc->ikc", Tm, Tm)
+    return s
+
+
+def _chain_loop(T: Tensor, first: Optional[Tensor], parts: Tensor) -> Tensor:
+    """The sequential twin of :func:`_chain` (tests)."""
     parts = parts.to(torch.float64)
     s = torch.zeros_like(parts[:, 0]) if first is None else first.to(torch.float64)
     out = [s]
     for j in range(parts.shape[1] - 1):
-        s = torch.einsum("ijc,bjc->bic", T, s) + parts[:, j]
+        s = torch.einsum("ijc,bjc->bic", T.to(torch.float64), s) + parts[:, j]
         out.append(s)
     return torch.stack(out, 1)
 
@@ -368,14 +388,14 @@ def _plan(cfg, u: Tensor, P: int):
     return K, nC, S, KS
 
 
-def _segment_power(M64: Tensor, steps: int, transpose: bool = False) -> Tensor:
-    """``M^steps`` (or its transpose, for the backward) in fp64 for both halves of the 2P channels: (2, 2, 2P)."""
-    T = _block_power(M64, steps)
-    T = T.transpose(0, 1) if transpose else T
+def _segment_power(MC: Tensor, chunks: int) -> Tensor:
+    """``M^(chunks BLOCK_L)`` in fp64 for both halves of the 2P channels, (2, 2, 2P), from the chunk power
+    ``MC = M^BLOCK_L`` (log2(chunks) squarings). The backward reuses it transposed."""
+    T = _block_power(MC.to(torch.float64), chunks)
     return torch.cat([T, T], -1)
 
 
-def _forward(u, W, M32, f32, MC, x0, M64):
+def _forward(u, W, M32, f32, MC, x0):
     Bsz, L, H = u.shape
     P = M32.shape[-1]
     C2 = 2 * P
@@ -385,14 +405,15 @@ def _forward(u, W, M32, f32, MC, x0, M64):
     carries = torch.empty(Bsz, K, 2, C2, device=u.device, dtype=torch.float32)
     fin = torch.empty(Bsz, 2, C2, device=u.device, dtype=torch.float32)
     args = (u, W, _flat(M32), f32, _flat(MC))
+    T = None
     if S > 1:                      # segment starts: zero-start ends chained in fp64 with M^(KS BLOCK_L)
         ends = torch.empty(Bsz, S, 2, C2, device=u.device, dtype=torch.float32)
         _fwd_config(P, H, False, ends_only=True).launch((Bsz, nC, S), *args, y, y, carries, ends, L, H, P, K, KS)
-        T = _segment_power(M64, KS * cfg.consts["BLOCK_L"])
+        T = _segment_power(MC, KS)
         x0 = _chain(T, x0, ends).to(torch.float32).contiguous()
         cfg = _fwd_config(P, H, True)
     cfg.launch((Bsz, nC, S), *args, y if x0 is None else x0, y, carries, fin, L, H, P, K, KS)
-    return y, carries, fin
+    return y, carries, fin, (KS, T)
 
 
 class LinossScanFn(torch.autograd.Function):
@@ -406,8 +427,7 @@ class LinossScanFn(torch.autograd.Function):
         M32, f32 = M.detach().to(torch.float32).contiguous(), f.detach().to(torch.float32).contiguous()
         x032 = None if x0 is None else x0.detach().to(torch.float32).contiguous()
         ctx.MC = MC.detach().to(torch.float64).contiguous()
-        ctx.M64 = M.detach().to(torch.float64)
-        y, carries, fin = _forward(u32, W32, M32, f32, ctx.MC, x032, ctx.M64)
+        y, carries, fin, ctx.segment_power = _forward(u32, W32, M32, f32, ctx.MC, x032)   # (KS, T or None)
         ctx.save_for_backward(u32, W32, M32, f32, carries, x032 if x0 is not None else None)
         ctx.dtypes = (u.dtype, W.dtype, M.dtype, f.dtype, None if x0 is None else x0.dtype)
         return y, fin
@@ -433,8 +453,9 @@ class LinossScanFn(torch.autograd.Function):
         if S > 1:                  # rho entering each segment: zero-start values chained backwards in fp64
             _bwd_config(P, H, gf is not None, rho_only=True).launch(
                 (Bsz, nC, S), *args, gy, gy, gy, gy, rho0, L, H, P, K, KS)
-            TT = _segment_power(ctx.M64, KS * cfg.consts["BLOCK_L"], transpose=True)
-            rin = _chain(TT, None, rho0.flip(1)).flip(1)           # rin[j] = true rho at segment j+1's start
+            ks, T = ctx.segment_power                              # the forward's M^(KS BLOCK_L), if same KS
+            T = T if ks == KS and T is not None else _segment_power(ctx.MC, KS)
+            rin = _chain(T.transpose(0, 1), None, rho0.flip(1)).flip(1)   # rho entering segment j+1
             rin = rin.to(torch.float32).contiguous()
             cfg = _bwd_config(P, H, gf is not None, has_rin=True)
         cfg.launch((Bsz, nC, S), *args, rin, dv, dm, df, rho0, L, H, P, K, KS)
