@@ -3,9 +3,12 @@
 resources of every GPU path, as JSON. Prepared without a GPU; run it when one is lent.
 
     PYTHONPATH=src python benchmarks/gpu_check.py [--out gpu_check.json] [--quick] [--no-resources]
+        [--sections kernels layers timing syncs ops resources]
 
 From a fresh checkout with only ``PYTHONPATH=src`` (no install). Sections, each recorded in the
-JSON even when it fails (``"error"``), so one broken path does not hide the others:
+JSON even when it fails (``"error"``), so one broken path does not hide the others; the JSON is
+rewritten after every section and each section's records are printed as it ends, so a run stopped
+by a time limit keeps what it measured. Default order: kernels, layers, timing, syncs, ops, resources.
 
 1. **kernels** vs float64: Vandermonde (L up to 65,536), diagonal scan (real / complex / x0),
    DPLR Cauchy, fused LinOSS scan (IM / IMEX, state in and out, all five gradients), the chunked
@@ -19,7 +22,8 @@ JSON even when it fails (``"error"``), so one broken path does not hide the othe
    ``torch.cuda.set_sync_debug_mode("warn")`` (target: 0).
 4. **ops**: CUDA kernel launches and aten ops per forward+backward from ``torch.profiler``.
 5. **timing**: the goal shapes (H=256, N=64; S4D B16 L4096, S4D B1 L65536, S4 B16 L4096,
-   LinOSS B16 L4096) fwd and fwd+bwd with CUDA events (median), beside the fp32 copy floor of
+   LinOSS B16 L4096) fwd and fwd+bwd with CUDA events (median), fwd+bwd again with the layer captured by
+   ``torch.cuda.make_graphed_callables`` (no host dispatch), beside the fp32 copy floor of
    the (B, L, H) activation (one read + one write), and the eager step rate (steps/s); the Triton
    Vandermonde and LinOSS paths and the S4D and S4 layers (Triton chunked convolutions, diagonal and
    dense, forward and backward) beside their PyTorch paths (``backend "auto"`` vs ``"torch"``, one run).
@@ -54,13 +58,20 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
 
 
+#: The sections, in their default order (``--sections`` picks and orders them).
+SECTIONS = ("kernels", "layers", "timing", "syncs", "ops", "resources")
+
+
 def section(results: Dict, name: str, fn: Callable[[], object]) -> None:
+    """Run one section into ``results[name]``; print it at once (a run cut short still shows it)."""
     t0 = time.perf_counter()
     try:
         results[name] = fn()
     except Exception as e:  # recorded, the other sections still run
         results[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-4000:]}
     print(f"[{name}] {time.perf_counter() - t0:.1f} s", flush=True)
+    if name != "resources":
+        print(json.dumps(results[name], default=str)[:6000], flush=True)
 
 
 # ---- 1. kernels ------------------------------------------------------------------------------------
@@ -409,6 +420,7 @@ def check_timing(quick: bool) -> List[Dict]:
                "fwd_ms": cuda_time(fwd, rep), "fwd_bwd_ms": cuda_time(fwd_bwd, rep),
                "copy_floor_ms": cuda_time(lambda: floor_src.clone(), rep)}
         rec["fwd_over_floor"] = rec["fwd_ms"] / rec["copy_floor_ms"]
+        rec.update(_graphed_fwd_bwd(layer, x, rep))
         out.append(rec)
     out += time_paths(quick)
     # recurrent step rate: eager layer.step, then the stepper eager / graphed and the graphed model stepper
@@ -427,6 +439,22 @@ def check_timing(quick: bool) -> List[Dict]:
             out.append({"layer": name, "step": "eager", "error": f"{type(e).__name__}: {e}"})
         out.append(_stepper_rate(name, layer, H, 200 if quick else 2000))
     return out
+
+
+def _graphed_fwd_bwd(layer, x: torch.Tensor, rep: int) -> Dict:
+    """fwd+bwd of the layer under ``torch.cuda.make_graphed_callables`` (PyTorch's own capture of a module's
+    forward and backward as two CUDA graphs): the time without host-side dispatch, which the eager layers
+    are bound by (benchmarks/README.md, "Where the time goes"). Needs no host sync inside the layer."""
+    try:
+        graphed = torch.cuda.make_graphed_callables(layer, (x,))
+
+        def run():
+            y = graphed(x)
+            (y[0] if isinstance(y, tuple) else y).sum().backward()
+
+        return {"graphed_fwd_bwd_ms": cuda_time(run, rep)}
+    except Exception as e:  # recorded: what stops a capture is itself a finding
+        return {"graphed_error": f"{type(e).__name__}: {str(e)[:300]}"}
 
 
 def _graph(fn: Callable[[], object]):
@@ -552,6 +580,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="gpu_check.json")
     p.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats")
     p.add_argument("--no-resources", action="store_true", help="skip compiling the register/spill table")
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                   help="which sections to run, in this order (default: all)")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device here (torch.cuda.is_available() is False): nothing to check. "
@@ -573,18 +603,18 @@ def main(argv=None) -> int:
     except Exception as e:
         results["triton"] = f"unavailable: {e}"
     t0 = time.perf_counter()
-    section(results, "kernels", lambda: check_kernels(a.quick))
-    section(results, "layers", lambda: check_layers(a.quick))
-    section(results, "syncs", check_syncs)
-    section(results, "ops", check_ops)
-    section(results, "timing", lambda: check_timing(a.quick))
-    if not a.no_resources:
-        section(results, "resources", check_resources)
-    results["fallbacks"] = backend.failed_ops()
-    results["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    with open(a.out, "w") as f:
-        json.dump(results, f, indent=1, default=str)
-    print(json.dumps({k: v for k, v in results.items() if k not in ("resources", "ops")}, indent=1, default=str)[:12000])
+    runners = {"kernels": lambda: check_kernels(a.quick), "layers": lambda: check_layers(a.quick),
+               "timing": lambda: check_timing(a.quick), "syncs": check_syncs, "ops": check_ops,
+               "resources": check_resources}
+    for name in a.sections:
+        if name == "resources" and a.no_resources:
+            continue
+        section(results, name, runners[name])
+        results["fallbacks"] = backend.failed_ops()
+        results["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        with open(a.out, "w") as f:      # after every section: a run cut short keeps what it measured
+            json.dump(results, f, indent=1, default=str)
+    print("fallbacks:", results["fallbacks"])
     if isinstance(results.get("resources"), dict):
         print("resource failures:", results["resources"].get("failures"))
     print(f"wrote {a.out} ({results['wall_seconds']} s)")
