@@ -178,9 +178,10 @@ def test_backward_input_only_and_bidirectional(small_blocks):
                         torch.view_as_real(b) if b.is_complex() else b) < 1e-4
 
 
-def test_s4d_training_takes_the_triton_chunked_path(small_blocks, monkeypatch):
-    """A stateless bidirectional S4D layer in training, with the Triton kernels forced: the rule picks the
-    chunked path (the FFT is never called) and output and gradients equal the float64 FFT route."""
+def test_s4d_stateless_training_keeps_the_fft_route(small_blocks, monkeypatch):
+    """A stateless bidirectional S4D layer in training, with the Triton kernels forced: the rule
+    (``prefer_chunked``; measured on an H200, the FFT route was 2.2x faster fwd+bwd) keeps the FFT route, the
+    chunked kernels are never called, and output and gradients equal the float64 FFT route."""
     import statespaces.layers.base as base
 
     torch.manual_seed(5)
@@ -191,10 +192,10 @@ def test_s4d_training_takes_the_triton_chunked_path(small_blocks, monkeypatch):
     y64 = ref(x64)                                                   # CPU float64, stateless: the FFT route
     (y64 * y64.detach().sign()).sum().backward()
 
-    def no_fft(*a, **k):
-        raise AssertionError("training with the Triton kernels must take the chunked path")
+    def no_chunked(*a, **k):
+        raise AssertionError("stateless training with the Triton kernels must keep the FFT route")
 
-    monkeypatch.setattr(base, "fftconv", no_fft)
+    monkeypatch.setattr(base, "chunked_conv_diagonal", no_chunked)
     with backend.force_triton():
         y = layer(x)
     (y * y64.detach().sign().float()).sum().backward()
