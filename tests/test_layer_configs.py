@@ -60,6 +60,19 @@ def test_oscillator_layers_refuse_d_state_and_say_what_to_use():
             build_config(overrides=[("model.layer.kind", "linoss"), (f"model.layer.{key}", value)])
 
 
+def test_switching_kind_over_a_preset_leaves_behind_what_the_new_kind_does_not_take():
+    """``--preset uea --model.layer.kind linoss``: the preset's S4D d_state is no LinOSS setting, so it stays
+    behind (named in a warning) while the settings both kinds take (bidirectional) carry over."""
+    with pytest.warns(UserWarning, match=r"'s4d' -> 'linoss' leaves behind d_state=32"):
+        c = build_config("uea", overrides=[("model.layer.kind", "linoss")])
+    assert c.model.layer == config_class("linoss")(bidirectional=True)
+    with pytest.warns(UserWarning, match="d_state=32"):
+        c = build_config("uea", overrides=[("model.layer", '{"kind": "linoss", "n_oscillators": 16}')])
+    assert c.model.layer == config_class("linoss")(n_oscillators=16, bidirectional=True)
+    c = build_config("uea", overrides=[("model.layer.kind", "s4")])                # S4 takes d_state: kept
+    assert c.model.layer == config_class("s4")(d_state=32, bidirectional=True)
+
+
 def test_python_alias_d_state_warns_and_means_oscillators():
     with pytest.warns(DeprecationWarning, match="n_oscillators"):
         layer = LinOSS(3, d_state=5, seed=0)

@@ -18,6 +18,7 @@ and the keys it takes); constraints between settings (an even ``d_state``, ``alp
 from __future__ import annotations
 
 import importlib
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, Union
 
@@ -158,9 +159,11 @@ def merge_layer(old: Union[LayerSpec, None], new: Any) -> Any:
     (``new`` itself if it is not a layer spec or names an unknown kind: reading it reports that).
 
     Without a ``kind`` (or with the same kind) ``new`` updates ``old``. With another kind, the
-    settings of ``old`` that differ from its kind's defaults are carried over, then ``new``'s, so
-    ``--model.layer.d_state 32 --model.layer s4`` is an S4 with d_state 32, and a carried key the
-    new kind does not take fails when the result is read.
+    settings of ``old`` that differ from its kind's defaults and that the new kind also takes are
+    carried over, then ``new``'s, so ``--model.layer.d_state 32 --model.layer s4`` is an S4 with
+    d_state 32 and ``--preset uea --model.layer.kind linoss`` a bidirectional LinOSS (the preset's
+    S4D ``d_state`` is no LinOSS setting). The settings left behind are named in a
+    :class:`UserWarning`; a setting of ``new`` the kind does not take still fails when read.
     """
     if not _mappable(new) or (old is not None and not _mappable(old)):
         return new                      # not a layer spec: reading the result names the bad value
@@ -176,9 +179,20 @@ def merge_layer(old: Union[LayerSpec, None], new: Any) -> Any:
         defaults = config_class(base["kind"])().to_dict()
     except ConfigError:
         defaults = {}
+    try:
+        takes: Optional[Tuple[str, ...]] = config_class(kind).keys()
+    except ConfigError:
+        takes = None                    # an unknown kind: reported when the result is read
+    dropped = []
     for k, v in base.items():
         if k != "kind" and (k not in defaults or defaults[k] != v):
-            carried[k] = v
+            if takes is None or k in takes or k in extra:
+                carried[k] = v
+            else:
+                dropped.append(f"{k}={v!r}")
+    if dropped:
+        warnings.warn(f"model.layer: switching kind {base['kind']!r} -> {kind!r} leaves behind "
+                      f"{', '.join(dropped)} (not settings of {kind!r})", UserWarning, stacklevel=3)
     return {**carried, **extra}
 
 
