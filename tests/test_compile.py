@@ -129,3 +129,30 @@ def test_compile_rule(monkeypatch):
     assert use_compile("on", s4d) and not use_compile("off", lin)
     monkeypatch.setenv("STATESPACES_COMPILE", "off")
     assert not use_compile("on", lin)
+
+
+def test_training_survives_a_compiler_failure(monkeypatch):
+    """A compile error in the training forward (trainer.compile) warns once and the run goes on eagerly, with the
+    eager module's outputs; an error of the model itself is not swallowed."""
+    from statespaces.train.loop import CompiledOrEager
+
+    class Broken(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *a, **k):
+            raise torch._dynamo.exc.BackendCompilerFailed(lambda: None, RuntimeError("pop from empty list"), None)
+
+    monkeypatch.setattr(torch, "compile", lambda m, **k: Broken(m))
+    model = SequenceClassifier(2, 3, d_model=8, n_layers=1, layer="linoss")
+    net = CompiledOrEager(model)
+    x = torch.randn(2, 5, 2)
+    with pytest.warns(UserWarning, match="torch.compile failed .*pop from empty list.*continues without compiling"):
+        y = net(x)
+    torch.testing.assert_close(y, model(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                          # once: later calls are eager, silently
+        torch.testing.assert_close(net(x), model(x))
+    with pytest.raises(ValueError):
+        net(torch.full((2, 5, 2), float("nan")))

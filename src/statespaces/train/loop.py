@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
@@ -83,6 +84,34 @@ def use_compile(setting: str, model: nn.Module) -> bool:
     from ..layers.linoss import LinOSS
 
     return any(isinstance(m, LinOSS) and not isinstance(m, DLinOSS) for m in model.modules())
+
+
+class CompiledOrEager(nn.Module):
+    """The training forward under ``torch.compile``, or eager once compiling has failed.
+
+    A compile failure (a :class:`torch._dynamo.exc.TorchDynamoException`, e.g. an inductor lowering error
+    such as the one LinOSS met on length-bucketed JapaneseVowels batches with torch 2.13) is reported once
+    as a :class:`UserWarning` naming the error, and that call and every later one run the eager module, so
+    a run never dies of its compiler. Errors of the model itself (bad input, NaN) propagate unchanged.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.compiled = torch.compile(module)
+        self.failure: Optional[str] = None
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failure is None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except torch._dynamo.exc.TorchDynamoException as e:
+                cause = getattr(e, "inner_exception", None) or e      # a backend failure wraps the real error
+                first = (str(cause).strip().splitlines() or [""])[0][:200]
+                self.failure = f"{type(cause).__name__}: {first}"
+                warnings.warn(f"trainer.compile: torch.compile failed ({self.failure}); training continues without "
+                              "compiling (set trainer.compile off to skip the attempt)", UserWarning, stacklevel=2)
+        return self.module(*args, **kwargs)
 
 
 def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: Any = "classification") -> SequenceClassifier:
@@ -280,7 +309,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     model = build_model(cfg, data.d_input, data.n_classes, task.name).to(device)
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if use_compile(t_cfg.compile, model):
-        net = torch.compile(net)  # type: ignore[assignment]
+        net = CompiledOrEager(net)
     opt = torch.optim.AdamW(param_groups(model, lr=t_cfg.lr, weight_decay=t_cfg.weight_decay, ssm_lr=t_cfg.ssm_lr))
     if t_cfg.bucket or t_cfg.min_steps > 0:
         # length-bucketed batches cut to their longest series, and/or several passes per epoch so
