@@ -298,6 +298,11 @@ def check_layers(quick: bool) -> List[Dict]:
 
 
 # ---- 3. syncs --------------------------------------------------------------------------------------
+#: The texts of the warnings :func:`_count_syncs` counted (the first few), written to the JSON: in the first
+#: H200 run one S4D-stepper call counted 1 while ``set_sync_debug_mode("error")`` raised nothing.
+SYNC_MESSAGES: List[str] = []
+
+
 def _count_syncs(fn: Callable[[], object]) -> int:
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as w:
@@ -307,7 +312,10 @@ def _count_syncs(fn: Callable[[], object]) -> int:
             fn()
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(x.message).lower() for x in w)
+    hits = [f"{x.category.__name__}: {str(x.message)[:200]} ({os.path.basename(x.filename)}:{x.lineno})"
+            for x in w if "synchroniz" in str(x.message).lower()]
+    SYNC_MESSAGES.extend(hits[: max(0, 8 - len(SYNC_MESSAGES))])
+    return len(hits)
 
 
 def check_syncs() -> List[Dict]:
@@ -611,6 +619,7 @@ def main(argv=None) -> int:
             continue
         section(results, name, runners[name])
         results["fallbacks"] = backend.failed_ops()
+        results["sync_messages"] = list(SYNC_MESSAGES)
         results["wall_seconds"] = round(time.perf_counter() - t0, 1)
         with open(a.out, "w") as f:      # after every section: a run cut short keeps what it measured
             json.dump(results, f, indent=1, default=str)
