@@ -21,6 +21,9 @@ CASES = {
     "s4d": (lambda: S4D(4, 8, seed=0), (2, 16, 4)),
     "s4": (lambda: S4(4, 8, seed=0), (2, 16, 4)),
     "linoss-scan": (lambda: LinOSS(4, 8, seed=0), (2, 16, 4)),
+    # L a multiple of 32: eager CPU calls take the fused chunked node (kernels.chunked_projected), a compile
+    # trace its twin of unfused ops; the comparison below holds the two together
+    "linoss-chunked32": (lambda: LinOSS(4, 8, seed=0), (2, 64, 4)),
     # traced in real arithmetic (S5._forward_real; its bidirectional use is tested in tests/test_s5.py):
     # 1.5-3 min on 2 shared cores, so the training compile only (the step and export tests cover inference)
     "s5": (lambda: S5(4, 8, seed=0), (2, 16, 4)),
