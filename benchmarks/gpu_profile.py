@@ -35,7 +35,8 @@ def _gpu_check():
 
 
 def kernel_table(fn, calls: int = 5) -> Tuple[float, int, Dict[str, Tuple[int, float]]]:
-    """(kernel ms per call, kernels per call, {kernel name: (count, total µs)}) of ``calls`` calls of fn."""
+    """(kernel ms per call, kernels per call, {kernel name: (launches per call, ms per call)}) over ``calls``
+    calls of fn."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
@@ -47,8 +48,8 @@ def kernel_table(fn, calls: int = 5) -> Tuple[float, int, Dict[str, Tuple[int, f
         if e.device_type == torch.autograd.DeviceType.CUDA:
             n, t = agg.get(e.name[:110], (0, 0.0))
             agg[e.name[:110]] = (n + 1, t + e.device_time)
-    total_us = sum(t for _, t in agg.values())
-    return total_us / calls / 1e3, round(sum(n for n, _ in agg.values()) / calls), agg
+    per_call = {name: (n // calls, t / calls / 1e3) for name, (n, t) in agg.items()}
+    return (sum(ms for _, ms in per_call.values()), sum(n for n, _ in per_call.values()), per_call)
 
 
 def host_bound(fn, calls: int = 10) -> Tuple[float, float]:
@@ -96,8 +97,8 @@ def main(argv=None) -> int:
                     continue
                 print(f"\n== {layer} ({path}) B={B} L={L}: wall {wall:.2f} ms, host {host:.2f} ms, "
                       f"kernels {busy:.2f} ms ({count} per call)")
-                for name, (n, t) in sorted(agg.items(), key=lambda kv: -kv[1][1])[:16]:
-                    print(f"  {t / 5 / 1e3:8.3f} ms {n // 5:4d}x  {name}")
+                for name, (n, ms) in sorted(agg.items(), key=lambda kv: -kv[1][1])[:16]:
+                    print(f"  {ms:8.3f} ms {n:4d}x  {name}")
                 if a.compile:
                     print("  " + compile_line(layer, spec, gc))
     return 0

@@ -167,9 +167,8 @@ def test_rule_on_the_triton_path():
     with backend.force_triton():
         assert not prefer_chunked(x, stateful=False) and not prefer_chunked(x, stateful=False, modes=MAX_BLOCK_M)
         assert prefer_chunked(x, stateful=True, modes=MAX_BLOCK_M) and prefer_chunked(x, True, modes=MAX_BLOCK_M + 1)
-        assert not prefer_chunked(x, stateful=False, own_scan=True) and prefer_chunked(x, True, own_scan=True)
         with torch.no_grad():
-            assert not prefer_chunked(x, stateful=False) and not prefer_chunked(x, stateful=False, own_scan=True)
+            assert not prefer_chunked(x, stateful=False)
         assert not prefer_chunked(x.double(), stateful=False)             # float64: the PyTorch paths
 
 

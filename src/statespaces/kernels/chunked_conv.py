@@ -68,8 +68,7 @@ def chunk_length(L: int, chunk: Optional[int] = None, u: Optional[Tensor] = None
     return max(1, min(T, L))
 
 
-def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, own_scan: bool = False,
-                   dense: bool = False) -> bool:
+def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, dense: bool = False) -> bool:
     r"""The rule by which a layer's forward picks the chunked convolution over the FFT (one place).
 
     * CPU (backend ``"torch"``/``"auto"``): chunked for a stateful call (``state=`` or
@@ -81,7 +80,7 @@ def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, own_s
     * CUDA float32 with the Triton kernels available: chunked for stateful calls only (Triton forward and
       backward, :mod:`statespaces.ops.triton.chunked_conv`; against the FFT plus two state sums: not yet
       measured). Stateless calls, training and inference, keep the FFT route (S4D) or the layer's own fused
-      scan (``own_scan``: LinOSS). Measured on an H200 (torch 2.11, Triton 3.6; ``benchmarks/gpu_check.py``,
+      scan (LinOSS). Measured on an H200 (torch 2.11, Triton 3.6; ``benchmarks/gpu_check.py``,
       H=256, N=64, fp32): S4D fwd+bwd 12.3 ms chunked vs 5.6 ms FFT at B=16, L=4096 and 11.3 vs 6.0 ms at B=1,
       L=65,536; forward 6.5 vs 2.1 ms. The chunked kernels themselves took 7.1 ms of GPU time per fwd+bwd at
       B=16, L=4096, against 1.8 ms for every kernel of the FFT route: their per-chunk products are slower than

@@ -672,7 +672,7 @@ class LinOSS(SSMLayer):
         # on CPU chunked beats the scan in every measured shape: use the stateful branch of the rule
         if mode == "auto" and steps is None:
             stateful = u.device.type == "cpu" or state is not None or return_state
-            mode = "chunked" if prefer_chunked(u, stateful, own_scan=True) else "scan"
+            mode = "chunked" if prefer_chunked(u, stateful) else "scan"
         x0 = None if state is None else self._to_real(state.to(self.initial_state(1).dtype))
         v: Optional[Tensor] = None
         y_pos: Optional[Tensor]
