@@ -131,7 +131,16 @@ def check_kernels(quick: bool) -> List[Dict]:
     out += check_linoss_scan(quick, g)
     out += check_chunked_conv(quick, g)
     out += check_chunked_dense(quick, g)
-    # fused step (inference)
+    out += check_steps(g)
+    return out
+
+
+def check_steps(g: torch.Generator, device: str = "cuda") -> List[Dict]:
+    """The fused recurrent steps (inference) against their float64 PyTorch twins: the diagonal step (S4D) and
+    the oscillator step (LinOSS / D-LinOSS), fp32 and fp64 states. On CPU the float32 side is the PyTorch step."""
+    from statespaces.kernels import dispatch, oscillator
+
+    dev, out = device, []
     for real in (torch.float32, torch.float64):
         cd = torch.complex64 if real == torch.float32 else torch.complex128
         B, H, M = 16, 256, 32
@@ -144,6 +153,20 @@ def check_kernels(quick: bool) -> List[Dict]:
             y, s = dispatch.diagonal_step(*cast)
             yr, sr = dispatch.diagonal_step_ref(*args)
         out.append({"op": "diagonal_step", "dtype": str(real), "y": rel_err(y, yr), "state": rel_err(s, sr)})
+    # fused LinOSS / D-LinOSS step (inference, two launches): float64 M, f; fp32 or fp64 state
+    for real in (torch.float32, torch.float64):
+        cd = torch.complex64 if real == torch.float32 else torch.complex128
+        B, H, P = 16, 256, 64
+        M = 0.5 * torch.randn(2, 2, P, generator=g, dtype=torch.float64)
+        f = torch.randn(2, P, generator=g, dtype=torch.float64)
+        args = [torch.randn(H, P, dtype=torch.complex128, generator=g), torch.randn(P, H, dtype=torch.complex128, generator=g),
+                torch.randn(H, dtype=torch.float64, generator=g), torch.randn(B, H, dtype=torch.float64, generator=g),
+                torch.randn(B, 2, P, dtype=torch.complex128, generator=g)]
+        cast = [t.to(cd if t.is_complex() else real).to(dev) for t in args]
+        with torch.no_grad():
+            y, s = oscillator.oscillator_step(M.to(dev), f.to(dev), *cast)
+            yr, sr = oscillator.oscillator_step_ref(M, f, *args)
+        out.append({"op": "oscillator_step", "dtype": str(real), "y": rel_err(y, yr), "state": rel_err(s, sr)})
     return out
 
 

@@ -32,10 +32,11 @@ Shapes: P oscillators, H channels, L length; ``a``, ``dt``: (P,); kernels (P, L)
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
+from .. import backend
 from .._checks import check_choice
 
 Tensor = torch.Tensor
@@ -207,9 +208,11 @@ def mimo_kernel(kappa: Tensor, B: Tensor, C: Tensor) -> Tensor:
     return torch.einsum("phk,pl->hkl", W, kappa)
 
 
-def oscillator_step(M: Tensor, f: Tensor, Bt: Tensor, Ct: Tensor, D: Tensor, u: Tensor,
-                    state: Tensor) -> Tuple[Tensor, Tensor]:
-    r"""One step of P oscillators (the body of :meth:`statespaces.layers.linoss.LinOSS.step` and of its generation
+def oscillator_step_ref(M: Tensor, f: Tensor, Bt: Tensor, Ct: Tensor, D: Tensor, u: Tensor,
+                        state: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""Reference twin of :func:`oscillator_step`, also its PyTorch path (autograd, CPU, any dtype).
+
+    One step of P oscillators (the body of :meth:`statespaces.layers.linoss.LinOSS.step` and of its generation
     stepper, :mod:`statespaces.layers.stepper`): ``state' = M state + f (B u)``, ``out = Re(C y') + D u``.
 
     Args:
@@ -229,3 +232,32 @@ def oscillator_step(M: Tensor, f: Tensor, Bt: Tensor, Ct: Tensor, D: Tensor, u: 
     y2 = (M[1, 0] * z + M[1, 1] * y + f[1] * v).to(state.dtype)
     out = (y2 @ Ct).real + D * u
     return out, torch.stack([z2, y2], 1)
+
+
+def oscillator_step(M: Tensor, f: Tensor, Bt: Tensor, Ct: Tensor, D: Tensor, u: Tensor, state: Tensor,
+                    out: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
+    r"""One step of P oscillators, ``state' = M state + f (B u)``, ``out = Re(C y') + D u``: arguments and
+    result as :func:`oscillator_step_ref`.
+
+    On CUDA tensors (or under :func:`statespaces.backend.force_triton`) with no gradient needed, the two
+    fused Triton kernels of :mod:`statespaces.ops.triton.oscillator_step` run (fp32 or fp64 states,
+    float64 ``M``, ``f``); otherwise the PyTorch expression :func:`oscillator_step_ref`. With ``out``
+    (``(out, state')`` buffers; ``state'`` may be ``state``) the results are written there, so the
+    generation stepper allocates nothing per step on the fused path.
+    """
+    if u.is_cuda or backend.FORCE_TRITON:
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (M, f, Bt, Ct, D, u, state))
+        path = backend.choose("oscillator_step", u, D, dtypes=backend.REAL + (torch.float64,))
+        if not needs_grad and path == "triton":
+            from ..ops.triton import oscillator_step as tos
+
+            if tos.fits(M, f, Bt, Ct, D, u, state):
+                res = backend.attempt("oscillator_step", tos.oscillator_step_triton, M, f, Bt, Ct, D, u, state, out=out)
+                if res is not None:
+                    return res
+    y, new = oscillator_step_ref(M, f, Bt, Ct, D, u, state)
+    if out is None:
+        return y, new
+    out[1].copy_(new)
+    out[0].copy_(y)
+    return out[0], out[1]

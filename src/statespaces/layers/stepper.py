@@ -246,9 +246,8 @@ class OscillatorStepper(LayerStepper):
     def advance(self) -> None:
         from ..kernels.oscillator import oscillator_step
 
-        y, state = oscillator_step(self.M, self.f, self.Bt, self.Ct, self.D, self.x, self.state)
-        self.state.copy_(state)
-        self.y.copy_(y)
+        # two fused Triton launches on CUDA, in place (ops.triton.oscillator_step); else PyTorch, copied in
+        oscillator_step(self.M, self.f, self.Bt, self.Ct, self.D, self.x, self.state, out=(self.y, self.state))
 
 
 def layer_stepper(layer: SSMLayer, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
