@@ -136,8 +136,8 @@ def check_kernels(quick: bool) -> List[Dict]:
 
 
 def check_steps(g: torch.Generator, device: str = "cuda") -> List[Dict]:
-    """The fused recurrent steps (inference) against their float64 PyTorch twins: the diagonal step (S4D) and
-    the oscillator step (LinOSS / D-LinOSS), fp32 and fp64 states. On CPU the float32 side is the PyTorch step."""
+    """The fused recurrent steps (inference) against their float64 PyTorch twins: the diagonal step (S4D), the
+    oscillator step (LinOSS / D-LinOSS) and the low-rank step (S4), fp32 and fp64 states. On CPU the float32 side is the PyTorch step."""
     from statespaces.kernels import dispatch, oscillator
 
     dev, out = device, []
@@ -167,6 +167,24 @@ def check_steps(g: torch.Generator, device: str = "cuda") -> List[Dict]:
             y, s = oscillator.oscillator_step(M.to(dev), f.to(dev), *cast)
             yr, sr = oscillator.oscillator_step_ref(M, f, *args)
         out.append({"op": "oscillator_step", "dtype": str(real), "y": rel_err(y, yr), "state": rel_err(s, sr)})
+    # fused S4 low-rank (Woodbury) step: the precomputed system of an S4 layer (LegT: rank 2), float64 twin
+    from statespaces import S4
+    from statespaces.kernels import dplr
+
+    layer = S4(256, 64, init="legt", seed=0).double()
+    with torch.no_grad():
+        st, C = layer._step_system(1.0)
+        st = dplr.DPLRStep(**{k: getattr(st, k).detach() for k in ("da", "db", "Pc", "dsP", "E", "sG")})
+        C, D = C.detach(), layer.D.detach()
+        B, H, M = 16, 256, layer.n_modes
+        x = torch.randn(B, H, dtype=torch.float64, generator=g)
+        state = torch.randn(B, H, M, dtype=torch.complex128, generator=g)
+        yr, sr = dplr.dplr_step_ref(st, C, D, x, state)
+        for real in (torch.float32, torch.float64):
+            cd = torch.complex64 if real == torch.float32 else torch.complex128
+            st_d = dplr.DPLRStep(**{k: getattr(st, k).to(dev, cd) for k in ("da", "db", "Pc", "dsP", "E", "sG")})
+            y, s = dplr.dplr_step(st_d, C.to(dev, cd), D.to(dev, real), x.to(dev, real), state.to(dev, cd))
+            out.append({"op": "dplr_step", "dtype": str(real), "y": rel_err(y, yr), "state": rel_err(s, sr)})
     return out
 
 

@@ -89,10 +89,10 @@ def test_gpu_profile_and_session_script_are_sound_without_cuda(capsys):
 
 
 def test_gpu_check_step_section_runs_on_cpu(gpu_check):
-    """The fused-step section (diagonal and oscillator steps) on CPU, where the float32 side is the PyTorch step:
+    """The fused-step section (diagonal, oscillator and low-rank steps) on CPU, where the float32 side is the PyTorch step:
     both ops, both precisions, errors at the precision of each (so a large error on the GPU is the kernels')."""
     recs = gpu_check.check_steps(torch.Generator().manual_seed(0), device="cpu")
-    assert [(r["op"], r["dtype"]) for r in recs] == [(op, str(d)) for op in ("diagonal_step", "oscillator_step")
+    assert [(r["op"], r["dtype"]) for r in recs] == [(op, str(d)) for op in ("diagonal_step", "oscillator_step", "dplr_step")
                                                      for d in (torch.float32, torch.float64)]
     for r in recs:
         tol = 1e-5 if r["dtype"] == str(torch.float32) else 1e-12

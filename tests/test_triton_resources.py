@@ -37,7 +37,7 @@ def test_launch_table_matches_the_kernels():
     kernels = {c.name for c in cfgs}
     assert kernels == {
         "vandermonde._vandermonde_fwd_kernel", "vandermonde._vandermonde_bwd_kernel", "scan._scan_fwd_kernel",
-        "scan._scan_bwd_kernel", "cauchy._cauchy_kernel", "step._diag_step_kernel",
+        "scan._scan_bwd_kernel", "cauchy._cauchy_kernel", "step._diag_step_kernel", "dplr_step._dplr_step_kernel",
         "oscillator_step._osc_state_kernel", "oscillator_step._osc_out_kernel", "linoss._fwd_kernel", "linoss._bwd_kernel",
         "chunked_conv._chunked_fwd_kernel", "chunked_conv._chunked_bwd_kernel", "chunked_conv._chunked_grad_kernel",
         "chunked_dense._dense_carry_kernel", "chunked_dense._dense_rows_kernel", "chunked_dense._dense_adj_kernel",

@@ -42,6 +42,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
+from .. import backend
 from .._checks import check_length, refuse_if, tracing
 from .cauchy import cauchy, cauchy_naive
 
@@ -494,12 +495,38 @@ class DPLRStep:
         return (z - q @ self.E).squeeze(-2)
 
 
-def dplr_step(st: DPLRStep, C: Tensor, D: Tensor, u: Tensor, state: Tensor) -> Tuple[Tensor, Tensor]:
+def dplr_step_ref(st: DPLRStep, C: Tensor, D: Tensor, u: Tensor, state: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""Reference twin of :func:`dplr_step`, also its PyTorch path (autograd, CPU, any rank): one bilinear
+    DPLR step ``state' = dA state + dB u`` by Woodbury (Thm 3.5), ``y = 2 Re(C . state') + D u``."""
+    new_state = st(state, u)
+    return 2 * (C * new_state).sum(-1).real + D * u, new_state
+
+
+def dplr_step(st: DPLRStep, C: Tensor, D: Tensor, u: Tensor, state: Tensor,
+              out: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
     r"""One bilinear DPLR step (the body of :meth:`statespaces.layers.s4.S4.step` and of its generation stepper):
     ``state' = dA state + dB u`` by Woodbury (Thm 3.5), ``y = 2 Re(C . state') + D u``.
 
     st: the precomputed step; C (H, M) complex; D (H,) and u (B, H) real; state (B, H, M) complex.
-    Returns ``(y (B, H), state')``.
+    Returns ``(y (B, H), state')``. On CUDA tensors (or under :func:`statespaces.backend.force_triton`)
+    with no gradient needed, one fused Triton launch (:mod:`statespaces.ops.triton.dplr_step`, rank <= 4);
+    otherwise :func:`dplr_step_ref`. With ``out`` (``(y, state')`` buffers; ``state'`` may be ``state``)
+    the results are written there.
     """
-    new_state = st(state, u)
-    return 2 * (C * new_state).sum(-1).real + D * u, new_state
+    if u.is_cuda or backend.FORCE_TRITON:
+        args = (st.da, st.db, st.Pc, st.dsP, st.E, st.sG, C, D, u, state)
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in args)
+        path = backend.choose("dplr_step", u, D, dtypes=backend.REAL + (torch.float64,))
+        if not needs_grad and path == "triton":
+            from ..ops.triton import dplr_step as tds
+
+            if tds.fits(*args):
+                res = backend.attempt("dplr_step", tds.dplr_step_triton, *args, out=out)
+                if res is not None:
+                    return res
+    y, new = dplr_step_ref(st, C, D, u, state)
+    if out is None:
+        return y, new
+    out[1].copy_(new)
+    out[0].copy_(y)
+    return out[0], out[1]

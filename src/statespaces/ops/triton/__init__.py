@@ -8,6 +8,7 @@ is never required. Importing this package does not import ``triton``; the submod
 * :mod:`.scan`: chunked diagonal linear-recurrence scan ``x_l = a_l x_{l-1} + b_l`` with backward;
 * :mod:`.cauchy`: DPLR Cauchy sums ``sum_n v_n / (z_k - w_n)`` with backward;
 * :mod:`.step`: one fused recurrent step of a diagonal SSM (state update and output), inference only;
+* :mod:`.dplr_step`: one fused recurrent step of S4 in its low-rank (Woodbury) form, inference only;
 * :mod:`.oscillator_step`: one fused recurrent step of LinOSS / D-LinOSS oscillators (projections and 2x2
   update, two launches), inference only;
 * :mod:`.linoss`: fused LinOSS / D-LinOSS 2x2-block scan with the forcing built from u, with backward.
@@ -19,14 +20,14 @@ Complex tensors are handled as (re, im) pairs, accumulated in fp32 (``step`` als
 Every kernel launch goes through a :class:`~._launch.Config` that its module's ``configs()``
 lists; :func:`configs` gathers them all (the resource check compiles each for sm_80 / sm_90).
 """
-__all__ = ["vandermonde", "scan", "cauchy", "step", "oscillator_step", "linoss", "chunked_conv", "chunked_dense",
-           "configs"]
+__all__ = ["vandermonde", "scan", "cauchy", "step", "dplr_step", "oscillator_step", "linoss", "chunked_conv",
+           "chunked_dense", "configs"]
 
 
 def configs():
     """Every launch configuration of every kernel (imports ``triton``)."""
-    from . import cauchy, chunked_conv, chunked_dense, linoss, oscillator_step, scan, step, vandermonde
+    from . import cauchy, chunked_conv, chunked_dense, dplr_step, linoss, oscillator_step, scan, step, vandermonde
 
-    return [*vandermonde.configs(), *scan.configs(), *cauchy.configs(), *step.configs(), *oscillator_step.configs(),
-            *linoss.configs(),
+    return [*vandermonde.configs(), *scan.configs(), *cauchy.configs(), *step.configs(), *dplr_step.configs(),
+            *oscillator_step.configs(), *linoss.configs(),
             *chunked_conv.configs(), *chunked_dense.configs()]
