@@ -34,6 +34,26 @@ def patch_triton_interpreter() -> None:
     interp._statespaces_index_fix = True
 
 
+def close_scaled(x, ref, tol) -> None:
+    """``max |x - ref| <= tol * max(1, max |ref|)`` (x cast to ref's dtype), with the error in the message."""
+    scale = ref.abs().max().clamp_min(1.0)
+    err = (x.to(ref.dtype) - ref).abs().max()
+    assert err <= tol * scale, f"max error {float(err):.3g} > {tol} x {float(scale):.3g}"
+
+
+def spy_calls(monkeypatch, module, name: str, arg: int) -> list:
+    """Replace ``module.name`` by a wrapper that records ``args[arg].shape`` of each call; returns the list."""
+    calls = []
+    orig = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append(args[arg].shape)
+        return orig(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
 class StepModule(torch.nn.Module):
     """``layer.step`` as a module's forward, so that ``torch.compile`` / ``torch.export`` can trace one
     recurrent step: forward(x (B, H), state) -> (y (B, H), new state)."""

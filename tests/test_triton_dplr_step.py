@@ -16,7 +16,7 @@ import torch  # noqa: E402
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels are optional")
 
-from conftest import patch_triton_interpreter  # noqa: E402
+from conftest import close_scaled, patch_triton_interpreter, spy_calls  # noqa: E402
 
 from statespaces import S4, backend  # noqa: E402
 from statespaces.kernels import dplr  # noqa: E402
@@ -35,21 +35,10 @@ def small_tiles(monkeypatch):
 
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    calls = []
-    orig = tds.dplr_step_triton
-
-    def spy(*args, **kwargs):
-        calls.append(args[8].shape)
-        return orig(*args, **kwargs)
-
-    monkeypatch.setattr(tds, "dplr_step_triton", spy)
-    return calls
+    return spy_calls(monkeypatch, tds, "dplr_step_triton", 8)
 
 
-def _close(x, ref, tol):
-    scale = ref.abs().max().clamp_min(1.0)
-    err = (x.to(ref.dtype) - ref).abs().max()
-    assert err <= tol * scale, f"max error {float(err):.3g} > {tol} x {float(scale):.3g}"
+_close = close_scaled
 
 
 def _layer(init, rank, dtype, H=3, N=14):

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels are optional")
 
-from conftest import patch_triton_interpreter  # noqa: E402
+from conftest import close_scaled, patch_triton_interpreter, spy_calls  # noqa: E402
 
 from statespaces import LinOSS, backend  # noqa: E402
 from statespaces.kernels import oscillator  # noqa: E402
@@ -39,21 +39,10 @@ def small_tiles(monkeypatch):
 @pytest.fixture
 def kernel_calls(monkeypatch):
     """Counts the calls that reach the Triton step (the dispatcher imports the module per call)."""
-    calls = []
-    orig = tos.oscillator_step_triton
-
-    def spy(*args, **kwargs):
-        calls.append(args[5].shape)
-        return orig(*args, **kwargs)
-
-    monkeypatch.setattr(tos, "oscillator_step_triton", spy)
-    return calls
+    return spy_calls(monkeypatch, tos, "oscillator_step_triton", 5)
 
 
-def _close(x, ref, tol):
-    scale = ref.abs().max().clamp_min(1.0)
-    err = (x.to(ref.dtype) - ref).abs().max()
-    assert err <= tol * scale, f"max error {float(err):.3g} > {tol} x {float(scale):.3g}"
+_close = close_scaled
 
 
 def _system(P, g):

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels are optional")
 
-from conftest import patch_triton_interpreter  # noqa: E402
+from conftest import close_scaled, patch_triton_interpreter, spy_calls  # noqa: E402
 
 from statespaces import S4D  # noqa: E402
 from statespaces.kernels import dispatch  # noqa: E402
@@ -42,15 +42,7 @@ def small_tiles(monkeypatch):
 @pytest.fixture
 def kernel_calls(monkeypatch):
     """Counts the calls that reach the Triton step kernel (the dispatcher imports it per call)."""
-    calls = []
-    orig = tstep.diagonal_step_triton
-
-    def spy(*args, **kwargs):
-        calls.append(args[4].shape)
-        return orig(*args, **kwargs)
-
-    monkeypatch.setattr(tstep, "diagonal_step_triton", spy)
-    return calls
+    return spy_calls(monkeypatch, tstep, "diagonal_step_triton", 4)
 
 
 def _layer(init, dtype, H=3):
@@ -59,10 +51,7 @@ def _layer(init, dtype, H=3):
     return layer
 
 
-def _close(x, ref, tol):
-    scale = ref.abs().max().clamp_min(1.0)
-    err = (x.to(ref.dtype) - ref).abs().max()
-    assert err <= tol * scale, f"max error {float(err):.3g} > {tol} x {float(scale):.3g}"
+_close = close_scaled
 
 
 # ---- the kernel against the PyTorch step ---------------------------------------------------------

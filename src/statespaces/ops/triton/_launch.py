@@ -22,7 +22,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import torch
 
-__all__ = ["Config", "signature", "pow2_domain"]
+Tensor = torch.Tensor
+
+__all__ = ["Config", "signature", "pow2_domain", "step_buffers", "real_view"]
 
 _PTR_DTYPES = {"*fp32": torch.float32, "*fp64": torch.float64}
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -133,3 +135,23 @@ def unique(configs: Iterable[Config]) -> List[Config]:
 
 
 Chooser = Callable[..., Config]
+
+
+def step_buffers(op: str, out: Optional[Tuple[Tensor, Tensor]], y_like: Tensor,
+                 state_like: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(y, state')`` buffers of a fused recurrent step: fresh contiguous tensors shaped like ``y_like`` and
+    ``state_like``, or the caller's ``out`` pair checked to match them (contiguous, shape, dtype, device; the
+    state buffer may be the input state itself: the step kernels read a tile before writing it)."""
+    if out is None:
+        return (torch.empty(y_like.shape, dtype=y_like.dtype, device=y_like.device),
+                torch.empty(state_like.shape, dtype=state_like.dtype, device=state_like.device))
+    for name, t, ref in (("out[0]", out[0], y_like), ("out[1]", out[1], state_like)):
+        if t.shape != ref.shape or t.dtype != ref.dtype or t.device != ref.device or not t.is_contiguous():
+            raise ValueError(f"{op}: {name} must be a contiguous {ref.dtype} tensor of shape {tuple(ref.shape)} "
+                             f"on {ref.device}, got {t.dtype} {tuple(t.shape)} on {t.device}")
+    return out[0], out[1]
+
+
+def real_view(t: Tensor) -> Tensor:
+    """A complex tensor as the contiguous (..., 2) real view the kernels index (copies only if it must)."""
+    return torch.view_as_real(t.resolve_conj().contiguous())

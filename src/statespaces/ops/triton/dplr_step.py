@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import make, pow2_domain, signature, unique
+from ._launch import make, pow2_domain, real_view, signature, step_buffers, unique
 
 Tensor = torch.Tensor
 
@@ -164,27 +164,17 @@ def dplr_step_triton(da: Tensor, db: Tensor, Pc: Tensor, dsP: Tensor, E: Tensor,
             f"M <= {MAX_MODES}; got " + ", ".join(f"{n} {t.dtype} {tuple(t.shape)}" for n, t in zip(
                 ("da", "db", "Pc", "dsP", "E", "sG", "C", "D", "u", "state"), args)))
     (B, H), M, r = u.shape, state.shape[-1], Pc.shape[-1]
-    if out is None:
-        y = torch.empty(B, H, dtype=u.dtype, device=u.device)
-        new = torch.empty(B, H, M, dtype=state.dtype, device=state.device)
-    else:
-        y, new = out
-        for name, t, ref in (("out[0]", y, u), ("out[1]", new, state)):
-            if t.shape != ref.shape or t.dtype != ref.dtype or t.device != ref.device or not t.is_contiguous():
-                raise ValueError(f"dplr_step_triton: {name} must be a contiguous {ref.dtype} tensor of shape "
-                                 f"{tuple(ref.shape)} on {ref.device}, got {t.dtype} {tuple(t.shape)} on {t.device}")
+    y, new = step_buffers("dplr_step_triton", out, u, state)
     if B == 0 or H == 0:
         return y, new
     if M == 0:
         torch.mul(D, u, out=y)
         return y, new
 
-    def rv(t: Tensor) -> Tensor:
-        return torch.view_as_real(t.resolve_conj().contiguous())
-
     rows = B * H
     cfg = _config(M, r, u.dtype)
     BLOCK_R, _ = _blocks(M, r, u.dtype)
-    cfg.launch((triton.cdiv(rows, BLOCK_R),), rv(da), rv(db), rv(Pc), rv(dsP), rv(E), rv(sG), rv(C),
-               D.contiguous(), u.contiguous(), rv(state), torch.view_as_real(new), y, rows, H, M)
+    views = [real_view(t) for t in (da, db, Pc, dsP, E, sG, C)]
+    cfg.launch((triton.cdiv(rows, BLOCK_R),), *views, D.contiguous(), u.contiguous(), real_view(state),
+               torch.view_as_real(new), y, rows, H, M)
     return y, new

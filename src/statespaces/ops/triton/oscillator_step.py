@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import make, pow2_domain, unique
+from ._launch import make, pow2_domain, real_view, step_buffers, unique
 
 Tensor = torch.Tensor
 
@@ -195,28 +195,17 @@ def oscillator_step_triton(M: Tensor, f: Tensor, Bt: Tensor, Ct: Tensor, D: Tens
             + ", ".join(f"{n} {t.dtype} {tuple(t.shape)}" for n, t in
                         (("M", M), ("f", f), ("Bt", Bt), ("Ct", Ct), ("D", D), ("u", u), ("state", state))))
     (B, H), P = u.shape, state.shape[-1]
-    if out is None:
-        y = torch.empty(B, H, dtype=u.dtype, device=u.device)
-        new = torch.empty_like(state, memory_format=torch.contiguous_format)
-    else:
-        y, new = out
-        for name, t, ref in (("out[0]", y, u), ("out[1]", new, state)):
-            if t.shape != ref.shape or t.dtype != ref.dtype or t.device != ref.device or not t.is_contiguous():
-                raise ValueError(f"oscillator_step_triton: {name} must be a contiguous {ref.dtype} tensor of shape "
-                                 f"{tuple(ref.shape)} on {ref.device}, got {t.dtype} {tuple(t.shape)} on {t.device}")
+    y, new = step_buffers("oscillator_step_triton", out, u, state)
     if B == 0 or H == 0:
         return y, new
     if P == 0:
         torch.mul(D, u, out=y)
         return y, new
 
-    def rv(t: Tensor) -> Tensor:
-        return torch.view_as_real(t.resolve_conj().contiguous())
-
     u = u.contiguous()
     BH, BP = _blocks(H, P)
-    _state_config(H, P, u.dtype).launch((B, triton.cdiv(P, BP)), M.contiguous(), f.contiguous(), rv(Bt), u,
-                                        rv(state), torch.view_as_real(new), H, P)
-    _out_config(H, P, u.dtype).launch((B, triton.cdiv(H, BH)), rv(Ct), D.contiguous(), u, torch.view_as_real(new),
-                                      y, H, P)
+    _state_config(H, P, u.dtype).launch((B, triton.cdiv(P, BP)), M.contiguous(), f.contiguous(), real_view(Bt), u,
+                                        real_view(state), torch.view_as_real(new), H, P)
+    _out_config(H, P, u.dtype).launch((B, triton.cdiv(H, BH)), real_view(Ct), D.contiguous(), u,
+                                      torch.view_as_real(new), y, H, P)
     return y, new

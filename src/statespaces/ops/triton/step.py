@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import make, pow2_domain, signature, unique
+from ._launch import make, pow2_domain, real_view, signature, step_buffers, unique
 
 Tensor = torch.Tensor
 
@@ -155,30 +155,20 @@ def diagonal_step_triton(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tenso
             "does so when autograd is needed)"
         )
     B, H, M = _check(dA, dB, Cc, D, u, state)
-    if out is None:
-        out_state = torch.empty(B, H, M, dtype=state.dtype, device=state.device)
-        y = torch.empty(B, H, dtype=u.dtype, device=u.device)
-    else:
-        y, out_state = out
-        for name, t, ref in (("out[0]", y, u), ("out[1]", out_state, state)):
-            if t.shape != ref.shape or t.dtype != ref.dtype or t.device != ref.device or not t.is_contiguous():
-                raise ValueError(f"diagonal_step_triton: {name} must be a contiguous {ref.dtype} tensor of shape "
-                                 f"{tuple(ref.shape)} on {ref.device}, got {t.dtype} {tuple(t.shape)} on {t.device}")
+    y, out_state = step_buffers("diagonal_step_triton", out, u, state)
     if B == 0 or H == 0:
         return y, out_state
     if M == 0:
         torch.mul(D, u, out=y)
         return y, out_state
 
-    def rv(t: Tensor) -> Tensor:
-        return torch.view_as_real(t.resolve_conj().contiguous())
-
     R = B * H
     cfg = _config(M, u.dtype)
     grid = (triton.cdiv(R, BLOCK_R),)
     cfg.launch(
         grid,
-        rv(dA), rv(dB), rv(Cc), D.contiguous(), u.contiguous(), rv(state), torch.view_as_real(out_state), y,
+        real_view(dA), real_view(dB), real_view(Cc), D.contiguous(), u.contiguous(), real_view(state),
+        torch.view_as_real(out_state), y,
         R, H, M,
     )
     return y, out_state
