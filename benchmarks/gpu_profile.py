@@ -2,13 +2,14 @@
 """Where a layer's GPU time goes: per-kernel CUDA time of one fwd+bwd, and whether the host keeps up.
 
     PYTHONPATH=src python benchmarks/gpu_profile.py [--shapes 16,4096 1,65536] [--layers s4d s4 linoss]
-        [--paths auto torch] [--compile]
+        [--paths auto torch] [--compile] [--host]
 
 For each (layer, path, shape) it prints: wall ms per fwd+bwd with ten calls queued back to back, the host
 time to issue them (equal to the wall time when the run is bound by Python/op dispatch rather than by the
 GPU), the summed kernel time per call from ``torch.profiler`` and the number of kernels, then the 16
 kernels that took the most time. ``--compile`` adds ``torch.compile`` (default mode) of each layer beside
-eager: compile seconds and fwd+bwd ms. Workloads are ``gpu_check.path_workload`` (H=256, N=64 by default).
+eager: compile seconds and fwd+bwd ms; ``--host`` where the host time goes, by Python function (cProfile).
+Workloads are ``gpu_check.path_workload`` (H=256, N=64 by default).
 Needs CUDA; without it, prints a message and exits 0.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -63,6 +64,28 @@ def host_bound(fn, calls: int = 10) -> Tuple[float, float]:
     return (time.perf_counter() - t0) / calls * 1e3, host * 1e3
 
 
+def host_table(fn, calls: int = 10, top: int = 20) -> List[Tuple[str, float, float, int]]:
+    """Where the host time of ``fn`` goes: cProfile over ``calls`` calls, the ``top`` functions by
+    cumulative time per call, as ``(function, cumulative ms, own ms, calls per call)``. Works on any device
+    (no synchronisation: it measures the CPU side only)."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(calls):
+        fn()
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    rows = []
+    for (path, line, name), (_, ncalls, own, cum, _) in stats.items():
+        where = path.split("site-packages/")[-1].split("src/")[-1] if path != "~" else ""
+        label = f"{where}:{line}({name})" if where else name
+        rows.append((label, cum / calls * 1e3, own / calls * 1e3, ncalls // calls))
+    rows.sort(key=lambda r: -r[1])
+    return [r for r in rows if "host_table" not in r[0] and "<lambda>" not in r[0]][:top]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", nargs="+", default=["16,4096", "1,65536"], help="B,L pairs")
@@ -71,6 +94,8 @@ def main(argv=None) -> int:
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--d-state", type=int, default=64)
     p.add_argument("--compile", action="store_true", help="also time torch.compile(layer) beside eager")
+    p.add_argument("--host", action="store_true",
+                   help="also print where the host time goes (cProfile: top functions by cumulative time)")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("gpu_profile: no CUDA device here: nothing to profile. Run it on a machine with an NVIDIA GPU.")
@@ -99,6 +124,10 @@ def main(argv=None) -> int:
                       f"kernels {busy:.2f} ms ({count} per call)")
                 for name, (n, ms) in sorted(agg.items(), key=lambda kv: -kv[1][1])[:16]:
                     print(f"  {ms:8.3f} ms {n:4d}x  {name}")
+                if a.host:
+                    print("  host time by function (cProfile; cumulative / own ms per call, calls per call):")
+                    for label, cum, own, n in host_table(fwd_bwd):
+                        print(f"    {cum:8.3f} {own:8.3f} {n:5d}x  {label[:110]}")
                 if a.compile:
                     print("  " + compile_line(layer, spec, gc))
     return 0

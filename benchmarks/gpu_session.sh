@@ -18,7 +18,7 @@ if [ -f .peers/extensions/kernels/setup.py ]; then
       > "$OUT/ext_build.log" 2>&1 ) & EXT=$!
 fi
 PYTHONPATH=src timeout 270 python3 benchmarks/gpu_check.py --out "$OUT/gpu_check.json" --no-resources 2>&1 | tee "$OUT/gpu_check.log"
-PYTHONPATH=src timeout 90 python3 benchmarks/gpu_profile.py --shapes 16,4096 1,65536 2>&1 | tee "$OUT/profile.txt"
+PYTHONPATH=src timeout 120 python3 benchmarks/gpu_profile.py --shapes 16,4096 1,65536 --host 2>&1 | tee "$OUT/profile.txt"
 [ -n "$EXT" ] && wait $EXT
 if [ -f .peers/official_s4.py ]; then
   LIN=(); [ -f .peers/official_linoss.py ] && LIN=(--linoss ../.peers/official_linoss.py --jax-python python3)

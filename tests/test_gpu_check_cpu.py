@@ -89,11 +89,25 @@ def test_gpu_profile_and_session_script_are_sound_without_cuda(capsys):
 
 
 def test_gpu_check_step_section_runs_on_cpu(gpu_check):
-    """The fused-step section (diagonal, oscillator and low-rank steps) on CPU, where the float32 side is the PyTorch step:
-    both ops, both precisions, errors at the precision of each (so a large error on the GPU is the kernels')."""
+    """The fused-step section (diagonal, oscillator and low-rank steps) on CPU, where the float32 side is the
+    PyTorch step: every op, both precisions, errors at the precision of each (so a large GPU error is the kernels')."""
     recs = gpu_check.check_steps(torch.Generator().manual_seed(0), device="cpu")
-    assert [(r["op"], r["dtype"]) for r in recs] == [(op, str(d)) for op in ("diagonal_step", "oscillator_step", "dplr_step")
-                                                     for d in (torch.float32, torch.float64)]
+    ops = ("diagonal_step", "oscillator_step", "dplr_step")
+    assert [(r["op"], r["dtype"]) for r in recs] == [(op, str(d)) for op in ops for d in (torch.float32, torch.float64)]
     for r in recs:
         tol = 1e-5 if r["dtype"] == str(torch.float32) else 1e-12
         assert r["y"] < tol and r["state"] < tol, r
+
+
+def test_gpu_profile_host_table_on_cpu(gpu_check):
+    """gpu_profile's host breakdown (cProfile) on a CPU workload: rows sorted by cumulative time, per-call
+    figures, and the layer's own functions among them."""
+    spec = importlib.util.spec_from_file_location("gpu_profile", ROOT / "benchmarks" / "gpu_profile.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    _, fwd_bwd = gpu_check.path_workload("s4d_layer", dict(B=1, L=32, H=4, N=4), device="cpu")
+    rows = mod.host_table(fwd_bwd, calls=3, top=40)
+    assert 0 < len(rows) <= 40
+    cums = [cum for _, cum, _, _ in rows]
+    assert cums == sorted(cums, reverse=True) and all(own <= cum + 1e-9 for _, cum, own, _ in rows)
+    assert any("statespaces/layers/base.py" in label for label, _, _, _ in rows)
