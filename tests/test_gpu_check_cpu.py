@@ -1,6 +1,7 @@
 """The CPU-side parts of benchmarks/gpu_check.py (the GPU command itself needs CUDA): it imports, exits
 0 with a message on a machine without CUDA, and its workloads and float64 twins are sound."""
 import importlib.util
+import os
 import pathlib
 
 import pytest
@@ -111,3 +112,19 @@ def test_gpu_profile_host_table_on_cpu(gpu_check):
     cums = [cum for _, cum, _, _ in rows]
     assert cums == sorted(cums, reverse=True) and all(own <= cum + 1e-9 for _, cum, own, _ in rows)
     assert any("statespaces/layers/base.py" in label for label, _, _, _ in rows)
+
+
+@pytest.mark.slow
+def test_host_census_counts_the_cuda_path_on_cpu():
+    """benchmarks/host_census.py runs each layer's CUDA code path under the Triton interpreter (in its own
+    process: it sets TRITON_INTERPRET before importing the kernels) and prints a positive op count per layer."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "host_census.py"), "--layers", "s4d", "linoss",
+                          "--B", "1", "--L", "64", "--H", "2", "--N", "4"], capture_output=True, text=True, env=env,
+                         timeout=600, check=True).stdout
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()[1:] if line.strip()}
+    assert set(counts) == {"s4d", "linoss"} and all(n > 20 for n in counts.values()), out

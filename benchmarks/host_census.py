@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Census of the host-side work of each layer's CUDA path, without a GPU.
+
+    PYTHONPATH=src python benchmarks/host_census.py [--layers s4d s4 linoss] [--B 2] [--L 1024] [--H 8] [--N 8]
+
+On an H200 the layers were bound by the host (benchmarks/README.md, "GPU figures"): the time to issue a
+fwd+bwd exceeded the kernels' time, so every aten op the CUDA path dispatches counts. This script runs the
+code path CUDA tensors take -- the Triton kernels, forced onto CPU tensors under the Triton interpreter
+(``TRITON_INTERPRET=1``, :func:`statespaces.backend.force_triton`) -- and counts the top-level aten ops of one
+forward+backward with ``torch.profiler``, leaving out the ops the interpreter itself issues (``set_``,
+``new_empty``, ``numpy_T``, ``empty``). The count is the number to cut; the interpreter's time is not
+measured (it says nothing about a GPU). The branches that choose by device are sent the CUDA way
+(:func:`cuda_branches`: whole-tensor FFT convolution, fixed-size Cauchy refinement list, S4's Cauchy
+kernel), and LinOSS runs in ``mode="scan"`` (its stateless CUDA path; on CPU it would take the fused
+chunked node). Sizes are small: the op count does not depend on B, H, N, and on L only through chunk and
+segment counts.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import torch  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
+
+#: Ops the Triton interpreter issues around each launch (not part of a CUDA run).
+INTERPRETER_OPS = {"aten::set_", "aten::new_empty", "aten::numpy_T", "aten::empty"}
+
+
+def _patch_interpreter() -> None:
+    """NumPy >= 2.4 refuses int() of a 1-element array, which the Triton 3.6 interpreter uses for scalar kernel
+    arguments in ``range`` (same fix as tests/conftest.py)."""
+    import triton.runtime.interpreter as interp
+
+    if not hasattr(interp, "_patch_lang_tensor") or getattr(interp, "_statespaces_index_fix", False):
+        return
+    orig = interp._patch_lang_tensor
+
+    def patched(tensor, scope):
+        orig(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    interp._patch_lang_tensor = patched
+    interp._statespaces_index_fix = True
+
+
+def cuda_branches() -> None:
+    """Send CPU tensors down the CUDA branches of the code that chooses by device (for this process): the
+    FFT convolution on whole tensors (not row groups), the fixed-size list of refined Cauchy nodes (not
+    ``nonzero``), and S4's kernel by the Cauchy route (not dense powers)."""
+    import importlib
+
+    fftconv = importlib.import_module("statespaces.ops.fftconv")     # the package exports a function of that name
+    chunked_conv = importlib.import_module("statespaces.kernels.chunked_conv")
+    dplr = importlib.import_module("statespaces.kernels.dplr")
+    s4 = importlib.import_module("statespaces.layers.s4")
+    fftconv._grouped = lambda u: False
+    dplr._risky_list = dplr._risky_list_fixed
+    chunked_conv.prefer_power_kernel = lambda u: False
+    if hasattr(s4, "prefer_power_kernel"):
+        s4.prefer_power_kernel = lambda u: False
+
+
+def census(layer: str, B: int, L: int, H: int, N: int) -> collections.Counter:
+    """Top-level aten ops (name -> count) of one fwd+bwd of ``layer`` on its CUDA code path."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from statespaces import S4, S4D, LinOSS, backend
+
+    cuda_branches()
+
+    module = {"s4d": S4D, "s4": S4, "linoss": LinOSS}[layer](H, N, seed=0)
+    x = torch.randn(B, L, H, requires_grad=True)
+    kw = {"mode": "scan"} if layer == "linoss" else {}
+
+    def fwd_bwd():
+        module(x, **kw).sum().backward()
+
+    with backend.force_triton():
+        fwd_bwd()                                            # warm caches (step cache, launch tables)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fwd_bwd()
+    ops = collections.Counter()
+    for e in prof.events():
+        parent = e.cpu_parent
+        if e.name.startswith("aten::") and not (parent is not None and parent.name.startswith("aten::")):
+            if e.name not in INTERPRETER_OPS:
+                ops[e.name] += 1
+    return ops
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--layers", nargs="+", default=["s4d", "s4", "linoss"], choices=["s4d", "s4", "linoss"])
+    p.add_argument("--B", type=int, default=2)
+    p.add_argument("--L", type=int, default=1024)
+    p.add_argument("--H", type=int, default=8)
+    p.add_argument("--N", type=int, default=8)
+    p.add_argument("--top", type=int, default=12)
+    a = p.parse_args(argv)
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        print("host_census: triton is not installed (pip install triton): nothing to count.")
+        return 0
+    _patch_interpreter()
+    torch.set_num_threads(1)
+    print(f"top-level aten ops per fwd+bwd on the CUDA code path (interpreter ops left out), "
+          f"B={a.B} L={a.L} H={a.H} N={a.N}, torch {torch.__version__}")
+    for layer in a.layers:
+        ops = census(layer, a.B, a.L, a.H, a.N)
+        common = ", ".join(f"{name[6:]} {n}" for name, n in ops.most_common(a.top))
+        print(f"{layer:7s} {sum(ops.values()):5d}   {common}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
