@@ -310,10 +310,16 @@ class DiagonalSSM(SSMLayer):
     def kernel(self, L: int, rate: float = 1.0) -> Tensor:
         """Kernel ``K_l = scale * Re sum_n C_n dB_n dA_n^l`` (eq. 3.2): (H, L) or (2, H, L) if bidirectional."""
         L = check_length(L)
-        sys = self.diagonal_system(check_rate(rate))
-        K = vandermonde(sys.scale * sys.C * sys.dB, sys.log_dA, L)     # scale (1 or 2) folded into the (H, M) factor
+        coef, log_dA = self._kernel_factors(check_rate(rate))
+        K = vandermonde(coef, log_dA, L)
         check_result(self, K, "kernel")
         return K if self.bidirectional else K[0]
+
+    def _kernel_factors(self, rate: float) -> Tuple[Tensor, Tensor]:
+        """``(scale C dB, log dA)``: the (K, H, M) coefficients and (H, M) exponents of :meth:`kernel`'s
+        Vandermonde sum (scale, 1 or 2, folded into the coefficients). Layers may fuse this (S4D under ZOH)."""
+        sys = self.diagonal_system(rate)
+        return sys.scale * sys.C * sys.dB, sys.log_dA
 
     @public
     def initial_state(self, batch_size: int) -> Tensor:
