@@ -358,3 +358,30 @@ def test_s4_stateless_power_kernel_float32_error_stays_at_the_fft_level(init):
             fft = layer(x)
     err = lambda y: ((y.double() - ref).norm() / ref.norm()).item()    # noqa: E731
     assert err(chunked) < 1e-5 and err(fft) < 1e-5, (err(chunked), err(fft))
+
+
+@pytest.mark.parametrize("sides", ["both", "left", "right"])
+def test_near_powers_against_explicit_matrix_powers(sides):
+    """``kernels.chunked.near_powers`` (doubling; both sides stacked into one product per doubling) equals
+    the explicit powers ``c^T dA^{j+1}``, ``dA^j b`` and ``dA^T`` in float64, with gradients through it."""
+    from statespaces.kernels.chunked import near_powers
+
+    g = torch.Generator().manual_seed(3)
+    H, N, T = 3, 5, 8
+    dA = (0.3 * torch.randn(H, N, N, generator=g, dtype=torch.float64)).requires_grad_()
+    c = torch.randn(H, N, generator=g, dtype=torch.float64)
+    b = torch.randn(H, N, generator=g, dtype=torch.float64)
+    rows, cols, PT = near_powers(dA, T, left=c if sides != "right" else None, right=b if sides != "left" else None)
+    P = [torch.eye(N, dtype=torch.float64).expand(H, N, N)]
+    for _ in range(T):
+        P.append(P[-1] @ dA)
+    if sides != "right":
+        torch.testing.assert_close(rows, torch.stack([(c.unsqueeze(-2) @ P[j + 1]).squeeze(-2) for j in range(T)], 1))
+    else:
+        assert rows is None
+    if sides != "left":
+        torch.testing.assert_close(cols, torch.stack([(P[j] @ b.unsqueeze(-1)).squeeze(-1) for j in range(T)], 1))
+    else:
+        assert cols is None
+    torch.testing.assert_close(PT, P[T])
+    assert torch.autograd.gradcheck(lambda A: near_powers(A, 4, left=c, right=b), (dA,))
