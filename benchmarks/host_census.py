@@ -33,23 +33,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
 INTERPRETER_OPS = {"aten::set_", "aten::new_empty", "aten::numpy_T", "aten::empty"}
 
 
-def _patch_interpreter() -> None:
-    """NumPy >= 2.4 refuses int() of a 1-element array, which the Triton 3.6 interpreter uses for scalar kernel
-    arguments in ``range`` (same fix as tests/conftest.py)."""
-    import triton.runtime.interpreter as interp
-
-    if not hasattr(interp, "_patch_lang_tensor") or getattr(interp, "_statespaces_index_fix", False):
-        return
-    orig = interp._patch_lang_tensor
-
-    def patched(tensor, scope):
-        orig(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    interp._patch_lang_tensor = patched
-    interp._statespaces_index_fix = True
-
-
 def cuda_branches() -> None:
     """Send CPU tensors down the CUDA branches of the code that chooses by device (for this process): the
     FFT convolution on whole tensors (not row groups), the fixed-size list of refined Cauchy nodes (not
@@ -109,7 +92,9 @@ def main(argv=None) -> int:
     except ImportError:
         print("host_census: triton is not installed (pip install triton): nothing to count.")
         return 0
-    _patch_interpreter()
+    from statespaces.ops.triton._launch import patch_interpreter
+
+    patch_interpreter()
     torch.set_num_threads(1)
     print(f"top-level aten ops per fwd+bwd on the CUDA code path (interpreter ops left out), "
           f"B={a.B} L={a.L} H={a.H} N={a.N}, torch {torch.__version__}")

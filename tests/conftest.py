@@ -17,21 +17,11 @@ except ImportError:  # pragma: no cover
 
 
 def patch_triton_interpreter() -> None:
-    """NumPy >= 2.4 refuses int() of a 1-element 1-d array, which the Triton 3.6 interpreter uses for
-    scalar kernel arguments in Python ``range`` (compiled kernels are unaffected). Patched once per
-    process; call after ``TRITON_INTERPRET=1`` and ``import triton``."""
-    import triton.runtime.interpreter as interp
+    """NumPy >= 2.4 vs the Triton 3.6 interpreter (:func:`statespaces.ops.triton._launch.patch_interpreter`);
+    call after ``TRITON_INTERPRET=1`` and ``import triton``."""
+    from statespaces.ops.triton._launch import patch_interpreter
 
-    if not hasattr(interp, "_patch_lang_tensor") or getattr(interp, "_statespaces_index_fix", False):
-        return
-    orig = interp._patch_lang_tensor
-
-    def patched(tensor, scope):
-        orig(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    interp._patch_lang_tensor = patched
-    interp._statespaces_index_fix = True
+    patch_interpreter()
 
 
 def close_scaled(x, ref, tol) -> None:

@@ -35,7 +35,7 @@ def small_tiles(monkeypatch):
 
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    return spy_calls(monkeypatch, tds, "dplr_step_triton", 8)
+    return spy_calls(monkeypatch, tds, "launch_step", 8)
 
 
 _close = close_scaled

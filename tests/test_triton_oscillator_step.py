@@ -39,7 +39,7 @@ def small_tiles(monkeypatch):
 @pytest.fixture
 def kernel_calls(monkeypatch):
     """Counts the calls that reach the Triton step (the dispatcher imports the module per call)."""
-    return spy_calls(monkeypatch, tos, "oscillator_step_triton", 5)
+    return spy_calls(monkeypatch, tos, "launch_step", 5)
 
 
 _close = close_scaled

@@ -521,7 +521,7 @@ def dplr_step(st: DPLRStep, C: Tensor, D: Tensor, u: Tensor, state: Tensor,
             from ..ops.triton import dplr_step as tds
 
             if tds.fits(*args):
-                res = backend.attempt("dplr_step", tds.dplr_step_triton, *args, out=out)
+                res = backend.attempt("dplr_step", tds.launch_step, *args, out=out)
                 if res is not None:
                     return res
     y, new = dplr_step_ref(st, C, D, u, state)

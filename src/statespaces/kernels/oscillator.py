@@ -252,7 +252,7 @@ def oscillator_step(M: Tensor, f: Tensor, Bt: Tensor, Ct: Tensor, D: Tensor, u: 
             from ..ops.triton import oscillator_step as tos
 
             if tos.fits(M, f, Bt, Ct, D, u, state):
-                res = backend.attempt("oscillator_step", tos.oscillator_step_triton, M, f, Bt, Ct, D, u, state, out=out)
+                res = backend.attempt("oscillator_step", tos.launch_step, M, f, Bt, Ct, D, u, state, out=out)
                 if res is not None:
                     return res
     y, new = oscillator_step_ref(M, f, Bt, Ct, D, u, state)

@@ -24,7 +24,7 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["Config", "signature", "pow2_domain", "step_buffers", "real_view"]
+__all__ = ["Config", "signature", "pow2_domain", "step_buffers", "real_view", "patch_interpreter"]
 
 _PTR_DTYPES = {"*fp32": torch.float32, "*fp64": torch.float64}
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -155,3 +155,22 @@ def step_buffers(op: str, out: Optional[Tuple[Tensor, Tensor]], y_like: Tensor,
 def real_view(t: Tensor) -> Tensor:
     """A complex tensor as the contiguous (..., 2) real view the kernels index (copies only if it must)."""
     return torch.view_as_real(t.resolve_conj().contiguous())
+
+
+def patch_interpreter() -> None:
+    """Make the Triton interpreter (``TRITON_INTERPRET=1``) work with NumPy >= 2.4, which refuses ``int()`` of
+    a 1-element 1-d array: the Triton 3.6 interpreter does that for scalar kernel arguments used in a Python
+    ``range``. Compiled kernels are unaffected. Patched once per process; call after ``import triton`` with the
+    interpreter on (the interpreter tests, ``benchmarks/host_census.py``)."""
+    import triton.runtime.interpreter as interp
+
+    if not hasattr(interp, "_patch_lang_tensor") or getattr(interp, "_statespaces_index_fix", False):
+        return
+    orig = interp._patch_lang_tensor
+
+    def patched(tensor, scope):
+        orig(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    interp._patch_lang_tensor = patched
+    interp._statespaces_index_fix = True

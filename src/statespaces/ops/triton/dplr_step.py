@@ -31,7 +31,7 @@ from ._launch import make, pow2_domain, real_view, signature, step_buffers, uniq
 
 Tensor = torch.Tensor
 
-__all__ = ["dplr_step_triton", "fits", "MAX_RANK", "MAX_MODES"]
+__all__ = ["dplr_step_triton", "launch_step", "fits", "MAX_RANK", "MAX_MODES"]
 
 #: Largest rank unrolled in the kernel and largest mode count held in registers (PyTorch beyond).
 MAX_RANK = 4
@@ -163,6 +163,13 @@ def dplr_step_triton(da: Tensor, db: Tensor, Pc: Tensor, dsP: Tensor, E: Tensor,
             f"E (H, r, M), sG (H, r, r) and state (B, H, M) of the matching complex dtype, r <= {MAX_RANK}, "
             f"M <= {MAX_MODES}; got " + ", ".join(f"{n} {t.dtype} {tuple(t.shape)}" for n, t in zip(
                 ("da", "db", "Pc", "dsP", "E", "sG", "C", "D", "u", "state"), args)))
+    return launch_step(*args, out=out)
+
+
+def launch_step(da: Tensor, db: Tensor, Pc: Tensor, dsP: Tensor, E: Tensor, sG: Tensor, C: Tensor, D: Tensor,
+                u: Tensor, state: Tensor, out: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
+    """:func:`dplr_step_triton` for arguments already checked (:func:`fits`, no gradient needed): what the
+    dispatcher :func:`statespaces.kernels.dplr.dplr_step` calls per token, so the checks run once a step."""
     (B, H), M, r = u.shape, state.shape[-1], Pc.shape[-1]
     y, new = step_buffers("dplr_step_triton", out, u, state)
     if B == 0 or H == 0:

@@ -34,7 +34,7 @@ from ._launch import make, pow2_domain, real_view, step_buffers, unique
 
 Tensor = torch.Tensor
 
-__all__ = ["oscillator_step_triton"]
+__all__ = ["oscillator_step_triton", "launch_step", "fits"]
 
 #: Largest tiles over channels and oscillators (tests lower them to span several tiles).
 MAX_BLOCK_H = 64
@@ -60,16 +60,18 @@ def _blocks(H: int, P: int) -> Tuple[int, int]:
             min(MAX_BLOCK_P, max(16, triton.next_power_of_2(P))))
 
 
-def _state_config(H: int, P: int, real: torch.dtype):
+def _config(kernel, sig, H: int, P: int, real: torch.dtype):
     BH, BP = _blocks(H, P)
-    return make(__name__, _osc_state_kernel, _state_sig(real),
-                ACC=tl.float64 if real == torch.float64 else tl.float32, BLOCK_H=BH, BLOCK_P=BP)
+    return make(__name__, kernel, sig(real), ACC=tl.float64 if real == torch.float64 else tl.float32,
+                BLOCK_H=BH, BLOCK_P=BP)
+
+
+def _state_config(H: int, P: int, real: torch.dtype):
+    return _config(_osc_state_kernel, _state_sig, H, P, real)
 
 
 def _out_config(H: int, P: int, real: torch.dtype):
-    BH, BP = _blocks(H, P)
-    return make(__name__, _osc_out_kernel, _out_sig(real),
-                ACC=tl.float64 if real == torch.float64 else tl.float32, BLOCK_H=BH, BLOCK_P=BP)
+    return _config(_osc_out_kernel, _out_sig, H, P, real)
 
 
 def configs():
@@ -194,6 +196,14 @@ def oscillator_step_triton(M: Tensor, f: Tensor, Bt: Tensor, Ct: Tensor, D: Tens
             "(B, 2, P) of the matching complex dtype, float64 M (2, 2, P) and f (2, P) on one device; got "
             + ", ".join(f"{n} {t.dtype} {tuple(t.shape)}" for n, t in
                         (("M", M), ("f", f), ("Bt", Bt), ("Ct", Ct), ("D", D), ("u", u), ("state", state))))
+    return launch_step(M, f, Bt, Ct, D, u, state, out=out)
+
+
+def launch_step(M: Tensor, f: Tensor, Bt: Tensor, Ct: Tensor, D: Tensor, u: Tensor, state: Tensor,
+                out: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
+    """:func:`oscillator_step_triton` for arguments already checked (:func:`fits`, no gradient needed): what
+    the dispatcher :func:`statespaces.kernels.oscillator.oscillator_step` calls per token, so the checks run
+    once a step."""
     (B, H), P = u.shape, state.shape[-1]
     y, new = step_buffers("oscillator_step_triton", out, u, state)
     if B == 0 or H == 0:
