@@ -254,7 +254,7 @@ WRONG_TYPE = {"int": ["5", 1.5, True, None], "float": ["0.1", True, [1.0]], "boo
 OUT_OF_RANGE = {
     "model.layer": ["s7", "S4 D"], "model.d_model": [0, -3], "model.n_layers": [0],
     "model.dropout": [1.0, -0.1, math.nan], "model.norm": ["group"], "model.prenorm": None,
-    "model.mixing": ["gated"], "model.pool": ["min", "none"],
+    "model.mixing": ["gated"], "model.pool": ["min", "none"], "model.stem": [-1], "model.stem_dilations": [0, [1, 0]],
     "data.name": ["", "   "], "data.kwargs": [{2: "x"}], "data.augment": [{2: "x"}, {"crop": 0}, {"warp": 0.1}, {"jitter": -1}], "data.normalize": ["zscore", "", "per-series"],
     "data.time_channel": None,
     "trainer.epochs": [0, -5], "trainer.batch_size": [0], "trainer.lr": [0, -1e-3, math.inf, math.nan],

@@ -5,7 +5,7 @@ stacks) is built on the same blocks.
 """
 from __future__ import annotations
 
-from typing import Optional, Union, cast
+from typing import Optional, Sequence, Union, cast
 
 import torch
 from torch import nn
@@ -19,6 +19,42 @@ from ..layers.s4nd import S4ND
 from ..serialization import Pretrained
 
 Tensor = torch.Tensor
+
+
+class ConvStem(nn.Module):
+    """Convolutional stem: (B, L, d_input) -> GELU(Conv1d over time) (B, L, d_model), "same" zero padding.
+
+    The output channels are split evenly over ``dilations`` (one Conv1d per dilation, kernel ``kernel``):
+    a multi-scale bank of learned local filters, as in the convolutional classifiers the thesis compares
+    against (§7.3). Padding-aware: with ``mask`` (B, L) the input is zeroed at masked steps first, which
+    is what the convolution's own zero padding assumes, so a valid output never sees padded values.
+    """
+
+    def __init__(self, d_input: int, d_model: int, kernel: int, dilations: Sequence[int] = (1,)) -> None:
+        super().__init__()
+        if kernel % 2 != 1:
+            raise ValueError(f"stem must be an odd kernel size (centred, 'same' padding), got {kernel}")
+        dilations = tuple(int(d) for d in dilations)
+        if not dilations or min(dilations) < 1:
+            raise ValueError(f"stem_dilations must be a non-empty list of positive ints, got {dilations}")
+        if d_model % len(dilations):
+            raise ValueError(f"stem_dilations: d_model = {d_model} must split evenly over {len(dilations)} "
+                             "dilations")
+        width = d_model // len(dilations)
+        self.kernel, self.dilations = kernel, dilations
+        self.convs = nn.ModuleList(
+            nn.Conv1d(d_input, width, kernel, dilation=d, padding=d * (kernel // 2)) for d in dilations)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """x (B, L, d_input), mask (B, L) bool or None -> (B, L, d_model)."""
+        if mask is not None:
+            x = x.masked_fill(~mask[..., None], 0.0)
+        xt = x.transpose(1, 2)
+        h = torch.cat([conv(xt) for conv in self.convs], dim=1)
+        return torch.nn.functional.gelu(h).transpose(1, 2)
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}, dilations={self.dilations}"
 
 
 class SequenceClassifier(Pretrained, nn.Module):
@@ -40,6 +76,12 @@ class SequenceClassifier(Pretrained, nn.Module):
             :class:`ResidualBlock`.
         dropout: dropout probability, passed to every :class:`ResidualBlock`.
         mixing: ``"glu"`` (default) or ``"linear"``, passed to every :class:`ResidualBlock`.
+        stem: kernel size K of a convolutional stem (0, the default: none). With K > 0 the encoder is a
+            convolution over time, ``Conv1d(d_input, d_model, K)`` with "same" zero padding, followed by
+            GELU, instead of the pointwise linear map: local shape detectors ahead of the SSM blocks
+            (cf. the convolutional time-series classifiers of thesis §7.3's baselines). K must be odd.
+        stem_dilations: with ``stem``, the dilations of the stem's kernels; the d_model output channels
+            are split evenly over them (multi-scale: ``(1, 2, 4, 8)`` sees K, 2K, 4K, 8K steps).
 
     Shapes: forward(x (B, L, d_input), lengths (B,) optional) -> logits (B, n_classes), or
     (B, L, n_classes) with ``pool="none"``. ``n_classes=1`` gives a scalar regression head.
@@ -71,13 +113,20 @@ class SequenceClassifier(Pretrained, nn.Module):
         prenorm: bool = True,
         dropout: float = 0.0,
         mixing: str = "glu",
+        stem: int = 0,
+        stem_dilations: Union[int, Sequence[int]] = (1,),
     ) -> None:
         super().__init__()
         self.d_input = check_positive_int("d_input", d_input)
         check_positive_int("n_classes", n_classes, 1)
         check_positive_int("n_layers", n_layers)
         self.pool = check_choice("pool", pool, ("mean", "max", "last", "none"))
-        self.encoder = nn.Linear(d_input, d_model)
+        self.stem = check_positive_int("stem", stem, 0)
+        if self.stem:
+            dilations = (stem_dilations,) if isinstance(stem_dilations, int) else tuple(stem_dilations)
+            self.encoder: nn.Module = ConvStem(d_input, d_model, self.stem, dilations)
+        else:
+            self.encoder = nn.Linear(d_input, d_model)
         self.layer_config = sequence_layer(layer)
         self.blocks = nn.ModuleList(
             # build() is typed nn.Module; ResidualBlock checks at run time that it is an SSM layer
@@ -93,10 +142,14 @@ class SequenceClassifier(Pretrained, nn.Module):
                 dt: Optional[Tensor] = None, timestamps: Optional[Tensor] = None) -> Tensor:
         """Logits for x (B, L, d_input); ``lengths`` (B,) of a right-padded batch; ``rate`` multiplies
         every layer's step; ``dt`` / ``timestamps`` (B, L): irregular sampling (see the class notes)."""
-        check_sequence(x, self.d_input, self.encoder.weight.dtype, device=self.encoder.weight.device)
+        weight = self.decoder.weight
+        check_sequence(x, self.d_input, weight.dtype, device=weight.device)
         mask = length_mask(lengths, x.shape[0], x.shape[1], x.device)
         steps = check_intervals(x, dt, timestamps)          # timestamps -> intervals once, for every block
-        h = self.encoder(x)
+        if self.stem and steps is not None:
+            raise ValueError("stem: a convolution over steps assumes a regular grid; irregular sampling (dt= or "
+                             "timestamps=) needs stem=0")
+        h = self.encoder(x) if not self.stem else self.encoder(x, mask)
         for block in self.blocks:
             h = block(h, rate=rate, mask=mask) if steps is None else block(h, rate=rate, mask=mask, dt=steps)
         h = self.final_norm(h)

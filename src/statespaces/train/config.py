@@ -69,6 +69,8 @@ RULES: Dict[str, Dict[str, Rule]] = {
         "prenorm": Rule("bool"),
         "mixing": Rule("str", choices=lambda: ("glu", "linear")),
         "pool": Rule("str", choices=lambda: ("mean", "max", "last")),
+        "stem": Rule("int", lo=0),
+        "stem_dilations": Rule("int", lo=1, per_axis=True),
     },
     "data": {
         "name": Rule("str", what="a dataset name (see statespaces.data.DATASETS), ucr:<Problem>, or a path to a "
@@ -127,6 +129,8 @@ class ModelConfig:
     prenorm: bool = True
     mixing: str = "glu"
     pool: str = "mean"
+    stem: int = 0                          # kernel size of a convolutional stem (0: a linear encoder)
+    stem_dilations: Any = 1                # an int or a list: the stem's dilations (channels split evenly)
 
     def __post_init__(self) -> None:
         _validate_section("model", self)
