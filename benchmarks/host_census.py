@@ -29,20 +29,47 @@ import torch  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
 
-#: Ops the Triton interpreter issues around each launch (not part of a CUDA run).
+#: Ops the Triton interpreter issues around each launch outside :data:`LAUNCH` (not part of a CUDA run).
 INTERPRETER_OPS = {"aten::set_", "aten::new_empty", "aten::numpy_T", "aten::empty"}
+#: Profiler label of one Triton launch: counted as one op (one kernel); the ops the interpreter issues inside it
+#: (copying each tensor argument to the host and back) are not counted.
+LAUNCH = "triton::launch"
+#: Ops that only make a view (no kernel on a GPU, a few microseconds of dispatch): counted, and also reported
+#: apart, so that "kernels" (the rest) can be read beside the total.
+VIEW_OPS = {"transpose", "t", "slice", "narrow", "select", "view", "reshape", "_reshape_alias", "unsqueeze",
+            "squeeze", "expand", "permute", "view_as_real", "view_as_complex", "real", "imag", "diagonal", "detach",
+            "alias", "flatten", "unflatten", "as_strided", "split", "chunk", "unbind", "_unsafe_view", "mT", "mH",
+            "resolve_conj", "resolve_neg", "_conj"}
+
+
+def label_launches() -> None:
+    """Wrap each interpreted Triton launch in a profiler range named :data:`LAUNCH` (for this process)."""
+    import triton.runtime.interpreter as interp
+
+    if getattr(interp.GridExecutor, "_census_labelled", False):
+        return
+    call = interp.GridExecutor.__call__
+
+    def labelled(self, *args, **kwargs):
+        with torch.profiler.record_function(LAUNCH):
+            return call(self, *args, **kwargs)
+
+    interp.GridExecutor.__call__ = labelled
+    interp.GridExecutor._census_labelled = True
 
 
 def cuda_branches() -> None:
     """Send CPU tensors down the CUDA branches of the code that chooses by device (for this process): the
     FFT convolution on whole tensors (not row groups), the fixed-size list of refined Cauchy nodes (not
-    ``nonzero``), and S4's kernel by the Cauchy route (not dense powers)."""
+    ``nonzero``), S4's kernel by the Cauchy route (not dense powers), and the one-node near powers."""
     import importlib
 
     fftconv = importlib.import_module("statespaces.ops.fftconv")     # the package exports a function of that name
     chunked_conv = importlib.import_module("statespaces.kernels.chunked_conv")
     dplr = importlib.import_module("statespaces.kernels.dplr")
     s4 = importlib.import_module("statespaces.layers.s4")
+    chunked = importlib.import_module("statespaces.kernels.chunked")
+    chunked.prefer_one_node = lambda dA: True
     fftconv._grouped = lambda u: False
     dplr._risky_list = dplr._risky_list_fixed
     chunked_conv.prefer_power_kernel = lambda u: False
@@ -71,10 +98,19 @@ def census(layer: str, B: int, L: int, H: int, N: int) -> collections.Counter:
             fwd_bwd()
     ops = collections.Counter()
     for e in prof.events():
-        parent = e.cpu_parent
-        if e.name.startswith("aten::") and not (parent is not None and parent.name.startswith("aten::")):
-            if e.name not in INTERPRETER_OPS:
-                ops[e.name] += 1
+        if e.name == LAUNCH:
+            ops["triton::launch"] += 1
+            continue
+        if not e.name.startswith("aten::") or e.name in INTERPRETER_OPS:
+            continue
+        parent, top = e.cpu_parent, True
+        while parent is not None:
+            if parent.name.startswith("aten::") or parent.name == LAUNCH:
+                top = False
+                break
+            parent = parent.cpu_parent
+        if top:
+            ops[e.name] += 1
     return ops
 
 
@@ -95,13 +131,15 @@ def main(argv=None) -> int:
     from statespaces.ops.triton._launch import patch_interpreter
 
     patch_interpreter()
+    label_launches()
     torch.set_num_threads(1)
-    print(f"top-level aten ops per fwd+bwd on the CUDA code path (interpreter ops left out), "
-          f"B={a.B} L={a.L} H={a.H} N={a.N}, torch {torch.__version__}")
+    print(f"top-level aten ops (each Triton launch one op) per fwd+bwd on the CUDA code path "
+          f"(interpreter ops left out), B={a.B} L={a.L} H={a.H} N={a.N}, torch {torch.__version__}")
     for layer in a.layers:
         ops = census(layer, a.B, a.L, a.H, a.N)
-        common = ", ".join(f"{name[6:]} {n}" for name, n in ops.most_common(a.top))
-        print(f"{layer:7s} {sum(ops.values()):5d}   {common}")
+        common = ", ".join(f"{name.split('::')[-1]} {n}" for name, n in ops.most_common(a.top))
+        views = sum(n for name, n in ops.items() if name.split("::")[-1] in VIEW_OPS)
+        print(f"{layer:7s} {sum(ops.values()):5d} ops, {sum(ops.values()) - views:4d} not views   {common}")
     return 0
 
 

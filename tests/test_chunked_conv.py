@@ -360,11 +360,16 @@ def test_s4_stateless_power_kernel_float32_error_stays_at_the_fft_level(init):
     assert err(chunked) < 1e-5 and err(fft) < 1e-5, (err(chunked), err(fft))
 
 
+@pytest.mark.parametrize("one_node", [True, False], ids=["one-node", "autograd"])
 @pytest.mark.parametrize("sides", ["both", "left", "right"])
-def test_near_powers_against_explicit_matrix_powers(sides):
+def test_near_powers_against_explicit_matrix_powers(sides, one_node, monkeypatch):
     """``kernels.chunked.near_powers`` (doubling; both sides stacked into one product per doubling) equals
-    the explicit powers ``c^T dA^{j+1}``, ``dA^j b`` and ``dA^T`` in float64, with gradients through it."""
+    the explicit powers ``c^T dA^{j+1}``, ``dA^j b`` and ``dA^T`` in float64, with gradients through it: both
+    routes, the one-node backward (taken off the CPU) and plain autograd (the CPU's)."""
+    from statespaces.kernels import chunked
     from statespaces.kernels.chunked import near_powers
+
+    monkeypatch.setattr(chunked, "prefer_one_node", lambda dA: one_node)
 
     g = torch.Generator().manual_seed(3)
     H, N, T = 3, 5, 8
@@ -384,4 +389,70 @@ def test_near_powers_against_explicit_matrix_powers(sides):
     else:
         assert cols is None
     torch.testing.assert_close(PT, P[T])
-    assert torch.autograd.gradcheck(lambda A: near_powers(A, 4, left=c, right=b), (dA,))
+    left, right = (c if sides != "right" else None), (b if sides != "left" else None)
+    for T_ in (1, 2, 8):       # the hand-written backward: every input, every level count (T = 1: no doubling)
+        def f(A, l, r, T_=T_):
+            return tuple(o for o in near_powers(A, T_, left=l, right=r) if o is not None)
+        ins = (dA, None if left is None else left.clone().requires_grad_(),
+               None if right is None else right.clone().requires_grad_())
+        assert torch.autograd.gradcheck(f, ins)
+    (g1,) = torch.autograd.grad(near_powers(dA, 4, left=left, right=right)[2].sum(), dA, create_graph=True)
+    if one_node:       # a second derivative is refused, never silently wrong (the saved powers are constants)
+        with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+            torch.autograd.grad(g1.sum(), dA)
+    else:
+        assert torch.autograd.gradgradcheck(lambda A: near_powers(A, 4, left=left, right=right)[2], (dA,))
+
+
+@pytest.mark.parametrize("sides", ["both", "left", "right"])
+def test_near_powers_backward_equals_plain_autograd_twin(sides, monkeypatch):
+    """The one-node backward of ``near_powers`` against ``near_powers_ref`` (autograd through the doubling),
+    float64, T = 32, with a weight on every output (only some outputs used: the others get no gradient)."""
+    from statespaces.kernels import chunked
+    from statespaces.kernels.chunked import near_powers, near_powers_ref
+
+    monkeypatch.setattr(chunked, "prefer_one_node", lambda dA: True)
+
+    g = torch.Generator().manual_seed(4)
+    H, N, T = 4, 6, 32
+    dA0 = 0.35 * torch.randn(H, N, N, generator=g, dtype=torch.float64)
+    c0, b0 = torch.randn(H, N, generator=g, dtype=torch.float64), torch.randn(H, N, generator=g, dtype=torch.float64)
+    weights = [torch.randn(H, T, N, generator=g, dtype=torch.float64), torch.randn(H, T, N, generator=g, dtype=torch.float64),
+               torch.randn(H, N, N, generator=g, dtype=torch.float64)]
+    for use in ((0, 1, 2), (0, 1), (2,)):
+        grads = []
+        for fn in (near_powers, near_powers_ref):
+            dA, c, b = (t.clone().requires_grad_() for t in (dA0, c0, b0))
+            outs = fn(dA, T, left=c if sides != "right" else None, right=b if sides != "left" else None)
+            loss = sum((o * weights[i]).sum() for i, o in enumerate(outs) if o is not None and i in use)
+            if not isinstance(loss, torch.Tensor):
+                continue
+            loss.backward()
+            grads.append([t.grad for t in (dA, c, b)])
+        for mine, ref in zip(*grads) if grads else ():
+            if ref is None:
+                assert mine is None or not mine.abs().any()
+            else:
+                torch.testing.assert_close(mine, ref, atol=1e-10, rtol=1e-10)
+
+
+def test_s4_stateful_gradients_equal_with_the_one_node_near_powers(monkeypatch):
+    """S4's stateful chunked forward (dense tables by ``near_powers``) gives the same output, state and every
+    parameter gradient with the one-node backward as with plain autograd (float64)."""
+    from statespaces import S4
+    from statespaces.kernels import chunked
+
+    torch.manual_seed(5)
+    layer = S4(4, 8, seed=1).double()
+    x = torch.randn(2, 100, 4, dtype=torch.float64)
+    state = torch.randn(2, 4, layer.n_modes, dtype=torch.complex128)
+    results = []
+    for one_node in (False, True):
+        monkeypatch.setattr(chunked, "prefer_one_node", lambda dA, v=one_node: v)
+        layer.zero_grad()
+        y, s = layer(x, state=state, return_state=True)
+        (y.square().sum() + s.abs().square().sum()).backward()
+        results.append([y.detach(), s.detach()] + [p.grad.clone() for p in layer.parameters() if p.grad is not None])
+    assert len(results[0]) == len(results[1]) > 4
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)

@@ -30,6 +30,7 @@ import math
 from typing import Optional, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from .. import backend
 
@@ -53,22 +54,100 @@ def near_powers(dA: Tensor, T: int, left: Optional[Tensor] = None,
 
     Returns:
         ``(rows (H, T, N) or None, cols (H, T, N) or None, dA^T (H, N, N))``.
+
+    Off the CPU (:func:`prefer_one_node`), one autograd node (:class:`_NearPowers`) with a hand-written
+    backward of five kernels per doubling: autograd's graph of the doubling costs about eight, plus the
+    views, and a GPU bound by dispatch pays for each (census of S4's CUDA path, ``benchmarks/host_census.py``:
+    482 -> 437 ops per fwd+bwd). On the CPU, :func:`near_powers_ref` (plain autograd; the twin in the tests),
+    which measured 8% less process time for S4's stateful fwd+bwd (B=8, H=128, N=64, L=1024, one thread).
     """
+    if (left is None and right is None) or not prefer_one_node(dA):
+        return near_powers_ref(dA, T, left, right)
+    sides = "both" if left is not None and right is not None else ("rows" if left is not None else "cols")
+    H = dA.shape[0]
+    if sides == "both":
+        assert left is not None and right is not None
+        V0 = torch.cat([(left.unsqueeze(-2) @ dA), right.unsqueeze(-2)], 0)     # (2H, 1, N)
+    elif sides == "rows":
+        assert left is not None
+        V0 = left.unsqueeze(-2) @ dA                                             # c^T dA
+    else:
+        assert right is not None
+        V0 = right.unsqueeze(-2)                                                 # dA^0 b
+    V, PT = _NearPowers.apply(dA, V0, T, sides)
+    if sides == "both":
+        return V[:H], V[H:], PT
+    return (V, None, PT) if sides == "rows" else (None, V, PT)
+
+
+def prefer_one_node(dA: Tensor) -> bool:
+    """Whether :func:`near_powers` takes its one-node backward: off the CPU (see there)."""
+    return dA.device.type != "cpu"
+
+
+def _side_matrix(P: Tensor, sides: str) -> Tensor:
+    """What the stacked tables are multiplied by at a doubling: ``P``, ``P^T`` or both stacked (2H)."""
+    if sides == "rows":
+        return P
+    if sides == "cols":
+        return P.transpose(-1, -2)
+    return torch.cat([P, P.transpose(-1, -2)], 0)
+
+
+class _NearPowers(torch.autograd.Function):
+    r"""``V_{2m} = [V_m ; V_m Q(dA^m)]`` from ``V_1 = V0`` up to ``T`` rows, and ``dA^T``; Q of :func:`_side_matrix`.
+
+    Backward, level by level from the top (``m = T/2 .. 1``), with ``G`` the gradient of ``V_{2m}``:
+    ``dV_m = G_{:m} + G_{m:} Q^T``, ``dQ = V_m^T G_{m:}`` (folded onto ``dA^m``), and ``dA^{2m} = dA^m dA^m``
+    gives ``d(dA^m) += G_P (dA^m)^T + (dA^m)^T G_P``.
+    """
+
+    @staticmethod
+    def forward(ctx, dA: Tensor, V0: Tensor, T: int, sides: str):
+        Ps, Qs = [dA], []
+        V = V0
+        while V.shape[-2] < T:
+            Qs.append(_side_matrix(Ps[-1], sides))
+            V = torch.cat([V, V @ Qs[-1]], -2)
+            Ps.append(Ps[-1] @ Ps[-1])
+        ctx.sides, ctx.levels = sides, len(Qs)
+        ctx.save_for_backward(V, *Ps[:-1], *Qs)
+        return V, Ps[-1]
+
+    @staticmethod
+    @once_differentiable          # the saved powers are constants of the backward: a second derivative raises
+    def backward(ctx, gV: Optional[Tensor], gPT: Optional[Tensor]):
+        # five kernels per level (what a dispatch-bound GPU pays for), against ~10 for autograd's graph
+        V, *saved = ctx.saved_tensors
+        Ps, Qs = saved[:ctx.levels], saved[ctx.levels:]
+        sides, H = ctx.sides, V.shape[0] // (2 if ctx.sides == "both" else 1)
+        gV = torch.zeros_like(V) if gV is None else gV
+        gP = torch.zeros(V.shape[0] // (2 if sides == "both" else 1), V.shape[-1], V.shape[-1], dtype=V.dtype,
+                         device=V.device) if gPT is None else gPT     # gradient of dA^{2m}
+        m = V.shape[-2]
+        for level in range(ctx.levels - 1, -1, -1):
+            m //= 2
+            Pt = Ps[level].transpose(-1, -2)                             # (dA^m)^T
+            bot = gV[:, m:2 * m]
+            gQ = V[:, :m].transpose(-1, -2) @ bot                        # (S, N, N): gradient of Q(dA^m)
+            gV = torch.baddbmm(gV[:, :m], bot, Qs[level].transpose(-1, -2))
+            if sides == "rows":
+                acc = gQ
+            elif sides == "cols":
+                acc = gQ.transpose(-1, -2)
+            else:
+                acc = gQ[:H] + gQ[H:].transpose(-1, -2)
+            gP = torch.baddbmm(torch.baddbmm(acc, gP, Pt), Pt, gP)      # + through dA^{2m} = dA^m dA^m
+        return gP, gV, None, None
+
+
+def near_powers_ref(dA: Tensor, T: int, left: Optional[Tensor] = None,
+                    right: Optional[Tensor] = None) -> Tuple[Optional[Tensor], Optional[Tensor], Tensor]:
+    """Twin of :func:`near_powers` by plain autograd through the doubling (same outputs and gradients)."""
     rows = None if left is None else (left.unsqueeze(-2) @ dA)        # (H, 1, N): c^T dA
     cols = None if right is None else right.unsqueeze(-2)              # (H, 1, N): dA^0 b
     Pm = dA                                                            # dA^m, m = current length
     m = 1
-    if rows is not None and cols is not None:
-        # both sides: rows and cols stacked over the channels, [dA^m; (dA^m)^T] applied by one product per
-        # doubling (two products and two concatenations fewer per doubling, forward and backward, than
-        # doubling each side on its own: the op count is what a GPU, bound by dispatch here, pays for)
-        H = dA.shape[0]
-        V = torch.cat([rows, cols], 0)                                 # (2H, m, N)
-        while m < T:
-            V = torch.cat([V, V @ torch.cat([Pm, Pm.transpose(-1, -2)], 0)], -2)
-            Pm = Pm @ Pm
-            m *= 2
-        return V[:H], V[H:], Pm
     while m < T:
         if rows is not None:
             rows = torch.cat([rows, rows @ Pm], -2)                    # c^T dA^{j+1+m}
