@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from .. import backend
 from .._checks import check_choice
@@ -90,8 +91,17 @@ def oscillator_transition(A: Tensor, dt: Tensor, discretization: str, validate: 
     """
     dt = torch.as_tensor(dt, dtype=A.dtype, device=A.device).expand_as(A)
     scheme = check_oscillator_params(A, dt, discretization) if validate else check_scheme(discretization)
+    if torch.is_grad_enabled() and (A.requires_grad or dt.requires_grad):
+        M, f = _Transition.apply(A, dt, scheme)
+        return M, f
+    return oscillator_transition_ref(A, dt, scheme)
+
+
+def oscillator_transition_ref(A: Tensor, dt: Tensor, discretization: str) -> Tuple[Tensor, Tensor]:
+    """Twin of :func:`oscillator_transition` by plain autograd through the formulas (no validation); A and dt
+    of the same shape."""
     one = torch.ones_like(A)
-    if scheme == "im":
+    if check_scheme(discretization) == "im":
         S = 1.0 / (1.0 + dt * dt * A)
         M = torch.stack([torch.stack([S, -dt * A * S]), torch.stack([dt * S, S])])
         f = torch.stack([dt * S, dt * dt * S])
@@ -99,6 +109,44 @@ def oscillator_transition(A: Tensor, dt: Tensor, discretization: str, validate: 
         M = torch.stack([torch.stack([one, -dt * A]), torch.stack([dt * one, 1.0 - dt * dt * A])])
         f = torch.stack([dt * one, dt * dt * one])
     return M, f
+
+
+class _Transition(torch.autograd.Function):
+    r"""``(A, dt) -> (M, f)`` as one autograd node whose backward is one contraction with the Jacobian (2, 6, ...)
+    of the six outputs ``(M_00, M_01, M_10, M_11, f_0, f_1)`` by ``(A, dt)``, formed in the forward. Plain
+    autograd through the formulas costs about 15 forward and 45 backward ops, which a GPU bound by dispatch
+    pays for once per forward; here about 30 forward and 4 backward.
+
+    IMEX: ``d/dA = (0, -dt, 0, -dt^2, 0, 0)``, ``d/d dt = (0, -A, 1, -2 dt A, 1, 2 dt)``. IM, with
+    ``S = 1/(1 + dt^2 A)`` and ``q = 1 - dt^2 A``: ``d/dA = -S^2 (dt^2, dt, dt^3, dt^2, dt^3, dt^4)``,
+    ``d/d dt = S^2 (-2 dt A, -A q, q, -2 dt A, q, 2 dt)``.
+    """
+
+    @staticmethod
+    def forward(ctx, A: Tensor, dt: Tensor, scheme: str):
+        M, f = oscillator_transition_ref(A, dt, scheme)
+        zero, one = torch.zeros_like(A), torch.ones_like(A)
+        if scheme == "imex":
+            J = torch.stack([torch.stack([zero, -dt, zero, -dt * dt, zero, zero]),
+                             torch.stack([zero, -A, one, -2 * dt * A, one, 2 * dt])])
+        else:
+            S2 = M[0, 0] * M[0, 0]                                      # S^2
+            dt2 = dt * dt
+            q = 1 - dt2 * A
+            J = torch.stack([-S2 * torch.stack([dt2, dt, dt2 * dt, dt2, dt2 * dt, dt2 * dt2]),
+                             S2 * torch.stack([-2 * dt * A, -A * q, q, -2 * dt * A, q, 2 * dt])])
+        ctx.save_for_backward(J)
+        return M, f
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gM: Optional[Tensor], gf: Optional[Tensor]):
+        (J,) = ctx.saved_tensors
+        shape = J.shape[2:]
+        gM = J.new_zeros(2, 2, *shape) if gM is None else gM
+        gf = J.new_zeros(2, *shape) if gf is None else gf
+        g = (J * torch.cat([gM.reshape(4, *shape), gf]).unsqueeze(0)).sum(1)      # (2, ...): dA, d dt
+        return g[0], g[1], None
 
 
 def oscillator_polar(A: Tensor, dt: Tensor, discretization: str) -> Tuple[Tensor, Tensor]:

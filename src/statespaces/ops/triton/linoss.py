@@ -462,15 +462,15 @@ class LinossScanFn(torch.autograd.Function):
         rho0 = rho0[:, 0]
         du = dv @ W
         dW = dv.reshape(-1, C2).T @ u.reshape(-1, H)
-        M2 = torch.cat([M, M], -1)                                     # (2, 2, 2P)
-        # lam_0 = M^T rho_0 + e_y g_0 (+ g_fin when L = 1)
-        lam0 = torch.einsum("jip,bjp->bip", M2, rho0)
-        lam0 = lam0 + torch.stack([torch.zeros_like(gy[:, 0]), gy[:, 0]], 1)
-        if gf is not None and L == 1:
-            lam0 = lam0 + gf
         dM = dm.sum((0, 1)).reshape(2, 2, C2)
         dx0 = None
         if x0 is not None:
+            M2 = torch.cat([M, M], -1)                                 # (2, 2, 2P)
+            # lam_0 = M^T rho_0 + e_y g_0 (+ g_fin when L = 1): the adjoint at step 0, needed for x0 only
+            lam0 = torch.einsum("jip,bjp->bip", M2, rho0)
+            lam0 = lam0 + torch.stack([torch.zeros_like(gy[:, 0]), gy[:, 0]], 1)
+            if gf is not None and L == 1:
+                lam0 = lam0 + gf
             dM = dM + torch.einsum("bip,bjp->ijp", lam0, x0)
             dx0 = torch.einsum("jip,bjp->bip", M2, lam0).to(ctx.dtypes[4])
         dM = dM[..., :P] + dM[..., P:]
