@@ -58,7 +58,7 @@ def near_powers(dA: Tensor, T: int, left: Optional[Tensor] = None,
     Off the CPU (:func:`prefer_one_node`), one autograd node (:class:`_NearPowers`) with a hand-written
     backward of five kernels per doubling: autograd's graph of the doubling costs about eight, plus the
     views, and a GPU bound by dispatch pays for each (census of S4's CUDA path, ``benchmarks/host_census.py``:
-    482 -> 437 ops per fwd+bwd). On the CPU, :func:`near_powers_ref` (plain autograd; the twin in the tests),
+    458 -> 413 ops per fwd+bwd). On the CPU, :func:`near_powers_ref` (plain autograd; the twin in the tests),
     which measured 8% less process time for S4's stateful fwd+bwd (B=8, H=128, N=64, L=1024, one thread).
     """
     if (left is None and right is None) or not prefer_one_node(dA):
@@ -120,10 +120,10 @@ class _NearPowers(torch.autograd.Function):
         # five kernels per level (what a dispatch-bound GPU pays for), against ~10 for autograd's graph
         V, *saved = ctx.saved_tensors
         Ps, Qs = saved[:ctx.levels], saved[ctx.levels:]
-        sides, H = ctx.sides, V.shape[0] // (2 if ctx.sides == "both" else 1)
+        sides = ctx.sides
+        H, N = V.shape[0] // (2 if sides == "both" else 1), V.shape[-1]
         gV = torch.zeros_like(V) if gV is None else gV
-        gP = torch.zeros(V.shape[0] // (2 if sides == "both" else 1), V.shape[-1], V.shape[-1], dtype=V.dtype,
-                         device=V.device) if gPT is None else gPT     # gradient of dA^{2m}
+        gP = V.new_zeros(H, N, N) if gPT is None else gPT              # gradient of dA^{2m}
         m = V.shape[-2]
         for level in range(ctx.levels - 1, -1, -1):
             m //= 2

@@ -30,11 +30,11 @@ class ConvStem(nn.Module):
     is what the convolution's own zero padding assumes, so a valid output never sees padded values.
     """
 
-    def __init__(self, d_input: int, d_model: int, kernel: int, dilations: Sequence[int] = (1,)) -> None:
+    def __init__(self, d_input: int, d_model: int, kernel: int, dilations: Union[int, Sequence[int]] = 1) -> None:
         super().__init__()
         if kernel % 2 != 1:
             raise ValueError(f"stem must be an odd kernel size (centred, 'same' padding), got {kernel}")
-        dilations = tuple(int(d) for d in dilations)
+        dilations = (int(dilations),) if isinstance(dilations, int) else tuple(int(d) for d in dilations)
         if not dilations or min(dilations) < 1:
             raise ValueError(f"stem_dilations must be a non-empty list of positive ints, got {dilations}")
         if d_model % len(dilations):
@@ -123,8 +123,7 @@ class SequenceClassifier(Pretrained, nn.Module):
         self.pool = check_choice("pool", pool, ("mean", "max", "last", "none"))
         self.stem = check_positive_int("stem", stem, 0)
         if self.stem:
-            dilations = (stem_dilations,) if isinstance(stem_dilations, int) else tuple(stem_dilations)
-            self.encoder: nn.Module = ConvStem(d_input, d_model, self.stem, dilations)
+            self.encoder: nn.Module = ConvStem(d_input, d_model, self.stem, stem_dilations)
         else:
             self.encoder = nn.Linear(d_input, d_model)
         self.layer_config = sequence_layer(layer)

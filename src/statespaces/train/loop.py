@@ -122,7 +122,7 @@ def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: Any = "cla
     return SequenceClassifier(
         d_input, n_classes, d_model=m.d_model, n_layers=m.n_layers, layer=m.layer,     # the layer's one config
         pool=pool, norm=m.norm, prenorm=m.prenorm, dropout=m.dropout, mixing=m.mixing, stem=m.stem,
-        stem_dilations=m.stem_dilations if isinstance(m.stem_dilations, tuple) else (m.stem_dilations,),
+        stem_dilations=m.stem_dilations,
     )
 
 
