@@ -5,6 +5,7 @@ from .config import PRESETS, ConfigError, TrainConfig, build_config
 from .engine import Callback, FitState, fit
 from .ensemble import evaluate_ensemble
 from .loop import RunExistsError, build_model, evaluate, evaluate_checkpoint, load_trained, train
+from .mixup import MixUp
 from .run import Run
 from .tasks import TASKS, Classification, Forecast, LanguageModel, Regression, Seq2Seq, Task, get_task
 
@@ -12,5 +13,5 @@ __all__ = [
     "TrainConfig", "build_config", "PRESETS", "train", "evaluate", "evaluate_checkpoint", "evaluate_ensemble",
     "load_trained", "build_model", "save_checkpoint", "load_checkpoint", "CorruptCheckpointError", "ConfigError",
     "RunExistsError", "fit", "Callback", "FitState", "Run", "Task", "TASKS", "get_task", "Classification",
-    "Regression", "Seq2Seq", "Forecast", "LanguageModel",
+    "Regression", "Seq2Seq", "Forecast", "LanguageModel", "MixUp",
 ]

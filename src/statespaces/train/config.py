@@ -89,6 +89,8 @@ RULES: Dict[str, Dict[str, Rule]] = {
         "warmup_steps": Rule("int", lo=0),
         "schedule": Rule("str", choices=lambda: ("cosine", "constant")),
         "grad_clip": Rule("float", lo=0),
+        "label_smoothing": Rule("float", lo=0, hi=1, hi_open=True),
+        "mixup": Rule("float", lo=0),
         "val_fraction": Rule("float", lo=0, hi=1, hi_open=True),
         "min_steps": Rule("int", lo=0),
         "bucket": Rule("bool"),
@@ -172,6 +174,12 @@ class TrainerConfig:
     # learning rate after the warmup: "cosine" decay to 0 at the last step (thesis §7.1) or "constant"
     schedule: str = "cosine"
     grad_clip: float = 0.0
+    # classification only: cross-entropy against smoothed targets (1 - eps) onehot + eps / C in training
+    # (statespaces.train.tasks.Classification); 0: off
+    label_smoothing: float = 0.0
+    # classification of float series only: mixup of each training batch with weights Beta(a, a)
+    # (statespaces.train.mixup.MixUp); 0: off
+    mixup: float = 0.0
     # held out of the training split (stratified by class, seeded by ``seed``) to choose ``best/``;
     # 0: no validation split, ``best/`` is the last epoch. The test split is never used to select.
     val_fraction: float = 0.1

@@ -133,6 +133,8 @@ def fit(
     callbacks: Sequence[Callback] = (),
     divergence_hint: str = "lower the learning rate or clip the gradients",
     augment: Optional[Callable[[Tensor, Optional[Tensor], int], Tuple[Tensor, Optional[Tensor]]]] = None,
+    mixup: Optional[Callable[[Tensor, Tensor, Optional[Tensor], int],
+                             Tuple[Tensor, Optional[Tensor], Tensor, float]]] = None,
 ) -> FitState:
     """Train ``model`` for ``epochs`` passes over ``loader`` (an iterable of batches with a length;
     a ``DataLoader`` or a list) and return the final :class:`FitState`.
@@ -144,7 +146,10 @@ def fit(
     through (a DDP or compiled wrapper of ``model``; default ``model``). ``augment(x, lengths, step)``
     transforms each training input and its lengths before the forward
     (:class:`statespaces.data.augment.SeriesAugment`; seeded by the step, so a resumed run draws what
-    the uninterrupted one would). Divergence raises
+    the uninterrupted one would). ``mixup(x, y, lengths, step)`` returns a mixed batch, its lengths, the
+    partners' labels and the weight ``lam`` of ``y`` (:class:`statespaces.train.mixup.MixUp`, after
+    ``augment``); the step's loss is then ``lam * loss(y) + (1 - lam) * loss(partners)``, and the running
+    score counts hits against ``y``. Divergence raises
     ``FloatingPointError`` naming the step, the epoch and the non-finite parameters, followed by
     ``divergence_hint``. The model is left in training mode.
     """
@@ -177,6 +182,9 @@ def fit(
             x, y, lengths = task.unpack(batch, device)
             if augment is not None:
                 x, lengths = augment(x, lengths, state.step)
+            partners, lam = None, 1.0
+            if mixup is not None:
+                x, lengths, partners, lam = mixup(x, y, lengths, state.step)
 
             def diverged(what: str) -> FloatingPointError:
                 bad = _bad_parameters(model)
@@ -190,6 +198,8 @@ def fit(
             except FloatingPointError as e:
                 raise diverged(f"the forward pass failed ({e})") from e
             loss = task.train_loss(out, y)
+            if partners is not None:
+                loss = lam * loss + (1 - lam) * task.train_loss(out, partners)
             if not torch.isfinite(loss):
                 raise diverged(f"loss became {loss.item()}")
             optimizer.zero_grad(set_to_none=True)

@@ -42,6 +42,7 @@ from ..optim import param_groups
 from .checkpoint import CorruptCheckpointError, load_checkpoint, pack_state
 from .config import ConfigError, TrainConfig
 from .engine import SCHEDULES, Callback, FitState, evaluate, fit
+from .mixup import MixUp
 from .monitor import TENSORBOARD_MODES, Progress, tensorboard_writer, write_metrics
 from .run import (  # noqa: F401  (re-exported: the names of the run folder's pieces)
     MODEL_KEYS,
@@ -55,7 +56,7 @@ from .run import (  # noqa: F401  (re-exported: the names of the run folder's pi
     checkpoint_dir,
     stored_config,
 )
-from .tasks import Task, get_task
+from .tasks import Classification, Task, get_task
 
 #: Tasks whose datasets ``statespaces train`` trains (the others are trained with :func:`fit` directly).
 TRAINER_TASKS = ("classification", "regression", "seq2seq")
@@ -283,6 +284,28 @@ def _augmentation(cfg: TrainConfig, data: Any) -> Optional[SeriesAugment]:
     return aug
 
 
+def _objective(cfg: TrainConfig, data: Any) -> Tuple[Task, Optional[MixUp]]:
+    """The task of ``data`` with ``trainer.label_smoothing``, and ``trainer.mixup`` as a :class:`MixUp`
+    seeded by ``trainer.seed`` (None when off); both refused for tasks other than classification, and
+    mixup for inputs that are not float series."""
+    t_cfg, task = cfg.trainer, get_task(data.task)
+    for key in ("label_smoothing", "mixup"):
+        value = getattr(t_cfg, key)
+        if value and task.name != "classification":
+            raise ConfigError(f"trainer.{key}={value!r}: dataset {cfg.data.name!r} is a {task.name} task; "
+                              f"trainer.{key} applies to classification only; set it to 0")
+    if t_cfg.label_smoothing:
+        task = Classification(label_smoothing=t_cfg.label_smoothing)
+    if not t_cfg.mixup:
+        return task, None
+    x = data.train[0][0]
+    if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() == 2):
+        what = f"a {x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ConfigError(f"trainer.mixup={t_cfg.mixup!r}: dataset {cfg.data.name!r} gives {what} per example; "
+                          "mixup applies to float time series (L, C) only; set it to 0")
+    return task, MixUp(t_cfg.mixup, seed=t_cfg.seed)
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace: bool = False) -> Dict[str, Any]:
     """Train ``cfg`` and return the final summary (also written to ``<out>/summary.json``).
 
@@ -304,7 +327,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     if t_cfg.val_fraction > 0:
         fit_idx, held = validation_split(data, t_cfg.val_fraction, t_cfg.seed)
         train_set, val_set = Subset(data.train, fit_idx), Subset(data.train, held)
-    task = get_task(data.task)
+    task, mixup = _objective(cfg, data)
     selection = SELECTION_LAST if val_set is None else task.selection
     augment = _augmentation(cfg, data)
     model = build_model(cfg, data.d_input, data.n_classes, task.name).to(device)
@@ -350,7 +373,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
             f"{run.ckpts.dir}")
     done = fit(model, loader, opt, task, epochs=t_cfg.epochs, scheduler=sched, start_step=step, net=net,
                device=device, amp=t_cfg.amp, grad_clip=t_cfg.grad_clip, callbacks=[_EpochReport(trainer, progress)],
-               divergence_hint=hint, augment=augment)
+               divergence_hint=hint, augment=augment, mixup=mixup)
     summary: Dict[str, Any] = {}
     if trainer.tb is not None:
         trainer.tb.close()

@@ -136,13 +136,32 @@ class Task:
 
 
 class Classification(Task):
-    """Cross-entropy on pooled logits (B, C) against labels (B,); score: accuracy."""
+    """Cross-entropy on pooled logits (B, C) against labels (B,); score: accuracy.
+
+    ``label_smoothing`` in [0, 1) (Szegedy et al. 2016): the training loss is the cross-entropy
+    against targets ``(1 - eps) * onehot + eps / C``; evaluation losses stay the plain cross-entropy,
+    so validation and test losses of runs with and without it compare directly.
+    """
 
     name = "classification"
     stratify = True
 
+    def __init__(self, forward: Optional[Callable[..., Tensor]] = None, label_smoothing: float = 0.0) -> None:
+        super().__init__(forward)
+        eps = label_smoothing
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 1:
+            raise ValueError(f"label_smoothing: got {eps!r}; allowed: a number in [0, 1) (0: plain cross-entropy)")
+        self.label_smoothing = float(eps)
+
     def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
         return F.cross_entropy(out.float(), y, reduction=reduction)
+
+    def train_loss(self, out: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(out.float(), y, label_smoothing=self.label_smoothing)
+
+    def __repr__(self) -> str:
+        eps = f"label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
+        return f"{type(self).__name__}({eps})"
 
     def hits(self, out: Tensor, y: Tensor) -> float:
         return float((out.argmax(-1) == y).sum())
