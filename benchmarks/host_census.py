@@ -2,6 +2,7 @@
 """Census of the host-side work of each layer's CUDA path, without a GPU.
 
     PYTHONPATH=src python benchmarks/host_census.py [--layers s4d s4 linoss] [--B 2] [--L 1024] [--H 8] [--N 8]
+        [--origins]
 
 On an H200 the layers were bound by the host (benchmarks/README.md, "GPU figures"): the time to issue a
 fwd+bwd exceeded the kernels' time, so every aten op the CUDA path dispatches counts. This script runs the
@@ -13,7 +14,9 @@ measured (it says nothing about a GPU). The branches that choose by device are s
 (:func:`cuda_branches`: whole-tensor FFT convolution, fixed-size Cauchy refinement list, S4's Cauchy
 kernel), and LinOSS runs in ``mode="scan"`` (its stateless CUDA path; on CPU it would take the fused
 chunked node). Sizes are small: the op count does not depend on B, H, N, and on L only through chunk and
-segment counts.
+segment counts. ``--origins`` lists the ops that are not views by where they came from: the innermost source
+line of the package in the forward (torch calls, before decomposition), the autograd node in the backward (aten
+ops): the places to cut.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import argparse
 import collections
 import os
 import sys
+from typing import Optional
 
 os.environ["TRITON_INTERPRET"] = "1"
 
@@ -52,7 +56,11 @@ def label_launches() -> None:
 
     def labelled(self, *args, **kwargs):
         with torch.profiler.record_function(LAUNCH):
-            return call(self, *args, **kwargs)
+            _IN_LAUNCH[0] = True
+            try:
+                return call(self, *args, **kwargs)
+            finally:
+                _IN_LAUNCH[0] = False
 
     interp.GridExecutor.__call__ = labelled
     interp.GridExecutor._census_labelled = True
@@ -77,8 +85,54 @@ def cuda_branches() -> None:
         s4.prefer_power_kernel = lambda u: False
 
 
-def census(layer: str, B: int, L: int, H: int, N: int) -> collections.Counter:
-    """Top-level aten ops (name -> count) of one fwd+bwd of ``layer`` on its CUDA code path."""
+#: Calls seen by :class:`_ForwardOrigins` that dispatch no kernel (metadata) and are not counted.
+_METADATA = {"__get__", "__set__", "dim", "size", "stride", "numel", "is_complex", "is_floating_point", "data_ptr",
+             "element_size", "is_contiguous", "storage_offset", "__len__", "__index__", "__bool__", "__int__",
+             "__float__", "__format__", "__repr__", "__hash__", "requires_grad_", "get_device", "__torch_function__",
+             "_record_function_enter_new", "_record_function_exit._RecordFunction"}
+
+
+class _ForwardOrigins(torch.overrides.TorchFunctionMode):
+    """Counts the top-level torch calls of a forward that are not views or metadata by the innermost source
+    line of the package that made them (calls made inside a Triton launch are the interpreter's: skipped)."""
+
+    def __init__(self, counter: collections.Counter) -> None:
+        super().__init__()
+        self.counter = counter
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", str(func))
+        if name not in _METADATA and name not in VIEW_OPS and not _IN_LAUNCH[0]:
+            frame = sys._getframe(1)
+            while frame is not None and "statespaces" not in frame.f_code.co_filename:
+                frame = frame.f_back
+            where = "(outside the package)"
+            if frame is not None:
+                path = frame.f_code.co_filename
+                where = f"{path.split('src/', 1)[-1]}:{frame.f_lineno} ({frame.f_code.co_name})"
+            self.counter[f"forward {where}: {name}"] += 1
+        return func(*args, **(kwargs or {}))
+
+
+#: Set while an interpreted Triton launch runs (by :func:`label_launches`).
+_IN_LAUNCH = [False]
+
+
+def _backward_origin(event) -> Optional[str]:
+    """The autograd node a top-level op ran under (``backward <Node>``), or None for a forward op."""
+    parent = event.cpu_parent
+    while parent is not None:
+        if "Backward" in parent.name or parent.name.startswith("autograd::engine"):
+            return f"backward {parent.name.split(': ')[-1]}"
+        parent = parent.cpu_parent
+    return None
+
+
+def census(layer: str, B: int, L: int, H: int, N: int,
+           origins: Optional[collections.Counter] = None) -> collections.Counter:
+    """Top-level aten ops (name -> count) of one fwd+bwd of ``layer`` on its CUDA code path; with
+    ``origins``, also counts the ops that are not views by where they came from: backward ops by their autograd
+    node (from the profiler), forward calls by source line (a second forward under :class:`_ForwardOrigins`)."""
     from torch.profiler import ProfilerActivity, profile
 
     from statespaces import S4, S4D, LinOSS, backend
@@ -111,6 +165,12 @@ def census(layer: str, B: int, L: int, H: int, N: int) -> collections.Counter:
             parent = parent.cpu_parent
         if top:
             ops[e.name] += 1
+            where = _backward_origin(e) if origins is not None else None
+            if where is not None and e.name.split("::")[-1] not in VIEW_OPS:
+                origins[f"{where}: {e.name.split('::')[-1]}"] += 1
+    if origins is not None:
+        with backend.force_triton(), _ForwardOrigins(origins):
+            module(x, **kw)
     return ops
 
 
@@ -122,6 +182,8 @@ def main(argv=None) -> int:
     p.add_argument("--H", type=int, default=8)
     p.add_argument("--N", type=int, default=8)
     p.add_argument("--top", type=int, default=12)
+    p.add_argument("--origins", action="store_true",
+                   help="also list the ops that are not views by source line (forward) or autograd node (backward)")
     a = p.parse_args(argv)
     try:
         import triton  # noqa: F401
@@ -136,10 +198,13 @@ def main(argv=None) -> int:
     print(f"top-level aten ops (each Triton launch one op) per fwd+bwd on the CUDA code path "
           f"(interpreter ops left out), B={a.B} L={a.L} H={a.H} N={a.N}, torch {torch.__version__}")
     for layer in a.layers:
-        ops = census(layer, a.B, a.L, a.H, a.N)
+        origins: Optional[collections.Counter] = collections.Counter() if a.origins else None
+        ops = census(layer, a.B, a.L, a.H, a.N, origins)
         common = ", ".join(f"{name.split('::')[-1]} {n}" for name, n in ops.most_common(a.top))
         views = sum(n for name, n in ops.items() if name.split("::")[-1] in VIEW_OPS)
         print(f"{layer:7s} {sum(ops.values()):5d} ops, {sum(ops.values()) - views:4d} not views   {common}")
+        for where, n in (origins or collections.Counter()).most_common():
+            print(f"    {n:4d}  {where}")
     return 0
 
 
