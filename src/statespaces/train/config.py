@@ -91,6 +91,7 @@ RULES: Dict[str, Dict[str, Rule]] = {
         "grad_clip": Rule("float", lo=0),
         "label_smoothing": Rule("float", lo=0, hi=1, hi_open=True),
         "mixup": Rule("float", lo=0),
+        "ema": Rule("float", lo=0, hi=1, hi_open=True),
         "val_fraction": Rule("float", lo=0, hi=1, hi_open=True),
         "min_steps": Rule("int", lo=0),
         "bucket": Rule("bool"),
@@ -180,6 +181,9 @@ class TrainerConfig:
     # classification of float series only: mixup of each training batch with weights Beta(a, a)
     # (statespaces.train.mixup.MixUp); 0: off
     mixup: float = 0.0
+    # evaluate and save an exponential moving average of the weights with this decay, updated every step
+    # (statespaces.train.averaging.WeightEMA; warm-up min(decay, (1 + n) / (10 + n))); 0: the trained weights
+    ema: float = 0.0
     # held out of the training split (stratified by class, seeded by ``seed``) to choose ``best/``;
     # 0: no validation split, ``best/`` is the last epoch. The test split is never used to select.
     val_fraction: float = 0.1

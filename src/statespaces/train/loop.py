@@ -39,6 +39,7 @@ from ..data.augment import SeriesAugment
 from ..data.sampler import BucketBatchSampler, dataset_lengths, passes_for, trim_collate
 from ..models import SequenceClassifier
 from ..optim import param_groups
+from .averaging import WeightEMA
 from .checkpoint import CorruptCheckpointError, load_checkpoint, pack_state
 from .config import ConfigError, TrainConfig
 from .engine import SCHEDULES, Callback, FitState, evaluate, fit
@@ -202,8 +203,11 @@ class _Trainer:
     """The state of one :func:`train` call that its callback and checkpoints share."""
 
     def __init__(self, cfg: TrainConfig, run: Run, data, task: Task, model: nn.Module, opt, sched,
-                 train_set, val_set, selection: str) -> None:
+                 train_set, val_set, selection: str, ema: Optional[WeightEMA] = None) -> None:
         self.cfg, self.run, self.data, self.task, self.model = cfg, run, data, task, model
+        self.ema = ema
+        # the weights evaluated and saved as the model: the moving average when trainer.ema > 0
+        self.eval_model: nn.Module = model if ema is None else ema.module
         self.opt, self.sched, self.train_set, self.selection = opt, sched, train_set, selection
         self.steps_per_epoch = 1
         self.history: list = []
@@ -219,7 +223,9 @@ class _Trainer:
         if not self.run.main:
             return
         t_cfg, history = self.cfg.trainer, self.history
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors = {f"model.{k}": v for k, v in self.eval_model.state_dict().items()}
+        if self.ema is not None:     # the trained weights, for resuming (model.* are the averaged ones)
+            tensors.update({f"train.{k}": v for k, v in self.model.state_dict().items()})
         tensors["rng.torch"] = torch.get_rng_state()
         meta = {
             "config": self.cfg.to_dict(), "step": step, "epoch": step // self.steps_per_epoch, "history": history,
@@ -231,6 +237,8 @@ class _Trainer:
             "selection": {"by": self.selection, "selected": bool(is_best), "epochs": t_cfg.epochs,
                           "val_acc": history[-1]["val_acc"] if is_best and history else None},
         }
+        if self.ema is not None:
+            meta["ema_updates"] = self.ema.updates
         if self.data.classes is not None:
             meta["classes"] = [str(c) for c in self.data.classes]
         self.run.save(step, tensors, meta, is_best)
@@ -238,8 +246,8 @@ class _Trainer:
     def end_epoch(self, state: FitState, t0: float) -> None:
         """Evaluate (test, and validation when held out), record, print the epoch line, checkpoint."""
         t_cfg, task, r, device = self.cfg.trainer, self.task, self.running, self.run.device
-        test = evaluate(self.model, self.test_loader, device, task.name)
-        val = evaluate(self.model, self.val_loader, device, task.name) if self.val_loader is not None else None
+        test = evaluate(self.eval_model, self.test_loader, device, task.name)
+        val = evaluate(self.eval_model, self.val_loader, device, task.name) if self.val_loader is not None else None
         record = {
             "epoch": state.epoch + 1, "step": state.step, "train_loss": r["loss"] / r["seen"],
             "train_acc": task.running_score(r["correct"], r["seen"], self.train_set),
@@ -331,6 +339,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     selection = SELECTION_LAST if val_set is None else task.selection
     augment = _augmentation(cfg, data)
     model = build_model(cfg, data.d_input, data.n_classes, task.name).to(device)
+    ema = WeightEMA(model, t_cfg.ema) if t_cfg.ema else None
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if use_compile(t_cfg.compile, model):
         net = CompiledOrEager(net)
@@ -357,10 +366,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     steps_per_epoch = len(loader)
     factor = SCHEDULES[t_cfg.schedule](t_cfg.epochs * steps_per_epoch, t_cfg.warmup_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    trainer = _Trainer(cfg, run, data, task, model, opt, sched, train_set, val_set, selection)
+    trainer = _Trainer(cfg, run, data, task, model, opt, sched, train_set, val_set, selection, ema)
     trainer.steps_per_epoch = steps_per_epoch
     step = 0
-    meta = run.restore(model, opt, sched, cfg.to_dict(), steps_per_epoch)
+    meta = run.restore(model, opt, sched, cfg.to_dict(), steps_per_epoch, ema)
     if meta is not None:
         step, trainer.history, trainer.best_acc = meta["step"], meta["history"], meta["best_acc"]
         trainer.running, trainer.seconds_before = meta["running"], meta["train_seconds"]
@@ -371,8 +380,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     trainer.tb = tensorboard_writer(t_cfg.tensorboard, out, step) if run.main else None
     hint = (f"lower trainer.lr / trainer.ssm_lr or set trainer.grad_clip; the last good checkpoint is in "
             f"{run.ckpts.dir}")
+    callbacks: List[Callback] = [ema] if ema is not None else []     # the average first: checkpoints see it
     done = fit(model, loader, opt, task, epochs=t_cfg.epochs, scheduler=sched, start_step=step, net=net,
-               device=device, amp=t_cfg.amp, grad_clip=t_cfg.grad_clip, callbacks=[_EpochReport(trainer, progress)],
+               device=device, amp=t_cfg.amp, grad_clip=t_cfg.grad_clip,
+               callbacks=[*callbacks, _EpochReport(trainer, progress)],
                divergence_hint=hint, augment=augment, mixup=mixup)
     summary: Dict[str, Any] = {}
     if trainer.tb is not None:
@@ -387,7 +398,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
             "dataset": data.name, "task": task.name, "layer": cfg.model.layer.kind, "params": n_params,
             "epochs": t_cfg.epochs,
             # the model in best/: which epoch, chosen how (never on the test split), and its scores
-            "selection": selection, "selected_epoch": chosen.get("epoch"), "selected_val_acc": chosen.get("val_acc"),
+            "selection": selection, "weights": f"moving average (decay {t_cfg.ema})" if ema else "trained",
+            "selected_epoch": chosen.get("epoch"), "selected_val_acc": chosen.get("val_acc"),
             "test_acc": chosen.get("test_acc"), "final_test_acc": final.get("test_acc"),
             "steps": done.step, "passes_per_epoch": getattr(sampler, "passes", 1),
             "val_fraction": t_cfg.val_fraction, "n_train": len(train_set), "n_val": len(val_set) if val_set else 0,

@@ -279,16 +279,20 @@ class Run:
         self._adopt = self.ckpts.run_id is None and resume
 
     def restore(self, model: torch.nn.Module, optimizer, scheduler, config: Dict[str, Any],
-                steps_per_epoch: int) -> Optional[Dict[str, Any]]:
-        """Load the newest valid, complete checkpoint of this run into ``model``, ``optimizer`` and
-        ``scheduler`` and set the torch RNG from it; return its metadata (None: nothing restored, the
-        fresh state kept). A checkpoint written with another config raises :class:`ConfigError`
-        naming the differing keys; one that fails half-way through its restore is skipped and its
-        partial restore undone."""
+                steps_per_epoch: int, ema: Any = None) -> Optional[Dict[str, Any]]:
+        """Load the newest valid, complete checkpoint of this run into ``model``, ``optimizer`` and ``scheduler`` (and
+        the weight average ``ema``, a :class:`~statespaces.train.averaging.WeightEMA`: the checkpoint's
+        ``model.*`` are then the averaged weights, ``train.*`` the trained ones) and set the torch RNG from
+        it; return its metadata (None: nothing restored, the fresh state kept). A checkpoint written with
+        another config raises :class:`ConfigError` naming the differing keys; one that fails half-way through
+        its restore is skipped and its partial restore undone.
+        """
         if not self.resume:
             return None
         fresh = ({k: v.clone() for k, v in model.state_dict().items()}, optimizer.state_dict(),
                  scheduler.state_dict(), torch.get_rng_state())
+        fresh_ema = None if ema is None else {"module": {k: v.clone() for k, v in ema.module.state_dict().items()},
+                                              "updates": ema.updates}
         touched = False
         for path, tensors, meta in self.ckpts.valid():
             try:
@@ -305,7 +309,12 @@ class Run:
                 )
             touched = True
             try:
-                model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+                saved = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+                if ema is None:
+                    model.load_state_dict(saved)
+                else:
+                    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("train.")})
+                    ema.load_state_dict({"module": saved, "updates": meta["ema_updates"]})
                 optimizer.load_state_dict(unpack_state(meta["optimizer"], tensors))
                 scheduler.load_state_dict(meta["scheduler"])
                 torch.set_rng_state(tensors["rng.torch"])
@@ -326,6 +335,8 @@ class Run:
             return meta
         if touched:
             model.load_state_dict(fresh[0])
+            if ema is not None:
+                ema.load_state_dict(fresh_ema)
             optimizer.load_state_dict(fresh[1])
             scheduler.load_state_dict(fresh[2])
             torch.set_rng_state(fresh[3])
