@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -78,3 +79,25 @@ SMALL_LAYERS = [("s4d", dict(d_state=8)), ("linoss", dict(n_oscillators=8)), ("s
 # torch.compile of LinOSS training runs (trainer.compile = "auto") costs seconds of compilation per
 # shape; the suite checks the numerics eagerly and compiles only where a test asks for it.
 os.environ.setdefault("STATESPACES_COMPILE", "off")
+
+
+@contextlib.contextmanager
+def killed_after_saves(monkeypatch, n: int):
+    """Run the body as a training run killed right after its ``n``-th checkpoint save (a simulated kill:
+    KeyboardInterrupt, expected); checkpoint saving is restored on exit."""
+    import statespaces.train.loop as loop
+
+    real, calls = loop._Checkpoints.save, {"n": 0}
+
+    def save(self, *a, **k):
+        real(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(loop._Checkpoints, "save", save)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setattr(loop._Checkpoints, "save", real)

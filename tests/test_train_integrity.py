@@ -24,6 +24,8 @@ from statespaces.cli import main
 from statespaces.train.config import RULES, SECTIONS, ConfigError, TrainConfig
 from statespaces.train.loop import RunExistsError, _Checkpoints, load_trained
 
+from conftest import killed_after_saves
+
 pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: 2 threads on a busy 2-core box are far slower
 
 
@@ -118,26 +120,14 @@ def test_resume_after_a_kill_uses_the_newest_valid_checkpoint_of_this_run(tmp_pa
     """Killed after 2 checkpoints with keep_last 1; the folder also holds a higher-numbered
     checkpoint of another run (same config) and a corrupt one: the resume continues this run and
     ends with the uninterrupted run's weights, bit for bit."""
-    import statespaces.train.loop as loop
-
     extra = [("trainer.keep_last", "1"), ("trainer.checkpoint_every", "4"), ("trainer.epochs", "1"),
              ("trainer.batch_size", "128")]
     train(_tiny(tmp_path, "ref", *extra), progress=False)
     ref = _weights(sorted((tmp_path / "ref" / "checkpoints").iterdir())[-1])
 
-    real_save, calls = loop._Checkpoints.save, {"n": 0}
-
-    def crash_after_two(self, *a, **k):
-        real_save(self, *a, **k)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(loop._Checkpoints, "save", crash_after_two)
     cfg = _tiny(tmp_path, "run", *extra)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_saves(monkeypatch, 2):
         train(cfg, progress=False)
-    monkeypatch.setattr(loop._Checkpoints, "save", real_save)
     ckdir = tmp_path / "run" / "checkpoints"
     assert _steps(ckdir) == [8]
     foreign = _Checkpoints(tmp_path / "run", keep_last=9, run_id="another-run")

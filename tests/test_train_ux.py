@@ -24,6 +24,8 @@ from statespaces.cli import main
 from statespaces.train.config import ConfigError, TrainConfig
 from statespaces.train.loop import Progress, load_data, select_epoch, validation_split
 
+from conftest import killed_after_saves
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -262,21 +264,9 @@ def test_variable_length_series_normalization_uses_valid_steps_only(tmp_path):
 
 # --- item 4: resume by folder ------------------------------------------------------------------------
 def test_resume_by_folder_reads_the_stored_config(tmp_path, monkeypatch, capsys):
-    import statespaces.train.loop as loop
-
     cfg = _tiny(tmp_path, "run", ("trainer.epochs", "3"), ("model.d_model", "12"))
-    real_save, calls = loop._Checkpoints.save, {"n": 0}
-
-    def crash_after_one(self, *a, **k):
-        real_save(self, *a, **k)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(loop._Checkpoints, "save", crash_after_one)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_saves(monkeypatch, 1):
         train(cfg, progress=False)
-    monkeypatch.setattr(loop._Checkpoints, "save", real_save)
     first = load_checkpoint(tmp_path / "run" / "checkpoints" / sorted(
         p.name for p in (tmp_path / "run" / "checkpoints").iterdir())[-1])[1]["train_seconds"]
     out = str(tmp_path / "run")

@@ -13,6 +13,8 @@ from statespaces.train import CorruptCheckpointError, build_config, load_checkpo
 from statespaces.train.checkpoint import pack_state, unpack_state
 from statespaces.cli import main
 
+from conftest import killed_after_saves
+
 
 def test_param_groups_partition_every_parameter_once():
     model = SequenceClassifier(1, 10, d_model=8, n_layers=2, layer=dict(kind="s4d", d_state=4, init="lin"))
@@ -152,27 +154,14 @@ def _weights(path):
 
 @pytest.mark.slow   # fast tier: a training run / build / reproduction
 def test_resume_mid_run_equals_uninterrupted(tmp_path, monkeypatch):
-    import statespaces.train.loop as loop
-
     full = train(_cfg(tmp_path, "a"), progress=False)
     assert full["test_acc"] > 0.3  # 3 short epochs of a tiny model already learn well above chance (0.1)
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["test_acc"] == full["test_acc"]
     assert (tmp_path / "a" / "metrics.csv").read_text().count("\n") == 4
-    calls = {"n": 0}
-    real_save = loop._Checkpoints.save
-
-    def crash_after_two(self, *a, **k):
-        real_save(self, *a, **k)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("simulated kill")
-
     # checkpoints every 20 steps, so the kill lands in the middle of an epoch (90 steps/epoch)
-    monkeypatch.setattr(loop._Checkpoints, "save", crash_after_two)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_saves(monkeypatch, 3):
         train(_cfg(tmp_path, "b", checkpoint_every=20), progress=False)
-    monkeypatch.setattr(loop._Checkpoints, "save", real_save)
     resumed = train(_cfg(tmp_path, "b", checkpoint_every=20), resume=True, progress=False)
     assert resumed["test_acc"] == full["test_acc"]
     last = lambda d: sorted((tmp_path / d / "checkpoints").iterdir())[-1]

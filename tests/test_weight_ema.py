@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import killed_after_saves
 from test_engine import _setup
 from test_training import _cfg
 from torch import nn
@@ -70,8 +71,6 @@ def test_bad_decay_is_refused(decay):
 
 @pytest.mark.slow   # training runs
 def test_trainer_saves_the_average_and_resumes_exactly(tmp_path, monkeypatch):
-    import statespaces.train.loop as loop
-
     full = train(_cfg(tmp_path, "a", ema="0.95"), progress=False)
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["weights"] == "moving average (decay 0.95)" and summary["test_acc"] == full["test_acc"]
@@ -84,19 +83,8 @@ def test_trainer_saves_the_average_and_resumes_exactly(tmp_path, monkeypatch):
     from statespaces.train import evaluate_checkpoint
     assert evaluate_checkpoint(str(tmp_path / "a"))["acc"] == pytest.approx(full["test_acc"])
 
-    calls = {"n": 0}
-    real_save = loop._Checkpoints.save
-
-    def crash(self, *a, **k):
-        real_save(self, *a, **k)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(loop._Checkpoints, "save", crash)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_saves(monkeypatch, 3):
         train(_cfg(tmp_path, "b", ema="0.95", checkpoint_every=20), progress=False)
-    monkeypatch.setattr(loop._Checkpoints, "save", real_save)
     resumed = train(_cfg(tmp_path, "b", ema="0.95", checkpoint_every=20), resume=True, progress=False)
     assert resumed["test_acc"] == full["test_acc"]
     last = lambda d: sorted((tmp_path / d / "checkpoints").iterdir())[-1]      # noqa: E731
