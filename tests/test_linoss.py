@@ -391,3 +391,20 @@ def test_transition_node_gradients_equal_the_formulas(scheme):
             grads.append((M.detach(), f.detach(), a.grad, d.grad))
         for x, y in zip(*grads):
             torch.testing.assert_close(x, y, atol=1e-12, rtol=1e-12)
+
+
+def test_a_max_sets_the_initial_stiffness_range():
+    """A ~ U[0, a_max]: the same uniform draws scaled (same seed), in every A parameterization; the config and
+    the repr carry it; a non-positive or non-finite a_max is refused."""
+    from statespaces.layers.config import layer_config
+
+    for param in ("relu", "square", "none"):
+        base = LinOSS(4, 16, A_param=param, seed=3)
+        wide = LinOSS(4, 16, A_param=param, seed=3, a_max=4.0)
+        torch.testing.assert_close(wide._stiffness(1.0), 4.0 * base._stiffness(1.0))
+    assert "a_max=4.0" in repr(wide) and "a_max" not in repr(base)
+    cfg = layer_config({"kind": "linoss", "a_max": 2.5})
+    assert cfg.build(3).a_max == 2.5 and layer_config("linoss").a_max == 1.0
+    for bad in (0, -1.0, float("inf"), float("nan"), True):
+        with pytest.raises(ValueError, match="a_max: got"):
+            LinOSS(4, 8, a_max=bad)

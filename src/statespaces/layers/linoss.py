@@ -260,6 +260,9 @@ class LinOSS(SSMLayer):
             and a ``Linear(2H, H)`` (no bias) on the concatenation. No recurrent state in either.
         seed: seed of this layer's random init.
         d_state: deprecated name of ``n_oscillators`` (DeprecationWarning).
+        a_max: the initial stiffness is ``A ~ U[0, a_max]`` (default 1, the paper's): the oscillators'
+            initial frequencies per step are at most about ``sqrt(a_max) dt``, so inputs with faster
+            periodic structure (e.g. the 8-step rows of sequential 8x8 digits) need ``a_max > 1``.
 
     Init (seed 001 / paper): ``A ~ U[0, 1]``; B, C complex with real and imaginary parts
     ``U[-1, 1]/sqrt(H)`` and ``U[-1, 1]/sqrt(P)``; ``D ~ N(0, 1)``.
@@ -286,10 +289,15 @@ class LinOSS(SSMLayer):
         bidirectional: Union[bool, str] = False,
         seed: Optional[int] = None,
         d_state: Optional[int] = None,
+        a_max: float = 1.0,
     ) -> None:
         super().__init__()
         self.d_model = check_positive_int("d_model", d_model)
         self.n_oscillators = oscillator_count(self, n_oscillators, d_state)
+        if isinstance(a_max, bool) or not isinstance(a_max, (int, float)) or not 0 < a_max < math.inf:
+            raise ValueError(f"a_max: got {a_max!r}; allowed: a finite number > 0 (the initial stiffness A is "
+                             "uniform in [0, a_max]; 1 in the paper)")
+        self.a_max = float(a_max)
         self.discretization = check_choice("discretization", discretization, LINOSS_DISCRETIZATIONS)
         self.A_param = check_choice("A_param", A_param, A_PARAMS)
         self.mode = check_choice("mode", mode, LINOSS_MODES)
@@ -299,7 +307,7 @@ class LinOSS(SSMLayer):
         P = self.n_oscillators
         dtype = torch.get_default_dtype()
 
-        a0 = torch.rand(P, dtype=torch.float64, generator=gen)          # A ~ U[0, 1]
+        a0 = self.a_max * torch.rand(P, dtype=torch.float64, generator=gen)     # A ~ U[0, a_max]
         self.A_hat = nn.Parameter((a0.sqrt() if self.A_param == "square" else a0).to(dtype))
         if (dt_min is None) != (dt_max is None):
             raise ValueError("give both dt_min and dt_max, or neither")
@@ -883,6 +891,7 @@ class LinOSS(SSMLayer):
             f"d_model={self.d_model}, n_oscillators={self.n_oscillators}, "
             f"discretization={self.discretization.upper()!r}, A_param={self.A_param!r}, mode={self.mode!r}"
             + (f", bidirectional={self.bidirectional_mode!r}" if self.bidirectional else "")
+            + (f", a_max={self.a_max}" if getattr(self, "a_max", 1.0) != 1.0 else "")
         )
 
 
@@ -908,4 +917,5 @@ class LinOSSConfig(LayerConfig):
     bidirectional: Union[bool, str] = setting(False, "bool", "false, true/sum (kernel sum) or concat",
                                               choices=lambda: LINOSS_BIDIRECTIONAL)
     seed: Optional[int] = setting(None, "int", "seed of the layer's random init", lo=0, nullable=True)
+    a_max: float = setting(1.0, "float", "initial stiffness A ~ U[0, a_max] (1: the paper's)", lo=0, lo_open=True)
     renamed = {"d_state": "n_oscillators, the number of oscillators P, which LinOSS's d_state meant before"}
