@@ -500,7 +500,18 @@ def _load_trained(path) -> Tuple[SequenceClassifier, TrainConfig, Dict[str, Any]
 
 
 def describe_selection(meta: Dict[str, Any], path) -> str:
-    """How the model of a checkpoint was chosen, in words (from its ``selection`` metadata)."""
+    """How the model of a checkpoint was chosen, in words (from its ``selection`` metadata), and, for a run with
+    ``trainer.ema``, that its weights are the moving average."""
+    text = _chosen(meta, path)
+    updates = meta.get("ema_updates")
+    if isinstance(updates, int):
+        trainer = meta.get("config", {}).get("trainer", {}) if isinstance(meta.get("config"), dict) else {}
+        text += f"; weights: the moving average (decay {trainer.get('ema')}) over {updates} steps"
+    return text
+
+
+def _chosen(meta: Dict[str, Any], path) -> str:
+    """The selection part of :func:`describe_selection`."""
     epoch, step = meta.get("epoch"), meta.get("step")
     sel = meta.get("selection")
     trainer = meta.get("config", {}).get("trainer", {}) if isinstance(meta.get("config"), dict) else {}
