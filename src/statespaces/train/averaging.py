@@ -33,7 +33,7 @@ class WeightEMA(Callback):
     """The moving average of ``model``'s parameters and buffers (module docstring), updated at every
     optimizer step of :func:`~statespaces.train.engine.fit` when passed among its ``callbacks``.
 
-    ``decay`` in (0, 1). ``module`` is the averaged copy (in eval mode after :meth:`eval`);
+    ``decay`` in (0, 1). ``module`` is the averaged copy (a deep copy of ``model`` made at construction);
     :meth:`state_dict` / :meth:`load_state_dict` carry the copy and the update count (resume).
     """
 

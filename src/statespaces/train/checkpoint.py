@@ -126,6 +126,11 @@ def pack_state(prefix: str, state: Any, tensors: Dict[str, torch.Tensor]) -> Any
     raise TypeError(f"cannot store {type(state).__name__} at {prefix} in a checkpoint")
 
 
+def with_prefix(tensors: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
+    """The entries of ``tensors`` under ``prefix`` (e.g. ``"model."``), keyed without it: a state dict."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
 def unpack_state(packed: Any, tensors: Dict[str, torch.Tensor]) -> Any:
     """Inverse of :func:`pack_state`."""
     if isinstance(packed, dict) and "__tensor__" in packed:

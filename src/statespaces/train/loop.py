@@ -40,7 +40,7 @@ from ..data.sampler import BucketBatchSampler, dataset_lengths, passes_for, trim
 from ..models import SequenceClassifier
 from ..optim import param_groups
 from .averaging import WeightEMA
-from .checkpoint import CorruptCheckpointError, load_checkpoint, pack_state
+from .checkpoint import CorruptCheckpointError, load_checkpoint, pack_state, with_prefix
 from .config import ConfigError, TrainConfig
 from .engine import SCHEDULES, Callback, FitState, evaluate, fit
 from .mixup import MixUp
@@ -284,12 +284,19 @@ def _augmentation(cfg: TrainConfig, data: Any) -> Optional[SeriesAugment]:
     aug = SeriesAugment.from_spec(cfg.data.augment, seed=cfg.trainer.seed)
     if not aug.active:
         return None
-    x = data.train[0][0]
-    if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() == 2):
-        what = f"a {x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+    what = _not_float_series(data)
+    if what:
         raise ConfigError(f"data.augment={cfg.data.augment!r}: dataset {cfg.data.name!r} gives {what} per "
                           "example; augmentation applies to float time series (L, C) only; remove data.augment")
     return aug
+
+
+def _not_float_series(data: Any) -> Optional[str]:
+    """What a training example of ``data`` is, in words, when it is not a float series (L, C); else None."""
+    x = data.train[0][0]
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() == 2:
+        return None
+    return f"a {x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 def _objective(cfg: TrainConfig, data: Any) -> Tuple[Task, Optional[MixUp]]:
@@ -306,9 +313,8 @@ def _objective(cfg: TrainConfig, data: Any) -> Tuple[Task, Optional[MixUp]]:
         task = Classification(label_smoothing=t_cfg.label_smoothing)
     if not t_cfg.mixup:
         return task, None
-    x = data.train[0][0]
-    if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() == 2):
-        what = f"a {x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+    what = _not_float_series(data)
+    if what:
         raise ConfigError(f"trainer.mixup={t_cfg.mixup!r}: dataset {cfg.data.name!r} gives {what} per example; "
                           "mixup applies to float time series (L, C) only; set it to 0")
     return task, MixUp(t_cfg.mixup, seed=t_cfg.seed)
@@ -492,7 +498,7 @@ def _load_trained(path) -> Tuple[SequenceClassifier, TrainConfig, Dict[str, Any]
         raise CorruptCheckpointError(f"{path}: meta.json entry 'task' is {task!r}, not {', '.join(TRAINER_TASKS)}")
     model = build_model(cfg, meta["d_input"], meta["n_classes"], task)
     try:
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        model.load_state_dict(with_prefix(tensors, "model."))
     except RuntimeError as e:
         msg = " ".join(str(e).split())
         raise CorruptCheckpointError(f"{path}: the weights do not fit the model of its config ({msg})") from None

@@ -32,6 +32,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
     unpack_state,
+    with_prefix,
 )
 from .config import ConfigError, TrainConfig, config_conflicts
 
@@ -309,11 +310,11 @@ class Run:
                 )
             touched = True
             try:
-                saved = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+                saved = with_prefix(tensors, "model.")
                 if ema is None:
                     model.load_state_dict(saved)
                 else:
-                    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("train.")})
+                    model.load_state_dict(with_prefix(tensors, "train."))
                     ema.load_state_dict({"module": saved, "updates": meta["ema_updates"]})
                 optimizer.load_state_dict(unpack_state(meta["optimizer"], tensors))
                 scheduler.load_state_dict(meta["scheduler"])
