@@ -8,7 +8,7 @@ import torch
 
 from statespaces.data.augment import SeriesAugment
 from statespaces.models import SequenceClassifier
-from statespaces.train.config import ConfigError, DataConfig
+from statespaces.train.config import ConfigError, DataConfig, build_config
 
 
 def _ramp(B=5, L=40, C=2):
@@ -116,3 +116,28 @@ def test_max_pool_takes_the_maximum_over_each_series_valid_steps_only():
     for block in model.blocks:
         h = block(h)
     torch.testing.assert_close(out[0], model.decoder(model.final_norm(h).amax(1))[0], atol=1e-12, rtol=0)
+
+
+def test_meanmax_pool_concatenates_the_padding_aware_mean_and_max():
+    """pool="meanmax" feeds the head [mean, max] over the valid steps (2H features): a padded batch
+    equals each series run alone, and the pooled vector is the two reductions side by side."""
+    torch.manual_seed(0)
+    model = SequenceClassifier(2, 3, d_model=8, n_layers=1, layer={"kind": "s4d", "d_state": 4},
+                               pool="meanmax").double().eval()
+    assert model.decoder.in_features == 16
+    lengths = torch.tensor([12, 7, 3])
+    x = torch.randn(3, 12, 2, dtype=torch.float64)
+    x[1, 7:] = 1e6
+    x[2, 3:] = 1e6
+    out = model(x, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(out[b], model(x[b:b + 1, :n])[0], atol=1e-12, rtol=0)
+        h = model.encoder(x[b:b + 1, :n])
+        for block in model.blocks:
+            h = block(h)
+        h = model.final_norm(h)[0]
+        torch.testing.assert_close(out[b], model.decoder(torch.cat([h.mean(0), h.amax(0)])), atol=1e-12, rtol=0)
+    cfg = build_config("ucr", overrides=[("model.pool", "meanmax")])
+    assert cfg.model.pool == "meanmax"
+    with pytest.raises(ValueError, match="meanmax"):
+        SequenceClassifier(2, 3, pool="sum")

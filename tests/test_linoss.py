@@ -405,6 +405,9 @@ def test_a_max_sets_the_initial_stiffness_range():
     assert "a_max=4.0" in repr(wide) and "a_max" not in repr(base)
     cfg = layer_config({"kind": "linoss", "a_max": 2.5})
     assert cfg.build(3).a_max == 2.5 and layer_config("linoss").a_max == 1.0
-    for bad in (0, -1.0, float("inf"), float("nan"), True):
-        with pytest.raises(ValueError, match="a_max: got"):
+    for bad in (0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="a_max must be a finite number > 0"):
+            LinOSS(4, 8, a_max=bad)
+    for bad in (True, "4", torch.tensor(4.0)):
+        with pytest.raises(TypeError, match="a_max must be"):
             LinOSS(4, 8, a_max=bad)

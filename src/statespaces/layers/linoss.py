@@ -58,6 +58,7 @@ from .._checks import (
     check_choice,
     check_length,
     check_positive_int,
+    check_real,
     check_result,
     public,
     refuse_if,
@@ -294,10 +295,8 @@ class LinOSS(SSMLayer):
         super().__init__()
         self.d_model = check_positive_int("d_model", d_model)
         self.n_oscillators = oscillator_count(self, n_oscillators, d_state)
-        if isinstance(a_max, bool) or not isinstance(a_max, (int, float)) or not 0 < a_max < math.inf:
-            raise ValueError(f"a_max: got {a_max!r}; allowed: a finite number > 0 (the initial stiffness A is "
-                             "uniform in [0, a_max]; 1 in the paper)")
-        self.a_max = float(a_max)
+        self.a_max = check_real("a_max", a_max, what="finite number > 0 (the initial stiffness A is uniform in "
+                                                      "[0, a_max]; 1 in the paper)")
         self.discretization = check_choice("discretization", discretization, LINOSS_DISCRETIZATIONS)
         self.A_param = check_choice("A_param", A_param, A_PARAMS)
         self.mode = check_choice("mode", mode, LINOSS_MODES)

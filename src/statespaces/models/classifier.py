@@ -57,6 +57,28 @@ class ConvStem(nn.Module):
         return f"kernel={self.kernel}, dilations={self.dilations}"
 
 
+#: The ways :func:`pool_over_time` reduces (B, L, H) features to (B, H) (``meanmax``: (B, 2H)).
+POOLS = ("mean", "max", "meanmax", "last")
+
+
+def pool_over_time(h: Tensor, mask: Optional[Tensor], how: str) -> Tensor:
+    """Reduce features h (B, L, H) over time, counting only the valid steps of ``mask`` (B, L) bool
+    (None: all valid): ``mean`` and ``max`` (B, H), ``meanmax`` their concatenation (B, 2H), ``last``
+    the last valid step (B, H)."""
+    if how == "meanmax":
+        return torch.cat([pool_over_time(h, mask, "mean"), pool_over_time(h, mask, "max")], dim=-1)
+    if how == "max":
+        return (h if mask is None else h.masked_fill(~mask[..., None], float("-inf"))).amax(1)
+    if how == "mean":
+        if mask is None:
+            return h.mean(1)
+        hv = torch.where(mask[..., None], h, torch.zeros((), dtype=h.dtype, device=h.device))
+        return hv.sum(1) / mask.sum(1, keepdim=True).to(h.dtype)
+    if how == "last":
+        return h[:, -1] if mask is None else h[torch.arange(h.shape[0], device=h.device), mask.sum(1) - 1]
+    raise ValueError(f"pool: {how!r} is not one of {POOLS}")
+
+
 class SequenceClassifier(Pretrained, nn.Module):
     """Classify sequences (B, L, d_input) into ``n_classes``.
 
@@ -69,8 +91,9 @@ class SequenceClassifier(Pretrained, nn.Module):
             its defaults, a config (``S4DConfig(d_state=32)``) or a mapping
             ``{"kind": "s4d", "d_state": 32}`` (see :mod:`statespaces.layers.config`).
         pool: ``"mean"`` over time (padding-aware with ``lengths``), ``"max"`` over time per channel
-            (padding-aware; a pattern detected anywhere in the series counts), ``"last"`` step, or ``"none"``
-            for per-step outputs (B, L, n_classes): per-step regression or sequence-to-sequence heads.
+            (padding-aware; a pattern detected anywhere in the series counts), ``"meanmax"`` both side by side
+            (2H features into the head: "concat pooling"), ``"last"`` step, or ``"none"`` for per-step
+            outputs (B, L, n_classes): per-step regression or sequence-to-sequence heads.
         norm: ``"layer"`` or ``"batch"``, passed to every :class:`ResidualBlock`.
         prenorm: normalize before the layer (default) or after the residual, passed to every
             :class:`ResidualBlock`.
@@ -120,7 +143,7 @@ class SequenceClassifier(Pretrained, nn.Module):
         self.d_input = check_positive_int("d_input", d_input)
         check_positive_int("n_classes", n_classes, 1)
         check_positive_int("n_layers", n_layers)
-        self.pool = check_choice("pool", pool, ("mean", "max", "last", "none"))
+        self.pool = check_choice("pool", pool, POOLS + ("none",))
         self.stem = check_positive_int("stem", stem, 0)
         if self.stem:
             self.encoder: nn.Module = ConvStem(d_input, d_model, self.stem, stem_dilations)
@@ -134,7 +157,7 @@ class SequenceClassifier(Pretrained, nn.Module):
             for _ in range(n_layers)
         )
         self.final_norm = nn.LayerNorm(d_model) if prenorm else nn.Identity()
-        self.decoder = nn.Linear(d_model, n_classes)
+        self.decoder = nn.Linear(2 * d_model if self.pool == "meanmax" else d_model, n_classes)
 
     @public
     def forward(self, x: Tensor, lengths: Optional[Tensor] = None, rate: float = 1.0,
@@ -156,16 +179,6 @@ class SequenceClassifier(Pretrained, nn.Module):
             out = self.decoder(h)
             check_result(self, out, "logits", input=x)       # NaN/inf: names the parameters or an overflow
             return out
-        if self.pool == "max":
-            pooled = (h if mask is None else h.masked_fill(~mask[..., None], float("-inf"))).amax(1)
-        elif mask is None:
-            pooled = h.mean(1) if self.pool == "mean" else h[:, -1]
-        elif self.pool == "mean":
-            hv = torch.where(mask[..., None], h, torch.zeros((), dtype=h.dtype, device=h.device))
-            pooled = hv.sum(1) / mask.sum(1, keepdim=True).to(h.dtype)
-        else:
-            last = mask.sum(1) - 1
-            pooled = h[torch.arange(x.shape[0], device=h.device), last]
-        out = self.decoder(pooled)
+        out = self.decoder(pool_over_time(h, mask, self.pool))
         check_result(self, out, "logits", input=x)
         return out

@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .._config import ConfigError, Rule, _num, _show  # noqa: F401  (re-exported)
 from ..data.augment import SeriesAugment
 from ..layers.config import LayerConfig, layer_config, legacy_layer, merge_layer
+from ..models.classifier import POOLS
 
 #: Values of ``data.normalize``.
 NORMALIZE_MODES = ("global", "series", "none")
@@ -68,7 +69,7 @@ RULES: Dict[str, Dict[str, Rule]] = {
         "norm": Rule("str", choices=lambda: ("layer", "batch")),
         "prenorm": Rule("bool"),
         "mixing": Rule("str", choices=lambda: ("glu", "linear")),
-        "pool": Rule("str", choices=lambda: ("mean", "max", "last")),
+        "pool": Rule("str", choices=lambda: POOLS),
         "stem": Rule("int", lo=0),
         "stem_dilations": Rule("int", lo=1, per_axis=True),
     },
