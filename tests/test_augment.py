@@ -98,33 +98,15 @@ def test_augment_is_refused_for_token_data():
     assert _augmentation(build_config("listops-s4d"), tokens) is None
 
 
-def test_max_pool_takes_the_maximum_over_each_series_valid_steps_only():
-    """A padded batch with pool="max" equals each series run alone (no padding) -- the padding,
-    set to a huge value, never wins the maximum -- and the max is the channel-wise max of the final
-    features."""
+@pytest.mark.parametrize("pool", ["max", "meanmax"])
+def test_max_pools_take_the_valid_steps_only(pool):
+    """A padded batch with pool="max" or "meanmax" equals each series run alone (no padding) -- the
+    padding, set to a huge value, never wins the maximum -- and the pooled vector is the channel-wise
+    max of the final features ("meanmax": [mean, max] side by side, 2H features into the head)."""
     torch.manual_seed(0)
     model = SequenceClassifier(2, 3, d_model=8, n_layers=1, layer={"kind": "s4d", "d_state": 4},
-                               pool="max").double().eval()
-    lengths = torch.tensor([12, 7, 3])
-    x = torch.randn(3, 12, 2, dtype=torch.float64)
-    x[1, 7:] = 1e6
-    x[2, 3:] = 1e6
-    out = model(x, lengths)
-    for b, n in enumerate(lengths.tolist()):
-        torch.testing.assert_close(out[b], model(x[b:b + 1, :n])[0], atol=1e-12, rtol=0)
-    h = model.encoder(x[:1])
-    for block in model.blocks:
-        h = block(h)
-    torch.testing.assert_close(out[0], model.decoder(model.final_norm(h).amax(1))[0], atol=1e-12, rtol=0)
-
-
-def test_meanmax_pool_concatenates_the_padding_aware_mean_and_max():
-    """pool="meanmax" feeds the head [mean, max] over the valid steps (2H features): a padded batch
-    equals each series run alone, and the pooled vector is the two reductions side by side."""
-    torch.manual_seed(0)
-    model = SequenceClassifier(2, 3, d_model=8, n_layers=1, layer={"kind": "s4d", "d_state": 4},
-                               pool="meanmax").double().eval()
-    assert model.decoder.in_features == 16
+                               pool=pool).double().eval()
+    assert model.decoder.in_features == (16 if pool == "meanmax" else 8)
     lengths = torch.tensor([12, 7, 3])
     x = torch.randn(3, 12, 2, dtype=torch.float64)
     x[1, 7:] = 1e6
@@ -136,8 +118,8 @@ def test_meanmax_pool_concatenates_the_padding_aware_mean_and_max():
         for block in model.blocks:
             h = block(h)
         h = model.final_norm(h)[0]
-        torch.testing.assert_close(out[b], model.decoder(torch.cat([h.mean(0), h.amax(0)])), atol=1e-12, rtol=0)
-    cfg = build_config("ucr", overrides=[("model.pool", "meanmax")])
-    assert cfg.model.pool == "meanmax"
+        pooled = h.amax(0) if pool == "max" else torch.cat([h.mean(0), h.amax(0)])
+        torch.testing.assert_close(out[b], model.decoder(pooled), atol=1e-12, rtol=0)
+    assert build_config("ucr", overrides=[("model.pool", pool)]).model.pool == pool
     with pytest.raises(ValueError, match="meanmax"):
         SequenceClassifier(2, 3, pool="sum")
