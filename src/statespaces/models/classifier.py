@@ -64,7 +64,7 @@ POOLS = ("mean", "max", "meanmax", "last")
 def pool_over_time(h: Tensor, mask: Optional[Tensor], how: str) -> Tensor:
     """Reduce features h (B, L, H) over time, counting only the valid steps of ``mask`` (B, L) bool
     (None: all valid): ``mean`` and ``max`` (B, H), ``meanmax`` their concatenation (B, 2H), ``last``
-    the last valid step (B, H)."""
+    the last valid step (B, H). The pooling between the residual blocks and the decoder (thesis §7.2)."""
     if how == "meanmax":
         return torch.cat([pool_over_time(h, mask, "mean"), pool_over_time(h, mask, "max")], dim=-1)
     if how == "max":

@@ -508,19 +508,19 @@ def _load_trained(path) -> Tuple[SequenceClassifier, TrainConfig, Dict[str, Any]
 def describe_selection(meta: Dict[str, Any], path) -> str:
     """How the model of a checkpoint was chosen, in words (from its ``selection`` metadata), and, for a run with
     ``trainer.ema``, that its weights are the moving average."""
-    text = _chosen(meta, path)
+    config = meta.get("config")
+    trainer = config.get("trainer", {}) if isinstance(config, dict) else {}
+    text = _chosen(meta, trainer, path)
     updates = meta.get("ema_updates")
     if isinstance(updates, int):
-        trainer = meta.get("config", {}).get("trainer", {}) if isinstance(meta.get("config"), dict) else {}
         text += f"; weights: the moving average (decay {trainer.get('ema')}) over {updates} steps"
     return text
 
 
-def _chosen(meta: Dict[str, Any], path) -> str:
-    """The selection part of :func:`describe_selection`."""
+def _chosen(meta: Dict[str, Any], trainer: Dict[str, Any], path) -> str:
+    """The selection part of :func:`describe_selection` (``trainer``: the checkpoint config's trainer section)."""
     epoch, step = meta.get("epoch"), meta.get("step")
     sel = meta.get("selection")
-    trainer = meta.get("config", {}).get("trainer", {}) if isinstance(meta.get("config"), dict) else {}
     of = f" of {sel['epochs']}" if isinstance(sel, dict) and isinstance(sel.get("epochs"), int) else ""
     where = f"epoch {epoch}{of} (step {step})"
     if isinstance(sel, dict):
