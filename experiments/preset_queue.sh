@@ -5,8 +5,9 @@
 #
 # runs `statespaces train --preset PRESET --trainer.seed k [flags]` for each seed k into ROOT/<preset>-s<k>
 # (log beside it, ROOT/<preset>-s<k>.log); a run whose summary.json exists is skipped. One thread per run.
-# A validation round (experiments/preset_tuning.md) adds `--trainer.val_fraction 0.2` and reads the result with
-# `python experiments/val_table.py ROOT` (series right at the last epoch; test columns are never read).
+# A validation round (experiments/preset_tuning.md) adds `--trainer.val_fraction 0.2 --trainer.test_eval off`
+# (the test split is then never scored) and reads the result with `python experiments/val_table.py ROOT`
+# (series right at the last epoch).
 set -u
 root=$1; preset=$2; seeds=$3; shift 3
 py=${PYTHON:-.venv/bin/python}

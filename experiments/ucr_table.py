@@ -120,6 +120,8 @@ def read_run(runs: Path, name: str, seed: int):
                                  f"preset {value!r}")
     if s.get("selection") != "last epoch":
         raise SystemExit(f"{out}: its best/ was chosen by {s.get('selection')!r}, expected the last epoch")
+    if s.get("test_acc") is None:
+        raise SystemExit(f"{out}: trained with trainer.test_eval off, so it has no test score; run it again without")
     return s["test_acc"], s["train_seconds"]
 
 

@@ -250,6 +250,7 @@ OUT_OF_RANGE = {
     "trainer.epochs": [0, -5], "trainer.batch_size": [0], "trainer.lr": [0, -1e-3, math.inf, math.nan],
     "trainer.ssm_lr": [0.0, -1], "trainer.weight_decay": [-0.1, math.inf], "trainer.warmup_steps": [-1],
     "trainer.schedule": ["linear", ""],
+    "trainer.test_eval": ["never", "", "final"],
     "trainer.grad_clip": [-1.0, math.nan], "trainer.label_smoothing": [1.0, -0.1, math.nan],
     "trainer.mixup": [-0.2, math.inf, math.nan], "trainer.ema": [1.0, -0.1, math.nan], "trainer.val_fraction": [1.0, 1.5, -0.1], "trainer.min_steps": [-1],
     "trainer.bucket": None, "trainer.seed": [-1, 2**32],

@@ -94,6 +94,46 @@ def test_without_a_validation_split_best_is_the_last_epoch(tmp_path, monkeypatch
     assert rc == 0 and "the last epoch (no validation split" in out
 
 
+def test_test_eval_off_never_scores_the_test_split(tmp_path, monkeypatch, capsys):
+    """Blind tuning: with trainer.test_eval off the loop evaluates the validation split only; no test
+    figure is printed or stored, and the run's best/ can still be scored afterwards."""
+    import statespaces.train.loop as loop
+
+    sizes = []
+    real = loop.evaluate
+
+    def spy(model, loader, device=None, task="classification"):
+        sizes.append(len(loader.dataset))
+        return real(model, loader, device, task)
+
+    monkeypatch.setattr(loop, "evaluate", spy)
+    summary = train(_tiny(tmp_path, "run", ("trainer.test_eval", "off")), progress=False)
+    assert sizes == [142, 142]                               # the validation split, once per epoch; never the 360 test images
+    assert summary["test_acc"] is None and summary["final_test_acc"] is None and summary["test_eval"] == "off"
+    assert summary["selection"] == "validation accuracy" and summary["selected_val_acc"] is not None
+    out = capsys.readouterr().out
+    assert "val acc" in out and "test" not in out
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    head, last = rows[0].split(","), rows[-1].split(",")
+    assert last[head.index("test_acc")] == "" and last[head.index("val_acc")] != ""
+    history = load_checkpoint(tmp_path / "run" / "best")[1]["history"]
+    assert all(h["test_acc"] is None and h["test_loss"] is None for h in history)
+    monkeypatch.undo()
+    rc, out, _ = _cli(capsys, "evaluate", str(tmp_path / "run"))           # scored on request, afterwards
+    assert rc == 0 and "accuracy" in out
+
+
+def test_test_eval_off_on_the_command_line_says_how_to_score_the_run(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    rc, out, err = _cli(capsys, "train", "--model.d_model", "8", "--model.n_layers", "1", "--model.layer.d_state",
+                        "4", "--trainer.epochs", "1", "--trainer.batch_size", "256", "--trainer.val_fraction", "0",
+                        "--trainer.test_eval", "off", "--trainer.out", str(out_dir), "--trainer.tensorboard", "off",
+                        "--no-progress")
+    assert rc == 0, err
+    assert f"test split not scored (trainer.test_eval off: `statespaces evaluate {out_dir}` scores it)" in out
+    assert "last epoch" in out
+
+
 def test_validation_ties_go_to_the_lower_loss_then_the_later_epoch():
     """Many epochs tie on a small validation split: the first of them is often an early one, so
     ties are broken by validation loss, then by the later epoch; the test score never counts."""

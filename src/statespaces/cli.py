@@ -231,8 +231,10 @@ def _train(args, overrides: List[Tuple[str, str]]) -> int:
         epoch = f"epoch {summary['selected_epoch']}"
         chosen = (f"{epoch}, chosen by {how} {fmt(summary['selected_val_acc'])}" if how != "last epoch"
                   else f"{epoch}, the last epoch (no validation split)")
+        score = (f"test {task.score_label} {fmt(summary['test_acc'])}" if summary["test_acc"] is not None
+                 else f"test split not scored (trainer.test_eval off: `statespaces evaluate {t.out}` scores it)")
         print(
-            f"\ndone: {summary['dataset']} test {task.score_label} {fmt(summary['test_acc'])} for best/ "
+            f"\ndone: {summary['dataset']} {score} for best/ "
             f"({chosen}; test data never used to choose), {summary['params']:,} parameters, "
             f"{summary['train_seconds']:.0f}s training"
             + (f" ({summary['train_seconds_this_run']:.0f}s in this segment)"

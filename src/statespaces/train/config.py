@@ -44,6 +44,8 @@ from ..models.classifier import POOLS
 
 #: Values of ``data.normalize``.
 NORMALIZE_MODES = ("global", "series", "none")
+#: Values of ``trainer.test_eval``: score the test split after every epoch, or never during training.
+TEST_EVALS = ("epoch", "off")
 
 
 def _is_device(name: str) -> bool:
@@ -94,6 +96,7 @@ RULES: Dict[str, Dict[str, Rule]] = {
         "mixup": Rule("float", lo=0),
         "ema": Rule("float", lo=0, hi=1, hi_open=True),
         "val_fraction": Rule("float", lo=0, hi=1, hi_open=True),
+        "test_eval": Rule("str", choices=lambda: TEST_EVALS),
         "min_steps": Rule("int", lo=0),
         "bucket": Rule("bool"),
         "seed": Rule("int", lo=0, hi=2**32 - 1),
@@ -188,6 +191,10 @@ class TrainerConfig:
     # held out of the training split (stratified by class, seeded by ``seed``) to choose ``best/``;
     # 0: no validation split, ``best/`` is the last epoch. The test split is never used to select.
     val_fraction: float = 0.1
+    # score the test split after every epoch ("epoch": reported beside the validation score, never used to
+    # choose) or not at all during training ("off": blind tuning on a validation split; nothing about the
+    # test split is printed or stored; `statespaces evaluate` scores a run's best/ afterwards)
+    test_eval: str = "epoch"
     # at least this many optimizer steps: when epochs x batches per pass falls short, each epoch
     # makes several passes over the training split (statespaces.data.sampler.passes_for); 0: one pass
     min_steps: int = 0
@@ -547,7 +554,7 @@ CPU_PRESETS = ("digits-s4d", "pdigits-s4d", "digits-s4", "digits-linoss", "digit
 
 #: Config keys a resumed run may change: where it runs and what it writes, not what it computes.
 RESUMABLE = ("trainer.out", "trainer.device", "trainer.tensorboard", "trainer.compile", "trainer.keep_last",
-             "trainer.checkpoint_every")
+             "trainer.checkpoint_every", "trainer.test_eval")
 
 
 def flat(cfg: Dict[str, Any]) -> Dict[str, Any]:

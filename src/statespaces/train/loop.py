@@ -15,7 +15,8 @@ Model selection never looks at the test split: with ``trainer.val_fraction > 0``
 stratified, seeded part of the training split is held out and ``best/`` is the epoch with the
 highest validation score; with ``val_fraction = 0`` ``best/`` is the last epoch. ``summary.json``,
 every checkpoint's metadata (``selection``) and ``statespaces evaluate`` say which epoch was chosen
-and how; the test score of every epoch is reported, never used to choose.
+and how; the test score of every epoch is reported, never used to choose, or not computed at all with
+``trainer.test_eval = "off"`` (blind tuning: nothing about the test split is printed or stored).
 
 Under ``torchrun --nproc_per_node=N`` the same code runs DistributedDataParallel (gloo on CPU,
 NCCL on GPU); ``trainer.batch_size`` is the global batch, split evenly over ranks; rank 0 logs,
@@ -216,7 +217,8 @@ class _Trainer:
         self.seconds_before = 0.0     # training time of the earlier segments of a resumed run
         self.t_start = time.time()
         self.tb = None
-        self.test_loader = DataLoader(data.test, batch_size=256)
+        # None under trainer.test_eval "off": the test split is not looked at during training
+        self.test_loader = DataLoader(data.test, batch_size=256) if cfg.trainer.test_eval == "epoch" else None
         self.val_loader = DataLoader(val_set, batch_size=256) if val_set is not None else None
 
     def checkpoint(self, step: int, is_best: bool) -> None:
@@ -244,15 +246,17 @@ class _Trainer:
         self.run.save(step, tensors, meta, is_best)
 
     def end_epoch(self, state: FitState, t0: float) -> None:
-        """Evaluate (test, and validation when held out), record, print the epoch line, checkpoint."""
+        """Evaluate (validation when held out, test unless ``trainer.test_eval`` is off), record, print the
+        epoch line, checkpoint."""
         t_cfg, task, r, device = self.cfg.trainer, self.task, self.running, self.run.device
-        test = evaluate(self.eval_model, self.test_loader, device, task.name)
+        test = evaluate(self.eval_model, self.test_loader, device, task.name) if self.test_loader is not None else None
         val = evaluate(self.eval_model, self.val_loader, device, task.name) if self.val_loader is not None else None
         record = {
             "epoch": state.epoch + 1, "step": state.step, "train_loss": r["loss"] / r["seen"],
             "train_acc": task.running_score(r["correct"], r["seen"], self.train_set),
             "val_acc": val["acc"] if val else None, "val_loss": val["loss"] if val else None,
-            "test_loss": test["loss"], "test_acc": test["acc"], "seconds": time.time() - t0,
+            "test_loss": test["loss"] if test else None, "test_acc": test["acc"] if test else None,
+            "seconds": time.time() - t0,
         }
         self.history.append(record)
         # best/: the epoch with the highest validation score, or the last epoch without a validation
@@ -266,7 +270,8 @@ class _Trainer:
             f"epoch {state.epoch + 1:3d}/{t_cfg.epochs}  train loss {record['train_loss']:.4f} "
             f"{name} {100 * record['train_acc']:5.1f}%"
             + (f"  |  val {name} {100 * val['acc']:5.1f}%" if val else "")
-            + f"  |  test loss {test['loss']:.4f} {name} {100 * test['acc']:5.1f}%  |  {record['seconds']:.1f}s",
+            + (f"  |  test loss {test['loss']:.4f} {name} {100 * test['acc']:5.1f}%" if test else "")
+            + f"  |  {record['seconds']:.1f}s",
             flush=True,
         )
         self.running = {"loss": 0.0, "correct": 0, "seen": 0}
@@ -409,7 +414,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
             "test_acc": chosen.get("test_acc"), "final_test_acc": final.get("test_acc"),
             "steps": done.step, "passes_per_epoch": getattr(sampler, "passes", 1),
             "val_fraction": t_cfg.val_fraction, "n_train": len(train_set), "n_val": len(val_set) if val_set else 0,
-            "n_test": len(data.test), "processes": world,
+            "n_test": len(data.test), "test_eval": t_cfg.test_eval, "processes": world,
             "train_seconds": trainer.seconds_before + this_run, "train_seconds_this_run": this_run,
             "checkpoints": str(run.ckpts.dir), "best": str(run.ckpts.best),
         }

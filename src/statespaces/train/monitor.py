@@ -93,15 +93,20 @@ def write_metrics(out: Path, history) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    ep = [h["epoch"] for h in history]
+    def curve(ax, key: str, label: str, scale: float = 1.0) -> None:
+        """One series over the epochs that have it (validation and test scores may be absent)."""
+        pts = [(h["epoch"], scale * h[key]) for h in history if h.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), label=label)
+
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    a.plot(ep, [h["train_loss"] for h in history], label="train")
-    a.plot(ep, [h["test_loss"] for h in history], label="test")
+    curve(a, "train_loss", "train")
+    curve(a, "val_loss", "val")
+    curve(a, "test_loss", "test")
     a.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    b.plot(ep, [100 * h["train_acc"] for h in history], label="train")
-    if history[0]["val_acc"] is not None:
-        b.plot(ep, [100 * h["val_acc"] for h in history], label="val")
-    b.plot(ep, [100 * h["test_acc"] for h in history], label="test")
+    curve(b, "train_acc", "train", 100)
+    curve(b, "val_acc", "val", 100)
+    curve(b, "test_acc", "test", 100)
     b.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (a, b):
         ax.grid(alpha=0.3)
