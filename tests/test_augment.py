@@ -55,6 +55,47 @@ def test_offsets_cover_the_whole_range():
     assert starts == set(range(0, n - 7 + 1))
 
 
+def test_roll_is_a_circular_shift_within_each_series_own_valid_steps():
+    """Each rolled series equals torch.roll of its valid steps by some shift in [0, n) (found by
+    search, not by the sampler's formula), on every channel alike; padding is untouched; p = 0.5
+    leaves about half the series as they were; over many steps every shift is drawn."""
+    x = torch.randn(6, 12, 3, dtype=torch.float64)
+    lengths = torch.tensor([12, 9, 5, 2, 1, 7])
+    y, new = SeriesAugment(roll=1.0, seed=2)(x, lengths, 0)
+    assert new is lengths
+    for b, n in enumerate(lengths.tolist()):
+        shifts = [k for k in range(n) if torch.equal(y[b, :n], torch.roll(x[b, :n], -k, dims=0))]
+        assert shifts, f"series {b} is not a circular shift of itself"
+        assert torch.equal(y[b, n:], x[b, n:])
+    xs = torch.randn(400, 8, 1, dtype=torch.float64)
+    same = (SeriesAugment(roll=0.5, seed=0)(xs, None, 3)[0] == xs).all(dim=(1, 2)).double().mean().item()
+    assert 0.5 <= same <= 0.5 + 1 / 8 + 0.1      # half kept, plus the rolled ones that drew shift 0
+    ramp = _ramp(B=1, L=6, C=1)
+    aug = SeriesAugment(roll=1.0, seed=0)
+    assert {int(aug(ramp, None, step)[0][0, 0, 0].item()) for step in range(200)} == set(range(6))
+
+
+def test_the_clock_channel_passes_through_every_transform():
+    """keep_channels=1 (data.time_channel): channel 0 is the shared grid before and after a roll,
+    scaling and jitter, and the grid cut to the window after a crop, while channel 1 moves."""
+    L = 20
+    clock = torch.arange(L, dtype=torch.float64) / (L - 1)
+    lengths = torch.tensor([20, 13, 4])
+    x = torch.stack([clock.expand(3, L) * (torch.arange(L)[None] < lengths[:, None]),
+                     torch.randn(3, L, dtype=torch.float64)], dim=-1)
+    for aug in (SeriesAugment(roll=1.0, scale=0.3, jitter=0.1, seed=1, keep_channels=1),
+                SeriesAugment(roll=1.0, crop=0.5, seed=1, keep_channels=1)):
+        y, new = aug(x, lengths, 4)
+        n = new if new is not None else lengths
+        for b in range(3):
+            m = int(n[b])
+            torch.testing.assert_close(y[b, :m, 0], clock[:m], atol=0, rtol=0)
+            assert torch.equal(y[b, m:, 0], torch.zeros(L - m, dtype=torch.float64))
+        assert not torch.equal(y[..., 1], x[..., 1])
+    with pytest.raises(ValueError, match="keep_channels"):
+        SeriesAugment(keep_channels=-1)
+
+
 def test_scale_multiplies_each_series_by_one_factor_and_jitter_adds_noise_of_the_given_size():
     x = torch.rand(64, 50, 3, dtype=torch.float64) + 1.0
     lengths = torch.randint(1, 51, (64,))
@@ -74,7 +115,8 @@ def test_scale_multiplies_each_series_by_one_factor_and_jitter_adds_noise_of_the
 
 def test_bad_settings_are_refused_with_the_key_named():
     for spec, match in (({"crop": 0}, "crop=0"), ({"crop": 1.5}, "crop=1.5"), ({"scale": -1}, "scale=-1"),
-                        ({"jitter": float("nan")}, "jitter=nan"), ({"shift": 1}, "unknown key")):
+                        ({"jitter": float("nan")}, "jitter=nan"), ({"shift": 1}, "unknown key"),
+                        ({"roll": 1.5}, "roll=1.5"), ({"roll": True}, "roll=True")):
         with pytest.raises(ValueError, match=match):
             SeriesAugment.from_spec(spec)
         with pytest.raises(ConfigError, match="data.augment"):

@@ -433,8 +433,11 @@ def test_time_channel_is_a_shared_clock_zero_on_padding(tmp_path):
         for i, length in enumerate(n.tolist()):    # t / (L - 1) on the valid steps, 0 on padding
             want = [t / (L - 1) if t < length else 0.0 for t in range(L)]
             assert x[i, :, 0].tolist() == pytest.approx(want, abs=1e-7)
-    with pytest.raises(ConfigError, match="time_channel = true with data.augment"):
-        cfg(("data.time_channel", "true"), ("data.augment", '{"scale": 0.1}'))
+    both = cfg(("data.time_channel", "true"), ("data.augment", '{"roll": 1, "scale": 0.1}'))   # the clock stays
+    from statespaces.train.loop import _augmentation
+    aug = _augmentation(both, load_data(both))
+    assert aug.roll == 1 and aug.scale == 0.1 and aug.keep_channels == 1
+    assert _augmentation(cfg(("data.augment", '{"roll": 1}')), plain).keep_channels == 0
     tokens = SequenceData(TokenDataset(torch.ones(2, 3, dtype=torch.long), torch.tensor([0, 1]), vocab_size=3),
                           TokenDataset(torch.ones(2, 3, dtype=torch.long), torch.tensor([0, 1]), vocab_size=3), 2, 2, 3, "tok")
     with pytest.raises(ValueError, match="time_channel: dataset 'tok' is made of tokens"):

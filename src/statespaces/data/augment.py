@@ -1,4 +1,4 @@
-r"""Train-time augmentation of time series: random crops, amplitude scaling and jitter.
+r"""Train-time augmentation of time series: circular shifts, random crops, amplitude scaling and jitter.
 
 Small labelled time-series sets (the UCR/UEA archive: 20 to a few hundred training series) are fitted
 long before they are learned: a bidirectional S4D stack reaches ~100% training accuracy on ACSF1
@@ -6,6 +6,11 @@ while validation stays near 50%. The standard remedies of the time-series classi
 (Le Guennec et al. 2016, "window slicing"; Um et al. 2017, scaling and jitter) draw, per series and
 per optimizer step,
 
+* **roll** ``p`` in [0, 1]: with probability ``p``, the series is shifted circularly within its own
+  ``n`` valid steps by a uniform offset in [0, n): the class must not depend on where the series
+  starts. This is the invariance of closed contours read from an arbitrary start point (OSULeaf,
+  leaf outlines: series of one class are circular shifts of each other by a quarter of their length
+  on median), which a few hundred training series cannot teach a model otherwise;
 * **crop** ``c`` in (0, 1]: a window of ``ceil(c * n)`` consecutive valid steps (``n`` the series'
   own length), at a uniform random offset, moved to the start and presented as a shorter series
   (its length becomes the window's, the rest is padding): the class must not depend on where, within
@@ -16,8 +21,11 @@ per optimizer step,
 * **jitter** ``j`` >= 0: independent N(0, j^2) noise added to every valid step.
 
 A batch is x (B, L, C) of float inputs, right-padded with ``lengths`` (B,) (None: all L steps valid);
-padded steps are returned unchanged by scaling and jitter, and zero after a crop (the model masks
-them). Draws come from a generator seeded by ``(seed, step)``, so a resumed run sees the
+padded steps are returned unchanged by rolls, scaling and jitter, and zero after a crop (the model
+masks them). The first ``keep_channels`` channels pass through untouched -- the clock of
+``data.time_channel``, a grid shared by all series, which stays the grid (cut to a crop's window) while
+the signal channels move. Transforms apply in the order roll, crop, scale, jitter. Draws come from a
+generator seeded by ``(seed, step)``, so a resumed run sees the
 augmentations of an uninterrupted one. Evaluation never augments.
 """
 from __future__ import annotations
@@ -32,48 +40,55 @@ from torch import Tensor
 __all__ = ["SeriesAugment", "AUGMENT_KEYS"]
 
 #: The keys ``data.augment`` accepts, with their ranges (see the module docstring).
-AUGMENT_KEYS = {"crop": "a number in (0, 1] (1: no crop)", "scale": "a number >= 0 (0: no scaling)",
-                "jitter": "a number >= 0 (0: no noise)"}
+AUGMENT_KEYS = {"roll": "a probability in [0, 1] (0: no shift)", "crop": "a number in (0, 1] (1: no crop)",
+                "scale": "a number >= 0 (0: no scaling)", "jitter": "a number >= 0 (0: no noise)"}
 
 
 @dataclass(frozen=True)
 class SeriesAugment:
-    """Random crop-and-stretch, scaling and jitter of a batch of series (module docstring).
+    """Random circular shifts, crops, scaling and jitter of a batch of series (module docstring).
 
     Call as ``aug(x, lengths, step)`` with x (B, L, C) floating, ``lengths`` (B,) int or None, and the
     optimizer step (which seeds the draws together with ``seed``); returns ``(x', lengths')``: the
     transformed (B, L, C) batch and its valid lengths (with ``crop``, the window lengths; else
-    ``lengths`` unchanged).
+    ``lengths`` unchanged). ``keep_channels`` leading channels (a clock) are not transformed.
     """
 
     crop: float = 1.0
     scale: float = 0.0
     jitter: float = 0.0
+    roll: float = 0.0
     seed: int = 0
+    keep_channels: int = 0
 
     def __post_init__(self) -> None:
-        for name, ok in (("crop", 0 < self.crop <= 1), ("scale", self.scale >= 0), ("jitter", self.jitter >= 0)):
+        for name, ok in (("roll", 0 <= self.roll <= 1), ("crop", 0 < self.crop <= 1), ("scale", self.scale >= 0),
+                         ("jitter", self.jitter >= 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok:
                 raise ValueError(f"augment: {name}={value!r}; allowed: {AUGMENT_KEYS[name]}")
+        k = self.keep_channels
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"augment: keep_channels={k!r}; allowed: an integer >= 0 (leading channels left as "
+                             "they are, e.g. 1 for the clock of data.time_channel)")
 
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Any], seed: int = 0) -> "SeriesAugment":
+    def from_spec(cls, spec: Mapping[str, Any], seed: int = 0, keep_channels: int = 0) -> "SeriesAugment":
         """From a ``data.augment`` table such as ``{"crop": 0.9, "scale": 0.1}``; unknown keys are refused."""
         unknown = sorted(set(spec) - set(AUGMENT_KEYS))
         if unknown:
             raise ValueError(f"augment: unknown key(s) {unknown}; allowed: the keys "
                              + ", ".join(f"{k} ({v})" for k, v in AUGMENT_KEYS.items()))
-        return cls(seed=seed, **{k: spec[k] for k in AUGMENT_KEYS if k in spec})
+        return cls(seed=seed, keep_channels=keep_channels, **{k: spec[k] for k in AUGMENT_KEYS if k in spec})
 
     @property
     def active(self) -> bool:
         """Whether any transform is on."""
-        return self.crop < 1 or self.scale > 0 or self.jitter > 0
+        return self.roll > 0 or self.crop < 1 or self.scale > 0 or self.jitter > 0
 
     def spec(self) -> Dict[str, float]:
         """The table this augmentation was built from (transforms that are on)."""
-        out = {"crop": self.crop, "scale": self.scale, "jitter": self.jitter}
+        out = {"roll": self.roll, "crop": self.crop, "scale": self.scale, "jitter": self.jitter}
         return {k: v for k, v in out.items() if v != (1.0 if k == "crop" else 0.0)}
 
     def __call__(self, x: Tensor, lengths: Optional[Tensor], step: int) -> Tuple[Tensor, Optional[Tensor]]:
@@ -87,12 +102,18 @@ class SeriesAugment:
         n = (torch.full((B,), L) if lengths is None else lengths.detach().to("cpu", torch.int64)).clamp(1, L)
         valid = (torch.arange(L)[None, :] < n[:, None]).to(x.device)                   # (B, L)
         out, new_lengths = x, lengths
+        if self.roll > 0:
+            on = torch.rand(B, generator=gen, dtype=torch.float64) < self.roll
+            shift = (torch.rand(B, generator=gen, dtype=torch.float64) * n).long().clamp(max=n - 1) * on  # [0, n)
+            t = torch.arange(L)[None, :]
+            src = torch.where(t < n[:, None], (t + shift[:, None]) % n[:, None], t).to(x.device)   # (B, L)
+            out = torch.gather(out, 1, src[..., None].expand(B, L, C))
         if self.crop < 1:
             width = torch.ceil(self.crop * n.double()).long().clamp(1)                   # (B,) window lengths
             start = (torch.rand(B, generator=gen, dtype=torch.float64) * (n - width + 1)).long()
             t = torch.arange(L)[None, :]
             src = torch.minimum(start[:, None] + t, (n - 1)[:, None]).to(x.device)      # (B, L)
-            out = torch.gather(x, 1, src[..., None].expand(B, L, C))
+            out = torch.gather(out, 1, src[..., None].expand(B, L, C))
             n = width
             valid = (t < n[:, None]).to(x.device)
             out = torch.where(valid[..., None], out, torch.zeros((), dtype=x.dtype, device=x.device))
@@ -103,4 +124,8 @@ class SeriesAugment:
         if self.jitter > 0:
             noise = self.jitter * torch.randn(B, L, C, generator=gen, dtype=torch.float64)
             out = torch.where(valid[..., None], out + noise.to(x.device, x.dtype), out)
+        k = min(self.keep_channels, C)
+        if k:    # the clock: the same grid, cut to the (possibly cropped) valid steps
+            clock = torch.where(valid[..., None], x[..., :k], torch.zeros((), dtype=x.dtype, device=x.device))
+            out = torch.cat([clock, out[..., k:]], dim=-1)
         return out, new_lengths

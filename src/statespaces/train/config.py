@@ -151,8 +151,8 @@ class DataConfig:
     # training split); "series": z-normalise each series (per channel, over its valid steps);
     # "none": raw values (time-series files only)
     normalize: str = "global"
-    # train-time augmentation of float series: {"crop": c, "scale": s, "jitter": j}
-    # (statespaces.data.augment.SeriesAugment); {}: none
+    # train-time augmentation of float series: {"roll": p, "crop": c, "scale": s, "jitter": j}
+    # (statespaces.data.augment.SeriesAugment; the clock of time_channel is left as it is); {}: none
     augment: Dict[str, Any] = field(default_factory=dict)
     # prepend a time channel t / (L - 1) to every series (statespaces.data.base.with_time_channel)
     time_channel: bool = False
@@ -163,9 +163,6 @@ class DataConfig:
             SeriesAugment.from_spec(self.augment)
         except ValueError as e:
             raise ConfigError(f"data.augment: got {_show(self.augment)}; {str(e).removeprefix('augment: ')}") from None
-        if self.time_channel and self.augment:
-            raise ConfigError(f"data.time_channel = true with data.augment = {_show(self.augment)}: augmentation would "
-                              "crop, scale or jitter the time channel too; use one of them")
 
 
 @dataclass

@@ -285,8 +285,9 @@ class _Trainer:
 
 def _augmentation(cfg: TrainConfig, data: Any) -> Optional[SeriesAugment]:
     """``data.augment`` as a :class:`SeriesAugment` seeded by ``trainer.seed`` (None when off); refused
-    for data that are not float series (tokens, images)."""
-    aug = SeriesAugment.from_spec(cfg.data.augment, seed=cfg.trainer.seed)
+    for data that are not float series (tokens, images). The clock channel of ``data.time_channel`` is
+    left as it is."""
+    aug = SeriesAugment.from_spec(cfg.data.augment, seed=cfg.trainer.seed, keep_channels=int(cfg.data.time_channel))
     if not aug.active:
         return None
     what = _not_float_series(data)
