@@ -60,7 +60,8 @@ one thread as well)::
         PYTHONPATH=src /work/rocket-venv/bin/python experiments/rocket_reference.py [--out PATH]
 
 It prints a validation table, a test table and a timing table (markdown) and writes the numbers as
-JSON to ``--out`` (default ``experiments/rocket_reference.json``, which ``experiments/ucr_table.py`` reads). ``--kernels``, ``--val-problems``,
+JSON to ``--out`` (default ``experiments/rocket_reference.json``, which ``experiments/ucr_table.py``
+reads). ``--kernels``, ``--val-problems``,
 ``--test-problems``, ``--splits`` and ``--seeds`` shrink it for a quick check.
 """
 from __future__ import annotations
@@ -219,7 +220,8 @@ def timing_table(val: Dict[str, Any], test: Dict[str, Any]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(Path(__file__).with_name("rocket_reference.json")), help="JSON file for the results")
+    p.add_argument("--out", default=str(Path(__file__).with_name("rocket_reference.json")),
+                   help="JSON file for the results")
     p.add_argument("--kernels", type=int, default=10_000, help="ROCKET kernels (the paper's 10,000)")
     p.add_argument("--val-problems", nargs="*", default=list(VAL_PROBLEMS))
     p.add_argument("--test-problems", nargs="*", default=list(TEST_PROBLEMS))
