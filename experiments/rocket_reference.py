@@ -181,45 +181,46 @@ def test_part(problems: Sequence[str], seeds: Sequence[int], n_kernels: int) -> 
     return out
 
 
+def markdown(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A markdown table: a header of ``columns``, then one line per row of cells."""
+    return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+                     + ["| " + " | ".join(r) + " |" for r in rows])
+
+
 def validation_table(val: Dict[str, Any], splits: Sequence[int]) -> str:
-    lines = ["| problem | " + " | ".join(f"split {k}" for k in splits) + " | total |",
-             "|---|" + "---|" * len(splits) + "---|"]
-    for problem, v in val.items():
-        cells = [f"{r['right']}/{r['n']}" for r in v["splits"]]
-        lines.append(f"| {problem} | " + " | ".join(cells) + f" | {v['right']} of {v['n']} |")
+    rows = [[problem, *(f"{r['right']}/{r['n']}" for r in v["splits"]), f"{v['right']} of {v['n']}"]
+            for problem, v in val.items()]
     if len(val) > 1:
-        per_split = [(sum(v["splits"][i]["right"] for v in val.values()), sum(v["splits"][i]["n"] for v in val.values()))
-                     for i in range(len(splits))]
-        lines.append("| all | " + " | ".join(f"{a}/{b}" for a, b in per_split)
-                     + f" | {sum(v['right'] for v in val.values())} of {sum(v['n'] for v in val.values())} |")
-    return "\n".join(lines)
+        per_split = [(sum(v["splits"][i]["right"] for v in val.values()),
+                      sum(v["splits"][i]["n"] for v in val.values())) for i in range(len(splits))]
+        rows.append(["all", *(f"{a}/{b}" for a, b in per_split),
+                     f"{sum(v['right'] for v in val.values())} of {sum(v['n'] for v in val.values())}"])
+    return markdown(["problem", *(f"split {k}" for k in splits), "total"], rows)
 
 
 def test_table(test: Dict[str, Any], seeds: Sequence[int]) -> str:
-    lines = ["| problem | " + " | ".join(f"seed {s} (%)" for s in seeds) + " | mean ± sd (%) |",
-             "|---|" + "---|" * len(seeds) + "---|"]
-    for problem, t in test.items():
-        cells = [f"{100 * r['accuracy']:.2f}" for r in t["seeds"]]
-        lines.append(f"| {problem} | " + " | ".join(cells) + f" | {t['mean']:.2f} ± {t['sd']:.2f} |")
-    return "\n".join(lines)
+    rows = [[problem, *(f"{100 * r['accuracy']:.2f}" for r in t["seeds"]), f"{t['mean']:.2f} ± {t['sd']:.2f}"]
+            for problem, t in test.items()]
+    return markdown(["problem", *(f"seed {s} (%)" for s in seeds), "mean ± sd (%)"], rows)
 
 
 def timing_table(val: Dict[str, Any], test: Dict[str, Any]) -> str:
-    lines = ["| part | problem | fits | series fit on | length | mean fit (s) | max fit (s) | mean predict (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+    rows = []
     for part, runs, key in (("validation", val, "splits"), ("test", test, "seeds")):
         for problem, v in runs.items():
-            rows = v[key]
-            fits = [r["fit_s"] for r in rows]
-            length = rows[0]["shape"][-1] if "shape" in rows[0] else v["shape"][-1]
-            lines.append(f"| {part} | {problem} | {len(rows)} | {rows[0]['n_fit']} | {length} | "
-                         f"{statistics.mean(fits):.1f} | {max(fits):.1f} | "
-                         f"{statistics.mean(r['predict_s'] for r in rows):.1f} |")
-    return "\n".join(lines)
+            fits_of = v[key]
+            fits = [r["fit_s"] for r in fits_of]
+            length = fits_of[0]["shape"][-1] if "shape" in fits_of[0] else v["shape"][-1]
+            rows.append([part, problem, str(len(fits_of)), str(fits_of[0]["n_fit"]), str(length),
+                         f"{statistics.mean(fits):.1f}", f"{max(fits):.1f}",
+                         f"{statistics.mean(r['predict_s'] for r in fits_of):.1f}"])
+    return markdown(["part", "problem", "fits", "series fit on", "length", "mean fit (s)", "max fit (s)",
+                     "mean predict (s)"], rows)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(Path(__file__).with_name("rocket_reference.json")),
                    help="JSON file for the results")
     p.add_argument("--kernels", type=int, default=10_000, help="ROCKET kernels (the paper's 10,000)")
