@@ -100,18 +100,17 @@ class SeriesAugment:
         B, L, C = x.shape
         gen = torch.Generator().manual_seed((self.seed * 1_000_003 + step) % 2**63)
         n = (torch.full((B,), L) if lengths is None else lengths.detach().to("cpu", torch.int64)).clamp(1, L)
-        valid = (torch.arange(L)[None, :] < n[:, None]).to(x.device)                   # (B, L)
+        t = torch.arange(L)[None, :]                                                   # (1, L) step index
+        valid = (t < n[:, None]).to(x.device)                                          # (B, L)
         out, new_lengths = x, lengths
         if self.roll > 0:
             on = torch.rand(B, generator=gen, dtype=torch.float64) < self.roll
             shift = (torch.rand(B, generator=gen, dtype=torch.float64) * n).long().clamp(max=n - 1) * on  # [0, n)
-            t = torch.arange(L)[None, :]
             src = torch.where(t < n[:, None], (t + shift[:, None]) % n[:, None], t).to(x.device)   # (B, L)
             out = torch.gather(out, 1, src[..., None].expand(B, L, C))
         if self.crop < 1:
             width = torch.ceil(self.crop * n.double()).long().clamp(1)                   # (B,) window lengths
             start = (torch.rand(B, generator=gen, dtype=torch.float64) * (n - width + 1)).long()
-            t = torch.arange(L)[None, :]
             src = torch.minimum(start[:, None] + t, (n - 1)[:, None]).to(x.device)      # (B, L)
             out = torch.gather(out, 1, src[..., None].expand(B, L, C))
             n = width
