@@ -120,3 +120,43 @@ def test_members_differ_in_data_config_but_score_the_same_examples(runs, tmp_pat
     assert rc == 0
     res = evaluate_ensemble([str(root / "r0"), str(tmp_path / "raw")])
     assert res["n_members"] == 2 and len(res["members"]) == 2
+
+
+def test_ucr_local_is_ucr_with_the_fcn_ingredients():
+    """The partner preset differs from ``ucr`` in exactly the keys its comment and docs/results.md name."""
+    from statespaces.train import build_config
+    from statespaces.train.config import flat
+
+    ucr, local = (flat(build_config(p).to_dict()) for p in ("ucr", "ucr-local"))
+    changed = {k: (ucr[k], local[k]) for k in ucr if ucr[k] != local[k]}
+    assert changed == {"model.layer.dt_min": (0.001, 0.1), "model.layer.dt_max": (0.1, 1.0),
+                       "data.time_channel": (True, False), "model.norm": ("layer", "batch"),
+                       "model.dropout": (0.1, 0.0), "trainer.weight_decay": (0.05, 0.0),
+                       "trainer.out": ("runs/ucr", "runs/ucr-local")}
+
+
+@pytest.mark.slow
+def test_pair_of_a_clocked_and_a_batchnorm_member(runs, tmp_path):
+    """The ucr pair's shape: one member reads a clock channel (d_input + 1) and the other uses BatchNorm with
+    short kernels; each is evaluated on its own inputs and the ensemble is the mean of their probabilities."""
+    root, data = runs
+    common = ["--model.d_model", "8", "--model.n_layers", "1", "--model.layer.d_state", "4",
+              "--trainer.epochs", "2", "--trainer.batch_size", "8", "--trainer.tensorboard", "off",
+              "--trainer.val_fraction", "0", "--no-progress", "--data.name", str(data)]
+    assert main(["train", *common, "--data.time_channel", "true", "--trainer.out", str(tmp_path / "clock")]) == 0
+    assert main(["train", *common, "--model.norm", "batch", "--model.layer.dt_min", "0.1",
+                 "--model.layer.dt_max", "1.0", "--trainer.out", str(tmp_path / "local")]) == 0
+    paths = [str(tmp_path / "clock"), str(tmp_path / "local")]
+    res = evaluate_ensemble(paths)
+    probs, y = [], None
+    for p in paths:
+        model, cfg = load_trained(p)
+        d = load_data(cfg)
+        assert model.d_input == (2 if p.endswith("clock") else 1)
+        x = torch.stack([d.test[i][0] for i in range(len(d.test))])
+        y = torch.stack([d.test[i][1] for i in range(len(d.test))])
+        with torch.no_grad():
+            probs.append(model.eval()(x).double().softmax(-1))
+    p = torch.stack(probs).mean(0)
+    assert res["acc"] == pytest.approx(float((p.argmax(-1) == y).double().mean()))
+    assert res["loss"] == pytest.approx(float(-p[torch.arange(len(y)), y].log().mean()), rel=1e-5)

@@ -559,8 +559,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 #: Presets that finish in minutes on a 2-core CPU (the others are meant for a GPU).
 CPU_PRESETS = ("digits-s4d", "pdigits-s4d", "digits-s4", "digits-linoss", "digits-dlinoss", "digits-s5",
                "japanese-vowels-s4d", "japanese-vowels-s4", "japanese-vowels-linoss", "japanese-vowels-s5",
-               "japanese-vowels-dlinoss", "basicmotions-s4d", "ucr", "ucr-local", "uea", "listops-s4d", "pathfinder-s4d",
-               "listops-short-s4d", "pathfinder16-s4d", "fmnist14-s4d")
+               "japanese-vowels-dlinoss", "basicmotions-s4d", "ucr", "ucr-local", "uea", "listops-s4d",
+               "pathfinder-s4d", "listops-short-s4d", "pathfinder16-s4d", "fmnist14-s4d")
 
 
 #: Config keys a resumed run may change: where it runs and what it writes, not what it computes.
