@@ -250,6 +250,13 @@ def table(problems, runs: Path, seeds, note: str = "", pair_runs: Path = Path("r
             summary.append(f"The pair ucr + {PAIR} (two models, mean over seeds) on {label}: {pair_m:.2f}%, "
                            f"ROCKET {ref_m:.2f}% (mean difference {pair_m - ref_m:+.2f} points; ucr alone "
                            f"{alone - ref_m:+.2f}).")
+        recipe = {n: pair_all[n] if n in pair_all else ours_all[n] for n in problems
+                  if n in here and (n in pair_all or (preset_for(n) == "uea" and ours_all.get(n) is not None))}
+        if len(recipe) > len(with_pair):
+            rec_m, ref_m = statistics.mean(recipe.values()), statistics.mean(here[n] for n in recipe)
+            summary.append(f"The recipe on all {len(recipe)} problems ROCKET was run on here (the pair on univariate "
+                           f"problems, uea on multivariate ones): {rec_m:.2f}%, ROCKET {ref_m:.2f}% (mean difference "
+                           f"{rec_m - ref_m:+.2f} points).")
         summary.append(f"The pair is above the 1-NN Euclidean floor on {pair_beaten} of {len(with_pair)} univariate "
                        "problems.")
     summary.append(f"Above the 1-NN Euclidean floor on {floors_beaten} of {n_with} problems (ensembles: "
