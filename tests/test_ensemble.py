@@ -65,15 +65,24 @@ def test_ensemble_matches_the_members_forward_passes(runs):
     paths = [str(root / f"r{s}") for s in range(3)]
     res = evaluate_ensemble(paths)
     assert res["n_members"] == 3 and res["n_test"] == 16 and res["task"] == "classification"
-    probs, y = [], None
     for p, member in zip(paths, res["members"]):
         single = evaluate_checkpoint(p)
         assert member["acc"] == pytest.approx(single["acc"])
         assert member["loss"] == pytest.approx(single["loss"], rel=1e-5)
+    _check_against_forward_passes(res, paths)
+
+
+def _check_against_forward_passes(res, paths, d_inputs=None):
+    """The ensemble's accuracy and loss equal those of the mean softmax of each member's own forward pass over
+    its own test inputs (``d_inputs``: the input width each member must have)."""
+    probs, y = [], None
+    for i, p in enumerate(paths):
         model, cfg = load_trained(p)
         data = load_data(cfg)
-        x = torch.stack([data.test[i][0] for i in range(len(data.test))])
-        y = torch.stack([data.test[i][1] for i in range(len(data.test))])
+        if d_inputs is not None:
+            assert model.d_input == d_inputs[i]
+        x = torch.stack([data.test[j][0] for j in range(len(data.test))])
+        y = torch.stack([data.test[j][1] for j in range(len(data.test))])
         with torch.no_grad():
             probs.append(model.eval()(x).double().softmax(-1))
     p = torch.stack(probs).mean(0)
@@ -147,16 +156,4 @@ def test_pair_of_a_clocked_and_a_batchnorm_member(runs, tmp_path):
     assert main(["train", *common, "--model.norm", "batch", "--model.layer.dt_min", "0.1",
                  "--model.layer.dt_max", "1.0", "--trainer.out", str(tmp_path / "local")]) == 0
     paths = [str(tmp_path / "clock"), str(tmp_path / "local")]
-    res = evaluate_ensemble(paths)
-    probs, y = [], None
-    for p in paths:
-        model, cfg = load_trained(p)
-        d = load_data(cfg)
-        assert model.d_input == (2 if p.endswith("clock") else 1)
-        x = torch.stack([d.test[i][0] for i in range(len(d.test))])
-        y = torch.stack([d.test[i][1] for i in range(len(d.test))])
-        with torch.no_grad():
-            probs.append(model.eval()(x).double().softmax(-1))
-    p = torch.stack(probs).mean(0)
-    assert res["acc"] == pytest.approx(float((p.argmax(-1) == y).double().mean()))
-    assert res["loss"] == pytest.approx(float(-p[torch.arange(len(y)), y].log().mean()), rel=1e-5)
+    _check_against_forward_passes(evaluate_ensemble(paths), paths, d_inputs=(2, 1))
