@@ -181,7 +181,7 @@ def fmt(v) -> str:
 
 def table(problems, runs: Path, seeds, note: str = "", pair_runs: Path = Path("runs/ucr-local")) -> str:
     rows, ours_all, gaps, floors_beaten, n_with = [], {}, [], 0, 0
-    local_all, pair_all, pair_beaten = {}, {}, 0
+    local_all, pair_all, pair_beaten, floors = {}, {}, 0, {}
     here = rocket_here()
     ens_all, ens_beaten = {}, 0
     for name in problems:
@@ -192,6 +192,7 @@ def table(problems, runs: Path, seeds, note: str = "", pair_runs: Path = Path("r
         spread = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
         floor, how = one_nn_floor(name)
         floor *= 100
+        floors[name] = floor
         ours_all[name] = mean
         ens = ens_all[name] = ensemble_acc(runs, name, seeds)
         ens_beaten += ens is not None and ens > floor
@@ -250,13 +251,21 @@ def table(problems, runs: Path, seeds, note: str = "", pair_runs: Path = Path("r
             summary.append(f"The pair ucr + {PAIR} (two models, mean over seeds) on {label}: {pair_m:.2f}%, "
                            f"ROCKET {ref_m:.2f}% (mean difference {pair_m - ref_m:+.2f} points; ucr alone "
                            f"{alone - ref_m:+.2f}).")
+        alone_local = [n for n in with_pair if n in ROCKET and n in local_all]
+        if alone_local:
+            loc_m = statistics.mean(local_all[n] for n in alone_local)
+            ref_m = statistics.mean(ROCKET[n] for n in alone_local)
+            summary.append(f"{PAIR} alone on the {len(alone_local)} problems with a published ROCKET figure: "
+                           f"{loc_m:.2f}% (mean difference {loc_m - ref_m:+.2f} points).")
         recipe = {n: pair_all[n] if n in pair_all else ours_all[n] for n in problems
                   if n in here and (n in pair_all or (preset_for(n) == "uea" and ours_all.get(n) is not None))}
         if len(recipe) > len(with_pair):
             rec_m, ref_m = statistics.mean(recipe.values()), statistics.mean(here[n] for n in recipe)
+            above = sum(recipe[n] > floors[n] for n in recipe)
             summary.append(f"The recipe on all {len(recipe)} problems ROCKET was run on here (the pair on univariate "
                            f"problems, uea on multivariate ones): {rec_m:.2f}%, ROCKET {ref_m:.2f}% (mean difference "
-                           f"{rec_m - ref_m:+.2f} points).")
+                           f"{rec_m - ref_m:+.2f} points), above the 1-NN Euclidean floor on {above} of "
+                           f"{len(recipe)}.")
         summary.append(f"The pair is above the 1-NN Euclidean floor on {pair_beaten} of {len(with_pair)} univariate "
                        "problems.")
     summary.append(f"Above the 1-NN Euclidean floor on {floors_beaten} of {n_with} problems (ensembles: "
@@ -273,7 +282,10 @@ def table(problems, runs: Path, seeds, note: str = "", pair_runs: Path = Path("r
         f"{seeds_text}; one thread per run, on a shared 2-core CPU). *ours*: test accuracy (%) of the last "
         "epoch, mean ± standard deviation over the seeds run (*n*). *ensemble*: test accuracy of the seeds' "
         "models together (mean class probabilities: `statespaces evaluate RUN_s0 RUN_s1 RUN_s2`; one figure, no "
-        "spread; it chooses nothing, every member is the last epoch of its run). *1-NN ED*: computed here (module "
+        "spread; it chooses nothing, every member is the last epoch of its run). *ucr-local*: the partner preset "
+        "alone (univariate problems; mean ± sd over the seeds). *pair*: the ucr and ucr-local runs of one seed "
+        "together (`statespaces evaluate RUN_ucr RUN_ucr_local`), mean ± sd over the seeds: the recipe for "
+        "univariate problems (below). *1-NN ED*: computed here (module "
         "docstring of the script). *ROCKET (run here)*: aeon's ROCKET (10,000 kernels, ridge) on the same data the "
         "preset sees, mean of seeds 0-2 (`experiments/rocket_reference.py`, output in "
         "`experiments/rocket_reference.json`). **The ROCKET (published) and InceptionTime columns are published "
