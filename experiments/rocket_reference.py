@@ -25,9 +25,9 @@ fit) and of every prediction is recorded, after a warm-up that compiles numba's 
 Data: exactly what the trainer sees
 -----------------------------------
 Every problem is loaded through the trainer's own path with the data settings of its preset (``ucr`` for a
-univariate problem, ``uea`` for a multivariate one, as ``experiments/ucr_table.py`` assigns them)::
+univariate problem, ``uea`` for a multivariate one: ``preset_for`` of ``experiments/ucr_table.py``)::
 
-    cfg = build_config("ucr", None, [("data.name", f"ucr:{P}"), ("trainer.seed", str(k))])
+    cfg = build_config(preset_for(P), None, [("data.name", f"ucr:{P}"), ("trainer.seed", str(k))])
     data = statespaces.train.loop.load_data(cfg)
 
 A multivariate problem (BasicMotions, JapaneseVowels) therefore comes with each channel scaled by its training
@@ -36,10 +36,9 @@ transform draws, for each kernel, a random subset of the channels and sums the k
 multivariate ROCKET of the authors' sktime code). No published ROCKET figure exists for these two; the column of
 docs/results.md that this script feeds is "ROCKET (run here)".
 
-The univariate details:
-
-so each series is z-normalised on its own over its valid steps (``data.normalize = "series"``),
-series over 2048 steps would be averaged down (none of these problems is that long), and
+A univariate problem comes with each series z-normalised on its own over its valid steps
+(``data.normalize = "series"``), series over 2048 steps would be averaged down (none of these problems is
+that long), and
 variable-length problems (PickupGestureWiimoteZ, 29-361 steps) come right-padded **with zeros** to
 the longest series of both splits, with a ``lengths`` tensor beside them; ROCKET gets each series
 padded with zeros to that longest length (the lengths are not used otherwise). The preset's time
@@ -97,12 +96,12 @@ ALPHAS = np.logspace(-3, 3, 10)
 def load(problem: str, seed: int):
     """The problem as the trainer loads it with its preset (``ucr``, or ``uea`` when it has several channels)
     and ``trainer.seed = seed``."""
-    from statespaces.data.ucr import load_ucr
+    from ucr_table import preset_for  # this script's folder is on sys.path when run as a script
+
     from statespaces.train import build_config
     from statespaces.train.loop import load_data
 
-    preset = "uea" if load_ucr(problem).d_input > 1 else "ucr"
-    cfg = build_config(preset, None, [("data.name", f"ucr:{problem}"), ("trainer.seed", str(seed))])
+    cfg = build_config(preset_for(problem), None, [("data.name", f"ucr:{problem}"), ("trainer.seed", str(seed))])
     data = load_data(cfg)
     return cfg, data
 

@@ -24,6 +24,7 @@ z-normalised on its own (per channel), and the better of the two is the floor (t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -86,7 +87,10 @@ def one_nn_floor(name: str):
     return best
 
 
+@functools.lru_cache(maxsize=None)
 def describe(name: str) -> dict:
+    """Sizes, channels, length range and classes of a problem (read once per problem: :func:`preset_for` asks
+    for it at every run it checks)."""
     from statespaces.data.ucr import load_ucr
 
     d = load_ucr(name, return_lengths=True)
@@ -181,7 +185,7 @@ def fmt(v) -> str:
 
 def table(problems, runs: Path, seeds, note: str = "", pair_runs: Path = Path("runs/ucr-local")) -> str:
     rows, ours_all, gaps, floors_beaten, n_with = [], {}, [], 0, 0
-    local_all, pair_all, pair_beaten, floors = {}, {}, 0, {}
+    local_all, pair_all, floors = {}, {}, {}
     here = rocket_here()
     ens_all, ens_beaten = {}, 0
     for name in problems:
@@ -208,7 +212,6 @@ def table(problems, runs: Path, seeds, note: str = "", pair_runs: Path = Path("r
             local_all[name] = statistics.mean(local)
         if pairs:
             pair_all[name] = statistics.mean(pairs)
-            pair_beaten += pair_all[name] > floor
         secs = f"{statistics.mean(s for _, s in got):.0f} s" if got else ""
         rows.append(f"| {name} | {preset_for(name)} | {info['n_train']} / {info['n_test']} | {info['channels']} | "
                     f"{info['length']} | {info['classes']} | {fmt(mean)}{spread} | {len(accs)} | {fmt(ens)} | "
@@ -266,6 +269,7 @@ def table(problems, runs: Path, seeds, note: str = "", pair_runs: Path = Path("r
                            f"problems, uea on multivariate ones): {rec_m:.2f}%, ROCKET {ref_m:.2f}% (mean difference "
                            f"{rec_m - ref_m:+.2f} points), above the 1-NN Euclidean floor on {above} of "
                            f"{len(recipe)}.")
+        pair_beaten = sum(pair_all[n] > floors[n] for n in with_pair)
         summary.append(f"The pair is above the 1-NN Euclidean floor on {pair_beaten} of {len(with_pair)} univariate "
                        "problems.")
     summary.append(f"Above the 1-NN Euclidean floor on {floors_beaten} of {n_with} problems (ensembles: "
