@@ -141,6 +141,7 @@ def test_ucr_local_is_ucr_with_the_fcn_ingredients():
     assert changed == {"model.layer.dt_min": (0.001, 0.1), "model.layer.dt_max": (0.1, 1.0),
                        "data.time_channel": (True, False), "model.norm": ("layer", "batch"),
                        "model.dropout": (0.1, 0.0), "trainer.weight_decay": (0.05, 0.0),
+                       "data.augment": ({}, {"roll": 1.0}),
                        "trainer.out": ("runs/ucr", "runs/ucr-local")}
 
 
