@@ -12,6 +12,7 @@
 set -u
 root=$1; splits=$2; shift 2
 py=${PYTHON:-.venv/bin/python}
+mkdir -p "$root"
 for k in $splits; do
   for p in ${PROBLEMS:-ArrowHead PickupGestureWiimoteZ OSULeaf ACSF1}; do
     out="$root/$p-s$k"
