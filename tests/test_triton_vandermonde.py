@@ -106,3 +106,31 @@ def test_vandermonde_chunks_cover_L_with_whole_tiles():
             assert chunk % 64 == 0 and (split - 1) * chunk < L <= split * chunk
             assert chunk >= min(tvand.MIN_TILES * 64, -(-L // 64) * 64)
             assert split == 1 or rows * split <= 2 * tvand.FWD_TARGET_PROGRAMS
+
+
+def test_fp64_sincos_and_exp_of_the_tile_tables():
+    """The kernels form the fp64 step lambda^BLOCK_L and tile base lambda^start themselves, with their own fp64
+    sin / cos (libdevice's spilled registers): against numpy over the reduced range and past it, and the
+    whole table against complex128 exp, to ~1e-15 (the step's error is multiplied up to 1024 times)."""
+    import numpy as np
+    import triton.language as tl
+
+    @triton.jit
+    def probe(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        m = offs < n
+        x = tl.load(x_ptr + offs, mask=m, other=0.0)
+        y = tl.load(y_ptr + offs, mask=m, other=0.0)
+        re, im = tvand._exp64(x, y)
+        tl.store(out_ptr + 2 * offs, re, mask=m)
+        tl.store(out_ptr + 2 * offs + 1, im, mask=m)
+
+    g = torch.Generator().manual_seed(5)
+    y = torch.cat([torch.linspace(-3.2, 3.2, 200, dtype=torch.float64),
+                   torch.randn(56, generator=g, dtype=torch.float64) * 1e5])        # phases 64 w and start w
+    x = -torch.rand(256, generator=g, dtype=torch.float64) * 5
+    out = torch.empty(256, 2, dtype=torch.float64)
+    probe[(1,)](x, y, out, 256, BLOCK=256)
+    want = torch.from_numpy(np.exp(x.numpy() + 1j * y.numpy()))
+    err = (torch.view_as_complex(out) - want).abs() / want.abs()
+    assert bool((err < 1e-14 + 1e-17 * y.abs()).all()), float(err.max())   # large phases: fp64 reduction by turns

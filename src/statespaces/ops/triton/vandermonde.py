@@ -15,8 +15,9 @@ BLOCK_L lags and ``r < BLOCK_L``. Then ``lambda^l = lambda^{l0} lambda^r``, so
   ``r Im w`` by exact splitting (``Im w = hi + lo``, ``hi`` with 16 significant bits, so ``r hi`` is
   exact in fp32 for r < 256 and its reduction by whole turns is exact (Cody-Waite), ``r lo`` tiny).
 * The **tile base** ``lambda^{l0}`` is carried from tile to tile in **fp64**: the step
-  ``lambda^BLOCK_L`` and each program's first base ``lambda^start`` are formed on the host in
-  complex128 (exponent, exp and phase reduction in fp64; O(split H N) work), and each tile multiplies
+  ``lambda^BLOCK_L`` and the program's first base ``lambda^start`` are formed by each program for its
+  modes in fp64 (exponent, phase reduction, libdevice exp / cos / sin: O(BLOCK_N) work per program, and
+  no host-side tables, so a forward or backward is one launch), and each tile multiplies
   by the step (4 fp64 FMAs per mode and tile, rounded to fp32 for use). The fp64 recurrence adds
   ~2^-53 relative error per tile, so over the <= 2^10 tiles of L = 65,536 the base stays exact to
   fp32 rounding: the error of the result is a few fp32 roundings (~1e-7 relative) and does not grow
@@ -38,8 +39,6 @@ programs whose partial sums are added in PyTorch (deterministic, no atomics).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
@@ -54,13 +53,15 @@ __all__ = ["vandermonde_triton", "VandermondeFn"]
 
 @triton.jit
 def _reduce(ph):
-    # ph - 2 pi k with k = round(ph / 2 pi), in the precision of ph (Cody-Waite): 2 pi =
-    # 6.28125 + 0.0019353071693331003 + 1.0253131677018246e-11, each part exact in fp32 (the
-    # literals are fp32 in Triton) and the first with 8 significant bits, so k * 6.28125 is exact
+    # ph - 2 pi k with k = round(ph / 2 pi), in the precision of ph (fp32 or fp64; Cody-Waite): 2 pi =
+    # 6.28125 + 0.0019353071693331003 + 1.0253131677018246e-11 + 2.449293598294706e-16 (to ~1e-32),
+    # each part exact in fp32 (the literals are fp32 in Triton) but the last (its rounding is below
+    # fp64's), and the first with 8 significant bits, so k * 6.28125 is exact
     k = tl.floor(ph * 0.15915494309189535 + 0.5)
     r = ph - k * 6.28125
     r = r - k * 0.0019353071693331003
-    return r - k * 1.0253131677018246e-11
+    r = r - k * 1.0253131677018246e-11
+    return r - k * 2.449293598294706e-16
 
 
 @triton.jit
@@ -72,14 +73,65 @@ def _tile_powers(wr, hi, lo, rf):
 
 
 @triton.jit
-def _load_c64(ptr, offs, mask):
-    # (re, im) fp64 of complex128 entries ptr[offs] (interleaved pairs); padding: 0
-    return tl.load(ptr + 2 * offs, mask=mask, other=0.0), tl.load(ptr + 2 * offs + 1, mask=mask, other=0.0)
+def _sincos64(p):
+    # (sin p, cos p) in fp64 for |p| <~ pi (a phase reduced by _reduce), without libdevice's fp64 sin / cos
+    # (its large-argument branch, never taken here, made the backward spill 1.2-1.4 KB on sm_80 / sm_90):
+    # q = p / 16, Taylor series to q^11 / q^12 (|q| <= 0.2: truncation < 1e-18), then four double-angle
+    # steps (relative error ~1e-15). The coefficients are made with tl.full(..., fp64): a bare float
+    # literal is an fp32 constant in Triton.
+    q = p * 0.0625
+    q2 = q * q
+    s = tl.full([], -1.0 / 39916800.0, tl.float64)
+    s = s * q2 + tl.full([], 1.0 / 362880.0, tl.float64)
+    s = s * q2 + tl.full([], -1.0 / 5040.0, tl.float64)
+    s = s * q2 + tl.full([], 1.0 / 120.0, tl.float64)
+    s = s * q2 + tl.full([], -1.0 / 6.0, tl.float64)
+    s = q + q * q2 * s
+    c = tl.full([], 1.0 / 479001600.0, tl.float64)
+    c = c * q2 + tl.full([], -1.0 / 3628800.0, tl.float64)
+    c = c * q2 + tl.full([], 1.0 / 40320.0, tl.float64)
+    c = c * q2 + tl.full([], -1.0 / 720.0, tl.float64)
+    c = c * q2 + tl.full([], 1.0 / 24.0, tl.float64)
+    c = c * q2 - 0.5
+    c = 1.0 + q2 * c
+    for _ in tl.static_range(4):
+        s, c = 2.0 * s * c, c * c - s * s
+    return s, c
+
+
+@triton.jit
+def _exp64(x, y):
+    # (re, im) of exp(x + i y) in fp64, the phase reduced by whole turns first
+    m = tl.exp(x)
+    sn, cs = _sincos64(_reduce(y))
+    return m * cs, m * sn
+
+
+@triton.jit
+def _phase_split(wi):
+    # Im w (fp32) reduced by whole turns in fp64 and split as hi + lo (fp32): hi keeps 16 significant
+    # bits, so r * hi is exact in fp32 for integers r < 256 (the in-tile offsets of _tile_powers)
+    wi64 = _reduce(wi.to(tl.float64))
+    hi = (wi64.to(tl.float32).to(tl.int32, bitcast=True) & -256).to(tl.float32, bitcast=True)
+    return hi, (wi64 - hi.to(tl.float64)).to(tl.float32)
+
+
+@triton.jit
+def _steps(wr, wi, start, BLOCK_L: tl.constexpr):
+    # In fp64, per mode: the step lambda^BLOCK_L (sr, si) and the program's first tile base lambda^start
+    # (br, bi), from w = wr + i wi (fp32). Formed by each program for its modes (O(BLOCK_N) fp64
+    # transcendentals), not on the host: a forward or backward is one launch.
+    wr64 = wr.to(tl.float64)
+    wi64 = _reduce(wi.to(tl.float64))
+    sr, si = _exp64(wr64 * BLOCK_L, wi64 * BLOCK_L)
+    s = start.to(tl.float64)
+    br, bi = _exp64(wr64 * s, wi64 * s)
+    return sr, si, br, bi
 
 
 @triton.jit
 def _vandermonde_fwd_kernel(
-    c_ptr, w_ptr, wh_ptr, wl_ptr, st_ptr, b0_ptr, out_ptr, H, N, L, CHUNK,
+    c_ptr, w_ptr, out_ptr, H, N, L, CHUNK,
     BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_T: tl.constexpr, PRECISION: tl.constexpr,
 ):
     # program (row, chunk): out[row, start:start + CHUNK] (CHUNK a multiple of BLOCK_T * BLOCK_L), in
@@ -102,11 +154,10 @@ def _vandermonde_fwd_kernel(
         cr = tl.load(c_row + 2 * offs_n, mask=mn, other=0.0)  # c = 0 on padding modes
         ci = tl.load(c_row + 2 * offs_n + 1, mask=mn, other=0.0)
         wr = tl.load(w_row + 2 * offs_n, mask=mn, other=0.0)
-        hi = tl.load(wh_ptr + h * N + offs_n, mask=mn, other=0.0)
-        lo = tl.load(wl_ptr + h * N + offs_n, mask=mn, other=0.0)
+        wi = tl.load(w_row + 2 * offs_n + 1, mask=mn, other=0.0)
+        hi, lo = _phase_split(wi)
         pr, pi = _tile_powers(wr, hi, lo, rf)                 # reused by every lag tile below
-        sr, si = _load_c64(st_ptr, h * N + offs_n, mn)        # fp64 step lambda^BLOCK_L
-        br, bi = _load_c64(b0_ptr, (split * H + h) * N + offs_n, mn)   # fp64 tile base lambda^{start}
+        sr, si, br, bi = _steps(wr, wi, start, BLOCK_L)       # fp64 step lambda^BLOCK_L, tile base lambda^{start}
         for g0 in range(start, stop, BLOCK_T * BLOCK_L):
             dr = tl.zeros([BLOCK_T, BLOCK_N], dtype=tl.float32)
             di = tl.zeros([BLOCK_T, BLOCK_N], dtype=tl.float32)
@@ -127,7 +178,7 @@ def _vandermonde_fwd_kernel(
 
 @triton.jit
 def _vandermonde_bwd_kernel(
-    g_ptr, w_ptr, wh_ptr, wl_ptr, st_ptr, b0_ptr, s_ptr, H, N, L, R, CHUNK,
+    g_ptr, w_ptr, s_ptr, H, N, L, R, CHUNK,
     BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     # s[split, row, n, :] = (Re S0, Im S0, Re S1, Im S1) over this program's L-chunk
@@ -138,6 +189,7 @@ def _vandermonde_bwd_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mn = offs_n < N
     wr = tl.load(w_ptr + h * (2 * N) + 2 * offs_n, mask=mn, other=0.0)
+    wi = tl.load(w_ptr + h * (2 * N) + 2 * offs_n + 1, mask=mn, other=0.0)
     rows = tl.arange(0, BLOCK_L)
     rf = rows.to(tl.float32)
     g0r = tl.zeros([BLOCK_N, BLOCK_L], dtype=tl.float32)     # G0 = sum_{l0} lambda^{l0} g_{l0+r}
@@ -146,8 +198,7 @@ def _vandermonde_bwd_kernel(
     g1i = tl.zeros([BLOCK_N, BLOCK_L], dtype=tl.float32)
     start = split * CHUNK
     stop = tl.minimum(start + CHUNK, L)
-    sr, si = _load_c64(st_ptr, h * N + offs_n, mn)            # fp64 step lambda^BLOCK_L
-    b64r, b64i = _load_c64(b0_ptr, (split * H + h) * N + offs_n, mn)   # fp64 tile base lambda^{start}
+    sr, si, b64r, b64i = _steps(wr, wi, start, BLOCK_L)       # fp64 step lambda^BLOCK_L, tile base lambda^{start}
     for l0 in range(start, stop, BLOCK_L):
         offs_l = l0 + rows
         g = tl.load(g_ptr + row * L + offs_l, mask=offs_l < L, other=0.0)
@@ -159,8 +210,7 @@ def _vandermonde_bwd_kernel(
         g1r += br[:, None] * lg[None, :]
         g1i += bi[:, None] * lg[None, :]
         b64r, b64i = b64r * sr - b64i * si, b64r * si + b64i * sr
-    hi = tl.load(wh_ptr + h * N + offs_n, mask=mn, other=0.0)
-    lo = tl.load(wl_ptr + h * N + offs_n, mask=mn, other=0.0)
+    hi, lo = _phase_split(wi)
     pr, pi = _tile_powers(wr, hi, lo, rf)
     s0r = tl.sum(g0r * pr - g0i * pi, axis=1)
     s0i = tl.sum(g0r * pi + g0i * pr, axis=1)
@@ -171,27 +221,6 @@ def _vandermonde_bwd_kernel(
     tl.store(base + 1, s0i, mask=mn)
     tl.store(base + 2, s1r, mask=mn)
     tl.store(base + 3, s1i, mask=mn)
-
-
-def _bases(w: Tensor, split: int, chunk: int, block_l: int):
-    """fp64 ``(re, im)`` views of the step ``lambda^block_l`` (H, N, 2) and of each program's first
-    tile base ``lambda^{k chunk}`` (split, H, N, 2): ``exp(n w)`` with the exponent, exp and the phase
-    reduction in complex128 (O(split H N) work, no transcendental in the kernels' loops)."""
-    w64 = w.to(torch.complex128)
-    n = torch.arange(split, device=w.device, dtype=torch.float64).mul_(chunk)
-    step = torch.exp(block_l * w64)
-    base = torch.exp(n[:, None, None] * w64)
-    return torch.view_as_real(step).contiguous(), torch.view_as_real(base).contiguous()
-
-
-def _split_phase(w: Tensor):
-    """``Im w`` reduced by whole turns (fp64) and split as ``hi + lo`` (fp32, contiguous (H, N)):
-    ``hi`` keeps 16 significant bits, so ``r * hi`` is exact in fp32 for integers r < 256."""
-    wi = w.imag.to(torch.float64)
-    wi = wi - 2 * math.pi * torch.round(wi / (2 * math.pi))
-    hi = (wi.to(torch.float32).view(torch.int32) & ~0xFF).view(torch.float32)
-    lo = (wi - hi.to(torch.float64)).to(torch.float32)
-    return hi.contiguous(), lo.contiguous()
 
 
 #: Tile sizes, the target number of programs, and the least number of lag tiles a program owns
@@ -211,11 +240,8 @@ FWD_TARGET_PROGRAMS = 1024
 BWD_TARGET_PROGRAMS = 1024
 MIN_TILES = 16
 
-_FP64 = (("st_ptr", "*fp64"), ("b0_ptr", "*fp64"))
-_FWD_SIG = signature("*fp32", ["c_ptr", "w_ptr", "wh_ptr", "wl_ptr"], []) + _FP64 + signature(
-    "*fp32", ["out_ptr"], ["H", "N", "L", "CHUNK"])
-_BWD_SIG = signature("*fp32", ["g_ptr", "w_ptr", "wh_ptr", "wl_ptr"], []) + _FP64 + signature(
-    "*fp32", ["s_ptr"], ["H", "N", "L", "R", "CHUNK"])
+_FWD_SIG = signature("*fp32", ["c_ptr", "w_ptr", "out_ptr"], ["H", "N", "L", "CHUNK"])
+_BWD_SIG = signature("*fp32", ["g_ptr", "w_ptr", "s_ptr"], ["H", "N", "L", "R", "CHUNK"])
 
 
 def _block_n(N: int, cap: int) -> int:
@@ -259,9 +285,7 @@ def _forward(c: Tensor, w: Tensor, L: int) -> Tensor:
     cfg = _fwd_config(N)
     group = cfg.consts["BLOCK_L"] * cfg.consts["BLOCK_T"]
     split, chunk = _chunks(L, group, R, FWD_TARGET_PROGRAMS, min_tiles=max(1, MIN_TILES // cfg.consts["BLOCK_T"]))
-    hi, lo = _split_phase(w)
-    st, b0 = _bases(w, split, chunk, cfg.consts["BLOCK_L"])
-    cfg.launch((R, split), torch.view_as_real(c), torch.view_as_real(w), hi, lo, st, b0, out, H, N, L, chunk)
+    cfg.launch((R, split), torch.view_as_real(c), torch.view_as_real(w), out, H, N, L, chunk)
     return out
 
 
@@ -274,9 +298,7 @@ def _adjoint_sums(g: Tensor, w: Tensor, R: int):
     n_tiles = triton.cdiv(N, BLOCK_N)
     split, chunk = _chunks(L, BLOCK_L, R * n_tiles, BWD_TARGET_PROGRAMS)
     s = torch.empty(split, R, N, 4, device=g.device, dtype=torch.float32)
-    hi, lo = _split_phase(w)
-    st, b0 = _bases(w, split, chunk, BLOCK_L)
-    cfg.launch((R, n_tiles, split), g, torch.view_as_real(w), hi, lo, st, b0, s, H, N, L, R, chunk)
+    cfg.launch((R, n_tiles, split), g, torch.view_as_real(w), s, H, N, L, R, chunk)
     s = s.sum(0)
     return torch.complex(s[..., 0], s[..., 1]), torch.complex(s[..., 2], s[..., 3])
 
