@@ -98,6 +98,21 @@ def check_kernels(quick: bool) -> List[Dict]:
         gx, gr = grads(y, x, G.float().to(dev)), grads(yr, r, G)
         out.append({"op": "vandermonde", "H": H, "N": N, "L": L, "fwd": rel_err(y, yr),
                     "grad_coef": rel_err(gx[0], gr[0]), "grad_log_a": rel_err(gx[1], gr[1])})
+    # ZOH discretization fused into the Vandermonde kernels (S4D's default kernel path), bidirectional rows
+    from statespaces.kernels.vandermonde import zoh_vandermonde, zoh_vandermonde_ref
+    for H, N, L in [(8, 32, 4096), (4, 32, 65536)][: 1 if quick else 2]:
+        dt = torch.exp(torch.empty(H).uniform_(math.log(1e-3), math.log(1e-1), generator=g))
+        A = torch.complex(-0.5 * torch.ones(H, N), math.pi * torch.arange(N).float().expand(H, N))   # S4D-Lin
+        B = torch.randn(H, N, dtype=torch.complex64, generator=g)
+        C = torch.randn(2, H, N, dtype=torch.complex64, generator=g)
+        ins = (dt, A, B, C)
+        x = [t.to(dev).requires_grad_() for t in ins]
+        r = [(t.cdouble() if t.is_complex() else t.double()).requires_grad_() for t in ins]
+        y, yr = zoh_vandermonde(*x, 2.0, L), zoh_vandermonde_ref(*r, 2.0, L)
+        G = torch.randn(yr.shape, dtype=torch.float64, generator=g)
+        gx, gr = grads(y, x, G.float().to(dev)), grads(yr, r, G)
+        out.append({"op": "zoh_vandermonde", "H": H, "N": N, "L": L, "fwd": rel_err(y, yr),
+                    **{f"grad_{n}": rel_err(p, q) for n, p, q in zip(("dt", "A", "B", "C"), gx, gr)}})
     # diagonal scan
     for kind in ("real", "complex", "complex_x0"):
         B, L, N = 2, (1024 if quick else 16384), 48

@@ -36,7 +36,8 @@ def test_launch_table_matches_the_kernels():
     assert len({c for c in cfgs}) == len(cfgs)
     kernels = {c.name for c in cfgs}
     assert kernels == {
-        "vandermonde._vandermonde_fwd_kernel", "vandermonde._vandermonde_bwd_kernel", "scan._scan_fwd_kernel",
+        "vandermonde._vandermonde_fwd_kernel", "vandermonde._vandermonde_bwd_kernel", "vandermonde._zoh_grads_kernel",
+        "scan._scan_fwd_kernel",
         "scan._scan_bwd_kernel", "cauchy._cauchy_kernel", "step._diag_step_kernel", "dplr_step._dplr_step_kernel",
         "oscillator_step._osc_state_kernel", "oscillator_step._osc_out_kernel", "linoss._fwd_kernel", "linoss._bwd_kernel",
         "chunked_conv._chunked_fwd_kernel", "chunked_conv._chunked_bwd_kernel", "chunked_conv._chunked_grad_kernel",

@@ -27,6 +27,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import backend
 from .._checks import check_length
+from ..discretize import zoh_kernel_factors
 from ..ops._amp import amp_backward, autocast_off, fp32_forward
 from .reference import vandermonde_naive
 
@@ -237,6 +238,49 @@ def vandermonde(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
         if out is not None:
             return out
     return vandermonde_ref(coef, log_a, L) if path == "ref" else _vandermonde_torch(coef, log_a, L)
+
+
+def _zoh_vandermonde_triton(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: int, L: int) -> Tensor:
+    from ..ops.triton.vandermonde import zoh_vandermonde_triton
+
+    return zoh_vandermonde_triton(dt, torch.view_as_real(A), torch.view_as_real(B), torch.view_as_real(C), scale, L)
+
+
+def zoh_vandermonde_ref(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: float, L: int) -> Tensor:
+    r"""Reference twin of :func:`zoh_vandermonde`: :func:`~statespaces.discretize.zoh_kernel_factors`, then
+    :func:`vandermonde_ref`; same arguments and result."""
+    log_dA, coef = zoh_kernel_factors(dt, A, B, C, scale)
+    return vandermonde_ref(coef, log_dA, L)
+
+
+def zoh_vandermonde(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: float, L: int) -> Tensor:
+    r"""Kernel of a ZOH-discretized diagonal SSM (thesis eq. 3.2, app. A.1.5):
+    ``K[k, h, l] = Re sum_m scale C[k, h, m] dB[h, m] exp(l dt[h] A[h, m])`` with ``dB = (e^{dt A} - 1)/A B``.
+
+    The values of :func:`~statespaces.discretize.zoh_kernel_factors` followed by :func:`vandermonde`, which is
+    the path everywhere but CUDA. On CUDA (fp32 / complex64, scale 1 or 2, Triton importable) the
+    discretization runs inside the Vandermonde kernels (:func:`statespaces.ops.triton.vandermonde.
+    zoh_vandermonde_triton`): one launch forward, two backward, instead of about fifty small ops whose
+    dispatch, not their arithmetic, is the cost on a GPU (``benchmarks/host_census.py``).
+
+    Args:
+        dt: (H,) real step sizes. A: (H, M) complex eigenvalues. B: (H, M) complex input vector.
+        C: (K, H, M) complex output vectors (K = 2 for a bidirectional layer). scale: 2 for conjugate pairs.
+        L: number of lags.
+
+    Returns:
+        real (K, H, L).
+    """
+    L = check_length(L, "zoh_vandermonde: L")
+    path = backend.choose("zoh_vandermonde", dt, A, B, C, dtypes=(torch.float32, torch.complex64))
+    if path == "triton" and float(scale) in (1.0, 2.0) and A.dim() == 2 and C.dim() == 3:
+        out = backend.attempt("zoh_vandermonde", _zoh_vandermonde_triton, dt, A, B, C, int(scale), L)
+        if out is not None:
+            return out
+    if path == "ref":
+        return zoh_vandermonde_ref(dt, A, B, C, scale, L)
+    log_dA, coef = zoh_kernel_factors(dt, A, B, C, scale)
+    return vandermonde(coef, log_dA, L)
 
 
 def vandermonde_transpose(u: Tensor, log_a: Tensor) -> Tensor:

@@ -310,14 +310,19 @@ class DiagonalSSM(SSMLayer):
     def kernel(self, L: int, rate: float = 1.0) -> Tensor:
         """Kernel ``K_l = scale * Re sum_n C_n dB_n dA_n^l`` (eq. 3.2): (H, L) or (2, H, L) if bidirectional."""
         L = check_length(L)
-        coef, log_dA = self._kernel_factors(check_rate(rate))
-        K = vandermonde(coef, log_dA, L)
+        K = self._kernel_values(L, check_rate(rate))
         check_result(self, K, "kernel")
         return K if self.bidirectional else K[0]
 
+    def _kernel_values(self, L: int, rate: float) -> Tensor:
+        """The (K, H, L) Vandermonde sum of :meth:`kernel` (K = 2 if bidirectional, else 1). Layers may fuse
+        the discretization into it (S4D under ZOH: :func:`~statespaces.kernels.vandermonde.zoh_vandermonde`)."""
+        coef, log_dA = self._kernel_factors(rate)
+        return vandermonde(coef, log_dA, L)
+
     def _kernel_factors(self, rate: float) -> Tuple[Tensor, Tensor]:
         """``(scale C dB, log dA)``: the (K, H, M) coefficients and (H, M) exponents of :meth:`kernel`'s
-        Vandermonde sum (scale, 1 or 2, folded into the coefficients). Layers may fuse this (S4D under ZOH)."""
+        Vandermonde sum (scale, 1 or 2, folded into the coefficients)."""
         sys = self.diagonal_system(rate)
         return sys.scale * sys.C * sys.dB, sys.log_dA
 

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_positive_int, refuse_if
-from ..discretize import DISCRETIZATIONS, discretize_diagonal, undiscretize_diagonal, zoh_kernel_factors
+from ..discretize import DISCRETIZATIONS, discretize_diagonal, undiscretize_diagonal
+from ..kernels.vandermonde import zoh_vandermonde
 from .base import DiagonalSSM, DiagonalSystem, freeze_ssm
 from .config import LayerConfig, setting
 from .init import (
@@ -160,17 +161,19 @@ class S4D(DiagonalSSM):
     def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:
         return self._discretized(torch.exp(self.log_dt) * rate)
 
-    def _kernel_factors(self, rate: float) -> Tuple[Tensor, Tensor]:
-        """Under ZOH (the default) one autograd node with a hand-written backward
-        (:func:`~statespaces.discretize.zoh_kernel_factors`): the same values as the generic route through
-        :meth:`diagonal_system`, in fewer ops (the layer's fwd+bwd on the CUDA path 223 -> 209 aten ops,
-        ``benchmarks/host_census.py``; a GPU, bound by op dispatch here, pays per op)."""
+    def _kernel_values(self, L: int, rate: float) -> Tensor:
+        """Under ZOH (the default) one op from the continuous parameters to the kernel
+        (:func:`~statespaces.kernels.vandermonde.zoh_vandermonde`): on CPU the discretization is one autograd
+        node with a hand-written backward (:func:`~statespaces.discretize.zoh_kernel_factors`) before the
+        Vandermonde sum; on CUDA it runs inside the Triton kernels (the layer's fwd+bwd on the CUDA path
+        197 -> 100 aten ops, ``benchmarks/host_census.py``; a GPU, bound by op dispatch here, pays per op)."""
         if self.discretization != "zoh" or self.real_transform == "none":    # "none" keeps its stability check
-            return super()._kernel_factors(rate)
-        A = self.continuous_A()
+            return super()._kernel_values(L, rate)
+        dt = torch.exp(self.log_dt)
+        if rate != 1.0:
+            dt = dt * rate
         Bc = tie_channels(as_complex(self.B), self.d_model)
-        log_dA, coef = zoh_kernel_factors(torch.exp(self.log_dt) * rate, A, Bc, as_complex(self.C), self.scale)
-        return coef, log_dA
+        return zoh_vandermonde(dt, self.continuous_A(), Bc, as_complex(self.C), self.scale, L)
 
     def irregular_system(self, rate: float, steps: Tensor) -> Tuple[Tensor, Tensor, Tensor, float]:
         """Each interval discretized on its own (thesis §4.2.4): step ``rate * dt_h * steps[b, t]``;

@@ -4,7 +4,8 @@ Each kernel computes the same function as a PyTorch implementation and its refer
 is chosen by its op through :mod:`statespaces.backend` (CUDA tensors, ``triton`` importable); it
 is never required. Importing this package does not import ``triton``; the submodules do:
 
-* :mod:`.vandermonde`: fused S4D kernel generation ``Re sum_n c_n exp(l w_n)`` with backward;
+* :mod:`.vandermonde`: fused S4D kernel generation ``Re sum_n c_n exp(l w_n)`` with backward, and the same
+  with the ZOH discretization inside (from ``dt, A, B, C``; its chain rule in one epilogue launch);
 * :mod:`.scan`: chunked diagonal linear-recurrence scan ``x_l = a_l x_{l-1} + b_l`` with backward;
 * :mod:`.cauchy`: DPLR Cauchy sums ``sum_n v_n / (z_k - w_n)`` with backward;
 * :mod:`.step`: one fused recurrent step of a diagonal SSM (state update and output), inference only;
