@@ -187,3 +187,36 @@ def test_layer_under_forced_triton_matches_its_torch_scan(small_tiles, cls, kw):
     torch.testing.assert_close(s, s_ref, atol=2e-5, rtol=2e-5)
     for p, q in zip(g, g_ref):
         torch.testing.assert_close(p, q, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("scheme", ["im", "imex"])
+def test_transition_kernel_matches_the_formulas_and_their_gradients(scheme):
+    """The one-launch transition (:mod:`statespaces.ops.triton.oscillator`, the CUDA path of
+    ``oscillator_transition``) equals the PyTorch formulas, and the autograd node built on its Jacobian gives the
+    gradients of plain autograd through them (A = 0 and dt^2 A near the IMEX bound included; P spans two programs)."""
+    from statespaces.kernels.oscillator import oscillator_transition_ref
+    from statespaces.ops.triton import oscillator as tosc
+
+    g = torch.Generator().manual_seed(3)
+    P = tosc.BLOCK + 7
+    dt = 0.05 + 0.9 * torch.rand(P, generator=g, dtype=torch.float64)
+    A = torch.rand(P, generator=g, dtype=torch.float64) * 3.9 / (dt * dt)
+    A[0] = 0.0
+    M, f, J = tosc.transition_triton(A, dt, scheme)
+    M0, f0 = oscillator_transition_ref(A, dt, scheme)
+    torch.testing.assert_close(M, M0, atol=0, rtol=1e-14)
+    torch.testing.assert_close(f, f0, atol=0, rtol=1e-14)
+    w = [torch.randn(2, 2, P, generator=g, dtype=torch.float64), torch.randn(2, P, generator=g, dtype=torch.float64)]
+    grads = []
+    for forced in (True, False):
+        a, d = A.clone().requires_grad_(), dt.clone().requires_grad_()
+        with backend.force_triton(forced):
+            Mx, fx = oscillator_transition(a, d, scheme, validate=False) if forced else \
+                oscillator_transition_ref(a, d, scheme)
+        ((Mx * w[0]).sum() + (fx * w[1]).sum()).backward()
+        grads.append((a.grad, d.grad))
+    for x, y in zip(*grads):
+        torch.testing.assert_close(x, y, atol=1e-12, rtol=1e-12)
+    with backend.force_triton():              # without autograd: the kernel's M and f
+        Mn, fn = oscillator_transition(A, dt, scheme, validate=False)
+    torch.testing.assert_close(Mn, M0, atol=0, rtol=1e-14)

@@ -94,7 +94,22 @@ def oscillator_transition(A: Tensor, dt: Tensor, discretization: str, validate: 
     if torch.is_grad_enabled() and (A.requires_grad or dt.requires_grad):
         M, f = _Transition.apply(A, dt, scheme)
         return M, f
-    return oscillator_transition_ref(A, dt, scheme)
+    fused = _transition_fused(A, dt, scheme)
+    return (fused[0], fused[1]) if fused is not None else oscillator_transition_ref(A, dt, scheme)
+
+
+def _transition_fused(A: Tensor, dt: Tensor, scheme: str) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
+    """``(M, f, J)`` by the Triton kernel (:mod:`statespaces.ops.triton.oscillator`) where
+    :mod:`statespaces.backend` picks it (CUDA float64, one oscillator axis), else None."""
+    if A.dim() != 1 or backend.choose("oscillator_transition", A, dt, dtypes=(torch.float64,)) != "triton":
+        return None
+    return backend.attempt("oscillator_transition", _transition_triton, A.detach(), dt.detach(), scheme)
+
+
+def _transition_triton(A: Tensor, dt: Tensor, scheme: str) -> Tuple[Tensor, Tensor, Tensor]:
+    from ..ops.triton.oscillator import transition_triton
+
+    return transition_triton(A, dt, scheme)
 
 
 def oscillator_transition_ref(A: Tensor, dt: Tensor, discretization: str) -> Tuple[Tensor, Tensor]:
@@ -124,6 +139,11 @@ class _Transition(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, A: Tensor, dt: Tensor, scheme: str):
+        fused = _transition_fused(A, dt, scheme)
+        if fused is not None:                   # CUDA: M, f and J in one Triton launch
+            M, f, J = fused
+            ctx.save_for_backward(J)
+            return M, f
         M, f = oscillator_transition_ref(A, dt, scheme)
         zero, one = torch.zeros_like(A), torch.ones_like(A)
         if scheme == "imex":

@@ -166,7 +166,7 @@ class S4D(DiagonalSSM):
         (:func:`~statespaces.kernels.vandermonde.zoh_vandermonde`): on CPU the discretization is one autograd
         node with a hand-written backward (:func:`~statespaces.discretize.zoh_kernel_factors`) before the
         Vandermonde sum; on CUDA it runs inside the Triton kernels (the layer's fwd+bwd on the CUDA path
-        197 -> 100 aten ops, ``benchmarks/host_census.py``; a GPU, bound by op dispatch here, pays per op)."""
+        197 -> 85 aten ops, ``benchmarks/host_census.py``; a GPU, bound by op dispatch here, pays per op)."""
         if self.discretization != "zoh" or self.real_transform == "none":    # "none" keeps its stability check
             return super()._kernel_values(L, rate)
         dt = torch.exp(self.log_dt)

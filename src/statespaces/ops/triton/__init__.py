@@ -13,6 +13,7 @@ is never required. Importing this package does not import ``triton``; the submod
 * :mod:`.oscillator_step`: one fused recurrent step of LinOSS / D-LinOSS oscillators (projections and 2x2
   update, two launches), inference only;
 * :mod:`.linoss`: fused LinOSS / D-LinOSS 2x2-block scan with the forcing built from u, with backward.
+* :mod:`.oscillator`: the LinOSS transition ``(A, dt) -> (M, f)`` and its Jacobian, one launch.
 * :mod:`.chunked_conv`: chunked LTI convolution (near-field Toeplitz + state carried between chunks).
 * :mod:`.chunked_dense`: the same with a dense N x N transition per channel (S4's real form), with backward.
 
@@ -22,13 +23,24 @@ Every kernel launch goes through a :class:`~._launch.Config` that its module's `
 lists; :func:`configs` gathers them all (the resource check compiles each for sm_80 / sm_90).
 """
 __all__ = ["vandermonde", "scan", "cauchy", "step", "dplr_step", "oscillator_step", "linoss", "chunked_conv",
-           "chunked_dense", "configs"]
+           "chunked_dense", "oscillator", "configs"]
 
 
 def configs():
     """Every launch configuration of every kernel (imports ``triton``)."""
-    from . import cauchy, chunked_conv, chunked_dense, dplr_step, linoss, oscillator_step, scan, step, vandermonde
+    from . import (
+        cauchy,
+        chunked_conv,
+        chunked_dense,
+        dplr_step,
+        linoss,
+        oscillator,
+        oscillator_step,
+        scan,
+        step,
+        vandermonde,
+    )
 
     return [*vandermonde.configs(), *scan.configs(), *cauchy.configs(), *step.configs(), *dplr_step.configs(),
-            *oscillator_step.configs(), *linoss.configs(),
+            *oscillator_step.configs(), *linoss.configs(), *oscillator.configs(),
             *chunked_conv.configs(), *chunked_dense.configs()]
