@@ -135,30 +135,30 @@ def test_segments_cover_the_chunks():
             assert S == 1 or (KS >= tlin.MIN_SEGMENT_CHUNKS and programs * S <= 2 * tlin.TARGET_PROGRAMS)
 
 
-def test_block_power_matches_repeated_products():
+def test_in_kernel_block_powers_match_repeated_products():
+    """``_block_pow`` (the kernels' binary powering of the fp64 2x2 blocks: M^BLOCK_L, and the segment power
+    T = (M^BLOCK_L)^KS of the in-kernel chain) against repeated products, n = 0 .. 40."""
+    import triton.language as tl
+
+    @triton.jit
+    def probe(m_ptr, out_ptr, n, P, BLOCK: tl.constexpr):
+        p = tl.arange(0, BLOCK)
+        mask = p < P
+        k11, k12, k21, k22 = tlin._load_block2(m_ptr, p, mask, P)
+        r11, r12, r21, r22 = tlin._block_pow(k11, k12, k21, k22, n)
+        tl.store(out_ptr + p, r11, mask=mask)
+        tl.store(out_ptr + P + p, r12, mask=mask)
+        tl.store(out_ptr + 2 * P + p, r21, mask=mask)
+        tl.store(out_ptr + 3 * P + p, r22, mask=mask)
+
     _, _, M, _, _ = _case("imex")
     P = M.shape[-1]
-    ref = torch.eye(2, dtype=torch.float64)[:, :, None].expand(2, 2, P)
-    for n in range(1, 20):
+    ref = torch.eye(2, dtype=torch.float64)[:, :, None].expand(2, 2, P).contiguous()
+    for n in range(0, 41):
+        out = torch.empty(2, 2, P, dtype=torch.float64)
+        probe[(1,)](M.contiguous(), out, n, P, BLOCK=16)
+        torch.testing.assert_close(out, ref, rtol=1e-13, atol=1e-14)
         ref = torch.einsum("ijp,jkp->ikp", ref, M)
-        torch.testing.assert_close(tlin._block_power(M, n), ref, rtol=1e-13, atol=1e-14)
-
-
-@pytest.mark.parametrize("S", [1, 2, 3, 5, 8, 63, 64, 100])
-@pytest.mark.parametrize("with_first", [False, True])
-def test_segment_chain_doubling_matches_the_sequential_chain(S, with_first):
-    """The log-depth segment chain (forward carries and backward adjoints between segments) against the
-    step-by-step recurrence s_{j+1} = T s_j + parts_j, float64, a contracting and a rotating T."""
-    g = torch.Generator().manual_seed(S)
-    C2, B = 6, 3
-    ang = torch.rand(C2, generator=g, dtype=torch.float64) * 3
-    rad = 0.5 + 0.5 * torch.rand(C2, generator=g, dtype=torch.float64)
-    T = torch.stack([torch.stack([rad * ang.cos(), -rad * ang.sin()]), torch.stack([rad * ang.sin(), rad * ang.cos()])])
-    parts = torch.randn(B, S, 2, C2, generator=g, dtype=torch.float64)
-    first = torch.randn(B, 2, C2, generator=g, dtype=torch.float64) if with_first else None
-    got = tlin._chain(T, first, parts.float())
-    assert got.dtype == torch.float64 and got.shape == (B, S, 2, C2)
-    torch.testing.assert_close(got, tlin._chain_loop(T, first, parts.float()), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("cls,kw", [("linoss.LinOSS", dict(discretization="IMEX", mode="scan")), ("dlinoss.DLinOSS", dict(mode="scan"))])

@@ -92,6 +92,7 @@ def test_choosers_stay_inside_the_table():
             assert all(linoss._fwd_config(N, H, f, ends_only=e) in table for f in (False, True) for e in (False, True))
             assert all(linoss._bwd_config(N, H, f, rho_only=r, has_rin=i) in table
                        for f in (False, True) for r in (False, True) for i in (False, True))
+            assert all(linoss._fwd_config(N, H, f, chain=True) in table for f in (False, True))
     assert all(cauchy._config(a, b) in table for a, b in ((True, False), (False, True), (True, True)))
     from statespaces.kernels.chunked_conv import ChunkTables, _fits_triton
     from statespaces.ops.triton import chunked_conv

@@ -16,23 +16,26 @@ BLOCK_L steps, reading u (B, L, H) directly:
   maps ``(M, F)``, combine ``later o earlier = (M_j M_i, M_j F_i + F_j)`` (2x2 products of the
   per-channel entries); padding rows past L are identity maps;
 * the state carried in from the previous chunk is applied, ``x = F~ + M~ carry``; the carry itself
-  is kept in **fp64** and advanced with the exact power ``M^BLOCK_L`` (fp64, from the closed form
-  of the layer): as in the layer's chunked scan, the rounding error then stays bounded by the
-  chunk length instead of growing with L (IMEX has ``|lambda| = 1``: nothing is forgotten).
+  is kept in **fp64** and advanced with the exact power ``M^BLOCK_L`` (fp64: each program squares the
+  layer's fp64 ``M`` log2(BLOCK_L) times, as the layer's chunked scan does): the rounding error then
+  stays bounded by the chunk length instead of growing with L (IMEX has ``|lambda| = 1``: nothing is
+  forgotten).
 
 It stores the positions y (B, L, 2P), the state before every chunk (B, K, 2, 2P) for the backward,
 and the final state (B, 2, 2P). When batch x channel blocks give too few programs to fill a GPU, L is
 also cut into segments run side by side (grid axis 2): a first launch (``ENDS_ONLY``) finds each
-segment's end state from zero, PyTorch chains the segment starts in fp64 with the exact
-``M^(segment length)``, and the main launch runs each segment from its start.
+segment's end state from zero, and the main launch (``CHAIN``) forms each segment's start itself: in fp64,
+``s <- T s + end_i`` over the segments before it with the exact ``T = M^(segment length)`` (binary powering of
+``M^BLOCK_L``). O(S) extra work per program, and no PyTorch ops between the launches: the chain in PyTorch
+was a log-depth scan of about twenty small ops per direction, which a GPU bound by dispatch paid for.
 
 Backward (:func:`_bwd_kernel`). With ``g_n = dLoss/dy_n`` and ``g_fin = dLoss/dx_{L-1}``, the adjoint
 ``lam_n = dLoss/dx_n`` obeys ``lam_n = M^T lam_{n+1} + e_y g_n`` (``+ g_fin`` at n = L-1). The kernel
 scans ``rho_n = lam_{n+1}`` (forcing ``e_y g_{n+1}``, ``g_fin`` at n = L-2; ``rho_{L-1} = 0``) from
 the end with ``associative_scan(reverse=True)``, chunk by chunk (fp64 carry, exact ``(M^T)^BLOCK_L``),
 and recomputes the chunk's states x from the stored chunk-start state (segments as in the forward:
-a scan-only ``RHO_ONLY`` launch, the rho entering each segment chained backwards in fp64). Then per row
-``lam_n = M^T rho_n + e_y g_n`` and
+a scan-only ``RHO_ONLY`` launch, the rho entering each segment chained backwards in fp64 by the main
+launch). Then per row ``lam_n = M^T rho_n + e_y g_n`` and
 
     dLoss/dv_n = f_1 lam^z_n + f_2 lam^y_n,      dLoss/dM += rho_n x_n^T,     dLoss/df_i += lam^i_n v_n,
 
@@ -98,6 +101,27 @@ def _rho_scan(a11, a12, a21, a22, pg, offs_l, mc, gfz, gfy, L, C2):
 
 
 @triton.jit
+def _mat2(a11, a12, a21, a22, b11, b12, b21, b22):
+    # the 2x2 product a b, per channel
+    return a11 * b11 + a12 * b21, a11 * b12 + a12 * b22, a21 * b11 + a22 * b21, a21 * b12 + a22 * b22
+
+
+@triton.jit
+def _block_pow(k11, k12, k21, k22, n):
+    # k^n per channel for a runtime n >= 0, by binary powering (in the precision of k: fp64 here)
+    r11 = k11 * 0.0 + 1.0
+    r12 = k11 * 0.0
+    r21 = k11 * 0.0
+    r22 = k11 * 0.0 + 1.0
+    while n > 0:
+        if n % 2 == 1:
+            r11, r12, r21, r22 = _mat2(r11, r12, r21, r22, k11, k12, k21, k22)
+        k11, k12, k21, k22 = _mat2(k11, k12, k21, k22, k11, k12, k21, k22)
+        n = n // 2
+    return r11, r12, r21, r22
+
+
+@triton.jit
 def _load_block2(ptr, p, mask, P):
     # the 2x2 blocks (11, 12, 21, 22) of oscillators p from a (2, 2, P) table; masked lanes get the identity
     return (tl.load(ptr + p, mask=mask, other=1.0), tl.load(ptr + P + p, mask=mask, other=0.0),
@@ -106,16 +130,18 @@ def _load_block2(ptr, p, mask, P):
 
 @triton.jit
 def _fwd_kernel(
-    u_ptr, w_ptr, m_ptr, f_ptr, mc_ptr, x0_ptr, y_ptr, carry_ptr, fin_ptr,
+    u_ptr, w_ptr, m_ptr, f_ptr, m64_ptr, x0_ptr, ends_ptr, y_ptr, carry_ptr, fin_ptr,
     L, H, P, K, KS,
-    HAS_X0: tl.constexpr, ENDS_ONLY: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
-    BLOCK_H: tl.constexpr, PRECISION: tl.constexpr,
+    HAS_X0: tl.constexpr, ENDS_ONLY: tl.constexpr, CHAIN: tl.constexpr, BLOCK_L: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    # program (b, channel block, segment): chunks [seg KS, (seg + 1) KS) from the segment's start
-    # state x0[b, seg]; ENDS_ONLY: from zero, storing only the segment's end state (fin[b, seg])
+    # program (b, channel block, segment): chunks [seg KS, (seg + 1) KS) from the segment's start state:
+    # x0[b] (HAS_X0) or 0, then (CHAIN) s <- T s + ends[b, i] for the segments i < seg before it, in fp64 with
+    # T = M^(KS BLOCK_L); ENDS_ONLY: from zero, storing only the segment's end state (fin[b, seg])
     b = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(2)
-    rb = b * tl.num_programs(2) + seg
+    S = tl.num_programs(2)
+    rb = b * S + seg
     C2 = 2 * P
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mc = offs_c < C2
@@ -123,12 +149,20 @@ def _fwd_kernel(
     m11, m12, m21, m22 = _load_block2(m_ptr, p, mc, P)
     f1 = tl.load(f_ptr + p, mask=mc, other=0.0)
     f2 = tl.load(f_ptr + P + p, mask=mc, other=0.0)
-    k11, k12, k21, k22 = _load_block2(mc_ptr, p, mc, P)          # M^BLOCK_L, fp64
+    k11, k12, k21, k22 = _load_block2(m64_ptr, p, mc, P)          # M in fp64 ...
+    k11, k12, k21, k22 = _block_pow(k11, k12, k21, k22, tl.full([], BLOCK_L, tl.int32))   # ... to M^BLOCK_L
     sz = tl.zeros([BLOCK_C], dtype=tl.float64)                    # carried state (fp64)
     sy = tl.zeros([BLOCK_C], dtype=tl.float64)
     if HAS_X0:
-        sz = tl.load(x0_ptr + rb * 2 * C2 + offs_c, mask=mc, other=0.0).to(tl.float64)
-        sy = tl.load(x0_ptr + rb * 2 * C2 + C2 + offs_c, mask=mc, other=0.0).to(tl.float64)
+        sz = tl.load(x0_ptr + b * 2 * C2 + offs_c, mask=mc, other=0.0).to(tl.float64)
+        sy = tl.load(x0_ptr + b * 2 * C2 + C2 + offs_c, mask=mc, other=0.0).to(tl.float64)
+    if CHAIN:
+        t11, t12, t21, t22 = _block_pow(k11, k12, k21, k22, KS)
+        for i in range(0, seg):
+            pe = ends_ptr + (b * S + i) * 2 * C2 + offs_c
+            ez = tl.load(pe, mask=mc, other=0.0).to(tl.float64)
+            ey = tl.load(pe + C2, mask=mc, other=0.0).to(tl.float64)
+            sz, sy = t11 * sz + t12 * sy + ez, t21 * sz + t22 * sy + ey
     rows = tl.arange(0, BLOCK_L)
     u_row = u_ptr + b * L * H
     for k in range(seg * KS, tl.minimum(seg * KS + KS, K)):
@@ -165,17 +199,19 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_kernel(
-    u_ptr, w_ptr, m_ptr, f_ptr, mc_ptr, carry_ptr, gy_ptr, gfin_ptr, rin_ptr, dv_ptr, dm_ptr, df_ptr, rho0_ptr,
+    u_ptr, w_ptr, m_ptr, f_ptr, m64_ptr, carry_ptr, gy_ptr, gfin_ptr, rin_ptr, dv_ptr, dm_ptr, df_ptr, rho0_ptr,
     L, H, P, K, KS,
     HAS_GFIN: tl.constexpr, RHO_ONLY: tl.constexpr, HAS_RIN: tl.constexpr, BLOCK_L: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    # program (b, channel block, segment): chunks [seg KS, (seg + 1) KS) from the end, with rho carried
-    # in from the next segment (rin[b, seg]); RHO_ONLY: only rho from zero, storing its value at the
-    # segment's first row (rho0[b, seg])
+    # program (b, channel block, segment): chunks [seg KS, (seg + 1) KS) from the end, with rho carried in
+    # from the segments after it (HAS_RIN: rin[b, i] holds each segment's rho at its first row from zero,
+    # chained here as r <- T^T r + rin[b, i] for i = S-1 .. seg+1, fp64, T = M^(KS BLOCK_L)); RHO_ONLY: only
+    # rho from zero, storing its value at the segment's first row (rho0[b, seg])
     b = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(2)
-    rb = b * tl.num_programs(2) + seg
+    S = tl.num_programs(2)
+    rb = b * S + seg
     C2 = 2 * P
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mc = offs_c < C2
@@ -183,7 +219,8 @@ def _bwd_kernel(
     m11, m12, m21, m22 = _load_block2(m_ptr, p, mc, P)
     f1 = tl.load(f_ptr + p, mask=mc, other=0.0)
     f2 = tl.load(f_ptr + P + p, mask=mc, other=0.0)
-    k11, k12, k21, k22 = _load_block2(mc_ptr, p, mc, P)          # M^BLOCK_L (fp64); its transpose acts on rho
+    k11, k12, k21, k22 = _load_block2(m64_ptr, p, mc, P)          # M in fp64 ...
+    k11, k12, k21, k22 = _block_pow(k11, k12, k21, k22, tl.full([], BLOCK_L, tl.int32))   # M^BLOCK_L; ^T acts on rho
     gfz = tl.zeros([BLOCK_C], dtype=tl.float32)
     gfy = tl.zeros([BLOCK_C], dtype=tl.float32)
     if HAS_GFIN:
@@ -192,8 +229,12 @@ def _bwd_kernel(
     rz = tl.zeros([BLOCK_C], dtype=tl.float64)                    # rho carried in from the next chunk
     ry = tl.zeros([BLOCK_C], dtype=tl.float64)
     if HAS_RIN:
-        rz = tl.load(rin_ptr + rb * 2 * C2 + offs_c, mask=mc, other=0.0).to(tl.float64)
-        ry = tl.load(rin_ptr + rb * 2 * C2 + C2 + offs_c, mask=mc, other=0.0).to(tl.float64)
+        t11, t12, t21, t22 = _block_pow(k11, k12, k21, k22, KS)
+        for j in range(0, S - 1 - seg):
+            pr = rin_ptr + (b * S + (S - 1 - j)) * 2 * C2 + offs_c
+            ez = tl.load(pr, mask=mc, other=0.0).to(tl.float64)
+            ey = tl.load(pr + C2, mask=mc, other=0.0).to(tl.float64)
+            rz, ry = t11 * rz + t21 * ry + ez, t12 * rz + t22 * ry + ey
     d11 = tl.zeros([BLOCK_C], dtype=tl.float32)
     d12 = tl.zeros([BLOCK_C], dtype=tl.float32)
     d21 = tl.zeros([BLOCK_C], dtype=tl.float32)
@@ -277,15 +318,15 @@ PRECISION = "tf32x3"
 
 #: Parallelism along L: when batch x channel blocks give fewer than TARGET_PROGRAMS programs, L is cut
 #: into segments of >= MIN_SEGMENT_CHUNKS chunks run side by side. A first pass finds each segment's
-#: end state from zero (forward) / its rho at the first row from zero (backward, scan only), the
-#: segment boundary values are chained in fp64 in PyTorch with the exact ``M^(segment length)``, and the
-#: main pass runs every segment from its true boundary value.
+#: end state from zero (forward) / its rho at the first row from zero (backward, scan only); the main
+#: pass chains those boundary values in fp64 with the exact ``M^(segment length)`` (each program the ones
+#: before / after its segment) and runs every segment from its true boundary value.
 TARGET_PROGRAMS = 512
 MIN_SEGMENT_CHUNKS = 4
 
-_FWD_SIG = signature("*fp32", ["u_ptr", "w_ptr", "m_ptr", "f_ptr"], []) + (("mc_ptr", "*fp64"),) + signature(
-    "*fp32", ["x0_ptr", "y_ptr", "carry_ptr", "fin_ptr"], ["L", "H", "P", "K", "KS"])
-_BWD_SIG = signature("*fp32", ["u_ptr", "w_ptr", "m_ptr", "f_ptr"], []) + (("mc_ptr", "*fp64"),) + signature(
+_FWD_SIG = signature("*fp32", ["u_ptr", "w_ptr", "m_ptr", "f_ptr"], []) + (("m64_ptr", "*fp64"),) + signature(
+    "*fp32", ["x0_ptr", "ends_ptr", "y_ptr", "carry_ptr", "fin_ptr"], ["L", "H", "P", "K", "KS"])
+_BWD_SIG = signature("*fp32", ["u_ptr", "w_ptr", "m_ptr", "f_ptr"], []) + (("m64_ptr", "*fp64"),) + signature(
     "*fp32", ["carry_ptr", "gy_ptr", "gfin_ptr", "rin_ptr", "dv_ptr", "dm_ptr", "df_ptr", "rho0_ptr"],
     ["L", "H", "P", "K", "KS"])
 
@@ -298,9 +339,10 @@ def _block_h(H: int) -> int:
     return BLOCK_H                                     # a fixed slice of H (masked): smaller ones spill on sm_80
 
 
-def _fwd_config(P: int, H: int, has_x0: bool, ends_only: bool = False):
+def _fwd_config(P: int, H: int, has_x0: bool, ends_only: bool = False, chain: bool = False):
     return make(__name__, _fwd_kernel, _FWD_SIG, HAS_X0=has_x0 and not ends_only, ENDS_ONLY=ends_only,
-                BLOCK_L=BLOCK_L, BLOCK_C=_block_c(P, FWD_MAX_BLOCK_C), BLOCK_H=_block_h(H), PRECISION=PRECISION)
+                CHAIN=chain and not ends_only, BLOCK_L=BLOCK_L, BLOCK_C=_block_c(P, FWD_MAX_BLOCK_C),
+                BLOCK_H=_block_h(H), PRECISION=PRECISION)
 
 
 def _bwd_config(P: int, H: int, has_gfin: bool, rho_only: bool = False, has_rin: bool = False):
@@ -315,7 +357,8 @@ def configs():
     for P in pow2_domain(max(FWD_MAX_BLOCK_C, BWD_MAX_BLOCK_C)):
         for H in pow2_domain(BLOCK_H):
             for flag in (False, True):
-                out += [_fwd_config(P, H, flag), _fwd_config(P, H, flag, ends_only=True)]
+                out += [_fwd_config(P, H, flag, chain=c) for c in (False, True)]
+                out += [_fwd_config(P, H, flag, ends_only=True)]
                 out += [_bwd_config(P, H, flag, rho_only=r, has_rin=i) for r in (False, True) for i in (False, True)]
     return unique(out)
 
@@ -327,55 +370,8 @@ def _segments(programs: int, K: int):
     return triton.cdiv(K, KS), KS
 
 
-def _block_power(M: Tensor, n: int) -> Tensor:
-    """``M^n`` (2, 2, P) for 2x2 blocks of diagonals, by repeated squaring in the dtype of M."""
-    def mul(X, Y):
-        return torch.einsum("ijp,jkp->ikp", X, Y)
-
-    out, base = None, M
-    while n:
-        if n & 1:
-            out = base if out is None else mul(out, base)
-        n >>= 1
-        if n:
-            base = mul(base, base)
-    return out if out is not None else torch.eye(2, dtype=M.dtype, device=M.device)[:, :, None].expand_as(M)
-
-
 def _flat(M: Tensor) -> Tensor:
     return M.reshape(4, M.shape[-1]).contiguous()
-
-
-def _chain(T: Tensor, first: Optional[Tensor], parts: Tensor) -> Tensor:
-    """Boundary values ``s_0 = first`` (or 0), ``s_{j+1} = T s_j + parts[:, j]`` for j < S-1, in fp64:
-    (B, S, 2, C2). T (2, 2, C2) acts on the (2,) state of each channel.
-
-    A log-depth (Hillis-Steele) scan: after the level of shift m, entry j holds
-    ``sum_{i in (j-2m, j]} T^{j-i} b_i`` (b_0 = first, b_j = parts[:, j-1]), so ceil(log2 S) levels of a few
-    ops each instead of S-1 sequential steps (S is up to 512 / programs: 63 steps at B=1, P=64, each a
-    handful of launches that left the H200 host-bound). :func:`_chain_loop` is its sequential twin."""
-    parts = parts.to(torch.float64)
-    S = parts.shape[1]
-    head = torch.zeros_like(parts[:, :1]) if first is None else first.to(torch.float64).unsqueeze(1)
-    s = torch.cat([head, parts[:, : S - 1]], 1)
-    Tm, m = T.to(torch.float64), 1
-    while m < S:
-        s = torch.cat([s[:, :m], s[:, m:] + torch.einsum("ijc,bsjc->bsic", Tm, s[:, : S - m])], 1)
-        m *= 2
-        if m < S:
-            Tm = torch.einsum("ijc,jkc->ikc", Tm, Tm)
-    return s
-
-
-def _chain_loop(T: Tensor, first: Optional[Tensor], parts: Tensor) -> Tensor:
-    """The sequential twin of :func:`_chain` (tests)."""
-    parts = parts.to(torch.float64)
-    s = torch.zeros_like(parts[:, 0]) if first is None else first.to(torch.float64)
-    out = [s]
-    for j in range(parts.shape[1] - 1):
-        s = torch.einsum("ijc,bjc->bic", T.to(torch.float64), s) + parts[:, j]
-        out.append(s)
-    return torch.stack(out, 1)
 
 
 def _plan(cfg, u: Tensor, P: int):
@@ -388,14 +384,7 @@ def _plan(cfg, u: Tensor, P: int):
     return K, nC, S, KS
 
 
-def _segment_power(MC: Tensor, chunks: int) -> Tensor:
-    """``M^(chunks BLOCK_L)`` in fp64 for both halves of the 2P channels, (2, 2, 2P), from the chunk power
-    ``MC = M^BLOCK_L`` (log2(chunks) squarings). The backward reuses it transposed."""
-    T = _block_power(MC.to(torch.float64), chunks)
-    return torch.cat([T, T], -1)
-
-
-def _forward(u, W, M32, f32, MC, x0):
+def _forward(u, W, M32, f32, M64, x0):
     Bsz, L, H = u.shape
     P = M32.shape[-1]
     C2 = 2 * P
@@ -404,16 +393,24 @@ def _forward(u, W, M32, f32, MC, x0):
     y = torch.empty(Bsz, L, C2, device=u.device, dtype=torch.float32)
     carries = torch.empty(Bsz, K, 2, C2, device=u.device, dtype=torch.float32)
     fin = torch.empty(Bsz, 2, C2, device=u.device, dtype=torch.float32)
-    args = (u, W, _flat(M32), f32, _flat(MC))
-    T = None
-    if S > 1:                      # segment starts: zero-start ends chained in fp64 with M^(KS BLOCK_L)
+    args = (u, W, _flat(M32), f32, M64)
+    ends = y
+    if S > 1:                      # segment ends from zero; the main launch chains them in fp64 (CHAIN)
         ends = torch.empty(Bsz, S, 2, C2, device=u.device, dtype=torch.float32)
-        _fwd_config(P, H, False, ends_only=True).launch((Bsz, nC, S), *args, y, y, carries, ends, L, H, P, K, KS)
-        T = _segment_power(MC, KS)
-        x0 = _chain(T, x0, ends).to(torch.float32).contiguous()
-        cfg = _fwd_config(P, H, True)
-    cfg.launch((Bsz, nC, S), *args, y if x0 is None else x0, y, carries, fin, L, H, P, K, KS)
-    return y, carries, fin, (KS, T)
+        _fwd_config(P, H, False, ends_only=True).launch((Bsz, nC, S), *args, y, y, y, carries, ends, L, H, P, K, KS)
+        cfg = _fwd_config(P, H, x0 is not None, chain=True)
+    cfg.launch((Bsz, nC, S), *args, y if x0 is None else x0, ends, y, carries, fin, L, H, P, K, KS)
+    return y, carries, fin
+
+
+def _f32(t: Tensor) -> Tensor:
+    """``t`` as contiguous float32, without an op when it already is."""
+    t = t if t.dtype == torch.float32 else t.to(torch.float32)
+    return t if t.is_contiguous() else t.contiguous()
+
+
+def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 class LinossScanFn(torch.autograd.Function):
@@ -421,13 +418,12 @@ class LinossScanFn(torch.autograd.Function):
 
     @staticmethod
     @fp32_forward
-    def forward(ctx, u: Tensor, W: Tensor, M: Tensor, f: Tensor, x0: Optional[Tensor], MC: Tensor):
-        u32 = u.to(torch.float32).contiguous()
-        W32 = W.to(torch.float32).contiguous()
-        M32, f32 = M.detach().to(torch.float32).contiguous(), f.detach().to(torch.float32).contiguous()
-        x032 = None if x0 is None else x0.detach().to(torch.float32).contiguous()
-        ctx.MC = MC.detach().to(torch.float64).contiguous()
-        y, carries, fin, ctx.segment_power = _forward(u32, W32, M32, f32, ctx.MC, x032)   # (KS, T or None)
+    def forward(ctx, u: Tensor, W: Tensor, M: Tensor, f: Tensor, x0: Optional[Tensor], M64: Tensor):
+        u32, W32 = _f32(u), _f32(W)
+        M32, f32 = _f32(M.detach()), _f32(f.detach())
+        x032 = None if x0 is None else _f32(x0.detach())
+        ctx.M64 = _flat(M64.detach())
+        y, carries, fin = _forward(u32, W32, M32, f32, ctx.M64, x032)
         ctx.save_for_backward(u32, W32, M32, f32, carries, x032 if x0 is not None else None)
         ctx.dtypes = (u.dtype, W.dtype, M.dtype, f.dtype, None if x0 is None else x0.dtype)
         return y, fin
@@ -441,22 +437,18 @@ class LinossScanFn(torch.autograd.Function):
         C2 = 2 * P
         cfg = _bwd_config(P, H, gfin is not None)
         K, nC, S, KS = _plan(cfg, u, P)
-        gy = torch.zeros(Bsz, L, C2, device=u.device, dtype=torch.float32) if gy is None else \
-            gy.to(torch.float32).contiguous()
-        gf = None if gfin is None else gfin.to(torch.float32).contiguous()
+        gy = torch.zeros(Bsz, L, C2, device=u.device, dtype=torch.float32) if gy is None else _f32(gy)
+        gf = None if gfin is None else _f32(gfin)
         dv = torch.empty(Bsz, L, C2, device=u.device, dtype=torch.float32)
         dm = torch.empty(Bsz, S, 4, C2, device=u.device, dtype=torch.float32)
         df = torch.empty(Bsz, S, 2, C2, device=u.device, dtype=torch.float32)
         rho0 = torch.empty(Bsz, S, 2, C2, device=u.device, dtype=torch.float32)
-        args = (u, W, _flat(M), f, _flat(ctx.MC), carries, gy, gy if gf is None else gf)
+        args = (u, W, _flat(M), f, ctx.M64, carries, gy, gy if gf is None else gf)
         rin = gy
-        if S > 1:                  # rho entering each segment: zero-start values chained backwards in fp64
+        if S > 1:                  # each segment's rho from zero; the main launch chains them backwards in fp64
+            rin = torch.empty(Bsz, S, 2, C2, device=u.device, dtype=torch.float32)
             _bwd_config(P, H, gf is not None, rho_only=True).launch(
-                (Bsz, nC, S), *args, gy, gy, gy, gy, rho0, L, H, P, K, KS)
-            ks, T = ctx.segment_power                              # the forward's M^(KS BLOCK_L), if same KS
-            T = T if ks == KS and T is not None else _segment_power(ctx.MC, KS)
-            rin = _chain(T.transpose(0, 1), None, rho0.flip(1)).flip(1)   # rho entering segment j+1
-            rin = rin.to(torch.float32).contiguous()
+                (Bsz, nC, S), *args, gy, gy, gy, gy, rin, L, H, P, K, KS)
             cfg = _bwd_config(P, H, gf is not None, has_rin=True)
         cfg.launch((Bsz, nC, S), *args, rin, dv, dm, df, rho0, L, H, P, K, KS)
         rho0 = rho0[:, 0]
@@ -472,12 +464,12 @@ class LinossScanFn(torch.autograd.Function):
             if gf is not None and L == 1:
                 lam0 = lam0 + gf
             dM = dM + torch.einsum("bip,bjp->ijp", lam0, x0)
-            dx0 = torch.einsum("jip,bjp->bip", M2, lam0).to(ctx.dtypes[4])
+            dx0 = _as(torch.einsum("jip,bjp->bip", M2, lam0), ctx.dtypes[4])
         dM = dM[..., :P] + dM[..., P:]
         dfs = df.sum((0, 1))
         dfs = dfs[..., :P] + dfs[..., P:]
         dt = ctx.dtypes
-        return du.to(dt[0]), dW.to(dt[1]), dM.to(dt[2]), dfs.to(dt[3]), dx0, None
+        return _as(du, dt[0]), _as(dW, dt[1]), _as(dM, dt[2]), _as(dfs, dt[3]), dx0, None
 
 
 def linoss_scan_triton(u: Tensor, W: Tensor, M: Tensor, f: Tensor, x0: Optional[Tensor] = None,
@@ -506,5 +498,5 @@ def linoss_scan_triton(u: Tensor, W: Tensor, M: Tensor, f: Tensor, x0: Optional[
                          f"{tuple(M.shape)}, {tuple(f.shape)}")
     if x0 is not None and x0.shape != (u.shape[0], 2, 2 * P):
         raise ValueError(f"linoss_scan_triton: x0 must be (B, 2, 2P) = {(u.shape[0], 2, 2 * P)}, got {tuple(x0.shape)}")
-    Mw = (M if M64 is None else M64).detach().to(torch.float64)
-    return LinossScanFn.apply(u, W, M, f, x0, _block_power(Mw, BLOCK_L))
+    Mw = M if M64 is None else M64
+    return LinossScanFn.apply(u, W, M, f, x0, _as(Mw.detach(), torch.float64))
