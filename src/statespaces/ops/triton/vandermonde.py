@@ -260,6 +260,20 @@ def _vandermonde_fwd_kernel(
 
 
 @triton.jit
+def _load_w(w_ptr, dt_ptr, h, N, offs_n, mn, ZOH: tl.constexpr, AGAIN: tl.constexpr = False):
+    # w[h, offs_n] in fp64 (re, im); ZOH: w_ptr holds A and w = dt A, formed in fp64 as in the forward.
+    # AGAIN: a second read after a loop, volatile so that the compiler reloads instead of keeping the first
+    # read's values live through the loop (that cost 8 bytes of spills on sm_80 under ZOH)
+    wr = tl.load(w_ptr + h * (2 * N) + 2 * offs_n, mask=mn, other=0.0, volatile=AGAIN).to(tl.float64)
+    wi = tl.load(w_ptr + h * (2 * N) + 2 * offs_n + 1, mask=mn, other=0.0, volatile=AGAIN).to(tl.float64)
+    if ZOH:
+        dt = tl.load(dt_ptr + h, volatile=AGAIN).to(tl.float64)
+        wr = dt * wr
+        wi = dt * wi
+    return wr, wi
+
+
+@triton.jit
 def _vandermonde_bwd_kernel(
     g_ptr, w_ptr, dt_ptr, s_ptr, H, N, L, R, CHUNK,
     BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, ZOH: tl.constexpr,
@@ -272,21 +286,16 @@ def _vandermonde_bwd_kernel(
     h = row % H
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mn = offs_n < N
-    wr = tl.load(w_ptr + h * (2 * N) + 2 * offs_n, mask=mn, other=0.0).to(tl.float64)
-    wi = tl.load(w_ptr + h * (2 * N) + 2 * offs_n + 1, mask=mn, other=0.0).to(tl.float64)
-    if ZOH:                                                   # w = dt A in fp64, as the forward
-        dt = tl.load(dt_ptr + h).to(tl.float64)
-        wr = dt * wr
-        wi = dt * wi
+    start = split * CHUNK
+    stop = tl.minimum(start + CHUNK, L)
+    wr, wi = _load_w(w_ptr, dt_ptr, h, N, offs_n, mn, ZOH)
+    sr, si, b64r, b64i = _steps(wr, wi, start, BLOCK_L)       # fp64 step lambda^BLOCK_L, tile base lambda^{start}
     rows = tl.arange(0, BLOCK_L)
     rf = rows.to(tl.float32)
     g0r = tl.zeros([BLOCK_N, BLOCK_L], dtype=tl.float32)     # G0 = sum_{l0} lambda^{l0} g_{l0+r}
     g0i = tl.zeros([BLOCK_N, BLOCK_L], dtype=tl.float32)
     g1r = tl.zeros([BLOCK_N, BLOCK_L], dtype=tl.float32)     # G1 = sum_{l0} lambda^{l0} (l0+r) g_{l0+r}
     g1i = tl.zeros([BLOCK_N, BLOCK_L], dtype=tl.float32)
-    start = split * CHUNK
-    stop = tl.minimum(start + CHUNK, L)
-    sr, si, b64r, b64i = _steps(wr, wi, start, BLOCK_L)       # fp64 step lambda^BLOCK_L, tile base lambda^{start}
     for l0 in range(start, stop, BLOCK_L):
         offs_l = l0 + rows
         g = tl.load(g_ptr + row * L + offs_l, mask=offs_l < L, other=0.0)
@@ -298,6 +307,7 @@ def _vandermonde_bwd_kernel(
         g1r += br[:, None] * lg[None, :]
         g1i += bi[:, None] * lg[None, :]
         b64r, b64i = b64r * sr - b64i * si, b64r * si + b64i * sr
+    wr, wi = _load_w(w_ptr, dt_ptr, h, N, offs_n, mn, ZOH, True)   # again: not held in registers across the loop
     hi, lo = _phase_split(wi)
     pr, pi = _tile_powers(wr.to(tl.float32), hi, lo, rf)
     s0r = tl.sum(g0r * pr - g0i * pi, axis=1)
