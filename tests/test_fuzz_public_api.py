@@ -21,7 +21,7 @@ import statespaces
 from statespaces import S4, S4D, S4ND, LinOSS, ResidualBlock, SaShiMi, SequenceClassifier, param_groups
 from statespaces import discretize_dense, discretize_diagonal
 from statespaces import hippo
-from statespaces.kernels import cauchy, oscillator_transition, vandermonde, vandermonde_transpose
+from statespaces.kernels import cauchy, oscillator_transition, vandermonde, vandermonde_transpose, zoh_vandermonde
 from statespaces.layers.dlinoss import DLinOSS
 from statespaces.layers.registry import make_layer
 from statespaces.layers.s5 import S5
@@ -343,6 +343,15 @@ def test_kernel_functions_bad_arguments(kind, L):
 
 def test_vandermonde_transpose_shape_mismatch():
     refused(vandermonde_transpose, torch.randn(3, 5), torch.complex(-torch.rand(2, 4), torch.randn(2, 4)))
+
+
+@pytest.mark.parametrize("bad", ["dt", "A", "B", "C"])
+def test_zoh_vandermonde_shape_mismatch(bad):
+    """Wrong shapes are refused before any path is chosen (a Triton launch would otherwise fail, and fall back)."""
+    args = {"dt": torch.rand(3), "A": torch.complex(-torch.rand(3, 4), torch.randn(3, 4)),
+            "B": torch.randn(3, 4, dtype=torch.complex64), "C": torch.randn(1, 3, 4, dtype=torch.complex64)}
+    args[bad] = args[bad][..., :2] if bad != "dt" else args[bad][:2]
+    refused(zoh_vandermonde, args["dt"], args["A"], args["B"], args["C"], 2.0, 8)
 
 
 # ---- data --------------------------------------------------------------------------------------

@@ -230,7 +230,12 @@ def zoh_kernel_factors(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: float
         (the limit ``dt B`` at ``A = 0``), equal to :func:`discretize_diagonal` with ``method="zoh"``; one
         autograd node with a hand-written backward (:class:`_ZOHFactors`; gradcheck in tests/test_discretize.py).
     """
-    if A.shape != B.shape or A.shape[:-1] != dt.shape or C.shape[-2:] != A.shape:
-        raise ValueError(f"zoh_kernel_factors: expected dt (H,), A and B (H, M), C (K, H, M); got dt "
-                         f"{tuple(dt.shape)}, A {tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}")
+    check_zoh_system("zoh_kernel_factors", dt, A, B, C)
     return _ZOHFactors.apply(dt, A, B, C, float(scale))
+
+
+def check_zoh_system(op: str, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> None:
+    """ValueError naming ``op`` unless dt is (H,), A and B (H, M) and C (K, H, M)."""
+    if A.dim() != 2 or A.shape != B.shape or A.shape[:-1] != dt.shape or C.dim() != 3 or C.shape[-2:] != A.shape:
+        raise ValueError(f"{op}: expected dt (H,), A and B (H, M), C (K, H, M); got dt "
+                         f"{tuple(dt.shape)}, A {tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}")

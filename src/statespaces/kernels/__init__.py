@@ -12,7 +12,7 @@ from .oscillator import (
     oscillator_transition,
 )
 from .reference import direct_causal_conv, power_kernel, recurrence, vandermonde_naive
-from .vandermonde import vandermonde, vandermonde_transpose
+from .vandermonde import vandermonde, vandermonde_transpose, zoh_vandermonde
 
 __all__ = [
     "power_kernel",
@@ -21,6 +21,7 @@ __all__ = [
     "vandermonde_naive",
     "vandermonde",
     "vandermonde_transpose",
+    "zoh_vandermonde",
     "oscillator_transition",
     "oscillator_eigenvalues",
     "oscillator_kernel",

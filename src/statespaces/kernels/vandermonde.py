@@ -27,7 +27,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import backend
 from .._checks import check_length
-from ..discretize import zoh_kernel_factors
+from ..discretize import check_zoh_system, zoh_kernel_factors
 from ..ops._amp import amp_backward, autocast_off, fp32_forward
 from .reference import vandermonde_naive
 
@@ -272,8 +272,9 @@ def zoh_vandermonde(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: float, L
         real (K, H, L).
     """
     L = check_length(L, "zoh_vandermonde: L")
+    check_zoh_system("zoh_vandermonde", dt, A, B, C)
     path = backend.choose("zoh_vandermonde", dt, A, B, C, dtypes=(torch.float32, torch.complex64))
-    if path == "triton" and float(scale) in (1.0, 2.0) and A.dim() == 2 and C.dim() == 3:
+    if path == "triton" and float(scale) in (1.0, 2.0):
         out = backend.attempt("zoh_vandermonde", _zoh_vandermonde_triton, dt, A, B, C, int(scale), L)
         if out is not None:
             return out
