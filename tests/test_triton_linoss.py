@@ -220,3 +220,32 @@ def test_transition_kernel_matches_the_formulas_and_their_gradients(scheme):
     with backend.force_triton():              # without autograd: the kernel's M and f
         Mn, fn = oscillator_transition(A, dt, scheme, validate=False)
     torch.testing.assert_close(Mn, M0, atol=0, rtol=1e-14)
+
+
+@pytest.mark.parametrize("scheme", ["im", "imex"])
+def test_damped_transition_kernel_matches_autograd_through_the_projection(scheme):
+    """D-LinOSS's (A_hat, G_hat, dt) -> (M, f) in one launch with its Jacobian by forward mode: values and the
+    one-node gradients against plain autograd through ``damped_system`` (float64), at points on every side of
+    the projection's kinks (G_hat < 0 or below G_low, A_hat below / inside / above the complex band)."""
+    from statespaces.layers.dlinoss import damped_system
+    from statespaces.ops.triton import oscillator as tosc
+
+    g = torch.Generator().manual_seed(11)
+    P = tosc.BLOCK + 9
+    dt = 0.05 + 0.9 * torch.rand(P, generator=g, dtype=torch.float64)
+    A_hat = (torch.rand(P, generator=g, dtype=torch.float64) * 12 - 2) / (dt * dt)
+    G_hat = (torch.rand(P, generator=g, dtype=torch.float64) * 6 - 2) / dt
+    M, f, J = tosc.damped_transition_triton(A_hat, G_hat, dt, scheme)
+    _, _, sys = damped_system(A_hat, G_hat, dt, scheme)
+    torch.testing.assert_close(M, sys.M, atol=1e-14, rtol=1e-12)
+    torch.testing.assert_close(f, sys.f, atol=1e-14, rtol=1e-12)
+    w = [torch.randn(2, 2, P, generator=g, dtype=torch.float64), torch.randn(2, P, generator=g, dtype=torch.float64)]
+    grads = []
+    for forced in (True, False):
+        xs = [t.clone().requires_grad_() for t in (A_hat, G_hat, dt)]
+        with backend.force_triton(forced):
+            _, _, s = damped_system(*xs, scheme)
+        ((s.M * w[0]).sum() + (s.f * w[1]).sum()).backward()
+        grads.append([x.grad for x in xs])
+    for x, y in zip(*grads):
+        torch.testing.assert_close(x, y, atol=1e-10, rtol=1e-10)

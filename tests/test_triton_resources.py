@@ -42,7 +42,7 @@ def test_launch_table_matches_the_kernels():
         "oscillator_step._osc_state_kernel", "oscillator_step._osc_out_kernel", "linoss._fwd_kernel", "linoss._bwd_kernel",
         "chunked_conv._chunked_fwd_kernel", "chunked_conv._chunked_bwd_kernel", "chunked_conv._chunked_grad_kernel",
         "chunked_dense._dense_carry_kernel", "chunked_dense._dense_rows_kernel", "chunked_dense._dense_adj_kernel",
-        "chunked_dense._dense_grad_kernel", "oscillator._transition_kernel",
+        "chunked_dense._dense_grad_kernel", "oscillator._transition_kernel", "oscillator._damped_kernel",
     }
     for c in cfgs:
         c.check()                          # signature names == runtime parameters, constexprs == constexpr params

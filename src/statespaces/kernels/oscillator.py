@@ -162,11 +162,17 @@ class _Transition(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, gM: Optional[Tensor], gf: Optional[Tensor]):
         (J,) = ctx.saved_tensors
-        shape = J.shape[2:]
-        gM = J.new_zeros(2, 2, *shape) if gM is None else gM
-        gf = J.new_zeros(2, *shape) if gf is None else gf
-        g = (J * torch.cat([gM.reshape(4, *shape), gf]).unsqueeze(0)).sum(1)      # (2, ...): dA, d dt
+        g = transition_vjp(J, gM, gf)                                             # (2, ...): dA, d dt
         return g[0], g[1], None
+
+
+def transition_vjp(J: Tensor, gM: Optional[Tensor], gf: Optional[Tensor]) -> Tensor:
+    """The gradients of a transition's inputs, (I, ...), from its Jacobian J (I, 6, ...) of the six entries
+    ``(M00, M01, M10, M11, f0, f1)`` and the gradients gM (2, 2, ...), gf (2, ...) (None: zero): one contraction."""
+    shape = J.shape[2:]
+    gM = J.new_zeros(2, 2, *shape) if gM is None else gM
+    gf = J.new_zeros(2, *shape) if gf is None else gf
+    return (J * torch.cat([gM.reshape(4, *shape), gf]).unsqueeze(0)).sum(1)
 
 
 def oscillator_polar(A: Tensor, dt: Tensor, discretization: str) -> Tuple[Tensor, Tensor]:

@@ -57,8 +57,11 @@ from typing import Iterator, Optional, Tuple, Union
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
+from .. import backend
 from .._checks import check_choice, check_positive_int, check_rate
+from ..kernels.oscillator import transition_vjp
 from .config import LayerConfig, setting
 from .linoss import (
     LINOSS_BIDIRECTIONAL,
@@ -83,12 +86,54 @@ def _sqrt0(x: Tensor) -> Tensor:
     return torch.sqrt(torch.clamp(x, min=tiny)) * (x > 0)
 
 
+class _DampedTransition(torch.autograd.Function):
+    r"""``(A_hat, G_hat, dt) -> (M, f)`` of :func:`damped_system` as one node on CUDA: the Triton kernel
+    (:func:`statespaces.ops.triton.oscillator.damped_transition_triton`) gives M, f and their Jacobian (3, 6, P)
+    by forward mode, and the backward is one contraction with it (:func:`~statespaces.kernels.oscillator.
+    transition_vjp`), where autograd through the projection and the blocks took about 120 small ops."""
+
+    @staticmethod
+    def forward(ctx, A_hat: Tensor, G_hat: Tensor, dt: Tensor, scheme: str):
+        M, f, J = _damped_triton(A_hat, G_hat, dt, scheme)
+        ctx.save_for_backward(J)
+        return M, f
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gM: Optional[Tensor], gf: Optional[Tensor]):
+        (J,) = ctx.saved_tensors
+        g = transition_vjp(J, gM, gf)
+        return g[0], g[1], g[2], None
+
+
+def _damped_triton(A_hat: Tensor, G_hat: Tensor, dt: Tensor, scheme: str) -> Tuple[Tensor, Tensor, Tensor]:
+    from ..ops.triton.oscillator import damped_transition_triton
+
+    return damped_transition_triton(A_hat.detach(), G_hat.detach(), dt.detach(), scheme)
+
+
+def _damped_fused(A_hat: Tensor, G_hat: Tensor, dt: Tensor, scheme: str) -> Optional[Tuple[Tensor, Tensor]]:
+    """``(M, f)`` by the Triton kernel where :mod:`statespaces.backend` picks it (CUDA float64, one oscillator
+    axis), else None (the PyTorch formulas of :func:`damped_system`, their twin, run)."""
+    if not (A_hat.dim() == 1 and G_hat.shape == A_hat.shape and dt.shape == A_hat.shape):
+        return None
+    if backend.choose("damped_transition", A_hat, G_hat, dt, dtypes=(torch.float64,)) != "triton":
+        return None
+    if torch.is_grad_enabled() and (A_hat.requires_grad or G_hat.requires_grad or dt.requires_grad):
+        return backend.attempt("damped_transition", _DampedTransition.apply, A_hat, G_hat, dt, scheme)
+    out = backend.attempt("damped_transition", _damped_triton, A_hat, G_hat, dt, scheme)
+    return None if out is None else (out[0], out[1])
+
+
 def damped_system(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
                   discretization: str) -> Tuple[Tensor, Tensor, OscillatorSystem]:
     r"""Projected ``(A, G)`` and the discretized system for raw ``A_hat``, ``G_hat`` and step ``dt`` (all (P,)).
 
-    Returns ``(A, G, OscillatorSystem)`` in the dtype of the inputs (see the module notes).
+    Returns ``(A, G, OscillatorSystem)`` in the dtype of the inputs (see the module notes). On CUDA, (M, f) come
+    from one Triton launch with a one-node backward (:class:`_DampedTransition`); the rest (the projected A, G
+    and the polar form) from the formulas below, which the fused scan does not differentiate.
     """
+    fused = _damped_fused(A_hat, G_hat, dt, discretization)
     if discretization == "imex":
         G = torch.relu(G_hat)
         s = dt * G
@@ -97,8 +142,9 @@ def damped_system(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
         A_high = ((sq + 1.0) / dt) ** 2
         A = A_low + torch.relu(A_hat - A_low) - torch.relu(A_hat - A_high)
         S = 1.0 + s
-        M = torch.stack([torch.stack([1.0 / S, -dt * A / S]), torch.stack([dt / S, 1.0 - dt * dt * A / S])])
-        f = torch.stack([dt / S, dt * dt / S])
+        if fused is None:
+            M = torch.stack([torch.stack([1.0 / S, -dt * A / S]), torch.stack([dt / S, 1.0 - dt * dt * A / S])])
+            f = torch.stack([dt / S, dt * dt / S])
         log_r = -0.5 * torch.log1p(s)
         disc = (dt * dt) * (A - A_low) * (dt * dt) * (A_high - A)        # (q - q_low)(q_high - q) = S^2 (4 det - tr^2)
         re = 2.0 + s - dt * dt * A                          # 2 r cos(theta) S, any sign
@@ -111,8 +157,9 @@ def damped_system(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
         A = A_low + gap
         s = dt * G
         S = 1.0 + s + dt * dt * A
-        M = torch.stack([torch.stack([1.0 / S, -dt * A / S]), torch.stack([dt / S, (1.0 + s) / S])])
-        f = torch.stack([dt / S, dt * dt / S])
+        if fused is None:
+            M = torch.stack([torch.stack([1.0 / S, -dt * A / S]), torch.stack([dt / S, (1.0 + s) / S])])
+            f = torch.stack([dt / S, dt * dt / S])
         log_r = -0.5 * torch.log(S)
         re, im = 2.0 + s, 2.0 * dt * _sqrt0(gap)           # 2 r (cos, sin)(theta) S
     else:  # pragma: no cover - checked by the caller
@@ -120,6 +167,8 @@ def damped_system(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
     # eigenvalues sign * r e^{+-i theta} with theta in [0, pi/2]: near -r the angle stays small
     sign = torch.where(re < 0, -torch.ones_like(re), torch.ones_like(re))
     theta = torch.atan2(im, re.abs())
+    if fused is not None:
+        M, f = fused
     return A, G, OscillatorSystem(M, f, dt, log_r, theta, sign)
 
 

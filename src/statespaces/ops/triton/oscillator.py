@@ -1,4 +1,5 @@
-r"""The LinOSS oscillator transition ``(A, dt) -> (M, f)`` and its Jacobian in one Triton launch.
+r"""The LinOSS oscillator transition ``(A, dt) -> (M, f)`` and its Jacobian in one Triton launch (and D-LinOSS's,
+``(A_hat, G_hat, dt) -> (M, f)`` with its projection into the complex band, the Jacobian by forward mode).
 
 The map of :func:`statespaces.kernels.oscillator.oscillator_transition` (seed 001; notes Part 6.1), per
 oscillator p, in float64 (the wide precision of LinOSS's parameter map):
@@ -27,7 +28,7 @@ from ._launch import make, signature, unique
 
 Tensor = torch.Tensor
 
-__all__ = ["transition_triton"]
+__all__ = ["transition_triton", "damped_transition_triton"]
 
 #: oscillators per program
 BLOCK = 128
@@ -67,13 +68,122 @@ def _transition_kernel(a_ptr, dt_ptr, m_ptr, f_ptr, j_ptr, P, IMEX: tl.constexpr
         tl.store(j_ptr + (6 + k) * P + offs, jd[k], mask=m)
 
 
+@triton.jit
+def _damped(a, g, dt, ta, tg, tdt, IMEX: tl.constexpr):
+    # D-LinOSS (statespaces.layers.dlinoss.damped_system): the projection of (A_hat, G_hat) into the complex
+    # band and the discretized (M, f), with their tangents along (ta, tg, tdt) (forward mode; relu' = [x > 0]
+    # as autograd takes it). Returns the six outputs (M00, M01, M10, M11, f0, f1) and their six tangents.
+    if IMEX:
+        pos = g > 0.0
+        G = tl.where(pos, g, 0.0)
+        tG = tl.where(pos, tg, 0.0)
+        s = dt * G
+        ts = tdt * G + dt * tG
+        sq = tl.sqrt(1.0 + s)
+        tsq = ts / (2.0 * sq)
+        w = G / (sq + 1.0)
+        tw = tG / (sq + 1.0) - G * tsq / ((sq + 1.0) * (sq + 1.0))
+        a_lo = w * w
+        ta_lo = 2.0 * w * tw
+        z = (sq + 1.0) / dt
+        tz = tsq / dt - (sq + 1.0) * tdt / (dt * dt)
+        a_hi = z * z
+        ta_hi = 2.0 * z * tz
+        i1 = a - a_lo > 0.0
+        i2 = a - a_hi > 0.0
+        A = a_lo + tl.where(i1, a - a_lo, 0.0) - tl.where(i2, a - a_hi, 0.0)
+        tA = ta_lo + tl.where(i1, ta - ta_lo, 0.0) - tl.where(i2, ta - ta_hi, 0.0)
+        S = 1.0 + s
+        tS = ts
+        # M11 = 1 - dt^2 A / S
+        n11 = 1.0 - dt * dt * A / S
+        t11 = -(2.0 * dt * tdt * A + dt * dt * tA) / S + dt * dt * A * tS / (S * S)
+    else:
+        g_lo = -dt * a
+        tg_lo = -(tdt * a + dt * ta)
+        i0 = g - g_lo > 0.0
+        G = g_lo + tl.where(i0, g - g_lo, 0.0)
+        tG = tg_lo + tl.where(i0, tg - tg_lo, 0.0)
+        a_lo = 0.25 * G * G
+        ta_lo = 0.5 * G * tG
+        i1 = a - a_lo > 0.0
+        A = a_lo + tl.where(i1, a - a_lo, 0.0)
+        tA = ta_lo + tl.where(i1, ta - ta_lo, 0.0)
+        s = dt * G
+        ts = tdt * G + dt * tG
+        S = 1.0 + s + dt * dt * A
+        tS = ts + 2.0 * dt * tdt * A + dt * dt * tA
+        # M11 = (1 + s) / S
+        n11 = (1.0 + s) / S
+        t11 = ts / S - (1.0 + s) * tS / (S * S)
+    inv = 1.0 / S
+    tinv = -tS / (S * S)
+    m00 = inv
+    m01 = -dt * A * inv
+    t01 = -(tdt * A + dt * tA) * inv - dt * A * tinv
+    m10 = dt * inv
+    t10 = tdt * inv + dt * tinv
+    f1 = dt * dt * inv
+    tf1 = 2.0 * dt * tdt * inv + dt * dt * tinv
+    return m00, m01, m10, n11, m10, f1, tinv, t01, t10, t11, t10, tf1
+
+
+@triton.jit
+def _damped_kernel(a_ptr, g_ptr, dt_ptr, m_ptr, f_ptr, j_ptr, P, IMEX: tl.constexpr, BLOCK: tl.constexpr):
+    # M (2, 2, P), f (2, P) and the Jacobian J (3, 6, P) of (M00, M01, M10, M11, f0, f1) by (A_hat, G_hat, dt):
+    # the forward mode of _damped along each input, entry (i, k) of J at (6 i + k) P + p
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < P
+    a = tl.load(a_ptr + offs, mask=m, other=0.0)
+    g = tl.load(g_ptr + offs, mask=m, other=0.0)
+    dt = tl.load(dt_ptr + offs, mask=m, other=1.0)
+    one = tl.zeros_like(a) + 1.0
+    zero = tl.zeros_like(a)
+    out = _damped(a, g, dt, one, zero, zero, IMEX)
+    for k in tl.static_range(4):
+        tl.store(m_ptr + k * P + offs, out[k], mask=m)
+    tl.store(f_ptr + offs, out[4], mask=m)
+    tl.store(f_ptr + P + offs, out[5], mask=m)
+    for k in tl.static_range(6):
+        tl.store(j_ptr + k * P + offs, out[6 + k], mask=m)
+    out = _damped(a, g, dt, zero, one, zero, IMEX)
+    for k in tl.static_range(6):
+        tl.store(j_ptr + (6 + k) * P + offs, out[6 + k], mask=m)
+    out = _damped(a, g, dt, zero, zero, one, IMEX)
+    for k in tl.static_range(6):
+        tl.store(j_ptr + (12 + k) * P + offs, out[6 + k], mask=m)
+
+
+_DAMPED_SIG = signature("*fp64", ["a_ptr", "g_ptr", "dt_ptr", "m_ptr", "f_ptr", "j_ptr"], ["P"])
+
+
 def _config(imex: bool):
     return make(__name__, _transition_kernel, _SIG, IMEX=imex, BLOCK=BLOCK)
 
 
+def _damped_config(imex: bool):
+    return make(__name__, _damped_kernel, _DAMPED_SIG, IMEX=imex, BLOCK=BLOCK)
+
+
 def configs():
-    """Every launch configuration (IM and IMEX)."""
-    return unique([_config(False), _config(True)])
+    """Every launch configuration (LinOSS and D-LinOSS, IM and IMEX)."""
+    return unique([_config(False), _config(True), _damped_config(False), _damped_config(True)])
+
+
+def damped_transition_triton(A_hat: Tensor, G_hat: Tensor, dt: Tensor, scheme: str) -> Tuple[Tensor, Tensor, Tensor]:
+    """D-LinOSS: ``(M, f, J)`` with M (2, 2, P), f (2, P) and the Jacobian J (3, 6, P) of the six entries of
+    (M, f) by (A_hat, G_hat, dt), from the raw parameters (projection into the complex band included) and dt,
+    float64 (P,); scheme ``"im"`` or ``"imex"``. One launch, one output buffer."""
+    for name, t in (("A_hat", A_hat), ("G_hat", G_hat), ("dt", dt)):
+        if t.dim() != 1 or t.shape != A_hat.shape or t.dtype != torch.float64:
+            raise ValueError(f"damped_transition_triton: {name} must be float64 (P,) like A_hat, got {t.dtype} "
+                             f"{tuple(t.shape)}")
+    P = A_hat.shape[0]
+    out = torch.empty(24 * P, device=A_hat.device, dtype=torch.float64)
+    M, f, J = out[:4 * P].view(2, 2, P), out[4 * P:6 * P].view(2, P), out[6 * P:].view(3, 6, P)
+    A_hat, G_hat, dt = (t if t.is_contiguous() else t.contiguous() for t in (A_hat, G_hat, dt))
+    _damped_config(scheme == "imex").launch((triton.cdiv(P, BLOCK),), A_hat, G_hat, dt, M, f, J, P)
+    return M, f, J
 
 
 def transition_triton(A: Tensor, dt: Tensor, scheme: str) -> Tuple[Tensor, Tensor, Tensor]:
