@@ -332,8 +332,12 @@ def _layers(H=256, N=64):
 
 def check_layers(quick: bool) -> List[Dict]:
     out = []
-    shapes = {"S4D": [(2, 1024), (1, 65536)], "S4": [(2, 1024), (1, 16384)], "LinOSS": [(2, 1024), (1, 16384)]}
-    for name, make in _layers(H=32, N=32).items():
+    from statespaces.layers import DLinOSS
+
+    shapes = {"S4D": [(2, 1024), (1, 65536)], "S4": [(2, 1024), (1, 16384)], "LinOSS": [(2, 1024), (1, 16384)],
+              "DLinOSS": [(2, 1024), (1, 16384)]}
+    makers = {**_layers(H=32, N=32), "DLinOSS": lambda: DLinOSS(32, 32)}     # D-LinOSS: correctness only
+    for name, make in makers.items():
         for B, L in shapes[name][: 1 if quick else 2]:
             torch.manual_seed(0)
             layer = make()
