@@ -189,6 +189,33 @@ def test_layer_under_forced_triton_matches_its_torch_scan(small_tiles, cls, kw):
         torch.testing.assert_close(p, q, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("cls", ["linoss.LinOSS", "dlinoss.DLinOSS"])
+def test_bidirectional_layer_under_forced_triton_takes_two_fused_scans(small_tiles, cls):
+    """A bidirectional ('sum') layer on the fused path: both directions run the kernel with the blocks (M, f)
+    alone (no polar form formed: ``_system`` is not called), and output and gradients match the PyTorch scan."""
+    import importlib
+    import unittest.mock as mock
+
+    mod, name = cls.split(".")
+    torch.manual_seed(1)
+    layer = getattr(importlib.import_module(f"statespaces.layers.{mod}"), name)(d_model=5, n_oscillators=6, seed=0,
+                                                                                 bidirectional=True, mode="scan")
+    x = torch.randn(2, 19, 5)
+    y_ref = layer(x)
+    g_ref = torch.autograd.grad(y_ref.square().sum(), list(layer.parameters()))
+    calls = []
+    real = tlin.linoss_scan_triton
+    with backend.force_triton(), mock.patch.object(tlin, "linoss_scan_triton",
+                                                   lambda *a, **k: calls.append(1) or real(*a, **k)), \
+            mock.patch.object(type(layer), "_system", side_effect=AssertionError("the fused path formed the system")):
+        y = layer(x)
+        g = torch.autograd.grad(y.square().sum(), list(layer.parameters()))
+    assert len(calls) == 2
+    torch.testing.assert_close(y, y_ref, atol=2e-5, rtol=2e-5)
+    for p, q in zip(g, g_ref):
+        torch.testing.assert_close(p, q, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("scheme", ["im", "imex"])
 def test_transition_kernel_matches_the_formulas_and_their_gradients(scheme):
     """The one-launch transition (:mod:`statespaces.ops.triton.oscillator`, the CUDA path of

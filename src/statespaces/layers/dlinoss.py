@@ -301,6 +301,15 @@ class DLinOSS(LinOSS):
     def _system(self, rate: Union[float, Tensor]) -> OscillatorSystem:
         return self._projected(rate)[2]
 
+    def _scan_blocks(self, rate: float) -> Tuple[Tensor, Tensor]:
+        w = self._wide
+        A_hat, G_hat, dt = self.A_hat.to(w), self.G_hat.to(w), self._dt(rate)
+        fused = _damped_fused(A_hat, G_hat, dt, self.discretization)
+        if fused is not None:
+            return fused
+        sys = damped_system(A_hat, G_hat, dt, self.discretization)[2]
+        return sys.M, sys.f
+
     def _stiffness(self, rate: Union[float, Tensor]) -> Tensor:
         return self._projected(rate)[0]
 

@@ -684,31 +684,41 @@ class LinOSS(SSMLayer):
         v: Optional[Tensor] = None
         y_pos: Optional[Tensor]
         last: Optional[Tensor]
+        sys: Optional[OscillatorSystem] = None
+        blocks: Optional[Tuple[Tensor, Tensor]] = None
         if steps is not None:
             v = self._input_proj(u).to(u.dtype)                     # (B, L, 2P) real [Re; Im]
             y_pos, last = self._irregular_positions(v, steps, rate, x0, mode)
         else:
-            sys = self._system(rate)                                # float64 (see _scan_path)
-            fused = self._fused_scan(u, sys, x0) if mode == "scan" else None
+            # the fused Triton scan needs only the blocks (M, f): the polar form of the full system is formed
+            # only for the other routes (and if the kernel fails)
+            blocks = self._scan_blocks(rate) if mode == "scan" and self._fused_available(u) else None
+            fused = None if blocks is None else self._fused_scan(u, blocks, x0)
+            sys = None if fused is not None else self._system(rate)   # float64 (see _scan_path)
             if fused is None and self._channels_first(u, mode):
                 y_pos = None                                        # the layout-preserving chunked pass below
             elif fused is None:
                 v = self._input_proj(u).to(u.dtype)                 # (B, L, 2P) real [Re; Im] (autocast: bf16 matmul)
-                y_pos, last = self._positions(v, sys, x0, L, mode)
+                y_pos, last = self._positions(v, cast(OscillatorSystem, sys), x0, L, mode)
             else:
                 y_pos, last = fused
         if y_pos is None:
+            sys = cast(OscillatorSystem, sys)
             out, last = self._chunked_channels_first(u, sys, x0, L, return_state)
         else:
             out = self._output_proj(y_pos) + self.D * u
         if self.bidirectional_mode == "sum":
             # the same oscillators on the reversed input, read out by C_back, shifted to lags -1..-L
             if y_pos is None:
-                back = self._chunked_channels_first(u.flip(1), sys, None, L, False, self.C_back)[0].flip(1)
+                back = self._chunked_channels_first(u.flip(1), cast(OscillatorSystem, sys), None, L, False,
+                                                    self.C_back)[0].flip(1)
             else:
-                fused = self._fused_scan(u.flip(1), sys, None) if v is None else None
+                fused = self._fused_scan(u.flip(1), blocks, None) if blocks is not None and v is None else None
+                if fused is None and sys is None:
+                    sys = self._system(rate)
                 y_rev = fused[0] if fused is not None else self._positions(
-                    (self._input_proj(u).to(u.dtype) if v is None else v).flip(1), sys, None, L, mode)[0]
+                    (self._input_proj(u).to(u.dtype) if v is None else v).flip(1), cast(OscillatorSystem, sys),
+                    None, L, mode)[0]
                 back = self._output_proj(y_rev, self.C_back).flip(1)     # back[t] = sum_{s >= t} ...
             out = out + torch.cat([back[:, 1:], torch.zeros_like(back[:, :1])], 1)
         elif self.bidirectional_mode == "concat":
@@ -722,20 +732,28 @@ class LinOSS(SSMLayer):
             return out, new_state
         return out
 
-    def _fused_scan(self, u: Tensor, sys: OscillatorSystem, x0: Optional[Tensor]) -> Optional[Tuple[Tensor, Tensor]]:
-        """``mode='scan'`` on the fused Triton kernel (:mod:`statespaces.ops.triton.linoss`: forcing
-        ``f B u`` built in-kernel from u (B, L, H), fp64 chunk carry) when :mod:`statespaces.backend`
-        picks Triton for u (CUDA float32); else None (the PyTorch :meth:`_scan_path` runs). Returns
-        positions (B, L, 2P) and the final state (B, 2, 2P) like :meth:`_positions`."""
-        if backend.choose("linoss_scan", u, dtypes=backend.REAL) != "triton":
-            return None
-        return backend.attempt("linoss_scan", self._scan_triton, u, sys, x0)
+    def _fused_available(self, u: Tensor) -> bool:
+        """Whether :mod:`statespaces.backend` picks the fused Triton scan for u (CUDA float32)."""
+        return backend.choose("linoss_scan", u, dtypes=backend.REAL) == "triton"
 
-    def _scan_triton(self, u: Tensor, sys: OscillatorSystem, x0: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    def _scan_blocks(self, rate: float) -> Tuple[Tensor, Tensor]:
+        """The blocks ``(M, f)`` of :meth:`_system` alone (float64), for the fused scan."""
+        A, dt = torch.broadcast_tensors(self._stiffness(rate), self._dt(rate))
+        return oscillator_transition(A, dt, self.discretization, validate=False)
+
+    def _fused_scan(self, u: Tensor, blocks: Tuple[Tensor, Tensor],
+                    x0: Optional[Tensor]) -> Optional[Tuple[Tensor, Tensor]]:
+        """``mode='scan'`` on the fused Triton kernel (:mod:`statespaces.ops.triton.linoss`: forcing
+        ``f B u`` built in-kernel from u (B, L, H), fp64 chunk carry), with the blocks ``(M, f)`` of
+        :meth:`_scan_blocks`; None if the kernel failed (it warns once; the PyTorch :meth:`_scan_path` runs).
+        Returns positions (B, L, 2P) and the final state (B, 2, 2P) like :meth:`_positions`."""
+        return backend.attempt("linoss_scan", self._scan_triton, u, blocks, x0)
+
+    def _scan_triton(self, u: Tensor, blocks: Tuple[Tensor, Tensor], x0: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
         from ..ops.triton.linoss import linoss_scan_triton
 
         W = self._input_weight()                                    # (2P, H): v = u W^T = [Re B u; Im B u]
-        y, last = linoss_scan_triton(u, W, sys.M, sys.f, x0)
+        y, last = linoss_scan_triton(u, W, blocks[0], blocks[1], x0)
         return y.to(u.dtype), last.to(u.dtype)
 
     def _irregular_positions(
