@@ -92,7 +92,7 @@ def oscillator_transition(A: Tensor, dt: Tensor, discretization: str, validate: 
     dt = torch.as_tensor(dt, dtype=A.dtype, device=A.device).expand_as(A)
     scheme = check_oscillator_params(A, dt, discretization) if validate else check_scheme(discretization)
     if torch.is_grad_enabled() and (A.requires_grad or dt.requires_grad):
-        M, f = _Transition.apply(A, dt, scheme)
+        M, f = JacobianNode.apply(transition_with_jacobian, scheme, A, dt)
         return M, f
     fused = _transition_fused(A, dt, scheme)
     return (fused[0], fused[1]) if fused is not None else oscillator_transition_ref(A, dt, scheme)
@@ -126,35 +126,44 @@ def oscillator_transition_ref(A: Tensor, dt: Tensor, discretization: str) -> Tup
     return M, f
 
 
-class _Transition(torch.autograd.Function):
-    r"""``(A, dt) -> (M, f)`` as one autograd node whose backward is one contraction with the Jacobian (2, 6, ...)
-    of the six outputs ``(M_00, M_01, M_10, M_11, f_0, f_1)`` by ``(A, dt)``, formed in the forward. Plain
-    autograd through the formulas costs about 15 forward and 45 backward ops, which a GPU bound by dispatch
-    pays for once per forward; here about 30 forward and 4 backward.
+def transition_with_jacobian(A: Tensor, dt: Tensor, scheme: str) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""``(M, f, J)``: the blocks of :func:`oscillator_transition_ref` and their Jacobian J (2, 6, ...) of the six
+    outputs ``(M_00, M_01, M_10, M_11, f_0, f_1)`` by ``(A, dt)``: one Triton launch on CUDA
+    (:func:`statespaces.ops.triton.oscillator.transition_triton`), else these formulas.
 
     IMEX: ``d/dA = (0, -dt, 0, -dt^2, 0, 0)``, ``d/d dt = (0, -A, 1, -2 dt A, 1, 2 dt)``. IM, with
     ``S = 1/(1 + dt^2 A)`` and ``q = 1 - dt^2 A``: ``d/dA = -S^2 (dt^2, dt, dt^3, dt^2, dt^3, dt^4)``,
     ``d/d dt = S^2 (-2 dt A, -A q, q, -2 dt A, q, 2 dt)``.
     """
+    fused = _transition_fused(A, dt, scheme)
+    if fused is not None:
+        return fused
+    M, f = oscillator_transition_ref(A, dt, scheme)
+    zero, one = torch.zeros_like(A), torch.ones_like(A)
+    if scheme == "imex":
+        J = torch.stack([torch.stack([zero, -dt, zero, -dt * dt, zero, zero]),
+                         torch.stack([zero, -A, one, -2 * dt * A, one, 2 * dt])])
+    else:
+        S2 = M[0, 0] * M[0, 0]                                      # S^2
+        dt2 = dt * dt
+        q = 1 - dt2 * A
+        J = torch.stack([-S2 * torch.stack([dt2, dt, dt2 * dt, dt2, dt2 * dt, dt2 * dt2]),
+                         S2 * torch.stack([-2 * dt * A, -A * q, q, -2 * dt * A, q, 2 * dt])])
+    return M, f, J
+
+
+class JacobianNode(torch.autograd.Function):
+    r"""``(M, f) = fn(*inputs, scheme)`` of an oscillator transition as one autograd node whose backward is one
+    contraction (:func:`transition_vjp`) with the Jacobian J (I, 6, ...) that ``fn`` returns beside them (the
+    LinOSS transition, :func:`transition_with_jacobian`; D-LinOSS's with its projection,
+    :func:`statespaces.layers.dlinoss.damped_system`). Plain autograd through the LinOSS formulas costs about
+    15 forward and 45 backward ops (D-LinOSS's about 120 backward), which a GPU bound by dispatch pays for once
+    per forward; here one contraction.
+    """
 
     @staticmethod
-    def forward(ctx, A: Tensor, dt: Tensor, scheme: str):
-        fused = _transition_fused(A, dt, scheme)
-        if fused is not None:                   # CUDA: M, f and J in one Triton launch
-            M, f, J = fused
-            ctx.save_for_backward(J)
-            return M, f
-        M, f = oscillator_transition_ref(A, dt, scheme)
-        zero, one = torch.zeros_like(A), torch.ones_like(A)
-        if scheme == "imex":
-            J = torch.stack([torch.stack([zero, -dt, zero, -dt * dt, zero, zero]),
-                             torch.stack([zero, -A, one, -2 * dt * A, one, 2 * dt])])
-        else:
-            S2 = M[0, 0] * M[0, 0]                                      # S^2
-            dt2 = dt * dt
-            q = 1 - dt2 * A
-            J = torch.stack([-S2 * torch.stack([dt2, dt, dt2 * dt, dt2, dt2 * dt, dt2 * dt2]),
-                             S2 * torch.stack([-2 * dt * A, -A * q, q, -2 * dt * A, q, 2 * dt])])
+    def forward(ctx, fn, scheme: str, *inputs: Tensor):
+        M, f, J = fn(*inputs, scheme)
         ctx.save_for_backward(J)
         return M, f
 
@@ -162,8 +171,7 @@ class _Transition(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, gM: Optional[Tensor], gf: Optional[Tensor]):
         (J,) = ctx.saved_tensors
-        g = transition_vjp(J, gM, gf)                                             # (2, ...): dA, d dt
-        return g[0], g[1], None
+        return (None, None, *transition_vjp(J, gM, gf))
 
 
 def transition_vjp(J: Tensor, gM: Optional[Tensor], gf: Optional[Tensor]) -> Tensor:

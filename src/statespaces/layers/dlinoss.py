@@ -57,11 +57,10 @@ from typing import Iterator, Optional, Tuple, Union
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from .. import backend
 from .._checks import check_choice, check_positive_int, check_rate
-from ..kernels.oscillator import transition_vjp
+from ..kernels.oscillator import JacobianNode
 from .config import LayerConfig, setting
 from .linoss import (
     LINOSS_BIDIRECTIONAL,
@@ -86,26 +85,6 @@ def _sqrt0(x: Tensor) -> Tensor:
     return torch.sqrt(torch.clamp(x, min=tiny)) * (x > 0)
 
 
-class _DampedTransition(torch.autograd.Function):
-    r"""``(A_hat, G_hat, dt) -> (M, f)`` of :func:`damped_system` as one node on CUDA: the Triton kernel
-    (:func:`statespaces.ops.triton.oscillator.damped_transition_triton`) gives M, f and their Jacobian (3, 6, P)
-    by forward mode, and the backward is one contraction with it (:func:`~statespaces.kernels.oscillator.
-    transition_vjp`), where autograd through the projection and the blocks took about 120 small ops."""
-
-    @staticmethod
-    def forward(ctx, A_hat: Tensor, G_hat: Tensor, dt: Tensor, scheme: str):
-        M, f, J = _damped_triton(A_hat, G_hat, dt, scheme)
-        ctx.save_for_backward(J)
-        return M, f
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, gM: Optional[Tensor], gf: Optional[Tensor]):
-        (J,) = ctx.saved_tensors
-        g = transition_vjp(J, gM, gf)
-        return g[0], g[1], g[2], None
-
-
 def _damped_triton(A_hat: Tensor, G_hat: Tensor, dt: Tensor, scheme: str) -> Tuple[Tensor, Tensor, Tensor]:
     from ..ops.triton.oscillator import damped_transition_triton
 
@@ -120,7 +99,8 @@ def _damped_fused(A_hat: Tensor, G_hat: Tensor, dt: Tensor, scheme: str) -> Opti
     if backend.choose("damped_transition", A_hat, G_hat, dt, dtypes=(torch.float64,)) != "triton":
         return None
     if torch.is_grad_enabled() and (A_hat.requires_grad or G_hat.requires_grad or dt.requires_grad):
-        return backend.attempt("damped_transition", _DampedTransition.apply, A_hat, G_hat, dt, scheme)
+        # one node: the kernel's forward-mode Jacobian (3, 6, P) contracted in the backward (JacobianNode)
+        return backend.attempt("damped_transition", JacobianNode.apply, _damped_triton, scheme, A_hat, G_hat, dt)
     out = backend.attempt("damped_transition", _damped_triton, A_hat, G_hat, dt, scheme)
     return None if out is None else (out[0], out[1])
 
@@ -129,9 +109,10 @@ def damped_system(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
                   discretization: str) -> Tuple[Tensor, Tensor, OscillatorSystem]:
     r"""Projected ``(A, G)`` and the discretized system for raw ``A_hat``, ``G_hat`` and step ``dt`` (all (P,)).
 
-    Returns ``(A, G, OscillatorSystem)`` in the dtype of the inputs (see the module notes). On CUDA, (M, f) come
-    from one Triton launch with a one-node backward (:class:`_DampedTransition`); the rest (the projected A, G
-    and the polar form) from the formulas below, which the fused scan does not differentiate.
+    Returns ``(A, G, OscillatorSystem)`` in the dtype of the inputs (see the module notes). On CUDA, (M, f)
+    come from one Triton launch with a one-node backward (:class:`~statespaces.kernels.oscillator.JacobianNode`);
+    the rest (the projected A, G and the polar form) from the formulas below, which the fused scan does not
+    differentiate.
     """
     fused = _damped_fused(A_hat, G_hat, dt, discretization)
     if discretization == "imex":

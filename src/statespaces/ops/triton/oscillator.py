@@ -12,7 +12,8 @@ scheme      M                                                         f
 ==========  =======================================================  ==========================
 
 and the Jacobian J (2, 6, P) of the six outputs ``(M00, M01, M10, M11, f0, f1)`` by ``(a, dt)`` that the
-backward of :class:`statespaces.kernels.oscillator._Transition` contracts with (formulas in its docstring).
+backward of :class:`statespaces.kernels.oscillator.JacobianNode` contracts with (formulas:
+:func:`statespaces.kernels.oscillator.transition_with_jacobian`).
 In PyTorch this is about 35 small ops per forward (stacks of products, the Jacobian's rows); on a GPU bound by
 op dispatch (``benchmarks/host_census.py``) one launch is the point, not the arithmetic (O(P)).
 """
