@@ -153,34 +153,34 @@ def transition_with_jacobian(A: Tensor, dt: Tensor, scheme: str) -> Tuple[Tensor
 
 
 class JacobianNode(torch.autograd.Function):
-    r"""``(M, f) = fn(*inputs, scheme)`` of an oscillator transition as one autograd node whose backward is one
-    contraction (:func:`transition_vjp`) with the Jacobian J (I, 6, ...) that ``fn`` returns beside them (the
-    LinOSS transition, :func:`transition_with_jacobian`; D-LinOSS's with its projection,
-    :func:`statespaces.layers.dlinoss.damped_system`). Plain autograd through the LinOSS formulas costs about
-    15 forward and 45 backward ops (D-LinOSS's about 120 backward), which a GPU bound by dispatch pays for once
-    per forward; here one contraction.
+    r"""``outputs = fn(*inputs, scheme)`` (all but fn's last return) as one autograd node whose backward is one
+    contraction (:func:`transition_vjp`) with the Jacobian J (I, K, ...) that ``fn`` returns last, K the rows of
+    the outputs stacked (the LinOSS transition, :func:`transition_with_jacobian`: (M, f), K = 6; D-LinOSS's with
+    its projection and normal form, :func:`statespaces.layers.dlinoss.damped_system`: (M', f', T), K = 8).
+    Plain autograd through the LinOSS formulas costs about 15 forward and 45 backward ops (D-LinOSS's about
+    120 backward), which a GPU bound by dispatch pays for once per forward; here one contraction.
     """
 
     @staticmethod
     def forward(ctx, fn, scheme: str, *inputs: Tensor):
-        M, f, J = fn(*inputs, scheme)
+        *outs, J = fn(*inputs, scheme)
         ctx.save_for_backward(J)
-        return M, f
+        ctx.shapes = [o.shape for o in outs]
+        return tuple(outs)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, gM: Optional[Tensor], gf: Optional[Tensor]):
+    def backward(ctx, *grads: Optional[Tensor]):
         (J,) = ctx.saved_tensors
-        return (None, None, *transition_vjp(J, gM, gf))
+        filled = [J.new_zeros(s) if g is None else g for g, s in zip(grads, ctx.shapes)]
+        return (None, None, *transition_vjp(J, *filled))
 
 
-def transition_vjp(J: Tensor, gM: Optional[Tensor], gf: Optional[Tensor]) -> Tensor:
-    """The gradients of a transition's inputs, (I, ...), from its Jacobian J (I, 6, ...) of the six entries
-    ``(M00, M01, M10, M11, f0, f1)`` and the gradients gM (2, 2, ...), gf (2, ...) (None: zero): one contraction."""
+def transition_vjp(J: Tensor, *grads: Tensor) -> Tensor:
+    """The gradients of a transition's inputs, (I, ...), from its Jacobian J (I, K, ...) and the gradients of its
+    outputs (each (k_i, ..., ...) with the trailing shape of J; K = sum of their rows): one contraction."""
     shape = J.shape[2:]
-    gM = J.new_zeros(2, 2, *shape) if gM is None else gM
-    gf = J.new_zeros(2, *shape) if gf is None else gf
-    return (J * torch.cat([gM.reshape(4, *shape), gf]).unsqueeze(0)).sum(1)
+    return (J * torch.cat([g.reshape(-1, *shape) for g in grads]).unsqueeze(0)).sum(1)
 
 
 def oscillator_polar(A: Tensor, dt: Tensor, discretization: str) -> Tuple[Tensor, Tensor]:

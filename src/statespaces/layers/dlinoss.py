@@ -85,36 +85,35 @@ def _sqrt0(x: Tensor) -> Tensor:
     return torch.sqrt(torch.clamp(x, min=tiny)) * (x > 0)
 
 
-def _damped_triton(A_hat: Tensor, G_hat: Tensor, dt: Tensor, scheme: str) -> Tuple[Tensor, Tensor, Tensor]:
+def _damped_triton(A_hat: Tensor, G_hat: Tensor, dt: Tensor, scheme: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     from ..ops.triton.oscillator import damped_transition_triton
 
     return damped_transition_triton(A_hat.detach(), G_hat.detach(), dt.detach(), scheme)
 
 
-def _damped_fused(A_hat: Tensor, G_hat: Tensor, dt: Tensor, scheme: str) -> Optional[Tuple[Tensor, Tensor]]:
-    """``(M, f)`` by the Triton kernel where :mod:`statespaces.backend` picks it (CUDA float64, one oscillator
-    axis), else None (the PyTorch formulas of :func:`damped_system`, their twin, run)."""
+def _damped_fused(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
+                  scheme: str) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
+    """The fused scan's blocks ``(M', f', T)`` in their normal form by the Triton kernel
+    (:func:`statespaces.ops.triton.oscillator.damped_transition_triton`) where :mod:`statespaces.backend` picks it
+    (CUDA float64, one oscillator axis), as one autograd node (:class:`~statespaces.kernels.oscillator.
+    JacobianNode`: the kernel's forward-mode Jacobian (3, 8, P) contracted in the backward); else None."""
     if not (A_hat.dim() == 1 and G_hat.shape == A_hat.shape and dt.shape == A_hat.shape):
         return None
     if backend.choose("damped_transition", A_hat, G_hat, dt, dtypes=(torch.float64,)) != "triton":
         return None
     if torch.is_grad_enabled() and (A_hat.requires_grad or G_hat.requires_grad or dt.requires_grad):
-        # one node: the kernel's forward-mode Jacobian (3, 6, P) contracted in the backward (JacobianNode)
         return backend.attempt("damped_transition", JacobianNode.apply, _damped_triton, scheme, A_hat, G_hat, dt)
     out = backend.attempt("damped_transition", _damped_triton, A_hat, G_hat, dt, scheme)
-    return None if out is None else (out[0], out[1])
+    return None if out is None else (out[0], out[1], out[2])
 
 
 def damped_system(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
                   discretization: str) -> Tuple[Tensor, Tensor, OscillatorSystem]:
     r"""Projected ``(A, G)`` and the discretized system for raw ``A_hat``, ``G_hat`` and step ``dt`` (all (P,)).
 
-    Returns ``(A, G, OscillatorSystem)`` in the dtype of the inputs (see the module notes). On CUDA, (M, f)
-    come from one Triton launch with a one-node backward (:class:`~statespaces.kernels.oscillator.JacobianNode`);
-    the rest (the projected A, G and the polar form) from the formulas below, which the fused scan does not
-    differentiate.
+    Returns ``(A, G, OscillatorSystem)`` in the dtype of the inputs (see the module notes). The fused Triton scan
+    takes its blocks from :func:`_damped_fused` instead (normal form, one launch).
     """
-    fused = _damped_fused(A_hat, G_hat, dt, discretization)
     if discretization == "imex":
         G = torch.relu(G_hat)
         s = dt * G
@@ -123,9 +122,8 @@ def damped_system(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
         A_high = ((sq + 1.0) / dt) ** 2
         A = A_low + torch.relu(A_hat - A_low) - torch.relu(A_hat - A_high)
         S = 1.0 + s
-        if fused is None:
-            M = torch.stack([torch.stack([1.0 / S, -dt * A / S]), torch.stack([dt / S, 1.0 - dt * dt * A / S])])
-            f = torch.stack([dt / S, dt * dt / S])
+        M = torch.stack([torch.stack([1.0 / S, -dt * A / S]), torch.stack([dt / S, 1.0 - dt * dt * A / S])])
+        f = torch.stack([dt / S, dt * dt / S])
         log_r = -0.5 * torch.log1p(s)
         disc = (dt * dt) * (A - A_low) * (dt * dt) * (A_high - A)        # (q - q_low)(q_high - q) = S^2 (4 det - tr^2)
         re = 2.0 + s - dt * dt * A                          # 2 r cos(theta) S, any sign
@@ -138,9 +136,8 @@ def damped_system(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
         A = A_low + gap
         s = dt * G
         S = 1.0 + s + dt * dt * A
-        if fused is None:
-            M = torch.stack([torch.stack([1.0 / S, -dt * A / S]), torch.stack([dt / S, (1.0 + s) / S])])
-            f = torch.stack([dt / S, dt * dt / S])
+        M = torch.stack([torch.stack([1.0 / S, -dt * A / S]), torch.stack([dt / S, (1.0 + s) / S])])
+        f = torch.stack([dt / S, dt * dt / S])
         log_r = -0.5 * torch.log(S)
         re, im = 2.0 + s, 2.0 * dt * _sqrt0(gap)           # 2 r (cos, sin)(theta) S
     else:  # pragma: no cover - checked by the caller
@@ -148,8 +145,6 @@ def damped_system(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
     # eigenvalues sign * r e^{+-i theta} with theta in [0, pi/2]: near -r the angle stays small
     sign = torch.where(re < 0, -torch.ones_like(re), torch.ones_like(re))
     theta = torch.atan2(im, re.abs())
-    if fused is not None:
-        M, f = fused
     return A, G, OscillatorSystem(M, f, dt, log_r, theta, sign)
 
 
@@ -282,14 +277,14 @@ class DLinOSS(LinOSS):
     def _system(self, rate: Union[float, Tensor]) -> OscillatorSystem:
         return self._projected(rate)[2]
 
-    def _scan_blocks(self, rate: float) -> Tuple[Tensor, Tensor]:
+    def _scan_blocks(self, rate: float) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
         w = self._wide
         A_hat, G_hat, dt = self.A_hat.to(w), self.G_hat.to(w), self._dt(rate)
         fused = _damped_fused(A_hat, G_hat, dt, self.discretization)
         if fused is not None:
             return fused
         sys = damped_system(A_hat, G_hat, dt, self.discretization)[2]
-        return sys.M, sys.f
+        return sys.M, sys.f, None
 
     def _stiffness(self, rate: Union[float, Tensor]) -> Tensor:
         return self._projected(rate)[0]

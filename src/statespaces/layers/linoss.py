@@ -685,7 +685,7 @@ class LinOSS(SSMLayer):
         y_pos: Optional[Tensor]
         last: Optional[Tensor]
         sys: Optional[OscillatorSystem] = None
-        blocks: Optional[Tuple[Tensor, Tensor]] = None
+        blocks: Optional[Tuple[Tensor, Tensor, Optional[Tensor]]] = None
         if steps is not None:
             v = self._input_proj(u).to(u.dtype)                     # (B, L, 2P) real [Re; Im]
             y_pos, last = self._irregular_positions(v, steps, rate, x0, mode)
@@ -693,7 +693,7 @@ class LinOSS(SSMLayer):
             # the fused Triton scan needs only the blocks (M, f): the polar form of the full system is formed
             # only for the other routes (and if the kernel fails)
             blocks = self._scan_blocks(rate) if mode == "scan" and self._fused_available(u) else None
-            fused = None if blocks is None else self._fused_scan(u, blocks, x0)
+            fused = None if blocks is None else self._fused_scan(u, blocks, x0, return_state)
             sys = None if fused is not None else self._system(rate)   # float64 (see _scan_path)
             if fused is None and self._channels_first(u, mode):
                 y_pos = None                                        # the layout-preserving chunked pass below
@@ -713,7 +713,7 @@ class LinOSS(SSMLayer):
                 back = self._chunked_channels_first(u.flip(1), cast(OscillatorSystem, sys), None, L, False,
                                                     self.C_back)[0].flip(1)
             else:
-                fused = self._fused_scan(u.flip(1), blocks, None) if blocks is not None and v is None else None
+                fused = self._fused_scan(u.flip(1), blocks, None, False) if blocks is not None and v is None else None
                 if fused is None and sys is None:
                     sys = self._system(rate)
                 y_rev = fused[0] if fused is not None else self._positions(
@@ -736,24 +736,37 @@ class LinOSS(SSMLayer):
         """Whether :mod:`statespaces.backend` picks the fused Triton scan for u (CUDA float32)."""
         return backend.choose("linoss_scan", u, dtypes=backend.REAL) == "triton"
 
-    def _scan_blocks(self, rate: float) -> Tuple[Tensor, Tensor]:
-        """The blocks ``(M, f)`` of :meth:`_system` alone (float64), for the fused scan."""
+    def _scan_blocks(self, rate: float) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """The blocks ``(M, f)`` of :meth:`_system` alone (float64), for the fused scan, and the basis change
+        ``T = (p, q)`` (2, P) of blocks given in another basis, ``x = [[p, q], [0, 1]] x'`` (None: none; the
+        position coordinate is the same in both)."""
         A, dt = torch.broadcast_tensors(self._stiffness(rate), self._dt(rate))
-        return oscillator_transition(A, dt, self.discretization, validate=False)
+        M, f = oscillator_transition(A, dt, self.discretization, validate=False)
+        return M, f, None
 
-    def _fused_scan(self, u: Tensor, blocks: Tuple[Tensor, Tensor],
-                    x0: Optional[Tensor]) -> Optional[Tuple[Tensor, Tensor]]:
+    def _fused_scan(self, u: Tensor, blocks: Tuple[Tensor, Tensor, Optional[Tensor]], x0: Optional[Tensor],
+                    need_state: bool) -> Optional[Tuple[Tensor, Tensor]]:
         """``mode='scan'`` on the fused Triton kernel (:mod:`statespaces.ops.triton.linoss`: forcing
-        ``f B u`` built in-kernel from u (B, L, H), fp64 chunk carry), with the blocks ``(M, f)`` of
-        :meth:`_scan_blocks`; None if the kernel failed (it warns once; the PyTorch :meth:`_scan_path` runs).
-        Returns positions (B, L, 2P) and the final state (B, 2, 2P) like :meth:`_positions`."""
-        return backend.attempt("linoss_scan", self._scan_triton, u, blocks, x0)
+        ``f B u`` built in-kernel from u (B, L, H), fp64 chunk carry), with the blocks of :meth:`_scan_blocks`;
+        None if the kernel failed (it warns once; the PyTorch :meth:`_scan_path` runs). Returns positions
+        (B, L, 2P) and the final state (B, 2, 2P) like :meth:`_positions` (the state in the blocks' basis
+        unless ``need_state``)."""
+        return backend.attempt("linoss_scan", self._scan_triton, u, blocks, x0, need_state)
 
-    def _scan_triton(self, u: Tensor, blocks: Tuple[Tensor, Tensor], x0: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    def _scan_triton(self, u: Tensor, blocks: Tuple[Tensor, Tensor, Optional[Tensor]], x0: Optional[Tensor],
+                     need_state: bool) -> Tuple[Tensor, Tensor]:
         from ..ops.triton.linoss import linoss_scan_triton
 
+        M, f, T = blocks
         W = self._input_weight()                                    # (2P, H): v = u W^T = [Re B u; Im B u]
-        y, last = linoss_scan_triton(u, W, blocks[0], blocks[1], x0)
+        p = q = None
+        if T is not None and (x0 is not None or need_state):      # x = [[p, q], [0, 1]] x', for Re and Im
+            p, q = (t.repeat(2).to(u.dtype) for t in T)
+            if x0 is not None:
+                x0 = torch.stack([(x0[:, 0] - q * x0[:, 1]) / p, x0[:, 1]], 1)
+        y, last = linoss_scan_triton(u, W, M, f, x0)
+        if p is not None and q is not None and need_state:
+            last = torch.stack([p * last[:, 0] + q * last[:, 1], last[:, 1]], 1)
         return y.to(u.dtype), last.to(u.dtype)
 
     def _irregular_positions(

@@ -130,9 +130,49 @@ def _damped(a, g, dt, ta, tg, tdt, IMEX: tl.constexpr):
 
 
 @triton.jit
-def _damped_kernel(a_ptr, g_ptr, dt_ptr, m_ptr, f_ptr, j_ptr, P, IMEX: tl.constexpr, BLOCK: tl.constexpr):
-    # M (2, 2, P), f (2, P) and the Jacobian J (3, 6, P) of (M00, M01, M10, M11, f0, f1) by (A_hat, G_hat, dt):
-    # the forward mode of _damped along each input, entry (i, k) of J at (6 i + k) P + p
+def _normal_form(m00, m01, m10, m11, f0, f1, t00, t01, t10, t11, tf0, tf1):
+    # The block in the basis x = T x', T = [[p, q], [0, 1]] (the position coordinate kept), where it is the
+    # normal ``[[alpha, -beta], [beta, alpha]]`` (eigenvalues alpha +- i beta): p = beta / M10,
+    # q = (M00 - M11) / (2 M10), f' = T^-1 f = ((f0 - q f1) / p, f1). Rounded to fp32 for the scan, a normal
+    # block moves its eigenvalues by ~2^-24; the original one, far from normal near a double eigenvalue
+    # (theta near 0 or pi), by up to ~2^-12. Where beta / r < 1e-3 (or M10 = 0) T = I (values and tangents
+    # unchanged). Returns 8 values (M'00, M'01, M'10, M'11, f'0, f'1, p, q) and their 8 tangents.
+    al = 0.5 * (m00 + m11)
+    tal = 0.5 * (t00 + t11)
+    det = m00 * m11 - m01 * m10
+    tdet = t00 * m11 + m00 * t11 - t01 * m10 - m01 * t10
+    b2 = det - al * al
+    tb2 = tdet - 2.0 * al * tal
+    ok = (b2 > 1e-6 * det) & (m10 != 0.0)
+    be = tl.sqrt(tl.where(ok, b2, 1.0))
+    tbe = tb2 / (2.0 * be)
+    d = tl.where(ok, m10, 1.0)
+    p = be / d
+    tp = tbe / d - be * t10 / (d * d)
+    q = (m00 - m11) / (2.0 * d)
+    tq = (t00 - t11) / (2.0 * d) - (m00 - m11) * t10 / (2.0 * d * d)
+    h = f0 - q * f1
+    g0 = h / p
+    tg0 = (tf0 - tq * f1 - q * tf1) / p - h * tp / (p * p)
+    one = tl.zeros_like(m00) + 1.0
+    zero = tl.zeros_like(m00)
+    return (tl.where(ok, al, m00), tl.where(ok, -be, m01), tl.where(ok, be, m10), tl.where(ok, al, m11),
+            tl.where(ok, g0, f0), f1, tl.where(ok, p, one), tl.where(ok, q, zero),
+            tl.where(ok, tal, t00), tl.where(ok, -tbe, t01), tl.where(ok, tbe, t10), tl.where(ok, tal, t11),
+            tl.where(ok, tg0, tf0), tf1, tl.where(ok, tp, zero), tl.where(ok, tq, zero))
+
+
+@triton.jit
+def _damped_normal(a, g, dt, ta, tg, tdt, IMEX: tl.constexpr):
+    o = _damped(a, g, dt, ta, tg, tdt, IMEX)
+    return _normal_form(o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], o[11])
+
+
+@triton.jit
+def _damped_kernel(a_ptr, g_ptr, dt_ptr, m_ptr, f_ptr, t_ptr, j_ptr, P, IMEX: tl.constexpr, BLOCK: tl.constexpr):
+    # M' (2, 2, P), f' (2, P), T = (p, q) (2, P) of the normal form and the Jacobian J (3, 8, P) of
+    # (M'00, M'01, M'10, M'11, f'0, f'1, p, q) by (A_hat, G_hat, dt): the forward mode along each input, entry
+    # (i, k) of J at (8 i + k) P + p
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < P
     a = tl.load(a_ptr + offs, mask=m, other=0.0)
@@ -140,22 +180,24 @@ def _damped_kernel(a_ptr, g_ptr, dt_ptr, m_ptr, f_ptr, j_ptr, P, IMEX: tl.conste
     dt = tl.load(dt_ptr + offs, mask=m, other=1.0)
     one = tl.zeros_like(a) + 1.0
     zero = tl.zeros_like(a)
-    out = _damped(a, g, dt, one, zero, zero, IMEX)
+    out = _damped_normal(a, g, dt, one, zero, zero, IMEX)
     for k in tl.static_range(4):
         tl.store(m_ptr + k * P + offs, out[k], mask=m)
     tl.store(f_ptr + offs, out[4], mask=m)
     tl.store(f_ptr + P + offs, out[5], mask=m)
-    for k in tl.static_range(6):
-        tl.store(j_ptr + k * P + offs, out[6 + k], mask=m)
-    out = _damped(a, g, dt, zero, one, zero, IMEX)
-    for k in tl.static_range(6):
-        tl.store(j_ptr + (6 + k) * P + offs, out[6 + k], mask=m)
-    out = _damped(a, g, dt, zero, zero, one, IMEX)
-    for k in tl.static_range(6):
-        tl.store(j_ptr + (12 + k) * P + offs, out[6 + k], mask=m)
+    tl.store(t_ptr + offs, out[6], mask=m)
+    tl.store(t_ptr + P + offs, out[7], mask=m)
+    for k in tl.static_range(8):
+        tl.store(j_ptr + k * P + offs, out[8 + k], mask=m)
+    out = _damped_normal(a, g, dt, zero, one, zero, IMEX)
+    for k in tl.static_range(8):
+        tl.store(j_ptr + (8 + k) * P + offs, out[8 + k], mask=m)
+    out = _damped_normal(a, g, dt, zero, zero, one, IMEX)
+    for k in tl.static_range(8):
+        tl.store(j_ptr + (16 + k) * P + offs, out[8 + k], mask=m)
 
 
-_DAMPED_SIG = signature("*fp64", ["a_ptr", "g_ptr", "dt_ptr", "m_ptr", "f_ptr", "j_ptr"], ["P"])
+_DAMPED_SIG = signature("*fp64", ["a_ptr", "g_ptr", "dt_ptr", "m_ptr", "f_ptr", "t_ptr", "j_ptr"], ["P"])
 
 
 def _config(imex: bool):
@@ -171,20 +213,23 @@ def configs():
     return unique([_config(False), _config(True), _damped_config(False), _damped_config(True)])
 
 
-def damped_transition_triton(A_hat: Tensor, G_hat: Tensor, dt: Tensor, scheme: str) -> Tuple[Tensor, Tensor, Tensor]:
-    """D-LinOSS: ``(M, f, J)`` with M (2, 2, P), f (2, P) and the Jacobian J (3, 6, P) of the six entries of
-    (M, f) by (A_hat, G_hat, dt), from the raw parameters (projection into the complex band included) and dt,
-    float64 (P,); scheme ``"im"`` or ``"imex"``. One launch, one output buffer."""
+def damped_transition_triton(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
+                             scheme: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """D-LinOSS: ``(M', f', T, J)``, the blocks in their normal form (:func:`_normal_form`) for the scan: M'
+    (2, 2, P), f' (2, P), T = (p, q) (2, P) with ``x = [[p, q], [0, 1]] x'``, and the Jacobian J (3, 8, P) of
+    those eight entries by (A_hat, G_hat, dt), from the raw parameters (projection into the complex band
+    included), float64 (P,); scheme ``"im"`` or ``"imex"``. One launch, one output buffer."""
     for name, t in (("A_hat", A_hat), ("G_hat", G_hat), ("dt", dt)):
         if t.dim() != 1 or t.shape != A_hat.shape or t.dtype != torch.float64:
             raise ValueError(f"damped_transition_triton: {name} must be float64 (P,) like A_hat, got {t.dtype} "
                              f"{tuple(t.shape)}")
     P = A_hat.shape[0]
-    out = torch.empty(24 * P, device=A_hat.device, dtype=torch.float64)
-    M, f, J = out[:4 * P].view(2, 2, P), out[4 * P:6 * P].view(2, P), out[6 * P:].view(3, 6, P)
+    out = torch.empty(32 * P, device=A_hat.device, dtype=torch.float64)
+    M, f, T = out[:4 * P].view(2, 2, P), out[4 * P:6 * P].view(2, P), out[6 * P:8 * P].view(2, P)
+    J = out[8 * P:].view(3, 8, P)
     A_hat, G_hat, dt = (t if t.is_contiguous() else t.contiguous() for t in (A_hat, G_hat, dt))
-    _damped_config(scheme == "imex").launch((triton.cdiv(P, BLOCK),), A_hat, G_hat, dt, M, f, J, P)
-    return M, f, J
+    _damped_config(scheme == "imex").launch((triton.cdiv(P, BLOCK),), A_hat, G_hat, dt, M, f, T, J, P)
+    return M, f, T, J
 
 
 def transition_triton(A: Tensor, dt: Tensor, scheme: str) -> Tuple[Tensor, Tensor, Tensor]:
