@@ -411,3 +411,42 @@ def test_a_max_sets_the_initial_stiffness_range():
     for bad in (True, "4", torch.tensor(4.0)):
         with pytest.raises(TypeError, match="a_max must be"):
             LinOSS(4, 8, a_max=bad)
+
+
+def test_normal_form_of_oscillator_blocks():
+    """``normal_form``: T M' T^-1 = M and T f' = f with T = [[p, q], [0, 1]] (the position kept), M' normal with the
+    eigenvalues of M, identity where beta ~ 0 (a double eigenvalue, here LinOSS-IMEX at A = 0), and gradcheck."""
+    from statespaces.kernels.oscillator import normal_form, oscillator_transition
+
+    g = torch.Generator().manual_seed(4)
+    A = torch.rand(7, generator=g, dtype=torch.float64) * 3
+    A[0] = 0.0
+    dt = 0.2 + 0.6 * torch.rand(7, generator=g, dtype=torch.float64)
+    M, f = oscillator_transition(A, dt, "IMEX")
+    Mn, fn, (p, q) = normal_form(M, f)
+    assert float(p[0]) == 1.0 and float(q[0]) == 0.0 and torch.equal(Mn[..., 0], M[..., 0])
+    one, zero = torch.ones_like(p), torch.zeros_like(p)
+    T = torch.stack([torch.stack([p, q]), torch.stack([zero, one])])
+    Ti = torch.stack([torch.stack([1 / p, -q / p]), torch.stack([zero, one])])
+    torch.testing.assert_close(torch.einsum("ijp,jkp,klp->ilp", T, Mn, Ti), M, atol=1e-13, rtol=1e-12)
+    torch.testing.assert_close(torch.einsum("ijp,jp->ip", T, fn), f, atol=1e-13, rtol=1e-12)
+    comm = torch.einsum("ijp,kjp->ikp", Mn, Mn) - torch.einsum("jip,jkp->ikp", Mn, Mn)     # M M^T - M^T M
+    assert float(comm[..., 1:].abs().max()) < 1e-14
+    torch.testing.assert_close(torch.linalg.eigvals(Mn[..., 1:].permute(2, 0, 1)).abs(),
+                               torch.linalg.eigvals(M[..., 1:].permute(2, 0, 1)).abs(), atol=1e-12, rtol=1e-12)
+    Mg, fg = M[..., 1:].clone().requires_grad_(), f[..., 1:].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: normal_form(a, b), (Mg, fg))
+
+
+@pytest.mark.parametrize("disc", ["imex", "im"])
+def test_dlinoss_scan_mode_float32_precision(disc):
+    """D-LinOSS's scan mode in float32 against float64 (ring init: theta near 0 and pi, blocks far from normal):
+    the chunks scanned in the blocks' normal form (6.7e-4 in their own basis at L = 1024)."""
+    from statespaces.layers import DLinOSS
+
+    a = DLinOSS(16, 32, mode="scan", discretization=disc, seed=0)
+    b = DLinOSS(16, 32, mode="scan", discretization=disc, seed=0).double()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 512, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = b(x).detach()
+    assert float((a(x.float()).detach().double() - ref).abs().max() / ref.abs().max()) < 1e-5

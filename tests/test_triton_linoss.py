@@ -249,22 +249,14 @@ def test_transition_kernel_matches_the_formulas_and_their_gradients(scheme):
     torch.testing.assert_close(Mn, M0, atol=0, rtol=1e-14)
 
 
-def _normal_form_ref(M, f, ok):
-    """The blocks' normal form by autograd-able torch formulas (an independent route): x = [[p, q], [0, 1]] x'
-    (on the lanes ``ok``; the others get a harmless stand-in, so that no NaN reaches the gradients)."""
-    al = (M[0, 0] + M[1, 1]) / 2
-    be = torch.sqrt(torch.where(ok, M[0, 0] * M[1, 1] - M[0, 1] * M[1, 0] - al * al, 1.0))
-    p, q = be / M[1, 0], (M[0, 0] - M[1, 1]) / (2 * M[1, 0])
-    Mn = torch.stack([torch.stack([al, -be]), torch.stack([be, al])])
-    return Mn, torch.stack([(f[0] - q * f[1]) / p, f[1]]), torch.stack([p, q])
-
-
 @pytest.mark.parametrize("scheme", ["im", "imex"])
 def test_damped_transition_kernel_gives_the_normal_form_and_its_jacobian(scheme):
     """D-LinOSS's (A_hat, G_hat, dt) -> (M', f', T) in one launch: the blocks of ``damped_system`` (projection
     into the complex band included) in the basis where they are normal, x = [[p, q], [0, 1]] x' (so that
     T M' T^-1 = M, T f' = f), and the one-node gradients (forward-mode Jacobian (3, 8, P)) against autograd
-    through the formulas, float64, at points on every side of the projection's kinks."""
+    through the formulas (``damped_system``, then ``normal_form``, its PyTorch twin), float64, at points on every
+    side of the projection's kinks."""
+    from statespaces.kernels.oscillator import normal_form
     from statespaces.layers.dlinoss import _damped_fused, damped_system
     from statespaces.ops.triton import oscillator as tosc
 
@@ -291,7 +283,7 @@ def test_damped_transition_kernel_gives_the_normal_form_and_its_jacobian(scheme)
             with backend.force_triton():
                 outs = _damped_fused(*xs, scheme)
         else:
-            outs = _normal_form_ref(*damped_system(*xs, scheme)[2][:2], ok)
+            outs = normal_form(*damped_system(*xs, scheme)[2][:2])
         sum((o * wi)[..., ok].sum() for o, wi in zip(outs, w)).backward()
         grads.append([x.grad for x in xs])
     for x, y in zip(*grads):

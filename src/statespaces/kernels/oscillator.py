@@ -183,6 +183,36 @@ def transition_vjp(J: Tensor, *grads: Tensor) -> Tensor:
     return (J * torch.cat([g.reshape(-1, *shape) for g in grads]).unsqueeze(0)).sum(1)
 
 
+def normal_form(M: Tensor, f: Tensor, tol: float = 1e-6) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""The blocks in the basis where they are normal: ``(M', f', T)`` with ``x = [[p, q], [0, 1]] x'``, T = (p, q).
+
+    For a block with eigenvalues ``alpha +- i beta``: ``p = beta / M10``, ``q = (M00 - M11) / (2 M10)``, then
+    ``M' = T^-1 M T = [[alpha, -beta], [beta, alpha]]`` and ``f' = T^-1 f = ((f0 - q f1) / p, f1)``; the position
+    (second) coordinate is the same in both bases. Rounded to fp32, a normal block moves its eigenvalues by about
+    2^-24, while a block far from normal (near a double eigenvalue: D-LinOSS with theta near 0 or pi) moves them
+    by up to about 2^-12, which a scan then accumulates. Where ``beta^2 <= tol det M`` (beta / r below
+    ``sqrt(tol)``) or ``M10 = 0``, T = I and the block is returned as is. Differentiable (where-guarded). The
+    fused kernel's twin (:func:`statespaces.ops.triton.oscillator._normal_form`).
+
+    Args:
+        M: (2, 2, ...) real blocks. f: (2, ...) forcing. tol: threshold on ``beta^2 / det M``.
+
+    Returns:
+        ``(M', f', T)``: (2, 2, ...), (2, ...), (2, ...).
+    """
+    al = (M[0, 0] + M[1, 1]) / 2
+    det = M[0, 0] * M[1, 1] - M[0, 1] * M[1, 0]
+    b2 = det - al * al
+    ok = (b2 > tol * det) & (M[1, 0] != 0)
+    be = torch.sqrt(torch.where(ok, b2, torch.ones_like(b2)))
+    d = torch.where(ok, M[1, 0], torch.ones_like(b2))
+    p = torch.where(ok, be / d, torch.ones_like(b2))
+    q = torch.where(ok, (M[0, 0] - M[1, 1]) / (2 * d), torch.zeros_like(b2))
+    Mn = torch.where(ok, torch.stack([torch.stack([al, -be]), torch.stack([be, al])]), M)
+    fn = torch.stack([(f[0] - q * f[1]) / p, f[1]])
+    return Mn, fn, torch.stack([p, q])
+
+
 def oscillator_polar(A: Tensor, dt: Tensor, discretization: str) -> Tuple[Tensor, Tensor]:
     r"""Modulus (as ``log r``) and angle ``theta`` of the eigenvalues ``r e^{+-i theta}`` (Prop. 3.1).
 
