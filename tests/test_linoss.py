@@ -430,6 +430,11 @@ def test_normal_form_of_oscillator_blocks():
     Ti = torch.stack([torch.stack([1 / p, -q / p]), torch.stack([zero, one])])
     torch.testing.assert_close(torch.einsum("ijp,jkp,klp->ilp", T, Mn, Ti), M, atol=1e-13, rtol=1e-12)
     torch.testing.assert_close(torch.einsum("ijp,jp->ip", T, fn), f, atol=1e-13, rtol=1e-12)
+    from statespaces.kernels.oscillator import from_normal_basis, to_normal_basis
+
+    x = torch.randn(3, 2, 7, generator=g, dtype=torch.float64)                 # states (B, 2, P)
+    torch.testing.assert_close(from_normal_basis(x, torch.stack([p, q])), torch.einsum("ijp,bjp->bip", T, x))
+    torch.testing.assert_close(to_normal_basis(from_normal_basis(x, torch.stack([p, q])), torch.stack([p, q])), x)
     comm = torch.einsum("ijp,kjp->ikp", Mn, Mn) - torch.einsum("jip,jkp->ikp", Mn, Mn)     # M M^T - M^T M
     assert float(comm[..., 1:].abs().max()) < 1e-14
     torch.testing.assert_close(torch.linalg.eigvals(Mn[..., 1:].permute(2, 0, 1)).abs(),

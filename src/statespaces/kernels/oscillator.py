@@ -156,7 +156,8 @@ class JacobianNode(torch.autograd.Function):
     r"""``outputs = fn(*inputs, scheme)`` (all but fn's last return) as one autograd node whose backward is one
     contraction (:func:`transition_vjp`) with the Jacobian J (I, K, ...) that ``fn`` returns last, K the rows of
     the outputs stacked (the LinOSS transition, :func:`transition_with_jacobian`: (M, f), K = 6; D-LinOSS's with
-    its projection and normal form, :func:`statespaces.layers.dlinoss.damped_system`: (M', f', T), K = 8).
+    its projection and normal form, :func:`statespaces.ops.triton.oscillator.damped_transition_triton`:
+    (M', f', T), K = 8).
     Plain autograd through the LinOSS formulas costs about 15 forward and 45 backward ops (D-LinOSS's about
     120 backward), which a GPU bound by dispatch pays for once per forward; here one contraction.
     """
@@ -209,8 +210,21 @@ def normal_form(M: Tensor, f: Tensor, tol: float = 1e-6) -> Tuple[Tensor, Tensor
     p = torch.where(ok, be / d, torch.ones_like(b2))
     q = torch.where(ok, (M[0, 0] - M[1, 1]) / (2 * d), torch.zeros_like(b2))
     Mn = torch.where(ok, torch.stack([torch.stack([al, -be]), torch.stack([be, al])]), M)
-    fn = torch.stack([(f[0] - q * f[1]) / p, f[1]])
-    return Mn, fn, torch.stack([p, q])
+    T = torch.stack([p, q])
+    return Mn, to_normal_basis(f, T, dim=0), T
+
+
+def to_normal_basis(x: Tensor, T: Tensor, dim: int = -2) -> Tensor:
+    r"""``x' = T^-1 x`` for ``T = [[p, q], [0, 1]]`` (:func:`normal_form`): states or forcings with their
+    (velocity, position) pair along ``dim`` and the oscillators last, T (2, ...) broadcasting against the rest."""
+    z, y = x.unbind(dim)
+    return torch.stack([(z - T[1] * y) / T[0], y], dim)
+
+
+def from_normal_basis(x: Tensor, T: Tensor, dim: int = -2) -> Tensor:
+    r"""``x = T x'`` (the inverse of :func:`to_normal_basis`): the position is the same in both bases."""
+    z, y = x.unbind(dim)
+    return torch.stack([T[0] * z + T[1] * y, y], dim)
 
 
 def oscillator_polar(A: Tensor, dt: Tensor, discretization: str) -> Tuple[Tensor, Tensor]:

@@ -70,12 +70,14 @@ from ..kernels.oscillator import (
     IMEX_MAX_DT2A,
     OSCILLATOR_SCHEMES,
     check_oscillator_params,
+    from_normal_basis,
     mimo_kernel,
     normal_form,
     oscillator_polar,
     oscillator_step,
     oscillator_transition,
     power_coefficients,
+    to_normal_basis,
 )
 from ..ops.fftconv import fftconv
 from ..ops.scan import scan_block2, scan_loop
@@ -760,14 +762,14 @@ class LinOSS(SSMLayer):
 
         M, f, T = blocks
         W = self._input_weight()                                    # (2P, H): v = u W^T = [Re B u; Im B u]
-        p = q = None
-        if T is not None and (x0 is not None or need_state):      # x = [[p, q], [0, 1]] x', for Re and Im
-            p, q = (t.repeat(2).to(u.dtype) for t in T)
-            if x0 is not None:
-                x0 = torch.stack([(x0[:, 0] - q * x0[:, 1]) / p, x0[:, 1]], 1)
+        T2 = None                                                   # (2, 2P): the same basis for Re and Im
+        if T is not None and (x0 is not None or need_state):
+            T2 = T.repeat(1, 2).to(u.dtype)
+        if T2 is not None and x0 is not None:
+            x0 = to_normal_basis(x0, T2)
         y, last = linoss_scan_triton(u, W, M, f, x0)
-        if p is not None and q is not None and need_state:
-            last = torch.stack([p * last[:, 0] + q * last[:, 1], last[:, 1]], 1)
+        if T2 is not None and need_state:
+            last = from_normal_basis(last, T2)
         return y.to(u.dtype), last.to(u.dtype)
 
     def _irregular_positions(
@@ -834,10 +836,7 @@ class LinOSS(SSMLayer):
         M64 = sys.M
         Mn, fn, T = normal_form(M64, sys.f)                         # float64; local scans in the normal basis
         M, f = Mn.to(wd), fn.to(wd)
-        pq = T.repeat(1, 2)                                         # (2, 2P): x = [[p, q], [0, 1]] x'
-
-        def original(X: Tensor) -> Tensor:                          # (..., 2, 2P) from x' to x (float64)
-            return torch.stack([pq[0] * X[..., 0, :] + pq[1] * X[..., 1, :], X[..., 1, :]], -2)
+        T2 = T.repeat(1, 2)                                         # (2, 2P): x = [[p, q], [0, 1]] x', Re and Im
 
         M2 = torch.cat([M, M], -1)                                  # same real transition for Re and Im
         F = torch.stack([f[0].repeat(2) * v, f[1].repeat(2) * v], -2)   # (B, L, 2, 2P)
@@ -849,7 +848,7 @@ class LinOSS(SSMLayer):
         n1 = torch.arange(1, C + 1, device=v.device)
         Mp = system_powers(sys, n1).repeat(1, 1, 2, 1)
         # chunk-boundary states s_k = M^C s_{k-1} + (chunk k from zero)_end, s_{-1} = x0; float64
-        ends = original(Xl[:, :, -1].to(M64.dtype))                 # (B, K, 2, 2P)
+        ends = from_normal_basis(Xl[:, :, -1].to(M64.dtype), T2)    # (B, K, 2, 2P)
         x0w = None if x0 is None else x0.to(M64.dtype)
         S = scan_block2(Mp[..., -1].expand(K, 2, 2, P2), ends, x0w)  # (B, K, 2, 2P)
         first = torch.zeros_like(S[:, :1]) if x0w is None else x0w.unsqueeze(1)
@@ -859,7 +858,8 @@ class LinOSS(SSMLayer):
         zir = Mw[0].T * cw[..., 0, :] + Mw[1].T * cw[..., 1, :]     # (B, K, C, 2P)
         y_pos = (Xl[..., 1, :] + zir).flatten(1, 2)[:, :L]
         r = L - (K - 1) * C                                         # steps in the last chunk
-        last = original(Xl[:, -1, r - 1].to(M64.dtype)) + torch.einsum("ijp,bjp->bip", Mp[..., r - 1], carry[:, -1])
+        last = from_normal_basis(Xl[:, -1, r - 1].to(M64.dtype), T2) + torch.einsum("ijp,bjp->bip", Mp[..., r - 1],
+                                                                                     carry[:, -1])
         return y_pos, last.to(wd)
 
     def _channels_first(self, u: Tensor, mode: str) -> bool:

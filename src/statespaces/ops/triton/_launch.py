@@ -24,7 +24,7 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["Config", "signature", "pow2_domain", "step_buffers", "real_view", "patch_interpreter"]
+__all__ = ["Config", "signature", "pow2_domain", "step_buffers", "contiguous", "real_view", "patch_interpreter"]
 
 _PTR_DTYPES = {"*fp32": torch.float32, "*fp64": torch.float64}
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -150,6 +150,12 @@ def step_buffers(op: str, out: Optional[Tuple[Tensor, Tensor]], y_like: Tensor,
             raise ValueError(f"{op}: {name} must be a contiguous {ref.dtype} tensor of shape {tuple(ref.shape)} "
                              f"on {ref.device}, got {t.dtype} {tuple(t.shape)} on {t.device}")
     return out[0], out[1]
+
+
+def contiguous(t: Tensor) -> Tensor:
+    """``t`` itself if contiguous, else a contiguous copy: no dispatched op when none is needed (a GPU bound
+    by dispatch pays for each, even a no-op ``t.contiguous()``)."""
+    return t if t.is_contiguous() else t.contiguous()
 
 
 def real_view(t: Tensor) -> Tensor:

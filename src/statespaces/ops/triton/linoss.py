@@ -55,7 +55,7 @@ import triton
 import triton.language as tl
 
 from .._amp import amp_backward, fp32_forward
-from ._launch import make, pow2_domain, signature, unique
+from ._launch import contiguous, make, pow2_domain, signature, unique
 
 Tensor = torch.Tensor
 
@@ -405,8 +405,7 @@ def _forward(u, W, M32, f32, M64, x0):
 
 def _f32(t: Tensor) -> Tensor:
     """``t`` as contiguous float32, without an op when it already is."""
-    t = t if t.dtype == torch.float32 else t.to(torch.float32)
-    return t if t.is_contiguous() else t.contiguous()
+    return contiguous(t if t.dtype == torch.float32 else t.to(torch.float32))
 
 
 def _as(t: Tensor, dtype: torch.dtype) -> Tensor:

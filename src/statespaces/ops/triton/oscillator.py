@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import make, signature, unique
+from ._launch import contiguous, make, signature, unique
 
 Tensor = torch.Tensor
 
@@ -227,7 +227,7 @@ def damped_transition_triton(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
     out = torch.empty(32 * P, device=A_hat.device, dtype=torch.float64)
     M, f, T = out[:4 * P].view(2, 2, P), out[4 * P:6 * P].view(2, P), out[6 * P:8 * P].view(2, P)
     J = out[8 * P:].view(3, 8, P)
-    A_hat, G_hat, dt = (t if t.is_contiguous() else t.contiguous() for t in (A_hat, G_hat, dt))
+    A_hat, G_hat, dt = (contiguous(t) for t in (A_hat, G_hat, dt))
     _damped_config(scheme == "imex").launch((triton.cdiv(P, BLOCK),), A_hat, G_hat, dt, M, f, T, J, P)
     return M, f, T, J
 
@@ -241,6 +241,6 @@ def transition_triton(A: Tensor, dt: Tensor, scheme: str) -> Tuple[Tensor, Tenso
     P = A.shape[0]
     out = torch.empty(18 * P, device=A.device, dtype=torch.float64)
     M, f, J = out[:4 * P].view(2, 2, P), out[4 * P:6 * P].view(2, P), out[6 * P:].view(2, 6, P)
-    A, dt = (t if t.is_contiguous() else t.contiguous() for t in (A, dt))
+    A, dt = (contiguous(t) for t in (A, dt))
     _config(scheme == "imex").launch((triton.cdiv(P, BLOCK),), A, dt, M, f, J, P)
     return M, f, J

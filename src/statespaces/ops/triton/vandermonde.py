@@ -55,7 +55,7 @@ import triton
 import triton.language as tl
 
 from .._amp import amp_backward, fp32_forward
-from ._launch import make, pow2_domain, signature, unique
+from ._launch import contiguous, make, pow2_domain, signature, unique
 
 Tensor = torch.Tensor
 
@@ -157,7 +157,7 @@ def _zoh_modes(xr, xi):
     # ZOH input factor phi(x) = (e^x - 1) / x and its derivative phi'(x) = (e^x - phi(x)) / x in fp64, for
     # x = dt A = xr + i xi (fp64; app. A.1.5); the series 1 + x/2 + x^2/6 + ... and 1/2 + x/3 + x^2/8 + ...
     # where |x| < 1e-3 (truncation < 1e-17; the closed forms lose ~1e-16 / |x| to cancellation).
-    # Returns (phi_r, phi_i, dphi_r, dphi_i, e_r, e_i) with e = e^x.
+    # Returns (phi_r, phi_i, dphi_r, dphi_i).
     er, ei = _exp64(xr, xi)
     small = (xr * xr + xi * xi) < 1e-6
     pr, pi = _cdiv(er - 1.0, ei, xr, xi, small)
@@ -180,8 +180,7 @@ def _zoh_modes(xr, xi):
     tr += tl.full([], 1.0 / 3.0, tl.float64)
     tr, ti = _cmul(tr, ti, xr, xi)
     tr += 0.5
-    return (tl.where(small, sr, pr), tl.where(small, si, pi), tl.where(small, tr, qr), tl.where(small, ti, qi),
-            er, ei)
+    return tl.where(small, sr, pr), tl.where(small, si, pi), tl.where(small, tr, qr), tl.where(small, ti, qi)
 
 
 @triton.jit
@@ -195,7 +194,7 @@ def _zoh_coefs(c_row, a_row, dt, b_row, offs_n, mn, SCALE: tl.constexpr):
     dt64 = dt.to(tl.float64)
     wr = dt64 * ar
     wi = dt64 * ai
-    phr, phi_, _, _, _, _ = _zoh_modes(wr, wi)
+    phr, phi_, _, _ = _zoh_modes(wr, wi)
     br = tl.load(b_row + 2 * offs_n, mask=mn, other=0.0).to(tl.float64)
     bi = tl.load(b_row + 2 * offs_n + 1, mask=mn, other=0.0).to(tl.float64)
     cr = tl.load(c_row + 2 * offs_n, mask=mn, other=0.0).to(tl.float64)
@@ -338,7 +337,7 @@ def _zoh_grads_kernel(
         hn = (h * N + offs_n) * 2
         ar = tl.load(a_ptr + hn, mask=mn, other=0.0).to(tl.float64)
         ai = tl.load(a_ptr + hn + 1, mask=mn, other=0.0).to(tl.float64)
-        phr, phi_, qr, qi, _, _ = _zoh_modes(dt * ar, dt * ai)
+        phr, phi_, qr, qi = _zoh_modes(dt * ar, dt * ai)
         br = tl.load(b_ptr + hn, mask=mn, other=0.0).to(tl.float64)
         bi = tl.load(b_ptr + hn + 1, mask=mn, other=0.0).to(tl.float64)
         pbr, pbi = _cmul(phr, phi_, br, bi)                 # phi B
@@ -545,7 +544,7 @@ class ZOHVandermondeFn(torch.autograd.Function):
         dt, A, B, C = ctx.saved_tensors
         K, H = C.shape[:2]
         g = g.to(torch.float32).reshape(K * H, ctx.L)
-        s = _adjoint_partials(g if g.is_contiguous() else g.contiguous(), A, K * H, dt)
+        s = _adjoint_partials(contiguous(g), A, K * H, dt)
         gdt, ga, gb, gc = _zoh_grads(s, A, dt, B, C, ctx.scale)
         need = ctx.needs_input_grad
         return (gdt if need[0] else None, ga if need[1] else None, gb if need[2] else None,
@@ -576,7 +575,7 @@ def zoh_vandermonde_triton(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: i
         if tuple(t.shape) != shape or t.dtype != torch.float32:
             raise ValueError(f"zoh_vandermonde_triton: {name} must be fp32 of shape {shape}, got {t.dtype} "
                              f"{tuple(t.shape)}")
-    dt, A, B, C = (t if t.is_contiguous() else t.contiguous() for t in (dt, A, B, C))
+    dt, A, B, C = (contiguous(t) for t in (dt, A, B, C))
     return ZOHVandermondeFn.apply(dt, A, B, C, int(scale), int(L))
 
 
