@@ -435,6 +435,10 @@ def test_normal_form_of_oscillator_blocks():
     x = torch.randn(3, 2, 7, generator=g, dtype=torch.float64)                 # states (B, 2, P)
     torch.testing.assert_close(from_normal_basis(x, torch.stack([p, q])), torch.einsum("ijp,bjp->bip", T, x))
     torch.testing.assert_close(to_normal_basis(from_normal_basis(x, torch.stack([p, q])), torch.stack([p, q])), x)
+    with pytest.raises(ValueError, match="normal_form"):
+        normal_form(M[0], f)
+    with pytest.raises(ValueError, match="normal basis"):
+        to_normal_basis(x.transpose(1, 2), torch.stack([p, q]))
     comm = torch.einsum("ijp,kjp->ikp", Mn, Mn) - torch.einsum("jip,jkp->ikp", Mn, Mn)     # M M^T - M^T M
     assert float(comm[..., 1:].abs().max()) < 1e-14
     torch.testing.assert_close(torch.linalg.eigvals(Mn[..., 1:].permute(2, 0, 1)).abs(),

@@ -201,6 +201,9 @@ def normal_form(M: Tensor, f: Tensor, tol: float = 1e-6) -> Tuple[Tensor, Tensor
     Returns:
         ``(M', f', T)``: (2, 2, ...), (2, ...), (2, ...).
     """
+    if M.dim() < 2 or M.shape[:2] != (2, 2) or f.shape != (2, *M.shape[2:]):
+        raise ValueError(f"normal_form: expected M (2, 2, ...) and f (2, ...) with the same trailing shape, got M "
+                         f"{tuple(M.shape)} and f {tuple(f.shape)}")
     al = (M[0, 0] + M[1, 1]) / 2
     det = M[0, 0] * M[1, 1] - M[0, 1] * M[1, 0]
     b2 = det - al * al
@@ -214,16 +217,24 @@ def normal_form(M: Tensor, f: Tensor, tol: float = 1e-6) -> Tuple[Tensor, Tensor
     return Mn, to_normal_basis(f, T, dim=0), T
 
 
+def _pair(x: Tensor, T: Tensor, dim: int) -> Tuple[Tensor, Tensor]:
+    if x.dim() == 0 or x.shape[dim] != 2 or T.dim() == 0 or T.shape[0] != 2:
+        raise ValueError(f"normal basis: x needs size 2 along dim {dim} and T = (p, q) size 2 first, got x "
+                         f"{tuple(x.shape)} and T {tuple(T.shape)}")
+    z, y = x.unbind(dim)
+    return z, y
+
+
 def to_normal_basis(x: Tensor, T: Tensor, dim: int = -2) -> Tensor:
     r"""``x' = T^-1 x`` for ``T = [[p, q], [0, 1]]`` (:func:`normal_form`): states or forcings with their
     (velocity, position) pair along ``dim`` and the oscillators last, T (2, ...) broadcasting against the rest."""
-    z, y = x.unbind(dim)
+    z, y = _pair(x, T, dim)
     return torch.stack([(z - T[1] * y) / T[0], y], dim)
 
 
 def from_normal_basis(x: Tensor, T: Tensor, dim: int = -2) -> Tensor:
     r"""``x = T x'`` (the inverse of :func:`to_normal_basis`): the position is the same in both bases."""
-    z, y = x.unbind(dim)
+    z, y = _pair(x, T, dim)
     return torch.stack([T[0] * z + T[1] * y, y], dim)
 
 
