@@ -113,6 +113,23 @@ def check_kernels(quick: bool) -> List[Dict]:
         gx, gr = grads(y, x, G.float().to(dev)), grads(yr, r, G)
         out.append({"op": "zoh_vandermonde", "H": H, "N": N, "L": L, "fwd": rel_err(y, yr),
                     **{f"grad_{n}": rel_err(p, q) for n, p, q in zip(("dt", "A", "B", "C"), gx, gr)}})
+    # S4's real bilinear (dA, dB) from (Lambda, P, B, dt) in one launch (the dense chunked path's discretization):
+    # LegS (rank 1) and LegT (rank 2, Re Lambda = 0) parameters of a layer, against float64 autograd
+    from statespaces import S4
+    from statespaces.kernels.dplr import bilinear_dplr_system, bilinear_dplr_system_ref
+    for init in ("legs", "legt"):
+        Lam, P, B, _ = (t.detach() for t in S4(64, 64, init=init, seed=0)._raw_system())
+        dt = torch.exp(torch.empty(64).uniform_(math.log(1e-3), math.log(1e-1), generator=g))
+        ins = (Lam, P, B, dt)
+        x = [t.to(dev).requires_grad_() for t in ins]
+        r = [(t.cdouble() if t.is_complex() else t.double()).requires_grad_() for t in ins]
+        y, yr = bilinear_dplr_system(*x), bilinear_dplr_system_ref(*r)
+        Gs = [torch.randn(t.shape, dtype=torch.float64, generator=g) for t in yr]
+        gx = torch.autograd.grad(y, x, [G.float().to(dev) for G in Gs])
+        gr = torch.autograd.grad(yr, r, Gs)
+        out.append({"op": "bilinear_dplr_system", "init": init, "H": 64, "N": 64, "out_dA": rel_err(y[0], yr[0]),
+                    "out_dB": rel_err(y[1], yr[1]),
+                    **{f"grad_{n}": rel_err(p, q) for n, p, q in zip(("Lambda", "P", "B", "dt"), gx, gr)}})
     # diagonal scan
     for kind in ("real", "complex", "complex_x0"):
         B, L, N = 2, (1024 if quick else 16384), 48

@@ -43,6 +43,8 @@ def test_launch_table_matches_the_kernels():
         "chunked_conv._chunked_fwd_kernel", "chunked_conv._chunked_bwd_kernel", "chunked_conv._chunked_grad_kernel",
         "chunked_dense._dense_carry_kernel", "chunked_dense._dense_rows_kernel", "chunked_dense._dense_adj_kernel",
         "chunked_dense._dense_grad_kernel", "oscillator._transition_kernel", "oscillator._damped_kernel",
+        "dense_tables._tables_fwd_kernel", "dense_tables._tables_bwd_kernel", "dense_tables._powers_bwd_kernel",
+        "dplr_discrete._fwd_kernel", "dplr_discrete._bwd_kernel",
     }
     for c in cfgs:
         c.check()                          # signature names == runtime parameters, constexprs == constexpr params
@@ -104,9 +106,17 @@ def test_choosers_stay_inside_the_table():
                                                       chunked_conv._grad_config))
     from statespaces.ops.triton import chunked_dense
 
+    from statespaces.ops.triton import dense_tables, dplr_discrete
+
     for N in range(1, 200):                  # what chunked_conv_dense sends to Triton: N <= MAX_N
         if N <= chunked_dense.MAX_N:
             assert all(f(N) in table for f in chunked_dense._CHOOSERS)
+            assert all(f(N, d) in table for f in (dense_tables._fwd_config, dense_tables._bwd_config)
+                       for d in (False, True))
+            assert dense_tables._pow_config(N) in table
+    for M in range(1, dplr_discrete.MAX_MODES + 1):   # what bilinear_dplr_system sends: r <= 2, M <= 32
+        for r in range(1, dplr_discrete.MAX_RANK + 1):
+            assert dplr_discrete._fwd_config(M, r) in table and dplr_discrete._bwd_config(M, r) in table
 
 
 def test_launch_check_rejects_arguments_that_do_not_match_the_table():

@@ -319,11 +319,34 @@ def _chunked_conv_dense_triton(u: Tensor, dA: Tensor, dB: Tensor, c: Tensor, D: 
                                x0: Optional[Tensor], return_state: bool):
     from ..ops.triton.chunked_dense import CHUNK as T
     from ..ops.triton.chunked_dense import chunked_conv_dense_triton
+    from .chunked_conv import _toeplitz
 
     L = u.shape[1]
     r = L - (math.ceil(L / T) - 1) * T
-    taps, w_in, w_out, PT, Pr = dense_tables(dA, dB, c, D, T, r)
-    return chunked_conv_dense_triton(u, taps, w_in, w_out, PT, Pr, x0, return_state)
+    tables = None
+    Pr: Optional[Tensor] = None
+    if backend.choose("dense_tables", dA, dB, c, D, dtypes=(torch.float32,)) == "triton":
+        tables = backend.attempt("dense_tables", _dense_tables_triton, dA, dB, c, D)
+    if tables is None:
+        taps, w_in, w_out, PT, Pr = dense_tables(dA, dB, c, D, T, r)
+        Z = _toeplitz(taps)
+    else:                                                              # one launch (and one for the backward)
+        Z, w_in, w_out, PT = tables
+        Pr = PT if r == T else None                                    # dA^r for r < T: only if the state is asked
+
+    def last_power() -> Tensor:                                        # dA^r, r the steps of the last chunk
+        if Pr is not None:
+            return Pr
+        eye = torch.eye(dA.shape[-1], dtype=dA.dtype, device=dA.device).expand_as(dA)
+        return _power_apply(dA, r, eye).transpose(-1, -2)
+
+    return chunked_conv_dense_triton(u, Z, w_in, w_out, PT, last_power if return_state else None, x0)
+
+
+def _dense_tables_triton(dA: Tensor, dB: Tensor, c: Tensor, D: Optional[Tensor]):
+    from ..ops.triton.dense_tables import dense_tables_triton
+
+    return dense_tables_triton(dA, dB, c, D)
 
 
 def _chunked_conv_dense_torch(u: Tensor, dA: Tensor, dB: Tensor, c: Tensor, D: Optional[Tensor],

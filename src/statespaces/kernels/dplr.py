@@ -150,6 +150,39 @@ def bilinear_dplr_real(Lambda: Tensor, P: Tensor, dt: Tensor) -> Tensor:
     return 2 * Minv - torch.eye(Minv.shape[-1], dtype=Minv.dtype, device=Minv.device)
 
 
+def bilinear_dplr_system(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""Real bilinear ``dA`` (H, N, N) (:func:`bilinear_dplr_real`) and ``dB = (dt/2)(b + dA b)`` (H, N),
+    ``b = [Re B; Im B]`` (app. C.1.1): S4's dense real discrete system.
+
+    Args:
+        Lambda: (H, M) complex. P: (r, H, M) complex. B: (H, M) complex. dt: (H,) real.
+
+    Path (:mod:`statespaces.backend`, op ``"dplr_discrete"``): on CUDA in complex64 with r <= 2 and M <= 32,
+    one Triton launch forward and one backward (:mod:`statespaces.ops.triton.dplr_discrete`, float64 inside);
+    else :func:`bilinear_dplr_system_ref`, its twin. A Triton failure warns once and falls back.
+    """
+    # r <= 2, M <= 32: the kernel's MAX_RANK and MAX_MODES, literal here so that the CPU path never imports triton
+    if backend.choose("dplr_discrete", Lambda, P, B, dt) == "triton" and Lambda.dtype == torch.complex64 \
+            and dt.dtype == torch.float32 and P.shape[0] <= 2 and Lambda.shape[-1] <= 32:
+        out = backend.attempt("dplr_discrete", _bilinear_dplr_triton, Lambda, P, B, dt)
+        if out is not None:
+            return out
+    return bilinear_dplr_system_ref(Lambda, P, B, dt)
+
+
+def bilinear_dplr_system_ref(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> Tuple[Tensor, Tensor]:
+    """The PyTorch twin of :func:`bilinear_dplr_system` (any device and dtype; plain autograd)."""
+    dA = bilinear_dplr_real(Lambda, P, dt)
+    b = torch.cat([B.real, B.imag], -1)
+    return dA, (dt / 2)[:, None] * (b + (dA @ b.unsqueeze(-1)).squeeze(-1))
+
+
+def _bilinear_dplr_triton(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> Tuple[Tensor, Tensor]:
+    from ..ops.triton.dplr_discrete import bilinear_dplr_triton
+
+    return bilinear_dplr_triton(Lambda, P, B, dt)
+
+
 def discrete_power(Lambda: Tensor, P: Tensor, dt: Tensor, L: int) -> Tensor:
     """``dA^L`` in real form, (H, N, N)."""
     return matrix_power(bilinear_dplr_real(Lambda, P, dt), L)

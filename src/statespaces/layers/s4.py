@@ -76,7 +76,7 @@ from ..kernels.chunked_conv import prefer_chunked, prefer_power_kernel
 from ..kernels.dplr import (
     CAUCHY_BACKENDS,
     DPLRStep,
-    bilinear_dplr_real,
+    bilinear_dplr_system,
     bilinear_real,
     discrete_power,
     dplr_kernel,
@@ -499,11 +499,7 @@ class S4(SSMLayer):
 
     def _real_discrete(self, rate: float, Lam: Tensor, P: Tensor, B: Tensor) -> Tuple[Tensor, Tensor]:
         """Real bilinear ``dA`` (H, N, N) and ``dB = (dt/2)(I + dA) b`` (H, N) (app. C.1.1)."""
-        dt = self._dt(rate)
-        dA = bilinear_dplr_real(Lam, P, dt)
-        b = torch.cat([B.real, B.imag], -1)
-        dB = (dt / 2)[:, None] * (b + (dA @ b.unsqueeze(-1)).squeeze(-1))
-        return dA, dB
+        return bilinear_dplr_system(Lam, P, B, self._dt(rate))
 
     def _use_chunked(self, u: Tensor, stateful: bool) -> bool:
         # A stateless bidirectional call is one FFT convolution with both kernels: it keeps the FFT. So does

@@ -15,7 +15,10 @@ is never required. Importing this package does not import ``triton``; the submod
 * :mod:`.linoss`: fused LinOSS / D-LinOSS 2x2-block scan with the forcing built from u, with backward.
 * :mod:`.oscillator`: the LinOSS transition ``(A, dt) -> (M, f)`` and its Jacobian, one launch.
 * :mod:`.chunked_conv`: chunked LTI convolution (near-field Toeplitz + state carried between chunks).
-* :mod:`.chunked_dense`: the same with a dense N x N transition per channel (S4's real form), with backward.
+* :mod:`.chunked_dense`: the same with a dense N x N transition per channel (S4's real form), with backward;
+* :mod:`.dense_tables`: that convolution's per-channel tables (taps' Toeplitz matrix, near powers, ``dA^T``) from
+  ``(dA, dB, c, D)``, one launch forward, two backward;
+* :mod:`.dplr_discrete`: S4's real bilinear ``(dA, dB)`` from ``(Lambda, P, B, dt)`` (Woodbury), one launch each way.
 
 Complex tensors are handled as (re, im) pairs, accumulated in fp32 (``step`` also runs in fp64).
 
@@ -23,7 +26,7 @@ Every kernel launch goes through a :class:`~._launch.Config` that its module's `
 lists; :func:`configs` gathers them all (the resource check compiles each for sm_80 / sm_90).
 """
 __all__ = ["vandermonde", "scan", "cauchy", "step", "dplr_step", "oscillator_step", "linoss", "chunked_conv",
-           "chunked_dense", "oscillator", "configs"]
+           "chunked_dense", "dense_tables", "dplr_discrete", "oscillator", "configs"]
 
 
 def configs():
@@ -32,6 +35,8 @@ def configs():
         cauchy,
         chunked_conv,
         chunked_dense,
+        dense_tables,
+        dplr_discrete,
         dplr_step,
         linoss,
         oscillator,
@@ -43,4 +48,4 @@ def configs():
 
     return [*vandermonde.configs(), *scan.configs(), *cauchy.configs(), *step.configs(), *dplr_step.configs(),
             *oscillator_step.configs(), *linoss.configs(), *oscillator.configs(),
-            *chunked_conv.configs(), *chunked_dense.configs()]
+            *chunked_conv.configs(), *chunked_dense.configs(), *dense_tables.configs(), *dplr_discrete.configs()]

@@ -33,14 +33,14 @@ two tables (one kernel holding all four spilled at N = 64, also at 8 warps):
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Optional
 
 import torch
 import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from ._launch import make, signature, unique
+from ._launch import contiguous, make, signature, unique
 
 Tensor = torch.Tensor
 
@@ -284,35 +284,22 @@ def _dense_grad_kernel(
             tl.store(dwout_ptr + dst, accw, mask=wm)
 
 
-def _lags(T: int, device) -> Tuple[Tensor, Tensor]:
-    idx = torch.arange(T, device=device)
-    lag = idx[None, :] - idx[:, None]                                    # [s, t] -> t - s
-    return lag, lag >= 0
-
-
-def toeplitz(taps: Tensor) -> Tensor:
-    """(H, T) taps -> (H, T, T) ``Z[h, s, t] = taps[h, t - s]`` (t >= s), else 0."""
-    lag, keep = _lags(taps.shape[-1], taps.device)
-    return taps[:, lag.clamp(min=0)] * keep.to(taps.dtype)
-
-
 class ChunkedDenseFn(torch.autograd.Function):
     r"""``y, X_{n-1} = chunked_conv_dense(u; taps, W_in, W_out, G = dA^T, x0)``: the output and the state before
     the last chunk, forward and backward in Triton (module notes for the algorithm; the final state is formed
     from X_{n-1} in PyTorch, :func:`chunked_conv_dense_triton`).
 
-    Inputs: u (B, L, H) fp32; taps (H, T), W_in, W_out (H, T, N), G (H, N, N) fp32 contiguous; x0 (B, H, N)
-    fp32 or None. Outputs y (B, L, H) and X_{n-1} (B, H, N). Extra memory: the chunk states X (B, H, L/T, N)
-    (N/T times the size of u; kept for the backward), and in the backward their adjoints dS (same size) and
-    the per-program gradient tiles.
+    Inputs: u (B, L, H) fp32; Z (H, T, T) (the taps' Toeplitz matrix), W_in, W_out (H, T, N), G (H, N, N) fp32
+    contiguous; x0 (B, H, N) fp32 or None. Outputs y (B, L, H) and X_{n-1} (B, H, N). Extra memory: the chunk
+    states X (B, H, L/T, N) (N/T times the size of u; kept for the backward), and in the backward their adjoints
+    dS (same size) and the per-program gradient tiles.
     """
 
     @staticmethod
-    def forward(ctx, u, taps, win, wout, G, x0):
+    def forward(ctx, u, Z, win, wout, G, x0):
         Bsz, L, H = u.shape
         T, N = win.shape[1], win.shape[2]
         n = -(-L // T)
-        Z = toeplitz(taps).contiguous()
         xs = torch.empty(Bsz, H, n, N, dtype=u.dtype, device=u.device)
         y = torch.empty_like(u)
         x0_ = torch.zeros(Bsz, H, N, dtype=u.dtype, device=u.device) if x0 is None else x0
@@ -345,38 +332,38 @@ class ChunkedDenseFn(torch.autograd.Function):
         dwout = torch.empty(P, H, T, N, dtype=f, device=dev)
         dg = torch.empty(P, H, N, N, dtype=f, device=dev)
         _grad_config(N).launch((H, P, 4), u, dy, xs, ds, dz, dwin, dwout, dg, Bsz, L, H, N, n)
-        lag, _ = _lags(T, dev)
-        slot = (lag + 1).clamp(min=0).flatten()                          # lag l >= 0 -> slot l + 1; below the
-        dtaps = torch.zeros(H, T + 1, dtype=f, device=dev).index_add_(   # diagonal -> slot 0, dropped (no
-            1, slot, dz.sum(0).flatten(1))[:, 1:]                        # boolean mask: no host sync on CUDA)
-        return du, dtaps, dwin.sum(0), dwout.sum(0), dg.sum(0), (dx0 if ctx.has_x0 else None)
+        return du, dz.sum(0), dwin.sum(0), dwout.sum(0), dg.sum(0), (dx0 if ctx.has_x0 else None)
 
 
-def chunked_conv_dense_triton(u: Tensor, taps: Tensor, w_in: Tensor, w_out: Tensor, G: Tensor, Gr: Tensor,
-                              x0: Optional[Tensor] = None, return_state: bool = False):
+def chunked_conv_dense_triton(u: Tensor, Z: Tensor, w_in: Tensor, w_out: Tensor, G: Tensor,
+                              last_power: Optional[Callable[[], Tensor]] = None, x0: Optional[Tensor] = None):
     r"""The Triton path of :func:`statespaces.kernels.chunked.chunked_conv_dense` from its tables.
 
     Args:
-        u: (B, L, H) float32 (CUDA, or CPU under ``TRITON_INTERPRET=1``). taps (H, T) (skip folded into
-            lag 0), w_in (H, T, N) ``dA^{T-1-t} dB``, w_out (H, T, N) ``c^T dA^{t+1}``, G ``dA^T`` and Gr
-            ``dA^r`` (H, N, N), r the steps of the last chunk; T = :data:`CHUNK`, N <= :data:`MAX_N`.
-        x0: (B, H, N) state before the first step, or None. return_state: also return x_L (B, H, N).
+        u: (B, L, H) float32 (CUDA, or CPU under ``TRITON_INTERPRET=1``). Z (H, T, T) the Toeplitz matrix of
+            the taps (``kernels.chunked_conv._toeplitz``; skip folded into lag 0), w_in (H, T, N)
+            ``dA^{T-1-t} dB``, w_out (H, T, N) ``c^T dA^{t+1}``, G ``dA^T`` (H, N, N); T = :data:`CHUNK`,
+            N <= :data:`MAX_N` (the tables kernel of :mod:`.dense_tables` writes them all).
+        last_power: None, or a function returning ``dA^r`` (H, N, N), r the steps of the last chunk: then the
+            final state x_L (B, H, N) is returned too (called only then: for r < T it costs a few products).
+        x0: (B, H, N) state before the first step, or None.
 
     Returns:
-        y (B, L, H) float32, and x_L if ``return_state``: ``dA^r X_{n-1} + sum_{t<r} W_in[T-r+t] u_t`` over
+        y (B, L, H) float32, and x_L if ``last_power`` is given: ``dA^r X_{n-1} + sum_{t<r} W_in[T-r+t] u_t`` over
         the r steps of the last chunk (two small PyTorch products). Differentiable in u, the tables and x0.
     """
     T, N = w_in.shape[-2], w_in.shape[-1]
-    if u.dtype != torch.float32 or T != CHUNK or N > MAX_N:
-        raise ValueError(f"chunked_conv_dense_triton: needs float32 u, T = {CHUNK} and N <= {MAX_N}; "
-                         f"got {u.dtype}, T={T}, N={N}")
+    if u.dtype != torch.float32 or T != CHUNK or N > MAX_N or Z.shape[-2:] != (T, T):
+        raise ValueError(f"chunked_conv_dense_triton: needs float32 u, T = {CHUNK}, Z (H, T, T) and N <= {MAX_N}; "
+                         f"got {u.dtype}, T={T}, Z {tuple(Z.shape)}, N={N}")
     f = torch.float32
-    taps, w_in, w_out, G = (t.to(f).contiguous() for t in (taps, w_in, w_out, G))
-    x0_ = None if x0 is None else x0.to(f).contiguous()
-    y, x_last = ChunkedDenseFn.apply(u.contiguous(), taps, w_in, w_out, G, x0_)
-    if not return_state:
+    Z, w_in, w_out, G = (contiguous(t if t.dtype == f else t.to(f)) for t in (Z, w_in, w_out, G))
+    x0_ = None if x0 is None else contiguous(x0.to(f))
+    y, x_last = ChunkedDenseFn.apply(contiguous(u), Z, w_in, w_out, G, x0_)
+    if last_power is None:
         return y
     L = u.shape[1]
     r = L - (-(-L // T) - 1) * T
-    fin = torch.einsum("hnm,bhm->bhn", Gr.to(f), x_last) + torch.einsum("brh,hrn->bhn", u[:, L - r:], w_in[:, T - r:])
+    fin = torch.einsum("hnm,bhm->bhn", last_power().to(f), x_last) + \
+        torch.einsum("brh,hrn->bhn", u[:, L - r:], w_in[:, T - r:])
     return y, fin
