@@ -91,6 +91,40 @@ def test_triton_dense_equals_float64_autograd(small_blocks, monkeypatch, statefu
         assert _rel(a, b) < 1e-5, (name, _rel(a, b))
 
 
+def test_segmented_sequential_kernels_equal_float64_autograd(small_blocks, monkeypatch):
+    """The carry and adjoint kernels cut into segments (local ends, Horner chains over the segments before /
+    after, then each segment): L = 300 is 10 chunks, segments of 4, 4 and 2 chunks; with an initial state and
+    the final state, every output and gradient against float64 autograd through the PyTorch path."""
+    monkeypatch.setattr(tdense, "MIN_SEGMENT", 1)
+    assert tdense.segments(10, 4) == (4, 3)
+    H, B, L, N = 2, 3, 300, 6
+    sys64 = _system(H, N, 4)
+    g = torch.Generator().manual_seed(5)
+    u = torch.randn(B, L, H, dtype=torch.float64, generator=g)
+    x0 = torch.randn(B, H, N, dtype=torch.float64, generator=g)
+    leaves64 = [t.clone().requires_grad_() for t in (u, *sys64, x0)]
+    out64 = _chunked_conv_dense_torch(*leaves64[:5], leaves64[5], True, 32)
+    g64 = torch.autograd.grad(_loss(out64, True, L), leaves64)
+    leaves = [t.float().clone().requires_grad_() for t in (u, *sys64, x0)]
+    with backend.force_triton():
+        out = chunked_conv_dense(*leaves[:5], leaves[5], True)
+    got = torch.autograd.grad(_loss(out, True, L), leaves)
+    for a, b in zip(out, out64):
+        assert _rel(a, b) < 1e-5
+    for name, a, b in zip(("u", "dA", "dB", "c", "D", "x0"), got, g64):
+        assert _rel(a, b) < 1e-5, (name, _rel(a, b))
+
+
+def test_segment_rule():
+    """One segment with many programs or a short sequence; else about sqrt(n) chunks per segment."""
+    assert tdense.segments(2048, 4096) == (2048, 1)                     # B = 256 rows x 256 channels
+    assert tdense.segments(20, 16) == (20, 1)                           # too short to cut
+    assert tdense.segments(2048, 256) == (64, 32)                       # B = 1, H = 256, L = 65536
+    assert tdense.segments(128, 256) == (16, 8)                         # B = 16, H = 256, L = 4096
+    KS, S = tdense.segments(1000, 8)
+    assert KS * (S - 1) < 1000 <= KS * S
+
+
 def test_triton_dense_input_gradient_only_and_short_sequence(small_blocks):
     """Tables without gradient (the du-only backward) and a sequence shorter than one chunk (L=7: n=1,
     r=7), with the final state: against float64 autograd."""

@@ -27,13 +27,19 @@ two tables (one kernel holding all four spilled at N = 64, also at 8 warps):
   chunk, ``dS_j = mu``, ``mu <- dY_j W_out + mu G`` (dS = 0 on the last chunk, where mu starts from the
   gradient of X_{n-1}); ``dx0`` is the last mu;
 * :func:`_dense_rows_kernel` again, with ``Z_T`` true: ``du = dY Z^T + dS W_in^T``;
+* with few (batch block, channel) programs (small batches, long sequences: :func:`segments`), the two sequential
+  kernels are cut into S segments of KS chunks on a second grid axis, each launched twice: a LOCAL pass gives
+  each segment's own end state (adjoint), then each segment chains those of the segments before (after) it by
+  Horner with ``G^KS`` and runs its chunks. Sequential depth about ``3 sqrt(n)`` instead of n chunks (the H200
+  profile of S4 at B = 1, L = 65,536: the two loops over 2,048 chunks took 12.2 of 15.3 ms of GPU time);
 * :func:`_dense_grad_kernel`, parallel over (a few programs, channel, table): the table gradients
   ``U^T dY`` (folded onto the taps by lag in torch), ``U^T dS``, ``dY^T X``, ``dS^T X`` summed over chunk
   rows in registers; PyTorch sums the few per-program tiles.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+import math
+from typing import Callable, Optional, Tuple
 
 import torch
 import triton
@@ -52,14 +58,20 @@ __all__ = ["ChunkedDenseFn", "chunked_conv_dense_triton", "configs", "CHUNK", "M
 CHUNK = 32
 BLOCK_B = 16
 MAX_N = 64
+#: Segments of the sequential kernels (:func:`segments`): taken below this many (batch block, channel) programs
+#: (an H100 has 132 SMs, and these programs hold ~230 registers x 8 warps: one or two per SM), at least this
+#: many chunks each.
+SEGMENT_PROGRAMS = 1024
+MIN_SEGMENT = 8
 #: Chunk rows (b, j) per program of the parallel kernels, and the most programs per channel of the gradients.
 BLOCK_R = 32
 GRAD_PROGRAMS = 8
 
-_CARRY_SIG = signature("*fp32", ["u_ptr", "win_ptr", "g_ptr", "x0_ptr", "xs_ptr"], ["B", "L", "H", "N", "n_chunks"])
+_CARRY_SIG = signature("*fp32", ["u_ptr", "win_ptr", "g_ptr", "gk_ptr", "x0_ptr", "e_ptr", "xs_ptr"],
+                       ["B", "L", "H", "N", "n_chunks", "KS"])
 _ROWS_SIG = signature("*fp32", ["a_ptr", "z_ptr", "w_ptr", "s_ptr", "o_ptr"], ["B", "L", "H", "N", "n_chunks"])
-_ADJ_SIG = signature("*fp32", ["dy_ptr", "wout_ptr", "g_ptr", "dlast_ptr", "ds_ptr", "dx0_ptr"],
-                     ["B", "L", "H", "N", "n_chunks"])
+_ADJ_SIG = signature("*fp32", ["dy_ptr", "wout_ptr", "g_ptr", "gk_ptr", "dlast_ptr", "r_ptr", "ds_ptr", "dx0_ptr"],
+                     ["B", "L", "H", "N", "n_chunks", "KS"])
 _GRAD_SIG = signature("*fp32", ["u_ptr", "dy_ptr", "xs_ptr", "ds_ptr", "dz_ptr", "dwin_ptr", "dwout_ptr", "dg_ptr"],
                       ["B", "L", "H", "N", "n_chunks"])
 
@@ -73,9 +85,9 @@ def _warps(N: int) -> int:
     return 4 if _block_n(N) <= 32 else 8
 
 
-def _carry_config(N: int):
+def _carry_config(N: int, local: bool = False):
     return make(__name__, _dense_carry_kernel, _CARRY_SIG, num_warps=_warps(N), T=CHUNK, BB=BLOCK_B,
-                BN=_block_n(N), PREC="tf32x3")
+                BN=_block_n(N), PREC="tf32x3", LOCAL=local)
 
 
 def _out_config(N: int):
@@ -83,9 +95,9 @@ def _out_config(N: int):
                 PREC="tf32x3", Z_T=False)
 
 
-def _adj_config(N: int):
+def _adj_config(N: int, local: bool = False):
     return make(__name__, _dense_adj_kernel, _ADJ_SIG, num_warps=_warps(N), T=CHUNK, BB=BLOCK_B,
-                BN=_block_n(N), PREC="tf32x3")
+                BN=_block_n(N), PREC="tf32x3", LOCAL=local)
 
 
 def _du_config(N: int):
@@ -98,11 +110,13 @@ def _grad_config(N: int):
                 PREC="tf32x3")
 
 
-_CHOOSERS = (_carry_config, _out_config, _adj_config, _du_config, _grad_config)
+_CHOOSERS = (_carry_config, _out_config, _adj_config, _du_config, _grad_config,
+             lambda N: _carry_config(N, True), lambda N: _adj_config(N, True))
 
 
 def configs():
-    """Every launch configuration: state widths BN = 16 .. :data:`MAX_N` (powers of two), five launch sites."""
+    """Every launch configuration: state widths BN = 16 .. :data:`MAX_N` (powers of two), five launch sites (the
+    sequential two also in their segment-local variant)."""
     widths = []
     n = 16
     while n <= MAX_N:
@@ -155,23 +169,40 @@ def _load_chunk(ptr, rb, bm, j, rt, L, H, h, T: tl.constexpr):
 
 @triton.jit
 def _dense_carry_kernel(
-    u_ptr, win_ptr, g_ptr, x0_ptr, xs_ptr,
-    B, L, H, N, n_chunks,
-    T: tl.constexpr, BB: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
+    u_ptr, win_ptr, g_ptr, gk_ptr, x0_ptr, e_ptr, xs_ptr,
+    B, L, H, N, n_chunks, KS,
+    T: tl.constexpr, BB: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr, LOCAL: tl.constexpr,
 ):
-    # the sequential part of the forward, one program per (block of BB batch rows, channel h): the states
-    # before each chunk, X_{j+1} = X_j G^T + U_j W_in, saved to xs (B, H, n, N)
+    # the sequential part of the forward, one program per (block of BB batch rows, channel h; segment s of KS
+    # chunks on axis 1): the states before each chunk, X_{j+1} = X_j G^T + U_j W_in, saved to xs (B, H, n, N).
+    # LOCAL: the segment's own end E_s (from a zero state; segments 0 .. S-2) to e (B, H, S, N). Else: the
+    # segment's start state x0 (G^KS)^s + sum_{s' < s} E_s' (G^KS)^(s-1-s') by Horner (gk = G^KS), then its
+    # chunks. One segment (KS >= n) is the plain sequential pass.
     h, rb, rn, bm, nm, bn = _batch_block(B, H, N, BB, BN)
+    s = tl.program_id(1)
+    S = tl.cdiv(n_chunks, KS)
     rt = tl.arange(0, T)
     win = win_ptr + h * T * N
     g = g_ptr + h * N * N
-    X = _tile(x0_ptr + h * N, rb, rn, H * N, 1, bm, nm)                  # (BB, BN): state before chunk 0
-    for j in range(0, n_chunks):
-        tl.store(xs_ptr + ((rb[:, None] * H + h) * n_chunks + j) * N + rn[None, :], X, mask=bn)
+    j0 = s * KS
+    j1 = tl.minimum(j0 + KS, n_chunks)
+    eo = ((rb[:, None] * H + h) * S) * N + rn[None, :]                  # + s' N: E_s' of these rows
+    if LOCAL:
+        X = tl.zeros([BB, BN], tl.float32)
+    else:
+        X = _tile(x0_ptr + h * N, rb, rn, H * N, 1, bm, nm)              # (BB, BN): state before chunk 0
+        for sp in range(0, s):
+            X = tl.dot(X, _tile(gk_ptr + h * N * N, rn, rn, 1, N, nm, nm), input_precision=PREC) + \
+                tl.load(e_ptr + eo + sp * N, mask=bn, other=0.0)
+    for j in range(j0, j1):
+        if not LOCAL:
+            tl.store(xs_ptr + ((rb[:, None] * H + h) * n_chunks + j) * N + rn[None, :], X, mask=bn)
         if j < n_chunks - 1:
             U = _load_chunk(u_ptr, rb, bm, j, rt, L, H, h, T)                # (BB, T)
             X = tl.dot(X, _tile(g, rn, rn, 1, N, nm, nm), input_precision=PREC) + \
                 tl.dot(U, _tile(win, rt, rn, N, 1, rt >= 0, nm), input_precision=PREC)     # X G^T + U W_in
+    if LOCAL:
+        tl.store(e_ptr + eo + s * N, X, mask=bn)
 
 
 @triton.jit
@@ -204,29 +235,43 @@ def _dense_rows_kernel(
 
 @triton.jit
 def _dense_adj_kernel(
-    dy_ptr, wout_ptr, g_ptr, dlast_ptr, ds_ptr, dx0_ptr,
-    B, L, H, N, n_chunks,
-    T: tl.constexpr, BB: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
+    dy_ptr, wout_ptr, g_ptr, gk_ptr, dlast_ptr, r_ptr, ds_ptr, dx0_ptr,
+    B, L, H, N, n_chunks, KS,
+    T: tl.constexpr, BB: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr, LOCAL: tl.constexpr,
 ):
     # the sequential part of the backward, chunks in reverse: mu = adjoint of the state after chunk j,
-    # dS_j = mu, mu <- dY_j W_out + mu G; on the last chunk dS = 0 (its S feeds no state) and mu starts as
-    # the gradient of X_{n-1} from the final state; dx0 = mu at the end
+    # dS_j = mu, mu <- mu G + dY_j W_out (+ the gradient of X_{n-1} from the final state at j = n - 1, where
+    # dS = 0: its S feeds no state); dx0 = mu at the end. Segments of KS chunks (axis 1) as in the carry:
+    # LOCAL: the adjoint R_s that segment s (1 .. S-1) alone hands to the state before it, to r (B, H, S, N);
+    # else: the adjoint entering segment s from above, sum_{s'' > s} R_s'' (G^KS)^(s''-1-s) by Horner
+    # (gk = G^KS), then its chunks; segment 0 writes dx0
     h, rb, rn, bm, nm, bn = _batch_block(B, H, N, BB, BN)
+    s = tl.program_id(1) + LOCAL                                         # LOCAL: segments 1 .. S-1
+    S = tl.cdiv(n_chunks, KS)
     rt = tl.arange(0, T)
     wout = wout_ptr + h * T * N
     g = g_ptr + h * N * N
+    j0 = s * KS
+    j1 = tl.minimum(j0 + KS, n_chunks)
+    ro = ((rb[:, None] * H + h) * S) * N + rn[None, :]                  # + s'' N: R_s'' of these rows
     mu = tl.zeros([BB, BN], tl.float32)
-    for i in range(0, n_chunks):
-        j = n_chunks - 1 - i
-        so = ((rb[:, None] * H + h) * n_chunks + j) * N + rn[None, :]
-        tl.store(ds_ptr + so, mu, mask=bn)
-        if i == 0:
-            mu = _tile(dlast_ptr + h * N, rb, rn, H * N, 1, bm, nm)
-        else:
-            mu = tl.dot(mu, _tile(g, rn, rn, N, 1, nm, nm), input_precision=PREC)
+    if not LOCAL:
+        for i in range(0, S - 1 - s):
+            mu = tl.dot(mu, _tile(gk_ptr + h * N * N, rn, rn, N, 1, nm, nm), input_precision=PREC) + \
+                tl.load(r_ptr + ro + (S - 1 - i) * N, mask=bn, other=0.0)
+    for i in range(0, j1 - j0):
+        j = j1 - 1 - i
+        if not LOCAL:
+            tl.store(ds_ptr + ((rb[:, None] * H + h) * n_chunks + j) * N + rn[None, :], mu, mask=bn)
         dY = _load_chunk(dy_ptr, rb, bm, j, rt, L, H, h, T)
-        mu += tl.dot(dY, _tile(wout, rt, rn, N, 1, rt >= 0, nm), input_precision=PREC)
-    tl.store(dx0_ptr + (rb[:, None] * H + h) * N + rn[None, :], mu, mask=bn)
+        mu = tl.dot(mu, _tile(g, rn, rn, N, 1, nm, nm), input_precision=PREC) + \
+            tl.dot(dY, _tile(wout, rt, rn, N, 1, rt >= 0, nm), input_precision=PREC)
+        if j == n_chunks - 1:
+            mu += _tile(dlast_ptr + h * N, rb, rn, H * N, 1, bm, nm)
+    if LOCAL:
+        tl.store(r_ptr + ro + s * N, mu, mask=bn)
+    elif s == 0:
+        tl.store(dx0_ptr + (rb[:, None] * H + h) * N + rn[None, :], mu, mask=bn)
 
 
 @triton.jit
@@ -284,6 +329,26 @@ def _dense_grad_kernel(
             tl.store(dwout_ptr + dst, accw, mask=wm)
 
 
+def segments(n_chunks: int, programs: int) -> Tuple[int, int]:
+    """``(KS, S)``: chunks per segment and segments of the sequential kernels for ``n_chunks`` chunks and
+    ``programs`` (batch block, channel) programs. With few programs (fewer than :data:`SEGMENT_PROGRAMS`: small
+    batches) a long sequence is cut into S segments of KS ~ sqrt(n) chunks (a power of two), so that the
+    sequential depth is about 3 sqrt(n) instead of n (local ends, a Horner chain over the segments before,
+    the segment itself); else one segment, the plain sequential pass."""
+    if programs >= SEGMENT_PROGRAMS or n_chunks < 4 * MIN_SEGMENT:
+        return n_chunks, 1
+    KS = max(MIN_SEGMENT, triton.next_power_of_2(math.isqrt(n_chunks - 1) + 1))
+    return KS, -(-n_chunks // KS)
+
+
+def _segment_power(G: Tensor, KS: int) -> Tensor:
+    """``G^KS`` (H, N, N) for the chains between segments: squarings in float64 (KS a power of two)."""
+    P = G.double()
+    for _ in range(KS.bit_length() - 1):
+        P = P @ P
+    return P.float()
+
+
 class ChunkedDenseFn(torch.autograd.Function):
     r"""``y, X_{n-1} = chunked_conv_dense(u; taps, W_in, W_out, G = dA^T, x0)``: the output and the state before
     the last chunk, forward and backward in Triton (module notes for the algorithm; the final state is formed
@@ -303,26 +368,37 @@ class ChunkedDenseFn(torch.autograd.Function):
         xs = torch.empty(Bsz, H, n, N, dtype=u.dtype, device=u.device)
         y = torch.empty_like(u)
         x0_ = torch.zeros(Bsz, H, N, dtype=u.dtype, device=u.device) if x0 is None else x0
-        _carry_config(N).launch((H * triton.cdiv(Bsz, BLOCK_B),), u, win, G, x0_, xs, Bsz, L, H, N, n)
+        rows = H * triton.cdiv(Bsz, BLOCK_B)
+        KS, S = segments(n, rows)
+        GK = _segment_power(G, KS) if S > 1 else G
+        ends = torch.empty(Bsz, H, S, N, dtype=u.dtype, device=u.device) if S > 1 else xs
+        if S > 1:
+            _carry_config(N, True).launch((rows, S - 1), u, win, G, GK, x0_, ends, xs, Bsz, L, H, N, n, KS)
+        _carry_config(N).launch((rows, S), u, win, G, GK, x0_, ends, xs, Bsz, L, H, N, n, KS)
         _out_config(N).launch((H * triton.cdiv(Bsz * n, BLOCK_R),), u, Z, wout, xs, y, Bsz, L, H, N, n)
-        ctx.save_for_backward(u, Z, win, wout, G, xs)
-        ctx.has_x0 = x0 is not None
+        ctx.save_for_backward(u, Z, win, wout, G, GK, xs)
+        ctx.has_x0, ctx.KS = x0 is not None, KS
         return y, xs[:, :, -1].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, dlast):
-        u, Z, win, wout, G, xs = ctx.saved_tensors
+        u, Z, win, wout, G, GK, xs = ctx.saved_tensors
         Bsz, L, H = u.shape
         T, N = win.shape[1], win.shape[2]
         n = -(-L // T)
         f, dev = torch.float32, u.device
-        dlast = torch.zeros(Bsz, H, N, dtype=f, device=dev) if dlast is None else dlast.to(f).contiguous()
-        dy = torch.zeros_like(u) if dy is None else dy.to(f).contiguous()
+        dlast = torch.zeros(Bsz, H, N, dtype=f, device=dev) if dlast is None else contiguous(dlast.to(f))
+        dy = torch.zeros_like(u) if dy is None else contiguous(dy.to(f))
         du = torch.empty_like(u)
         ds = torch.empty(Bsz, H, n, N, dtype=f, device=dev)
         dx0 = torch.empty(Bsz, H, N, dtype=f, device=dev)
-        _adj_config(N).launch((H * triton.cdiv(Bsz, BLOCK_B),), dy, wout, G, dlast, ds, dx0, Bsz, L, H, N, n)
+        rows, KS = H * triton.cdiv(Bsz, BLOCK_B), ctx.KS
+        S = -(-n // KS)
+        adj = torch.empty(Bsz, H, S, N, dtype=f, device=dev) if S > 1 else ds
+        if S > 1:
+            _adj_config(N, True).launch((rows, S - 1), dy, wout, G, GK, dlast, adj, ds, dx0, Bsz, L, H, N, n, KS)
+        _adj_config(N).launch((rows, S), dy, wout, G, GK, dlast, adj, ds, dx0, Bsz, L, H, N, n, KS)
         _du_config(N).launch((H * triton.cdiv(Bsz * n, BLOCK_R),), dy, Z, win, ds, du, Bsz, L, H, N, n)
         if not any(ctx.needs_input_grad[1:5]):
             return du, None, None, None, None, (dx0 if ctx.has_x0 else None)
