@@ -32,6 +32,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(tdense, "BLOCK_B", 2)
     monkeypatch.setattr(tdense, "BLOCK_R", 4)
     monkeypatch.setattr(tdense, "GRAD_PROGRAMS", 2)
+    monkeypatch.setattr(tdense, "ROW_PROGRAMS", 2)
 
 
 def _system(H, N, seed):

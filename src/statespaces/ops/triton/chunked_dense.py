@@ -66,6 +66,14 @@ MIN_SEGMENT = 8
 #: Chunk rows (b, j) per program of the parallel kernels, and the most programs per channel of the gradients.
 BLOCK_R = 32
 GRAD_PROGRAMS = 8
+#: The most programs per channel of the parallel output / du kernels (each loops over its blocks of chunk rows;
+#: one program per block took 0.6 ms per launch on the H200 at B = 16, L = 4096, H = 256: 16,384 tiny programs,
+#: each reading both tables).
+ROW_PROGRAMS = 8
+
+
+def _row_programs(rows: int) -> int:
+    return min(ROW_PROGRAMS, triton.cdiv(rows, BLOCK_R))
 
 _CARRY_SIG = signature("*fp32", ["u_ptr", "win_ptr", "g_ptr", "gk_ptr", "x0_ptr", "e_ptr", "xs_ptr"],
                        ["B", "L", "H", "N", "n_chunks", "KS"])
@@ -211,26 +219,31 @@ def _dense_rows_kernel(
     B, L, H, N, n_chunks,
     T: tl.constexpr, BR: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr, Z_T: tl.constexpr,
 ):
-    # the parallel parts, one program per (block of BR chunk rows (b, j), channel h): O = A Z + S W^T with
-    # the (T, N) table W transposed; forward (Z_T false): Y = U Z + X W_out^T, backward (Z_T true, Z read
-    # transposed): du = dY Z^T + dS W_in^T
-    pid = tl.program_id(0).to(tl.int64)                                  # channel fastest (see above)
+    # the parallel parts: O = A Z + S W^T with the (T, N) table W transposed; forward (Z_T false):
+    # Y = U Z + X W_out^T, backward (Z_T true, Z read transposed): du = dY Z^T + dS W_in^T. Program p of
+    # channel h (channel fastest: neighbouring programs share the sectors of u) loops over the blocks of BR chunk
+    # rows (b, j) p, p + P, p + 2P, ...: its two tables are read once, and the loop lets the compiler prefetch
+    # the next block's rows while the current one is multiplied
+    pid = tl.program_id(0).to(tl.int64)
     h = pid % H
-    q = (pid // H) * BR + tl.arange(0, BR)
+    p = pid // H
+    P = tl.num_programs(0) // H
     rt = tl.arange(0, T)
     rn = tl.arange(0, BN)
     tt = rt >= 0
     nm = rn < N
-    io, iom, so, som = _chunk_rows(q, B, L, H, N, n_chunks, h, rt, rn, T)
-    A = tl.load(a_ptr + io, mask=iom, other=0.0)
-    S = tl.load(s_ptr + so, mask=som, other=0.0)
     if Z_T:
         Zt = _tile(z_ptr + h * T * T, rt, rt, 1, T, tt, tt)
     else:
         Zt = _tile(z_ptr + h * T * T, rt, rt, T, 1, tt, tt)
-    O = tl.dot(A, Zt, input_precision=PREC)
-    O += tl.dot(S, _tile(w_ptr + h * T * N, rn, rt, 1, N, nm, tt), input_precision=PREC)
-    tl.store(o_ptr + io, O, mask=iom)
+    Wt = _tile(w_ptr + h * T * N, rn, rt, 1, N, nm, tt)
+    for q0 in range(p * BR, B * n_chunks, P * BR):
+        io, iom, so, som = _chunk_rows(q0 + tl.arange(0, BR).to(tl.int64), B, L, H, N, n_chunks, h, rt, rn, T)
+        A = tl.load(a_ptr + io, mask=iom, other=0.0)
+        S = tl.load(s_ptr + so, mask=som, other=0.0)
+        O = tl.dot(A, Zt, input_precision=PREC)
+        O += tl.dot(S, Wt, input_precision=PREC)
+        tl.store(o_ptr + io, O, mask=iom)
 
 
 @triton.jit
@@ -375,7 +388,7 @@ class ChunkedDenseFn(torch.autograd.Function):
         if S > 1:
             _carry_config(N, True).launch((rows, S - 1), u, win, G, GK, x0_, ends, xs, Bsz, L, H, N, n, KS)
         _carry_config(N).launch((rows, S), u, win, G, GK, x0_, ends, xs, Bsz, L, H, N, n, KS)
-        _out_config(N).launch((H * triton.cdiv(Bsz * n, BLOCK_R),), u, Z, wout, xs, y, Bsz, L, H, N, n)
+        _out_config(N).launch((H * _row_programs(Bsz * n),), u, Z, wout, xs, y, Bsz, L, H, N, n)
         ctx.save_for_backward(u, Z, win, wout, G, GK, xs)
         ctx.has_x0, ctx.KS = x0 is not None, KS
         return y, xs[:, :, -1].clone()
@@ -399,7 +412,7 @@ class ChunkedDenseFn(torch.autograd.Function):
         if S > 1:
             _adj_config(N, True).launch((rows, S - 1), dy, wout, G, GK, dlast, adj, ds, dx0, Bsz, L, H, N, n, KS)
         _adj_config(N).launch((rows, S), dy, wout, G, GK, dlast, adj, ds, dx0, Bsz, L, H, N, n, KS)
-        _du_config(N).launch((H * triton.cdiv(Bsz * n, BLOCK_R),), dy, Z, win, ds, du, Bsz, L, H, N, n)
+        _du_config(N).launch((H * _row_programs(Bsz * n),), dy, Z, win, ds, du, Bsz, L, H, N, n)
         if not any(ctx.needs_input_grad[1:5]):
             return du, None, None, None, None, (dx0 if ctx.has_x0 else None)
         P = min(GRAD_PROGRAMS, triton.cdiv(Bsz * n, BLOCK_R))
