@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Census of the host-side work of each layer's CUDA path, without a GPU.
 
-    PYTHONPATH=src python benchmarks/host_census.py [--layers s4d s4 linoss dlinoss] [--B 2] [--L 1024] [--H 8] [--N 8]
+    PYTHONPATH=src python benchmarks/host_census.py [--layers s4d s4 linoss dlinoss s4bi] [--B 2] [--L 1024] [--H 8] [--N 8]
         [--origins]
 
 On an H200 the layers were bound by the host (benchmarks/README.md, "GPU figures"): the time to issue a
@@ -140,7 +140,9 @@ def census(layer: str, B: int, L: int, H: int, N: int,
 
     cuda_branches()
 
-    module = {"s4d": S4D, "s4": S4, "linoss": LinOSS, "dlinoss": DLinOSS}[layer](H, N, seed=0)
+    make = {"s4d": S4D, "s4": S4, "linoss": LinOSS, "dlinoss": DLinOSS,
+            "s4bi": lambda *a, **k: S4(*a, bidirectional=True, **k)}[layer]
+    module = make(H, N, seed=0)
     x = torch.randn(B, L, H, requires_grad=True)
     kw = {"mode": "scan"} if layer in ("linoss", "dlinoss") else {}
 
@@ -177,7 +179,8 @@ def census(layer: str, B: int, L: int, H: int, N: int,
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--layers", nargs="+", default=["s4d", "s4", "linoss"], choices=["s4d", "s4", "linoss", "dlinoss"])
+    p.add_argument("--layers", nargs="+", default=["s4d", "s4", "linoss"],
+                   choices=["s4d", "s4", "linoss", "dlinoss", "s4bi"], help="s4bi: a bidirectional S4 layer")
     p.add_argument("--B", type=int, default=2)
     p.add_argument("--L", type=int, default=1024)
     p.add_argument("--H", type=int, default=8)

@@ -116,6 +116,31 @@ def test_segmented_sequential_kernels_equal_float64_autograd(small_blocks, monke
         assert _rel(a, b) < 1e-5, (name, _rel(a, b))
 
 
+@pytest.mark.parametrize("triton_path", [False, True])
+def test_bidirectional_chunked_equals_the_two_sided_fft(small_blocks, triton_path):
+    """The two directions as one chunked pass over 2H channels (causal half, and the time-reversed input's causal
+    convolution reversed back and delayed one step) against the FFT convolution with the two-sided kernel of
+    the explicit powers (float64 reference; the Triton path in float32, with the kernels forced)."""
+    from statespaces.kernels.chunked import chunked_conv_dense_bidirectional, power_kernel_ref
+    from statespaces.ops.fftconv import fftconv
+
+    H, B, L, N = 3, 2, 75, 6
+    dA, dB, c0, D = _system(H, N, 8)
+    c1 = torch.randn(H, N, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    u = torch.randn(B, L, H, dtype=torch.float64)
+    k = torch.stack([power_kernel_ref(dA, dB, c0, L), power_kernel_ref(dA, dB, c1, L)])
+    ref = fftconv(u, k, bidirectional=True) + D * u
+    args = (u, dA, dB, torch.stack([c0, c1]), D)
+    if triton_path:
+        with backend.force_triton():
+            y = chunked_conv_dense_bidirectional(*(t.float() for t in args))
+        assert y.dtype == torch.float32 and _rel(y, ref) < 1e-5
+    else:
+        assert _rel(chunked_conv_dense_bidirectional(*args), ref) < 1e-12
+    with pytest.raises(ValueError, match=r"c must be \(2, H, N\)"):
+        chunked_conv_dense_bidirectional(u, dA, dB, c0, D)
+
+
 def test_segment_rule():
     """One segment with many programs or a short sequence; else about sqrt(n) chunks per segment."""
     assert tdense.segments(2048, 4096) == (2048, 1)                     # B = 256 rows x 256 channels
@@ -208,18 +233,19 @@ def test_failing_dense_kernel_warns_once_and_falls_back(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stateful", [False, True])
-def test_s4_layer_takes_the_triton_dense_path(small_blocks, monkeypatch, stateful):
-    """An S4 layer with the Triton kernels forced (as on CUDA): the rule sends stateless and stateful calls to
-    the dense chunked form, which runs the Triton kernels (never the FFT nor the PyTorch dense path); output,
-    state and every gradient equal the float64 layer (CPU: the PyTorch dense path, stateless: the FFT)."""
+@pytest.mark.parametrize("stateful,bidirectional", [(False, False), (True, False), (False, True)])
+def test_s4_layer_takes_the_triton_dense_path(small_blocks, monkeypatch, stateful, bidirectional):
+    """An S4 layer with the Triton kernels forced (as on CUDA): the rule sends stateless, stateful and
+    bidirectional calls to the dense chunked form, which runs the Triton kernels (never the FFT nor the PyTorch
+    dense path); output, state and every gradient equal the float64 layer (CPU: the PyTorch dense path,
+    stateless: the FFT)."""
     import copy
 
     import statespaces.layers.base as base
     from statespaces import S4
 
     torch.manual_seed(7)
-    layer = S4(2, 8, init="legs", seed=3)
+    layer = S4(2, 8, init="legs", seed=3, bidirectional=bidirectional)
     ref = copy.deepcopy(layer).double()
     x = torch.randn(3, 45, 2)
     s0 = layer.initial_state(3) + torch.randn(3, 2, 4, dtype=torch.complex64) if stateful else None

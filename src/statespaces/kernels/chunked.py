@@ -294,6 +294,30 @@ def chunked_conv_dense(u: Tensor, dA: Tensor, dB: Tensor, c: Tensor, D: Optional
     return _chunked_conv_dense_torch(u, dA, dB, c, D, x0, return_state, CHUNK if chunk is None else chunk)
 
 
+def chunked_conv_dense_bidirectional(u: Tensor, dA: Tensor, dB: Tensor, c: Tensor,
+                                     D: Optional[Tensor] = None) -> Tensor:
+    r"""Two-sided (bidirectional) output ``y_t = sum_{s<=t} k0[t-s] u_s + sum_{s>t} k1[s-t-1] u_s + D u_t``, with
+    ``k_i[l] = c_i^T dA^l dB`` (the convention of :func:`statespaces.ops.fftconv.two_sided_kernel`), by one
+    :func:`chunked_conv_dense` pass over 2H channels: the causal half on u, and the anti-causal half as the causal
+    convolution of the time-reversed input, reversed back and delayed by one step (thesis §7.2.6).
+
+    Args:
+        u: (B, L, H) real. dA: (H, N, N), dB: (H, N) real. c: (2, H, N) real, the causal then the anti-causal
+            output vector. D: (H,) or None.
+
+    Returns:
+        y (B, L, H).
+    """
+    H = u.shape[-1]
+    if c.dim() != 3 or c.shape[0] != 2 or c.shape[1:] != dB.shape:
+        raise ValueError(f"chunked_conv_dense_bidirectional: c must be (2, H, N) with dB (H, N), got c "
+                         f"{tuple(c.shape)}, dB {tuple(dB.shape)}")
+    D2 = None if D is None else torch.cat([D, torch.zeros_like(D)])
+    z = chunked_conv_dense(torch.cat([u, u.flip(1)], -1), dA.repeat(2, 1, 1), dB.repeat(2, 1), c.flatten(0, 1), D2)
+    back = z[..., H:].flip(1)                                          # back[t] = (causal conv of flip(u))[L-1-t]
+    return z[..., :H] + torch.nn.functional.pad(back[:, 1:], (0, 0, 0, 1))
+
+
 def _triton_max_n() -> int:
     from ..ops.triton.chunked_dense import MAX_N
 

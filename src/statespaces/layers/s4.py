@@ -502,13 +502,15 @@ class S4(SSMLayer):
         return bilinear_dplr_system(Lam, P, B, self._dt(rate))
 
     def _use_chunked(self, u: Tensor, stateful: bool) -> bool:
-        # A stateless bidirectional call is one FFT convolution with both kernels: it keeps the FFT. So does
-        # a stateless call of a layer learning C~ (l_max): its FFT route takes the kernel from C~ without any
-        # dA^L, while the dense form needs C recovered (dA^{l_max} in float64 and a solve, as costly as the
-        # chunked pass itself); measured on CPU (one thread, B8 H128 N64 L1024, fwd+bwd, loaded machine):
+        # A stateless call of a layer learning C~ (l_max) keeps the FFT: its FFT route takes the kernel from C~
+        # without any dA^L, while the dense form needs C recovered (dA^{l_max} in float64 and a solve, as costly
+        # as the chunked pass itself); measured on CPU (one thread, B8 H128 N64 L1024, fwd+bwd, loaded machine):
         # FFT 96-100 ms, chunked 222-232 ms. On CUDA the recovery's condition check would also cost a host
-        # sync per parameter update. Stateful calls need C on both routes: chunked where the rule says.
-        if not stateful and (self.bidirectional or self.l_max is not None):
+        # sync per parameter update. Stateful calls need C on both routes: chunked where the rule says. A
+        # bidirectional layer (never stateful) follows the rule too: on CUDA its two directions are one chunked
+        # pass over 2H channels (:func:`statespaces.kernels.chunked.chunked_conv_dense_bidirectional`), on the
+        # CPU the FFT with both kernels.
+        if not stateful and self.l_max is not None:
             return False
         return prefer_chunked(u, stateful, modes=self.d_state, dense=True)
 
@@ -547,6 +549,9 @@ class S4(SSMLayer):
                     return y, (self._advance_state(None, u, rate) if return_state else None)
                 C = Cr
             dA, dB = self._real_discrete(rate, Lam, P, B)
+            if self.bidirectional:                                      # never stateful
+                c2 = 2 * torch.cat([C.real, -C.imag], -1)               # (2, H, N)
+                return chunked.chunked_conv_dense_bidirectional(u.to(dA.dtype), dA, dB, c2, self.D), None
             c = 2 * torch.cat([C[0].real, -C[0].imag], -1)
             xi0 = None if state is None else torch.cat([state.real, state.imag], -1).to(dA.dtype)
             out = chunked.chunked_conv_dense(u.to(dA.dtype), dA, dB, c, self.D, xi0, return_state)
