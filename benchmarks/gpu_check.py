@@ -351,9 +351,12 @@ def check_layers(quick: bool) -> List[Dict]:
     out = []
     from statespaces.layers import DLinOSS
 
+    from statespaces import S4
+
     shapes = {"S4D": [(2, 1024), (1, 65536)], "S4": [(2, 1024), (1, 16384)], "LinOSS": [(2, 1024), (1, 16384)],
-              "DLinOSS": [(2, 1024), (1, 16384)]}
-    makers = {**_layers(H=32, N=32), "DLinOSS": lambda: DLinOSS(32, 32)}     # D-LinOSS: correctness only
+              "DLinOSS": [(2, 1024), (1, 16384)], "S4-bidirectional": [(2, 1024), (1, 16384)]}
+    makers = {**_layers(H=32, N=32), "DLinOSS": lambda: DLinOSS(32, 32),           # correctness only
+              "S4-bidirectional": lambda: S4(32, 32, bidirectional=True)}
     for name, make in makers.items():
         for B, L in shapes[name][: 1 if quick else 2]:
             torch.manual_seed(0)
