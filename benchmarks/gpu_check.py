@@ -511,6 +511,7 @@ def check_timing(quick: bool) -> List[Dict]:
         rec.update(_graphed_fwd_bwd(layer, x, rep))
         out.append(rec)
     out += time_paths(quick)
+    out += time_dense_variants(quick)
     # recurrent step rate: eager layer.step, then the stepper eager / graphed and the graphed model stepper
     for name in ("S4D", "S4", "LinOSS"):
         layer = makers[name]().cuda().eval()
@@ -526,6 +527,46 @@ def check_timing(quick: bool) -> List[Dict]:
         except Exception as e:
             out.append({"layer": name, "step": "eager", "error": f"{type(e).__name__}: {e}"})
         out.append(_stepper_rate(name, layer, H, 200 if quick else 2000))
+    return out
+
+
+def time_dense_variants(quick: bool) -> List[Dict]:
+    """S4's dense chunked path with each of the 2026-12-06 changes undone in turn, in the same run (they were
+    written without a GPU): segments of the sequential kernels off (``SEGMENT_PROGRAMS = 0``), one program per
+    block of chunk rows in the output / du kernels (``ROW_PROGRAMS`` unbounded), and a bidirectional layer on its
+    former Cauchy/FFT route. fwd+bwd ms, eager and graphed."""
+    from statespaces import S4
+    from statespaces.ops.triton import chunked_dense
+
+    H, N, out = 256, 64, []
+    cases = [("S4", 16, 4096, False), ("S4", 1, 65536, False), ("S4-bidirectional", 16, 4096, True)]
+    for name, B, L, bi in cases[: 1 if quick else 3]:
+        layer = S4(H, N, bidirectional=bi).cuda()
+        x = torch.randn(B, L, H, device="cuda", requires_grad=True)
+
+        def fwd_bwd():
+            layer(x).sum().backward()
+
+        variants = [("as shipped", {}), ("no segments", {"SEGMENT_PROGRAMS": 0}),
+                    ("one program per row block", {"ROW_PROGRAMS": 1 << 30})]
+        if bi:
+            variants = [("as shipped", {}), ("Cauchy/FFT route", None)]
+        for label, patch in variants:
+            saved = {k: getattr(chunked_dense, k) for k in (patch or {})}
+            try:
+                for k, v in (patch or {}).items():
+                    setattr(chunked_dense, k, v)
+                if patch is None:
+                    layer._use_chunked = lambda u, stateful: False         # the route before 2026-12-06
+                rec = {"layer": name, "B": B, "L": L, "variant": label, "fwd_bwd_ms": cuda_time(fwd_bwd, 5 if quick else 20)}
+                rec.update(_graphed_fwd_bwd(layer, x, 5 if quick else 20))
+            except Exception as e:
+                rec = {"layer": name, "B": B, "L": L, "variant": label, "error": f"{type(e).__name__}: {str(e)[:300]}"}
+            finally:
+                for k, v in saved.items():
+                    setattr(chunked_dense, k, v)
+                layer.__dict__.pop("_use_chunked", None)
+            out.append(rec)
     return out
 
 
