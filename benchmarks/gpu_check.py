@@ -534,14 +534,16 @@ def time_dense_variants(quick: bool) -> List[Dict]:
     """S4's dense chunked path with each of the 2026-12-06 changes undone in turn, in the same run (they were
     written without a GPU): segments of the sequential kernels off (``SEGMENT_PROGRAMS = 0``), one program per
     block of chunk rows in the output / du kernels (``ROW_PROGRAMS`` unbounded), and a bidirectional layer on its
-    former Cauchy/FFT route. fwd+bwd ms, eager and graphed."""
-    from statespaces import S4
+    former Cauchy/FFT route; and S4D's FFT backward with its spectral products in PyTorch instead of the fused
+    pass (:mod:`statespaces.ops.triton.spectral`). fwd+bwd ms, eager and graphed."""
+    from statespaces import S4, S4D, backend
     from statespaces.ops.triton import chunked_dense
 
     H, N, out = 256, 64, []
-    cases = [("S4", 16, 4096, False), ("S4", 1, 65536, False), ("S4-bidirectional", 16, 4096, True)]
-    for name, B, L, bi in cases[: 1 if quick else 3]:
-        layer = S4(H, N, bidirectional=bi).cuda()
+    cases = [("S4", 16, 4096, False), ("S4D", 16, 4096, False), ("S4", 1, 65536, False),
+             ("S4-bidirectional", 16, 4096, True)]
+    for name, B, L, bi in cases[: 2 if quick else 4]:
+        layer = (S4D(H, N) if name == "S4D" else S4(H, N, bidirectional=bi)).cuda()
         x = torch.randn(B, L, H, device="cuda", requires_grad=True)
 
         def fwd_bwd():
@@ -551,13 +553,17 @@ def time_dense_variants(quick: bool) -> List[Dict]:
                     ("one program per row block", {"ROW_PROGRAMS": 1 << 30})]
         if bi:
             variants = [("as shipped", {}), ("Cauchy/FFT route", None)]
+        if name == "S4D":                                                  # its FFT backward's spectral products
+            variants = [("as shipped", {}), ("PyTorch spectral products", "spectral")]
         for label, patch in variants:
-            saved = {k: getattr(chunked_dense, k) for k in (patch or {})}
+            saved = {k: getattr(chunked_dense, k) for k in (patch if isinstance(patch, dict) else {})}
             try:
-                for k, v in (patch or {}).items():
+                for k, v in (patch if isinstance(patch, dict) else {}).items():
                     setattr(chunked_dense, k, v)
                 if patch is None:
                     layer._use_chunked = lambda u, stateful: False         # the route before 2026-12-06
+                if patch == "spectral":
+                    backend._FAILED["fftconv_spectral"] = "disabled by gpu_check for the comparison"
                 rec = {"layer": name, "B": B, "L": L, "variant": label, "fwd_bwd_ms": cuda_time(fwd_bwd, 5 if quick else 20)}
                 rec.update(_graphed_fwd_bwd(layer, x, 5 if quick else 20))
             except Exception as e:
@@ -566,6 +572,8 @@ def time_dense_variants(quick: bool) -> List[Dict]:
                 for k, v in saved.items():
                     setattr(chunked_dense, k, v)
                 layer.__dict__.pop("_use_chunked", None)
+                if patch == "spectral":
+                    backend._FAILED.pop("fftconv_spectral", None)
             out.append(rec)
     return out
 

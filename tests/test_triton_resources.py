@@ -44,7 +44,7 @@ def test_launch_table_matches_the_kernels():
         "chunked_dense._dense_carry_kernel", "chunked_dense._dense_rows_kernel", "chunked_dense._dense_adj_kernel",
         "chunked_dense._dense_grad_kernel", "oscillator._transition_kernel", "oscillator._damped_kernel",
         "dense_tables._tables_fwd_kernel", "dense_tables._tables_bwd_kernel", "dense_tables._powers_bwd_kernel",
-        "dplr_discrete._fwd_kernel", "dplr_discrete._bwd_kernel",
+        "dplr_discrete._fwd_kernel", "dplr_discrete._bwd_kernel", "spectral._spectral_bwd_kernel",
     }
     for c in cfgs:
         c.check()                          # signature names == runtime parameters, constexprs == constexpr params
@@ -114,6 +114,9 @@ def test_choosers_stay_inside_the_table():
             assert all(f(N, d) in table for f in (dense_tables._fwd_config, dense_tables._bwd_config)
                        for d in (False, True))
             assert dense_tables._pow_config(N) in table
+    from statespaces.ops.triton import spectral
+
+    assert all(spectral._config(u, k) in table for u, k in ((True, True), (True, False), (False, True)))
     for M in range(1, dplr_discrete.MAX_MODES + 1):   # what bilinear_dplr_system sends: r <= 2, M <= 32
         for r in range(1, dplr_discrete.MAX_RANK + 1):
             assert dplr_discrete._fwd_config(M, r) in table and dplr_discrete._bwd_config(M, r) in table

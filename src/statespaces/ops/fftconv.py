@@ -14,7 +14,7 @@ writing the (B, L, H) layout directly (:class:`_FFTConv`).
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -151,35 +151,60 @@ class _FFTConv(torch.autograd.Function):
         saved, K = ctx.saved_tensors
         n, L, m = ctx.n, ctx.L, ctx.m
         need_u, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        Kc = K.conj().resolve_conj()
         du = dk = None
         Xc = saved
-        if ctx.grouped:
-            B, _, H = dy.shape
-            dx = torch.empty(dy.shape if need_u else (0,), dtype=dy.dtype, device=dy.device)
-            dxb = torch.empty((H, L) if need_u else (0,), dtype=dy.dtype, device=dy.device)
-            P = torch.zeros((H, n // 2 + 1) if need_k else (0,), dtype=K.dtype, device=dy.device)
-            blocks = _row_blocks(H, n, dy.element_size())
-            pad = _Padded(blocks[0].stop, L, n, dy)
-            for b in range(B):
-                gb = _rows(dy, b)
-                for h in blocks:
-                    G = pad.rfft(gb[h])                                         # (rows, n/2+1)
-                    if need_k:
-                        P[h].addcmul_(Xc[b, h], G)                                  # sum_b G conj(X)
-                    if need_u:
-                        dxb[h] = torch.fft.irfft(G.mul_(Kc[h]), n=n)[:, :L]
+        if not ctx.grouped:
+            G = torch.fft.rfft(dy.transpose(1, 2), n=n)
+            ran, P = _spectral_fused(G, Xc if need_k else None, K, need_u)
+            if not ran:                                                 # the same products in PyTorch
+                P = (G * Xc).sum(0) if need_k else None                 # sum_b G conj(X)
                 if need_u:
-                    dx[b] = dxb.t()
+                    G.mul_(K.conj())                                    # G conj(K): G is not needed after
             if need_k:
                 dk = torch.fft.irfft(P, n=n)[..., :m]
-            return (dx if need_u else None), dk, None
-        G = torch.fft.rfft(dy.transpose(1, 2), n=n)
+            if need_u:
+                du = torch.fft.irfft(G, n=n)[..., :L].transpose(1, 2)
+            return du, dk, None
+        Kc = K.conj().resolve_conj()
+        B, _, H = dy.shape
+        dx = torch.empty(dy.shape if need_u else (0,), dtype=dy.dtype, device=dy.device)
+        dxb = torch.empty((H, L) if need_u else (0,), dtype=dy.dtype, device=dy.device)
+        P = torch.zeros((H, n // 2 + 1) if need_k else (0,), dtype=K.dtype, device=dy.device)
+        blocks = _row_blocks(H, n, dy.element_size())
+        pad = _Padded(blocks[0].stop, L, n, dy)
+        for b in range(B):
+            gb = _rows(dy, b)
+            for h in blocks:
+                G = pad.rfft(gb[h])                                         # (rows, n/2+1)
+                if need_k:
+                    P[h].addcmul_(Xc[b, h], G)                                  # sum_b G conj(X)
+                if need_u:
+                    dxb[h] = torch.fft.irfft(G.mul_(Kc[h]), n=n)[:, :L]
+            if need_u:
+                dx[b] = dxb.t()
         if need_k:
-            dk = torch.fft.irfft((G * Xc).sum(0), n=n)[..., :m]
-        if need_u:
-            du = torch.fft.irfft(G.mul_(Kc), n=n)[..., :L].transpose(1, 2)   # G is not needed after
-        return du, dk, None
+            dk = torch.fft.irfft(P, n=n)[..., :m]
+        return (dx if need_u else None), dk, None
+
+
+def _spectral_fused(G: Tensor, Xc: Optional[Tensor], K: Tensor, need_u: bool) -> Tuple[bool, Optional[Tensor]]:
+    """The backward's two spectral products in one Triton pass (:mod:`statespaces.ops.triton.spectral`; op
+    ``"fftconv_spectral"``, CUDA complex64): ``(True, P)`` with ``P = sum_b G conj(X)`` (None without ``Xc``) and
+    ``G <- G conj(K)`` in place when ``need_u``; ``(False, None)`` where the PyTorch products run instead (other
+    devices and dtypes; a kernel that fails warns once and falls back, G untouched)."""
+    from .. import backend
+
+    if (Xc is None and not need_u) or G.dtype != torch.complex64 or K.dtype != torch.complex64 \
+            or backend.choose("fftconv_spectral", G, Xc, K, dtypes=backend.COMPLEX) != "triton":
+        return False, None
+    done = backend.attempt("fftconv_spectral", _spectral_triton, G, Xc, K, need_u)
+    return (True, done[0]) if done is not None else (False, None)
+
+
+def _spectral_triton(G: Tensor, Xc: Optional[Tensor], K: Tensor, need_u: bool) -> Tuple[Optional[Tensor]]:
+    from .triton.spectral import spectral_backward_triton
+
+    return (spectral_backward_triton(G, Xc, K, need_u),)                # a tuple: None is a result here
 
 
 def fftconv(u: Tensor, k: Tensor, bidirectional: bool = False) -> Tensor:

@@ -18,7 +18,8 @@ is never required. Importing this package does not import ``triton``; the submod
 * :mod:`.chunked_dense`: the same with a dense N x N transition per channel (S4's real form), with backward;
 * :mod:`.dense_tables`: that convolution's per-channel tables (taps' Toeplitz matrix, near powers, ``dA^T``) from
   ``(dA, dB, c, D)``, one launch forward, two backward;
-* :mod:`.dplr_discrete`: S4's real bilinear ``(dA, dB)`` from ``(Lambda, P, B, dt)`` (Woodbury), one launch each way.
+* :mod:`.dplr_discrete`: S4's real bilinear ``(dA, dB)`` from ``(Lambda, P, B, dt)`` (Woodbury), one launch each way;
+* :mod:`.spectral`: the FFT convolution's two backward spectral products in one pass.
 
 Complex tensors are handled as (re, im) pairs, accumulated in fp32 (``step`` also runs in fp64).
 
@@ -26,7 +27,7 @@ Every kernel launch goes through a :class:`~._launch.Config` that its module's `
 lists; :func:`configs` gathers them all (the resource check compiles each for sm_80 / sm_90).
 """
 __all__ = ["vandermonde", "scan", "cauchy", "step", "dplr_step", "oscillator_step", "linoss", "chunked_conv",
-           "chunked_dense", "dense_tables", "dplr_discrete", "oscillator", "configs"]
+           "chunked_dense", "dense_tables", "dplr_discrete", "oscillator", "spectral", "configs"]
 
 
 def configs():
@@ -42,10 +43,12 @@ def configs():
         oscillator,
         oscillator_step,
         scan,
+        spectral,
         step,
         vandermonde,
     )
 
     return [*vandermonde.configs(), *scan.configs(), *cauchy.configs(), *step.configs(), *dplr_step.configs(),
             *oscillator_step.configs(), *linoss.configs(), *oscillator.configs(),
-            *chunked_conv.configs(), *chunked_dense.configs(), *dense_tables.configs(), *dplr_discrete.configs()]
+            *chunked_conv.configs(), *chunked_dense.configs(), *dense_tables.configs(), *dplr_discrete.configs(),
+            *spectral.configs()]
