@@ -1,4 +1,4 @@
-r"""The per-channel tables of S4's dense chunked convolution in one Triton launch, and their backward in one.
+r"""The per-channel tables of S4's dense chunked convolution in one Triton launch, and their backward in two.
 
 :mod:`.chunked_dense` convolves with a real dense discrete system ``(dA, dB, c, D)`` per channel (S4's real
 form, thesis app. C.1.1) through tables for chunks of T steps (§2.3.2, Prop. 2.8):
@@ -6,7 +6,7 @@ form, thesis app. C.1.1) through tables for chunks of T steps (§2.3.2, Prop. 2.
 * ``Z`` (T, T): the near-field Toeplitz matrix ``Z[s, t] = k_{t-s}`` (t >= s, else 0) of the taps
   ``k_j = c^T dA^j dB`` (``D`` added at lag 0);
 * ``W_in`` (T, N): ``W_in[t] = dA^{T-1-t} dB``; ``W_out`` (T, N): ``W_out[t] = c^T dA^{t+1}``;
-* ``G = dA^T`` and, when the last chunk is short (r < T steps), ``G_r = dA^r`` (N, N).
+* ``G = dA^T`` (N, N). (``dA^r`` for a short last chunk, needed only for the final state, is left to the caller.)
 
 In PyTorch they are about 40 small ops forward and 50 backward (:func:`statespaces.kernels.chunked.dense_tables`:
 the doubling of :func:`~statespaces.kernels.chunked.near_powers`, the taps, the Toeplitz gather); on a GPU bound
@@ -14,14 +14,15 @@ by dispatch (``benchmarks/host_census.py``) the launches are the cost, not the O
 Here, one program per channel, in float64 (the tables leave in float32, as the convolution reads them):
 
 * the columns ``k_{j+1} = dA k_j`` (k_0 = dB) and the rows ``r_{j+1} = r_j dA`` (r_0 = c^T dA) by T sequential
-  matrix-vector products, the taps ``c . k_j`` gathered into Z on the way;
-* ``dA^{2^i}`` by K = log2 T squarings (``tl.dot``), ``dA^r`` by binary powering on the same squares.
+  matrix-vector products, the taps ``c . k_j`` written onto Z's diagonals on the way;
+* ``dA^T`` by K = log2 T squarings (``tl.dot``).
 
-The backward (one program per channel) runs the adjoints of both recurrences in reverse, reading the saved
-``W_in`` / ``W_out`` for the states, folds ``dZ`` onto the taps by lag, and takes the gradients of the powers
-down the squaring chain (``d(S S) = dS S + S dS``: ``g_i = g_{i+1} S_i^T + S_i^T g_{i+1}``; for ``dA^r``, the
-chain of its prefix products). The squares (and prefixes) are recomputed in the backward and parked in a
-float32 scratch buffer (H, K or 2K, N, N), since a program cannot keep K N x N tiles in registers.
+The backward is two launches of one program per channel. :func:`_tables_bwd_kernel` runs the adjoints of both
+recurrences in reverse, reading the saved ``W_in`` / ``W_out`` for the states, and folds ``dZ`` onto the taps by
+lag. :func:`_powers_bwd_kernel` adds the gradient of ``dA^T`` down the squaring chain (``d(S S) = dS S + S dS``:
+``g_i = g_{i+1} S_i^T + S_i^T g_{i+1}``): the squares are recomputed and parked, with g, in a float32 scratch
+(H, K + 1, N, N), and each product is summed over 16-wide slices read from it (whole 64 x 64 x 64 products held
+their operands in registers and spilled).
 """
 from __future__ import annotations
 
@@ -215,7 +216,7 @@ def _powers_bwd_kernel(
 
 
 class DenseTablesFn(torch.autograd.Function):
-    """``(dA, dB, c, D) -> (Z, W_in, W_out, dA^T)``: one launch forward, one backward (module notes).
+    """``(dA, dB, c, D) -> (Z, W_in, W_out, dA^T)``: one launch forward, two backward (module notes).
 
     Inputs fp32 contiguous: dA (H, N, N), dB, c (H, N), D (H,) or None."""
 
