@@ -165,6 +165,7 @@ class _FFTConv(torch.autograd.Function):
             if need_u:
                 du = torch.fft.irfft(G, n=n)[..., :L].transpose(1, 2)
             return du, dk, None
+        # CPU, eager: one batch entry and one cache-sized group of channel rows at a time (class notes)
         Kc = K.conj().resolve_conj()
         B, _, H = dy.shape
         dx = torch.empty(dy.shape if need_u else (0,), dtype=dy.dtype, device=dy.device)
