@@ -159,8 +159,9 @@ def contiguous(t: Tensor) -> Tensor:
 
 
 def real_view(t: Tensor) -> Tensor:
-    """A complex tensor as the contiguous (..., 2) real view the kernels index (copies only if it must)."""
-    return torch.view_as_real(t.resolve_conj().contiguous())
+    """A complex tensor as the contiguous (..., 2) real view the kernels index (copies only if it must: a
+    conjugated or strided tensor; otherwise no dispatched op besides the view)."""
+    return torch.view_as_real(contiguous(t.resolve_conj() if t.is_conj() else t))
 
 
 def patch_interpreter() -> None:

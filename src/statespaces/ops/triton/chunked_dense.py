@@ -355,11 +355,8 @@ def segments(n_chunks: int, programs: int) -> Tuple[int, int]:
 
 
 def _segment_power(G: Tensor, KS: int) -> Tensor:
-    """``G^KS`` (H, N, N) for the chains between segments: squarings in float64 (KS a power of two)."""
-    P = G.double()
-    for _ in range(KS.bit_length() - 1):
-        P = P @ P
-    return P.float()
+    """``G^KS`` (H, N, N) for the chains between segments, formed in float64."""
+    return torch.linalg.matrix_power(G.double(), KS).float()
 
 
 class ChunkedDenseFn(torch.autograd.Function):

@@ -34,7 +34,7 @@ import triton.language as tl
 from torch.autograd.function import once_differentiable
 
 from ._launch import contiguous, make, signature, unique
-from .chunked_dense import CHUNK, MAX_N
+from .chunked_dense import CHUNK, MAX_N, _tile
 
 Tensor = torch.Tensor
 
@@ -86,7 +86,7 @@ def configs():
 @triton.jit
 def _square(ptr, ri, nm, N):
     # an (BN, BN) fp32 tile of a row-major N x N matrix, zero outside, as fp64
-    return tl.load(ptr + ri[:, None] * N + ri[None, :], mask=nm[:, None] & nm[None, :], other=0.0).to(tl.float64)
+    return _tile(ptr, ri, ri, N, 1, nm, nm).to(tl.float64)
 
 
 @triton.jit

@@ -50,7 +50,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from ._launch import contiguous, make, signature, unique
+from ._launch import contiguous, make, real_view, signature, unique
 
 Tensor = torch.Tensor
 
@@ -300,11 +300,6 @@ def _bwd_kernel(lam_ptr, p_ptr, b_ptr, dt_ptr, gda_ptr, gdb_ptr, glam_ptr, gp_pt
 
 
 # ---- host side --------------------------------------------------------------------------------------------------
-def _real(t: Tensor) -> Tensor:
-    """A complex tensor as its contiguous (..., 2) real view (a copy only if it is conjugated or strided)."""
-    return torch.view_as_real(contiguous(t.resolve_conj() if t.is_conj() else t))
-
-
 def _check(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> None:
     def bad(msg: str):
         raise ValueError(f"bilinear_dplr_triton: {msg}")
@@ -338,7 +333,7 @@ class BilinearDPLRFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> Tuple[Tensor, Tensor]:
-        lam, p, b, dt = _real(Lambda), _real(P), _real(B), contiguous(dt)
+        lam, p, b, dt = real_view(Lambda), real_view(P), real_view(B), contiguous(dt)
         (H, M), r = Lambda.shape, P.shape[0]
         dA = torch.empty(H, 2 * M, 2 * M, dtype=torch.float32, device=dt.device)
         dB = torch.empty(H, 2 * M, dtype=torch.float32, device=dt.device)

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import contiguous, make, signature, unique
+from ._launch import make, real_view, signature, unique
 
 Tensor = torch.Tensor
 
@@ -87,8 +87,8 @@ def spectral_backward_triton(G: Tensor, Xc: Optional[Tensor], K: Tensor, need_u:
     if not (need_u or need_k):
         return None
     g = torch.view_as_real(G)
-    k = torch.view_as_real(contiguous(K.resolve_conj()))
-    xc = g if Xc is None else torch.view_as_real(contiguous(Xc.resolve_conj()))
+    k = real_view(K)
+    xc = g if Xc is None else real_view(Xc)
     P = torch.empty(H, F, dtype=torch.complex64, device=G.device) if need_k else None
     p = torch.view_as_real(P) if P is not None else g
     _config(need_u, need_k).launch((H, triton.cdiv(F, BLOCK_F)), g, xc, k, p, Bsz, H, F)
