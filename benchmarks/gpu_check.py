@@ -536,6 +536,9 @@ def time_dense_variants(quick: bool) -> List[Dict]:
     block of chunk rows in the output / du kernels (``ROW_PROGRAMS`` unbounded), and a bidirectional layer on its
     former Cauchy/FFT route; and S4D's FFT backward with its spectral products in PyTorch instead of the fused
     pass (:mod:`statespaces.ops.triton.spectral`). fwd+bwd ms, eager and graphed."""
+    from contextlib import nullcontext
+    from unittest import mock
+
     from statespaces import S4, S4D, backend
     from statespaces.ops.triton import chunked_dense
 
@@ -549,31 +552,22 @@ def time_dense_variants(quick: bool) -> List[Dict]:
         def fwd_bwd():
             layer(x).sum().backward()
 
-        variants = [("as shipped", {}), ("no segments", {"SEGMENT_PROGRAMS": 0}),
-                    ("one program per row block", {"ROW_PROGRAMS": 1 << 30})]
-        if bi:
-            variants = [("as shipped", {}), ("Cauchy/FFT route", None)]
         if name == "S4D":                                                  # its FFT backward's spectral products
-            variants = [("as shipped", {}), ("PyTorch spectral products", "spectral")]
-        for label, patch in variants:
-            saved = {k: getattr(chunked_dense, k) for k in (patch if isinstance(patch, dict) else {})}
+            undone = {"PyTorch spectral products": lambda: mock.patch.dict(
+                backend._FAILED, {"fftconv_spectral": "disabled by gpu_check for the comparison"})}
+        elif bi:                                                           # the route before 2026-12-06
+            undone = {"Cauchy/FFT route": lambda: mock.patch.object(layer, "_use_chunked", lambda u, stateful: False)}
+        else:
+            undone = {"no segments": lambda: mock.patch.object(chunked_dense, "SEGMENT_PROGRAMS", 0),
+                      "one program per row block": lambda: mock.patch.object(chunked_dense, "ROW_PROGRAMS", 1 << 30)}
+        for label, patch in {"as shipped": nullcontext, **undone}.items():
+            rec: Dict = {"layer": name, "B": B, "L": L, "variant": label}
             try:
-                for k, v in (patch if isinstance(patch, dict) else {}).items():
-                    setattr(chunked_dense, k, v)
-                if patch is None:
-                    layer._use_chunked = lambda u, stateful: False         # the route before 2026-12-06
-                if patch == "spectral":
-                    backend._FAILED["fftconv_spectral"] = "disabled by gpu_check for the comparison"
-                rec = {"layer": name, "B": B, "L": L, "variant": label, "fwd_bwd_ms": cuda_time(fwd_bwd, 5 if quick else 20)}
-                rec.update(_graphed_fwd_bwd(layer, x, 5 if quick else 20))
+                with patch():
+                    rec["fwd_bwd_ms"] = cuda_time(fwd_bwd, 5 if quick else 20)
+                    rec.update(_graphed_fwd_bwd(layer, x, 5 if quick else 20))
             except Exception as e:
-                rec = {"layer": name, "B": B, "L": L, "variant": label, "error": f"{type(e).__name__}: {str(e)[:300]}"}
-            finally:
-                for k, v in saved.items():
-                    setattr(chunked_dense, k, v)
-                layer.__dict__.pop("_use_chunked", None)
-                if patch == "spectral":
-                    backend._FAILED.pop("fftconv_spectral", None)
+                rec["error"] = f"{type(e).__name__}: {str(e)[:300]}"
             out.append(rec)
     return out
 
