@@ -137,8 +137,12 @@ def test_bidirectional_chunked_equals_the_two_sided_fft(small_blocks, triton_pat
         assert y.dtype == torch.float32 and _rel(y, ref) < 1e-5
     else:
         assert _rel(chunked_conv_dense_bidirectional(*args), ref) < 1e-12
-    with pytest.raises(ValueError, match=r"c must be \(2, H, N\)"):
+    with pytest.raises(ValueError, match=r"chunked_conv_dense_bidirectional: expected .* c \(2, H, N\)"):
         chunked_conv_dense_bidirectional(u, dA, dB, c0, D)
+    with pytest.raises(ValueError, match=r"chunked_conv_dense_bidirectional: expected u \(B, L, H\)"):
+        chunked_conv_dense_bidirectional(u[..., :2], dA, dB, torch.stack([c0, c1]), D)
+    with pytest.raises(ValueError, match=r"chunked_conv_dense: expected .* x0 \(B, H, N\)"):
+        kchunked.chunked_conv_dense(u, dA, dB, c0, D, torch.zeros(B + 1, H, N, dtype=torch.float64), True)
 
 
 def test_segment_rule():

@@ -245,6 +245,16 @@ def test_dispatch_cpu_keeps_pytorch_and_forced_triton_matches_it(monkeypatch):
         assert float((a - b).abs().max() / b.abs().max()) < 1e-5
 
 
+def test_op_rejects_mismatched_shapes_on_every_path():
+    """The op checks shapes before it picks a path: a clear ValueError on CPU too (not an einsum error)."""
+    from statespaces.kernels import dplr as kdplr
+
+    Lam, P, B, dt = _system(3, 4, 1, seed=5)
+    for args in ((Lam, P, B[:2], dt), (Lam, P, B, dt[:2]), (Lam, P[0], B, dt)):
+        with pytest.raises(ValueError, match=r"bilinear_dplr_system: expected Lambda \(H, M\)"):
+            kdplr.bilinear_dplr_system(*args)
+
+
 def test_dispatch_failing_kernel_warns_once_and_falls_back(monkeypatch):
     from statespaces import backend
     from statespaces.kernels import dplr as kdplr

@@ -286,6 +286,7 @@ def chunked_conv_dense(u: Tensor, dA: Tensor, dB: Tensor, c: Tensor, D: Optional
     ``N <= MAX_N`` and the default chunk; else this PyTorch code (CPU, float64, wider states). A Triton
     failure warns once and falls back here.
     """
+    check_dense_system("chunked_conv_dense", u, dA, dB, c, D, x0)
     if chunk is None and backend.choose("chunked_conv_dense", u, dA, dtypes=backend.REAL) == "triton" \
             and dA.shape[-1] <= _triton_max_n():
         out = backend.attempt("chunked_conv_dense", _chunked_conv_dense_triton, u, dA, dB, c, D, x0, return_state)
@@ -308,14 +309,27 @@ def chunked_conv_dense_bidirectional(u: Tensor, dA: Tensor, dB: Tensor, c: Tenso
     Returns:
         y (B, L, H).
     """
+    check_dense_system("chunked_conv_dense_bidirectional", u, dA, dB, c, D, directions=2)
     H = u.shape[-1]
-    if c.dim() != 3 or c.shape[0] != 2 or c.shape[1:] != dB.shape:
-        raise ValueError(f"chunked_conv_dense_bidirectional: c must be (2, H, N) with dB (H, N), got c "
-                         f"{tuple(c.shape)}, dB {tuple(dB.shape)}")
     D2 = None if D is None else torch.cat([D, torch.zeros_like(D)])
     z = chunked_conv_dense(torch.cat([u, u.flip(1)], -1), dA.repeat(2, 1, 1), dB.repeat(2, 1), c.flatten(0, 1), D2)
     back = z[..., H:].flip(1)                                          # back[t] = (causal conv of flip(u))[L-1-t]
     return z[..., :H] + torch.nn.functional.pad(back[:, 1:], (0, 0, 0, 1))
+
+
+def check_dense_system(op: str, u: Tensor, dA: Tensor, dB: Tensor, c: Tensor, D: Optional[Tensor] = None,
+                       x0: Optional[Tensor] = None, directions: int = 1) -> None:
+    """ValueError naming ``op`` unless u is (B, L, H), dA (H, N, N), dB (H, N), c (H, N) (``directions`` = 2:
+    (2, H, N)), D (H,) and x0 (B, H, N) or None."""
+    want_c = "(2, H, N)" if directions == 2 else "(H, N)"
+    ok = u.dim() == 3 and dA.dim() == 3 and dA.shape[-1] == dA.shape[-2] and dA.shape[0] == u.shape[-1] \
+        and dB.shape == dA.shape[:2] and c.shape == ((2,) if directions == 2 else ()) + tuple(dB.shape) \
+        and (D is None or D.shape == dA.shape[:1]) and (x0 is None or x0.shape == (u.shape[0], *dB.shape))
+    if not ok:
+        raise ValueError(f"{op}: expected u (B, L, H), dA (H, N, N), dB (H, N), c {want_c}, D (H,) or None, "
+                         f"x0 (B, H, N) or None; got u {tuple(u.shape)}, dA {tuple(dA.shape)}, dB {tuple(dB.shape)}, "
+                         f"c {tuple(c.shape)}, D {None if D is None else tuple(D.shape)}, "
+                         f"x0 {None if x0 is None else tuple(x0.shape)}")
 
 
 def _triton_max_n() -> int:

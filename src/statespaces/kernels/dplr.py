@@ -161,6 +161,10 @@ def bilinear_dplr_system(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> Tu
     one Triton launch forward and one backward (:mod:`statespaces.ops.triton.dplr_discrete`, float64 inside);
     else :func:`bilinear_dplr_system_ref`, its twin. A Triton failure warns once and falls back.
     """
+    if Lambda.dim() != 2 or P.dim() != 3 or P.shape[1:] != Lambda.shape or B.shape != Lambda.shape \
+            or dt.shape != Lambda.shape[:1]:
+        raise ValueError(f"bilinear_dplr_system: expected Lambda (H, M), P (r, H, M), B (H, M), dt (H,); got Lambda "
+                         f"{tuple(Lambda.shape)}, P {tuple(P.shape)}, B {tuple(B.shape)}, dt {tuple(dt.shape)}")
     # r <= 2, M <= 32: the kernel's MAX_RANK and MAX_MODES, literal here so that the CPU path never imports triton
     if backend.choose("dplr_discrete", Lambda, P, B, dt) == "triton" and Lambda.dtype == torch.complex64 \
             and dt.dtype == torch.float32 and P.shape[0] <= 2 and Lambda.shape[-1] <= 32:
