@@ -534,8 +534,10 @@ def time_dense_variants(quick: bool) -> List[Dict]:
     """S4's dense chunked path with each of the 2026-12-06 changes undone in turn, in the same run (they were
     written without a GPU): segments of the sequential kernels off (``SEGMENT_PROGRAMS = 0``), one program per
     block of chunk rows in the output / du kernels (``ROW_PROGRAMS`` unbounded), and a bidirectional layer on its
-    former Cauchy/FFT route; and S4D's FFT backward with its spectral products in PyTorch instead of the fused
-    pass (:mod:`statespaces.ops.triton.spectral`). fwd+bwd ms, eager and graphed."""
+    former Cauchy/FFT route; S4D's FFT backward with its spectral products in PyTorch instead of the fused
+    pass (:mod:`statespaces.ops.triton.spectral`); and a stateful S4D call (``state=``, ``return_state``) on the
+    Triton chunked kernels, as shipped, against the FFT route with its two state sums, which
+    :func:`~statespaces.kernels.chunked_conv.prefer_chunked` has never had timed. fwd+bwd ms, eager and graphed."""
     from contextlib import nullcontext
     from unittest import mock
 
@@ -543,16 +545,20 @@ def time_dense_variants(quick: bool) -> List[Dict]:
     from statespaces.ops.triton import chunked_dense
 
     H, N, out = 256, 64, []
-    cases = [("S4", 16, 4096, False), ("S4D", 16, 4096, False), ("S4", 1, 65536, False),
-             ("S4-bidirectional", 16, 4096, True)]
-    for name, B, L, bi in cases[: 2 if quick else 4]:
-        layer = (S4D(H, N) if name == "S4D" else S4(H, N, bidirectional=bi)).cuda()
+    cases = [("S4", 16, 4096, False), ("S4D", 16, 4096, False), ("S4D-stateful", 16, 4096, False),
+             ("S4", 1, 65536, False), ("S4-bidirectional", 16, 4096, True), ("S4D-stateful", 1, 65536, False)]
+    for name, B, L, bi in cases[: 3 if quick else 6]:
+        layer = (S4D(H, N) if name.startswith("S4D") else S4(H, N, bidirectional=bi)).cuda()
         x = torch.randn(B, L, H, device="cuda", requires_grad=True)
+        model = _StatefulSum(layer, B) if name == "S4D-stateful" else layer
 
         def fwd_bwd():
-            layer(x).sum().backward()
+            model(x).sum().backward()
 
-        if name == "S4D":                                                  # its FFT backward's spectral products
+        if name == "S4D-stateful":                                         # prefer_chunked's stateful rule
+            undone = {"FFT route with state sums": lambda: mock.patch.object(
+                layer, "_use_chunked", lambda u, stateful: False)}
+        elif name == "S4D":                                                # its FFT backward's spectral products
             undone = {"PyTorch spectral products": lambda: mock.patch.dict(
                 backend._FAILED, {"fftconv_spectral": "disabled by gpu_check for the comparison"})}
         elif bi:                                                           # the route before 2026-12-06
@@ -565,11 +571,27 @@ def time_dense_variants(quick: bool) -> List[Dict]:
             try:
                 with patch():
                     rec["fwd_bwd_ms"] = cuda_time(fwd_bwd, 5 if quick else 20)
-                    rec.update(_graphed_fwd_bwd(layer, x, 5 if quick else 20))
+                    rec.update(_graphed_fwd_bwd(model, x, 5 if quick else 20))
             except Exception as e:
                 rec["error"] = f"{type(e).__name__}: {str(e)[:300]}"
             out.append(rec)
     return out
+
+
+class _StatefulSum(torch.nn.Module):
+    """A stateful call of ``layer`` as one module (for timing and graph capture): from a fixed random initial
+    state, ``forward(x)`` returns the sum of the output and of the final state (real and imaginary parts), so
+    that a backward goes through both."""
+
+    def __init__(self, layer: torch.nn.Module, batch: int) -> None:
+        super().__init__()
+        self.layer = layer
+        s0 = layer.initial_state(batch)
+        self.register_buffer("s0", torch.randn(s0.shape, dtype=s0.dtype, device=s0.device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, s = self.layer(x, state=self.s0, return_state=True)
+        return y.sum() + (torch.view_as_real(s) if s.is_complex() else s).sum()
 
 
 def _graphed_fwd_bwd(layer, x: torch.Tensor, rep: int) -> Dict:
