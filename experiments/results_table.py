@@ -39,6 +39,8 @@ def collect(run: str, preset: str) -> dict:
     metas = sorted(glob.glob(f"{run}/checkpoints/*/meta.json"))
     if not metas or not Path(run, "summary.json").is_file():
         raise SystemExit(f"{run}: no finished run (summary.json and checkpoints expected)")
+    if Path(run, "reference.json").is_file():
+        raise SystemExit(f"{run} was trained with an external layer (experiments/reference_layer.py), not the preset's")
     used = json.loads(Path(metas[-1]).read_text())["config"]
     want = build_config(preset).to_dict()
     default = TrainConfig().to_dict()

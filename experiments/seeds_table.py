@@ -29,6 +29,8 @@ def read(run: Path, preset: str) -> dict:
     f = run / "summary.json"
     if not f.is_file():
         raise SystemExit(f"{run}: no summary.json (not a finished run)")
+    if (run / "reference.json").is_file():
+        raise SystemExit(f"{run} was trained with an external layer (experiments/reference_layer.py), not the preset's")
     used = TrainConfig.from_dict(json.loads((run / "run.json").read_text())["config"]).to_dict()
     want = build_config(preset).to_dict()
     for section, values in want.items():
