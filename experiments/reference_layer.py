@@ -22,7 +22,6 @@ supplied here.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import types
@@ -37,24 +36,8 @@ from statespaces.blocks import ResidualBlock
 from statespaces.cli import main as cli_main
 from statespaces.optim import param_groups as our_param_groups
 
-
-def load_official(path: str) -> types.ModuleType:
-    """Import the official ``s4.py`` at ``path`` (with a stand-in for Lightning's ``rank_zero_only``)."""
-    file = Path(path)
-    if not file.is_file():
-        raise SystemExit(f"--official {path}: no such file; copy models/s4/s4.py from a state-spaces/s4 checkout")
-    if "pytorch_lightning" not in sys.modules:
-        pl = types.ModuleType("pytorch_lightning")
-        utilities = types.ModuleType("pytorch_lightning.utilities")
-        utilities.rank_zero_only = lambda f: f      # type: ignore[attr-defined]
-        pl.utilities = utilities                    # type: ignore[attr-defined]
-        sys.modules["pytorch_lightning"] = pl
-        sys.modules["pytorch_lightning.utilities"] = utilities
-    spec = importlib.util.spec_from_file_location("official_s4", file)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_peers import load_official  # noqa: E402  (the official s4.py with Lightning's one import supplied)
 
 
 class OfficialLayer(nn.Module):
