@@ -128,3 +128,27 @@ def test_host_census_counts_the_cuda_path_on_cpu():
                          timeout=600, check=True).stdout
     counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()[1:] if line.strip()}
     assert set(counts) == {"s4d", "linoss"} and all(n > 20 for n in counts.values()), out
+
+
+def test_gpu_check_stateful_timing_case_is_the_same_function_on_both_routes(gpu_check):
+    """``time_dense_variants`` times a stateful S4D call on the chunked route against the FFT route with its
+    state sums (``_use_chunked`` patched off, as the timing does): on CPU, where the stateful call takes the
+    chunked path, both give the same sum of output and final state and the same input gradient."""
+    from unittest import mock
+
+    from statespaces import S4D
+
+    layer = S4D(6, 8, seed=0)
+    model = gpu_check._StatefulSum(layer, 2)
+    assert model.s0.shape == layer.initial_state(2).shape and model.s0.abs().sum() > 0
+    x = torch.randn(2, 40, 6, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    assert layer._use_chunked(x, True)
+    a = model(x)
+    y, s = layer(x, state=model.s0, return_state=True)              # the output and the final state, both
+    torch.testing.assert_close(a, y.sum() + torch.view_as_real(s).sum())
+    (ga,) = torch.autograd.grad(a, x)
+    with mock.patch.object(layer, "_use_chunked", lambda u, stateful: False):
+        b = model(x)
+        (gb,) = torch.autograd.grad(b, x)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-5)
