@@ -14,8 +14,9 @@ parameters (A, B, dt: the official ``_optim`` attribute) go to the trainer's SSM
         --trainer.out runs/reference/japanese-vowels-s4d-s0 --no-progress
 
 Arguments after ``--`` are a ``statespaces`` command line, run as the CLI runs it (``train`` and
-``evaluate``; the run folder records this script's settings in ``reference.json`` so that ``evaluate``
-through this script rebuilds the same model). The official code needs ``einops`` (and ``scipy`` for some
+``evaluate``; before training, the run folder gets this script's settings in ``reference.json``, which
+``experiments/seeds_table.py`` and ``results_table.py`` refuse, and with which ``evaluate`` through this script
+rebuilds the same model). The official code needs ``einops`` (and ``scipy`` for some
 inits); its CUDA extension and pykeops are optional. Lightning's one import (``rank_zero_only``) is
 supplied here.
 """
@@ -109,10 +110,10 @@ def main() -> int:
     command = argv[split + 1:]
     install(settings)
     out = next((command[i + 1] for i, a in enumerate(command[:-1]) if a == "--trainer.out"), None)
-    code = cli_main(command)
-    if out is not None and command[:1] == ["train"]:
+    if out is not None and command[:1] == ["train"]:     # first: an interrupted run is marked too
+        Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "reference.json").write_text(json.dumps(settings, indent=1) + "\n")
-    return code
+    return cli_main(command)
 
 
 if __name__ == "__main__":
