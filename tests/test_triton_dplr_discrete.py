@@ -222,6 +222,13 @@ def test_configs_cover_the_launch_domain():
         c.check()
 
 
+def test_the_ops_dispatch_bounds_are_the_kernels():
+    """``kernels.dplr`` repeats the kernel's limits (so that its CPU path never imports triton): they must agree."""
+    from statespaces.kernels import dplr
+
+    assert (dplr.TRITON_MAX_RANK, dplr.TRITON_MAX_MODES) == (tdd.MAX_RANK, tdd.MAX_MODES)
+
+
 # ---- the op's dispatch (statespaces.kernels.dplr.bilinear_dplr_system) -----------------------------------------
 def test_dispatch_cpu_keeps_pytorch_and_forced_triton_matches_it(monkeypatch):
     """On CPU the op runs its PyTorch twin (no kernel launched); under force_triton the kernel, same values."""

@@ -150,6 +150,12 @@ def bilinear_dplr_real(Lambda: Tensor, P: Tensor, dt: Tensor) -> Tensor:
     return 2 * Minv - torch.eye(Minv.shape[-1], dtype=Minv.dtype, device=Minv.device)
 
 
+#: Largest rank r and mode count M that :func:`bilinear_dplr_system` sends to its Triton kernel: the kernel's own
+#: ``MAX_RANK`` and ``MAX_MODES`` (:mod:`statespaces.ops.triton.dplr_discrete`), repeated here so that the CPU path
+#: never imports triton; a test checks that the two agree.
+TRITON_MAX_RANK, TRITON_MAX_MODES = 2, 32
+
+
 def bilinear_dplr_system(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> Tuple[Tensor, Tensor]:
     r"""Real bilinear ``dA`` (H, N, N) (:func:`bilinear_dplr_real`) and ``dB = (dt/2)(b + dA b)`` (H, N),
     ``b = [Re B; Im B]`` (app. C.1.1): S4's dense real discrete system.
@@ -165,9 +171,8 @@ def bilinear_dplr_system(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> Tu
             or dt.shape != Lambda.shape[:1]:
         raise ValueError(f"bilinear_dplr_system: expected Lambda (H, M), P (r, H, M), B (H, M), dt (H,); got Lambda "
                          f"{tuple(Lambda.shape)}, P {tuple(P.shape)}, B {tuple(B.shape)}, dt {tuple(dt.shape)}")
-    # r <= 2, M <= 32: the kernel's MAX_RANK and MAX_MODES, literal here so that the CPU path never imports triton
     if backend.choose("dplr_discrete", Lambda, P, B, dt) == "triton" and Lambda.dtype == torch.complex64 \
-            and dt.dtype == torch.float32 and P.shape[0] <= 2 and Lambda.shape[-1] <= 32:
+            and dt.dtype == torch.float32 and P.shape[0] <= TRITON_MAX_RANK and Lambda.shape[-1] <= TRITON_MAX_MODES:
         out = backend.attempt("dplr_discrete", _bilinear_dplr_triton, Lambda, P, B, dt)
         if out is not None:
             return out
