@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -68,13 +69,17 @@ def split_problem(name: str, folder: Path, seed: int, outer: float) -> Path:
     return folder / f"{problem}Outer_TRAIN.ts"
 
 
+def _number(v: Optional[str]) -> Optional[float]:
+    """A metrics.csv cell: empty where the run had no such column's value (no validation split)."""
+    return float(v) if v not in ("", None) else None
+
+
 def history_of(run: Path) -> List[Dict[str, Any]]:
+    """One record per epoch of ``run/metrics.csv``: epoch, val_acc, val_loss (None without a validation split),
+    test_acc (here: the outer holdout's)."""
     with open(run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    def num(v: str):
-        return float(v) if v not in ("", None) else None
-
-    return [{"epoch": int(r["epoch"]), "val_acc": num(r["val_acc"]), "val_loss": num(r["val_loss"]),
+    return [{"epoch": int(r["epoch"]), "val_acc": _number(r["val_acc"]), "val_loss": _number(r["val_loss"]),
              "test_acc": float(r["test_acc"])} for r in rows]
 
 
@@ -108,7 +113,7 @@ def main() -> int:
             with open(root / f"run-s{k}.log", "w") as log:
                 subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
         history = history_of(run)
-        n = len(ucr.read_series_file(outer_file(root, k)).labels)
+        n = json.loads((run / "summary.json").read_text())["n_test"]          # the outer holdout's size
         n_outer += n
         for rule, choose in RULES.items():
             if history[0]["val_acc"] is None and rule != "last epoch":
@@ -124,11 +129,6 @@ def main() -> int:
         per = ", ".join(str(r) for r, _ in got)
         print(f"| {rule} | {per} | {sum(r for r, _ in got)} of {n_outer} | {np.mean([e for _, e in got]):.1f} |")
     return 0
-
-
-def outer_file(root: Path, k: int) -> Path:
-    """The outer holdout file of seed k (``<Name>Outer_TEST.ts`` in ``ROOT/data-s<k>``)."""
-    return next((root / f"data-s{k}").glob("*Outer_TEST.ts"))
 
 
 if __name__ == "__main__":
