@@ -555,14 +555,16 @@ def time_dense_variants(quick: bool) -> List[Dict]:
         def fwd_bwd():
             model(x).sum().backward()
 
+        def fft_route(layer=layer):                                        # the layer's FFT route, forced
+            return mock.patch.object(layer, "_use_chunked", lambda u, stateful: False)
+
         if name == "S4D-stateful":                                         # prefer_chunked's stateful rule
-            undone = {"FFT route with state sums": lambda: mock.patch.object(
-                layer, "_use_chunked", lambda u, stateful: False)}
+            undone = {"FFT route with state sums": fft_route}
         elif name == "S4D":                                                # its FFT backward's spectral products
             undone = {"PyTorch spectral products": lambda: mock.patch.dict(
                 backend._FAILED, {"fftconv_spectral": "disabled by gpu_check for the comparison"})}
         elif bi:                                                           # the route before 2026-12-06
-            undone = {"Cauchy/FFT route": lambda: mock.patch.object(layer, "_use_chunked", lambda u, stateful: False)}
+            undone = {"Cauchy/FFT route": fft_route}
         else:
             undone = {"no segments": lambda: mock.patch.object(chunked_dense, "SEGMENT_PROGRAMS", 0),
                       "one program per row block": lambda: mock.patch.object(chunked_dense, "ROW_PROGRAMS", 1 << 30)}
