@@ -41,6 +41,8 @@ def test_kernel_equals_the_pytorch_products(monkeypatch, need_u, need_k):
         assert P is None
     with pytest.raises(ValueError, match="complex64"):
         spectral.spectral_backward_triton(G.to(torch.complex128), None, K, True)
+    with pytest.raises(ValueError, match=r"G \(B, H, F\)"):                 # not 3-D: named, not an unpacking error
+        spectral.spectral_backward_triton(G[0], None, K, True)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

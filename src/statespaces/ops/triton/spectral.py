@@ -77,12 +77,13 @@ def spectral_backward_triton(G: Tensor, Xc: Optional[Tensor], K: Tensor, need_u:
     Returns:
         P (H, F) complex64, or None without ``Xc``.
     """
-    Bsz, H, F = G.shape
-    if G.dtype != torch.complex64 or K.dtype != torch.complex64 or K.shape != (H, F) or not G.is_contiguous() \
+    if G.dim() != 3 or G.dtype != torch.complex64 or K.dtype != torch.complex64 or K.shape != G.shape[1:] \
+            or not G.is_contiguous() \
             or (Xc is not None and (Xc.shape != G.shape or Xc.dtype != torch.complex64)):
         raise ValueError(f"spectral_backward_triton: needs contiguous complex64 G (B, H, F), Xc like G or None, and "
                          f"K (H, F); got G {G.dtype} {tuple(G.shape)}, K {K.dtype} {tuple(K.shape)}, "
                          f"Xc {None if Xc is None else (Xc.dtype, tuple(Xc.shape))}")
+    Bsz, H, F = G.shape
     need_k = Xc is not None
     if not (need_u or need_k):
         return None
