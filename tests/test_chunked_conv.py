@@ -340,6 +340,73 @@ def test_power_kernel_equals_explicit_powers(L, chunk):
                                rtol=1e-11, atol=1e-13)
 
 
+@pytest.mark.parametrize("L", [1, 2, 37, 130, 700])
+def test_power_kernel_default_chunk_and_every_chunk_agree(L):
+    """The chunk chosen by the cost rule (chunk=None) and any fixed chunk give the lag-by-lag kernel, float64."""
+    from statespaces.kernels.chunked import power_kernel, power_kernel_ref
+
+    g = torch.Generator().manual_seed(L)
+    dA = torch.randn(2, 5, 5, dtype=torch.float64, generator=g)
+    dA = dA / (1.02 * torch.linalg.matrix_norm(dA, 2)[:, None, None])
+    dB, c = torch.randn(2, 2, 5, dtype=torch.float64, generator=g)
+    ref = power_kernel_ref(dA, dB, c, L)
+    for chunk in (None, 1, 2, 8, 256):
+        torch.testing.assert_close(power_kernel(dA, dB, c, L, chunk), ref, rtol=1e-11, atol=1e-13)
+
+
+def _stable(H, N, seed, radius=0.97):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(H, N, N, dtype=torch.float64, generator=g)
+    return radius * X / torch.linalg.matrix_norm(X, 2)[:, None, None], g
+
+
+@pytest.mark.parametrize("q", [0, 1, 5])
+def test_row_powers_equals_the_loop_and_passes_gradcheck(q):
+    """``row_powers`` (q sequential row products, one batched product for X's gradient) against the explicit
+    ``V X^i``, and its hand-written backward against finite differences (float64)."""
+    from statespaces.kernels.chunked import row_powers
+
+    X, g = _stable(3, 4, q)
+    V = torch.randn(3, 2, 4, dtype=torch.float64, generator=g)
+    want = torch.stack([V @ torch.linalg.matrix_power(X, i) for i in range(q + 1)], 1)
+    torch.testing.assert_close(row_powers(V, X, q), want, rtol=1e-12, atol=1e-14)
+    assert torch.autograd.gradcheck(lambda v, x: row_powers(v, x, q), (V.requires_grad_(), X.requires_grad_()))
+
+
+@pytest.mark.parametrize("K", [1, 3, 8])
+@pytest.mark.parametrize("L", [0, 1, 2, 3, 17, 64, 1000, 4097])
+def test_rows_times_power_equals_the_matrix_power(L, K):
+    """``V X^L`` by the squarings-then-rows schedule equals ``V @ matrix_power(X, L)``, values and gradients
+    (float64), for L with and without low bits below the squarings."""
+    from statespaces.kernels.chunked import rows_times_power
+
+    X, g = _stable(2, 6, L + K, radius=0.999)
+    V = torch.randn(2, K, 6, dtype=torch.float64, generator=g)
+    G = torch.randn(2, K, 6, dtype=torch.float64, generator=g)
+    got_in = [t.clone().requires_grad_() for t in (V, X)]
+    ref_in = [t.clone().requires_grad_() for t in (V, X)]
+    got = rows_times_power(*got_in, L)
+    ref = ref_in[0] @ torch.linalg.matrix_power(ref_in[1], L)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-14)
+    (got * G).sum().backward()
+    (ref * G).sum().backward()
+    for a, b in zip(got_in, ref_in):                                   # L = 0: X has no gradient (None)
+        torch.testing.assert_close(torch.zeros_like(a) if a.grad is None else a.grad, b.grad, rtol=1e-9, atol=1e-13)
+
+
+def test_row_squarings_rule():
+    """The cost rule: rows where a row product is cheap against a squaring (CPU, few rows, long L), binary
+    powering on CUDA and for as many rows as the state (V = I), and the chunks measured best for S4's kernel."""
+    from statespaces.kernels.chunked import row_squarings
+
+    assert [row_squarings(L, 128, 64, 1, False) for L in (0, 1)] == [0, 0]
+    assert row_squarings(1024, 128, 64, 1, True) >= 9                 # CUDA: at most two products with X^(2^s)
+    assert row_squarings(1024, 128, 64, 64, False) >= 9               # N rows: a row product is a squaring
+    assert 3 <= row_squarings(1024, 128, 64, 1, False) <= 7           # CPU, one row: some squarings saved
+    # power_kernel's chunk (near columns counted): T = 64 at L = 1024 and T = 256 at 8192 (H128 N64, measured)
+    assert [1 << row_squarings(L, 128, 64, 1, False, near=True) for L in (1024, 8192)] == [64, 256]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("init", ["legs", "legt", "fout"])
 def test_s4_stateless_power_kernel_float32_error_stays_at_the_fft_level(init):

@@ -171,6 +171,77 @@ def _far_states(x0: Tensor, PT: Tensor, n: int) -> Tensor:
     return X[:, :n]
 
 
+class _RowPowers(torch.autograd.Function):
+    r"""``(V X^i)_{i <= q}`` (H, q + 1, K, N) for rows V (H, K, N) and X (H, N, N), by q sequential products.
+
+    Autograd of the plain loop adds q outer products into X's gradient one at a time, each a pass over an
+    (H, N, N) buffer; this backward keeps the q row gradients and forms ``sum_i R_i^T G_{i+1}`` as one batched
+    (H, N, qK) @ (H, qK, N) product."""
+
+    @staticmethod
+    def forward(ctx, V: Tensor, X: Tensor, q: int) -> Tensor:          # type: ignore[override]
+        rows = [V]
+        for _ in range(q):
+            rows.append(torch.bmm(rows[-1], X))
+        out = torch.stack(rows, 1)
+        ctx.save_for_backward(out, X)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, G: Tensor):                                      # type: ignore[override]
+        R, X = ctx.saved_tensors
+        q = R.shape[1] - 1
+        Xt = X.transpose(-1, -2)
+        acc = [G[:, q]]                                                # adjoints of R_q, R_{q-1}, ...
+        for i in range(q - 1, -1, -1):
+            acc.append(G[:, i] + torch.bmm(acc[-1], Xt))
+        adj = torch.stack(acc[::-1], 1)                                # (H, q + 1, K, N)
+        gX = torch.bmm(R[:, :q].flatten(1, 2).transpose(-1, -2), adj[:, 1:].flatten(1, 2)) if q else None
+        return adj[:, 0], gX, None
+
+
+def row_powers(V: Tensor, X: Tensor, q: int) -> Tensor:
+    """``(V X^i)_{i <= q}`` as (H, q + 1, K, N) for rows V (H, K, N) and X (H, N, N) (:class:`_RowPowers`)."""
+    return _RowPowers.apply(V, X, q)
+
+
+#: A row product ``V X`` reads all of X (H N^2 entries) for ``H N^2 K`` multiply-adds, so on a CPU it runs far below
+#: the rate of a squaring: measured at H128 N64, one thread, about ``(K + ROW_READ) H N^2`` multiply-adds' worth of
+#: squaring time (a (128, 1, 64) x (128, 64, 64) product 94 us, a (128, 64, 64) squaring 600 us).
+ROW_READ = 9
+
+
+def row_squarings(L: int, H: int, N: int, K: int, cuda: bool, near: bool = False) -> int:
+    r"""How many squarings ``s`` to spend on ``V X^L`` (rows V (H, K, N)) before ``L >> s`` row products with
+    ``X^(2^s)``: the s minimising ``s c_sq + (L >> s) c_row`` in multiply-adds' worth, ``c_sq = H N^3`` per
+    squaring and ``c_row = H N^2 (K + ROW_READ)`` per row product (:data:`ROW_READ`); on CUDA every product is a
+    launch, as dear as a squaring at these sizes, so s is the largest there (plain binary powering). ``near``:
+    :func:`power_kernel`'s near columns, whose doubling to ``T = 2^s`` adds about ``T / N`` squarings' worth."""
+    c_sq = H * N ** 3
+    c_row = c_sq if cuda else H * N * N * (K + ROW_READ)
+
+    def cost(s: int) -> float:
+        return s * c_sq + (L >> s) * c_row + (c_sq * (1 << s) / N if near else 0.0)
+
+    return min(range(max(L.bit_length(), 1)), key=cost)
+
+
+def rows_times_power(V: Tensor, X: Tensor, L: int) -> Tensor:
+    r"""``V X^L`` for rows V (H, K, N) and X (H, N, N) (L >= 0), without forming ``X^L`` where rows are cheaper.
+
+    ``s`` squarings (:func:`row_squarings`) give ``X^(2^j)``, j <= s; the rows take the factors of L's low s bits
+    on the way, then ``X^(2^s)`` ``L >> s`` times (:func:`row_powers`). With K = N rows (V = I) the rule picks
+    binary powering, ``floor(log2 L)`` squarings."""
+    s = row_squarings(L, X.shape[0], X.shape[-1], V.shape[-2], X.is_cuda)
+    base = X
+    for j in range(s):
+        if (L >> j) & 1:
+            V = torch.bmm(V, base)
+        base = torch.bmm(base, base)
+    return row_powers(V, base, L >> s)[:, -1] if L >> s else V
+
+
 def zero_input_response(dA: Tensor, c: Tensor, x0: Tensor, L: int, chunk: int = CHUNK) -> Tensor:
     r"""Free response ``y_l = c^T dA^{l+1} x0``, ``l < L``.
 
@@ -221,23 +292,30 @@ def advance(dA: Tensor, dB: Tensor, u: Tensor, x0: Optional[Tensor] = None, chun
     return x.transpose(0, 1)
 
 
-def power_kernel(dA: Tensor, dB: Tensor, c: Tensor, L: int, chunk: int = CHUNK) -> Tensor:
+def power_kernel(dA: Tensor, dB: Tensor, c: Tensor, L: int, chunk: Optional[int] = None) -> Tensor:
     r"""Convolution kernel ``K_l = c^T dA^l dB``, ``l < L``, of a real dense LTI system (eq. 2.6), by chunks:
     ``K_{kT + j} = (c^T dA^{kT}) (dA^j dB)``, the near columns ``dA^j dB`` (j < T) by doubling
-    (:func:`near_powers`), the far rows ``c^T dA^{kT}`` by doubling with ``dA^T`` (:func:`_far_states`),
-    and one batched (n, N) x (N, T) product: ``log2 L`` squarings of dA, nothing inverted. Plain autograd.
+    (:func:`near_powers`, ``log2 T`` squarings), the far rows ``c^T dA^{kT}`` (k < n = ceil(L/T)) by n - 1
+    row products with ``dA^T`` (:func:`row_powers`), and one batched (n, N) x (N, T) product; nothing inverted.
+
+    The chunk T trades squarings (``H N^3`` each) against row products (:func:`row_squarings`). At H128 N64 on
+    one CPU thread: T = 64 at L = 1024 (6 squarings and 15 rows instead of 9 squarings, with the far rows by
+    doubling: fwd+bwd 50 -> 40 ms), T = 256 at L = 8192 (154 -> 99 ms).
 
     Args:
-        dA: (H, N, N) real. dB, c: (H, N) real. L: length >= 1. chunk: T (rounded down to a power of two).
+        dA: (H, N, N) real. dB, c: (H, N) real. L: length >= 1. chunk: T (rounded down to a power of two);
+            None: the rule above.
 
     Returns:
         K (H, L), in the dtype of dA. Twin: the explicit powers (:func:`power_kernel_ref`).
     """
+    if chunk is None:
+        chunk = 1 << row_squarings(L, dA.shape[0], dA.shape[-1], 1, dA.is_cuda, near=True)
     T = _chunk(L, chunk)
     n = math.ceil(L / T)
     _, cols, PT = near_powers(dA, T, right=dB)                         # (H, T, N): dA^j dB
     assert cols is not None                                            # given right=dB
-    far = _far_states(c.unsqueeze(1), PT.transpose(-1, -2), n)[:, :, 0]   # (H, n, N): c^T dA^{kT}
+    far = row_powers(c.unsqueeze(1), PT, n - 1)[:, :, 0]               # (H, n, N): c^T dA^{kT}
     return (far @ cols.transpose(-1, -2)).flatten(1)[:, :L]
 
 
@@ -251,15 +329,8 @@ def power_kernel_ref(dA: Tensor, dB: Tensor, c: Tensor, L: int) -> Tensor:
 
 
 def _power_apply(dA: Tensor, L: int, x: Tensor) -> Tensor:
-    """``dA^L x`` for x (H, B, N) by binary powering of ``dA`` (log2 L squarings)."""
-    base = dA
-    while True:
-        if L & 1:
-            x = x @ base.transpose(-1, -2)
-        L >>= 1
-        if not L:
-            return x
-        base = base @ base
+    """``dA^L x`` for x (H, B, N) (:func:`rows_times_power` of the rows x with ``dA^T``)."""
+    return rows_times_power(x, dA.transpose(-1, -2), L)
 
 
 def chunked_conv_dense(u: Tensor, dA: Tensor, dB: Tensor, c: Tensor, D: Optional[Tensor] = None,
