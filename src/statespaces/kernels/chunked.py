@@ -179,7 +179,7 @@ class _RowPowers(torch.autograd.Function):
     (H, N, qK) @ (H, qK, N) product."""
 
     @staticmethod
-    def forward(ctx, V: Tensor, X: Tensor, q: int) -> Tensor:          # type: ignore[override]
+    def forward(ctx, V: Tensor, X: Tensor, q: int) -> Tensor:
         rows = [V]
         for _ in range(q):
             rows.append(torch.bmm(rows[-1], X))
@@ -189,7 +189,7 @@ class _RowPowers(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, G: Tensor):                                      # type: ignore[override]
+    def backward(ctx, G: Tensor):
         R, X = ctx.saved_tensors
         q = R.shape[1] - 1
         Xt = X.transpose(-1, -2)
