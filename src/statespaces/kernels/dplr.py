@@ -131,23 +131,42 @@ def matrix_power(X: Tensor, L: int) -> Tensor:
         base = base @ base
 
 
-def bilinear_dplr_real(Lambda: Tensor, P: Tensor, dt: Tensor) -> Tensor:
-    r"""Real (H, N, N) bilinear ``dA = 2 (I - sA)^{-1} - I`` without a dense solve (Woodbury).
+def _bilinear_factors(Lambda: Tensor, P: Tensor, dt: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""The Woodbury factors of ``(I - sA_R)^{-1} = D^{-1} - D^{-1} q K^{-1} q^T D^{-1}``, ``s = dt/2``,
+    ``K = I/(2s) + q^T D^{-1} q``, with D the real form of ``diag(1 - s Lambda)`` (its inverse acts on a real-form
+    vector as the complex product with ``d = 1/(1 - s Lambda)``, its transpose as that with ``conj d``).
 
-    ``I - sA_R = D + 2s q q^T`` with D the real form of ``diag(1 - s Lambda)``, so
-    ``(I - sA_R)^{-1} = D^{-1} - D^{-1} q (I/(2s) + q^T D^{-1} q)^{-1} q^T D^{-1}``: O(H N^2 r).
-    """
+    Returns ``d`` (H, M) complex, ``Dq = D^{-1} q`` (H, N, r) and ``S = K^{-1} q^T D^{-1}`` (H, r, N): O(H N r),
+    nothing (H, N, N)."""
     s = (dt / 2)[:, None]
     d = 1 / (1 - s * Lambda)                                            # (H, M)
-    Dinv = real_A(d, torch.zeros_like(P[:1]))                           # real form of diag(d)
-    q = torch.cat([P.real, P.imag], -1).permute(1, 2, 0)                # (H, N, r)
-    Dq = Dinv @ q                                                       # (H, N, r)
-    DqT = Dinv.transpose(-1, -2) @ q                                    # (q^T D^{-1})^T
-    r = q.shape[-1]
+    q = _to_real(P)                                                     # (r, H, N)
+    Dq = _to_real(d * P)                                                # D^{-1} q_r, (r, H, N)
+    DqT = _to_real(d.conj() * P)                                        # D^{-T} q_r
+    r = P.shape[0]
     eye = torch.eye(r, dtype=q.dtype, device=q.device)
-    core = eye / (2 * s[..., None]) + q.transpose(-1, -2) @ Dq          # (H, r, r)
-    Minv = Dinv - Dq @ _solve(core, DqT.transpose(-1, -2), "bilinear_dplr_real: the Woodbury core")
-    return 2 * Minv - torch.eye(Minv.shape[-1], dtype=Minv.dtype, device=Minv.device)
+    core = eye / (2 * s[..., None]) + torch.einsum("ahn,bhn->hab", q, Dq)          # (H, r, r)
+    S = _solve(core, DqT.transpose(0, 1), "bilinear_dplr_real: the Woodbury core")   # (H, r, N)
+    return d, Dq.permute(1, 2, 0), S
+
+
+def bilinear_dplr_real(Lambda: Tensor, P: Tensor, dt: Tensor) -> Tensor:
+    r"""Real (H, N, N) bilinear ``dA = 2 (I - sA)^{-1} - I`` without a dense solve (Woodbury,
+    :func:`_bilinear_factors`): ``dA = (2 D^{-1} - I) - 2 Dq S``, one (H, N, r) x (H, r, N) product plus the
+    three diagonals of the block-diagonal ``2 D^{-1} - I`` (``2 Re d - 1`` on the main one, ``-/+ 2 Im d`` at
+    offsets ``+/- M``). O(H N^2 r); the dense form (:func:`bilinear_real` of :func:`real_A`) is its twin in
+    the tests."""
+    return _dense_dA(*_bilinear_factors(Lambda, P, dt))
+
+
+def _dense_dA(d: Tensor, Dq: Tensor, S: Tensor) -> Tensor:
+    M = d.shape[-1]
+    dA = torch.bmm(Dq, -2 * S)
+    main = 2 * d.real - 1
+    dA.diagonal(dim1=-2, dim2=-1).add_(torch.cat([main, main], -1))
+    dA.diagonal(M, dim1=-2, dim2=-1).sub_(2 * d.imag)
+    dA.diagonal(-M, dim1=-2, dim2=-1).add_(2 * d.imag)
+    return dA
 
 
 #: Largest rank r and mode count M that :func:`bilinear_dplr_system` sends to its Triton kernel: the kernel's own
@@ -181,9 +200,12 @@ def bilinear_dplr_system(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> Tu
 
 def bilinear_dplr_system_ref(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> Tuple[Tensor, Tensor]:
     """The PyTorch twin of :func:`bilinear_dplr_system` (any device and dtype; plain autograd)."""
-    dA = bilinear_dplr_real(Lambda, P, dt)
-    b = torch.cat([B.real, B.imag], -1)
-    return dA, (dt / 2)[:, None] * (b + (dA @ b.unsqueeze(-1)).squeeze(-1))
+    d, Dq, S = _bilinear_factors(Lambda, P, dt)
+    dA = _dense_dA(d, Dq, S)
+    # dB = (dt/2)(b + dA b) = dt (I - sA)^{-1} b = dt (D^{-1} b - Dq (S b)): O(H N r), no pass over dA
+    Sb = (S * _to_real(B)[:, None, :]).sum(-1)                          # (H, r)
+    dB = _to_real(d * B) - (Dq * Sb[:, None, :]).sum(-1)
+    return dA, dt[:, None] * dB
 
 
 def _bilinear_dplr_triton(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> Tuple[Tensor, Tensor]:
