@@ -17,8 +17,9 @@ Conventions (one per-channel SISO system; H channels, M = N/2 conjugate-pair mod
 
 Kernel algorithm (app. C.1.2, Thm 3.6, Algorithm 1 with the notes' sign resolutions):
 
-1. truncation correction ``C~^T = C^T (I - dA^L)`` (eq. C.4), ``dA^L`` by repeated squaring of
-   the real (H, N, N) form, O(H N^3 log L) time, O(H N^2) memory, independent of batch;
+1. truncation correction ``C~^T = C^T (I - dA^L)`` (eq. C.4): the rows ``c_R^T dA^L`` of the real (H, N, N)
+   form by squarings, then row products (:func:`truncated_C_rows`), O(H N^3 log L) time at most, O(H N^2)
+   memory, independent of batch;
 2. nodes ``omega_k = exp(-2 pi i k / L)``, ``k = 0 .. L//2`` (the spectrum of a real kernel is
    Hermitian, so half the nodes suffice and ``irfft`` inverts it, Lemma C.2);
 3. ``K^(omega) = 2/(1+omega) [k00 - k01 (I + k11)^{-1} k10]`` (Lemmas C.3-C.4, Woodbury), where
@@ -45,6 +46,7 @@ import torch
 from .. import backend
 from .._checks import check_length, refuse_if, tracing
 from .cauchy import cauchy, cauchy_naive
+from .chunked import rows_times_power
 
 Tensor = torch.Tensor
 
@@ -231,9 +233,22 @@ def _from_real(x: Tensor) -> Tensor:
 def truncated_C(C: Tensor, dA_L: Tensor) -> Tensor:
     r"""``C~`` with ``C~^T = C^T (I - dA^L)`` (eq. C.4), on the half: C (..., H, M), dA_L (H, N, N)."""
     cR = 2 * torch.cat([C.real, -C.imag], -1)                           # (..., H, N)
-    w = torch.einsum("...hn,hnm->...hm", cR, dA_L)                      # c_R^T dA^L
+    return _minus_rows(C, torch.einsum("...hn,hnm->...hm", cR, dA_L))   # c_R^T dA^L
+
+
+def _minus_rows(C: Tensor, w: Tensor) -> Tensor:
+    """``C - (w in the half's complex form) / 2``: the last step of eq. C.4 given the rows ``w = c_R^T dA^L``."""
     M = C.shape[-1]
     return C - torch.complex(w[..., :M], -w[..., M:]) / 2
+
+
+def truncated_C_rows(C: Tensor, Lambda: Tensor, P: Tensor, dt: Tensor, L: int) -> Tensor:
+    r""":func:`truncated_C` of :func:`discrete_power` without forming ``dA^L``: the K rows ``c_R^T dA^L`` by
+    :func:`~statespaces.kernels.chunked.rows_times_power` (fewer squarings where row products are cheaper).
+    C (K, H, M); Lambda (H, M), P (r, H, M), dt (H,)."""
+    cR = 2 * torch.cat([C.real, -C.imag], -1)                           # (K, H, N)
+    w = rows_times_power(cR.transpose(0, 1), bilinear_dplr_real(Lambda, P, dt), L)   # (H, K, N)
+    return _minus_rows(C, w.transpose(0, 1))
 
 
 def untruncated_C(Ct: Tensor, dA_L: Tensor) -> Tensor:
@@ -393,7 +408,7 @@ def dplr_kernel(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor, dt: Tensor, L: 
         Real kernel (K, H, L), equal to ``(c^T dA^l dB)_{l<L}`` of the dense system.
     """
     L = check_length(L)
-    Ct = truncated_C(C, discrete_power(Lambda, P, dt, L)) if truncation_correction else C
+    Ct = truncated_C_rows(C, Lambda, P, dt, L) if truncation_correction else C
     nk = L // 2 + 1
     t, nyq = _nodes(L, nk, 1.0, Lambda.real.dtype, Lambda.device)      # omega_k = exp(-2 pi i k/L)
     g = torch.complex(torch.zeros_like(t), t)[None] * (2 / dt)[:, None]     # (H, nk) = (2/dt) i tan
