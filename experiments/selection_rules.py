@@ -44,6 +44,7 @@ def _trainer_rule(history: List[Dict[str, Any]]) -> Dict[str, Any]:
 RULES: Dict[str, Callable[[List[Dict[str, Any]]], Dict[str, Any]]] = {
     "trainer (best val acc; ties: lower val loss, then later)": _trainer_rule,
     "best val acc; ties: later epoch": lambda h: max(h, key=lambda r: (r["val_acc"], r["epoch"])),
+    "trainer's, from epoch 2 on": lambda h: _trainer_rule(h[1:] or h),
     "lowest val loss": lambda h: min(h, key=lambda r: (r["val_loss"], -r["epoch"])),
     "last epoch": lambda h: h[-1],
 }

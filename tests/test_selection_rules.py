@@ -64,6 +64,9 @@ def test_rules_read_the_validation_columns_and_the_trainer_rule_is_the_trainers(
             w.writerow([e, 10 * e, 0.1, 1.0, va, vl, 0.2, ta])
     history = rules.history_of(run)
     pick = {name: rule(history)["epoch"] for name, rule in rules.RULES.items()}
-    assert pick == {"trainer (best val acc; ties: lower val loss, then later)": 3,
+    assert pick == {"trainer (best val acc; ties: lower val loss, then later)": 3, "trainer's, from epoch 2 on": 3,
                     "best val acc; ties: later epoch": 4, "lowest val loss": 5, "last epoch": 5}
     assert select_epoch(history, "validation accuracy")["epoch"] == 3
+    early = [dict(r, val_loss=0.01) if r["epoch"] == 1 else r for r in history]     # epoch 1 now wins the tie
+    assert rules.RULES["trainer (best val acc; ties: lower val loss, then later)"](early)["epoch"] == 1
+    assert rules.RULES["trainer's, from epoch 2 on"](early)["epoch"] == 3
