@@ -309,15 +309,17 @@ def table(problems, runs: Path, seeds, note: str = "", pair_runs: Path = Path("r
         "### The `ucr` recipe",
         "",
         "Preset `ucr` (`src/statespaces/train/config.py`), for any univariate `--data.name ucr:<Problem>` or "
-        "path (values over the defaults of `statespaces train`); preset `uea`, for multivariate problems, is the "
-        "same with `data.normalize = \"global\"` (each channel scaled by its training mean and std: per-series "
-        "normalisation erases the level of a channel, which carries the class in JapaneseVowels) and "
+        "path (values over the defaults of `statespaces train`); preset `uea`, for multivariate problems (second "
+        "line below), differs in `data.normalize = \"global\"` (each channel scaled by its training mean and std: "
+        "per-series normalisation erases the level of a channel, which carries the class in JapaneseVowels), "
         "`model.pool = \"max\"` (the maximum over time per channel; JapaneseVowels validation, three splits: 161 "
-        "vs 160 of 162 series), without the time channel and at `max_length` 1024 (the clock: 266 vs 268 of 270 "
-        "JapaneseVowels validation series over five splits):",
+        "vs 160 of 162 series), no time channel and `max_length` 1024 (the clock: 266 vs 268 of 270 "
+        "JapaneseVowels validation series over five splits), d_state 32 and 400 steps (the JapaneseVowels "
+        "recipe's) and label smoothing 0.1 (`experiments/ucr_tuning.md`, twenty-first round):",
         "",
         "```json",
         json.dumps(PRESETS["ucr"], indent=None),
+        json.dumps(PRESETS["uea"], indent=None),
         "```",
         "",
         "- each series z-normalised on its own, per channel (`data.normalize = \"series\"`); series longer than "
