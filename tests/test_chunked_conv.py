@@ -287,9 +287,10 @@ def test_s4_stateful_forward_takes_the_dense_chunked_path(init):
 
 @pytest.mark.parametrize("init", ["legs", "legt"])
 def test_s4_stateless_forward_takes_the_power_kernel(init):
-    """Stateless S4 on CPU convolves by FFT with the kernel from the dense powers (rule: prefer_power_kernel);
-    output and every gradient equal the Cauchy/FFT route in float64; bidirectional and l_max (C~) layers
-    keep Algorithm 1; no stateless call takes the dense chunked form any more."""
+    """Stateless S4 on CPU convolves by FFT with the kernel from the dense powers (rule: prefer_power_kernel),
+    causal and bidirectional (both directions' kernels from one call); output and every gradient equal the
+    Cauchy/FFT route in float64; l_max (C~) layers keep Algorithm 1; no stateless call takes the dense chunked
+    form any more."""
     from statespaces import S4
     from statespaces.kernels import chunked as kchunked
     from statespaces.kernels.chunked_conv import prefer_power_kernel
@@ -311,18 +312,20 @@ def test_s4_stateless_forward_takes_the_power_kernel(init):
     orig, orig_dense = kchunked.power_kernel, kchunked.chunked_conv_dense
     kchunked.power_kernel = lambda *a, **k: calls.append(1) or orig(*a, **k)
     kchunked.chunked_conv_dense = lambda *a, **k: dense.append(1) or orig_dense(*a, **k)
+    bi = S4(3, 8, init=init, seed=2, bidirectional=True).double()
     try:
         got = run(layer)
         assert len(calls) == 1
-        S4(3, 8, seed=1, bidirectional=True)(x.float())
+        got_bi = run(bi)
+        assert len(calls) == 2
         S4(3, 8, seed=1, l_max=41)(x.float())
-        assert len(calls) == 1 and not dense                     # neither took the power kernel
+        assert len(calls) == 2 and not dense                     # l_max: Algorithm 1; nothing chunked
     finally:
         kchunked.power_kernel, kchunked.chunked_conv_dense = orig, orig_dense
     with backend.use_backend("ref"):
         assert not prefer_power_kernel(x)
-        ref = run(layer)
-    for a, b in zip(got, ref):
+        ref, ref_bi = run(layer), run(bi)
+    for a, b in zip(got + got_bi, ref + ref_bi):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
@@ -342,16 +345,20 @@ def test_power_kernel_equals_explicit_powers(L, chunk):
 
 @pytest.mark.parametrize("L", [1, 2, 37, 130, 700])
 def test_power_kernel_default_chunk_and_every_chunk_agree(L):
-    """The chunk chosen by the cost rule (chunk=None) and any fixed chunk give the lag-by-lag kernel, float64."""
+    """The chunk chosen by the cost rule (chunk=None) and any fixed chunk give the lag-by-lag kernel, float64,
+    for one output vector (H, N) and for several sharing the system (K, H, N) -> (K, H, L)."""
     from statespaces.kernels.chunked import power_kernel, power_kernel_ref
 
     g = torch.Generator().manual_seed(L)
     dA = torch.randn(2, 5, 5, dtype=torch.float64, generator=g)
     dA = dA / (1.02 * torch.linalg.matrix_norm(dA, 2)[:, None, None])
     dB, c = torch.randn(2, 2, 5, dtype=torch.float64, generator=g)
+    cs = torch.randn(3, 2, 5, dtype=torch.float64, generator=g)
     ref = power_kernel_ref(dA, dB, c, L)
+    refs = torch.stack([power_kernel_ref(dA, dB, ck, L) for ck in cs])
     for chunk in (None, 1, 2, 8, 256):
         torch.testing.assert_close(power_kernel(dA, dB, c, L, chunk), ref, rtol=1e-11, atol=1e-13)
+        torch.testing.assert_close(power_kernel(dA, dB, cs, L, chunk), refs, rtol=1e-11, atol=1e-13)
 
 
 def _stable(H, N, seed, radius=0.97):

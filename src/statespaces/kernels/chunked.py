@@ -303,20 +303,26 @@ def power_kernel(dA: Tensor, dB: Tensor, c: Tensor, L: int, chunk: Optional[int]
     doubling: fwd+bwd 50 -> 40 ms), T = 256 at L = 8192 (154 -> 99 ms).
 
     Args:
-        dA: (H, N, N) real. dB, c: (H, N) real. L: length >= 1. chunk: T (rounded down to a power of two);
-            None: the rule above.
+        dA: (H, N, N) real. dB: (H, N) real. c: (H, N), or (K, H, N) for K output vectors sharing the system
+            (a bidirectional layer's two directions): the near columns are shared, the far rows are K per
+            chunk. L: length >= 1. chunk: T (rounded down to a power of two); None: the rule above.
 
     Returns:
-        K (H, L), in the dtype of dA. Twin: the explicit powers (:func:`power_kernel_ref`).
+        K (H, L), or (K, H, L) for c (K, H, N), in the dtype of dA. Twin: the explicit powers
+        (:func:`power_kernel_ref`).
     """
+    rows = c.unsqueeze(1) if c.dim() == 2 else c.transpose(0, 1)       # (H, K, N)
+    H, K = rows.shape[:2]
     if chunk is None:
-        chunk = 1 << row_squarings(L, dA.shape[0], dA.shape[-1], 1, dA.is_cuda, near=True)
+        chunk = 1 << row_squarings(L, H, dA.shape[-1], K, dA.is_cuda, near=True)
     T = _chunk(L, chunk)
     n = math.ceil(L / T)
     _, cols, PT = near_powers(dA, T, right=dB)                         # (H, T, N): dA^j dB
     assert cols is not None                                            # given right=dB
-    far = row_powers(c.unsqueeze(1), PT, n - 1)[:, :, 0]               # (H, n, N): c^T dA^{kT}
-    return (far @ cols.transpose(-1, -2)).flatten(1)[:, :L]
+    far = row_powers(rows, PT, n - 1)                                  # (H, n, K, N): c^T dA^{kT}
+    out = (far.flatten(1, 2) @ cols.transpose(-1, -2)).view(H, n, K, T)   # (H, n, K, T)
+    out = out.permute(2, 0, 1, 3).flatten(2)[..., :L]                  # (K, H, L)
+    return out[0] if c.dim() == 2 else out
 
 
 def power_kernel_ref(dA: Tensor, dB: Tensor, c: Tensor, L: int) -> Tensor:

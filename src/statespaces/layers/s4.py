@@ -515,18 +515,19 @@ class S4(SSMLayer):
         return prefer_chunked(u, stateful, modes=self.d_state, dense=True)
 
     def _conv_kernel(self, u: Tensor, L: int, rate: float) -> Tensor:
-        """Kernel (H, L) of the stateless FFT forward: for a causal layer learning C, on CPU
-        (:func:`~statespaces.kernels.chunked_conv.prefer_power_kernel`), ``c^T dA^l dB`` by the dense powers
-        of :meth:`dense_system`'s system (:func:`statespaces.kernels.chunked.power_kernel`); else :meth:`kernel`
-        (Algorithm 1). A bidirectional layer convolves both kernels at once, and a layer learning C~
-        (``l_max``) gets its kernel without ``dA^L``: both keep Algorithm 1."""
-        if self.bidirectional or self.l_max is not None or not prefer_power_kernel(u):
+        """Kernel (H, L), or (2, H, L) if bidirectional, of the stateless FFT forward: for a layer learning C, on
+        CPU (:func:`~statespaces.kernels.chunked_conv.prefer_power_kernel`), ``c^T dA^l dB`` by the dense powers
+        of :meth:`dense_system`'s system (:func:`statespaces.kernels.chunked.power_kernel`; a bidirectional
+        layer's two directions share the system and its near columns); else :meth:`kernel` (Algorithm 1). A
+        layer learning C~ (``l_max``) gets its kernel without ``dA^L`` and keeps Algorithm 1."""
+        if self.l_max is not None or not prefer_power_kernel(u):
             return self.kernel(L, rate)
         with self._no_autocast():
             Lam, P, B, C = self.continuous_system()
             dA, dB = self._real_discrete(rate, Lam, P, B)
-            c = 2 * torch.cat([C[0].real, -C[0].imag], -1)
-            return chunked.power_kernel(dA, dB, c, L)
+            c = 2 * torch.cat([C.real, -C.imag], -1)                    # (K, H, N): K = 2 if bidirectional
+            K = chunked.power_kernel(dA, dB, c, L)
+        return K if self.bidirectional else K[0]
 
     def _chunked_forward(self, u: Tensor, state: Optional[Tensor], return_state: bool,
                          rate: float) -> Tuple[Tensor, Optional[Tensor]]:
