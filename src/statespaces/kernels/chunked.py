@@ -201,6 +201,20 @@ class _RowPowers(torch.autograd.Function):
         return adj[:, 0], gX, None
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous: a (B, L, H) gradient reaches an (H, B, L)-shaped
+    tensor as a permuted view (batch stride 1), and a batched CPU ``bmm`` over such a batch loops matrix by matrix
+    with a copy of each; one copy of the whole gradient here is cheaper."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:
+        return g.contiguous()
+
+
 def row_powers(V: Tensor, X: Tensor, q: int) -> Tensor:
     """``(V X^i)_{i <= q}`` as (H, q + 1, K, N) for rows V (H, K, N) and X (H, N, N) (:class:`_RowPowers`)."""
     return _RowPowers.apply(V, X, q)
@@ -234,7 +248,7 @@ def rows_times_power(V: Tensor, X: Tensor, L: int) -> Tensor:
     on the way, then ``X^(2^s)`` ``L >> s`` times (:func:`row_powers`). With K = N rows (V = I) the rule picks
     binary powering, ``floor(log2 L)`` squarings."""
     s = row_squarings(L, X.shape[0], X.shape[-1], V.shape[-2], X.is_cuda)
-    base = X
+    base = X.contiguous() if s else X                                  # squaring a transposed view: ~1.5x dearer
     for j in range(s):
         if (L >> j) & 1:
             V = torch.bmm(V, base)
@@ -480,15 +494,18 @@ def _chunked_conv_dense_torch(u: Tensor, dA: Tensor, dB: Tensor, c: Tensor, D: O
     if D is not None:
         taps = torch.cat([taps[:, :1] + D[:, None], taps[:, 1:]], -1)
     w_in = cols.flip(1)                                                # (H, T, N): dA^{T-1-t} dB
-    x = torch.nn.functional.pad(u.permute(2, 0, 1), (0, n * T - L)).reshape(H, Bsz * n, T)
-    sums = torch.bmm(x, w_in).view(H, Bsz, n, N)
+    # (H, B, n T) rows: contiguous, or bmm over the H batch of a (B, L, H)-strided view loops matrix by matrix
+    x = torch.nn.functional.pad(u.permute(2, 0, 1), (0, n * T - L)).contiguous().view(H, Bsz * n, T)
+    # per-chunk sums, one tensor per chunk by unbind: its backward stacks the n gradients once, where a slice per
+    # chunk would zero-fill an (H, B, n, N) gradient for each and add them up
+    sums = torch.bmm(x, w_in).view(H, Bsz, n, N).unbind(2)
     X = [torch.zeros(H, Bsz, N, dtype=dA.dtype, device=dA.device) if x0 is None else x0.transpose(0, 1).to(dA.dtype)]
-    PTt = PT.transpose(-1, -2)
+    PTt = PT.transpose(-1, -2).contiguous()                            # a transposed operand costs bmm ~1.7x
     for j in range(1, n):
-        X.append(torch.bmm(X[-1], PTt) + sums[:, :, j - 1])
+        X.append(torch.bmm(X[-1], PTt) + sums[j - 1])
     Xs = torch.stack(X, 2)                                             # (H, B, n, N): state before chunk j
     y = torch.baddbmm(torch.bmm(x, _toeplitz(taps)), Xs.reshape(H, Bsz * n, N), rows.transpose(-1, -2))
-    y = y.view(H, Bsz, n * T)[..., :L].permute(1, 2, 0)
+    y = _ContiguousGrad.apply(y).view(H, Bsz, n * T)[..., :L].permute(1, 2, 0)
     if not return_state:
         return y
     last = x.view(H, Bsz, n, T)[:, :, -1, :r]                           # (H, B, r)
