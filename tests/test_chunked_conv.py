@@ -530,3 +530,22 @@ def test_s4_stateful_gradients_equal_with_the_one_node_near_powers(monkeypatch):
     assert len(results[0]) == len(results[1]) > 4
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
+
+
+def test_contiguous_grad_is_the_identity_with_a_contiguous_gradient():
+    """``contiguous_grad``: same values, same gradient, and the gradient reaching the (H, B, L) tensor is
+    contiguous even when the result leaves as a permuted (B, L, H) view (what the chunked paths rely on)."""
+    from statespaces.kernels.chunked_conv import contiguous_grad
+
+    y = torch.randn(3, 2, 5, dtype=torch.float64, requires_grad=True)
+    seen = []
+    y.register_hook(lambda g: seen.append(g.is_contiguous()))
+    out = contiguous_grad(y).permute(1, 2, 0)
+    assert torch.equal(out, y.permute(1, 2, 0))
+    g = torch.randn(2, 5, 3, dtype=torch.float64)
+    out.backward(g)
+    assert seen == [True] and torch.equal(y.grad, g.permute(2, 0, 1))
+    y.grad = None
+    seen.clear()
+    y.permute(1, 2, 0).backward(g)                                     # without it: a permuted view arrives
+    assert seen == [False]

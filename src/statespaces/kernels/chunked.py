@@ -33,6 +33,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .. import backend
+from .chunked_conv import contiguous_grad
 
 Tensor = torch.Tensor
 
@@ -199,20 +200,6 @@ class _RowPowers(torch.autograd.Function):
         adj = torch.stack(acc[::-1], 1)                                # (H, q + 1, K, N)
         gX = torch.bmm(R[:, :q].flatten(1, 2).transpose(-1, -2), adj[:, 1:].flatten(1, 2)) if q else None
         return adj[:, 0], gX, None
-
-
-class _ContiguousGrad(torch.autograd.Function):
-    """Identity whose backward makes the gradient contiguous: a (B, L, H) gradient reaches an (H, B, L)-shaped
-    tensor as a permuted view (batch stride 1), and a batched CPU ``bmm`` over such a batch loops matrix by matrix
-    with a copy of each; one copy of the whole gradient here is cheaper."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g: Tensor) -> Tensor:
-        return g.contiguous()
 
 
 def row_powers(V: Tensor, X: Tensor, q: int) -> Tensor:
@@ -505,7 +492,7 @@ def _chunked_conv_dense_torch(u: Tensor, dA: Tensor, dB: Tensor, c: Tensor, D: O
         X.append(torch.bmm(X[-1], PTt) + sums[j - 1])
     Xs = torch.stack(X, 2)                                             # (H, B, n, N): state before chunk j
     y = torch.baddbmm(torch.bmm(x, _toeplitz(taps)), Xs.reshape(H, Bsz * n, N), rows.transpose(-1, -2))
-    y = _ContiguousGrad.apply(y).view(H, Bsz, n * T)[..., :L].permute(1, 2, 0)
+    y = contiguous_grad(y).view(H, Bsz, n * T)[..., :L].permute(1, 2, 0)
     if not return_state:
         return y
     last = x.view(H, Bsz, n, T)[:, :, -1, :r]                           # (H, B, r)

@@ -302,6 +302,26 @@ def chunked_conv_torch(u: Tensor, tables: ChunkTables, state: Optional[Tensor] =
         return _chunked_conv_torch(u, tables, state, return_state, channels_first)
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous: a (B, L, H) gradient reaches an (H, B, L)-shaped
+    tensor as a permuted view (batch stride 1), and a batched CPU ``bmm`` over such a batch loops matrix by matrix
+    with a copy of each; one copy of the whole gradient here is cheaper."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:
+        return g.contiguous()
+
+
+def contiguous_grad(x: Tensor) -> Tensor:
+    """``x`` itself, with its gradient made contiguous on the way back (:class:`_ContiguousGrad`): for an (H, B, L)
+    chunk-layout result that leaves as a permuted (B, L, H) view."""
+    return _ContiguousGrad.apply(x)
+
+
 def _chunked_conv_torch(u: Tensor, tables: ChunkTables, state: Optional[Tensor], return_state: bool,
                         channels_first: bool = False):
     taps, w_in, w_out, pow_T, pow_r = tables
@@ -329,7 +349,7 @@ def _chunked_conv_torch(u: Tensor, tables: ChunkTables, state: Optional[Tensor],
     y = torch.bmm(x, _toeplitz(taps)).baddbmm_(X, w_out.transpose(-1, -2))   # near + far (in place: no copy)
     y = y.view(H, Bsz, n * T)[..., :L]
     if not channels_first:
-        y = y.permute(1, 2, 0)
+        y = contiguous_grad(y).permute(1, 2, 0)
     if not return_state:
         return y
     last = x.view(H, Bsz, n, T)[:, :, -1, :r]                                # (H, B, r)
