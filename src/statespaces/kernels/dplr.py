@@ -162,6 +162,7 @@ def bilinear_dplr_real(Lambda: Tensor, P: Tensor, dt: Tensor) -> Tensor:
 
 
 def _dense_dA(d: Tensor, Dq: Tensor, S: Tensor) -> Tensor:
+    """``dA = (2 D^{-1} - I) - 2 Dq S`` (H, N, N) from the factors of :func:`_bilinear_factors`."""
     M = d.shape[-1]
     dA = torch.bmm(Dq, -2 * S)
     main = 2 * d.real - 1
