@@ -15,8 +15,9 @@ Design decisions (thesis app. C.1 leaves them open):
 * **C, not C~, is the parameter by default.** ``C~ = (I - dA^L)^T C`` (eq. C.4) is recomputed at
   every call from the rows ``c^T dA^L`` (squarings of the real (H, N, N) form, then row products,
   O(H N^3 log L) at most, independent of the batch; on the CPU the stateless forward skips it and takes
-  the kernel straight from the dense powers, :func:`statespaces.kernels.chunked.power_kernel`). So the convolution, the recurrence, any length L and any ``rate``
-  all use the same C, and nothing has to be inverted for stepping.
+  the kernel straight from the dense powers, :func:`statespaces.kernels.chunked.power_kernel`). So the
+  convolution, the recurrence, any length L and any ``rate`` all use the same C, and nothing has to be
+  inverted for stepping.
 * **Or learn C~ for one length** (``l_max=L``; app. C.1.2 allows this reparameterization, and the
   official implementation does it): the parameter ``C`` then holds C~ for kernels of length
   ``l_max``, and ``kernel(L <= l_max)`` at rate 1 skips ``dA^L`` altogether (measured: about a
