@@ -154,17 +154,18 @@ class _ChunkedProjected(torch.autograd.Function):
             sums.append(torch.bmm(V, w_in))
         X = carry_states(pow_T, _chunk_layout(torch.cat(sums, 1), Bsz, S // 2).to(pow_T.dtype))   # (n, C, B, M, 2)
         Xr = _row_layout(X, u.dtype)                              # (C, B n, S): state before each chunk
-        out = torch.empty(Bsz * L, H, dtype=u.dtype, device=u.device)
+        out = torch.empty(Bsz, L, H, dtype=u.dtype, device=u.device)   # returned itself: a view of it could not
+        out_rows = out.view(Bsz * L, H)                                  # be modified in place by the caller
         w_out_t = w_out.transpose(-1, -2)
         for (b0, b1), Y in zip(groups, Ys):                       # far field, readout into the group's rows
             Y.baddbmm_(Xr[:, b0 * n:b1 * n], w_out_t)
-            rows = out[b0 * L:b1 * L]
+            rows = out_rows[b0 * L:b1 * L]
             torch.mm(Y.view(C, -1).t(), W_out.t(), out=rows)
             if D is not None:
                 rows.addcmul_(U[b0 * L:b1 * L], D)
         ctx.save_for_backward(u, W_in, W_out, D, taps, w_in, w_out, pow_T)
         ctx.groups, ctx.Vs, ctx.Ys, ctx.X, ctx.Xr = groups, Vs, Ys, X, Xr
-        return out.view(Bsz, L, H)
+        return out
 
     @staticmethod
     @once_differentiable

@@ -176,7 +176,9 @@ class DLinOSS(LinOSS):
         G_min: lower end of the uniform init of G.
         G_max: upper end of the uniform init of G.
         dt_std: ``dt_raw ~ N(0, dt_std^2)``, ``dt = sigmoid(dt_raw)``.
-        mode: default forward path, ``"scan"``, ``"conv"`` or ``"loop"``.
+        mode: default forward path, ``"auto"`` (default: as :class:`LinOSS`, the chunked form on CPU, 3.9x faster
+            than the scan at B=8, H=128, P=64, L=1024 fwd+bwd, one thread; the fused Triton scan for training on
+            CUDA), ``"scan"``, ``"chunked"``, ``"conv"`` or ``"loop"``.
         bidirectional: as :class:`LinOSS` (``False``, ``True``/``"sum"``, ``"concat"``).
         seed: seed of this layer's random init.
         d_state: deprecated name of ``n_oscillators`` (DeprecationWarning).
@@ -200,7 +202,7 @@ class DLinOSS(LinOSS):
         G_min: float = 0.0,
         G_max: float = 1.0,
         dt_std: float = 0.5,
-        mode: str = "scan",
+        mode: str = "auto",
         bidirectional: Union[bool, str] = False,
         seed: Optional[int] = None,
         d_state: Optional[int] = None,
@@ -346,7 +348,7 @@ class DLinOSSConfig(LayerConfig):
     G_min: float = setting(0.0, "float", "lower end of the uniform init of G")
     G_max: float = setting(1.0, "float", "upper end of the uniform init of G")
     dt_std: float = setting(0.5, "float", "dt_raw ~ N(0, dt_std^2)", lo=0)
-    mode: str = setting("scan", "str", "default forward path", choices=lambda: LINOSS_MODES)
+    mode: str = setting("auto", "str", "default forward path", choices=lambda: LINOSS_MODES)
     bidirectional: Union[bool, str] = setting(False, "bool", "false, true/sum (kernel sum) or concat",
                                               choices=lambda: LINOSS_BIDIRECTIONAL)
     seed: Optional[int] = setting(None, "int", "seed of the layer's random init", lo=0, nullable=True)

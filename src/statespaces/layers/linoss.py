@@ -28,9 +28,10 @@ reversed input); ``bidirectional="concat"`` is the reverse-and-concatenate form
 ``Linear(Concat(LinOSS(x), reverse(LinOSS'(reverse(x)))))`` with an independent second layer. Neither
 has a recurrent state: ``step`` and stateful ``forward`` raise.
 
-Views (all equal, tested): parallel associative scan (default ``mode='scan'``, :mod:`statespaces.ops.scan`),
+Views (all equal, tested): parallel associative scan (``mode='scan'``, :mod:`statespaces.ops.scan`),
 sequential loop (``'loop'``), FFT convolution with each oscillator's closed-form Green's function
-(``'conv'``), single steps (:meth:`LinOSS.step`) and chunked stateful forward. ``kernel(L)`` returns
+(``'conv'``), single steps (:meth:`LinOSS.step`) and the chunked form (``'chunked'``). The default
+``mode='auto'`` takes the chunked form on CPU and the scan (below) for training on CUDA. ``kernel(L)`` returns
 the MIMO convolution kernel (H_out, H_in, L) -- LinOSS mixes channels, so it is not depthwise.
 
 On CUDA (float32 input, :mod:`statespaces.backend` ``"auto"``) ``mode='scan'`` runs the fused Triton

@@ -1,0 +1,45 @@
+"""A layer's output is the caller's to modify in place, under autograd, on every forward path of the CPU.
+
+A custom autograd Function that returns a view of a tensor made inside it (``out.view(...)``) makes that output
+read-only for in-place ops ("Output 0 of ... is a view and is being modified inplace"): LinOSS's chunked CPU
+path (its default) did, until 2026-12-06."""
+import warnings
+
+import pytest
+import torch
+
+from statespaces.layers.dlinoss import DLinOSS
+from statespaces.layers.linoss import LinOSS
+from statespaces.layers.s4 import S4
+from statespaces.layers.s4d import S4D
+from statespaces.layers.s5 import S5
+
+LAYERS = {
+    "s4d": lambda: S4D(3, 8, seed=0),
+    "s4d-bidirectional": lambda: S4D(3, 8, seed=0, bidirectional=True),
+    "s4": lambda: S4(3, 8, seed=0),
+    "s4-lmax": lambda: S4(3, 8, seed=0, l_max=32),
+    "s4-bidirectional": lambda: S4(3, 8, seed=0, bidirectional=True),
+    "linoss": lambda: LinOSS(3, n_oscillators=4, seed=0),
+    "linoss-bidirectional": lambda: LinOSS(3, n_oscillators=4, seed=0, bidirectional=True),
+    "dlinoss": lambda: DLinOSS(3, n_oscillators=4, seed=0),
+    "s5": lambda: S5(3, 8, seed=0),
+}
+MODES = {"linoss": [None, "scan", "conv", "chunked", "loop"], "dlinoss": [None, "scan", "chunked"]}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_output_can_be_modified_in_place(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        layer = LAYERS[name]()
+    for mode in MODES.get(name, [None]):
+        for stateful in ((False,) if layer.bidirectional else (False, True)):
+            x = torch.randn(2, 32, 3, requires_grad=True)
+            kw = {} if mode is None else {"mode": mode}
+            out = layer(x, return_state=True, **kw) if stateful else layer(x, **kw)
+            y = out[0] if stateful else out
+            y[:, 0] += 1.0
+            y.mul_(2.0)
+            y.sum().backward()
+            assert x.grad is not None and torch.isfinite(x.grad).all(), (name, mode, stateful)
