@@ -343,15 +343,19 @@ def test_power_kernel_equals_explicit_powers(L, chunk):
                                rtol=1e-11, atol=1e-13)
 
 
+def _stable(H, N, seed, radius=0.97):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(H, N, N, dtype=torch.float64, generator=g)
+    return radius * X / torch.linalg.matrix_norm(X, 2)[:, None, None], g
+
+
 @pytest.mark.parametrize("L", [1, 2, 37, 130, 700])
 def test_power_kernel_default_chunk_and_every_chunk_agree(L):
     """The chunk chosen by the cost rule (chunk=None) and any fixed chunk give the lag-by-lag kernel, float64,
     for one output vector (H, N) and for several sharing the system (K, H, N) -> (K, H, L)."""
     from statespaces.kernels.chunked import power_kernel, power_kernel_ref
 
-    g = torch.Generator().manual_seed(L)
-    dA = torch.randn(2, 5, 5, dtype=torch.float64, generator=g)
-    dA = dA / (1.02 * torch.linalg.matrix_norm(dA, 2)[:, None, None])
+    dA, g = _stable(2, 5, L, radius=1 / 1.02)
     dB, c = torch.randn(2, 2, 5, dtype=torch.float64, generator=g)
     cs = torch.randn(3, 2, 5, dtype=torch.float64, generator=g)
     ref = power_kernel_ref(dA, dB, c, L)
@@ -359,12 +363,6 @@ def test_power_kernel_default_chunk_and_every_chunk_agree(L):
     for chunk in (None, 1, 2, 8, 256):
         torch.testing.assert_close(power_kernel(dA, dB, c, L, chunk), ref, rtol=1e-11, atol=1e-13)
         torch.testing.assert_close(power_kernel(dA, dB, cs, L, chunk), refs, rtol=1e-11, atol=1e-13)
-
-
-def _stable(H, N, seed, radius=0.97):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(H, N, N, dtype=torch.float64, generator=g)
-    return radius * X / torch.linalg.matrix_norm(X, 2)[:, None, None], g
 
 
 @pytest.mark.parametrize("q", [0, 1, 5])
@@ -399,6 +397,21 @@ def test_rows_times_power_equals_the_matrix_power(L, K):
     (ref * G).sum().backward()
     for a, b in zip(got_in, ref_in):                                   # L = 0: X has no gradient (None)
         torch.testing.assert_close(torch.zeros_like(a) if a.grad is None else a.grad, b.grad, rtol=1e-9, atol=1e-13)
+
+
+def test_row_products_refuse_bad_input():
+    from statespaces.kernels.chunked import row_powers, rows_times_power
+
+    X, g = _stable(2, 4, 0)
+    V = torch.randn(2, 1, 4, dtype=torch.float64, generator=g)
+    with pytest.raises(ValueError, match="power must be >= 0"):
+        rows_times_power(V, X, -1)
+    with pytest.raises(ValueError, match="power must be >= 0"):
+        row_powers(V, X, -3)
+    with pytest.raises(ValueError, match=r"expected rows V \(H, K, N\)"):
+        rows_times_power(V[0], X, 3)
+    with pytest.raises(ValueError, match=r"expected rows V \(H, K, N\)"):
+        row_powers(torch.randn(3, 1, 4, dtype=torch.float64), X, 2)
 
 
 def test_row_squarings_rule():
@@ -553,35 +566,3 @@ def test_contiguous_grad_is_the_identity_with_a_contiguous_gradient():
     out[:, 0] += 1.0
     out.sum().backward()
 
-
-def test_stateful_s4_output_can_be_modified_in_place():
-    """The stateful CPU path returns a tensor the caller may edit in place (no view of a custom Function's output)."""
-    from statespaces import S4
-
-    layer = S4(3, 8, seed=0)
-    x = torch.randn(2, 20, 3, requires_grad=True)
-    y, s = layer(x, return_state=True)
-    y[:, :5] = 0.0
-    y.add_(1.0)
-    (y.sum() + s.real.sum()).backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all()
-
-
-def test_dlinoss_default_mode_is_auto_and_equals_the_scan():
-    """D-LinOSS defaults to ``mode='auto'`` as LinOSS does (the chunked form on CPU, 3.9x faster than the scan at
-    B8 H128 P64 L1024): outputs and every gradient equal the scan's in float64."""
-    from statespaces.layers.dlinoss import DLinOSS
-
-    layer = DLinOSS(4, n_oscillators=6, seed=0).double()
-    assert layer.mode == "auto"
-    x = torch.randn(2, 37, 4, dtype=torch.float64)
-
-    def run(mode):
-        layer.zero_grad()
-        xx = x.clone().requires_grad_()
-        y = layer(xx, mode=mode)
-        (y * torch.cos(y)).sum().backward()
-        return [y.detach(), xx.grad] + [p.grad.clone() for p in layer.parameters()]
-
-    for a, b in zip(run(None), run("scan")):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)

@@ -202,8 +202,19 @@ class _RowPowers(torch.autograd.Function):
         return adj[:, 0], gX, None
 
 
+def _check_rows(what: str, V: Tensor, X: Tensor, power: int) -> None:
+    if V.dim() != 3 or X.dim() != 3 or X.shape[-1] != X.shape[-2] or V.shape[0] != X.shape[0] \
+            or V.shape[-1] != X.shape[-1]:
+        raise ValueError(f"{what}: expected rows V (H, K, N) and X (H, N, N); got V {tuple(V.shape)}, "
+                         f"X {tuple(X.shape)}")
+    if power < 0:
+        raise ValueError(f"{what}: the power must be >= 0, got {power}")
+
+
 def row_powers(V: Tensor, X: Tensor, q: int) -> Tensor:
-    """``(V X^i)_{i <= q}`` as (H, q + 1, K, N) for rows V (H, K, N) and X (H, N, N) (:class:`_RowPowers`)."""
+    """``(V X^i)_{i <= q}`` as (H, q + 1, K, N) for rows V (H, K, N) and X (H, N, N), q >= 0 (:class:`_RowPowers`;
+    the far rows of the chunked form, thesis §2.3.2)."""
+    _check_rows("row_powers", V, X, q)
     return _RowPowers.apply(V, X, q)
 
 
@@ -234,6 +245,7 @@ def rows_times_power(V: Tensor, X: Tensor, L: int) -> Tensor:
     ``s`` squarings (:func:`row_squarings`) give ``X^(2^j)``, j <= s; the rows take the factors of L's low s bits
     on the way, then ``X^(2^s)`` ``L >> s`` times (:func:`row_powers`). With K = N rows (V = I) the rule picks
     binary powering, ``floor(log2 L)`` squarings."""
+    _check_rows("rows_times_power", V, X, L)
     s = row_squarings(L, X.shape[0], X.shape[-1], V.shape[-2], X.is_cuda)
     base = X.contiguous() if s else X                                  # squaring a transposed view: ~1.5x dearer
     for j in range(s):
