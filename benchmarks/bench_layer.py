@@ -1,0 +1,60 @@
+"""Forward+backward time of one layer configuration on this machine: the A/B tool behind the closing notes' CPU
+figures (run it at two commits, e.g. one of them in a ``git worktree``, and compare).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_layer.py '{"kind": "s4"}'                       # causal S4
+    OMP_NUM_THREADS=1 python benchmarks/bench_layer.py '{"kind": "s4", "bidirectional": true}'
+    OMP_NUM_THREADS=1 python benchmarks/bench_layer.py '{"kind": "s4"}' --state --length 4096   # stateful
+    OMP_NUM_THREADS=1 python benchmarks/bench_layer.py '{"kind": "dlinoss", "mode": "scan"}' --d-state 0
+
+The layer is ``statespaces.layers.registry.make_layer(SPEC, H)`` with ``d_state`` N unless ``--d-state 0`` (the
+layer's own default, e.g. P=64 oscillators for LinOSS/D-LinOSS). The loss is ``y.sum()`` (plus the real part of the
+final state's sum with ``--state``, which feeds the layer its initial state as well). Prints the median and the
+minimum of ``--repeat`` calls in process CPU time (robust on a shared machine) after one warm-up call.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from common import machine, timeit
+
+from statespaces.layers.registry import make_layer
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("spec", help='layer spec as JSON, e.g. \'{"kind": "s4", "bidirectional": true}\'')
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--length", type=int, default=1024)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--d-state", type=int, default=64, help="0: the layer's default")
+    p.add_argument("--state", action="store_true", help="stateful call: state= and return_state=True")
+    p.add_argument("--repeat", type=int, default=9)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    spec = json.loads(a.spec)
+    if a.d_state:
+        spec.setdefault("d_state", a.d_state)
+    torch.manual_seed(a.seed)
+    layer = make_layer(spec, a.d_model)
+    x = torch.randn(a.batch, a.length, a.d_model, requires_grad=True)
+    state = layer.initial_state(a.batch).normal_() if a.state else None
+
+    def fwd_bwd() -> None:
+        if state is None:
+            layer(x).sum().backward()
+        else:
+            y, s = layer(x, state=state, return_state=True)
+            (y.sum() + s.real.sum()).backward()
+
+    fwd_bwd()                                                                  # warm-up
+    times = sorted(timeit(fwd_bwd, repeat=1, warmup=0, clock=time.process_time) for _ in range(a.repeat))
+    print(f"{layer.__class__.__name__} {json.dumps(spec)} B={a.batch} L={a.length} H={a.d_model}"
+          f"{' stateful' if a.state else ''}: fwd+bwd median {times[len(times) // 2] * 1e3:.1f} ms, "
+          f"min {times[0] * 1e3:.1f} ms ({machine()}, process CPU time, {a.repeat} calls)")
+
+
+if __name__ == "__main__":
+    main()
