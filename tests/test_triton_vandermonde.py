@@ -212,3 +212,37 @@ def test_zoh_vandermonde_dispatch_and_layer_under_force_triton():
     assert len(g0) == len(g1) and len(g1) >= 4
     for a, b in zip(g1, g0):
         assert _rel(a, b.double()) < 1e-4
+
+
+@pytest.mark.parametrize("zoh", [False, True])
+def test_fused_kernel_output_can_be_modified_in_place(zoh):
+    """The Functions return the tensor they allocated, not a view of it: a view made inside an autograd Function
+    refuses in-place edits ("Output 0 of ... is a view and is being modified inplace"). The gradient of the
+    edited kernel is the plain one with the edit's factor (here: 2 on every lag but the zeroed last one)."""
+    from statespaces import backend
+    from statespaces.layers import S4D
+
+    torch.manual_seed(0)
+    layer = S4D(4, d_state=8, discretization="zoh" if zoh else "bilinear", seed=2)
+    L = 37
+
+    def grads(edit):
+        layer.zero_grad()
+        K = layer.kernel(L)
+        if edit:
+            K[..., -1] = 0.0
+            K.mul_(2.0)
+            K[:, 0] += 1.0
+        (K * torch.linspace(-1, 1, L)).sum().backward()
+        return [p.grad.clone() for p in layer.parameters() if p.grad is not None]
+
+    with backend.force_triton():
+        plain = grads(False)
+        edited = grads(True)
+    w = torch.linspace(-1, 1, L)
+    layer.zero_grad()
+    (layer.kernel(L) * torch.where(torch.arange(L) == L - 1, 0.0, 2.0 * w)).sum().backward()
+    want = [p.grad.clone() for p in layer.parameters() if p.grad is not None]
+    assert len(plain) == len(edited) == len(want) >= 3
+    for a, b in zip(edited, want):
+        assert _rel(a, b.double()) < 1e-4

@@ -48,7 +48,7 @@ for S4D-Lin modes, against 2-3e-7 fused).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import triton
@@ -450,18 +450,22 @@ def _chunks(L: int, block_l: int, programs_per_chunk: int, target: int, min_tile
 
 
 def _forward(c: Tensor, w: Tensor, L: int, dt: Optional[Tensor] = None, b: Optional[Tensor] = None,
-             scale: int = 1) -> Tensor:
+             scale: int = 1, shape: Optional[Tuple[int, ...]] = None) -> Tensor:
     """c: fp32 (R, N, 2) contiguous rows, row r using w[r % H]; w: fp32 (H, N, 2) (interleaved complex).
-    With ``dt`` (H,) and ``b`` (H, N, 2): c holds C and w holds A of the continuous system (ZOH fused)."""
+    With ``dt`` (H,) and ``b`` (H, N, 2): c holds C and w holds A of the continuous system (ZOH fused).
+    Returns a fresh fp32 tensor of ``shape`` (default (R, L); its last entry L, its product R L), allocated
+    in that shape: an autograd Function must return its output itself, not a view of it (a view made inside
+    a Function cannot be edited in place by the caller)."""
     R, N = c.shape[:2]
     H = w.shape[0]
-    out = torch.empty(R, L, device=c.device, dtype=torch.float32)
+    full = torch.empty(shape if shape is not None else (R, L), device=c.device, dtype=torch.float32)
+    out = full.view(R, L)
     zoh = dt is not None
     cfg = _fwd_config(N, zoh, scale)
     group = cfg.consts["BLOCK_L"] * cfg.consts["BLOCK_T"]
     split, chunk = _chunks(L, group, R, FWD_TARGET_PROGRAMS, min_tiles=max(1, MIN_TILES // cfg.consts["BLOCK_T"]))
     cfg.launch((R, split), c, w, dt if zoh else w, b if zoh else w, out, H, N, L, chunk)
-    return out
+    return full
 
 
 def _adjoint_partials(g: Tensor, w: Tensor, R: int, dt: Optional[Tensor] = None) -> Tensor:
@@ -506,10 +510,10 @@ class VandermondeFn(torch.autograd.Function):
         lead = coef.shape[:-2]
         c = coef.expand(*lead, H, N).to(torch.complex64).resolve_conj().reshape(-1, N).contiguous()
         w = log_a.to(torch.complex64).resolve_conj().contiguous()
-        out = _forward(torch.view_as_real(c), torch.view_as_real(w), L)
+        out = _forward(torch.view_as_real(c), torch.view_as_real(w), L, shape=(*lead, H, L))
         ctx.save_for_backward(c, w)
         ctx.L, ctx.lead, ctx.coef_shape = L, lead, coef.shape
-        return out.reshape(*lead, H, L)
+        return out
 
     @staticmethod
     @amp_backward
@@ -533,10 +537,10 @@ class ZOHVandermondeFn(torch.autograd.Function):
     @fp32_forward
     def forward(ctx, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: int, L: int) -> Tensor:
         K, H, N = C.shape[:3]
-        out = _forward(C.view(K * H, N, 2), A, L, dt=dt, b=B, scale=scale)
+        out = _forward(C.view(K * H, N, 2), A, L, dt=dt, b=B, scale=scale, shape=(K, H, L))
         ctx.save_for_backward(dt, A, B, C)
         ctx.scale, ctx.L = scale, L
-        return out.view(K, H, L)
+        return out
 
     @staticmethod
     @amp_backward
