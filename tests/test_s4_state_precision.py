@@ -107,6 +107,30 @@ def test_s4_lmax_float32_step_and_rate(init):
     assert _rel(y_half, y_half_ref) < 1e-4
 
 
+@pytest.mark.parametrize("decay,imag", [(1e-5, 1e-2), (1e-6, 1e-3)])
+def test_s4_lmax_float32_slow_mode_longer_kernels_and_rates(decay, imag):
+    """A slow mode (cond(I - dA^l_max) ~ 2.5e4 and 1.9e6, well inside the recovery's limit) makes the true C large
+    along it; C^T (I - dA^L) then cancelled in float32. Kernels at L > l_max and rate != 1 lost 3e-3 and 0.12-0.14
+    (relative) before they were re-truncated in float64; the forward, stateless and stateful, under every backend,
+    must follow the float64 layer."""
+    from statespaces import backend
+
+    layer = S4(2, 16, init="legs", l_max=64, dt_min=1e-3, dt_max=1e-3, seed=0)
+    with torch.no_grad():
+        layer.Lambda_real[:, -1] = torch.log(torch.tensor(decay))
+        layer.Lambda_imag[:, -1] = imag
+    ref = copy.deepcopy(layer).double()
+    x = torch.randn(1, 160, 2, generator=torch.Generator().manual_seed(0))
+    for L, rate in ((64, 1.0), (100, 1.0), (160, 1.0), (64, 0.5), (160, 2.0)):
+        assert _rel(layer.kernel(L, rate=rate), ref.kernel(L, rate=rate)) < 1e-4, (L, rate)
+        for name in ("auto", "ref"):
+            with backend.use_backend(name), torch.no_grad():
+                want = ref(x[:, :L].double(), rate=rate)
+                assert _rel(layer(x[:, :L], rate=rate), want) < 1e-4, (L, rate, name)
+                y, _ = layer(x[:, :L], rate=rate, state=layer.initial_state(1), return_state=True)
+                assert _rel(y, want) < 1e-4, (L, rate, name, "stateful")
+
+
 def test_s4_lmax_refuses_an_untrustworthy_recovery():
     """An (almost) undamped real mode: I - dA^l_max is singular to ~1e-13, so C~ no longer
     determines C; step() and rate != 1 must refuse instead of returning garbage."""

@@ -85,6 +85,7 @@ from ..kernels.dplr import (
     dplr_real_system,
     dplr_step,
     truncated_C,
+    truncated_C_rows,
     untruncated_C,
 )
 from ..ops.fftconv import fftconv
@@ -291,16 +292,31 @@ class S4(SSMLayer):
         assert C is not None                   # refuse=True raises instead of returning None
         return C
 
-    def _try_recover_C(self, Lam: Tensor, P: Tensor, Ct: Tensor, refuse: bool) -> Optional[Tensor]:
+    def _try_recover_C(self, Lam: Tensor, P: Tensor, Ct: Tensor, refuse: bool,
+                       float64: bool = False) -> Optional[Tensor]:
         r""":meth:`_recover_C`, or None instead of the ValueError when ``refuse`` is False and the solve
         cannot be trusted (CPU eager only: deciding needs the condition number on the host). The one
-        conversion C~ -> C of the layer: the step, other rates, longer kernels and the chunked forward."""
+        conversion C~ -> C of the layer: the step, other rates, longer kernels and the chunked forward.
+        With ``float64`` C stays complex128 (for :meth:`_retruncated_C`), else it has C~'s dtype."""
         assert self.l_max is not None          # called only for a layer that learns C~
         c64 = torch.complex128
         dA_L = discrete_power(Lam.to(c64), P.to(c64), self._dt(1.0).double(), self.l_max)
         if not self._check_C_recovery(dA_L, refuse):
             return None
-        return untruncated_C(Ct.to(c64), dA_L).to(Ct.dtype)
+        C = untruncated_C(Ct.to(c64), dA_L)
+        return C if float64 else C.to(Ct.dtype)
+
+    def _retruncated_C(self, Lam: Tensor, P: Tensor, Ct: Tensor, L: int, rate: float) -> Tensor:
+        r"""The learned ``C~`` (truncated at ``l_max``, rate 1) moved to length L and ``rate``:
+        ``C~_L^T = C~^T (I - dA^{l_max})^{-1} (I - dA_rate^L)`` (eq. C.4 twice), all in float64, returned in C~'s
+        dtype. Where ``I - dA^{l_max}`` is ill-conditioned the true C is large along the slow modes, and
+        ``C^T (I - dA^L)`` in float32 cancels: an S4 layer with ``l_max`` in float32 lost up to every digit of
+        its kernel at L > l_max or rate != 1 (0.7-0.8 relative error at cond ~5e7, 3e-3 at 2.5e4), while its
+        kernel at rate 1 and L <= l_max (from C~ itself) and its recurrence stayed accurate."""
+        c64 = torch.complex128
+        C = self._try_recover_C(Lam, P, Ct, refuse=True, float64=True)
+        assert C is not None                   # refuse=True raises instead of returning None
+        return truncated_C_rows(C, Lam.to(c64), P.to(c64), self._dt(rate).double(), L).to(Ct.dtype)
 
     def _recovery_message(self, cond: str) -> str:
         return (
@@ -384,6 +400,10 @@ class S4(SSMLayer):
                 Lam, P, B, Ct = self._raw_system()
                 K = dplr_kernel(Lam, P, B, Ct, self._dt(rate), self.l_max, truncation_correction=False,
                                 backend=self.cauchy_backend)[..., :L]
+            elif self.l_max is not None:                                        # C~ for this length and rate
+                Lam, P, B, Ct = self._raw_system()
+                K = dplr_kernel(Lam, P, B, self._retruncated_C(Lam, P, Ct, L, rate), self._dt(rate), L,
+                                truncation_correction=False, backend=self.cauchy_backend)
             else:
                 Lam, P, B, C = self.continuous_system()
                 K = dplr_kernel(Lam, P, B, C, self._dt(rate), L, backend=self.cauchy_backend)
@@ -496,8 +516,9 @@ class S4(SSMLayer):
         self._check_step_input(x, state)
         st, C = self._step_system(check_rate(rate))
         y, new_state = dplr_step(st, C, self.D, x.to(self.param_dtype), state)
+        y = y.to(x.dtype)                        # cast first: a float16 output that overflows is refused too
         check_result(self, (y, new_state), "step output", x=x, state=state)
-        return y.to(x.dtype), new_state
+        return y, new_state
 
     def _real_discrete(self, rate: float, Lam: Tensor, P: Tensor, B: Tensor) -> Tuple[Tensor, Tensor]:
         """Real bilinear ``dA`` (H, N, N) and ``dB = (dt/2)(I + dA) b`` (H, N) (app. C.1.1)."""
