@@ -73,7 +73,7 @@ FACTORIES = {
     **{f"s4d-{init}": _f(lambda H, N, s, i=init: S4D(H, N, init=i, seed=s)) for init in S4D_INITS},
     "s4d-bilinear": _f(lambda H, N, s: S4D(H, N, discretization="bilinear", seed=s)),
     "s4d-backward_euler": _f(lambda H, N, s: S4D(H, N, init="inv", discretization="backward_euler", seed=s)),
-    "s4d-gbt": _f(lambda H, N, s: S4D(H, N, init="lin", discretization="gbt", alpha=0.3, seed=s)),
+    "s4d-gbt": _f(lambda H, N, s: S4D(H, N, init="lin", discretization="gbt", alpha=0.3, dt_max=0.02, seed=s)),
     **{f"s4-{m}": _f(lambda H, N, s, m=m: S4(H, N, init=m, seed=s)) for m in S4_INITS},
     **{f"linoss-{d}-{m}": _f(lambda H, N, s, d=d, m=m: LinOSS(H, N // 2, discretization=d, mode=m, seed=s))
        for d in ("IM", "IMEX") for m in ("scan", "conv", "loop", "chunked")},

@@ -193,6 +193,12 @@ class S4D(DiagonalSSM):
         if self.discretization == "forward_euler":
             refuse_if(dA.abs() >= 1, "forward Euler is unstable here (|1 + dt*A| >= 1 for {n} modes); lower dt_max "
                       "or use discretization='zoh'/'bilinear'")
+        elif self.discretization == "gbt" and self.alpha is not None and self.alpha < 0.5:
+            # GBT maps the left half-plane into the unit disc only for alpha >= 1/2 (app. A.1.4); below, as
+            # forward Euler (alpha = 0), a large dt |A| leaves it
+            refuse_if(dA.abs() >= 1, f"the GBT discretization with alpha={self.alpha} < 1/2 is unstable here "
+                      "(|dA| >= 1 for {n} modes); lower dt_max, raise alpha to >= 0.5 or use discretization="
+                      "'zoh'/'bilinear'")
         if not log:
             return dA, dB
         log_dA = dt.unsqueeze(-1) * A if self.discretization == "zoh" else torch.log(dA)
