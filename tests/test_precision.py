@@ -485,3 +485,30 @@ def test_triton_functions_under_autocast(small_tiles):
                tol=1e-6)
     with dispatch.force_triton():
         _check_amp(lambda c, w: vandermonde(c, w, 33), [coef, log_a], tol=1e-6)
+
+
+@pytest.mark.parametrize("spec", [{"kind": "s4d", "d_state": 8}, {"kind": "s4", "d_state": 8},
+                                  {"kind": "linoss", "n_oscillators": 4}, {"kind": "dlinoss", "n_oscillators": 4},
+                                  {"kind": "s5", "d_state": 8}, {"kind": "s4nd", "dims": 1, "d_state": 8}],
+                         ids=lambda s: s["kind"])
+def test_float16_output_overflow_is_refused(spec):
+    """A finite float16 input whose output exceeds float16's range (65504): the layer computes in float32 and used
+    to check for NaN/inf before casting back, so forward and step returned inf silently. Now the cast result is
+    checked: FloatingPointError naming float16; the same call in float32 is finite."""
+    from statespaces.layers import make_layer
+
+    torch.manual_seed(0)
+    layer = make_layer(spec, 4)
+    with torch.no_grad():
+        layer.D.fill_(4.0)
+    x = torch.randn(2, 16, 4)
+    x = (x / x.abs().max() * 6e4).half()
+    with torch.no_grad():
+        assert torch.isfinite(layer(x.float())).all() and layer(x.float()).abs().max() > 65504
+        with pytest.raises(FloatingPointError, match="float16.*float32"):
+            layer(x)
+        if spec["kind"] != "s4nd":
+            y32, _ = layer.step(x[:, 0].float(), layer.initial_state(2))
+            assert torch.isfinite(y32).all() and y32.abs().max() > 65504
+            with pytest.raises(FloatingPointError, match="float16"):
+                layer.step(x[:, 0], layer.initial_state(2))

@@ -421,9 +421,9 @@ def check_result(module: torch.nn.Module, outputs: Any, what: str = "output", **
         if ts:
             mags.append(f"{name} magnitude up to {max(float(t.abs().max()) for t in ts):.3g}")
     dtype = outs[0].dtype if outs else torch.get_default_dtype()
+    wider = "pass the input in float32" if dtype in (torch.float16, torch.bfloat16) else "run the module in float64"
     raise FloatingPointError(
-        f"the {owner} {what} overflowed {dtype} ({', '.join(mags) or 'finite inputs'}); "
-        "rescale the input or run the module in float64"
+        f"the {owner} {what} overflowed {dtype} ({', '.join(mags) or 'finite inputs'}); rescale the input or {wider}"
     )
 
 

@@ -151,8 +151,8 @@ class SSMLayer(Pretrained, nn.Module):
             if state is not None:
                 y = y + self._zero_input_response(state, L, rate)
             new_state = self._advance_state(state, u, rate) if return_state else None
+        y = y.to(in_dtype)                       # cast first: a float16 output that overflows is refused too
         check_result(self, (y, new_state), input=x, state=state)     # NaN/inf: names input, state or parameters
-        y = y.to(in_dtype)
         if return_state:
             assert new_state is not None
             return y, new_state
@@ -351,8 +351,9 @@ class DiagonalSSM(SSMLayer):
         y, new_state = dispatch.diagonal_step(dA, dB, Cc, D, u, state)
         # y = Re(Cc . state') + D u reads every entry of state' through a product (IEEE: inf * 0 and
         # NaN * 0 are NaN), so a finite y proves a finite state': one reduction per step, not two
+        y = y if y.dtype == x.dtype else y.to(x.dtype)     # cast first: a float16 overflow is refused too
         check_result(self, y, "step output", x=x, state=state)
-        return (y if y.dtype == x.dtype else y.to(x.dtype)), new_state
+        return y, new_state
 
     def modes(self, rate: float = 1.0) -> Modes:
         r"""The explicit-operator view (:class:`~statespaces.layers.modes.Modes`, complex128):

@@ -634,8 +634,9 @@ class LinOSS(SSMLayer):
         sys = self._step_cache.get(self, rate, lambda: self._system(rate))
         u = x.to(self.param_dtype)
         out, new_state = oscillator_step(sys.M, sys.f, self.B_complex.T, self.C_complex.T, self.D, u, state)
+        out = out.to(x.dtype)                    # cast first: a float16 output that overflows is refused too
         check_result(self, (out, new_state), "step output", x=x, state=state)
-        return out.to(x.dtype), new_state
+        return out, new_state
 
     @public
     def forward(  # type: ignore[override]  # public API: `mode` sits before dt/timestamps (positional order)
@@ -729,8 +730,8 @@ class LinOSS(SSMLayer):
             back = self.reverse(u.flip(1), rate=rate, mode=mode).flip(1)
             out = self.out_proj(torch.cat([out, back], -1))
         new_state = self._to_complex(cast(Tensor, last)) if return_state else None
+        out = out.to(x.dtype)                    # cast first: a float16 output that overflows is refused too
         check_result(self, (out, new_state), input=x, state=state)   # NaN/inf: names input, state or parameters
-        out = out.to(x.dtype)
         if return_state:
             assert new_state is not None
             return out, new_state

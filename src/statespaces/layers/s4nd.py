@@ -326,8 +326,8 @@ class S4ND(Pretrained, nn.Module):
                 new_state = dB * vandermonde_transpose(v.movedim(1, -1).flip(-1), log_dA)
                 if state is not None:
                     new_state = new_state + exp_scaled(log_dA, L) * state
+        y = y.to(in_dtype)                       # cast first: a float16 output that overflows is refused too
         check_result(self, (y, new_state), input=x, state=state)   # NaN/inf: names the input, state or parameters
-        y = y.to(in_dtype)
         if return_state and new_state is not None:
             return y, new_state
         return y
@@ -375,8 +375,9 @@ class S4ND(Pretrained, nn.Module):
         v = self._frame_conv(u.unsqueeze(1), rates[1:]).squeeze(1)
         new_state = torch.exp(log_dA) * state + dB * v.unsqueeze(-1)
         y = scale * (C * new_state).sum(-1).real + self.D * u
+        y = y.to(x.dtype)                        # cast first: a float16 output that overflows is refused too
         check_result(self, (y, new_state), "step output", x=x, state=state)
-        return y.to(x.dtype), new_state
+        return y, new_state
 
     def _causal_system(self, rate: float) -> Tuple[Tensor, Tensor, Tensor, float]:
         """``(log_dA, dB, C, scale)`` (H, M) of the first axis' S4D, C with the bandlimit mask."""

@@ -275,8 +275,9 @@ class S5(SSMLayer):
         u = x.to(self.param_dtype)
         new_state = lam_bar * state + self._input_proj(u, Bb).to(state.dtype)
         y = self._output(new_state.real, new_state.imag) + self.D * u
+        y = y.to(x.dtype)                        # cast first: a float16 output that overflows is refused too
         check_result(self, (y, new_state), "step output", x=x, state=state)
-        return y.to(x.dtype), new_state
+        return y, new_state
 
     @public
     def forward(
@@ -323,8 +324,8 @@ class S5(SSMLayer):
                 Xb = scan_diagonal(a, v.flip(1)).flip(1)
                 y = y + self._output(Xb.real, Xb.imag, 1)
             new_state = X[:, -1] if return_state else None
+        y = y.to(x.dtype)                        # cast first: a float16 output that overflows is refused too
         check_result(self, (y, new_state), input=x, state=state)
-        y = y.to(x.dtype)
         if return_state:
             assert new_state is not None
             return y, new_state
