@@ -206,6 +206,40 @@ def test_diagonalize_fast_path():
         layer.diagonalize(tol=0.0)
 
 
+def test_diagonalize_checks_the_form_it_returns():
+    """The accuracy check is made on the form returned, in the layer's dtype: a float32 LegS form (terms |C_n dB_n|
+    ~1e2 to 1e5 cancelling into a kernel of ~0.05) was 9e-3 (N=8) to 0.2 (N=64) off while its check, made on the
+    float64 form, passed. Now it is refused, naming float64; the float64 layer's form and a float32 form that is
+    accurate (random init) pass, and ``kernel_error`` is the returned form's own error."""
+    layer = S4(2, 8, init="legs", seed=1)
+    with pytest.raises(ValueError, match=r"inaccurate.*float64"):
+        layer.diagonalize()
+    with pytest.raises(ValueError, match="inaccurate"):
+        layer.stepper(1, form="diagonal")
+    assert layer.double().diagonalize().kernel_error < 1e-8
+    fine = S4(2, 8, init="rand", seed=1)
+    form = fine.diagonalize()
+    ref = fine.double().kernel(256)
+    fine.float()
+    err = float((form.kernel(256).double() - ref).norm() / ref.norm())
+    assert form.kernel_error < 1e-4 and err < 1e-4 and abs(err - form.kernel_error) < 1e-5
+
+
+@pytest.mark.parametrize("rate", [0.5, 2.0])
+def test_diagonalize_at_another_rate(rate):
+    """``diagonalize(rate)`` and ``stepper(..., rate, form="diagonal")`` raised for every rate but 1 (the check
+    asked the form for its kernel at rate 1). The form's kernel and steps equal the layer's at that rate."""
+    layer = S4(2, 16, init="rand", seed=0).double()
+    form = layer.diagonalize(rate=rate)
+    torch.testing.assert_close(form.kernel(40, rate), layer.kernel(40, rate), atol=1e-10, rtol=0)
+    x = torch.randn(2, 30, 2, dtype=F64)
+    with torch.no_grad():
+        want = layer(x, rate=rate)
+        stepper = layer.stepper(2, rate=rate, form="diagonal")
+        got = torch.stack([stepper(x[:, t]).clone() for t in range(30)], 1)
+    torch.testing.assert_close(got, want, atol=1e-9, rtol=0)
+
+
 def test_kernel_memory_is_linear_in_L():
     """Autograd of kernel(L) keeps no O(H N L) tensor (H=4, N=64, L=4096)."""
     H, N, L = 4, 64, 4096
