@@ -512,3 +512,27 @@ def test_float16_output_overflow_is_refused(spec):
             assert torch.isfinite(y32).all() and y32.abs().max() > 65504
             with pytest.raises(FloatingPointError, match="float16"):
                 layer.step(x[:, 0], layer.initial_state(2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("spec", [{"kind": "s4d", "d_state": 8}, {"kind": "s4", "d_state": 8},
+                                  {"kind": "linoss", "n_oscillators": 4}, {"kind": "dlinoss", "n_oscillators": 4},
+                                  {"kind": "s5", "d_state": 8}, {"kind": "s4nd", "dims": 1, "d_state": 8}],
+                         ids=lambda s: s["kind"])
+def test_half_precision_parameters_are_refused(spec, dtype):
+    """``layer.half()`` / ``.bfloat16()``: every entry point failed inside torch (no complex32 kernels: "exp_vml_cpu
+    not implemented for 'ComplexHalf'"), and a float16 LinOSS returned a complex32 state its own step refused. Now
+    one TypeError at the entry point says to keep float32 parameters and use autocast; half inputs still work."""
+    from statespaces.layers import make_layer
+
+    layer = make_layer(spec, 4)
+    x = torch.randn(2, 8, 4)
+    y32 = layer(x.to(dtype))
+    assert y32.dtype == dtype and torch.isfinite(y32).all()
+    layer.to(dtype)
+    calls = [lambda: layer(x), lambda: layer(x.to(dtype)), lambda: layer.kernel(8 if spec["kind"] != "s4nd" else (8,))]
+    if spec["kind"] != "s4nd":
+        calls.append(lambda: layer.step(x[:, 0], layer.initial_state(2)))
+    for call in calls:
+        with pytest.raises(TypeError, match=r"parameters are torch\.(float16|bfloat16).*autocast"):
+            call()

@@ -79,7 +79,8 @@ def _is_fake(t: torch.Tensor) -> bool:
 
 def public(fn: F) -> F:
     """Mark a public entry point (a method of a module): while it runs, entry points it calls skip
-    their finiteness checks (its own, after the call, cover them; see the module docstring). A
+    their finiteness checks (its own, after the call, cover them; see the module docstring). A module with
+    half-precision parameters is refused on entry (:func:`check_parameter_dtype`). A
     torch ``RuntimeError`` raised while some parameter of the module is NaN/inf (e.g. a linear
     solve or SVD that cannot converge) becomes a ``FloatingPointError`` naming those parameters."""
 
@@ -88,6 +89,8 @@ def public(fn: F) -> F:
         if tracing():
             return fn(*args, **kwargs)
         depth = getattr(_local, "depth", 0)
+        if depth == 0 and args and isinstance(getattr(type(args[0]), "param_dtype", None), property):
+            check_parameter_dtype(args[0].param_dtype)
         _local.depth = depth + 1
         try:
             return fn(*args, **kwargs)
@@ -208,8 +211,21 @@ def check_device(name: str, x: torch.Tensor, device: torch.device) -> None:
         raise ValueError(f"{name} is on {x.device} but the module is on {device}; move one with .to(device)")
 
 
+def check_parameter_dtype(param_dtype: torch.dtype) -> None:
+    """Refuse half-precision parameters (``module.half()``, ``.bfloat16()``): torch has no complex32 kernels for
+    the layers' modes, so every entry point failed deep inside torch, and a LinOSS state came back complex32."""
+    if param_dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(
+            f"the module's parameters are {param_dtype}: SSM layers compute in float32 or float64 (complex modes, "
+            "FFTs, scans); keep the parameters in float32 (module.float()) and use torch.autocast for mixed "
+            "precision (half-precision inputs are accepted and computed in float32)"
+        )
+
+
 def check_dtype_compatible(name: str, x: torch.Tensor, param_dtype: torch.dtype) -> None:
-    """Half-precision inputs are computed in the module's precision; float64 needs a float64 module."""
+    """Half-precision inputs are computed in the module's precision; float64 needs a float64 module; the module's
+    own parameters must be float32 or float64 (its complex arithmetic and FFTs have no half-precision kernels)."""
+    check_parameter_dtype(param_dtype)
     if x.dtype == torch.float64 and param_dtype != torch.float64:
         raise TypeError(
             f"{name} is float64 but the parameters are {param_dtype}; call .double() on the module "

@@ -105,8 +105,8 @@ class SSMLayer(Pretrained, nn.Module):
 
     @property
     def state_dtype(self) -> torch.dtype:
-        """dtype of the recurrent state: complex128 for float64 parameters, else complex64 (float32,
-        and half precision, whose states are kept in complex64: there is no complex32 arithmetic)."""
+        """dtype of the recurrent state: complex128 for float64 parameters, else complex64 (float32; half-precision
+        parameters are refused at every entry point, :func:`~statespaces._checks.check_dtype_compatible`)."""
         return torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
 
     @public
