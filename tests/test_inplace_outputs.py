@@ -3,6 +3,7 @@
 A custom autograd Function that returns a view of a tensor made inside it (``out.view(...)``) makes that output
 read-only for in-place ops ("Output 0 of ... is a view and is being modified inplace"): LinOSS's chunked CPU
 path (its default) did, until 2026-12-06."""
+import importlib
 import warnings
 
 import pytest
@@ -25,11 +26,18 @@ LAYERS = {
     "dlinoss": lambda: DLinOSS(3, n_oscillators=4, seed=0),
     "s5": lambda: S5(3, 8, seed=0),
 }
+fftconv_module = importlib.import_module("statespaces.ops.fftconv")   # the module (the package exports the function)
 MODES = {"linoss": [None, "scan", "conv", "chunked", "loop"], "dlinoss": [None, "scan", "chunked"]}
 
 
+@pytest.mark.parametrize("schedule", ["cpu", "whole-tensor"])
 @pytest.mark.parametrize("name", list(LAYERS))
-def test_output_can_be_modified_in_place(name):
+def test_output_can_be_modified_in_place(name, schedule, monkeypatch):
+    """``schedule="whole-tensor"``: the FFT convolution's CUDA (and traced) schedule, taken here on the CPU. It
+    returned ``irfft(...)[..., :L].transpose(1, 2)``, a view, until 2026-12-06: S4D's and S4's outputs could not
+    be edited in place on a GPU."""
+    if schedule == "whole-tensor":
+        monkeypatch.setattr(fftconv_module, "_grouped", lambda u: False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         layer = LAYERS[name]()
@@ -44,3 +52,14 @@ def test_output_can_be_modified_in_place(name):
             y.mul_(2.0)
             (y.sum() + (out[1].real.sum() if stateful else 0.0)).backward()
             assert x.grad is not None and torch.isfinite(x.grad).all(), (name, mode, stateful)
+
+
+def test_irregular_state_can_be_modified_in_place():
+    """The irregular-sampling path (``dt=``) returned its final state as a view of the scanned states it saved for
+    the readout's backward: editing it in place broke the backward."""
+    layer = S4D(3, 8, seed=0)
+    x = torch.randn(2, 16, 3, requires_grad=True)
+    y, state = layer(x, dt=torch.rand(2, 16) + 0.5, return_state=True)
+    state.mul_(0.5)
+    (y.sum() + state.real.sum()).backward()
+    assert torch.isfinite(x.grad).all()

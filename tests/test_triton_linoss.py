@@ -306,3 +306,19 @@ def test_damped_fused_scan_precision_against_float64(disc):
     with backend.force_triton():
         y = a(x.float()).detach()
     assert float((y.double() - ref).abs().max() / ref.abs().max()) < 5e-6
+
+
+def test_fused_transition_outputs_can_be_modified_in_place():
+    """The fused transition kernels write M, f and the Jacobian into one buffer; the autograd node returned views of
+    it, so ``M.mul_(2)`` raised on the Triton path (not on PyTorch's). The gradients of the edited outputs agree."""
+    grads = []
+    for force in (False, True):
+        A = torch.rand(5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+        dt = (0.1 + torch.rand(5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))).requires_grad_()
+        with backend.force_triton(force):
+            M, f = oscillator_transition(A, dt, "IM")
+        M.mul_(2.0)
+        f[0] += 1.0
+        (M.square().sum() + f.square().sum()).backward()
+        grads.append((A.grad, dt.grad))
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-12, rtol=1e-10)

@@ -246,3 +246,21 @@ def test_fused_kernel_output_can_be_modified_in_place(zoh):
     assert len(plain) == len(edited) == len(want) >= 3
     for a, b in zip(edited, want):
         assert _rel(a, b.double()) < 1e-4
+
+
+def test_zoh_vandermonde_takes_conjugated_inputs_on_the_triton_path():
+    """A conjugated C (conj bit set) made the Triton wrapper fail on ``view_as_real``; the op then switched Triton off
+    for the rest of the process and fell back. Now the conj bit is resolved before the launch: no fallback, same
+    kernel as the PyTorch route."""
+    import warnings
+
+    from statespaces import backend
+    from statespaces.kernels.vandermonde import zoh_vandermonde
+
+    dt, A, B, C = _zoh_system(2, 6, 1, seed=5)
+    dt, A, B, C = dt.float(), A.cfloat(), B.cfloat(), C.cfloat()
+    want = zoh_vandermonde(dt, A, B, C.conj().resolve_conj(), 2.0, 40)
+    with backend.force_triton(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = zoh_vandermonde(dt, A, B, C.conj(), 2.0, 40)
+    assert _rel(got, want.double()) < 1e-5

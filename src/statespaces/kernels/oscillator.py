@@ -167,7 +167,9 @@ class JacobianNode(torch.autograd.Function):
         *outs, J = fn(*inputs, scheme)
         ctx.save_for_backward(J)
         ctx.shapes = [o.shape for o in outs]
-        return tuple(outs)
+        # the fused kernels write every output into one buffer: a view made inside a Function could not be
+        # edited in place by the caller, so those (tiny, (2, 2, P)) outputs are copied out
+        return tuple(o if o._base is None else o.clone() for o in outs)
 
     @staticmethod
     @once_differentiable

@@ -241,9 +241,10 @@ def vandermonde(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
 
 
 def _zoh_vandermonde_triton(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: int, L: int) -> Tensor:
+    from ..ops.triton._launch import real_view
     from ..ops.triton.vandermonde import zoh_vandermonde_triton
 
-    return zoh_vandermonde_triton(dt, torch.view_as_real(A), torch.view_as_real(B), torch.view_as_real(C), scale, L)
+    return zoh_vandermonde_triton(dt, real_view(A), real_view(B), real_view(C), scale, L)
 
 
 def zoh_vandermonde_ref(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: float, L: int) -> Tensor:

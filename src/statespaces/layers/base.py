@@ -294,7 +294,7 @@ class DiagonalSSM(SSMLayer):
         C = C[0]
         y = scale * (X.real * C.real.unsqueeze(1) - X.imag * C.imag.unsqueeze(1)).sum(-1)   # (B, H, L)
         y = y.transpose(1, 2) + self.D * u
-        return y, X[:, :, -1]
+        return y, X[:, :, -1].clone()               # a copy: X is saved for the readout's backward
 
     def _step_system(self, rate: float) -> Tuple[Tensor, Tensor, Tensor, float]:
         """``(dA, dB, C, scale)`` for stepping. Without autograd (generation), the discretization is

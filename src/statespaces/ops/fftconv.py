@@ -138,7 +138,8 @@ class _FFTConv(torch.autograd.Function):
             ctx.save_for_backward(Xc, K)
             return y
         X = torch.fft.rfft(u.transpose(1, 2), n=n)
-        y = torch.fft.irfft(X * K, n=n)[..., :L].transpose(1, 2)
+        y = torch.empty(u.shape, dtype=u.dtype, device=u.device)   # returned itself: a view made inside a Function
+        y.copy_(torch.fft.irfft(X * K, n=n)[..., :L].transpose(1, 2))   # could not be edited in place by the caller
         if ctx.needs_input_grad[1]:
             X.imag.neg_()                                      # keep conj(X), conjugated in place
         ctx.save_for_backward(X if ctx.needs_input_grad[1] else None, K)
