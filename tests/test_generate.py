@@ -36,6 +36,31 @@ def test_generation_logits_match_convolution(layer, lkw, backbone, bkw):
             torch.testing.assert_close(logits[:, i], ref, atol=1e-4, rtol=1e-4)
 
 
+#: layers with no stepper (they step only through step()): S5, and S4ND with one causal axis
+NO_STEPPER = [("s5", dict(d_state=8), "S5"), ("s4nd", dict(d_state=8, dims=1, bidirectional=False), "S4ND")]
+
+
+@pytest.mark.parametrize("layer,lkw,cls", NO_STEPPER, ids=[l for l, _, _ in NO_STEPPER])
+@pytest.mark.parametrize("backbone,bkw", BACKBONES[:2], ids=["flat", "sashimi22"])
+def test_default_generation_steps_layers_without_a_stepper_eagerly(layer, lkw, cls, backbone, bkw):
+    """generate() with its defaults (stepper=None) on S5 / S4ND raised TypeError / AttributeError from
+    the fused stepper; it now steps them eagerly and matches the teacher-forced convolution view. An
+    explicit stepper=True still refuses, naming the layer and the way out."""
+    m = _model(layer, lkw, backbone, bkw)
+    prompt = torch.randint(0, 13, (2, 7))
+    toks, logits = m.generate(prompt, 6, return_logits=True, generator=torch.Generator().manual_seed(0))
+    assert toks.shape == (2, 6)
+    with torch.no_grad():
+        ref = m(torch.cat([prompt, toks], 1))[:, 6:12]      # logits of the generated prefix, one pass
+    torch.testing.assert_close(logits, ref, atol=1e-10, rtol=0)
+    same = m.generate(prompt, 6, generator=torch.Generator().manual_seed(0), stepper=False)
+    assert torch.equal(same, toks)
+    with pytest.raises(TypeError, match=rf"\({cls}\) has no stepper.*stepper=False"):
+        m.generate(prompt, 3, stepper=True)
+    with pytest.raises(TypeError, match=rf"\({cls}\) has no stepper"):
+        m.stepper(2)
+
+
 @pytest.mark.parametrize("backbone,bkw", BACKBONES[:2], ids=["flat", "sashimi22"])
 def test_generation_multi_stream(backbone, bkw):
     m = _model("s4d", dict(d_state=8), backbone, bkw, n_streams=4)

@@ -54,6 +54,57 @@ def test_round_trip_is_bit_exact(name, dtype, tmp_path):
         assert torch.equal(model(x), loaded.eval()(x))
 
 
+def _reload(module, path):
+    module.save_pretrained(path)
+    return load_pretrained(path).eval()
+
+
+def test_bandlimit_set_after_construction_survives_a_round_trip(tmp_path):
+    """S4ND.bandlimit is settable; the saved config held only the constructor's value, so a layer whose
+    bandlimit was set afterwards reloaded without it (outputs off by 0.12). Now the value set last is
+    saved: standalone, as a module argument (ResidualBlock) and on a model's own layers."""
+    torch.manual_seed(0)
+    layer = S4ND(4, dims=2, d_state=16, seed=0).eval()
+    layer.bandlimit = 0.1
+    block = ResidualBlock(S4ND(4, dims=2, d_state=16, bandlimit=0.3, seed=1)).eval()
+    block.layer.bandlimit = None
+    image = ImageClassifier(1, 3, d_model=8, n_layers=2, layer={"kind": "s4nd", "d_state": 8, "seed": 0}).eval()
+    image.set_bandlimit(0.1)
+    image.blocks[1].layer.bandlimit = 0.5
+    cases = [(layer, (2, 8, 8, 4), ["bandlimit"]), (block, (2, 8, 8, 4), ["layer.bandlimit"]),
+             (image, (2, 8, 8, 1), ["blocks.0.layer.bandlimit", "blocks.1.layer.bandlimit"])]
+    for i, (module, shape, names) in enumerate(cases):
+        again = _reload(module, tmp_path / str(i))
+        for name in names:
+            assert _attr(again, name) == _attr(module, name), (type(module).__name__, name)
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            assert torch.equal(module(x), again(x)), type(module).__name__
+
+
+def _attr(module, dotted):
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def test_config_settings_are_checked_on_load(tmp_path):
+    """The "settings" of a config set only declared settable arguments of existing submodules."""
+    image = ImageClassifier(1, 3, d_model=8, n_layers=1, layer={"kind": "s4nd", "d_state": 8})
+    image.set_bandlimit(0.2)
+    image.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["settings"] == {"blocks.0.layer": {"bandlimit": 0.2}}
+    for bad, match in [({"blocks.7.layer": {"bandlimit": 0.2}}, "does not have"),
+                       ({"blocks.0.layer": {"d_state": 4}}, "may set only"),
+                       ({"blocks.0.layer": {"bandlimit": -1.0}}, "bandlimit")]:
+        (tmp_path / "config.json").write_text(json.dumps(dict(cfg, settings=bad)))
+        with pytest.raises(ValueError, match=match):
+            load_pretrained(tmp_path)
+    untouched = ImageClassifier(1, 3, d_model=8, n_layers=1, layer={"kind": "s4nd", "d_state": 8})
+    assert "settings" not in untouched.config_dict()        # unchanged configs stay as they were
+
+
 def test_config_is_plain_json_with_nested_modules(tmp_path):
     block = ResidualBlock(S4(4, 8, init="fout"), dropout=0.2)
     block.save_pretrained(tmp_path)

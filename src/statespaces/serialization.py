@@ -8,7 +8,11 @@ rebuild it:
   a module passed as an argument (a layer given to ``ResidualBlock``) is stored as a nested
   ``{"__module__": {"class": ..., "config": ...}}``, a layer config (``S4DConfig(...)``) as its
   ``{"kind": ..., **settings}`` table; a class may define ``upgrade_config`` (and
-  ``upgrade_state_dict``) to read what older versions saved (e.g. ``layer_kwargs``);
+  ``upgrade_state_dict``) to read what older versions saved (e.g. ``layer_kwargs``). Arguments that
+  may also be set after construction (``settable_arguments``, e.g. ``S4ND.bandlimit``) are saved
+  with their current values: the module's own in ``config``, those of submodules it built itself
+  (a model's layers, built from a layer table) under ``"settings": {"blocks.0.layer": {...}}``,
+  set again after the rebuild;
 * ``model.safetensors``: the ``state_dict`` (complex tensors stored as their real views, listed in the
   file's metadata), loaded with ``strict=True``, so a round trip is bit-exact.
 
@@ -25,7 +29,7 @@ import inspect
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Type, TypeVar, Union
+from typing import Any, Callable, ClassVar, Dict, Iterator, Optional, Tuple, Type, TypeVar, Union, cast
 
 import torch
 from torch import nn
@@ -90,13 +94,77 @@ def build_from_config(cfg: Dict[str, Any]) -> nn.Module:
     if upgrade is not None:
         kwargs = upgrade(kwargs)
     try:
-        return cls(**kwargs)
+        module = cls(**kwargs)
     except TypeError as e:
         raise ValueError(f"config of {name} does not match its arguments: {e}") from e
+    _apply_settings(module, cfg.get("settings", {}), name)
+    return module
+
+
+def _argument_modules(value: Any) -> Iterator[nn.Module]:
+    """The modules among an ``__init__`` argument (nested in lists and dicts): saved as ``__module__``."""
+    if isinstance(value, Pretrained):
+        yield cast(nn.Module, value)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _argument_modules(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _argument_modules(v)
+
+
+def _changed_settings(module: nn.Module) -> Dict[str, Any]:
+    """The settable arguments of ``module`` whose values differ from those it was built with."""
+    recorded = module.__dict__.get("_init_config") or {}
+    names = getattr(type(module), "settable_arguments", ())
+    return {n: getattr(module, n) for n in names if getattr(module, n) != recorded.get(n)}
+
+
+def _built_settings(root: nn.Module, params: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """``{path: {name: value}}``: the settable arguments changed since construction of the submodules
+    that ``root`` builds itself. A rebuild from ``params`` builds them again with their original
+    arguments, so these values must be set again; modules passed in ``params`` save their own."""
+    passed = {id(m) for v in params.values() for m in _argument_modules(v)}
+    out: Dict[str, Dict[str, Any]] = {}
+
+    def visit(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            if id(child) in passed:
+                continue
+            changed = _changed_settings(child)
+            if changed:
+                out[prefix + name] = changed
+            visit(child, f"{prefix}{name}.")
+
+    visit(root, "")
+    return out
+
+
+def _apply_settings(module: nn.Module, settings: Any, name: str) -> None:
+    """Set the ``"settings"`` of a config (see :func:`_built_settings`) on the rebuilt ``module``;
+    only the declared ``settable_arguments`` of each submodule may be set."""
+    if not isinstance(settings, dict):
+        raise ValueError(f"config of {name}: 'settings' must be a JSON object of {{submodule path: {{name: value}}}}")
+    for path, values in settings.items():
+        try:
+            sub = module.get_submodule(path)
+        except AttributeError:
+            raise ValueError(f"config of {name}: 'settings' names {path!r}, which a {name} built from this config "
+                             "does not have; the config was edited or written for another model") from None
+        allowed = getattr(type(sub), "settable_arguments", ())
+        if not isinstance(values, dict) or not set(values) <= set(allowed):
+            raise ValueError(f"config of {name}: 'settings' of {path!r} ({type(sub).__name__}) may set only "
+                             f"{list(allowed)}, got {values!r}")
+        for key, value in values.items():
+            setattr(sub, key, _decode(value))
 
 
 class Pretrained:
     """Mixin: records ``__init__`` arguments and provides ``save_pretrained`` / ``from_pretrained``."""
+
+    #: ``__init__`` arguments that may also be set after construction (attributes of the same name,
+    #: e.g. ``S4ND.bandlimit``): saved with their current values, not those the module was built with
+    settable_arguments: ClassVar[Tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -135,7 +203,14 @@ class Pretrained:
         name = type(self).__name__
         if REGISTRY.get(name) is not type(self):
             raise TypeError(f"{name} is not one of statespaces' classes; only those can be rebuilt from a config")
-        return {"class": name, "config": {k: _encode(v, f"{name}.{k}") for k, v in params.items()}}
+        module = cast(nn.Module, self)
+        params = dict(params, **_changed_settings(module))
+        cfg: Dict[str, Any] = {"class": name, "config": {k: _encode(v, f"{name}.{k}") for k, v in params.items()}}
+        settings = _built_settings(module, params)
+        if settings:
+            cfg["settings"] = {path: {k: _encode(v, f"{name}.{path}.{k}") for k, v in values.items()}
+                               for path, values in settings.items()}
+        return cfg
 
     # ---- save / load ---------------------------------------------------------------------------
     def save_pretrained(self, save_directory: PathLike) -> Path:

@@ -202,10 +202,15 @@ class S4ND(Pretrained, nn.Module):
         gen = torch.Generator().manual_seed(seed + dims) if seed is not None else None
         self.D = nn.Parameter(torch.randn(d_model, generator=gen, dtype=torch.float64).to(torch.get_default_dtype()))
 
+    #: ``bandlimit`` may be set after construction: ``save_pretrained`` saves its current value (also
+    #: for the layers of a model, e.g. after ``ImageClassifier.set_bandlimit``), see :mod:`..serialization`
+    settable_arguments = ("bandlimit",)
+
     # ---- configuration ---------------------------------------------------------------------
     @property
     def bandlimit(self) -> Optional[float]:
-        """α of the bandlimit mask (None = off). Settable, e.g. to compare a trained layer with/without it."""
+        """α of the bandlimit mask (None = off). Settable, e.g. to compare a trained layer with/without it;
+        a save and reload keeps the value set last."""
         return self._bandlimit
 
     @bandlimit.setter

@@ -338,8 +338,9 @@ class SSMLanguageModel(Pretrained, nn.Module):
             generator: a ``torch.Generator`` for reproducible sampling.
             return_logits: also return the logits each new token was drawn from.
             stepper: step through a :class:`~statespaces.models.stepper.ModelStepper` (validated once,
-                static buffers, a CUDA graph on CUDA); None (default) = when the backbone has one
-                (flat or SaShiMi), False = the eager ``backbone.step``. Both give the same tokens.
+                static buffers, a CUDA graph on CUDA); None (default) = when the model has one (a flat
+                or SaShiMi backbone whose layers all have a stepper: not S5 or S4ND), False = the eager
+                ``backbone.step``. Both give the same tokens. True on a model with no stepper: TypeError.
 
         Returns:
             (Tensor | tuple[Tensor, Tensor]): new tokens (B, steps[, S]) int64 (the prompt is not
@@ -402,9 +403,12 @@ class SSMLanguageModel(Pretrained, nn.Module):
             raise TypeError(f"stepper must be True, False or None, got {use!r}")
         if use is False or steps == 1:
             return None
+        from .stepper import layer_without_stepper
+
         if use is None and (not isinstance(self.backbone, (SSMStack, SaShiMi))
-                            or self._dtype not in (torch.float32, torch.float64)):
-            return None             # a custom backbone, or half precision: the eager backbone.step
+                            or self._dtype not in (torch.float32, torch.float64)
+                            or layer_without_stepper(self) is not None):
+            return None             # a custom backbone, half precision or an S5/S4ND layer: the eager step
         return self.stepper(batch_size)
 
     def _encode_step(self, tok: Tensor, token_to_input: Optional[Callable[[Tensor], Tensor]]) -> Tensor:

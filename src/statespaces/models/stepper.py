@@ -16,7 +16,8 @@ On CUDA (``cuda_graph=None`` means "when on CUDA") each step is captured once in
 but the replay. SaShiMi (thesis ch. 8) steps each tier at its own rate: the work of a fine step
 depends on its phase ``t mod prod(pools)``, so there is one graph per phase.
 
-Backbones: :class:`~statespaces.models.lm.SSMStack` and :class:`~statespaces.models.sashimi.SaShiMi`.
+Backbones: :class:`~statespaces.models.lm.SSMStack` and :class:`~statespaces.models.sashimi.SaShiMi`,
+every layer with a stepper (:func:`has_stepper`: not S5 or S4ND, which step only through ``step``).
 The model must be in eval mode (dropout would draw new masks), and the stepper is a snapshot of
 the parameters: build a new one after they change. NaN/inf are not checked per step (the build
 checks parameters and stability); :meth:`SSMLanguageModel.generate` checks the logits on CPU only,
@@ -160,6 +161,23 @@ def _record(fn: Callable[[], None]):
     return g
 
 
+def has_stepper(layer: nn.Module) -> bool:
+    """Whether ``layer`` has a :mod:`stepper <statespaces.layers.stepper>`: an
+    :class:`~statespaces.layers.base.SSMLayer` whose class declares a ``stepper_kind`` (S4D, S4,
+    LinOSS, D-LinOSS). S5 declares none and S4ND is no SSMLayer: they step only through ``step``."""
+    return isinstance(layer, SSMLayer) and type(layer).stepper_kind is not None
+
+
+def layer_without_stepper(model: nn.Module) -> Optional[str]:
+    """``"<path> (<class>)"`` of the first layer of ``model.backbone`` with no stepper, or None if all
+    have one. :class:`ModelStepper` needs one per layer; ``generate(stepper=None)`` asks this to fall
+    back to the eager ``backbone.step`` instead of failing mid-build."""
+    for name, module in cast(nn.Module, model.backbone).named_modules():
+        if isinstance(module, ResidualBlock) and not has_stepper(module.layer):
+            return f"backbone.{name}.layer ({type(module.layer).__name__})"
+    return None
+
+
 def _is_flat_stack(module: nn.Module) -> bool:
     """A flat stack (:class:`~statespaces.models.lm.SSMStack`, told by its parts since lm imports this
     module): blocks in ``blocks`` stepped one after another, then ``final_norm``."""
@@ -186,6 +204,11 @@ class ModelStepper:
         if model.training:
             raise ValueError("ModelStepper needs the model in eval mode (dropout would draw new masks): "
                              "call model.eval()")
+        missing = layer_without_stepper(model)
+        if missing is not None:
+            raise TypeError(f"no ModelStepper for this model: layer {missing} has no stepper (S5 and S4ND step "
+                            "only through step()); generate with stepper=False (or None, the default, which then "
+                            "steps eagerly), or step with model.backbone.step")
         self.model = model
         self.batch_size = check_batch_size(batch_size)
         bb = model.backbone
