@@ -1,6 +1,7 @@
 """Streaming export (issue 20 item 1): the real-arithmetic step of every layer family, the
 ``torch.export`` program and the ONNX file of whole models, each against the model's own
 convolution view."""
+import copy
 import importlib.util
 import warnings
 
@@ -9,6 +10,7 @@ import torch
 
 from statespaces import S4, S4D, LinOSS
 from statespaces.export import export_onnx, export_step, real_step, streaming_model
+from statespaces.layers import DLinOSS
 from statespaces.layers.s5 import S5
 from statespaces.models.lm import SSMLanguageModel, SSMStack
 from statespaces.models.sashimi import SaShiMi
@@ -153,3 +155,174 @@ def test_onnx_runtime_streams_like_the_convolution(name, tmp_path):
     with torch.no_grad():
         ref = model(x)
     torch.testing.assert_close(_stream(run, sm, x, 1), ref, rtol=1e-5, atol=1e-5)
+
+
+
+# ---- a step frozen at rate != 1 must run like the eager model stepped at that rate ----------------------------
+
+RATE = 2.0
+
+
+def _rate_layers():
+    return {
+        "s4d": lambda: S4D(3, 8, seed=0),
+        "s4": lambda: S4(3, 8, seed=1),
+        "linoss-imex": lambda: LinOSS(3, 4, discretization="IMEX", seed=2),
+        "dlinoss": lambda: DLinOSS(3, 4, seed=3),
+    }
+
+
+def _stream_states(fn, x, state):
+    """Feed x (B, L, H) one sample at a time to ``fn(x (B, 1, H), *state) -> (y, *state')``: the outputs
+    (B, L, H) and the list of state tuples after each step."""
+    ys, states = [], []
+    for t in range(x.shape[1]):
+        y, *state = fn(x[:, t:t + 1], *state)
+        ys.append(y[:, 0])
+        states.append(tuple(state))
+    return torch.stack(ys, 1), states
+
+
+def _eager_steps(step, x, state, rate):
+    """The eager reference ``step(x_t, state, rate=rate)`` over x (B, L, H): outputs (B, L, H) and the states."""
+    ys, states = [], []
+    for t in range(x.shape[1]):
+        y, state = step(x[:, t], state, rate=rate)
+        ys.append(y)
+        states.append(state)
+    return torch.stack(ys, 1), states
+
+
+def _stack_step(stack):
+    """The eager step of an SSMStack at any rate (its own ``step`` has none): each block's ``step(rate=...)``."""
+    def step(x, state, rate):
+        new = []
+        for block, s in zip(stack.blocks, state):
+            x, s = block.step(x, s, rate=rate)
+            new.append(s)
+        return stack.final_norm(x), new
+    return step
+
+
+def _assert_stream_matches(got, want, convert, tol):
+    """``got`` = (outputs, exported state tuples), ``want`` = (outputs, eager states): equal at every step."""
+    torch.testing.assert_close(got[0], want[0], rtol=tol, atol=tol)
+    assert len(got[1]) == len(want[1])
+    for s_got, s_want in zip(got[1], want[1]):
+        for a, b in zip(s_got, convert(s_want), strict=True):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", list(_rate_layers()))
+def test_layer_exported_at_another_rate_steps_like_the_layer_at_that_rate(name):
+    """``streaming_model`` / ``export_step(layer, rate=2)``: outputs and states, step by step, equal
+    ``layer.step(x, state, rate=2)``."""
+    layer = _rate_layers()[name]().double().eval()
+    x = torch.randn(2, 6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = _eager_steps(layer.step, x, layer.initial_state(2), RATE)
+        sm = streaming_model(layer, rate=RATE)
+        convert = lambda s: (sm.model.from_layer_state(s),)                     # noqa: E731
+        for fn in (sm, export_step(layer, batch_size=2, rate=RATE).module()):
+            _assert_stream_matches(_stream_states(fn, x, sm.initial_state(2)), want, convert, 1e-10)
+
+
+def _rate_stack():
+    torch.manual_seed(0)
+    return SSMStack(3, 2, layer={"kind": "s4d", "d_state": 8}).eval()
+
+
+def test_stack_exported_at_another_rate_steps_like_its_blocks_at_that_rate():
+    """An SSMStack: eager streaming model and ``export_step(stack, rate=2)`` against every block stepped at rate 2
+    (outputs and each block's state)."""
+    stack = _rate_stack().double()
+    x = torch.randn(2, 6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = _eager_steps(_stack_step(stack), x, stack.initial_state(2), RATE)
+        sm = streaming_model(stack, rate=RATE)
+        convert = lambda st: tuple(b.layer.from_layer_state(s) for b, s in zip(sm.model.blocks, st))   # noqa: E731
+        for fn in (sm, export_step(stack, batch_size=2, rate=RATE).module()):
+            _assert_stream_matches(_stream_states(fn, x, sm.initial_state(2)), want, convert, 1e-10)
+
+
+@pytest.mark.skipif(not HAVE_ONNX, reason="onnx, onnxscript and onnxruntime are needed")
+def test_onnx_at_another_rate_steps_like_the_stack_at_that_rate(tmp_path):
+    """``export_onnx(stack, rate=2)`` run by onnxruntime: outputs and states equal the eager blocks at rate 2."""
+    import onnxruntime as ort
+
+    stack = _rate_stack()
+    x = torch.randn(1, 6, 3, generator=torch.Generator().manual_seed(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = export_onnx(stack, tmp_path / "step.onnx", rate=RATE)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+
+    def run(x, *state):
+        out = sess.run(None, dict(zip(names, [x.numpy(), *(s.numpy() for s in state)])))
+        return tuple(torch.from_numpy(o) for o in out)
+
+    sm = streaming_model(stack, rate=RATE)
+    convert = lambda st: tuple(b.layer.from_layer_state(s) for b, s in zip(sm.model.blocks, st))   # noqa: E731
+    with torch.no_grad():
+        want = _eager_steps(_stack_step(stack), x, stack.initial_state(1), RATE)
+    _assert_stream_matches(_stream_states(run, x, sm.initial_state(1)), want, convert, 1e-5)
+
+
+def test_frozen_step_runs_at_its_rate_unless_told_another():
+    """A RealStep called without a rate (as blocks, stacks and language models call it) runs at the rate it was
+    frozen at, like the layer stepped at that rate; an explicit other rate is refused with a clear error."""
+    layer = S4D(3, 8, seed=0).double()
+    rs = real_step(layer, rate=RATE)
+    x = torch.randn(2, 3, dtype=torch.float64)
+    with torch.no_grad():
+        y_ref, s_ref = layer.step(x, layer.initial_state(2), rate=RATE)
+        for y, s in (rs.step(x, rs.initial_state(2)), rs.step(x, rs.initial_state(2), RATE)):
+            torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(s, rs.from_layer_state(s_ref), rtol=1e-12, atol=1e-12)
+        with pytest.raises(ValueError, match="frozen at rate=2.0"):
+            rs.step(x, rs.initial_state(2), rate=1.0)
+        lm = SSMLanguageModel(7, d_model=4, n_layers=1).eval()
+        sm = streaming_model(lm, rate=RATE)
+        logits, *_ = sm(torch.zeros(2, 1, dtype=torch.long), *sm.initial_state(2))
+        assert logits.shape == (2, 1, 7) and torch.isfinite(logits).all()
+
+
+# ---- long streams of an IMEX oscillator (|lambda| = 1): the exported step must not drift ----------------------
+
+def test_exported_linoss_imex_step_does_not_drift_over_a_long_stream(tmp_path):
+    """20,000 steps of a float32 LinOSS-IMEX through ``export_step`` (and onnxruntime) against the float64 layer:
+    a transition rounded to float32 drifts like ``L 2^-24`` (1.1e-4 relative here); the layer's own step, which
+    updates in float64 and rounds the state once per step, stays at ~3e-6."""
+    torch.manual_seed(0)
+    layer = LinOSS(2, 2, discretization="IMEX", seed=0).eval()
+    L = 20_000
+    x = torch.randn(1, L, 2)
+    with torch.no_grad():
+        ref = copy.deepcopy(layer).double()(x.double(), mode="conv")
+        sm = streaming_model(layer)
+        runs = {"export_step": export_step(layer).module()}
+    if HAVE_ONNX:
+        import onnxruntime as ort
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sess = ort.InferenceSession(str(export_onnx(layer, tmp_path / "step.onnx")),
+                                        providers=["CPUExecutionProvider"])
+        names = [i.name for i in sess.get_inputs()]
+
+        def run(u, state):
+            out = sess.run(None, dict(zip(names, [u.numpy(), state.numpy()])))
+            return tuple(torch.from_numpy(o) for o in out)
+
+        runs["onnxruntime"] = run
+    for what, fn in runs.items():
+        state, ys = sm.initial_state(1)[0], []
+        with torch.no_grad():
+            for t in range(L):
+                y, state = fn(x[:, t:t + 1], state)
+                ys.append(y)
+        y = torch.cat(ys, 1)
+        assert y.dtype == torch.float32 and state.dtype == torch.float32 and state.shape == (1, 2, 4)
+        err = float((y.double() - ref).abs().max() / ref.abs().max())
+        assert err < 2e-5, f"{what}: relative error {err:.1e} over {L} steps"

@@ -275,9 +275,12 @@ class ResidualBlock(Pretrained, nn.Module):
         check_dtype_compatible(name, x, self.output.weight.dtype)
 
     @public
-    def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
+    def step(self, x: Tensor, state: Tensor, rate: Optional[float] = None) -> Tuple[Tensor, Tensor]:
         """Recurrent step on x (B, H) (a frame (B, *frame, H) with an S4ND, which checks it); valid
-        with LayerNorm (BatchNorm in eval mode also works)."""
+        with LayerNorm (BatchNorm in eval mode also works).
+
+        ``rate`` is handed to the layer's step; None (default) leaves the layer's own default: 1.0 for
+        a layer, the frozen rate of a streaming step (:class:`statespaces.export.RealStep`)."""
         if self.spatial:
             self._check_nd("frame", x, self.spatial_dims + 1)
         else:
@@ -285,7 +288,7 @@ class ResidualBlock(Pretrained, nn.Module):
         new = []
 
         def layer_step(z: Tensor) -> Tensor:
-            y, s = self.layer.step(z, state, rate)
+            y, s = self.layer.step(z, state) if rate is None else self.layer.step(z, state, rate)
             new.append(s)
             return y
 

@@ -62,6 +62,13 @@ class RealStep(nn.Module):
     * shared blocks (``siso=False``, LinOSS, S5): S = P oscillators (M modes), ``Bin`` (P, k, H)
       and ``Cout`` (H, P, k) mix all channels.
 
+    Precision. The state, ``Cout`` and ``D`` are in the layer's dtype. ``A`` and ``Bin`` may be wider
+    (float64 for LinOSS / D-LinOSS, as in :meth:`statespaces.layers.linoss.LinOSS.step`): the update
+    ``A x + Bin u`` then runs in that precision and the new state is rounded once to the layer's dtype.
+    An IMEX oscillator has ``|lambda| = 1``, so a transition rounded to float32 (off by ~2^-24) would
+    drift like ``L 2^-24`` over a stream of L steps (1.6e-4 relative at L = 20,000); the rounding of
+    the state alone does not accumulate that way.
+
     Build it with :func:`real_step`; :meth:`from_layer_state` converts a state of the original
     layer (complex) into this one's, so both can be run side by side.
     """
@@ -86,20 +93,27 @@ class RealStep(nn.Module):
         shape = self.Bin.shape if self.siso else self.Bin.shape[:2]
         return torch.zeros(batch_size, *shape, dtype=self.D.dtype, device=self.D.device)
 
-    def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:
-        """x (B, H) -> y (B, H), new state."""
-        if check_rate(rate) != self.rate:
-            raise ValueError(f"this streaming step was frozen at rate={self.rate}; export again with rate={rate}")
+    def step(self, x: Tensor, state: Tensor, rate: Optional[float] = None) -> Tuple[Tensor, Tensor]:
+        """x (B, H) -> y (B, H), new state (the shape and dtype of :meth:`initial_state`).
+
+        The step runs at the rate it was frozen at: ``rate`` may be left out (the blocks and models
+        that call it pass none) or repeat that rate; another rate raises ``ValueError``.
+        """
+        if rate is not None and check_rate(rate) != self.rate:
+            raise ValueError(f"this streaming step was frozen at rate={self.rate} and cannot step at rate={rate}; "
+                             f"call it without a rate, or build it again with rate={rate}")
         u = x.to(self.D.dtype)
+        wide = state.to(self.A.dtype)  # a no-op unless A is wider than the state (LinOSS: float64)
         if self.A.shape[-1] <= 4:      # small blocks: broadcast multiply-adds (no batched tiny matmuls)
-            trans = (self.A * state.unsqueeze(-2)).sum(-1)
+            trans = (self.A * wide.unsqueeze(-2)).sum(-1)
         else:                          # dense S4 block: one batched mat-vec per channel
-            trans = (self.A @ state.unsqueeze(-1)).squeeze(-1)
+            trans = (self.A @ wide.unsqueeze(-1)).squeeze(-1)
+        uw = u.to(self.Bin.dtype)
         if self.siso:
-            new = trans + self.Bin * u[:, :, None, None]
+            new = (trans + self.Bin * uw[:, :, None, None]).to(state.dtype)
             y = (self.Cout * new).sum((-1, -2))
         else:
-            new = trans + torch.einsum("pkh,bh->bpk", self.Bin, u)
+            new = (trans + torch.einsum("pkh,bh->bpk", self.Bin, uw)).to(state.dtype)
             y = torch.einsum("hpk,bpk->bh", self.Cout, new)
         return (y + self.D * u).to(x.dtype), new
 
@@ -143,15 +157,25 @@ def real_step(layer: SSMLayer, rate: float = 1.0) -> RealStep:
     if isinstance(layer, S4):
         dA, dB, c, _ = layer.dense_system(rate)              # y = c . xi' with xi = [Re x; Im x]
         return RealStep(dA.unsqueeze(1), dB.unsqueeze(1), c.unsqueeze(1), D, True, "s4", rate)
-    # LinOSS and DLinOSS (a LinOSS subclass: only its 2x2 blocks M, f differ)
-    M, f = layer.transition(rate)                        # M (2, 2, P), f (2, P)
+    return _oscillator_step(layer, D, rate)
+
+
+def _oscillator_step(layer: LinOSS, D: Tensor, rate: float) -> RealStep:
+    """The :class:`RealStep` of a LinOSS or D-LinOSS layer (a LinOSS subclass: only its 2x2 blocks M, f
+    differ): state (B, P, 4) = (Re z, Im z, Re y, Im y) per oscillator, in the layer's dtype.
+
+    ``A`` (P, 4, 4) and ``Bin`` (P, 4, H) stay in the layer's wide precision (float64; the parameter
+    dtype on MPS), the precision its own step updates in: see :class:`RealStep` on drift.
+    """
+    sys = layer._system(rate)                            # M (2, 2, P), f (2, P), wide (not layer.transition)
+    M, f = sys.M, sys.f
     A = torch.cat([torch.cat([_rotation(M[i][j]) for j in range(2)], -1) for i in range(2)], -2)   # (P, 4, 4)
-    Bc = layer.B_complex                                 # (P, H)
+    Bc = layer.B_complex.to(M.dtype.to_complex())      # (P, H), complex in the wide precision
     g0, g1 = f[0][:, None] * Bc, f[1][:, None] * Bc     # complex (P, H)
     Bin = torch.stack([g0.real, g0.imag, g1.real, g1.imag], 1)                                     # (P, 4, H)
     C = layer.C_complex                                  # (H, P): y = Re(C v')
     Cout = torch.stack([torch.zeros_like(C.real), torch.zeros_like(C.real), C.real, -C.imag], -1)  # (H, P, 4)
-    return RealStep(A, Bin.to(D.dtype), Cout.to(D.dtype), D, False, "linoss", rate)
+    return RealStep(A, Bin.to(M.dtype), Cout.to(D.dtype), D, False, "linoss", rate)
 
 
 def _replace_layers(model: nn.Module, rate: float) -> nn.Module:
@@ -209,8 +233,8 @@ class StreamingModel(nn.Module):
         return pytree.tree_unflatten(leaves, self._spec)
 
     def _step(self, x: Tensor, state: Any) -> Tuple[Tensor, Any]:
-        if self.core is self.model and isinstance(self.model, RealStep):
-            return self.model.step(x, state, self.rate)
+        # no rate passed: every RealStep inside runs at the rate it was frozen at (blocks, stacks and
+        # SaShiMi step without one)
         return self.core.step(x, state)
 
     def forward(self, x: Tensor, *state: Tensor):
