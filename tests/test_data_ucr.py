@@ -188,3 +188,118 @@ def test_sktime_folder_is_found_without_import(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     assert pkg / "datasets" / "data" in ucr.package_data_dirs()
     assert ucr.load_ucr("Toy2").name == "ucr:Toy2" and "sktime" not in sys.modules
+
+
+# --- audit: UCR tables and problem names ------------------------------------------------------------
+def _write_table(path, labels, X, sep="\t"):
+    """One case per line: the label, then the values; NaN written as an empty field (as pandas does)."""
+    rows = [sep.join([str(lab)] + ["" if np.isnan(v) else repr(float(v)) for v in x]) for lab, x in zip(labels, X)]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def _pair(folder, name, labels_train, labels_test, sep="\t", suffix=".tsv", length=10, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, labels in (("TRAIN", labels_train), ("TEST", labels_test)):
+        X = rng.normal(size=(len(labels), length)) + np.asarray([float(lab) for lab in labels])[:, None]
+        _write_table(folder / f"{name}_{split}{suffix}", labels, X, sep)
+    return folder / f"{name}_TRAIN{suffix}"
+
+
+@pytest.mark.parametrize("sep, suffix", [("\t", ".tsv"), (",", ".txt"), (",", "")])
+def test_empty_fields_are_missing_values_in_place(tmp_path, sep, suffix):
+    """An empty field (``1\\t2\\t\\t4``, ``1,2,,4``) is a missing value where it stands, not a field dropped
+    (which shifted the rest of the series left), and it is counted in info["missing_filled"]."""
+    X = np.arange(1.0, 11.0)[None].repeat(4, 0)
+    X[0, 3] = np.nan
+    X[1, 6:8] = np.nan
+    for split in ("TRAIN", "TEST"):
+        _write_table(tmp_path / f"Gap_{split}{suffix}", [0, 1, 0, 1], X, sep)
+    d = ucr.load_ucr(tmp_path / f"Gap_TRAIN{suffix}", normalize="none")
+    x = d.train.tensors[0][..., 0]
+    assert len(d.train.tensors) == 2 and d.length == 10 and d.info["missing_filled"] == 6
+    expected = torch.arange(1.0, 11.0)                      # interpolated in place: the series is a ramp
+    for i in range(4):
+        torch.testing.assert_close(x[i], expected)
+    table = ucr.parse_ucr_table(sep.join(["1", "0.5", "", "0.3"]) + "\n", sep=sep if suffix == ".tsv" else None)
+    assert table.series[0].shape == (1, 3) and np.isnan(table.series[0][0, 1])
+
+
+def test_white_space_runs_still_separate_the_old_archive(tmp_path):
+    f = ucr.parse_ucr_table("  1.0000000e+00   0.5  0.25\n2  3    4 \n", sep=None)
+    assert f.labels == ["1", "2"] and f.series[0].tolist() == [[0.5, 0.25]] and f.series[1].tolist() == [[3, 4]]
+
+
+@pytest.mark.parametrize("line, sep", [("\t1.0\t2.0\t3.0", "\t"), (",1.0,2.0,3.0", None), ("NaN\t1\t2", "\t")])
+def test_a_missing_label_names_the_file_and_line(tmp_path, line, sep):
+    path = tmp_path / "Lab_TRAIN.tsv"
+    path.write_text("1\t0.1\t0.2\t0.3\n" + line + "\n")
+    with pytest.raises(ValueError, match=r"Lab_TRAIN.tsv, line 2: the class label \(the first field\) is missing"):
+        ucr.parse_ucr_table(path.read_text(), source=str(path), sep=sep)
+
+
+def test_fewer_than_two_training_classes_are_refused(tmp_path):
+    path = _pair(tmp_path / "One", "One", [0] * 8, [0] * 4)
+    with pytest.raises(ValueError, match=r"One_TRAIN.tsv: every training case has class '0'; .*at least 2 classes"):
+        ucr.load_ucr(path)
+
+
+def test_test_only_classes_are_named_in_a_warning(tmp_path):
+    path = _pair(tmp_path / "Unseen", "Unseen", [0, 1] * 4, [0, 1, 2, 2, 3])
+    with pytest.warns(UserWarning, match=r"Unseen_TEST.tsv: classes \['2', '3'\] \(3 test cases\) never occur in "
+                                         r"Unseen_TRAIN.tsv"):
+        d = ucr.load_ucr(path)
+    assert d.classes == ["0", "1", "2", "3"]                # labels kept as they are
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                      # normal data: no warning
+        ucr.load_ucr(_pair(tmp_path / "Fine", "Fine", [0, 1] * 4, [1, 0, 1]))
+
+
+def test_a_column_header_line_is_refused(tmp_path):
+    path = _pair(tmp_path / "Hdr", "Hdr", [0, 1] * 4, [0, 1])
+    path.write_text("label\t" + "\t".join(str(i) for i in range(10)) + "\n" + path.read_text())
+    with pytest.raises(ValueError, match=r"Hdr_TRAIN.tsv, line 1: looks like a column header \(label 'label'"):
+        ucr.load_ucr(path)
+    ok = ucr.parse_ucr_table("cat\t1\t2\ndog\t3\t4\n", sep="\t")   # named classes are no header
+    assert ok.labels == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("case", [str.lower, str.capitalize, str.upper])
+def test_the_companion_file_keeps_the_case_as_written(tmp_path, case):
+    folder = tmp_path / "wine"
+    train = _pair(folder, "wine", [0, 1] * 3, [1, 0])
+    for split in ("TRAIN", "TEST"):
+        (folder / f"wine_{split}.tsv").rename(folder / f"wine_{case(split)}.tsv")
+    train, test = folder / f"wine_{case('TRAIN')}.tsv", folder / f"wine_{case('TEST')}.tsv"
+    for arg in (train, test, folder):
+        assert ucr.resolve(arg) == ("wine", train, test)
+    assert len(ucr.load_ucr(test).test) == 2
+
+
+def test_a_problem_name_is_read_from_the_search_folders_not_the_working_folder(tmp_path, monkeypatch):
+    """``ucr:<Name>`` reads the same files whatever the working folder, and the run stores those files:
+    a bare name only when they are data shipped with a package, else their absolute path."""
+    from statespaces.data import DATASETS, canonical_name
+
+    pkg = tmp_path / "site" / "sktime"                          # a stand-in for aeon's/sktime's shipped data
+    (pkg / "datasets" / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise RuntimeError('sktime must not be imported')\n")
+    shipped = _pair(pkg / "datasets" / "data" / "Shipped", "Shipped", [0, 1] * 4, [0, 1], seed=1)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    work = tmp_path / "work"
+    _pair(work / "Shipped", "Shipped", [5, 6] * 4, [5, 6], seed=2)     # other data under the same name
+    local = _pair(work / "Local", "Local", [0, 1] * 4, [0, 1], seed=3)
+    elsewhere = _pair(tmp_path / "env" / "Env", "Env", [0, 1] * 4, [0, 1], seed=4)
+    monkeypatch.setenv("STATESPACES_UCR", str(tmp_path / "env"))
+    monkeypatch.chdir(work)
+    with pytest.warns(UserWarning, match="not .*work/Shipped in the working folder"):
+        assert canonical_name("ucr:Shipped") == "ucr:Shipped"
+    with pytest.warns(UserWarning):
+        assert DATASETS["ucr:Shipped"]().info["train_file"] == str(shipped)
+    with pytest.warns(UserWarning, match="'Local' is in no search folder"):
+        assert canonical_name("ucr:Local") == f"ucr:{local.resolve()}"
+    assert canonical_name("ucr:Env") == f"ucr:{elsewhere.resolve()}"   # $STATESPACES_UCR differs per shell
+    monkeypatch.chdir(tmp_path)
+    assert DATASETS[canonical_name(f"ucr:{local.resolve()}")]().classes == ["0", "1"]

@@ -465,3 +465,74 @@ def test_schedule_sets_the_learning_rate_after_warmup(tmp_path, schedule):
     assert sorted(set(last)) == pytest.approx(want, abs=1e-12)
     with pytest.raises(ConfigError, match="trainer.schedule"):
         _tiny(tmp_path, "x", ("trainer.schedule", "linear")).validated()
+
+
+# --- audit: the CLI's data names, devices, resume and messages ----------------------------------------
+SMALL = ("--model.d_model", "8", "--model.n_layers", "1", "--model.layer.d_state", "4", "--model.layer.init", "lin",
+         "--trainer.epochs", "1", "--trainer.batch_size", "8", "--trainer.tensorboard", "off", "--no-progress")
+
+
+def test_a_ucr_name_found_in_the_working_folder_is_stored_resolved(tmp_path, monkeypatch, capsys):
+    """``ucr:Waves`` read from ./Waves is stored as that file's absolute path, so ``evaluate`` from another
+    folder reads the same data (it stored the bare name, which elsewhere meant other files or none)."""
+    local = _write_ucr(tmp_path / "work" / "Waves", ".tsv")
+    monkeypatch.chdir(tmp_path / "work")
+    rc, _, err = _cli(capsys, "train", "--data.name", "ucr:Waves", *SMALL, "--trainer.out", str(tmp_path / "run"))
+    assert rc == 0, err
+    assert load_checkpoint(tmp_path / "run" / "best")[1]["config"]["data"]["name"] == f"ucr:{local.resolve()}"
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = _cli(capsys, "evaluate", str(tmp_path / "run"))
+    assert rc == 0 and "(ucr:Waves, 16 test examples)" in out, err
+
+
+@pytest.mark.parametrize("device", ["mps", "xpu", "meta", f"cuda:{torch.cuda.device_count()}"])
+def test_an_unavailable_device_is_one_line_naming_the_devices_here(tmp_path, capsys, device):
+    from statespaces.train.run import available_devices
+
+    if any(d.split(":")[0] == device for d in available_devices()):
+        pytest.skip(f"{device} is available here")
+    rc, _, err = _cli(capsys, "train", *SMALL, "--trainer.device", device, "--trainer.out", str(tmp_path / "run"))
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert f"trainer.device: got '{device}'" in lines[0] and "available here: auto, cpu" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_accepts_the_command_that_started_the_run(tmp_path, monkeypatch, capsys):
+    """The README's workflow: a preset, overrides (some undoing the preset's values), interrupted, then the
+    same command with --resume continues the run; a flag that differs is still named, alone."""
+    path = _write_ucr(tmp_path / "Waves", ".tsv")
+    flags = [("data.name", str(path)), ("model.d_model", "8"), ("model.layer.d_state", "4"),
+             ("trainer.epochs", "2"), ("trainer.min_steps", "0"), ("trainer.batch_size", "8"),
+             ("trainer.tensorboard", "off"), ("trainer.out", str(tmp_path / "run"))]
+    with killed_after_saves(monkeypatch, 1):
+        train(build_config("ucr", overrides=flags), progress=False)
+    cmd = ["train", "--preset", "ucr", *[a for k, v in flags for a in (f"--{k}", v)], "--no-progress", "--resume"]
+    rc, _, err = _cli(capsys, *cmd, "--trainer.lr", "0.5")
+    assert rc == 2 and "--trainer.lr 0.5 conflicts with the stored run (trainer.lr = 0.01)" in err
+    assert "--preset" not in err and "data.name" not in err, err
+    rc, _, err = _cli(capsys, "train", "--preset", "ucr", "--trainer.out", str(tmp_path / "run"), "--resume")
+    assert rc == 2 and "--preset ucr (sets model.d_model) conflicts with the stored run (model.d_model = 8)" in err
+    rc, _, err = _cli(capsys, *cmd)
+    assert rc == 0, err
+    assert "resumed at step 3 (epoch 2 of 2)" in err
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 6
+
+
+def test_evaluate_and_analyze_a_folder_without_a_checkpoint(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for command in ("evaluate", "analyze"):
+        rc, _, err = _cli(capsys, command, str(tmp_path / "empty"))
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1, err
+        assert lines[0].endswith("empty holds no checkpoint (no best/, no checkpoints/, no meta.json): train it "
+                                 "first or pass a checkpoint directory")
+
+
+def test_resuming_a_finished_run_says_it_is_finished(tmp_path, capsys):
+    train(_tiny(tmp_path, "run", ("trainer.epochs", "1")), progress=False)
+    capsys.readouterr()
+    rc, _, err = _cli(capsys, "train", "--trainer.out", str(tmp_path / "run"), "--resume", "--no-progress")
+    assert rc == 0, err
+    assert "the run already finished its 1 epoch (step " in err and "nothing left to train" in err
+    assert "resumed at step" not in err and "epoch 2" not in err

@@ -11,7 +11,6 @@ optional source (Debian's Fashion-MNIST, aeon's .ts files, mnist1d) is only need
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -117,25 +116,41 @@ def accepted_forms() -> str:
 def canonical_name(name: str) -> str:
     """The spelling of a dataset stored in configs and checkpoints.
 
-    Registered names and ``ucr:<Problem>`` names are kept; a path, with or without the ``ucr:``
-    prefix, becomes ``ucr:<absolute resolved path>`` (so a run resumed or evaluated from another
-    working directory reads the same files). Raises ``FileNotFoundError`` for a path that does
-    not exist and ``ValueError`` for a name that is neither; both name the accepted forms.
+    Registered names are kept; a path, with or without the ``ucr:`` prefix, becomes
+    ``ucr:<absolute resolved path>`` (so a run resumed or evaluated from another working directory
+    reads the same files). ``ucr:<Problem>`` stays as it is only when it names data shipped with
+    aeon or sktime; a problem found in ``$STATESPACES_UCR`` or in the working folder is stored as
+    the absolute path of its train file (:func:`statespaces.data.ucr.stored_reference`). Raises
+    ``FileNotFoundError`` for a path that does not exist and ``ValueError`` for a name that is
+    neither; both name the accepted forms.
     """
-    from .ucr import looks_like_path
-
+    if name.startswith(_Registry.PREFIX):
+        return _Registry.PREFIX + _ucr_reference(name[len(_Registry.PREFIX):], name)
     if dict.__contains__(DATASETS, name):
         return name
-    body = name[len(_Registry.PREFIX):] if name.startswith(_Registry.PREFIX) else name
+    if not name.strip():
+        raise ValueError(f"data.name: got {name!r}; {accepted_forms()}")
+    if _exists(name):
+        return _Registry.PREFIX + str(Path(name).expanduser().resolve())
+    from .ucr import looks_like_path
+
+    if looks_like_path(name):
+        raise FileNotFoundError(f"data.name: no file or folder at {name}; {accepted_forms()}")
+    raise ValueError(f"unknown dataset {name!r}; {accepted_forms()}")
+
+
+def _ucr_reference(body: str, name: str) -> str:
+    """The stored form of ``ucr:<body>`` without the prefix: a path resolved, a problem name as
+    :func:`~statespaces.data.ucr.stored_reference` says (``name``: the whole spelling, for errors)."""
+    from .ucr import looks_like_path, stored_reference
+
     if not body.strip():
         raise ValueError(f"data.name: got {name!r}; {accepted_forms()}")
-    if _exists(body) and (body is name or looks_like_path(body) or os.sep in body):
-        return _Registry.PREFIX + str(Path(body).expanduser().resolve())
     if looks_like_path(body):
-        raise FileNotFoundError(f"data.name: no file or folder at {body}; {accepted_forms()}")
-    if body is not name:
-        return name                                  # ucr:<Problem>: looked up when loaded
-    raise ValueError(f"unknown dataset {name!r}; {accepted_forms()}")
+        if not _exists(body):
+            raise FileNotFoundError(f"data.name: no file or folder at {body}; {accepted_forms()}")
+        return str(Path(body).expanduser().resolve())
+    return stored_reference(body)
 
 
 def is_time_series(name: str) -> bool:

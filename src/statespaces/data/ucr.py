@@ -16,10 +16,12 @@ File formats (:data:`FORMATS`; the two files of a problem share one)
 ----------------------------------------------------------------------
 * ``.ts`` -- the sktime/aeon format, uni- or multivariate (below).
 * ``.tsv`` -- the UCR 2018 archive: one case per line, the class label first, then the values,
-  tab-separated; univariate; ``NaN`` marks a missing value, and trailing ``NaN`` pad the shorter
-  series of a variable-length problem (the case's length ends at its last number).
+  tab-separated; univariate; ``NaN`` (or an empty field: each tab separates two fields) marks a
+  missing value, and trailing ``NaN`` pad the shorter series of a variable-length problem (the
+  case's length ends at its last number). A line without a label is an error.
 * ``.txt`` or no suffix -- the older UCR 2015 archive (``<Name>_TRAIN``): the same layout with the
-  values separated by commas or white space (labels such as ``1.0000000e+00`` are read as ``1``).
+  values separated by commas (an empty field between two is a missing value) or white space
+  (labels such as ``1.0000000e+00`` are read as ``1``).
 
 The ``.ts`` format (parsed here by :func:`parse_ts`, written by :func:`format_ts`)
 -----------------------------------------------------------------------------------
@@ -275,29 +277,61 @@ def _label_text(tok: str) -> str:
     return str(int(v)) if v.is_integer() else repr(v)
 
 
+def _split_ucr_line(line: str, sep: Optional[str]) -> List[str]:
+    """The fields of one data line of a UCR table, the label first, each stripped of white space.
+
+    A tab or a comma separates exactly two fields, so an empty field (``1\t0.5\t\t0.3``,
+    ``1,0.5,,0.3``: how pandas writes NaN) stays in place as a missing value instead of shifting
+    the rest of the series left, and a line starting with the separator has an empty label. Only
+    white space other than a tab (the old archive's aligned columns) separates fields by runs.
+    ``sep=None`` picks per line: a comma if the line has one, else a tab if it has one, else runs
+    of white space.
+    """
+    if sep is None:
+        sep = "," if "," in line else "\t" if "\t" in line else " "
+    if sep.isspace() and sep != "\t":
+        return line.split()
+    return [t.strip() for t in line.split(sep)]
+
+
+#: Label fields that mean "no label" (an empty field, or the archive's missing-value marks).
+_NO_LABEL = ("", "?", "nan")
+
+
+def _check_header(labels: List[str], first_line: int, source: str) -> None:
+    """Refuse a column-header line (``label 1 2 3 ...`` written by pandas): its label is the only
+    one that is not a number, so it would become a class of one example."""
+    if len(labels) < 2 or _is_float(labels[0]) or not all(_is_float(lab) for lab in labels[1:]):
+        return
+    raise ValueError(f"{source}, line {first_line}: looks like a column header (label {labels[0]!r}, every other "
+                     "label is a number); remove that line, a UCR file holds one case per line")
+
+
 def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", sep: Optional[str] = None) -> TSFile:
     """Parse a UCR archive file: one univariate case per line, the class label first.
 
-    ``sep="\t"`` reads the 2018 ``.tsv`` files; ``sep=None`` (the 2015 ``.txt`` files) splits on
-    commas and/or white space. ``NaN`` (or ``?``) inside a series is a missing value; trailing
-    ``NaN`` are padding (the case ends at its last number).
+    ``sep="\t"`` reads the 2018 ``.tsv`` files; ``sep=None`` (the 2015 ``.txt`` files) splits each
+    line on its commas, else its tabs, else runs of white space (:func:`_split_ucr_line`). ``NaN``,
+    ``?`` or an empty field inside a series is a missing value; trailing ones are padding (the case
+    ends at its last number). A line without a label, and a column-header line, are errors naming
+    the line.
     """
     lines = text.splitlines() if isinstance(text, str) else text
-    series, labels = [], []
+    series, labels, first = [], [], 0
     for lineno, raw in enumerate(lines, 1):
-        line = raw.strip().lstrip("\ufeff")
-        if not line or line[0] in "#%":
+        line = raw.rstrip("\r\n").lstrip("\ufeff")
+        if not line.strip() or line.lstrip()[0] in "#%":
             continue
         where = f"{source}, line {lineno}"
-        if line[0] == "@":
+        if line.lstrip()[0] == "@":
             raise ValueError(f"{where}: a '@' header line: this is a .ts file, name it <Name>_TRAIN.ts")
-        tokens = line.split(sep) if sep is not None else re.split(r"[,\s]+", line)
-        tokens = [t.strip() for t in tokens]
-        if sep is not None:
-            tokens = [t for t in tokens if t != ""] if sep.isspace() else tokens
+        tokens = _split_ucr_line(line, sep)
         if len(tokens) < 2:
-            raise ValueError(f"{where}: expected a class label followed by the values, got {line[:40]!r}")
+            raise ValueError(f"{where}: expected a class label followed by the values, got {line.strip()[:40]!r}")
         label, values = tokens[0], ["nan" if t in ("?", "") else t for t in tokens[1:]]
+        if label.lower() in _NO_LABEL:
+            raise ValueError(f"{where}: the class label (the first field) is missing; write the case's label there "
+                             "or remove the line")
         try:
             v = np.array(values, dtype=np.float64)
         except ValueError:
@@ -309,8 +343,10 @@ def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", s
             raise ValueError(f"{where}: the series has no value")
         series.append(v[None, : valid[-1] + 1])
         labels.append(_label_text(label))
+        first = first or lineno
     if not series:
         raise ValueError(f"{source}: no cases found (a UCR file has one line per case: label, then values)")
+    _check_header(labels, first, source)
     classes = sorted(set(labels))
     return TSFile(series=series, labels=labels, problem_name=None, class_labels=None,
                   header={"format": "ucr-tsv" if sep == "\t" else "ucr-txt", "classes": " ".join(classes)})
@@ -415,7 +451,7 @@ def _pairs_in(d: Path) -> List[Tuple[str, Path, Path]]:
         if split is None or split[1] != "TRAIN":
             continue
         name, _, suffix = split
-        test = f.with_name(f"{name}_TEST{f.name[len(name) + 6:]}")
+        test = companion(f, "TEST")
         if not test.is_file():
             continue
         best = out.get(name)
@@ -435,6 +471,26 @@ def _split_of(filename: str) -> Optional[Tuple[str, str, str]]:
             if stem.upper().endswith("_" + split) and len(stem) > len(split) + 1:
                 return stem[: -len(split) - 1], split, suffix
     return None
+
+
+def companion(path: Path, split: str) -> Path:
+    """The ``split`` file (``"TRAIN"`` or ``"TEST"``) of the problem of ``path`` (a ``<Name>_TRAIN`` or
+    ``<Name>_TEST`` file), beside it: the split word in the case ``path`` writes its own
+    (``wine_train.tsv`` -> ``wine_test.tsv``, ``Wine_Train`` -> ``Wine_Test``), else the one file of
+    that name in any case, else the name in ``path``'s case (which then does not exist)."""
+    name, which, _ = cast(Tuple[str, str, str], _split_of(path.name))
+    written = path.name[len(name) + 1: len(name) + 1 + len(which)]
+    tail = path.name[len(name) + 1 + len(which):]                 # the suffix as written
+    word = split.lower() if written.islower() else split.capitalize() if written.istitle() else split
+    guess = path.with_name(f"{name}_{word}{tail}")
+    if guess.is_file():
+        return guess
+    want = guess.name.lower()
+    try:
+        found = [f for f in path.parent.iterdir() if f.name.lower() == want and f.is_file()]
+    except OSError:
+        found = []
+    return found[0] if len(found) == 1 else guess
 
 
 def available_problems(root: Optional[Union[str, Path]] = None) -> Dict[str, Tuple[Path, Path]]:
@@ -468,7 +524,7 @@ def _pair_from_path(p: Path) -> Tuple[str, Path, Path]:
                          ".ts, .tsv, .txt or none (e.g. GunPoint_TRAIN.tsv)")
     name, which, _ = split
     tail = p.name[len(name) + 1 + len(which):]                 # the suffix as written
-    train, test = p.with_name(f"{name}_TRAIN{tail}"), p.with_name(f"{name}_TEST{tail}")
+    train, test = (p, companion(p, "TEST")) if which == "TRAIN" else (companion(p, "TRAIN"), p)
     for f in (train, test):
         if not f.is_file():
             raise FileNotFoundError(f"{f} not found: a problem needs both <Name>_TRAIN{tail} and "
@@ -482,21 +538,40 @@ def looks_like_path(s: str) -> bool:
             or s.lower().endswith((".ts", ".tsv", ".txt")))
 
 
+def _lookup(name: str, problems: Dict[str, Tuple[Path, Path]]) -> Optional[Tuple[str, Path, Path]]:
+    """``(name, train, test)`` of ``name`` among ``problems`` (exact spelling first, then any case)."""
+    if name in problems:
+        return (name, *problems[name])
+    folded = {k.lower(): k for k in problems}
+    key = folded.get(name.lower())
+    return (key, *problems[key]) if key is not None else None
+
+
 def resolve(name_or_path: Union[str, Path], root: Optional[Union[str, Path]] = None) -> Tuple[str, Path, Path]:
-    """``(name, train_file, test_file)`` for a problem name or a path (see :data:`PATH_FORMS`)."""
+    """``(name, train_file, test_file)`` for a problem name or a path (see :data:`PATH_FORMS`).
+
+    A name (a string that does not look like a path) is looked up in the search folders first
+    (:func:`search_dirs`), so ``"ArrowHead"`` means the same files whatever the working folder (a
+    warning says so when the working folder holds another ``ArrowHead``); only a name found there
+    under no spelling is tried as a file or folder of the working folder, with a warning (write it
+    as a path, ``./Name``, to say so)."""
     s = str(name_or_path)
     p = Path(s).expanduser()
-    if isinstance(name_or_path, Path) or looks_like_path(s) or p.exists():
+    if isinstance(name_or_path, Path) or looks_like_path(s):
         if not p.exists():
             raise FileNotFoundError(f"{p} does not exist (a problem path is {PATH_FORMS})")
         return _pair_from_path(p)
     problems = available_problems(root)
-    if s in problems:
-        return (s, *problems[s])
-    folded = {k.lower(): k for k in problems}
-    if s.lower() in folded:
-        k = folded[s.lower()]
-        return (k, *problems[k])
+    found = _lookup(s, problems)
+    if found is not None:
+        if p.exists() and p.resolve() not in (found[1].parent.resolve(), found[1].resolve()):
+            warnings.warn(f"UCR/UEA problem {s!r}: reading {found[1]} from the search folders, not {p.resolve()} in "
+                          f"the working folder (pass ./{s} for that one)", stacklevel=2)
+        return found
+    if p.exists():
+        warnings.warn(f"UCR/UEA problem {s!r} is in no search folder; reading {p.resolve()} in the working folder "
+                      f"(write it as a path, ./{s}, to say so)", stacklevel=2)
+        return _pair_from_path(p)
     if not problems:
         raise FileNotFoundError(
             f"UCR/UEA problem {s!r}: no .ts files found. Install the bundled problems with `{INSTALL_HINT}` "
@@ -504,6 +579,28 @@ def resolve(name_or_path: Union[str, Path], root: Optional[Union[str, Path]] = N
         )
     raise ValueError(f"unknown UCR/UEA problem {s!r}; available: {', '.join(sorted(problems))} "
                      f"(searched {', '.join(str(d) for d in search_dirs(root))}); or pass a path: {PATH_FORMS}")
+
+
+def is_packaged(path: Union[str, Path]) -> bool:
+    """Whether ``path`` lies in the data folder shipped with aeon or sktime (:func:`package_data_dirs`)."""
+    target = Path(path).resolve()
+    return any(target.is_relative_to(d.resolve()) for d in package_data_dirs())
+
+
+def stored_reference(name: str) -> str:
+    """How a run stores the problem ``ucr:<name>`` (a name, not a path) in its config.
+
+    The name itself when it resolves to data shipped with aeon or sktime (the same files wherever
+    the run is evaluated or resumed); otherwise the absolute path of the train file it resolves
+    to (in ``$STATESPACES_UCR``, or in the working folder), so that another working folder or
+    environment reads the same files. A name that resolves to nothing is kept: loading it
+    reports the available problems.
+    """
+    try:
+        _, train, _ = resolve(name)
+    except (OSError, ValueError):
+        return name
+    return name if is_packaged(train) else str(train.resolve())
 
 
 # --------------------------------------------------------------------------------------------- load
@@ -515,6 +612,22 @@ def _class_order(declared: Optional[List[str]], seen: Iterable[str]) -> List[str
         return sorted(names, key=float)
     except ValueError:
         return names
+
+
+def _check_training_classes(train_labels: Sequence[str], test_labels: Sequence[str], ftrain: Path,
+                            ftest: Path) -> None:
+    """Refuse a training split of fewer than 2 classes (a classifier of one class scores 100% on
+    anything), and warn about classes of the test split that training never shows (they can
+    never be predicted, so the test score cannot reach 100%)."""
+    seen = sorted(set(train_labels))
+    if len(seen) < 2:
+        raise ValueError(f"{ftrain}: every training case has class {seen[0]!r}; a classifier needs at least 2 classes "
+                         "in the training split (check the file's label field)")
+    unseen = sorted(set(test_labels) - set(seen))
+    if unseen:
+        n = sum(lab in unseen for lab in test_labels)
+        warnings.warn(f"{ftest}: classes {unseen} ({n} test cases) never occur in {ftrain.name}; the model cannot "
+                      "predict them", stacklevel=3)
 
 
 def _fill_missing(case: np.ndarray, length: int, means: np.ndarray, how: str) -> np.ndarray:
@@ -603,6 +716,7 @@ def load_ucr(
             raise ValueError(f"{f} has no cases")
     if tr.n_channels != te.n_channels:
         raise ValueError(f"{name}: train has {tr.n_channels} channels, test {te.n_channels}")
+    _check_training_classes(tr.labels, te.labels, ftrain, ftest)
     classes = _class_order(tr.class_labels or te.class_labels, list(tr.labels) + list(te.labels))
     index = {c: k for k, c in enumerate(classes)}
     for part, f in ((tr, ftrain), (te, ftest)):

@@ -90,6 +90,9 @@ def load_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"no checkpoint directory at {path}")
+    if not (path / META).is_file():
+        raise CorruptCheckpointError(f"{path} holds no {META}: not a checkpoint directory (a run's best/ or "
+                                     "checkpoints/step-*), or one whose writing was cut short")
     try:
         meta = json.loads((path / META).read_text())
     except (OSError, ValueError) as e:

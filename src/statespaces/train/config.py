@@ -35,7 +35,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from .._config import ConfigError, Rule, _num, _show  # noqa: F401  (re-exported)
 from ..data.augment import SeriesAugment
@@ -611,7 +611,34 @@ def _get(cfg: "TrainConfig", key: str) -> Any:
     if section == "model" and (name == "layer" or name.startswith("layer.")):
         layer = cfg.model.layer.to_dict()
         return layer if name == "layer" else layer.get(name[len("layer."):])
+    if section == "data" and name.startswith("kwargs."):
+        return cfg.data.kwargs.get(name[len("kwargs."):])
+    if section == "data" and name == "name":
+        from ..data import canonical_name
+
+        return canonical_name(cfg.data.name)        # a path and its resolved spelling are the same data
     return getattr(getattr(cfg, section), name)
+
+
+def _setting_key(key: str, value: Any) -> str:
+    """The key a setting is compared under: a bare layer kind (``layer = "s4"``) is ``model.layer.kind``."""
+    bare_kind = isinstance(value, str) and not value.lstrip().startswith("{")     # not a JSON table
+    return "model.layer.kind" if key == "model.layer" and bare_kind else key
+
+
+def _set_keys(preset: Optional[str], config_file: Optional[str],
+              overrides: Sequence[Tuple[str, str]]) -> Dict[str, str]:
+    """``{key: flag}`` of every key a preset, a config file and the overrides set, each named by the last
+    source that sets it (``--k v``, else ``--config FILE (sets k)``, else ``--preset P (sets k)``)."""
+    flags: Dict[str, str] = {}
+    if preset is not None:
+        flags.update({_setting_key(k, v): f"--preset {preset} (sets {_setting_key(k, v)})"
+                      for k, v in flat(PRESETS[preset]).items()})
+    if config_file is not None:
+        flags.update({_setting_key(k, v): f"--config {config_file} (sets {_setting_key(k, v)})"
+                      for k, v in flat(load_config_file(config_file)).items()})
+    flags.update({_setting_key(k, v): f"--{k} {v}" for k, v in overrides})
+    return flags
 
 
 def resume_config(stored: Dict[str, Any], where: str, preset: Optional[str] = None,
@@ -619,42 +646,27 @@ def resume_config(stored: Dict[str, Any], where: str, preset: Optional[str] = No
                   overrides: Sequence[Tuple[str, str]] = ()) -> TrainConfig:
     """The config of a resumed run: the stored one, with the settings given beside ``--resume``.
 
-    A setting of a :data:`RESUMABLE` key (device, out, tensorboard, ...) is applied; one that would
-    change what the run computes (model, data, optimizer, schedule, seed, ...) is a
-    :class:`ConfigError` naming each conflicting flag and the stored value. ``where`` names the run
-    folder in messages."""
+    The preset, config file and overrides are first combined as a new run would combine them
+    (:func:`build_config`), so the command that started the run, repeated with ``--resume``,
+    continues it (an override undoing a preset's value included). Then only the final values of the
+    keys those sources set are compared with the stored run: a :data:`RESUMABLE` key (device, out,
+    tensorboard, ...) is applied; one that would change what the run computes (model, data,
+    optimizer, schedule, seed, ...) is a :class:`ConfigError` naming each conflicting flag and the
+    stored value. ``where`` names the run folder in messages."""
     try:
         cfg = TrainConfig.from_dict(stored, legacy=True)
     except ConfigError as e:
         raise ConfigError(f"--resume: the config stored in {where} is invalid ({e})") from None
-    settings: List[Tuple[str, str, Any]] = []
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
-        settings += [(f"--preset {preset} (sets {k})", k, v) for k, v in flat(PRESETS[preset]).items()]
-    if config_file is not None:
-        settings += [(f"--config {config_file} (sets {k})", k, v)
-                     for k, v in flat(load_config_file(config_file)).items()]
-    settings += [(f"--{k} {v}", k, v) for k, v in overrides]
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    given = build_config(preset, config_file, overrides)
     conflicts = []
-    for flag, key, value in settings:
-        try:
-            new = cfg.override(key, value)
-        except ConfigError:
-            if key in RESUMABLE:
-                raise
-            # e.g. another layer kind, which the stored layer's settings do not fit: a change all the same
-            conflicts.append(f"{flag} conflicts with the stored run ({key} = {_get(cfg, key)!r})")
-            continue
-        before, after = _get(cfg, key), _get(new, key)
-        if key == "data.name":
-            from ..data import canonical_name
-
-            before, after = canonical_name(before), canonical_name(after)
+    for key, flag in _set_keys(preset, config_file, overrides).items():
+        before, after = _get(cfg, key), _get(given, key)
         if after == before:
             continue
         if key in RESUMABLE:
-            cfg = new
+            cfg = cfg.override(key, after)
         else:
             conflicts.append(f"{flag} conflicts with the stored run ({key} = {before!r})")
     if conflicts:

@@ -22,7 +22,7 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -44,14 +44,45 @@ def _distributed() -> Tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
 
 
+def available_devices() -> List[str]:
+    """The devices this machine can train on, as ``trainer.device`` spells them (for messages):
+    ``cpu``, each ``cuda:N``, ``mps``, each ``xpu:N``."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        names += [f"xpu:{i}" for i in range(xpu.device_count())]
+    return names
+
+
+def _usable(device: torch.device, available: List[str]) -> bool:
+    """Whether ``device`` is one of ``available`` (a type without an index: any device of that type)."""
+    if device.type == "cpu":
+        return True
+    if device.index is None:
+        return any(a.split(":")[0] == device.type for a in available)
+    return str(device) in available or (device.type == "mps" and device.index == 0 and "mps" in available)
+
+
 def _device(name: str, rank: int) -> torch.device:
+    """The device of ``trainer.device`` for this rank; :class:`ConfigError` (one line, listing the devices of this
+    machine) for one that is not here, or for ``meta`` (tensors without data: nothing can be trained on it)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", rank % torch.cuda.device_count())
         return torch.device("cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device: got {name!r} but CUDA is not available here; allowed: auto or cpu")
+    available = available_devices()
+    here = ", ".join(["auto", *available])
+    if device.type == "meta":
+        raise ConfigError(f"trainer.device: got {name!r}, which holds no data (shapes only) and cannot train; "
+                          f"available here: {here}")
+    if not _usable(device, available):
+        raise ConfigError(f"trainer.device: got {name!r} but it is not available here; available here: {here}")
     return device
 
 
@@ -71,6 +102,18 @@ def _check_meta(path, meta: Dict[str, Any], required: Dict[str, Any]) -> None:
         value = meta[key]
         if isinstance(value, bool) or not isinstance(value, typ):
             raise CorruptCheckpointError(f"{path}: meta.json entry {key!r} is {value!r}, not a {typ}")
+
+
+def _resume_note(step: int, steps_per_epoch: int, config: Dict[str, Any], path) -> str:
+    """The line a resumed run prints: where it goes on, or, for a run that already finished its epochs, that
+    nothing is left to train (no epoch number past the last)."""
+    trainer = config.get("trainer", {}) if isinstance(config, dict) else {}
+    epochs = trainer.get("epochs")
+    if isinstance(epochs, int) and step >= epochs * steps_per_epoch:
+        return (f"the run already finished its {epochs} epoch{'s' if epochs != 1 else ''} (step {step}, {path}): "
+                "nothing left to train; rewriting its summary, metrics and curves from the stored history")
+    of = f" of {epochs}" if isinstance(epochs, int) else ""
+    return f"resumed at step {step} (epoch {step // steps_per_epoch + 1}{of}) from {path}"
 
 
 def _step_of(path: Path) -> Optional[int]:
@@ -234,7 +277,10 @@ def stored_config(out) -> Optional[Tuple[Dict[str, Any], str]]:
 
 
 def checkpoint_dir(path) -> Path:
-    """A checkpoint directory: ``path`` itself, or ``<path>/best`` when ``path`` is a run folder."""
+    """A checkpoint directory: ``path`` itself, or ``<path>/best`` when ``path`` is a run folder.
+
+    ``FileNotFoundError`` (one line saying what is missing and what to do) for a path that is
+    neither, e.g. the ``--trainer.out`` folder of a run that never wrote a checkpoint."""
     folder = Path(path)
     if not folder.exists():
         raise FileNotFoundError(f"no checkpoint at {path}: expected a checkpoint directory (a run's best/ or "
@@ -248,6 +294,8 @@ def checkpoint_dir(path) -> Path:
         if (folder / "checkpoints").is_dir() or (folder / "best").is_dir():
             raise FileNotFoundError(f"{path} is a run folder without a complete best/ checkpoint; use one of "
                                     f"{folder / 'checkpoints'}/step-*")
+        raise FileNotFoundError(f"{path} holds no checkpoint (no best/, no checkpoints/, no meta.json): train it "
+                                "first or pass a checkpoint directory")
     return folder
 
 
@@ -331,8 +379,7 @@ class Run:
             if self._adopt:
                 self.ckpts.run_id = meta["run_id"]
             if self.main:
-                print(f"resumed at step {meta['step']} (epoch {meta['step'] // steps_per_epoch + 1}) from {path}",
-                      file=sys.stderr)
+                print(_resume_note(meta["step"], steps_per_epoch, config, path), file=sys.stderr)
             return meta
         if touched:
             model.load_state_dict(fresh[0])
