@@ -31,14 +31,29 @@ this process and returns ``None`` so the op runs its PyTorch path. CUDA out-of-m
 re-raised (they are not a Triton problem). Inside :func:`force_triton` (tests: CPU tensors sent to
 the kernels under ``TRITON_INTERPRET=1``) every error propagates, so a broken kernel fails its test
 instead of being papered over by the fallback.
+
+**Backward kernels too.** Triton compiles a kernel at its first launch, so a backward kernel can fail
+(``OutOfResources`` on a GPU with less shared memory than sm_80/sm_90, a PTX or driver error) inside
+``loss.backward()``, long after :func:`attempt` returned. Each Triton autograd Function therefore records
+in its forward the op whose :func:`attempt` it ran under (``ctx.fallback_op = backend.fallback_op()``),
+and its backward is wrapped by :func:`backward_with_fallback`: if the kernels raise, the op is recorded
+as failed exactly as a forward failure is (one warning, later calls take PyTorch) and the gradients of
+this call are computed by the Function's PyTorch twin instead (its forward re-run on the saved inputs,
+then :func:`torch.autograd.grad`). The twins are registered (:func:`register_twin`) by the modules of
+the ops' PyTorch paths, which the kernel modules sit below and may not import. The same errors fall
+back as in :func:`attempt` (any ``Exception`` but CUDA out-of-memory: a bug of ours in the kernel
+wrappers falls back too, with a warning that names it, as in the forward). Errors propagate where the
+forward's would have: under :func:`force_triton`, and for a ``*_triton`` function called directly (not
+through :func:`attempt`), as the kernel tests do.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import warnings
-from typing import Callable, Dict, Iterator, Optional, Set
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Set, Tuple, TypeVar, cast
 
 import torch
 
@@ -46,7 +61,8 @@ Tensor = torch.Tensor
 
 __all__ = [
     "BACKENDS", "get_backend", "set_backend", "use_backend", "choose", "attempt", "triton_available",
-    "force_triton", "triton_failed", "TritonFallbackWarning", "REAL", "COMPLEX",
+    "force_triton", "triton_failed", "TritonFallbackWarning", "REAL", "COMPLEX", "fallback_op",
+    "register_twin", "backward_with_fallback", "twin_gradients",
 ]
 
 BACKENDS = ("auto", "torch", "ref")
@@ -76,6 +92,8 @@ _TRITON_OK: Optional[bool] = None
 _TRITON_ERROR: Optional[BaseException] = None
 _FAILED: Dict[str, str] = {}          # op -> first error message (that op no longer picks Triton)
 _WARNED: Set[str] = set()
+_RUNNING: Optional[str] = None        # the op whose Triton path attempt() is running, fallback on
+_TWINS: Dict[str, Callable[..., Any]] = {}   # Triton autograd Function name -> its PyTorch twin
 
 
 def get_backend() -> str:
@@ -172,9 +190,13 @@ def triton_failed(op: str, exc: BaseException) -> None:
 
 def attempt(op: str, fn: Callable, *args, **kwargs):
     """Run the Triton path ``fn(*args, **kwargs)`` of ``op``; on failure warn once, disable it and
-    return ``None`` (the caller then runs its PyTorch path). Under :func:`force_triton` errors propagate."""
+    return ``None`` (the caller then runs its PyTorch path). Under :func:`force_triton` errors propagate.
+    While ``fn`` runs, :func:`fallback_op` names ``op``, so that the backward of a Triton Function
+    that ``fn`` applies can fall back too (:func:`backward_with_fallback`)."""
+    global _RUNNING
     if FORCE_TRITON:
         return fn(*args, **kwargs)
+    outer, _RUNNING = _RUNNING, op
     try:
         return fn(*args, **kwargs)
     except torch.cuda.OutOfMemoryError:
@@ -182,6 +204,98 @@ def attempt(op: str, fn: Callable, *args, **kwargs):
     except Exception as e:  # ImportError of the kernel module, triton CompilationError, OutOfResources, ...
         triton_failed(op, e)
         return None
+    finally:
+        _RUNNING = outer
+
+
+def fallback_op() -> Optional[str]:
+    """The op whose Triton path :func:`attempt` is running with its fallback on, else ``None`` (outside
+    :func:`attempt`, e.g. a ``*_triton`` function called directly, or under :func:`force_triton`).
+
+    A Triton autograd Function stores it in its forward (``ctx.fallback_op = backend.fallback_op()``)
+    for :func:`backward_with_fallback`: the backward falls back where the forward would have, and
+    records the failure under the op that chose the kernel. (One value per process, like the rest of
+    this module's state: a plain global, which ``torch.compile`` traces without a graph break.)"""
+    return _RUNNING
+
+
+def register_twin(function: str, twin: Callable[..., Any]) -> None:
+    """Record ``twin`` as the PyTorch twin of the Triton autograd Function named ``function`` (its class
+    name): the same arguments and outputs as that Function's forward, computed by the op's PyTorch path
+    with plain autograd. :func:`backward_with_fallback` differentiates it when the Function's backward
+    kernels fail. Called at import by the module of the op's PyTorch path (``statespaces.kernels``,
+    ``statespaces.ops``), which the kernel modules sit below and may not import
+    (tests/test_imports.py); that module has dispatched to the Function, so it is imported by then."""
+    _TWINS[function] = twin
+
+
+_Backward = TypeVar("_Backward", bound=Callable[..., Any])
+
+
+def backward_with_fallback(function: str, inputs: Callable[[Any], Sequence[Any]]) -> Callable[[_Backward], _Backward]:
+    """Decorator for the ``backward`` of the Triton autograd Function named ``function``: if its kernels
+    fail to compile or launch, fall back to its PyTorch twin (:func:`register_twin`) for the gradients (a
+    backward kernel compiles at its first launch, inside ``loss.backward()``, where :func:`attempt` no
+    longer guards it).
+
+    ``inputs(ctx)`` returns this call's forward arguments, saved or rebuilt from what was saved, one per
+    argument and in order (non-tensors and ``None`` as they were). On a failure -- only if the forward
+    stored ``ctx.fallback_op`` (:func:`fallback_op`) and :func:`force_triton` is off; the same errors as
+    :func:`attempt` -- the op is recorded as failed (:func:`triton_failed`: one warning, later calls take
+    PyTorch) and the gradients come from :func:`twin_gradients`; if the op has failed already (an earlier
+    backward, or a forward since this one), the twin runs without trying the kernels again. Elsewhere,
+    or with no twin registered, errors propagate.
+
+    Put it innermost (next to ``def backward``), under ``@once_differentiable`` / ``@amp_backward``."""
+    def decorate(backward: _Backward) -> _Backward:
+        @functools.wraps(backward)
+        def wrapped(ctx, *grads):
+            op = getattr(ctx, "fallback_op", None)
+            if op is None or FORCE_TRITON or function not in _TWINS:
+                return backward(ctx, *grads)
+            if op not in _FAILED:       # (failed since this forward: the kernels are not tried again)
+                try:
+                    return backward(ctx, *grads)
+                except torch.cuda.OutOfMemoryError:
+                    raise
+                except Exception as e:  # as in attempt(): compile / launch errors, and anything else, warned
+                    triton_failed(op, e)
+            return twin_gradients(_TWINS[function], inputs(ctx), grads, ctx.needs_input_grad)
+
+        return cast(_Backward, wrapped)
+
+    return decorate
+
+
+def _autocast_off(inputs: Sequence[Any]):
+    """A context disabling autocast on the device of the first tensor of ``inputs`` (a null context where
+    there is none): the twin recomputes in the precision the Triton forward ran in (fp32, not autocast's)."""
+    dev = next((t.device.type for t in inputs if isinstance(t, Tensor)), "cpu")
+    try:
+        available = bool(torch.amp.is_autocast_available(dev))
+    except Exception:  # pragma: no cover - exotic device or old torch
+        available = False
+    return torch.autocast(device_type=dev, enabled=False) if available else contextlib.nullcontext()
+
+
+def twin_gradients(fn: Callable[..., Any], inputs: Sequence[Any], grads: Sequence[Optional[Tensor]],
+                   needs: Sequence[bool]) -> Tuple[Optional[Tensor], ...]:
+    """Gradients w.r.t. ``inputs`` of ``fn(*inputs)`` (one output or a tuple, ``None`` entries allowed)
+    contracted with ``grads`` (one per output, ``None`` for none): ``fn`` re-run on detached copies under
+    :func:`torch.enable_grad` (autocast off), then :func:`torch.autograd.grad`. One entry per input:
+    ``None`` where ``needs`` (a Function's ``ctx.needs_input_grad``) is false, or the input is unused."""
+    if len(inputs) != len(needs):
+        raise ValueError(f"twin_gradients: {len(inputs)} inputs for {len(needs)} needs_input_grad flags")
+    leaves = [t.detach().requires_grad_(bool(need)) if isinstance(t, Tensor) else t for t, need in zip(inputs, needs)]
+    wanted = [t for t, need in zip(leaves, needs) if need and isinstance(t, Tensor)]
+    with torch.enable_grad(), _autocast_off(inputs):
+        outs = fn(*leaves)
+    outs = tuple(outs) if isinstance(outs, (tuple, list)) else (outs,)
+    pairs = [(o, g if g.dtype == o.dtype else g.to(o.dtype)) for o, g in zip(outs, grads)
+             if g is not None and isinstance(o, Tensor) and o.requires_grad]
+    got = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True)
+               if pairs and wanted else ())
+    return tuple(next(got, None) if need and isinstance(t, Tensor) else None for t, need in zip(leaves, needs))
 
 
 def failed_ops() -> Dict[str, str]:

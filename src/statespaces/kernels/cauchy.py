@@ -185,6 +185,15 @@ def _cauchy_torch(v: Tensor, z: Tensor, w: Tensor, conj: bool = False, chunk_ele
     return unshape(_CauchyFn.apply(vg, zg, wg, int(chunk_elems or CHUNK_ELEMS)))
 
 
+def _cauchy_grouped_torch(v: Tensor, z: Tensor, w: Tensor) -> Tensor:
+    """The PyTorch path on the grouped form: the twin of the Triton CauchyFn (same arguments), to which its
+    backward falls back if its kernels fail."""
+    return _CauchyFn.apply(v, z, w, CHUNK_ELEMS)
+
+
+backend.register_twin("CauchyFn", _cauchy_grouped_torch)
+
+
 def cauchy_ref(v: Tensor, z: Tensor, w: Tensor, conj: bool = False) -> Tensor:
     r"""Reference twin of :func:`cauchy` (also :func:`cauchy_naive`): materializes the (..., K, N) Cauchy matrix.
 

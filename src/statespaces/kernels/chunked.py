@@ -482,8 +482,7 @@ def _chunked_conv_dense_torch(u: Tensor, dA: Tensor, dB: Tensor, c: Tensor, D: O
     """The PyTorch path of :func:`chunked_conv_dense` (any device and float dtype; plain autograd)."""
     from .chunked_conv import _toeplitz
 
-    Bsz, L, H = u.shape
-    N = dA.shape[-1]
+    L = u.shape[1]
     T = _chunk(L, chunk)
     n = math.ceil(L / T)
     r = L - (n - 1) * T
@@ -493,20 +492,61 @@ def _chunked_conv_dense_torch(u: Tensor, dA: Tensor, dB: Tensor, c: Tensor, D: O
     if D is not None:
         taps = torch.cat([taps[:, :1] + D[:, None], taps[:, 1:]], -1)
     w_in = cols.flip(1)                                                # (H, T, N): dA^{T-1-t} dB
+    y, Xs, x = _dense_chunks(u, _toeplitz(taps), w_in, rows, PT, x0)
+    if not return_state:
+        return y
+    last = x[:, :, -1, :r]                                             # (H, B, r)
+    fin = _power_apply(dA, r, Xs[:, :, -1]) + torch.bmm(last, w_in[:, T - r:])
+    return y, fin.transpose(0, 1)
+
+
+def _dense_chunks(u: Tensor, Z: Tensor, w_in: Tensor, w_out: Tensor, G: Tensor,
+                 x0: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""The dense chunked convolution from its tables (the PyTorch twin of
+    :class:`statespaces.ops.triton.chunked_dense.ChunkedDenseFn` too; plain autograd).
+
+    Args:
+        u: (B, L, H). Z: (H, T, T) the taps' Toeplitz matrix. w_in, w_out: (H, T, N). G: ``dA^T`` (H, N, N), the
+            carry's dtype. x0: (B, H, N) or None.
+
+    Returns:
+        y (B, L, H); the states before each chunk Xs (H, B, n, N); the input by chunks (H, B, n, T), zero-padded.
+    """
+    Bsz, L, H = u.shape
+    T, N = w_in.shape[-2], w_in.shape[-1]
+    n = math.ceil(L / T)
     # (H, B, n T) rows: contiguous, or bmm over the H batch of a (B, L, H)-strided view loops matrix by matrix
     x = torch.nn.functional.pad(u.permute(2, 0, 1), (0, n * T - L)).contiguous().view(H, Bsz * n, T)
     # per-chunk sums, one tensor per chunk by unbind: its backward stacks the n gradients once, where a slice per
     # chunk would zero-fill an (H, B, n, N) gradient for each and add them up
     sums = torch.bmm(x, w_in).view(H, Bsz, n, N).unbind(2)
-    X = [torch.zeros(H, Bsz, N, dtype=dA.dtype, device=dA.device) if x0 is None else x0.transpose(0, 1).to(dA.dtype)]
-    PTt = PT.transpose(-1, -2).contiguous()                            # a transposed operand costs bmm ~1.7x
+    X = [torch.zeros(H, Bsz, N, dtype=G.dtype, device=G.device) if x0 is None else x0.transpose(0, 1).to(G.dtype)]
+    Gt = G.transpose(-1, -2).contiguous()                              # a transposed operand costs bmm ~1.7x
     for j in range(1, n):
-        X.append(torch.bmm(X[-1], PTt) + sums[j - 1])
+        X.append(torch.bmm(X[-1], Gt) + sums[j - 1])
     Xs = torch.stack(X, 2)                                             # (H, B, n, N): state before chunk j
-    y = torch.baddbmm(torch.bmm(x, _toeplitz(taps)), Xs.reshape(H, Bsz * n, N), rows.transpose(-1, -2))
+    y = torch.baddbmm(torch.bmm(x, Z), Xs.reshape(H, Bsz * n, N), w_out.transpose(-1, -2))
     y = contiguous_grad(y).view(H, Bsz, n * T)[..., :L].permute(1, 2, 0)
-    if not return_state:
-        return y
-    last = x.view(H, Bsz, n, T)[:, :, -1, :r]                           # (H, B, r)
-    fin = _power_apply(dA, r, Xs[:, :, -1]) + torch.bmm(last, w_in[:, T - r:])
-    return y, fin.transpose(0, 1)
+    return y, Xs, x.view(H, Bsz, n, T)
+
+
+def _chunked_dense_fn_torch(u: Tensor, Z: Tensor, w_in: Tensor, w_out: Tensor, G: Tensor,
+                            x0: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """``(y, X_{n-1})`` (the state before the last chunk, (B, H, N)) by :func:`_dense_chunks`: the twin of the Triton
+    ChunkedDenseFn (same arguments), to which its backward falls back if its kernels fail."""
+    y, Xs, _ = _dense_chunks(u, Z, w_in, w_out, G, x0)
+    return y, Xs[:, :, -1].transpose(0, 1)
+
+
+def _dense_tables_fn_torch(dA: Tensor, dB: Tensor, c: Tensor, D: Optional[Tensor]):
+    """``(Z, W_in, W_out, dA^T)`` for the Triton chunk length by :func:`dense_tables`: the twin of the Triton
+    DenseTablesFn (same arguments), to which its backward falls back if its kernels fail."""
+    from ..ops.triton.chunked_dense import CHUNK as T
+    from .chunked_conv import _toeplitz
+
+    taps, w_in, w_out, G, _ = dense_tables(dA, dB, c, D, T, T)
+    return _toeplitz(taps), w_in, w_out, G
+
+
+backend.register_twin("ChunkedDenseFn", _chunked_dense_fn_torch)
+backend.register_twin("DenseTablesFn", _dense_tables_fn_torch)

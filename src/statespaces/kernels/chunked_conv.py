@@ -302,6 +302,24 @@ def chunked_conv_torch(u: Tensor, tables: ChunkTables, state: Optional[Tensor] =
         return _chunked_conv_torch(u, tables, state, return_state, channels_first)
 
 
+def _chunked_conv_fn_torch(u: Tensor, taps: Tensor, win: Tensor, wout: Tensor, pow_T: Tensor, pow_r: Tensor,
+                           x0: Optional[Tensor], want_state: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    """:func:`chunked_conv_torch` on the arguments of the Triton ChunkedConvFn (tables and states in the kernels'
+    layouts, :func:`statespaces.ops.triton.chunked_conv.kernel_layouts`): its twin, to which its backward falls
+    back if its kernels fail. Returns y and, with ``want_state``, the final state (B, H, 2, M), else None."""
+    from ..ops.triton.chunked_conv import table_layouts
+
+    w_in, w_out, state = table_layouts(win, wout, x0)
+    tables = ChunkTables(taps, w_in, w_out, pow_T, pow_r)
+    if not want_state:
+        return cast(Tensor, chunked_conv_torch(u, tables, state)), None
+    y, last = chunked_conv_torch(u, tables, state, True)
+    return y, last.reshape(*last.shape[:2], -1, 2).transpose(-1, -2).to(u.dtype)
+
+
+backend.register_twin("ChunkedConvFn", _chunked_conv_fn_torch)
+
+
 class _ContiguousGrad(torch.autograd.Function):
     """A copy whose backward makes the gradient contiguous: a (B, L, H) gradient reaches an (H, B, L)-shaped
     tensor as a permuted view (batch stride 1), and a batched CPU ``bmm`` over such a batch loops matrix by matrix

@@ -211,6 +211,10 @@ def bilinear_dplr_system_ref(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -
     return dA, dt[:, None] * dB
 
 
+#: The twin of the Triton BilinearDPLRFn (same arguments): its backward falls back to it if its kernels fail.
+backend.register_twin("BilinearDPLRFn", bilinear_dplr_system_ref)
+
+
 def _bilinear_dplr_triton(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> Tuple[Tensor, Tensor]:
     from ..ops.triton.dplr_discrete import bilinear_dplr_triton
 

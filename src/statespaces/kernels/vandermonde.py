@@ -201,6 +201,10 @@ def _vandermonde_torch(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
         return _blocked_forward(coef, _powers_real(log_a, J), _powers(log_a, Q, J).transpose(-1, -2), L)
 
 
+#: The twin of the Triton VandermondeFn (same arguments): its backward falls back to it if its kernels fail.
+backend.register_twin("VandermondeFn", _vandermonde_torch)
+
+
 def _vandermonde_triton(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
     from ..ops.triton.vandermonde import vandermonde_triton
 
@@ -245,6 +249,17 @@ def _zoh_vandermonde_triton(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: 
     from ..ops.triton.vandermonde import zoh_vandermonde_triton
 
     return zoh_vandermonde_triton(dt, real_view(A), real_view(B), real_view(C), scale, L)
+
+
+def _zoh_vandermonde_pairs_torch(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: int, L: int) -> Tensor:
+    """The PyTorch path on the arguments of the Triton ZOHVandermondeFn (A, B, C as the (..., 2) real pairs of
+    :func:`_zoh_vandermonde_triton`): its twin, to which its backward falls back if its kernels fail."""
+    cplx = torch.view_as_complex
+    log_dA, coef = zoh_kernel_factors(dt, cplx(A), cplx(B), cplx(C), scale)
+    return _vandermonde_torch(coef, log_dA, L)
+
+
+backend.register_twin("ZOHVandermondeFn", _zoh_vandermonde_pairs_torch)
 
 
 def zoh_vandermonde_ref(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: float, L: int) -> Tensor:

@@ -247,6 +247,10 @@ def _scan_diagonal_torch(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> T
     return out[0]
 
 
+#: The twin of the Triton ScanDiagonalFn (same arguments): its backward falls back to it if its kernels fail.
+backend.register_twin("ScanDiagonalFn", _scan_diagonal_torch)
+
+
 def scan_diagonal_ref(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> Tensor:
     """Reference twin of :func:`scan_diagonal`: the sequential loop :func:`scan_loop`."""
     return scan_loop(a, b, x0)

@@ -4,7 +4,9 @@ The grouped form of :func:`statespaces.kernels.cauchy.cauchy`, which does the ar
 (promotion, ``conj=True`` mirrored poles, and the grouping of broadcast dims into (R, J, N) with
 shared reciprocals, :mod:`statespaces.ops._cauchy_args`) and calls :func:`cauchy_grouped_triton`;
 :func:`cauchy_triton` is the same with that argument handling. This module imports nothing from
-:mod:`statespaces.kernels`. One generic kernel computes, per row and tile of outer points x_m,
+:mod:`statespaces.kernels` (which registers the PyTorch twin that the backward falls back to if its kernels
+fail: :func:`statespaces.backend.backward_with_fallback`). One generic kernel computes, per row and tile of
+outer points x_m,
 
     P1[m] = sum_s u_s / (x_m - y_s),        P2[m] = sum_s u_s / (x_m - y_s)^2,
 
@@ -23,6 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ... import backend
 from .._amp import amp_backward, fp32_forward
 from .._cauchy_args import _grouped, _prepare
 from ._launch import make, signature, unique
@@ -127,10 +130,12 @@ class CauchyFn(torch.autograd.Function):
         v, z, w = _c64(v), _c64(z), _c64(w)
         out, _ = _sums(v, z, w, True, False)
         ctx.save_for_backward(v, z, w)
+        ctx.fallback_op = backend.fallback_op()
         return out
 
     @staticmethod
     @amp_backward
+    @backend.backward_with_fallback("CauchyFn", lambda ctx: ctx.saved_tensors)
     def backward(ctx, g: Tensor):
         v, z, w = ctx.saved_tensors
         need_v, need_z, need_w = ctx.needs_input_grad

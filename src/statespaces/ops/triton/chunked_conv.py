@@ -25,7 +25,9 @@ to the previous block), writes ``du = dY Z^T + dS_0 W_in0^T + dS_1 W_in1^T`` (th
 Toeplitz plus the reverse-chunk carry; ``tl.dot`` in tf32x3) and saves dS (B, H, n_chunks, 2, M).
 :func:`_chunked_grad_kernel` then accumulates the per-channel table gradients (``U^T dY``, ``U^T dS``,
 ``X^T dY``, ``sum dS X^T``) per (b, h) in registers from u, dY, dS and X; PyTorch sums them over b.
-The reverse carry, like the forward one, is fp32.
+The reverse carry, like the forward one, is fp32. If these kernels fail to compile or launch under the fallback
+policy, the gradients come from :func:`statespaces.kernels.chunked_conv.chunked_conv_torch` (the twin that module
+registers; :func:`statespaces.backend.backward_with_fallback`).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from ... import backend
 from ._launch import make, signature, unique
 
 Tensor = torch.Tensor
@@ -348,6 +351,21 @@ def _last_chunk(L: int, T: int) -> Tuple[int, int]:
     return n, L - (n - 1) * T
 
 
+def table_layouts(win: Tensor, wout: Tensor, x0: Optional[Tensor]) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """The inverse of :func:`kernel_layouts` (views, differentiable): W_in, W_out (H, T, S) of the
+    :class:`~statespaces.kernels.chunked_conv.ChunkTables` from W_in (H, 2, T, M), W_out (H, 2, M, T), and a
+    state (B, H, S) from x0 (B, H, 2, M) (None stays None)."""
+    H, _, T, M = win.shape
+    state = None if x0 is None else x0.transpose(-1, -2).reshape(x0.shape[0], H, 2 * M)
+    return win.permute(0, 2, 3, 1).reshape(H, T, 2 * M), wout.permute(0, 3, 2, 1).reshape(H, T, 2 * M), state
+
+
+def _forward_inputs(ctx):
+    """This call's forward arguments (the fallback of :class:`ChunkedConvFn`'s backward)."""
+    u, taps, win, wout, *_, pow_T, pow_r, x0 = ctx.saved_tensors
+    return u, taps, win, wout, pow_T, pow_r, x0, ctx.want_state
+
+
 class ChunkedConvFn(torch.autograd.Function):
     r"""``y, x_L = chunked_conv(u, taps, W_in, W_out, A^T, A^r, x0)``, forward and backward in Triton.
 
@@ -380,14 +398,16 @@ class ChunkedConvFn(torch.autograd.Function):
         xout = torch.empty(Bsz, H, 2, M, dtype=u.dtype, device=u.device) if want_state else x0_
         _config(T, M).launch((Bsz * H,), u, taps, win, wout, gpow, gr, wlast, x0_, y, xout, xs,
                              L, H, M, n, int(want_state), int(train))
-        ctx.save_for_backward(u, taps, win, wout, gpow, gr, wlast, xs, pow_T, pow_r)
+        ctx.save_for_backward(u, taps, win, wout, gpow, gr, wlast, xs, pow_T, pow_r, x0)
         ctx.block_c, ctx.want_state, ctx.has_x0 = BLOCK_C, want_state, x0 is not None
+        ctx.fallback_op = backend.fallback_op()
         return y, (xout if want_state else None)
 
     @staticmethod
     @once_differentiable
+    @backend.backward_with_fallback("ChunkedConvFn", _forward_inputs)
     def backward(ctx, dy, dstate):
-        u, taps, win, wout, gpow, gr, wlast, xs, pow_T, pow_r = ctx.saved_tensors
+        u, taps, win, wout, gpow, gr, wlast, xs, pow_T, pow_r, _ = ctx.saved_tensors
         Bsz, L, H = u.shape
         T, M = win.shape[2], win.shape[3]
         n, r = _last_chunk(L, T)

@@ -35,6 +35,10 @@ two tables (one kernel holding all four spilled at N = 64, also at 8 warps):
 * :func:`_dense_grad_kernel`, parallel over (a few programs, channel, table): the table gradients
   ``U^T dY`` (folded onto the taps by lag in torch), ``U^T dS``, ``dY^T X``, ``dS^T X`` summed over chunk
   rows in registers; PyTorch sums the few per-program tiles.
+
+If the backward kernels fail to compile or launch under the fallback policy, the gradients come from the PyTorch
+path on the same tables (the twin that :mod:`statespaces.kernels.chunked` registers;
+:func:`statespaces.backend.backward_with_fallback`).
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from ... import backend
 from ._launch import contiguous, make, signature, unique
 
 Tensor = torch.Tensor
@@ -359,6 +364,12 @@ def _segment_power(G: Tensor, KS: int) -> Tensor:
     return torch.linalg.matrix_power(G.double(), KS).float()
 
 
+def _forward_inputs(ctx):
+    """``(u, Z, W_in, W_out, G, x0)`` of this call (the fallback of :class:`ChunkedDenseFn`'s backward)."""
+    u, Z, win, wout, G, _, _, x0 = ctx.saved_tensors
+    return u, Z, win, wout, G, x0
+
+
 class ChunkedDenseFn(torch.autograd.Function):
     r"""``y, X_{n-1} = chunked_conv_dense(u; taps, W_in, W_out, G = dA^T, x0)``: the output and the state before
     the last chunk, forward and backward in Triton (module notes for the algorithm; the final state is formed
@@ -386,14 +397,16 @@ class ChunkedDenseFn(torch.autograd.Function):
             _carry_config(N, True).launch((rows, S - 1), u, win, G, GK, x0_, ends, xs, Bsz, L, H, N, n, KS)
         _carry_config(N).launch((rows, S), u, win, G, GK, x0_, ends, xs, Bsz, L, H, N, n, KS)
         _out_config(N).launch((H * _row_programs(Bsz * n),), u, Z, wout, xs, y, Bsz, L, H, N, n)
-        ctx.save_for_backward(u, Z, win, wout, G, GK, xs)
+        ctx.save_for_backward(u, Z, win, wout, G, GK, xs, x0)
         ctx.has_x0, ctx.KS = x0 is not None, KS
+        ctx.fallback_op = backend.fallback_op()
         return y, xs[:, :, -1].clone()
 
     @staticmethod
     @once_differentiable
+    @backend.backward_with_fallback("ChunkedDenseFn", _forward_inputs)
     def backward(ctx, dy, dlast):
-        u, Z, win, wout, G, GK, xs = ctx.saved_tensors
+        u, Z, win, wout, G, GK, xs, _ = ctx.saved_tensors
         Bsz, L, H = u.shape
         T, N = win.shape[1], win.shape[2]
         n = -(-L // T)

@@ -22,7 +22,9 @@ recurrences in reverse, reading the saved ``W_in`` / ``W_out`` for the states, a
 lag. :func:`_powers_bwd_kernel` adds the gradient of ``dA^T`` down the squaring chain (``d(S S) = dS S + S dS``:
 ``g_i = g_{i+1} S_i^T + S_i^T g_{i+1}``): the squares are recomputed and parked, with g, in a float32 scratch
 (H, K + 1, N, N), and each product is summed over 16-wide slices read from it (whole 64 x 64 x 64 products held
-their operands in registers and spilled).
+their operands in registers and spilled). If they fail to compile or launch under the fallback policy, the
+gradients come from the PyTorch tables (:func:`statespaces.kernels.chunked.dense_tables`, the twin that module
+registers; :func:`statespaces.backend.backward_with_fallback`).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from ... import backend
 from ._launch import contiguous, make, signature, unique
 from .chunked_dense import CHUNK, MAX_N, _tile
 
@@ -215,6 +218,12 @@ def _powers_bwd_kernel(
                                                                                        mask=mm, other=0.0), mask=mm)
 
 
+def _forward_inputs(ctx):
+    """``(dA, dB, c, D)`` of this call (the fallback of :class:`DenseTablesFn`'s backward)."""
+    dA, c, _, _, dB, D = ctx.saved_tensors
+    return dA, dB, c, D
+
+
 class DenseTablesFn(torch.autograd.Function):
     """``(dA, dB, c, D) -> (Z, W_in, W_out, dA^T)``: one launch forward, two backward (module notes).
 
@@ -229,14 +238,16 @@ class DenseTablesFn(torch.autograd.Function):
         wout = torch.empty_like(win)
         G = torch.empty_like(dA)
         _fwd_config(N, D is not None).launch((H,), dA, dB, c, dB if D is None else D, Z, win, wout, G, N)
-        ctx.save_for_backward(dA, c, win, wout)
+        ctx.save_for_backward(dA, c, win, wout, dB, D)           # (dB, D: for the fallback only)
         ctx.has_d = D is not None
+        ctx.fallback_op = backend.fallback_op()
         return Z, win, wout, G
 
     @staticmethod
     @once_differentiable
+    @backend.backward_with_fallback("DenseTablesFn", _forward_inputs)
     def backward(ctx, gZ, gwin, gwout, gG):
-        dA, c, win, wout = ctx.saved_tensors
+        dA, c, win, wout, _, _ = ctx.saved_tensors
         H, N = c.shape
         shapes = ((H, CHUNK, CHUNK), win.shape, wout.shape, dA.shape)
         gZ, gwin, gwout, gG = (dA.new_zeros(shape) if g is None else contiguous(g if g.dtype == dA.dtype

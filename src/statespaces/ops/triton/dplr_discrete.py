@@ -36,7 +36,10 @@ Backward. With ``G = 2 gdA + 2 s gdB b^T`` (the gradient of Minv) and ``X = I - 
   diagonals of gdA's blocks) plus rank-r terms built from ``Z = G V``, ``Z' = G^T U`` and ``S = U^T G V``.
 
 The only O(N^2) work of the backward is reading gdA once (each (BM, BM) block in turn), for ``G V`` and ``G^T U``.
-Complex gradients follow PyTorch's convention (for a real loss, ``dL/dRe z + i dL/dIm z``).
+Complex gradients follow PyTorch's convention (for a real loss, ``dL/dRe z + i dL/dIm z``). If the backward kernel
+fails to compile or launch under the fallback policy, the gradients come from the PyTorch twin
+(:func:`statespaces.kernels.dplr.bilinear_dplr_system_ref`, registered by that module;
+:func:`statespaces.backend.backward_with_fallback`).
 
 Constants: a Python float literal is an fp32 constant in Triton; only exactly representable ones (0.5, 1, 2)
 appear here, so promoting them to fp64 next to fp64 tensors is exact.
@@ -50,6 +53,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from ... import backend
 from ._launch import contiguous, make, real_view, signature, unique
 
 Tensor = torch.Tensor
@@ -324,6 +328,12 @@ def _check(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> None:
         bad("Lambda, P, B and dt must be on one device")
 
 
+def _forward_inputs(ctx):
+    """``(Lambda, P, B, dt)`` of this call, from their saved real views (the fallback of the backward)."""
+    lam, p, b, dt = ctx.saved_tensors
+    return torch.view_as_complex(lam), torch.view_as_complex(p), torch.view_as_complex(b), dt
+
+
 class BilinearDPLRFn(torch.autograd.Function):
     r"""``(dA, dB) = bilinear_dplr(Lambda, P, B, dt)``, forward and backward one Triton launch each (module notes).
 
@@ -340,10 +350,12 @@ class BilinearDPLRFn(torch.autograd.Function):
         _fwd_config(M, r).launch((H,), lam, p, b, dt, dA, dB, H, M)
         ctx.save_for_backward(lam, p, b, dt)
         ctx.set_materialize_grads(False)
+        ctx.fallback_op = backend.fallback_op()
         return dA, dB
 
     @staticmethod
     @once_differentiable
+    @backend.backward_with_fallback("BilinearDPLRFn", _forward_inputs)
     def backward(ctx, gdA: Optional[Tensor], gdB: Optional[Tensor]):
         lam, p, b, dt = ctx.saved_tensors
         if gdA is None and gdB is None:

@@ -44,7 +44,9 @@ per program and added over the batch in PyTorch. ``dLoss/du = (dLoss/dv) W``,
 ``dLoss/dW = (dLoss/dv)^T u``, ``lam_0`` and ``dLoss/dx0 = M^T lam_0`` are small PyTorch products.
 
 Twins: :meth:`statespaces.layers.linoss.LinOSS._scan_path` (the chunked PyTorch scan) and the
-float64 loop :func:`statespaces.ops.scan.scan_loop` (``block=True``).
+float64 loop :func:`statespaces.ops.scan.scan_loop` (``block=True``). If the backward kernels fail to
+compile or launch under the fallback policy, the gradients come from the PyTorch parallel scan
+:func:`statespaces.ops.scan.scan_block2` of the same recurrence (:func:`_scan_torch`).
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ... import backend
 from .._amp import amp_backward, fp32_forward
 from ._launch import contiguous, make, pow2_domain, signature, unique
 
@@ -412,6 +415,26 @@ def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
     return t if t.dtype == dtype else t.to(dtype)
 
 
+def _scan_torch(u: Tensor, W: Tensor, M: Tensor, f: Tensor, x0: Optional[Tensor], M64=None):
+    """What :class:`LinossScanFn` computes, ``(y, x_last)``, by the PyTorch parallel scan (M64 unused): its twin.
+    Registered here, as the layer (:mod:`statespaces.layers.linoss`, which dispatches to the kernel) sits above."""
+    from ..scan import scan_block2
+
+    v = u @ W.T                                                        # (B, L, 2P)
+    M2, f2 = torch.cat([M, M], -1), torch.cat([f, f], -1)              # the same blocks for Re and Im
+    X = scan_block2(M2.unsqueeze(0), f2 * v.unsqueeze(-2), x0)         # (B, L, 2, 2P)
+    return X[:, :, 1], X[:, -1]
+
+
+backend.register_twin("LinossScanFn", _scan_torch)
+
+
+def _forward_inputs(ctx):
+    """This call's forward arguments, fp32 as saved (the fallback of :class:`LinossScanFn`'s backward)."""
+    u, W, M, f, _, x0 = ctx.saved_tensors
+    return u, W, M, f, x0, None
+
+
 class LinossScanFn(torch.autograd.Function):
     """Autograd wrapper of the fused LinOSS scan kernels (fp32 inside; gradients in the input dtypes)."""
 
@@ -425,10 +448,12 @@ class LinossScanFn(torch.autograd.Function):
         y, carries, fin = _forward(u32, W32, M32, f32, ctx.M64, x032)
         ctx.save_for_backward(u32, W32, M32, f32, carries, x032 if x0 is not None else None)
         ctx.dtypes = (u.dtype, W.dtype, M.dtype, f.dtype, None if x0 is None else x0.dtype)
+        ctx.fallback_op = backend.fallback_op()
         return y, fin
 
     @staticmethod
     @amp_backward
+    @backend.backward_with_fallback("LinossScanFn", _forward_inputs)
     def backward(ctx, gy: Tensor, gfin: Optional[Tensor]):
         u, W, M, f, carries, x0 = ctx.saved_tensors
         Bsz, L, H = u.shape

@@ -12,7 +12,9 @@ Backward (:class:`ScanDiagonalFn`): the adjoint ``lam_l = dLoss/dx_l`` (total) o
 recurrence ``lam_l = conj(a_{l+1}) lam_{l+1} + g_l`` (``lam_{L-1} = g_{L-1}``): the same scan run
 from the end with transitions conj(a) shifted by one. Then ``grad_b = lam``,
 ``grad_a_l = lam_l conj(x_{l-1})`` (``x_{-1} = x0``) and ``grad_x0 = conj(a_0) lam_0``, each summed
-over the dims along which its input was broadcast.
+over the dims along which its input was broadcast. If these kernels fail to compile or launch under the
+fallback policy, the gradients come from the PyTorch scan instead (its twin, registered by
+:mod:`statespaces.ops.scan`; :func:`statespaces.backend.backward_with_fallback`).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ... import backend
 from .._amp import amp_backward, fp32_forward
 from ._launch import make, pow2_domain, signature, unique
 
@@ -348,6 +351,22 @@ def _reduce_to(grad: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
     return grad.to(dtype)
 
 
+def _forward_inputs(ctx):
+    """``(a, b, x0)`` of this call, for the fallback of the backward
+    (:func:`statespaces.backend.backward_with_fallback`). b is not saved (it would keep a (..., L, N) tensor
+    alive for a path that almost never runs): it is rebuilt from the states, ``b_l = x_l - a_l x_{l-1}`` (in
+    the states' precision), real if it was, one slice along the dims it was broadcast along."""
+    a, x0, out = ctx.saved_tensors
+    batch, _, _, b_shape, b_dtype = ctx.meta
+    L, N = out.shape[-2], out.shape[-1]
+    first = out.new_zeros(*batch, N) if x0 is None else x0.to(out.dtype).expand(*batch, N)
+    b = out - a.to(out.dtype).expand(*batch, L, N) * torch.cat([first.unsqueeze(-2), out[..., :-1, :]], -2)
+    b = (b if b_dtype.is_complex else b.real).to(b_dtype)
+    lead = b.dim() - len(b_shape)
+    b = b[(0,) * lead + tuple(slice(0, 1) if s == 1 else slice(None) for s in b_shape)]
+    return a, b, x0
+
+
 class ScanDiagonalFn(torch.autograd.Function):
     """Autograd wrapper of the chunked scan kernels (fp32 / complex64)."""
 
@@ -358,10 +377,12 @@ class ScanDiagonalFn(torch.autograd.Function):
         out = _scan_forward(a_k, b_k, x0_k, batch, is_complex, a_complex)
         ctx.meta = (batch, is_complex, a_complex, b.shape, b.dtype)
         ctx.save_for_backward(a, x0, out)
+        ctx.fallback_op = backend.fallback_op()
         return out
 
     @staticmethod
     @amp_backward
+    @backend.backward_with_fallback("ScanDiagonalFn", _forward_inputs)
     def backward(ctx, g: Tensor):
         a, x0, out = ctx.saved_tensors
         batch, is_complex, a_complex, b_shape, b_dtype = ctx.meta

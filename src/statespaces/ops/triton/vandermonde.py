@@ -45,6 +45,10 @@ three launches where the PyTorch route between parameters and kernel took about 
 (``benchmarks/host_census.py``), and ``w`` stays in fp64: the fp32 product ``dt A`` of the PyTorch route
 loses ``~6e-8 |dt Im A|`` rad per lag (relative errors 1e-6 forward, up to 8e-6 in the gradients at L = 4096
 for S4D-Lin modes, against 2-3e-7 fused).
+
+If a backward kernel fails to compile or launch under the fallback policy, the gradients come from the PyTorch
+path instead (the twins that :mod:`statespaces.kernels.vandermonde` registers;
+:func:`statespaces.backend.backward_with_fallback`).
 """
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ... import backend
 from .._amp import amp_backward, fp32_forward
 from ._launch import contiguous, make, pow2_domain, signature, unique
 
@@ -500,6 +505,17 @@ def _zoh_grads(s: Tensor, A: Tensor, dt: Tensor, B: Tensor, C: Tensor, scale: in
     return gdt, ga, gb, gc
 
 
+def _forward_inputs(ctx):
+    """``(coef, log_a, L)`` of this call (the fallback of :class:`VandermondeFn`'s backward)."""
+    _, _, coef, log_a = ctx.saved_tensors
+    return coef, log_a, ctx.L
+
+
+def _zoh_forward_inputs(ctx):
+    """``(dt, A, B, C, scale, L)`` of this call (the fallback of :class:`ZOHVandermondeFn`'s backward)."""
+    return (*ctx.saved_tensors, ctx.scale, ctx.L)
+
+
 class VandermondeFn(torch.autograd.Function):
     """Autograd wrapper of the fused kernels (fp32 / complex64)."""
 
@@ -511,14 +527,16 @@ class VandermondeFn(torch.autograd.Function):
         c = coef.expand(*lead, H, N).to(torch.complex64).resolve_conj().reshape(-1, N).contiguous()
         w = log_a.to(torch.complex64).resolve_conj().contiguous()
         out = _forward(torch.view_as_real(c), torch.view_as_real(w), L, shape=(*lead, H, L))
-        ctx.save_for_backward(c, w)
+        ctx.save_for_backward(c, w, coef, log_a)       # (coef, log_a: for the fallback; usually c, w themselves)
         ctx.L, ctx.lead, ctx.coef_shape = L, lead, coef.shape
+        ctx.fallback_op = backend.fallback_op()
         return out
 
     @staticmethod
     @amp_backward
+    @backend.backward_with_fallback("VandermondeFn", _forward_inputs)
     def backward(ctx, g: Tensor):
-        c, w = ctx.saved_tensors
+        c, w, _, _ = ctx.saved_tensors
         H, N = w.shape
         g = g.to(torch.float32).reshape(-1, ctx.L).contiguous()
         S0, S1 = _adjoint_sums(g, w, c.shape[0])
@@ -540,10 +558,12 @@ class ZOHVandermondeFn(torch.autograd.Function):
         out = _forward(C.view(K * H, N, 2), A, L, dt=dt, b=B, scale=scale, shape=(K, H, L))
         ctx.save_for_backward(dt, A, B, C)
         ctx.scale, ctx.L = scale, L
+        ctx.fallback_op = backend.fallback_op()
         return out
 
     @staticmethod
     @amp_backward
+    @backend.backward_with_fallback("ZOHVandermondeFn", _zoh_forward_inputs)
     def backward(ctx, g: Tensor):
         dt, A, B, C = ctx.saved_tensors
         K, H = C.shape[:2]
