@@ -342,3 +342,23 @@ def test_every_triton_autograd_function_has_a_registered_twin():
                           "ChunkedDenseFn", "DenseTablesFn", "BilinearDPLRFn", "LinossScanFn"}
     missing = sorted(set(found) - set(backend._TWINS))
     assert not missing, f"no PyTorch twin registered for {missing}"
+
+
+def test_inputs_the_fused_vandermonde_cannot_take_do_not_switch_triton_off(production):
+    """An empty batch (the kernel's grid split divided by zero rows) or a log_a whose rows coef does not broadcast
+    over reached the Triton wrapper, failed there, and attempt() then switched the op off for the whole process.
+    They now take the PyTorch path directly: the same result, no warning, Triton still chosen afterwards."""
+    import warnings
+
+    from statespaces.kernels.vandermonde import vandermonde
+
+    g = torch.Generator().manual_seed(0)
+    log_a = torch.complex(-0.2 * torch.rand(3, 4, generator=g), torch.randn(3, 4, generator=g))
+    coef = torch.randn(3, 4, dtype=torch.complex64, generator=g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert vandermonde(coef.expand(0, 3, 4), log_a, 20).shape == (0, 3, 20)
+        torch.testing.assert_close(vandermonde(coef, log_a[:1], 20),
+                                   vandermonde(coef, log_a[:1].expand(3, 4), 20), atol=1e-5, rtol=1e-5)
+    assert not production.failed_ops() and production.choose("vandermonde", coef, log_a,
+                                                               dtypes=production.COMPLEX) == "triton"

@@ -237,7 +237,10 @@ def vandermonde(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
         raise ValueError(f"vandermonde: coef (..., H, N) and log_a (H, N) disagree on N: "
                          f"{tuple(coef.shape)} vs {tuple(log_a.shape)}")
     path = backend.choose("vandermonde", coef, log_a, dtypes=backend.COMPLEX)
-    if path == "triton" and log_a.dim() == 2:
+    # the fused kernel's layout: rows of coef (..., H, N) broadcast over log_a's H rows, and at least one row
+    # (an input it cannot take must not reach attempt(), which would switch Triton off for the process)
+    fits = log_a.dim() == 2 and coef.dim() >= 2 and coef.shape[-2] in (1, log_a.shape[0]) and coef.numel() > 0
+    if path == "triton" and fits:
         out = backend.attempt("vandermonde", _vandermonde_triton, coef, log_a, L)
         if out is not None:
             return out
