@@ -101,11 +101,14 @@ def _anticausal_reference(u, k1):
     return torch.cat([w.flip(1)[:, 1:], torch.zeros_like(w[:, :1])], 1)
 
 
-@pytest.mark.parametrize("L", [1, 6, 31])
-def test_bidirectional_fftconv_matches_flipped_reference(L):
+@pytest.mark.parametrize("L,Lk", [(1, 1), (6, 6), (31, 31), (16, 5), (9, 20)])
+def test_bidirectional_fftconv_matches_flipped_reference(L, Lk):
+    """Also a kernel pair shorter than L (its anti-causal taps were placed at lags Lk - L - 1.. instead of -1..:
+    error 4.8 on outputs of ~8.5) and one longer (truncated)."""
     u = torch.randn(2, L, 3, dtype=torch.float64)
-    k = torch.randn(2, 3, L, dtype=torch.float64)
-    ref = direct_causal_conv(u, k[0]) + _anticausal_reference(u, k[1])
+    k = torch.randn(2, 3, Lk, dtype=torch.float64)
+    kL = torch.nn.functional.pad(k, (0, max(0, L - Lk)))[..., :L]
+    ref = direct_causal_conv(u, kL[0]) + _anticausal_reference(u, kL[1])
     torch.testing.assert_close(fftconv(u, k, bidirectional=True), ref, atol=1e-11, rtol=1e-11)
 
 

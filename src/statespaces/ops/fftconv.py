@@ -214,8 +214,8 @@ def fftconv(u: Tensor, k: Tensor, bidirectional: bool = False) -> Tensor:
 
     Args:
         u: input (B, L, H), real.
-        k: kernel (H, Lk) with Lk >= 1 (truncated/zero-padded to L), or (2, H, L) when
-            ``bidirectional`` (see :func:`two_sided_kernel`).
+        k: kernel (H, Lk) with Lk >= 1 (truncated/zero-padded to L), or (2, H, Lk) when
+            ``bidirectional`` (see :func:`two_sided_kernel`; also truncated/zero-padded to L).
         bidirectional: use the two-sided kernel.
 
     Returns:
@@ -224,11 +224,14 @@ def fftconv(u: Tensor, k: Tensor, bidirectional: bool = False) -> Tensor:
     L, H = u.shape[1], u.shape[-1]
     want = (2, H) if bidirectional else (H,)
     if u.dim() != 3 or k.dim() != len(want) + 1 or tuple(k.shape[:-1]) != want or k.shape[-1] < 1:
-        raise ValueError(f"fftconv: u must be (B, L, H) and k {'(2, H, L)' if bidirectional else '(H, Lk)'}; "
+        raise ValueError(f"fftconv: u must be (B, L, H) and k {'(2, H, Lk)' if bidirectional else '(H, Lk)'}; "
                          f"got u {tuple(u.shape)}, k {tuple(k.shape)}")
     if bidirectional:
         n = 2 * L
-        kc = two_sided_kernel(k[..., :L], L)
+        kb = k[..., :L]
+        if kb.shape[-1] < L:         # a shorter pair: zero taps beyond it (two_sided_kernel places by length L)
+            kb = F.pad(kb, (0, L - kb.shape[-1]))
+        kc = two_sided_kernel(kb, L)
     else:
         kc = k[..., :L]
         n = _fft_len(L + kc.shape[-1])
