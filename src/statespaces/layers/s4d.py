@@ -205,7 +205,9 @@ class S4D(DiagonalSSM):
         if self.discretization == "zoh":
             log_dA = x
         else:   # GBT: dA = 1 + x / (1 - a x); log1p keeps the digits that log(dA) of a rounded dA near 1 loses
-            log_dA = torch.log1p(x / (1 - gbt_alpha(self.discretization, self.alpha) * x))
+            a = gbt_alpha(self.discretization, self.alpha)
+            assert a is not None                                    # None only for ZOH
+            log_dA = torch.log1p(x / (1 - a * x))
         return DiagonalSystem(log_dA=log_dA, dB=dB, C=as_complex(self.C), scale=self.scale)
 
     def _continuous_view(self, rate: float) -> Tuple[Tensor, Tensor]:
