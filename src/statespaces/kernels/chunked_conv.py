@@ -118,7 +118,14 @@ def prefer_power_kernel(u: Tensor) -> bool:
     products) instead of the Cauchy route of Algorithm 1 (:func:`statespaces.kernels.dplr.dplr_kernel`): on CPU
     (backend ``"torch"``/``"auto"``). One thread, B=8, H=128, N=64, layer forward+backward 1.5x (L=1024) to 1.8x
     (L=8192) faster when it was introduced (loaded 2-core machine, one run); bidirectional since 2026-12-06, 155 ->
-    73 ms at L=1024. Elsewhere (CUDA, backend ``"ref"``) the Cauchy kernel."""
+    73 ms at L=1024. Elsewhere (CUDA, backend ``"ref"``) the Cauchy kernel.
+
+    Precision trade-off in float32 (measured 2026-12-06, N=64, kernel max relative error against the float64
+    layer): the dense powers of the non-normal dA amplify the rounding of its float32 Woodbury form, so this route
+    is 1-40x less accurate than the Cauchy one (LegS 2.7e-6 vs 3.7e-6, LegT 3.8e-5 vs 9.8e-7, FouT 7.2e-5 vs
+    1.8e-5 at rate 0.5; outputs 2e-6 to 2e-5). Forming dA in float64 and rounding once cut LegT to 7.3e-6 and FouT
+    to 3.9e-5 but made the layer's fwd+bwd 6% slower (B=8, H=128, L=1024: 72.6-74.7 vs 68.7-70.1 ms); not taken.
+    For float32 kernels as accurate as Algorithm 1's, use backend ``"ref"`` or a float64 layer."""
     return u.device.type == "cpu" and backend.get_backend() != "ref"
 
 
