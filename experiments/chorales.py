@@ -1,6 +1,6 @@
 """Autoregressive modelling of Bach chorales (and of synthetic 8-bit audio): SaShiMi vs flat SSM stacks.
 
-Chorales (``--task chorales``, default): music21's ~351 four-part chorales on a 16th-note grid
+Chorales (``--task chorales``, default): music21's four-part chorales (329 distinct pieces) on a 16th-note grid
 (:mod:`statespaces.data.chorales`), 4 tokens (voices) per step, split by piece. Each model is
 trained on random 128-step windows and evaluated on whole held-out pieces: the reported number is
 the negative log-likelihood per 16th-note step (nats, summed over the 4 voices; the first step of

@@ -178,6 +178,9 @@ def test_part(problems: Sequence[str], seeds: Sequence[int], n_kernels: int) -> 
         cfg, data = load(problem, 0)
         X_tr, y_tr = to_arrays(data.train, cfg.data.time_channel)
         X_te, y_te = to_arrays(data.test, cfg.data.time_channel)
+        # the splits are stored at their own lengths (zero past each series); the transform needs one length
+        L = max(X_tr.shape[2], X_te.shape[2])
+        X_tr, X_te = (np.pad(x, ((0, 0), (0, 0), (0, L - x.shape[2]))) for x in (X_tr, X_te))
         rows: List[Dict[str, Any]] = []
         for seed in seeds:
             r = run_rocket(X_tr, y_tr, X_te, y_te, seed, n_kernels)

@@ -81,6 +81,9 @@ def one_nn_floor(name: str):
         data = load_ucr(name, normalize=mode, return_lengths=True)
         xtr, ytr = data.train.tensors[0].numpy(), data.train.tensors[1].numpy()
         xte, yte = data.test.tensors[0].numpy(), data.test.tensors[1].numpy()
+        # the splits are stored at their own lengths (zero past each series): compare on the longer one
+        L = max(xtr.shape[1], xte.shape[1])
+        xtr, xte = (np.pad(x, ((0, 0), (0, L - x.shape[1]), (0, 0))) for x in (xtr, xte))
         knn = KNeighborsClassifier(n_neighbors=1).fit(xtr.reshape(len(xtr), -1), ytr)
         acc = float((knn.predict(xte.reshape(len(xte), -1)) == yte).mean())
         best = max(best, (acc, "raw" if mode == "none" else "z-norm"))
@@ -324,8 +327,8 @@ def table(problems, runs: Path, seeds, note: str = "", pair_runs: Path = Path("r
         "",
         "- each series z-normalised on its own, per channel (`data.normalize = \"series\"`); series longer than "
         f"{max_len} steps averaged over windows of `ceil(L / {max_len})` steps (`data.kwargs.max_length`);",
-        "- a clock t/(L-1) on the dataset's common grid prepended as input channel 0 (`data.time_channel`; 0 on "
-        "padding);",
+        "- a clock t/(L-1) on the training split's grid (test series on the same scale) prepended as input "
+        "channel 0 (`data.time_channel`; 0 on padding);",
         "- bidirectional S4D layers (thesis §7.2.6); padded steps of variable-length problems are masked;",
         "- batches of series of similar length, each cut to its longest series (`trainer.bucket`);",
         "- step rule: at least `trainer.epochs` epochs and at least `trainer.min_steps` optimizer steps; a small "

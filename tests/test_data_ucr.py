@@ -146,7 +146,9 @@ def test_japanese_vowels_padding_and_lengths():
     d = ucr.load_ucr("JapaneseVowels")
     raw_tr = ucr.read_ts(ucr.resolve("JapaneseVowels")[1])
     x, y, lengths = d.train.tensors
-    assert d.d_input == 12 and d.n_classes == 9 and d.length == 29 and x.shape == (270, 29, 12)
+    # the training split is padded to its longest series (26 steps), the test split to its own (29)
+    assert d.d_input == 12 and d.n_classes == 9 and d.length == 26 and x.shape == (270, 26, 12)
+    assert d.test_length == 29 and d.test.tensors[0].shape == (370, 29, 12) and d.info["max_length"] == 29
     assert len(d.test) == 370 and int(d.lengths_test.min()) == 7 and d.has_lengths
     assert lengths.tolist() == raw_tr.lengths.tolist() and lengths.min() == 7
     mean, std = d.info["mean"], d.info["std"]
@@ -303,3 +305,76 @@ def test_a_problem_name_is_read_from_the_search_folders_not_the_working_folder(t
     assert canonical_name("ucr:Env") == f"ucr:{elsewhere.resolve()}"   # $STATESPACES_UCR differs per shell
     monkeypatch.chdir(tmp_path)
     assert DATASETS[canonical_name(f"ucr:{local.resolve()}")]().classes == ["0", "1"]
+
+
+# --------------------------------------------------------------------------------- training inputs vs the test file
+
+
+def _problem_with_test(folder, train, test):
+    """Write a two-class problem P: the series ``train`` and ``test`` (each (channels, length)) into ``folder``."""
+    folder.mkdir()
+    for split, series in (("TRAIN", train), ("TEST", test)):
+        labels = [("a", "b")[i % 2] for i in range(len(series))]
+        (folder / f"P_{split}.ts").write_text(ucr.format_ts(series, labels, "P", class_labels=["a", "b"]))
+    return folder
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"max_length": 4}, {"normalize": "series", "max_length": 5}])
+def test_training_inputs_do_not_depend_on_the_test_file(tmp_path, kwargs):
+    """Audit: the padded length, the ``max_length`` pooling window and the time channel's clock were
+    taken from the longest series of train and test together, so the training inputs changed with
+    the test file (JapaneseVowels, max_length 13: pooled by 3, not 2). They come from the training
+    file alone: a test file of shorter or of longer series leaves every training tensor
+    bit-identical, and the test series are put on the training grid (same window, same clock),
+    kept whole."""
+    from statespaces.data.base import with_time_channel
+
+    rng = np.random.default_rng(0)
+    train = [rng.normal(size=(2, n)) for n in (12, 7, 10, 5)]
+    long_lengths = (30, 4, 17)
+    short = _problem_with_test(tmp_path / "short", train, [rng.normal(size=(2, n)) for n in (3, 12, 6)])
+    long = _problem_with_test(tmp_path / "long", train, [rng.normal(size=(2, n)) for n in long_lengths])
+    a, b = (with_time_channel(ucr.load_ucr(d, **kwargs)) for d in (short, long))
+    assert a.length == b.length and a.info["pool"] == b.info["pool"]
+    assert len(a.train.tensors) == len(b.train.tensors) == 3
+    for ta, tb in zip(a.train.tensors, b.train.tensors):
+        assert ta.dtype == tb.dtype and ta.shape == tb.shape and torch.equal(ta, tb)
+    # the test split on the training grid: pooled by the training window, clock t / (L_train - 1)
+    k, L = b.info["pool"], b.length
+    x, _, lengths = b.test.tensors
+    assert lengths.tolist() == [-(-n // k) for n in long_lengths]
+    assert b.test_length == x.shape[1] == int(lengths.max()) > L and a.test_length is None
+    n0 = int(lengths[0])
+    torch.testing.assert_close(x[0, :n0, 0], torch.arange(n0, dtype=torch.float32) / (L - 1), rtol=0, atol=0)
+    assert float(x[1, int(lengths[1]):].abs().sum()) == 0                 # padding (clock included) is 0
+
+
+def test_an_equal_length_training_split_takes_nothing_from_a_variable_test_file(tmp_path):
+    """Whether the training split carries a lengths tensor (which length bucketing reads) is its
+    own choice: a test file of padded series adds one to the test split only."""
+    rng = np.random.default_rng(1)
+    train = [rng.normal(size=(1, 8)) for _ in range(4)]
+    equal = _problem_with_test(tmp_path / "equal", train, [rng.normal(size=(1, 8)) for _ in range(3)])
+    varied = _problem_with_test(tmp_path / "varied", train, [rng.normal(size=(1, n)) for n in (8, 3, 12)])
+    a, b = ucr.load_ucr(equal), ucr.load_ucr(varied)
+    assert len(a.train.tensors) == len(b.train.tensors) == 2 and not b.has_lengths
+    assert all(torch.equal(ta, tb) for ta, tb in zip(a.train.tensors, b.train.tensors))
+    assert b.lengths_test.tolist() == [8, 3, 12] and b.test_length == 12 and len(a.test.tensors) == 2
+
+
+def test_sequence_data_checks_the_test_length():
+    """``test_length`` declares a test split longer than the training grid; without it both splits
+    must have ``length`` steps, and lengths are checked against their own split's length."""
+    from torch.utils.data import TensorDataset
+
+    from statespaces.data.base import SequenceData
+
+    y = torch.tensor([0, 1])
+    train = TensorDataset(torch.zeros(2, 3, 1), y, torch.tensor([3, 2]))
+    test = TensorDataset(torch.zeros(2, 5, 1), y, torch.tensor([5, 1]))
+    d = SequenceData(train, test, 1, 2, 3, "toy", test_length=5)
+    assert d.split_length("train") == 3 and d.split_length("test") == 5
+    with pytest.raises(ValueError, match="test split: x must have shape"):
+        SequenceData(train, test, 1, 2, 3, "toy")
+    with pytest.raises(ValueError, match="test_length"):
+        SequenceData(train, test, 1, 2, 3, "toy", test_length=0)

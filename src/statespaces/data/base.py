@@ -79,12 +79,16 @@ class SequenceData:
     * ``task``: ``"classification"`` (default; ``y`` int64 in ``[0, n_classes)``), ``"regression"``
       or ``"seq2seq"`` (see the generating function for the target shape).
     * ``info``: free-form facts about the source (file paths, generator parameters, ...).
+    * ``test_length``: the test split's padded length when it differs from ``length`` (None: the
+      same). ``length`` is the training grid; a UCR/UEA test file may hold series longer than every
+      training series, and they are kept whole rather than cut or allowed to lengthen the training
+      inputs (:func:`statespaces.data.ucr.load_ucr`).
 
     Per-example lengths of right-padded data, when present, are the third tensor of each split;
     :attr:`lengths_train` / :attr:`lengths_test` return them (or ``None``).
 
     Construction validates the splits: non-empty, same number of examples in every tensor,
-    classification labels int64 in range, lengths in ``[1, L]``.
+    classification labels int64 in range, lengths in ``[1, L]`` (``L`` = the split's length).
     """
 
     train: TensorDataset
@@ -96,12 +100,15 @@ class SequenceData:
     classes: Optional[List[str]] = None
     task: str = "classification"
     info: dict = field(default_factory=dict)
+    test_length: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; valid tasks: {', '.join(TASKS)}")
         if self.classes is not None and len(self.classes) != self.n_classes:
             raise ValueError(f"{self.name}: {len(self.classes)} class names for n_classes={self.n_classes}")
+        if self.test_length is not None:
+            check_count(f"{self.name}: test_length", self.test_length)
         for split in ("train", "test"):
             _validate_split(self, split, getattr(self, split))
 
@@ -117,6 +124,10 @@ class SequenceData:
     def has_lengths(self) -> bool:
         return self.lengths_train is not None
 
+    def split_length(self, split: str) -> int:
+        """Padded length of ``split`` (``"train"`` or ``"test"``): ``length``, or ``test_length`` when set."""
+        return self.test_length if split == "test" and self.test_length is not None else self.length
+
 
 def _validate_split(data: SequenceData, split: str, ds: TensorDataset) -> None:
     where = f"dataset {data.name!r}, {split} split"
@@ -129,14 +140,15 @@ def _validate_split(data: SequenceData, split: str, ds: TensorDataset) -> None:
     if any(len(t) != n for t in tensors):
         raise ValueError(f"{where}: tensors have different numbers of examples {[len(t) for t in tensors]}")
     x, y = tensors[0], tensors[1]
+    L = data.split_length(split)
     if not isinstance(ds, TokenDataset):
-        if x.dim() != 3 or x.shape[1] != data.length or x.shape[2] != data.d_input:
+        if x.dim() != 3 or x.shape[1] != L or x.shape[2] != data.d_input:
             raise ValueError(
-                f"{where}: x must have shape (n, length={data.length}, d_input={data.d_input}), got {tuple(x.shape)}"
+                f"{where}: x must have shape (n, length={L}, d_input={data.d_input}), got {tuple(x.shape)}"
             )
-    elif x.shape[1] != data.length or ds.d_input != data.d_input:
+    elif x.shape[1] != L or ds.d_input != data.d_input:
         raise ValueError(f"{where}: token ids {tuple(x.shape)} / d_input {ds.d_input} do not match the declared "
-                         f"length={data.length}, d_input={data.d_input}")
+                         f"length={L}, d_input={data.d_input}")
     if data.task == "classification":
         if y.dtype != torch.int64 or y.dim() != 1:
             raise ValueError(f"{where}: classification labels must be an int64 vector (n,), "
@@ -149,8 +161,8 @@ def _validate_split(data: SequenceData, split: str, ds: TensorDataset) -> None:
         if lengths.dtype != torch.int64 or lengths.dim() != 1:
             raise ValueError(f"{where}: lengths must be an int64 vector (n,), "
                              f"got {lengths.dtype} {tuple(lengths.shape)}")
-        if int(lengths.min()) < 1 or int(lengths.max()) > data.length:
-            raise ValueError(f"{where}: lengths must lie in [1, {data.length}], found "
+        if int(lengths.min()) < 1 or int(lengths.max()) > L:
+            raise ValueError(f"{where}: lengths must lie in [1, {L}], found "
                              f"[{int(lengths.min())}, {int(lengths.max())}]")
 
 
@@ -168,9 +180,12 @@ def check_count(name: str, value: int, minimum: int = 1) -> int:
 def with_time_channel(data: SequenceData) -> SequenceData:
     """A copy of ``data`` with a time channel prepended to every series: ``x`` (n, L, d) becomes
     (n, L, d + 1) with channel 0 equal to ``t / (L - 1)`` at step ``t`` (0 for ``L = 1``), the same
-    grid for every series of both splits, and 0 on padded steps (past the ``lengths`` tensor when
+    clock for every series of both splits, and 0 on padded steps (past the ``lengths`` tensor when
     present). This is the time input of the official LinOSS data pipeline (seed 001's
     experiments), a clock the layers can read instead of inferring position from the signal.
+
+    ``L`` is ``data.length``, the training grid: the clock's scale never depends on the test split,
+    whose steps past the training grid (``data.test_length``) read values above 1.
 
     Raises ``ValueError`` for token datasets (one-hot symbols) and non-float inputs."""
     import dataclasses

@@ -1,21 +1,29 @@
 r"""Bach chorales from music21's bundled corpus as a 4-voice 16th-note grid (for autoregressive models).
 
 The corpus ships with ``pip install music21`` (no download at run time): ``corpus.chorales.Iterator``
-lists 371 chorales, of which about 351 have exactly four parts (soprano, alto, tenor, bass). Each
-is parsed once to an integer grid ``(L, 4)``: one row per 16th note, one column per voice, holding
-the sounding MIDI pitch (0..127) or ``REST = 128``. Held notes and repeated notes look the same on
-the grid (as in the usual JSB chorales piano roll); ties, grace notes (zero length), lyrics,
-fermatas and repeat signs are dropped; a chord within one part keeps its highest pitch.
+lists 371 chorales, but only 350 distinct files (21 are listed twice), and 331 of those have
+exactly four parts (soprano, alto, tenor, bass). Each is parsed once to an integer grid ``(L, 4)``:
+one row per 16th note, one column per voice, holding the sounding MIDI pitch (0..127) or
+``REST = 128``. Held notes and repeated notes look the same on the grid (as in the usual JSB
+chorales piano roll); ties, grace notes (zero length), lyrics, fermatas and repeat signs are
+dropped; a chord within one part keeps its highest pitch.
+
+Every piece is kept once: a name listed twice is parsed once, and of two files whose grids are
+identical only the first listed is kept (:func:`unique_pieces`: ``bwv62.6`` and not ``bwv274``,
+``bwv69.6-a`` and not ``bwv69.6``), which leaves 329 pieces. Otherwise the split by piece would put
+copies of training pieces into the held-out splits and flatter their NLL.
 
 The parsed grids are cached as one ``.npz`` under ``$STATESPACES_DATA`` or ``~/.cache/statespaces``
-(never in the repository). The split into train/valid/test is by piece (80/10/10 by default) with
-a fixed seed. :func:`write_midi` turns a grid back into a MIDI file to listen to.
+(never in the repository). The split into train/valid/test is by piece (80/10/10 by default: 263,
+33 and 33 pieces) with a fixed seed. :func:`write_midi` turns a grid back into a MIDI file to
+listen to.
 
 Used by ``experiments/chorales.py`` (NLL per 16th-note step, SaShiMi vs flat stacks; thesis ch. 8
 reports the same kind of likelihood on audio, Tables 8.2-8.5).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +39,8 @@ VOCAB_SIZE = 129
 N_VOICES = 4
 #: Grid steps per quarter note (16th notes).
 STEPS_PER_QUARTER = 4
-_CACHE_NAME = "bach_chorales_16th_v1.npz"
+#: Cache file; v2 holds each piece once (v1 kept repeated names and identical grids).
+_CACHE_NAME = "bach_chorales_16th_v2.npz"
 
 
 def _music21():
@@ -126,22 +135,78 @@ def parse_chorale(name: str) -> np.ndarray:
     return score_to_grid(_music21().corpus.parse(name))
 
 
-def _build_cache(path: Path, verbose: bool = True) -> None:
-    grids, names = [], []
-    for name in chorale_names():
+def grid_key(grid: np.ndarray) -> str:
+    """Content hash of a grid (its shape and values, whatever the integer dtype): two pieces with
+    the same note grid get the same key."""
+    g = np.ascontiguousarray(grid, dtype=np.int64)
+    return hashlib.sha1(repr(g.shape).encode() + g.tobytes()).hexdigest()
+
+
+def unique_pieces(
+    names: Sequence[str], grids: Sequence[np.ndarray]
+) -> Tuple[List[str], List[np.ndarray], Dict[str, str]]:
+    """Each piece once: drop a repeated name, then a grid identical to an earlier piece's.
+
+    The corpus lists some chorales twice and holds a few files under two names with the same
+    notes; splitting by piece would then put a copy of a training piece in the held-out splits.
+    The first occurrence is kept. Returns the kept names and grids, in order, and
+    ``{dropped name: kept name}`` for the grids dropped under another name.
+    """
+    kept_names: List[str] = []
+    kept_grids: List[np.ndarray] = []
+    owner: Dict[str, str] = {}              # grid key -> name of the kept piece
+    aliases: Dict[str, str] = {}
+    seen = set()
+    for name, g in zip(names, grids):
+        if name in seen:
+            continue
+        seen.add(name)
+        key = grid_key(g)
+        if key in owner:
+            aliases[name] = owner[key]
+            continue
+        owner[key] = name
+        kept_names.append(name)
+        kept_grids.append(g)
+    return kept_names, kept_grids, aliases
+
+
+def _parse_four_part(names: Sequence[str]) -> Tuple[List[str], List[np.ndarray]]:
+    """Parse each distinct name once; pieces without exactly four parts are skipped."""
+    parsed_names, grids = [], []
+    for name in dict.fromkeys(names):
         try:
             g = parse_chorale(name)
         except ValueError:
             continue
+        parsed_names.append(name)
         grids.append(g.astype(np.int16))
-        names.append(name)
+    return parsed_names, grids
+
+
+def _build_cache(path: Path, verbose: bool = True) -> None:
+    """Parse the corpus, keep each piece once (:func:`unique_pieces`) and write the ``.npz`` cache."""
+    listed = chorale_names()
+    parsed, grids = _parse_four_part(listed)
+    names, grids, aliases = unique_pieces(parsed, grids)
     if verbose:
-        print(f"parsed {len(grids)} four-part chorales -> {path}")
+        same = ", ".join(f"{a} = {b}" for a, b in aliases.items()) or "none"
+        print(f"{len(listed)} chorales listed, {len(set(listed))} distinct, {len(parsed)} with four parts; "
+              f"{len(names)} kept after dropping identical grids ({same}) -> {path}")
     offsets = np.cumsum([0] + [len(g) for g in grids])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, grid=np.concatenate(grids), offsets=offsets, names=np.array(names))
+    np.savez_compressed(tmp, grid=np.concatenate(grids), offsets=offsets, names=np.array(names),
+                        aliases=np.array(list(aliases.items()), dtype=str).reshape(-1, 2))
     os.replace(tmp, path)
+
+
+def _read_cache(path: Path) -> Tuple[List[str], List[np.ndarray], Dict[str, str]]:
+    """Names, int64 grids and ``{dropped name: kept name}`` stored by :func:`_build_cache`."""
+    with np.load(path) as z:
+        grid, offsets, names = z["grid"].astype(np.int64), z["offsets"], [str(n) for n in z["names"]]
+        aliases = {str(a): str(b) for a, b in z["aliases"]} if "aliases" in z else {}
+    return names, [grid[offsets[i]:offsets[i + 1]] for i in range(len(names))], aliases
 
 
 @dataclass
@@ -153,6 +218,8 @@ class Chorales:
     valid: List[np.ndarray]
     test: List[np.ndarray]
     names: Dict[str, List[str]] = field(default_factory=dict)
+    #: corpus names left out because their grid equals a kept piece's -> that piece's name
+    duplicates: Dict[str, str] = field(default_factory=dict)
     vocab_size: int = VOCAB_SIZE
     n_voices: int = N_VOICES
 
@@ -169,7 +236,8 @@ def load_chorales(
     refresh: bool = False,
     verbose: bool = True,
 ) -> Chorales:
-    """Load (parsing and caching on first use, ~1 min) the four-part Bach chorales.
+    """Load (parsing and caching on first use, ~1 min) the four-part Bach chorales, each piece once
+    (:func:`unique_pieces`, applied again here so that no split holds a copy of another piece).
 
     Args:
         path: cache folder (default :func:`data_dir`).
@@ -182,9 +250,9 @@ def load_chorales(
     cache = data_dir(path) / _CACHE_NAME
     if refresh or not cache.exists():
         _build_cache(cache, verbose)
-    with np.load(cache) as z:
-        grid, offsets, names = z["grid"].astype(np.int64), z["offsets"], [str(n) for n in z["names"]]
-    pieces = [grid[offsets[i]:offsets[i + 1]] for i in range(len(names))]
+    names, pieces, aliases = _read_cache(cache)
+    names, pieces, more = unique_pieces(names, pieces)
+    aliases.update(more)
     order = np.random.default_rng(seed).permutation(len(pieces))
     n_train = int(round(fractions[0] * len(pieces)))
     n_valid = int(round(fractions[1] * len(pieces)))
@@ -192,7 +260,7 @@ def load_chorales(
     split = {k: [pieces[i] for i in idx] for k, idx in parts.items()}
     return Chorales(
         train=split["train"], valid=split["valid"], test=split["test"],
-        names={k: [names[i] for i in idx] for k, idx in parts.items()},
+        names={k: [names[i] for i in idx] for k, idx in parts.items()}, duplicates=aliases,
     )
 
 

@@ -50,16 +50,24 @@ What :func:`load_ucr` does with the parsed series
    z-normalizes each case on its own (per channel, over its valid steps; a constant channel
    becomes 0), the usual UCR preprocessing when series differ in offset or scale; ``"none"``
    (also ``False``) keeps raw values.
-4. **Downsampling** (``max_length``, optional): when the longest series of train and test has
-   more than ``max_length`` steps, every series is averaged over consecutive windows of
+4. **Downsampling** (``max_length``, optional): when the longest *training* series has more
+   than ``max_length`` steps, every series of both splits is averaged over consecutive windows of
    ``k = ceil(L_max / max_length)`` steps (the last window of a series over the steps it has),
    after normalization, so each series keeps ``ceil(length / k)`` steps; ``info["pool"]`` is ``k``.
-   A cheap way to run long problems (ACSF1, L = 1460) on a CPU budget (:func:`pool_series`).
+   A cheap way to run long problems (ACSF1, L = 1460) on a CPU budget (:func:`pool_series`). A
+   test series longer than every training series may keep more than ``max_length`` steps.
 5. **Padding**: variable-length problems (e.g. JapaneseVowels, 7-29 steps) are right-padded
-   with ``pad_value`` (0.0 = the channel mean) to the longest series of train and test, and each
-   split gets a third tensor ``lengths`` (int64, valid steps per case), so batches are
+   with ``pad_value`` (0.0 = the channel mean): the training split to its longest series
+   (``SequenceData.length``; JapaneseVowels: 26), the test split to the same length, or to its
+   own longest series when that one is longer (``SequenceData.test_length``; JapaneseVowels: 29).
+   Each split gets a third tensor ``lengths`` (int64, valid steps per case), so batches are
    ``(x, y, lengths)`` and ``SequenceClassifier(x, lengths)`` pools over valid steps only.
-   Equal-length problems have no lengths tensor unless ``return_lengths=True``.
+   Equal-length problems have no lengths tensor unless ``return_lengths=True``; a training split
+   of equal lengths has none even when the test split needs one (:func:`lengths_wanted`).
+
+Steps 2-5 take every statistic and size from the training split (the test file changes no
+training input: its series are normalised with the training statistics and pooled with the
+training window, and the time channel of ``data.time_channel`` counts in training steps).
 
 Data: the UCR/UEA archives (Dau et al. 2019, "The UCR time series archive"; Bagnall et al. 2018,
 "The UEA multivariate time series classification archive"); cite the archive and the problem's
@@ -671,6 +679,41 @@ def pool_series(series: np.ndarray, k: int) -> np.ndarray:
     return np.add.reduceat(series, starts, axis=-1) / counts
 
 
+def pool_factor(train_lengths: np.ndarray, max_length: Optional[int]) -> int:
+    """The averaging window ``k = ceil(L_max / max_length)`` of ``max_length``, with ``L_max`` the
+    longest **training** series (1 without ``max_length``).
+
+    Taken from the training split alone so that the training inputs do not depend on the test
+    file; the test series are then pooled with the same ``k``, so a test series longer than every
+    training series may keep more than ``max_length`` steps."""
+    if max_length is None:
+        return 1
+    return -(-int(np.max(train_lengths)) // max_length)
+
+
+def split_grids(train_steps: np.ndarray, test_steps: np.ndarray) -> Tuple[int, int]:
+    """``(L_train, L_test)``: the stored lengths of the two splits, given each series' steps after pooling.
+
+    The training split is padded to its own longest series, whatever the test file holds, so the
+    training inputs (and the time channel's clock ``t / (L_train - 1)``) are fixed by the training
+    file alone. The test split is padded to the same length, or to its own longest series when
+    that one is longer than every training series: such a series is kept whole, not cut."""
+    L_train = int(np.max(train_steps))
+    return L_train, max(L_train, int(np.max(test_steps)))
+
+
+def lengths_wanted(return_lengths: Optional[bool], train_padded: bool, test_padded: bool) -> Tuple[bool, bool]:
+    """Whether the (train, test) splits carry a ``lengths`` tensor.
+
+    ``return_lengths`` True or False decides for both. By default the training split carries one
+    when its own series are padded (differ in length), whatever the test file holds, and the test
+    split when either split is padded: it needs one to mask its own padding, and beside a
+    training split that has one the two stay alike."""
+    if return_lengths is not None:
+        return bool(return_lengths), bool(return_lengths)
+    return train_padded, train_padded or test_padded
+
+
 def load_ucr(
     name_or_path: Union[str, Path],
     normalize: Union[bool, str] = "global",
@@ -690,14 +733,17 @@ def load_ucr(
             own) or ``"none"``; ``True``/``False`` mean global/none.
         missing: ``"interpolate"`` or ``"mean"`` (see the module docstring).
         pad_value: value of the padded steps (after normalization).
-        return_lengths: add the lengths tensor to each split; default: only when lengths vary.
+        return_lengths: add the lengths tensor to each split; default: only when lengths vary
+            (:func:`lengths_wanted`: the training split's choice is its own).
         root: an extra folder to search first.
         seed: unused (the archive's train/test split is fixed); accepted for the ``DATASETS`` interface.
-        max_length: average series longer than this over windows of ``ceil(L_max / max_length)``
-            steps (see the module docstring); None keeps every step.
+        max_length: average every series over windows of ``ceil(L_max / max_length)`` steps, with
+            ``L_max`` the longest training series (see the module docstring); None keeps every step.
 
     Returns ``SequenceData`` with ``name = "ucr:<Name>"``, ``classes`` = the original label strings,
-    ``info`` holding the files, per-channel mean/std and the number of filled missing values.
+    ``length`` = the training split's padded length (``test_length`` set when the test split is
+    longer), ``info`` holding the files, per-channel mean/std, the number of filled missing
+    values, the pooling window ``pool`` and the shortest/longest series after pooling.
     """
     if missing not in ("interpolate", "mean"):
         raise ValueError(f"missing must be 'interpolate' or 'mean', got {missing!r}")
@@ -737,12 +783,13 @@ def load_ucr(
     std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
     shift, scale = (mean, std) if mode == "global" else (np.zeros(C), np.ones(C))
     n_missing = int(sum(np.isnan(s[:, :n]).sum() for s, n in zip(tr.series + te.series, np.r_[len_tr, len_te])))
-    L_raw = int(max(len_tr.max(), len_te.max()))
-    k = 1 if max_length is None else -(-L_raw // max_length)
+    # every choice that shapes the inputs comes from the training split (statistics above, the
+    # pooling window and the padded length here); the test split is mapped onto that grid
+    k = pool_factor(len_tr, max_length)
     len_tr, len_te = -(-len_tr // k), -(-len_te // k)             # steps kept after pooling
-    L = int(max(len_tr.max(), len_te.max()))
+    L_train, L_test = split_grids(len_tr, len_te)
 
-    def build(part: TSFile, lens: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
+    def build(part: TSFile, lens: np.ndarray, L: int) -> Tuple[torch.Tensor, torch.Tensor]:
         x = np.full((len(part.series), L, C), pad_value, dtype=np.float32)
         for i, (s, n) in enumerate(zip(part.series, lens)):
             filled = _fill_missing(s, part.series[i].shape[1], mean, missing)
@@ -755,17 +802,16 @@ def load_ucr(
         y = np.array([index[lab] for lab in part.labels], dtype=np.int64)
         return torch.from_numpy(x), torch.from_numpy(y)
 
-    if return_lengths is None:
-        return_lengths = bool((len_tr != L).any() or (len_te != L).any())
+    want_tr, want_te = lengths_wanted(return_lengths, bool((len_tr != L_train).any()), bool((len_te != L_test).any()))
     splits = []
-    for part, lens in ((tr, len_tr), (te, len_te)):
-        x, y = build(part, lens)
-        tensors = (x, y, torch.from_numpy(lens)) if return_lengths else (x, y)
+    for part, lens, L, want in ((tr, len_tr, L_train, want_tr), (te, len_te, L_test, want_te)):
+        x, y = build(part, lens, L)
+        tensors = (x, y, torch.from_numpy(lens)) if want else (x, y)
         splits.append(TensorDataset(*tensors))
     return SequenceData(
-        train=splits[0], test=splits[1], d_input=C, n_classes=len(classes), length=L, name=f"ucr:{name}",
-        classes=classes,
+        train=splits[0], test=splits[1], d_input=C, n_classes=len(classes), length=L_train, name=f"ucr:{name}",
+        classes=classes, test_length=L_test if L_test != L_train else None,
         info={"train_file": str(ftrain), "test_file": str(ftest), "mean": mean, "std": std,  # train stats
               "missing_filled": n_missing, "missing": missing, "normalize": mode,
-              "min_length": int(min(len_tr.min(), len_te.min())), "max_length": L, "pool": k},
+              "min_length": int(min(len_tr.min(), len_te.min())), "max_length": L_test, "pool": k},
     )
