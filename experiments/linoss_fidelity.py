@@ -81,9 +81,11 @@ def arrays(dataset: str, val_fraction: float, seed: int) -> Dict[str, np.ndarray
     figures are not arms of this script.)"""
     cfg = TrainConfig.from_dict({"data": {"name": dataset}})
     data = load_data(cfg)
-    fit, held = validation_split(data, val_fraction, seed)
+    fit, held = validation_split(data, val_fraction, seed, "per-class-round")   # the rule its figures were made with
     x, y = data.train.tensors[:2]
     xt, yt = data.test.tensors[:2]
+    L = max(x.shape[1], xt.shape[1])          # the splits are stored at their own lengths: one grid, as the figures had
+    x, xt = (torch.nn.functional.pad(t, (0, 0, 0, L - t.shape[1])) for t in (x, xt))
     f = lambda t: t.detach().to(torch.float32).numpy()      # noqa: E731
     return dict(xtr=f(x[fit]), ytr=y[fit].numpy(), xva=f(x[held]), yva=y[held].numpy(), xte=f(xt), yte=yt.numpy())
 

@@ -46,14 +46,16 @@ def collect(run: str, preset: str) -> dict:
     default = TrainConfig().to_dict()
     for section, values in want.items():
         for key, value in values.items():
-            if f"{section}.{key}" in RESUMABLE:      # where it ran and what it wrote, not what it computed
-                continue
+            if f"{section}.{key}" in RESUMABLE or f"{section}.{key}" == "trainer.val_split":   # where it ran, what
+                continue                                                        # it wrote; the split rule: noted
             got = used.get(section, {}).get(key, default[section][key])
             if got != value:
                 raise SystemExit(f"{run} was not run with preset {preset}: {section}.{key} = {got!r}, preset {value!r}")
     summary = json.loads(Path(run, "summary.json").read_text())
     history = json.loads(Path(metas[-1]).read_text())["history"]
     summary["seconds"] = sum(h["seconds"] for h in history)   # training + evaluation time, all sessions
+    # the validation split's rule: runs stored before the setting existed used the per-class rounding
+    summary["val_split"] = used.get("trainer", {}).get("val_split", "per-class-round")
     return summary
 
 
@@ -72,6 +74,7 @@ def main() -> None:
     if torch.cuda.is_available():
         hardware = torch.cuda.get_device_name(0) + f", torch {torch.__version__}"
     rows = []
+    legacy: list = []      # presets whose runs drew their validation split by the rule before 2026-12-06
 
     def write() -> None:  # after every run, so an interrupted sweep keeps what it measured
         text = (
@@ -81,6 +84,13 @@ def main() -> None:
             "| preset | dataset | layer | parameters | test score | time | command |\n|---|---|---|---|---|---|---|\n"
             + "\n".join(rows) + "\n"
         )
+        if legacy:
+            text += (
+                "\nValidation split of " + ", ".join(legacy) + ": run before 2026-12-06, when each class's held-out "
+                "share was rounded on its own; today's default (`trainer.val_split = \"stratified\"`) holds out "
+                "`round(val_fraction x n)` in total. Reproduce them with `--trainer.val_split per-class-round` (the "
+                "digits presets draw another split under the two rules: 142 vs 144 of 1437 images held out).\n"
+            )
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         old = Path(args.out).read_text() if Path(args.out).is_file() else ""
         for name in KEPT_SECTIONS:
@@ -99,6 +109,8 @@ def main() -> None:
     for spec in args.collect:
         run, _, name = spec.partition("=")
         s = collect(run, name)
+        if s["val_split"] == "per-class-round" and build_config(name).trainer.val_fraction > 0:
+            legacy.append(name)
         add_row(name, s, s["seconds"])
         print(rows[-1], flush=True)
         write()

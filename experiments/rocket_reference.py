@@ -160,7 +160,7 @@ def validation_part(problems: Sequence[str], splits: Sequence[int], n_kernels: i
         rows: List[Dict[str, Any]] = []
         for k in splits:
             cfg, data = load(problem, k)
-            fit, held = validation_split(data, VAL_FRACTION, k)
+            fit, held = validation_split(data, VAL_FRACTION, k, "per-class-round")   # the tuning rounds' splits
             X_fit, y_fit = to_arrays(data.train, cfg.data.time_channel, fit)
             X_held, y_held = to_arrays(data.train, cfg.data.time_channel, held)
             r = run_rocket(X_fit, y_fit, X_held, y_held, k, n_kernels)

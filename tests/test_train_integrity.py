@@ -253,6 +253,7 @@ OUT_OF_RANGE = {
     "trainer.test_eval": ["never", "", "final"],
     "trainer.grad_clip": [-1.0, math.nan], "trainer.label_smoothing": [1.0, -0.1, math.nan],
     "trainer.mixup": [-0.2, math.inf, math.nan], "trainer.ema": [1.0, -0.1, math.nan], "trainer.val_fraction": [1.0, 1.5, -0.1], "trainer.min_steps": [-1],
+    "trainer.val_split": ["per-class", "", "round"],
     "trainer.bucket": None, "trainer.seed": [-1, 2**32],
     "trainer.out": [""], "trainer.keep_last": [0, -2], "trainer.checkpoint_every": [-1], "trainer.amp": None,
     "trainer.device": ["gpu", "cuda:x"], "trainer.tensorboard": ["maybe", ""],

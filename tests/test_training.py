@@ -31,6 +31,18 @@ def test_param_groups_partition_every_parameter_once():
     torch.optim.AdamW(groups)  # accepted by a real optimizer
 
 
+@pytest.mark.parametrize("kind", ["s4d", "s4", "linoss", "s5"])
+def test_param_groups_put_C_with_the_global_settings_as_documented(kind):
+    """Thesis §7.1: A, B, dt get their own lr and no weight decay; C trains like the linear layers
+    (group "decay"), D without decay. The docstring says the same (it once listed C under no_decay)."""
+    model = SequenceClassifier(1, 3, d_model=8, n_layers=1, layer=dict(kind=kind))
+    groups = {g["name"]: {id(p) for p in g["params"]} for g in param_groups(model, weight_decay=0.1)}
+    layer = model.blocks[0].layer
+    assert id(layer.C) in groups["decay"] and id(layer.D) in groups["no_decay"]
+    doc = {line.strip().split(":")[0]: line for line in param_groups.__doc__.split("* ")[1:]}
+    assert "C" in doc['``"decay"``'] and ", C" not in doc['``"no_decay"``'] and "C," not in doc['``"no_decay"``']
+
+
 def test_param_groups_bad_lr():
     with pytest.raises(ValueError, match="lr"):
         param_groups(S4D(2, 4), lr=0)

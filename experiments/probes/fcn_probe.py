@@ -37,7 +37,7 @@ def main() -> None:
     clock = "clock" in sys.argv[6:]
     torch.set_num_threads(1)
     data = load_data(build_config("ucr", None, [("data.name", f"ucr:{problem}"), ("trainer.seed", str(k))]))
-    fit, held = validation_split(data, 0.25, k)
+    fit, held = validation_split(data, 0.25, k, "per-class-round")   # the tuning rounds' splits (before 2026-12-06)
     x = data.train.tensors[0][..., (0 if clock else 1):].transpose(1, 2)     # (n, C, L); channel 0 is the clock
     y = data.train.tensors[1]
     xf, yf, xv, yv = x[fit], y[fit], x[held], y[held]

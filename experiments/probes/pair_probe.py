@@ -38,7 +38,7 @@ def split_counts(runs: List[Path]) -> List[int]:
     outs, held0, y0, task = [], None, None, None
     for run in runs:
         model, cfg, _, data = load_for_evaluation(last_checkpoint(run))
-        _, held = validation_split(data, cfg.trainer.val_fraction, cfg.trainer.seed)
+        _, held = validation_split(data, cfg.trainer.val_fraction, cfg.trainer.seed, cfg.trainer.val_split)
         if held0 is not None and held != held0:
             raise SystemExit(f"{run}: holds out other series than {runs[0]}; members must share the split")
         task = get_task(data.task)

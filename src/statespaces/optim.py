@@ -25,9 +25,11 @@ def param_groups(
     Returns up to three groups (empty ones dropped), each parameter in exactly one:
 
     * ``"ssm"``: A, B, dt of every :class:`~statespaces.layers.base.SSMLayer`
-      (``lr=ssm_lr``, ``weight_decay=ssm_weight_decay``);
-    * ``"decay"``: other parameters with 2+ dims (weights) (``lr``, ``weight_decay``);
-    * ``"no_decay"``: remaining parameters: biases, norms, C, D (``lr``, no weight decay).
+      (``ssm_parameters()``; ``lr=ssm_lr``, ``weight_decay=ssm_weight_decay``);
+    * ``"decay"``: other parameters with 2+ dims: the linear layers' weights and each layer's output
+      matrix C (``lr``, ``weight_decay``; C takes the global settings, thesis §7.1);
+    * ``"no_decay"``: remaining parameters (1-D ones: biases, norm scales, the skip term D; and any
+      tensor marked ``_no_weight_decay``) (``lr``, no weight decay).
 
     Usage: ``torch.optim.AdamW(param_groups(model, lr=1e-2, weight_decay=0.05))``.
     """

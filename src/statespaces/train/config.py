@@ -46,6 +46,13 @@ from ..models.classifier import POOLS
 NORMALIZE_MODES = ("global", "series", "none")
 #: Values of ``trainer.test_eval``: score the test split after every epoch, or never during training.
 TEST_EVALS = ("epoch", "off")
+#: Values of ``trainer.val_split``, the rule that sizes a stratified validation split
+#: (:func:`statespaces.train.loop.validation_split`): "stratified" holds out ``round(val_fraction x n)``
+#: series in total, shared out over the classes by largest remainder; "per-class-round" rounds each
+#: class on its own (the rule before 2026-12-06, kept to reproduce and resume earlier runs).
+VAL_SPLITS = ("stratified", "per-class-round")
+#: ``trainer.val_split`` of a stored config written before the key existed: the rule that run used.
+LEGACY_VAL_SPLIT = "per-class-round"
 
 
 def _is_device(name: str) -> bool:
@@ -96,6 +103,7 @@ RULES: Dict[str, Dict[str, Rule]] = {
         "mixup": Rule("float", lo=0),
         "ema": Rule("float", lo=0, hi=1, hi_open=True),
         "val_fraction": Rule("float", lo=0, hi=1, hi_open=True),
+        "val_split": Rule("str", choices=lambda: VAL_SPLITS),
         "test_eval": Rule("str", choices=lambda: TEST_EVALS),
         "min_steps": Rule("int", lo=0),
         "bucket": Rule("bool"),
@@ -188,6 +196,10 @@ class TrainerConfig:
     # held out of the training split (stratified by class, seeded by ``seed``) to choose ``best/``;
     # 0: no validation split, ``best/`` is the last epoch. The test split is never used to select.
     val_fraction: float = 0.1
+    # how the classes share the held-out series (classification): "stratified", round(val_fraction x n) in
+    # total by largest remainder; "per-class-round", each class rounded alone (the rule before 2026-12-06,
+    # which could hold out 1 series instead of 5; kept to reproduce earlier runs: VAL_SPLITS)
+    val_split: str = "stratified"
     # score the test split after every epoch ("epoch": reported beside the validation score, never used to
     # choose) or not at all during training ("off": blind tuning on a validation split; nothing about the
     # test split is printed or stored; `statespaces evaluate` scores a run's best/ afterwards)
@@ -235,7 +247,8 @@ class TrainConfig:
 
         ``legacy=True`` (configs stored by earlier runs) also reads the model section of before the
         layer configs (``d_state``, ``init``, ``dt_min``, ``dt_max``, ``layer_kwargs`` beside
-        ``layer``) as the layer that run built (:func:`upgrade_model_section`)."""
+        ``layer``) as the layer that run built (:func:`upgrade_model_section`), and a trainer section
+        without ``val_split`` as the validation split that run drew (:data:`LEGACY_VAL_SPLIT`)."""
         if not isinstance(d, dict):
             raise ConfigError(f"a config must be a table of sections, got {_show(d)}")
         unknown = set(d) - set(SECTIONS)
@@ -249,6 +262,8 @@ class TrainConfig:
                                   f"{', '.join(f.name for f in fields(klass))}")
             if name == "model" and legacy:
                 values = upgrade_model_section(values)
+            if name == "trainer" and legacy:
+                values = upgrade_trainer_section(values)
             valid = {f.name for f in fields(klass)}
             bad = set(values) - valid
             if bad:
@@ -344,6 +359,15 @@ def upgrade_model_section(model: Dict[str, Any]) -> Dict[str, Any]:
     kwargs.update(model.pop("layer_kwargs", None) or {})
     model["layer"] = legacy_layer(kind, kwargs)
     return model
+
+
+def upgrade_trainer_section(trainer: Dict[str, Any]) -> Dict[str, Any]:
+    """A stored [trainer] section of before ``val_split`` -> today's, drawing the same validation split: the
+    per-class rounding of that time (:data:`LEGACY_VAL_SPLIT`), not today's default. Resume is exact, so a
+    resumed run must hold out the series it held out before."""
+    if "val_split" in trainer:
+        return trainer
+    return {**trainer, "val_split": LEGACY_VAL_SPLIT}
 
 
 def _layer_rule(kind: Any, setting: str) -> Optional[Rule]:
@@ -575,7 +599,8 @@ CPU_PRESETS = ("digits-s4d", "pdigits-s4d", "digits-s4", "digits-linoss", "digit
                "pathfinder-s4d", "listops-short-s4d", "pathfinder16-s4d", "fmnist14-s4d")
 
 
-#: Config keys a resumed run may change: where it runs and what it writes, not what it computes.
+#: Config keys a resumed run may change: where it runs and what it writes, not what it computes
+#: (``trainer.val_split`` is not one: it decides which series are trained on).
 RESUMABLE = ("trainer.out", "trainer.device", "trainer.tensorboard", "trainer.compile", "trainer.keep_last",
              "trainer.checkpoint_every", "trainer.test_eval")
 
@@ -597,7 +622,8 @@ def flat(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 def config_conflicts(stored: Dict[str, Any], given: Dict[str, Any]) -> Dict[str, Tuple[Any, Any]]:
     """``{key: (stored value, given value)}`` for every key outside :data:`RESUMABLE` that differs
-    (a stored config written before a field existed has that field's default)."""
+    (a stored config written before a field existed has that field's default, except ``trainer.val_split``:
+    the rule of that time, :func:`upgrade_trainer_section`)."""
     try:
         stored = TrainConfig.from_dict(stored, legacy=True).to_dict()
     except ConfigError:

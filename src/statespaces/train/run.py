@@ -178,6 +178,8 @@ class _Checkpoints:
         return None
 
     def save(self, step: int, tensors, meta, is_best: bool) -> Path:
+        """Write ``checkpoints/step-<step>``, then ``best/`` when ``is_best``, then prune. A crash between
+        the two writes leaves ``best/`` an epoch behind; the resume repairs it (:meth:`sync_best`)."""
         if self.run_id is not None:
             meta = dict(meta, run_id=self.run_id)
         path = save_checkpoint(self.dir / f"step-{step:09d}", tensors, meta)
@@ -185,6 +187,25 @@ class _Checkpoints:
             save_checkpoint(self.best, tensors, meta)
         self.prune(step)
         return path
+
+    def sync_best(self, path: Path, tensors, meta) -> None:
+        """Make ``best/`` the restored checkpoint ``path`` (``tensors``, ``meta`` as loaded) when that one was
+        written as the selected model (``meta["selection"]["selected"]``) and ``best/`` holds another step,
+        another run, or nothing valid: the step checkpoint is written before ``best/``, so a kill or a full
+        disk between the two left ``best/`` on an older epoch while the history already chose this one, and
+        the finished run's ``summary.json`` would disagree with ``statespaces evaluate``."""
+        selection = meta.get("selection")
+        if not (isinstance(selection, dict) and selection.get("selected")):
+            return
+        try:
+            held = load_checkpoint(self.best)[1]
+        except (FileNotFoundError, CorruptCheckpointError):
+            held = {}
+        if (held.get("step"), held.get("run_id")) == (meta.get("step"), meta.get("run_id")):
+            return
+        print(f"warning: {self.best} did not hold the selected step {meta.get('step')} (a run stopped between "
+              f"writing {path.name} and best/); rewritten from {path}", file=sys.stderr)
+        save_checkpoint(self.best, tensors, meta)
 
     def prune(self, newest: int) -> None:
         """Delete this run's valid checkpoints older than step ``newest`` beyond the last ``keep_last``
@@ -334,7 +355,9 @@ class Run:
         ``model.*`` are then the averaged weights, ``train.*`` the trained ones) and set the torch RNG from
         it; return its metadata (None: nothing restored, the fresh state kept). A checkpoint written with
         another config raises :class:`ConfigError` naming the differing keys; one that fails half-way through
-        its restore is skipped and its partial restore undone.
+        its restore is skipped and its partial restore undone. When the restored checkpoint is the selected
+        model and ``best/`` holds another step (a run stopped between the two writes), ``best/`` is rewritten
+        from it (:meth:`_Checkpoints.sync_best`), so ``best/`` is the epoch the resumed history chose.
         """
         if not self.resume:
             return None
@@ -357,6 +380,7 @@ class Run:
                     "(statespaces train --trainer.out DIR --resume reads them), or choose a new --trainer.out"
                 )
             touched = True
+            loaded = meta
             try:
                 saved = with_prefix(tensors, "model.")
                 if ema is None:
@@ -380,6 +404,7 @@ class Run:
                 self.ckpts.run_id = meta["run_id"]
             if self.main:
                 print(_resume_note(meta["step"], steps_per_epoch, config, path), file=sys.stderr)
+                self.ckpts.sync_best(path, tensors, loaded)    # before any step can change the restored tensors
             return meta
         if touched:
             model.load_state_dict(fresh[0])
