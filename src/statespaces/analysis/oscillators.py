@@ -17,7 +17,9 @@ oscillator:
   from it ``natural_frequency`` ``w0 = |s|``, ``damping_ratio`` ``zeta = -Re s/|s|``,
   ``damped_frequency`` ``Im s`` (rad per unit time; time unit = the one dt is measured in) and
   ``decay_time`` ``-1/Re s``. The pair (s, conj s) is the first-order form of
-  ``q'' + 2 zeta w0 q' + w0^2 q = input`` (notes 6.2).
+  ``q'' + 2 zeta w0 q' + w0^2 q = input`` (notes 6.2). A layer whose modes carry no ``dt`` is
+  analysed with ``dt = 1`` step and says so: ``time_unit == "step"`` (frequencies in rad per step,
+  decay times in steps) instead of ``"time"``.
 * ``eig_nominal``: the continuous eigenvalue of the layer's own ODE before discretization.
 
 What frequency and damping mean depends on the discretization (notes 6.2):
@@ -37,6 +39,18 @@ Supported layers: any layer with a ``modes(rate)`` view (:class:`~statespaces.la
 :class:`~statespaces.layers.s4d.S4D` (and any :class:`~statespaces.layers.base.DiagonalSSM`), S4
 (its diagonalised DPLR form), :class:`~statespaces.layers.linoss.LinOSS` and D-LinOSS. This module
 reads nothing else of a layer (no type tests, no raw parameters). All numbers are float64/complex128.
+
+**S4** (modes of structure ``dplr``: all N eigenvalues of the real N x N system per channel) lists each
+conjugate pair ``(lambda, conj lambda)`` as one oscillator with the pair's residue ``c + conj c'``, and
+each real eigenvalue as one oscillator, exactly as S4D with the same system would. Channels can then
+have different numbers of oscillators; the (H, M) tensors are padded, and :attr:`OscillatorAnalysis.valid`
+marks the oscillators (tables, counts and :meth:`~OscillatorAnalysis.to_oscillators` skip the padding,
+which has residue 0 and repeats a real entry's eigenvalue, so the kernel and plots are unchanged).
+S4's modes come from an eigendecomposition whose accuracy is measured (``Modes.kernel_error``, Lemma
+6.6); the analysis keeps it (``extra['kernel_error']`` per channel, ``summary()['kernel_error']``,
+a ``kernel_error`` column in :meth:`~OscillatorAnalysis.table`): above
+:data:`~statespaces.layers.modes.MODES_TOL` the table is not a faithful picture of the layer
+(``summary()['faithful']`` is False, and ``S4.modes`` has warned).
 
 **Bidirectional layers** have two kernels over the same oscillators: the causal (``forward``)
 one, acting on lags ``0..L-1`` with the skip ``D``, and the anti-causal (``backward``) one with its
@@ -61,7 +75,7 @@ from torch import nn
 
 from .._checks import check_length
 from ..layers.linoss import DEGENERATE_THETA
-from ..layers.modes import Modes
+from ..layers.modes import MODES_TOL, Modes
 
 Tensor = torch.Tensor
 
@@ -111,7 +125,7 @@ class OscillatorAnalysis:
     r"""Oscillators of one layer (see the module docstring for the meaning of every field).
 
     Shapes (complex128 / float64): S4D-like (``kind in {'s4d', 's4'}``): ``log_eig``, ``dt``,
-    ``eig_nominal``, ``residue`` (H, M); LinOSS: ``log_eig``, ``dt``, ``eig_nominal`` (P,),
+    ``eig_nominal``, ``residue``, ``valid`` (H, M); LinOSS: ``log_eig``, ``dt``, ``eig_nominal`` (P,),
     ``residue`` and ``ramp`` (H_out, H_in, P), ``gf_residue`` (P,); ``D`` (H,).
     """
 
@@ -130,6 +144,12 @@ class OscillatorAnalysis:
     direction: str = "causal"
     #: the kernel's entry l acts on lag ``l`` (causal, forward) or on lag ``-(l + lag_offset)`` (backward)
     lag_offset: int = 0
+    #: SISO (H, M) bool: which entries are oscillators (None: all); the rest pad channels with fewer
+    #: oscillators (residue 0, a repeated eigenvalue) and are left out of tables, counts and records
+    valid: Optional[Tensor] = None
+    #: ``"time"``: ``dt`` is the layer's step, frequencies are in rad per unit time; ``"step"``: the
+    #: layer's modes carry no step size, ``dt`` is 1 and frequencies are in rad per step, times in steps
+    time_unit: str = "time"
 
     # ---- derived quantities ---------------------------------------------------------------------
     @property
@@ -157,7 +177,8 @@ class OscillatorAnalysis:
 
     @property
     def eig_continuous(self) -> Tensor:
-        """``s = (log|lambda| + i arg lambda)/dt``: exact continuous equivalent of the discrete kernel."""
+        """``s = (log|lambda| + i arg lambda)/dt``: exact continuous equivalent of the discrete kernel, per unit
+        time (per step where the layer gave no dt: ``time_unit == "step"``)."""
         return torch.complex(self.log_eig.real, self.angle) / self.dt
 
     @property
@@ -192,6 +213,22 @@ class OscillatorAnalysis:
     @property
     def d_model(self) -> int:
         return self.D.shape[0]
+
+    @property
+    def kernel_error(self) -> Optional[float]:
+        """Largest relative error of the layer's modes' kernel against the layer's own (S4: measured by
+        ``S4.modes``, Lemma 6.6); None where the modes are exact by construction (S4D, LinOSS)."""
+        err = self.extra.get("kernel_error")
+        return None if err is None else float(err.max())
+
+    @property
+    def n_oscillators(self) -> int:
+        """Number of oscillators (padding excluded)."""
+        return int(self.log_eig.numel() if self.valid is None else self.valid.sum())
+
+    def _entries(self, t: Tensor) -> Tensor:
+        """The oscillators' values of a per-entry tensor, flattened (padding dropped)."""
+        return t.flatten() if self.valid is None else t[self.valid]
 
     # ---- the operator -----------------------------------------------------------------------------
     def kernel(self, L: int) -> Tensor:
@@ -252,7 +289,8 @@ class OscillatorAnalysis:
     # ---- tables -------------------------------------------------------------------------------------
     def table(self) -> List[Dict[str, Any]]:
         """One row per oscillator: per (channel, mode) for SISO layers, per oscillator for LinOSS
-        (with ``gain`` = Frobenius norm of its channel-mixing matrix ``Re(C_:p B_p:)``)."""
+        (with ``gain`` = Frobenius norm of its channel-mixing matrix ``Re(C_:p B_p:)``). Every row
+        says its ``time_unit``; rows of an S4 layer also carry their channel's ``kernel_error``."""
         cols = {
             "eig_re": self.eig.real, "eig_im": self.eig.imag, "eig_abs": self.eig.abs(),
             "angle_per_step": self.angle, "decay_steps": self.decay_steps,
@@ -272,39 +310,49 @@ class OscillatorAnalysis:
                 row = {"layer": self.name, "oscillator": p, "A": float(self.extra["A"][p])}
                 row.update({k: float(v[p]) for k, v in cols.items()})
                 row.update({"amplitude": float(amp[p]), "phase": float(ph[p]), "gain": float(gain[p]),
-                            "degenerate": bool(self.extra["degenerate"][p])})
+                            "degenerate": bool(self.extra["degenerate"][p]), "time_unit": self.time_unit})
                 rows.append(row)
             return rows
         amp, ph = self.amplitude, self.phase
-        H, M = self.log_eig.shape
-        for h in range(H):
-            for m in range(M):
-                row = {"layer": self.name, "channel": h, "mode": m}
-                row.update({k: float(v[h, m]) for k, v in cols.items()})
-                row.update({"amplitude": float(amp[h, m]), "phase": float(ph[h, m])})
-                rows.append(row)
+        err = self.extra.get("kernel_error")
+        for h, m in self._indices():
+            row = {"layer": self.name, "channel": h, "mode": m}
+            row.update({k: float(v[h, m]) for k, v in cols.items()})
+            row.update({"amplitude": float(amp[h, m]), "phase": float(ph[h, m]), "time_unit": self.time_unit})
+            if err is not None:
+                row["kernel_error"] = float(err[h])
+            rows.append(row)
         return rows
+
+    def _indices(self) -> List[Tuple[int, int]]:
+        """SISO: the (channel, mode) index of every oscillator, padding excluded."""
+        H, M = self.log_eig.shape
+        valid = None if self.valid is None else self.valid.tolist()
+        return [(h, m) for h in range(H) for m in range(M) if valid is None or valid[h][m]]
 
     def to_oscillators(self) -> List[Oscillator]:
         """SISO layers only: the :class:`Oscillator` records (input of :func:`s4d_from_oscillators`)."""
         if self.mimo:
             raise TypeError("LinOSS mixes channels (MIMO); its oscillators cannot be listed per channel for S4D")
         w0, z, amp, ph = self.natural_frequency, self.damping_ratio, self.amplitude, self.phase
-        H, M = self.log_eig.shape
         return [
             Oscillator(h, float(w0[h, m]), float(z[h, m]), float(amp[h, m]), float(ph[h, m]), float(self.dt[h, m]))
-            for h in range(H) for m in range(M)
+            for h, m in self._indices()
         ]
 
     def summary(self) -> Dict[str, Any]:
-        """Small JSON-able summary."""
-        mag = self.eig.abs()
+        """Small JSON-able summary. ``kernel_error`` (None: exact by construction) and ``faithful``
+        (``kernel_error <= MODES_TOL``) say whether the oscillators describe the layer (S4, Lemma 6.6);
+        ``time_unit`` whether frequencies are per unit time or per step (no dt known)."""
+        mag, w0, zeta = (self._entries(t) for t in (self.eig.abs(), self.natural_frequency, self.damping_ratio))
+        err = self.kernel_error
         return {
             "layer": self.name, "kind": self.kind, "discretization": self.discretization, "direction": self.direction,
-            "d_model": self.d_model, "n_oscillators": int(self.log_eig.numel()),
+            "d_model": self.d_model, "n_oscillators": self.n_oscillators,
             "max_abs_eig": float(mag.max()), "min_abs_eig": float(mag.min()),
-            "natural_frequency_range": [float(self.natural_frequency.min()), float(self.natural_frequency.max())],
-            "damping_ratio_range": [float(self.damping_ratio.min()), float(self.damping_ratio.max())],
+            "natural_frequency_range": [float(w0.min()), float(w0.max())],
+            "damping_ratio_range": [float(zeta.min()), float(zeta.max())],
+            "time_unit": self.time_unit, "kernel_error": err, "faithful": None if err is None else err <= MODES_TOL,
         }
 
 
@@ -366,6 +414,11 @@ def oscillators(layer: nn.Module, rate: float = 1.0, name: str = "",
     Raises:
         TypeError: a module without ``modes`` (or a non-module).
         ValueError: a bidirectional layer without ``direction``, or a direction a causal layer has not.
+
+    Warns:
+        ModesAccuracyWarning: (from ``S4.modes``) the layer's eigenbasis is too ill-conditioned for its
+            modes to reproduce its kernel (Lemma 6.6). The analysis is still returned, as a report: its
+            ``kernel_error`` (``extra``, ``summary()``, the table rows) says how far it can be trusted.
     """
     from ..layers.base import check_rate
 
@@ -429,23 +482,80 @@ def _analysis(modes: Modes, name: str, k: int) -> OscillatorAnalysis:
 def _siso_analysis(modes: Modes, name: str, k: int) -> OscillatorAnalysis:
     """Per-channel modes: ``K_h[l] = Re sum_m C B lambda^l = sum 2 Re(c lambda^l)`` with ``c = C B / 2``.
 
-    For S4 (``dplr``) every eigenvalue of the real N x N system is kept (conjugate pairs twice, each
-    with half the weight); for HiPPO-LegS the eigenbasis is exponentially ill-conditioned (Lemma 6.6):
-    residues are then inaccurate, and ``extra['cond_V']`` records ``cond(V)``.
+    Modes of structure ``dplr`` (S4: every eigenvalue of the real N x N system) are merged into one
+    oscillator per conjugate pair (:func:`_merge_conjugate_pairs`), as S4D lists them. Their accuracy
+    (``Modes.kernel_error``, Lemma 6.6) goes to ``extra['kernel_error']``, ``cond(V)`` to ``extra['cond_V']``.
+    Modes without ``dt`` are read per step (``dt = 1``, ``time_unit = "step"``).
     """
     c128 = torch.complex128
     log_eig = modes.log_eig.to(c128)
     residue = modes.C[k].to(c128) * modes.input_weights().to(c128) / 2.0
     dt = torch.ones_like(log_eig.real) if modes.dt is None else modes.dt.to(torch.float64).clone()
     nominal = log_eig / dt if modes.A is None else modes.A.to(c128)
+    valid = None
+    if modes.structure == "dplr":
+        log_eig, residue, nominal, dt, valid = _merge_conjugate_pairs(log_eig, residue, nominal, dt)
     log_eig, residue, nominal = _canonical(log_eig, residue, nominal)
     extra: Dict[str, Any] = {}
     if modes.cond is not None:
         extra["cond_V"] = modes.cond
+    if modes.kernel_error is not None:
+        extra["kernel_error"] = modes.kernel_error.to(torch.float64)
     return OscillatorAnalysis(
         kind=_KINDS.get(modes.structure, modes.structure), discretization=modes.discretization, log_eig=log_eig,
         dt=dt, residue=residue, D=modes.D.to(torch.float64).clone(), eig_nominal=nominal, name=name, extra=extra,
+        valid=valid, time_unit="step" if modes.dt is None else "time",
     )
+
+
+def _conjugate_records(log_eig: Tensor) -> List[Tuple[int, int]]:
+    """The oscillators of one channel of a real system's modes, log_eig (N,): ``(i, j)`` for a conjugate
+    pair (i the member with Im lambda > 0, j its conjugate), ``(i, -1)`` for a mode kept alone (a real
+    eigenvalue, or one whose conjugate is not among the modes to rounding: listing it alone keeps the
+    kernel exact). The eigensolver of a real matrix returns conjugate pairs exactly, so the match is tight."""
+    lam = torch.exp(log_eig)
+    side = torch.sin(log_eig.imag)
+    upper = [int(i) for i in torch.nonzero(side > 0).flatten()]
+    lower = [int(i) for i in torch.nonzero(side < 0).flatten()]
+    partner: Dict[int, int] = {}
+    if upper and lower:
+        dist = (lam[upper].unsqueeze(1) - lam[lower].conj().unsqueeze(0)).abs()        # (n_upper, n_lower)
+        tol = 64 * torch.finfo(torch.float64).eps * lam[upper].abs().clamp(min=1.0)
+        for a in torch.argsort(dist.min(1).values).tolist():                           # closest pairs first
+            b = int(dist[a].argmin())
+            if float(dist[a, b]) <= float(tol[a]):                                   # each lower member once
+                partner[upper[a]] = lower[b]
+                dist[:, b] = math.inf
+    paired = set(partner.values())
+    return [(i, partner.get(i, -1)) for i in range(log_eig.shape[0]) if i not in paired]
+
+
+def _merge_conjugate_pairs(log_eig: Tensor, residue: Tensor, nominal: Tensor,
+                           dt: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    r"""One oscillator per conjugate pair of a real system's modes (all (H, N)), as S4D lists them.
+
+    ``2 Re(c lambda^l) + 2 Re(c' conj(lambda)^l) = 2 Re((c + conj c') lambda^l)``: the pair becomes the
+    member with ``Im lambda > 0`` and the residue ``c + conj c'``; real eigenvalues stay single. The
+    kernel is unchanged. Channels with fewer oscillators are padded to the largest count M with
+    residue 0 at their first oscillator's eigenvalue. Returns ``(log_eig, residue, nominal, dt, valid)``
+    (H, M), ``valid`` marking the oscillators.
+    """
+    records = [_conjugate_records(log_eig[h]) for h in range(log_eig.shape[0])]
+    H, M = len(records), max(len(r) for r in records)
+    idx = torch.zeros(H, M, dtype=torch.long)
+    other = torch.full((H, M), -1, dtype=torch.long)
+    valid = torch.zeros(H, M, dtype=torch.bool)
+    for h, recs in enumerate(records):
+        n = len(recs)
+        idx[h, :n] = torch.tensor([i for i, _ in recs])
+        other[h, :n] = torch.tensor([j for _, j in recs])
+        idx[h, n:] = recs[0][0]
+        valid[h, :n] = True
+    pair = other >= 0
+    merged = residue.gather(1, idx) + torch.where(pair, residue.gather(1, other.clamp(min=0)).conj(),
+                                                  torch.zeros((), dtype=residue.dtype))
+    merged = torch.where(valid, merged, torch.zeros((), dtype=residue.dtype))
+    return log_eig.gather(1, idx), merged, nominal.gather(1, idx), dt.gather(1, idx), valid
 
 
 def _mimo_analysis(modes: Modes, name: str, k: int) -> OscillatorAnalysis:
@@ -473,7 +583,7 @@ def _mimo_analysis(modes: Modes, name: str, k: int) -> OscillatorAnalysis:
         kind=_KINDS.get(modes.structure, modes.structure), discretization=modes.discretization.upper(),
         log_eig=log_eig, dt=dt[:P].clone(), residue=W.to(c128) * gf,
         D=modes.D.to(torch.float64).clone(), eig_nominal=s[:P], name=name, ramp=W * (2 * half_ramp),
-        gf_residue=gf, extra=extra,
+        gf_residue=gf, extra=extra, time_unit="step" if modes.dt is None else "time",
     )
 
 

@@ -17,6 +17,11 @@ eigenvalue, LinOSS with ``A = 0``): ``Re C ramp B (l + 1) lambda^l`` is added.
 The layers' ``modes(rate)`` return this object in float64/complex128 whatever their own dtype,
 and each layer class has a ``from_modes(modes, ...)`` constructor whose forward (at rate 1)
 reproduces the given kernel; see ``docs/modes.md``.
+
+The modes are exact by construction for S4D and LinOSS. For S4 they come from an eigendecomposition,
+which is only as accurate as the eigenbasis is well conditioned (Lemma 6.6); ``S4.modes`` therefore
+measures the kernel its modes define against the layer's own and records the relative error per
+channel in :attr:`Modes.kernel_error`, with a :class:`ModesAccuracyWarning` above :data:`MODES_TOL`.
 """
 from __future__ import annotations
 
@@ -32,6 +37,15 @@ Tensor = torch.Tensor
 #: What a :class:`Modes` was read from: a diagonal SSM, the diagonalised DPLR form of S4, or
 #: LinOSS-like banks of 2x2 oscillator blocks (modes listed as all ``lambda_p`` then all conjugates).
 MODE_STRUCTURES = ("diagonal", "dplr", "oscillator")
+
+#: Relative kernel error above which modes read from an eigendecomposition are reported as not faithful
+#: to their layer (:class:`ModesAccuracyWarning`); the same default as ``S4.diagonalize``'s ``tol``.
+MODES_TOL = 1e-4
+
+
+class ModesAccuracyWarning(UserWarning):
+    """The modes of a layer do not reproduce its kernel (an ill-conditioned or defective eigenbasis,
+    Lemma 6.6): the explicit-operator view, and any oscillator table read from it, is not faithful."""
 
 
 @dataclass
@@ -59,6 +73,14 @@ class Modes:
             modes) or ``"concat"`` (these are the causal half's modes only; the reverse half is
             ``layer.reverse.modes()``, and the mixing projection is outside both).
         cond: condition number of the eigenbasis per channel (H,) (``dplr``: Lemma 6.6), or None.
+        kernel_error: relative error per channel (H,) float64 of the kernel these modes define against
+            the layer's own kernel, ``||K_modes - K|| / ||K||`` over both directions and the first
+            ``check_length`` lags (``S4.modes``); None where not measured (modes exact by construction).
+            Above :data:`MODES_TOL` the modes, and the oscillators read from them, are not faithful.
+
+    Structures: ``diagonal`` (one mode per stored diagonal mode, conjugate pairs folded into ``C``),
+    ``dplr`` (all N eigenvalues of a real N x N system per channel, so every complex mode appears
+    together with its conjugate: ``S4.modes``, ``DiagonalizedS4.modes``), ``oscillator`` (LinOSS-like).
     """
 
     log_eig: Tensor
@@ -74,6 +96,7 @@ class Modes:
     ramp: Optional[Tensor] = None
     bidirectional: Optional[str] = None
     cond: Optional[Tensor] = None
+    kernel_error: Optional[Tensor] = None
 
     @property
     def mimo(self) -> bool:

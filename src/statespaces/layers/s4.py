@@ -56,7 +56,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from typing import Iterator, Optional, Tuple
 
 import torch
@@ -88,6 +89,7 @@ from ..kernels.dplr import (
     truncated_C_rows,
     untruncated_C,
 )
+from ..kernels.vandermonde import vandermonde
 from ..ops.fftconv import fftconv
 from .base import DiagonalSSM, DiagonalSystem, SSMLayer, check_rate, freeze_ssm
 from .config import LayerConfig, setting
@@ -102,7 +104,7 @@ from .init import (
     s4d_init,
     tie_channels,
 )
-from .modes import Modes
+from .modes import MODES_TOL, Modes, ModesAccuracyWarning
 
 Tensor = torch.Tensor
 
@@ -147,6 +149,27 @@ def s4_init(name: str, N: int, H: int, rank: Optional[int] = None,
 
     Lam, P, B, _ = dplr(name, N, rank=r)
     return Lam.expand(H, M).clone(), P[:, None, :].expand(r, H, M).clone(), B.expand(H, M).clone()
+
+
+def _warn_if_unfaithful(modes: Modes, tol: float, L: int) -> None:
+    """:class:`ModesAccuracyWarning` if some channel's ``modes.kernel_error`` exceeds ``tol`` (S4.modes)."""
+    err = modes.kernel_error
+    if err is None or not bool((err > tol).any() | err.isnan().any()):
+        return
+    h = int(torch.nan_to_num(err, nan=math.inf).argmax())
+    cond = float(modes.cond.max()) if modes.cond is not None else math.nan
+    warnings.warn(
+        f"S4.modes(): the eigenbasis of this layer's A = Lambda - P P^* is ill-conditioned (cond(V) up to "
+        f"{cond:.1e}; Lemma 6.6: HiPPO-LegS/LegT-like matrices) or A is not diagonalizable at all (HiPPO-LagT "
+        f"is a single Jordan block), so its modes are not faithful: the kernel they define differs from the "
+        f"layer's own by a relative error of {float(err[h]):.1e} in channel {h} (tol={tol:g}, over {L} lags; "
+        f"{int((err > tol).sum())} of {err.numel()} channels above tol). The oscillator table read from them "
+        "(statespaces.analysis.oscillators, `statespaces analyze`) is not faithful either: its frequencies, "
+        "dampings and amplitudes may be made up (HiPPO-LegS's eigenvalues are real). The layer itself is "
+        "unaffected: use layer.kernel(L) for its operator, and Modes.kernel_error (per channel) to see which "
+        "channels' modes can be trusted",
+        ModesAccuracyWarning, stacklevel=3,
+    )
 
 
 class S4(SSMLayer):
@@ -428,30 +451,70 @@ class S4(SSMLayer):
         return dA, dB, c, dt
 
     # ---- explicit operator ----------------------------------------------------------------------
-    def modes(self, rate: float = 1.0) -> Modes:
+    def modes(self, rate: float = 1.0, check_length: Optional[int] = 256, tol: float = MODES_TOL) -> Modes:
         r"""The diagonalised DPLR form (:class:`~statespaces.layers.modes.Modes`, complex128, N modes per channel).
 
         The real continuous ``A = Lambda - P P^*`` (H, N, N) of the full conjugate-symmetric state is
         eigen-decomposed once in float64, ``A = V diag(s) V^{-1}`` (Lemma 3.3 conjugation); the
         bilinear rule keeps the eigenvectors, so ``lambda = (1 + dt s/2)/(1 - dt s/2)``,
         ``B = dt V^{-1} b / (1 - dt s/2)``, ``C = c V`` (eq. 3.2 in the eigenbasis); ``A`` holds s.
-        Exact up to the conditioning of V (recorded in ``cond``): HiPPO-LegS has an exponentially
-        ill-conditioned eigenbasis (Lemma 6.6), so for large N the modes lose digits.
+        Structure ``dplr``: every complex mode comes with its conjugate (the oscillator analysis
+        merges each pair into one oscillator).
+
+        Exact only up to the conditioning of V (``cond``, per channel): HiPPO-LegS and LegT have an
+        exponentially ill-conditioned eigenbasis (Lemma 6.6), and HiPPO-LagT's A is a single Jordan
+        block, not diagonalizable at all (layers built in float64 at these inits: kernel errors 1e-2 to
+        3e-1 and made-up frequencies from N = 16-32). So the kernel the modes define is compared with
+        the layer's own (Algorithm 1 on the same system, in float64) over ``check_length`` lags; the
+        relative error per channel is ``kernel_error``.
+
+        Above ``tol`` this **warns** (:class:`~statespaces.layers.modes.ModesAccuracyWarning`) and
+        still returns the modes, where :meth:`diagonalize` raises: ``diagonalize`` builds a
+        computational form that replaces the layer, so an inaccurate one is refused, while ``modes``
+        is an analysis view (``statespaces analyze`` reads trained checkpoints through it), which
+        reports how far it can be trusted rather than refusing to look.
+
+        Args:
+            rate: step-size multiplier, folded into ``dt``.
+            check_length: lags of the accuracy check (None: skip it; ``kernel_error`` stays None).
+            tol: relative kernel error above which the warning is given.
+
+        Shapes: ``log_eig``, ``B``, ``dt``, ``A`` (H, N); ``C`` (K, H, N); ``cond``, ``kernel_error`` (H,).
         """
         rate = check_rate(rate)
         c128 = torch.complex128
-        Lam, P, B, C = (t.to(c128) for t in self.continuous_system())
+        system = tuple(t.to(c128) for t in self.continuous_system())
+        Lam, P, B, C = system
         A, b, c = dplr_real_system(Lam, P, B, C)                       # (H, N, N), (H, N), (K, H, N) float64
         s, V = torch.linalg.eig(A)
         Vb = torch.linalg.solve(V, b.to(c128).unsqueeze(-1)).squeeze(-1)
         CV = torch.einsum("khn,hnm->khm", c.to(c128), V)
         dt = self._dt(rate).to(torch.float64).unsqueeze(-1)             # (H, 1)
         half = 1 - dt * s / 2
-        return Modes(
+        modes = Modes(
             log_eig=torch.log((1 + dt * s / 2) / half), B=dt * Vb / half, C=CV, D=self.D.to(torch.float64),
             dt=dt.expand_as(s).clone(), A=s, discretization="bilinear", structure="dplr",
             bidirectional="sum" if self.bidirectional else None, cond=torch.linalg.cond(V).real,
         )
+        if check_length is not None:
+            L = check_positive_int("check_length", check_length)
+            modes.kernel_error = self._modes_kernel_error(modes, system, rate, L)
+            _warn_if_unfaithful(modes, tol, L)
+        return modes
+
+    @torch.no_grad()
+    def _modes_kernel_error(self, modes: Modes, system: Tuple[Tensor, ...], rate: float, L: int) -> Tensor:
+        r"""Relative error per channel (H,) of the kernel of ``modes`` against Algorithm 1 on the same
+        ``system`` (Lambda, P, B, C complex128) in float64, over both directions and ``L`` lags.
+
+        For a float64 layer learning C the reference is ``self.kernel(L, rate)`` itself; for a float32
+        layer it is the same system evaluated without float32 rounding, so only the eigenbasis is judged.
+        """
+        Lam, P, B, C = (t.detach() for t in system)
+        ref = dplr_kernel(Lam, P, B, C, self._dt(rate).detach().double(), L, backend=self.cauchy_backend)
+        got = vandermonde(modes.C.detach() * modes.B.detach(), modes.log_eig.detach(), L)   # Re sum C B lambda^l
+        err = (got - ref).square().sum((0, 2)).sqrt()
+        return err / ref.square().sum((0, 2)).sqrt().clamp(min=torch.finfo(torch.float64).tiny)
 
     @classmethod
     def from_modes(cls, modes: Modes, real_transform: str = "exp", dtype: Optional[torch.dtype] = None) -> "S4":
@@ -631,12 +694,13 @@ class S4(SSMLayer):
         lam, V = torch.linalg.eig(dA)                                   # (H, N), (H, N, N)
         dBd = torch.linalg.solve(V, dB.to(V.dtype).unsqueeze(-1)).squeeze(-1)
         Cd = torch.einsum("hn,hnm->hm", c.to(V.dtype), V)
-        exact = DiagonalizedS4(lam, dBd, Cd, V, self.D.detach().double(), rate)
+        dt = self._dt(rate).detach().double()                           # the step of every mode, rate included
+        exact = DiagonalizedS4(lam, dBd, Cd, V, self.D.detach().double(), rate, dt)
         if self.param_dtype == torch.float64:
             layer = exact
         else:      # the form in the layer's dtype: its terms C_n dB_n lambda_n^l cancel, so its own error counts
             cd = torch.complex64
-            layer = DiagonalizedS4(lam.to(cd), dBd.to(cd), Cd.to(cd), V.to(cd), self.D.detach().clone(), rate)
+            layer = DiagonalizedS4(lam.to(cd), dBd.to(cd), Cd.to(cd), V.to(cd), self.D.detach().clone(), rate, dt)
         ref = self.kernel(check_length, rate).double()
         err = float((layer.kernel(check_length, rate).double() - ref).norm() / ref.norm().clamp(min=1e-300))
         if not err <= tol:
@@ -672,14 +736,23 @@ class DiagonalizedS4(DiagonalSSM):
     ``Re(C . x)``; buffers only, for one ``rate``. State (B, H, N) complex, in the eigenbasis.
     Built in the dtype of the S4 layer; do not cast it with ``.float()``/``.double()`` (the
     complex buffers would not follow): call :meth:`S4.diagonalize` on a cast layer instead.
+
+    ``dt`` (H,) float64 is the S4 layer's step at that rate, ``exp(log_dt) * rate`` (a buffer, so it
+    follows ``state_dict`` and copies): with it :meth:`modes` has the S4 layer's continuous view
+    (bilinear rule, ``A`` = the continuous eigenvalues), and the oscillator analysis reports the same
+    frequencies and decay times per unit time as for the S4 layer. Built without ``dt`` (None) the
+    step is unknown and the analysis reads the modes per step (``time_unit == "step"``).
     """
 
     log_dA: Tensor
     dB: Tensor
     Cd: Tensor
     V: Tensor
+    dt: Optional[Tensor]
+    discretization = "bilinear"
 
-    def __init__(self, eig: Tensor, dB: Tensor, C: Tensor, V: Tensor, D: Tensor, rate: float) -> None:
+    def __init__(self, eig: Tensor, dB: Tensor, C: Tensor, V: Tensor, D: Tensor, rate: float,
+                 dt: Optional[Tensor] = None) -> None:
         super().__init__()
         self.d_model, self.n_modes = eig.shape
         self.bidirectional = False
@@ -690,11 +763,39 @@ class DiagonalizedS4(DiagonalSSM):
         self.register_buffer("Cd", C)
         self.register_buffer("V", V)
         self.register_buffer("D", D)
+        self.register_buffer("dt", None if dt is None else self._check_dt(dt))
 
-    def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:
+    def _check_dt(self, dt: Tensor) -> Tensor:
+        """``dt`` as (H,) float64, positive and finite, or ValueError naming what was given."""
+        dt = torch.as_tensor(dt).detach().to(torch.float64).reshape(-1)
+        if dt.shape != (self.d_model,) or not bool(torch.isfinite(dt).all() & (dt > 0).all()):
+            raise ValueError(f"DiagonalizedS4: dt must hold the {self.d_model} positive step sizes of the S4 layer "
+                             f"(exp(log_dt) * rate, shape ({self.d_model},)); got shape {tuple(dt.shape)}")
+        return dt
+
+    def _check_rate(self, rate: float) -> None:
         if check_rate(rate) != self.rate:
             raise ValueError(f"this diagonal form was computed for rate={self.rate}; call S4.diagonalize(rate={rate})")
+
+    def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:
+        self._check_rate(rate)
         return DiagonalSystem(log_dA=self.log_dA, dB=self.dB, C=self.Cd[None], scale=1.0)
+
+    def modes(self, rate: float = 1.0) -> Modes:
+        r"""The explicit-operator view: :meth:`DiagonalSSM.modes` with structure ``dplr`` (all N eigenvalues of
+        the real ``dA``, so the oscillator analysis merges conjugate pairs as for the S4 layer) and ``cond``
+        (H,) of the eigenbasis V; ``dt`` and ``A`` (H, N) from :meth:`_continuous_view`."""
+        return replace(super().modes(rate), structure="dplr", cond=torch.linalg.cond(self.V).real.double())
+
+    def _continuous_view(self, rate: float) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """``(dt, A)`` (H, N): the S4 layer's step (rate included) and the continuous eigenvalues whose
+        bilinear discretization gives ``exp(log_dA)`` (those of S4's A, to rounding); (None, None) without dt."""
+        self._check_rate(rate)
+        if self.dt is None:
+            return None, None
+        dt = self.dt.to(torch.float64)
+        A = undiscretize_diagonal(self.log_dA.to(torch.complex128), dt, "bilinear")
+        return dt.unsqueeze(-1).expand(-1, self.n_modes).clone(), A
 
     def from_dplr_state(self, state: Tensor) -> Tensor:
         """S4 half state (B, H, N/2) -> eigen-coordinates (B, H, N): ``V^{-1} [Re x; Im x]``."""
