@@ -101,3 +101,14 @@ def killed_after_saves(monkeypatch, n: int):
             yield
     finally:
         monkeypatch.setattr(loop._Checkpoints, "save", real)
+
+
+def cli_status(capsys, *argv):
+    """Run the ``statespaces`` CLI in-process; return (exit status, stderr)."""
+    from statespaces.cli import main
+
+    try:
+        rc = main(list(argv))
+    except SystemExit as e:
+        rc = e.code
+    return rc, capsys.readouterr().err

@@ -17,14 +17,13 @@ from dataclasses import fields
 
 import pytest
 import torch
+from conftest import cli_status, killed_after_saves
 
+from statespaces.cli import main
 from statespaces.train import build_config, load_checkpoint, save_checkpoint, train
 from statespaces.train.checkpoint import CorruptCheckpointError
-from statespaces.cli import main
 from statespaces.train.config import RULES, SECTIONS, ConfigError, TrainConfig
 from statespaces.train.loop import RunExistsError, _Checkpoints, load_trained
-
-from conftest import killed_after_saves
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: 2 threads on a busy 2-core box are far slower
 
@@ -64,13 +63,7 @@ def _edit_meta(path, edit):
     (path / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
-def _cli(capsys, *argv):
-    """Run the CLI in-process; return (exit status, stderr)."""
-    try:
-        rc = main(list(argv))
-    except SystemExit as e:
-        rc = e.code
-    return rc, capsys.readouterr().err
+_cli = cli_status
 
 
 # --- item 9: pruning, run identity, resume ----------------------------------------------------

@@ -16,10 +16,10 @@ from typing import List, Tuple
 
 import pytest
 import torch
+from conftest import cli_status, killed_after_saves
 from torch.utils.data import TensorDataset
 
 import statespaces.train.run as run_module
-from statespaces.cli import main
 from statespaces.train import build_config, evaluate_checkpoint, load_checkpoint, save_checkpoint, train
 from statespaces.train.config import (
     ConfigError,
@@ -29,8 +29,6 @@ from statespaces.train.config import (
 )
 from statespaces.train.loop import load_data, validation_split
 from statespaces.train.tasks import get_task
-
-from conftest import killed_after_saves
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -177,12 +175,7 @@ def test_resuming_an_old_run_keeps_its_split_and_a_new_rule_is_a_named_conflict(
                                                                                        "stratified")}
 
 
-def _cli(capsys, *argv):
-    try:
-        rc = main(list(argv))
-    except SystemExit as e:
-        rc = e.code
-    return rc, capsys.readouterr().err
+_cli = cli_status
 
 
 def _strip_val_split(folder: Path) -> None:
