@@ -27,7 +27,11 @@ axes, and ``step``/``state`` stream frames along the first (causal) axis of an S
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union, cast
+import os
+import sys
+import warnings
+from types import FrameType
+from typing import Any, Dict, Optional, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -145,6 +149,67 @@ class _SeqNorm(nn.Module):
         return self.norm(x.transpose(1, 2)).transpose(1, 2)
 
 
+def noncausal_reason(layer: nn.Module) -> Optional[str]:
+    """Why ``layer``'s output at step t can depend on steps after t, or None for a causal layer.
+
+    A bidirectional layer (``bidirectional=True``: S4D, S4, S5, LinOSS, D-LinOSS) adds an
+    anti-causal kernel; an N-D layer (:class:`~statespaces.layers.s4nd.S4ND`) is non-causal when it
+    is two-sided along its first axis, the sequence axis of a (B, L, H) input. These are the settings
+    that make the layers refuse a recurrent state (``return_state`` / ``step``), which is how
+    generation noticed before the models checked them when built."""
+    if getattr(layer, "bidirectional", False):
+        return "bidirectional=True"
+    two_sided = getattr(layer, "two_sided", None)
+    if two_sided is not None and len(two_sided) and bool(two_sided[0]):
+        return f"two-sided along the sequence axis, bidirectional={tuple(two_sided)}"
+    return None
+
+
+def check_causal(model: nn.Module, what: str) -> None:
+    """Refuse a model meant to be causal (its output at step t sees only steps <= t) whose residual
+    blocks hold a non-causal layer, and warn once if any block uses BatchNorm.
+
+    Raises ``ValueError`` naming the first offending layer and the setting to change: trained on
+    next-step prediction, such a model reads the answer from later steps and its loss means nothing.
+    BatchNorm is only warned about (``UserWarning``): in training mode its batch statistics include
+    later steps, so earlier outputs move slightly with later inputs; eval mode (running statistics) is
+    causal, and ``norm="layer"`` is causal in both modes.
+    """
+    batch_norm = False
+    for name, module in model.named_modules():
+        if not isinstance(module, ResidualBlock):
+            continue
+        why = noncausal_reason(module.layer)
+        if why is not None:
+            fix = "bidirectional=(False, ...)" if "two-sided" in why else "bidirectional=False"
+            raise ValueError(
+                f"{what} must be causal, but its layer {name}.layer ({type(module.layer).__name__}) is not: "
+                f"{why}, so its output at step t sees later steps and a next-step loss would read the answer; "
+                f"set {fix} in the layer setting (layer={{'kind': ..., 'bidirectional': False}}), or use a model "
+                "that sees the whole sequence at once (SequenceClassifier, SSMForecaster)"
+            )
+        batch_norm = batch_norm or module.norm.kind == "batch"
+    if batch_norm:
+        warnings.warn(
+            f"{what} uses norm='batch': in training mode BatchNorm's batch statistics include later steps, so "
+            "outputs before step t depend on step t while training (eval mode, with running statistics, is "
+            "causal); norm='layer' keeps the model causal in training too",
+            UserWarning,
+            stacklevel=_user_stacklevel(),
+        )
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` for a warning raised by this function's caller that points at the first frame
+    outside this package (the user's line building the model, however deeply the package built it)."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame: Optional[FrameType] = sys._getframe(1)          # the caller of warnings.warn: stacklevel 1
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class ResidualBlock(Pretrained, nn.Module):
     """One residual block around any SSM layer.
 
@@ -232,16 +297,26 @@ class ResidualBlock(Pretrained, nn.Module):
         z = self.norm(x, mask) if self.prenorm else x
         if mask is not None:
             z = z.masked_fill(~mask.unsqueeze(-1), 0.0)   # after the norm, whose bias makes zeros nonzero
-        if irregular:       # only then: layers without the keywords (custom modules) keep working
-            out = self.layer(z, state=state, return_state=return_state, rate=rate, dt=dt, timestamps=timestamps)
-        else:
-            out = self.layer(z, state=state, return_state=return_state, rate=rate)
+        out = self._run_layer(z, state, return_state, rate, dt, timestamps)
         y, new_state = out if return_state else (out, None)
         x = x + self.dropout(self._mix(y))
         if not self.prenorm:
             x = self.norm(x, mask)
         check_result(self, (x, new_state), input=x_in, state=state)     # NaN/inf: names the culprit
         return (x, new_state) if return_state else x
+
+    def _run_layer(self, z: Tensor, state: Optional[Tensor], return_state: bool, rate,
+                   dt: Optional[Tensor] = None, timestamps: Optional[Tensor] = None):
+        """The layer on z, given only the keywords in use: a layer without a recurrent state (the
+        ConvND baseline, also with ``dims=1``) takes no ``state`` / ``return_state``, and one without
+        irregular sampling (custom modules) no ``dt`` / ``timestamps``. A stateful or irregular call
+        still reaches the layer, which then names what it cannot do."""
+        kw: Dict[str, Any] = {}
+        if state is not None or return_state:
+            kw.update(state=state, return_state=return_state)
+        if dt is not None or timestamps is not None:
+            kw.update(dt=dt, timestamps=timestamps)
+        return self.layer(z, rate=rate, **kw)
 
     def _forward_nd(self, x: Tensor, state: Optional[Tensor], return_state: bool, rate, mask: Optional[Tensor]):
         """The block around an N-D layer on x (B, *spatial, H) (the layer checks x and rate)."""
@@ -252,16 +327,16 @@ class ResidualBlock(Pretrained, nn.Module):
         check_rates(rate, dims)
         x_in = x
         z = self.norm(x) if self.prenorm else x
-        if state is None and not return_state:
-            out = self.layer(z, rate=rate)
-        else:
-            out = self.layer(z, state=state, return_state=return_state, rate=rate)
+        out = self._run_layer(z, state, return_state, rate)
         y, new_state = out if return_state else (out, None)
         x = x + self.dropout(self._mix(y))
         if not self.prenorm:
             x = self.norm(x)
         check_result(self, (x, new_state), input=x_in, state=state)
         return (x, new_state) if return_state else x
+
+    def extra_repr(self) -> str:
+        return f"norm={self.norm.kind!r}, prenorm={self.prenorm}, mixing={self.mixing!r}"
 
     def _check_nd(self, name: str, x: Tensor, rank: int) -> None:
         """x must be a real float tensor (B, *spatial, H) of ``rank`` dims on the block's device."""

@@ -159,6 +159,9 @@ class SequenceClassifier(Pretrained, nn.Module):
         self.final_norm = nn.LayerNorm(d_model) if prenorm else nn.Identity()
         self.decoder = nn.Linear(2 * d_model if self.pool == "meanmax" else d_model, n_classes)
 
+    def extra_repr(self) -> str:
+        return f"d_input={self.d_input}, pool={self.pool!r}"
+
     @public
     def forward(self, x: Tensor, lengths: Optional[Tensor] = None, rate: float = 1.0,
                 dt: Optional[Tensor] = None, timestamps: Optional[Tensor] = None) -> Tensor:

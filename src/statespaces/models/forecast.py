@@ -68,8 +68,11 @@ class SSMForecaster(Pretrained, nn.Module):
         self.layer_config = sequence_layer(layer)
         self.encoder = nn.Linear(d_input + 1, d_model)
         self.backbone = SSMStack(d_model, n_layers, layer=self.layer_config, mixing=mixing, norm=norm,
-                                 dropout=dropout)
+                                 dropout=dropout, causal=False)      # the whole window is given at once
         self.decoder = nn.Linear(d_model, d_input)
+
+    def extra_repr(self) -> str:
+        return f"d_input={self.d_input}, horizon={self.horizon}"
 
     def masked_input(self, context: Tensor) -> Tensor:
         """Context followed by F mask tokens, with the mask channel: (B, C + F, d_input + 1)."""

@@ -30,14 +30,27 @@ def check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[flo
             raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
 
 
+def _top_k_mask(logits: Tensor, k: int) -> Tensor:
+    """Boolean mask (..., V), True at exactly the k indices ``torch.topk`` picks in each row.
+
+    Comparing with the k-th value instead (``logits >= kth``) would keep every token tied with it:
+    top_k=1 on ``[2, 2, 2, 1]`` would keep three."""
+    idx = torch.topk(logits, k, dim=-1).indices
+    return torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, idx, True)
+
+
 def filter_logits(
     logits: Tensor, temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None
 ) -> Tensor:
     """Temperature-scaled logits (..., V) with the tokens outside the top-k / nucleus set to -inf.
 
-    ``top_k`` keeps the k largest logits (k is clipped to V). ``top_p`` keeps the smallest set of most
-    likely tokens whose total probability reaches ``top_p`` (at least one token is always kept).
-    Both may be combined (top-k first).
+    ``top_k`` keeps exactly k tokens (k is clipped to V): the indices ``torch.topk`` returns. When
+    logits tie at the k-th place, which of the tied tokens stay is ``torch.topk``'s choice
+    (deterministic for a given device and input, but unspecified: not necessarily the lowest indices,
+    and it may differ between CPU and CUDA); never more than k of them.
+
+    ``top_p`` keeps the smallest set of most likely tokens whose total probability reaches ``top_p``
+    (at least one token is always kept). Both may be combined (top-k first).
     """
     check_sampling(temperature, top_k, top_p)
     temperature = float(temperature)
@@ -47,8 +60,7 @@ def filter_logits(
     V = logits.shape[-1]
     neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
     if top_k is not None and top_k < V:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = torch.where(logits < kth, neg_inf, logits)
+        logits = torch.where(_top_k_mask(logits, top_k), logits, neg_inf)
     if top_p is not None and top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         probs = torch.softmax(sorted_logits, dim=-1)

@@ -78,7 +78,7 @@ class ImageClassifier(Pretrained, nn.Module):
         dims: spatial axes D.
         d_model: width H.
         n_layers: residual blocks.
-        layer: ``"conv"`` (the Conv2D/Conv3D baseline), or the S4ND layer: ``"s4nd"`` (default), an
+        layer: ``"conv"`` (the Conv1D/Conv2D/Conv3D baseline), or the S4ND layer: ``"s4nd"`` (default), an
             :class:`~statespaces.layers.s4nd.S4NDConfig` or a mapping ``{"kind": "s4nd", "d_state": 32,
             "bandlimit": 0.5, ...}``. A kind or mapping gets ``dims`` from this model and ``conv="auto"``
             (exact Toeplitz matmuls on small grids) unless it sets them; a config's ``dims`` must equal

@@ -42,7 +42,7 @@ from .._checks import (
     public,
     tracing,
 )
-from ..blocks import ResidualBlock, length_mask
+from ..blocks import ResidualBlock, check_causal, length_mask
 from ..layers.base import SSMLayer
 from ..layers.config import LayerSpec, layer_config, sequence_layer, upgrade_layer_arguments
 from ..layers.s4nd import S4ND
@@ -56,7 +56,7 @@ __all__ = ["SSMStack", "SSMLanguageModel"]
 
 
 class SSMStack(Pretrained, nn.Module):
-    """Flat causal stack of residual SSM blocks (thesis §7.2), then a final LayerNorm.
+    """Flat stack of residual SSM blocks (thesis §7.2), then a final LayerNorm; causal by default.
 
     Args:
         d_model: width H.
@@ -69,6 +69,11 @@ class SSMStack(Pretrained, nn.Module):
         norm: passed to every :class:`~statespaces.blocks.ResidualBlock`.
         dropout: passed to every :class:`~statespaces.blocks.ResidualBlock`.
         mixing: passed to every :class:`~statespaces.blocks.ResidualBlock`.
+        causal: True (default): the output at step t depends on steps <= t only, as next-step
+            prediction needs; a bidirectional layer raises ``ValueError`` and ``norm="batch"`` warns
+            (its training-mode statistics include later steps), see
+            :func:`~statespaces.blocks.check_causal`. False: any layer, for models that see the whole
+            window at once (:class:`~statespaces.models.forecast.SSMForecaster`).
 
     Shapes: (B, L, H) -> (B, L, H); ``step``: (B, H) -> (B, H); state: list of per-block states.
     """
@@ -85,10 +90,14 @@ class SSMStack(Pretrained, nn.Module):
         norm: str = "layer",
         dropout: float = 0.0,
         mixing: str = "glu",
+        causal: bool = True,
     ) -> None:
         super().__init__()
         self.d_model = check_positive_int("d_model", d_model)
         check_positive_int("n_layers", n_layers)
+        if not isinstance(causal, bool):
+            raise TypeError(f"causal must be True or False, got {causal!r}")
+        self.causal = causal
         self.layer_config = sequence_layer(layer)
         mods: List[nn.Module] = []
         for _ in range(n_layers):
@@ -99,6 +108,8 @@ class SSMStack(Pretrained, nn.Module):
                 mods.append(FFBlock(d_model, ff_expand, dropout))
         self.blocks = nn.ModuleList(mods)
         self.final_norm = nn.LayerNorm(d_model)
+        if causal:
+            check_causal(self, "SSMStack")
 
     @public
     def initial_state(self, batch_size: int) -> List[Any]:
@@ -133,6 +144,19 @@ class SSMStack(Pretrained, nn.Module):
         return y, st
 
 
+def _check_predictable_length(L: int, what: str) -> None:
+    """Next-step prediction scores L - 1 steps: a length below 2 leaves nothing to predict."""
+    if L < 2:
+        raise ValueError(f"{what} has length {L}: next-step prediction needs sequences of at least 2 tokens "
+                         "(the first is only context) to score one step; drop shorter sequences from the batch")
+
+
+def _checked_causal(backbone: nn.Module) -> bool:
+    """Whether ``backbone`` checked its own causality when it was built (SaShiMi, an SSMStack with
+    ``causal=True``), so :class:`SSMLanguageModel` need not check (and warn) again."""
+    return isinstance(backbone, SaShiMi) or (isinstance(backbone, SSMStack) and backbone.causal)
+
+
 class SSMLanguageModel(Pretrained, nn.Module):
     r"""Causal sequence model over discrete tokens (thesis §7.3.6 / Tables 7.6-7.7, ch. 8).
 
@@ -154,7 +178,12 @@ class SSMLanguageModel(Pretrained, nn.Module):
             kernel length); longer inputs / prompts raise ``ValueError``. ``None``: unlimited.
         dropout: residual-block option.
         mixing: residual-block option.
-        norm: residual-block option.
+        norm: residual-block option; ``"batch"`` warns (in training mode its statistics include later
+            steps, so the model is causal in eval mode only).
+
+    The model must be causal (``logits[:, t]`` may not see tokens after t): a bidirectional layer
+    (e.g. ``layer={"kind": "s4d", "bidirectional": True}``) raises ``ValueError`` when the model is
+    built, whatever the backbone (:func:`~statespaces.blocks.check_causal`).
 
     Shapes:
         forward(tokens (B, L) or (B, L, S) int64 | inputs (B, L, d_input) float)
@@ -198,6 +227,8 @@ class SSMLanguageModel(Pretrained, nn.Module):
                 self.backbone = SSMStack(d_model, n_layers, mixing=mixing or "glu", **common, **bkw)
             else:
                 self.backbone = SaShiMi(d_model, n_layers, mixing=mixing or "linear", **common, **bkw)
+        if not _checked_causal(self.backbone):     # a custom module, or an SSMStack built with causal=False
+            check_causal(self.backbone, "SSMLanguageModel's backbone")
         if self.d_input is None:
             # one table for all streams; stream s uses rows s*V .. s*V + V - 1 (= S separate tables)
             self.embedding = nn.Embedding(self.n_streams * vocab_size, d_model)
@@ -281,12 +312,17 @@ class SSMLanguageModel(Pretrained, nn.Module):
         Returns:
             ``(total, count)``: NLL summed over scored steps and streams, and the number of scored
             steps; ``total / count`` is the NLL per time step (per S-token step).
+
+        Raises:
+            ValueError: nothing to predict (length 1, or every ``lengths`` 1): a sum of 0 over 0 steps
+                would pass for a perfect fit.
         """
         if targets is None:
             if self.d_input is not None:
                 raise ValueError("targets are required with continuous inputs (d_input)")
             targets = inputs
         tgt = self._check_tokens(targets, "targets")
+        _check_predictable_length(tgt.shape[1], "targets")
         if lengths is not None:
             lengths = torch.as_tensor(lengths)
         logits = self.forward(inputs, lengths=lengths)
@@ -299,12 +335,19 @@ class SSMLanguageModel(Pretrained, nn.Module):
             return nll.sum(), torch.tensor(B * (L - 1), device=nll.device)
         lengths = torch.as_tensor(lengths, device=nll.device)
         mask = torch.arange(1, L, device=nll.device)[None, :] < lengths[:, None]
+        if not tracing():        # forward has already read lengths on the host (length_mask)
+            _check_predictable_length(int(lengths.max()), "the longest sequence (lengths.max())")
         return (nll * mask).sum(), mask.sum()
 
     def loss(self, inputs: Tensor, targets: Optional[Tensor] = None, lengths: Optional[Tensor] = None) -> Tensor:
-        """Mean next-step NLL per time step (nats, summed over streams); see :meth:`nll`."""
+        """Mean next-step NLL per time step (nats, summed over streams); see :meth:`nll`, which raises
+        ``ValueError`` when there is no step to predict."""
         total, count = self.nll(inputs, targets, lengths)
-        return total / count.clamp_min(1)
+        return total / count
+
+    def extra_repr(self) -> str:
+        s = f"vocab_size={self.vocab_size}, n_streams={self.n_streams}, max_len={self.max_len}"
+        return s if self.d_input is None else s + f", d_input={self.d_input}"
 
     # ---- generation ----------------------------------------------------------------------------
     @public
@@ -333,7 +376,8 @@ class SSMLanguageModel(Pretrained, nn.Module):
                 ``d_input``, then ``token_to_input`` maps sampled tokens (B[, S]) to inputs (B, d_input)).
             steps: number of tokens to generate (>= 1).
             temperature: > 0; logits are divided by it.
-            top_k: keep only the k most likely tokens (>= 1), or None.
+            top_k: keep only the k most likely tokens (>= 1; exactly k even when logits tie, see
+                :func:`~statespaces.models.generate.filter_logits`), or None.
             top_p: nucleus sampling mass in (0, 1], or None.
             generator: a ``torch.Generator`` for reproducible sampling.
             return_logits: also return the logits each new token was drawn from.

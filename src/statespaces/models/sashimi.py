@@ -30,7 +30,8 @@ outputs equal the convolution-mode outputs exactly (tested to 1e-4).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
+import numbers
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ from .._checks import (
     check_step_input,
     public,
 )
-from ..blocks import DropoutNd, ResidualBlock, length_mask
+from ..blocks import DropoutNd, ResidualBlock, check_causal, length_mask
 from ..layers.base import SSMLayer
 from ..layers.config import LayerSpec, sequence_layer, upgrade_layer_arguments
 from ..layers.s4nd import S4ND
@@ -158,14 +159,28 @@ def _blocks_step(blocks: nn.ModuleList, x: Tensor, states: List[Any]) -> Tuple[T
     return x, new_states
 
 
+def pool_factors(pool: Any, n_pools: Any) -> Tuple[int, ...]:
+    """SaShiMi's pooling factors, top tier first, from its ``pool`` and ``n_pools`` arguments.
+
+    ``pool`` is an integer p >= 2 (``n_pools`` pools of factor p) or a sequence of such integers (one
+    per pool; ``n_pools`` is then unused). Anything else (a float, a bool, a string) raises
+    ``TypeError`` naming ``pool``, instead of failing later inside the pooling layers."""
+    if isinstance(pool, numbers.Integral) and not isinstance(pool, bool):
+        return (check_int("pool", pool, 2),) * check_int("n_pools", n_pools, 0)
+    hint = "an integer >= 2 (with n_pools) or a sequence of such integers, one per pool (e.g. (4, 4))"
+    if isinstance(pool, (str, bytes, bool, float, torch.Tensor)) or not isinstance(pool, Iterable):
+        raise TypeError(f"pool must be {hint}, got {pool!r} ({type(pool).__name__})")
+    return tuple(check_int(f"pool[{i}]", p, 2) for i, p in enumerate(pool))
+
+
 class SaShiMi(Pretrained, nn.Module):
     r"""Causal multi-scale SSM backbone (thesis ch. 8). Maps (B, T, H) -> (B, T, H).
 
     Args:
         d_model: width H of the top (full-rate) tier.
         n_layers: (SSM block, FF block) pairs per tier (thesis: 8; 2-8 in Table 8.5).
-        pool: pooling factor of each DownPool/UpPool pair, top to bottom; an int p means
-            ``n_pools`` pools of factor p (thesis: p = 4, two pools, 3 tiers).
+        pool: pooling factor of each DownPool/UpPool pair, top to bottom (integers >= 2); an int p
+            means ``n_pools`` pools of factor p (thesis: p = 4, two pools, 3 tiers).
         expand: width expansion q per pool (thesis: 2).
         n_pools: number of pools when ``pool`` is an int.
         ff_expand: FF-block expansion (thesis: 2); 0 disables the FF blocks.
@@ -173,17 +188,19 @@ class SaShiMi(Pretrained, nn.Module):
             its defaults, a config (``S4DConfig(d_state=32)``) or a mapping
             ``{"kind": "s4", "d_state": 32}`` (see :mod:`statespaces.layers.config`).
             Default ``"s4"``: DPLR with the Hurwitz form Lambda - P P^*, the thesis's choice for
-            stable generation, §8.4.2.
+            stable generation, §8.4.2. The layer must be causal: a bidirectional one raises
+            ``ValueError`` (:func:`~statespaces.blocks.check_causal`).
         unet: also put ``n_layers`` pairs on the down path before each pool (the "symmetric U-Net"
             of the footnote to Table 8.6; still causal here).
         dropout: passed to the residual blocks (thesis: no dropout).
         mixing: passed to the residual blocks (thesis: linear mixing, GLU only on SC09).
-        norm: passed to the residual blocks.
+        norm: passed to the residual blocks; ``"batch"`` warns (its training-mode statistics include
+            later steps, so the model is causal in eval mode only).
 
     Shapes:
         forward: (B, T, H) -> (B, T, H) for any T (internally padded on the right to a multiple of
-        ``prod(pool)``; the padding is masked, so it cannot reach valid steps even with bidirectional
-        layers or BatchNorm); ``forward(x, lengths=...)`` for right-padded batches; with ``return_state=True`` the
+        ``prod(pool)``; the padding is masked, so it cannot reach valid steps even through BatchNorm's
+        training-mode statistics); ``forward(x, lengths=...)`` for right-padded batches; with ``return_state=True`` the
         aligned prefix runs in convolution mode and the remainder in recurrent mode. ``step``: (B, H) ->
         (B, H). The state is a dict of tensors and lists (see :meth:`initial_state`).
     """
@@ -208,16 +225,10 @@ class SaShiMi(Pretrained, nn.Module):
         self.d_model = check_positive_int("d_model", d_model)
         check_positive_int("n_layers", n_layers)
         check_positive_int("expand", expand)
-        if isinstance(pool, int) and not isinstance(pool, bool):
-            check_positive_int("n_pools", n_pools, 0)
-            pools = [pool] * n_pools
-        else:
-            pools = list(cast(Sequence[int], pool))
-        for p in pools:
-            check_positive_int("pool factor", p, 2)
+        pools = pool_factors(pool, n_pools)
         if ff_expand != 0:
             check_positive_int("ff_expand", ff_expand)
-        self.pools = tuple(pools)
+        self.pools = pools
         self.expand = expand
         self.unet = bool(unet)
         self.length_multiple = math.prod(self.pools) if self.pools else 1
@@ -242,6 +253,7 @@ class SaShiMi(Pretrained, nn.Module):
         self.up_blocks = nn.ModuleList(stage(widths[i]) for i in range(n))
         self.center = stage(widths[n])
         self.final_norm = nn.LayerNorm(d_model)
+        check_causal(self, "SaShiMi")             # an autoregressive backbone: refuse non-causal layers
 
     # ---- state ---------------------------------------------------------------------------------
     def _zeros(self, *shape: int) -> Tensor:
@@ -298,7 +310,7 @@ class SaShiMi(Pretrained, nn.Module):
 
         ``mask`` (B, T_i) bool, True at valid steps: masked steps are zeroed before each SSM layer
         and before the DownPool, and a coarse step is valid when any of its p fine steps is, so
-        masked steps never reach valid ones (even with bidirectional layers)."""
+        masked steps never reach valid ones (nor BatchNorm's batch statistics)."""
         want = out is not None
         if i == len(self.pools):
             y, s = _blocks_forward(self.center, x, None if st is None else st["center"], want, mask)
@@ -356,7 +368,7 @@ class SaShiMi(Pretrained, nn.Module):
             self._check_state(state, B)
         if state is None and not return_state:
             pad = (-T) % m
-            if pad:   # the alignment padding is masked too: with BatchNorm or bidirectional layers it would leak
+            if pad:   # the alignment padding is masked too: BatchNorm's training statistics would read it
                 x = torch.cat([x, x.new_zeros(B, pad, x.shape[2])], 1)
                 if mask is None:
                     mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
