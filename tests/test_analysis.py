@@ -333,3 +333,23 @@ def test_layers_that_cannot_be_analyzed_are_named(tmp_path):
     assert "Opaque has no oscillator form" in summary["skipped"][0]["reason"]
     with pytest.raises(ValueError, match="no SSM layer of the model could be analyzed: 0: Opaque has no oscillator"):
         analyze_module(nn.ModuleList([Opaque()]), tmp_path / "b", plots=False)
+
+
+def test_analyze_prints_when_the_oscillators_are_not_faithful(monkeypatch, tmp_path, capsys):
+    """`statespaces analyze` names a layer whose oscillators do not reproduce its kernel (an S4 eigenbasis too
+    ill-conditioned, Lemma 6.6) and a table in rad per step (no dt); before, only analysis.json said so."""
+    import statespaces.analysis as analysis_module
+    import statespaces.train.loop as loop_module
+    from statespaces.cli import main
+
+    summary = {"layers": [
+        {"layer": "blocks.0.layer", "n_oscillators": 32, "kind": "dplr", "faithful": False, "kernel_error": 0.012,
+         "time_unit": "time"},
+        {"layer": "blocks.1.layer", "n_oscillators": 32, "kind": "dplr", "faithful": True, "kernel_error": 1e-9,
+         "time_unit": "step"}]}
+    monkeypatch.setattr(loop_module, "checkpoint_dir", lambda path: tmp_path)
+    monkeypatch.setattr(analysis_module, "analyze_checkpoint", lambda folder, out, plots=True: summary)
+    assert main(["analyze", str(tmp_path), "--no-plots"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "NOT faithful" in out[0] and "1.2e-02" in out[0] and "per step" not in out[0]
+    assert "NOT faithful" not in out[1] and "frequencies per step" in out[1]

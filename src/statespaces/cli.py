@@ -150,8 +150,12 @@ def _main(argv: List[str]) -> int:
         out = args.out_dir or str(folder / "analysis")
         summary = analyze_checkpoint(folder, out, plots=not args.no_plots)
         for entry in summary["layers"]:
-            print(f"{entry['layer']}: {entry['n_oscillators']} oscillators ({entry['kind']}"
-                  + (f", {entry['direction']} direction" if entry.get("direction") else "") + ")")
+            notes = [entry["kind"]] + ([f"{entry['direction']} direction"] if entry.get("direction") else [])
+            if entry.get("time_unit") == "step":
+                notes.append("frequencies per step: the layer has no dt")
+            if entry.get("faithful") is False:      # S4 with an ill-conditioned eigenbasis (Lemma 6.6)
+                notes.append(f"NOT faithful: its oscillators' kernel is off by {entry['kernel_error']:.1e}")
+            print(f"{entry['layer']}: {entry['n_oscillators']} oscillators ({', '.join(notes)})")
         for skip in summary.get("skipped", []):
             print(f"{skip['layer']}: not analyzed ({skip['reason']})")
         print(f"wrote the oscillator analysis of {folder} to {Path(out)}")

@@ -81,7 +81,7 @@ def plot_eigenvalues(an: OscillatorAnalysis, path: PathLike) -> Path:
     a1.scatter(s.real, s.imag, s=10, c="C1", label="effective s = log(lambda)/dt")
     a1.scatter(nom.real, nom.imag, s=16, facecolors="none", edgecolors="C2", label="nominal (ODE)")
     a1.set_xlabel("Re s (decay rate)")
-    a1.set_ylabel("Im s (rad / unit time)")
+    a1.set_ylabel(f"Im s (rad / {'step' if an.time_unit == 'step' else 'unit time'})")
     if bool((s.imag > 0).any()) and float(s.imag.max()) / max(float(s.imag[s.imag > 0].min()), 1e-300) > 100:
         a1.set_yscale("symlog", linthresh=max(float(s.imag[s.imag > 0].min()), 1e-6))
     a1.set_title("continuous eigenvalues")
