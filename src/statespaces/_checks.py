@@ -223,9 +223,8 @@ def check_parameter_dtype(param_dtype: torch.dtype) -> None:
 
 
 def check_dtype_compatible(name: str, x: torch.Tensor, param_dtype: torch.dtype) -> None:
-    """Half-precision inputs are computed in the module's precision; float64 needs a float64 module; the module's
-    own parameters must be float32 or float64 (its complex arithmetic and FFTs have no half-precision kernels)."""
-    check_parameter_dtype(param_dtype)
+    """Half-precision inputs are computed in the module's precision; float64 needs a float64 module. (The module's
+    own parameters must be float32 or float64: :func:`public` refuses others once, at the entry point.)"""
     if x.dtype == torch.float64 and param_dtype != torch.float64:
         raise TypeError(
             f"{name} is float64 but the parameters are {param_dtype}; call .double() on the module "
