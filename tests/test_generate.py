@@ -147,6 +147,18 @@ def test_sampling_filters():
     check_sampling(1.0, None, 1.0)
 
 
+@pytest.mark.parametrize("V", [10, 1000])
+def test_top_p_ties_keep_the_lower_indices(V):
+    # V - 1 equally likely tokens and one less likely: the nucleus of half the mass is the first half of the
+    # tied tokens in index order, on every row (an unstable sort kept a scattered set from V ~ 100 on)
+    logits = torch.zeros(3, V)
+    logits[:, -1] = -1.0
+    kept = ~torch.isinf(filter_logits(logits, top_p=0.5))
+    n = int(kept[0].sum())
+    assert 0 < n < V - 1
+    assert kept[:, :n].all() and not kept[:, n:].any()
+
+
 def test_nll_masks_padding():
     m = _model("s4d", dict(d_state=8), "flat", {})
     x = torch.randint(0, 13, (2, 10))

@@ -114,6 +114,8 @@ def test_pool_shapes_and_errors():
     assert u.shape == (2, 8, 6) and last.shape == (2, 4, 6)
     assert float(u[:, :4].abs().max()) == 0.0                # first group is the causal shift's zeros
     assert FFBlock(6)(x).shape == x.shape
+    with pytest.raises(ValueError, match="d_model"):
+        FFBlock(0)
     with pytest.raises(ValueError):
         DownPool(6, 4, 2)(torch.randn(2, 6, 6))
     with pytest.raises(ValueError):

@@ -50,7 +50,9 @@ def filter_logits(
     and it may differ between CPU and CUDA); never more than k of them.
 
     ``top_p`` keeps the smallest set of most likely tokens whose total probability reaches ``top_p``
-    (at least one token is always kept). Both may be combined (top-k first).
+    (at least one token is always kept). Tokens tied in probability enter the set in index order (a stable
+    sort), so under ties the kept set is the same on every device: the lower indices. Both may be combined
+    (top-k first).
     """
     check_sampling(temperature, top_k, top_p)
     temperature = float(temperature)
@@ -62,7 +64,7 @@ def filter_logits(
     if top_k is not None and top_k < V:
         logits = torch.where(_top_k_mask(logits, top_k), logits, neg_inf)
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
         probs = torch.softmax(sorted_logits, dim=-1)
         before = torch.cumsum(probs, dim=-1) - probs         # mass strictly before each token
         drop_sorted = before >= top_p                        # the first token has before = 0: always kept

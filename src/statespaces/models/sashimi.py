@@ -62,6 +62,7 @@ class FFBlock(Pretrained, nn.Module):
 
     def __init__(self, d_model: int, expand: int = 2, dropout: float = 0.0) -> None:
         super().__init__()
+        check_positive_int("d_model", d_model)
         check_positive_int("expand", expand)
         self.norm = nn.LayerNorm(d_model)
         self.fc1 = nn.Linear(d_model, expand * d_model)
