@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from statespaces import S4, S4D, LinOSS
-from statespaces.export import export_onnx, export_step, real_step, streaming_model
+from statespaces.export import RealStep, export_onnx, export_step, real_step, streaming_model
 from statespaces.layers import DLinOSS
 from statespaces.layers.s5 import S5
 from statespaces.models.lm import SSMLanguageModel, SSMStack
@@ -326,3 +326,25 @@ def test_exported_linoss_imex_step_does_not_drift_over_a_long_stream(tmp_path):
         assert y.dtype == torch.float32 and state.dtype == torch.float32 and state.shape == (1, 2, 4)
         err = float((y.double() - ref).abs().max() / ref.abs().max())
         assert err < 2e-5, f"{what}: relative error {err:.1e} over {L} steps"
+
+
+def test_casting_an_exported_linoss_keeps_its_wide_transition():
+    """``.float()`` / ``.to(float32)`` / ``.half()`` on a streaming model must not round the float64 transition of its
+    oscillator steps (the drift of the test above); the state, C and D follow the cast as in any module."""
+    layer = LinOSS(3, 4, discretization="IMEX", seed=0).eval()
+    sm = streaming_model(layer)
+    steps = [m for m in sm.modules() if isinstance(m, RealStep)]
+    assert steps and all(m.A.dtype == torch.float64 and m.Bin.dtype == torch.float64 for m in steps)
+    x = torch.randn(2, 1, 3)
+    with torch.no_grad():
+        before = sm(x, *sm.initial_state(2))
+        for cast in (lambda m: m.float(), lambda m: m.to(torch.float32), lambda m: m.to("cpu")):
+            cast(sm)
+            assert all(m.A.dtype == torch.float64 and m.Bin.dtype == torch.float64 for m in steps)
+            after = sm(x, *sm.initial_state(2))
+            for a, b in zip(before, after):
+                assert torch.equal(a, b)
+        sm.half()
+        assert all(m.A.dtype == torch.float64 and m.D.dtype == torch.float16 for m in steps)
+        sm.double()
+        assert all(m.D.dtype == torch.float64 and m.Cout.dtype == torch.float64 for m in steps)

@@ -87,6 +87,24 @@ class RealStep(nn.Module):
         self.register_buffer("Bin", Bin)
         self.register_buffer("Cout", Cout)
         self.register_buffer("D", D)
+        self.wide = A.dtype != D.dtype        # A, Bin kept wider than the layer's dtype (LinOSS: float64)
+
+    def _apply(self, fn, recurse: bool = True):
+        """``.to()``, ``.float()``, ``.half()``, ``.cuda()`` ... as for any module, except that a wide ``A`` and
+        ``Bin`` only move device and keep their precision (float32 on MPS, which has no float64): a cast would
+        round the transition, and the stream would drift (class docstring)."""
+        if not self.wide:
+            return super()._apply(fn, recurse)
+        wide = {name: self._buffers.pop(name) for name in ("A", "Bin")}
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            for name, t in wide.items():
+                if t is not None:
+                    dtype = torch.float32 if self.D.device.type == "mps" else t.dtype
+                    t = t.to(device=self.D.device, dtype=dtype)
+                self._buffers[name] = t
+        return self
 
     def initial_state(self, batch_size: int) -> Tensor:
         """Zero state: (B, H, M, k) for per-channel blocks, (B, P, k) for shared ones."""
