@@ -177,6 +177,17 @@ def test_imex_complex_band_and_full_stability_region():
     torch.testing.assert_close(A * dt**2, torch.tensor([lo, lo, hi], dtype=f64), atol=1e-12, rtol=1e-9)
 
 
+def test_imex_projection_is_exact_at_large_steps():
+    """At a step of 1e6 the band [A_low, A_high] is ~1e-6 wide while A_hat can be large: the paper's form
+    A_low + relu(A_hat - A_low) - relu(A_hat - A_high) cancels to ~eps |A_hat| (here: garbage); the clamp is exact."""
+    dt, G = torch.full((4,), 1e6, dtype=f64), torch.full((4,), 1.3, dtype=f64)
+    sq = torch.sqrt(1 + dt * G)
+    lo, hi = (G / (sq + 1)) ** 2, ((sq + 1) / dt) ** 2
+    A_hat = torch.stack([lo[0] - 1.0, 0.5 * (lo[1] + hi[1]), hi[2] * 1e3, hi[3] + 1e20])
+    A, _, _ = damped_system(A_hat, G, dt, "imex")
+    torch.testing.assert_close(A, torch.stack([lo[0], A_hat[1], hi[2], hi[3]]), atol=0, rtol=4e-16)
+
+
 @pytest.mark.parametrize("disc", SCHEMES)
 def test_ring_init_places_the_eigenvalues(disc):
     r = torch.tensor([0.5, 0.9, 0.95, 0.999, 1.0], dtype=f64)

@@ -5,6 +5,8 @@ written out here, runs an explicit float64 loop over time, and is compared with 
 parallel scan, its single steps, its chunked stateful forward and a dense convolution with its
 MIMO kernel, all to 1e-10.
 """
+import math
+
 import pytest
 import torch
 
@@ -287,3 +289,18 @@ def test_real_scan_form_equals_the_complex_scan(case, monkeypatch):
         torch.testing.assert_close(s2, s, atol=1e-12, rtol=1e-12)
     for a, b in zip(grads2, grads):
         torch.testing.assert_close(a, b, atol=1e-11, rtol=1e-10)
+
+
+@pytest.mark.parametrize("cfg", ["zoh", "bilinear"])
+def test_kernel_with_a_mode_that_underflows_equals_the_loop(cfg):
+    """A mode with Delta Re Lambda = -800: Lambda_bar underflows to 0 under ZOH, and the kernel took
+    exp(log 0 * 0) = NaN at lag 0 and refused as an overflow, while the scan was right. The kernel's powers
+    now come from Delta Lambda itself."""
+    layer = _layer(H=2, P=4, seed=1, **CONFIGS[cfg])
+    with torch.no_grad():
+        layer.A_real[0] = math.log(800.0)
+        layer.log_dt.fill_(0.0)
+    u = torch.randn(2, 9, 2, dtype=f64)
+    ref, _ = _reference(layer, u)
+    K = layer.kernel(9)
+    torch.testing.assert_close(_conv(K, u, layer.D.detach()), ref, atol=1e-12, rtol=0)

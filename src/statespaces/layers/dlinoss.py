@@ -120,7 +120,9 @@ def damped_system(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
         sq = torch.sqrt(1.0 + s)
         A_low = (G / (sq + 1.0)) ** 2                       # (sqrt(1+s) - 1)^2 / dt^2, no cancellation
         A_high = ((sq + 1.0) / dt) ** 2
-        A = A_low + torch.relu(A_hat - A_low) - torch.relu(A_hat - A_high)
+        # = A_low + relu(A_hat - A_low) - relu(A_hat - A_high) (the paper's form, the same gradients), without its
+        # cancellation: that sum is off by ~eps |A_hat| when A_high << A_hat (large steps)
+        A = torch.clamp(A_hat, A_low, A_high)
         S = 1.0 + s
         M = torch.stack([torch.stack([1.0 / S, -dt * A / S]), torch.stack([dt / S, 1.0 - dt * dt * A / S])])
         f = torch.stack([dt / S, dt * dt / S])

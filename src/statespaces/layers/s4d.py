@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_positive_int, refuse_if
-from ..discretize import DISCRETIZATIONS, discretize_diagonal, gbt_alpha, undiscretize_diagonal
+from ..discretize import DISCRETIZATIONS, discretize_diagonal, log_discrete_eigenvalues, undiscretize_diagonal
 from ..kernels.vandermonde import zoh_vandermonde
 from .base import DiagonalSSM, DiagonalSystem, freeze_ssm
 from .config import LayerConfig, setting
@@ -201,13 +201,7 @@ class S4D(DiagonalSSM):
                       "'zoh'/'bilinear'")
         if not log:
             return dA, dB
-        x = dt.unsqueeze(-1) * A
-        if self.discretization == "zoh":
-            log_dA = x
-        else:   # GBT: dA = 1 + x / (1 - a x); log1p keeps the digits that log(dA) of a rounded dA near 1 loses
-            a = gbt_alpha(self.discretization, self.alpha)
-            assert a is not None                                    # None only for ZOH
-            log_dA = torch.log1p(x / (1 - a * x))
+        log_dA = log_discrete_eigenvalues(dt.unsqueeze(-1) * A, self.discretization, self.alpha)
         return DiagonalSystem(log_dA=log_dA, dB=dB, C=as_complex(self.C), scale=self.scale)
 
     def _continuous_view(self, rate: float) -> Tuple[Tensor, Tensor]:

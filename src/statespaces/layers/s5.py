@@ -52,7 +52,8 @@ from .._checks import (
     public,
     tracing,
 )
-from ..discretize import discretize_diagonal
+from ..discretize import discretize_diagonal, log_discrete_eigenvalues
+from ..kernels.vandermonde import _powers
 from ..ops.scan import scan_block2, scan_diagonal
 from .base import SSMLayer, check_rate
 from .config import LayerConfig, setting
@@ -227,10 +228,13 @@ class S5(SSMLayer):
         pass never forms it.
         """
         L = check_length(L)
-        lam_bar, Bb = self.discrete_system(check_rate(rate))
+        steps = self.step_sizes(check_rate(rate))
+        _, Bb = self.discrete_system(rate)
         C = self.C_complex
-        l = torch.arange(L + 1, device=lam_bar.device, dtype=lam_bar.real.dtype)
-        powers = torch.exp(torch.log(lam_bar).unsqueeze(-1) * l)          # (M, L + 1)
+        # log Lambda_bar from (Delta Lambda) itself: log of a formed Lambda_bar is -inf where it underflows to 0
+        # (ZOH, Delta Re Lambda < -745 in float64), and dA^0 = exp(-inf * 0) would be NaN
+        log_lam = log_discrete_eigenvalues(steps * self.continuous_A(), self.discretization)
+        powers = _powers(log_lam, L + 1, 1)                                # (M, L + 1)
         K = self.scale * torch.einsum("hm,ml,mk->hkl", C[0], powers[:, :L], Bb).real
         if self.bidirectional:
             back = self.scale * torch.einsum("hm,ml,mk->hkl", C[1], powers[:, 1:], Bb).real
