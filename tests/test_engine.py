@@ -225,3 +225,22 @@ def test_warmup_constant_formula():
     assert SCHEDULES["constant"] is warmup_constant and SCHEDULES["cosine"] is warmup_cosine
     with pytest.raises(ValueError, match="total=0"):
         warmup_constant(0)
+
+
+def test_task_losses_keep_float64_and_widen_half_precision():
+    """Losses are computed in the outputs' precision, at least float32: float64 stays float64 (it was cast to float32),
+    bfloat16/float16 autocast outputs are widened."""
+    g = torch.Generator().manual_seed(0)
+    out64 = torch.randn(4, 3, dtype=torch.float64, generator=g)
+    y = torch.tensor([0, 2, 1, 0])
+    for task in (Classification(), Classification(label_smoothing=0.1)):
+        assert task.loss(out64, y).dtype == torch.float64 and task.train_loss(out64, y).dtype == torch.float64
+        assert task.loss(out64.bfloat16(), y).dtype == torch.float32
+    reg = Regression()
+    yr = torch.randn(4, dtype=torch.float64, generator=g)
+    assert reg.loss(out64, yr).dtype == torch.float64
+    torch.testing.assert_close(reg.loss(out64, yr), ((out64[:, 0] - yr) ** 2).mean(), rtol=1e-15, atol=0)
+    assert reg.loss(out64.half(), yr.float()).dtype == torch.float32
+    seq = torch.randn(2, 5, 3, dtype=torch.float64, generator=g)
+    assert Seq2Seq().loss(seq, torch.tensor([[0, 1], [2, 2]])).dtype == torch.float64
+    assert Forecast().loss(seq, torch.zeros(2, 5, 3)).dtype == torch.float64

@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 
 from .._checks import check_int, check_real
+from ..ops._amp import upcast_half
 
 Tensor = torch.Tensor
 
@@ -58,7 +59,7 @@ def filter_logits(
     temperature = float(temperature)
     top_k = None if top_k is None else int(top_k)
     top_p = None if top_p is None else float(top_p)
-    logits = logits.float() / temperature if logits.dtype in (torch.float16, torch.bfloat16) else logits / temperature
+    logits = upcast_half(logits) / temperature
     V = logits.shape[-1]
     neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
     if top_k is not None and top_k < V:

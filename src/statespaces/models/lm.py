@@ -46,6 +46,7 @@ from ..blocks import ResidualBlock, check_causal, length_mask
 from ..layers.base import SSMLayer
 from ..layers.config import LayerSpec, layer_config, sequence_layer, upgrade_layer_arguments
 from ..layers.s4nd import S4ND
+from ..ops._amp import upcast_half
 from ..serialization import Pretrained
 from .generate import check_sampling, sample_logits
 from .sashimi import FFBlock, SaShiMi, _blocks_forward, _blocks_initial, _blocks_step
@@ -329,7 +330,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
         if logits.dim() == 3:
             logits = logits.unsqueeze(-2)
         B, L = tgt.shape[:2]
-        nll = F.cross_entropy(logits[:, :-1].flatten(0, 2).float(), tgt[:, 1:].flatten(), reduction="none")
+        nll = F.cross_entropy(upcast_half(logits[:, :-1].flatten(0, 2)), tgt[:, 1:].flatten(), reduction="none")
         nll = nll.view(B, L - 1, self.n_streams).sum(-1)
         if lengths is None:
             return nll.sum(), torch.tensor(B * (L - 1), device=nll.device)

@@ -29,7 +29,7 @@ import torch
 
 from .._checks import tracing
 
-__all__ = ["fp32_forward", "autocast_forward", "amp_backward", "autocast_off"]
+__all__ = ["fp32_forward", "autocast_forward", "amp_backward", "autocast_off", "upcast_half"]
 
 _ATTR = "_statespaces_amp_device"
 
@@ -116,3 +116,9 @@ def autocast_off(*tensors: Optional[torch.Tensor]) -> Iterator[None]:
             yield
     else:
         yield
+
+
+def upcast_half(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 if it is float16/bfloat16 (autocast outputs, for losses and sampling), else as it is: a
+    float64 model's logits keep float64 (``.float()`` would round its loss to 5e-8 and flatten finite differences)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

@@ -25,6 +25,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Subset
 
+from ..ops._amp import upcast_half
+
 #: Default device (a module-level constant, not a call in the argument defaults).
 _CPU = torch.device("cpu")
 
@@ -154,10 +156,10 @@ class Classification(Task):
         self.label_smoothing = float(eps)
 
     def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-        return F.cross_entropy(out.float(), y, reduction=reduction)
+        return F.cross_entropy(upcast_half(out), y, reduction=reduction)
 
     def train_loss(self, out: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(out.float(), y, label_smoothing=self.label_smoothing)
+        return F.cross_entropy(upcast_half(out), y, label_smoothing=self.label_smoothing)
 
     def __repr__(self) -> str:
         eps = f"label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
@@ -195,11 +197,13 @@ class Regression(_R2Task):
     name = "regression"
 
     def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-        return F.mse_loss(out[:, 0].float(), y.float(), reduction=reduction)
+        o = upcast_half(out[:, 0])
+        return F.mse_loss(o, y.to(o.dtype), reduction=reduction)
 
     def hits(self, out: Tensor, y: Tensor) -> float:
         """Sum of squared errors (turned into R^2 by :meth:`score`)."""
-        return float(((out[:, 0].float() - y.float()) ** 2).sum())
+        o = upcast_half(out[:, 0])
+        return float(((o - y.to(o.dtype)) ** 2).sum())
 
     def running_score(self, hits: float, seen: int, dataset) -> float:
         """R^2 of the epoch: mean squared error over the variance of the dataset's targets."""
@@ -209,7 +213,7 @@ class Regression(_R2Task):
 def target_variance(ds: Any) -> float:
     """Mean squared deviation of the targets of a ``TensorDataset`` or a ``Subset`` of one."""
     base: Any = ds.dataset if isinstance(ds, Subset) else ds
-    y = base.tensors[1].float()
+    y = upcast_half(base.tensors[1])
     if isinstance(ds, Subset):
         y = y[torch.as_tensor(ds.indices)]
     return float(((y - y.mean()) ** 2).mean())
@@ -222,7 +226,7 @@ def _check_float_targets(y: Tensor, what: str) -> None:
 
 def r_squared(sse: float, targets: Tensor) -> float:
     """``1 - SSE / sum((y - mean y)^2)`` over every entry of ``targets``."""
-    y = targets.float()
+    y = upcast_half(targets)
     return 1.0 - sse / max(float(((y - y.mean()) ** 2).sum()), 1e-12)
 
 
@@ -235,7 +239,7 @@ class Seq2Seq(Task):
 
     def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
         k = y.shape[1]
-        return F.cross_entropy(out[:, -k:].float().flatten(0, 1), y.flatten(), reduction=reduction)
+        return F.cross_entropy(upcast_half(out[:, -k:]).flatten(0, 1), y.flatten(), reduction=reduction)
 
     def hits(self, out: Tensor, y: Tensor) -> float:
         return float((out[:, -y.shape[1]:].argmax(-1) == y).float().mean(-1).sum())
@@ -254,12 +258,13 @@ class Forecast(_R2Task):
         if out.shape != y.shape:
             raise ValueError(f"forecast: output shape {tuple(out.shape)} differs from the target shape "
                              f"{tuple(y.shape)}; the model must emit one value per target entry")
-        if reduction == "sum":
-            return (out.float() - y.float()).pow(2).sum()
-        return (out.float() - y.float()).pow(2).mean()
+        o = upcast_half(out)
+        err = (o - y.to(o.dtype)).pow(2)
+        return err.sum() if reduction == "sum" else err.mean()
 
     def hits(self, out: Tensor, y: Tensor) -> float:
-        return float((out.float() - y.float()).pow(2).sum())
+        o = upcast_half(out)
+        return float((o - y.to(o.dtype)).pow(2).sum())
 
     def loss_unit(self, y: Tensor) -> int:
         return max(y[0].numel(), 1)
