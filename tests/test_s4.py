@@ -225,6 +225,29 @@ def test_diagonalize_checks_the_form_it_returns():
     assert form.kernel_error < 1e-4 and err < 1e-4 and abs(err - form.kernel_error) < 1e-5
 
 
+def test_diagonalized_form_casts_consistently():
+    """``.float()`` of a float64 form casts its complex buffers too (nn.Module casts leave complex tensors alone:
+    ``.double()`` of a float32 form gave float64 outputs at float32 accuracy and a step that failed inside torch);
+    an up-cast is refused, naming the way to a float64 form; save_pretrained says what to save instead."""
+    layer = S4(2, 8, init="rand", seed=0).double()
+    form = layer.diagonalize().float()
+    assert form.D.dtype == torch.float32 and all(t.dtype == torch.complex64 for t in (form.log_dA, form.dB, form.Cd))
+    x = torch.randn(2, 20, 2)
+    with torch.no_grad():
+        y = form(x)
+        ys, z = [], form.initial_state(2)
+        for t in range(20):
+            yt, z = form.step(x[:, t], z)
+            ys.append(yt)
+        ref = layer(x.double())
+    assert z.dtype == torch.complex64 and float((y.double() - ref).abs().max()) < 1e-5
+    torch.testing.assert_close(torch.stack(ys, 1), y, atol=1e-5, rtol=0)
+    with pytest.raises(TypeError, match=r"diagonalize\(\) on a torch.float64 S4 layer"):
+        S4(2, 8, init="rand", seed=0).diagonalize().double()
+    with pytest.raises(TypeError, match="save the S4 layer"):
+        form.save_pretrained("unused")
+
+
 @pytest.mark.parametrize("rate", [0.5, 2.0])
 def test_diagonalize_at_another_rate(rate):
     """``diagonalize(rate)`` and ``stepper(..., rate, form="diagonal")`` raised for every rate but 1 (the check

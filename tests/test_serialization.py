@@ -159,3 +159,23 @@ def test_trainer_checkpoints_load_through_the_same_path(tmp_path):
     again = load_pretrained(tmp_path / "shared")
     for k, v in model.state_dict().items():
         assert torch.equal(v, again.state_dict()[k])
+
+
+@pytest.mark.parametrize("kind", ["s4", "s4d", "linoss"])
+def test_torch_save_of_a_whole_layer_after_stepping(kind, tmp_path):
+    """torch.save(module) after a no_grad step: S4's cached step system holds C viewed as complex beside the real
+    parameter, and torch.save refused ("Cannot save multiple tensors ... as different types"). The cache is
+    pickled empty; the loaded layer steps as the original."""
+    import copy
+
+    layer = {"s4": lambda: S4(3, 4, seed=0), "s4d": lambda: S4D(3, 4, seed=0),
+             "linoss": lambda: LinOSS(3, 4, seed=0)}[kind]().eval()
+    x = torch.randn(2, 3)
+    with torch.no_grad():
+        y, _ = layer.step(x, layer.initial_state(2))
+    torch.save(layer, tmp_path / "layer.pt")
+    loaded = torch.load(tmp_path / "layer.pt", weights_only=False)
+    for other in (loaded, copy.deepcopy(layer)):
+        with torch.no_grad():
+            y2, _ = other.step(x, other.initial_state(2))
+        assert torch.equal(y, y2)

@@ -736,8 +736,11 @@ class DiagonalizedS4(DiagonalSSM):
 
     ``N`` complex modes (all eigenvalues of the real N x N ``dA``, conjugate pairs included), output
     ``Re(C . x)``; buffers only, for one ``rate``. State (B, H, N) complex, in the eigenbasis.
-    Built in the dtype of the S4 layer; do not cast it with ``.float()``/``.double()`` (the
-    complex buffers would not follow): call :meth:`S4.diagonalize` on a cast layer instead.
+    Built in the dtype of the S4 layer. ``.float()`` of a float64 form casts every buffer (the complex
+    ones too, which ``nn.Module`` casts leave alone); a cast to a wider dtype than it was built in raises
+    ``TypeError``, because a cast cannot add the digits the diagonalization lacks: call
+    :meth:`S4.diagonalize` on a float64 layer instead. Not for ``save_pretrained`` (its buffers are its
+    arguments): save the S4 layer and diagonalize after loading, or ``torch.save`` its ``state_dict``.
 
     ``dt`` (H,) float64 is the S4 layer's step at that rate, ``exp(log_dt) * rate`` (a buffer, so it
     follows ``state_dict`` and copies): with it :meth:`modes` has the S4 layer's continuous view
@@ -766,6 +769,30 @@ class DiagonalizedS4(DiagonalSSM):
         self.register_buffer("V", V)
         self.register_buffer("D", D)
         self.register_buffer("dt", None if dt is None else self._check_dt(dt))
+
+    def _apply(self, fn, recurse: bool = True):
+        """Module casts and moves, with the complex buffers following the real dtype (class docstring)."""
+        before = self.D.dtype
+        super()._apply(fn, recurse)
+        after = self.D.dtype
+        if after == before:
+            return self
+        if torch.finfo(after).bits > torch.finfo(before).bits:
+            self.D = self.D.to(before)
+            raise TypeError(f"DiagonalizedS4 was computed in {before}; casting it to {after} cannot make it more "
+                            f"accurate than {before}: call "
+                            f"S4.diagonalize() on a {after} S4 layer instead")
+        complex_dtype = {torch.float32: torch.complex64, torch.float64: torch.complex128}.get(after)
+        if complex_dtype is None:
+            raise TypeError(f"DiagonalizedS4 cannot run in {after}: keep float32 or float64 (use autocast around it)")
+        for name in ("log_dA", "dB", "Cd", "V"):
+            setattr(self, name, getattr(self, name).to(complex_dtype))
+        return self
+
+    def save_pretrained(self, save_directory):
+        raise TypeError("a DiagonalizedS4 is not saved with save_pretrained (its tensors are its arguments): save "
+                        "the S4 layer (S4.save_pretrained) and call diagonalize() after loading, or torch.save("
+                        "form.state_dict())")
 
     def _check_dt(self, dt: Tensor) -> Tensor:
         """``dt`` as (H,) float64, positive and finite, or ValueError naming what was given."""

@@ -43,6 +43,14 @@ class StepCache:
         self._views: Optional[Tuple[Any, ...]] = None   # value-keyed on CPU: numpy views of the tensors
         self._raw: Optional[Tuple[bytes, ...]] = None    # and the values they held at build time
 
+    def __getstate__(self) -> dict:
+        # pickled (torch.save of a whole module, deepcopy) empty: the cached system holds views of the parameters
+        # under other dtypes (S4's C as complex), which torch.save refuses to store beside the parameters
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()  # type: ignore[misc]
+
     @staticmethod
     def _tensors(module: nn.Module) -> Tuple[Tensor, ...]:
         if not module._modules:                          # a leaf layer: its own dicts (parameters() walks a generator)
