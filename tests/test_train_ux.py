@@ -539,3 +539,15 @@ def test_resuming_a_finished_run_says_it_is_finished(tmp_path, capsys):
     assert rc == 0, err
     assert "the run already finished its 1 epoch (step " in err and "nothing left to train" in err
     assert "resumed at step" not in err and "epoch 2" not in err
+
+
+@pytest.mark.parametrize("flag,value", [("data.augment", '{"roll": 1.0}'), ("trainer.mixup", "0.2")])
+def test_token_datasets_refuse_series_augmentation_and_mixup(tmp_path, flag, value):
+    """A token dataset hands out one-hot float items (L, V - 1), which passed for a float series: roll/scale/jitter
+    and mixup ran on one-hot token ids (docs/data.md says token datasets refuse them)."""
+    from statespaces.train.loop import _augmentation, _objective
+
+    cfg = _tiny(tmp_path, "tok", ("data.name", "copying"), (flag, value))
+    data = load_data(cfg)
+    with pytest.raises(ConfigError, match="token ids"):
+        _augmentation(cfg, data) if flag == "data.augment" else _objective(cfg, data)

@@ -62,7 +62,7 @@ Tensor = torch.Tensor
 __all__ = [
     "BACKENDS", "get_backend", "set_backend", "use_backend", "choose", "attempt", "triton_available",
     "force_triton", "triton_failed", "TritonFallbackWarning", "REAL", "COMPLEX", "fallback_op",
-    "register_twin", "backward_with_fallback", "twin_gradients",
+    "register_twin", "backward_with_fallback", "twin_gradients", "first_order",
 ]
 
 BACKENDS = ("auto", "torch", "ref")
@@ -265,6 +265,33 @@ def backward_with_fallback(function: str, inputs: Callable[[Any], Sequence[Any]]
         return cast(_Backward, wrapped)
 
     return decorate
+
+
+def first_order(backward: _Backward) -> _Backward:
+    """Decorator for the hand-written ``backward`` of a custom autograd Function (in place of
+    ``torch.autograd.function.once_differentiable``): the backward runs without building a graph, and a request
+    for a second derivative through it (a backward with ``create_graph=True``) raises a ``RuntimeError`` that says
+    where higher-order derivatives are: the ``"ref"`` backend (:func:`use_backend`), whose layers run on plain
+    autograd ops (``tests/test_higher_order.py``: gradgradcheck of every layer there).
+
+    ``once_differentiable`` alone is not enough: it raises only where the incoming gradients require grad, and treats
+    the tensors saved in the forward as constants, so a second derivative through a parameter's saved factors came
+    out silently wrong (missing terms) or ``None`` (``allow_unused=True``). Put it outermost of the backward's
+    decorators (right under ``@staticmethod``)."""
+    inner = torch.autograd.function.once_differentiable(backward)
+
+    @functools.wraps(backward)
+    def wrapped(ctx, *grads):
+        if torch.is_grad_enabled():
+            name = type(ctx).__name__.removesuffix("Backward")
+            raise RuntimeError(
+                f"statespaces: {name} has a hand-written first-order backward, so derivatives of order two "
+                "(backward with create_graph=True, e.g. a gradient penalty or a Hessian-vector product) are not "
+                "available through it; run the model inside statespaces.backend.use_backend('ref'), whose layers "
+                "use plain autograd ops (slower), for higher-order derivatives")
+        return inner(ctx, *grads)
+
+    return cast(_Backward, wrapped)
 
 
 def _autocast_off(inputs: Sequence[Any]):

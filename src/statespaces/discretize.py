@@ -29,8 +29,8 @@ from __future__ import annotations
 from typing import Optional, Tuple, Union
 
 import torch
-from torch.autograd.function import once_differentiable
 
+from . import backend
 from ._checks import check_choice
 
 Tensor = torch.Tensor
@@ -241,7 +241,7 @@ class _ZOHFactors(torch.autograd.Function):
         return x, scale * C * dB
 
     @staticmethod
-    @once_differentiable            # the saved factors are constants here: a second derivative would be wrong
+    @backend.first_order
     def backward(ctx, g_log: Optional[Tensor], g_coef: Optional[Tensor]):
         dt, A, B, C, x, e64, phi64, dB = ctx.saved_tensors
         phi = phi64.to(x.dtype)
@@ -286,6 +286,10 @@ def zoh_kernel_factors(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: float
         autograd node with a hand-written backward (:class:`_ZOHFactors`; gradcheck in tests/test_discretize.py).
     """
     check_zoh_system("zoh_kernel_factors", dt, A, B, C)
+    if backend.get_backend() == "ref":        # plain autograd (derivatives of any order): the generic route
+        dtA = dt.unsqueeze(-1) * A
+        _, phi = _exp_phi(dtA)
+        return dtA, scale * C * (phi * dt.unsqueeze(-1) * B)
     return _ZOHFactors.apply(dt, A, B, C, float(scale))
 
 

@@ -99,8 +99,8 @@ class _CauchyFn(torch.autograd.Function):
         return out
 
     @staticmethod
+    @backend.first_order
     @amp_backward
-    @torch.autograd.function.once_differentiable
     def backward(ctx, g: Tensor):
         # holomorphic in (v, z, w): grad_x = sum g * conj(d out / d x)  (PyTorch's convention)
         v, z, w = ctx.saved_tensors

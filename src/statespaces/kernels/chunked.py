@@ -30,7 +30,6 @@ import math
 from typing import Optional, Tuple
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from .. import backend
 from .chunked_conv import contiguous_grad
@@ -116,7 +115,7 @@ class _NearPowers(torch.autograd.Function):
         return V, Ps[-1]
 
     @staticmethod
-    @once_differentiable          # the saved powers are constants of the backward: a second derivative raises
+    @backend.first_order
     def backward(ctx, gV: Optional[Tensor], gPT: Optional[Tensor]):
         # five kernels per level (what a dispatch-bound GPU pays for), against ~10 for autograd's graph
         V, *saved = ctx.saved_tensors
@@ -189,7 +188,7 @@ class _RowPowers(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
+    @backend.first_order
     def backward(ctx, G: Tensor):
         R, X = ctx.saved_tensors
         q = R.shape[1] - 1
@@ -215,6 +214,11 @@ def row_powers(V: Tensor, X: Tensor, q: int) -> Tensor:
     """``(V X^i)_{i <= q}`` as (H, q + 1, K, N) for rows V (H, K, N) and X (H, N, N), q >= 0 (:class:`_RowPowers`;
     the far rows of the chunked form, thesis §2.3.2)."""
     _check_rows("row_powers", V, X, q)
+    if backend.get_backend() == "ref":          # plain autograd (derivatives of any order)
+        rows = [V]
+        for _ in range(q):
+            rows.append(torch.bmm(rows[-1], X))
+        return torch.stack(rows, 1)
     return _RowPowers.apply(V, X, q)
 
 

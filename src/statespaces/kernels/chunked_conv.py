@@ -35,7 +35,6 @@ from typing import NamedTuple, Optional, Tuple, Union, cast
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from .. import backend
 from ..ops._amp import autocast_off
@@ -226,7 +225,7 @@ class _CarryScan(torch.autograd.Function):
         return X.movedim(0, 2)
 
     @staticmethod
-    @once_differentiable
+    @backend.first_order
     def backward(ctx, dX: Tensor):
         G, X = ctx.saved_tensors
         lam = dX.movedim(2, 0).clone(memory_format=torch.contiguous_format)  # overwritten by the adjoint

@@ -31,8 +31,8 @@ from __future__ import annotations
 from typing import List, Optional, Tuple, Union, cast
 
 import torch
-from torch.autograd.function import once_differentiable
 
+from .. import backend
 from ..ops._amp import autocast_off
 from .chunked_conv import ChunkTables, _toeplitz, _toeplitz_adjoint, carry_adjoint, carry_states, chunked_conv
 
@@ -56,7 +56,7 @@ class ProjectT(torch.autograd.Function):
         return torch.mm(W, x.t())
 
     @staticmethod
-    @once_differentiable
+    @backend.first_order
     def backward(ctx, g: Tensor):
         x, W = ctx.saved_tensors
         dx = torch.mm(g.t(), W) if ctx.needs_input_grad[0] else None
@@ -74,7 +74,7 @@ class ReadoutT(torch.autograd.Function):
         return torch.mm(y.t(), W.t())
 
     @staticmethod
-    @once_differentiable
+    @backend.first_order
     def backward(ctx, g: Tensor):
         y, W = ctx.saved_tensors
         g = g.contiguous()                                  # e.g. the expanded gradient of a sum: copied once
@@ -168,7 +168,7 @@ class _ChunkedProjected(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
+    @backend.first_order
     def backward(ctx, g: Tensor):
         u, W_in, W_out, D, taps, w_in, w_out, pow_T = ctx.saved_tensors
         groups, Vs, Ys, X, Xr = ctx.groups, ctx.Vs, ctx.Ys, ctx.X, ctx.Xr

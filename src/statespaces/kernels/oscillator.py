@@ -35,7 +35,6 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from .. import backend
 from .._checks import check_choice
@@ -91,6 +90,8 @@ def oscillator_transition(A: Tensor, dt: Tensor, discretization: str, validate: 
     """
     dt = torch.as_tensor(dt, dtype=A.dtype, device=A.device).expand_as(A)
     scheme = check_oscillator_params(A, dt, discretization) if validate else check_scheme(discretization)
+    if backend.get_backend() == "ref":          # plain autograd (derivatives of any order)
+        return oscillator_transition_ref(A, dt, scheme)
     if torch.is_grad_enabled() and (A.requires_grad or dt.requires_grad):
         M, f = JacobianNode.apply(transition_with_jacobian, scheme, A, dt)
         return M, f
@@ -172,7 +173,7 @@ class JacobianNode(torch.autograd.Function):
         return tuple(o if o._base is None else o.clone() for o in outs)
 
     @staticmethod
-    @once_differentiable
+    @backend.first_order
     def backward(ctx, *grads: Optional[Tensor]):
         (J,) = ctx.saved_tensors
         filled = [J.new_zeros(s) if g is None else g for g, s in zip(grads, ctx.shapes)]

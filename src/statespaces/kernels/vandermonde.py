@@ -23,7 +23,6 @@ from typing import Tuple
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from .. import backend
 from .._checks import check_length
@@ -164,8 +163,8 @@ class _Vandermonde(torch.autograd.Function):
         return _blocked_forward(coef, low, high, L)
 
     @staticmethod
+    @backend.first_order
     @amp_backward
-    @once_differentiable
     def backward(ctx, g: Tensor):
         coef, low, high = ctx.saved_tensors
         L = ctx.L

@@ -18,8 +18,8 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
+from .. import backend
 from .._checks import tracing
 from ._amp import amp_backward, autocast_off, fp32_forward
 
@@ -146,8 +146,8 @@ class _FFTConv(torch.autograd.Function):
         return y
 
     @staticmethod
+    @backend.first_order
     @amp_backward
-    @once_differentiable
     def backward(ctx, dy: Tensor):
         saved, K = ctx.saved_tensors
         n, L, m = ctx.n, ctx.L, ctx.m
@@ -209,6 +209,16 @@ def _spectral_triton(G: Tensor, Xc: Optional[Tensor], K: Tensor, need_u: bool) -
     return (spectral_backward_triton(G, Xc, K, need_u),)                # a tuple: None is a result here
 
 
+def fftconv_ref(u: Tensor, kc: Tensor, n: int) -> Tensor:
+    """The reference twin of :func:`fftconv`'s circular product: ``irfft(rfft(u, n) rfft(kc, n), n)[:L]`` per channel,
+    u (B, L, H), kc (H, m <= n), in plain differentiable torch ops (autograd's own backward, so derivatives of any
+    order: the ``"ref"`` backend, :mod:`statespaces.backend`), float32 inside autocast."""
+    with autocast_off(u):
+        u = u.float() if u.dtype in (torch.float16, torch.bfloat16) else u
+        K = torch.fft.rfft(kc.to(u.dtype), n=n)
+        return torch.fft.irfft(torch.fft.rfft(u.transpose(1, 2), n=n) * K, n=n)[..., :u.shape[1]].transpose(1, 2)
+
+
 def fftconv(u: Tensor, k: Tensor, bidirectional: bool = False) -> Tensor:
     r"""Convolve each channel of ``u`` with its kernel.
 
@@ -235,6 +245,8 @@ def fftconv(u: Tensor, k: Tensor, bidirectional: bool = False) -> Tensor:
     else:
         kc = k[..., :L]
         n = _fft_len(L + kc.shape[-1])
+    if backend.get_backend() == "ref":
+        return fftconv_ref(u, kc, n)
     if torch.is_grad_enabled() and (u.requires_grad or k.requires_grad):
         return _FFTConv.apply(u, kc, n)
     with autocast_off(u):                                      # as _FFTConv: float32 inside autocast

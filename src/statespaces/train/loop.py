@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ..data import DATASETS
 from ..data.augment import SeriesAugment
+from ..data.base import TokenDataset
 from ..data.sampler import BucketBatchSampler, dataset_lengths, passes_for, trim_collate
 from ..models import SequenceClassifier
 from ..optim import param_groups
@@ -300,6 +301,11 @@ def _augmentation(cfg: TrainConfig, data: Any) -> Optional[SeriesAugment]:
 
 def _not_float_series(data: Any) -> Optional[str]:
     """What a training example of ``data`` is, in words, when it is not a float series (L, C); else None."""
+    base = data.train
+    while isinstance(base, Subset):
+        base = base.dataset
+    if isinstance(base, TokenDataset):          # float (L, V - 1) items, but one-hot token ids: not a series
+        return f"token ids (one-hot encoded, vocabulary {base.vocab_size})"
     x = data.train[0][0]
     if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() == 2:
         return None

@@ -134,6 +134,7 @@ class CauchyFn(torch.autograd.Function):
         return out
 
     @staticmethod
+    @backend.first_order
     @amp_backward
     @backend.backward_with_fallback("CauchyFn", lambda ctx: ctx.saved_tensors)
     def backward(ctx, g: Tensor):

@@ -36,7 +36,6 @@ from typing import Optional, Tuple
 import torch
 import triton
 import triton.language as tl
-from torch.autograd.function import once_differentiable
 
 from ... import backend
 from ._launch import make, signature, unique
@@ -404,7 +403,7 @@ class ChunkedConvFn(torch.autograd.Function):
         return y, (xout if want_state else None)
 
     @staticmethod
-    @once_differentiable
+    @backend.first_order
     @backend.backward_with_fallback("ChunkedConvFn", _forward_inputs)
     def backward(ctx, dy, dstate):
         u, taps, win, wout, gpow, gr, wlast, xs, pow_T, pow_r, _ = ctx.saved_tensors

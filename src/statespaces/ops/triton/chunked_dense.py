@@ -48,7 +48,6 @@ from typing import Callable, Optional, Tuple
 import torch
 import triton
 import triton.language as tl
-from torch.autograd.function import once_differentiable
 
 from ... import backend
 from ._launch import contiguous, make, signature, unique
@@ -403,7 +402,7 @@ class ChunkedDenseFn(torch.autograd.Function):
         return y, xs[:, :, -1].clone()
 
     @staticmethod
-    @once_differentiable
+    @backend.first_order
     @backend.backward_with_fallback("ChunkedDenseFn", _forward_inputs)
     def backward(ctx, dy, dlast):
         u, Z, win, wout, G, GK, xs, _ = ctx.saved_tensors

@@ -33,7 +33,6 @@ from typing import Optional, Tuple
 import torch
 import triton
 import triton.language as tl
-from torch.autograd.function import once_differentiable
 
 from ... import backend
 from ._launch import contiguous, make, signature, unique
@@ -244,7 +243,7 @@ class DenseTablesFn(torch.autograd.Function):
         return Z, win, wout, G
 
     @staticmethod
-    @once_differentiable
+    @backend.first_order
     @backend.backward_with_fallback("DenseTablesFn", _forward_inputs)
     def backward(ctx, gZ, gwin, gwout, gG):
         dA, c, win, wout, _, _ = ctx.saved_tensors

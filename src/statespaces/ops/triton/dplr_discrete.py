@@ -51,7 +51,6 @@ from typing import Optional, Tuple
 import torch
 import triton
 import triton.language as tl
-from torch.autograd.function import once_differentiable
 
 from ... import backend
 from ._launch import contiguous, make, real_view, signature, unique
@@ -354,7 +353,7 @@ class BilinearDPLRFn(torch.autograd.Function):
         return dA, dB
 
     @staticmethod
-    @once_differentiable
+    @backend.first_order
     @backend.backward_with_fallback("BilinearDPLRFn", _forward_inputs)
     def backward(ctx, gdA: Optional[Tensor], gdB: Optional[Tensor]):
         lam, p, b, dt = ctx.saved_tensors

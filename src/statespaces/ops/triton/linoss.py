@@ -452,6 +452,7 @@ class LinossScanFn(torch.autograd.Function):
         return y, fin
 
     @staticmethod
+    @backend.first_order
     @amp_backward
     @backend.backward_with_fallback("LinossScanFn", _forward_inputs)
     def backward(ctx, gy: Tensor, gfin: Optional[Tensor]):

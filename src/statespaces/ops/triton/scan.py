@@ -381,6 +381,7 @@ class ScanDiagonalFn(torch.autograd.Function):
         return out
 
     @staticmethod
+    @backend.first_order
     @amp_backward
     @backend.backward_with_fallback("ScanDiagonalFn", _forward_inputs)
     def backward(ctx, g: Tensor):

@@ -533,6 +533,7 @@ class VandermondeFn(torch.autograd.Function):
         return out
 
     @staticmethod
+    @backend.first_order
     @amp_backward
     @backend.backward_with_fallback("VandermondeFn", _forward_inputs)
     def backward(ctx, g: Tensor):
@@ -562,6 +563,7 @@ class ZOHVandermondeFn(torch.autograd.Function):
         return out
 
     @staticmethod
+    @backend.first_order
     @amp_backward
     @backend.backward_with_fallback("ZOHVandermondeFn", _zoh_forward_inputs)
     def backward(ctx, g: Tensor):
