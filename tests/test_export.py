@@ -348,3 +348,17 @@ def test_casting_an_exported_linoss_keeps_its_wide_transition():
         assert all(m.A.dtype == torch.float64 and m.D.dtype == torch.float16 for m in steps)
         sm.double()
         assert all(m.D.dtype == torch.float64 and m.Cout.dtype == torch.float64 for m in steps)
+
+
+def test_streaming_export_of_a_classifier_says_what_to_do_instead():
+    """A classifier has no step: export_step / export_onnx failed with a raw AttributeError; now a TypeError names
+    the alternative, which works: torch.export of its forward."""
+    from statespaces.models import SequenceClassifier
+
+    model = SequenceClassifier(1, 3, d_model=8, n_layers=1).eval()
+    for fn in (export_step, streaming_model):
+        with pytest.raises(TypeError, match="torch.export.export"):
+            fn(model)
+    x = torch.randn(2, 16, 1)
+    program = torch.export.export(model, (x,))
+    torch.testing.assert_close(program.module()(x), model(x))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import List, Optional, Tuple
 
@@ -210,6 +211,8 @@ def _train(args, overrides: List[Tuple[str, str]]) -> int:
     from .train.tasks import get_task
 
     cfg = build_config(args.preset, args.config, overrides).validated()
+    # under torchrun every process runs this: rank 0 alone speaks (the process group starts later, in train)
+    say = print if int(os.environ.get("RANK", "0")) == 0 else (lambda *a, **k: None)
     if args.resume:
         out = cfg.trainer.out
         found = stored_config(out)
@@ -218,14 +221,14 @@ def _train(args, overrides: List[Tuple[str, str]]) -> int:
             if args.preset is None and args.config is None and not given:
                 raise FileNotFoundError(f"--resume: {out} holds no run to resume (no checkpoint, no run.json); "
                                         "start one without --resume")
-            print(f"note: {out} holds no run yet; starting a new one", file=sys.stderr)
+            say(f"note: {out} holds no run yet; starting a new one", file=sys.stderr)
         else:
             stored, source = found
             cfg = resume_config(stored, out, args.preset, args.config, overrides).override("trainer.out", out)
             cfg = cfg.validated()
-            print(f"resuming the run in {out} with the config stored in {source}", file=sys.stderr)
+            say(f"resuming the run in {out} with the config stored in {source}", file=sys.stderr)
     m, t = cfg.model, cfg.trainer
-    print(f"training {m.n_layers} blocks of {layer_call(m.layer, m.d_model)} on {cfg.data.name} for {t.epochs} "
+    say(f"training {m.n_layers} blocks of {layer_call(m.layer, m.d_model)} on {cfg.data.name} for {t.epochs} "
           f"epochs -> {t.out}", flush=True)
     summary = train(cfg, resume=args.resume, progress=not args.no_progress)
     if summary:

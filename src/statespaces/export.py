@@ -231,6 +231,13 @@ class StreamingModel(nn.Module):
     def __init__(self, model: nn.Module, rate: float = 1.0) -> None:
         super().__init__()
         self.rate = check_rate(rate)
+        core = model.backbone if hasattr(model, "backbone") and hasattr(model, "decode") else model
+        if not (callable(getattr(core, "initial_state", None)) and callable(getattr(core, "step", None))):
+            raise TypeError(
+                f"streaming export needs a model that steps (an SSM layer, a block, SSMStack, SaShiMi or a language "
+                f"model); a {type(model).__name__} has no initial_state/step (a classifier pools over the whole "
+                "sequence before it answers): capture its forward with torch.export.export(model, (x,)) (ONNX cannot "
+                "take it: its kernels use complex arithmetic), or keep it in PyTorch (statespaces.train.load_trained)")
         self.model = _replace_layers(copy.deepcopy(model), self.rate).eval()
         self.is_lm = hasattr(self.model, "backbone") and hasattr(self.model, "decode")
         self.core = self.model.backbone if self.is_lm else self.model

@@ -20,10 +20,17 @@ and how; the test score of every epoch is reported, never used to choose, or not
 
 Under ``torchrun --nproc_per_node=N`` the same code runs DistributedDataParallel (gloo on CPU,
 NCCL on GPU); ``trainer.batch_size`` is the global batch, split evenly over ranks; rank 0 logs,
-evaluates and writes checkpoints.
+evaluates and writes checkpoints. The training loss and score of an epoch are summed over every rank's
+examples; each rank draws its own dropout masks and augmentations (rank 0 those of a one-process run, the
+others from :func:`rank_seed`), and every checkpoint keeps each rank's RNG state, so a resumed run is exact.
+With dropout 0 and a training split divisible by N, N processes see the global batches of one, and train
+like it to rounding. Otherwise they differ as DDP does: ``DistributedSampler`` repeats a few examples so
+that every rank gets as many (one per epoch with 1293 images on 2 ranks), and ``norm = "batch"`` keeps
+per-rank batch statistics (no SyncBatchNorm; the running statistics are rank 0's, which DDP broadcasts).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -190,15 +197,17 @@ class _EpochReport(Callback):
             t.tb.add_scalar("train/lr", t.sched.get_last_lr()[0], state.step)
         every = t.cfg.trainer.checkpoint_every
         if every and state.step % every == 0 and state.step % state.steps_per_epoch:
-            t.checkpoint(state.step, is_best=False)
+            t.checkpoint(state.step, is_best=False, shared=t.shared())
 
     def on_epoch_end(self, state: FitState) -> None:
         t = self.t
         if self.bar is not None:
             self.bar.close()
         t.run.barrier()
+        shared = t.shared()
         if t.run.main:
-            t.end_epoch(state, self.t0)
+            t.running = shared["running"]       # the epoch's training loss and score over every rank's examples
+            t.end_epoch(state, self.t0, shared)
         t.running = {"loss": 0.0, "correct": 0, "seen": 0}
 
 
@@ -223,7 +232,15 @@ class _Trainer:
         self.test_loader = DataLoader(data.test, batch_size=256) if cfg.trainer.test_eval == "epoch" else None
         self.val_loader = DataLoader(val_set, batch_size=256) if val_set is not None else None
 
-    def checkpoint(self, step: int, is_best: bool) -> None:
+    def shared(self) -> Dict[str, Any]:
+        """What a checkpoint needs from every rank, gathered (a collective: every rank calls it at the same point):
+        the ranks' RNG states and the running training sums over all ranks (rank 0 alone writes)."""
+        r = self.running
+        loss, correct, seen = self.run.all_sum([r["loss"], r["correct"], r["seen"]])
+        return {"rng": self.run.gather_rng(), "running": {"loss": loss, "correct": correct, "seen": int(seen)}}
+
+    def checkpoint(self, step: int, is_best: bool, shared: Optional[Dict[str, Any]] = None) -> None:
+        """Write the checkpoint of ``step`` (rank 0); ``shared``: :meth:`shared`, gathered by every rank."""
         if not self.run.main:
             return
         t_cfg, history = self.cfg.trainer, self.history
@@ -231,9 +248,13 @@ class _Trainer:
         if self.ema is not None:     # the trained weights, for resuming (model.* are the averaged ones)
             tensors.update({f"train.{k}": v for k, v in self.model.state_dict().items()})
         tensors["rng.torch"] = torch.get_rng_state()
+        for rank, state in enumerate((shared or {}).get("rng") or []):
+            if rank:
+                tensors[f"rng.torch.rank{rank}"] = state
         meta = {
             "config": self.cfg.to_dict(), "step": step, "epoch": step // self.steps_per_epoch, "history": history,
-            "best_acc": self.best_acc, "running": self.running, "scheduler": self.sched.state_dict(),
+            "best_acc": self.best_acc, "running": (shared or {}).get("running", self.running),
+            "scheduler": self.sched.state_dict(),
             "optimizer": pack_state("optim", self.opt.state_dict(), tensors),
             "d_input": self.data.d_input, "n_classes": self.data.n_classes, "task": self.task.name,
             "train_seconds": self.seconds_before + time.time() - self.t_start,
@@ -247,7 +268,7 @@ class _Trainer:
             meta["classes"] = [str(c) for c in self.data.classes]
         self.run.save(step, tensors, meta, is_best)
 
-    def end_epoch(self, state: FitState, t0: float) -> None:
+    def end_epoch(self, state: FitState, t0: float, shared: Optional[Dict[str, Any]] = None) -> None:
         """Evaluate (validation when held out, test unless ``trainer.test_eval`` is off), record, print the
         epoch line, checkpoint."""
         t_cfg, task, r, device = self.cfg.trainer, self.task, self.running, self.run.device
@@ -282,7 +303,13 @@ class _Trainer:
                 if record[key] is not None:
                     self.tb.add_scalar(key.replace("_", "/", 1), record[key], state.step)
             self.tb.flush()
-        self.checkpoint(state.step, is_best)
+        self.checkpoint(state.step, is_best, shared)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of process ``rank`` of a data-parallel run: ``seed`` for rank 0 (a one-process run's), another
+    stream for each other rank, so that ranks draw different dropout masks and augmentations."""
+    return seed if rank == 0 else (seed * 1_000_003 + 7_919 * rank) % 2**63
 
 
 def _augmentation(cfg: TrainConfig, data: Any) -> Optional[SeriesAugment]:
@@ -360,6 +387,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     model = build_model(cfg, data.d_input, data.n_classes, task.name).to(device)
     ema = WeightEMA(model, t_cfg.ema) if t_cfg.ema else None
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    if run.rank:
+        # each rank its own dropout masks and augmentation draws (DDP has broadcast rank 0's initial weights);
+        # rank 0 keeps the stream of a single-process run
+        seed = rank_seed(t_cfg.seed, run.rank)
+        torch.manual_seed(seed)
+        augment = None if augment is None else dataclasses.replace(augment, seed=seed)
+        mixup = None if mixup is None else dataclasses.replace(mixup, seed=seed)
     if use_compile(t_cfg.compile, model):
         net = CompiledOrEager(net)
     opt = torch.optim.AdamW(param_groups(model, lr=t_cfg.lr, weight_decay=t_cfg.weight_decay, ssm_lr=t_cfg.ssm_lr))
@@ -391,7 +425,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     meta = run.restore(model, opt, sched, cfg.to_dict(), steps_per_epoch, ema)
     if meta is not None:
         step, trainer.history, trainer.best_acc = meta["step"], meta["history"], meta["best_acc"]
-        trainer.running, trainer.seconds_before = meta["running"], meta["train_seconds"]
+        trainer.seconds_before = meta["train_seconds"]
+        # the stored sums cover every rank's examples so far: rank 0 carries them, the others start from 0
+        trainer.running = meta["running"] if run.main else {"loss": 0.0, "correct": 0, "seen": 0}
     run.start(cfg)
 
     n_params = sum(p.numel() for p in model.parameters())

@@ -22,7 +22,7 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -348,6 +348,18 @@ class Run:
         # a folder without run.json: resume its newest valid checkpoint and adopt its run id
         self._adopt = self.ckpts.run_id is None and resume
 
+    def _rank_rng(self, tensors: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """This rank's RNG state in a checkpoint: ``rng.torch`` (rank 0's), or ``rng.torch.rank<r>``; a checkpoint
+        without it (written by fewer processes, or before per-rank states were kept) gives rank 0's, with a
+        warning that the resume is not exact."""
+        key = f"rng.torch.rank{self.rank}"
+        if self.rank == 0 or key in tensors:
+            return tensors[key if self.rank else "rng.torch"]
+        print(f"warning: the checkpoint holds no RNG state for rank {self.rank} (written by fewer processes or an "
+              "older version); this rank resumes from rank 0's, so its dropout masks differ from an uninterrupted "
+              "run", file=sys.stderr)
+        return tensors["rng.torch"]
+
     def restore(self, model: torch.nn.Module, optimizer, scheduler, config: Dict[str, Any],
                 steps_per_epoch: int, ema: Any = None) -> Optional[Dict[str, Any]]:
         """Load the newest valid, complete checkpoint of this run into ``model``, ``optimizer`` and ``scheduler`` (and
@@ -390,7 +402,7 @@ class Run:
                     ema.load_state_dict({"module": saved, "updates": meta["ema_updates"]})
                 optimizer.load_state_dict(unpack_state(meta["optimizer"], tensors))
                 scheduler.load_state_dict(meta["scheduler"])
-                torch.set_rng_state(tensors["rng.torch"])
+                torch.set_rng_state(self._rank_rng(tensors))
                 meta = dict(meta, running={k: meta["running"][k] for k in ("loss", "correct", "seen")})
             except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
                 # a later valid checkpoint loads every piece again, so a partial restore is overwritten
@@ -434,6 +446,25 @@ class Run:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+    def gather_rng(self) -> Optional[List[torch.Tensor]]:
+        """Every rank's torch RNG state (on every rank; None with one process). A collective: all ranks call it at
+        the same point. Each rank draws its own dropout masks, and rank 0 alone draws for evaluation, so a
+        checkpoint keeps one state per rank (``rng.torch.rank<r>``) for an exact resume."""
+        if self.world == 1:
+            return None
+        states: List[Any] = [None] * self.world
+        dist.all_gather_object(states, torch.get_rng_state())
+        return states
+
+    def all_sum(self, values: Sequence[float]) -> List[float]:
+        """``values`` summed over the ranks (a collective; the values themselves with one process)."""
+        if self.world == 1:
+            return [float(v) for v in values]
+        device = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return t.tolist()
 
     def close(self) -> None:
         """Every rank done before the process group is torn down."""
