@@ -772,3 +772,14 @@ def test_contract_constructors_take_numpy_ints(d_model, d_state):
     assert S4ND(d_model, dims=np.int64(2), d_state=d_state).dims == 2
     for bad, exc in ((4.0, TypeError), (True, TypeError), (0, ValueError)):
         expect(exc, "d_model", S4D, bad, 4)
+
+
+def test_an_overflow_in_float64_does_not_advise_float64():
+    """A float64 layer driven at an absurd rate overflows: the message named "run the module in float64", which it
+    already was; it now points at the rate and steps. A float32 overflow still advises float64."""
+    layer = LinOSS(2, 3, seed=0).double()
+    x = torch.randn(2, 20, 2, dtype=torch.float64)
+    with pytest.raises(FloatingPointError) as e:
+        layer(x, rate=1e300)
+    assert "overflowed torch.float64" in str(e.value) and "run the module in float64" not in str(e.value)
+    assert "rate" in str(e.value)

@@ -250,3 +250,17 @@ def test_printed_forms_show_the_defining_arguments():
     for a, b, shown in pairs:
         assert repr(a) != repr(b)
         assert shown in repr(b).splitlines()[1]           # on the module's own line, torch.nn style
+
+
+def test_step_in_training_mode_with_tied_dropout_warns_once():
+    """Stepping a block in training mode drew a fresh tied-dropout mask per step, silently unlike forward."""
+    block = ResidualBlock(S4D(4, 8, seed=0), dropout=0.2).train()
+    state = block.initial_state(2)
+    with pytest.warns(UserWarning, match="new dropout mask at every step"):
+        _, state = block.step(torch.randn(2, 4), state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        block.step(torch.randn(2, 4), state)                        # once per block
+        block.eval().step(torch.randn(2, 4), block.initial_state(2))   # eval: no dropout, no warning
+        untied = ResidualBlock(S4D(4, 8, seed=0), dropout=0.2, tie_dropout=False).train()
+        untied.step(torch.randn(2, 4), untied.initial_state(2))     # elementwise dropout: steps like forward

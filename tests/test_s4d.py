@@ -226,6 +226,15 @@ def test_bad_input_errors():
 
 def test_extra_repr():
     assert "init='inv'" in repr(S4D(3, 8, init="inv", bidirectional=True))
+    # every argument that changes the layer, when it is not the default (S4 and S4ND likewise)
+    r = repr(S4D(3, 8, real_transform="softplus", trainable_B=False))
+    assert "real_transform='softplus'" in r and "trainable_B=False" in r
+    assert "real_transform" not in repr(S4D(3, 8)) and "trainable_B" not in repr(S4D(3, 8))
+    from statespaces import S4
+    from statespaces.layers.s4nd import S4ND
+
+    assert "real_transform='relu'" in repr(S4(3, 8, real_transform="relu"))
+    assert "conv='toeplitz'" in repr(S4ND(3, d_state=4, dims=2, conv="toeplitz"))
 
 
 def test_step_cache_follows_parameter_updates():

@@ -436,9 +436,15 @@ def check_result(module: torch.nn.Module, outputs: Any, what: str = "output", **
         if ts:
             mags.append(f"{name} magnitude up to {max(float(t.abs().max()) for t in ts):.3g}")
     dtype = outs[0].dtype if outs else torch.get_default_dtype()
-    wider = "pass the input in float32" if dtype in (torch.float16, torch.bfloat16) else "run the module in float64"
+    if dtype in (torch.float16, torch.bfloat16):
+        wider = "rescale the input or pass it in float32"
+    elif dtype in (torch.float32, torch.complex64):
+        wider = "rescale the input or run the module in float64"
+    else:      # already the widest: the input, or a rate / step that takes the system out of its range
+        wider = ("rescale the input, or check the rate and the step sizes (an extreme rate can leave the range of "
+                 "the discretization)")
     raise FloatingPointError(
-        f"the {owner} {what} overflowed {dtype} ({', '.join(mags) or 'finite inputs'}); rescale the input or {wider}"
+        f"the {owner} {what} overflowed {dtype} ({', '.join(mags) or 'finite inputs'}); {wider}"
     )
 
 

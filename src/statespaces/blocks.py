@@ -374,7 +374,16 @@ class ResidualBlock(Pretrained, nn.Module):
     def step_with(self, x: Tensor, layer_step) -> Tensor:
         """The block's step around any one-step map of the layer, ``layer_step(z (B, H)) -> (B, H)``
         (a frame (B, *frame, H) with an S4ND): :meth:`step` passes ``layer.step``, a generation
-        stepper (:mod:`statespaces.models.stepper`) passes the layer's stepper."""
+        stepper (:mod:`statespaces.models.stepper`) passes the layer's stepper.
+
+        In training mode with dropout it warns once: a step draws a new (batch, channel) mask each time, where
+        ``forward`` ties one mask over the whole sequence, so stepping then is not the convolution view."""
+        if self.training and isinstance(self.dropout, DropoutNd) and self.dropout.p > 0 \
+                and not self.__dict__.get("_warned_step_dropout", False):
+            warnings.warn(f"{type(self).__name__}.step in training mode draws a new dropout mask at every step, while "
+                          "forward ties one mask over the whole sequence (DropoutNd); the two views differ. Call "
+                          ".eval() before stepping for inference", UserWarning, stacklevel=3)
+            self.__dict__["_warned_step_dropout"] = True
         z = self.norm(x.unsqueeze(1)).squeeze(1) if self.prenorm else x
         y = layer_step(z)
         x = x + self.dropout(self._mix(y.unsqueeze(1))).squeeze(1)

@@ -728,6 +728,8 @@ class S4(SSMLayer):
             s += ", bidirectional=True"
         if self.n_ssm != self.d_model:
             s += f", n_ssm={self.n_ssm}"
+        if self.real_transform != "exp":
+            s += f", real_transform={self.real_transform!r}"
         return s
 
 

@@ -277,6 +277,10 @@ class S4D(DiagonalSSM):
             s += ", bidirectional=True"
         if self.n_ssm != self.d_model:
             s += f", n_ssm={self.n_ssm}"
+        if self.real_transform != "exp":
+            s += f", real_transform={self.real_transform!r}"
+        if "B" not in self._parameters:
+            s += ", trainable_B=False"
         return s
 
 

@@ -463,6 +463,8 @@ class S4ND(Pretrained, nn.Module):
         s = f"d_model={self.d_model}, dims={self.dims}, d_state={self.d_state}, two_sided={self.two_sided}"
         if self._bandlimit is not None:
             s += f", bandlimit={self._bandlimit}, bandlimit_rule={self.bandlimit_rule!r}"
+        if self.conv != "fft":
+            s += f", conv={self.conv!r}"
         return s
 
 

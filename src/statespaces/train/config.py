@@ -489,13 +489,16 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # Train-time scaling (sd 0.1) and jitter (sd 0.05) of the inputs (data.augment): 160 vs 159 of 162
     # validation series right over seeds 10-12 (20% held out), validation loss 0.032 vs 0.078; IM,
     # BatchNorm and max pooling were no better (experiments/preset_tuning.md). Label smoothing 0.1: 530 vs 529
-    # of 540 validation series over seeds 10-19 and 529 vs 523 over seeds 20-29 (ninth round)
+    # of 540 validation series over seeds 10-19 and 529 vs 523 over seeds 20-29 (ninth round). No validation split,
+    # best/ the last epoch: 1,046 vs 1,036 of 1,080 outer-holdout series (20% of the training file, seeds 10-29,
+    # ahead on both groups of ten: 523 vs 521, 523 vs 515; the test file never read; eleventh round)
     "japanese-vowels-linoss": {"data": {"name": "ucr:JapaneseVowels", "augment": {"scale": 0.1, "jitter": 0.05}},
                                "model": {"layer": {"kind": "linoss", "discretization": "imex", "mode": "conv",
                                                    "bidirectional": True},
                                          "d_model": 64, "n_layers": 2},
                                "trainer": {"epochs": 20, "min_steps": 400, "batch_size": 16, "bucket": True,
-                                           "lr": 3e-3, "compile": "off", "label_smoothing": 0.1}},
+                                           "lr": 3e-3, "compile": "off", "label_smoothing": 0.1,
+                                           "val_fraction": 0.0}},
     # the same problem for the other layers of the family (issue 21): S5 on the S4D recipe (its P = 32
     # shared modes for d_state 32), D-LinOSS (IMEX by default) on the LinOSS recipe
     "japanese-vowels-s5": {"data": {"name": "ucr:JapaneseVowels"},
