@@ -87,3 +87,10 @@ def test_dataset_validation_errors():
         SequenceData(ok, TensorDataset(torch.zeros(1, 5, 1), torch.tensor([0]), torch.tensor([6])), 1, 2, 5, "bad")
     with pytest.raises(ValueError, match="shape"):
         SequenceData(ok, TensorDataset(torch.zeros(1, 4, 1), torch.tensor([0])), 1, 2, 5, "bad")
+
+
+def test_a_setting_the_dataset_does_not_take_is_named_with_the_dataset():
+    """get_dataset('digits', n_train=...) raised torch-style "load_digits_sequences() got an unexpected keyword
+    argument", naming an inner function and not the dataset."""
+    with pytest.raises(TypeError, match=r"dataset 'digits' takes no setting 'n_train'"):
+        get_dataset("digits", n_train=5)

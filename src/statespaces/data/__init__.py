@@ -11,6 +11,7 @@ optional source (Debian's Fashion-MNIST, aeon's .ts files, mnist1d) is only need
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -162,7 +163,14 @@ def get_dataset(name: str, **kwargs) -> SequenceData:
     """``DATASETS[name](**kwargs)`` with a ``ValueError`` naming the accepted forms for an unknown one."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; {accepted_forms()}")
-    return DATASETS[name](**kwargs)
+    try:
+        return DATASETS[name](**kwargs)
+    except TypeError as e:        # a keyword the loader does not take: name the dataset, not the inner function
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if bad is None:
+            raise
+        raise TypeError(f"dataset {name!r} takes no setting {bad.group(1)!r} (a keyword, or data.kwargs on the "
+                        "command line); its settings are listed in docs/data.md") from None
 
 
 __all__ = [

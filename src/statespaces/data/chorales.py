@@ -142,6 +142,17 @@ def grid_key(grid: np.ndarray) -> str:
     return hashlib.sha1(repr(g.shape).encode() + g.tobytes()).hexdigest()
 
 
+def transposition_key(grid: np.ndarray) -> str:
+    """Content hash of a grid up to transposition: its sounding notes shifted so that the lowest is 0 (rests kept).
+    Two pieces with the same key are one harmonisation in two keys (music21 holds bwv18.5-l and bwv18.5-w, a
+    tone apart)."""
+    g = np.ascontiguousarray(grid, dtype=np.int64).copy()
+    notes = g != REST
+    if notes.any():
+        g[notes] -= g[notes].min()
+    return grid_key(g)
+
+
 def unique_pieces(
     names: Sequence[str], grids: Sequence[np.ndarray]
 ) -> Tuple[List[str], List[np.ndarray], Dict[str, str]]:
@@ -237,7 +248,9 @@ def load_chorales(
     verbose: bool = True,
 ) -> Chorales:
     """Load (parsing and caching on first use, ~1 min) the four-part Bach chorales, each piece once
-    (:func:`unique_pieces`, applied again here so that no split holds a copy of another piece).
+    (:func:`unique_pieces`, applied again here so that no split holds a copy of another piece), and the
+    transpositions of a piece in one split (:func:`transposition_key`: the one drawn first decides; the split
+    sizes can then differ from ``fractions`` by a piece).
 
     Args:
         path: cache folder (default :func:`data_dir`).
@@ -256,7 +269,14 @@ def load_chorales(
     order = np.random.default_rng(seed).permutation(len(pieces))
     n_train = int(round(fractions[0] * len(pieces)))
     n_valid = int(round(fractions[1] * len(pieces)))
-    parts = {"train": order[:n_train], "valid": order[n_train:n_train + n_valid], "test": order[n_train + n_valid:]}
+    where = np.empty(len(pieces), dtype=np.int64)                    # 0 train, 1 valid, 2 test, by piece
+    where[order[:n_train]], where[order[n_train:n_train + n_valid]], where[order[n_train + n_valid:]] = 0, 1, 2
+    # a piece transposed is the same piece: each group of transpositions joins the split of its member drawn first
+    first: Dict[str, int] = {}
+    for i in order:
+        first.setdefault(transposition_key(pieces[i]), int(where[i]))
+    parts = {name: np.array([i for i in order if first[transposition_key(pieces[i])] == k], dtype=np.int64)
+             for k, name in enumerate(("train", "valid", "test"))}
     split = {k: [pieces[i] for i in idx] for k, idx in parts.items()}
     return Chorales(
         train=split["train"], valid=split["valid"], test=split["test"],
