@@ -9,8 +9,9 @@ chunk length T) and stateful (``state=``, ``return_state=True``: the FFT route a
 response and the state advance), and LinOSS (P = N oscillators) by ``mode='scan'``, ``'conv'`` and
 ``'chunked'`` (IM and IMEX; stateless calls with L a multiple of 32 run the fused
 :func:`statespaces.kernels.chunked_projected.chunked_conv_projected`, timed against its twin of unfused ops in the
-``unfused ms`` column), and S4 (N real state dimensions) stateful and stateless: its Cauchy/FFT route (with the two
-time-domain state maps when stateful) against :func:`statespaces.kernels.chunked.chunked_conv_dense` at the
+``unfused ms`` column), and S4 (N real state dimensions) stateful and stateless: its FFT route (the kernel by
+Algorithm 1's Cauchy sums on CUDA; on the CPU a stateless call takes it from dense powers of dA,
+:func:`statespaces.kernels.chunked_conv.prefer_power_kernel`; with the two time-domain state maps when stateful) against :func:`statespaces.kernels.chunked.chunked_conv_dense` at the
 default T, and the same for an S4 layer learning C~ for this length (``l_max = L``: its FFT route takes the
 kernel from C~ without dA^L, its chunked form needs C recovered, a float64 dA^L and a solve); forward (no
 grad) and forward+backward. ``--layers s4`` runs the S4 rows only, ``--layers linoss`` the LinOSS rows

@@ -1,7 +1,8 @@
 """Autoregressive generation speed: recurrent steps vs re-running convolution mode (thesis §7.4.2).
 
-For each layer type (S4D, LinOSS, S4 when it imports; plus SaShiMi with S4D) a flat causal LM
-(H=64, 4 blocks, N=64, 256-token vocabulary) generates L tokens after a one-token prompt:
+For each layer type (S4D, LinOSS, S4 when it imports) a flat causal LM (H=64, 4 blocks, N=64, 256-token
+vocabulary), and a SaShiMi LM with S4D (its top tier H=32, ``n_layers=1`` per tier: the pooled tiers widen it),
+generates L tokens after a one-token prompt (each ``generate`` column timed once, after a short warm-up):
 
 * **recurrent**: :meth:`SSMLanguageModel.generate` (prompt in convolution mode, then one O(1)
   recurrent step per token);

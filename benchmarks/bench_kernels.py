@@ -3,7 +3,7 @@
     python benchmarks/bench_kernels.py                      # CPU, 1 thread, default sizes
     python benchmarks/bench_kernels.py --threads 2 --lengths 1024 8192
     python benchmarks/bench_kernels.py --device cuda        # GPU: Triton kernels via the dispatcher
-    python benchmarks/bench_kernels.py --peer-s4 .peers/official_s4.py   # + official S4D layer
+    python benchmarks/bench_kernels.py --peer-s4 .peers/official_s4.py   # + official S4D layer (from the repo root)
 
 Ops (fwd+bwd each, float32): the S4D Vandermonde kernel ``Re sum_n c_n exp(l w_n)`` (H, N modes,
 L), the diagonal scan ``x_l = a x_{l-1} + b_l`` (complex, time-invariant a), the DPLR Cauchy sum
@@ -21,7 +21,6 @@ parallel region). ``--peer-s4 PATH`` loads a local copy of state-spaces/s4 ``mod
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -71,9 +70,12 @@ def compare(fns: Dict[str, Callable[[], object]], dev: str, repeat: int, rounds:
 
 
 def copy_floor(nbytes: int, dev: str, repeat: int) -> float:
-    """Seconds to move ``nbytes`` through memory at clone bandwidth (a clone of nbytes/2 reads and writes)."""
-    x = torch.empty(max(1, nbytes // 8), dtype=torch.float32, device=dev)
-    return timed(lambda: x.clone(), dev, max(5, repeat))
+    """Seconds to move ``nbytes`` through memory at copy bandwidth (a copy of nbytes/2 reads and writes), into a
+    buffer allocated and touched beforehand (a clone would time the allocator and page faults too:
+    :func:`common.copy_floor`)."""
+    x = torch.ones(max(1, nbytes // 8), dtype=torch.float32, device=dev)
+    dst = torch.zeros_like(x)
+    return timed(lambda: dst.copy_(x), dev, max(5, repeat))
 
 
 def fwd_bwd(fn: Callable[..., torch.Tensor], *leaves: torch.Tensor):
@@ -106,10 +108,9 @@ def main() -> None:
     B, H, N = args.batch, args.d_model, args.modes
     peer = None
     if args.peer_s4:
-        spec = importlib.util.spec_from_file_location("official_s4", args.peer_s4)
-        peer = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(Path(args.peer_s4).resolve().parent))
-        spec.loader.exec_module(peer)
+        from bench_peers import load_official        # with its stand-in for Lightning's rank_zero_only
+
+        peer = load_official(args.peer_s4)
 
     triton_on = dispatch.use_triton(torch.zeros(1, device=dev))
     print(f"{machine()}; device={dev}; triton path: {triton_on}; B={B} H={H} N={N} (complex modes)")

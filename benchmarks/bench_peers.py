@@ -36,6 +36,7 @@ import sys
 import time
 import types
 from pathlib import Path
+from typing import Tuple
 
 import torch
 
@@ -98,8 +99,9 @@ def median_time(fn, device: torch.device, repeat: int) -> float:
     return timeit(fn, repeat=repeat, clock=CLOCK, device=device)
 
 
-def official_linoss(args, disc: str, B: int, L: int) -> float:
-    """Seconds per forward+backward of the official JAX LinOSS, measured in a subprocess."""
+def official_linoss(args, disc: str, B: int, L: int) -> Tuple[float, str]:
+    """Seconds per forward+backward of the official JAX LinOSS (gradients of its parameters, not of the input),
+    measured in a subprocess, and the devices JAX ran on (printed: a CPU fallback during a GPU lease shows)."""
     cmd = [args.jax_python, str(RUNNER), args.linoss, disc, str(B), str(L), str(args.d_model), str(args.d_state),
            str(args.repeat), args.clock]
     env = dict(os.environ)
@@ -108,16 +110,18 @@ def official_linoss(args, disc: str, B: int, L: int) -> float:
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "JAX runner failed")
-    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["seconds"], str(result.get("devices", "?"))
 
 
 def linoss_floor(B: int, L: int, H: int, P: int, device: torch.device, repeat: int) -> float:
     r"""Seconds of the work every LinOSS forward+backward must do, whatever the implementation.
 
     * The projections: forcing ``B u`` (complex B (P, H) on real u: an (H, 2P) real matrix) and readout
-      ``Re(C y)`` (a (2P, H) real matrix on the positions [Re y; Im y]), each one (B L, H, 2P) GEMM
-      forward and two backward (input and weight gradients): six GEMMs of B L H 2P multiply-adds (805 M at
-      B=8, L=1024, H=128, P=64), timed here with torch's BLAS on the same threads.
+      ``Re(C y)`` (a (2P, H) real matrix on the positions [Re y; Im y]): each one (B L, H, 2P) GEMM forward;
+      backward the readout's input and weight gradients and the forcing's weight gradient (the input's own
+      gradient is not asked for, by the official runner or by ours): five GEMMs of B L H 2P multiply-adds
+      (671 M at B=8, L=1024, H=128, P=64), timed here with torch's BLAS on the same threads.
     * The recurrence: one read+write pass over the (B, L, 2P) real trajectory forward and one backward
       (the fp32 copy floor of that tensor, twice), however the scan is organised.
 
@@ -126,7 +130,7 @@ def linoss_floor(B: int, L: int, H: int, P: int, device: torch.device, repeat: i
     """
     n, P2 = B * L, 2 * P
     g = torch.Generator(device="cpu").manual_seed(0)
-    X, dY, Y, dX = (torch.randn(n, H, generator=g).to(device) for _ in range(4))
+    X, dY, Y = (torch.randn(n, H, generator=g).to(device) for _ in range(3))
     S, dF, F, dS, S2 = (torch.randn(n, P2, generator=g).to(device) for _ in range(5))
     Win, dWin = (torch.randn(H, P2, generator=g).to(device) for _ in range(2))
     Wout, dWout = (torch.randn(P2, H, generator=g).to(device) for _ in range(2))
@@ -136,7 +140,6 @@ def linoss_floor(B: int, L: int, H: int, P: int, device: torch.device, repeat: i
         torch.mm(S, Wout, out=Y)                            # forward: readout
         torch.mm(dY, Wout.T, out=dS)                        # readout backward: d positions
         torch.mm(S.T, dY, out=dWout)                        # readout backward: d C
-        torch.mm(dF, Win.T, out=dX)                         # forcing backward: d u
         torch.mm(X.T, dF, out=dWin)                         # forcing backward: d B
         S2.copy_(F)                                         # the trajectory, forward
         F.copy_(dS)                                         # and its adjoint, backward
@@ -149,16 +152,21 @@ def compare_linoss(args, device: torch.device) -> None:
           "projection GEMMs + one trajectory pass each way (linoss_floor), ceiling = official/floor")
     print(f"{'disc':>5} {'B':>3} {'L':>6} {'ours ms':>9} {'official ms':>12} {'official/ours':>14} "
           f"{'floor ms':>9} {'ceiling':>8} {'ours/floor':>11}")
+    printed_devices = False
     for shape in args.shapes:
         B, L = (int(v) for v in shape.split(","))
         floor = linoss_floor(B, L, args.d_model, args.d_state, device, args.repeat)
         for disc in args.disc:
             torch.manual_seed(0)
             ours = LinOSS(args.d_model, args.d_state, discretization=disc).to(device)
-            x = torch.randn(B, L, args.d_model, device=device, requires_grad=True)
+            # the same work as the official runner: gradients of the parameters, none of the input
+            x = torch.randn(B, L, args.d_model, device=device)
             t_ours = median_time(fwd_bwd_ours(ours, x), device, args.repeat)
             try:
-                t_peer = official_linoss(args, disc, B, L)
+                t_peer, jax_devices = official_linoss(args, disc, B, L)
+                if not printed_devices:
+                    print(f"(JAX devices: {jax_devices})")
+                    printed_devices = True
             except RuntimeError as e:
                 print(f"{disc:>5} {B:>3} {L:>6} {1e3 * t_ours:9.1f}  official failed: {str(e)[:80]}")
                 continue

@@ -32,9 +32,20 @@ def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1, clock: Ca
 
 def copy_floor(numel: int, passes: int, dtype=torch.float32, device=None, clock: Callable[[], float] = time.perf_counter,
                repeat: int = 5) -> float:
-    """Time to stream ``passes`` tensors of ``numel`` elements through memory once each (clone = read+write)."""
+    """Time to stream ``passes`` tensors of ``numel`` elements through memory once each (a read and a write).
+
+    Copied into a buffer allocated and touched beforehand: a ``clone`` allocates, and above the allocator's
+    cache a fresh tensor is page-faulted in on every call (2.5-3.5x the copy's own time for 134 MB on this
+    2-core machine), which made the floor look slower than memory and every layer closer to it."""
     x = torch.randn(numel, dtype=dtype, device=device)
-    return passes * timeit(lambda: x.clone(), repeat=repeat, clock=clock, device=device)
+    dst = torch.zeros_like(x)
+    return passes * timeit(lambda: dst.copy_(x), repeat=repeat, clock=clock, device=device)
+
+
+def bandwidth(numel: int, dtype=torch.float32, device=None, repeat: int = 5) -> float:
+    """Copy bandwidth in GB/s (bytes read plus bytes written per second of wall clock), for the floor's label."""
+    seconds = copy_floor(numel, 1, dtype, device, repeat=repeat)
+    return 2 * numel * torch.tensor([], dtype=dtype).element_size() / seconds / 1e9
 
 
 def machine() -> str:

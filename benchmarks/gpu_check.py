@@ -739,9 +739,9 @@ def main(argv=None) -> int:
                    help="which sections to run, in this order (default: all)")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
-        print("gpu_check: no CUDA device here (torch.cuda.is_available() is False): nothing to check. "
+        print("gpu_check: no CUDA device here (torch.cuda.is_available() is False): nothing checked. "
               "Run it on a machine with an NVIDIA GPU.")
-        return 0
+        return 2              # not 0: a lease whose GPU is missing must not look like a passing check
     from statespaces import backend
 
     torch.backends.cuda.matmul.allow_tf32 = False

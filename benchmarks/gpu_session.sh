@@ -10,7 +10,10 @@ OUT=${1:?usage: bash benchmarks/gpu_session.sh OUTDIR}
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 cd "$(dirname "$0")/.."
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$OUT/env.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$OUT/env.txt" || {
+  echo "gpu_session: no working GPU (nvidia-smi failed): nothing measured" | tee -a "$OUT/env.txt"; exit 1; }
+python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
+  echo "gpu_session: torch sees no CUDA device: nothing measured" | tee -a "$OUT/env.txt"; exit 1; }
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" 2>&1 | tee -a "$OUT/env.txt"
 EXT=
 if [ -f .peers/extensions/kernels/setup.py ]; then

@@ -94,6 +94,8 @@ def entries_per_thread(cfg) -> Dict[str, float]:
 
 def report(module, cc: int, label: str) -> None:
     for cfg in module.configs():
+        if "BLOCK_N" not in cfg.consts or "BLOCK_L" not in cfg.consts:
+            continue              # a kernel without (mode, lag) tiles (the ZOH factor gradients): nothing to count
         if cfg.consts.get("BLOCK_N") != max(c.consts.get("BLOCK_N", 0) for c in module.configs() if c.name == cfg.name):
             continue
         ent = entries_per_thread(cfg)

@@ -19,9 +19,10 @@ def gpu_check():
 
 
 def test_gpu_check_exits_cleanly_without_cuda(gpu_check, capsys, tmp_path):
+    """One line and exit status 2, not 0: a lease without a working GPU must not pass for a passing check."""
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present: run the command itself")
-    assert gpu_check.main(["--out", str(tmp_path / "x.json")]) == 0
+    assert gpu_check.main(["--out", str(tmp_path / "x.json")]) == 2
     assert "no CUDA device" in capsys.readouterr().out
 
 
