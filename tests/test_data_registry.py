@@ -94,3 +94,24 @@ def test_a_setting_the_dataset_does_not_take_is_named_with_the_dataset():
     argument", naming an inner function and not the dataset."""
     with pytest.raises(TypeError, match=r"dataset 'digits' takes no setting 'n_train'"):
         get_dataset("digits", n_train=5)
+
+
+def test_the_unknown_problem_message_sets_regression_problems_apart(tmp_path, monkeypatch):
+    """The list of "available" problems named regression problems, which load_ucr then refuses."""
+    for name, header in (("Cls", "@classLabel true a b"), ("Reg", "@targetLabel true")):
+        d = tmp_path / name
+        d.mkdir()
+        for split in ("TRAIN", "TEST"):
+            (d / f"{name}_{split}.ts").write_text(f"@problemName {name}\n@univariate true\n{header}\n@data\n"
+                                                  + ("1,2,3:a\n4,5,6:b\n" if name == "Cls" else "1,2,3:0.5\n"))
+    monkeypatch.setenv("STATESPACES_UCR", str(tmp_path))
+    from statespaces.data import ucr
+
+    with pytest.raises(ValueError) as e:
+        ucr.resolve("Nope")
+    msg = str(e.value)
+    available, regression = msg.split("(regression problems, which load_ucr refuses: ")
+    regression = regression.split(")")[0].split(", ")
+    assert "Reg" in regression and "Cls" not in regression
+    assert "Cls" in available.split(", ") or "Cls," in available
+    assert "Reg" not in available.replace("(searched", "").split("available: ")[1].split(", ")

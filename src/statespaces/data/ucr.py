@@ -585,8 +585,28 @@ def resolve(name_or_path: Union[str, Path], root: Optional[Union[str, Path]] = N
             f"UCR/UEA problem {s!r}: no .ts files found. Install the bundled problems with `{INSTALL_HINT}` "
             "(or sktime), set STATESPACES_UCR to a folder of <Name>/<Name>_TRAIN.ts files, or pass a path."
         )
-    raise ValueError(f"unknown UCR/UEA problem {s!r}; available: {', '.join(sorted(problems))} "
+    regression = sorted(n for n, (train, _) in problems.items() if _declares_regression(train))
+    usable = sorted(n for n in problems if n not in regression)
+    also = f" (regression problems, which load_ucr refuses: {', '.join(regression)})" if regression else ""
+    raise ValueError(f"unknown UCR/UEA problem {s!r}; available: {', '.join(usable)}{also} "
                      f"(searched {', '.join(str(d) for d in search_dirs(root))}); or pass a path: {PATH_FORMS}")
+
+
+def _declares_regression(path: Path) -> bool:
+    """Whether a ``.ts`` file's header says ``@targetLabel true`` (read up to ``@data``; other formats: False)."""
+    if path.suffix.lower() != ".ts":
+        return False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                words = line.strip().lower().split()
+                if words and words[0] == "@data":
+                    return False
+                if len(words) >= 2 and words[0] == "@targetlabel":
+                    return words[1] == "true"
+    except OSError:
+        return False
+    return False
 
 
 def is_packaged(path: Union[str, Path]) -> bool:
