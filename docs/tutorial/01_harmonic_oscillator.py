@@ -92,7 +92,8 @@ print("max |closed form - 2 Re(c e^{i w0 t})| =", np.abs(x_from_exponentials - p
 # %% [markdown]
 # ## The same oscillator as a first-order system
 #
-# A state space model (SSM) is a *first-order* linear ODE for a state vector (thesis §2.2, eq. 2.1):
+# A state space model (SSM) is a *first-order* linear ODE for a state vector (thesis §2.2, eq. 2.1; the
+# skip term $Du$ is its Remark 2.1):
 #
 # $$x'(t) = A x(t) + B u(t), \qquad y(t) = C x(t) + D u(t).$$
 #

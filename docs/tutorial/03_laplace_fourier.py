@@ -2,7 +2,7 @@
 # # 3. The frequency view: Laplace, Fourier and poles
 #
 # *Explains: the sections the seed 002 guide announces but never wrote ("Fourier transform",
-# "Laplace transform"), told in our own words; the transfer function of an SSM (thesis §2.4.3,
+# "Laplace transform"), told in our own words; the transfer function of an SSM (thesis app. E.4.4,
 # Theorem 5.14 uses it for LegT) and the SSM generating function that S4 evaluates at roots of
 # unity (thesis app. C.1, Definition C.1, Lemma C.2). Previous: [damping](02_damping.md); next:
 # [three views of an SSM](04_three_views.md).*
@@ -105,11 +105,13 @@ fig.tight_layout()
 #
 # After discretization the system is the recurrence $x_k = \bar A x_{k-1} + \bar B u_k$ and its
 # kernel is the sequence $\bar K_\ell = C\bar A^\ell \bar B$. The discrete analogue of the Laplace
-# transform is the **z-transform** (thesis app. C.1 calls it the *SSM generating function*):
+# transform is the **z-transform**; the thesis (app. C.1) writes it in powers of $z$ rather than the
+# usual $z^{-1}$ and calls it the *SSM generating function*, and we follow the thesis:
 #
 # $$\hat K(z) = \sum_{\ell \ge 0} \bar K_\ell\, z^\ell = C (I - \bar A z)^{-1} \bar B .$$
 #
-# Its poles sit at $z = 1/\bar\lambda$ for the eigenvalues $\bar\lambda$ of $\bar A$. With ZOH,
+# Its poles sit at $z = 1/\bar\lambda$ for the eigenvalues $\bar\lambda$ of $\bar A$ (in the usual
+# convention, $\sum_\ell \bar K_\ell z^{-\ell}$, the poles are the $\bar\lambda$ themselves). With ZOH,
 # $\bar\lambda = e^{\Delta s}$: the left half-plane (stable, decaying) is mapped inside the unit
 # circle, the imaginary axis (undamped) onto it. The discrete frequency response is $\hat K$ on
 # the unit circle, $z = e^{-i\omega}$, which is just the Fourier transform of the kernel sequence.

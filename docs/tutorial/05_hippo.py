@@ -56,7 +56,8 @@ print("LegS B =", B.numpy().round(3), "\nLegS diagonal of A =", torch.diag(A).nu
 #
 # The benchmark of thesis §4.4.2: $f(x) = \tfrac14\sin x + \tfrac12\sin(x/3) + \sin(x/7)$ on
 # $[0, 100]$, sampled at 1000 points. `HiPPO(N, "legs")` runs the discretized LegS recurrence
-# (bilinear rule; for large $N$ the $O(N)$ update of Lemma 4.6 is available with `fast=True`) and returns the coefficient history, one
+# (bilinear rule; by default with the $O(N)$ update of Lemma 4.6, `fast=True`; we pass `fast=False`,
+# the dense step, which is faster below $N \approx 1000$) and returns the coefficient history, one
 # $N$-vector per time step. `reconstruct(c, length)` turns *one* of these vectors back into a
 # curve over the whole past. Below, the memory at three moments: each reconstruction uses only
 # the 64 numbers held at that moment.
@@ -130,8 +131,9 @@ for N in Ns:
 # Run LegS as a *time-invariant* system $x' = Ax + Bu$ (drop the $1/t$) and look at its impulse
 # responses, the **SSM basis** $K_n(t) = e_n^\top e^{tA}B$ (thesis Definition 2.18). For LegS
 # they have a closed form, $K_n(t) = L_n(e^{-t})e^{-t}$ with $L_n$ the Legendre polynomials on
-# $[0, 1]$ (thesis Table 5.1, exact for every $N$): a family of orthogonal functions under an
-# exponentially decaying measure. `hippo.basis` evaluates the closed form; we compare with the
+# $[0, 1]$ (thesis Table 5.1, exact for every $N$): $K_n = p_n\,\omega$ with
+# $p_n(t) = L_n(e^{-t})$ orthonormal under the exponentially decaying measure $\omega(t) = e^{-t}$ (the
+# $K_n$ themselves are not orthogonal). `hippo.basis` evaluates the closed form; we compare with the
 # matrix exponential.
 
 # %%

@@ -108,8 +108,9 @@ fig.tight_layout()
 # The eigenvalues come out exact (the matrix is triangular); the eigenvectors do not. The
 # diagonalized kernel is right to better than $10^{-10}$ at $N = 8$, has lost most of its 16
 # digits at $N = 16$, and from $N = 32$ on it is numerically meaningless (relative error far above
-# 1): the computed condition number of $V$ has passed $1/\varepsilon_{\text{float64}} \approx 4.5\cdot 10^{15}$
-# and saturates there, while the exact entries keep growing like $2^{4N/3}$. S4 uses $N = 64$ or more. A diagonal S4 must give
+# 1): the computed condition number of $V$ is far above $1/\varepsilon_{\text{float64}} \approx 4.5\cdot 10^{15}$
+# ($10^{19}$ to $10^{20}$ in the table) and no longer grows like the exact entries, which keep growing like
+# $2^{4N/3}$: past $1/\varepsilon$ the computed figure only says "singular to working precision". S4 uses $N = 64$ or more. A diagonal S4 must give
 # up HiPPO's matrix (that is S4D, [part 7](07_s4d_oscillators.md)); S4 keeps it and changes the
 # structure instead.
 #

@@ -23,8 +23,9 @@
 #   first-order system): $\bar\lambda = S(1 \pm i\Delta\sqrt{A})$ with $S = 1/(1 + \Delta^2 A)$, so
 #   $|\bar\lambda| = \sqrt S < 1$: the scheme adds damping, more for stiffer oscillators.
 # * **IMEX** (symplectic Euler): $\det = 1$, $|\bar\lambda| = 1$ exactly, **but only while
-#   $\Delta^2 A \le 4$**. Beyond that the two eigenvalues become real with product 1, one of them
-#   larger than 1 in modulus, and the recurrence explodes. The layer keeps $\Delta^2 A$ below 3.99
+#   $\Delta^2 A < 4$**. At $\Delta^2 A = 4$ the eigenvalue $-1$ is double, with a Jordan block (the response
+#   grows linearly); beyond, the two eigenvalues become real with product 1, one of them larger than 1 in
+#   modulus, and the recurrence explodes. The layer keeps $\Delta^2 A$ below 3.99
 #   by construction.
 
 # %%
@@ -96,15 +97,17 @@ fig.tight_layout()
 #
 # `LinOSS(d_model, n_oscillators)` has $P$ = `n_oscillators` oscillators shared by all channels
 # (each with a velocity and a position: 2P complex state entries). Its forward
-# pass uses a **parallel associative scan** over the 2×2 recurrences (`mode="scan"`, the paper's
-# choice, $O(\log L)$ depth), and it also offers a convolution with the closed-form Green's
-# functions (`mode="conv"`), a plain loop (`mode="loop"`) and single steps.
+# pass can use a **parallel associative scan** over the 2×2 recurrences (`mode="scan"`, the paper's
+# choice, $O(\log L)$ depth); it also offers a convolution with the closed-form Green's
+# functions (`mode="conv"`), a chunked form (`mode="chunked"`), a plain loop (`mode="loop"`) and
+# single steps. The default `mode="auto"` picks the fastest for the device (the chunked form on a
+# CPU); below, each view is asked for by name.
 
 # %%
 layer = LinOSS(d_model=3, n_oscillators=8, discretization="IM", seed=0).double()
 x = torch.randn(2, 256, 3)
 with torch.no_grad():
-    y_scan = layer(x)
+    y_scan = layer(x, mode="scan")
     y_conv = layer(x, mode="conv")
     y_loop = layer(x, mode="loop")
     state = layer.initial_state(2)
@@ -146,7 +149,7 @@ fig.tight_layout()
 #
 # * LinOSS = undamped forced oscillators + a discretization that decides stability.
 # * IM is backward Euler: always stable, adds damping $|\bar\lambda| = (1+\Delta^2A)^{-1/2}$.
-# * IMEX is symplectic: $|\bar\lambda| = 1$ while $\Delta^2 A \le 4$, unstable beyond (the layer
+# * IMEX is symplectic: $|\bar\lambda| = 1$ while $\Delta^2 A < 4$, unstable from 4 on (the layer
 #   clamps the stiffness to stay inside).
 # * Its kernel, analysis and views are the same machinery as S4D's; the details and the seed's
 #   errors are in the [LinOSS notes](../linoss.md).

@@ -2,7 +2,7 @@
 # # 9. Training a small model, then running it one step at a time
 #
 # *Explains: the deep SSM architecture of thesis §7.1-7.2 (residual blocks: SSM layer, GELU,
-# GLU mixing, normalization; separate optimizer settings for $A, B, \Delta$) and the recurrent
+# GLU mixing, normalization; separate optimizer settings for $A, B, \Delta$, app. G.1) and the recurrent
 # view used at inference (§2.3.2); sequential digits are a small stand-in for the thesis'
 # sequential MNIST (§7.3.1). Previous: [LinOSS](08_linoss.md).*
 #
@@ -63,12 +63,13 @@ shutil.copy(os.path.join(cfg.trainer.out, "curves.png"), os.path.join(FIGURES, "
 # The same run from the command line would be
 # `statespaces train --model.d_model 32 --model.n_layers 2 --model.layer.d_state 32 --model.dropout 0
 # --trainer.epochs 3 --trainer.batch_size 32 --trainer.lr 0.03 --trainer.ssm_lr 0.01 --trainer.weight_decay 0`.
-# Three epochs of a tiny model get most of the way (about 85% when we wrote this); the defaults
-# (4 layers, width 64, 25 epochs) reach about 98.6%. The time printed is CPU time, which does not
-# depend on what else the machine is doing (wall-clock time does).
+# Three epochs of a tiny model get most of the way (about 80% when we last ran it); the defaults
+# (4 layers, width 64, 25 epochs) reach about 98.6%. The time printed is CPU time, which varies
+# less with the load of the machine than wall-clock time (but not nothing: threads that wait for
+# each other are counted too).
 #
 # `ssm_lr` is the learning rate of the SSM parameters $A$ (here $\Lambda$), $B$ and $\Delta$,
-# which the thesis trains separately from the rest (§7.1). The library's default, `1e-3`, is the
+# which the thesis trains with their own, smaller learning rate and no weight decay (app. G.1). The library's default, `1e-3`, is the
 # safe choice for long runs; in a run of three epochs it leaves the poles almost where HiPPO put
 # them. We use `1e-2` here so that the last section has a real movement to show.
 #
