@@ -119,12 +119,16 @@ def prefer_power_kernel(u: Tensor) -> bool:
     (L=8192) faster when it was introduced (loaded 2-core machine, one run); bidirectional since 2026-12-06, 155 ->
     73 ms at L=1024. Elsewhere (CUDA, backend ``"ref"``) the Cauchy kernel.
 
-    Precision trade-off in float32 (measured 2026-12-06, N=64, kernel max relative error against the float64
-    layer): the dense powers of the non-normal dA amplify the rounding of its float32 Woodbury form, so this route
-    is 1-40x less accurate than the Cauchy one (LegS 2.7e-6 vs 3.7e-6, LegT 3.8e-5 vs 9.8e-7, FouT 7.2e-5 vs
-    1.8e-5 at rate 0.5; outputs 2e-6 to 2e-5). Forming dA in float64 and rounding once cut LegT to 7.3e-6 and FouT
-    to 3.9e-5 but made the layer's fwd+bwd 6% slower (B=8, H=128, L=1024: 72.6-74.7 vs 68.7-70.1 ms); not taken.
-    For float32 kernels as accurate as Algorithm 1's, use backend ``"ref"`` or a float64 layer."""
+    Precision trade-off in float32: the dense powers of the non-normal dA amplify the rounding of its float32
+    Woodbury form, so this route is less accurate than the Cauchy one. Re-measured on 2026-12-06 (an audit could
+    not reproduce the first figures, whose metric was not recorded): the layer's impulse response, H=32, N=64,
+    L=1024, seed 0, against the float64 layer, by ``||y32 - y64|| / ||y64||`` (and the worst channel's
+    ``max |y32 - y64| / max |y64|``): LegS 3.9e-6 vs 3.1e-6 (5.6e-6 vs 2.0e-6), LegT 3.9e-6 vs 1.3e-6 (9.9e-6 vs
+    2.5e-6), FouT 9.6e-6 vs 2.9e-6 (1.0e-5 vs 3.4e-6) at rate 1; at rate 0.5 LegT 6.1e-6 vs 1.1e-6 (2.2e-5 vs
+    2.0e-6), FouT 9.7e-6 vs 2.6e-6 (1.5e-5 vs 3.3e-6): 1.3-5.5x by norm, up to 11x on the worst channel. Forming
+    dA in float64 and rounding once made the layer's fwd+bwd 6% slower (B=8, H=128, L=1024: 72.6-74.7 vs
+    68.7-70.1 ms); not taken. For float32 kernels as accurate as Algorithm 1's, use backend ``"ref"`` or a float64
+    layer."""
     return u.device.type == "cpu" and backend.get_backend() != "ref"
 
 

@@ -206,8 +206,9 @@ class S4(SSMLayer):
     Cauchy sums + O(H L log L) FFT + O(H N^3 log L) for ``dA^L``; memory
     ``~ 16 (1+r)^2 H (L/2+1) + 8 H N^2 log2(L)`` bytes (fp32, autograd included) plus one Cauchy
     work chunk, i.e. O(H (r^2 L + N^2 log L)), never O(H N L). The layer's forward adds the FFT
-    convolution, O(B H L) memory. Measured: B=1, H=256, N=64, L=65536 fwd+bwd peaks at 1.67 GiB
-    process RSS (0.30 GiB of it before the run; ``benchmarks/bench_s4.py``).
+    convolution, O(B H L) memory. Measured (2026-12-06, ``benchmarks/bench_s4.py``; on the CPU a stateless call
+    takes its kernel from dense powers instead): B=1, H=256, N=64, L=65536 fwd+bwd peaks at 1.32 GiB process
+    RSS (0.30 GiB of it before the run).
 
     Example::
 
