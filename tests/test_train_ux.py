@@ -551,3 +551,77 @@ def test_token_datasets_refuse_series_augmentation_and_mixup(tmp_path, flag, val
     data = load_data(cfg)
     with pytest.raises(ConfigError, match="token ids"):
         _augmentation(cfg, data) if flag == "data.augment" else _objective(cfg, data)
+
+
+def test_scoring_the_test_split_does_not_change_the_trained_model(tmp_path):
+    """The evaluation loaders drew a seed from the global RNG, so with dropout (0.1, the default) a run scored on the
+    test split each epoch trained another model than the same run with trainer.test_eval off (blind tuning)."""
+    scored = train(_tiny(tmp_path, "scored", ("model.dropout", "0.1")), progress=False)
+    blind = train(_tiny(tmp_path, "blind", ("model.dropout", "0.1"), ("trainer.test_eval", "off")), progress=False)
+    assert scored["selected_val_acc"] == blind["selected_val_acc"]
+    a, _ = load_checkpoint(sorted((tmp_path / "scored" / "checkpoints").iterdir())[-1])     # the last epoch's
+    b, _ = load_checkpoint(sorted((tmp_path / "blind" / "checkpoints").iterdir())[-1])
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("model."))
+
+
+def test_a_run_resumed_from_an_epoch_checkpoint_records_the_same_metrics(tmp_path):
+    """The epoch checkpoint stored the finished epoch's training sums as the next epoch's running sums, so a resumed
+    run's epoch 2 reported the mean over epochs 1 and 2 (its weights were right)."""
+    full = tmp_path / "full"
+    train(_tiny(tmp_path, "full", ("model.dropout", "0.1"), ("trainer.keep_last", "5")), progress=False)
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    for later in sorted((cut / "checkpoints").iterdir())[1:]:
+        shutil.rmtree(later)
+    shutil.rmtree(cut / "best")
+    (cut / "summary.json").unlink()
+    (cut / "metrics.csv").unlink()
+    cfg = _tiny(tmp_path, "cut", ("model.dropout", "0.1"), ("trainer.keep_last", "5"))
+    train(cfg, resume=True, progress=False)
+    rows = [(cut / "metrics.csv").read_text().splitlines(), (full / "metrics.csv").read_text().splitlines()]
+    cols = rows[1][0].split(",")
+    keep = [i for i, c in enumerate(cols) if c != "seconds"]
+    a, b = ([[r.split(",")[i] for i in keep] for r in rs[1:]] for rs in rows)
+    assert a == b
+
+
+def test_resume_cleans_what_killed_saves_and_prunes_left(tmp_path):
+    """A kill during a save left hidden .step-N.tmp<pid> / .best.old<pid> / .run.json.tmp<pid> copies forever, a kill
+    during a prune a half-deleted step folder, and a kill between the last save and its prune one checkpoint over
+    keep_last. A resume removes the temporaries and prunes."""
+    train(_tiny(tmp_path, "run", ("trainer.keep_last", "2")), progress=False)
+    cfg = _tiny(tmp_path, "run", ("trainer.keep_last", "1"))    # as if the last prune had not run
+    out = tmp_path / "run"
+    ckpts = sorted((out / "checkpoints").iterdir())
+    assert len(ckpts) == 2
+    leftovers = [out / "checkpoints" / ".step-000000022.tmp4242", out / ".best.old4242", out / ".best.tmp4242",
+                 out / "checkpoints" / ".step-000000005.del4242"]
+    for p in leftovers:
+        shutil.copytree(ckpts[0], p)
+    (out / ".run.json.tmp4242").write_text("{}")
+    train(cfg, resume=True, progress=False)
+    assert not any(p.exists() for p in leftovers) and not (out / ".run.json.tmp4242").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [ckpts[-1].name]
+
+
+def test_a_full_disk_while_writing_tensors_is_one_clear_error(tmp_path, monkeypatch):
+    """safetensors raises its own SafetensorError (not an OSError) on ENOSPC: the CLI printed a 20-line traceback."""
+    from safetensors import SafetensorError
+
+    from statespaces.train import checkpoint as ck
+
+    def full(*a, **k):
+        raise SafetensorError("Error while serializing: IoError(No space left on device (os error 28))")
+
+    monkeypatch.setattr(ck, "save_file", full)
+    with pytest.raises(OSError, match=r"could not write the checkpoint .*No space left.*--resume"):
+        ck.save_checkpoint(tmp_path / "c", {"w": torch.ones(2)}, {"step": 1})
+    assert not any(p.name.startswith(".c.tmp") for p in tmp_path.iterdir())
+
+
+def test_divergence_message_says_what_can_be_done(tmp_path):
+    """At lr 1e3 the run diverges at step 1: the message pointed to a checkpoints folder that did not exist and to a
+    learning-rate change that --resume refuses."""
+    with pytest.raises(FloatingPointError, match="diverged before its first checkpoint") as e:
+        train(_tiny(tmp_path, "div", ("trainer.lr", "1000"), ("trainer.ssm_lr", "1000")), progress=False)
+    assert "Lower trainer.lr" in str(e.value) and "last good checkpoint is in" not in str(e.value)

@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -55,6 +56,22 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def remove_stale_temporaries(folder: PathLike) -> List[Path]:
+    """Delete what a killed :func:`save_checkpoint` (or a killed prune) left in ``folder``: the hidden
+    ``.NAME.tmp<pid>``, ``.NAME.old<pid>`` and ``.NAME.del<pid>`` entries (each a partial or superseded copy;
+    the checkpoints they belonged to are whole or were never written). Call it only in a folder this process
+    owns (the run's rank 0, before it writes). Returns what was removed."""
+    removed: List[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        if p.name.startswith(".") and re.search(r"\.(tmp|old|del)\d+$", p.name):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def save_checkpoint(path: PathLike, tensors: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> Path:
     """Atomically write a checkpoint directory at ``path`` (replacing an older one of that name)."""
     path = Path(path)
@@ -64,7 +81,13 @@ def save_checkpoint(path: PathLike, tensors: Dict[str, torch.Tensor], meta: Dict
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / TENSORS))
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / TENSORS))
+        except Exception as e:       # safetensors' own error (a full disk: os error 28) is no OSError
+            if isinstance(e, OSError) or type(e).__name__ != "SafetensorError":
+                raise
+            raise OSError(f"could not write the checkpoint {path} ({e}); free space or choose another "
+                          "--trainer.out, then --resume (the earlier checkpoints are intact)") from None
         # normalized through JSON first (tuples -> lists, keys -> strings), so the digest is
         # computed over exactly what a reader parses back
         body = {k: v for k, v in json.loads(json.dumps(meta)).items() if k not in DIGESTS}

@@ -228,9 +228,13 @@ class _Trainer:
         self.seconds_before = 0.0     # training time of the earlier segments of a resumed run
         self.t_start = time.time()
         self.tb = None
-        # None under trainer.test_eval "off": the test split is not looked at during training
-        self.test_loader = DataLoader(data.test, batch_size=256) if cfg.trainer.test_eval == "epoch" else None
-        self.val_loader = DataLoader(val_set, batch_size=256) if val_set is not None else None
+        # None under trainer.test_eval "off": the test split is not looked at during training. Own generators:
+        # starting a loader's iterator draws a seed from its generator, and from the global RNG without one, which
+        # would move every later dropout mask; scoring the test split (or not) must not change the trained model
+        self.test_loader = (DataLoader(data.test, batch_size=256, generator=torch.Generator().manual_seed(0))
+                            if cfg.trainer.test_eval == "epoch" else None)
+        self.val_loader = (DataLoader(val_set, batch_size=256, generator=torch.Generator().manual_seed(0))
+                           if val_set is not None else None)
 
     def shared(self) -> Dict[str, Any]:
         """What a checkpoint needs from every rank, gathered (a collective: every rank calls it at the same point):
@@ -298,6 +302,8 @@ class _Trainer:
             flush=True,
         )
         self.running = {"loss": 0.0, "correct": 0, "seen": 0}
+        if shared is not None:       # the epoch is over: its checkpoint resumes into a new epoch, with empty sums
+            shared = dict(shared, running=self.running)
         if self.tb is not None:
             for key in ("train_loss", "train_acc", "val_acc", "test_loss", "test_acc"):
                 if record[key] is not None:
@@ -429,17 +435,27 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
         # the stored sums cover every rank's examples so far: rank 0 carries them, the others start from 0
         trainer.running = meta["running"] if run.main else {"loss": 0.0, "correct": 0, "seen": 0}
     run.start(cfg)
+    if run.main and meta is not None:   # a run killed between its last save and the prune holds one too many
+        run.ckpts.prune(step)
 
     n_params = sum(p.numel() for p in model.parameters())
     trainer.t_start = time.time()
     trainer.tb = tensorboard_writer(t_cfg.tensorboard, out, step) if run.main else None
-    hint = (f"lower trainer.lr / trainer.ssm_lr or set trainer.grad_clip; the last good checkpoint is in "
-            f"{run.ckpts.dir}")
+    hint = "lower trainer.lr / trainer.ssm_lr or set trainer.grad_clip"
     callbacks: List[Callback] = [ema] if ema is not None else []     # the average first: checkpoints see it
-    done = fit(model, loader, opt, task, epochs=t_cfg.epochs, scheduler=sched, start_step=step, net=net,
-               device=device, amp=t_cfg.amp, grad_clip=t_cfg.grad_clip,
-               callbacks=[*callbacks, _EpochReport(trainer, progress)],
-               divergence_hint=hint, augment=augment, mixup=mixup)
+    try:
+        done = fit(model, loader, opt, task, epochs=t_cfg.epochs, scheduler=sched, start_step=step, net=net,
+                   device=device, amp=t_cfg.amp, grad_clip=t_cfg.grad_clip,
+                   callbacks=[*callbacks, _EpochReport(trainer, progress)],
+                   divergence_hint=hint, augment=augment, mixup=mixup)
+    except FloatingPointError as e:
+        saved = run.ckpts.entries()
+        where = (f" The newest checkpoint, written before the divergence, is {saved[0][1]}; --resume would continue "
+                 "from it with the stored settings, so to try another learning rate start a new run (another "
+                 "--trainer.out)." if saved else " It diverged before its first checkpoint: start again with other "
+                 "settings (another --trainer.out, or this one once deleted).")
+        text = str(e).rstrip()
+        raise FloatingPointError(f"{text}{'' if text.endswith('.') else '.'}{where}") from None
     summary: Dict[str, Any] = {}
     if trainer.tb is not None:
         trainer.tb.close()

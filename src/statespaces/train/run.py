@@ -30,6 +30,7 @@ import torch.distributed as dist
 from .checkpoint import (
     CorruptCheckpointError,
     load_checkpoint,
+    remove_stale_temporaries,
     save_checkpoint,
     unpack_state,
     with_prefix,
@@ -220,8 +221,10 @@ class _Checkpoints:
                 continue
             if kept < self.keep_last:
                 kept += 1
-            else:
-                shutil.rmtree(path, ignore_errors=True)
+            else:          # renamed out of the way first: a kill mid-delete leaves a hidden temporary, not a wreck
+                doomed = path.parent / f".{path.name}.del{os.getpid()}"
+                os.replace(path, doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
 
 
 class _ForeignCheckpoint(CorruptCheckpointError):
@@ -435,6 +438,9 @@ class Run:
         if self.ckpts.run_id is None:
             self.ckpts.run_id = uuid.uuid4().hex
         if self.main:
+            # what a killed save or prune left behind (after restore: best/ has been repaired from its checkpoint)
+            for folder in (self.out, self.ckpts.dir):
+                remove_stale_temporaries(folder)
             _write_run_id(self.out, self.ckpts.run_id, cfg)
         return self.ckpts.run_id
 
