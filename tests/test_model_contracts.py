@@ -264,3 +264,24 @@ def test_step_in_training_mode_with_tied_dropout_warns_once():
         block.eval().step(torch.randn(2, 4), block.initial_state(2))   # eval: no dropout, no warning
         untied = ResidualBlock(S4D(4, 8, seed=0), dropout=0.2, tie_dropout=False).train()
         untied.step(torch.randn(2, 4), untied.initial_state(2))     # elementwise dropout: steps like forward
+
+
+def test_baselines_honour_lengths():
+    """ConvClassifier took lengths and ignored them (padding reached its convolutions and its mean: 1e-2 on the
+    logits of a short series); GatedRNNClassifier passed bad lengths to torch (floats truncated, too long: an
+    unclear RuntimeError). Padded series now give what they give alone; bad lengths are refused as elsewhere."""
+    from statespaces.models.baselines import ConvClassifier, GatedRNNClassifier
+
+    torch.manual_seed(0)
+    lengths = torch.tensor([12, 5, 1])
+    x = torch.randn(3, 12, 1, dtype=torch.float64)
+    x[1, 5:] = 0.0
+    x[2, 1:] = 0.0
+    for model in (ConvClassifier(8, 2).double(), GatedRNNClassifier("gru", 1, 4, hidden=8).double()):
+        together = model(x, lengths)
+        for b, n in enumerate(lengths.tolist()):
+            torch.testing.assert_close(together[b], model(x[b:b + 1, :n])[0], atol=1e-12, rtol=0)
+        with pytest.raises(TypeError):
+            model(x, lengths.double())
+        with pytest.raises(ValueError):
+            model(x, torch.tensor([13, 5, 1]))
