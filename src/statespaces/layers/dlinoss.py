@@ -29,8 +29,9 @@ Both satisfy ``f = dt M[:, 0]`` (so the closed-form responses of :mod:`.linoss` 
 Parameterization (the official "soft projection", which is a clamp into the complex band, so the
 bound holds by construction for every parameter value and every ``rate``):
 
-* IMEX: ``G = relu(G_hat)``, ``A = A_low + relu(A_hat - A_low) - relu(A_hat - A_high)``
-  (A clamped to ``[A_low, A_high]`` of the current ``G`` and ``rate * dt``);
+* IMEX: ``G = relu(G_hat)``, ``A = A_low + relu(A_hat - A_low) - relu(A_hat - A_top)``
+  (A clamped to ``[A_low, A_top]`` of the current ``G`` and ``rate * dt``; ``A_top = A_high x 3.99 / 4``, LinOSS's
+  margin: at ``A_high`` itself with ``G = 0`` the pair is a Jordan block at -1, whose response grows linearly);
 * IM: ``G = G_low + relu(G_hat - G_low)`` with ``G_low = -dt A_hat``, then
   ``A = G^2/4 + relu(A_hat - G^2/4)`` (so ``dt G + dt^2 A >= 0`` and ``G^2 <= 4 A``).
 
@@ -60,7 +61,7 @@ from torch import nn
 
 from .. import backend
 from .._checks import check_choice, check_positive_int, check_rate
-from ..kernels.oscillator import JacobianNode
+from ..kernels.oscillator import IMEX_MAX_DT2A, JacobianNode
 from .config import LayerConfig, setting
 from .linoss import (
     LINOSS_BIDIRECTIONAL,
@@ -120,9 +121,13 @@ def damped_system(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
         sq = torch.sqrt(1.0 + s)
         A_low = (G / (sq + 1.0)) ** 2                       # (sqrt(1+s) - 1)^2 / dt^2, no cancellation
         A_high = ((sq + 1.0) / dt) ** 2
-        # = A_low + relu(A_hat - A_low) - relu(A_hat - A_high) (the paper's form, the same gradients), without its
-        # cancellation: that sum is off by ~eps |A_hat| when A_high << A_hat (large steps)
-        A = torch.clamp(A_hat, A_low, A_high)
+        # = A_low + relu(A_hat - A_low) - relu(A_hat - A_top) (the paper's form, the same gradients), without its
+        # cancellation: that sum is off by ~eps |A_hat| when A_top << A_hat (large steps). The top is A_high
+        # scaled by LinOSS's margin (IMEX_MAX_DT2A / 4): at A_high the pair is a double eigenvalue of modulus
+        # (1 + dt G)^{-1/2}, which at G = 0 is a Jordan block at -1 whose response grows linearly (a relu'd G_hat
+        # <= 0 with a large A_hat landed there, and float32 scans lost 17% over 20,000 steps)
+        # (never under A_low: at dt G > 2.6e6 the margin would cross the band's lower edge)
+        A = torch.clamp(A_hat, A_low, torch.maximum(A_low, A_high * (IMEX_MAX_DT2A / 4.0)))
         S = 1.0 + s
         M = torch.stack([torch.stack([1.0 / S, -dt * A / S]), torch.stack([dt / S, 1.0 - dt * dt * A / S])])
         f = torch.stack([dt / S, dt * dt / S])
@@ -132,7 +137,7 @@ def damped_system(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
         im = _sqrt0(disc)                                   # 2 r sin(theta) S >= 0
     elif discretization == "im":
         G_low = -dt * A_hat
-        G = G_low + torch.relu(G_hat - G_low)
+        G = torch.clamp(G_hat, min=G_low)     # = G_low + relu(G_hat - G_low), without its cancellation when dt A >> |G|
         A_low = 0.25 * G * G
         gap = torch.relu(A_hat - A_low)                      # A - G^2/4
         A = A_low + gap

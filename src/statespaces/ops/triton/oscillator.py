@@ -88,12 +88,16 @@ def _damped(a, g, dt, ta, tg, tdt, IMEX: tl.constexpr):
         ta_lo = 2.0 * w * tw
         z = (sq + 1.0) / dt
         tz = tsq / dt - (sq + 1.0) * tdt / (dt * dt)
-        a_hi = z * z
-        ta_hi = 2.0 * z * tz
-        i1 = a - a_lo > 0.0
-        i2 = a - a_hi > 0.0
-        A = a_lo + tl.where(i1, a - a_lo, 0.0) - tl.where(i2, a - a_hi, 0.0)
-        tA = ta_lo + tl.where(i1, ta - ta_lo, 0.0) - tl.where(i2, ta - ta_hi, 0.0)
+        # the band's top with LinOSS's margin 3.99 / 4 (damped_system: no Jordan block at -1 when G = 0), never
+        # under the bottom; A clamped into [a_lo, a_top]
+        top = z * z * 0.9975
+        above_lo = top > a_lo
+        a_top = tl.where(above_lo, top, a_lo)
+        ta_top = tl.where(above_lo, 2.0 * z * tz * 0.9975, ta_lo)
+        i1 = a > a_lo
+        i2 = a > a_top
+        A = tl.where(i2, a_top, tl.where(i1, a, a_lo))
+        tA = tl.where(i2, ta_top, tl.where(i1, ta, ta_lo))
         S = 1.0 + s
         tS = ts
         # M11 = 1 - dt^2 A / S
@@ -102,9 +106,9 @@ def _damped(a, g, dt, ta, tg, tdt, IMEX: tl.constexpr):
     else:
         g_lo = -dt * a
         tg_lo = -(tdt * a + dt * ta)
-        i0 = g - g_lo > 0.0
-        G = g_lo + tl.where(i0, g - g_lo, 0.0)
-        tG = tg_lo + tl.where(i0, tg - tg_lo, 0.0)
+        i0 = g > g_lo
+        G = tl.where(i0, g, g_lo)
+        tG = tl.where(i0, tg, tg_lo)
         a_lo = 0.25 * G * G
         ta_lo = 0.5 * G * tG
         i1 = a - a_lo > 0.0
