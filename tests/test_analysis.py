@@ -1,9 +1,11 @@
 """Explicit operator (statespaces.analysis): oscillators, Green's function, round trip, plots."""
+import copy
 import csv
 import json
 import math
 
 import pytest
+
 import torch
 from torch import nn
 
@@ -353,3 +355,16 @@ def test_analyze_prints_when_the_oscillators_are_not_faithful(monkeypatch, tmp_p
     out = capsys.readouterr().out.splitlines()
     assert "NOT faithful" in out[0] and "1.2e-02" in out[0] and "per step" not in out[0]
     assert "NOT faithful" not in out[1] and "frequencies per step" in out[1]
+
+
+def test_tables_of_float32_layers_are_computed_in_float64():
+    """The table promised float64 but read a float32 layer's modes in float32 (natural frequencies 4e-8 relative
+    off the parameters' own system); it is now computed from a float64 copy, equal to the float64 layer's table."""
+    from statespaces import S4D, LinOSS
+    from statespaces.analysis.oscillators import oscillators
+
+    for layer in (S4D(3, 8, init="inv", seed=0), LinOSS(3, 4, discretization="IMEX", seed=0)):
+        wide = copy.deepcopy(layer).double()
+        a, b = oscillators(layer), oscillators(wide)
+        torch.testing.assert_close(a.kernel(64), b.kernel(64), rtol=1e-14, atol=0)
+        assert next(layer.parameters()).dtype == torch.float32       # the layer itself is left as it was

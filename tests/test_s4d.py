@@ -301,3 +301,14 @@ def test_explicit_discretizations_refuse_an_unstable_step(disc, alpha):
     assert torch.isfinite(stable(x)).all()
     if alpha is not None:
         assert torch.isfinite(S4D(4, 16, dt_min=0.1, dt_max=0.1, discretization="gbt", alpha=0.5, seed=0)(x)).all()
+
+
+def test_softplus_transform_round_trips_exactly():
+    """torch's softplus returns its input above 20, not log(1 + e^x): the stored decay of a float64 layer came back
+    7.6e-10 off (x = 21) through real_forward(real_inverse(x))."""
+    from statespaces.layers.init import real_forward, real_inverse
+
+    x = torch.tensor([1e-3, 0.5, 5.0, 19.0, 21.0, 30.0, 35.0, 300.0], dtype=torch.float64)
+    torch.testing.assert_close(real_forward(real_inverse(x, "softplus"), "softplus"), x, rtol=5e-16, atol=0)
+    p = torch.linspace(-40, 40, 801, dtype=torch.float64)
+    torch.testing.assert_close(real_forward(p, "softplus"), torch.log1p(torch.exp(p)), rtol=1e-15, atol=1e-300)

@@ -38,7 +38,8 @@ What frequency and damping mean depends on the discretization (notes 6.2):
 Supported layers: any layer with a ``modes(rate)`` view (:class:`~statespaces.layers.modes.Modes`):
 :class:`~statespaces.layers.s4d.S4D` (and any :class:`~statespaces.layers.base.DiagonalSSM`), S4
 (its diagonalised DPLR form), :class:`~statespaces.layers.linoss.LinOSS` and D-LinOSS. This module
-reads nothing else of a layer (no type tests, no raw parameters). All numbers are float64/complex128.
+reads nothing else of a layer (no type tests, no raw parameters). All numbers are float64/complex128, computed
+from a float64 copy of a float32 layer.
 
 **S4** (modes of structure ``dplr``: all N eigenvalues of the real N x N system per channel) lists each
 conjugate pair ``(lambda, conj lambda)`` as one oscillator with the pair's residue ``c + conj c'``, and
@@ -66,6 +67,7 @@ the same kernel (round trip).
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -460,8 +462,23 @@ def layer_analyses(layer: nn.Module, rate: float = 1.0, name: str = "") -> List[
     return [oscillators(layer, rate, f"{name}.{d}" if name else d, direction=d) for d in DIRECTIONS]
 
 
+def _float64(module: Any) -> Any:
+    """``module`` itself if its parameters are float64, else a float64 copy (the table is then the parameters'
+    exact system, not its float32 rounding: 4e-8 to 1e-7 relative before); a module that refuses the cast
+    (:class:`~statespaces.layers.s4.DiagonalizedS4` built in float32) is read as it is."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    if not any(t.dtype in (torch.float32, torch.float16, torch.bfloat16) for t in tensors):
+        return module
+    try:
+        return copy.deepcopy(module).double()
+    except TypeError:
+        return module
+
+
 def _modes_of(module: Any, rate: float) -> Modes:
-    """``module.modes(rate)``: the layer's explicit-operator view (the only thing read of a layer)."""
+    """``module.modes(rate)``: the layer's explicit-operator view (the only thing read of a layer), computed in
+    float64 (:func:`_float64`)."""
+    module = _float64(module)
     view = getattr(module, "modes", None)
     if not callable(view):
         raise TypeError(f"{type(module).__name__} has no modes() view")

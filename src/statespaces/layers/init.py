@@ -125,8 +125,8 @@ def real_forward(p: Tensor, transform: str) -> Tensor:
     """Map the unconstrained parameter to the decay rate ``-Re(A) >= 0``."""
     if transform == "exp":
         return torch.exp(p)
-    if transform == "softplus":
-        return torch.nn.functional.softplus(p)
+    if transform == "softplus":     # log(1 + e^p), exactly (torch's softplus returns p itself above p = 20)
+        return torch.clamp(p, min=0) + torch.log1p(torch.exp(-p.abs()))
     if transform == "relu":
         return torch.clamp(p, min=_RELU_FLOOR)
     return p

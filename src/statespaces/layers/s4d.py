@@ -6,12 +6,14 @@ Per channel h (H channels, N real state size = N/2 complex conjugate pairs):
 
 discretized with step ``dt_h = exp(log_dt_h)`` and computed as a Vandermonde kernel (eq. 3.2)
 plus FFT convolution. Parameters per channel: A (real part through a positive transform,
-§3.4.2), B, C in C^{N/2}, log dt, D: 3N + 2 reals.
+§3.4.2), B, C in C^{N/2}, log dt, D: 3N + 2 reals. ``init="real"`` (N real modes, no conjugate pairs) keeps
+complex B and C for its N modes: 5N + 2 reals, of which the kernel sees Re(C B) per mode.
 
 Parameter tying (§7.2.2, the official ``n_ssm``): with ``n_ssm < H`` the pair (A, B) is stored
 once per group of ``H / n_ssm`` consecutive channels; C, D and the step dt stay per channel (the
 thesis ties only (A, B); a per-channel dt keeps each channel's timescale, so the tied basis is
-still H different convolution bases, as in the official code). Reals: ``n_ssm * 2N + H (N + 2)``.
+still H different convolution bases, as in the official code). Reals: ``n_ssm * 2N + H (N + 2)`` (``init="real"``:
+``n_ssm * 3N + H (2N + 2)``).
 """
 from __future__ import annotations
 
