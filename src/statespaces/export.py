@@ -196,6 +196,11 @@ def _oscillator_step(layer: LinOSS, D: Tensor, rate: float) -> RealStep:
     return RealStep(A, Bin.to(M.dtype), Cout.to(D.dtype), D, False, "linoss", rate)
 
 
+def _stepping_core(model: nn.Module) -> Any:
+    """What steps in ``model``: a language model's backbone (it has ``backbone`` and ``decode``), else the model."""
+    return model.backbone if hasattr(model, "backbone") and hasattr(model, "decode") else model
+
+
 def _replace_layers(model: nn.Module, rate: float) -> nn.Module:
     if isinstance(model, SSMLayer):
         return real_step(model, rate)
@@ -231,7 +236,7 @@ class StreamingModel(nn.Module):
     def __init__(self, model: nn.Module, rate: float = 1.0) -> None:
         super().__init__()
         self.rate = check_rate(rate)
-        core = model.backbone if hasattr(model, "backbone") and hasattr(model, "decode") else model
+        core = _stepping_core(model)
         if not (callable(getattr(core, "initial_state", None)) and callable(getattr(core, "step", None))):
             raise TypeError(
                 f"streaming export needs a model that steps (an SSM layer, a block, SSMStack, SaShiMi or a language "
@@ -239,8 +244,8 @@ class StreamingModel(nn.Module):
                 "sequence before it answers): capture its forward with torch.export.export(model, (x,)) (ONNX cannot "
                 "take it: its kernels use complex arithmetic), or keep it in PyTorch (statespaces.train.load_trained)")
         self.model = _replace_layers(copy.deepcopy(model), self.rate).eval()
-        self.is_lm = hasattr(self.model, "backbone") and hasattr(self.model, "decode")
-        self.core = self.model.backbone if self.is_lm else self.model
+        self.core = _stepping_core(self.model)
+        self.is_lm = self.core is not self.model
         self.frame = _frame(self.model)
         leaves, self._spec = pytree.tree_flatten(self.core.initial_state(1))
         self._tensor_at = [i for i, t in enumerate(leaves) if isinstance(t, Tensor)]

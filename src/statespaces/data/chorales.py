@@ -272,10 +272,11 @@ def load_chorales(
     where = np.empty(len(pieces), dtype=np.int64)                    # 0 train, 1 valid, 2 test, by piece
     where[order[:n_train]], where[order[n_train:n_train + n_valid]], where[order[n_train + n_valid:]] = 0, 1, 2
     # a piece transposed is the same piece: each group of transpositions joins the split of its member drawn first
+    keys = [transposition_key(g) for g in pieces]
     first: Dict[str, int] = {}
     for i in order:
-        first.setdefault(transposition_key(pieces[i]), int(where[i]))
-    parts = {name: np.array([i for i in order if first[transposition_key(pieces[i])] == k], dtype=np.int64)
+        first.setdefault(keys[i], int(where[i]))
+    parts = {name: np.array([i for i in order if first[keys[i]] == k], dtype=np.int64)
              for k, name in enumerate(("train", "valid", "test"))}
     split = {k: [pieces[i] for i in idx] for k, idx in parts.items()}
     return Chorales(

@@ -603,7 +603,7 @@ def _declares_regression(path: Path) -> bool:
                 if words and words[0] == "@data":
                     return False
                 if len(words) >= 2 and words[0] == "@targetlabel":
-                    return words[1] == "true"
+                    return _BOOL.get(words[1], False)          # as read_series_file reads the flag
     except OSError:
         return False
     return False

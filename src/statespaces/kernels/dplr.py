@@ -256,14 +256,12 @@ def truncated_C_rows(C: Tensor, Lambda: Tensor, P: Tensor, dt: Tensor, L: int) -
     return _minus_rows(C, w.transpose(0, 1))
 
 
-def _truncated_C_wide(C: Tensor, Lambda: Tensor, P: Tensor, dt: Tensor, L: int) -> Tensor:
-    r""":func:`truncated_C_rows` in float64, returned in C's dtype. ``C^T (I - dA^L)`` cancels for a slow mode
-    (``|lambda|^L`` near 1: FouT's Re Lambda is floored at -1e-4); in float32 the value kept its digits but the
-    gradients through it did not: 2e-2 relative error in Lambda, P and B for a FouT layer (N = 64, L = 1024; up to
-    57x off at N = 2), against 1e-5 on every other route. In float64 and rounded once: 8.5e-6. The powers are
-    ``(H, N, N)`` squarings, as in :func:`truncated_C_rows` itself."""
-    if C.dtype == torch.complex128:
-        return truncated_C_rows(C, Lambda, P, dt, L)
+def truncated_C_wide(C: Tensor, Lambda: Tensor, P: Tensor, dt: Tensor, L: int) -> Tensor:
+    r""":func:`truncated_C_rows` computed in float64 (every input widened), returned in C's dtype. ``C^T (I - dA^L)``
+    cancels for a slow mode (``|lambda|^L`` near 1: FouT's Re Lambda is floored at -1e-4); in float32 the value
+    kept its digits but the gradients through it did not: 2e-2 relative error in Lambda, P and B for a FouT layer
+    (N = 64, L = 1024; up to 57x off at N = 2), against 1e-5 on every other route. In float64 and rounded once:
+    8.5e-6. The powers are ``(H, N, N)`` squarings, as in :func:`truncated_C_rows` itself."""
     c64 = torch.complex128
     return truncated_C_rows(C.to(c64), Lambda.to(c64), P.to(c64), dt.to(torch.float64), L).to(C.dtype)
 
@@ -425,7 +423,7 @@ def dplr_kernel(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor, dt: Tensor, L: 
         Real kernel (K, H, L), equal to ``(c^T dA^l dB)_{l<L}`` of the dense system.
     """
     L = check_length(L)
-    Ct = _truncated_C_wide(C, Lambda, P, dt, L) if truncation_correction else C
+    Ct = truncated_C_wide(C, Lambda, P, dt, L) if truncation_correction else C
     nk = L // 2 + 1
     t, nyq = _nodes(L, nk, 1.0, Lambda.real.dtype, Lambda.device)      # omega_k = exp(-2 pi i k/L)
     g = torch.complex(torch.zeros_like(t), t)[None] * (2 / dt)[:, None]     # (H, nk) = (2/dt) i tan

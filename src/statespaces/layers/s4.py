@@ -86,7 +86,7 @@ from ..kernels.dplr import (
     dplr_real_system,
     dplr_step,
     truncated_C,
-    truncated_C_rows,
+    truncated_C_wide,
     untruncated_C,
 )
 from ..kernels.vandermonde import vandermonde
@@ -337,10 +337,9 @@ class S4(SSMLayer):
         ``C^T (I - dA^L)`` in float32 cancels: an S4 layer with ``l_max`` in float32 lost up to every digit of
         its kernel at L > l_max or rate != 1 (0.7-0.8 relative error at cond ~5e7, 3e-3 at 2.5e4), while its
         kernel at rate 1 and L <= l_max (from C~ itself) and its recurrence stayed accurate."""
-        c64 = torch.complex128
         C = self._try_recover_C(Lam, P, Ct, refuse=True, float64=True)
         assert C is not None                   # refuse=True raises instead of returning None
-        return truncated_C_rows(C, Lam.to(c64), P.to(c64), self._dt(rate).double(), L).to(Ct.dtype)
+        return truncated_C_wide(C, Lam, P, self._dt(rate), L).to(Ct.dtype)
 
     def _recovery_message(self, cond: str) -> str:
         return (

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .. import backend
 from .._checks import tracing
-from ._amp import amp_backward, autocast_off, fp32_forward
+from ._amp import amp_backward, autocast_off, fp32_forward, upcast_half
 
 Tensor = torch.Tensor
 
@@ -214,7 +214,7 @@ def fftconv_ref(u: Tensor, kc: Tensor, n: int) -> Tensor:
     u (B, L, H), kc (H, m <= n), in plain differentiable torch ops (autograd's own backward, so derivatives of any
     order: the ``"ref"`` backend, :mod:`statespaces.backend`), float32 inside autocast."""
     with autocast_off(u):
-        u = u.float() if u.dtype in (torch.float16, torch.bfloat16) else u
+        u = upcast_half(u)
         K = torch.fft.rfft(kc.to(u.dtype), n=n)
         return torch.fft.irfft(torch.fft.rfft(u.transpose(1, 2), n=n) * K, n=n)[..., :u.shape[1]].transpose(1, 2)
 

@@ -197,17 +197,22 @@ class Regression(_R2Task):
     name = "regression"
 
     def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-        o = upcast_half(out[:, 0])
-        return F.mse_loss(o, y.to(o.dtype), reduction=reduction)
+        return F.mse_loss(*_in_output_precision(out[:, 0], y), reduction=reduction)
 
     def hits(self, out: Tensor, y: Tensor) -> float:
         """Sum of squared errors (turned into R^2 by :meth:`score`)."""
-        o = upcast_half(out[:, 0])
-        return float(((o - y.to(o.dtype)) ** 2).sum())
+        o, t = _in_output_precision(out[:, 0], y)
+        return float(((o - t) ** 2).sum())
 
     def running_score(self, hits: float, seen: int, dataset) -> float:
         """R^2 of the epoch: mean squared error over the variance of the dataset's targets."""
         return 1.0 - hits / seen / float(target_variance(dataset))
+
+
+def _in_output_precision(out: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
+    """Outputs and float targets for a squared error: the outputs' precision, at least float32 (:func:`upcast_half`)."""
+    o = upcast_half(out)
+    return o, y.to(o.dtype)
 
 
 def target_variance(ds: Any) -> float:
@@ -258,13 +263,13 @@ class Forecast(_R2Task):
         if out.shape != y.shape:
             raise ValueError(f"forecast: output shape {tuple(out.shape)} differs from the target shape "
                              f"{tuple(y.shape)}; the model must emit one value per target entry")
-        o = upcast_half(out)
-        err = (o - y.to(o.dtype)).pow(2)
+        o, t = _in_output_precision(out, y)
+        err = (o - t).pow(2)
         return err.sum() if reduction == "sum" else err.mean()
 
     def hits(self, out: Tensor, y: Tensor) -> float:
-        o = upcast_half(out)
-        return float((o - y.to(o.dtype)).pow(2).sum())
+        o, t = _in_output_precision(out, y)
+        return float((o - t).pow(2).sum())
 
     def loss_unit(self, y: Tensor) -> int:
         return max(y[0].numel(), 1)
