@@ -257,7 +257,8 @@ def truncated_C_rows(C: Tensor, Lambda: Tensor, P: Tensor, dt: Tensor, L: int) -
 
 
 def truncated_C_wide(C: Tensor, Lambda: Tensor, P: Tensor, dt: Tensor, L: int) -> Tensor:
-    r""":func:`truncated_C_rows` computed in float64 (every input widened), returned in C's dtype. ``C^T (I - dA^L)``
+    r""":func:`truncated_C_rows` (``C~^T = C^T (I - dA^L)``, thesis eq. C.4) computed in float64 (every input widened),
+    returned in C's dtype; C (K, H, M), Lambda (H, M), P (r, H, M), dt (H,), as there. ``C^T (I - dA^L)``
     cancels for a slow mode (``|lambda|^L`` near 1: FouT's Re Lambda is floored at -1e-4); in float32 the value
     kept its digits but the gradients through it did not: 2e-2 relative error in Lambda, P and B for a FouT layer
     (N = 64, L = 1024; up to 57x off at N = 2), against 1e-5 on every other route. In float64 and rounded once:
