@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from statespaces.analysis.oscillators import Oscillator, oscillators, s4d_from_oscillators
-from statespaces.layers import S4D
+from statespaces.layers import S4D, S5
 from statespaces.layers.init import S4D_INITS
 from statespaces.layers.linoss import LinOSS
 
@@ -225,6 +225,8 @@ def _bidirectional_layers():
     yield "s4d-zoh", S4D(3, 8, bidirectional=True, seed=0)
     yield "s4d-bilinear", S4D(3, 8, bidirectional=True, discretization="bilinear", seed=1)
     yield "s4", S4(3, 8, bidirectional=True)
+    yield "s5", S5(3, 8, bidirectional=True, seed=4)           # its backward scan's lag 0 is the forward's lag0
+    yield "s5-causal", S5(3, 6, discretization="bilinear", seed=5)
     for mode in (True, "concat"):
         try:
             yield f"linoss-{mode}", LinOSS(3, 5, bidirectional=mode, seed=2)
@@ -268,6 +270,30 @@ def test_each_direction_of_a_bidirectional_layer_is_its_own_operator(name, layer
     for a in ans:
         w, Hf = a.frequency_response(L=256, n_freq=16)
         assert torch.isfinite(Hf.abs()).all()
+
+
+def test_s5_oscillators_and_their_tables(tmp_path):
+    """S5 (MIMO first-order modes): one oscillator per stored mode at its continuous eigenvalue (ZOH: s = Lambda),
+    complex mixing residues C B / 2, the closed-form kernel equal to the layer's, tables and plots written."""
+    from statespaces.analysis.plots import analyze_module
+
+    layer = S5(3, 8, seed=6, dt_min=0.05, dt_max=0.5).double()
+    an = oscillators(layer, rate=0.5, name="s5")
+    with torch.no_grad():
+        torch.testing.assert_close(an.kernel(80), layer.kernel(80, rate=0.5), atol=1e-12, rtol=0)
+        lam = layer.continuous_A()
+        lam = torch.where(lam.imag < 0, lam.conj(), lam)
+        torch.testing.assert_close(an.eig_continuous, lam.to(torch.complex128), atol=1e-12, rtol=0)
+        torch.testing.assert_close(an.dt, layer.step_sizes(0.5), atol=1e-15, rtol=0)
+    assert an.kind == "s5" and an.mimo and an.n_oscillators == 4 and an.lag0 is None
+    rows = an.table()
+    assert len(rows) == 4 and {r["amplitude"] for r in rows} == {1.0} and all(r["gain"] > 0 for r in rows)
+    assert "A" not in rows[0] and "degenerate" not in rows[0]
+    with pytest.raises(TypeError, match="s5 mixes channels"):
+        an.to_oscillators()
+    summary = analyze_module(nn.ModuleList([S5(3, 8, seed=7), S5(3, 8, bidirectional=True, seed=8)]), tmp_path / "a")
+    assert [e["kind"] for e in summary["layers"]] == ["s5"] * 3 and summary["skipped"] == []
+    assert (tmp_path / "a" / "1.forward_oscillators.png").exists()
 
 
 def test_direction_argument_is_checked():

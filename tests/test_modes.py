@@ -7,7 +7,7 @@ assembled here by repeated multiplication from ``modes()``, and the forward pass
 import pytest
 import torch
 
-from statespaces.layers import S4, S4D, DLinOSS, LinOSS
+from statespaces.layers import S4, S4D, S5, DLinOSS, LinOSS
 from statespaces.layers.modes import Modes
 
 f64 = torch.float64
@@ -30,6 +30,9 @@ def _layers():
     yield "linoss-sum", LinOSS(H, 4, bidirectional=True, seed=10)
     yield "dlinoss-imex", DLinOSS(H, 4, seed=11)
     yield "dlinoss-im", DLinOSS(H, 4, discretization="IM", init="uniform", seed=12)
+    yield "s5-zoh", S5(H, 8, seed=14, dt_min=1e-2, dt_max=0.5)
+    yield "s5-bilinear-full", S5(H, 6, discretization="bilinear", conj_sym=False, blocks=2, seed=15)
+    yield "s5-bi", S5(H, 8, bidirectional=True, seed=16, dt_min=1e-2, dt_max=0.5)   # lag 0 in both scans
 
 
 LAYERS = list(_layers())
@@ -49,7 +52,10 @@ def _assembled(m: Modes, L: int) -> torch.Tensor:
                 term = term + (l + 1) * torch.einsum("khm,mj,m->khj", m.C, ramp_B, power)
         else:
             term = torch.einsum("khm,hm,hm->kh", m.C, rB, power)
-        out.append(term.real)
+        term = term.real.clone()
+        if l == 0 and m.feedthrough is not None:                     # bidirectional S5: the backward scan's lag 0
+            term[0] += m.feedthrough
+        out.append(term)
         power = power * lam
     K = torch.stack(out, -1)
     return K if m.bidirectional == "sum" else K[0]
@@ -96,7 +102,8 @@ def test_from_modes_round_trip(name, layer):
 def test_modes_at_a_rate_are_the_layer_at_that_rate():
     """modes(rate) folds rate into dt: the layer rebuilt from them runs at rate 1 as the original at that rate."""
     u = torch.randn(1, 40, H, dtype=f64, generator=torch.Generator().manual_seed(1))
-    for layer in (S4D(H, 8, seed=0).double(), S4(H, 8, seed=1).double(), LinOSS(H, 4, seed=2).double()):
+    for layer in (S4D(H, 8, seed=0).double(), S4(H, 8, seed=1).double(), LinOSS(H, 4, seed=2).double(),
+                  S5(H, 8, seed=3).double()):
         with torch.no_grad():
             m = layer.modes(rate=0.5)
             torch.testing.assert_close(m.kernel(L), layer.kernel(L, rate=0.5), atol=1e-10, rtol=0)
@@ -149,6 +156,33 @@ def test_from_modes_refuses_what_it_cannot_build():
         S4D.from_modes(mixed)
 
 
+def test_s5_modes_are_only_built_by_s5():
+    """S5's modes are MIMO first-order modes: S4D (per channel) and LinOSS (oscillator pairs) refuse them and
+    name S5.from_modes; S5 refuses SISO and oscillator modes, growing modes, and a bidirectional lag 0 that an
+    S5 cannot have."""
+    s5 = S5(H, 8, seed=0).double()
+    with torch.no_grad():
+        m = s5.modes()
+        assert m.mimo and m.structure == "diagonal" and m.feedthrough is None
+        with pytest.raises(TypeError, match="S5.from_modes"):
+            S4D.from_modes(m)
+        with pytest.raises(TypeError, match="oscillator modes"):
+            LinOSS.from_modes(m)
+        with pytest.raises(TypeError, match="MIMO diagonal"):
+            S5.from_modes(S4D(H, 4).modes())
+        with pytest.raises(TypeError, match="MIMO diagonal"):
+            S5.from_modes(LinOSS(H, 4).modes())
+        grow = Modes(**{**m.__dict__, "log_eig": m.log_eig.real.abs() + 1j * m.log_eig.imag})
+        with pytest.raises(ValueError, match="Re\\(Lambda\\) < 0"):
+            S5.from_modes(grow)
+        bi = S5(H, 8, bidirectional=True, seed=1).double().modes()
+        assert bi.feedthrough is not None and float(bi.feedthrough.abs().max()) > 0
+        with pytest.raises(ValueError, match="feedthrough"):
+            S5.from_modes(Modes(**{**bi.__dict__, "feedthrough": None}))
+        with pytest.raises(ValueError, match="feedthrough"):
+            S5.from_modes(Modes(**{**bi.__dict__, "feedthrough": 1.5 * bi.feedthrough}))
+
+
 def test_concat_layer_modes_are_its_causal_half():
     layer = LinOSS(H, 3, bidirectional="concat", seed=4).double()
     with torch.no_grad():
@@ -162,7 +196,7 @@ def test_concat_layer_modes_are_its_causal_half():
             Modes(**{**m.__dict__, "bidirectional": None}), dtype=f64).kernel(L), atol=1e-10, rtol=0)
 
 
-@pytest.mark.parametrize("cls", [S4D, S4, LinOSS, DLinOSS])
+@pytest.mark.parametrize("cls", [S4D, S4, LinOSS, DLinOSS, S5])
 def test_from_modes_of_a_float32_layer_is_a_float32_layer(cls):
     """modes() is float64 whatever the layer's dtype; from_modes builds (and, for LinOSS, checks) in
     float64 and casts to the requested dtype (default: torch's default dtype)."""

@@ -34,10 +34,15 @@ What frequency and damping mean depends on the discretization (notes 6.2):
   ``c_p`` is the residue of oscillator p's position Green's function (unit forcing).
   An oscillator with ``dt sqrt(A) < 1e-6`` (A ~ 0: a double eigenvalue, Jordan block) is not a sum
   of exponentials; it is kept as a ramp ``K[l] += ramp * (l + 1) r^l`` (:attr:`ramp`).
+* **S5** (MIMO, first-order modes shared by all channels): each mode ``lambda_m`` is one oscillator
+  (ZOH: ``s = Lambda_m``; bilinear: warped as S4D's), with the complex mixing residues
+  ``c_{h,j,m} = C_hm B_mj / 2`` (H_out, H_in, M). A bidirectional S5's backward scan also reads the
+  current input: that lag-0 matrix ``Re(C_b B_bar)`` is no oscillator and is kept as :attr:`lag0`.
 
 Supported layers: any layer with a ``modes(rate)`` view (:class:`~statespaces.layers.modes.Modes`):
 :class:`~statespaces.layers.s4d.S4D` (and any :class:`~statespaces.layers.base.DiagonalSSM`), S4
-(its diagonalised DPLR form), :class:`~statespaces.layers.linoss.LinOSS` and D-LinOSS. This module
+(its diagonalised DPLR form), :class:`~statespaces.layers.linoss.LinOSS`, D-LinOSS and
+:class:`~statespaces.layers.s5.S5`. This module
 reads nothing else of a layer (no type tests, no raw parameters). All numbers are float64/complex128, computed
 from a float64 copy of a float32 layer.
 
@@ -128,7 +133,8 @@ class OscillatorAnalysis:
 
     Shapes (complex128 / float64): S4D-like (``kind in {'s4d', 's4'}``): ``log_eig``, ``dt``,
     ``eig_nominal``, ``residue``, ``valid`` (H, M); LinOSS: ``log_eig``, ``dt``, ``eig_nominal`` (P,),
-    ``residue`` and ``ramp`` (H_out, H_in, P), ``gf_residue`` (P,); ``D`` (H,).
+    ``residue`` and ``ramp`` (H_out, H_in, P), ``gf_residue`` (P,); S5 (``kind == 's5'``): as LinOSS
+    with M modes, no ramp, and ``lag0`` (H_out, H_in) for a bidirectional layer's forward kernel; ``D`` (H,).
     """
 
     kind: str
@@ -152,11 +158,15 @@ class OscillatorAnalysis:
     #: ``"time"``: ``dt`` is the layer's step, frequencies are in rad per unit time; ``"step"``: the
     #: layer's modes carry no step size, ``dt`` is 1 and frequencies are in rad per step, times in steps
     time_unit: str = "time"
+    #: MIMO (H_out, H_in) float64 or None: a lag-0 term of the kernel that is no sum of oscillators (the
+    #: backward scan of a bidirectional S5 reads the current input; ``Modes.feedthrough``)
+    lag0: Optional[Tensor] = None
 
     # ---- derived quantities ---------------------------------------------------------------------
     @property
     def mimo(self) -> bool:
-        return self.kind == "linoss"
+        """Whether the oscillators are shared by all channels (LinOSS, S5): residues (H_out, H_in, P)."""
+        return self.log_eig.dim() == 1
 
     @property
     def backward(self) -> bool:
@@ -234,8 +244,8 @@ class OscillatorAnalysis:
 
     # ---- the operator -----------------------------------------------------------------------------
     def kernel(self, L: int) -> Tensor:
-        r"""Closed-form Green's function ``K[l] = sum_n 2 Re(c_n lambda_n^l)`` (+ LinOSS ramps):
-        (H, L) for SISO layers, (H_out, H_in, L) for LinOSS. float64."""
+        r"""Closed-form Green's function ``K[l] = sum_n 2 Re(c_n lambda_n^l)`` (+ LinOSS ramps, + ``lag0`` at
+        l = 0): (H, L) for SISO layers, (H_out, H_in, L) for LinOSS and S5. float64."""
         L = check_length(L)
         K = green_kernel(self.log_eig, self.residue, L)
         if self.ramp is not None and bool((self.ramp != 0).any()):
@@ -245,6 +255,8 @@ class OscillatorAnalysis:
             alt = torch.where(negative.unsqueeze(-1), 1.0 - 2.0 * torch.remainder(l, 2.0), torch.ones_like(l))
             basis = (l + 1) * torch.exp(l * torch.log(r).unsqueeze(-1)) * alt     # (P, L): (l + 1) lambda^l
             K = K + torch.einsum("hkp,pl->hkl", self.ramp, basis)
+        if self.lag0 is not None:
+            K[..., 0] += self.lag0
         return K
 
     def apply(self, u: Tensor) -> Tensor:
@@ -290,8 +302,10 @@ class OscillatorAnalysis:
 
     # ---- tables -------------------------------------------------------------------------------------
     def table(self) -> List[Dict[str, Any]]:
-        """One row per oscillator: per (channel, mode) for SISO layers, per oscillator for LinOSS
-        (with ``gain`` = Frobenius norm of its channel-mixing matrix ``Re(C_:p B_p:)``). Every row
+        """One row per oscillator: per (channel, mode) for SISO layers, per oscillator for MIMO layers
+        (with ``gain`` = Frobenius norm of its channel-mixing matrix: LinOSS ``Re(C_:p B_p:)``, S5
+        ``C_:p B_p:``; ``amplitude`` and ``phase`` are then those of the oscillator's own unit response, 1 and 0
+        for S5's first-order modes; LinOSS rows add the stiffness ``A`` and ``degenerate``). Every row
         says its ``time_unit``; rows of an S4 layer also carry their channel's ``kernel_error``."""
         cols = {
             "eig_re": self.eig.real, "eig_im": self.eig.imag, "eig_abs": self.eig.abs(),
@@ -305,14 +319,18 @@ class OscillatorAnalysis:
         if self.mimo:
             W = self.extra["mixing"]                                   # (H, H, P)
             gain = W.flatten(0, 1).norm(dim=0)
-            assert self.gf_residue is not None                         # set for every MIMO (LinOSS) analysis
+            assert self.gf_residue is not None                         # set for every MIMO analysis
             amp = 2 * self.gf_residue.abs()
             ph = torch.angle(self.gf_residue)
             for p in range(self.log_eig.shape[0]):
-                row = {"layer": self.name, "oscillator": p, "A": float(self.extra["A"][p])}
+                row: Dict[str, Any] = {"layer": self.name, "oscillator": p}
+                if "A" in self.extra:
+                    row["A"] = float(self.extra["A"][p])
                 row.update({k: float(v[p]) for k, v in cols.items()})
-                row.update({"amplitude": float(amp[p]), "phase": float(ph[p]), "gain": float(gain[p]),
-                            "degenerate": bool(self.extra["degenerate"][p]), "time_unit": self.time_unit})
+                row.update({"amplitude": float(amp[p]), "phase": float(ph[p]), "gain": float(gain[p])})
+                if "degenerate" in self.extra:
+                    row["degenerate"] = bool(self.extra["degenerate"][p])
+                row["time_unit"] = self.time_unit
                 rows.append(row)
             return rows
         amp, ph = self.amplitude, self.phase
@@ -335,7 +353,7 @@ class OscillatorAnalysis:
     def to_oscillators(self) -> List[Oscillator]:
         """SISO layers only: the :class:`Oscillator` records (input of :func:`s4d_from_oscillators`)."""
         if self.mimo:
-            raise TypeError("LinOSS mixes channels (MIMO); its oscillators cannot be listed per channel for S4D")
+            raise TypeError(f"{self.kind} mixes channels (MIMO); its oscillators cannot be listed per channel for S4D")
         w0, z, amp, ph = self.natural_frequency, self.damping_ratio, self.amplitude, self.phase
         return [
             Oscillator(h, float(w0[h, m]), float(z[h, m]), float(amp[h, m]), float(ph[h, m]), float(self.dt[h, m]))
@@ -383,7 +401,7 @@ def unsupported_reason(module: nn.Module) -> Optional[str]:
     if supported_layer(module) or not isinstance(module, SSMLayer):
         return None
     return (f"{type(module).__name__} has no oscillator form here: it has no modes() view (layers with one: "
-            "S4D and other DiagonalSSM layers, S4, LinOSS, D-LinOSS)")
+            "S4D and other DiagonalSSM layers, S4, LinOSS, D-LinOSS, S5)")
 
 
 def _bidirectional_mode(layer: nn.Module) -> Optional[str]:
@@ -406,7 +424,7 @@ def oscillators(layer: nn.Module, rate: float = 1.0, name: str = "",
     Args:
         layer: any layer with a ``modes(rate)`` view (:class:`~statespaces.layers.modes.Modes`):
             S4D (any init, any discretization) and other ``DiagonalSSM`` layers, S4 (diagonalised
-            DPLR form), LinOSS and D-LinOSS.
+            DPLR form), LinOSS, D-LinOSS and S5.
         rate: step-size multiplier, as in the layer's forward.
         name: label stored in the tables.
         direction: for a bidirectional layer, ``"forward"`` (causal kernel, with D) or ``"backward"``
@@ -428,7 +446,7 @@ def oscillators(layer: nn.Module, rate: float = 1.0, name: str = "",
         raise TypeError(f"oscillators() needs an SSM layer (nn.Module), got {type(layer).__name__}")
     if not supported_layer(layer):
         raise TypeError(f"oscillators(): unsupported layer type {type(layer).__name__}: it has no modes() view; "
-                        "supported: S4D (DiagonalSSM), S4, LinOSS, D-LinOSS")
+                        "supported: S4D (DiagonalSSM), S4, LinOSS, D-LinOSS, S5")
     rate = check_rate(rate)
     mode = _bidirectional_mode(layer)
     if direction is not None and direction not in DIRECTIONS:
@@ -490,9 +508,16 @@ def _modes_of(module: Any, rate: float) -> Modes:
 
 def _analysis(modes: Modes, name: str, k: int) -> OscillatorAnalysis:
     """Direction ``k`` of ``modes`` as an :class:`OscillatorAnalysis` (the skip D only on the causal one)."""
-    an = _mimo_analysis(modes, name, k) if modes.mimo else _siso_analysis(modes, name, k)
+    if not modes.mimo:
+        an = _siso_analysis(modes, name, k)
+    elif modes.structure == "oscillator":
+        an = _mimo_analysis(modes, name, k)
+    else:
+        an = _mimo_diagonal_analysis(modes, name, k)
     if k == 1:
         an.D = torch.zeros_like(an.D)
+    elif modes.feedthrough is not None:
+        an.lag0 = modes.feedthrough.to(torch.float64).clone()
     return an
 
 
@@ -601,6 +626,29 @@ def _mimo_analysis(modes: Modes, name: str, k: int) -> OscillatorAnalysis:
         log_eig=log_eig, dt=dt[:P].clone(), residue=W.to(c128) * gf,
         D=modes.D.to(torch.float64).clone(), eig_nominal=s[:P], name=name, ramp=W * (2 * half_ramp),
         gf_residue=gf, extra=extra, time_unit="step" if modes.dt is None else "time",
+    )
+
+
+def _mimo_diagonal_analysis(modes: Modes, name: str, k: int) -> OscillatorAnalysis:
+    r"""Shared first-order modes (S5: ``log_eig`` (M,), ``B`` (M, H_in), ``C`` (K, H_out, M)) as M oscillators.
+
+    ``K[h, j, l] = Re sum_m C_hm B_mj lambda_m^l = sum_m 2 Re(c_hjm lambda_m^l)`` with ``c = C B / 2``, a
+    complex mixing matrix per mode. Each mode is its own damped oscillator ``s = log(lambda)/dt`` (its conjugate
+    is implied by the real output), with unit response (``gf_residue`` 1/2: amplitude 1, phase 0); the table's
+    ``gain`` is the Frobenius norm of ``C_:m B_m:``.
+    """
+    c128 = torch.complex128
+    log_eig = modes.log_eig.to(c128)
+    W = torch.einsum("hm,mj->hjm", modes.C[k].to(c128), modes.input_weights().to(c128))      # (H_out, H_in, M)
+    residue = W / 2.0
+    dt = torch.ones(modes.n_modes, dtype=torch.float64) if modes.dt is None else modes.dt.to(torch.float64).clone()
+    nominal = log_eig / dt if modes.A is None else modes.A.to(c128)
+    log_eig, residue, nominal = _canonical(log_eig, residue, nominal)
+    return OscillatorAnalysis(
+        kind="s5", discretization=modes.discretization, log_eig=log_eig, dt=dt, residue=residue,
+        D=modes.D.to(torch.float64).clone(), eig_nominal=nominal, name=name,
+        gf_residue=torch.full((modes.n_modes,), 0.5, dtype=c128), extra={"mixing": W},
+        time_unit="step" if modes.dt is None else "time",
     )
 
 

@@ -516,7 +516,7 @@ class LinOSS(SSMLayer):
             **kwargs: further constructor arguments (e.g. ``A_param``).
         """
         who = cls.__name__
-        if not modes.mimo or modes.n_modes % 2 or modes.dt is None:
+        if not modes.mimo or modes.structure != "oscillator" or modes.n_modes % 2 or modes.dt is None:
             raise TypeError(f"{who}.from_modes needs oscillator modes (MIMO, 2P modes, dt given), "
                             f"got structure {modes.structure!r} with log_eig of shape {tuple(modes.log_eig.shape)}")
         modes._check_common(who)

@@ -3,11 +3,12 @@ r"""The explicit-operator view of a layer: its modes (thesis §3.2, eq. 3.2; §3
 Every linear time-invariant layer here is, after discretization, a sum of geometric modes. The
 :class:`Modes` of a layer at a ``rate`` reproduce its convolution kernel exactly:
 
-    SISO (S4D, S4):  K[k, h, l]    = Re sum_m C[k, h, m] r[h, m] B[h, m] lambda[h, m]^l
-    MIMO (LinOSS):   K[k, h, j, l] = Re sum_m C[k, h, m] r[m]    B[m, j] lambda[m]^l
+    SISO (S4D, S4):    K[k, h, l]    = Re sum_m C[k, h, m] r[h, m] B[h, m] lambda[h, m]^l
+    MIMO (LinOSS, S5): K[k, h, j, l] = Re sum_m C[k, h, m] r[m]    B[m, j] lambda[m]^l
 
-for lags ``l = 0 .. L-1``, plus ``D`` on the skip, with ``lambda = exp(log_eig)`` the **discrete**
-eigenvalues (the step ``dt`` and the rule are recorded alongside; ``A`` holds the continuous
+for lags ``l = 0 .. L-1``, plus ``D`` on the skip (and, for a bidirectional S5, a lag-0 matrix
+``feedthrough``: its backward scan reads the current input too), with ``lambda = exp(log_eig)`` the
+**discrete** eigenvalues (the step ``dt`` and the rule are recorded alongside; ``A`` holds the continuous
 eigenvalues of the layer's ODE before discretization). ``B`` are the *discrete* input weights (for
 S4D ``dB``), ``r`` an optional per-mode residue (None: 1), and ``k`` the direction (0 causal; 1 the
 anti-causal kernel of a bidirectional layer, lags -1..-L). Every factor of 2 of a conjugate-pair
@@ -73,6 +74,9 @@ class Modes:
             modes) or ``"concat"`` (these are the causal half's modes only; the reverse half is
             ``layer.reverse.modes()``, and the mixing projection is outside both).
         cond: condition number of the eigenbasis per channel (H,) (``dplr``: Lemma 6.6), or None.
+        feedthrough: MIMO only, (H_out, H_in) float64 or None: a lag-0 term of the causal kernel that is no
+            sum of modes (bidirectional S5: ``Re(C_b B_bar)``, its backward scan's lag 0; the anti-causal
+            kernel ``C[1]`` then starts at lag -1 as everywhere else).
         kernel_error: relative error per channel (H,) float64 of the kernel these modes define against
             the layer's own kernel, ``||K_modes - K|| / ||K||`` over both directions and the first
             ``check_length`` lags (``S4.modes``); None where not measured (modes exact by construction).
@@ -97,6 +101,7 @@ class Modes:
     bidirectional: Optional[str] = None
     cond: Optional[Tensor] = None
     kernel_error: Optional[Tensor] = None
+    feedthrough: Optional[Tensor] = None
 
     @property
     def mimo(self) -> bool:
@@ -137,6 +142,8 @@ class Modes:
         if self.ramp is not None:
             ramp_B = self.B.to(c128) * (self.ramp.unsqueeze(-1) if self.mimo else self.ramp).to(c128)
             K = K + self._assemble(ramp_B, powers * (l + 1))
+        if self.feedthrough is not None:
+            K[0, ..., 0] += self.feedthrough.to(K.dtype)
         return K if self.bidirectional == "sum" else K[0]
 
     def _assemble(self, B: Tensor, powers: Tensor) -> Tensor:
@@ -148,8 +155,9 @@ class Modes:
     def check_siso(self, who: str) -> None:
         """Raise if these modes cannot become the per-channel (SISO) diagonal layer ``who``."""
         if self.mimo:
+            other = "S5.from_modes" if self.structure == "diagonal" else "LinOSS/DLinOSS.from_modes"
             raise TypeError(f"{who}.from_modes needs per-channel (SISO) modes, got MIMO modes of "
-                            f"structure {self.structure!r}; build LinOSS/DLinOSS.from_modes from them")
+                            f"structure {self.structure!r}; build {other} from them")
         self._check_common(who)
         if self.ramp is not None and bool((self.ramp != 0).any()):
             raise ValueError(f"{who}.from_modes: these modes have Jordan (ramp) terms, "

@@ -52,7 +52,7 @@ from .._checks import (
     public,
     tracing,
 )
-from ..discretize import discretize_diagonal, log_discrete_eigenvalues
+from ..discretize import discretize_diagonal, log_discrete_eigenvalues, undiscretize_diagonal
 from ..kernels.vandermonde import _powers
 from ..ops.scan import scan_block2, scan_diagonal
 from .base import SSMLayer, check_rate
@@ -65,6 +65,7 @@ from .init import (
     real_forward,
     real_inverse,
 )
+from .modes import Modes
 
 Tensor = torch.Tensor
 
@@ -242,6 +243,106 @@ class S5(SSMLayer):
             K = torch.stack([torch.cat([K[..., :1] + lag0.unsqueeze(-1), K[..., 1:]], -1), back])
         check_result(self, K, "kernel")
         return K
+
+    def modes(self, rate: float = 1.0) -> Modes:
+        r"""The explicit-operator view (:class:`~statespaces.layers.modes.Modes`, complex128): M modes shared
+        by all channels (MIMO, structure ``"diagonal"``), ``log_eig = log Lambda_bar`` (M,), ``B = B_bar``
+        (M, H), ``C = scale C`` (K, H, M), ``dt = Delta rate`` (M,), ``A = Lambda``, so that
+        ``kernel(L)[..., l] = Re sum_m C_m B_m Lambda_bar_m^l`` (eq. 3.2 with a matrix of residues per mode).
+
+        Bidirectional: ``C[1] = scale C_b Lambda_bar`` reads the anti-causal kernel on lags -1..-L, and the
+        backward scan's lag 0, ``scale Re(C_b B_bar)``, a full (H, H) matrix, is ``feedthrough``."""
+        rate = check_rate(rate)
+        c128 = torch.complex128
+        steps = self.step_sizes(rate)
+        A = self.continuous_A()
+        log_lam = log_discrete_eigenvalues(steps * A, self.discretization)
+        _, Bb = self.discrete_system(rate)
+        C = self.scale * self.C_complex
+        feedthrough = None
+        if self.bidirectional:
+            feedthrough = (C[1] @ Bb).real.to(torch.float64)
+            C = torch.stack([C[0], C[1] * torch.exp(log_lam)])
+        return Modes(
+            log_eig=log_lam.to(c128), B=Bb.to(c128), C=C.to(c128), D=self.D.to(torch.float64),
+            dt=steps.to(torch.float64), A=A.to(c128), discretization=self.discretization, structure="diagonal",
+            bidirectional="sum" if self.bidirectional else None, feedthrough=feedthrough,
+        )
+
+    @classmethod
+    def from_modes(cls, modes: Modes, discretization: Optional[str] = None, real_transform: str = "exp",
+                   dtype: Optional[torch.dtype] = None, tol: float = 1e-8) -> "S5":
+        r"""An S5 layer whose forward at rate 1 reproduces the kernel of MIMO diagonal ``modes``.
+
+        Each of the M modes becomes one stored mode of a ``conj_sym`` layer (``d_state = 2 M``, output
+        ``2 Re``): ``Lambda = x / dt`` with ``x`` the inverse of the rule at ``lambda``
+        (:func:`~statespaces.discretize.undiscretize_diagonal`), ``B = r B / g`` with ``g`` the rule's input
+        gain, ``C = C / 2``, ``D`` the skip. Bidirectional modes (``"sum"``) become a bidirectional layer with
+        ``C_b = C[1] / (2 lambda)``; S5 then adds its backward scan's lag 0, which must be the modes'
+        ``feedthrough``.
+
+        Args:
+            modes: from :meth:`modes` (of any S5) or built by hand: MIMO, structure ``"diagonal"``, one
+                ``dt`` per mode (None: 1), no Jordan terms.
+            discretization: rule of the new layer (default the modes' own when S5 has it, else ``zoh``).
+            real_transform: how the new layer keeps Re(Lambda) < 0.
+            dtype: parameter dtype (default: torch's default dtype).
+            tol: relative tolerance of the bidirectional lag-0 check.
+
+        Raises:
+            TypeError: SISO modes, or oscillator (LinOSS) modes. ValueError: an eigenvalue the rule cannot
+            produce with Re(Lambda) < 0 (|lambda| >= 1), Jordan terms, or bidirectional modes whose lag-0
+            term is not the one an S5 has (or that have an eigenvalue 0).
+        """
+        if not modes.mimo or modes.structure != "diagonal":
+            raise TypeError(f"S5.from_modes needs MIMO diagonal modes (S5.modes()), got structure "
+                            f"{modes.structure!r} with log_eig of shape {tuple(modes.log_eig.shape)}; "
+                            "per-channel modes build S4D.from_modes, oscillator modes LinOSS.from_modes")
+        modes._check_common("S5")
+        if modes.ramp is not None and bool((modes.ramp != 0).any()):
+            raise ValueError("S5.from_modes: these modes have Jordan (ramp) terms, "
+                             "which a diagonal layer cannot represent")
+        method = discretization
+        if method is None:
+            method = modes.discretization if modes.discretization in S5_DISCRETIZATIONS else "zoh"
+        method = check_choice("discretization", method, S5_DISCRETIZATIONS)
+        c128, f64 = torch.complex128, torch.float64
+        log_eig = modes.log_eig.to(c128)
+        M, H = modes.n_modes, modes.d_model
+        dt = torch.ones(M, dtype=f64) if modes.dt is None else modes.dt.to(f64)
+        A = undiscretize_diagonal(log_eig, torch.ones((), dtype=f64), method) / dt     # rules see dt A only
+        if not bool((A.real < 0).all()):
+            raise ValueError(
+                f"S5.from_modes: the {method} rule cannot produce {int((~(A.real < 0)).sum())} of these discrete "
+                "eigenvalues with Re(Lambda) < 0 (|lambda| >= 1 or off the rule's image)"
+            )
+        _, gain = discretize_diagonal(dt * A, dt.to(c128), torch.ones((), dtype=f64), method)
+        B = modes.input_weights().to(c128) / gain.unsqueeze(-1)
+        C = modes.C.to(c128) / 2
+        bidirectional = modes.bidirectional == "sum"
+        if bidirectional:
+            lam = torch.exp(log_eig)
+            if not bool((lam != 0).all()):
+                raise ValueError("S5.from_modes: a bidirectional S5 reads its backward kernel as C_b lambda^(l+1); "
+                                 "an eigenvalue 0 leaves C_b undefined")
+            C = torch.stack([C[0], C[1] / lam])
+            lag0 = 2 * (C[1] @ (gain.unsqueeze(-1) * B)).real
+            want = torch.zeros_like(lag0) if modes.feedthrough is None else modes.feedthrough.to(f64)
+            err = float((lag0 - want).abs().max() / lag0.abs().max().clamp_min(1e-300))
+            if not err <= tol:
+                raise ValueError(f"S5.from_modes: a bidirectional S5 adds its backward scan's lag 0, Re(C_b B_bar), to "
+                                 f"the causal kernel; these modes' feedthrough differs from it (relative {err:.1e} > "
+                                 f"tol={tol:g}). Build S4D/LinOSS-style layers from modes without that term")
+        layer = cls(H, 2 * M, discretization=method, real_transform=real_transform, bidirectional=bidirectional)
+        layer = layer.to(torch.get_default_dtype() if dtype is None else dtype)
+        with torch.no_grad():
+            layer.log_dt.copy_(torch.log(dt))
+            layer.A_real.copy_(real_inverse(-A.real, layer.real_transform))
+            layer.A_imag.copy_(A.imag)
+            layer.B.copy_(torch.view_as_real(B))
+            layer.C.copy_(torch.view_as_real(C))
+            layer.D.copy_(modes.D)
+        return layer
 
     @public
     def initial_state(self, batch_size: int) -> Tensor:
