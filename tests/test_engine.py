@@ -163,6 +163,38 @@ def test_task_scores_against_direct_formulas():
     assert isinstance(get_task("classification"), Classification) and not get_task(Seq2Seq()).pooled
 
 
+def test_forecast_reports_each_channels_r2():
+    """A pooled R^2 can hide a channel worse than its own mean when the channels' scales differ (the audit's case:
+    pooled 0.51, per channel -0.005 and -354): evaluations also report each channel's R^2, against direct formulas,
+    over several batches; a channel with constant targets reports nan. The CLI prints them."""
+    from statespaces.cli import _print_channels
+
+    g = torch.Generator().manual_seed(1)
+    tgt = torch.randn(7, 4, 3, generator=g, dtype=torch.float64) * torch.tensor([100.0, 0.01, 1.0], dtype=torch.float64)
+    tgt[..., 2] = 0.5                                                     # constant: no variance to explain
+    out = tgt + torch.randn(7, 4, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 0.1, 0.3], dtype=torch.float64)
+    res = evaluate(nn.Identity(), DataLoader(TensorDataset(out, tgt), batch_size=3), task=Forecast())
+    y, o = tgt.reshape(-1, 3), out.reshape(-1, 3)
+    for d in range(2):
+        direct = 1 - float(((o[:, d] - y[:, d]) ** 2).sum()) / float(((y[:, d] - y[:, d].mean()) ** 2).sum())
+        assert res["r2_channels"][d] == pytest.approx(direct, rel=1e-12, abs=1e-12)
+    assert res["r2_channels"][1] < 0 < 0.99 < res["r2_channels"][0] and math.isnan(res["r2_channels"][2])
+    assert res["acc"] > 0.99                                               # pooled: channel 0's scale dominates
+    lines = []
+    import builtins
+    real = builtins.print
+    builtins.print = lambda *a, **k: lines.append(" ".join(map(str, a)))
+    try:
+        _print_channels(res)
+        _print_channels({**res, "r2_channels": [0.5] * 20 + [-3.0, math.nan]})
+        _print_channels({"acc": 0.9})
+    finally:
+        builtins.print = real
+    assert lines[0].startswith("test R^2 per channel: 0: 0.99") and "1: -" in lines[0] and "2: nan" in lines[0]
+    assert lines[1] == ("test R^2 per channel (22 channels): worst 20: -3.0000, 0: 0.5000, 1: 0.5000, 2: 0.5000, "
+                        "3: 0.5000; best 0.5000; 1 with constant targets (nan)") and len(lines) == 2
+
+
 class _Bigram(nn.Module):
     """A language model with the ``loss``/``nll`` interface: next-token logits from the current token."""
 

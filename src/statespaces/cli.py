@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 #: Exceptions that report a user error (bad value, file, folder or checkpoint): one line, exit 2.
 USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError, ImportError)
@@ -140,6 +141,7 @@ def _main(argv: List[str]) -> int:
         score, value = task.score_label, task.format_score(res["acc"])
         print(f"test loss {res['loss']:.4f}  test {score} {value}  ({res['dataset']}, {res['n_test']} test "
               f"examples)\ncheckpoint {res['checkpoint']}: {res['selection']}")
+        _print_channels(res)
         return 0
     if args.command == "analyze":
         from pathlib import Path
@@ -194,7 +196,24 @@ def _evaluate_ensemble(paths: List[str], data_name: Optional[str]) -> int:
     how = "mean class probabilities" if res["task"] == "classification" else "mean prediction"
     print(f"test loss {res['loss']:.4f}  test {task.score_label} {task.format_score(res['acc'])}  ensemble of "
           f"{res['n_members']} ({how}; {res['dataset']}, {res['n_test']} test examples)")
+    _print_channels(res)
     return 0
+
+
+def _print_channels(res: Dict[str, Any], most: int = 16) -> None:
+    """A forecast's R^2 per channel (``r2_channels``): all of them up to ``most`` channels, else the range
+    and the worst channels; nothing for other tasks."""
+    r2 = res.get("r2_channels")
+    if not r2:
+        return
+    if len(r2) <= most:
+        print("test R^2 per channel: " + ", ".join(f"{i}: {v:.4f}" for i, v in enumerate(r2)))
+        return
+    order = sorted((i for i in range(len(r2)) if not math.isnan(r2[i])), key=lambda i: r2[i])
+    flat = len(r2) - len(order)
+    print(f"test R^2 per channel ({len(r2)} channels): worst " + ", ".join(f"{i}: {r2[i]:.4f}" for i in order[:5])
+          + (f"; best {r2[order[-1]]:.4f}" if order else "")
+          + (f"; {flat} with constant targets (nan)" if flat else ""))
 
 
 def layer_call(layer, d_model: int) -> str:

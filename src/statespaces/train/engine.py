@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 from torch import nn
 
+from ..ops._amp import upcast_half
 from .tasks import get_task
 
 #: Default device (a module-level constant, not a call in the argument defaults).
@@ -228,21 +229,23 @@ def fit(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device = _CPU,
-             task: Any = "classification") -> Dict[str, float]:
+             task: Any = "classification") -> Dict[str, Any]:
     """Mean loss and score over ``loader``: ``{"loss", "acc"}``, ``acc`` being the task's score
-    (accuracy per example or per token, R^2, or minus the NLL; :meth:`Task.score`). The model's
+    (accuracy per example or per token, R^2, or minus the NLL; :meth:`Task.score`), and what else the
+    task's :meth:`~statespaces.train.tasks.Task.summary` reports (forecasts: ``r2_channels``). The model's
     training mode is restored afterwards."""
     task = get_task(task)
     was_training = model.training
     model.eval()
-    sums = {"loss": 0.0, "hits": 0.0, "count": 0}
+    sums: Dict[str, Any] = {"loss": 0.0, "hits": 0.0, "count": 0}
     ys = []
     for batch in loader:
         part = task.eval_sums(model, batch, device)
-        for k in sums:
-            sums[k] += part[k]
+        for k, v in part.items():                  # a task's further sums (Forecast: per-channel errors) add up too
+            sums[k] = sums[k] + v if k in sums else v
         if task.needs_targets():
-            ys.append(task.unpack(batch, device)[1].float())
+            y = task.unpack(batch, device)[1]
+            ys.append(upcast_half(y) if y.is_floating_point() else y.float())   # float64 keeps its digits
     model.train(was_training)
     targets = torch.cat(ys) if ys else None
     return task.summary(sums, targets)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ..ops._amp import upcast_half
 from .loop import checkpoint_dir, describe_selection, load_for_evaluation
 from .tasks import Task, get_task
 
@@ -59,7 +60,7 @@ def combine(task: Task, outputs: Sequence[Tensor]) -> Tensor:
 
 def _scores(task: Task, out: Tensor, y: Tensor) -> Dict[str, float]:
     """``{"loss", "acc"}`` of outputs ``out`` against ``y``, as :func:`statespaces.train.evaluate` reports them."""
-    return task.summary(task.output_sums(out, y), y.float() if task.needs_targets() else None)
+    return task.summary(task.output_sums(out, y), upcast_half(y) if task.needs_targets() else None)
 
 
 def evaluate_ensemble(paths: Sequence[str], data_name: Optional[str] = None) -> Dict[str, Any]:

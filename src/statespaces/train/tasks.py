@@ -8,7 +8,7 @@ One :class:`Task` object per kind of problem, used by :func:`statespaces.train.e
 * :class:`Seq2Seq`: per-step logits (B, L, C) against int64 labels (B, k) for the last k steps
   (the model emits its answer at the end); cross-entropy per token, per-token accuracy.
 * :class:`Forecast`: outputs (B, F, D) against targets (B, F, D) (e.g. the forecast region of
-  §7.3.5); MSE, R^2 over every entry.
+  §7.3.5); MSE, R^2 over every entry, and each channel's own R^2 in evaluations (``r2_channels``).
 * :class:`LanguageModel`: token sequences (B, L) through a model with its own ``loss`` / ``nll``
   (:class:`statespaces.models.SSMLanguageModel`, §7.3.3 / Ch. 8); next-step NLL in nats.
 
@@ -18,6 +18,7 @@ the valid steps of padded sequences. The score of :meth:`Task.score` is higher-i
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
@@ -273,6 +274,27 @@ class Forecast(_R2Task):
 
     def loss_unit(self, y: Tensor) -> int:
         return max(y[0].numel(), 1)
+
+    def output_sums(self, out: Tensor, y: Tensor) -> Dict[str, Any]:
+        """As :meth:`Task.output_sums`, plus ``sse_channels`` (D,) float64: each channel's summed squared error."""
+        sums: Dict[str, Any] = dict(super().output_sums(out, y))
+        o, t = _in_output_precision(out, y)
+        sums["sse_channels"] = (o - t).pow(2).to(torch.float64).reshape(-1, y.shape[-1]).sum(0).cpu()
+        return sums
+
+    def summary(self, sums: Dict[str, Any], targets: Optional[Tensor] = None) -> Dict[str, Any]:
+        """``{"loss", "acc"}`` with ``acc`` the R^2 pooled over every entry, and ``r2_channels``: each channel's
+        R^2 against its own variance (a pooled R^2 can hide a channel worse than its mean when the channels'
+        scales differ). A channel with constant targets has R^2 ``nan`` (no variance to explain)."""
+        res: Dict[str, Any] = dict(super().summary(sums, targets))
+        sse = sums.get("sse_channels")
+        if sse is not None and targets is not None:
+            y = targets.to(torch.float64).reshape(-1, targets.shape[-1])
+            sst = ((y - y.mean(0)) ** 2).sum(0).cpu()
+            r2 = torch.where(sst > 0, 1.0 - sse / torch.where(sst > 0, sst, torch.ones_like(sst)),
+                             torch.full_like(sst, math.nan))
+            res["r2_channels"] = [float(v) for v in r2]
+        return res
 
 
 class LanguageModel(Task):
