@@ -214,6 +214,15 @@ def carry_adjoint(G: Tensor, X: Tensor, dX: Tensor, need_dG: bool = True) -> Tup
     return ds, dG, lam[0]
 
 
+def carry_states_ref(G: Tensor, sums: Tensor, x0: Tensor) -> Tensor:
+    r""":func:`carry_states` in plain autograd (backend ``"ref"``: derivatives of any order), in the layout of
+    :class:`_CarryScan`: G (H, M, 2, 2), sums (H, B, n, M, 2), x0 (H, B, M, 2) -> X (H, B, n, M, 2)."""
+    states = [x0]
+    for j in range(1, sums.shape[2]):
+        states.append(_apply_blocks(G, states[-1]) + sums[:, :, j - 1])
+    return torch.stack(states, 2)
+
+
 class _CarryScan(torch.autograd.Function):
     r"""States before each chunk (:func:`carry_states`) for 2x2 blocks G (H, M, 2, 2), chunk sums
     s (H, B, n, M, 2) and x0 (H, B, M, 2): X (H, B, n, M, 2).
@@ -374,7 +383,8 @@ def _chunked_conv_torch(u: Tensor, tables: ChunkTables, state: Optional[Tensor],
     sums = torch.bmm(x, w_in).view(H, Bsz, n, M, 2).to(wide)               # local chunk-boundary states
     cur = (torch.zeros(H, Bsz, M, 2, dtype=wide, device=u.device) if state is None
            else state.to(wide).permute(1, 0, 2).reshape(H, Bsz, M, 2))
-    Xw = _CarryScan.apply(pow_T, sums, cur)                                 # (H, B, n, M, 2): state before chunk j
+    carry = carry_states_ref if backend.get_backend() == "ref" else _CarryScan.apply
+    Xw = carry(pow_T, sums, cur)                                            # (H, B, n, M, 2): state before chunk j
     X = Xw.reshape(H, Bsz * n, S).to(u.dtype)
     y = torch.bmm(x, _toeplitz(taps)).baddbmm_(X, w_out.transpose(-1, -2))   # near + far (in place: no copy)
     y = y.view(H, Bsz, n * T)[..., :L]

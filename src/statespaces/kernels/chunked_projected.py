@@ -97,10 +97,13 @@ def chunked_conv_projected_ref(u: Tensor, W_in: Tensor, W_out: Tensor, D: Option
         out (B, L, H), and the final state if ``return_state``.
     """
     Bsz, L, H = u.shape
-    vT = ProjectT.apply(u.reshape(Bsz * L, H), W_in)                                       # (C, B L)
+    ref = backend.get_backend() == "ref"           # plain autograd: derivatives of any order
+    x = u.reshape(Bsz * L, H)
+    vT = torch.mm(W_in, x.t()) if ref else ProjectT.apply(x, W_in)                          # (C, B L)
     res = chunked_conv(vT.view(-1, Bsz, L), tables, state, return_state, channels_first=True)
     yT, last = cast(Tuple[Tensor, Tensor], res) if return_state else (cast(Tensor, res), None)
-    out = ReadoutT.apply(yT.reshape(yT.shape[0], Bsz * L), W_out).view(Bsz, L, H)
+    y = yT.reshape(yT.shape[0], Bsz * L)
+    out = (torch.mm(y.t(), W_out.t()) if ref else ReadoutT.apply(y, W_out)).view(Bsz, L, H)
     if D is not None:
         out = out + D * u
     if last is None:

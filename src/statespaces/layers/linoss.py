@@ -882,13 +882,15 @@ class LinOSS(SSMLayer):
 
         A stateless call (no ``x0``, no ``return_state``) with L a multiple of :data:`LINOSS_CHUNK` is one autograd
         node, :func:`~statespaces.kernels.chunked_projected.chunked_conv_projected` (1.2-1.7x faster forward+backward
-        at B=8, H=128, P=64, one CPU thread; docs/speed.md); the others, and any call while torch.compile or
-        torch.export traces (which keep the plain ops they can trace), take its twin of unfused ops
+        at B=8, H=128, P=64, one CPU thread; docs/speed.md); the others, any call while torch.compile or
+        torch.export traces (which keep the plain ops they can trace), and backend ``"ref"`` (plain autograd, so
+        derivatives of any order) take its twin of unfused ops
         :func:`~statespaces.kernels.chunked_projected.chunked_conv_projected_ref`."""
         tab = _chunk_tables(sys, L, u.dtype)
         W_in, W_out = self._input_weight(), self._output_weight(C)
         D = self.D if C is None else None
-        if x0 is None and not return_state and fits_projected(u, tab) and not tracing():
+        if x0 is None and not return_state and fits_projected(u, tab) and not tracing() \
+                and backend.get_backend() != "ref":     # "ref": the twin of plain ops, derivatives of any order
             return chunked_conv_projected(u, W_in, W_out, D, tab), None
         out, last = chunked_conv_projected_ref(u, W_in, W_out, D, tab, _column_state(x0), return_state=True)
         return out, last.transpose(1, 2).to(u.dtype)
