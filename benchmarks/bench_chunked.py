@@ -17,7 +17,9 @@ kernel from C~ without dA^L, its chunked form needs C recovered, a float64 dA^L 
 grad) and forward+backward. ``--layers s4`` runs the S4 rows only, ``--layers linoss`` the LinOSS rows
 only. ``ratio`` = FFT (or scan) time / chunked time:
 above 1, the chunked path is faster. The dispatch rule that these figures set is
-:func:`statespaces.kernels.chunked_conv.prefer_chunked`.
+:func:`statespaces.kernels.chunked_conv.prefer_chunked`. Every row ends with the fp32 copy floor of the (B, L, H)
+activations (``common.layer_floor``: x->y for ``fwd``, and dy->dx for ``fwd+bwd``; states not counted), timed by
+the same clock, and ``best/floor``: the fastest column of the row over it.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import contextlib
 import time
 
 import torch
-from common import machine, timeit
+from common import LAYER_FLOOR, layer_floor, machine, timeit
 
 import statespaces.layers.linoss as linoss_module
 from statespaces import S4, S4D, LinOSS
@@ -64,6 +66,24 @@ def _time(fn, repeat: int, grad: bool) -> float:
         return timeit(fn, repeat=repeat, clock=CLOCK) * 1e3
 
 
+FLOORS: dict = {}
+
+
+def _floor(numel: int, grad: bool, repeat: int) -> float:
+    """layer_floor in ms, once per (size, pass)."""
+    if (numel, grad) not in FLOORS:
+        FLOORS[numel, grad] = layer_floor(numel, grad, clock=CLOCK, repeat=max(5, repeat)) * 1e3
+    return FLOORS[numel, grad]
+
+
+def _floor_cols(ts, numel: int, grad: bool, repeat: int) -> str:
+    f = _floor(numel, grad, repeat)
+    return f" {f:9.3f} {min(ts) / f:10.1f}x"
+
+
+FLOOR_HEAD = f" {'floor ms':>9} {'best/floor':>11}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=8)
@@ -86,9 +106,10 @@ def main() -> None:
     torch.manual_seed(0)
     B, H, N = args.batch, args.d_model, args.d_state
     print(f"chunked vs FFT, B={B} H={H} N={N}, one thread; {machine()}")
+    print(LAYER_FLOOR)
     if args.layers == "all":
         print(f"{'layer':>16} {'L':>6} {'pass':>8} {'ref ms':>9} "
-              + " ".join(f"{'T=' + str(T) + ' ms':>10}" for T in args.chunks) + f" {'best ratio':>10}")
+              + " ".join(f"{'T=' + str(T) + ' ms':>10}" for T in args.chunks) + f" {'best ratio':>10}" + FLOOR_HEAD)
     s4d = S4D(H, N)
     for L in args.lengths if args.layers == "all" else ():
         x = torch.randn(B, L, H, requires_grad=True)
@@ -111,14 +132,15 @@ def main() -> None:
                 ts = [_time(chunked(T), args.repeat, grad) for T in args.chunks]
                 name = "S4D stateful" if stateful else "S4D"
                 print(f"{name:>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} {t_ref:9.1f} "
-                      + " ".join(f"{t:10.1f}" for t in ts) + f" {t_ref / min(ts):10.2f}")
+                      + " ".join(f"{t:10.1f}" for t in ts) + f" {t_ref / min(ts):10.2f}"
+                      + _floor_cols([t_ref, *ts], x.numel(), grad, args.repeat))
     modes = list(args.linoss_modes)
     if "chunked" in modes and hasattr(linoss_module, "fits_projected"):   # a checkout before it: no such column
         modes.append("unfused")
     ratios = [(a, "chunked") for a in ("scan", "unfused") if a in modes and "chunked" in modes]
     if args.layers != "s4":
         print(f"{'layer':>16} {'L':>6} {'pass':>8} " + " ".join(f"{m + ' ms':>10}" for m in modes)
-              + "".join(f" {a + '/chunk':>13}" for a, _ in ratios))
+              + "".join(f" {a + '/chunk':>13}" for a, _ in ratios) + FLOOR_HEAD)
     for disc in ("IM", "IMEX") if args.layers != "s4" else ():
         lin = LinOSS(H, N, discretization=disc)
         for L in args.lengths:
@@ -131,12 +153,13 @@ def main() -> None:
                         t[m] = _time(lambda mode=mode, x=x, lin=lin: lin(x, mode=mode), args.repeat, grad)
                 print(f"{'LinOSS-' + disc:>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} "
                       + " ".join(f"{t[m]:10.1f}" for m in modes)
-                      + "".join(f" {t[a] / t[b]:13.2f}" for a, b in ratios), flush=True)
+                      + "".join(f" {t[a] / t[b]:13.2f}" for a, b in ratios)
+                      + _floor_cols(list(t.values()), x.numel(), grad, args.repeat), flush=True)
 
     if args.layers == "linoss":
         return
     plain = S4(H, N, seed=0)
-    print(f"{'layer':>16} {'L':>6} {'pass':>8} {'FFT ms':>9} {'chunked ms':>10} {'ratio':>10}")
+    print(f"{'layer':>16} {'L':>6} {'pass':>8} {'FFT ms':>9} {'chunked ms':>10} {'ratio':>10}" + FLOOR_HEAD)
     for L in args.lengths:
         x = torch.randn(B, L, H, requires_grad=True)
         for tag, s4 in (("S4", plain), ("S4 l_max", S4(H, N, seed=0, l_max=L))):
@@ -150,7 +173,8 @@ def main() -> None:
                         t[path] = _time(lambda x=x, kw=kw, s4=s4: s4(x, **kw), args.repeat, grad)
                     name = tag + (" stateful" if stateful else "")
                     print(f"{name:>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} {t['fft']:9.1f} {t['chunked']:10.1f} "
-                          f"{t['fft'] / t['chunked']:10.2f}", flush=True)
+                          f"{t['fft'] / t['chunked']:10.2f}"
+                          + _floor_cols(list(t.values()), x.numel(), grad, args.repeat), flush=True)
             del s4._use_chunked
 
 

@@ -1,9 +1,12 @@
 """Eager vs ``torch.compile`` (fullgraph) on CPU for each layer: forward+backward and inference.
 
-    PYTHONPATH=src python benchmarks/bench_compile.py [--threads 1] [--B 8 --H 128 --L 1024]
+    PYTHONPATH=src python benchmarks/bench_compile.py [--threads 1] [--B 8 --H 128 --L 1024] [--layers s4d linoss-im]
 
 Times are CPU time (``time.process_time``) per call, median of ``--repeat`` calls after warm-up
-(compilation excluded), so they do not depend on other load when ``--threads 1``.
+(compilation excluded), so they do not depend on other load when ``--threads 1``. Each pass also has the fp32
+copy floor of the (B, L, H) activations by the same clock (``common.layer_floor``: x->y forward; fwd+bwd two
+passes, where x needs no gradient here, so the second pass stands for the backward's reads of dy and x) and
+``best/floor``, the faster of eager and compiled over it. ``--layers`` times a subset (compiling is slow on a CPU).
 """
 from __future__ import annotations
 
@@ -13,8 +16,17 @@ import time
 import warnings
 
 import torch
+from common import layer_floor
 
 from statespaces import S4, S4D, LinOSS
+
+#: --layers name -> (row label, constructor(H, N))
+LAYERS = {
+    "s4d": ("S4D", lambda H, N: S4D(H, N)),
+    "s4": ("S4", lambda H, N: S4(H, N)),
+    "linoss-imex": ("LinOSS-IMEX (scan)", lambda H, N: LinOSS(H, N, discretization="IMEX", mode="scan")),
+    "linoss-im": ("LinOSS-IM (scan)", lambda H, N: LinOSS(H, N, discretization="IM", mode="scan")),
+}
 
 
 def cpu_time(fn, repeat: int) -> float:
@@ -36,20 +48,19 @@ def main() -> None:
     ap.add_argument("--N", type=int, default=64)
     ap.add_argument("--L", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--layers", nargs="+", choices=list(LAYERS), default=list(LAYERS), help="default: all")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     x = torch.randn(args.B, args.L, args.H)
-    layers = {
-        "S4D": S4D(args.H, args.N),
-        "S4": S4(args.H, args.N),
-        "LinOSS-IMEX (scan)": LinOSS(args.H, args.N, discretization="IMEX", mode="scan"),
-        "LinOSS-IM (scan)": LinOSS(args.H, args.N, discretization="IM", mode="scan"),
-    }
+    layers = {LAYERS[k][0]: LAYERS[k][1](args.H, args.N) for k in args.layers}
+    floor_train = layer_floor(x.numel(), grad=True, clock=time.process_time, repeat=max(5, args.repeat))
+    floor_infer = layer_floor(x.numel(), grad=False, clock=time.process_time, repeat=max(5, args.repeat))
     print(f"CPU time per call, B={args.B} H={args.H} N={args.N} L={args.L}, {args.threads} thread(s), "
-          f"torch {torch.__version__}")
-    print("| layer | fwd+bwd eager | fwd+bwd compiled | ratio | fwd eager | fwd compiled | ratio |")
-    print("|---|---|---|---|---|---|---|")
+          f"torch {torch.__version__}; floor: fp32 copy of the (B, L, H) activations, fwd+bwd 2 passes, fwd 1")
+    print("| layer | fwd+bwd eager | fwd+bwd compiled | ratio | floor | best/floor | fwd eager | fwd compiled | ratio "
+          "| floor | best/floor |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, layer in layers.items():
         comp = torch.compile(layer, fullgraph=True)
 
@@ -64,8 +75,9 @@ def main() -> None:
 
         te, tc = cpu_time(train(layer), args.repeat), cpu_time(train(comp), args.repeat)
         ie, ic = cpu_time(infer(layer), args.repeat), cpu_time(infer(comp), args.repeat)
-        print(f"| {name} | {te * 1e3:.1f} ms | {tc * 1e3:.1f} ms | {te / tc:.2f}x | {ie * 1e3:.1f} ms | "
-              f"{ic * 1e3:.1f} ms | {ie / ic:.2f}x |")
+        print(f"| {name} | {te * 1e3:.1f} ms | {tc * 1e3:.1f} ms | {te / tc:.2f}x | {floor_train * 1e3:.3f} ms | "
+              f"{min(te, tc) / floor_train:.0f}x | {ie * 1e3:.1f} ms | {ic * 1e3:.1f} ms | {ie / ic:.2f}x | "
+              f"{floor_infer * 1e3:.3f} ms | {min(ie, ic) / floor_infer:.0f}x |")
 
 
 if __name__ == "__main__":

@@ -21,22 +21,27 @@ call) against the :class:`~statespaces.models.stepper.ModelStepper` (validated o
 in-place layer steppers; a CUDA graph on CUDA), and ``generate`` with ``stepper=False`` / ``True``:
 
     .venv/bin/python benchmarks/bench_generation.py --stepper-only --batches 1 8
+
+Both tables also give a memory floor per step (``common.step_floor``): the backbone's recurrent state read and
+written once and the backbone and head parameters read once, at fp32 copy speed (one copy of that many bytes,
+its per-call overhead included; the embedding row, logits and sampling not counted), as tokens/s or steps/s,
+and ``ours/floor`` = time per step of the recurrent generation (first table) or the stepper (second) over it.
+For SaShiMi the pooled tiers step only every p-th token, so its floor counts more than one token needs.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from statespaces.layers.registry import available_layers
 from statespaces.models.lm import SSMLanguageModel
 
-try:
-    from common import machine  # when run as benchmarks/bench_generation.py
-except ImportError:  # pragma: no cover
-    def machine() -> str:
-        return f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+sys.path.insert(0, str(Path(__file__).resolve().parent))       # benchmarks/common.py from any working directory
+from common import machine, step_floor  # noqa: E402
 
 
 def build(kind: str, d_model: int, n_layers: int, d_state: int) -> SSMLanguageModel:
@@ -118,19 +123,31 @@ def time_generate(model: SSMLanguageModel, B: int, L: int, use_stepper: bool) ->
     return time.perf_counter() - t0
 
 
+def model_step_floor(model: SSMLanguageModel, B: int) -> float:
+    """Seconds of one model step at copy bandwidth: backbone state read + written, backbone and head weights read."""
+    return step_floor(model.backbone.initial_state(B), [model.backbone, model.head])
+
+
+FLOOR_NOTE = "floor: backbone state read + written and backbone + head weights read once per step, fp32 copy speed"
+
+
 def stepper_table(kinds, args) -> None:
     print(f"# one recurrent step, eager vs stepper ({machine()}); H={args.d_model}, {args.n_layers} blocks, "
-          f"N={args.d_state}; steps/s, best of 3 runs of {args.steps} steps; generate: tokens/s over {args.lengths[0]}")
-    print("| model | batch | eager step/s | stepper step/s | ratio | generate eager tok/s | generate stepper tok/s | ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"N={args.d_state}; steps/s, best of 3 runs of {args.steps} steps; generate: tokens/s over "
+          f"{args.lengths[0]}; {FLOOR_NOTE}; ours/floor: the stepper's time per step over the floor's")
+    print("| model | batch | eager step/s | stepper step/s | ratio | generate eager tok/s | generate stepper tok/s "
+          "| ratio | floor step/s | ours/floor |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for kind in kinds:
         model = build(kind, args.d_model, args.n_layers, args.d_state)
         for B in args.batches:
             te, ts = time_steps(model, B, args.steps)
             L = args.lengths[0]
             ge, gs = time_generate(model, B, L, False), time_generate(model, B, L, True)
+            floor = model_step_floor(model, B)
             print(f"| {kind} | {B} | {args.steps / te:,.0f} | {args.steps / ts:,.0f} | {te / ts:.2f}x "
-                  f"| {B * L / ge:,.0f} | {B * L / gs:,.0f} | {ge / gs:.2f}x |", flush=True)
+                  f"| {B * L / ge:,.0f} | {B * L / gs:,.0f} | {ge / gs:.2f}x | {1 / floor:,.0f} "
+                  f"| {ts / args.steps / floor:.1f}x |", flush=True)
 
 
 def main() -> None:
@@ -153,17 +170,19 @@ def main() -> None:
         stepper_table(kinds, args)
         return
     print(f"# generation speed ({machine()}); H={args.d_model}, {args.n_layers} blocks, N={args.d_state}, "
-          f"conv re-run {'exact' if args.exact else f'estimated from {args.samples} prefix lengths'}")
-    print("| model | batch | L | recurrent tok/s | conv re-run tok/s | speed-up |")
-    print("|---|---|---|---|---|---|")
+          f"conv re-run {'exact' if args.exact else f'estimated from {args.samples} prefix lengths'}; {FLOOR_NOTE}; "
+          "ours/floor: recurrent time per token over the floor's")
+    print("| model | batch | L | recurrent tok/s | conv re-run tok/s | speed-up | floor tok/s | ours/floor |")
+    print("|---|---|---|---|---|---|---|---|")
     for kind in kinds:
         model = build(kind, args.d_model, args.n_layers, args.d_state)
         for B in args.batches:
             for L in args.lengths:
                 rec = time_recurrent(model, B, L)
                 conv = time_conv_rerun(model, B, L, args.samples, args.exact)
-                print(f"| {kind} | {B} | {L} | {B * L / rec:,.0f} | {B * L / conv:,.0f} | {conv / rec:.1f}x |",
-                      flush=True)
+                floor = model_step_floor(model, B)
+                print(f"| {kind} | {B} | {L} | {B * L / rec:,.0f} | {B * L / conv:,.0f} | {conv / rec:.1f}x "
+                      f"| {B / floor:,.0f} | {rec / L / floor:.1f}x |", flush=True)
     print()
     stepper_table(kinds, args)
 

@@ -9,7 +9,9 @@ figures (run it at two commits, e.g. one of them in a ``git worktree``, and comp
 The layer is ``statespaces.layers.registry.make_layer(SPEC, H)`` with ``d_state`` N unless ``--d-state 0`` (the
 layer's own default, e.g. P=64 oscillators for LinOSS/D-LinOSS). The loss is ``y.sum()`` (plus the real part of the
 final state's sum with ``--state``, which feeds the layer its initial state as well). Prints the median and the
-minimum of ``--repeat`` calls in process CPU time (robust on a shared machine) after one warm-up call.
+minimum of ``--repeat`` calls in process CPU time (robust on a shared machine) after one warm-up call, and the
+fp32 copy floor of the (B, L, H) activations (x->y, dy->dx; ``common.layer_floor``, same clock) with median/floor;
+there is no naive reference here (the A/B is between commits).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import json
 import time
 
 import torch
-from common import machine, timeit
+from common import layer_floor, machine, timeit
 
 from statespaces.layers.registry import make_layer
 
@@ -51,9 +53,11 @@ def main() -> None:
 
     fwd_bwd()                                                                  # warm-up
     times = sorted(timeit(fwd_bwd, repeat=1, warmup=0, clock=time.process_time) for _ in range(a.repeat))
+    floor = layer_floor(x.numel(), grad=True, clock=time.process_time, repeat=max(5, a.repeat))
     print(f"{layer.__class__.__name__} {json.dumps(spec)} B={a.batch} L={a.length} H={a.d_model}"
           f"{' stateful' if a.state else ''}: fwd+bwd median {times[len(times) // 2] * 1e3:.1f} ms, "
-          f"min {times[0] * 1e3:.1f} ms ({machine()}, process CPU time, {a.repeat} calls)")
+          f"min {times[0] * 1e3:.1f} ms; floor {floor * 1e3:.3f} ms (fp32 copy x->y, dy->dx of (B, L, H)), "
+          f"median/floor {times[len(times) // 2] / floor:.1f}x ({machine()}, process CPU time, {a.repeat} calls)")
 
 
 if __name__ == "__main__":

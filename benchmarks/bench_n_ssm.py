@@ -4,7 +4,8 @@
 
 For each layer and ``n_ssm`` in (H, H/8, 1): trainable parameters (total and the (A, B) part) and the
 median fwd+bwd time, with the ratio to the untied layer (``n_ssm = H``) measured alternating in the
-same process (``--clock cpu``: process CPU time, robust when other jobs share the machine). The tied
+same process (``--clock cpu``: process CPU time, robust when other jobs share the machine), and the ratio to the
+fp32 copy floor of the (B, L, H) activations (x->y, dy->dx; ``common.layer_floor``, same clock). The tied
 (A, B) are repeated to H channels before the kernel (the per-channel dt keeps the H kernels distinct),
 so the kernel work is unchanged: the effect is on parameters and their gradient, not on FLOPs.
 """
@@ -14,7 +15,7 @@ import argparse
 import time
 
 import torch
-from common import machine, timeit
+from common import LAYER_FLOOR, layer_floor, machine, timeit
 
 from statespaces import S4, S4D
 
@@ -43,11 +44,14 @@ def main() -> None:
     args = p.parse_args()
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     H = args.d_model
-    groups = [H, max(1, H // 8), 1]
+    groups = list(dict.fromkeys([H, max(1, H // 8), 1]))               # distinct (H < 8: H/8 = 1)
     torch.manual_seed(0)
     x = torch.randn(args.batch, args.length, H)
     print(f"n_ssm fwd+bwd, B={args.batch} H={H} N={args.d_state} L={args.length}; {machine()}; {args.clock} clock")
-    print(f"{'layer':>5} {'n_ssm':>6} {'params':>8} {'(A,B) params':>13} {'ms':>8} {'vs n_ssm=H':>11}")
+    floor = layer_floor(x.numel(), grad=True, clock=clock, repeat=args.repeat)
+    print(f"{LAYER_FLOOR}; fwd+bwd rows")
+    print(f"{'layer':>5} {'n_ssm':>6} {'params':>8} {'(A,B) params':>13} {'ms':>8} {'vs n_ssm=H':>11} {'floor ms':>9} "
+          f"{'ours/floor':>11}")
     shared = {"S4D": ("A_real", "A_imag", "B"), "S4": ("Lambda_real", "Lambda_imag", "P", "B")}
     for name, cls in (("S4D", S4D), ("S4", S4)):
         layers = {g: cls(H, args.d_state, n_ssm=g, seed=0) for g in groups}
@@ -57,7 +61,7 @@ def main() -> None:
                 best[g] = min(best[g], timeit(fwd_bwd(layers[g], x), repeat=args.repeat, clock=clock))
         for g in groups:
             print(f"{name:>5} {g:>6} {n_params(layers[g]):>8} {n_params(layers[g], shared[name]):>13} "
-                  f"{1e3 * best[g]:>8.1f} {best[g] / best[H]:>11.2f}")
+                  f"{1e3 * best[g]:>8.1f} {best[g] / best[H]:>11.2f} {1e3 * floor:>9.3f} {best[g] / floor:>10.1f}x")
 
 
 if __name__ == "__main__":

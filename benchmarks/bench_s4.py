@@ -10,11 +10,15 @@ Three routes of the same layer, checked to give the same output:
 * ``naive``: Algorithm 1 with ``cauchy_backend="naive"``: the (H, (1+r)^2, L/2+1, N) Cauchy products materialized
   and kept by autograd (the "materialized Cauchy matrix" baseline), likewise forced.
 
+Each row also has the fp32 copy floor of the (B, L, H) activations (``common.layer_floor``: x->y and dy->dx, by
+the same wall clock in the parent process) and ``power/floor``, the CPU's own route over it.
+
 Before 2026-12-06 the script compared ``chunked`` with ``naive`` without forcing Algorithm 1, so on the CPU both
 columns ran the power route (ratio ~1).
 
     python benchmarks/bench_s4.py            # all: B=8,H=128,N=64, L=1024 and 8192; B=1,H=256,L=65536
     python benchmarks/bench_s4.py --quick    # L=1024 only
+    python benchmarks/bench_s4.py --shapes 1,8,8,64    # these B,H,N,L only (no memory run)
 """
 from __future__ import annotations
 
@@ -66,29 +70,37 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--case")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--shapes", nargs="+", help="B,H,N,L configurations (3 repeats each) instead of the defaults")
     args = ap.parse_args()
     if args.case:
         B, H, N, L, backend, repeat = args.case.split(",")
         print(json.dumps(run_case(int(B), int(H), int(N), int(L), backend, int(repeat))))
         return
     import torch
+    from common import LAYER_FLOOR, layer_floor
 
-    print(f"# S4 fwd+bwd, torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, init=legs, rank 1")
+    print(f"# S4 fwd+bwd, torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, init=legs, rank 1; "
+          f"{LAYER_FLOOR}")
     configs = [(8, 128, 64, 1024, 3)] if args.quick else [(8, 128, 64, 1024, 3), (8, 128, 64, 8192, 1)]
+    if args.shapes:
+        configs = [(*(int(v) for v in s.split(",")), 3) for s in args.shapes]
     print(f"{'B':>3} {'H':>4} {'N':>3} {'L':>6} {'power s':>8} {'chunked s':>10} {'naive s':>8} {'naive/chunked':>14} "
-          f"{'naive/power':>12} {'power GiB':>10} {'chunked GiB':>12} {'naive GiB':>10}  (peak RSS of the process)")
+          f"{'naive/power':>12} {'floor ms':>9} {'power/floor':>12} {'power GiB':>10} {'chunked GiB':>12} "
+          f"{'naive GiB':>10}  (peak RSS of the process)")
     for B, H, N, L, rep in configs:
         runs = {b: spawn(B, H, N, L, b, rep) for b in ("power", "chunked", "naive")}
         if any("error" in r for r in runs.values()):
             print("error", runs)
             continue
         a, c, b = runs["power"], runs["chunked"], runs["naive"]
+        floor = layer_floor(B * L * H, grad=True)
         for r in (a, c):
             assert abs(r["check"] - b["check"]) <= 1e-4 * abs(b["check"]), (r, b)
         print(f"{B:>3} {H:>4} {N:>3} {L:>6} {a['time_s']:>8.2f} {c['time_s']:>10.2f} {b['time_s']:>8.2f} "
-              f"{b['time_s'] / c['time_s']:>13.2f}x {b['time_s'] / a['time_s']:>11.2f}x "
+              f"{b['time_s'] / c['time_s']:>13.2f}x {b['time_s'] / a['time_s']:>11.2f}x {1e3 * floor:>9.3f} "
+              f"{a['time_s'] / floor:>11.0f}x "
               f"{a['peak_rss_gib']:>10.2f} {c['peak_rss_gib']:>12.2f} {b['peak_rss_gib']:>10.2f}")
-    if not args.quick:
+    if not (args.quick or args.shapes):
         m = spawn(1, 256, 64, 65536, "power", 0)
         print(f"memory run B=1 H=256 N=64 L=65536 fwd+bwd: peak RSS {m.get('peak_rss_gib', float('nan')):.2f} GiB "
               f"(baseline after setup {m.get('baseline_rss_gib', float('nan')):.2f} GiB), "

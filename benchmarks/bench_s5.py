@@ -4,8 +4,10 @@ irregular-sampling (time-varying scan) paths, forward+backward on CPU in one run
     PYTHONPATH=src python benchmarks/bench_s5.py            # H=64, N=P=64; (B, L) = (16, 64) and (2, 512)
     PYTHONPATH=src python benchmarks/bench_s5.py --quick    # fewer repeats
 
-Reports seconds per forward+backward (median) and the ratio to S4D at the same shape. S4D's
-state is H x N/2 complex numbers per step, S5's P/2 (shared by the channels).
+Reports seconds per forward+backward (median), the ratio to S4D at the same shape, and the ratio to the fp32
+copy floor of the (B, L, H) activations (x->y, dy->dx: ``common.layer_floor``, same clock). S4D's
+state is H x N/2 complex numbers per step, S5's P/2 (shared by the channels). ``--shapes B,L ...`` and
+``--d-model`` (H = N = P) pick other sizes.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import argparse
 
 import torch
 
-from common import machine, timeit
+from common import LAYER_FLOOR, layer_floor, machine, timeit
 from statespaces.layers import S4D, S5, LinOSS
 
 
@@ -44,14 +46,17 @@ class _RealForm(torch.nn.Module):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--shapes", nargs="+", default=["16,64", "2,512"], help="B,L pairs")
+    ap.add_argument("--d-model", type=int, default=64, help="H = N (S5's P = N)")
     args = ap.parse_args()
     rep = 3 if args.quick else 7
     torch.manual_seed(0)
     print(f"machine: {machine()}")
-    print("| shape (B, L, H, N) | layer | path | s / fwd+bwd | vs S4D |")
-    print("|---|---|---|---|---|")
-    for B, L in ((16, 64), (2, 512)):
-        H = N = 64
+    print(f"{LAYER_FLOOR}; fwd+bwd rows")
+    print("| shape (B, L, H, N) | layer | path | s / fwd+bwd | vs S4D | floor ms | ours/floor |")
+    print("|---|---|---|---|---|---|---|")
+    for B, L in (tuple(int(v) for v in s.split(",")) for s in args.shapes):
+        H = N = args.d_model
         x = torch.randn(B, L, H)
         dt = torch.rand(B, L) + 0.5
         cases = [("S4D", S4D(H, N, seed=0), "conv", {}),
@@ -61,11 +66,12 @@ def main() -> None:
                  ("S5", S5(H, N, seed=0), "scan, irregular dt", {"dt": dt}),
                  ("LinOSS", LinOSS(H, N // 2, seed=0), "scan", {}),
                  ("LinOSS", LinOSS(H, N // 2, seed=0), "scan, irregular dt", {"dt": dt})]
-        base = None
+        base, floor = None, layer_floor(x.numel(), repeat=max(5, rep))
         for name, layer, path, kw in cases:
             t = timeit(_fb(layer, x, **kw), repeat=rep)
             base = t if base is None else base
-            print(f"| ({B}, {L}, {H}, {N}) | {name} | {path} | {t:.4f} | {t / base:.2f}x |")
+            print(f"| ({B}, {L}, {H}, {N}) | {name} | {path} | {t:.4f} | {t / base:.2f}x | {1e3 * floor:.4f} "
+                  f"| {t / floor:.0f}x |")
 
 
 if __name__ == "__main__":

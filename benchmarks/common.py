@@ -42,6 +42,38 @@ def copy_floor(numel: int, passes: int, dtype=torch.float32, device=None, clock:
     return passes * timeit(lambda: dst.copy_(x), repeat=repeat, clock=clock, device=device)
 
 
+def layer_floor(numel: int, grad: bool = True, device=None, clock: Callable[[], float] = time.perf_counter,
+                repeat: int = 5) -> float:
+    """:func:`copy_floor` of a layer call on a (B, L, H) fp32 input of ``numel`` elements: the forward reads x and
+    writes y (one pass); with ``grad`` the backward also reads dy and writes dx (two passes). Parameters, states
+    and intermediates are not counted, so no layer can beat it."""
+    return copy_floor(numel, 2 if grad else 1, device=device, clock=clock, repeat=repeat)
+
+
+#: Header text for :func:`layer_floor` (the scripts print it beside their ``floor`` column).
+LAYER_FLOOR = "floor: fp32 copy of the (B, L, H) activations, x->y (fwd: 1 pass) and dy->dx (fwd+bwd: 2 passes)"
+
+
+def nbytes(obj) -> int:
+    """Bytes of the tensors in ``obj`` (a tensor, module, or nested list / tuple / dict of them; other leaves 0)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, torch.nn.Module):
+        return sum(nbytes(p) for p in obj.parameters())
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(nbytes(o) for o in obj)
+    return 0
+
+
+def step_floor(state, params, device=None, clock: Callable[[], float] = time.perf_counter, repeat: int = 5) -> float:
+    """Seconds of one recurrent step at copy bandwidth: ``state`` read and the new state written, ``params`` (a
+    module or tensors) read once; as one fp32 copy moving as many bytes (its per-call overhead included)."""
+    moved = 2 * nbytes(state) + nbytes(params)
+    return copy_floor(max(1, moved // 8), 1, device=device, clock=clock, repeat=repeat)
+
+
 def bandwidth(numel: int, dtype=torch.float32, device=None, repeat: int = 5) -> float:
     """Copy bandwidth in GB/s (bytes read plus bytes written per second of wall clock), for the floor's label."""
     seconds = copy_floor(numel, 1, dtype, device, repeat=repeat)

@@ -3,7 +3,7 @@
 resources of every GPU path, as JSON. Prepared without a GPU; run it when one is lent.
 
     PYTHONPATH=src python benchmarks/gpu_check.py [--out gpu_check.json] [--quick] [--no-resources]
-        [--sections kernels layers timing syncs ops resources]
+        [--sections kernels layers timing syncs ops resources] [--device cpu]
 
 From a fresh checkout with only ``PYTHONPATH=src`` (no install). Sections, each recorded in the
 JSON even when it fails (``"error"``), so one broken path does not hide the others; the JSON is
@@ -31,7 +31,14 @@ by a time limit keeps what it measured. Default order: kernels, layers, timing, 
    this card's compute capability and sm_80 / sm_90 (``statespaces.ops.triton._resources``).
 7. **fallbacks**: ``statespaces.backend.failed_ops()`` -- any Triton path that failed and fell back.
 
-On a machine without CUDA it prints a message and exits 0 (nothing to check).
+On a machine without CUDA it prints a message and exits 2 (nothing checked; not a pass).
+
+``--device cpu`` is a dry run of the harness before a GPU lease, on any machine: the same sections at the
+``--quick`` sizes, on the CPU, where the library takes its PyTorch paths. kernels and layers really run against
+float64 (the Triton-only fused LinOSS scan is recorded as skipped), ops counts aten ops with the CPU profiler;
+what needs CUDA by nature (CUDA events and graphs in timing, ``set_sync_debug_mode`` in syncs, the kernel count
+in ops, resources compiled for the card) is recorded as ``"skipped: needs CUDA"``. The JSON says
+``"device": "cpu", "dry_run": true``: its numbers are not GPU results.
 """
 from __future__ import annotations
 
@@ -75,13 +82,17 @@ def section(results: Dict, name: str, fn: Callable[[], object]) -> None:
 
 
 # ---- 1. kernels ------------------------------------------------------------------------------------
-def check_kernels(quick: bool) -> List[Dict]:
+#: Why a check that needs CUDA by nature is skipped in a ``--device cpu`` dry run (recorded as ``"skipped": ...``).
+NEEDS_CUDA = "needs CUDA"
+
+
+def check_kernels(quick: bool, device: str = "cuda") -> List[Dict]:
     from statespaces.kernels import dispatch
     from statespaces.kernels.cauchy import cauchy, cauchy_ref
     from statespaces.kernels.vandermonde import vandermonde, vandermonde_ref
     from statespaces.ops.scan import scan_diagonal, scan_diagonal_ref
 
-    dev, out = "cuda", []
+    dev, out = device, []
     g = torch.Generator().manual_seed(0)
 
     def grads(y, xs, G):
@@ -160,10 +171,13 @@ def check_kernels(quick: bool) -> List[Dict]:
     out.append({"op": "cauchy", "H": H, "J": J, "N": N, "K": K, "fwd": rel_err(y, yr),
                 **{f"grad_{n}": rel_err(p, q) for n, p, q in zip("vzw", gx, gr)}})
     # fused LinOSS scan (forcing built in-kernel from u) vs the float64 loop, IM and IMEX, state in/out
-    out += check_linoss_scan(quick, g)
-    out += check_chunked_conv(quick, g)
-    out += check_chunked_dense(quick, g)
-    out += check_steps(g)
+    if dev == "cuda":
+        out += check_linoss_scan(quick, g)
+    else:
+        out.append({"op": "linoss_scan", "skipped": f"{NEEDS_CUDA} (the fused scan is a Triton kernel only)"})
+    out += check_chunked_conv(quick, g, device=dev)
+    out += check_chunked_dense(quick, g, device=dev)
+    out += check_steps(g, device=dev)
     return out
 
 
@@ -347,7 +361,7 @@ def _layers(H=256, N=64):
     return {"S4D": lambda: S4D(H, N), "S4": lambda: S4(H, N), "LinOSS": lambda: LinOSS(H, N)}
 
 
-def check_layers(quick: bool) -> List[Dict]:
+def check_layers(quick: bool, device: str = "cuda") -> List[Dict]:
     out = []
     from statespaces.layers import DLinOSS
 
@@ -363,13 +377,13 @@ def check_layers(quick: bool) -> List[Dict]:
             layer = make()
             ref = make()
             ref.load_state_dict(layer.state_dict())
-            layer, ref = layer.cuda(), ref.double()
+            layer, ref = layer.to(device), ref.double()
             x = torch.randn(B, L, 32, dtype=torch.float64)
-            y = layer(x.float().cuda())
+            y = layer(x.float().to(device))
             yr = ref(x)
             y, yr = (y[0], yr[0]) if isinstance(y, tuple) else (y, yr)
             G = torch.randn(yr.shape, dtype=torch.float64)
-            gx = torch.autograd.grad(y, list(layer.parameters()), G.float().cuda(), allow_unused=True)
+            gx = torch.autograd.grad(y, list(layer.parameters()), G.float().to(device), allow_unused=True)
             gr = torch.autograd.grad(yr, list(ref.parameters()), G, allow_unused=True)
             errs = {n: rel_err(p, q) for (n, _), p, q in zip(layer.named_parameters(), gx, gr) if p is not None and q is not None}
             out.append({"layer": name, "B": B, "L": L, "fwd": rel_err(y, yr), "grad_max": max(errs.values()) if errs else None,
@@ -425,26 +439,36 @@ def check_syncs() -> List[Dict]:
 
 
 # ---- 4. op / kernel counts -------------------------------------------------------------------------
-def check_ops() -> List[Dict]:
+def check_ops(device: str = "cuda") -> List[Dict]:
+    """On the CPU (dry run): aten ops by the CPU profiler at a small shape; no kernel count."""
     from torch.profiler import ProfilerActivity, profile
 
     out = []
-    for name, make in _layers(H=256, N=64).items():
-        layer = make().cuda()
-        x = torch.randn(4, 4096, 256, device="cuda")
+    cuda = device == "cuda"
+    H, B, L = (256, 4, 4096) if cuda else (32, 2, 256)
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
+    for name, make in _layers(H=H, N=64 if cuda else 16).items():
+        layer = make().to(device)
+        x = torch.randn(B, L, H, device=device)
         y = layer(x)
         (y[0] if isinstance(y, tuple) else y).sum().backward()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        if cuda:
+            torch.cuda.synchronize()
+        with profile(activities=activities) as prof:
             y = layer(x)
             (y[0] if isinstance(y, tuple) else y).sum().backward()
-            torch.cuda.synchronize()
+            if cuda:
+                torch.cuda.synchronize()
         events = prof.events()
         kernels = [e for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
         aten = [e for e in events if e.name.startswith("aten::")]
         top: Dict[str, int] = {}
         for e in kernels:
             top[e.name[:80]] = top.get(e.name[:80], 0) + 1
+        if not cuda:
+            out.append({"layer": name, "B": B, "L": L, "H": H, "aten_ops": len(aten),
+                        "cuda_kernels": f"skipped: {NEEDS_CUDA}"})
+            continue
         out.append({"layer": name, "cuda_kernels": len(kernels), "aten_ops": len(aten),
                     "top_kernels": sorted(top.items(), key=lambda kv: -kv[1])[:15]})
     return out
@@ -494,6 +518,7 @@ def check_timing(quick: bool) -> List[Dict]:
         layer = makers[name]().cuda()
         x = torch.randn(B, L, H, device="cuda", requires_grad=True)
         floor_src = torch.randn(B, L, H, device="cuda")
+        floor_dst = torch.empty_like(floor_src)          # a copy into a buffer, as common.copy_floor (no allocation)
 
         def fwd():
             with torch.no_grad():
@@ -506,7 +531,7 @@ def check_timing(quick: bool) -> List[Dict]:
         rep = 5 if quick else 20
         rec = {"layer": name, "B": B, "L": L, "H": H, "N": N,
                "fwd_ms": cuda_time(fwd, rep), "fwd_bwd_ms": cuda_time(fwd_bwd, rep),
-               "copy_floor_ms": cuda_time(lambda: floor_src.clone(), rep)}
+               "copy_floor_ms": cuda_time(lambda: floor_dst.copy_(floor_src), rep)}
         rec["fwd_over_floor"] = rec["fwd_ms"] / rec["copy_floor_ms"]
         rec.update(_graphed_fwd_bwd(layer, x, rep))
         out.append(rec)
@@ -737,8 +762,11 @@ def main(argv=None) -> int:
     p.add_argument("--no-resources", action="store_true", help="skip compiling the register/spill table")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                    help="which sections to run, in this order (default: all)")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="cpu: dry run of the harness at --quick sizes (JSON marked dry_run; not GPU results)")
     a = p.parse_args(argv)
-    if not torch.cuda.is_available():
+    dry = a.device == "cpu"
+    if not dry and not torch.cuda.is_available():
         print("gpu_check: no CUDA device here (torch.cuda.is_available() is False): nothing checked. "
               "Run it on a machine with an NVIDIA GPU.")
         return 2              # not 0: a lease whose GPU is missing must not look like a passing check
@@ -747,10 +775,14 @@ def main(argv=None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     results: Dict = {
-        "device": torch.cuda.get_device_name(), "capability": list(torch.cuda.get_device_capability()),
+        "device": "cpu" if dry else torch.cuda.get_device_name(), "dry_run": dry,
+        "capability": None if dry else list(torch.cuda.get_device_capability()),
         "torch": torch.__version__, "python": platform.python_version(), "backend": backend.get_backend(),
         "triton": None,
     }
+    if dry:
+        a.quick = True
+        results["note"] = "--device cpu: a rehearsal of the harness on the CPU (PyTorch paths), not GPU results"
     try:
         import triton
 
@@ -758,9 +790,15 @@ def main(argv=None) -> int:
     except Exception as e:
         results["triton"] = f"unavailable: {e}"
     t0 = time.perf_counter()
-    runners = {"kernels": lambda: check_kernels(a.quick), "layers": lambda: check_layers(a.quick),
-               "timing": lambda: check_timing(a.quick), "syncs": check_syncs, "ops": check_ops,
+    runners = {"kernels": lambda: check_kernels(a.quick, a.device), "layers": lambda: check_layers(a.quick, a.device),
+               "timing": lambda: check_timing(a.quick), "syncs": check_syncs, "ops": lambda: check_ops(a.device),
                "resources": check_resources}
+    if dry:                               # CUDA by nature: recorded as skipped, never faked
+        runners.update({
+            "timing": lambda: {"skipped": f"{NEEDS_CUDA} (CUDA events, CUDA graphs, CUDA copy floor)"},
+            "syncs": lambda: {"skipped": f"{NEEDS_CUDA} (torch.cuda.set_sync_debug_mode)"},
+            "resources": lambda: {"skipped": f"{NEEDS_CUDA} (compiles for the card's compute capability; without "
+                                             "one: python -m statespaces.ops.triton._resources --cc 80 90)"}})
     for name in a.sections:
         if name == "resources" and a.no_resources:
             continue
@@ -771,7 +809,7 @@ def main(argv=None) -> int:
         with open(a.out, "w") as f:      # after every section: a run cut short keeps what it measured
             json.dump(results, f, indent=1, default=str)
     print("fallbacks:", results["fallbacks"])
-    if isinstance(results.get("resources"), dict):
+    if isinstance(results.get("resources"), dict) and "failures" in results["resources"]:
         print("resource failures:", results["resources"].get("failures"))
     print(f"wrote {a.out} ({results['wall_seconds']} s)")
     return 0
