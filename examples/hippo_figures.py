@@ -20,7 +20,7 @@ import torch
 
 from statespaces.hippo import HiPPO
 from statespaces.hippo.plots import plot_reconstruction
-from statespaces.reproduce.signals import benchmark_function
+from statespaces.data.signals import benchmark_function
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -783,3 +783,46 @@ def test_an_overflow_in_float64_does_not_advise_float64():
         layer(x, rate=1e300)
     assert "overflowed torch.float64" in str(e.value) and "run the module in float64" not in str(e.value)
     assert "rate" in str(e.value)
+
+
+# ---- flags and seeds (a truthy string was read as True; seeds reached torch unchecked) ------------------
+@pytest.mark.parametrize("ctor", sorted(LAYER_CTORS))
+@pytest.mark.parametrize("seed", [1.5, "a", True, -1, 2 ** 70, [1]])
+def test_layer_seeds(ctor, seed):
+    e = refused(LAYER_CTORS[ctor], 4, seed=seed)
+    assert "seed" in str(e)
+
+
+def test_layer_seed_accepts_numpy_integers():
+    import numpy as np
+
+    for ctor in LAYER_CTORS.values():
+        a, b = ctor(4, seed=np.int64(3)), ctor(4, seed=3)
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("ctor,flag,value", [("S4D", "bidirectional", "concat"), ("S4", "bidirectional", 1),
+                                             ("S4D", "trainable_B", "no"), ("S4", "trainable_B", None)])
+def test_layer_flags_must_be_bools(ctor, flag, value):
+    e = refused(LAYER_CTORS[ctor], 4, **{flag: value})
+    assert flag in str(e) and "True or False" in str(e)
+    if value == "concat":
+        assert "LinOSS" in str(e)
+
+
+@pytest.mark.parametrize("ctor", ["S4D", "S4", "LinOSS", "DLinOSS", "S5"])
+def test_return_state_must_be_a_bool(ctor):
+    layer = LAYER_CTORS[ctor](4, seed=0)
+    e = refused(layer, torch.randn(1, 5, 4), return_state="yes")
+    assert "return_state" in str(e)
+
+
+def test_fftconv_refuses_an_empty_length():
+    """fftconv(u of length 0) looked for an FFT length forever (its length search now refuses n < 1 as well)."""
+    from statespaces.ops.fftconv import _fft_len
+
+    with pytest.raises(ValueError, match=">= 1"):
+        _fft_len(0)
+    e = refused(fftconv, torch.randn(2, 0, 3), torch.randn(3, 5))
+    assert "L >= 1" in str(e)
+    refused(fftconv, torch.randn(5), torch.randn(3, 5))

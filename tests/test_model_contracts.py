@@ -250,6 +250,19 @@ def test_printed_forms_show_the_defining_arguments():
     for a, b, shown in pairs:
         assert repr(a) != repr(b)
         assert shown in repr(b).splitlines()[1]           # on the module's own line, torch.nn style
+    # modules that printed no configuration of their own (API audit)
+    from statespaces.hippo.rnn import HiPPOCell
+    from statespaces.layers.s4 import S4
+    from statespaces.models.image import ImageClassifier
+    from statespaces.models.lm import SSMStack
+    from statespaces.models.sashimi import DownPool, FFBlock, UpPool
+
+    shown = {FFBlock(8, 3): "d_model=8, expand=3", DownPool(8, 4, 2): "d_in=8, pool=4, d_out=16",
+             UpPool(8, 4, 2): "d_in=16, pool=4, d_out=8", SSMStack(8, n_layers=2, causal=False): "n_layers=2",
+             ImageClassifier(3, 5, d_model=8, n_layers=1): "dims=2", HiPPOCell(2, 6): "hidden_size=6",
+             S4(4, 8, seed=0).double().diagonalize(): "n_modes=8"}
+    for module, text in shown.items():
+        assert text in "\n".join(repr(module).splitlines()[:2]), repr(module)      # its own line(s)
 
 
 def test_step_in_training_mode_with_tied_dropout_warns_once():
@@ -285,3 +298,61 @@ def test_baselines_honour_lengths():
             model(x, lengths.double())
         with pytest.raises(ValueError):
             model(x, torch.tensor([13, 5, 1]))
+
+
+def test_a_seeded_layer_config_gives_each_block_its_own_layer():
+    """A model built from a layer config with a seed gave every block the same SSM weights (the config was built
+    unchanged); block i is now seeded with seed + BLOCK_SEED_STRIDE i, in every model, reproducibly, and block 0 is
+    the layer the seed alone builds."""
+    from statespaces.layers import S4D
+    from statespaces.layers.config import BLOCK_SEED_STRIDE
+    from statespaces.models import SSMForecaster
+    from statespaces.models.lm import SSMLanguageModel
+    from statespaces.models.sashimi import SaShiMi
+
+    spec = {"kind": "s4d", "d_state": 8, "seed": 5}
+    builds = {
+        "classifier": lambda: SequenceClassifier(3, 5, d_model=8, n_layers=3, layer=spec),
+        "lm": lambda: SSMLanguageModel(7, d_model=8, n_layers=3, layer=spec),
+        "forecaster": lambda: SSMForecaster(2, 4, d_model=8, n_layers=3, layer=spec),
+        "sashimi": lambda: SaShiMi(d_model=8, n_layers=2, pool=2, n_pools=1, layer=spec),
+    }
+    for name, build in builds.items():
+        layers = [m for m in build().modules() if isinstance(m, S4D)]
+        again = [m for m in build().modules() if isinstance(m, S4D)]
+        assert len(layers) >= 3, name
+        logs = [m.log_dt.detach() for m in layers]
+        assert all(not torch.equal(logs[i], logs[j]) for i in range(len(logs)) for j in range(i)), name
+        assert all(torch.equal(a.log_dt, b.log_dt) and torch.equal(a.C, b.C) for a, b in zip(layers, again)), name
+        widths = [m.d_model for m in layers]
+        for i, m in enumerate(layers):
+            same = S4D(widths[i], 8, seed=5 + BLOCK_SEED_STRIDE * i, bidirectional=m.bidirectional)
+            assert torch.equal(m.C, same.C), name
+
+
+def test_models_take_half_precision_input_in_their_own_precision():
+    """docs/validation.md: half precision is computed in the module's precision. The layers did; every model failed
+    inside its first Linear (float16 input, float32 weights). A model now gives, for a float16 input, what it gives
+    for the same values in float32 (in its own dtype); a block returns x's dtype, as a layer does."""
+    from statespaces.layers import S4D
+    from statespaces.models import SSMForecaster
+    from statespaces.models.image import ImageClassifier
+    from statespaces.models.sashimi import SaShiMi
+
+    torch.manual_seed(0)
+    cases = [(SequenceClassifier(3, 5, d_model=8, n_layers=2), torch.randn(2, 16, 3)),
+             (SSMForecaster(3, 4, d_model=8, n_layers=2), torch.randn(2, 16, 3)),
+             (SaShiMi(d_model=8, n_layers=1, pool=2, n_pools=1, layer="s4d"), torch.randn(2, 16, 8)),
+             (ImageClassifier(3, 5, d_model=8, n_layers=1), torch.randn(2, 8, 8, 3)),
+             (ResidualBlock(S4D(8, 8, seed=0)), torch.randn(2, 16, 8))]
+    for model, x in cases:
+        model.eval()
+        with torch.no_grad():
+            for dtype in (torch.float16, torch.bfloat16):
+                half, full = model(x.to(dtype)), model(x.to(dtype).float())
+                if isinstance(model, ResidualBlock):
+                    assert half.dtype == dtype
+                    torch.testing.assert_close(half, full.to(dtype))
+                else:
+                    assert half.dtype == torch.float32
+                    torch.testing.assert_close(half, full, atol=0, rtol=0)

@@ -22,7 +22,7 @@ register_trainer_loader(_load_trained)
 
 #: Subpackages reachable as attributes (``statespaces.hippo.transition``), imported on first use.
 SUBPACKAGES = ("hippo", "discretize", "kernels", "ops", "layers", "blocks", "models", "data", "train",
-               "analysis", "reproduce", "export", "serialization", "optim")
+               "analysis", "reproduce", "export", "serialization", "optim", "backend", "cli")
 
 
 def __getattr__(name: str):

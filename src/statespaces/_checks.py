@@ -148,6 +148,36 @@ def check_int(name: str, value: Any, minimum: Optional[int] = 1) -> int:
     return value
 
 
+def check_flag(name: str, value: Any, hint: str = "") -> bool:
+    """``value`` if it is a bool; ``TypeError`` otherwise (a string such as ``"no"`` or ``"concat"`` is truthy, so
+    reading it as a flag would silently mean True). ``hint`` is added to the message."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({_kind(value)}){hint}")
+    return value
+
+
+#: Largest seed a layer accepts (``torch.Generator.manual_seed`` takes 64-bit integers; layers made of several
+#: seeded parts add small offsets to it).
+MAX_SEED = 2 ** 63 - 1 - 1024
+
+
+def check_seed(value: Any, name: str = "seed") -> Optional[int]:
+    """None, or an integer in ``[0, MAX_SEED]`` (NumPy integers accepted) as a Python int."""
+    if value is None:
+        return None
+    seed = check_int(name, value, 0)
+    if seed > MAX_SEED:
+        raise ValueError(f"{name} must be at most {MAX_SEED}, got {seed}")
+    return seed
+
+
+def seeded_generator(seed: Any, name: str = "seed") -> Optional[torch.Generator]:
+    """A CPU generator seeded with ``seed`` for a layer's random init, or None (the global RNG) for ``seed=None``;
+    the seed is checked by :func:`check_seed`."""
+    seed = check_seed(seed, name)
+    return None if seed is None else torch.Generator().manual_seed(seed)
+
+
 def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     """Alias of :func:`check_int` (an integer >= ``minimum``)."""
     return check_int(name, value, minimum)
@@ -255,10 +285,10 @@ def check_sequence(
     if device is not None:
         check_device(name, x, device)
     if x.dim() != 3:
-        raise ValueError(
-            f"{name} must have shape (batch, length, d_model={d_model}), got {tuple(x.shape)} "
-            f"({x.dim()} dims); add a batch dimension with x[None] if needed"
-        )
+        hint = ("; add a batch dimension with x[None] if needed" if x.dim() == 2 else
+                "; an N-D input (batch, *grid, channels) needs an N-D layer (S4ND)" if x.dim() > 3 else "")
+        raise ValueError(f"{name} must have shape (batch, length, d_model={d_model}), got {tuple(x.shape)} "
+                         f"({x.dim()} dims){hint}")
     if x.shape[-1] != d_model:
         raise ValueError(f"{name} has {x.shape[-1]} channels in its last dim, the module expects d_model={d_model}")
     check_batch(name, x)

@@ -290,6 +290,7 @@ class ResidualBlock(Pretrained, nn.Module):
             return self._forward_nd(x, state, return_state, rate, mask)
         check_sequence(x, self.layer.d_model, self.output.weight.dtype, device=self.output.weight.device, finite=False)
         x_in = x
+        x = x.to(self.output.weight.dtype)    # half precision: computed in the block's precision, returned in x's
         mask = check_mask(mask, x)
         if mask is not None and return_state and not bool(mask.all()):
             raise ValueError("return_state with a padding mask: the state after the last step would include the "
@@ -302,6 +303,7 @@ class ResidualBlock(Pretrained, nn.Module):
         x = x + self.dropout(self._mix(y))
         if not self.prenorm:
             x = self.norm(x, mask)
+        x = x.to(x_in.dtype)                  # cast first: a float16 output that overflows is refused too
         check_result(self, (x, new_state), input=x_in, state=state)     # NaN/inf: names the culprit
         return (x, new_state) if return_state else x
 
@@ -326,12 +328,14 @@ class ResidualBlock(Pretrained, nn.Module):
         self._check_nd("input", x, dims + 2)
         check_rates(rate, dims)
         x_in = x
+        x = x.to(self.output.weight.dtype)    # half precision: computed in the block's precision, returned in x's
         z = self.norm(x) if self.prenorm else x
         out = self._run_layer(z, state, return_state, rate)
         y, new_state = out if return_state else (out, None)
         x = x + self.dropout(self._mix(y))
         if not self.prenorm:
             x = self.norm(x)
+        x = x.to(x_in.dtype)
         check_result(self, (x, new_state), input=x_in, state=state)
         return (x, new_state) if return_state else x
 

@@ -141,6 +141,12 @@ def discretize_diagonal(
     """
     a = gbt_alpha(method, alpha)
     dt = torch.as_tensor(dt, dtype=A.real.dtype, device=A.device)
+    if dt.dim() > 0:                    # one step per system: dt must broadcast to A.shape[:-1]
+        try:
+            torch.broadcast_shapes(tuple(dt.shape) + (1,), tuple(A.shape))
+        except RuntimeError:
+            raise ValueError(f"discretize_diagonal: dt must be a scalar or broadcastable to A.shape[:-1] = "
+                             f"{tuple(A.shape[:-1])} (one step per system), got shape {tuple(dt.shape)}") from None
     dtA = dt.unsqueeze(-1) * A if dt.dim() > 0 else dt * A
     dtB = (dt.unsqueeze(-1) if dt.dim() > 0 else dt) * B
     if a is None:

@@ -121,7 +121,10 @@ def _inv_decay(rate: Tensor) -> Tensor:
 
 
 def green_kernel(log_eig: Tensor, residue: Tensor, L: int) -> Tensor:
-    r"""``K[..., l] = sum_n 2 Re(residue_n exp(l log_eig_n))``: residue (..., N), log_eig broadcastable; (..., L)."""
+    r"""``K[..., l] = sum_n 2 Re(residue_n exp(l log_eig_n))``: residue (..., N), log_eig broadcastable; (..., L)
+    float64 (both are taken in complex128, whatever their dtype)."""
+    log_eig = torch.as_tensor(log_eig).to(torch.complex128)
+    residue = torch.as_tensor(residue).to(torch.complex128)
     l = torch.arange(L, dtype=torch.float64, device=residue.device)
     powers = torch.exp(log_eig.unsqueeze(-1) * l)                   # (..., N, L)
     return 2 * torch.einsum("...n,...nl->...l", residue, powers).real

@@ -213,6 +213,9 @@ class HiPPOCell(nn.Module):
             self.cell = nn.GRUCell(self.input_size + mem, self.hidden_size)
         self.write = nn.Linear(self.hidden_size, self.memory.channels)
 
+    def extra_repr(self) -> str:
+        return f"input_size={self.input_size}, hidden_size={self.hidden_size}, cell={self.cell_type!r}"
+
     def initial_state(self, batch_size: int) -> HiPPOState:
         """Zero hidden (B, H) and memory (B, m, N), ``k = 0``."""
         batch_size = check_state_size(batch_size, "batch_size")

@@ -24,6 +24,7 @@ from torch import nn
 
 from .._checks import (
     check_batch_size,
+    check_flag,
     check_length,
     check_rate,  # re-exported: layers and analysis import it from here
     check_result,
@@ -43,6 +44,11 @@ from .modes import Modes
 from .step_cache import StepCache
 
 Tensor = torch.Tensor
+
+#: What a non-bool ``bidirectional`` of S4D/S4 is told: their two directions share the modes and their kernels are
+#: summed (LinOSS's ``"sum"``); a ``"concat"`` of two independent layers exists for LinOSS/D-LinOSS only.
+BIDIRECTIONAL_HINT = ("; True sums a causal and an anti-causal kernel over the same modes (LinOSS's 'sum'); "
+                      "'concat' exists for LinOSS/D-LinOSS only")
 
 
 def freeze_ssm(layer: "SSMLayer", trainable: bool) -> None:
@@ -164,6 +170,7 @@ class SSMLayer(Pretrained, nn.Module):
         NaN/inf are caught on the result (:func:`check_result`). Returns the checked rate."""
         check_sequence(x, self.d_model, self.param_dtype, device=self.D.device, finite=False)
         rate = check_rate(rate)
+        check_flag("return_state", return_state)
         if self.bidirectional and (state is not None or return_state):
             raise ValueError("a bidirectional layer is not causal: it has no recurrent state")
         if state is not None:

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, Union
 import torch
 from torch import nn
 
+from .._checks import check_int
 from .._config import ConfigError, Rule, _show
 
 #: What a model's ``layer`` argument may be: a kind, a config, or a mapping ``{"kind": ..., **settings}``.
@@ -35,6 +36,11 @@ def setting(default: Any, kind: str, doc: str = "", **rule: Any) -> Any:
     """A config field: its default, its :class:`Rule` (``kind``, ``lo``, ``choices``, ``nullable``, ...)
     and a one-line description (``doc``, shown by :func:`describe`)."""
     return field(default=default, metadata={"rule": Rule(kind, **rule), "doc": doc})
+
+
+#: Seed offset between the layers of a model built from one seeded config (:meth:`LayerConfig.build`): wider than
+#: the offsets a layer gives its own parts (S4ND: one per axis and one for its skip; LinOSS ``"concat"``: + 1).
+BLOCK_SEED_STRIDE = 16
 
 
 @dataclass(frozen=True)
@@ -68,9 +74,17 @@ class LayerConfig:
         return tuple(f.name for f in fields(cls))
 
     # ---- layers ---------------------------------------------------------------------------------
-    def build(self, d_model: int) -> nn.Module:
-        """The layer of this config with ``d_model`` channels (fresh parameters)."""
-        return layer_class(self.kind)(d_model, **self.settings())
+    def build(self, d_model: int, block: int = 0) -> nn.Module:
+        """The layer of this config with ``d_model`` channels (fresh parameters).
+
+        ``block``: the layer's index in a model. With a ``seed`` set, block i is seeded with
+        ``seed + BLOCK_SEED_STRIDE * i``, so a model's layers differ from one another and the model is reproducible
+        (block 0 is the layer ``seed`` alone builds); without one, every layer draws from the global RNG."""
+        settings = self.settings()
+        seed = settings.get("seed")
+        if block and seed is not None:
+            settings["seed"] = seed + BLOCK_SEED_STRIDE * check_int("block", block, 0)
+        return layer_class(self.kind)(d_model, **settings)
 
     def check(self, where: str = "layer") -> "LayerConfig":
         """Raise :class:`ConfigError` if the layer's constructor refuses these settings (checks

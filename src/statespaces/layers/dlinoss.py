@@ -60,7 +60,7 @@ import torch
 from torch import nn
 
 from .. import backend
-from .._checks import check_choice, check_positive_int, check_rate
+from .._checks import check_choice, check_positive_int, check_rate, seeded_generator
 from ..kernels.oscillator import IMEX_MAX_DT2A, JacobianNode
 from .config import LayerConfig, setting
 from .linoss import (
@@ -231,11 +231,14 @@ class DLinOSS(LinOSS):
             raise ValueError(f"DLinOSS needs 0 < r_min <= r_max <= 1, got r_min={r_min}, r_max={r_max}")
         if not (0 <= theta_min <= theta_max <= math.pi):
             raise ValueError(f"DLinOSS needs 0 <= theta_min <= theta_max <= pi, got {theta_min}, {theta_max}")
-        if not (A_min <= A_max and G_min <= G_max and dt_std >= 0):
-            raise ValueError("DLinOSS needs A_min <= A_max, G_min <= G_max and dt_std >= 0")
+        for ok, what in ((A_min <= A_max, f"A_min <= A_max, got A_min={A_min}, A_max={A_max}"),
+                         (G_min <= G_max, f"G_min <= G_max, got G_min={G_min}, G_max={G_max}"),
+                         (dt_std >= 0, f"dt_std >= 0, got dt_std={dt_std}")):
+            if not ok:
+                raise ValueError(f"DLinOSS needs {what}")
         if self.init == "uniform" and (A_max <= 0 or G_min < 0):
             raise ValueError("uniform init needs A_max > 0 and G_min >= 0 (the complex band has A > 0, G >= 0)")
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        gen = seeded_generator(seed)
         P = self.n_oscillators
         dtype = torch.get_default_dtype()
         f64 = torch.float64

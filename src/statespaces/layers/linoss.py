@@ -63,6 +63,7 @@ from .._checks import (
     check_result,
     public,
     refuse_if,
+    seeded_generator,
     tracing,
 )
 from ..kernels.chunked_conv import ChunkTables, block_tables, chunk_length, chunked_conv, prefer_chunked
@@ -306,14 +307,15 @@ class LinOSS(SSMLayer):
         self.mode = check_choice("mode", mode, LINOSS_MODES)
         self.bidirectional_mode = check_bidirectional(bidirectional)
         self.bidirectional = self.bidirectional_mode is not None
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        gen = seeded_generator(seed)
         P = self.n_oscillators
         dtype = torch.get_default_dtype()
 
         a0 = self.a_max * torch.rand(P, dtype=torch.float64, generator=gen)     # A ~ U[0, a_max]
         self.A_hat = nn.Parameter((a0.sqrt() if self.A_param == "square" else a0).to(dtype))
         if (dt_min is None) != (dt_max is None):
-            raise ValueError("give both dt_min and dt_max, or neither")
+            raise ValueError(f"LinOSS: give both dt_min and dt_max (0 < dt_min <= dt_max < 1), or neither (dt ~ "
+                             f"sigmoid(U[0, 1])); got dt_min={dt_min}, dt_max={dt_max}")
         if dt_min is None:
             raw = torch.rand(P, dtype=torch.float64, generator=gen)
         else:

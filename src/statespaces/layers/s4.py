@@ -66,11 +66,13 @@ from torch import nn
 from .._checks import (
     check_batch_size,
     check_choice,
+    check_flag,
     check_length,
     check_positive_int,
     check_result,
     public,
     refuse_if,
+    seeded_generator,
     tracing,
 )
 from ..discretize import undiscretize_diagonal
@@ -91,7 +93,7 @@ from ..kernels.dplr import (
 )
 from ..kernels.vandermonde import vandermonde
 from ..ops.fftconv import fftconv
-from .base import DiagonalSSM, DiagonalSystem, SSMLayer, check_rate, freeze_ssm
+from .base import BIDIRECTIONAL_HINT, DiagonalSSM, DiagonalSystem, SSMLayer, check_rate, freeze_ssm
 from .config import LayerConfig, setting
 from .init import (
     REAL_TRANSFORMS,
@@ -255,8 +257,8 @@ class S4(SSMLayer):
                     f"got rank={rank}"
                 )
         self.rank = S4_MIN_RANK[self.init] if rank is None else rank
-        self.bidirectional = bool(bidirectional)
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.bidirectional = check_flag("bidirectional", bidirectional, BIDIRECTIONAL_HINT)
+        gen = seeded_generator(seed)
 
         H, M = d_model, d_state // 2
         self.n_modes = M
@@ -268,7 +270,7 @@ class S4(SSMLayer):
         self.Lambda_imag = nn.Parameter(Lam.imag.to(dtype))
         self.P = nn.Parameter(torch.view_as_real(P).to(dtype))
         Bv = torch.view_as_real(B).to(dtype)
-        if trainable_B:
+        if check_flag("trainable_B", trainable_B):
             self.B = nn.Parameter(Bv)
         else:
             self.register_buffer("B", Bv)
@@ -771,6 +773,9 @@ class DiagonalizedS4(DiagonalSSM):
         self.register_buffer("V", V)
         self.register_buffer("D", D)
         self.register_buffer("dt", None if dt is None else self._check_dt(dt))
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, n_modes={self.n_modes}, rate={self.rate}"
 
     def _apply(self, fn, recurse: bool = True):
         """Module casts and moves, with the complex buffers following the real dtype (class docstring)."""

@@ -24,10 +24,10 @@ from typing import Iterator, Optional, Tuple
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_positive_int, refuse_if
+from .._checks import check_choice, check_flag, check_positive_int, refuse_if, seeded_generator
 from ..discretize import DISCRETIZATIONS, discretize_diagonal, log_discrete_eigenvalues, undiscretize_diagonal
 from ..kernels.vandermonde import zoh_vandermonde
-from .base import DiagonalSSM, DiagonalSystem, freeze_ssm
+from .base import BIDIRECTIONAL_HINT, DiagonalSSM, DiagonalSystem, freeze_ssm
 from .config import LayerConfig, setting
 from .init import (
     REAL_TRANSFORMS,
@@ -125,8 +125,8 @@ class S4D(DiagonalSSM):
         if alpha is not None and not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
         self.alpha = alpha
-        self.bidirectional = bool(bidirectional)
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.bidirectional = check_flag("bidirectional", bidirectional, BIDIRECTIONAL_HINT)
+        gen = seeded_generator(seed)
 
         H = d_model
         A, B, conjugate = s4d_init(self.init, d_state, self.n_ssm, gen)      # (n_ssm, M)
@@ -140,7 +140,7 @@ class S4D(DiagonalSSM):
         else:
             self.register_buffer("A_imag", torch.zeros_like(A.imag, dtype=dtype))
         B = torch.view_as_real(B).to(dtype)
-        if trainable_B:
+        if check_flag("trainable_B", trainable_B):
             self.B = nn.Parameter(B)
         else:
             self.register_buffer("B", B)

@@ -74,8 +74,10 @@ from .._checks import (
     check_real,
     check_real_float,
     check_result,
+    check_seed,
     check_state,
     public,
+    seeded_generator,
 )
 from ..kernels.vandermonde import exp_scaled, vandermonde, vandermonde_transpose
 from ..ops.fftconv import two_sided_kernel
@@ -178,6 +180,7 @@ class S4ND(Pretrained, nn.Module):
         self.d_model = check_positive_int("d_model", d_model)
         self.dims = check_positive_int("dims", dims)
         self.d_state = check_positive_int("d_state", d_state)
+        seed = check_seed(seed)
         bidir = _per_axis("bidirectional", bidirectional, dims)
         if not all(isinstance(b, bool) for b in bidir):
             raise TypeError(f"bidirectional must be a bool or a sequence of {dims} bools, got {bidirectional!r}")
@@ -199,7 +202,7 @@ class S4ND(Pretrained, nn.Module):
             layer.register_buffer("D", torch.zeros(d_model), persistent=False)
             axes.append(layer)
         self.axes = nn.ModuleList(axes)
-        gen = torch.Generator().manual_seed(seed + dims) if seed is not None else None
+        gen = seeded_generator(None if seed is None else seed + dims)
         self.D = nn.Parameter(torch.randn(d_model, generator=gen, dtype=torch.float64).to(torch.get_default_dtype()))
 
     #: ``bandlimit`` may be set after construction: ``save_pretrained`` saves its current value (also

@@ -50,6 +50,7 @@ from .._checks import (
     check_positive_int,
     check_result,
     public,
+    seeded_generator,
     tracing,
 )
 from ..discretize import discretize_diagonal, log_discrete_eigenvalues, undiscretize_diagonal
@@ -158,7 +159,7 @@ class S5(SSMLayer):
                 f"d_state/blocks = {P // J} is odd: with conj_sym each block keeps half of its conjugate pairs, "
                 "so use an even block size (or conj_sym=False)"
             )
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        gen = seeded_generator(seed)
         dtype = torch.get_default_dtype()
         Lam, V = hippo_n_init(P, J, conj_sym)
         M = self.n_modes = Lam.shape[0]

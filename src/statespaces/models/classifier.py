@@ -152,9 +152,9 @@ class SequenceClassifier(Pretrained, nn.Module):
         self.layer_config = sequence_layer(layer)
         self.blocks = nn.ModuleList(
             # build() is typed nn.Module; ResidualBlock checks at run time that it is an SSM layer
-            ResidualBlock(cast(Union[SSMLayer, S4ND], self.layer_config.build(d_model)), norm=norm, prenorm=prenorm,
-                          dropout=dropout, mixing=mixing)
-            for _ in range(n_layers)
+            ResidualBlock(cast(Union[SSMLayer, S4ND], self.layer_config.build(d_model, i)), norm=norm,
+                          prenorm=prenorm, dropout=dropout, mixing=mixing)
+            for i in range(n_layers)
         )
         self.final_norm = nn.LayerNorm(d_model) if prenorm else nn.Identity()
         self.decoder = nn.Linear(2 * d_model if self.pool == "meanmax" else d_model, n_classes)
@@ -174,7 +174,8 @@ class SequenceClassifier(Pretrained, nn.Module):
         if self.stem and steps is not None:
             raise ValueError("stem: a convolution over steps assumes a regular grid; irregular sampling (dt= or "
                              "timestamps=) needs stem=0")
-        h = self.encoder(x) if not self.stem else self.encoder(x, mask)
+        u = x.to(weight.dtype)                               # half precision: computed in the module's precision
+        h = self.encoder(u) if not self.stem else self.encoder(u, mask)
         for block in self.blocks:
             h = block(h, rate=rate, mask=mask) if steps is None else block(h, rate=rate, mask=mask, dt=steps)
         h = self.final_norm(h)

@@ -84,6 +84,7 @@ class SSMForecaster(Pretrained, nn.Module):
     @public
     def forward(self, context: Tensor) -> Tensor:
         check_sequence(context, self.d_input, self.decoder.weight.dtype, "context", device=self.decoder.weight.device)
-        y = self.decoder(self.backbone(self.encoder(self.masked_input(context))))[:, -self.horizon:]
+        u = context.to(self.decoder.weight.dtype)            # half precision: computed in the module's precision
+        y = self.decoder(self.backbone(self.encoder(self.masked_input(u))))[:, -self.horizon:]
         check_result(self, y, "forecast", context=context)
         return y

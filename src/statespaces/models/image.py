@@ -126,8 +126,7 @@ class ImageClassifier(Pretrained, nn.Module):
         def mixer(i: int) -> Any:             # an S4ND, or the ConvND baseline (same N-D layer interface)
             if self.layer_config is None:
                 return ConvND(d_model, dims, kernel_size, depthwise)
-            seed = self.layer_config.seed              # layer i (dims axes each) is seeded with seed + 16 i
-            return self.layer_config.replace(seed=None if seed is None else seed + 16 * i).build(d_model)
+            return self.layer_config.build(d_model, i)   # seeded config: layer i gets seed + BLOCK_SEED_STRIDE i
 
         self.encoder = nn.Linear(d_input, d_model)
         self.blocks = nn.ModuleList(
@@ -136,6 +135,10 @@ class ImageClassifier(Pretrained, nn.Module):
         )
         self.final_norm = nn.LayerNorm(d_model)
         self.decoder = nn.Linear(d_model, n_classes)
+
+    def extra_repr(self) -> str:
+        return (f"d_input={self.d_input}, n_classes={self.decoder.out_features}, dims={self.dims}, "
+                f"d_model={self.encoder.out_features}, n_layers={len(self.blocks)}, layer={self.layer!r}")
 
     @staticmethod
     def upgrade_config(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -189,7 +192,7 @@ class ImageClassifier(Pretrained, nn.Module):
         check_dtype_compatible("input", x, self.encoder.weight.dtype)
         check_finite("input", x)
         check_rates(rate, self.dims)
-        h = self.encoder(x)
+        h = self.encoder(x.to(self.encoder.weight.dtype))    # half precision: computed in the module's precision
         for block in self.blocks:
             h = block(h, rate=rate)
         h = self.final_norm(h)

@@ -101,9 +101,10 @@ class SSMStack(Pretrained, nn.Module):
         self.causal = causal
         self.layer_config = sequence_layer(layer)
         mods: List[nn.Module] = []
-        for _ in range(n_layers):
-            # build() is typed nn.Module; ResidualBlock checks at run time that it is an SSM layer
-            ssm = cast(Union[SSMLayer, S4ND], self.layer_config.build(d_model))
+        for i in range(n_layers):
+            # build() is typed nn.Module; ResidualBlock checks at run time that it is an SSM layer (a seeded
+            # config seeds block i with its own offset: build(d_model, i))
+            ssm = cast(Union[SSMLayer, S4ND], self.layer_config.build(d_model, i))
             mods.append(ResidualBlock(ssm, norm=norm, dropout=dropout, mixing=mixing))
             if ff_expand:
                 mods.append(FFBlock(d_model, ff_expand, dropout))
@@ -111,6 +112,10 @@ class SSMStack(Pretrained, nn.Module):
         self.final_norm = nn.LayerNorm(d_model)
         if causal:
             check_causal(self, "SSMStack")
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, n_layers={sum(isinstance(b, ResidualBlock) for b in self.blocks)}, "
+                f"layer={self.layer_config.kind!r}" + ("" if self.causal else ", causal=False"))
 
     @public
     def initial_state(self, batch_size: int) -> List[Any]:

@@ -64,11 +64,15 @@ class FFBlock(Pretrained, nn.Module):
         super().__init__()
         check_positive_int("d_model", d_model)
         check_positive_int("expand", expand)
+        self.d_model, self.expand = d_model, expand
         self.norm = nn.LayerNorm(d_model)
         self.fc1 = nn.Linear(d_model, expand * d_model)
         self.fc2 = nn.Linear(expand * d_model, d_model)
         self.activation = nn.GELU()
         self.dropout = DropoutNd(dropout)
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, expand={self.expand}"
 
     def forward(self, x: Tensor, state: None = None, return_state: bool = False):
         y = self.dropout(self.fc2(self.dropout(self.activation(self.fc1(self.norm(x))))))
@@ -91,6 +95,9 @@ class DownPool(nn.Module):
         self.d_in, self.pool, self.d_out = d_in, pool, d_in * expand
         self.linear = nn.Linear(pool * d_in, self.d_out)
 
+    def extra_repr(self) -> str:
+        return f"d_in={self.d_in}, pool={self.pool}, d_out={self.d_out}"
+
     def forward(self, x: Tensor) -> Tensor:
         B, T, H = x.shape
         if T % self.pool:
@@ -112,6 +119,9 @@ class UpPool(nn.Module):
         super().__init__()
         self.d_out, self.pool, self.d_in = d_out, pool, d_out * expand
         self.linear = nn.Linear(self.d_in, pool * d_out)
+
+    def extra_repr(self) -> str:
+        return f"d_in={self.d_in}, pool={self.pool}, d_out={self.d_out}"
 
     def expand_group(self, y: Tensor) -> Tensor:
         """(B, ..., qH) -> (B, ..., p, H) before the shift."""
@@ -237,11 +247,14 @@ class SaShiMi(Pretrained, nn.Module):
         self.widths = tuple(widths)
         self.layer_config = sequence_layer(layer)
 
+        built = [0]                           # SSM layers built so far: a seeded config seeds each with its own offset
+
         def stage(H: int) -> nn.ModuleList:
             mods: List[nn.Module] = []
             for _ in range(n_layers):
                 # build() is typed nn.Module; ResidualBlock checks at run time that it is an SSM layer
-                ssm = cast(Union[SSMLayer, S4ND], self.layer_config.build(H))
+                ssm = cast(Union[SSMLayer, S4ND], self.layer_config.build(H, built[0]))
+                built[0] += 1
                 mods.append(ResidualBlock(ssm, norm=norm, dropout=dropout, mixing=mixing))
                 if ff_expand:
                     mods.append(FFBlock(H, ff_expand, dropout))
@@ -359,6 +372,7 @@ class SaShiMi(Pretrained, nn.Module):
         ``return_state``.
         """
         check_sequence(x, self.d_model, self.final_norm.weight.dtype, device=self.final_norm.weight.device)
+        x = x.to(self.final_norm.weight.dtype)         # half precision: computed in the module's precision
         B, T, _ = x.shape
         m = self.length_multiple
         mask = length_mask(lengths, B, T, x.device)

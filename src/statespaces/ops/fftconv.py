@@ -28,6 +28,8 @@ Tensor = torch.Tensor
 
 def _fft_len(n: int) -> int:
     """Smallest FFT-friendly length >= n (a product of 2, 3 and 5), which pocketfft/cuFFT run fast."""
+    if n < 1:
+        raise ValueError(f"FFT length must be >= 1, got {n}")
     m = n
     while True:
         r = m
@@ -231,11 +233,12 @@ def fftconv(u: Tensor, k: Tensor, bidirectional: bool = False) -> Tensor:
     Returns:
         y: (B, L, H), same dtype as ``u``.
     """
-    L, H = u.shape[1], u.shape[-1]
-    want = (2, H) if bidirectional else (H,)
-    if u.dim() != 3 or k.dim() != len(want) + 1 or tuple(k.shape[:-1]) != want or k.shape[-1] < 1:
-        raise ValueError(f"fftconv: u must be (B, L, H) and k {'(2, H, Lk)' if bidirectional else '(H, Lk)'}; "
+    want = (2, u.shape[-1]) if bidirectional else (u.shape[-1],)
+    if u.dim() != 3 or k.dim() != len(want) + 1 or tuple(k.shape[:-1]) != want or k.shape[-1] < 1 or u.shape[1] < 1:
+        shape = "(2, H, Lk)" if bidirectional else "(H, Lk)"
+        raise ValueError(f"fftconv: u must be (B, L, H) with L >= 1 and k {shape} with Lk >= 1; "
                          f"got u {tuple(u.shape)}, k {tuple(k.shape)}")
+    L = u.shape[1]
     if bidirectional:
         n = 2 * L
         kb = k[..., :L]

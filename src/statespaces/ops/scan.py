@@ -194,6 +194,19 @@ def _check_lengths(a_shape: torch.Size, b_shape: torch.Size, what: str) -> int:
     return b_shape[-2]
 
 
+def _check_initial(x0_shape: torch.Size, batch: Tuple[torch.Size, ...], state: Tuple[int, ...], what: str,
+                   form: str) -> None:
+    """``x0`` must broadcast to the shape of one state, ``broadcast(*batch) + state``, without enlarging it."""
+    want = tuple(torch.broadcast_shapes(*batch)) + tuple(state)       # the forcing and transitions are checked
+    try:
+        ok = len(x0_shape) >= len(state) and tuple(torch.broadcast_shapes(tuple(x0_shape), want)) == want
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{what}: x0 must have shape {form}, broadcastable to one state of shape {want}; "
+                         f"got {tuple(x0_shape)}")
+
+
 def _time_invariant(a: _List) -> Tuple[_List, bool]:
     """Transitions given with length 1, or expanded along L (stride 0), are time-invariant."""
     if all(t.shape[-2] == 1 or t.stride(-2) == 0 for t in a):
@@ -227,6 +240,8 @@ def scan_diagonal(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> Tensor:
     under backend ``"ref"``.
     """
     _check_lengths(a.shape, b.shape, "scan_diagonal")
+    if x0 is not None:
+        _check_initial(x0.shape, (a.shape[:-2], b.shape[:-2]), (b.shape[-1],), "scan_diagonal", "(..., N)")
     path = backend.choose("scan_diagonal", a, b, x0)
     if path == "triton":
         out = backend.attempt("scan_diagonal", _scan_diagonal_triton, a, b, x0)
@@ -274,6 +289,8 @@ def scan_block2(M: Tensor, F: Tensor, x0: Optional[Tensor] = None) -> Tensor:
     if F.dim() < 3 or F.shape[-2] != 2:
         raise ValueError(f"scan_block2: F must have shape (..., L, 2, N), got {tuple(F.shape)}")
     _check_lengths(M.shape[:-3] + M.shape[-1:], F.shape[:-2] + F.shape[-1:], "scan_block2")
+    if x0 is not None:
+        _check_initial(x0.shape, (M.shape[:-4], F.shape[:-3]), (2, F.shape[-1]), "scan_block2", "(..., 2, N)")
     if backend.choose("scan_block2") == "ref":
         return scan_block2_ref(M, F, x0)
     a = _unbind_block(M)
