@@ -180,6 +180,12 @@ def test_forecast_reports_each_channels_r2():
         assert res["r2_channels"][d] == pytest.approx(direct, rel=1e-12, abs=1e-12)
     assert res["r2_channels"][1] < 0 < 0.99 < res["r2_channels"][0] and math.isnan(res["r2_channels"][2])
     assert res["acc"] > 0.99                                               # pooled: channel 0's scale dominates
+    # pooled R^2 around the mean of all entries (channels with different offsets: a per-channel centring differs)
+    off = torch.randn(7, 4, 2, generator=g, dtype=torch.float64) + torch.tensor([0.0, 10.0], dtype=torch.float64)
+    pred = off.mean((0, 1)).expand_as(off).clone()                      # each channel's mean: pooled R^2 ~ 0.96
+    pooled = evaluate(nn.Identity(), DataLoader(TensorDataset(pred, off), batch_size=3), task=Forecast())
+    direct = 1 - float(((pred - off) ** 2).sum()) / float(((off - off.mean()) ** 2).sum())
+    assert pooled["acc"] == pytest.approx(direct, rel=1e-12) and direct > 0.5
     lines = []
     import builtins
     real = builtins.print

@@ -159,6 +159,21 @@ def test_streaming_steps_with_rate_equal_the_intervals(make):
     torch.testing.assert_close(state, s_full, atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize("make", [lambda: S4D(3, 8, seed=5), lambda: S4D(3, 8, discretization="bilinear", seed=5),
+                                  lambda: LinOSS(3, 4, discretization="IM", seed=5), lambda: DLinOSS(3, 4, seed=5),
+                                  lambda: S5(3, 8, seed=5)],
+                         ids=["s4d", "s4d-bilinear", "linoss-im", "dlinoss", "s5"])
+def test_rate_multiplies_the_intervals(make):
+    """``rate`` multiplies every step, also with intervals: ``layer(u, dt=s, rate=c) == layer(u, dt=c s)`` (a path
+    that ignored rate when dt was given went unnoticed by the other tests)."""
+    layer = make().double()
+    u = torch.randn(2, 10, 3, dtype=f64, generator=torch.Generator().manual_seed(1))
+    s = torch.rand(2, 10, dtype=f64, generator=torch.Generator().manual_seed(2)) * 1.5 + 0.2
+    with torch.no_grad():
+        torch.testing.assert_close(layer(u, dt=s, rate=2.5), layer(u, dt=2.5 * s), atol=1e-10, rtol=0)
+        assert float((layer(u, dt=s, rate=2.5) - layer(u, dt=s)).abs().max()) > 1e-6
+
+
 # ---- models: residual blocks and the classifier pass dt/timestamps through (issue 21) ----------------
 MODEL_LAYERS = {"s4d": dict(kind="s4d", d_state=4), "s5": dict(kind="s5", d_state=4),
                 "linoss": dict(kind="linoss", n_oscillators=3), "dlinoss": dict(kind="dlinoss", n_oscillators=3)}

@@ -131,6 +131,7 @@ def test_linoss_degenerate_oscillator_is_a_jordan_mode():
         m = layer.modes()
         assert m.ramp is not None and float(m.ramp[2].abs()) > 0 and float(m.ramp[3].abs()) == 0
         torch.testing.assert_close(_assembled(m, L), layer.kernel(L), atol=1e-10, rtol=0)
+        torch.testing.assert_close(m.kernel(L), _assembled(m, L), atol=1e-10, rtol=0)   # the documented route
         u = torch.randn(1, 30, H, dtype=f64)
         torch.testing.assert_close(LinOSS.from_modes(m, dtype=f64)(u), layer(u), atol=1e-10, rtol=0)
 

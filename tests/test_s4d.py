@@ -146,10 +146,29 @@ def test_init_formulas(float64_default):
     torch.testing.assert_close(A.imag, math.pi * n)
     A = S4D(1, N, init="real").continuous_A()[0]
     torch.testing.assert_close(A.real, -(torch.arange(N, dtype=torch.float64) + 1))
+    for init, imag in (("inv2", (N / math.pi) * (N / (n + 1) - 1)),       # eq. 7.3
+                       ("quad", (1 + 2 * n) ** 2 / math.pi)):              # eq. 7.4 (real part -1/2 per the text)
+        A = S4D(1, N, init=init).continuous_A()[0]
+        torch.testing.assert_close(A.imag, imag)
+        torch.testing.assert_close(A.real, torch.full_like(n, -0.5))
     legs = S4D(1, N, init="legs").continuous_A()[0]
     torch.testing.assert_close(legs.real, torch.full_like(n, -0.5), atol=1e-8, rtol=0)
     # Conjecture 6.11 (sign corrected): max Im eig of the normal LegS part ~ N^2/pi - 0.5236.
     assert abs(float(legs.imag.detach().max()) - (N**2 / math.pi - 0.5236)) < 0.05
+
+
+def test_c_init_is_unit_variance_complex_normal():
+    """Remark 5.5 / Cor 5.16: C has unit variance per entry (Listing 1's randn + i randn has 2): E|C|^2 = 1,
+    E[C^2] = 0, real and imaginary parts uncorrelated, each of variance 1/2 (within 5 standard errors)."""
+    from statespaces.layers.init import c_init
+
+    n = 200_000
+    C = c_init((n,), torch.Generator().manual_seed(0))
+    se = 5 / math.sqrt(n)
+    assert abs(float((C.abs() ** 2).mean()) - 1) < se                # |C|^2 ~ Exp(1): standard error 1/sqrt(n)
+    assert abs(complex((C ** 2).mean())) < 2 * se
+    assert abs(float(C.real.var()) - 0.5) < se and abs(float(C.imag.var()) - 0.5) < se
+    assert abs(float((C.real * C.imag).mean())) < se
 
 
 def test_log_dt_init_range():

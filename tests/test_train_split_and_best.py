@@ -92,6 +92,18 @@ def test_the_held_out_count_is_the_fraction_of_the_whole_split(per_class, n_clas
         assert all(k < per_class for k in counts)                                          # each class trains
 
 
+@pytest.mark.parametrize("task", ["regression", "forecast"])
+def test_tasks_without_classes_hold_out_round_f_n(task):
+    """Regression and forecast splits are a plain seeded draw of round(f n) examples (at least 1, at most n - 1),
+    Python's rounding included (f n = 1.5 holds out 2); a truncation went unnoticed by the other tests."""
+    for n in (2, 3, 10, 37, 100):
+        data = SimpleNamespace(name="toy", task=task, train=TensorDataset(torch.randn(n, 4, 1), torch.randn(n, 1)))
+        for fraction in (0.01, 0.1, 0.15, 0.25, 0.5, 0.95):
+            fit, held = validation_split(data, fraction, seed=3)
+            assert len(held) == min(max(1, round(fraction * n)), n - 1), (n, fraction)
+            assert sorted(fit + held) == list(range(n))
+
+
 def test_five_of_ten_small_classes_give_one_each_and_the_seed_picks_which():
     data = _classes([5] * 10)
     picked = set()
