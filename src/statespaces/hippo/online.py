@@ -162,6 +162,19 @@ class HiPPO(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, u: torch.Tensor, timestamps: torch.Tensor | None = None,
                 return_history: bool = True) -> torch.Tensor:
+        r"""Project the signal ``u`` online: ``c_k`` = coefficients of the measure's projection of
+        ``u_0 .. u_k`` (thesis §4.2: LegT Thm 4.2, LegS Thm 4.3), by the discretized recurrence (§4.2.4).
+
+        Args:
+            u: samples (B, L) or (B, L, H), finite.
+            timestamps: ``lsi`` mode only: (L,) strictly increasing end times of the samples
+                (default 1, 2, ..., L); the LSI measure starts at 0.
+            return_history: return every state (default) or only the last one.
+
+        Returns:
+            (B, L, N) / (B, L, H, N), or (B, N) / (B, H, N) with ``return_history=False``, in
+            ``u``'s dtype (computed in float64).
+        """
         u = check_finite_tensor(u, "u")
         if u.dim() not in (2, 3):
             raise ValueError(f"u must have shape (B, L) or (B, L, H), got {tuple(u.shape)}")
