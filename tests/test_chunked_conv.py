@@ -565,3 +565,23 @@ def test_contiguous_grad_is_the_identity_with_a_contiguous_gradient():
     out[:, 0] += 1.0
     out.sum().backward()
 
+
+def test_block_tables_final_state_with_a_partial_last_chunk():
+    """block_tables(powers, b, c, r) called directly (its pow_r is A^r of the last, partial chunk): the final state
+    of chunked_conv at L = 13, T = 8 (r = 5) equals the step-by-step recurrence."""
+    from statespaces.kernels.chunked_conv import block_tables, chunked_conv
+
+    torch.manual_seed(0)
+    H, T, L = 2, 8, 13
+    G = torch.tensor([[0.9, -0.2], [0.2, 0.9]], dtype=torch.float64).expand(H, 2, 2)
+    powers = torch.stack([torch.linalg.matrix_power(G, j) for j in range(T + 1)], 1)      # (H, T+1, 2, 2)
+    b, c = torch.randn(H, 2, dtype=torch.float64), torch.randn(H, 2, dtype=torch.float64)
+    u = torch.randn(1, L, H, dtype=torch.float64)
+    y, last = chunked_conv(u, block_tables(powers, b, c, L - T), None, True)
+    x = torch.zeros(1, H, 2, dtype=torch.float64)
+    ys = []
+    for t in range(L):
+        x = torch.einsum("hij,bhj->bhi", G, x) + b * u[:, t, :, None]
+        ys.append((x * c).sum(-1))
+    torch.testing.assert_close(last, x.reshape(1, H, 2), atol=1e-12, rtol=0)
+    torch.testing.assert_close(y, torch.stack(ys, 1), atol=1e-12, rtol=0)

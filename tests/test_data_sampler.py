@@ -213,3 +213,18 @@ def test_bucketed_run_resumed_mid_epoch_equals_uninterrupted(tmp_path, monkeypat
     for k in a:
         if k.startswith("model."):
             torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+
+
+def test_every_pass_of_every_epoch_draws_its_own_order():
+    """With several passes per epoch, the pass orders of all epochs differ (pass p of epoch e is seeded by
+    e * passes + p: epoch 1's first pass is not epoch 0's second)."""
+    from statespaces.data.sampler import BucketBatchSampler
+
+    s = BucketBatchSampler(list(range(1, 41)), batch_size=4, window=2, passes=2, seed=0)
+    orders = []
+    for epoch in range(3):
+        s.set_epoch(epoch)
+        batches = list(s)
+        per_pass = len(batches) // 2
+        orders += [tuple(map(tuple, batches[:per_pass])), tuple(map(tuple, batches[per_pass:]))]
+    assert len(set(orders)) == len(orders)

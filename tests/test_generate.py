@@ -188,3 +188,28 @@ def test_nll_of_a_float64_model_is_float64():
     ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
                                             reduction="sum")
     torch.testing.assert_close(tot, ref, rtol=1e-14, atol=0)
+
+
+def test_top_p_keeps_the_smallest_set_that_reaches_top_p():
+    """Nucleus sampling against brute force over every subset: the kept tokens are the most probable ones, as few as
+    possible, whose mass reaches top_p (>=: exactly at the boundary [.5, .25, .25] with p = .5 keeps one token)."""
+    import itertools
+
+    from statespaces.models.generate import filter_logits
+
+    cases = [([0.5, 0.25, 0.25], 0.5), ([0.5, 0.25, 0.25], 0.75), ([0.5, 0.25, 0.25], 0.7),
+             ([0.1, 0.2, 0.3, 0.4], 0.39), ([0.1, 0.2, 0.3, 0.4], 0.41), ([0.1, 0.2, 0.3, 0.4], 0.69),
+             ([0.1, 0.2, 0.3, 0.4], 0.71), ([0.125] * 8, 0.25), ([0.6, 0.3, 0.1], 0.95)]   # boundaries exact in binary
+    for probs, p in cases:
+        prob = torch.tensor(probs, dtype=torch.float64)
+        kept = torch.isfinite(filter_logits(prob.log(), top_p=p))
+        best = None
+        for size in range(1, len(probs) + 1):
+            for subset in itertools.combinations(range(len(probs)), size):
+                if float(prob[list(subset)].sum()) >= p - 1e-12:
+                    best = size
+                    break
+            if best is not None:
+                break
+        assert int(kept.sum()) == best, (probs, p, kept.tolist())
+        assert float(prob[kept].min()) >= float(prob[~kept].max()) if bool((~kept).any()) else True

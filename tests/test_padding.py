@@ -222,3 +222,18 @@ def test_bad_masks_and_lengths_are_refused():
         model(x, torch.tensor([6.0, 1.0]))
     with pytest.raises(ValueError, match="lengths"):
         SaShiMi(4, n_layers=1, pool=2, n_pools=1, layer="s4d")(x, lengths=torch.tensor([6, 2]), return_state=True)
+
+
+def test_dropout_nd_is_inverted_dropout():
+    """DropoutNd in training mode keeps each (example, channel) with probability 1 - p and scales it by 1/(1 - p),
+    so E[dropout(x)] = x; in eval mode it is the identity."""
+    from statespaces.blocks import DropoutNd
+
+    torch.manual_seed(0)
+    d = DropoutNd(0.5).train()
+    x = torch.full((4000, 10, 8), 3.0)
+    y = d(x)
+    kept = y != 0
+    assert torch.equal(y[kept], torch.full_like(y[kept], 6.0))
+    assert abs(float(kept.float().mean()) - 0.5) < 0.01 and abs(float(y.mean()) - 3.0) < 0.05
+    assert torch.equal(d.eval()(x), x)

@@ -375,3 +375,15 @@ def test_float32_gradients_through_algorithm_1_for_slow_modes(kw, L):
         if p.grad is not None:
             err = float((p.grad.double() - q.grad).norm() / q.grad.norm())
             assert err < 1e-3, (name, err)
+
+
+def test_steps_at_different_rates_use_their_own_system():
+    """The step cache is keyed by rate: under no_grad, steps at rates 1, 2, 1 interleaved on one state each equal
+    the forward pass at that rate (a cache keyed on nothing would reuse the rate-1 system)."""
+    torch.manual_seed(0)
+    layer = S4(4, 8, seed=0).double()
+    x = torch.randn(2, 1, 4, dtype=torch.float64)
+    with torch.no_grad():
+        for rate in (1.0, 2.0, 1.0, 0.5):
+            y, _ = layer.step(x[:, 0], layer.initial_state(2), rate=rate)
+            torch.testing.assert_close(y, layer(x, rate=rate)[:, 0], atol=1e-12, rtol=0)

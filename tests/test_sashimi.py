@@ -142,3 +142,25 @@ def test_sashimi_trains():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_a_coarse_step_is_valid_when_any_of_its_fine_steps_is():
+    """With lengths, each tier's normalisation sees the mask of its own steps: a coarse step counts when any of its
+    p fine steps is valid (a partly valid group carries valid information into BatchNorm's statistics). Checked on
+    the masks every norm receives, against the rule computed here from the lengths."""
+    from statespaces.blocks import _SeqNorm
+
+    torch.manual_seed(0)
+    model = SaShiMi(d_model=4, n_layers=1, pool=2, n_pools=2, layer="s4d", norm="batch").train()
+    seen = []
+    for module in model.modules():
+        if isinstance(module, _SeqNorm):
+            module.register_forward_hook(lambda m, args, kwargs, out: seen.append(
+                args[1] if len(args) > 1 else kwargs.get("mask")), with_kwargs=True)
+    lengths = torch.tensor([16, 9, 5])
+    model(torch.randn(3, 16, 4), lengths=lengths)
+    fine = torch.arange(16)[None] < lengths[:, None]
+    want = {16: fine, 8: fine.unflatten(1, (8, 2)).any(-1), 4: fine.unflatten(1, (4, 4)).any(-1)}
+    assert {m.shape[1] for m in seen if m is not None} == {16, 8, 4}
+    for m in seen:
+        assert m is not None and torch.equal(m, want[m.shape[1]]), m

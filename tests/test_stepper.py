@@ -273,3 +273,19 @@ def test_cuda_graph_stepper_equals_eager(layer, backbone, bkw):
     a = m.generate(prompt, 10, generator=torch.Generator("cuda").manual_seed(0), stepper=False)
     b = m.generate(prompt, 10, generator=torch.Generator("cuda").manual_seed(0))
     assert a.shape == b.shape and math.isfinite(float(a.float().sum()))
+
+
+@pytest.mark.parametrize("init", ["legt", "fout"])
+def test_eigen_stepper_state_with_complex_eigenvalues(init):
+    """S4's diagonal stepper maps its eigenbasis state back with V (layer_state): for LegT/FouT, whose eigenvectors
+    are complex (LegS's test could not tell V from conj V), it equals the forward pass's state."""
+    from statespaces.layers.s4 import S4
+
+    layer = S4(3, 8, init=init, seed=2).double().eval()
+    st = layer.stepper(2, form="diagonal")
+    x = torch.randn(2, 64, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, s = layer(x, return_state=True)
+        for t in range(64):
+            st(x[:, t])
+        torch.testing.assert_close(st.layer_state(), s, atol=1e-10, rtol=0)

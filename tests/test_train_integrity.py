@@ -90,6 +90,56 @@ def test_pruning_keeps_the_new_checkpoint_and_never_touches_foreign_or_corrupt_o
     assert _steps(tmp_path / "checkpoints") == [3, 5, 30, 40, 800, 900]
 
 
+def test_a_checkpoint_in_a_folder_of_another_step_is_not_resumed(tmp_path, capsys):
+    """A step folder whose metadata names another step (renamed, or copied over) is skipped: resume takes the
+    newest checkpoint whose folder and metadata agree (before, the mislabelled older one would be taken)."""
+    ck = _Checkpoints(tmp_path, keep_last=5, run_id="r")
+    ck.save(3, {"w": torch.ones(1)}, {"step": 3}, is_best=False)
+    ck.save(4, {"w": torch.zeros(1)}, {"step": 4}, is_best=False)
+    (tmp_path / "checkpoints" / "step-000000003").rename(tmp_path / "checkpoints" / "step-000000009")
+    found = ck.latest_valid()
+    assert found is not None and found[1]["step"] == 4
+    assert "meta.json says step 3, the folder name 9" in capsys.readouterr().err
+
+
+def test_a_failed_final_rename_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """save_checkpoint over an existing checkpoint moves the old one aside, renames the new one in, and restores
+    the old one when that rename fails (a kill or a full disk at the last moment): it still loads."""
+    import os
+
+    import statespaces.train.checkpoint as ckmod
+
+    path = tmp_path / "best"
+    save_checkpoint(path, {"w": torch.ones(2)}, {"step": 1})
+    real = os.replace
+
+    def failing(src, dst):
+        if ".tmp" in str(src) and str(dst) == str(path):
+            raise OSError("simulated failure of the final rename")
+        return real(src, dst)
+
+    monkeypatch.setattr(ckmod.os, "replace", failing)
+    with pytest.raises(OSError, match="simulated"):
+        save_checkpoint(path, {"w": torch.zeros(2)}, {"step": 2})
+    monkeypatch.setattr(ckmod.os, "replace", real)
+    tensors, meta = load_checkpoint(path)
+    assert meta["step"] == 1 and torch.equal(tensors["w"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]          # no temporary left behind
+
+
+def test_a_flipped_bit_in_the_tensor_data_is_refused(tmp_path):
+    """The tensor file's checksum covers its data, not only its header (which safetensors parses itself): one
+    flipped bit in a weight is refused, never loaded as a different model."""
+    from statespaces.train.checkpoint import TENSORS
+
+    path = save_checkpoint(tmp_path / "c", {"w": torch.ones(4)}, {"step": 1})
+    data = bytearray((path / TENSORS).read_bytes())
+    data[-1] ^= 0x40
+    (path / TENSORS).write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpointError, match="checksum"):
+        load_checkpoint(path)
+
+
 def test_new_run_into_a_folder_holding_a_run_refuses(tmp_path, capsys):
     ck = _Checkpoints(tmp_path / "run", keep_last=2, run_id="earlier")
     ck.save(45, {"w": torch.ones(2)}, {"step": 45}, is_best=False)
