@@ -7,7 +7,7 @@ conjugate pairs, i.e. a real state of size N.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 
@@ -87,6 +87,19 @@ def c_init(shape: Tuple[int, ...], generator: Optional[torch.Generator] = None) 
     re = torch.randn(*shape, dtype=torch.float64, generator=generator)
     im = torch.randn(*shape, dtype=torch.float64, generator=generator)
     return torch.complex(re, im) / math.sqrt(2)
+
+
+def load_diagonal_system(layer: Any, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor) -> None:
+    """Write a diagonal layer's parameters from a continuous system, in place and without autograd: ``log_dt``
+    from the steps ``dt``, ``A_real`` / ``A_imag`` from ``A`` (``Re A < 0``, through the layer's
+    ``real_transform``), and the complex ``B``, ``C`` and real ``D`` (the ``from_modes`` of S4D and S5)."""
+    with torch.no_grad():
+        layer.log_dt.copy_(torch.log(dt))
+        layer.A_real.copy_(real_inverse(-A.real, layer.real_transform))
+        layer.A_imag.copy_(A.imag)
+        layer.B.copy_(torch.view_as_real(B))
+        layer.C.copy_(torch.view_as_real(C))
+        layer.D.copy_(D)
 
 
 # --- shared SSMs across channels (§7.2.2) ------------------------------------------------

@@ -35,6 +35,7 @@ from .init import (
     as_complex,
     c_init,
     check_n_ssm,
+    load_diagonal_system,
     log_dt_init,
     real_forward,
     real_inverse,
@@ -259,13 +260,7 @@ class S4D(DiagonalSSM):
                     bidirectional=modes.bidirectional == "sum")
         dtype = torch.get_default_dtype() if dtype is None else dtype
         layer = layer.to(dtype)
-        with torch.no_grad():
-            layer.log_dt.copy_(torch.log(dt))
-            layer.A_real.copy_(real_inverse(-A.real, layer.real_transform))
-            layer.A_imag.copy_(A.imag)
-            layer.B.copy_(torch.view_as_real(ones))
-            layer.C.copy_(torch.view_as_real(C))
-            layer.D.copy_(modes.D)
+        load_diagonal_system(layer, dt, A, ones, C, modes.D)
         return layer
 
     def extra_repr(self) -> str:

@@ -62,6 +62,7 @@ from .init import (
     REAL_TRANSFORMS,
     as_complex,
     c_init,
+    load_diagonal_system,
     log_dt_init,
     real_forward,
     real_inverse,
@@ -336,13 +337,7 @@ class S5(SSMLayer):
                                  f"tol={tol:g}). Build S4D/LinOSS-style layers from modes without that term")
         layer = cls(H, 2 * M, discretization=method, real_transform=real_transform, bidirectional=bidirectional)
         layer = layer.to(torch.get_default_dtype() if dtype is None else dtype)
-        with torch.no_grad():
-            layer.log_dt.copy_(torch.log(dt))
-            layer.A_real.copy_(real_inverse(-A.real, layer.real_transform))
-            layer.A_imag.copy_(A.imag)
-            layer.B.copy_(torch.view_as_real(B))
-            layer.C.copy_(torch.view_as_real(C))
-            layer.D.copy_(modes.D)
+        load_diagonal_system(layer, dt, A, B, C, modes.D)
         return layer
 
     @public
