@@ -180,6 +180,10 @@ def test_resume_mid_run_equals_uninterrupted(tmp_path, monkeypatch):
     a, b = _weights(last("a")), _weights(last("b"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+    # and the recorded metrics (the running training sums of the cut epoch are restored, not restarted)
+    metrics = lambda d: [{k: v for k, v in row.items() if k not in ("seconds", "time")}
+                         for row in csv.DictReader(open(tmp_path / d / "metrics.csv"))]
+    assert metrics("a") == metrics("b")
 
 
 @pytest.mark.slow   # > 3 s: the fast tier stays under 3 min
