@@ -115,4 +115,11 @@ def test_transpositions_of_a_piece_share_a_split(monkeypatch, tmp_path):
         split_of = {n: k for k in ("train", "valid", "test") for n in data.names[k]}
         assert split_of["bach/p4"] == split_of["bach/p4-up"] and len(split_of) == 22
         apart += split_of["bach/p7"] != split_of["bach/p7-rest"]
+        # the group takes the split of the member drawn first in the seed's permutation (its own draw)
+        names = list(grids)
+        order = list(np.random.default_rng(seed).permutation(len(names)))
+        where = ["train"] * 13 + ["valid"] * 4 + ["test"] * 5                  # round(0.6 x 22), round(0.2 x 22)
+        drawn = {names[i]: where[pos] for pos, i in enumerate(order)}
+        first = min(("bach/p4", "bach/p4-up"), key=lambda n: order.index(names.index(n)))
+        assert split_of["bach/p4"] == drawn[first]
     assert apart > 0
