@@ -228,3 +228,13 @@ def test_every_pass_of_every_epoch_draws_its_own_order():
         per_pass = len(batches) // 2
         orders += [tuple(map(tuple, batches[:per_pass])), tuple(map(tuple, batches[per_pass:]))]
     assert len(set(orders)) == len(orders)
+
+
+def test_trim_collate_cuts_to_the_longest_series_of_the_batch():
+    from statespaces.data.sampler import trim_collate
+
+    items = [(torch.ones(6, 1), 0, 3), (torch.ones(6, 1), 1, 5)]
+    x, y, lengths = trim_collate(items)
+    assert tuple(x.shape) == (2, 5, 1) and lengths.tolist() == [3, 5]
+    x, y = trim_collate([(torch.ones(6, 1), 0), (torch.ones(6, 1), 1)])                # no lengths: unchanged
+    assert tuple(x.shape) == (2, 6, 1)
