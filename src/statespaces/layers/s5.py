@@ -204,12 +204,13 @@ class S5(SSMLayer):
         """Per-mode steps ``rate * exp(log_dt)``, (M,)."""
         return torch.exp(self.log_dt) * check_rate(rate)
 
-    def _discrete(self, steps: Tensor) -> Tuple[Tensor, Tensor]:
-        """``(Lambda_bar, g)`` for per-mode steps ``steps`` (..., M): ``B_bar = g[..., None] * B``.
+    def _discrete(self, steps: Tensor, A: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """``(Lambda_bar, g)`` for per-mode steps ``steps`` (..., M): ``B_bar = g[..., None] * B``; ``A`` the
+        continuous eigenvalues when the caller has them (default :meth:`continuous_A`).
 
         Applies the thesis' diagonal rules to ``(Delta Lambda, Delta)`` with unit step (Lemma 2.13:
         a rule depends on ``(dt, A, B)`` only through ``(dt A, dt B)``)."""
-        A = self.continuous_A()
+        A = self.continuous_A() if A is None else A
         dtA = steps * A
         lam_bar, gain = discretize_diagonal(dtA, steps.to(dtA.dtype), torch.ones((), dtype=steps.dtype),
                                             self.discretization)
@@ -219,6 +220,16 @@ class S5(SSMLayer):
         """``(Lambda_bar (M,), B_bar (M, H))`` complex at ``rate``."""
         lam_bar, gain = self._discrete(self.step_sizes(rate))
         return lam_bar, gain.unsqueeze(-1) * self.B_complex
+
+    def _modal_system(self, rate: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(steps, Lambda, log Lambda_bar, B_bar)`` at ``rate``: (M,), (M,), (M,), (M, H), the modes that
+        :meth:`kernel` and :meth:`modes` read. ``log Lambda_bar`` comes from ``Delta Lambda`` itself: the log of a
+        formed Lambda_bar is -inf where it underflows to 0 (ZOH, Delta Re Lambda < -745 in float64), and
+        ``Lambda_bar^0 = exp(-inf * 0)`` would be NaN."""
+        steps = self.step_sizes(rate)
+        A = self.continuous_A()
+        _, gain = self._discrete(steps, A)
+        return steps, A, log_discrete_eigenvalues(steps * A, self.discretization), gain.unsqueeze(-1) * self.B_complex
 
     # ---- views ----------------------------------------------------------------------------------
     @public
@@ -231,12 +242,8 @@ class S5(SSMLayer):
         pass never forms it.
         """
         L = check_length(L)
-        steps = self.step_sizes(check_rate(rate))
-        _, Bb = self.discrete_system(rate)
+        _, _, log_lam, Bb = self._modal_system(check_rate(rate))
         C = self.C_complex
-        # log Lambda_bar from (Delta Lambda) itself: log of a formed Lambda_bar is -inf where it underflows to 0
-        # (ZOH, Delta Re Lambda < -745 in float64), and dA^0 = exp(-inf * 0) would be NaN
-        log_lam = log_discrete_eigenvalues(steps * self.continuous_A(), self.discretization)
         powers = _powers(log_lam, L + 1, 1)                                # (M, L + 1)
         K = self.scale * torch.einsum("hm,ml,mk->hkl", C[0], powers[:, :L], Bb).real
         if self.bidirectional:
@@ -254,12 +261,8 @@ class S5(SSMLayer):
 
         Bidirectional: ``C[1] = scale C_b Lambda_bar`` reads the anti-causal kernel on lags -1..-L, and the
         backward scan's lag 0, ``scale Re(C_b B_bar)``, a full (H, H) matrix, is ``feedthrough``."""
-        rate = check_rate(rate)
         c128 = torch.complex128
-        steps = self.step_sizes(rate)
-        A = self.continuous_A()
-        log_lam = log_discrete_eigenvalues(steps * A, self.discretization)
-        _, Bb = self.discrete_system(rate)
+        steps, A, log_lam, Bb = self._modal_system(check_rate(rate))
         C = self.scale * self.C_complex
         feedthrough = None
         if self.bidirectional:
@@ -319,7 +322,8 @@ class S5(SSMLayer):
                 "eigenvalues with Re(Lambda) < 0 (|lambda| >= 1 or off the rule's image)"
             )
         _, gain = discretize_diagonal(dt * A, dt.to(c128), torch.ones((), dtype=f64), method)
-        B = modes.input_weights().to(c128) / gain.unsqueeze(-1)
+        rB = modes.input_weights().to(c128)                                          # = B_bar of the new layer
+        B = rB / gain.unsqueeze(-1)
         C = modes.C.to(c128) / 2
         bidirectional = modes.bidirectional == "sum"
         if bidirectional:
@@ -328,7 +332,7 @@ class S5(SSMLayer):
                 raise ValueError("S5.from_modes: a bidirectional S5 reads its backward kernel as C_b lambda^(l+1); "
                                  "an eigenvalue 0 leaves C_b undefined")
             C = torch.stack([C[0], C[1] / lam])
-            lag0 = 2 * (C[1] @ (gain.unsqueeze(-1) * B)).real
+            lag0 = 2 * (C[1] @ rB).real
             want = torch.zeros_like(lag0) if modes.feedthrough is None else modes.feedthrough.to(f64)
             err = float((lag0 - want).abs().max() / lag0.abs().max().clamp_min(1e-300))
             if not err <= tol:

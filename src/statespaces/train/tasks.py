@@ -261,26 +261,32 @@ class Forecast(_R2Task):
     pooled = False
 
     def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-        if out.shape != y.shape:
-            raise ValueError(f"forecast: output shape {tuple(out.shape)} differs from the target shape "
-                             f"{tuple(y.shape)}; the model must emit one value per target entry")
-        o, t = _in_output_precision(out, y)
-        err = (o - t).pow(2)
+        err = self._squared_errors(out, y)
         return err.sum() if reduction == "sum" else err.mean()
 
     def hits(self, out: Tensor, y: Tensor) -> float:
         o, t = _in_output_precision(out, y)
         return float((o - t).pow(2).sum())
 
+    @staticmethod
+    def _squared_errors(out: Tensor, y: Tensor) -> Tensor:
+        """``(out - y)^2`` (B, F, D) in the outputs' precision (at least float32); the shapes must agree."""
+        if out.shape != y.shape:
+            raise ValueError(f"forecast: output shape {tuple(out.shape)} differs from the target shape "
+                             f"{tuple(y.shape)}; the model must emit one value per target entry")
+        o, t = _in_output_precision(out, y)
+        return (o - t).pow(2)
+
     def loss_unit(self, y: Tensor) -> int:
         return max(y[0].numel(), 1)
 
     def output_sums(self, out: Tensor, y: Tensor) -> Dict[str, Any]:
-        """As :meth:`Task.output_sums`, plus ``sse_channels`` (D,) float64: each channel's summed squared error."""
-        sums: Dict[str, Any] = dict(super().output_sums(out, y))
-        o, t = _in_output_precision(out, y)
-        sums["sse_channels"] = (o - t).pow(2).to(torch.float64).reshape(-1, y.shape[-1]).sum(0).cpu()
-        return sums
+        """As :meth:`Task.output_sums` (the squared errors formed once), plus ``sse_channels`` (D,) float64: each
+        channel's summed squared error."""
+        err = self._squared_errors(out, y)
+        total = float(err.sum())
+        return {"loss": total / self.loss_unit(y), "hits": total, "count": self.count(y),
+                "sse_channels": err.to(torch.float64).reshape(-1, y.shape[-1]).sum(0).cpu()}
 
     def summary(self, sums: Dict[str, Any], targets: Optional[Tensor] = None) -> Dict[str, Any]:
         """``{"loss", "acc"}`` with ``acc`` the R^2 pooled over every entry, and ``r2_channels``: each channel's
