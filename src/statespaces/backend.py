@@ -188,7 +188,7 @@ def triton_failed(op: str, exc: BaseException) -> None:
                f"{first}); falling back to the PyTorch path for {op!r} from now on.")
 
 
-def attempt(op: str, fn: Callable, *args, **kwargs):
+def attempt(op: str, fn: Callable, *args, **kwargs) -> Any:
     """Run the Triton path ``fn(*args, **kwargs)`` of ``op``; on failure warn once, disable it and
     return ``None`` (the caller then runs its PyTorch path). Under :func:`force_triton` errors propagate.
     While ``fn`` runs, :func:`fallback_op` names ``op``, so that the backward of a Triton Function

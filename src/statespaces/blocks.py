@@ -272,7 +272,7 @@ class ResidualBlock(Pretrained, nn.Module):
         mask: Optional[Tensor] = None,
         dt: Optional[Tensor] = None,
         timestamps: Optional[Tensor] = None,
-    ):
+    ) -> Union[Tensor, Tuple[Tensor, Any]]:
         """Apply the block to x (B, L, H) -> (B, L, H) (an N-D layer: (B, *spatial, H)).
 
         Args:

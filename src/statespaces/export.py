@@ -267,7 +267,7 @@ class StreamingModel(nn.Module):
         # SaShiMi step without one)
         return self.core.step(x, state)
 
-    def forward(self, x: Tensor, *state: Tensor):
+    def forward(self, x: Tensor, *state: Tensor) -> Tuple[Tensor, ...]:
         st = self._unflatten(state)
         outs: List[Tensor] = []
         for j in range(self.frame):

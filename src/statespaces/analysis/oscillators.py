@@ -75,7 +75,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -83,6 +83,9 @@ from torch import nn
 from .._checks import check_length
 from ..layers.linoss import DEGENERATE_THETA
 from ..layers.modes import MODES_TOL, Modes
+
+if TYPE_CHECKING:
+    from ..layers.s4d import S4D
 
 Tensor = torch.Tensor
 
@@ -664,7 +667,7 @@ def s4d_from_oscillators(
     D: Optional[Tensor] = None,
     real_transform: str = "exp",
     dtype: Optional[torch.dtype] = None,
-):
+) -> "S4D":
     r"""Build an S4D layer whose kernel is ``K_h[l] = sum 2 Re(c lambda^l)`` over the given oscillators.
 
     Each :class:`Oscillator` (channel h, natural frequency w0, damping ratio zeta in (0, 1],

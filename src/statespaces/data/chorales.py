@@ -27,7 +27,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def score_to_grid(score, steps_per_quarter: int = STEPS_PER_QUARTER) -> np.ndarr
     return grid
 
 
-def grid_to_score(grid: np.ndarray, steps_per_quarter: int = STEPS_PER_QUARTER, tempo: Optional[float] = 80.0):
+def grid_to_score(grid: np.ndarray, steps_per_quarter: int = STEPS_PER_QUARTER, tempo: Optional[float] = 80.0) -> Any:
     """Grid (L, 4) of MIDI pitches / ``REST`` -> music21 ``Score`` with four parts.
 
     Runs of the same value in a voice become one note (or rest) of that length.

@@ -45,7 +45,7 @@ def window_noise(L: int, band: float, seed: int, n: int) -> Tensor:
     return bandlimited_noise(2 * L, 1.0 / L, band_hz=band, rms=0.5, seed=seed, batch=n)[:, L:].float()
 
 
-def two_tone_classes(n: int, L: int, seed: int):
+def two_tone_classes(n: int, L: int, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """10 classes of two-tone signals; class c has base frequency f_c cycles/sample at the full rate."""
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 10, (n,), generator=g)

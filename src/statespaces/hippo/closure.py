@@ -12,6 +12,8 @@ All take and return ``(A (N, N), B (N,))`` tensors.
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 
 from ._checks import check_positive
@@ -19,18 +21,19 @@ from ._checks import check_positive
 __all__ = ["scale", "shift", "conjugate"]
 
 
-def scale(A: torch.Tensor, B: torch.Tensor, c: float):
+def scale(A: torch.Tensor, B: torch.Tensor, c: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Timescale change ``(cA, cB)``, ``c > 0``."""
     c = check_positive(c, "c")
     return c * A, c * B
 
 
-def shift(A: torch.Tensor, B: torch.Tensor, c: float):
+def shift(A: torch.Tensor, B: torch.Tensor, c: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Identity shift ``(A + cI, B)`` (any real ``c``)."""
     return A + c * torch.eye(A.shape[0], dtype=A.dtype), B.clone()
 
 
-def conjugate(A: torch.Tensor, B: torch.Tensor, V: torch.Tensor, atol: float = 1e-10):
+def conjugate(A: torch.Tensor, B: torch.Tensor, V: torch.Tensor, atol: float = 1e-10) -> Tuple[torch.Tensor,
+              torch.Tensor]:
     """Unitary change of basis ``(V A V^*, V B)``; raises ValueError if ``V`` is not unitary."""
     N = A.shape[0]
     if V.shape != (N, N):

@@ -26,6 +26,7 @@ Then (Hurwitz DPLR, Cor. 6.8)
 from __future__ import annotations
 
 import math
+from typing import Tuple
 
 import torch
 
@@ -62,7 +63,8 @@ def low_rank(measure: str, N: int, theta: float = 1.0) -> torch.Tensor:
     return P / math.sqrt(theta)
 
 
-def nplr(measure: str, N: int, rank: int | None = None, theta: float = 1.0):
+def nplr(measure: str, N: int, rank: int | None = None, theta: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor,
+         torch.Tensor, torch.Tensor]:
     """NPLR / Hurwitz-DPLR factorization of the HiPPO matrix (Thm 6.7, Cor 6.8).
 
     Args:
@@ -122,7 +124,8 @@ def _pair_real_eigenspace(Vz: torch.Tensor) -> torch.Tensor:
     return (Q[:, 0::2] + 1j * Q[:, 1::2]).to(_C128) / math.sqrt(2.0)
 
 
-def dplr(measure: str, N: int, rank: int | None = None, theta: float = 1.0, tol: float = 1e-9):
+def dplr(measure: str, N: int, rank: int | None = None, theta: float = 1.0, tol: float = 1e-9) -> Tuple[torch.Tensor,
+         torch.Tensor, torch.Tensor, torch.Tensor]:
     """Conjugate-symmetric half of :func:`nplr` (the S4 parameterization, kernel = 2 Re).
 
     Keeps the ``N//2`` modes with ``Im(Lambda) > 0``; eigenvalues on the real axis

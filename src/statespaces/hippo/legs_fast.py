@@ -31,6 +31,8 @@ fixed) or ``g = delta/t`` as printed in App. A.1.5 (``input_gain="thesis"``).
 
 from __future__ import annotations
 
+from typing import Any, Tuple
+
 import torch
 
 __all__ = [
@@ -102,7 +104,7 @@ def legs_solve(y: torch.Tensor, b) -> torch.Tensor:
     return (y - b * q * s_prev) / den
 
 
-def legs_gbt_coefficients(t, t_next, alpha: float, input_gain: str = "gbt"):
+def legs_gbt_coefficients(t, t_next, alpha: float, input_gain: str = "gbt") -> Tuple[Any, Any, Any]:
     """``(a, b, g)`` of one LSI-GBT step from time ``t`` to ``t_next`` (see module doc)."""
     delta = t_next - t
     a = (1.0 - alpha) * delta / t

@@ -29,6 +29,7 @@ Sign convention: SSM sign ``x' = A x + B u`` (see :mod:`.measures`).
 from __future__ import annotations
 
 import numbers
+from typing import Tuple
 
 import torch
 from torch import nn
@@ -60,7 +61,8 @@ def _check_discretization(disc) -> tuple[str, float | None]:
     return name, GBT_ALPHA.get(name)
 
 
-def discretize(A: torch.Tensor, B: torch.Tensor, dt: float, discretization="bilinear"):
+def discretize(A: torch.Tensor, B: torch.Tensor, dt: float, discretization="bilinear") -> Tuple[torch.Tensor,
+               torch.Tensor]:
     """Discretize an LTI system ``(A, B)`` with step ``dt`` (thesis §2.3.1, App. A.1.4).
 
     ``discretization``: ``"forward_euler"`` / ``"backward_euler"`` / ``"bilinear"``

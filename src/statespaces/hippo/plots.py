@@ -10,7 +10,7 @@ Both return the ``matplotlib.figure.Figure`` and save it when ``path`` is given.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -36,7 +36,7 @@ def _save(fig, path):
 
 
 def plot_reconstruction(x: Sequence[float] | torch.Tensor, signal, reconstructions: Mapping[str, torch.Tensor],
-                        title: str = "HiPPO online reconstruction", path=None):
+                        title: str = "HiPPO online reconstruction", path=None) -> Any:
     """Plot ``signal`` against each entry of ``reconstructions`` (label -> values on ``x``).
 
     One panel per reconstruction; the panel title shows its MSE.
@@ -61,7 +61,7 @@ def plot_reconstruction(x: Sequence[float] | torch.Tensor, signal, reconstructio
 
 
 def plot_basis(measure: str, N: int = 6, t_max: float | None = None, theta: float = 1.0, path=None,
-               num: int = 800, **params):
+               num: int = 800, **params) -> Any:
     """Plot the first ``N`` kernel basis functions ``K_n(t) = e^{tA}B`` of ``measure``
     (closed form, :func:`statespaces.hippo.basis`) together with the measure."""
     from .basis import basis, weight

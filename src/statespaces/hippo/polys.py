@@ -17,6 +17,7 @@ shape ``(N, *y.shape)`` whose row ``n`` is the degree-``n`` polynomial.
 from __future__ import annotations
 
 import math
+from typing import Literal, Tuple, Union, overload
 
 import torch
 
@@ -120,7 +121,14 @@ def jacobi_01_weight(y, alpha: float, beta: float) -> torch.Tensor:
     return torch.where(inside, w, torch.zeros_like(w))
 
 
-def jacobi_01(N: int, y, alpha: float, beta: float, derivative: bool = False):
+@overload
+def jacobi_01(N: int, y, alpha: float, beta: float, derivative: Literal[False] = ...) -> torch.Tensor: ...
+@overload
+def jacobi_01(N: int, y, alpha: float, beta: float, derivative: Literal[True]) -> Tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def jacobi_01(N: int, y, alpha: float, beta: float, derivative: bool = False) -> Union[torch.Tensor,
+              Tuple[torch.Tensor, torch.Tensor]]:
     """Orthonormal Jacobi polynomials ``p_n`` on ``[0, 1]`` for the probability weight
     :func:`jacobi_01_weight` (``int_0^1 p_n p_m w dy = delta_nm``, ``p_0 = 1``).
 

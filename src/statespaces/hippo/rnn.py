@@ -29,7 +29,7 @@ Shapes: x (B, L, H_in) -> h (B, L, H); memory c (B, m, N); one step x_t (B, H_in
 from __future__ import annotations
 
 import numbers
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -286,7 +286,7 @@ class HiPPORNN(nn.Module):
         return self.cell(x, state)
 
     def forward(self, x: Tensor, state: Optional[HiPPOState] = None, lengths: Optional[Tensor] = None,
-                return_state: bool = False):
+                return_state: bool = False) -> Union[Tensor, Tuple[Tensor, HiPPOState]]:
         cell = self.cell
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != cell.input_size:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__

@@ -27,7 +27,7 @@ products. The frequency-domain functions stay as the independent twin in the tes
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union, cast
 
 import torch
 
@@ -357,7 +357,8 @@ def _power_apply(dA: Tensor, L: int, x: Tensor) -> Tensor:
 
 
 def chunked_conv_dense(u: Tensor, dA: Tensor, dB: Tensor, c: Tensor, D: Optional[Tensor] = None,
-                       x0: Optional[Tensor] = None, return_state: bool = False, chunk: Optional[int] = None):
+                       x0: Optional[Tensor] = None, return_state: bool = False,
+                       chunk: Optional[int] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     r"""Output (and final state) of ``xi_t = dA xi_{t-1} + dB u_t``, ``y_t = c^T xi_t (+ D u_t)`` from ``xi_{-1} = x0``,
     by chunks of T steps (the chunked LTI convolution of :mod:`statespaces.kernels.chunked_conv` with a dense
     transition; S4 through its real dense form, thesis §2.3.2-2.3.3, app. C.1.1).
@@ -406,7 +407,8 @@ def chunked_conv_dense_bidirectional(u: Tensor, dA: Tensor, dB: Tensor, c: Tenso
     check_dense_system("chunked_conv_dense_bidirectional", u, dA, dB, c, D, directions=2)
     H = u.shape[-1]
     D2 = None if D is None else torch.cat([D, torch.zeros_like(D)])
-    z = chunked_conv_dense(torch.cat([u, u.flip(1)], -1), dA.repeat(2, 1, 1), dB.repeat(2, 1), c.flatten(0, 1), D2)
+    z = cast(Tensor, chunked_conv_dense(torch.cat([u, u.flip(1)], -1), dA.repeat(2, 1, 1), dB.repeat(2, 1),
+                                        c.flatten(0, 1), D2))
     back = z[..., H:].flip(1)                                          # back[t] = (causal conv of flip(u))[L-1-t]
     return z[..., :H] + torch.nn.functional.pad(back[:, 1:], (0, 0, 0, 1))
 

@@ -500,7 +500,8 @@ def chunked_conv_diagonal(u: Tensor, log_dA: Tensor, dB: Tensor, C: Tensor, scal
 
 def chunked_conv_diagonal_ref(u: Tensor, log_dA: Tensor, dB: Tensor, C: Tensor, scale: float = 1.0,
                               D: Optional[Tensor] = None, state: Optional[Tensor] = None,
-                              return_state: bool = False, chunk: Optional[int] = None):
+                              return_state: bool = False, chunk: Optional[int] = None) -> Union[Tensor, Tuple[Tensor,
+                              Tensor]]:
     r"""Reference twin of :func:`chunked_conv_diagonal`: the explicit recurrence (thesis eq. 2.5),
     one step at a time in complex arithmetic; the anti-causal branch by the same recurrence run
     backwards. Same arguments (``chunk`` is ignored) and results."""

@@ -16,6 +16,8 @@ fp64) for CUDA tensors when no gradient is needed, else the PyTorch expression
 """
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 
 from .. import backend
@@ -34,7 +36,7 @@ _STEP_REAL = (torch.float32, torch.float64)
 _STEP_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
 
-def diagonal_step_ref(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tensor, state: Tensor):
+def diagonal_step_ref(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tensor, state: Tensor) -> Tuple[Tensor, Tensor]:
     """Reference twin of :func:`diagonal_step`, also its PyTorch path (broadcasting, autograd):
     the expression of ``DiagonalSSM.step``."""
     state = torch.addcmul(dB * u.unsqueeze(-1), dA, state)
@@ -54,7 +56,7 @@ def _step_fits_kernel(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tensor, 
     )
 
 
-def diagonal_step(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tensor, state: Tensor):
+def diagonal_step(dA: Tensor, dB: Tensor, Cc: Tensor, D: Tensor, u: Tensor, state: Tensor) -> Tuple[Tensor, Tensor]:
     r"""One step of a diagonal SSM (recurrent view, thesis eq. 2.5, §2.3):
     ``state' = dA state + dB u``, ``y = Re(vecdot(Cc, state')) + D u``.
 

@@ -17,7 +17,7 @@ A layer is only the linear SSM: activation, mixing, normalization and residual b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Optional, Tuple, Union, cast
+from typing import TYPE_CHECKING, ClassVar, Iterator, Optional, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -42,6 +42,9 @@ from ..serialization import Pretrained
 from .irregular import check_intervals
 from .modes import Modes
 from .step_cache import StepCache
+
+if TYPE_CHECKING:
+    from .stepper import LayerStepper
 
 Tensor = torch.Tensor
 
@@ -229,7 +232,7 @@ class SSMLayer(Pretrained, nn.Module):
         return cache
 
     def stepper(self, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
-                device: Optional[Union[str, torch.device]] = None, form: str = "auto"):
+                device: Optional[Union[str, torch.device]] = None, form: str = "auto") -> "LayerStepper":
         """A stepper for generation (:mod:`.stepper`): validated and discretized once, static buffers,
         ``y = st(x_t)`` advances in place ((B, H) -> (B, H)), ``st.reset()``; thesis §2.3.2.
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 
+from torch import nn
+
 from .config import LAYERS, LayerSpec, config_class, layer_class, layer_config
 
 __all__ = ["LAYERS", "available_layers", "config_class", "layer_class", "make_layer"]
@@ -14,7 +16,7 @@ def available_layers() -> tuple:
     return tuple(kind for kind, (module, _, _) in LAYERS.items() if importlib.util.find_spec(module) is not None)
 
 
-def make_layer(layer: LayerSpec, d_model: int):
+def make_layer(layer: LayerSpec, d_model: int) -> nn.Module:
     """``make_layer(S4DConfig(d_state=32), 64)``, ``make_layer("s4d", 64)`` or
     ``make_layer({"kind": "s4d", "init": "inv"}, 64)`` -> the layer (see :func:`layer_config`)."""
     return layer_config(layer).build(d_model)

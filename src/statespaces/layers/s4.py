@@ -58,7 +58,7 @@ import contextlib
 import math
 import warnings
 from dataclasses import dataclass, replace
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, NoReturn, Optional, Tuple, cast
 
 import torch
 from torch import nn
@@ -645,7 +645,7 @@ class S4(SSMLayer):
             xi0 = None if state is None else torch.cat([state.real, state.imag], -1).to(dA.dtype)
             out = chunked.chunked_conv_dense(u.to(dA.dtype), dA, dB, c, self.D, xi0, return_state)
         if not return_state:
-            return out, None
+            return cast(Tensor, out), None
         y, xi = out
         M = self.n_modes
         return y, torch.complex(xi[..., :M], xi[..., M:])
@@ -796,7 +796,7 @@ class DiagonalizedS4(DiagonalSSM):
             setattr(self, name, getattr(self, name).to(complex_dtype))
         return self
 
-    def save_pretrained(self, save_directory):
+    def save_pretrained(self, save_directory) -> NoReturn:
         raise TypeError("a DiagonalizedS4 is not saved with save_pretrained (its tensors are its arguments): save "
                         "the S4 layer (S4.save_pretrained) and call diagonalize() after loading, or torch.save("
                         "form.state_dict())")

@@ -81,7 +81,7 @@ class ConvClassifier(nn.Module):
         self.net = nn.Sequential(*layers)
         self.head = nn.Linear(H, 10)
 
-    def forward(self, x, lengths=None, rate: float = 1.0):
+    def forward(self, x, lengths=None, rate: float = 1.0) -> Tensor:
         mask = length_mask(lengths, x.shape[0], x.shape[1], x.device)
         h = x.transpose(1, 2)
         if mask is None:

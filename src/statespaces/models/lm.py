@@ -24,7 +24,7 @@ voice-by-voice ordering of a fully autoregressive model.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -50,6 +50,9 @@ from ..ops._amp import upcast_half
 from ..serialization import Pretrained
 from .generate import check_sampling, sample_logits
 from .sashimi import FFBlock, SaShiMi, _blocks_forward, _blocks_initial, _blocks_step
+
+if TYPE_CHECKING:
+    from .stepper import ModelStepper
 
 Tensor = torch.Tensor
 
@@ -123,7 +126,7 @@ class SSMStack(Pretrained, nn.Module):
 
     @public
     def forward(self, x: Tensor, state: Optional[List[Any]] = None, return_state: bool = False,
-                lengths: Optional[Tensor] = None):
+                lengths: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, List[Any]]]:
         """x (B, L, H) -> y (B, L, H) [, state after the last step].
 
         ``lengths`` (B,): right-padded batch; steps ``t >= lengths[b]`` never influence valid steps
@@ -290,7 +293,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
     # ---- training / scoring ------------------------------------------------------------------
     @public
     def forward(self, inputs: Tensor, state: Any = None, return_state: bool = False,
-                lengths: Optional[Tensor] = None):
+                lengths: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, Any]]:
         """Logits (B, L, V) or (B, L, S, V); ``logits[:, t]`` predicts the token at t + 1.
 
         ``lengths`` (B,): right-padded batch; padded steps never influence valid ones (passed to the
@@ -331,7 +334,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
         _check_predictable_length(tgt.shape[1], "targets")
         if lengths is not None:
             lengths = torch.as_tensor(lengths)
-        logits = self.forward(inputs, lengths=lengths)
+        logits = cast(Tensor, self.forward(inputs, lengths=lengths))
         if logits.dim() == 3:
             logits = logits.unsqueeze(-2)
         B, L = tgt.shape[:2]
@@ -369,7 +372,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
         return_logits: bool = False,
         token_to_input: Optional[Callable[[Tensor], Tensor]] = None,
         stepper: Optional[bool] = None,
-    ):
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         r"""Sample ``steps`` new tokens after ``prompt`` (thesis §7.4.2: recurrent generation).
 
         The prompt goes through the backbone once in convolution mode with ``return_state=True``
@@ -440,7 +443,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
             return out, torch.stack(all_logits, 1)
         return out
 
-    def stepper(self, batch_size: int, cuda_graph: Optional[bool] = None):
+    def stepper(self, batch_size: int, cuda_graph: Optional[bool] = None) -> "ModelStepper":
         """A :class:`~statespaces.models.stepper.ModelStepper` (backbone + head, one step, static buffers,
         CUDA graph on CUDA) for ``batch_size`` sequences; the model must be in eval mode."""
         from .stepper import ModelStepper

@@ -74,7 +74,7 @@ class FFBlock(Pretrained, nn.Module):
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, expand={self.expand}"
 
-    def forward(self, x: Tensor, state: None = None, return_state: bool = False):
+    def forward(self, x: Tensor, state: None = None, return_state: bool = False) -> Union[Tensor, Tuple[Tensor, None]]:
         y = self.dropout(self.fc2(self.dropout(self.activation(self.fc1(self.norm(x))))))
         return (x + y, None) if return_state else x + y
 
@@ -82,7 +82,7 @@ class FFBlock(Pretrained, nn.Module):
         return None
 
     def step(self, x: Tensor, state: None = None) -> Tuple[Tensor, None]:
-        return self.forward(x.unsqueeze(1)).squeeze(1), None
+        return cast(Tensor, self.forward(x.unsqueeze(1))).squeeze(1), None
 
 
 class DownPool(nn.Module):
@@ -361,7 +361,7 @@ class SaShiMi(Pretrained, nn.Module):
 
     @public
     def forward(self, x: Tensor, state: Optional[State] = None, return_state: bool = False,
-                lengths: Optional[Tensor] = None):
+                lengths: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, State]]:
         """Apply the backbone to x (B, T, H); see the class docstring for the modes used.
 
         ``lengths`` (B,) (right-padded batch, convolution mode only): steps ``t >= lengths[b]`` never
@@ -410,7 +410,7 @@ class SaShiMi(Pretrained, nn.Module):
             ys.append(y_t.unsqueeze(1))
         y = self.final_norm(torch.cat(ys, 1))
         check_result(self, (y, st if return_state else None), input=x, state=state)
-        return (y, st) if return_state else y
+        return (y, cast(State, st)) if return_state else y
 
     # ---- recurrent mode --------------------------------------------------------------------------
     def _tier_step(self, i: int, x: Tensor, t_i: int, st: State) -> Tensor:

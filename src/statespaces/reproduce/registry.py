@@ -13,7 +13,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
@@ -40,14 +40,14 @@ class Claim:
 CLAIMS: Dict[str, Claim] = {}
 
 
-def claim(id: str, title: str, tier: str, timed: bool = False):
+def claim(id: str, title: str, tier: str, timed: bool = False) -> Callable[[Callable], Callable]:
     def wrap(fn):
         CLAIMS[id] = Claim(id, title, fn, tier, timed)
         return fn
     return wrap
 
 
-def pyplot():
+def pyplot() -> Any:
     """``matplotlib.pyplot`` on the Agg backend, or None when matplotlib is not installed (no plot then)."""
     try:
         import matplotlib

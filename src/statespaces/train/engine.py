@@ -83,7 +83,7 @@ class LossCurve(Callback):
         self.losses.append(state.loss * self.scale)
 
 
-def warmup_cosine(total: int, warmup: int = 0):
+def warmup_cosine(total: int, warmup: int = 0) -> Callable[[int], float]:
     """LR factor of step s: linear warmup over ``warmup`` steps, then cosine decay to 0 at ``total``
     (for ``torch.optim.lr_scheduler.LambdaLR``; the schedule of thesis §7.1)."""
     if total < 1 or warmup < 0:
@@ -98,7 +98,7 @@ def warmup_cosine(total: int, warmup: int = 0):
     return factor
 
 
-def warmup_constant(total: int, warmup: int = 0):
+def warmup_constant(total: int, warmup: int = 0) -> Callable[[int], float]:
     """LR factor of step s: linear warmup over ``warmup`` steps, then 1 until ``total`` (a constant
     learning rate, as the official LinOSS recipe; ``total`` is checked like :func:`warmup_cosine`'s)."""
     if total < 1 or warmup < 0:

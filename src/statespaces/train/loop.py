@@ -37,11 +37,11 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
 from ..data import DATASETS
 from ..data.augment import SeriesAugment
@@ -68,6 +68,9 @@ from .run import (  # noqa: F401  (re-exported: the names of the run folder's pi
     stored_config,
 )
 from .tasks import Classification, Task, get_task
+
+if TYPE_CHECKING:
+    from ..data.base import SequenceData
 
 #: Tasks whose datasets ``statespaces train`` trains (the others are trained with :func:`fit` directly).
 TRAINER_TASKS = ("classification", "regression", "seq2seq")
@@ -139,7 +142,7 @@ def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: Any = "cla
 
 
 
-def load_data(cfg: TrainConfig):
+def load_data(cfg: TrainConfig) -> "SequenceData":
     """The dataset of ``cfg.data`` (name, kwargs, normalize), with its splits checked."""
     from ..data import canonical_name, is_time_series
     from ..data.base import normalize_series, with_time_channel
@@ -383,7 +386,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
 
     torch.manual_seed(t_cfg.seed)
     data = load_data(cfg)
-    train_set, val_set = data.train, None
+    train_set: Union[TensorDataset, Subset] = data.train
+    val_set: Optional[Subset] = None
     if t_cfg.val_fraction > 0:
         fit_idx, held = validation_split(data, t_cfg.val_fraction, t_cfg.seed, t_cfg.val_split)
         train_set, val_set = Subset(data.train, fit_idx), Subset(data.train, held)

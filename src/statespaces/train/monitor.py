@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
@@ -58,7 +58,7 @@ class Progress:
 TENSORBOARD_MODES = ("auto", "on", "off")
 
 
-def tensorboard_writer(mode: str, out: Path, step: int):
+def tensorboard_writer(mode: str, out: Path, step: int) -> Optional[Any]:
     """A ``SummaryWriter`` for ``<out>/tensorboard``, or None (mode "off", or "auto" without the package).
 
     On resume, ``purge_step`` drops events a killed run wrote after its last checkpoint, so the

@@ -26,11 +26,15 @@ Complex tensors are handled as (re, im) pairs, accumulated in fp32 (``step`` als
 Every kernel launch goes through a :class:`~._launch.Config` that its module's ``configs()``
 lists; :func:`configs` gathers them all (the resource check compiles each for sm_80 / sm_90).
 """
+from typing import TYPE_CHECKING, List
+
+if TYPE_CHECKING:
+    from ._launch import Config
 __all__ = ["vandermonde", "scan", "cauchy", "step", "dplr_step", "oscillator_step", "linoss", "chunked_conv",
            "chunked_dense", "dense_tables", "dplr_discrete", "oscillator", "spectral", "configs"]
 
 
-def configs():
+def configs() -> List["Config"]:
     """Every launch configuration of every kernel (imports ``triton``)."""
     from . import (
         cauchy,

@@ -31,7 +31,7 @@ registers; :func:`statespaces.backend.backward_with_fallback`).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple, Union
 
 import torch
 import triton
@@ -39,6 +39,9 @@ import triton.language as tl
 
 from ... import backend
 from ._launch import make, signature, unique
+
+if TYPE_CHECKING:
+    from ._launch import Config
 
 Tensor = torch.Tensor
 
@@ -82,7 +85,7 @@ def _grad_config(T: int, M: int):
                 PREC="tf32x3")
 
 
-def configs():
+def configs() -> List["Config"]:
     """Every launch configuration: each chunk length T and state width BM (16 or 32 2-blocks), forward
     and backward."""
     return unique([f(T, M) for f in (_config, _bwd_config, _grad_config) for T in CHUNKS for M in (16, 32)])
@@ -442,7 +445,8 @@ class ChunkedConvFn(torch.autograd.Function):
         return (du, dtaps, dwin, dwout.sum(0), dpow_T, dpow_r, dx0 if ctx.has_x0 else None, None)
 
 
-def chunked_conv_triton(u: Tensor, tables, state: Optional[Tensor] = None, return_state: bool = False):
+def chunked_conv_triton(u: Tensor, tables, state: Optional[Tensor] = None,
+                        return_state: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     r"""The Triton path of :func:`statespaces.kernels.chunked_conv.chunked_conv`: same arguments
     (u (B, L, H) float32 on CUDA, or on CPU under ``TRITON_INTERPRET=1``; tables with T in
     :data:`CHUNKS` and at most :data:`MAX_BLOCK_M` 2-blocks) and results; differentiable (Triton backward)."""

@@ -43,7 +43,7 @@ path on the same tables (the twin that :mod:`statespaces.kernels.chunked` regist
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
 
 import torch
 import triton
@@ -51,6 +51,9 @@ import triton.language as tl
 
 from ... import backend
 from ._launch import contiguous, make, signature, unique
+
+if TYPE_CHECKING:
+    from ._launch import Config
 
 Tensor = torch.Tensor
 
@@ -126,7 +129,7 @@ _CHOOSERS = (_carry_config, _out_config, _adj_config, _du_config, _grad_config,
              lambda N: _carry_config(N, True), lambda N: _adj_config(N, True))
 
 
-def configs():
+def configs() -> List["Config"]:
     """Every launch configuration: state widths BN = 16 .. :data:`MAX_N` (powers of two), five launch sites (the
     sequential two also in their segment-local variant)."""
     widths = []
@@ -434,7 +437,8 @@ class ChunkedDenseFn(torch.autograd.Function):
 
 
 def chunked_conv_dense_triton(u: Tensor, Z: Tensor, w_in: Tensor, w_out: Tensor, G: Tensor,
-                              last_power: Optional[Callable[[], Tensor]] = None, x0: Optional[Tensor] = None):
+                              last_power: Optional[Callable[[], Tensor]] = None,
+                              x0: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     r"""The Triton path of :func:`statespaces.kernels.chunked.chunked_conv_dense` from its tables.
 
     Args:

@@ -28,7 +28,7 @@ registers; :func:`statespaces.backend.backward_with_fallback`).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import torch
 import triton
@@ -37,6 +37,9 @@ import triton.language as tl
 from ... import backend
 from ._launch import contiguous, make, signature, unique
 from .chunked_dense import CHUNK, MAX_N, _tile
+
+if TYPE_CHECKING:
+    from ._launch import Config
 
 Tensor = torch.Tensor
 
@@ -75,7 +78,7 @@ def _pow_config(N: int):
     return make(__name__, _powers_bwd_kernel, _POW_SIG, num_warps=POW_WARPS, K=K, BN=_block_n(N), BK=16)
 
 
-def configs():
+def configs() -> List["Config"]:
     """Every launch configuration: BN = 16 .. :data:`MAX_N`, with and without D."""
     out = []
     n = 16

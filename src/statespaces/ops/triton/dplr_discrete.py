@@ -46,7 +46,7 @@ appear here, so promoting them to fp64 next to fp64 tensors is exact.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import torch
 import triton
@@ -54,6 +54,9 @@ import triton.language as tl
 
 from ... import backend
 from ._launch import contiguous, make, real_view, signature, unique
+
+if TYPE_CHECKING:
+    from ._launch import Config
 
 Tensor = torch.Tensor
 
@@ -85,7 +88,7 @@ def _bwd_config(M: int, r: int):
     return make(__name__, _bwd_kernel, _BWD_SIG, num_warps=_bwd_warps(M), R=r, BM=_block_m(M))
 
 
-def configs():
+def configs() -> List["Config"]:
     """Every launch configuration: forward and backward, rank 1 and 2, mode blocks BM = 16 and 32."""
     return unique([f(M, r) for f in (_fwd_config, _bwd_config) for r in range(1, MAX_RANK + 1)
                    for M in range(1, MAX_MODES + 1)])

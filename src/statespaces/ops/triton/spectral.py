@@ -10,13 +10,16 @@ their (..., 2) real views; fp32 arithmetic, as the transforms around it.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import torch
 import triton
 import triton.language as tl
 
 from ._launch import make, real_view, signature, unique
+
+if TYPE_CHECKING:
+    from ._launch import Config
 
 Tensor = torch.Tensor
 
@@ -32,7 +35,7 @@ def _config(need_u: bool, need_k: bool):
     return make(__name__, _spectral_bwd_kernel, _SIG, num_warps=4, BLOCK_F=BLOCK_F, NEED_U=need_u, NEED_K=need_k)
 
 
-def configs():
+def configs() -> List["Config"]:
     """Every launch configuration: du wanted or not, the kernel gradient wanted or not (at least one)."""
     return unique([_config(u, k) for u in (False, True) for k in (False, True) if u or k])
 
