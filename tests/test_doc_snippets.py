@@ -8,7 +8,9 @@ in a page fails here. ``docs/deploy.md`` runs on its own in ``test_docs.py``; th
 """
 from __future__ import annotations
 
+import os
 import re
+import shlex
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -106,3 +108,59 @@ def test_page_python_blocks_run(page, tmp_path, monkeypatch):
         for code, what in ((SETUP.get((page, i)), "setup"), (block, "block"), (CHECKS.get((page, i)), "check")):
             if code is not None:
                 exec(compile(code, f"{page} [python block {i + 1}, {what}]", "exec"), ns)
+
+
+# --------------------------------------------------------------------------------------------------
+# Every `statespaces train ...` command the pages show is accepted by the CLI (flags, values, presets)
+# --------------------------------------------------------------------------------------------------
+#: Placeholders of the pages' commands -> a value to try.
+PLACEHOLDERS = {"<Problem>": "ArrowHead", "<k>": "0", "K": "0", "SEED": "0", "NAME": "digits", "PRESET": "digits-s4d"}
+
+
+def train_commands() -> List[Tuple[str, List[str]]]:
+    """``(page, argv)`` of every ``statespaces train`` command in a shell block or inline code of the README and
+    docs pages, as the shell would pass it (comments and ``[optional]`` parts dropped, ``~`` expanded later), with
+    each ``a|b`` preset alternative and placeholder filled in; ``--resume`` commands left out (they need a run)."""
+    out = []
+    for page in ["README.md"] + sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")):
+        text = (ROOT / page).read_text()
+        lines = [line.strip() for m in re.finditer(r"^```(?:bash|sh|shell|console)?\n(.*?)^```", text, re.S | re.M)
+                 for line in m.group(1).replace("\\\n", " ").splitlines()]
+        lines += [m.group(1).replace("\n", " ") for m in re.finditer(r"`(statespaces train [^`]*)`", text)]
+        for line in lines:
+            if not line.startswith("statespaces train"):
+                continue
+            argv = [PLACEHOLDERS.get(a, a) for a in shlex.split(re.sub(r"\[[^\]]*\]", "", line), comments=True)[1:]]
+            if "--resume" in argv:
+                continue
+            variants = [argv]
+            if "--preset" in argv and "|" in argv[argv.index("--preset") + 1]:
+                i = argv.index("--preset") + 1
+                variants = [argv[:i] + [p] + argv[i + 1:] for p in argv[i].split("|")]
+            out += [(page, [a.replace("<Problem>", "ArrowHead") for a in v]) for v in variants]
+    return out
+
+
+def test_documented_train_commands_are_accepted(tmp_path, monkeypatch):
+    """Each command parses and validates into a config (the run itself is replaced by a recorder: training every
+    preset is the results tables' job). The `~/ucr/Wine/...` files of the README exist under a temporary home."""
+    import statespaces.train.loop as loop
+    from statespaces import cli
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    wine = tmp_path / "ucr" / "Wine"
+    wine.mkdir(parents=True)
+    for split in ("TRAIN", "TEST"):
+        (wine / f"Wine_{split}.tsv").write_text("1\t0.1\t0.2\t0.3\n2\t0.3\t0.2\t0.1\n")
+    configs = []
+    monkeypatch.setattr(loop, "train", lambda cfg, resume=False, progress=True: configs.append(cfg) or {})
+    commands = train_commands()
+    assert len(commands) >= 20 and any(page == "README.md" for page, _ in commands)
+    for page, argv in commands:
+        argv = [os.path.expanduser(a) if a.startswith("~") else a for a in argv]   # as the shell does
+        try:
+            assert cli.main(argv) == 0
+        except SystemExit as e:          # a user error: printed as one line on stderr
+            pytest.fail(f"{page}: `statespaces {' '.join(argv)}` is refused (exit {e.code})")
+    assert len(configs) == len(commands)
