@@ -43,7 +43,8 @@ GBT_ALPHA = {"forward_euler": 0.0, "backward_euler": 1.0, "bilinear": 0.5}
 
 
 def gbt_alpha(method: str, alpha: Optional[float] = None) -> Optional[float]:
-    """The GBT parameter of ``method`` (None for ``zoh``), checking ``alpha`` against the rule.
+    """The GBT parameter of ``method`` (None for ``zoh``), checking ``alpha`` against the rule (thesis
+    app. A.1.4: alpha = 0, 1, 1/2 are forward Euler, backward Euler, bilinear).
 
     ``alpha`` must be given (in [0, 1]) exactly for ``gbt``; a named rule accepts None or its own
     value. Raises ValueError naming the rule and the alpha found otherwise.
@@ -69,7 +70,7 @@ def _wide(x: Tensor) -> Tensor:
 
 def _exp_phi(x: Tensor, wide: bool = False) -> Tuple[Tensor, Tensor]:
     """``(e^x, phi(x))`` with ``phi(x) = (e^x - 1)/x`` elementwise, ``1 + x/2`` where ``|x| < 1e-8`` (the ZOH
-    input factor, ``dB = phi(dt A) dt B``, app. A.1.5), in x's dtype (``wide``: in float64).
+    input factor, ``dB = phi(dt A) dt B``, app. A.1.4), in x's dtype (``wide``: in float64).
 
     Computed in float64 with ``expm1``: ``(e^x - 1)/x`` with e^x rounded to float32 first has relative error
     ~2^-24/|x| (4.6e-2 just above the former series threshold 1e-6, 1.2e-4 at |x| = 1e-4; small dt |A| is
@@ -99,7 +100,7 @@ _EXPM_THETA, _EXPM_DEGREE = 0.5, 16
 
 def _expm_phi(X: Tensor) -> Tuple[Tensor, Tensor]:
     r"""``(e^X, phi(X))`` for square ``X`` (..., n, n), ``phi(X) = sum_k X^k / (k+1)! = X^{-1} (e^X - I)`` (also for
-    singular X): the dense ZOH factors, ``dA = e^{dt A}``, ``dB = phi(dt A) dt B`` (app. A.1.5).
+    singular X): the dense ZOH factors, ``dA = e^{dt A}``, ``dB = phi(dt A) dt B`` (app. A.1.4).
 
     Scaling and squaring: ``Y = X / 2^s`` with ``||Y||_1 <= 1/2`` (s per matrix), ``phi(Y)`` by its Taylor series
     (Horner, degree 16), ``e^Y = I + Y phi(Y)``, then s doublings ``phi(2Y) = phi(Y) (e^Y + I) / 2``,
@@ -126,7 +127,7 @@ def _expm_phi(X: Tensor) -> Tuple[Tensor, Tensor]:
 def discretize_diagonal(
     A: Tensor, B: Tensor, dt: Tensor, method: str = "bilinear", alpha: Optional[float] = None
 ) -> Tuple[Tensor, Tensor]:
-    r"""Discretize a diagonal SSM elementwise.
+    r"""Discretize a diagonal SSM elementwise (thesis eq. 2.3-2.4, app. A.1.4; §3.2.1).
 
     Args:
         A: eigenvalues, shape (..., N), complex or real.
@@ -159,7 +160,7 @@ def discretize_diagonal(
 def discretize_dense(
     A: Tensor, B: Tensor, dt: Union[Tensor, float], method: str = "bilinear", alpha: Optional[float] = None
 ) -> Tuple[Tensor, Tensor]:
-    r"""Discretize a dense SSM.
+    r"""Discretize a dense SSM (thesis §2.3.1, eq. 2.3-2.4; app. A.1.4).
 
     Args:
         A: state matrix, shape (..., N, N).
@@ -226,7 +227,7 @@ def undiscretize_diagonal(
 
 class _ZOHFactors(torch.autograd.Function):
     r"""``(log dA, scale C dB)`` of a diagonal SSM under ZOH as one autograd node (forward and a hand-written
-    backward), for the kernel ``K_l = Re sum_m (scale C_m dB_m) dA_m^l`` (thesis eq. 3.2, app. A.1.5).
+    backward), for the kernel ``K_l = Re sum_m (scale C_m dB_m) dA_m^l`` (thesis eq. 3.2, app. A.1.4).
 
     With ``x = dt A`` and ``phi(x) = (e^x - 1)/x``: ``log dA = x``, ``dB = phi(x) dt B``. For a real loss
     PyTorch's gradient of a holomorphic map is ``conj(f') g``, so with ``g_dB = scale sum_k conj(C_k) g_coef``:
@@ -279,7 +280,7 @@ class _ZOHFactors(torch.autograd.Function):
 
 
 def zoh_kernel_factors(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: float = 1.0) -> Tuple[Tensor, Tensor]:
-    r"""``(log dA, scale * C * dB)`` of a ZOH-discretized diagonal SSM (app. A.1.5): the two factors of its
+    r"""``(log dA, scale * C * dB)`` of a ZOH-discretized diagonal SSM (app. A.1.4): the two factors of its
     Vandermonde kernel (thesis eq. 3.2, §3.2.1).
 
     Args:

@@ -104,6 +104,8 @@ class Oscillator:
     Fields: ``channel`` (int), ``frequency`` natural angular frequency ``w0 >= 0`` (rad per unit time),
     ``damping`` ratio ``zeta`` in [0, 1], ``amplitude >= 0``, ``phase`` (rad), ``dt > 0`` (the
     channel's step size).
+
+    One conjugate pair of a diagonal SSM (thesis §3.4.5) read as an oscillator (seed 000; notes Part 6.2).
     """
 
     channel: int
@@ -125,7 +127,8 @@ def _inv_decay(rate: Tensor) -> Tensor:
 
 def green_kernel(log_eig: Tensor, residue: Tensor, L: int) -> Tensor:
     r"""``K[..., l] = sum_n 2 Re(residue_n exp(l log_eig_n))``: residue (..., N), log_eig broadcastable; (..., L)
-    float64 (both are taken in complex128, whatever their dtype)."""
+    float64 (both are taken in complex128, whatever their dtype). Seed 000's closed-form kernel: thesis eq. 3.2
+    with conjugate pairs (§3.4.5)."""
     log_eig = torch.as_tensor(log_eig).to(torch.complex128)
     residue = torch.as_tensor(residue).to(torch.complex128)
     l = torch.arange(L, dtype=torch.float64, device=residue.device)
@@ -135,7 +138,8 @@ def green_kernel(log_eig: Tensor, residue: Tensor, L: int) -> Tensor:
 
 @dataclass
 class OscillatorAnalysis:
-    r"""Oscillators of one layer (see the module docstring for the meaning of every field).
+    r"""Oscillators of one layer (see the module docstring for the meaning of every field; seed 000 and
+    seed 001, notes Parts 6.1-6.2).
 
     Shapes (complex128 / float64): S4D-like (``kind in {'s4d', 's4'}``): ``log_eig``, ``dt``,
     ``eig_nominal``, ``residue``, ``valid`` (H, M); LinOSS: ``log_eig``, ``dt``, ``eig_nominal`` (P,),
@@ -668,7 +672,8 @@ def s4d_from_oscillators(
     real_transform: str = "exp",
     dtype: Optional[torch.dtype] = None,
 ) -> "S4D":
-    r"""Build an S4D layer whose kernel is ``K_h[l] = sum 2 Re(c lambda^l)`` over the given oscillators.
+    r"""Build an S4D layer whose kernel is ``K_h[l] = sum 2 Re(c lambda^l)`` over the given oscillators
+    (thesis eq. 3.2, §3.4.5; the rules of eq. 2.4 / app. A.1.4 inverted; seed 000, notes Part 6.2).
 
     Each :class:`Oscillator` (channel h, natural frequency w0, damping ratio zeta in (0, 1],
     amplitude, phase, dt) fixes the discrete eigenvalue ``lambda = exp(s dt)`` with

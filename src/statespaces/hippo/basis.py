@@ -62,7 +62,7 @@ def _jab(name: str, p: dict) -> tuple[float, float]:
 
 
 def basis(measure: str, N: int, t, theta: float = 1.0, kind: str = "kernel", **params) -> torch.Tensor:
-    """Evaluate the ``N`` basis functions of ``measure`` at lags ``t``.
+    """Evaluate the ``N`` basis functions of ``measure`` at lags ``t`` (thesis Def. 2.18, Prop. 5.3, Table 5.1).
 
     Args:
         measure: one of :data:`MEASURES`.

@@ -22,19 +22,20 @@ __all__ = ["scale", "shift", "conjugate"]
 
 
 def scale(A: torch.Tensor, B: torch.Tensor, c: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Timescale change ``(cA, cB)``, ``c > 0``."""
+    """Timescale change ``(cA, cB)``, ``c > 0``; A (N, N), B (N,) (thesis §5.4 table, Lemma E.15)."""
     c = check_positive(c, "c")
     return c * A, c * B
 
 
 def shift(A: torch.Tensor, B: torch.Tensor, c: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Identity shift ``(A + cI, B)`` (any real ``c``)."""
+    """Identity shift ``(A + cI, B)`` (any real ``c``); A (N, N), B (N,) (thesis §5.4 table, Lemma E.15)."""
     return A + c * torch.eye(A.shape[0], dtype=A.dtype), B.clone()
 
 
 def conjugate(A: torch.Tensor, B: torch.Tensor, V: torch.Tensor, atol: float = 1e-10) -> Tuple[torch.Tensor,
               torch.Tensor]:
-    """Unitary change of basis ``(V A V^*, V B)``; raises ValueError if ``V`` is not unitary."""
+    """Unitary change of basis ``(V A V^*, V B)``; raises ValueError if ``V`` is not unitary. A, V (N, N), B (N,)
+    (thesis §5.4 table, Lemma E.15)."""
     N = A.shape[0]
     if V.shape != (N, N):
         raise ValueError(f"V must have shape ({N}, {N}), got {tuple(V.shape)}")

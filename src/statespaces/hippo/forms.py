@@ -42,7 +42,8 @@ _C128 = torch.complex128
 
 
 def low_rank(measure: str, N: int, theta: float = 1.0) -> torch.Tensor:
-    """Real low-rank factor ``P`` of shape ``(r, N)`` with ``A + P^T P`` normal.
+    """Real low-rank factor ``P`` of shape ``(r, N)`` with ``A + P^T P`` normal (thesis Thm 6.7, Cor. 6.8,
+    App. F.2.2; ``lagt`` not in the thesis).
 
     (Rows are the rank components: ``A + sum_r outer(P[r], P[r])`` is normal.)
     """
@@ -126,7 +127,8 @@ def _pair_real_eigenspace(Vz: torch.Tensor) -> torch.Tensor:
 
 def dplr(measure: str, N: int, rank: int | None = None, theta: float = 1.0, tol: float = 1e-9) -> Tuple[torch.Tensor,
          torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Conjugate-symmetric half of :func:`nplr` (the S4 parameterization, kernel = 2 Re).
+    """Conjugate-symmetric half of :func:`nplr` (the S4 parameterization, kernel = 2 Re; thesis eq. 6.2,
+    Cor. 6.8, §3.4.5).
 
     Keeps the ``N//2`` modes with ``Im(Lambda) > 0``; eigenvalues on the real axis
     (e.g. FouT's constant mode) are grouped into pairs ``(v, conj v)`` of the same

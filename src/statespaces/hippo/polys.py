@@ -62,6 +62,8 @@ def laguerre(N: int, y, alpha: float = 0.0) -> torch.Tensor:
     """Generalized Laguerre polynomials ``L_n^(alpha)(y)``, shape ``(N, *y.shape)``.
 
     Classical normalization: ``L_n^(alpha)(0) = binom(n + alpha, n)``.
+
+    A classical OP family (thesis App. A.2); the basis of LagT, which the thesis only names (Remark D.1).
     """
     x = _as_f64(y)
     out = torch.empty((N,) + tuple(x.shape), dtype=_F64)
@@ -86,6 +88,8 @@ def jacobi_recurrence_01(N: int, alpha: float, beta: float) -> tuple[torch.Tenso
     ``(1-x)^alpha (1+x)^beta``) by the map ``y = (x + 1)/2``. The ``n = 1`` term of
     ``b`` uses the simplified form that stays finite when ``alpha + beta = -1``
     (Chebyshev).
+
+    Textbook coefficients (not in the thesis), for the general-OP O-SSMs of thesis §5.5.2, Cor. E.6.
     """
     a_, b_ = float(alpha), float(beta)
     s = a_ + b_
@@ -112,7 +116,8 @@ def jacobi_recurrence_01(N: int, alpha: float, beta: float) -> tuple[torch.Tenso
 
 
 def jacobi_01_weight(y, alpha: float, beta: float) -> torch.Tensor:
-    """Probability density ``w(y) = (1-y)^alpha y^beta / B(alpha+1, beta+1)`` on ``[0, 1]``."""
+    """Probability density ``w(y) = (1-y)^alpha y^beta / B(alpha+1, beta+1)`` on ``[0, 1]``, shape of ``y``:
+    the OP weight ``omega`` of the general-OP O-SSMs (thesis §5.5.2, Cor. E.6-E.8)."""
     y = _as_f64(y)
     log_beta_fn = math.lgamma(alpha + 1) + math.lgamma(beta + 1) - math.lgamma(alpha + beta + 2)
     inside = (y > 0) & (y < 1)
@@ -134,6 +139,8 @@ def jacobi_01(N: int, y, alpha: float, beta: float, derivative: bool = False) ->
 
     Returns ``P`` of shape ``(N, *y.shape)``, or ``(P, dP)`` with the derivatives
     ``p_n'(y)`` when ``derivative=True``.
+
+    The OP basis ``p_n`` (and the ``p_n'`` of eq. E.14) of the general-OP O-SSMs (thesis §5.5.2, Cor. E.6-E.8).
     """
     y = _as_f64(y)
     a, b = jacobi_recurrence_01(N + 1, alpha, beta)
@@ -160,7 +167,9 @@ def jacobi_01(N: int, y, alpha: float, beta: float, derivative: bool = False) ->
 def jacobi_01_quadrature(M: int, alpha: float, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``M``-point Gauss quadrature ``(nodes, weights)`` for the probability weight
     ``~ (1-y)^alpha y^beta`` on ``[0, 1]`` (Golub-Welsch: eigen-decomposition of the
-    symmetric Jacobi matrix). Exact for polynomials of degree ``<= 2M - 1``.
+    symmetric Jacobi matrix). Exact for polynomials of degree ``<= 2M - 1``. Nodes and weights (M,).
+
+    Used to project ``y p_n'(y)`` on the ``p_k`` (thesis eq. E.14, Cor. E.8).
     """
     a, b = jacobi_recurrence_01(M, alpha, beta)
     J = torch.diag(a) + torch.diag(torch.sqrt(b[1:]), 1) + torch.diag(torch.sqrt(b[1:]), -1)

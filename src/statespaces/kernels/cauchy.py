@@ -137,7 +137,8 @@ class _CauchyFn(torch.autograd.Function):
 
 
 def cauchy(v: Tensor, z: Tensor, w: Tensor, conj: bool = False, chunk_elems: Optional[int] = None) -> Tensor:
-    r"""Memory-efficient Cauchy matrix-vector product ``out_k = sum_n v_n / (z_k - w_n)``.
+    r"""Memory-efficient Cauchy matrix-vector product ``out_k = sum_n v_n / (z_k - w_n)`` (thesis Def. C.5;
+    the naive-sum, linear-memory route of §3.5.3).
 
     Args:
         v: weights, shape (..., N), complex (real is promoted).
@@ -195,7 +196,8 @@ backend.register_twin("CauchyFn", _cauchy_grouped_torch)
 
 
 def cauchy_ref(v: Tensor, z: Tensor, w: Tensor, conj: bool = False) -> Tensor:
-    r"""Reference twin of :func:`cauchy` (also :func:`cauchy_naive`): materializes the (..., K, N) Cauchy matrix.
+    r"""Reference twin of :func:`cauchy` (also :func:`cauchy_naive`): materializes the (..., K, N) Cauchy matrix
+    (thesis Def. C.5; the naive O(KN) count of Prop. C.6).
 
     Same arguments and result; O(KN) memory per channel, and autograd keeps the matrix.
     """

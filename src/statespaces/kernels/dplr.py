@@ -76,7 +76,8 @@ def _solve(A: Tensor, B: Tensor, what: str) -> Tensor:
 
 
 def dplr_full(Lambda: Tensor, P: Tensor) -> Tensor:
-    r"""Full complex state matrix ``diag([L, conj L]) - sum_r [p; conj p][p; conj p]^*``.
+    r"""Full complex state matrix ``diag([L, conj L]) - sum_r [p; conj p][p; conj p]^*``
+    (Hurwitz DPLR, thesis §3.3.3, Lemma 3.8; conjugate pairs, §3.4.5).
 
     Args: Lambda (..., M), P (r, ..., M). Returns (..., 2M, 2M) complex.
     """
@@ -86,7 +87,8 @@ def dplr_full(Lambda: Tensor, P: Tensor) -> Tensor:
 
 
 def dplr_real_system(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    r"""Real N-dim form ``(A_R, b_R, c_R)`` of the conjugate-symmetric DPLR system (see module doc).
+    r"""Real N-dim form ``(A_R, b_R, c_R)`` of the conjugate-symmetric DPLR system (see module doc): the same
+    SSM in another state basis (thesis Lemma 3.3, §3.4.5).
 
     Args: Lambda (H, M), P (r, H, M), B (H, M), C (..., H, M).
     Returns: A_R (H, N, N), b_R (H, N), c_R (..., H, N), real, N = 2M.
@@ -107,7 +109,7 @@ def real_A(Lambda: Tensor, P: Tensor) -> Tensor:
 
 
 def bilinear_real(A: Tensor, dt: Tensor) -> Tensor:
-    r"""``dA = (I - dt/2 A)^{-1} (I + dt/2 A)`` for real A (H, N, N), dt (H,)."""
+    r"""``dA = (I - dt/2 A)^{-1} (I + dt/2 A)`` for real A (H, N, N), dt (H,) (bilinear, thesis eq. 2.4)."""
     s = (dt / 2)[:, None, None]
     eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
     return _solve(eye - s * A, eye + s * A, "bilinear_real: I - (dt/2) A")
@@ -116,7 +118,8 @@ def bilinear_real(A: Tensor, dt: Tensor) -> Tensor:
 def matrix_power(X: Tensor, L: int) -> Tensor:
     r"""``X^L`` by repeated squaring: ``floor(log2 L)`` squarings + ``popcount(L) - 1`` products.
 
-    ``X`` (..., N, N), ``L >= 0`` (``X^0 = I``)."""
+    ``X`` (..., N, N), ``L >= 0`` (``X^0 = I``). The squaring of thesis §3.1.2, used here only for ``dA^L``
+    (eq. C.4)."""
     if L < 0:
         raise ValueError(f"matrix_power needs a power L >= 0, got L={L}")
     if L == 0:
@@ -157,7 +160,7 @@ def bilinear_dplr_real(Lambda: Tensor, P: Tensor, dt: Tensor) -> Tensor:
     :func:`_bilinear_factors`): ``dA = (2 D^{-1} - I) - 2 Dq S``, one (H, N, r) x (H, r, N) product plus the
     three diagonals of the block-diagonal ``2 D^{-1} - I`` (``2 Re d - 1`` on the main one, ``-/+ 2 Im d`` at
     offsets ``+/- M``). O(H N^2 r); the dense form (:func:`bilinear_real` of :func:`real_A`) is its twin in
-    the tests."""
+    the tests. Thesis app. C.1.1 (Thm 3.5): ``(I - dt/2 A)^{-1}`` by Woodbury."""
     return _dense_dA(*_bilinear_factors(Lambda, P, dt))
 
 
@@ -180,7 +183,7 @@ TRITON_MAX_RANK, TRITON_MAX_MODES = 2, 32
 
 def bilinear_dplr_system(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> Tuple[Tensor, Tensor]:
     r"""Real bilinear ``dA`` (H, N, N) (:func:`bilinear_dplr_real`) and ``dB = (dt/2)(b + dA b)`` (H, N),
-    ``b = [Re B; Im B]`` (app. C.1.1): S4's dense real discrete system.
+    ``b = [Re B; Im B]`` (thesis app. C.1.1, Thm 3.5): S4's dense real discrete system.
 
     Args:
         Lambda: (H, M) complex. P: (r, H, M) complex. B: (H, M) complex. dt: (H,) real.
@@ -202,7 +205,8 @@ def bilinear_dplr_system(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> Tu
 
 
 def bilinear_dplr_system_ref(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> Tuple[Tensor, Tensor]:
-    """The PyTorch twin of :func:`bilinear_dplr_system` (any device and dtype; plain autograd)."""
+    """The PyTorch twin of :func:`bilinear_dplr_system` (any device and dtype; plain autograd). Same shapes;
+    thesis app. C.1.1 (Woodbury)."""
     d, Dq, S = _bilinear_factors(Lambda, P, dt)
     dA = _dense_dA(d, Dq, S)
     # dB = (dt/2)(b + dA b) = dt (I - sA)^{-1} b = dt (D^{-1} b - Dq (S b)): O(H N r), no pass over dA
@@ -222,7 +226,7 @@ def _bilinear_dplr_triton(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor) -> T
 
 
 def discrete_power(Lambda: Tensor, P: Tensor, dt: Tensor, L: int) -> Tensor:
-    """``dA^L`` in real form, (H, N, N)."""
+    """``dA^L`` in real form, (H, N, N): for the truncation ``I - dA^L`` (thesis eq. C.4, Alg. 1 step 1)."""
     return matrix_power(bilinear_dplr_real(Lambda, P, dt), L)
 
 
@@ -250,7 +254,7 @@ def _minus_rows(C: Tensor, w: Tensor) -> Tensor:
 def truncated_C_rows(C: Tensor, Lambda: Tensor, P: Tensor, dt: Tensor, L: int) -> Tensor:
     r""":func:`truncated_C` of :func:`discrete_power` without forming ``dA^L``: the K rows ``c_R^T dA^L`` by
     :func:`~statespaces.kernels.chunked.rows_times_power` (fewer squarings where row products are cheaper).
-    C (K, H, M); Lambda (H, M), P (r, H, M), dt (H,)."""
+    C (K, H, M); Lambda (H, M), P (r, H, M), dt (H,). Thesis eq. C.4, Alg. 1 step 1."""
     cR = 2 * torch.cat([C.real, -C.imag], -1)                           # (K, H, N)
     w = rows_times_power(cR.transpose(0, 1), bilinear_dplr_real(Lambda, P, dt), L)   # (H, K, N)
     return _minus_rows(C, w.transpose(0, 1))
@@ -268,7 +272,8 @@ def truncated_C_wide(C: Tensor, Lambda: Tensor, P: Tensor, dt: Tensor, L: int) -
 
 
 def untruncated_C(Ct: Tensor, dA_L: Tensor) -> Tensor:
-    r"""Inverse of :func:`truncated_C`: C from ``C~^T = C^T (I - dA^L)`` by one (H, N, N) solve.
+    r"""Inverse of :func:`truncated_C`: C from ``C~^T = C^T (I - dA^L)`` by one (H, N, N) solve (thesis
+    eq. C.4 inverted: app. C.1.2 may learn ``C~`` directly, the recurrent view needs C).
 
     Ill-conditioned when ``dA`` has an eigenvalue with ``|lambda|^L`` close to 1 (an undamped mode
     whose kernel has not decayed within L steps): the kernel then does not determine C well.
@@ -441,7 +446,8 @@ def dplr_kernel(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor, dt: Tensor, L: 
 
 
 def apply_A_half(x: Tensor, Lambda: Tensor, P: Tensor) -> Tensor:
-    r"""First half of ``A_f x_f`` for a conjugate-symmetric x: ``L x - sum_r p_r 2 Re(p_r^* x)``.
+    r"""First half of ``A_f x_f`` for a conjugate-symmetric x: ``L x - sum_r p_r 2 Re(p_r^* x)``
+    (``A = Lambda - P P^*``, thesis §3.3.3; the O(N) product of Thm 3.5).
 
     x: (..., H, M). Returns (..., H, M).
     """
@@ -451,7 +457,8 @@ def apply_A_half(x: Tensor, Lambda: Tensor, P: Tensor) -> Tensor:
 
 def dplr_zero_input(Lambda: Tensor, P: Tensor, C: Tensor, dt: Tensor, x0: Tensor, L: int,
                     dA_L: Optional[Tensor] = None, backend: str = "chunked") -> Tensor:
-    r"""Free response ``y_l = c^T dA^{l+1} x0`` for l < L (no input), by the same Cauchy route.
+    r"""Free response ``y_l = c^T dA^{l+1} x0`` for l < L (no input), by the same Cauchy route
+    (thesis app. C.1.2, Lemmas C.3-C.4, with ``(I + dt/2 A) x0 / dt`` in place of ``B``).
 
     ``sum_{l<L} y_l z^l = C~^T (I - dA z)^{-1} dA x0 = (2/(dt(1+z))) C~^T (g - A)^{-1} (I + dt/2 A) x0``;
     at z = -1 it is ``C~^T (I + dt/2 A) x0 / 2``.
@@ -481,7 +488,8 @@ def dplr_zero_input(Lambda: Tensor, P: Tensor, C: Tensor, dt: Tensor, x0: Tensor
 
 def dplr_advance(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor, u: Tensor, x0: Optional[Tensor] = None,
                  dA_L: Optional[Tensor] = None, backend: str = "chunked") -> Tensor:
-    r"""State after consuming ``u`` (B, H, L) from ``x0`` (B, H, M) (zeros if None), O(B H N L).
+    r"""State after consuming ``u`` (B, H, L) from ``x0`` (B, H, M) (zeros if None), O(B H N L): the state
+    of the unrolled recurrence (thesis eq. 2.6) by the resolvent route of app. C.1.2 (Lemmas C.2-C.4).
 
     ``x_L = dA^L x0 + S``, ``S = sum_j dA^j dB v_j`` with ``v_j = u_{L-1-j}``. With the DFT
     ``V_k = sum_j v_j omega_k^j`` and ``zeta_k = conj(omega_k)``:

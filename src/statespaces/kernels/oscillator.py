@@ -115,7 +115,7 @@ def _transition_triton(A: Tensor, dt: Tensor, scheme: str) -> Tuple[Tensor, Tens
 
 def oscillator_transition_ref(A: Tensor, dt: Tensor, discretization: str) -> Tuple[Tensor, Tensor]:
     """Twin of :func:`oscillator_transition` by plain autograd through the formulas (no validation); A and dt
-    of the same shape."""
+    of the same shape, e.g. (P,). The IM/IMEX blocks of seed 001 with the corrected forcing (notes Part 6.1)."""
     one = torch.ones_like(A)
     if check_scheme(discretization) == "im":
         S = 1.0 / (1.0 + dt * dt * A)
@@ -134,7 +134,7 @@ def transition_with_jacobian(A: Tensor, dt: Tensor, scheme: str) -> Tuple[Tensor
 
     IMEX: ``d/dA = (0, -dt, 0, -dt^2, 0, 0)``, ``d/d dt = (0, -A, 1, -2 dt A, 1, 2 dt)``. IM, with
     ``S = 1/(1 + dt^2 A)`` and ``q = 1 - dt^2 A``: ``d/dA = -S^2 (dt^2, dt, dt^3, dt^2, dt^3, dt^4)``,
-    ``d/d dt = S^2 (-2 dt A, -A q, q, -2 dt A, q, 2 dt)``.
+    ``d/d dt = S^2 (-2 dt A, -A q, q, -2 dt A, q, 2 dt)``. Derivatives of the seed 001 blocks (notes Part 6.1).
     """
     fused = _transition_fused(A, dt, scheme)
     if fused is not None:
@@ -189,6 +189,7 @@ def transition_vjp(J: Tensor, *grads: Tensor) -> Tensor:
 
 def normal_form(M: Tensor, f: Tensor, tol: float = 1e-6) -> Tuple[Tensor, Tensor, Tensor]:
     r"""The blocks in the basis where they are normal: ``(M', f', T)`` with ``x = [[p, q], [0, 1]] x'``, T = (p, q).
+    A change of state basis, which leaves the SSM unchanged (thesis Lemma 3.3).
 
     For a block with eigenvalues ``alpha +- i beta``: ``p = beta / M10``, ``q = (M00 - M11) / (2 M10)``, then
     ``M' = T^-1 M T = [[alpha, -beta], [beta, alpha]]`` and ``f' = T^-1 f = ((f0 - q f1) / p, f1)``; the position
@@ -230,13 +231,15 @@ def _pair(x: Tensor, T: Tensor, dim: int) -> Tuple[Tensor, Tensor]:
 
 def to_normal_basis(x: Tensor, T: Tensor, dim: int = -2) -> Tensor:
     r"""``x' = T^-1 x`` for ``T = [[p, q], [0, 1]]`` (:func:`normal_form`): states or forcings with their
-    (velocity, position) pair along ``dim`` and the oscillators last, T (2, ...) broadcasting against the rest."""
+    (velocity, position) pair along ``dim`` and the oscillators last, T (2, ...) broadcasting against the rest.
+    The state map of thesis Lemma 3.3."""
     z, y = _pair(x, T, dim)
     return torch.stack([(z - T[1] * y) / T[0], y], dim)
 
 
 def from_normal_basis(x: Tensor, T: Tensor, dim: int = -2) -> Tensor:
-    r"""``x = T x'`` (the inverse of :func:`to_normal_basis`): the position is the same in both bases."""
+    r"""``x = T x'`` (the inverse of :func:`to_normal_basis`): the position is the same in both bases. Shapes as
+    there; thesis Lemma 3.3."""
     z, y = _pair(x, T, dim)
     return torch.stack([T[0] * z + T[1] * y, y], dim)
 
@@ -256,7 +259,8 @@ def oscillator_polar(A: Tensor, dt: Tensor, discretization: str) -> Tuple[Tensor
 
 
 def oscillator_eigenvalues(A: Tensor, dt: Tensor, discretization: str) -> Tensor:
-    r"""Discrete eigenvalue ``r e^{+i theta}`` of each oscillator (the other one is its conjugate). (P,) complex."""
+    r"""Discrete eigenvalue ``r e^{+i theta}`` of each oscillator (the other one is its conjugate). (P,) complex.
+    Seed 001 Prop. 3.1 (IM); IMEX as corrected in notes Part 6.1."""
     log_r, theta = oscillator_polar(A, dt, discretization)
     return torch.polar(torch.exp(log_r), theta)
 
@@ -270,7 +274,8 @@ def _sin_ratio(l: Tensor, theta: Tensor) -> Tensor:
 
 
 def power_coefficients(log_r: Tensor, theta: Tensor, l: Tensor) -> Tuple[Tensor, Tensor]:
-    r"""``(s_l, r^2 s_{l-1})`` such that ``M^l = s_l M - r^2 s_{l-1} I`` (Cayley-Hamilton).
+    r"""``(s_l, r^2 s_{l-1})`` such that ``M^l = s_l M - r^2 s_{l-1} I`` (Cayley-Hamilton): the factors of the
+    closed-form LinOSS impulse responses (notes Part 6.1).
 
     Args:
         log_r: (P,) log-modulus, from :func:`oscillator_polar`.
@@ -288,7 +293,8 @@ def power_coefficients(log_r: Tensor, theta: Tensor, l: Tensor) -> Tuple[Tensor,
 
 
 def matrix_powers(M: Tensor, A: Tensor, dt: Tensor, discretization: str, l: Tensor) -> Tensor:
-    r"""``M^l`` for each oscillator and each power in ``l``, in closed form: (2, 2, P, L).
+    r"""``M^l`` for each oscillator and each power in ``l``, in closed form: (2, 2, P, L). The powers of the
+    kernel (thesis eq. 2.7) for the seed 001 transition; M (2, 2, P), A and dt (P,), l (L,).
 
     Computed in float64 and returned in the dtype of ``M``.
     """
@@ -328,12 +334,14 @@ def oscillator_responses(A: Tensor, dt: Tensor, discretization: str, L: int) -> 
 
 
 def oscillator_kernel(A: Tensor, dt: Tensor, discretization: str, L: int) -> Tensor:
-    r"""Position impulse response ``kappa_l`` of each oscillator (its Green's function), (P, L)."""
+    r"""Position impulse response ``kappa_l`` of each oscillator (its Green's function), (P, L); A (P,).
+    The kernel (thesis eq. 2.7) of one seed 001 oscillator, in the closed form of notes Part 6.1."""
     return oscillator_responses(A, dt, discretization, L)[1]
 
 
 def mimo_kernel(kappa: Tensor, B: Tensor, C: Tensor) -> Tensor:
-    r"""LinOSS MIMO convolution kernel ``K[h, k, l] = Re(sum_p C_hp kappa_pl B_pk)``.
+    r"""LinOSS MIMO convolution kernel ``K[h, k, l] = Re(sum_p C_hp kappa_pl B_pk)`` (seed 001's MIMO
+    ``B``, ``C``; the (out, in) kernel layout of thesis Remark 2.8).
 
     Since ``kappa`` is real, ``K = sum_p Re(C_hp B_pk) kappa_pl``: each oscillator contributes a
     real rank-<=2 channel-mixing matrix ``Re(C_:p B_p:)`` times its scalar Green's function.
@@ -350,7 +358,8 @@ def mimo_kernel(kappa: Tensor, B: Tensor, C: Tensor) -> Tensor:
 
 def oscillator_step_ref(M: Tensor, f: Tensor, Bt: Tensor, Ct: Tensor, D: Tensor, u: Tensor,
                         state: Tensor) -> Tuple[Tensor, Tensor]:
-    r"""Reference twin of :func:`oscillator_step`, also its PyTorch path (autograd, CPU, any dtype).
+    r"""Reference twin of :func:`oscillator_step`, also its PyTorch path (autograd, CPU, any dtype). The
+    seed 001 recurrence ``x_n = M x_{n-1} + F_n`` in step mode (thesis §2.3.2).
 
     One step of P oscillators (the body of :meth:`statespaces.layers.linoss.LinOSS.step` and of its generation
     stepper, :mod:`statespaces.layers.stepper`): ``state' = M state + f (B u)``, ``out = Re(C y') + D u``.
@@ -377,7 +386,7 @@ def oscillator_step_ref(M: Tensor, f: Tensor, Bt: Tensor, Ct: Tensor, D: Tensor,
 def oscillator_step(M: Tensor, f: Tensor, Bt: Tensor, Ct: Tensor, D: Tensor, u: Tensor, state: Tensor,
                     out: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
     r"""One step of P oscillators, ``state' = M state + f (B u)``, ``out = Re(C y') + D u``: arguments and
-    result as :func:`oscillator_step_ref`.
+    result as :func:`oscillator_step_ref` (seed 001 recurrence; thesis §2.3.2).
 
     On CUDA tensors (or under :func:`statespaces.backend.force_triton`) with no gradient needed, the two
     fused Triton kernels of :mod:`statespaces.ops.triton.oscillator_step` run (fp32 or fp64 states,

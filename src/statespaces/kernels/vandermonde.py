@@ -126,7 +126,9 @@ def _powers_real(log_a: Tensor, count: int) -> Tensor:
 
 def exp_scaled(log_a: Tensor, n: int) -> Tensor:
     """``exp(n * log_a)`` for an integer ``n``, with the exponent formed as in :func:`_powers`
-    (float64, phase reduced), so that a whole-chunk power ``a^L`` is as accurate as ``a``."""
+    (float64, phase reduced), so that a whole-chunk power ``a^L`` is as accurate as ``a``.
+    Result shaped as ``log_a`` (e.g. (H, N)): the power ``dA^L`` that carries a diagonal state over a chunk
+    (thesis §3.2.1)."""
     return _powers(log_a, 2, int(n))[..., 1]
 
 
@@ -212,12 +214,13 @@ def _vandermonde_triton(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
 
 def vandermonde_ref(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
     r"""Reference twin of :func:`vandermonde`: materializes the (..., H, N, L) matrix of powers
-    (:func:`statespaces.kernels.reference.vandermonde_naive`); same arguments and result."""
+    (:func:`statespaces.kernels.reference.vandermonde_naive`); same arguments and result.
+    The naive O(NL) route of thesis §3.2.1, eq. 3.2."""
     return vandermonde_naive(coef, log_a, L)
 
 
 def vandermonde(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
-    r"""``K_l = Re sum_n coef_n exp(l * log_a_n)`` for ``l in [0, L)``.
+    r"""``K_l = Re sum_n coef_n exp(l * log_a_n)`` for ``l in [0, L)`` (thesis eq. 3.2, §3.5.3).
 
     The path is chosen by :mod:`statespaces.backend`: on CUDA tensors (complex64) with Triton
     importable, the fused Triton kernel (:mod:`statespaces.ops.triton.vandermonde`); everywhere
@@ -266,13 +269,13 @@ backend.register_twin("ZOHVandermondeFn", _zoh_vandermonde_pairs_torch)
 
 def zoh_vandermonde_ref(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: float, L: int) -> Tensor:
     r"""Reference twin of :func:`zoh_vandermonde`: :func:`~statespaces.discretize.zoh_kernel_factors`, then
-    :func:`vandermonde_ref`; same arguments and result."""
+    :func:`vandermonde_ref`; same arguments and result (thesis eq. 3.2 with the ZOH rule of eq. 2.4)."""
     log_dA, coef = zoh_kernel_factors(dt, A, B, C, scale)
     return vandermonde_ref(coef, log_dA, L)
 
 
 def zoh_vandermonde(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: float, L: int) -> Tensor:
-    r"""Kernel of a ZOH-discretized diagonal SSM (thesis eq. 3.2, app. A.1.5):
+    r"""Kernel of a ZOH-discretized diagonal SSM (thesis eq. 3.2, app. A.1.4):
     ``K[k, h, l] = Re sum_m scale C[k, h, m] dB[h, m] exp(l dt[h] A[h, m])`` with ``dB = (e^{dt A} - 1)/A B``.
 
     The values of :func:`~statespaces.discretize.zoh_kernel_factors` followed by :func:`vandermonde`, which is
@@ -303,7 +306,8 @@ def zoh_vandermonde(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: float, L
 
 
 def vandermonde_transpose(u: Tensor, log_a: Tensor) -> Tensor:
-    r"""Adjoint sum ``S_n = sum_l u_l exp(l * log_a_n)``.
+    r"""Adjoint sum ``S_n = sum_l u_l exp(l * log_a_n)``: with ``u`` reversed, the state of the unrolled
+    diagonal recurrence (thesis eq. 2.6, §3.2.1) after a chunk, up to the factor ``dB``.
 
     Args:
         u: real weights, shape (..., H, L).

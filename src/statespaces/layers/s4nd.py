@@ -114,7 +114,7 @@ def resolution_rate(train_shape: Sequence[int], new_shape: Sequence[int]) -> Tup
     """Per-axis ``rate`` to run a layer trained on ``train_shape`` grids on ``new_shape`` grids.
 
     Both grids sample the same continuous domain, so the step scales as ``L_train / L_new``:
-    ``resolution_rate((28, 28), (56, 56)) == (0.5, 0.5)`` (2x finer grid, Δ/2).
+    ``resolution_rate((28, 28), (56, 56)) == (0.5, 0.5)`` (2x finer grid, Δ/2). Thesis §9.3.2, §2.4.1.
     """
     if len(train_shape) != len(new_shape):
         raise ValueError(f"train_shape {tuple(train_shape)} and new_shape {tuple(new_shape)} differ in rank")

@@ -42,7 +42,8 @@ def _fft_len(n: int) -> int:
 
 
 def two_sided_kernel(k: Tensor, L: int) -> Tensor:
-    r"""Merge a bidirectional kernel pair into one length-2L circular kernel.
+    r"""Merge a bidirectional kernel pair into one length-2L circular kernel (thesis §7.2.6:
+    ``K_1 + reverse(K_2)``, one convolution instead of two; here ``K_2`` starts at lag -1, not 0).
 
     ``k`` has shape (2, H, L): ``k[0]`` acts causally (lags 0..L-1) and ``k[1]`` anti-causally
     on lags -1..-L, so ``y_t = sum_{s<=t} k0[t-s] u_s + sum_{s>t} k1[s-t-1] u_s``. Returns (H, 2L).
@@ -214,7 +215,7 @@ def _spectral_triton(G: Tensor, Xc: Optional[Tensor], K: Tensor, need_u: bool) -
 def fftconv_ref(u: Tensor, kc: Tensor, n: int) -> Tensor:
     """The reference twin of :func:`fftconv`'s circular product: ``irfft(rfft(u, n) rfft(kc, n), n)[:L]`` per channel,
     u (B, L, H), kc (H, m <= n), in plain differentiable torch ops (autograd's own backward, so derivatives of any
-    order: the ``"ref"`` backend, :mod:`statespaces.backend`), float32 inside autocast."""
+    order: the ``"ref"`` backend, :mod:`statespaces.backend`), float32 inside autocast. Thesis Prop. 2.8-2.9."""
     with autocast_off(u):
         u = upcast_half(u)
         K = torch.fft.rfft(kc.to(u.dtype), n=n)

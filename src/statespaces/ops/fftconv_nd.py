@@ -53,7 +53,8 @@ def _check_factors(u: Tensor, factors: Sequence[Tensor], two_sided: Sequence[boo
 
 
 def fftconv_nd(u: Tensor, factors: Sequence[Tensor], two_sided: Sequence[bool]) -> Tensor:
-    r"""Convolve every channel of ``u`` with the outer product of per-axis 1-D kernels.
+    r"""Convolve every channel of ``u`` with the outer product of per-axis 1-D kernels (thesis Thm 9.2,
+    Cor. 9.3; Prop. 2.9 per axis).
 
     Args:
         u: real input (..., H, L_1, ..., L_D), channels before the D spatial axes.
@@ -83,7 +84,8 @@ def fftconv_nd(u: Tensor, factors: Sequence[Tensor], two_sided: Sequence[bool]) 
 
 
 def toeplitz_matrix(k: Tensor, L: int, two_sided: bool) -> Tensor:
-    r"""Dense (H, L, L) matrix ``T[h, t, s] = k_h(t - s)`` of one axis factor (layout of :func:`fftconv_nd`)."""
+    r"""Dense (H, L, L) matrix ``T[h, t, s] = k_h(t - s)`` of one axis factor (layout of :func:`fftconv_nd`):
+    the convolution (thesis eq. 2.6-2.7) along one axis of Cor. 9.3 as a Toeplitz matrix; k (H, L or 2L)."""
     t = torch.arange(L, device=k.device)
     lag = t[:, None] - t[None, :]                                   # (L, L): t - s
     if two_sided:
@@ -114,7 +116,8 @@ class _BatchedMatmul(torch.autograd.Function):
 
 
 def toeplitz_conv_nd(u: Tensor, factors: Sequence[Tensor], two_sided: Sequence[bool]) -> Tensor:
-    r"""Same result as :func:`fftconv_nd` (same arguments), by one Toeplitz matmul per axis."""
+    r"""Same result as :func:`fftconv_nd` (same arguments and shapes), by one Toeplitz matmul per axis: the
+    separable kernel of thesis Cor. 9.3, the dense O(LK) route of Cor. 2.10 per axis."""
     D = len(factors)
     _check_factors(u, factors, two_sided)
     spatial = u.shape[-D:]
@@ -136,7 +139,8 @@ CONV_METHODS = ("fft", "toeplitz", "auto")
 
 def conv_nd(u: Tensor, factors: Sequence[Tensor], two_sided: Sequence[bool], method: str = "fft") -> Tensor:
     r"""Separable N-D convolution by ``"fft"`` (:func:`fftconv_nd`), ``"toeplitz"``
-    (:func:`toeplitz_conv_nd`) or ``"auto"`` (Toeplitz when every axis has L <= 64, else FFT)."""
+    (:func:`toeplitz_conv_nd`) or ``"auto"`` (Toeplitz when every axis has L <= 64, else FFT). Shapes as
+    :func:`fftconv_nd`; thesis §9.3.1, Cor. 9.3."""
     if method == "auto":
         method = "toeplitz" if max(u.shape[-len(factors):]) <= 64 else "fft"
     if method == "fft":
@@ -147,7 +151,8 @@ def conv_nd(u: Tensor, factors: Sequence[Tensor], two_sided: Sequence[bool], met
 
 
 def outer_kernel(factors: Sequence[Tensor]) -> Tensor:
-    r"""Materialize the full kernel ``K[h, i_1, ..., i_D] = Π_τ factors[τ][h, i_τ]`` (H, n_1, ..., n_D).
+    r"""Materialize the full kernel ``K[h, i_1, ..., i_D] = Π_τ factors[τ][h, i_τ]`` (H, n_1, ..., n_D): the
+    rank-1 kernel of thesis Cor. 9.3.
 
     For inspection and tests only: the layer never builds it (memory O(H Π n_τ)).
     """
@@ -158,7 +163,8 @@ def outer_kernel(factors: Sequence[Tensor]) -> Tensor:
 
 
 def direct_conv_nd(u: Tensor, kernel: Tensor, two_sided: Sequence[bool]) -> Tensor:
-    r"""Reference N-D convolution by its definition, O((Π L_τ)^2): loops over every output/input pair.
+    r"""Reference N-D convolution by its definition, O((Π L_τ)^2): loops over every output/input pair
+    (``y = K * u`` of thesis Thm 9.2).
 
     Args:
         u: (B, H, L_1, ..., L_D).

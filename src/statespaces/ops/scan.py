@@ -55,7 +55,8 @@ __all__ = [
 
 # ---- combine rules (explicit order: later ∘ earlier) ------------------------------------------
 def combine_diagonal(earlier: Tuple[Tensor, Tensor], later: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
-    """Compose two diagonal affine steps: apply ``earlier`` first, then ``later``.
+    """Compose two diagonal affine steps: apply ``earlier`` first, then ``later`` (the scan operator of
+    seed 001, with the argument order made explicit; notes Part 6.1).
 
     ``(a_i, b_i), (a_j, b_j) -> (a_j a_i, a_j b_i + b_j)``. Shapes broadcast elementwise.
     """
@@ -64,7 +65,8 @@ def combine_diagonal(earlier: Tuple[Tensor, Tensor], later: Tuple[Tensor, Tensor
 
 
 def combine_block2(earlier: Tuple[Tensor, Tensor], later: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
-    """Compose two 2x2-block-diagonal affine steps: apply ``earlier`` first, then ``later``.
+    """Compose two 2x2-block-diagonal affine steps: apply ``earlier`` first, then ``later`` (seed 001's
+    scan operator on LinOSS blocks; notes Part 6.1).
 
     Each step is ``(M, F)`` with M (..., 2, 2, N) and F (..., 2, N); returns
     ``(M_j M_i, M_j F_i + F_j)`` in the same layout (O(N) work: 2x2 products of diagonals).
@@ -225,7 +227,8 @@ def _run(a: _List, b: _List, x0: Optional[_List], comb_a: _CombineA, comb_b: _Co
 
 # ---- public scans ------------------------------------------------------------------------------
 def scan_diagonal(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> Tensor:
-    r"""All states of ``x_n = a_n * x_{n-1} + b_n`` (n = 0..L-1, ``x_{-1} = x0`` or 0) by a parallel scan.
+    r"""All states of ``x_n = a_n * x_{n-1} + b_n`` (n = 0..L-1, ``x_{-1} = x0`` or 0) by a parallel scan:
+    the diagonal recurrence (thesis eq. 2.5, §3.2.1) with the associative operator of seed 001.
 
     Args:
         a: diagonal transitions (..., L, N), real or complex; leading dims broadcast against ``b``.
@@ -267,7 +270,8 @@ backend.register_twin("ScanDiagonalFn", _scan_diagonal_torch)
 
 
 def scan_diagonal_ref(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> Tensor:
-    """Reference twin of :func:`scan_diagonal`: the sequential loop :func:`scan_loop`."""
+    """Reference twin of :func:`scan_diagonal`: the sequential loop :func:`scan_loop` (thesis eq. 2.5, one step
+    at a time). Same shapes."""
     return scan_loop(a, b, x0)
 
 
@@ -301,13 +305,15 @@ def scan_block2(M: Tensor, F: Tensor, x0: Optional[Tensor] = None) -> Tensor:
 
 
 def scan_block2_ref(M: Tensor, F: Tensor, x0: Optional[Tensor] = None) -> Tensor:
-    """Reference twin of :func:`scan_block2`: the sequential loop :func:`scan_loop` (``block=True``)."""
+    """Reference twin of :func:`scan_block2`: the sequential loop :func:`scan_loop` (``block=True``): the
+    seed 001 recurrence one step at a time. Same shapes."""
     return scan_loop(M, F, x0, block=True)
 
 
 def scan_loop(M: Tensor, F: Tensor, x0: Optional[Tensor] = None, block: bool = False) -> Tensor:
     r"""Sequential reference twin of :func:`scan_diagonal` (``block=False``) and
-    :func:`scan_block2` (``block=True``): a Python loop over L applying ``x = M_n x + F_n``.
+    :func:`scan_block2` (``block=True``): a Python loop over L applying ``x = M_n x + F_n``
+    (the recurrent view, thesis eq. 2.5, §2.3.2).
 
     Same shapes and conventions as the parallel scans.
     """

@@ -38,7 +38,7 @@ no reduction); ``P`` is formed and the sums over r taken once, after the loop. L
 programs whose partial sums are added in PyTorch (deterministic, no atomics).
 
 ZOH fused (:func:`zoh_vandermonde_triton`, S4D's default path on CUDA): the kernels take the continuous
-system ``(dt, A, B, C)`` and form ``w = dt A`` and ``c = scale C dB``, ``dB = phi(dt A) dt B`` (app. A.1.5) per
+system ``(dt, A, B, C)`` and form ``w = dt A`` and ``c = scale C dB``, ``dB = phi(dt A) dt B`` (app. A.1.4) per
 program in fp64; the backward's adjoint partials go to one epilogue program per channel that sums the
 splits and applies the chain rule of :class:`statespaces.discretize._ZOHFactors` in fp64. A fwd+bwd is
 three launches where the PyTorch route between parameters and kernel took about fifty small ops
@@ -160,7 +160,7 @@ def _cdiv(ar, ai, br, bi, small):
 @triton.jit
 def _zoh_modes(xr, xi):
     # ZOH input factor phi(x) = (e^x - 1) / x and its derivative phi'(x) = (e^x - phi(x)) / x in fp64, for
-    # x = dt A = xr + i xi (fp64; app. A.1.5); the series 1 + x/2 + x^2/6 + ... and 1/2 + x/3 + x^2/8 + ...
+    # x = dt A = xr + i xi (fp64; app. A.1.4); the series 1 + x/2 + x^2/6 + ... and 1/2 + x/3 + x^2/8 + ...
     # where |x| < 1e-3 (truncation < 1e-17; the closed forms lose ~1e-16 / |x| to cancellation).
     # Returns (phi_r, phi_i, dphi_r, dphi_i).
     er, ei = _exp64(xr, xi)
@@ -584,7 +584,7 @@ ZOH_SCALES = (1, 2)
 def zoh_vandermonde_triton(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, scale: int, L: int) -> Tensor:
     r"""The ZOH-discretized diagonal SSM's kernel in one launch (backward: two):
     ``K[k, h, l] = Re sum_n scale C[k, h, n] dB[h, n] exp(l dt[h] A[h, n])``, ``dB = (e^{dt A} - 1) / A B``
-    (thesis eq. 3.2, app. A.1.5): the values of :func:`statespaces.discretize.zoh_kernel_factors` followed by
+    (thesis eq. 3.2, app. A.1.4): the values of :func:`statespaces.discretize.zoh_kernel_factors` followed by
     :func:`vandermonde_triton`, with the discretization (and its backward, in fp64) inside the kernels.
 
     Args:
