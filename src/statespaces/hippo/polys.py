@@ -117,13 +117,23 @@ def jacobi_recurrence_01(N: int, alpha: float, beta: float) -> tuple[torch.Tenso
 
 def jacobi_01_weight(y, alpha: float, beta: float) -> torch.Tensor:
     """Probability density ``w(y) = (1-y)^alpha y^beta / B(alpha+1, beta+1)`` on ``[0, 1]``, shape of ``y``:
-    the OP weight ``omega`` of the general-OP O-SSMs (thesis §5.5.2, Cor. E.6-E.8)."""
+    the OP weight ``omega`` of the general-OP O-SSMs (thesis §5.5.2, Cor. E.6-E.8).
+
+    At the ends the density takes its limit: at ``y = 1`` it is 0 for ``alpha > 0``, ``1 / B`` for ``alpha = 0``
+    and ``inf`` for ``alpha < 0`` (likewise at ``y = 0`` by ``beta``); 0 outside ``[0, 1]``. ``y = 1`` is lag 0 of
+    the measures that use it (``y = e^{-t}``), so ``alpha = beta = 0`` gives the uniform density of LegS there too."""
     y = _as_f64(y)
     log_beta_fn = math.lgamma(alpha + 1) + math.lgamma(beta + 1) - math.lgamma(alpha + beta + 2)
     inside = (y > 0) & (y < 1)
     yc = y.clamp(1e-300, 1 - 1e-16)
     w = torch.exp(alpha * torch.log1p(-yc) + beta * torch.log(yc) - log_beta_fn)
-    return torch.where(inside, w, torch.zeros_like(w))
+    w = torch.where(inside, w, torch.zeros_like(w))
+
+    def end_value(exponent: float) -> float:        # the limit of (1-y)^alpha / B at y = 1 (of y^beta / B at 0)
+        return 0.0 if exponent > 0 else (math.exp(-log_beta_fn) if exponent == 0 else math.inf)
+
+    w = torch.where(y == 1, torch.full_like(w, end_value(alpha)), w)
+    return torch.where(y == 0, torch.full_like(w, end_value(beta)), w)
 
 
 @overload
