@@ -2,6 +2,7 @@
 irregular sampling, Pathfinder, audio and the analysis writer (77 mutants, 23 survived as test gaps). Each test
 below fails on its mutant; the reference it uses is independent of the code path it checks."""
 import math
+import os
 import subprocess
 import sys
 import warnings
@@ -157,8 +158,6 @@ def test_environment_variables(env, want):
             "with b.use_backend('torch'):\n    pass\n"
             "print(b.get_backend(), 'warned' if any('STATESPACES_BACKEND' in str(x.message) for x in w) else 'quiet',"
             " 'ok', b._no_triton_env())")
-    import os
-
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == want

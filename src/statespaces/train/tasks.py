@@ -265,8 +265,7 @@ class Forecast(_R2Task):
         return err.sum() if reduction == "sum" else err.mean()
 
     def hits(self, out: Tensor, y: Tensor) -> float:
-        o, t = _in_output_precision(out, y)
-        return float((o - t).pow(2).sum())
+        return float(self._squared_errors(out, y).sum())
 
     @staticmethod
     def _squared_errors(out: Tensor, y: Tensor) -> Tensor:
