@@ -71,6 +71,10 @@ CHECKS: Dict[Tuple[str, int], str] = {
     ("docs/s4nd.md", 0): "assert K.shape == (64, 2 * L1, 2 * L2)",
     ("docs/s4nd.md", 1): "assert torch.allclose(y_t, block(video)[:, frames - 1], atol=1e-4)",
     ("docs/s5.md", 0): "assert K.shape == (128, 128, L) and y_t.shape == x_t.shape",
+    ("docs/validation.md", 1): "model.zero_grad()\ntorch.nn.functional.cross_entropy(model(x[3:4]), y[3:4]).backward()\n"
+                               "for n, p in model.named_parameters():\n"
+                               "    assert per_sample[n].shape == (8, *p.shape)\n"
+                               "    assert torch.allclose(per_sample[n][3], p.grad, atol=1e-6), n",
 }
 
 

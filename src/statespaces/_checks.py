@@ -35,7 +35,8 @@ examined one by one to name the culprit. Entry points called by another one (a l
 block inside a model, ``kernel`` inside ``forward``) skip them; the outer call covers them.
 ``CHECK_FINITE = False`` turns them off. While ``torch.compile``/``torch.export``/jit tracing runs,
 :func:`tracing` is True and every check that needs a host value is skipped (shape, dtype and
-device checks still run); in eager mode they are never weakened. The result check
+device checks still run), and so inside a ``torch.func`` transform (``vmap`` has no host values); in
+eager mode they are never weakened. The result check
 (:func:`check_result`) needs no host value on CUDA and in traced graphs: there it is
 ``torch._assert_async`` (issue 17 item 2), kept in compiled and exported graphs (not in ONNX).
 """
@@ -48,6 +49,8 @@ import threading
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar, cast
 
 import torch
+
+from .backend import transforming
 
 #: Set to ``False`` to skip the NaN/inf checks (cheap, but a host sync on GPU).
 CHECK_FINITE = True
@@ -62,9 +65,12 @@ _is_exporting = getattr(getattr(torch, "compiler", None), "is_exporting", None)
 
 
 def tracing() -> bool:
-    """True while torch.compile (dynamo), torch.export or ``torch.jit.trace`` traces the code: then
-    checks that need host values (``bool(tensor)``, ``.item()``) are skipped. (Called a few times per
-    eager step: the compiler's functions are looked up once, at import.)"""
+    """True while torch.compile (dynamo), torch.export or ``torch.jit.trace`` traces the code, or a
+    ``torch.func`` transform runs (:func:`statespaces.backend.transforming`; under ``vmap`` a tensor has
+    no host value): then checks that need host values (``bool(tensor)``, ``.item()``) are skipped.
+    (Called a few times per eager step: the compiler's functions are looked up once, at import.)"""
+    if transforming():
+        return True
     if _is_compiling is not None and _is_compiling():
         return True
     if _is_exporting is not None and _is_exporting():
@@ -444,7 +450,8 @@ def check_result(module: torch.nn.Module, outputs: Any, what: str = "output", **
         return
     outs = [t for _, t in named_tensors(what, outputs)]
     if tracing() or any(t.device.type == "cuda" for t in outs):
-        if not torch.onnx.is_in_onnx_export():          # ONNX has no assert op: exported models stay check-free
+        # ONNX has no assert op (exported models stay check-free), vmap no batching rule for it
+        if not (torch.onnx.is_in_onnx_export() or transforming()):
             _assert_finite_async(module, outs, what)
         return
     if all_finite_many(outs):

@@ -15,6 +15,13 @@ Set it with :func:`set_backend`, for a block with :func:`use_backend`, or with t
 variable ``STATESPACES_BACKEND`` (read when this module is imported). ``STATESPACES_NO_TRITON=1``
 keeps its old meaning (``"auto"`` never picks Triton).
 
+**Inside a ``torch.func`` transform** (``grad``, ``vjp``, ``jvp``, ``jacrev``, ``jacfwd``, ``hessian``,
+``vmap``, e.g. per-sample gradients by ``vmap(grad(...))`` over ``functional_call``) every op takes its
+reference twin, whatever the selector says (:func:`get_backend` returns ``"ref"`` there): the fast paths
+are custom autograd Functions with hand-written backwards, which functorch's transforms cannot see
+through, while the twins are plain differentiable torch ops. So the transforms work on every layer,
+at the twins' speed.
+
 **How an op uses it** (e.g. :func:`statespaces.kernels.vandermonde.vandermonde`)::
 
     path = backend.choose("vandermonde", coef, log_a, dtypes=backend.COMPLEX)
@@ -62,7 +69,7 @@ Tensor = torch.Tensor
 __all__ = [
     "BACKENDS", "get_backend", "set_backend", "use_backend", "choose", "attempt", "triton_available",
     "force_triton", "triton_failed", "TritonFallbackWarning", "REAL", "COMPLEX", "fallback_op",
-    "register_twin", "backward_with_fallback", "twin_gradients", "first_order",
+    "register_twin", "backward_with_fallback", "twin_gradients", "first_order", "transforming",
 ]
 
 BACKENDS = ("auto", "torch", "ref")
@@ -96,9 +103,19 @@ _RUNNING: Optional[str] = None        # the op whose Triton path attempt() is ru
 _TWINS: Dict[str, Callable[..., Any]] = {}   # Triton autograd Function name -> its PyTorch twin
 
 
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+
+
+def transforming() -> bool:
+    """True while a ``torch.func`` transform (``grad``, ``vjp``, ``jvp``, ``jacrev``, ``jacfwd``, ``vmap``)
+    runs: the predicate :meth:`torch.autograd.Function.apply` itself uses to route custom Functions."""
+    return _functorch_active is not None and bool(_functorch_active())
+
+
 def get_backend() -> str:
-    """The current selector value (``"auto"``, ``"torch"`` or ``"ref"``)."""
-    return _BACKEND
+    """The backend in effect: the selector value (``"auto"``, ``"torch"`` or ``"ref"``), or ``"ref"`` inside a
+    ``torch.func`` transform (module docstring)."""
+    return "ref" if transforming() else _BACKEND
 
 
 def set_backend(name: str) -> str:
@@ -163,9 +180,10 @@ def _no_triton_env() -> bool:
 
 def choose(op: str, *tensors: Optional[Tensor], dtypes=REAL + COMPLEX) -> str:
     """``"triton"``, ``"torch"`` or ``"ref"``: the path ``op`` takes for these tensors."""
-    if _BACKEND == "ref":
+    selected = get_backend()
+    if selected == "ref":
         return "ref"
-    if _BACKEND == "torch" or _no_triton_env() or op in _FAILED:
+    if selected == "torch" or _no_triton_env() or op in _FAILED:
         return "torch"
     ts = [t for t in tensors if t is not None]
     if not ts or not all(t.dtype in dtypes for t in ts):

@@ -215,8 +215,13 @@ def _vandermonde_triton(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
 def vandermonde_ref(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
     r"""Reference twin of :func:`vandermonde`: materializes the (..., H, N, L) matrix of powers
     (:func:`statespaces.kernels.reference.vandermonde_naive`); same arguments and result.
-    The naive O(NL) route of thesis §3.2.1, eq. 3.2."""
-    return vandermonde_naive(coef, log_a, L)
+    The naive O(NL) route of thesis §3.2.1, eq. 3.2. The powers and their sum are formed in complex128 whatever
+    the inputs' precision, as the fast path forms its powers in float64 (``exp(l log_a)`` in complex64 loses
+    the phase ``l Im log_a`` at large l, and its gradient in ``log_a`` weighs that error by l); the result has
+    ``coef``'s real dtype. Plain differentiable ops (the casts too), so derivatives of any order and
+    ``torch.func`` transforms go through it."""
+    wide = torch.complex128
+    return vandermonde_naive(coef.to(wide), log_a.to(wide), L).to(coef.real.dtype)
 
 
 def vandermonde(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
