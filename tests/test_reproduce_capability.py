@@ -119,3 +119,31 @@ def test_linoss_bound_numeric(disc):
         torch.testing.assert_close(mods.view(16, 2), S.sqrt().detach().unsqueeze(-1).expand(16, 2))
     else:
         assert math.isclose(float(mods.min()), 1.0, abs_tol=1e-9)
+
+
+def test_repeat_pixels_is_nearest_upsampling():
+    from statespaces.reproduce.claims_robustness import repeat_pixels
+
+    x = torch.arange(2 * 3 * 4 * 2, dtype=torch.float32).view(2, 3, 4, 2)
+    up = repeat_pixels(x, 2)
+    assert up.shape == (2, 6, 8, 2)
+    for a in (0, 1):
+        for b in (0, 1):
+            torch.testing.assert_close(up[:, a::2, b::2], x, rtol=0, atol=0)
+
+
+def test_c6_repeated_pixels_at_half_rate_keep_the_coarse_logits():
+    """C6's third test set: an S4ND image model run at rate 0.5 on the 14x14 images with each pixel
+    repeated 2x2 computes nearly its 14x14 logits (the kernel's taps pair up to the coarse ZOH taps,
+    up to half a fine step at every other pixel); the same images at rate 1 do not."""
+    from statespaces.models.image import ImageClassifier
+    from statespaces.reproduce.claims_robustness import repeat_pixels
+
+    torch.manual_seed(0)
+    m = ImageClassifier(d_input=1, n_classes=10, dims=2, d_model=8, n_layers=2,
+                        layer=dict(kind="s4nd", d_state=16, seed=0)).double()
+    x = torch.rand(4, 14, 14, 1, dtype=torch.float64)
+    coarse = m(x)
+    rel = lambda y: ((y - coarse).norm() / coarse.norm()).item()  # noqa: E731
+    assert rel(m(repeat_pixels(x, 2), rate=0.5)) < 2e-3
+    assert rel(m(repeat_pixels(x, 2), rate=1.0)) > 1e-2
