@@ -206,3 +206,64 @@ def test_float32_gradients_on_the_reference_twins_as_accurate_as_the_fast_path(L
         err_fast = ((fast[n] - exact[n]).norm() / exact[n].norm()).item()
         err_ref = ((ref[n] - exact[n]).norm() / exact[n].norm()).item()
         assert err_ref <= 2 * err_fast + 1e-6, (n, err_ref, err_fast)
+
+
+@pytest.mark.parametrize("name", ["s4d", "s4", "linoss-chunked", "s5"])
+def test_per_sample_gradients_of_a_stateful_call(name):
+    """A call that continues from a state and returns the next one (the chunked/stateful paths: S4's dense chunked
+    form, LinOSS's chunked mode), differentiated per example in the parameters and the incoming state."""
+    make = {"s4d": lambda: S4D(3, 8, seed=0), "s4": lambda: S4(3, 8, seed=0),
+            "linoss-chunked": lambda: LinOSS(3, 4, seed=0, mode="chunked"), "s5": lambda: S5(3, 8, seed=0)}[name]
+    torch.manual_seed(7)
+    layer = make().double()
+    x = torch.randn(B, 40, H, dtype=torch.float64)
+    s0 = layer.initial_state(B)
+    s0 = s0 + torch.randn_like(s0)
+    params = _trainable(layer)
+
+    def sample_loss(p, xi, si):
+        y, s = functional_call(layer, p, (xi.unsqueeze(0),), {"state": si.unsqueeze(0), "return_state": True})
+        return _loss(y) + (s.abs() ** 2).sum()
+
+    got_p, got_s = vmap(grad(sample_loss, argnums=(0, 2)), in_dims=(None, 0, 0))(params, x, s0)
+    for i in range(B):
+        layer.zero_grad(set_to_none=True)
+        si = s0[i:i + 1].clone().requires_grad_(True)
+        y, s = layer(x[i:i + 1], state=si, return_state=True)
+        (_loss(y) + (s.abs() ** 2).sum()).backward()
+        torch.testing.assert_close(got_s[i:i + 1], si.grad, rtol=1e-9, atol=1e-11)
+        for n, p in layer.named_parameters():
+            if p.requires_grad:
+                torch.testing.assert_close(got_p[n][i], p.grad, rtol=1e-9, atol=1e-11, msg=n)
+
+
+def test_image_model_per_sample_gradients():
+    """S4ND in an image model takes exact Toeplitz products on small grids (``conv="auto"``), another custom
+    Function outside transforms."""
+    from statespaces.models.image import ImageClassifier
+
+    torch.manual_seed(8)
+    model = ImageClassifier(d_input=1, n_classes=3, d_model=4, n_layers=2,
+                            layer=dict(kind="s4nd", d_state=4, seed=0)).double().eval()
+    x = torch.randn(3, 6, 5, 1, dtype=torch.float64)
+    params = _trainable(model)
+    got = vmap(grad(lambda p, xi: _loss(functional_call(model, p, (xi.unsqueeze(0),)))), in_dims=(None, 0))(params, x)
+    want = _per_sample_loop(model, x, _loss)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-9, atol=1e-11, msg=n)
+
+
+def test_every_custom_function_steps_aside_inside_transforms():
+    """The helpers that wrap a custom autograd Function take plain ops on backend "ref", hence inside transforms:
+    the gradient-layout copy of the chunked forms, and the one-node near powers (taken off the CPU; a meta
+    tensor stands for a GPU one here)."""
+    from statespaces.kernels.chunked import prefer_one_node
+    from statespaces.kernels.chunked_conv import contiguous_grad
+
+    x = torch.randn(3, 4, dtype=torch.float64)
+    torch.testing.assert_close(grad(lambda t: (contiguous_grad(t) ** 2).sum())(x), 2 * x)
+    off_cpu = torch.empty(2, 4, 4, device="meta")
+    assert prefer_one_node(off_cpu)
+    with backend.use_backend("ref"):
+        assert not prefer_one_node(off_cpu)
+    assert vmap(lambda t: torch.tensor(float(prefer_one_node(off_cpu))) + 0 * t.sum())(x).eq(0).all()

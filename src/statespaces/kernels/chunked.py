@@ -81,8 +81,9 @@ def near_powers(dA: Tensor, T: int, left: Optional[Tensor] = None,
 
 
 def prefer_one_node(dA: Tensor) -> bool:
-    """Whether :func:`near_powers` takes its one-node backward: off the CPU (see there)."""
-    return dA.device.type != "cpu"
+    """Whether :func:`near_powers` takes its one-node backward: off the CPU (see there), and never on backend
+    ``"ref"`` (nor inside ``torch.func`` transforms), where plain autograd gives derivatives of any order."""
+    return dA.device.type != "cpu" and backend.get_backend() != "ref"
 
 
 def _side_matrix(P: Tensor, sides: str) -> Tensor:

@@ -357,8 +357,9 @@ class _ContiguousGrad(torch.autograd.Function):
 def contiguous_grad(x: Tensor) -> Tensor:
     """A copy of ``x`` whose gradient is made contiguous on the way back (:class:`_ContiguousGrad`): for an
     (H, B, L) chunk-layout result that leaves as a permuted (B, L, H) view (S4's stateful CPU path: fwd+bwd
-    153-161 -> 122 ms with the other layout fixes of 2026-12-06, B8 H128 N64 L1024)."""
-    return _ContiguousGrad.apply(x)
+    153-161 -> 122 ms with the other layout fixes of 2026-12-06, B8 H128 N64 L1024). Backend ``"ref"`` (and
+    ``torch.func`` transforms): a plain ``clone``."""
+    return x.clone() if backend.get_backend() == "ref" else _ContiguousGrad.apply(x)
 
 
 def _chunked_conv_torch(u: Tensor, tables: ChunkTables, state: Optional[Tensor], return_state: bool,

@@ -30,6 +30,7 @@ from typing import Sequence
 
 import torch
 
+from .. import backend
 from ._amp import amp_backward, autocast_forward
 
 Tensor = torch.Tensor
@@ -128,7 +129,9 @@ def toeplitz_conv_nd(u: Tensor, factors: Sequence[Tensor], two_sided: Sequence[b
         dim = y.dim() - D + ax
         z = y.movedim(dim, -1)
         shape = z.shape
-        z = _BatchedMatmul.apply(z.reshape(shape[0], -1, L), T)             # (H, M, L) @ (H, L, L)
+        z = z.reshape(shape[0], -1, L)
+        # (H, M, L) @ (H, L, L); backend "ref" (and torch.func transforms): plain torch.bmm, any derivative
+        z = torch.bmm(z, T) if backend.get_backend() == "ref" else _BatchedMatmul.apply(z, T)
         y = z.reshape(shape).movedim(-1, dim)
     return y.movedim(0, h_dim)
 
