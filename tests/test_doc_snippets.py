@@ -35,10 +35,11 @@ SETUP: Dict[Tuple[str, int], str] = {
     ("README.md", 2): "import statespaces\nfrom statespaces.models.lm import SSMLanguageModel\n"
                       "model = SSMLanguageModel(vocab_size=17, d_model=16, n_layers=2, layer='s4d')",
     ("docs/generation.md", 0): "import torch\ntokens = torch.randint(0, 256, (2, 32))\nprompt = tokens[:, :8]",
-    ("docs/generation.md", 1): "B = 2\nmodel.eval()\n"
+    ("docs/generation.md", 1): "prompts = torch.randint(0, 256, (3, 8))\nlengths = torch.tensor([8, 3, 5])",
+    ("docs/generation.md", 2): "B = 2\nmodel.eval()\n"
                                "_, state = model.backbone(model.encode(prompt), return_state=True)\n"
                                "x_t = model.encode(prompt[:, -1:])[:, 0]",
-    ("docs/generation.md", 2): "x = torch.randn(2, 64, 64)\nB, x_t = 2, x[:, 0]",
+    ("docs/generation.md", 3): "x = torch.randn(2, 64, 64)\nB, x_t = 2, x[:, 0]",
     ("docs/linoss.md", 0): "import torch\nB, L = 2, 64\nx = torch.randn(B, L, 128)\nx_t, x_chunk = x[:, 0], x[:, :16]",
     ("docs/linoss.md", 2): "H, P = 128, 64\nfrom statespaces.layers import DLinOSS, LinOSS",
     ("docs/linoss.md", 3): "from statespaces import S4D\nlayer = S4D(16, 32).double()\n"
@@ -59,10 +60,13 @@ CHECKS: Dict[Tuple[str, int], str] = {
                       "assert torch.allclose(y0, y[:, 0], atol=1e-5)",
     ("README.md", 2): "assert type(model).__name__ == 'SSMLanguageModel'",
     ("docs/generation.md", 0): "assert logits.shape == (2, 32, 256) and new.shape == (2, 100) and loss.dim() == 0",
-    ("docs/generation.md", 1): "assert logits.shape == (2, 256)\n"
+    ("docs/generation.md", 1): "assert new.shape == (3, 50)\n"
+                               "alone = model.generate(prompts[1:2, :3], steps=50, top_k=1)\n"
+                               "assert torch.equal(model.generate(prompts, 50, top_k=1, prompt_lengths=lengths)[1], alone[0])",
+    ("docs/generation.md", 2): "assert logits.shape == (2, 256)\n"
                                "ref = model.decode(model.backbone.step(x_t, state)[0])\n"
                                "assert torch.allclose(logits, ref, atol=1e-4)",
-    ("docs/generation.md", 2): "assert y.shape == x.shape and y_t.shape == x_t.shape",
+    ("docs/generation.md", 3): "assert y.shape == x.shape and y_t.shape == x_t.shape",
     ("docs/linoss.md", 0): "assert K.shape == (128, 128, L) and y_t.shape == x_t.shape\n"
                            "assert state.shape == (B, 2, 64) and state.is_complex()",
     ("docs/linoss.md", 3): "K = layer.kernel(L)\nassert torch.allclose(an.kernel(L), K, atol=1e-10)\n"

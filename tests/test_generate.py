@@ -213,3 +213,89 @@ def test_top_p_keeps_the_smallest_set_that_reaches_top_p():
                 break
         assert int(kept.sum()) == best, (probs, p, kept.tolist())
         assert float(prob[kept].min()) >= float(prob[~kept].max()) if bool((~kept).any()) else True
+
+
+# ---- prompts of different lengths (prompt_lengths) ------------------------------------------------
+@pytest.mark.parametrize("layer,lkw", LAYERS, ids=[l for l, _ in LAYERS])
+@pytest.mark.parametrize("backbone,bkw", BACKBONES[:2], ids=["flat", "sashimi22"])
+@pytest.mark.parametrize("stepper", [None, False])
+def test_ragged_prompts_generate_as_each_prompt_alone(layer, lkw, backbone, bkw, stepper):
+    """A right-padded batch of prompts with ``prompt_lengths``: each row's tokens and logits equal those of its
+    prompt generated alone (greedy, so the draws do not depend on the batch), whatever fills the padding."""
+    m = _model(layer, lkw, backbone, bkw)
+    torch.manual_seed(2)
+    lengths = torch.tensor([3, 7, 5])
+    prompt = torch.randint(0, 13, (3, 7))
+    steps = 6
+    toks, logits = m.generate(prompt, steps, top_k=1, return_logits=True, prompt_lengths=lengths, stepper=stepper)
+    assert toks.shape == (3, steps) and logits.shape == (3, steps, 13)
+    for b, n in enumerate(lengths.tolist()):
+        alone, lg = m.generate(prompt[b:b + 1, :n], steps, top_k=1, return_logits=True, stepper=stepper)
+        assert torch.equal(toks[b], alone[0]), b
+        torch.testing.assert_close(logits[b], lg[0], atol=1e-10, rtol=1e-10)
+    padded = prompt.clone()
+    for b, n in enumerate(lengths.tolist()):
+        padded[b, n:] = -1                                   # padding is never read (not even checked)
+    again = m.generate(padded, steps, top_k=1, prompt_lengths=lengths, stepper=stepper)
+    assert torch.equal(again, toks)
+
+
+def test_ragged_prompts_multi_stream_and_continuous_inputs():
+    """Multi-stream token prompts and continuous-input prompts of different lengths, against each alone."""
+    m = _model("s4d", dict(d_state=8), "flat", {}, n_streams=3)
+    torch.manual_seed(3)
+    prompt, lengths = torch.randint(0, 13, (2, 6, 3)), torch.tensor([6, 2])
+    toks, logits = m.generate(prompt, 4, top_k=1, return_logits=True, prompt_lengths=lengths)
+    for b, n in enumerate(lengths.tolist()):
+        alone, lg = m.generate(prompt[b:b + 1, :n], 4, top_k=1, return_logits=True)
+        assert torch.equal(toks[b], alone[0])
+        torch.testing.assert_close(logits[b], lg[0], atol=1e-10, rtol=1e-10)
+
+    torch.manual_seed(0)
+    mc = SSMLanguageModel(16, d_model=8, n_layers=2, layer=dict(kind="s4d", d_state=8), d_input=1).double().eval()
+    to_in = lambda tok: (tok.double() / 15 * 2 - 1).unsqueeze(-1)   # noqa: E731
+    prompt = torch.rand(3, 6, 1, dtype=torch.float64)
+    lengths = torch.tensor([4, 1, 6])
+    prompt[1, 1:] = float("nan")                             # padding: never read
+    toks, logits = mc.generate(prompt, 5, top_k=1, return_logits=True, token_to_input=to_in, prompt_lengths=lengths)
+    for b, n in enumerate(lengths.tolist()):
+        alone, lg = mc.generate(prompt[b:b + 1, :n], 5, top_k=1, return_logits=True, token_to_input=to_in)
+        assert torch.equal(toks[b], alone[0])
+        torch.testing.assert_close(logits[b], lg[0], atol=1e-10, rtol=1e-10)
+
+
+def test_equal_prompt_lengths_change_nothing():
+    """``prompt_lengths`` all equal to the prompt's length: the same tokens as without it, draw for draw."""
+    m = _model("s4d", dict(d_state=8), "flat", {})
+    prompt = torch.randint(0, 13, (4, 5), generator=torch.Generator().manual_seed(4))
+    a = m.generate(prompt, 8, generator=torch.Generator().manual_seed(5))
+    b = m.generate(prompt, 8, generator=torch.Generator().manual_seed(5), prompt_lengths=torch.full((4,), 5))
+    assert torch.equal(a, b)
+
+
+def test_ragged_prompts_sample_after_their_own_end():
+    """With sampling, each row's logits are still those of its own prompt followed by its own draws: the
+    convolution of the concatenated sequence."""
+    m = _model("s4d", dict(d_state=8), "flat", {})
+    prompt = torch.randint(0, 13, (3, 6), generator=torch.Generator().manual_seed(6))
+    lengths = torch.tensor([6, 2, 4])
+    toks, logits = m.generate(prompt, 5, return_logits=True, prompt_lengths=lengths,
+                              generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        for b, n in enumerate(lengths.tolist()):
+            seq = torch.cat([prompt[b:b + 1, :n], toks[b:b + 1]], 1)
+            torch.testing.assert_close(logits[b], m(seq)[0, n - 1:n + 4], atol=1e-10, rtol=1e-10)
+
+
+def test_prompt_lengths_validation():
+    m = _model("s4d", dict(d_state=8), "flat", {})
+    prompt = torch.randint(0, 13, (2, 5))
+    with pytest.raises(TypeError, match="prompt_lengths must be an integer tensor"):
+        m.generate(prompt, 2, prompt_lengths=torch.tensor([2.0, 3.0]))
+    with pytest.raises(TypeError, match="prompt_lengths must be an integer tensor"):
+        m.generate(prompt, 2, prompt_lengths=[2, 3])
+    for bad in ([0, 3], [2, 6], [2, 3, 4]):
+        with pytest.raises(ValueError, match=r"prompt_lengths must be \(B=2,\) integers in \[1, Lp=5\]"):
+            m.generate(prompt, 2, prompt_lengths=torch.tensor(bad))
+    with pytest.raises(ValueError, match="must lie in"):         # a valid position out of the vocabulary
+        m.generate(torch.tensor([[1, 2, 99], [1, 2, 3]]), 2, prompt_lengths=torch.tensor([3, 2]))

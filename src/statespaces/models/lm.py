@@ -372,6 +372,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
         return_logits: bool = False,
         token_to_input: Optional[Callable[[Tensor], Tensor]] = None,
         stepper: Optional[bool] = None,
+        prompt_lengths: Optional[Tensor] = None,
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         r"""Sample ``steps`` new tokens after ``prompt`` (thesis §7.4.2: recurrent generation).
 
@@ -394,11 +395,19 @@ class SSMLanguageModel(Pretrained, nn.Module):
                 static buffers, a CUDA graph on CUDA); None (default) = when the model has one (a flat
                 or SaShiMi backbone whose layers all have a stepper: not S5 or S4ND), False = the eager
                 ``backbone.step``. Both give the same tokens. True on a model with no stepper: TypeError.
+            prompt_lengths: integer tensor (B,) in [1, Lp] for a right-padded batch of prompts of different
+                lengths (what is beyond ``prompt[b, :prompt_lengths[b]]`` is never read), or None (all Lp).
+                The common part runs in convolution mode; from the shortest prompt's end each step feeds a
+                sequence its next prompt token while it has one and its sample after: every sequence gets
+                ``steps`` new tokens after its own prompt, as if generated alone. (With sampling, the draws
+                are those of the batch: a batch row does not reproduce the draws of a call with that
+                sequence alone.)
 
         Returns:
             (Tensor | tuple[Tensor, Tensor]): new tokens (B, steps[, S]) int64 (the prompt is not
-                included), and, if ``return_logits``, logits (B, steps[, S], V): ``logits[:, i]`` is
-                the (unfiltered) next-token distribution the i-th new token was sampled from.
+                included; row b starts after ``prompt_lengths[b]``), and, if ``return_logits``, logits
+                (B, steps[, S], V): ``logits[:, i]`` is the (unfiltered) next-token distribution the i-th
+                new token was sampled from.
         """
         check_sampling(temperature, top_k, top_p)
         steps = check_int("steps", steps, 1)
@@ -407,28 +416,37 @@ class SSMLanguageModel(Pretrained, nn.Module):
         if not isinstance(prompt, torch.Tensor) or prompt.dim() < 2:
             raise ValueError("prompt must be a (batch, length[, ...]) tensor with at least one step")
         self._check_len(prompt.shape[1], "prompt")
+        starts = self._prompt_starts(prompt, prompt_lengths)        # (B,) on the host, or None: all Lp
+        common = prompt.shape[1] if starts is None else int(starts.min())
+        extra = 0 if starts is None else int(starts.max()) - common   # forced steps beyond the shortest prompt
+        if starts is not None:            # padding never read: zeros, so that it passes the input checks
+            valid = torch.arange(prompt.shape[1], device=prompt.device) < starts.to(prompt.device)[:, None]
+            prompt = torch.where(valid.view(*valid.shape, *([1] * (prompt.dim() - 2))), prompt,
+                                 torch.zeros((), dtype=prompt.dtype, device=prompt.device))
         was_training = self.training
         self.eval()
         try:
-            h = self.encode(prompt)
-            y, state = self.backbone(h, return_state=True)
+            h = self.encode(prompt)                             # (B, Lp, H): also the inputs of the forced steps
+            y, state = self.backbone(h[:, :common], return_state=True)
             logits = self.decode(y[:, -1])
             check_result(self, logits, "next-token logits")     # NaN/inf: names the parameters or an overflow
-            st = self._generation_stepper(prompt.shape[0], stepper, steps)
+            st = self._generation_stepper(prompt.shape[0], stepper, steps + extra)
             if st is not None:
                 st.load_state(state)
             # per-step NaN/inf check of the logits: always on the eager path; with the stepper only off
             # CUDA, where it costs no device sync (the stepper validated the parameters at build time)
             check_each = st is None or logits.device.type != "cuda"
             tokens, all_logits = [], []
-            for i in range(steps):
+            for t in range(common, common + extra + steps):
                 if return_logits:
                     all_logits.append(logits.clone() if st is not None else logits)   # st.logits is reused
                 tok = sample_logits(logits, temperature, top_k, top_p, generator)     # (B[, S])
-                tokens.append(tok)
-                if i == steps - 1:
+                tokens.append(tok)   # a row still inside its prompt: a draw that is dropped below
+                if t == common + extra + steps - 1:
                     break
                 x = self._encode_step(tok, token_to_input)
+                if starts is not None and t < prompt.shape[1]:      # rows inside their prompt take its step t
+                    x = torch.where((t < starts).to(x.device)[:, None], h[:, t], x)
                 if st is None:
                     y, state = cast(Any, self.backbone).step(x, state)   # any module with the backbone API
                     logits = self.decode(y)
@@ -439,9 +457,30 @@ class SSMLanguageModel(Pretrained, nn.Module):
         finally:
             self.train(was_training)
         out = torch.stack(tokens, 1)
-        if return_logits:
-            return out, torch.stack(all_logits, 1)
+        lg = torch.stack(all_logits, 1) if return_logits else None
+        if starts is not None:              # row b's new tokens start at its own prompt's end
+            idx = (starts - common).to(out.device).view(-1, 1) + torch.arange(steps, device=out.device)
+            out = out.gather(1, idx.view(*idx.shape, *([1] * (out.dim() - 2))).expand(-1, -1, *out.shape[2:]))
+            if lg is not None:
+                lg = lg.gather(1, idx.view(*idx.shape, *([1] * (lg.dim() - 2))).expand(-1, -1, *lg.shape[2:]))
+        if lg is not None:
+            return out, lg
         return out
+
+    def _prompt_starts(self, prompt: Tensor, lengths: Optional[Tensor]) -> Optional[Tensor]:
+        """``prompt_lengths`` of :meth:`generate` checked: a CPU int64 tensor (B,) in [1, Lp], or None."""
+        if lengths is None:
+            return None
+        if not isinstance(lengths, torch.Tensor) or lengths.is_floating_point() or lengths.is_complex() \
+                or lengths.dtype == torch.bool:
+            got = lengths.dtype if isinstance(lengths, torch.Tensor) else type(lengths).__name__
+            raise TypeError(f"prompt_lengths must be an integer tensor (B,), got {got}")
+        B, Lp = prompt.shape[0], prompt.shape[1]
+        lengths = lengths.detach().to("cpu", torch.int64)
+        if lengths.shape != (B,) or bool((lengths < 1).any()) or bool((lengths > Lp).any()):
+            raise ValueError(f"prompt_lengths must be (B={B},) integers in [1, Lp={Lp}] (the prompt's length), "
+                             f"got {lengths.tolist()}")
+        return lengths
 
     def stepper(self, batch_size: int, cuda_graph: Optional[bool] = None) -> "ModelStepper":
         """A :class:`~statespaces.models.stepper.ModelStepper` (backbone + head, one step, static buffers,
