@@ -378,3 +378,27 @@ def test_sequence_data_checks_the_test_length():
         SequenceData(train, test, 1, 2, 3, "toy")
     with pytest.raises(ValueError, match="test_length"):
         SequenceData(train, test, 1, 2, 3, "toy", test_length=0)
+
+
+def test_csv_files_skip_a_header_of_column_names(tmp_path):
+    """``.csv``: comma-separated, the label first; a first line of column names (``class,t0,...`` or pandas'
+    ``label,0,1,...``) is a header and is skipped; numeric first lines and named classes are cases."""
+    names = ucr.parse_ucr_table("class,t0,t1,t2\n1,0.5,0.25,?\n2,3,4,5\n", sep=",", header=True)
+    assert names.labels == ["1", "2"] and names.lengths.tolist() == [2, 3]
+    assert names.header["format"] == "ucr-csv"
+    pandas = ucr.parse_ucr_table("label,0,1,2\ncat,0.5,0.25,0.1\ndog,3,4,5\n", sep=",", header=True)
+    assert pandas.labels == ["cat", "dog"]
+    ones = ucr.parse_ucr_table("y,1,2,3\n1,0.5,0.25,0.1\n2,3,4,5\n", sep=",", header=True)
+    assert ones.labels == ["1", "2"]
+    for text, labels in (("1,0,1,2\n2,3,4,5\n", ["1", "2"]),          # a numeric label: a case, not a header
+                         ("cat,0.5,0.7,0.1\ndog,3,4,5\n", ["cat", "dog"]),
+                         ("1,?,2,3\n2,3,4,5\n", ["1", "2"])):       # a missing value is no column name
+        assert ucr.parse_ucr_table(text, sep=",", header=True).labels == labels
+    with pytest.raises(ValueError, match="line 1: cannot read 't0'"):     # .txt: no header allowed
+        ucr.parse_ucr_table("class,t0,t1\n1,2,3\n", sep=None)
+    _write_table(tmp_path / "Csv_TRAIN.csv", [0, 1] * 3, np.arange(18.0).reshape(6, 3), ",")
+    _write_table(tmp_path / "Csv_TEST.csv", [1, 0], np.ones((2, 3)), ",")
+    d = ucr.load_ucr(tmp_path / "Csv_TRAIN.csv", normalize="none")
+    assert d.name == "ucr:Csv" and len(d.train) == 6 and d.length == 3
+    torch.testing.assert_close(d.train.tensors[0][1, :, 0], torch.tensor([3.0, 4.0, 5.0]))
+    assert ucr.looks_like_path("Csv_TRAIN.csv")

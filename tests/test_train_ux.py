@@ -194,6 +194,9 @@ def _write_ucr(folder: Path, fmt: str, name="Waves", n_train=24, n_test=16, seed
             text = "".join("\t".join([lab] + [repr(float(v)) for v in x]) + "\n" for lab, x in rows)
         elif fmt in (".txt", ""):
             text = "".join("  ".join([f"{float(lab):.7e}"] + [f"{v:.7e}" for v in x]) + "\n" for lab, x in rows)
+        elif fmt == ".csv":                     # with a header line of column names, as a spreadsheet writes it
+            text = ",".join(["class"] + [f"t{i}" for i in range(len(rows[0][1]))]) + "\n"
+            text += "".join(",".join([lab] + [repr(float(v)) for v in x]) + "\n" for lab, x in rows)
         else:
             text = ucr.format_ts([x for _, x in rows], [lab for lab, _ in rows], problem_name=name,
                                  class_labels=["1", "2"])
@@ -201,7 +204,7 @@ def _write_ucr(folder: Path, fmt: str, name="Waves", n_train=24, n_test=16, seed
     return folder / f"{name}_TRAIN{fmt}"
 
 
-@pytest.mark.parametrize("fmt", [".tsv", ".txt", ""])
+@pytest.mark.parametrize("fmt", [".tsv", ".txt", "", ".csv"])
 def test_ucr_tsv_and_txt_files_load_like_ts(tmp_path, fmt):
     ref = ucr.load_ucr(_write_ucr(tmp_path / "ts", ".ts"))
     path = _write_ucr(tmp_path / "other", fmt)

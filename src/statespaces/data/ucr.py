@@ -22,6 +22,8 @@ File formats (:data:`FORMATS`; the two files of a problem share one)
 * ``.txt`` or no suffix -- the older UCR 2015 archive (``<Name>_TRAIN``): the same layout with the
   values separated by commas (an empty field between two is a missing value) or white space
   (labels such as ``1.0000000e+00`` are read as ``1``).
+* ``.csv`` -- the same layout, comma-separated, as a spreadsheet or ``numpy.savetxt`` writes it; a first
+  line of column names (``label,t0,t1,...`` or pandas' ``label,0,1,...``) is a header and is skipped.
 
 The ``.ts`` format (parsed here by :func:`parse_ts`, written by :func:`format_ts`)
 -----------------------------------------------------------------------------------
@@ -92,9 +94,9 @@ from .base import SequenceData
 
 INSTALL_HINT = "pip install --no-deps aeon"
 #: File suffixes of a problem's ``<Name>_TRAIN`` / ``<Name>_TEST`` files, in lookup order.
-FORMATS = (".ts", ".tsv", ".txt", "")
+FORMATS = (".ts", ".tsv", ".txt", ".csv", "")
 #: How to name a problem by path (used in error messages).
-PATH_FORMS = ("a <Name>_TRAIN or <Name>_TEST file (.ts, .tsv, .txt or the old suffix-less UCR file, "
+PATH_FORMS = ("a <Name>_TRAIN or <Name>_TEST file (.ts, .tsv, .txt, .csv or the old suffix-less UCR file, "
               "with its sibling beside it) or a folder holding one such pair")
 #: (package, folder inside it) searched for bundled .ts files, in this order.
 PACKAGES = (("aeon", ("datasets", "data")), ("sktime", ("datasets", "data")))
@@ -315,17 +317,21 @@ def _check_header(labels: List[str], first_line: int, source: str) -> None:
                      "label is a number); remove that line, a UCR file holds one case per line")
 
 
-def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", sep: Optional[str] = None) -> TSFile:
+def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", sep: Optional[str] = None,
+                    header: bool = False) -> TSFile:
     """Parse a UCR archive file: one univariate case per line, the class label first.
 
     ``sep="\t"`` reads the 2018 ``.tsv`` files; ``sep=None`` (the 2015 ``.txt`` files) splits each
-    line on its commas, else its tabs, else runs of white space (:func:`_split_ucr_line`). ``NaN``,
-    ``?`` or an empty field inside a series is a missing value; trailing ones are padding (the case
-    ends at its last number). A line without a label, and a column-header line, are errors naming
-    the line.
+    line on its commas, else its tabs, else runs of white space (:func:`_split_ucr_line`); ``sep=","``
+    the ``.csv`` files. ``NaN``, ``?`` or an empty field inside a series is a missing value; trailing
+    ones are padding (the case ends at its last number). A line without a label is an error naming the
+    line; so is a column-header line, unless ``header`` (``.csv``): then a first line that is one
+    (column names, or a non-numeric label before numeric names) is skipped.
     """
     lines = text.splitlines() if isinstance(text, str) else text
-    series, labels, first = [], [], 0
+    series: List[np.ndarray] = []
+    labels: List[str] = []
+    first = 0
     for lineno, raw in enumerate(lines, 1):
         line = raw.rstrip("\r\n").lstrip("\ufeff")
         if not line.strip() or line.lstrip()[0] in "#%":
@@ -334,6 +340,9 @@ def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", s
         if line.lstrip()[0] == "@":
             raise ValueError(f"{where}: a '@' header line: this is a .ts file, name it <Name>_TRAIN.ts")
         tokens = _split_ucr_line(line, sep)
+        if header and not series and _is_column_names(tokens):
+            header = False                                  # the first line names the columns: skip it
+            continue
         if len(tokens) < 2:
             raise ValueError(f"{where}: expected a class label followed by the values, got {line.strip()[:40]!r}")
         label, values = tokens[0], ["nan" if t in ("?", "") else t for t in tokens[1:]]
@@ -356,21 +365,38 @@ def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", s
         raise ValueError(f"{source}: no cases found (a UCR file has one line per case: label, then values)")
     _check_header(labels, first, source)
     classes = sorted(set(labels))
+    fmt = {"\t": "ucr-tsv", ",": "ucr-csv"}.get(sep or "", "ucr-txt")
     return TSFile(series=series, labels=labels, problem_name=None, class_labels=None,
-                  header={"format": "ucr-tsv" if sep == "\t" else "ucr-txt", "classes": " ".join(classes)})
+                  header={"format": fmt, "classes": " ".join(classes)})
+
+
+def _is_column_names(tokens: List[str]) -> bool:
+    """Whether the fields of a first line are a CSV header: values that are not all numbers (``t0, t1``; the
+    missing-value marks ``?`` and empty fields aside), or a label that is not a number before the integers
+    0, 1, 2, ... or 1, 2, 3, ... (pandas' ``label,0,1,2``)."""
+    label, values = tokens[0], [t for t in tokens[1:] if t not in ("", "?")]
+    if not values:
+        return False
+    if not all(_is_float(t) for t in values):
+        return True
+    if _is_float(label) or len(values) < 2:
+        return False
+    cols = [float(t) for t in values]
+    return cols[0] in (0.0, 1.0) and all(b - a == 1 for a, b in zip(cols, cols[1:]))
 
 
 def read_series_file(path: Union[str, Path]) -> TSFile:
-    """Read one problem file by its suffix: ``.ts`` (:func:`read_ts`), ``.tsv`` or ``.txt``/none
+    """Read one problem file by its suffix: ``.ts`` (:func:`read_ts`), ``.tsv``, ``.txt``/none or ``.csv``
     (:func:`parse_ucr_table`)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".ts":
         return read_ts(path)
-    if suffix not in (".tsv", ".txt", ""):
-        raise ValueError(f"{path}: unsupported suffix {path.suffix!r}; accepted: .ts, .tsv, .txt or none")
+    if suffix not in (".tsv", ".txt", ".csv", ""):
+        raise ValueError(f"{path}: unsupported suffix {path.suffix!r}; accepted: .ts, .tsv, .txt, .csv or none")
+    sep = {".tsv": "\t", ".csv": ","}.get(suffix)
     with open(path, encoding="utf-8", errors="replace") as f:
-        return parse_ucr_table(f, source=str(path), sep="\t" if suffix == ".tsv" else None)
+        return parse_ucr_table(f, source=str(path), sep=sep, header=suffix == ".csv")
 
 
 def _fmt(v: float) -> str:
@@ -524,12 +550,13 @@ def _pair_from_path(p: Path) -> Tuple[str, Path, Path]:
         if len(pairs) != 1:
             found = ", ".join(q[0] for q in pairs) or "none"
             raise FileNotFoundError(f"{p}: expected one problem (a <Name>_TRAIN file with its <Name>_TEST file, "
-                                    f"suffix .ts, .tsv, .txt or none) in this folder, found {found}; pass a file path")
+                                    f"suffix .ts, .tsv, .txt, .csv or none) in this folder, found {found}; pass a "
+                                    "file path")
         return pairs[0]
     split = _split_of(p.name)
     if split is None:
         raise ValueError(f"{p}: a time-series file must be named <Name>_TRAIN or <Name>_TEST with the suffix "
-                         ".ts, .tsv, .txt or none (e.g. GunPoint_TRAIN.tsv)")
+                         ".ts, .tsv, .txt, .csv or none (e.g. GunPoint_TRAIN.tsv)")
     name, which, _ = split
     tail = p.name[len(name) + 1 + len(which):]                 # the suffix as written
     train, test = (p, companion(p, "TEST")) if which == "TRAIN" else (companion(p, "TRAIN"), p)
@@ -543,7 +570,7 @@ def _pair_from_path(p: Path) -> Tuple[str, Path, Path]:
 def looks_like_path(s: str) -> bool:
     """Whether a problem reference is written as a path (a separator, ``~``, or a file suffix)."""
     return ("/" in s or os.sep in s or s.startswith("~") or s.startswith(".")
-            or s.lower().endswith((".ts", ".tsv", ".txt")))
+            or s.lower().endswith((".ts", ".tsv", ".txt", ".csv")))
 
 
 def _lookup(name: str, problems: Dict[str, Tuple[Path, Path]]) -> Optional[Tuple[str, Path, Path]]:

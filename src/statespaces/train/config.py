@@ -84,7 +84,7 @@ RULES: Dict[str, Dict[str, Rule]] = {
     },
     "data": {
         "name": Rule("str", what="a dataset name (see statespaces.data.DATASETS), ucr:<Problem>, or a path to a "
-                                 "time-series file (<Name>_TRAIN.ts/.tsv/.txt) or a folder holding one"),
+                                 "time-series file (<Name>_TRAIN.ts/.tsv/.txt/.csv) or a folder holding one"),
         "kwargs": Rule("dict"),
         "normalize": Rule("str", choices=lambda: NORMALIZE_MODES),
         "augment": Rule("dict"),
