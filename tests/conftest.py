@@ -103,12 +103,19 @@ def killed_after_saves(monkeypatch, n: int):
         monkeypatch.setattr(loop._Checkpoints, "save", real)
 
 
-def cli_status(capsys, *argv):
-    """Run the ``statespaces`` CLI in-process; return (exit status, stderr)."""
+def cli_run(capsys, *argv):
+    """Run the ``statespaces`` CLI in-process; return (exit status, stdout, stderr)."""
     from statespaces.cli import main
 
     try:
         rc = main(list(argv))
     except SystemExit as e:
         rc = e.code
-    return rc, capsys.readouterr().err
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def cli_status(capsys, *argv):
+    """Run the ``statespaces`` CLI in-process; return (exit status, stderr)."""
+    rc, _, err = cli_run(capsys, *argv)
+    return rc, err

@@ -12,18 +12,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from statespaces.cli import _parse_overrides, _print_channels, main
+from conftest import cli_run
+
+from statespaces.cli import _parse_overrides, _print_channels
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _cli(capsys, *argv):
-    try:
-        rc = main(list(argv))
-    except SystemExit as e:
-        rc = e.code
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
+_cli = cli_run
 
 
 # --- sampling (models/generate.py) ------------------------------------------------------------------

@@ -48,21 +48,20 @@ def _loss(y):
     return (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view(y.shape)).sum() + (y ** 2).sum()
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
-def test_per_sample_gradients_by_vmap_equal_a_loop_of_backward_passes(name):
-    torch.manual_seed(0)
-    layer = LAYERS[name]().double()
-    x = torch.randn(B, L, H, dtype=torch.float64)
-    params = _trainable(layer)
-
-    def sample_loss(p, xi):
-        return _loss(functional_call(layer, p, (xi.unsqueeze(0),)))
-
-    got = vmap(grad(sample_loss), in_dims=(None, 0))(params, x)
-    want = _per_sample_loop(layer, x, _loss)
+def _check_per_sample(module, x):
+    """``vmap(grad(...))`` per-sample gradients of ``_loss`` in ``module``'s parameters against the loop."""
+    params = _trainable(module)
+    got = vmap(grad(lambda p, xi: _loss(functional_call(module, p, (xi.unsqueeze(0),)))), in_dims=(None, 0))(params, x)
+    want = _per_sample_loop(module, x, _loss)
     assert set(got) == set(want)
     for n in want:
         torch.testing.assert_close(got[n], want[n], rtol=1e-9, atol=1e-11, msg=n)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_per_sample_gradients_by_vmap_equal_a_loop_of_backward_passes(name):
+    torch.manual_seed(0)
+    _check_per_sample(LAYERS[name]().double(), torch.randn(B, L, H, dtype=torch.float64))
     assert backend.get_backend() == backend._BACKEND     # the transform's "ref" does not outlive it
 
 
@@ -121,13 +120,7 @@ def test_hessian_in_the_input_equals_the_ref_backends_double_backward():
 
 def test_s4nd_per_sample_gradients():
     torch.manual_seed(4)
-    layer = S4ND(2, d_state=4, dims=2, seed=0).double()
-    x = torch.randn(2, 5, 4, 2, dtype=torch.float64)
-    params = _trainable(layer)
-    got = vmap(grad(lambda p, xi: _loss(functional_call(layer, p, (xi.unsqueeze(0),)))), in_dims=(None, 0))(params, x)
-    want = _per_sample_loop(layer, x, _loss)
-    for n in want:
-        torch.testing.assert_close(got[n], want[n], rtol=1e-9, atol=1e-11, msg=n)
+    _check_per_sample(S4ND(2, d_state=4, dims=2, seed=0).double(), torch.randn(2, 5, 4, 2, dtype=torch.float64))
 
 
 def test_model_per_sample_gradients_of_the_cross_entropy():
@@ -245,12 +238,7 @@ def test_image_model_per_sample_gradients():
     torch.manual_seed(8)
     model = ImageClassifier(d_input=1, n_classes=3, d_model=4, n_layers=2,
                             layer=dict(kind="s4nd", d_state=4, seed=0)).double().eval()
-    x = torch.randn(3, 6, 5, 1, dtype=torch.float64)
-    params = _trainable(model)
-    got = vmap(grad(lambda p, xi: _loss(functional_call(model, p, (xi.unsqueeze(0),)))), in_dims=(None, 0))(params, x)
-    want = _per_sample_loop(model, x, _loss)
-    for n in want:
-        torch.testing.assert_close(got[n], want[n], rtol=1e-9, atol=1e-11, msg=n)
+    _check_per_sample(model, torch.randn(3, 6, 5, 1, dtype=torch.float64))
 
 
 def test_every_custom_function_steps_aside_inside_transforms():

@@ -20,11 +20,10 @@ import torch
 
 from statespaces.data import DATASETS, canonical_name, ucr
 from statespaces.train import build_config, evaluate_checkpoint, load_checkpoint, save_checkpoint, train
-from statespaces.cli import main
 from statespaces.train.config import ConfigError, TrainConfig
 from statespaces.train.loop import Progress, load_data, select_epoch, validation_split
 
-from conftest import killed_after_saves
+from conftest import cli_run, killed_after_saves
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,13 +35,7 @@ def _tiny(tmp_path, out="run", *extra):
         ("trainer.tensorboard", "off"), *extra])
 
 
-def _cli(capsys, *argv):
-    try:
-        rc = main(list(argv))
-    except SystemExit as e:
-        rc = e.code
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
+_cli = cli_run
 
 
 def _fake_scores(monkeypatch, val, test):
