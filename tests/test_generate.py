@@ -295,7 +295,7 @@ def test_prompt_lengths_validation():
     with pytest.raises(TypeError, match="prompt_lengths must be an integer tensor"):
         m.generate(prompt, 2, prompt_lengths=[2, 3])
     for bad in ([0, 3], [2, 6], [2, 3, 4]):
-        with pytest.raises(ValueError, match=r"prompt_lengths must be \(B=2,\) integers in \[1, Lp=5\]"):
+        with pytest.raises(ValueError, match=r"prompt_lengths must be \(B=2,\) integers in \[1, L=5\]"):
             m.generate(prompt, 2, prompt_lengths=torch.tensor(bad))
     with pytest.raises(ValueError, match="must lie in"):         # a valid position out of the vocabulary
         m.generate(torch.tensor([[1, 2, 99], [1, 2, 3]]), 2, prompt_lengths=torch.tensor([3, 2]))

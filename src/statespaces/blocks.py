@@ -54,6 +54,20 @@ from .serialization import Pretrained
 Tensor = torch.Tensor
 
 
+def check_lengths(lengths: Any, batch: int, L: int, device: Union[str, torch.device],
+                  name: str = "lengths") -> Tensor:
+    """The lengths (B,) of a right-padded batch, checked (an integer tensor with values in [1, L]) and moved to
+    ``device``; ``TypeError`` / ``ValueError`` naming ``name`` otherwise."""
+    if not isinstance(lengths, torch.Tensor) or lengths.is_floating_point() or lengths.is_complex() \
+            or lengths.dtype == torch.bool:
+        got = lengths.dtype if isinstance(lengths, torch.Tensor) else type(lengths).__name__
+        raise TypeError(f"{name} must be an integer tensor (B,), got {got}")
+    lengths = lengths.to(device)
+    if lengths.shape != (batch,) or bool((lengths < 1).any()) or bool((lengths > L).any()):
+        raise ValueError(f"{name} must be (B={batch},) integers in [1, L={L}], got {lengths.tolist()}")
+    return lengths
+
+
 def length_mask(lengths: Optional[Tensor], batch: int, L: int, device: torch.device) -> Optional[Tensor]:
     """Boolean mask (B, L), True at the valid steps ``t < lengths[b]`` of a right-padded batch.
 
@@ -61,13 +75,7 @@ def length_mask(lengths: Optional[Tensor], batch: int, L: int, device: torch.dev
     """
     if lengths is None:
         return None
-    if not isinstance(lengths, torch.Tensor) or lengths.is_floating_point() or lengths.is_complex() \
-            or lengths.dtype == torch.bool:
-        got = lengths.dtype if isinstance(lengths, torch.Tensor) else type(lengths).__name__
-        raise TypeError(f"lengths must be an integer tensor (B,), got {got}")
-    lengths = lengths.to(device)
-    if lengths.shape != (batch,) or bool((lengths < 1).any()) or bool((lengths > L).any()):
-        raise ValueError(f"lengths must be (B={batch},) integers in [1, L={L}], got {lengths.tolist()}")
+    lengths = check_lengths(lengths, batch, L, device)
     return torch.arange(L, device=device)[None, :] < lengths[:, None]
 
 

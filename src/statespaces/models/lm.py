@@ -42,7 +42,7 @@ from .._checks import (
     public,
     tracing,
 )
-from ..blocks import ResidualBlock, check_causal, length_mask
+from ..blocks import ResidualBlock, check_causal, check_lengths, length_mask
 from ..layers.base import SSMLayer
 from ..layers.config import LayerSpec, layer_config, sequence_layer, upgrade_layer_arguments
 from ..layers.s4nd import S4ND
@@ -471,16 +471,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
         """``prompt_lengths`` of :meth:`generate` checked: a CPU int64 tensor (B,) in [1, Lp], or None."""
         if lengths is None:
             return None
-        if not isinstance(lengths, torch.Tensor) or lengths.is_floating_point() or lengths.is_complex() \
-                or lengths.dtype == torch.bool:
-            got = lengths.dtype if isinstance(lengths, torch.Tensor) else type(lengths).__name__
-            raise TypeError(f"prompt_lengths must be an integer tensor (B,), got {got}")
-        B, Lp = prompt.shape[0], prompt.shape[1]
-        lengths = lengths.detach().to("cpu", torch.int64)
-        if lengths.shape != (B,) or bool((lengths < 1).any()) or bool((lengths > Lp).any()):
-            raise ValueError(f"prompt_lengths must be (B={B},) integers in [1, Lp={Lp}] (the prompt's length), "
-                             f"got {lengths.tolist()}")
-        return lengths
+        return check_lengths(lengths, prompt.shape[0], prompt.shape[1], "cpu", "prompt_lengths").to(torch.int64)
 
     def stepper(self, batch_size: int, cuda_graph: Optional[bool] = None) -> "ModelStepper":
         """A :class:`~statespaces.models.stepper.ModelStepper` (backbone + head, one step, static buffers,
