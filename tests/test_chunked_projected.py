@@ -173,3 +173,33 @@ def test_backward_twice_with_retain_graph(small_groups):
     second = torch.autograd.grad(y.square().sum(), [x, *layer.parameters()])
     for a, b in zip(first, second):
         assert torch.equal(a, b)
+
+
+def test_rowwise_dot_in_blocks_equals_the_whole_product():
+    """The backward's D gradient, ``(G * U).sum(0)``, summed block of rows by block (full blocks and a partial
+    one), added to what ``out`` holds."""
+    from statespaces.kernels.chunked_projected import DOT_ROWS, _add_rowwise_dot
+
+    g = torch.Generator().manual_seed(0)
+    for R in (1, DOT_ROWS, 2 * DOT_ROWS + 77):
+        a = torch.randn(R, 5, dtype=torch.float64, generator=g)
+        b = torch.randn(R, 5, dtype=torch.float64, generator=g)
+        out = torch.ones(5, dtype=torch.float64)
+        _add_rowwise_dot(out, a, b)
+        torch.testing.assert_close(out, 1 + (a * b).sum(0), rtol=1e-12, atol=1e-12)
+
+
+def test_toeplitz_and_its_adjoint():
+    """The chunk's Toeplitz matrix ``Z[s, t] = taps[t - s]`` (t >= s, else 0) against a loop, and its adjoint
+    against autograd of the product with it."""
+    from statespaces.kernels.chunked_conv import _toeplitz, _toeplitz_adjoint
+
+    taps = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    Z = _toeplitz(taps)
+    want = torch.zeros(3, 6, 6, dtype=torch.float64)
+    for s in range(6):
+        for t in range(s, 6):
+            want[:, s, t] = taps[:, t - s]
+    assert torch.equal(Z, want)
+    dZ = torch.randn(3, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(_toeplitz_adjoint(dZ), torch.autograd.grad((Z * dZ).sum(), taps)[0])
