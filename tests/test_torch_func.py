@@ -255,3 +255,20 @@ def test_every_custom_function_steps_aside_inside_transforms():
     with backend.use_backend("ref"):
         assert not prefer_one_node(off_cpu)
     assert vmap(lambda t: torch.tensor(float(prefer_one_node(off_cpu))) + 0 * t.sum())(x).eq(0).all()
+
+
+@pytest.mark.parametrize("which", ["sashimi-lm", "forecaster-bidirectional"])
+def test_more_models_per_sample_gradients(which):
+    """A SaShiMi language model (token inputs, pooled tiers) and a forecaster with bidirectional layers."""
+    from statespaces.models.forecast import SSMForecaster
+    from statespaces.models.lm import SSMLanguageModel
+
+    torch.manual_seed(9)
+    if which == "sashimi-lm":
+        model = SSMLanguageModel(11, d_model=8, n_layers=1, layer="s4d", backbone="sashimi",
+                                 backbone_kwargs=dict(pool=(2, 2)))
+        x = torch.randint(0, 11, (3, 8))
+    else:
+        model = SSMForecaster(d_input=2, horizon=4, d_model=8, n_layers=2, layer={"kind": "s4d", "bidirectional": True})
+        x = torch.randn(3, 12, 2, dtype=torch.float64)
+    _check_per_sample(model.double().eval(), x)
