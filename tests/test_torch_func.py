@@ -201,11 +201,11 @@ def test_float32_gradients_on_the_reference_twins_as_accurate_as_the_fast_path(L
         assert err_ref <= 2 * err_fast + 1e-6, (n, err_ref, err_fast)
 
 
-@pytest.mark.parametrize("name", ["s4d", "s4", "linoss-chunked", "s5"])
+@pytest.mark.parametrize("name", ["s4d", "s4", "s4-lmax", "linoss-chunked", "s5"])
 def test_per_sample_gradients_of_a_stateful_call(name):
     """A call that continues from a state and returns the next one (the chunked/stateful paths: S4's dense chunked
     form, LinOSS's chunked mode), differentiated per example in the parameters and the incoming state."""
-    make = {"s4d": lambda: S4D(3, 8, seed=0), "s4": lambda: S4(3, 8, seed=0),
+    make = {"s4d": lambda: S4D(3, 8, seed=0), "s4": lambda: S4(3, 8, seed=0), "s4-lmax": lambda: S4(3, 8, seed=0, l_max=64),
             "linoss-chunked": lambda: LinOSS(3, 4, seed=0, mode="chunked"), "s5": lambda: S5(3, 8, seed=0)}[name]
     torch.manual_seed(7)
     layer = make().double()
@@ -272,3 +272,27 @@ def test_more_models_per_sample_gradients(which):
         model = SSMForecaster(d_input=2, horizon=4, d_model=8, n_layers=2, layer={"kind": "s4d", "bidirectional": True})
         x = torch.randn(3, 12, 2, dtype=torch.float64)
     _check_per_sample(model.double().eval(), x)
+
+
+def test_solves_fold_extra_batch_dimensions_into_columns():
+    """``_linalg.solve_ex``: B (*lead, *a, n, k) against A (*a, n, n) gives torch's answer, and under vmap(grad) the
+    per-sample gradients of a loop (torch's own solve gave them times the vmapped batch size)."""
+    from statespaces._linalg import solve, solve_ex
+
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(3, 4, 4, dtype=torch.float64, generator=g) + 3 * torch.eye(4, dtype=torch.float64)
+    for shape in [(3, 4, 2), (1, 3, 4, 1), (2, 5, 3, 4, 3), (4, 1)]:
+        B = torch.randn(*shape, dtype=torch.float64, generator=g)
+        want = torch.linalg.solve(A if len(shape) > 2 else A[0], B)
+        X, info = solve_ex(A if len(shape) > 2 else A[0], B)
+        assert X.shape == want.shape and not info.any()
+        torch.testing.assert_close(X, want, rtol=1e-12, atol=1e-12)
+    b, s = torch.randn(1, 3, 4, dtype=torch.float64, generator=g), torch.randn(5, 1, 3, 4, dtype=torch.float64, generator=g)
+
+    def f(b, si):
+        return ((solve(A, b.unsqueeze(-1)).squeeze(-1) * si) ** 2).sum()
+
+    per_sample = vmap(grad(f), in_dims=(None, 0))(b, s)
+    torch.testing.assert_close(per_sample, torch.stack([grad(f)(b, s[i]) for i in range(5)]), rtol=1e-10, atol=1e-10)
+    with pytest.raises(torch.linalg.LinAlgError, match="singular"):
+        solve(torch.zeros(3, 4, 4, dtype=torch.float64), b.unsqueeze(-1))

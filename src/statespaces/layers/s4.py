@@ -75,6 +75,7 @@ from .._checks import (
     seeded_generator,
     tracing,
 )
+from .._linalg import solve
 from ..discretize import undiscretize_diagonal
 from ..kernels import chunked
 from ..kernels.chunked_conv import prefer_chunked, prefer_power_kernel
@@ -836,7 +837,7 @@ class DiagonalizedS4(DiagonalSSM):
     def from_dplr_state(self, state: Tensor) -> Tensor:
         """S4 half state (B, H, N/2) -> eigen-coordinates (B, H, N): ``V^{-1} [Re x; Im x]``."""
         xi = torch.cat([state.real, state.imag], -1).to(self.V.dtype)
-        return torch.linalg.solve(self.V, xi.unsqueeze(-1)).squeeze(-1)
+        return solve(self.V, xi.unsqueeze(-1)).squeeze(-1)          # (B, H, N, 1): B folded into the columns
 
 
 @dataclass(frozen=True)
