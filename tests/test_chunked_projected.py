@@ -203,3 +203,17 @@ def test_toeplitz_and_its_adjoint():
     assert torch.equal(Z, want)
     dZ = torch.randn(3, 6, 6, dtype=torch.float64)
     torch.testing.assert_close(_toeplitz_adjoint(dZ), torch.autograd.grad((Z * dZ).sum(), taps)[0])
+
+
+def test_rowwise_dot_writes_no_resized_buffer():
+    """The partial last block uses a slice of the buffer of its own size (an ``out=`` of another shape is resized
+    by torch with a deprecation warning, an error in a later release)."""
+    import warnings
+
+    from statespaces.kernels.chunked_projected import DOT_ROWS, _add_rowwise_dot
+
+    a, b, out = torch.ones(DOT_ROWS + 37, 3), torch.ones(DOT_ROWS + 37, 3), torch.zeros(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _add_rowwise_dot(out, a, b)
+    torch.testing.assert_close(out, torch.full((3,), float(DOT_ROWS + 37)))

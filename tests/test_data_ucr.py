@@ -402,3 +402,33 @@ def test_csv_files_skip_a_header_of_column_names(tmp_path):
     assert d.name == "ucr:Csv" and len(d.train) == 6 and d.length == 3
     torch.testing.assert_close(d.train.tensors[0][1, :, 0], torch.tensor([3.0, 4.0, 5.0]))
     assert ucr.looks_like_path("Csv_TRAIN.csv")
+
+
+@pytest.mark.parametrize("text, line, match", [
+    ("1,0.5,0.1\n2,0.1,oops\n", 2, "cannot read 'oops'"),            # only the first line may be a header
+    ("a,b,c\nd,e,f\n1,2,3\n", 2, "cannot read 'e'"),                  # and only one
+    ("1,,\n2,3,4\n", 1, "the series has no value"),                   # an all-missing first case is no header
+    ("1,0.5,abc\n2,3,4\n", 1, "cannot read 'abc'"),                   # numbers and a word: a typo, not a header
+    ("cat,0.5,abc\ndog,3,4\n", 1, "cannot read 'abc'"),               # also after a text label
+    (",label,0,1\n0,cat,1,2\n", 1, "the first field is empty, as in the header of an index column"),
+])
+def test_csv_header_rules_never_drop_a_case_silently(text, line, match):
+    with pytest.raises(ValueError, match=rf"line {line}: {match}"):
+        ucr.parse_ucr_table(text, sep=",", header=True)
+
+
+def test_csv_first_cases_that_only_resemble_a_header_are_kept():
+    """Text labels before numbers that do not count up from 0 or 1 are a case."""
+    for text in ("cat,0,2,4\ndog,1,1,1\n", "cat,2,3,4\ndog,1,1,1\n", "cat,1.5,2.5\ndog,1,1\n"):
+        assert ucr.parse_ucr_table(text, sep=",", header=True).labels == ["cat", "dog"], text
+
+
+def test_a_csv_file_is_read_as_csv(tmp_path):
+    """read_series_file splits a .csv on commas only and says so in its format."""
+    path = tmp_path / "Fmt_TRAIN.csv"
+    path.write_text("class,t0,t1\n1,0.5,0.25\n2,3,4\n")
+    f = ucr.read_series_file(path)
+    assert f.header["format"] == "ucr-csv" and f.labels == ["1", "2"]
+    path.write_text("1 0.5 0.25\n")                                   # white space is no CSV separator
+    with pytest.raises(ValueError, match="expected a class label followed by the values"):
+        ucr.read_series_file(path)

@@ -294,6 +294,8 @@ def test_prompt_lengths_validation():
         m.generate(prompt, 2, prompt_lengths=torch.tensor([2.0, 3.0]))
     with pytest.raises(TypeError, match="prompt_lengths must be an integer tensor"):
         m.generate(prompt, 2, prompt_lengths=[2, 3])
+    with pytest.raises(TypeError, match="prompt_lengths must be an integer tensor"):
+        m.generate(prompt, 2, prompt_lengths=torch.tensor([True, True]))       # not read as lengths of 1
     for bad in ([0, 3], [2, 6], [2, 3, 4]):
         with pytest.raises(ValueError, match=r"prompt_lengths must be \(B=2,\) integers in \[1, L=5\]"):
             m.generate(prompt, 2, prompt_lengths=torch.tensor(bad))

@@ -147,3 +147,39 @@ def test_c6_repeated_pixels_at_half_rate_keep_the_coarse_logits():
     rel = lambda y: ((y - coarse).norm() / coarse.norm()).item()  # noqa: E731
     assert rel(m(repeat_pixels(x, 2), rate=0.5)) < 2e-3
     assert rel(m(repeat_pixels(x, 2), rate=1.0)) > 1e-2
+
+
+def test_c6_scores_its_third_test_set_on_repeated_pixels_at_half_rate(tmp_path, monkeypatch):
+    """How C6 builds its test sets, with the data, the training and the scoring stubbed: 14x14 at rate 1, the
+    original 28x28 at rate 0.5, and the 14x14 images with every pixel repeated 2x2 at rate 0.5."""
+    from types import SimpleNamespace
+
+    import statespaces.data.fashion_mnist as fm
+    from statespaces.reproduce import claims_robustness as cr
+
+    g = torch.Generator().manual_seed(0)
+    xtr, xte = torch.rand(8, 28, 28, 1, generator=g), torch.rand(6, 28, 28, 1, generator=g)
+    ytr, yte = torch.randint(0, 10, (8,), generator=g), torch.randint(0, 10, (6,), generator=g)
+    monkeypatch.setattr(fm, "load_fashion_mnist_images", lambda **kw: SimpleNamespace(
+        train=SimpleNamespace(tensors=(xtr, ytr)), test=SimpleNamespace(tensors=(xte, yte))))
+    monkeypatch.setattr(cr, "fit_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(cr, "_c6_plot", lambda acc, path: None)
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x, rate=1.0):
+            seen.append((x, rate))
+            return x
+
+    def score(model, ds, task, batch_size=250):
+        if not isinstance(task, str):                        # the S4ND models' tasks pass the rate on
+            task.forward(Probe(), ds.tensors[0], None)
+        return 0.5
+
+    monkeypatch.setattr(cr, "score", score)
+    cr.c6(True, tmp_path)
+    (x0, r0), (x1, r1), (x2, r2) = seen[:3]                  # the first S4ND model's three test sets
+    as_rates = lambda r: torch.as_tensor(r, dtype=torch.float64).expand(2)   # noqa: E731
+    assert torch.equal(as_rates(r0), as_rates(1.0)) and torch.equal(x0, cr.resize_images(xte, 14))
+    assert torch.equal(as_rates(r1), as_rates(0.5)) and torch.equal(x1, xte)
+    assert torch.equal(as_rates(r2), as_rates(0.5)) and torch.equal(x2, cr.repeat_pixels(cr.resize_images(xte, 14), 2))

@@ -296,3 +296,19 @@ def test_solves_fold_extra_batch_dimensions_into_columns():
     torch.testing.assert_close(per_sample, torch.stack([grad(f)(b, s[i]) for i in range(5)]), rtol=1e-10, atol=1e-10)
     with pytest.raises(torch.linalg.LinAlgError, match="singular"):
         solve(torch.zeros(3, 4, 4, dtype=torch.float64), b.unsqueeze(-1))
+
+
+def test_helper_paths_keep_their_promises_on_every_backend():
+    """contiguous_grad returns a copy (the caller may edit it in place) on the fast path and on "ref"; the one-node
+    near powers are never taken on the CPU, whatever the backend."""
+    from statespaces.kernels.chunked import prefer_one_node
+    from statespaces.kernels.chunked_conv import contiguous_grad
+
+    for name in ("auto", "torch", "ref"):
+        with backend.use_backend(name):
+            x = torch.zeros(2, 3, requires_grad=True).clone()
+            y = contiguous_grad(x)
+            with torch.no_grad():
+                y.add_(1)
+            assert bool((x == 0).all()), name
+            assert not prefer_one_node(torch.zeros(2, 4, 4))

@@ -340,9 +340,14 @@ def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", s
         if line.lstrip()[0] == "@":
             raise ValueError(f"{where}: a '@' header line: this is a .ts file, name it <Name>_TRAIN.ts")
         tokens = _split_ucr_line(line, sep)
-        if header and not series and _is_column_names(tokens):
-            header = False                                  # the first line names the columns: skip it
-            continue
+        if header:                                          # the first line of a .csv
+            if tokens[0] == "" and len(tokens) > 1:
+                raise ValueError(f"{where}: the first field is empty, as in the header of an index column that "
+                                 "pandas writes by default; write the file with df.to_csv(path, index=False) (the "
+                                 "label first, then the values), or drop that column")
+            header = False                                  # only the first line can be a header
+            if _is_column_names(tokens):                    # it names the columns: skip it
+                continue
         if len(tokens) < 2:
             raise ValueError(f"{where}: expected a class label followed by the values, got {line.strip()[:40]!r}")
         label, values = tokens[0], ["nan" if t in ("?", "") else t for t in tokens[1:]]
@@ -371,13 +376,16 @@ def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", s
 
 
 def _is_column_names(tokens: List[str]) -> bool:
-    """Whether the fields of a first line are a CSV header: values that are not all numbers (``t0, t1``; the
-    missing-value marks ``?`` and empty fields aside), or a label that is not a number before the integers
-    0, 1, 2, ... or 1, 2, 3, ... (pandas' ``label,0,1,2``)."""
+    """Whether the fields of a first line are a CSV header: names where the values go (``t0, t1``: none of them
+    a number, the missing-value marks ``?`` and empty fields aside), or a label that is not a number before the
+    integers 0, 1, 2, ... or 1, 2, 3, ... (pandas' ``label,0,1,2``). A line with some numbers and some words is a
+    case with a typo (reported as such), not a header. Ambiguous by nature: a first case with a text label whose
+    values are exactly 0, 1, 2, ... reads as pandas' header."""
     label, values = tokens[0], [t for t in tokens[1:] if t not in ("", "?")]
-    if not values:
+    numeric = [_is_float(t) for t in values]
+    if not values or (any(numeric) and not all(numeric)):
         return False
-    if not all(_is_float(t) for t in values):
+    if not any(numeric):
         return True
     if _is_float(label) or len(values) < 2:
         return False
