@@ -201,12 +201,14 @@ def test_float32_gradients_on_the_reference_twins_as_accurate_as_the_fast_path(L
         assert err_ref <= 2 * err_fast + 1e-6, (n, err_ref, err_fast)
 
 
-@pytest.mark.parametrize("name", ["s4d", "s4", "s4-lmax", "linoss-chunked", "s5"])
+@pytest.mark.parametrize("name", ["s4d", "s4", "s4-lmax", "linoss-chunked", "linoss-imex-scan", "dlinoss", "s5"])
 def test_per_sample_gradients_of_a_stateful_call(name):
     """A call that continues from a state and returns the next one (the chunked/stateful paths: S4's dense chunked
     form, LinOSS's chunked mode), differentiated per example in the parameters and the incoming state."""
     make = {"s4d": lambda: S4D(3, 8, seed=0), "s4": lambda: S4(3, 8, seed=0), "s4-lmax": lambda: S4(3, 8, seed=0, l_max=64),
-            "linoss-chunked": lambda: LinOSS(3, 4, seed=0, mode="chunked"), "s5": lambda: S5(3, 8, seed=0)}[name]
+            "linoss-chunked": lambda: LinOSS(3, 4, seed=0, mode="chunked"),
+            "linoss-imex-scan": lambda: LinOSS(3, 4, seed=0, discretization="IMEX", mode="scan"),
+            "dlinoss": lambda: DLinOSS(3, 4, seed=0), "s5": lambda: S5(3, 8, seed=0)}[name]
     torch.manual_seed(7)
     layer = make().double()
     x = torch.randn(B, 40, H, dtype=torch.float64)
