@@ -18,7 +18,7 @@ from typing import Tuple
 
 import torch
 
-from ._checks import tracing
+from ._checks import refuse_if
 
 Tensor = torch.Tensor
 
@@ -38,9 +38,9 @@ def solve_ex(A: Tensor, B: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 def solve(A: Tensor, B: Tensor) -> Tensor:
-    """``torch.linalg.solve(A, B)`` through :func:`solve_ex` (same folding). A singular A raises
-    ``torch.linalg.LinAlgError`` as solve does, where the host holds the values (CPU, not traced or transformed)."""
+    """``torch.linalg.solve(A, B)`` through :func:`solve_ex` (same folding). A singular A is refused by
+    :func:`~statespaces._checks.refuse_if`: ``torch.linalg.LinAlgError`` on CPU, as solve raises, a device-side
+    assert on CUDA, nothing while traced or transformed."""
     X, info = solve_ex(A, B)
-    if X.device.type == "cpu" and not tracing() and bool((info != 0).any()):
-        raise torch.linalg.LinAlgError("linalg.solve: the matrix is singular")
+    refuse_if(info != 0, "linalg.solve: the matrix is singular ({n} singular system(s))", torch.linalg.LinAlgError)
     return X

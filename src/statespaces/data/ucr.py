@@ -95,6 +95,8 @@ from .base import SequenceData
 INSTALL_HINT = "pip install --no-deps aeon"
 #: File suffixes of a problem's ``<Name>_TRAIN`` / ``<Name>_TEST`` files, in lookup order.
 FORMATS = (".ts", ".tsv", ".txt", ".csv", "")
+#: The suffixes of :data:`FORMATS` in words (used in error messages).
+SUFFIXES = ", ".join(f for f in FORMATS if f) + " or none"
 #: How to name a problem by path (used in error messages).
 PATH_FORMS = ("a <Name>_TRAIN or <Name>_TEST file (.ts, .tsv, .txt, .csv or the old suffix-less UCR file, "
               "with its sibling beside it) or a folder holding one such pair")
@@ -400,8 +402,8 @@ def read_series_file(path: Union[str, Path]) -> TSFile:
     suffix = path.suffix.lower()
     if suffix == ".ts":
         return read_ts(path)
-    if suffix not in (".tsv", ".txt", ".csv", ""):
-        raise ValueError(f"{path}: unsupported suffix {path.suffix!r}; accepted: .ts, .tsv, .txt, .csv or none")
+    if suffix not in FORMATS:
+        raise ValueError(f"{path}: unsupported suffix {path.suffix!r}; accepted: {SUFFIXES}")
     sep = {".tsv": "\t", ".csv": ","}.get(suffix)
     with open(path, encoding="utf-8", errors="replace") as f:
         return parse_ucr_table(f, source=str(path), sep=sep, header=suffix == ".csv")
@@ -558,13 +560,12 @@ def _pair_from_path(p: Path) -> Tuple[str, Path, Path]:
         if len(pairs) != 1:
             found = ", ".join(q[0] for q in pairs) or "none"
             raise FileNotFoundError(f"{p}: expected one problem (a <Name>_TRAIN file with its <Name>_TEST file, "
-                                    f"suffix .ts, .tsv, .txt, .csv or none) in this folder, found {found}; pass a "
-                                    "file path")
+                                    f"suffix {SUFFIXES}) in this folder, found {found}; pass a file path")
         return pairs[0]
     split = _split_of(p.name)
     if split is None:
         raise ValueError(f"{p}: a time-series file must be named <Name>_TRAIN or <Name>_TEST with the suffix "
-                         ".ts, .tsv, .txt, .csv or none (e.g. GunPoint_TRAIN.tsv)")
+                         f"{SUFFIXES} (e.g. GunPoint_TRAIN.tsv)")
     name, which, _ = split
     tail = p.name[len(name) + 1 + len(which):]                 # the suffix as written
     train, test = (p, companion(p, "TEST")) if which == "TRAIN" else (companion(p, "TRAIN"), p)
@@ -578,7 +579,7 @@ def _pair_from_path(p: Path) -> Tuple[str, Path, Path]:
 def looks_like_path(s: str) -> bool:
     """Whether a problem reference is written as a path (a separator, ``~``, or a file suffix)."""
     return ("/" in s or os.sep in s or s.startswith("~") or s.startswith(".")
-            or s.lower().endswith((".ts", ".tsv", ".txt", ".csv")))
+            or s.lower().endswith(tuple(f for f in FORMATS if f)))
 
 
 def _lookup(name: str, problems: Dict[str, Tuple[Path, Path]]) -> Optional[Tuple[str, Path, Path]]:

@@ -420,7 +420,8 @@ class SSMLanguageModel(Pretrained, nn.Module):
         common = prompt.shape[1] if starts is None else int(starts.min())
         extra = 0 if starts is None else int(starts.max()) - common   # forced steps beyond the shortest prompt
         if starts is not None:            # padding never read: zeros, so that it passes the input checks
-            valid = torch.arange(prompt.shape[1], device=prompt.device) < starts.to(prompt.device)[:, None]
+            valid = length_mask(starts, prompt.shape[0], prompt.shape[1], prompt.device)
+            assert valid is not None
             prompt = torch.where(valid.view(*valid.shape, *([1] * (prompt.dim() - 2))), prompt,
                                  torch.zeros((), dtype=prompt.dtype, device=prompt.device))
         was_training = self.training
@@ -460,9 +461,11 @@ class SSMLanguageModel(Pretrained, nn.Module):
         lg = torch.stack(all_logits, 1) if return_logits else None
         if starts is not None:              # row b's new tokens start at its own prompt's end
             idx = (starts - common).to(out.device).view(-1, 1) + torch.arange(steps, device=out.device)
-            out = out.gather(1, idx.view(*idx.shape, *([1] * (out.dim() - 2))).expand(-1, -1, *out.shape[2:]))
-            if lg is not None:
-                lg = lg.gather(1, idx.view(*idx.shape, *([1] * (lg.dim() - 2))).expand(-1, -1, *lg.shape[2:]))
+
+            def own_steps(t: Tensor) -> Tensor:
+                return t.gather(1, idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:]))
+
+            out, lg = own_steps(out), (None if lg is None else own_steps(lg))
         if lg is not None:
             return out, lg
         return out
