@@ -217,3 +217,37 @@ def test_rowwise_dot_writes_no_resized_buffer():
         warnings.simplefilter("error")
         _add_rowwise_dot(out, a, b)
     torch.testing.assert_close(out, torch.full((3,), float(DOT_ROWS + 37)))
+
+
+def test_bmm_in_place_equals_the_product():
+    """The backward's ``dV = dY Z^T`` written over dY block of chunk rows by block (full blocks and a partial one,
+    no warning from an ``out=`` of another size) equals the plain batched product."""
+    import warnings
+
+    from statespaces.kernels.chunked_projected import _bmm_in_place
+
+    g = torch.Generator().manual_seed(0)
+    for R, rows in ((1, 4), (8, 4), (11, 4), (5, 16)):
+        a = torch.randn(3, R, 6, dtype=f64, generator=g)
+        b = torch.randn(3, 6, 6, dtype=f64, generator=g)
+        want = torch.bmm(a, b)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = _bmm_in_place(a, b, torch.empty(3, rows, 6, dtype=f64))
+        assert got.data_ptr() == a.data_ptr()
+        torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
+
+
+def test_gradients_with_small_in_place_blocks(monkeypatch):
+    """The fused backward with the in-place product cut into blocks of 4 chunk rows (21 rows: a partial last
+    one) gives the twin's gradients: each block is read before it is overwritten."""
+    monkeypatch.setattr(cp, "INPLACE_ROWS", 4)
+    torch.manual_seed(0)
+    layer = _layer("im", mode="chunked")
+    x = torch.randn(3, 7 * 32, 5, dtype=f64)
+    g = torch.randn(3, 7 * 32, 5, dtype=f64)
+    fused = _grads(layer, x, g)
+    monkeypatch.setattr(linoss_mod, "fits_projected", lambda u, tab: False)
+    twin = _grads(layer, x, g)
+    for a, b in zip(fused, twin):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

@@ -151,6 +151,24 @@ def _add_rowwise_dot(out: Tensor, a: Tensor, b: Tensor) -> None:
         out += torch.mul(a[r:r + n], b[r:r + n], out=buf[:n]).sum(0)
 
 
+#: Chunk rows per block of :func:`_bmm_in_place` (a 512 KB scratch at C = 128, T = 32).
+INPLACE_ROWS = 32
+
+
+def _bmm_in_place(a: Tensor, b: Tensor, scratch: Tensor) -> Tensor:
+    """``a = a @ b`` for a (C, R, T), b (C, T, T), row block by row block through ``scratch`` (C, rows, T): no
+    second (C, R, T) buffer, which a fresh allocation would page-fault in on every call (the backward's largest
+    temporaries are these (C, B L) products). Returns a."""
+    C, R, T = a.shape
+    rows = scratch.shape[1]
+    for r in range(0, R, rows):
+        blk = a[:, r:r + rows]
+        out = scratch.view(-1)[:blk.numel()].view(blk.shape)     # contiguous, of the block's own size
+        torch.bmm(blk, b, out=out)
+        blk.copy_(out)
+    return a
+
+
 class _ChunkedProjected(torch.autograd.Function):
     r"""The fused forward and its adjoint (see the module docstring). Inputs u (B, L, H), W_in (C, H), W_out (H, C),
     D (H,) or None, taps (C, T), w_in, w_out (C, T, S), pow_T (C, M, 2, 2) (float64: the carry's precision)."""
@@ -196,21 +214,24 @@ class _ChunkedProjected(torch.autograd.Function):
         n = L // T
         U, G = u.reshape(Bsz * L, H), g.contiguous().view(Bsz * L, H)
         Zt = _toeplitz(taps).transpose(-1, -2)
-        dW_out = torch.zeros_like(W_out) if need[2] else None
+        # dW_out accumulated transposed, (C, H) += Y G: a plain product of the two row-major operands, 1.5x
+        # faster on one CPU thread than writing G^T Y^T into (H, C) (MKL, B L = 8192, H = C = 128)
+        dW_out_t = W_out.new_zeros(C, H) if need[2] else None
         dZ = torch.zeros(C, T, T, dtype=u.dtype, device=u.device) if need[4] else None
         dw_out = torch.zeros_like(w_out) if need[6] else None
         dVs, dXs = [], []
+        scratch = u.new_empty(C, min(INPLACE_ROWS, n * (groups[0][1] - groups[0][0])), T)
         for (b0, b1), V, Y in zip(groups, Vs, Ys):               # readout, far-field and Toeplitz adjoints
             Gg = G[b0 * L:b1 * L]
             dY = torch.mm(W_out.t(), Gg.t()).view(C, (b1 - b0) * n, T)
-            if dW_out is not None:
-                dW_out.addmm_(Gg.t(), Y.view(C, -1).t())
+            if dW_out_t is not None:
+                dW_out_t.addmm_(Y.view(C, -1), Gg)
             if dZ is not None:
                 dZ.baddbmm_(V.transpose(-1, -2), dY)
             if dw_out is not None:
                 dw_out.baddbmm_(dY.transpose(-1, -2), Xr[:, b0 * n:b1 * n])
             dXs.append(torch.bmm(dY, w_out))
-            dVs.append(torch.bmm(dY, Zt))
+            dVs.append(_bmm_in_place(dY, Zt, scratch))           # dY is spent: dV takes its memory
         ds, dG, _ = carry_adjoint(pow_T, X, _chunk_layout(torch.cat(dXs, 1), Bsz, S // 2).to(pow_T.dtype), need[7])
         dsr = _row_layout(ds, u.dtype)                            # (C, B n, S)
         du = torch.empty_like(U) if need[0] else None
@@ -234,6 +255,7 @@ class _ChunkedProjected(torch.autograd.Function):
             if dD is not None:
                 _add_rowwise_dot(dD, G[r0:r1], U[r0:r1])
         dtaps = _toeplitz_adjoint(dZ) if dZ is not None else None
+        dW_out = None if dW_out_t is None else dW_out_t.t().contiguous()
         return (None if du is None else du.view(Bsz, L, H)), dW_in, dW_out, dD, dtaps, dw_in, dw_out, dG
 
 
