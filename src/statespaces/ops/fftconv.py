@@ -94,7 +94,6 @@ def _grouped_conv(u: Tensor, K: Tensor, n: int, L: int, keep: Optional[Tensor] =
     ``keep`` (B, H, n/2+1) complex, ``conj(rfft(u, n))`` is written there too."""
     B, _, H = u.shape
     y = torch.empty(u.shape, dtype=u.dtype, device=u.device)
-    yb = torch.empty(H, L, dtype=u.dtype, device=u.device)
     blocks = _row_blocks(H, n, u.element_size())
     pad = _Padded(blocks[0].stop, L, n, u)
     for b in range(B):
@@ -103,9 +102,16 @@ def _grouped_conv(u: Tensor, K: Tensor, n: int, L: int, keep: Optional[Tensor] =
             X = pad.rfft(ub[h])
             if keep is not None:                               # conj(X), saved for the kernel gradient
                 torch.conj_physical(X, out=keep[b, h])
-            yb[h] = torch.fft.irfft(X.mul_(K[h]), n=n)[:, :L]
-        y[b] = yb.t()
+            _put_rows(y[b], h, torch.fft.irfft(X.mul_(K[h]), n=n), L)
     return y
+
+
+def _put_rows(yb: Tensor, h: slice, rows: Tensor, L: int) -> None:
+    """``yb[:, h] = rows[:, :L].T``: a row group's result, (rows, n) in cache, written transposed straight into
+    its columns of the (L, H) output: no (H, L) staging buffer and no whole-entry transpose out of cache (the
+    writes 10 vs 16 ms for B=8, L=8192, H=128 in isolation, one CPU thread; within the noise of a whole
+    forward+backward, where the first touch of the fresh output pages dominates them)."""
+    yb[:, h] = rows[:, :L].t()
 
 
 class _FFTConv(torch.autograd.Function):
@@ -173,7 +179,6 @@ class _FFTConv(torch.autograd.Function):
         Kc = K.conj().resolve_conj()
         B, _, H = dy.shape
         dx = torch.empty(dy.shape if need_u else (0,), dtype=dy.dtype, device=dy.device)
-        dxb = torch.empty((H, L) if need_u else (0,), dtype=dy.dtype, device=dy.device)
         P = torch.zeros((H, n // 2 + 1) if need_k else (0,), dtype=K.dtype, device=dy.device)
         blocks = _row_blocks(H, n, dy.element_size())
         pad = _Padded(blocks[0].stop, L, n, dy)
@@ -184,9 +189,7 @@ class _FFTConv(torch.autograd.Function):
                 if need_k:
                     P[h].addcmul_(Xc[b, h], G)                                  # sum_b G conj(X)
                 if need_u:
-                    dxb[h] = torch.fft.irfft(G.mul_(Kc[h]), n=n)[:, :L]
-            if need_u:
-                dx[b] = dxb.t()
+                    _put_rows(dx[b], h, torch.fft.irfft(G.mul_(Kc[h]), n=n), L)
         if need_k:
             dk = torch.fft.irfft(P, n=n)[..., :m]
         return (dx if need_u else None), dk, None
