@@ -235,17 +235,21 @@ def main() -> None:
             del ours, peer, x, xt
     if args.steps <= 0:
         return
-    print(f"recurrent step, B=1, H={H}, N={N} (steps/s)")
+    print(f"recurrent step, B=1, H={H}, N={N} (steps/s): ours eager layer.step (validates every call), ours "
+          "layer.stepper (validated once, in place: what generation uses), the official eager step")
     pairs = {"S4D": (lambda: S4D(H, N, init="legs"), "diag"), "S4": (lambda: S4(H, N, init="legs"), "dplr")}
     for name, (make_ours, mode) in pairs.items():
         torch.manual_seed(0)
         ours = make_ours().to(device).eval()
         x = torch.randn(1, H, device=device)
         r_ours = step_rate(ours.step, x, ours.initial_state(1), device, args.steps)
+        st = ours.stepper(1)
+        r_stepper = step_rate(lambda x, state, st=st: (st(x), state), x, None, device, args.steps)
         peer = official.FFTConv(H, mode=mode, d_state=N, transposed=True, activation=None).to(device).eval()
         peer.setup_step()
         r_peer = step_rate(peer.step, x, peer.default_state(1, device=device), device, args.steps)
-        print(f"{name:>5} ours {r_ours:10.0f}  official {r_peer:10.0f}  ours/official {r_ours / r_peer:6.2f}x")
+        print(f"{name:>5} ours {r_ours:10.0f}  stepper {r_stepper:10.0f}  official {r_peer:10.0f}  "
+              f"ours/official {r_ours / r_peer:6.2f}x  stepper/official {r_stepper / r_peer:6.2f}x")
 
 
 if __name__ == "__main__":
