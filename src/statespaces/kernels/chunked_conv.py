@@ -297,7 +297,8 @@ def chunked_conv(u: Tensor, tables: ChunkTables, state: Optional[Tensor] = None,
         y (B, L, H), and the final state if ``return_state``.
 
     Path (:mod:`statespaces.backend`): the Triton kernels (:mod:`statespaces.ops.triton.chunked_conv`)
-    for float32 CUDA tensors with T in (32, 64) and S <= 128, else :func:`chunked_conv_torch`.
+    for float32 CUDA tensors with T in ``ops.triton.chunked_conv.CHUNKS`` (32) and S <= 2 ``MAX_BLOCK_M`` (64), else
+    :func:`chunked_conv_torch`.
     """
     if backend.choose("chunked_conv", u, dtypes=backend.REAL) == "triton" and _fits_triton(u, tables):
         ub = u.permute(1, 2, 0) if channels_first else u
