@@ -2,14 +2,18 @@
 Woodbury, state maps, recurrent step), ``kernels/cauchy.py`` (chunked Cauchy product and its hand-written backward)
 and ``discretize.py`` (thesis app. A.1.4 rules, dense/diagonal ZOH factors).
 
-80 mutants planned (45 dplr, 13 cauchy, 22 discretize); 29 dplr mutants classified reliably (27 killed, D26
-survived as not observable, D07 killed by test_kernels), the rest of dplr unreliable (two harness runs overlapped),
-6 cauchy and 11 discretize run against the existing tests. Survivors pinned here: the Cauchy backward
-with only w requiring grad (its gradient skipped unless z needs one), the ``"ref"`` backend dropping ``conj``,
-``phi'`` near its series threshold and ``g_A`` gated on dt's flag in ``_ZOHFactors``, ``discretize_dense`` not
-promoting a complex B on a real A, the refusals of a misshapen dt and C, and of an unknown Cauchy backend name. The
-``phi`` series tests also pin mutants the existing tests already kill (series threshold, its ``x/2`` term, NaN
-gradients at ``A = 0`` on the ref backend).
+80 mutants (45 dplr, 13 cauchy, 22 discretize): 65 killed, 3 not observable (D26, a risky-node index off by one
+that still refines one of the two nearest nodes; C12, the Cauchy product's node blocks of unequal size, speed only;
+Z05, ``_exp_phi`` without float64 widening: no difference measured, ``expm1`` being accurate in float32 too), 12
+test gaps, pinned here (the
+first run overlapped two mutation runners from D30 on; D30-D45 and the unrun mutants were rerun by one runner).
+The survivors: the Cauchy backward with only w requiring grad (its gradient skipped unless z needs one), the
+``"ref"`` backend dropping ``conj``, ``phi'`` near its series threshold and ``g_A`` gated on dt's flag in
+``_ZOHFactors``, ``discretize_dense`` not promoting a complex B on a real A, the refusals of a misshapen dt and C,
+of an unknown Cauchy backend name, of a singular system by S4's solves and of a B with another state size (whose
+message named B's row count as A's size: fixed), the sign of ``alpha x`` in the GBT rules' ``log dA``, and the
+scale of the ZOH factors on the ``"ref"`` route. The ``phi`` series tests also pin mutants the existing tests
+already kill (series threshold, its ``x/2`` term, NaN gradients at ``A = 0`` on the ref backend).
 
 Every check here is against an independent route written in the test: a plain Cauchy sum under autograd, a Taylor
 series of ``phi(x) = (e^x - 1)/x``, ``numpy.linalg.solve`` of the GBT system, or an expected refusal.
@@ -149,3 +153,60 @@ def test_dplr_kernel_refuses_an_unknown_cauchy_backend():
     P = torch.full((1, 1, 2), 0.1 + 0j, dtype=C128)
     with pytest.raises(ValueError, match="unknown Cauchy backend 'bogus'; valid: chunked, naive"):
         dplr_kernel(Lam, P, Lam.conj(), Lam[None], torch.tensor([0.1], dtype=F64), 8, backend="bogus")
+
+
+def test_dplr_solve_refuses_a_singular_system():
+    """S4's linear solves refuse a singular system (LAPACK's info > 0) with a ValueError naming the caller, instead
+    of returning the garbage of a failed factorization (round 11c, the rerun: D43 only refused info < 0)."""
+    from statespaces.kernels.dplr import _solve
+
+    A = torch.zeros(2, 3, 3, dtype=torch.float64)
+    A[0] = torch.eye(3, dtype=torch.float64)                # one invertible, one singular system
+    with pytest.raises(ValueError, match="probe: 1 singular"):
+        _solve(A, torch.ones(2, 3, 1, dtype=torch.float64), "probe")
+
+
+@pytest.mark.parametrize("method,alpha", [("bilinear", 0.5), ("backward_euler", 1.0), ("gbt", 0.3)])
+def test_log_discrete_eigenvalues_of_gbt_rules(method, alpha):
+    """``log dA`` of a GBT rule without forming dA equals the log of the rule's eigenvalue written out,
+    ``(1 + (1 - alpha) x) / (1 - alpha x)`` with x = dt A, in complex128 (Z06: the sign of ``alpha x`` in the
+    denominator)."""
+    from statespaces.discretize import log_discrete_eigenvalues
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.complex(-torch.rand(4, 5, dtype=torch.float64, generator=g),
+                      3 * torch.randn(4, 5, dtype=torch.float64, generator=g))
+    want = torch.log((1 + (1 - alpha) * x) / (1 - alpha * x))
+    got = log_discrete_eigenvalues(x, method, alpha if method == "gbt" else None)
+    torch.testing.assert_close(torch.exp(got), torch.exp(want), rtol=1e-12, atol=1e-12)
+
+
+def test_discretize_dense_refuses_a_B_of_another_state_size():
+    """A dense system whose B has another number of rows than A has states is refused by name and sizes (Z14),
+    for a vector B and a matrix B."""
+    from statespaces.discretize import discretize_dense
+
+    A = -torch.eye(4, dtype=torch.float64)
+    for B in (torch.ones(3, dtype=torch.float64), torch.ones(3, 2, dtype=torch.float64)):
+        with pytest.raises(ValueError, match=r"B has 3 rows, A is 4x4"):
+            discretize_dense(A, B, 0.1, "zoh")
+
+
+def test_zoh_kernel_factors_ref_backend_keeps_the_scale():
+    """Under backend ``"ref"`` the ZOH factors are ``(dt A, scale C (e^{dt A} - 1)/A B)`` with the scale (2 for
+    conjugate pairs) applied: against the formula in complex128 (Z20 dropped it on that route only)."""
+    from statespaces.discretize import zoh_kernel_factors
+
+    g = torch.Generator().manual_seed(1)
+    H, M = 3, 4
+    dt = torch.rand(H, dtype=torch.float64, generator=g) + 0.1
+    A = torch.complex(-torch.rand(H, M, dtype=torch.float64, generator=g), torch.randn(H, M, dtype=torch.float64,
+                                                                                       generator=g))
+    B = torch.randn(H, M, dtype=torch.complex128, generator=g)
+    C = torch.randn(1, H, M, dtype=torch.complex128, generator=g)
+    want = 2.0 * C * (torch.expm1(dt[:, None] * A) / A * B)
+    for name in ("ref", "torch"):
+        with backend.use_backend(name):
+            log_dA, coef = zoh_kernel_factors(dt, A, B, C, scale=2.0)
+        torch.testing.assert_close(log_dA, dt[:, None] * A, rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(coef, want, rtol=1e-12, atol=1e-12)

@@ -181,7 +181,7 @@ def discretize_dense(
     Bm = B.unsqueeze(-1) if vector else B
     N = Bm.shape[-2]
     if Bm.shape[-2] != A.shape[-1]:
-        raise ValueError(f"B has {Bm.shape[-2]} rows, A is {N}x{N}")
+        raise ValueError(f"B has {N} rows, A is {A.shape[-1]}x{A.shape[-1]}: B must have one row per state")
     dtype = torch.promote_types(A.dtype, Bm.dtype)
     A, Bm = A.to(dtype), Bm.to(dtype)
     dt = torch.as_tensor(dt, dtype=A.real.dtype, device=A.device)
