@@ -5,8 +5,8 @@ and ``discretize.py`` (thesis app. A.1.4 rules, dense/diagonal ZOH factors).
 80 mutants (45 dplr, 13 cauchy, 22 discretize): 65 killed, 3 not observable (D26, a risky-node index off by one
 that still refines one of the two nearest nodes; C12, the Cauchy product's node blocks of unequal size, speed only;
 Z05, ``_exp_phi`` without float64 widening: no difference measured, ``expm1`` being accurate in float32 too), 12
-test gaps, pinned here (the
-first run overlapped two mutation runners from D30 on; D30-D45 and the unrun mutants were rerun by one runner).
+test gaps, pinned here (the first run overlapped two mutation runners from D30 on; D30-D45 and the unrun mutants
+were rerun by one runner).
 The survivors: the Cauchy backward with only w requiring grad (its gradient skipped unless z needs one), the
 ``"ref"`` backend dropping ``conj``, ``phi'`` near its series threshold and ``g_A`` gated on dt's flag in
 ``_ZOHFactors``, ``discretize_dense`` not promoting a complex B on a real A, the refusals of a misshapen dt and C,
