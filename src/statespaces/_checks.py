@@ -473,9 +473,9 @@ def check_result(module: torch.nn.Module, outputs: Any, what: str = "output", **
         if ts:
             mags.append(f"{name} magnitude up to {max(float(t.abs().max()) for t in ts):.3g}")
     dtype = outs[0].dtype if outs else torch.get_default_dtype()
-    if dtype in (torch.float16, torch.bfloat16):
+    if dtype == torch.float16:          # float32's range is wider; bfloat16 has float32's range already
         wider = "rescale the input or pass it in float32"
-    elif dtype in (torch.float32, torch.complex64):
+    elif dtype in (torch.bfloat16, torch.float32, torch.complex64):
         wider = "rescale the input or run the module in float64"
     else:      # already the widest: the input, or a rate / step that takes the system out of its range
         wider = ("rescale the input, or check the rate and the step sizes (an extreme rate can leave the range of "
