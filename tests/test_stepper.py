@@ -311,3 +311,26 @@ def test_diagonal_stepper_with_an_input_that_requires_grad():
     torch.testing.assert_close(y.detach(), y_step.detach(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(y_inplace, y_step.detach(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(gx, gs, rtol=1e-12, atol=1e-12)
+
+
+def test_diagonal_step_ref_into_buffers():
+    """``diagonal_step_ref(..., out=(y, state'))`` writes the step into the given buffers, in place when the state
+    buffer is the state itself and by a copy first when it is another one (the input state then unchanged): both
+    equal the out-of-place expression."""
+    from statespaces.kernels.dispatch import diagonal_step_ref
+
+    g = torch.Generator().manual_seed(3)
+    H, M, B = 3, 4, 2
+    dA, dB, Cc, s0 = (torch.randn(*shape, dtype=torch.complex128, generator=g)
+                      for shape in ((H, M), (H, M), (H, M), (B, H, M)))
+    D, u = torch.randn(H, dtype=F64, generator=g), torch.randn(B, H, dtype=F64, generator=g)
+    y_want, s_want = diagonal_step_ref(dA, dB, Cc, D, u, s0)
+    state, y = s0.clone(), torch.empty(B, H, dtype=F64)
+    other = torch.empty_like(s0)
+    got = diagonal_step_ref(dA, dB, Cc, D, u, state, out=(y, other))
+    assert got[0] is y and got[1] is other and torch.equal(state, s0)
+    torch.testing.assert_close(y, y_want, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(other, s_want, rtol=1e-14, atol=1e-14)
+    diagonal_step_ref(dA, dB, Cc, D, u, state, out=(y, state))
+    torch.testing.assert_close(state, s_want, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(y, y_want, rtol=1e-14, atol=1e-14)
