@@ -14,7 +14,7 @@ leading batch (9x slower at H = 128, N = 64, 8 leading batches).
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple, Type
 
 import torch
 
@@ -37,10 +37,12 @@ def solve_ex(A: Tensor, B: Tensor) -> Tuple[Tensor, Tensor]:
     return X, info
 
 
-def solve(A: Tensor, B: Tensor) -> Tensor:
-    """``torch.linalg.solve(A, B)`` through :func:`solve_ex` (same folding). A singular A is refused by
-    :func:`~statespaces._checks.refuse_if`: ``torch.linalg.LinAlgError`` on CPU, as solve raises, a device-side
+def solve(A: Tensor, B: Tensor, message: Optional[str] = None,
+          exc: Type[Exception] = torch.linalg.LinAlgError) -> Tensor:
+    """``torch.linalg.solve(A, B)`` through :func:`solve_ex` (same folding), with no host sync on CUDA. A singular
+    A is refused by :func:`~statespaces._checks.refuse_if` with ``message`` (may contain ``{n}``, the number of
+    singular systems) as ``exc`` (default: ``torch.linalg.LinAlgError``, as solve raises) on CPU, a device-side
     assert on CUDA, nothing while traced or transformed."""
     X, info = solve_ex(A, B)
-    refuse_if(info != 0, "linalg.solve: the matrix is singular ({n} singular system(s))", torch.linalg.LinAlgError)
+    refuse_if(info != 0, message or "linalg.solve: the matrix is singular ({n} singular system(s))", exc)
     return X

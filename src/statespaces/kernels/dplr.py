@@ -44,8 +44,8 @@ from typing import Callable, Optional, Tuple
 import torch
 
 from .. import backend
-from .._checks import check_length, refuse_if, tracing
-from .._linalg import solve_ex
+from .._checks import check_length, tracing
+from .._linalg import solve
 from .cauchy import cauchy, cauchy_naive
 from .chunked import rows_times_power
 
@@ -68,14 +68,12 @@ _WOODBURY = "Woodbury resolvent: I + P^* R P"
 def _solve(A: Tensor, B: Tensor, what: str) -> Tensor:
     """``torch.linalg.solve(A, B)`` without its host sync (on CUDA it reads the LU pivots' status on the
     host at every call): ``solve_ex``, and a singular system refused by :func:`~statespaces._checks.refuse_if`
-    (``ValueError`` on CPU, ``torch._assert_async`` on CUDA; issue 17 item 2). Through
-    :func:`statespaces._linalg.solve_ex`, which folds B's leading batch dimensions into its columns (right under
+    (``ValueError`` on CPU, ``torch._assert_async`` on CUDA; issue 17 item 2): :func:`statespaces._linalg.solve`
+    with this module's message, which folds B's leading batch dimensions into its columns (right under
     ``torch.func.vmap``)."""
-    X, info = solve_ex(A, B)                     # B's extra batch dimensions folded into its columns
-    refuse_if(info != 0, f"{what}: {{n}} singular linear system(s); the SSM parameters make it "
-                         "non-invertible (a pole on a node of the frequency grid, or a diverged run): re-initialize "
-                         "or reload them")
-    return X
+    return solve(A, B, f"{what}: {{n}} singular linear system(s); the SSM parameters make it non-invertible (a "
+                       "pole on a node of the frequency grid, or a diverged run): re-initialize or reload them",
+                 ValueError)
 
 
 def dplr_full(Lambda: Tensor, P: Tensor) -> Tensor:
