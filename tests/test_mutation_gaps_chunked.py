@@ -108,17 +108,20 @@ def _projected_loop(u, W_in, W_out, D, G, b, c):
     return out if D is None else out + D * u
 
 
+def _projected_inputs(B, L, H, Cn, seed):
+    """Random float64 input u (B, L, H), maps W_in (Cn, H) and W_out (H, Cn), skip D (H,) and output gradient."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(B, L, H, dtype=F64, generator=g), torch.randn(Cn, H, dtype=F64, generator=g),
+            torch.randn(H, Cn, dtype=F64, generator=g), torch.randn(H, dtype=F64, generator=g),
+            torch.randn(B, L, H, dtype=F64, generator=g))
+
+
 def test_projected_ref_gives_the_output_weight_its_gradient_alone():
     """``ReadoutT``'s backward computes dW from its own ``needs_input_grad[1]``: with a frozen input, input map and
     SSM (only W_out trainable) W_out still gets the gradient of autograd through the plain recurrence."""
     B, L, H, Cn, T = 2, 8, 3, 4, 4
     tab, (G, b, c) = _block_system(Cn, T, T, seed=1)
-    g = torch.Generator().manual_seed(2)
-    u = torch.randn(B, L, H, dtype=F64, generator=g)
-    W_in = torch.randn(Cn, H, dtype=F64, generator=g)
-    W_out = torch.randn(H, Cn, dtype=F64, generator=g)
-    D = torch.randn(H, dtype=F64, generator=g)
-    gout = torch.randn(B, L, H, dtype=F64, generator=g)
+    u, W_in, W_out, D, gout = _projected_inputs(B, L, H, Cn, seed=2)
     w1 = W_out.clone().requires_grad_()
     (cp.chunked_conv_projected_ref(u, W_in, w1, D, tab) * gout).sum().backward()
     w2 = W_out.clone().requires_grad_()
@@ -142,12 +145,7 @@ def test_fused_projected_with_a_partial_last_group(monkeypatch):
     B, L, H, Cn, T = 3, 8, 3, 4, 4
     monkeypatch.setattr(cp, "GROUP_ELEMENTS", 2 * Cn * L)                 # two items per group: (0, 2), (2, 3)
     tab, (G, b, c) = _block_system(Cn, T, T, seed=3)
-    g = torch.Generator().manual_seed(4)
-    u = torch.randn(B, L, H, dtype=F64, generator=g)
-    W_in = torch.randn(Cn, H, dtype=F64, generator=g)
-    W_out = torch.randn(H, Cn, dtype=F64, generator=g)
-    D = torch.randn(H, dtype=F64, generator=g)
-    gout = torch.randn(B, L, H, dtype=F64, generator=g)
+    u, W_in, W_out, D, gout = _projected_inputs(B, L, H, Cn, seed=4)
     a1 = [t.clone().requires_grad_() for t in (u, W_in, W_out, D)]
     out = cp.chunked_conv_projected(*a1, tab)
     (out * gout).sum().backward()
