@@ -13,9 +13,10 @@ with ``x_{-1}`` the initial state. Nothing is truncated: the result equals the f
 (tested against :func:`statespaces.ops.fftconv.fftconv` and the explicit recurrence in float64).
 Per step and channel the work is T (Toeplitz) + 2 S (state in and out) multiply-adds for a real
 state of size S, done as three batched matmuls over the channels; the chunk-to-chunk carry is
-``ceil(L / T)`` small elementwise updates of (B, H, S). Against the FFT route (O(L log L), with
-~10 passes over the (B, H, 2L) padded tensor) this wins on CPU for moderate S, and reads the input
-in its (B, L, H) layout without any length-2L buffer.
+``ceil(L / T)`` small elementwise updates of (B, H, S) (for one 2x2 block per channel, as LinOSS has, a blocked
+scan, :func:`scan_rows`: a dense product per block of chunks and ``ceil(L / (T K))`` sequential steps).
+Against the FFT route (O(L log L), with ~10 passes over the (B, H, 2L) padded tensor) this wins on CPU
+for moderate S, and reads the input in its (B, L, H) layout without any length-2L buffer.
 
 The algorithm itself (:func:`chunked_conv`) takes five small per-channel tables
 (:class:`ChunkTables`) and a real state made of 2-vectors, so one code serves
@@ -42,9 +43,9 @@ from .vandermonde import _powers, exp_scaled
 
 Tensor = torch.Tensor
 
-__all__ = ["CHUNK", "ChunkTables", "block_tables", "carry_adjoint", "carry_states", "chunk_length", "chunked_conv",
-           "chunked_conv_diagonal", "chunked_conv_diagonal_ref", "chunked_conv_torch", "diagonal_tables",
-           "prefer_chunked", "prefer_power_kernel"]
+__all__ = ["CARRY_BLOCK", "CHUNK", "ChunkTables", "block_tables", "carry_adjoint", "carry_rows", "carry_rows_adjoint",
+           "carry_states", "chunk_length", "chunked_conv", "chunked_conv_diagonal", "chunked_conv_diagonal_ref",
+           "chunked_conv_torch", "diagonal_tables", "prefer_chunked", "prefer_power_kernel", "scan_rows"]
 
 #: Default chunk length T (steps). 64 balances the Toeplitz product (T per step) against the
 #: state in/out products (2 S per step) for S4D's S = 64 real state entries (32 complex modes).
@@ -214,6 +215,84 @@ def carry_adjoint(G: Tensor, X: Tensor, dX: Tensor, need_dG: bool = True) -> Tup
     return ds, dG, lam[0]
 
 
+#: Chunks per block of :func:`scan_rows`: one dense (2 K, 2 K) product per block of K chunks replaces K of the
+#: sequential steps (each a small batched matmul of ~10 us on one CPU thread, whatever its size). 8 was the fastest
+#: of 4, 8, 16, 32 at n = 256 chunks and level with 4 at n = 32 (H = 128, B = 8, float64, one CPU thread).
+CARRY_BLOCK = 8
+
+
+def scan_rows(A: Tensor, s: Tensor, reverse: bool = False, block: int = CARRY_BLOCK) -> Tensor:
+    r"""The linear scan ``Z_j = A Z_{j-1} + s_j`` (``Z_{-1} = 0``), or with ``reverse`` ``Z_j = A Z_{j+1} + s_j``
+    (``Z_n = 0``), for one 2x2 block per row, in the chunk-row layout: A (H, 2, 2), s (H, B, n, 2) -> Z (H, B, n, 2),
+    a new tensor in the dtype of s.
+
+    Blocked, so that the sequential part is n / K steps instead of n: within each block of K chunks the scan from
+    zero is one product with the (2K, 2K) block-Toeplitz matrix of the powers ``A^0 .. A^{K-1}`` (row form:
+    ``Z_i^T = sum_{l <= i} s_l^T (A^{i-l})^T``); the states between blocks are carried by ``A^K`` in a loop of
+    ``ceil(n / K) - 1`` steps; each block then adds its entering state through ``A^{i+1}`` (``A^{K-i}`` reversed) in
+    one more product. Equal to the step-by-step loop up to rounding (tested in float64 against it); the powers are
+    formed in the dtype of A by repeated products.
+    """
+    H, B, n, _ = s.shape
+    k = max(1, min(block, n))
+    q = -(-n // k)
+    sp = (s if q * k == n else F.pad(s, (0, 0, 0, q * k - n))).contiguous()   # zero steps past the end
+    P = [torch.eye(2, dtype=A.dtype, device=A.device).expand(H, 2, 2)]
+    for _ in range(k):
+        P.append(torch.bmm(A, P[-1]))
+    Pt = torch.stack(P, 1).transpose(-1, -2).to(s.dtype)                       # (H, k + 1, 2, 2): (A^i)^T
+    # block (l, i) of the local matrix: (A^{i-l})^T for i >= l, else 0 (transposed blockwise when reversed):
+    # windows of the powers left-padded with k - 1 zero blocks, as _toeplitz builds its scalar Toeplitz matrix
+    W = F.pad(Pt[:, :k], (0, 0, 0, 0, k - 1, 0)).unfold(1, k, 1).flip(1).permute(0, 1, 4, 2, 3)   # (H, l, i, 2, 2)
+    if reverse:
+        W = W.transpose(1, 2)
+    Z = torch.bmm(sp.view(H, B * q, 2 * k), W.permute(0, 1, 3, 2, 4).reshape(H, 2 * k, 2 * k))
+    if q > 1:
+        Zb = Z.view(H, B, q, k, 2)
+        exit_ = (Zb[:, :, :, 0] if reverse else Zb[:, :, :, -1]).permute(2, 0, 1, 3).contiguous()   # (q, H, B, 2)
+        Y = torch.zeros_like(exit_)                                             # state entering each block
+        order = range(q - 2, -1, -1) if reverse else range(1, q)
+        for p in order:
+            src = p + 1 if reverse else p - 1
+            torch.baddbmm(exit_[src], Y[src], Pt[:, k], out=Y[p])
+        w = Pt[:, 1:].flip(1) if reverse else Pt[:, 1:]                        # block i: (A^{K-i})^T or (A^{i+1})^T
+        Z.baddbmm_(Y.permute(1, 2, 0, 3).reshape(H, B * q, 2), w.permute(0, 2, 1, 3).reshape(H, 2, 2 * k))
+    Z = Z.view(H, B, q * k, 2)
+    return Z if q * k == n else Z[:, :, :n].contiguous()
+
+
+def carry_rows(G: Tensor, s: Tensor, x0: Optional[Tensor] = None, dtype: Optional[torch.dtype] = None) -> Tensor:
+    r""":func:`carry_states` for one 2x2 block per channel (M = 1, LinOSS) in the chunk-row layout, by
+    :func:`scan_rows`: G (H, 1, 2, 2), chunk sums s (H, B, n, 2), x0 (H, B, 2) or None -> X (H, B, n, 2) in
+    ``dtype`` (default the dtype of s), ``X_0 = x0``, ``X_j = G X_{j-1} + s_{j-1}``. No transposes of the
+    (B n)-sized tensors (the chunk-first layout of :func:`carry_states` costs four of them per forward+backward)."""
+    H, B, n, _ = s.shape
+    sp = torch.empty(H, B, n, 2, dtype=dtype or s.dtype, device=s.device)
+    if x0 is None:
+        sp[:, :, 0].zero_()
+    else:
+        sp[:, :, 0] = x0
+    sp[:, :, 1:] = s[:, :, :-1]                                                # shifted and converted in one copy
+    return scan_rows(G.reshape(H, 2, 2).to(sp.dtype), sp)
+
+
+def carry_rows_adjoint(G: Tensor, X: Tensor, dX: Tensor,
+                       need_dG: bool = True) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+    r"""Adjoint of :func:`carry_rows` (as :func:`carry_adjoint` is of :func:`carry_states`): G (H, 1, 2, 2), X and
+    dX (H, B, n, 2) -> ``(ds, dG, dx0)``: ds (H, B, n, 2) with ``ds_{j-1} = lam_j``, ``ds_{n-1} = 0``, where
+    ``lam_j = dX_j + G^T lam_{j+1}`` (:func:`scan_rows` reversed); dG (H, 1, 2, 2) ``= sum_{b, j} ds_j X_j^T`` (one
+    bmm) or None; dx0 = lam_0 (H, B, 2)."""
+    H, B, n, _ = X.shape
+    lam = scan_rows(G.reshape(H, 2, 2).transpose(-1, -2).to(dX.dtype), dX, reverse=True)
+    ds = torch.empty_like(lam)
+    ds[:, :, :-1] = lam[:, :, 1:]
+    ds[:, :, -1].zero_()
+    dG = None
+    if need_dG:
+        dG = torch.bmm(ds.view(H, B * n, 2).transpose(-1, -2), X.reshape(H, B * n, 2)).view(H, 1, 2, 2)
+    return ds, dG, lam[:, :, 0]
+
+
 def carry_states_ref(G: Tensor, sums: Tensor, x0: Tensor) -> Tensor:
     r""":func:`carry_states` in plain autograd (backend ``"ref"``: derivatives of any order), in the layout of
     :class:`_CarryScan`: G (H, M, 2, 2), sums (H, B, n, M, 2), x0 (H, B, M, 2) -> X (H, B, n, M, 2)."""
@@ -233,6 +312,11 @@ class _CarryScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, G: Tensor, sums: Tensor, x0: Tensor) -> Tensor:
+        H, B, n, M, _ = sums.shape
+        if M == 1:                                                           # in place, blocked: carry_rows
+            X = carry_rows(G, sums.view(H, B, n, 2), x0.reshape(H, B, 2))
+            ctx.save_for_backward(G, X)
+            return X.view(H, B, n, 1, 2)
         X = carry_states(G, sums.movedim(2, 0).contiguous(), x0)             # (n, H, B, M, 2): contiguous steps
         ctx.save_for_backward(G, X)
         return X.movedim(0, 2)
@@ -241,6 +325,10 @@ class _CarryScan(torch.autograd.Function):
     @backend.first_order
     def backward(ctx, dX: Tensor):
         G, X = ctx.saved_tensors
+        if X.dim() == 4:                                                     # M = 1: chunk rows (H, B, n, 2)
+            H, B, n, _ = X.shape
+            ds, dG, dx0 = carry_rows_adjoint(G, X, dX.reshape(H, B, n, 2), ctx.needs_input_grad[0])
+            return dG, ds.view(H, B, n, 1, 2), dx0.reshape(H, B, 1, 2)
         lam = dX.movedim(2, 0).clone(memory_format=torch.contiguous_format)  # overwritten by the adjoint
         ds, dG, dx0 = carry_adjoint(G, X, lam, ctx.needs_input_grad[0])
         return dG, ds.movedim(0, 2), dx0
