@@ -313,7 +313,7 @@ class _CarryScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, G: Tensor, sums: Tensor, x0: Tensor) -> Tensor:
         H, B, n, M, _ = sums.shape
-        if M == 1:                                                           # in place, blocked: carry_rows
+        if M == 1:                                                           # chunk rows, blocked: carry_rows
             X = carry_rows(G, sums.view(H, B, n, 2), x0.reshape(H, B, 2))
             ctx.save_for_backward(G, X)
             return X.view(H, B, n, 1, 2)
