@@ -9,6 +9,7 @@ the docstrings and papers written out), never against the code's own output. 77 
 equivalent, 13 gaps (all pinned here, the last two, the nominal eigenvalue's own canonicalisation and the sign of
 D-LinOSS's extracted damping G, by the two tests at the end), no bug.
 """
+import copy
 import math
 
 import pytest
@@ -188,3 +189,52 @@ def test_dlinoss_extracted_stiffness_and_damping_are_the_layers(scheme):
     assert bool((G != 0).all())
     torch.testing.assert_close(an.extra["G"], G, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(an.extra["A"], layer.stiffness().detach(), rtol=1e-9, atol=1e-12)
+
+
+def test_normal_form_shears_a_block_near_a_double_eigenvalue():
+    """A block with unequal diagonal entries near a double eigenvalue (beta^2 <= tol det M): p = 1 and
+    q = (M00 - M11) / (2 M10), so that M' = [[alpha, M01 + q^2 M10], [M10, alpha]] (equal diagonal entries),
+    T M' T^-1 = M and T f' = f; with |q| > MAX_SHEAR it keeps T = I."""
+    from statespaces.kernels.oscillator import MAX_SHEAR
+
+    lam = torch.tensor([-0.99926 + 0.00042j, -0.99926 - 0.00042j], dtype=torch.complex128)
+    S = torch.tensor([[1.0, 3.6], [0.0, 1.0]], dtype=f64)                   # a shear of the normal block
+    R = torch.tensor([[lam[0].real, -lam[0].imag], [lam[0].imag, lam[0].real]], dtype=f64)
+    N = torch.tensor([[1.0, 0.0], [0.55, 1.0]], dtype=f64)                  # and away from normal
+    M0 = S @ N @ R @ torch.linalg.inv(N) @ torch.linalg.inv(S)
+    f = torch.tensor([[0.55], [0.31]], dtype=f64)
+    al = float(M0.trace()) / 2
+    assert float(torch.linalg.det(M0)) - al * al <= 1e-6 * float(torch.linalg.det(M0))
+    Mn, fn, T = normal_form(M0.reshape(2, 2, 1), f)
+    p, q = float(T[0, 0]), float(T[1, 0])
+    assert p == 1.0 and q == pytest.approx(float(M0[0, 0] - M0[1, 1]) / (2 * float(M0[1, 0])), rel=1e-14)
+    assert float(Mn[0, 0, 0]) == float(Mn[1, 1, 0]) == pytest.approx(al, rel=1e-15)
+    Tm = torch.tensor([[1.0, q], [0.0, 1.0]], dtype=f64)
+    torch.testing.assert_close(Tm @ Mn[..., 0] @ torch.linalg.inv(Tm), M0, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(Tm @ fn[:, 0], f[:, 0], rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(torch.linalg.eigvals(Mn[..., 0]), torch.linalg.eigvals(M0), rtol=1e-9, atol=1e-9)
+    far = M0.clone()
+    far[1, 0] = float(M0[0, 0] - M0[1, 1]) / (2.5 * MAX_SHEAR)             # |q| = 1.25 MAX_SHEAR
+    far[0, 1] = -((far[0, 0] - far[1, 1]) ** 2) / (4 * far[1, 0])           # still a double eigenvalue
+    Mf, ff, Tf = normal_form(far.reshape(2, 2, 1), f)
+    assert Tf[:, 0].tolist() == [1.0, 0.0] and torch.equal(Mf[..., 0], far) and torch.equal(ff, f)
+
+
+@pytest.mark.parametrize("disc", ["IM", "IMEX"])
+def test_dlinoss_float32_scan_near_theta_pi(disc):
+    """D-LinOSS with one oscillator near a double eigenvalue at -r (theta = pi - 4e-4): the float32 scan against
+    the float64 layer. In its own basis (diagonal entries ~1 and ~-3 for IM) the block's powers cancel: 2e-2
+    relative error at L = 1000 before the shear; sheared, at float32's level."""
+    from statespaces.layers.dlinoss import DLinOSS
+
+    torch.manual_seed(0)
+    layer = DLinOSS(6, 4, discretization=disc, seed=0, mode="scan")
+    lam = torch.polar(torch.tensor([0.9993, 0.95, 0.97, 0.99], dtype=f64),
+                      torch.tensor([math.pi - 4e-4, 0.7, 1.9, 2.8], dtype=f64))
+    with torch.no_grad():
+        layer._set_oscillators(lam, torch.full((4,), 0.55, dtype=f64))
+    l64 = copy.deepcopy(layer).double()
+    x = torch.randn(2, 1000, 6)
+    ref = l64(x.double(), mode="conv")
+    err = (layer(x).double() - ref).abs().max() / ref.abs().max()
+    assert err < 2e-4

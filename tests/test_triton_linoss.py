@@ -268,8 +268,12 @@ def test_damped_transition_kernel_gives_the_normal_form_and_its_jacobian(scheme)
     Mn, fn, T, J = tosc.damped_transition_triton(A_hat, G_hat, dt, scheme)
     _, _, sys = damped_system(A_hat, G_hat, dt, scheme)
     p, q = T
-    ok = (p != 1) | (q != 0)                     # lanes left in the original basis (beta ~ 0) have T = I
-    assert P // 4 < int(ok.sum()) < P          # both kinds of lanes: in the band, and clamped to its edges
+    from statespaces.kernels.oscillator import MAX_SHEAR
+
+    assert tosc.MAX_SHEAR.value == MAX_SHEAR                # the kernel's copy of the shear bound
+    rotated, sheared = p != 1, (p == 1) & (q != 0)     # in the band; clamped to its edges (beta ~ 0): sheared
+    ok = rotated | sheared                              # (a lane left in its own basis has T = I)
+    assert P // 4 < int(rotated.sum()) < P and int(sheared.sum()) > 0
     Tm = torch.stack([torch.stack([p, q]), torch.stack([torch.zeros_like(p), torch.ones_like(p)])])
     Ti = torch.stack([torch.stack([1 / p, -q / p]), torch.stack([torch.zeros_like(p), torch.ones_like(p)])])
     torch.testing.assert_close(torch.einsum("ijp,jkp,klp->ilp", Tm, Mn, Ti), sys.M, atol=1e-12, rtol=1e-10)

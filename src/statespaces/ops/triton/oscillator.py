@@ -27,6 +27,10 @@ import triton.language as tl
 
 from ._launch import contiguous, make, signature, unique
 
+#: :data:`statespaces.kernels.oscillator.MAX_SHEAR` as a compile-time constant of the kernels (written here, not
+#: imported: kernels.oscillator imports this module; tests/test_triton_linoss.py checks that the two agree)
+MAX_SHEAR = tl.constexpr(1e3)
+
 Tensor = torch.Tensor
 
 __all__ = ["transition_triton", "damped_transition_triton"]
@@ -139,31 +143,41 @@ def _normal_form(m00, m01, m10, m11, f0, f1, t00, t01, t10, t11, tf0, tf1):
     # normal ``[[alpha, -beta], [beta, alpha]]`` (eigenvalues alpha +- i beta): p = beta / M10,
     # q = (M00 - M11) / (2 M10), f' = T^-1 f = ((f0 - q f1) / p, f1). Rounded to fp32 for the scan, a normal
     # block moves its eigenvalues by ~2^-24; the original one, far from normal near a double eigenvalue
-    # (theta near 0 or pi), by up to ~2^-12. Where beta / r < 1e-3 (or M10 = 0) T = I (values and tangents
-    # unchanged). Returns 8 values (M'00, M'01, M'10, M'11, f'0, f'1, p, q) and their 8 tangents.
+    # (theta near 0 or pi), by up to ~2^-12. Where beta / r < 1e-3 the block is only sheared (p = 1, the same q:
+    # M' = [[alpha, M01 + q^2 M10], [M10, alpha]], equal diagonal entries), unless |q| > MAX_SHEAR or M10 = 0,
+    # where T = I (values and tangents unchanged). Returns 8 values (M'00, M'01, M'10, M'11, f'0, f'1, p, q) and
+    # their 8 tangents.
     al = 0.5 * (m00 + m11)
     tal = 0.5 * (t00 + t11)
     det = m00 * m11 - m01 * m10
     tdet = t00 * m11 + m00 * t11 - t01 * m10 - m01 * t10
     b2 = det - al * al
     tb2 = tdet - 2.0 * al * tal
-    ok = (b2 > 1e-6 * det) & (m10 != 0.0)
-    be = tl.sqrt(tl.where(ok, b2, 1.0))
-    tbe = tb2 / (2.0 * be)
-    d = tl.where(ok, m10, 1.0)
-    p = be / d
-    tp = tbe / d - be * t10 / (d * d)
+    nz = m10 != 0.0
+    d = tl.where(nz, m10, 1.0)
     q = (m00 - m11) / (2.0 * d)
     tq = (t00 - t11) / (2.0 * d) - (m00 - m11) * t10 / (2.0 * d * d)
+    ok = (b2 > 1e-6 * det) & nz
+    shear = (b2 <= 1e-6 * det) & nz & (tl.abs(q) <= MAX_SHEAR)
+    rot = ok | shear                                       # equal diagonal entries, q applied
+    be = tl.sqrt(tl.where(ok, b2, 1.0))
+    tbe = tb2 / (2.0 * be)
+    p = be / d
+    tp = tbe / d - be * t10 / (d * d)
     h = f0 - q * f1
+    th = tf0 - tq * f1 - q * tf1
     g0 = h / p
-    tg0 = (tf0 - tq * f1 - q * tf1) / p - h * tp / (p * p)
+    tg0 = th / p - h * tp / (p * p)
     one = tl.zeros_like(m00) + 1.0
     zero = tl.zeros_like(m00)
-    return (tl.where(ok, al, m00), tl.where(ok, -be, m01), tl.where(ok, be, m10), tl.where(ok, al, m11),
-            tl.where(ok, g0, f0), f1, tl.where(ok, p, one), tl.where(ok, q, zero),
-            tl.where(ok, tal, t00), tl.where(ok, -tbe, t01), tl.where(ok, tbe, t10), tl.where(ok, tal, t11),
-            tl.where(ok, tg0, tf0), tf1, tl.where(ok, tp, zero), tl.where(ok, tq, zero))
+    m01s = m01 + q * q * m10                           # = -beta^2 / M10, without det - alpha^2's cancellation
+    tm01s = t01 + 2.0 * q * tq * m10 + q * q * t10
+    return (tl.where(rot, al, m00), tl.where(ok, -be, tl.where(shear, m01s, m01)), tl.where(ok, be, m10),
+            tl.where(rot, al, m11), tl.where(ok, g0, tl.where(shear, h, f0)), f1, tl.where(ok, p, one),
+            tl.where(rot, q, zero),
+            tl.where(rot, tal, t00), tl.where(ok, -tbe, tl.where(shear, tm01s, t01)), tl.where(ok, tbe, t10),
+            tl.where(rot, tal, t11), tl.where(ok, tg0, tl.where(shear, th, tf0)), tf1, tl.where(ok, tp, zero),
+            tl.where(rot, tq, zero))
 
 
 @triton.jit
