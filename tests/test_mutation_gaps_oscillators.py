@@ -238,3 +238,14 @@ def test_dlinoss_float32_scan_near_theta_pi(disc):
     ref = l64(x.double(), mode="conv")
     err = (layer(x).double() - ref).abs().max() / ref.abs().max()
     assert err < 2e-4
+
+
+def test_normal_form_gradients_of_a_sheared_block():
+    """gradcheck of normal_form at a block with a double eigenvalue (beta = 0, unequal diagonal): the sheared branch
+    (q, M01 + q^2 M10 and f0 - q f1) is differentiated like the rotated one."""
+    M = torch.tensor([[0.9, -0.5], [0.02, 0.7]], dtype=f64)      # (M00 - M11)^2 + 4 M01 M10 = 0.04 - 0.04 = 0
+    M = M.reshape(2, 2, 1).requires_grad_()
+    f = torch.tensor([[0.55], [0.31]], dtype=f64, requires_grad=True)
+    Mn, _, T = normal_form(M, f)
+    assert float(T[0, 0]) == 1.0 and float(T[1, 0]) == pytest.approx(5.0)
+    assert torch.autograd.gradcheck(lambda a, b: normal_form(a, b), (M, f), eps=1e-9, atol=1e-6)
