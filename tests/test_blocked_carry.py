@@ -56,12 +56,13 @@ def test_carry_rows_and_adjoint_equal_the_chunk_first_carry(n, with_x0):
     H, B = s.shape[:2]
     G = A.view(H, 1, 2, 2)
     x0 = torch.randn(H, B, 2, dtype=f64) if with_x0 else None
-    X = carry_rows(G, s, x0)
+    X = carry_rows(G, s.unsqueeze(-2), None if x0 is None else x0.unsqueeze(-2)).squeeze(-2)   # (H, B, n, 1, 2)
     Xc = carry_states(G, s.permute(2, 0, 1, 3).unsqueeze(-2).contiguous(),
                       None if x0 is None else x0.unsqueeze(-2))                      # (n, H, B, 1, 2)
     torch.testing.assert_close(X, Xc.squeeze(-2).permute(1, 2, 0, 3), rtol=1e-12, atol=1e-12)
     dX = torch.randn_like(X)
-    ds, dG, dx0 = carry_rows_adjoint(G, X, dX)
+    ds, dG, dx0 = carry_rows_adjoint(G, X.unsqueeze(-2), dX.unsqueeze(-2))
+    ds, dx0 = ds.squeeze(-2), dx0.squeeze(-2)
     ds_c, dG_c, dx0_c = carry_adjoint(G, Xc, dX.permute(2, 0, 1, 3).unsqueeze(-2).contiguous())
     torch.testing.assert_close(ds, ds_c.squeeze(-2).permute(1, 2, 0, 3), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(dG, dG_c, rtol=1e-11, atol=1e-11)
@@ -81,19 +82,21 @@ def test_carry_rows_adjoint_is_the_vector_jacobian_product():
     X = torch.stack(states, 2)
     dX = torch.randn_like(X)
     gG, gs, gx0 = torch.autograd.grad(X, (G, s_, x0), dX)
-    torch.testing.assert_close(carry_rows(G.detach(), s, x0.detach()), X.detach(), rtol=1e-12, atol=1e-12)
-    ds, dG, dx0 = carry_rows_adjoint(G.detach(), X.detach(), dX)
+    torch.testing.assert_close(carry_rows(G.detach(), s.unsqueeze(-2), x0.detach().unsqueeze(-2)).squeeze(-2),
+                               X.detach(), rtol=1e-12, atol=1e-12)
+    ds, dG, dx0 = carry_rows_adjoint(G.detach(), X.detach().unsqueeze(-2), dX.unsqueeze(-2))
+    ds, dx0 = ds.squeeze(-2), dx0.squeeze(-2)
     torch.testing.assert_close(ds, gs, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(dG, gG, rtol=1e-11, atol=1e-11)
     torch.testing.assert_close(dx0, gx0, rtol=1e-12, atol=1e-12)
-    assert carry_rows_adjoint(G.detach(), X.detach(), dX, need_dG=False)[1] is None
+    assert carry_rows_adjoint(G.detach(), X.detach().unsqueeze(-2), dX.unsqueeze(-2), need_dG=False)[1] is None
 
 
 def test_carry_rows_converts_to_the_carry_dtype():
     A, s = _system(n=6)
-    X = carry_rows(A.view(-1, 1, 2, 2), s.float(), dtype=f64)
+    X = carry_rows(A.view(-1, 1, 2, 2), s.float().unsqueeze(-2), dtype=f64)
     assert X.dtype == f64
-    torch.testing.assert_close(X, carry_rows(A.view(-1, 1, 2, 2), s.float().double()), rtol=0, atol=0)
+    torch.testing.assert_close(X, carry_rows(A.view(-1, 1, 2, 2), s.float().double().unsqueeze(-2)), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("disc", ["IM", "IMEX"])

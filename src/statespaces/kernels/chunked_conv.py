@@ -262,35 +262,49 @@ def scan_rows(A: Tensor, s: Tensor, reverse: bool = False, block: int = CARRY_BL
 
 
 def carry_rows(G: Tensor, s: Tensor, x0: Optional[Tensor] = None, dtype: Optional[torch.dtype] = None) -> Tensor:
-    r""":func:`carry_states` for one 2x2 block per channel (M = 1, LinOSS) in the chunk-row layout, by
-    :func:`scan_rows`: G (H, 1, 2, 2), chunk sums s (H, B, n, 2), x0 (H, B, 2) or None -> X (H, B, n, 2) in
-    ``dtype`` (default the dtype of s), ``X_0 = x0``, ``X_j = G X_{j-1} + s_{j-1}``. No transposes of the
-    (B n)-sized tensors (the chunk-first layout of :func:`carry_states` costs four of them per forward+backward)."""
-    H, B, n, _ = s.shape
-    sp = torch.empty(H, B, n, 2, dtype=dtype or s.dtype, device=s.device)
+    r""":func:`carry_states` in the chunk-row layout of the chunk products: G (H, M, 2, 2), chunk sums
+    s (H, B, n, M, 2), x0 (H, B, M, 2) or None (zeros) -> X (H, B, n, M, 2) in ``dtype`` (default the dtype of s),
+    ``X_0 = x0``, ``X_j = G X_{j-1} + s_{j-1}`` (the states before each chunk, thesis §2.3.3).
+
+    One block per channel (M = 1, LinOSS): blocked by :func:`scan_rows`, in this layout, with no transposes of
+    (B n)-sized tensors (the chunk-first loop costs four of them per forward+backward), contiguous. M > 1: the
+    chunk-first loop :func:`carry_states` (one elementwise step per chunk), returned as a view in this layout."""
+    H, B, n, M, _ = s.shape
+    wide = dtype or s.dtype
+    if M > 1:
+        sc = torch.empty(n, H, B, M, 2, dtype=wide, device=s.device).copy_(s.movedim(2, 0))   # contiguous steps
+        return carry_states(G, sc, None if x0 is None else x0.to(wide)).movedim(0, 2)
+    sp = torch.empty(H, B, n, 2, dtype=wide, device=s.device)
     if x0 is None:
         sp[:, :, 0].zero_()
     else:
-        sp[:, :, 0] = x0
-    sp[:, :, 1:] = s[:, :, :-1]                                                # shifted and converted in one copy
-    return scan_rows(G.reshape(H, 2, 2).to(sp.dtype), sp)
+        sp[:, :, 0] = x0.reshape(H, B, 2)
+    sp[:, :, 1:] = s[:, :, :-1, 0]                                             # shifted and converted in one copy
+    return scan_rows(G.reshape(H, 2, 2).to(wide), sp).view(H, B, n, 1, 2)
 
 
 def carry_rows_adjoint(G: Tensor, X: Tensor, dX: Tensor,
                        need_dG: bool = True) -> Tuple[Tensor, Optional[Tensor], Tensor]:
-    r"""Adjoint of :func:`carry_rows` (as :func:`carry_adjoint` is of :func:`carry_states`): G (H, 1, 2, 2), X and
-    dX (H, B, n, 2) -> ``(ds, dG, dx0)``: ds (H, B, n, 2) with ``ds_{j-1} = lam_j``, ``ds_{n-1} = 0``, where
-    ``lam_j = dX_j + G^T lam_{j+1}`` (:func:`scan_rows` reversed); dG (H, 1, 2, 2) ``= sum_{b, j} ds_j X_j^T`` (one
-    bmm) or None; dx0 = lam_0 (H, B, 2)."""
-    H, B, n, _ = X.shape
-    lam = scan_rows(G.reshape(H, 2, 2).transpose(-1, -2).to(dX.dtype), dX, reverse=True)
+    r"""Adjoint of :func:`carry_rows` (as :func:`carry_adjoint` is of :func:`carry_states`): G (H, M, 2, 2), X as
+    :func:`carry_rows` returned it and dX, (H, B, n, M, 2) -> ``(ds, dG, dx0)``: ds (H, B, n, M, 2) with
+    ``ds_{j-1} = lam_j``, ``ds_{n-1} = 0``, where ``lam_j = dX_j + G^T lam_{j+1}``; dG (H, M, 2, 2)
+    ``= sum_{b, j} ds_j X_j^T`` or None; dx0 = lam_0 (H, B, M, 2). dX is not modified.
+
+    M = 1: :func:`scan_rows` reversed, dG one bmm. M > 1: :func:`carry_adjoint` on a chunk-first copy of dX (X is
+    the view :func:`carry_rows` made of its chunk-first states)."""
+    H, B, n, M, _ = X.shape
+    if M > 1:
+        lam = torch.empty(n, H, B, M, 2, dtype=dX.dtype, device=dX.device).copy_(dX.movedim(2, 0))
+        ds, dG, dx0 = carry_adjoint(G, X.movedim(2, 0), lam, need_dG)
+        return ds.movedim(0, 2), dG, dx0
+    lam = scan_rows(G.reshape(H, 2, 2).transpose(-1, -2).to(dX.dtype), dX.reshape(H, B, n, 2), reverse=True)
     ds = torch.empty_like(lam)
     ds[:, :, :-1] = lam[:, :, 1:]
     ds[:, :, -1].zero_()
     dG = None
     if need_dG:
         dG = torch.bmm(ds.view(H, B * n, 2).transpose(-1, -2), X.reshape(H, B * n, 2)).view(H, 1, 2, 2)
-    return ds, dG, lam[:, :, 0]
+    return ds.view(H, B, n, 1, 2), dG, lam[:, :, 0].unsqueeze(2)
 
 
 def carry_states_ref(G: Tensor, sums: Tensor, x0: Tensor) -> Tensor:
@@ -303,35 +317,25 @@ def carry_states_ref(G: Tensor, sums: Tensor, x0: Tensor) -> Tensor:
 
 
 class _CarryScan(torch.autograd.Function):
-    r"""States before each chunk (:func:`carry_states`) for 2x2 blocks G (H, M, 2, 2), chunk sums
+    r"""States before each chunk (:func:`carry_rows`) for 2x2 blocks G (H, M, 2, 2), chunk sums
     s (H, B, n, M, 2) and x0 (H, B, M, 2): X (H, B, n, M, 2).
 
-    A hand-written adjoint (:func:`carry_adjoint`) instead of autograd through the loop (which spends ~10
+    A hand-written adjoint (:func:`carry_rows_adjoint`) instead of autograd through the loop (which spends ~10
     small ops per chunk, zero-filled slice gradients included).
     """
 
     @staticmethod
     def forward(ctx, G: Tensor, sums: Tensor, x0: Tensor) -> Tensor:
-        H, B, n, M, _ = sums.shape
-        if M == 1:                                                           # chunk rows, blocked: carry_rows
-            X = carry_rows(G, sums.view(H, B, n, 2), x0.reshape(H, B, 2))
-            ctx.save_for_backward(G, X)
-            return X.view(H, B, n, 1, 2)
-        X = carry_states(G, sums.movedim(2, 0).contiguous(), x0)             # (n, H, B, M, 2): contiguous steps
+        X = carry_rows(G, sums, x0)
         ctx.save_for_backward(G, X)
-        return X.movedim(0, 2)
+        return X
 
     @staticmethod
     @backend.first_order
     def backward(ctx, dX: Tensor):
         G, X = ctx.saved_tensors
-        if X.dim() == 4:                                                     # M = 1: chunk rows (H, B, n, 2)
-            H, B, n, _ = X.shape
-            ds, dG, dx0 = carry_rows_adjoint(G, X, dX.reshape(H, B, n, 2), ctx.needs_input_grad[0])
-            return dG, ds.view(H, B, n, 1, 2), dx0.reshape(H, B, 1, 2)
-        lam = dX.movedim(2, 0).clone(memory_format=torch.contiguous_format)  # overwritten by the adjoint
-        ds, dG, dx0 = carry_adjoint(G, X, lam, ctx.needs_input_grad[0])
-        return dG, ds.movedim(0, 2), dx0
+        ds, dG, dx0 = carry_rows_adjoint(G, X, dX, ctx.needs_input_grad[0])
+        return dG, ds, dx0
 
 
 def _toeplitz(taps: Tensor) -> Tensor:

@@ -15,13 +15,13 @@ backward, for stateless calls with L a multiple of T:
 * the products run batch group by batch group (:func:`batch_groups`, each group's (C, B_g L) buffers at most
   :data:`GROUP_ELEMENTS` entries), as matmuls on contiguous buffers: projection ``W_in u_g^T`` (C, B_g L), Toeplitz
   product and chunk sums (batched over C), then -- after the float64 carry over the whole batch
-  (:func:`~statespaces.kernels.chunked_conv.carry_rows`, blocked, in the chunk-row layout, for one 2x2 block per
-  column as LinOSS has; :func:`~statespaces.kernels.chunked_conv.carry_states` otherwise) -- the far field added
-  in place and the readout written straight into the output rows of the group (skip added in place);
+  (:func:`~statespaces.kernels.chunked_conv.carry_rows`: blocked, in the chunk-row layout, for one 2x2 block per
+  column as LinOSS has) -- the far field added in place and the readout written straight into the output rows of
+  the group (skip added in place);
 * the backward mirrors it: per group ``dy_g = W_out^T g_g^T`` (g copied into one group-sized buffer when it is not
   contiguous), the far-field and Toeplitz adjoints, then the carry adjoint
-  (:func:`~statespaces.kernels.chunked_conv.carry_rows_adjoint` or ``carry_adjoint``) and per group the chunk-sum
-  adjoint, ``du_g`` written into its rows and the weight gradients accumulated in place.
+  (:func:`~statespaces.kernels.chunked_conv.carry_rows_adjoint`) and per group the chunk-sum adjoint, ``du_g``
+  written into its rows and the weight gradients accumulated in place.
 
 No (B, L, C) projected input or its gradient is made as one tensor, and no buffer larger than a group is
 allocated besides the output and the saved groups. Why groups: a fresh tensor above glibc's largest mmap
@@ -40,10 +40,8 @@ from .chunked_conv import (
     ChunkTables,
     _toeplitz,
     _toeplitz_adjoint,
-    carry_adjoint,
     carry_rows,
     carry_rows_adjoint,
-    carry_states,
     chunked_conv,
 )
 
@@ -135,18 +133,6 @@ def batch_groups(B: int, per_item: int, budget: Optional[int] = None) -> List[Tu
     return [(b0, min(B, b0 + size)) for b0 in range(0, B, size)]
 
 
-def _chunk_layout(t: Tensor, B: int, M: int) -> Tensor:
-    """(C, B n, S) chunk rows -> (n, C, B, M, 2) contiguous, the layout of the carry."""
-    C, Bn, _ = t.shape
-    return t.view(C, B, Bn // B, M, 2).movedim(2, 0).contiguous()
-
-
-def _row_layout(t: Tensor, dtype: torch.dtype) -> Tensor:
-    """(n, C, B, M, 2) -> (C, B n, S) in ``dtype`` (the inverse of :func:`_chunk_layout`)."""
-    n, C, B, M, _ = t.shape
-    return t.movedim(0, 2).to(dtype).reshape(C, B * n, 2 * M)
-
-
 #: Rows per block of :func:`_add_rowwise_dot`: a (rows, H) product that stays in cache (256 KB at H = 128).
 DOT_ROWS = 512
 
@@ -199,12 +185,8 @@ class _ChunkedProjected(torch.autograd.Function):
             Vs.append(V)
             Ys.append(torch.bmm(V, Z))
             sums.append(torch.bmm(V, w_in))
-        if S == 2:                                                # one block per column (LinOSS): chunk rows
-            X = carry_rows(pow_T, torch.cat(sums, 1).view(C, Bsz, n, 2), dtype=pow_T.dtype)   # (C, B, n, 2)
-            Xr = X.view(C, Bsz * n, S).to(u.dtype)
-        else:
-            X = carry_states(pow_T, _chunk_layout(torch.cat(sums, 1), Bsz, S // 2).to(pow_T.dtype))  # (n, C, B, M, 2)
-            Xr = _row_layout(X, u.dtype)                          # (C, B n, S): state before each chunk
+        X = carry_rows(pow_T, torch.cat(sums, 1).view(C, Bsz, n, S // 2, 2), dtype=pow_T.dtype)   # (C, B, n, M, 2)
+        Xr = X.to(u.dtype).reshape(C, Bsz * n, S)                 # (C, B n, S): state before each chunk
         out = torch.empty(Bsz, L, H, dtype=u.dtype, device=u.device)   # returned itself: a view of it could not
         out_rows = out.view(Bsz * L, H)                                  # be modified in place by the caller
         w_out_t = w_out.transpose(-1, -2)
@@ -255,13 +237,9 @@ class _ChunkedProjected(torch.autograd.Function):
                 dw_out_t.baddbmm_(Xr[:, b0 * n:b1 * n].transpose(-1, -2), dY)
             dXs.append(torch.bmm(dY, w_out))
             dVs.append(_bmm_in_place(dY, Zt, scratch))           # dY is spent: dV takes its memory
-        if S == 2:
-            ds, dG, _ = carry_rows_adjoint(pow_T, X, torch.cat(dXs, 1).view(C, Bsz, n, 2).to(pow_T.dtype), need[7])
-            dsr = ds.view(C, Bsz * n, S).to(u.dtype)
-        else:
-            ds, dG, _ = carry_adjoint(pow_T, X, _chunk_layout(torch.cat(dXs, 1), Bsz, S // 2).to(pow_T.dtype),
-                                      need[7])
-            dsr = _row_layout(ds, u.dtype)                        # (C, B n, S)
+        dX = torch.cat(dXs, 1).view(C, Bsz, n, S // 2, 2).to(pow_T.dtype)
+        ds, dG, _ = carry_rows_adjoint(pow_T, X, dX, need[7])
+        dsr = ds.to(u.dtype).reshape(C, Bsz * n, S)               # (C, B n, S)
         du = torch.empty_like(U) if need[0] else None
         dW_in = torch.zeros_like(W_in) if need[1] else None
         dD = torch.zeros_like(D) if D is not None and need[3] else None
