@@ -145,3 +145,22 @@ def test_scan_rows_long_rotation_does_not_drift():
     s = torch.randn(H, B, n, 2, dtype=f64)
     Z, ref = scan_rows(A, s), _loop(A, s)
     assert (Z - ref).abs().max() <= 1e-9 * ref.abs().max()
+
+
+def test_bad_shapes_are_refused():
+    A, s = _system(n=4)
+    H, B = s.shape[:2]
+    with pytest.raises(ValueError, match="scan_rows: expected A"):
+        scan_rows(A[:-1], s)                                                  # another H
+    with pytest.raises(ValueError, match="scan_rows: expected A"):
+        scan_rows(A, s[..., :1])                                              # not 2-vectors
+    with pytest.raises(ValueError, match="scan_rows: block must be a positive integer"):
+        scan_rows(A, s, block=0)
+    G = A.view(H, 1, 2, 2)
+    with pytest.raises(ValueError, match="carry_rows: expected G"):
+        carry_rows(G, s)                                                      # no block axis
+    with pytest.raises(ValueError, match="carry_rows: expected G"):
+        carry_rows(G, s.unsqueeze(-2), torch.zeros(H, B + 1, 1, 2, dtype=f64))
+    X = carry_rows(G, s.unsqueeze(-2))
+    with pytest.raises(ValueError, match="carry_rows_adjoint: expected G"):
+        carry_rows_adjoint(G, X, X[:, :, :-1])

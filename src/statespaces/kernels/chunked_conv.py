@@ -231,8 +231,14 @@ def scan_rows(A: Tensor, s: Tensor, reverse: bool = False, block: int = CARRY_BL
     ``Z_i^T = sum_{l <= i} s_l^T (A^{i-l})^T``); the states between blocks are carried by ``A^K`` in a loop of
     ``ceil(n / K) - 1`` steps; each block then adds its entering state through ``A^{i+1}`` (``A^{K-i}`` reversed) in
     one more product. Equal to the step-by-step loop up to rounding (tested in float64 against it); the powers are
-    formed in the dtype of A by repeated products.
+    formed in the dtype of A by repeated products. The chunk carry of thesis §2.3.3.
     """
+    if A.dim() != 3 or A.shape[1:] != (2, 2) or s.dim() != 4 or s.shape[-1] != 2 or s.shape[0] != A.shape[0] \
+            or s.shape[2] < 1:
+        raise ValueError(f"scan_rows: expected A (H, 2, 2) and s (H, B, n >= 1, 2) with the same H, got A "
+                         f"{tuple(A.shape)} and s {tuple(s.shape)}")
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"scan_rows: block must be a positive integer (chunks per block), got {block!r}")
     H, B, n, _ = s.shape
     k = max(1, min(block, n))
     q = -(-n // k)
@@ -269,6 +275,10 @@ def carry_rows(G: Tensor, s: Tensor, x0: Optional[Tensor] = None, dtype: Optiona
     One block per channel (M = 1, LinOSS): blocked by :func:`scan_rows`, in this layout, with no transposes of
     (B n)-sized tensors (the chunk-first loop costs four of them per forward+backward), contiguous. M > 1: the
     chunk-first loop :func:`carry_states` (one elementwise step per chunk), returned as a view in this layout."""
+    if s.dim() != 5 or s.shape[-1] != 2 or s.shape[2] < 1 or G.shape != (s.shape[0], s.shape[3], 2, 2) or (
+            x0 is not None and x0.shape != (s.shape[0], s.shape[1], s.shape[3], 2)):
+        raise ValueError(f"carry_rows: expected G (H, M, 2, 2), s (H, B, n >= 1, M, 2) and x0 (H, B, M, 2) or None, "
+                         f"got G {tuple(G.shape)}, s {tuple(s.shape)}, x0 {None if x0 is None else tuple(x0.shape)}")
     H, B, n, M, _ = s.shape
     wide = dtype or s.dtype
     if M > 1:
@@ -292,6 +302,9 @@ def carry_rows_adjoint(G: Tensor, X: Tensor, dX: Tensor,
 
     M = 1: :func:`scan_rows` reversed, dG one bmm. M > 1: :func:`carry_adjoint` on a chunk-first copy of dX (X is
     the view :func:`carry_rows` made of its chunk-first states)."""
+    if X.dim() != 5 or X.shape[-1] != 2 or dX.shape != X.shape or G.shape != (X.shape[0], X.shape[3], 2, 2):
+        raise ValueError(f"carry_rows_adjoint: expected G (H, M, 2, 2) and X, dX (H, B, n, M, 2) alike, got G "
+                         f"{tuple(G.shape)}, X {tuple(X.shape)}, dX {tuple(dX.shape)}")
     H, B, n, M, _ = X.shape
     if M > 1:
         lam = torch.empty(n, H, B, M, 2, dtype=dX.dtype, device=dX.device).copy_(dX.movedim(2, 0))
