@@ -1,4 +1,5 @@
 """Data-parallel training with PyTorch's own DDP on the CPU (gloo backend, 2 processes)."""
+import gc
 import os
 import subprocess
 import sys
@@ -30,6 +31,11 @@ def _worker(rank, world, init_file, out_file):
     torch.nn.functional.cross_entropy(model(x[shard]), y[shard]).backward()
     if rank == 0:
         torch.save({n: p.grad for n, p in model.module.named_parameters()}, out_file)
+    # The DDP wrapper's reducer holds the process group: left alive until interpreter exit, gloo's threads were
+    # torn down during finalisation and a rank aborted ("terminate called without an active exception") in about
+    # 1 run in 20 (3 of 55 here, 0 of 80 with the wrapper freed first).
+    del model
+    gc.collect()
     dist.barrier()  # both ranks finished before the gloo context is torn down
     dist.destroy_process_group()
 

@@ -484,6 +484,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
             "checkpoints": str(run.ckpts.dir), "best": str(run.ckpts.best),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    del net     # the DDP wrapper's reducer holds the process group: freed before the group (see Run.close)
     run.close()
     return summary
 
