@@ -220,11 +220,9 @@ def test_normal_form_shears_a_block_near_a_double_eigenvalue():
     assert Tf[:, 0].tolist() == [1.0, 0.0] and torch.equal(Mf[..., 0], far) and torch.equal(ff, f)
 
 
-@pytest.mark.parametrize("disc", ["IM", "IMEX"])
-def test_dlinoss_float32_scan_near_theta_pi(disc):
-    """D-LinOSS with one oscillator near a double eigenvalue at -r (theta = pi - 4e-4): the float32 scan against
-    the float64 layer. In its own basis (diagonal entries ~1 and ~-3 for IM) the block's powers cancel: 2e-2
-    relative error at L = 1000 before the shear; sheared, at float32's level."""
+def _dlinoss_near_theta_pi(disc):
+    """A float32 D-LinOSS layer with one oscillator near a double eigenvalue at -r (theta = pi - 4e-4), its float64
+    copy, an input (2, 1000, 6) and the float64 output."""
     from statespaces.layers.dlinoss import DLinOSS
 
     torch.manual_seed(0)
@@ -235,9 +233,60 @@ def test_dlinoss_float32_scan_near_theta_pi(disc):
         layer._set_oscillators(lam, torch.full((4,), 0.55, dtype=f64))
     l64 = copy.deepcopy(layer).double()
     x = torch.randn(2, 1000, 6)
-    ref = l64(x.double(), mode="conv")
-    err = (layer(x).double() - ref).abs().max() / ref.abs().max()
-    assert err < 2e-4
+    return layer, l64, x, l64(x.double(), mode="conv")
+
+
+def _rel(y, ref):
+    return float((y.detach().to(ref.dtype) - ref).abs().max() / ref.abs().max())
+
+
+@pytest.mark.parametrize("mode", ["scan", "loop"])
+@pytest.mark.parametrize("disc", ["IM", "IMEX"])
+def test_dlinoss_float32_scan_near_theta_pi(disc, mode):
+    """The float32 scan and loop against the float64 layer, near theta = pi. In its own basis (diagonal entries ~1
+    and ~-3 for IM) the block's powers cancel: before the shear, 2e-2 (scan) and 6.7e-3 (loop, IM) relative error
+    at L = 1000; sheared, at float32's level (4e-5, 1.2e-5). The final state, mapped back from the normal basis,
+    against float64's too."""
+    layer, l64, x, ref = _dlinoss_near_theta_pi(disc)
+    y, s = layer(x, mode=mode, return_state=True)
+    assert _rel(y, ref) < 2e-4
+    _, s64 = l64(x.double(), mode="conv", return_state=True)
+    assert _rel(s, s64) < 2e-4
+
+
+@pytest.mark.parametrize("disc", ["IM", "IMEX"])
+def test_dlinoss_float32_stepper_and_streaming_step_near_theta_pi(disc):
+    """The generation stepper and the exported streaming step (``real_step``) round their float32 state every step;
+    they run the blocks in the normal basis: rounded in the blocks' own basis, the stepper gave 3.8e-4 relative
+    error at L = 1000 (IM), the layer's own ``step`` (which keeps the layer's state layout) 8e-4; in the normal
+    basis 7e-7. Both then continue from a float64 state (converted by reset / from_layer_state) like the layer."""
+    from statespaces.export import real_step
+
+    layer, l64, x, ref = _dlinoss_near_theta_pi(disc)
+    st, rs = layer.stepper(2), real_step(layer)
+    s_rs = rs.initial_state(2)
+    ys, ys_rs = [], []
+    with torch.no_grad():
+        for t in range(1000):
+            ys.append(st(x[:, t]).clone())
+            y_rs, s_rs = rs.step(x[:, t], s_rs)
+            ys_rs.append(y_rs)
+    assert _rel(torch.stack(ys, 1), ref) < 1e-5
+    assert _rel(torch.stack(ys_rs, 1), ref) < 1e-5
+    _, s64 = l64(x.double(), mode="conv", return_state=True)
+    assert _rel(st.layer_state(), s64) < 1e-5
+    x2 = torch.randn(2, 300, 6)
+    ref2 = l64(x2.double(), state=s64, mode="conv")
+    st.reset(s64.to(torch.complex64))
+    s_rs = rs.from_layer_state(s64)
+    ys, ys_rs = [], []
+    with torch.no_grad():
+        for t in range(300):
+            ys.append(st(x2[:, t]).clone())
+            y_rs, s_rs = rs.step(x2[:, t], s_rs)
+            ys_rs.append(y_rs)
+    assert _rel(torch.stack(ys, 1), ref2) < 1e-5
+    assert _rel(torch.stack(ys_rs, 1), ref2) < 1e-5
 
 
 def test_normal_form_gradients_of_a_sheared_block():

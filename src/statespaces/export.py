@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from .kernels.oscillator import normal_form, to_normal_basis
 from .layers.base import DiagonalSSM, SSMLayer, check_rate
 from .layers.linoss import LinOSS
 from .layers.s4 import S4
@@ -78,7 +79,8 @@ class RealStep(nn.Module):
     Cout: Tensor
     D: Tensor
 
-    def __init__(self, A: Tensor, Bin: Tensor, Cout: Tensor, D: Tensor, siso: bool, kind: str, rate: float) -> None:
+    def __init__(self, A: Tensor, Bin: Tensor, Cout: Tensor, D: Tensor, siso: bool, kind: str, rate: float,
+                 basis: Optional[Tensor] = None) -> None:
         super().__init__()
         self.siso, self.kind, self.rate = siso, kind, rate
         self.d_model = D.shape[0]
@@ -87,6 +89,8 @@ class RealStep(nn.Module):
         self.register_buffer("Bin", Bin)
         self.register_buffer("Cout", Cout)
         self.register_buffer("D", D)
+        self.basis: Optional[Tensor]
+        self.register_buffer("basis", basis)    # LinOSS: T = (p, q) of the blocks' normal basis (2, P)
         self.wide = A.dtype != D.dtype        # A, Bin kept wider than the layer's dtype (LinOSS: float64)
 
     def _apply(self, fn, recurse: bool = True):
@@ -143,6 +147,8 @@ class RealStep(nn.Module):
             return torch.stack([state.real, state.imag], -1).to(self.D.dtype)
         if self.kind == "s4":                        # (B, H, M) -> (B, H, 1, 2M)
             return torch.cat([state.real, state.imag], -1).unsqueeze(-2).to(self.D.dtype)
+        if self.basis is not None:                   # linoss: into the blocks' normal basis (_oscillator_step)
+            state = to_normal_basis(state.to(self.basis.dtype.to_complex()), self.basis)
         z, v = state[:, 0], state[:, 1]              # linoss (B, 2, P) -> (B, P, 4)
         return torch.stack([z.real, z.imag, v.real, v.imag], -1).to(self.D.dtype)
 
@@ -183,17 +189,21 @@ def _oscillator_step(layer: LinOSS, D: Tensor, rate: float) -> RealStep:
     differ): state (B, P, 4) = (Re z, Im z, Re y, Im y) per oscillator, in the layer's dtype.
 
     ``A`` (P, 4, 4) and ``Bin`` (P, 4, H) stay in the layer's wide precision (float64; the parameter
-    dtype on MPS), the precision its own step updates in: see :class:`RealStep` on drift.
+    dtype on MPS), the precision its own step updates in: see :class:`RealStep` on drift. The blocks are in
+    their normal form (:func:`~statespaces.kernels.oscillator.normal_form`; positions as the layer's, velocities
+    mapped, :meth:`RealStep.from_layer_state` converts): the state is rounded to the layer's dtype every step,
+    and rounded in its own basis a D-LinOSS block near theta = pi gave 3.5e-4 relative error at L = 1000 in
+    float32, 7e-7 in the normal basis.
     """
     sys = layer._system(rate)                            # M (2, 2, P), f (2, P), wide (not layer.transition)
-    M, f = sys.M, sys.f
+    M, f, T = normal_form(sys.M, sys.f)
     A = torch.cat([torch.cat([_rotation(M[i][j]) for j in range(2)], -1) for i in range(2)], -2)   # (P, 4, 4)
     Bc = layer.B_complex.to(M.dtype.to_complex())      # (P, H), complex in the wide precision
     g0, g1 = f[0][:, None] * Bc, f[1][:, None] * Bc     # complex (P, H)
     Bin = torch.stack([g0.real, g0.imag, g1.real, g1.imag], 1)                                     # (P, 4, H)
     C = layer.C_complex                                  # (H, P): y = Re(C v')
     Cout = torch.stack([torch.zeros_like(C.real), torch.zeros_like(C.real), C.real, -C.imag], -1)  # (H, P, 4)
-    return RealStep(A, Bin.to(M.dtype), Cout.to(D.dtype), D, False, "linoss", rate)
+    return RealStep(A, Bin.to(M.dtype), Cout.to(D.dtype), D, False, "linoss", rate, basis=T)
 
 
 def _stepping_core(model: nn.Module) -> Any:

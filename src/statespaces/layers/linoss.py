@@ -805,12 +805,18 @@ class LinOSS(SSMLayer):
             return self._scan_path(v, sys, x0, L)
         if mode == "chunked":
             return self._chunked_path(v, sys, x0, L)
+        # the loop, like the scan, runs the blocks in their normal form (see _scan_path, (c)): rounded to float32
+        # in its own basis, a D-LinOSS block near theta = pi gave 6.7e-3 relative error at L = 1000; the positions
+        # are the same in both bases, the final state is mapped back in float64
         P = self.n_oscillators
-        M, f = sys.M.to(v.dtype), sys.f.to(v.dtype)
+        Mn, fn, T = normal_form(sys.M, sys.f)
+        T2 = T.repeat(1, 2)                                         # (2, 2P): Re and Im
+        M, f = Mn.to(v.dtype), fn.to(v.dtype)
         M2 = torch.cat([M, M], -1)                                  # same real transition for Re and Im
         F = torch.stack([f[0].repeat(2) * v, f[1].repeat(2) * v], -2)   # (B, L, 2, 2P)
-        X = scan_loop(M2.unsqueeze(0).expand(L, 2, 2, 2 * P), F, x0, block=True)
-        return X[:, :, 1], X[:, -1]
+        x0n = None if x0 is None else to_normal_basis(x0.to(T.dtype), T2).to(v.dtype)
+        X = scan_loop(M2.unsqueeze(0).expand(L, 2, 2, 2 * P), F, x0n, block=True)
+        return X[:, :, 1], from_normal_basis(X[:, -1].to(T.dtype), T2).to(v.dtype)
 
     def _scan_path(
         self, v: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int
