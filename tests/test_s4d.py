@@ -287,10 +287,10 @@ def test_step_cache_sees_edits_through_data_and_new_tensors():
         return layer.step(x, layer.initial_state(2))[0].detach()
 
     ys = [cached()]
-    assert layer._step_cache._raw is not None         # the value-keyed NumPy route is the one under test
-    built = layer._step_cache._value
+    assert layer._step_cache._entry.raw is not None   # the value-keyed NumPy route is the one under test
+    built = layer._step_cache._entry.value
     torch.testing.assert_close(cached(), ys[0])
-    assert layer._step_cache._value is built          # hit: not rebuilt
+    assert layer._step_cache._entry.value is built    # hit: not rebuilt
     for edit in (lambda: layer.C.data.mul_(2),
                  lambda: setattr(layer.A_imag, "data", layer.A_imag.data + 0.5),
                  lambda: layer.log_dt.data.__setitem__(1, -1.0)):

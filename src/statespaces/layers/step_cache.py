@@ -20,7 +20,7 @@ It is bypassed (the system is rebuilt, with autograd) while gradients are enable
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -33,15 +33,25 @@ Tensor = torch.Tensor
 VALUE_KEYED = ("cpu",)
 
 
+class _Entry(NamedTuple):
+    """What one build left: published as one object, so a reader sees all of it or none of it."""
+
+    key: tuple
+    snapshot: Tuple[Tensor, ...]       # value copies (value-keyed) or the tensors themselves
+    value: Any
+    views: Optional[Tuple[Any, ...]]   # value-keyed on CPU: numpy views of the tensors
+    raw: Optional[Tuple[bytes, ...]]   # and the values they held at build time
+
+
 class StepCache:
-    """One cached value per layer, valid while its rate, dtype, device and tensors are unchanged."""
+    """One cached value per layer, valid while its rate, dtype, device and tensors are unchanged.
+
+    Thread-safe for readers: a build publishes its key, snapshot and value in one attribute assignment, so a
+    thread stepping the same layer (another generation stream) sees either the previous entry or the new one,
+    never a new key beside the previous value (two threads may both build; each gets its own result)."""
 
     def __init__(self) -> None:
-        self._key: Optional[tuple] = None
-        self._snapshot: Tuple[Tensor, ...] = ()          # value copies (value-keyed) or the tensors themselves
-        self._value: Any = None
-        self._views: Optional[Tuple[Any, ...]] = None   # value-keyed on CPU: numpy views of the tensors
-        self._raw: Optional[Tuple[bytes, ...]] = None    # and the values they held at build time
+        self._entry: Optional[_Entry] = None
 
     def __getstate__(self) -> dict:
         # pickled (torch.save of a whole module, deepcopy) empty: the cached system holds views of the parameters
@@ -74,6 +84,16 @@ class StepCache:
         # inference tensors keep no version counter: compare their values
         return any(t.device.type in VALUE_KEYED or t.is_inference() for t in tensors)
 
+    @staticmethod
+    def _valid(e: _Entry, key: tuple, tensors: Tuple[Tensor, ...], by_value: bool) -> bool:
+        if e.key != key or len(e.snapshot) != len(tensors):
+            return False
+        if e.views is not None and e.raw is not None:
+            return all(v.tobytes() == r for v, r in zip(e.views, e.raw))        # bitwise equal values
+        if by_value:
+            return all(torch.equal(s, t) for s, t in zip(e.snapshot, tensors))
+        return all(s is t for s, t in zip(e.snapshot, tensors))
+
     def get(self, module: nn.Module, rate: float, build: Callable[[], Any]) -> Any:
         """``build()``'s result for ``module`` at ``rate``, from the cache when nothing changed."""
         if torch.is_grad_enabled() or tracing():
@@ -85,22 +105,17 @@ class StepCache:
             key = (rate, False, tuple((t.dtype, t.device, t.shape, t.data_ptr(), t._version) for t in tensors))
         else:                                             # and where the values live (the arrays below view it)
             key = (rate, True, tuple((t.dtype, t.device, t.shape, t.data_ptr(), t.stride()) for t in tensors))
-        if self._key == key and len(self._snapshot) == len(tensors):
-            if self._views is not None and self._raw is not None:
-                if all(v.tobytes() == r for v, r in zip(self._views, self._raw)):   # bitwise equal values
-                    return self._value
-            elif by_value and all(torch.equal(s, t) for s, t in zip(self._snapshot, tensors)):
-                return self._value
-            if not by_value and all(s is t for s, t in zip(self._snapshot, tensors)):
-                return self._value
+        e = self._entry                                   # read once: another thread may publish meanwhile
+        if e is not None and self._valid(e, key, tensors, by_value):
+            return e.value
         value = build()
-        self._key, self._value = key, value
         # the tensors themselves when version-keyed: held, so that their identities stay unique
-        self._snapshot = tuple(t.detach().clone() if by_value else t for t in tensors)
+        snapshot = tuple(t.detach().clone() if by_value else t for t in tensors)
         cpu = by_value and all(t.device.type == "cpu" for t in tensors)
-        self._views = self._arrays(tensors) if cpu else None
-        self._raw = None if self._views is None else tuple(v.tobytes() for v in self._views)
+        views = self._arrays(tensors) if cpu else None
+        raw = None if views is None else tuple(v.tobytes() for v in views)
+        self._entry = _Entry(key, snapshot, value, views, raw)
         return value
 
     def clear(self) -> None:
-        self._key, self._snapshot, self._value, self._views, self._raw = None, (), None, None, None
+        self._entry = None
