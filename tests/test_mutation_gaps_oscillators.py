@@ -264,29 +264,26 @@ def test_dlinoss_float32_stepper_and_streaming_step_near_theta_pi(disc):
 
     layer, l64, x, ref = _dlinoss_near_theta_pi(disc)
     st, rs = layer.stepper(2), real_step(layer)
-    s_rs = rs.initial_state(2)
-    ys, ys_rs = [], []
-    with torch.no_grad():
-        for t in range(1000):
-            ys.append(st(x[:, t]).clone())
-            y_rs, s_rs = rs.step(x[:, t], s_rs)
-            ys_rs.append(y_rs)
-    assert _rel(torch.stack(ys, 1), ref) < 1e-5
-    assert _rel(torch.stack(ys_rs, 1), ref) < 1e-5
+
+    def stream(x, s_rs):
+        """Both steppers over x (B, L, H): their outputs (B, L, H)."""
+        ys, ys_rs = [], []
+        with torch.no_grad():
+            for t in range(x.shape[1]):
+                ys.append(st(x[:, t]).clone())
+                y_rs, s_rs = rs.step(x[:, t], s_rs)
+                ys_rs.append(y_rs)
+        return torch.stack(ys, 1), torch.stack(ys_rs, 1)
+
+    for y in stream(x, rs.initial_state(2)):
+        assert _rel(y, ref) < 1e-5
     _, s64 = l64(x.double(), mode="conv", return_state=True)
     assert _rel(st.layer_state(), s64) < 1e-5
     x2 = torch.randn(2, 300, 6)
     ref2 = l64(x2.double(), state=s64, mode="conv")
     st.reset(s64.to(torch.complex64))
-    s_rs = rs.from_layer_state(s64)
-    ys, ys_rs = [], []
-    with torch.no_grad():
-        for t in range(300):
-            ys.append(st(x2[:, t]).clone())
-            y_rs, s_rs = rs.step(x2[:, t], s_rs)
-            ys_rs.append(y_rs)
-    assert _rel(torch.stack(ys, 1), ref2) < 1e-5
-    assert _rel(torch.stack(ys_rs, 1), ref2) < 1e-5
+    for y in stream(x2, rs.from_layer_state(s64)):
+        assert _rel(y, ref2) < 1e-5
 
 
 def test_normal_form_gradients_of_a_sheared_block():
