@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch.utils.data import TensorDataset
@@ -58,22 +58,28 @@ def _state_size(layer: str) -> str:
     return "n_oscillators" if layer in ("linoss", "dlinoss") else "d_state"
 
 
-def _l1_run(problem: str, name: str, layer: str, kwargs: dict, lr: float, quick: bool) -> Dict[str, float]:
+def _l1_run(problem: str, name: str, layer: str, kwargs: dict, lr: float, quick: bool,
+            seed: int = 0, prepare: Optional[Callable[[torch.nn.Module], None]] = None) -> Dict[str, float]:
+    """One model of L1 on ``problem`` (``seed``: the init and batch order; L1 runs seed 0). ``prepare(model)``, if
+    given, edits the built model before training (experiments/linoss_timescales.py; L1 itself gives none)."""
     epochs, batch = (1, 16) if quick else L1_PROBLEMS[problem]
     cfg = build_config(None, None, [
         ("data.name", problem), ("model.d_model", "32"), ("model.n_layers", "2"),
         ("model.layer", json.dumps({"kind": layer, _state_size(layer): 32, **kwargs})), ("trainer.lr", str(lr)),
     ])
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     data = load_data(cfg)
     train_ds, test_ds = data.train, data.test
     if quick:
         train_ds, test_ds = _crop(train_ds, 32, 64), _crop(test_ds, 32, 64)
     model = build_model(cfg, data.d_input, data.n_classes)
+    if prepare is not None:
+        with torch.no_grad():
+            prepare(model)
     t = cfg.trainer
     try:
         loss = fit_dataset(model, train_ds, epochs, t.lr, ssm_lr=t.ssm_lr, weight_decay=t.weight_decay,
-                           batch_size=batch, seed=0).epoch_losses[-1]
+                           batch_size=batch, seed=seed).epoch_losses[-1]
     except FloatingPointError:
         return {"acc": float("nan"), "loss": float("nan"), "chance": 1 / data.n_classes, "epochs": epochs}
     return {"acc": score(model, test_ds), "loss": loss, "chance": 1 / data.n_classes, "epochs": epochs,
