@@ -180,6 +180,18 @@ def _chunk_tables(sys: OscillatorSystem, L: int, dtype: torch.dtype) -> ChunkTab
     return ChunkTables(*(t.repeat(2, *([1] * (t.dim() - 1))) for t in tab))
 
 
+def _normal_forcing(sys: OscillatorSystem, v: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""The blocks in their normal form (:func:`~statespaces.kernels.oscillator.normal_form`, formed in the wide
+    precision, then rounded to v's dtype) and the forcing of the projected input v (B, L, 2P) in that basis, for the
+    scan and the loop over the 2P real columns ([Re; Im] halves share a block): ``(M2 (2, 2, 2P), F (B, L, 2, 2P),
+    T2 (2, 2P))``, T2 = (p, q) per column in the wide precision (``x = [[p, q], [0, 1]] x'``, thesis Lemma 3.3)."""
+    Mn, fn, T = normal_form(sys.M, sys.f)
+    M, f = Mn.to(v.dtype), fn.to(v.dtype)
+    M2 = torch.cat([M, M], -1)                                      # same real transition for Re and Im
+    F = torch.stack([f[0].repeat(2) * v, f[1].repeat(2) * v], -2)   # (B, L, 2, 2P)
+    return M2, F, T.repeat(1, 2)
+
+
 def _column_state(x0: Optional[Tensor]) -> Optional[Tensor]:
     """Real state (B, 2, 2P) -> the (B, 2P, 2) (velocity, position) pairs of the chunked columns (None stays None)."""
     return None if x0 is None else x0.transpose(1, 2).reshape(x0.shape[0], -1, 2)
@@ -808,15 +820,10 @@ class LinOSS(SSMLayer):
         # the loop, like the scan, runs the blocks in their normal form (see _scan_path, (c)): rounded to float32
         # in its own basis, a D-LinOSS block near theta = pi gave 6.7e-3 relative error at L = 1000; the positions
         # are the same in both bases, the final state is mapped back in float64
-        P = self.n_oscillators
-        Mn, fn, T = normal_form(sys.M, sys.f)
-        T2 = T.repeat(1, 2)                                         # (2, 2P): Re and Im
-        M, f = Mn.to(v.dtype), fn.to(v.dtype)
-        M2 = torch.cat([M, M], -1)                                  # same real transition for Re and Im
-        F = torch.stack([f[0].repeat(2) * v, f[1].repeat(2) * v], -2)   # (B, L, 2, 2P)
-        x0n = None if x0 is None else to_normal_basis(x0.to(T.dtype), T2).to(v.dtype)
-        X = scan_loop(M2.unsqueeze(0).expand(L, 2, 2, 2 * P), F, x0n, block=True)
-        return X[:, :, 1], from_normal_basis(X[:, -1].to(T.dtype), T2).to(v.dtype)
+        M2, F, T2 = _normal_forcing(sys, v)
+        x0n = None if x0 is None else to_normal_basis(x0.to(T2.dtype), T2).to(v.dtype)
+        X = scan_loop(M2.unsqueeze(0).expand(L, *M2.shape), F, x0n, block=True)
+        return X[:, :, 1], from_normal_basis(X[:, -1].to(T2.dtype), T2).to(v.dtype)
 
     def _scan_path(
         self, v: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int
@@ -844,12 +851,7 @@ class LinOSS(SSMLayer):
         C = min(L, SCAN_CHUNK)
         K = -(-L // C)
         M64 = sys.M
-        Mn, fn, T = normal_form(M64, sys.f)                         # float64; local scans in the normal basis
-        M, f = Mn.to(wd), fn.to(wd)
-        T2 = T.repeat(1, 2)                                         # (2, 2P): x = [[p, q], [0, 1]] x', Re and Im
-
-        M2 = torch.cat([M, M], -1)                                  # same real transition for Re and Im
-        F = torch.stack([f[0].repeat(2) * v, f[1].repeat(2) * v], -2)   # (B, L, 2, 2P)
+        M2, F, T2 = _normal_forcing(sys, v)                         # local scans in the normal basis
         if K * C != L:                                              # zero forcing after the end
             F = torch.nn.functional.pad(F, (0, 0, 0, 0, 0, K * C - L))
         F = F.unflatten(1, (K, C))                                  # (B, K, C, 2, 2P)
