@@ -70,6 +70,9 @@ class RealStep(nn.Module):
     drift like ``L 2^-24`` over a stream of L steps (1.6e-4 relative at L = 20,000); the rounding of
     the state alone does not accumulate that way.
 
+    ``basis`` (2, P), LinOSS / D-LinOSS only: T = (p, q) of the blocks' normal form, the basis the state lives in
+    (``x = [[p, q], [0, 1]] x'`` per oscillator; :func:`_oscillator_step`); None elsewhere.
+
     Build it with :func:`real_step`; :meth:`from_layer_state` converts a state of the original
     layer (complex) into this one's, so both can be run side by side.
     """
