@@ -63,3 +63,26 @@ def test_irregular_state_can_be_modified_in_place():
     state.mul_(0.5)
     (y.sum() + state.real.sum()).backward()
     assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("schedule", ["cpu", "whole-tensor"])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_output_is_contiguous_on_every_path(name, schedule, monkeypatch):
+    """y (B, L, H) is laid out row by row whether the call is stateless, returns its state or starts from one:
+    S4D's and S4's stateful calls (the chunked CPU kernels, which compute in (B, H, L)) returned a (B, H, L) tensor
+    seen as (B, L, H) (``y.view(B * L, H)`` failed) until 2026-12-07."""
+    if schedule == "whole-tensor":
+        monkeypatch.setattr(fftconv_module, "_grouped", lambda u: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        layer = LAYERS[name]()
+    calls = [{}] if layer.bidirectional else [{}, {"return_state": True},
+                                              {"state": 0.5 * torch.ones_like(layer.initial_state(2)),
+                                               "return_state": True}]
+    for mode in MODES.get(name, [None]):
+        for kw in calls:
+            x = torch.randn(2, 32, 3)
+            out = layer(x, **kw, **({} if mode is None else {"mode": mode}))
+            y = out[0] if isinstance(out, tuple) else out
+            assert y.is_contiguous(), (name, mode, sorted(kw), y.stride())
+            y.view(-1, 3)

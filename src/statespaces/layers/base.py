@@ -160,7 +160,9 @@ class SSMLayer(Pretrained, nn.Module):
             if state is not None:
                 y = y + self._zero_input_response(state, L, rate)
             new_state = self._advance_state(state, u, rate) if return_state else None
-        y = y.to(in_dtype)                       # cast first: a float16 output that overflows is refused too
+        # cast first: a float16 output that overflows is refused too; then row-major (B, L, H) whatever the path
+        # (the chunked CPU kernels, which stateful calls take, compute in (B, H, L) and return that layout)
+        y = y.to(in_dtype).contiguous()
         check_result(self, (y, new_state), input=x, state=state)     # NaN/inf: names input, state or parameters
         if return_state:
             assert new_state is not None
