@@ -1,6 +1,7 @@
 import contextlib
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,6 +24,28 @@ def patch_triton_interpreter() -> None:
     from statespaces.ops.triton._launch import patch_interpreter
 
     patch_interpreter()
+
+
+def row_fold_scan(self, input):
+    """``ScanOps.generic_scan`` of the Triton interpreter by rows: acc_i = combine(acc_{i-1}, x_i) along the axis,
+    vectorized over the other axes (the combine functions are elementwise). The interpreter calls the combine
+    function once per element; this gives identical results with ~BLOCK times fewer Python calls. Patch it in
+    with ``monkeypatch.setattr(triton.runtime.interpreter.ScanOps, "generic_scan", row_fold_scan)``."""
+    datas = [a.handle.data for a in input]
+    ax = self.axis
+    outs = [np.empty_like(d) for d in datas]
+    acc = [np.take(d, 0, axis=ax) for d in datas]
+    for o, a in zip(outs, acc):
+        np.moveaxis(o, ax, 0)[0] = a
+    for i in range(1, datas[0].shape[ax]):
+        prev = [self.to_tensor(a, t.dtype) for a, t in zip(acc, input)]
+        cur = [self.to_tensor(np.take(d, i, axis=ax), t.dtype) for d, t in zip(datas, input)]
+        ret = self.combine_fn.fn(*prev, *cur)
+        ret = ret if isinstance(ret, tuple) else (ret,)
+        acc = [r.handle.data if hasattr(r, "handle") else np.asarray(r) for r in ret]
+        for o, a in zip(outs, acc):
+            np.moveaxis(o, ax, 0)[i] = a
+    return [self.to_tensor(o, t.dtype) for o, t in zip(outs, input)]
 
 
 def close_scaled(x, ref, tol) -> None:

@@ -13,13 +13,12 @@ import os
 
 os.environ["TRITON_INTERPRET"] = "1"
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels are optional")
 
-from conftest import patch_triton_interpreter  # noqa: E402
+from conftest import patch_triton_interpreter, row_fold_scan  # noqa: E402
 
 from statespaces import backend  # noqa: E402
 from statespaces.kernels.oscillator import oscillator_transition  # noqa: E402
@@ -29,31 +28,11 @@ from statespaces.ops.triton import linoss as tlin  # noqa: E402
 patch_triton_interpreter()
 
 
-def _row_fold(self, input):
-    """``ScanOps.generic_scan`` by rows: acc_i = combine(acc_{i-1}, x_i) along the axis, vectorized
-    over the other axes (the combine functions are elementwise)."""
-    datas = [a.handle.data for a in input]
-    ax = self.axis
-    outs = [np.empty_like(d) for d in datas]
-    acc = [np.take(d, 0, axis=ax) for d in datas]
-    for o, a in zip(outs, acc):
-        np.moveaxis(o, ax, 0)[0] = a
-    for i in range(1, datas[0].shape[ax]):
-        prev = [self.to_tensor(a, t.dtype) for a, t in zip(acc, input)]
-        cur = [self.to_tensor(np.take(d, i, axis=ax), t.dtype) for d, t in zip(datas, input)]
-        ret = self.combine_fn.fn(*prev, *cur)
-        ret = ret if isinstance(ret, tuple) else (ret,)
-        acc = [r.handle.data if hasattr(r, "handle") else np.asarray(r) for r in ret]
-        for o, a in zip(outs, acc):
-            np.moveaxis(o, ax, 0)[i] = a
-    return [self.to_tensor(o, t.dtype) for o, t in zip(outs, input)]
-
-
 @pytest.fixture
 def fast_scan(monkeypatch):
     import triton.runtime.interpreter as interp
 
-    monkeypatch.setattr(interp.ScanOps, "generic_scan", _row_fold)
+    monkeypatch.setattr(interp.ScanOps, "generic_scan", row_fold_scan)
 
 
 @pytest.fixture
