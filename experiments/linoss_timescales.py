@@ -58,6 +58,14 @@ ARMS = {
     # grows to 1/A, so the few near A = 0 (double integrators over the 1460 steps) dominate the layer's output
     "im-amin0.1": ("linoss", {"discretization": "IM", "mode": "conv"}, 3e-3),
     "im-amin0.3": ("linoss", {"discretization": "IM", "mode": "conv"}, 3e-3),
+    # the floor with more oscillators: without it, P = 256 / 512 stalled at chance (init output rms 3-22)
+    "im-p128-amin0.1": ("linoss", {"discretization": "IM", "mode": "conv", "n_oscillators": 128}, 3e-3),
+    "im-p256-amin0.1": ("linoss", {"discretization": "IM", "mode": "conv", "n_oscillators": 256}, 3e-3),
+    # and with the lr scaled down by P / 32 (Adam moves every entry of B and C by about lr, and the output sums P
+    # oscillators, so the size of a step in the output grows with P)
+    "im-p256-lr3.75e-4": ("linoss", {"discretization": "IM", "mode": "conv", "n_oscillators": 256}, 3e-3 / 8),
+    "im-p256-amin0.1-lr3.75e-4": ("linoss", {"discretization": "IM", "mode": "conv", "n_oscillators": 256},
+                                  3e-3 / 8),
 }
 
 
@@ -70,7 +78,9 @@ def _stiffness_floor(a: float) -> Callable[[nn.Module], None]:
 
 
 #: arm -> an edit of the built model before training (the arms above without one train as built).
-PREPARE = {"im-amin0.1": _stiffness_floor(0.1), "im-amin0.3": _stiffness_floor(0.3)}
+PREPARE = {"im-amin0.1": _stiffness_floor(0.1), "im-amin0.3": _stiffness_floor(0.3),
+           "im-p128-amin0.1": _stiffness_floor(0.1), "im-p256-amin0.1": _stiffness_floor(0.1),
+           "im-p256-amin0.1-lr3.75e-4": _stiffness_floor(0.1)}
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ from statespaces.train import build_config
 from statespaces.train.loop import load_data
 
 
-def _floored(a: float) -> LinOSS:
-    layer = LinOSS(32, 32, discretization="IM", mode="conv")
+def _floored(a: float, P: int = 32) -> LinOSS:
+    layer = LinOSS(32, P, discretization="IM", mode="conv")
     with torch.no_grad():
         layer.A_hat.copy_(a + (1 - a) * layer.A_hat)        # U[0, 1] -> U[a, 1]
     return layer
@@ -33,6 +33,8 @@ def main() -> None:
         arms[f"LinOSS-IM, P = {P}"] = lambda P=P: LinOSS(32, P, discretization="IM", mode="conv")
     for a in (0.1, 0.3):
         arms[f"LinOSS-IM, P = 32, A ~ U[{a}, 1]"] = lambda a=a: _floored(a)
+    for P in (128, 256):
+        arms[f"LinOSS-IM, P = {P}, A ~ U[0.1, 1]"] = lambda P=P: _floored(0.1, P)
     rms = {name: [] for name in arms}
     for seed in range(3):
         torch.manual_seed(seed)
