@@ -274,7 +274,7 @@ def test_damped_transition_kernel_gives_the_normal_form_and_its_jacobian(scheme)
 
 
 @pytest.mark.parametrize("disc", ["imex", "im"])
-def test_damped_fused_scan_precision_against_float64(disc):
+def test_damped_fused_scan_precision_against_float64(disc, fast_scan):
     """D-LinOSS (ring init: eigenvalues near +-r, blocks far from normal) on the fused scan in fp32 against the
     float64 layer: the normal-form blocks keep it near fp32 rounding (it was 1.4e-4 at L = 1024 with the blocks
     rounded in their original basis; the PyTorch scan in fp32: 6.7e-4)."""
