@@ -5,8 +5,10 @@ cache (values compared on CPU, version counters on CUDA: :mod:`.step_cache`), al
 checks the result for NaN/inf (another sync). A stepper does all of that **once**::
 
     st = layer.stepper(batch_size)          # validate, discretize, allocate
+    ys = []
     for t in range(L):
         y_t = st(x[:, t])                   # (B, H) -> (B, H), advances st.state in place
+        ys.append(y_t.clone())              # y_t IS the buffer st.y, overwritten by the next call
     st.reset()                              # back to the zero state (or st.reset(state))
 
 At build time it checks the parameters (finite, else ``FloatingPointError`` naming them), the
