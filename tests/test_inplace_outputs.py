@@ -86,3 +86,26 @@ def test_output_is_contiguous_on_every_path(name, schedule, monkeypatch):
             y = out[0] if isinstance(out, tuple) else out
             assert y.is_contiguous(), (name, mode, sorted(kw), y.stride())
             y.view(-1, 3)
+            if isinstance(out, tuple):      # the final state too (S4's, LinOSS's and S5's were not row-major)
+                assert out[1].is_contiguous(), (name, mode, sorted(kw), out[1].stride())
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("name", [n for n in LAYERS if "bidirectional" not in n])
+def test_final_state_is_the_callers_to_modify_in_place(name, batch):
+    """The final state is a tensor of its own: editing it in place leaves the backward intact, and it does not keep
+    the forward's buffers alive. S5's was a view of its (B, L, M) scanned states, which its backward saves, until
+    2026-12-07 (``state.mul_(0.5)`` then broke the backward, and a state kept for the next segment held the whole
+    trajectory); with B = 1 a view of one row is contiguous, so ``contiguous()`` alone would not have copied."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        layer = LAYERS[name]()
+    for mode in MODES.get(name, [None]):
+        for start in (None, "given"):
+            x = torch.randn(batch, 16, 3, requires_grad=True)
+            s0 = None if start is None else 0.5 * torch.ones_like(layer.initial_state(batch))
+            y, state = layer(x, state=s0, return_state=True, **({} if mode is None else {"mode": mode}))
+            assert state._base is None, (name, mode, start, "the state is a view of a larger tensor")
+            state.mul_(0.5)
+            (y.sum() + state.real.sum()).backward()
+            assert torch.isfinite(x.grad).all(), (name, mode, start)

@@ -163,6 +163,7 @@ class SSMLayer(Pretrained, nn.Module):
         # cast first: a float16 output that overflows is refused too; then row-major (B, L, H) whatever the path
         # (the chunked CPU kernels, which stateful calls take, compute in (B, H, L) and return that layout)
         y = y.to(in_dtype).contiguous()
+        new_state = None if new_state is None else new_state.contiguous()    # S4's chunked state is (H, B, N)
         check_result(self, (y, new_state), input=x, state=state)     # NaN/inf: names input, state or parameters
         if return_state:
             assert new_state is not None

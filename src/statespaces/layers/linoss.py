@@ -743,7 +743,7 @@ class LinOSS(SSMLayer):
         elif self.bidirectional_mode == "concat":
             back = self.reverse(u.flip(1), rate=rate, mode=mode).flip(1)
             out = self.out_proj(torch.cat([out, back], -1))
-        new_state = self._to_complex(cast(Tensor, last)) if return_state else None
+        new_state = self._to_complex(cast(Tensor, last)).contiguous() if return_state else None   # row-major
         out = out.to(x.dtype)                    # cast first: a float16 output that overflows is refused too
         check_result(self, (out, new_state), input=x, state=state)   # NaN/inf: names input, state or parameters
         if return_state:

@@ -428,7 +428,9 @@ class S5(SSMLayer):
             if self.bidirectional:
                 Xb = scan_diagonal(a, v.flip(1)).flip(1)
                 y = y + self._output(Xb.real, Xb.imag, 1)
-            new_state = X[:, -1] if return_state else None
+            # a copy: a view of X would keep the whole (B, L, M) trajectory alive with the state, and editing the
+            # state in place would break the backward, which saves X
+            new_state = X[:, -1].clone(memory_format=torch.contiguous_format) if return_state else None
         y = y.to(x.dtype)                        # cast first: a float16 output that overflows is refused too
         check_result(self, (y, new_state), input=x, state=state)
         if return_state:
