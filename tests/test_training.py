@@ -213,7 +213,7 @@ def test_config_errors_and_overrides(tmp_path):
         build_config(overrides=[("model.layers", "3")])
     with pytest.raises(ValueError, match="section.key"):
         build_config(overrides=[("epochs", "3")])
-    with pytest.raises(ValueError, match="expects a int"):
+    with pytest.raises(ValueError, match="expects an integer"):
         build_config(overrides=[("trainer.epochs", "three")])
     with pytest.raises(ValueError, match="valid presets"):
         build_config(preset="cifar")

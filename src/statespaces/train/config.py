@@ -420,7 +420,9 @@ def _coerce(key: str, value: str, rule: Rule) -> Any:
         return value
     except ValueError:
         extra = f" ({'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)})" if typ == "bool" else ""
-        raise ConfigError(f"--{key} expects a {typ}, got {value!r}; {rule.allowed()}{extra}") from None
+        what = {"int": "an integer", "float": "a number", "bool": "a boolean",
+                "dict": "a JSON object"}.get(typ, f"a {typ}")
+        raise ConfigError(f"--{key} expects {what}, got {value!r}; {rule.allowed()}{extra}") from None
 
 
 def load_config_file(path: str) -> Dict[str, Any]:
