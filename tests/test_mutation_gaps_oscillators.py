@@ -255,6 +255,34 @@ def test_dlinoss_float32_scan_near_theta_pi(disc, mode):
 
 
 @pytest.mark.parametrize("disc", ["IM", "IMEX"])
+def test_dlinoss_float32_chunked_near_theta_pi(disc):
+    """The chunked mode on the CPU (its fused stateless node, its stateful twin from a given state, and the generic
+    chunked route, which the Triton kernel takes on a GPU and a concat-bidirectional layer on the CPU) against the
+    float64 layer, near theta = pi. The CPU's channels-first route keeps the blocks' own basis with a float64
+    carry: 1.4e-5 (IM) and 4.4e-6 (IMEX) relative error at L = 1000; a float32 carry in that basis gives 5.7e-3
+    (the Triton kernel before it took the normal basis: tests/test_triton_linoss.py). The generic route runs in the
+    normal basis (``_normal_chunk_tables``): 3e-7, checked here on its CPU kernel."""
+    layer, l64, x, ref = _dlinoss_near_theta_pi(disc)
+    y, s = layer(x, mode="chunked", return_state=True)
+    assert _rel(y, ref) < 5e-5
+    _, s64 = l64(x.double(), mode="conv", return_state=True)
+    assert _rel(s, s64) < 5e-5
+    x2 = x[:, :992]                                    # a multiple of the chunk length: the one-node stateless path
+    assert _rel(layer(x2, mode="chunked"), l64(x2.double(), mode="conv")) < 5e-5
+    s32 = s64.to(torch.complex64)       # the reference starts from the same rounded state (rounded in the layer's
+    y3, s3 = layer(x[:, :400], state=s32, mode="chunked", return_state=True)     # layout, which no path can undo)
+    y3_64, s3_64 = l64(x[:, :400].double(), state=s32.to(torch.complex128), mode="conv", return_state=True)
+    assert _rel(y3, y3_64) < 5e-5 and _rel(s3, s3_64) < 5e-5
+    # the generic chunked route (LinOSS._chunked_path), in the normal basis, with the state converted in and out
+    sys = layer._system(1.0)
+    v = layer._input_proj(x[:, :400]).to(x.dtype)
+    x0 = layer._to_real(s32)
+    y_pos, last = layer._chunked_path(v, sys, x0, 400)
+    y4 = layer._output_proj(y_pos) + layer.D * x[:, :400]
+    assert _rel(y4, y3_64) < 2e-6 and _rel(layer._to_complex(last), s3_64) < 2e-6
+
+
+@pytest.mark.parametrize("disc", ["IM", "IMEX"])
 def test_dlinoss_float32_stepper_and_streaming_step_near_theta_pi(disc):
     """The generation stepper and the exported streaming step (``real_step``) round their float32 state every step;
     they run the blocks in the normal basis: rounded in the blocks' own basis, the stepper gave 3.8e-4 relative

@@ -305,3 +305,20 @@ def test_fused_transition_outputs_can_be_modified_in_place():
         (M.square().sum() + f.square().sum()).backward()
         grads.append((A.grad, dt.grad))
     torch.testing.assert_close(grads[1], grads[0], atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("disc", ["IM", "IMEX"])
+def test_dlinoss_chunked_kernel_near_theta_pi_against_float64(disc):
+    """The Triton chunked kernel carries the chunk states in float32. With the tables of a block far from normal
+    (D-LinOSS, theta = pi - 4e-4) in its own basis, a stateful D-LinOSS-IM call was 5.7e-3 off float64 at
+    L = 1000 (7.8e-5 at 400); in the normal basis (``layers.linoss._normal_chunk_tables``), 3.7e-7. Output and
+    final state, from a given state (rounded as the layer receives it)."""
+    from test_mutation_gaps_oscillators import _dlinoss_near_theta_pi, _rel
+
+    layer, l64, x, _ = _dlinoss_near_theta_pi(disc)
+    x = x[:1, :600]
+    s0 = (0.3 * torch.randn_like(l64.initial_state(1))).to(torch.complex64)
+    with backend.force_triton():
+        y, s = layer(x, state=s0, mode="chunked", return_state=True)
+    y64, s64 = l64(x.double(), state=s0.to(torch.complex128), mode="conv", return_state=True)
+    assert _rel(y, y64) < 2e-6 and _rel(s, s64) < 2e-6

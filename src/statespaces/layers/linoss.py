@@ -180,6 +180,20 @@ def _chunk_tables(sys: OscillatorSystem, L: int, dtype: torch.dtype) -> ChunkTab
     return ChunkTables(*(t.repeat(2, *([1] * (t.dim() - 1))) for t in tab))
 
 
+def _normal_chunk_tables(sys: OscillatorSystem, L: int, dtype: torch.dtype) -> Tuple[ChunkTables, Tensor]:
+    r""":func:`_chunk_tables` in the blocks' normal basis (:func:`~statespaces.kernels.oscillator.normal_form`), and
+    T2 (2, 2P), the (p, q) of each column in the wide precision, to convert states (``x = [[p, q], [0, 1]] x'``).
+
+    Why: rounded to float32 in its own basis, a block far from normal (D-LinOSS near theta = 0 or pi) loses
+    accuracy with every chunk that a float32 carry crosses. On a D-LinOSS-IM layer with theta = pi - 4e-4 at
+    L = 1000 (``tests/test_mutation_gaps_oscillators.py``), the Triton kernel (float32 carry; interpreter) was
+    5.7e-3 off in its own basis and is 3.7e-7 off in this one (the CPU's float64 carry: 1.4e-5 -> 3e-7)."""
+    Mn, fn, T = normal_form(sys.M, sys.f)
+    # M^l = s_l M - r^2 s_{l-1} I is linear in M, so the closed-form powers of the normal-form blocks M' = T^-1 M T
+    # are those of M in the new basis: the same cost, no product with T per power
+    return _chunk_tables(sys._replace(M=Mn, f=fn), L, dtype), T.repeat(1, 2)
+
+
 def _normal_forcing(sys: OscillatorSystem, v: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     r"""The blocks in their normal form (:func:`~statespaces.kernels.oscillator.normal_form`, formed in the wide
     precision, then rounded to v's dtype) and the forcing of the projected input v (B, L, 2P) in that basis, for the
@@ -896,7 +910,7 @@ class LinOSS(SSMLayer):
         torch.export traces (which keep the plain ops they can trace), and backend ``"ref"`` (plain autograd, so
         derivatives of any order) take its twin of unfused ops
         :func:`~statespaces.kernels.chunked_projected.chunked_conv_projected_ref`."""
-        tab = _chunk_tables(sys, L, u.dtype)
+        tab = _chunk_tables(sys, L, u.dtype)     # the blocks' own basis: the carry is float64 here (see _chunked_path)
         W_in, W_out = self._input_weight(), self._output_weight(C)
         D = self.D if C is None else None
         if x0 is None and not return_state and fits_projected(u, tab) and not tracing() \
@@ -910,9 +924,16 @@ class LinOSS(SSMLayer):
     ) -> Tuple[Tensor, Tensor]:
         """Position trajectory (B, L, 2P) and final state (B, 2, 2P) by the chunked convolution
         (:mod:`statespaces.kernels.chunked_conv`): each of the 2P real columns is a 2x2 block system
-        on (velocity, position) with the closed-form float64 powers ``M^j`` (j <= T), rounded once."""
-        y_pos, last = chunked_conv(v, _chunk_tables(sys, L, v.dtype), _column_state(x0), return_state=True)
-        return y_pos, last.transpose(1, 2).to(v.dtype)
+        on (velocity, position) with the closed-form float64 powers ``M^j`` (j <= T), rounded once, in the blocks'
+        normal basis (:func:`_normal_chunk_tables`; the state converted in and out in the wide precision). This is
+        the route of the Triton kernel, whose carry is float32; the CPU's channels-first route
+        (:meth:`_chunked_channels_first`) carries in float64 and keeps the blocks' own basis (1.4e-5 relative error
+        where the normal basis gives 3e-7, at L = 1000 near theta = pi, both at float32's level), which spares it
+        the normal form's small ops (about 0.3-0.6 ms of a 15 ms forward+backward at B=8, L=1024, H=128)."""
+        tables, T2 = _normal_chunk_tables(sys, L, v.dtype)
+        x0n = None if x0 is None else to_normal_basis(x0.to(T2.dtype), T2).to(v.dtype)
+        y_pos, last = chunked_conv(v, tables, _column_state(x0n), return_state=True)
+        return y_pos, from_normal_basis(last.transpose(1, 2).to(T2.dtype), T2).to(v.dtype)
 
     def _conv_path(
         self, v: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int
