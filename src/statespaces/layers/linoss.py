@@ -187,7 +187,8 @@ def _normal_chunk_tables(sys: OscillatorSystem, L: int, dtype: torch.dtype) -> T
     Why: rounded to float32 in its own basis, a block far from normal (D-LinOSS near theta = 0 or pi) loses
     accuracy with every chunk that a float32 carry crosses. On a D-LinOSS-IM layer with theta = pi - 4e-4 at
     L = 1000 (``tests/test_mutation_gaps_oscillators.py``), the Triton kernel (float32 carry; interpreter) was
-    5.7e-3 off in its own basis and is 3.7e-7 off in this one (the CPU's float64 carry: 1.4e-5 -> 3e-7)."""
+    5.7e-3 off in its own basis and is 3.7e-7 off in this one; with a float64 carry (the CPU's chunked kernel) the
+    own basis gives 1.4e-5 and this one 3e-7."""
     Mn, fn, T = normal_form(sys.M, sys.f)
     # M^l = s_l M - r^2 s_{l-1} I is linear in M, so the closed-form powers of the normal-form blocks M' = T^-1 M T
     # are those of M in the new basis: the same cost, no product with T per power
@@ -204,6 +205,17 @@ def _normal_forcing(sys: OscillatorSystem, v: Tensor) -> Tuple[Tensor, Tensor, T
     M2 = torch.cat([M, M], -1)                                      # same real transition for Re and Im
     F = torch.stack([f[0].repeat(2) * v, f[1].repeat(2) * v], -2)   # (B, L, 2, 2P)
     return M2, F, T.repeat(1, 2)
+
+
+def _state_to_normal(x0: Optional[Tensor], T2: Tensor, dtype: torch.dtype) -> Optional[Tensor]:
+    """A real state (B, 2, 2P) into the blocks' normal basis (T2 (2, 2P) of :func:`_normal_forcing` /
+    :func:`_normal_chunk_tables`), converted in T2's wide precision and rounded once to ``dtype``; None stays None."""
+    return None if x0 is None else to_normal_basis(x0.to(T2.dtype), T2).to(dtype)
+
+
+def _state_from_normal(x: Tensor, T2: Tensor, dtype: torch.dtype) -> Tensor:
+    """The inverse of :func:`_state_to_normal`: a real state (B, 2, 2P) back into the (velocity, position) layout."""
+    return from_normal_basis(x.to(T2.dtype), T2).to(dtype)
 
 
 def _column_state(x0: Optional[Tensor]) -> Optional[Tensor]:
@@ -835,9 +847,8 @@ class LinOSS(SSMLayer):
         # in its own basis, a D-LinOSS block near theta = pi gave 6.7e-3 relative error at L = 1000; the positions
         # are the same in both bases, the final state is mapped back in float64
         M2, F, T2 = _normal_forcing(sys, v)
-        x0n = None if x0 is None else to_normal_basis(x0.to(T2.dtype), T2).to(v.dtype)
-        X = scan_loop(M2.unsqueeze(0).expand(L, *M2.shape), F, x0n, block=True)
-        return X[:, :, 1], from_normal_basis(X[:, -1].to(T2.dtype), T2).to(v.dtype)
+        X = scan_loop(M2.unsqueeze(0).expand(L, *M2.shape), F, _state_to_normal(x0, T2, v.dtype), block=True)
+        return X[:, :, 1], _state_from_normal(X[:, -1], T2, v.dtype)
 
     def _scan_path(
         self, v: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int
@@ -931,9 +942,8 @@ class LinOSS(SSMLayer):
         where the normal basis gives 3e-7, at L = 1000 near theta = pi, both at float32's level), which spares it
         the normal form's small ops (about 0.3-0.6 ms of a 15 ms forward+backward at B=8, L=1024, H=128)."""
         tables, T2 = _normal_chunk_tables(sys, L, v.dtype)
-        x0n = None if x0 is None else to_normal_basis(x0.to(T2.dtype), T2).to(v.dtype)
-        y_pos, last = chunked_conv(v, tables, _column_state(x0n), return_state=True)
-        return y_pos, from_normal_basis(last.transpose(1, 2).to(T2.dtype), T2).to(v.dtype)
+        y_pos, last = chunked_conv(v, tables, _column_state(_state_to_normal(x0, T2, v.dtype)), return_state=True)
+        return y_pos, _state_from_normal(last.transpose(1, 2), T2, v.dtype)
 
     def _conv_path(
         self, v: Tensor, sys: OscillatorSystem, x0: Optional[Tensor], L: int
