@@ -538,7 +538,10 @@ def check_timing(quick: bool) -> List[Dict]:
     out += time_paths(quick)
     out += time_dense_variants(quick)
     # recurrent step rate: eager layer.step, then the stepper eager / graphed and the graphed model stepper
-    for name in ("S4D", "S4", "LinOSS"):
+    from statespaces.layers.s5 import S5
+
+    makers["S5"] = lambda: S5(H, N)                       # the MIMO stepper: complex GEMMs, no Triton kernel
+    for name in ("S4D", "S4", "LinOSS", "S5"):
         layer = makers[name]().cuda().eval()
         try:
             with torch.no_grad():

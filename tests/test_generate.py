@@ -36,15 +36,15 @@ def test_generation_logits_match_convolution(layer, lkw, backbone, bkw):
             torch.testing.assert_close(logits[:, i], ref, atol=1e-4, rtol=1e-4)
 
 
-#: layers with no stepper (they step only through step()): S5, and S4ND with one causal axis
-NO_STEPPER = [("s5", dict(d_state=8), "S5"), ("s4nd", dict(d_state=8, dims=1, bidirectional=False), "S4ND")]
+#: layers with no stepper (they step only through step()): S4ND with one causal axis
+NO_STEPPER = [("s4nd", dict(d_state=8, dims=1, bidirectional=False), "S4ND")]
 
 
 @pytest.mark.parametrize("layer,lkw,cls", NO_STEPPER, ids=[l for l, _, _ in NO_STEPPER])
 @pytest.mark.parametrize("backbone,bkw", BACKBONES[:2], ids=["flat", "sashimi22"])
 def test_default_generation_steps_layers_without_a_stepper_eagerly(layer, lkw, cls, backbone, bkw):
-    """generate() with its defaults (stepper=None) on S5 / S4ND raised TypeError / AttributeError from
-    the fused stepper; it now steps them eagerly and matches the teacher-forced convolution view. An
+    """generate() with its defaults (stepper=None) on S4ND (and on S5 before it had a stepper) raised TypeError
+    or AttributeError from the fused stepper; it now steps them eagerly and matches the teacher-forced convolution view. An
     explicit stepper=True still refuses, naming the layer and the way out."""
     m = _model(layer, lkw, backbone, bkw)
     prompt = torch.randint(0, 13, (2, 7))

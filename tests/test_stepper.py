@@ -13,7 +13,8 @@ import torch
 
 from statespaces import S4, S4D, LinOSS
 from statespaces.layers.dlinoss import DLinOSS
-from statespaces.layers.stepper import DiagonalStepper, DPLRStepper, EigenStepper, OscillatorStepper
+from statespaces.layers.s5 import S5
+from statespaces.layers.stepper import DiagonalStepper, DPLRStepper, EigenStepper, MIMOStepper, OscillatorStepper
 from statespaces.models.lm import SSMLanguageModel
 from statespaces.models.stepper import ModelStepper
 
@@ -30,6 +31,9 @@ LAYERS = {
     "linoss-imex": (lambda: LinOSS(3, 5, discretization="IMEX", seed=6), "auto", OscillatorStepper),
     "dlinoss-imex": (lambda: DLinOSS(3, 5, seed=7), "auto", OscillatorStepper),
     "dlinoss-im": (lambda: DLinOSS(3, 5, discretization="IM", seed=8), "auto", OscillatorStepper),
+    "s5": (lambda: S5(3, 8, seed=9), "auto", MIMOStepper),
+    "s5-bilinear-full": (lambda: S5(3, 6, discretization="bilinear", conj_sym=False, blocks=2, seed=10), "auto",
+                         MIMOStepper),
 }
 
 
@@ -127,6 +131,18 @@ def test_stepper_build_time_validation():
         neg.A_hat[0] = -1.0
     with pytest.raises(ValueError):
         neg.stepper(1)
+    with pytest.raises(ValueError, match="bidirectional"):
+        S5(3, 8, bidirectional=True).stepper(1)
+    growing = S5(3, 8, real_transform="none")
+    with torch.no_grad():
+        growing.A_real[0] = -0.5                             # Re Lambda = +0.5 for one mode
+    with pytest.raises(ValueError, match="unstable"):
+        growing.stepper(1)
+    s5 = S5(3, 8)
+    with torch.no_grad():
+        s5.B[0, 0, 0] = float("inf")
+    with pytest.raises(FloatingPointError, match="not finite: \\['B'\\]"):
+        s5.stepper(1)
     with pytest.raises(ValueError, match="form"):
         S4D(3, 8).stepper(1, form="diagonal")
     with pytest.raises(ValueError, match="form"):
@@ -163,7 +179,7 @@ def _model(layer, backbone, bkw):
                             backbone_kwargs=bkw).double().eval()
 
 
-@pytest.mark.parametrize("layer", ["s4d", "s4", "linoss"])
+@pytest.mark.parametrize("layer", ["s4d", "s4", "linoss", "s5"])
 @pytest.mark.parametrize("backbone,bkw", BACKBONES, ids=["flat", "sashimi22", "sashimi4unet"])
 def test_model_stepper_equals_eager_step(layer, backbone, bkw):
     m = _model(layer, backbone, bkw)
@@ -185,7 +201,7 @@ def test_model_stepper_equals_eager_step(layer, backbone, bkw):
             _close(st(xs[:, t]), m.decode(y), 1e-10)
 
 
-@pytest.mark.parametrize("layer", ["s4d", "s4", "linoss"])
+@pytest.mark.parametrize("layer", ["s4d", "s4", "linoss", "s5"])
 @pytest.mark.parametrize("backbone,bkw", BACKBONES[:2], ids=["flat", "sashimi22"])
 def test_generation_with_stepper_equals_without(layer, backbone, bkw):
     m = _model(layer, backbone, bkw)
@@ -251,7 +267,7 @@ def test_graph_branch_logic_on_cpu(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CUDA-graph capture)")
-@pytest.mark.parametrize("layer", ["s4d", "s4", "linoss"])
+@pytest.mark.parametrize("layer", ["s4d", "s4", "linoss", "s5"])
 @pytest.mark.parametrize("backbone,bkw", BACKBONES[:2], ids=["flat", "sashimi22"])
 def test_cuda_graph_stepper_equals_eager(layer, backbone, bkw):
     torch.manual_seed(1)

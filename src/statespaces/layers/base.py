@@ -74,7 +74,7 @@ class SSMLayer(Pretrained, nn.Module):
     D: Tensor                           # skip term (H,): a parameter of every layer
 
     #: which stepper :meth:`stepper` builds (:func:`.stepper.layer_stepper`): "diagonal", "dplr",
-    #: "oscillator", or None (no stepper: use :meth:`step`)
+    #: "oscillator", "mimo" (S5), or None (no stepper: use :meth:`step`)
     stepper_kind: ClassVar[Optional[str]] = None
 
     # ---- to implement -------------------------------------------------------------------

@@ -128,6 +128,8 @@ class S5(SSMLayer):
         >>> y = layer(torch.randn(2, 16, 4))
     """
 
+    stepper_kind = "mimo"               # layer.stepper(B): statespaces.layers.stepper.MIMOStepper
+
     def __init__(
         self,
         d_model: int,

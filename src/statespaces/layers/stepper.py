@@ -29,6 +29,8 @@ Forms (each the same math as the layer's ``step``, written once and shared with 
   O(N r) per channel, exact); ``S4.stepper(..., form="diagonal")`` uses instead the float64
   eigendecomposition of the DPLR transition (:meth:`~.s4.S4.diagonalize`, refused when inaccurate)
   and a :class:`DiagonalStepper`, whose state lives in the eigenbasis.
+* :class:`MIMOStepper` -- S5: one complex state (B, M) shared by the channels, ``Lambda_bar``, ``B_bar``, ``C``
+  as the layer's ``step`` forms them; the input and readout are complex GEMMs on static buffers.
 * :class:`OscillatorStepper` -- LinOSS / D-LinOSS: the 2x2 blocks ``M``, forcing ``f`` in float64, in their
   normal form (the state in that basis, converted by ``reset`` / ``layer_state``).
 
@@ -266,6 +268,37 @@ class OscillatorStepper(LayerStepper):
         return from_normal_basis(self.state, self.T).to(self.cdtype)
 
 
+class MIMOStepper(LayerStepper):
+    """Stepper of :class:`~.s5.S5`: one state (B, M) complex shared by all channels (the layer's layout).
+
+    ``state <- Lambda_bar state + u B_bar^T`` and ``y = scale Re(state C^T) + D u``: an in-place multiply and two
+    complex GEMMs into static buffers (cuBLAS on CUDA, capturable in a CUDA graph), the same math as
+    :meth:`~.s5.S5.step`."""
+
+    def __init__(self, layer, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
+                 device: Optional[Union[str, torch.device]] = None) -> None:
+        super().__init__(layer, batch_size, rate, dtype, device)
+        with torch.no_grad():
+            lam_bar, Bb = layer.discrete_system(self.rate)
+            C = layer.C_complex[0]
+            _check_system(layer, lam_bar.abs(), Lambda_bar=lam_bar, B_bar=Bb, C=C)
+            self.lam = self._cplx(lam_bar)                        # (M,)
+            self.BbT = self._cplx(Bb.T)                           # (H, M)
+            self.CT = self._cplx(C.T)                             # (M, H)
+            self.D = self._real(layer.D)
+            self.scale = float(layer.scale)
+        kw = dict(dtype=self.cdtype, device=self.device)
+        self.state = torch.zeros(self.batch_size, self.lam.shape[0], **kw)
+        self._u = torch.zeros(self.batch_size, self.d_model, **kw)   # x as complex (a GEMM operand)
+        self._out = torch.zeros(self.batch_size, self.d_model, **kw)
+
+    def advance(self) -> None:
+        self._u.copy_(self.x)
+        self.state.mul_(self.lam).addmm_(self._u, self.BbT)
+        torch.mm(self.state, self.CT, out=self._out)
+        torch.mul(self.x, self.D, out=self.y).add_(self._out.real, alpha=self.scale)
+
+
 def layer_stepper(layer: SSMLayer, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
                   device: Optional[Union[str, torch.device]] = None, form: str = "auto") -> LayerStepper:
     """The stepper of ``layer`` (see :meth:`statespaces.layers.base.SSMLayer.stepper`)."""
@@ -282,4 +315,6 @@ def layer_stepper(layer: SSMLayer, batch_size: int, rate: float = 1.0, dtype: Op
         return DiagonalStepper(cast("DiagonalSSM", layer), batch_size, rate, dtype, device)
     if kind == "oscillator":
         return OscillatorStepper(layer, batch_size, rate, dtype, device)
+    if kind == "mimo":
+        return MIMOStepper(layer, batch_size, rate, dtype, device)
     raise TypeError(f"{type(layer).__name__} has no stepper; use its step() method")

@@ -393,7 +393,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
             return_logits: also return the logits each new token was drawn from.
             stepper: step through a :class:`~statespaces.models.stepper.ModelStepper` (validated once,
                 static buffers, a CUDA graph on CUDA); None (default) = when the model has one (a flat
-                or SaShiMi backbone whose layers all have a stepper: not S5 or S4ND), False = the eager
+                or SaShiMi backbone whose layers all have a stepper: not S4ND), False = the eager
                 ``backbone.step``. Both give the same tokens. True on a model with no stepper: TypeError.
             prompt_lengths: integer tensor (B,) in [1, Lp] for a right-padded batch of prompts of different
                 lengths (what is beyond ``prompt[b, :prompt_lengths[b]]`` is never read), or None (all Lp).

@@ -17,7 +17,7 @@ but the replay. SaShiMi (thesis ch. 8) steps each tier at its own rate: the work
 depends on its phase ``t mod prod(pools)``, so there is one graph per phase.
 
 Backbones: :class:`~statespaces.models.lm.SSMStack` and :class:`~statespaces.models.sashimi.SaShiMi`,
-every layer with a stepper (:func:`has_stepper`: not S5 or S4ND, which step only through ``step``).
+every layer with a stepper (:func:`has_stepper`: not S4ND, which steps only through ``step``).
 The model must be in eval mode (dropout would draw new masks), and the stepper is a snapshot of
 the parameters: build a new one after they change. NaN/inf are not checked per step (the build
 checks parameters and stability); :meth:`SSMLanguageModel.generate` checks the logits on CPU only,
@@ -164,7 +164,7 @@ def _record(fn: Callable[[], None]):
 def has_stepper(layer: nn.Module) -> bool:
     """Whether ``layer`` has a :mod:`stepper <statespaces.layers.stepper>`: an
     :class:`~statespaces.layers.base.SSMLayer` whose class declares a ``stepper_kind`` (S4D, S4,
-    LinOSS, D-LinOSS). S5 declares none and S4ND is no SSMLayer: they step only through ``step``."""
+    LinOSS, D-LinOSS, S5). S4ND is no SSMLayer: it steps only through ``step``."""
     return isinstance(layer, SSMLayer) and type(layer).stepper_kind is not None
 
 
@@ -206,8 +206,8 @@ class ModelStepper:
                              "call model.eval()")
         missing = layer_without_stepper(model)
         if missing is not None:
-            raise TypeError(f"no ModelStepper for this model: layer {missing} has no stepper (S5 and S4ND step "
-                            "only through step()); generate with stepper=False (or None, the default, which then "
+            raise TypeError(f"no ModelStepper for this model: layer {missing} has no stepper (S4ND steps only "
+                            "through step()); generate with stepper=False (or None, the default, which then "
                             "steps eagerly), or step with model.backbone.step")
         self.model = model
         self.batch_size = check_batch_size(batch_size)
