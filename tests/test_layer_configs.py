@@ -167,7 +167,7 @@ def test_sequence_models_take_a_1d_s4nd_with_padding_and_refuse_more_axes():
     x = torch.randn(2, 9, 2, dtype=torch.float64)
     lengths = torch.tensor([9, 5])
     torch.testing.assert_close(m(x, lengths=lengths)[1], m(x[1:, :5])[0])     # padding never leaks
-    with pytest.raises(ValueError, match="needs dims=1"):
+    with pytest.raises(ValueError, match=r"got dims=2: set dims=1 \(statespaces train: --model.layer.dims 1\)"):
         SequenceClassifier(2, 3, layer="s4nd")
 
 

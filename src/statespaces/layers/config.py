@@ -159,7 +159,8 @@ def sequence_layer(value: LayerSpec, where: str = "layer") -> LayerConfig:
     dims = getattr(spec, "dims", 1)
     if dims != 1:
         raise ValueError(f"{where}: a sequence model runs (B, L, H) inputs, so an {spec.kind} layer needs dims=1, "
-                         f"got dims={dims} (images and video: statespaces.models.image.ImageClassifier)")
+                         f"got dims={dims}: set dims=1 (statespaces train: --model.layer.dims 1); images and "
+                         "video: statespaces.models.image.ImageClassifier")
     return spec
 
 
