@@ -390,6 +390,10 @@ def test_csv_files_skip_a_header_of_column_names(tmp_path):
     assert pandas.labels == ["cat", "dog"]
     ones = ucr.parse_ucr_table("y,1,2,3\n1,0.5,0.25,0.1\n2,3,4,5\n", sep=",", header=True)
     assert ones.labels == ["1", "2"]
+    # pandas' column numbers over every field, the label's included: pd.DataFrame(np.column_stack([y, X]))
+    # .to_csv(path, index=False) writes "0,1,2,3" (read as a case of class "0" until a CLI campaign found it)
+    numbered = ucr.parse_ucr_table("0,1,2,3\n1,0.5,0.25,0.1\n2,3,4,5\n", sep=",", header=True)
+    assert numbered.labels == ["1", "2"] and numbered.lengths.tolist() == [3, 3]
     for text, labels in (("1,0,1,2\n2,3,4,5\n", ["1", "2"]),          # a numeric label: a case, not a header
                          ("cat,0.5,0.7,0.1\ndog,3,4,5\n", ["cat", "dog"]),
                          ("1,?,2,3\n2,3,4,5\n", ["1", "2"])):       # a missing value is no column name
@@ -432,3 +436,41 @@ def test_a_csv_file_is_read_as_csv(tmp_path):
     path.write_text("1 0.5 0.25\n")                                   # white space is no CSV separator
     with pytest.raises(ValueError, match="expected a class label followed by the values"):
         ucr.read_series_file(path)
+
+
+@pytest.mark.parametrize("text, sep, value", [("1\t0.5\tinf\t3\n", "\t", "inf"), ("1,0.5,-Infinity\n", ",", "-Infinity"),
+                                              ("2 1e400 3\n", None, "1e400")])
+def test_an_infinite_value_is_refused_where_it_is_read(text, sep, value):
+    """An infinity in a file was parsed and failed one epoch later as a NaN/inf input of the model, naming no
+    file (found by a CLI campaign); it is refused at load time with the file and line."""
+    with pytest.raises(ValueError, match=rf"Inf_TRAIN, line 1: value '{value}' is not finite; write a missing value"):
+        ucr.parse_ucr_table(text, source="Inf_TRAIN", sep=sep)
+
+
+def test_an_infinite_value_in_a_ts_file_is_refused():
+    ts = "@problemName x\n@univariate true\n@classLabel true a b\n@data\n0.5,-inf,3:a\n"
+    with pytest.raises(ValueError, match=r"X.ts, line 5, channel 0: value '-inf' is not finite; write a missing "
+                                         r"value as '\?'"):
+        ucr.parse_ts(ts, source="X.ts")
+
+
+def test_series_normalisation_of_series_too_short_to_have_a_spread(tmp_path):
+    """normalize='series' maps a one-step series to 0 (a CLI campaign trained the ucr preset on all-zero inputs
+    without a word): refused when every training series has one step, a warning when some series have fewer
+    than three; global normalisation keeps them."""
+    one = _pair(tmp_path / "One", "One", ["1", "2"] * 4, ["1", "2"], length=1)
+    with pytest.raises(ValueError, match="every training series has a single step, which normalize='series' maps "
+                                         "to 0.*--data.normalize global"):
+        ucr.load_ucr(one, normalize="series")
+    d = ucr.load_ucr(one, normalize="global")
+    assert d.train.tensors[0].abs().max() > 0
+    two = _pair(tmp_path / "Two", "Two", ["1", "2"] * 4, ["1", "2"], length=2)
+    with pytest.warns(UserWarning, match=r"10 of 10 series have fewer than 3 steps"):
+        d = ucr.load_ucr(two, normalize="series")
+    assert set(d.train.tensors[0].abs().flatten().tolist()) == {1.0}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ucr.load_ucr(two, normalize="global")
+        ucr.load_ucr(_pair(tmp_path / "Three", "Three", ["1", "2"] * 4, ["1", "2"], length=3), normalize="series")

@@ -99,8 +99,29 @@ def test_ensemble_refuses_bad_member_lists(runs, tmp_path):
         evaluate_ensemble([str(root / "r0"), str(root / "r0" / "best")])
     other = _write_waves(tmp_path / "Other" / "Waves", seed=5)       # same shape, other test targets
     _train(other, tmp_path / "o", seed=0)
-    with pytest.raises(ValueError, match="test split differs|share task and data"):
+    with pytest.raises(ValueError, match="test split differs|share task and data|content differs"):
         evaluate_ensemble([str(root / "r0"), str(tmp_path / "o")])
+
+
+def test_ensemble_refuses_members_whose_test_files_differ_in_content(runs, tmp_path):
+    """Same problem name, same test size and targets, other values: the members' predictions are of different
+    inputs, so their average scores nothing. Found by a CLI campaign (it was scored without a word). The same
+    content in another place is the same test split."""
+    root, data = runs
+    lines = (data.parent / "Waves_TEST.tsv").read_text().splitlines()
+    edited = []
+    for line in lines:                                     # labels kept, every value changed
+        label, *values = line.split("\t")
+        edited.append("\t".join([label] + [repr(-float(v)) for v in values]))
+    moved = tmp_path / "Elsewhere" / "Waves"
+    moved.mkdir(parents=True)
+    (moved / "Waves_TRAIN.tsv").write_bytes((data.parent / "Waves_TRAIN.tsv").read_bytes())
+    (moved / "Waves_TEST.tsv").write_text("\n".join(edited) + "\n")
+    _train(moved / "Waves_TRAIN.tsv", tmp_path / "e", seed=0)
+    with pytest.raises(ValueError, match=r"Waves_TEST.tsv, whose content differs from .*Waves_TEST.tsv"):
+        evaluate_ensemble([str(root / "r0"), str(tmp_path / "e")])
+    (moved / "Waves_TEST.tsv").write_bytes((data.parent / "Waves_TEST.tsv").read_bytes())   # a copy: accepted
+    assert evaluate_ensemble([str(root / "r0"), str(tmp_path / "e")])["n_members"] == 2
 
 
 @pytest.mark.slow

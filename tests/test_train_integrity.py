@@ -412,6 +412,33 @@ def test_cli_error_has_no_traceback_unless_debug(tmp_path):
     assert p.returncode != 0 and "Traceback" in p.stderr and "ConfigError" in p.stderr
 
 
+def test_cli_warnings_are_one_line_without_the_source(tmp_path, monkeypatch, capsys):
+    """A library warning on the command line printed Python's ``path/file.py:39: UserWarning: ...`` and the source
+    line that raised it (found by a CLI campaign); it is one line naming the command, and the previous format is
+    back after the call (and under --debug)."""
+    import warnings
+
+    folder = tmp_path / "Short"
+    folder.mkdir()
+    for split, n in (("TRAIN", 8), ("TEST", 4)):                        # two-step series: a 'series' warning
+        (folder / f"Short_{split}.tsv").write_text("".join(f"{1 + i % 2}\t{i}\t{2 * i + 1}\n" for i in range(n)))
+    monkeypatch.setattr(warnings, "showwarning", lambda message, category, filename, lineno, file=None, line=None:
+                        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line)))
+    before = warnings.formatwarning
+    args = ["train", "--data.name", str(folder / "Short_TRAIN.tsv"), "--data.normalize", "series",
+            "--model.d_model", "4", "--model.n_layers", "1", "--trainer.epochs", "1", "--trainer.val_fraction", "0",
+            "--trainer.tensorboard", "off", "--no-progress"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main(args + ["--trainer.out", str(tmp_path / "a")]) == 0
+        err = capsys.readouterr().err
+        assert "statespaces train: warning: Short: 12 of 12 series have fewer than 3 steps" in err
+        assert "UserWarning" not in err and ".py:" not in err
+        assert warnings.formatwarning is before
+        assert main(args + ["--trainer.out", str(tmp_path / "b"), "--debug"]) == 0
+        assert "UserWarning: Short: 12 of 12 series" in capsys.readouterr().err
+
+
 def test_train_validates_a_config_changed_after_construction(tmp_path):
     cfg = _tiny(tmp_path)
     cfg.trainer.epochs = 0

@@ -15,7 +15,8 @@ The top floor of the package: the only module that imports both the library (``t
 A user error (a config value of the wrong type or out of range, a run folder that already holds
 a run, a corrupt checkpoint, a bad argument, ...) prints one line on stderr and exits with status
 2; ``--debug`` (before or after the command) shows the traceback instead. Ctrl-C prints one line
-(how to resume) and exits with status 130.
+(how to resume) and exits with status 130. A warning prints one line too (``statespaces train: warning: ...``;
+Python's own format, with the file and source line, under ``--debug``).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
 #: Exceptions that report a user error (bad value, file, folder or checkpoint): one line, exit 2.
@@ -65,6 +67,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     command = next((a for a in argv if not a.startswith("-")), "")
+    formatwarning = warnings.formatwarning
+    if not debug:                         # a warning is one line too, without the source line that raised it
+        warnings.formatwarning = _one_line_warning(command)
     try:
         return _main(argv)
     except BrokenPipeError:               # output piped into a reader that stopped (| head): not an error
@@ -84,6 +89,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         hint = " (continue with the same command and --resume)" if command == "train" else ""
         print(f"\nstatespaces {command}: interrupted{hint}", file=sys.stderr)
         raise SystemExit(130) from None
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _one_line_warning(command: str):
+    """``warnings.formatwarning`` for the command line: ``statespaces train: warning: ...`` (the category named
+    unless it is a plain UserWarning), instead of Python's ``file:line: UserWarning: ...`` plus the source line."""
+    prefix = f"statespaces{' ' + command if command else ''}"
+
+    def fmt(message, category, filename, lineno, line=None) -> str:
+        kind = "warning" if category is UserWarning else f"warning ({category.__name__})"
+        return f"{prefix}: {kind}: {' '.join(str(message).split())}\n"
+
+    return fmt
 
 
 def _main(argv: List[str]) -> int:

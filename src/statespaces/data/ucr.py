@@ -173,10 +173,20 @@ def _parse_values(text: str, timestamps: bool, where: str) -> np.ndarray:
     if "?" in text:
         tokens = ["nan" if t.strip() == "?" else t for t in tokens]
     try:
-        return np.array(tokens, dtype=np.float64)
+        v = np.array(tokens, dtype=np.float64)
     except ValueError:
         bad = next(t for t in tokens if not _is_float(t))
         raise ValueError(f"{where}: cannot read {bad!r} as a number (missing values are written '?')") from None
+    _check_no_infinity(v, tokens, where, "'?'")
+    return v
+
+
+def _check_no_infinity(v: np.ndarray, tokens: Sequence[str], where: str, missing: str) -> None:
+    """Refuse an infinite value where it is read (file and line), not later as a NaN/inf input of the model."""
+    inf = np.flatnonzero(np.isinf(v))
+    if inf.size:
+        raise ValueError(f"{where}: value {tokens[inf[0]].strip()!r} is not finite; write a missing value as "
+                         f"{missing} (it is then filled), or clean the file")
 
 
 def _is_float(t: str) -> bool:
@@ -362,6 +372,7 @@ def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", s
             bad = next(t for t in values if not _is_float(t))
             raise ValueError(f"{where}: cannot read {bad!r} as a number (a UCR file has the label first, then "
                              "the values; missing values are NaN)") from None
+        _check_no_infinity(v, values, where, "NaN or an empty field")
         valid = np.flatnonzero(~np.isnan(v))
         if valid.size == 0:
             raise ValueError(f"{where}: the series has no value")
@@ -380,9 +391,13 @@ def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", s
 def _is_column_names(tokens: List[str]) -> bool:
     """Whether the fields of a first line are a CSV header: names where the values go (``t0, t1``: none of them
     a number, the missing-value marks ``?`` and empty fields aside), or a label that is not a number before the
-    integers 0, 1, 2, ... or 1, 2, 3, ... (pandas' ``label,0,1,2``). A line with some numbers and some words is a
-    case with a typo (reported as such), not a header. Ambiguous by nature: a first case with a text label whose
-    values are exactly 0, 1, 2, ... reads as pandas' header."""
+    integers 0, 1, 2, ... or 1, 2, 3, ... (pandas' ``label,0,1,2``), or the integers 0, 1, ..., n - 1 over every
+    field, the label's included (what ``pd.DataFrame(np.column_stack([y, X])).to_csv(path, index=False)`` writes).
+    A line with some numbers and some words is a case with a typo (reported as such), not a header. Ambiguous by
+    nature: a first case with a text label whose values are exactly 0, 1, 2, ..., or with label 0 and values
+    exactly 1, 2, ..., reads as a header."""
+    if len(tokens) > 2 and tokens == [str(i) for i in range(len(tokens))]:
+        return True                                    # pandas' column numbers 0, 1, ..., n - 1 (label column too)
     label, values = tokens[0], [t for t in tokens[1:] if t not in ("", "?")]
     numeric = [_is_float(t) for t in values]
     if not values or (any(numeric) and not all(numeric)):
@@ -770,6 +785,21 @@ def lengths_wanted(return_lengths: Optional[bool], train_padded: bool, test_padd
     return train_padded, train_padded or test_padded
 
 
+def _check_series_lengths(name: str, ftrain: Path, len_tr: np.ndarray, len_te: np.ndarray) -> None:
+    """``normalize="series"`` subtracts each series' own mean and divides by its own spread: a one-step series
+    becomes 0 and a two-step one -1, +1 whatever its values. Refuse a training split of one-step series (the
+    inputs would all be 0) and warn when some series have fewer than three steps."""
+    if int(len_tr.max()) < 2:
+        raise ValueError(f"{ftrain}: every training series has a single step, which normalize='series' maps to 0 "
+                         "(it subtracts the series' own mean); use normalize='global' (statespaces train: "
+                         "--data.normalize global) or 'none'")
+    short = int((len_tr < 3).sum() + (len_te < 3).sum())
+    if short:
+        warnings.warn(f"{name}: {short} of {len(len_tr) + len(len_te)} series have fewer than 3 steps, and "
+                      "normalize='series' maps a one-step series to 0 and a two-step one to -1, +1 whatever its "
+                      "values; normalize='global' (--data.normalize global) keeps them", stacklevel=3)
+
+
 def load_ucr(
     name_or_path: Union[str, Path],
     normalize: Union[bool, str] = "global",
@@ -829,6 +859,8 @@ def load_ucr(
     # length of a case = its longest channel; shorter channels were NaN-padded by the parser and
     # are filled like missing values
     len_tr, len_te = tr.lengths, te.lengths
+    if mode == "series":
+        _check_series_lengths(name, ftrain, len_tr, len_te)
     C = tr.n_channels
     flat = np.concatenate([s[:, :n] for s, n in zip(tr.series, len_tr)], axis=1)  # (C, total steps)
     with np.errstate(all="ignore"), warnings.catch_warnings():

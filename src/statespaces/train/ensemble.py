@@ -10,8 +10,9 @@ the mean softmax output of five networks trained from different random inits (Is
 
 Every member is evaluated on its own data config (its normalisation, resolution), so members may
 differ in recipe; they must score the same test examples in the same order: the same dataset and
-identical test targets, checked, or a ``ValueError`` names the member that differs (e.g. ``digits``
-runs of different seeds, whose seed also draws the train/test split).
+identical test targets, and for files (UCR/UEA) a test file of identical content, checked, or a ``ValueError``
+names the member that differs (e.g. ``digits`` runs of different seeds, whose seed also draws the train/test
+split, or two runs of one problem name trained on different files).
 """
 from __future__ import annotations
 
@@ -63,6 +64,25 @@ def _scores(task: Task, out: Tensor, y: Tensor) -> Dict[str, float]:
     return task.summary(task.output_sums(out, y), upcast_half(y) if task.needs_targets() else None)
 
 
+def _test_file_digest(data) -> Optional[Tuple[str, str]]:
+    """``(path, sha256)`` of the file a member's test split was read from (UCR/UEA data records it), or None.
+
+    Two runs of one problem name can have been trained on different files (a copy edited, another problem
+    saved under the same name): the same name, test size and targets do not make the same test inputs,
+    and averaging the predictions of different inputs would be a score of nothing. Compared by content,
+    so the same file in two places (the packaged copy and a download) is one test split."""
+    info = getattr(data, "info", None) or {}
+    path = info.get("test_file") if isinstance(info, dict) else None
+    if not path:
+        return None
+    import hashlib
+
+    try:
+        return str(path), hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def evaluate_ensemble(paths: Sequence[str], data_name: Optional[str] = None) -> Dict[str, Any]:
     """Test loss and score of each checkpoint in ``paths`` (run folders stand for their ``best/``) and of
     their ensemble (module docstring). ``data_name`` points every member at other data, as in
@@ -90,8 +110,14 @@ def evaluate_ensemble(paths: Sequence[str], data_name: Optional[str] = None) -> 
             raise ValueError(f"{p}: a {task.name} checkpoint; ensembles average pooled outputs and are defined for "
                              f"{' and '.join(ENSEMBLE_TASKS)} only")
         out, y = predict(model, DataLoader(data.test, batch_size=256), task)
+        source = _test_file_digest(data)
         if not first:
-            first = {"path": str(p), "task": task, "dataset": data.name, "y": y, "width": out.shape[-1]}
+            first = {"path": str(p), "task": task, "dataset": data.name, "y": y, "width": out.shape[-1],
+                     "source": source}
+        elif source is not None and first["source"] is not None and source[1] != first["source"][1]:
+            raise ValueError(f"{p}: its test split was read from {source[0]}, whose content differs from "
+                             f"{first['source'][0]}, the test file of {first['path']}; an ensemble's members must "
+                             "score the same test examples (point them all at one copy with --data.name PATH)")
         elif task.name != first["task"].name or data.name != first["dataset"]:
             raise ValueError(f"{p}: a {task.name} model of {data.name}, but {first['path']} is a {first['task'].name} "
                              f"model of {first['dataset']}; an ensemble's members must share task and data")
