@@ -12,6 +12,7 @@
 import io
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -247,14 +248,34 @@ def test_a_path_without_prefix_trains_and_is_stored_resolved(tmp_path, monkeypat
     shutil.move(tmp_path / "data", tmp_path / "moved")
     rc, _, err = _cli(capsys, "evaluate", "run")
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "Waves_TRAIN.tsv" in err
+    assert "was trained on data that is no longer where it was" in err and "--data.name NEW_PATH" in err
     rc, out, err = _cli(capsys, "evaluate", "run", "--data.name", "moved/Waves")
     assert rc == 0, err
-    after = evaluate_checkpoint(str(tmp_path / "run"), data_name="moved/Waves/Waves_TEST.tsv")
+    with warnings.catch_warnings():                # the same problem elsewhere (a folder, a file): no warning
+        warnings.simplefilter("error")
+        after = evaluate_checkpoint(str(tmp_path / "run"), data_name="moved/Waves/Waves_TEST.tsv")
+        evaluate_checkpoint(str(tmp_path / "run"), data_name="moved/Waves")
     assert after["acc"] == before["acc"] and after["loss"] == pytest.approx(before["loss"])
+    _write_ucr(tmp_path / "alike", ".tsv", name="Alike")            # same shape and classes, another problem
+    with pytest.warns(UserWarning, match=r"--data.name alike: not the data .*run/best was trained on "
+                                         r"\(ucr:.*Waves_TRAIN.tsv\); scored anyway"):
+        evaluate_checkpoint(str(tmp_path / "run"), data_name="alike")
     _write_ucr(tmp_path / "three", ".tsv", name="Other")          # other classes: refused, named
     (tmp_path / "three" / "Other_TRAIN.tsv").write_text("3\t1\t2\n1\t2\t3\n2\t1\t1\n")
     with pytest.raises(ValueError, match="classes"):
         evaluate_checkpoint(str(tmp_path / "run"), data_name="three")
+
+
+def test_data_errors_say_how_to_fix_them(tmp_path, capsys):
+    """A CLI campaign's rough edges: an unknown data.kwargs key named Python's TypeError of load_ucr; a missing
+    <Name>_TEST.tsv beside a <Name>_TEST.txt did not mention the file that is there."""
+    train_file = _write_ucr(tmp_path / "Mix", ".tsv", name="Mix")
+    with pytest.raises(TypeError, match=r"takes no setting 'maxlength' \(a keyword, or data.kwargs.maxlength on the "
+                                        r"command line\); its settings: .*max_length"):
+        load_data(build_config(overrides=[("data.name", str(train_file)), ("data.kwargs", '{"maxlength": 4}')]))
+    (tmp_path / "Mix" / "Mix_TEST.tsv").rename(tmp_path / "Mix" / "Mix_TEST.txt")
+    with pytest.raises(FileNotFoundError, match=r"Mix_TEST.tsv not found: .*; found Mix_TEST.txt beside it"):
+        ucr.load_ucr(train_file)
 
 
 def test_data_name_errors_name_the_accepted_forms(tmp_path, capsys):

@@ -169,8 +169,22 @@ def get_dataset(name: str, **kwargs) -> SequenceData:
         bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
         if bad is None:
             raise
-        raise TypeError(f"dataset {name!r} takes no setting {bad.group(1)!r} (a keyword, or data.kwargs on the "
-                        "command line); its settings are listed in docs/data.md") from None
+        raise TypeError(f"dataset {name!r} takes no setting {bad.group(1)!r} (a keyword, or data.kwargs."
+                        f"{bad.group(1)} on the command line); {_settings_of(name)}") from None
+
+
+def _settings_of(name: str) -> str:
+    """The settings a dataset's loader takes, for an error message (those of ``load_ucr`` for time-series files and
+    problems, whose normalisation is ``data.normalize``); docs/data.md for the others."""
+    if not is_time_series(name):
+        return "its settings are listed in docs/data.md"
+    import inspect
+
+    from .ucr import load_ucr
+
+    skip = ("name_or_path", "normalize", "seed")
+    keys = [k for k in inspect.signature(load_ucr).parameters if k not in skip]
+    return f"its settings: {', '.join(keys)} (normalisation: data.normalize; docs/data.md)"
 
 
 __all__ = [

@@ -375,7 +375,8 @@ def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", s
         _check_no_infinity(v, values, where, "NaN or an empty field")
         valid = np.flatnonzero(~np.isnan(v))
         if valid.size == 0:
-            raise ValueError(f"{where}: the series has no value")
+            raise ValueError(f"{where}: the series has no value (every field is missing); give it values or "
+                             "remove the line")
         series.append(v[None, : valid[-1] + 1])
         labels.append(_label_text(label))
         first = first or lineno
@@ -586,9 +587,24 @@ def _pair_from_path(p: Path) -> Tuple[str, Path, Path]:
     train, test = (p, companion(p, "TEST")) if which == "TRAIN" else (companion(p, "TRAIN"), p)
     for f in (train, test):
         if not f.is_file():
+            other = _other_formats(f)
+            hint = (f"; found {', '.join(other)} beside it: both files of a problem share one format, so convert "
+                    f"it or rename it to {f.name} if it is in that format" if other else "")
             raise FileNotFoundError(f"{f} not found: a problem needs both <Name>_TRAIN{tail} and "
-                                    f"<Name>_TEST{tail} in one folder")
+                                    f"<Name>_TEST{tail} in one folder{hint}")
     return name, train, test
+
+
+def _other_formats(f: Path) -> List[str]:
+    """Names of the files beside ``f`` that are its split in another accepted format (``M_TEST.txt`` for a missing
+    ``M_TEST.tsv``)."""
+    want = _split_of(f.name)
+    try:
+        return sorted(g.name for g in f.parent.iterdir() if g.is_file() and g.name != f.name
+                      and (s := _split_of(g.name)) is not None and want is not None
+                      and (s[0].lower(), s[1]) == (want[0].lower(), want[1]))
+    except OSError:
+        return []
 
 
 def looks_like_path(s: str) -> bool:
@@ -705,8 +721,8 @@ def _check_training_classes(train_labels: Sequence[str], test_labels: Sequence[s
     unseen = sorted(set(test_labels) - set(seen))
     if unseen:
         n = sum(lab in unseen for lab in test_labels)
-        warnings.warn(f"{ftest}: classes {unseen} ({n} test cases) never occur in {ftrain.name}; the model cannot "
-                      "predict them", stacklevel=3)
+        warnings.warn(f"{ftest}: classes {unseen} ({n} test cases) never occur in {ftrain.name}; the model has an "
+                      "output for each but never learns them, so expect those cases wrong", stacklevel=3)
 
 
 def _fill_missing(case: np.ndarray, length: int, means: np.ndarray, how: str) -> np.ndarray:

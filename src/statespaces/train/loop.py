@@ -43,7 +43,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
-from ..data import DATASETS
 from ..data.augment import SeriesAugment
 from ..data.base import TokenDataset
 from ..data.sampler import BucketBatchSampler, dataset_lengths, passes_for, trim_collate
@@ -144,7 +143,7 @@ def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: Any = "cla
 
 def load_data(cfg: TrainConfig) -> "SequenceData":
     """The dataset of ``cfg.data`` (name, kwargs, normalize), with its splits checked."""
-    from ..data import canonical_name, is_time_series
+    from ..data import canonical_name, get_dataset, is_time_series
     from ..data.base import normalize_series, with_time_channel
 
     name, mode, kwargs = canonical_name(cfg.data.name), cfg.data.normalize, dict(cfg.data.kwargs)
@@ -156,7 +155,7 @@ def load_data(cfg: TrainConfig) -> "SequenceData":
     elif mode == "none":
         raise ConfigError(f"data.normalize: got 'none' for dataset {name!r}; valid for it: global (its own "
                           "preprocessing), series; 'none' applies to time-series files (ucr:...)")
-    data = DATASETS[name](seed=cfg.trainer.seed, **kwargs)
+    data = get_dataset(name, seed=cfg.trainer.seed, **kwargs)
     if mode == "series" and not is_time_series(name):
         data = normalize_series(data)
     if cfg.data.time_channel:
@@ -649,6 +648,25 @@ def _chosen(meta: Dict[str, Any], trainer: Dict[str, Any], path) -> str:
     return f"{where}, selection not recorded (older checkpoint)"
 
 
+def _problem_of(stored: str) -> Optional[str]:
+    """The problem a stored ``data.name`` refers to, for comparing two of them (lower case): a registered name
+    itself, ``ucr:<problem>`` for a UCR/UEA problem or a ``<Name>_TRAIN`` / ``<Name>_TEST`` file wherever it is (so
+    the same files in another place compare equal) or an existing folder's problem; None when that cannot be told
+    (a folder that is gone)."""
+    from ..data.ucr import _split_of, looks_like_path, resolve
+
+    body = stored[len("ucr:"):] if stored.startswith("ucr:") else stored
+    if not looks_like_path(body):
+        return stored.lower()
+    split = _split_of(Path(body).name)
+    if split is not None:
+        return "ucr:" + split[0].lower()
+    try:
+        return "ucr:" + resolve(body)[0].lower()
+    except (OSError, ValueError):
+        return None
+
+
 def load_for_evaluation(path, data_name: Optional[str] = None) -> Tuple[SequenceClassifier, TrainConfig,
                                                                        Dict[str, Any], Any]:
     """``(model, cfg, meta, data)`` of a checkpoint (a run folder stands for its ``best/``) and the data
@@ -656,12 +674,26 @@ def load_for_evaluation(path, data_name: Optional[str] = None) -> Tuple[Sequence
     the checkpoint's number of channels and classes (and class names, when recorded)."""
     folder = checkpoint_dir(path)
     model, cfg, meta = _load_trained(folder)
+    trained_on = cfg.data.name
     if data_name is not None:
         from ..data import canonical_name
 
         cfg.data.name = canonical_name(data_name)
-    data = load_data(cfg)
+    try:
+        data = load_data(cfg)
+    except FileNotFoundError as e:
+        if data_name is not None:
+            raise
+        raise FileNotFoundError(f"{folder} was trained on data that is no longer where it was "
+                                f"({' '.join(str(e).split(';')[0].split())}); if it moved, give its new place: "
+                                "statespaces evaluate RUN --data.name NEW_PATH (evaluate_checkpoint(..., "
+                                "data_name=NEW_PATH) in Python)") from None
     if data_name is not None:
+        trained = _problem_of(trained_on)
+        now = data.name.lower() if data.name.startswith("ucr:") else _problem_of(cfg.data.name)
+        if trained is not None and now != trained:
+            warnings.warn(f"--data.name {data_name}: not the data {folder} was trained on ({trained_on}); scored "
+                          "anyway (--data.name is meant for the same data moved elsewhere)", stacklevel=2)
         classes = meta.get("classes")
         if (data.d_input, data.n_classes) != (meta["d_input"], meta["n_classes"]):
             raise ValueError(f"--data.name {data_name}: {data.name} has {data.d_input} channels and {data.n_classes} "
