@@ -810,11 +810,21 @@ def test_layer_flags_must_be_bools(ctor, flag, value):
         assert "LinOSS" in str(e)
 
 
-@pytest.mark.parametrize("ctor", ["S4D", "S4", "LinOSS", "DLinOSS", "S5"])
+@pytest.mark.parametrize("ctor", ["S4D", "S4", "LinOSS", "DLinOSS", "S5", "S4ND"])
 def test_return_state_must_be_a_bool(ctor):
-    layer = LAYER_CTORS[ctor](4, seed=0)
-    e = refused(layer, torch.randn(1, 5, 4), return_state="yes")
-    assert "return_state" in str(e)
+    """S4ND took any truthy value (``return_state="no"`` returned a tuple) until an API campaign found it."""
+    kw = {"bidirectional": False} if ctor == "S4ND" else {}
+    layer = LAYER_CTORS[ctor](4, seed=0, **kw)
+    for value in ("yes", "no", 1):
+        e = refused(layer, torch.randn(1, 5, 4), return_state=value)
+        assert "return_state must be True or False" in str(e)
+
+
+@pytest.mark.parametrize("ctor", list(LAYER_CTORS))
+def test_sparse_input_is_refused_by_every_layer(ctor):
+    """A sparse input failed deep inside torch with a different error per layer (API campaign)."""
+    e = refused(LAYER_CTORS[ctor](4, seed=0), torch.randn(2, 5, 4).to_sparse())
+    assert "must be a dense tensor" in str(e) and ".to_dense()" in str(e)
 
 
 def test_fftconv_refuses_an_empty_length():

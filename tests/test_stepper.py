@@ -350,3 +350,43 @@ def test_diagonal_step_ref_into_buffers():
     diagonal_step_ref(dA, dB, Cc, D, u, state, out=(y, state))
     torch.testing.assert_close(state, s_want, rtol=1e-14, atol=1e-14)
     torch.testing.assert_close(y, y_want, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_reset_from_a_state_that_carries_gradients(name):
+    """``reset(state)`` with a state from a training-mode forward (the documented source of a state): S5's stepper
+    raised in its out= GEMM, and the others put their state buffer in the autograd graph, one node deeper per
+    step (found by an API campaign). The state is loaded detached; the steps equal the stateful forward."""
+    build, form, _ = LAYERS[name]
+    layer = build().double()
+    x = torch.randn(2, 12, 3, dtype=F64)
+    _, s = layer(x[:, :5], return_state=True)
+    assert s.requires_grad
+    st = layer.stepper(2, form=form)
+    st.reset(s)
+    y = _run(st, x[:, 5:])
+    assert not st.state.requires_grad and st.state.grad_fn is None and not y.requires_grad
+    with torch.no_grad():
+        _close(y, layer(x[:, 5:], state=s), 1e-10)
+
+
+def test_stepper_checks_what_a_step_would_get_wrong():
+    """The per-call checks read metadata only (no sync): int, complex, a wider dtype and another device are
+    refused like the layer's step; a state to load must be complex and finite."""
+    st = S4D(3, 8, seed=0).stepper(2)                         # float32
+    for bad, err in ((torch.ones(2, 3, dtype=torch.int64), TypeError),
+                     (torch.ones(2, 3, dtype=torch.complex64), TypeError),
+                     (torch.ones(2, 3, dtype=F64), TypeError),
+                     (torch.ones(2, 3, device="meta"), ValueError),
+                     ([[0.0] * 3] * 2, ValueError)):
+        with pytest.raises(err, match="S4D stepper input"):
+            st(bad)
+    st(torch.ones(2, 3, dtype=torch.float16))                 # narrower inputs are computed in float32
+    with pytest.raises(TypeError, match="S4D stepper state must be a complex tensor"):
+        st.reset(torch.zeros(2, 3, 4))
+    nan = torch.zeros(2, 3, 4, dtype=torch.complex64)
+    nan[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        st.reset(nan)
+    with pytest.raises(ValueError, match="S4 stepper state must have shape"):
+        S4(3, 8, seed=2).double().stepper(2, form="diagonal").reset(torch.zeros(2, 3, 3, dtype=torch.complex128))

@@ -240,6 +240,8 @@ def check_real_float(name: str, x: Any) -> None:
             f"{name} must be a real floating-point tensor, got dtype {x.dtype}; "
             "convert it with .float() (or .double())"
         )
+    if x.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense tensor, got layout {x.layout}; convert it with .to_dense()")
 
 
 def check_device(name: str, x: torch.Tensor, device: torch.device) -> None:

@@ -68,6 +68,7 @@ from .._checks import (
     check_choice,
     check_device,
     check_dtype_compatible,
+    check_flag,
     check_int,
     check_length,
     check_positive_int,
@@ -313,6 +314,7 @@ class S4ND(Pretrained, nn.Module):
         """
         self._check_input(x)
         rates = check_rates(rate, self.dims)
+        return_state = check_flag("return_state", return_state)
         if state is not None or return_state:
             self._check_streamable()
         in_dtype = x.dtype

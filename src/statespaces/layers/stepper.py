@@ -115,10 +115,19 @@ class LayerStepper:
             memory_format=torch.contiguous_format)
 
     def __call__(self, x: Tensor) -> Tensor:
-        """Advance one step on x (B, H); returns the output buffer ``y`` (B, H), overwritten by the next call."""
-        if x.shape != self.x.shape:
+        """Advance one step on x (B, H); returns the output buffer ``y`` (B, H), overwritten by the next call.
+
+        Checked per call from the tensor's metadata only (no device sync): shape, device, a real floating dtype
+        no wider than the stepper's (as the layer's ``step`` does)."""
+        if not isinstance(x, Tensor) or x.shape != self.x.shape:
             raise ValueError(f"{self.layer_name} stepper input must have shape {tuple(self.x.shape)} "
-                             f"(batch_size, d_model), got {tuple(x.shape)}")
+                             f"(batch_size, d_model), got {tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+        if x.device != self.device:
+            raise ValueError(f"{self.layer_name} stepper input is on {x.device}, the stepper on {self.device}; "
+                             "move one with .to(device)")
+        if x.is_complex() or not x.is_floating_point() or (x.dtype == torch.float64 and self.dtype != x.dtype):
+            raise TypeError(f"{self.layer_name} stepper input must be a real floating-point tensor no wider than "
+                            f"the stepper's {self.dtype}, got {x.dtype}")
         self.x.copy_(x)
         self.advance()
         return self.y
@@ -133,10 +142,21 @@ class LayerStepper:
         if state is None:
             self.state.zero_()
             return
-        if state.shape != self.state.shape:
-            raise ValueError(f"{self.layer_name} stepper state must have shape {tuple(self.state.shape)}, "
+        self._check_state(state, self.state.shape)
+        self.state.copy_(self._own_basis(state.detach()))
+
+    def _check_state(self, state: Tensor, shape) -> None:
+        """A state to load: complex, of ``shape``, and (off CUDA, where it costs no device sync) finite. It is
+        detached when loaded: the stepper is a snapshot, and a state from a training-mode ``forward`` carries the
+        autograd graph, which every step would otherwise extend."""
+        if not isinstance(state, Tensor) or not state.is_complex():
+            raise TypeError(f"{self.layer_name} stepper state must be a complex tensor (the layer's state, e.g. from "
+                            f"forward(..., return_state=True)), got {getattr(state, 'dtype', type(state).__name__)}")
+        if state.shape != shape:
+            raise ValueError(f"{self.layer_name} stepper state must have shape {tuple(shape)}, "
                              f"got {tuple(state.shape)}")
-        self.state.copy_(self._own_basis(state))
+        if state.device.type == "cpu" and not bool(torch.isfinite(torch.view_as_real(state.detach())).all()):
+            raise ValueError(f"{self.layer_name} stepper state holds NaN or inf values")
 
     def _own_basis(self, state: Tensor) -> Tensor:
         """A state in the layer's layout mapped to the basis ``state`` lives in (here the same)."""
@@ -221,10 +241,8 @@ class EigenStepper(DiagonalStepper):
 
     def reset(self, state: Optional[Tensor] = None) -> None:
         if state is not None:
-            if state.shape != (self.batch_size, self.d_model, self.n_half):
-                raise ValueError(f"S4 stepper state must have shape {(self.batch_size, self.d_model, self.n_half)}, "
-                                 f"got {tuple(state.shape)}")
-            state = self.diagonal.from_dplr_state(state.to(self.diagonal.V.device))
+            self._check_state(state, (self.batch_size, self.d_model, self.n_half))
+            state = self.diagonal.from_dplr_state(state.detach().to(self.diagonal.V.device))
         super().reset(state)
 
     def layer_state(self) -> Tensor:
