@@ -362,3 +362,42 @@ def test_streaming_export_of_a_classifier_says_what_to_do_instead():
     x = torch.randn(2, 16, 1)
     program = torch.export.export(model, (x,))
     torch.testing.assert_close(program.module()(x), model(x))
+
+
+def test_eager_streaming_model_checks_its_frame_and_state():
+    """The eager StreamingModel took a missing state tensor (refilled from constants), an extra one, a state of the
+    wrong shape (broadcast) or batch, and a frame of the wrong length (samples dropped; SaShiMi: an IndexError),
+    each without a word (found by an export campaign); the exported program guards the same shapes itself."""
+    torch.manual_seed(0)
+    sm = streaming_model(SSMStack(d_model=4, n_layers=2).eval())
+    x = torch.randn(1, 3, 4)
+    st = list(sm.initial_state(1))
+    y, *st2 = sm(x[:, :1], *st)                                   # the right call still works
+    for args, match in (((x[:, :1], *st[:-1]), "the state is 2 tensor"),
+                        ((x[:, :1], *st, torch.ones(3)), "the state is 2 tensor"),
+                        ((x[:, :1], *[s[..., :1] for s in st]), "state tensor 0 must be torch.float32 of shape"),
+                        ((torch.randn(3, 1, 4), *st), r"state tensor 0 must be .* of shape \(3,"),
+                        ((x[:, :1], *[s.double() for s in st]), "state tensor 0 must be torch.float32"),
+                        ((x, *st), r"SSMStack streams frames of 1 sample\(s\)")):
+        with pytest.raises(ValueError, match=match):
+            sm(*args)
+    sash = streaming_model(SaShiMi(d_model=4, n_layers=1, pool=[2, 2], layer={"kind": "s4d", "d_state": 4}))
+    with pytest.raises(ValueError, match=r"SaShiMi streams frames of 4 sample\(s\)"):
+        sash(torch.randn(1, 1, 4), *sash.initial_state(1))
+    with pytest.raises(ValueError, match="eval mode only"):
+        sm.train()
+    assert not sm.eval().training
+
+
+def test_streaming_export_refuses_s4nd_and_warns_of_float64_onnx(tmp_path):
+    """S4ND failed with an AttributeError of the swapped layer; a float64 ONNX file does not run in onnxruntime
+    (no float64 Erf for GELU): both are said."""
+    from statespaces.layers import S4ND
+
+    for model in (S4ND(4, dims=1, d_state=4, bidirectional=False),
+                  SSMStack(d_model=4, n_layers=1, layer={"kind": "s4nd", "dims": 1, "bidirectional": False})):
+        with pytest.raises(TypeError, match="streaming export does not support S4ND"):
+            streaming_model(model)
+    if HAVE_ONNX:
+        with pytest.warns(UserWarning, match="export_onnx of a float64 model: onnxruntime has no float64 kernel"):
+            export_onnx(SSMStack(d_model=4, n_layers=1).double().eval(), tmp_path / "f64.onnx")

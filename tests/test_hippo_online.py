@@ -236,3 +236,22 @@ def test_generic_lsi_step_equals_the_legs_step(disc):
     legs = HiPPO(6, "legs", fast=False, discretization=disc)(u)
     jac = HiPPO(6, "jacobi", mode="lsi", alpha=0.0, beta=0.0, discretization=disc)(u)
     torch.testing.assert_close(jac, legs, atol=1e-12, rtol=0)
+
+
+def test_reconstruct_and_basis_refuse_what_they_cannot_read():
+    """``reconstruct`` truncated integer coefficients to integers and dropped the imaginary part of complex ones;
+    ``basis`` with a string of lags raised torch's own message (found by a HiPPO campaign)."""
+    from statespaces.hippo import basis
+    from statespaces.hippo.online import HiPPO
+
+    h = HiPPO(4)
+    ref = h.reconstruct(torch.tensor([[0.0, 1.0, 0.0, 0.0]]), 6)
+    assert ref.dtype == torch.float32 and ref.abs().min() > 0.2          # the values between the integers
+    for bad in (torch.tensor([[0, 1, 0, 0]]), torch.zeros(1, 4, dtype=torch.complex64)):
+        with pytest.raises(TypeError, match="coeffs must be a real floating tensor"):
+            h.reconstruct(bad, 6)
+    with pytest.raises(ValueError, match="coeffs contains 1 non-finite"):
+        h.reconstruct(torch.tensor([[0.0, float("nan"), 0.0, 0.0]]), 6)
+    for t in ("abc", [1, "x"]):
+        with pytest.raises(TypeError, match="t must be a tensor, a number or an array-like of numbers"):
+            basis("legs", 4, t)

@@ -134,6 +134,27 @@ def test_loading_checks_class_files_and_unknown_names(tmp_path):
         load_pretrained(tmp_path / "nowhere")
 
 
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: [c], r"config.json must hold a JSON object .*got list"),
+    (lambda c: None, r"config.json must hold a JSON object .*got NoneType"),
+    (lambda c: dict(c, format="1"), r"config.json: 'format' must be an integer, got '1'"),
+    (lambda c: dict(c, format=None), r"config.json: 'format' must be an integer, got None"),
+    (lambda c: dict(c, **{"class": ["SSMStack"]}), r"config.json: unknown model class \['SSMStack'\]"),
+    (lambda c: dict(c, config=dict(c["config"], dropout="NaN")), r"config.json: config of SSMStack does not match "
+                                                                   r"its arguments: dropout probability must be a number"),
+    (lambda c: dict(c, config=dict(c["config"], d_model=8)), r"the weights in model.safetensors do not fit the model "
+                                                              r"that config.json describes .*size mismatch"),
+])
+def test_a_tampered_config_is_named_in_the_error(edit, match, tmp_path):
+    """Raw AttributeError / TypeError / load_state_dict errors from an edited config.json (found by an export and
+    serialization campaign) are ValueErrors naming the file and what is wrong."""
+    SSMStack(d_model=4, n_layers=1).save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(edit(cfg)))
+    with pytest.raises(ValueError, match=match):
+        load_pretrained(tmp_path)
+
+
 def test_config_rejects_unsaveable_arguments(tmp_path):
     class Custom(torch.nn.Module):
         pass

@@ -27,6 +27,7 @@ axes, and ``step``/``state`` stream frames along the first (causal) axis of an S
 """
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 import warnings
@@ -124,9 +125,11 @@ class DropoutNd(nn.Module):
 
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()
+        if isinstance(p, bool) or not isinstance(p, numbers.Real):
+            raise TypeError(f"dropout probability must be a number in [0, 1), got {p!r} ({type(p).__name__})")
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = p
+        self.p: float = float(p)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:

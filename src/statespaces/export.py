@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from pathlib import Path
 from typing import Any, List, Optional, Tuple, Union, cast
 
@@ -35,6 +36,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from ._checks import tracing
 from .kernels.oscillator import normal_form, to_normal_basis
 from .layers.base import DiagonalSSM, SSMLayer, check_rate
 from .layers.linoss import LinOSS
@@ -215,8 +217,13 @@ def _stepping_core(model: nn.Module) -> Any:
 
 
 def _replace_layers(model: nn.Module, rate: float) -> nn.Module:
+    from .layers.s4nd import S4ND
+
     if isinstance(model, SSMLayer):
         return real_step(model, rate)
+    if isinstance(model, S4ND):       # its step convolves each frame over the other axes: no real step form here
+        raise TypeError("streaming export does not support S4ND layers (a 1-D S4ND is an S4D: build the model with "
+                        "layer='s4d'); stream it in PyTorch with its step()")
     for name, child in list(model.named_children()):
         if isinstance(child, SSMLayer):
             setattr(model, name, real_step(child, rate))       # bypasses the blocks' type check on purpose
@@ -263,7 +270,31 @@ class StreamingModel(nn.Module):
         leaves, self._spec = pytree.tree_flatten(self.core.initial_state(1))
         self._tensor_at = [i for i, t in enumerate(leaves) if isinstance(t, Tensor)]
         self._constants = leaves                 # non-tensor leaves (SaShiMi's step counter) restart each frame
+        self._state_meta = [(tuple(leaves[i].shape[1:]), leaves[i].dtype) for i in self._tensor_at]
         self.eval()                              # an inference graph: no dropout, and exporters expect eval mode
+
+    def train(self, mode: bool = True) -> "StreamingModel":
+        """Eval mode only: the step is an inference graph (``train()`` would switch dropout back on in the stream)."""
+        if mode:
+            raise ValueError("a StreamingModel runs in eval mode only (an inference graph); train the original "
+                             "model and wrap it again with streaming_model")
+        return super().train(False)
+
+    def _check_inputs(self, x: Tensor, state: Tuple[Tensor, ...]) -> None:
+        """Eager calls: a frame of :attr:`frame` samples and the whole state, each tensor of its shape and dtype
+        (a missing tensor was refilled from the constants, a short frame dropped samples). The exported program
+        guards the same shapes itself."""
+        if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[1] != self.frame:
+            raise ValueError(f"{type(self.model).__name__} streams frames of {self.frame} sample(s): x must be "
+                             f"(batch, {self.frame}, ...), got {tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+        if len(state) != len(self._state_meta):
+            raise ValueError(f"the state is {len(self._state_meta)} tensor(s) (initial_state(B) or the previous "
+                             f"call's), got {len(state)}")
+        for i, (t, (shape, dtype)) in enumerate(zip(state, self._state_meta)):
+            want = (x.shape[0],) + shape
+            if not isinstance(t, Tensor) or tuple(t.shape) != want or t.dtype != dtype:
+                raise ValueError(f"state tensor {i} must be {dtype} of shape {want}, got "
+                                 f"{getattr(t, 'dtype', type(t).__name__)} of shape {tuple(getattr(t, 'shape', ()))}")
 
     def initial_state(self, batch_size: int) -> Tuple[Tensor, ...]:
         leaves = pytree.tree_leaves(self.core.initial_state(batch_size))
@@ -281,6 +312,8 @@ class StreamingModel(nn.Module):
         return self.core.step(x, state)
 
     def forward(self, x: Tensor, *state: Tensor) -> Tuple[Tensor, ...]:
+        if not tracing():
+            self._check_inputs(x, state)
         st = self._unflatten(state)
         outs: List[Tensor] = []
         for j in range(self.frame):
@@ -344,6 +377,10 @@ def export_onnx(model: nn.Module, path: Union[str, Path], batch_size: int = 1, r
         raise ImportError("export_onnx needs the onnx and onnxscript packages: pip install onnx onnxscript") from e
     sm = streaming_model(model, rate)
     args = sm.example_inputs(batch_size)
+    if any(a.dtype == torch.float64 for a in args) or any(p.dtype == torch.float64 for p in sm.parameters()):
+        warnings.warn("export_onnx of a float64 model: onnxruntime has no float64 kernel for some operators such a "
+                      "model uses (Erf, of GELU), so the file may not run there; export a float32 copy "
+                      "(copy.deepcopy(model).float())", stacklevel=2)
     n = len(args) - 1
     names_in = ["x"] + [f"state_{i}" for i in range(n)]
     names_out = ["y"] + [f"next_state_{i}" for i in range(n)]

@@ -86,7 +86,7 @@ def build_from_config(cfg: Dict[str, Any]) -> nn.Module:
     if not isinstance(cfg, dict) or "class" not in cfg or not isinstance(cfg.get("config"), dict):
         raise ValueError("a model config must be a JSON object with 'class' and 'config' entries")
     name = cfg["class"]
-    cls = REGISTRY.get(name)
+    cls = REGISTRY.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(f"unknown model class {name!r} in config; known: {', '.join(sorted(REGISTRY))}")
     kwargs = {k: _decode(v) for k, v in cfg["config"].items()}
@@ -317,8 +317,6 @@ def load_pretrained(pretrained: PathLike, map_location: Union[str, torch.device]
 
 def _load_saved(path: Path) -> nn.Module:
     """The module in a folder written by :meth:`Pretrained.save_pretrained` (config, then weights)."""
-    from safetensors import safe_open
-
     cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
     for f in (cfg_file, w_file):
         if not f.is_file():
@@ -327,22 +325,44 @@ def _load_saved(path: Path) -> nn.Module:
         cfg = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{cfg_file} is not valid JSON: {e}") from e
-    if cfg.get("format", FORMAT) > FORMAT:
-        raise ValueError(f"{cfg_file} has format {cfg['format']}, newer than this statespaces reads ({FORMAT})")
-    model = build_from_config(cfg)
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{cfg_file} must hold a JSON object ({{\"class\": ..., \"config\": {{...}}, ...}}), "
+                         f"got {type(cfg).__name__}")
+    fmt = cfg.get("format", FORMAT)
+    if isinstance(fmt, bool) or not isinstance(fmt, int):
+        raise ValueError(f"{cfg_file}: 'format' must be an integer, got {fmt!r}")
+    if fmt > FORMAT:
+        raise ValueError(f"{cfg_file} has format {fmt}, newer than this statespaces reads ({FORMAT})")
+    try:
+        model = build_from_config(cfg)
+    except ValueError as e:
+        raise ValueError(f"{cfg_file}: {e}") from None
     dtype = cfg.get("dtype")
     if dtype is not None:
         if dtype not in ("float16", "bfloat16", "float32", "float64"):
             raise ValueError(f"{cfg_file}: unsupported dtype {dtype!r}")
         model = model.to(getattr(torch, dtype))
+    state = _read_weights(w_file)
+    upgrade = getattr(model, "upgrade_state_dict", None)   # weights saved by an older version -> today's keys
+    if upgrade is not None:
+        state = upgrade(state)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:                # missing / unexpected keys, size mismatches
+        raise ValueError(f"{path}: the weights in {WEIGHTS_NAME} do not fit the model that {CONFIG_NAME} describes "
+                         f"(was one of the two files edited or replaced?): {' '.join(str(e).split())[:400]}") from None
+    return model
+
+
+def _read_weights(w_file: Path) -> Dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
     state = {}
     with safe_open(str(w_file), framework="pt", device="cpu") as f:
         complex_keys = set(json.loads((f.metadata() or {}).get(_COMPLEX_TAG, "[]")))
         for key in f.keys():
             t = f.get_tensor(key)
             state[key] = torch.view_as_complex(t) if key in complex_keys else t
-    upgrade = getattr(model, "upgrade_state_dict", None)   # weights saved by an older version -> today's keys
-    if upgrade is not None:
-        state = upgrade(state)
-    model.load_state_dict(state, strict=True)
-    return model
+    return state
+
+

@@ -81,7 +81,12 @@ def basis(measure: str, N: int, t, theta: float = 1.0, kind: str = "kernel", **p
     theta = check_positive(theta, "theta")
     kind = check_measure(kind, BASIS_KINDS, what="kind")
     p = measure_params(name, params)
-    tau = check_finite_tensor(torch.as_tensor(t, dtype=_F64), "t")
+    try:
+        t64 = torch.as_tensor(t, dtype=_F64)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"t must be a tensor, a number or an array-like of numbers (the lags), got "
+                        f"{type(t).__name__} {str(t)[:40]!r}") from None
+    tau = check_finite_tensor(t64, "t")
     y = tau / theta
     causal = (y >= 0).to(_F64)
     window = ((y >= 0) & (y <= 1)).to(_F64)

@@ -269,6 +269,7 @@ class HiPPO(nn.Module):
         """
         if not isinstance(coeffs, torch.Tensor) or coeffs.shape[-1:] != (self.N,):
             raise ValueError(f"coeffs must be a tensor of shape (..., {self.N})")
+        coeffs = check_finite_tensor(coeffs, "coeffs")      # integers were truncated, complex lost its imaginary part
         if length is None:
             if self.mode == "lti" and self.measure in ("legt", "lmu", "fout"):
                 assert self.dt is not None  # required in mode 'lti'
