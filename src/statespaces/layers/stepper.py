@@ -122,8 +122,8 @@ class LayerStepper:
         if not isinstance(x, Tensor) or x.shape != self.x.shape:
             raise ValueError(f"{self.layer_name} stepper input must have shape {tuple(self.x.shape)} "
                              f"(batch_size, d_model), got {tuple(getattr(x, 'shape', ())) or type(x).__name__}")
-        if x.device != self.device:
-            raise ValueError(f"{self.layer_name} stepper input is on {x.device}, the stepper on {self.device}; "
+        if x.device != self.x.device:           # the buffer's device has its index ("cuda:0"), self.device may not
+            raise ValueError(f"{self.layer_name} stepper input is on {x.device}, the stepper on {self.x.device}; "
                              "move one with .to(device)")
         if x.is_complex() or not x.is_floating_point() or (x.dtype == torch.float64 and self.dtype != x.dtype):
             raise TypeError(f"{self.layer_name} stepper input must be a real floating-point tensor no wider than "
