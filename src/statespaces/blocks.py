@@ -42,6 +42,7 @@ from ._checks import (
     check_choice,
     check_device,
     check_dtype_compatible,
+    check_flag,
     check_real_float,
     check_result,
     check_sequence,
@@ -63,6 +64,8 @@ def check_lengths(lengths: Any, batch: int, L: int, device: Union[str, torch.dev
             or lengths.dtype == torch.bool:
         got = lengths.dtype if isinstance(lengths, torch.Tensor) else type(lengths).__name__
         raise TypeError(f"{name} must be an integer tensor (B,), got {got}")
+    if lengths.device.type == "meta" and torch.device(device).type != "meta":
+        raise ValueError(f"{name} is on the meta device (no values); give a tensor of the lengths on a real device")
     lengths = lengths.to(device)
     if lengths.shape != (batch,) or bool((lengths < 1).any()) or bool((lengths > L).any()):
         raise ValueError(f"{name} must be (B={batch},) integers in [1, L={L}], got {lengths.tolist()}")
@@ -119,17 +122,23 @@ def masked_batch_norm(bn: nn.BatchNorm1d, x: Tensor, mask: Tensor) -> Tensor:
     return y
 
 
+def _dropout_p(p: Any) -> float:
+    """A dropout probability: a real number in [0, 1) (1 would zero every activation)."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"dropout probability must be a number in [0, 1), got {p!r} ({type(p).__name__})")
+    q = float(p)
+    if not 0.0 <= q < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    return q
+
+
 class DropoutNd(nn.Module):
     """Dropout with one mask per (batch, channel), shared across the length axis of (B, L, H) (every
     spatial axis of (B, *spatial, H))."""
 
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, numbers.Real):
-            raise TypeError(f"dropout probability must be a number in [0, 1), got {p!r} ({type(p).__name__})")
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p: float = float(p)
+        self.p: float = _dropout_p(p)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
@@ -256,11 +265,11 @@ class ResidualBlock(Pretrained, nn.Module):
         H = layer.d_model
         self.spatial_dims: int = int(cast(int, layer.dims)) if self.spatial else 1     # axes of an N-D input
         self.layer = layer
-        self.prenorm = prenorm
+        self.prenorm = check_flag("prenorm", prenorm)
         self.norm = _SeqNorm(H, check_choice("norm", norm, ("layer", "batch")))
         self.mixing = check_choice("mixing", mixing, ("glu", "linear"))
         self.activation = nn.GELU()
-        self.dropout = DropoutNd(dropout) if tie_dropout else nn.Dropout(dropout)
+        self.dropout = DropoutNd(dropout) if check_flag("tie_dropout", tie_dropout) else nn.Dropout(_dropout_p(dropout))
         self.output = nn.Linear(H, 2 * H if self.mixing == "glu" else H)
 
     @public

@@ -9,7 +9,11 @@ Three views of one linear time-invariant layer, per channel ``y = K * u + D u``:
   x_t (B, H) (thesis §2.3.2), and the stateful chunked forward
   ``y, state = layer(x, state=state, return_state=True)``;
 * continuous time: ``rate`` multiplies the step size dt, so a signal sampled ``rate`` times more
-  coarsely is processed by the same continuous system (thesis §2.4.1, §7.4.1).
+  coarsely is processed by the same continuous system (thesis §2.4.1, §7.4.1). Exception: the
+  layers whose stability projection depends on the step, LinOSS with IMEX (``A`` bounded by
+  ``4 / dt^2``) and D-LinOSS (``A`` clamped per ``G`` and ``rate * dt``), change their effective
+  ``A`` (and D-LinOSS-IM its ``G``) with ``rate`` where the bound binds: read them with
+  ``layer.stiffness(rate)`` / ``layer.damping(rate)``.
 
 A layer is only the linear SSM: activation, mixing, normalization and residual belong to
 :class:`statespaces.blocks.ResidualBlock`.

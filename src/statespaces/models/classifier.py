@@ -5,12 +5,13 @@ stacks) is built on the same blocks.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union, cast
+import numbers
+from typing import Any, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_positive_int, check_result, check_sequence, public
+from .._checks import check_choice, check_flag, check_positive_int, check_result, check_sequence, public
 from ..blocks import ResidualBlock, length_mask
 from ..layers.base import SSMLayer
 from ..layers.config import LayerSpec, sequence_layer, upgrade_layer_arguments
@@ -34,9 +35,11 @@ class ConvStem(nn.Module):
         super().__init__()
         if kernel % 2 != 1:
             raise ValueError(f"stem must be an odd kernel size (centred, 'same' padding), got {kernel}")
-        dilations = (int(dilations),) if isinstance(dilations, int) else tuple(int(d) for d in dilations)
-        if not dilations or min(dilations) < 1:
-            raise ValueError(f"stem_dilations must be a non-empty list of positive ints, got {dilations}")
+        one = isinstance(dilations, numbers.Integral)
+        given: Tuple[Any, ...] = (dilations,) if one else tuple(cast(Any, dilations))
+        if not given or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in given):
+            raise ValueError(f"stem_dilations must be a non-empty list of positive ints, got {dilations!r}")
+        dilations = tuple(int(d) for d in given)
         if d_model % len(dilations):
             raise ValueError(f"stem_dilations: d_model = {d_model} must split evenly over {len(dilations)} "
                              "dilations")
@@ -142,6 +145,7 @@ class SequenceClassifier(Pretrained, nn.Module):
         super().__init__()
         self.d_input = check_positive_int("d_input", d_input)
         check_positive_int("n_classes", n_classes, 1)
+        check_positive_int("d_model", d_model)
         check_positive_int("n_layers", n_layers)
         self.pool = check_choice("pool", pool, POOLS + ("none",))
         self.stem = check_positive_int("stem", stem, 0)
@@ -156,7 +160,7 @@ class SequenceClassifier(Pretrained, nn.Module):
                           prenorm=prenorm, dropout=dropout, mixing=mixing)
             for i in range(n_layers)
         )
-        self.final_norm = nn.LayerNorm(d_model) if prenorm else nn.Identity()
+        self.final_norm = nn.LayerNorm(d_model) if check_flag("prenorm", prenorm) else nn.Identity()
         self.decoder = nn.Linear(2 * d_model if self.pool == "meanmax" else d_model, n_classes)
 
     def extra_repr(self) -> str:

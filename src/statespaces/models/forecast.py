@@ -76,6 +76,10 @@ class SSMForecaster(Pretrained, nn.Module):
 
     def masked_input(self, context: Tensor) -> Tensor:
         """Context followed by F mask tokens, with the mask channel: (B, C + F, d_input + 1)."""
+        check_sequence(context, self.d_input, self.decoder.weight.dtype, "context", device=self.decoder.weight.device)
+        return self._masked(context.to(self.decoder.weight.dtype))
+
+    def _masked(self, context: Tensor) -> Tensor:
         B, C, _ = context.shape
         values = torch.cat([context, context.new_zeros(B, self.horizon, self.d_input)], 1)
         mask = torch.cat([context.new_zeros(B, C, 1), context.new_ones(B, self.horizon, 1)], 1)
@@ -85,6 +89,6 @@ class SSMForecaster(Pretrained, nn.Module):
     def forward(self, context: Tensor) -> Tensor:
         check_sequence(context, self.d_input, self.decoder.weight.dtype, "context", device=self.decoder.weight.device)
         u = context.to(self.decoder.weight.dtype)            # half precision: computed in the module's precision
-        y = self.decoder(self.backbone(self.encoder(self.masked_input(u))))[:, -self.horizon:]
+        y = self.decoder(self.backbone(self.encoder(self._masked(u))))[:, -self.horizon:]
         check_result(self, y, "forecast", context=context)
         return y

@@ -34,6 +34,7 @@ from .._checks import (
     check_batch,
     check_batch_size,
     check_choice,
+    check_flag,
     check_int,
     check_positive_int,
     check_result,
@@ -133,6 +134,7 @@ class SSMStack(Pretrained, nn.Module):
         (also with bidirectional layers or BatchNorm); outputs at padded steps are unspecified.
         """
         check_sequence(x, self.d_model, self.final_norm.weight.dtype, device=self.final_norm.weight.device)
+        return_state = check_flag("return_state", return_state)
         if state is not None and (not isinstance(state, list) or len(state) != len(self.blocks)):
             raise ValueError("state must come from SSMStack.initial_state() or a call with return_state=True")
         mask = length_mask(lengths, x.shape[0], x.shape[1], x.device)
@@ -299,6 +301,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
         ``lengths`` (B,): right-padded batch; padded steps never influence valid ones (passed to the
         backbone, which must accept ``lengths=``); logits at padded steps are unspecified."""
         self._check_len(inputs.shape[1] if isinstance(inputs, torch.Tensor) and inputs.dim() > 1 else 0, "input")
+        return_state = check_flag("return_state", return_state)
         h = self.encode(inputs)
         kw = {} if lengths is None else {"lengths": lengths}
         out = self.backbone(h, state=state, return_state=return_state, **kw)
@@ -332,6 +335,9 @@ class SSMLanguageModel(Pretrained, nn.Module):
             targets = inputs
         tgt = self._check_tokens(targets, "targets")
         _check_predictable_length(tgt.shape[1], "targets")
+        if isinstance(inputs, torch.Tensor) and tuple(tgt.shape[:2]) != tuple(inputs.shape[:2]):
+            raise ValueError(f"targets must be aligned with the inputs (the same batch and length), got targets "
+                             f"{tuple(targets.shape)} for inputs {tuple(inputs.shape)}")
         if lengths is not None:
             lengths = torch.as_tensor(lengths)
         logits = cast(Tensor, self.forward(inputs, lengths=lengths))
@@ -411,6 +417,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
         """
         check_sampling(temperature, top_k, top_p)
         steps = check_int("steps", steps, 1)
+        return_logits = check_flag("return_logits", return_logits)
         if self.d_input is not None and token_to_input is None:
             raise ValueError("a model with continuous inputs (d_input) needs token_to_input to feed samples back")
         if not isinstance(prompt, torch.Tensor) or prompt.dim() < 2:
@@ -487,7 +494,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
         """The stepper :meth:`generate` uses, or None for the eager ``backbone.step``."""
         if use is not None and not isinstance(use, bool):
             raise TypeError(f"stepper must be True, False or None, got {use!r}")
-        if use is False or steps == 1:
+        if use is False or (use is None and steps == 1):
             return None
         from .stepper import layer_without_stepper
 

@@ -38,6 +38,7 @@ from torch import nn
 
 from .._checks import (
     check_batch_size,
+    check_flag,
     check_int,
     check_positive_int,
     check_result,
@@ -142,6 +143,10 @@ def _stage(stages: nn.ModuleList, i: int) -> nn.ModuleList:
     return cast(nn.ModuleList, stages[i])
 
 
+def _meta(t: Optional[Tensor]) -> Optional[Tuple[Tuple[int, ...], torch.dtype, torch.device]]:
+    return None if t is None else (tuple(t.shape[1:]), t.dtype, t.device)
+
+
 def _blocks_initial(blocks: nn.ModuleList, batch: int) -> List[Any]:
     return [b.layer.initial_state(batch) if isinstance(b, ResidualBlock) else None for b in blocks]
 
@@ -241,7 +246,7 @@ class SaShiMi(Pretrained, nn.Module):
             check_positive_int("ff_expand", ff_expand)
         self.pools = pools
         self.expand = expand
-        self.unet = bool(unet)
+        self.unet = unet = check_flag("unet", unet)
         self.length_multiple = math.prod(self.pools) if self.pools else 1
         widths = [d_model * expand**i for i in range(len(pools) + 1)]
         self.widths = tuple(widths)
@@ -316,6 +321,36 @@ class SaShiMi(Pretrained, nn.Module):
                         f"state[{key!r}][{i}] is {buf.dtype} on {buf.device}, the model is {w.dtype} on {w.device}; "
                         "use the state from initial_state() or the model's own return_state"
                     )
+        self._check_block_states(state, batch)
+
+    def _check_block_states(self, state: State, batch: int) -> None:
+        """The SSM block states (metadata only): one entry per block of each tier, None for an FF block, else a
+        tensor shaped, typed and placed like ``initial_state``'s. A tier fires every ``prod(pools)`` steps at the
+        coarsest, so a bad entry would otherwise surface many steps later, or as an IndexError."""
+        # (shape after the batch, dtype, device) of initial_state(1)'s block states: small tensors, built per call
+        # rather than cached (a cache would go stale under .to() or when export swaps the layers)
+        ref = {"down_blocks": [_blocks_initial(_stage(self.down_blocks, i), 1) for i in range(len(self.pools))],
+               "up_blocks": [_blocks_initial(_stage(self.up_blocks, i), 1) for i in range(len(self.pools))],
+               "center": [_blocks_initial(self.center, 1)]}
+        spec = {k: [[_meta(t) for t in tier] for tier in v] for k, v in ref.items()}
+        for key, tiers in spec.items():
+            given = [state[key]] if key == "center" else state[key]
+            if not isinstance(given, list) or len(given) != len(tiers):
+                raise ValueError(f"state[{key!r}] must be a list of {len(tiers)} entries (from initial_state)")
+            for i, (got, want) in enumerate(zip(given, tiers)):
+                where = f"state[{key!r}]" + ("" if key == "center" else f"[{i}]")
+                if not isinstance(got, list) or len(got) != len(want):
+                    raise ValueError(f"{where} must be a list of {len(want)} block states (from initial_state)")
+                for j, (t, m) in enumerate(zip(got, want)):
+                    if m is None and t is None:
+                        continue
+                    if m is None or not isinstance(t, torch.Tensor) or (tuple(t.shape[1:]), t.dtype, t.device) != m \
+                            or t.shape[0] != batch:
+                        got_s = (f"{t.dtype} of shape {tuple(t.shape)} on {t.device}" if isinstance(t, torch.Tensor)
+                                 else type(t).__name__)
+                        want_s = "None (an FF block)" if m is None else f"{m[1]} of shape {(batch,) + m[0]} on {m[2]}"
+                        raise ValueError(f"{where}[{j}] must be {want_s}, got {got_s}; use initial_state() or the "
+                                         "model's own return_state")
 
     # ---- convolution mode ------------------------------------------------------------------------
     def _tier_conv(self, i: int, x: Tensor, st: Optional[State], out: Optional[State],
@@ -372,6 +407,7 @@ class SaShiMi(Pretrained, nn.Module):
         ``return_state``.
         """
         check_sequence(x, self.d_model, self.final_norm.weight.dtype, device=self.final_norm.weight.device)
+        return_state = check_flag("return_state", return_state)
         x = x.to(self.final_norm.weight.dtype)         # half precision: computed in the module's precision
         B, T, _ = x.shape
         m = self.length_multiple

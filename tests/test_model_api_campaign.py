@@ -1,0 +1,128 @@
+"""Model-level API defects found by a campaign acting as a new user (2026-12-07): each was a silent wrong answer
+or a crash that did not name the mistake. One test per fix; the numerical routes of the models are tested
+elsewhere (padding, generation, steppers)."""
+import pytest
+import torch
+
+from statespaces import S4D
+from statespaces.blocks import ResidualBlock
+from statespaces.models.classifier import SequenceClassifier
+from statespaces.models.forecast import SSMForecaster
+from statespaces.models.lm import SSMLanguageModel, SSMStack
+from statespaces.models.sashimi import SaShiMi
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_loss_refuses_targets_not_aligned_with_the_inputs():
+    """Targets (4, 4) for inputs (2, 7): after the shift both score 12 tokens, so the flattened cross-entropy paired
+    each sequence's predictions with another sequence's tokens and returned a number; other counts failed inside
+    torch's cross_entropy."""
+    torch.manual_seed(0)
+    m = SSMLanguageModel(11, d_model=8, n_layers=1).double()
+    for inputs, targets in ((torch.randint(0, 11, (2, 7)), torch.randint(0, 11, (4, 4))),
+                            (torch.randint(0, 11, (3, 5)), torch.randint(0, 11, (4, 4))),
+                            (torch.randint(0, 11, (2, 7)), torch.randint(0, 11, (2, 6)))):
+        for fn in (m.loss, m.nll):
+            with pytest.raises(ValueError, match="targets must be aligned with the inputs"):
+                fn(inputs, targets=targets)
+    mc = SSMLanguageModel(11, d_model=8, n_layers=1, d_input=2).double()
+    with pytest.raises(ValueError, match="targets must be aligned"):
+        mc.loss(torch.randn(2, 7, 2, dtype=torch.float64), targets=torch.randint(0, 11, (4, 4)))
+    x = torch.randint(0, 11, (2, 7))
+    assert torch.isfinite(m.loss(x)) and torch.isfinite(m.loss(x, targets=torch.randint(0, 11, (2, 7))))
+
+
+@pytest.mark.parametrize("call", [
+    lambda: SaShiMi(8, unet="no", layer="s4d"),
+    lambda: SequenceClassifier(1, 2, prenorm="no"),
+    lambda: ResidualBlock(S4D(8, 4), prenorm=None),
+    lambda: ResidualBlock(S4D(8, 4), tie_dropout="no"),
+    lambda: SSMLanguageModel(7, d_model=8, n_layers=1)(torch.randint(0, 7, (2, 5)), return_state="no"),
+    lambda: SSMStack(8, n_layers=1)(torch.randn(2, 5, 8), return_state="no"),
+    lambda: SaShiMi(8, n_layers=1, layer="s4d")(torch.randn(2, 16, 8), return_state="no"),
+    lambda: SSMLanguageModel(7, d_model=8, n_layers=1).generate(torch.randint(0, 7, (2, 3)), 2, return_logits="no"),
+])
+def test_model_flags_must_be_bools(call):
+    """Any truthy value was taken: unet='no' built a U-Net, return_state='no' returned a tuple."""
+    with pytest.raises(TypeError, match="must be True or False"):
+        call()
+
+
+def test_forecaster_masked_input_checks_the_context():
+    f = SSMForecaster(2, horizon=5, d_model=8, n_layers=1)
+    for bad, err in ((torch.randn(3, 10, 3), ValueError), (torch.randn(10, 2), ValueError),
+                     ([[1.0, 2.0]], TypeError), (torch.ones(3, 10, 2, dtype=torch.long), TypeError)):
+        with pytest.raises(err, match="context"):
+            f.masked_input(bad)
+    out = f.masked_input(torch.randn(3, 10, 2))
+    assert out.shape == (3, 15, 3) and out[:, 10:, -1].eq(1).all() and out[:, :10, -1].eq(0).all()
+
+
+def test_model_stepper_input_is_checked_like_a_layer_stepper():
+    st = SSMLanguageModel(7, d_model=8, n_layers=1).eval().stepper(2)
+    for bad, err in ((torch.randn(2, 8, dtype=torch.complex64), TypeError),
+                     (torch.ones(2, 8, dtype=torch.long), TypeError),
+                     (torch.randn(2, 8, dtype=torch.float64), TypeError),
+                     (torch.randn(2, 8, device="meta"), ValueError),
+                     (torch.randn(3, 8), ValueError)):
+        with pytest.raises(err, match="stepper input"):
+            st(bad)
+    assert st(torch.randn(2, 8)).shape == (2, 7)
+
+
+def test_sashimi_checks_its_block_states_up_front():
+    """A bad center state was accepted for 15 steps (its tier fires every 16), a short up_blocks list raised an
+    IndexError and an extra entry was ignored."""
+    net = SaShiMi(8, n_layers=1, pool=4, n_pools=2, layer="s4d").eval()
+    x = torch.randn(2, 8)
+    cases = [(lambda s: s["center"].__setitem__(0, torch.zeros(5)), r"state\['center'\]\[0\] must be torch.complex64"),
+             (lambda s: s.__setitem__("up_blocks", s["up_blocks"][:1]), r"state\['up_blocks'\] must be a list of 2"),
+             (lambda s: s.__setitem__("center", s["center"] + [None]), r"state\['center'\] must be a list of 2 block"),
+             (lambda s: s["down_blocks"].__setitem__(0, [torch.zeros(3, 8, 32, dtype=torch.complex64)]),
+              r"state\['down_blocks'\]\[0\]")]
+    for edit, match in cases:
+        st = net.initial_state(2)
+        edit(st)
+        with pytest.raises(ValueError, match=match):
+            net.step(x, st)
+        with pytest.raises(ValueError, match=match):
+            net(torch.randn(2, 16, 8), state=st)
+    three = net.initial_state(3)                               # a batch-3 state, stepped with batch 2
+    st = net.initial_state(2)
+    st["center"] = three["center"]
+    with pytest.raises(ValueError, match=r"state\['center'\]\[0\] must be .* of shape \(2, "):
+        net.step(x, st)
+    y, st = net.step(x, net.initial_state(2))                  # the right state still steps
+    net.double()
+    net.step(x.double(), net.initial_state(2))                  # .to() after a first check
+
+
+def test_constructor_arguments_that_were_truncated_or_crashed_inside_torch():
+    with pytest.raises(TypeError, match="d_model"):
+        SequenceClassifier(1, 2, d_model=2.0)
+    with pytest.raises(ValueError, match="stem_dilations must be a non-empty list of positive ints"):
+        SequenceClassifier(3, 5, stem=3, stem_dilations=(1.5,))
+    assert SequenceClassifier(3, 4, stem=3, stem_dilations=(1, 2)).encoder.dilations == (1, 2)
+    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\)"):
+        ResidualBlock(S4D(8, 4), dropout=1.0, tie_dropout=False)
+    with pytest.raises(TypeError, match="dropout probability must be a number"):
+        ResidualBlock(S4D(8, 4), dropout="0.1", tie_dropout=False)
+
+
+def test_lengths_on_the_meta_device_are_refused_by_name():
+    m = SequenceClassifier(1, 2, d_model=8, n_layers=1)
+    with pytest.raises(ValueError, match="lengths is on the meta device"):
+        m(torch.randn(4, 6, 1), lengths=torch.tensor([3, 4, 5, 6], device="meta"))
+    lm = SSMLanguageModel(7, d_model=8, n_layers=1)
+    with pytest.raises(ValueError, match="on the meta device"):
+        lm.generate(torch.randint(0, 7, (2, 4)), 2, prompt_lengths=torch.tensor([2, 4], device="meta"))
+
+
+def test_stepper_true_is_enforced_for_a_single_step():
+    """generate(..., 1, stepper=True) on a model with no stepper used the eager step instead of refusing."""
+    lm = SSMLanguageModel(7, d_model=8, n_layers=1, layer={"kind": "s4nd", "dims": 1, "bidirectional": False,
+                                                           "d_state": 4})
+    with pytest.raises(TypeError, match="has no stepper"):
+        lm.generate(torch.randint(0, 7, (2, 3)), 1, stepper=True)
+    assert lm.generate(torch.randint(0, 7, (2, 3)), 1).shape == (2, 1)
