@@ -132,15 +132,21 @@ def discretize_diagonal(
     Args:
         A: eigenvalues, shape (..., N), complex or real.
         B: input vector, shape broadcastable to (..., N).
-        dt: step sizes, shape broadcastable to ``A.shape[:-1]`` (one per system, e.g. (H,)).
+        dt: step sizes, one per system: a scalar, or a shape that broadcasts against ``A.shape[:-1]`` (e.g. (H,));
+            extra leading dims make a batch of systems (per-step steps (B, L, H) for irregular sampling), so
+            ``dt[:, None]`` of shape (H, 1) gives an (H, H, N) batch, not (H, N).
         method: one of :data:`DISCRETIZATIONS`.
         alpha: GBT parameter, only with ``method='gbt'``.
 
     Returns:
-        ``(dA, dB)`` of shape (..., N). For ZOH, ``dB = (exp(dt A) - 1)/A * B`` with the limit
+        ``(dA, dB)`` of the broadcast shape (..., N). For ZOH, ``dB = (exp(dt A) - 1)/A * B`` with the limit
         ``dt B`` where ``A = 0``.
     """
     a = gbt_alpha(method, alpha)
+    for name, t in (("A", A), ("B", B)):
+        if not isinstance(t, Tensor) or not (t.is_floating_point() or t.is_complex()):
+            raise TypeError(f"discretize_diagonal: {name} must be a real floating or complex tensor, got "
+                            f"{getattr(t, 'dtype', type(t).__name__)} (an integer A made dt 0: dA = 1, dB = 0)")
     dt = torch.as_tensor(dt, dtype=A.real.dtype, device=A.device)
     if dt.dim() > 0:                    # one step per system: dt must broadcast to A.shape[:-1]
         try:
@@ -177,7 +183,7 @@ def discretize_dense(
     a = gbt_alpha(method, alpha)
     if A.dim() < 2 or A.shape[-1] != A.shape[-2]:
         raise ValueError(f"A must be a (..., N, N) matrix, got shape {tuple(A.shape)}")
-    vector = B.dim() == A.dim() - 1
+    vector = B.dim() in (1, A.dim() - 1)       # (..., N) or one (N,) vector for a batch of A
     Bm = B.unsqueeze(-1) if vector else B
     N = Bm.shape[-2]
     if Bm.shape[-2] != A.shape[-1]:

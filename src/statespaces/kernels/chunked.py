@@ -27,6 +27,7 @@ products. The frequency-domain functions stay as the independent twin in the tes
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Tuple, Union, cast
 
 import torch
@@ -41,8 +42,10 @@ CHUNK = 64
 
 
 def _chunk(L: int, T: int) -> int:
-    """Largest power of two <= min(T, L) (>= 1)."""
-    return 1 << (min(T, L).bit_length() - 1)
+    """Largest power of two <= min(T, L) (>= 1); ``T`` (the caller's ``chunk``) must be a positive integer."""
+    if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1:
+        raise ValueError(f"chunk must be a positive integer (steps per chunk), got {T!r}")
+    return 1 << (min(int(T), L).bit_length() - 1)
 
 
 def near_powers(dA: Tensor, T: int, left: Optional[Tensor] = None,

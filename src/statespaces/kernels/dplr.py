@@ -414,6 +414,21 @@ def _resolvent_vector(Lambda: Tensor, P: Tensor, B: Tensor, g: Tensor) -> Tensor
     return Rm * (B[:, None, :] - torch.einsum("hkr,rhm->hkm", alpha, P))
 
 
+def _check_dplr_shapes(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor, dt: Tensor) -> None:
+    """The documented shapes of :func:`dplr_kernel`'s arguments (a mismatch failed inside an einsum or indexing)."""
+    if not isinstance(Lambda, Tensor) or Lambda.dim() != 2:
+        raise ValueError(f"dplr_kernel: Lambda must be (H, M), got {tuple(getattr(Lambda, 'shape', ()))}")
+    H, M = Lambda.shape
+    want = {"P": (P, 3, f"(r, {H}, {M})"), "B": (B, 2, f"({H}, {M})"), "C": (C, 3, f"(K, {H}, {M})"),
+            "dt": (dt, 1, f"({H},)")}
+    for name, (t, dims, shape) in want.items():
+        ok = isinstance(t, Tensor) and t.dim() == dims and tuple(t.shape[-2:] if dims > 1 else t.shape) == (
+            (H, M) if dims > 1 else (H,))
+        if not ok:
+            raise ValueError(f"dplr_kernel: {name} must be {shape} for Lambda (H, M) = ({H}, {M}), got "
+                             f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
+
+
 def dplr_kernel(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor, dt: Tensor, L: int,
                 truncation_correction: bool = True, backend: str = "chunked") -> Tensor:
     r"""Convolution kernel of the bilinear-discretized DPLR SSM by Algorithm 1 (app. C.1.2).
@@ -430,6 +445,7 @@ def dplr_kernel(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor, dt: Tensor, L: 
         Real kernel (K, H, L), equal to ``(c^T dA^l dB)_{l<L}`` of the dense system.
     """
     L = check_length(L)
+    _check_dplr_shapes(Lambda, P, B, C, dt)
     Ct = truncated_C_wide(C, Lambda, P, dt, L) if truncation_correction else C
     nk = L // 2 + 1
     t, nyq = _nodes(L, nk, 1.0, Lambda.real.dtype, Lambda.device)      # omega_k = exp(-2 pi i k/L)

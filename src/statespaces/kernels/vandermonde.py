@@ -224,6 +224,18 @@ def vandermonde_ref(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
     return vandermonde_naive(coef.to(wide), log_a.to(wide), L).to(coef.real.dtype)
 
 
+def _complex_pair(coef: Tensor, log_a: Tensor) -> Tuple[Tensor, Tensor]:
+    """coef and log_a in one complex dtype (the wider of the two): a real one is promoted (its gradient comes back
+    real, through the cast; the fused backward took only complex inputs) and the fast path and its twin agree on the
+    result's dtype. Integer or bool tensors are refused."""
+    for name, t in (("coef", coef), ("log_a", log_a)):
+        if not isinstance(t, Tensor) or not (t.is_complex() or t.is_floating_point()):
+            raise TypeError(f"vandermonde: {name} must be a complex (or real floating) tensor, got "
+                            f"{getattr(t, 'dtype', type(t).__name__)}")
+    cd = torch.promote_types(torch.promote_types(coef.dtype, log_a.dtype), torch.complex64)
+    return coef.to(cd), log_a.to(cd)
+
+
 def vandermonde(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
     r"""``K_l = Re sum_n coef_n exp(l * log_a_n)`` for ``l in [0, L)`` (thesis eq. 3.2, §3.5.3).
 
@@ -240,9 +252,15 @@ def vandermonde(coef: Tensor, log_a: Tensor, L: int) -> Tensor:
         Real tensor (..., H, L).
     """
     L = check_length(L, "vandermonde: L")
+    coef, log_a = _complex_pair(coef, log_a)
     if coef.shape[-1] != log_a.shape[-1]:
         raise ValueError(f"vandermonde: coef (..., H, N) and log_a (H, N) disagree on N: "
                          f"{tuple(coef.shape)} vs {tuple(log_a.shape)}")
+    try:
+        torch.broadcast_shapes(coef.shape, log_a.shape)
+    except RuntimeError:
+        raise ValueError(f"vandermonde: coef (..., H, N) and log_a (H, N) disagree on H (or another dim that must "
+                         f"broadcast): {tuple(coef.shape)} vs {tuple(log_a.shape)}") from None
     path = backend.choose("vandermonde", coef, log_a, dtypes=backend.COMPLEX)
     # the fused kernel's layout: rows of coef (..., H, N) broadcast over log_a's H rows, and at least one row
     # (an input it cannot take must not reach attempt(), which would switch Triton off for the process)

@@ -344,13 +344,15 @@ class SaShiMi(Pretrained, nn.Module):
                 for j, (t, m) in enumerate(zip(got, want)):
                     if m is None and t is None:
                         continue
-                    if m is None or not isinstance(t, torch.Tensor) or (tuple(t.shape[1:]), t.dtype, t.device) != m \
-                            or t.shape[0] != batch:
-                        got_s = (f"{t.dtype} of shape {tuple(t.shape)} on {t.device}" if isinstance(t, torch.Tensor)
-                                 else type(t).__name__)
-                        want_s = "None (an FF block)" if m is None else f"{m[1]} of shape {(batch,) + m[0]} on {m[2]}"
-                        raise ValueError(f"{where}[{j}] must be {want_s}, got {got_s}; use initial_state() or the "
-                                         "model's own return_state")
+                    hint = "; use initial_state() or the model's own return_state"
+                    if m is None or not isinstance(t, torch.Tensor) or tuple(t.shape) != (batch,) + m[0]:
+                        got_s = f"shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+                        want_s = "None (an FF block)" if m is None else f"a tensor of shape {(batch,) + m[0]}"
+                        raise ValueError(f"{where}[{j}] must be {want_s}, got {got_s}{hint}")
+                    if t.dtype != m[1]:
+                        raise TypeError(f"{where}[{j}] must be {m[1]}, got {t.dtype}{hint}")
+                    if t.device != m[2]:
+                        raise ValueError(f"{where}[{j}] is on {t.device}, the model on {m[2]}{hint}")
 
     # ---- convolution mode ------------------------------------------------------------------------
     def _tier_conv(self, i: int, x: Tensor, st: Optional[State], out: Optional[State],

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import backend
-from .._checks import tracing
+from .._checks import check_flag, tracing
 from ._amp import amp_backward, autocast_off, fp32_forward, upcast_half
 
 Tensor = torch.Tensor
@@ -225,6 +225,23 @@ def fftconv_ref(u: Tensor, kc: Tensor, n: int) -> Tensor:
         return torch.fft.irfft(torch.fft.rfft(u.transpose(1, 2), n=n) * K, n=n)[..., :u.shape[1]].transpose(1, 2)
 
 
+def _real_pair(u: Tensor, k: Tensor) -> Tuple[Tensor, Tensor]:
+    """u and k as real floating tensors, k in u's dtype (the result's): integer or bool inputs were convolved in
+    integers (truncated), complex ones failed inside the FFT, and mixed precisions failed in the backward. Half
+    precision is taken under torch.autocast (computed in float32 there) and refused outside it."""
+    for name, t in (("u", u), ("k", k)):
+        if not isinstance(t, Tensor) or t.is_complex() or not t.is_floating_point():
+            raise TypeError(f"fftconv: {name} must be a real floating-point tensor, got "
+                            f"{getattr(t, 'dtype', type(t).__name__)}")
+    half = (torch.float16, torch.bfloat16)
+    if u.dtype in half and not torch.is_autocast_enabled(u.device.type):
+        raise TypeError(f"fftconv: u is {u.dtype}; the FFT runs in float32 or float64: cast u (u.float()) or call "
+                        "it under torch.autocast, which computes in float32")
+    if k.dtype != u.dtype and u.dtype not in half:
+        k = k.to(u.dtype)                      # differentiable: k's gradient comes back in its own dtype
+    return u, k
+
+
 def fftconv(u: Tensor, k: Tensor, bidirectional: bool = False) -> Tensor:
     r"""Convolve each channel of ``u`` with its kernel.
 
@@ -237,6 +254,8 @@ def fftconv(u: Tensor, k: Tensor, bidirectional: bool = False) -> Tensor:
     Returns:
         y: (B, L, H), same dtype as ``u``.
     """
+    u, k = _real_pair(u, k)
+    bidirectional = check_flag("bidirectional", bidirectional)
     want = (2, u.shape[-1]) if bidirectional else (u.shape[-1],)
     if u.dim() != 3 or k.dim() != len(want) + 1 or tuple(k.shape[:-1]) != want or k.shape[-1] < 1 or u.shape[1] < 1:
         shape = "(2, H, Lk)" if bidirectional else "(H, Lk)"

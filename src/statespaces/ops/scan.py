@@ -221,7 +221,10 @@ def _run(a: _List, b: _List, x0: Optional[_List], comb_a: _CombineA, comb_b: _Co
     a, invariant = _time_invariant(a)
     a, b, x0, real_view = _realify(a, b, x0)
     b = _fold_initial(a, b, x0, comb_b)
-    out = _assoc_scan(a, b, comb_a, comb_b, invariant)
+    if b[0].shape[-2] == 1:      # one step: x_0 = a_0 * 0 + b_0, in the batch shape and dtype a longer scan has
+        out = comb_b(a, [torch.zeros_like(t) for t in b], b)
+    else:
+        out = _assoc_scan(a, b, comb_a, comb_b, invariant)
     return [_unrealify(t) for t in out] if real_view else out
 
 
