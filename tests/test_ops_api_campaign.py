@@ -107,3 +107,34 @@ def test_kernels_name_bad_chunks_and_shapes():
         with pytest.raises(ValueError, match=rf"dplr_kernel: {name} must be"):
             dplr_kernel(*args, 8)
     assert dplr_kernel(Lam, P, B, C, torch.full((H,), 0.1), 8).shape == (1, H, 8)
+
+
+@pytest.mark.parametrize("value, off", [("", False), ("0", False), ("false", False), ("No", False), (" off ", False),
+                                        ("1", True), ("TRUE", True), ("yes", True), ("on", True)])
+def test_no_triton_variable_reads_the_usual_spellings(monkeypatch, value, off):
+    """STATESPACES_NO_TRITON=false switched Triton off (every value but "" and "0" did)."""
+    from statespaces import backend
+
+    monkeypatch.setenv("STATESPACES_NO_TRITON", value)
+    assert backend._no_triton_env() is off
+
+
+def test_no_triton_variable_warns_on_another_value(monkeypatch):
+    from statespaces import backend
+
+    monkeypatch.setenv("STATESPACES_NO_TRITON", "maybe")
+    monkeypatch.setattr(backend, "_WARNED", set(), raising=False)
+    with pytest.warns(RuntimeWarning, match="STATESPACES_NO_TRITON=.maybe. is not one of"):
+        assert backend._no_triton_env() is True
+
+
+def test_set_backend_reads_names_as_the_environment_variable_does():
+    from statespaces import backend
+
+    before = backend.set_backend(" TORCH ")
+    try:
+        assert backend.get_backend() == "torch"
+    finally:
+        backend.set_backend(before)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        backend.set_backend("fast")

@@ -12,8 +12,9 @@ This module sits at the bottom of the package: it imports nothing from :mod:`sta
   materializing; for debugging and tests).
 
 Set it with :func:`set_backend`, for a block with :func:`use_backend`, or with the environment
-variable ``STATESPACES_BACKEND`` (read when this module is imported). ``STATESPACES_NO_TRITON=1``
-keeps its old meaning (``"auto"`` never picks Triton).
+variable ``STATESPACES_BACKEND`` (read when this module is imported; case and spaces ignored, as by
+:func:`set_backend`). ``STATESPACES_NO_TRITON=1`` (or true / yes / on) keeps its old meaning (``"auto"`` never
+picks Triton); 0 / false / no / off or unset leave Triton on.
 
 **Inside a ``torch.func`` transform** (``grad``, ``vjp``, ``jvp``, ``jacrev``, ``jacfwd``, ``hessian``,
 ``vmap``, e.g. per-sample gradients by ``vmap(grad(...))`` over ``functional_call``) every op takes its
@@ -121,6 +122,8 @@ def get_backend() -> str:
 def set_backend(name: str) -> str:
     """Set the selector for the whole process; returns the previous value."""
     global _BACKEND
+    if isinstance(name, str) and name.strip().lower() in BACKENDS:   # as STATESPACES_BACKEND is read
+        name = name.strip().lower()
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
     before, _BACKEND = _BACKEND, name
@@ -174,8 +177,21 @@ def triton_available(warn: bool = False) -> bool:
     return bool(_TRITON_OK)
 
 
+_OFF, _ON = ("", "0", "false", "no", "off"), ("1", "true", "yes", "on")
+
+
 def _no_triton_env() -> bool:
-    return os.environ.get("STATESPACES_NO_TRITON", "") not in ("", "0")
+    """``STATESPACES_NO_TRITON``: 1 / true / yes / on keep Triton off; unset, 0 / false / no / off leave it on (any
+    case; ``=false`` used to switch Triton off, as did every value but "" and "0"); another value warns once and
+    keeps Triton off, as the old reading did."""
+    raw = os.environ.get("STATESPACES_NO_TRITON", "")
+    value = raw.strip().lower()
+    if value in _OFF:
+        return False
+    if value not in _ON:
+        _warn_once("STATESPACES_NO_TRITON", f"STATESPACES_NO_TRITON={raw!r} is not one of 1/true/yes/on or "
+                   "0/false/no/off; Triton stays off")
+    return True
 
 
 def choose(op: str, *tensors: Optional[Tensor], dtypes=REAL + COMPLEX) -> str:
