@@ -127,3 +127,28 @@ def test_stepper_true_is_enforced_for_a_single_step():
     with pytest.raises(TypeError, match="has no stepper"):
         lm.generate(torch.randint(0, 7, (2, 3)), 1, stepper=True)
     assert lm.generate(torch.randint(0, 7, (2, 3)), 1).shape == (2, 1)
+
+
+@pytest.mark.parametrize("kind", ["s4d", "linoss", "s5"])
+def test_irregular_sampling_with_zero_padded_intervals_and_lengths(kind):
+    """Zero-padded dt / timestamps (the usual padding) were refused as non-positive intervals although the padding
+    is never read; with lengths, only the valid steps are checked and each sequence equals itself alone."""
+    torch.manual_seed(0)
+    size = "n_oscillators" if kind == "linoss" else "d_state"
+    m = SequenceClassifier(2, 3, d_model=8, n_layers=1, layer={"kind": kind, size: 4}).double().eval()
+    x = torch.randn(2, 7, 2, dtype=torch.float64)
+    lengths = torch.tensor([7, 4])
+    dt = torch.rand(2, 7, dtype=torch.float64) + 0.5
+    dt[1, 4:] = 0.0
+    ts = torch.cumsum(dt, 1)
+    ts[1, 4:] = 0.0
+    for kw in ({"dt": dt}, {"timestamps": ts}):
+        both = m(x, lengths=lengths, **kw)
+        alone = m(x[1:, :4], **{k: v[1:, :4] for k, v in kw.items()})
+        torch.testing.assert_close(both[1:], alone, rtol=1e-12, atol=1e-12)
+    bad = dt.clone()
+    bad[1, 2] = 0.0                                           # a zero interval at a valid step is still refused
+    with pytest.raises(ValueError, match="non-positive or non-finite intervals"):
+        m(x, lengths=lengths, dt=bad)
+    with pytest.raises(ValueError, match="non-positive or non-finite intervals"):
+        m(x, dt=dt)                                           # without lengths every step is valid

@@ -23,15 +23,18 @@ from .._checks import check_real
 Tensor = torch.Tensor
 
 
-def intervals_from_timestamps(timestamps: Tensor, first: float = 1.0) -> Tensor:
+def intervals_from_timestamps(timestamps: Tensor, first: float = 1.0, mask: Optional[Tensor] = None) -> Tensor:
     """Intervals (B, L) between consecutive sample times (B, L); the first interval is ``first``.
 
     Raises ``ValueError`` unless every row is strictly increasing (a repeated or reversed time
-    stamp is a zero or negative interval).
+    stamp is a zero or negative interval). ``mask`` (B, L) bool, True at the valid steps of a right-padded
+    batch: only those are checked, and the padded steps get interval 1 (they are never read).
     """
     first = check_real("first", first, what="positive finite number (interval before the first sample)")
     ts = _check_tensor("timestamps", timestamps)
     d = torch.diff(ts, dim=1, prepend=ts[:, :1] - first)
+    if mask is not None:
+        d = torch.where(mask, d, torch.ones((), dtype=d.dtype, device=d.device))
     _check_positive("timestamps", d, "every row must be strictly increasing (sample times in units of the "
                     "nominal step); sort the samples or drop repeated time stamps")
     return d
@@ -55,9 +58,12 @@ def _check_positive(name: str, d: Tensor, hint: str) -> None:
                          f"(smallest {float(d.min()):.3g}); {hint}")
 
 
-def check_intervals(x: Tensor, dt: Optional[Tensor], timestamps: Optional[Tensor]) -> Optional[Tensor]:
+def check_intervals(x: Tensor, dt: Optional[Tensor], timestamps: Optional[Tensor],
+                    mask: Optional[Tensor] = None) -> Optional[Tensor]:
     """The per-step multipliers (B, L) for input x (B, L, H) in the dtype and device of x, or None
-    (regular sampling). Exactly one of ``dt``/``timestamps`` may be given."""
+    (regular sampling). Exactly one of ``dt``/``timestamps`` may be given. ``mask`` (B, L) bool, True at the
+    valid steps of a right-padded batch: the padding of ``dt`` / ``timestamps`` (zeros, as padding usually is) is
+    not checked and becomes interval 1, which no valid step reads."""
     if dt is None and timestamps is None:
         return None
     if dt is not None and timestamps is not None:
@@ -70,6 +76,8 @@ def check_intervals(x: Tensor, dt: Optional[Tensor], timestamps: Optional[Tensor
     if d.device != x.device:
         raise ValueError(f"{name} is on {d.device}, the input on {x.device}; move it with .to(x.device)")
     if timestamps is not None:
-        return intervals_from_timestamps(d)
+        return intervals_from_timestamps(d, mask=mask)
+    if mask is not None:
+        d = torch.where(mask, d, torch.ones((), dtype=d.dtype, device=d.device))
     _check_positive("dt", d, "each entry multiplies the learned step of one interval and must be > 0")
     return d

@@ -174,7 +174,7 @@ class SequenceClassifier(Pretrained, nn.Module):
         weight = self.decoder.weight
         check_sequence(x, self.d_input, weight.dtype, device=weight.device)
         mask = length_mask(lengths, x.shape[0], x.shape[1], x.device)
-        steps = check_intervals(x, dt, timestamps)          # timestamps -> intervals once, for every block
+        steps = check_intervals(x, dt, timestamps, mask)    # timestamps -> intervals once, for every block
         if self.stem and steps is not None:
             raise ValueError("stem: a convolution over steps assumes a regular grid; irregular sampling (dt= or "
                              "timestamps=) needs stem=0")
