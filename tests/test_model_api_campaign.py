@@ -152,3 +152,22 @@ def test_irregular_sampling_with_zero_padded_intervals_and_lengths(kind):
         m(x, lengths=lengths, dt=bad)
     with pytest.raises(ValueError, match="non-positive or non-finite intervals"):
         m(x, dt=dt)                                           # without lengths every step is valid
+
+
+def test_generation_and_backbone_messages_name_the_real_mistake():
+    """A NaN from token_to_input read as "logits overflowed"; an unknown backbone_kwargs key gave Python's bare
+    "unexpected keyword argument"; a state with lengths complained about a return_state the caller never passed."""
+    mc = SSMLanguageModel(5, d_model=8, n_layers=1, d_input=2).eval()
+    with pytest.raises(ValueError, match="token_to_input returned NaN or inf"):
+        mc.generate(torch.randn(2, 3, 2), 2, token_to_input=lambda t: torch.full((t.shape[0], 2), float("nan")))
+    with pytest.raises(ValueError, match=r"token_to_input must return \(batch, d_input=2\)"):
+        mc.generate(torch.randn(2, 3, 2), 2, token_to_input=lambda t: [0.0, 1.0])
+    for backbone, kw, options in (("flat", {"pool": 2}, "ff_expand, causal"), ("sashimi", {"poool": 2}, "pool, ")):
+        with pytest.raises(TypeError, match=rf"backbone_kwargs \['\w+'\] are not options of the '{backbone}' "
+                                            rf"backbone .*its options: {options}"):
+            SSMLanguageModel(7, d_model=8, n_layers=1, backbone=backbone, backbone_kwargs=kw)
+    lm = SSMLanguageModel(7, d_model=8, n_layers=1)
+    tokens = torch.randint(0, 7, (2, 5))
+    _, state = lm(tokens, return_state=True)
+    with pytest.raises(ValueError, match=r"a state \(state= or return_state=True\) with a padding mask"):
+        lm(tokens, state=state, lengths=torch.tensor([5, 3]))

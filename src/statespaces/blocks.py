@@ -313,8 +313,9 @@ class ResidualBlock(Pretrained, nn.Module):
         x = x.to(self.output.weight.dtype)    # half precision: computed in the block's precision, returned in x's
         mask = check_mask(mask, x)
         if mask is not None and return_state and not bool(mask.all()):
-            raise ValueError("return_state with a padding mask: the state after the last step would include the "
-                             "padded steps; run each sequence's valid part (or unpadded batches) to get states")
+            raise ValueError("a state (state= or return_state=True) with a padding mask (lengths): the state after "
+                             "the last step would include the padded steps; run each sequence's valid part (or "
+                             "unpadded batches) to carry states")
         z = self.norm(x, mask) if self.prenorm else x
         if mask is not None:
             z = z.masked_fill(~mask.unsqueeze(-1), 0.0)   # after the norm, whose bias makes zeros nonzero

@@ -162,6 +162,18 @@ def _check_predictable_length(L: int, what: str) -> None:
                          "(the first is only context) to score one step; drop shorter sequences from the batch")
 
 
+def _check_backbone_kwargs(kind: str, cls: Any, given: Dict[str, Any], taken: set) -> None:
+    """backbone_kwargs must be arguments of the backbone class that the model does not set itself (an unknown one
+    failed with Python's bare "unexpected keyword argument")."""
+    import inspect
+
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in taken | {"self"}]
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise TypeError(f"backbone_kwargs {unknown} are not options of the {kind!r} backbone ({cls.__name__}); "
+                        f"its options: {', '.join(accepted)}")
+
+
 def _checked_causal(backbone: nn.Module) -> bool:
     """Whether ``backbone`` checked its own causality when it was built (SaShiMi, an SSMStack with
     ``causal=True``), so :class:`SSMLanguageModel` need not check (and warn) again."""
@@ -234,10 +246,10 @@ class SSMLanguageModel(Pretrained, nn.Module):
         else:
             kind = check_choice("backbone", backbone, ("flat", "sashimi"))
             common: Dict[str, Any] = dict(layer=layer_config(layer), dropout=dropout, norm=norm)
-            if kind == "flat":
-                self.backbone = SSMStack(d_model, n_layers, mixing=mixing or "glu", **common, **bkw)
-            else:
-                self.backbone = SaShiMi(d_model, n_layers, mixing=mixing or "linear", **common, **bkw)
+            cls: Any = SSMStack if kind == "flat" else SaShiMi
+            _check_backbone_kwargs(kind, cls, bkw, set(common) | {"d_model", "n_layers", "mixing"})
+            self.backbone = cls(d_model, n_layers, mixing=mixing or ("glu" if kind == "flat" else "linear"),
+                                **common, **bkw)
         if not _checked_causal(self.backbone):     # a custom module, or an SSMStack built with causal=False
             check_causal(self.backbone, "SSMLanguageModel's backbone")
         if self.d_input is None:
@@ -510,7 +522,13 @@ class SSMLanguageModel(Pretrained, nn.Module):
             t = tok.view(tok.shape[0], self.n_streams)
             return self.embedding(t + self.stream_offset).sum(-2)
         assert token_to_input is not None       # generate() requires it when d_input is set
-        x = token_to_input(tok).to(self._dtype)
-        if x.shape != (tok.shape[0], self.d_input):
-            raise ValueError(f"token_to_input must return (batch, d_input={self.d_input}), got {tuple(x.shape)}")
+        x = token_to_input(tok)
+        if not isinstance(x, Tensor) or x.shape != (tok.shape[0], self.d_input):
+            raise ValueError(f"token_to_input must return (batch, d_input={self.d_input}), got "
+                             f"{tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+        x = x.to(self._dtype)
+        if x.device.type == "cpu" and not tracing() and not bool(torch.isfinite(x).all()):
+            # off CUDA (no sync there), as the logits check: NaN fed back read as an overflow of the logits
+            raise ValueError("token_to_input returned NaN or inf for a sampled token; it must map every token to a "
+                             "finite input")
         return self.encoder(x)
