@@ -171,3 +171,17 @@ def test_generation_and_backbone_messages_name_the_real_mistake():
     _, state = lm(tokens, return_state=True)
     with pytest.raises(ValueError, match=r"a state \(state= or return_state=True\) with a padding mask"):
         lm(tokens, state=state, lengths=torch.tensor([5, 3]))
+
+
+def test_stepping_a_batchnorm_block_in_training_mode_warns_once():
+    """The step of a BatchNorm block in training mode differed from forward by 0.9 without a word (dropout warned)."""
+    import warnings
+
+    block = ResidualBlock(S4D(4, 8, seed=0), norm="batch").train()
+    state = block.initial_state(3)
+    with pytest.warns(UserWarning, match="normalizes each step by the statistics of that step's batch"):
+        _, state = block.step(torch.randn(3, 4), state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        block.step(torch.randn(3, 4), state)                                   # once per block
+        block.eval().step(torch.randn(3, 4), block.initial_state(3))           # eval: running statistics

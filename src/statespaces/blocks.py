@@ -402,13 +402,20 @@ class ResidualBlock(Pretrained, nn.Module):
         stepper (:mod:`statespaces.models.stepper`) passes the layer's stepper.
 
         In training mode with dropout it warns once: a step draws a new (batch, channel) mask each time, where
-        ``forward`` ties one mask over the whole sequence, so stepping then is not the convolution view."""
+        ``forward`` ties one mask over the whole sequence, so stepping then is not the convolution view; so it does
+        with BatchNorm, whose batch statistics are then one step's, not the sequence's."""
         if self.training and isinstance(self.dropout, DropoutNd) and self.dropout.p > 0 \
                 and not self.__dict__.get("_warned_step_dropout", False):
             warnings.warn(f"{type(self).__name__}.step in training mode draws a new dropout mask at every step, while "
                           "forward ties one mask over the whole sequence (DropoutNd); the two views differ. Call "
                           ".eval() before stepping for inference", UserWarning, stacklevel=3)
             self.__dict__["_warned_step_dropout"] = True
+        if self.training and self.norm.kind == "batch" and not self.__dict__.get("_warned_step_batchnorm", False):
+            warnings.warn(f"{type(self).__name__}.step in training mode normalizes each step by the statistics of "
+                          "that step's batch (and updates the running ones), while forward uses the whole "
+                          "sequence's; the two views differ. Call .eval() before stepping for inference",
+                          UserWarning, stacklevel=3)
+            self.__dict__["_warned_step_batchnorm"] = True
         z = self.norm(x.unsqueeze(1)).squeeze(1) if self.prenorm else x
         y = layer_step(z)
         x = x + self.dropout(self._mix(y.unsqueeze(1))).squeeze(1)
