@@ -166,6 +166,14 @@ def get_dataset(name: str, **kwargs) -> SequenceData:
     try:
         return DATASETS[name](**kwargs)
     except TypeError as e:        # a keyword the loader does not take: name the dataset, not the inner function
+        fixed = re.search(r"got multiple values for (?:keyword )?argument '(\w+)'", str(e))
+        if fixed is not None:
+            key = fixed.group(1)
+            hint = ("; the seed is trainer.seed" if key == "seed" else
+                    "; data.name chooses the order: digits (unpermuted) or pdigits (permuted)" if key == "permute"
+                    else "")
+            raise TypeError(f"dataset {name!r} sets {key!r} itself, so data.kwargs.{key} cannot change it{hint}") \
+                from None
         bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
         if bad is None:
             raise

@@ -15,7 +15,8 @@ from .base import SequenceData  # re-exported here for backward compatibility
 
 
 def load_digits_sequences(permute: bool = False, test_fraction: float = 0.2, seed: int = 0) -> SequenceData:
-    """Load sklearn's digits as (n, 64, 1) sequences in [0, 1], stratified split.
+    """Load sklearn's digits as (n, 64, 1) sequences, stratified split; pixels scaled to [0, 1], then standardised by
+    the training split's mean and standard deviation (one of each over all pixels).
 
     Args:
         permute: apply a fixed pixel permutation (seeded by ``seed``).
@@ -27,8 +28,14 @@ def load_digits_sequences(permute: bool = False, test_fraction: float = 0.2, see
         from sklearn.model_selection import train_test_split
     except ImportError as e:  # pragma: no cover - sklearn is a dependency
         raise ImportError("the digits task needs scikit-learn: pip install scikit-learn") from e
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)):
+        raise TypeError(f"test_fraction must be a number in (0, 1), got {test_fraction!r} "
+                        f"({type(test_fraction).__name__})")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if round(test_fraction * 1797) < 10 or round((1 - test_fraction) * 1797) < 10:
+        raise ValueError(f"test_fraction = {test_fraction} leaves fewer than 10 images (one per class) in a split of "
+                         "the 1797; use a fraction in [0.006, 0.994]")
     bunch = load_digits()
     x = bunch.data.astype(np.float32) / 16.0            # (1797, 64), pixel order row-major
     y = bunch.target.astype(np.int64)

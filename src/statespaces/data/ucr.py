@@ -906,7 +906,12 @@ def load_ucr(
         y = np.array([index[lab] for lab in part.labels], dtype=np.int64)
         return torch.from_numpy(x), torch.from_numpy(y)
 
-    want_tr, want_te = lengths_wanted(return_lengths, bool((len_tr != L_train).any()), bool((len_te != L_test).any()))
+    padded_tr, padded_te = bool((len_tr != L_train).any()), bool((len_te != L_test).any())
+    if return_lengths is False and (padded_tr or padded_te):
+        warnings.warn(f"{name}: return_lengths=False on series of different lengths: without the lengths a model "
+                      f"reads the padding ({pad_value}) as data; keep them (the default) unless the model masks the "
+                      "padding by itself", stacklevel=2)
+    want_tr, want_te = lengths_wanted(return_lengths, padded_tr, padded_te)
     splits = []
     for part, lens, L, want in ((tr, len_tr, L_train, want_tr), (te, len_te, L_test, want_te)):
         x, y = build(part, lens, L)

@@ -605,9 +605,10 @@ CPU_PRESETS = ("digits-s4d", "pdigits-s4d", "digits-s4", "digits-linoss", "digit
 
 
 #: Config keys a resumed run may change: where it runs and what it writes, not what it computes
-#: (``trainer.val_split`` is not one: it decides which series are trained on).
+#: (``trainer.val_split`` is not one: it decides which series are trained on; nor ``trainer.test_eval``: switched
+#: on resume, a run's metrics and summary held test figures for some epochs under ``test_eval = "off"``).
 RESUMABLE = ("trainer.out", "trainer.device", "trainer.tensorboard", "trainer.compile", "trainer.keep_last",
-             "trainer.checkpoint_every", "trainer.test_eval")
+             "trainer.checkpoint_every")
 
 
 def flat(cfg: Dict[str, Any]) -> Dict[str, Any]:

@@ -155,7 +155,17 @@ def load_data(cfg: TrainConfig) -> "SequenceData":
     elif mode == "none":
         raise ConfigError(f"data.normalize: got 'none' for dataset {name!r}; valid for it: global (its own "
                           "preprocessing), series; 'none' applies to time-series files (ucr:...)")
-    data = get_dataset(name, seed=cfg.trainer.seed, **kwargs)
+    if "seed" in kwargs:
+        raise ConfigError("data.kwargs.seed: the data's seed is trainer.seed (it draws the split where there is one); "
+                          "set --trainer.seed instead")
+    try:
+        data = get_dataset(name, seed=cfg.trainer.seed, **kwargs)
+    except TypeError as e:
+        if not cfg.data.kwargs or "data.kwargs" in str(e) or "takes no setting" in str(e):
+            raise
+        # a value of the wrong type inside the loader ('<' between float and str): say it came from data.kwargs
+        raise ConfigError(f"data.kwargs {dict(cfg.data.kwargs)} for dataset {cfg.data.name!r}: {e}; check each "
+                          "value's type (docs/data.md lists every dataset's settings)") from None
     if mode == "series" and not is_time_series(name):
         data = normalize_series(data)
     if cfg.data.time_channel:
@@ -295,11 +305,13 @@ class _Trainer:
         if val is not None:
             self.best_acc = chosen["val_acc"]
         name = task.score_name
+        # a percentage for the scores the task prints as one (accuracy), else the task's own form (R^2 was "-322.6%")
+        fmt = (lambda v: f"{100 * v:5.1f}%") if task.format_score(0.5).endswith("%") else task.format_score
         print(
             f"epoch {state.epoch + 1:3d}/{t_cfg.epochs}  train loss {record['train_loss']:.4f} "
-            f"{name} {100 * record['train_acc']:5.1f}%"
-            + (f"  |  val {name} {100 * val['acc']:5.1f}%" if val else "")
-            + (f"  |  test loss {test['loss']:.4f} {name} {100 * test['acc']:5.1f}%" if test else "")
+            f"{name} {fmt(record['train_acc'])}"
+            + (f"  |  val {name} {fmt(val['acc'])}" if val else "")
+            + (f"  |  test loss {test['loss']:.4f} {name} {fmt(test['acc'])}" if test else "")
             + f"  |  {record['seconds']:.1f}s",
             flush=True,
         )
@@ -426,7 +438,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
         loader = DataLoader(train_set, batch_size=t_cfg.batch_size // world, sampler=sampler,
                             generator=torch.Generator().manual_seed(t_cfg.seed))
     steps_per_epoch = len(loader)
-    factor = SCHEDULES[t_cfg.schedule](t_cfg.epochs * steps_per_epoch, t_cfg.warmup_steps)
+    total_steps = t_cfg.epochs * steps_per_epoch
+    if t_cfg.warmup_steps >= total_steps and run.rank == 0:
+        warnings.warn(f"trainer.warmup_steps = {t_cfg.warmup_steps} is not shorter than the whole run "
+                      f"({total_steps} optimizer steps): the learning rate never reaches trainer.lr; lower "
+                      "warmup_steps or train longer", stacklevel=2)
+    factor = SCHEDULES[t_cfg.schedule](total_steps, t_cfg.warmup_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     trainer = _Trainer(cfg, run, data, task, model, opt, sched, train_set, val_set, selection, ema)
     trainer.steps_per_epoch = steps_per_epoch
