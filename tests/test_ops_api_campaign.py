@@ -138,3 +138,41 @@ def test_set_backend_reads_names_as_the_environment_variable_does():
         backend.set_backend(before)
     with pytest.raises(ValueError, match="backend must be one of"):
         backend.set_backend("fast")
+
+
+def test_from_modes_refuses_modes_the_relu_floor_would_change():
+    """real_transform='relu' floors -Re(A) at 1e-4: from_modes with slower modes built another layer (kernel 1%
+    off at L = 2000) without a word (found by a layer-options campaign); exp reproduces them."""
+    import math
+
+    from statespaces import S4, S4D
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        lay = S4D(3, 8, init="lin", seed=0)
+        with torch.no_grad():
+            lay.A_real.fill_(math.log(1e-6))
+        m = lay.modes()
+        for cls in (S4D, S4):
+            with pytest.raises(ValueError, match=r"real_transform='relu' floors the decay rate -Re\(A\) at 0.0001"):
+                cls.from_modes(m, real_transform="relu")
+        again = S4D.from_modes(m, real_transform="exp")
+        k0 = lay.kernel(500)
+        assert float((again.kernel(500) - k0).abs().max()) <= 1e-10 * float(k0.abs().max())
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_s4d_options_of_the_wrong_type_are_named():
+    from statespaces import S4, S4D
+
+    for kw, err, match in ((dict(discretization="gbt", alpha="0.5"), TypeError, "alpha must be a number in"),
+                           (dict(discretization="gbt", alpha=True), TypeError, "bools are not accepted"),
+                           (dict(dt_min="0.01"), TypeError, "dt_min must be a positive finite number"),
+                           (dict(dt_max=True), TypeError, "dt_max must be"),
+                           (dict(init="real", imag_scale=5.0), ValueError, "init='real' does not have")):
+        with pytest.raises(err, match=match):
+            S4D(4, 8, **kw)
+    with pytest.raises(TypeError, match="dt_min must be"):
+        S4(4, 8, dt_min="0.01")
+    assert S4D(4, 8, discretization="gbt", alpha=1).alpha == 1.0

@@ -241,7 +241,8 @@ class SSMLayer(Pretrained, nn.Module):
     def stepper(self, batch_size: int, rate: float = 1.0, dtype: Optional[torch.dtype] = None,
                 device: Optional[Union[str, torch.device]] = None, form: str = "auto") -> "LayerStepper":
         """A stepper for generation (:mod:`.stepper`): validated and discretized once, static buffers,
-        ``y = st(x_t)`` advances in place ((B, H) -> (B, H)), ``st.reset()``; thesis §2.3.2.
+        ``y = st(x_t)`` advances in place ((B, H) -> (B, H)), ``st.reset()``; thesis §2.3.2. The ``y`` returned is
+        the stepper's buffer ``st.y``, overwritten by the next call: keep a step's output with ``y.clone()``.
 
         Args:
             batch_size: B. rate: step-size multiplier. dtype: float32/float64 (default: the layer's).

@@ -11,7 +11,7 @@ from typing import Any, Optional, Tuple
 
 import torch
 
-from .._checks import check_choice, check_positive_int, tracing
+from .._checks import check_choice, check_positive_int, check_real, tracing
 
 Tensor = torch.Tensor
 
@@ -72,7 +72,9 @@ def log_dt_init(H: int, dt_min: float, dt_max: float, generator: Optional[torch.
 
     Returns float64 (H,).
     """
-    if not (0 < dt_min <= dt_max) or not math.isfinite(dt_max):
+    dt_min = check_real("dt_min", dt_min, what="positive finite number (the smallest initial step)")
+    dt_max = check_real("dt_max", dt_max, what="positive finite number (the largest initial step)")
+    if not dt_min <= dt_max:
         raise ValueError(f"need 0 < dt_min <= dt_max < inf, got dt_min={dt_min}, dt_max={dt_max}")
     u = torch.rand(H, dtype=torch.float64, generator=generator)
     return u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
@@ -151,6 +153,11 @@ def real_inverse(x: Tensor, transform: str) -> Tensor:
         return torch.log(x)
     if transform == "softplus":
         return x + torch.log(-torch.expm1(-x))
+    if transform == "relu" and bool((x < _RELU_FLOOR).any()):
+        slow = int((x < _RELU_FLOOR).sum())
+        raise ValueError(f"real_transform='relu' floors the decay rate -Re(A) at {_RELU_FLOOR:g}, and {slow} modes "
+                         f"decay slower (smallest {float(x.min()):.3g}): they would be changed; use real_transform="
+                         "'exp', 'softplus' or 'none' for them")
     return x.clone()
 
 

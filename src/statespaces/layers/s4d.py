@@ -24,7 +24,7 @@ from typing import Iterator, Optional, Tuple
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_flag, check_positive_int, refuse_if, seeded_generator
+from .._checks import check_choice, check_flag, check_positive_int, check_real, refuse_if, seeded_generator
 from ..discretize import DISCRETIZATIONS, discretize_diagonal, log_discrete_eigenvalues, undiscretize_diagonal
 from ..kernels.vandermonde import zoh_vandermonde
 from .base import BIDIRECTIONAL_HINT, DiagonalSSM, DiagonalSystem, freeze_ssm
@@ -123,8 +123,12 @@ class S4D(DiagonalSSM):
             )
         if (alpha is not None) != (self.discretization == "gbt"):
             raise ValueError("alpha must be given exactly when discretization='gbt'")
-        if alpha is not None and not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        if alpha is not None:
+            alpha = check_real("alpha", alpha, positive=False, what="number in [0, 1] (the GBT parameter)")
+            if not 0.0 <= alpha <= 1.0:
+                raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        if init == "real" and imag_scale != 1.0:
+            raise ValueError("imag_scale scales Im A, which init='real' does not have (real modes); leave it at 1")
         self.alpha = alpha
         self.bidirectional = check_flag("bidirectional", bidirectional, BIDIRECTIONAL_HINT)
         gen = seeded_generator(seed)
