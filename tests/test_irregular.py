@@ -102,10 +102,23 @@ def _oscillator_reference(layer, u, dt, damped):
 @pytest.mark.parametrize("cls", [LinOSS, DLinOSS])
 @pytest.mark.parametrize("disc", ["IM", "IMEX"])
 def test_oscillators_with_intervals_equal_the_per_interval_scheme(cls, disc):
+    """IM: the forward with intervals equals the per-interval scheme. IMEX: refused for steps that vary along a
+    sequence (a product of IMEX steps of different sizes grows, see the next test); constant steps are a rate. The
+    IMEX per-interval scheme stays reachable through step(rate=...), checked against the reference here."""
     layer = cls(3, 5, discretization=disc, seed=3).double()
     u = torch.randn(2, 13, 3, dtype=f64)
     dt = torch.rand(2, 13, dtype=f64) * 2.5 + 0.1
     ref = _oscillator_reference(layer, u, dt, cls is DLinOSS)
+    if disc == "IMEX":
+        with pytest.raises(ValueError, match="irregular sampling with discretization='IMEX'"):
+            layer(u, dt=dt)
+        for b in range(2):
+            state, ys = layer.initial_state(1), []
+            for t in range(13):
+                y, state = layer.step(u[b:b + 1, t], state, rate=float(dt[b, t]))
+                ys.append(y)
+            torch.testing.assert_close(torch.stack(ys, 1), ref[b:b + 1], atol=1e-10, rtol=0)
+        return
     for mode in ("scan", "loop"):
         torch.testing.assert_close(layer(u, dt=dt, mode=mode), ref, atol=1e-10, rtol=0)
     y1, s = layer(u[:, :5], dt=dt[:, :5], return_state=True)
@@ -142,9 +155,9 @@ def test_irregular_refusals():
 
 
 @pytest.mark.parametrize("make", [lambda: S4D(3, 8, seed=4), lambda: S4D(3, 8, discretization="bilinear", seed=4),
-                                  lambda: LinOSS(3, 4, discretization="IMEX", seed=4), lambda: DLinOSS(3, 4, seed=4),
-                                  lambda: S5(3, 8, seed=4)],
-                         ids=["s4d", "s4d-bilinear", "linoss-imex", "dlinoss", "s5"])
+                                  lambda: LinOSS(3, 4, discretization="IM", seed=4),
+                                  lambda: DLinOSS(3, 4, discretization="IM", seed=4), lambda: S5(3, 8, seed=4)],
+                         ids=["s4d", "s4d-bilinear", "linoss-im", "dlinoss-im", "s5"])
 def test_streaming_steps_with_rate_equal_the_intervals(make):
     """A stream of one sequence: step t with ``rate=dt[t]`` is the forward pass with ``dt``."""
     layer = make().double()
@@ -160,9 +173,9 @@ def test_streaming_steps_with_rate_equal_the_intervals(make):
 
 
 @pytest.mark.parametrize("make", [lambda: S4D(3, 8, seed=5), lambda: S4D(3, 8, discretization="bilinear", seed=5),
-                                  lambda: LinOSS(3, 4, discretization="IM", seed=5), lambda: DLinOSS(3, 4, seed=5),
-                                  lambda: S5(3, 8, seed=5)],
-                         ids=["s4d", "s4d-bilinear", "linoss-im", "dlinoss", "s5"])
+                                  lambda: LinOSS(3, 4, discretization="IM", seed=5),
+                                  lambda: DLinOSS(3, 4, discretization="IM", seed=5), lambda: S5(3, 8, seed=5)],
+                         ids=["s4d", "s4d-bilinear", "linoss-im", "dlinoss-im", "s5"])
 def test_rate_multiplies_the_intervals(make):
     """``rate`` multiplies every step, also with intervals: ``layer(u, dt=s, rate=c) == layer(u, dt=c s)`` (a path
     that ignored rate when dt was given went unnoticed by the other tests)."""
@@ -176,7 +189,8 @@ def test_rate_multiplies_the_intervals(make):
 
 # ---- models: residual blocks and the classifier pass dt/timestamps through (issue 21) ----------------
 MODEL_LAYERS = {"s4d": dict(kind="s4d", d_state=4), "s5": dict(kind="s5", d_state=4),
-                "linoss": dict(kind="linoss", n_oscillators=3), "dlinoss": dict(kind="dlinoss", n_oscillators=3)}
+                "linoss": dict(kind="linoss", n_oscillators=3),
+                "dlinoss": dict(kind="dlinoss", n_oscillators=3, discretization="IM")}   # IMEX refuses varying steps
 
 
 def _classifier(kind, pool, prenorm=True, seed=0):
@@ -262,3 +276,43 @@ def test_models_refuse_intervals_for_layers_without_the_path():
                     (dict(dt=ones, timestamps=ones), "not both"), (dict(dt=ones.long()), "floating-point")):
         with pytest.raises((ValueError, TypeError), match=msg):
             model(x, **kw)
+
+
+@pytest.mark.parametrize("cls", [LinOSS, DLinOSS])
+def test_imex_under_varying_steps_grows_and_is_refused_while_im_stays_bounded(cls):
+    """Why IMEX refuses varying steps (found by an oscillator campaign): every IMEX block has |lambda| <= 1, yet the
+    impulse response under steps U[0.1, 2.1] grew without bound (LinOSS 0.27 -> 3.1e3 at L = 2000, D-LinOSS to
+    1e202); the same steps through IM stay at the regular response's size. Shown here through step(rate=dt_t),
+    which runs the same blocks one step at a time."""
+    g = torch.Generator().manual_seed(0)
+    dt = torch.rand(2000, generator=g, dtype=f64) * 2 + 0.1
+    peak = {}
+    for disc in ("IM", "IMEX"):
+        layer = cls(1, 1, discretization=disc, seed=0).double()
+        if cls is LinOSS:
+            with torch.no_grad():
+                layer.A_hat.fill_(1.0)
+                layer.dt_raw.fill_(0.0)
+        state, top = layer.initial_state(1), 0.0
+        with torch.no_grad():
+            for t in range(2000):
+                x = torch.ones(1, 1, dtype=f64) if t == 0 else torch.zeros(1, 1, dtype=f64)
+                y, state = layer.step(x, state, rate=float(dt[t]))
+                top = max(top, float(y.abs().max()))
+        peak[disc] = top
+    assert peak["IM"] < 10 and peak["IMEX"] > 100 * peak["IM"], peak
+    imex = cls(2, 3, discretization="IMEX", seed=0).double()
+    u = torch.randn(2, 9, 2, dtype=f64)
+    with pytest.raises(ValueError, match="use discretization='IM' for irregularly sampled data"):
+        imex(u, dt=torch.rand(2, 9, dtype=f64) + 0.5)
+    rows = torch.tensor([[0.5], [2.0]], dtype=f64).expand(2, 9)       # constant per sequence: a rate, allowed
+    torch.testing.assert_close(imex(u, dt=rows)[1:], imex(u[1:], rate=2.0), atol=1e-10, rtol=0)
+
+
+def test_oscillator_accessors_check_the_rate():
+    """LinOSS.dt(-1) returned negative steps and stiffness(nan) NaNs, while the rest of the API refused them."""
+    layer = LinOSS(2, 3, discretization="IMEX", seed=0)
+    for fn in (layer.dt, layer.stiffness, DLinOSS(2, 3, seed=0).dt):
+        for bad, err in ((-1.0, ValueError), (0, ValueError), (float("nan"), ValueError), ("a", TypeError)):
+            with pytest.raises(err, match="rate"):
+                fn(bad)
