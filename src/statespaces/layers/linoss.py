@@ -306,7 +306,10 @@ class LinOSS(SSMLayer):
         d_state: deprecated name of ``n_oscillators`` (DeprecationWarning).
         a_max: the initial stiffness is ``A ~ U[0, a_max]`` (default 1, the paper's): the oscillators'
             initial frequencies per step are at most about ``sqrt(a_max) dt``, so inputs with faster
-            periodic structure (e.g. the 8-step rows of sequential 8x8 digits) need ``a_max > 1``.
+            periodic structure (e.g. the 8-step rows of sequential 8x8 digits) need ``a_max > 1``. Under IMEX
+            the effective A is clamped at ``3.99 / dt^2`` (the stability bound), where it gets no gradient: with
+            the default dt range, ``a_max`` above about 8 mostly draws clamped oscillators
+            (``layer.stiffness()`` shows the effective values).
 
     Init (seed 001 / paper): ``A ~ U[0, 1]``; B, C complex with real and imaginary parts
     ``U[-1, 1]/sqrt(H)`` and ``U[-1, 1]/sqrt(P)``; ``D ~ N(0, 1)``.
