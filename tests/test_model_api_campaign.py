@@ -185,3 +185,20 @@ def test_stepping_a_batchnorm_block_in_training_mode_warns_once():
         warnings.simplefilter("error")
         block.step(torch.randn(3, 4), state)                                   # once per block
         block.eval().step(torch.randn(3, 4), block.initial_state(3))           # eval: running statistics
+
+
+def test_s4nd_options_that_could_never_run_are_refused_up_front():
+    """S4ND offered discretization='gbt', whose alpha it has no argument for (construction always failed, naming an
+    alpha S4ND does not take); ImageClassifier(layer='conv', d_model=0) built and then crashed inside torch."""
+    from statespaces.layers import S4ND
+    from statespaces.layers.s4nd import S4NDConfig
+    from statespaces.models.image import ImageClassifier
+    from statespaces.train.config import ConfigError
+
+    with pytest.raises(ValueError, match="unknown discretization 'gbt'"):
+        S4ND(3, d_state=8, discretization="gbt")
+    with pytest.raises(ConfigError, match="s4nd.discretization: got 'gbt'"):
+        S4NDConfig(discretization="gbt")
+    with pytest.raises(ValueError, match="d_model must be an integer >= 1"):
+        ImageClassifier(1, 10, d_model=0, layer="conv")
+    assert S4ND(3, d_state=8, discretization="bilinear").axes[0].discretization == "bilinear"

@@ -88,6 +88,9 @@ from .config import LayerConfig, setting
 from .init import REAL_TRANSFORMS, S4D_INITS
 from .s4d import S4D, S4D_DISCRETIZATIONS
 
+#: S4ND's per-axis rules: S4D's without "gbt", whose alpha S4ND has no argument for (it failed at construction)
+S4ND_DISCRETIZATIONS = tuple(d for d in S4D_DISCRETIZATIONS if d != "gbt")
+
 Tensor = torch.Tensor
 RateLike = Union[float, Sequence[float]]
 
@@ -135,7 +138,8 @@ class S4ND(Pretrained, nn.Module):
         init: S4D init of (A, B) for every axis (``legs``, ``inv``, ``lin``, ...).
         bidirectional: one bool for all axes or one per axis; True = two-sided (non-causal)
             kernel on that axis, False = causal.
-        discretization: per-axis S4D discretization (default ``zoh``).
+        discretization: per-axis S4D discretization (default ``zoh``; every S4D rule but ``gbt``, whose ``alpha``
+            S4ND does not take).
         dt_min: lower end of the log-uniform Δ init range, a scalar or one per axis (e.g. a longer
             initial temporal kernel for video; 1/Δ is the kernel's effective length, §9.4.2).
         dt_max: upper end of the log-uniform Δ init range, a scalar or one per axis (see ``dt_min``).
@@ -182,6 +186,7 @@ class S4ND(Pretrained, nn.Module):
         self.dims = check_positive_int("dims", dims)
         self.d_state = check_positive_int("d_state", d_state)
         seed = check_seed(seed)
+        discretization = check_choice("discretization", discretization, S4ND_DISCRETIZATIONS)
         bidir = _per_axis("bidirectional", bidirectional, dims)
         if not all(isinstance(b, bool) for b in bidir):
             raise TypeError(f"bidirectional must be a bool or a sequence of {dims} bools, got {bidirectional!r}")
@@ -487,7 +492,7 @@ class S4NDConfig(LayerConfig):
     init: str = setting("legs", "str", "S4D init of every axis", choices=lambda: tuple(S4D_INITS))
     bidirectional: Union[bool, Tuple[bool, ...]] = setting(True, "bool", "two-sided kernel, per axis or for all",
                                                            per_axis=True)
-    discretization: str = setting("zoh", "str", "per-axis discretization", choices=lambda: S4D_DISCRETIZATIONS)
+    discretization: str = setting("zoh", "str", "per-axis discretization", choices=lambda: S4ND_DISCRETIZATIONS)
     dt_min: Union[float, Tuple[float, ...]] = setting(1e-3, "float", "lower end of the dt init, per axis or for all",
                                                       lo=0, lo_open=True, per_axis=True)
     dt_max: Union[float, Tuple[float, ...]] = setting(1e-1, "float", "upper end of the dt init, per axis or for all",

@@ -106,6 +106,7 @@ class ImageClassifier(Pretrained, nn.Module):
         super().__init__()
         self.d_input = check_positive_int("d_input", d_input)
         check_positive_int("n_classes", n_classes, 2)
+        check_positive_int("d_model", d_model)
         self.dims = check_positive_int("dims", dims)
         check_positive_int("n_layers", n_layers)
         if isinstance(layer, str) and layer.lower() == "conv":
