@@ -202,3 +202,33 @@ def test_s4nd_options_that_could_never_run_are_refused_up_front():
     with pytest.raises(ValueError, match="d_model must be an integer >= 1"):
         ImageClassifier(1, 10, d_model=0, layer="conv")
     assert S4ND(3, d_state=8, discretization="bilinear").axes[0].discretization == "bilinear"
+
+
+def test_generation_and_audio_edges_found_by_the_lm_campaign(tmp_path):
+    """A temperature of 1e-40 overflowed the float32 logits (NaN probabilities, torch's multinomial error); NaN audio
+    became the code -2^63; audio_splits with two fractions raised an IndexError; from_pretrained returned a dropout
+    model in training mode (two scorings, two losses)."""
+    from statespaces.data.audio import audio_splits, linear_encode, mulaw_encode, synth_piano
+    from statespaces.models.generate import sample_logits
+    from statespaces.serialization import load_pretrained
+
+    logits = torch.tensor([[2.0, 1.0, -1.0], [0.0, 5.0, 1.0]])
+    for t in (1e-40, 1e-300):
+        assert sample_logits(logits, temperature=t).tolist() == [0, 1]
+    lm = SSMLanguageModel(7, d_model=8, n_layers=1).eval()
+    p = torch.randint(0, 7, (2, 4))
+    greedy = lm.generate(p, 5, top_k=1)
+    assert torch.equal(lm.generate(p, 5, temperature=1e-300), greedy)
+    for enc in (mulaw_encode, linear_encode):
+        with pytest.raises(ValueError, match="NaN samples"):
+            enc(torch.tensor([0.1, float("nan")]))
+    with pytest.raises(TypeError, match="expects a float waveform"):
+        linear_encode(torch.tensor([1, 2]))
+    for fr in ((0.5, 0.3), (0.5, 0.3, 0.4), (0.5, -0.1, 0.2)):
+        with pytest.raises(ValueError, match="fractions must be three numbers"):
+            audio_splits(synth_piano(0.5), 100, fractions=fr)
+    SSMLanguageModel(7, d_model=8, n_layers=1, dropout=0.2).save_pretrained(tmp_path / "m")
+    m = load_pretrained(tmp_path / "m")
+    x = torch.randint(0, 7, (2, 6))
+    with torch.no_grad():
+        assert not m.training and torch.equal(m.loss(x), m.loss(x))

@@ -299,7 +299,8 @@ def load_pretrained(pretrained: PathLike, map_location: Union[str, torch.device]
     """Rebuild the module saved in ``pretrained`` (see :meth:`Pretrained.save_pretrained`).
 
     Also takes a checkpoint written by ``statespaces train`` (``runs/x/best`` or the run folder
-    ``runs/x``), checked by its SHA-256 sums like ``statespaces evaluate`` does."""
+    ``runs/x``), checked by its SHA-256 sums like ``statespaces evaluate`` does. The model comes back in eval mode
+    (as Hugging Face's ``from_pretrained``; a dropout model scored twice gave two losses): ``.train()`` to fine-tune."""
     path = _resolve(pretrained, **hub_kwargs)
     model: nn.Module
     if not (path / CONFIG_NAME).exists() and _is_trainer_checkpoint(path):
@@ -312,7 +313,7 @@ def load_pretrained(pretrained: PathLike, map_location: Union[str, torch.device]
         model = _load_saved(path)
     if expect is not None and expect is not Pretrained and not isinstance(model, expect):
         raise TypeError(f"{path} holds a {type(model).__name__}, not a {expect.__name__}")
-    return model.to(map_location)
+    return model.to(map_location).eval()    # as Hugging Face's from_pretrained: dropout off until .train()
 
 
 def _load_saved(path: Path) -> nn.Module:

@@ -40,10 +40,7 @@ def mulaw_encode(x: Tensor, bits: int = 8) -> Tensor:
     y to ``2^bits`` levels. Values outside [-1, 1] are clipped.
     """
     mu = 2 ** _check_bits(bits) - 1
-    x = torch.as_tensor(x)
-    if not x.is_floating_point():
-        raise TypeError(f"mulaw_encode expects a float waveform in [-1, 1], got dtype {x.dtype}")
-    x = x.to(torch.float64).clamp(-1.0, 1.0)
+    x = _waveform(x, "mulaw_encode")
     y = torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
     return torch.floor((y + 1) / 2 * mu + 0.5).long()
 
@@ -64,8 +61,19 @@ def mulaw_decode(q: Tensor, bits: int = 8, dtype: torch.dtype = torch.float32) -
 def linear_encode(x: Tensor, bits: int = 8) -> Tensor:
     """Uniform quantization of [-1, 1] to ``2^bits`` codes (Beethoven, Table 8.1)."""
     n = 2 ** _check_bits(bits) - 1
-    x = torch.as_tensor(x).to(torch.float64).clamp(-1.0, 1.0)
+    x = _waveform(x, "linear_encode")
     return torch.floor((x + 1) / 2 * n + 0.5).long()
+
+
+def _waveform(x: Tensor, who: str) -> Tensor:
+    """A float waveform as float64, clipped to [-1, 1]; NaN refused (it became the code -2^63, found only later as a
+    token out of range), integers refused (a waveform is float; linear_encode took them silently)."""
+    x = torch.as_tensor(x)
+    if not x.is_floating_point():
+        raise TypeError(f"{who} expects a float waveform in [-1, 1], got dtype {x.dtype}")
+    if x.numel() and bool(torch.isnan(x).any()):
+        raise ValueError(f"{who}: the waveform holds {int(torch.isnan(x).sum())} NaN samples; clean them first")
+    return x.to(torch.float64).clamp(-1.0, 1.0)
 
 
 def linear_decode(q: Tensor, bits: int = 8, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -129,6 +137,13 @@ def audio_splits(
     """
     if encoding not in ("mulaw", "linear"):
         raise ValueError(f"unknown encoding {encoding!r}; valid: mulaw, linear")
+    fr = tuple(fractions) if isinstance(fractions, (tuple, list)) else ()
+    if len(fr) != 3 or any(isinstance(f, bool) or not isinstance(f, (int, float)) or f < 0 for f in fr) \
+            or sum(fr) > 1 + 1e-9:
+        raise ValueError(f"fractions must be three numbers >= 0 (train, valid, test) summing to at most 1, got "
+                         f"{fractions!r}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer (samples per chunk), got {chunk!r}")
     enc = mulaw_encode if encoding == "mulaw" else linear_encode
     codes = enc(torch.as_tensor(np.asarray(signal, dtype=np.float64)), bits)
     n = len(codes)

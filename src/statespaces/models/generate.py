@@ -59,7 +59,9 @@ def filter_logits(
     temperature = float(temperature)
     top_k = None if top_k is None else int(top_k)
     top_p = None if top_p is None else float(top_p)
-    logits = upcast_half(logits) / temperature
+    logits = upcast_half(logits)
+    # divided in float64: a float32 division casts a temperature below 1e-45 to 0 itself
+    logits = (logits.double() / temperature).to(logits.dtype)
     V = logits.shape[-1]
     neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
     if top_k is not None and top_k < V:
@@ -81,8 +83,12 @@ def sample_logits(
     top_p: Optional[float] = None,
     generator: Optional[torch.Generator] = None,
 ) -> Tensor:
-    """Draw one token per row from logits (..., V): returns int64 (...)."""
-    logits = filter_logits(logits, temperature, top_k, top_p)
+    """Draw one token per row from logits (..., V): returns int64 (...). Any finite temperature > 0 is valid, the
+    smallest giving the greedy choice: the logits are shifted by their row maximum first (the softmax does not
+    change), so a tiny temperature sends the others to -inf instead of overflowing the maximum to +inf (NaN
+    probabilities at temperature 1e-40 in float32)."""
+    logits = upcast_half(logits)
+    logits = filter_logits(logits - logits.amax(-1, keepdim=True).detach(), temperature, top_k, top_p)
     V = logits.shape[-1]
     probs = torch.softmax(logits.reshape(-1, V).to(torch.float64), dim=-1)
     idx = torch.multinomial(probs, 1, generator=generator)
