@@ -836,3 +836,11 @@ def test_fftconv_refuses_an_empty_length():
     e = refused(fftconv, torch.randn(2, 0, 3), torch.randn(3, 5))
     assert "L >= 1" in str(e)
     refused(fftconv, torch.randn(5), torch.randn(3, 5))
+
+
+@pytest.mark.parametrize("ctor", ["S4D", "S4", "LinOSS", "DLinOSS", "S5"])
+def test_initial_state_of_a_half_precision_layer_is_refused(ctor):
+    """LinOSS.initial_state lost its @public (a method inserted between the decorator and it) and returned a
+    complex64 state for float16 parameters; every layer refuses them at this entry point too."""
+    e = refused(LAYER_CTORS[ctor](4, seed=0).half().initial_state, 1)
+    assert "parameters are torch.float16" in str(e)

@@ -625,7 +625,6 @@ class LinOSS(SSMLayer):
         check_result(self, K, "kernel")
         return K
 
-    @public
     def _check_intervals(self, x: Tensor, dt: Optional[Tensor], timestamps: Optional[Tensor]) -> Optional[Tensor]:
         """As :meth:`SSMLayer._check_intervals`, and IMEX refuses steps that vary along a sequence: each IMEX block
         has ``|lambda| <= 1``, but a product of blocks of different sizes is not contractive (parametric growth).
@@ -641,6 +640,7 @@ class LinOSS(SSMLayer):
                              f"({type(self).__name__}(..., discretization='IM'))")
         return steps
 
+    @public
     def initial_state(self, batch_size: int) -> Tensor:
         """Zero state (B, 2, P) complex: ``[:, 0]`` velocity, ``[:, 1]`` position."""
         batch_size = check_batch_size(batch_size)
