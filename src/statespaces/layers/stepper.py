@@ -66,6 +66,22 @@ def _resolve(layer: SSMLayer, dtype: Optional[torch.dtype], device: Optional[Uni
     return dtype, device
 
 
+def check_stepper_input(x: Tensor, buffer: Tensor, who: str) -> None:
+    """The per-call checks of a stepper's input x against its static input ``buffer`` (B, H), from metadata only
+    (no device sync, so a CUDA-graph replay loop pays nothing on the device): the buffer's shape and device (the
+    buffer's device has its index, "cuda:0", where a requested device may not), and a real floating dtype no wider
+    than the buffer's (as a layer's ``step`` refuses float64 into float32). Shared by the layer steppers and
+    :class:`~statespaces.models.stepper.ModelStepper`."""
+    if not isinstance(x, Tensor) or x.shape != buffer.shape:
+        raise ValueError(f"{who} input must have shape {tuple(buffer.shape)} (batch_size, d_model), got "
+                         f"{tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+    if x.device != buffer.device:
+        raise ValueError(f"{who} input is on {x.device}, the stepper on {buffer.device}; move one with .to(device)")
+    if x.is_complex() or not x.is_floating_point() or (x.dtype == torch.float64 and buffer.dtype != x.dtype):
+        raise TypeError(f"{who} input must be a real floating-point tensor no wider than the stepper's "
+                        f"{buffer.dtype}, got {x.dtype}")
+
+
 def _check_system(layer: SSMLayer, eig_abs: Tensor, **tensors: Tensor) -> None:
     """Build-time validation: finite parameters and system, no eigenvalue outside the unit disc."""
     bad = nonfinite_parameters(layer)
@@ -119,15 +135,7 @@ class LayerStepper:
 
         Checked per call from the tensor's metadata only (no device sync): shape, device, a real floating dtype
         no wider than the stepper's (as the layer's ``step`` does)."""
-        if not isinstance(x, Tensor) or x.shape != self.x.shape:
-            raise ValueError(f"{self.layer_name} stepper input must have shape {tuple(self.x.shape)} "
-                             f"(batch_size, d_model), got {tuple(getattr(x, 'shape', ())) or type(x).__name__}")
-        if x.device != self.x.device:           # the buffer's device has its index ("cuda:0"), self.device may not
-            raise ValueError(f"{self.layer_name} stepper input is on {x.device}, the stepper on {self.x.device}; "
-                             "move one with .to(device)")
-        if x.is_complex() or not x.is_floating_point() or (x.dtype == torch.float64 and self.dtype != x.dtype):
-            raise TypeError(f"{self.layer_name} stepper input must be a real floating-point tensor no wider than "
-                            f"the stepper's {self.dtype}, got {x.dtype}")
+        check_stepper_input(x, self.x, f"{self.layer_name} stepper")
         self.x.copy_(x)
         self.advance()
         return self.y

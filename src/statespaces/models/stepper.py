@@ -35,7 +35,7 @@ from torch import nn
 from .._checks import check_batch_size
 from ..blocks import ResidualBlock
 from ..layers.base import SSMLayer
-from ..layers.stepper import LayerStepper
+from ..layers.stepper import LayerStepper, check_stepper_input
 
 Tensor = torch.Tensor
 
@@ -258,14 +258,7 @@ class ModelStepper:
         """One step from the encoded input x (B, H); returns the logits buffer (overwritten by the next call).
         Checked from metadata only (no device sync): shape, device, a real floating dtype no wider than the
         model's."""
-        if not isinstance(x, Tensor) or x.shape != self.x.shape:
-            raise ValueError(f"stepper input must have shape {tuple(self.x.shape)} (batch_size, d_model), "
-                             f"got {tuple(getattr(x, 'shape', ())) or type(x).__name__}")
-        if x.device != self.x.device:
-            raise ValueError(f"stepper input is on {x.device}, the stepper on {self.x.device}; move one with .to()")
-        if x.is_complex() or not x.is_floating_point() or (x.dtype == torch.float64 and self.x.dtype != x.dtype):
-            raise TypeError(f"stepper input must be a real floating-point tensor no wider than the model's "
-                            f"{self.x.dtype}, got {x.dtype}")
+        check_stepper_input(x, self.x, "stepper")
         self.x.copy_(x)
         phase = self.core.t % self.core.period
         if self.graphs is not None:
