@@ -50,13 +50,15 @@ def test_every_name_loads_and_batches(name):
     if reason:
         pytest.skip(reason)
     data = DATASETS[name](seed=0, **SMALL.get(name, {}))
-    assert isinstance(data, SequenceData) and data.task == "classification"
+    # chorales: a language model's tokens, (n, L, 4) int64 inputs that are their own targets
+    assert isinstance(data, SequenceData) and data.task == ("lm" if name == "chorales" else "classification")
     for split in (data.train, data.test):   # what statespaces.train.loop checks
         y = split.tensors[1]
         assert len(split) > 0 and y.dtype == torch.int64 and 0 <= int(y.min()) and int(y.max()) < data.n_classes
     batch = next(iter(DataLoader(data.train, batch_size=4)))
     x = batch[0]
-    assert x.dtype == torch.float32 and x.shape[1:] == (data.length, data.d_input)
+    assert x.dtype == (torch.int64 if name == "chorales" else torch.float32)
+    assert x.shape[1:] == (data.length, data.d_input)
     assert isinstance(data.train, TokenDataset) == (name in ("listops", "copying", "selective_copying",
                                                               "associative_recall"))
 

@@ -5,6 +5,7 @@ statespaces train [--preset NAME] [--config FILE.toml] [--section.key VALUE ...]
 statespaces train --trainer.out DIR --resume [--section.key VALUE ...]   # config read from DIR
 statespaces evaluate CHECKPOINT_OR_RUN_DIR [MORE ...] [--data.name PATH]   # several: and their ensemble
 statespaces analyze CHECKPOINT_OR_RUN_DIR [OUT_DIR]
+statespaces generate RUN_DIR [--steps N] [--prompt K] [--piece I] [--n M] [--temperature T] [--seed S] [--out STEM]
 statespaces reproduce [IDS ...] [--quick]
 statespaces presets
 ```
@@ -143,6 +144,20 @@ def _main(argv: List[str]) -> int:
     p_an.add_argument("checkpoint")
     p_an.add_argument("out_dir", nargs="?", default=None, help="(default: <checkpoint>/analysis)")
     p_an.add_argument("--no-plots", action="store_true", help="write the CSV/NPZ/JSON tables only")
+    p_gen = sub.add_parser("generate", help="sample continuations of held-out pieces from a language model's run "
+                                            "(a run folder: its best/) in recurrent mode; chorales: MIDI files")
+    p_gen.add_argument("checkpoint")
+    p_gen.add_argument("--steps", type=int, default=256, help="new steps per piece (default 256: 16 bars of chorales)")
+    p_gen.add_argument("--prompt", type=int, default=16, help="steps of each test piece given as the prompt "
+                                                              "(default 16: one bar)")
+    p_gen.add_argument("--piece", type=int, default=0, help="index of the first test piece used as a prompt")
+    p_gen.add_argument("--n", type=int, default=1, help="number of continuations (one per test piece from --piece)")
+    p_gen.add_argument("--temperature", type=float, default=1.0)
+    p_gen.add_argument("--top-k", type=int, default=None)
+    p_gen.add_argument("--top-p", type=float, default=None)
+    p_gen.add_argument("--seed", type=int, default=0, help="seed of the sampling (the same seed, the same notes)")
+    p_gen.add_argument("--out", default=None, help="file stem of the output (.mid/.npy added; default "
+                                                   "<checkpoint>/generated/sample_<seed>)")
     args, extra = parser.parse_known_args(argv)
 
     if args.command == "train":
@@ -158,7 +173,8 @@ def _main(argv: List[str]) -> int:
         res = evaluate_checkpoint(args.checkpoint[0], data_name=args.data_name)
         task = get_task(res["task"])
         score, value = task.score_label, task.format_score(res["acc"])
-        print(f"test loss {res['loss']:.4f}  test {score} {value}  ({res['dataset']}, {res['n_test']} test "
+        loss = "" if task.score_is_loss else f"test loss {res['loss']:.4f}  "
+        print(f"{loss}test {score} {value}  ({res['dataset']}, {res['n_test']} test "
               f"examples)\ncheckpoint {res['checkpoint']}: {res['selection']}")
         _print_channels(res)
         return 0
@@ -182,6 +198,8 @@ def _main(argv: List[str]) -> int:
             print(f"{skip['layer']}: not analyzed ({skip['reason']})")
         print(f"wrote the oscillator analysis of {folder} to {Path(out)}")
         return 0
+    if args.command == "generate":
+        return _generate(args)
     if args.command == "reproduce":
         from pathlib import Path
 
@@ -216,6 +234,22 @@ def _evaluate_ensemble(paths: List[str], data_name: Optional[str]) -> int:
     print(f"test loss {res['loss']:.4f}  test {task.score_label} {task.format_score(res['acc'])}  ensemble of "
           f"{res['n_members']} ({how}; {res['dataset']}, {res['n_test']} test examples)")
     _print_channels(res)
+    return 0
+
+
+def _generate(args) -> int:
+    from .train.generation import check_sampling_args, generate_from_checkpoint
+
+    check_sampling_args(args.temperature, args.top_k, args.top_p)
+    res = generate_from_checkpoint(args.checkpoint, steps=args.steps, prompt_steps=args.prompt, piece=args.piece,
+                                   n=args.n, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                   seed=args.seed, out=args.out)
+    prompts = ", ".join(f"{p['piece']}" + (f" ({p['name']})" if p["name"] else "") for p in res["prompts"])
+    print(f"generated {res['n']} x {res['steps']} steps in recurrent mode in {res['seconds']:.1f}s "
+          f"({res['steps_per_second']:,.0f} steps/s), after the first {args.prompt} steps of test piece(s) {prompts}; "
+          f"the model's NLL of its samples {res['sample_nll']:.4f} nats/step")
+    for path in res["midi"] + [res["tokens"]]:
+        print(f"wrote {path}")
     return 0
 
 

@@ -89,6 +89,7 @@ DATASETS: Dict[str, Loader] = _Registry({
     "fashion_mnist14": _fashion(permute=False, pool=2),
     "pfashion_mnist14": _fashion(permute=True, pool=2),
     "mnist1d": _lazy("mnist1d", "load_mnist1d"),
+    "chorales": _lazy("chorales", "load_chorales_lm"),
     "listops": _lazy("listops", "load_listops"),
     "pathfinder": _lazy("pathfinder", "load_pathfinder"),
     "copying": _lazy("synthetic", "load_copying"),

@@ -27,7 +27,7 @@ from torch.utils.data import TensorDataset
 
 Tensor = torch.Tensor
 
-TASKS = ("classification", "regression", "seq2seq")
+TASKS = ("classification", "regression", "seq2seq", "lm")
 
 
 class TokenDataset(TensorDataset):
@@ -101,6 +101,11 @@ class SequenceData:
     task: str = "classification"
     info: dict = field(default_factory=dict)
     test_length: Optional[int] = None
+    #: The dataset's own validation split (e.g. the chorales' held-out pieces), or None. When set,
+    #: ``statespaces train`` validates on it (with ``trainer.val_fraction > 0``) instead of drawing one out of
+    #: ``train``: needed where training examples are windows of longer pieces, which a random split of the
+    #: windows would put on both sides. Its padded length is its own.
+    valid: Optional[TensorDataset] = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -109,8 +114,9 @@ class SequenceData:
             raise ValueError(f"{self.name}: {len(self.classes)} class names for n_classes={self.n_classes}")
         if self.test_length is not None:
             check_count(f"{self.name}: test_length", self.test_length)
-        for split in ("train", "test"):
-            _validate_split(self, split, getattr(self, split))
+        for split in ("train", "test", "valid"):
+            if getattr(self, split) is not None:
+                _validate_split(self, split, getattr(self, split))
 
     @property
     def lengths_train(self) -> Optional[Tensor]:
@@ -125,7 +131,10 @@ class SequenceData:
         return self.lengths_train is not None
 
     def split_length(self, split: str) -> int:
-        """Padded length of ``split`` (``"train"`` or ``"test"``): ``length``, or ``test_length`` when set."""
+        """Padded length of ``split`` (``"train"``, ``"test"`` or ``"valid"``): ``length``, or ``test_length``
+        when set for the test split; the validation split's own."""
+        if split == "valid" and self.valid is not None:
+            return int(self.valid.tensors[0].shape[1])
         return self.test_length if split == "test" and self.test_length is not None else self.length
 
 
@@ -206,7 +215,8 @@ def with_time_channel(data: SequenceData) -> SequenceData:
         return TensorDataset(torch.cat([t[..., None], x], dim=-1), *rest)
 
     info = dict(data.info, time_channel=True)
-    return dataclasses.replace(data, train=one(data.train), test=one(data.test), d_input=data.d_input + 1, info=info)
+    return dataclasses.replace(data, train=one(data.train), test=one(data.test), d_input=data.d_input + 1, info=info,
+                               valid=None if data.valid is None else one(data.valid))
 
 
 def normalize_series(data: SequenceData) -> SequenceData:
@@ -236,4 +246,5 @@ def normalize_series(data: SequenceData) -> SequenceData:
         return TensorDataset(z, *rest)
 
     info = dict(data.info, normalize="series")
-    return dataclasses.replace(data, train=one(data.train), test=one(data.test), info=info)
+    return dataclasses.replace(data, train=one(data.train), test=one(data.test), info=info,
+                               valid=None if data.valid is None else one(data.valid))

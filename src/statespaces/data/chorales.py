@@ -27,9 +27,12 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .base import SequenceData
 
 #: Token of a silent voice; pitches use their MIDI numbers 0..127.
 REST = 128
@@ -307,3 +310,41 @@ def pad_batch(pieces: Sequence[np.ndarray], multiple: int = 1) -> Tuple[np.ndarr
     for b, g in enumerate(pieces):
         out[b, : len(g)] = g
     return out, lengths
+
+
+
+def load_chorales_lm(seed: int = 0, path: Optional[Union[str, Path]] = None) -> "SequenceData":
+    """The chorales as a :class:`~statespaces.data.base.SequenceData` of task ``"lm"`` (``statespaces train
+    --data.name chorales``; the presets ``chorales-sashimi`` and ``chorales-s4d``).
+
+    Each split holds ``(tokens, tokens, lengths)``: its pieces whole, right-padded with ``REST`` to the split's
+    longest, as int64 tokens (n, L, 4) (MIDI pitch or ``REST`` per voice), the same tokens as targets (a language
+    model predicts its own input one step ahead) and each piece's length; ``valid`` holds the validation pieces
+    (:attr:`SequenceData.valid`, the split ``statespaces train`` validates on). ``n_classes`` is the vocabulary
+    (129 tokens per voice) and ``d_input`` the number of voices (4), which
+    :func:`statespaces.train.loop.build_model` reads as the model's ``vocab_size`` and ``n_streams``. Training
+    on random windows of the pieces (what the presets do) is ``data.augment = {"window": 128}``
+    (:class:`~statespaces.data.augment.TokenWindows`).
+
+    The split by piece is :func:`load_chorales`'s with its seed 0 (263 / 33 / 33 pieces) whatever ``seed``
+    is: ``seed`` (``trainer.seed``) is accepted for the ``DATASETS`` interface, so that runs of several seeds
+    are scored on the same test pieces. ``path``: the cache folder (:func:`data_dir`).
+    """
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from .base import SequenceData
+
+    data = load_chorales(path, verbose=False)
+
+    def split(name: str) -> TensorDataset:
+        x, lengths = pad_batch(data.split(name))
+        tokens = torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64))
+        return TensorDataset(tokens, tokens, torch.from_numpy(lengths.astype(np.int64)))
+
+    train, valid, test = split("train"), split("valid"), split("test")
+    info = {"pieces": {k: len(data.split(k)) for k in ("train", "valid", "test")}, "names": data.names,
+            "unit": "nats per 16th-note step, summed over the 4 voices"}
+    return SequenceData(train, test, d_input=N_VOICES, n_classes=VOCAB_SIZE, length=int(train.tensors[0].shape[1]),
+                        name="chorales", task="lm", info=info, test_length=int(test.tensors[0].shape[1]),
+                        valid=valid)

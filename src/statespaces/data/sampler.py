@@ -127,10 +127,14 @@ class BucketBatchSampler(Sampler[List[int]]):
 
 def trim_collate(items) -> List[Tensor]:
     """Collate ``(x, y, length)`` items and cut ``x`` (B, L, C) to the batch's longest series
-    (``x[:, :max(lengths)]``); items without a length are collated unchanged."""
+    (``x[:, :max(lengths)]``), and ``y`` too when it is aligned with ``x`` step by step (per-step targets of the
+    same padded length, e.g. a language model's tokens); items without a length are collated unchanged."""
     batch = default_collate(items)
     if len(batch) >= 3 and isinstance(batch[2], Tensor) and batch[2].dim() == 1 and batch[0].dim() >= 2:
-        batch[0] = batch[0][:, : int(batch[2].max())]
+        L, longest = batch[0].shape[1], int(batch[2].max())
+        batch[0] = batch[0][:, :longest]
+        if isinstance(batch[1], Tensor) and batch[1].dim() >= 2 and batch[1].shape[1] == L:
+            batch[1] = batch[1][:, :longest]
     return batch
 
 

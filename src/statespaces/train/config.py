@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from .._config import ConfigError, Rule, _num, _show  # noqa: F401  (re-exported)
-from ..data.augment import SeriesAugment
+from ..data.augment import from_spec as augmentation_from_spec
 from ..layers.config import LayerConfig, layer_config, legacy_layer, merge_layer
 from ..models.classifier import POOLS
 
@@ -81,6 +81,8 @@ RULES: Dict[str, Dict[str, Rule]] = {
         "pool": Rule("str", choices=lambda: POOLS),
         "stem": Rule("int", lo=0),
         "stem_dilations": Rule("int", lo=1, per_axis=True),
+        "backbone": Rule("str", choices=lambda: ("flat", "sashimi")),
+        "backbone_kwargs": Rule("dict"),
     },
     "data": {
         "name": Rule("str", what="a dataset name (see statespaces.data.DATASETS), ucr:<Problem>, or a path to a "
@@ -134,7 +136,8 @@ def _default_layer() -> LayerConfig:
 class ModelConfig:
     """The model: a :class:`~statespaces.models.SequenceClassifier` of ``n_layers`` residual blocks of
     width ``d_model`` around the layer ``layer`` (a :class:`~statespaces.layers.config.LayerConfig`;
-    given as a kind, ``{"kind": ..., **settings}`` or a config)."""
+    given as a kind, ``{"kind": ..., **settings}`` or a config); for a language-model dataset (task
+    ``"lm"``), an :class:`~statespaces.models.SSMLanguageModel` with the backbone ``backbone``."""
 
     layer: LayerConfig = field(default_factory=_default_layer)
     d_model: int = 64
@@ -146,6 +149,11 @@ class ModelConfig:
     pool: str = "mean"
     stem: int = 0                          # kernel size of a convolutional stem (0: a linear encoder)
     stem_dilations: Any = 1                # an int or a list: the stem's dilations (channels split evenly)
+    # language models (a dataset of task "lm", e.g. chorales): "flat", a stack of n_layers residual blocks, or
+    # "sashimi", the multi-scale SaShiMi of thesis ch. 8 with n_layers (SSM, FF) pairs per tier; backbone_kwargs:
+    # further arguments of the backbone (SSMStack: ff_expand; SaShiMi: pool, n_pools, expand, ff_expand)
+    backbone: str = "flat"
+    backbone_kwargs: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _validate_section("model", self)
@@ -160,7 +168,8 @@ class DataConfig:
     # "none": raw values (time-series files only)
     normalize: str = "global"
     # train-time augmentation of float series: {"roll": p, "crop": c, "scale": s, "jitter": j}
-    # (statespaces.data.augment.SeriesAugment; the clock of time_channel is left as it is); {}: none
+    # (statespaces.data.augment.SeriesAugment; the clock of time_channel is left as it is); of token
+    # sequences (language models): {"window": W}, random windows of W steps (TokenWindows); {}: none
     augment: Dict[str, Any] = field(default_factory=dict)
     # prepend a time channel t / (L - 1) to every series (statespaces.data.base.with_time_channel)
     time_channel: bool = False
@@ -168,7 +177,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         _validate_section("data", self)
         try:
-            SeriesAugment.from_spec(self.augment)
+            augmentation_from_spec(self.augment)
         except ValueError as e:
             raise ConfigError(f"data.augment: got {_show(self.augment)}; {str(e).removeprefix('augment: ')}") from None
 
@@ -595,6 +604,21 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "psfmnist-s4d": {"data": {"name": "pfashion_mnist"}, "model": {"d_model": 128, "n_layers": 4},
                      "trainer": {"epochs": 20, "batch_size": 64, "lr": 4e-3, "weight_decay": 0.01}},
     "fmnist14-s4d": {"data": {"name": "fashion_mnist14", "kwargs": {"n_train": 10000}}, "trainer": {"epochs": 3}},
+    # Bach chorales, next-step prediction (task lm; statespaces.data.chorales.load_chorales_lm): random windows of
+    # 128 steps of the 263 training pieces (3 passes per epoch: 816 steps), validated and tested on whole held-out
+    # pieces, NLL per 16th-note step; the two models of experiments/chorales.py (SaShiMi of thesis ch. 8, a flat
+    # S4D stack with FF blocks). `statespaces generate runs/chorales-sashimi` writes a chorale (MIDI)
+    "chorales-sashimi": {"data": {"name": "chorales", "augment": {"window": 128}},
+                         "model": {"backbone": "sashimi", "d_model": 32, "n_layers": 1, "dropout": 0.0,
+                                   "mixing": "linear", "layer": {"kind": "s4d", "d_state": 32},
+                                   "backbone_kwargs": {"pool": 4, "n_pools": 2, "expand": 2, "ff_expand": 2}},
+                         "trainer": {"epochs": 16, "min_steps": 800, "batch_size": 16, "lr": 3e-3,
+                                     "weight_decay": 0.01, "warmup_steps": 80, "grad_clip": 1.0}},
+    "chorales-s4d": {"data": {"name": "chorales", "augment": {"window": 128}},
+                     "model": {"backbone": "flat", "d_model": 64, "n_layers": 6, "dropout": 0.0, "mixing": "linear",
+                               "layer": {"kind": "s4d", "d_state": 32}, "backbone_kwargs": {"ff_expand": 2}},
+                     "trainer": {"epochs": 16, "min_steps": 800, "batch_size": 16, "lr": 3e-3, "weight_decay": 0.01,
+                                 "warmup_steps": 80, "grad_clip": 1.0}},
 }
 
 #: Presets that finish in minutes on a 2-core CPU (the others are meant for a GPU).
@@ -602,6 +626,8 @@ CPU_PRESETS = ("digits-s4d", "pdigits-s4d", "digits-s4", "digits-linoss", "digit
                "japanese-vowels-s4d", "japanese-vowels-s4", "japanese-vowels-linoss", "japanese-vowels-s5",
                "japanese-vowels-dlinoss", "basicmotions-s4d", "ucr", "ucr-local", "uea", "listops-s4d",
                "pathfinder-s4d", "listops-short-s4d", "pathfinder16-s4d", "fmnist14-s4d")
+#: The language-model presets (NLL, not accuracy: their figures are in docs/generation.md); minutes on a CPU too.
+LM_PRESETS = ("chorales-sashimi", "chorales-s4d")
 
 
 #: Config keys a resumed run may change: where it runs and what it writes, not what it computes

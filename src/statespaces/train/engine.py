@@ -133,7 +133,7 @@ def fit(
     grad_clip: float = 0.0,
     callbacks: Sequence[Callback] = (),
     divergence_hint: str = "lower the learning rate or clip the gradients",
-    augment: Optional[Callable[[Tensor, Optional[Tensor], int], Tuple[Tensor, Optional[Tensor]]]] = None,
+    augment: Optional[Any] = None,
     mixup: Optional[Callable[[Tensor, Tensor, Optional[Tensor], int],
                              Tuple[Tensor, Optional[Tensor], Tensor, float]]] = None,
 ) -> FitState:
@@ -147,11 +147,12 @@ def fit(
     through (a DDP or compiled wrapper of ``model``; default ``model``). ``augment(x, lengths, step)``
     transforms each training input and its lengths before the forward
     (:class:`statespaces.data.augment.SeriesAugment`; seeded by the step, so a resumed run draws what
-    the uninterrupted one would). ``mixup(x, y, lengths, step)`` returns a mixed batch, its lengths, the
-    partners' labels and the weight ``lam`` of ``y`` (:class:`statespaces.train.mixup.MixUp`, after
-    ``augment``); the step's loss is then ``lam * loss(y) + (1 - lam) * loss(partners)``, and the running
-    score counts hits against ``y``. Divergence raises
-    ``FloatingPointError`` naming the step, the epoch and the non-finite parameters, followed by
+    the uninterrupted one would); an ``augment`` with a method ``with_targets(x, y, lengths, step)`` transforms
+    the targets too (:class:`~statespaces.data.augment.TokenWindows`: random windows of a language model's
+    tokens). ``mixup(x, y, lengths, step)`` returns a mixed batch, its lengths, the partners' labels
+    and the weight ``lam`` of ``y`` (:class:`statespaces.train.mixup.MixUp`, after ``augment``); the step's
+    loss is then ``lam * loss(y) + (1 - lam) * loss(partners)``, and the running score counts hits against ``y``.
+    Divergence raises ``FloatingPointError`` naming the step, the epoch and the non-finite parameters, followed by
     ``divergence_hint``. The model is left in training mode.
     """
     task = get_task(task)
@@ -181,7 +182,9 @@ def fit(
             if i < offset:
                 continue  # resuming inside an epoch: the sampler order is a function of (seed, epoch)
             x, y, lengths = task.unpack(batch, device)
-            if augment is not None:
+            if augment is not None and hasattr(augment, "with_targets"):   # cuts the aligned targets too (tokens)
+                x, y, lengths = augment.with_targets(x, y, lengths, state.step)
+            elif augment is not None:
                 x, lengths = augment(x, lengths, state.step)
             partners, lam = None, 1.0
             if mixup is not None:

@@ -12,7 +12,8 @@ checkpoint at every epoch end and optionally every N steps; ``metrics.csv``, ``c
 position in the epoch.
 
 Model selection never looks at the test split: with ``trainer.val_fraction > 0`` (default 0.1) a
-stratified, seeded part of the training split is held out and ``best/`` is the epoch with the
+stratified, seeded part of the training split is held out (or the dataset's own validation split is used,
+where it has one: ``SequenceData.valid``, e.g. the chorales' held-out pieces) and ``best/`` is the epoch with the
 highest validation score; with ``val_fraction = 0`` ``best/`` is the last epoch. ``summary.json``,
 every checkpoint's metadata (``selection``) and ``statespaces evaluate`` say which epoch was chosen
 and how; the test score of every epoch is reported, never used to choose, or not computed at all with
@@ -43,7 +44,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
-from ..data.augment import SeriesAugment
+from ..data.augment import SeriesAugment, TokenWindows
+from ..data.augment import from_spec as augmentation_from_spec
 from ..data.base import TokenDataset
 from ..data.sampler import BucketBatchSampler, dataset_lengths, passes_for, trim_collate
 from ..models import SequenceClassifier
@@ -72,7 +74,7 @@ if TYPE_CHECKING:
     from ..data.base import SequenceData
 
 #: Tasks whose datasets ``statespaces train`` trains (the others are trained with :func:`fit` directly).
-TRAINER_TASKS = ("classification", "regression", "seq2seq")
+TRAINER_TASKS = ("classification", "regression", "seq2seq", "lm")
 
 __all__ = ["train", "evaluate", "evaluate_checkpoint", "load_trained", "build_model", "load_data", "use_compile",
            "validation_split", "select_epoch", "describe_selection", "RunExistsError", "Progress",
@@ -128,16 +130,42 @@ class CompiledOrEager(nn.Module):
         return self.module(*args, **kwargs)
 
 
-def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: Any = "classification") -> SequenceClassifier:
-    """The model of ``cfg``: a pooled classifier/regressor, or per-step outputs for a task that is not
-    pooled (``task="seq2seq"``)."""
+def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: Any = "classification") -> nn.Module:
+    """The model of ``cfg``: a pooled classifier/regressor, per-step outputs for a task that is not
+    pooled (``task="seq2seq"``), or for ``task="lm"`` an :class:`~statespaces.models.SSMLanguageModel` over
+    ``d_input`` token streams of ``n_classes`` values (``model.backbone``: flat or SaShiMi, thesis ch. 8)."""
     m = cfg.model
-    pool = m.pool if get_task(task).pooled else "none"
+    task = get_task(task)
+    if task.name == "lm":
+        return _build_language_model(cfg, d_input, n_classes)
+    if m.backbone != "flat" or m.backbone_kwargs:
+        raise ConfigError(f"model.backbone={m.backbone!r}, model.backbone_kwargs={m.backbone_kwargs!r}: they build "
+                          f"language models (a dataset of task lm, e.g. chorales), not a {task.name} model; remove "
+                          "them (a classifier is a flat stack)")
+    pool = m.pool if task.pooled else "none"
     return SequenceClassifier(
         d_input, n_classes, d_model=m.d_model, n_layers=m.n_layers, layer=m.layer,     # the layer's one config
         pool=pool, norm=m.norm, prenorm=m.prenorm, dropout=m.dropout, mixing=m.mixing, stem=m.stem,
         stem_dilations=m.stem_dilations,
     )
+
+
+def _build_language_model(cfg: TrainConfig, n_streams: int, vocab_size: int) -> nn.Module:
+    """``SSMLanguageModel(vocab_size, ..., n_streams)`` of ``cfg.model``; the classifier-only settings refused."""
+    from ..models.lm import SSMLanguageModel
+
+    m = cfg.model
+    if m.stem or m.stem_dilations != 1:
+        raise ConfigError(f"model.stem={m.stem!r} / model.stem_dilations={m.stem_dilations!r}: a language model embeds "
+                          "its tokens (no convolutional stem); remove them")
+    if not m.prenorm:
+        raise ConfigError("model.prenorm=false: the language models' residual blocks are pre-norm; remove it")
+    try:
+        return SSMLanguageModel(vocab_size, d_model=m.d_model, n_layers=m.n_layers, layer=m.layer,
+                                backbone=m.backbone, backbone_kwargs=dict(m.backbone_kwargs), n_streams=n_streams,
+                                dropout=m.dropout, mixing=m.mixing, norm=m.norm)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model: {' '.join(str(e).split())}") from None
 
 
 
@@ -308,10 +336,11 @@ class _Trainer:
         # a percentage for the scores the task prints as one (accuracy), else the task's own form (R^2 was "-322.6%")
         fmt = (lambda v: f"{100 * v:5.1f}%") if task.format_score(0.5).endswith("%") else task.format_score
         print(
-            f"epoch {state.epoch + 1:3d}/{t_cfg.epochs}  train loss {record['train_loss']:.4f} "
-            f"{name} {fmt(record['train_acc'])}"
+            f"epoch {state.epoch + 1:3d}/{t_cfg.epochs}  train loss {record['train_loss']:.4f}"
+            + ("" if task.score_is_loss else f" {name} {fmt(record['train_acc'])}")
             + (f"  |  val {name} {fmt(val['acc'])}" if val else "")
-            + (f"  |  test loss {test['loss']:.4f} {name} {fmt(test['acc'])}" if test else "")
+            + ((f"  |  test {name} {fmt(test['acc'])}" if task.score_is_loss
+                else f"  |  test loss {test['loss']:.4f} {name} {fmt(test['acc'])}") if test else "")
             + f"  |  {record['seconds']:.1f}s",
             flush=True,
         )
@@ -332,13 +361,22 @@ def rank_seed(seed: int, rank: int) -> int:
     return seed if rank == 0 else (seed * 1_000_003 + 7_919 * rank) % 2**63
 
 
-def _augmentation(cfg: TrainConfig, data: Any) -> Optional[SeriesAugment]:
-    """``data.augment`` as a :class:`SeriesAugment` seeded by ``trainer.seed`` (None when off); refused
-    for data that are not float series (tokens, images). The clock channel of ``data.time_channel`` is
-    left as it is."""
-    aug = SeriesAugment.from_spec(cfg.data.augment, seed=cfg.trainer.seed, keep_channels=int(cfg.data.time_channel))
+def _augmentation(cfg: TrainConfig, data: Any) -> Optional[Union[SeriesAugment, TokenWindows]]:
+    """``data.augment`` as a :class:`SeriesAugment` seeded by ``trainer.seed`` (None when off), refused
+    for data that are not float series (tokens, images), the clock channel of ``data.time_channel`` left as it
+    is; or, for a language model's token sequences, a :class:`TokenWindows` (``{"window": W}``), refused for
+    any other task."""
+    aug = augmentation_from_spec(cfg.data.augment, seed=cfg.trainer.seed, keep_channels=int(cfg.data.time_channel))
+    is_lm = getattr(data, "task", "classification") == "lm"
+    if isinstance(aug, TokenWindows) != is_lm and aug.active:
+        raise ConfigError(f"data.augment={cfg.data.augment!r}: dataset {cfg.data.name!r} is a {data.task} task; "
+                          + ("a language model's tokens take {'window': W} only (random windows)" if is_lm else
+                             "window (random windows of tokens) applies to language models (task lm) only")
+                          + "; change or remove data.augment")
     if not aug.active:
         return None
+    if is_lm:
+        return aug
     what = _not_float_series(data)
     if what:
         raise ConfigError(f"data.augment={cfg.data.augment!r}: dataset {cfg.data.name!r} gives {what} per "
@@ -398,8 +436,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     torch.manual_seed(t_cfg.seed)
     data = load_data(cfg)
     train_set: Union[TensorDataset, Subset] = data.train
-    val_set: Optional[Subset] = None
-    if t_cfg.val_fraction > 0:
+    val_set: Optional[Union[TensorDataset, Subset]] = None
+    if t_cfg.val_fraction > 0 and data.valid is not None:
+        val_set = data.valid          # the dataset's own validation split (chorales: held-out pieces, not windows)
+    elif t_cfg.val_fraction > 0:
         fit_idx, held = validation_split(data, t_cfg.val_fraction, t_cfg.seed, t_cfg.val_split)
         train_set, val_set = Subset(data.train, fit_idx), Subset(data.train, held)
     task, mixup = _objective(cfg, data)
@@ -493,7 +533,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
             "selected_epoch": chosen.get("epoch"), "selected_val_acc": chosen.get("val_acc"),
             "test_acc": chosen.get("test_acc"), "final_test_acc": final.get("test_acc"),
             "steps": done.step, "passes_per_epoch": getattr(sampler, "passes", 1),
-            "val_fraction": t_cfg.val_fraction, "val_split": t_cfg.val_split,
+            "val_fraction": t_cfg.val_fraction,
+            "val_split": "the dataset's own" if val_set is not None and data.valid is not None else t_cfg.val_split,
             "n_train": len(train_set), "n_val": len(val_set) if val_set else 0,
             "n_test": len(data.test), "test_eval": t_cfg.test_eval, "processes": world,
             "train_seconds": trainer.seconds_before + this_run, "train_seconds_this_run": this_run,
@@ -599,7 +640,7 @@ def per_class_round_counts(fraction: float, sizes: Sequence[int]) -> List[int]:
     return counts
 
 
-def load_trained(path: str) -> Tuple[SequenceClassifier, TrainConfig]:
+def load_trained(path: str) -> Tuple[nn.Module, TrainConfig]:
     """Rebuild the model stored in a checkpoint directory (weights only read through safetensors);
     a run folder stands for its ``best/`` checkpoint.
 
@@ -609,7 +650,7 @@ def load_trained(path: str) -> Tuple[SequenceClassifier, TrainConfig]:
     return model, cfg
 
 
-def _load_trained(path) -> Tuple[SequenceClassifier, TrainConfig, Dict[str, Any]]:
+def _load_trained(path) -> Tuple[nn.Module, TrainConfig, Dict[str, Any]]:
     path = checkpoint_dir(path)
     tensors, meta = load_checkpoint(path)
     _check_meta(path, meta, MODEL_KEYS)
@@ -657,7 +698,9 @@ def _chosen(meta: Dict[str, Any], trainer: Dict[str, Any], path) -> str:
             return f"{where}, the last epoch (no validation split; chosen without the test set)"
         val, val_text = sel.get("val_acc"), ""
         if isinstance(val, (int, float)):
-            val_text = f" {val:.4f}" if sel.get("by") == "validation R^2" else f" {100 * val:.2f}%"
+            by = sel.get("by")
+            val_text = (f" {val:.4f}" if by == "validation R^2" else f" {-val:.4f} nats/step" if by == "validation NLL"
+                        else f" {100 * val:.2f}%")
         return f"{where}, chosen by {sel.get('by')}{val_text}"
     if Path(path).name == "best" and trainer.get("val_fraction", 0) == 0:
         return (f"{where}, chosen by TEST accuracy by an older version of statespaces: this number is optimistic, "
@@ -684,7 +727,7 @@ def _problem_of(stored: str) -> Optional[str]:
         return None
 
 
-def load_for_evaluation(path, data_name: Optional[str] = None) -> Tuple[SequenceClassifier, TrainConfig,
+def load_for_evaluation(path, data_name: Optional[str] = None) -> Tuple[nn.Module, TrainConfig,
                                                                        Dict[str, Any], Any]:
     """``(model, cfg, meta, data)`` of a checkpoint (a run folder stands for its ``best/``) and the data
     it is evaluated on: its own, or ``data_name`` (e.g. the same files moved elsewhere), which must have

@@ -49,6 +49,8 @@ class Task:
     score_label = "accuracy"
     #: How a validation split chooses the model, in words (``summary.json`` / checkpoint metadata).
     selection = "validation accuracy"
+    #: Whether the score is the loss itself (a language model's NLL): logs then print it once.
+    score_is_loss = False
     #: Whether the model pools over time (one output per sequence) or emits one output per step.
     pooled = True
     #: Whether a validation split is stratified by class (:func:`statespaces.train.loop.validation_split`).
@@ -308,12 +310,14 @@ class LanguageModel(Task):
     ``(x, y[, lengths])`` with explicit targets. Score: minus the mean NLL (higher is better)."""
 
     name = "lm"
-    score_name = "-nll"
-    score_label = "minus NLL (nats/step)"
+    score_name = "nll"
+    score_label = "NLL"
+    score_is_loss = True
+    selection = "validation NLL"
 
     def format_score(self, value: float) -> str:
-        return f"{value:.4f}"
-    selection = "validation NLL"
+        """The score (minus the NLL) shown as the NLL itself: ``"2.9460 nats/step"``."""
+        return f"{-value:.4f} nats/step"
 
     def unpack(self, batch, device: torch.device = _CPU) -> Batch:
         if isinstance(batch, Tensor):
@@ -341,8 +345,10 @@ class LanguageModel(Task):
         total, count = model.nll(x, y, lengths)
         return {"loss": float(total), "hits": -float(total), "count": int(count)}
 
-    def hits(self, out, y) -> float:   # the running training score is not tracked for language models
-        return 0.0
+    def hits(self, out, y) -> float:
+        """Minus the batch's mean NLL times its number of sequences, so that the running training score of an
+        epoch (:meth:`running_score`: hits / sequences seen) is minus its mean training NLL."""
+        return -float(out) * (len(y) if y is not None else 1)
 
     def count(self, y) -> int:
         return 1

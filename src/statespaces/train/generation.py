@@ -1,0 +1,137 @@
+"""``statespaces generate``: sample from a trained language model in recurrent mode (thesis §7.4.2, ch. 8).
+
+A run of a language-model dataset (``statespaces train --preset chorales-sashimi``) holds a causal model;
+:func:`generate_from_checkpoint` loads its ``best/`` (or any checkpoint folder), takes the first
+``prompt_steps`` steps of held-out pieces as prompts, and samples ``steps`` further steps with
+:meth:`statespaces.models.SSMLanguageModel.generate`: one convolution-mode pass over the prompt, then one
+recurrent step per new token (O(1) time and memory per token). The result is written as MIDI for the
+chorales (prompt and continuation, :func:`statespaces.data.chorales.write_midi`; ``music21`` needed) and as
+int64 tokens ``(n, prompt_steps + steps, S)`` in a ``.npy`` file beside it, for any language-model dataset (a
+row whose test piece is shorter than ``prompt_steps`` has the piece whole as its prompt, and is padded at the
+end by repeating its last step).
+
+The same ``seed`` gives the same tokens (sampling draws from a ``torch.Generator`` seeded by it). The
+summary also scores the sampled continuation under the model (its mean NLL per step: how surprising the
+model finds its own samples; compare with the test NLL: at ``temperature`` 1 the two are close, lower
+temperatures give lower figures and duller music).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+import torch
+
+from .._config import ConfigError
+from .loop import _load_trained, checkpoint_dir, load_data
+
+__all__ = ["generate_from_checkpoint"]
+
+
+def _check_int(name: str, value: Any, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ValueError(f"{name}={value!r}; allowed: an integer >= {lo}")
+    return int(value)
+
+
+def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_steps: int = 16, piece: int = 0,
+                             n: int = 1, temperature: float = 1.0, top_k: Optional[int] = None,
+                             top_p: Optional[float] = None, seed: int = 0,
+                             out: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
+    """Sample continuations of held-out pieces from the language model of a checkpoint and write them.
+
+    Args:
+        path: a checkpoint folder, or a run folder (its ``best/``), of a run of task ``lm``.
+        steps: new steps per piece (>= 1).
+        prompt_steps: steps of each test piece given as the prompt (>= 1; 16 = one 4/4 bar of the chorales);
+            a piece shorter than that is given whole.
+        piece: index of the first test piece used as a prompt; ``n`` pieces from there on (wrapping around).
+        n: number of continuations (one per prompt piece), sampled as one batch.
+        temperature, top_k, top_p: sampling (:func:`statespaces.models.generate.sample_logits`).
+        seed: seed of the sampling generator.
+        out: where to write: a file stem (``.mid`` / ``.npy`` are added) or None for
+            ``<checkpoint>/generated/sample_<seed>``.
+
+    Returns:
+        a summary: ``tokens`` (the written ``.npy``), ``midi`` (the ``.mid`` files, chorales only), ``steps``,
+        ``seconds`` and ``steps_per_second`` of the sampling, ``sample_nll`` (mean NLL per step of the sampled
+        steps under the model, nats), ``prompts`` (the test pieces used, by index and name when known).
+
+    Raises:
+        ValueError: the checkpoint is not a language model's, or an argument is out of range.
+    """
+    steps, prompt_steps = _check_int("steps", steps, 1), _check_int("prompt_steps", prompt_steps, 1)
+    piece, n, seed = _check_int("piece", piece, 0), _check_int("n", n, 1), _check_int("seed", seed, 0)
+    folder = checkpoint_dir(path)
+    loaded, cfg, meta = _load_trained(folder)
+    model: Any = loaded                          # an SSMLanguageModel (checked below)
+    if meta.get("task") != "lm":
+        raise ValueError(f"{folder} holds a {meta.get('task')} model; generation needs a language model "
+                         "(a run of task lm, e.g. statespaces train --preset chorales-sashimi)")
+    try:
+        data = load_data(cfg)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"the data of {folder} ({cfg.data.name}) is not available: {e}") from None
+    x, _, lengths = data.test.tensors
+    if piece >= len(x):
+        raise ValueError(f"piece={piece}; the test split has {len(x)} pieces (0 to {len(x) - 1})")
+    order = [(piece + i) % len(x) for i in range(n)]
+    prompt_lengths = lengths[order].clamp(max=prompt_steps)
+    prompt = x[order, :prompt_steps]
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    new = model.generate(prompt, steps, temperature=temperature, top_k=top_k, top_p=top_p, generator=gen,
+                         prompt_lengths=prompt_lengths)
+    seconds = time.perf_counter() - t0
+    assert isinstance(new, torch.Tensor)
+    # each piece: its own prompt, then its continuation (a piece shorter than prompt_steps is given whole)
+    rows = [torch.cat([prompt[b, :int(prompt_lengths[b])], new[b]]) for b in range(n)]
+    width = max(len(r) for r in rows)
+    tokens = torch.stack([torch.cat([r, r[-1:].expand(width - len(r), *r.shape[1:])]) for r in rows])
+    with torch.no_grad():
+        total, count = model.nll(tokens, lengths=torch.tensor([len(r) for r in rows]))
+        prompt_total, prompt_count = _prompt_nll(model, prompt, prompt_lengths)
+    sample_nll = float(total - prompt_total) / max(int(count - prompt_count), 1)
+
+    stem = Path(out) if out is not None else folder / "generated" / f"sample_{seed}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tokens_path = stem.with_name(stem.name + ".npy")
+    np.save(tokens_path, tokens.numpy())
+    names = (data.info.get("names") or {}).get("test") if isinstance(data.info.get("names"), dict) else None
+    summary: Dict[str, Any] = {
+        "checkpoint": str(folder), "dataset": data.name, "tokens": str(tokens_path), "midi": [],
+        "steps": steps, "n": n, "seconds": seconds, "steps_per_second": n * steps / max(seconds, 1e-9),
+        "sample_nll": sample_nll, "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed,
+        "prompts": [{"piece": i, "name": names[i] if names else None, "prompt_steps": int(prompt_lengths[b])}
+                    for b, i in enumerate(order)],
+    }
+    if data.name == "chorales":
+        from ..data.chorales import write_midi
+
+        for b, r in enumerate(rows):
+            midi = stem.with_name(stem.name + (f"_{b}" if n > 1 else "") + ".mid")
+            summary["midi"].append(str(write_midi(r.numpy(), midi)))
+    return summary
+
+
+def _prompt_nll(model: Any, prompt: torch.Tensor, lengths: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor]":
+    """NLL summed over the prompt's own predicted steps and their number (0 for one-step prompts)."""
+    if prompt.shape[1] < 2 or int(lengths.max()) < 2:
+        return torch.zeros(()), torch.zeros((), dtype=torch.int64)
+    keep = lengths >= 2
+    if not bool(keep.all()):           # one-step prompts predict nothing: left out
+        prompt, lengths = prompt[keep], lengths[keep]
+    return model.nll(prompt, lengths=lengths)
+
+
+def check_sampling_args(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
+    """The sampling arguments checked before a checkpoint is loaded (one-line errors for the CLI)."""
+    from ..models.generate import check_sampling
+
+    try:
+        check_sampling(temperature, top_k, top_p)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from None
