@@ -1,6 +1,8 @@
 """Language models through ``statespaces train`` / ``evaluate`` / ``generate`` (the chorales presets): random
 token windows, validation on held-out pieces, resume, the test NLL against a direct computation, and sampling
 from a checkpoint against the model's own scoring."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -240,3 +242,196 @@ def test_generate_refuses_a_classifier_and_bad_arguments(tmp_path, capsys):
         main(["generate", str(tmp_path / "lm"), "--temperature", "0"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and "temperature" in err and "generate: generate" not in err
+
+
+# ---- found by a new-user campaign (2026-12-07) -------------------------------------------------------------------
+
+class _Wrapper(torch.nn.Module):
+    """A stand-in for DistributedDataParallel / a compiled module: the model in ``.module``, calls counted."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module, self.calls = module, 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self.module(*args, **kwargs)
+
+
+def test_a_wrapped_language_model_trains_through_the_wrappers_forward():
+    """Under torchrun the task called model.loss on the DDP wrapper (AttributeError); calling the inner model's
+    loss would have skipped DDP's gradient synchronisation, which only its forward sets up."""
+    from statespaces.models.lm import SSMLanguageModel
+    from statespaces.train.tasks import get_task
+
+    torch.manual_seed(0)
+    model = SSMLanguageModel(11, d_model=8, n_layers=1, layer={"kind": "s4d", "d_state": 4}, n_streams=2)
+    x = torch.randint(0, 11, (3, 9, 2))
+    lengths = torch.tensor([9, 4, 6])
+    net = _Wrapper(model)
+    task = get_task("lm")
+    loss = task.train_output(net, x, None, lengths)
+    assert net.calls == 1
+    torch.testing.assert_close(loss, model.loss(x, None, lengths), atol=0, rtol=0)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert task.train_output(model, x, x, lengths).item() == pytest.approx(loss.item())
+
+
+def _lm_ddp_worker(rank, world, init_file, out_file):
+    import gc
+
+    import torch.distributed as dist
+
+    from statespaces.models.lm import SSMLanguageModel
+    from statespaces.train.tasks import get_task
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = torch.nn.parallel.DistributedDataParallel(
+        SSMLanguageModel(11, d_model=8, n_layers=1, layer={"kind": "s4d", "d_state": 4}, n_streams=2))
+    x = torch.randint(0, 11, (4, 10, 2), generator=torch.Generator().manual_seed(1))
+    get_task("lm").train_output(net, x[2 * rank:2 * rank + 2], None, None).backward()
+    if rank == 0:
+        torch.save({n: p.grad for n, p in net.module.named_parameters()}, out_file)
+    del net
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_gradients_of_a_language_model_equal_the_full_batch(tmp_path):
+    import torch.multiprocessing as mp
+
+    from statespaces.models.lm import SSMLanguageModel
+
+    out = tmp_path / "grads.pt"
+    mp.spawn(_lm_ddp_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    grads = torch.load(out)
+    torch.manual_seed(0)
+    model = SSMLanguageModel(11, d_model=8, n_layers=1, layer={"kind": "s4d", "d_state": 4}, n_streams=2)
+    x = torch.randint(0, 11, (4, 10, 2), generator=torch.Generator().manual_seed(1))
+    model.loss(x).backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_lm_outputs_name_the_nll_and_curves_plot_it(tmp_path, monkeypatch):
+    """summary.json held the NLL only as a negative 'test_acc', and curves.png plotted it as an accuracy of
+    -1900%."""
+    import statespaces.train.monitor as monitor
+
+    plotted = {}
+    real = monitor.write_metrics
+
+    def spy(out, history, task="classification"):
+        plotted["task"] = getattr(task, "name", task)
+        return real(out, history, task)
+
+    monkeypatch.setattr("statespaces.train.loop.write_metrics", spy)
+    s = train(_tiny_lm(tmp_path), progress=False)
+    assert plotted["task"] == "lm" and (tmp_path / "lm" / "curves.png").stat().st_size > 0
+    assert s["test_nll"] == pytest.approx(-s["test_acc"]) and s["test_nll"] > 0
+    assert s["selected_val_nll"] == pytest.approx(-s["selected_val_acc"]) and "minus the NLL" in s["score"]
+
+
+def test_write_metrics_labels_each_task_by_its_own_score(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.axes
+
+    labels = []
+    real_set = matplotlib.axes.Axes.set
+
+    def record(self, **kw):
+        labels.append(kw.get("ylabel"))
+        return real_set(self, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "set", record)
+    from statespaces.train.monitor import write_metrics
+
+    history = [{"epoch": 1, "train_loss": 3.0, "train_acc": -3.0, "val_loss": 2.9, "val_acc": -2.9,
+                "test_loss": 3.1, "test_acc": -3.1}]
+    write_metrics(tmp_path, history, "lm")
+    assert labels == ["NLL (nats/step)"]
+    labels.clear()
+    write_metrics(tmp_path, history, "regression")
+    assert labels == ["mean squared error", "R^2"]
+    labels.clear()
+    write_metrics(tmp_path, history, "classification")
+    assert labels == ["cross-entropy", "accuracy (%)"]
+
+
+def test_generate_writes_beside_the_checkpoints_with_its_settings(tmp_path, capsys):
+    """Samples went into best/generated, which the next epoch of a live run replaced (the write failed or the
+    files vanished); the printed prompt length was the flag's even where a piece was shorter."""
+    from statespaces.cli import main
+    from statespaces.data import get_dataset
+
+    train(_tiny_lm(tmp_path), progress=False)
+    run = tmp_path / "lm"
+    lengths = get_dataset("chorales").test.tensors[2]
+    short = int(torch.argmin(lengths))
+    assert main(["generate", str(run), "--prompt", "10000", "--piece", str(short), "--steps", "4"]) == 0
+    printed = capsys.readouterr().out
+    meta = json.loads((run / "generated" / "sample_0.json").read_text())
+    assert (run / "generated" / "sample_0.mid").exists() and not (run / "best" / "generated").exists()
+    assert meta["prompts"][0]["prompt_steps"] == int(lengths[short]) and meta["seed"] == 0
+    assert f"whole: {int(lengths[short])} steps" in printed
+    assert np.load(run / "generated" / "sample_0.npy").shape == (1, int(lengths[short]) + 4, 4)
+    step = sorted((run / "checkpoints").iterdir())[-1]
+    from statespaces.train.generation import generate_from_checkpoint
+
+    assert generate_from_checkpoint(step, steps=2)["tokens"] == str(run / "generated" / "sample_0.npy")
+    with pytest.raises(SystemExit):
+        main(["generate", str(run), "--prompt", "0"])
+    assert "--prompt 0" in capsys.readouterr().err
+
+
+def test_lm_pool_and_val_fraction_are_not_silently_ignored(tmp_path):
+    with pytest.raises(ConfigError, match="model.pool='max': a language model predicts every step"):
+        train(_tiny_lm(tmp_path, ("model.pool", "max")), progress=False)
+    with pytest.warns(UserWarning, match=r"val_fraction = 0.3: dataset 'chorales' has its own validation split"):
+        train(_tiny_lm(tmp_path, ("trainer.val_fraction", "0.3"), out="v"), progress=False)
+    for key, value in (("data.normalize", "none"), ("data.normalize", "series"), ("data.time_channel", "true")):
+        with pytest.raises(ConfigError, match="holds a language model's tokens"):
+            train(_tiny_lm(tmp_path, (key, value), out="n"), progress=False)
+
+
+def test_the_sashimi_banner_names_the_backbone(tmp_path, monkeypatch, capsys):
+    import statespaces.train.loop as loop
+    from statespaces.cli import main
+
+    monkeypatch.setattr(loop, "train", lambda cfg, resume=False, progress=True: {})
+    assert main(["train", "--preset", "chorales-sashimi", "--trainer.out", str(tmp_path / "x")]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("training a SaShiMi (1 (SSM, FF) pair(s) per tier, pool=4, n_pools=2") and "S4D(" in line
+
+
+def test_an_ensemble_of_language_models_mixes_their_next_step_probabilities(tmp_path, capsys):
+    from statespaces.cli import main
+    from statespaces.data import get_dataset
+    from statespaces.train.ensemble import evaluate_ensemble
+    from statespaces.train.loop import evaluate_checkpoint, load_trained
+
+    for seed in (0, 1):
+        train(_tiny_lm(tmp_path, ("trainer.seed", str(seed)), out=f"s{seed}"), progress=False)
+    runs = [str(tmp_path / "s0"), str(tmp_path / "s1")]
+    res = evaluate_ensemble(runs)
+    x, _, lengths = get_dataset("chorales").test.tensors
+    with torch.no_grad():                 # by hand: per step, log of the mean of the two models' step probabilities
+        lps = []
+        for r in runs:
+            m, _ = load_trained(r)
+            lp = F.log_softmax(m(x, lengths=lengths)[:, :-1].double(), -1)
+            lps.append(lp.gather(-1, x[:, 1:, :, None]).squeeze(-1).sum(-1))
+        mix = torch.logaddexp(lps[0], lps[1]) - np.log(2)
+        mask = torch.arange(1, x.shape[1])[None] < lengths[:, None]
+        direct = float(-(mix * mask).sum() / mask.sum())
+    assert res["loss"] == pytest.approx(direct, rel=1e-9) and res["task"] == "lm"
+    for member, r in zip(res["members"], runs):
+        assert member["loss"] == pytest.approx(evaluate_checkpoint(r)["loss"], rel=1e-5)
+    assert res["loss"] < max(m["loss"] for m in res["members"])
+    assert main(["evaluate", *runs]) == 0
+    assert "mean next-step probabilities" in capsys.readouterr().out

@@ -5,7 +5,8 @@ statespaces train [--preset NAME] [--config FILE.toml] [--section.key VALUE ...]
 statespaces train --trainer.out DIR --resume [--section.key VALUE ...]   # config read from DIR
 statespaces evaluate CHECKPOINT_OR_RUN_DIR [MORE ...] [--data.name PATH]   # several: and their ensemble
 statespaces analyze CHECKPOINT_OR_RUN_DIR [OUT_DIR]
-statespaces generate RUN_DIR [--steps N] [--prompt K] [--piece I] [--n M] [--temperature T] [--seed S] [--out STEM]
+statespaces generate RUN_DIR [--steps N] [--prompt K] [--piece I] [--n M] [--temperature T] [--top-k K] [--top-p P]
+                     [--seed S] [--out STEM]
 statespaces reproduce [IDS ...] [--quick]
 statespaces presets
 ```
@@ -124,7 +125,8 @@ def _main(argv: List[str]) -> int:
                               "(device, out, tensorboard, keep_last, checkpoint_every), any other flag that differs "
                               "from the stored run is an error")
     p_train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p_eval = sub.add_parser("evaluate", help="test accuracy of a checkpoint directory (a run folder: its best/); "
+    p_eval = sub.add_parser("evaluate", help="test score (accuracy, R^2, NLL) of a checkpoint directory (a run "
+                                             "folder: its best/); "
                                              "several: each one's and their ensemble's (mean class probabilities)")
     p_eval.add_argument("checkpoint", nargs="+")
     p_eval.add_argument("--data.name", dest="data_name", default=None,
@@ -156,8 +158,8 @@ def _main(argv: List[str]) -> int:
     p_gen.add_argument("--top-k", type=int, default=None)
     p_gen.add_argument("--top-p", type=float, default=None)
     p_gen.add_argument("--seed", type=int, default=0, help="seed of the sampling (the same seed, the same notes)")
-    p_gen.add_argument("--out", default=None, help="file stem of the output (.mid/.npy added; default "
-                                                   "<checkpoint>/generated/sample_<seed>)")
+    p_gen.add_argument("--out", default=None, help="file stem of the output (.mid/.npy/.json added; default "
+                                                   "<run>/generated/sample_<seed>)")
     args, extra = parser.parse_known_args(argv)
 
     if args.command == "train":
@@ -227,11 +229,15 @@ def _evaluate_ensemble(paths: List[str], data_name: Optional[str]) -> int:
 
     res = evaluate_ensemble(paths, data_name=data_name)
     task = get_task(res["task"])
+    def loss(r: Dict[str, Any]) -> str:
+        return "" if task.score_is_loss else f"test loss {r['loss']:.4f}  "
+
     for m in res["members"]:
-        print(f"test loss {m['loss']:.4f}  test {task.score_label} {task.format_score(m['acc'])}  "
+        print(f"{loss(m)}test {task.score_label} {task.format_score(m['acc'])}  "
               f"{m['checkpoint']}: {m['selection']}")
-    how = "mean class probabilities" if res["task"] == "classification" else "mean prediction"
-    print(f"test loss {res['loss']:.4f}  test {task.score_label} {task.format_score(res['acc'])}  ensemble of "
+    how = {"classification": "mean class probabilities", "lm": "mean next-step probabilities"}.get(res["task"],
+                                                                                                    "mean prediction")
+    print(f"{loss(res)}test {task.score_label} {task.format_score(res['acc'])}  ensemble of "
           f"{res['n_members']} ({how}; {res['dataset']}, {res['n_test']} test examples)")
     _print_channels(res)
     return 0
@@ -241,15 +247,24 @@ def _generate(args) -> int:
     from .train.generation import check_sampling_args, generate_from_checkpoint
 
     check_sampling_args(args.temperature, args.top_k, args.top_p)
+    for flag, value, lo in (("--steps", args.steps, 1), ("--prompt", args.prompt, 1), ("--piece", args.piece, 0),
+                            ("--n", args.n, 1), ("--seed", args.seed, 0)):
+        if value < lo:
+            raise ValueError(f"{flag} {value}: allowed: an integer >= {lo}")
     res = generate_from_checkpoint(args.checkpoint, steps=args.steps, prompt_steps=args.prompt, piece=args.piece,
                                    n=args.n, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                                    seed=args.seed, out=args.out)
-    prompts = ", ".join(f"{p['piece']}" + (f" ({p['name']})" if p["name"] else "") for p in res["prompts"])
+    shown = [f"{p['piece']}" + (f" ({p['name']})" if p["name"] else "")
+             + (f" whole: {p['prompt_steps']} steps" if p["prompt_steps"] < args.prompt else "")
+             for p in res["prompts"]]
+    prompts = ", ".join(shown[:8]) + (f" and {len(shown) - 8} more" if len(shown) > 8 else "")
     print(f"generated {res['n']} x {res['steps']} steps in recurrent mode in {res['seconds']:.1f}s "
           f"({res['steps_per_second']:,.0f} steps/s), after the first {args.prompt} steps of test piece(s) {prompts}; "
           f"the model's NLL of its samples {res['sample_nll']:.4f} nats/step")
-    for path in res["midi"] + [res["tokens"]]:
+    midi = res["midi"]
+    for path in (midi if len(midi) <= 8 else midi[:1] + [f"... ({len(midi) - 2} more)"] + midi[-1:]):
         print(f"wrote {path}")
+    print(f"wrote {res['tokens']} (tokens) and {res['tokens'][:-len('.npy')]}.json (settings and prompts)")
     return 0
 
 
@@ -300,8 +315,13 @@ def _train(args, overrides: List[Tuple[str, str]]) -> int:
             cfg = cfg.validated()
             say(f"resuming the run in {out} with the config stored in {source}", file=sys.stderr)
     m, t = cfg.model, cfg.trainer
-    say(f"training {m.n_layers} blocks of {layer_call(m.layer, m.d_model)} on {cfg.data.name} for {t.epochs} "
-          f"epochs -> {t.out}", flush=True)
+    if m.backbone == "sashimi":
+        options = ", ".join(f"{k}={v!r}" for k, v in m.backbone_kwargs.items())
+        what = (f"a SaShiMi ({m.n_layers} (SSM, FF) pair(s) per tier{', ' + options if options else ''}) of "
+                f"{layer_call(m.layer, m.d_model)} (d_model: the top tier's width)")
+    else:
+        what = f"{m.n_layers} blocks of {layer_call(m.layer, m.d_model)}"
+    say(f"training {what} on {cfg.data.name} for {t.epochs} epochs -> {t.out}", flush=True)
     summary = train(cfg, resume=args.resume, progress=not args.no_progress)
     if summary:
         task = get_task(summary["task"])

@@ -341,6 +341,12 @@ class SSMLanguageModel(Pretrained, nn.Module):
             ValueError: nothing to predict (length 1, or every ``lengths`` 1): a sum of 0 over 0 steps
                 would pass for a perfect fit.
         """
+        tgt, lengths = self._scored_targets(inputs, targets, lengths)
+        return self.nll_of_logits(cast(Tensor, self.forward(inputs, lengths=lengths)), tgt, lengths)
+
+    def _scored_targets(self, inputs: Tensor, targets: Optional[Tensor],
+                        lengths: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+        """``targets`` (default ``inputs``) checked as tokens aligned with ``inputs``, and ``lengths`` as a tensor."""
         if targets is None:
             if self.d_input is not None:
                 raise ValueError("targets are required with continuous inputs (d_input)")
@@ -350,9 +356,15 @@ class SSMLanguageModel(Pretrained, nn.Module):
         if isinstance(inputs, torch.Tensor) and tuple(tgt.shape[:2]) != tuple(inputs.shape[:2]):
             raise ValueError(f"targets must be aligned with the inputs (the same batch and length), got targets "
                              f"{tuple(targets.shape)} for inputs {tuple(inputs.shape)}")
-        if lengths is not None:
-            lengths = torch.as_tensor(lengths)
-        logits = cast(Tensor, self.forward(inputs, lengths=lengths))
+        return tgt, (None if lengths is None else torch.as_tensor(lengths))
+
+    def nll_of_logits(self, logits: Tensor, targets: Tensor,
+                      lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """:meth:`nll` from logits already computed (``forward``'s, e.g. through a ``DistributedDataParallel``
+        wrapper, whose forward must run for the gradients to be synchronised): ``targets`` tokens (B, L[, S])."""
+        tgt = self._check_tokens(targets, "targets")
+        if tuple(logits.shape[:2]) != tuple(tgt.shape[:2]):
+            raise ValueError(f"logits {tuple(logits.shape)} are not aligned with the targets {tuple(tgt.shape)}")
         if logits.dim() == 3:
             logits = logits.unsqueeze(-2)
         B, L = tgt.shape[:2]
@@ -370,6 +382,15 @@ class SSMLanguageModel(Pretrained, nn.Module):
         """Mean next-step NLL per time step (nats, summed over streams); see :meth:`nll`, which raises
         ``ValueError`` when there is no step to predict."""
         total, count = self.nll(inputs, targets, lengths)
+        return total / count
+
+    def wrapped_loss(self, net: nn.Module, inputs: Tensor, targets: Optional[Tensor] = None,
+                     lengths: Optional[Tensor] = None) -> Tensor:
+        """:meth:`loss` with the forward pass run by ``net``, a wrapper of this model (``DistributedDataParallel``,
+        a compiled module) whose own forward must run (DDP synchronises gradients only through it)."""
+        tgt, lengths = self._scored_targets(inputs, targets, lengths)
+        kw = {} if lengths is None else {"lengths": lengths}
+        total, count = self.nll_of_logits(net(inputs, **kw), tgt, lengths)
         return total / count
 
     def extra_repr(self) -> str:

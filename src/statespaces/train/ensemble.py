@@ -6,7 +6,10 @@ the mean softmax output of five networks trained from different random inits (Is
 
 - classification: the mean of the members' class probabilities, ``p = (1/M) sum_m softmax(z_m)``;
   accuracy of ``argmax p`` and the loss ``-log p[y]`` (the cross-entropy of the averaged distribution);
-- regression: the mean of the members' predictions; score R^2.
+- regression: the mean of the members' predictions; score R^2;
+- language models: the mean of the members' next-step probabilities, ``p(x_{t+1} | x_{<=t}) = (1/M) sum_m
+  p_m(x_{t+1} | x_{<=t})`` for the whole step (the S tokens of a step together: a mixture of the members' joint
+  next-step distributions); score the NLL per step of the held-out sequences.
 
 Every member is evaluated on its own data config (its normalisation, resolution), so members may
 differ in recipe; they must score the same test examples in the same order: the same dataset and
@@ -28,8 +31,31 @@ from ..ops._amp import upcast_half
 from .loop import checkpoint_dir, describe_selection, load_for_evaluation
 from .tasks import Task, get_task
 
-#: Tasks whose pooled outputs can be averaged over members.
-ENSEMBLE_TASKS = ("classification", "regression")
+#: Tasks whose predictions can be averaged over members.
+ENSEMBLE_TASKS = ("classification", "regression", "lm")
+
+
+@torch.no_grad()
+def step_log_likelihoods(model: nn.Module, dataset, batch_size: int = 16) -> Tuple[Tensor, Tensor, Tensor]:
+    """A language model's log-probability of every scored step of ``dataset`` ``(tokens, tokens, lengths)``:
+    ``(ll, tokens, mask)`` with ``ll`` (n, L - 1) float64, ``ll[b, t]`` the log-probability of step t + 1 given the
+    steps up to t (summed over the S tokens of the step; 0 where ``mask`` is False, past a sequence's length)."""
+    was_training = model.training
+    model.eval()
+    x, _, lengths = dataset.tensors
+    parts = []
+    for i in range(0, len(x), batch_size):
+        xb, lb = x[i:i + batch_size], lengths[i:i + batch_size]
+        logits = model(xb, lengths=lb)
+        if logits.dim() == 3:
+            logits = logits.unsqueeze(-2)
+        lp = torch.log_softmax(logits[:, :-1].double(), -1)
+        tgt = xb[:, 1:].reshape(*lp.shape[:3], 1)
+        parts.append(lp.gather(-1, tgt).squeeze(-1).sum(-1))
+    model.train(was_training)
+    mask = torch.arange(1, x.shape[1])[None, :] < lengths[:, None]
+    ll = torch.cat(parts) * mask
+    return ll, x, mask
 
 
 @torch.no_grad()
@@ -53,14 +79,21 @@ def combine(task: Task, outputs: Sequence[Tensor]) -> Tensor:
     the mean softmax probability (so the task's cross-entropy is ``-log p[y]`` of the averaged
     distribution), for regression the mean prediction."""
     stacked = torch.stack(list(outputs))                           # (M, n, C)
+    if task.name == "lm":              # log of the mean next-step probability (padded steps: masked by the caller)
+        return torch.logsumexp(stacked, dim=0) - math.log(len(outputs))
     if task.name == "classification":
         log_p = torch.log_softmax(stacked.double(), dim=-1)
         return (torch.logsumexp(log_p, dim=0) - math.log(len(outputs))).float()
     return stacked.mean(0)
 
 
-def _scores(task: Task, out: Tensor, y: Tensor) -> Dict[str, float]:
-    """``{"loss", "acc"}`` of outputs ``out`` against ``y``, as :func:`statespaces.train.evaluate` reports them."""
+def _scores(task: Task, out: Tensor, y: Tensor, mask: Optional[Tensor] = None) -> Dict[str, float]:
+    """``{"loss", "acc"}`` of outputs ``out`` against ``y``, as :func:`statespaces.train.evaluate` reports them
+    (a language model: ``out`` the step log-likelihoods of :func:`step_log_likelihoods`, ``mask`` its mask)."""
+    if task.name == "lm":
+        assert mask is not None
+        nll = float(-out.sum() / mask.sum())
+        return {"loss": nll, "acc": -nll}
     return task.summary(task.output_sums(out, y), upcast_half(y) if task.needs_targets() else None)
 
 
@@ -109,11 +142,15 @@ def evaluate_ensemble(paths: Sequence[str], data_name: Optional[str] = None) -> 
         if task.name not in ENSEMBLE_TASKS:
             raise ValueError(f"{p}: a {task.name} checkpoint; ensembles average pooled outputs and are defined for "
                              f"{' and '.join(ENSEMBLE_TASKS)} only")
-        out, y = predict(model, DataLoader(data.test, batch_size=256), task)
+        mask = None
+        if task.name == "lm":
+            out, y, mask = step_log_likelihoods(model, data.test)
+        else:
+            out, y = predict(model, DataLoader(data.test, batch_size=256), task)
         source = _test_file_digest(data)
         if not first:
             first = {"path": str(p), "task": task, "dataset": data.name, "y": y, "width": out.shape[-1],
-                     "source": source}
+                     "source": source, "mask": mask}
         elif source is not None and first["source"] is not None and source[1] != first["source"][1]:
             raise ValueError(f"{p}: its test split was read from {source[0]}, whose content differs from "
                              f"{first['source'][0]}, the test file of {first['path']}; an ensemble's members must "
@@ -127,10 +164,13 @@ def evaluate_ensemble(paths: Sequence[str], data_name: Optional[str] = None) -> 
                              "test examples in the same order (a seed that draws the train/test split, as for "
                              "digits, gives each run another test set)")
         outputs.append(out)
-        members.append({"checkpoint": str(folder), **_scores(task, out, y), "epoch": meta.get("epoch"),
+        members.append({"checkpoint": str(folder), **_scores(task, out, y, mask), "epoch": meta.get("epoch"),
                         "selection": describe_selection(meta, folder)})
     task = first["task"]
-    res: Dict[str, Any] = {"members": members, **_scores(task, combine(task, outputs), first["y"]),
+    combined = combine(task, outputs)
+    if first["mask"] is not None:
+        combined = combined * first["mask"]
+    res: Dict[str, Any] = {"members": members, **_scores(task, combined, first["y"], first["mask"]),
                            "task": task.name, "dataset": first["dataset"], "n_test": len(first["y"]),
                            "n_members": len(members)}
     return res

@@ -8,7 +8,8 @@ recurrent step per new token (O(1) time and memory per token). The result is wri
 chorales (prompt and continuation, :func:`statespaces.data.chorales.write_midi`; ``music21`` needed) and as
 int64 tokens ``(n, prompt_steps + steps, S)`` in a ``.npy`` file beside it, for any language-model dataset (a
 row whose test piece is shorter than ``prompt_steps`` has the piece whole as its prompt, and is padded at the
-end by repeating its last step).
+end by repeating its last step: its own prompt length is in the ``.json`` written beside, with the checkpoint,
+the sampling settings and the figures of the summary).
 
 The same ``seed`` gives the same tokens (sampling draws from a ``torch.Generator`` seeded by it). The
 summary also scores the sampled continuation under the model (its mean NLL per step: how surprising the
@@ -17,6 +18,7 @@ temperatures give lower figures and duller music).
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -51,11 +53,13 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
         n: number of continuations (one per prompt piece), sampled as one batch.
         temperature, top_k, top_p: sampling (:func:`statespaces.models.generate.sample_logits`).
         seed: seed of the sampling generator.
-        out: where to write: a file stem (``.mid`` / ``.npy`` are added) or None for
-            ``<checkpoint>/generated/sample_<seed>``.
+        out: where to write: a file stem (``.mid`` / ``.npy`` / ``.json`` are added) or None for
+            ``<run>/generated/sample_<seed>`` (the run folder, outside its checkpoints: ``best/`` is replaced
+            while a run trains, and old checkpoints are pruned).
 
     Returns:
-        a summary: ``tokens`` (the written ``.npy``), ``midi`` (the ``.mid`` files, chorales only), ``steps``,
+        a summary, also written as ``<stem>.json``: ``tokens`` (the written ``.npy``), ``midi`` (the ``.mid``
+        files, chorales only), ``steps``,
         ``seconds`` and ``steps_per_second`` of the sampling, ``sample_nll`` (mean NLL per step of the sampled
         steps under the model, nats), ``prompts`` (the test pieces used, by index and name when known).
 
@@ -96,7 +100,7 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
         prompt_total, prompt_count = _prompt_nll(model, prompt, prompt_lengths)
     sample_nll = float(total - prompt_total) / max(int(count - prompt_count), 1)
 
-    stem = Path(out) if out is not None else folder / "generated" / f"sample_{seed}"
+    stem = Path(out) if out is not None else _run_root(folder) / "generated" / f"sample_{seed}"
     stem.parent.mkdir(parents=True, exist_ok=True)
     tokens_path = stem.with_name(stem.name + ".npy")
     np.save(tokens_path, tokens.numpy())
@@ -114,7 +118,17 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
         for b, r in enumerate(rows):
             midi = stem.with_name(stem.name + (f"_{b}" if n > 1 else "") + ".mid")
             summary["midi"].append(str(write_midi(r.numpy(), midi)))
+    stem.with_name(stem.name + ".json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _run_root(folder: Path) -> Path:
+    """The run folder of a checkpoint folder (``RUN/best``, ``RUN/checkpoints/step-N``), or ``folder`` itself."""
+    if folder.parent.name == "checkpoints":
+        return folder.parent.parent
+    if folder.name == "best":
+        return folder.parent
+    return folder
 
 
 def _prompt_nll(model: Any, prompt: torch.Tensor, lengths: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor]":

@@ -52,7 +52,7 @@ from ..models import SequenceClassifier
 from ..optim import param_groups
 from .averaging import WeightEMA
 from .checkpoint import CorruptCheckpointError, load_checkpoint, pack_state, with_prefix
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, ModelConfig, TrainConfig, TrainerConfig
 from .engine import SCHEDULES, Callback, FitState, evaluate, fit
 from .mixup import MixUp
 from .monitor import TENSORBOARD_MODES, Progress, tensorboard_writer, write_metrics
@@ -155,6 +155,9 @@ def _build_language_model(cfg: TrainConfig, n_streams: int, vocab_size: int) -> 
     from ..models.lm import SSMLanguageModel
 
     m = cfg.model
+    if m.pool != ModelConfig.pool:
+        raise ConfigError(f"model.pool={m.pool!r}: a language model predicts every step (nothing is pooled); "
+                          "remove it")
     if m.stem or m.stem_dilations != 1:
         raise ConfigError(f"model.stem={m.stem!r} / model.stem_dilations={m.stem_dilations!r}: a language model embeds "
                           "its tokens (no convolutional stem); remove them")
@@ -180,9 +183,6 @@ def load_data(cfg: TrainConfig) -> "SequenceData":
             raise ConfigError(f"data.normalize={mode!r} and data.kwargs normalize={kwargs['normalize']!r} both set; "
                               "use data.normalize only")
         kwargs.setdefault("normalize", mode)
-    elif mode == "none":
-        raise ConfigError(f"data.normalize: got 'none' for dataset {name!r}; valid for it: global (its own "
-                          "preprocessing), series; 'none' applies to time-series files (ucr:...)")
     if "seed" in kwargs:
         raise ConfigError("data.kwargs.seed: the data's seed is trainer.seed (it draws the split where there is one); "
                           "set --trainer.seed instead")
@@ -194,6 +194,13 @@ def load_data(cfg: TrainConfig) -> "SequenceData":
         # a value of the wrong type inside the loader ('<' between float and str): say it came from data.kwargs
         raise ConfigError(f"data.kwargs {dict(cfg.data.kwargs)} for dataset {cfg.data.name!r}: {e}; check each "
                           "value's type (docs/data.md lists every dataset's settings)") from None
+    if data.task == "lm" and (mode != "global" or cfg.data.time_channel):
+        what = f"data.normalize={mode!r}" if mode != "global" else "data.time_channel=true"
+        raise ConfigError(f"{what}: dataset {name!r} holds a language model's tokens, which are neither scaled nor "
+                          "given a clock; remove it (data.normalize global, the default; data.time_channel false)")
+    if mode == "none" and not is_time_series(name):
+        raise ConfigError(f"data.normalize: got 'none' for dataset {name!r}; valid for it: global (its own "
+                          "preprocessing), series; 'none' applies to time-series files (ucr:...)")
     if mode == "series" and not is_time_series(name):
         data = normalize_series(data)
     if cfg.data.time_channel:
@@ -348,8 +355,8 @@ class _Trainer:
         if shared is not None:       # the epoch is over: its checkpoint resumes into a new epoch, with empty sums
             shared = dict(shared, running=self.running)
         if self.tb is not None:
-            for key in ("train_loss", "train_acc", "val_acc", "test_loss", "test_acc"):
-                if record[key] is not None:
+            for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"):
+                if record[key] is not None and not (task.score_is_loss and key.endswith("_acc")):
                     self.tb.add_scalar(key.replace("_", "/", 1), record[key], state.step)
             self.tb.flush()
         self.checkpoint(state.step, is_best, shared)
@@ -439,6 +446,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     val_set: Optional[Union[TensorDataset, Subset]] = None
     if t_cfg.val_fraction > 0 and data.valid is not None:
         val_set = data.valid          # the dataset's own validation split (chorales: held-out pieces, not windows)
+        if t_cfg.val_fraction != TrainerConfig.val_fraction and run.rank == 0:
+            warnings.warn(f"trainer.val_fraction = {t_cfg.val_fraction}: dataset {data.name!r} has its own validation "
+                          f"split ({len(val_set)} examples), used whole; the fraction only switches validation on "
+                          "(> 0) or off (0)", stacklevel=2)
     elif t_cfg.val_fraction > 0:
         fit_idx, held = validation_split(data, t_cfg.val_fraction, t_cfg.seed, t_cfg.val_split)
         train_set, val_set = Subset(data.train, fit_idx), Subset(data.train, held)
@@ -522,7 +533,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     if run.main:
         history = trainer.history
         this_run = time.time() - trainer.t_start
-        write_metrics(out, history)
+        write_metrics(out, history, task)
         final = history[-1] if history else {}
         chosen = select_epoch(history, selection)
         summary = {
@@ -540,6 +551,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
             "train_seconds": trainer.seconds_before + this_run, "train_seconds_this_run": this_run,
             "checkpoints": str(run.ckpts.dir), "best": str(run.ckpts.best),
         }
+        if task.score_is_loss:    # a language model: its scores (the *_acc keys) are minus the NLL; said so by name
+            summary["score"] = "the *_acc entries are minus the NLL (nats/step), higher is better"
+            for key, acc in (("selected_val_nll", "selected_val_acc"), ("test_nll", "test_acc"),
+                             ("final_test_nll", "final_test_acc")):
+                summary[key] = None if summary[acc] is None else -summary[acc]
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     del net     # the DDP wrapper's reducer holds the process group: freed before the group (see Run.close)
     run.close()

@@ -79,7 +79,12 @@ def tensorboard_writer(mode: str, out: Path, step: int) -> Optional[Any]:
 
 
 
-def write_metrics(out: Path, history) -> None:
+def write_metrics(out: Path, history, task: Any = "classification") -> None:
+    """``metrics.csv`` (one row per epoch: the history records) and ``curves.png``: the losses, and the task's
+    score where it is not the loss itself (accuracy in %, R^2; a language model's NLL is its loss)."""
+    from .tasks import get_task
+
+    task = get_task(task)
     if not history:
         return
     with open(out / "metrics.csv", "w", newline="") as f:
@@ -99,16 +104,20 @@ def write_metrics(out: Path, history) -> None:
         if pts:
             ax.plot(*zip(*pts), label=label)
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    panels = 1 if task.score_is_loss else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.5), squeeze=False)
+    a = axes[0][0]
     curve(a, "train_loss", "train")
     curve(a, "val_loss", "val")
     curve(a, "test_loss", "test")
-    a.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    curve(b, "train_acc", "train", 100)
-    curve(b, "val_acc", "val", 100)
-    curve(b, "test_acc", "test", 100)
-    b.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (a, b):
+    a.set(xlabel="epoch", ylabel=task.loss_label, title="loss")
+    if panels == 2:
+        b = axes[0][1]
+        percent = task.format_score(0.5).endswith("%")
+        for key, label in (("train_acc", "train"), ("val_acc", "val"), ("test_acc", "test")):
+            curve(b, key, label, 100 if percent else 1)
+        b.set(xlabel="epoch", ylabel=task.score_label + (" (%)" if percent else ""), title=task.score_label)
+    for ax in axes[0]:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

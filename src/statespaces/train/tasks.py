@@ -51,6 +51,8 @@ class Task:
     selection = "validation accuracy"
     #: Whether the score is the loss itself (a language model's NLL): logs then print it once.
     score_is_loss = False
+    #: What the loss is, in words (the axis of ``curves.png``).
+    loss_label = "cross-entropy"
     #: Whether the model pools over time (one output per sequence) or emits one output per step.
     pooled = True
     #: Whether a validation split is stratified by class (:func:`statespaces.train.loop.validation_split`).
@@ -177,6 +179,7 @@ class _R2Task(Task):
 
     score_name = "R2"
     score_label = "R^2"
+    loss_label = "mean squared error"
     selection = "validation R^2"
 
     def format_score(self, value: float) -> str:
@@ -313,6 +316,7 @@ class LanguageModel(Task):
     score_name = "nll"
     score_label = "NLL"
     score_is_loss = True
+    loss_label = "NLL (nats/step)"
     selection = "validation NLL"
 
     def format_score(self, value: float) -> str:
@@ -334,8 +338,15 @@ class LanguageModel(Task):
         return x, parts[1], parts[2]
 
     def train_output(self, model: Any, x: Tensor, y: Optional[Tensor], lengths: Optional[Tensor]) -> Tensor:
-        """The model's mean next-step NLL (a scalar): a language model's output is its loss."""
-        return model.loss(x, y, lengths)
+        """The model's mean next-step NLL (a scalar): a language model's output is its loss. ``model`` may be a
+        wrapper (DistributedDataParallel, a compiled module) of the language model, in ``.module``: the forward
+        runs through the wrapper, the loss is the inner model's."""
+        inner = model
+        while not hasattr(inner, "wrapped_loss") and hasattr(inner, "module"):
+            inner = inner.module
+        if inner is model:
+            return model.loss(x, y, lengths)
+        return inner.wrapped_loss(model, x, y, lengths)
 
     def train_loss(self, out: Tensor, y: Optional[Tensor]) -> Tensor:
         return out
