@@ -605,19 +605,21 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                      "trainer": {"epochs": 20, "batch_size": 64, "lr": 4e-3, "weight_decay": 0.01}},
     "fmnist14-s4d": {"data": {"name": "fashion_mnist14", "kwargs": {"n_train": 10000}}, "trainer": {"epochs": 3}},
     # Bach chorales, next-step prediction (task lm; statespaces.data.chorales.load_chorales_lm): random windows of
-    # 128 steps of the 263 training pieces (3 passes per epoch: 816 steps), validated and tested on whole held-out
-    # pieces, NLL per 16th-note step; the two models of experiments/chorales.py (SaShiMi of thesis ch. 8, a flat
-    # S4D stack with FF blocks). `statespaces generate runs/chorales-sashimi` writes a chorale (MIDI)
+    # 128 steps of the 263 training pieces (17 batches per pass: SaShiMi 8 passes per epoch, 4352 steps; flat S4D
+    # 2 passes, 1088 steps), validated and tested on whole held-out pieces, NLL per 16th-note step; the two models
+    # of experiments/chorales.py (SaShiMi of thesis ch. 8, a flat S4D stack with FF blocks). Steps and dropout
+    # chosen on the validation pieces (docs/generation.md). `statespaces generate runs/chorales-sashimi` writes
+    # chorales (MIDI)
     "chorales-sashimi": {"data": {"name": "chorales", "augment": {"window": 128}},
                          "model": {"backbone": "sashimi", "d_model": 32, "n_layers": 1, "dropout": 0.0,
                                    "mixing": "linear", "layer": {"kind": "s4d", "d_state": 32},
                                    "backbone_kwargs": {"pool": 4, "n_pools": 2, "expand": 2, "ff_expand": 2}},
-                         "trainer": {"epochs": 16, "min_steps": 800, "batch_size": 16, "lr": 3e-3,
+                         "trainer": {"epochs": 32, "min_steps": 4000, "batch_size": 16, "lr": 3e-3,
                                      "weight_decay": 0.01, "warmup_steps": 80, "grad_clip": 1.0}},
     "chorales-s4d": {"data": {"name": "chorales", "augment": {"window": 128}},
-                     "model": {"backbone": "flat", "d_model": 64, "n_layers": 6, "dropout": 0.0, "mixing": "linear",
+                     "model": {"backbone": "flat", "d_model": 64, "n_layers": 6, "dropout": 0.1, "mixing": "linear",
                                "layer": {"kind": "s4d", "d_state": 32}, "backbone_kwargs": {"ff_expand": 2}},
-                     "trainer": {"epochs": 16, "min_steps": 800, "batch_size": 16, "lr": 3e-3, "weight_decay": 0.01,
+                     "trainer": {"epochs": 32, "min_steps": 800, "batch_size": 16, "lr": 3e-3, "weight_decay": 0.01,
                                  "warmup_steps": 80, "grad_clip": 1.0}},
 }
 
