@@ -28,7 +28,7 @@ import contextlib
 import time
 
 import torch
-from common import LAYER_FLOOR, layer_floor, machine, timeit
+from common import LAYER_FLOOR, layer_floor, machine, positive_int, run, timeit
 
 import statespaces.layers.linoss as linoss_module
 from statespaces import S4, S4D, LinOSS
@@ -91,7 +91,7 @@ def main() -> None:
     p.add_argument("--d-state", type=int, default=64)
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 8192])
     p.add_argument("--chunks", type=int, nargs="+", default=[64, 128])
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=positive_int, default=3)
     p.add_argument("--layers", choices=("all", "s4", "linoss"), default="all",
                    help="all rows, or the S4 (LinOSS) rows only")
     p.add_argument("--linoss-modes", nargs="+", choices=("scan", "conv", "chunked"),
@@ -131,8 +131,8 @@ def main() -> None:
                     return f
                 ts = [_time(chunked(T), args.repeat, grad) for T in args.chunks]
                 name = "S4D stateful" if stateful else "S4D"
-                print(f"{name:>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} {t_ref:9.1f} "
-                      + " ".join(f"{t:10.1f}" for t in ts) + f" {t_ref / min(ts):10.2f}"
+                print(f"{name:>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} {t_ref:9.2f} "
+                      + " ".join(f"{t:10.2f}" for t in ts) + f" {t_ref / min(ts):10.2f}"
                       + _floor_cols([t_ref, *ts], x.numel(), grad, args.repeat))
     modes = list(args.linoss_modes)
     if "chunked" in modes and hasattr(linoss_module, "fits_projected"):   # a checkout before it: no such column
@@ -152,7 +152,7 @@ def main() -> None:
                         mode = "chunked" if m == "unfused" else m
                         t[m] = _time(lambda mode=mode, x=x, lin=lin: lin(x, mode=mode), args.repeat, grad)
                 print(f"{'LinOSS-' + disc:>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} "
-                      + " ".join(f"{t[m]:10.1f}" for m in modes)
+                      + " ".join(f"{t[m]:10.2f}" for m in modes)
                       + "".join(f" {t[a] / t[b]:13.2f}" for a, b in ratios)
                       + _floor_cols(list(t.values()), x.numel(), grad, args.repeat), flush=True)
 
@@ -172,11 +172,11 @@ def main() -> None:
                         kw = dict(state=s0, return_state=True) if stateful else {}
                         t[path] = _time(lambda x=x, kw=kw, s4=s4: s4(x, **kw), args.repeat, grad)
                     name = tag + (" stateful" if stateful else "")
-                    print(f"{name:>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} {t['fft']:9.1f} {t['chunked']:10.1f} "
+                    print(f"{name:>16} {L:>6} {'fwd+bwd' if grad else 'fwd':>8} {t['fft']:9.2f} {t['chunked']:10.2f} "
                           f"{t['fft'] / t['chunked']:10.2f}"
                           + _floor_cols(list(t.values()), x.numel(), grad, args.repeat), flush=True)
             del s4._use_chunked
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -16,7 +16,7 @@ import time
 import warnings
 
 import torch
-from common import layer_floor
+from common import layer_floor, machine, positive_int, run
 
 from statespaces import S4, S4D, LinOSS
 
@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--H", type=int, default=128)
     ap.add_argument("--N", type=int, default=64)
     ap.add_argument("--L", type=int, default=1024)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=positive_int, default=5)
     ap.add_argument("--layers", nargs="+", choices=list(LAYERS), default=list(LAYERS), help="default: all")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -56,8 +56,8 @@ def main() -> None:
     layers = {LAYERS[k][0]: LAYERS[k][1](args.H, args.N) for k in args.layers}
     floor_train = layer_floor(x.numel(), grad=True, clock=time.process_time, repeat=max(5, args.repeat))
     floor_infer = layer_floor(x.numel(), grad=False, clock=time.process_time, repeat=max(5, args.repeat))
-    print(f"CPU time per call, B={args.B} H={args.H} N={args.N} L={args.L}, {args.threads} thread(s), "
-          f"torch {torch.__version__}; floor: fp32 copy of the (B, L, H) activations, fwd+bwd 2 passes, fwd 1")
+    print(f"CPU time per call, B={args.B} H={args.H} N={args.N} L={args.L}, {machine()}; floor: fp32 copy of the "
+          "(B, L, H) activations, fwd+bwd 2 passes, fwd 1")
     print("| layer | fwd+bwd eager | fwd+bwd compiled | ratio | floor | best/floor | fwd eager | fwd compiled | ratio "
           "| floor | best/floor |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -81,4 +81,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

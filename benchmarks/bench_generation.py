@@ -41,7 +41,7 @@ from statespaces.layers.registry import available_layers
 from statespaces.models.lm import SSMLanguageModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))       # benchmarks/common.py from any working directory
-from common import machine, step_floor  # noqa: E402
+from common import machine, run, step_floor  # noqa: E402
 
 
 def build(kind: str, d_model: int, n_layers: int, d_state: int) -> SSMLanguageModel:
@@ -188,4 +188,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -18,6 +18,7 @@ import argparse
 import time
 
 import torch
+from common import copy_floor, machine, run
 
 from statespaces.hippo import legs_step_dense, legs_step_fast, transition
 from statespaces.hippo.legs_fast import legs_gbt_coefficients
@@ -37,8 +38,10 @@ def main(argv=None):
     ap.add_argument("--Ns", type=int, nargs="+", default=[64, 256, 1024, 2048, 4096])
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    print("| N | fast O(N) [us/step] | dense LSI [us/step] | dense matvec [us/step] | dense LSI / fast | matvec / fast |")
-    print("|---|---|---|---|---|---|")
+    print(f"machine: {machine()}; floor: one float64 copy of the state (N read, N written) per step")
+    print("| N | fast O(N) [us/step] | dense LSI [us/step] | dense matvec [us/step] | dense LSI / fast | matvec / fast "
+          "| floor [us/step] | fast / floor |")
+    print("|---|---|---|---|---|---|---|---|")
     for N in args.Ns:
         A, B = transition("legs", N)
         x = torch.randn(1, N, dtype=torch.float64)
@@ -48,9 +51,10 @@ def main(argv=None):
         t_fast = per_step(lambda: legs_step_fast(x, u, a, b, g))
         t_dense = per_step(lambda: legs_step_dense(x, u, a, b, g, A, B))
         t_mv = per_step(lambda: x @ M.T)
+        floor = copy_floor(N, 1, dtype=torch.float64)
         print(f"| {N} | {t_fast * 1e6:.1f} | {t_dense * 1e6:.1f} | {t_mv * 1e6:.1f} | "
-              f"{t_dense / t_fast:.1f}x | {t_mv / t_fast:.2f}x |", flush=True)
+              f"{t_dense / t_fast:.1f}x | {t_mv / t_fast:.2f}x | {floor * 1e6:.2f} | {t_fast / floor:.1f}x |", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -25,12 +25,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import machine, positive_int, run  # noqa: E402
 
 from statespaces import S4D  # noqa: E402
 from statespaces.kernels import dispatch, vandermonde, vandermonde_naive  # noqa: E402
@@ -95,7 +95,7 @@ def main() -> None:
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--modes", type=int, default=32, help="complex modes N (S4D d_state = 2N)")
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 8192])
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=positive_int, default=3)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip-naive-above", type=int, default=1 << 15, help="skip a naive twin above this many (H N L) entries x 1e3")
     p.add_argument("--peer-s4", type=str, default=None, help="path to a local state-spaces/s4 models/s4/s4.py")
@@ -117,13 +117,16 @@ def main() -> None:
     print(f"{'op':<22} {'L':>6} {'ours ms':>9} {'naive ms':>9} {'naive/ours':>10} {'floor ms':>9} {'ours/floor':>10}")
     rows: List[dict] = []
 
-    def report(op: str, L: int, t: Dict[str, float], floor: float, **extra) -> None:
+    def report(op: str, L: int, t: Dict[str, float], floor: float, shape: Optional[Dict[str, int]] = None,
+               **extra) -> None:
+        """One row; ``shape``: the row's own B/H where it differs from the command's (the scan's fixed B=2, H=8)."""
         ours, naive = 1e3 * t["ours"], 1e3 * t.get("naive", float("nan"))
         fl = 1e3 * floor
         print(f"{op:<22} {L:>6} {ours:9.2f} {naive:9.2f} {naive / ours:9.2f}x {fl:9.3f} {ours / fl:9.1f}x", flush=True)
         for k, v in extra.items():
             print(f"{'':<22} {'':>6} {k}: {1e3 * v:.2f} ms ({v / t['ours']:.2f}x ours)", flush=True)
-        rows.append(dict(op=op, L=L, B=B, H=H, N=N, device=dev, ours_ms=ours, naive_ms=naive, floor_ms=fl,
+        rows.append(dict(op=op, L=L, **dict(dict(B=B, H=H), **(shape or {})), N=N, device=dev, ours_ms=ours,
+                         naive_ms=naive, floor_ms=fl,
                          **{f"{k}_ms": 1e3 * v for k, v in extra.items()}))
 
     def big(L: int) -> bool:
@@ -147,7 +150,8 @@ def main() -> None:
         if L <= 2048:
             fns["naive"] = fwd_bwd(scan_loop, a, b)
         t = compare(fns, dev, args.repeat, max(1, args.rounds - 1))
-        report(f"scan (B={Bs},H={Hs})", L, t, copy_floor(4 * 8 * Bs * Hs * L * N, dev, args.repeat))
+        report(f"scan (B={Bs},H={Hs})", L, t, copy_floor(4 * 8 * Bs * Hs * L * N, dev, args.repeat),
+               shape={"B": Bs, "H": Hs})
 
         # -- Cauchy (DPLR): v (H, 4, N) against K = L/2+1 nodes on the unit circle's image
         if cauchy is not None:
@@ -205,4 +209,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

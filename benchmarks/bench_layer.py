@@ -20,7 +20,7 @@ import json
 import time
 
 import torch
-from common import layer_floor, machine, timeit
+from common import layer_floor, machine, positive_int, run, timeit
 
 from statespaces.layers.registry import make_layer
 
@@ -33,7 +33,7 @@ def main() -> None:
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--d-state", type=int, default=64, help="0: the layer's default")
     p.add_argument("--state", action="store_true", help="stateful call: state= and return_state=True")
-    p.add_argument("--repeat", type=int, default=9)
+    p.add_argument("--repeat", type=positive_int, default=9)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     spec = json.loads(a.spec)
@@ -61,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

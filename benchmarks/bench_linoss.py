@@ -2,10 +2,11 @@
 
     python benchmarks/bench_linoss.py            # B=8, H=128, P=64, L=1024 and L=8192 (B=2)
     python benchmarks/bench_linoss.py --quick    # fewer repeats
+    python benchmarks/bench_linoss.py --shapes 2,256    # other B,L pairs (H = 128, P = 64)
 
 Reports seconds per forward+backward (median of repeats) and, as a floor, the time to copy the
 (B, L, P) complex state tensor once (memory bandwidth); every figure is also given as a ratio.
-The loop is timed with a single repeat at L=8192 (it is the slow reference).
+The loop is timed with a single repeat after the first shape (it is the slow reference).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import statistics
 import time
 
 import torch
+from common import machine, run
 
 from statespaces.layers.linoss import LinOSS
 
@@ -46,21 +48,28 @@ def bench(B: int, H: int, P: int, L: int, repeats: int, loop_repeats: int) -> No
     t_scan = _time(fwd_bwd("scan"), repeats)
     t_conv = _time(fwd_bwd("conv"), repeats)
     t_loop = _time(fwd_bwd("loop"), loop_repeats)
-    print(f"B={B} H={H} P={P} L={L}  (threads={torch.get_num_threads()})")
-    print(f"  copy (B,L,P) complex64 state once : {floor * 1e3:9.2f} ms   (floor, 1x)")
+    print(f"B={B} H={H} P={P} L={L}; {machine()}")
+    print(f"  copy (B,L,P) complex64 state once : {floor * 1e3:9.4f} ms   (floor, 1x)")
     for name, t in (("parallel scan", t_scan), ("FFT conv", t_conv), ("sequential loop", t_loop)):
-        print(f"  {name:<34}: {t * 1e3:9.2f} ms   ({t / floor:7.1f}x floor)")
+        print(f"  {name:<34}: {t * 1e3:9.4f} ms   ({t / floor:7.1f}x floor)")
     print(f"  loop / scan speed-up              : {t_loop / t_scan:9.2f}x")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer timed calls (the same shapes)")
+    ap.add_argument("--shapes", nargs="+", default=["8,1024", "2,8192"], help="B,L pairs (H = 128, P = 64)")
     args = ap.parse_args()
     r = 2 if args.quick else 5
-    bench(8, 128, 64, 1024, repeats=r, loop_repeats=2 if args.quick else 3)
-    bench(2, 128, 64, 8192, repeats=max(2, r // 2), loop_repeats=1)
+    for i, shape in enumerate(args.shapes):
+        parts = shape.split(",")
+        if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(f"--shapes {shape!r}: expected two positive integers B,L (e.g. 8,1024)")
+        B, L = (int(p) for p in parts)
+        first = i == 0
+        loops = (2 if args.quick else 3) if first else 1
+        bench(B, 128, 64, L, repeats=r if first else max(2, r // 2), loop_repeats=loops)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -20,6 +20,7 @@ import time
 import warnings
 
 import torch
+from common import run
 
 from statespaces.layers import S4, S4D
 from statespaces.layers.modes import ModesAccuracyWarning
@@ -70,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -40,7 +40,7 @@ from typing import Tuple
 
 import torch
 
-from common import copy_floor, machine, sync, timeit
+from common import copy_floor, machine, positive_int, run, sync, timeit
 
 from statespaces import S4, S4D, LinOSS
 
@@ -171,7 +171,7 @@ def compare_linoss(args, device: torch.device) -> None:
                 print(f"{disc:>5} {B:>3} {L:>6} {1e3 * t_ours:9.1f}  official failed: {str(e)[:80]}")
                 continue
             print(f"{disc:>5} {B:>3} {L:>6} {1e3 * t_ours:9.1f} {1e3 * t_peer:12.1f} {t_peer / t_ours:13.2f}x "
-                  f"{1e3 * floor:9.1f} {t_peer / floor:7.2f}x {t_ours / floor:10.2f}x")
+                  f"{1e3 * floor:9.3f} {t_peer / floor:7.2f}x {t_ours / floor:10.2f}x")
 
 
 def main() -> None:
@@ -182,7 +182,7 @@ def main() -> None:
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--d-state", type=int, default=64)
     p.add_argument("--shapes", nargs="+", default=["8,1024", "8,8192"], help="B,L pairs")
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=positive_int, default=3)
     p.add_argument("--steps", type=int, default=2000, help="recurrent steps timed at B=1 (0: skip)")
     p.add_argument("--layers", nargs="+", choices=["S4D", "S4", "S4~"], default=["S4D", "S4", "S4~"],
                    help="which official-S4 comparisons to run")
@@ -231,7 +231,7 @@ def main() -> None:
                 print(f"{name:>5} {B:>3} {L:>6} {1e3 * t_ours:9.1f}  official failed: {str(e)[:80]}")
                 continue
             print(f"{name:>5} {B:>3} {L:>6} {1e3 * t_ours:9.1f} {1e3 * t_peer:12.1f} {t_peer / t_ours:13.2f}x "
-                  f"{1e3 * floor:9.2f} {t_ours / floor:10.1f}x")
+                  f"{1e3 * floor:9.3f} {t_ours / floor:10.1f}x")
             del ours, peer, x, xt
     if args.steps <= 0:
         return
@@ -253,4 +253,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -13,6 +13,7 @@ import argparse
 import copy
 
 import torch
+from common import run
 
 from statespaces.kernels.reference import vandermonde_naive
 from statespaces.kernels.vandermonde import vandermonde
@@ -97,7 +98,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=0, help="also run LinOSS-IMEX step() this many times")
     ap.add_argument("--parts", default="linoss,s4d,vandermonde", help="comma-separated subset to run")
     args = ap.parse_args()
-    parts = args.parts.split(",")
+    parts = [q.strip() for q in args.parts.split(",") if q.strip()]
+    unknown = sorted(set(parts) - {"linoss", "s4d", "vandermonde"})
+    if unknown or not parts:
+        raise ValueError(f"--parts {args.parts!r}: unknown part(s) {unknown}; allowed: a comma-separated subset of "
+                         "linoss, s4d, vandermonde")
     if "linoss" in parts:
         linoss_rows([int(float(v)) for v in args.lengths.split(",")], args.steps)
     if "s4d" in parts:
@@ -107,4 +112,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -30,6 +30,8 @@ import subprocess
 import sys
 import time
 
+from common import machine, run
+
 
 def run_case(B: int, H: int, N: int, L: int, backend: str, repeat: int) -> dict:
     import torch
@@ -67,23 +69,27 @@ def spawn(B, H, N, L, backend, repeat) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--case")
-    ap.add_argument("--quick", action="store_true")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n\n")[0])
+    ap.add_argument("--case", help=argparse.SUPPRESS)       # internal: one measurement in a child process
+    ap.add_argument("--quick", action="store_true", help="the L = 1024 shape only")
     ap.add_argument("--shapes", nargs="+", help="B,H,N,L configurations (3 repeats each) instead of the defaults")
     args = ap.parse_args()
     if args.case:
         B, H, N, L, backend, repeat = args.case.split(",")
         print(json.dumps(run_case(int(B), int(H), int(N), int(L), backend, int(repeat))))
         return
-    import torch
     from common import LAYER_FLOOR, layer_floor
 
-    print(f"# S4 fwd+bwd, torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, init=legs, rank 1; "
+    print(f"# S4 fwd+bwd, {machine()}, fp32, init=legs, rank 1; "
           f"{LAYER_FLOOR}")
     configs = [(8, 128, 64, 1024, 3)] if args.quick else [(8, 128, 64, 1024, 3), (8, 128, 64, 8192, 1)]
     if args.shapes:
-        configs = [(*(int(v) for v in s.split(",")), 3) for s in args.shapes]
+        configs = []
+        for s in args.shapes:
+            parts = s.split(",")
+            if len(parts) != 4:
+                raise ValueError(f"--shapes {s!r}: expected four integers B,H,N,L (e.g. 8,128,64,1024)")
+            configs.append((*(int(v) for v in parts), 3))
     print(f"{'B':>3} {'H':>4} {'N':>3} {'L':>6} {'power s':>8} {'chunked s':>10} {'naive s':>8} {'naive/chunked':>14} "
           f"{'naive/power':>12} {'floor ms':>9} {'power/floor':>12} {'power GiB':>10} {'chunked GiB':>12} "
           f"{'naive GiB':>10}  (peak RSS of the process)")
@@ -96,7 +102,7 @@ def main() -> None:
         floor = layer_floor(B * L * H, grad=True)
         for r in (a, c):
             assert abs(r["check"] - b["check"]) <= 1e-4 * abs(b["check"]), (r, b)
-        print(f"{B:>3} {H:>4} {N:>3} {L:>6} {a['time_s']:>8.2f} {c['time_s']:>10.2f} {b['time_s']:>8.2f} "
+        print(f"{B:>3} {H:>4} {N:>3} {L:>6} {a['time_s']:>8.4f} {c['time_s']:>10.4f} {b['time_s']:>8.4f} "
               f"{b['time_s'] / c['time_s']:>13.2f}x {b['time_s'] / a['time_s']:>11.2f}x {1e3 * floor:>9.3f} "
               f"{a['time_s'] / floor:>11.0f}x "
               f"{a['peak_rss_gib']:>10.2f} {c['peak_rss_gib']:>12.2f} {b['peak_rss_gib']:>10.2f}")
@@ -108,4 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

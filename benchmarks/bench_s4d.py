@@ -14,7 +14,7 @@ import argparse
 import torch
 from torch import nn
 
-from common import copy_floor, machine, timeit
+from common import copy_floor, machine, positive_int, run, timeit
 from statespaces import S4D
 from statespaces.kernels import vandermonde_naive
 
@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--d-state", type=int, default=64)
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 8192])
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=positive_int, default=5)
     args = p.parse_args()
     torch.manual_seed(0)
     print(f"S4D fwd+bwd, B={args.batch} H={args.d_model} N={args.d_state}; {machine()}")
@@ -63,8 +63,8 @@ def main() -> None:
         t_ours = timeit(fwd_bwd(layer, x), repeat=args.repeat)
         t_naive = timeit(fwd_bwd(naive, x), repeat=args.repeat)
         floor = copy_floor(x.numel(), passes=2)  # x->y forward, dy->dx backward
-        print(f"{L:>6} {1e3 * t_ours:9.1f} {1e3 * t_naive:9.1f} {t_naive / t_ours:8.2f}x {1e3 * floor:9.2f} {t_ours / floor:10.1f}x")
+        print(f"{L:>6} {1e3 * t_ours:9.2f} {1e3 * t_naive:9.2f} {t_naive / t_ours:8.2f}x {1e3 * floor:9.3f} {t_ours / floor:10.1f}x")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -4,7 +4,8 @@ irregular-sampling (time-varying scan) paths, forward+backward on CPU in one run
     PYTHONPATH=src python benchmarks/bench_s5.py            # H=64, N=P=64; (B, L) = (16, 64) and (2, 512)
     PYTHONPATH=src python benchmarks/bench_s5.py --quick    # fewer repeats
 
-Reports seconds per forward+backward (median), the ratio to S4D at the same shape, and the ratio to the fp32
+Reports seconds per forward+backward (median; the input's gradient included), the time over S4D's at the same
+shape (above 1: slower than S4D), and the ratio to the fp32
 copy floor of the (B, L, H) activations (x->y, dy->dx: ``common.layer_floor``, same clock). S4D's
 state is H x N/2 complex numbers per step, S5's P/2 (shared by the channels). ``--shapes B,L ...`` and
 ``--d-model`` (H = N = P) pick other sizes.
@@ -15,15 +16,17 @@ import argparse
 
 import torch
 
-from common import LAYER_FLOOR, layer_floor, machine, timeit
+from common import LAYER_FLOOR, layer_floor, machine, run, timeit
 from statespaces.layers import S4D, S5, LinOSS
 
 
 def _fb(layer, x, **kw):
-    def run():
+    """One forward+backward, the input's gradient included (x requires grad): the dy -> dx pass the floor counts."""
+    def step():
         layer.zero_grad(set_to_none=True)
+        x.grad = None
         layer(x, **kw).square().sum().backward()
-    return run
+    return step
 
 
 class _RealForm(torch.nn.Module):
@@ -44,8 +47,8 @@ class _RealForm(torch.nn.Module):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="3 timed calls per median instead of 7")
     ap.add_argument("--shapes", nargs="+", default=["16,64", "2,512"], help="B,L pairs")
     ap.add_argument("--d-model", type=int, default=64, help="H = N (S5's P = N)")
     args = ap.parse_args()
@@ -53,11 +56,11 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"machine: {machine()}")
     print(f"{LAYER_FLOOR}; fwd+bwd rows")
-    print("| shape (B, L, H, N) | layer | path | s / fwd+bwd | vs S4D | floor ms | ours/floor |")
+    print("| shape (B, L, H, N) | layer | path | s / fwd+bwd | time / S4D's (> 1: slower) | floor ms | ours/floor |")
     print("|---|---|---|---|---|---|---|")
     for B, L in (tuple(int(v) for v in s.split(",")) for s in args.shapes):
         H = N = args.d_model
-        x = torch.randn(B, L, H)
+        x = torch.randn(B, L, H, requires_grad=True)
         dt = torch.rand(B, L) + 0.5
         cases = [("S4D", S4D(H, N, seed=0), "conv", {}),
                  ("S4D", S4D(H, N, seed=0), "scan, irregular dt", {"dt": dt}),
@@ -75,4 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,9 +1,12 @@
 """Shared timing helpers for the benchmark scripts (wall-clock medians, in one process)."""
 from __future__ import annotations
 
+import json
+import os
 import platform
+import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -17,6 +20,8 @@ def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1, clock: Ca
            device=None) -> float:
     """Median time of ``fn()`` in seconds by ``clock`` (wall clock by default; ``time.process_time``
     for CPU time), synchronizing ``device`` around each call when it is a GPU."""
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise ValueError(f"repeat={repeat!r}: allowed: an integer >= 1 (timed calls per median)")
     for _ in range(warmup):
         fn()
     sync(device)
@@ -80,5 +85,50 @@ def bandwidth(numel: int, dtype=torch.float32, device=None, repeat: int = 5) -> 
     return 2 * numel * torch.tensor([], dtype=dtype).element_size() / seconds / 1e9
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    """CPU model, torch threads, torch version (and the GPU when CUDA is available): the line every script prints."""
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{_cpu_name()} ({os.cpu_count()} cores), {torch.get_num_threads()} threads, torch {torch.__version__}{gpu}"
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 1 (``--repeat``, sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an integer") from None
+    if value < 1:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"{value}: allowed: an integer >= 1")
+    return value
+
+
+#: Errors a benchmark reports in one line (bad arguments, missing devices or peers), exit status 2.
+USER_ERRORS = (ValueError, TypeError, KeyError, RuntimeError, AssertionError, OSError, ImportError,
+               json.JSONDecodeError)
+
+
+def run(main: Callable[[], Any]) -> Any:
+    """Run a script's ``main()``: an error prints one line, ``<script>: error: ...``, on stderr and exits with status
+    2 (``STATESPACES_DEBUG=1`` shows the traceback instead); returns what ``main`` returns."""
+    try:
+        return main()
+    except USER_ERRORS as e:
+        if os.environ.get("STATESPACES_DEBUG"):
+            raise
+        text = " ".join(str(e).split()) or type(e).__name__
+        print(f"{os.path.basename(sys.argv[0])}: error: {type(e).__name__}: {text}", file=sys.stderr)
+        raise SystemExit(2) from None

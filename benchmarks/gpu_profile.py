@@ -10,7 +10,7 @@ GPU), the summed kernel time per call from ``torch.profiler`` and the number of 
 kernels that took the most time. ``--compile`` adds ``torch.compile`` (default mode) of each layer beside
 eager: compile seconds and fwd+bwd ms; ``--host`` where the host time goes, by Python function (cProfile).
 Workloads are ``gpu_check.path_workload`` (H=256, N=64 by default).
-Needs CUDA; without it, prints a message and exits 0.
+Needs CUDA; without it, prints a message and exits 2 (as gpu_check.py: nothing was measured).
 """
 from __future__ import annotations
 
@@ -98,8 +98,9 @@ def main(argv=None) -> int:
                    help="also print where the host time goes (cProfile: top functions by cumulative time)")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
-        print("gpu_profile: no CUDA device here: nothing to profile. Run it on a machine with an NVIDIA GPU.")
-        return 0
+        print("gpu_profile: no CUDA device here: nothing to profile. Run it on a machine with an NVIDIA GPU.",
+              file=sys.stderr)
+        return 2
     from statespaces import backend
 
     gc = _gpu_check()

@@ -83,6 +83,20 @@ def _publish(figure: Optional[str], figures: Optional[Path], table: Path) -> Opt
     return os.path.relpath(dest, table.parent if str(table.parent) else ".")
 
 
+def _check_destinations(out: Path, table: Path, figures: Optional[Path]) -> None:
+    """Raise ``ValueError`` naming the option when an output path cannot be written: ``--out`` or ``--figures`` an
+    existing file, ``--table`` a folder or in a folder that does not exist."""
+    for option, folder in (("--out", out), ("--figures", figures)):
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise ValueError(f"{option} {folder}: a file, not a folder; give a folder (created if missing)")
+    if table.is_dir():
+        raise ValueError(f"--table {table}: a folder; give the markdown file to write, e.g. "
+                         f"{table / 'REPRODUCTION.md'}")
+    parent = table.parent if str(table.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"--table {table}: its folder {parent} does not exist; create it or give another path")
+
+
 def run_claims(ids: List[str], quick: bool, out: Path, table: Path, figures: Optional[Path] = None) -> List[dict]:
     """Run claims, print each result, and (re)write ``table`` with every row measured so far.
 
@@ -92,6 +106,7 @@ def run_claims(ids: List[str], quick: bool, out: Path, table: Path, figures: Opt
     unknown = [i for i in ids if i not in CLAIMS]
     if unknown:
         raise ValueError(f"unknown claim ids {unknown}; valid ids: {', '.join(sorted(CLAIMS))}")
+    _check_destinations(out, table, figures)      # before any claim runs: a bad path must not cost a long run
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for cid in ids:
@@ -100,8 +115,11 @@ def run_claims(ids: List[str], quick: bool, out: Path, table: Path, figures: Opt
         try:
             r = c.fn(quick, out)
         except Exception as e:  # a crash is a visible failure, never a hidden row
-            r = Result(thesis="-", ours=f"error: {type(e).__name__}: {e}", passed=False, criterion="runs",
-                       details={"traceback": traceback.format_exc()[-2000:]})
+            trace = traceback.format_exc()
+            log = out / f"{cid}_error.txt"           # the whole traceback, where the failing row points
+            log.write_text(trace)
+            r = Result(thesis="-", ours=f"error: {type(e).__name__}: {e} (traceback: {log})", passed=False,
+                       criterion="runs", details={"traceback": trace[-2000:]})
         row = dict(id=cid, title=c.title, thesis=r.thesis, ours=r.ours, passed=r.passed, criterion=r.criterion,
                    seconds=time.time() - t0, figure=_publish(r.figure, figures, table),
                    command=f"statespaces reproduce {cid}" + (" --quick" if quick else ""))
