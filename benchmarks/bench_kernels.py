@@ -10,7 +10,8 @@ L), the diagonal scan ``x_l = a x_{l-1} + b_l`` (complex, time-invariant a), the
 (if ``statespaces.kernels.cauchy`` exists), the causal FFT convolution, and the S4D layer. "ours"
 goes through the public functions (so on CUDA through :mod:`statespaces.kernels.dispatch` to
 Triton when it imports); "naive" is the reference twin; "floor" streams the op's unavoidable
-fp32 bytes (inputs read + outputs written, forward and backward) at ``clone`` bandwidth.
+fp32 bytes (inputs read + outputs written, forward and backward) at copy bandwidth (into a buffer
+allocated beforehand, ``common.copy_floor``).
 
 CPU figures on a shared machine are noisy: each time is the minimum over ``--rounds`` rounds of
 the median of ``--repeat`` calls, and ours/naive alternate within a round. With 2 cores shared

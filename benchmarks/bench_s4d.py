@@ -5,7 +5,8 @@
 Prints per-configuration times, the speed-up over the naive reference (which materializes the
 (H, N, L) Vandermonde matrix, like the reference implementation's ``einsum('hn,hnl->hl')``), and
 the ratio to a memory-bandwidth floor: streaming the layer's input and output once each way
-(x, y in the forward, dy, dx in the backward) at the speed of ``clone``.
+(x, y in the forward, dy, dx in the backward) at the speed of a copy into a preallocated buffer
+(``common.copy_floor``).
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import shlex
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import numpy as np
 import pytest
 import torch
 
@@ -161,6 +162,8 @@ def test_documented_train_commands_are_accepted(tmp_path, monkeypatch):
     wine.mkdir(parents=True)
     for split in ("TRAIN", "TEST"):
         (wine / f"Wine_{split}.tsv").write_text("1\t0.1\t0.2\t0.3\n2\t0.3\t0.2\t0.1\n")
+    for name in ("my_tokens.npz", "melodies.npz"):       # the token files the docs' commands name
+        np.savez(tmp_path / name, train=np.zeros((4, 8), dtype=np.int64), test=np.ones((2, 8), dtype=np.int64))
     configs = []
     monkeypatch.setattr(loop, "train", lambda cfg, resume=False, progress=True: configs.append(cfg) or {})
     commands = train_commands()

@@ -210,7 +210,7 @@ def test_generate_writes_midi_and_tokens_that_the_model_scores_as_reported(tmp_p
     x = get_dataset("chorales").test.tensors[0]
     np.testing.assert_array_equal(tokens[0, :16], x[32, :16].numpy())     # pieces 32, then 0 (wrapping around)
     np.testing.assert_array_equal(tokens[1, :16], x[0, :16].numpy())
-    assert "test piece(s) 32 (bach/" in printed and "wrote" in printed
+    assert "test sequence(s) 32 (bach/" in printed and "wrote" in printed
     res = generate_from_checkpoint(run, steps=20, piece=32, n=2, seed=3, out=tmp_path / "h" / "s")
     np.testing.assert_array_equal(np.load(res["tokens"]), tokens)          # the same seed, the same notes
     other = generate_from_checkpoint(run, steps=20, piece=32, n=2, seed=4, out=tmp_path / "h" / "t")

@@ -259,8 +259,8 @@ def _generate(args) -> int:
              for p in res["prompts"]]
     prompts = ", ".join(shown[:8]) + (f" and {len(shown) - 8} more" if len(shown) > 8 else "")
     print(f"generated {res['n']} x {res['steps']} steps in recurrent mode in {res['seconds']:.1f}s "
-          f"({res['steps_per_second']:,.0f} steps/s), after the first {args.prompt} steps of test piece(s) {prompts}; "
-          f"the model's NLL of its samples {res['sample_nll']:.4f} nats/step")
+          f"({res['steps_per_second']:,.0f} steps/s), after the first {args.prompt} steps of test sequence(s) "
+          f"{prompts}; the model's NLL of its samples {res['sample_nll']:.4f} nats/step")
     midi = res["midi"]
     for path in (midi if len(midi) <= 8 else midi[:1] + [f"... ({len(midi) - 2} more)"] + midi[-1:]):
         print(f"wrote {path}")

@@ -3,8 +3,9 @@
 ``DATASETS[name](seed=..., **kwargs)`` returns a :class:`SequenceData`; the names are the values
 of ``statespaces train --data.name NAME`` (extra arguments: ``--data.kwargs '{"n_train": 1000}'``).
 Besides the listed keys, ``DATASETS`` understands ``ucr:<Problem>`` for any UCR/UEA problem found
-by :mod:`statespaces.data.ucr`, and a path to a time-series file (``<Name>_TRAIN.ts``/``.tsv``/
-``.txt``, with or without the ``ucr:`` prefix) or a folder holding one (:func:`canonical_name`).
+by :mod:`statespaces.data.ucr`, a path to a time-series file (``<Name>_TRAIN.ts``/``.tsv``/
+``.txt``, with or without the ``ucr:`` prefix) or a folder holding one (:func:`canonical_name`), and
+``tokens:<file>.npz``, token sequences for a language model (:mod:`statespaces.data.tokens`).
 
 Modules are imported lazily by the loaders, so importing this package stays cheap and an
 optional source (Debian's Fashion-MNIST, aeon's .ts files, mnist1d) is only needed when used.
@@ -64,13 +65,23 @@ class _Registry(Dict[str, Loader]):
         return isinstance(key, str) and key.startswith(self.PREFIX) and len(key) > len(self.PREFIX)
 
     @staticmethod
+    def _is_tokens(key: object) -> bool:
+        from .tokens import PREFIX
+
+        return isinstance(key, str) and key.startswith(PREFIX) and len(key) > len(PREFIX)
+
+    @staticmethod
     def _is_path(key: object) -> bool:
         return isinstance(key, str) and bool(key.strip()) and _exists(key)
 
     def __contains__(self, key: object) -> bool:
-        return dict.__contains__(self, key) or self._is_dynamic(key) or self._is_path(key)
+        return dict.__contains__(self, key) or self._is_dynamic(key) or self._is_tokens(key) or self._is_path(key)
 
     def __missing__(self, key: str) -> Loader:
+        if self._is_tokens(key):
+            from .tokens import PREFIX, load_tokens
+
+            return lambda **kw: load_tokens(key[len(PREFIX):], **kw)
         if self._is_dynamic(key):
             return _ucr(key[len(self.PREFIX):])
         if self._is_path(key):
@@ -112,7 +123,8 @@ def accepted_forms() -> str:
 
     return (f"valid datasets: {', '.join(n for n in dataset_names() if not n.startswith('ucr:'))}; "
             "ucr:<Problem> (a UCR/UEA problem shipped with aeon or sktime, or under $STATESPACES_UCR); "
-            f"or a path (with or without ucr:) to {PATH_FORMS}")
+            f"a path (with or without ucr:) to {PATH_FORMS}; or tokens:<file>.npz (token sequences for a language "
+            "model, statespaces.data.tokens)")
 
 
 def canonical_name(name: str) -> str:
@@ -128,6 +140,13 @@ def canonical_name(name: str) -> str:
     """
     if name.startswith(_Registry.PREFIX):
         return _Registry.PREFIX + _ucr_reference(name[len(_Registry.PREFIX):], name)
+    if _Registry._is_tokens(name):
+        from .tokens import PREFIX
+
+        body = name[len(PREFIX):]
+        if not _exists(body):
+            raise FileNotFoundError(f"data.name: no file at {body}; {accepted_forms()}")
+        return PREFIX + str(Path(body).expanduser().resolve())
     if dict.__contains__(DATASETS, name):
         return name
     if not name.strip():

@@ -91,6 +91,8 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
                          prompt_lengths=prompt_lengths)
     seconds = time.perf_counter() - t0
     assert isinstance(new, torch.Tensor)
+    if new.dim() == prompt.dim() - 1:          # one token per step: generate returns (B, steps)
+        new = new.unsqueeze(-1)
     # each piece: its own prompt, then its continuation (a piece shorter than prompt_steps is given whole)
     rows = [torch.cat([prompt[b, :int(prompt_lengths[b])], new[b]]) for b in range(n)]
     width = max(len(r) for r in rows)
