@@ -276,6 +276,12 @@ def test_a_wrapped_language_model_trains_through_the_wrappers_forward():
     loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     assert task.train_output(model, x, x, lengths).item() == pytest.approx(loss.item())
+    with torch.no_grad():                       # the public twin: nll from logits computed elsewhere
+        total, count = model.nll_of_logits(model(x, lengths=lengths), x, lengths)
+        ref_total, ref_count = model.nll(x, lengths=lengths)
+    assert int(count) == int(ref_count) == 8 + 3 + 5 and float(total) == pytest.approx(float(ref_total), rel=1e-6)
+    with pytest.raises(ValueError, match="not aligned"):
+        model.nll_of_logits(model(x)[:, :5], x)
 
 
 def _lm_ddp_worker(rank, world, init_file, out_file):

@@ -342,7 +342,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
                 would pass for a perfect fit.
         """
         tgt, lengths = self._scored_targets(inputs, targets, lengths)
-        return self.nll_of_logits(cast(Tensor, self.forward(inputs, lengths=lengths)), tgt, lengths)
+        return self._nll(cast(Tensor, self.forward(inputs, lengths=lengths)), tgt, lengths)
 
     def _scored_targets(self, inputs: Tensor, targets: Optional[Tensor],
                         lengths: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
@@ -362,7 +362,11 @@ class SSMLanguageModel(Pretrained, nn.Module):
                       lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """:meth:`nll` from logits already computed (``forward``'s, e.g. through a ``DistributedDataParallel``
         wrapper, whose forward must run for the gradients to be synchronised): ``targets`` tokens (B, L[, S])."""
-        tgt = self._check_tokens(targets, "targets")
+        return self._nll(logits, self._check_tokens(targets, "targets"), lengths)
+
+    def _nll(self, logits: Tensor, tgt: Tensor, lengths: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """:meth:`nll_of_logits` of targets already checked (B, L, S) int64 (one token check per call: on CUDA each
+        reads the tokens' range on the host)."""
         if tuple(logits.shape[:2]) != tuple(tgt.shape[:2]):
             raise ValueError(f"logits {tuple(logits.shape)} are not aligned with the targets {tuple(tgt.shape)}")
         if logits.dim() == 3:
@@ -390,7 +394,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
         a compiled module) whose own forward must run (DDP synchronises gradients only through it)."""
         tgt, lengths = self._scored_targets(inputs, targets, lengths)
         kw = {} if lengths is None else {"lengths": lengths}
-        total, count = self.nll_of_logits(net(inputs, **kw), tgt, lengths)
+        total, count = self._nll(net(inputs, **kw), tgt, lengths)
         return total / count
 
     def extra_repr(self) -> str:
