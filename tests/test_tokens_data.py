@@ -46,7 +46,15 @@ def test_a_token_file_reads_back_as_given(tmp_path):
     (dict(train=-np.ones((3, 5), int), test=np.zeros((3, 5), int)), "negative tokens"),
     (dict(train=np.full((3, 5), 9), test=np.zeros((3, 5), int), vocab_size=np.int64(9)), "not below vocab_size=9"),
     (dict(train=np.zeros((3, 5, 2), int), test=np.zeros((3, 5), int)), "different numbers of tokens per step"),
-    (dict(train=np.array([[1, 2], [3]], dtype=object), test=np.zeros((3, 5), int)), "not a readable .npz|pickle"),
+    (dict(train=np.array([[1, 2], [3]], dtype=object), test=np.zeros((3, 5), int)),
+     "array 'train' cannot be read without pickle"),
+    (dict(train=np.zeros((3, 5), int), test=np.zeros((3, 5), int), validation=np.zeros((3, 5), int)),
+     r"arrays \['validation'\] are not part of a token file"),
+    (dict(train=np.zeros((3, 5), int), test=np.zeros((3, 5), int), valid_lengths=np.array([2, 3, 4])),
+     "lengths without their split"),
+    (dict(train=np.full((3, 5), 2**63 + 5, dtype=np.uint64), test=np.zeros((3, 5), int)), "above 2"),
+    (dict(train=np.zeros((3, 5), int), test=np.zeros((3, 5), int), vocab_size=np.int64(10**12)), "is over 16777216"),
+    (dict(train=np.full((3, 5), 10**12), test=np.zeros((3, 5), int)), "implies a vocabulary of 1000000000001"),
 ])
 def test_a_malformed_token_file_is_refused_by_name(tmp_path, arrays, match):
     path = tmp_path / "bad.npz"
@@ -81,3 +89,62 @@ def test_train_and_generate_from_a_token_file(tmp_path, capsys):
     assert out.shape == (2, 3 + 5, 1) and out.min() >= 0 and out.max() < 20
     np.testing.assert_array_equal(out[:, :3, 0], te[:2, :3])
     assert not list((tmp_path / "run" / "generated").glob("*.mid"))          # MIDI only for the chorales
+
+
+def test_files_that_are_not_token_archives_are_named(tmp_path):
+    np.save(tmp_path / "plain.npy", np.zeros((3, 5), int))
+    with pytest.raises(ValueError, match="a single .npy array; a token file is an .npz"):
+        load_tokens(tmp_path / "plain.npy")
+    (tmp_path / "text.npz").write_text("not numpy at all")
+    with pytest.raises(ValueError, match="not a NumPy .npz archive") as e:
+        load_tokens(tmp_path / "text.npz")
+    assert "unsafely" not in str(e.value)
+
+
+def test_an_npz_path_without_the_prefix_is_a_token_file(tmp_path):
+    path = tmp_path / "t.npz"
+    np.savez(path, train=np.zeros((3, 5), int), test=np.ones((2, 5), int))
+    assert canonical_name(str(path)) == f"tokens:{path.resolve()}"
+    assert DATASETS[str(path)](seed=0).task == "lm"
+
+
+def test_moved_and_copied_token_files_are_recognised_by_content(tmp_path, capsys):
+    """evaluate --data.name did not warn about other data for token files; generate could not be pointed at
+    moved data; an ensemble of runs on copies of one file was refused."""
+    import shutil
+    import warnings
+
+    from statespaces.cli import main
+    from statespaces.train import build_config, train
+    from statespaces.train.ensemble import evaluate_ensemble
+    from statespaces.train.loop import evaluate_checkpoint
+
+    rng = np.random.default_rng(2)
+    tr, trl = _progressions(rng, 48, 12)
+    te, tel = _progressions(rng, 6, 12)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    np.savez(tmp_path / "a" / "p.npz", train=tr, train_lengths=trl, test=te, test_lengths=tel)
+    shutil.copy(tmp_path / "a" / "p.npz", tmp_path / "b" / "p.npz")
+    np.savez(tmp_path / "other.npz", train=tr[:, ::-1].copy(), test=te[:, ::-1].copy())
+    for run, data in (("r1", tmp_path / "a" / "p.npz"), ("r2", tmp_path / "b" / "p.npz")):
+        train(build_config(overrides=[("data.name", f"tokens:{data}"), ("model.d_model", "8"), ("model.n_layers", "1"),
+                                      ("model.layer.d_state", "4"), ("trainer.epochs", "1"), ("trainer.batch_size", "16"),
+                                      ("trainer.out", str(tmp_path / run)), ("trainer.tensorboard", "off")]), progress=False)
+    res = evaluate_ensemble([str(tmp_path / "r1"), str(tmp_path / "r2")])        # copies of one file: accepted
+    assert res["n_members"] == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate_checkpoint(str(tmp_path / "r1"), data_name=f"tokens:{tmp_path / 'b' / 'p.npz'}")   # same content
+    with pytest.warns(UserWarning, match="not the data"):
+        evaluate_checkpoint(str(tmp_path / "r1"), data_name=f"tokens:{tmp_path / 'other.npz'}")
+    small = tmp_path / "small.npz"                      # a smaller vocabulary than the model's: still scored
+    np.savez(small, train=np.zeros((3, 6), int), test=np.zeros((2, 6), int))
+    with pytest.warns(UserWarning, match="not the data"):
+        assert evaluate_checkpoint(str(tmp_path / "r1"), data_name=f"tokens:{small}")["loss"] > 0
+    (tmp_path / "a" / "p.npz").rename(tmp_path / "moved.npz")
+    with pytest.raises(SystemExit):
+        main(["generate", str(tmp_path / "r1")])
+    assert "--data.name NEW_PATH" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "r1"), "--data.name", f"tokens:{tmp_path / 'moved.npz'}",
+                 "--steps", "3"]) == 0

@@ -158,6 +158,9 @@ def _main(argv: List[str]) -> int:
     p_gen.add_argument("--top-k", type=int, default=None)
     p_gen.add_argument("--top-p", type=float, default=None)
     p_gen.add_argument("--seed", type=int, default=0, help="seed of the sampling (the same seed, the same notes)")
+    p_gen.add_argument("--data.name", dest="data_name", default=None,
+                       help="take the prompts from this dataset instead of the stored one (e.g. the run's token file "
+                            "moved elsewhere: tokens:NEW_PATH)")
     p_gen.add_argument("--out", default=None, help="file stem of the output (.mid/.npy/.json added; default "
                                                    "<run>/generated/sample_<seed>)")
     args, extra = parser.parse_known_args(argv)
@@ -253,7 +256,7 @@ def _generate(args) -> int:
             raise ValueError(f"{flag} {value}: allowed: an integer >= {lo}")
     res = generate_from_checkpoint(args.checkpoint, steps=args.steps, prompt_steps=args.prompt, piece=args.piece,
                                    n=args.n, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                                   seed=args.seed, out=args.out)
+                                   seed=args.seed, out=args.out, data_name=args.data_name)
     shown = [f"{p['piece']}" + (f" ({p['name']})" if p["name"] else "")
              + (f" whole: {p['prompt_steps']} steps" if p["prompt_steps"] < args.prompt else "")
              for p in res["prompts"]]

@@ -20,6 +20,7 @@ from .audio import mulaw_decode, mulaw_encode, synth_piano
 from .base import SequenceData, TokenDataset
 from .chorales import load_chorales, write_midi
 from .digits import load_digits_sequences
+from .tokens import load_tokens
 from .ucr import FEATURED  # ucr imports neither aeon nor sktime
 
 Loader = Callable[..., SequenceData]
@@ -84,6 +85,10 @@ class _Registry(Dict[str, Loader]):
             return lambda **kw: load_tokens(key[len(PREFIX):], **kw)
         if self._is_dynamic(key):
             return _ucr(key[len(self.PREFIX):])
+        if self._is_path(key) and Path(key).suffix == ".npz":
+            from .tokens import load_tokens
+
+            return lambda **kw: load_tokens(key, **kw)
         if self._is_path(key):
             return _ucr(key)
         raise KeyError(f"unknown dataset {key!r}; {accepted_forms()}")
@@ -151,6 +156,10 @@ def canonical_name(name: str) -> str:
         return name
     if not name.strip():
         raise ValueError(f"data.name: got {name!r}; {accepted_forms()}")
+    if _exists(name) and Path(name).suffix == ".npz":    # token arrays (a language model's data), named without tokens:
+        from .tokens import PREFIX
+
+        return PREFIX + str(Path(name).expanduser().resolve())
     if _exists(name):
         return _Registry.PREFIX + str(Path(name).expanduser().resolve())
     from .ucr import looks_like_path
@@ -218,5 +227,5 @@ def _settings_of(name: str) -> str:
 __all__ = [
     "SequenceData", "TokenDataset", "load_digits_sequences", "DATASETS", "get_dataset", "dataset_names",
     "canonical_name", "accepted_forms", "is_time_series",
-    "load_chorales", "write_midi", "mulaw_encode", "mulaw_decode", "synth_piano",
+    "load_chorales", "write_midi", "mulaw_encode", "mulaw_decode", "synth_piano", "load_tokens",
 ]

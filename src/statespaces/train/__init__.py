@@ -4,6 +4,7 @@ from .checkpoint import CorruptCheckpointError, load_checkpoint, save_checkpoint
 from .config import PRESETS, ConfigError, TrainConfig, build_config
 from .engine import Callback, FitState, fit
 from .ensemble import evaluate_ensemble
+from .generation import generate_from_checkpoint
 from .loop import RunExistsError, build_model, evaluate, evaluate_checkpoint, load_trained, train
 from .mixup import MixUp
 from .run import Run
@@ -13,5 +14,5 @@ __all__ = [
     "TrainConfig", "build_config", "PRESETS", "train", "evaluate", "evaluate_checkpoint", "evaluate_ensemble",
     "load_trained", "build_model", "save_checkpoint", "load_checkpoint", "CorruptCheckpointError", "ConfigError",
     "RunExistsError", "fit", "Callback", "FitState", "Run", "Task", "TASKS", "get_task", "Classification",
-    "Regression", "Seq2Seq", "Forecast", "LanguageModel", "MixUp",
+    "Regression", "Seq2Seq", "Forecast", "LanguageModel", "MixUp", "generate_from_checkpoint",
 ]

@@ -157,7 +157,8 @@ def evaluate_ensemble(paths: Sequence[str], data_name: Optional[str] = None) -> 
                              "score the same test examples (point them all at one copy with --data.name PATH)")
         elif task.name != first["task"].name or data.name != first["dataset"]:
             raise ValueError(f"{p}: a {task.name} model of {data.name}, but {first['path']} is a {first['task'].name} "
-                             f"model of {first['dataset']}; an ensemble's members must share task and data")
+                             f"model of {first['dataset']}; an ensemble's members must share task and data (the same "
+                             "data under two names or places: point them all at one copy with --data.name PATH)")
         elif y.shape != first["y"].shape or not torch.equal(y, first["y"]) or out.shape[-1] != first["width"]:
             raise ValueError(f"{p}: its test split differs from that of {first['path']} ({len(y)} vs "
                              f"{len(first['y'])} examples, or other targets or outputs); members must score the same "

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from .._config import ConfigError
-from .loop import _load_trained, checkpoint_dir, load_data
+from .checkpoint import load_checkpoint
+from .loop import checkpoint_dir, load_for_evaluation
 
 __all__ = ["generate_from_checkpoint"]
 
@@ -41,7 +42,7 @@ def _check_int(name: str, value: Any, lo: int) -> int:
 def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_steps: int = 16, piece: int = 0,
                              n: int = 1, temperature: float = 1.0, top_k: Optional[int] = None,
                              top_p: Optional[float] = None, seed: int = 0,
-                             out: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
+                             out: Optional[Union[str, Path]] = None, data_name: Optional[str] = None) -> Dict[str, Any]:
     """Sample continuations of held-out pieces from the language model of a checkpoint and write them.
 
     Args:
@@ -53,6 +54,8 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
         n: number of continuations (one per prompt piece), sampled as one batch.
         temperature, top_k, top_p: sampling (:func:`statespaces.models.generate.sample_logits`).
         seed: seed of the sampling generator.
+        data_name: take the prompts from this dataset instead of the stored one (e.g. the same token file moved
+            elsewhere: ``tokens:NEW_PATH``), as ``statespaces evaluate --data.name`` does.
         out: where to write: a file stem (``.mid`` / ``.npy`` / ``.json`` are added) or None for
             ``<run>/generated/sample_<seed>`` (the run folder, outside its checkpoints: ``best/`` is replaced
             while a run trains, and old checkpoints are pruned).
@@ -69,15 +72,12 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
     steps, prompt_steps = _check_int("steps", steps, 1), _check_int("prompt_steps", prompt_steps, 1)
     piece, n, seed = _check_int("piece", piece, 0), _check_int("n", n, 1), _check_int("seed", seed, 0)
     folder = checkpoint_dir(path)
-    loaded, cfg, meta = _load_trained(folder)
-    model: Any = loaded                          # an SSMLanguageModel (checked below)
+    meta = load_checkpoint(folder)[1]
     if meta.get("task") != "lm":
         raise ValueError(f"{folder} holds a {meta.get('task')} model; generation needs a language model "
                          "(a run of task lm, e.g. statespaces train --preset chorales-sashimi)")
-    try:
-        data = load_data(cfg)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"the data of {folder} ({cfg.data.name}) is not available: {e}") from None
+    loaded, cfg, meta, data = load_for_evaluation(folder, data_name)     # moved data: a hint to --data.name
+    model: Any = loaded                          # an SSMLanguageModel
     x, _, lengths = data.test.tensors
     if piece >= len(x):
         raise ValueError(f"piece={piece}; the test split has {len(x)} pieces (0 to {len(x) - 1})")

@@ -362,6 +362,11 @@ class _Trainer:
         self.checkpoint(state.step, is_best, shared)
 
 
+def _a_task(name: str) -> str:
+    """A task's name in a sentence: "a classification task", "a language-model (lm) task"."""
+    return "a language-model (lm) task" if name == "lm" else f"a {name} task"
+
+
 def rank_seed(seed: int, rank: int) -> int:
     """The seed of process ``rank`` of a data-parallel run: ``seed`` for rank 0 (a one-process run's), another
     stream for each other rank, so that ranks draw different dropout masks and augmentations."""
@@ -376,7 +381,7 @@ def _augmentation(cfg: TrainConfig, data: Any) -> Optional[Union[SeriesAugment, 
     aug = augmentation_from_spec(cfg.data.augment, seed=cfg.trainer.seed, keep_channels=int(cfg.data.time_channel))
     is_lm = getattr(data, "task", "classification") == "lm"
     if isinstance(aug, TokenWindows) != is_lm and aug.active:
-        raise ConfigError(f"data.augment={cfg.data.augment!r}: dataset {cfg.data.name!r} is a {data.task} task; "
+        raise ConfigError(f"data.augment={cfg.data.augment!r}: dataset {cfg.data.name!r} is {_a_task(data.task)}; "
                           + ("a language model's tokens take {'window': W} only (random windows)" if is_lm else
                              "window (random windows of tokens) applies to language models (task lm) only")
                           + "; change or remove data.augment")
@@ -412,7 +417,7 @@ def _objective(cfg: TrainConfig, data: Any) -> Tuple[Task, Optional[MixUp]]:
     for key in ("label_smoothing", "mixup"):
         value = getattr(t_cfg, key)
         if value and task.name != "classification":
-            raise ConfigError(f"trainer.{key}={value!r}: dataset {cfg.data.name!r} is a {task.name} task; "
+            raise ConfigError(f"trainer.{key}={value!r}: dataset {cfg.data.name!r} is {_a_task(task.name)}; "
                               f"trainer.{key} applies to classification only; set it to 0")
     if t_cfg.label_smoothing:
         task = Classification(label_smoothing=t_cfg.label_smoothing)
@@ -729,8 +734,16 @@ def _problem_of(stored: str) -> Optional[str]:
     itself, ``ucr:<problem>`` for a UCR/UEA problem or a ``<Name>_TRAIN`` / ``<Name>_TEST`` file wherever it is (so
     the same files in another place compare equal) or an existing folder's problem; None when that cannot be told
     (a folder that is gone)."""
+    from ..data.tokens import PREFIX as TOKENS
     from ..data.ucr import _split_of, looks_like_path, resolve
 
+    if stored.startswith(TOKENS):      # token arrays: the same content wherever the file is
+        import hashlib
+
+        try:
+            return TOKENS + hashlib.sha256(Path(stored[len(TOKENS):]).read_bytes()).hexdigest()
+        except OSError:
+            return None
     body = stored[len("ucr:"):] if stored.startswith("ucr:") else stored
     if not looks_like_path(body):
         return stored.lower()
@@ -762,7 +775,7 @@ def load_for_evaluation(path, data_name: Optional[str] = None) -> Tuple[nn.Modul
             raise
         raise FileNotFoundError(f"{folder} was trained on data that is no longer where it was "
                                 f"({' '.join(str(e).split(';')[0].split())}); if it moved, give its new place: "
-                                "statespaces evaluate RUN --data.name NEW_PATH (evaluate_checkpoint(..., "
+                                "statespaces evaluate (or generate) RUN --data.name NEW_PATH (evaluate_checkpoint(..., "
                                 "data_name=NEW_PATH) in Python)") from None
     if data_name is not None:
         trained = _problem_of(trained_on)
@@ -771,7 +784,12 @@ def load_for_evaluation(path, data_name: Optional[str] = None) -> Tuple[nn.Modul
             warnings.warn(f"--data.name {data_name}: not the data {folder} was trained on ({trained_on}); scored "
                           "anyway (--data.name is meant for the same data moved elsewhere)", stacklevel=2)
         classes = meta.get("classes")
-        if (data.d_input, data.n_classes) != (meta["d_input"], meta["n_classes"]):
+        if meta.get("task") == "lm":
+            if data.d_input != meta["d_input"] or data.n_classes > meta["n_classes"]:
+                raise ValueError(f"--data.name {data_name}: {data.name} has {data.d_input} token(s) per step and a "
+                                 f"vocabulary of {data.n_classes}; the model takes {meta['d_input']} per step and "
+                                 f"{meta['n_classes']} token values")
+        elif (data.d_input, data.n_classes) != (meta["d_input"], meta["n_classes"]):
             raise ValueError(f"--data.name {data_name}: {data.name} has {data.d_input} channels and {data.n_classes} "
                              f"classes, the checkpoint {meta['d_input']} and {meta['n_classes']}")
         if isinstance(classes, list) and data.classes is not None and [str(c) for c in data.classes] != classes:
