@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from .._config import ConfigError
-from .checkpoint import load_checkpoint
 from .loop import checkpoint_dir, load_for_evaluation
 
 __all__ = ["generate_from_checkpoint"]
@@ -62,9 +61,9 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
 
     Returns:
         a summary, also written as ``<stem>.json``: ``tokens`` (the written ``.npy``), ``midi`` (the ``.mid``
-        files, chorales only), ``steps``,
-        ``seconds`` and ``steps_per_second`` of the sampling, ``sample_nll`` (mean NLL per step of the sampled
-        steps under the model, nats), ``prompts`` (the test pieces used, by index and name when known).
+        files, chorales only), ``steps``, ``seconds`` and ``steps_per_second`` of the sampling, ``sample_nll``
+        (mean NLL per step of the sampled steps under the model, nats), ``prompts`` (the test sequences used, by
+        index and name when known, with each prompt's length).
 
     Raises:
         ValueError: the checkpoint is not a language model's, or an argument is out of range.
@@ -72,11 +71,10 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
     steps, prompt_steps = _check_int("steps", steps, 1), _check_int("prompt_steps", prompt_steps, 1)
     piece, n, seed = _check_int("piece", piece, 0), _check_int("n", n, 1), _check_int("seed", seed, 0)
     folder = checkpoint_dir(path)
-    meta = load_checkpoint(folder)[1]
+    loaded, cfg, meta, data = load_for_evaluation(folder, data_name)     # moved data: a hint to --data.name
     if meta.get("task") != "lm":
         raise ValueError(f"{folder} holds a {meta.get('task')} model; generation needs a language model "
                          "(a run of task lm, e.g. statespaces train --preset chorales-sashimi)")
-    loaded, cfg, meta, data = load_for_evaluation(folder, data_name)     # moved data: a hint to --data.name
     model: Any = loaded                          # an SSMLanguageModel
     x, _, lengths = data.test.tensors
     if piece >= len(x):
