@@ -48,6 +48,7 @@ from ._checks import (
     check_sequence,
     check_step_input,
     public,
+    tracing,
 )
 from .layers.base import SSMLayer
 from .layers.s4nd import S4ND, check_rates
@@ -67,7 +68,8 @@ def check_lengths(lengths: Any, batch: int, L: int, device: Union[str, torch.dev
     if lengths.device.type == "meta" and torch.device(device).type != "meta":
         raise ValueError(f"{name} is on the meta device (no values); give a tensor of the lengths on a real device")
     lengths = lengths.to(device)
-    if lengths.shape != (batch,) or bool((lengths < 1).any()) or bool((lengths > L).any()):
+    if lengths.shape != (batch,) or (not tracing() and (bool((lengths < 1).any()) or bool((lengths > L).any()))):
+        # (values read on the host only when not traced: torch.export of a model taking lengths has no values)
         raise ValueError(f"{name} must be (B={batch},) integers in [1, L={L}], got {lengths.tolist()}")
     return lengths
 

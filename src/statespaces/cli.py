@@ -7,6 +7,7 @@ statespaces evaluate CHECKPOINT_OR_RUN_DIR [MORE ...] [--data.name PATH]   # sev
 statespaces analyze CHECKPOINT_OR_RUN_DIR [OUT_DIR]
 statespaces generate RUN_DIR [--steps N] [--prompt K] [--piece I] [--n M] [--temperature T] [--top-k K] [--top-p P]
                      [--seed S] [--out STEM]
+statespaces export RUN_DIR OUT.onnx|OUT.pt2 [--rate R]
 statespaces reproduce [IDS ...] [--quick]
 statespaces presets
 ```
@@ -163,6 +164,13 @@ def _main(argv: List[str]) -> int:
                             "moved elsewhere: tokens:NEW_PATH)")
     p_gen.add_argument("--out", default=None, help="file stem of the output (.mid/.npy/.json added; default "
                                                    "<run>/generated/sample_<seed>)")
+    p_exp = sub.add_parser("export", help="export a run's model (a run folder: its best/) to ONNX (a language "
+                                          "model's streaming step) or a torch.export program (.pt2), checked "
+                                          "against the model on its test data")
+    p_exp.add_argument("checkpoint")
+    p_exp.add_argument("out", help="OUT.onnx or OUT.pt2")
+    p_exp.add_argument("--rate", type=float, default=1.0, help="sampling-rate factor the step is frozen at "
+                                                               "(language models; 1: the training rate)")
     args, extra = parser.parse_known_args(argv)
 
     if args.command == "train":
@@ -205,6 +213,14 @@ def _main(argv: List[str]) -> int:
         return 0
     if args.command == "generate":
         return _generate(args)
+    if args.command == "export":
+        from .export import export_checkpoint
+
+        res = export_checkpoint(args.checkpoint, args.out, rate=args.rate)
+        check = ("not checked (onnxruntime is not installed)" if res["max_abs_diff"] is None else
+                 f"max |difference| from the model {res['max_abs_diff']:.1e} on {res['checked_on']}")
+        print(f"wrote {res['out']}: the {res['kind']} of {res['checkpoint']}, as {res['format']}; {check}")
+        return 0
     if args.command == "reproduce":
         from pathlib import Path
 

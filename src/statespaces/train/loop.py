@@ -663,7 +663,9 @@ def per_class_round_counts(fraction: float, sizes: Sequence[int]) -> List[int]:
 
 def load_trained(path: str) -> Tuple[nn.Module, TrainConfig]:
     """Rebuild the model stored in a checkpoint directory (weights only read through safetensors);
-    a run folder stands for its ``best/`` checkpoint.
+    a run folder stands for its ``best/`` checkpoint. The model is returned in eval mode, as
+    :meth:`~statespaces.serialization.Pretrained.from_pretrained` returns one (dropout off: a trained model is
+    loaded to be used; call ``.train()`` to fine-tune it).
 
     Raises :class:`CorruptCheckpointError` naming what failed: a checksum (weights or metadata), a
     missing metadata entry, an invalid stored config, or weights that do not fit the model."""
@@ -688,7 +690,7 @@ def _load_trained(path) -> Tuple[nn.Module, TrainConfig, Dict[str, Any]]:
     except RuntimeError as e:
         msg = " ".join(str(e).split())
         raise CorruptCheckpointError(f"{path}: the weights do not fit the model of its config ({msg})") from None
-    return model, cfg, meta
+    return model.eval(), cfg, meta
 
 
 def describe_selection(meta: Dict[str, Any], path) -> str:

@@ -1,0 +1,77 @@
+"""``statespaces export RUN OUT``: a trained run's model as a torch.export program or an ONNX file, checked here
+independently of the check the command itself prints (language models step by step against their convolution
+view; classifiers on another batch size than the one traced, with their lengths)."""
+import numpy as np
+import pytest
+import torch
+
+from statespaces.train import build_config, train
+from statespaces.train.loop import load_trained
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _token_run(tmp_path):
+    rng = np.random.default_rng(0)
+    start, step = rng.integers(0, 12, 64), rng.integers(1, 3, 64)
+    tr = (start[:, None] + step[:, None] * np.arange(24)[None]) % 12
+    path = tmp_path / "t.npz"
+    np.savez(path, train=tr, test=tr[:8])
+    train(build_config(overrides=[("data.name", f"tokens:{path}"), ("model.d_model", "8"), ("model.n_layers", "1"),
+                                  ("model.layer.d_state", "4"), ("trainer.epochs", "1"), ("trainer.batch_size", "16"),
+                                  ("trainer.out", str(tmp_path / "lm")), ("trainer.tensorboard", "off")]),
+          progress=False)
+    return tmp_path / "lm", torch.from_numpy(tr[:8])
+
+
+def test_a_language_model_exports_its_streaming_step(tmp_path, capsys):
+    from statespaces.cli import main
+    from statespaces.export import streaming_model
+
+    run, tokens = _token_run(tmp_path)
+    assert main(["export", str(run), str(tmp_path / "step.pt2")]) == 0
+    printed = capsys.readouterr().out
+    assert "streaming step of a language model" in printed and "max |difference| from the model" in printed
+    step = torch.export.load(str(tmp_path / "step.pt2")).module()
+    model, _ = load_trained(str(run))
+    assert not model.training                           # loaded to be used: dropout off (as from_pretrained)
+    x = tokens[2:3]                                     # another sequence than the command checked on
+    state = list(streaming_model(model).initial_state(1))
+    outs = []
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            y, *state = step(x[:, t:t + 1], *state)
+            outs.append(y)
+        torch.testing.assert_close(torch.cat(outs, 1), model(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_language_model_exports_to_onnx(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from statespaces.export import export_checkpoint
+
+    run, _ = _token_run(tmp_path)
+    res = export_checkpoint(run, tmp_path / "step.onnx")
+    assert res["max_abs_diff"] is not None and res["max_abs_diff"] < 1e-4 and (tmp_path / "step.onnx").exists()
+
+
+def test_a_classifier_exports_its_forward_with_lengths_and_any_batch(tmp_path):
+    from statespaces.data import get_dataset
+    from statespaces.export import export_checkpoint
+
+    aeon = pytest.importorskip("aeon")  # noqa: F841  (the JapaneseVowels files ship in aeon's wheel)
+    train(build_config(overrides=[("data.name", "ucr:JapaneseVowels"), ("model.d_model", "8"), ("model.n_layers", "1"),
+                                  ("model.layer.d_state", "4"), ("trainer.epochs", "1"),
+                                  ("trainer.out", str(tmp_path / "c")), ("trainer.tensorboard", "off")]), progress=False)
+    res = export_checkpoint(tmp_path / "c", tmp_path / "c.pt2")
+    assert "lengths (B,)" in res["kind"] and res["max_abs_diff"] == 0.0
+    program = torch.export.load(str(tmp_path / "c.pt2")).module()
+    model, _ = load_trained(str(tmp_path / "c"))
+    x, _, lengths = get_dataset("ucr:JapaneseVowels").test.tensors
+    with torch.no_grad():
+        torch.testing.assert_close(program(x[10:15], lengths[10:15]), model(x[10:15], lengths[10:15]))
+    with pytest.raises(TypeError, match="export it as a torch.export program instead"):
+        export_checkpoint(tmp_path / "c", tmp_path / "c.onnx")
+    with pytest.raises(ValueError, match=r"give a file ending in \.onnx"):
+        export_checkpoint(tmp_path / "c", tmp_path / "c.txt")
