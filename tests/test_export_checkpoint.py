@@ -49,7 +49,7 @@ def test_a_language_model_exports_its_streaming_step(tmp_path, capsys):
 def test_a_language_model_exports_to_onnx(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from statespaces.export import export_checkpoint
+    from statespaces.train.export_run import export_checkpoint
 
     run, _ = _token_run(tmp_path)
     res = export_checkpoint(run, tmp_path / "step.onnx")
@@ -58,7 +58,7 @@ def test_a_language_model_exports_to_onnx(tmp_path):
 
 def test_a_classifier_exports_its_forward_with_lengths_and_any_batch(tmp_path):
     from statespaces.data import get_dataset
-    from statespaces.export import export_checkpoint
+    from statespaces.train.export_run import export_checkpoint
 
     aeon = pytest.importorskip("aeon")  # noqa: F841  (the JapaneseVowels files ship in aeon's wheel)
     train(build_config(overrides=[("data.name", "ucr:JapaneseVowels"), ("model.d_model", "8"), ("model.n_layers", "1"),

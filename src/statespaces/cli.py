@@ -214,7 +214,7 @@ def _main(argv: List[str]) -> int:
     if args.command == "generate":
         return _generate(args)
     if args.command == "export":
-        from .export import export_checkpoint
+        from .train.export_run import export_checkpoint
 
         res = export_checkpoint(args.checkpoint, args.out, rate=args.rate)
         check = ("not checked (onnxruntime is not installed)" if res["max_abs_diff"] is None else

@@ -1,0 +1,116 @@
+"""``statespaces export``: a trained run's model as an ONNX file or a ``torch.export`` program, checked on its data.
+
+:func:`export_checkpoint` puts :mod:`statespaces.export` (the streaming step of a model, in real arithmetic) together
+with a run folder of ``statespaces train``: it loads the run's ``best/`` (or any checkpoint folder), exports the
+model and checks the written file against the model on the run's own test data, so that a file that does not
+reproduce the model is never handed over silently.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Union
+
+import torch
+
+from ..export import export_onnx, export_step, streaming_model
+from .loop import checkpoint_dir, load_for_evaluation
+
+Tensor = torch.Tensor
+
+__all__ = ["export_checkpoint", "EXPORT_FORMATS"]
+
+#: The formats of :func:`export_checkpoint`, by the output file's suffix.
+EXPORT_FORMATS = {".onnx": "an ONNX file (run it with onnxruntime)",
+                  ".pt2": "a torch.export program (torch.export.load(path).module())"}
+
+
+def export_checkpoint(path: Union[str, Path], out: Union[str, Path], rate: float = 1.0,
+                      check_steps: int = 64) -> dict:
+    """Export the model of a ``statespaces train`` checkpoint (a run folder stands for its ``best/``) to ``out``
+    (``statespaces export RUN OUT``), and check the file against the model on the run's own test data.
+
+    * a language model (a run of task ``lm``): its streaming step, :func:`export_onnx` for ``out.onnx``,
+      :func:`export_step` saved with ``torch.export.save`` for ``out.pt2``; checked by stepping the file through
+      the first ``check_steps`` steps of the first test sequence (whole frames) against the model's convolution view;
+    * a classifier or regressor (pooled over the whole sequence, so no step to stream): its forward as a
+      ``torch.export`` program with a dynamic batch (``out.pt2``; inputs (B, L, C) of the run's padded test length
+      L, and the lengths (B,) for variable-length data); checked on the first test examples. ONNX is refused for
+      it (its kernels use complex arithmetic).
+
+    Returns ``{"checkpoint", "out", "kind", "format", "max_abs_diff", "checked_on"}``; ``max_abs_diff`` is None
+    when the check could not run (an ONNX file without onnxruntime installed).
+    """
+    out = Path(out)
+    if out.suffix not in EXPORT_FORMATS:
+        raise ValueError(f"{out}: give a file ending in " + " or ".join(
+            f"{k} ({v})" for k, v in EXPORT_FORMATS.items()))
+    if out.exists() and out.is_dir():
+        raise ValueError(f"{out} is a folder; give the file to write")
+    check_steps = int(check_steps)
+    if check_steps < 1:
+        raise ValueError(f"check_steps={check_steps}; allowed: an integer >= 1")
+    folder = checkpoint_dir(path)
+    model, _, meta, data = load_for_evaluation(folder)
+    model = model.eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    x = data.test.tensors[0]
+    with torch.no_grad():
+        if meta.get("task") == "lm":
+            sm = streaming_model(model, rate)
+            T = max(1, min(check_steps, int(data.test.tensors[2][0])) // sm.frame) * sm.frame
+            tokens = x[:1, :T]
+            if tokens.shape[1] < T:
+                raise ValueError(f"the first test sequence has fewer than {T} steps (one frame) to check on")
+            if model.n_streams == 1:
+                tokens = tokens[..., 0]
+            reference = model(tokens)
+            if out.suffix == ".onnx":
+                export_onnx(model, out, rate=rate)
+                step = _onnx_runner(out)
+            else:
+                torch.export.save(export_step(model, rate=rate), str(out))
+                step = torch.export.load(str(out)).module()
+            diff = None
+            if step is not None:
+                state = list(sm.initial_state(1))
+                outs = []
+                for t in range(0, T, sm.frame):
+                    y, *state = step(tokens[:, t:t + sm.frame], *state)
+                    outs.append(torch.as_tensor(y))
+                diff = float((torch.cat(outs, 1) - reference).abs().max())
+            kind, checked = "streaming step of a language model", f"the first {T} steps of test sequence 0"
+        else:
+            if out.suffix == ".onnx":
+                raise TypeError(f"{folder} holds a {meta.get('task')} model, which pools over the whole "
+                                "sequence (no step to stream) and whose kernels use complex arithmetic, which ONNX "
+                                "lacks; export it as a torch.export program instead: OUT.pt2")
+            # variable-length data: the lengths are an input too (padded steps are masked, never read)
+            inputs = (x, data.lengths_test) if data.lengths_test is not None else (x,)
+            batch = torch.export.Dim("batch", min=1)
+            program = torch.export.export(model, tuple(t[:2] for t in inputs),
+                                          dynamic_shapes=tuple({0: batch} for _ in inputs))
+            torch.export.save(program, str(out))
+            loaded = torch.export.load(str(out)).module()
+            sample = tuple(t[: min(len(x), 8)] for t in inputs)
+            diff = float((loaded(*sample) - model(*sample)).abs().max())
+            takes = "x (B, L, C) and lengths (B,)" if len(inputs) == 2 else "x (B, L, C)"
+            kind = f"forward of a {meta.get('task')} model (inputs {takes}, any batch size B)"
+            checked = f"{len(sample[0])} test examples"
+    return {"checkpoint": str(folder), "out": str(out), "kind": kind, "format": EXPORT_FORMATS[out.suffix],
+            "max_abs_diff": diff, "checked_on": checked}
+
+
+def _onnx_runner(path: Path) -> Any:
+    """A function ``(x, *state) -> (y, *state')`` running an exported ONNX step in onnxruntime, or None without it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def run(x: Tensor, *state: Tensor) -> List[Tensor]:
+        feeds = {"x": x.numpy(), **{f"state_{i}": s.numpy() if isinstance(s, Tensor) else s
+                                    for i, s in enumerate(state)}}
+        return [torch.from_numpy(v) for v in session.run(None, feeds)]
+
+    return run
