@@ -343,7 +343,7 @@ def test_analyze_plots_a_bidirectional_s4_checkpoint(tmp_path):
     assert main(["analyze", str(run)]) == 0
     for stem in ("blocks.1.layer.forward", "blocks.1.layer.backward"):
         for kind in ("eigenvalues", "kernel", "frequency_response", "oscillators"):
-            assert (run / "best" / "analysis" / f"{stem}_{kind}.png").exists()
+            assert (run / "analysis" / f"{stem}_{kind}.png").exists()       # beside best/, not inside it
 
 
 def test_layers_that_cannot_be_analyzed_are_named(tmp_path):

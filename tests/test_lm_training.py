@@ -389,7 +389,7 @@ def test_generate_writes_beside_the_checkpoints_with_its_settings(tmp_path, caps
     step = sorted((run / "checkpoints").iterdir())[-1]
     from statespaces.train.generation import generate_from_checkpoint
 
-    assert generate_from_checkpoint(step, steps=2)["tokens"] == str(run / "generated" / "sample_0.npy")
+    assert generate_from_checkpoint(step, steps=2)["tokens"] == str(run / "generated" / step.name / "sample_0.npy")
     with pytest.raises(SystemExit):
         main(["generate", str(run), "--prompt", "0"])
     assert "--prompt 0" in capsys.readouterr().err
@@ -441,3 +441,12 @@ def test_an_ensemble_of_language_models_mixes_their_next_step_probabilities(tmp_
     assert res["loss"] < max(m["loss"] for m in res["members"])
     assert main(["evaluate", *runs]) == 0
     assert "mean next-step probabilities" in capsys.readouterr().out
+
+
+def test_derived_outputs_go_beside_the_checkpoints(tmp_path):
+    from statespaces.train.run import outputs_dir
+
+    assert outputs_dir(tmp_path / "run" / "best", "analysis") == tmp_path / "run" / "analysis"
+    assert outputs_dir(tmp_path / "run" / "checkpoints" / "step-000010", "generated") == \
+        tmp_path / "run" / "generated" / "step-000010"
+    assert outputs_dir(tmp_path / "elsewhere", "analysis") == tmp_path / "elsewhere" / "analysis"

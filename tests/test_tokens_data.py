@@ -84,6 +84,7 @@ def test_train_and_generate_from_a_token_file(tmp_path, capsys):
                                   ("trainer.out", str(tmp_path / "run")), ("trainer.tensorboard", "off")])
     s = train(cfg, progress=False)
     assert s["task"] == "lm" and s["n_val"] == round(0.1 * 64) and s["n_train"] == 64 - s["n_val"]
+    assert s["val_split"] == "random"                 # a plain seeded draw: no classes to stratify
     assert main(["generate", str(tmp_path / "run"), "--prompt", "3", "--steps", "5", "--n", "2"]) == 0
     out = np.load(tmp_path / "run" / "generated" / "sample_0.npy")
     assert out.shape == (2, 3 + 5, 1) and out.min() >= 0 and out.max() < 20

@@ -145,7 +145,8 @@ def _main(argv: List[str]) -> int:
     p_an = sub.add_parser("analyze", help="oscillator view of every SSM layer in a checkpoint (a run folder: its "
                                           "best/): PNG plots + CSV/JSON tables")
     p_an.add_argument("checkpoint")
-    p_an.add_argument("out_dir", nargs="?", default=None, help="(default: <checkpoint>/analysis)")
+    p_an.add_argument("out_dir", nargs="?", default=None,
+                      help="(default: <run>/analysis, outside the checkpoints, which a live run replaces)")
     p_an.add_argument("--no-plots", action="store_true", help="write the CSV/NPZ/JSON tables only")
     p_gen = sub.add_parser("generate", help="sample continuations of held-out pieces from a language model's run "
                                             "(a run folder: its best/) in recurrent mode; chorales: MIDI files")
@@ -198,7 +199,9 @@ def _main(argv: List[str]) -> int:
         from .train.loop import checkpoint_dir
 
         folder = checkpoint_dir(args.checkpoint)
-        out = args.out_dir or str(folder / "analysis")
+        from .train.run import outputs_dir
+
+        out = args.out_dir or str(outputs_dir(folder, "analysis"))
         summary = analyze_checkpoint(folder, out, plots=not args.no_plots)
         for entry in summary["layers"]:
             notes = [entry["kind"]] + ([f"{entry['direction']} direction"] if entry.get("direction") else [])

@@ -28,6 +28,7 @@ import torch
 
 from .._config import ConfigError
 from .loop import checkpoint_dir, load_for_evaluation
+from .run import outputs_dir
 
 __all__ = ["generate_from_checkpoint"]
 
@@ -56,8 +57,8 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
         data_name: take the prompts from this dataset instead of the stored one (e.g. the same token file moved
             elsewhere: ``tokens:NEW_PATH``), as ``statespaces evaluate --data.name`` does.
         out: where to write: a file stem (``.mid`` / ``.npy`` / ``.json`` are added) or None for
-            ``<run>/generated/sample_<seed>`` (the run folder, outside its checkpoints: ``best/`` is replaced
-            while a run trains, and old checkpoints are pruned).
+            ``<run>/generated/sample_<seed>`` (:func:`~statespaces.train.run.outputs_dir`: outside the checkpoints,
+            which a live run replaces and prunes).
 
     Returns:
         a summary, also written as ``<stem>.json``: ``tokens`` (the written ``.npy``), ``midi`` (the ``.mid``
@@ -100,7 +101,7 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
         prompt_total, prompt_count = _prompt_nll(model, prompt, prompt_lengths)
     sample_nll = float(total - prompt_total) / max(int(count - prompt_count), 1)
 
-    stem = Path(out) if out is not None else _run_root(folder) / "generated" / f"sample_{seed}"
+    stem = Path(out) if out is not None else outputs_dir(folder, "generated") / f"sample_{seed}"
     stem.parent.mkdir(parents=True, exist_ok=True)
     tokens_path = stem.with_name(stem.name + ".npy")
     np.save(tokens_path, tokens.numpy())
@@ -121,14 +122,6 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
     stem.with_name(stem.name + ".json").write_text(json.dumps(summary, indent=2))
     return summary
 
-
-def _run_root(folder: Path) -> Path:
-    """The run folder of a checkpoint folder (``RUN/best``, ``RUN/checkpoints/step-N``), or ``folder`` itself."""
-    if folder.parent.name == "checkpoints":
-        return folder.parent.parent
-    if folder.name == "best":
-        return folder.parent
-    return folder
 
 
 def _prompt_nll(model: Any, prompt: torch.Tensor, lengths: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor]":

@@ -550,7 +550,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
             "test_acc": chosen.get("test_acc"), "final_test_acc": final.get("test_acc"),
             "steps": done.step, "passes_per_epoch": getattr(sampler, "passes", 1),
             "val_fraction": t_cfg.val_fraction,
-            "val_split": "the dataset's own" if val_set is not None and data.valid is not None else t_cfg.val_split,
+            "val_split": _split_rule(t_cfg, data, task, val_set),
             "n_train": len(train_set), "n_val": len(val_set) if val_set else 0,
             "n_test": len(data.test), "test_eval": t_cfg.test_eval, "processes": world,
             "train_seconds": trainer.seconds_before + this_run, "train_seconds_this_run": this_run,
@@ -565,6 +565,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     del net     # the DDP wrapper's reducer holds the process group: freed before the group (see Run.close)
     run.close()
     return summary
+
+
+def _split_rule(t_cfg: Any, data: Any, task: Task, val_set: Any) -> Optional[str]:
+    """How the validation split of a run was drawn, for ``summary.json``: ``trainer.val_split`` (classification),
+    "random" (other tasks draw a plain seeded sample), "the dataset's own", or None without validation."""
+    if val_set is None:
+        return None
+    if data.valid is not None:
+        return "the dataset's own"
+    return t_cfg.val_split if task.stratify else "random"
 
 
 #: ``selection`` when there is no validation split.

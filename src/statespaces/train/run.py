@@ -324,6 +324,18 @@ def checkpoint_dir(path) -> Path:
     return folder
 
 
+def outputs_dir(folder: Path, name: str) -> Path:
+    """Where a command writes what it derives from checkpoint ``folder`` (``generate``'s samples, ``analyze``'s
+    tables), outside the checkpoints: a live run replaces ``best/`` every epoch and prunes old ``step-*`` folders.
+    ``RUN/best`` -> ``RUN/<name>``; ``RUN/checkpoints/step-N`` -> ``RUN/<name>/step-N``; any other folder ->
+    ``<folder>/<name>``."""
+    folder = Path(folder)
+    if folder.parent.name == "checkpoints":
+        return folder.parent.parent / name / folder.name
+    if folder.name == "best":
+        return folder.parent / name
+    return folder / name
+
 
 class Run:
     """One training run: its folder ``out``, process group, device, checkpoints and id.
