@@ -149,3 +149,33 @@ def test_moved_and_copied_token_files_are_recognised_by_content(tmp_path, capsys
     assert "--data.name NEW_PATH" in capsys.readouterr().err
     assert main(["generate", str(tmp_path / "r1"), "--data.name", f"tokens:{tmp_path / 'moved.npz'}",
                  "--steps", "3"]) == 0
+
+
+def test_a_resume_on_changed_data_files_is_refused(tmp_path, monkeypatch):
+    """A token file overwritten between two segments of a run was trained on silently."""
+    import statespaces.train.loop as loop
+    from statespaces.train import build_config, train
+    from statespaces.train.config import ConfigError
+
+    rng = np.random.default_rng(3)
+    tr, trl = _progressions(rng, 32, 10)
+    path = tmp_path / "p.npz"
+    np.savez(path, train=tr, train_lengths=trl, test=tr[:4])
+    cfg = build_config(overrides=[("data.name", f"tokens:{path}"), ("model.d_model", "8"), ("model.n_layers", "1"),
+                                  ("model.layer.d_state", "4"), ("trainer.epochs", "2"), ("trainer.batch_size", "16"),
+                                  ("trainer.out", str(tmp_path / "run")), ("trainer.tensorboard", "off")])
+    real_save = loop._Checkpoints.save
+
+    def crash(self, *a, **k):
+        real_save(self, *a, **k)
+        raise KeyboardInterrupt("simulated kill after the first checkpoint")
+
+    monkeypatch.setattr(loop._Checkpoints, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.setattr(loop._Checkpoints, "save", real_save)
+    np.savez(path, train=tr[:, ::-1].copy(), train_lengths=trl, test=tr[:4])      # other content, same name
+    with pytest.raises(ConfigError, match="changed since its last checkpoint"):
+        train(cfg, resume=True, progress=False)
+    np.savez(path, train=tr, train_lengths=trl, test=tr[:4])                       # the original again: resumes
+    assert train(cfg, resume=True, progress=False)["steps"] == 2 * 2

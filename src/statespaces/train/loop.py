@@ -273,6 +273,7 @@ class _Trainer:
         self.best_acc = -1.0
         self.running: Dict[str, Any] = {"loss": 0.0, "correct": 0, "seen": 0}
         self.seconds_before = 0.0     # training time of the earlier segments of a resumed run
+        self.data_digest = data_digest(data)      # the files the data came from (None: generated or packaged data)
         self.t_start = time.time()
         self.tb = None
         # None under trainer.test_eval "off": the test split is not looked at during training. Own generators:
@@ -315,6 +316,8 @@ class _Trainer:
         }
         if self.ema is not None:
             meta["ema_updates"] = self.ema.updates
+        if self.data_digest is not None:
+            meta["data_digest"] = self.data_digest
         if self.data.classes is not None:
             meta["classes"] = [str(c) for c in self.data.classes]
         self.run.save(step, tensors, meta, is_best)
@@ -360,6 +363,30 @@ class _Trainer:
                     self.tb.add_scalar(key.replace("_", "/", 1), record[key], state.step)
             self.tb.flush()
         self.checkpoint(state.step, is_best, shared)
+
+
+def _data_files(data: Any) -> List[str]:
+    """The files a dataset was read from, as its ``info`` records them (token files, UCR/UEA train and test files)."""
+    info = getattr(data, "info", None) or {}
+    files = [info.get(k) for k in ("file", "train_file", "test_file")] if isinstance(info, dict) else []
+    return list(dict.fromkeys(str(f) for f in files if f))
+
+
+def data_digest(data: Any) -> Optional[str]:
+    """SHA-256 of the content of the files :func:`_data_files` names (None when the data come from no file, or a
+    file cannot be read): stored in every checkpoint, so that a resume on changed files is refused."""
+    import hashlib
+
+    files = _data_files(data)
+    if not files:
+        return None
+    h = hashlib.sha256()
+    try:
+        for f in files:
+            h.update(Path(f).read_bytes())
+    except OSError:
+        return None
+    return h.hexdigest()
 
 
 def _a_task(name: str) -> str:
@@ -506,6 +533,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     step = 0
     meta = run.restore(model, opt, sched, cfg.to_dict(), steps_per_epoch, ema)
     if meta is not None:
+        stored = meta.get("data_digest")
+        if stored is not None and trainer.data_digest is not None and stored != trainer.data_digest:
+            raise ConfigError(f"the data files of the run in {out} changed since its last checkpoint "
+                              f"({', '.join(_data_files(data))}): resuming would go on training on other data; "
+                              "restore the files, or start a new run (another --trainer.out)")
         step, trainer.history, trainer.best_acc = meta["step"], meta["history"], meta["best_acc"]
         trainer.seconds_before = meta["train_seconds"]
         # the stored sums cover every rank's examples so far: rank 0 carries them, the others start from 0
