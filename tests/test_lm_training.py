@@ -206,6 +206,11 @@ def test_generate_writes_midi_and_tokens_that_the_model_scores_as_reported(tmp_p
     printed = capsys.readouterr().out
     tokens = np.load(tmp_path / "g" / "s.npy")
     assert (tmp_path / "g" / "s_0.mid").stat().st_size > 0 and (tmp_path / "g" / "s_1.mid").exists()
+    from statespaces.data.chorales import score_to_grid
+
+    reference = score_to_grid(music21.converter.parse(str(tmp_path / "g" / "s_0_reference.mid")))
+    piece = get_dataset("chorales").test.tensors[0][32].numpy()
+    np.testing.assert_array_equal(reference[:36], piece[:36])      # the real piece beside the sample, same span
     assert tokens.shape == (2, 16 + 20, 4) and tokens.min() >= 0 and tokens.max() < 129
     x = get_dataset("chorales").test.tensors[0]
     np.testing.assert_array_equal(tokens[0, :16], x[32, :16].numpy())     # pieces 32, then 0 (wrapping around)

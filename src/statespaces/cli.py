@@ -283,7 +283,7 @@ def _generate(args) -> int:
     print(f"generated {res['n']} x {res['steps']} steps in recurrent mode in {res['seconds']:.1f}s "
           f"({res['steps_per_second']:,.0f} steps/s), after the first {args.prompt} steps of test sequence(s) "
           f"{prompts}; the model's NLL of its samples {res['sample_nll']:.4f} nats/step")
-    midi = res["midi"]
+    midi = [p for pair in zip(res["midi"], res.get("reference_midi") or [None] * len(res["midi"])) for p in pair if p]
     for path in (midi if len(midi) <= 8 else midi[:1] + [f"... ({len(midi) - 2} more)"] + midi[-1:]):
         print(f"wrote {path}")
     print(f"wrote {res['tokens']} (tokens) and {res['tokens'][:-len('.npy')]}.json (settings and prompts)")

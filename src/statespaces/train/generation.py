@@ -62,9 +62,10 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
 
     Returns:
         a summary, also written as ``<stem>.json``: ``tokens`` (the written ``.npy``), ``midi`` (the ``.mid``
-        files, chorales only), ``steps``, ``seconds`` and ``steps_per_second`` of the sampling, ``sample_nll``
-        (mean NLL per step of the sampled steps under the model, nats), ``prompts`` (the test sequences used, by
-        index and name when known, with each prompt's length).
+        files, chorales only) and ``reference_midi`` (each test piece itself over the same span, to compare),
+        ``steps``, ``seconds`` and ``steps_per_second`` of the sampling, ``sample_nll`` (mean NLL per step of the
+        sampled steps under the model, nats), ``prompts`` (the test sequences used, by index and name when known,
+        with each prompt's length).
 
     Raises:
         ValueError: the checkpoint is not a language model's, or an argument is out of range.
@@ -116,9 +117,14 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
     if data.name == "chorales":
         from ..data.chorales import write_midi
 
+        summary["reference_midi"] = []
         for b, r in enumerate(rows):
-            midi = stem.with_name(stem.name + (f"_{b}" if n > 1 else "") + ".mid")
-            summary["midi"].append(str(write_midi(r.numpy(), midi)))
+            suffix = f"_{b}" if n > 1 else ""
+            summary["midi"].append(str(write_midi(r.numpy(), stem.with_name(f"{stem.name}{suffix}.mid"))))
+            # the piece itself over the same span (its own continuation after the prompt), to listen side by side
+            real = x[order[b], :min(len(r), int(lengths[order[b]]))]
+            summary["reference_midi"].append(str(write_midi(real.numpy(), stem.with_name(
+                f"{stem.name}{suffix}_reference.mid"))))
     stem.with_name(stem.name + ".json").write_text(json.dumps(summary, indent=2))
     return summary
 
