@@ -151,7 +151,7 @@ def test_moved_and_copied_token_files_are_recognised_by_content(tmp_path, capsys
                  "--steps", "3"]) == 0
 
 
-def test_a_resume_on_changed_data_files_is_refused(tmp_path, monkeypatch):
+def test_a_resume_on_changed_data_files_is_refused(tmp_path, monkeypatch, capsys):
     """A token file overwritten between two segments of a run was trained on silently."""
     import statespaces.train.loop as loop
     from statespaces.train import build_config, train
@@ -175,7 +175,9 @@ def test_a_resume_on_changed_data_files_is_refused(tmp_path, monkeypatch):
         train(cfg, progress=False)
     monkeypatch.setattr(loop._Checkpoints, "save", real_save)
     np.savez(path, train=tr[:, ::-1].copy(), train_lengths=trl, test=tr[:4])      # other content, same name
-    with pytest.raises(ConfigError, match="changed since its last checkpoint"):
+    capsys.readouterr()
+    with pytest.raises(ConfigError, match=f"changed since its checkpoint .*{path.name} holds other content"):
         train(cfg, resume=True, progress=False)
+    assert "resumed at step" not in capsys.readouterr().err      # refused before anything is announced
     np.savez(path, train=tr, train_lengths=trl, test=tr[:4])                       # the original again: resumes
     assert train(cfg, resume=True, progress=False)["steps"] == 2 * 2

@@ -223,6 +223,10 @@ def _main(argv: List[str]) -> int:
         check = ("not checked (onnxruntime is not installed)" if res["max_abs_diff"] is None else
                  f"max |difference| from the model {res['max_abs_diff']:.1e} on {res['checked_on']}")
         print(f"wrote {res['out']}: the {res['kind']} of {res['checkpoint']}, as {res['format']}; {check}")
+        if res["max_abs_diff"] is not None and not res["max_abs_diff"] <= 1e-3:
+            print(f"statespaces export: error: the exported file differs from the model by {res['max_abs_diff']:.1e} "
+                  "(more than 1e-3): do not use it (please report it, with the run's config)", file=sys.stderr)
+            return 1
         return 0
     if args.command == "reproduce":
         from pathlib import Path

@@ -386,11 +386,20 @@ def export_onnx(model: nn.Module, path: Union[str, Path], batch_size: int = 1, r
     names_out = ["y"] + [f"next_state_{i}" for i in range(n)]
     path = Path(path)
     kwargs: dict[str, Any] = {} if opset is None else {"opset_version": opset}
-    with torch.no_grad(), warnings.catch_warnings():
-        # torch's own exporter trips over a deprecation inside torch (LeafSpec), nothing the caller can change
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-        program = torch.onnx.export(sm, args, dynamo=True, input_names=names_in, output_names=names_out,
-                                    verbose=False, **kwargs)
+    import logging
+
+    # torch's exporter warns about its own internals (a deprecation inside torch, torchvision's operators not
+    # being registered): nothing the caller can change, so those are silenced for the call
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry.level
+    registry.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            program = torch.onnx.export(sm, args, dynamo=True, input_names=names_in, output_names=names_out,
+                                        verbose=False, **kwargs)
+    finally:
+        registry.setLevel(level)
     assert program is not None                  # dynamo=True always returns an ONNXProgram
     program.save(str(path))
     return path

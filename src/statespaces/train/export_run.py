@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any, List, Union
 
 import torch
+from torch.utils.data import default_collate
 
 from ..export import export_onnx, export_step, streaming_model
+from ..layers.base import check_rate
 from .loop import checkpoint_dir, load_for_evaluation
 
 Tensor = torch.Tensor
@@ -41,64 +43,85 @@ def export_checkpoint(path: Union[str, Path], out: Union[str, Path], rate: float
     when the check could not run (an ONNX file without onnxruntime installed).
     """
     out = Path(out)
-    if out.suffix not in EXPORT_FORMATS:
+    suffix = out.suffix
+    if suffix not in EXPORT_FORMATS:
         raise ValueError(f"{out}: give a file ending in " + " or ".join(
-            f"{k} ({v})" for k, v in EXPORT_FORMATS.items()))
+            f"{k} ({v})" for k, v in EXPORT_FORMATS.items()) + " (in lower case: torch.export.load reads .pt2 only)")
     if out.exists() and out.is_dir():
         raise ValueError(f"{out} is a folder; give the file to write")
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ValueError(f"{out}: {blocker} is a file, so no folder can hold the output there")
+    rate = check_rate(rate)
     check_steps = int(check_steps)
     if check_steps < 1:
         raise ValueError(f"check_steps={check_steps}; allowed: an integer >= 1")
     folder = checkpoint_dir(path)
     model, _, meta, data = load_for_evaluation(folder)
     model = model.eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    x = data.test.tensors[0]
     with torch.no_grad():
         if meta.get("task") == "lm":
             sm = streaming_model(model, rate)
+            streams = int(getattr(model, "n_streams", 1))
+            x = data.test.tensors[0]
             T = max(1, min(check_steps, int(data.test.tensors[2][0])) // sm.frame) * sm.frame
             tokens = x[:1, :T]
             if tokens.shape[1] < T:
                 raise ValueError(f"the first test sequence has fewer than {T} steps (one frame) to check on")
-            if model.n_streams == 1:
+            if streams == 1:
                 tokens = tokens[..., 0]
-            reference = model(tokens)
-            if out.suffix == ".onnx":
+            # the convolution view at the training rate; at another rate, the eager streaming step at that rate
+            reference = model(tokens) if rate == 1.0 else _stepped(sm, tokens)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if suffix == ".onnx":
                 export_onnx(model, out, rate=rate)
                 step = _onnx_runner(out)
             else:
                 torch.export.save(export_step(model, rate=rate), str(out))
                 step = torch.export.load(str(out)).module()
-            diff = None
-            if step is not None:
-                state = list(sm.initial_state(1))
-                outs = []
-                for t in range(0, T, sm.frame):
-                    y, *state = step(tokens[:, t:t + sm.frame], *state)
-                    outs.append(torch.as_tensor(y))
-                diff = float((torch.cat(outs, 1) - reference).abs().max())
-            kind, checked = "streaming step of a language model", f"the first {T} steps of test sequence 0"
+            diff = None if step is None else float((_stepped(sm, tokens, step) - reference).abs().max())
+            n_state = len(sm.initial_state(1))
+            kind = (f"streaming step of a language model (inputs: tokens (1, {sm.frame}"
+                    f"{', ' + str(streams) if streams > 1 else ''}) and {n_state} state tensors, "
+                    "batch size 1; outputs the logits and the next state)")
+            checked = (f"the first {T} steps of test sequence 0, against the model's "
+                       + ("convolution view" if rate == 1.0 else f"eager streaming step at rate {rate}"))
         else:
-            if out.suffix == ".onnx":
+            if rate != 1.0:
+                raise ValueError(f"--rate {rate}: a {meta.get('task')} model is exported as its forward at the rate it "
+                                 "was trained at; the rate applies to a language model's streaming step")
+            if suffix == ".onnx":
                 raise TypeError(f"{folder} holds a {meta.get('task')} model, which pools over the whole "
                                 "sequence (no step to stream) and whose kernels use complex arithmetic, which ONNX "
                                 "lacks; export it as a torch.export program instead: OUT.pt2")
-            # variable-length data: the lengths are an input too (padded steps are masked, never read)
-            inputs = (x, data.lengths_test) if data.lengths_test is not None else (x,)
+            # the inputs the model is trained on (a token dataset yields one-hot floats per example, not its ids)
+            items = default_collate([data.test[i] for i in range(min(len(data.test), 8))])
+            inputs = (items[0], items[2]) if len(items) > 2 else (items[0],)
             batch = torch.export.Dim("batch", min=1)
             program = torch.export.export(model, tuple(t[:2] for t in inputs),
                                           dynamic_shapes=tuple({0: batch} for _ in inputs))
+            out.parent.mkdir(parents=True, exist_ok=True)
             torch.export.save(program, str(out))
             loaded = torch.export.load(str(out)).module()
-            sample = tuple(t[: min(len(x), 8)] for t in inputs)
-            diff = float((loaded(*sample) - model(*sample)).abs().max())
-            takes = "x (B, L, C) and lengths (B,)" if len(inputs) == 2 else "x (B, L, C)"
+            diff = float((loaded(*inputs) - model(*inputs)).abs().max())
+            takes = (f"x (B, {inputs[0].shape[1]}, {inputs[0].shape[2]}) and lengths (B,)" if len(inputs) == 2 else
+                     f"x (B, {inputs[0].shape[1]}, {inputs[0].shape[2]})")
             kind = f"forward of a {meta.get('task')} model (inputs {takes}, any batch size B)"
-            checked = f"{len(sample[0])} test examples"
-    return {"checkpoint": str(folder), "out": str(out), "kind": kind, "format": EXPORT_FORMATS[out.suffix],
+            checked = f"{len(inputs[0])} test examples"
+    return {"checkpoint": str(folder), "out": str(out), "kind": kind, "format": EXPORT_FORMATS[suffix],
             "max_abs_diff": diff, "checked_on": checked}
 
+
+def _stepped(sm: Any, tokens: Tensor, step: Any = None) -> Tensor:
+    """The outputs of stepping ``tokens`` (1, T[, S]) frame by frame through ``step`` (default: the eager
+    streaming model ``sm`` itself) from the zero state."""
+    step = sm if step is None else step
+    state = list(sm.initial_state(1))
+    outs = []
+    for t in range(0, tokens.shape[1], sm.frame):
+        y, *state = step(tokens[:, t:t + sm.frame], *state)
+        outs.append(torch.as_tensor(y))
+    return torch.cat(outs, 1)
 
 def _onnx_runner(path: Path) -> Any:
     """A function ``(x, *state) -> (y, *state')`` running an exported ONNX step in onnxruntime, or None without it."""

@@ -372,21 +372,18 @@ def _data_files(data: Any) -> List[str]:
     return list(dict.fromkeys(str(f) for f in files if f))
 
 
-def data_digest(data: Any) -> Optional[str]:
-    """SHA-256 of the content of the files :func:`_data_files` names (None when the data come from no file, or a
-    file cannot be read): stored in every checkpoint, so that a resume on changed files is refused."""
+def data_digest(data: Any) -> Optional[Dict[str, str]]:
+    """``{file: SHA-256 of its content}`` for the files :func:`_data_files` names (None when the data come from no
+    file, or a file cannot be read): stored in every checkpoint, so that a resume on changed files is refused."""
     import hashlib
 
     files = _data_files(data)
     if not files:
         return None
-    h = hashlib.sha256()
     try:
-        for f in files:
-            h.update(Path(f).read_bytes())
+        return {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files}
     except OSError:
         return None
-    return h.hexdigest()
 
 
 def _a_task(name: str) -> str:
@@ -531,13 +528,19 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     trainer = _Trainer(cfg, run, data, task, model, opt, sched, train_set, val_set, selection, ema)
     trainer.steps_per_epoch = steps_per_epoch
     step = 0
-    meta = run.restore(model, opt, sched, cfg.to_dict(), steps_per_epoch, ema)
+    def same_data(meta: Dict[str, Any]) -> None:
+        """Refuse a checkpoint whose data files have changed since (before anything is restored or announced)."""
+        stored, now = meta.get("data_digest"), trainer.data_digest
+        if not isinstance(stored, dict) or now is None:
+            return
+        changed = [f for f in now if f in stored and stored[f] != now[f]]
+        if changed:
+            raise ConfigError(f"the data of the run in {out} changed since its checkpoint {meta.get('step')}: "
+                              f"{', '.join(changed)} holds other content now; resuming would mix two datasets in "
+                              "one run; restore the file(s), or start a new run (another --trainer.out)")
+
+    meta = run.restore(model, opt, sched, cfg.to_dict(), steps_per_epoch, ema, check=same_data)
     if meta is not None:
-        stored = meta.get("data_digest")
-        if stored is not None and trainer.data_digest is not None and stored != trainer.data_digest:
-            raise ConfigError(f"the data files of the run in {out} changed since its last checkpoint "
-                              f"({', '.join(_data_files(data))}): resuming would go on training on other data; "
-                              "restore the files, or start a new run (another --trainer.out)")
         step, trainer.history, trainer.best_acc = meta["step"], meta["history"], meta["best_acc"]
         trainer.seconds_before = meta["train_seconds"]
         # the stored sums cover every rank's examples so far: rank 0 carries them, the others start from 0

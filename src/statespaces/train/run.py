@@ -23,7 +23,7 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -256,7 +256,8 @@ def _write_run_id(out: Path, run_id: str, cfg: TrainConfig) -> None:
 
 
 #: What a run writes into ``<out>`` (removed by ``train(..., replace=True)``).
-RUN_OUTPUTS = ("checkpoints", "best", RUN_FILE, "summary.json", "metrics.csv", "curves.png", "tensorboard")
+RUN_OUTPUTS = ("checkpoints", "best", RUN_FILE, "summary.json", "metrics.csv", "curves.png", "tensorboard",
+               "analysis", "generated")      # the last two: what analyze / generate derived from the run's checkpoints
 
 
 def _check_out_folder(out: Path, ckpts: "_Checkpoints", resume: bool, replace: bool = False) -> None:
@@ -377,7 +378,8 @@ class Run:
         return tensors["rng.torch"]
 
     def restore(self, model: torch.nn.Module, optimizer, scheduler, config: Dict[str, Any],
-                steps_per_epoch: int, ema: Any = None) -> Optional[Dict[str, Any]]:
+                steps_per_epoch: int, ema: Any = None,
+                check: Optional[Callable[[Dict[str, Any]], None]] = None) -> Optional[Dict[str, Any]]:
         """Load the newest valid, complete checkpoint of this run into ``model``, ``optimizer`` and ``scheduler`` (and
         the weight average ``ema``, a :class:`~statespaces.train.averaging.WeightEMA`: the checkpoint's
         ``model.*`` are then the averaged weights, ``train.*`` the trained ones) and set the torch RNG from
@@ -385,7 +387,8 @@ class Run:
         another config raises :class:`ConfigError` naming the differing keys; one that fails half-way through
         its restore is skipped and its partial restore undone. When the restored checkpoint is the selected
         model and ``best/`` holds another step (a run stopped between the two writes), ``best/`` is rewritten
-        from it (:meth:`_Checkpoints.sync_best`), so ``best/`` is the epoch the resumed history chose.
+        from it (:meth:`_Checkpoints.sync_best`), so ``best/`` is the epoch the resumed history chose. ``check(meta)``
+        may refuse a checkpoint before anything is restored or announced (raising; e.g. changed data files).
         """
         if not self.resume:
             return None
@@ -407,6 +410,8 @@ class Run:
                     f"the run in {self.out} was written with a different config ({what}); resume with its settings "
                     "(statespaces train --trainer.out DIR --resume reads them), or choose a new --trainer.out"
                 )
+            if check is not None:
+                check(meta)
             touched = True
             loaded = meta
             try:
