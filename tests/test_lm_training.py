@@ -455,3 +455,15 @@ def test_derived_outputs_go_beside_the_checkpoints(tmp_path):
     assert outputs_dir(tmp_path / "run" / "checkpoints" / "step-000010", "generated") == \
         tmp_path / "run" / "generated" / "step-000010"
     assert outputs_dir(tmp_path / "elsewhere", "analysis") == tmp_path / "elsewhere" / "analysis"
+
+
+def test_a_folder_of_checkpoints_is_named_as_such(tmp_path):
+    from statespaces.train.run import checkpoint_dir
+
+    for name in ("step-000000003", "step-000000007"):
+        (tmp_path / "run" / "checkpoints" / name).mkdir(parents=True)
+        (tmp_path / "run" / "checkpoints" / name / "meta.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"a run's folder of checkpoints; pass one of them \(.*step-000000007 "
+                                                r"is the newest\)"):
+        checkpoint_dir(tmp_path / "run" / "checkpoints")
+    assert checkpoint_dir(tmp_path / "run" / "checkpoints" / "step-000000003").name == "step-000000003"

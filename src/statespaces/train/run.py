@@ -317,6 +317,10 @@ def checkpoint_dir(path) -> Path:
     if not (folder / "meta.json").exists():
         if (folder / "best" / "meta.json").exists():
             return folder / "best"
+        steps = sorted(p.name for p in folder.glob("step-*") if (p / "meta.json").exists())
+        if folder.name == "checkpoints" and steps:
+            raise FileNotFoundError(f"{path} is a run's folder of checkpoints; pass one of them ({folder / steps[-1]} "
+                                    f"is the newest) or the run folder {folder.parent} (its best/)")
         if (folder / "checkpoints").is_dir() or (folder / "best").is_dir():
             raise FileNotFoundError(f"{path} is a run folder without a complete best/ checkpoint; use one of "
                                     f"{folder / 'checkpoints'}/step-*")
