@@ -240,7 +240,7 @@ def test_generate_refuses_a_classifier_and_bad_arguments(tmp_path, capsys):
     train(_tiny_lm(tmp_path), progress=False)
     with pytest.raises(ValueError, match=r"piece=33; the test split has 33 pieces"):
         generate_from_checkpoint(tmp_path / "lm", piece=33)
-    with pytest.raises(ValueError, match="steps=0"):
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
         generate_from_checkpoint(tmp_path / "lm", steps=0)
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:

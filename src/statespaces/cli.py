@@ -185,10 +185,7 @@ def _main(argv: List[str]) -> int:
         if len(args.checkpoint) > 1:
             return _evaluate_ensemble(args.checkpoint, args.data_name)
         res = evaluate_checkpoint(args.checkpoint[0], data_name=args.data_name)
-        task = get_task(res["task"])
-        score, value = task.score_label, task.format_score(res["acc"])
-        loss = "" if task.score_is_loss else f"test loss {res['loss']:.4f}  "
-        print(f"{loss}test {score} {value}  ({res['dataset']}, {res['n_test']} test "
+        print(f"{_test_scores(get_task(res['task']), res)}  ({res['dataset']}, {res['n_test']} test "
               f"examples)\ncheckpoint {res['checkpoint']}: {res['selection']}")
         _print_channels(res)
         return 0
@@ -255,24 +252,28 @@ def _evaluate_ensemble(paths: List[str], data_name: Optional[str]) -> int:
 
     res = evaluate_ensemble(paths, data_name=data_name)
     task = get_task(res["task"])
-    def loss(r: Dict[str, Any]) -> str:
-        return "" if task.score_is_loss else f"test loss {r['loss']:.4f}  "
-
     for m in res["members"]:
-        print(f"{loss(m)}test {task.score_label} {task.format_score(m['acc'])}  "
-              f"{m['checkpoint']}: {m['selection']}")
+        print(f"{_test_scores(task, m)}  {m['checkpoint']}: {m['selection']}")
     how = {"classification": "mean class probabilities", "lm": "mean next-step probabilities"}.get(res["task"],
                                                                                                     "mean prediction")
-    print(f"{loss(res)}test {task.score_label} {task.format_score(res['acc'])}  ensemble of "
+    print(f"{_test_scores(task, res)}  ensemble of "
           f"{res['n_members']} ({how}; {res['dataset']}, {res['n_test']} test examples)")
     _print_channels(res)
     return 0
 
 
-def _generate(args) -> int:
-    from .train.generation import check_sampling_args, generate_from_checkpoint
+def _test_scores(task: Any, res: Dict[str, Any]) -> str:
+    """``test loss L  test accuracy A`` of an evaluation (the loss left out where it is the score: a language
+    model's NLL)."""
+    loss = "" if task.score_is_loss else f"test loss {res['loss']:.4f}  "
+    return f"{loss}test {task.score_label} {task.format_score(res['acc'])}"
 
-    check_sampling_args(args.temperature, args.top_k, args.top_p)
+
+def _generate(args) -> int:
+    from .models.generate import check_sampling
+    from .train.generation import generate_from_checkpoint
+
+    check_sampling(args.temperature, args.top_k, args.top_p)     # before the checkpoint is loaded
     for flag, value, lo in (("--steps", args.steps, 1), ("--prompt", args.prompt, 1), ("--piece", args.piece, 0),
                             ("--n", args.n, 1), ("--seed", args.seed, 0)):
         if value < lo:

@@ -162,9 +162,6 @@ class TokenWindows:
     def active(self) -> bool:
         return True
 
-    def spec(self) -> Dict[str, int]:
-        return {"window": self.window}
-
     def with_targets(self, x: Tensor, y: Optional[Tensor], lengths: Optional[Tensor],
                      step: int) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         if x.dim() < 2 or x.is_floating_point():

@@ -55,11 +55,12 @@ def _split(z, name: str, path: Path) -> Optional[Dict[str, np.ndarray]]:
     x = _array(z, name, path)
     if not np.issubdtype(x.dtype, np.integer) or x.ndim not in (2, 3):
         raise ValueError(f"{path}: {name!r} must be integer tokens (n, L) or (n, L, S), got {x.dtype} {x.shape}")
+    shape = x.shape
     if x.ndim == 2:
         x = x[..., None]
     n, L = x.shape[:2]
     if n == 0 or L < 2 or x.shape[2] == 0:
-        raise ValueError(f"{path}: {name!r} has shape {z[name].shape}; it needs at least one sequence of at least "
+        raise ValueError(f"{path}: {name!r} has shape {shape}; it needs at least one sequence of at least "
                          "2 steps")
     if x.dtype == np.uint64 and x.size and int(x.max()) > np.iinfo(np.int64).max:
         raise ValueError(f"{path}: {name!r} holds tokens above 2^63 - 1 ({int(x.max())}); tokens are ids 0 .. V - 1")

@@ -40,7 +40,9 @@ def meta_digest(meta: Dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: PathLike) -> str:
+    """SHA-256 of a file's content (hex), read in 1 MiB blocks: the checksum of a checkpoint's tensors, and of the data
+    files a run, an evaluation or an ensemble compares by content."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -91,7 +93,7 @@ def save_checkpoint(path: PathLike, tensors: Dict[str, torch.Tensor], meta: Dict
         # normalized through JSON first (tuples -> lists, keys -> strings), so the digest is
         # computed over exactly what a reader parses back
         body = {k: v for k, v in json.loads(json.dumps(meta)).items() if k not in DIGESTS}
-        record = dict(body, sha256=_sha256(tmp / TENSORS), meta_sha256=meta_digest(body))
+        record = dict(body, sha256=file_sha256(tmp / TENSORS), meta_sha256=meta_digest(body))
         (tmp / META).write_text(json.dumps(record, indent=1))
         for f in (tmp / TENSORS, tmp / META, tmp):
             _fsync(f)
@@ -129,7 +131,7 @@ def load_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
         raise CorruptCheckpointError(f"{path}: {META} does not match its checksum (meta_sha256): an entry was "
                                      "edited, added or removed")
     tfile = path / TENSORS
-    if not tfile.is_file() or _sha256(tfile) != meta.get("sha256"):
+    if not tfile.is_file() or file_sha256(tfile) != meta.get("sha256"):
         raise CorruptCheckpointError(f"{path}: {TENSORS} is missing or does not match its checksum")
     try:  # safetensors parses a header and raw buffers only; anything else (e.g. a pickle) is refused
         return load_file(str(tfile)), meta

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..ops._amp import upcast_half
+from .checkpoint import file_sha256
 from .loop import checkpoint_dir, describe_selection, load_for_evaluation
 from .tasks import Task, get_task
 
@@ -108,10 +109,8 @@ def _test_file_digest(data) -> Optional[Tuple[str, str]]:
     path = info.get("test_file") if isinstance(info, dict) else None
     if not path:
         return None
-    import hashlib
-
     try:
-        return str(path), hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return str(path), file_sha256(path)
     except OSError:
         return None
 

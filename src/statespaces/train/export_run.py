@@ -13,6 +13,7 @@ from typing import Any, List, Union
 import torch
 from torch.utils.data import default_collate
 
+from .._checks import check_int
 from ..export import export_onnx, export_step, streaming_model
 from ..layers.base import check_rate
 from .loop import checkpoint_dir, load_for_evaluation
@@ -53,9 +54,7 @@ def export_checkpoint(path: Union[str, Path], out: Union[str, Path], rate: float
     if blocker is not None:
         raise ValueError(f"{out}: {blocker} is a file, so no folder can hold the output there")
     rate = check_rate(rate)
-    check_steps = int(check_steps)
-    if check_steps < 1:
-        raise ValueError(f"check_steps={check_steps}; allowed: an integer >= 1")
+    check_steps = check_int("check_steps", check_steps, 1)
     folder = checkpoint_dir(path)
     model, _, meta, data = load_for_evaluation(folder)
     model = model.eval()
@@ -104,8 +103,8 @@ def export_checkpoint(path: Union[str, Path], out: Union[str, Path], rate: float
             torch.export.save(program, str(out))
             loaded = torch.export.load(str(out)).module()
             diff = float((loaded(*inputs) - model(*inputs)).abs().max())
-            takes = (f"x (B, {inputs[0].shape[1]}, {inputs[0].shape[2]}) and lengths (B,)" if len(inputs) == 2 else
-                     f"x (B, {inputs[0].shape[1]}, {inputs[0].shape[2]})")
+            takes = f"x (B, {inputs[0].shape[1]}, {inputs[0].shape[2]})" + (" and lengths (B,)" if len(inputs) == 2
+                                                                             else "")
             kind = f"forward of a {meta.get('task')} model (inputs {takes}, any batch size B)"
             checked = f"{len(inputs[0])} test examples"
     return {"checkpoint": str(folder), "out": str(out), "kind": kind, "format": EXPORT_FORMATS[suffix],

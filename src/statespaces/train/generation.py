@@ -26,17 +26,11 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 import torch
 
-from .._config import ConfigError
+from .._checks import check_int
 from .loop import checkpoint_dir, load_for_evaluation
 from .run import outputs_dir
 
 __all__ = ["generate_from_checkpoint"]
-
-
-def _check_int(name: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name}={value!r}; allowed: an integer >= {lo}")
-    return int(value)
 
 
 def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_steps: int = 16, piece: int = 0,
@@ -69,9 +63,10 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
 
     Raises:
         ValueError: the checkpoint is not a language model's, or an argument is out of range.
+        TypeError: a count that is not an integer (the rule of ``SSMLanguageModel.generate``'s arguments).
     """
-    steps, prompt_steps = _check_int("steps", steps, 1), _check_int("prompt_steps", prompt_steps, 1)
-    piece, n, seed = _check_int("piece", piece, 0), _check_int("n", n, 1), _check_int("seed", seed, 0)
+    steps, prompt_steps = check_int("steps", steps, 1), check_int("prompt_steps", prompt_steps, 1)
+    piece, n, seed = check_int("piece", piece, 0), check_int("n", n, 1), check_int("seed", seed, 0)
     folder = checkpoint_dir(path)
     loaded, cfg, meta, data = load_for_evaluation(folder, data_name)     # moved data: a hint to --data.name
     if meta.get("task") != "lm":
@@ -139,12 +134,3 @@ def _prompt_nll(model: Any, prompt: torch.Tensor, lengths: torch.Tensor) -> "tup
         prompt, lengths = prompt[keep], lengths[keep]
     return model.nll(prompt, lengths=lengths)
 
-
-def check_sampling_args(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
-    """The sampling arguments checked before a checkpoint is loaded (one-line errors for the CLI)."""
-    from ..models.generate import check_sampling
-
-    try:
-        check_sampling(temperature, top_k, top_p)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(str(e)) from None

@@ -51,7 +51,7 @@ from ..data.sampler import BucketBatchSampler, dataset_lengths, passes_for, trim
 from ..models import SequenceClassifier
 from ..optim import param_groups
 from .averaging import WeightEMA
-from .checkpoint import CorruptCheckpointError, load_checkpoint, pack_state, with_prefix
+from .checkpoint import CorruptCheckpointError, file_sha256, load_checkpoint, pack_state, with_prefix
 from .config import ConfigError, ModelConfig, TrainConfig, TrainerConfig
 from .engine import SCHEDULES, Callback, FitState, evaluate, fit
 from .mixup import MixUp
@@ -344,7 +344,7 @@ class _Trainer:
             self.best_acc = chosen["val_acc"]
         name = task.score_name
         # a percentage for the scores the task prints as one (accuracy), else the task's own form (R^2 was "-322.6%")
-        fmt = (lambda v: f"{100 * v:5.1f}%") if task.format_score(0.5).endswith("%") else task.format_score
+        fmt = (lambda v: f"{100 * v:5.1f}%") if task.score_in_percent else task.format_score
         print(
             f"epoch {state.epoch + 1:3d}/{t_cfg.epochs}  train loss {record['train_loss']:.4f}"
             + ("" if task.score_is_loss else f" {name} {fmt(record['train_acc'])}")
@@ -375,13 +375,11 @@ def _data_files(data: Any) -> List[str]:
 def data_digest(data: Any) -> Optional[Dict[str, str]]:
     """``{file: SHA-256 of its content}`` for the files :func:`_data_files` names (None when the data come from no
     file, or a file cannot be read): stored in every checkpoint, so that a resume on changed files is refused."""
-    import hashlib
-
     files = _data_files(data)
     if not files:
         return None
     try:
-        return {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files}
+        return {f: file_sha256(f) for f in files}
     except OSError:
         return None
 
@@ -785,10 +783,8 @@ def _problem_of(stored: str) -> Optional[str]:
     from ..data.ucr import _split_of, looks_like_path, resolve
 
     if stored.startswith(TOKENS):      # token arrays: the same content wherever the file is
-        import hashlib
-
         try:
-            return TOKENS + hashlib.sha256(Path(stored[len(TOKENS):]).read_bytes()).hexdigest()
+            return TOKENS + file_sha256(stored[len(TOKENS):])
         except OSError:
             return None
     body = stored[len("ucr:"):] if stored.startswith("ucr:") else stored

@@ -113,7 +113,7 @@ def write_metrics(out: Path, history, task: Any = "classification") -> None:
     a.set(xlabel="epoch", ylabel=task.loss_label, title="loss")
     if panels == 2:
         b = axes[0][1]
-        percent = task.format_score(0.5).endswith("%")
+        percent = task.score_in_percent
         for key, label in (("train_acc", "train"), ("val_acc", "val"), ("test_acc", "test")):
             curve(b, key, label, 100 if percent else 1)
         b.set(xlabel="epoch", ylabel=task.score_label + (" (%)" if percent else ""), title=task.score_label)

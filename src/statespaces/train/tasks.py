@@ -126,6 +126,11 @@ class Task:
         """The score as printed (accuracy: a percentage)."""
         return f"{100 * value:.2f}%"
 
+    @property
+    def score_in_percent(self) -> bool:
+        """Whether :meth:`format_score` prints the score as a percentage (accuracy; not R^2 nor an NLL)."""
+        return self.format_score(0.5).endswith("%")
+
     def check_targets(self, y: Tensor, n_classes: int, what: str) -> None:
         """Raise ValueError when the targets ``y`` of a dataset do not fit the task (``what`` names them):
         class labels must be int64 in ``[0, n_classes)``."""
