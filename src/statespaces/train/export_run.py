@@ -3,7 +3,8 @@
 :func:`export_checkpoint` puts :mod:`statespaces.export` (the streaming step of a model, in real arithmetic) together
 with a run folder of ``statespaces train``: it loads the run's ``best/`` (or any checkpoint folder), exports the
 model and checks the written file against the model on the run's own test data, so that a file that does not
-reproduce the model is never handed over silently.
+reproduce the model is never handed over silently. The streaming step is the recurrent view of the model (thesis
+§2.3.2, §7.4.2: constant time and memory per step), frozen in real arithmetic by :mod:`statespaces.export`.
 """
 from __future__ import annotations
 
