@@ -369,6 +369,42 @@ def test_presets_write_to_runs_preset():
     assert build_config().trainer.out == "runs/digits"
 
 
+def test_runs_without_preset_write_to_runs_data(tmp_path):
+    from statespaces.train.config import data_out
+
+    assert data_out("digits") == "runs/digits"
+    assert data_out("ucr:GunPoint") == "runs/ucr-GunPoint"
+    assert data_out("/data/ucr/Wine/Wine_TRAIN.tsv") == "runs/Wine"
+    assert data_out("tokens:/x/y/my tokens.npz") == "runs/tokens-my-tokens"
+    assert data_out(r"C:\ucr\GunPoint") in ("runs/GunPoint", "runs/C-ucr-GunPoint")   # no ':' in a folder name
+    assert data_out("ucr:../Wine") == "runs/ucr-Wine"
+    assert build_config(overrides=[("data.name", "ucr:GunPoint")]).trainer.out == "runs/ucr-GunPoint"
+    # named anywhere, the folder is the one named
+    assert build_config(overrides=[("data.name", "ucr:GunPoint"), ("trainer.out", "x")]).trainer.out == "x"
+    assert build_config("ucr", overrides=[("data.name", "ucr:GunPoint")]).trainer.out == "runs/ucr"
+    toml = tmp_path / "run.toml"
+    toml.write_text('[data]\nname = "ucr:GunPoint"\n')
+    assert build_config(config_file=str(toml)).trainer.out == "runs/ucr-GunPoint"
+    toml.write_text('[data]\nname = "ucr:GunPoint"\n[trainer]\nout = "mine"\n')
+    assert build_config(config_file=str(toml)).trainer.out == "mine"
+
+
+def test_resume_points_at_the_earlier_default_folder(tmp_path, monkeypatch, capsys):
+    """A run on other data started before runs/<data> existed sits in runs/digits: --resume says so."""
+    from statespaces.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "digits").mkdir(parents=True)
+    cfg = build_config(overrides=[("data.name", "ucr:GunPoint"), ("trainer.out", "runs/digits")])
+    (tmp_path / "runs" / "digits" / "run.json").write_text(json.dumps({"config": cfg.to_dict()}))
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--data.name", "ucr:GunPoint", "--resume"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "runs/ucr-GunPoint holds no run, but runs/digits holds a run on ucr:GunPoint" in err
+    assert "--trainer.out runs/digits" in err
+
+
 # --- item 8: CLI errors and progress ---------------------------------------------------------------
 def test_every_command_reports_user_errors_in_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("x")

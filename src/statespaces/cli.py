@@ -121,10 +121,10 @@ def _main(argv: List[str]) -> int:
     p_train.add_argument("--preset", help="named recipe (see `statespaces presets`)")
     p_train.add_argument("--config", help="TOML file with [model], [data], [trainer] sections")
     p_train.add_argument("--resume", action="store_true",
-                         help="continue the run in --trainer.out (or the preset's runs/<preset>) from its newest valid "
-                              "checkpoint, with the config stored there; flags beside it may change where it runs "
-                              "(device, out, tensorboard, keep_last, checkpoint_every), any other flag that differs "
-                              "from the stored run is an error")
+                         help="continue the run in --trainer.out (default runs/<preset>, or runs/<data> without a "
+                              "preset) from its newest valid checkpoint, with the config stored there; flags beside "
+                              "it may change where it runs (device, out, tensorboard, keep_last, checkpoint_every), "
+                              "any other flag that differs from the stored run is an error")
     p_train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p_eval = sub.add_parser("evaluate", help="test score (accuracy, R^2, NLL) of a checkpoint directory (a run "
                                              "folder: its best/); "
@@ -319,6 +319,21 @@ def layer_call(layer, d_model: int) -> str:
     return f"{layer_class(layer.kind).__name__}(d_model={d_model}, {args})"
 
 
+def _earlier_default_folder(cfg, out: str) -> None:
+    """Raise when ``--resume`` finds no run in the data's default folder ``out`` but ``runs/digits`` holds a run
+    on the same data: versions before 2026-12-07 wrote every run without a preset or ``--trainer.out`` there."""
+    from .train.config import TrainConfig, data_out
+    from .train.loop import stored_config
+
+    old = TrainConfig().trainer.out
+    if out == old or out != data_out(cfg.data.name):
+        return
+    found = stored_config(old)
+    if found is not None and (found[0].get("data") or {}).get("name") == cfg.data.name:
+        raise FileNotFoundError(f"--resume: {out} holds no run, but {old} holds a run on {cfg.data.name} (earlier "
+                                f"versions wrote runs without a preset there); resume it with --trainer.out {old}")
+
+
 def _train(args, overrides: List[Tuple[str, str]]) -> int:
     from .train.config import build_config, resume_config
     from .train.loop import stored_config, train
@@ -331,6 +346,7 @@ def _train(args, overrides: List[Tuple[str, str]]) -> int:
         out = cfg.trainer.out
         found = stored_config(out)
         if found is None:
+            _earlier_default_folder(cfg, out)
             given = [k for k, _ in overrides if k != "trainer.out"]
             if args.preset is None and args.config is None and not given:
                 raise FileNotFoundError(f"--resume: {out} holds no run to resume (no checkpoint, no run.json); "

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -220,6 +221,7 @@ class TrainerConfig:
     # statespaces.data.sampler.BucketBatchSampler); single process only
     bucket: bool = False
     seed: int = 0
+    # run folder; when neither a preset, a config file nor a flag names it: runs/<data> (data_out)
     out: str = "runs/digits"
     keep_last: int = 2
     checkpoint_every: int = 0
@@ -757,12 +759,32 @@ def preset_out(preset: str) -> str:
     return f"runs/{preset}"
 
 
+def data_out(name: str) -> str:
+    """Default run folder of a run that names no preset and no ``trainer.out``: ``runs/<data>``, e.g.
+    ``runs/digits`` (the default data), ``runs/ucr-GunPoint`` for ``ucr:GunPoint``, ``runs/GunPoint`` for a path
+    ``.../GunPoint_TRAIN.ts`` and ``runs/tokens-mine`` for ``tokens:.../mine.npz`` (a file's stem, less a
+    ``_TRAIN``/``_TEST`` suffix; each run of characters other than ASCII letters, digits, ``.``, ``_`` and ``-``
+    becomes one ``-``)."""
+    prefix, sep, rest = name.partition(":")
+    if not sep or len(prefix) == 1:                # no prefix, or a Windows drive letter
+        prefix, rest = "", name
+    path = Path(rest)
+    stem = path.name if path.suffix == "" else path.stem
+    for suffix in ("_TRAIN", "_TEST"):
+        if stem.upper().endswith(suffix) and len(stem) > len(suffix):
+            stem = stem[:-len(suffix)]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(p for p in (prefix, stem) if p))
+    return f"runs/{re.sub(r'-{2,}', '-', slug).strip('.-') or 'data'}"
+
+
 def build_config(preset: Optional[str] = None, config_file: Optional[str] = None,
                  overrides: Sequence[Tuple[str, str]] = ()) -> TrainConfig:
     """Defaults <- preset <- config file <- command-line overrides, in that order, each validated
     (:class:`ConfigError` names the key, the value and what is allowed; a config file's errors
-    also name the file). A preset writes to ``runs/<preset>`` unless ``trainer.out`` is given."""
+    also name the file). A preset writes to ``runs/<preset>`` unless ``trainer.out`` is given; a run without
+    a preset to ``runs/<data>`` (:func:`data_out`)."""
     d = TrainConfig().to_dict()
+    out_given = preset is not None or any(key == "trainer.out" for key, _ in overrides)
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
@@ -770,7 +792,9 @@ def build_config(preset: Optional[str] = None, config_file: Optional[str] = None
         if "out" not in PRESETS[preset].get("trainer", {}):
             d["trainer"]["out"] = preset_out(preset)
     if config_file is not None:
-        d = _merge(d, load_config_file(config_file))
+        file_config = load_config_file(config_file)
+        out_given = out_given or "out" in (file_config.get("trainer") or {})
+        d = _merge(d, file_config)
         try:
             cfg = TrainConfig.from_dict(d)
         except ConfigError as e:
@@ -779,4 +803,6 @@ def build_config(preset: Optional[str] = None, config_file: Optional[str] = None
         cfg = TrainConfig.from_dict(d)
     for key, value in overrides:
         cfg = cfg.override(key, value)
+    if not out_given:
+        cfg = cfg.override("trainer.out", data_out(cfg.data.name))
     return cfg
