@@ -51,6 +51,7 @@ from ._checks import (
     tracing,
 )
 from .layers.base import SSMLayer
+from .layers.irregular import check_intervals
 from .layers.s4nd import S4ND, check_rates
 from .serialization import Pretrained
 
@@ -318,6 +319,8 @@ class ResidualBlock(Pretrained, nn.Module):
             raise ValueError("a state (state= or return_state=True) with a padding mask (lengths): the state after "
                              "the last step would include the padded steps; run each sequence's valid part (or "
                              "unpadded batches) to carry states")
+        if irregular and mask is not None:       # padding of dt / timestamps: interval 1, read by no valid step
+            dt, timestamps = check_intervals(x, dt, timestamps, mask), None
         z = self.norm(x, mask) if self.prenorm else x
         if mask is not None:
             z = z.masked_fill(~mask.unsqueeze(-1), 0.0)   # after the norm, whose bias makes zeros nonzero

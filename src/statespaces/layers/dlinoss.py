@@ -52,6 +52,7 @@ or ``4 dt^2 (A - G^2/4)`` (IM).
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple, Union
@@ -236,6 +237,16 @@ class DLinOSS(LinOSS):
                          (dt_std >= 0, f"dt_std >= 0, got dt_std={dt_std}")):
             if not ok:
                 raise ValueError(f"DLinOSS needs {what}")
+        # each init reads only its own ranges: a changed range of the other init would be ignored, so it is refused
+        other = "uniform" if self.init == "ring" else "ring"
+        ranges = {"ring": {"r_min": r_min, "r_max": r_max, "theta_min": theta_min, "theta_max": theta_max},
+                  "uniform": {"A_min": A_min, "A_max": A_max, "G_min": G_min, "G_max": G_max}}[other]
+        defaults = inspect.signature(DLinOSS.__init__).parameters
+        changed = [f"{k}={v!r}" for k, v in ranges.items() if v != defaults[k].default]
+        if changed:
+            raise ValueError(f"{', '.join(changed)}: {'these ranges are' if len(changed) > 1 else 'this range is'} "
+                             f"read by init={other!r} only, and this layer has init={self.init!r}; pass "
+                             f"init={other!r} or drop {'them' if len(changed) > 1 else 'it'}")
         if self.init == "uniform" and (A_max <= 0 or G_min < 0):
             raise ValueError("uniform init needs A_max > 0 and G_min >= 0 (the complex band has A > 0, G >= 0)")
         gen = seeded_generator(seed)
@@ -317,6 +328,11 @@ class DLinOSS(LinOSS):
         disc = A - G * G / 4
         return torch.where(disc >= 0, torch.complex(-G / 2, torch.sqrt(disc.clamp(min=0))),
                            torch.complex(-G / 2 + torch.sqrt((-disc).clamp(min=0)), torch.zeros_like(G)))
+
+    @staticmethod
+    def _curve() -> str:
+        return ("|lambda| < 1 and the angle and radius that damping G >= 0 and stiffness A >= 0 give at that dt, "
+                "in the complex band")
 
     def _set_oscillators(self, lam: Tensor, dt: Tensor) -> None:
         """Set (A_hat, G_hat, dt_raw) so that block p has eigenvalues ``lam[p]``, conj at step ``dt[p]``

@@ -538,6 +538,11 @@ class LinOSS(SSMLayer):
         self.A_hat.copy_(A.clamp(min=0).sqrt() if self.A_param == "square" else A)
         self.dt_raw.copy_(torch.log(dt) - torch.log1p(-dt))                                   # logit
 
+    @staticmethod
+    def _curve() -> str:
+        """Where the scheme's eigenvalues lie, for :meth:`from_modes`' error."""
+        return "IM: |lambda| < 1 with angle atan(dt sqrt A); IMEX: |lambda| = 1"
+
     @classmethod
     def from_modes(cls, modes: Modes, discretization: Optional[str] = None, mode: str = "scan",
                    dtype: Optional[torch.dtype] = None, tol: float = 1e-8, **kwargs) -> "LinOSS":
@@ -565,13 +570,19 @@ class LinOSS(SSMLayer):
         modes._check_common(who)
         P, H = modes.n_modes // 2, modes.d_model
         disc = modes.discretization if discretization is None else discretization
+        steps = modes.dt[:P].to(torch.float64)
+        if not bool(((steps > 0) & (steps < 1)).all()):
+            raise ValueError(f"{who}.from_modes: the layer's step dt = sigmoid(dt_raw) lies in (0, 1), but these modes "
+                             f"have steps in [{steps.min().item():.4g}, {steps.max().item():.4g}] (modes(rate) folds "
+                             "the rate into dt); take the modes at rate 1 and run the new layer with "
+                             "forward(x, rate=R), or at a rate that keeps every rate x dt below 1")
         layer = cls(H, P, discretization=disc.upper(), mode=mode, bidirectional=modes.bidirectional == "sum", **kwargs)
         layer = layer.to(torch.float64)            # built and checked in float64, then cast to dtype
         c128 = torch.complex128
         lam = modes.eig[:P].to(c128)
         lam = torch.where(lam.imag < 0, lam.conj(), lam)
         with torch.no_grad():
-            layer._set_oscillators(lam, modes.dt[:P].to(torch.float64))
+            layer._set_oscillators(lam, steps)
             own = layer.modes()
             # B_p from the residue term, or from the ramp term where that dominates (A = 0: pure ramp)
             assert own.residue is not None         # an oscillator layer's modes() always sets it
@@ -594,8 +605,7 @@ class LinOSS(SSMLayer):
         if not err <= tol:
             raise ValueError(f"{who}.from_modes: this {layer.discretization.upper()} layer cannot reproduce these "
                              f"modes (relative mismatch {err:.1e} > tol={tol:g}); eigenvalues off the scheme's curve "
-                             "(IM: |lambda| < 1 with angle atan(dt sqrt A); IMEX: |lambda| = 1), or not in the "
-                             "conjugate-pair layout of LinOSS.modes")
+                             f"({cls._curve()}), or not in the conjugate-pair layout of {who}.modes")
         return layer.to(torch.get_default_dtype() if dtype is None else dtype)
 
     # ---- views ----------------------------------------------------------------------------------

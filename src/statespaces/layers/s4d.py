@@ -111,8 +111,9 @@ class S4D(DiagonalSSM):
         self.n_ssm = check_n_ssm(n_ssm, self.d_model)
         self.d_state = check_positive_int("d_state", d_state)
         for name, value in (("c_scale", c_scale), ("imag_scale", imag_scale)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{name}={value!r}: expected a finite number (1.0: the init as specified)")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value <= 0:
+                raise ValueError(f"{name}={value!r}: expected a finite number > 0 (1.0: the init as specified)")
         self.init = check_choice("init", init, S4D_INITS)
         self.discretization = check_choice("discretization", discretization, S4D_DISCRETIZATIONS)
         self.real_transform = check_choice("real_transform", real_transform, REAL_TRANSFORMS)
@@ -127,7 +128,7 @@ class S4D(DiagonalSSM):
             alpha = check_real("alpha", alpha, positive=False, what="number in [0, 1] (the GBT parameter)")
             if not 0.0 <= alpha <= 1.0:
                 raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-        if init == "real" and imag_scale != 1.0:
+        if self.init == "real" and imag_scale != 1.0:
             raise ValueError("imag_scale scales Im A, which init='real' does not have (real modes); leave it at 1")
         self.alpha = alpha
         self.bidirectional = check_flag("bidirectional", bidirectional, BIDIRECTIONAL_HINT)

@@ -434,6 +434,10 @@ class S4ND(Pretrained, nn.Module):
 
     def _check_state(self, state: Tensor, batch: int, frame: Tuple[int, ...]) -> None:
         cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
+        if isinstance(state, Tensor) and state.dim() == len(frame) + 3 and tuple(state.shape[1:-2]) != frame:
+            raise ValueError(f"the frame's spatial shape {frame} and the state's {tuple(state.shape[1:-2])} differ: a "
+                             "state streams frames of one shape; make it with initial_state(batch_size, "
+                             "spatial_shape=frame.shape[1:-1]) for the frames you step")
         check_state(state, (batch, *frame, self.d_model, self._axis0.n_modes), cdtype, self.D.device, batch)
 
     @property

@@ -336,7 +336,7 @@ class S5(SSMLayer):
             C = torch.stack([C[0], C[1] / lam])
             lag0 = 2 * (C[1] @ rB).real
             want = torch.zeros_like(lag0) if modes.feedthrough is None else modes.feedthrough.to(f64)
-            err = float((lag0 - want).abs().max() / lag0.abs().max().clamp_min(1e-300))
+            err = float((lag0 - want).abs().max().detach() / lag0.abs().max().detach().clamp_min(1e-300))
             if not err <= tol:
                 raise ValueError(f"S5.from_modes: a bidirectional S5 adds its backward scan's lag 0, Re(C_b B_bar), to "
                                  f"the causal kernel; these modes' feedthrough differs from it (relative {err:.1e} > "

@@ -1,0 +1,85 @@
+"""Defects a new-user campaign found in the layer API (2026-12-07), each pinned by a test that fails without its fix."""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import pytest
+import torch
+
+from statespaces.blocks import ResidualBlock, length_mask
+from statespaces.layers import S4D, S4ND, S5, DLinOSS, LinOSS
+
+
+@pytest.mark.parametrize("cls", [LinOSS, DLinOSS])
+def test_from_modes_names_a_step_the_layer_cannot_hold(cls):
+    """modes(rate) folds the rate into dt; these layers' dt = sigmoid(.) < 1, so rate x dt >= 1 cannot be rebuilt:
+    the error said 'relative mismatch nan' and blamed the eigenvalues."""
+    layer = cls(3, 4, seed=0).double()
+    with pytest.raises(ValueError, match=r"dt = sigmoid\(dt_raw\) lies in \(0, 1\).*forward\(x, rate=R\)"):
+        cls.from_modes(layer.modes(rate=2.0), dtype=torch.float64)
+    # below 1 it still works, and equals the original at that rate
+    rebuilt = cls.from_modes(layer.modes(rate=1.2), dtype=torch.float64)
+    x = torch.randn(1, 20, 3, dtype=torch.float64)
+    torch.testing.assert_close(rebuilt(x), layer(x, rate=1.2), rtol=1e-10, atol=1e-10)
+
+
+def test_dlinoss_from_modes_error_describes_its_own_scheme():
+    modes = DLinOSS(2, 2, seed=0).double().modes()
+    bad = dataclasses.replace(modes, log_eig=modes.log_eig + 0.5)      # |lambda| > 1: no D-LinOSS has these
+    with pytest.raises(ValueError) as err:
+        DLinOSS.from_modes(bad, dtype=torch.float64)
+    assert "IMEX: |lambda| = 1" not in str(err.value) and "DLinOSS.modes" in str(err.value)
+
+
+def test_s4d_scales_must_be_positive_and_real_init_is_case_blind():
+    for kw in ({"c_scale": 0.0}, {"c_scale": -1.0}, {"imag_scale": -1.0}, {"imag_scale": 0.0}):
+        with pytest.raises(ValueError, match="> 0"):
+            S4D(4, 4, **kw)
+    with pytest.raises(ValueError, match="imag_scale scales Im A"):
+        S4D(2, 4, init="REAL", imag_scale=2.0)
+
+
+def test_dlinoss_refuses_the_other_inits_ranges():
+    with pytest.raises(ValueError, match=r"A_min=5.0, A_max=6.0: these ranges are read by init='uniform' only"):
+        DLinOSS(2, 2, A_min=5.0, A_max=6.0)
+    with pytest.raises(ValueError, match=r"r_min=0.5: this range is read by init='ring' only"):
+        DLinOSS(2, 2, init="uniform", r_min=0.5)
+    DLinOSS(2, 2, init="uniform", A_max=2.0)
+    DLinOSS(2, 2, r_min=0.5)
+
+
+def test_s5_from_bidirectional_modes_warns_nothing():
+    modes = S5(3, 8, seed=0, bidirectional=True).double().modes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        S5.from_modes(modes, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("use_timestamps", [False, True])
+def test_block_takes_padded_intervals_with_its_mask(use_timestamps):
+    """SequenceClassifier accepted zero intervals on padding; the block alone refused them."""
+    torch.manual_seed(0)
+    block = ResidualBlock(S4D(4, 8)).double().eval()
+    x = torch.randn(2, 10, 4, dtype=torch.float64)
+    mask = length_mask(torch.tensor([10, 6]), 2, 10, x.device)
+    dt = torch.rand(2, 10, dtype=torch.float64) + 0.5
+    dt[1, 6:] = 0
+    if use_timestamps:
+        t = torch.cumsum(dt, 1)
+        t[1, 6:] = 0
+        got, alone = block(x, mask=mask, timestamps=t)[1, :6], block(x[1:, :6], timestamps=t[1:, :6])[0]
+    else:
+        got, alone = block(x, mask=mask, dt=dt)[1, :6], block(x[1:, :6], dt=dt[1:, :6])[0]
+    torch.testing.assert_close(got, alone, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="non-positive"):
+        block(x, dt=dt)                                    # without the mask the zeros are still refused
+
+
+def test_s4nd_step_names_a_frame_that_does_not_fit_its_state():
+    layer = S4ND(2, dims=2, d_state=4, bidirectional=[False, True])
+    state = layer.initial_state(1, (6,))
+    with pytest.raises(ValueError, match=r"frame's spatial shape \(7,\) and the state's \(6,\) differ.*spatial_shape"):
+        layer.step(torch.randn(1, 7, 2), state)
+    y, _ = layer.step(torch.randn(1, 6, 2), state)
+    assert y.shape == (1, 6, 2)
