@@ -83,3 +83,20 @@ def test_s4nd_step_names_a_frame_that_does_not_fit_its_state():
         layer.step(torch.randn(1, 7, 2), state)
     y, _ = layer.step(torch.randn(1, 6, 2), state)
     assert y.shape == (1, 6, 2)
+
+
+def test_s4_modes_warns_only_its_own_warning():
+    """An ill-conditioned S4 warned ModesAccuracyWarning and also torch's 'requires_grad=True to a scalar'."""
+    from statespaces.layers import S4
+    from statespaces.layers.modes import ModesAccuracyWarning
+
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            S4(d_model=4, d_state=32, init="legs", seed=0).modes()
+    finally:
+        torch.set_default_dtype(default)
+    kinds = {type(w.message) for w in caught if issubclass(w.category, UserWarning)}
+    assert kinds == {ModesAccuracyWarning}, [str(w.message)[:80] for w in caught]

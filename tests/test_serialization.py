@@ -200,3 +200,21 @@ def test_torch_save_of_a_whole_layer_after_stepping(kind, tmp_path):
         with torch.no_grad():
             y2, _ = other.step(x, other.initial_state(2))
         assert torch.equal(y, y2)
+
+
+def test_saved_weights_take_the_umask_mode_not_owner_only(tmp_path):
+    """safetensors writes its file 0600; the weights are meant to be shared like the config beside them."""
+    import os
+    import stat
+
+    from statespaces.train.checkpoint import META, TENSORS, save_checkpoint
+
+    old = os.umask(0o022)
+    try:
+        out = SequenceClassifier(2, 3, d_model=4, n_layers=1).save_pretrained(tmp_path / "m")
+        ckpt = save_checkpoint(tmp_path / "ck", {"w": torch.ones(2)}, {"step": 1})
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE
+    assert mode((out / "model.safetensors").stat().st_mode) == mode((out / "config.json").stat().st_mode) == 0o644
+    assert mode((ckpt / TENSORS).stat().st_mode) == mode((ckpt / META).stat().st_mode) == 0o644

@@ -283,7 +283,7 @@ assert err_kernel < 1e-10 and err_step < 1e-10
 
 fig, ax = plt.subplots(figsize=(7, 3))
 for h in range(2):
-    ax.plot(K_layer[h], label=f"channel {h} (dt = {float(layer.log_dt.exp()[h]):.3f})")
+    ax.plot(K_layer[h], label=f"channel {h} (dt = {float(layer.log_dt.detach().exp()[h]):.3f})")
 ax.set(xlabel="lag $\\ell$", title="kernels of an S4 layer at initialization (HiPPO-LegS)")
 ax.legend(fontsize=8)
 fig.tight_layout()

@@ -29,6 +29,7 @@ import math
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 #: Exceptions that report a user error (bad value, file, folder or checkpoint): one line, exit 2.
@@ -190,8 +191,6 @@ def _main(argv: List[str]) -> int:
         _print_channels(res)
         return 0
     if args.command == "analyze":
-        from pathlib import Path
-
         from .analysis import analyze_checkpoint
         from .train.loop import checkpoint_dir
 
@@ -226,8 +225,6 @@ def _main(argv: List[str]) -> int:
             return 1
         return 0
     if args.command == "reproduce":
-        from pathlib import Path
-
         from .reproduce import CLAIMS, run_claims
 
         ids = args.ids or sorted(c.id for c in CLAIMS.values() if (c.tier == "A" or not args.quick))
@@ -381,6 +378,8 @@ def _train(args, overrides: List[Tuple[str, str]]) -> int:
             f"{summary['train_seconds']:.0f}s training"
             + (f" ({summary['train_seconds_this_run']:.0f}s in this segment)"
                if summary["train_seconds"] - summary["train_seconds_this_run"] > 0.5 else "")
-            + f"; checkpoints in {summary['checkpoints']}, metrics and curves in {t.out}"
+            + f"; checkpoints in {summary['checkpoints']}, "
+            + (f"metrics and curves in {t.out}" if (Path(t.out) / "curves.png").is_file()
+               else f"metrics in {t.out} (no curves.png: matplotlib is not installed)")
         )
     return 0

@@ -28,6 +28,7 @@ import functools
 import inspect
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, Iterator, Optional, Tuple, Type, TypeVar, Union, cast
 
@@ -234,6 +235,8 @@ class Pretrained:
         tmp_w, tmp_c = out / (WEIGHTS_NAME + ".tmp"), out / (CONFIG_NAME + ".tmp")
         save_file(tensors, str(tmp_w), metadata={_COMPLEX_TAG: json.dumps(complex_keys), "format": "pt"})
         tmp_c.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        # safetensors creates its file owner-only (0600); give the weights the config's umask mode, to share them
+        os.chmod(tmp_w, tmp_c.stat().st_mode & 0o777)
         tmp_w.replace(out / WEIGHTS_NAME)                # atomic per file; config last
         tmp_c.replace(out / CONFIG_NAME)
         return out

@@ -160,7 +160,7 @@ def _warn_if_unfaithful(modes: Modes, tol: float, L: int) -> None:
     if err is None or not bool((err > tol).any() | err.isnan().any()):
         return
     h = int(torch.nan_to_num(err, nan=math.inf).argmax())
-    cond = float(modes.cond.max()) if modes.cond is not None else math.nan
+    cond = float(modes.cond.detach().max()) if modes.cond is not None else math.nan
     warnings.warn(
         f"S4.modes(): the eigenbasis of this layer's A = Lambda - P P^* is ill-conditioned (cond(V) up to "
         f"{cond:.1e}; Lemma 6.6: HiPPO-LegS/LegT-like matrices) or A is not diagonalizable at all (HiPPO-LagT "

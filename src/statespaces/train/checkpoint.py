@@ -95,6 +95,7 @@ def save_checkpoint(path: PathLike, tensors: Dict[str, torch.Tensor], meta: Dict
         body = {k: v for k, v in json.loads(json.dumps(meta)).items() if k not in DIGESTS}
         record = dict(body, sha256=file_sha256(tmp / TENSORS), meta_sha256=meta_digest(body))
         (tmp / META).write_text(json.dumps(record, indent=1))
+        os.chmod(tmp / TENSORS, (tmp / META).stat().st_mode & 0o777)    # safetensors writes 0600; the umask's mode
         for f in (tmp / TENSORS, tmp / META, tmp):
             _fsync(f)
         if path.exists():

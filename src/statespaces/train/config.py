@@ -228,7 +228,8 @@ class TrainerConfig:
     amp: bool = False
     device: str = "auto"
     tensorboard: str = "auto"   # "auto": event files in <out>/tensorboard when the package is installed; "on"; "off"
-    compile: str = "auto"       # torch.compile the training forward: "auto" (models with LinOSS layers), "on", "off"
+    # torch.compile the training forward: "auto" (CPU models with a LinOSS layer in mode "scan"), "on", "off"
+    compile: str = "auto"
 
     def __post_init__(self) -> None:
         _validate_section("trainer", self)

@@ -84,12 +84,16 @@ __all__ = ["train", "evaluate", "evaluate_checkpoint", "load_trained", "build_mo
 def use_compile(setting: str, model: nn.Module) -> bool:
     """Whether the training forward runs under ``torch.compile`` (``trainer.compile``).
 
-    ``"auto"`` compiles models with a LinOSS layer, where it was measured to help: fwd+bwd on CPU
-    (B=8, H=128, N=64, L=1024, one thread, ``benchmarks/bench_compile.py``) LinOSS-IMEX 2.7x,
-    LinOSS-IM 2.9x, against S4D 1.13x and S4 0.80x (slower). The environment variable
-    ``STATESPACES_COMPILE=on|off`` overrides the setting (the test suite turns it off). D-LinOSS
-    is not compiled by ``"auto"``: inductor has no code generation for its complex-valued scan, and
-    compiling the ``digits-dlinoss`` preset spent minutes before its first step.
+    ``"auto"`` compiles a model on the CPU with a LinOSS layer in ``mode="scan"``, where it was measured to
+    help: fwd+bwd (B=8, H=128, N=64, L=1024, one thread, ``benchmarks/bench_compile.py``) LinOSS-IMEX 2.7x,
+    LinOSS-IM 2.9x, against S4D 1.13x and S4 0.80x (slower). LinOSS's default mode on the CPU is the chunked
+    convolution (``mode="auto"``), one fused autograd node that a trace replaces by its unfused twin: compiled,
+    the README's LinOSS command (4 blocks, H=64, P=32, sequential digits) took 1.9 s per epoch once compiled
+    and 36 s of compiling in its first two epochs, against 0.8 s per epoch eager (2026-12-07, one thread), so
+    ``"auto"`` leaves it eager. On CUDA nothing is compiled by ``"auto"`` (not measured there). The environment
+    variable ``STATESPACES_COMPILE=on|off`` overrides the setting (the test suite turns it off). D-LinOSS is not
+    compiled by ``"auto"``: inductor has no code generation for its complex-valued scan, and compiling the
+    ``digits-dlinoss`` preset spent minutes before its first step.
     """
     setting = os.environ.get("STATESPACES_COMPILE", setting)
     if setting == "off" or not hasattr(torch, "compile"):
@@ -99,7 +103,8 @@ def use_compile(setting: str, model: nn.Module) -> bool:
     from ..layers.dlinoss import DLinOSS
     from ..layers.linoss import LinOSS
 
-    return any(isinstance(m, LinOSS) and not isinstance(m, DLinOSS) for m in model.modules())
+    return any(isinstance(m, LinOSS) and not isinstance(m, DLinOSS) and m.mode == "scan"
+               and m.D.device.type == "cpu" for m in model.modules())
 
 
 class CompiledOrEager(nn.Module):
