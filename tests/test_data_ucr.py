@@ -1,4 +1,6 @@
 """UCR/UEA .ts parser and loader (statespaces.data.ucr)."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -474,3 +476,49 @@ def test_series_normalisation_of_series_too_short_to_have_a_spread(tmp_path):
         warnings.simplefilter("error")
         ucr.load_ucr(two, normalize="global")
         ucr.load_ucr(_pair(tmp_path / "Three", "Three", ["1", "2"] * 4, ["1", "2"], length=3), normalize="series")
+
+
+# --- a data-API campaign (2026-12-07): files read wrongly without a word ---------------------------
+def _files(tmp_path, name, suffix, train, test):
+    (tmp_path / f"{name}_TRAIN{suffix}").write_text(train)
+    (tmp_path / f"{name}_TEST{suffix}").write_text(test)
+    return tmp_path / f"{name}_TRAIN{suffix}"
+
+
+def test_csv_fields_may_be_quoted(tmp_path):
+    path = _files(tmp_path, "Q", ".csv", '"a",5,7,9\n"b",1,2,3\n"a",4,4,4\n', '"a",5,7,9\n"b",1,2,3\n')
+    assert ucr.read_series_file(path).labels == ["a", "b", "a"]
+    data = ucr.load_ucr(path, normalize="none")
+    assert data.train.tensors[0][:, :, 0].tolist() == [[5, 7, 9], [1, 2, 3], [4, 4, 4]]
+
+
+def test_a_first_csv_line_of_numbers_read_as_names_is_named(tmp_path):
+    """'a,1,2,3' is pandas' header or a case: skipped, as before, but no longer silently."""
+    path = _files(tmp_path, "P", ".csv", "a,1,2,3\nb,4,5,6\na,7,8,9\n", "a,1,1,1\nb,2,2,2\n")
+    with pytest.warns(UserWarning, match=r"line 1: 'a,1,2,3' is read as column names and skipped"):
+        assert len(ucr.read_series_file(path).labels) == 2
+    plain = _files(tmp_path, "N", ".csv", "class,t0,t1\na,1,2\nb,4,5\n", "a,1,1\nb,2,2\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # names that are words: a header beyond doubt
+        assert len(ucr.read_series_file(plain).labels) == 2
+
+
+def test_values_beyond_float32_are_refused_where_read(tmp_path):
+    path = _files(tmp_path, "R", ".tsv", "1\t1e39\t2\n2\t3\t4\n", "1\t1\t2\n2\t3\t4\n")
+    with pytest.raises(ValueError, match=r"R_TRAIN.tsv, line 1: value '1e39' lies beyond float32's range"):
+        ucr.load_ucr(path, normalize="none")
+
+
+def test_ts_file_without_cases_says_so(tmp_path):
+    text = "@problemName S\n@univariate true\n@equalLength false\n@classLabel true a b\n@data\n"
+    path = _files(tmp_path, "S", ".ts", text, text)
+    with pytest.raises(ValueError, match=r"S_TRAIN.ts has no cases"):
+        ucr.load_ucr(path)
+
+
+def test_one_training_case_per_class_is_questioned(tmp_path):
+    """aeon ships anomaly-detection CSVs (timestamp,value,is_anomaly): every row became its own class."""
+    head = "timestamp,value,is_anomaly\n"
+    path = _files(tmp_path, "T", ".csv", head + "0,5.1,0\n1,5.3,0\n2,5.0,1\n", head + "0,5.1,0\n1,9.9,1\n")
+    with pytest.warns(UserWarning, match="each of its 3 classes has a single training case"):
+        ucr.load_ucr(path, normalize="none")

@@ -191,6 +191,7 @@ def is_time_series(name: str) -> bool:
 def get_dataset(name: str, **kwargs) -> SequenceData:
     """``DATASETS[name](**kwargs)`` with a ``ValueError`` naming the accepted forms for an unknown one."""
     if name not in DATASETS:
+        canonical_name(name)           # a path that does not exist: FileNotFoundError naming it
         raise ValueError(f"unknown dataset {name!r}; {accepted_forms()}")
     try:
         return DATASETS[name](**kwargs)

@@ -272,6 +272,11 @@ def load_chorales(
     order = np.random.default_rng(seed).permutation(len(pieces))
     n_train = int(round(fractions[0] * len(pieces)))
     n_valid = int(round(fractions[1] * len(pieces)))
+    empty = [k for k, n in zip(("train", "valid", "test"), (n_train, n_valid, len(pieces) - n_train - n_valid))
+             if n < 1]
+    if empty:
+        raise ValueError(f"fractions {tuple(fractions)} leave the {' and '.join(empty)} split(s) of the {len(pieces)} "
+                         "pieces empty; give each split at least one piece")
     where = np.empty(len(pieces), dtype=np.int64)                    # 0 train, 1 valid, 2 test, by piece
     where[order[:n_train]], where[order[n_train:n_train + n_valid]], where[order[n_train + n_valid:]] = 0, 1, 2
     # a piece transposed is the same piece: each group of transpositions joins the split of its member drawn first

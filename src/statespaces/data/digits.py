@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from .._checks import check_int
 from .base import SequenceData  # re-exported here for backward compatibility
 
 
@@ -28,6 +29,7 @@ def load_digits_sequences(permute: bool = False, test_fraction: float = 0.2, see
         from sklearn.model_selection import train_test_split
     except ImportError as e:  # pragma: no cover - sklearn is a dependency
         raise ImportError("the digits task needs scikit-learn: pip install scikit-learn") from e
+    seed = check_int("seed", seed, 0)
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)):
         raise TypeError(f"test_fraction must be a number in (0, 1), got {test_fraction!r} "
                         f"({type(test_fraction).__name__})")

@@ -80,9 +80,14 @@ class BucketBatchSampler(Sampler[List[int]]):
             self.n = int(n)
         else:
             self.lengths = torch.as_tensor(lengths).reshape(-1)
-            if self.lengths.is_floating_point() or self.lengths.numel() == 0:
-                raise ValueError(f"lengths must be a non-empty integer sequence, got {self.lengths.dtype} "
-                                 f"of {self.lengths.numel()} values")
+            if self.lengths.numel() == 0:
+                raise ValueError("lengths is empty: give one length per example (or lengths=None and n)")
+            if self.lengths.is_floating_point() or self.lengths.is_complex() or self.lengths.dtype == torch.bool:
+                raise ValueError(f"lengths must be integers (valid steps per example), got {self.lengths.dtype}")
+            if int(self.lengths.min()) < 1:
+                bad = int(torch.argmin(self.lengths))
+                raise ValueError(f"lengths must be >= 1 (valid steps per example); example {bad} has "
+                                 f"{int(self.lengths[bad])}")
             if n is not None and n != self.lengths.numel():
                 raise ValueError(f"n={n} but {self.lengths.numel()} lengths were given")
             self.n = self.lengths.numel()

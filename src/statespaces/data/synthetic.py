@@ -10,8 +10,8 @@ Tasks (``target`` picks the form; the default is the classification form that ``
 train`` can fit):
 
 * **Copying** (Hochreiter & Schmidhuber 1997; Arjovsky et al. 2016; thesis §4.4 / HiPPO):
-  ``n_tokens`` symbols from ``1..n_symbols``, then ``delay`` blanks, a delimiter and
-  ``n_tokens - 1`` more blanks; total length ``L = 2 * n_tokens + delay``.
+  ``n_tokens`` symbols from ``1..n_symbols``, then ``delay - 1`` blanks, a delimiter (step
+  ``n_tokens + delay - 1``) and ``n_tokens`` more blanks; total length ``L = 2 * n_tokens + delay``.
   ``target="sequence"`` (``task="seq2seq"``): ``y`` (n, n_tokens) int64 in ``[0, n_symbols)``
   (symbol - 1) that a model must emit at the last ``n_tokens`` steps (steps ``L - n_tokens ..
   L - 1``). ``target="token"`` (classification): ``y`` (n,) = symbol ``recall_index`` of the

@@ -77,6 +77,7 @@ source given in each file's comment header.
 """
 from __future__ import annotations
 
+import csv
 import importlib.util
 import math
 import os
@@ -181,12 +182,21 @@ def _parse_values(text: str, timestamps: bool, where: str) -> np.ndarray:
     return v
 
 
+#: The largest magnitude a value may have: the series become float32 tensors.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _check_no_infinity(v: np.ndarray, tokens: Sequence[str], where: str, missing: str) -> None:
-    """Refuse an infinite value where it is read (file and line), not later as a NaN/inf input of the model."""
+    """Refuse an infinite value where it is read (file and line), not later as a NaN/inf input of the model; and a
+    finite one beyond float32's range, which the float32 tensors would turn into inf."""
     inf = np.flatnonzero(np.isinf(v))
     if inf.size:
         raise ValueError(f"{where}: value {tokens[inf[0]].strip()!r} is not finite; write a missing value as "
                          f"{missing} (it is then filled), or clean the file")
+    big = np.flatnonzero(np.abs(np.nan_to_num(v)) > FLOAT32_MAX)
+    if big.size:
+        raise ValueError(f"{where}: value {tokens[big[0]].strip()!r} lies beyond float32's range (+-3.4e38), the "
+                         "precision the series are read into; rescale the file")
 
 
 def _is_float(t: str) -> bool:
@@ -307,12 +317,14 @@ def _split_ucr_line(line: str, sep: Optional[str]) -> List[str]:
     the rest of the series left, and a line starting with the separator has an empty label. Only
     white space other than a tab (the old archive's aligned columns) separates fields by runs.
     ``sep=None`` picks per line: a comma if the line has one, else a tab if it has one, else runs
-    of white space.
+    of white space. Comma-separated fields may be quoted (``"a",5,7``: read by :mod:`csv`).
     """
     if sep is None:
         sep = "," if "," in line else "\t" if "\t" in line else " "
     if sep.isspace() and sep != "\t":
         return line.split()
+    if sep == "," and '"' in line:                       # quoted fields, as a spreadsheet writes them
+        return [t.strip() for t in next(csv.reader([line], skipinitialspace=True))]
     return [t.strip() for t in line.split(sep)]
 
 
@@ -359,6 +371,10 @@ def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", s
                                  "label first, then the values), or drop that column")
             header = False                                  # only the first line can be a header
             if _is_column_names(tokens):                    # it names the columns: skip it
+                if any(_is_float(t) for t in tokens):       # numbers as names: a case could read the same way
+                    warnings.warn(f"{where}: {line.strip()[:60]!r} is read as column names and skipped (a label "
+                                  "before the numbers 0, 1, 2, ... or 1, 2, 3, ..., as pandas writes them); if it is "
+                                  "a case, write a header line of column names above it", stacklevel=4)
                 continue
         if len(tokens) < 2:
             raise ValueError(f"{where}: expected a class label followed by the values, got {line.strip()[:40]!r}")
@@ -712,12 +728,17 @@ def _class_order(declared: Optional[List[str]], seen: Iterable[str]) -> List[str
 def _check_training_classes(train_labels: Sequence[str], test_labels: Sequence[str], ftrain: Path,
                             ftest: Path) -> None:
     """Refuse a training split of fewer than 2 classes (a classifier of one class scores 100% on
-    anything), and warn about classes of the test split that training never shows (they can
-    never be predicted, so the test score cannot reach 100%)."""
+    anything); warn when every class has a single training case (an index or time stamp read as a label), and
+    about classes of the test split that training never shows (they can never be predicted, so the test score
+    cannot reach 100%)."""
     seen = sorted(set(train_labels))
     if len(seen) < 2:
         raise ValueError(f"{ftrain}: every training case has class {seen[0]!r}; a classifier needs at least 2 classes "
                          "in the training split (check the file's label field)")
+    if len(seen) == len(train_labels) and len(seen) > 2:
+        warnings.warn(f"{ftrain}: each of its {len(seen)} classes has a single training case; if the first field is "
+                      "not a class label (a time stamp or an index, as in anomaly-detection files), this file is not "
+                      "a classification problem", stacklevel=3)
     unseen = sorted(set(test_labels) - set(seen))
     if unseen:
         n = sum(lab in unseen for lab in test_labels)
@@ -858,10 +879,10 @@ def load_ucr(
         if part.is_regression:
             raise ValueError(f"{f} is a regression problem (@targetLabel); load_ucr handles classification, "
                              "use read_ts for the raw series and targets")
+        if not part.series:
+            raise ValueError(f"{f} has no cases (no line after @data)")
         if not part.labels:
             raise ValueError(f"{f} has no class labels (@classLabel false)")
-        if not part.series:
-            raise ValueError(f"{f} has no cases")
     if tr.n_channels != te.n_channels:
         raise ValueError(f"{name}: train has {tr.n_channels} channels, test {te.n_channels}")
     _check_training_classes(tr.labels, te.labels, ftrain, ftest)
