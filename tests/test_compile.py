@@ -161,3 +161,17 @@ def test_training_survives_a_compiler_failure(monkeypatch):
         torch.testing.assert_close(net(x), model(x))
     with pytest.raises(ValueError):
         net(torch.full((2, 5, 2), float("nan")))
+
+
+@pytest.mark.slow                      # about 15 s: two compiles
+def test_s4_compiles_again_at_a_new_length():
+    """The recompile for a second length traces with dynamic shapes: S4's kernel chose its squarings by
+    ``min(range(...), key=cost)`` on the symbolic length, which dynamo cannot trace (Unsupported at length 2)."""
+    torch._dynamo.reset()
+    layer = S4(4, 8, seed=0).eval()
+    compiled = torch.compile(layer, fullgraph=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for L in (12, 10):
+            x = torch.randn(2, L, 4)
+            torch.testing.assert_close(compiled(x), layer(x), rtol=1e-4, atol=1e-5)

@@ -232,3 +232,42 @@ def test_generation_and_audio_edges_found_by_the_lm_campaign(tmp_path):
     x = torch.randint(0, 7, (2, 6))
     with torch.no_grad():
         assert not m.training and torch.equal(m.loss(x), m.loss(x))
+
+
+# --- second campaign (2026-12-07) -------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kind", ["s4d", "s4", "s5", "linoss"])
+def test_a_model_cast_to_half_precision_is_refused_by_its_layers(kind, dtype):
+    """The layers refuse half-precision parameters, but inside a model the check was skipped (a nested entry
+    point): torch-internal errors (view_as_complex, ComplexHalf reciprocal) or, for LinOSS in float16, a run."""
+    model = SequenceClassifier(3, 4, d_model=8, n_layers=1, layer=kind).to(dtype)
+    with pytest.raises(TypeError, match=f"parameters are {dtype}.*torch.autocast"):
+        model(torch.randn(2, 9, 3))
+
+
+def test_saved_tensors_keep_their_own_dtype(tmp_path):
+    from statespaces import load_pretrained
+
+    model = SSMLanguageModel(11, d_model=8, n_layers=1)
+    model.head.double()
+    loaded = load_pretrained(model.save_pretrained(tmp_path / "m"))
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+
+
+def test_generation_and_input_messages_of_the_second_campaign():
+    model = SSMLanguageModel(11, d_model=8, n_layers=1, max_len=8)
+    prompt = torch.randint(0, 11, (2, 9))
+    # the width of a right-padded prompt is not its length: only the shortest prompt runs as a convolution
+    assert model.generate(prompt, 3, prompt_lengths=torch.tensor([3, 5])).shape == (2, 3)
+    with pytest.raises(ValueError, match="more than the model's max_len=8"):
+        model.generate(prompt, 3)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        model.generate(prompt[:, :3], 3, generator="x")
+    assert model(torch.randint(0, 11, (2, 5), dtype=torch.int8)).shape == (2, 5, 11)   # an integer dtype too
+    with pytest.raises(ValueError, match="expects d_input=3"):
+        SequenceClassifier(3, 4, d_model=8, n_layers=1)(torch.randn(2, 5, 4))
+    from statespaces.models.baselines import GatedRNNClassifier
+
+    with pytest.raises(ValueError, match="unknown kind 'rnn'; valid choices are: lstm, gru"):
+        GatedRNNClassifier("rnn", 2, 3)

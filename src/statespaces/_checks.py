@@ -95,7 +95,8 @@ def public(fn: F) -> F:
         if tracing():
             return fn(*args, **kwargs)
         depth = getattr(_local, "depth", 0)
-        if depth == 0 and args and isinstance(getattr(type(args[0]), "param_dtype", None), property):
+        # at every depth: a model cast to half precision reaches its layers from its own entry point
+        if args and isinstance(getattr(type(args[0]), "param_dtype", None), property):
             check_parameter_dtype(args[0].param_dtype)
         _local.depth = depth + 1
         try:
@@ -285,20 +286,22 @@ def check_sequence(
     name: str = "input",
     device: Optional[torch.device] = None,
     finite: bool = True,
+    channels: str = "d_model",
 ) -> None:
     """Validate a batch-first sequence ``x`` of shape (B, L, H), B >= 1, L >= 1, H = ``d_model``, on
     ``device`` (if given). ``finite``: also refuse NaN/inf now (one reduction; entry points that
-    check their result with :func:`check_result` pass False and get the same error from there)."""
+    check their result with :func:`check_result` pass False and get the same error from there).
+    ``channels``: the name of H in messages (``d_input`` for a model's input)."""
     check_real_float(name, x)
     if device is not None:
         check_device(name, x, device)
     if x.dim() != 3:
         hint = ("; add a batch dimension with x[None] if needed" if x.dim() == 2 else
                 "; an N-D input (batch, *grid, channels) needs an N-D layer (S4ND)" if x.dim() > 3 else "")
-        raise ValueError(f"{name} must have shape (batch, length, d_model={d_model}), got {tuple(x.shape)} "
+        raise ValueError(f"{name} must have shape (batch, length, {channels}={d_model}), got {tuple(x.shape)} "
                          f"({x.dim()} dims){hint}")
     if x.shape[-1] != d_model:
-        raise ValueError(f"{name} has {x.shape[-1]} channels in its last dim, the module expects d_model={d_model}")
+        raise ValueError(f"{name} has {x.shape[-1]} channels in its last dim, the module expects {channels}={d_model}")
     check_batch(name, x)
     if x.shape[1] == 0:
         raise ValueError(f"{name} has length 0; sequences must have at least one step")

@@ -350,6 +350,11 @@ def _load_saved(path: Path) -> nn.Module:
     upgrade = getattr(model, "upgrade_state_dict", None)   # weights saved by an older version -> today's keys
     if upgrade is not None:
         state = upgrade(state)
+    # a tensor saved in another floating dtype than the config's (a float64 head on a float32 model) keeps it
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        saved = state.get(name)
+        if saved is not None and saved.dtype != t.dtype and saved.is_floating_point() and t.is_floating_point():
+            t.data = t.data.to(saved.dtype)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:                # missing / unexpected keys, size mismatches

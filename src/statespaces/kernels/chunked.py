@@ -238,13 +238,18 @@ def row_squarings(L: int, H: int, N: int, K: int, cuda: bool, near: bool = False
     squaring and ``c_row = H N^2 (K + ROW_READ)`` per row product (:data:`ROW_READ`); on CUDA every product is a
     launch, as dear as a squaring at these sizes, so s is the largest there (plain binary powering). ``near``:
     :func:`power_kernel`'s near columns, whose doubling to ``T = 2^s`` adds about ``T / N`` squarings' worth."""
+    L = int(L)         # under torch.compile with dynamic shapes a SymInt: the loop counts below specialise on it
     c_sq = H * N ** 3
     c_row = c_sq if cuda else H * N * N * (K + ROW_READ)
 
     def cost(s: int) -> float:
         return s * c_sq + (L >> s) * c_row + (c_sq * (1 << s) / N if near else 0.0)
 
-    return min(range(max(L.bit_length(), 1)), key=cost)
+    best = 0                                    # argmin as a loop: dynamo cannot trace min(..., key=) on SymInts
+    for s in range(1, max(L.bit_length(), 1)):
+        if cost(s) < cost(best):
+            best = s
+    return best
 
 
 def rows_times_power(V: Tensor, X: Tensor, L: int) -> Tensor:

@@ -14,6 +14,7 @@ from typing import Optional, cast
 import torch
 from torch import nn
 
+from .._checks import check_choice
 from ..blocks import length_mask
 from ..hippo import HiPPORNN
 from ..ops import fftconv
@@ -55,7 +56,8 @@ class GatedRNNClassifier(nn.Module):
 
     def __init__(self, kind: str, d_input: int, n_classes: int, hidden: int = 256) -> None:
         super().__init__()
-        self.rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[kind](d_input, hidden, batch_first=True)
+        self.rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[check_choice("kind", kind, ("lstm", "gru"))](
+            d_input, hidden, batch_first=True)
         self.head = nn.Linear(hidden, n_classes)
 
     def forward(self, x: Tensor, lengths: Optional[Tensor] = None) -> Tensor:

@@ -172,7 +172,7 @@ class SequenceClassifier(Pretrained, nn.Module):
         """Logits for x (B, L, d_input); ``lengths`` (B,) of a right-padded batch; ``rate`` multiplies
         every layer's step; ``dt`` / ``timestamps`` (B, L): irregular sampling (see the class notes)."""
         weight = self.decoder.weight
-        check_sequence(x, self.d_input, weight.dtype, device=weight.device)
+        check_sequence(x, self.d_input, weight.dtype, device=weight.device, channels="d_input")
         mask = length_mask(lengths, x.shape[0], x.shape[1], x.device)
         steps = check_intervals(x, dt, timestamps, mask)    # timestamps -> intervals once, for every block
         if self.stem and steps is not None:

@@ -76,7 +76,8 @@ class SSMForecaster(Pretrained, nn.Module):
 
     def masked_input(self, context: Tensor) -> Tensor:
         """Context followed by F mask tokens, with the mask channel: (B, C + F, d_input + 1)."""
-        check_sequence(context, self.d_input, self.decoder.weight.dtype, "context", device=self.decoder.weight.device)
+        check_sequence(context, self.d_input, self.decoder.weight.dtype, "context", device=self.decoder.weight.device,
+                       channels="d_input")
         return self._masked(context.to(self.decoder.weight.dtype))
 
     def _masked(self, context: Tensor) -> Tensor:
@@ -87,7 +88,8 @@ class SSMForecaster(Pretrained, nn.Module):
 
     @public
     def forward(self, context: Tensor) -> Tensor:
-        check_sequence(context, self.d_input, self.decoder.weight.dtype, "context", device=self.decoder.weight.device)
+        check_sequence(context, self.d_input, self.decoder.weight.dtype, "context", device=self.decoder.weight.device,
+                       channels="d_input")
         u = context.to(self.decoder.weight.dtype)            # half precision: computed in the module's precision
         y = self.decoder(self.backbone(self.encoder(self._masked(u))))[:, -self.horizon:]
         check_result(self, y, "forecast", context=context)

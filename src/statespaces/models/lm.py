@@ -268,7 +268,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
     def _check_tokens(self, tokens: Tensor, name: str = "tokens") -> Tensor:
         """Validate (B, L) / (B, L, S) integer tokens in [0, V); return them as (B, L, S)."""
         if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (
-                torch.int64, torch.int32, torch.int16, torch.uint8):
+                torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
             raise TypeError(f"{name} must be an integer tensor of token ids, "
                             f"got {getattr(tokens, 'dtype', type(tokens))}")
         want = "(batch, length)" if self.n_streams == 1 else f"(batch, length, n_streams={self.n_streams})"
@@ -292,7 +292,8 @@ class SSMLanguageModel(Pretrained, nn.Module):
         if self.d_input is None:
             tok = self._check_tokens(inputs)
             return self.embedding(tok + self.stream_offset).sum(-2)
-        check_sequence(inputs, self.d_input, self._dtype, "inputs", device=self.head.weight.device)
+        check_sequence(inputs, self.d_input, self._dtype, "inputs", device=self.head.weight.device,
+                       channels="d_input")
         return self.encoder(inputs.to(self._dtype))
 
     def decode(self, h: Tensor) -> Tensor:
@@ -453,15 +454,17 @@ class SSMLanguageModel(Pretrained, nn.Module):
                 new token was sampled from.
         """
         check_sampling(temperature, top_k, top_p)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator (or None), got {type(generator).__name__}")
         steps = check_int("steps", steps, 1)
         return_logits = check_flag("return_logits", return_logits)
         if self.d_input is not None and token_to_input is None:
             raise ValueError("a model with continuous inputs (d_input) needs token_to_input to feed samples back")
         if not isinstance(prompt, torch.Tensor) or prompt.dim() < 2:
             raise ValueError("prompt must be a (batch, length[, ...]) tensor with at least one step")
-        self._check_len(prompt.shape[1], "prompt")
         starts = self._prompt_starts(prompt, prompt_lengths)        # (B,) on the host, or None: all Lp
         common = prompt.shape[1] if starts is None else int(starts.min())
+        self._check_len(common, "prompt")      # the convolution pass reads the shortest prompt; the rest are steps
         extra = 0 if starts is None else int(starts.max()) - common   # forced steps beyond the shortest prompt
         if starts is not None:            # padding never read: zeros, so that it passes the input checks
             valid = length_mask(starts, prompt.shape[0], prompt.shape[1], prompt.device)
