@@ -4,6 +4,7 @@ import csv
 import json
 import math
 
+import numpy as np
 import pytest
 
 import torch
@@ -394,3 +395,136 @@ def test_tables_of_float32_layers_are_computed_in_float64():
         a, b = oscillators(layer), oscillators(wide)
         torch.testing.assert_close(a.kernel(64), b.kernel(64), rtol=1e-14, atol=0)
         assert next(layer.parameters()).dtype == torch.float32       # the layer itself is left as it was
+
+
+# ---- HiPPO/analysis campaign (R3-R5, R8, R9, R12) ------------------------------------------------------------
+def test_green_kernel_checks_its_arguments():
+    """R3: green_kernel validated nothing: L = 2.5 gave 3 samples, L = -1 torch's arange error, a NaN eigenvalue a
+    NaN kernel, mismatched shapes an einsum error."""
+    from statespaces.analysis import green_kernel
+
+    le, res = torch.tensor([-0.1 + 0.5j]), torch.tensor([1 + 0j])
+    assert green_kernel(le, res, 3).shape == (3,) and green_kernel(le, res, np.int64(3)).shape == (3,)
+    with pytest.raises(TypeError, match="kernel length L must be a positive integer, got 2.5"):
+        green_kernel(le, res, 2.5)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="kernel length L must be a positive integer"):
+            green_kernel(le, res, bad)
+    with pytest.raises(ValueError, match="log_eig contains 1 non-finite"):
+        green_kernel(torch.tensor([complex(float("nan"), 0.5)]), res, 3)
+    with pytest.raises(ValueError, match="residue contains 1 non-finite"):
+        green_kernel(le, torch.tensor([complex(float("inf"), 0.0)]), 3)
+    with pytest.raises(ValueError, match=r"log_eig \(2,\) does not broadcast against residue \(3,\)"):
+        green_kernel(torch.tensor([-0.1 + 0.5j, -0.2 + 0j]), torch.ones(3, dtype=torch.complex64), 3)
+    with pytest.raises(TypeError, match="log_eig must be a tensor of numbers"):
+        green_kernel("abc", res, 3)
+
+
+GOOD = dict(channel=0, frequency=2.0, damping=0.3, amplitude=1.0, phase=0.0, dt=0.1)
+
+
+def test_oscillator_records_check_their_fields():
+    """R5: Oscillator never checked its fields: zeta = 1.5, w0 = 2 gave the eigenvalue -3 while the mode's are
+    -0.764 and -5.236. An overdamped record is refused with its two real eigenvalues and the two relaxation records
+    that hold them; |zeta| = 1 is a real eigenvalue (a relaxation), negative zeta a growing mode."""
+    with pytest.raises(ValueError, match=r"-0\.763932 and -5\.23607.*damping=1 and frequencies 0\.763932 and 5\.23607"):
+        Oscillator(0, 2.0, 1.5, 1.0, 0.0, 0.1)
+    roots = sorted(np.roots([1, 2 * 1.5 * 2.0, 4.0]).real)
+    relax = [Oscillator(0, w, 1.0, 1.0, 0.0, 0.1).continuous_eigenvalue() for w in (5.23607, 0.763932)]
+    assert [r.imag for r in relax] == [0.0, 0.0] and np.allclose([r.real for r in relax], roots, atol=1e-5)
+    assert Oscillator(0, 2.0, -0.5, 1.0, 0.0, 0.1).continuous_eigenvalue().real == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="damping=-1"):
+        Oscillator(0, 2.0, -1.5, 1.0, 0.0, 0.1)
+    o = Oscillator(np.int64(2), np.float32(2.0), 0.5, 1, 0, 0.1)
+    assert type(o.channel) is int and type(o.frequency) is float and o.amplitude == 1.0
+    with pytest.raises(TypeError, match="Oscillator channel must be an integer >= 0, got 1.5"):
+        Oscillator(1.5, 2.0, 0.3, 1.0, 0.0, 0.1)
+    with pytest.raises(ValueError, match="Oscillator channel must be an integer >= 0, got -1"):
+        Oscillator(-1, 2.0, 0.3, 1.0, 0.0, 0.1)
+    for field, value in (("frequency", math.inf), ("amplitude", math.inf), ("dt", math.nan), ("phase", math.inf)):
+        with pytest.raises(ValueError, match=f"Oscillator {field} must be a finite real number"):
+            Oscillator(**{**GOOD, field: value})
+    for kw in (dict(frequency=-1.0), dict(amplitude=-1.0), dict(dt=0.0)):
+        with pytest.raises(ValueError, match="need frequency >= 0, amplitude >= 0 and dt > 0"):
+            Oscillator(**{**GOOD, **kw})
+
+
+def test_s4d_from_oscillators_checks_D_channels_and_ranges():
+    """R4/R8: a NaN D was accepted, a D of the wrong shape gave a broadcast error; a channel beyond d_model said
+    "outside [0, 2)"; an out-of-range frequency * dt ended in S4D.from_modes' "use 'zoh' or 'bilinear'" although
+    zoh was in use; an infinite amplitude passed and blamed a diverged training run."""
+    o = Oscillator(0, 2.0, 0.3, 1.0, 0.0, 0.1)
+    with pytest.raises(ValueError, match="D contains 1 non-finite"):
+        s4d_from_oscillators([o], D=torch.tensor([float("nan")]))
+    with pytest.raises(ValueError, match=r"D must have shape \(d_model,\) = \(1,\), got \(5,\)"):
+        s4d_from_oscillators([o], D=torch.ones(5))
+    with pytest.raises(TypeError, match="D must be a real floating-point tensor"):
+        s4d_from_oscillators([o], D=torch.ones(1, dtype=torch.int64))
+    layer = s4d_from_oscillators([o], D=torch.tensor([0.25]), dtype=f64)
+    assert float(layer.D) == 0.25
+    with pytest.raises(ValueError, match=r"channel 3 does not exist in a layer with d_model=2 \(channels 0\.\.1\)"):
+        s4d_from_oscillators([Oscillator(3, 2.0, 0.3, 1.0, 0.0, 0.1)], d_model=2)
+    with pytest.raises(TypeError, match="d_model must be an integer"):
+        s4d_from_oscillators([o], d_model=2.0)
+    with pytest.raises(ValueError, match="float64's range") as exc:
+        s4d_from_oscillators([Oscillator(0, 1e200, 0.3, 1.0, 0.0, 1e200)], discretization="zoh")
+    assert "use 'zoh'" not in str(exc.value)
+    with pytest.raises(ValueError, match="Oscillator amplitude must be a finite real number"):
+        s4d_from_oscillators([Oscillator(0, 2.0, 0.3, math.inf, 0.0, 0.1)])
+
+
+def test_apply_checks_its_input():
+    """R9: apply(u) with the wrong channel count or a 2-D input raised torch's broadcast RuntimeError."""
+    an = oscillators(_s4d("legs", "zoh", H=2, N=4))
+    u = torch.randn(1, 5, 2, dtype=f64)
+    assert an.apply(u).shape == (1, 5, 2) and an.apply(u.float()).dtype == f64
+    with pytest.raises(ValueError, match="u has 3 channels in its last dim, the module expects d_model=2"):
+        an.apply(torch.ones(1, 5, 3))
+    with pytest.raises(ValueError, match=r"u must have shape \(batch, length, d_model=2\), got \(5, 2\)"):
+        an.apply(torch.ones(5, 2))
+    with pytest.raises(ValueError, match="u contains NaN"):
+        an.apply(torch.full((1, 5, 2), float("nan")))
+    with pytest.raises(TypeError, match="real floating-point"):
+        an.apply(torch.ones(1, 5, 2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="n_freq must be a positive integer"):
+        an.frequency_response(n_freq=0)
+    mimo = oscillators(S5(3, 4, seed=0))
+    assert mimo.apply(torch.randn(2, 6, 3)).shape == (2, 6, 3)
+    with pytest.raises(ValueError, match="expects d_model=3"):
+        mimo.apply(torch.randn(2, 6, 2))
+
+
+def test_real_modes_are_reported_as_relaxations(tmp_path, monkeypatch):
+    """R12: a real eigenvalue was tabled as an oscillator with zeta = 1, i.e. read as the critically damped
+    oscillator (Green's function t e^{-w t}); its kernel is the first-order relaxation e^{s t}. Such modes are now
+    marked ``relaxation`` in the rows, the summary and the figure; the numbers are unchanged."""
+    oscs = [Oscillator(0, 2.0, 1.0, 1.0, 0.0, 0.1), Oscillator(0, 3.0, 0.2, 0.5, 0.3, 0.1)]
+    layer = s4d_from_oscillators(oscs, dtype=f64)
+    t = torch.arange(50, dtype=f64) * 0.1
+    relax = layer.kernel(50).detach()[0] - oscillators(s4d_from_oscillators(oscs[1:], dtype=f64)).kernel(50)[0]
+    torch.testing.assert_close(relax, torch.exp(-2.0 * t), atol=1e-12, rtol=0)        # e^{-w t}, no t e^{-w t}
+    an = oscillators(layer)
+    rows = sorted(an.table(), key=lambda r: r["damping_ratio"])
+    assert [r["relaxation"] for r in rows] == [False, True]
+    assert rows[1]["damping_ratio"] == 1.0 and rows[1]["natural_frequency"] == pytest.approx(2.0)
+    assert an.summary()["n_relaxations"] == 1 and an.summary()["n_oscillators"] == 2
+    assert oscillators(S5(2, 4, seed=0)).table()[0]["relaxation"] in (True, False)
+    pytest.importorskip("matplotlib")
+    import matplotlib.axes
+
+    from statespaces.analysis.plots import plot_oscillator_table, write_table
+
+    cells = []
+    real_table = matplotlib.axes.Axes.table
+
+    def spy(self, *args, **kwargs):
+        cells.append((kwargs["colLabels"], kwargs["cellText"]))
+        return real_table(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "table", spy)
+    plot_oscillator_table(an, tmp_path / "table.png")
+    labels, text = cells[0]
+    col = labels.index("relaxation")
+    assert sorted(row[col] for row in text) == ["", "yes"]
+    with open(write_table(an, tmp_path / "table.csv")) as f:
+        assert sorted(r["relaxation"] for r in csv.DictReader(f)) == ["False", "True"]

@@ -265,8 +265,7 @@ HIPPO_FUNCS = {
     "nplr": lambda m, N, th: hippo.nplr(m, N, theta=th),
     "dplr": lambda m, N, th: hippo.dplr(m, N, theta=th),
     "low_rank": lambda m, N, th: hippo.low_rank(m, N, th),
-    "HiPPO": lambda m, N, th: hippo.HiPPO(m, N, theta=th) if "theta" in hippo.HiPPO.__init__.__code__.co_varnames
-    else hippo.HiPPO(m, N),
+    "HiPPO": lambda m, N, th: hippo.HiPPO(N, m, mode="lti", dt=0.1, theta=th),   # theta is an LTI setting
 }
 
 

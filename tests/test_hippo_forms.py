@@ -139,3 +139,24 @@ def test_lemma_6_6_condition_number_grows_exponentially():
     slopes = np.diff(logc) / 4
     assert (slopes > 2.0).all(), logc  # ~ 2^{cN}, c ~ 3 bits per state dimension
     assert max(abs(legs_eigenvectors(40)).max().item(), 0) > 2 ** 40
+
+
+@pytest.mark.parametrize("alpha", [0.5, -0.4])
+def test_nplr_and_dplr_of_laguerre_with_alpha(alpha):
+    """R10: ``nplr("lagt", N, alpha=...)`` failed with Python's "unexpected keyword argument". LagT's A = -tril(1)
+    does not depend on alpha (only B does), so every alpha has the NPLR/DPLR form: both forms take it, and refuse
+    clearly a parameter the measure does not have."""
+    N = 8
+    A, B0 = transition("lagt", N, alpha=alpha)
+    Lam, P, B, V = nplr("lagt", N, alpha=alpha)
+    torch.testing.assert_close(V @ (torch.diag(Lam) - P.T @ P.conj()) @ V.conj().T, A.to(C128), atol=1e-12, rtol=0)
+    torch.testing.assert_close(V @ B, B0.to(C128), atol=1e-12, rtol=0)
+    assert float(B.imag.abs().max()) < 1e-12 and float(B.real.min()) >= -1e-12
+    torch.testing.assert_close(Lam, nplr("lagt", N)[0])                 # the spectrum is alpha-free
+    Lh, Ph, Bh, Vh = dplr("lagt", N, alpha=alpha)
+    Vf, Lf, Pf = torch.cat([Vh, Vh.conj()], 1), torch.cat([Lh, Lh.conj()]), torch.cat([Ph, Ph.conj()], 1)
+    torch.testing.assert_close(Vf @ (torch.diag(Lf) - Pf.T @ Pf.conj()) @ Vf.conj().T, A.to(C128), atol=1e-12, rtol=0)
+    torch.testing.assert_close(Vf @ torch.cat([Bh, Bh.conj()]), B0.to(C128), atol=1e-12, rtol=0)
+    for fn in (nplr, dplr):
+        with pytest.raises(TypeError, match=r"measure 'legs' got unexpected parameter\(s\) \['alpha'\]"):
+            fn("legs", 4, alpha=0.5)

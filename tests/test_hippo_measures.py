@@ -282,3 +282,20 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="kernel, reconstruction"):
         basis("legs", 3, torch.zeros(2), kind="measure")
     assert transition("LegS", 3)[0].shape == (3, 3)  # case-insensitive
+
+
+def test_measure_parameters_accept_any_real_scalar():
+    """R7: ``alpha=np.float32(0.5)`` failed with "must be a finite real, got np.float32(0.5)", a 0-d tensor too.
+    Any real scalar is now read as a float; bools, complex values, NaN/inf and non-scalar tensors are refused."""
+    ref = transition("lagt", 5, alpha=0.5)
+    for alpha in (np.float32(0.5), np.float64(0.5), torch.tensor(0.5), torch.tensor(0.5, dtype=F64)):
+        A, B = transition("lagt", 5, alpha=alpha)
+        assert torch.equal(A, ref[0]) and torch.equal(B, ref[1]), alpha
+    assert torch.equal(transition("lagt", 5, alpha=np.int64(1))[1], transition("lagt", 5, alpha=1.0)[1])
+    assert torch.equal(transition("legt", 5, theta=torch.tensor(2.0))[0], transition("legt", 5, theta=2.0)[0])
+    for bad in (True, np.bool_(True), torch.tensor(True), 0.5 + 0j, torch.tensor(0.5 + 0j), torch.tensor([0.5]), "0.5"):
+        with pytest.raises(TypeError, match="parameter alpha of measure 'lagt' must be a finite real number"):
+            transition("lagt", 5, alpha=bad)
+    for bad in (float("nan"), float("inf"), np.float32("nan"), torch.tensor(float("inf"))):
+        with pytest.raises(ValueError, match="parameter alpha of measure 'lagt' must be a finite real number"):
+            transition("lagt", 5, alpha=bad)

@@ -1,9 +1,11 @@
 """Online HiPPO (thesis §4.2-4.4, Lemma 4.5/4.6, App. A.1.5, D.3) and plotting."""
 
 import math
+import warnings
 
 import pytest
 import torch
+from torch import nn
 
 from statespaces.hippo import (DISCRETIZATIONS, HiPPO, discretize, legs_matvec, legs_solve, legs_step_dense,
                                legs_step_fast, linear_recurrence, transition)
@@ -228,6 +230,7 @@ def test_lti_reconstruction_reads_the_sample_midpoints():
     assert float(((rec - u) ** 2)[:, 50:-50].mean()) < 5e-6
 
 
+@pytest.mark.filterwarnings("ignore:.*forward Euler:RuntimeWarning")
 @pytest.mark.parametrize("disc", ["bilinear", "backward_euler", "forward_euler", 0.3])
 def test_generic_lsi_step_equals_the_legs_step(disc):
     """Jacobi(0, 0) is Legendre: its (A, B) are LegS's, and its LSI projection runs the generic dense GBT step
@@ -255,3 +258,98 @@ def test_reconstruct_and_basis_refuse_what_they_cannot_read():
     for t in ("abc", [1, "x"]):
         with pytest.raises(TypeError, match="t must be a tensor, a number or an array-like of numbers"):
             basis("legs", 4, t)
+
+
+# ---- HiPPO campaign (B1, B2, R6, R11, R13) ----------------------------------------------------------------------
+@pytest.mark.parametrize("kw", [dict(measure="legt", dt=0.1), dict(fast=False), dict(),
+                                dict(measure="chebyshev", mode="lsi")])
+def test_dtype_casts_keep_the_float64_matrices(kw):
+    """B1: ``.float()`` / ``.half()`` cast the float64 buffers, so the dense paths failed with a dtype mismatch
+    (and the matrices lost precision). The casts now leave A, B, Abar, Bbar float64 and bit-identical, the output
+    equals the uncast module's, also inside a container; device moves still apply; state_dict round-trips."""
+    x = torch.randn(2, 40, dtype=F64, generator=G)
+    ref_module = HiPPO(8, **kw)
+    ref = ref_module(x)
+    names = [n for n, _ in ref_module.named_buffers()]
+    for cast in ("float", "half", "double", "bfloat16"):
+        m = getattr(HiPPO(8, **kw), cast)()
+        for n in names:
+            assert getattr(m, n).dtype == F64 and torch.equal(getattr(m, n), getattr(ref_module, n)), (cast, n)
+        assert torch.equal(m(x), ref)
+        assert m(x.float()).dtype == torch.float32
+        torch.testing.assert_close(m(x.float()), ref.float())
+    outer = nn.Sequential(HiPPO(8, **kw)).float()
+    assert torch.equal(outer(x), ref)
+    moved = HiPPO(8, **kw).to("meta")                          # a device move reaches the buffers
+    assert all(t.device.type == "meta" and t.dtype == F64 for t in moved.buffers())
+    with pytest.raises(ValueError, match="u is on cpu but the module is on meta"):
+        moved(x)
+    assert moved(x.to("meta")).device.type == "meta"         # the states are made on the input's device
+    state = HiPPO(8, **kw).half().state_dict()
+    fresh = HiPPO(8, **kw)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh(x), ref)
+
+
+def test_forward_euler_lsi_warns_and_refuses_to_return_overflow():
+    """B2: forward Euler in mode 'lsi' multiplies the state by I + (delta/t) A, eigenvalues down to 1 - N at the
+    first step: N = 1024 returned 618 inf/NaN coefficients silently. Construction now warns with the growth, and a
+    non-finite result of a finite input raises, naming the discretization."""
+    with pytest.warns(RuntimeWarning, match=r"forward Euler.*magnitude 1023 .*first ~512 steps.*'bilinear'"):
+        m = HiPPO(1024, discretization="forward_euler")
+    u = torch.sin(torch.linspace(0, 60, 600, dtype=F64))[None]
+    with pytest.raises(FloatingPointError, match="not finite for a finite input.*forward_euler.*'bilinear'"):
+        m(u, return_history=False)
+    with pytest.warns(RuntimeWarning, match="magnitude 7 "):
+        HiPPO(8, "jacobi", mode="lsi", discretization=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        HiPPO(2, discretization="forward_euler")            # |1 - 2| = 1: no step amplifies
+        HiPPO(1024)                                         # bilinear
+        HiPPO(64, "legt", dt=0.01, discretization="forward_euler")
+
+
+def test_lsi_refuses_dt_and_theta():
+    """R6: mode 'lsi' ignored theta and dt silently (same output as without them, yet the repr showed them)."""
+    for kw in (dict(theta=5.0), dict(dt=0.01), dict(theta=5.0, dt=0.01)):
+        with pytest.raises(ValueError, match="dt and theta apply to mode 'lti'"):
+            HiPPO(8, **kw)
+    assert HiPPO(8, theta=1.0).dt is None                 # the default, spelt out
+    HiPPO(8, "legs", mode="lti", dt=0.01, theta=5.0)
+
+
+def test_discretize_and_closure_refuse_nonfinite_systems():
+    """R11: discretize and shift accepted NaN matrices and shift a NaN c (scale checked c only)."""
+    from statespaces.hippo import conjugate, scale, shift
+
+    A, B = transition("legs", 3)
+    bad_A = A.clone()
+    bad_A[1, 0] = float("nan")
+    bad_B = B.clone()
+    bad_B[0] = float("inf")
+    for fn in (lambda a, b: discretize(a, b, 0.1), lambda a, b: shift(a, b, 0.5), lambda a, b: scale(a, b, 2.0),
+               lambda a, b: conjugate(a, b, torch.eye(3, dtype=F64))):
+        with pytest.raises(ValueError, match="A contains 1 non-finite"):
+            fn(bad_A, B)
+        with pytest.raises(ValueError, match="B contains 1 non-finite"):
+            fn(A, bad_B)
+        with pytest.raises(ValueError, match=r"A must have shape \(N, N\) and B shape \(N,\)"):
+            fn(A, B[:2])
+    for c in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="c must be a finite real number"):
+            shift(A, B, c)
+    with pytest.raises(TypeError, match="c must be"):
+        shift(A, B, "0.5")
+    with pytest.raises(ValueError, match="V contains"):
+        conjugate(A, B, torch.full((3, 3), float("nan")))
+    torch.testing.assert_close(shift(A, B, -0.7)[0], A - 0.7 * torch.eye(3, dtype=F64))
+
+
+def test_dtype_message_matches_the_accepted_precisions():
+    """R13: the message said "(float32 or float64)" while float16/bfloat16 inputs are accepted (and returned in
+    their dtype)."""
+    m = HiPPO(4)
+    for dt in (torch.float16, torch.bfloat16):
+        assert m(torch.ones(1, 3, dtype=dt)).dtype == dt
+    with pytest.raises(TypeError, match=r"real floating tensor \(any precision"):
+        m(torch.ones(1, 3, dtype=torch.int64))

@@ -100,3 +100,11 @@ def test_s4_modes_warns_only_its_own_warning():
         torch.set_default_dtype(default)
     kinds = {type(w.message) for w in caught if issubclass(w.category, UserWarning)}
     assert kinds == {ModesAccuracyWarning}, [str(w.message)[:80] for w in caught]
+
+
+def test_s4d_from_modes_does_not_suggest_the_rule_in_use():
+    modes = S4D(2, 4).double().modes()
+    growing = dataclasses.replace(modes, log_eig=modes.log_eig + 3.0)         # |lambda| > 1
+    with pytest.raises(ValueError, match="only decaying modes") as err:
+        S4D.from_modes(growing)
+    assert "use 'zoh'" not in str(err.value)

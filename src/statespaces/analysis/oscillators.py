@@ -16,8 +16,13 @@ oscillator:
   at ``t = l dt`` reproduce the discrete kernel exactly, ``K[l] = sum 2 Re(c e^{s t_l})``;
   from it ``natural_frequency`` ``w0 = |s|``, ``damping_ratio`` ``zeta = -Re s/|s|``,
   ``damped_frequency`` ``Im s`` (rad per unit time; time unit = the one dt is measured in) and
-  ``decay_time`` ``-1/Re s``. The pair (s, conj s) is the first-order form of
-  ``q'' + 2 zeta w0 q' + w0^2 q = input`` (notes 6.2). A layer whose modes carry no ``dt`` is
+  ``decay_time`` ``-1/Re s``. For complex ``s`` the pair (s, conj s) is the first-order form of
+  ``q'' + 2 zeta w0 q' + w0^2 q = input`` (notes 6.2), with ``|zeta| < 1``. A **real** ``s`` (a real
+  positive ``lambda``, ``angle`` 0) is no oscillator but a single first-order relaxation ``e^{s t}``
+  (its conjugate is itself): it is reported with ``zeta = 1`` (``-1`` if it grows) and ``w0 = |s|``, the
+  relaxation rate, and marked ``relaxation`` (property, table column, ``summary()['n_relaxations']``).
+  It is *not* the critically damped oscillator of that equation, whose Green's function
+  ``t e^{-w0 t}`` needs a double eigenvalue. A layer whose modes carry no ``dt`` is
   analysed with ``dt = 1`` step and says so: ``time_unit == "step"`` (frequencies in rad per step,
   decay times in steps) instead of ``"time"``.
 * ``eig_nominal``: the continuous eigenvalue of the layer's own ODE before discretization.
@@ -80,7 +85,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .._checks import check_length
+from .._checks import all_finite, check_int, check_length, check_real, check_real_float, check_sequence
 from ..layers.linoss import DEGENERATE_THETA
 from ..layers.modes import MODES_TOL, Modes
 
@@ -101,11 +106,16 @@ class Oscillator:
     """One damped oscillator of a SISO channel: ``K[l] += amplitude * exp(-zeta w0 t) cos(w_d t + phase)``
     with ``t = l dt``, ``w_d = w0 sqrt(1 - zeta^2)`` (i.e. ``2 Re(c lambda^l)``, ``c = amplitude/2 e^{i phase}``).
 
-    Fields: ``channel`` (int), ``frequency`` natural angular frequency ``w0 >= 0`` (rad per unit time),
-    ``damping`` ratio ``zeta`` in [0, 1], ``amplitude >= 0``, ``phase`` (rad), ``dt > 0`` (the
-    channel's step size).
+    Fields (checked on construction, ``TypeError``/``ValueError``): ``channel`` (int >= 0), ``frequency``
+    natural angular frequency ``w0 >= 0`` (rad per unit time), ``damping`` ratio ``zeta`` in [-1, 1]
+    (negative: a growing mode), ``amplitude >= 0``, ``phase`` (rad), ``dt > 0`` (the channel's step
+    size); all finite.
 
-    One conjugate pair of a diagonal SSM (thesis §3.4.5) read as an oscillator (seed 000; notes Part 6.2).
+    One mode of a diagonal SSM (thesis §3.4.5) read as an oscillator (seed 000; notes Part 6.2): the eigenvalue
+    ``s = w0 (-zeta + i sqrt(1 - zeta^2))`` and its conjugate. ``|zeta| = 1`` is a real eigenvalue: a
+    first-order relaxation ``amplitude cos(phase) e^{-zeta w0 t}``, not a critically damped oscillator.
+    ``|zeta| > 1`` (overdamped) is refused: ``q'' + 2 zeta w0 q' + w0^2 q`` then has two distinct real
+    eigenvalues, two relaxations that one record cannot hold (the message gives their two records).
     """
 
     channel: int
@@ -115,9 +125,26 @@ class Oscillator:
     phase: float
     dt: float
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channel", check_int("Oscillator channel", self.channel, 0))
+        for name in ("frequency", "damping", "amplitude", "phase", "dt"):
+            object.__setattr__(self, name, check_real(f"Oscillator {name}", getattr(self, name), positive=False,
+                                                      what="finite real number"))
+        if not (self.frequency >= 0 and self.amplitude >= 0 and self.dt > 0):
+            raise ValueError(f"invalid {self}: need frequency >= 0, amplitude >= 0 and dt > 0")
+        z, w0 = self.damping, self.frequency
+        if abs(z) > 1:
+            r = math.sqrt(z * z - 1)
+            raise ValueError(
+                f"Oscillator damping {z} (|zeta| > 1, overdamped): the mode has two real eigenvalues "
+                f"{-w0 * (z - r):.6g} and {-w0 * (z + r):.6g}, two first-order relaxations, not one oscillator; "
+                f"pass two records with damping={math.copysign(1.0, z):g} and frequencies {abs(w0 * (z - r)):.6g} "
+                f"and {abs(w0 * (z + r)):.6g}")
+
     def continuous_eigenvalue(self) -> complex:
+        """``s = w0 (-zeta + i sqrt(1 - zeta^2))`` (Im >= 0; real for ``|zeta| = 1``)."""
         w0, z = self.frequency, self.damping
-        return complex(-z * w0, w0 * math.sqrt(max(0.0, 1.0 - z * z)))
+        return complex(-z * w0, w0 * math.sqrt(1.0 - z * z))
 
 
 def _inv_decay(rate: Tensor) -> Tensor:
@@ -125,12 +152,31 @@ def _inv_decay(rate: Tensor) -> Tensor:
     return torch.where(neg, -1.0 / torch.where(neg, rate, -torch.ones_like(rate)), torch.full_like(rate, math.inf))
 
 
+def _finite_complex(name: str, x: Any) -> Tensor:
+    """``x`` (a tensor or array-like of numbers, with finite entries) as complex128."""
+    try:
+        t = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name} must be a tensor of numbers, got {type(x).__name__} ({e})") from None
+    if t.dtype == torch.bool:
+        raise TypeError(f"{name} must be a tensor of numbers, got dtype {t.dtype}")
+    if not all_finite(t):
+        raise ValueError(f"{name} contains {int((~torch.isfinite(t)).sum())} non-finite value(s) (NaN or inf)")
+    return t.to(torch.complex128)
+
+
 def green_kernel(log_eig: Tensor, residue: Tensor, L: int) -> Tensor:
     r"""``K[..., l] = sum_n 2 Re(residue_n exp(l log_eig_n))``: residue (..., N), log_eig broadcastable; (..., L)
-    float64 (both are taken in complex128, whatever their dtype). Seed 000's closed-form kernel: thesis eq. 3.2
-    with conjugate pairs (§3.4.5)."""
-    log_eig = torch.as_tensor(log_eig).to(torch.complex128)
-    residue = torch.as_tensor(residue).to(torch.complex128)
+    float64 (both are taken in complex128, whatever their dtype, and must be finite). ``L``: a positive integer.
+    Seed 000's closed-form kernel: thesis eq. 3.2 with conjugate pairs (§3.4.5)."""
+    L = check_length(L)
+    log_eig = _finite_complex("log_eig", log_eig)
+    residue = _finite_complex("residue", residue)
+    try:
+        torch.broadcast_shapes(log_eig.shape, residue.shape)
+    except RuntimeError:
+        raise ValueError(f"log_eig {tuple(log_eig.shape)} does not broadcast against residue {tuple(residue.shape)} "
+                         "(residue (..., N), log_eig (N,) or (..., N))") from None
     l = torch.arange(L, dtype=torch.float64, device=residue.device)
     powers = torch.exp(log_eig.unsqueeze(-1) * l)                   # (..., N, L)
     return 2 * torch.einsum("...n,...nl->...l", residue, powers).real
@@ -205,10 +251,18 @@ class OscillatorAnalysis:
 
     @property
     def natural_frequency(self) -> Tensor:
+        """``w0 = |s|`` (for a relaxation: its rate)."""
         return self.eig_continuous.abs()
 
     @property
+    def relaxation(self) -> Tensor:
+        """bool: the mode has a real ``s`` (``angle`` 0): a first-order relaxation ``e^{s t}``, not an oscillator
+        (see the module docstring); its ``damping_ratio`` is 1 (-1 if it grows)."""
+        return self.angle == 0
+
+    @property
     def damping_ratio(self) -> Tensor:
+        """``zeta = -Re s/|s|`` in [-1, 1] (1 for ``s = 0``); ``|zeta| = 1`` marks a :attr:`relaxation`."""
         s = self.eig_continuous
         mag = s.abs()
         safe = torch.where(mag > 0, mag, torch.ones_like(mag))
@@ -272,7 +326,9 @@ class OscillatorAnalysis:
     def apply(self, u: Tensor) -> Tensor:
         r"""The explicit operator on an input (B, L, H) by direct sums (float64): ``y = K * u + D u``
         (causal); a backward direction sums over later steps, ``y_t = sum_{s>t} K[s-t-1] u_s``
-        (``lag_offset`` 1; 0 for a concat layer's reverse half, which also has its own ``D``)."""
+        (``lag_offset`` 1; 0 for a concat layer's reverse half, which also has its own ``D``). ``u``: a finite
+        real floating tensor of shape (B, L, H) with H the analysed layer's input channels; returns (B, L, H)."""
+        check_sequence(u, self.residue.shape[1] if self.mimo else self.d_model, torch.float64, name="u")
         u = u.to(torch.float64)
         if self.backward:                       # anti-causal = causal on the reversed sequence
             v = u.flip(1)
@@ -297,6 +353,7 @@ class OscillatorAnalysis:
 
         Returns ``(w, H)`` with H (H, n_freq) (SISO) or (H_out, H_in, n_freq) (LinOSS), complex.
         """
+        n_freq = check_length(n_freq, "n_freq")
         K = self.kernel(L)
         w = torch.linspace(0, math.pi, n_freq, dtype=torch.float64)
         lags = torch.arange(L, dtype=torch.float64)
@@ -316,7 +373,8 @@ class OscillatorAnalysis:
         (with ``gain`` = Frobenius norm of its channel-mixing matrix: LinOSS ``Re(C_:p B_p:)``, S5
         ``C_:p B_p:``; ``amplitude`` and ``phase`` are then those of the oscillator's own unit response, 1 and 0
         for S5's first-order modes; LinOSS rows add the stiffness ``A`` and ``degenerate``). Every row
-        says its ``time_unit``; rows of an S4 layer also carry their channel's ``kernel_error``."""
+        says its ``time_unit`` and whether it is a first-order ``relaxation`` (real ``s``, not an oscillator);
+        rows of an S4 layer also carry their channel's ``kernel_error``."""
         cols = {
             "eig_re": self.eig.real, "eig_im": self.eig.imag, "eig_abs": self.eig.abs(),
             "angle_per_step": self.angle, "decay_steps": self.decay_steps,
@@ -325,6 +383,7 @@ class OscillatorAnalysis:
             "natural_frequency": self.natural_frequency, "damping_ratio": self.damping_ratio,
             "damped_frequency": self.damped_frequency, "decay_time": self.decay_time, "dt": self.dt,
         }
+        relax = self.relaxation
         rows: List[Dict[str, Any]] = []
         if self.mimo:
             W = self.extra["mixing"]                                   # (H, H, P)
@@ -337,6 +396,7 @@ class OscillatorAnalysis:
                 if "A" in self.extra:
                     row["A"] = float(self.extra["A"][p])
                 row.update({k: float(v[p]) for k, v in cols.items()})
+                row["relaxation"] = bool(relax[p])
                 row.update({"amplitude": float(amp[p]), "phase": float(ph[p]), "gain": float(gain[p])})
                 if "degenerate" in self.extra:
                     row["degenerate"] = bool(self.extra["degenerate"][p])
@@ -348,6 +408,7 @@ class OscillatorAnalysis:
         for h, m in self._indices():
             row = {"layer": self.name, "channel": h, "mode": m}
             row.update({k: float(v[h, m]) for k, v in cols.items()})
+            row["relaxation"] = bool(relax[h, m])
             row.update({"amplitude": float(amp[h, m]), "phase": float(ph[h, m]), "time_unit": self.time_unit})
             if err is not None:
                 row["kernel_error"] = float(err[h])
@@ -373,12 +434,14 @@ class OscillatorAnalysis:
     def summary(self) -> Dict[str, Any]:
         """Small JSON-able summary. ``kernel_error`` (None: exact by construction) and ``faithful``
         (``kernel_error <= MODES_TOL``) say whether the oscillators describe the layer (S4, Lemma 6.6);
-        ``time_unit`` whether frequencies are per unit time or per step (no dt known)."""
+        ``time_unit`` whether frequencies are per unit time or per step (no dt known); ``n_relaxations`` how
+        many of the ``n_oscillators`` modes are first-order relaxations (real ``s``)."""
         mag, w0, zeta = (self._entries(t) for t in (self.eig.abs(), self.natural_frequency, self.damping_ratio))
         err = self.kernel_error
         return {
             "layer": self.name, "kind": self.kind, "discretization": self.discretization, "direction": self.direction,
             "d_model": self.d_model, "n_oscillators": self.n_oscillators,
+            "n_relaxations": int(self._entries(self.relaxation).sum()),
             "max_abs_eig": float(mag.max()), "min_abs_eig": float(mag.min()),
             "natural_frequency_range": [float(w0.min()), float(w0.max())],
             "damping_ratio_range": [float(zeta.min()), float(zeta.max())],
@@ -675,8 +738,8 @@ def s4d_from_oscillators(
     r"""Build an S4D layer whose kernel is ``K_h[l] = sum 2 Re(c lambda^l)`` over the given oscillators
     (thesis eq. 3.2, §3.4.5; the rules of eq. 2.4 / app. A.1.4 inverted; seed 000, notes Part 6.2).
 
-    Each :class:`Oscillator` (channel h, natural frequency w0, damping ratio zeta in (0, 1],
-    amplitude, phase, dt) fixes the discrete eigenvalue ``lambda = exp(s dt)`` with
+    Each :class:`Oscillator` (channel h, natural frequency w0 > 0, damping ratio zeta in (0, 1] (1: a
+    first-order relaxation), amplitude, phase, dt) fixes the discrete eigenvalue ``lambda = exp(s dt)`` with
     ``s = w0 (-zeta + i sqrt(1 - zeta^2))`` (the *effective* continuous eigenvalue, as reported by
     :func:`oscillators`), and the residue ``c = amplitude/2 e^{i phase}``. The S4D parameters are
     then ``A = x/dt`` with ``x`` the inverse of the discretization rule at lambda (ZOH: ``log lambda``;
@@ -690,7 +753,7 @@ def s4d_from_oscillators(
         discretization: discretization rule of the new S4D layer.
         alpha: GBT parameter of the new S4D layer (with ``discretization='gbt'``).
         real_transform: how the new S4D layer keeps Re(A) < 0 (its ``real_transform``).
-        D: skip (H,); zeros if None.
+        D: skip (H,), a finite real floating tensor; zeros if None.
         dtype: parameter dtype of the new layer (default: torch's default dtype).
 
     Returns:
@@ -698,8 +761,11 @@ def s4d_from_oscillators(
             ``d_state = 2 * max oscillators per channel``.
 
     Raises:
-        ValueError: undamped (zeta = 0) or invalid oscillators, mixed dt within a channel, or an
-            eigenvalue the chosen rule cannot produce with Re(A) < 0.
+        TypeError: records that are no :class:`Oscillator`, a non-integer ``d_model``, a ``D`` that is no
+            real floating tensor.
+        ValueError: undamped (zeta <= 0) or zero-frequency oscillators, ``frequency * dt`` out of float64's
+            range, a channel >= ``d_model``, mixed dt within a channel, a ``D`` of the wrong shape or with
+            NaN/inf, or an eigenvalue the chosen rule cannot produce with Re(A) < 0.
     """
     from ..layers.s4d import S4D
 
@@ -708,17 +774,26 @@ def s4d_from_oscillators(
     for o in oscillators:
         if not isinstance(o, Oscillator):
             raise TypeError(f"expected Oscillator records, got {type(o).__name__}")
-        if not (o.frequency > 0 and 0 < o.damping <= 1 and o.amplitude >= 0 and o.dt > 0 and math.isfinite(o.phase)):
+        # (the record has checked its fields); S4D modes decay: an undamped oscillator has Re A = 0
+        if not (o.frequency > 0 and o.damping > 0 and math.isfinite(o.frequency * o.dt)
+                and o.damping * o.frequency * o.dt > 0):
             raise ValueError(
-                f"invalid oscillator {o}: need frequency > 0, 0 < damping <= 1 (S4D modes decay: an undamped "
-                "oscillator has Re A = 0), amplitude >= 0, dt > 0"
+                f"invalid oscillator {o}: need frequency > 0 and 0 < damping <= 1 (S4D modes decay: an undamped "
+                "oscillator has Re A = 0), with frequency * dt and damping * frequency * dt in float64's range"
             )
-    H = d_model if d_model is not None else 1 + max(o.channel for o in oscillators)
+    H = 1 + max(o.channel for o in oscillators) if d_model is None else check_int("d_model", d_model)
     per: List[List[Oscillator]] = [[] for _ in range(H)]
     for o in oscillators:
-        if not 0 <= o.channel < H:
-            raise ValueError(f"oscillator channel {o.channel} outside [0, {H})")
+        if o.channel >= H:
+            raise ValueError(f"oscillator channel {o.channel} does not exist in a layer with d_model={H} (channels "
+                             f"0..{H - 1}); pass d_model >= {o.channel + 1} or leave it None")
         per[o.channel].append(o)
+    if D is not None:
+        check_real_float("D", D)
+        if tuple(D.shape) != (H,):
+            raise ValueError(f"D must have shape (d_model,) = ({H},), got {tuple(D.shape)}")
+        if not all_finite(D.detach()):
+            raise ValueError(f"D contains {int((~torch.isfinite(D)).sum())} non-finite value(s) (NaN or inf)")
     Mmax = max(len(p) for p in per)
     log_lam = torch.full((H, Mmax), -1.0, dtype=torch.complex128)     # padding: lambda = e^{-dt}, c = 0
     res = torch.zeros(H, Mmax, dtype=torch.complex128)
@@ -738,8 +813,7 @@ def s4d_from_oscillators(
     # the records as per-channel modes (K_h[l] = Re sum 2 c lambda^l), built by S4D.from_modes
     modes = Modes(
         log_eig=log_lam, B=torch.ones_like(res), C=(2 * res).unsqueeze(0),
-        D=(torch.zeros(H, dtype=torch.float64) if D is None
-           else torch.as_tensor(D, dtype=torch.float64).detach().clone()),
+        D=(torch.zeros(H, dtype=torch.float64) if D is None else D.detach().to(torch.float64).clone()),
         dt=dts.unsqueeze(-1).expand(H, Mmax).clone(), discretization="zoh", structure="diagonal",
     )
     return S4D.from_modes(modes, discretization=discretization, alpha=alpha, real_transform=real_transform,

@@ -132,16 +132,22 @@ def plot_frequency_response(an: OscillatorAnalysis, path: PathLike, L: int = 204
 
 
 def plot_oscillator_table(an: OscillatorAnalysis, path: PathLike, top: int = 16) -> Path:
-    """Table of the ``top`` strongest oscillators (by amplitude, times gain for LinOSS)."""
+    """Table of the ``top`` strongest oscillators (by amplitude, times gain for LinOSS); a ``relaxation`` column
+    marks the first-order modes (real eigenvalue), which are no oscillators."""
     rows = an.table()
     key = (lambda r: r["amplitude"] * r["gain"]) if an.mimo else (lambda r: r["amplitude"])
     rows = sorted(rows, key=key, reverse=True)[:top]
     first = ["oscillator"] if an.mimo else ["channel", "mode"]
-    cols = first + ["natural_frequency", "damping_ratio", "damped_frequency", "decay_time", "eig_abs", "amplitude",
-                    "phase"]
+    cols = first + ["natural_frequency", "damping_ratio", "relaxation", "damped_frequency", "decay_time", "eig_abs",
+                    "amplitude", "phase"]
     if an.mimo:
         cols.append("gain")
-    fmt = lambda v: f"{v:d}" if isinstance(v, int) and not isinstance(v, bool) else f"{v:.4g}"  # noqa: E731
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):                       # relaxation: a real mode, not an oscillator
+            return "yes" if v else ""
+        return f"{v:d}" if isinstance(v, int) else f"{v:.4g}"
+
     cells = [[fmt(r[c]) for c in cols] for r in rows]
     fig, ax = _figure(size=(1.15 * len(cols) + 1, 0.3 * len(rows) + 1.2))
     a = ax[0, 0]

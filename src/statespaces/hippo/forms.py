@@ -14,9 +14,10 @@ lagt        1     ``1/sqrt2`` (all n)                          ``-1/2``
 ==========  ====  ==========================================  ===========
 
 (``lagt``: ``-tril(1) = -I/2 - (1 1^T)/2 - K/2`` with ``K`` the skew sign matrix;
-not in the thesis, derived here.) The normal part is diagonalized by a unitary
-``V`` computed with ``eigh`` of the Hermitian matrix ``i K`` (``K`` = skew part),
-so ``V`` is unitary to machine precision even though ``A`` itself (for LegS) has an
+not in the thesis, derived here. ``A`` does not depend on the Laguerre ``alpha``, only ``B`` does, so
+every ``alpha`` has this form: :func:`nplr` and :func:`dplr` take ``alpha=`` for ``lagt``.)
+The normal part is diagonalized by a unitary ``V`` computed with ``eigh`` of the Hermitian
+matrix ``i K`` (``K`` = skew part), so ``V`` is unitary to machine precision even though ``A`` itself (for LegS) has an
 exponentially ill-conditioned eigenbasis (Lemma 6.6, see :mod:`.eigen`).
 Then (Hurwitz DPLR, Cor. 6.8)
 
@@ -64,8 +65,8 @@ def low_rank(measure: str, N: int, theta: float = 1.0) -> torch.Tensor:
     return P / math.sqrt(theta)
 
 
-def nplr(measure: str, N: int, rank: int | None = None, theta: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor,
-         torch.Tensor, torch.Tensor]:
+def nplr(measure: str, N: int, rank: int | None = None, theta: float = 1.0, **params) -> Tuple[torch.Tensor,
+         torch.Tensor, torch.Tensor, torch.Tensor]:
     """NPLR / Hurwitz-DPLR factorization of the HiPPO matrix (Thm 6.7, Cor 6.8).
 
     Args:
@@ -74,18 +75,20 @@ def nplr(measure: str, N: int, rank: int | None = None, theta: float = 1.0) -> T
         rank: number of low-rank columns returned; ``None`` = the minimal rank
             (1 for legs/fout/lagt, 2 for legt). A larger rank pads with zeros.
         theta: timescale, as in :func:`transition`.
+        **params (float): measure parameters, as in :func:`transition`: only ``alpha`` of ``lagt``
+            (it changes ``B`` alone); any other raises ``TypeError``.
 
     Returns:
         (tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]): ``(Lambda, P, B, V)``
             complex128 with shapes ``(N,)``, ``(rank, N)``, ``(N,)``, ``(N, N)`` (eigenvector phases
-            fixed so that ``B`` is real >= 0) such that, with ``A, B0 = transition(measure, N, theta)``,
+            fixed so that ``B`` is real >= 0) such that, with ``A, B0 = transition(measure, N, theta, **params)``,
             ``A = V (diag(Lambda) - P^T conj(P)) V^*`` (i.e. ``V(Lambda - sum_r p_r p_r^*)V^*``
             with ``p_r = P[r]``), ``B = V^* B0``, ``V`` unitary. ``Lambda`` is sorted by
             imaginary part (descending).
     """
     name = check_measure(measure, NPLR_MEASURES, what="NPLR measure")
     N = check_state_size(N)
-    A, B = transition(name, N, theta=theta)
+    A, B = transition(name, N, theta=theta, **params)
     Pr = low_rank(name, N, theta=theta)
     r_min = Pr.shape[0]
     if rank is None:
@@ -125,8 +128,8 @@ def _pair_real_eigenspace(Vz: torch.Tensor) -> torch.Tensor:
     return (Q[:, 0::2] + 1j * Q[:, 1::2]).to(_C128) / math.sqrt(2.0)
 
 
-def dplr(measure: str, N: int, rank: int | None = None, theta: float = 1.0, tol: float = 1e-9) -> Tuple[torch.Tensor,
-         torch.Tensor, torch.Tensor, torch.Tensor]:
+def dplr(measure: str, N: int, rank: int | None = None, theta: float = 1.0, tol: float = 1e-9,
+         **params) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Conjugate-symmetric half of :func:`nplr` (the S4 parameterization, kernel = 2 Re; thesis eq. 6.2,
     Cor. 6.8, §3.4.5).
 
@@ -134,7 +137,7 @@ def dplr(measure: str, N: int, rank: int | None = None, theta: float = 1.0, tol:
     (e.g. FouT's constant mode) are grouped into pairs ``(v, conj v)`` of the same
     real eigenspace. With ``Vf = [V, conj V]``, ``Lf = [Lambda, conj Lambda]``,
     ``Pf = [P, conj P]``:  ``A = Vf (diag(Lf) - Pf^T conj(Pf)) Vf^*`` and
-    ``B0 = Vf [B; conj B]``.
+    ``B0 = Vf [B; conj B]``. ``**params``: as in :func:`nplr` (``alpha`` of ``lagt``).
 
     Returns:
         (tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]): ``(Lambda, P, B, V)``
@@ -147,7 +150,7 @@ def dplr(measure: str, N: int, rank: int | None = None, theta: float = 1.0, tol:
     N = check_state_size(N)
     if N % 2:
         raise ValueError(f"dplr needs an even state size N (conjugate pairs), got N={N}")
-    Lam, _, _, V = nplr(name, N, rank=rank, theta=theta)
+    Lam, _, _, V = nplr(name, N, rank=rank, theta=theta, **params)
     scale = max(1.0, float(Lam.abs().max()))
     pos = Lam.imag > tol * scale
     zero = Lam.imag.abs() <= tol * scale
@@ -162,7 +165,7 @@ def dplr(measure: str, N: int, rank: int | None = None, theta: float = 1.0, tol:
     if n_zero:
         Vh = torch.cat([Vh, _pair_real_eigenspace(V[:, zero])], dim=1)
         Lh = torch.cat([Lh, Lam[zero][: n_zero // 2].real.to(_C128)])
-    A, B = transition(name, N, theta=theta)
+    A, B = transition(name, N, theta=theta, **params)
     Pr = low_rank(name, N, theta=theta)
     r_min = Pr.shape[0]
     rank = r_min if rank is None else rank

@@ -44,7 +44,7 @@ import math
 
 import torch
 
-from ._checks import check_measure, check_positive, check_state_size
+from ._checks import check_measure, check_positive, check_real, check_state_size
 from .polys import jacobi_01, jacobi_01_quadrature
 
 __all__ = ["MEASURES", "transition", "fourier_active", "fourier_frequencies"]
@@ -66,7 +66,8 @@ _F64 = torch.float64
 
 
 def measure_params(measure: str, params: dict) -> dict:
-    """Validate the extra keyword parameters of ``measure`` and fill in defaults."""
+    """Validate the extra keyword parameters of ``measure`` and fill in defaults: each a finite real number
+    (Python/NumPy scalar or 0-d real tensor, returned as float; bools, complex, NaN and inf refused)."""
     allowed = _PARAMS[measure]
     unknown = sorted(set(params) - set(allowed))
     if unknown:
@@ -77,9 +78,7 @@ def measure_params(measure: str, params: dict) -> dict:
     out = dict(allowed)
     out.update(params)
     for key, val in out.items():
-        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
-            raise TypeError(f"parameter {key} of measure {measure!r} must be a finite real, got {val!r}")
-        out[key] = float(val)
+        out[key] = check_real(val, f"parameter {key} of measure {measure!r}")
     if measure == "lagt" and out["alpha"] <= -1.0:
         raise ValueError(f"lagt needs alpha > -1 (Laguerre weight y^alpha e^-y), got {out['alpha']}")
     if measure == "jacobi" and (out["alpha"] <= -1.0 or out["beta"] <= -1.0):

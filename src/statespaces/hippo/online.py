@@ -29,13 +29,15 @@ Sign convention: SSM sign ``x' = A x + B u`` (see :mod:`.measures`).
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Tuple
 
 import torch
 from torch import nn
 
+from .._checks import all_finite, check_device
 from ..discretize import GBT_ALPHA, discretize_dense
-from ._checks import check_finite_tensor, check_measure, check_positive, check_state_size
+from ._checks import check_finite_tensor, check_measure, check_positive, check_state_size, check_system
 from .basis import basis
 from .legs_fast import INPUT_GAINS, legs_gbt_coefficients, legs_step_dense, legs_step_fast
 from .measures import MEASURES, measure_params, transition
@@ -67,8 +69,9 @@ def discretize(A: torch.Tensor, B: torch.Tensor, dt: float, discretization="bili
 
     ``discretization``: ``"forward_euler"`` / ``"backward_euler"`` / ``"bilinear"``
     (GBT with alpha = 0, 1, 1/2), a GBT ``alpha`` in [0, 1], or ``"zoh"``.
-    Returns ``(Abar (N, N), Bbar (N,))``.
+    ``A`` (N, N) and ``B`` (N,): finite floating tensors. Returns ``(Abar (N, N), Bbar (N,))``.
     """
+    A, B = check_system(A, B)
     dt = check_positive(dt, "dt")
     name, alpha = _check_discretization(discretization)
     if name == "zoh":
@@ -94,10 +97,12 @@ class HiPPO(nn.Module):
         mode: ``"lsi"`` (default for legs) or ``"lti"`` (default otherwise;
             ``"lsi"`` only for :data:`LSI_MEASURES`).
         discretization (str | float): ``"bilinear"`` (default), ``"forward_euler"``,
-            ``"backward_euler"``, a GBT alpha in [0, 1], or ``"zoh"`` (LTI only).
-        dt: sampling step of the LTI mode (required there; ignored by ``lsi``,
-            which is step-size free).
-        theta: timescale / window of the LTI system (default 1.0).
+            ``"backward_euler"``, a GBT alpha in [0, 1], or ``"zoh"`` (LTI only). Forward Euler
+            amplifies the first steps of the ``lsi`` recurrence (a ``RuntimeWarning`` says by how much).
+        dt: sampling step of the LTI mode (required there; refused by ``lsi``, which is
+            step-size free: pass ``timestamps`` to ``forward`` instead).
+        theta: timescale / window of the LTI system (default 1.0; ``lsi`` has no timescale and
+            refuses any other value).
         fast: use the O(N) LegS update (default True for LSI-LegS).
         input_gain: ``"gbt"`` (default) or ``"thesis"`` input weighting of the LSI
             step (see :mod:`.legs_fast`).
@@ -106,13 +111,17 @@ class HiPPO(nn.Module):
     Shapes: ``forward(u)`` takes ``u`` of shape ``(B, L)`` or ``(B, L, H)`` and returns
     the coefficient history ``(B, L, N)`` / ``(B, L, H, N)`` (entry ``k`` = state after
     reading sample ``k``), or only the final state ``(B, [H,] N)`` with
-    ``return_history=False``. Computation is float64; the result has ``u``'s dtype.
+    ``return_history=False``. Computation is float64; the result has ``u``'s dtype. The matrices
+    ``A (N, N)``, ``B (N,)`` (and ``Abar``, ``Bbar`` in ``lti``) are float64 buffers that stay float64
+    when the module is cast (``.float()``, ``.half()``, ``.to(dtype)``); device moves apply to them.
     """
 
     A: torch.Tensor
     B: torch.Tensor
     Abar: torch.Tensor
     Bbar: torch.Tensor
+    #: the buffers that dtype casts leave in float64 (see :meth:`_apply`)
+    _FLOAT64_BUFFERS = ("A", "B", "Abar", "Bbar")
 
     def __init__(self, N: int, measure: str = "legs", mode: str | None = None,
                  discretization="bilinear", dt: float | None = None, theta: float = 1.0,
@@ -140,10 +149,17 @@ class HiPPO(nn.Module):
             if self.disc_name == "zoh":
                 raise ValueError("discretization 'zoh' is not available for mode 'lsi'; "
                                  "use 'bilinear', 'forward_euler', 'backward_euler' or a GBT alpha")
-            self.dt = None if dt is None else check_positive(dt, "dt")
+            if dt is not None or self.theta != 1.0:
+                raise ValueError(
+                    f"dt and theta apply to mode 'lti' (got dt={dt!r}, theta={theta!r}); mode 'lsi' has no step "
+                    "size and no timescale (its recurrence depends only on delta/t): leave them out, pass "
+                    "timestamps to forward for irregular sampling, or use mode='lti'")
+            self.dt = None
             self.fast = (self.measure == "legs") if fast is None else bool(fast)
             if self.fast and self.measure != "legs":
                 raise ValueError("the O(N) fast update exists only for measure 'legs'")
+            if self.alpha == 0.0:
+                self._warn_forward_euler()
         else:
             if dt is None:
                 raise ValueError(f"dt (sampling step > 0) is required for mode 'lti' "
@@ -156,9 +172,35 @@ class HiPPO(nn.Module):
             self.register_buffer("Abar", Abar)
             self.register_buffer("Bbar", Bbar)
 
+    def _warn_forward_euler(self) -> None:
+        """Warn when forward Euler amplifies the LSI recurrence: a step from ``t`` to ``t + delta`` multiplies
+        the state by ``I + (delta/t) A``, whose eigenvalues ``1 + (delta/t) A_nn`` (``A`` is lower triangular)
+        exceed 1 in magnitude while ``delta/t > 2 / max|A_nn|``; ``delta/t = 1`` at the first default step."""
+        d = float(-torch.diagonal(self.A).min())
+        growth = abs(1.0 - d)
+        if growth > 1.0:
+            warnings.warn(
+                f"HiPPO(N={self.N}, {self.measure!r}, mode='lsi') with forward Euler: a step multiplies the state "
+                f"by I + (delta/t) A, with an eigenvalue of magnitude {growth:.4g} at the first step (delta/t = 1 "
+                f"with the default timestamps) and above 1 while delta/t > {2.0 / d:.3g} (the first ~{d / 2:.0f} "
+                "steps): rounding errors grow by up to that factor per step, into garbage or inf/NaN for large N; "
+                "use discretization='bilinear' or 'backward_euler'", RuntimeWarning, stacklevel=3)
+
+    @property
+    def _disc_label(self) -> str:
+        return self.disc_name if self.alpha is None or self.disc_name != "gbt" else f"GBT alpha={self.alpha}"
+
+    def _apply(self, fn, recurse=True):
+        """``nn.Module._apply`` (behind ``.to``, ``.float()``, ``.half()``, ``.cuda()``...) that moves the
+        matrices to the new device but keeps them float64 at full precision (the recurrence is float64)."""
+        kept = {n: self._buffers[n] for n in self._FLOAT64_BUFFERS if self._buffers.get(n) is not None}
+        super()._apply(fn, recurse)
+        for n, t in kept.items():
+            self._buffers[n] = t.to(getattr(self, n).device)
+        return self
+
     def extra_repr(self) -> str:
-        return (f"N={self.N}, measure={self.measure!r}, mode={self.mode!r}, "
-                f"discretization={self.disc_name if self.alpha is None or self.disc_name != 'gbt' else self.alpha}, "
+        return (f"N={self.N}, measure={self.measure!r}, mode={self.mode!r}, discretization={self._disc_label}, "
                 f"dt={self.dt}, theta={self.theta}, fast={self.fast}")
 
     # ------------------------------------------------------------------ forward
@@ -176,8 +218,13 @@ class HiPPO(nn.Module):
         Returns:
             (B, L, N) / (B, L, H, N), or (B, N) / (B, H, N) with ``return_history=False``, in
             ``u``'s dtype (computed in float64).
+
+        Raises:
+            FloatingPointError: the recurrence overflowed (e.g. forward Euler in mode ``lsi`` at large N)
+                or the result leaves the range of ``u``'s dtype.
         """
         u = check_finite_tensor(u, "u")
+        check_device("u", u, self.A.device)
         if u.dim() not in (2, 3):
             raise ValueError(f"u must have shape (B, L) or (B, L, H), got {tuple(u.shape)}")
         if u.shape[1] < 1:
@@ -202,7 +249,24 @@ class HiPPO(nn.Module):
                 out = out.squeeze(2)
         else:
             out = hist.squeeze(1) if squeeze_h else hist
-        return out.to(out_dtype)
+        if not all_finite(out):
+            raise FloatingPointError(self._overflow_message(out))
+        cast = out.to(out_dtype)
+        if not all_finite(cast):
+            raise FloatingPointError(f"HiPPO: the coefficients (up to {float(out.abs().max()):.3g}) overflow "
+                                     f"{out_dtype}; pass u in float32 or float64")
+        return cast
+
+    def _overflow_message(self, out: torch.Tensor) -> str:
+        """Why a finite input gave non-finite float64 coefficients, and what to do."""
+        if self.alpha is not None and self.alpha < 0.5:     # explicit-leaning GBT: not A-stable
+            fix = "use discretization='bilinear' or 'backward_euler'" + (" or a smaller dt" if self.dt else "")
+        else:
+            fix = "rescale the input"
+        step = "" if self.dt is None else f", dt={self.dt}"
+        return (f"HiPPO: {int((~torch.isfinite(out)).sum())} of {out.numel()} coefficients are not finite for a "
+                f"finite input: the recurrence (discretization {self._disc_label}, mode {self.mode!r}{step}) "
+                f"overflowed float64; {fix}")
 
     def _timestamps(self, timestamps, L: int) -> torch.Tensor:
         if timestamps is None:
@@ -217,7 +281,7 @@ class HiPPO(nn.Module):
 
     def _run_lsi(self, seq: torch.Tensor, ts: torch.Tensor, return_history: bool) -> torch.Tensor:
         L, Bsz, H = seq.shape
-        x = torch.zeros(Bsz, H, self.N, dtype=_F64)
+        x = torch.zeros(Bsz, H, self.N, dtype=_F64, device=seq.device)
         x[..., 0] = seq[0]
         hist = [x]
         tl = ts.tolist()
@@ -236,7 +300,7 @@ class HiPPO(nn.Module):
 
     def _dense_gbt(self, x, u, a, b, g):
         N = self.N
-        eye = torch.eye(N, dtype=_F64)
+        eye = torch.eye(N, dtype=_F64, device=x.device)
         y = x @ (eye + a * self.A).T + g * u.unsqueeze(-1) * self.B
         sol = torch.linalg.solve_triangular(eye - b * self.A, y.reshape(-1, N).T, upper=False)
         return sol.T.reshape(y.shape)
@@ -245,8 +309,8 @@ class HiPPO(nn.Module):
         L, Bsz, H = seq.shape
         AT = self.Abar.T.contiguous()
         Bb = self.Bbar
-        x = torch.zeros(Bsz, H, self.N, dtype=_F64)
-        hist = torch.empty(L if return_history else 0, Bsz, H, self.N, dtype=_F64)
+        x = torch.zeros(Bsz, H, self.N, dtype=_F64, device=seq.device)
+        hist = torch.empty(L if return_history else 0, Bsz, H, self.N, dtype=_F64, device=seq.device)
         for k in range(L):
             x = x @ AT + seq[k].unsqueeze(-1) * Bb
             if return_history:
@@ -285,4 +349,4 @@ class HiPPO(nn.Module):
             assert self.dt is not None  # required in mode 'lti'
             tau = (torch.arange(length - 1, -1, -1, dtype=_F64) + 0.5) * self.dt
             Q = basis(self.measure, self.N, tau, theta=self.theta, kind="reconstruction", **self.params)
-        return (coeffs.to(_F64) @ Q).to(coeffs.dtype)
+        return (coeffs.to(_F64) @ Q.to(coeffs.device)).to(coeffs.dtype)

@@ -256,7 +256,9 @@ class S4D(DiagonalSSM):
         if not bool((A.real < 0).all()):
             raise ValueError(
                 f"S4D.from_modes: the {method} rule cannot produce {int((~(A.real < 0)).sum())} of these discrete "
-                "eigenvalues with Re(A) < 0 (|lambda| >= 1 or off the rule's image); use 'zoh' or 'bilinear'"
+                "eigenvalues with Re(A) < 0 (|lambda| >= 1 or off the rule's image)"
+                + ("; 'zoh' and 'bilinear' reach every |lambda| < 1" if method not in ("zoh", "bilinear") else
+                   ": an S4D layer has only decaying modes, |lambda| < 1")
             )
         ones = torch.ones_like(A)
         _, dB = discretize_diagonal(A, ones, dt, method, alpha)
