@@ -178,3 +178,20 @@ def test_bad_inputs_raise():
         rnn(torch.randn(2, 5, 2), state=rnn.initial_state(3))
     with pytest.raises(TypeError, match="HiPPOState"):
         rnn.step(torch.randn(1, 2), (torch.zeros(1, 4), torch.zeros(1, 1, 3), 0))
+
+
+def test_legs_memory_refuses_a_step_size_and_warns_of_forward_euler():
+    """dt was accepted and ignored by the scale-invariant memory (its default 1.0 hid a passed value); forward Euler
+    amplifies its first steps as it does HiPPO's lsi mode."""
+    import warnings
+
+    with pytest.raises(ValueError, match="memory 'legs' has no step size"):
+        HiPPOMemory(8, "legs", dt=0.5)
+    with pytest.raises(ValueError, match="no step size"):
+        HiPPORNN(2, 4, order=4, dt=0.5)
+    assert HiPPOMemory(8, "legt", theta=10.0).dt == 1.0                 # the LTI memories keep their default
+    with pytest.warns(RuntimeWarning, match="forward Euler"):
+        HiPPOMemory(8, "legs", discretization="forward_euler")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        HiPPOMemory(8, "legs")

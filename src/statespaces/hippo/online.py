@@ -88,6 +88,22 @@ def _lsi_reconstruction_basis(measure: str, N: int, y: torch.Tensor, params: dic
     return jacobi_01(N, y, a, b) * jacobi_01_weight(y, a, b)
 
 
+def warn_forward_euler_lsi(A: torch.Tensor, what: str, stacklevel: int = 3) -> None:
+    """Warn when forward Euler amplifies a scale-invariant recurrence ``x' = (A x + B u)/t``: a step from ``t``
+    to ``t + delta`` multiplies the state by ``I + (delta/t) A``, whose eigenvalues ``1 + (delta/t) A_nn``
+    (``A`` lower triangular) exceed 1 in magnitude while ``delta/t > 2 / max|A_nn|``; ``delta/t = 1`` at the
+    first default step. ``what`` names the module in the message."""
+    d = float(-torch.diagonal(A).min())
+    growth = abs(1.0 - d)
+    if growth > 1.0:
+        warnings.warn(
+            f"{what} with forward Euler: a step multiplies the state by I + (delta/t) A, with an eigenvalue of "
+            f"magnitude {growth:.4g} at the first step (delta/t = 1 with the default timestamps) and above 1 while "
+            f"delta/t > {2.0 / d:.3g} (the first ~{d / 2:.0f} steps): rounding errors grow by up to that factor per "
+            "step, into garbage or inf/NaN for large N; use discretization='bilinear' or 'backward_euler'",
+            RuntimeWarning, stacklevel=stacklevel)
+
+
 class HiPPO(nn.Module):
     """Online HiPPO projection of a signal onto ``N`` basis functions.
 
@@ -173,18 +189,7 @@ class HiPPO(nn.Module):
             self.register_buffer("Bbar", Bbar)
 
     def _warn_forward_euler(self) -> None:
-        """Warn when forward Euler amplifies the LSI recurrence: a step from ``t`` to ``t + delta`` multiplies
-        the state by ``I + (delta/t) A``, whose eigenvalues ``1 + (delta/t) A_nn`` (``A`` is lower triangular)
-        exceed 1 in magnitude while ``delta/t > 2 / max|A_nn|``; ``delta/t = 1`` at the first default step."""
-        d = float(-torch.diagonal(self.A).min())
-        growth = abs(1.0 - d)
-        if growth > 1.0:
-            warnings.warn(
-                f"HiPPO(N={self.N}, {self.measure!r}, mode='lsi') with forward Euler: a step multiplies the state "
-                f"by I + (delta/t) A, with an eigenvalue of magnitude {growth:.4g} at the first step (delta/t = 1 "
-                f"with the default timestamps) and above 1 while delta/t > {2.0 / d:.3g} (the first ~{d / 2:.0f} "
-                "steps): rounding errors grow by up to that factor per step, into garbage or inf/NaN for large N; "
-                "use discretization='bilinear' or 'backward_euler'", RuntimeWarning, stacklevel=3)
+        warn_forward_euler_lsi(self.A, f"HiPPO(N={self.N}, {self.measure!r}, mode='lsi')", stacklevel=4)
 
     @property
     def _disc_label(self) -> str:

@@ -37,7 +37,7 @@ from torch import nn
 from ._checks import check_finite_tensor, check_measure, check_positive, check_state_size
 from .legs_fast import legs_gbt_coefficients, legs_step_fast
 from .measures import measure_params, transition
-from .online import _check_discretization, discretize
+from .online import _check_discretization, discretize, warn_forward_euler_lsi
 
 __all__ = ["CELL_MEMORIES", "CELL_TYPES", "HiPPOMemory", "HiPPOCell", "HiPPORNN", "HiPPOState",
            "legs_lsi_transitions"]
@@ -84,7 +84,8 @@ class HiPPOMemory(nn.Module):
         channels: m, number of memorized scalar signals.
         theta: window length (``legt``/``lmu``, required) or warp timescale (``lagt``, default 1),
             in the time units of ``dt``; not accepted for ``legs`` (it has no timescale).
-        dt: sampling step of the LTI memories (default 1); ``legs`` ignores the step size.
+        dt: sampling step of the LTI memories (default 1); not accepted for ``legs`` (scale-invariant:
+            it has no step size).
         discretization: ``bilinear`` (default), ``forward_euler``, ``backward_euler``, a GBT alpha
             in [0, 1], or ``zoh`` (LTI memories only).
         fast: LegS only: apply the O(N) step (Lemma 4.6) instead of cached dense per-step
@@ -96,7 +97,7 @@ class HiPPOMemory(nn.Module):
     """
 
     def __init__(self, N: int, measure: str = "legs", channels: int = 1, theta: Optional[float] = None,
-                 dt: float = 1.0, discretization="bilinear", fast: bool = False, **params) -> None:
+                 dt: Optional[float] = None, discretization="bilinear", fast: bool = False, **params) -> None:
         super().__init__()
         self.N = check_state_size(N)
         self.measure = check_measure(measure, CELL_MEMORIES, what="HiPPO-RNN memory")
@@ -109,9 +110,14 @@ class HiPPOMemory(nn.Module):
             if theta is not None:
                 raise ValueError(f"memory 'legs' has no timescale (it is scale-invariant, Prop. 4.5); got "
                                  f"theta={theta!r}: leave theta=None, or use 'legt'/'lmu' for a window")
+            if dt is not None:
+                raise ValueError(f"memory 'legs' has no step size (it is scale-invariant, Prop. 4.5); got dt={dt!r}: "
+                                 "leave dt=None, or use 'legt'/'lmu'/'lagt' for a sampled LTI memory")
             if self.disc_name == "zoh":
                 raise ValueError("discretization 'zoh' is not available for the scale-invariant 'legs' memory; "
                                  "use 'bilinear', 'forward_euler', 'backward_euler' or a GBT alpha")
+            if self.alpha == 0.0:
+                warn_forward_euler_lsi(transition("legs", self.N)[0], f"HiPPOMemory(N={self.N}, 'legs')")
             self.theta, self.dt = None, None
             self._legs_T, self._legs_b = torch.zeros(0, self.N, self.N, dtype=_F64), torch.zeros(0, self.N, dtype=_F64)
         else:
@@ -123,7 +129,7 @@ class HiPPOMemory(nn.Module):
                                      f"of dt (e.g. theta=100 with dt=1 remembers the last 100 samples)")
                 theta = 1.0
             self.theta = check_positive(theta, "theta")
-            self.dt = check_positive(dt, "dt")
+            self.dt = check_positive(1.0 if dt is None else dt, "dt")
             A, B = transition(self.measure, self.N, self.theta, **self.params)
             self._Abar, self._Bbar = discretize(A, B, self.dt, discretization)    # float64
 
@@ -198,7 +204,7 @@ class HiPPOCell(nn.Module):
     """
 
     def __init__(self, input_size: int, hidden_size: int, memory: str = "legs", order: int = 32,
-                 channels: int = 1, cell: str = "gated", theta: Optional[float] = None, dt: float = 1.0,
+                 channels: int = 1, cell: str = "gated", theta: Optional[float] = None, dt: Optional[float] = None,
                  discretization="bilinear", fast: bool = False, **params) -> None:
         super().__init__()
         self.input_size = check_state_size(input_size, "input_size")
