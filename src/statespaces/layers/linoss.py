@@ -728,7 +728,8 @@ class LinOSS(SSMLayer):
                 ``mode``. ``"auto"`` is ``"chunked"`` on CPU (1.2-1.9x faster than the scan at B=8, H=128,
                 P=64, L=256..8192 in fwd+bwd; ``benchmarks/bench_chunked.py``) and on CUDA where the
                 rule :func:`~statespaces.kernels.chunked_conv.prefer_chunked` picks the Triton chunked
-                kernel (stateful or inference calls; training keeps the fused Triton scan), else ``"scan"``.
+                kernel (stateful calls: ``state=`` or ``return_state``; stateless calls keep the fused Triton
+                scan), else ``"scan"``.
             dt: irregular sampling, (B, L) positive multipliers of the step of each interval: step
                 t uses the scheme's transition at ``rate * dt[b, t] * sigmoid(dt_raw)`` (a
                 time-varying scan, ``mode`` ``"auto"``, ``"scan"`` or ``"loop"``; see
