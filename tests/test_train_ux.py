@@ -678,3 +678,42 @@ def test_divergence_message_says_what_can_be_done(tmp_path):
     with pytest.raises(FloatingPointError, match="diverged before its first checkpoint") as e:
         train(_tiny(tmp_path, "div", ("trainer.lr", "1000"), ("trainer.ssm_lr", "1000")), progress=False)
     assert "Lower trainer.lr" in str(e.value) and "last good checkpoint is in" not in str(e.value)
+
+
+def test_a_folder_in_use_by_another_training_process_is_refused(tmp_path):
+    """Two runs started into one folder within seconds both trained there, interleaving checkpoints, best/ and the
+    summary; a --resume beside a live run trained the same epochs twice. The folder's lock (flock) names the PID."""
+    import subprocess
+    import sys
+
+    from statespaces.train.run import RunExistsError
+
+    pytest.importorskip("fcntl")
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from statespaces.train.run import lock_run_folder; "
+        f"f = lock_run_folder(Path({str(out)!r})); print('locked', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for resume in (False, True):
+            with pytest.raises(RunExistsError, match=rf"is in use: another process \(PID {holder.pid}\)"):
+                train(_tiny(tmp_path), resume=resume, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert train(_tiny(tmp_path, "run", ("trainer.epochs", "1")), progress=False)["epochs"] == 1   # lock released
+
+
+def test_a_failed_run_releases_its_folder_in_this_process(tmp_path, monkeypatch):
+    import statespaces.train.loop as loop
+
+    def boom(*a, **k):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(loop, "load_data", boom)
+    with pytest.raises(RuntimeError, match="disk on fire") as failed:   # its traceback keeps the frames alive
+        train(_tiny(tmp_path), progress=False)
+    monkeypatch.undo()
+    assert train(_tiny(tmp_path, "run", ("trainer.epochs", "1")), progress=False)["epochs"] == 1
+    assert failed.traceback is not None

@@ -41,6 +41,10 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)     # --resum is not --resume, --data not --data.name
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # one line, no usage block (``-h`` shows it)
         raise UsageError(f"{message} (see {self.prog} -h)")
 
@@ -137,6 +141,7 @@ def _main(argv: List[str]) -> int:
     sub.add_parser("presets", help="list the named presets")
     p_rep = sub.add_parser("reproduce", help="re-run the thesis' claims and write REPRODUCTION.md")
     p_rep.add_argument("ids", nargs="*", help="claim ids (default: all; with --quick: the tier-A claims)")
+    p_rep.add_argument("--list", action="store_true", help="list the claims (id, tier, title) and exit")
     p_rep.add_argument("--quick", action="store_true", help="fast profile: smaller sizes, exact claims only by default")
     p_rep.add_argument("--out", default="runs/reproduce", help="folder for figures and run outputs")
     p_rep.add_argument("--table", default="REPRODUCTION.md", help="markdown table to (re)write")
@@ -164,7 +169,8 @@ def _main(argv: List[str]) -> int:
     p_gen.add_argument("--data.name", dest="data_name", default=None,
                        help="take the prompts from this dataset instead of the stored one (e.g. the run's token file "
                             "moved elsewhere: tokens:NEW_PATH)")
-    p_gen.add_argument("--out", default=None, help="file stem of the output (.mid/.npy/.json added; default "
+    p_gen.add_argument("--out", default=None, help="file stem of the output (.mid/.npy/.json added; a folder holds "
+                                                   "sample_<seed>.*; default "
                                                    "<run>/generated/sample_<seed>)")
     p_exp = sub.add_parser("export", help="export a run's model (a run folder: its best/) to ONNX (a language "
                                           "model's streaming step) or a torch.export program (.pt2), checked "
@@ -173,12 +179,15 @@ def _main(argv: List[str]) -> int:
     p_exp.add_argument("out", help="OUT.onnx or OUT.pt2")
     p_exp.add_argument("--rate", type=float, default=1.0, help="sampling-rate factor the step is frozen at "
                                                                "(language models; 1: the training rate)")
+    p_exp.add_argument("--data.name", dest="data_name", default=None,
+                       help="check the exported file on this dataset instead of the stored one (the run's data "
+                            "moved elsewhere)")
     args, extra = parser.parse_known_args(argv)
 
     if args.command == "train":
         return _train(args, _parse_overrides(extra))
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:          # named after the subcommand, whose -h lists its arguments
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "evaluate":
         from .train.loop import evaluate_checkpoint
         from .train.tasks import get_task
@@ -215,7 +224,7 @@ def _main(argv: List[str]) -> int:
     if args.command == "export":
         from .train.export_run import export_checkpoint
 
-        res = export_checkpoint(args.checkpoint, args.out, rate=args.rate)
+        res = export_checkpoint(args.checkpoint, args.out, rate=args.rate, data_name=args.data_name)
         check = ("not checked (onnxruntime is not installed)" if res["max_abs_diff"] is None else
                  f"max |difference| from the model {res['max_abs_diff']:.1e} on {res['checked_on']}")
         print(f"wrote {res['out']}: the {res['kind']} of {res['checkpoint']}, as {res['format']}; {check}")
@@ -227,6 +236,10 @@ def _main(argv: List[str]) -> int:
     if args.command == "reproduce":
         from .reproduce import CLAIMS, run_claims
 
+        if args.list:
+            for c in sorted(CLAIMS.values(), key=lambda c: c.id):
+                print(f"{c.id:4s} tier {c.tier}  {c.title}")
+            return 0
         ids = args.ids or sorted(c.id for c in CLAIMS.values() if (c.tier == "A" or not args.quick))
         table = Path(args.table)
         figures = Path(args.figures) if args.figures else table.parent / "docs" / "reproduction"
@@ -281,7 +294,10 @@ def _generate(args) -> int:
     shown = [f"{p['piece']}" + (f" ({p['name']})" if p["name"] else "")
              + (f" whole: {p['prompt_steps']} steps" if p["prompt_steps"] < args.prompt else "")
              for p in res["prompts"]]
-    prompts = ", ".join(shown[:8]) + (f" and {len(shown) - 8} more" if len(shown) > 8 else "")
+    distinct = len({p["piece"] for p in res["prompts"]})
+    prompts = ", ".join(shown[:8]) + (f" and {len(shown) - 8} more" if len(shown) > 8 else "") + (
+        f" ({distinct} distinct: --n {len(shown)} cycles through the test split's pieces, so some prompts repeat "
+        "with other samples)" if distinct < len(shown) else "")
     print(f"generated {res['n']} x {res['steps']} steps in recurrent mode in {res['seconds']:.1f}s "
           f"({res['steps_per_second']:,.0f} steps/s), after the first {args.prompt} steps of test sequence(s) "
           f"{prompts}; the model's NLL of its samples {res['sample_nll']:.4f} nats/step")

@@ -534,14 +534,23 @@ def oscillators(layer: nn.Module, rate: float = 1.0, name: str = "",
                              "'backward' (layer_analyses returns both)")
         k, tag = DIRECTIONS.index(direction), direction
     if mode == "concat" and k == 1:          # the reverse half is a layer of its own (lags 0..-(L-1), own D)
-        an = _analysis(_modes_of(layer.reverse, rate), name, 0)
+        an = _own_kind(_analysis(_modes_of(layer.reverse, rate), name, 0), layer)
         an.direction, an.lag_offset = "backward", 0
         an.extra["concat"] = True
         return an
-    an = _analysis(_modes_of(layer, rate), name, k)
+    an = _own_kind(_analysis(_modes_of(layer, rate), name, k), layer)
     an.direction, an.lag_offset = tag, (1 if k == 1 else 0)
     if mode == "concat":
         an.extra["concat"] = True
+    return an
+
+
+def _own_kind(an: "OscillatorAnalysis", layer: nn.Module) -> "OscillatorAnalysis":
+    """``an`` with the layer's own kind where its modes' structure is shared (D-LinOSS has LinOSS's)."""
+    from ..layers.dlinoss import DLinOSS
+
+    if isinstance(layer, DLinOSS):
+        an.kind = "dlinoss"
     return an
 
 

@@ -198,6 +198,9 @@ def analyze_module(model: nn.Module, out_dir: PathLike, L: int = 512, plots: boo
     import numpy as np
 
     out = Path(out_dir)
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ValueError(f"{out}: {blocker} is a file; give a folder for the analysis (new, or one of its own)")
     out.mkdir(parents=True, exist_ok=True)
     layers: List[Tuple[str, nn.Module]] = []
     skipped: List[Dict[str, str]] = []

@@ -9,7 +9,7 @@ reproduce the model is never handed over silently. The streaming step is the rec
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Union
+from typing import Any, List, Optional, Union
 
 import torch
 from torch.utils.data import default_collate
@@ -28,8 +28,19 @@ EXPORT_FORMATS = {".onnx": "an ONNX file (run it with onnxruntime)",
                   ".pt2": "a torch.export program (torch.export.load(path).module())"}
 
 
+def _save_program(program, out: Path) -> None:
+    """``torch.export.save`` with an unwritable path reported as such (torch raised a RuntimeError from its zip
+    writer: "[enforce fail at inline_container.cc] ... open file failed")."""
+    try:
+        torch.export.save(program, str(out))
+    except RuntimeError as e:
+        if "open file failed" not in str(e) and "file_name" not in str(e):
+            raise
+        raise OSError(f"could not write {out}: the path is not writable; choose another OUT.pt2") from None
+
+
 def export_checkpoint(path: Union[str, Path], out: Union[str, Path], rate: float = 1.0,
-                      check_steps: int = 64) -> dict:
+                      check_steps: int = 64, data_name: Optional[str] = None) -> dict:
     """Export the model of a ``statespaces train`` checkpoint (a run folder stands for its ``best/``) to ``out``
     (``statespaces export RUN OUT``), and check the file against the model on the run's own test data.
 
@@ -40,6 +51,9 @@ def export_checkpoint(path: Union[str, Path], out: Union[str, Path], rate: float
       ``torch.export`` program with a dynamic batch (``out.pt2``; inputs (B, L, C) of the run's padded test length
       L, and the lengths (B,) for variable-length data); checked on the first test examples. ONNX is refused for
       it (its kernels use complex arithmetic).
+
+    ``data_name``: the test data to check on, when the run's data has moved (as ``statespaces evaluate
+    --data.name``).
 
     Returns ``{"checkpoint", "out", "kind", "format", "max_abs_diff", "checked_on"}``; ``max_abs_diff`` is None
     when the check could not run (an ONNX file without onnxruntime installed).
@@ -57,7 +71,7 @@ def export_checkpoint(path: Union[str, Path], out: Union[str, Path], rate: float
     rate = check_rate(rate)
     check_steps = check_int("check_steps", check_steps, 1)
     folder = checkpoint_dir(path)
-    model, _, meta, data = load_for_evaluation(folder)
+    model, _, meta, data = load_for_evaluation(folder, data_name)
     model = model.eval()
     with torch.no_grad():
         if meta.get("task") == "lm":
@@ -77,7 +91,7 @@ def export_checkpoint(path: Union[str, Path], out: Union[str, Path], rate: float
                 export_onnx(model, out, rate=rate)
                 step = _onnx_runner(out)
             else:
-                torch.export.save(export_step(model, rate=rate), str(out))
+                _save_program(export_step(model, rate=rate), out)
                 step = torch.export.load(str(out)).module()
             diff = None if step is None else float((_stepped(sm, tokens, step) - reference).abs().max())
             n_state = len(sm.initial_state(1))
@@ -101,7 +115,7 @@ def export_checkpoint(path: Union[str, Path], out: Union[str, Path], rate: float
             program = torch.export.export(model, tuple(t[:2] for t in inputs),
                                           dynamic_shapes=tuple({0: batch} for _ in inputs))
             out.parent.mkdir(parents=True, exist_ok=True)
-            torch.export.save(program, str(out))
+            _save_program(program, out)
             loaded = torch.export.load(str(out)).module()
             diff = float((loaded(*inputs) - model(*inputs)).abs().max())
             takes = f"x (B, {inputs[0].shape[1]}, {inputs[0].shape[2]})" + (" and lengths (B,)" if len(inputs) == 2

@@ -19,6 +19,7 @@ temperatures give lower figures and duller music).
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -50,7 +51,8 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
         seed: seed of the sampling generator.
         data_name: take the prompts from this dataset instead of the stored one (e.g. the same token file moved
             elsewhere: ``tokens:NEW_PATH``), as ``statespaces evaluate --data.name`` does.
-        out: where to write: a file stem (``.mid`` / ``.npy`` / ``.json`` are added) or None for
+        out: where to write: a file stem (``.mid`` / ``.npy`` / ``.json`` are added; a folder, existing or
+            written with a trailing ``/``, holds ``sample_<seed>.*``) or None for
             ``<run>/generated/sample_<seed>`` (:func:`~statespaces.train.run.outputs_dir`: outside the checkpoints,
             which a live run replaces and prunes).
 
@@ -98,6 +100,12 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
     sample_nll = float(total - prompt_total) / max(int(count - prompt_count), 1)
 
     stem = Path(out) if out is not None else outputs_dir(folder, "generated") / f"sample_{seed}"
+    if out is not None and (stem.is_dir() or str(out).endswith(("/", os.sep))):   # a folder: the files go inside
+        stem = stem / f"sample_{seed}"
+    blocker = next((p for p in stem.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ValueError(f"--out {out}: {blocker} is a file, so no folder can hold the output there; give a file "
+                         "stem in a folder (e.g. samples/run1) or a folder")
     stem.parent.mkdir(parents=True, exist_ok=True)
     tokens_path = stem.with_name(stem.name + ".npy")
     np.save(tokens_path, tokens.numpy())

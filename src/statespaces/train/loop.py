@@ -468,6 +468,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     cfg = cfg.validated()
     t_cfg = cfg.trainer
     run = Run(t_cfg.out, t_cfg.keep_last, resume=resume, replace=replace, device=t_cfg.device)
+    try:
+        return _train_in(run, cfg, resume, progress)
+    finally:
+        run.unlock()          # the folder's lock, also when training fails (a retry in this process may resume)
+
+
+def _train_in(run: Run, cfg: TrainConfig, resume: bool, progress: bool) -> Dict[str, Any]:
+    """The body of :func:`train`, once ``run`` holds its folder."""
+    t_cfg = cfg.trainer
     world, device, out = run.world, run.device, run.out
     if t_cfg.batch_size % world:
         raise ValueError(f"trainer.batch_size={t_cfg.batch_size} must be divisible by the {world} processes")
@@ -823,14 +832,13 @@ def load_for_evaluation(path, data_name: Optional[str] = None) -> Tuple[nn.Modul
             raise
         raise FileNotFoundError(f"{folder} was trained on data that is no longer where it was "
                                 f"({' '.join(str(e).split(';')[0].split())}); if it moved, give its new place: "
-                                "statespaces evaluate (or generate) RUN --data.name NEW_PATH (evaluate_checkpoint(..., "
-                                "data_name=NEW_PATH) in Python)") from None
+                                "statespaces evaluate (or generate, or export) RUN ... --data.name NEW_PATH "
+                                "(evaluate_checkpoint(..., data_name=NEW_PATH) in Python)") from None
     if data_name is not None:
-        trained = _problem_of(trained_on)
-        now = data.name.lower() if data.name.startswith("ucr:") else _problem_of(cfg.data.name)
-        if trained is not None and now != trained:
-            warnings.warn(f"--data.name {data_name}: not the data {folder} was trained on ({trained_on}); scored "
-                          "anyway (--data.name is meant for the same data moved elsewhere)", stacklevel=2)
+        if meta.get("task") is not None and data.task != meta["task"]:
+            raise ValueError(f"--data.name {data_name}: {data.name} is data of task {data.task!r}, but {folder} holds "
+                             f"a model of task {meta['task']!r}; give data of the kind it was trained on "
+                             f"({trained_on})")
         classes = meta.get("classes")
         if meta.get("task") == "lm":
             if data.d_input != meta["d_input"] or data.n_classes > meta["n_classes"]:
@@ -843,6 +851,11 @@ def load_for_evaluation(path, data_name: Optional[str] = None) -> Tuple[nn.Modul
         if isinstance(classes, list) and data.classes is not None and [str(c) for c in data.classes] != classes:
             raise ValueError(f"--data.name {data_name}: its classes {list(data.classes)} differ from the "
                              f"checkpoint's {classes}")
+        trained = _problem_of(trained_on)
+        now = data.name.lower() if data.name.startswith("ucr:") else _problem_of(cfg.data.name)
+        if trained is not None and now != trained:       # after the checks above: it is scored
+            warnings.warn(f"--data.name {data_name}: not the data {folder} was trained on ({trained_on}); scored "
+                          "anyway (--data.name is meant for the same data moved elsewhere)", stacklevel=2)
     return model, cfg, meta, data
 
 

@@ -233,7 +233,37 @@ class _ForeignCheckpoint(CorruptCheckpointError):
 
 
 class RunExistsError(ValueError):
-    """``--trainer.out`` already holds a run and ``--resume`` was not given."""
+    """``--trainer.out`` already holds a run and ``--resume`` was not given, or another process trains there."""
+
+
+#: The lock file of a run folder: held (``flock``) by the process that trains there, with its PID inside.
+LOCK_FILE = ".lock"
+
+
+def lock_run_folder(out: Path) -> Optional[Any]:
+    """Create ``out`` and take its lock (:data:`LOCK_FILE`): the open file, to keep until the run ends (the
+    operating system releases it when the process dies, so a killed run leaves no stale lock); ``None`` where
+    ``fcntl`` is missing (Windows: no lock). Raises :class:`RunExistsError` naming the PID of the process that
+    holds it: two processes writing one folder would interleave their checkpoints, ``best/`` and summary."""
+    try:
+        import fcntl
+    except ImportError:                                  # pragma: no cover - Windows
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    f = open(out / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        owner = f.read().strip() or "unknown"
+        f.close()
+        raise RunExistsError(f"{out} is in use: another process (PID {owner}) is training there; wait for it to "
+                             "end, or choose another --trainer.out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 def _read_run_id(out: Path) -> Optional[str]:
@@ -363,8 +393,11 @@ class Run:
         self.out = Path(out)
         self.resume = resume
         self.ckpts = _Checkpoints(self.out, keep_last)
+        self._lock: Optional[Any] = None
+        self._replace = replace
         if self.main or not replace:
-            _check_out_folder(self.out, self.ckpts, resume, replace)
+            if not replace or (self.out.exists() and not self.out.is_dir()):
+                _check_out_folder(self.out, self.ckpts, resume)    # a refusal writes nothing, not even the lock
         self.ckpts.run_id = _read_run_id(self.out) if resume else None
         # a folder without run.json: resume its newest valid checkpoint and adopt its run id
         self._adopt = self.ckpts.run_id is None and resume
@@ -394,6 +427,7 @@ class Run:
         from it (:meth:`_Checkpoints.sync_best`), so ``best/`` is the epoch the resumed history chose. ``check(meta)``
         may refuse a checkpoint before anything is restored or announced (raising; e.g. changed data files).
         """
+        self._take_folder()
         if not self.resume:
             return None
         fresh = ({k: v.clone() for k, v in model.state_dict().items()}, optimizer.state_dict(),
@@ -457,6 +491,7 @@ class Run:
 
     def start(self, cfg: TrainConfig) -> str:
         """Fix the run id (the resumed run's, else a fresh one) and write ``run.json`` (rank 0)."""
+        self._take_folder()                  # taken by restore() already in train(); here for other callers
         if self.ckpts.run_id is None:
             self.ckpts.run_id = uuid.uuid4().hex
         if self.main:
@@ -494,6 +529,21 @@ class Run:
         dist.all_reduce(t)
         return t.tolist()
 
+    def _take_folder(self) -> None:
+        """Rank 0 takes the folder's lock (:func:`lock_run_folder`) before the run writes anything there (the
+        first write is :meth:`restore`'s repair of ``best/``), then checks the folder again under it: a run may
+        have started there since the constructor's check; ``replace`` deletes the old run's outputs now."""
+        if not self.main or self._lock is not None:
+            return
+        self._lock = lock_run_folder(self.out)
+        _check_out_folder(self.out, self.ckpts, self.resume, self._replace)
+
+    def unlock(self) -> None:
+        """Release the folder's lock (:func:`lock_run_folder`; rank 0 holds it); idempotent."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
     def close(self) -> None:
         """Every rank done before the process group is torn down.
 
@@ -501,6 +551,7 @@ class Run:
         left alive until interpreter exit let gloo's threads be destroyed during finalisation, where a rank
         aborted ("terminate called without an active exception", SIGABRT) in about one two-process run in 20.
         The collection here frees a wrapper caught in a reference cycle while the interpreter is whole."""
+        self.unlock()
         if self.world > 1:
             gc.collect()
             dist.barrier()

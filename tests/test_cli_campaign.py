@@ -1,0 +1,87 @@
+"""Defects a new-user campaign found in the command line's subcommands (2026-12-07), each pinned by a test that
+fails without its fix (the run-folder lock is in tests/test_train_ux.py)."""
+import shutil
+
+import numpy as np
+import pytest
+from conftest import cli_run
+
+from statespaces.train import build_config, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    """A tiny language model trained on a token file, and that file."""
+    tmp = tmp_path_factory.mktemp("cli_campaign")
+    rng = np.random.default_rng(0)
+    start, step = rng.integers(0, 12, 48), rng.integers(1, 3, 48)
+    tokens = (start[:, None] + step[:, None] * np.arange(24)[None]) % 12
+    path = tmp / "t.npz"
+    np.savez(path, train=tokens, test=tokens[:6])
+    train(build_config(overrides=[("data.name", f"tokens:{path}"), ("model.d_model", "8"), ("model.n_layers", "1"),
+                                  ("model.layer.d_state", "4"), ("trainer.epochs", "1"), ("trainer.batch_size", "16"),
+                                  ("trainer.out", str(tmp / "lm")), ("trainer.tensorboard", "off")]), progress=False)
+    return tmp / "lm", path
+
+
+def test_export_takes_moved_data_and_names_an_unwritable_path(lm_run, tmp_path, capsys):
+    run, path = lm_run
+    moved = tmp_path / "moved.npz"
+    shutil.copy(path, moved)
+    path.rename(path.with_suffix(".away"))
+    try:
+        rc, _, err = cli_run(capsys, "export", str(run), str(tmp_path / "a.pt2"))
+        assert rc == 2 and "--data.name NEW_PATH" in err and "export" in err
+        rc, out, _ = cli_run(capsys, "export", str(run), str(tmp_path / "a.pt2"), "--data.name", f"tokens:{moved}")
+        assert rc == 0 and "max |difference|" in out
+    finally:
+        path.with_suffix(".away").rename(path)
+    rc, _, err = cli_run(capsys, "export", str(run), "/proc/x.pt2")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "not writable" in err, err
+
+
+def test_generate_into_a_folder_and_its_repeats_are_said(lm_run, tmp_path, capsys):
+    run, _ = lm_run
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    rc, out, _ = cli_run(capsys, "generate", str(run), "--out", str(folder), "--n", "8", "--steps", "4",
+                         "--prompt", "4")
+    assert rc == 0 and (folder / "sample_0.npy").is_file() and (folder / "sample_0.json").is_file()
+    assert "6 distinct" in out and "cycles through the test split" in out       # 6 test sequences, 8 prompts
+    (tmp_path / "afile").write_text("x")
+    rc, _, err = cli_run(capsys, "generate", str(run), "--out", str(tmp_path / "afile" / "x"), "--steps", "2")
+    assert rc == 2 and "is a file" in err
+
+
+def test_analyze_names_dlinoss_and_a_file_in_the_way(tmp_path, capsys):
+    train(build_config(overrides=[("model.layer", "dlinoss"), ("model.d_model", "8"), ("model.n_layers", "1"),
+                                  ("model.layer.n_oscillators", "4"), ("trainer.epochs", "1"),
+                                  ("trainer.batch_size", "256"), ("trainer.out", str(tmp_path / "d")),
+                                  ("trainer.tensorboard", "off"), ("trainer.compile", "off")]), progress=False)
+    rc, out, _ = cli_run(capsys, "analyze", str(tmp_path / "d"), "--no-plots")
+    assert rc == 0 and "(dlinoss" in out and "(linoss" not in out
+    (tmp_path / "afile").write_text("x")
+    rc, _, err = cli_run(capsys, "analyze", str(tmp_path / "d"), str(tmp_path / "afile"), "--no-plots")
+    assert rc == 2 and "is a file; give a folder" in err
+
+
+def test_evaluate_refuses_data_of_another_task(lm_run, capsys):
+    run, _ = lm_run
+    rc, _, err = cli_run(capsys, "evaluate", str(run), "--data.name", "digits")
+    assert rc == 2 and "task 'classification'" in err and "task 'lm'" in err and "scored anyway" not in err
+
+
+def test_flags_are_not_abbreviated_and_errors_name_the_subcommand(capsys):
+    rc, _, err = cli_run(capsys, "evaluate", "somewhere", "--data", "digits")
+    assert rc == 2 and "unrecognized arguments: --data digits (see statespaces evaluate -h)" in err
+    rc, _, err = cli_run(capsys, "train", "--resum")
+    assert rc == 2 and "unexpected argument '--resum'" in err
+
+
+def test_reproduce_lists_its_claims(capsys):
+    from statespaces.reproduce import CLAIMS
+
+    rc, out, _ = cli_run(capsys, "reproduce", "--list")
+    assert rc == 0 and len(out.strip().splitlines()) == len(CLAIMS) and out.startswith("A1 ")
