@@ -285,9 +285,10 @@ def test_data_name_errors_name_the_accepted_forms(tmp_path, capsys):
              (str(tmp_path / "notes.csv"), "must be named <Name>_TRAIN or <Name>_TEST"),
              (str(tmp_path / "empty"), "expected one problem")]
     for name, match in cases:
-        rc, _, err = _cli(capsys, "train", "--data.name", name, "--trainer.out", str(tmp_path / "never"),
-                          "--no-progress")
+        rc, out, err = _cli(capsys, "train", "--data.name", name, "--trainer.out", str(tmp_path / "never"),
+                            "--no-progress")
         assert rc == 2 and len(err.strip().splitlines()) == 1 and match in err, err
+        assert "training" not in out             # the banner waits for the data (it came before the error)
         assert ".tsv" in err or "valid datasets" in err
     assert not (tmp_path / "never").exists()
 

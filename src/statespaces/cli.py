@@ -377,8 +377,9 @@ def _train(args, overrides: List[Tuple[str, str]]) -> int:
                 f"{layer_call(m.layer, m.d_model)} (d_model: the top tier's width)")
     else:
         what = f"{m.n_layers} blocks of {layer_call(m.layer, m.d_model)}"
-    say(f"training {what} on {cfg.data.name} for {t.epochs} epochs -> {t.out}", flush=True)
-    summary = train(cfg, resume=args.resume, progress=not args.no_progress)
+    banner = f"training {what} on {cfg.data.name} for {t.epochs} epochs -> {t.out}"
+    summary = train(cfg, resume=args.resume, progress=not args.no_progress,
+                    announce=lambda: say(banner, flush=True))        # once data, model and folder are ready
     if summary:
         task = get_task(summary["task"])
         fmt = task.format_score

@@ -38,7 +38,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -457,24 +457,28 @@ def _objective(cfg: TrainConfig, data: Any) -> Tuple[Task, Optional[MixUp]]:
     return task, MixUp(t_cfg.mixup, seed=t_cfg.seed)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace: bool = False) -> Dict[str, Any]:
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace: bool = False,
+          announce: Optional[Callable[[], None]] = None) -> Dict[str, Any]:
     """Train ``cfg`` and return the final summary (also written to ``<out>/summary.json``).
 
     With ``resume=True``, training continues from the newest valid checkpoint of this run in
     ``<out>`` and produces the same result as an uninterrupted run with the same config. Without
     it, a folder that already holds checkpoints is refused (:class:`RunExistsError`), unless
-    ``replace=True``, which deletes that run's outputs (:data:`RUN_OUTPUTS`) first.
+    ``replace=True``, which deletes that run's outputs (:data:`RUN_OUTPUTS`) first. ``announce()`` is called
+    once the data, the model and the folder are ready, just before the first step (the command line prints
+    its "training ..." line there, so that a data or folder error is not preceded by it).
     """
     cfg = cfg.validated()
     t_cfg = cfg.trainer
     run = Run(t_cfg.out, t_cfg.keep_last, resume=resume, replace=replace, device=t_cfg.device)
     try:
-        return _train_in(run, cfg, resume, progress)
+        return _train_in(run, cfg, resume, progress, announce)
     finally:
         run.unlock()          # the folder's lock, also when training fails (a retry in this process may resume)
 
 
-def _train_in(run: Run, cfg: TrainConfig, resume: bool, progress: bool) -> Dict[str, Any]:
+def _train_in(run: Run, cfg: TrainConfig, resume: bool, progress: bool,
+              announce: Optional[Callable[[], None]]) -> Dict[str, Any]:
     """The body of :func:`train`, once ``run`` holds its folder."""
     t_cfg = cfg.trainer
     world, device, out = run.world, run.device, run.out
@@ -562,6 +566,8 @@ def _train_in(run: Run, cfg: TrainConfig, resume: bool, progress: bool) -> Dict[
         run.ckpts.prune(step)
 
     n_params = sum(p.numel() for p in model.parameters())
+    if announce is not None:
+        announce()
     trainer.t_start = time.time()
     trainer.tb = tensorboard_writer(t_cfg.tensorboard, out, step) if run.main else None
     hint = "lower trainer.lr / trainer.ssm_lr or set trainer.grad_clip"
