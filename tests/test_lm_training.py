@@ -414,7 +414,11 @@ def test_the_sashimi_banner_names_the_backbone(tmp_path, monkeypatch, capsys):
     import statespaces.train.loop as loop
     from statespaces.cli import main
 
-    monkeypatch.setattr(loop, "train", lambda cfg, resume=False, progress=True: {})
+    def fake_train(cfg, resume=False, progress=True, announce=None):
+        announce()
+        return {}
+
+    monkeypatch.setattr(loop, "train", fake_train)
     assert main(["train", "--preset", "chorales-sashimi", "--trainer.out", str(tmp_path / "x")]) == 0
     line = capsys.readouterr().out
     assert line.startswith("training a SaShiMi (1 (SSM, FF) pair(s) per tier, pool=4, n_pools=2") and "S4D(" in line
