@@ -165,7 +165,7 @@ def test_documented_train_commands_are_accepted(tmp_path, monkeypatch):
     for name in ("my_tokens.npz", "melodies.npz"):       # the token files the docs' commands name
         np.savez(tmp_path / name, train=np.zeros((4, 8), dtype=np.int64), test=np.ones((2, 8), dtype=np.int64))
     configs = []
-    monkeypatch.setattr(loop, "train", lambda cfg, resume=False, progress=True: configs.append(cfg) or {})
+    monkeypatch.setattr(loop, "train", lambda cfg, resume=False, progress=True, announce=None: configs.append(cfg) or {})
     commands = train_commands()
     assert len(commands) >= 20 and any(page == "README.md" for page, _ in commands)
     for page, argv in commands:
