@@ -718,3 +718,25 @@ def test_a_failed_run_releases_its_folder_in_this_process(tmp_path, monkeypatch)
     monkeypatch.undo()
     assert train(_tiny(tmp_path, "run", ("trainer.epochs", "1")), progress=False)["epochs"] == 1
     assert failed.traceback is not None
+
+
+def test_metrics_csv_holds_every_finished_epoch_of_a_killed_run(tmp_path, monkeypatch):
+    """metrics.csv was written at the end only: a run killed (or still running) had none."""
+    import csv
+
+    import statespaces.train.loop as loop
+
+    real, calls = loop.evaluate, []
+
+    def dies_in_epoch_2(*a, **k):
+        calls.append(1)
+        if len(calls) > 2:                        # epoch 1 evaluates validation and test, then epoch 2 dies
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(loop, "evaluate", dies_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(_tiny(tmp_path), progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1"] and not (tmp_path / "run" / "summary.json").exists()
+    assert not [p for p in (tmp_path / "run").iterdir() if ".tmp" in p.name]

@@ -7,7 +7,7 @@ decay; thesis §7.1) with linear warmup then cosine decay, a :class:`~statespace
 autocast, gradient clipping, divergence check) with the task of the dataset
 (:mod:`statespaces.train.tasks`). A callback shows progress (:mod:`statespaces.train.monitor`),
 evaluates at each epoch end, prints one line per epoch, logs to TensorBoard and writes a
-checkpoint at every epoch end and optionally every N steps; ``metrics.csv``, ``curves.png`` and
+checkpoint at every epoch end and optionally every N steps, and rewrites ``metrics.csv``; ``curves.png`` and
 ``summary.json`` are written at the end. Resume is exact: model, optimizer, schedule, RNG and
 position in the epoch.
 
@@ -55,7 +55,7 @@ from .checkpoint import CorruptCheckpointError, file_sha256, load_checkpoint, pa
 from .config import ConfigError, ModelConfig, TrainConfig, TrainerConfig
 from .engine import SCHEDULES, Callback, FitState, evaluate, fit
 from .mixup import MixUp
-from .monitor import TENSORBOARD_MODES, Progress, tensorboard_writer, write_metrics
+from .monitor import TENSORBOARD_MODES, Progress, tensorboard_writer, write_metrics, write_metrics_csv
 from .run import (  # noqa: F401  (re-exported: the names of the run folder's pieces)
     MODEL_KEYS,
     RESUME_KEYS,
@@ -368,6 +368,8 @@ class _Trainer:
                     self.tb.add_scalar(key.replace("_", "/", 1), record[key], state.step)
             self.tb.flush()
         self.checkpoint(state.step, is_best, shared)
+        if self.run.main:
+            write_metrics_csv(self.run.out, self.history)      # every finished epoch, for a live or killed run
 
 
 def _data_files(data: Any) -> List[str]:

@@ -79,6 +79,19 @@ def tensorboard_writer(mode: str, out: Path, step: int) -> Optional[Any]:
 
 
 
+def write_metrics_csv(out: Path, history) -> None:
+    """``metrics.csv``, one row per epoch (the history records), replaced atomically: the trainer rewrites it at
+    every epoch end, so a live or killed run's file holds every finished epoch (``curves.png`` comes at the end)."""
+    if not history:
+        return
+    tmp = out / f".metrics.csv.tmp{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+    os.replace(tmp, out / "metrics.csv")
+
+
 def write_metrics(out: Path, history, task: Any = "classification") -> None:
     """``metrics.csv`` (one row per epoch: the history records) and ``curves.png``: the losses, and the task's
     score where it is not the loss itself (accuracy in %, R^2; a language model's NLL is its loss)."""
@@ -87,10 +100,7 @@ def write_metrics(out: Path, history, task: Any = "classification") -> None:
     task = get_task(task)
     if not history:
         return
-    with open(out / "metrics.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]))
-        w.writeheader()
-        w.writerows(history)
+    write_metrics_csv(out, history)
     try:
         import matplotlib
 
