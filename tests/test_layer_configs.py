@@ -168,7 +168,13 @@ def test_sequence_models_take_a_1d_s4nd_with_padding_and_refuse_more_axes():
     lengths = torch.tensor([9, 5])
     torch.testing.assert_close(m(x, lengths=lengths)[1], m(x[1:, :5])[0])     # padding never leaks
     with pytest.raises(ValueError, match=r"got dims=2: set dims=1 \(statespaces train: --model.layer.dims 1\)"):
-        SequenceClassifier(2, 3, layer="s4nd")
+        SequenceClassifier(2, 3, layer={"kind": "s4nd", "dims": 2})
+    # named without dims, in a sequence model an N-D layer is its 1-D form (dims=2, S4ND's default, never ran here)
+    assert SequenceClassifier(2, 3, d_model=4, n_layers=1, layer="s4nd").layer_config.dims == 1
+    from statespaces.train import build_config
+
+    assert build_config(overrides=[("model.layer", "s4nd")]).model.layer.dims == 1
+    assert build_config(overrides=[("model.layer", '{"kind": "s4nd", "d_state": 8}')]).model.layer.dims == 1
 
 
 def _rewrite(folder, edit_config, rename=None):

@@ -125,10 +125,11 @@ def layer_class(kind: str) -> type:
     return _entry(kind)[0]
 
 
-def layer_config(value: LayerSpec, where: str = "layer") -> LayerConfig:
+def layer_config(value: LayerSpec, where: str = "layer", dims: Optional[int] = None) -> LayerConfig:
     """A :class:`LayerConfig` from a config, a kind (``"s4d"``: its defaults) or a mapping
     ``{"kind": "s4d", "d_state": 32}``. Unknown keys and bad values raise :class:`ConfigError`
-    naming the key (``where.key``), the kind, and the keys the kind takes."""
+    naming the key (``where.key``), the kind, and the keys the kind takes. ``dims``: the default of an N-D
+    layer's ``dims`` where the value does not set it (1 in sequence models: ``"s4nd"`` is then its 1-D form)."""
     if isinstance(value, LayerConfig):
         return value
     if isinstance(value, str):
@@ -145,6 +146,8 @@ def layer_config(value: LayerSpec, where: str = "layer") -> LayerConfig:
     kind = Rule("str", choices=_kinds).validate(f"{where}.kind" if isinstance(value, Mapping) else where, kind)
     cls = config_class(kind)
     rules = {f.name: f.metadata["rule"] for f in fields(cls)}
+    if dims is not None and "dims" in rules and "dims" not in given:
+        given["dims"] = dims
     for key in given:
         if key not in rules:
             hint = f" (use {cls.renamed[key]})" if key in cls.renamed else ""
@@ -154,8 +157,9 @@ def layer_config(value: LayerSpec, where: str = "layer") -> LayerConfig:
 
 
 def sequence_layer(value: LayerSpec, where: str = "layer") -> LayerConfig:
-    """:func:`layer_config` for models of 1-D sequences (B, L, H): an N-D layer must have ``dims=1``."""
-    spec = layer_config(value, where)
+    """:func:`layer_config` for models of 1-D sequences (B, L, H): an N-D layer must have ``dims=1`` (its
+    default here when ``value`` is a kind or a table without ``dims``)."""
+    spec = layer_config(value, where, dims=1)
     dims = getattr(spec, "dims", 1)
     if dims != 1:
         raise ValueError(f"{where}: a sequence model runs (B, L, H) inputs, so an {spec.kind} layer needs dims=1, "

@@ -126,7 +126,8 @@ def _validate_section(section: str, obj: Any) -> None:
     """Check (and normalize in place) every field of one section object, then the cross-field rules."""
     for name, rule in RULES[section].items():
         key, value = f"{section}.{name}", getattr(obj, name)
-        setattr(obj, name, layer_config(value, key) if rule.kind == "layer" else rule.validate(key, value))
+        # the trainer's models run (B, L, H) sequences: an N-D layer named without dims is its 1-D form
+        setattr(obj, name, layer_config(value, key, dims=1) if rule.kind == "layer" else rule.validate(key, value))
 
 
 def _default_layer() -> LayerConfig:
