@@ -65,6 +65,9 @@ def _encode(value: Any, where: str) -> Any:
         return {"__module__": value.config_dict()}
     to_dict = getattr(value, "to_dict", None)
     if dataclasses.is_dataclass(value) and isinstance(getattr(value, "kind", None), str) and callable(to_dict):
+        saveable = getattr(value, "check_saveable", None)     # a kind that could not be built again is refused
+        if callable(saveable):
+            saveable(where)
         return _encode(to_dict(), where)              # a layer config: {"kind": ..., **settings}
     raise TypeError(
         f"{where} is a {type(value).__name__}, which config.json cannot hold; build the model from "

@@ -4,12 +4,13 @@ from .config import LayerConfig, layer_config
 from .dlinoss import DLinOSS, DLinOSSConfig
 from .linoss import LinOSS, LinOSSConfig
 from .modes import Modes
-from .registry import make_layer
+from .registry import make_layer, register_layer
 from .s4 import S4, S4_INITS, DiagonalizedS4, S4Config, s4_init
 from .s4d import S4D, S4DConfig
 from .s4nd import S4ND, S4NDConfig
 from .s5 import S5, S5Config
 
 __all__ = ["SSMLayer", "DiagonalSSM", "DiagonalSystem", "S4D", "S4", "DiagonalizedS4", "S4_INITS", "s4_init",
-           "LinOSS", "DLinOSS", "S4ND", "S5", "Modes", "LayerConfig", "layer_config", "make_layer", "S4DConfig",
+           "LinOSS", "DLinOSS", "S4ND", "S5", "Modes", "LayerConfig", "layer_config", "make_layer", "register_layer",
+           "S4DConfig",
            "S4Config", "LinOSSConfig", "DLinOSSConfig", "S4NDConfig", "S5Config"]

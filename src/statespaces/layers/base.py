@@ -21,7 +21,7 @@ A layer is only the linear SSM: activation, mixing, normalization and residual b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Iterator, Optional, Tuple, Union, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Optional, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -69,9 +69,21 @@ def freeze_ssm(layer: "SSMLayer", trainable: bool) -> None:
             p.requires_grad_(False)
 
 
+def _to_implement(layer: Any, method: str, what: str) -> NotImplementedError:
+    """The error of a contract method a layer class has not implemented, naming it and what it must return."""
+    return NotImplementedError(f"{type(layer).__name__} does not implement {method}, which SSMLayer needs for "
+                               f"this call: it must return {what} (the contract: statespaces.layers.base.SSMLayer)")
+
+
 class SSMLayer(Pretrained, nn.Module):
     """Base class of the linear SSM layers. Subclasses implement :meth:`kernel`, :meth:`initial_state`,
-    :meth:`step`, and the two state maps used by the chunked forward."""
+    :meth:`step`, and the two state maps used by the chunked forward (:meth:`_zero_input_response`,
+    :meth:`_advance_state`); :class:`DiagonalSSM` implements all of them from one :meth:`DiagonalSSM.diagonal_system`.
+
+    A layer of your own also sets, in ``__init__``: ``d_model`` (H), ``bidirectional`` (bool; a bidirectional layer
+    has no state), and ``D``, the skip (H,) parameter whose dtype and device are the layer's; it registers its kind
+    with :func:`statespaces.layers.register_layer` to be built from a config, trained and saved
+    (``docs/api/layers.md``, "A layer of your own")."""
 
     d_model: int
     bidirectional: bool
@@ -85,21 +97,23 @@ class SSMLayer(Pretrained, nn.Module):
 
     def kernel(self, L: int, rate: float = 1.0) -> Tensor:  # pragma: no cover - abstract
         """Convolution kernel (H, L), or (2, H, L) if bidirectional."""
-        raise NotImplementedError
+        raise _to_implement(self, "kernel(L, rate)", "the convolution kernel (H, L), or (2, H, L) if bidirectional")
 
     def initial_state(self, batch_size: int) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise _to_implement(self, "initial_state(batch_size)", "the zero state of a batch")
 
     def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:  # pragma: no cover
-        raise NotImplementedError
+        raise _to_implement(self, "step(x, state, rate)", "(y (B, H), next state): one recurrent step")
 
     def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:  # pragma: no cover
         """Output (B, L, H) produced by ``state`` alone over the next L steps."""
-        raise NotImplementedError
+        raise _to_implement(self, "_zero_input_response(state, L, rate)",
+                            "the output (B, L, H) that the state alone produces over the next L steps")
 
     def _advance_state(self, state: Optional[Tensor], x: Tensor, rate: float) -> Tensor:  # pragma: no cover
         """State after consuming x (B, L, H) starting from ``state`` (zeros if None)."""
-        raise NotImplementedError
+        raise _to_implement(self, "_advance_state(state, x, rate)",
+                            "the state after reading x (B, L, H) from state (zeros if None)")
 
     def _irregular_forward(self, u: Tensor, state: Optional[Tensor], rate: float,
                            steps: Tensor) -> Tuple[Tensor, Tensor]:
@@ -285,6 +299,16 @@ class DiagonalSystem:
     C: Tensor
     scale: float
 
+    def __post_init__(self) -> None:
+        """Shapes checked once here (no values: no host sync): a (H, M) C or a shared (M,) system would run in
+        one view and fail, or silently broadcast channel 0, in another."""
+        H_M = tuple(self.log_dA.shape)
+        if len(H_M) != 2 or tuple(self.dB.shape) != H_M or self.C.dim() != 3 or tuple(self.C.shape[1:]) != H_M \
+                or self.C.shape[0] not in (1, 2):
+            raise ValueError(f"DiagonalSystem: log_dA and dB must be (H, M) and C (K, H, M) with K = 1, or 2 for a "
+                             f"bidirectional layer; got log_dA {tuple(self.log_dA.shape)}, dB {tuple(self.dB.shape)}, "
+                             f"C {tuple(self.C.shape)} (a layer's diagonal_system(rate) builds it)")
+
 
 class DiagonalSSM(SSMLayer):
     """Convolution, recurrence and chunked views for any diagonal SSM. Subclasses provide
@@ -294,7 +318,7 @@ class DiagonalSSM(SSMLayer):
     n_modes: int                        # M, set by each subclass
 
     def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise _to_implement(self, "diagonal_system(rate)", "the DiagonalSystem (log dA, dB, C, scale) at this rate")
 
     def irregular_system(self, rate: float, steps: Tensor) -> Tuple[Tensor, Tensor, Tensor, float]:
         """The system discretized per step, ``(dA, dB, C, scale)`` with dA, dB (B, L, H, M), for

@@ -53,7 +53,7 @@ class LayerConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value = f.metadata["rule"].validate(f"{self.kind}.{f.name}", getattr(self, f.name))
+            value = _rule(type(self), f).validate(f"{self.kind}.{f.name}", getattr(self, f.name))
             object.__setattr__(self, f.name, value)
 
     # ---- views ----------------------------------------------------------------------------------
@@ -68,6 +68,14 @@ class LayerConfig:
     def replace(self, **changes: Any) -> "LayerConfig":
         """A copy with some settings changed (checked like :func:`layer_config`)."""
         return layer_config({**self.to_dict(), **changes})
+
+    def check_saveable(self, where: str = "layer") -> None:
+        """Raise ``TypeError`` unless this kind is registered: a model saved with it could not be rebuilt from its
+        ``config.json`` (called by ``save_pretrained``)."""
+        if self.kind not in LAYERS:
+            raise TypeError(f"{where} is a layer of kind {self.kind!r}, which is not registered, so a saved model "
+                            "could not be rebuilt from config.json; register it with "
+                            "statespaces.layers.register_layer (in every process that loads it)")
 
     @classmethod
     def keys(cls) -> Tuple[str, ...]:
@@ -97,8 +105,18 @@ class LayerConfig:
         return self
 
 
-#: kind -> (module, layer class, config class); imported on first use (the modules import this one).
-LAYERS = {
+def _rule(cls: type, f: Any) -> Rule:
+    """The validation rule of a config field, declared by :func:`setting`."""
+    rule = f.metadata.get("rule")
+    if rule is None:
+        raise TypeError(f"{cls.__name__}.{f.name}: every field of a LayerConfig is declared with setting(default, "
+                        "kind, doc, ...) (statespaces.layers.config.setting), which gives it the rule that checks it")
+    return rule
+
+
+#: kind -> (module, layer class, config class): names, imported on first use (the modules import this one), or the
+#: classes themselves for kinds added by :func:`register_layer`.
+LAYERS: Dict[str, Tuple[Any, Any, Any]] = {
     "s4d": ("statespaces.layers.s4d", "S4D", "S4DConfig"),
     "s4": ("statespaces.layers.s4", "S4", "S4Config"),
     "linoss": ("statespaces.layers.linoss", "LinOSS", "LinOSSConfig"),
@@ -114,10 +132,55 @@ def _kinds() -> Tuple[str, ...]:
 
 def _entry(kind: str) -> Tuple[type, Type[LayerConfig]]:
     if not isinstance(kind, str) or kind.lower() not in LAYERS:
-        raise ConfigError(f"unknown layer kind {kind!r}; valid: {', '.join(LAYERS)}")
+        raise ConfigError(f"unknown layer kind {kind!r}; valid: {', '.join(LAYERS)} (a layer of your own: "
+                          "statespaces.layers.register_layer, in every process that builds or loads it)")
     module, layer, config = LAYERS[kind.lower()]
+    if isinstance(layer, type):                       # registered by register_layer
+        return layer, config
     mod = importlib.import_module(module)
     return getattr(mod, layer), getattr(mod, config)
+
+
+def register_layer(kind: str, layer: type, config: Type["LayerConfig"]) -> None:
+    """Make a layer of your own a kind that models, the trainer and saved models know.
+
+    ``layer``: a subclass of :class:`~statespaces.layers.base.SSMLayer` (or
+    :class:`~statespaces.layers.base.DiagonalSSM`) built as ``layer(d_model, **settings)``; ``config``: a frozen
+    dataclass subclass of :class:`LayerConfig` with ``kind = kind`` whose fields, each declared with
+    :func:`setting`, are those settings. Then ``SequenceClassifier(..., layer=kind)``, ``{"kind": kind, ...}``,
+    the trainer's ``model.layer`` and ``save_pretrained`` / ``load_pretrained`` take it. A process that loads
+    such a model (or runs ``statespaces evaluate`` on its run) must register the kind first; the command line
+    sees it only when the module that registers it is imported before ``statespaces.cli.main`` runs.
+    Registering a kind again with the same classes changes nothing; a taken kind or class name raises
+    ``ValueError``."""
+    from ..serialization import REGISTRY, Pretrained
+
+    if not isinstance(kind, str) or not kind.isidentifier() or kind != kind.lower():
+        raise ValueError(f"register_layer: kind must be a lower-case identifier, got {kind!r}")
+    if not (isinstance(layer, type) and issubclass(layer, nn.Module)):
+        raise TypeError(f"register_layer: layer must be an nn.Module subclass (an SSMLayer), got {layer!r}")
+    if not (isinstance(config, type) and issubclass(config, LayerConfig)):
+        raise TypeError(f"register_layer: config must be a LayerConfig subclass, got {config!r}")
+    if config.kind != kind:
+        raise ValueError(f"register_layer: {config.__name__}.kind is {config.kind!r}, not {kind!r}; set "
+                         f"kind: ClassVar[str] = {kind!r} on it")
+    for f in fields(config):
+        _rule(config, f)
+    if kind in LAYERS:
+        try:
+            same = _entry(kind) == (layer, config)
+        except (ImportError, AttributeError):
+            same = False
+        if not same:
+            raise ValueError(f"register_layer: kind {kind!r} is taken ({LAYERS[kind][1]}); choose another name")
+        return
+    if issubclass(layer, Pretrained):
+        taken = REGISTRY.get(layer.__name__)
+        if taken is not None and taken is not layer:
+            raise ValueError(f"register_layer: the class name {layer.__name__!r} is taken by {taken.__module__}."
+                             f"{taken.__qualname__} (saved models name classes); rename your class")
+        REGISTRY[layer.__name__] = layer
+    LAYERS[kind] = (layer.__module__, layer, config)
 
 
 def layer_class(kind: str) -> type:
@@ -145,7 +208,7 @@ def layer_config(value: LayerSpec, where: str = "layer", dims: Optional[int] = N
                           "with kind and the layer's settings")
     kind = Rule("str", choices=_kinds).validate(f"{where}.kind" if isinstance(value, Mapping) else where, kind)
     cls = config_class(kind)
-    rules = {f.name: f.metadata["rule"] for f in fields(cls)}
+    rules = {f.name: _rule(cls, f) for f in fields(cls)}
     if dims is not None and "dims" in rules and "dims" not in given:
         given["dims"] = dims
     for key in given:

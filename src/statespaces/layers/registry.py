@@ -6,14 +6,15 @@ import importlib.util
 
 from torch import nn
 
-from .config import LAYERS, LayerSpec, config_class, layer_class, layer_config
+from .config import LAYERS, LayerSpec, config_class, layer_class, layer_config, register_layer
 
-__all__ = ["LAYERS", "available_layers", "config_class", "layer_class", "make_layer"]
+__all__ = ["LAYERS", "available_layers", "config_class", "layer_class", "make_layer", "register_layer"]
 
 
 def available_layers() -> tuple:
     """Kinds of the layers this installation provides."""
-    return tuple(kind for kind, (module, _, _) in LAYERS.items() if importlib.util.find_spec(module) is not None)
+    return tuple(kind for kind, (module, layer, _) in LAYERS.items()
+                 if isinstance(layer, type) or importlib.util.find_spec(module) is not None)
 
 
 def make_layer(layer: LayerSpec, d_model: int) -> nn.Module:

@@ -16,6 +16,10 @@ learned C~). During generation the parameters do not change, so it is built once
 
 It is bypassed (the system is rebuilt, with autograd) while gradients are enabled, and while
 ``torch.compile``/``torch.export`` trace.
+
+The key holds the layer's parameters and buffers (and the rate) only. A layer of your own whose system also
+reads plain attributes (a float set after construction) must hold them as buffers, or call
+``layer._step_cache.clear()`` after changing them: the cache cannot see them.
 """
 from __future__ import annotations
 
