@@ -503,10 +503,16 @@ def test_a_first_csv_line_of_numbers_read_as_names_is_named(tmp_path):
         assert len(ucr.read_series_file(plain).labels) == 2
 
 
-def test_values_beyond_float32_are_refused_where_read(tmp_path):
+def test_values_beyond_float32_are_refused_unless_normalised_into_it(tmp_path):
+    """1e39 became inf in the float32 tensors; data on that scale that normalises to O(1) still loads."""
     path = _files(tmp_path, "R", ".tsv", "1\t1e39\t2\n2\t3\t4\n", "1\t1\t2\n2\t3\t4\n")
-    with pytest.raises(ValueError, match=r"R_TRAIN.tsv, line 1: value '1e39' lies beyond float32's range"):
+    with pytest.raises(ValueError, match=r"R_TRAIN.tsv: case 0 holds values beyond float32's range"):
         ucr.load_ucr(path, normalize="none")
+    big = _files(tmp_path, "B", ".tsv", "1\t1e39\t2e39\t3e39\n2\t3e39\t1e39\t2e39\n",
+                 "1\t2e39\t2e39\t1e39\n2\t1e39\t3e39\t1e39\n")
+    for mode in ("global", "series"):
+        x = ucr.load_ucr(big, normalize=mode).train.tensors[0]
+        assert bool(torch.isfinite(x).all()) and float(x.abs().max()) < 2
 
 
 def test_ts_file_without_cases_says_so(tmp_path):

@@ -265,10 +265,13 @@ class S5(SSMLayer):
         backward scan's lag 0, ``scale Re(C_b B_bar)``, a full (H, H) matrix, is ``feedthrough``."""
         c128 = torch.complex128
         steps, A, log_lam, Bb = self._modal_system(check_rate(rate))
-        C = self.scale * self.C_complex
+        # in complex128 from here (the parameters' exact system): products of float32 parameters in complex64
+        # left the feedthrough 7e-8 off the lag 0 that from_modes recomputes, which its 1e-8 check refused
+        log_lam, Bb = log_lam.to(c128), Bb.to(c128)
+        C = self.scale * self.C_complex.to(c128)
         feedthrough = None
         if self.bidirectional:
-            feedthrough = (C[1] @ Bb).real.to(torch.float64)
+            feedthrough = (C[1] @ Bb).real
             C = torch.stack([C[0], C[1] * torch.exp(log_lam)])
         return Modes(
             log_eig=log_lam.to(c128), B=Bb.to(c128), C=C.to(c128), D=self.D.to(torch.float64),

@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -254,9 +255,15 @@ def lock_run_folder(out: Path) -> Optional[Any]:
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        f.seek(0)
-        owner = f.read().strip() or "unknown"
+        owner = ""
+        for _ in range(5):                # the holder writes its PID just after taking the lock
+            f.seek(0)
+            owner = f.read().strip()
+            if owner:
+                break
+            time.sleep(0.05)
         f.close()
+        owner = owner or "unknown"
         raise RunExistsError(f"{out} is in use: another process (PID {owner}) is training there; wait for it to "
                              "end, or choose another --trainer.out") from None
     f.seek(0)
@@ -394,7 +401,7 @@ class Run:
         self.resume = resume
         self.ckpts = _Checkpoints(self.out, keep_last)
         self._lock: Optional[Any] = None
-        self._replace = replace
+        self._replace, self._taken = replace, False
         if self.main or not replace:
             if not replace or (self.out.exists() and not self.out.is_dir()):
                 _check_out_folder(self.out, self.ckpts, resume)    # a refusal writes nothing, not even the lock
@@ -533,10 +540,24 @@ class Run:
         """Rank 0 takes the folder's lock (:func:`lock_run_folder`) before the run writes anything there (the
         first write is :meth:`restore`'s repair of ``best/``), then checks the folder again under it: a run may
         have started there since the constructor's check; ``replace`` deletes the old run's outputs now."""
-        if not self.main or self._lock is not None:
+        if self._taken:
             return
-        self._lock = lock_run_folder(self.out)
-        _check_out_folder(self.out, self.ckpts, self.resume, self._replace)
+        self._taken = True
+        error: Optional[Exception] = None
+        if self.main:
+            try:
+                self._lock = lock_run_folder(self.out)
+                _check_out_folder(self.out, self.ckpts, self.resume, self._replace)
+            except (RunExistsError, ConfigError) as e:
+                error = e
+        if self.world > 1:          # every rank learns rank 0's verdict (the others went on to train and crashed)
+            box: List[Any] = [None if error is None else (isinstance(error, ConfigError), str(error))]
+            dist.broadcast_object_list(box, src=0)
+            if box[0] is not None and error is None:
+                is_config, message = box[0]
+                error = ConfigError(message) if is_config else RunExistsError(message)
+        if error is not None:
+            raise error
 
     def unlock(self) -> None:
         """Release the folder's lock (:func:`lock_run_folder`; rank 0 holds it); idempotent."""
