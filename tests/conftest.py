@@ -142,3 +142,22 @@ def cli_status(capsys, *argv):
     """Run the ``statespaces`` CLI in-process; return (exit status, stderr)."""
     rc, _, err = cli_run(capsys, *argv)
     return rc, err
+
+
+@contextlib.contextmanager
+def run_folder_held(out):
+    """Another process holds the run folder ``out``'s lock (statespaces.train.run.lock_run_folder) while the block
+    runs; yields that process (its ``pid`` is what a refusal names)."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from pathlib import Path; from statespaces.train.run import lock_run_folder; "
+        f"f = lock_run_folder(Path({str(out)!r})); print('locked', flush=True); time.sleep(300)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()

@@ -125,20 +125,14 @@ def test_torchrun_reports_the_training_loss_of_every_rank(tmp_path):
 @pytest.mark.slow
 def test_torchrun_into_a_folder_in_use_is_refused_by_every_rank(tmp_path):
     """Rank 0 refused the lock; rank 1 went on, restored, trained and crashed in backward (gloo: peer closed)."""
+    from conftest import run_folder_held
+
     out = tmp_path / "busy"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from pathlib import Path; from statespaces.train.run import lock_run_folder; "
-        f"f = lock_run_folder(Path({str(out)!r})); print('locked', flush=True); time.sleep(120)")],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with run_folder_held(out) as holder:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29547",
                "-m", "statespaces", "train", "--trainer.epochs", "1", "--model.d_model", "8", "--model.n_layers",
                "1", "--trainer.out", str(out), "--no-progress"]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    finally:
-        holder.kill()
-        holder.wait()
     assert res.returncode != 0
     refusals = [line for line in res.stderr.splitlines() if line.startswith("statespaces train: error:")]
     assert len(refusals) == 2 and all(f"(PID {holder.pid})" in line for line in refusals), res.stderr[-2000:]

@@ -684,25 +684,15 @@ def test_divergence_message_says_what_can_be_done(tmp_path):
 def test_a_folder_in_use_by_another_training_process_is_refused(tmp_path):
     """Two runs started into one folder within seconds both trained there, interleaving checkpoints, best/ and the
     summary; a --resume beside a live run trained the same epochs twice. The folder's lock (flock) names the PID."""
-    import subprocess
-    import sys
+    from conftest import run_folder_held
 
     from statespaces.train.run import RunExistsError
 
     pytest.importorskip("fcntl")
-    out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from statespaces.train.run import lock_run_folder; "
-        f"f = lock_run_folder(Path({str(out)!r})); print('locked', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with run_folder_held(tmp_path / "run") as holder:
         for resume in (False, True):
             with pytest.raises(RunExistsError, match=rf"is in use: another process \(PID {holder.pid}\)"):
                 train(_tiny(tmp_path), resume=resume, progress=False)
-    finally:
-        holder.kill()
-        holder.wait()
     assert train(_tiny(tmp_path, "run", ("trainer.epochs", "1")), progress=False)["epochs"] == 1   # lock released
 
 
