@@ -488,6 +488,8 @@ def _files(tmp_path, name, suffix, train, test):
 def test_csv_fields_may_be_quoted(tmp_path):
     path = _files(tmp_path, "Q", ".csv", '"a",5,7,9\n"b",1,2,3\n"a",4,4,4\n', '"a",5,7,9\n"b",1,2,3\n')
     assert ucr.read_series_file(path).labels == ["a", "b", "a"]
+    tsv = _files(tmp_path, "T", ".tsv", '"a"\t5\t7\n"b"\t1\t2\n', '"a"\t5\t7\n"b"\t1\t2\n')
+    assert ucr.read_series_file(tsv).labels == ["a", "b"]
     data = ucr.load_ucr(path, normalize="none")
     assert data.train.tensors[0][:, :, 0].tolist() == [[5, 7, 9], [1, 2, 3], [4, 4, 4]]
 

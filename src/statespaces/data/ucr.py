@@ -308,14 +308,14 @@ def _split_ucr_line(line: str, sep: Optional[str]) -> List[str]:
     the rest of the series left, and a line starting with the separator has an empty label. Only
     white space other than a tab (the old archive's aligned columns) separates fields by runs.
     ``sep=None`` picks per line: a comma if the line has one, else a tab if it has one, else runs
-    of white space. Comma-separated fields may be quoted (``"a",5,7``: read by :mod:`csv`).
+    of white space. Comma- and tab-separated fields may be quoted (``"a",5,7``: read by :mod:`csv`).
     """
     if sep is None:
         sep = "," if "," in line else "\t" if "\t" in line else " "
     if sep.isspace() and sep != "\t":
         return line.split()
-    if sep == "," and '"' in line:                       # quoted fields, as a spreadsheet writes them
-        return [t.strip() for t in next(csv.reader([line], skipinitialspace=True))]
+    if '"' in line:                                      # quoted fields, as a spreadsheet writes them
+        return [t.strip() for t in next(csv.reader([line], delimiter=sep, skipinitialspace=True))]
     return [t.strip() for t in line.split(sep)]
 
 
