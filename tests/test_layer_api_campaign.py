@@ -116,3 +116,21 @@ def test_s5_from_bidirectional_modes_of_a_float32_layer():
         layer = S5(4, 8, seed=seed, bidirectional=True)
         x = torch.randn(2, 16, 4)
         torch.testing.assert_close(S5.from_modes(layer.modes())(x), layer(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("disc", ["bilinear", "backward_euler"])
+def test_s4d_non_zoh_kernel_does_not_drift_in_float32(disc):
+    """A float32 log of a mode near -1 (bilinear: the fast LegS modes at |lambda| ~ 1 - 1e-5) carried a phase error
+    that the powers multiplied by l: 2e-4 relative at L = 16384 (ZOH, whose log is float64, 1e-6)."""
+    import math
+
+    layer = S4D(1, 64, seed=1, discretization=disc)
+    with torch.no_grad():
+        layer.log_dt.fill_(math.log(0.1))
+    wide = S4D(1, 64, seed=1, discretization=disc).double()
+    wide.load_state_dict(layer.state_dict())
+    x = torch.randn(1, 16384, 1, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = wide(x.double())
+        err = float((layer(x).double() - ref).abs().max() / ref.abs().max())
+    assert err < 1e-5, err
