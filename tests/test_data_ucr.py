@@ -515,6 +515,13 @@ def test_values_beyond_float32_are_refused_unless_normalised_into_it(tmp_path):
     for mode in ("global", "series"):
         x = ucr.load_ucr(big, normalize=mode).train.tensors[0]
         assert bool(torch.isfinite(x).all()) and float(x.abs().max()) < 2
+    # beyond float64's statistics: series z-scores read 0 silently; global's advice named the mode in use
+    huge = _files(tmp_path, "H", ".tsv", "1\t1e300\t-1e300\t1e300\n2\t1\t2\t3\n", "1\t1\t2\t3\n2\t1\t2\t3\n")
+    with pytest.raises(ValueError, match="too large for its own statistics"):
+        ucr.load_ucr(huge, normalize="series")
+    with pytest.raises(ValueError, match=r"after normalisation 'global'.*cannot bring it into range") as err:
+        ucr.load_ucr(huge, normalize="global")
+    assert "normalise it" not in str(err.value)
 
 
 def test_ts_file_without_cases_says_so(tmp_path):

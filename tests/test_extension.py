@@ -127,3 +127,33 @@ def test_the_contract_names_what_a_layer_lacks():
     with pytest.raises(ValueError, match=r"C \(K, H, M\).*got log_dA \(2, 3\), dB \(2, 3\), C \(2, 3\)"):
         DiagonalSystem(log_dA=torch.zeros(2, 3, dtype=torch.complex64), dB=torch.zeros(2, 3, dtype=torch.complex64),
                        C=torch.zeros(2, 3, dtype=torch.complex64), scale=1.0)
+
+
+def test_register_layer_checks_the_defaults_now_and_frees_the_kind(registered):
+    @dataclasses.dataclass(frozen=True)
+    class Wrong(LayerConfig):
+        kind = "wrong"
+        n_modes: int = setting(4, "int", "modes", lo=1)
+        extra: int = setting(1, "int", "a setting RelaxSSM does not take", lo=0)
+
+    with pytest.raises(ValueError, match=r"register_layer\('wrong'\): Wrong\(\) with its defaults does not build"):
+        register_layer("wrong", RelaxSSM, Wrong)
+    assert "wrong" not in LAYERS                         # free again: a corrected config can take the name
+    with pytest.raises(TypeError, match="subclass of statespaces.layers.SSMLayer"):
+        register_layer("plainmodule", nn.Linear, RelaxConfig)
+
+
+def test_an_unknown_kind_names_register_layer():
+    from statespaces.layers.config import ConfigError, layer_config
+
+    with pytest.raises(ConfigError, match="unknown layer kind 'mine'.*register_layer"):
+        layer_config({"kind": "mine"})
+
+
+def test_language_models_take_s4nd_as_its_1d_form():
+    from statespaces.models import SSMLanguageModel
+
+    for backbone in ("flat", "sashimi"):
+        lm = SSMLanguageModel(7, d_model=8, n_layers=1, layer={"kind": "s4nd", "bidirectional": False},
+                              backbone=backbone)
+        assert lm(torch.randint(0, 7, (2, 16))).shape == (2, 16, 7)

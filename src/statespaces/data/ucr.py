@@ -912,16 +912,21 @@ def load_ucr(
         for i, (s, n) in enumerate(zip(part.series, lens)):
             filled = _fill_missing(s, part.series[i].shape[1], mean, missing)
             if mode == "series":
-                mu, sd = filled.mean(axis=1, keepdims=True), filled.std(axis=1, keepdims=True)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    mu, sd = filled.mean(axis=1, keepdims=True), filled.std(axis=1, keepdims=True)
+                if not (np.isfinite(mu).all() and np.isfinite(sd).all()):   # its z-scores would read 0 or NaN
+                    raise ValueError(f"{f_of[id(part)]}: case {i} is too large for its own statistics (mean or "
+                                     "standard deviation overflows float64); rescale the file")
                 z = (filled - mu) / np.where(sd > 0, sd, 1.0)
             else:
                 z = (filled - shift[:, None]) / scale[:, None]
             with np.errstate(over="ignore"):           # an overflow is reported below, naming the case
                 x[i, :n] = pool_series(z, k).T
             if not np.isfinite(x[i, :n]).all():
+                fix = ("rescale the file, or normalise it (data.normalize 'global' or 'series')" if mode == "none"
+                       else "rescale the file (the training statistics cannot bring it into range)")
                 raise ValueError(f"{f_of[id(part)]}: case {i} holds values beyond float32's range (+-3.4e38) after "
-                                 f"normalisation {mode!r}, the precision the series are read into; rescale the file "
-                                 "or normalise it ('global' or 'series')")
+                                 f"normalisation {mode!r}, the precision the series are read into; {fix}")
         y = np.array([index[lab] for lab in part.labels], dtype=np.int64)
         return torch.from_numpy(x), torch.from_numpy(y)
 

@@ -157,8 +157,11 @@ def register_layer(kind: str, layer: type, config: Type["LayerConfig"]) -> None:
 
     if not isinstance(kind, str) or not kind.isidentifier() or kind != kind.lower():
         raise ValueError(f"register_layer: kind must be a lower-case identifier, got {kind!r}")
-    if not (isinstance(layer, type) and issubclass(layer, nn.Module)):
-        raise TypeError(f"register_layer: layer must be an nn.Module subclass (an SSMLayer), got {layer!r}")
+    from .base import SSMLayer
+
+    if not (isinstance(layer, type) and issubclass(layer, SSMLayer)):
+        raise TypeError(f"register_layer: layer must be a subclass of statespaces.layers.SSMLayer (or DiagonalSSM), "
+                        f"got {layer!r}")
     if not (isinstance(config, type) and issubclass(config, LayerConfig)):
         raise TypeError(f"register_layer: config must be a LayerConfig subclass, got {config!r}")
     if config.kind != kind:
@@ -174,13 +177,23 @@ def register_layer(kind: str, layer: type, config: Type["LayerConfig"]) -> None:
         if not same:
             raise ValueError(f"register_layer: kind {kind!r} is taken ({LAYERS[kind][1]}); choose another name")
         return
+    added = False
     if issubclass(layer, Pretrained):
         taken = REGISTRY.get(layer.__name__)
         if taken is not None and taken is not layer:
             raise ValueError(f"register_layer: the class name {layer.__name__!r} is taken by {taken.__module__}."
                              f"{taken.__qualname__} (saved models name classes); rename your class")
+        added = taken is None
         REGISTRY[layer.__name__] = layer
     LAYERS[kind] = (layer.__module__, layer, config)
+    try:                          # the defaults pass their own rules and build a layer: checked now, not at first use
+        config().check(f"register_layer({kind!r})")
+    except Exception as e:
+        del LAYERS[kind]
+        if added:
+            del REGISTRY[layer.__name__]
+        raise ValueError(f"register_layer({kind!r}): {config.__name__}() with its defaults does not build a "
+                         f"{layer.__name__}: {type(e).__name__}: {' '.join(str(e).split())}") from None
 
 
 def layer_class(kind: str) -> type:
@@ -206,6 +219,9 @@ def layer_config(value: LayerSpec, where: str = "layer", dims: Optional[int] = N
     else:
         raise ConfigError(f"{where}: got {_show(value)}; allowed: a layer kind ({', '.join(_kinds())}) or a table "
                           "with kind and the layer's settings")
+    if isinstance(kind, str) and kind.strip() and kind.lower() not in LAYERS:
+        raise ConfigError(f"{where}: unknown layer kind {kind!r}; valid: {', '.join(LAYERS)} (a layer of your own: "
+                          "statespaces.layers.register_layer, in every process that builds or loads it)")
     kind = Rule("str", choices=_kinds).validate(f"{where}.kind" if isinstance(value, Mapping) else where, kind)
     cls = config_class(kind)
     rules = {f.name: _rule(cls, f) for f in fields(cls)}

@@ -245,7 +245,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
             self.backbone = backbone
         else:
             kind = check_choice("backbone", backbone, ("flat", "sashimi"))
-            common: Dict[str, Any] = dict(layer=layer_config(layer), dropout=dropout, norm=norm)
+            common: Dict[str, Any] = dict(layer=layer_config(layer, dims=1), dropout=dropout, norm=norm)
             cls: Any = SSMStack if kind == "flat" else SaShiMi
             _check_backbone_kwargs(kind, cls, bkw, set(common) | {"d_model", "n_layers", "mixing"})
             self.backbone = cls(d_model, n_layers, mixing=mixing or ("glu" if kind == "flat" else "linear"),
