@@ -85,3 +85,28 @@ def test_reproduce_lists_its_claims(capsys):
 
     rc, out, _ = cli_run(capsys, "reproduce", "--list")
     assert rc == 0 and len(out.strip().splitlines()) == len(CLAIMS) and out.startswith("A1 ")
+
+
+def test_missing_optional_packages_are_named_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    """A packaging campaign: tensorboard 'on' without the package failed after the banner, run.json and the lock;
+    analyze without matplotlib said only "No module named 'matplotlib'" and left an empty folder."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)       # import fails as if not installed
+    rc, out, err = cli_run(capsys, "train", "--trainer.tensorboard", "on", "--trainer.out", str(tmp_path / "tb"))
+    assert rc == 2 and "pip install tensorboard" in err and "training" not in out and not (tmp_path / "tb").exists()
+    train(build_config(overrides=[("model.d_model", "8"), ("model.n_layers", "1"), ("trainer.epochs", "1"),
+                                  ("trainer.batch_size", "256"), ("trainer.out", str(tmp_path / "r")),
+                                  ("trainer.tensorboard", "off")]), progress=False)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    rc, _, err = cli_run(capsys, "analyze", str(tmp_path / "r"))
+    assert rc == 2 and "pip install matplotlib" in err and "--no-plots" in err
+
+
+def test_the_package_version_is_the_one_in_pyproject():
+    from pathlib import Path
+
+    import statespaces
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert f'version = "{statespaces.__version__}"' in text

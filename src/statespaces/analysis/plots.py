@@ -36,8 +36,12 @@ __all__ = [
 
 
 def _figure(nrows: int = 1, ncols: int = 1, size=(6.0, 4.5)):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("the analysis figures need matplotlib: pip install matplotlib (statespaces analyze "
+                          "--no-plots, or plots=False, writes the tables without it)") from None
 
     fig = Figure(figsize=size, dpi=110)
     FigureCanvasAgg(fig)

@@ -55,7 +55,14 @@ from .checkpoint import CorruptCheckpointError, file_sha256, load_checkpoint, pa
 from .config import ConfigError, ModelConfig, TrainConfig, TrainerConfig
 from .engine import SCHEDULES, Callback, FitState, evaluate, fit
 from .mixup import MixUp
-from .monitor import TENSORBOARD_MODES, Progress, tensorboard_writer, write_metrics, write_metrics_csv
+from .monitor import (
+    TENSORBOARD_MODES,
+    Progress,
+    check_tensorboard,
+    tensorboard_writer,
+    write_metrics,
+    write_metrics_csv,
+)
 from .run import (  # noqa: F401  (re-exported: the names of the run folder's pieces)
     MODEL_KEYS,
     RESUME_KEYS,
@@ -472,6 +479,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     """
     cfg = cfg.validated()
     t_cfg = cfg.trainer
+    check_tensorboard(t_cfg.tensorboard)          # a missing package is named before the run takes its folder
     run = Run(t_cfg.out, t_cfg.keep_last, resume=resume, replace=replace, device=t_cfg.device)
     try:
         return _train_in(run, cfg, resume, progress, announce)

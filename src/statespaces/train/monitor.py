@@ -58,7 +58,13 @@ class Progress:
 TENSORBOARD_MODES = ("auto", "on", "off")
 
 
-def tensorboard_writer(mode: str, out: Path, step: int) -> Optional[Any]:
+def check_tensorboard(mode: str) -> None:
+    """Raise now (before a run starts) when ``trainer.tensorboard = "on"`` but the package is missing."""
+    if mode == "on":
+        tensorboard_writer(mode, Path("."), 0, probe=True)
+
+
+def tensorboard_writer(mode: str, out: Path, step: int, probe: bool = False) -> Optional[Any]:
     """A ``SummaryWriter`` for ``<out>/tensorboard``, or None (mode "off", or "auto" without the package).
 
     On resume, ``purge_step`` drops events a killed run wrote after its last checkpoint, so the
@@ -74,6 +80,8 @@ def tensorboard_writer(mode: str, out: Path, step: int) -> Optional[Any]:
         if mode == "on":
             raise ImportError("trainer.tensorboard='on' needs the tensorboard package: pip install tensorboard "
                               "(or pip install 'statespaces[tensorboard]'), or set --trainer.tensorboard off") from None
+        return None
+    if probe:                              # the import is all check_tensorboard asks for
         return None
     return SummaryWriter(str(out / "tensorboard"), purge_step=step if step else None)
 
