@@ -146,7 +146,7 @@ def test_register_layer_checks_the_defaults_now_and_frees_the_kind(registered):
 def test_an_unknown_kind_names_register_layer():
     from statespaces.layers.config import ConfigError, layer_config
 
-    with pytest.raises(ConfigError, match="unknown layer kind 'mine'.*register_layer"):
+    with pytest.raises(ConfigError, match="got 'mine'.*valid: s4d.*register_layer"):
         layer_config({"kind": "mine"})
 
 

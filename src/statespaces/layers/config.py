@@ -219,10 +219,13 @@ def layer_config(value: LayerSpec, where: str = "layer", dims: Optional[int] = N
     else:
         raise ConfigError(f"{where}: got {_show(value)}; allowed: a layer kind ({', '.join(_kinds())}) or a table "
                           "with kind and the layer's settings")
-    if isinstance(kind, str) and kind.strip() and kind.lower() not in LAYERS:
-        raise ConfigError(f"{where}: unknown layer kind {kind!r}; valid: {', '.join(LAYERS)} (a layer of your own: "
-                          "statespaces.layers.register_layer, in every process that builds or loads it)")
-    kind = Rule("str", choices=_kinds).validate(f"{where}.kind" if isinstance(value, Mapping) else where, kind)
+    try:
+        kind = Rule("str", choices=_kinds).validate(f"{where}.kind" if isinstance(value, Mapping) else where, kind)
+    except ConfigError as e:
+        if not (isinstance(kind, str) and kind.strip()):
+            raise
+        raise ConfigError(f"{e} (a layer of your own: statespaces.layers.register_layer, in every process that "
+                          "builds or loads it)") from None
     cls = config_class(kind)
     rules = {f.name: _rule(cls, f) for f in fields(cls)}
     if dims is not None and "dims" in rules and "dims" not in given:
