@@ -110,3 +110,13 @@ def test_the_package_version_is_the_one_in_pyproject():
 
     text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     assert f'version = "{statespaces.__version__}"' in text
+
+
+def test_midi_without_music21_names_what_needs_it(monkeypatch):
+    import sys
+
+    from statespaces.data.chorales import REST, grid_to_score
+
+    monkeypatch.setitem(sys.modules, "music21", None)
+    with pytest.raises(ImportError, match="writing MIDI needs music21 .*pip install music21"):
+        grid_to_score(np.full((4, 4), REST))

@@ -46,13 +46,11 @@ STEPS_PER_QUARTER = 4
 _CACHE_NAME = "bach_chorales_16th_v2.npz"
 
 
-def _music21():
+def _music21(what: str = "the Bach chorales come from music21's bundled corpus") -> Any:
     try:
         import music21  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the Bach chorales come from music21's bundled corpus: install it with `pip install music21`"
-        ) from e
+        raise ImportError(f"{what}: install it with `pip install music21`") from e
     return music21
 
 
@@ -90,7 +88,7 @@ def grid_to_score(grid: np.ndarray, steps_per_quarter: int = STEPS_PER_QUARTER, 
 
     Runs of the same value in a voice become one note (or rest) of that length.
     """
-    m21 = _music21()
+    m21 = _music21("writing MIDI needs music21 (the sampled tokens are saved as .npy before it)")
     grid = np.asarray(grid)
     if grid.ndim != 2 or grid.shape[1] != N_VOICES:
         raise ValueError(f"grid must have shape (length, {N_VOICES}), got {grid.shape}")
