@@ -548,14 +548,16 @@ class Run:
             try:
                 self._lock = lock_run_folder(self.out)
                 _check_out_folder(self.out, self.ckpts, self.resume, self._replace)
-            except (RunExistsError, ConfigError) as e:
+            except Exception as e:          # any failure here must reach the other ranks, waiting below
                 error = e
         if self.world > 1:          # every rank learns rank 0's verdict (the others went on to train and crashed)
-            box: List[Any] = [None if error is None else (isinstance(error, ConfigError), str(error))]
+            kinds = {"config": ConfigError, "exists": RunExistsError, "os": OSError}
+            kind = next((k for k, cls in kinds.items() if isinstance(error, cls)), "other")
+            box: List[Any] = [None if error is None else (kind, str(error))]
             dist.broadcast_object_list(box, src=0)
             if box[0] is not None and error is None:
-                is_config, message = box[0]
-                error = ConfigError(message) if is_config else RunExistsError(message)
+                kind, message = box[0]
+                error = kinds.get(kind, RuntimeError)(message)
         if error is not None:
             raise error
 
