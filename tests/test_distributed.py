@@ -135,5 +135,7 @@ def test_torchrun_into_a_folder_in_use_is_refused_by_every_rank(tmp_path):
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert res.returncode != 0
     refusals = [line for line in res.stderr.splitlines() if line.startswith("statespaces train: error:")]
-    assert len(refusals) == 2 and all(f"(PID {holder.pid})" in line for line in refusals), res.stderr[-2000:]
+    # torchrun stops the other rank once one has failed, so its own line may not get out: one at least, all alike
+    assert refusals and all(f"(PID {holder.pid})" in line for line in refusals), res.stderr[-2000:]
     assert "Connection closed" not in res.stderr and "backward" not in res.stderr
+    assert "terminate called" not in res.stderr and "exitcode  : -6" not in res.stderr   # the group ended cleanly

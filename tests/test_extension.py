@@ -136,7 +136,7 @@ def test_register_layer_checks_the_defaults_now_and_frees_the_kind(registered):
         n_modes: int = setting(4, "int", "modes", lo=1)
         extra: int = setting(1, "int", "a setting RelaxSSM does not take", lo=0)
 
-    with pytest.raises(ValueError, match=r"register_layer\('wrong'\): Wrong\(\) with its defaults does not build"):
+    with pytest.raises(ValueError, match=r"register_layer\('wrong'\): Wrong does not fit RelaxSSM.*takes no extra"):
         register_layer("wrong", RelaxSSM, Wrong)
     assert "wrong" not in LAYERS                         # free again: a corrected config can take the name
     with pytest.raises(TypeError, match="subclass of statespaces.layers.SSMLayer"):
@@ -157,3 +157,33 @@ def test_language_models_take_s4nd_as_its_1d_form():
         lm = SSMLanguageModel(7, d_model=8, n_layers=1, layer={"kind": "s4nd", "bidirectional": False},
                               backbone=backbone)
         assert lm(torch.randint(0, 7, (2, 16))).shape == (2, 16, 7)
+
+
+def test_register_layer_does_not_build_a_one_channel_layer(registered):
+    """The registration check built the defaults at d_model=1, refusing layers that need an even width."""
+    class Paired(RelaxSSM):
+        def __init__(self, d_model: int, n_modes: int = 4, seed: Optional[int] = None, heads: int = 2) -> None:
+            if d_model % heads:
+                raise ValueError(f"d_model={d_model} must be divisible by heads={heads}")
+            super().__init__(d_model, n_modes, seed)
+
+    @dataclasses.dataclass(frozen=True)
+    class PairedConfig(RelaxConfig):
+        kind = "paired"
+        heads: int = setting(2, "int", "heads", lo=1)
+
+    @dataclasses.dataclass(frozen=True)
+    class BadDefault(RelaxConfig):
+        kind = "baddefault"
+        n_modes: int = setting(0, "int", "modes", lo=1)       # its own default breaks its rule
+
+    try:
+        register_layer("paired", Paired, PairedConfig)
+        from statespaces.models import SequenceClassifier
+
+        assert SequenceClassifier(3, 4, d_model=8, n_layers=1, layer="paired")(torch.randn(2, 5, 3)).shape == (2, 4)
+    finally:
+        LAYERS.pop("paired", None)
+        REGISTRY.pop("Paired", None)
+    with pytest.raises(ValueError, match="BadDefault does not fit"):
+        register_layer("baddefault", RelaxSSM, BadDefault)

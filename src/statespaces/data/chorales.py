@@ -88,7 +88,7 @@ def grid_to_score(grid: np.ndarray, steps_per_quarter: int = STEPS_PER_QUARTER, 
 
     Runs of the same value in a voice become one note (or rest) of that length.
     """
-    m21 = _music21("writing MIDI needs music21 (the sampled tokens are saved as .npy before it)")
+    m21 = _music21("writing MIDI needs music21 (statespaces generate saves the sampled tokens as .npy before it)")
     grid = np.asarray(grid)
     if grid.ndim != 2 or grid.shape[1] != N_VOICES:
         raise ValueError(f"grid must have shape (length, {N_VOICES}), got {grid.shape}")

@@ -18,6 +18,7 @@ and the keys it takes); constraints between settings (an even ``d_state``, ``alp
 from __future__ import annotations
 
 import importlib
+import inspect
 import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, Union
@@ -186,14 +187,19 @@ def register_layer(kind: str, layer: type, config: Type["LayerConfig"]) -> None:
         added = taken is None
         REGISTRY[layer.__name__] = layer
     LAYERS[kind] = (layer.__module__, layer, config)
-    try:                          # the defaults pass their own rules and build a layer: checked now, not at first use
-        config().check(f"register_layer({kind!r})")
+    try:            # checked now, not at first use: the defaults pass their own rules, the constructor takes them
+        defaults = config()
+        params = inspect.signature(layer.__init__).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            lacking = [k for k in defaults.settings() if k not in params]
+            if lacking:
+                raise TypeError(f"{layer.__name__}.__init__ takes no {', '.join(lacking)}")
     except Exception as e:
         del LAYERS[kind]
         if added:
             del REGISTRY[layer.__name__]
-        raise ValueError(f"register_layer({kind!r}): {config.__name__}() with its defaults does not build a "
-                         f"{layer.__name__}: {type(e).__name__}: {' '.join(str(e).split())}") from None
+        raise ValueError(f"register_layer({kind!r}): {config.__name__} does not fit {layer.__name__}: "
+                         f"{type(e).__name__}: {' '.join(str(e).split())}") from None
 
 
 def layer_class(kind: str) -> type:

@@ -31,7 +31,7 @@ def _s4d_modes_error(init: str, dtype: torch.dtype, L: int) -> float:
         k = layer.kernel(L)
         k_pow = power_kernel(torch.diag_embed(dA).to(torch.complex128), dB.to(torch.complex128),
                              C.to(torch.complex128), L).real
-        u = torch.randn(1, L, 4, dtype=dtype)
+        u = torch.randn(1, L, 4, dtype=dtype, generator=torch.Generator().manual_seed(1))
         y_conv = layer(u)
         y_rec, _ = recurrence(torch.diag_embed(dA), dB, C, u[:, :256], layer.D)
     return max(_rel(k.double(), k_pow), _rel(y_conv[:, :256].double(), y_rec.real.double()))
@@ -53,8 +53,9 @@ def a4(quick: bool, out: Path) -> Result:
     parts.append(f"S4 (DPLR, legs/legt/fout) fp64 max rel {worst:.1e}")
     passed = passed and worst < 1e-10
     # bidirectional: efficient two-sided kernel == explicit anti-causal form
-    u = torch.randn(2, 300, 3, dtype=F64)
-    k = torch.randn(2, 3, 300, dtype=F64)
+    g = torch.Generator().manual_seed(2)                     # seeded: the row reads the same on every run
+    u = torch.randn(2, 300, 3, dtype=F64, generator=g)
+    k = torch.randn(2, 3, 300, dtype=F64, generator=g)
     w = fftconv(u.flip(1), k[1])
     anti = torch.cat([w.flip(1)[:, 1:], torch.zeros_like(w[:, :1])], 1)
     bi = _rel(fftconv(u, k, bidirectional=True), fftconv(u, k[0]) + anti)

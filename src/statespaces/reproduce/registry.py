@@ -85,7 +85,8 @@ def _publish(figure: Optional[str], figures: Optional[Path], table: Path) -> Opt
 
 def _check_destinations(out: Path, table: Path, figures: Optional[Path]) -> None:
     """Raise ``ValueError`` naming the option when an output path cannot be written: ``--out`` or ``--figures`` an
-    existing file, ``--table`` a folder or in a folder that does not exist."""
+    existing file, ``--table`` a folder, in a folder that does not exist, or not writable, ``--figures`` a folder
+    that cannot be created or written."""
     for option, folder in (("--out", out), ("--figures", figures)):
         if folder is not None and folder.exists() and not folder.is_dir():
             raise ValueError(f"{option} {folder}: a file, not a folder; give a folder (created if missing)")
@@ -95,6 +96,24 @@ def _check_destinations(out: Path, table: Path, figures: Optional[Path]) -> None
     parent = table.parent if str(table.parent) else Path(".")
     if not parent.is_dir():
         raise ValueError(f"--table {table}: its folder {parent} does not exist; create it or give another path")
+    # written only after the claims ran: tried now (appending nothing; a new file is removed again)
+    existed = table.exists()
+    try:
+        with open(table, "a"):
+            pass
+    except OSError as e:
+        raise ValueError(f"--table {table}: cannot be written ({e.strerror or e}); give another path") from None
+    if not existed:
+        table.unlink(missing_ok=True)
+    if figures is not None:
+        try:
+            figures.mkdir(parents=True, exist_ok=True)
+            probe = figures / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise ValueError(f"--figures {figures}: cannot be created or written ({e.strerror or e}); give another "
+                             "folder") from None
 
 
 def run_claims(ids: List[str], quick: bool, out: Path, table: Path, figures: Optional[Path] = None) -> List[dict]:

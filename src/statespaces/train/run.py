@@ -559,6 +559,8 @@ class Run:
                 kind, message = box[0]
                 error = kinds.get(kind, RuntimeError)(message)
         if error is not None:
+            if self.world > 1:      # every rank is here: end the group cleanly (gloo aborted at exit without it)
+                self.close()
             raise error
 
     def unlock(self) -> None:
