@@ -74,3 +74,23 @@ def test_a_crashing_claim_keeps_its_whole_traceback(tmp_path, monkeypatch):
     log = tmp_path / "runs" / "A4_error.txt"
     assert not rows[0]["passed"] and str(log) in rows[0]["ours"]
     assert "Traceback" in log.read_text() and "RuntimeError: boom" in log.read_text()
+
+
+def test_an_unwritable_table_or_figures_folder_is_refused_before_any_claim_runs(tmp_path, monkeypatch):
+    """Found by a reproduce campaign: both were tried only after the claims had run, losing a long run's result."""
+    import dataclasses
+    import os
+    from pathlib import Path
+
+    from statespaces.reproduce import registry
+
+    if not os.path.isdir("/sys/kernel"):
+        pytest.skip("needs Linux's /sys, where even root cannot create files")
+    ran = []
+    monkeypatch.setitem(registry.CLAIMS, "A5", dataclasses.replace(registry.CLAIMS["A5"],
+                                                                   fn=lambda quick, out: ran.append(1)))
+    with pytest.raises(ValueError, match=r"--table /sys/R.md: cannot be written"):
+        registry.run_claims(["A5"], True, tmp_path / "out", Path("/sys/R.md"))
+    with pytest.raises(ValueError, match=r"--figures /sys/figs: cannot be created or written"):
+        registry.run_claims(["A5"], True, tmp_path / "out", tmp_path / "R.md", Path("/sys/figs"))
+    assert not ran and not (tmp_path / "R.md").exists()
