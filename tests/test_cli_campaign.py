@@ -101,6 +101,7 @@ def test_missing_optional_packages_are_named_before_anything_is_written(tmp_path
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     rc, _, err = cli_run(capsys, "analyze", str(tmp_path / "r"))
     assert rc == 2 and "pip install matplotlib" in err and "--no-plots" in err
+    assert not (tmp_path / "r" / "analysis").exists()                  # no empty folder left behind
 
 
 def test_the_package_version_is_the_one_in_pyproject():

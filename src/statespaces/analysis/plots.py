@@ -205,6 +205,8 @@ def analyze_module(model: nn.Module, out_dir: PathLike, L: int = 512, plots: boo
     blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise ValueError(f"{out}: {blocker} is a file; give a folder for the analysis (new, or one of its own)")
+    if plots:
+        _figure()                    # matplotlib missing: named before anything is written (no empty folder)
     out.mkdir(parents=True, exist_ok=True)
     layers: List[Tuple[str, nn.Module]] = []
     skipped: List[Dict[str, str]] = []
