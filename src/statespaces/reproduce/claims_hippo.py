@@ -64,15 +64,30 @@ def a2(quick: bool, out: Path) -> Result:
             for _ in range(reps):
                 fn()
             table[N] = (time.perf_counter() - t0) / reps
+    # one state per step is dominated by Python's per-call overhead (an O(N^2) step grew as little), so the growth
+    # is judged on 256 states per step, where the arithmetic dominates: O(N) grows ~x16 over N x16, O(N^2) ~x256
+    batched: Dict[int, float] = {}
+    for N in Ns:
+        xb = torch.randn(256, N, dtype=torch.float64, generator=torch.Generator().manual_seed(N))
+        ub = torch.full((256,), 0.3, dtype=torch.float64)
+        a, b, g = legs_gbt_coefficients(10.0, 11.0, 0.5)
+        legs_step_fast(xb, ub, a, b, g)
+        t0 = time.perf_counter()
+        for _ in range(10):
+            legs_step_fast(xb, ub, a, b, g)
+        batched[N] = (time.perf_counter() - t0) / 10
     grow_fast = fast[Ns[-1]] / fast[Ns[0]]
+    grow_batched = batched[Ns[-1]] / batched[Ns[0]]
     grow_dense = dense[Ns[-1]] / dense[Ns[0]]
     ratio_n = Ns[-1] / Ns[0]
     return Result(
         thesis="470,000 steps/s (C++, N=256); O(N) per step",
-        ours=f"{1 / fast[Ns[0]]:,.0f} steps/s at N={Ns[0]} (Python); cost x{grow_fast:.1f} from N={Ns[0]} to "
-             f"{Ns[-1]} (dense: x{grow_dense:.0f}; N grew x{ratio_n:.0f})",
-        passed=grow_fast <= ratio_n * 1.5 and grow_dense > grow_fast,
-        criterion="O(N) step cost grows at most linearly in N, slower than the dense step",
+        ours=f"{1 / fast[Ns[0]]:,.0f} steps/s at N={Ns[0]} (Python, one state); cost of a step of 256 states "
+             f"x{grow_batched:.1f} from N={Ns[0]} to {Ns[-1]}, N grew x{ratio_n:.0f} (one state: x{grow_fast:.1f}; "
+             f"dense step: x{grow_dense:.0f})",
+        passed=grow_batched <= ratio_n * 2 and grow_dense > grow_batched,
+        criterion="the cost of a step of 256 states (arithmetic-bound) grows at most 2x as fast as N (caches "
+                  "included; an O(N^2) step would grow ~N-fold faster), and slower than the dense step's",
     )
 
 
