@@ -161,3 +161,19 @@ def run_folder_held(out):
     finally:
         holder.kill()
         holder.wait()
+
+
+def trained_token_lm(folder, n: int = 64, n_test: int = 8):
+    """A tiny language model trained one epoch on a token file of ``n`` arithmetic sequences (mod 12, 24 steps) in
+    ``folder``, whose first ``n_test`` are also the test split: ``(run folder, token file, tokens (n, 24))``."""
+    from statespaces.train import build_config, train
+
+    rng = np.random.default_rng(0)
+    start, step = rng.integers(0, 12, n), rng.integers(1, 3, n)
+    tokens = (start[:, None] + step[:, None] * np.arange(24)[None]) % 12
+    path = folder / "t.npz"
+    np.savez(path, train=tokens, test=tokens[:n_test])
+    train(build_config(overrides=[("data.name", f"tokens:{path}"), ("model.d_model", "8"), ("model.n_layers", "1"),
+                                  ("model.layer.d_state", "4"), ("trainer.epochs", "1"), ("trainer.batch_size", "16"),
+                                  ("trainer.out", str(folder / "lm")), ("trainer.tensorboard", "off")]), progress=False)
+    return folder / "lm", path, tokens

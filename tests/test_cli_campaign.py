@@ -4,7 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import cli_run
+from conftest import cli_run, trained_token_lm
 
 from statespaces.train import build_config, train
 
@@ -13,17 +13,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory):
-    """A tiny language model trained on a token file, and that file."""
-    tmp = tmp_path_factory.mktemp("cli_campaign")
-    rng = np.random.default_rng(0)
-    start, step = rng.integers(0, 12, 48), rng.integers(1, 3, 48)
-    tokens = (start[:, None] + step[:, None] * np.arange(24)[None]) % 12
-    path = tmp / "t.npz"
-    np.savez(path, train=tokens, test=tokens[:6])
-    train(build_config(overrides=[("data.name", f"tokens:{path}"), ("model.d_model", "8"), ("model.n_layers", "1"),
-                                  ("model.layer.d_state", "4"), ("trainer.epochs", "1"), ("trainer.batch_size", "16"),
-                                  ("trainer.out", str(tmp / "lm")), ("trainer.tensorboard", "off")]), progress=False)
-    return tmp / "lm", path
+    """A tiny language model trained on a token file (6 test sequences), and that file."""
+    run, path, _ = trained_token_lm(tmp_path_factory.mktemp("cli_campaign"), n=48, n_test=6)
+    return run, path
 
 
 def test_export_takes_moved_data_and_names_an_unwritable_path(lm_run, tmp_path, capsys):

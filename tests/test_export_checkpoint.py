@@ -1,9 +1,9 @@
 """``statespaces export RUN OUT``: a trained run's model as a torch.export program or an ONNX file, checked here
 independently of the check the command itself prints (language models step by step against their convolution
 view; classifiers on another batch size than the one traced, with their lengths)."""
-import numpy as np
 import pytest
 import torch
+from conftest import trained_token_lm
 
 from statespaces.train import build_config, train
 from statespaces.train.loop import load_trained
@@ -12,16 +12,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _token_run(tmp_path):
-    rng = np.random.default_rng(0)
-    start, step = rng.integers(0, 12, 64), rng.integers(1, 3, 64)
-    tr = (start[:, None] + step[:, None] * np.arange(24)[None]) % 12
-    path = tmp_path / "t.npz"
-    np.savez(path, train=tr, test=tr[:8])
-    train(build_config(overrides=[("data.name", f"tokens:{path}"), ("model.d_model", "8"), ("model.n_layers", "1"),
-                                  ("model.layer.d_state", "4"), ("trainer.epochs", "1"), ("trainer.batch_size", "16"),
-                                  ("trainer.out", str(tmp_path / "lm")), ("trainer.tensorboard", "off")]),
-          progress=False)
-    return tmp_path / "lm", torch.from_numpy(tr[:8])
+    run, _, tokens = trained_token_lm(tmp_path)
+    return run, torch.from_numpy(tokens[:8])
 
 
 def test_a_language_model_exports_its_streaming_step(tmp_path, capsys):

@@ -45,8 +45,10 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import os
 import threading
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar, cast
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar, Union, cast
 
 import torch
 
@@ -124,6 +126,14 @@ def finite_checks_due() -> bool:
 # ---- scalars ---------------------------------------------------------------------------------------
 def _kind(value: Any) -> str:
     return type(value).__name__
+
+
+def file_in_the_way(path: Union[str, "os.PathLike[str]"], itself: bool = False) -> Optional[Path]:
+    """The first existing *file* among ``path``'s folders (and ``path`` itself with ``itself``), which stops an
+    output from being written there; None when every existing one is a folder."""
+    path = Path(path)
+    return next((p for p in ((path, *path.parents) if itself else path.parents) if p.exists() and not p.is_dir()),
+                None)
 
 
 def check_choice(name: str, value: str, valid: Iterable[str]) -> str:

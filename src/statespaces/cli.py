@@ -7,7 +7,7 @@ statespaces evaluate CHECKPOINT_OR_RUN_DIR [MORE ...] [--data.name PATH]   # sev
 statespaces analyze CHECKPOINT_OR_RUN_DIR [OUT_DIR]
 statespaces generate RUN_DIR [--steps N] [--prompt K] [--piece I] [--n M] [--temperature T] [--top-k K] [--top-p P]
                      [--seed S] [--out STEM]
-statespaces export RUN_DIR OUT.onnx|OUT.pt2 [--rate R]
+statespaces export RUN_DIR OUT.onnx|OUT.pt2 [--rate R] [--data.name PATH]
 statespaces reproduce [IDS ...] [--quick]
 statespaces presets
 ```
@@ -202,10 +202,9 @@ def _main(argv: List[str]) -> int:
     if args.command == "analyze":
         from .analysis import analyze_checkpoint
         from .train.loop import checkpoint_dir
-
-        folder = checkpoint_dir(args.checkpoint)
         from .train.run import outputs_dir
 
+        folder = checkpoint_dir(args.checkpoint)
         out = args.out_dir or str(outputs_dir(folder, "analysis"))
         summary = analyze_checkpoint(folder, out, plots=not args.no_plots)
         for entry in summary["layers"]:

@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Set, Tuple, Union
 import torch
 from torch import nn
 
+from .._checks import file_in_the_way
 from .oscillators import OscillatorAnalysis, layer_analyses, supported_layer, unsupported_reason
 
 PathLike = Union[str, os.PathLike]
@@ -202,7 +203,7 @@ def analyze_module(model: nn.Module, out_dir: PathLike, L: int = 512, plots: boo
     import numpy as np
 
     out = Path(out_dir)
-    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    blocker = file_in_the_way(out, itself=True)
     if blocker is not None:
         raise ValueError(f"{out}: {blocker} is a file; give a folder for the analysis (new, or one of its own)")
     if plots:

@@ -14,7 +14,7 @@ from typing import Any, List, Optional, Union
 import torch
 from torch.utils.data import default_collate
 
-from .._checks import check_int
+from .._checks import check_int, file_in_the_way
 from ..export import export_onnx, export_step, streaming_model
 from ..layers.base import check_rate
 from .loop import checkpoint_dir, load_for_evaluation
@@ -65,7 +65,7 @@ def export_checkpoint(path: Union[str, Path], out: Union[str, Path], rate: float
             f"{k} ({v})" for k, v in EXPORT_FORMATS.items()) + " (in lower case: torch.export.load reads .pt2 only)")
     if out.exists() and out.is_dir():
         raise ValueError(f"{out} is a folder; give the file to write")
-    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    blocker = file_in_the_way(out)
     if blocker is not None:
         raise ValueError(f"{out}: {blocker} is a file, so no folder can hold the output there")
     rate = check_rate(rate)

@@ -27,7 +27,7 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 import torch
 
-from .._checks import check_int
+from .._checks import check_int, file_in_the_way
 from .loop import checkpoint_dir, load_for_evaluation
 from .run import outputs_dir
 
@@ -102,7 +102,7 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
     stem = Path(out) if out is not None else outputs_dir(folder, "generated") / f"sample_{seed}"
     if out is not None and (stem.is_dir() or str(out).endswith(("/", os.sep))):   # a folder: the files go inside
         stem = stem / f"sample_{seed}"
-    blocker = next((p for p in stem.parents if p.exists() and not p.is_dir()), None)
+    blocker = file_in_the_way(stem)
     if blocker is not None:
         raise ValueError(f"--out {out}: {blocker} is a file, so no folder can hold the output there; give a file "
                          "stem in a folder (e.g. samples/run1) or a folder")
