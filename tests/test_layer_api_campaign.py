@@ -134,3 +134,79 @@ def test_s4d_non_zoh_kernel_does_not_drift_in_float32(disc):
         ref = wide(x.double())
         err = float((layer(x).double() - ref).abs().max() / ref.abs().max())
     assert err < 1e-5, err
+
+
+def _bilinear_pair(H: int = 2):
+    """A float32 bilinear S4D with modes near -1 (dt = 0.1 sends the fast LegS modes to |lambda| ~ 1 - 1e-5) and
+    its float64 twin."""
+    import math
+
+    layer = S4D(H, 64, seed=1, discretization="bilinear")
+    with torch.no_grad():
+        layer.log_dt.fill_(math.log(0.1))
+    wide = S4D(H, 64, seed=1, discretization="bilinear").double()
+    wide.load_state_dict(layer.state_dict())
+    return layer, wide
+
+
+def _rel(a, b) -> float:
+    return float((a.to(b.dtype) - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize("route", ["chunked", "ref"])
+def test_s4d_bilinear_stateful_call_does_not_drift_in_float32(route):
+    """The stateful views (the chunked convolution on CPU; the FFT route's zero-input response and state advance
+    under backend "ref") took the float32 log dA: 7.9e-4 (chunked) and 1.9e-4 (ref) off the float64 output at
+    L = 16384, 1.5e-3 off its state, where the stateless kernel was 3e-7. They now read the float64 exponent
+    (DiagonalSystem.exponent), and the output and state keep the layer's dtypes."""
+    from statespaces.backend import use_backend
+
+    layer, wide = _bilinear_pair()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16384, 2, generator=g)
+    s0 = torch.randn(2, 2, layer.n_modes, dtype=torch.complex64, generator=g)
+    with torch.no_grad():
+        ref, ref_state = wide(x.double(), state=s0.to(torch.complex128), return_state=True)
+        with use_backend("ref" if route == "ref" else "auto"):
+            y, state = layer(x, state=s0, return_state=True)
+    assert y.dtype == torch.float32 and state.dtype == torch.complex64
+    assert _rel(y, ref) < 1e-5 and _rel(state, ref_state) < 1e-5, (_rel(y, ref), _rel(state, ref_state))
+
+
+def test_s4d_bilinear_modes_and_stepper_take_the_float64_exponent():
+    """modes() and the stepper formed dA from the float32 log (relative error 7e-8 in log_eig, which the
+    explicit-operator view then raised to high powers)."""
+    layer, wide = _bilinear_pair()
+    with torch.no_grad():
+        assert _rel(layer.modes().log_eig, wide.modes().log_eig) < 1e-9
+        dA = layer.stepper(1, dtype=torch.float64).dA
+        assert _rel(dA, torch.exp(wide.diagonal_system().log_dA)) < 1e-9
+
+
+def test_s4nd_bilinear_one_axis_does_not_drift_in_float32():
+    """S4ND's axis kernel and its stateful view summed with the float32 log dA of its S4D: 2.4e-4 off float64 at
+    L = 16384."""
+    layer = S4ND(2, 1, 64, discretization="bilinear", bidirectional=False, seed=1)
+    wide = S4ND(2, 1, 64, discretization="bilinear", bidirectional=False, seed=1).double()
+    wide.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 16384, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref, ref_state = wide(x.double(), state=wide.initial_state(2), return_state=True)
+        y, state = layer(x, state=layer.initial_state(2), return_state=True)
+        assert _rel(layer(x), ref) < 1e-5
+    assert y.dtype == torch.float32 and state.dtype == torch.complex64
+    assert _rel(y, ref) < 1e-5 and _rel(state, ref_state) < 1e-5, (_rel(y, ref), _rel(state, ref_state))
+
+
+def test_diagonal_system_checks_its_wide_exponent():
+    from statespaces.layers.base import DiagonalSystem
+
+    lg = torch.zeros(2, 3, dtype=torch.complex64)
+    C = torch.zeros(1, 2, 3, dtype=torch.complex64)
+    assert DiagonalSystem(lg, lg, C, 1.0).exponent is lg
+    wide = lg.to(torch.complex128)
+    assert DiagonalSystem(lg, lg, C, 1.0, log_dA_wide=wide).exponent is wide
+    with pytest.raises(ValueError, match="log_dA_wide must be complex128"):
+        DiagonalSystem(lg, lg, C, 1.0, log_dA_wide=lg)
+    with pytest.raises(ValueError, match="log_dA_wide must be complex128"):
+        DiagonalSystem(lg, lg, C, 1.0, log_dA_wide=wide[:1])

@@ -291,13 +291,22 @@ class DiagonalSystem:
 
     ``log_dA`` (H, M): logarithms of the discrete eigenvalues; ``dB`` (H, M); ``C`` (K, H, M) with
     K = 1, or 2 for the two directions of a bidirectional layer; ``scale``: 2 when each mode
-    stands for a conjugate pair (output ``2 Re``, §3.4.5), else 1.
+    stands for a conjugate pair (output ``2 Re``, §3.4.5), else 1. ``log_dA_wide`` (H, M) complex128 or None:
+    the same exponent formed in float64 by a float32 layer whose float32 ``log_dA`` is too coarse for high powers
+    (S4D under bilinear/GBT/Euler: modes near -1 carry a phase error of ulp(pi), which ``dA^l`` multiplies by l).
+    The views that raise dA to a power read :attr:`exponent`, and round what they form to the precision of ``dB``.
     """
 
     log_dA: Tensor
     dB: Tensor
     C: Tensor
     scale: float
+    log_dA_wide: Optional[Tensor] = None
+
+    @property
+    def exponent(self) -> Tensor:
+        """``log dA`` (H, M) at its best precision: ``log_dA_wide`` if the layer formed it, else ``log_dA``."""
+        return self.log_dA if self.log_dA_wide is None else self.log_dA_wide
 
     def __post_init__(self) -> None:
         """Shapes checked once here (no values: no host sync): a (H, M) C or a shared (M,) system would run in
@@ -308,6 +317,10 @@ class DiagonalSystem:
             raise ValueError(f"DiagonalSystem: log_dA and dB must be (H, M) and C (K, H, M) with K = 1, or 2 for a "
                              f"bidirectional layer; got log_dA {tuple(self.log_dA.shape)}, dB {tuple(self.dB.shape)}, "
                              f"C {tuple(self.C.shape)} (a layer's diagonal_system(rate) builds it)")
+        if self.log_dA_wide is not None and (tuple(self.log_dA_wide.shape) != H_M
+                                             or self.log_dA_wide.dtype != torch.complex128):
+            raise ValueError(f"DiagonalSystem: log_dA_wide must be complex128 of log_dA's shape {H_M}, got "
+                             f"{self.log_dA_wide.dtype} {tuple(self.log_dA_wide.shape)}")
 
 
 class DiagonalSSM(SSMLayer):
@@ -344,7 +357,8 @@ class DiagonalSSM(SSMLayer):
         multiply-adds with no transcendental functions."""
         def build():
             sys = self.diagonal_system(rate)
-            return (torch.exp(sys.log_dA), sys.dB, (sys.scale * sys.C[0]).conj().resolve_conj(), sys.scale)
+            dA = torch.exp(sys.exponent).to(sys.dB.dtype)
+            return (dA, sys.dB, (sys.scale * sys.C[0]).conj().resolve_conj(), sys.scale)
 
         return self._step_cache.get(self, rate, build)
 
@@ -360,13 +374,14 @@ class DiagonalSSM(SSMLayer):
         """The (K, H, L) Vandermonde sum of :meth:`kernel` (K = 2 if bidirectional, else 1). Layers may fuse
         the discretization into it (S4D under ZOH: :func:`~statespaces.kernels.vandermonde.zoh_vandermonde`)."""
         coef, log_dA = self._kernel_factors(rate)
-        return vandermonde(coef, log_dA, L)
+        return vandermonde(coef, log_dA, L).to(coef.real.dtype)    # a wide exponent sums in float64
 
     def _kernel_factors(self, rate: float) -> Tuple[Tensor, Tensor]:
         """``(scale C dB, log dA)``: the (K, H, M) coefficients and (H, M) exponents of :meth:`kernel`'s
-        Vandermonde sum (scale, 1 or 2, folded into the coefficients)."""
+        Vandermonde sum (scale, 1 or 2, folded into the coefficients; the exponent at its best precision,
+        :attr:`DiagonalSystem.exponent`)."""
         sys = self.diagonal_system(rate)
-        return sys.scale * sys.C * sys.dB, sys.log_dA
+        return sys.scale * sys.C * sys.dB, sys.exponent
 
     @public
     def initial_state(self, batch_size: int) -> Tensor:
@@ -405,7 +420,7 @@ class DiagonalSSM(SSMLayer):
         c128 = torch.complex128
         dt, A = self._continuous_view(rate)
         return Modes(
-            log_eig=sys.log_dA.to(c128), B=sys.dB.to(c128), C=(sys.scale * sys.C).to(c128),
+            log_eig=sys.exponent.to(c128), B=sys.dB.to(c128), C=(sys.scale * sys.C).to(c128),
             D=self.D.to(torch.float64), dt=dt, A=A, discretization=str(getattr(self, "discretization", "")),
             alpha=getattr(self, "alpha", None), structure="diagonal",
             bidirectional="sum" if self.bidirectional else None,
@@ -422,20 +437,23 @@ class DiagonalSSM(SSMLayer):
                          rate: float) -> Tuple[Tensor, Optional[Tensor]]:
         """Output, and the new state if ``return_state``, in one chunked pass (exact; thesis §2.3.2-2.3.3)."""
         sys = self.diagonal_system(rate)
-        out = chunked_conv_diagonal(u, sys.log_dA, sys.dB, sys.C, sys.scale, self.D, state, return_state)
+        # the tables' powers and the chunk carry are formed in float64 from the exponent, then rounded to dB's precision
+        out = chunked_conv_diagonal(u, sys.exponent, sys.dB, sys.C, sys.scale, self.D, state, return_state)
         if return_state:
             return cast(Tuple[Tensor, Tensor], out)
         return cast(Tensor, out), None
 
     def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:
         sys = self.diagonal_system(rate)
-        coef = sys.C[0] * torch.exp(sys.log_dA) * state                 # (B, H, M)
-        return (sys.scale * vandermonde(coef, sys.log_dA, L)).transpose(1, 2)
+        log_a = sys.exponent                                             # a wide one sums in float64
+        coef = sys.C[0] * torch.exp(log_a) * state                       # (B, H, M)
+        return (sys.scale * vandermonde(coef, log_a, L)).transpose(1, 2).to(sys.dB.real.dtype)
 
     def _advance_state(self, state: Optional[Tensor], x: Tensor, rate: float) -> Tensor:
         sys = self.diagonal_system(rate)
         L = x.shape[1]
-        new = sys.dB * vandermonde_transpose(x.transpose(1, 2).flip(-1), sys.log_dA)
+        log_a = sys.exponent
+        new = sys.dB * vandermonde_transpose(x.transpose(1, 2).flip(-1).to(log_a.real.dtype), log_a).to(sys.dB.dtype)
         if state is not None:
-            new = new + exp_scaled(sys.log_dA, L) * state       # a^L, exponent in float64
+            new = new + exp_scaled(log_a, L).to(sys.dB.dtype) * state       # a^L, exponent in float64
         return new

@@ -26,7 +26,7 @@ from torch import nn
 
 from .._checks import check_choice, check_flag, check_positive_int, check_real, refuse_if, seeded_generator
 from ..discretize import DISCRETIZATIONS, discretize_diagonal, log_discrete_eigenvalues, undiscretize_diagonal
-from ..kernels.vandermonde import vandermonde, zoh_vandermonde
+from ..kernels.vandermonde import zoh_vandermonde
 from .base import BIDIRECTIONAL_HINT, DiagonalSSM, DiagonalSystem, freeze_ssm
 from .config import LayerConfig, setting
 from .init import (
@@ -167,7 +167,15 @@ class S4D(DiagonalSSM):
         return tie_channels(A, self.d_model)
 
     def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:
-        return self._discretized(torch.exp(self.log_dt) * rate)
+        sys = self._discretized(torch.exp(self.log_dt) * rate)
+        if (self.discretization != "zoh" or self.real_transform == "none") and sys.log_dA.dtype != torch.complex128:
+            # log dA in float64 (DiagonalSystem.exponent): a float32 log of a mode near -1 (bilinear sends the fast
+            # LegS modes to |lambda| ~ 1 - 1e-5) carries a phase error of ulp(pi) that dA^l multiplies by l (float32
+            # kernel 6e-4 off at L = 65536, stateful forward 1e-3, against 1e-6 under ZOH, whose log is dt A itself)
+            dt = torch.exp(self.log_dt.to(torch.float64)) * rate
+            sys.log_dA_wide = log_discrete_eigenvalues(dt.unsqueeze(-1) * self.continuous_A().to(torch.complex128),
+                                                       self.discretization, self.alpha)
+        return sys
 
     def _kernel_values(self, L: int, rate: float) -> Tensor:
         """Under ZOH (the default) one op from the continuous parameters to the kernel
@@ -176,14 +184,7 @@ class S4D(DiagonalSSM):
         Vandermonde sum; on CUDA it runs inside the Triton kernels (the layer's fwd+bwd on the CUDA path
         197 -> 85 aten ops, ``benchmarks/host_census.py``; a GPU, bound by op dispatch here, pays per op)."""
         if self.discretization != "zoh" or self.real_transform == "none":    # "none" keeps its stability check
-            # log dA in float64, as zoh_vandermonde does: a float32 log of a mode near -1 (bilinear sends the fast
-            # LegS modes to |lambda| ~ 1 - 1e-5 there) carries a phase error of ulp(pi) that the powers multiply
-            # by l (float32 kernel 6e-4 off at L = 65536 against 1e-6 under ZOH)
-            sys = self.diagonal_system(rate)                   # its checks (stability refusals) and coefficients
-            dt = torch.exp(self.log_dt.to(torch.float64)) * rate
-            log_dA = log_discrete_eigenvalues(dt.unsqueeze(-1) * self.continuous_A().to(torch.complex128),
-                                              self.discretization, self.alpha)
-            return vandermonde(sys.scale * sys.C * sys.dB, log_dA, L).to(self.param_dtype)
+            return super()._kernel_values(L, rate)            # the exponent in float64 (diagonal_system)
         dt = torch.exp(self.log_dt)
         if rate != 1.0:
             dt = dt * rate

@@ -268,7 +268,7 @@ class S4ND(Pretrained, nn.Module):
         C = sys.C
         if self._bandlimit is not None:
             C = C * self.bandlimit_mask(axis, rate).to(C.real.dtype)
-        k = sys.scale * vandermonde(C * sys.dB, sys.log_dA, L)          # (K, H, L)
+        k = (sys.scale * vandermonde(C * sys.dB, sys.exponent, L)).to(sys.dB.real.dtype)     # (K, H, L)
         check_result(self, k, f"kernel of axis {axis}")
         return k if self.two_sided[axis] else k[0]
 
@@ -334,13 +334,15 @@ class S4ND(Pretrained, nn.Module):
             log_dA, dB, C, scale = self._causal_system(rates[0])
             L = spatial[0]
             if state is not None:            # zero-input response: y_t += scale Re(C dA^{t+1} x_0)
-                zir = scale * vandermonde(C * torch.exp(log_dA) * state, log_dA, L)       # (B, *frame, H, L)
+                zir = scale * vandermonde(C * torch.exp(log_dA).to(dB.dtype) * state, log_dA, L)  # (B, *frame, H, L)
+                zir = zir.to(dB.real.dtype)  # log_dA may be complex128 (DiagonalSystem.exponent): sums in float64
                 y = y + zir.movedim(-1, 1)
             if return_state:                 # x_L = dA^L x_0 + sum_s dA^{L-1-s} dB v_s
                 v = self._frame_conv(u, rates[1:])                                        # (B, L, *frame, H)
-                new_state = dB * vandermonde_transpose(v.movedim(1, -1).flip(-1), log_dA)
+                v = v.movedim(1, -1).flip(-1).to(log_dA.real.dtype)
+                new_state = dB * vandermonde_transpose(v, log_dA).to(dB.dtype)
                 if state is not None:
-                    new_state = new_state + exp_scaled(log_dA, L) * state
+                    new_state = new_state + exp_scaled(log_dA, L).to(dB.dtype) * state
         y = y.to(in_dtype)                       # cast first: a float16 output that overflows is refused too
         check_result(self, (y, new_state), input=x, state=state)   # NaN/inf: names the input, state or parameters
         if return_state and new_state is not None:
@@ -388,19 +390,20 @@ class S4ND(Pretrained, nn.Module):
         u = x.to(self.param_dtype)
         log_dA, dB, C, scale = self._causal_system(rates[0])
         v = self._frame_conv(u.unsqueeze(1), rates[1:]).squeeze(1)
-        new_state = torch.exp(log_dA) * state + dB * v.unsqueeze(-1)
+        new_state = torch.exp(log_dA).to(dB.dtype) * state + dB * v.unsqueeze(-1)
         y = scale * (C * new_state).sum(-1).real + self.D * u
         y = y.to(x.dtype)                        # cast first: a float16 output that overflows is refused too
         check_result(self, (y, new_state), "step output", x=x, state=state)
         return y, new_state
 
     def _causal_system(self, rate: float) -> Tuple[Tensor, Tensor, Tensor, float]:
-        """``(log_dA, dB, C, scale)`` (H, M) of the first axis' S4D, C with the bandlimit mask."""
+        """``(log_dA, dB, C, scale)`` (H, M) of the first axis' S4D, C with the bandlimit mask; log_dA at its best
+        precision (:attr:`~statespaces.layers.base.DiagonalSystem.exponent`: complex128 under bilinear/GBT)."""
         sys = self._axis0.diagonal_system(rate)
         C = sys.C[0]
         if self._bandlimit is not None:
             C = C * self.bandlimit_mask(0, rate).to(C.real.dtype)
-        return sys.log_dA, sys.dB, C, sys.scale
+        return sys.exponent, sys.dB, C, sys.scale
 
     def _frame_conv(self, u: Tensor, rates: Sequence[float]) -> Tensor:
         """``K_rest * u_t`` for every frame of u (B, T, L_2, ..., L_D, H): the convolution over the

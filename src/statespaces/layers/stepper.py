@@ -183,7 +183,7 @@ class DiagonalStepper(LayerStepper):
         super().__init__(layer, batch_size, rate, dtype, device)
         with torch.no_grad():
             sys = layer.diagonal_system(self.rate)
-            dA = torch.exp(sys.log_dA)
+            dA = torch.exp(sys.exponent)
             _check_system(layer, dA.abs(), dA=dA, dB=sys.dB, C=sys.C)
             self.dA = self._cplx(dA)
             self.dB = self._cplx(sys.dB)
