@@ -72,3 +72,70 @@ def test_dropping_the_lengths_of_a_variable_length_problem_warns(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         assert len(ucr.load_ucr(folder / "Var_TRAIN.tsv").train.tensors) == 3
+
+
+# ---- second Python-API campaign (2026-12-07, afternoon): fit/evaluate on a user's own tensors ----
+
+def _pairs(task):
+    from statespaces.train.tasks import get_task
+
+    return get_task(task)
+
+
+def test_regression_targets_of_shape_n_by_1_are_one_target_per_example():
+    """y (B, 1) against predictions (B,) broadcast to a (B, B) error: the loss and R^2 were silently wrong (MSE
+    7.9 where the true MSE was 0.42)."""
+    task = _pairs("regression")
+    g = torch.Generator().manual_seed(0)
+    out, y = torch.randn(16, 1, generator=g), torch.randn(16, generator=g)
+    true = float(((out[:, 0] - y) ** 2).mean())
+    assert float(task.loss(out, y[:, None])) == pytest.approx(true)
+    assert task.hits(out, y[:, None]) == pytest.approx(true * 16)
+    with pytest.raises(ValueError, match=r"one output per example, \(B, 1\); got \(16, 4\)"):
+        task.loss(torch.randn(16, 4), y)       # the other three outputs were ignored
+    with pytest.raises(ValueError, match=r"targets must be \(B,\) or \(B, 1\)"):
+        task.loss(out, torch.randn(16, 2))
+    with pytest.raises(ValueError, match="regression targets must be floats"):
+        task.loss(out, torch.ones(16, dtype=torch.int64))
+
+
+def test_classification_labels_are_checked_in_fit_and_evaluate():
+    """Raw torch errors: "Target 7 is out of bounds.", "expected target dtype to be Long or Byte, but got Float"."""
+    task = _pairs("classification")
+    logits = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\) for a model with 3 outputs"):
+        task.loss(logits, torch.tensor([0, 1, 7, 2]))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        task.train_loss(logits, torch.tensor([0, -1, 1, 2]))
+    with pytest.raises(ValueError, match=r"integer class indices .* got dtype torch.float32 \(float targets: "
+                                         r"task='regression'\)"):
+        task.loss(logits, torch.tensor([0.0, 1.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"logits must be \(B, C\) and the labels \(B,\)"):
+        task.loss(logits, torch.tensor([[0], [1], [1], [2]]))
+    assert float(task.loss(logits, torch.tensor([0, 1, 1, 2], dtype=torch.int32))) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 1, 2]))))
+
+
+def test_evaluate_refuses_an_empty_loader():
+    """It returned {'loss': 0.0, 'acc': 0.0}, a perfect loss for no data (fit refused the same loader)."""
+    from statespaces.train.engine import evaluate
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="evaluate: the loader yields no example"):
+        evaluate(model, [])
+
+
+def test_resume_into_an_empty_folder_says_it_starts_a_new_run(tmp_path, capsys):
+    """train(cfg, resume=True) with a mistyped trainer.out started from scratch without a word."""
+    train(_tiny(tmp_path), resume=True, progress=False)
+    assert "holds no run yet; starting a new one" in capsys.readouterr().err
+    train(_tiny(tmp_path), resume=True, progress=False)
+    assert "holds no run yet" not in capsys.readouterr().err
+
+
+def test_a_refused_folder_names_the_python_spelling_too(tmp_path):
+    from statespaces.train.run import RunExistsError
+
+    train(_tiny(tmp_path), progress=False)
+    with pytest.raises(RunExistsError, match=r"--resume \(Python: train\(cfg, resume=True\)\)"):
+        train(_tiny(tmp_path), progress=False)

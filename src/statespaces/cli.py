@@ -363,7 +363,7 @@ def _train(args, overrides: List[Tuple[str, str]]) -> int:
             if args.preset is None and args.config is None and not given:
                 raise FileNotFoundError(f"--resume: {out} holds no run to resume (no checkpoint, no run.json); "
                                         "start one without --resume")
-            say(f"note: {out} holds no run yet; starting a new one", file=sys.stderr)
+            # train() says "note: ... holds no run yet; starting a new one"
         else:
             stored, source = found
             cfg = resume_config(stored, out, args.preset, args.config, overrides).override("trainer.out", out)

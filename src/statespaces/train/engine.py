@@ -250,5 +250,8 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device = _CPU,
             y = task.unpack(batch, device)[1]
             ys.append(upcast_half(y) if y.is_floating_point() else y.float())   # float64 keeps its digits
     model.train(was_training)
+    if not sums["count"]:
+        raise ValueError("evaluate: the loader yields no example; a loss and score of nothing would read as "
+                         "a perfect 0.0")
     targets = torch.cat(ys) if ys else None
     return task.summary(sums, targets)

@@ -35,6 +35,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -471,7 +472,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     """Train ``cfg`` and return the final summary (also written to ``<out>/summary.json``).
 
     With ``resume=True``, training continues from the newest valid checkpoint of this run in
-    ``<out>`` and produces the same result as an uninterrupted run with the same config. Without
+    ``<out>`` and produces the same result as an uninterrupted run with the same config (a folder that holds
+    no run yet gets a new one, with a note on stderr). Without
     it, a folder that already holds checkpoints is refused (:class:`RunExistsError`), unless
     ``replace=True``, which deletes that run's outputs (:data:`RUN_OUTPUTS`) first. ``announce()`` is called
     once the data, the model and the folder are ready, just before the first step (the command line prints
@@ -480,7 +482,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, replace
     cfg = cfg.validated()
     t_cfg = cfg.trainer
     check_tensorboard(t_cfg.tensorboard)          # a missing package is named before the run takes its folder
+    fresh = resume and stored_config(t_cfg.out) is None
     run = Run(t_cfg.out, t_cfg.keep_last, resume=resume, replace=replace, device=t_cfg.device)
+    if fresh and run.main:                        # a typo in trainer.out must not pass for a resume
+        print(f"note: {t_cfg.out} holds no run yet; starting a new one", file=sys.stderr)
     try:
         return _train_in(run, cfg, resume, progress, announce)
     finally:

@@ -314,8 +314,8 @@ def _check_out_folder(out: Path, ckpts: "_Checkpoints", resume: bool, replace: b
     held = ckpts.entries()
     if held or ckpts.best.exists():
         what = f"checkpoints up to step {held[0][0]}" if held else "a best/ checkpoint"
-        raise RunExistsError(f"{out} already holds a run ({what}); continue it with --resume, or choose another "
-                             "--trainer.out")
+        raise RunExistsError(f"{out} already holds a run ({what}); continue it with --resume (Python: train(cfg, "
+                             "resume=True)), or choose another --trainer.out (cfg.trainer.out)")
 
 
 
@@ -453,7 +453,8 @@ class Run:
                 what = "; ".join(f"{k} = {a!r} there, {b!r} here" for k, (a, b) in conflicts.items())
                 raise ConfigError(
                     f"the run in {self.out} was written with a different config ({what}); resume with its settings "
-                    "(statespaces train --trainer.out DIR --resume reads them), or choose a new --trainer.out"
+                    "(statespaces train --trainer.out DIR --resume reads them; Python: "
+                    "statespaces.train.loop.stored_config(DIR)), or choose a new --trainer.out"
                 )
             if check is not None:
                 check(meta)

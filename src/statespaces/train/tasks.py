@@ -166,10 +166,10 @@ class Classification(Task):
         self.label_smoothing = float(eps)
 
     def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-        return F.cross_entropy(upcast_half(out), y, reduction=reduction)
+        return _cross_entropy(out, y, reduction=reduction)
 
     def train_loss(self, out: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(upcast_half(out), y, label_smoothing=self.label_smoothing)
+        return _cross_entropy(out, y, label_smoothing=self.label_smoothing)
 
     def __repr__(self) -> str:
         eps = f"label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
@@ -177,6 +177,22 @@ class Classification(Task):
 
     def hits(self, out: Tensor, y: Tensor) -> float:
         return float((out.argmax(-1) == y).sum())
+
+
+def _cross_entropy(out: Tensor, y: Tensor, **kw: Any) -> Tensor:
+    """``F.cross_entropy`` of logits (B, C) against labels (B,), the pair checked first (shapes and dtype: no host
+    sync); a label outside [0, C) is named in the error that cross_entropy raises (on CPU)."""
+    if out.dim() != 2 or y.dim() != 1 or y.shape[0] != out.shape[0]:
+        raise ValueError(f"classification: the model's logits must be (B, C) and the labels (B,); got logits "
+                         f"{tuple(out.shape)} and labels {tuple(y.shape)}")
+    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise ValueError(f"classification: labels must be integer class indices (int64) in [0, {out.shape[1]}); "
+                         f"got dtype {y.dtype} (float targets: task='regression')")
+    try:
+        return F.cross_entropy(upcast_half(out), y.long(), **kw)
+    except IndexError as e:                       # CPU: "Target 7 is out of bounds."
+        raise ValueError(f"classification: labels must be in [0, {out.shape[1]}) for a model with {out.shape[1]} "
+                         f"outputs (n_classes / d_output); {e}") from None
 
 
 class _R2Task(Task):
@@ -203,21 +219,37 @@ class _R2Task(Task):
 
 
 class Regression(_R2Task):
-    """MSE of the first output channel (B, 1) against float targets (B,); score: R^2 = 1 - SSE / SST."""
+    """MSE of the output (B, 1) against float targets (B,) or (B, 1); score: R^2 = 1 - SSE / SST."""
 
     name = "regression"
 
     def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-        return F.mse_loss(*_in_output_precision(out[:, 0], y), reduction=reduction)
+        return F.mse_loss(*_regression_pair(out, y), reduction=reduction)
 
     def hits(self, out: Tensor, y: Tensor) -> float:
         """Sum of squared errors (turned into R^2 by :meth:`score`)."""
-        o, t = _in_output_precision(out[:, 0], y)
+        o, t = _regression_pair(out, y)
         return float(((o - t) ** 2).sum())
 
     def running_score(self, hits: float, seen: int, dataset) -> float:
         """R^2 of the epoch: mean squared error over the variance of the dataset's targets."""
         return 1.0 - hits / seen / float(target_variance(dataset))
+
+
+def _regression_pair(out: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
+    """Predictions (B,) and targets (B,) of :class:`Regression` from outputs (B, 1) and targets (B,) or (B, 1).
+    Anything else is refused: a (B, 1) target against (B,) predictions broadcast to a (B, B) error matrix, and a
+    model with several outputs had all but the first ignored."""
+    if out.dim() != 2 or out.shape[1] != 1:
+        raise ValueError(f"regression: the model must give one output per example, (B, 1); got {tuple(out.shape)} "
+                         "(build it with d_output = 1)")
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.dim() != 1 or y.shape[0] != out.shape[0]:
+        raise ValueError(f"regression: targets must be (B,) or (B, 1), one per example; got {tuple(y.shape)} for "
+                         f"{out.shape[0]} outputs")
+    _check_float_targets(y, "regression")
+    return _in_output_precision(out[:, 0], y)
 
 
 def _in_output_precision(out: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
