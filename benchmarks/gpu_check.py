@@ -31,7 +31,8 @@ by a time limit keeps what it measured. Default order: kernels, layers, timing, 
    this card's compute capability and sm_80 / sm_90 (``statespaces.ops.triton._resources``).
 7. **fallbacks**: ``statespaces.backend.failed_ops()`` -- any Triton path that failed and fell back.
 
-On a machine without CUDA it prints a message and exits 2 (nothing checked; not a pass).
+On a machine without CUDA it prints a message and exits 2 (nothing checked; not a pass). It exits 1 when a section
+raised or the layers found a NaN error or a gradient missing on one side, 0 otherwise.
 
 ``--device cpu`` is a dry run of the harness before a GPU lease, on any machine: the same sections at the
 ``--quick`` sizes, on the CPU, where the library takes its PyTorch paths. kernels and layers really run against
@@ -51,7 +52,7 @@ import sys
 import time
 import traceback
 import warnings
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -63,6 +64,39 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     x, ref = x.detach().to(torch.complex128 if ref.is_complex() or x.is_complex() else torch.float64).cpu(), \
         ref.detach().to(torch.complex128 if ref.is_complex() or x.is_complex() else torch.float64).cpu()
     return float((x - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+
+
+def worst(values) -> Optional[float]:
+    """The largest error, NaN if any is NaN (Python's ``max`` skips a NaN that is not first); None if empty."""
+    values = list(values)
+    if not values:
+        return None
+    return float("nan") if any(math.isnan(v) for v in values) else max(values)
+
+
+def grad_errors(names, got, ref) -> Tuple[Dict[str, float], List[str]]:
+    """Per-parameter relative errors of the gradients ``got`` against ``ref``, and the names whose gradient is None
+    on one side only (a path that dropped a gradient)."""
+    errs, missing = {}, []
+    for n, p, q in zip(names, got, ref):
+        if p is not None and q is not None:
+            errs[n] = rel_err(p, q)
+        elif (p is None) != (q is None):
+            missing.append(f"{n}: {'none on the device path' if p is None else 'none in the float64 reference'}")
+    return errs, missing
+
+
+def failed_sections(results: Dict) -> List[str]:
+    """The sections that raised (``{"error": ...}``) or that found a NaN error or a missing gradient."""
+    bad = []
+    for name in SECTIONS:
+        r = results.get(name)
+        if isinstance(r, dict) and "error" in r:
+            bad.append(f"{name} (raised: {r['error'][:200]})")
+        elif isinstance(r, list) and any(isinstance(x, dict) and (x.get("missing_grads") or any(
+                isinstance(v, float) and math.isnan(v) for v in (x.get("fwd"), x.get("grad_max")))) for x in r):
+            bad.append(f"{name} (a NaN error or a missing gradient)")
+    return bad
 
 
 #: The sections, in their default order (``--sections`` picks and orders them).
@@ -385,9 +419,9 @@ def check_layers(quick: bool, device: str = "cuda") -> List[Dict]:
             G = torch.randn(yr.shape, dtype=torch.float64)
             gx = torch.autograd.grad(y, list(layer.parameters()), G.float().to(device), allow_unused=True)
             gr = torch.autograd.grad(yr, list(ref.parameters()), G, allow_unused=True)
-            errs = {n: rel_err(p, q) for (n, _), p, q in zip(layer.named_parameters(), gx, gr) if p is not None and q is not None}
-            out.append({"layer": name, "B": B, "L": L, "fwd": rel_err(y, yr), "grad_max": max(errs.values()) if errs else None,
-                        "grads": errs})
+            errs, missing = grad_errors([n for n, _ in layer.named_parameters()], gx, gr)
+            out.append({"layer": name, "B": B, "L": L, "fwd": rel_err(y, yr), "grad_max": worst(errs.values()),
+                        "grads": errs, **({"missing_grads": missing} if missing else {})})
     return out
 
 
@@ -815,6 +849,10 @@ def main(argv=None) -> int:
     if isinstance(results.get("resources"), dict) and "failures" in results["resources"]:
         print("resource failures:", results["resources"].get("failures"))
     print(f"wrote {a.out} ({results['wall_seconds']} s)")
+    bad = failed_sections(results)
+    if bad:                 # exit 1: a broken check must not read as a passing one (gpu_session.sh passes it on)
+        print("gpu_check: FAILED sections: " + "; ".join(bad))
+        return 1
     return 0
 
 

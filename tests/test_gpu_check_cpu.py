@@ -154,3 +154,25 @@ def test_gpu_check_stateful_timing_case_is_the_same_function_on_both_routes(gpu_
         (gb,) = torch.autograd.grad(b, x)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-5)
+
+
+def test_gpu_check_fails_when_a_section_raises_or_a_gradient_is_nan_or_missing(gpu_check, monkeypatch, tmp_path,
+                                                                                 capsys):
+    """It exited 0 with a section's exception in the JSON; Python's max skipped a NaN gradient error that was not
+    first; a gradient None on the device path only was dropped from the report."""
+    nan = float("nan")
+    assert gpu_check.worst([1e-6, nan, 2e-6]) != gpu_check.worst([1e-6, nan, 2e-6])        # NaN, wherever it sits
+    assert gpu_check.worst([1e-6, 2e-6]) == 2e-6 and gpu_check.worst([]) is None
+    g = torch.ones(2)
+    errs, missing = gpu_check.grad_errors(["a", "b", "c"], [g, None, None], [g, g, None])
+    assert errs == {"a": 0.0} and missing == ["b: none on the device path"]
+    assert gpu_check.failed_sections({"layers": [{"fwd": 1e-7, "grad_max": nan}]})
+    assert gpu_check.failed_sections({"layers": [{"fwd": 1e-7, "grad_max": 1e-6, "missing_grads": ["b"]}]})
+    assert not gpu_check.failed_sections({"layers": [{"fwd": 1e-7, "grad_max": 1e-6}], "kernels": []})
+
+    def broken(*a, **k):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(gpu_check, "check_layers", broken)
+    rc = gpu_check.main(["--device", "cpu", "--sections", "layers", "--out", str(tmp_path / "x.json")])
+    assert rc == 1 and "FAILED sections: layers (raised: RuntimeError: simulated failure)" in capsys.readouterr().out
