@@ -84,3 +84,35 @@ def test_fast_paths_equal_the_ref_backend(seed):
         for i, (a, b) in enumerate(zip(fast, ref)):
             scale = b.abs().max().item()
             assert (a - b).abs().max().item() <= 1e-7 * scale + 1e-10, f"item {i} of {case}"
+
+
+def test_force_triton_without_the_interpreter_says_how_to_run_it(monkeypatch):
+    """Without a GPU and without TRITON_INTERPRET=1, the first kernel failed with Triton's "0 active drivers ([]).
+    There should only be one."; with the interpreter, NumPy >= 2.4 broke every kernel unless the private
+    patch_interpreter() had been called."""
+    from statespaces import backend
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: force_triton needs no interpreter here")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(RuntimeError, match="set TRITON_INTERPRET=1 in the environment"):
+        with backend.force_triton():
+            pass
+    with backend.force_triton(False):       # switching it off needs nothing
+        pass
+    assert "failed_ops" in backend.__all__ and "patch_interpreter" in backend.__all__
+
+
+def test_force_triton_under_the_interpreter_patches_it_for_numpy(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import triton.runtime.interpreter as interp\n"
+            "from statespaces import backend\n"
+            "assert not getattr(interp, '_statespaces_index_fix', False)\n"
+            "with backend.force_triton():\n"
+            "    assert interp._statespaces_index_fix\n")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    pytest.importorskip("triton")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]

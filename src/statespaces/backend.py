@@ -70,7 +70,8 @@ Tensor = torch.Tensor
 __all__ = [
     "BACKENDS", "get_backend", "set_backend", "use_backend", "choose", "attempt", "triton_available",
     "force_triton", "triton_failed", "TritonFallbackWarning", "REAL", "COMPLEX", "fallback_op",
-    "register_twin", "backward_with_fallback", "twin_gradients", "first_order", "transforming",
+    "register_twin", "backward_with_fallback", "twin_gradients", "first_order", "transforming", "failed_ops",
+    "patch_interpreter",
 ]
 
 BACKENDS = ("auto", "torch", "ref")
@@ -143,14 +144,42 @@ def use_backend(name: str) -> Iterator[None]:
 @contextlib.contextmanager
 def force_triton(enabled: bool = True) -> Iterator[None]:
     """Within this block CPU tensors go to the Triton kernels (for ``TRITON_INTERPRET=1`` tests) and
-    kernel errors propagate instead of falling back."""
+    kernel errors propagate instead of falling back. On a machine without CUDA it needs the interpreter
+    (``TRITON_INTERPRET=1`` set before ``triton`` is imported), and patches it for NumPy >= 2.4
+    (:func:`patch_interpreter`)."""
     global FORCE_TRITON
+    if enabled and os.environ.get("TRITON_INTERPRET") == "1":
+        if triton_available():
+            patch_interpreter()
+    elif enabled and not torch.cuda.is_available():
+        raise RuntimeError("force_triton(): without a GPU the Triton kernels run only under the interpreter; set "
+                           "TRITON_INTERPRET=1 in the environment before triton is imported (Triton's own error "
+                           "without it: '0 active drivers')")
     before = FORCE_TRITON
     FORCE_TRITON = enabled
     try:
         yield
     finally:
         FORCE_TRITON = before
+
+
+def patch_interpreter() -> None:
+    """Make the Triton interpreter (``TRITON_INTERPRET=1``) work with NumPy >= 2.4, which refuses ``int()`` of
+    a 1-element 1-d array: the Triton 3.6 interpreter does that for scalar kernel arguments used in a Python
+    ``range``. Compiled kernels are unaffected. Patched once per process; called by :func:`force_triton` under the
+    interpreter, and by the interpreter tests and ``benchmarks/host_census.py``."""
+    import triton.runtime.interpreter as interp
+
+    if not hasattr(interp, "_patch_lang_tensor") or getattr(interp, "_statespaces_index_fix", False):
+        return
+    orig = interp._patch_lang_tensor
+
+    def patched(tensor, scope):
+        orig(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    interp._patch_lang_tensor = patched
+    interp._statespaces_index_fix = True
 
 
 def _warn_once(key: str, message: str) -> None:

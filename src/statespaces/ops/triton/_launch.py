@@ -22,6 +22,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import torch
 
+from ...backend import patch_interpreter  # noqa: F401  (re-exported: the interpreter tests import it here)
+
 Tensor = torch.Tensor
 
 __all__ = ["Config", "signature", "pow2_domain", "step_buffers", "contiguous", "real_view", "patch_interpreter"]
@@ -164,20 +166,3 @@ def real_view(t: Tensor) -> Tensor:
     return torch.view_as_real(contiguous(t.resolve_conj() if t.is_conj() else t))
 
 
-def patch_interpreter() -> None:
-    """Make the Triton interpreter (``TRITON_INTERPRET=1``) work with NumPy >= 2.4, which refuses ``int()`` of
-    a 1-element 1-d array: the Triton 3.6 interpreter does that for scalar kernel arguments used in a Python
-    ``range``. Compiled kernels are unaffected. Patched once per process; call after ``import triton`` with the
-    interpreter on (the interpreter tests, ``benchmarks/host_census.py``)."""
-    import triton.runtime.interpreter as interp
-
-    if not hasattr(interp, "_patch_lang_tensor") or getattr(interp, "_statespaces_index_fix", False):
-        return
-    orig = interp._patch_lang_tensor
-
-    def patched(tensor, scope):
-        orig(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    interp._patch_lang_tensor = patched
-    interp._statespaces_index_fix = True
