@@ -76,7 +76,7 @@ def _best_time(layer: nn.Module, x: Tensor, reps: int) -> Tuple[float, int]:
 
 @claim("A6", "Naive SSM vs S4: time and memory of one layer grow apart with H (Table 7.8)", "A", timed=True)
 def a6(quick: bool, out: Path) -> Result:
-    """Table 7.8: naive SSM (dense dA, N = H, Krylov materialized) vs S4D / S4 with N = H/4."""
+    """Table 7.8: naive SSM (dense dA, N = H, Krylov materialized) vs S4D / S4 (Cauchy route) with N = H/4."""
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # §11 proposes L = 1024 (or 256); the naive backward at H = 512 takes ~0.8 s per time step on
@@ -86,7 +86,8 @@ def a6(quick: bool, out: Path) -> Result:
     builders: Dict[str, Callable[[int], nn.Module]] = {
         "naive": lambda H: NaiveSSM(H, H),
         "s4d": lambda H: S4D(H, H // 4, init="legs", seed=0),
-        "s4": lambda H: S4(H, H // 4, init="legs", seed=0),
+        # the thesis' S4 (and the official layer's): C~ learned for the length, kernel by Cauchy + FFT, no dA^L
+        "s4": lambda H: S4(H, H // 4, init="legs", l_max=L, seed=0),
     }
     res: Dict[str, Dict[int, Tuple[float, int]]] = {k: {} for k in builders}
     for H in Hs:
@@ -98,9 +99,11 @@ def a6(quick: bool, out: Path) -> Result:
             del layer
     speed = {k: {H: res["naive"][H][0] / res[k][H][0] for H in Hs} for k in ("s4d", "s4")}
     mem = {k: {H: res["naive"][H][1] / res[k][H][1] for H in Hs} for k in ("s4d", "s4")}
-    grows = all(a < b for a, b in zip([speed["s4d"][H] for H in Hs], [speed["s4d"][H] for H in Hs][1:])) and \
-        all(a < b for a, b in zip([mem["s4d"][H] for H in Hs], [mem["s4d"][H] for H in Hs][1:]))
-    mem_ok = mem["s4d"][512] >= 10
+    def increasing(r: Dict[int, float]) -> bool:
+        return all(r[a] < r[b] for a, b in zip(Hs, Hs[1:]))
+
+    grows = all(increasing(speed[k]) and increasing(mem[k]) for k in ("s4d", "s4"))
+    mem_ok = all(mem[k][512] >= 10 for k in ("s4d", "s4"))
     method = "torch.cuda.max_memory_allocated" if device == "cuda" else \
         "saved-for-backward storages + params + grads + output (saved_tensors_hooks)"
 
@@ -112,14 +115,15 @@ def a6(quick: bool, out: Path) -> Result:
         ours=f"naive vs S4D speed {fmt('s4d')}; vs S4 (DPLR) speed {fmt('s4')} "
              f"({device}, L={L}, batch 1, fwd+bwd; memory = {method})",
         passed=grows and mem_ok,
-        criterion="naive/S4D time and memory ratios grow with H; memory ratio >= 10x at H = 512 "
-                  "(time ratios are wall-clock; the memory ratio is deterministic)",
+        criterion="naive/S4 (DPLR, Cauchy kernel) and naive/S4D time and memory ratios grow with H; memory ratios "
+                  ">= 10x at H = 512 (time ratios are wall-clock; the memory ratios are deterministic)",
         details=dict(
             L=L, Hs=Hs, device=device, memory_method=method, state_sizes="naive N = H, S4/S4D N = H/4",
             seconds={k: {H: v[0] for H, v in d.items()} for k, d in res.items()},
             bytes={k: {H: v[1] for H, v in d.items()} for k, d in res.items()},
             speed_ratio=speed, memory_ratio=mem, ratios_grow=grows, memory_ratio_ok=mem_ok,
-            note="our S4 layer also backpropagates through dA^L (O(H N^2 log L) memory, a design choice of "
-                 "statespaces.layers.s4); the verdict uses S4D",
+            note="S4 as in the thesis and the official layer: C~ learned for the length (l_max = L), its kernel by "
+                 "the Cauchy algorithm; without l_max our S4 forms c^T dA^L by squarings (O(H N^2 log L) memory), "
+                 "and on the CPU its stateless kernel comes from dense powers (statespaces.layers.s4)",
         ),
     )
