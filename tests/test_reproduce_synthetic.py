@@ -85,3 +85,19 @@ def test_forecaster_shape():
     m = SSMForecaster(2, 7, d_model=8, n_layers=1, layer=dict(kind="s4d", d_state=8))
     assert m(torch.randn(3, 20, 2)).shape == (3, 7, 2)
     assert m.masked_input(torch.randn(3, 20, 2)).shape == (3, 27, 3)
+
+
+def test_a7_cached_transformer_step_equals_its_causal_forward():
+    """The Transformer baseline of A7: a step on the caches gives what the full causal pass gives at that position."""
+    from statespaces.reproduce.claims_speed import _CachedDecoder
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    dec = _CachedDecoder(16, depth=2, heads=4, max_len=12).double().eval()
+    with torch.no_grad():
+        full = dec.prefill(x)
+        dec.prefill(x[:, :7])
+        y7 = dec.step(x[:, 7])
+        y8 = dec.step(x[:, 8])
+    torch.testing.assert_close(y7, full[:, 7], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y8, full[:, 8], rtol=1e-12, atol=1e-12)
