@@ -316,3 +316,38 @@ def test_oscillator_accessors_check_the_rate():
         for bad, err in ((-1.0, ValueError), (0, ValueError), (float("nan"), ValueError), ("a", TypeError)):
             with pytest.raises(err, match="rate"):
                 fn(bad)
+
+
+def test_the_first_interval_of_timestamps_survives_large_times():
+    """The first interval was formed as t0 - (t0 - first): 2.0 instead of 1.0 at float32 t0 = 3e7, and 0 (refused as
+    "not strictly increasing") at float32 Unix seconds (1.7e9) or float64 t0 = 1e17."""
+    from statespaces.layers.irregular import intervals_from_timestamps
+
+    for t0, dtype in ((3e7, torch.float32), (1.7e9, torch.float32), (1e17, torch.float64)):
+        ts = t0 + torch.tensor([[0.0, 256.0, 512.0]], dtype=torch.float64)
+        d = intervals_from_timestamps(ts.to(dtype))
+        assert d[0, 0] == 1.0, (t0, d)
+        d = intervals_from_timestamps(ts.to(dtype), first=256.0)
+        assert d[0, 0] == 256.0
+
+
+@pytest.mark.parametrize("kind", ["linoss", "dlinoss"])
+def test_imex_with_a_constant_interval_accepts_a_padded_batch(kind):
+    """Padded steps became interval 1, so a row of 2s padded with 1s read as varying and IMEX refused a batch whose
+    examples it accepted one by one."""
+    from statespaces.models import SequenceClassifier
+
+    torch.manual_seed(0)
+    model = SequenceClassifier(2, 3, d_model=4, n_layers=1, layer={"kind": kind, "n_oscillators": 2,
+                                                                    "discretization": "IMEX"}).double().eval()
+    x = torch.randn(2, 6, 2, dtype=torch.float64)
+    lengths = torch.tensor([6, 4])
+    dt = torch.full((2, 6), 2.0, dtype=torch.float64)
+    dt[1, 4:] = 0.0                                  # padding, as padding usually is
+    with torch.no_grad():
+        both = model(x, lengths=lengths, dt=dt)
+        alone = model(x[1:, :4], dt=dt[1:, :4])
+    torch.testing.assert_close(both[1:], alone, rtol=1e-12, atol=1e-12)
+    ts = torch.cumsum(torch.full((1, 6), 2.0, dtype=torch.float64), 1)
+    with pytest.raises(ValueError, match="pass rate=c for a spacing c"):
+        model(x[:1], timestamps=ts)

@@ -28,16 +28,24 @@ def intervals_from_timestamps(timestamps: Tensor, first: float = 1.0, mask: Opti
 
     Raises ``ValueError`` unless every row is strictly increasing (a repeated or reversed time
     stamp is a zero or negative interval). ``mask`` (B, L) bool, True at the valid steps of a right-padded
-    batch: only those are checked, and the padded steps get interval 1 (they are never read).
+    batch: only those are checked, and the padded steps get the row's first interval (they are never read; a
+    layer that needs one interval per row, IMEX, sees none vary there).
     """
     first = check_real("first", first, what="positive finite number (interval before the first sample)")
     ts = _check_tensor("timestamps", timestamps)
-    d = torch.diff(ts, dim=1, prepend=ts[:, :1] - first)
+    # the first interval is ``first`` itself: t0 - (t0 - first) rounds it away at large t0 (float32 Unix seconds:
+    # 1.7e9 - 1 == 1.7e9, an interval of 0)
+    d = torch.cat([torch.full_like(ts[:, :1], first), torch.diff(ts, dim=1)], 1)
     if mask is not None:
-        d = torch.where(mask, d, torch.ones((), dtype=d.dtype, device=d.device))
+        d = _pad_with_first(d, mask)
     _check_positive("timestamps", d, "every row must be strictly increasing (sample times in units of the "
                     "nominal step); sort the samples or drop repeated time stamps")
     return d
+
+
+def _pad_with_first(d: Tensor, mask: Tensor) -> Tensor:
+    """``d`` with its padded steps (``mask`` False) set to the row's first interval."""
+    return torch.where(mask, d, d[:, :1])
 
 
 def _check_tensor(name: str, t: object) -> Tensor:
@@ -63,7 +71,7 @@ def check_intervals(x: Tensor, dt: Optional[Tensor], timestamps: Optional[Tensor
     """The per-step multipliers (B, L) for input x (B, L, H) in the dtype and device of x, or None
     (regular sampling). Exactly one of ``dt``/``timestamps`` may be given. ``mask`` (B, L) bool, True at the
     valid steps of a right-padded batch: the padding of ``dt`` / ``timestamps`` (zeros, as padding usually is) is
-    not checked and becomes interval 1, which no valid step reads."""
+    not checked and becomes the row's first interval, which no valid step reads."""
     if dt is None and timestamps is None:
         return None
     if dt is not None and timestamps is not None:
@@ -78,6 +86,6 @@ def check_intervals(x: Tensor, dt: Optional[Tensor], timestamps: Optional[Tensor
     if timestamps is not None:
         return intervals_from_timestamps(d, mask=mask)
     if mask is not None:
-        d = torch.where(mask, d, torch.ones((), dtype=d.dtype, device=d.device))
+        d = _pad_with_first(d, mask)
     _check_positive("dt", d, "each entry multiplies the learned step of one interval and must be > 0")
     return d

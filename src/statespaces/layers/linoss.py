@@ -647,7 +647,8 @@ class LinOSS(SSMLayer):
             raise ValueError(f"irregular sampling with discretization='IMEX': each IMEX step is stable, but a product "
                              f"of steps of different sizes is not (parametric growth: a 10% jitter of the steps grew a "
                              f"D-LinOSS response to 1e26); use discretization='IM' for irregularly sampled data "
-                             f"({type(self).__name__}(..., discretization='IM'))")
+                             f"({type(self).__name__}(..., discretization='IM')). Evenly spaced samples are a rate: "
+                             f"pass rate=c for a spacing c (timestamps= starts every row with an interval of 1)")
         return steps
 
     @public

@@ -207,8 +207,9 @@ class S4D(DiagonalSSM):
         Bc = tie_channels(as_complex(self.B), self.d_model)
         dA, dB = discretize_diagonal(A, Bc, dt, self.discretization, self.alpha)
         if self.discretization == "forward_euler":
-            refuse_if(dA.abs() >= 1, "forward Euler is unstable here (|1 + dt*A| >= 1 for {n} modes); lower dt_max "
-                      "or use discretization='zoh'/'bilinear'")
+            refuse_if(dA.abs() >= 1, "forward Euler is unstable here (|1 + dt*A| >= 1 for {n} modes: dt too large, "
+                      "or so small that 1 + dt*A rounds to modulus 1); lower dt_max (the step is exp(log_dt) x rate "
+                      "x the dt=/timestamps= intervals) or use discretization='zoh'/'bilinear'")
         elif self.discretization == "gbt" and self.alpha is not None and self.alpha < 0.5:
             # GBT maps the left half-plane into the unit disc only for alpha >= 1/2 (app. A.1.4); below, as
             # forward Euler (alpha = 0), a large dt |A| leaves it
