@@ -28,7 +28,7 @@ import contextlib
 import time
 
 import torch
-from common import LAYER_FLOOR, layer_floor, machine, positive_int, run, timeit
+from common import LAYER_FLOOR, layer_floor, machine, positive_int, run, timeit, timing_line
 
 import statespaces.layers.linoss as linoss_module
 from statespaces import S4, S4D, LinOSS
@@ -86,11 +86,11 @@ FLOOR_HEAD = f" {'floor ms':>9} {'best/floor':>11}"
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--d-state", type=int, default=64)
-    p.add_argument("--lengths", type=int, nargs="+", default=[1024, 8192])
-    p.add_argument("--chunks", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--d-model", type=positive_int, default=128)
+    p.add_argument("--d-state", type=positive_int, default=64)
+    p.add_argument("--lengths", type=positive_int, nargs="+", default=[1024, 8192])
+    p.add_argument("--chunks", type=positive_int, nargs="+", default=[64, 128])
     p.add_argument("--repeat", type=positive_int, default=3)
     p.add_argument("--layers", choices=("all", "s4", "linoss"), default="all",
                    help="all rows, or the S4 (LinOSS) rows only")
@@ -107,6 +107,7 @@ def main() -> None:
     B, H, N = args.batch, args.d_model, args.d_state
     print(f"chunked vs FFT, B={B} H={H} N={N}, one thread; {machine()}")
     print(LAYER_FLOOR)
+    print(timing_line(args.clock, f"median of {args.repeat} calls after 1 warm-up; floor median of {max(5, args.repeat)}"))
     if args.layers == "all":
         print(f"{'layer':>16} {'L':>6} {'pass':>8} {'ref ms':>9} "
               + " ".join(f"{'T=' + str(T) + ' ms':>10}" for T in args.chunks) + f" {'best ratio':>10}" + FLOOR_HEAD)

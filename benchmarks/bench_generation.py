@@ -41,7 +41,7 @@ from statespaces.layers.registry import available_layers
 from statespaces.models.lm import SSMLanguageModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))       # benchmarks/common.py from any working directory
-from common import machine, run, step_floor  # noqa: E402
+from common import machine, positive_int, run, step_floor, timing_line  # noqa: E402
 
 
 def build(kind: str, d_model: int, n_layers: int, d_state: int) -> SSMLanguageModel:
@@ -135,6 +135,8 @@ def stepper_table(kinds, args) -> None:
     print(f"# one recurrent step, eager vs stepper ({machine()}); H={args.d_model}, {args.n_layers} blocks, "
           f"N={args.d_state}; steps/s, best of 3 runs of {args.steps} steps; generate: tokens/s over "
           f"{args.lengths[0]}; {FLOOR_NOTE}; ours/floor: the stepper's time per step over the floor's")
+    print(timing_line("wall", f"step/s: min of 3 runs of {args.steps} steps after 1 warm-up run; generate: one call of "
+                      f"{args.lengths[0]} tokens after an 8-token warm-up call; floor median of 5"))
     print("| model | batch | eager step/s | stepper step/s | ratio | generate eager tok/s | generate stepper tok/s "
           "| ratio | floor step/s | ours/floor |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -152,16 +154,16 @@ def stepper_table(kinds, args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--lengths", type=int, nargs="+", default=[256, 1024])
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    ap.add_argument("--lengths", type=positive_int, nargs="+", default=[256, 1024])
+    ap.add_argument("--batches", type=positive_int, nargs="+", default=[1, 64])
     ap.add_argument("--layers", nargs="+", default=None, help="default: every available layer + sashimi-s4d")
-    ap.add_argument("--d-model", type=int, default=64)
-    ap.add_argument("--n-layers", type=int, default=4)
-    ap.add_argument("--d-state", type=int, default=64)
-    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--d-model", type=positive_int, default=64)
+    ap.add_argument("--n-layers", type=positive_int, default=4)
+    ap.add_argument("--d-state", type=positive_int, default=64)
+    ap.add_argument("--samples", type=positive_int, default=16)
     ap.add_argument("--exact", action="store_true", help="run the full conv re-run loop instead of estimating")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=200, help="steps per timing of the stepper table")
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--steps", type=positive_int, default=200, help="steps per timing of the stepper table")
     ap.add_argument("--stepper-only", action="store_true", help="only the eager-vs-stepper table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -172,6 +174,9 @@ def main() -> None:
     print(f"# generation speed ({machine()}); H={args.d_model}, {args.n_layers} blocks, N={args.d_state}, "
           f"conv re-run {'exact' if args.exact else f'estimated from {args.samples} prefix lengths'}; {FLOOR_NOTE}; "
           "ours/floor: recurrent time per token over the floor's")
+    print(timing_line("wall", "recurrent: one generate call after an 8-token warm-up call; conv re-run: one call per "
+                      + ("prefix length" if args.exact else f"sampled prefix length ({args.samples})")
+                      + " after one warm-up call; floor median of 5"))
     print("| model | batch | L | recurrent tok/s | conv re-run tok/s | speed-up | floor tok/s | ours/floor |")
     print("|---|---|---|---|---|---|---|---|")
     for kind in kinds:

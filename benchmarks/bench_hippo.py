@@ -18,7 +18,7 @@ import argparse
 import time
 
 import torch
-from common import copy_floor, machine, run
+from common import copy_floor, machine, positive_int, run, timing_line
 
 from statespaces.hippo import legs_step_dense, legs_step_fast, transition
 from statespaces.hippo.legs_fast import legs_gbt_coefficients
@@ -35,10 +35,12 @@ def per_step(fn, min_time: float = 0.3, max_reps: int = 2000) -> float:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--Ns", type=int, nargs="+", default=[64, 256, 1024, 2048, 4096])
+    ap.add_argument("--Ns", type=positive_int, nargs="+", default=[64, 256, 1024, 2048, 4096])
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     print(f"machine: {machine()}; floor: one float64 copy of the state (N read, N written) per step")
+    print(timing_line("wall", "mean per step over back-to-back calls for 0.3 s or 2000 calls, whichever comes first, "
+                      "after 1 warm-up call; floor median of 5 copies"))
     print("| N | fast O(N) [us/step] | dense LSI [us/step] | dense matvec [us/step] | dense LSI / fast | matvec / fast "
           "| floor [us/step] | fast / floor |")
     print("|---|---|---|---|---|---|---|---|")

@@ -31,7 +31,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, positive_int, run  # noqa: E402
+from common import machine, nonneg_int, positive_int, run, timing_line  # noqa: E402
 
 from statespaces import S4D  # noqa: E402
 from statespaces.kernels import dispatch, vandermonde, vandermonde_naive  # noqa: E402
@@ -41,6 +41,11 @@ try:
     from statespaces.kernels.cauchy import cauchy, cauchy_naive
 except ImportError:  # pragma: no cover
     cauchy = cauchy_naive = None
+
+
+#: The scan rows' own batch and width: their naive twin is a Python loop over L on a (B, H, L, N) complex tensor
+#: (268 MB at the default B=8, H=128, N=32, L=1024), so they keep a fixed small shape.
+SCAN_B, SCAN_H = 2, 8
 
 
 def sync(dev: str) -> None:
@@ -91,17 +96,21 @@ def fwd_bwd(fn: Callable[..., torch.Tensor], *leaves: torch.Tensor):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (0: torch default)")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--modes", type=int, default=32, help="complex modes N (S4D d_state = 2N)")
-    p.add_argument("--lengths", type=int, nargs="+", default=[1024, 8192])
+    p.add_argument("--threads", type=nonneg_int, default=1, help="CPU intra-op threads (0: torch default)")
+    p.add_argument("--batch", type=positive_int, default=8, help="B (not the scan rows: fixed B=2)")
+    p.add_argument("--d-model", type=positive_int, default=128, help="H (not the scan rows: fixed H=8)")
+    p.add_argument("--modes", type=positive_int, default=32, help="complex modes N (S4D d_state = 2N)")
+    p.add_argument("--lengths", type=positive_int, nargs="+", default=[1024, 8192])
     p.add_argument("--repeat", type=positive_int, default=3)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=positive_int, default=3)
     p.add_argument("--skip-naive-above", type=int, default=1 << 15, help="skip a naive twin above this many (H N L) entries x 1e3")
     p.add_argument("--peer-s4", type=str, default=None, help="path to a local state-spaces/s4 models/s4/s4.py")
     p.add_argument("--json", type=str, default=None, help="also append one JSON line per row to this file")
     args = p.parse_args()
+    if args.peer_s4:
+        from bench_peers import check_official        # before any timing: a missing or wrong file is refused here
+
+        check_official(p, args.peer_s4, "--peer-s4")
     dev = args.device
     if dev == "cpu" and args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -111,10 +120,15 @@ def main() -> None:
     if args.peer_s4:
         from bench_peers import load_official        # with its stand-in for Lightning's rank_zero_only
 
-        peer = load_official(args.peer_s4)
+        peer = load_official(args.peer_s4, "--peer-s4")
 
     triton_on = dispatch.use_triton(torch.zeros(1, device=dev))
     print(f"{machine()}; device={dev}; triton path: {triton_on}; B={B} H={H} N={N} (complex modes)")
+    print(timing_line("wall", f"min over {args.rounds} rounds (scan: {max(1, args.rounds - 1)}) of the median of "
+                      f"{args.repeat} calls, after 1 warm-up call, ours/naive alternating"
+                      + (", synchronized around each call" if dev == "cuda" else "") + "; floor median of "
+                      f"{max(5, args.repeat)}"))
+    print(f"scan rows: fixed B={SCAN_B}, H={SCAN_H} (a (B, H, L, N) complex input; --batch and --d-model not applied)")
     print(f"{'op':<22} {'L':>6} {'ours ms':>9} {'naive ms':>9} {'naive/ours':>10} {'floor ms':>9} {'ours/floor':>10}")
     rows: List[dict] = []
 
@@ -144,7 +158,7 @@ def main() -> None:
         report("vandermonde", L, t, copy_floor(2 * 4 * H * L, dev, args.repeat))
 
         # -- diagonal scan, complex, LTI transitions: b (Bs, H, L, N) with a (H, 1, N)
-        Bs, Hs = 2, 8
+        Bs, Hs = SCAN_B, SCAN_H
         a = (0.99 * torch.exp(torch.complex(torch.zeros(Hs, 1, N), torch.rand(Hs, 1, N)))).to(dev).requires_grad_()
         b = torch.randn(Bs, Hs, L, N, dtype=torch.complex64, device=dev, requires_grad=True)
         fns = {"ours": fwd_bwd(dispatch.scan_diagonal, a, b)}

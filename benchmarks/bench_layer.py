@@ -20,7 +20,7 @@ import json
 import time
 
 import torch
-from common import layer_floor, machine, positive_int, run, timeit
+from common import layer_floor, machine, nonneg_int, positive_int, run, timeit
 
 from statespaces.layers.registry import make_layer
 
@@ -28,10 +28,10 @@ from statespaces.layers.registry import make_layer
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("spec", help='layer spec as JSON, e.g. \'{"kind": "s4", "bidirectional": true}\'')
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--length", type=int, default=1024)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--d-state", type=int, default=64, help="0: the layer's default")
+    p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--length", type=positive_int, default=1024)
+    p.add_argument("--d-model", type=positive_int, default=128)
+    p.add_argument("--d-state", type=nonneg_int, default=64, help="0: the layer's default")
     p.add_argument("--state", action="store_true", help="stateful call: state= and return_state=True")
     p.add_argument("--repeat", type=positive_int, default=9)
     p.add_argument("--seed", type=int, default=0)

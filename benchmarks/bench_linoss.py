@@ -15,7 +15,7 @@ import statistics
 import time
 
 import torch
-from common import machine, run
+from common import int_tuple, machine, run, timing_line
 
 from statespaces.layers.linoss import LinOSS
 
@@ -58,16 +58,16 @@ def bench(B: int, H: int, P: int, L: int, repeats: int, loop_repeats: int) -> No
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer timed calls (the same shapes)")
-    ap.add_argument("--shapes", nargs="+", default=["8,1024", "2,8192"], help="B,L pairs (H = 128, P = 64)")
+    ap.add_argument("--shapes", nargs="+", type=int_tuple("B,L"), default=[(8, 1024), (2, 8192)],
+                    help="B,L pairs (H = 128, P = 64)")
     args = ap.parse_args()
     r = 2 if args.quick else 5
-    for i, shape in enumerate(args.shapes):
-        parts = shape.split(",")
-        if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-            raise ValueError(f"--shapes {shape!r}: expected two positive integers B,L (e.g. 8,1024)")
-        B, L = (int(p) for p in parts)
+    loops0 = 2 if args.quick else 3
+    print(timing_line("wall", f"median of the timed calls after 1 warm-up: scan and conv {r} calls on the first shape, "
+                      f"{max(2, r // 2)} after; loop {loops0} on the first shape, 1 after; floor median of 20"))
+    for i, (B, L) in enumerate(args.shapes):
         first = i == 0
-        loops = (2 if args.quick else 3) if first else 1
+        loops = loops0 if first else 1
         bench(B, 128, 64, L, repeats=r if first else max(2, r // 2), loop_repeats=loops)
 
 

@@ -20,7 +20,7 @@ import time
 import warnings
 
 import torch
-from common import run
+from common import positive_int, run, timing_line
 
 from statespaces.layers import S4, S4D
 from statespaces.layers.modes import ModesAccuracyWarning
@@ -42,15 +42,17 @@ def build(init: str, N: int, dtype: torch.dtype) -> S4:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--N", type=int, nargs="+", default=[8, 16, 32, 64, 128])
+    ap.add_argument("--N", type=positive_int, nargs="+", default=[8, 16, 32, 64, 128])
     ap.add_argument("--init", nargs="+", default=["legs", "legt", "lagt", "fout", "rand"])
-    ap.add_argument("--L", type=int, default=512)
+    ap.add_argument("--L", type=positive_int, default=512)
     ap.add_argument("--built", choices=["float64", "float32"], default="float64",
                     help="dtype the layers are built in (then cast to float64)")
     args = ap.parse_args()
     dtype = torch.float64 if args.built == "float64" else torch.float32
     build("rand", 8, dtype).modes()                                   # warm-up: the first call loads LAPACK
     print(f"layers built in {args.built}; errors relative, float64 arithmetic, {args.L} lags")
+    print(timing_line("wall", "modes() ms: one call per row (its accuracy check included), after one warm-up "
+                      "modes() call on another layer"))
     print(f"{'init':6s} {'N':>4s} {'cond(V)':>9s} {'modes err':>10s} {'S4D err':>9s} {'kernel_error':>12s} "
           f"{'warned':>6s} {'modes() ms':>10s}")
     for init in args.init:

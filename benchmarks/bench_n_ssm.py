@@ -15,7 +15,7 @@ import argparse
 import time
 
 import torch
-from common import LAYER_FLOOR, layer_floor, machine, positive_int, run, timeit
+from common import LAYER_FLOOR, layer_floor, machine, positive_int, run, timeit, timing_line
 
 from statespaces import S4, S4D
 
@@ -36,12 +36,12 @@ def n_params(layer, names=None) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--d-state", type=int, default=64)
-    p.add_argument("--length", type=int, default=1024)
+    p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--d-model", type=positive_int, default=128)
+    p.add_argument("--d-state", type=positive_int, default=64)
+    p.add_argument("--length", type=positive_int, default=1024)
     p.add_argument("--repeat", type=positive_int, default=5)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=positive_int, default=3)
     p.add_argument("--clock", choices=["wall", "cpu"], default="cpu")
     args = p.parse_args()
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -52,6 +52,8 @@ def main() -> None:
     print(f"n_ssm fwd+bwd, B={args.batch} H={H} N={args.d_state} L={args.length}; {machine()}; {args.clock} clock")
     floor = layer_floor(x.numel(), grad=True, clock=clock, repeat=args.repeat)
     print(f"{LAYER_FLOOR}; fwd+bwd rows")
+    print(timing_line(args.clock, f"min over {args.rounds} rounds of the median of {args.repeat} calls after 1 warm-up, "
+                      f"n_ssm values alternating; floor median of {args.repeat}"))
     print(f"{'layer':>5} {'n_ssm':>6} {'params':>8} {'(A,B) params':>13} {'ms':>8} {'t/t(n_ssm=H)':>12} "
           f"{'floor ms':>9} "
           f"{'ours/floor':>11}")

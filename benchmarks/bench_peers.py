@@ -31,6 +31,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,18 +41,67 @@ from typing import Tuple
 
 import torch
 
-from common import copy_floor, machine, positive_int, run, sync, timeit
+from common import copy_floor, int_tuple, machine, nonneg_int, positive_int, run, sync, timeit, timing_line
 
 from statespaces import S4, S4D, LinOSS
 
 RUNNER = Path(__file__).with_name("_jax_linoss_runner.py")
 
 
-def load_official(path: str):
-    """Import the official ``s4.py`` from ``path`` with a stand-in for Lightning's ``rank_zero_only``."""
+#: What the scripts use from the official files: ``FFTConv`` (modes "diag" and "dplr") from state-spaces/s4's
+#: ``models/s4/s4.py``, ``LinOSSLayer`` from tk-rusch/linoss's ``models/LinOSS.py``.
+S4_CLASSES = ("class FFTConv", "class SSMKernelDiag", "class SSMKernelDPLR")
+LINOSS_CLASSES = ("class LinOSSLayer",)
+
+
+def official_file_problem(path: str, flag: str, classes, what: str) -> str:
+    """Why ``path`` (given as ``flag``) is not the official file ``what`` defining ``classes``; "" when it looks so.
+    Read as text, not imported: a wrong file is named before any timing and without its imports' errors."""
     file = Path(path)
     if not file.is_file():
-        raise SystemExit(f"--s4 {path}: no such file; copy models/s4/s4.py from a state-spaces/s4 checkout there")
+        return f"{flag} {path}: no such file; copy {what} there"
+    try:
+        text = file.read_text(errors="replace")
+    except OSError as e:
+        return f"{flag} {path}: cannot read it ({e.strerror})"
+    missing = [c.split()[1] for c in classes if c not in text]
+    if missing:
+        return f"{flag} {path}: this does not look like {what} (it defines no {', '.join(missing)})"
+    return ""
+
+
+def check_official(parser: argparse.ArgumentParser, path: str, flag: str = "--s4") -> None:
+    """Refuse (``parser.error``: one line, exit status 2) an ``s4.py`` that is missing or is not state-spaces/s4's."""
+    problem = official_file_problem(path, flag, S4_CLASSES, "state-spaces/s4's models/s4/s4.py")
+    if problem:
+        parser.error(problem)
+
+
+def check_linoss_peer(parser: argparse.ArgumentParser, path: str, python: str) -> None:
+    """Refuse a missing or wrong ``--linoss`` file, and a ``--jax-python`` that is not there or cannot import jax and
+    equinox, before anything is timed (the JAX runner would fail the same way on every row)."""
+    problem = official_file_problem(path, "--linoss", LINOSS_CLASSES, "tk-rusch/linoss's models/LinOSS.py")
+    if problem:
+        parser.error(problem)
+    exe = shutil.which(python) if os.sep not in python else (python if os.access(python, os.X_OK) else None)
+    if exe is None:
+        parser.error(f"--jax-python {python}: no such executable (a Python with jax and equinox installed)")
+    try:
+        out = subprocess.run([exe, "-c", "import jax, equinox"], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        parser.error(f"--jax-python {python}: could not run it ({type(e).__name__}: {e})")
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["exit status %d" % out.returncode])[-1]
+        parser.error(f"--jax-python {python}: cannot import jax and equinox ({last})")
+
+
+def load_official(path: str, flag: str = "--s4", needs=("class FFTConv",)):
+    """Import the official ``s4.py`` from ``path`` with a stand-in for Lightning's ``rank_zero_only``; a missing file
+    or one without the ``needs`` definitions exits with the reason (``SystemExit``: one line)."""
+    problem = official_file_problem(path, flag, needs, "state-spaces/s4's models/s4/s4.py")
+    if problem:
+        raise SystemExit(problem)
+    file = Path(path)
     if "pytorch_lightning" not in sys.modules:
         pl = types.ModuleType("pytorch_lightning")
         utilities = types.ModuleType("pytorch_lightning.utilities")
@@ -61,7 +111,10 @@ def load_official(path: str):
         sys.modules["pytorch_lightning.utilities"] = utilities
     spec = importlib.util.spec_from_file_location("official_s4", file)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as e:           # its own imports: numpy, scipy, einops
+        raise ImportError(f"{flag} {path}: importing it failed: {e} (the official s4.py needs scipy and einops)") from e
     return module
 
 
@@ -150,11 +203,12 @@ def linoss_floor(B: int, L: int, H: int, P: int, device: torch.device, repeat: i
 def compare_linoss(args, device: torch.device) -> None:
     print(f"LinOSS fwd+bwd, H={args.d_model} P={args.d_state}: ours (PyTorch) vs official (JAX, jit); floor: "
           "projection GEMMs + one trajectory pass each way (linoss_floor), ceiling = official/floor")
+    print(timing_line(args.clock, f"ours median of {args.repeat} calls after 1 warm-up; official (JAX runner, "
+                      f"same clock) median of {args.repeat} calls after its jit call; floor median of {args.repeat}"))
     print(f"{'disc':>5} {'B':>3} {'L':>6} {'ours ms':>9} {'official ms':>12} {'official/ours':>14} "
           f"{'floor ms':>9} {'ceiling':>8} {'ours/floor':>11}")
     printed_devices = False
-    for shape in args.shapes:
-        B, L = (int(v) for v in shape.split(","))
+    for B, L in args.shapes:
         floor = linoss_floor(B, L, args.d_model, args.d_state, device, args.repeat)
         for disc in args.disc:
             torch.manual_seed(0)
@@ -179,11 +233,11 @@ def main() -> None:
     p.add_argument("--s4", help="path to the official models/s4/s4.py")
     p.add_argument("--linoss", help="path to the official tk-rusch/linoss models/LinOSS.py (JAX)")
     p.add_argument("--jax-python", help="a Python with jax and equinox, to run --linoss")
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--d-state", type=int, default=64)
-    p.add_argument("--shapes", nargs="+", default=["8,1024", "8,8192"], help="B,L pairs")
+    p.add_argument("--d-model", type=positive_int, default=128)
+    p.add_argument("--d-state", type=positive_int, default=64)
+    p.add_argument("--shapes", nargs="+", type=int_tuple("B,L"), default=[(8, 1024), (8, 8192)], help="B,L pairs")
     p.add_argument("--repeat", type=positive_int, default=3)
-    p.add_argument("--steps", type=int, default=2000, help="recurrent steps timed at B=1 (0: skip)")
+    p.add_argument("--steps", type=nonneg_int, default=2000, help="recurrent steps timed at B=1 (0: skip)")
     p.add_argument("--layers", nargs="+", choices=["S4D", "S4", "S4~"], default=["S4D", "S4", "S4~"],
                    help="which official-S4 comparisons to run")
     p.add_argument("--disc", nargs="+", choices=["im", "imex"], default=["im", "imex"],
@@ -197,21 +251,27 @@ def main() -> None:
             raise SystemExit("--clock cpu measures CPU work; on a GPU use the default wall clock")
         CLOCK = time.process_time
     if not args.s4 and not args.linoss:
-        raise SystemExit("give --s4 PATH and/or --linoss PATH --jax-python PY (see the module docstring)")
+        p.error("give --s4 PATH and/or --linoss PATH --jax-python PY (see the module docstring)")
     if args.linoss and not args.jax_python:
-        raise SystemExit("--linoss needs --jax-python: a Python interpreter with jax and equinox installed")
+        p.error("--linoss needs --jax-python: a Python interpreter with jax and equinox installed")
+    if args.s4:                                   # every peer checked before anything is timed
+        check_official(p, args.s4)
+    if args.linoss:
+        check_linoss_peer(p, args.linoss, args.jax_python)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.linoss:
         compare_linoss(args, device)
     if not args.s4:
         return
-    official = load_official(args.s4)
+    official = load_official(args.s4, needs=S4_CLASSES)
     H, N = args.d_model, args.d_state
     print(f"fwd+bwd, H={H} N={N}, fp32; {machine()}; device {device}; {args.clock} clock")
+    print(timing_line(args.clock, f"median of {args.repeat} calls after 1 warm-up, ours and official alike"
+                      + (", synchronized around each call" if device.type == "cuda" else "")
+                      + f"; floor median of {args.repeat}; steps/s: one run of {args.steps} steps after 10 warm-up steps"))
     print(f"{'layer':>5} {'B':>3} {'L':>6} {'ours ms':>9} {'official ms':>12} {'official/ours':>14} "
           f"{'floor ms':>9} {'ours/floor':>11}")
-    for shape in args.shapes:
-        B, L = (int(v) for v in shape.split(","))
+    for B, L in args.shapes:
         # S4~: C~ learned for this length (l_max = L), the official layer's parameterization
         pairs = {"S4D": (lambda: S4D(H, N, init="legs"), "diag"), "S4": (lambda: S4(H, N, init="legs"), "dplr"),
                  "S4~": (lambda: S4(H, N, init="legs", l_max=L), "dplr")}

@@ -15,7 +15,7 @@ import argparse
 import torch
 from torch import nn
 
-from common import copy_floor, machine, positive_int, run, timeit
+from common import copy_floor, machine, positive_int, run, timeit, timing_line
 from statespaces import S4D
 from statespaces.kernels import vandermonde_naive
 
@@ -46,14 +46,15 @@ def fwd_bwd(model: nn.Module, x: torch.Tensor):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--d-state", type=int, default=64)
-    p.add_argument("--lengths", type=int, nargs="+", default=[1024, 8192])
+    p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--d-model", type=positive_int, default=128)
+    p.add_argument("--d-state", type=positive_int, default=64)
+    p.add_argument("--lengths", type=positive_int, nargs="+", default=[1024, 8192])
     p.add_argument("--repeat", type=positive_int, default=5)
     args = p.parse_args()
     torch.manual_seed(0)
     print(f"S4D fwd+bwd, B={args.batch} H={args.d_model} N={args.d_state}; {machine()}")
+    print(timing_line("wall", f"median of {args.repeat} calls after 1 warm-up (ours, naive); floor median of 5"))
     print(f"{'L':>6} {'ours ms':>9} {'naive ms':>9} {'speed-up':>9} {'floor ms':>9} {'ours/floor':>11}")
     for L in args.lengths:
         layer = S4D(args.d_model, args.d_state, init="legs", discretization="zoh")

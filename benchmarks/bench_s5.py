@@ -4,7 +4,8 @@ irregular-sampling (time-varying scan) paths, forward+backward on CPU in one run
     PYTHONPATH=src python benchmarks/bench_s5.py            # H=64, N=P=64; (B, L) = (16, 64) and (2, 512)
     PYTHONPATH=src python benchmarks/bench_s5.py --quick    # fewer repeats
 
-Reports seconds per forward+backward (median; the input's gradient included), the time over S4D's at the same
+Reports milliseconds per forward+backward (wall clock, median of 7 calls, 3 with ``--quick``, after one
+warm-up; the input's gradient included), the time over S4D's at the same
 shape (above 1: slower than S4D), and the ratio to the fp32
 copy floor of the (B, L, H) activations (x->y, dy->dx: ``common.layer_floor``, same clock). S4D's
 state is H x N/2 complex numbers per step, S5's P/2 (shared by the channels). ``--shapes B,L ...`` and
@@ -16,7 +17,7 @@ import argparse
 
 import torch
 
-from common import LAYER_FLOOR, layer_floor, machine, run, timeit
+from common import LAYER_FLOOR, int_tuple, layer_floor, machine, positive_int, run, timeit, timing_line
 from statespaces.layers import S4D, S5, LinOSS
 
 
@@ -49,16 +50,17 @@ class _RealForm(torch.nn.Module):
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="3 timed calls per median instead of 7")
-    ap.add_argument("--shapes", nargs="+", default=["16,64", "2,512"], help="B,L pairs")
-    ap.add_argument("--d-model", type=int, default=64, help="H = N (S5's P = N)")
+    ap.add_argument("--shapes", nargs="+", type=int_tuple("B,L"), default=[(16, 64), (2, 512)], help="B,L pairs")
+    ap.add_argument("--d-model", type=positive_int, default=64, help="H = N (S5's P = N)")
     args = ap.parse_args()
     rep = 3 if args.quick else 7
     torch.manual_seed(0)
     print(f"machine: {machine()}")
     print(f"{LAYER_FLOOR}; fwd+bwd rows")
-    print("| shape (B, L, H, N) | layer | path | s / fwd+bwd | time / S4D's (> 1: slower) | floor ms | ours/floor |")
+    print(timing_line("wall", f"median of {rep} calls after 1 warm-up; floor median of {max(5, rep)}"))
+    print("| shape (B, L, H, N) | layer | path | ms / fwd+bwd | time / S4D's (> 1: slower) | floor ms | ours/floor |")
     print("|---|---|---|---|---|---|---|")
-    for B, L in (tuple(int(v) for v in s.split(",")) for s in args.shapes):
+    for B, L in args.shapes:
         H = N = args.d_model
         x = torch.randn(B, L, H, requires_grad=True)
         dt = torch.rand(B, L) + 0.5
@@ -73,7 +75,7 @@ def main() -> None:
         for name, layer, path, kw in cases:
             t = timeit(_fb(layer, x, **kw), repeat=rep)
             base = t if base is None else base
-            print(f"| ({B}, {L}, {H}, {N}) | {name} | {path} | {t:.4f} | {t / base:.2f}x | {1e3 * floor:.4f} "
+            print(f"| ({B}, {L}, {H}, {N}) | {name} | {path} | {1e3 * t:.2f} | {t / base:.2f}x | {1e3 * floor:.4f} "
                   f"| {t / floor:.0f}x |")
 
 

@@ -112,6 +112,52 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonneg_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 0 (sizes where 0 means "skip" or "the default")."""
+    value = int(text)
+    if value < 0:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"{value}: allowed: an integer >= 0")
+    return value
+
+
+def int_tuple(names: str) -> Callable[[str], tuple]:
+    """An ``argparse`` type for a comma-separated tuple of integers >= 1 named by ``names`` (e.g. ``"B,L"``):
+    ``--shapes 2,-256`` is refused at parsing with one line naming the flag, not by torch after the header."""
+    count = len(names.split(","))
+
+    def parse(text: str) -> tuple:
+        import argparse
+
+        parts = text.split(",")
+        try:
+            values = tuple(int(v) for v in parts)
+        except ValueError:
+            values = ()
+        if len(values) != count or any(v < 1 for v in values):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {count} integers >= 1 as {names}")
+        return values
+
+    parse.__name__ = names            # argparse names the type in its "invalid ... value" messages
+    return parse
+
+
+def clock_name(clock) -> str:
+    """``"wall"``, ``"cpu"``, :func:`time.perf_counter` or :func:`time.process_time` in words."""
+    if clock in ("cpu", time.process_time):
+        return "process CPU time (time.process_time)"
+    if clock in ("wall", time.perf_counter):
+        return "wall clock (time.perf_counter)"
+    return getattr(clock, "__name__", str(clock))
+
+
+def timing_line(clock, statistic: str) -> str:
+    """The line every script prints about how it times: the clock and the statistic, e.g.
+    ``timing_line("wall", "median of 5 calls after 1 warm-up")``."""
+    return f"timing: {clock_name(clock)}; {statistic}"
+
+
 #: Errors a benchmark reports in one line (bad arguments, missing devices or peers; a JSONDecodeError is a
 #: ValueError), exit status 2.
 USER_ERRORS = (ValueError, TypeError, KeyError, RuntimeError, AssertionError, OSError, ImportError)

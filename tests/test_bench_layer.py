@@ -57,6 +57,61 @@ def test_bench_script_prints_reference_and_floor_ratios(script):
     assert re.search(r"[\s|]\d+(\.\d+)?x[\s|]", out), out           # a data row with a ratio
 
 
+#: (script, arguments with one bad size, the flag the error must name): refused by argparse before any header.
+BAD_SIZES = [
+    ("bench_s4d.py", ["--batch", "-2"], "--batch"),
+    ("bench_s5.py", ["--shapes", "2,-256"], "--shapes"),
+    ("bench_layer.py", ['{"kind": "s4d"}', "--length", "-256"], "--length"),
+    ("bench_generation.py", ["--batches", "-1"], "--batches"),
+    ("bench_peers.py", ["--s4", "x.py", "--shapes", "2,-256"], "--shapes"),
+    ("bench_s4.py", ["--shapes", "1,4,4"], "--shapes"),
+    ("bench_kernels.py", ["--lengths", "0"], "--lengths"),
+    ("bench_chunked.py", ["--chunks", "-16"], "--chunks"),
+]
+
+
+def run_failing(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT / "benchmarks", capture_output=True, text=True,
+                          env=ENV, timeout=120)
+
+
+@pytest.mark.parametrize("script,args,flag", BAD_SIZES, ids=[f"{s}{a[-2]}" for s, a, _ in BAD_SIZES])
+def test_bad_size_is_one_line_error_naming_the_flag(script, args, flag):
+    out = run_failing(script, *args)
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    errors = [line for line in out.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and f"argument {flag}:" in errors[0], out.stderr
+    assert "Traceback" not in out.stderr and "negative dimension" not in out.stderr and out.stdout == "", out
+
+
+@pytest.mark.parametrize("args,flag,says", [
+    (["bench_kernels.py", "--peer-s4", "/nonexist.py"], "--peer-s4 /nonexist.py", "no such file"),
+    (["bench_peers.py", "--s4", "/nonexist.py"], "--s4 /nonexist.py", "no such file"),
+    (["bench_peers.py", "--linoss", "/nonexist/l.py", "--jax-python", sys.executable], "--linoss", "no such file"),
+    (["bench_peers.py", "--s4", "bench_s4d.py"], "--s4 bench_s4d.py", "does not look like state-spaces/s4"),
+    (["bench_peers.py", "--linoss", "bench_s4d.py", "--jax-python", sys.executable], "--linoss",
+     "does not look like tk-rusch/linoss"),
+])
+def test_peer_files_refused_up_front(args, flag, says):
+    """A missing or wrong peer file is refused before anything is timed, naming the flag that was given."""
+    out = run_failing(*args)
+    assert out.returncode == 2 and out.stdout == "", out
+    assert flag in out.stderr and says in out.stderr, out.stderr
+
+
+def test_bench_s5_and_s4_tables_in_one_unit():
+    """Every time column of a table is in ms, the unit in the header (bench_s5 printed s beside a ms floor)."""
+    s5 = run_script("bench_s5.py", "--quick", "--shapes", "2,16", "--d-model", "4")
+    head = next(line for line in s5.splitlines() if line.startswith("| shape"))
+    assert "| ms / fwd+bwd |" in head and "floor ms" in head and " s " not in head, head
+    s4 = run_script("bench_s4.py", "--shapes", "1,4,4,32")
+    head = next(line for line in s4.splitlines() if line.lstrip().startswith("B "))
+    assert all(f"{route} ms" in head for route in ("power", "chunked", "naive", "floor")), head
+    assert not re.search(r"\b(power|chunked|naive) s\b", head), head
+    for out in (s5, s4):
+        assert "timing: wall clock" in out, out
+
+
 @pytest.mark.slow
 def test_bench_compile_layers_option():
     """--layers times only the named layers (torch.compile is slow on a CPU: about 20 s for one tiny layer)."""
@@ -66,6 +121,7 @@ def test_bench_compile_layers_option():
                      "--layers", "s4d", path=os.environ.get("PATH", ""))
     rows = [line for line in out.splitlines() if line.startswith("| S")]
     assert [r.split("|")[1].strip() for r in rows] == ["S4D"] and "best/floor" in out, out
+    assert "compile s (1st call" in out and "timing: process CPU time" in out, out
 
 
 def test_gpu_check_cpu_dry_run_writes_every_section(tmp_path, capsys):

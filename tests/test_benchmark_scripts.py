@@ -20,12 +20,12 @@ def _run(*args, timeout=240):
 
 
 @pytest.mark.parametrize("script, args, match", [
-    ("bench_s4d.py", ["--batch", "-1"], "negative dimension"),
+    ("bench_s4d.py", ["--batch", "-1"], "argument --batch: -1: allowed: an integer >= 1"),
     ("bench_s4d.py", ["--lengths", "64", "--repeat", "0"], "--repeat: 0: allowed: an integer >= 1"),
-    ("bench_s4.py", ["--shapes", "1,8,8"], "expected four integers B,H,N,L"),
+    ("bench_s4.py", ["--shapes", "1,8,8"], "expected 4 integers >= 1 as B,H,N,L"),
     ("bench_precision.py", ["--parts", "foo"], "unknown part"),
     ("bench_layer.py", ["s4d"], "JSONDecodeError"),
-    ("bench_linoss.py", ["--shapes", "2"], "expected two positive integers B,L"),
+    ("bench_linoss.py", ["--shapes", "2"], "expected 2 integers >= 1 as B,L"),
 ])
 def test_a_bad_argument_is_one_line_and_exit_2(script, args, match):
     res = _run(BENCH / script, *args)
