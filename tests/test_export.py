@@ -401,3 +401,24 @@ def test_streaming_export_refuses_s4nd_and_warns_of_float64_onnx(tmp_path):
     if HAVE_ONNX:
         with pytest.warns(UserWarning, match="export_onnx of a float64 model: onnxruntime has no float64 kernel"):
             export_onnx(SSMStack(d_model=4, n_layers=1).double().eval(), tmp_path / "f64.onnx")
+
+
+def test_streaming_language_model_names_tokens_out_of_the_vocabulary():
+    """The eager streaming step raised the embedding's 'IndexError: index out of range in self' for a token id
+    >= vocab_size, where forward, loss and generate name the range."""
+    lm = SSMLanguageModel(11, d_model=4, n_layers=1).eval()
+    sm = streaming_model(lm)
+    state = sm.initial_state(2)
+    with pytest.raises(ValueError, match=r"must lie in \[0, vocab_size=11\), got range \[1, 11\]"):
+        sm(torch.tensor([[1], [11]]), *state)
+    with pytest.raises(TypeError, match="integer tensor of token ids"):
+        sm(torch.tensor([[1.0], [2.0]]), *state)
+    assert sm(torch.tensor([[1], [10]]), *state)[0].shape == (2, 1, 11)
+
+
+def test_sashimi_ff_expand_message_allows_zero():
+    from statespaces.models import SaShiMi
+
+    with pytest.raises(ValueError, match=r"ff_expand.*>= 0"):
+        SaShiMi(8, n_layers=1, ff_expand=-1)
+    SaShiMi(8, n_layers=1, ff_expand=0)

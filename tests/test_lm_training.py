@@ -389,7 +389,7 @@ def test_generate_writes_beside_the_checkpoints_with_its_settings(tmp_path, caps
     meta = json.loads((run / "generated" / "sample_0.json").read_text())
     assert (run / "generated" / "sample_0.mid").exists() and not (run / "best" / "generated").exists()
     assert meta["prompts"][0]["prompt_steps"] == int(lengths[short]) and meta["seed"] == 0
-    assert f"whole: {int(lengths[short])} steps" in printed
+    assert f"[whole, {int(lengths[short])} steps]" in printed
     assert np.load(run / "generated" / "sample_0.npy").shape == (1, int(lengths[short]) + 4, 4)
     step = sorted((run / "checkpoints").iterdir())[-1]
     from statespaces.train.generation import generate_from_checkpoint

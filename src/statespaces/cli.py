@@ -291,7 +291,7 @@ def _generate(args) -> int:
                                    n=args.n, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                                    seed=args.seed, out=args.out, data_name=args.data_name)
     shown = [f"{p['piece']}" + (f" ({p['name']})" if p["name"] else "")
-             + (f" whole: {p['prompt_steps']} steps" if p["prompt_steps"] < args.prompt else "")
+             + (f" [whole, {p['prompt_steps']} steps]" if p["prompt_steps"] < args.prompt else "")
              for p in res["prompts"]]
     distinct = len({p["piece"] for p in res["prompts"]})
     prompts = ", ".join(shown[:8]) + (f" and {len(shown) - 8} more" if len(shown) > 8 else "") + (

@@ -287,6 +287,8 @@ class StreamingModel(nn.Module):
         if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[1] != self.frame:
             raise ValueError(f"{type(self.model).__name__} streams frames of {self.frame} sample(s): x must be "
                              f"(batch, {self.frame}, ...), got {tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+        if self.is_lm and getattr(self.model, "d_input", None) is None:
+            self.model._check_tokens(x)          # ids in [0, vocab_size), named (an embedding IndexError before)
         if len(state) != len(self._state_meta):
             raise ValueError(f"the state is {len(self._state_meta)} tensor(s) (initial_state(B) or the previous "
                              f"call's), got {len(state)}")

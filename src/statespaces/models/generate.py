@@ -28,7 +28,7 @@ def check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[flo
     if top_p is not None:
         p = check_real("top_p", top_p, what="number in (0, 1] (or None)")
         if p > 1.0:
-            raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
+            raise ValueError(f"top_p must be a number in (0, 1] (or None), got {top_p!r}")
 
 
 def _top_k_mask(logits: Tensor, k: int) -> Tensor:

@@ -242,8 +242,7 @@ class SaShiMi(Pretrained, nn.Module):
         check_positive_int("n_layers", n_layers)
         check_positive_int("expand", expand)
         pools = pool_factors(pool, n_pools)
-        if ff_expand != 0:
-            check_positive_int("ff_expand", ff_expand)
+        check_int("ff_expand", ff_expand, 0)      # 0: no feed-forward blocks
         self.pools = pools
         self.expand = expand
         self.unet = unet = check_flag("unet", unet)
