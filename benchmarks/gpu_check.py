@@ -121,7 +121,6 @@ NEEDS_CUDA = "needs CUDA"
 
 
 def check_kernels(quick: bool, device: str = "cuda") -> List[Dict]:
-    from statespaces.kernels import dispatch
     from statespaces.kernels.cauchy import cauchy, cauchy_ref
     from statespaces.kernels.vandermonde import vandermonde, vandermonde_ref
     from statespaces.ops.scan import scan_diagonal, scan_diagonal_ref
