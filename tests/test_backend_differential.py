@@ -112,7 +112,8 @@ def test_force_triton_under_the_interpreter_patches_it_for_numpy(tmp_path):
             "assert not getattr(interp, '_statespaces_index_fix', False)\n"
             "with backend.force_triton():\n"
             "    assert interp._statespaces_index_fix\n")
-    env = dict(os.environ, TRITON_INTERPRET="1")
     pytest.importorskip("triton")
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
+    for value in ("1", "true"):        # Triton reads the variable as a boolean: "true", "on", "yes" enable it too
+        env = dict(os.environ, TRITON_INTERPRET=value)
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (value, r.stderr[-2000:])

@@ -107,6 +107,9 @@ def test_classification_labels_are_checked_in_fit_and_evaluate():
         task.loss(logits, torch.tensor([0, 1, 7, 2]))
     with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
         task.train_loss(logits, torch.tensor([0, -1, 1, 2]))
+    for loss in (task.loss, task.train_loss):     # -100, cross_entropy's default ignore_index, was skipped silently
+        with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+            loss(logits, torch.tensor([0, -100, 1, 2]))
     with pytest.raises(ValueError, match=r"integer class indices .* got dtype torch.float32 \(float targets: "
                                          r"task='regression'\)"):
         task.loss(logits, torch.tensor([0.0, 1.0, 1.0, 2.0]))

@@ -148,7 +148,7 @@ def force_triton(enabled: bool = True) -> Iterator[None]:
     (``TRITON_INTERPRET=1`` set before ``triton`` is imported), and patches it for NumPy >= 2.4
     (:func:`patch_interpreter`)."""
     global FORCE_TRITON
-    if enabled and os.environ.get("TRITON_INTERPRET") == "1":
+    if enabled and os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on", "y"):
         if triton_available():
             patch_interpreter()
     elif enabled and not torch.cuda.is_available():

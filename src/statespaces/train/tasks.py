@@ -179,6 +179,9 @@ class Classification(Task):
         return float((out.argmax(-1) == y).sum())
 
 
+_NO_IGNORE = -(2 ** 63)          # an ignore_index no int64 label below the range check can hold in practice
+
+
 def _cross_entropy(out: Tensor, y: Tensor, **kw: Any) -> Tensor:
     """``F.cross_entropy`` of logits (B, C) against labels (B,), the pair checked first (shapes and dtype: no host
     sync); a label outside [0, C) is named in the error that cross_entropy raises (on CPU)."""
@@ -189,7 +192,8 @@ def _cross_entropy(out: Tensor, y: Tensor, **kw: Any) -> Tensor:
         raise ValueError(f"classification: labels must be integer class indices (int64) in [0, {out.shape[1]}); "
                          f"got dtype {y.dtype} (float targets: task='regression')")
     try:
-        return F.cross_entropy(upcast_half(out), y.long(), **kw)
+        # no label is ignored: cross_entropy's default ignore_index (-100) skipped such labels silently
+        return F.cross_entropy(upcast_half(out), y.long(), ignore_index=_NO_IGNORE, **kw)
     except IndexError as e:                       # CPU: "Target 7 is out of bounds."
         raise ValueError(f"classification: labels must be in [0, {out.shape[1]}) for a model with {out.shape[1]} "
                          f"outputs (n_classes / d_output); {e}") from None
