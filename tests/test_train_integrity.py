@@ -467,3 +467,110 @@ def test_every_preset_is_valid():
 
     for name in PRESETS:
         build_config(name).validated()
+
+
+def test_a_damaged_best_is_rewritten_from_its_kept_step_checkpoint_on_resume(tmp_path, capsys):
+    """best/ truncated or deleted after the run: the resume did not check it, the done line still named it, and
+    `statespaces evaluate` then failed on it. Its step checkpoint is kept here: best/ is rewritten from it."""
+    cfg = _tiny(tmp_path, "run", ("trainer.keep_last", "2"))
+    summary = train(cfg, progress=False)
+    best = tmp_path / "run" / "best"
+    shutil.rmtree(best)
+    capsys.readouterr()
+    again = train(cfg, resume=True, progress=False)
+    err = capsys.readouterr().err
+    assert "rewritten from" in err
+    assert again["best"] == str(best) and again["selected_epoch"] == summary["selected_epoch"]
+    step = load_checkpoint(best)[1]["step"]
+    kept = _weights(tmp_path / "run" / "checkpoints" / f"step-{step:09d}")
+    assert all(torch.equal(v, kept[k]) for k, v in _weights(best).items())
+
+
+def test_a_best_of_an_earlier_kept_epoch_is_rewritten_from_its_step(tmp_path, monkeypatch, capsys):
+    """The selected epoch is not the one the resume restores (the repair above only covered that one)."""
+    import statespaces.train.loop as loop
+
+    monkeypatch.setattr(loop, "select_epoch", lambda history, selection: history[0] if history else {})
+    cfg = _tiny(tmp_path, "run", ("trainer.keep_last", "2"))
+    train(cfg, progress=False)
+    best = tmp_path / "run" / "best"
+    shutil.rmtree(best)
+    capsys.readouterr()
+    again = train(cfg, resume=True, progress=False)
+    assert "did not hold the selected epoch 1" in capsys.readouterr().err
+    assert again["best"] == str(best) and load_checkpoint(best)[1]["step"] == again["steps"] // 2
+
+
+def test_a_best_that_cannot_be_rebuilt_is_reported_not_claimed(tmp_path, monkeypatch, capsys):
+    """best/ damaged after its epoch's step checkpoint was pruned: no copy of the selected weights is left. The
+    resume warns, and the end of the run says so (summary.json: best None) instead of 'done ... for best/'."""
+    import statespaces.train.loop as loop
+
+    monkeypatch.setattr(loop, "select_epoch", lambda history, selection: history[0] if history else {})
+    cfg = _tiny(tmp_path, "run", ("trainer.keep_last", "1"))
+    train(cfg, progress=False)                          # epoch 1 selected, its step checkpoint pruned
+    best = tmp_path / "run" / "best" / "tensors.safetensors"
+    best.write_bytes(best.read_bytes()[:100])
+    capsys.readouterr()
+    with pytest.raises(CorruptCheckpointError, match="training finished, but .*best does not hold the selected "
+                                                     "epoch 1 .*it is damaged.* no checkpoint of that step is kept"):
+        train(cfg, resume=True, progress=False)
+    assert "warning:" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["best"] is None and "does not hold the selected epoch 1" in summary["best_problem"]
+    code, err = cli_status(capsys, "train", "--trainer.out", str(tmp_path / "run"), "--resume", "--no-progress")
+    assert code == 2 and "training finished, but" in err
+
+
+def test_ensure_best_keeps_a_good_best_and_names_what_is_wrong(tmp_path):
+    ck = _Checkpoints(tmp_path, keep_last=2, run_id="r")
+    t = {"w": torch.ones(2)}
+    save_checkpoint(ck.dir / "step-000000004", t, {"step": 4, "run_id": "r"})
+    save_checkpoint(ck.best, t, {"step": 4, "run_id": "r"})
+    assert ck.ensure_best(4, 2) is None and ck.ensure_best(None) is None
+    save_checkpoint(ck.best, t, {"step": 4, "run_id": "other"})       # another run's best/
+    assert ck.ensure_best(4, 2) is None and load_checkpoint(ck.best)[1]["run_id"] == "r"
+    assert "holds step 4" in ck.ensure_best(2, 1)
+
+
+def test_sigterm_ends_a_command_with_a_message_and_exit_143(monkeypatch, capsys):
+    """SIGTERM (docker stop, a scheduler's limit) ended a run silently (exit 143, the last line an epoch line);
+    Ctrl-C said 'interrupted (continue with the same command and --resume)'."""
+    import os
+    import signal
+    import time
+
+    import statespaces.cli as cli
+
+    def killed(argv):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        return 0
+
+    monkeypatch.setattr(cli, "_main", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train"])
+    assert e.value.code == 143
+    assert "statespaces train: terminated (SIGTERM) (continue with the same command and --resume)" in \
+        capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before          # restored
+
+
+def test_a_corrupt_checkpoint_is_reported_once_per_resume(tmp_path, capsys):
+    cfg = _tiny(tmp_path, "run", ("trainer.keep_last", "2"))
+    train(cfg, progress=False)
+    newest = sorted((tmp_path / "run" / "checkpoints").iterdir())[-1] / "tensors.safetensors"
+    newest.write_bytes(newest.read_bytes()[:100])
+    capsys.readouterr()
+    code, err = cli_status(capsys, "train", "--trainer.out", str(tmp_path / "run"), "--resume", "--no-progress")
+    assert code == 0 and err.count("skipping corrupt checkpoint") == 1, err
+
+
+def test_an_output_folder_under_a_file_is_named(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    for resume in ((), ("--resume",)):
+        code, err = cli_status(capsys, "train", "--trainer.out", str(tmp_path / "afile" / "sub"), *resume,
+                               "--model.d_model", "8")
+        assert code == 2 and "which is a file; allowed: a folder whose parents are folders" in err, err
+        assert "holds no run yet" not in err

@@ -27,7 +27,9 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -78,6 +80,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     formatwarning = warnings.formatwarning
     if not debug:                         # a warning is one line too, without the source line that raised it
         warnings.formatwarning = _one_line_warning(command)
+    # SIGTERM (docker stop, a scheduler's time limit) ends a command as Ctrl-C does, with its message: the run is
+    # resumable either way, but a silent exit 143 left the user guessing
+    on_term = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         return _main(argv)
     except BrokenPipeError:               # output piped into a reader that stopped (| head): not an error
@@ -91,14 +97,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"statespaces{' ' + command if command else ''}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if debug:
             raise
         hint = " (continue with the same command and --resume)" if command == "train" else ""
-        print(f"\nstatespaces {command}: interrupted{hint}", file=sys.stderr)
-        raise SystemExit(130) from None
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(e, _Terminated) else ("interrupted", 130)
+        print(f"\nstatespaces {command}: {what}{hint}", file=sys.stderr)
+        raise SystemExit(code) from None
     finally:
         warnings.formatwarning = formatwarning
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt (the same unwinding: locks released,
+    no half-written checkpoint left visible)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated()
 
 
 def _one_line_warning(command: str):

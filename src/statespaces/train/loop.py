@@ -578,6 +578,11 @@ def _train_in(run: Run, cfg: TrainConfig, resume: bool, progress: bool,
         trainer.running = meta["running"] if run.main else {"loss": 0.0, "correct": 0, "seen": 0}
     run.start(cfg)
     if run.main and meta is not None:   # a run killed between its last save and the prune holds one too many
+        chosen = select_epoch(trainer.history, selection)
+        lost = run.ckpts.ensure_best(chosen.get("step"), chosen.get("epoch"))   # before the prune: a copy may be kept
+        if lost:
+            print(f"warning: {lost}; the run goes on, and unless a later epoch is selected it will end without "
+                  "the selected model", file=sys.stderr)
         run.ckpts.prune(step)
 
     n_params = sum(p.numel() for p in model.parameters())
@@ -629,7 +634,18 @@ def _train_in(run: Run, cfg: TrainConfig, resume: bool, progress: bool,
             for key, acc in (("selected_val_nll", "selected_val_acc"), ("test_nll", "test_acc"),
                              ("final_test_nll", "final_test_acc")):
                 summary[key] = None if summary[acc] is None else -summary[acc]
+        lost = run.ckpts.ensure_best(chosen.get("step"), chosen.get("epoch"))
+        if lost:                      # summary.json and the done line must not name weights that are gone
+            summary["best"] = None
+            summary["best_problem"] = lost
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if lost:
+            newest = run.ckpts.entries()
+            del net
+            run.close()
+            raise CorruptCheckpointError(
+                f"training finished, but {lost}. summary.json says so; the newest checkpoint is "
+                f"{newest[0][1] if newest else 'none'} (statespaces evaluate takes a step checkpoint's folder)")
     del net     # the DDP wrapper's reducer holds the process group: freed before the group (see Run.close)
     run.close()
     return summary

@@ -126,6 +126,17 @@ def _step_of(path: Path) -> Optional[int]:
     return int(name[5:])
 
 
+_WARNED: set = set()
+
+
+def _warn_once(message: str) -> None:
+    """Print a warning on stderr once per process: a resume reads the checkpoints in several passes (the stored
+    config, the restore, the prune), and a corrupt one was reported by each."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(message, file=sys.stderr)
+
+
 class _Checkpoints:
     """Epoch/step checkpoints in ``<out>/checkpoints``: keep the last k of this run, plus ``<out>/best``.
 
@@ -169,7 +180,7 @@ class _Checkpoints:
                 foreign += 1
                 continue
             except CorruptCheckpointError as e:
-                print(f"warning: skipping corrupt checkpoint ({e})", file=sys.stderr)
+                _warn_once(f"warning: skipping corrupt checkpoint ({e})")
                 continue
             yield path, tensors, meta
         if foreign:
@@ -209,6 +220,36 @@ class _Checkpoints:
         print(f"warning: {self.best} did not hold the selected step {meta.get('step')} (a run stopped between "
               f"writing {path.name} and best/); rewritten from {path}", file=sys.stderr)
         save_checkpoint(self.best, tensors, meta)
+
+    def ensure_best(self, step: Optional[int], epoch: Optional[int] = None) -> Optional[str]:
+        """Make ``best/`` hold this run's checkpoint of ``step`` (the selected epoch): nothing to do when it does,
+        rewritten (with a warning) from ``checkpoints/step-<step>`` when that is still kept; otherwise the reason
+        it cannot, for the caller to report (``best/`` damaged or deleted after its epoch's step checkpoint was
+        pruned: no copy of the selected weights is left). None when it holds it or ``step`` is None."""
+        if step is None:
+            return None
+        try:
+            held = load_checkpoint(self.best)[1]
+            why = f"it holds step {held.get('step')!r}"
+        except FileNotFoundError:
+            held, why = {}, "it is missing"
+        except CorruptCheckpointError as e:
+            held, why = {}, f"it is damaged ({' '.join(str(e).split())})"
+        if held.get("step") == step and (self.run_id is None or held.get("run_id") == self.run_id):
+            return None
+        what = f"the selected epoch {epoch} (step {step})" if epoch is not None else f"the selected step {step}"
+        kept = dict(self.entries()).get(step)
+        if kept is not None:
+            try:
+                tensors, meta = self._load_own(step, kept)
+            except CorruptCheckpointError:
+                pass
+            else:
+                print(f"warning: {self.best} did not hold {what}: {why}; rewritten from {kept}", file=sys.stderr)
+                save_checkpoint(self.best, tensors, meta)
+                return None
+        return (f"{self.best} does not hold {what}: {why}, and no checkpoint of that step is kept (pruned, or "
+                f"damaged too) to rewrite it from")
 
     def prune(self, newest: int) -> None:
         """Delete this run's valid checkpoints older than step ``newest`` beyond the last ``keep_last``
@@ -301,6 +342,10 @@ def _check_out_folder(out: Path, ckpts: "_Checkpoints", resume: bool, replace: b
     if out.exists() and not out.is_dir():
         raise ConfigError(
             f"trainer.out: got {str(out)!r}, which is a file; allowed: a folder (new or holding this run)")
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ConfigError(f"trainer.out: got {str(out)!r}, under {str(above)!r}, which is a file; allowed: a folder "
+                          "whose parents are folders")
     if resume:
         return
     if replace:
