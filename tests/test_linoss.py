@@ -459,3 +459,26 @@ def test_dlinoss_scan_mode_float32_precision(disc):
     x = torch.randn(2, 512, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ref = b(x).detach()
     assert float((a(x.float()).detach().double() - ref).abs().max() / ref.abs().max()) < 1e-5
+
+
+def test_imex_margin_message_and_nan_parameters_in_the_inspection_methods():
+    """dt^2 A = 3.995 (stable: |lambda| = 1) was refused as 'unstable for dt^2 A > 4'; a NaN parameter made
+    eigenvalues(), transition() and stiffness() return NaN silently where forward/kernel/step name it."""
+    from statespaces.layers import DLinOSS
+
+    layer = LinOSS(1, 1, discretization="IMEX", A_param="none").double()
+    with torch.no_grad():
+        layer.A_hat.fill_(3.995 / float(layer.dt()[0]) ** 2)
+    with pytest.raises(ValueError, match=r"needs dt\^2 A <= 3.99 \(its margin below 4"):
+        layer(torch.randn(1, 4, 1, dtype=torch.float64))
+    for lay in (LinOSS(2, 3), DLinOSS(2, 3)):
+        with torch.no_grad():
+            lay.A_hat[0] = float("nan")
+        for name in ("eigenvalues", "transition", "stiffness"):
+            with pytest.raises(FloatingPointError, match="A_hat"):
+                getattr(lay, name)()
+    lay = DLinOSS(2, 3)
+    with torch.no_grad():
+        lay.G_hat[0] = float("nan")
+    with pytest.raises(FloatingPointError, match="G_hat"):
+        lay.damping()

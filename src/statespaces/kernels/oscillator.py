@@ -69,8 +69,10 @@ def check_oscillator_params(A: Tensor, dt: Tensor, discretization: str) -> str:
         worst = float((dt * dt * A).max())
         if worst > IMEX_MAX_DT2A:
             raise ValueError(
-                f"LinOSS-IMEX is unstable for dt^2 A > 4 (real eigenvalues, one with |lambda| > 1); found "
-                f"max dt^2 A = {worst:.4g} > {IMEX_MAX_DT2A}. Lower dt/rate or A, or use discretization='IM'"
+                f"LinOSS-IMEX needs dt^2 A <= {IMEX_MAX_DT2A} (its margin below 4, past which it is unstable: the "
+                f"eigenvalues turn real, one with |lambda| > 1; at 4 itself a Jordan block at -1 grows linearly); "
+                f"found max dt^2 A = "
+                f"{worst:.4g}. Lower dt/rate or A, or use discretization='IM'"
             )
     return scheme
 

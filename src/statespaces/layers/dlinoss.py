@@ -61,7 +61,7 @@ import torch
 from torch import nn
 
 from .. import backend
-from .._checks import check_choice, check_positive_int, check_rate, seeded_generator
+from .._checks import check_choice, check_positive_int, check_rate, check_result, seeded_generator
 from ..kernels.oscillator import IMEX_MAX_DT2A, JacobianNode
 from .config import LayerConfig, setting
 from .linoss import (
@@ -314,11 +314,15 @@ class DLinOSS(LinOSS):
 
     def stiffness(self, rate: float = 1.0) -> Tensor:
         """Effective ``A`` (P,) after the projection at this rate (float64 math, parameter dtype)."""
-        return self._projected(check_rate(rate))[0].to(self.param_dtype)
+        A = self._projected(check_rate(rate))[0].to(self.param_dtype)
+        check_result(self, A, "stiffness")
+        return A
 
     def damping(self, rate: float = 1.0) -> Tensor:
         """Effective ``G`` (P,) after the projection at this rate (float64 math, parameter dtype)."""
-        return self._projected(check_rate(rate))[1].to(self.param_dtype)
+        G = self._projected(check_rate(rate))[1].to(self.param_dtype)
+        check_result(self, G, "damping")
+        return G
 
     def _continuous_eigenvalues(self, rate: float) -> Tensor:
         """Eigenvalue of ``y'' = -A y - G y'`` (P,) complex128: ``-G/2 + i sqrt(A - G^2/4)`` in the complex

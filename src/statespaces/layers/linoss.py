@@ -435,8 +435,9 @@ class LinOSS(SSMLayer):
                 refuse_if(~(A.detach() >= 0), "oscillator stiffness A must be finite and >= 0 (found {n} entries "
                           "that are not); use A_param='relu' or 'square' to keep it nonnegative by construction")
                 if self.discretization == "imex":
-                    refuse_if(~(dt * dt * A.detach() <= IMEX_MAX_DT2A), "LinOSS-IMEX is unstable for dt^2 A > 4 "
-                              "({n} oscillators); lower dt/rate or A, or use discretization='IM'")
+                    refuse_if(~(dt * dt * A.detach() <= IMEX_MAX_DT2A), f"LinOSS-IMEX needs dt^2 A <= {IMEX_MAX_DT2A} "
+                              "(its margin below 4, past which it is unstable; {n} oscillators beyond); lower dt/rate "
+                              "or A, or use discretization='IM'")
             else:                           # CPU: the detailed message (host values cost no device sync)
                 check_oscillator_params(A.detach(), dt, self.discretization)
             return A
@@ -455,7 +456,9 @@ class LinOSS(SSMLayer):
         Evaluated in float64 and returned in the parameter dtype. Raises ``ValueError`` for
         ``A_param='none'`` with negative A (or, for IMEX, dt^2 A > 3.99).
         """
-        return self._stiffness(check_rate(rate)).to(self.param_dtype)
+        A = self._stiffness(check_rate(rate)).to(self.param_dtype)
+        check_result(self, A, "stiffness")          # a NaN parameter is named, as forward/kernel/step name it
+        return A
 
     def _system(self, rate: Union[float, Tensor]) -> OscillatorSystem:
         """The discretized oscillators at ``rate`` in the wide precision (the one hook :class:`DLinOSS` replaces)."""
@@ -468,7 +471,9 @@ class LinOSS(SSMLayer):
         """``(M, f)``: M (2, 2, P) and forcing coefficients f (2, P), ``F_n = f * (B u_n)``
         (formed in float64, returned in the parameter dtype)."""
         sys = self._system(check_rate(rate))
-        return sys.M.to(self.param_dtype), sys.f.to(self.param_dtype)
+        M, f = sys.M.to(self.param_dtype), sys.f.to(self.param_dtype)
+        check_result(self, (M, f), "transition")
+        return M, f
 
     def eigenvalues(self, rate: float = 1.0) -> Tensor:
         """Discrete eigenvalues, (2P,) complex: ``lambda_p`` and their conjugates (Prop. 3.1)."""
@@ -477,6 +482,7 @@ class LinOSS(SSMLayer):
         if sys.sign is not None:                                # sign -1: -r e^{-i theta} = r e^{i (pi - theta)}
             lam = torch.where(sys.sign < 0, -lam.conj(), lam)
         lam = lam.to(self.state_dtype)
+        check_result(self, lam, "eigenvalues")
         return torch.cat([lam, lam.conj()])
 
     # ---- explicit operator ------------------------------------------------------------------------
