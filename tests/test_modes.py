@@ -209,3 +209,22 @@ def test_from_modes_of_a_float32_layer_is_a_float32_layer(cls):
         rebuilt = cls.from_modes(m)
         assert rebuilt.D.dtype == torch.float32
         torch.testing.assert_close(rebuilt(u), layer(u), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("disc", ["IM", "IMEX"])
+def test_linoss_modes_near_a_double_eigenvalue_stay_accurate_at_long_lengths(disc):
+    """|sin theta| just under the old threshold 1e-6 took the Jordan form, off by (l theta)^2 / 6: modes().kernel
+    was 5.5e-6 off the layer's kernel at L = 4096 (the two-residue form is good to ~eps / theta there)."""
+    import math
+
+    from statespaces.layers.linoss import LinOSS
+
+    for theta in (0.99e-6, 1e-7, 0.99e-9):
+        layer = LinOSS(1, 1, discretization=disc, seed=0).double()
+        dt = float(torch.sigmoid(layer.dt_raw.detach())[0])
+        A = (math.tan(theta) / dt) ** 2 if disc == "IM" else (2 * math.sin(theta / 2) / dt) ** 2
+        with torch.no_grad():
+            layer.A_hat.fill_(A)
+            K = layer.kernel(4096)
+            err = float((layer.modes().kernel(4096) - K).abs().max() / K.abs().max())
+        assert err < 1e-8, (theta, err)

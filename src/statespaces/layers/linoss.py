@@ -104,7 +104,10 @@ LINOSS_CHUNK = 32
 #: Bidirectional forms (thesis §7.2.6): ``"sum"`` (= ``True``, kernel sum) and ``"concat"``.
 LINOSS_BIDIRECTIONAL = ("sum", "concat")
 #: An oscillator with ``|sin theta|`` below this has a double eigenvalue (Jordan block) in :meth:`LinOSS.modes`.
-DEGENERATE_THETA = 1e-6
+#: The Jordan form is off by ``(l theta)^2 / 6`` at lag l, the two-residue form by about ``eps / theta``: at 1e-6
+#: the first was 5.5e-6 at L = 4096 (7e-4 at 65536); at 1e-9 the worst of either is 1.4e-9 (L <= 65536, float64,
+#: against a recurrence; 2026-12-07).
+DEGENERATE_THETA = 1e-9
 
 
 class OscillatorSystem(NamedTuple):
@@ -495,8 +498,8 @@ class LinOSS(SSMLayer):
         ``Re(C_hp B_pj) kappa_l``. Since ``2 Re(x) Re(z) = Re(x z) + Re(x conj z)``, the block is the
         two modes ``lambda_p`` (residue g) and ``conj lambda_p`` (residue conj g), both with input
         weights ``B_p:`` and output weights ``C_:p``: M = 2P modes, all ``lambda_p`` first, then the
-        conjugates in the same order. A block with a double eigenvalue ``+-r`` (``|sin theta| <
-        1e-6``, e.g. A = 0) is a Jordan block: ``kappa_l = (f_2 - c) lambda^l + c (l + 1) lambda^l``,
+        conjugates in the same order. A block with a double eigenvalue ``+-r`` (``|sin theta| <``
+        :data:`DEGENERATE_THETA`, e.g. A = 0) is a Jordan block: ``kappa_l = (f_2 - c) lambda^l + c (l + 1) lambda^l``,
         ``c = (M f)_2/lambda - f_2``, split evenly over the two modes (``residue``, ``ramp``).
         ``A`` holds the continuous eigenvalues of ``y'' = -A y (- G y')``; ``D`` the skip.
         A ``"concat"`` layer returns its causal half (``reverse.modes()`` is the other half).
