@@ -218,7 +218,8 @@ class _Checkpoints:
         if (held.get("step"), held.get("run_id")) == (meta.get("step"), meta.get("run_id")):
             return
         print(f"warning: {self.best} did not hold the selected step {meta.get('step')} (a run stopped between "
-              f"writing {path.name} and best/); rewritten from {path}", file=sys.stderr)
+              f"writing {path.name} and best/, or best/ damaged or deleted since); rewritten from {path}",
+              file=sys.stderr)
         save_checkpoint(self.best, tensors, meta)
 
     def ensure_best(self, step: Optional[int], epoch: Optional[int] = None) -> Optional[str]:
