@@ -16,12 +16,14 @@ there is no naive reference here (the A/B is between commits).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
 import torch
 from common import layer_floor, machine, nonneg_int, positive_int, run, timeit
 
+from statespaces.layers.config import config_class
 from statespaces.layers.registry import make_layer
 
 
@@ -31,14 +33,15 @@ def main() -> None:
     p.add_argument("--batch", type=positive_int, default=8)
     p.add_argument("--length", type=positive_int, default=1024)
     p.add_argument("--d-model", type=positive_int, default=128)
-    p.add_argument("--d-state", type=nonneg_int, default=64, help="0: the layer's default")
+    p.add_argument("--d-state", type=nonneg_int, default=64,
+                   help="N for the kinds that take d_state (0: the layer's default; others ignore it)")
     p.add_argument("--state", action="store_true", help="stateful call: state= and return_state=True")
     p.add_argument("--repeat", type=positive_int, default=9)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     spec = json.loads(a.spec)
-    if a.d_state:
-        spec.setdefault("d_state", a.d_state)
+    if a.d_state and "d_state" in {f.name for f in dataclasses.fields(config_class(spec.get("kind", "s4d")))}:
+        spec.setdefault("d_state", a.d_state)      # kinds without d_state (LinOSS: n_oscillators) keep their own
     torch.manual_seed(a.seed)
     layer = make_layer(spec, a.d_model)
     x = torch.randn(a.batch, a.length, a.d_model, requires_grad=True)

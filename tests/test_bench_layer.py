@@ -25,7 +25,9 @@ def run_script(*args: str, path: str = "") -> str:
 
 @pytest.mark.parametrize("spec,extra", [('{"kind": "s4", "bidirectional": true}', []),
                                         ('{"kind": "s4d"}', ["--state"]),
-                                        ('{"kind": "dlinoss"}', ["--d-state", "0", "--state"])])
+                                        ('{"kind": "dlinoss"}', ["--d-state", "0", "--state"]),
+                                        # --d-state (default 64) is ignored by kinds without d_state (it was refused)
+                                        ('{"kind": "linoss", "n_oscillators": 2}', [])])
 def test_bench_layer_runs(spec, extra):
     out = run_script("bench_layer.py", spec, "--batch", "1", "--length", "16", "--d-model", "4", "--d-state", "4",
                      "--repeat", "1", *extra)
