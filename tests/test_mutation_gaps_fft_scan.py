@@ -72,7 +72,7 @@ def test_fftconv_rejects_empty_sequence_with_its_own_message(bidirectional):
     FFT-length error, or a RuntimeError from torch for the two-sided kernel)."""
     u = torch.zeros(2, 0, 3, dtype=DT)
     k = torch.zeros(*((2,) if bidirectional else ()), 3, 4, dtype=DT)
-    with pytest.raises(ValueError, match=r"fftconv: u must be \(B, L, H\) with L >= 1"):
+    with pytest.raises(ValueError, match=r"fftconv: u must be \(B, L, H\) with L, H >= 1"):
         fftconv(u, k, bidirectional)
 
 

@@ -163,6 +163,14 @@ def discretize_diagonal(
     return (1 + (1 - a) * dtA) / denom, dtB / denom
 
 
+def _broadcastable(a: Tuple[int, ...], b: Tuple[int, ...]) -> bool:
+    try:
+        torch.broadcast_shapes(a, b)
+    except RuntimeError:
+        return False
+    return True
+
+
 def discretize_dense(
     A: Tensor, B: Tensor, dt: Union[Tensor, float], method: str = "bilinear", alpha: Optional[float] = None
 ) -> Tuple[Tensor, Tensor]:
@@ -170,7 +178,10 @@ def discretize_dense(
 
     Args:
         A: state matrix, shape (..., N, N).
-        B: input matrix, shape (..., N) (single input) or (..., N, M).
+        B: input matrix, shape (..., N) (single input) or (..., N, M). A B of A's rank minus one is read as one
+            input vector per system when its last dim is N and its other dims broadcast against ``A.shape[:-2]``
+            (so an (N, N) B with a batch of N systems is N vectors), else as one (N, M) matrix for every system;
+            ``B[None]`` forces the matrix reading.
         dt: step sizes, shape broadcastable to ``A.shape[:-2]``.
         method: one of :data:`DISCRETIZATIONS`, as in :func:`discretize_diagonal`.
         alpha: GBT parameter, only with ``method='gbt'``, as in :func:`discretize_diagonal`.
@@ -181,9 +192,14 @@ def discretize_dense(
         (the top right block of ``exp(dt [[A, B], [0, 0]])``).
     """
     a = gbt_alpha(method, alpha)
+    for name, t in (("A", A), ("B", B)):
+        if not isinstance(t, Tensor) or not (t.is_floating_point() or t.is_complex()):
+            raise TypeError(f"discretize_dense: {name} must be a floating-point or complex tensor, got "
+                            f"{getattr(t, 'dtype', type(t).__name__)}; convert it with .double()")
     if A.dim() < 2 or A.shape[-1] != A.shape[-2]:
         raise ValueError(f"A must be a (..., N, N) matrix, got shape {tuple(A.shape)}")
-    vector = B.dim() in (1, A.dim() - 1)       # (..., N) or one (N,) vector for a batch of A
+    vector = B.dim() == 1 or (B.dim() == A.dim() - 1 and B.shape[-1] == A.shape[-1]
+                              and _broadcastable(B.shape[:-1], A.shape[:-2]))   # one vector per system
     Bm = B.unsqueeze(-1) if vector else B
     N = Bm.shape[-2]
     if Bm.shape[-2] != A.shape[-1]:

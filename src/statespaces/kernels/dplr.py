@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -429,6 +429,30 @@ def _check_dplr_shapes(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor, dt: Tens
                              f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
 
 
+def _check_state_maps(fn: str, Lambda: Tensor, P: Tensor, dt: Tensor, **shaped: Tuple[Optional[Tensor], str]) -> None:
+    """Shapes of :func:`dplr_zero_input` / :func:`dplr_advance` (a mismatch was broadcast silently or failed inside
+    an einsum): Lambda (H, M), P (r, H, M), dt (H,), and each ``name: (tensor or None, pattern)`` with the pattern
+    over "B", "H", "M", "L" ("B" and "L" any size >= 1, the same across tensors)."""
+    if not isinstance(Lambda, Tensor) or Lambda.dim() != 2:
+        raise ValueError(f"{fn}: Lambda must be (H, M), got {tuple(getattr(Lambda, 'shape', ()))}")
+    H, M = Lambda.shape
+    sizes: Dict[str, int] = {"H": H, "M": M}
+    for name, (t, pattern) in {"P": (P, "rHM"), "dt": (dt, "H"), **shaped}.items():
+        if t is None:
+            continue
+        ok = isinstance(t, Tensor) and t.dim() == len(pattern)
+        for axis, key in enumerate(pattern if ok else ""):
+            size = t.shape[axis]
+            if key == "r":
+                continue
+            if sizes.setdefault(key, size) != size or size < 1:
+                ok = False
+        if not ok:
+            want = "(" + ", ".join(str(sizes[k]) if k in ("H", "M") else k for k in pattern) + ")"
+            raise ValueError(f"{fn}: {name} must be {want} for Lambda (H, M) = ({H}, {M}) (B, L >= 1 and the same "
+                             f"everywhere), got {tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
+
+
 def dplr_kernel(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor, dt: Tensor, L: int,
                 truncation_correction: bool = True, backend: str = "chunked") -> Tensor:
     r"""Convolution kernel of the bilinear-discretized DPLR SSM by Algorithm 1 (app. C.1.2).
@@ -483,6 +507,8 @@ def dplr_zero_input(Lambda: Tensor, P: Tensor, C: Tensor, dt: Tensor, x0: Tensor
     Args: Lambda (H, M), P (r, H, M), C (H, M), dt (H,), x0 (B, H, M) half state, L.
     Returns: y (B, H, L) real.
     """
+    L = check_length(L, "dplr_zero_input: L")
+    _check_state_maps("dplr_zero_input", Lambda, P, dt, C=(C, "HM"), x0=(x0, "BHM"))
     if dA_L is None:
         dA_L = discrete_power(Lambda, P, dt, L)
     Ct = truncated_C(C, dA_L)
@@ -517,6 +543,7 @@ def dplr_advance(Lambda: Tensor, P: Tensor, B: Tensor, dt: Tensor, u: Tensor, x0
 
     Returns the new half state (B, H, M).
     """
+    _check_state_maps("dplr_advance", Lambda, P, dt, B=(B, "HM"), u=(u, "BHL"), x0=(x0, "BHM"))
     Bsz, H, L = u.shape
     r = P.shape[0]
     if dA_L is None:

@@ -37,7 +37,7 @@ from typing import Optional, Tuple
 import torch
 
 from .. import backend
-from .._checks import check_choice
+from .._checks import check_choice, check_length
 
 Tensor = torch.Tensor
 
@@ -55,8 +55,15 @@ def check_scheme(discretization: str) -> str:
     return check_choice("LinOSS discretization", discretization, OSCILLATOR_SCHEMES)
 
 
+def _check_float(fn: str, A: Tensor) -> None:
+    if not isinstance(A, Tensor) or not A.is_floating_point():
+        raise TypeError(f"{fn}: A must be a real floating-point tensor (float32/float64), got "
+                        f"{getattr(A, 'dtype', type(A).__name__)}; dt is cast to A's dtype, so an integer A made it 0")
+
+
 def check_oscillator_params(A: Tensor, dt: Tensor, discretization: str) -> str:
     """Validate ``A >= 0``, ``dt > 0`` (finite) and, for IMEX, ``dt^2 A <= IMEX_MAX_DT2A``."""
+    _check_float("oscillator parameters", A)
     scheme = check_scheme(discretization)
     if not bool(torch.isfinite(A).all()) or bool((A < 0).any()):
         raise ValueError(
@@ -340,6 +347,8 @@ def oscillator_responses(A: Tensor, dt: Tensor, discretization: str, L: int) -> 
     Returns:
         (2, P, L) real in the dtype of ``A``: index 0 velocity ``z``, index 1 position ``y``.
     """
+    L = check_length(L, "oscillator_responses: L")
+    _check_float("oscillator_responses", A)
     dt = torch.as_tensor(dt, dtype=A.dtype, device=A.device).expand_as(A)
     M, _ = oscillator_transition(A, dt, discretization, validate=False)
     Ad, dtd = A.double(), dt.double()
@@ -355,7 +364,15 @@ def oscillator_responses(A: Tensor, dt: Tensor, discretization: str, L: int) -> 
 
 def oscillator_kernel(A: Tensor, dt: Tensor, discretization: str, L: int) -> Tensor:
     r"""Position impulse response ``kappa_l`` of each oscillator (its Green's function), (P, L); A (P,).
-    The kernel (thesis eq. 2.7) of one seed 001 oscillator, in the closed form of notes Part 6.1."""
+    The kernel (thesis eq. 2.7) of one seed 001 oscillator, in the closed form of notes Part 6.1.
+
+    Validates its arguments as :func:`oscillator_transition` does (``A >= 0``, ``dt > 0``, IMEX ``dt^2 A <= 3.99``:
+    past 4 the closed form describes another system than the recurrence). Its gradient in A misses the angle's
+    share below A ~ 1e-10 / dt^2 (d theta / dA is infinite at A = 0, and the cancelling factor is lost to rounding):
+    differentiate the recurrence (:func:`oscillator_transition`) there."""
+    _check_float("oscillator_kernel", A)
+    dt = torch.as_tensor(dt, dtype=A.dtype, device=A.device).expand_as(A)
+    check_oscillator_params(A.detach(), dt.detach(), discretization)
     return oscillator_responses(A, dt, discretization, L)[1]
 
 

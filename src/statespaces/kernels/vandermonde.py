@@ -339,9 +339,18 @@ def vandermonde_transpose(u: Tensor, log_a: Tensor) -> Tensor:
     Returns:
         complex tensor (..., H, N).
     """
-    if u.dim() < 2 or u.shape[-2] != log_a.shape[0] or u.shape[-1] < 1:
-        raise ValueError(f"vandermonde_transpose: u must be (..., H, L>=1) with H={log_a.shape[0]} "
-                         f"(log_a {tuple(log_a.shape)}), got {tuple(u.shape)}")
+    if not isinstance(u, Tensor) or not u.is_floating_point():
+        raise TypeError(f"vandermonde_transpose: u must be a real floating-point tensor, got "
+                        f"{getattr(u, 'dtype', type(u).__name__)}")
+    if not isinstance(log_a, Tensor) or not (log_a.is_complex() or log_a.is_floating_point()):
+        raise TypeError(f"vandermonde_transpose: log_a must be a complex (or real floating) tensor, got "
+                        f"{getattr(log_a, 'dtype', type(log_a).__name__)}")
+    if u.dim() < 2 or log_a.dim() != 2 or u.shape[-2] != log_a.shape[0] or u.shape[-1] < 1:
+        raise ValueError(f"vandermonde_transpose: u must be (..., H, L>=1) and log_a (H, N) with the same H, got u "
+                         f"{tuple(u.shape)}, log_a {tuple(log_a.shape)}")
+    wide = torch.promote_types(u.dtype, log_a.real.dtype)          # mixed precisions: the sum in the wider one
+    u = u.to(wide)
+    log_a = log_a.to(torch.promote_types(log_a.dtype, wide))
     L = u.shape[-1]
     J = _block(L)
     Q = -(-L // J)

@@ -48,6 +48,9 @@ def two_sided_kernel(k: Tensor, L: int) -> Tensor:
     ``k`` has shape (2, H, L): ``k[0]`` acts causally (lags 0..L-1) and ``k[1]`` anti-causally
     on lags -1..-L, so ``y_t = sum_{s<=t} k0[t-s] u_s + sum_{s>t} k1[s-t-1] u_s``. Returns (H, 2L).
     """
+    if k.dim() < 2 or k.shape[0] != 2 or k.shape[-1] != L:
+        raise ValueError(f"two_sided_kernel: k must be (2, ..., L={L}) (causal and anti-causal halves of length L; "
+                         f"fftconv trims or pads a kernel of another length), got {tuple(k.shape)}")
     return F.pad(k[0], (0, L)) + F.pad(k[1].flip(-1), (L, 0))
 
 
@@ -257,9 +260,10 @@ def fftconv(u: Tensor, k: Tensor, bidirectional: bool = False) -> Tensor:
     u, k = _real_pair(u, k)
     bidirectional = check_flag("bidirectional", bidirectional)
     want = (2, u.shape[-1]) if bidirectional else (u.shape[-1],)
-    if u.dim() != 3 or k.dim() != len(want) + 1 or tuple(k.shape[:-1]) != want or k.shape[-1] < 1 or u.shape[1] < 1:
+    if u.dim() != 3 or k.dim() != len(want) + 1 or tuple(k.shape[:-1]) != want or k.shape[-1] < 1 or u.shape[1] < 1 \
+            or u.shape[2] < 1:
         shape = "(2, H, Lk)" if bidirectional else "(H, Lk)"
-        raise ValueError(f"fftconv: u must be (B, L, H) with L >= 1 and k {shape} with Lk >= 1; "
+        raise ValueError(f"fftconv: u must be (B, L, H) with L, H >= 1 and k {shape} with Lk >= 1; "
                          f"got u {tuple(u.shape)}, k {tuple(k.shape)}")
     L = u.shape[1]
     if bidirectional:
