@@ -526,7 +526,5 @@ def _assert_finite_async(module: torch.nn.Module, outs: Sequence[torch.Tensor], 
                               "named, or set statespaces._checks.CHECK_FINITE = False")
 
 
-def check_output(y: torch.Tensor, x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
-    """``check_result(module, y, input=x)``; returns ``y``."""
-    check_result(module, y, input=x)
-    return y
+#: What to do when a bidirectional layer is asked for a state, a step or a streaming form.
+CAUSAL_HINT = " (build it with bidirectional=False for a causal, streamable layer)"

@@ -50,7 +50,7 @@ from ._checks import (
     public,
     tracing,
 )
-from .layers.base import SSMLayer
+from .layers.base import SSMLayer, no_irregular_path
 from .layers.irregular import check_intervals
 from .layers.s4nd import S4ND, check_rates
 from .serialization import Pretrained
@@ -307,8 +307,7 @@ class ResidualBlock(Pretrained, nn.Module):
         """
         irregular = dt is not None or timestamps is not None
         if irregular and self.spatial:
-            raise ValueError(f"{type(self.layer).__name__} has no irregular-sampling path (dt/timestamps); the "
-                             "diagonal layers S4D, S5, LinOSS and DLinOSS have one")
+            raise no_irregular_path(self.layer)
         if self.spatial_dims != 1:      # a 1-D S4ND takes the sequence path (masks included)
             return self._forward_nd(x, state, return_state, rate, mask)
         check_sequence(x, self.layer.d_model, self.output.weight.dtype, device=self.output.weight.device, finite=False)

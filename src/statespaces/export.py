@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from ._checks import tracing
+from ._checks import CAUSAL_HINT, tracing
 from .kernels.oscillator import normal_form, to_normal_basis
 from .layers.base import DiagonalSSM, SSMLayer, check_rate
 from .layers.linoss import LinOSS
@@ -170,7 +170,7 @@ def real_step(layer: SSMLayer, rate: float = 1.0) -> RealStep:
         raise TypeError(f"no streaming form for {type(layer).__name__}: supported are S4D (any DiagonalSSM), S4, "
                         "LinOSS, DLinOSS, S5")
     if getattr(layer, "bidirectional", False):
-        raise ValueError("a bidirectional layer is not causal and has no streaming step")
+        raise ValueError("a bidirectional layer is not causal and has no streaming step" + CAUSAL_HINT)
     D = cast(Tensor, layer.D).detach().clone()           # a Parameter/buffer (nn.Module.__getattr__ is untyped)
     if isinstance(layer, DiagonalSSM):
         dA, dB, Cc, _ = layer._step_system(rate)             # y = Re(sum conj(Cc) x')

@@ -347,7 +347,8 @@ def _load_saved(path: Path) -> nn.Module:
     dtype = cfg.get("dtype")
     if dtype is not None:
         if dtype not in ("float16", "bfloat16", "float32", "float64"):
-            raise ValueError(f"{cfg_file}: unsupported dtype {dtype!r}")
+            raise ValueError(f"{cfg_file}: unsupported dtype {dtype!r}; allowed: float16, bfloat16, float32, float64 "
+                             "(the file was edited, or written by a newer version)")
         model = model.to(getattr(torch, dtype))
     state = _read_weights(w_file)
     upgrade = getattr(model, "upgrade_state_dict", None)   # weights saved by an older version -> today's keys

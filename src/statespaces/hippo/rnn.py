@@ -282,9 +282,11 @@ class HiPPORNN(nn.Module):
 
     @property
     def memory(self) -> HiPPOMemory:
+        """The cell's HiPPO memory (its measure, order N and discretization)."""
         return self.cell.memory
 
     def initial_state(self, batch_size: int) -> HiPPOState:
+        """Zero hidden state and HiPPO coefficients for a batch of B."""
         return self.cell.initial_state(batch_size)
 
     def step(self, x: Tensor, state: HiPPOState) -> Tuple[Tensor, HiPPOState]:
@@ -293,6 +295,8 @@ class HiPPORNN(nn.Module):
 
     def forward(self, x: Tensor, state: Optional[HiPPOState] = None, lengths: Optional[Tensor] = None,
                 return_state: bool = False) -> Union[Tensor, Tuple[Tensor, HiPPOState]]:
+        """x (B, L, input_size) -> hidden states (B, L, hidden_size), the cell stepped along L (thesis §4.4: the
+        HiPPO-RNN); ``lengths`` keeps each sequence's state at its last valid step."""
         cell = self.cell
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != cell.input_size:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__

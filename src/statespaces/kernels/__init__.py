@@ -1,5 +1,5 @@
 """Convolution kernels of structured SSMs: fast paths and their reference twins."""
-from .cauchy import CHUNK_ELEMS, cauchy, cauchy_naive
+from .cauchy import CHUNK_ELEMS, cauchy, cauchy_naive, cauchy_ref
 from .dplr import CAUCHY_BACKENDS, DPLRStep, dplr_advance, dplr_kernel, dplr_real_system, dplr_zero_input
 from .oscillator import (
     IMEX_MAX_DT2A,
@@ -32,6 +32,7 @@ __all__ = [
     "OSCILLATOR_SCHEMES",
     "cauchy",
     "cauchy_naive",
+    "cauchy_ref",
     "CHUNK_ELEMS",
     "dplr_kernel",
     "dplr_zero_input",

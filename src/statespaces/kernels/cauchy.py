@@ -179,13 +179,6 @@ def _cauchy_triton(v: Tensor, z: Tensor, w: Tensor) -> Tensor:
     return cauchy_grouped_triton(v, z, w)
 
 
-def _cauchy_torch(v: Tensor, z: Tensor, w: Tensor, conj: bool = False, chunk_elems: Optional[int] = None) -> Tensor:
-    """The chunked PyTorch path of :func:`cauchy` whatever the backend (benchmarks, tests)."""
-    v, z, w = _prepare(v, z, w, conj)
-    vg, zg, wg, unshape = _grouped(v, z, w)
-    return unshape(_CauchyFn.apply(vg, zg, wg, int(chunk_elems or CHUNK_ELEMS)))
-
-
 def _cauchy_grouped_torch(v: Tensor, z: Tensor, w: Tensor) -> Tensor:
     """The PyTorch path on the grouped form: the twin of the Triton CauchyFn (same arguments), to which its
     backward falls back if its kernels fail."""

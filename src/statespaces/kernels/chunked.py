@@ -34,6 +34,7 @@ import torch
 
 from .. import backend
 from .chunked_conv import contiguous_grad
+from .reference import power_kernel as _reference_power_kernel
 
 Tensor = torch.Tensor
 
@@ -352,12 +353,9 @@ def power_kernel(dA: Tensor, dB: Tensor, c: Tensor, L: int, chunk: Optional[int]
 
 
 def power_kernel_ref(dA: Tensor, dB: Tensor, c: Tensor, L: int) -> Tensor:
-    """Reference twin of :func:`power_kernel`: one matrix-vector product per lag (readable, slow)."""
-    out, v = [], dB
-    for _ in range(L):
-        out.append((c * v).sum(-1))
-        v = (dA @ v.unsqueeze(-1)).squeeze(-1)
-    return torch.stack(out, -1)
+    """Reference twin of :func:`power_kernel`: one matrix-vector product per lag (readable, slow); the loop of
+    :func:`statespaces.kernels.reference.power_kernel` (eq. 2.8)."""
+    return _reference_power_kernel(dA, dB, c, L)
 
 
 def _power_apply(dA: Tensor, L: int, x: Tensor) -> Tensor:

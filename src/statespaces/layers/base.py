@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .._checks import (
+    CAUSAL_HINT,
     check_batch_size,
     check_flag,
     check_length,
@@ -100,9 +101,13 @@ class SSMLayer(Pretrained, nn.Module):
         raise _to_implement(self, "kernel(L, rate)", "the convolution kernel (H, L), or (2, H, L) if bidirectional")
 
     def initial_state(self, batch_size: int) -> Tensor:  # pragma: no cover - abstract
+        """The zero state of a batch of B sequences, e.g. (B, H, M) complex for a diagonal layer (the state ``x_{-1}``
+        of the recurrence, thesis eq. 2.5)."""
         raise _to_implement(self, "initial_state(batch_size)", "the zero state of a batch")
 
     def step(self, x: Tensor, state: Tensor, rate: float = 1.0) -> Tuple[Tensor, Tensor]:  # pragma: no cover
+        """One recurrent step (thesis eq. 2.5, §2.3.2): x (B, H) and the state of :meth:`initial_state`'s shape ->
+        ``(y (B, H), next state)``, equal to the convolution view's output at that step."""
         raise _to_implement(self, "step(x, state, rate)", "(y (B, H), next state): one recurrent step")
 
     def _zero_input_response(self, state: Tensor, L: int, rate: float) -> Tensor:  # pragma: no cover
@@ -118,8 +123,7 @@ class SSMLayer(Pretrained, nn.Module):
     def _irregular_forward(self, u: Tensor, state: Optional[Tensor], rate: float,
                            steps: Tensor) -> Tuple[Tensor, Tensor]:
         """Output (B, L, H) and final state for per-step multipliers ``steps`` (B, L) (irregular sampling)."""
-        raise ValueError(f"{type(self).__name__} has no irregular-sampling path (dt/timestamps); the diagonal "
-                         "layers S4D, S5, LinOSS and DLinOSS have one")
+        raise no_irregular_path(self)
 
     def ssm_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the state equation (A, B, dt) that get their own optimizer settings (§7.1)."""
@@ -196,7 +200,7 @@ class SSMLayer(Pretrained, nn.Module):
         rate = check_rate(rate)
         check_flag("return_state", return_state)
         if self.bidirectional and (state is not None or return_state):
-            raise ValueError("a bidirectional layer is not causal: it has no recurrent state")
+            raise ValueError("a bidirectional layer is not causal: it has no recurrent state" + CAUSAL_HINT)
         if state is not None:
             self._check_state(state, x.shape[0])
         return rate
@@ -273,7 +277,7 @@ class SSMLayer(Pretrained, nn.Module):
         """Static checks of ``step(x, state)``; NaN/inf are caught on the result (:func:`check_result`).
         The metadata of the last accepted call is remembered: a generation loop repeats it every step."""
         if self.bidirectional:
-            raise ValueError("a bidirectional layer is not causal and cannot be stepped")
+            raise ValueError("a bidirectional layer is not causal and cannot be stepped" + CAUSAL_HINT)
         sig = None
         if isinstance(x, Tensor) and isinstance(state, Tensor):
             D = self.D
@@ -283,6 +287,15 @@ class SSMLayer(Pretrained, nn.Module):
         check_step_input(x, self.d_model, self.param_dtype, self.D.device)
         self._check_state(state, x.shape[0])
         self.__dict__["_step_ok"] = sig
+
+
+def no_irregular_path(layer: nn.Module) -> ValueError:
+    """The error of a layer without an irregular-sampling path (``dt=`` / ``timestamps=``): which layers have one,
+    and, for a diagonal layer of one's own, what to implement."""
+    own = (" (a DiagonalSSM of your own gets one by implementing irregular_system(rate, steps) -> (dA, dB, C, scale), "
+           "dA and dB (B, L, H, M))") if isinstance(layer, DiagonalSSM) else ""
+    return ValueError(f"{type(layer).__name__} has no irregular-sampling path (dt/timestamps); S4D, S5, LinOSS and "
+                      f"DLinOSS have one{own}")
 
 
 @dataclass
@@ -331,13 +344,15 @@ class DiagonalSSM(SSMLayer):
     n_modes: int                        # M, set by each subclass
 
     def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:  # pragma: no cover - abstract
+        """The layer discretized at step ``rate * dt``: a :class:`DiagonalSystem` (log dA, dB (H, M); C (K, H, M);
+        scale), from which every view of this class is formed (thesis §3.2.1, eq. 3.2). The one method a diagonal
+        layer of one's own implements."""
         raise _to_implement(self, "diagonal_system(rate)", "the DiagonalSystem (log dA, dB, C, scale) at this rate")
 
     def irregular_system(self, rate: float, steps: Tensor) -> Tuple[Tensor, Tensor, Tensor, float]:
         """The system discretized per step, ``(dA, dB, C, scale)`` with dA, dB (B, L, H, M), for
         multipliers ``steps`` (B, L) of the step size. Layers with an irregular-sampling path implement it (S4D)."""
-        raise ValueError(f"{type(self).__name__} has no irregular-sampling path (dt/timestamps); the diagonal "
-                         "layers S4D, S5, LinOSS and DLinOSS have one")
+        raise no_irregular_path(self)
 
     def _irregular_forward(self, u: Tensor, state: Optional[Tensor], rate: float,
                            steps: Tensor) -> Tuple[Tensor, Tensor]:

@@ -342,7 +342,8 @@ def upgrade_layer_arguments(config: Dict[str, Any]) -> Dict[str, Any]:
     if isinstance(layer, str):
         config["layer"] = legacy_layer(layer, kwargs)
     elif kwargs:
-        raise ValueError("saved arguments hold both a layer table and layer_kwargs; cannot tell which applies")
+        raise ValueError("saved arguments hold both a layer table and layer_kwargs, and cannot tell which applies; "
+                         "keep one of them in the saved config.json (layer = {kind = ..., ...} is the current form)")
     return config
 
 

@@ -149,7 +149,7 @@ def damped_system(A_hat: Tensor, G_hat: Tensor, dt: Tensor,
         log_r = -0.5 * torch.log(S)
         re, im = 2.0 + s, 2.0 * dt * _sqrt0(gap)           # 2 r (cos, sin)(theta) S
     else:  # pragma: no cover - checked by the caller
-        raise ValueError(discretization)
+        raise ValueError(f"D-LinOSS discretization must be 'imex' or 'im' here, got {discretization!r}")
     # eigenvalues sign * r e^{+-i theta} with theta in [0, pi/2]: near -r the angle stays small
     sign = torch.where(re < 0, -torch.ones_like(re), torch.ones_like(re))
     theta = torch.atan2(im, re.abs())

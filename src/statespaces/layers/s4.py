@@ -64,6 +64,7 @@ import torch
 from torch import nn
 
 from .._checks import (
+    CAUSAL_HINT,
     check_batch_size,
     check_choice,
     check_flag,
@@ -707,7 +708,8 @@ class S4(SSMLayer):
             state of this layer with :meth:`DiagonalizedS4.from_dplr_state`.
         """
         if self.bidirectional:
-            raise ValueError("a bidirectional layer is not causal and has no recurrent form to diagonalize")
+            raise ValueError("a bidirectional layer is not causal and has no recurrent form to diagonalize"
+                             + CAUSAL_HINT)
         rate = check_rate(rate)
         dA, dB, c, _ = (t.double() for t in self.dense_system(rate))
         lam, V = torch.linalg.eig(dA)                                   # (H, N), (H, N, N)
@@ -829,6 +831,8 @@ class DiagonalizedS4(DiagonalSSM):
             raise ValueError(f"this diagonal form was computed for rate={self.rate}; call S4.diagonalize(rate={rate})")
 
     def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:
+        """The stored eigendecomposition of S4's bilinear dA at the rate it was built for (thesis §3.3): log dA, dB
+        and C (1, H, M) in its eigenbasis, scale 1 (every mode stored, no conjugate pairing)."""
         self._check_rate(rate)
         return DiagonalSystem(log_dA=self.log_dA, dB=self.dB, C=self.Cd[None], scale=1.0)
 

@@ -167,6 +167,8 @@ class S4D(DiagonalSSM):
         return tie_channels(A, self.d_model)
 
     def diagonal_system(self, rate: float = 1.0) -> DiagonalSystem:
+        """S4D discretized at ``rate * exp(log_dt)`` by its rule (ZOH by default; thesis §6.1, app. A.1): log dA,
+        dB (H, M), C (K, H, M), scale (2 for conjugate pairs), and log dA in float64 under the other rules."""
         sys = self._discretized(torch.exp(self.log_dt) * rate)
         if (self.discretization != "zoh" or self.real_transform == "none") and sys.log_dA.dtype != torch.complex128:
             # log dA in float64 (DiagonalSystem.exponent): a float32 log of a mode near -1 (bilinear sends the fast

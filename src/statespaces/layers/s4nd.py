@@ -121,7 +121,8 @@ def resolution_rate(train_shape: Sequence[int], new_shape: Sequence[int]) -> Tup
     ``resolution_rate((28, 28), (56, 56)) == (0.5, 0.5)`` (2x finer grid, Δ/2). Thesis §9.3.2, §2.4.1.
     """
     if len(train_shape) != len(new_shape):
-        raise ValueError(f"train_shape {tuple(train_shape)} and new_shape {tuple(new_shape)} differ in rank")
+        raise ValueError(f"train_shape {tuple(train_shape)} and new_shape {tuple(new_shape)} differ in rank; pass "
+                         "both with one size per axis of the layer")
     for s in tuple(train_shape) + tuple(new_shape):
         check_positive_int("grid size", s)
     return tuple(a / b for a, b in zip(train_shape, new_shape))

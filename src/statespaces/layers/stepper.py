@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Optional, Union, cast
 import torch
 
 from .. import backend
-from .._checks import check_batch_size, check_rate, nonfinite_parameters
+from .._checks import CAUSAL_HINT, check_batch_size, check_rate, nonfinite_parameters
 from ..kernels.dispatch import diagonal_step_ref
 from ..kernels.oscillator import from_normal_basis, normal_form, oscillator_step, to_normal_basis
 
@@ -111,7 +111,7 @@ class LayerStepper:
     def __init__(self, layer: SSMLayer, batch_size: int, rate: float, dtype: Optional[torch.dtype],
                  device: Optional[Union[str, torch.device]]) -> None:
         if getattr(layer, "bidirectional", False):
-            raise ValueError("a bidirectional layer is not causal and cannot be stepped")
+            raise ValueError("a bidirectional layer is not causal and cannot be stepped" + CAUSAL_HINT)
         self.batch_size = check_batch_size(batch_size)
         self.rate = check_rate(rate)
         self.dtype, self.device = _resolve(layer, dtype, device)
@@ -164,7 +164,8 @@ class LayerStepper:
             raise ValueError(f"{self.layer_name} stepper state must have shape {tuple(shape)}, "
                              f"got {tuple(state.shape)}")
         if state.device.type == "cpu" and not bool(torch.isfinite(torch.view_as_real(state.detach())).all()):
-            raise ValueError(f"{self.layer_name} stepper state holds NaN or inf values")
+            raise ValueError(f"{self.layer_name} stepper state holds NaN or inf values; start again with "
+                             "st.reset() (zeros) or assign a finite state")
 
     def _own_basis(self, state: Tensor) -> Tensor:
         """A state in the layer's layout mapped to the basis ``state`` lives in (here the same)."""

@@ -88,6 +88,9 @@ class SSMForecaster(Pretrained, nn.Module):
 
     @public
     def forward(self, context: Tensor) -> Tensor:
+        """Context (B, C, d_input) -> forecast (B, horizon, d_input): the context followed by ``horizon`` mask tokens
+        (zeros, flagged by an extra input channel) goes through the stack, and its outputs at the mask tokens are
+        the forecast (thesis §7.3.5)."""
         check_sequence(context, self.d_input, self.decoder.weight.dtype, "context", device=self.decoder.weight.device,
                        channels="d_input")
         u = context.to(self.decoder.weight.dtype)            # half precision: computed in the module's precision

@@ -56,6 +56,7 @@ class ConvND(nn.Module):
 
     def __init__(self, d_model: int, dims: int = 2, kernel_size: int = 3, depthwise: bool = False) -> None:
         super().__init__()
+        check_positive_int("d_model", d_model)
         if dims not in (1, 2, 3):
             raise ValueError(f"ConvND supports dims 1, 2, 3, got {dims}")
         check_positive_int("kernel_size", kernel_size)
@@ -66,7 +67,13 @@ class ConvND(nn.Module):
         self.conv = conv(d_model, d_model, kernel_size, padding=kernel_size // 2, groups=d_model if depthwise else 1)
 
     def forward(self, x: Tensor, rate: Union[float, Sequence[float]] = 1.0) -> Tensor:
+        """(B, L_1, ..., L_D, H) -> (B, L_1, ..., L_D, H). ``rate`` is accepted for the SSM layers' signature and
+        ignored: a convolution of fixed taps has no resolution to change (the baseline of thesis §9.4.3)."""
         return self.conv(x.movedim(-1, 1)).movedim(1, -1)
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, dims={self.dims}, kernel_size={self.conv.kernel_size[0]}, "
+                f"depthwise={self.conv.groups > 1}")
 
 
 class ImageClassifier(Pretrained, nn.Module):
@@ -180,6 +187,8 @@ class ImageClassifier(Pretrained, nn.Module):
 
     @public
     def forward(self, x: Tensor, rate: Union[float, Sequence[float]] = 1.0) -> Tensor:
+        """Images (B, L_1, ..., L_D, d_input) -> logits (B, n_classes); ``rate`` per axis (or one for all) changes
+        the resolution the S4ND layers assume (thesis §9.3.2: 0.5 for an image sampled twice as finely)."""
         check_real_float("input", x)
         check_device("input", x, self.encoder.weight.device)
         if x.dim() != self.dims + 2 or x.shape[-1] != self.d_input:

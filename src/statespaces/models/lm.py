@@ -123,6 +123,7 @@ class SSMStack(Pretrained, nn.Module):
 
     @public
     def initial_state(self, batch_size: int) -> List[Any]:
+        """One state per block (each the zero state of its layer for a batch of B)."""
         return _blocks_initial(self.blocks, check_batch_size(batch_size))
 
     @public
@@ -278,7 +279,7 @@ class SSMLanguageModel(Pretrained, nn.Module):
             raise ValueError(f"{name} must have shape {want}, got {tuple(tokens.shape)}")
         check_batch(name, tokens)
         if tokens.shape[1] == 0:
-            raise ValueError(f"{name} has length 0")
+            raise ValueError(f"{name} has length 0; pass at least one token per sequence")
         if tokens.device != self.head.weight.device:
             raise ValueError(f"{name} is on {tokens.device} but the model is on {self.head.weight.device}; "
                              "move one with .to(device)")

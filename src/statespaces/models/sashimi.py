@@ -76,13 +76,16 @@ class FFBlock(Pretrained, nn.Module):
         return f"d_model={self.d_model}, expand={self.expand}"
 
     def forward(self, x: Tensor, state: None = None, return_state: bool = False) -> Union[Tensor, Tuple[Tensor, None]]:
+        """(B, T, H) -> (B, T, H): ``x + MLP(norm(x))`` per step (stateless; ``state`` is None)."""
         y = self.dropout(self.fc2(self.dropout(self.activation(self.fc1(self.norm(x))))))
         return (x + y, None) if return_state else x + y
 
     def initial_state(self, batch_size: int) -> None:
+        """None: the block has no state."""
         return None
 
     def step(self, x: Tensor, state: None = None) -> Tuple[Tensor, None]:
+        """(B, H) -> ((B, H), None): :meth:`forward` on one step."""
         return cast(Tensor, self.forward(x.unsqueeze(1))).squeeze(1), None
 
 
@@ -100,6 +103,7 @@ class DownPool(nn.Module):
         return f"d_in={self.d_in}, pool={self.pool}, d_out={self.d_out}"
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, T, H) -> (B, T / pool, expand H), T a multiple of ``pool``."""
         B, T, H = x.shape
         if T % self.pool:
             raise ValueError(f"DownPool needs a length divisible by pool={self.pool}, got {T}")
