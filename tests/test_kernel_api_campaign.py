@@ -76,3 +76,28 @@ def test_vandermonde_transpose_takes_mixed_precisions():
     want = (u.double()[..., None] * torch.exp(torch.arange(6, dtype=f64)[:, None] * log_a[0])).sum(-2)
     assert got.dtype == torch.complex128
     torch.testing.assert_close(got, want)
+
+
+def test_chunked_kernels_name_an_empty_length_and_accept_numpy_chunks():
+    """L = 0 gave 'negative shift count' (power_kernel at L = -1: an error of row_powers, 'got -2'); a NumPy
+    chunk was refused as 'not a positive integer'; linear_recurrence on an empty axis recursed forever."""
+    import numpy as np
+
+    from statespaces.hippo.legs_fast import linear_recurrence
+    from statespaces.kernels.chunked import advance, power_kernel, zero_input_response
+    from statespaces.kernels.chunked_conv import chunked_conv_diagonal
+
+    dA = 0.5 * torch.eye(2, dtype=f64).expand(1, 2, 2)
+    b = torch.ones(1, 2, dtype=f64)
+    with pytest.raises(ValueError, match="the length L must be a positive integer"):
+        zero_input_response(dA, b, torch.zeros(1, 1, 2, dtype=f64), 0)
+    with pytest.raises(ValueError, match="the length L must be a positive integer"):
+        advance(dA, b, torch.zeros(1, 1, 0, dtype=f64))
+    with pytest.raises(ValueError, match="power_kernel: L must be a positive integer"):
+        power_kernel(dA, b, b, -1)
+    u = torch.randn(1, 5, 1, dtype=f64)
+    log_a = torch.full((1, 1), -0.1 + 0.3j, dtype=torch.complex128)
+    one = torch.ones(1, 1, dtype=torch.complex128)
+    torch.testing.assert_close(chunked_conv_diagonal(u, log_a, one, one[None], chunk=np.int64(2)),
+                               chunked_conv_diagonal(u, log_a, one, one[None], chunk=2))
+    assert linear_recurrence(torch.ones(3, 0), torch.ones(3, 0)).shape == (3, 0)

@@ -57,7 +57,7 @@ def linear_recurrence(r: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """
     r, beta = torch.broadcast_tensors(r, beta)
     N = beta.shape[-1]
-    if N == 1:
+    if N <= 1:                 # N = 0: nothing to solve (the halving below never reached 1: infinite recursion)
         return beta.clone()
     if N % 2:
         # pad to even length with an identity element (r=1, beta=0)

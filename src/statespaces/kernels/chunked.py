@@ -33,6 +33,7 @@ from typing import Optional, Tuple, Union, cast
 import torch
 
 from .. import backend
+from .._checks import check_length
 from .chunked_conv import contiguous_grad
 from .reference import power_kernel as _reference_power_kernel
 
@@ -44,6 +45,7 @@ CHUNK = 64
 
 def _chunk(L: int, T: int) -> int:
     """Largest power of two <= min(T, L) (>= 1); ``T`` (the caller's ``chunk``) must be a positive integer."""
+    L = check_length(L, "the length L")               # L = 0 failed with 'negative shift count'
     if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1:
         raise ValueError(f"chunk must be a positive integer (steps per chunk), got {T!r}")
     return 1 << (min(int(T), L).bit_length() - 1)
@@ -338,6 +340,7 @@ def power_kernel(dA: Tensor, dB: Tensor, c: Tensor, L: int, chunk: Optional[int]
         K (H, L), or (K, H, L) for c (K, H, N), in the dtype of dA. Twin: the explicit powers
         (:func:`power_kernel_ref`).
     """
+    L = check_length(L, "power_kernel: L")
     rows = c.unsqueeze(1) if c.dim() == 2 else c.transpose(0, 1)       # (H, K, N)
     H, K = rows.shape[:2]
     if chunk is None:

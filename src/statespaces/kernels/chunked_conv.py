@@ -17,6 +17,9 @@ state of size S, done as three batched matmuls over the channels; the chunk-to-c
 scan, :func:`scan_rows`: a dense product per block of chunks and ``ceil(L / (T K))`` sequential steps).
 Against the FFT route (O(L log L), with ~10 passes over the (B, H, 2L) padded tensor) this wins on CPU
 for moderate S, and reads the input in its (B, L, H) layout without any length-2L buffer.
+A non-finite input value makes every output of its chunk non-finite, the earlier steps included (the
+Toeplitz product multiplies it by the zeros above the diagonal: inf * 0 = NaN), where a step-by-step
+recurrence would spoil only the later ones; the layers refuse non-finite inputs before they get here.
 
 The algorithm itself (:func:`chunked_conv`) takes five small per-channel tables
 (:class:`ChunkTables`) and a real state made of 2-vectors, so one code serves
@@ -32,6 +35,7 @@ at a time (readable, slow).
 """
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple, Optional, Tuple, Union, cast
 
 import torch
@@ -63,9 +67,9 @@ def chunk_length(L: int, chunk: Optional[int] = None, u: Optional[Tensor] = None
         triton = u is not None and backend.choose("chunked_conv", u, dtypes=backend.REAL) == "triton"
         chunk = TRITON_CHUNK if triton else CHUNK
     T = chunk
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+    if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1:     # NumPy integers are integers
         raise ValueError(f"chunk must be a positive integer (steps per chunk), got {chunk!r}")
-    return max(1, min(T, L))
+    return max(1, min(int(T), L))
 
 
 def prefer_chunked(u: Tensor, stateful: bool, modes: Optional[int] = None, dense: bool = False) -> bool:
