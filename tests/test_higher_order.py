@@ -148,3 +148,21 @@ def test_chunked_mode_on_ref_equals_the_fast_path(stateful):
     for a, b in zip(g_fast, g_ref):
         if a is not None or b is not None:
             torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["s4d", "s4", "linoss-imex", "dlinoss"])
+def test_forward_mode_ad_through_forward_ad_works_on_the_default_backend(name):
+    """torch.autograd.forward_ad (not a torch.func transform) met the fast paths' Functions, which have no jvp rule:
+    "You must implement the jvp function for custom autograd.Function". Inside dual_level() the twins run."""
+    import torch.autograd.forward_ad as fwAD
+
+    layer = LAYERS[name]().double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 9, 2, dtype=torch.float64, generator=g)
+    v = torch.randn(2, 9, 2, dtype=torch.float64, generator=g)
+    with torch.no_grad():
+        fd = (layer(x + 1e-6 * v) - layer(x - 1e-6 * v)) / 2e-6
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(layer(fwAD.make_dual(x, v))).tangent
+    torch.testing.assert_close(tangent, fd, rtol=1e-6, atol=1e-8)
+    assert not backend.transforming()          # outside the block the selector is obeyed again

@@ -106,12 +106,17 @@ _TWINS: Dict[str, Callable[..., Any]] = {}   # Triton autograd Function name -> 
 
 
 _functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+_forward_ad = torch.autograd.forward_ad          # its _current_level is >= 0 inside a dual_level() block
 
 
 def transforming() -> bool:
     """True while a ``torch.func`` transform (``grad``, ``vjp``, ``jvp``, ``jacrev``, ``jacfwd``, ``vmap``)
-    runs: the predicate :meth:`torch.autograd.Function.apply` itself uses to route custom Functions."""
-    return _functorch_active is not None and bool(_functorch_active())
+    runs (the predicate :meth:`torch.autograd.Function.apply` itself uses to route custom Functions), or inside a
+    ``torch.autograd.forward_ad.dual_level()``: forward-mode AD has no tangent rule in the hand-written Functions
+    (it failed with torch's "You must implement the jvp function"), so those calls take the plain-autograd paths."""
+    if _functorch_active is not None and bool(_functorch_active()):
+        return True
+    return getattr(_forward_ad, "_current_level", -1) >= 0
 
 
 def get_backend() -> str:
