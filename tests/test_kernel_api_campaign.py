@@ -101,3 +101,16 @@ def test_chunked_kernels_name_an_empty_length_and_accept_numpy_chunks():
     torch.testing.assert_close(chunked_conv_diagonal(u, log_a, one, one[None], chunk=np.int64(2)),
                                chunked_conv_diagonal(u, log_a, one, one[None], chunk=2))
     assert linear_recurrence(torch.ones(3, 0), torch.ones(3, 0)).shape == (3, 0)
+
+
+def test_oscillator_kernel_under_vmap_and_vandermonde_transpose_with_a_real_log():
+    """The validation added to oscillator_kernel read tensor values, which vmap has not (a regression found by the
+    verification round); a real log_a reached torch's 'imag is not implemented'."""
+    A = torch.rand(3, 4, dtype=f64)
+    dt = torch.full((4,), 0.1, dtype=f64)
+    got = torch.func.vmap(lambda a: oscillator_kernel(a, dt, "IM", 5))(A)
+    torch.testing.assert_close(got, torch.stack([oscillator_kernel(a, dt, "IM", 5) for a in A]))
+    u = torch.randn(1, 6, dtype=f64)
+    log_a = -torch.rand(1, 2, dtype=f64)
+    want = (u[..., None] * torch.exp(torch.arange(6, dtype=f64)[:, None] * log_a[0])).sum(-2)
+    torch.testing.assert_close(vandermonde_transpose(u, log_a).real, want)

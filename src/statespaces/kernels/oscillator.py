@@ -37,7 +37,7 @@ from typing import Optional, Tuple
 import torch
 
 from .. import backend
-from .._checks import check_choice, check_length
+from .._checks import check_choice, check_length, tracing
 
 Tensor = torch.Tensor
 
@@ -372,7 +372,8 @@ def oscillator_kernel(A: Tensor, dt: Tensor, discretization: str, L: int) -> Ten
     differentiate the recurrence (:func:`oscillator_transition`) there."""
     _check_float("oscillator_kernel", A)
     dt = torch.as_tensor(dt, dtype=A.dtype, device=A.device).expand_as(A)
-    check_oscillator_params(A.detach(), dt.detach(), discretization)
+    if not (tracing() or backend.transforming()):       # host values: none under vmap, compile or export
+        check_oscillator_params(A.detach(), dt.detach(), discretization)
     return oscillator_responses(A, dt, discretization, L)[1]
 
 

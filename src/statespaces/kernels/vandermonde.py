@@ -350,6 +350,8 @@ def vandermonde_transpose(u: Tensor, log_a: Tensor) -> Tensor:
                          f"{tuple(u.shape)}, log_a {tuple(log_a.shape)}")
     wide = torch.promote_types(u.dtype, log_a.real.dtype)          # mixed precisions: the sum in the wider one
     u = u.to(wide)
+    if not log_a.is_complex():                                      # a real log_a: real eigenvalues
+        log_a = torch.complex(log_a, torch.zeros_like(log_a))
     log_a = log_a.to(torch.promote_types(log_a.dtype, wide))
     L = u.shape[-1]
     J = _block(L)
