@@ -574,3 +574,27 @@ def test_an_output_folder_under_a_file_is_named(tmp_path, capsys):
                                "--model.d_model", "8")
         assert code == 2 and "which is a file; allowed: a folder whose parents are folders" in err, err
         assert "holds no run yet" not in err
+
+
+def test_under_torchrun_only_rank_0_prints_a_user_error(monkeypatch, capsys):
+    """Every rank printed the same error, two copies sometimes run together on one line."""
+    import statespaces.cli as cli
+
+    for rank, shown in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        with pytest.raises(SystemExit) as e:
+            cli.main(["train", "--model.foo", "1"])
+        assert e.value.code == 2
+        assert ("statespaces train: error:" in capsys.readouterr().err) == shown
+
+
+def test_a_resume_with_another_number_of_processes_says_it_is_not_exact(tmp_path, capsys):
+    """2 processes -> 1 resumed without a word, and not as the uninterrupted run."""
+    from statespaces.train.run import Run
+
+    run = Run(tmp_path / "out", 1)
+    state = torch.get_rng_state()
+    assert torch.equal(run._rank_rng({"rng.torch": state, "rng.torch.rank1": state}), state)
+    assert "written by 2 process(es), this run has 1" in capsys.readouterr().err
+    run._rank_rng({"rng.torch": state})
+    assert "process(es)" not in capsys.readouterr().err

@@ -95,19 +95,27 @@ def main(argv: Optional[List[str]] = None) -> int:
         if debug:
             raise
         message = " ".join(str(e).split()) or type(e).__name__
-        print(f"statespaces{' ' + command if command else ''}: error: {message}", file=sys.stderr)
+        if _speaks():            # under torchrun every rank meets the same error: rank 0 says it, once
+            print(f"statespaces{' ' + command if command else ''}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt as e:
         if debug:
             raise
         hint = " (continue with the same command and --resume)" if command == "train" else ""
         what, code = ("terminated (SIGTERM)", 143) if isinstance(e, _Terminated) else ("interrupted", 130)
-        print(f"\nstatespaces {command}: {what}{hint}", file=sys.stderr)
+        if _speaks():
+            print(f"\nstatespaces {command}: {what}{hint}", file=sys.stderr)
         raise SystemExit(code) from None
     finally:
         warnings.formatwarning = formatwarning
         if on_term is not None:
             signal.signal(signal.SIGTERM, on_term)
+
+
+def _speaks() -> bool:
+    """Whether this process prints the command's error and interruption lines: not the ranks > 0 of a torchrun
+    launch (they meet the same error; their copies interleaved with rank 0's on one line)."""
+    return os.environ.get("RANK", "0") in ("", "0")
 
 
 class _Terminated(KeyboardInterrupt):

@@ -533,8 +533,10 @@ def _train_in(run: Run, cfg: TrainConfig, resume: bool, progress: bool,
         # length-bucketed batches cut to their longest series, and/or several passes per epoch so
         # that the run takes at least trainer.min_steps steps (statespaces.data.sampler)
         if world > 1:
-            raise ConfigError(f"trainer.bucket / trainer.min_steps: not supported with {world} processes; "
-                              "allowed: bucket = false and min_steps = 0 under torchrun")
+            raise ConfigError(f"trainer.bucket / trainer.min_steps: not supported with {world} processes (here "
+                              f"bucket = {t_cfg.bucket}, min_steps = {t_cfg.min_steps}, perhaps from the preset); "
+                              "allowed: bucket = false and min_steps = 0 under torchrun (--trainer.bucket false "
+                              "--trainer.min_steps 0)")
         lengths = dataset_lengths(train_set) if t_cfg.bucket else None
         # a 1-D tensor of lengths serves as the sampler's sequence of ints
         sampler: Any = BucketBatchSampler(cast(Optional[Sequence[int]], lengths), t_cfg.batch_size, n=len(train_set),

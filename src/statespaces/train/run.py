@@ -460,6 +460,13 @@ class Run:
         without it (written by fewer processes, or before per-rank states were kept) gives rank 0's, with a
         warning that the resume is not exact."""
         key = f"rng.torch.rank{self.rank}"
+        if self.rank == 0:
+            written = 1 + sum(1 for k in tensors if k.startswith("rng.torch.rank"))
+            if written != self.world:       # the data each rank sees and its random draws depend on the count
+                print(f"warning: the checkpoint was written by {written} process(es), this run has {self.world}: it "
+                      "goes on from there, but not as an uninterrupted run would (each rank's share of the data and "
+                      "its random draws change); resume with the same number of processes for an exact resume",
+                      file=sys.stderr)
         if self.rank == 0 or key in tensors:
             return tensors[key if self.rank else "rng.torch"]
         print(f"warning: the checkpoint holds no RNG state for rank {self.rank} (written by fewer processes or an "
