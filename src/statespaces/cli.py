@@ -379,7 +379,7 @@ def _train(args, overrides: List[Tuple[str, str]]) -> int:
 
     cfg = build_config(args.preset, args.config, overrides).validated()
     # under torchrun every process runs this: rank 0 alone speaks (the process group starts later, in train)
-    say = print if int(os.environ.get("RANK", "0")) == 0 else (lambda *a, **k: None)
+    say = print if _speaks() else (lambda *a, **k: None)
     if args.resume:
         out = cfg.trainer.out
         found = stored_config(out)

@@ -37,7 +37,7 @@ from typing import Optional, Tuple
 import torch
 
 from .. import backend
-from .._checks import check_choice, check_length, tracing
+from .._checks import check_choice, check_length, check_real_float, tracing
 
 Tensor = torch.Tensor
 
@@ -56,9 +56,11 @@ def check_scheme(discretization: str) -> str:
 
 
 def _check_float(fn: str, A: Tensor) -> None:
-    if not isinstance(A, Tensor) or not A.is_floating_point():
-        raise TypeError(f"{fn}: A must be a real floating-point tensor (float32/float64), got "
-                        f"{getattr(A, 'dtype', type(A).__name__)}; dt is cast to A's dtype, so an integer A made it 0")
+    """:func:`check_real_float` of A, saying why an integer A misleads: dt is cast to A's dtype."""
+    try:
+        check_real_float(f"{fn}: A", A)
+    except TypeError as e:
+        raise TypeError(f"{e}; dt is cast to A's dtype, so an integer A made it 0") from None
 
 
 def check_oscillator_params(A: Tensor, dt: Tensor, discretization: str) -> str:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import backend
-from .._checks import check_length
+from .._checks import check_length, check_real_float
 from ..discretize import check_zoh_system, zoh_kernel_factors
 from ..ops._amp import amp_backward, autocast_off, fp32_forward
 from .reference import vandermonde_naive
@@ -339,9 +339,7 @@ def vandermonde_transpose(u: Tensor, log_a: Tensor) -> Tensor:
     Returns:
         complex tensor (..., H, N).
     """
-    if not isinstance(u, Tensor) or not u.is_floating_point():
-        raise TypeError(f"vandermonde_transpose: u must be a real floating-point tensor, got "
-                        f"{getattr(u, 'dtype', type(u).__name__)}")
+    check_real_float("vandermonde_transpose: u", u)
     if not isinstance(log_a, Tensor) or not (log_a.is_complex() or log_a.is_floating_point()):
         raise TypeError(f"vandermonde_transpose: log_a must be a complex (or real floating) tensor, got "
                         f"{getattr(log_a, 'dtype', type(log_a).__name__)}")

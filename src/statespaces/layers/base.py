@@ -468,7 +468,7 @@ class DiagonalSSM(SSMLayer):
         sys = self.diagonal_system(rate)
         L = x.shape[1]
         log_a = sys.exponent
-        new = sys.dB * vandermonde_transpose(x.transpose(1, 2).flip(-1).to(log_a.real.dtype), log_a).to(sys.dB.dtype)
+        new = sys.dB * vandermonde_transpose(x.transpose(1, 2).flip(-1), log_a).to(sys.dB.dtype)
         if state is not None:
             new = new + exp_scaled(log_a, L).to(sys.dB.dtype) * state       # a^L, exponent in float64
         return new

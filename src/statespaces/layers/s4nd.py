@@ -340,8 +340,7 @@ class S4ND(Pretrained, nn.Module):
                 y = y + zir.movedim(-1, 1)
             if return_state:                 # x_L = dA^L x_0 + sum_s dA^{L-1-s} dB v_s
                 v = self._frame_conv(u, rates[1:])                                        # (B, L, *frame, H)
-                v = v.movedim(1, -1).flip(-1).to(log_dA.real.dtype)
-                new_state = dB * vandermonde_transpose(v, log_dA).to(dB.dtype)
+                new_state = dB * vandermonde_transpose(v.movedim(1, -1).flip(-1), log_dA).to(dB.dtype)
                 if state is not None:
                     new_state = new_state + exp_scaled(log_dA, L).to(dB.dtype) * state
         y = y.to(in_dtype)                       # cast first: a float16 output that overflows is refused too

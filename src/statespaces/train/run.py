@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 import torch.distributed as dist
 
+from .._checks import file_in_the_way
 from .checkpoint import (
     CorruptCheckpointError,
     load_checkpoint,
@@ -193,7 +194,7 @@ class _Checkpoints:
 
     def save(self, step: int, tensors, meta, is_best: bool) -> Path:
         """Write ``checkpoints/step-<step>``, then ``best/`` when ``is_best``, then prune. A crash between
-        the two writes leaves ``best/`` an epoch behind; the resume repairs it (:meth:`sync_best`)."""
+        the two writes leaves ``best/`` an epoch behind; the resume repairs it (:meth:`ensure_best`)."""
         if self.run_id is not None:
             meta = dict(meta, run_id=self.run_id)
         path = save_checkpoint(self.dir / f"step-{step:09d}", tensors, meta)
@@ -202,31 +203,16 @@ class _Checkpoints:
         self.prune(step)
         return path
 
-    def sync_best(self, path: Path, tensors, meta) -> None:
-        """Make ``best/`` the restored checkpoint ``path`` (``tensors``, ``meta`` as loaded) when that one was
-        written as the selected model (``meta["selection"]["selected"]``) and ``best/`` holds another step,
-        another run, or nothing valid: the step checkpoint is written before ``best/``, so a kill or a full
-        disk between the two left ``best/`` on an older epoch while the history already chose this one, and
-        the finished run's ``summary.json`` would disagree with ``statespaces evaluate``."""
-        selection = meta.get("selection")
-        if not (isinstance(selection, dict) and selection.get("selected")):
-            return
-        try:
-            held = load_checkpoint(self.best)[1]
-        except (FileNotFoundError, CorruptCheckpointError):
-            held = {}
-        if (held.get("step"), held.get("run_id")) == (meta.get("step"), meta.get("run_id")):
-            return
-        print(f"warning: {self.best} did not hold the selected step {meta.get('step')} (a run stopped between "
-              f"writing {path.name} and best/, or best/ damaged or deleted since); rewritten from {path}",
-              file=sys.stderr)
-        save_checkpoint(self.best, tensors, meta)
-
     def ensure_best(self, step: Optional[int], epoch: Optional[int] = None) -> Optional[str]:
         """Make ``best/`` hold this run's checkpoint of ``step`` (the selected epoch): nothing to do when it does,
         rewritten (with a warning) from ``checkpoints/step-<step>`` when that is still kept; otherwise the reason
         it cannot, for the caller to report (``best/`` damaged or deleted after its epoch's step checkpoint was
-        pruned: no copy of the selected weights is left). None when it holds it or ``step`` is None."""
+        pruned: no copy of the selected weights is left). None when it holds it or ``step`` is None.
+
+        The step checkpoint is written before ``best/``, so a kill or a full disk between the two leaves ``best/`` on
+        an older epoch while the history already chose this one; the resume calls this to repair it (else the
+        finished run's ``summary.json`` would disagree with ``statespaces evaluate``), and the end of a run to check
+        that the weights it names are there."""
         if step is None:
             return None
         try:
@@ -246,7 +232,10 @@ class _Checkpoints:
             except CorruptCheckpointError:
                 pass
             else:
-                print(f"warning: {self.best} did not hold {what}: {why}; rewritten from {kept}", file=sys.stderr)
+                print(f"warning: {self.best} did not hold the selected step {step}"
+                      f"{'' if epoch is None else f' (epoch {epoch})'}: {why} (a run stopped between writing "
+                      f"{kept.name} and best/, or best/ damaged or deleted since); rewritten from {kept}",
+                      file=sys.stderr)
                 save_checkpoint(self.best, tensors, meta)
                 return None
         return (f"{self.best} does not hold {what}: {why}, and no checkpoint of that step is kept (pruned, or "
@@ -343,8 +332,8 @@ def _check_out_folder(out: Path, ckpts: "_Checkpoints", resume: bool, replace: b
     if out.exists() and not out.is_dir():
         raise ConfigError(
             f"trainer.out: got {str(out)!r}, which is a file; allowed: a folder (new or holding this run)")
-    above = next((p for p in out.parents if p.exists()), None)
-    if above is not None and not above.is_dir():
+    above = file_in_the_way(out)
+    if above is not None:
         raise ConfigError(f"trainer.out: got {str(out)!r}, under {str(above)!r}, which is a file; allowed: a folder "
                           "whose parents are folders")
     if resume:
@@ -484,7 +473,8 @@ class Run:
         another config raises :class:`ConfigError` naming the differing keys; one that fails half-way through
         its restore is skipped and its partial restore undone. When the restored checkpoint is the selected
         model and ``best/`` holds another step (a run stopped between the two writes), ``best/`` is rewritten
-        from it (:meth:`_Checkpoints.sync_best`), so ``best/`` is the epoch the resumed history chose. ``check(meta)``
+        from it (:meth:`_Checkpoints.ensure_best`, called by the trainer), so ``best/`` is the epoch the resumed
+        history chose. ``check(meta)``
         may refuse a checkpoint before anything is restored or announced (raising; e.g. changed data files).
         """
         self._take_folder()
@@ -512,7 +502,6 @@ class Run:
             if check is not None:
                 check(meta)
             touched = True
-            loaded = meta
             try:
                 saved = with_prefix(tensors, "model.")
                 if ema is None:
@@ -536,7 +525,6 @@ class Run:
                 self.ckpts.run_id = meta["run_id"]
             if self.main:
                 print(_resume_note(meta["step"], steps_per_epoch, config, path), file=sys.stderr)
-                self.ckpts.sync_best(path, tensors, loaded)    # before any step can change the restored tensors
             return meta
         if touched:
             model.load_state_dict(fresh[0])
