@@ -15,7 +15,7 @@ from statespaces.kernels.chunked_projected import (
     chunked_conv_projected_ref,
 )
 from statespaces.layers.dlinoss import DLinOSS
-from statespaces.layers.linoss import _chunk_tables
+from statespaces.layers.oscillator_system import chunk_tables
 
 f64 = torch.float64
 
@@ -69,7 +69,7 @@ def test_forward_equals_twin_scan_and_loop(kind, small_groups):
     layer = _layer(kind)
     x = torch.randn(3, 96, 5, dtype=f64)
     with torch.no_grad():
-        tab = _chunk_tables(layer._system(1.0), 96, f64)
+        tab = chunk_tables(layer._system(1.0), 96, f64)
         args = (x, layer._input_weight(), layer._output_weight(), layer.D, tab)
         fused, twin = chunked_conv_projected(*args), chunked_conv_projected_ref(*args)
         torch.testing.assert_close(fused, twin, rtol=1e-12, atol=1e-12)
@@ -150,7 +150,7 @@ def test_bad_input_still_raises(calls):
         layer(torch.randn(64, 5, dtype=f64))                             # no batch dimension
     with pytest.raises(ValueError, match="chunk length"):
         chunked_conv_projected(torch.randn(2, 40, 5, dtype=f64), layer._input_weight(), layer._output_weight(),
-                               layer.D, _chunk_tables(layer._system(1.0), 40, f64))
+                               layer.D, chunk_tables(layer._system(1.0), 40, f64))
     assert calls["fused"] == 0
 
 

@@ -261,7 +261,7 @@ def test_dlinoss_float32_chunked_near_theta_pi(disc):
     float64 layer, near theta = pi. The CPU's channels-first route keeps the blocks' own basis with a float64
     carry: 1.4e-5 (IM) and 4.4e-6 (IMEX) relative error at L = 1000; a float32 carry in that basis gives 5.7e-3
     (the Triton kernel before it took the normal basis: tests/test_triton_linoss.py). The generic route runs in the
-    normal basis (``_normal_chunk_tables``): 3e-7, checked here on its CPU kernel."""
+    normal basis (``normal_chunk_tables``): 3e-7, checked here on its CPU kernel."""
     layer, l64, x, ref = _dlinoss_near_theta_pi(disc)
     y, s = layer(x, mode="chunked", return_state=True)
     assert _rel(y, ref) < 5e-5

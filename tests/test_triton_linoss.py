@@ -311,7 +311,7 @@ def test_fused_transition_outputs_can_be_modified_in_place():
 def test_dlinoss_chunked_kernel_near_theta_pi_against_float64(disc):
     """The Triton chunked kernel carries the chunk states in float32. With the tables of a block far from normal
     (D-LinOSS, theta = pi - 4e-4) in its own basis, a stateful D-LinOSS-IM call was 5.7e-3 off float64 at
-    L = 1000 (7.8e-5 at 400); in the normal basis (``layers.linoss._normal_chunk_tables``), 3.7e-7. Output and
+    L = 1000 (7.8e-5 at 400); in the normal basis (``layers.oscillator_system.normal_chunk_tables``), 3.7e-7. Output and
     final state, from a given state (rounded as the layer receives it)."""
     from test_mutation_gaps_oscillators import _dlinoss_near_theta_pi, _rel
 

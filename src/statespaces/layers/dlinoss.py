@@ -68,10 +68,10 @@ from .linoss import (
     LINOSS_BIDIRECTIONAL,
     LINOSS_MODES,
     LinOSS,
-    OscillatorSystem,
     check_bidirectional,
     oscillator_count,
 )
+from .oscillator_system import OscillatorSystem
 
 Tensor = torch.Tensor
 
