@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 from .audio import mulaw_decode, mulaw_encode, synth_piano
-from .base import SequenceData, TokenDataset
+from .base import SequenceData, TokenDataset, absolute_path
 from .chorales import load_chorales, write_midi
 from .digits import load_digits_sequences
 from .tokens import load_tokens
@@ -91,7 +91,7 @@ class _Registry(Dict[str, Loader]):
             return lambda **kw: load_tokens(key, **kw)
         if self._is_path(key):
             return _ucr(key)
-        raise KeyError(f"unknown dataset {key!r}; {accepted_forms()}")
+        raise KeyError(unknown_dataset(key))
 
     def get(self, key, default=None):
         return self[key] if key in self else default
@@ -135,11 +135,11 @@ def accepted_forms() -> str:
 def canonical_name(name: str) -> str:
     """The spelling of a dataset stored in configs and checkpoints.
 
-    Registered names are kept; a path, with or without the ``ucr:`` prefix, becomes
-    ``ucr:<absolute resolved path>`` (so a run resumed or evaluated from another working directory
-    reads the same files). ``ucr:<Problem>`` stays as it is only when it names data shipped with
-    aeon or sktime; a problem found in ``$STATESPACES_UCR`` or in the working folder is stored as
-    the absolute path of its train file (:func:`statespaces.data.ucr.stored_reference`). Raises
+    Registered names are kept; a path, with or without the ``ucr:`` prefix, becomes ``ucr:<absolute path>``
+    (:func:`~statespaces.data.base.absolute_path`: a run resumed or evaluated from another working directory reads
+    the same files, and a symbolic link stays a name the user can re-point). ``ucr:<Problem>`` stays as it is only
+    when it names data shipped with aeon or sktime; a problem found in ``$STATESPACES_UCR`` or in the working folder
+    is stored as the absolute path of its train file (:func:`statespaces.data.ucr.stored_reference`). Raises
     ``FileNotFoundError`` for a path that does not exist and ``ValueError`` for a name that is
     neither; both name the accepted forms.
     """
@@ -151,7 +151,7 @@ def canonical_name(name: str) -> str:
         body = name[len(PREFIX):]
         if not _exists(body):
             raise FileNotFoundError(f"data.name: no file at {body}; {accepted_forms()}")
-        return PREFIX + str(Path(body).expanduser().resolve())
+        return PREFIX + absolute_path(body)
     if dict.__contains__(DATASETS, name):
         return name
     if not name.strip():
@@ -159,18 +159,33 @@ def canonical_name(name: str) -> str:
     if _exists(name) and Path(name).suffix == ".npz":    # token arrays (a language model's data), named without tokens:
         from .tokens import PREFIX
 
-        return PREFIX + str(Path(name).expanduser().resolve())
+        return PREFIX + absolute_path(name)
     if _exists(name):
-        return _Registry.PREFIX + str(Path(name).expanduser().resolve())
+        return _Registry.PREFIX + absolute_path(name)
     from .ucr import looks_like_path
 
     if looks_like_path(name):
-        raise FileNotFoundError(f"data.name: no file or folder at {name}; {accepted_forms()}")
-    raise ValueError(f"unknown dataset {name!r}; {accepted_forms()}")
+        raise FileNotFoundError(_missing_path(name))
+    raise ValueError(unknown_dataset(name))
+
+
+def unknown_dataset(name: str) -> str:
+    """The message for a name that is no dataset: a UCR/UEA problem of that name (any case) suggested first."""
+    from .ucr import _lookup, available_problems
+
+    found = _lookup(name, available_problems())
+    hint = f"did you mean ucr:{found[0]} (the UCR/UEA problem)? " if found is not None else ""
+    return f"unknown dataset {name!r}; {hint}{accepted_forms()}"
+
+
+def _missing_path(body: str) -> str:
+    """``data.name: no file or folder at <body>``, saying where a relative path was looked for."""
+    where = "" if Path(body).expanduser().is_absolute() else f" (relative to the working folder {Path.cwd()})"
+    return f"data.name: no file or folder at {body}{where}; {accepted_forms()}"
 
 
 def _ucr_reference(body: str, name: str) -> str:
-    """The stored form of ``ucr:<body>`` without the prefix: a path resolved, a problem name as
+    """The stored form of ``ucr:<body>`` without the prefix: a path made absolute, a problem name as
     :func:`~statespaces.data.ucr.stored_reference` says (``name``: the whole spelling, for errors)."""
     from .ucr import looks_like_path, stored_reference
 
@@ -178,8 +193,8 @@ def _ucr_reference(body: str, name: str) -> str:
         raise ValueError(f"data.name: got {name!r}; {accepted_forms()}")
     if looks_like_path(body):
         if not _exists(body):
-            raise FileNotFoundError(f"data.name: no file or folder at {body}; {accepted_forms()}")
-        return str(Path(body).expanduser().resolve())
+            raise FileNotFoundError(_missing_path(body))
+        return absolute_path(body)
     return stored_reference(body)
 
 
@@ -192,7 +207,7 @@ def get_dataset(name: str, **kwargs) -> SequenceData:
     """``DATASETS[name](**kwargs)`` with a ``ValueError`` naming the accepted forms for an unknown one."""
     if name not in DATASETS:
         canonical_name(name)           # a path that does not exist: FileNotFoundError naming it
-        raise ValueError(f"unknown dataset {name!r}; {accepted_forms()}")
+        raise ValueError(unknown_dataset(name))
     try:
         return DATASETS[name](**kwargs)
     except TypeError as e:        # a keyword the loader does not take: name the dataset, not the inner function

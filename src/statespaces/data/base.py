@@ -18,6 +18,8 @@ r"""Containers shared by every dataset module.
 """
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
@@ -219,6 +221,13 @@ def with_time_channel(data: SequenceData) -> SequenceData:
                                valid=None if data.valid is None else one(data.valid))
 
 
+def absolute_path(path: "os.PathLike[str] | str") -> str:
+    """``path`` as stored in configs and checkpoints: ``~`` expanded, made absolute against the working folder and
+    ``..`` folded, symbolic links kept (a link is a name its user may re-point; the content digests stored beside
+    it catch a change of content)."""
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
 def normalize_series(data: SequenceData) -> SequenceData:
     """A copy of ``data`` whose every series is z-normalized on its own: per channel, over its valid
     steps (the ``lengths`` tensor when present); padded steps become 0, a constant channel 0.
@@ -242,7 +251,11 @@ def normalize_series(data: SequenceData) -> SequenceData:
         mean = (x * valid).sum(1, keepdim=True) / n
         var = (((x - mean) * valid) ** 2).sum(1, keepdim=True) / n
         std = var.sqrt()
-        z = (x - mean) / torch.where(std > 0, std, torch.ones_like(std)) * valid
+        # constant up to rounding: the std of a float32 series of 0.1 is about 1e-9, not 0 (its z-scores would read 1)
+        hi = torch.where(valid > 0, x, x.new_tensor(-math.inf)).amax(1, keepdim=True)
+        lo = torch.where(valid > 0, x, x.new_tensor(math.inf)).amin(1, keepdim=True)
+        flat = (hi - lo <= 8 * torch.finfo(x.dtype).eps * torch.maximum(hi.abs(), lo.abs())) | ~(std > 0)
+        z = torch.where(flat, 0.0, (x - mean) / torch.where(flat, torch.ones_like(std), std)) * valid
         return TensorDataset(z, *rest)
 
     info = dict(data.info, normalize="series")

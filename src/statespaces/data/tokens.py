@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from .base import SequenceData
+from .base import SequenceData, absolute_path
 
 __all__ = ["load_tokens", "PREFIX", "MAX_VOCAB"]
 
@@ -148,7 +148,7 @@ def load_tokens(path: Union[str, Path], seed: int = 0) -> SequenceData:
     train, test = splits["train"], splits["test"]
     assert train is not None and test is not None
     valid = splits["valid"]
-    info = {"file": str(path.resolve()), "test_file": str(path.resolve()), "vocab_size": vocab_size,
+    info = {"file": absolute_path(path), "test_file": absolute_path(path), "vocab_size": vocab_size,
             "streams": streams.pop(),
             "sequences": {k: (0 if s is None else len(s["x"])) for k, s in splits.items()}}
     return SequenceData(dataset(train), dataset(test), d_input=info["streams"], n_classes=vocab_size,

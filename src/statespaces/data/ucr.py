@@ -45,13 +45,15 @@ What :func:`load_ucr` does with the parsed series
 2. **Missing values** (NaN inside a series' valid length): ``missing="interpolate"`` (default)
    fills them linearly in time from the nearest valid values of the same channel (constant
    extrapolation at the ends); a channel with no valid value becomes the training mean (0 after
-   normalization). ``missing="mean"`` replaces every missing value by the training mean of its
-   channel (0 after normalization).
+   normalization). ``missing="mean"`` replaces every missing value by the mean of its channel:
+   the training split's under ``normalize="global"`` / ``"none"``, the case's own under ``"series"``
+   (0 after normalization either way).
 3. **Normalization** (``normalize``): ``"global"`` (default, also ``True``) z-normalizes each
-   channel with the mean and std of the *training* split over all valid time steps; ``"series"``
+   channel with the mean and std of the *training* split over all valid time steps (a channel
+   constant in the training split is only shifted: its std would be 0); ``"series"``
    z-normalizes each case on its own (per channel, over its valid steps; a constant channel
    becomes 0), the usual UCR preprocessing when series differ in offset or scale; ``"none"``
-   (also ``False``) keeps raw values.
+   (also ``False``) keeps raw values. "Constant" allows float64 rounding (:func:`constant_rows`).
 4. **Downsampling** (``max_length``, optional): when the longest *training* series has more
    than ``max_length`` steps, every series of both splits is averaged over consecutive windows of
    ``k = ceil(L_max / max_length)`` steps (the last window of a series over the steps it has),
@@ -91,7 +93,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from .base import SequenceData
+from .base import SequenceData, absolute_path
 
 INSTALL_HINT = "pip install --no-deps aeon"
 #: File suffixes of a problem's ``<Name>_TRAIN`` / ``<Name>_TEST`` files, in lookup order.
@@ -217,8 +219,8 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
             if line[0] != "@":
                 raise ValueError(f"{where}: expected a '@key value' header line or '@data' before the data, "
                                  f"got {line[:40]!r}")
-            key, _, value = line[1:].partition(" ")
-            key, value = key.lower(), value.strip()
+            key, *rest = line[1:].split(None, 1)           # "@key value", a space or a tab between
+            key, value = key.lower(), (rest[0].strip() if rest else "")
             if key == "data":
                 in_data = True
                 n_dims = int(header["dimensions"]) if "dimensions" in header else None
@@ -261,6 +263,9 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
             case[c, : len(v)] = v
         series.append(case)
         if has_class:
+            if cast(str, label).lower() in _NO_LABEL:
+                raise ValueError(f"{where}: the class label (after the last ':') is missing; write the case's label "
+                                 "there or remove the line")
             if class_labels and label not in class_labels:
                 raise ValueError(f"{where}: class label {label!r} is not declared in @classLabel {class_labels}")
             labels.append(label)
@@ -271,6 +276,8 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
                 raise ValueError(f"{where}: regression target {label!r} is not a number") from None
     if not in_data:
         raise ValueError(f"{source}: no @data line found; is this a .ts file?")
+    if has_class:
+        _check_label_spellings(class_labels or labels, source)
     if _BOOL.get(header.get("equallength", "").lower()) and series:
         lens = {s.shape[1] for s in series}
         declared = int(header["serieslength"]) if "serieslength" in header else None
@@ -279,6 +286,18 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
                              + (f" (declared @seriesLength {declared})" if declared else ""))
     return TSFile(series=series, labels=labels, problem_name=header.get("problemname"), class_labels=class_labels,
                   is_regression=has_target and not has_class, timestamps=timestamps, header=header)
+
+
+def _check_label_spellings(labels: Iterable[str], source: str) -> None:
+    """Refuse two class labels that are one number written two ways (``1`` and ``1.0``): a ``.ts`` label is text, so
+    they would be two classes, where the ``.tsv`` / ``.txt`` reader (:func:`_label_text`) reads one."""
+    seen: Dict[str, str] = {}
+    for lab in dict.fromkeys(labels):
+        key = _label_text(lab)
+        if key in seen and seen[key] != lab:
+            raise ValueError(f"{source}: class labels {seen[key]!r} and {lab!r} are the same number written two ways; "
+                             "a .ts class label is text, so they would be two classes: write each class one way")
+        seen.setdefault(key, lab)
 
 
 def read_ts(path: Union[str, Path]) -> TSFile:
@@ -332,6 +351,21 @@ def _check_header(labels: List[str], first_line: int, source: str) -> None:
                      "label is a number); remove that line, a UCR file holds one case per line")
 
 
+def _check_not_an_index(labels: List[str], first_line: int, source: str) -> None:
+    """Refuse a file whose label column counts its lines (0, 1, 2, ... or 1, 2, 3, ...): an index or a time stamp,
+    one long series written a step per line (as anomaly-detection data are), where each case would be its own class.
+    Only past 100 lines: a problem with one training case per class (UCR's Fungi, 18) may list them in order, and no
+    UCR/UEA problem has more than 60 classes."""
+    if len(labels) <= 100:
+        return
+    start = labels[0]
+    if start in ("0", "1") and labels == [str(int(start) + i) for i in range(len(labels))]:
+        raise ValueError(f"{source}, line {first_line}: the first column counts the lines ({', '.join(labels[:3])}, "
+                         "...), so every case would be its own class: it looks like an index or a time stamp, not a "
+                         "class label. A UCR file holds one case per line, its label first; a file of one long series "
+                         "with a step per line (anomaly-detection data) is not a classification problem")
+
+
 def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", sep: Optional[str] = None,
                     header: bool = False) -> TSFile:
     """Parse a UCR archive file: one univariate case per line, the class label first.
@@ -368,7 +402,8 @@ def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", s
                                   "a case, write a header line of column names above it", stacklevel=4)
                 continue
         if len(tokens) < 2:
-            raise ValueError(f"{where}: expected a class label followed by the values, got {line.strip()[:40]!r}")
+            raise ValueError(f"{where}: expected a class label followed by the values, got {line.strip()[:40]!r}"
+                             + _separator_hint(line, sep))
         label, values = tokens[0], ["nan" if t in ("?", "") else t for t in tokens[1:]]
         if label.lower() in _NO_LABEL:
             raise ValueError(f"{where}: the class label (the first field) is missing; write the case's label there "
@@ -390,10 +425,25 @@ def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", s
     if not series:
         raise ValueError(f"{source}: no cases found (a UCR file has one line per case: label, then values)")
     _check_header(labels, first, source)
+    _check_not_an_index(labels, first, source)
     classes = sorted(set(labels))
     fmt = {"\t": "ucr-tsv", ",": "ucr-csv"}.get(sep or "", "ucr-txt")
     return TSFile(series=series, labels=labels, problem_name=None, class_labels=None,
                   header={"format": fmt, "classes": " ".join(classes)})
+
+
+#: The field separator each format reads, for messages.
+_SEPARATORS: Dict[Optional[str], str] = {"\t": "tabs (.tsv)", ",": "commas (.csv)",
+                                         None: "commas, tabs or spaces (.txt or no suffix)"}
+
+
+def _separator_hint(line: str, sep: Optional[str]) -> str:
+    """Why a line read as one field: the separator its format reads, and another it seems to use."""
+    used = next((name for c, name in ((";", "semicolons"), (",", "commas"), ("\t", "tabs"), (" ", "spaces"))
+                 if c != sep and c in line.strip()), None)
+    return (f" (fields separated by {_SEPARATORS.get(sep, repr(sep))}"
+            + (f"; this line seems separated by {used}" if used else "")
+            + ": write the file with that separator, or give it the suffix of its format)")
 
 
 def _is_column_names(tokens: List[str]) -> bool:
@@ -422,14 +472,29 @@ def read_series_file(path: Union[str, Path]) -> TSFile:
     """Read one problem file by its suffix: ``.ts`` (:func:`read_ts`), ``.tsv``, ``.txt``/none or ``.csv``
     (:func:`parse_ucr_table`)."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".ts":
-        return read_ts(path)
+    split = _split_of(path.name)          # <Name>_TRAIN<suffix>: a dot inside the name (Wine.v2_TRAIN) is no suffix
+    suffix = split[2] if split is not None else path.suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(f"{path}: unsupported suffix {path.suffix!r}; accepted: {SUFFIXES}")
+    _check_encoding(path)
+    if suffix == ".ts":
+        return read_ts(path)
     sep = {".tsv": "\t", ".csv": ","}.get(suffix)
     with open(path, encoding="utf-8", errors="replace") as f:
         return parse_ucr_table(f, source=str(path), sep=sep, header=suffix == ".csv")
+
+
+def _check_encoding(path: Path) -> None:
+    """Refuse a file in UTF-16 or UTF-32 (a byte-order mark, or NUL bytes in its first 4 KB; a spreadsheet's
+    "Unicode text"), which reads as numbers interleaved with NUL characters: the files are UTF-8 (or ASCII)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return                                  # open() below reports it
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head:
+        raise ValueError(f"{path}: the file is not UTF-8 text (it holds NUL bytes: UTF-16 or UTF-32, as a spreadsheet "
+                         "saves 'Unicode text'); save it as UTF-8 (or plain text / CSV) and try again")
 
 
 def _fmt(v: float) -> str:
@@ -641,7 +706,8 @@ def resolve(name_or_path: Union[str, Path], root: Optional[Union[str, Path]] = N
     p = Path(s).expanduser()
     if isinstance(name_or_path, Path) or looks_like_path(s):
         if not p.exists():
-            raise FileNotFoundError(f"{p} does not exist (a problem path is {PATH_FORMS})")
+            where = "" if p.is_absolute() else f", relative to the working folder {Path.cwd()}"
+            raise FileNotFoundError(f"{p} does not exist{where} (a problem path is {PATH_FORMS})")
         return _pair_from_path(p)
     problems = available_problems(root)
     found = _lookup(s, problems)
@@ -702,7 +768,7 @@ def stored_reference(name: str) -> str:
         _, train, _ = resolve(name)
     except (OSError, ValueError):
         return name
-    return name if is_packaged(train) else str(train.resolve())
+    return name if is_packaged(train) else absolute_path(train)
 
 
 # --------------------------------------------------------------------------------------------- load
@@ -752,6 +818,17 @@ def _fill_missing(case: np.ndarray, length: int, means: np.ndarray, how: str) ->
         else:
             out[c, m] = np.interp(t[m], t[~m], out[c, ~m])
     return out
+
+
+def constant_rows(x: np.ndarray) -> np.ndarray:
+    """Which rows of x (C, n) hold one value up to float64 rounding (NaN ignored; an all-NaN row is not constant).
+
+    ``std > 0`` is no such test: ``np.std([0.1] * 100)`` is 2.8e-17, so a constant channel of 0.1 would be
+    scaled by 3.6e16 (its values read as +-1, a test value of 0.2 as 7e15)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanmin(x, axis=1), np.nanmax(x, axis=1)
+    return (hi - lo) <= 8 * np.finfo(np.float64).eps * np.maximum(np.abs(lo), np.abs(hi))
 
 
 NORMALIZE = ("global", "series", "none")
@@ -873,7 +950,10 @@ def load_ucr(
         if not part.series:
             raise ValueError(f"{f} has no cases (no line after @data)")
         if not part.labels:
-            raise ValueError(f"{f} has no class labels (@classLabel false)")
+            declared = "classlabel" in part.header
+            raise ValueError(f"{f} has no class labels ("
+                             + ("@classLabel false" if declared else "no @classLabel line before @data")
+                             + "); a classification .ts file declares them: @classLabel true <label> <label> ...")
     if tr.n_channels != te.n_channels:
         raise ValueError(f"{name}: train has {tr.n_channels} channels, test {te.n_channels}")
     _check_training_classes(tr.labels, te.labels, ftrain, ftest)
@@ -896,7 +976,7 @@ def load_ucr(
         mean = np.nanmean(flat, axis=1)
         std = np.nanstd(flat, axis=1)
     mean = np.where(np.isfinite(mean), mean, 0.0)                  # training mean: fills missing values
-    std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
+    std = np.where(np.isfinite(std) & (std > 0) & ~constant_rows(flat), std, 1.0)
     shift, scale = (mean, std) if mode == "global" else (np.zeros(C), np.ones(C))
     n_missing = int(sum(np.isnan(s[:, :n]).sum() for s, n in zip(tr.series + te.series, np.r_[len_tr, len_te])))
     # every choice that shapes the inputs comes from the training split (statistics above, the
@@ -910,15 +990,21 @@ def load_ucr(
     def build(part: TSFile, lens: np.ndarray, L: int) -> Tuple[torch.Tensor, torch.Tensor]:
         x = np.full((len(part.series), L, C), pad_value, dtype=np.float32)
         for i, (s, n) in enumerate(zip(part.series, lens)):
-            filled = _fill_missing(s, part.series[i].shape[1], mean, missing)
-            if mode == "series":
+            raw = s[:, :part.series[i].shape[1]]
+            if mode == "series":        # a missing value becomes the case's own mean (0 after its z-scores)
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)      # a channel with no valid value
+                    own = np.nanmean(raw, axis=1)
+                filled = _fill_missing(s, raw.shape[1], np.where(np.isfinite(own), own, mean), missing)
                 with np.errstate(over="ignore", invalid="ignore"):
                     mu, sd = filled.mean(axis=1, keepdims=True), filled.std(axis=1, keepdims=True)
                 if not (np.isfinite(mu).all() and np.isfinite(sd).all()):   # its z-scores would read 0 or NaN
                     raise ValueError(f"{f_of[id(part)]}: case {i} is too large for its own statistics (mean or "
                                      "standard deviation overflows float64); rescale the file")
-                z = (filled - mu) / np.where(sd > 0, sd, 1.0)
+                flat_channel = constant_rows(filled)[:, None] | ~(sd > 0)
+                z = np.where(flat_channel, 0.0, (filled - mu) / np.where(flat_channel, 1.0, sd))
             else:
+                filled = _fill_missing(s, raw.shape[1], mean, missing)
                 z = (filled - shift[:, None]) / scale[:, None]
             with np.errstate(over="ignore"):           # an overflow is reported below, naming the case
                 x[i, :n] = pool_series(z, k).T

@@ -895,7 +895,22 @@ def load_for_evaluation(path, data_name: Optional[str] = None) -> Tuple[nn.Modul
         if trained is not None and now != trained:       # after the checks above: it is scored
             warnings.warn(f"--data.name {data_name}: not the data {folder} was trained on ({trained_on}); scored "
                           "anyway (--data.name is meant for the same data moved elsewhere)", stacklevel=2)
+            return model, cfg, meta, data
+    changed = _changed_files(meta.get("data_digest"), data_digest(data))
+    if changed:
+        warnings.warn(f"{folder}: {' and '.join(changed)} differ from the content it was trained on (the SHA-256 "
+                      "digests in its checkpoint); scored anyway, on the data as they are now, normalised with "
+                      "statistics of the training file as it is now", stacklevel=2)
     return model, cfg, meta, data
+
+
+def _changed_files(stored: Any, now: Optional[Dict[str, str]]) -> List[str]:
+    """The files of ``now`` (``{path: SHA-256}``, :func:`data_digest`) whose content is none of the stored digests
+    (paths may differ: the data may have moved). Empty when either side has no digests."""
+    if not isinstance(stored, dict) or not stored or not now:
+        return []
+    known = set(stored.values())
+    return [f for f, digest in now.items() if digest not in known]
 
 
 def evaluate_checkpoint(path: str, data_name: Optional[str] = None) -> Dict[str, Any]:
