@@ -117,3 +117,8 @@ def test_the_unknown_problem_message_sets_regression_problems_apart(tmp_path, mo
     assert "Reg" in regression and "Cls" not in regression
     assert "Cls" in available.split(", ") or "Cls," in available
     assert "Reg" not in available.replace("(searched", "").split("available: ")[1].split(", ")
+
+
+def test_the_digits_datasets_are_named_as_the_user_names_them():
+    """The run summary said "psdigits", a name found nowhere in the docs, presets or DATASETS."""
+    assert DATASETS["digits"]().name == "digits" and DATASETS["pdigits"]().name == "pdigits"

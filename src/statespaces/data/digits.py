@@ -51,6 +51,6 @@ def load_digits_sequences(permute: bool = False, test_fraction: float = 0.2, see
 
     return SequenceData(
         train=to_ds(xtr, ytr), test=to_ds(xte, yte), d_input=1, n_classes=10, length=64,
-        name="psdigits" if permute else "sdigits", classes=[str(k) for k in range(10)],
+        name="pdigits" if permute else "digits", classes=[str(k) for k in range(10)],
         info={"source": "sklearn.datasets.load_digits (UCI optdigits)", "permute": permute, "seed": seed},
     )
