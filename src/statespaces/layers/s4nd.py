@@ -84,6 +84,7 @@ from ..kernels.vandermonde import exp_scaled, vandermonde, vandermonde_transpose
 from ..ops.fftconv import two_sided_kernel
 from ..ops.fftconv_nd import CONV_METHODS, conv_nd, outer_kernel
 from ..serialization import Pretrained
+from .base import no_irregular_path
 from .config import LayerConfig, setting
 from .init import REAL_TRANSFORMS, S4D_INITS
 from .s4d import S4D, S4D_DISCRETIZATIONS
@@ -303,7 +304,8 @@ class S4ND(Pretrained, nn.Module):
     # ---- forward ---------------------------------------------------------------------------
     @public
     def forward(self, x: Tensor, state: Optional[Tensor] = None, return_state: bool = False,
-                rate: RateLike = 1.0) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+                rate: RateLike = 1.0, *, dt: Optional[Tensor] = None,
+                timestamps: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         r"""Apply the layer to x (B, L_1, ..., L_D, H).
 
         Args:
@@ -314,10 +316,13 @@ class S4ND(Pretrained, nn.Module):
             return_state: also return the state after the last frame (chunked streaming).
             rate: step multiplier, one number or one per axis; ``rate = L_train / L_new`` runs a
                 layer trained on L_train-point grids on L_new-point grids (:func:`resolution_rate`).
+            dt, timestamps: refused (ValueError): S4ND has no irregular-sampling path, as the sequence layers do.
 
         Returns:
             y with the shape and dtype of x, and the new state if ``return_state``.
         """
+        if dt is not None or timestamps is not None:
+            raise no_irregular_path(self)
         self._check_input(x)
         rates = check_rates(rate, self.dims)
         return_state = check_flag("return_state", return_state)

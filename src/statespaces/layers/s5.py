@@ -46,6 +46,7 @@ from torch import nn
 from .._checks import (
     check_batch_size,
     check_choice,
+    check_flag,
     check_length,
     check_positive_int,
     check_result,
@@ -56,7 +57,7 @@ from .._checks import (
 from ..discretize import discretize_diagonal, log_discrete_eigenvalues, undiscretize_diagonal
 from ..kernels.vandermonde import _powers
 from ..ops.scan import scan_block2, scan_diagonal
-from .base import SSMLayer, check_rate
+from .base import BIDIRECTIONAL_HINT, SSMLayer, check_rate
 from .config import LayerConfig, setting
 from .init import (
     REAL_TRANSFORMS,
@@ -149,10 +150,8 @@ class S5(SSMLayer):
         self.blocks = check_positive_int("blocks", blocks)
         self.discretization = check_choice("discretization", discretization, S5_DISCRETIZATIONS)
         self.real_transform = check_choice("real_transform", real_transform, REAL_TRANSFORMS)
-        for name, v in (("conj_sym", conj_sym), ("bidirectional", bidirectional)):
-            if not isinstance(v, bool):
-                raise TypeError(f"{name} must be True or False, got {v!r}")
-        self.conj_sym, self.bidirectional = conj_sym, bidirectional
+        self.conj_sym = check_flag("conj_sym", conj_sym)
+        self.bidirectional = check_flag("bidirectional", bidirectional, BIDIRECTIONAL_HINT)
         P, J, H = self.d_state, self.blocks, self.d_model
         if P % J:
             raise ValueError(f"d_state={P} is not a multiple of blocks={J}; "
