@@ -9,12 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from statespaces.data import SequenceData, canonical_name, get_dataset
-from statespaces.data import ucr
-from statespaces.data.base import normalize_series
-
 from test_train_ux import SMALL, _cli, _write_ucr
+
+from statespaces.data import SequenceData, canonical_name, get_dataset, ucr
+from statespaces.data.base import normalize_series
 
 
 def _tsv(path: Path, rows) -> Path:

@@ -24,6 +24,7 @@ Python's own format, with the file and source line, under ``--debug``).
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import os
@@ -32,7 +33,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 #: Exceptions that report a user error (bad value, file, folder or checkpoint): one line, exit 2.
 USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError, ImportError)
@@ -51,20 +52,25 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} -h)")
 
 
-def _parse_overrides(extra: List[str]) -> List[Tuple[str, str]]:
+def _parse_overrides(extra: List[str], flags: Sequence[str] = ()) -> List[Tuple[str, str]]:
+    """``--section.key VALUE`` (or ``=VALUE``) pairs of the train command; ``flags``: its own options, suggested for
+    a misspelt one (``--presett``)."""
     from .train.config import ConfigError
 
     pairs, i = [], 0
     while i < len(extra):
         tok = extra[i]
         if not tok.startswith("--") or "." not in tok:
-            raise ConfigError(f"unexpected argument {tok!r}; overrides look like --trainer.epochs 5")
+            close = difflib.get_close_matches(tok.split("=", 1)[0], flags, n=1) if tok.startswith("-") else []
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"unexpected argument {tok!r}; {hint}overrides look like --trainer.epochs 5")
         if "=" in tok:
             key, value = tok[2:].split("=", 1)
             i += 1
         else:
-            if i + 1 >= len(extra):
-                raise ConfigError(f"{tok} needs a value")
+            if i + 1 >= len(extra) or (extra[i + 1].startswith("--") and len(extra[i + 1]) > 2):
+                got = f" (the next argument, {extra[i + 1]}, is a flag)" if i + 1 < len(extra) else ""
+                raise ConfigError(f"{tok} needs a value{got}; write {tok} VALUE or {tok}=VALUE")
             key, value = tok[2:], extra[i + 1]
             i += 2
         pairs.append((key.replace("-", "_"), value))
@@ -150,12 +156,13 @@ def _main(argv: List[str]) -> int:
         "--model.layer.n_oscillators 32). Sections: model, data, trainer (see statespaces.train.config).",
     )
     p_train.add_argument("--preset", help="named recipe (see `statespaces presets`)")
-    p_train.add_argument("--config", help="TOML file with [model], [data], [trainer] sections")
+    p_train.add_argument("--config", help="TOML file with [model], [data], [trainer] sections (or JSON, e.g. a "
+                         "run's run.json)")
     p_train.add_argument("--resume", action="store_true",
                          help="continue the run in --trainer.out (default runs/<preset>, or runs/<data> without a "
                               "preset) from its newest valid checkpoint, with the config stored there; flags beside "
-                              "it may change where it runs (device, out, tensorboard, keep_last, checkpoint_every), "
-                              "any other flag that differs from the stored run is an error")
+                              "it may change where it runs (device, out, tensorboard, compile, keep_last, "
+                              "checkpoint_every), any other flag that differs from the stored run is an error")
     p_train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p_eval = sub.add_parser("evaluate", help="test score (accuracy, R^2, NLL) of a checkpoint directory (a run "
                                              "folder: its best/); "
@@ -211,7 +218,7 @@ def _main(argv: List[str]) -> int:
     args, extra = parser.parse_known_args(argv)
 
     if args.command == "train":
-        return _train(args, _parse_overrides(extra))
+        return _train(args, _parse_overrides(extra, [o for a in p_train._actions for o in a.option_strings]))
     if extra:          # named after the subcommand, whose -h lists its arguments
         sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "evaluate":

@@ -95,12 +95,13 @@ class LayerConfig:
             settings["seed"] = seed + BLOCK_SEED_STRIDE * check_int("block", block, 0)
         return layer_class(self.kind)(d_model, **settings)
 
-    def check(self, where: str = "layer") -> "LayerConfig":
+    def check(self, where: str = "layer", d_model: int = 1) -> "LayerConfig":
         """Raise :class:`ConfigError` if the layer's constructor refuses these settings (checks
-        between settings); builds a 1-channel layer without touching the global RNG."""
+        between settings, and against the model's width ``d_model``, e.g. ``n_ssm`` dividing it); builds the layer
+        without touching the global RNG."""
         with torch.random.fork_rng(devices=[]):
             try:
-                self.build(1)
+                self.build(d_model)
             except (ValueError, TypeError) as e:
                 raise ConfigError(f"{where} (kind {self.kind!r}): {' '.join(str(e).split())}") from None
         return self
@@ -287,20 +288,36 @@ def merge_layer(old: Union[LayerSpec, None], new: Any) -> Any:
     except ConfigError:
         defaults = {}
     try:
-        takes: Optional[Tuple[str, ...]] = config_class(kind).keys()
+        cls = config_class(kind)
+        rules: Optional[Dict[str, Rule]] = {f.name: _rule(cls, f) for f in fields(cls)}
     except ConfigError:
-        takes = None                    # an unknown kind: reported when the result is read
-    dropped = []
+        rules = None                    # an unknown kind: reported when the result is read
+    dropped, refused = [], []
     for k, v in base.items():
         if k != "kind" and (k not in defaults or defaults[k] != v):
-            if takes is None or k in takes or k in extra:
+            if rules is None or k in extra:
                 carried[k] = v
-            else:
+            elif k not in rules:
                 dropped.append(f"{k}={v!r}")
-    if dropped:
-        warnings.warn(f"model.layer: switching kind {base['kind']!r} -> {kind!r} leaves behind "
-                      f"{', '.join(dropped)} (not settings of {kind!r})", UserWarning, stacklevel=3)
+            elif _accepts(rules[k], k, v):
+                carried[k] = v
+            else:                       # LinOSS's discretization "imex" is a setting of S4D too, not a value of it
+                refused.append(f"{k}={v!r}")
+    if dropped or refused:
+        why = [f"{', '.join(dropped)} (not settings of {kind!r})"] if dropped else []
+        why += [f"{', '.join(refused)} (not values {kind!r} takes: its default is used)"] if refused else []
+        warnings.warn(f"model.layer: switching kind {base['kind']!r} -> {kind!r} leaves behind {'; '.join(why)}",
+                      UserWarning, stacklevel=3)
     return {**carried, **extra}
+
+
+def _accepts(rule: Rule, key: str, value: Any) -> bool:
+    """Whether a setting's rule takes ``value``."""
+    try:
+        rule.validate(f"model.layer.{key}", value)
+    except (ConfigError, ValueError, TypeError):
+        return False
+    return True
 
 
 def _mappable(value: Any) -> bool:

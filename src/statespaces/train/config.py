@@ -31,9 +31,11 @@ one-line message names the key, the value found and what is allowed.
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import re
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -159,6 +161,10 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _validate_section("model", self)
+        if self.stem == 0 and self.stem_dilations != 1:          # would be ignored: no stem to dilate
+            raise ConfigError(f"model.stem_dilations: got {_show(self.stem_dilations)} with model.stem 0 (a linear "
+                              "encoder, no convolution to dilate); give the stem's kernel size too (--model.stem K), "
+                              "or leave stem_dilations at 1")
 
 
 @dataclass
@@ -296,7 +302,7 @@ class TrainConfig:
         ``d_state``, :meth:`~statespaces.layers.config.LayerConfig.check`); ``data.name`` must be a
         dataset name or an existing path (stored as ``ucr:<absolute path>``)."""
         cfg = TrainConfig.from_dict(self.to_dict())
-        cfg.model.layer.check("model.layer")
+        cfg.model.layer.check("model.layer", d_model=cfg.model.d_model)
         from ..data import canonical_name
 
         cfg.data.name = canonical_name(cfg.data.name)   # a path is stored resolved: ucr:/abs/path
@@ -306,11 +312,15 @@ class TrainConfig:
         """Return a copy with ``section.key`` set; strings are parsed by the field's type (command line)."""
         section, _, name = key.partition(".")
         if section not in SECTIONS or not name:
-            raise ConfigError(f"override {key!r} must look like section.key with section in {sorted(SECTIONS)}")
+            close = difflib.get_close_matches(section, SECTIONS, n=1)
+            hint = f" (did you mean {close[0]}.{name}?)" if close and name else ""
+            raise ConfigError(f"override {key!r} must look like section.key with section in {sorted(SECTIONS)}{hint}")
         d = self.to_dict()
         if section == "model" and name.startswith("layer."):       # one setting of the layer
             setting = name[len("layer."):]
             old = d["model"]["layer"]
+            if isinstance(old, str):                                # cfg.model.layer = "s5", as validated() takes
+                old = {"kind": old}
             if setting == "kind":
                 d["model"]["layer"] = merge_layer(old, {"kind": value})
             else:
@@ -319,17 +329,17 @@ class TrainConfig:
                     value = _coerce(key, value, rule) if rule is not None else value
                 d["model"]["layer"] = {**old, setting: value}
             return TrainConfig.from_dict(d)
-        if section == "data" and name.startswith("kwargs."):      # one entry of the dataset's keyword arguments
-            entry = name[len("kwargs."):]
+        table, dot, entry = name.partition(".")
+        if dot and table in DICT_FIELDS.get(section, ()):          # one entry of a table: merged into it
             if not entry or "." in entry:
-                raise ConfigError(f"--{key}: expected --data.kwargs.NAME VALUE with one NAME, e.g. "
-                                  "--data.kwargs.max_length 2048")
+                raise ConfigError(f"--{key}: expected --{section}.{table}.NAME VALUE with one NAME, e.g. "
+                                  f"--{section}.{table}.{DICT_FIELDS[section][table]} ...")
             if isinstance(value, str):                           # 2048 -> int, true -> bool; else the string
                 try:
                     value = json.loads(value)
                 except ValueError:
                     pass
-            d["data"]["kwargs"] = {**(d["data"].get("kwargs") or {}), entry: value}
+            d[section][table] = {**(d[section].get(table) or {}), entry: value}
             return TrainConfig.from_dict(d)
         klass = SECTIONS[section]
         types = {f.name: f.type for f in fields(klass)}
@@ -337,7 +347,9 @@ class TrainConfig:
             if section == "model" and name in LEGACY_MODEL_KEYS:
                 raise ConfigError(f"--model.{name}: the layer's settings live in model.layer now; use "
                                   f"--model.layer.{name} (if the layer kind takes it)")
-            raise ConfigError(f"unknown key {name!r} in [{section}]; valid keys: {sorted(types)}")
+            close = difflib.get_close_matches(name, types, n=1)
+            hint = f"did you mean {section}.{close[0]}? " if close else ""
+            raise ConfigError(f"unknown key {name!r} in [{section}]; {hint}valid keys: {sorted(types)}")
         if section == "model" and name == "layer":
             if isinstance(value, str) and value.strip().startswith("{"):      # a JSON table on the command line
                 try:
@@ -349,6 +361,12 @@ class TrainConfig:
         else:
             d[section][name] = _coerce(key, value, RULES[section][name]) if isinstance(value, str) else value
         return TrainConfig.from_dict(d)
+
+
+#: The table fields whose entries ``override`` sets one at a time (``--data.kwargs.max_length 2048``: the rest of
+#: the table, e.g. a preset's, is kept), with an example entry of each for messages.
+DICT_FIELDS: Dict[str, Dict[str, str]] = {"data": {"kwargs": "max_length", "augment": "roll"},
+                                          "model": {"backbone_kwargs": "n_pools"}}
 
 
 #: Keys of [model] from before the layer configs (now settings of [model.layer]).
@@ -439,15 +457,28 @@ def _coerce(key: str, value: str, rule: Rule) -> Any:
 
 
 def load_config_file(path: str) -> Dict[str, Any]:
-    """Parse a TOML config file (``tomllib``: data only, no code execution)."""
+    """Parse a config file: TOML (``tomllib``: data only, no code execution), or JSON for a ``.json`` file, e.g. a
+    run's own ``run.json`` (its ``config`` table is read; JSON has the nulls TOML lacks, e.g. ``seed = null``)."""
+    p = Path(path)
+    if p.suffix.lower() == ".json":
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist" + (" (it is a folder)" if p.is_dir() else ""))
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        if isinstance(data, dict) and isinstance(data.get("config"), dict) and "run_id" in data:
+            data = data["config"]                                 # a run's run.json
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object with model, data, trainer tables")
+        return data
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
         # tomli ships types but is only installed on Python 3.10, where mypy (targeting 3.10) may not find it
         import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
-    p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise FileNotFoundError(f"config file {path} does not exist" + (" (it is a folder)" if p.is_dir() else ""))
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -637,7 +668,8 @@ LM_PRESETS = ("chorales-sashimi", "chorales-s4d")
 
 
 #: Config keys a resumed run may change: where it runs and what it writes, not what it computes
-#: (``trainer.val_split`` is not one: it decides which series are trained on; nor ``trainer.test_eval``: switched
+#: (``trainer.compile`` computes the same function, but draws dropout masks from another stream: a warning says so;
+#: ``trainer.val_split`` is not one: it decides which series are trained on; nor ``trainer.test_eval``: switched
 #: on resume, a run's metrics and summary held test figures for some epochs under ``test_eval = "off"``).
 RESUMABLE = ("trainer.out", "trainer.device", "trainer.tensorboard", "trainer.compile", "trainer.keep_last",
              "trainer.checkpoint_every")
@@ -731,6 +763,11 @@ def resume_config(stored: Dict[str, Any], where: str, preset: Optional[str] = No
             continue
         if key in RESUMABLE:
             cfg = cfg.override(key, after)
+            if key == "trainer.compile" and cfg.model.dropout > 0:
+                warnings.warn(f"--resume with {flag}: trainer.compile was {before!r}; compiled and eager code draw "
+                              "dropout masks from different random streams, so the run goes on but is no longer "
+                              "bit-identical to one that never stopped (with model.dropout 0 it would be)",
+                              stacklevel=2)
         else:
             conflicts.append(f"{flag} conflicts with the stored run ({key} = {before!r})")
     if conflicts:

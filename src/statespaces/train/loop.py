@@ -185,6 +185,19 @@ def _build_language_model(cfg: TrainConfig, n_streams: int, vocab_size: int) -> 
 
 
 
+def _check_pooling(cfg: TrainConfig, model: nn.Module, data: Any) -> None:
+    """Refuse a SaShiMi whose pools multiply past the sequence length: every sequence would be padded to their
+    product (pools of 4^9 on 128-step windows: 262,144 steps each, a 4.6 GB run that learns nothing more)."""
+    backbone = getattr(model, "backbone", None)
+    multiple = int(getattr(backbone, "length_multiple", 1))
+    length = int(getattr(data, "length", 0) or 0)
+    if length and multiple > length:
+        pools = getattr(backbone, "pools", ())
+        raise ConfigError(f"model.backbone_kwargs {dict(cfg.model.backbone_kwargs)}: the pools {list(pools)} multiply "
+                          f"to {multiple:,}, past the sequence length {length:,}: each sequence would be padded to "
+                          f"{multiple:,} steps; use fewer or smaller pools (their product at most {length:,})")
+
+
 def load_data(cfg: TrainConfig) -> "SequenceData":
     """The dataset of ``cfg.data`` (name, kwargs, normalize), with its splits checked."""
     from ..data import canonical_name, get_dataset, is_time_series
@@ -517,6 +530,7 @@ def _train_in(run: Run, cfg: TrainConfig, resume: bool, progress: bool,
     selection = SELECTION_LAST if val_set is None else task.selection
     augment = _augmentation(cfg, data)
     model = build_model(cfg, data.d_input, data.n_classes, task.name).to(device)
+    _check_pooling(cfg, model, data)
     ema = WeightEMA(model, t_cfg.ema) if t_cfg.ema else None
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if run.rank:

@@ -336,6 +336,12 @@ def _check_out_folder(out: Path, ckpts: "_Checkpoints", resume: bool, replace: b
     if above is not None:
         raise ConfigError(f"trainer.out: got {str(out)!r}, under {str(above)!r}, which is a file; allowed: a folder "
                           "whose parents are folders")
+    inside = next((a for a in (out, *out.parents) if a.name in RUN_OUTPUTS and (a.parent / RUN_FILE).is_file()),
+                  None)
+    if inside is not None:
+        raise ConfigError(f"trainer.out: got {str(out)!r}, inside {str(inside)!r}, the {inside.name}/ of the run in "
+                          f"{str(inside.parent)!r}: a run there would mix its files with that run's (and evaluate "
+                          "would read either); choose a folder outside it")
     if resume:
         return
     if replace:

@@ -1,0 +1,107 @@
+"""The command line and the config system driven as a researcher does (campaign of 2026-12-07): valid settings that
+were refused, settings silently ignored, runs written into another run, and the messages of common slips."""
+from __future__ import annotations
+
+import json
+import warnings
+from types import SimpleNamespace
+
+import pytest
+from conftest import cli_run
+
+from statespaces.layers.config import merge_layer
+from statespaces.train import loop
+from statespaces.train.config import ConfigError, TrainConfig, build_config, load_config_file, resume_config
+from statespaces.train.loop import build_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL = ("--model.d_model", "4", "--model.n_layers", "1", "--model.layer.d_state", "4", "--model.layer.init", "lin",
+         "--trainer.epochs", "1", "--trainer.tensorboard", "off", "--no-progress")
+
+
+@pytest.mark.parametrize("kind", ["s4d", "s4"])
+def test_n_ssm_is_checked_against_the_model_width(kind):
+    """The layer was test-built with one channel, so every n_ssm > 1 was refused ("does not divide d_model=1")."""
+    cfg = TrainConfig().override("model.layer.kind", kind).override("model.d_model", "4")
+    assert cfg.override("model.layer.n_ssm", "2").validated().model.layer.n_ssm == 2
+    with pytest.raises(ConfigError, match=r"n_ssm=3 does not divide d_model=4"):
+        cfg.override("model.layer.n_ssm", "3").validated()
+
+
+def test_override_after_the_layer_was_set_as_a_kind_string():
+    cfg = TrainConfig()
+    cfg.model.layer = "s5"                                  # as validated() accepts
+    assert cfg.override("model.layer.d_state", "8").model.layer.to_dict()["d_state"] == 8
+
+
+def test_stem_dilations_without_a_stem_are_refused():
+    with pytest.raises(ConfigError, match=r"model.stem_dilations: got \(1, 2\).*with model.stem 0.*--model.stem K"):
+        TrainConfig().override("model.stem_dilations", "[1, 2]")
+    assert TrainConfig().override("model.stem", "3").override("model.stem_dilations", "[1, 2]").model.stem == 3
+
+
+@pytest.mark.parametrize("inside", ["best", "checkpoints", "best/deeper"])
+def test_a_run_inside_another_run_s_checkpoint_folder_is_refused(tmp_path, capsys, inside):
+    rc, _, err = cli_run(capsys, "train", *SMALL, "--trainer.out", str(tmp_path / "base"))
+    assert rc == 0, err
+    rc, _, err = cli_run(capsys, "train", *SMALL, "--trainer.out", str(tmp_path / "base" / inside))
+    assert rc == 2 and f"the {inside.split('/')[0]}/ of the run in" in err, err
+    assert not (tmp_path / "base" / inside / "run.json").exists()
+
+
+def test_sashimi_pools_past_the_sequence_length_are_refused():
+    cfg = build_config(overrides=[("model.backbone", "sashimi"), ("model.d_model", "4"), ("model.n_layers", "1"),
+                                  ("model.backbone_kwargs", '{"n_pools": 4}')])
+    model = build_model(cfg, 1, 5, "lm")
+    with pytest.raises(ConfigError, match=r"the pools \[4, 4, 4, 4\] multiply to 256, past the sequence length 128"):
+        loop._check_pooling(cfg, model, SimpleNamespace(length=128))
+    loop._check_pooling(cfg, model, SimpleNamespace(length=256))
+
+
+def test_a_backbone_kwargs_entry_merges_into_the_preset_s_table():
+    cfg = build_config("chorales-sashimi", overrides=[("model.backbone_kwargs.n_pools", "1")])
+    preset = build_config("chorales-sashimi").model.backbone_kwargs
+    assert cfg.model.backbone_kwargs == {**preset, "n_pools": 1} and len(preset) > 1
+
+
+@pytest.mark.parametrize("dropout, warns", [("0.1", True), ("0.0", False)])
+def test_resuming_with_another_compile_setting_says_it_is_not_bit_identical(dropout, warns):
+    stored = build_config(overrides=[("model.dropout", dropout), ("trainer.compile", "off")]).to_dict()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = resume_config(stored, "runs/x", overrides=[("trainer.compile", "on")])
+    assert cfg.trainer.compile == "on"
+    assert any("no longer bit-identical" in str(w.message) for w in caught) == warns
+
+
+def test_a_run_json_is_a_config_file(tmp_path, capsys):
+    rc, _, err = cli_run(capsys, "train", *SMALL, "--trainer.out", str(tmp_path / "a"))
+    assert rc == 0, err
+    stored = json.loads((tmp_path / "a" / "run.json").read_text())["config"]
+    assert load_config_file(str(tmp_path / "a" / "run.json")) == stored
+    again = build_config(config_file=str(tmp_path / "a" / "run.json"), overrides=[("trainer.out", str(tmp_path / "b"))])
+    assert {**again.to_dict(), "trainer": {**again.to_dict()["trainer"], "out": stored["trainer"]["out"]}} == stored
+    with pytest.raises(FileNotFoundError, match="it is a folder"):
+        load_config_file(str(tmp_path / "a"))                 # the run folder, not its run.json
+
+
+def test_switching_kind_drops_a_carried_value_the_new_kind_refuses():
+    """--preset digits-linoss --model.layer s4d carried discretization='imex' and then failed on it."""
+    with pytest.warns(UserWarning, match=r"discretization='imex' \(not values 's4d' takes: its default is used\)"):
+        merged = merge_layer({"kind": "linoss", "discretization": "imex", "n_oscillators": 8}, "s4d")
+    assert "discretization" not in merged
+    assert build_config("digits-linoss", overrides=[("model.layer", "s4d")]).model.layer.to_dict()["discretization"] \
+        == "zoh"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--presett", "x"], "unexpected argument '--presett'; did you mean --preset?"),
+    (["--trainer.epoch", "3"], "unknown key 'epoch' in [trainer]; did you mean trainer.epochs?"),
+    (["--trainr.epochs", "3"], "(did you mean trainer.epochs?)"),
+    (["--trainer.epochs", "--model.d_model", "8"],
+     "--trainer.epochs needs a value (the next argument, --model.d_model, is a flag)"),
+])
+def test_slips_on_the_command_line_get_a_suggestion(capsys, argv, says):
+    rc, _, err = cli_run(capsys, "train", *argv)
+    assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
