@@ -220,6 +220,11 @@ def test_generate_writes_midi_and_tokens_that_the_model_scores_as_reported(tmp_p
     np.testing.assert_array_equal(np.load(res["tokens"]), tokens)          # the same seed, the same notes
     other = generate_from_checkpoint(run, steps=20, piece=32, n=2, seed=4, out=tmp_path / "h" / "t")
     assert not np.array_equal(np.load(other["tokens"]), tokens)
+    # again into the same stem with one piece: the two-piece call's MIDI files no longer lie beside its summary
+    (tmp_path / "h" / "keep.mid").write_bytes(b"not ours")
+    generate_from_checkpoint(run, steps=20, piece=32, n=1, seed=3, out=tmp_path / "h" / "s")
+    assert sorted(p.name for p in (tmp_path / "h").glob("s*.mid")) == ["s.mid", "s_reference.mid"]
+    assert (tmp_path / "h" / "keep.mid").exists() and (tmp_path / "h" / "t_1.mid").exists()
     # the reported NLL of the samples, by hand from a convolution-mode pass over prompt + samples
     model, _ = load_trained(run)
     t = torch.from_numpy(tokens)

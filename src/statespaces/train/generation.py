@@ -128,8 +128,26 @@ def generate_from_checkpoint(path: Union[str, Path], steps: int = 256, prompt_st
             real = x[order[b], :min(len(r), int(lengths[order[b]]))]
             summary["reference_midi"].append(str(write_midi(real.numpy(), stem.with_name(
                 f"{stem.name}{suffix}_reference.mid"))))
+    _remove_stale(stem.with_name(stem.name + ".json"), summary)
     stem.with_name(stem.name + ".json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _remove_stale(summary_path: Path, summary: Dict[str, Any]) -> None:
+    """Delete the MIDI files an earlier call wrote under the same stem (listed in its summary) that this call did
+    not write again: with fewer pieces (``--n``) they would lie beside a summary that no longer names them."""
+    try:
+        old = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(old, dict):
+        return
+    written = set(summary.get("midi", [])) | set(summary.get("reference_midi", []))
+    for key in ("midi", "reference_midi"):
+        for f in old.get(key) or []:
+            path = Path(str(f))
+            if str(f) not in written and path.parent == summary_path.parent and path.suffix == ".mid":
+                path.unlink(missing_ok=True)
 
 
 
