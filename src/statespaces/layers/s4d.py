@@ -154,9 +154,6 @@ class S4D(DiagonalSSM):
         self.C = nn.Parameter(torch.view_as_real(c_init((K, H, self.n_modes), gen)).to(dtype) * c_scale)
         self.D = nn.Parameter(torch.randn(H, generator=gen, dtype=torch.float64).to(dtype))
         freeze_ssm(self, trainable_ssm)
-        if self.discretization == "forward_euler" or (alpha is not None and alpha < 0.5):
-            with torch.no_grad():           # unstable at its initial steps, no call could use it: refused now
-                self._discretized(torch.exp(self.log_dt), log=False)
 
     def ssm_parameters(self) -> Iterator[nn.Parameter]:
         for p in (self.log_dt, self.A_real, self.A_imag, self.B):
