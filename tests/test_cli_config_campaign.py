@@ -82,8 +82,10 @@ def test_a_run_json_is_a_config_file(tmp_path, capsys):
     assert load_config_file(str(tmp_path / "a" / "run.json")) == stored
     again = build_config(config_file=str(tmp_path / "a" / "run.json"), overrides=[("trainer.out", str(tmp_path / "b"))])
     assert {**again.to_dict(), "trainer": {**again.to_dict()["trainer"], "out": stored["trainer"]["out"]}} == stored
-    with pytest.raises(FileNotFoundError, match="it is a folder"):
+    with pytest.raises(FileNotFoundError, match=r"is a run folder; its config is .*run.json"):
         load_config_file(str(tmp_path / "a"))                 # the run folder, not its run.json
+    with pytest.raises(FileNotFoundError, match="it is a folder"):
+        load_config_file(str(tmp_path / "a" / "best"))
 
 
 def test_switching_kind_drops_a_carried_value_the_new_kind_refuses():
@@ -95,13 +97,43 @@ def test_switching_kind_drops_a_carried_value_the_new_kind_refuses():
         == "zoh"
 
 
+def test_switching_kind_leaves_both_ends_of_a_range_behind():
+    """ucr-local's S4D dt range [0.1, 1.0]: dt_max = 1 is no LinOSS value, and dt_min alone was carried, which LinOSS
+    refuses (both ends or neither)."""
+    with pytest.warns(UserWarning, match=r"dt_max=1.0, dt_min=0.1 \(not values 'linoss' takes"):
+        cfg = build_config("ucr-local", overrides=[("model.layer.kind", "linoss")])
+    layer = cfg.validated().model.layer.to_dict()
+    assert layer["dt_min"] is None and layer["dt_max"] is None
+
+
+def test_the_pool_check_reads_the_training_window():
+    cfg = build_config(overrides=[("model.backbone", "sashimi"), ("model.d_model", "4"), ("model.n_layers", "1"),
+                                  ("model.backbone_kwargs", '{"n_pools": 4}'), ("data.augment", '{"window": 128}')])
+    with pytest.raises(ConfigError, match=r"past the sequence length 128"):
+        loop._check_pooling(cfg, build_model(cfg, 1, 5, "lm"), SimpleNamespace(length=772))
+
+
 @pytest.mark.parametrize("argv, says", [
     (["--presett", "x"], "unexpected argument '--presett'; did you mean --preset?"),
     (["--trainer.epoch", "3"], "unknown key 'epoch' in [trainer]; did you mean trainer.epochs?"),
     (["--trainr.epochs", "3"], "(did you mean trainer.epochs?)"),
     (["--trainer.epochs", "--model.d_model", "8"],
      "--trainer.epochs needs a value (the next argument, --model.d_model, is a flag)"),
+    (["--model.layer.d_stat", "8"], "did you mean model.layer.d_state?"),
+    (["--model.layer", "s4dd"], "got 's4dd' (str); did you mean s4d? valid:"),
+    (["--model.layer.discretization", "zho"], "did you mean zoh? valid:"),
+    (["--preset", "digits-s4dd"], "unknown preset 'digits-s4dd'; did you mean digits-s4d?"),
 ])
 def test_slips_on_the_command_line_get_a_suggestion(capsys, argv, says):
     rc, _, err = cli_run(capsys, "train", *argv)
     assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("text, says", [
+    ("[modle]\nd_model = 8\n", "unknown config sections ['modle']; did you mean model?"),
+    ("[model]\nd_modle = 8\n", "did you mean model.d_model?"),
+])
+def test_slips_in_a_config_file_get_a_suggestion(tmp_path, capsys, text, says):
+    (tmp_path / "c.toml").write_text(text)
+    rc, _, err = cli_run(capsys, "train", "--config", str(tmp_path / "c.toml"))
+    assert rc == 2 and says in err, err

@@ -85,6 +85,12 @@ def test_ts_refuses_one_number_written_as_two_labels():
         ucr.parse_ts(text)
 
 
+def test_ts_takes_declared_classes_as_declared():
+    """Two classes declared as '01' and '1' are two classes (the spelling check is for undeclared labels only)."""
+    parsed = ucr.parse_ts(TS_HEAD + "@classLabel true 01 1\n@data\n1,2,3:01\n2,3,4:1\n")
+    assert parsed.labels == ["01", "1"]
+
+
 @pytest.mark.parametrize("label", ["?", ""])
 def test_ts_refuses_a_missing_class_label(label):
     text = TS_HEAD + f"@classLabel true\n@data\n1,2,3:a\n2,3,4:{label}\n"
@@ -177,9 +183,15 @@ def test_evaluate_warns_when_the_training_file_changed(tmp_path, capsys):
     assert rc == 0, err
     rc, _, err = _cli(capsys, "evaluate", str(tmp_path / "run"))
     assert rc == 0 and "differ from the content" not in err
-    lines = train.read_text().splitlines()
-    train.write_text("\n".join(lines[:-1]) + "\n")             # one training case fewer
+    text, test = train.read_text(), train.with_name(train.name.replace("TRAIN", "TEST"))
+    train.write_text("\n".join(text.splitlines()[:-1]) + "\n")         # one training case fewer
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         rc, _, err = _cli(capsys, "evaluate", str(tmp_path / "run"))
-    assert rc == 0 and f"{train} differ from the content it was trained on" in err
+    assert rc == 0 and f"{train} differs from the content it was trained on" in err
+    train.write_text(text)
+    test.write_text(text)                    # the test file replaced by the training data: each file is judged by role
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        rc, _, err = _cli(capsys, "evaluate", str(tmp_path / "run"))
+    assert rc == 0 and f"{test} differs from the content it was trained on" in err and f"{train} differ" not in err

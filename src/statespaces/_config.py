@@ -7,10 +7,11 @@ number; an int field takes integers only; a float field takes integers or floats
 """
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Iterable, Optional, Tuple
 
 
 class ConfigError(ValueError):
@@ -84,8 +85,8 @@ class Rule:
         return self._one(key, value)
 
     def _one(self, key: str, value: Any) -> Any:
-        def bad() -> ConfigError:
-            return ConfigError(f"{key}: got {_show(value)}; {self.allowed()}")
+        def bad(hint: str = "") -> ConfigError:
+            return ConfigError(f"{key}: got {_show(value)}; {hint}{self.allowed()}")
 
         if self.kind == "bool":
             if isinstance(value, str) and self.choices is not None:
@@ -122,11 +123,11 @@ class Rule:
             raise bad()
         return value
 
-    def _choice(self, value: str, bad: Callable[[], ConfigError]) -> str:
+    def _choice(self, value: str, bad: Callable[..., ConfigError]) -> str:
         names = self.choices()                                  # type: ignore[misc]
         match = [c for c in names if c.lower() == value.lower()]
         if not match:
-            raise bad()
+            raise bad(did_you_mean(value.lower(), [c.lower() for c in names]))
         return match[0]
 
 
@@ -136,3 +137,10 @@ def _num(x: float) -> str:
 
 def _show(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
+
+
+def did_you_mean(word: Any, options: Iterable[str], prefix: str = "", suffix: str = "") -> str:
+    """``"did you mean <prefix><closest><suffix>? "`` for a misspelt ``word`` among ``options`` (difflib's closest
+    match), or ``""`` when none is close: put before the list of valid values in a message."""
+    close = difflib.get_close_matches(word, [str(o) for o in options], n=1) if isinstance(word, str) else []
+    return f"did you mean {prefix}{close[0]}{suffix}? " if close else ""

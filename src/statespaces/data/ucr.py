@@ -276,8 +276,8 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
                 raise ValueError(f"{where}: regression target {label!r} is not a number") from None
     if not in_data:
         raise ValueError(f"{source}: no @data line found; is this a .ts file?")
-    if has_class:
-        _check_label_spellings(class_labels or labels, source)
+    if has_class and not class_labels:        # labels the header declares are the classes, spelt as declared
+        _check_label_spellings(labels, source)
     if _BOOL.get(header.get("equallength", "").lower()) and series:
         lens = {s.shape[1] for s in series}
         declared = int(header["serieslength"]) if "serieslength" in header else None
@@ -289,14 +289,16 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
 
 
 def _check_label_spellings(labels: Iterable[str], source: str) -> None:
-    """Refuse two class labels that are one number written two ways (``1`` and ``1.0``): a ``.ts`` label is text, so
-    they would be two classes, where the ``.tsv`` / ``.txt`` reader (:func:`_label_text`) reads one."""
+    """Refuse two class labels that are one number written two ways (``1`` and ``1.0``) in a file whose header does
+    not declare its classes: a ``.ts`` label is text, so they would be two classes, where the ``.tsv`` / ``.txt``
+    reader (:func:`_label_text`) reads one. Classes declared in ``@classLabel true ...`` are taken as declared."""
     seen: Dict[str, str] = {}
     for lab in dict.fromkeys(labels):
         key = _label_text(lab)
         if key in seen and seen[key] != lab:
             raise ValueError(f"{source}: class labels {seen[key]!r} and {lab!r} are the same number written two ways; "
-                             "a .ts class label is text, so they would be two classes: write each class one way")
+                             "a .ts class label is text, so they would be two classes: write each class one way, or, "
+                             f"if they are two classes, declare them: @classLabel true {seen[key]} {lab} ...")
         seen.setdefault(key, lab)
 
 

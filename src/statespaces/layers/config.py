@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .._checks import check_int
-from .._config import ConfigError, Rule, _show
+from .._config import ConfigError, Rule, _show, did_you_mean
 
 #: What a model's ``layer`` argument may be: a kind, a config, or a mapping ``{"kind": ..., **settings}``.
 LayerSpec = Union[str, "LayerConfig", Mapping[str, Any]]
@@ -134,7 +134,8 @@ def _kinds() -> Tuple[str, ...]:
 
 def _entry(kind: str) -> Tuple[type, Type[LayerConfig]]:
     if not isinstance(kind, str) or kind.lower() not in LAYERS:
-        raise ConfigError(f"unknown layer kind {kind!r}; valid: {', '.join(LAYERS)} (a layer of your own: "
+        raise ConfigError(f"unknown layer kind {kind!r}; {did_you_mean(kind, LAYERS)}valid: {', '.join(LAYERS)} "
+                          "(a layer of your own: "
                           "statespaces.layers.register_layer, in every process that builds or loads it)")
     module, layer, config = LAYERS[kind.lower()]
     if isinstance(layer, type):                       # registered by register_layer
@@ -240,8 +241,8 @@ def layer_config(value: LayerSpec, where: str = "layer", dims: Optional[int] = N
     for key in given:
         if key not in rules:
             hint = f" (use {cls.renamed[key]})" if key in cls.renamed else ""
-            raise ConfigError(f"{where}.{key}: not a setting of layer kind {kind!r}{hint}; {kind} takes: "
-                              f"{', '.join(rules)}")
+            raise ConfigError(f"{where}.{key}: not a setting of layer kind {kind!r}{hint}; "
+                              f"{did_you_mean(key, rules, where + '.')}{kind} takes: {', '.join(rules)}")
     return cls(**{k: rules[k].validate(f"{where}.{k}", v) for k, v in given.items()})
 
 
@@ -303,12 +304,22 @@ def merge_layer(old: Union[LayerSpec, None], new: Any) -> Any:
                 carried[k] = v
             else:                       # LinOSS's discretization "imex" is a setting of S4D too, not a value of it
                 refused.append(f"{k}={v!r}")
+    for pair in PAIRED_SETTINGS:            # one end of a range left behind: the other end goes too
+        left = [k for k in pair if k in base and k not in carried and k not in extra]
+        for k in pair:
+            if left and k in carried and k not in extra:
+                refused.append(f"{k}={carried.pop(k)!r}")
     if dropped or refused:
         why = [f"{', '.join(dropped)} (not settings of {kind!r})"] if dropped else []
         why += [f"{', '.join(refused)} (not values {kind!r} takes: its default is used)"] if refused else []
         warnings.warn(f"model.layer: switching kind {base['kind']!r} -> {kind!r} leaves behind {'; '.join(why)}",
                       UserWarning, stacklevel=3)
     return {**carried, **extra}
+
+
+#: Settings given together (the two ends of a range): :func:`merge_layer` carries both or neither.
+PAIRED_SETTINGS = (("dt_min", "dt_max"), ("A_min", "A_max"), ("G_min", "G_max"), ("r_min", "r_max"),
+                   ("theta_min", "theta_max"))
 
 
 def _accepts(rule: Rule, key: str, value: Any) -> bool:

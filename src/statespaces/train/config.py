@@ -31,7 +31,6 @@ one-line message names the key, the value found and what is allowed.
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import re
 import sys
@@ -40,7 +39,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from .._config import ConfigError, Rule, _num, _show  # noqa: F401  (re-exported)
+from .._config import ConfigError, Rule, _num, _show, did_you_mean  # noqa: F401  (re-exported)
 from ..data.augment import from_spec as augmentation_from_spec
 from ..layers.config import LayerConfig, layer_config, legacy_layer, merge_layer
 from ..models.classifier import POOLS
@@ -272,7 +271,8 @@ class TrainConfig:
             raise ConfigError(f"a config must be a table of sections, got {_show(d)}")
         unknown = set(d) - set(SECTIONS)
         if unknown:
-            raise ConfigError(f"unknown config sections {sorted(unknown)}; valid sections: {sorted(SECTIONS)}")
+            raise ConfigError(f"unknown config sections {sorted(unknown)}; "
+                              f"{did_you_mean(sorted(unknown)[0], SECTIONS)}valid sections: {sorted(SECTIONS)}")
         parts = {}
         for name, klass in SECTIONS.items():
             values = d.get(name, {})
@@ -292,7 +292,8 @@ class TrainConfig:
                                       f"(--model.layer.{moved[0]}, or [model.layer] {moved[0]} = ... in TOML; "
                                       "layer_kwargs entries go there too); valid keys of [model]: "
                                       f"{sorted(valid)}")
-                raise ConfigError(f"unknown keys {sorted(bad)} in [{name}]; valid keys: {sorted(valid)}")
+                raise ConfigError(f"unknown keys {sorted(bad)} in [{name}]; "
+                                  f"{did_you_mean(sorted(bad)[0], valid, name + '.')}valid keys: {sorted(valid)}")
             parts[name] = klass(**copy.deepcopy(values))
         return cls(**parts)
 
@@ -312,9 +313,9 @@ class TrainConfig:
         """Return a copy with ``section.key`` set; strings are parsed by the field's type (command line)."""
         section, _, name = key.partition(".")
         if section not in SECTIONS or not name:
-            close = difflib.get_close_matches(section, SECTIONS, n=1)
-            hint = f" (did you mean {close[0]}.{name}?)" if close and name else ""
-            raise ConfigError(f"override {key!r} must look like section.key with section in {sorted(SECTIONS)}{hint}")
+            hint = did_you_mean(section, SECTIONS, suffix=f".{name}") if name else ""
+            raise ConfigError(f"override {key!r} must look like section.key with section in {sorted(SECTIONS)}"
+                              + (f" ({hint.strip()})" if hint else ""))
         d = self.to_dict()
         if section == "model" and name.startswith("layer."):       # one setting of the layer
             setting = name[len("layer."):]
@@ -347,9 +348,8 @@ class TrainConfig:
             if section == "model" and name in LEGACY_MODEL_KEYS:
                 raise ConfigError(f"--model.{name}: the layer's settings live in model.layer now; use "
                                   f"--model.layer.{name} (if the layer kind takes it)")
-            close = difflib.get_close_matches(name, types, n=1)
-            hint = f"did you mean {section}.{close[0]}? " if close else ""
-            raise ConfigError(f"unknown key {name!r} in [{section}]; {hint}valid keys: {sorted(types)}")
+            raise ConfigError(f"unknown key {name!r} in [{section}]; {did_you_mean(name, types, section + '.')}"
+                              f"valid keys: {sorted(types)}")
         if section == "model" and name == "layer":
             if isinstance(value, str) and value.strip().startswith("{"):      # a JSON table on the command line
                 try:
@@ -458,8 +458,12 @@ def _coerce(key: str, value: str, rule: Rule) -> Any:
 
 def load_config_file(path: str) -> Dict[str, Any]:
     """Parse a config file: TOML (``tomllib``: data only, no code execution), or JSON for a ``.json`` file, e.g. a
-    run's own ``run.json`` (its ``config`` table is read; JSON has the nulls TOML lacks, e.g. ``seed = null``)."""
+    run's own ``run.json`` (its ``config`` table is read; JSON has the nulls TOML lacks, e.g. a layer's
+    ``"seed": null``). A run folder given instead of its ``run.json`` is named as such."""
     p = Path(path)
+    if p.is_dir() and (p / "run.json").is_file():
+        raise FileNotFoundError(f"config file {path} is a run folder; its config is {p / 'run.json'} (--config "
+                                f"{p / 'run.json'}), or continue that run with --trainer.out {path} --resume")
     if p.suffix.lower() == ".json":
         if not p.is_file():
             raise FileNotFoundError(f"config file {path} does not exist" + (" (it is a folder)" if p.is_dir() else ""))
@@ -754,7 +758,8 @@ def resume_config(stored: Dict[str, Any], where: str, preset: Optional[str] = No
     except ConfigError as e:
         raise ConfigError(f"--resume: the config stored in {where} is invalid ({e})") from None
     if preset is not None and preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {preset!r}; {did_you_mean(preset, PRESETS)}valid presets: "
+                          f"{', '.join(PRESETS)}")
     given = build_config(preset, config_file, overrides)
     conflicts = []
     for key, flag in _set_keys(preset, config_file, overrides).items():
@@ -826,7 +831,8 @@ def build_config(preset: Optional[str] = None, config_file: Optional[str] = None
     out_given = preset is not None or any(key == "trainer.out" for key, _ in overrides)
     if preset is not None:
         if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+            raise ConfigError(f"unknown preset {preset!r}; {did_you_mean(preset, PRESETS)}valid presets: "
+                              f"{', '.join(PRESETS)}")
         d = _merge(d, PRESETS[preset])
         if "out" not in PRESETS[preset].get("trainer", {}):
             d["trainer"]["out"] = preset_out(preset)

@@ -191,6 +191,9 @@ def _check_pooling(cfg: TrainConfig, model: nn.Module, data: Any) -> None:
     backbone = getattr(model, "backbone", None)
     multiple = int(getattr(backbone, "length_multiple", 1))
     length = int(getattr(data, "length", 0) or 0)
+    window = cfg.data.augment.get("window") if isinstance(cfg.data.augment, dict) else None
+    if isinstance(window, int) and 0 < window < length:       # a language model trains on windows of that many steps
+        length = window
     if length and multiple > length:
         pools = getattr(backbone, "pools", ())
         raise ConfigError(f"model.backbone_kwargs {dict(cfg.model.backbone_kwargs)}: the pools {list(pools)} multiply "
@@ -912,19 +915,24 @@ def load_for_evaluation(path, data_name: Optional[str] = None) -> Tuple[nn.Modul
             return model, cfg, meta, data
     changed = _changed_files(meta.get("data_digest"), data_digest(data))
     if changed:
-        warnings.warn(f"{folder}: {' and '.join(changed)} differ from the content it was trained on (the SHA-256 "
+        verb = "differs" if len(changed) == 1 else "differ"
+        warnings.warn(f"{folder}: {' and '.join(changed)} {verb} from the content it was trained on (the SHA-256 "
                       "digests in its checkpoint); scored anyway, on the data as they are now, normalised with "
                       "statistics of the training file as it is now", stacklevel=2)
     return model, cfg, meta, data
 
 
 def _changed_files(stored: Any, now: Optional[Dict[str, str]]) -> List[str]:
-    """The files of ``now`` (``{path: SHA-256}``, :func:`data_digest`) whose content is none of the stored digests
-    (paths may differ: the data may have moved). Empty when either side has no digests."""
+    """The files of ``now`` (``{path: SHA-256}``, :func:`data_digest`) whose content is not the stored one of the same
+    role: both list the files in the order of :func:`_data_files` (the train file, then the test file), so a test
+    file replaced by a copy of the train file, or the two swapped, is caught; paths may differ (the data may have
+    moved). Empty when either side has no digests."""
     if not isinstance(stored, dict) or not stored or not now:
         return []
-    known = set(stored.values())
-    return [f for f, digest in now.items() if digest not in known]
+    before = list(stored.values())
+    if len(before) != len(now):                  # another kind of data: compare contents only
+        return [f for f, digest in now.items() if digest not in set(before)]
+    return [f for (f, digest), was in zip(now.items(), before) if digest != was]
 
 
 def evaluate_checkpoint(path: str, data_name: Optional[str] = None) -> Dict[str, Any]:
