@@ -12,30 +12,10 @@ adds PLAID and Tecator; also found without importing sktime). Any
 other problem can be loaded by path: a ``<Name>_TRAIN`` or ``<Name>_TEST`` file (its sibling must
 sit beside it), or a folder holding one such pair.
 
-File formats (:data:`FORMATS`; the two files of a problem share one)
-----------------------------------------------------------------------
-* ``.ts`` -- the sktime/aeon format, uni- or multivariate (below).
-* ``.tsv`` -- the UCR 2018 archive: one case per line, the class label first, then the values,
-  tab-separated; univariate; ``NaN`` (or an empty field: each tab separates two fields) marks a
-  missing value, and trailing ``NaN`` pad the shorter series of a variable-length problem (the
-  case's length ends at its last number). A line without a label is an error.
-* ``.txt`` or no suffix -- the older UCR 2015 archive (``<Name>_TRAIN``): the same layout with the
-  values separated by commas (an empty field between two is a missing value) or white space
-  (labels such as ``1.0000000e+00`` are read as ``1``).
-* ``.csv`` -- the same layout, comma-separated, as a spreadsheet or ``numpy.savetxt`` writes it; a first
-  line of column names (``label,t0,t1,...`` or pandas' ``label,0,1,...``) is a header and is skipped.
-
-The ``.ts`` format (parsed here by :func:`parse_ts`, written by :func:`format_ts`)
------------------------------------------------------------------------------------
-Comment lines start with ``#`` or ``%``. Header lines (keys are case-insensitive):
-``@problemName``, ``@timeStamps``, ``@missing``, ``@univariate``, ``@dimensions``,
-``@equalLength``, ``@seriesLength``, ``@classLabel true <labels...>`` (or ``false``),
-``@targetLabel true`` (regression), then ``@data``. Each data line is one case: the channels
-separated by ``:``, the values of a channel by ``,``, and the class label (or regression target)
-as the last ``:`` field. ``?`` (or ``NaN``) marks a missing value and becomes NaN. Series may
-have different lengths (``@equalLength false``); within a case, channels shorter than the
-longest are NaN-padded at the end. With ``@timeStamps true`` the values are written as
-``(timestamp,value)`` pairs; the timestamps are dropped (only the values are kept).
+File formats
+------------
+``.ts``, ``.tsv``, ``.txt`` (or no suffix) and ``.csv``: see :mod:`statespaces.data.series_files`,
+which reads them (:func:`~statespaces.data.series_files.read_series_file`).
 
 What :func:`load_ucr` does with the parsed series
 -------------------------------------------------
@@ -79,13 +59,9 @@ source given in each file's comment header.
 """
 from __future__ import annotations
 
-import csv
 import importlib.util
-import math
 import os
-import re
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
@@ -94,12 +70,20 @@ import torch
 from torch.utils.data import TensorDataset
 
 from .base import SequenceData, absolute_path
+from .series_files import (  # noqa: F401  (the readers and writer, re-exported: statespaces.data.ucr.parse_ts, ...)
+    _BOOL,
+    FORMATS,
+    SUFFIXES,
+    TSFile,
+    _split_of,
+    format_ts,
+    parse_ts,
+    parse_ucr_table,
+    read_series_file,
+    read_ts,
+)
 
 INSTALL_HINT = "pip install --no-deps aeon"
-#: File suffixes of a problem's ``<Name>_TRAIN`` / ``<Name>_TEST`` files, in lookup order.
-FORMATS = (".ts", ".tsv", ".txt", ".csv", "")
-#: The suffixes of :data:`FORMATS` in words (used in error messages).
-SUFFIXES = ", ".join(f for f in FORMATS if f) + " or none"
 #: How to name a problem by path (used in error messages).
 PATH_FORMS = ("a <Name>_TRAIN or <Name>_TEST file (.ts, .tsv, .txt, .csv or the old suffix-less UCR file, "
               "with its sibling beside it) or a folder holding one such pair")
@@ -108,441 +92,6 @@ PACKAGES = (("aeon", ("datasets", "data")), ("sktime", ("datasets", "data")))
 #: Problems registered by name in ``statespaces.data.DATASETS`` (as ``ucr:<Name>``).
 FEATURED = ("ArrowHead", "BasicMotions", "GunPoint", "ItalyPowerDemand", "JapaneseVowels", "OSULeaf", "ACSF1",
             "PickupGestureWiimoteZ")
-
-_BOOL = {"true": True, "false": False}
-
-
-# --------------------------------------------------------------------------------------------- parse
-
-
-@dataclass
-class TSFile:
-    """Contents of one ``.ts`` file.
-
-    ``series[i]`` is a float64 array (channels, length_i) with NaN for missing values;
-    ``labels[i]`` is the class label string (classification), a float (regression), or the list is
-    empty when the file has no labels. ``header`` holds every ``@key value`` line (lower-cased
-    keys, raw values).
-    """
-
-    series: List[np.ndarray]
-    labels: list
-    problem_name: Optional[str] = None
-    class_labels: Optional[List[str]] = None
-    is_regression: bool = False
-    timestamps: bool = False
-    header: Dict[str, str] = field(default_factory=dict)
-
-    @property
-    def n_channels(self) -> int:
-        return self.series[0].shape[0] if self.series else 0
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.array([s.shape[1] for s in self.series], dtype=np.int64)
-
-
-def _split_fields(line: str) -> List[str]:
-    """Split a data line on ':' outside parentheses (timestamps contain ':')."""
-    if "(" not in line:
-        return line.split(":")
-    out, depth, start = [], 0, 0
-    for i, ch in enumerate(line):
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == ":" and depth == 0:
-            out.append(line[start:i])
-            start = i + 1
-    out.append(line[start:])
-    return out
-
-
-_PAIR = re.compile(r"\(([^()]*)\)")
-
-
-def _parse_values(text: str, timestamps: bool, where: str) -> np.ndarray:
-    text = text.strip()
-    if timestamps:
-        pairs = _PAIR.findall(text)
-        if not pairs and text:
-            raise ValueError(f"{where}: expected (timestamp,value) pairs, got {text[:40]!r}")
-        tokens = [p.rsplit(",", 1)[-1] for p in pairs]
-    else:
-        if not text:
-            raise ValueError(f"{where}: empty channel")
-        tokens = text.split(",")
-    if "?" in text:
-        tokens = ["nan" if t.strip() == "?" else t for t in tokens]
-    try:
-        v = np.array(tokens, dtype=np.float64)
-    except ValueError:
-        bad = next(t for t in tokens if not _is_float(t))
-        raise ValueError(f"{where}: cannot read {bad!r} as a number (missing values are written '?')") from None
-    _check_no_infinity(v, tokens, where, "'?'")
-    return v
-
-
-def _check_no_infinity(v: np.ndarray, tokens: Sequence[str], where: str, missing: str) -> None:
-    """Refuse an infinite value where it is read (file and line), not later as a NaN/inf input of the model."""
-    inf = np.flatnonzero(np.isinf(v))
-    if inf.size:
-        raise ValueError(f"{where}: value {tokens[inf[0]].strip()!r} is not finite; write a missing value as "
-                         f"{missing} (it is then filled), or clean the file")
-
-
-def _is_float(t: str) -> bool:
-    try:
-        float(t)
-        return True
-    except ValueError:
-        return False
-
-
-def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFile:
-    """Parse the text of a ``.ts`` file (a string or an iterable of lines). See the module docstring."""
-    lines = text.splitlines() if isinstance(text, str) else text
-    header: Dict[str, str] = {}
-    series: List[np.ndarray] = []
-    labels: list = []
-    in_data = False
-    n_dims: Optional[int] = None
-    class_labels: Optional[List[str]] = None
-    has_class = has_target = timestamps = False
-    for lineno, raw in enumerate(lines, 1):
-        line = raw.strip().lstrip("\ufeff")
-        if not line or line[0] in "#%":
-            continue
-        where = f"{source}, line {lineno}"
-        if not in_data:
-            if line[0] != "@":
-                raise ValueError(f"{where}: expected a '@key value' header line or '@data' before the data, "
-                                 f"got {line[:40]!r}")
-            key, *rest = line[1:].split(None, 1)           # "@key value", a space or a tab between
-            key, value = key.lower(), (rest[0].strip() if rest else "")
-            if key == "data":
-                in_data = True
-                n_dims = int(header["dimensions"]) if "dimensions" in header else None
-                if _BOOL.get(header.get("univariate", "").lower()) and n_dims not in (None, 1):
-                    raise ValueError(f"{where}: @univariate true but @dimensions {n_dims}")
-                if _BOOL.get(header.get("univariate", "").lower()):
-                    n_dims = 1
-                continue
-            header[key] = value
-            if key == "classlabel":
-                flag, *names = value.split()
-                if flag.lower() not in _BOOL:
-                    raise ValueError(f"{where}: @classLabel must be followed by true/false, got {value!r}")
-                has_class = _BOOL[flag.lower()]
-                class_labels = names if has_class else None
-                if has_class and len(set(names)) != len(names):
-                    raise ValueError(f"{where}: repeated class labels in {names}")
-            elif key == "targetlabel":
-                has_target = _BOOL.get(value.split()[0].lower(), False) if value else False
-            elif key == "timestamps":
-                timestamps = _BOOL.get(value.lower(), False)
-            elif key in ("dimensions", "serieslength"):
-                if not value.isdigit() or int(value) < 1:
-                    raise ValueError(f"{where}: @{key} must be a positive integer, got {value!r}")
-            continue
-        parts = _split_fields(line)
-        label = None
-        if has_class or has_target:
-            if len(parts) < 2:
-                raise ValueError(f"{where}: expected channels followed by ':<label>', found no ':'")
-            label = parts.pop().strip()
-        if n_dims is None:
-            n_dims = len(parts)
-        if len(parts) != n_dims:
-            raise ValueError(f"{where}: found {len(parts)} channels, expected {n_dims}")
-        chans = [_parse_values(p, timestamps, f"{where}, channel {c}") for c, p in enumerate(parts)]
-        length = max(len(c) for c in chans)
-        case = np.full((n_dims, length), np.nan)
-        for c, v in enumerate(chans):
-            case[c, : len(v)] = v
-        series.append(case)
-        if has_class:
-            if cast(str, label).lower() in _NO_LABEL:
-                raise ValueError(f"{where}: the class label (after the last ':') is missing; write the case's label "
-                                 "there or remove the line")
-            if class_labels and label not in class_labels:
-                raise ValueError(f"{where}: class label {label!r} is not declared in @classLabel {class_labels}")
-            labels.append(label)
-        elif has_target:
-            try:
-                labels.append(float(cast(str, label)))
-            except ValueError:
-                raise ValueError(f"{where}: regression target {label!r} is not a number") from None
-    if not in_data:
-        raise ValueError(f"{source}: no @data line found; is this a .ts file?")
-    if has_class and not class_labels:        # labels the header declares are the classes, spelt as declared
-        _check_label_spellings(labels, source)
-    if _BOOL.get(header.get("equallength", "").lower()) and series:
-        lens = {s.shape[1] for s in series}
-        declared = int(header["serieslength"]) if "serieslength" in header else None
-        if len(lens) > 1 or (declared is not None and lens != {declared}):
-            raise ValueError(f"{source}: @equalLength true but the series have lengths {sorted(lens)[:10]}"
-                             + (f" (declared @seriesLength {declared})" if declared else ""))
-    return TSFile(series=series, labels=labels, problem_name=header.get("problemname"), class_labels=class_labels,
-                  is_regression=has_target and not has_class, timestamps=timestamps, header=header)
-
-
-def _check_label_spellings(labels: Iterable[str], source: str) -> None:
-    """Refuse two class labels that are one number written two ways (``1`` and ``1.0``) in a file whose header does
-    not declare its classes: a ``.ts`` label is text, so they would be two classes, where the ``.tsv`` / ``.txt``
-    reader (:func:`_label_text`) reads one. Classes declared in ``@classLabel true ...`` are taken as declared."""
-    seen: Dict[str, str] = {}
-    for lab in dict.fromkeys(labels):
-        key = _label_text(lab)
-        if key in seen and seen[key] != lab:
-            raise ValueError(f"{source}: class labels {seen[key]!r} and {lab!r} are the same number written two ways; "
-                             "a .ts class label is text, so they would be two classes: write each class one way, or, "
-                             f"if they are two classes, declare them: @classLabel true {seen[key]} {lab} ...")
-        seen.setdefault(key, lab)
-
-
-def read_ts(path: Union[str, Path]) -> TSFile:
-    """Read and parse one ``.ts`` file."""
-    path = Path(path)
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return parse_ts(f, source=str(path))
-
-
-def _label_text(tok: str) -> str:
-    """A UCR label as text: numbers written the same way however the file spells them (``1.0000000e+00``,
-    ``1.0`` and ``1`` are all ``"1"``); other labels unchanged."""
-    try:
-        v = float(tok)
-    except ValueError:
-        return tok
-    if not math.isfinite(v):
-        return tok
-    return str(int(v)) if v.is_integer() else repr(v)
-
-
-def _split_ucr_line(line: str, sep: Optional[str]) -> List[str]:
-    """The fields of one data line of a UCR table, the label first, each stripped of white space.
-
-    A tab or a comma separates exactly two fields, so an empty field (``1\t0.5\t\t0.3``,
-    ``1,0.5,,0.3``: how pandas writes NaN) stays in place as a missing value instead of shifting
-    the rest of the series left, and a line starting with the separator has an empty label. Only
-    white space other than a tab (the old archive's aligned columns) separates fields by runs.
-    ``sep=None`` picks per line: a comma if the line has one, else a tab if it has one, else runs
-    of white space. Comma- and tab-separated fields may be quoted (``"a",5,7``: read by :mod:`csv`).
-    """
-    if sep is None:
-        sep = "," if "," in line else "\t" if "\t" in line else " "
-    if sep.isspace() and sep != "\t":
-        return line.split()
-    if '"' in line:                                      # quoted fields, as a spreadsheet writes them
-        return [t.strip() for t in next(csv.reader([line], delimiter=sep, skipinitialspace=True))]
-    return [t.strip() for t in line.split(sep)]
-
-
-#: Label fields that mean "no label" (an empty field, or the archive's missing-value marks).
-_NO_LABEL = ("", "?", "nan")
-
-
-def _check_header(labels: List[str], first_line: int, source: str) -> None:
-    """Refuse a column-header line (``label 1 2 3 ...`` written by pandas): its label is the only
-    one that is not a number, so it would become a class of one example."""
-    if len(labels) < 2 or _is_float(labels[0]) or not all(_is_float(lab) for lab in labels[1:]):
-        return
-    raise ValueError(f"{source}, line {first_line}: looks like a column header (label {labels[0]!r}, every other "
-                     "label is a number); remove that line, a UCR file holds one case per line")
-
-
-def _check_not_an_index(labels: List[str], first_line: int, source: str) -> None:
-    """Refuse a file whose label column counts its lines (0, 1, 2, ... or 1, 2, 3, ...): an index or a time stamp,
-    one long series written a step per line (as anomaly-detection data are), where each case would be its own class.
-    Only past 100 lines: a problem with one training case per class (UCR's Fungi, 18) may list them in order, and no
-    UCR/UEA problem has more than 60 classes."""
-    if len(labels) <= 100:
-        return
-    start = labels[0]
-    if start in ("0", "1") and labels == [str(int(start) + i) for i in range(len(labels))]:
-        raise ValueError(f"{source}, line {first_line}: the first column counts the lines ({', '.join(labels[:3])}, "
-                         "...), so every case would be its own class: it looks like an index or a time stamp, not a "
-                         "class label. A UCR file holds one case per line, its label first; a file of one long series "
-                         "with a step per line (anomaly-detection data) is not a classification problem")
-
-
-def parse_ucr_table(text: Union[str, Iterable[str]], source: str = "<string>", sep: Optional[str] = None,
-                    header: bool = False) -> TSFile:
-    """Parse a UCR archive file: one univariate case per line, the class label first.
-
-    ``sep="\t"`` reads the 2018 ``.tsv`` files; ``sep=None`` (the 2015 ``.txt`` files) splits each
-    line on its commas, else its tabs, else runs of white space (:func:`_split_ucr_line`); ``sep=","``
-    the ``.csv`` files. ``NaN``, ``?`` or an empty field inside a series is a missing value; trailing
-    ones are padding (the case ends at its last number). A line without a label is an error naming the
-    line; so is a column-header line, unless ``header`` (``.csv``): then a first line that is one
-    (column names, or a non-numeric label before numeric names) is skipped.
-    """
-    lines = text.splitlines() if isinstance(text, str) else text
-    series: List[np.ndarray] = []
-    labels: List[str] = []
-    first = 0
-    for lineno, raw in enumerate(lines, 1):
-        line = raw.rstrip("\r\n").lstrip("\ufeff")
-        if not line.strip() or line.lstrip()[0] in "#%":
-            continue
-        where = f"{source}, line {lineno}"
-        if line.lstrip()[0] == "@":
-            raise ValueError(f"{where}: a '@' header line: this is a .ts file, name it <Name>_TRAIN.ts")
-        tokens = _split_ucr_line(line, sep)
-        if header:                                          # the first line of a .csv
-            if tokens[0] == "" and len(tokens) > 1:
-                raise ValueError(f"{where}: the first field is empty, as in the header of an index column that "
-                                 "pandas writes by default; write the file with df.to_csv(path, index=False) (the "
-                                 "label first, then the values), or drop that column")
-            header = False                                  # only the first line can be a header
-            if _is_column_names(tokens):                    # it names the columns: skip it
-                if any(_is_float(t) for t in tokens):       # numbers as names: a case could read the same way
-                    warnings.warn(f"{where}: {line.strip()[:60]!r} is read as column names and skipped (a label "
-                                  "before the numbers 0, 1, 2, ... or 1, 2, 3, ..., as pandas writes them); if it is "
-                                  "a case, write a header line of column names above it", stacklevel=4)
-                continue
-        if len(tokens) < 2:
-            raise ValueError(f"{where}: expected a class label followed by the values, got {line.strip()[:40]!r}"
-                             + _separator_hint(line, sep))
-        label, values = tokens[0], ["nan" if t in ("?", "") else t for t in tokens[1:]]
-        if label.lower() in _NO_LABEL:
-            raise ValueError(f"{where}: the class label (the first field) is missing; write the case's label there "
-                             "or remove the line")
-        try:
-            v = np.array(values, dtype=np.float64)
-        except ValueError:
-            bad = next(t for t in values if not _is_float(t))
-            raise ValueError(f"{where}: cannot read {bad!r} as a number (a UCR file has the label first, then "
-                             "the values; missing values are NaN)") from None
-        _check_no_infinity(v, values, where, "NaN or an empty field")
-        valid = np.flatnonzero(~np.isnan(v))
-        if valid.size == 0:
-            raise ValueError(f"{where}: the series has no value (every field is missing); give it values or "
-                             "remove the line")
-        series.append(v[None, : valid[-1] + 1])
-        labels.append(_label_text(label))
-        first = first or lineno
-    if not series:
-        raise ValueError(f"{source}: no cases found (a UCR file has one line per case: label, then values)")
-    _check_header(labels, first, source)
-    _check_not_an_index(labels, first, source)
-    classes = sorted(set(labels))
-    fmt = {"\t": "ucr-tsv", ",": "ucr-csv"}.get(sep or "", "ucr-txt")
-    return TSFile(series=series, labels=labels, problem_name=None, class_labels=None,
-                  header={"format": fmt, "classes": " ".join(classes)})
-
-
-#: The field separator each format reads, for messages.
-_SEPARATORS: Dict[Optional[str], str] = {"\t": "tabs (.tsv)", ",": "commas (.csv)",
-                                         None: "commas, tabs or spaces (.txt or no suffix)"}
-
-
-def _separator_hint(line: str, sep: Optional[str]) -> str:
-    """Why a line read as one field: the separator its format reads, and another it seems to use."""
-    used = next((name for c, name in ((";", "semicolons"), (",", "commas"), ("\t", "tabs"), (" ", "spaces"))
-                 if c != sep and c in line.strip()), None)
-    return (f" (fields separated by {_SEPARATORS.get(sep, repr(sep))}"
-            + (f"; this line seems separated by {used}" if used else "")
-            + ": write the file with that separator, or give it the suffix of its format)")
-
-
-def _is_column_names(tokens: List[str]) -> bool:
-    """Whether the fields of a first line are a CSV header: names where the values go (``t0, t1``: none of them
-    a number, the missing-value marks ``?`` and empty fields aside), or a label that is not a number before the
-    integers 0, 1, 2, ... or 1, 2, 3, ... (pandas' ``label,0,1,2``), or the integers 0, 1, ..., n - 1 over every
-    field, the label's included (what ``pd.DataFrame(np.column_stack([y, X])).to_csv(path, index=False)`` writes).
-    A line with some numbers and some words is a case with a typo (reported as such), not a header. Ambiguous by
-    nature: a first case with a text label whose values are exactly 0, 1, 2, ..., or with label 0 and values
-    exactly 1, 2, ..., reads as a header."""
-    if len(tokens) > 2 and tokens == [str(i) for i in range(len(tokens))]:
-        return True                                    # pandas' column numbers 0, 1, ..., n - 1 (label column too)
-    label, values = tokens[0], [t for t in tokens[1:] if t not in ("", "?")]
-    numeric = [_is_float(t) for t in values]
-    if not values or (any(numeric) and not all(numeric)):
-        return False
-    if not any(numeric):
-        return True
-    if _is_float(label) or len(values) < 2:
-        return False
-    cols = [float(t) for t in values]
-    return cols[0] in (0.0, 1.0) and all(b - a == 1 for a, b in zip(cols, cols[1:]))
-
-
-def read_series_file(path: Union[str, Path]) -> TSFile:
-    """Read one problem file by its suffix: ``.ts`` (:func:`read_ts`), ``.tsv``, ``.txt``/none or ``.csv``
-    (:func:`parse_ucr_table`)."""
-    path = Path(path)
-    split = _split_of(path.name)          # <Name>_TRAIN<suffix>: a dot inside the name (Wine.v2_TRAIN) is no suffix
-    suffix = split[2] if split is not None else path.suffix.lower()
-    if suffix not in FORMATS:
-        raise ValueError(f"{path}: unsupported suffix {path.suffix!r}; accepted: {SUFFIXES}")
-    _check_encoding(path)
-    if suffix == ".ts":
-        return read_ts(path)
-    sep = {".tsv": "\t", ".csv": ","}.get(suffix)
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return parse_ucr_table(f, source=str(path), sep=sep, header=suffix == ".csv")
-
-
-def _check_encoding(path: Path) -> None:
-    """Refuse a file in UTF-16 or UTF-32 (a byte-order mark, or NUL bytes in its first 4 KB; a spreadsheet's
-    "Unicode text"), which reads as numbers interleaved with NUL characters: the files are UTF-8 (or ASCII)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return                                  # open() below reports it
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head:
-        raise ValueError(f"{path}: the file is not UTF-8 text (it holds NUL bytes: UTF-16 or UTF-32, as a spreadsheet "
-                         "saves 'Unicode text'); save it as UTF-8 (or plain text / CSV) and try again")
-
-
-def _fmt(v: float) -> str:
-    return "?" if np.isnan(v) else repr(float(v))
-
-
-def format_ts(
-    series: Sequence[np.ndarray],
-    labels: Sequence = (),
-    problem_name: str = "problem",
-    class_labels: Optional[Sequence[str]] = None,
-    regression: bool = False,
-) -> str:
-    """Write series (each (channels, length) or (length,), NaN = missing) and labels as ``.ts`` text.
-
-    Channels of one case are written with the case's full length (trailing NaNs included, as '?').
-    """
-    arrs = [np.atleast_2d(np.asarray(s, dtype=np.float64)) for s in series]
-    if not arrs:
-        raise ValueError("format_ts needs at least one series")
-    dims = {a.shape[0] for a in arrs}
-    if len(dims) != 1:
-        raise ValueError(f"all series must have the same number of channels, got {sorted(dims)}")
-    lens = {a.shape[1] for a in arrs}
-    labels = list(labels)
-    if labels and len(labels) != len(arrs):
-        raise ValueError(f"{len(labels)} labels for {len(arrs)} series")
-    lines = [f"@problemName {problem_name}", "@timeStamps false",
-             f"@missing {'true' if any(np.isnan(a).any() for a in arrs) else 'false'}",
-             f"@univariate {'true' if dims == {1} else 'false'}", f"@dimensions {dims.pop()}",
-             f"@equalLength {'true' if len(lens) == 1 else 'false'}"]
-    if len(lens) == 1:
-        lines.append(f"@seriesLength {lens.pop()}")
-    if regression:
-        lines.append("@targetLabel true")
-    elif labels:
-        names = list(class_labels) if class_labels is not None else sorted({str(lab) for lab in labels})
-        lines.append("@classLabel true " + " ".join(names))
-    else:
-        lines.append("@classLabel false")
-    lines.append("@data")
-    for i, a in enumerate(arrs):
-        chans = [",".join(_fmt(v) for v in row) for row in a]
-        tail = [repr(float(labels[i])) if regression else str(labels[i])] if labels else []
-        lines.append(":".join(chans + tail))
-    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------------- locate
@@ -593,18 +142,6 @@ def _pairs_in(d: Path) -> List[Tuple[str, Path, Path]]:
                             < FORMATS.index(cast(Tuple[str, str, str], _split_of(best[1].name))[2])):
             out[name] = (name, f, test)
     return list(out.values())
-
-
-def _split_of(filename: str) -> Optional[Tuple[str, str, str]]:
-    """``(name, "TRAIN"|"TEST", suffix)`` of ``<name>_TRAIN<suffix>`` with an accepted suffix (any case), else None."""
-    for suffix in FORMATS:
-        if suffix and not filename.lower().endswith(suffix):
-            continue
-        stem = filename[: len(filename) - len(suffix)] if suffix else filename
-        for split in ("TRAIN", "TEST"):
-            if stem.upper().endswith("_" + split) and len(stem) > len(split) + 1:
-                return stem[: -len(split) - 1], split, suffix
-    return None
 
 
 def companion(path: Path, split: str) -> Path:
