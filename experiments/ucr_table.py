@@ -311,7 +311,7 @@ def table(problems, runs: Path, seeds, note: str = "", pair_runs: Path = Path("r
         "",
         "### The `ucr` recipe",
         "",
-        "Preset `ucr` (`src/statespaces/train/config.py`), for any univariate `--data.name ucr:<Problem>` or "
+        "Preset `ucr` (`src/statespaces/train/presets.py`), for any univariate `--data.name ucr:<Problem>` or "
         "path (values over the defaults of `statespaces train`); preset `uea`, for multivariate problems (second "
         "line below), differs in `data.normalize = \"global\"` (each channel scaled by its training mean and std: "
         "per-series normalisation erases the level of a channel, which carries the class in JapaneseVowels), "
