@@ -50,7 +50,7 @@ NORMALIZE_MODES = ("global", "series", "none")
 #: Values of ``trainer.test_eval``: score the test split after every epoch, or never during training.
 TEST_EVALS = ("epoch", "off")
 #: Values of ``trainer.val_split``, the rule that sizes a stratified validation split
-#: (:func:`statespaces.train.loop.validation_split`): "stratified" holds out ``round(val_fraction x n)``
+#: (:func:`statespaces.train.selection.validation_split`): "stratified" holds out ``round(val_fraction x n)``
 #: series in total, shared out over the classes by largest remainder; "per-class-round" rounds each
 #: class on its own (the rule before 2026-12-06, kept to reproduce and resume earlier runs).
 VAL_SPLITS = ("stratified", "per-class-round")

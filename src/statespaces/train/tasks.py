@@ -55,7 +55,7 @@ class Task:
     loss_label = "cross-entropy"
     #: Whether the model pools over time (one output per sequence) or emits one output per step.
     pooled = True
-    #: Whether a validation split is stratified by class (:func:`statespaces.train.loop.validation_split`).
+    #: Whether a validation split is stratified by class (:func:`statespaces.train.selection.validation_split`).
     stratify = False
 
     def __init__(self, forward: Optional[Callable[..., Tensor]] = None) -> None:
