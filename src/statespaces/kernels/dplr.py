@@ -633,13 +633,21 @@ class DPLRStep:
 
     def __call__(self, x: Tensor, u: Tensor) -> Tensor:
         """x (B, H, M) complex, u (B, H) real -> new half state (B, H, M)."""
-        xr = x.unsqueeze(-2)                                             # (B, H, 1, M)
-        w = xr @ self.Pc                                                 # (B, H, 1, r)
-        w = w + w.conj()
-        z = self.da[:, None] * xr + self.db[:, None] * u[..., None, None].to(x.dtype) - w @ self.dsP
-        q = z @ self.Pc
-        q = (q + q.conj()) @ self.sG
-        return (z - q @ self.E).squeeze(-2)
+        w = _per_channel(x, self.Pc)                                     # (B, H, r)
+        z = self.da * x + self.db * u[..., None].to(x.dtype) - _per_channel(w + w.conj(), self.dsP)
+        q = _per_channel(z, self.Pc)
+        return z - _per_channel(_per_channel(q + q.conj(), self.sG), self.E)
+
+
+def _per_channel(x: Tensor, T: Tensor) -> Tensor:
+    """``x[b, h] @ T[h]`` for x (B, H, K) and T (H, K, J): (B, H, J), the H channels' own small matrices.
+
+    At B = 1, H products of one row (a broadcast matmul); above, H products of B rows (einsum batches over h). The
+    broadcast matmul at B > 1 expanded T to (B, H, K, J) and ran B H one-row products: 2-3.5x slower per S4 step
+    at B = 64, H = 64, N = 64 (one CPU thread; the speed-cliff campaign of 2026-12-07)."""
+    if x.shape[0] == 1:
+        return (x.unsqueeze(-2) @ T).squeeze(-2)
+    return torch.einsum("bhk,hkj->bhj", x, T)
 
 
 def dplr_step_ref(st: DPLRStep, C: Tensor, D: Tensor, u: Tensor, state: Tensor) -> Tuple[Tensor, Tensor]:
