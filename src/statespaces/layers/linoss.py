@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Optional, Tuple, Union, cast
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import backend
@@ -67,7 +68,7 @@ from .._checks import (
     tracing,
 )
 from ..kernels.chunked_conv import chunked_conv, prefer_chunked
-from ..kernels.chunked_projected import chunked_conv_projected, chunked_conv_projected_ref, fits_projected
+from ..kernels.chunked_projected import chunked_conv_projected, chunked_conv_projected_ref
 from ..kernels.oscillator import (
     IMEX_MAX_DT2A,
     OSCILLATOR_SCHEMES,
@@ -845,17 +846,23 @@ class LinOSS(SSMLayer):
         products in the oscillator-first layout (2P, B, L) from end to end; ``C`` (H, P, 2) given: that readout
         (the anti-causal branch: no skip), else ``self.C`` and the D skip.
 
-        A stateless call (no ``x0``, no ``return_state``) with L a multiple of :data:`LINOSS_CHUNK` is one autograd
-        node, :func:`~statespaces.kernels.chunked_projected.chunked_conv_projected` (1.2-1.7x faster forward+backward
-        at B=8, H=128, P=64, one CPU thread; docs/speed.md); the others, any call while torch.compile or
-        torch.export traces (which keep the plain ops they can trace), and backend ``"ref"`` (plain autograd, so
-        derivatives of any order) take its twin of unfused ops
+        A stateless call (no ``x0``, no ``return_state``) is one autograd node,
+        :func:`~statespaces.kernels.chunked_projected.chunked_conv_projected` (1.2-1.7x faster forward+backward
+        at B=8, H=128, P=64, one CPU thread; docs/speed.md), which takes whole chunks of :data:`LINOSS_CHUNK` steps:
+        another L is padded with zeros at the end, which change no output of a causal pass, and the output cut back
+        (the twin took 1.2-1.4x longer per step at L = 1000 or 4095 than at 1024 or 4096). Stateful calls, any call
+        while torch.compile or torch.export traces (which keep the plain ops they can trace), and backend ``"ref"``
+        (plain autograd, so derivatives of any order) take its twin of unfused ops
         :func:`~statespaces.kernels.chunked_projected.chunked_conv_projected_ref`."""
         tab = chunk_tables(sys, L, u.dtype)     # the blocks' own basis: the carry is float64 here (see _chunked_path)
         W_in, W_out = self._input_weight(), self._output_weight(C)
         D = self.D if C is None else None
-        if x0 is None and not return_state and fits_projected(u, tab) and not tracing() \
-                and backend.get_backend() != "ref":     # "ref": the twin of plain ops, derivatives of any order
+        if x0 is None and not return_state and not tracing() and backend.get_backend() != "ref":
+            pad = (-L) % tab.w_in.shape[-2]     # "ref" above: the twin of plain ops, derivatives of any order
+            if pad:
+                tab = chunk_tables(sys, L + pad, u.dtype)
+                out = chunked_conv_projected(F.pad(u, (0, 0, 0, pad)), W_in, W_out, D, tab)
+                return out[:, :L].contiguous(), None     # its own tensor: a caller may modify it in place
             return chunked_conv_projected(u, W_in, W_out, D, tab), None
         out, last = chunked_conv_projected_ref(u, W_in, W_out, D, tab, column_state(x0), return_state=True)
         return out, last.transpose(1, 2).to(u.dtype)
