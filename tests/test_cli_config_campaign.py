@@ -137,3 +137,18 @@ def test_slips_in_a_config_file_get_a_suggestion(tmp_path, capsys, text, says):
     (tmp_path / "c.toml").write_text(text)
     rc, _, err = cli_run(capsys, "train", "--config", str(tmp_path / "c.toml"))
     assert rc == 2 and says in err, err
+
+
+@pytest.mark.parametrize("text, want", [("1e3", 1000), ("2.0", 2), ("1_000", 1000), ("2.5", None), ("1e30", None),
+                                        ("nan", None)])
+def test_an_integer_written_as_a_float_is_taken_when_exact(text, want):
+    if want is None:
+        with pytest.raises(ConfigError, match="expects an integer"):
+            build_config(overrides=[("trainer.epochs", text)])
+    else:
+        assert build_config(overrides=[("trainer.epochs", text)]).trainer.epochs == want
+
+
+def test_version(capsys):
+    rc, out, _ = cli_run(capsys, "--version")
+    assert rc == 0 and out.startswith("statespaces 0.") and "(torch 2." in out

@@ -39,6 +39,19 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError, ImportError)
 
 
+def _version() -> str:
+    """``statespaces X (torch Y)``, read without importing torch (the CLI starts before it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ._version import __version__
+
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:        # pragma: no cover - torch is a dependency
+        torch_version = "not installed"
+    return f"statespaces {__version__} (torch {torch_version})"
+
+
 class UsageError(Exception):
     """A command-line syntax error (argparse's), reported in one line like the other user errors."""
 
@@ -148,6 +161,7 @@ def _one_line_warning(command: str):
 def _main(argv: List[str]) -> int:
     parser = _Parser(prog="statespaces", description="Structured state space models.",
                                      epilog="--debug (anywhere): show the traceback of an error instead of one line.")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_train = sub.add_parser(
         "train", help="train a model (default: S4D on sequential digits)",

@@ -441,7 +441,13 @@ def _coerce(key: str, value: str, rule: Rule) -> Any:
                 return value           # a name (e.g. bidirectional = concat), checked by the rule
             raise ValueError(value)
         if typ == "int":
-            return int(value)
+            try:
+                return int(value)
+            except ValueError:                 # 1e3 or 2.0: an integer written as a float, taken when exact
+                number = float(value)
+                if not number.is_integer() or abs(number) >= 2 ** 53:
+                    raise
+                return int(number)
         if typ == "float":
             return float(value)
         if typ == "dict":
