@@ -84,7 +84,7 @@ def test_a_run_json_is_a_config_file(tmp_path, capsys):
     assert {**again.to_dict(), "trainer": {**again.to_dict()["trainer"], "out": stored["trainer"]["out"]}} == stored
     with pytest.raises(FileNotFoundError, match=r"is a run folder; its config is .*run.json"):
         load_config_file(str(tmp_path / "a"))                 # the run folder, not its run.json
-    with pytest.raises(FileNotFoundError, match="it is a folder"):
+    with pytest.raises(FileNotFoundError, match="is a folder, not a file"):
         load_config_file(str(tmp_path / "a" / "best"))
 
 
@@ -123,6 +123,12 @@ def test_the_pool_check_reads_the_training_window():
     (["--model.layer", "s4dd"], "got 's4dd' (str); did you mean s4d? valid:"),
     (["--model.layer.discretization", "zho"], "did you mean zoh? valid:"),
     (["--preset", "digits-s4dd"], "unknown preset 'digits-s4dd'; did you mean digits-s4d?"),
+    (["--preset", "Digits-S4D"], "did you mean digits-s4d? valid presets"),
+    # a key or setting that belongs elsewhere is pointed there, not to a close spelling (second verification round)
+    (["--trainer.dropout", "0.1"], "dropout is a key of [model] (--model.dropout); valid keys"),
+    (["--model.layer.kind", "dlinoss", "--model.layer.dt_min", "0.1"],
+     "not a setting of layer kind 'dlinoss' (a setting of s4d, s4, linoss, s4nd, s5); dlinoss takes"),
+    (["--data.augment.roll", "x"], "roll='x'; allowed: a probability in [0, 1]"),
 ])
 def test_slips_on_the_command_line_get_a_suggestion(capsys, argv, says):
     rc, _, err = cli_run(capsys, "train", *argv)

@@ -71,10 +71,12 @@ class SeriesAugment:
     keep_channels: int = 0
 
     def __post_init__(self) -> None:
-        for name, ok in (("roll", 0 <= self.roll <= 1), ("crop", 0 < self.crop <= 1), ("scale", self.scale >= 0),
-                         ("jitter", self.jitter >= 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok:
+        ranges = {"roll": lambda v: 0 <= v <= 1, "crop": lambda v: 0 < v <= 1, "scale": lambda v: v >= 0,
+                  "jitter": lambda v: v >= 0}
+        for name, in_range in ranges.items():
+            value = getattr(self, name)              # the type first: "x" <= 1 would raise Python's TypeError
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not in_range(value):
                 raise ValueError(f"augment: {name}={value!r}; allowed: {AUGMENT_KEYS[name]}")
         k = self.keep_channels
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:

@@ -240,10 +240,26 @@ def layer_config(value: LayerSpec, where: str = "layer", dims: Optional[int] = N
         given["dims"] = dims
     for key in given:
         if key not in rules:
-            hint = f" (use {cls.renamed[key]})" if key in cls.renamed else ""
-            raise ConfigError(f"{where}.{key}: not a setting of layer kind {kind!r}{hint}; "
-                              f"{did_you_mean(key, rules, where + '.')}{kind} takes: {', '.join(rules)}")
+            hint = _elsewhere(cls, key)
+            close = "" if hint else did_you_mean(key, rules, where + ".")
+            raise ConfigError(f"{where}.{key}: not a setting of layer kind {kind!r}{hint}; {close}{kind} takes: "
+                              f"{', '.join(rules)}")
     return cls(**{k: rules[k].validate(f"{where}.{k}", v) for k, v in given.items()})
+
+
+def _elsewhere(cls: Type[LayerConfig], key: str) -> str:
+    """Where a setting that ``cls`` does not take belongs: its new name, or the kinds that take it (a close
+    spelling among ``cls``'s own settings would mislead: D-LinOSS's ``dt_min`` is not its ``r_min``)."""
+    if key in cls.renamed:
+        return f" (use {cls.renamed[key]})"
+    kinds = []
+    for other in LAYERS:
+        try:
+            if key in config_class(other).keys():
+                kinds.append(other)
+        except ConfigError:          # a registered kind whose module does not import: not a place to point to
+            continue
+    return f" (a setting of {', '.join(kinds)})" if kinds else ""
 
 
 def sequence_layer(value: LayerSpec, where: str = "layer") -> LayerConfig:

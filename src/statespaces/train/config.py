@@ -294,7 +294,7 @@ class TrainConfig:
                                       "layer_kwargs entries go there too); valid keys of [model]: "
                                       f"{sorted(valid)}")
                 raise ConfigError(f"unknown keys {sorted(bad)} in [{name}]; "
-                                  f"{did_you_mean(sorted(bad)[0], valid, name + '.')}valid keys: {sorted(valid)}")
+                                  f"{_other_section(name, sorted(bad)[0], valid)}valid keys: {sorted(valid)}")
             parts[name] = klass(**copy.deepcopy(values))
         return cls(**parts)
 
@@ -349,7 +349,7 @@ class TrainConfig:
             if section == "model" and name in LEGACY_MODEL_KEYS:
                 raise ConfigError(f"--model.{name}: the layer's settings live in model.layer now; use "
                                   f"--model.layer.{name} (if the layer kind takes it)")
-            raise ConfigError(f"unknown key {name!r} in [{section}]; {did_you_mean(name, types, section + '.')}"
+            raise ConfigError(f"unknown key {name!r} in [{section}]; {_other_section(section, name, types)}"
                               f"valid keys: {sorted(types)}")
         if section == "model" and name == "layer":
             if isinstance(value, str) and value.strip().startswith("{"):      # a JSON table on the command line
@@ -362,6 +362,15 @@ class TrainConfig:
         else:
             d[section][name] = _coerce(key, value, RULES[section][name]) if isinstance(value, str) else value
         return TrainConfig.from_dict(d)
+
+
+def _other_section(section: str, key: str, valid: Any) -> str:
+    """The hint for an unknown key of ``[section]``: the section it belongs to (``trainer.dropout`` is
+    ``model.dropout``), else a close spelling among ``valid``."""
+    owners = [s for s, klass in SECTIONS.items() if s != section and key in {f.name for f in fields(klass)}]
+    if owners:
+        return f"{key} is a key of [{owners[0]}] (--{owners[0]}.{key}); "
+    return did_you_mean(key, valid, section + ".")
 
 
 #: The table fields whose entries ``override`` sets one at a time (``--data.kwargs.max_length 2048``: the rest of
@@ -473,7 +482,8 @@ def load_config_file(path: str) -> Dict[str, Any]:
                                 f"{p / 'run.json'}), or continue that run with --trainer.out {path} --resume")
     if p.suffix.lower() == ".json":
         if not p.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist" + (" (it is a folder)" if p.is_dir() else ""))
+            raise FileNotFoundError(f"config file {path} is a folder, not a file; give a .toml or .json file"
+                                    if p.is_dir() else f"config file {path} does not exist")
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
@@ -489,7 +499,8 @@ def load_config_file(path: str) -> Dict[str, Any]:
         # tomli ships types but is only installed on Python 3.10, where mypy (targeting 3.10) may not find it
         import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
     if not p.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist" + (" (it is a folder)" if p.is_dir() else ""))
+        raise FileNotFoundError(f"config file {path} is a folder, not a file; give a .toml or .json file"
+                                    if p.is_dir() else f"config file {path} does not exist")
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -583,7 +594,7 @@ def resume_config(stored: Dict[str, Any], where: str, preset: Optional[str] = No
     except ConfigError as e:
         raise ConfigError(f"--resume: the config stored in {where} is invalid ({e})") from None
     if preset is not None and preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; {did_you_mean(preset, PRESETS)}valid presets: "
+        raise ConfigError(f"unknown preset {preset!r}; {did_you_mean(preset.lower(), PRESETS)}valid presets: "
                           f"{', '.join(PRESETS)}")
     given = build_config(preset, config_file, overrides)
     conflicts = []
@@ -656,7 +667,7 @@ def build_config(preset: Optional[str] = None, config_file: Optional[str] = None
     out_given = preset is not None or any(key == "trainer.out" for key, _ in overrides)
     if preset is not None:
         if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; {did_you_mean(preset, PRESETS)}valid presets: "
+            raise ConfigError(f"unknown preset {preset!r}; {did_you_mean(preset.lower(), PRESETS)}valid presets: "
                               f"{', '.join(PRESETS)}")
         d = _merge(d, PRESETS[preset])
         if "out" not in PRESETS[preset].get("trainer", {}):
