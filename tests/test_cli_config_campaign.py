@@ -158,3 +158,14 @@ def test_an_integer_written_as_a_float_is_taken_when_exact(text, want):
 def test_version(capsys):
     rc, out, _ = cli_run(capsys, "--version")
     assert rc == 0 and out.startswith("statespaces 0.") and "(torch 2." in out
+
+
+def test_a_language_model_names_the_backbone_settings_and_the_bidirectional_form():
+    cfg = build_config(overrides=[("model.backbone", "sashimi"), ("model.d_model", "4"), ("model.n_layers", "1"),
+                                  ("model.backbone_kwargs.pool", "0")])
+    with pytest.raises(ConfigError, match=r"^model \(backbone 'sashimi', backbone_kwargs \{'pool': 0\}\): pool must"):
+        build_model(cfg, 1, 5, "lm")
+    cfg = build_config(overrides=[("model.layer", '{"kind": "linoss", "bidirectional": "concat"}'),
+                                  ("model.d_model", "4"), ("model.n_layers", "1")])
+    with pytest.raises(ConfigError, match=r"bidirectional='concat', so its output at step t sees later steps"):
+        build_model(cfg, 1, 5, "lm")

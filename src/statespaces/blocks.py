@@ -181,7 +181,8 @@ def noncausal_reason(layer: nn.Module) -> Optional[str]:
     that make the layers refuse a recurrent state (``return_state`` / ``step``), which is how
     generation noticed before the models checked them when built."""
     if getattr(layer, "bidirectional", False):
-        return "bidirectional=True"
+        mode = getattr(layer, "bidirectional_mode", None)         # LinOSS / D-LinOSS: "sum" or "concat"
+        return f"bidirectional={mode!r}" if isinstance(mode, str) else "bidirectional=True"
     two_sided = getattr(layer, "two_sided", None)
     if two_sided is not None and len(two_sided) and bool(two_sided[0]):
         return f"two-sided along the sequence axis, bidirectional={tuple(two_sided)}"

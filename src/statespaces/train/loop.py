@@ -186,8 +186,10 @@ def _build_language_model(cfg: TrainConfig, n_streams: int, vocab_size: int) -> 
         return SSMLanguageModel(vocab_size, d_model=m.d_model, n_layers=m.n_layers, layer=m.layer,
                                 backbone=m.backbone, backbone_kwargs=dict(m.backbone_kwargs), n_streams=n_streams,
                                 dropout=m.dropout, mixing=m.mixing, norm=m.norm)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"model: {' '.join(str(e).split())}") from None
+    except (TypeError, ValueError) as e:      # the backbone's own argument names: say where they were set
+        where = (f"model (backbone {m.backbone!r}, backbone_kwargs {dict(m.backbone_kwargs)})" if m.backbone_kwargs
+                 else "model")
+        raise ConfigError(f"{where}: {' '.join(str(e).split())}") from None
 
 
 
