@@ -24,7 +24,6 @@ Python's own format, with the file and source line, under ``--debug``).
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import math
 import os
@@ -68,14 +67,14 @@ class _Parser(argparse.ArgumentParser):
 def _parse_overrides(extra: List[str], flags: Sequence[str] = ()) -> List[Tuple[str, str]]:
     """``--section.key VALUE`` (or ``=VALUE``) pairs of the train command; ``flags``: its own options, suggested for
     a misspelt one (``--presett``)."""
+    from ._config import did_you_mean
     from .train.config import ConfigError
 
     pairs, i = [], 0
     while i < len(extra):
         tok = extra[i]
         if not tok.startswith("--") or "." not in tok:
-            close = difflib.get_close_matches(tok.split("=", 1)[0], flags, n=1) if tok.startswith("-") else []
-            hint = f"did you mean {close[0]}? " if close else ""
+            hint = did_you_mean(tok.split("=", 1)[0], flags) if tok.startswith("-") else ""
             raise ConfigError(f"unexpected argument {tok!r}; {hint}overrides look like --trainer.epochs 5")
         if "=" in tok:
             key, value = tok[2:].split("=", 1)

@@ -221,6 +221,12 @@ def with_time_channel(data: SequenceData) -> SequenceData:
                                valid=None if data.valid is None else one(data.valid))
 
 
+#: A channel is constant when its values span at most this many units of rounding of their size (the float64 rule
+#: of :func:`statespaces.data.ucr.constant_rows`, the tensor's own precision in :func:`normalize_series`): ``std > 0``
+#: is no such test, the std of a series of 0.1 is 2.8e-17 in float64 and about 1e-9 in float32, not 0.
+CONSTANT_ULPS = 8
+
+
 def absolute_path(path: "os.PathLike[str] | str") -> str:
     """``path`` as stored in configs and checkpoints: ``~`` expanded, made absolute against the working folder and
     ``..`` folded, symbolic links kept (a link is a name its user may re-point; the content digests stored beside
@@ -251,10 +257,10 @@ def normalize_series(data: SequenceData) -> SequenceData:
         mean = (x * valid).sum(1, keepdim=True) / n
         var = (((x - mean) * valid) ** 2).sum(1, keepdim=True) / n
         std = var.sqrt()
-        # constant up to rounding: the std of a float32 series of 0.1 is about 1e-9, not 0 (its z-scores would read 1)
+        # constant up to rounding (CONSTANT_ULPS): a float32 series of 0.1 has std 1e-9; its z-scores would read 1
         hi = torch.where(valid > 0, x, x.new_tensor(-math.inf)).amax(1, keepdim=True)
         lo = torch.where(valid > 0, x, x.new_tensor(math.inf)).amin(1, keepdim=True)
-        flat = (hi - lo <= 8 * torch.finfo(x.dtype).eps * torch.maximum(hi.abs(), lo.abs())) | ~(std > 0)
+        flat = (hi - lo <= CONSTANT_ULPS * torch.finfo(x.dtype).eps * torch.maximum(hi.abs(), lo.abs())) | ~(std > 0)
         z = torch.where(flat, 0.0, (x - mean) / torch.where(flat, torch.ones_like(std), std)) * valid
         return TensorDataset(z, *rest)
 

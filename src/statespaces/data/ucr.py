@@ -69,7 +69,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from .base import SequenceData, absolute_path
+from .base import CONSTANT_ULPS, SequenceData, absolute_path
 from .series_files import (  # noqa: F401  (the readers and writer, re-exported: statespaces.data.ucr.parse_ts, ...)
     _BOOL,
     FORMATS,
@@ -367,7 +367,7 @@ def constant_rows(x: np.ndarray) -> np.ndarray:
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         lo, hi = np.nanmin(x, axis=1), np.nanmax(x, axis=1)
-    return (hi - lo) <= 8 * np.finfo(np.float64).eps * np.maximum(np.abs(lo), np.abs(hi))
+    return (hi - lo) <= CONSTANT_ULPS * np.finfo(np.float64).eps * np.maximum(np.abs(lo), np.abs(hi))
 
 
 NORMALIZE = ("global", "series", "none")

@@ -88,6 +88,7 @@ from .init import as_complex, log_dt_init
 from .modes import Modes
 from .oscillator_system import (
     OscillatorSystem,
+    chunk_of,
     chunk_tables,
     column_state,
     normal_chunk_tables,
@@ -848,19 +849,20 @@ class LinOSS(SSMLayer):
 
         A stateless call (no ``x0``, no ``return_state``) is one autograd node,
         :func:`~statespaces.kernels.chunked_projected.chunked_conv_projected` (1.2-1.7x faster forward+backward
-        at B=8, H=128, P=64, one CPU thread; docs/speed.md), which takes whole chunks of :data:`LINOSS_CHUNK` steps:
-        another L is padded with zeros at the end, which change no output of a causal pass, and the output cut back
-        (the twin took 1.2-1.4x longer per step at L = 1000 or 4095 than at 1024 or 4096). Stateful calls, any call
-        while torch.compile or torch.export traces (which keep the plain ops they can trace), and backend ``"ref"``
-        (plain autograd, so derivatives of any order) take its twin of unfused ops
+        at B=8, H=128, P=64, one CPU thread; docs/speed.md), which takes whole chunks of
+        :data:`~statespaces.layers.oscillator_system.LINOSS_CHUNK` steps: another L is padded with zeros at the end,
+        which change no output of a causal pass, and the output cut back (the twin took 1.2-1.4x longer per step at
+        L = 1000 or 4095 than at 1024 or 4096). Stateful calls, any call while torch.compile or torch.export traces
+        (which keep the plain ops they can trace), and backend ``"ref"`` (plain autograd, so derivatives of any
+        order) take its twin of unfused ops
         :func:`~statespaces.kernels.chunked_projected.chunked_conv_projected_ref`."""
-        tab = chunk_tables(sys, L, u.dtype)     # the blocks' own basis: the carry is float64 here (see _chunked_path)
+        fused = x0 is None and not return_state and not tracing() and backend.get_backend() != "ref"
+        pad = (-L) % chunk_of(L) if fused else 0
+        tab = chunk_tables(sys, L + pad, u.dtype)   # the blocks' own basis: the carry is float64 (see _chunked_path)
         W_in, W_out = self._input_weight(), self._output_weight(C)
         D = self.D if C is None else None
-        if x0 is None and not return_state and not tracing() and backend.get_backend() != "ref":
-            pad = (-L) % tab.w_in.shape[-2]     # "ref" above: the twin of plain ops, derivatives of any order
+        if fused:
             if pad:
-                tab = chunk_tables(sys, L + pad, u.dtype)
                 out = chunked_conv_projected(F.pad(u, (0, 0, 0, pad)), W_in, W_out, D, tab)
                 return out[:, :L].contiguous(), None     # its own tensor: a caller may modify it in place
             return chunked_conv_projected(u, W_in, W_out, D, tab), None

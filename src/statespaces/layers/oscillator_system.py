@@ -21,7 +21,7 @@ from ..kernels.oscillator import from_normal_basis, normal_form, power_coefficie
 
 Tensor = torch.Tensor
 
-__all__ = ["LINOSS_CHUNK", "OscillatorSystem", "chunk_tables", "column_state", "normal_chunk_tables",
+__all__ = ["LINOSS_CHUNK", "OscillatorSystem", "chunk_of", "chunk_tables", "column_state", "normal_chunk_tables",
            "normal_forcing", "state_from_normal", "state_to_normal", "system_powers", "system_responses"]
 
 #: Chunk length of the ``mode='chunked'`` path (one 2x2 block per column: the Toeplitz product dominates).
@@ -83,13 +83,18 @@ def system_responses(sys: OscillatorSystem, L: int) -> Tensor:
     return torch.stack([vel, pos])
 
 
+def chunk_of(L: int) -> int:
+    """The chunk length T of LinOSS's chunked mode at sequence length L: :data:`LINOSS_CHUNK`, or L when shorter."""
+    return chunk_length(L, LINOSS_CHUNK)
+
+
 def chunk_tables(sys: OscillatorSystem, L: int, dtype: torch.dtype) -> ChunkTables:
     r""":class:`~statespaces.kernels.chunked_conv.ChunkTables` of the 2P real columns of the chunked mode, chunks of
     :data:`LINOSS_CHUNK` steps (thesis §2.3.3): each column is a 2x2 block system on (velocity, position), forced
     by ``f`` and read at the position, with the closed-form float64 powers ``M^j`` (j <= T, :func:`system_powers`)
     rounded once to ``dtype``; ``pow_T``, ``pow_r`` stay float64 (the carry). Built for the P oscillators and
     repeated for the [Re; Im] halves, which share them. Shapes: taps (2P, T), w_in and w_out (2P, T, 2)."""
-    T = chunk_length(L, LINOSS_CHUNK)
+    T = chunk_of(L)
     r = L - (-(-L // T) - 1) * T
     Mp = system_powers(sys, torch.arange(1, T + 1, device=sys.M.device))        # (2, 2, P, T): M^{1..T}
     eye = torch.eye(2, dtype=Mp.dtype, device=Mp.device)[:, :, None, None].expand(2, 2, Mp.shape[2], 1)

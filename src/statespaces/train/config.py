@@ -477,13 +477,13 @@ def load_config_file(path: str) -> Dict[str, Any]:
     run's own ``run.json`` (its ``config`` table is read; JSON has the nulls TOML lacks, e.g. a layer's
     ``"seed": null``). A run folder given instead of its ``run.json`` is named as such."""
     p = Path(path)
-    if p.is_dir() and (p / "run.json").is_file():
-        raise FileNotFoundError(f"config file {path} is a run folder; its config is {p / 'run.json'} (--config "
-                                f"{p / 'run.json'}), or continue that run with --trainer.out {path} --resume")
+    if not p.is_file():
+        if p.is_dir() and (p / "run.json").is_file():
+            raise FileNotFoundError(f"config file {path} is a run folder; its config is {p / 'run.json'} (--config "
+                                    f"{p / 'run.json'}), or continue that run with --trainer.out {path} --resume")
+        raise FileNotFoundError(f"config file {path} is a folder, not a file; give a .toml or .json file"
+                                if p.is_dir() else f"config file {path} does not exist")
     if p.suffix.lower() == ".json":
-        if not p.is_file():
-            raise FileNotFoundError(f"config file {path} is a folder, not a file; give a .toml or .json file"
-                                    if p.is_dir() else f"config file {path} does not exist")
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
@@ -498,9 +498,6 @@ def load_config_file(path: str) -> Dict[str, Any]:
     else:  # pragma: no cover - Python 3.10
         # tomli ships types but is only installed on Python 3.10, where mypy (targeting 3.10) may not find it
         import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
-    if not p.is_file():
-        raise FileNotFoundError(f"config file {path} is a folder, not a file; give a .toml or .json file"
-                                    if p.is_dir() else f"config file {path} does not exist")
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
