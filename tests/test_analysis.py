@@ -203,9 +203,10 @@ def test_analyze_trainer_checkpoint_directory(tmp_path):
 
     ckmod = pytest.importorskip("statespaces.train.checkpoint")
     loop = pytest.importorskip("statespaces.train.loop")
+    evaluation = pytest.importorskip("statespaces.train.evaluation")
     from statespaces.train.config import TrainConfig
 
-    if not hasattr(loop, "load_trained"):
+    if not hasattr(evaluation, "load_trained"):
         pytest.skip("trainer has no directory checkpoints")
     cfg = TrainConfig.from_dict({"model": {"layer": {"kind": "linoss", "n_oscillators": 3, "dt_min": 0.3, "dt_max": 0.9},
                                            "d_model": 4, "n_layers": 1}})

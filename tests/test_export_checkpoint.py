@@ -6,7 +6,7 @@ import torch
 from conftest import trained_token_lm
 
 from statespaces.train import build_config, train
-from statespaces.train.loop import load_trained
+from statespaces.train.evaluation import load_trained
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -285,7 +285,8 @@ def test_trainer_checkpoints_written_before_the_configs_load(tmp_path):
     """A `statespaces train` checkpoint whose stored [model] has the old keys (LinOSS with d_state,
     init and dt_min that the old trainer dropped) rebuilds the same model."""
     from statespaces.train.checkpoint import save_checkpoint
-    from statespaces.train.loop import build_model, load_trained
+    from statespaces.train.evaluation import load_trained
+    from statespaces.train.loop import build_model
 
     cfg = TrainConfig.from_dict({"model": {"layer": {"kind": "linoss", "n_oscillators": 3, "discretization": "IMEX"},
                                            "d_model": 4, "n_layers": 1}})

@@ -102,7 +102,7 @@ def test_chorales_dataset_is_whole_pieces_split_by_piece():
 def test_lm_run_validates_on_held_out_pieces_and_evaluate_gives_the_test_nll(tmp_path, capsys):
     from statespaces.cli import main
     from statespaces.data import get_dataset
-    from statespaces.train.loop import evaluate_checkpoint, load_trained
+    from statespaces.train.evaluation import evaluate_checkpoint, load_trained
 
     s = train(_tiny_lm(tmp_path, ("trainer.epochs", "2")), progress=False)
     out = capsys.readouterr().out
@@ -197,7 +197,7 @@ def test_generate_writes_midi_and_tokens_that_the_model_scores_as_reported(tmp_p
     from statespaces.cli import main
     from statespaces.data import get_dataset
     from statespaces.train.generation import generate_from_checkpoint
-    from statespaces.train.loop import load_trained
+    from statespaces.train.evaluation import load_trained
 
     train(_tiny_lm(tmp_path), progress=False)
     run = str(tmp_path / "lm")
@@ -433,7 +433,7 @@ def test_an_ensemble_of_language_models_mixes_their_next_step_probabilities(tmp_
     from statespaces.cli import main
     from statespaces.data import get_dataset
     from statespaces.train.ensemble import evaluate_ensemble
-    from statespaces.train.loop import evaluate_checkpoint, load_trained
+    from statespaces.train.evaluation import evaluate_checkpoint, load_trained
 
     for seed in (0, 1):
         train(_tiny_lm(tmp_path, ("trainer.seed", str(seed)), out=f"s{seed}"), progress=False)

@@ -168,7 +168,7 @@ def test_recorded_training_loss_and_accuracy_are_the_epochs_means(tmp_path):
     train(cfg, progress=False)
     row = next(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
     data = load_data(cfg)
-    from statespaces.train.loop import load_trained
+    from statespaces.train.evaluation import load_trained
 
     model = load_trained(tmp_path / "run" / "best")[0].eval()
     x, y = data.train.tensors[0], data.train.tensors[1]

@@ -118,7 +118,7 @@ def test_moved_and_copied_token_files_are_recognised_by_content(tmp_path, capsys
     from statespaces.cli import main
     from statespaces.train import build_config, train
     from statespaces.train.ensemble import evaluate_ensemble
-    from statespaces.train.loop import evaluate_checkpoint
+    from statespaces.train.evaluation import evaluate_checkpoint
 
     rng = np.random.default_rng(2)
     tr, trl = _progressions(rng, 48, 12)

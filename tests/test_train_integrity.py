@@ -23,7 +23,8 @@ from statespaces.cli import main
 from statespaces.train import build_config, load_checkpoint, save_checkpoint, train
 from statespaces.train.checkpoint import CorruptCheckpointError
 from statespaces.train.config import RULES, SECTIONS, ConfigError, TrainConfig
-from statespaces.train.loop import RunExistsError, _Checkpoints, load_trained
+from statespaces.train.evaluation import load_trained
+from statespaces.train.loop import RunExistsError, _Checkpoints
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: 2 threads on a busy 2-core box are far slower
 

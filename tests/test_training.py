@@ -251,7 +251,7 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
 def test_regression_and_seq2seq_tasks_train_and_evaluate(tmp_path):
     """The trainer also fits scalar regression (adding problem, MSE, R^2) and sequence-to-sequence
     targets (copying: per-step outputs, cross-entropy on the last k steps, token accuracy)."""
-    from statespaces.train.loop import evaluate_checkpoint
+    from statespaces.train.evaluation import evaluate_checkpoint
 
     small = [("model.d_model", "16"), ("model.n_layers", "1"), ("model.layer.d_state", "8"), ("trainer.epochs", "2"),
              ("trainer.batch_size", "16")]

@@ -104,7 +104,7 @@ def test_trainer_saves_the_average_and_resumes_exactly(tmp_path, monkeypatch):
                and not torch.equal(tensors[f"model.{k}"], tensors[f"train.{k}"])]
     assert differs                                    # best/ holds the average, not the trained weights
     from statespaces.train import evaluate_checkpoint
-    from statespaces.train.loop import describe_selection
+    from statespaces.train.evaluation import describe_selection
     assert evaluate_checkpoint(str(tmp_path / "a"))["acc"] == pytest.approx(full["test_acc"])
     said = describe_selection(meta, tmp_path / "a" / "best")
     assert said.endswith(f"; weights: the moving average (decay 0.95) over {meta['step']} steps"), said

@@ -528,3 +528,5 @@ def _assert_finite_async(module: torch.nn.Module, outs: Sequence[torch.Tensor], 
 
 #: What to do when a bidirectional layer is asked for a state, a step or a streaming form.
 CAUSAL_HINT = " (build it with bidirectional=False for a causal, streamable layer)"
+#: The error of ``step`` and of a stepper built for a bidirectional layer (one wording for both).
+NOT_STEPPABLE = "a bidirectional layer is not causal and cannot be stepped" + CAUSAL_HINT

@@ -235,7 +235,7 @@ def _main(argv: List[str]) -> int:
     if extra:          # named after the subcommand, whose -h lists its arguments
         sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "evaluate":
-        from .train.loop import evaluate_checkpoint
+        from .train.evaluation import evaluate_checkpoint
         from .train.tasks import get_task
 
         if len(args.checkpoint) > 1:

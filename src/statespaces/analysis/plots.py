@@ -265,7 +265,7 @@ def analyze_module(model: nn.Module, out_dir: PathLike, L: int = 512, plots: boo
 
 def load_model(path: PathLike) -> nn.Module:
     """Rebuild the model of a trainer checkpoint directory (safetensors + ``meta.json``; nothing is unpickled)."""
-    from ..train.loop import load_trained
+    from ..train.evaluation import load_trained
 
     path = Path(path)
     if not path.is_dir():

@@ -28,6 +28,7 @@ from torch import nn
 
 from .._checks import (
     CAUSAL_HINT,
+    NOT_STEPPABLE,
     check_batch_size,
     check_flag,
     check_length,
@@ -277,7 +278,7 @@ class SSMLayer(Pretrained, nn.Module):
         """Static checks of ``step(x, state)``; NaN/inf are caught on the result (:func:`check_result`).
         The metadata of the last accepted call is remembered: a generation loop repeats it every step."""
         if self.bidirectional:
-            raise ValueError("a bidirectional layer is not causal and cannot be stepped" + CAUSAL_HINT)
+            raise ValueError(NOT_STEPPABLE)
         sig = None
         if isinstance(x, Tensor) and isinstance(state, Tensor):
             D = self.D

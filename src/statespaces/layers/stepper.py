@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Optional, Union, cast
 import torch
 
 from .. import backend
-from .._checks import CAUSAL_HINT, check_batch_size, check_rate, nonfinite_parameters
+from .._checks import NOT_STEPPABLE, check_batch_size, check_rate, nonfinite_parameters
 from ..kernels.dispatch import diagonal_step_ref
 from ..kernels.oscillator import from_normal_basis, normal_form, oscillator_step, to_normal_basis
 
@@ -111,7 +111,7 @@ class LayerStepper:
     def __init__(self, layer: SSMLayer, batch_size: int, rate: float, dtype: Optional[torch.dtype],
                  device: Optional[Union[str, torch.device]]) -> None:
         if getattr(layer, "bidirectional", False):
-            raise ValueError("a bidirectional layer is not causal and cannot be stepped" + CAUSAL_HINT)
+            raise ValueError(NOT_STEPPABLE)
         self.batch_size = check_batch_size(batch_size)
         self.rate = check_rate(rate)
         self.dtype, self.device = _resolve(layer, dtype, device)

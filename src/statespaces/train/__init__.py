@@ -4,8 +4,9 @@ from .checkpoint import CorruptCheckpointError, load_checkpoint, save_checkpoint
 from .config import PRESETS, ConfigError, TrainConfig, build_config
 from .engine import Callback, FitState, fit
 from .ensemble import evaluate_ensemble
+from .evaluation import evaluate_checkpoint, load_trained
 from .generation import generate_from_checkpoint
-from .loop import RunExistsError, build_model, evaluate, evaluate_checkpoint, load_trained, train
+from .loop import RunExistsError, build_model, evaluate, train
 from .mixup import MixUp
 from .run import Run
 from .tasks import TASKS, Classification, Forecast, LanguageModel, Regression, Seq2Seq, Task, get_task

@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader
 
 from ..ops._amp import upcast_half
 from .checkpoint import file_sha256
-from .loop import checkpoint_dir, describe_selection, load_for_evaluation
+from .evaluation import describe_selection, load_for_evaluation
+from .loop import checkpoint_dir
 from .tasks import Task, get_task
 
 #: Tasks whose predictions can be averaged over members.

@@ -17,7 +17,8 @@ from torch.utils.data import default_collate
 from .._checks import check_int, file_in_the_way
 from ..export import export_onnx, export_step, streaming_model
 from ..layers.base import check_rate
-from .loop import checkpoint_dir, load_for_evaluation
+from .evaluation import load_for_evaluation
+from .loop import checkpoint_dir
 
 Tensor = torch.Tensor
 

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from .._checks import check_int, file_in_the_way
-from .loop import checkpoint_dir, load_for_evaluation
+from .evaluation import load_for_evaluation
+from .loop import checkpoint_dir
 from .run import outputs_dir
 
 __all__ = ["generate_from_checkpoint"]
