@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-# Keep CI deterministic and within 2 cores.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Keep CI deterministic and within 2 cores: one thread per pytest-xdist worker (``pytest -n 2``, the README's
+# command: the tests' tensors are small, so two processes of one thread beat one of two), else up to two.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 try:
     from hypothesis import settings
