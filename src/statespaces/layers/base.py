@@ -45,7 +45,7 @@ from ..kernels.vandermonde import exp_scaled, vandermonde, vandermonde_transpose
 from ..ops.fftconv import fftconv
 from ..ops.scan import scan_diagonal
 from ..serialization import Pretrained
-from .irregular import check_intervals
+from .irregular import check_intervals, over_time_chunks
 from .modes import Modes
 from .step_cache import StepCache
 
@@ -357,7 +357,16 @@ class DiagonalSSM(SSMLayer):
 
     def _irregular_forward(self, u: Tensor, state: Optional[Tensor], rate: float,
                            steps: Tensor) -> Tuple[Tensor, Tensor]:
-        """Time-varying recurrence ``x_t = dA_t x_{t-1} + dB_t u_t`` by the parallel scan (no convolution)."""
+        """Time-varying recurrence ``x_t = dA_t x_{t-1} + dB_t u_t`` by the parallel scan (no convolution), in
+        chunks of the time axis whose (B, Lc, H, M) tables are formed one chunk at a time
+        (:func:`~statespaces.layers.irregular.over_time_chunks`)."""
+        step_bytes = u.shape[0] * u.shape[2] * self.n_modes * 16        # dA_t, dB_t: (B, H, M) complex128 per step
+        return over_time_chunks(lambda u, steps, state: self._irregular_chunk(u, state, rate, steps),
+                                (u, steps), state, step_bytes)
+
+    def _irregular_chunk(self, u: Tensor, state: Optional[Tensor], rate: float,
+                         steps: Tensor) -> Tuple[Tensor, Tensor]:
+        """:meth:`_irregular_forward` on one chunk: u (B, Lc, H), steps (B, Lc) -> y (B, Lc, H), state (B, H, M)."""
         dA, dB, C, scale = self.irregular_system(rate, steps)
         a = dA.transpose(1, 2)                                              # (B, H, L, M)
         b = (dB * u.unsqueeze(-1)).transpose(1, 2)

@@ -85,6 +85,7 @@ from ..ops.scan import scan_block2, scan_loop
 from .base import SSMLayer, check_rate
 from .config import LayerConfig, setting
 from .init import as_complex, log_dt_init
+from .irregular import over_time_chunks
 from .modes import Modes
 from .oscillator_system import (
     OscillatorSystem,
@@ -755,7 +756,17 @@ class LinOSS(SSMLayer):
 
         Unlike the regular scan path, the whole sequence is scanned in the working precision (no
         float64 chunk carry: the transitions differ per step), so in float32 an IMEX layer
-        (``|lambda| = 1``) drifts like ``L * 2^-24``."""
+        (``|lambda| = 1``) drifts like ``L * 2^-24``. The per-step tables (B, Lc, 2, 2, 2P) are formed one chunk
+        of the time axis at a time (:func:`~statespaces.layers.irregular.over_time_chunks`)."""
+        step_bytes = v.shape[0] * v.shape[2] * 2 * 8      # M_t: (B, 2, 2, P) float64 per step (2P = v.shape[2])
+        return over_time_chunks(lambda v, steps, x0: self._irregular_chunk(v, steps, rate, x0, mode),
+                                (v, steps), x0, step_bytes)
+
+    def _irregular_chunk(
+        self, v: Tensor, steps: Tensor, rate: float, x0: Optional[Tensor], mode: str
+    ) -> Tuple[Tensor, Tensor]:
+        """:meth:`_irregular_positions` on one chunk: v (B, Lc, 2P), steps (B, Lc) -> positions (B, Lc, 2P), state
+        (B, 2, 2P)."""
         sys = self._system(steps.to(self._wide).unsqueeze(-1) * rate)       # M (2, 2, B, L, P), f (2, B, L, P)
         wd = v.dtype
         M = sys.M.permute(2, 3, 0, 1, 4).to(wd)                             # (B, L, 2, 2, P)

@@ -367,12 +367,12 @@ class S5(SSMLayer):
         cdtype = torch.complex128 if self.param_dtype == torch.float64 else torch.complex64
         return torch.zeros(batch_size, self.n_modes, dtype=cdtype, device=self.D.device)
 
-    def _input_proj(self, u: Tensor, Bb: Tensor) -> Tensor:
-        """``B_bar u`` complex (..., M) for real u (..., H), B_bar (M, H) or (..., M, H) per step."""
-        if Bb.dim() == 2:
-            re, im = u @ Bb.real.T, u @ Bb.imag.T
-            return torch.complex(re.to(u.dtype), im.to(u.dtype))
-        return torch.einsum("...h,...mh->...m", u.to(Bb.dtype), Bb)
+    def _input_proj(self, u: Tensor, Bb: Tensor, gain: Optional[Tensor] = None) -> Tensor:
+        """``B_bar u`` complex (..., M) for real u (..., H) and B_bar (M, H), or ``gain * (B u)`` with the per-step
+        gain (..., M) complex of irregular sampling (``B_bar_t = gain_t B``)."""
+        re, im = u @ Bb.real.T, u @ Bb.imag.T
+        v = torch.complex(re.to(u.dtype), im.to(u.dtype))
+        return v if gain is None else gain * v
 
     def _output(self, x_re: Tensor, x_im: Tensor, k: int = 0) -> Tensor:
         """``scale Re(C_k x)`` (..., H) for states x (..., M) given as real and imaginary parts."""
@@ -430,17 +430,19 @@ class S5(SSMLayer):
         steps = self._check_intervals(x, dt, timestamps)
         u = x.to(self.param_dtype)
         cdtype = self.initial_state(1).dtype
+        gain: Optional[Tensor] = None
         if steps is None:
             lam_bar, Bb = self.discrete_system(rate)
             a = lam_bar.unsqueeze(0)                                       # (1, M): time-invariant
         else:
             per_step = steps.to(self.param_dtype).unsqueeze(-1) * self.step_sizes(rate)   # (B, L, M)
             a, gain = self._discrete(per_step)
-            Bb = gain.unsqueeze(-1) * self.B_complex                       # (B, L, M, H)
+            # B_bar_t = gain_t B per step: applied as gain_t (B u_t), never formed as a (B, L, M, H) tensor
+            Bb = self.B_complex
         if tracing():                                                      # compile/export: real arithmetic
-            y, new_state = self._forward_real(u, a, Bb, state, return_state)
+            y, new_state = self._forward_real(u, a, Bb, state, return_state, gain)
         else:
-            v = self._input_proj(u, Bb).to(cdtype)                         # (B, L, M)
+            v = self._input_proj(u, Bb, gain).to(cdtype)                   # (B, L, M)
             X = scan_diagonal(a, v, state)                                 # (B, L, M)
             y = self._output(X.real, X.imag) + self.D * u
             if self.bidirectional:
@@ -457,7 +459,7 @@ class S5(SSMLayer):
         return y
 
     def _forward_real(self, u: Tensor, a: Tensor, Bb: Tensor, state: Optional[Tensor],
-                      return_state: bool) -> Tuple[Tensor, Optional[Tensor]]:
+                      return_state: bool, gain: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
         r""":meth:`forward`'s scan and read-out in real arithmetic: the path ``torch.compile`` and
         ``torch.export`` trace (issue 21). Each mode ``x_k = a_k x_{k-1} + v_k`` becomes the 2x2
         rotation-scaling block ``[[Re a, -Im a], [Im a, Re a]]`` on ``(Re x, Im x)``, scanned by
@@ -470,13 +472,14 @@ class S5(SSMLayer):
         on CUDA): this form is 1.4-1.7x slower forward+backward on CPU (``benchmarks/bench_s5.py``).
         The two are tested equal (tests/test_s5.py).
 
-        Args: u (B, L, H) real; a (1, M) or (B, L, M) complex; Bb (M, H) or (B, L, M, H) complex;
-        state (B, M) complex or None. Returns y (B, L, H) and the final state (B, M) complex (or None).
+        Args: u (B, L, H) real; a (1, M) or (B, L, M) complex; Bb (M, H) complex; gain None or (B, L, M) complex
+        (irregular sampling: ``B_bar_t = gain_t Bb``); state (B, M) complex or None. Returns y (B, L, H) and the
+        final state (B, M) complex (or None).
         """
-        if Bb.dim() == 2:
-            vr, vi = u @ Bb.real.T, u @ Bb.imag.T
-        else:
-            vr, vi = torch.einsum("blh,blmh->blm", u, Bb.real), torch.einsum("blh,blmh->blm", u, Bb.imag)
+        vr, vi = u @ Bb.real.T, u @ Bb.imag.T
+        if gain is not None:
+            gr, gi = gain.real.to(u.dtype), gain.imag.to(u.dtype)
+            vr, vi = gr * vr - gi * vi, gr * vi + gi * vr
         F = torch.stack([vr.to(u.dtype), vi.to(u.dtype)], -2)            # (B, L, 2, M)
         ar, ai = a.real.to(u.dtype), a.imag.to(u.dtype)
         M = torch.stack([torch.stack([ar, -ai], -2), torch.stack([ai, ar], -2)], -3)   # (..., 2, 2, M)
