@@ -19,7 +19,7 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .._checks import check_real, tracing
+from .._checks import check_real, refuse_if, tracing
 
 Tensor = torch.Tensor
 
@@ -47,12 +47,15 @@ def over_time_chunks(fn: Callable[..., Tuple[Tensor, Tensor]], seqs: Tuple[Tenso
 
     seqs: tensors (B, L, ...) cut along dim 1; state: the initial state (None: zeros) as ``fn`` takes it; fn
     returns y (B, Lc, ...) and the state after its last step. Returns y (B, L, ...) and the final state. A
-    sequence of one chunk is one call of ``fn``, as before; while torch.compile or torch.export traces, chunks are
-    not checkpointed (the traced graph keeps what it keeps)."""
+    sequence of up to 1.5 chunks is one call of ``fn``, as before (one step past a chunk cost 1.7x the time: the
+    recomputation of a whole chunk for one step), a longer one is cut into chunks of equal length; while
+    torch.compile or torch.export traces, chunks are not checkpointed (the traced graph keeps what it keeps)."""
     L = seqs[0].shape[1]
     chunk = max(MIN_CHUNK, CHUNK_BYTES // max(1, step_bytes))
-    if L <= chunk:
+    if 2 * L <= 3 * chunk:            # up to 1.5 chunks: one pass (a 1-step tail cost a 128-step recomputation)
         return fn(*seqs, state)
+    n = -(-L // chunk)
+    chunk = -(-L // n)                # n chunks of equal length, the last shorter by less than n steps
     recompute = torch.is_grad_enabled() and not tracing()
     ys = []
     for start in range(0, L, chunk):
@@ -102,10 +105,14 @@ def _check_tensor(name: str, t: object) -> Tensor:
 
 
 def _check_positive(name: str, d: Tensor, hint: str) -> None:
-    ok = torch.isfinite(d) & (d > 0)
-    if not bool(ok.all()):
-        bad = int((~ok).sum())
-        raise ValueError(f"{name} gives {bad} non-positive or non-finite intervals of {d.numel()} "
+    """Refuse intervals that are not positive and finite: on the CPU now, naming the smallest; on CUDA without a
+    host sync (:func:`~statespaces._checks.refuse_if`); skipped while torch.compile / torch.export / torch.func
+    trace (a data-dependent ``bool`` broke ``fullgraph=True`` and ``vmap`` over the intervals)."""
+    bad = ~(torch.isfinite(d) & (d > 0))
+    if tracing() or d.device.type != "cpu":
+        refuse_if(bad, f"{name} gives {{n}} non-positive or non-finite intervals of {d.numel()}; {hint}")
+    elif bool(bad.any()):
+        raise ValueError(f"{name} gives {int(bad.sum())} non-positive or non-finite intervals of {d.numel()} "
                          f"(smallest {float(d.min()):.3g}); {hint}")
 
 
