@@ -60,6 +60,27 @@ def test_parse_timestamps_and_shorter_channels():
     assert f.series[0][1, 0] == 7 and np.isnan(f.series[0][1, 1])  # shorter channel NaN-padded
 
 
+def test_unevenly_spaced_timestamps_warn_that_they_are_dropped():
+    """The times of a @timeStamps file are dropped; series whose samples are unevenly spaced (numbers or ISO dates)
+    are named in a warning, evenly spaced ones (the bundled ChinaTown cut, one minute apart) are read silently."""
+    import warnings
+
+    text = ("@timeStamps true\n@classLabel true a b\n@data\n"
+            "(2007-01-01 00:00:00,1),(2007-01-01 00:01:00,2),(2007-01-01 00:03:00,3):a\n"
+            "(1,1),(2,2),(3,3),(4,4):b\n(0.5,1),(1.5,?),(4,3):b\n")
+    with pytest.warns(UserWarning, match=r"x\.ts: @timeStamps true, and the samples of 2 series are unevenly spaced "
+                      r"\(first: x\.ts, line 4, channel 0\).*read as evenly spaced steps"):
+        f = ucr.parse_ts(text, source="x.ts")
+    np.testing.assert_array_equal(f.series[1][0], [1, 2, 3, 4])
+    assert np.isnan(f.series[2][0, 1]) and f.series[2][0, 2] == 3
+    even = ("@timeStamps true\n@classLabel true a\n@data\n"
+            "(2007-01-01 00:00:00,1),(2007-01-01 00:01:00,2),(2007-01-01 00:02:00,3):a\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ucr.parse_ts(even)
+        ucr.parse_ts("@timeStamps true\n@classLabel true a\n@data\n(x,1),(y,2),(zz,3):a\n")   # unreadable: no claim
+
+
 @pytest.mark.parametrize("text, match", [
     ("@classLabel true a b\n@data\n1,2:c\n", "not declared"),
     ("@dimensions 2\n@classLabel true a\n@data\n1,2:a\n", "found 1 channels, expected 2"),

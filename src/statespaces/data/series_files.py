@@ -23,7 +23,9 @@ separated by ``:``, the values of a channel by ``,``, and the class label (or re
 as the last ``:`` field. ``?`` (or ``NaN``) marks a missing value and becomes NaN. Series may
 have different lengths (``@equalLength false``); within a case, channels shorter than the
 longest are NaN-padded at the end. With ``@timeStamps true`` the values are written as
-``(timestamp,value)`` pairs; the timestamps are dropped (only the values are kept).
+``(timestamp,value)`` pairs; the timestamps are dropped (only the values are kept), and a file whose samples are
+unevenly spaced in some series warns that the model will read them as evenly spaced steps (times as numbers or as
+ISO dates; :func:`parse_ts`).
 
 :func:`read_series_file` reads one file by its suffix into a :class:`TSFile` (series as float64 arrays with NaN
 for missing values, labels as text); :mod:`statespaces.data.ucr` finds a problem's two files and turns them into a
@@ -97,13 +99,39 @@ def _split_fields(line: str) -> List[str]:
 _PAIR = re.compile(r"\(([^()]*)\)")
 
 
-def _parse_values(text: str, timestamps: bool, where: str) -> np.ndarray:
+def _times(tokens: Sequence[str]) -> Optional[np.ndarray]:
+    """Sample times of a ``.ts`` channel as float64 (numbers, or ISO dates in nanoseconds); None if unreadable."""
+    try:
+        return np.array(tokens, dtype=np.float64)
+    except ValueError:
+        pass
+    try:
+        return np.array([np.datetime64(t.strip(), "ns") for t in tokens]).astype(np.int64).astype(np.float64)
+    except ValueError:
+        return None
+
+
+def _evenly_spaced(times: Optional[np.ndarray]) -> bool:
+    """Whether consecutive sample times have one interval (to 1e-9 relative); unreadable times count as even (no
+    claim is made about them)."""
+    if times is None or times.size < 3:
+        return True
+    d = np.diff(times)
+    return bool(np.ptp(d) <= 1e-9 * np.abs(d).max())
+
+
+def _parse_values(text: str, timestamps: bool, where: str, uneven: Optional[List[str]] = None) -> np.ndarray:
+    """The values of one channel; with ``timestamps``, ``where`` is appended to ``uneven`` when the pairs' times are
+    not evenly spaced."""
     text = text.strip()
     if timestamps:
         pairs = _PAIR.findall(text)
         if not pairs and text:
             raise ValueError(f"{where}: expected (timestamp,value) pairs, got {text[:40]!r}")
-        tokens = [p.rsplit(",", 1)[-1] for p in pairs]
+        split = [p.rsplit(",", 1) for p in pairs]
+        tokens = [v[-1] for v in split]
+        if uneven is not None and not _evenly_spaced(_times([v[0] for v in split if len(v) == 2])):
+            uneven.append(where)
     else:
         if not text:
             raise ValueError(f"{where}: empty channel")
@@ -145,6 +173,7 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
     n_dims: Optional[int] = None
     class_labels: Optional[List[str]] = None
     has_class = has_target = timestamps = False
+    uneven: List[str] = []                           # channels whose time stamps are unevenly spaced
     for lineno, raw in enumerate(lines, 1):
         line = raw.strip().lstrip("\ufeff")
         if not line or line[0] in "#%":
@@ -191,7 +220,7 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
             n_dims = len(parts)
         if len(parts) != n_dims:
             raise ValueError(f"{where}: found {len(parts)} channels, expected {n_dims}")
-        chans = [_parse_values(p, timestamps, f"{where}, channel {c}") for c, p in enumerate(parts)]
+        chans = [_parse_values(p, timestamps, f"{where}, channel {c}", uneven) for c, p in enumerate(parts)]
         length = max(len(c) for c in chans)
         case = np.full((n_dims, length), np.nan)
         for c, v in enumerate(chans):
@@ -211,6 +240,13 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
                 raise ValueError(f"{where}: regression target {label!r} is not a number") from None
     if not in_data:
         raise ValueError(f"{source}: no @data line found; is this a .ts file?")
+    if uneven:
+        n = len({w.rsplit(", channel", 1)[0] for w in uneven})
+        warnings.warn(f"{source}: @timeStamps true, and the samples of {n} series are unevenly spaced (first: "
+                      f"{uneven[0]}); the times are dropped and every series is read as evenly spaced steps, so a "
+                      "model does not see the gaps. The layers take sample times in Python (layer(x, timestamps=t), "
+                      "SequenceClassifier(...)(x, timestamps=t): docs/s5.md); statespaces train reads the values "
+                      "only", stacklevel=2)
     if has_class and not class_labels:        # labels the header declares are the classes, spelt as declared
         _check_label_spellings(labels, source)
     if _BOOL.get(header.get("equallength", "").lower()) and series:
