@@ -360,7 +360,9 @@ class DiagonalSSM(SSMLayer):
         """Time-varying recurrence ``x_t = dA_t x_{t-1} + dB_t u_t`` by the parallel scan (no convolution), in
         chunks of the time axis whose (B, Lc, H, M) tables are formed one chunk at a time
         (:func:`~statespaces.layers.irregular.over_time_chunks`)."""
-        step_bytes = u.shape[0] * u.shape[2] * self.n_modes * 16        # dA_t, dB_t: (B, H, M) complex128 per step
+        # dA_t, dB_t: (B, H, M) complex per step, counted at 16 bytes (complex128): a float32 layer's complex64
+        # tables get chunks of half the budget, the safe side
+        step_bytes = u.shape[0] * u.shape[2] * self.n_modes * 16
         return over_time_chunks(lambda u, steps, state: self._irregular_chunk(u, state, rate, steps),
                                 (u, steps), state, step_bytes)
 
