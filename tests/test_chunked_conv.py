@@ -65,6 +65,26 @@ def test_state_in_and_out_match_the_recurrence(B, L, H, M, T):
         torch.testing.assert_close(s2, s, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("M, T", [(32, 64), (33, 128), (128, 128)])
+def test_default_chunk_grows_with_the_state(M, T, monkeypatch):
+    """More than 64 real state entries (M > 32 complex modes) take WIDE_STATE_CHUNK steps per chunk (the boundary
+    states are B H (L/T) 2M entries; at T = 64 and M = 128 they were 4x the input), up to 32 modes CHUNK; the
+    result is the recurrence either way."""
+    import statespaces.kernels.chunked_conv as cc
+
+    seen = []
+    tables = cc.diagonal_tables
+    monkeypatch.setattr(cc, "diagonal_tables", lambda *a, **k: seen.append(a[4]) or tables(*a, **k))
+    log_dA, dB, C, D = _system(2, M, seed=M)
+    u = torch.randn(2, 300, 2, dtype=torch.float64)
+    s0 = torch.randn(2, 2, M, dtype=C128)
+    y, s = chunked_conv_diagonal(u, log_dA, dB, C, 2.0, D, state=s0, return_state=True)
+    assert seen == [T]
+    y_ref, s_ref = chunked_conv_diagonal_ref(u, log_dA, dB, C, 2.0, D, state=s0, return_state=True)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(s, s_ref, rtol=1e-10, atol=1e-10)
+
+
 def test_bidirectional_matches_the_two_sided_recurrence():
     log_dA, dB, C, D = _system(3, 4, K=2, seed=5)
     u = torch.randn(2, 45, 3, dtype=torch.float64)

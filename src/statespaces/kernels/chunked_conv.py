@@ -47,13 +47,21 @@ from .vandermonde import _powers, exp_scaled
 
 Tensor = torch.Tensor
 
-__all__ = ["CARRY_BLOCK", "CHUNK", "ChunkTables", "block_tables", "carry_adjoint", "carry_rows", "carry_rows_adjoint",
-           "carry_states", "chunk_length", "chunked_conv", "chunked_conv_diagonal", "chunked_conv_diagonal_ref",
-           "chunked_conv_torch", "diagonal_tables", "prefer_chunked", "prefer_power_kernel", "scan_rows"]
+__all__ = ["CARRY_BLOCK", "CHUNK", "WIDE_STATE_CHUNK", "ChunkTables", "block_tables", "carry_adjoint", "carry_rows",
+           "carry_rows_adjoint", "carry_states", "chunk_length", "chunked_conv", "chunked_conv_diagonal",
+           "chunked_conv_diagonal_ref", "chunked_conv_torch", "diagonal_tables", "prefer_chunked",
+           "prefer_power_kernel", "scan_rows"]
 
 #: Default chunk length T (steps). 64 balances the Toeplitz product (T per step) against the
 #: state in/out products (2 S per step) for S4D's S = 64 real state entries (32 complex modes).
 CHUNK = 64
+#: Chunk length of :func:`chunked_conv_diagonal` on the PyTorch path for more than 64 real state entries (N > 64): the
+#: chunk-boundary states are B H (L/T) S entries, kept in float32 and float64 copies, so a fixed T = 64 let them
+#: outgrow the (B, L, H) input (S4D, N = 256, B=8, H=64, L=8192, stateful forward+backward, one CPU thread,
+#: 2026-12-07: T = 64 836 MB and 2.1 s, T = 128 476 MB and 1.5 s, T = 256 332 MB and 1.5 s, but at L = 1024
+#: T = 256 took 1.6x as long as T = 128). At N = 64 the two agree within noise at L = 1024 and T = 128 is faster
+#: at L = 8192 (0.74 -> 0.62 s); 64 is kept there, where the route rules were measured.
+WIDE_STATE_CHUNK = 128
 
 
 #: Chunk length on the Triton path (the kernel's register budget: see :mod:`statespaces.ops.triton.chunked_conv`).
@@ -570,7 +578,8 @@ def chunked_conv_diagonal(u: Tensor, log_dA: Tensor, dB: Tensor, C: Tensor, scal
         scale: 2 when each mode stands for a conjugate pair, else 1. D: (H,) real or None.
         state: complex (B, H, M) state before the first step, or None. Causal only.
         return_state: also return the complex state (B, H, M) after the last step. Causal only.
-        chunk: chunk length T (default :data:`CHUNK`, :data:`TRITON_CHUNK` on the Triton path).
+        chunk: chunk length T (default :data:`CHUNK`, :data:`WIDE_STATE_CHUNK` for more than 32 complex modes,
+            :data:`TRITON_CHUNK` on the Triton path).
 
     Returns:
         y (B, L, H) in the dtype of u, and the final state if ``return_state``.
@@ -593,6 +602,9 @@ def chunked_conv_diagonal(u: Tensor, log_dA: Tensor, dB: Tensor, C: Tensor, scal
         raise ValueError("chunked_conv_diagonal: a bidirectional (two-sided) convolution has no recurrent state; "
                          "pass state=None and return_state=False")
     L = u.shape[1]
+    if chunk is None and 2 * log_dA.shape[1] > 64 \
+            and backend.choose("chunked_conv", u, dtypes=backend.REAL) != "triton":
+        chunk = WIDE_STATE_CHUNK
     T = chunk_length(L, chunk, u)
     r = L - (-(-L // T) - 1) * T
     s0 = None if state is None else torch.view_as_real(state.to(dB.dtype)).flatten(-2).to(u.dtype)
