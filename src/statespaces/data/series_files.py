@@ -174,6 +174,7 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
     class_labels: Optional[List[str]] = None
     has_class = has_target = timestamps = False
     uneven: List[str] = []                           # channels whose time stamps are unevenly spaced
+    uneven_series = 0
     for lineno, raw in enumerate(lines, 1):
         line = raw.strip().lstrip("\ufeff")
         if not line or line[0] in "#%":
@@ -220,7 +221,9 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
             n_dims = len(parts)
         if len(parts) != n_dims:
             raise ValueError(f"{where}: found {len(parts)} channels, expected {n_dims}")
+        n_uneven = len(uneven)
         chans = [_parse_values(p, timestamps, f"{where}, channel {c}", uneven) for c, p in enumerate(parts)]
+        uneven_series += len(uneven) > n_uneven
         length = max(len(c) for c in chans)
         case = np.full((n_dims, length), np.nan)
         for c, v in enumerate(chans):
@@ -241,12 +244,11 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
     if not in_data:
         raise ValueError(f"{source}: no @data line found; is this a .ts file?")
     if uneven:
-        n = len({w.rsplit(", channel", 1)[0] for w in uneven})
-        warnings.warn(f"{source}: @timeStamps true, and the samples of {n} series are unevenly spaced (first: "
-                      f"{uneven[0]}); the times are dropped and every series is read as evenly spaced steps, so a "
-                      "model does not see the gaps. The layers take sample times in Python (layer(x, timestamps=t), "
-                      "SequenceClassifier(...)(x, timestamps=t): docs/s5.md); statespaces train reads the values "
-                      "only", stacklevel=2)
+        warnings.warn(f"{source}: @timeStamps true, and the samples of {uneven_series} series are unevenly spaced "
+                      f"(first: {uneven[0]}); the times are dropped and every series is read as evenly spaced "
+                      "steps, so a model does not see the gaps. The layers take sample times in Python "
+                      "(layer(x, timestamps=t), SequenceClassifier(...)(x, timestamps=t): docs/s5.md); "
+                      "statespaces train reads the values only", stacklevel=2)
     if has_class and not class_labels:        # labels the header declares are the classes, spelt as declared
         _check_label_spellings(labels, source)
     if _BOOL.get(header.get("equallength", "").lower()) and series:

@@ -68,12 +68,13 @@ WIDE_STATE_CHUNK = 128
 TRITON_CHUNK = 32
 
 
-def chunk_length(L: int, chunk: Optional[int] = None, u: Optional[Tensor] = None) -> int:
+def chunk_length(L: int, chunk: Optional[int] = None, u: Optional[Tensor] = None, state_size: int = 0) -> int:
     """The chunk length used for a sequence of length L: ``min(chunk, L)`` (>= 1); by default
-    :data:`CHUNK`, or :data:`TRITON_CHUNK` when ``u`` would take the Triton path."""
+    :data:`CHUNK`, :data:`WIDE_STATE_CHUNK` for more than 64 real state entries (``state_size``), or
+    :data:`TRITON_CHUNK` when ``u`` would take the Triton path."""
     if chunk is None:
         triton = u is not None and backend.choose("chunked_conv", u, dtypes=backend.REAL) == "triton"
-        chunk = TRITON_CHUNK if triton else CHUNK
+        chunk = TRITON_CHUNK if triton else WIDE_STATE_CHUNK if state_size > 64 else CHUNK
     T = chunk
     if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1:     # NumPy integers are integers
         raise ValueError(f"chunk must be a positive integer (steps per chunk), got {chunk!r}")
@@ -602,10 +603,7 @@ def chunked_conv_diagonal(u: Tensor, log_dA: Tensor, dB: Tensor, C: Tensor, scal
         raise ValueError("chunked_conv_diagonal: a bidirectional (two-sided) convolution has no recurrent state; "
                          "pass state=None and return_state=False")
     L = u.shape[1]
-    if chunk is None and 2 * log_dA.shape[1] > 64 \
-            and backend.choose("chunked_conv", u, dtypes=backend.REAL) != "triton":
-        chunk = WIDE_STATE_CHUNK
-    T = chunk_length(L, chunk, u)
+    T = chunk_length(L, chunk, u, state_size=2 * log_dA.shape[1])
     r = L - (-(-L // T) - 1) * T
     s0 = None if state is None else torch.view_as_real(state.to(dB.dtype)).flatten(-2).to(u.dtype)
     out = chunked_conv(u, diagonal_tables(log_dA, dB, C[0], scale, T, r, D), s0, return_state)

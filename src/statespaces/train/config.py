@@ -590,10 +590,7 @@ def resume_config(stored: Dict[str, Any], where: str, preset: Optional[str] = No
         cfg = TrainConfig.from_dict(stored, legacy=True)
     except ConfigError as e:
         raise ConfigError(f"--resume: the config stored in {where} is invalid ({e})") from None
-    if preset is not None and preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; {did_you_mean(preset.lower(), PRESETS)}valid presets: "
-                          f"{', '.join(PRESETS)}")
-    given = build_config(preset, config_file, overrides)
+    given = build_config(preset, config_file, overrides)       # refuses an unknown preset
     conflicts = []
     for key, flag in _set_keys(preset, config_file, overrides).items():
         before, after = _get(cfg, key), _get(given, key)
