@@ -32,7 +32,8 @@ MIN_CHUNK = 32
 
 def over_time_chunks(fn: Callable[..., Tuple[Tensor, Tensor]], seqs: Tuple[Tensor, ...], state: Optional[Tensor],
                      step_bytes: int) -> Tuple[Tensor, Tensor]:
-    r"""``fn(*seqs, state) -> (y, last)`` over chunks of the time axis, carrying the state from chunk to chunk.
+    r"""``fn(*seqs, state) -> (y, last)`` over chunks of the time axis, carrying the state from chunk to chunk: the
+    time-varying recurrence of irregular sampling (thesis §4.2.4) computed piecewise.
 
     The time-varying recurrence of irregular sampling forms per-step tables (the transitions and forcing
     discretized for each interval, the state trajectory), ``step_bytes`` bytes per time step for the largest one,
