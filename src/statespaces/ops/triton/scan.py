@@ -26,6 +26,7 @@ import triton.language as tl
 
 from ... import backend
 from .._amp import amp_backward, fp32_forward
+from .._grad import reduce_to as _reduce_to
 from ._launch import make, pow2_domain, signature, unique
 
 Tensor = torch.Tensor
@@ -340,15 +341,6 @@ def _scan_backward(a_k, g, x, x0_k, batch, is_complex, a_complex, need_ga):
         *sx, sxn,
     )
     return gb, (ga if need_ga else None)
-
-
-def _reduce_to(grad: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
-    """Gradient of a broadcast input: real part for a real input, summed over broadcast dims."""
-    if not dtype.is_complex and grad.is_complex():
-        grad = grad.real
-    if grad.shape != shape:
-        grad = grad.sum_to_size(shape)
-    return grad.to(dtype)
 
 
 def _forward_inputs(ctx):

@@ -1,0 +1,140 @@
+"""The CPU diagonal scan's two forms (loop over time, odd/even doubling) and its adjoint backward, against the
+sequential twin ``scan_loop`` differentiated by autograd; and the per-step ZOH factors of irregular sampling
+(``discretize_diagonal`` with a batch of steps) against the per-system float64 route."""
+import pytest
+import torch
+from torch.autograd import gradcheck, gradgradcheck
+
+import statespaces.ops.scan as scan_mod
+from statespaces.discretize import _ExpExpm1, discretize_diagonal
+from statespaces.ops.scan import scan_diagonal, scan_loop
+
+C128, F64 = torch.complex128, torch.float64
+
+
+def _cases(g):
+    """(a, b, x0) in float64: time-varying complex, time-invariant broadcast, real a with complex b, complex a
+    with real b, one step."""
+    def c(*shape, scale=1.0):
+        re, im = (torch.randn(*shape, generator=g, dtype=F64) for _ in range(2))
+        return torch.complex(re, im) * scale
+    yield "complex", c(2, 3, 9, 4, scale=0.5), c(2, 3, 9, 4), c(2, 3, 4)
+    yield "invariant", c(3, 1, 4, scale=0.5), c(2, 3, 9, 4), None
+    yield "real a", torch.randn(9, 4, generator=g, dtype=F64) * 0.5, c(2, 9, 4), c(4)
+    yield "real b", c(2, 9, 4, scale=0.5), torch.randn(2, 9, 4, generator=g, dtype=F64), None
+    yield "one step", c(2, 1, 4, scale=0.5), c(2, 1, 4), c(2, 4)
+
+
+@pytest.fixture(params=["loop", "doubling"])
+def form(request, monkeypatch):
+    """Force the loop over time (every size loops) or the odd/even doubling (none does)."""
+    monkeypatch.setattr(scan_mod, "LOOP_STEP_BYTES", 0 if request.param == "loop" else 1 << 62)
+    return request.param
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_scan_and_its_adjoint_equal_the_loop_under_autograd(form, case):
+    name, a, b, x0 = list(_cases(torch.Generator().manual_seed(case)))[case]
+    leaves = [t.clone().requires_grad_() for t in (a, b)] + ([] if x0 is None else [x0.clone().requires_grad_()])
+    got = scan_diagonal(*leaves[:2], leaves[2] if x0 is not None else None)
+    want = scan_loop(*leaves[:2], leaves[2] if x0 is not None else None)
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-12), name
+    w = torch.randn(got.shape, dtype=got.dtype, generator=torch.Generator().manual_seed(1))
+    g_got = torch.autograd.grad((got * w).real.sum(), leaves)
+    g_want = torch.autograd.grad((want * w).real.sum(), leaves)
+    for x, y in zip(g_got, g_want):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert torch.allclose(x, y, rtol=1e-11, atol=1e-11), name
+
+
+@pytest.mark.parametrize("real_a", [False, True])
+def test_scan_gradcheck_second_order_and_forward_mode(form, real_a):
+    g = torch.Generator().manual_seed(3)
+    b, x0 = torch.randn(2, 5, 3, dtype=C128, generator=g), torch.randn(2, 3, dtype=C128, generator=g)
+    a = torch.randn(5, 3, dtype=F64 if real_a else C128, generator=g) * 0.5
+    inputs = tuple(t.requires_grad_() for t in (a, b, x0))
+    assert gradcheck(scan_diagonal, inputs)
+    assert gradgradcheck(scan_diagonal, inputs)
+    assert gradcheck(scan_diagonal, inputs, check_forward_ad=True, check_backward_ad=False, check_undefined_grad=False)
+
+
+def test_scan_backward_is_one_adjoint_scan_not_a_recorded_doubling():
+    """Autograd records one node for the scan (its backward is the adjoint scan), not the slices and products of
+    each doubling level: their backward took 10x the forward's time."""
+    a = (torch.randn(2, 64, 8, dtype=C128) * 0.5).requires_grad_()
+    b = torch.randn(2, 64, 8, dtype=C128, requires_grad=True)
+    x = scan_diagonal(a, b)
+    assert type(x.grad_fn).__name__ == "_ScanDiagonalBackward"
+    assert {type(f[0]).__name__ for f in x.grad_fn.next_functions if f[0] is not None} == {"AccumulateGrad"}
+
+
+def test_loop_is_chosen_for_wide_steps_on_cpu_and_never_while_tracing(monkeypatch):
+    wide = torch.zeros(4, 64, 16, 32, dtype=torch.complex64)           # 4 x 64 x 32 complex64 per step: 64 KiB
+    narrow = torch.zeros(1, 16, 32, dtype=torch.complex64)             # 256 B per step
+    assert scan_mod._loops(wide, wide) and not scan_mod._loops(narrow, narrow)
+    monkeypatch.setattr(scan_mod, "tracing", lambda: True)
+    assert not scan_mod._loops(wide, wide)
+
+
+def test_exp_expm1_derivatives():
+    g = torch.Generator().manual_seed(0)
+    z = torch.complex(-torch.rand(5, 3, generator=g, dtype=F64) * 3, torch.randn(5, 3, generator=g, dtype=F64) * 4)
+    for x in (z.requires_grad_(), torch.randn(6, generator=g, dtype=F64).requires_grad_()):
+        assert gradcheck(_ExpExpm1.apply, (x,))
+        assert gradgradcheck(_ExpExpm1.apply, (x,))
+        assert gradcheck(_ExpExpm1.apply, (x,), check_forward_ad=True, check_backward_ad=False,
+                         check_undefined_grad=False)
+
+
+def _system(g, dtype=F64):
+    A = torch.complex(-torch.rand(4, 6, generator=g, dtype=dtype), torch.randn(4, 6, generator=g, dtype=dtype) * 3)
+    A[0, 0] = 0                        # an integrator: dB is its limit dt B
+    A[1, 1] = 2j                       # undamped
+    B = torch.complex(torch.randn(4, 6, generator=g, dtype=dtype), torch.randn(4, 6, generator=g, dtype=dtype))
+    return A, B
+
+
+def test_per_step_zoh_factors_equal_the_per_system_route():
+    """dt (B, L, H) per step: the table route (e^x - 1 in its own precision, times B / A) equals discretizing
+    each step's system on its own (float64 expm1 and phi)."""
+    g = torch.Generator().manual_seed(0)
+    A, B = _system(g)
+    dt = torch.rand(3, 5, 4, generator=g, dtype=F64) + 1e-3
+    dA, dB = discretize_diagonal(A, B, dt, "zoh")
+    for i in range(3):
+        for j in range(5):
+            rA, rB = discretize_diagonal(A, B, dt[i, j], "zoh")
+            assert torch.allclose(dA[i, j], rA, rtol=1e-14, atol=1e-15)
+            assert torch.allclose(dB[i, j], rB, rtol=1e-14, atol=1e-15)
+    assert torch.equal(dB[:, :, 0, 0], dt[:, :, 0] * B[0, 0])
+
+
+def test_per_step_zoh_factors_gradients_include_the_integrator():
+    g = torch.Generator().manual_seed(1)
+    A, B = _system(g)
+    dt = (torch.rand(2, 3, 4, generator=g, dtype=F64) + 0.1).requires_grad_()
+    A, B = A.requires_grad_(), B.requires_grad_()
+
+    def dB_of(A, B, dt):
+        return discretize_diagonal(A, B, dt, "zoh")[1]
+
+    def dA_of(A, B, dt):
+        return discretize_diagonal(A, B, dt, "zoh")[0]
+
+    assert gradcheck(dB_of, (A, B, dt))
+    assert gradcheck(dA_of, (A, B, dt))
+
+
+@pytest.mark.parametrize("scale", [1e-7, 1e-4, 1e-1, 1.0, 10.0])
+def test_per_step_zoh_factors_keep_float32_precision(scale):
+    """In float32 the table route stays within a few ulps of the float64 factors, also where dt |A| is tiny (the
+    slow modes: e^x - 1 rounded from e^x would be off by 2^-24 / |x|)."""
+    g = torch.Generator().manual_seed(2)
+    A = torch.complex(-torch.rand(8, 16, generator=g) * scale, torch.randn(8, 16, generator=g) * scale)
+    dt = torch.rand(4, 8, generator=g) + 0.1
+    ones = torch.ones(8, 16, dtype=torch.complex64)
+    dA, dB = discretize_diagonal(A, ones, dt, "zoh")
+    rA, rB = discretize_diagonal(A.to(C128), ones.to(C128), dt.to(F64), "zoh")
+    assert dA.dtype == dB.dtype == torch.complex64
+    assert float(((dA.to(C128) - rA).abs() / rA.abs()).max()) < 2e-6
+    assert float(((dB.to(C128) - rB).abs() / rB.abs()).max()) < 2e-6
