@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from .._checks import file_in_the_way
-from .oscillators import OscillatorAnalysis, layer_analyses, supported_layer, unsupported_reason
+from .extraction import layer_analyses, supported_layer, unsupported_reason
+from .records import OscillatorAnalysis
 
 PathLike = Union[str, os.PathLike]
 
