@@ -144,7 +144,7 @@ def layer_analyses(layer: nn.Module, rate: float = 1.0, name: str = "") -> List[
 def _float64(module: Any) -> Any:
     """``module`` itself if its parameters are float64, else a float64 copy (the table is then the parameters'
     exact system, not its float32 rounding: 4e-8 to 1e-7 relative before); a module that refuses the cast
-    (:class:`~statespaces.layers.s4.DiagonalizedS4` built in float32) is read as it is."""
+    (:class:`~statespaces.layers.diagonalized_s4.DiagonalizedS4` built in float32) is read as it is."""
     tensors = list(module.parameters()) + list(module.buffers())
     if not any(t.dtype in (torch.float32, torch.float16, torch.bfloat16) for t in tensors):
         return module
