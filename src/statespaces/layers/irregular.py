@@ -43,7 +43,7 @@ def over_time_chunks(fn: Callable[..., Tuple[Tensor, Tensor]], seqs: Tuple[Tenso
     :func:`torch.utils.checkpoint.checkpoint` when autograd records (its tables are formed again in the backward
     instead of kept), the peak holds one chunk's tables (0.24 GB there) and the rest keeps each chunk's input,
     output and boundary state. The cost is the forward formed twice: 1.4x the time of a forward+backward (5.8 s ->
-    8.3 s there, one CPU thread, before the per-step factors and the scan's backward were made cheaper: 1.0 s
+    8.3 s there, one CPU thread, before the per-step factors and the scan's backward were made cheaper: 1.5 s
     now, ``docs/s5.md``). The result is the same recurrence: the state after a chunk is the next chunk's
     initial state.
 

@@ -268,7 +268,7 @@ def _scan_diagonal_triton(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> 
 def _scan_diagonal_torch(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> Tensor:
     """The PyTorch parallel scan of :func:`scan_diagonal` (any device, any dtype), differentiated by its adjoint
     scan (:class:`_ScanDiagonal`)."""
-    if tracing():           # Dynamo refuses an autograd Function with a jvp; the tracer differentiates the scan
+    if backend.transforming():      # torch.func / forward-mode AD: no tangent rule in the Function (plain autograd)
         return _run([a], [b], None if x0 is None else [x0], _diag_a, _diag_b)[0]
     return _ScanDiagonal.apply(a, b, x0)
 
@@ -284,23 +284,14 @@ class _ScanDiagonal(torch.autograd.Function):
     (``x_{-1} = x0``) and ``grad_x0 = conj(a_0) lam_0``, each summed over the dims its input was broadcast along
     (the Triton :class:`~statespaces.ops.triton.scan.ScanDiagonalFn` computes the same). The backward is one more
     scan, so it costs about what the forward does, and it is built of differentiable ops (this scan again), so
-    second derivatives work. Forward-mode AD: the tangent obeys the same recurrence with forcing
-    ``da_l x_{l-1} + db_l`` (from ``dx0``). ``torch.func.vmap`` maps it by its generated rule."""
-
-    generate_vmap_rule = True
+    second derivatives work. Inside ``torch.func`` transforms and forward-mode AD the plain scan runs instead."""
 
     @staticmethod
-    def forward(a: Tensor, b: Tensor, x0: Optional[Tensor]) -> Tensor:
-        if _loops(a, b):
-            return _loop(a, b, x0)
-        return _run([a], [b], None if x0 is None else [x0], _diag_a, _diag_b)[0]
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        a, b, x0 = inputs
-        ctx.save_for_backward(a, x0, output)
-        ctx.save_for_forward(a, x0, output)
+    def forward(ctx, a: Tensor, b: Tensor, x0: Optional[Tensor]) -> Tensor:
+        out = _loop(a, b, x0) if _loops(a, b) else _run([a], [b], None if x0 is None else [x0], _diag_a, _diag_b)[0]
+        ctx.save_for_backward(a, x0, out)
         ctx.b_meta = (b.shape, b.dtype)
+        return out
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -313,21 +304,16 @@ class _ScanDiagonal(torch.autograd.Function):
         grad_x0 = reduce_to(a[..., 0, :].conj() * lam[..., 0, :], x0.shape, x0.dtype) if need_x0 else None
         return grad_a, grad_b, grad_x0
 
-    @staticmethod
-    def jvp(ctx, da: Optional[Tensor], db: Optional[Tensor], dx0: Optional[Tensor]) -> Tensor:
-        a, x0, x = ctx.saved_tensors
-        forcing = torch.zeros_like(x) if db is None else db
-        if da is not None:
-            forcing = forcing + da * _previous(x, x0)
-        return _ScanDiagonal.apply(a, forcing, dx0)
-
 
 #: Bytes of one step's states (batch x N) from which the CPU scan runs a loop over time into a preallocated output
 #: instead of the odd/even doubling: past about 2,048 complex64 entries per step the loop's ~5 us per step is paid
 #: back, and it reads and writes each entry once where the doubling passes over the sequence ~10 times. One CPU
 #: thread, complex64, forward: (4 x 64 x 32) per step, L = 1024: 67 vs 155 ms; 1,024 per step, L = 2048: 21 vs
-#: 46 ms; 256 per step: 15 vs 10 ms (the doubling wins).
+#: 46 ms; 256 per step: 15 vs 10 ms (the doubling wins). Rows of the state narrower than :data:`LOOP_ROW_BYTES`
+#: stay with the doubling: a step's slice is then scattered (strided by L N), and the loop lost (N = 1, 2,048 or
+#: 4,096 rows, L = 2048: 1.7x-4x the doubling's time; N = 4 complex64: 0.45x).
 LOOP_STEP_BYTES = 1 << 14
+LOOP_ROW_BYTES = 32
 
 
 def _loops(a: Tensor, b: Tensor) -> bool:
@@ -335,9 +321,9 @@ def _loops(a: Tensor, b: Tensor) -> bool:
     ``torch.func`` transform traces: a loop would be unrolled L times)."""
     if b.device.type != "cpu" or b.shape[-2] < 2 or tracing():
         return False
-    dtype = torch.promote_types(a.dtype, b.dtype)
+    row = b.shape[-1] * torch.promote_types(a.dtype, b.dtype).itemsize
     batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    return math.prod(batch) * b.shape[-1] * dtype.itemsize >= LOOP_STEP_BYTES
+    return row >= LOOP_ROW_BYTES and math.prod(batch) * row >= LOOP_STEP_BYTES
 
 
 def _loop(a: Tensor, b: Tensor, x0: Optional[Tensor], adjoint: bool = False) -> Tensor:
@@ -347,11 +333,15 @@ def _loop(a: Tensor, b: Tensor, x0: Optional[Tensor], adjoint: bool = False) -> 
     L, N = b.shape[-2], b.shape[-1]
     dtype = torch.promote_types(a.dtype, b.dtype)
     batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    if x0 is not None:                                           # as the doubling: x0 takes part in the promotion
+        dtype = torch.promote_types(dtype, x0.dtype)
+        batch = torch.broadcast_shapes(batch, x0.shape[:-1])
     out = torch.empty(*batch, L, N, dtype=dtype, device=b.device)
     pairs = dtype.is_complex and not a.is_complex()              # real a, complex forcing: (re, im) pairs
     o = torch.view_as_real(out) if pairs else out
     f = b if b.dtype == dtype else b.to(dtype)
     f = torch.view_as_real(f) if pairs else f
+    a = a if a.dtype in (dtype, dtype.to_real()) else a.to(dtype.to_real() if pairs else dtype)
     a = a.conj() if adjoint else a                               # a lazy view (conjugate bit)
     steps = [t.unsqueeze(-1) if pairs else t for t in a.unbind(-2)]
     one = _invariant(a)
@@ -363,7 +353,7 @@ def _loop(a: Tensor, b: Tensor, x0: Optional[Tensor], adjoint: bool = False) -> 
         for n in range(L - 2, -1, -1):
             x = torch.addcmul(fs[n], steps[0 if one else n + 1], x, out=os[n])
         return out
-    x = torch.zeros_like(os[0]) if x0 is None else (torch.view_as_real(x0.to(dtype)) if pairs else x0)
+    x = torch.zeros_like(os[0]) if x0 is None else (torch.view_as_real(x0.to(dtype)) if pairs else x0.to(dtype))
     for n in range(L):
         x = torch.addcmul(fs[n], steps[0 if one else n], x, out=os[n])
     return out
