@@ -65,19 +65,21 @@ def test_state_in_and_out_match_the_recurrence(B, L, H, M, T):
         torch.testing.assert_close(s2, s, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("M, T", [(32, 64), (33, 128), (128, 128)])
-def test_default_chunk_grows_with_the_state(M, T, monkeypatch):
-    """More than 64 real state entries (M > 32 complex modes) take WIDE_STATE_CHUNK steps per chunk (the boundary
-    states are B H (L/T) 2M entries; at T = 64 and M = 128 they were 4x the input), up to 32 modes CHUNK; the
+@pytest.mark.parametrize("M, L, T", [(32, 2048, 128), (128, 2048, 128), (32, 2047, 64), (128, 1024, 64),
+                                     (31, 4096, 64)])
+def test_default_chunk_grows_with_the_state_and_the_length(M, L, T, monkeypatch):
+    """At least 64 real state entries (M >= 32 complex modes) and WIDE_STATE_LENGTH steps take WIDE_STATE_CHUNK
+    steps per chunk (the boundary states are B H (L/T) 2M entries, and their carry costs time at long L); shorter
+    sequences or smaller states CHUNK (the T^2 Toeplitz products dominate: T = 128 took 2x the time at L = 256). The
     result is the recurrence either way."""
     import statespaces.kernels.chunked_conv as cc
 
     seen = []
     tables = cc.diagonal_tables
     monkeypatch.setattr(cc, "diagonal_tables", lambda *a, **k: seen.append(a[4]) or tables(*a, **k))
-    log_dA, dB, C, D = _system(2, M, seed=M)
-    u = torch.randn(2, 300, 2, dtype=torch.float64)
-    s0 = torch.randn(2, 2, M, dtype=C128)
+    log_dA, dB, C, D = _system(1, M, seed=M)
+    u = torch.randn(1, L, 1, dtype=torch.float64)
+    s0 = torch.randn(1, 1, M, dtype=C128)
     y, s = chunked_conv_diagonal(u, log_dA, dB, C, 2.0, D, state=s0, return_state=True)
     assert seen == [T]
     y_ref, s_ref = chunked_conv_diagonal_ref(u, log_dA, dB, C, 2.0, D, state=s0, return_state=True)

@@ -47,21 +47,27 @@ from .vandermonde import _powers, exp_scaled
 
 Tensor = torch.Tensor
 
-__all__ = ["CARRY_BLOCK", "CHUNK", "WIDE_STATE_CHUNK", "ChunkTables", "block_tables", "carry_adjoint", "carry_rows",
-           "carry_rows_adjoint", "carry_states", "chunk_length", "chunked_conv", "chunked_conv_diagonal",
+__all__ = ["CARRY_BLOCK", "CHUNK", "WIDE_STATE_CHUNK", "WIDE_STATE_LENGTH", "ChunkTables", "block_tables",
+           "carry_adjoint", "carry_rows", "carry_rows_adjoint", "carry_states", "chunk_length", "chunked_conv",
+           "chunked_conv_diagonal",
            "chunked_conv_diagonal_ref", "chunked_conv_torch", "diagonal_tables", "prefer_chunked",
            "prefer_power_kernel", "scan_rows"]
 
 #: Default chunk length T (steps). 64 balances the Toeplitz product (T per step) against the
 #: state in/out products (2 S per step) for S4D's S = 64 real state entries (32 complex modes).
 CHUNK = 64
-#: Chunk length of :func:`chunked_conv_diagonal` on the PyTorch path for more than 64 real state entries (N > 64): the
-#: chunk-boundary states are B H (L/T) S entries, kept in float32 and float64 copies, so a fixed T = 64 let them
-#: outgrow the (B, L, H) input (S4D, N = 256, B=8, H=64, L=8192, stateful forward+backward, one CPU thread,
-#: 2026-12-07: T = 64 836 MB and 2.1 s, T = 128 476 MB and 1.5 s, T = 256 332 MB and 1.5 s, but at L = 1024
-#: T = 256 took 1.6x as long as T = 128). At N = 64 the two agree within noise at L = 1024 and T = 128 is faster
-#: at L = 8192 (0.74 -> 0.62 s); 64 is kept there, where the route rules were measured.
+#: Chunk length of :func:`chunked_conv_diagonal` on the PyTorch path for sequences of at least
+#: :data:`WIDE_STATE_LENGTH` steps with at least 64 real state entries (N >= 64). The chunk-boundary states are
+#: B H (L/T) S entries, kept in float32 and float64 copies, and the carry between chunks runs over L/T of them: at
+#: long L a fixed T = 64 let them outgrow the (B, L, H) input (N = 256, B=8, H=64, L=8192: T = 64 836 MB, T = 128
+#: 476 MB, T = 256 332 MB) and cost time, while at short L the T^2 Toeplitz products dominate. Stateful
+#: forward+backward, B=8, H=128, one CPU thread, 2026-12-07, time with T = 128 over time with T = 64 (medians of 5,
+#: the two alternated in one process; ``/tmp`` script): N = 64: 2.06 (L = 256), 1.23 (1024), 0.89 (2048), 0.81
+#: (4096), 0.77 (8192); N = 128: 0.80 (2048), 0.63 (4096); N = 256: 1.91, 1.05, 0.81, 0.71, 0.69; N = 16: 1.99,
+#: 1.38, -, 1.02, 1.01 (kept at 64).
 WIDE_STATE_CHUNK = 128
+#: The shortest sequence that takes :data:`WIDE_STATE_CHUNK` (with N >= 64; see there).
+WIDE_STATE_LENGTH = 2048
 
 
 #: Chunk length on the Triton path (the kernel's register budget: see :mod:`statespaces.ops.triton.chunked_conv`).
@@ -70,11 +76,12 @@ TRITON_CHUNK = 32
 
 def chunk_length(L: int, chunk: Optional[int] = None, u: Optional[Tensor] = None, state_size: int = 0) -> int:
     """The chunk length used for a sequence of length L: ``min(chunk, L)`` (>= 1); by default
-    :data:`CHUNK`, :data:`WIDE_STATE_CHUNK` for more than 64 real state entries (``state_size``), or
-    :data:`TRITON_CHUNK` when ``u`` would take the Triton path."""
+    :data:`CHUNK`, :data:`WIDE_STATE_CHUNK` for at least 64 real state entries (``state_size``) and
+    :data:`WIDE_STATE_LENGTH` steps, or :data:`TRITON_CHUNK` when ``u`` would take the Triton path."""
     if chunk is None:
         triton = u is not None and backend.choose("chunked_conv", u, dtypes=backend.REAL) == "triton"
-        chunk = TRITON_CHUNK if triton else WIDE_STATE_CHUNK if state_size > 64 else CHUNK
+        wide = state_size >= 64 and L >= WIDE_STATE_LENGTH
+        chunk = TRITON_CHUNK if triton else WIDE_STATE_CHUNK if wide else CHUNK
     T = chunk
     if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1:     # NumPy integers are integers
         raise ValueError(f"chunk must be a positive integer (steps per chunk), got {chunk!r}")
@@ -579,8 +586,8 @@ def chunked_conv_diagonal(u: Tensor, log_dA: Tensor, dB: Tensor, C: Tensor, scal
         scale: 2 when each mode stands for a conjugate pair, else 1. D: (H,) real or None.
         state: complex (B, H, M) state before the first step, or None. Causal only.
         return_state: also return the complex state (B, H, M) after the last step. Causal only.
-        chunk: chunk length T (default :data:`CHUNK`, :data:`WIDE_STATE_CHUNK` for more than 32 complex modes,
-            :data:`TRITON_CHUNK` on the Triton path).
+        chunk: chunk length T (default :data:`CHUNK`, :data:`WIDE_STATE_CHUNK` for at least 32 complex modes and
+            :data:`WIDE_STATE_LENGTH` steps, :data:`TRITON_CHUNK` on the Triton path).
 
     Returns:
         y (B, L, H) in the dtype of u, and the final state if ``return_state``.
