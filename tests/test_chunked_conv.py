@@ -1,18 +1,22 @@
 """Chunked LTI convolution (statespaces.kernels.chunked_conv) against its independent twins: the FFT
 convolution of the Vandermonde kernel and the explicit recurrence, in float64; gradcheck; the layer
 dispatch (S4D stateful forward, LinOSS ``mode='chunked'``)."""
-import pytest
-import torch
+import os
 
-from statespaces import S4D, LinOSS, backend
-from statespaces.kernels.chunked_conv import (
+os.environ.setdefault("TRITON_INTERPRET", "1")   # before triton is imported: the rule test forces the Triton path
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from statespaces import S4D, LinOSS, backend  # noqa: E402
+from statespaces.kernels.chunked_conv import (  # noqa: E402
     chunk_length,
     chunked_conv_diagonal,
     chunked_conv_diagonal_ref,
     prefer_chunked,
 )
-from statespaces.kernels.vandermonde import vandermonde
-from statespaces.ops.fftconv import fftconv
+from statespaces.kernels.vandermonde import vandermonde  # noqa: E402
+from statespaces.ops.fftconv import fftconv  # noqa: E402
 
 C128 = torch.complex128
 
