@@ -5,17 +5,20 @@
   blocked Vandermonde) are gradchecked here in float64.
 """
 import importlib
+import os
 import subprocess
 import sys
 
-import pytest
-import torch
+os.environ.setdefault("TRITON_INTERPRET", "1")   # before triton is imported: one test forces the Triton path
 
-import warnings
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
-from statespaces import backend
-from statespaces.kernels import dispatch, vandermonde, vandermonde_naive
-from statespaces.ops import fftconv
+import warnings  # noqa: E402
+
+from statespaces import backend  # noqa: E402
+from statespaces.kernels import dispatch, vandermonde, vandermonde_naive  # noqa: E402
+from statespaces.ops import fftconv  # noqa: E402
 
 
 def test_cpu_run_does_not_import_triton():

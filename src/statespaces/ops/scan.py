@@ -171,6 +171,8 @@ def _realify(a: _List, b: _List, x0: Optional[_List]):
         return a, b, x0, False
     rdt = a[0].dtype if a[0].is_floating_point() else torch.get_default_dtype()
     cdt = torch.promote_types(b[0].dtype, torch.complex64 if rdt == torch.float32 else torch.complex128)
+    for t in x0 or []:                        # x0 takes part in the promotion (as in the loop and scan_loop)
+        cdt = torch.promote_types(cdt, t.dtype)
 
     def rv(t: Tensor) -> Tensor:
         return torch.view_as_real(t.to(cdt).contiguous()).flatten(-2)
@@ -362,16 +364,29 @@ def _loop(a: Tensor, b: Tensor, x0: Optional[Tensor], adjoint: bool = False) -> 
 def _adjoint(a: Tensor, g: Tensor) -> Tensor:
     """``lam_l = conj(a_{l+1}) lam_{l+1} + g_l`` from ``lam_{L-1} = g_{L-1}``: the adjoint of the scan of
     :class:`_ScanDiagonal` for output gradient g. Differentiable (the scan run from the end, through this
-    Function) when the backward itself is recorded (second derivatives), else the loop or the doubling."""
-    if not torch.is_grad_enabled() and _loops(a, g):
+    Function) when the backward itself is recorded (second derivatives), else the loop or the doubling. A backward
+    run under ``vmap`` (``autograd.grad(..., is_grads_batched=True)``, ``jacobian(vectorize=True)``) or with
+    forward-mode tangents (forward-over-reverse) takes the sequential twin :func:`scan_loop`, out of place and with
+    plain autograd (the doubling's interleave and the loop write in place; the Function has no tangent rule)."""
+    plain = backend.transforming() or (not tracing() and _batched(g))      # (Dynamo cannot trace the test)
+    if not plain and not torch.is_grad_enabled() and _loops(a, g):
         return _loop(a, g, None, adjoint=True)
     if _invariant(a):                            # lam_l = conj(a) lam_{l+1} + g_l: one transition
         a_rev = a[..., :1, :].conj()
     else:                                        # run from the end; the last transition meets a zero state
         a_rev = torch.cat([a[..., 1:, :], a[..., :1, :]], -2).conj().flip(-2)
+    if plain:
+        return scan_loop(a_rev, g.flip(-2)).flip(-2)
     if torch.is_grad_enabled():
         return _ScanDiagonal.apply(a_rev, g.flip(-2), None).flip(-2)
     return _run([a_rev], [g.flip(-2)], None, _diag_a, _diag_b)[0].flip(-2)
+
+
+def _batched(t: Tensor) -> bool:
+    """A tensor of a ``vmap`` (the autograd engine's own, ``is_grads_batched``, or ``torch.func``'s), whose
+    operations must be out of place."""
+    fn = torch._C._functorch
+    return bool(fn.is_legacy_batchedtensor(t) or fn.is_batchedtensor(t))
 
 
 def _invariant(a: Tensor) -> bool:
