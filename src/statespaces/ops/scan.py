@@ -18,8 +18,10 @@ It is associative, so the prefix compositions ``(M_n ... M_0, x_n)`` can be comp
 scan. :func:`scan_diagonal` / :func:`scan_block2` use the odd/even recursive-doubling scheme
 (Blelloch-style, work-efficient): pair neighbours, scan the half-length sequence recursively,
 then fix up the even positions. Depth O(log L) (two tensor ops per level, Python recursion over
-the ``ceil(log2 L)`` levels only, never a loop over L); work and memory O(L N) per batch row, so
-autograd stores O(B L N) in total (the half, quarter, ... levels sum to one extra copy).
+the ``ceil(log2 L)`` levels only, never a loop over L); work and memory O(L N) per batch row. On the CPU,
+:func:`scan_diagonal` loops over time instead when one step's states are wide (:data:`LOOP_STEP_BYTES`: each entry
+read and written once beats the doubling's ~10 passes), and it is differentiated by its adjoint scan, run from the
+end (:class:`_ScanDiagonal`), not by autograd through the levels.
 
 ``scan_loop`` is the sequential reference twin (a Python loop over L) used in tests and benchmarks.
 
