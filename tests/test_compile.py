@@ -182,3 +182,26 @@ def test_s4_compiles_again_at_a_new_length():
         for L in (12, 10):
             x = torch.randn(2, L, 4)
             torch.testing.assert_close(compiled(x), layer(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_irregular_s4d_compiles_with_inductor():
+    """S4D with per-step intervals (the time-varying scan) under inductor: the doubling's last level (L = 2) did
+    complex arithmetic on empty slices, whose lowering failed ("self.stride(-1) must be 1 to view Float as
+    ComplexFloat ... but got 0"); aot_eager and torch.export worked."""
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    layer, ref = S4D(4, 8, seed=1), S4D(4, 8, seed=1)
+    x = torch.randn(2, 40, 4, generator=g)
+    dt = torch.rand(2, 40, generator=g) + 0.5
+    xc, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # inductor: "no code generation for complex operators"
+        y = torch.compile(lambda x, dt: layer(x, dt=dt), fullgraph=True, backend="inductor")(xc, dt)
+        y.square().sum().backward()
+    y_ref = ref(xr, dt=dt)
+    y_ref.square().sum().backward()
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(xc.grad, xr.grad, rtol=1e-4, atol=1e-5)
+    for (n, p), p_ref in zip(layer.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-3, atol=1e-5, msg=n)

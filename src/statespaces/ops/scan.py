@@ -115,13 +115,18 @@ def _sl(ts: _List, s: slice) -> _List:
     return [t[..., s, :] for t in ts]
 
 
-def _interleave(first: Tensor, rest_even: Tensor, odd: Tensor, L: int) -> Tensor:
-    """Tensor of length L with position 0 = first, positions 2, 4, ... = rest_even, 1, 3, ... = odd."""
-    shape = torch.broadcast_shapes(first.shape[:-2], rest_even.shape[:-2], odd.shape[:-2])
-    dtype = torch.promote_types(torch.promote_types(first.dtype, rest_even.dtype), odd.dtype)
+def _interleave(first: Tensor, rest_even: Optional[Tensor], odd: Tensor, L: int) -> Tensor:
+    """Tensor of length L with position 0 = first, positions 2, 4, ... = rest_even (None: there are none, L = 2),
+    1, 3, ... = odd."""
+    parts = [first, odd] if rest_even is None else [first, rest_even, odd]
+    shape = torch.broadcast_shapes(*(t.shape[:-2] for t in parts))
+    dtype = first.dtype
+    for t in parts:
+        dtype = torch.promote_types(dtype, t.dtype)
     out = torch.empty(*shape, L, first.shape[-1], dtype=dtype, device=first.device)
     out[..., 0:1, :] = first
-    out[..., 2::2, :] = rest_even
+    if rest_even is not None:
+        out[..., 2::2, :] = rest_even
     out[..., 1::2, :] = odd
     return out
 
@@ -151,6 +156,8 @@ def _assoc_scan(a: _List, b: _List, comb_a: _CombineA, comb_b: _CombineB, invari
     # the level below scans the m pair-compositions; its outputs are the prefixes at odd positions
     odd_b = _assoc_scan(comb_a(ae, al), comb_b(al, be, bl), comb_a, comb_b, invariant)
     e = (L - 1) // 2                                            # even positions 2, 4, ... < L
+    if e == 0:          # L = 2: no even position past 0 (complex ops on empty slices broke inductor's lowering)
+        return [_interleave(b0[..., 0:1, :], None, o, L) for b0, o in zip(b, odd_b)]
     ev_b = comb_b(part(a, slice(2, None, 2)), _sl(odd_b, slice(0, e)), _sl(b, slice(2, None, 2)))
     return [_interleave(b0[..., 0:1, :], x, o, L) for b0, x, o in zip(b, ev_b, odd_b)]
 
