@@ -75,10 +75,8 @@ def _exp_phi(x: Tensor, wide: bool = False) -> Tuple[Tensor, Tensor]:
 
     Computed in float64 with ``expm1``: ``(e^x - 1)/x`` with e^x rounded to float32 first has relative error
     ~2^-24/|x| (4.6e-2 just above the former series threshold 1e-6, 1.2e-4 at |x| = 1e-4; small dt |A| is
-    the slow modes' normal case)."""
-    w = _wide(x)
-    small = w.abs() < 1e-8
-    e, phi = torch.exp(w), torch.where(small, 1 + w / 2, torch.expm1(w) / torch.where(small, torch.ones_like(w), w))
+    the slow modes' normal case). The values are :func:`_exp_phi_values` of the widened argument."""
+    e, phi = _exp_phi_values(_wide(x))
     return (e, phi) if wide else (e.to(x.dtype), phi.to(x.dtype))
 
 
@@ -351,10 +349,7 @@ class _ZOHFactors(torch.autograd.Function):
             dtc = dt.unsqueeze(-1)
             if ctx.needs_input_grad[2]:
                 g_B = (phi * dtc).conj() * g_dB
-            w = _wide(x)                                        # phi' = (e^x - phi)/x in float64: it cancels
-            small = w.abs() < 1e-4
-            ratio = (e64 - phi64) / torch.where(small, torch.ones_like(w), w)
-            dphi = torch.where(small, 0.5 + w / 3 + w * w / 8, ratio).to(x.dtype)
+            dphi = _phi_prime(_wide(x), e64, phi64).to(x.dtype)      # in float64: (e^x - phi)/x cancels
             g_x = g_x + (dtc * B * dphi).conj() * g_dB
             g_dt_B = ((phi * B).conj() * g_dB).real.sum(-1)
         else:

@@ -49,9 +49,8 @@ Tensor = torch.Tensor
 
 __all__ = ["CARRY_BLOCK", "CHUNK", "WIDE_STATE_CHUNK", "WIDE_STATE_LENGTH", "ChunkTables", "block_tables",
            "carry_adjoint", "carry_rows", "carry_rows_adjoint", "carry_states", "chunk_length", "chunked_conv",
-           "chunked_conv_diagonal",
-           "chunked_conv_diagonal_ref", "chunked_conv_torch", "diagonal_tables", "prefer_chunked",
-           "prefer_power_kernel", "scan_rows"]
+           "chunked_conv_diagonal", "chunked_conv_diagonal_ref", "chunked_conv_torch", "diagonal_tables",
+           "prefer_chunked", "prefer_power_kernel", "scan_rows"]
 
 #: Default chunk length T (steps). 64 balances the Toeplitz product (T per step) against the
 #: state in/out products (2 S per step) for S4D's S = 64 real state entries (32 complex modes).

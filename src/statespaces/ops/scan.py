@@ -280,8 +280,13 @@ def _scan_diagonal_torch(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> T
     """The PyTorch parallel scan of :func:`scan_diagonal` (any device, any dtype), differentiated by its adjoint
     scan (:class:`_ScanDiagonal`)."""
     if backend.transforming():      # torch.func / forward-mode AD: no tangent rule in the Function (plain autograd)
-        return _run([a], [b], None if x0 is None else [x0], _diag_a, _diag_b)[0]
+        return _doubling(a, b, x0)
     return _ScanDiagonal.apply(a, b, x0)
+
+
+def _doubling(a: Tensor, b: Tensor, x0: Optional[Tensor]) -> Tensor:
+    """The odd/even doubling scan of ``x_l = a_l x_{l-1} + b_l`` (plain ops, differentiable by autograd)."""
+    return _run([a], [b], None if x0 is None else [x0], _diag_a, _diag_b)[0]
 
 
 class _ScanDiagonal(torch.autograd.Function):
@@ -299,7 +304,7 @@ class _ScanDiagonal(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, x0: Optional[Tensor]) -> Tensor:
-        out = _loop(a, b, x0) if _loops(a, b) else _run([a], [b], None if x0 is None else [x0], _diag_a, _diag_b)[0]
+        out = _loop(a, b, x0) if _loops(a, b) else _doubling(a, b, x0)
         ctx.save_for_backward(a, x0, out)
         ctx.b_meta = (b.shape, b.dtype)
         return out
@@ -388,7 +393,7 @@ def _adjoint(a: Tensor, g: Tensor) -> Tensor:
         return scan_loop(a_rev, g.flip(-2)).flip(-2)
     if torch.is_grad_enabled():
         return _ScanDiagonal.apply(a_rev, g.flip(-2), None).flip(-2)
-    return _run([a_rev], [g.flip(-2)], None, _diag_a, _diag_b)[0].flip(-2)
+    return _doubling(a_rev, g.flip(-2), None).flip(-2)
 
 
 def _batched(t: Tensor) -> bool:
