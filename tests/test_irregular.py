@@ -136,10 +136,6 @@ def test_irregular_refusals():
     ones = torch.ones(2, 6)
     with pytest.raises(ValueError, match="no irregular-sampling path"):
         S4(3, 8)(x, dt=ones)
-    with pytest.raises(ValueError, match="bidirectional"):
-        S4D(3, 8, bidirectional=True)(x, dt=ones)
-    with pytest.raises(ValueError, match="bidirectional"):
-        LinOSS(3, 4, bidirectional=True)(x, dt=ones)
     with pytest.raises(ValueError, match="mode='scan' or 'loop'"):
         LinOSS(3, 4)(x, dt=ones, mode="conv")
     torch.testing.assert_close(LinOSS(3, 4, mode="conv", seed=0)(x, dt=ones), LinOSS(3, 4, seed=0)(x))
@@ -260,9 +256,7 @@ def test_models_refuse_intervals_for_layers_without_the_path():
     x = torch.randn(2, 6, 2)
     ones = torch.ones(2, 6)
     for layer, name in ((dict(kind="s4", d_state=4), "S4"), (dict(kind="s4nd", dims=1, d_state=4), "S4ND"),
-                        (dict(kind="s4d", d_state=4, bidirectional=True), "S4D"),
-                        (dict(kind="linoss", n_oscillators=2, bidirectional="concat"), "LinOSS"),
-                        (dict(kind="s5", d_state=4, bidirectional=True), "S5")):
+                        (dict(kind="s4", d_state=4, bidirectional=True), "S4")):
         model = SequenceClassifier(2, 3, d_model=4, n_layers=1, layer=layer)
         with pytest.raises(ValueError, match=name):
             model(x, dt=ones)

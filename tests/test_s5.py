@@ -213,8 +213,6 @@ def test_irregular_bad_intervals():
         with pytest.raises(exc, match=None) as e:
             layer(x, **kw)
         assert frag in str(e.value), (name, e.value)
-    with pytest.raises(ValueError, match="bidirectional"):
-        S5(3, 8, bidirectional=True)(x, dt=torch.ones(2, 5))
 
 
 # ---- constructor, registry, saving ------------------------------------------------------------------

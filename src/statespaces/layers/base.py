@@ -45,7 +45,7 @@ from ..kernels.vandermonde import exp_scaled, vandermonde, vandermonde_transpose
 from ..ops.fftconv import fftconv
 from ..ops.scan import scan_diagonal
 from ..serialization import Pretrained
-from .irregular import check_intervals, over_time_chunks
+from .irregular import check_intervals, over_time_chunks, reversed_steps, shift_anticausal
 from .modes import Modes
 from .step_cache import StepCache
 
@@ -220,13 +220,8 @@ class SSMLayer(Pretrained, nn.Module):
         raise NotImplementedError
 
     def _check_intervals(self, x: Tensor, dt: Optional[Tensor], timestamps: Optional[Tensor]) -> Optional[Tensor]:
-        """The (B, L) step multipliers of irregular sampling (:func:`.irregular.check_intervals`), or
-        None; refused for a bidirectional layer, which is not causal."""
-        steps = check_intervals(x, dt, timestamps)
-        if steps is not None and self.bidirectional:
-            raise ValueError(f"irregular sampling (dt/timestamps) needs a causal layer; this {type(self).__name__} "
-                             "is bidirectional")
-        return steps
+        """The (B, L) step multipliers of irregular sampling (:func:`.irregular.check_intervals`), or None."""
+        return check_intervals(x, dt, timestamps)
 
     def _with_skip(self, k: Tensor) -> Tensor:
         """The kernel with the skip term folded into lag 0: ``y = k * u + D u = (k + D delta) * u``.
@@ -363,19 +358,27 @@ class DiagonalSSM(SSMLayer):
         # dA_t, dB_t: (B, H, M) complex per step, counted at 16 bytes (complex128): a float32 layer's complex64
         # tables get chunks of half the budget, the safe side
         step_bytes = u.shape[0] * u.shape[2] * self.n_modes * 16
-        return over_time_chunks(lambda u, steps, state: self._irregular_chunk(u, state, rate, steps),
-                                (u, steps), state, step_bytes)
+        y, last = over_time_chunks(lambda u, steps, state: self._irregular_chunk(u, state, rate, steps),
+                                   (u, steps), state, step_bytes)
+        if self.bidirectional:
+            # the anti-causal half (lags -1..-L, as fftconv's two-sided kernel): the same modes run over the
+            # reversed sequence, read out by C[1], each sample held over the interval after it (reversed_steps)
+            back, _ = over_time_chunks(lambda u, steps, state: self._irregular_chunk(u, state, rate, steps, 1),
+                                       (u.flip(1), reversed_steps(steps)), None, step_bytes)
+            y = y + shift_anticausal(back.flip(1))
+        return y, last
 
     def _irregular_chunk(self, u: Tensor, state: Optional[Tensor], rate: float,
-                         steps: Tensor) -> Tuple[Tensor, Tensor]:
-        """:meth:`_irregular_forward` on one chunk: u (B, Lc, H), steps (B, Lc) -> y (B, Lc, H), state (B, H, M)."""
+                         steps: Tensor, direction: int = 0) -> Tuple[Tensor, Tensor]:
+        """:meth:`_irregular_forward` on one chunk: u (B, Lc, H), steps (B, Lc) -> y (B, Lc, H), state (B, H, M).
+        ``direction`` 1: the anti-causal pass of a bidirectional layer (read out by ``C[1]``, no skip)."""
         dA, dB, C, scale = self.irregular_system(rate, steps)
         a = dA.transpose(1, 2)                                              # (B, H, L, M)
         b = (dB * u.unsqueeze(-1)).transpose(1, 2)
         X = scan_diagonal(a, b, state)                                      # (B, H, L, M)
-        C = C[0]
+        C = C[direction]
         y = scale * (X.real * C.real.unsqueeze(1) - X.imag * C.imag.unsqueeze(1)).sum(-1)   # (B, H, L)
-        y = y.transpose(1, 2) + self.D * u
+        y = y.transpose(1, 2) if direction else y.transpose(1, 2) + self.D * u
         return y, X[:, :, -1].clone()               # a copy: X is saved for the readout's backward
 
     def _step_system(self, rate: float) -> Tuple[Tensor, Tensor, Tensor, float]:

@@ -71,6 +71,22 @@ def over_time_chunks(fn: Callable[..., Tuple[Tensor, Tensor]], seqs: Tuple[Tenso
     return torch.cat(ys, 1), state
 
 
+def reversed_steps(steps: Tensor) -> Tensor:
+    """The step multipliers (B, L) of the anti-causal pass of a bidirectional layer, which runs the time-reversed
+    sequence: its step ``j`` reads sample ``l = L - 1 - j`` and covers the interval *after* it (``steps[:, l + 1]``,
+    between samples l and l + 1), the mirror of the causal convention (step t covers the interval before sample
+    t). The last sample, first of the reversed pass, has no interval after it and takes the row's first interval,
+    as a right-padded row does (:func:`intervals_from_timestamps` pads with it), so padding changes nothing. All
+    ones stay all ones: the regular layer's anti-causal kernel."""
+    return torch.cat([steps[:, 1:], steps[:, :1]], 1).flip(1)
+
+
+def shift_anticausal(back: Tensor) -> Tensor:
+    """``back`` (B, L, ...) moved one step earlier, zero at the end: the anti-causal half of a bidirectional
+    layer acts on lags -1..-L (``y_t += back_{t+1}``, :func:`~statespaces.ops.fftconv.two_sided_kernel`)."""
+    return torch.cat([back[:, 1:], torch.zeros_like(back[:, :1])], 1)
+
+
 def intervals_from_timestamps(timestamps: Tensor, first: float = 1.0, mask: Optional[Tensor] = None) -> Tensor:
     """Intervals (B, L) between consecutive sample times (B, L); the first interval is ``first``.
 

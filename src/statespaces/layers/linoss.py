@@ -85,7 +85,7 @@ from ..ops.scan import scan_block2, scan_loop
 from .base import SSMLayer, check_rate
 from .config import LayerConfig, setting
 from .init import as_complex, log_dt_init
-from .irregular import over_time_chunks
+from .irregular import over_time_chunks, reversed_steps, shift_anticausal
 from .modes import Modes
 from .oscillator_system import (
     OscillatorSystem,
@@ -690,6 +690,10 @@ class LinOSS(SSMLayer):
             if y_pos is None:
                 back = self._chunked_channels_first(u.flip(1), cast(OscillatorSystem, sys), None, L, False,
                                                     self.C_back)[0].flip(1)
+            elif steps is not None:     # each sample held over the interval after it (irregular.reversed_steps)
+                y_rev = self._irregular_positions(cast(Tensor, v).flip(1), reversed_steps(steps), rate, None,
+                                                  mode)[0]
+                back = self._output_proj(y_rev, self.C_back).flip(1)
             else:
                 fused = self._fused_scan(u.flip(1), blocks, None, False) if blocks is not None and v is None else None
                 if fused is None and sys is None:
@@ -698,9 +702,10 @@ class LinOSS(SSMLayer):
                     (self._input_proj(u).to(u.dtype) if v is None else v).flip(1), cast(OscillatorSystem, sys),
                     None, L, mode)[0]
                 back = self._output_proj(y_rev, self.C_back).flip(1)     # back[t] = sum_{s >= t} ...
-            out = out + torch.cat([back[:, 1:], torch.zeros_like(back[:, :1])], 1)
+            out = out + shift_anticausal(back)
         elif self.bidirectional_mode == "concat":
-            back = self.reverse(u.flip(1), rate=rate, mode=mode).flip(1)
+            back_steps = None if steps is None else reversed_steps(steps)
+            back = self.reverse(u.flip(1), rate=rate, mode=mode, dt=back_steps).flip(1)
             out = self.out_proj(torch.cat([out, back], -1))
         new_state = self._to_complex(cast(Tensor, last)).contiguous() if return_state else None   # row-major
         out = out.to(x.dtype)                    # cast first: a float16 output that overflows is refused too

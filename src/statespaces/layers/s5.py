@@ -68,6 +68,7 @@ from .init import (
     real_forward,
     real_inverse,
 )
+from .irregular import reversed_steps
 from .modes import Modes
 
 Tensor = torch.Tensor
@@ -431,22 +432,28 @@ class S5(SSMLayer):
         u = x.to(self.param_dtype)
         cdtype = self.initial_state(1).dtype
         gain: Optional[Tensor] = None
+        back: Optional[Tuple[Tensor, Tensor]] = None        # (a, gain) of the reversed pass, irregular sampling
         if steps is None:
             lam_bar, Bb = self.discrete_system(rate)
             a = lam_bar.unsqueeze(0)                                       # (1, M): time-invariant
         else:
-            per_step = steps.to(self.param_dtype).unsqueeze(-1) * self.step_sizes(rate)   # (B, L, M)
-            a, gain = self._discrete(per_step)
             # B_bar_t = gain_t B per step: applied as gain_t (B u_t), never formed as a (B, L, M, H) tensor
+            a, gain = self._discrete(self._per_step(steps, rate))
             Bb = self.B_complex
+            if self.bidirectional:      # each sample held over the interval after it (irregular.reversed_steps)
+                back = self._discrete(self._per_step(reversed_steps(steps), rate))
         if tracing():                                                      # compile/export: real arithmetic
-            y, new_state = self._forward_real(u, a, Bb, state, return_state, gain)
+            y, new_state = self._forward_real(u, a, Bb, state, return_state, gain, back)
         else:
             v = self._input_proj(u, Bb, gain).to(cdtype)                   # (B, L, M)
             X = scan_diagonal(a, v, state)                                 # (B, L, M)
             y = self._output(X.real, X.imag) + self.D * u
             if self.bidirectional:
-                Xb = scan_diagonal(a, v.flip(1)).flip(1)
+                if back is None:
+                    Xb = scan_diagonal(a, v.flip(1))
+                else:
+                    Xb = scan_diagonal(back[0], self._input_proj(u.flip(1), Bb, back[1]).to(cdtype))
+                Xb = Xb.flip(1)
                 y = y + self._output(Xb.real, Xb.imag, 1)
             # a copy: a view of X would keep the whole (B, L, M) trajectory alive with the state, and editing the
             # state in place would break the backward, which saves X
@@ -458,8 +465,13 @@ class S5(SSMLayer):
             return y, new_state
         return y
 
+    def _per_step(self, steps: Tensor, rate: float) -> Tensor:
+        """The step of every mode at every sample, (B, L, M), for multipliers ``steps`` (B, L)."""
+        return steps.to(self.param_dtype).unsqueeze(-1) * self.step_sizes(rate)
+
     def _forward_real(self, u: Tensor, a: Tensor, Bb: Tensor, state: Optional[Tensor],
-                      return_state: bool, gain: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+                      return_state: bool, gain: Optional[Tensor] = None,
+                      back: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Optional[Tensor]]:
         r""":meth:`forward`'s scan and read-out in real arithmetic: the path ``torch.compile`` and
         ``torch.export`` trace (issue 21). Each mode ``x_k = a_k x_{k-1} + v_k`` becomes the 2x2
         rotation-scaling block ``[[Re a, -Im a], [Im a, Re a]]`` on ``(Re x, Im x)``, scanned by
@@ -473,21 +485,26 @@ class S5(SSMLayer):
         The two are tested equal (tests/test_s5.py).
 
         Args: u (B, L, H) real; a (1, M) or (B, L, M) complex; Bb (M, H) complex; gain None or (B, L, M) complex
-        (irregular sampling: ``B_bar_t = gain_t Bb``); state (B, M) complex or None. Returns y (B, L, H) and the
-        final state (B, M) complex (or None).
+        (irregular sampling: ``B_bar_t = gain_t Bb``); state (B, M) complex or None; back: ``(a, gain)`` of a
+        bidirectional layer's reversed pass under irregular sampling (None: ``(a, gain)``). Returns y (B, L, H) and
+        the final state (B, M) complex (or None).
         """
-        vr, vi = u @ Bb.real.T, u @ Bb.imag.T
-        if gain is not None:
-            gr, gi = gain.real.to(u.dtype), gain.imag.to(u.dtype)
-            vr, vi = gr * vr - gi * vi, gr * vi + gi * vr
-        F = torch.stack([vr.to(u.dtype), vi.to(u.dtype)], -2)            # (B, L, 2, M)
-        ar, ai = a.real.to(u.dtype), a.imag.to(u.dtype)
-        M = torch.stack([torch.stack([ar, -ai], -2), torch.stack([ai, ar], -2)], -3)   # (..., 2, 2, M)
+        def blocks(u: Tensor, a: Tensor, gain: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+            vr, vi = u @ Bb.real.T, u @ Bb.imag.T
+            if gain is not None:
+                gr, gi = gain.real.to(u.dtype), gain.imag.to(u.dtype)
+                vr, vi = gr * vr - gi * vi, gr * vi + gi * vr
+            F = torch.stack([vr.to(u.dtype), vi.to(u.dtype)], -2)        # (B, L, 2, M)
+            ar, ai = a.real.to(u.dtype), a.imag.to(u.dtype)
+            return torch.stack([torch.stack([ar, -ai], -2), torch.stack([ai, ar], -2)], -3), F   # (..., 2, 2, M)
+
+        M, F = blocks(u, a, gain)
         s0 = None if state is None else torch.stack([state.real, state.imag], -2).to(u.dtype)
         X = scan_block2(M, F, s0)                                          # (B, L, 2, M)
         y = self._output(X[..., 0, :], X[..., 1, :]) + self.D * u
         if self.bidirectional:
-            Xb = scan_block2(M, F.flip(1)).flip(1)
+            Mb, Fb = (M, F.flip(1)) if back is None else blocks(u.flip(1), *back)
+            Xb = scan_block2(Mb, Fb).flip(1)
             y = y + self._output(Xb[..., 0, :], Xb[..., 1, :], 1)
         last = torch.complex(X[:, -1, 0], X[:, -1, 1]) if return_state else None
         return y, last

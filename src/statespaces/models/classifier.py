@@ -116,7 +116,8 @@ class SequenceClassifier(Pretrained, nn.Module):
     the step of each interval, or ``timestamps=`` (B, L) strictly increasing sample times (converted
     once by :func:`~statespaces.layers.irregular.check_intervals`, the check every layer uses), is
     passed to every block (:class:`~statespaces.blocks.ResidualBlock`); layers without an
-    irregular-sampling path (S4, S4ND) and bidirectional layers raise ``ValueError`` naming the layer.
+    irregular-sampling path (S4, S4ND) raise ``ValueError`` naming the layer; bidirectional layers run their
+    anti-causal half in mirrored time (:func:`~statespaces.layers.irregular.reversed_steps`).
 
     Padding: with ``lengths`` (right-padded batch), steps ``t >= lengths[b]`` never influence the
     output of sequence b -- neither the pooling nor any block, in either direction of a
