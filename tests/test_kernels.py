@@ -95,6 +95,19 @@ def test_fftconv_cpu_row_blocks_match_whole_tensor_path_and_direct_sum(monkeypat
     assert torch.autograd.gradcheck(lambda x, w: fftconv(x, w, bidirectional), (a, b), fast_mode=True)
 
 
+def test_fftconv_row_blocks_never_exceed_the_channels():
+    """The first block sizes the zero-tailed buffer that every rfft of a call copies into: a short sequence of few
+    channels took ~GROUP_BYTES / (2 n) rows (4,096 at H = 8, n = 128), zero-filled per call (20% of a small S4D
+    layer's forward+backward)."""
+    import sys
+
+    mod = sys.modules["statespaces.ops.fftconv"]
+    assert mod._row_blocks(8, 128, 4) == [slice(0, 8)]
+    assert mod._row_blocks(1, 2, 8) == [slice(0, 1)]
+    blocks = mod._row_blocks(5000, 128, 4)
+    assert blocks[0] == slice(0, mod.GROUP_BYTES // (2 * 128 * 4)) and blocks[-1].stop >= 5000
+
+
 def _anticausal_reference(u, k1):
     """sum_{s>t} k1[s-t-1] u_s, via the causal convolution of the flipped input."""
     w = direct_causal_conv(u.flip(1), k1)

@@ -66,8 +66,9 @@ def _grouped(u: Tensor) -> bool:
 
 def _row_blocks(H: int, n: int, itemsize: int) -> List[slice]:
     """Slices of the H channel rows of a length-n transform, each about :data:`GROUP_BYTES` of padded
-    input and spectrum (2 n items a row)."""
-    rows = max(1, GROUP_BYTES // (2 * n * itemsize))
+    input and spectrum (2 n items a row), at most H rows (the first slice sizes the zero-tailed buffer of
+    :class:`_Padded`: uncapped, a short sequence of few channels zero-filled thousands of rows per call)."""
+    rows = min(H, max(1, GROUP_BYTES // (2 * n * itemsize)))
     return [slice(h, h + rows) for h in range(0, H, rows)]
 
 
