@@ -96,7 +96,10 @@ def test_equal_intervals_are_the_regular_bidirectional_layer(name):
                 torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-8)
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+VARYING = [name for name in sorted(LAYERS) if not name.startswith("dlinoss")]   # D-LinOSS refuses varying steps
+
+
+@pytest.mark.parametrize("name", VARYING)
 def test_timestamps_of_a_padded_row_change_nothing(name):
     """Through a classifier with ``lengths``: a right-padded row (zeros in its padding, times included) gives the
     output of the row alone, so the reversed pass starts at the row's last valid sample."""
@@ -189,7 +192,7 @@ def _causal_twin(layer, C=None, skip=True):
     return twin
 
 
-@pytest.mark.parametrize("name", ["linoss-sum", "linoss-concat", "dlinoss-sum"])
+@pytest.mark.parametrize("name", ["linoss-sum", "linoss-concat"])
 def test_linoss_anticausal_half_is_the_causal_layer_in_mirrored_time(name):
     """The anti-causal half equals a causal layer run on the reversed samples at the mirrored times ``-t`` (their
     intervals are the ones after each sample), by the sequential loop: ``"sum"`` reads the same oscillators by

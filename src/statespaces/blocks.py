@@ -319,7 +319,7 @@ class ResidualBlock(Pretrained, nn.Module):
             raise ValueError("a state (state= or return_state=True) with a padding mask (lengths): the state after "
                              "the last step would include the padded steps; run each sequence's valid part (or "
                              "unpadded batches) to carry states")
-        if irregular and mask is not None:       # padding of dt / timestamps: interval 1, read by no valid step
+        if irregular and mask is not None:       # padding of dt / timestamps: the row's first interval
             dt, timestamps = check_intervals(x, dt, timestamps, mask), None
         z = self.norm(x, mask) if self.prenorm else x
         if mask is not None:

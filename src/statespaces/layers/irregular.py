@@ -92,8 +92,10 @@ def intervals_from_timestamps(timestamps: Tensor, first: float = 1.0, mask: Opti
 
     Raises ``ValueError`` unless every row is strictly increasing (a repeated or reversed time
     stamp is a zero or negative interval). ``mask`` (B, L) bool, True at the valid steps of a right-padded
-    batch: only those are checked, and the padded steps get the row's first interval (they are never read; a
-    layer that needs one interval per row, IMEX, sees none vary there).
+    batch: only those are checked, and the padded steps get the row's first interval (a causal pass never reads
+    them; the anti-causal pass of a bidirectional layer reads the one after the last valid sample, the row's first
+    interval, as an unpadded row's last sample takes: :func:`reversed_steps`; a layer that needs one interval per
+    row, IMEX, sees none vary there).
     """
     first = check_real("first", first, what="positive finite number (interval before the first sample)")
     ts = _check_tensor("timestamps", timestamps)
@@ -139,7 +141,8 @@ def check_intervals(x: Tensor, dt: Optional[Tensor], timestamps: Optional[Tensor
     """The per-step multipliers (B, L) for input x (B, L, H) in the dtype and device of x, or None
     (regular sampling). Exactly one of ``dt``/``timestamps`` may be given. ``mask`` (B, L) bool, True at the
     valid steps of a right-padded batch: the padding of ``dt`` / ``timestamps`` (zeros, as padding usually is) is
-    not checked and becomes the row's first interval, which no valid step reads."""
+    not checked and becomes the row's first interval (read only by the anti-causal pass of a bidirectional layer,
+    for the last valid sample, as an unpadded row's last sample reads it: :func:`reversed_steps`)."""
     if dt is None and timestamps is None:
         return None
     if dt is not None and timestamps is not None:

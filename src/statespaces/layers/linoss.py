@@ -545,14 +545,20 @@ class LinOSS(SSMLayer):
         (P = 16) 3.5 -> 2.6e209, and 2.6e26 with steps U[0.9, 1.1]; IM stays bounded (0.30 -> 0.29, 3.5 -> 2.9).
         Constant steps per sequence are a rate and stay allowed."""
         steps = super()._check_intervals(x, dt, timestamps)
-        if steps is not None and self.discretization == "imex" and not tracing() \
-                and not bool((steps == steps[:, :1]).all()):
-            raise ValueError(f"irregular sampling with discretization='IMEX': each IMEX step is stable, but a product "
-                             f"of steps of different sizes is not (parametric growth: a 10% jitter of the steps grew a "
-                             f"D-LinOSS response to 1e26); use discretization='IM' for irregularly sampled data "
-                             f"({type(self).__name__}(..., discretization='IM')). Evenly spaced samples are a rate: "
-                             f"pass rate=c for a spacing c (timestamps= starts every row with an interval of 1)")
+        why = self._varying_steps_refusal()
+        if steps is not None and why is not None and not tracing() and not bool((steps == steps[:, :1]).all()):
+            raise ValueError(f"{why}. Evenly spaced samples are a rate: pass rate=c for a spacing c (timestamps= "
+                             "starts every row with an interval of 1)")
         return steps
+
+    def _varying_steps_refusal(self) -> Optional[str]:
+        """Why this layer refuses intervals that vary along a sequence (None: it takes them)."""
+        if self.discretization != "imex":
+            return None
+        return ("irregular sampling with discretization='IMEX': each IMEX step is stable, but a product of steps of "
+                "different sizes is not (parametric growth: a 10% jitter of the steps grew a D-LinOSS response to "
+                f"1e26); use discretization='IM' for irregularly sampled data ({type(self).__name__}(..., "
+                "discretization='IM'))")
 
     @public
     def initial_state(self, batch_size: int) -> Tensor:
