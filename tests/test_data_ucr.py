@@ -60,25 +60,43 @@ def test_parse_timestamps_and_shorter_channels():
     assert f.series[0][1, 0] == 7 and np.isnan(f.series[0][1, 1])  # shorter channel NaN-padded
 
 
-def test_unevenly_spaced_timestamps_warn_that_they_are_dropped():
-    """The times of a @timeStamps file are dropped; series whose samples are unevenly spaced (numbers or ISO dates)
-    are named in a warning, evenly spaced ones (the bundled ChinaTown cut, one minute apart) are read silently."""
+def test_unevenly_spaced_timestamps_warn_and_are_kept():
+    """The times of a @timeStamps file are kept per case (``TSFile.times``); series whose samples are unevenly spaced
+    (numbers or ISO dates) are named in a warning that says how to use them, evenly spaced ones (the bundled ChinaTown
+    cut, one minute apart) are read silently."""
     import warnings
 
     text = ("@timeStamps true\n@classLabel true a b\n@data\n"
             "(2007-01-01 00:00:00,1),(2007-01-01 00:01:00,2),(2007-01-01 00:03:00,3):a\n"
             "(1,1),(2,2),(3,3),(4,4):b\n(0.5,1),(1.5,?),(4,3):b\n")
     with pytest.warns(UserWarning, match=r"x\.ts: @timeStamps true, and the samples of 2 series are unevenly spaced "
-                      r"\(first: x\.ts, line 4, channel 0\).*read as evenly spaced steps"):
+                      r"\(first: x\.ts, line 4, channel 0\).*reads them as evenly spaced steps.*"
+                      r"--data\.time_channel true.*--model\.intervals true"):
         f = ucr.parse_ts(text, source="x.ts")
     np.testing.assert_array_equal(f.series[1][0], [1, 2, 3, 4])
+    np.testing.assert_array_equal(np.diff(f.times[0]), [60e9, 120e9])          # ISO dates in nanoseconds
+    np.testing.assert_array_equal(f.times[1], [1, 2, 3, 4])
+    np.testing.assert_array_equal(f.times[2], [0.5, 1.5, 4])
     assert np.isnan(f.series[2][0, 1]) and f.series[2][0, 2] == 3
     even = ("@timeStamps true\n@classLabel true a\n@data\n"
             "(2007-01-01 00:00:00,1),(2007-01-01 00:01:00,2),(2007-01-01 00:02:00,3):a\n")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ucr.parse_ts(even)
-        ucr.parse_ts("@timeStamps true\n@classLabel true a\n@data\n(x,1),(y,2),(zz,3):a\n")   # unreadable: no claim
+        g = ucr.parse_ts("@timeStamps true\n@classLabel true a\n@data\n(x,1),(y,2),(zz,3):a\n")   # unreadable: no claim
+    assert g.times == [None] and ucr.parse_ts("@classLabel true a\n@data\n1,2:a\n").times is None
+
+
+def test_channels_sampled_at_different_times_share_the_union_of_their_times():
+    text = ("@timeStamps true\n@dimensions 2\n@classLabel true a\n@data\n"
+            "(0,1),(2,2),(3,3):(0,7),(1,8),(3,9):a\n(0,1),(5,2):(0,3),(5,4):a\n(2,1),(1,2):(0,5),(1,6):a\n")
+    f = ucr.parse_ts(text)
+    np.testing.assert_array_equal(f.times[0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(f.series[0], [[1, np.nan, 2, 3], [7, 8, np.nan, 9]])
+    np.testing.assert_array_equal(f.times[1], [0, 5])                       # sampled together: as they are
+    np.testing.assert_array_equal(f.series[1], [[1, 2], [3, 4]])
+    assert f.times[2] is None                                               # not increasing: aligned by index
+    np.testing.assert_array_equal(f.series[2], [[1, 2], [5, 6]])
 
 
 @pytest.mark.parametrize("text, match", [

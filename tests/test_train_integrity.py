@@ -289,7 +289,7 @@ OUT_OF_RANGE = {
     "model.layer": ["s7", "S4 D"], "model.d_model": [0, -3], "model.n_layers": [0],
     "model.dropout": [1.0, -0.1, math.nan], "model.norm": ["group"], "model.prenorm": None,
     "model.mixing": ["gated"], "model.pool": ["min", "none"], "model.stem": [-1], "model.stem_dilations": [0, [1, 0]],
-    "model.backbone": ["unet", ""], "model.backbone_kwargs": [{2: "x"}],
+    "model.backbone": ["unet", ""], "model.backbone_kwargs": [{2: "x"}], "model.intervals": None,
     "data.name": ["", "   "], "data.kwargs": [{2: "x"}], "data.augment": [{2: "x"}, {"crop": 0}, {"warp": 0.1}, {"jitter": -1}, {"window": 1},
                                                            {"window": 8, "roll": 1.0}], "data.normalize": ["zscore", "", "per-series"],
     "data.time_channel": None,

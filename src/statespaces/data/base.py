@@ -198,12 +198,21 @@ def with_time_channel(data: SequenceData) -> SequenceData:
     ``L`` is ``data.length``, the training grid: the clock's scale never depends on the test split,
     whose steps past the training grid (``data.test_length``) read values above 1.
 
+    Sampled at irregular times (``data.info["times"]``, e.g. a ``.ts`` file with ``@timeStamps true``:
+    :func:`~statespaces.data.ucr.sample_times`, in units of the median training interval), the clock reads
+    ``time / (L - 1)`` instead of ``t / (L - 1)``: the same clock for evenly spaced samples, the real times
+    otherwise (``model.intervals`` turns them into the layers' steps).
+
     Raises ``ValueError`` for token datasets (one-hot symbols) and non-float inputs."""
     import dataclasses
 
     L = data.length
+    times = data.info.get("times") if isinstance(data.info.get("times"), dict) else None
+    if times is not None and data.valid is not None:
+        raise ValueError(f"data.time_channel: dataset {data.name!r} has sample times for its train and test splits "
+                         "only, and a validation split of its own")
 
-    def one(ds: TensorDataset) -> TensorDataset:
+    def one(ds: TensorDataset, split: str) -> TensorDataset:
         if isinstance(ds, TokenDataset):
             raise ValueError(f"data.time_channel: dataset {data.name!r} is made of tokens (one-hot symbols); "
                              "the time channel applies to real-valued series")
@@ -211,14 +220,18 @@ def with_time_channel(data: SequenceData) -> SequenceData:
         if not x.is_floating_point():
             raise ValueError(f"data.time_channel: dataset {data.name!r} has {x.dtype} inputs, not real values")
         steps = torch.arange(x.shape[1], dtype=x.dtype)
-        t = (steps / max(L - 1, 1)).expand(x.shape[0], -1).clone()          # (n, L)
-        if len(rest) > 1:
-            t = t * (steps[None, :] < rest[1][:, None]).to(x.dtype)
+        if times is not None:
+            t = (times[split] / max(L - 1, 1)).to(x.dtype)                   # 0 on padding already
+        else:
+            t = (steps / max(L - 1, 1)).expand(x.shape[0], -1).clone()      # (n, L)
+            if len(rest) > 1:
+                t = t * (steps[None, :] < rest[1][:, None]).to(x.dtype)
         return TensorDataset(torch.cat([t[..., None], x], dim=-1), *rest)
 
     info = dict(data.info, time_channel=True)
-    return dataclasses.replace(data, train=one(data.train), test=one(data.test), d_input=data.d_input + 1, info=info,
-                               valid=None if data.valid is None else one(data.valid))
+    return dataclasses.replace(data, train=one(data.train, "train"), test=one(data.test, "test"),
+                               d_input=data.d_input + 1, info=info,
+                               valid=None if data.valid is None else one(data.valid, "valid"))
 
 
 #: A channel is constant when its values span at most this many units of rounding of their size (the float64 rule

@@ -23,9 +23,11 @@ separated by ``:``, the values of a channel by ``,``, and the class label (or re
 as the last ``:`` field. ``?`` (or ``NaN``) marks a missing value and becomes NaN. Series may
 have different lengths (``@equalLength false``); within a case, channels shorter than the
 longest are NaN-padded at the end. With ``@timeStamps true`` the values are written as
-``(timestamp,value)`` pairs; the timestamps are dropped (only the values are kept), and a file whose samples are
-unevenly spaced in some series warns that the model will read them as evenly spaced steps (times as numbers or as
-ISO dates; :func:`parse_ts`).
+``(timestamp,value)`` pairs; the values go to ``series`` and each case's times to ``times`` (channels sampled at
+different times are put on the union of their times, NaN where a channel has no sample), and a file whose samples
+are unevenly spaced in some series warns that a model given the values alone reads them as evenly spaced steps
+(times as numbers or as ISO dates; :func:`parse_ts`; the trainer's ``data.time_channel`` and ``model.intervals``
+use them).
 
 :func:`read_series_file` reads one file by its suffix into a :class:`TSFile` (series as float64 arrays with NaN
 for missing values, labels as text); :mod:`statespaces.data.ucr` finds a problem's two files and turns them into a
@@ -69,6 +71,9 @@ class TSFile:
     is_regression: bool = False
     timestamps: bool = False
     header: Dict[str, str] = field(default_factory=dict)
+    #: with ``@timeStamps true``: each case's sample times (float64; ISO dates in nanoseconds), None for a case
+    #: whose times are unreadable or not increasing; None for a file without time stamps
+    times: Optional[List[Optional[np.ndarray]]] = None
 
     @property
     def n_channels(self) -> int:
@@ -120,9 +125,10 @@ def _evenly_spaced(times: Optional[np.ndarray]) -> bool:
     return bool(np.ptp(d) <= 1e-9 * np.abs(d).max())
 
 
-def _parse_values(text: str, timestamps: bool, where: str, uneven: Optional[List[str]] = None) -> np.ndarray:
+def _parse_values(text: str, timestamps: bool, where: str, uneven: Optional[List[str]] = None,
+                  times: Optional[List[Optional[np.ndarray]]] = None) -> np.ndarray:
     """The values of one channel; with ``timestamps``, ``where`` is appended to ``uneven`` when the pairs' times are
-    not evenly spaced."""
+    not evenly spaced, and the times (float64, None if unreadable) to ``times``."""
     text = text.strip()
     if timestamps:
         pairs = _PAIR.findall(text)
@@ -130,8 +136,11 @@ def _parse_values(text: str, timestamps: bool, where: str, uneven: Optional[List
             raise ValueError(f"{where}: expected (timestamp,value) pairs, got {text[:40]!r}")
         split = [p.rsplit(",", 1) for p in pairs]
         tokens = [v[-1] for v in split]
-        if uneven is not None and not _evenly_spaced(_times([v[0] for v in split if len(v) == 2])):
+        t = _times([v[0] for v in split if len(v) == 2])
+        if uneven is not None and not _evenly_spaced(t):
             uneven.append(where)
+        if times is not None:
+            times.append(t if all(len(v) == 2 for v in split) else None)
     else:
         if not text:
             raise ValueError(f"{where}: empty channel")
@@ -175,6 +184,7 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
     has_class = has_target = timestamps = False
     uneven: List[str] = []                           # channels whose time stamps are unevenly spaced
     uneven_series = 0
+    case_times: List[Optional[np.ndarray]] = []
     for lineno, raw in enumerate(lines, 1):
         line = raw.strip().lstrip("\ufeff")
         if not line or line[0] in "#%":
@@ -222,13 +232,12 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
         if len(parts) != n_dims:
             raise ValueError(f"{where}: found {len(parts)} channels, expected {n_dims}")
         n_uneven = len(uneven)
-        chans = [_parse_values(p, timestamps, f"{where}, channel {c}", uneven) for c, p in enumerate(parts)]
+        chan_times: List[Optional[np.ndarray]] = []
+        chans = [_parse_values(p, timestamps, f"{where}, channel {c}", uneven, chan_times) for c, p in enumerate(parts)]
         uneven_series += len(uneven) > n_uneven
-        length = max(len(c) for c in chans)
-        case = np.full((n_dims, length), np.nan)
-        for c, v in enumerate(chans):
-            case[c, : len(v)] = v
+        case, grid = _on_time_grid(chans, chan_times if timestamps else None)
         series.append(case)
+        case_times.append(grid)
         if has_class:
             if cast(str, label).lower() in _NO_LABEL:
                 raise ValueError(f"{where}: the class label (after the last ':') is missing; write the case's label "
@@ -245,10 +254,10 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
         raise ValueError(f"{source}: no @data line found; is this a .ts file?")
     if uneven:
         warnings.warn(f"{source}: @timeStamps true, and the samples of {uneven_series} series are unevenly spaced "
-                      f"(first: {uneven[0]}); the times are dropped and every series is read as evenly spaced "
-                      "steps, so a model does not see the gaps. The layers take sample times in Python "
-                      "(layer(x, timestamps=t), SequenceClassifier(...)(x, timestamps=t): docs/s5.md); "
-                      "statespaces train reads the values only", stacklevel=2)
+                      f"(first: {uneven[0]}); a model given the values alone reads them as evenly spaced steps and "
+                      "does not see the gaps. statespaces train gives it the times with --data.time_channel true "
+                      "(the clock channel carries them) and --model.intervals true (the layers step over them); in "
+                      "Python, layer(x, timestamps=t) (docs/s5.md)", stacklevel=2)
     if has_class and not class_labels:        # labels the header declares are the classes, spelt as declared
         _check_label_spellings(labels, source)
     if _BOOL.get(header.get("equallength", "").lower()) and series:
@@ -258,7 +267,31 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
             raise ValueError(f"{source}: @equalLength true but the series have lengths {sorted(lens)[:10]}"
                              + (f" (declared @seriesLength {declared})" if declared else ""))
     return TSFile(series=series, labels=labels, problem_name=header.get("problemname"), class_labels=class_labels,
-                  is_regression=has_target and not has_class, timestamps=timestamps, header=header)
+                  is_regression=has_target and not has_class, timestamps=timestamps, header=header,
+                  times=case_times if timestamps else None)
+
+
+def _on_time_grid(chans: List[np.ndarray], times: Optional[List[Optional[np.ndarray]]]
+                  ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """One case (channels, length) from its channels' values, and its sample times (length,) or None.
+
+    Without times (or with any channel's unreadable or not strictly increasing), the channels are aligned by index,
+    the shorter NaN-padded at the end. With times, on the sorted union of the channels' times: a channel has NaN
+    (a missing value, filled like any other) where it has no sample; channels sampled together keep their values
+    as they are."""
+    usable = times is not None and all(t is not None and (t.size < 2 or bool((np.diff(t) > 0).all()))
+                                       for t in times)
+    if not usable:
+        case = np.full((len(chans), max(len(c) for c in chans)), np.nan)
+        for c, v in enumerate(chans):
+            case[c, : len(v)] = v
+        return case, None
+    ts = cast(List[np.ndarray], times)
+    grid = np.unique(np.concatenate(ts))
+    case = np.full((len(chans), grid.size), np.nan)
+    for c, (v, t) in enumerate(zip(chans, ts)):
+        case[c, np.searchsorted(grid, t)] = v
+    return case, grid
 
 
 def _check_label_spellings(labels: Iterable[str], source: str) -> None:

@@ -555,6 +555,7 @@ def load_ucr(
         y = np.array([index[lab] for lab in part.labels], dtype=np.int64)
         return torch.from_numpy(x), torch.from_numpy(y)
 
+    times = sample_times(tr, te, k, L_train, L_test)
     padded_tr, padded_te = bool((len_tr != L_train).any()), bool((len_te != L_test).any())
     if return_lengths is False and (padded_tr or padded_te):
         warnings.warn(f"{name}: return_lengths=False on series of different lengths: without the lengths a model "
@@ -571,5 +572,28 @@ def load_ucr(
         classes=classes, test_length=L_test if L_test != L_train else None,
         info={"train_file": str(ftrain), "test_file": str(ftest), "mean": mean, "std": std,  # train stats
               "missing_filled": n_missing, "missing": missing, "normalize": mode,
-              "min_length": int(min(len_tr.min(), len_te.min())), "max_length": L_test, "pool": k},
+              "min_length": int(min(len_tr.min(), len_te.min())), "max_length": L_test, "pool": k,
+              **({} if times is None else {"times": times})},
     )
+
+
+def sample_times(tr: TSFile, te: TSFile, k: int, L_train: int, L_test: int) -> Optional[Dict[str, torch.Tensor]]:
+    """The sample times of both splits of a ``@timeStamps`` problem on the grid the series are read into:
+    ``{"train": (n, L_train), "test": (n, L_test)}`` float64, each series' times from 0 at its first sample in units
+    of the median interval of the training split (pooled as the values are, :func:`pool_series`: evenly spaced
+    samples read 0, 1, 2, ... as the steps do), 0 on padding; None without usable times (no time stamps, or a case
+    whose times are unreadable or not increasing: :attr:`TSFile.times`). ``data.time_channel`` reads them
+    (:func:`~statespaces.data.base.with_time_channel`)."""
+    if tr.times is None or te.times is None or any(t is None for t in tr.times + te.times):
+        return None
+    pooled = [[pool_series(cast(np.ndarray, t)[None, :], k)[0] for t in part.times or ()] for part in (tr, te)]
+    gaps = np.concatenate([np.diff(t) for t in pooled[0]])
+    unit = float(np.median(gaps)) if gaps.size else 1.0
+    unit = unit if np.isfinite(unit) and unit > 0 else 1.0
+    out = {}
+    for split, series, L in (("train", pooled[0], L_train), ("test", pooled[1], L_test)):
+        t = torch.zeros(len(series), L, dtype=torch.float64)
+        for i, s in enumerate(series):
+            t[i, : s.size] = torch.from_numpy((s - s[0]) / unit)
+        out[split] = t
+    return out

@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence, Tuple, Union, cast
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_flag, check_positive_int, check_result, check_sequence, public
+from .._checks import check_choice, check_flag, check_positive_int, check_real, check_result, check_sequence, public
 from ..blocks import ResidualBlock, length_mask
 from ..layers.base import SSMLayer
 from ..layers.config import LayerSpec, sequence_layer, upgrade_layer_arguments
@@ -119,6 +119,10 @@ class SequenceClassifier(Pretrained, nn.Module):
     irregular-sampling path (S4, S4ND) raise ``ValueError`` naming the layer; bidirectional layers run their
     anti-causal half in mirrored time (:func:`~statespaces.layers.irregular.reversed_steps`).
 
+    ``clock_intervals=True``: input channel 0 is a clock, ``time / clock_scale`` (``data.time_channel``:
+    ``clock_scale`` = L - 1 of the training grid, times in units of the median interval), and the layers step over
+    its intervals, ``timestamps = x[..., 0] * clock_scale`` (saved as a buffer with the weights).
+
     Padding: with ``lengths`` (right-padded batch), steps ``t >= lengths[b]`` never influence the
     output of sequence b -- neither the pooling nor any block, in either direction of a
     bidirectional layer, nor BatchNorm statistics: every block zeroes its layer's input there
@@ -142,9 +146,18 @@ class SequenceClassifier(Pretrained, nn.Module):
         mixing: str = "glu",
         stem: int = 0,
         stem_dilations: Union[int, Sequence[int]] = (1,),
+        clock_intervals: bool = False,
+        clock_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.d_input = check_positive_int("d_input", d_input)
+        self.clock_intervals = check_flag("clock_intervals", clock_intervals)
+        if self.clock_intervals:
+            # saved with the weights: a checkpoint keeps the scale of the clock it was trained on
+            self.register_buffer("clock_scale", torch.tensor(check_real("clock_scale", clock_scale),
+                                                             dtype=torch.float64))
+            if stem:
+                raise ValueError("clock_intervals: a convolutional stem assumes a regular grid; use stem=0")
         check_positive_int("n_classes", n_classes, 1)
         check_positive_int("d_model", d_model)
         check_positive_int("n_layers", n_layers)
@@ -165,7 +178,11 @@ class SequenceClassifier(Pretrained, nn.Module):
         self.decoder = nn.Linear(2 * d_model if self.pool == "meanmax" else d_model, n_classes)
 
     def extra_repr(self) -> str:
-        return f"d_input={self.d_input}, pool={self.pool!r}"
+        clock = f", clock_intervals=True, clock_scale={float(self._clock_scale()):g}" if self.clock_intervals else ""
+        return f"d_input={self.d_input}, pool={self.pool!r}{clock}"
+
+    def _clock_scale(self) -> Tensor:
+        return cast(Tensor, self.clock_scale)
 
     @public
     def forward(self, x: Tensor, lengths: Optional[Tensor] = None, rate: float = 1.0,
@@ -175,6 +192,11 @@ class SequenceClassifier(Pretrained, nn.Module):
         weight = self.decoder.weight
         check_sequence(x, self.d_input, weight.dtype, device=weight.device, channels="d_input")
         mask = length_mask(lengths, x.shape[0], x.shape[1], x.device)
+        if self.clock_intervals:
+            if dt is not None or timestamps is not None:
+                raise ValueError("clock_intervals: the sample times are input channel 0 (the clock); give no dt= or "
+                                 "timestamps= beside it")
+            timestamps = x[..., 0].to(torch.float64) * self._clock_scale().to(torch.float64)
         steps = check_intervals(x, dt, timestamps, mask)    # timestamps -> intervals once, for every block
         if self.stem and steps is not None:
             raise ValueError("stem: a convolution over steps assumes a regular grid; irregular sampling (dt= or "

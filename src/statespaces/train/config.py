@@ -84,6 +84,7 @@ RULES: Dict[str, Dict[str, Rule]] = {
         "pool": Rule("str", choices=lambda: POOLS),
         "stem": Rule("int", lo=0),
         "stem_dilations": Rule("int", lo=1, per_axis=True),
+        "intervals": Rule("bool"),
         "backbone": Rule("str", choices=lambda: ("flat", "sashimi")),
         "backbone_kwargs": Rule("dict"),
     },
@@ -153,6 +154,9 @@ class ModelConfig:
     pool: str = "mean"
     stem: int = 0                          # kernel size of a convolutional stem (0: a linear encoder)
     stem_dilations: Any = 1                # an int or a list: the stem's dilations (channels split evenly)
+    # irregular sampling: the layers step over the intervals of the clock channel (data.time_channel, which carries
+    # a .ts file's time stamps: statespaces.models.SequenceClassifier's clock_intervals)
+    intervals: bool = False
     # language models (a dataset of task "lm", e.g. chorales): "flat", a stack of n_layers residual blocks, or
     # "sashimi", the multi-scale SaShiMi of thesis ch. 8 with n_layers (SSM, FF) pairs per tier; backbone_kwargs:
     # further arguments of the backbone (SSMStack: ff_expand; SaShiMi: pool, n_pools, expand, ff_expand)
@@ -161,6 +165,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _validate_section("model", self)
+        if self.intervals and self.stem:
+            raise ConfigError("model.intervals: a convolutional stem (model.stem) assumes a regular grid; use one or "
+                              "the other")
         if self.stem == 0 and self.stem_dilations != 1:          # would be ignored: no stem to dilate
             raise ConfigError(f"model.stem_dilations: got {_show(self.stem_dilations)} with model.stem 0 (a linear "
                               "encoder, no convolution to dilate); give the stem's kernel size too (--model.stem K), "

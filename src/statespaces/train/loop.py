@@ -145,13 +145,24 @@ class CompiledOrEager(nn.Module):
         return self.module(*args, **kwargs)
 
 
-def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: Any = "classification") -> nn.Module:
+def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: Any = "classification",
+                clock_scale: float = 1.0) -> nn.Module:
     """The model of ``cfg``: a pooled classifier/regressor, per-step outputs for a task that is not
     pooled (``task="seq2seq"``), or for ``task="lm"`` an :class:`~statespaces.models.SSMLanguageModel` over
-    ``d_input`` token streams of ``n_classes`` values (``model.backbone``: flat or SaShiMi, thesis ch. 8)."""
+    ``d_input`` token streams of ``n_classes`` values (``model.backbone``: flat or SaShiMi, thesis ch. 8).
+    ``clock_scale``: with ``model.intervals``, L - 1 of the data's training grid, the scale of the clock channel
+    (a checkpoint's own is restored with its weights)."""
     m = cfg.model
     task = get_task(task)
+    if m.intervals and not cfg.data.time_channel:
+        raise ConfigError("model.intervals: the layers step over the sample times of the clock channel; set "
+                          "data.time_channel true too")
+    if m.intervals and cfg.trainer.mixup:
+        raise ConfigError("model.intervals with trainer.mixup: mixup mixes the clock channels of two series, which is "
+                          "no time axis (past the shorter series it can run backwards); use one or the other")
     if task.name == "lm":
+        if m.intervals:
+            raise ConfigError("model.intervals: a language model reads tokens on a regular grid; remove it")
         return _build_language_model(cfg, d_input, n_classes)
     if m.backbone != "flat" or m.backbone_kwargs:
         raise ConfigError(f"model.backbone={m.backbone!r}, model.backbone_kwargs={m.backbone_kwargs!r}: they build "
@@ -161,7 +172,7 @@ def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: Any = "cla
     return SequenceClassifier(
         d_input, n_classes, d_model=m.d_model, n_layers=m.n_layers, layer=m.layer,     # the layer's one config
         pool=pool, norm=m.norm, prenorm=m.prenorm, dropout=m.dropout, mixing=m.mixing, stem=m.stem,
-        stem_dilations=m.stem_dilations,
+        stem_dilations=m.stem_dilations, clock_intervals=m.intervals, clock_scale=clock_scale,
     )
 
 
@@ -220,7 +231,10 @@ def load_data(cfg: TrainConfig) -> "SequenceData":
         raise ConfigError("data.kwargs.seed: the data's seed is trainer.seed (it draws the split where there is one); "
                           "set --trainer.seed instead")
     try:
-        data = get_dataset(name, seed=cfg.trainer.seed, **kwargs)
+        with warnings.catch_warnings():
+            if cfg.data.time_channel:       # the clock carries a .ts file's time stamps: the gaps are seen
+                warnings.filterwarnings("ignore", message=r".*@timeStamps true, and the samples of")
+            data = get_dataset(name, seed=cfg.trainer.seed, **kwargs)
     except TypeError as e:
         if not cfg.data.kwargs or "data.kwargs" in str(e) or "takes no setting" in str(e):
             raise
@@ -536,7 +550,7 @@ def _train_in(run: Run, cfg: TrainConfig, resume: bool, progress: bool,
     task, mixup = _objective(cfg, data)
     selection = SELECTION_LAST if val_set is None else task.selection
     augment = _augmentation(cfg, data)
-    model = build_model(cfg, data.d_input, data.n_classes, task.name).to(device)
+    model = build_model(cfg, data.d_input, data.n_classes, task.name, max(data.length - 1, 1)).to(device)
     _check_pooling(cfg, model, data)
     ema = WeightEMA(model, t_cfg.ema) if t_cfg.ema else None
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model

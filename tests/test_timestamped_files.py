@@ -1,0 +1,157 @@
+"""Time-stamped series files through the trainer: a ``.ts`` file's ``@timeStamps`` reach the clock channel
+(``data.time_channel``) and, with ``model.intervals``, the layers' steps (irregular sampling, thesis §4.2.4)."""
+import warnings
+
+
+import numpy as np
+import pytest
+import torch
+
+from statespaces.data import ucr
+from statespaces.data.base import with_time_channel
+from statespaces.models import SequenceClassifier
+from statespaces.train import evaluate_checkpoint, load_checkpoint, train
+from statespaces.train.config import ConfigError, TrainConfig
+from statespaces.train.loop import build_model, load_data
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*@timeStamps true, and the samples")
+
+
+def _write(folder, name, train_cases, test_cases, stamped=True):
+    """A univariate two-class .ts problem; a case is (times, values, label)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, cases in (("TRAIN", train_cases), ("TEST", test_cases)):
+        lines = [f"@problemName {name}", f"@timeStamps {'true' if stamped else 'false'}", "@univariate true",
+                 "@equalLength false", "@classLabel true a b", "@data"]
+        for times, values, label in cases:
+            body = ",".join(f"({t!r},{v!r})" if stamped else repr(v) for t, v in zip(times, values))
+            lines.append(f"{body}:{label}")
+        (folder / f"{name}_{split}.ts").write_text("\n".join(lines) + "\n")
+    return folder / f"{name}_TRAIN.ts"
+
+
+def _cases(n, rng, even=False):
+    out = []
+    for i in range(n):
+        k = int(rng.integers(5, 9))
+        times = np.arange(k) * 10.0 + 100.0 if even else np.cumsum(rng.uniform(5.0, 20.0, k)) + 1000.0
+        label = "ab"[i % 2]
+        values = np.sin(times / (15.0 if label == "a" else 40.0)) + 0.1 * rng.standard_normal(k)
+        out.append((times.tolist(), values.tolist(), label))
+    return out
+
+
+def test_sample_times_are_in_units_of_the_median_training_interval(tmp_path):
+    rng = np.random.default_rng(0)
+    path = _write(tmp_path, "Irr", _cases(8, rng), _cases(4, rng))
+    data = ucr.load_ucr(path)
+    times = data.info["times"]
+    tr, te = ucr.read_series_file(path), ucr.read_series_file(tmp_path / "Irr_TEST.ts")
+    unit = np.median(np.concatenate([np.diff(t) for t in tr.times]))
+    lengths = data.train.tensors[2]
+    for i, t in enumerate(tr.times):
+        n = len(t)
+        assert int(lengths[i]) == n
+        np.testing.assert_allclose(times["train"][i, :n].numpy(), (t - t[0]) / unit)
+        assert torch.all(times["train"][i, n:] == 0)
+    np.testing.assert_allclose(times["test"][0, : len(te.times[0])].numpy(), (te.times[0] - te.times[0][0]) / unit)
+    clock = with_time_channel(data).train.tensors[0][..., 0]
+    L = data.length
+    torch.testing.assert_close(clock, (times["train"] / (L - 1)).float())
+
+
+def test_evenly_stamped_files_get_the_step_clock(tmp_path):
+    """Evenly spaced time stamps read 0, 1, 2, ... in units of their interval: the clock of the same file without
+    time stamps, to the last bit (runs on regular files are unchanged)."""
+    rng = np.random.default_rng(1)
+    train, test = _cases(6, rng, even=True), _cases(3, rng, even=True)
+    stamped = with_time_channel(ucr.load_ucr(_write(tmp_path / "s", "Ev", train, test)))
+    plain = with_time_channel(ucr.load_ucr(_write(tmp_path / "p", "Ev", train, test, stamped=False)))
+    assert "times" in stamped.info and "times" not in plain.info
+    for split in ("train", "test"):
+        assert torch.equal(getattr(stamped, split).tensors[0], getattr(plain, split).tensors[0])
+
+
+def test_pooled_series_pool_their_times(tmp_path):
+    rng = np.random.default_rng(2)
+    path = _write(tmp_path, "Po", _cases(6, rng), _cases(2, rng))
+    data = ucr.load_ucr(path, max_length=4)
+    k = data.info["pool"]
+    assert k == 2
+    t = ucr.read_series_file(path).times[0]
+    pooled = ucr.pool_series(t[None, :], k)[0]
+    unit = np.median(np.concatenate([np.diff(ucr.pool_series(s[None, :], k)[0])
+                                     for s in ucr.read_series_file(path).times]))
+    np.testing.assert_allclose(data.info["times"]["train"][0, : pooled.size].numpy(), (pooled - pooled[0]) / unit)
+
+
+def _config(path, out, **model):
+    return TrainConfig.from_dict({
+        "data": {"name": str(path), "time_channel": True, "normalize": "series"},
+        "model": {"d_model": 8, "n_layers": 1, "layer": {"kind": "s4d", "d_state": 4, "bidirectional": True},
+                  **model},
+        "trainer": {"epochs": 2, "batch_size": 4, "out": str(out), "tensorboard": "off", "val_fraction": 0.0},
+    })
+
+
+def test_training_with_intervals_runs_the_layers_on_the_file_times(tmp_path):
+    rng = np.random.default_rng(3)
+    path = _write(tmp_path / "d", "Irr", _cases(12, rng), _cases(6, rng))
+    cfg = _config(path, tmp_path / "run", intervals=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # the file's uneven times reach the model: no warning about them
+        summary = train(cfg, progress=False)
+    assert 0 <= summary["test_acc"] <= 1
+    data = load_data(cfg)
+    tensors, meta = load_checkpoint(tmp_path / "run" / "best")
+    assert float(tensors["model.clock_scale"]) == data.length - 1
+    model = build_model(cfg, meta["d_input"], meta["n_classes"])          # a placeholder scale...
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    assert float(model.clock_scale) == data.length - 1                      # ...restored with the weights
+    model.eval()
+    x, _, lengths = data.test.tensors
+    # the same weights without the clock option, given the file's times by hand: the same logits
+    twin = build_model(TrainConfig.from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"],
+                                                                         "intervals": False}}),
+                       meta["d_input"], meta["n_classes"])
+    twin.load_state_dict({k: v for k, v in model.state_dict().items() if k != "clock_scale"})
+    twin.eval()
+    with torch.no_grad():
+        want = twin(x, lengths, timestamps=data.info["times"]["test"].float())
+        torch.testing.assert_close(model(x, lengths), want, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(twin(x, lengths), want, atol=1e-4)     # the times change the answer
+    again = evaluate_checkpoint(str(tmp_path / "run"))
+    assert again["acc"] == pytest.approx(summary["test_acc"])
+
+
+def test_uneven_times_warn_unless_the_clock_carries_them(tmp_path):
+    rng = np.random.default_rng(4)
+    path = _write(tmp_path, "Irr", _cases(6, rng), _cases(2, rng))
+    cfg = _config(path, tmp_path / "run")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_data(cfg)
+    plain = TrainConfig.from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "time_channel": False}})
+    with pytest.warns(UserWarning, match="unevenly spaced.*--data.time_channel true.*--model.intervals true"):
+        load_data(plain)
+
+
+def test_intervals_settings_are_refused_where_they_cannot_work(tmp_path):
+    rng = np.random.default_rng(5)
+    path = _write(tmp_path, "Irr", _cases(6, rng), _cases(2, rng))
+    cfg = _config(path, tmp_path / "run", intervals=True)
+    no_clock = TrainConfig.from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "time_channel": False}})
+    with pytest.raises(ConfigError, match="model.intervals.*data.time_channel true"):
+        build_model(no_clock, 2, 2)
+    mixup = TrainConfig.from_dict({**cfg.to_dict(), "trainer": {**cfg.to_dict()["trainer"], "mixup": 0.2}})
+    with pytest.raises(ConfigError, match="model.intervals with trainer.mixup"):
+        build_model(mixup, 2, 2)
+    with pytest.raises(ConfigError, match="model.intervals.*stem"):
+        TrainConfig.from_dict({"model": {"intervals": True, "stem": 3}})
+    with pytest.raises(ConfigError, match="model.intervals"):
+        TrainConfig.from_dict({"model": {"intervals": "yes"}})
+    with pytest.raises(ValueError, match="no dt= or timestamps="):
+        SequenceClassifier(2, 2, d_model=4, n_layers=1, clock_intervals=True)(torch.zeros(1, 3, 2),
+                                                                            dt=torch.ones(1, 3))
+    with pytest.raises(ValueError, match="clock_scale"):
+        SequenceClassifier(2, 2, clock_intervals=True, clock_scale=0.0)
