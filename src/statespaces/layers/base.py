@@ -45,7 +45,7 @@ from ..kernels.vandermonde import exp_scaled, vandermonde, vandermonde_transpose
 from ..ops.fftconv import fftconv
 from ..ops.scan import scan_diagonal
 from ..serialization import Pretrained
-from .irregular import check_intervals, over_time_chunks, reversed_steps, shift_anticausal
+from .irregular import check_intervals, one_pass, over_time_chunks, reversed_steps, shift_anticausal
 from .modes import Modes
 from .step_cache import StepCache
 
@@ -358,6 +358,12 @@ class DiagonalSSM(SSMLayer):
         # dA_t, dB_t: (B, H, M) complex per step, counted at 16 bytes (complex128): a float32 layer's complex64
         # tables get chunks of half the budget, the safe side
         step_bytes = u.shape[0] * u.shape[2] * self.n_modes * 16
+        if self.bidirectional and one_pass(u.shape[1], step_bytes):
+            # one pass: the reversed pass's tables are the causal ones reordered (half the discretization work)
+            dA, dB, C, scale = self.irregular_system(rate, steps)
+            y, last = self._irregular_scan(u, state, dA, dB, C, scale)
+            back = self._irregular_scan(u.flip(1), None, reversed_steps(dA), reversed_steps(dB), C, scale, 1)[0]
+            return y + shift_anticausal(back.flip(1)), last
         y, last = over_time_chunks(lambda u, steps, state: self._irregular_chunk(u, state, rate, steps),
                                    (u, steps), state, step_bytes)
         if self.bidirectional:
@@ -372,7 +378,11 @@ class DiagonalSSM(SSMLayer):
                          steps: Tensor, direction: int = 0) -> Tuple[Tensor, Tensor]:
         """:meth:`_irregular_forward` on one chunk: u (B, Lc, H), steps (B, Lc) -> y (B, Lc, H), state (B, H, M).
         ``direction`` 1: the anti-causal pass of a bidirectional layer (read out by ``C[1]``, no skip)."""
-        dA, dB, C, scale = self.irregular_system(rate, steps)
+        return self._irregular_scan(u, state, *self.irregular_system(rate, steps), direction)
+
+    def _irregular_scan(self, u: Tensor, state: Optional[Tensor], dA: Tensor, dB: Tensor, C: Tensor, scale: float,
+                        direction: int = 0) -> Tuple[Tensor, Tensor]:
+        """The time-varying scan of :meth:`_irregular_chunk` with the per-step tables dA, dB (B, Lc, H, M)."""
         a = dA.transpose(1, 2)                                              # (B, H, L, M)
         b = (dB * u.unsqueeze(-1)).transpose(1, 2)
         X = scan_diagonal(a, b, state)                                      # (B, H, L, M)

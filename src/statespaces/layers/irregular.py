@@ -53,8 +53,8 @@ def over_time_chunks(fn: Callable[..., Tuple[Tensor, Tensor]], seqs: Tuple[Tenso
     recomputation of a whole chunk for one step), a longer one is cut into chunks of equal length; while
     torch.compile or torch.export traces, chunks are not checkpointed (the traced graph keeps what it keeps)."""
     L = seqs[0].shape[1]
-    chunk = max(MIN_CHUNK, CHUNK_BYTES // max(1, step_bytes))
-    if 2 * L <= 3 * chunk:            # up to 1.5 chunks: one pass (a 1-step tail cost a 128-step recomputation)
+    chunk = chunk_length(step_bytes)
+    if one_pass(L, step_bytes):       # up to 1.5 chunks: one pass (a 1-step tail cost a 128-step recomputation)
         return fn(*seqs, state)
     n = -(-L // chunk)
     chunk = -(-L // n)                # n chunks of equal length, the last shorter by less than n steps
@@ -71,13 +71,24 @@ def over_time_chunks(fn: Callable[..., Tuple[Tensor, Tensor]], seqs: Tuple[Tenso
     return torch.cat(ys, 1), state
 
 
+def chunk_length(step_bytes: int) -> int:
+    """Steps per chunk of :func:`over_time_chunks` for per-step tables of ``step_bytes`` bytes."""
+    return max(MIN_CHUNK, CHUNK_BYTES // max(1, step_bytes))
+
+
+def one_pass(L: int, step_bytes: int) -> bool:
+    """Whether :func:`over_time_chunks` runs a sequence of L steps in one call (up to 1.5 chunks)."""
+    return 2 * L <= 3 * chunk_length(step_bytes)
+
+
 def reversed_steps(steps: Tensor) -> Tensor:
     """The step multipliers (B, L) of the anti-causal pass of a bidirectional layer, which runs the time-reversed
     sequence: its step ``j`` reads sample ``l = L - 1 - j`` and covers the interval *after* it (``steps[:, l + 1]``,
     between samples l and l + 1), the mirror of the causal convention (step t covers the interval before sample
     t). The last sample, first of the reversed pass, has no interval after it and takes the row's first interval,
     as a right-padded row does (:func:`intervals_from_timestamps` pads with it), so padding changes nothing. All
-    ones stay all ones: the regular layer's anti-causal kernel."""
+    ones stay all ones: the regular layer's anti-causal kernel. Any (B, L, ...) per-step table is reordered the
+    same way: a table discretized from ``steps``, reordered, is the table of the reversed steps."""
     return torch.cat([steps[:, 1:], steps[:, :1]], 1).flip(1)
 
 

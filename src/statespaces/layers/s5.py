@@ -440,8 +440,8 @@ class S5(SSMLayer):
             # B_bar_t = gain_t B per step: applied as gain_t (B u_t), never formed as a (B, L, M, H) tensor
             a, gain = self._discrete(self._per_step(steps, rate))
             Bb = self.B_complex
-            if self.bidirectional:      # each sample held over the interval after it (irregular.reversed_steps)
-                back = self._discrete(self._per_step(reversed_steps(steps), rate))
+            if self.bidirectional:      # each sample held over the interval after it: the tables reordered
+                back = (reversed_steps(a), reversed_steps(gain))
         if tracing():                                                      # compile/export: real arithmetic
             y, new_state = self._forward_real(u, a, Bb, state, return_state, gain, back)
         else:
