@@ -252,6 +252,12 @@ def test_generate_refuses_a_classifier_and_bad_arguments(tmp_path, capsys):
         main(["generate", str(tmp_path / "lm"), "--temperature", "0"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and "temperature" in err and "generate: generate" not in err
+    for flag, value in (("--top-k", "0"), ("--top-p", "1.5"), ("--temperature", "-1")):
+        with pytest.raises(SystemExit) as e:
+            main(["generate", str(tmp_path / "lm"), flag, value])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and f"{flag} must be" in err, err
+        assert "top_k" not in err and "top_p" not in err
 
 
 # ---- found by a new-user campaign (2026-12-07) -------------------------------------------------------------------

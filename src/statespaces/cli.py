@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -328,7 +329,13 @@ def _generate(args) -> int:
     from .models.generate import check_sampling
     from .train.generation import generate_from_checkpoint
 
-    check_sampling(args.temperature, args.top_k, args.top_p)     # before the checkpoint is loaded
+    try:
+        check_sampling(args.temperature, args.top_k, args.top_p)     # before the checkpoint is loaded
+    except (ValueError, TypeError) as e:                             # named as the flags the user typed
+        msg = str(e)
+        for name in ("temperature", "top_k", "top_p"):
+            msg = re.sub(rf"\b{name}\b", "--" + name.replace("_", "-"), msg)
+        raise type(e)(msg) from None
     for flag, value, lo in (("--steps", args.steps, 1), ("--prompt", args.prompt, 1), ("--piece", args.piece, 0),
                             ("--n", args.n, 1), ("--seed", args.seed, 0)):
         if value < lo:
