@@ -155,3 +155,39 @@ def test_intervals_settings_are_refused_where_they_cannot_work(tmp_path):
                                                                             dt=torch.ones(1, 3))
     with pytest.raises(ValueError, match="clock_scale"):
         SequenceClassifier(2, 2, clock_intervals=True, clock_scale=0.0)
+
+
+def test_format_ts_writes_time_stamps_that_parse_back():
+    from statespaces.data.series_files import format_ts, parse_ts
+
+    series = [np.array([[1.0, 2.0, np.nan], [3.0, 4.0, 5.0]]), np.array([[6.0, 7.0], [8.0, 9.0]])]
+    times = [np.array([0.5, 1.5, 4.0]), np.array([10.0, 12.25])]
+    f = parse_ts(format_ts(series, ["a", "b"], times=times))
+    assert f.timestamps and len(f.times) == 2
+    for got, want in zip(f.times, times):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(f.series, series):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="one array of sample times per series"):
+        format_ts(series, ["a", "b"], times=times[:1])
+
+
+def test_the_irregular_copy_keeps_a_fraction_of_each_series_at_its_own_steps(tmp_path):
+    """experiments/irregular_ucr.py: each case keeps round(keep x L) of its samples, at their step indices, with
+    the original values."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "experiments" / "irregular_ucr.py"
+    spec = importlib.util.spec_from_file_location("irregular_ucr", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--problem", "ItalyPowerDemand", "--keep", "0.5", "--out", str(tmp_path)]) == 0
+    _, ftrain, _ = ucr.resolve("ItalyPowerDemand")
+    orig = ucr.read_series_file(ftrain)
+    cut = ucr.read_series_file(tmp_path / "ItalyPowerDemandIrr_TRAIN.ts")
+    assert cut.labels == orig.labels
+    for t, s, o in zip(cut.times, cut.series, orig.series):
+        idx = t.astype(int)
+        assert np.array_equal(t, idx) and idx.size == 12 and np.all(np.diff(idx) > 0)
+        np.testing.assert_array_equal(s, o[:, idx])

@@ -515,14 +515,21 @@ def format_ts(
     problem_name: str = "problem",
     class_labels: Optional[Sequence[str]] = None,
     regression: bool = False,
+    times: Optional[Sequence[np.ndarray]] = None,
 ) -> str:
     """Write series (each (channels, length) or (length,), NaN = missing) and labels as ``.ts`` text.
 
     Channels of one case are written with the case's full length (trailing NaNs included, as '?').
+    ``times``: each case's sample times (length,), written as ``(time,value)`` pairs under ``@timeStamps true``
+    (every channel of a case at the case's times; :func:`parse_ts` reads them back into ``TSFile.times``).
     """
     arrs = [np.atleast_2d(np.asarray(s, dtype=np.float64)) for s in series]
     if not arrs:
         raise ValueError("format_ts needs at least one series")
+    stamps = None if times is None else [np.asarray(t, dtype=np.float64).reshape(-1) for t in times]
+    if stamps is not None and (len(stamps) != len(arrs) or any(t.size != a.shape[1] for t, a in zip(stamps, arrs))):
+        raise ValueError(f"times: one array of sample times per series, as long as its series; got {len(stamps)} "
+                         f"for {len(arrs)} series")
     dims = {a.shape[0] for a in arrs}
     if len(dims) != 1:
         raise ValueError(f"all series must have the same number of channels, got {sorted(dims)}")
@@ -530,7 +537,7 @@ def format_ts(
     labels = list(labels)
     if labels and len(labels) != len(arrs):
         raise ValueError(f"{len(labels)} labels for {len(arrs)} series")
-    lines = [f"@problemName {problem_name}", "@timeStamps false",
+    lines = [f"@problemName {problem_name}", f"@timeStamps {'false' if stamps is None else 'true'}",
              f"@missing {'true' if any(np.isnan(a).any() for a in arrs) else 'false'}",
              f"@univariate {'true' if dims == {1} else 'false'}", f"@dimensions {dims.pop()}",
              f"@equalLength {'true' if len(lens) == 1 else 'false'}"]
@@ -545,7 +552,10 @@ def format_ts(
         lines.append("@classLabel false")
     lines.append("@data")
     for i, a in enumerate(arrs):
-        chans = [",".join(_fmt(v) for v in row) for row in a]
+        if stamps is None:
+            chans = [",".join(_fmt(v) for v in row) for row in a]
+        else:
+            chans = [",".join(f"({float(t)!r},{_fmt(v)})" for t, v in zip(stamps[i], row)) for row in a]
         tail = [repr(float(labels[i])) if regression else str(labels[i])] if labels else []
         lines.append(":".join(chans + tail))
     return "\n".join(lines) + "\n"
