@@ -162,6 +162,11 @@ def test_documented_train_commands_are_accepted(tmp_path, monkeypatch):
     wine.mkdir(parents=True)
     for split in ("TRAIN", "TEST"):
         (wine / f"Wine_{split}.tsv").write_text("1\t0.1\t0.2\t0.3\n2\t0.3\t0.2\t0.1\n")
+    for folder, name in (("my", "Sensor"), ("path/to", "Problem")):     # time-stamped files the docs name
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        for split in ("TRAIN", "TEST"):
+            (tmp_path / folder / f"{name}_{split}.ts").write_text(
+                "@timeStamps true\n@classLabel true a b\n@data\n(0,1),(1,2),(3,3):a\n(0,3),(2,2),(3,1):b\n")
     for name in ("my_tokens.npz", "melodies.npz"):       # the token files the docs' commands name
         np.savez(tmp_path / name, train=np.zeros((4, 8), dtype=np.int64), test=np.ones((2, 8), dtype=np.int64))
     configs = []

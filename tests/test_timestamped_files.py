@@ -72,17 +72,29 @@ def test_evenly_stamped_files_get_the_step_clock(tmp_path):
         assert torch.equal(getattr(stamped, split).tensors[0], getattr(plain, split).tensors[0])
 
 
-def test_pooled_series_pool_their_times(tmp_path):
+def test_pooled_series_take_the_time_of_each_window_s_first_sample(tmp_path):
     rng = np.random.default_rng(2)
     path = _write(tmp_path, "Po", _cases(6, rng), _cases(2, rng))
     data = ucr.load_ucr(path, max_length=4)
     k = data.info["pool"]
     assert k == 2
-    t = ucr.read_series_file(path).times[0]
-    pooled = ucr.pool_series(t[None, :], k)[0]
-    unit = np.median(np.concatenate([np.diff(ucr.pool_series(s[None, :], k)[0])
-                                     for s in ucr.read_series_file(path).times]))
-    np.testing.assert_allclose(data.info["times"]["train"][0, : pooled.size].numpy(), (pooled - pooled[0]) / unit)
+    file_times = ucr.read_series_file(path).times
+    unit = np.median(np.concatenate([np.diff(t[::k]) for t in file_times]))
+    for i, t in enumerate(file_times):
+        starts = t[::k]
+        np.testing.assert_allclose(data.info["times"]["train"][i, : starts.size].numpy(), (starts - starts[0]) / unit)
+
+
+def test_evenly_stamped_pooled_series_with_short_last_windows_get_the_step_clock(tmp_path):
+    """Found by a verification campaign: with the windows' mean times a short last window read early (clock
+    [0, 0.5714, 1] for [0, 0.5, 1]) and the unit was off; a window's time is its first sample's."""
+    cases = [((np.arange(n) * 10.0).tolist(), np.linspace(0, 1, n).tolist(), "ab"[i % 2])
+             for i, n in enumerate((10, 9, 10, 7))]
+    stamped = with_time_channel(ucr.load_ucr(_write(tmp_path / "s", "Ev", cases, cases), max_length=3))
+    plain = with_time_channel(ucr.load_ucr(_write(tmp_path / "p", "Ev", cases, cases, stamped=False), max_length=3))
+    assert stamped.info["pool"] == 4
+    for split in ("train", "test"):
+        assert torch.equal(getattr(stamped, split).tensors[0], getattr(plain, split).tensors[0])
 
 
 def _config(path, out, **model):
@@ -153,8 +165,9 @@ def test_intervals_settings_are_refused_where_they_cannot_work(tmp_path):
     with pytest.raises(ValueError, match="no dt= or timestamps="):
         SequenceClassifier(2, 2, d_model=4, n_layers=1, clock_intervals=True)(torch.zeros(1, 3, 2),
                                                                             dt=torch.ones(1, 3))
-    with pytest.raises(ValueError, match="clock_scale"):
-        SequenceClassifier(2, 2, clock_intervals=True, clock_scale=0.0)
+    for bad in (0, -3, 2.5):
+        with pytest.raises((ValueError, TypeError), match="clock_scale"):
+            SequenceClassifier(2, 2, clock_intervals=True, clock_scale=bad)
 
 
 def test_format_ts_writes_time_stamps_that_parse_back():
@@ -191,3 +204,101 @@ def test_the_irregular_copy_keeps_a_fraction_of_each_series_at_its_own_steps(tmp
         idx = t.astype(int)
         assert np.array_equal(t, idx) and idx.size == 12 and np.all(np.diff(idx) > 0)
         np.testing.assert_array_equal(s, o[:, idx])
+
+
+# ---- found by a verification campaign of the time-stamped path (2026-12-08) ---------------------------------------
+
+def _stamped_text(lines, dims=1, extra=""):
+    return (f"@problemName P\n@timeStamps true\n@dimensions {dims}\n{extra}@classLabel true a b\n@data\n"
+            + "\n".join(lines) + "\n")
+
+
+def _pair(folder, train_lines, test_lines=None, **kw):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "P_TRAIN.ts").write_text(_stamped_text(train_lines, **kw))
+    (folder / "P_TEST.ts").write_text(_stamped_text(test_lines or train_lines, **kw))
+    return folder / "P_TRAIN.ts"
+
+
+def _cfg(path, out, **sections):
+    d = _config(path, out).to_dict()
+    for key, value in sections.items():
+        section, name = key.split("__")
+        d[section] = {**d[section], name: value}
+    return TrainConfig.from_dict(d)
+
+
+def test_roll_and_crop_are_refused_when_the_clock_carries_the_file_times(tmp_path):
+    rng = np.random.default_rng(6)
+    path = _write(tmp_path / "d", "Irr", _cases(8, rng), _cases(4, rng))
+    for aug in ({"roll": 1.0}, {"crop": 0.8}):
+        with pytest.raises(ConfigError, match="clock carries each sample's own time"):
+            train(_cfg(path, tmp_path / f"r{len(aug)}", data__augment=aug), progress=False)
+    train(_cfg(path, tmp_path / "ok", data__augment={"scale": 0.1, "jitter": 0.05}), progress=False)
+
+
+def test_unusable_time_stamps_are_named_not_dropped_silently(tmp_path):
+    good = ["(0,1),(1,2),(5,3),(6,4):a", "(0,4),(3,3),(4,2),(9,1):b"]
+    for bad, why in (("(0,1),(2,2),(2,3),(3,4):a", "line 8: time stamps that are not strictly increasing"),
+                     ("(0,1),(2,2),(inf,3):a", "line 8: time stamps that are not numbers or ISO dates, or not finite")):
+        path = _pair(tmp_path / why[:8].replace(" ", "") / str(len(bad)), good + [bad])
+        with pytest.raises(ConfigError, match=why):
+            load_data(_cfg(path, tmp_path / "x", model__intervals=True))
+        with pytest.warns(UserWarning, match=why + ".*the clock counts steps instead"):
+            load_data(_cfg(path, tmp_path / "x"))
+    folder = tmp_path / "half"
+    path = _pair(folder, good)
+    (folder / "P_TEST.ts").write_text("@problemName P\n@classLabel true a b\n@data\n1,2,3,4:a\n")
+    with pytest.raises(ConfigError, match="P_TEST.ts has no time stamps"):
+        load_data(_cfg(path, tmp_path / "x", model__intervals=True))
+
+
+def test_a_clock_that_cannot_resolve_the_times_is_refused_for_intervals(tmp_path):
+    lines = [",".join(f"({t},{v})" for v, t in enumerate(list(range(10)) + [1e8 + j for j in range(10)])) + ":a",
+             ",".join(f"({t},{v})" for v, t in enumerate(list(range(10)) + [1e8 + j for j in range(10)])) + ":b"]
+    path = _pair(tmp_path, lines)
+    with pytest.raises(ConfigError, match="cannot resolve the time stamps.*an interval read back from it is 0"):
+        load_data(_cfg(path, tmp_path / "x", model__intervals=True))
+    with pytest.warns(UserWarning, match="cannot resolve the time stamps"):
+        load_data(_cfg(path, tmp_path / "x"))
+
+
+def test_sub_second_iso_dates_keep_their_intervals_exactly(tmp_path):
+    stamps = [f"(2007-01-01 00:00:00.{ms:03d},{ms})" for ms in range(8)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # evenly spaced: no warning
+        f = ucr.parse_ts(_stamped_text([",".join(stamps) + ":a"]))
+    np.testing.assert_array_equal(f.times[0], np.arange(8) * 1e6)      # ns since the case's first sample, exact
+    us = [f"(2007-01-01 00:00:00.000{u:03d},{u})" for u in (0, 1, 3, 4)]
+    np.testing.assert_array_equal(ucr.parse_ts(_stamped_text([",".join(us) + ":a"])).times[0], [0, 1e3, 3e3, 4e3])
+
+
+def test_equal_length_counts_samples_per_channel_not_the_merged_grid():
+    f = ucr.parse_ts(_stamped_text(["(0,1),(2,2),(4,3):(1,5),(3,6),(5,7):a"], dims=2,
+                                   extra="@equalLength true\n@seriesLength 3\n"))
+    np.testing.assert_array_equal(f.times[0], [0, 1, 2, 3, 4, 5])
+
+
+def test_intervals_refuse_layers_without_a_varying_step_path_when_the_model_is_built(tmp_path):
+    rng = np.random.default_rng(7)
+    path = _write(tmp_path, "Irr", _cases(6, rng), _cases(2, rng))
+    for layer, why in (({"kind": "dlinoss", "n_oscillators": 4}, "D-LinOSS takes one interval per sequence"),
+                       ({"kind": "linoss", "n_oscillators": 4, "discretization": "IMEX"},
+                        "--model.layer.discretization IM"),
+                       ({"kind": "s4", "d_state": 4}, "S4 has no irregular-sampling path")):
+        with pytest.raises(ConfigError, match=f"model.intervals with model.layer.*{why}"):
+            build_model(_cfg(path, tmp_path / "x", model__intervals=True, model__layer=layer), 2, 2)
+
+
+def test_intervals_on_padded_series_need_their_lengths(tmp_path):
+    rng = np.random.default_rng(8)
+    path = _write(tmp_path, "Irr", _cases(6, rng), _cases(2, rng))
+    cfg = _cfg(path, tmp_path / "x", model__intervals=True, data__kwargs={"return_lengths": False})
+    with pytest.raises(ConfigError, match="needs their lengths"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        load_data(cfg)
+
+
+def test_the_clock_scale_survives_a_cast_to_bfloat16():
+    m = SequenceClassifier(2, 2, d_model=4, n_layers=1, clock_intervals=True, clock_scale=1459).to(torch.bfloat16)
+    assert int(m.clock_scale) == 1459 and m.clock_scale.dtype == torch.int64

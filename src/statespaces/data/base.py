@@ -211,6 +211,7 @@ def with_time_channel(data: SequenceData) -> SequenceData:
     if times is not None and data.valid is not None:
         raise ValueError(f"data.time_channel: dataset {data.name!r} has sample times for its train and test splits "
                          "only, and a validation split of its own")
+    clock_error = 0.0
 
     def one(ds: TensorDataset, split: str) -> TensorDataset:
         if isinstance(ds, TokenDataset):
@@ -221,17 +222,35 @@ def with_time_channel(data: SequenceData) -> SequenceData:
             raise ValueError(f"data.time_channel: dataset {data.name!r} has {x.dtype} inputs, not real values")
         steps = torch.arange(x.shape[1], dtype=x.dtype)
         if times is not None:
+            nonlocal clock_error
             t = (times[split] / max(L - 1, 1)).to(x.dtype)                   # 0 on padding already
+            clock_error = max(clock_error, _clock_error(times[split], t, L, rest[1] if len(rest) > 1 else None))
         else:
             t = (steps / max(L - 1, 1)).expand(x.shape[0], -1).clone()      # (n, L)
             if len(rest) > 1:
                 t = t * (steps[None, :] < rest[1][:, None]).to(x.dtype)
         return TensorDataset(torch.cat([t[..., None], x], dim=-1), *rest)
 
-    info = dict(data.info, time_channel=True)
-    return dataclasses.replace(data, train=one(data.train, "train"), test=one(data.test, "test"),
-                               d_input=data.d_input + 1, info=info,
-                               valid=None if data.valid is None else one(data.valid, "valid"))
+    train, test = one(data.train, "train"), one(data.test, "test")
+    valid = None if data.valid is None else one(data.valid, "valid")
+    info = dict(data.info, time_channel=True, **({"clock_error": clock_error} if times is not None else {}))
+    return dataclasses.replace(data, train=train, test=test, d_input=data.d_input + 1, info=info, valid=valid)
+
+
+def _clock_error(times: Tensor, clock: Tensor, L: int, lengths: Optional[Tensor]) -> float:
+    """The largest relative error of an interval between valid samples when the sample ``times`` (n, L) float64 are
+    read back from their ``clock`` (``times / (L - 1)`` in the inputs' precision): ``inf`` if one collapses to 0.
+    A float32 clock holds about 7 significant digits of a series' span."""
+    back = clock.to(torch.float64) * max(L - 1, 1)
+    d, d_back = torch.diff(times, dim=1), torch.diff(back, dim=1)
+    # valid intervals: up to each series' length (a series' times rise from 0, its padding is 0)
+    valid = times[:, 1:] > 0 if lengths is None else torch.arange(1, times.shape[1])[None, :] < lengths[:, None]
+    if not bool(valid.any()):
+        return 0.0
+    d, d_back = d[valid], d_back[valid]
+    if bool((d_back <= 0).any()):
+        return math.inf
+    return float(((d_back - d).abs() / d).max())
 
 
 #: A channel is constant when its values span at most this many units of rounding of their size (the float64 rule

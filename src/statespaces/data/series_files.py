@@ -71,9 +71,12 @@ class TSFile:
     is_regression: bool = False
     timestamps: bool = False
     header: Dict[str, str] = field(default_factory=dict)
-    #: with ``@timeStamps true``: each case's sample times (float64; ISO dates in nanoseconds), None for a case
-    #: whose times are unreadable or not increasing; None for a file without time stamps
+    #: with ``@timeStamps true``: each case's sample times (float64; ISO dates in nanoseconds since the case's first
+    #: sample), None for a case whose times are unreadable, not finite or not increasing; None for a file without
+    #: time stamps
     times: Optional[List[Optional[np.ndarray]]] = None
+    #: the first case whose time stamps are unusable, and why (``"<file>, line N: ..."``); None if all are usable
+    times_issue: Optional[str] = None
 
     @property
     def n_channels(self) -> int:
@@ -105,13 +108,15 @@ _PAIR = re.compile(r"\(([^()]*)\)")
 
 
 def _times(tokens: Sequence[str]) -> Optional[np.ndarray]:
-    """Sample times of a ``.ts`` channel as float64 (numbers, or ISO dates in nanoseconds); None if unreadable."""
+    """Sample times of a ``.ts`` channel: float64 for numbers, int64 nanoseconds for ISO dates (exact: a float64 of
+    nanoseconds since 1970 has a spacing of 256 ns); None if unreadable or not finite."""
     try:
-        return np.array(tokens, dtype=np.float64)
+        t = np.array(tokens, dtype=np.float64)
+        return t if np.isfinite(t).all() else None
     except ValueError:
         pass
     try:
-        return np.array([np.datetime64(t.strip(), "ns") for t in tokens]).astype(np.int64).astype(np.float64)
+        return np.array([np.datetime64(t.strip(), "ns") for t in tokens]).astype(np.int64)
     except ValueError:
         return None
 
@@ -121,7 +126,7 @@ def _evenly_spaced(times: Optional[np.ndarray]) -> bool:
     claim is made about them)."""
     if times is None or times.size < 3:
         return True
-    d = np.diff(times)
+    d = np.diff(times).astype(np.float64)           # int64 nanoseconds: differences exact before the cast
     return bool(np.ptp(d) <= 1e-9 * np.abs(d).max())
 
 
@@ -185,6 +190,8 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
     uneven: List[str] = []                           # channels whose time stamps are unevenly spaced
     uneven_series = 0
     case_times: List[Optional[np.ndarray]] = []
+    counts: List[int] = []                           # samples per case (its longest channel), for @equalLength
+    times_issue: Optional[str] = None
     for lineno, raw in enumerate(lines, 1):
         line = raw.strip().lstrip("\ufeff")
         if not line or line[0] in "#%":
@@ -235,9 +242,12 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
         chan_times: List[Optional[np.ndarray]] = []
         chans = [_parse_values(p, timestamps, f"{where}, channel {c}", uneven, chan_times) for c, p in enumerate(parts)]
         uneven_series += len(uneven) > n_uneven
-        case, grid = _on_time_grid(chans, chan_times if timestamps else None)
+        case, grid, issue = _on_time_grid(chans, chan_times if timestamps else None)
         series.append(case)
         case_times.append(grid)
+        counts.append(max(len(c) for c in chans))
+        if issue is not None and times_issue is None:
+            times_issue = f"{where}: {issue}"
         if has_class:
             if cast(str, label).lower() in _NO_LABEL:
                 raise ValueError(f"{where}: the class label (after the last ':') is missing; write the case's label "
@@ -261,37 +271,48 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
     if has_class and not class_labels:        # labels the header declares are the classes, spelt as declared
         _check_label_spellings(labels, source)
     if _BOOL.get(header.get("equallength", "").lower()) and series:
-        lens = {s.shape[1] for s in series}
+        lens = set(counts)              # samples per channel: channels stamped at different times share a longer grid
         declared = int(header["serieslength"]) if "serieslength" in header else None
         if len(lens) > 1 or (declared is not None and lens != {declared}):
             raise ValueError(f"{source}: @equalLength true but the series have lengths {sorted(lens)[:10]}"
                              + (f" (declared @seriesLength {declared})" if declared else ""))
     return TSFile(series=series, labels=labels, problem_name=header.get("problemname"), class_labels=class_labels,
                   is_regression=has_target and not has_class, timestamps=timestamps, header=header,
-                  times=case_times if timestamps else None)
+                  times=case_times if timestamps else None, times_issue=times_issue)
 
 
 def _on_time_grid(chans: List[np.ndarray], times: Optional[List[Optional[np.ndarray]]]
-                  ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """One case (channels, length) from its channels' values, and its sample times (length,) or None.
+                  ) -> Tuple[np.ndarray, Optional[np.ndarray], Optional[str]]:
+    """One case (channels, length) from its channels' values, its sample times (length,) or None, and why the times
+    are unusable (None if usable or absent).
 
-    Without times (or with any channel's unreadable or not strictly increasing), the channels are aligned by index,
-    the shorter NaN-padded at the end. With times, on the sorted union of the channels' times: a channel has NaN
-    (a missing value, filled like any other) where it has no sample; channels sampled together keep their values
-    as they are."""
-    usable = times is not None and all(t is not None and (t.size < 2 or bool((np.diff(t) > 0).all()))
-                                       for t in times)
-    if not usable:
+    Without times (or with any channel's unreadable, not finite or not strictly increasing), the channels are aligned
+    by index, the shorter NaN-padded at the end. With times, on the sorted union of the channels' times: a channel
+    has NaN (a missing value, filled like any other) where it has no sample; channels sampled together keep their
+    values as they are. ISO dates become float64 nanoseconds since the case's first sample (formed in int64:
+    exact)."""
+    def by_index() -> np.ndarray:
         case = np.full((len(chans), max(len(c) for c in chans)), np.nan)
         for c, v in enumerate(chans):
             case[c, : len(v)] = v
-        return case, None
+        return case
+
+    if times is None:
+        return by_index(), None, None
+    if any(t is None for t in times):
+        return by_index(), None, "time stamps that are not numbers or ISO dates, or not finite"
     ts = cast(List[np.ndarray], times)
+    if any(t.size > 1 and not bool((np.diff(t) > 0).all()) for t in ts):
+        return by_index(), None, "time stamps that are not strictly increasing (repeated or out of order)"
+    if len({t.dtype.kind for t in ts}) > 1:
+        return by_index(), None, "time stamps mixing numbers and ISO dates"
     grid = np.unique(np.concatenate(ts))
     case = np.full((len(chans), grid.size), np.nan)
     for c, (v, t) in enumerate(zip(chans, ts)):
         case[c, np.searchsorted(grid, t)] = v
-    return case, grid
+    if grid.dtype.kind == "i":
+        return case, (grid - grid[0]).astype(np.float64), None
+    return case, grid, None
 
 
 def _check_label_spellings(labels: Iterable[str], source: str) -> None:

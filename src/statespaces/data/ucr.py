@@ -555,7 +555,7 @@ def load_ucr(
         y = np.array([index[lab] for lab in part.labels], dtype=np.int64)
         return torch.from_numpy(x), torch.from_numpy(y)
 
-    times = sample_times(tr, te, k, L_train, L_test)
+    times, times_issue = sample_times(tr, te, k, L_train, L_test, (ftrain, ftest))
     padded_tr, padded_te = bool((len_tr != L_train).any()), bool((len_te != L_test).any())
     if return_lengths is False and (padded_tr or padded_te):
         warnings.warn(f"{name}: return_lengths=False on series of different lengths: without the lengths a model "
@@ -573,27 +573,38 @@ def load_ucr(
         info={"train_file": str(ftrain), "test_file": str(ftest), "mean": mean, "std": std,  # train stats
               "missing_filled": n_missing, "missing": missing, "normalize": mode,
               "min_length": int(min(len_tr.min(), len_te.min())), "max_length": L_test, "pool": k,
-              **({} if times is None else {"times": times})},
+              **({} if times is None else {"times": times}),
+              **({} if times_issue is None else {"times_issue": times_issue})},
     )
 
 
-def sample_times(tr: TSFile, te: TSFile, k: int, L_train: int, L_test: int) -> Optional[Dict[str, torch.Tensor]]:
-    """The sample times of both splits of a ``@timeStamps`` problem on the grid the series are read into:
-    ``{"train": (n, L_train), "test": (n, L_test)}`` float64, each series' times from 0 at its first sample in units
-    of the median interval of the training split (pooled as the values are, :func:`pool_series`: evenly spaced
-    samples read 0, 1, 2, ... as the steps do), 0 on padding; None without usable times (no time stamps, or a case
-    whose times are unreadable or not increasing: :attr:`TSFile.times`). ``data.time_channel`` reads them
+def sample_times(tr: TSFile, te: TSFile, k: int, L_train: int, L_test: int,
+                 files: Tuple[Path, Path] = (Path("TRAIN"), Path("TEST"))
+                 ) -> Tuple[Optional[Dict[str, torch.Tensor]], Optional[str]]:
+    """The sample times of both splits of a ``@timeStamps`` problem on the grid the series are read into, and why
+    there are none when the files declare time stamps that cannot be used (None otherwise).
+
+    Times: ``{"train": (n, L_train), "test": (n, L_test)}`` float64, each series' times from 0 at its first sample
+    in units of the median interval of the training split, 0 on padding. Under pooling by ``k`` a window's time is
+    that of its first sample (the values are its mean, :func:`pool_series`): evenly spaced samples read 0, 1, 2,
+    ... as the steps do, a short last window included. None without time stamps, or when a case's are unusable
+    (:attr:`TSFile.times_issue`) or only one split has them. ``data.time_channel`` reads them
     (:func:`~statespaces.data.base.with_time_channel`)."""
-    if tr.times is None or te.times is None or any(t is None for t in tr.times + te.times):
-        return None
-    pooled = [[pool_series(cast(np.ndarray, t)[None, :], k)[0] for t in part.times or ()] for part in (tr, te)]
-    gaps = np.concatenate([np.diff(t) for t in pooled[0]])
+    if tr.times is None and te.times is None:
+        return None, None
+    for part, f in ((tr, files[0]), (te, files[1])):
+        if part.times is None:
+            return None, f"{f} has no time stamps (@timeStamps false) while the other file of the problem has them"
+        if part.times_issue is not None:
+            return None, part.times_issue
+    starts = [[cast(np.ndarray, t)[::k] for t in part.times or ()] for part in (tr, te)]
+    gaps = np.concatenate([np.diff(t) for t in starts[0]])
     unit = float(np.median(gaps)) if gaps.size else 1.0
     unit = unit if np.isfinite(unit) and unit > 0 else 1.0
     out = {}
-    for split, series, L in (("train", pooled[0], L_train), ("test", pooled[1], L_test)):
+    for split, series, L in (("train", starts[0], L_train), ("test", starts[1], L_test)):
         t = torch.zeros(len(series), L, dtype=torch.float64)
         for i, s in enumerate(series):
             t[i, : s.size] = torch.from_numpy((s - s[0]) / unit)
         out[split] = t
-    return out
+    return out, None

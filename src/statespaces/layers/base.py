@@ -290,8 +290,8 @@ def no_irregular_path(layer: nn.Module) -> ValueError:
     and, for a diagonal layer of one's own, what to implement."""
     own = (" (a DiagonalSSM of your own gets one by implementing irregular_system(rate, steps) -> (dA, dB, C, scale), "
            "dA and dB (B, L, H, M))") if isinstance(layer, DiagonalSSM) else ""
-    return ValueError(f"{type(layer).__name__} has no irregular-sampling path (dt/timestamps); S4D, S5, LinOSS and "
-                      f"DLinOSS have one{own}")
+    return ValueError(f"{type(layer).__name__} has no irregular-sampling path (dt/timestamps); S4D, S5 and LinOSS "
+                      f"(IM) have one (LinOSS-IMEX and DLinOSS take one interval per sequence){own}")
 
 
 @dataclass

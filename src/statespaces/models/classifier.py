@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence, Tuple, Union, cast
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_flag, check_positive_int, check_real, check_result, check_sequence, public
+from .._checks import check_choice, check_flag, check_positive_int, check_result, check_sequence, public
 from ..blocks import ResidualBlock, length_mask
 from ..layers.base import SSMLayer
 from ..layers.config import LayerSpec, sequence_layer, upgrade_layer_arguments
@@ -120,8 +120,9 @@ class SequenceClassifier(Pretrained, nn.Module):
     anti-causal half in mirrored time (:func:`~statespaces.layers.irregular.reversed_steps`).
 
     ``clock_intervals=True``: input channel 0 is a clock, ``time / clock_scale`` (``data.time_channel``:
-    ``clock_scale`` = L - 1 of the training grid, times in units of the median interval), and the layers step over
-    its intervals, ``timestamps = x[..., 0] * clock_scale`` (saved as a buffer with the weights).
+    ``clock_scale`` = L - 1 of the training grid, an integer, times in units of the median interval), and the
+    layers step over its intervals, ``timestamps = x[..., 0] * clock_scale`` (an int64 buffer saved with the
+    weights).
 
     Padding: with ``lengths`` (right-padded batch), steps ``t >= lengths[b]`` never influence the
     output of sequence b -- neither the pooling nor any block, in either direction of a
@@ -147,15 +148,15 @@ class SequenceClassifier(Pretrained, nn.Module):
         stem: int = 0,
         stem_dilations: Union[int, Sequence[int]] = (1,),
         clock_intervals: bool = False,
-        clock_scale: float = 1.0,
+        clock_scale: int = 1,
     ) -> None:
         super().__init__()
         self.d_input = check_positive_int("d_input", d_input)
         self.clock_intervals = check_flag("clock_intervals", clock_intervals)
         if self.clock_intervals:
-            # saved with the weights: a checkpoint keeps the scale of the clock it was trained on
-            self.register_buffer("clock_scale", torch.tensor(check_real("clock_scale", clock_scale),
-                                                             dtype=torch.float64))
+            # saved with the weights: a checkpoint keeps the scale of the clock it was trained on; an integer, which
+            # model.to(dtype) leaves exact (a bfloat16 1459 reads 1456)
+            self.register_buffer("clock_scale", torch.tensor(check_positive_int("clock_scale", clock_scale)))
             if stem:
                 raise ValueError("clock_intervals: a convolutional stem assumes a regular grid; use stem=0")
         check_positive_int("n_classes", n_classes, 1)
@@ -178,7 +179,7 @@ class SequenceClassifier(Pretrained, nn.Module):
         self.decoder = nn.Linear(2 * d_model if self.pool == "meanmax" else d_model, n_classes)
 
     def extra_repr(self) -> str:
-        clock = f", clock_intervals=True, clock_scale={float(self._clock_scale()):g}" if self.clock_intervals else ""
+        clock = f", clock_intervals=True, clock_scale={int(self._clock_scale())}" if self.clock_intervals else ""
         return f"d_input={self.d_input}, pool={self.pool!r}{clock}"
 
     def _clock_scale(self) -> Tensor:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -146,7 +147,7 @@ class CompiledOrEager(nn.Module):
 
 
 def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: Any = "classification",
-                clock_scale: float = 1.0) -> nn.Module:
+                clock_scale: int = 1) -> nn.Module:
     """The model of ``cfg``: a pooled classifier/regressor, per-step outputs for a task that is not
     pooled (``task="seq2seq"``), or for ``task="lm"`` an :class:`~statespaces.models.SSMLanguageModel` over
     ``d_input`` token streams of ``n_classes`` values (``model.backbone``: flat or SaShiMi, thesis ch. 8).
@@ -157,6 +158,8 @@ def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: Any = "cla
     if m.intervals and not cfg.data.time_channel:
         raise ConfigError("model.intervals: the layers step over the sample times of the clock channel; set "
                           "data.time_channel true too")
+    if m.intervals:
+        _check_interval_layer(m.layer)
     if m.intervals and cfg.trainer.mixup:
         raise ConfigError("model.intervals with trainer.mixup: mixup mixes the clock channels of two series, which is "
                           "no time axis (past the shorter series it can run backwards); use one or the other")
@@ -174,6 +177,23 @@ def build_model(cfg: TrainConfig, d_input: int, n_classes: int, task: Any = "cla
         pool=pool, norm=m.norm, prenorm=m.prenorm, dropout=m.dropout, mixing=m.mixing, stem=m.stem,
         stem_dilations=m.stem_dilations, clock_intervals=m.intervals, clock_scale=clock_scale,
     )
+
+
+def _check_interval_layer(layer: Any) -> None:
+    """``model.intervals`` needs a layer that steps over varying intervals: S4D, S5 or LinOSS with IM (D-LinOSS and
+    IMEX take one interval per sequence; S4 and S4ND none)."""
+    kind = getattr(layer, "kind", None)
+    disc = str(getattr(layer, "discretization", "")).lower()
+    if kind in ("s4", "s4nd"):
+        why = f"{kind.upper()} has no irregular-sampling path"
+    elif kind == "dlinoss":
+        why = "D-LinOSS takes one interval per sequence only (its stability bound holds for one step size)"
+    elif kind == "linoss" and disc == "imex":
+        why = "LinOSS-IMEX takes one interval per sequence only; --model.layer.discretization IM steps over any"
+    else:
+        return
+    raise ConfigError(f"model.intervals with model.layer {kind!r}: {why}; use s4d, s5 or linoss (IM), or remove "
+                      "model.intervals")
 
 
 def _build_language_model(cfg: TrainConfig, n_streams: int, vocab_size: int) -> nn.Module:
@@ -255,12 +275,45 @@ def load_data(cfg: TrainConfig) -> "SequenceData":
             data = with_time_channel(data)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        _check_clock(cfg, data)
     for split in ("train", "test"):
         ds = getattr(data, split)
         if len(ds) == 0:
             raise ValueError(f"dataset {cfg.data.name!r} has an empty {split} split")
         get_task(data.task).check_targets(ds.tensors[1], data.n_classes, f"{split} targets of {cfg.data.name!r}")
     return data
+
+
+#: The largest relative error of an interval read back from the clock channel that ``model.intervals`` accepts.
+CLOCK_TOLERANCE = 1e-2
+
+
+def _check_clock(cfg: TrainConfig, data: "SequenceData") -> None:
+    """The clock of ``data.time_channel`` against the file's time stamps: refused for ``model.intervals`` (warned
+    otherwise) when they cannot be used (``info["times_issue"]``: the clock falls back to steps) or when the
+    float32 clock cannot resolve them (``info["clock_error"]``); ``model.intervals`` on padded series needs their
+    lengths."""
+    issue, error = data.info.get("times_issue"), data.info.get("clock_error", 0.0)
+    if issue is not None:
+        msg = f"data.time_channel: the time stamps of {cfg.data.name!r} cannot be used ({issue})"
+        if cfg.model.intervals:
+            raise ConfigError(f"{msg}; model.intervals needs them: fix the file, or remove model.intervals (the "
+                              "clock then counts steps)")
+        warnings.warn(f"{msg}; the clock counts steps instead", UserWarning, stacklevel=3)
+    if error > CLOCK_TOLERANCE:
+        msg = (f"data.time_channel: the clock channel ({data.train.tensors[0].dtype}, about 7 significant digits of "
+               f"a series' span) cannot resolve the time stamps of {cfg.data.name!r}: an interval read back from it is "
+               + ("0" if math.isinf(error) else f"off by {error:.1%}")
+               + " (long series with short intervals, or long gaps)")
+        if cfg.model.intervals:
+            raise ConfigError(f"{msg}; model.intervals needs them: cut the series or their gaps, or remove "
+                              "model.intervals")
+        warnings.warn(msg, UserWarning, stacklevel=3)
+    times = data.info.get("times")
+    if cfg.model.intervals and isinstance(times, dict) and data.lengths_train is None \
+            and bool((times["train"][:, 1:] == 0).any()):
+        raise ConfigError("model.intervals on series of different lengths needs their lengths, to leave the padding "
+                          "out of the intervals: remove data.kwargs return_lengths = false")
 
 
 class _EpochReport(Callback):
@@ -464,6 +517,11 @@ def _augmentation(cfg: TrainConfig, data: Any) -> Optional[Union[SeriesAugment, 
     if what:
         raise ConfigError(f"data.augment={cfg.data.augment!r}: dataset {cfg.data.name!r} gives {what} per "
                           "example; augmentation applies to float time series (L, C) only; remove data.augment")
+    moves = sorted(k for k in ("roll", "crop") if cfg.data.augment.get(k))
+    if cfg.data.time_channel and "times" in data.info and moves:
+        raise ConfigError(f"data.augment {', '.join(moves)} with a time-stamped file and data.time_channel: the clock "
+                          "carries each sample's own time and stays where it is while the signal moves, so samples "
+                          f"would take other samples' times; remove {' and '.join(moves)} (scale and jitter are fine)")
     return aug
 
 
