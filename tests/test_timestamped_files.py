@@ -302,3 +302,10 @@ def test_intervals_on_padded_series_need_their_lengths(tmp_path):
 def test_the_clock_scale_survives_a_cast_to_bfloat16():
     m = SequenceClassifier(2, 2, d_model=4, n_layers=1, clock_intervals=True, clock_scale=1459).to(torch.bfloat16)
     assert int(m.clock_scale) == 1459 and m.clock_scale.dtype == torch.int64
+
+
+def test_a_channel_without_a_sample_at_a_time_is_interpolated_in_time(tmp_path):
+    """Channel 1 has no sample at time 1 of the union grid [0, 1, 10]: linear in time, 1.0 (in steps it read 5.0)."""
+    lines = ["(0,0),(1,1),(10,2):(0,0),(10,10):a", "(0,0),(1,1),(10,2):(0,0),(10,10):b"]
+    data = ucr.load_ucr(_pair(tmp_path, lines, dims=2), normalize="none")
+    np.testing.assert_allclose(data.train.tensors[0][0].numpy(), [[0, 0], [1, 1], [2, 10]])

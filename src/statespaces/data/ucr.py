@@ -24,7 +24,8 @@ What :func:`load_ucr` does with the parsed series
    ``SequenceData.classes[k]`` is the original label string of class ``k``.
 2. **Missing values** (NaN inside a series' valid length): ``missing="interpolate"`` (default)
    fills them linearly in time from the nearest valid values of the same channel (constant
-   extrapolation at the ends); a channel with no valid value becomes the training mean (0 after
+   extrapolation at the ends; in the case's sample times when the file has ``@timeStamps``, else in
+   steps); a channel with no valid value becomes the training mean (0 after
    normalization). ``missing="mean"`` replaces every missing value by the mean of its channel:
    the training split's under ``normalize="global"`` / ``"none"``, the case's own under ``"series"``
    (0 after normalization either way).
@@ -342,12 +343,16 @@ def _check_training_classes(train_labels: Sequence[str], test_labels: Sequence[s
                       "output for each but never learns them, so expect those cases wrong", stacklevel=3)
 
 
-def _fill_missing(case: np.ndarray, length: int, means: np.ndarray, how: str) -> np.ndarray:
+def _fill_missing(case: np.ndarray, length: int, means: np.ndarray, how: str,
+                  times: Optional[np.ndarray] = None) -> np.ndarray:
+    """``case`` (C, >= length) cut to ``length`` steps, its NaN filled per channel: ``"interpolate"`` linearly
+    between the channel's valid neighbours, in the case's sample ``times`` when it has them (else in steps), the
+    nearest valid value past either end; ``"mean"`` (or a channel with no valid value) by ``means`` (C,)."""
     out = case[:, :length].copy()
     bad = np.isnan(out)
     if not bad.any():
         return out
-    t = np.arange(length)
+    t = np.arange(length) if times is None else times[:length]
     for c in range(out.shape[0]):
         m = bad[c]
         if not m.any():
@@ -530,11 +535,12 @@ def load_ucr(
         x = np.full((len(part.series), L, C), pad_value, dtype=np.float32)
         for i, (s, n) in enumerate(zip(part.series, lens)):
             raw = s[:, :part.series[i].shape[1]]
+            stamps = part.times[i] if part.times is not None else None      # gaps filled in time, not in steps
             if mode == "series":        # a missing value becomes the case's own mean (0 after its z-scores)
                 with np.errstate(all="ignore"), warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)      # a channel with no valid value
                     own = np.nanmean(raw, axis=1)
-                filled = _fill_missing(s, raw.shape[1], np.where(np.isfinite(own), own, mean), missing)
+                filled = _fill_missing(s, raw.shape[1], np.where(np.isfinite(own), own, mean), missing, stamps)
                 with np.errstate(over="ignore", invalid="ignore"):
                     mu, sd = filled.mean(axis=1, keepdims=True), filled.std(axis=1, keepdims=True)
                 if not (np.isfinite(mu).all() and np.isfinite(sd).all()):   # its z-scores would read 0 or NaN
@@ -543,7 +549,7 @@ def load_ucr(
                 flat_channel = constant_rows(filled)[:, None] | ~(sd > 0)
                 z = np.where(flat_channel, 0.0, (filled - mu) / np.where(flat_channel, 1.0, sd))
             else:
-                filled = _fill_missing(s, raw.shape[1], mean, missing)
+                filled = _fill_missing(s, raw.shape[1], mean, missing, stamps)
                 z = (filled - shift[:, None]) / scale[:, None]
             with np.errstate(over="ignore"):           # an overflow is reported below, naming the case
                 x[i, :n] = pool_series(z, k).T
