@@ -309,3 +309,25 @@ def test_a_channel_without_a_sample_at_a_time_is_interpolated_in_time(tmp_path):
     lines = ["(0,0),(1,1),(10,2):(0,0),(10,10):a", "(0,0),(1,1),(10,2):(0,0),(10,10):b"]
     data = ucr.load_ucr(_pair(tmp_path, lines, dims=2), normalize="none")
     np.testing.assert_allclose(data.train.tensors[0][0].numpy(), [[0, 0], [1, 1], [2, 10]])
+
+
+def test_a_run_records_what_its_clock_counted_and_an_older_run_is_evaluated_on_steps(tmp_path):
+    """Runs before the clock carried time stamps saw a step clock on stamped files: a checkpoint without
+    meta["clock"] is evaluated on steps, a new one on what it recorded."""
+    from statespaces.train import save_checkpoint
+    from statespaces.train.evaluation import load_for_evaluation
+
+    rng = np.random.default_rng(9)
+    path = _write(tmp_path / "d", "Irr", _cases(10, rng), _cases(6, rng))
+    cfg = _config(path, tmp_path / "run")
+    train(cfg, progress=False)
+    best = tmp_path / "run" / "best"
+    tensors, meta = load_checkpoint(best)
+    assert meta["clock"] == "times"
+    now = load_for_evaluation(tmp_path / "run")[3]
+    assert torch.equal(now.test.tensors[0], load_data(cfg).test.tensors[0])
+    del meta["clock"]
+    save_checkpoint(best, tensors, meta)
+    old = load_for_evaluation(tmp_path / "run")[3]
+    assert torch.equal(old.test.tensors[0], load_data(cfg, clock="steps").test.tensors[0])
+    assert not torch.equal(old.test.tensors[0], now.test.tensors[0])

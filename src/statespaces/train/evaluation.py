@@ -137,7 +137,8 @@ def load_for_evaluation(path, data_name: Optional[str] = None) -> Tuple[nn.Modul
 
         cfg.data.name = canonical_name(data_name)
     try:
-        data = load_data(cfg)
+        # a run trained before the clock carried time stamps (no meta["clock"]) is evaluated on the step clock it saw
+        data = load_data(cfg, clock=meta.get("clock", "steps") if cfg.data.time_channel else None)
     except FileNotFoundError as e:
         if data_name is not None:
             raise

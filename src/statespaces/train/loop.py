@@ -236,8 +236,10 @@ def _check_pooling(cfg: TrainConfig, model: nn.Module, data: Any) -> None:
                           f"{multiple:,} steps; use fewer or smaller pools (their product at most {length:,})")
 
 
-def load_data(cfg: TrainConfig) -> "SequenceData":
-    """The dataset of ``cfg.data`` (name, kwargs, normalize), with its splits checked."""
+def load_data(cfg: TrainConfig, clock: Optional[str] = None) -> "SequenceData":
+    """The dataset of ``cfg.data`` (name, kwargs, normalize), with its splits checked. ``clock="steps"``: the clock of
+    ``data.time_channel`` counts steps even where the files carry time stamps (a checkpoint trained so: its
+    ``meta["clock"]``, absent before the clock carried them)."""
     from ..data import canonical_name, get_dataset, is_time_series
     from ..data.base import normalize_series, with_time_channel
 
@@ -271,6 +273,8 @@ def load_data(cfg: TrainConfig) -> "SequenceData":
     if mode == "series" and not is_time_series(name):
         data = normalize_series(data)
     if cfg.data.time_channel:
+        if clock == "steps" and "times" in data.info:
+            data = dataclasses.replace(data, info={k: v for k, v in data.info.items() if k != "times"})
         try:
             data = with_time_channel(data)
         except ValueError as e:
@@ -416,6 +420,8 @@ class _Trainer:
         }
         if self.ema is not None:
             meta["ema_updates"] = self.ema.updates
+        if self.cfg.data.time_channel:       # what the clock channel counted: evaluation rebuilds the same inputs
+            meta["clock"] = "times" if "times" in self.data.info else "steps"
         if self.data_digest is not None:
             meta["data_digest"] = self.data_digest
         if self.data.classes is not None:
