@@ -240,3 +240,43 @@ def test_bidirectional_intervals_in_chunks_equal_one_pass(name, monkeypatch):
     assert len(whole) == len(chunked) >= 5
     for got, want in zip(chunked, whole):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("name", ["s4d", "s4d-bilinear", "s5"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_repeated_intervals_formed_once_equal_the_per_step_tables(name, bidirectional, monkeypatch):
+    """Intervals on a grid (samples missing from a regular series: gaps of 1, 2 or 3 steps) are discretized once
+    per distinct value and gathered (irregular.per_distinct_step): the same outputs, and the same gradients of
+    every parameter, as forming every step's table; intervals that need a gradient take the per-step tables."""
+    import statespaces.layers.irregular as irregular
+
+    spec = {**SPECS[name], "bidirectional": bidirectional}
+    layer = make_layer(spec, 3).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 30, 3, generator=g, dtype=f64)
+    dt = torch.randint(1, 4, (4, 30), generator=g).to(f64)
+    calls = []
+    real = irregular.per_distinct_step
+
+    def spy(fn, steps):                     # records how many intervals each table is formed for
+        return real(lambda s: (calls.append(s.numel() <= 3), fn(s))[1], steps)
+
+    def run(share):
+        monkeypatch.setattr(irregular, "DISTINCT_SHARE", share)
+        layer.zero_grad()
+        y = layer(x, dt=dt)
+        y.square().sum().backward()
+        return [y.detach()] + [p.grad.clone() for p in layer.parameters() if p.grad is not None]
+
+    direct, distinct = run(0.0), run(1 / 8)
+    torch.testing.assert_close(distinct[0], direct[0], rtol=0, atol=0)
+    for a, b in zip(distinct[1:], direct[1:]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    module = __import__(type(layer).__module__, fromlist=["per_distinct_step"])
+    monkeypatch.setattr(module, "per_distinct_step", spy)
+    layer(x, dt=dt)
+    assert calls and all(calls)
+    calls.clear()
+    d = dt.clone().requires_grad_()
+    layer(x, dt=d).sum().backward()
+    assert calls and not any(calls) and d.grad is not None and bool(d.grad.abs().sum() > 0)

@@ -71,6 +71,27 @@ def over_time_chunks(fn: Callable[..., Tuple[Tensor, Tensor]], seqs: Tuple[Tenso
     return torch.cat(ys, 1), state
 
 
+#: :func:`per_distinct_step` forms tables per distinct interval when there are at most this share of the steps.
+DISTINCT_SHARE = 1 / 8
+
+
+def per_distinct_step(fn: Callable[[Tensor], Tuple[Tensor, ...]], steps: Tensor) -> Tuple[Tensor, ...]:
+    """``fn(steps)`` for per-step tables that depend on each step's interval alone (each output (B, L, ...) for
+    steps (B, L)), formed once per distinct interval and gathered when the intervals repeat: samples missing from a
+    regular grid leave a few distinct gaps (1, 2, 3 steps ...), and a bidirectional S4D classifier of the ``ucr``
+    preset's shape spent most of its forward+backward forming the same discretization over and over. The values
+    are the same (the same elementwise arithmetic on the same numbers); the gradients of the parameters are sums
+    in another order. Taken on the CPU in eager mode when the distinct intervals are at most
+    :data:`DISTINCT_SHARE` of the steps and the steps need no gradient (``torch.unique`` has none, and on CUDA it
+    would wait for the device)."""
+    if steps.requires_grad or steps.device.type != "cpu" or tracing() or steps.numel() < 16:
+        return fn(steps)
+    distinct, where = torch.unique(steps, return_inverse=True)
+    if distinct.numel() > DISTINCT_SHARE * steps.numel():
+        return fn(steps)
+    return tuple(t[where] for t in fn(distinct))
+
+
 def chunk_length(step_bytes: int) -> int:
     """Steps per chunk of :func:`over_time_chunks` for per-step tables of ``step_bytes`` bytes."""
     return max(MIN_CHUNK, CHUNK_BYTES // max(1, step_bytes))

@@ -42,6 +42,7 @@ from .init import (
     s4d_init,
     tie_channels,
 )
+from .irregular import per_distinct_step
 from .modes import Modes
 
 Tensor = torch.Tensor
@@ -196,7 +197,8 @@ class S4D(DiagonalSSM):
     def irregular_system(self, rate: float, steps: Tensor) -> Tuple[Tensor, Tensor, Tensor, float]:
         """Each interval discretized on its own (thesis §4.2.4): step ``rate * dt_h * steps[b, t]``;
         ``(dA, dB, C, scale)`` with dA, dB (B, L, H, M)."""
-        dA, dB = self._discretized(steps.unsqueeze(-1) * (torch.exp(self.log_dt) * rate), log=False)
+        dt = torch.exp(self.log_dt) * rate
+        dA, dB = per_distinct_step(lambda s: self._discretized(s.unsqueeze(-1) * dt, log=False), steps)
         return dA, dB, as_complex(self.C), self.scale
 
     def _discretized(self, dt: Tensor, log: bool = True):

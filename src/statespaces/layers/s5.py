@@ -68,7 +68,7 @@ from .init import (
     real_forward,
     real_inverse,
 )
-from .irregular import reversed_steps
+from .irregular import per_distinct_step, reversed_steps
 from .modes import Modes
 
 Tensor = torch.Tensor
@@ -438,7 +438,7 @@ class S5(SSMLayer):
             a = lam_bar.unsqueeze(0)                                       # (1, M): time-invariant
         else:
             # B_bar_t = gain_t B per step: applied as gain_t (B u_t), never formed as a (B, L, M, H) tensor
-            a, gain = self._discrete(self._per_step(steps, rate))
+            a, gain = per_distinct_step(lambda s: self._discrete(self._per_step(s, rate)), steps)
             Bb = self.B_complex
             if self.bidirectional:      # each sample held over the interval after it: the tables reordered
                 back = (reversed_steps(a), reversed_steps(gain))
