@@ -242,7 +242,7 @@ def test_bidirectional_intervals_in_chunks_equal_one_pass(name, monkeypatch):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("name", ["s4d", "s4d-bilinear", "s5"])
+@pytest.mark.parametrize("name", ["s4d", "s4d-bilinear", "s5", "linoss-sum"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_repeated_intervals_formed_once_equal_the_per_step_tables(name, bidirectional, monkeypatch):
     """Intervals on a grid (samples missing from a regular series: gaps of 1, 2 or 3 steps) are discretized once

@@ -85,7 +85,7 @@ from ..ops.scan import scan_block2, scan_loop
 from .base import SSMLayer, check_rate
 from .config import LayerConfig, setting
 from .init import as_complex, log_dt_init
-from .irregular import over_time_chunks, reversed_steps, shift_anticausal
+from .irregular import over_time_chunks, per_distinct_step, reversed_steps, shift_anticausal
 from .modes import Modes
 from .oscillator_system import (
     OscillatorSystem,
@@ -778,10 +778,12 @@ class LinOSS(SSMLayer):
     ) -> Tuple[Tensor, Tensor]:
         """:meth:`_irregular_positions` on one chunk: v (B, Lc, 2P), steps (B, Lc) -> positions (B, Lc, 2P), state
         (B, 2, 2P)."""
-        sys = self._system(steps.to(self._wide).unsqueeze(-1) * rate)       # M (2, 2, B, L, P), f (2, B, L, P)
+        def blocks(s: Tensor) -> Tuple[Tensor, Tensor]:                     # s (*S,) -> (*S, 2, 2, P), (*S, 2, P)
+            sys = self._system(s.to(self._wide).unsqueeze(-1) * rate)      # M (2, 2, *S, P), f (2, *S, P)
+            return sys.M.movedim((0, 1), (-3, -2)), sys.f.movedim(0, -2)
+
         wd = v.dtype
-        M = sys.M.permute(2, 3, 0, 1, 4).to(wd)                             # (B, L, 2, 2, P)
-        f = sys.f.permute(1, 2, 0, 3).to(wd)                                # (B, L, 2, P)
+        M, f = (t.to(wd) for t in per_distinct_step(blocks, steps))        # (B, L, 2, 2, P), (B, L, 2, P)
         M2 = torch.cat([M, M], -1)                                          # same real transition for Re and Im
         F = torch.cat([f, f], -1) * v.unsqueeze(-2)                         # (B, L, 2, 2P)
         X = scan_block2(M2, F, x0) if mode == "scan" else scan_loop(M2, F, x0, block=True)
