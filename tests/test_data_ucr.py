@@ -75,8 +75,8 @@ def test_unevenly_spaced_timestamps_warn_and_are_kept():
         f = ucr.parse_ts(text, source="x.ts")
     np.testing.assert_array_equal(f.series[1][0], [1, 2, 3, 4])
     np.testing.assert_array_equal(np.diff(f.times[0]), [60e9, 120e9])          # ISO dates in nanoseconds
-    np.testing.assert_array_equal(f.times[1], [1, 2, 3, 4])
-    np.testing.assert_array_equal(f.times[2], [0.5, 1.5, 4])
+    np.testing.assert_array_equal(f.times[1], [0, 1, 2, 3])                  # since the case's first sample
+    np.testing.assert_array_equal(f.times[2], [0, 1, 3.5])
     assert np.isnan(f.series[2][0, 1]) and f.series[2][0, 2] == 3
     even = ("@timeStamps true\n@classLabel true a\n@data\n"
             "(2007-01-01 00:00:00,1),(2007-01-01 00:01:00,2),(2007-01-01 00:02:00,3):a\n")

@@ -178,7 +178,7 @@ def test_format_ts_writes_time_stamps_that_parse_back():
     f = parse_ts(format_ts(series, ["a", "b"], times=times))
     assert f.timestamps and len(f.times) == 2
     for got, want in zip(f.times, times):
-        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got, want - want[0])                  # since the case's first sample
     for got, want in zip(f.series, series):
         np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="one array of sample times per series"):
@@ -200,9 +200,12 @@ def test_the_irregular_copy_keeps_a_fraction_of_each_series_at_its_own_steps(tmp
     orig = ucr.read_series_file(ftrain)
     cut = ucr.read_series_file(tmp_path / "ItalyPowerDemandIrr_TRAIN.ts")
     assert cut.labels == orig.labels
+    rng = np.random.default_rng(0)                  # the script's draws, in its order (the TRAIN file first)
     for t, s, o in zip(cut.times, cut.series, orig.series):
-        idx = t.astype(int)
-        assert np.array_equal(t, idx) and idx.size == 12 and np.all(np.diff(idx) > 0)
+        steps, values = mod.subsample(o, 0.5, rng)
+        idx = steps.astype(int)
+        assert idx.size == 12 and np.all(np.diff(idx) > 0)
+        np.testing.assert_array_equal(t, steps - steps[0])        # times since the case's first sample
         np.testing.assert_array_equal(s, o[:, idx])
 
 
@@ -231,10 +234,12 @@ def _cfg(path, out, **sections):
 def test_roll_and_crop_are_refused_when_the_clock_carries_the_file_times(tmp_path):
     rng = np.random.default_rng(6)
     path = _write(tmp_path / "d", "Irr", _cases(8, rng), _cases(4, rng))
-    for aug in ({"roll": 1.0}, {"crop": 0.8}):
+    for k, aug in enumerate(({"roll": 1.0}, {"crop": 0.8}, {"crop": 0.9, "jitter": 0.1})):
         with pytest.raises(ConfigError, match="clock carries each sample's own time"):
-            train(_cfg(path, tmp_path / f"r{len(aug)}", data__augment=aug), progress=False)
-    train(_cfg(path, tmp_path / "ok", data__augment={"scale": 0.1, "jitter": 0.05}), progress=False)
+            train(_cfg(path, tmp_path / f"r{k}", data__augment=aug), progress=False)
+    # no crop (1.0) and no roll (0.0) beside another key: accepted
+    train(_cfg(path, tmp_path / "ok", data__augment={"scale": 0.1, "jitter": 0.05, "crop": 1.0, "roll": 0.0}),
+          progress=False)
 
 
 def test_unusable_time_stamps_are_named_not_dropped_silently(tmp_path):
@@ -257,7 +262,13 @@ def test_a_clock_that_cannot_resolve_the_times_is_refused_for_intervals(tmp_path
     lines = [",".join(f"({t},{v})" for v, t in enumerate(list(range(10)) + [1e8 + j for j in range(10)])) + ":a",
              ",".join(f"({t},{v})" for v, t in enumerate(list(range(10)) + [1e8 + j for j in range(10)])) + ":b"]
     path = _pair(tmp_path, lines)
-    with pytest.raises(ConfigError, match="cannot resolve the time stamps.*an interval read back from it is 0"):
+    with pytest.raises(ConfigError, match="cannot resolve the time stamps.*in the train split, series 0 .*reads back "
+                                          "as 0"):
+        load_data(_cfg(path, tmp_path / "x", model__intervals=True))
+    even = [",".join(f"({t},{v})" for v, t in enumerate(range(20))) + f":{c}" for c in "ab"]
+    folder = tmp_path / "test-only"
+    path = _pair(folder, even, [even[0], lines[1]])
+    with pytest.raises(ConfigError, match="in the test split, series 1 "):
         load_data(_cfg(path, tmp_path / "x", model__intervals=True))
     with pytest.warns(UserWarning, match="cannot resolve the time stamps"):
         load_data(_cfg(path, tmp_path / "x"))
@@ -297,6 +308,14 @@ def test_intervals_on_padded_series_need_their_lengths(tmp_path):
     with pytest.raises(ConfigError, match="needs their lengths"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         load_data(cfg)
+    # equal lengths in the training file, padding in the test file only (it crashed at the first evaluation)
+    train_cases = [(np.cumsum(rng.uniform(1, 2, 8)).tolist(), rng.standard_normal(8).tolist(), "ab"[i % 2])
+                   for i in range(6)]
+    path = _write(tmp_path / "t", "Tl", train_cases, _cases(4, rng))
+    cfg = _cfg(path, tmp_path / "x", model__intervals=True, data__kwargs={"return_lengths": False})
+    with pytest.raises(ConfigError, match="needs their lengths"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        load_data(cfg)
 
 
 def test_the_clock_scale_survives_a_cast_to_bfloat16():
@@ -331,3 +350,46 @@ def test_a_run_records_what_its_clock_counted_and_an_older_run_is_evaluated_on_s
     old = load_for_evaluation(tmp_path / "run")[3]
     assert torch.equal(old.test.tensors[0], load_data(cfg, clock="steps").test.tensors[0])
     assert not torch.equal(old.test.tensors[0], now.test.tensors[0])
+
+
+def test_time_stamps_are_exact_differences_of_what_the_file_says():
+    """Found by a second verification round: decimal epoch seconds lost their millisecond steps in float64 (a false
+    'unevenly spaced' warning), ISO dates past 2262 wrapped around in int64 nanoseconds, a time zone printed numpy's
+    warning, and numbers and dates mixed across cases shared one unit."""
+    ms = ",".join(f"(1700000000.{k:03d},{k})" for k in range(1, 6)) + ":a"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        f = ucr.parse_ts(_stamped_text([ms]))
+        z = ucr.parse_ts(_stamped_text(["(2007-01-01T00:00:00Z,1),(2007-01-01T02:00:00+01:00,2),"
+                                        "(2007-01-01T02:00:00Z,3):a"]))
+    np.testing.assert_array_equal(f.times[0], [0, 0.001, 0.002, 0.003, 0.004])
+    np.testing.assert_array_equal(z.times[0], [0, 3600e9, 7200e9])         # 02:00+01:00 is 01:00 UTC
+    late = ucr.parse_ts(_stamped_text(["(2262-04-08,0),(2262-04-09,1),(2262-04-11,2),(2262-04-12,0),(2300-01-01,1):b"]))
+    np.testing.assert_array_equal(late.times[0] / 86_400e9, [0, 1, 3, 4, 13782])
+    early = ucr.parse_ts(_stamped_text(["(1677-09-20,0),(1677-09-21,1),(1677-09-23,2):b"]))
+    np.testing.assert_array_equal(early.times[0] / 86_400e9, [0, 1, 3])
+    mixed = ucr.parse_ts(_stamped_text(["(0,1),(1,2),(3,3):a", "(2007-01-01,1),(2007-01-02,2):b"]))
+    assert "mixing numbers (<string>, line 6) and ISO dates (<string>, line 7)" in mixed.times_issue
+
+
+def test_evaluating_on_other_data_keeps_the_clock_of_the_training_grid(tmp_path):
+    """An intervals model pointed at other data (evaluate --data.name) whose training file is longer read every
+    interval halved: the clock was divided by the new file's L - 1 and multiplied back by the saved one."""
+    from statespaces.train.evaluation import load_for_evaluation
+
+    rng = np.random.default_rng(10)
+    train_cases, test_cases = _cases(8, rng), _cases(4, rng)
+    path = _write(tmp_path / "a", "Irr", train_cases, test_cases)
+    cfg = _config(path, tmp_path / "run", intervals=True)
+    train(cfg, progress=False)
+    longer = [(list(t) + [t[-1] + 10.0 * k for k in range(1, 9)], list(v) + [0.0] * 8, lab)
+              for t, v, lab in train_cases[:1]] + train_cases[1:]
+    other = _write(tmp_path / "b", "Irr", longer, test_cases)
+    model, _, meta, data = load_for_evaluation(tmp_path / "run", str(other))
+    trained = load_data(cfg)
+    assert data.length > trained.length and meta["clock_scale"] == trained.length - 1
+    assert meta["time_unit"] == trained.info["time_unit"] != ucr.load_ucr(other).info["time_unit"]
+    x = data.test.tensors[0]
+    times = x[..., 0].double() * int(model.clock_scale)
+    want = load_data(cfg).info["times"]["test"]
+    torch.testing.assert_close(times[:, : want.shape[1]], want, atol=1e-4, rtol=1e-5)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -188,7 +188,7 @@ def check_count(name: str, value: int, minimum: int = 1) -> int:
     return int(value)
 
 
-def with_time_channel(data: SequenceData) -> SequenceData:
+def with_time_channel(data: SequenceData, scale: Optional[int] = None) -> SequenceData:
     """A copy of ``data`` with a time channel prepended to every series: ``x`` (n, L, d) becomes
     (n, L, d + 1) with channel 0 equal to ``t / (L - 1)`` at step ``t`` (0 for ``L = 1``), the same
     clock for every series of both splits, and 0 on padded steps (past the ``lengths`` tensor when
@@ -203,15 +203,17 @@ def with_time_channel(data: SequenceData) -> SequenceData:
     ``time / (L - 1)`` instead of ``t / (L - 1)``: the same clock for evenly spaced samples, the real times
     otherwise (``model.intervals`` turns them into the layers' steps).
 
+    ``scale`` replaces ``L - 1`` (a checkpoint evaluated on other data keeps the clock it was trained with).
+
     Raises ``ValueError`` for token datasets (one-hot symbols) and non-float inputs."""
     import dataclasses
 
-    L = data.length
+    L = data.length if scale is None else int(scale) + 1
     times = data.info.get("times") if isinstance(data.info.get("times"), dict) else None
     if times is not None and data.valid is not None:
         raise ValueError(f"data.time_channel: dataset {data.name!r} has sample times for its train and test splits "
                          "only, and a validation split of its own")
-    clock_error = 0.0
+    clock_error, worst = 0.0, ["", -1]          # the largest interval error of the clock, and where (split, series)
 
     def one(ds: TensorDataset, split: str) -> TensorDataset:
         if isinstance(ds, TokenDataset):
@@ -224,7 +226,9 @@ def with_time_channel(data: SequenceData) -> SequenceData:
         if times is not None:
             nonlocal clock_error
             t = (times[split] / max(L - 1, 1)).to(x.dtype)                   # 0 on padding already
-            clock_error = max(clock_error, _clock_error(times[split], t, L, rest[1] if len(rest) > 1 else None))
+            err, row = _clock_error(times[split], t, L, rest[1] if len(rest) > 1 else None)
+            if err > clock_error:
+                clock_error, worst[:] = err, [split, row]
         else:
             t = (steps / max(L - 1, 1)).expand(x.shape[0], -1).clone()      # (n, L)
             if len(rest) > 1:
@@ -233,24 +237,25 @@ def with_time_channel(data: SequenceData) -> SequenceData:
 
     train, test = one(data.train, "train"), one(data.test, "test")
     valid = None if data.valid is None else one(data.valid, "valid")
-    info = dict(data.info, time_channel=True, **({"clock_error": clock_error} if times is not None else {}))
+    info = dict(data.info, time_channel=True, clock_scale=max(L - 1, 1),
+                **({"clock_error": clock_error, "clock_worst": tuple(worst)} if times is not None else {}))
     return dataclasses.replace(data, train=train, test=test, d_input=data.d_input + 1, info=info, valid=valid)
 
 
-def _clock_error(times: Tensor, clock: Tensor, L: int, lengths: Optional[Tensor]) -> float:
+def _clock_error(times: Tensor, clock: Tensor, L: int, lengths: Optional[Tensor]) -> Tuple[float, int]:
     """The largest relative error of an interval between valid samples when the sample ``times`` (n, L) float64 are
-    read back from their ``clock`` (``times / (L - 1)`` in the inputs' precision): ``inf`` if one collapses to 0.
-    A float32 clock holds about 7 significant digits of a series' span."""
+    read back from their ``clock`` (``times / (L - 1)`` in the inputs' precision), ``inf`` if one collapses to 0, and
+    the series (row) where. A float32 clock holds about 7 significant digits of a series' span."""
     back = clock.to(torch.float64) * max(L - 1, 1)
     d, d_back = torch.diff(times, dim=1), torch.diff(back, dim=1)
     # valid intervals: up to each series' length (a series' times rise from 0, its padding is 0)
     valid = times[:, 1:] > 0 if lengths is None else torch.arange(1, times.shape[1])[None, :] < lengths[:, None]
     if not bool(valid.any()):
-        return 0.0
-    d, d_back = d[valid], d_back[valid]
-    if bool((d_back <= 0).any()):
-        return math.inf
-    return float(((d_back - d).abs() / d).max())
+        return 0.0, -1
+    err = torch.where(valid, (d_back - d).abs() / torch.where(valid, d, torch.ones_like(d)), torch.zeros_like(d))
+    err = torch.where(valid & (d_back <= 0), torch.full_like(d, math.inf), err)
+    worst = int(err.amax(1).argmax())
+    return float(err[worst].max()), worst
 
 
 #: A channel is constant when its values span at most this many units of rounding of their size (the float64 rule

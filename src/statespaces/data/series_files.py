@@ -40,6 +40,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
@@ -71,9 +72,9 @@ class TSFile:
     is_regression: bool = False
     timestamps: bool = False
     header: Dict[str, str] = field(default_factory=dict)
-    #: with ``@timeStamps true``: each case's sample times (float64; ISO dates in nanoseconds since the case's first
-    #: sample), None for a case whose times are unreadable, not finite or not increasing; None for a file without
-    #: time stamps
+    #: with ``@timeStamps true``: each case's sample times since its first sample, float64 (numbers in the file's
+    #: unit, ISO dates in nanoseconds; the differences formed exactly from the text), None for a case whose times are
+    #: unreadable, not finite or not increasing; None for a file without time stamps
     times: Optional[List[Optional[np.ndarray]]] = None
     #: the first case whose time stamps are unusable, and why (``"<file>, line N: ..."``); None if all are usable
     times_issue: Optional[str] = None
@@ -107,18 +108,53 @@ def _split_fields(line: str) -> List[str]:
 _PAIR = re.compile(r"\(([^()]*)\)")
 
 
-def _times(tokens: Sequence[str]) -> Optional[np.ndarray]:
-    """Sample times of a ``.ts`` channel: float64 for numbers, int64 nanoseconds for ISO dates (exact: a float64 of
-    nanoseconds since 1970 has a spacing of 256 ns); None if unreadable or not finite."""
+#: Nanoseconds per unit of a parsed ISO date (units of a day and below; years, months and weeks go through days).
+_NS = {"D": 86_400 * 10**9, "h": 3_600 * 10**9, "m": 60 * 10**9, "s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+
+
+def _time_values(tokens: Sequence[str]) -> Optional[Tuple[str, List[int]]]:
+    """Time stamps as exact numbers: ``("number", ...)`` as :class:`fractions.Fraction` of the decimal text, or
+    ``("date", ...)`` as integer nanoseconds since 1970 (Python ints: no wrap-around outside numpy's 1677-2262 range
+    of nanoseconds); None if unreadable or not finite."""
     try:
-        t = np.array(tokens, dtype=np.float64)
-        return t if np.isfinite(t).all() else None
-    except ValueError:
+        nums = [Fraction(t.strip()) for t in tokens]
+        return "number", cast(List[int], nums)
+    except (ValueError, ZeroDivisionError):
         pass
+    out = []
     try:
-        return np.array([np.datetime64(t.strip(), "ns") for t in tokens]).astype(np.int64)
-    except ValueError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")        # "no explicit representation of timezones": converted to UTC
+            for t in tokens:
+                d = np.datetime64(t.strip())
+                unit = np.datetime_data(d.dtype)[0]
+                if unit in ("ps", "fs", "as"):                  # below a nanosecond: to nanoseconds
+                    d, unit = d.astype("datetime64[ns]"), "ns"
+                elif unit not in _NS:                           # years, months, weeks: to days
+                    d, unit = d.astype("datetime64[D]"), "D"
+                if np.isnat(d):
+                    return None
+                out.append(int(d.astype(np.int64)) * _NS[unit])
+    except (ValueError, TypeError, OverflowError):
         return None
+    return "date", out
+
+
+def _case_times(tokens: List[Optional[List[str]]]) -> Tuple[Optional[List[np.ndarray]], Optional[str], str]:
+    """The sample times of one case's channels, float64 since the case's first sample (the differences formed
+    exactly: decimal numbers as fractions, ISO dates in integer nanoseconds), or None and why; and the kind
+    (``"number"`` / ``"date"``)."""
+    if any(t is None for t in tokens):
+        return None, "a (time,value) pair without its time", ""
+    parsed = [_time_values(cast(List[str], t)) for t in tokens]
+    if any(p is None for p in parsed):
+        return None, "time stamps that are not numbers or ISO dates, or not finite", ""
+    kinds = {cast(Tuple[str, List[int]], p)[0] for p in parsed}
+    if len(kinds) > 1:
+        return None, "time stamps mixing numbers and ISO dates", ""
+    values = [cast(Tuple[str, List[int]], p)[1] for p in parsed]
+    origin = min((v[0] for v in values if v), default=0)
+    return [np.array([float(x - origin) for x in v], dtype=np.float64) for v in values], None, kinds.pop()
 
 
 def _evenly_spaced(times: Optional[np.ndarray]) -> bool:
@@ -126,14 +162,14 @@ def _evenly_spaced(times: Optional[np.ndarray]) -> bool:
     claim is made about them)."""
     if times is None or times.size < 3:
         return True
-    d = np.diff(times).astype(np.float64)           # int64 nanoseconds: differences exact before the cast
+    d = np.diff(times)
     return bool(np.ptp(d) <= 1e-9 * np.abs(d).max())
 
 
-def _parse_values(text: str, timestamps: bool, where: str, uneven: Optional[List[str]] = None,
-                  times: Optional[List[Optional[np.ndarray]]] = None) -> np.ndarray:
-    """The values of one channel; with ``timestamps``, ``where`` is appended to ``uneven`` when the pairs' times are
-    not evenly spaced, and the times (float64, None if unreadable) to ``times``."""
+def _parse_values(text: str, timestamps: bool, where: str,
+                  times: Optional[List[Optional[List[str]]]] = None) -> np.ndarray:
+    """The values of one channel; with ``timestamps``, the pairs' time stamps as written (None if a pair has none)
+    are appended to ``times``."""
     text = text.strip()
     if timestamps:
         pairs = _PAIR.findall(text)
@@ -141,11 +177,8 @@ def _parse_values(text: str, timestamps: bool, where: str, uneven: Optional[List
             raise ValueError(f"{where}: expected (timestamp,value) pairs, got {text[:40]!r}")
         split = [p.rsplit(",", 1) for p in pairs]
         tokens = [v[-1] for v in split]
-        t = _times([v[0] for v in split if len(v) == 2])
-        if uneven is not None and not _evenly_spaced(t):
-            uneven.append(where)
         if times is not None:
-            times.append(t if all(len(v) == 2 for v in split) else None)
+            times.append([v[0] for v in split] if all(len(v) == 2 for v in split) else None)
     else:
         if not text:
             raise ValueError(f"{where}: empty channel")
@@ -192,6 +225,7 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
     case_times: List[Optional[np.ndarray]] = []
     counts: List[int] = []                           # samples per case (its longest channel), for @equalLength
     times_issue: Optional[str] = None
+    kinds: Dict[str, str] = {}                       # "number" / "date": the first case stamped so
     for lineno, raw in enumerate(lines, 1):
         line = raw.strip().lstrip("\ufeff")
         if not line or line[0] in "#%":
@@ -238,11 +272,19 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
             n_dims = len(parts)
         if len(parts) != n_dims:
             raise ValueError(f"{where}: found {len(parts)} channels, expected {n_dims}")
-        n_uneven = len(uneven)
-        chan_times: List[Optional[np.ndarray]] = []
-        chans = [_parse_values(p, timestamps, f"{where}, channel {c}", uneven, chan_times) for c, p in enumerate(parts)]
-        uneven_series += len(uneven) > n_uneven
-        case, grid, issue = _on_time_grid(chans, chan_times if timestamps else None)
+        tokens: List[Optional[List[str]]] = []
+        chans = [_parse_values(p, timestamps, f"{where}, channel {c}", tokens) for c, p in enumerate(parts)]
+        chan_times, issue, kind = _case_times(tokens) if timestamps else (None, None, "")
+        if chan_times is not None:
+            uneven_here = [c for c, t in enumerate(chan_times) if not _evenly_spaced(t)]
+            uneven += [f"{where}, channel {c}" for c in uneven_here]
+            uneven_series += bool(uneven_here)
+            kinds.setdefault(kind, where)
+            if len(kinds) > 1 and times_issue is None:
+                times_issue = (f"time stamps mixing numbers ({kinds.get('number')}) and ISO dates "
+                               f"({kinds.get('date')}) in one file")
+        case, grid, grid_issue = _on_time_grid(chans, chan_times if timestamps else None)
+        issue = issue or grid_issue
         series.append(case)
         case_times.append(grid)
         counts.append(max(len(c) for c in chans))
@@ -281,16 +323,15 @@ def parse_ts(text: Union[str, Iterable[str]], source: str = "<string>") -> TSFil
                   times=case_times if timestamps else None, times_issue=times_issue)
 
 
-def _on_time_grid(chans: List[np.ndarray], times: Optional[List[Optional[np.ndarray]]]
+def _on_time_grid(chans: List[np.ndarray], times: Optional[List[np.ndarray]]
                   ) -> Tuple[np.ndarray, Optional[np.ndarray], Optional[str]]:
     """One case (channels, length) from its channels' values, its sample times (length,) or None, and why the times
     are unusable (None if usable or absent).
 
-    Without times (or with any channel's unreadable, not finite or not strictly increasing), the channels are aligned
-    by index, the shorter NaN-padded at the end. With times, on the sorted union of the channels' times: a channel
+    Without times (or with a channel's not strictly increasing), the channels are aligned by index, the shorter
+    NaN-padded at the end. With times (:func:`_case_times`), on the sorted union of the channels' times: a channel
     has NaN (a missing value, filled like any other) where it has no sample; channels sampled together keep their
-    values as they are. ISO dates become float64 nanoseconds since the case's first sample (formed in int64:
-    exact)."""
+    values as they are."""
     def by_index() -> np.ndarray:
         case = np.full((len(chans), max(len(c) for c in chans)), np.nan)
         for c, v in enumerate(chans):
@@ -299,19 +340,12 @@ def _on_time_grid(chans: List[np.ndarray], times: Optional[List[Optional[np.ndar
 
     if times is None:
         return by_index(), None, None
-    if any(t is None for t in times):
-        return by_index(), None, "time stamps that are not numbers or ISO dates, or not finite"
-    ts = cast(List[np.ndarray], times)
-    if any(t.size > 1 and not bool((np.diff(t) > 0).all()) for t in ts):
+    if any(t.size > 1 and not bool((np.diff(t) > 0).all()) for t in times):
         return by_index(), None, "time stamps that are not strictly increasing (repeated or out of order)"
-    if len({t.dtype.kind for t in ts}) > 1:
-        return by_index(), None, "time stamps mixing numbers and ISO dates"
-    grid = np.unique(np.concatenate(ts))
+    grid = np.unique(np.concatenate(times))
     case = np.full((len(chans), grid.size), np.nan)
-    for c, (v, t) in enumerate(zip(chans, ts)):
+    for c, (v, t) in enumerate(zip(chans, times)):
         case[c, np.searchsorted(grid, t)] = v
-    if grid.dtype.kind == "i":
-        return case, (grid - grid[0]).astype(np.float64), None
     return case, grid, None
 
 

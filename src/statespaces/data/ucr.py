@@ -70,6 +70,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from .._checks import check_real
 from .base import CONSTANT_ULPS, SequenceData, absolute_path
 from .series_files import (  # noqa: F401  (the readers and writer, re-exported: statespaces.data.ucr.parse_ts, ...)
     _BOOL,
@@ -458,6 +459,7 @@ def load_ucr(
     root: Optional[Union[str, Path]] = None,
     seed: int = 0,
     max_length: Optional[int] = None,
+    time_unit: Optional[float] = None,
 ) -> SequenceData:
     """Load a UCR/UEA classification problem as right-padded sequences (n, L, channels).
 
@@ -474,6 +476,8 @@ def load_ucr(
         seed: unused (the archive's train/test split is fixed); accepted for the ``DATASETS`` interface.
         max_length: average every series over windows of ``ceil(L_max / max_length)`` steps, with
             ``L_max`` the longest training series (see the module docstring); None keeps every step.
+        time_unit: the unit of ``info["times"]`` in the files' time (default: the training split's median interval,
+            :func:`sample_times`; a checkpoint evaluated on other data passes the one it was trained with).
 
     Returns ``SequenceData`` with ``name = "ucr:<Name>"``, ``classes`` = the original label strings,
     ``length`` = the training split's padded length (``test_length`` set when the test split is
@@ -561,7 +565,9 @@ def load_ucr(
         y = np.array([index[lab] for lab in part.labels], dtype=np.int64)
         return torch.from_numpy(x), torch.from_numpy(y)
 
-    times, times_issue = sample_times(tr, te, k, L_train, L_test, (ftrain, ftest))
+    if time_unit is not None:
+        time_unit = check_real("time_unit", time_unit, what="positive finite number (the unit of the sample times)")
+    times, times_issue, unit = sample_times(tr, te, k, L_train, L_test, (ftrain, ftest), time_unit)
     padded_tr, padded_te = bool((len_tr != L_train).any()), bool((len_te != L_test).any())
     if return_lengths is False and (padded_tr or padded_te):
         warnings.warn(f"{name}: return_lengths=False on series of different lengths: without the lengths a model "
@@ -579,16 +585,17 @@ def load_ucr(
         info={"train_file": str(ftrain), "test_file": str(ftest), "mean": mean, "std": std,  # train stats
               "missing_filled": n_missing, "missing": missing, "normalize": mode,
               "min_length": int(min(len_tr.min(), len_te.min())), "max_length": L_test, "pool": k,
-              **({} if times is None else {"times": times}),
+              **({} if times is None else {"times": times, "time_unit": unit}),
               **({} if times_issue is None else {"times_issue": times_issue})},
     )
 
 
 def sample_times(tr: TSFile, te: TSFile, k: int, L_train: int, L_test: int,
-                 files: Tuple[Path, Path] = (Path("TRAIN"), Path("TEST"))
-                 ) -> Tuple[Optional[Dict[str, torch.Tensor]], Optional[str]]:
-    """The sample times of both splits of a ``@timeStamps`` problem on the grid the series are read into, and why
-    there are none when the files declare time stamps that cannot be used (None otherwise).
+                 files: Tuple[Path, Path] = (Path("TRAIN"), Path("TEST")), unit: Optional[float] = None
+                 ) -> Tuple[Optional[Dict[str, torch.Tensor]], Optional[str], float]:
+    """The sample times of both splits of a ``@timeStamps`` problem on the grid the series are read into, why there
+    are none when the files declare time stamps that cannot be used (None otherwise), and their unit (the
+    training split's median interval between windows, unless ``unit`` is given).
 
     Times: ``{"train": (n, L_train), "test": (n, L_test)}`` float64, each series' times from 0 at its first sample
     in units of the median interval of the training split, 0 on padding. Under pooling by ``k`` a window's time is
@@ -597,20 +604,22 @@ def sample_times(tr: TSFile, te: TSFile, k: int, L_train: int, L_test: int,
     (:attr:`TSFile.times_issue`) or only one split has them. ``data.time_channel`` reads them
     (:func:`~statespaces.data.base.with_time_channel`)."""
     if tr.times is None and te.times is None:
-        return None, None
+        return None, None, 1.0
     for part, f in ((tr, files[0]), (te, files[1])):
         if part.times is None:
-            return None, f"{f} has no time stamps (@timeStamps false) while the other file of the problem has them"
+            return None, (f"{f} has no time stamps (@timeStamps false) while the other file of the problem has "
+                          "them"), 1.0
         if part.times_issue is not None:
-            return None, part.times_issue
+            return None, part.times_issue, 1.0
     starts = [[cast(np.ndarray, t)[::k] for t in part.times or ()] for part in (tr, te)]
-    gaps = np.concatenate([np.diff(t) for t in starts[0]])
-    unit = float(np.median(gaps)) if gaps.size else 1.0
-    unit = unit if np.isfinite(unit) and unit > 0 else 1.0
+    if unit is None:
+        gaps = np.concatenate([np.diff(t) for t in starts[0]])
+        unit = float(np.median(gaps)) if gaps.size else 1.0
+        unit = unit if np.isfinite(unit) and unit > 0 else 1.0
     out = {}
     for split, series, L in (("train", starts[0], L_train), ("test", starts[1], L_test)):
         t = torch.zeros(len(series), L, dtype=torch.float64)
         for i, s in enumerate(series):
             t[i, : s.size] = torch.from_numpy((s - s[0]) / unit)
         out[split] = t
-    return out, None
+    return out, None, unit

@@ -137,8 +137,15 @@ def load_for_evaluation(path, data_name: Optional[str] = None) -> Tuple[nn.Modul
 
         cfg.data.name = canonical_name(data_name)
     try:
-        # a run trained before the clock carried time stamps (no meta["clock"]) is evaluated on the step clock it saw
-        data = load_data(cfg, clock=meta.get("clock", "steps") if cfg.data.time_channel else None)
+        # the clock the run was trained with: a run from before the clock carried time stamps (no meta["clock"]) saw
+        # steps, unless it stepped over intervals (which only time stamps give); the training grid's scale, also on
+        # other data (an intervals model multiplies its clock by the scale saved with its weights)
+        scale = meta.get("clock_scale")
+        if scale is None and getattr(model, "clock_intervals", False):
+            scale = int(model.state_dict()["clock_scale"])
+        clock = meta.get("clock", "times" if cfg.model.intervals else "steps")
+        data = load_data(cfg, clock=clock if cfg.data.time_channel else None, clock_scale=scale,
+                         time_unit=meta.get("time_unit"))
     except FileNotFoundError as e:
         if data_name is not None:
             raise

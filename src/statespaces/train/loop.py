@@ -236,10 +236,13 @@ def _check_pooling(cfg: TrainConfig, model: nn.Module, data: Any) -> None:
                           f"{multiple:,} steps; use fewer or smaller pools (their product at most {length:,})")
 
 
-def load_data(cfg: TrainConfig, clock: Optional[str] = None) -> "SequenceData":
+def load_data(cfg: TrainConfig, clock: Optional[str] = None, clock_scale: Optional[int] = None,
+              time_unit: Optional[float] = None) -> "SequenceData":
     """The dataset of ``cfg.data`` (name, kwargs, normalize), with its splits checked. ``clock="steps"``: the clock of
     ``data.time_channel`` counts steps even where the files carry time stamps (a checkpoint trained so: its
-    ``meta["clock"]``, absent before the clock carried them)."""
+    ``meta["clock"]``, absent before the clock carried them); ``clock_scale``, ``time_unit``: the clock's divisor and
+    the time stamps' unit (default the data's L - 1 and the training split's median interval; a checkpoint
+    evaluated on other data passes its own, ``meta["clock_scale"]``, ``meta["time_unit"]``)."""
     from ..data import canonical_name, get_dataset, is_time_series
     from ..data.base import normalize_series, with_time_channel
 
@@ -249,6 +252,8 @@ def load_data(cfg: TrainConfig, clock: Optional[str] = None) -> "SequenceData":
             raise ConfigError(f"data.normalize={mode!r} and data.kwargs normalize={kwargs['normalize']!r} both set; "
                               "use data.normalize only")
         kwargs.setdefault("normalize", mode)
+        if time_unit is not None and cfg.data.time_channel:
+            kwargs["time_unit"] = time_unit
     if "seed" in kwargs:
         raise ConfigError("data.kwargs.seed: the data's seed is trainer.seed (it draws the split where there is one); "
                           "set --trainer.seed instead")
@@ -276,7 +281,7 @@ def load_data(cfg: TrainConfig, clock: Optional[str] = None) -> "SequenceData":
         if clock == "steps" and "times" in data.info:
             data = dataclasses.replace(data, info={k: v for k, v in data.info.items() if k != "times"})
         try:
-            data = with_time_channel(data)
+            data = with_time_channel(data, clock_scale)
         except ValueError as e:
             raise ConfigError(str(e)) from None
         _check_clock(cfg, data)
@@ -298,6 +303,7 @@ def _check_clock(cfg: TrainConfig, data: "SequenceData") -> None:
     float32 clock cannot resolve them (``info["clock_error"]``); ``model.intervals`` on padded series needs their
     lengths."""
     issue, error = data.info.get("times_issue"), data.info.get("clock_error", 0.0)
+    split, row = data.info.get("clock_worst", ("", -1))
     if issue is not None:
         msg = f"data.time_channel: the time stamps of {cfg.data.name!r} cannot be used ({issue})"
         if cfg.model.intervals:
@@ -306,16 +312,19 @@ def _check_clock(cfg: TrainConfig, data: "SequenceData") -> None:
         warnings.warn(f"{msg}; the clock counts steps instead", UserWarning, stacklevel=3)
     if error > CLOCK_TOLERANCE:
         msg = (f"data.time_channel: the clock channel ({data.train.tensors[0].dtype}, about 7 significant digits of "
-               f"a series' span) cannot resolve the time stamps of {cfg.data.name!r}: an interval read back from it is "
-               + ("0" if math.isinf(error) else f"off by {error:.1%}")
+               f"a series' span) cannot resolve the time stamps of {cfg.data.name!r}: in the {split} split, series "
+               f"{row} (from 0) has an interval that reads back "
+               + ("as 0" if math.isinf(error) else f"off by {error:.1%}")
                + " (long series with short intervals, or long gaps)")
         if cfg.model.intervals:
             raise ConfigError(f"{msg}; model.intervals needs them: cut the series or their gaps, or remove "
                               "model.intervals")
         warnings.warn(msg, UserWarning, stacklevel=3)
     times = data.info.get("times")
-    if cfg.model.intervals and isinstance(times, dict) and data.lengths_train is None \
-            and bool((times["train"][:, 1:] == 0).any()):
+    padded = isinstance(times, dict) and any(
+        lengths is None and bool((times[split][:, 1:] == 0).any())
+        for split, lengths in (("train", data.lengths_train), ("test", data.lengths_test)))
+    if cfg.model.intervals and padded:
         raise ConfigError("model.intervals on series of different lengths needs their lengths, to leave the padding "
                           "out of the intervals: remove data.kwargs return_lengths = false")
 
@@ -422,6 +431,9 @@ class _Trainer:
             meta["ema_updates"] = self.ema.updates
         if self.cfg.data.time_channel:       # what the clock channel counted: evaluation rebuilds the same inputs
             meta["clock"] = "times" if "times" in self.data.info else "steps"
+            meta["clock_scale"] = int(self.data.info.get("clock_scale", max(self.data.length - 1, 1)))
+            if "time_unit" in self.data.info:
+                meta["time_unit"] = float(self.data.info["time_unit"])
         if self.data_digest is not None:
             meta["data_digest"] = self.data_digest
         if self.data.classes is not None:
@@ -523,7 +535,7 @@ def _augmentation(cfg: TrainConfig, data: Any) -> Optional[Union[SeriesAugment, 
     if what:
         raise ConfigError(f"data.augment={cfg.data.augment!r}: dataset {cfg.data.name!r} gives {what} per "
                           "example; augmentation applies to float time series (L, C) only; remove data.augment")
-    moves = sorted(k for k in ("roll", "crop") if cfg.data.augment.get(k))
+    moves = [k for k, off in (("crop", 1.0), ("roll", 0.0)) if cfg.data.augment.get(k, off) != off]
     if cfg.data.time_channel and "times" in data.info and moves:
         raise ConfigError(f"data.augment {', '.join(moves)} with a time-stamped file and data.time_channel: the clock "
                           "carries each sample's own time and stays where it is while the signal moves, so samples "
