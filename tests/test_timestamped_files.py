@@ -393,3 +393,18 @@ def test_evaluating_on_other_data_keeps_the_clock_of_the_training_grid(tmp_path)
     times = x[..., 0].double() * int(model.clock_scale)
     want = load_data(cfg).info["times"]["test"]
     torch.testing.assert_close(times[:, : want.shape[1]], want, atol=1e-4, rtol=1e-5)
+
+
+def test_time_stamp_text_the_parser_refuses_or_reads_past_nanoseconds():
+    """Found by a fourth verification round: 1e400 crashed the parser (OverflowError); digits past nanoseconds
+    made numpy read dates in picoseconds, which wrap around beyond +-106 days of 1970; '1/3', 'today' and a bare
+    year beside dates were read as times."""
+    for line in ("(1,1),(1e400,2):a", "(0,1),(1/3,2):a", "(today,1),(now,2):a", "(2020,1),(2020-01-02,2):a"):
+        f = ucr.parse_ts(_stamped_text([line]))
+        assert f.times == [None] and "not numbers or ISO dates, or not finite" in f.times_issue, line
+    f = ucr.parse_ts(_stamped_text(["(2020-01-01T00:00:00.0000000000001,1),(2020-01-01T06:00:00.0000000000001,2),"
+                                    "(2020-01-01T12:00:00.0000000000001,3):a"]))
+    np.testing.assert_array_equal(f.times[0], [0, 6 * 3600e9, 12 * 3600e9])
+    g = ucr.parse_ts(_stamped_text(["(1e3,1),(+2E3,2),(3000.0,3):a", "(2020,1),(2021,2),(2022,3):b"]))
+    np.testing.assert_array_equal(g.times[0], [0, 1000, 2000])
+    np.testing.assert_array_equal(g.times[1], [0, 1, 2])                 # years alone: numbers

@@ -42,7 +42,7 @@ import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -112,25 +112,45 @@ _PAIR = re.compile(r"\(([^()]*)\)")
 _NS = {"D": 86_400 * 10**9, "h": 3_600 * 10**9, "m": 60 * 10**9, "s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 
 
-def _time_values(tokens: Sequence[str]) -> Optional[Tuple[str, List[int]]]:
-    """Time stamps as exact numbers: ``("number", ...)`` as :class:`fractions.Fraction` of the decimal text, or
-    ``("date", ...)`` as integer nanoseconds since 1970 (Python ints: no wrap-around outside numpy's 1677-2262 range
-    of nanoseconds); None if unreadable or not finite."""
+#: A decimal number as the ``.ts`` format writes one (no ``1/3``, no ``1_000``).
+_DECIMAL = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+#: Fractional seconds past nanoseconds, cut before numpy reads a date (its picosecond units span only +-106 days).
+_SUB_NS = re.compile(r"(\.\d{9})\d+")
+#: The relative error of a float64 time stamp's difference from its channel's first below which the float64 values
+#: are taken as they are (else the differences are formed exactly from the text).
+_FLOAT_EXACT = 1e-12
+
+_Times = Tuple[str, Union[np.ndarray, List[Any]]]
+
+
+def _time_values(tokens: Sequence[str]) -> Optional[_Times]:
+    """Time stamps of one channel: ``("number", ...)`` as float64 when that keeps the differences to 1e-12 (most
+    files), else as :class:`fractions.Fraction` of the decimal text (epoch seconds with milliseconds: float64 keeps
+    the milliseconds to 2e-4); or ``("date", ...)`` as integer nanoseconds since 1970 (Python ints: any year; digits
+    past nanoseconds dropped); None if unreadable or not finite."""
     try:
-        nums = [Fraction(t.strip()) for t in tokens]
-        return "number", cast(List[int], nums)
-    except (ValueError, ZeroDivisionError):
-        pass
+        t = np.array(tokens, dtype=np.float64)
+    except ValueError:
+        t = None
+    if t is not None and not any("_" in x for x in tokens):       # float() also reads 1_000; '1/3' fails above
+        if not np.isfinite(t).all():
+            return None
+        d = np.abs(np.diff(t))
+        span = float(np.abs(t).max()) if t.size else 0.0
+        if t.size < 2 or (d.min() > 0 and span * 2.3e-16 <= _FLOAT_EXACT * float(d.min())):
+            return "number", t
+        return "number", [Fraction(x.strip()) for x in tokens]
+    if any(x.strip().lower() in ("today", "now") or _DECIMAL.fullmatch(x)
+           for x in tokens):
+        return None
     out = []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")        # "no explicit representation of timezones": converted to UTC
-            for t in tokens:
-                d = np.datetime64(t.strip())
+            for x in tokens:
+                d = np.datetime64(_SUB_NS.sub(r"\1", x.strip()))
                 unit = np.datetime_data(d.dtype)[0]
-                if unit in ("ps", "fs", "as"):                  # below a nanosecond: to nanoseconds
-                    d, unit = d.astype("datetime64[ns]"), "ns"
-                elif unit not in _NS:                           # years, months, weeks: to days
+                if unit not in _NS:                             # years, months, weeks: to days
                     d, unit = d.astype("datetime64[D]"), "D"
                 if np.isnat(d):
                     return None
@@ -142,19 +162,29 @@ def _time_values(tokens: Sequence[str]) -> Optional[Tuple[str, List[int]]]:
 
 def _case_times(tokens: List[Optional[List[str]]]) -> Tuple[Optional[List[np.ndarray]], Optional[str], str]:
     """The sample times of one case's channels, float64 since the case's first sample (the differences formed
-    exactly: decimal numbers as fractions, ISO dates in integer nanoseconds), or None and why; and the kind
-    (``"number"`` / ``"date"``)."""
+    exactly where float64 would not keep them: :func:`_time_values`), or None and why; and the kind (``"number"`` /
+    ``"date"``)."""
     if any(t is None for t in tokens):
         return None, "a (time,value) pair without its time", ""
     parsed = [_time_values(cast(List[str], t)) for t in tokens]
     if any(p is None for p in parsed):
         return None, "time stamps that are not numbers or ISO dates, or not finite", ""
-    kinds = {cast(Tuple[str, List[int]], p)[0] for p in parsed}
+    kinds = {cast(_Times, p)[0] for p in parsed}
     if len(kinds) > 1:
         return None, "time stamps mixing numbers and ISO dates", ""
-    values = [cast(Tuple[str, List[int]], p)[1] for p in parsed]
-    origin = min((v[0] for v in values if v), default=0)
-    return [np.array([float(x - origin) for x in v], dtype=np.float64) for v in values], None, kinds.pop()
+    values = [cast(_Times, p)[1] for p in parsed]
+    if all(isinstance(v, np.ndarray) for v in values):              # float64 keeps them: vectorised
+        first = min((float(v[0]) for v in values if len(v)), default=0.0)
+        return [cast(np.ndarray, v) - first for v in values], None, kinds.pop()
+    exact = [[Fraction(float(x)) for x in v] if isinstance(v, np.ndarray) else v for v in values]
+    origin = min((v[0] for v in exact if v), default=0)
+    try:
+        out = [np.array([float(x - origin) for x in v], dtype=np.float64) for v in exact]
+    except OverflowError:
+        return None, "time stamps that are not numbers or ISO dates, or not finite", ""
+    if not all(np.isfinite(t).all() for t in out):
+        return None, "time stamps that are not numbers or ISO dates, or not finite", ""
+    return out, None, kinds.pop()
 
 
 def _evenly_spaced(times: Optional[np.ndarray]) -> bool:
