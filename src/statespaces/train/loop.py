@@ -626,7 +626,10 @@ def _train_in(run: Run, cfg: TrainConfig, resume: bool, progress: bool,
     task, mixup = _objective(cfg, data)
     selection = SELECTION_LAST if val_set is None else task.selection
     augment = _augmentation(cfg, data)
-    model = build_model(cfg, data.d_input, data.n_classes, task.name, max(data.length - 1, 1)).to(device)
+    # clock_scale by keyword and only with intervals: scripts that replace build_model (experiments/reference_layer.py)
+    # keep the (cfg, d_input, n_classes[, task]) signature
+    clock = {"clock_scale": int(data.info.get("clock_scale", max(data.length - 1, 1)))} if cfg.model.intervals else {}
+    model = build_model(cfg, data.d_input, data.n_classes, task.name, **clock).to(device)
     _check_pooling(cfg, model, data)
     ema = WeightEMA(model, t_cfg.ema) if t_cfg.ema else None
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
