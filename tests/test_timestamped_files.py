@@ -408,3 +408,10 @@ def test_time_stamp_text_the_parser_refuses_or_reads_past_nanoseconds():
     g = ucr.parse_ts(_stamped_text(["(1e3,1),(+2E3,2),(3000.0,3):a", "(2020,1),(2021,2),(2022,3):b"]))
     np.testing.assert_array_equal(g.times[0], [0, 1000, 2000])
     np.testing.assert_array_equal(g.times[1], [0, 1, 2])                 # years alone: numbers
+
+
+def test_intervals_on_a_file_without_time_stamps_warn_that_they_change_nothing(tmp_path):
+    rng = np.random.default_rng(11)
+    path = _write(tmp_path, "Plain", _cases(6, rng, even=True), _cases(2, rng, even=True), stamped=False)
+    with pytest.warns(UserWarning, match="has no time stamps, so every interval is one step"):
+        load_data(_cfg(path, tmp_path / "x", model__intervals=True))

@@ -321,6 +321,10 @@ def _check_clock(cfg: TrainConfig, data: "SequenceData") -> None:
                               "model.intervals")
         warnings.warn(msg, UserWarning, stacklevel=3)
     times = data.info.get("times")
+    if cfg.model.intervals and times is None and issue is None:
+        warnings.warn(f"model.intervals: {cfg.data.name!r} has no time stamps, so every interval is one step: the "
+                      "regular layers' answer by the irregular path, several times slower; remove model.intervals "
+                      "(it is for .ts files with @timeStamps true)", UserWarning, stacklevel=3)
     padded = isinstance(times, dict) and any(
         lengths is None and bool((times[split][:, 1:] == 0).any())
         for split, lengths in (("train", data.lengths_train), ("test", data.lengths_test)))
