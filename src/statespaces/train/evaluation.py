@@ -142,7 +142,7 @@ def load_for_evaluation(path, data_name: Optional[str] = None) -> Tuple[nn.Modul
         # other data (an intervals model multiplies its clock by the scale saved with its weights)
         scale = meta.get("clock_scale")
         if scale is None and getattr(model, "clock_intervals", False):
-            scale = int(model.state_dict()["clock_scale"])
+            scale = int(model.get_buffer("clock_scale"))
         clock = meta.get("clock", "times" if cfg.model.intervals else "steps")
         data = load_data(cfg, clock=clock if cfg.data.time_channel else None, clock_scale=scale,
                          time_unit=meta.get("time_unit"))

@@ -326,8 +326,8 @@ def _check_clock(cfg: TrainConfig, data: "SequenceData") -> None:
                       "regular layers' answer by the irregular path, several times slower; remove model.intervals "
                       "(it is for .ts files with @timeStamps true)", UserWarning, stacklevel=3)
     padded = isinstance(times, dict) and any(
-        lengths is None and bool((times[split][:, 1:] == 0).any())
-        for split, lengths in (("train", data.lengths_train), ("test", data.lengths_test)))
+        lengths is None and bool((times[name][:, 1:] == 0).any())
+        for name, lengths in (("train", data.lengths_train), ("test", data.lengths_test)))
     if cfg.model.intervals and padded:
         raise ConfigError("model.intervals on series of different lengths needs their lengths, to leave the padding "
                           "out of the intervals: remove data.kwargs return_lengths = false")
@@ -435,7 +435,7 @@ class _Trainer:
             meta["ema_updates"] = self.ema.updates
         if self.cfg.data.time_channel:       # what the clock channel counted: evaluation rebuilds the same inputs
             meta["clock"] = "times" if "times" in self.data.info else "steps"
-            meta["clock_scale"] = int(self.data.info.get("clock_scale", max(self.data.length - 1, 1)))
+            meta["clock_scale"] = int(self.data.info["clock_scale"])         # set by with_time_channel
             if "time_unit" in self.data.info:
                 meta["time_unit"] = float(self.data.info["time_unit"])
         if self.data_digest is not None:
@@ -632,7 +632,7 @@ def _train_in(run: Run, cfg: TrainConfig, resume: bool, progress: bool,
     augment = _augmentation(cfg, data)
     # clock_scale by keyword and only with intervals: scripts that replace build_model (experiments/reference_layer.py)
     # keep the (cfg, d_input, n_classes[, task]) signature
-    clock = {"clock_scale": int(data.info.get("clock_scale", max(data.length - 1, 1)))} if cfg.model.intervals else {}
+    clock = {"clock_scale": int(data.info["clock_scale"])} if cfg.model.intervals else {}   # intervals need the clock
     model = build_model(cfg, data.d_input, data.n_classes, task.name, **clock).to(device)
     _check_pooling(cfg, model, data)
     ema = WeightEMA(model, t_cfg.ema) if t_cfg.ema else None
