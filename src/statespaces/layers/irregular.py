@@ -76,14 +76,14 @@ DISTINCT_SHARE = 1 / 8
 
 
 def per_distinct_step(fn: Callable[[Tensor], Tuple[Tensor, ...]], steps: Tensor) -> Tuple[Tensor, ...]:
-    """``fn(steps)`` for per-step tables that depend on each step's interval alone (each output (B, L, ...) for
-    steps (B, L)), formed once per distinct interval and gathered when the intervals repeat: samples missing from a
-    regular grid leave a few distinct gaps (1, 2, 3 steps ...), and a bidirectional S4D classifier of the ``ucr``
-    preset's shape spent most of its forward+backward forming the same discretization over and over. The values
-    are the same (the same elementwise arithmetic on the same numbers); the gradients of the parameters are sums
-    in another order. Taken on the CPU in eager mode when the distinct intervals are at most
-    :data:`DISTINCT_SHARE` of the steps and the steps need no gradient (``torch.unique`` has none, and on CUDA it
-    would wait for the device)."""
+    """``fn(steps)`` for per-step tables that depend on each step's interval alone (each output (B, L, ...) for steps
+    (B, L); the per-interval discretizations of thesis §4.2.4), formed once per distinct interval and gathered when
+    the intervals repeat: samples missing from a regular grid leave a few distinct gaps (1, 2, 3 steps ...), and a
+    bidirectional S4D classifier of the ``ucr`` preset's shape spent most of its forward+backward forming the same
+    discretization over and over. The values are the same (the same elementwise arithmetic on the same numbers); the
+    gradients of the parameters are sums in another order. Taken on the CPU in eager mode when the distinct intervals
+    are at most :data:`DISTINCT_SHARE` of the steps and the steps need no gradient (``torch.unique`` has none, and on
+    CUDA it would wait for the device)."""
     if steps.requires_grad or steps.device.type != "cpu" or tracing() or steps.numel() < 16:
         return fn(steps)
     distinct, where = torch.unique(steps, return_inverse=True)
@@ -103,13 +103,13 @@ def one_pass(L: int, step_bytes: int) -> bool:
 
 
 def reversed_steps(steps: Tensor) -> Tensor:
-    """The step multipliers (B, L) of the anti-causal pass of a bidirectional layer, which runs the time-reversed
-    sequence: its step ``j`` reads sample ``l = L - 1 - j`` and covers the interval *after* it (``steps[:, l + 1]``,
-    between samples l and l + 1), the mirror of the causal convention (step t covers the interval before sample
-    t). The last sample, first of the reversed pass, has no interval after it and takes the row's first interval,
-    as a right-padded row does (:func:`intervals_from_timestamps` pads with it), so padding changes nothing. All
-    ones stay all ones: the regular layer's anti-causal kernel. Any (B, L, ...) per-step table is reordered the
-    same way: a table discretized from ``steps``, reordered, is the table of the reversed steps."""
+    """The step multipliers (B, L) of the anti-causal pass of a bidirectional layer (thesis §7.2.6, §4.2.4), which runs
+    the time-reversed sequence: its step ``j`` reads sample ``l = L - 1 - j`` and covers the interval *after* it
+    (``steps[:, l + 1]``, between samples l and l + 1), the mirror of the causal convention (step t covers the
+    interval before sample t). The last sample, first of the reversed pass, has no interval after it and takes the
+    row's first interval, as a right-padded row does (:func:`intervals_from_timestamps` pads with it), so padding
+    changes nothing. All ones stay all ones: the regular layer's anti-causal kernel. Any (B, L, ...) per-step table
+    is reordered the same way: a table discretized from ``steps``, reordered, is the table of the reversed steps."""
     return torch.cat([steps[:, 1:], steps[:, :1]], 1).flip(1)
 
 
