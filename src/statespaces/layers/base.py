@@ -43,7 +43,7 @@ from ..kernels import dispatch
 from ..kernels.chunked_conv import chunked_conv_diagonal, prefer_chunked
 from ..kernels.vandermonde import exp_scaled, vandermonde, vandermonde_transpose
 from ..ops.fftconv import fftconv
-from ..ops.scan import scan_diagonal
+from ..ops.time_varying import time_varying_ssm
 from ..serialization import Pretrained
 from .irregular import check_intervals, one_pass, over_time_chunks, reversed_steps, shift_anticausal
 from .modes import Modes
@@ -359,11 +359,10 @@ class DiagonalSSM(SSMLayer):
         # tables get chunks of half the budget, the safe side
         step_bytes = u.shape[0] * u.shape[2] * self.n_modes * 16
         if self.bidirectional and one_pass(u.shape[1], step_bytes):
-            # one pass: the reversed pass's tables are the causal ones reordered (half the discretization work)
+            # one pass: the reversed pass reads the causal tables in reversed order (half the discretization work)
             dA, dB, C, scale = self.irregular_system(rate, steps)
             y, last = self._irregular_scan(u, state, dA, dB, C, scale)
-            back = self._irregular_scan(u.flip(1), None, reversed_steps(dA), reversed_steps(dB), C, scale, 1)[0]
-            return y + shift_anticausal(back.flip(1)), last
+            return y + time_varying_ssm(dA, dB, u, C[1], scale, anticausal=True)[0], last
         y, last = over_time_chunks(lambda u, steps, state: self._irregular_chunk(u, state, rate, steps),
                                    (u, steps), state, step_bytes)
         if self.bidirectional:
@@ -382,14 +381,10 @@ class DiagonalSSM(SSMLayer):
 
     def _irregular_scan(self, u: Tensor, state: Optional[Tensor], dA: Tensor, dB: Tensor, C: Tensor, scale: float,
                         direction: int = 0) -> Tuple[Tensor, Tensor]:
-        """The time-varying scan of :meth:`_irregular_chunk` with the per-step tables dA, dB (B, Lc, H, M)."""
-        a = dA.transpose(1, 2)                                              # (B, H, L, M)
-        b = (dB * u.unsqueeze(-1)).transpose(1, 2)
-        X = scan_diagonal(a, b, state)                                      # (B, H, L, M)
-        C = C[direction]
-        y = scale * (X.real * C.real.unsqueeze(1) - X.imag * C.imag.unsqueeze(1)).sum(-1)   # (B, H, L)
-        y = y.transpose(1, 2) if direction else y.transpose(1, 2) + self.D * u
-        return y, X[:, :, -1].clone()               # a copy: X is saved for the readout's backward
+        """The time-varying scan of :meth:`_irregular_chunk` with the per-step tables dA, dB (B, Lc, H, M)
+        (:func:`~statespaces.ops.time_varying.time_varying_ssm`)."""
+        y, last = time_varying_ssm(dA, dB, u, C[direction], scale, state)
+        return (y if direction else y + self.D * u), last
 
     def _step_system(self, rate: float) -> Tuple[Tensor, Tensor, Tensor, float]:
         """``(dA, dB, C, scale)`` for stepping. Without autograd (generation), the discretization is

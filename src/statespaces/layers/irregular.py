@@ -20,6 +20,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from .._checks import check_real, refuse_if, tracing
+from ..ops.time_varying import reversed_steps, shift_anticausal  # noqa: F401  (re-exported: they lived here)
 
 Tensor = torch.Tensor
 
@@ -100,23 +101,6 @@ def chunk_length(step_bytes: int) -> int:
 def one_pass(L: int, step_bytes: int) -> bool:
     """Whether :func:`over_time_chunks` runs a sequence of L steps in one call (up to 1.5 chunks)."""
     return 2 * L <= 3 * chunk_length(step_bytes)
-
-
-def reversed_steps(steps: Tensor) -> Tensor:
-    """The step multipliers (B, L) of the anti-causal pass of a bidirectional layer (thesis §7.2.6, §4.2.4), which runs
-    the time-reversed sequence: its step ``j`` reads sample ``l = L - 1 - j`` and covers the interval *after* it
-    (``steps[:, l + 1]``, between samples l and l + 1), the mirror of the causal convention (step t covers the
-    interval before sample t). The last sample, first of the reversed pass, has no interval after it and takes the
-    row's first interval, as a right-padded row does (:func:`intervals_from_timestamps` pads with it), so padding
-    changes nothing. All ones stay all ones: the regular layer's anti-causal kernel. Any (B, L, ...) per-step table
-    is reordered the same way: a table discretized from ``steps``, reordered, is the table of the reversed steps."""
-    return torch.cat([steps[:, 1:], steps[:, :1]], 1).flip(1)
-
-
-def shift_anticausal(back: Tensor) -> Tensor:
-    """``back`` (B, L, ...) moved one step earlier, zero at the end: the anti-causal half of a bidirectional
-    layer acts on lags -1..-L (``y_t += back_{t+1}``, :func:`~statespaces.ops.fftconv.two_sided_kernel`)."""
-    return torch.cat([back[:, 1:], torch.zeros_like(back[:, :1])], 1)
 
 
 def intervals_from_timestamps(timestamps: Tensor, first: float = 1.0, mask: Optional[Tensor] = None) -> Tensor:
