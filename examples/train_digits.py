@@ -5,6 +5,7 @@ scikit-learn: no download). Uses the same config system as ``statespaces train``
 checkpoint directory per layer (``<out>/<layer>/best``), ``metrics.csv`` and ``curves.png``.
 
     python examples/train_digits.py                       # s4d, s4 and linoss, 5 epochs each
+    python examples/train_digits.py --layer all           # every registered layer (also dlinoss, s4nd, s5)
     python examples/train_digits.py --layer linoss --epochs 10
     python examples/train_digits.py --layer s4d --permuted  # pixel order shuffled (pMNIST protocol)
 
@@ -13,30 +14,39 @@ About 10-30 s per layer and epoch budget on two CPU cores with the defaults belo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
+from statespaces.layers.config import config_class
 from statespaces.layers.registry import available_layers
 from statespaces.train import build_config, train
 
 
+def state_key(kind: str) -> str:
+    """The layer setting that sizes the state: ``d_state``, or ``n_oscillators`` for the LinOSS family."""
+    names = {f.name for f in dataclasses.fields(config_class(kind))}
+    return "d_state" if "d_state" in names else "n_oscillators"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layer", default="all", help=f"one of {', '.join(available_layers())} or 'all'")
+    ap.add_argument("--layer", default="s4d,s4,linoss",
+                    help=f"comma-separated kinds of {', '.join(available_layers())}, or 'all' (default: s4d,s4,linoss)")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--d-model", type=int, default=32)
     ap.add_argument("--n-layers", type=int, default=2)
-    ap.add_argument("--d-state", type=int, default=32)
+    ap.add_argument("--d-state", type=int, default=32, help="state size (LinOSS/D-LinOSS: oscillators)")
     ap.add_argument("--permuted", action="store_true", help="fixed random pixel permutation (pdigits)")
     ap.add_argument("--out", default="runs/examples/digits")
     args = ap.parse_args()
 
-    layers = available_layers() if args.layer == "all" else (args.layer,)
+    layers = available_layers() if args.layer == "all" else tuple(k.strip() for k in args.layer.split(","))
     results = {}
     for layer in layers:
         overrides = [
             ("model.layer", layer), ("model.d_model", str(args.d_model)), ("model.n_layers", str(args.n_layers)),
-            ("model.layer.d_state", str(args.d_state)), ("model.dropout", "0.0"),
+            (f"model.layer.{state_key(layer)}", str(args.d_state)), ("model.dropout", "0.0"),
             ("data.name", "pdigits" if args.permuted else "digits"),
             ("trainer.epochs", str(args.epochs)), ("trainer.batch_size", "32"),
             ("trainer.lr", "0.01" if layer == "linoss" else "0.03"), ("trainer.weight_decay", "0.0"),

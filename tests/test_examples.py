@@ -40,15 +40,17 @@ def test_the_examples_typical_session_runs(tmp_path):
 
     from statespaces.models.lm import SSMLanguageModel
 
-    out = _run("train_digits.py", "--layer", "s4d", "--epochs", "1", "--d-model", "8", "--d-state", "8",
+    # s4d and linoss: each kind takes its own state-size key (LinOSS: n_oscillators; d_state was refused)
+    out = _run("train_digits.py", "--layer", "s4d,linoss", "--epochs", "1", "--d-model", "8", "--d-state", "8",
                "--n-layers", "1", "--out", "runs/ex", cwd=tmp_path)
-    assert "runs/ex/s4d/best" in out
+    assert "runs/ex/s4d/best" in out and "runs/ex/linoss/best" in out
     best = tmp_path / "runs" / "ex" / "s4d" / "best"
     _run("analyze_checkpoint.py", str(best), "--out", str(tmp_path / "analysis"), cwd=tmp_path)
     assert list((tmp_path / "analysis").glob("*oscillators.csv"))
-    out = _run("streaming_inference.py", str(best), "--n", "8", cwd=tmp_path)
-    diff = float(re.search(r"max \|logits step - logits conv\| = ([0-9.e+-]+)", out).group(1))
-    assert diff < 1e-4
+    for ckpt in (best, tmp_path / "runs" / "ex" / "linoss" / "best"):
+        out = _run("streaming_inference.py", str(ckpt), "--n", "8", cwd=tmp_path)
+        diff = float(re.search(r"max \|logits step - logits conv\| = ([0-9.e+-]+)", out).group(1))
+        assert diff < 1e-4
     torch.manual_seed(0)
     SSMLanguageModel(17, d_model=8, n_layers=1).save_pretrained(tmp_path / "lm")
     out = _run("export_streaming.py", "--model", str(tmp_path / "lm"), "--n", "2", cwd=tmp_path)

@@ -155,6 +155,8 @@ def test_intervals_settings_are_refused_where_they_cannot_work(tmp_path):
     no_clock = TrainConfig.from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "time_channel": False}})
     with pytest.raises(ConfigError, match="model.intervals.*data.time_channel true"):
         build_model(no_clock, 2, 2)
+    with pytest.raises(ConfigError, match="model.intervals.*data.time_channel true"):   # the trainer reaches it
+        train(no_clock, progress=False)                                                 # (was KeyError 'clock_scale')
     mixup = TrainConfig.from_dict({**cfg.to_dict(), "trainer": {**cfg.to_dict()["trainer"], "mixup": 0.2}})
     with pytest.raises(ConfigError, match="model.intervals with trainer.mixup"):
         build_model(mixup, 2, 2)

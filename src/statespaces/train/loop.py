@@ -632,7 +632,8 @@ def _train_in(run: Run, cfg: TrainConfig, resume: bool, progress: bool,
     augment = _augmentation(cfg, data)
     # clock_scale by keyword and only with intervals: scripts that replace build_model (experiments/reference_layer.py)
     # keep the (cfg, d_input, n_classes[, task]) signature
-    clock = {"clock_scale": int(data.info["clock_scale"])} if cfg.model.intervals else {}   # intervals need the clock
+    # (with data.time_channel off there is no clock: build_model refuses intervals with its reason)
+    clock = {"clock_scale": int(data.info["clock_scale"])} if cfg.model.intervals and cfg.data.time_channel else {}
     model = build_model(cfg, data.d_input, data.n_classes, task.name, **clock).to(device)
     _check_pooling(cfg, model, data)
     ema = WeightEMA(model, t_cfg.ema) if t_cfg.ema else None
