@@ -27,7 +27,7 @@ def _tables(B=2, L=6, H=3, M=4, dtype=C128, seed=0, x0=True):
 @pytest.fixture
 def fused(monkeypatch):
     """Every shape takes the fused Function (its width rule would keep these small ones on the composition)."""
-    monkeypatch.setattr(tv, "LOOP_STEP_BYTES", 0)
+    monkeypatch.setattr(tv, "FUSED_STEP_BYTES", 0)
 
 
 def _loop(dA, dB, u, C, scale, x0, anticausal):
@@ -122,6 +122,33 @@ def test_shapes_are_checked():
         time_varying_ssm(dA, dB, u, C, 1.0, x0[:1])
 
 
+def test_bad_dtypes_and_empty_sequences_are_refused():
+    dA, dB, u, C, x0 = _tables()
+    with pytest.raises(TypeError, match="dA must be complex"):
+        time_varying_ssm(dA.real, dB, u, C, 1.0)
+    with pytest.raises(TypeError, match="C must be complex"):
+        time_varying_ssm(dA, dB, u, C.real, 1.0)
+    with pytest.raises(TypeError, match="x0 must be complex"):
+        time_varying_ssm(dA, dB, u, C, 1.0, x0.real)
+    with pytest.raises(TypeError, match="u must be a real floating-point tensor.*complex u"):
+        time_varying_ssm(dA, dB, u.to(C128), C, 1.0)
+    with pytest.raises(ValueError, match="L = 0"):
+        time_varying_ssm(dA[:, :0], dB[:, :0], u[:, :0], C, 1.0)
+
+
+def test_a_scale_tensor_keeps_its_gradient(fused):
+    """A learnable scale (a DiagonalSSM of one's own may return one) takes the composition: float() would detach it."""
+    dA, dB, u, C, x0 = _tables()
+    grads = []
+    for fn in (time_varying_ssm, time_varying_ssm_ref):
+        s = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+        fn(dA, dB, u, C, s, x0)[0].square().sum().backward()
+        grads.append(s.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+    y, _ = time_varying_ssm(dA, dB, u, C, torch.tensor(2.0, dtype=torch.float64), x0)   # no gradient: fused
+    assert "TimeVaryingSSM" in type(y.grad_fn).__name__
+
+
 def test_anticausal_is_the_reversed_pass_of_the_reordered_tables():
     """The definition the fused pass implements by indexing: the causal pass over the flipped input with the tables
     reordered by reversed_steps, flipped back and read out one step later."""
@@ -140,7 +167,7 @@ def test_s4d_with_intervals_fused_equals_the_composition(monkeypatch, bidirectio
     ts = torch.cumsum(torch.randint(1, 4, (3, 12)).double(), 1)
 
     def run(threshold):
-        monkeypatch.setattr(tv, "LOOP_STEP_BYTES", threshold)
+        monkeypatch.setattr(tv, "FUSED_STEP_BYTES", threshold)
         layer.zero_grad()
         y = layer(x, timestamps=ts)
         y = y[0] if isinstance(y, tuple) else y

@@ -13,12 +13,12 @@ later (lags -1..-L, :func:`shift_anticausal`), each sample held over the interva
 :mod:`statespaces.ops.scan` and a readout, differentiated op by op, spent most of a bidirectional S4D layer's time
 at the ``ucr`` preset's shape in copies: the reversed pass's reordered and flipped tables, transposes, and the
 zero-filled full-size gradients of slices. On the CPU, when one step's states are wide enough for a loop over time
-to pay (:data:`~statespaces.ops.scan.LOOP_STEP_BYTES`), one autograd Function does it all on the (B, L, H, M) tables
+to pay (:data:`FUSED_STEP_BYTES`), one autograd Function does it all on the (B, L, H, M) tables
 in place: the forcing and the recurrence into one state buffer, the reversed pass by indexing (no reordered copy),
-the readout as one contraction, and a hand-written backward (the adjoint recurrence, thesis app. D.1.4 of the
-scan, then one pass per gradient). Elsewhere (CUDA, whose scan is the Triton kernel; torch.compile and torch.export
-tracing; ``torch.func`` transforms; narrow states) the composition runs, and :func:`time_varying_ssm_ref` is the
-reference twin (the sequential scan).
+the readout as one contraction, and a hand-written backward (the adjoint recurrence of the scan, then one pass per
+gradient). Elsewhere (CUDA, whose scan is the Triton kernel; torch.compile and torch.export tracing; ``torch.func``
+transforms; states under :data:`FUSED_STEP_BYTES`; a ``scale`` tensor that needs a gradient) the composition runs,
+and :func:`time_varying_ssm_ref` is the reference twin (the sequential scan).
 """
 from __future__ import annotations
 
@@ -28,11 +28,16 @@ import torch
 
 from .. import backend
 from .._checks import tracing
-from .scan import LOOP_STEP_BYTES, scan_diagonal, scan_diagonal_ref
+from .scan import scan_diagonal, scan_diagonal_ref
 
 Tensor = torch.Tensor
 
 __all__ = ["time_varying_ssm", "time_varying_ssm_ref", "reversed_steps", "shift_anticausal"]
+
+#: Bytes of one step's states (B x H x M complex entries) from which the CPU runs the fused Function: forward+backward,
+#: one thread, complex64, against the composition: 4 KiB per step (1, 2048, 16, 32) 38 vs 68 ms, 8 KiB (2, 1024, 16,
+#: 32) 26 vs 46 ms; below, the composition's doubling scan wins (2 KiB: 15 vs 11 ms; 64 B: 26 vs 3.2 ms).
+FUSED_STEP_BYTES = 1 << 12
 
 
 def reversed_steps(steps: Tensor) -> Tensor:
@@ -58,9 +63,9 @@ def time_varying_ssm(dA: Tensor, dB: Tensor, u: Tensor, C: Tensor, scale: float,
     r"""One pass of a time-varying diagonal SSM with its readout (module docstring).
 
     Args:
-        dA, dB: the per-step discretized transitions and input gains (B, L, H, M), complex.
-        u: input (B, L, H), real.
-        C: readout (H, M), complex; ``scale`` multiplies the readout.
+        dA, dB: the per-step discretized transitions and input gains (B, L, H, M), complex, L >= 1.
+        u: input (B, L, H), real floating.
+        C: readout (H, M), complex; ``scale`` (a number, or a real tensor) multiplies the readout.
         x0: state before the pass (B, H, M), or None for zeros.
         anticausal: the anti-causal pass of a bidirectional layer: the recurrence runs from the end over the
             reversed steps, ``z_l = dA_{l+1} z_{l+1} + dB_{l+1} u_l`` (``z_{L-1} = dA_0 x0 + dB_0 u_{L-1}``), and
@@ -71,11 +76,11 @@ def time_varying_ssm(dA: Tensor, dB: Tensor, u: Tensor, C: Tensor, scale: float,
         ``(y, last)``: y (B, L, H) real (no skip term), the state after the pass's last step (B, H, M): ``x_{L-1}``,
         or ``z_0`` for the anti-causal pass.
     """
-    _check_shapes(dA, dB, u, C, x0)
+    _check_inputs(dA, dB, u, C, x0)
     path = backend.choose("time_varying_ssm", dA, dB, u, C, x0)
     if path == "ref":
         return time_varying_ssm_ref(dA, dB, u, C, scale, x0, anticausal)
-    if _fused(dA, dB, u, C, x0):
+    if _fused(dA, dB, u, C, x0) and not (isinstance(scale, Tensor) and scale.requires_grad):
         y, last = _TimeVaryingSSM.apply(dA, dB, u, C, x0, float(scale), bool(anticausal))
         return y, last
     return _composed(dA, dB, u, C, scale, x0, anticausal, scan_diagonal)
@@ -104,10 +109,19 @@ def _composed(dA: Tensor, dB: Tensor, u: Tensor, C: Tensor, scale: float, x0: Op
     return (shift_anticausal(y.flip(1)), last) if anticausal else (y, last)
 
 
-def _check_shapes(dA: Tensor, dB: Tensor, u: Tensor, C: Tensor, x0: Optional[Tensor]) -> None:
+def _check_inputs(dA: Tensor, dB: Tensor, u: Tensor, C: Tensor, x0: Optional[Tensor]) -> None:
     if u.dim() != 3 or dA.dim() != 4 or tuple(dA.shape[:3]) != tuple(u.shape) or dB.shape != dA.shape:
         raise ValueError(f"time_varying_ssm: dA and dB must have shape (B, L, H, M) and u (B, L, H), got dA "
                          f"{tuple(dA.shape)}, dB {tuple(dB.shape)}, u {tuple(u.shape)}")
+    if u.shape[1] < 1:
+        raise ValueError(f"time_varying_ssm: the sequences are empty (L = 0, u {tuple(u.shape)}); give L >= 1 steps")
+    complex_args = [("dA", dA), ("dB", dB), ("C", C)] + ([] if x0 is None else [("x0", x0)])
+    for name, t in complex_args:
+        if not t.is_complex():
+            raise TypeError(f"time_varying_ssm: {name} must be complex (the discretized modes), got {t.dtype}")
+    if not u.is_floating_point():
+        raise TypeError(f"time_varying_ssm: u must be a real floating-point tensor, got {u.dtype}"
+                        + ("; pass the real input (a complex u has no meaning here)" if u.is_complex() else ""))
     B, _, H, M = dA.shape
     if tuple(C.shape) != (H, M):
         raise ValueError(f"time_varying_ssm: C must have shape (H, M) = {(H, M)}, got {tuple(C.shape)}")
@@ -119,7 +133,7 @@ def _check_shapes(dA: Tensor, dB: Tensor, u: Tensor, C: Tensor, x0: Optional[Ten
 def _fused(dA: Tensor, dB: Tensor, u: Tensor, C: Tensor, x0: Optional[Tensor]) -> bool:
     """Whether the fused CPU Function runs (module docstring): CPU tensors of one complex dtype and its real
     dtype, outside tracing and ``torch.func`` transforms, with one step's states at least
-    :data:`~statespaces.ops.scan.LOOP_STEP_BYTES` (narrower, the doubling scan of the composition wins)."""
+    :data:`FUSED_STEP_BYTES` (narrower, the doubling scan of the composition wins)."""
     if dA.device.type != "cpu" or tracing() or backend.transforming() or dA.shape[1] < 2:
         return False
     if not dA.is_complex() or dB.dtype != dA.dtype or C.dtype != dA.dtype or u.dtype != dA.dtype.to_real():
@@ -127,7 +141,7 @@ def _fused(dA: Tensor, dB: Tensor, u: Tensor, C: Tensor, x0: Optional[Tensor]) -
     if x0 is not None and x0.dtype != dA.dtype:
         return False
     B, _, H, M = dA.shape
-    return B * H * M * dA.element_size() >= LOOP_STEP_BYTES
+    return B * H * M * dA.element_size() >= FUSED_STEP_BYTES
 
 
 def _readout(X: Tensor, C: Tensor, scale: float) -> Tensor:
