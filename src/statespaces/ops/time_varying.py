@@ -70,7 +70,7 @@ def time_varying_ssm(dA: Tensor, dB: Tensor, u: Tensor, C: Tensor, scale: float,
         anticausal: the anti-causal pass of a bidirectional layer: the recurrence runs from the end over the
             reversed steps, ``z_l = dA_{l+1} z_{l+1} + dB_{l+1} u_l`` (``z_{L-1} = dA_0 x0 + dB_0 u_{L-1}``), and
             is read out one step later, ``y_l = scale Re sum C z_{l+1}`` (``y_{L-1} = 0``): the composition
-            ``shift_anticausal(flip(pass over flip(u) with reversed_steps tables)))``.
+            ``shift_anticausal(flip(pass over flip(u) with the reversed_steps tables))``.
 
     Returns:
         ``(y, last)``: y (B, L, H) real (no skip term), the state after the pass's last step (B, H, M): ``x_{L-1}``,
