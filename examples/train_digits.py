@@ -14,19 +14,12 @@ About 10-30 s per layer and epoch budget on two CPU cores with the defaults belo
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 
-from statespaces.layers.config import config_class
+from statespaces.layers.config import state_key
 from statespaces.layers.registry import available_layers
 from statespaces.train import build_config, train
-
-
-def state_key(kind: str) -> str:
-    """The layer setting that sizes the state: ``d_state``, or ``n_oscillators`` for the LinOSS family."""
-    names = {f.name for f in dataclasses.fields(config_class(kind))}
-    return "d_state" if "d_state" in names else "n_oscillators"
 
 
 def main() -> None:

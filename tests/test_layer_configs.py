@@ -301,3 +301,14 @@ def test_trainer_checkpoints_written_before_the_configs_load(tmp_path):
     assert got.model.layer == cfg.model.layer
     x = torch.randn(2, 5, 2)
     assert torch.equal(loaded.eval()(x), model(x))
+
+
+def test_state_key_names_each_kinds_state_size_setting():
+    from statespaces.layers.config import config_class, state_key
+    from statespaces.layers.registry import available_layers
+
+    keys = {kind: state_key(kind) for kind in available_layers()}
+    assert keys["s4d"] == keys["s4"] == keys["s5"] == keys["s4nd"] == "d_state"
+    assert keys["linoss"] == keys["dlinoss"] == "n_oscillators"
+    for kind, key in keys.items():                      # the key is a setting of that kind
+        assert key in {f.name for f in __import__("dataclasses").fields(config_class(kind))}

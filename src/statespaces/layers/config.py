@@ -279,6 +279,12 @@ def config_class(kind: str) -> Type[LayerConfig]:
     return _entry(kind)[1]
 
 
+def state_key(kind: str) -> str:
+    """The setting that sizes a layer kind's state: ``"d_state"``, or ``"n_oscillators"`` for a kind without one (the
+    LinOSS family, whose state is P oscillators of two components each)."""
+    return "d_state" if "d_state" in {f.name for f in fields(config_class(kind))} else "n_oscillators"
+
+
 def merge_layer(old: Union[LayerSpec, None], new: Any) -> Any:
     """Layer settings ``new`` applied over ``old`` (both kinds, mappings or configs), as a mapping
     (``new`` itself if it is not a layer spec or names an unknown kind: reading it reports that).
@@ -397,4 +403,4 @@ def describe(cls: Type[LayerConfig]) -> str:
 
 
 __all__ = ["LayerConfig", "LayerSpec", "layer_config", "sequence_layer", "merge_layer", "legacy_layer",
-           "upgrade_layer_arguments", "setting", "describe", "ConfigError"]
+           "upgrade_layer_arguments", "setting", "describe", "state_key", "ConfigError"]

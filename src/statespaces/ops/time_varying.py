@@ -136,7 +136,7 @@ def _fused(dA: Tensor, dB: Tensor, u: Tensor, C: Tensor, x0: Optional[Tensor]) -
     :data:`FUSED_STEP_BYTES` (narrower, the doubling scan of the composition wins)."""
     if dA.device.type != "cpu" or tracing() or backend.transforming() or dA.shape[1] < 2:
         return False
-    if not dA.is_complex() or dB.dtype != dA.dtype or C.dtype != dA.dtype or u.dtype != dA.dtype.to_real():
+    if dB.dtype != dA.dtype or C.dtype != dA.dtype or u.dtype != dA.dtype.to_real():   # complex: _check_inputs
         return False
     if x0 is not None and x0.dtype != dA.dtype:
         return False

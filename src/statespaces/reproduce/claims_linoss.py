@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch.utils.data import TensorDataset
 
+from ..layers.config import state_key
 from ..layers.linoss import LinOSS
 from ..train import build_config, build_model
 from ..train.engine import OnStep
@@ -53,11 +54,6 @@ def _crop(ds: TensorDataset, n: int, length: int) -> TensorDataset:
     return TensorDataset(x[idx, :length], y[idx], *lens)
 
 
-def _state_size(layer: str) -> str:
-    """The layer's state-size setting: oscillators for LinOSS/DLinOSS, real state dimensions otherwise."""
-    return "n_oscillators" if layer in ("linoss", "dlinoss") else "d_state"
-
-
 def _l1_run(problem: str, name: str, layer: str, kwargs: dict, lr: float, quick: bool,
             seed: int = 0, prepare: Optional[Callable[[torch.nn.Module], None]] = None) -> Dict[str, float]:
     """One model of L1 on ``problem`` (``seed``: the init and batch order; L1 runs seed 0). ``prepare(model)``, if
@@ -65,7 +61,7 @@ def _l1_run(problem: str, name: str, layer: str, kwargs: dict, lr: float, quick:
     epochs, batch = (1, 16) if quick else L1_PROBLEMS[problem]
     cfg = build_config(None, None, [
         ("data.name", problem), ("model.d_model", "32"), ("model.n_layers", "2"),
-        ("model.layer", json.dumps({"kind": layer, _state_size(layer): 32, **kwargs})), ("trainer.lr", str(lr)),
+        ("model.layer", json.dumps({"kind": layer, state_key(layer): 32, **kwargs})), ("trainer.lr", str(lr)),
     ])
     torch.manual_seed(seed)
     data = load_data(cfg)
